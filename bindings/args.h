@@ -1,0 +1,100 @@
+// Argument checking for op bindings: every pointer a kernel receives has been checked here for
+// type, device and bounds, so no call from JavaScript can make a kernel read or write outside
+// its buffers. Failures throw a JS Error that names the op.
+#pragma once
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "storage.h"
+
+namespace pgnode {
+
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const char* op, size_t count) : info_(info), op_(op) {
+    if (info.Length() != count)
+      Fail("expected " + std::to_string(count) + " arguments, got " + std::to_string(info.Length()));
+  }
+
+  [[noreturn]] void Fail(const std::string& message) const {
+    throw Napi::Error::New(info_.Env(), std::string(op_) + ": " + message);
+  }
+
+  // A tensor argument is two JS values: the Storage at index i and an element offset at i + 1.
+  // `count` elements of T must fit in the storage from that offset.
+  template <typename T>
+  T* Ptr(size_t i, const char* name, int64_t count, Device device = Device::CPU) const {
+    Storage* s = StorageAt(i, name);
+    if (s->device() != device)
+      Fail(std::string(name) + " is on " + (s->device() == Device::CUDA ? "cuda" : "cpu") +
+           ", this op needs " + (device == Device::CUDA ? "cuda" : "cpu"));
+    int64_t offset = Int(i + 1, name);
+    if (offset < 0 || count < 0) Fail(std::string(name) + ": negative offset or size");
+    const int64_t capacity = static_cast<int64_t>(s->bytes() / sizeof(T));
+    if (offset > capacity || count > capacity - offset)
+      Fail(std::string(name) + " needs " + std::to_string(count) + " elements from offset " +
+           std::to_string(offset) + " but its storage holds " + std::to_string(capacity));
+    return static_cast<T*>(s->data()) + offset;
+  }
+
+  Storage* StorageAt(size_t i, const char* name) const {
+    if (!Storage::Is(info_[i])) Fail(std::string(name) + " is not a tensor storage");
+    Storage* s = Storage::Unwrap(info_[i].As<Napi::Object>());
+    if (s->freed()) Fail(std::string(name) + " was already disposed");
+    return s;
+  }
+
+  int64_t Int(size_t i, const char* name) const {
+    if (!info_[i].IsNumber()) Fail(std::string(name) + " must be a number");
+    double v = info_[i].As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) > 9007199254740991.0)
+      Fail(std::string(name) + " must be an integer, got " + std::to_string(v));
+    return static_cast<int64_t>(v);
+  }
+
+  int64_t Size(size_t i, const char* name) const {
+    int64_t v = Int(i, name);
+    if (v < 0) Fail(std::string(name) + " must be >= 0, got " + std::to_string(v));
+    return v;
+  }
+
+  double Num(size_t i, const char* name) const {
+    if (!info_[i].IsNumber()) Fail(std::string(name) + " must be a number");
+    return info_[i].As<Napi::Number>().DoubleValue();
+  }
+
+  bool Bool(size_t i, const char* name) const {
+    if (!info_[i].IsBoolean()) Fail(std::string(name) + " must be a boolean");
+    return info_[i].As<Napi::Boolean>().Value();
+  }
+
+  // a * b, failing instead of overflowing.
+  int64_t Mul(int64_t a, int64_t b) const {
+    if (a != 0 && b > std::numeric_limits<int64_t>::max() / a) Fail("size overflow");
+    return a * b;
+  }
+
+  Napi::Env Env() const { return info_.Env(); }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  const char* op_;
+};
+
+// Each op family registers its functions on the exports object (one file per family).
+void RegisterRuntime(Napi::Env env, Napi::Object exports);
+void RegisterElementwise(Napi::Env env, Napi::Object exports);
+void RegisterGemm(Napi::Env env, Napi::Object exports);
+void RegisterEmbedding(Napi::Env env, Napi::Object exports);
+void RegisterRmsnorm(Napi::Env env, Napi::Object exports);
+void RegisterRope(Napi::Env env, Napi::Object exports);
+void RegisterSwiglu(Napi::Env env, Napi::Object exports);
+void RegisterCrossEntropy(Napi::Env env, Napi::Object exports);
+void RegisterAttention(Napi::Env env, Napi::Object exports);
+void RegisterAdamw(Napi::Env env, Napi::Object exports);
+
+}  // namespace pgnode

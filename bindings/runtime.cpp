@@ -1,0 +1,84 @@
+// Runtime bindings: build and machine info, thread count, SIMD cap, memory counters.
+#include "args.h"
+#include "patentgpt/runtime.h"
+
+namespace pgnode {
+
+namespace {
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("simd", pg::simd_level_name(pg::simd_level()));
+  out.Set("threads", pg::num_threads());
+  out.Set("cudaCompiled", pg::cuda_compiled());
+  std::vector<pg::CudaDeviceInfo> devices;
+  std::string why = pg::cuda_devices(devices);
+  Napi::Array gpus = Napi::Array::New(env, devices.size());
+  for (size_t i = 0; i < devices.size(); ++i) {
+    Napi::Object g = Napi::Object::New(env);
+    g.Set("index", devices[i].index);
+    g.Set("name", devices[i].name);
+    g.Set("computeCapability", std::to_string(devices[i].sm_major) + "." + std::to_string(devices[i].sm_minor));
+    g.Set("totalMemory", static_cast<double>(devices[i].total_memory));
+    gpus.Set(static_cast<uint32_t>(i), g);
+  }
+  out.Set("gpus", gpus);
+  out.Set("cudaStatus", why.empty() ? Napi::Value(env.Null()) : Napi::String::New(env, why));
+#if defined(__VERSION__)
+  out.Set("compiler", __VERSION__);
+#endif
+  return out;
+}
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  Args a(info, "setNumThreads", 1);
+  int64_t n = a.Int(0, "n");
+  if (n > 1024) a.Fail("n must be at most 1024");
+  pg::set_num_threads(static_cast<int>(n));
+  return Napi::Number::New(info.Env(), pg::num_threads());
+}
+
+Napi::Value SetSimdLevel(const Napi::CallbackInfo& info) {
+  Args a(info, "setSimdLevel", 1);
+  if (!info[0].IsString()) a.Fail("level must be 'avx512', 'avx2' or 'scalar'");
+  std::string level = info[0].As<Napi::String>().Utf8Value();
+  if (level == "avx512") pg::force_simd_level(pg::SimdLevel::AVX512);
+  else if (level == "avx2") pg::force_simd_level(pg::SimdLevel::AVX2);
+  else if (level == "scalar") pg::force_simd_level(pg::SimdLevel::Scalar);
+  else a.Fail("level must be 'avx512', 'avx2' or 'scalar', got '" + level + "'");
+  return Napi::String::New(info.Env(), pg::simd_level_name(pg::simd_level()));
+}
+
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& c = memory_counters();
+  Napi::Object out = Napi::Object::New(env);
+  const char* names[2] = {"cpu", "cuda"};
+  for (int d = 0; d < 2; ++d) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("liveBytes", static_cast<double>(c.live_bytes[d].load()));
+    o.Set("liveCount", static_cast<double>(c.live_count[d].load()));
+    o.Set("peakBytes", static_cast<double>(c.peak_bytes[d].load()));
+    out.Set(names[d], o);
+  }
+  return out;
+}
+
+Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
+  auto& c = memory_counters();
+  for (int d = 0; d < 2; ++d) c.peak_bytes[d].store(c.live_bytes[d].load());
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterRuntime(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
+  exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel, "setSimdLevel"));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
+  exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory, "resetPeakMemory"));
+}
+
+}  // namespace pgnode

@@ -1,0 +1,209 @@
+// Storage: allocation, release and host<->device copies of one buffer.
+#include "storage.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "args.h"
+#include "patentgpt/runtime.h"
+
+namespace pgnode {
+
+namespace {
+
+constexpr size_t kAlignment = 64;  // a cache line; also the widest SIMD load
+
+struct AddonData {
+  Napi::FunctionReference storage_ctor;
+};
+
+int DeviceIndex(Device d) { return static_cast<int>(d); }
+
+}  // namespace
+
+MemoryCounters& memory_counters() {
+  static MemoryCounters counters;
+  return counters;
+}
+
+Napi::Function Storage::Define(Napi::Env env) {
+  Napi::Function ctor = DefineClass(env, "Storage",
+      {InstanceMethod("free", &Storage::Free),
+       InstanceMethod("read", &Storage::Read),
+       InstanceMethod("write", &Storage::Write),
+       InstanceMethod("copyFrom", &Storage::CopyFrom),
+       InstanceAccessor("bytes", &Storage::Bytes, nullptr),
+       InstanceAccessor("device", &Storage::DeviceName, nullptr),
+       InstanceAccessor("disposed", &Storage::Disposed, nullptr)});
+  auto* data = new AddonData();
+  data->storage_ctor = Napi::Persistent(ctor);
+  env.SetInstanceData(data);
+  return ctor;
+}
+
+bool Storage::Is(const Napi::Value& value) {
+  if (!value.IsObject()) return false;
+  auto* data = value.Env().GetInstanceData<AddonData>();
+  return data && value.As<Napi::Object>().InstanceOf(data->storage_ctor.Value());
+}
+
+// new Storage(bytes, device = 'cpu', zero = true)
+Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber())
+    throw Napi::TypeError::New(env, "Storage: byte size must be a number");
+  double requested = info[0].As<Napi::Number>().DoubleValue();
+  if (!(requested >= 0) || requested > 1.0e15 || requested != static_cast<double>(static_cast<size_t>(requested)))
+    throw Napi::RangeError::New(env, "Storage: invalid byte size " + std::to_string(requested));
+  std::string device = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "cpu";
+  bool zero = info.Length() > 2 ? info[2].ToBoolean().Value() : true;
+  bytes_ = static_cast<size_t>(requested);
+  size_t alloc = bytes_ == 0 ? kAlignment : (bytes_ + kAlignment - 1) / kAlignment * kAlignment;
+  if (device == "cpu") {
+    device_ = Device::CPU;
+    data_ = std::aligned_alloc(kAlignment, alloc);
+    if (!data_) throw Napi::Error::New(env, "Storage: out of host memory allocating " + std::to_string(bytes_) + " bytes");
+    if (zero) std::memset(data_, 0, alloc);
+  } else if (device == "cuda") {
+    device_ = Device::CUDA;
+    std::string err;
+    data_ = pg::cuda_alloc(alloc, err);
+    if (!data_) throw Napi::Error::New(env, "Storage: " + err);
+    if (zero) {
+      std::string zerr;
+      std::string zeros(alloc, '\0');
+      pg::cuda_memcpy(data_, zeros.data(), alloc, 0, zerr);
+    }
+  } else {
+    throw Napi::TypeError::New(env, "Storage: unknown device '" + device + "' (expected cpu or cuda)");
+  }
+  auto& c = memory_counters();
+  int d = DeviceIndex(device_);
+  int64_t live = c.live_bytes[d].fetch_add(static_cast<int64_t>(bytes_)) + static_cast<int64_t>(bytes_);
+  c.live_count[d].fetch_add(1);
+  int64_t peak = c.peak_bytes[d].load();
+  while (live > peak && !c.peak_bytes[d].compare_exchange_weak(peak, live)) {}
+  if (device_ == Device::CPU) {
+    reported_ = static_cast<int64_t>(bytes_);
+    Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
+  }
+}
+
+Storage::~Storage() { Release(); }
+
+void Storage::Release() {
+  if (!data_) return;
+  if (device_ == Device::CPU) std::free(data_);
+  else pg::cuda_free(data_);
+  data_ = nullptr;
+  auto& c = memory_counters();
+  c.live_bytes[DeviceIndex(device_)].fetch_sub(static_cast<int64_t>(bytes_));
+  c.live_count[DeviceIndex(device_)].fetch_sub(1);
+  if (reported_ != 0) {
+    // Called from free() with an env, or from the GC finalizer, where the env is still valid.
+    Napi::MemoryManagement::AdjustExternalMemory(Env(), -reported_);
+    reported_ = 0;
+  }
+}
+
+Napi::Value Storage::Free(const Napi::CallbackInfo& info) {
+  Release();
+  return info.Env().Undefined();
+}
+
+Napi::Value Storage::Bytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(bytes_));
+}
+
+Napi::Value Storage::DeviceName(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), device_ == Device::CPU ? "cpu" : "cuda");
+}
+
+Napi::Value Storage::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), freed());
+}
+
+namespace {
+
+// Checks [byte_offset, byte_offset + length) against a storage and a typed array.
+void CheckRange(Napi::Env env, const char* op, const Storage* s, double byte_offset, size_t length) {
+  if (s->freed()) throw Napi::Error::New(env, std::string(op) + ": storage was already disposed");
+  if (!(byte_offset >= 0) || byte_offset != static_cast<double>(static_cast<size_t>(byte_offset)) ||
+      static_cast<size_t>(byte_offset) > s->bytes() || length > s->bytes() - static_cast<size_t>(byte_offset))
+    throw Napi::RangeError::New(env, std::string(op) + ": range of " + std::to_string(length) + " bytes at offset " +
+                                         std::to_string(byte_offset) + " is outside the storage of " +
+                                         std::to_string(s->bytes()) + " bytes");
+}
+
+Napi::TypedArray TypedArg(const Napi::CallbackInfo& info, const char* op) {
+  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsNumber())
+    throw Napi::TypeError::New(info.Env(), std::string(op) + "(typedArray, byteOffset) expected");
+  return info[0].As<Napi::TypedArray>();
+}
+
+void Transfer(Napi::Env env, const char* op, Storage* s, size_t offset, void* host, size_t length, bool to_host) {
+  if (length == 0) return;
+  char* dev = static_cast<char*>(s->data()) + offset;
+  if (s->device() == Device::CPU) {
+    if (to_host) std::memcpy(host, dev, length);
+    else std::memcpy(dev, host, length);
+    return;
+  }
+  std::string err;
+  bool ok = to_host ? pg::cuda_memcpy(host, dev, length, 1, err) : pg::cuda_memcpy(dev, host, length, 0, err);
+  if (!ok) throw Napi::Error::New(env, std::string(op) + ": " + err);
+}
+
+}  // namespace
+
+// storage.read(typedArray, byteOffset): copies typedArray.byteLength bytes out of the storage.
+Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
+  Napi::TypedArray arr = TypedArg(info, "Storage.read");
+  double offset = info[1].As<Napi::Number>().DoubleValue();
+  size_t length = arr.ByteLength();
+  CheckRange(info.Env(), "Storage.read", this, offset, length);
+  char* host = static_cast<char*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
+  Transfer(info.Env(), "Storage.read", this, static_cast<size_t>(offset), host, length, true);
+  return info.Env().Undefined();
+}
+
+// storage.write(typedArray, byteOffset): copies the typed array's bytes into the storage.
+Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
+  Napi::TypedArray arr = TypedArg(info, "Storage.write");
+  double offset = info[1].As<Napi::Number>().DoubleValue();
+  size_t length = arr.ByteLength();
+  CheckRange(info.Env(), "Storage.write", this, offset, length);
+  char* host = static_cast<char*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
+  Transfer(info.Env(), "Storage.write", this, static_cast<size_t>(offset), host, length, false);
+  return info.Env().Undefined();
+}
+
+// dst.copyFrom(src, dstByteOffset, srcByteOffset, bytes): any device to any device.
+Napi::Value Storage::CopyFrom(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 4 || !Storage::Is(info[0]) || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber())
+    throw Napi::TypeError::New(env, "Storage.copyFrom(src, dstByteOffset, srcByteOffset, bytes) expected");
+  Storage* src = Storage::Unwrap(info[0].As<Napi::Object>());
+  double dst_off = info[1].As<Napi::Number>().DoubleValue();
+  double src_off = info[2].As<Napi::Number>().DoubleValue();
+  double bytes = info[3].As<Napi::Number>().DoubleValue();
+  if (!(bytes >= 0) || bytes != static_cast<double>(static_cast<size_t>(bytes)))
+    throw Napi::RangeError::New(env, "Storage.copyFrom: invalid byte count");
+  size_t n = static_cast<size_t>(bytes);
+  CheckRange(env, "Storage.copyFrom (destination)", this, dst_off, n);
+  CheckRange(env, "Storage.copyFrom (source)", src, src_off, n);
+  if (n == 0) return env.Undefined();
+  char* d = static_cast<char*>(data_) + static_cast<size_t>(dst_off);
+  const char* s = static_cast<const char*>(src->data()) + static_cast<size_t>(src_off);
+  if (device_ == Device::CPU && src->device() == Device::CPU) {
+    std::memmove(d, s, n);
+    return env.Undefined();
+  }
+  int kind = device_ == Device::CUDA ? (src->device() == Device::CUDA ? 2 : 0) : 1;
+  std::string err;
+  if (!pg::cuda_memcpy(d, s, n, kind, err)) throw Napi::Error::New(env, "Storage.copyFrom: " + err);
+  return env.Undefined();
+}
+
+}  // namespace pgnode

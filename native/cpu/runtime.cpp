@@ -1,0 +1,188 @@
+// The persistent thread pool and SIMD detection shared by every CPU kernel.
+//
+// Workers are started once and park on a condition variable between jobs, so a kernel call
+// costs one wake-up rather than thread creation. The calling thread takes a share of the work.
+#include "patentgpt/runtime.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace pg {
+
+namespace {
+
+thread_local int tls_thread_index = 0;
+thread_local bool tls_in_parallel = false;
+
+class ThreadPool {
+ public:
+  ~ThreadPool() { stop(); }
+
+  int size() {
+    std::lock_guard<std::mutex> lock(config_mutex_);
+    ensure_started_locked();
+    return nthreads_;
+  }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> lock(config_mutex_);
+    if (n <= 0) n = default_threads();
+    if (started_ && n == nthreads_) return;
+    stop();
+    nthreads_ = n;
+    start();
+  }
+
+  void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(grain, 1);
+    int workers = size();
+    int64_t max_chunks = (n + grain - 1) / grain;
+    int nchunks = static_cast<int>(std::min<int64_t>(workers, max_chunks));
+    if (nchunks <= 1 || tls_in_parallel) {
+      fn(0, n);
+      return;
+    }
+    std::lock_guard<std::mutex> job_lock(job_mutex_);  // one parallel job at a time
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      job_n_ = n;
+      job_chunks_ = nchunks;
+      pending_ = nchunks - 1;
+      ++generation_;
+    }
+    cv_.notify_all();
+    tls_in_parallel = true;
+    run_chunk(0);
+    tls_in_parallel = false;
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_cv_.wait(lock, [&] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  static int default_threads() {
+    if (const char* env = std::getenv("PATENTGPT_NUM_THREADS")) {
+      int n = std::atoi(env);
+      if (n > 0) return n;
+    }
+    unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? 1 : static_cast<int>(hw);
+  }
+
+  void ensure_started_locked() {
+    if (started_) return;
+    nthreads_ = default_threads();
+    start();
+  }
+
+  void start() {
+    quit_ = false;
+    // Workers start from the current generation so a job posted before they run is not missed.
+    uint64_t gen;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      gen = generation_;
+    }
+    for (int i = 1; i < nthreads_; ++i) workers_.emplace_back([this, i, gen] { worker(i, gen); });
+    started_ = true;
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+    started_ = false;
+  }
+
+  void run_chunk(int chunk) {
+    int64_t begin = job_n_ * chunk / job_chunks_;
+    int64_t end = job_n_ * (chunk + 1) / job_chunks_;
+    if (begin < end) (*job_)(begin, end);
+  }
+
+  void worker(int index, uint64_t seen) {
+    tls_thread_index = index;
+    tls_in_parallel = true;
+    for (;;) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return quit_ || generation_ != seen; });
+      if (quit_) return;
+      seen = generation_;
+      int chunks = job_chunks_;
+      lock.unlock();
+      if (index < chunks) {
+        run_chunk(index);
+        std::lock_guard<std::mutex> done(mutex_);
+        if (--pending_ == 0) done_cv_.notify_one();
+      }
+    }
+  }
+
+  std::mutex config_mutex_, job_mutex_, mutex_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t job_n_ = 0;
+  int job_chunks_ = 0;
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+  int nthreads_ = 1;
+  bool started_ = false, quit_ = false;
+};
+
+ThreadPool& pool() {
+  static ThreadPool* p = new ThreadPool();  // never destroyed: workers may outlive static teardown
+  return *p;
+}
+
+std::atomic<int> simd_cap{static_cast<int>(SimdLevel::AVX512)};
+
+SimdLevel detect_simd() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return SimdLevel::AVX512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SimdLevel::AVX2;
+#endif
+  return SimdLevel::Scalar;
+}
+
+}  // namespace
+
+SimdLevel simd_level() {
+  static const SimdLevel detected = detect_simd();
+  int cap = simd_cap.load(std::memory_order_relaxed);
+  return static_cast<SimdLevel>(std::min(static_cast<int>(detected), cap));
+}
+
+const char* simd_level_name(SimdLevel level) {
+  switch (level) {
+    case SimdLevel::AVX512: return "avx512";
+    case SimdLevel::AVX2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+void force_simd_level(SimdLevel level) { simd_cap.store(static_cast<int>(level)); }
+
+int num_threads() { return pool().size(); }
+void set_num_threads(int n) { pool().resize(n); }
+int thread_index() { return tls_thread_index; }
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  pool().run(n, grain, fn);
+}
+
+}  // namespace pg

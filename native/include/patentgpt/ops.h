@@ -1,0 +1,102 @@
+// The kernels of patentgpt: plain functions over pointers and sizes, no Node headers.
+//
+// Conventions (as in llm.c):
+// - Tensors are contiguous and row-major; a comment gives each buffer's shape.
+// - Argument order: outputs, saved statistics, inputs, sizes, hyper-parameters.
+// - Forward saves exactly what backward needs.
+// - Activation gradients are written (=); parameter gradients accumulate (+=).
+// - Kernels never allocate and never throw: the bindings validate every argument first.
+// - Multi-threading goes through the persistent pool in runtime.h.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace pg {
+
+// ---- elementwise.cpp: residual add, in-place accumulate, fill, scale, casts, reductions ----
+void add_forward(float* out, const float* a, const float* b, int64_t n);      // out = a + b
+void axpy(float* y, const float* x, float alpha, int64_t n);                   // y += alpha * x
+void scale_inplace(float* x, float alpha, int64_t n);                          // x *= alpha
+void fill(float* x, float value, int64_t n);
+double sum(const float* x, int64_t n);                                          // accumulated in f64
+double sum_squares(const float* x, int64_t n);                                  // for global grad norm
+void cast_f32_to_bf16(uint16_t* out, const float* x, int64_t n);               // round to nearest even
+void cast_bf16_to_f32(float* out, const uint16_t* x, int64_t n);
+void cast_f32_to_f16(uint16_t* out, const float* x, int64_t n);                // IEEE half, RNE
+void cast_f16_to_f32(float* out, const uint16_t* x, int64_t n);
+
+// ---- gemm.cpp: C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], f32 accumulation ----
+// op(A) is (M, K), op(B) is (K, N), C is (M, N); lda/ldb/ldc are row strides of the stored
+// matrices; batch strides of 0 broadcast one matrix over the batch. beta = 0 ignores C's contents.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, int64_t lda, int64_t stride_a,
+          const float* B, int64_t ldb, int64_t stride_b, float beta,
+          float* C, int64_t ldc, int64_t stride_c, int64_t batch);
+// The same with bf16 inputs (converted while packing) and f32 output.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const uint16_t* A, int64_t lda, int64_t stride_a,
+               const uint16_t* B, int64_t ldb, int64_t stride_b, float beta,
+               float* C, int64_t ldc, int64_t stride_c, int64_t batch);
+
+// ---- embedding.cpp ----
+// out (N, C) = table (V, C) rows at ids (N); ids are checked in range by the caller.
+void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C);
+// dtable (V, C) += scatter of dout (N, C) at ids.
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C);
+
+// ---- rmsnorm.cpp ----
+// out (N, C) = x / rms(x) * w; rstd (N) saved for backward.
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C, float eps);
+// dx (N, C) written; dw (C) accumulated.
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                      const float* rstd, int64_t N, int64_t C);
+
+// ---- rope.cpp: rotary embedding, Hugging Face LLaMA layout (rotate_half over the two halves) ----
+// x, out (T, H, D) with D even; pos (T) token positions; the angle for pair i is
+// (pos / pos_scale) * theta^(-2i/D): pos_scale > 1 is linear position interpolation, a larger
+// theta is base-frequency scaling. out may alias x.
+void rope_forward(float* out, const float* x, const int32_t* pos, int64_t T, int64_t H, int64_t D,
+                  float theta, float pos_scale);
+// dx = rotation of dout by the opposite angle; dx may alias dout.
+void rope_backward(float* dx, const float* dout, const int32_t* pos, int64_t T, int64_t H, int64_t D,
+                   float theta, float pos_scale);
+
+// ---- swiglu.cpp: out = silu(gate) * up, elementwise over n ----
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n);
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n);
+
+// ---- cross_entropy.cpp: softmax cross-entropy and log-prob gather over logits rows ----
+// logits (N, V), targets (N); loss (N) = lse - logits[target] (0 where target == ignore_index);
+// lse (N) saved.
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets,
+                           int64_t N, int64_t V, int32_t ignore_index);
+// dlogits (N, V) = dloss[n] * (softmax - onehot(target)); zero rows where ignored. dlogits may
+// alias logits, so a vocabulary-sized buffer is never needed twice.
+void cross_entropy_backward(float* dlogits, const float* dloss, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index);
+// out (N) = logits[n, ids[n]] - lse[n]; lse (N) saved.
+void logprob_forward(float* out, float* lse, const float* logits, const int32_t* ids, int64_t N, int64_t V);
+// dlogits (N, V) = dout[n] * (onehot(id) - softmax); may alias logits.
+void logprob_backward(float* dlogits, const float* dout, const float* logits, const float* lse,
+                      const int32_t* ids, int64_t N, int64_t V);
+
+// ---- attention.cpp: fused causal attention, FlashAttention-2 style ----
+// Packed variable-length sequences: q (T, H, D), k and v (T, Hkv, D), H % Hkv == 0 (grouped-query),
+// cu_seqlens (nseq + 1) cumulative lengths with cu_seqlens[nseq] == T; a token attends only
+// within its own sequence. out (T, H, D); lse (H, T) saved for backward. Memory is linear in T.
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       const int32_t* cu_seqlens, int64_t nseq, int64_t T, int64_t H, int64_t Hkv,
+                       int64_t D, float scale, bool causal);
+// dq (T, H, D), dk and dv (T, Hkv, D) written; delta (H, T) is scratch. Recomputes the
+// probabilities from lse, tile by tile.
+void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout,
+                        const float* out, const float* lse, const float* q, const float* k,
+                        const float* v, const int32_t* cu_seqlens, int64_t nseq, int64_t T,
+                        int64_t H, int64_t Hkv, int64_t D, float scale, bool causal);
+
+// ---- adamw.cpp: fused AdamW with decoupled weight decay ----
+// step is 1-based (bias correction); grad is multiplied by grad_scale first (clipping, loss scale).
+void adamw_step(float* param, float* m, float* v, const float* grad, int64_t n, float lr,
+                float beta1, float beta2, float eps, float weight_decay, int64_t step, float grad_scale);
+
+}  // namespace pg

@@ -1,0 +1,41 @@
+// Process-wide runtime: the persistent thread pool, SIMD detection and device discovery.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace pg {
+
+enum class SimdLevel { Scalar = 0, AVX2 = 1, AVX512 = 2 };
+SimdLevel simd_level();              // best level this CPU supports and this build compiled
+const char* simd_level_name(SimdLevel level);
+void force_simd_level(SimdLevel level);  // for tests and benches: cap the dispatch level
+
+int num_threads();
+void set_num_threads(int n);         // n <= 0 means one per hardware thread
+
+// Runs fn(begin, end) over [0, n) split into contiguous chunks of at least `grain` items,
+// on the pool's workers and the calling thread; returns when all are done. Nested calls run
+// serially on the caller. fn must not throw.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+// Index of the calling pool thread in [0, num_threads()), 0 for the caller.
+int thread_index();
+
+// CUDA, when compiled in (native/cuda); otherwise a stub that says why there is none.
+struct CudaDeviceInfo {
+  int index;
+  std::string name;
+  int sm_major, sm_minor;
+  uint64_t total_memory;
+};
+bool cuda_compiled();
+// Fills devices; returns an empty string or the reason no device is usable.
+std::string cuda_devices(std::vector<CudaDeviceInfo>& devices);
+// Device memory; return nullptr and set err on failure. Copies are synchronous.
+void* cuda_alloc(size_t bytes, std::string& err);
+void cuda_free(void* ptr);
+bool cuda_memcpy(void* dst, const void* src, size_t bytes, int kind /*0 h2d, 1 d2h, 2 d2d*/, std::string& err);
+
+}  // namespace pg

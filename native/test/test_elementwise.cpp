@@ -1,0 +1,59 @@
+// Elementwise ops, reductions, casts and the thread pool against plain loops.
+#include <atomic>
+#include <cstring>
+
+#include "check.h"
+#include "patentgpt/ops.h"
+#include "patentgpt/runtime.h"
+
+TEST(add_and_axpy_match_plain_loops) {
+  const int64_t n = 100003;  // not a multiple of any vector width
+  auto a = pgtest::randn(n, 1), b = pgtest::randn(n, 2);
+  std::vector<float> out(n), ref(n);
+  pg::add_forward(out.data(), a.data(), b.data(), n);
+  for (int64_t i = 0; i < n; ++i) ref[i] = a[i] + b[i];
+  CHECK_CLOSE(out, ref, n, 0, 0);
+  pg::axpy(out.data(), a.data(), -2.0f, n);
+  for (int64_t i = 0; i < n; ++i) ref[i] += -2.0f * a[i];
+  CHECK_CLOSE(out, ref, n, 1e-6, 1e-6);
+}
+
+TEST(sums_are_accurate_and_thread_count_independent) {
+  const int64_t n = (1 << 20) + 7;
+  std::vector<float> x(n, 0.1f);
+  double expect = static_cast<double>(0.1f) * n;
+  pg::set_num_threads(1);
+  double one = pg::sum(x.data(), n);
+  pg::set_num_threads(2);
+  double two = pg::sum(x.data(), n);
+  CHECK(std::fabs(one - expect) < 1e-6 * expect);
+  CHECK(one == two);
+  double sq = pg::sum_squares(x.data(), n);
+  CHECK(std::fabs(sq - expect * 0.1f) < 1e-6 * expect);
+}
+
+TEST(bf16_and_f16_round_trip) {
+  float values[] = {1.0f, -2.5f, 65504.0f, 6.1035156e-05f, 5.9604645e-08f, 0.0f, 3.14159f};
+  const int n = sizeof(values) / sizeof(values[0]);
+  uint16_t half[n];
+  float back[n];
+  pg::cast_f32_to_f16(half, values, n);
+  pg::cast_f16_to_f32(back, half, n);
+  CHECK_CLOSE(back, values, n, 0, 1e-3);
+  CHECK(half[2] == 0x7bff);  // largest finite half
+  CHECK(half[4] == 0x0001);  // smallest subnormal
+  pg::cast_f32_to_bf16(half, values, n);
+  pg::cast_bf16_to_f32(back, half, n);
+  CHECK_CLOSE(back, values, n, 1e-30, 1e-2);
+}
+
+TEST(parallel_for_covers_every_index_once) {
+  pg::set_num_threads(2);
+  const int64_t n = 12345;
+  std::vector<std::atomic<int>> hits(n);
+  for (int rep = 0; rep < 50; ++rep)
+    pg::parallel_for(n, 100, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[i]++;
+    });
+  for (int64_t i = 0; i < n; ++i) CHECK(hits[i] == 50);
+}

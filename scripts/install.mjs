@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+// npm install hook: keep a loadable addon (a matching prebuild, or an earlier local build);
+// otherwise build it from source with cmake-js. Loading never depends on this having run:
+// src/tensor/addon.ts finds the same binaries and says how to build when there are none.
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+
+function loadable() {
+  try {
+    require('node-gyp-build')(root);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+if (process.env.PATENTGPT_FORCE_BUILD !== '1' && loadable()) {
+  console.log('patentgpt: using the existing native addon');
+  process.exit(0);
+}
+
+console.log('patentgpt: building the native addon from source (cmake-js)...');
+const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
+const result = spawnSync(process.execPath, [cmakeJs, 'compile', '--CDCMAKE_BUILD_TYPE=Release'], {
+  cwd: root,
+  stdio: 'inherit',
+});
+if (result.status !== 0) {
+  console.error(
+    'patentgpt: building the native addon failed. It needs cmake (>= 3.18) and a C++17 compiler ' +
+      '(g++ or clang++); nvcc on the PATH adds CUDA kernels. Fix the toolchain, then run ' +
+      "'npm run build:native'.",
+  );
+  process.exit(result.status ?? 1);
+}

@@ -1,0 +1,3 @@
+// patentgpt: the PatentGPT pipeline from TypeScript over a native C++/CUDA core.
+export * from './tensor/index.js';
+export { PatentGPTError, type ErrorCode } from './errors.js';

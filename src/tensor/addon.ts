@@ -1,0 +1,140 @@
+// The only place that loads the native addon and describes its raw shape for TypeScript.
+// Everything else in src/ goes through src/tensor (Tensor and ops), never through this object.
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PatentGPTError } from '../errors.js';
+
+/** A natively owned buffer; tensors are views of one. */
+export interface NativeStorage {
+  readonly bytes: number;
+  readonly device: 'cpu' | 'cuda';
+  readonly disposed: boolean;
+  free(): void;
+  read(into: ArrayBufferView, byteOffset: number): void;
+  write(from: ArrayBufferView, byteOffset: number): void;
+  copyFrom(src: NativeStorage, dstByteOffset: number, srcByteOffset: number, bytes: number): void;
+}
+
+export interface NativeInfo {
+  simd: 'avx512' | 'avx2' | 'scalar';
+  threads: number;
+  cudaCompiled: boolean;
+  gpus: { index: number; name: string; computeCapability: string; totalMemory: number }[];
+  cudaStatus: string | null;
+  compiler?: string;
+}
+
+export interface DeviceMemory {
+  liveBytes: number;
+  liveCount: number;
+  peakBytes: number;
+}
+
+// Tensor arguments are passed as (storage, elementOffset) pairs; `S, O` below.
+type S = NativeStorage;
+type O = number;
+
+export interface Addon {
+  Storage: new (bytes: number, device?: 'cpu' | 'cuda', zero?: boolean) => NativeStorage;
+  info(): NativeInfo;
+  setNumThreads(n: number): number;
+  setSimdLevel(level: 'avx512' | 'avx2' | 'scalar'): string;
+  memoryStats(): { cpu: DeviceMemory; cuda: DeviceMemory };
+  resetPeakMemory(): void;
+
+  // elementwise.cpp
+  addForward(out: S, outO: O, a: S, aO: O, b: S, bO: O, n: number): void;
+  axpy(y: S, yO: O, x: S, xO: O, alpha: number, n: number): void;
+  scale(x: S, xO: O, alpha: number, n: number): void;
+  fill(x: S, xO: O, value: number, n: number): void;
+  sum(x: S, xO: O, n: number): number;
+  sumSquares(x: S, xO: O, n: number): number;
+  cast(out: S, outO: O, outDtype: string, x: S, xO: O, xDtype: string, n: number): void;
+
+  // gemm.cpp: C = alpha * op(A) @ op(B) + beta * C, batched with batch strides (0 broadcasts)
+  gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    A: S, aO: O, lda: number, strideA: number, B: S, bO: O, ldb: number, strideB: number,
+    beta: number, C: S, cO: O, ldc: number, strideC: number, batch: number): void;
+  gemmBf16(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    A: S, aO: O, lda: number, strideA: number, B: S, bO: O, ldb: number, strideB: number,
+    beta: number, C: S, cO: O, ldc: number, strideC: number, batch: number): void;
+
+  // embedding.cpp
+  embeddingForward(out: S, outO: O, ids: S, idsO: O, table: S, tableO: O, N: number, V: number, C: number): void;
+  embeddingBackward(dtable: S, dtableO: O, dout: S, doutO: O, ids: S, idsO: O, N: number, V: number, C: number): void;
+
+  // rmsnorm.cpp
+  rmsnormForward(out: S, outO: O, rstd: S, rstdO: O, x: S, xO: O, w: S, wO: O, N: number, C: number, eps: number): void;
+  rmsnormBackward(dx: S, dxO: O, dw: S, dwO: O, dout: S, doutO: O, x: S, xO: O, w: S, wO: O,
+    rstd: S, rstdO: O, N: number, C: number): void;
+
+  // rope.cpp
+  ropeForward(out: S, outO: O, x: S, xO: O, pos: S, posO: O, T: number, H: number, D: number,
+    theta: number, posScale: number): void;
+  ropeBackward(dx: S, dxO: O, dout: S, doutO: O, pos: S, posO: O, T: number, H: number, D: number,
+    theta: number, posScale: number): void;
+
+  // swiglu.cpp
+  swigluForward(out: S, outO: O, gate: S, gateO: O, up: S, upO: O, n: number): void;
+  swigluBackward(dgate: S, dgateO: O, dup: S, dupO: O, dout: S, doutO: O, gate: S, gateO: O, up: S, upO: O, n: number): void;
+
+  // cross_entropy.cpp
+  crossEntropyForward(loss: S, lossO: O, lse: S, lseO: O, logits: S, logitsO: O, targets: S, targetsO: O,
+    N: number, V: number, ignoreIndex: number): void;
+  crossEntropyBackward(dlogits: S, dlogitsO: O, dloss: S, dlossO: O, logits: S, logitsO: O, lse: S, lseO: O,
+    targets: S, targetsO: O, N: number, V: number, ignoreIndex: number): void;
+  logprobForward(out: S, outO: O, lse: S, lseO: O, logits: S, logitsO: O, ids: S, idsO: O, N: number, V: number): void;
+  logprobBackward(dlogits: S, dlogitsO: O, dout: S, doutO: O, logits: S, logitsO: O, lse: S, lseO: O,
+    ids: S, idsO: O, N: number, V: number): void;
+
+  // attention.cpp
+  attentionForward(out: S, outO: O, lse: S, lseO: O, q: S, qO: O, k: S, kO: O, v: S, vO: O,
+    cuSeqlens: S, cuO: O, nseq: number, T: number, H: number, Hkv: number, D: number,
+    scale: number, causal: boolean): void;
+  attentionBackward(dq: S, dqO: O, dk: S, dkO: O, dv: S, dvO: O, delta: S, deltaO: O, dout: S, doutO: O,
+    out: S, outO: O, lse: S, lseO: O, q: S, qO: O, k: S, kO: O, v: S, vO: O, cuSeqlens: S, cuO: O,
+    nseq: number, T: number, H: number, Hkv: number, D: number, scale: number, causal: boolean): void;
+
+  // adamw.cpp
+  adamwStep(param: S, paramO: O, m: S, mO: O, v: S, vO: O, grad: S, gradO: O, n: number, lr: number,
+    beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
+}
+
+/** The package root: the nearest folder above this file whose package.json is ours. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, 'utf8')).name === 'patentgpt') return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new PatentGPTError('E_ADDON_LOAD', 'cannot find the patentgpt package root');
+    dir = parent;
+  }
+}
+
+let loaded: Addon | null = null;
+
+/**
+ * Loads the addon once: PATENTGPT_ADDON (a .node path) if set, else a prebuild matching this
+ * platform under prebuilds/, else the local build/Release. Install scripts need not have run.
+ */
+export function addon(): Addon {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  const root = packageRoot();
+  const explicit = process.env.PATENTGPT_ADDON;
+  try {
+    loaded = (explicit ? require(explicit) : require('node-gyp-build')(root)) as Addon;
+  } catch (err) {
+    const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    throw new PatentGPTError(
+      'E_ADDON_LOAD',
+      `patentgpt: no native addon for ${process.platform}-${process.arch} (node ${process.versions.node}) ` +
+        `could be loaded (${why}). Build it from source with 'npm run build:native' in ${root} ` +
+        `(needs cmake and a C++17 compiler; nvcc on the PATH adds CUDA).`,
+    );
+  }
+  return loaded;
+}

@@ -1,0 +1,41 @@
+// Argument checks shared by the ops: each failure names the op and the tensors involved.
+import { PatentGPTError } from '../errors.js';
+import type { DType } from './dtype.js';
+import type { Tensor } from './tensor.js';
+
+export function expectDType(op: string, name: string, t: Tensor, ...dtypes: DType[]): void {
+  if (!dtypes.includes(t.dtype))
+    throw new PatentGPTError('E_DTYPE', `${op}: ${name} is ${t.describe()}, expected dtype ${dtypes.join(' or ')}`);
+}
+
+export function expectRank(op: string, name: string, t: Tensor, ...ranks: number[]): void {
+  if (!ranks.includes(t.shape.length))
+    throw new PatentGPTError('E_SHAPE', `${op}: ${name} is ${t.describe()}, expected ${ranks.join(' or ')} dimensions`);
+}
+
+/** Exact shape match; -1 in `shape` matches any size. */
+export function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
+  const ok = t.shape.length === shape.length && shape.every((d, i) => d === -1 || d === t.shape[i]);
+  if (!ok) throw new PatentGPTError('E_SHAPE', `${op}: ${name} is ${t.describe()}, expected shape [${shape.map((d) => (d === -1 ? '*' : d)).join(', ')}]`);
+}
+
+export function expectSameShape(op: string, a: Tensor, b: Tensor, names = ['a', 'b']): void {
+  if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i]))
+    throw new PatentGPTError('E_SHAPE', `${op}: ${names[0]} ${a.describe()} and ${names[1]} ${b.describe()} differ in shape`);
+}
+
+export function expectSameDevice(op: string, ...ts: Tensor[]): void {
+  const d = ts[0]?.device;
+  if (ts.some((t) => t.device !== d))
+    throw new PatentGPTError('E_DEVICE', `${op}: tensors on different devices: ${ts.map((t) => t.describe()).join(', ')}`);
+}
+
+/** Ops that only have a CPU kernel so far say so instead of failing inside the addon. */
+export function expectCpu(op: string, ...ts: Tensor[]): void {
+  for (const t of ts)
+    if (t.device !== 'cpu') throw new PatentGPTError('E_DEVICE', `${op}: no ${t.device} kernel yet for ${t.describe()}; move it with .to('cpu')`);
+}
+
+export function expectPositiveFinite(op: string, name: string, v: number): void {
+  if (!Number.isFinite(v) || v <= 0) throw new PatentGPTError('E_ARGUMENT', `${op}: ${name} must be a positive finite number, got ${v}`);
+}

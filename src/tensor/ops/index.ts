@@ -1,0 +1,2 @@
+// The differentiable ops, one file per op family (the same families as native/cpu).
+export * from './elementwise.js';
