@@ -1,0 +1,29 @@
+// Finding the Python peers (numpy/OpenBLAS, torch) for side-by-side benchmarks and fixtures.
+// PATENTGPT_PYTHON names an interpreter; otherwise .venv-ref/bin/python in the package root.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../../src/tensor/addon.js';
+
+/** A Python interpreter with `modules` importable, or null (with the reason in `why`). */
+export function findPython(modules: string[]): { python: string | null; why: string } {
+  const candidates = [process.env.PATENTGPT_PYTHON, join(packageRoot(), '.venv-ref', 'bin', 'python'), 'python3'].filter(
+    (p): p is string => !!p && (p === 'python3' || existsSync(p)),
+  );
+  for (const python of candidates) {
+    try {
+      execFileSync(python, ['-c', modules.map((m) => `import ${m}`).join('; ')], { stdio: 'ignore' });
+      return { python, why: '' };
+    } catch {
+      /* try the next */
+    }
+  }
+  return { python: null, why: `no Python with ${modules.join(', ')} (set PATENTGPT_PYTHON or make .venv-ref, see ../shared/PEERS.md)` };
+}
+
+/** Runs a Python snippet and parses the JSON it prints on its last line. */
+export function runPythonJson<T>(python: string, code: string, env: Record<string, string> = {}): T {
+  const out = execFileSync(python, ['-c', code], { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 28 });
+  const lines = out.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as T;
+}
