@@ -125,6 +125,20 @@ describe('elementwise ops', () => {
   });
 });
 
+describe('devices', () => {
+  const gpus = runtimeInfo().gpus.length;
+  it.skipIf(gpus > 0)('asking for cuda storage without a GPU throws a clear error', () => {
+    expect(() => Tensor.zeros([4], { device: 'cuda' })).toThrow(/CUDA|cuda/);
+  });
+  it.skipIf(gpus === 0)('copies values to a GPU and back', () => {
+    const x = Tensor.from([1, 2, 3, 4], [2, 2]);
+    const g = x.to('cuda');
+    expect(g.device).toBe('cuda');
+    expect(() => add(g, g)).toThrow(/no cuda kernel yet/);
+    expect(Array.from(g.to('cpu').toArray())).toEqual([1, 2, 3, 4]);
+  });
+});
+
 describe('runtime', () => {
   it('reports SIMD level, threads and CUDA status', () => {
     const info = runtimeInfo();
