@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../../src/tensor/addon.js';
+import { packageRoot } from '../../src/package.js';
 
 /** A Python interpreter with `modules` importable, or null (with the reason in `why`). */
 export function findPython(modules: string[]): { python: string | null; why: string } {

@@ -1,11 +1,10 @@
 #!/usr/bin/env node
 // The patentgpt command line: one sub-command per pipeline stage.
 import { Command } from 'commander';
-import { createRequire } from 'node:module';
+import { packageVersion } from '../package.js';
 import { infoCommand } from './info.js';
 
-const require = createRequire(import.meta.url);
-const { version } = require('../../../package.json') as { version: string };
+const version = packageVersion();
 
 const program = new Command()
   .name('patentgpt')

@@ -1,10 +1,8 @@
 // The only place that loads the native addon and describes its raw shape for TypeScript.
 // Everything else in src/ goes through src/tensor (Tensor and ops), never through this object.
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { PatentGPTError } from '../errors.js';
+import { packageRoot } from '../package.js';
 
 /** A natively owned buffer; tensors are views of one. */
 export interface NativeStorage {
@@ -100,18 +98,6 @@ export interface Addon {
   // adamw.cpp
   adamwStep(param: S, paramO: O, m: S, mO: O, v: S, vO: O, grad: S, gradO: O, n: number, lr: number,
     beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
-}
-
-/** The package root: the nearest folder above this file whose package.json is ours. */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, 'utf8')).name === 'patentgpt') return dir;
-    const parent = dirname(dir);
-    if (parent === dir) throw new PatentGPTError('E_ADDON_LOAD', 'cannot find the patentgpt package root');
-    dir = parent;
-  }
 }
 
 let loaded: Addon | null = null;
