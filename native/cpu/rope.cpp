@@ -36,6 +36,7 @@ PG_CLONES void rotate(float* out1, float* out2, const float* x1, const float* x2
 // out, x (T, H, D); pos (T). sign = +1 rotates by the angle, -1 by its opposite.
 void rope_apply(float* out, const float* x, const int32_t* pos, int64_t T, int64_t H, int64_t D, float theta,
                 float pos_scale, float sign) {
+  if (T == 0 || H == 0 || D == 0) return;
   const int64_t half = D / 2;
   const int64_t row_work = H * D * 4 + half * 40;  // trig dominates short rows
   const int64_t grain = row_work >= kElementwiseGrain ? 1 : kElementwiseGrain / row_work;
