@@ -1,5 +1,6 @@
 // Bindings of native/cpu/cross_entropy.cpp. Targets and ids are checked against the vocabulary
 // here, before the kernels index logits rows with them.
+#include <cstdint>
 #include <string>
 
 #include "args.h"
@@ -8,6 +9,14 @@
 namespace pgnode {
 
 namespace {
+
+// Whether n elements at a and m at b share bytes: targets must not overlap what the kernel
+// writes, or the kernel could rewrite an already checked target while it runs.
+template <typename A, typename B>
+bool Overlap(const A* a, int64_t n, const B* b, int64_t m) {
+  const auto a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
+  return n > 0 && m > 0 && a0 < b0 + m * sizeof(B) && b0 < a0 + n * sizeof(A);
+}
 
 // Every targets[n] in [0, V) or equal to ignore_index (when allow_ignore).
 void CheckTargets(const Args& a, const int32_t* t, int64_t N, int64_t V, bool allow_ignore, int32_t ignore_index,
@@ -37,6 +46,7 @@ Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
   const float* logits = a.Ptr<float>(4, "logits", a.Mul(N, V));
   const int32_t* targets = a.Ptr<int32_t>(6, "targets", N);
   CheckTargets(a, targets, N, V, true, ignore, "target");
+  if (Overlap(loss, N, targets, N) || Overlap(lse, N, targets, N)) a.Fail("targets share memory with an output");
   pg::cross_entropy_forward(loss, lse, logits, targets, N, V, ignore);
   return info.Env().Undefined();
 }
@@ -54,6 +64,7 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   const float* lse = a.Ptr<float>(6, "lse", N);
   const int32_t* targets = a.Ptr<int32_t>(8, "targets", N);
   CheckTargets(a, targets, N, V, true, ignore, "target");
+  if (Overlap(dlogits, NV, targets, N)) a.Fail("targets share memory with dlogits");
   pg::cross_entropy_backward(dlogits, dloss, logits, lse, targets, N, V, ignore);
   return info.Env().Undefined();
 }
@@ -67,6 +78,7 @@ Napi::Value LogprobForward(const Napi::CallbackInfo& info) {
   const float* logits = a.Ptr<float>(4, "logits", a.Mul(N, V));
   const int32_t* ids = a.Ptr<int32_t>(6, "ids", N);
   CheckTargets(a, ids, N, V, false, 0, "id");
+  if (Overlap(out, N, ids, N) || Overlap(lse, N, ids, N)) a.Fail("ids share memory with an output");
   pg::logprob_forward(out, lse, logits, ids, N, V);
   return info.Env().Undefined();
 }
@@ -82,6 +94,7 @@ Napi::Value LogprobBackward(const Napi::CallbackInfo& info) {
   const float* lse = a.Ptr<float>(6, "lse", N);
   const int32_t* ids = a.Ptr<int32_t>(8, "ids", N);
   CheckTargets(a, ids, N, V, false, 0, "id");
+  if (Overlap(dlogits, NV, ids, N)) a.Fail("ids share memory with dlogits");
   pg::logprob_backward(dlogits, dout, logits, lse, ids, N, V);
   return info.Env().Undefined();
 }

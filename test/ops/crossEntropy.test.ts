@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { addon } from '../../src/tensor/addon.js';
 import { Tensor, crossEntropy, logprobs } from '../../src/tensor/index.js';
 import { expectClose, f32, gradCheck, randomArray } from '../helpers.js';
 import { crossEntropyBackwardRef, crossEntropyRef, logprobsRef } from '../reference/kernels.js';
@@ -99,5 +100,14 @@ describe('logprobs', () => {
     const bad = i32([0, -100]);
     expect(() => logprobs(logits, bad)).toThrow(/logprobs: id -100 at position 1 is outside \[0, V = 3\)/);
     [logits, bad].forEach((x) => x.dispose());
+  });
+
+  it('refuses raw calls whose ids share memory with dlogits', () => {
+    const a = addon();
+    const s = new a.Storage(16 * 4, 'cpu', true);
+    expect(() => a.logprobBackward(s, 0, s, 0, s, 0, s, 0, s, 4, 2, 4)).toThrow(/logprobs backward: ids share memory with dlogits/);
+    expect(() => a.crossEntropyBackward(s, 0, s, 0, s, 0, s, 0, s, 4, 2, 4, -100))
+      .toThrow(/crossEntropy backward: targets share memory with dlogits/);
+    s.free();
   });
 });

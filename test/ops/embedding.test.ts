@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Tensor, embedding } from '../../src/tensor/index.js';
+import { addon } from '../../src/tensor/addon.js';
+import { Tensor, embedding, setNumThreads } from '../../src/tensor/index.js';
 import { expectClose, f32, gradCheck, randomArray } from '../helpers.js';
 import { embeddingBackwardRef, embeddingRef } from '../reference/kernels.js';
 
@@ -18,17 +19,23 @@ describe('embedding', () => {
     [ids, t, out].forEach((x) => x.dispose());
   });
 
-  it('scatter-adds gradients for repeated ids, the same with any thread count', () => {
+  it('scatter-adds gradients for repeated ids, bit-identical with 1 or 2 threads', () => {
     const V = 5, C = 37, N = 41;
     const idsData = Array.from({ length: N }, (_, i) => (i * 7) % 3); // ids 0..2 repeated, 3..4 unused
     const dout = randomArray(N * C, 2);
     const ref = embeddingBackwardRef(idsData, Float32Array.from(dout), V, C);
-    const ids = i32(idsData);
-    const t = f32(randomArray(V * C, 3), [V, C], true);
-    const out = embedding(ids, t);
-    out.backward(f32(dout, [N, C]));
-    expectClose(t.grad!.toArray() as Float32Array, ref, 1e-5, 1e-5, 'dtable');
-    [ids, t, out].forEach((x) => x.dispose());
+    const grads = [1, 2].map((threads) => {
+      setNumThreads(threads);
+      const ids = i32(idsData);
+      const t = f32(randomArray(V * C, 3), [V, C], true);
+      embedding(ids, t).backward(f32(dout, [N, C]));
+      const g = t.grad!.toArray() as Float32Array;
+      [ids, t].forEach((x) => x.dispose());
+      return g;
+    });
+    setNumThreads(0);
+    expectClose(grads[0]!, ref, 1e-5, 1e-5, 'dtable');
+    expect(Array.from(grads[1]!)).toEqual(Array.from(grads[0]!));
   });
 
   it('passes a finite-difference gradient check (size-1 rows and odd widths)', () => {
@@ -51,5 +58,17 @@ describe('embedding', () => {
     const ok = i32([0]);
     expect(() => embedding(ok, flat)).toThrow(/embedding: table.*2 dimensions/);
     [t, bad, neg, fl, flat, ok].forEach((x) => x.dispose());
+  });
+
+  it('refuses raw calls whose ids share memory with the output (a race past the id check)', () => {
+    const a = addon();
+    const s = new a.Storage(64 * 4, 'cpu', true); // zeros: every id 0 is valid
+    const table = new a.Storage(4 * 4, 'cpu', true);
+    expect(() => a.embeddingForward(s, 0, s, 4, table, 0, 4, 1, 4)).toThrow(/embedding: out and ids share memory/);
+    expect(() => a.embeddingBackward(table, 0, s, 0, table, 0, 1, 1, 4)).toThrow(/embedding backward: dtable and ids share memory/);
+    expect(() => a.embeddingForward(s, 0, s, 40, table, 0, 4, 1, 4)).not.toThrow();
+    expect(() => a.embeddingForward(s, 0, s, 60, table, 0, 9, 1, 4)).toThrow(/embedding: ids needs 9 elements from offset 60/);
+    s.free();
+    table.free();
   });
 });
