@@ -19,6 +19,11 @@ describe('crossEntropy', () => {
     expect(loss.shape).toEqual([2, 3]);
     const ref = crossEntropyRef(Float32Array.from(ld), t, V);
     expectClose(loss.toArray() as Float32Array, ref, 2e-5, 2e-5);
+    const flat = i32(t);
+    const lossFlat = crossEntropy(logits, flat, { reduction: 'none' });
+    expect(lossFlat.shape).toEqual([6]);
+    expectClose(lossFlat.toArray() as Float32Array, ref, 2e-5, 2e-5);
+    [flat, lossFlat].forEach((x) => x.dispose());
     const mean = crossEntropy(logits, targets);
     expect(mean.item()).toBeCloseTo(ref.reduce((a, b) => a + b, 0) / 5, 4);
     const sum = crossEntropy(logits, targets, { reduction: 'sum' });

@@ -14,13 +14,15 @@ export interface CrossEntropyOptions {
   reduction?: 'mean' | 'sum' | 'none';
 }
 
-// logits (..., V) with integer indices of shape (...): returns [N, V].
+// logits (..., V) with integer indices of shape (...) or flattened (N): returns [N, V].
 function rows(op: string, logits: Tensor, index: Tensor, indexName: string): [number, number] {
   expectDType(op, 'logits', logits, 'f32');
   expectDType(op, indexName, index, 'i32');
   expectCpu(op, logits, index);
   const lead = logits.shape.slice(0, -1);
-  const ok = logits.shape.length >= 1 && lead.length === index.shape.length && lead.every((d, i) => d === index.shape[i]);
+  const rowCount = lead.reduce((a, b) => a * b, 1);
+  const same = lead.length === index.shape.length && lead.every((d, i) => d === index.shape[i]);
+  const ok = logits.shape.length >= 1 && (same || (index.shape.length === 1 && index.size === rowCount));
   if (!ok)
     throw new PatentGPTError('E_SHAPE', `${op}: logits ${logits.describe()} need ${indexName} of shape [${lead.join(', ')}], got ${index.describe()}`);
   const V = logits.shape[logits.shape.length - 1]!;
@@ -38,7 +40,8 @@ function run(outputs: Tensor[], kernel: () => void): void {
 }
 
 /**
- * Cross-entropy of logits (..., V) against i32 targets (...), like F.cross_entropy. 'mean' of
+ * Cross-entropy of logits (..., V) against i32 targets (...) (or flattened to one dimension),
+ * like F.cross_entropy; 'none' returns the targets' shape. 'mean' of
  * nothing (every target ignored) is NaN, as in torch. Differentiable in logits.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
@@ -74,7 +77,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
 }
 
 /**
- * log softmax(logits)[ids]: logits (..., V), ids i32 (...) -> (...). Differentiable in logits.
+ * log softmax(logits)[ids]: logits (..., V), ids i32 (...) or flattened -> ids' shape. Differentiable in logits.
  */
 export function logprobs(logits: Tensor, ids: Tensor): Tensor {
   const [N, V] = rows('logprobs', logits, ids, 'ids');
