@@ -1,9 +1,42 @@
-// Bindings of native/cpu/adamw.cpp. (Functions are registered as the kernels land.)
+// Bindings of native/cpu/adamw.cpp. Hyper-parameters are checked as torch.optim.AdamW checks them.
+#include <cmath>
+#include <string>
+
 #include "args.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
 
-void RegisterAdamw(Napi::Env env, Napi::Object exports) {}
+namespace {
+
+// adamwStep(param, paramO, m, mO, v, vO, grad, gradO, n, lr, beta1, beta2, eps, weightDecay, step, gradScale)
+Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
+  Args a(info, "adamw", 16);
+  const int64_t n = a.Size(8, "n");
+  const double lr = a.Num(9, "lr"), beta1 = a.Num(10, "beta1"), beta2 = a.Num(11, "beta2");
+  const double eps = a.Num(12, "eps"), wd = a.Num(13, "weightDecay"), scale = a.Num(15, "gradScale");
+  const int64_t step = a.Int(14, "step");
+  auto check = [&](bool ok, const char* name, double v, const char* want) {
+    if (!ok) a.Fail(std::string(name) + " must be " + want + ", got " + std::to_string(v));
+  };
+  check(std::isfinite(lr) && lr >= 0, "lr", lr, "a finite number >= 0");
+  check(beta1 >= 0 && beta1 < 1, "beta1", beta1, "in [0, 1)");
+  check(beta2 >= 0 && beta2 < 1, "beta2", beta2, "in [0, 1)");
+  check(std::isfinite(eps) && eps >= 0, "eps", eps, "a finite number >= 0");
+  check(std::isfinite(wd) && wd >= 0, "weightDecay", wd, "a finite number >= 0");
+  check(std::isfinite(scale), "gradScale", scale, "finite");
+  if (step < 1) a.Fail("step must be >= 1 (bias correction counts from 1), got " + std::to_string(step));
+  pg::adamw_step(a.Ptr<float>(0, "param", n), a.Ptr<float>(2, "m", n), a.Ptr<float>(4, "v", n),
+                 a.Ptr<float>(6, "grad", n), n, static_cast<float>(lr), static_cast<float>(beta1),
+                 static_cast<float>(beta2), static_cast<float>(eps), static_cast<float>(wd), step,
+                 static_cast<float>(scale));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterAdamw(Napi::Env env, Napi::Object exports) {
+  exports.Set("adamwStep", Napi::Function::New(env, AdamwStep, "adamwStep"));
+}
 
 }  // namespace pgnode

@@ -1,9 +1,111 @@
-// Bindings of native/cpu/cross_entropy.cpp. (Functions are registered as the kernels land.)
+// Bindings of native/cpu/cross_entropy.cpp. Targets and ids are checked against the vocabulary
+// here, before the kernels index logits rows with them.
+#include <cstdint>
+#include <string>
+
 #include "args.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
 
-void RegisterCrossEntropy(Napi::Env env, Napi::Object exports) {}
+namespace {
+
+// Whether n elements at a and m at b share bytes: targets must not overlap what the kernel
+// writes, or the kernel could rewrite an already checked target while it runs.
+template <typename A, typename B>
+bool Overlap(const A* a, int64_t n, const B* b, int64_t m) {
+  const auto a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
+  return n > 0 && m > 0 && a0 < b0 + m * sizeof(B) && b0 < a0 + n * sizeof(A);
+}
+
+// Every targets[n] in [0, V) or equal to ignore_index (when allow_ignore).
+void CheckTargets(const Args& a, const int32_t* t, int64_t N, int64_t V, bool allow_ignore, int32_t ignore_index,
+                  const char* what) {
+  for (int64_t n = 0; n < N; ++n) {
+    if (allow_ignore && t[n] == ignore_index) continue;
+    if (t[n] < 0 || t[n] >= V)
+      a.Fail(std::string(what) + " " + std::to_string(t[n]) + " at position " + std::to_string(n) +
+             " is outside [0, V = " + std::to_string(V) + ")" +
+             (allow_ignore ? " and is not ignore_index " + std::to_string(ignore_index) : std::string()));
+  }
+}
+
+int32_t IgnoreIndex(const Args& a, size_t i) {
+  const int64_t v = a.Int(i, "ignoreIndex");
+  if (v < INT32_MIN || v > INT32_MAX) a.Fail("ignoreIndex must fit in int32, got " + std::to_string(v));
+  return static_cast<int32_t>(v);
+}
+
+// crossEntropyForward(loss, lossO, lse, lseO, logits, logitsO, targets, targetsO, N, V, ignoreIndex)
+Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
+  Args a(info, "crossEntropy", 11);
+  const int64_t N = a.Size(8, "N"), V = a.Size(9, "V");
+  const int32_t ignore = IgnoreIndex(a, 10);
+  float* loss = a.Ptr<float>(0, "loss", N);
+  float* lse = a.Ptr<float>(2, "lse", N);
+  const float* logits = a.Ptr<float>(4, "logits", a.Mul(N, V));
+  const int32_t* targets = a.Ptr<int32_t>(6, "targets", N);
+  CheckTargets(a, targets, N, V, true, ignore, "target");
+  if (Overlap(loss, N, targets, N) || Overlap(lse, N, targets, N)) a.Fail("targets share memory with an output");
+  pg::cross_entropy_forward(loss, lse, logits, targets, N, V, ignore);
+  return info.Env().Undefined();
+}
+
+// crossEntropyBackward(dlogits, dlogitsO, dloss, dlossO, logits, logitsO, lse, lseO, targets, targetsO,
+//                      N, V, ignoreIndex); dlogits may be the logits themselves.
+Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "crossEntropy backward", 13);
+  const int64_t N = a.Size(10, "N"), V = a.Size(11, "V");
+  const int32_t ignore = IgnoreIndex(a, 12);
+  const int64_t NV = a.Mul(N, V);
+  float* dlogits = a.Ptr<float>(0, "dlogits", NV);
+  const float* dloss = a.Ptr<float>(2, "dloss", N);
+  const float* logits = a.Ptr<float>(4, "logits", NV);
+  const float* lse = a.Ptr<float>(6, "lse", N);
+  const int32_t* targets = a.Ptr<int32_t>(8, "targets", N);
+  CheckTargets(a, targets, N, V, true, ignore, "target");
+  if (Overlap(dlogits, NV, targets, N)) a.Fail("targets share memory with dlogits");
+  pg::cross_entropy_backward(dlogits, dloss, logits, lse, targets, N, V, ignore);
+  return info.Env().Undefined();
+}
+
+// logprobForward(out, outO, lse, lseO, logits, logitsO, ids, idsO, N, V)
+Napi::Value LogprobForward(const Napi::CallbackInfo& info) {
+  Args a(info, "logprobs", 10);
+  const int64_t N = a.Size(8, "N"), V = a.Size(9, "V");
+  float* out = a.Ptr<float>(0, "out", N);
+  float* lse = a.Ptr<float>(2, "lse", N);
+  const float* logits = a.Ptr<float>(4, "logits", a.Mul(N, V));
+  const int32_t* ids = a.Ptr<int32_t>(6, "ids", N);
+  CheckTargets(a, ids, N, V, false, 0, "id");
+  if (Overlap(out, N, ids, N) || Overlap(lse, N, ids, N)) a.Fail("ids share memory with an output");
+  pg::logprob_forward(out, lse, logits, ids, N, V);
+  return info.Env().Undefined();
+}
+
+// logprobBackward(dlogits, dlogitsO, dout, doutO, logits, logitsO, lse, lseO, ids, idsO, N, V)
+Napi::Value LogprobBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "logprobs backward", 12);
+  const int64_t N = a.Size(10, "N"), V = a.Size(11, "V");
+  const int64_t NV = a.Mul(N, V);
+  float* dlogits = a.Ptr<float>(0, "dlogits", NV);
+  const float* dout = a.Ptr<float>(2, "dout", N);
+  const float* logits = a.Ptr<float>(4, "logits", NV);
+  const float* lse = a.Ptr<float>(6, "lse", N);
+  const int32_t* ids = a.Ptr<int32_t>(8, "ids", N);
+  CheckTargets(a, ids, N, V, false, 0, "id");
+  if (Overlap(dlogits, NV, ids, N)) a.Fail("ids share memory with dlogits");
+  pg::logprob_backward(dlogits, dout, logits, lse, ids, N, V);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterCrossEntropy(Napi::Env env, Napi::Object exports) {
+  exports.Set("crossEntropyForward", Napi::Function::New(env, CrossEntropyForward, "crossEntropyForward"));
+  exports.Set("crossEntropyBackward", Napi::Function::New(env, CrossEntropyBackward, "crossEntropyBackward"));
+  exports.Set("logprobForward", Napi::Function::New(env, LogprobForward, "logprobForward"));
+  exports.Set("logprobBackward", Napi::Function::New(env, LogprobBackward, "logprobBackward"));
+}
 
 }  // namespace pgnode

@@ -1,9 +1,61 @@
-// Bindings of native/cpu/embedding.cpp. (Functions are registered as the kernels land.)
+// Bindings of native/cpu/embedding.cpp. Every id is checked against the table's rows here,
+// before the kernel reads table[id] or writes dtable[id].
+#include <cstdint>
+#include <string>
+
 #include "args.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
 
-void RegisterEmbedding(Napi::Env env, Napi::Object exports) {}
+namespace {
+
+// Whether n elements at a and m at b share bytes: ids must not overlap what the kernel writes,
+// or the kernel could rewrite an already checked id while it runs.
+template <typename A, typename B>
+bool Overlap(const A* a, int64_t n, const B* b, int64_t m) {
+  const auto a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
+  return n > 0 && m > 0 && a0 < b0 + m * sizeof(B) && b0 < a0 + n * sizeof(A);
+}
+
+void CheckIds(const Args& a, const int32_t* ids, int64_t N, int64_t V) {
+  for (int64_t n = 0; n < N; ++n)
+    if (ids[n] < 0 || ids[n] >= V)
+      a.Fail("id " + std::to_string(ids[n]) + " at position " + std::to_string(n) + " is outside [0, V = " +
+             std::to_string(V) + ")");
+}
+
+// embeddingForward(out, outO, ids, idsO, table, tableO, N, V, C)
+Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
+  Args a(info, "embedding", 9);
+  const int64_t N = a.Size(6, "N"), V = a.Size(7, "V"), C = a.Size(8, "C");
+  float* out = a.Ptr<float>(0, "out", a.Mul(N, C));
+  const int32_t* ids = a.Ptr<int32_t>(2, "ids", N);
+  const float* table = a.Ptr<float>(4, "table", a.Mul(V, C));
+  CheckIds(a, ids, N, V);
+  if (Overlap(out, N * C, ids, N)) a.Fail("out and ids share memory");
+  pg::embedding_forward(out, ids, table, N, C);
+  return info.Env().Undefined();
+}
+
+// embeddingBackward(dtable, dtableO, dout, doutO, ids, idsO, N, V, C): dtable += scatter(dout)
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "embedding backward", 9);
+  const int64_t N = a.Size(6, "N"), V = a.Size(7, "V"), C = a.Size(8, "C");
+  float* dtable = a.Ptr<float>(0, "dtable", a.Mul(V, C));
+  const float* dout = a.Ptr<float>(2, "dout", a.Mul(N, C));
+  const int32_t* ids = a.Ptr<int32_t>(4, "ids", N);
+  CheckIds(a, ids, N, V);
+  if (Overlap(dtable, V * C, ids, N)) a.Fail("dtable and ids share memory");
+  pg::embedding_backward(dtable, dout, ids, N, C);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterEmbedding(Napi::Env env, Napi::Object exports) {
+  exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward, "embeddingForward"));
+  exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward, "embeddingBackward"));
+}
 
 }  // namespace pgnode

@@ -1,9 +1,38 @@
-// Bindings of native/cpu/rope.cpp. (Functions are registered as the kernels land.)
+// Bindings of native/cpu/rope.cpp.
+#include <cmath>
+#include <string>
+
 #include "args.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
 
-void RegisterRope(Napi::Env env, Napi::Object exports) {}
+namespace {
+
+// Shared by forward and backward: (out, outO, x, xO, pos, posO, T, H, D, theta, posScale).
+template <void (*Kernel)(float*, const float*, const int32_t*, int64_t, int64_t, int64_t, float, float)>
+Napi::Value Rope(const Napi::CallbackInfo& info, const char* op) {
+  Args a(info, op, 11);
+  const int64_t T = a.Size(6, "T"), H = a.Size(7, "H"), D = a.Size(8, "D");
+  if (D % 2 != 0) a.Fail("head size D must be even, got " + std::to_string(D));
+  const double theta = a.Num(9, "theta"), pos_scale = a.Num(10, "posScale");
+  if (!(theta > 0) || !(theta < 3.4e38)) a.Fail("theta must be a positive finite number, got " + std::to_string(theta));
+  if (!(pos_scale > 0) || !(pos_scale < 3.4e38))
+    a.Fail("posScale must be a positive finite number, got " + std::to_string(pos_scale));
+  const int64_t n = a.Mul(a.Mul(T, H), D);
+  Kernel(a.Ptr<float>(0, "out", n), a.Ptr<float>(2, "x", n), a.Ptr<int32_t>(4, "positions", T), T, H, D,
+         static_cast<float>(theta), static_cast<float>(pos_scale));
+  return info.Env().Undefined();
+}
+
+Napi::Value RopeForward(const Napi::CallbackInfo& info) { return Rope<pg::rope_forward>(info, "rope"); }
+Napi::Value RopeBackward(const Napi::CallbackInfo& info) { return Rope<pg::rope_backward>(info, "rope backward"); }
+
+}  // namespace
+
+void RegisterRope(Napi::Env env, Napi::Object exports) {
+  exports.Set("ropeForward", Napi::Function::New(env, RopeForward, "ropeForward"));
+  exports.Set("ropeBackward", Napi::Function::New(env, RopeBackward, "ropeBackward"));
+}
 
 }  // namespace pgnode

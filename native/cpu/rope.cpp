@@ -1,0 +1,82 @@
+// Rotary position embedding in the Hugging Face LLaMA layout (rotate_half: pair i couples
+// element i with element i + D/2), forward and backward (the rotation by the opposite angle).
+// Both directions act on activations and write (=) their output; out may alias x, dx may alias dout.
+//
+// Angles follow HF's float32 arithmetic, not exact math: inv_freq = 1 / theta^(2i/D) rounded to
+// f32, the position divided by pos_scale in f32, their product rounded to f32, then cos/sin of
+// that f32 angle (computed in double, rounded once). At 16K positions the f32 rounding of the
+// angle is ~1e-3 rad, so this is what keeps parity with torch at long context.
+#include <cmath>
+#include <cstring>
+
+#include "patentgpt/ops.h"
+#include "patentgpt/runtime.h"
+#include "simd.h"
+
+namespace pg {
+
+namespace {
+
+constexpr int64_t kPairBlock = 256;  // pairs per stack block of cos/sin (one block for D <= 512)
+
+// Rotates one head's pairs [0, len) of a block: x1 = x[i], x2 = x[i + half];
+// out1 = x1 cos - x2 sin, out2 = x2 cos + x1 sin (sin negated for backward). Inputs are copied
+// to the stack first so the loop vectorises even when out aliases x.
+PG_CLONES void rotate(float* out1, float* out2, const float* x1, const float* x2, const float* cos_,
+                      const float* sin_, int64_t len) {
+  float a[kPairBlock], b[kPairBlock];
+  std::memcpy(a, x1, static_cast<size_t>(len) * sizeof(float));
+  std::memcpy(b, x2, static_cast<size_t>(len) * sizeof(float));
+  for (int64_t i = 0; i < len; ++i) {
+    out1[i] = a[i] * cos_[i] - b[i] * sin_[i];
+    out2[i] = b[i] * cos_[i] + a[i] * sin_[i];
+  }
+}
+
+// out, x (T, H, D); pos (T). sign = +1 rotates by the angle, -1 by its opposite.
+void rope_apply(float* out, const float* x, const int32_t* pos, int64_t T, int64_t H, int64_t D, float theta,
+                float pos_scale, float sign) {
+  if (T == 0 || H == 0 || D == 0) return;
+  const int64_t half = D / 2;
+  const int64_t row_work = H * D * 4 + half * 40;  // trig dominates short rows
+  const int64_t grain = row_work >= kElementwiseGrain ? 1 : kElementwiseGrain / row_work;
+  for (int64_t p0 = 0; p0 < half; p0 += kPairBlock) {
+    const int64_t len = half - p0 < kPairBlock ? half - p0 : kPairBlock;
+    float inv_freq[kPairBlock];  // (len)
+    for (int64_t i = 0; i < len; ++i) {
+      // HF: 1.0 / (base ** (arange(0, D, 2).float() / D)), all in f32.
+      const float e = static_cast<float>(2 * (p0 + i)) / static_cast<float>(D);
+      const float p = static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(e)));
+      inv_freq[i] = 1.0f / p;
+    }
+    parallel_for(T, grain, [&](int64_t t0, int64_t t1) {
+      float cos_[kPairBlock], sin_[kPairBlock];
+      for (int64_t t = t0; t < t1; ++t) {
+        const float p = static_cast<float>(pos[t]) / pos_scale;
+        for (int64_t i = 0; i < len; ++i) {
+          const double angle = static_cast<double>(inv_freq[i] * p);  // rounded to f32 first, as in HF
+          cos_[i] = static_cast<float>(std::cos(angle));
+          sin_[i] = sign * static_cast<float>(std::sin(angle));
+        }
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t base = (t * H + h) * D + p0;
+          rotate(out + base, out + base + half, x + base, x + base + half, cos_, sin_, len);
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
+void rope_forward(float* out, const float* x, const int32_t* pos, int64_t T, int64_t H, int64_t D, float theta,
+                  float pos_scale) {
+  rope_apply(out, x, pos, T, H, D, theta, pos_scale, 1.0f);
+}
+
+void rope_backward(float* dx, const float* dout, const int32_t* pos, int64_t T, int64_t H, int64_t D, float theta,
+                   float pos_scale) {
+  rope_apply(dx, dout, pos, T, H, D, theta, pos_scale, -1.0f);
+}
+
+}  // namespace pg
