@@ -7,7 +7,7 @@
 // recomputes the probabilities tile by tile from lse. dq, dk, dv are activation gradients and
 // are written (=), never accumulated. No atomics on gradients: either one task owns a whole
 // (sequence, kv head) and everything it writes (when that splits evenly over the threads), or
-// a key-side pass over (sequence, kv head, key tile) writes dk/dv and a query-side pass over
+// a key-side pass over (sequence, kv head, block of key tiles) writes dk/dv and a query-side pass over
 // (sequence, head, query tile) writes dq, recomputing P.
 #include <algorithm>
 #include <atomic>
@@ -151,7 +151,7 @@ void attention_backward(float* dq, float* dk, float* dv, float* delta, const flo
     fns.backward_kv(a, whole.data(), static_cast<int64_t>(whole.size()), true);
     return;
   }
-  std::vector<Task> kv = tile_tasks(cu_seqlens, nseq, Hkv, attn::kBc, causal, true);
+  std::vector<Task> kv = tile_tasks(cu_seqlens, nseq, Hkv, attn::kKvTiles * attn::kBc, causal, true);
   fns.backward_kv(a, kv.data(), static_cast<int64_t>(kv.size()), false);
   std::vector<Task> qt = tile_tasks(cu_seqlens, nseq, H, attn::kBr, causal, false);
   fns.backward_q(a, qt.data(), static_cast<int64_t>(qt.size()));

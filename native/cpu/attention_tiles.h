@@ -17,6 +17,7 @@ namespace attn {
 
 constexpr int64_t kBr = 64;  // queries per tile
 constexpr int64_t kBc = 64;  // keys per tile
+constexpr int64_t kKvTiles = 4;  // key tiles per backward key-side task
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -341,70 +342,87 @@ void forward(const Args& p, const Task* tasks, int64_t n) {
   });
 }
 
-// ---- backward, key side: one key tile of one kv head, over every query tile and every query
-// head of its group. Writes dk, dv; with_dq also accumulates dq (the caller zeroed it and owns
-// the whole (sequence, kv head) in one task, so no other task touches those dq rows). ----
-inline void backward_kv_tile(const Args& p, int64_t s0, int64_t len, int64_t g, int64_t j, bool with_dq) {
+// ---- backward, key side: a block of up to kKvTiles key tiles of one kv head, over every query
+// tile and every query head of its group. Writes dk, dv; with_dq also accumulates dq (the
+// caller zeroed it and owns the whole (sequence, kv head) in one task, so no other task touches
+// those dq rows). The block's dK/dV accumulators stay in L2 while each query tile (q, dO, dq
+// rows) is read once per block rather than once per key tile: at long T those rows no longer
+// fit in the last-level cache. ----
+inline void backward_kv_block(const Args& p, int64_t s0, int64_t len, int64_t g, int64_t jb, bool with_dq) {
   const int64_t D = p.D, Dp = round_up(D, W), G = p.H / p.Hkv;
   const int64_t ldq = p.H * D, ldk = p.Hkv * D;
-  const int64_t k0 = j * kBc, nk = imin(kBc, len - k0);
-  float* kt = thread_scratch(2 * D * kBc + 2 * kBr * kBc + 2 * kBc * Dp);
-  float* vt = kt + D * kBc;     // (D, Bc)
-  float* s = vt + D * kBc;      // (Br, Bc) logits, then P
-  float* dp = s + kBr * kBc;    // (Br, Bc) dP, then dS
-  float* dka = dp + kBr * kBc;  // (Bc, Dp)
-  float* dva = dka + kBc * Dp;  // (Bc, Dp)
-  const float* krows = p.k + (s0 + k0) * ldk + g * D;
-  const float* vrows = p.v + (s0 + k0) * ldk + g * D;
-  pack_transposed(kt, kBc, krows, ldk, nk, D, p.scale * kLog2e);
-  pack_transposed(vt, kBc, vrows, ldk, nk, D, 1.0f);
-  zero(dka, kBc * Dp);
-  zero(dva, kBc * Dp);
-  const int64_t i_start = p.causal ? k0 / kBr : 0, nqt = (len + kBr - 1) / kBr;
+  const int64_t kb0 = jb * kKvTiles * kBc;
+  const int64_t nj = imin(kKvTiles, (len - kb0 + kBc - 1) / kBc);
+  float* ws = thread_scratch(2 * kBr * kBc + nj * (2 * D * kBc + 2 * kBc * Dp));
+  float* s = ws;               // (Br, Bc) logits, then P
+  float* dp = s + kBr * kBc;   // (Br, Bc) dP, then dS
+  float* tiles = dp + kBr * kBc;
+  const int64_t per_tile = 2 * D * kBc + 2 * kBc * Dp;
+  // Per key tile t of the block: kt (D, Bc) scaled keys transposed, vt (D, Bc), dka and dva (Bc, Dp).
+  auto kt = [&](int64_t t) { return tiles + t * per_tile; };
+  auto vt = [&](int64_t t) { return tiles + t * per_tile + D * kBc; };
+  auto dka = [&](int64_t t) { return tiles + t * per_tile + 2 * D * kBc; };
+  auto dva = [&](int64_t t) { return tiles + t * per_tile + 2 * D * kBc + kBc * Dp; };
+  for (int64_t t = 0; t < nj; ++t) {
+    const int64_t k0 = kb0 + t * kBc, nk = imin(kBc, len - k0);
+    pack_transposed(kt(t), kBc, p.k + (s0 + k0) * ldk + g * D, ldk, nk, D, p.scale * kLog2e);
+    pack_transposed(vt(t), kBc, p.v + (s0 + k0) * ldk + g * D, ldk, nk, D, 1.0f);
+    zero(dka(t), 2 * kBc * Dp);
+  }
+  const int64_t i_start = p.causal ? kb0 / kBr : 0, nqt = (len + kBr - 1) / kBr;
   for (int64_t h = g * G; h < (g + 1) * G; ++h) {
     for (int64_t i = i_start; i < nqt; ++i) {
       const int64_t q0 = i * kBr, nq = imin(kBr, len - q0);
       const float* qrows = p.q + (s0 + q0) * ldq + h * D;
       const float* dorows = p.dout + (s0 + q0) * ldq + h * D;
-      gemm<false>(s, kBc, qrows, ldq, 1, kt, kBc, nq, kBc, D);    // S = Q K^T (log2 domain)
-      gemm<false>(dp, kBc, dorows, ldq, 1, vt, kBc, nq, kBc, D);  // dP = dO V^T
       const float* lse = p.lse_in + h * p.T + s0 + q0;
       const float* delta = p.delta + h * p.T + s0 + q0;
-      for (int64_t r = 0; r < nq; ++r) {
-        const VT L = V::set1(lse[r] * kLog2e), dl = V::set1(delta[r]), sc = V::set1(p.scale);
-        for (int64_t c = 0; c < kBc; c += W) {
-          VT pv = V::exp2(V::sub(V::load(s + r * kBc + c), L));
-          V::store(s + r * kBc + c, pv);
-          V::store(dp + r * kBc + c, V::mul(V::mul(pv, V::sub(V::load(dp + r * kBc + c), dl)), sc));
+      for (int64_t t = 0; t < nj; ++t) {
+        const int64_t k0 = kb0 + t * kBc, nk = imin(kBc, len - k0);
+        if (p.causal && k0 > q0 + nq - 1) break;  // this and later key tiles are after every query
+        gemm<false>(s, kBc, qrows, ldq, 1, kt(t), kBc, nq, kBc, D);    // S = Q K^T (log2 domain)
+        gemm<false>(dp, kBc, dorows, ldq, 1, vt(t), kBc, nq, kBc, D);  // dP = dO V^T
+        for (int64_t r = 0; r < nq; ++r) {
+          const VT L = V::set1(lse[r] * kLog2e), dl = V::set1(delta[r]), sc = V::set1(p.scale);
+          for (int64_t c = 0; c < kBc; c += W) {
+            VT pv = V::exp2(V::sub(V::load(s + r * kBc + c), L));
+            V::store(s + r * kBc + c, pv);
+            V::store(dp + r * kBc + c, V::mul(V::mul(pv, V::sub(V::load(dp + r * kBc + c), dl)), sc));
+          }
         }
+        if (p.causal && k0 + nk - 1 > q0)  // the diagonal: key k0 + c is hidden from queries before it
+          for (int64_t r = 0; r < nq; ++r)
+            for (int64_t c = q0 + r - k0 + 1 < 0 ? 0 : q0 + r - k0 + 1; c < nk; ++c) s[r * kBc + c] = dp[r * kBc + c] = 0.0f;
+        gemm<true>(dva(t), Dp, s, 1, kBc, dorows, ldq, nk, D, nq);  // dV += P^T dO
+        gemm<true>(dka(t), Dp, dp, 1, kBc, qrows, ldq, nk, D, nq);  // dK += dS^T Q
+        if (with_dq)                                                // dQ += dS K
+          gemm<true>(p.dq + (s0 + q0) * ldq + h * D, ldq, dp, kBc, 1, p.k + (s0 + k0) * ldk + g * D, ldk, nq, D, nk);
       }
-      if (p.causal && k0 + nk - 1 > q0)
-        for (int64_t r = 0; r < nq; ++r)
-          for (int64_t c = q0 + r - k0 + 1 < 0 ? 0 : q0 + r - k0 + 1; c < nk; ++c) s[r * kBc + c] = dp[r * kBc + c] = 0.0f;
-      gemm<true>(dva, Dp, s, 1, kBc, dorows, ldq, nk, D, nq);  // dV += P^T dO
-      gemm<true>(dka, Dp, dp, 1, kBc, qrows, ldq, nk, D, nq);  // dK += dS^T Q
-      if (with_dq)                                             // dQ += dS K
-        gemm<true>(p.dq + (s0 + q0) * ldq + h * D, ldq, dp, kBc, 1, krows, ldk, nq, D, nk);
     }
   }
-  for (int64_t c = 0; c < nk; ++c) {
-    float* dk = p.dk + (s0 + k0 + c) * ldk + g * D;
-    float* dv = p.dv + (s0 + k0 + c) * ldk + g * D;
-    for (int64_t d = 0; d < D; ++d) dk[d] = dka[c * Dp + d], dv[d] = dva[c * Dp + d];
+  for (int64_t t = 0; t < nj; ++t) {
+    const int64_t k0 = kb0 + t * kBc, nk = imin(kBc, len - k0);
+    for (int64_t c = 0; c < nk; ++c) {
+      float* dk = p.dk + (s0 + k0 + c) * ldk + g * D;
+      float* dv = p.dv + (s0 + k0 + c) * ldk + g * D;
+      const float* ka = dka(t) + c * Dp;
+      const float* va = dva(t) + c * Dp;
+      for (int64_t d = 0; d < D; ++d) dk[d] = ka[d], dv[d] = va[d];
+    }
   }
 }
 
 void backward_kv(const Args& p, const Task* tasks, int64_t n, bool with_dq) {
   run_tasks(tasks, n, [&](const Task& t) {
     const int64_t s0 = p.cu[t.seq], len = p.cu[t.seq + 1] - s0;
-    const int64_t G = p.H / p.Hkv, ldq = p.H * p.D;
+    const int64_t G = p.H / p.Hkv, ldq = p.H * p.D, block = kKvTiles * kBc;
     if (!with_dq) {
-      backward_kv_tile(p, s0, len, t.head, t.tile, false);
+      backward_kv_block(p, s0, len, t.head, t.tile, false);
       return;
     }
     // Fused: the task is a whole (sequence, kv head); it owns these dq rows.
     for (int64_t r = 0; r < len; ++r) zero(p.dq + (s0 + r) * ldq + t.head * G * p.D, G * p.D);
-    for (int64_t j = 0; j < (len + kBc - 1) / kBc; ++j) backward_kv_tile(p, s0, len, t.head, j, true);
+    for (int64_t jb = 0; jb < (len + block - 1) / block; ++jb) backward_kv_block(p, s0, len, t.head, jb, true);
   });
 }
 

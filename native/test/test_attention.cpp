@@ -130,6 +130,13 @@ TEST(packed_sequences_of_uneven_length) {
   CHECK(run_case({{0, 5, 5, 12}, 2, 2, 8, true}, 9));  // an empty sequence in the middle
 }
 
+TEST(several_key_blocks_per_sequence) {
+  // Longer than one backward key block (4 tiles of 64 keys), for both backward schedules.
+  CHECK(run_case({{0, 600}, 2, 1, 24, true}, 10));
+  CHECK(run_case({{0, 300, 833}, 4, 2, 16, true}, 11));
+  CHECK(run_case({{0, 520}, 2, 2, 8, false}, 12));
+}
+
 TEST(large_logits_stay_finite) {
   // Scores of a few hundred: the online softmax must rescale, not overflow.
   const int64_t T = 150, H = 1, D = 16;

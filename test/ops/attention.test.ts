@@ -67,6 +67,9 @@ describe('attention against the float64 reference', () => {
     { T: 150, H: 4, Hkv: 2, D: 24, cu: [0, 1, 66, 67, 140, 150], causal: true },
     { T: 150, H: 4, Hkv: 2, D: 24, cu: [0, 1, 66, 67, 140, 150], causal: false },
     { T: 12, H: 2, Hkv: 1, D: 7, cu: [0, 5, 5, 12], causal: true },
+    // longer than one backward key block (256 keys)
+    { T: 300, H: 2, Hkv: 1, D: 16, causal: true },
+    { T: 330, H: 4, Hkv: 2, D: 8, cu: [0, 270, 330], causal: true },
     // a non-default scale
     { T: 20, H: 2, Hkv: 1, D: 8, causal: true, scale: 0.9 },
   ];
