@@ -4,6 +4,7 @@ export * from './embedding.js';
 export * from './rmsnorm.js';
 export * from './rope.js';
 export * from './swiglu.js';
+export * from './attention.js';
 export * from './crossEntropy.js';
 export * from './linearCrossEntropy.js';
 export * from './optim.js';
