@@ -1,5 +1,6 @@
 // The differentiable ops, one file per op family (the same families as native/cpu).
 export * from './elementwise.js';
+export * from './matmul.js';
 export * from './embedding.js';
 export * from './rmsnorm.js';
 export * from './rope.js';
