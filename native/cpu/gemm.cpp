@@ -1,7 +1,7 @@
 // GEMM: C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] in f32 (and with bf16 inputs), the
 // matmul under every linear layer. This file holds the portable parts: run-time dispatch on
 // pg::simd_level() to the AVX-512 or AVX2 microkernel (gemm_avx512.cpp, gemm_avx2.cpp) or the
-// scalar one below, the thread plan, the barrier and the packing workspace. The blocked
+// scalar one below, how a product is cut into units of work, and the packing workspace. The blocked
 // algorithm itself is in gemm_kernels.h.
 //
 // Workspace: the one exception to "kernels never allocate". Each thread keeps two buffers for
@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <thread>
 
 #include "gemm_kernels.h"
@@ -31,20 +32,14 @@
 namespace pg {
 namespace gemm_detail {
 
-// ---- barrier and workspace ----
+// ---- waiting and workspace ----
 
-void barrier_wait(Barrier& b) {
-  const int gen = b.generation.load(std::memory_order_acquire);
-  if (b.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == b.count) {
-    b.arrived.store(0, std::memory_order_relaxed);
-    b.generation.store(gen + 1, std::memory_order_release);
-    return;
-  }
-  for (int spins = 0; b.generation.load(std::memory_order_acquire) == gen; ++spins) {
+void wait_for(const std::atomic<int64_t>& counter, int64_t target) {
+  for (int spins = 0; counter.load(std::memory_order_acquire) < target; ++spins) {
 #if defined(PG_GEMM_X86)
     _mm_pause();
 #endif
-    if (spins > 4096) std::this_thread::yield();  // a descheduled peer: stop burning its core
+    if (spins > 2048) std::this_thread::yield();  // the unit we wait on is held by a sleeping thread
   }
 }
 
@@ -75,6 +70,21 @@ struct Buffer {
 
 thread_local Buffer tls_a, tls_b;
 
+// The calling thread's per-unit progress flags, grown like the buffers.
+struct UnitFlags {
+  std::unique_ptr<std::atomic<int64_t>[]> flags;
+  size_t count = 0;
+  std::atomic<int64_t>* get(size_t need) {
+    if (need > count) {
+      flags.reset(new std::atomic<int64_t>[need]);
+      count = need;
+    }
+    for (size_t i = 0; i < need; ++i) flags[i].store(-1, std::memory_order_relaxed);
+    return flags.get();
+  }
+};
+thread_local UnitFlags tls_units;
+
 }  // namespace
 
 float* thread_b_buffer(size_t floats) { return tls_b.get(floats); }
@@ -83,7 +93,7 @@ float* thread_b_buffer(size_t floats) { return tls_b.get(floats); }
 
 namespace {
 
-struct ScalarKern {
+struct ScalarKern : GenericPacking {
   static constexpr int MR = 4, NR = 16;
   template <int R>
   static void tile_rows(int cols, int64_t kc, const float* __restrict a, const float* __restrict b,
@@ -116,8 +126,8 @@ struct ScalarKern {
   }
 };
 
-void scalar_f32(const Plan& p, int tid) { run_thread<ScalarKern, float>(p, tid); }
-void scalar_bf16(const Plan& p, int tid) { run_thread<ScalarKern, uint16_t>(p, tid); }
+void scalar_f32(const Plan& p) { run_units<ScalarKern, float>(p); }
+void scalar_bf16(const Plan& p) { run_units<ScalarKern, uint16_t>(p); }
 
 double scalar_fma_loop(int64_t iters) {
   float acc[8];
@@ -149,60 +159,41 @@ constexpr double kParallelFlops = 2.0 * 48 * 48 * 48;
 // Batched products smaller than this run one item per thread instead of splitting each item.
 constexpr double kItemParallelFlops = 2.0 * 256 * 256 * 256;
 
-// Thread grid for nt threads: the factorisation tm x tn whose split of the row and column
-// panels is the most even, preferring columns (rows split makes each thread pack all of B).
-void choose_grid(Plan& p, const Isa& isa, int nt) {
-  const double mpanels = static_cast<double>(ceil_div(std::min<int64_t>(p.M, p.mc), isa.mr));
-  const double npanels = static_cast<double>(ceil_div(p.N, isa.nr));
-  double best = -1;
-  for (int tn = nt; tn >= 1; --tn) {
-    if (nt % tn) continue;
-    const int tm = nt / tn;
-    const double en = (npanels / tn) / std::ceil(npanels / tn);
-    const double em = (mpanels / tm) / std::ceil(mpanels / tm);
-    const double score = en * em;
-    if (score > best * 1.05) {
-      best = score;
-      p.tm = tm;
-      p.tn = tn;
-    }
-  }
-  p.nthreads = nt;
-}
-
-// Shrinks the cache blocking to split M and K into even blocks no larger than the caps.
-void set_blocking(Plan& p, const Isa& isa) {
+// Cuts the product into units for nt threads: M and K split evenly into blocks within the
+// ISA's caps, N into column blocks within nc and (with several threads) into at least about
+// four per thread, so that a late thread finds work; when N is too narrow for that, each column
+// block's rows are split into groups as well.
+void plan_units(Plan& p, const Isa& isa, int nt) {
   p.mc = round_up(ceil_div(p.M, ceil_div(p.M, isa.mc)), isa.mr);
   p.kc = ceil_div(p.K, ceil_div(p.K, isa.kc));
-  p.nc = isa.nc;
+  const int64_t npanels = ceil_div(p.N, isa.nr);
+  int64_t ncb = ceil_div(p.N, isa.nc);
+  if (nt > 1) ncb = std::max(ncb, std::min<int64_t>(npanels, 4 * nt));
+  p.nb = round_up(ceil_div(p.N, ncb), isa.nr);
+  p.ncb = ceil_div(p.N, p.nb);
+  const int64_t apanels = p.mc / isa.mr;
+  p.nrg = nt > 1 && p.ncb < 2 * nt ? std::min<int64_t>(apanels, ceil_div(4 * nt, p.ncb)) : 1;
+  // Pack units of about 4 panels: enough to share, few enough to keep the counter cool.
+  p.panels_per_pack = std::max<int64_t>(1, std::min<int64_t>(4, ceil_div(apanels, 4 * nt)));
 }
 
 // One batch item on nt threads (nt == 1: on the calling thread).
 void run_item(Plan p, const Isa& isa, int nt) {
   const ThreadFn run = p.bf16 ? isa.run_bf16 : isa.run_f32;
-  set_blocking(p, isa);
+  plan_units(p, isa, nt);
   const size_t block = static_cast<size_t>(p.mc * p.kc);
   float* a = tls_a.get(2 * block);
   p.apack[0] = a;
   p.apack[1] = a + block;
+  Progress progress;
+  progress.unit_done = tls_units.get(static_cast<size_t>(p.ncb * p.nrg));
+  p.progress = &progress;
   if (nt <= 1) {
-    p.nthreads = p.tm = p.tn = 1;
-    run(p, 0);
+    run(p);
     return;
   }
-  choose_grid(p, isa, nt);
-  Barrier barrier;
-  barrier.count = nt;
-  p.barrier = &barrier;
-  parallel_for(nt, 1, [&](int64_t begin, int64_t end) {
-    if (end - begin == 1) {
-      run(p, static_cast<int>(begin));
-    } else {  // the pool ran us serially (a nested call): one thread does it all
-      Plan serial = p;
-      serial.nthreads = serial.tm = serial.tn = 1;
-      run(serial, 0);
-    }
-  });
+  // Each participant takes units until none are left, however the pool splits the range.
+  parallel_for(nt, 1, [&](int64_t, int64_t) { run(p); });
 }
 
 // C = beta * C over the batch (alpha == 0 or K == 0).

@@ -77,7 +77,7 @@ void tile_rows(int cols, int64_t kc, const float* __restrict a, const float* __r
   }
 }
 
-struct Kern {
+struct Kern : GenericPacking {
   static constexpr int MR = kMR, NR = kNR;
   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c,
                    int64_t ldc, float alpha, float beta) {
@@ -92,8 +92,8 @@ struct Kern {
   }
 };
 
-void run_f32(const Plan& p, int tid) { run_thread<Kern, float>(p, tid); }
-void run_bf16(const Plan& p, int tid) { run_thread<Kern, uint16_t>(p, tid); }
+void run_f32(const Plan& p) { run_units<Kern, float>(p); }
+void run_bf16(const Plan& p) { run_units<Kern, uint16_t>(p); }
 
 // 12 independent chains of ymm FMAs (2 pipes x up to 5 cycles of latency, with margin).
 double fma_loop(int64_t iters) {

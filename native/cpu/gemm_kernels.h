@@ -1,23 +1,26 @@
 // Private to the GEMM family (gemm.cpp, gemm_avx512.cpp, gemm_avx2.cpp): the blocked driver
 // that every ISA variant instantiates with its own register-blocked microkernel.
 //
-// The algorithm is BLIS's five loops around a microkernel, written for row-major C with the
-// vector lanes along N and the elements of A broadcast:
+// The algorithm is BLIS's loops around a microkernel, written for row-major C with the vector
+// lanes along N and the elements of A broadcast:
 //
-//   for mb  (rows of M, up to MC)                          all threads together
-//     for kb (depth, up to KC)
-//       pack A[mb, kb] into MR-row panels   (shared, L3)   split over all threads, then a barrier
-//       for nb (this thread's columns, up to NC)
-//         pack B[kb, nb] into NR-col panels (private, L2)
-//         for each MR-row panel of A        (the panel, MR x KC, stays in L1)
-//           for each NR-col panel of B      (streamed from L2)
-//             microkernel: an MR x NR tile of C += A panel @ B panel, in registers
+//   for each iteration = (block of up to mc rows, block of up to kc of the depth):
+//     pack A[rows, depth] into MR-row panels          (shared by all threads, L2/L3)
+//     for each column block of C (up to nc wide):
+//       pack B[depth, columns] into NR-column panels  (this thread's, L2)
+//       for each MR-row panel of A                    (MR x kc, stays in L1)
+//         for each NR-column panel of B               (streamed from L2)
+//           microkernel: an MR x NR tile of C += A panel @ B panel, in registers
 //
-// Threads split C into a grid: columns (each thread its own run of NR panels and its own packed
-// B in its own L2) and, when N is too narrow to feed every thread, rows within each packed A
-// block. Packed A is double buffered so one barrier per (mb, kb) block suffices: a thread can
-// only reach the barrier of block i+1 after finishing its tiles of block i, so the buffer of
-// block i is free to be packed again as block i+2.
+// Threads share the work dynamically, without barriers: every unit of work (packing a few A
+// panels, or computing one column block of C against the packed A, optionally restricted to a
+// group of rows when N is narrow) is a ticket taken from one atomic counter, in order. A unit
+// waits only for what it reads or overwrites, all of it behind earlier tickets: computing needs
+// this iteration's A packed and the same C block's previous iteration done (so each C element
+// sums its depth blocks in the same order whatever the thread count: results are bit-identical
+// on 1 or N threads); packing into one of the two A buffers needs the iteration that last used
+// it computed. A thread that the OS puts to sleep delays only the unit it holds, and work is
+// spread evenly however many threads actually turn up.
 //
 // Everything in the anonymous namespace below is compiled separately in each ISA's file, with
 // that file's target flags: nothing here may be a non-inline symbol shared across those files.
@@ -30,8 +33,17 @@
 namespace pg {
 namespace gemm_detail {
 
-// One matrix product C = alpha * op(A) @ op(B) + beta * C for one batch item, and how the
-// threads share it. A and B are float or uint16_t (bf16) as `bf16` says.
+// Shared progress counters of one product. Iteration i uses slot i % 4 (at most three
+// iterations are ever in flight), and each slot's counts accumulate over its iterations.
+struct Progress {
+  std::atomic<int64_t> next{0};      // the next ticket
+  std::atomic<int64_t> packed[4]{};  // A pack units finished
+  std::atomic<int64_t> computed[4]{};  // compute units finished
+  std::atomic<int64_t>* unit_done = nullptr;  // per compute unit: the last iteration it finished
+};
+
+// One matrix product C = alpha * op(A) @ op(B) + beta * C for one batch item, and how its work is
+// cut into units. A and B are float or uint16_t (bf16) as `bf16` says.
 struct Plan {
   bool trans_a, trans_b, bf16;
   int64_t M, N, K;
@@ -42,28 +54,24 @@ struct Plan {
   int64_t ldb;
   float* C;
   int64_t ldc;
-  // Blocking (in elements), from the ISA's table, shrunk to fit this problem evenly.
-  int64_t mc, kc, nc;
-  // Thread grid: nthreads = tm * tn; thread t works on row part t / tn and column part t % tn.
-  int nthreads, tm, tn;
-  // Shared packed-A buffers (two, each mc * kc floats, aligned to 64 bytes).
-  float* apack[2];
-  struct Barrier* barrier;
+  // Blocking (in elements), shrunk from the ISA's caps to split M, K and N evenly.
+  int64_t mc, kc;
+  int64_t nb;            // width of a column block (a multiple of NR, at most the ISA's nc)
+  int64_t ncb, nrg;      // column blocks, row groups per iteration: ncb * nrg compute units
+  int64_t panels_per_pack;  // A panels per pack unit
+  float* apack[2];       // the two shared packed-A buffers, mc * kc floats each, 64-byte aligned
+  Progress* progress;
 };
 
-// A spinning barrier for the threads of one parallel_for (they all run at once).
-struct Barrier {
-  std::atomic<int> arrived{0};
-  std::atomic<int> generation{0};
-  int count = 1;
-};
 // Defined in gemm.cpp (compiled for the baseline ISA).
-void barrier_wait(Barrier& b);
+// Spins (then yields) until counter >= target.
+void wait_for(const std::atomic<int64_t>& counter, int64_t target);
 // This thread's private buffer of at least `floats` floats (64-byte aligned), allocated once and
 // grown when needed: the one allocation the GEMM kernels make, kept across calls.
 float* thread_b_buffer(size_t floats);
 
-using ThreadFn = void (*)(const Plan& plan, int tid);
+// Runs units of the plan until none are left; any number of threads may call it at once.
+using ThreadFn = void (*)(const Plan& plan);
 
 // What each ISA's file provides: its register block, cache blocking and thread bodies.
 struct Isa {
@@ -152,63 +160,97 @@ inline void pack_b_panel(float* __restrict dst, const T* __restrict B, int64_t l
   }
 }
 
-// The body each thread runs. Kern provides MR, NR and
+// The plain packers, for kernels without faster ones of their own.
+struct GenericPacking {
+  template <int MR, typename T>
+  static void pack_a(float* dst, const T* A, int64_t lda, bool trans, int64_t i0, int rows, int64_t k0, int64_t kc) {
+    pack_a_panel<MR>(dst, A, lda, trans, i0, rows, k0, kc);
+  }
+  template <int NR, typename T>
+  static void pack_b(float* dst, const T* B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int64_t j0, int cols) {
+    pack_b_panel<NR>(dst, B, ldb, trans, k0, kc, j0, cols);
+  }
+};
+
+// The body each thread runs. Kern provides MR, NR, pack_a and pack_b (as GenericPacking) and
 //   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b,
 //                    float* c, int64_t ldc, float alpha, float beta);
 // which computes C[0:rows, 0:cols] = alpha * (a panel @ b panel) + beta * C (beta == 0: C is
 // not read).
 template <class Kern, typename T>
-void run_thread(const Plan& p, int tid) {
+void run_units(const Plan& p) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   const T* A = static_cast<const T*>(p.A);
   const T* B = static_cast<const T*>(p.B);
-  const int ti = tid / p.tn, tj = tid % p.tn;
+  Progress& pr = *p.progress;
+  const int64_t nkb = ceil_div(p.K, p.kc);
+  const int64_t iterations = ceil_div(p.M, p.mc) * nkb;
+  const int64_t units = p.ncb * p.nrg;
+  // Pack units of iteration i (the last row block may be shorter).
+  auto apanels = [&](int64_t i) { return ceil_div(min64(p.mc, p.M - (i / nkb) * p.mc), MR); };
+  auto pack_units = [&](int64_t i) { return ceil_div(apanels(i), p.panels_per_pack); };
+  // Pack units finished in slot i % 4 once iteration i is packed.
+  auto packed_target = [&](int64_t i) {
+    int64_t total = 0;
+    for (int64_t j = i % 4; j <= i; j += 4) total += pack_units(j);
+    return total;
+  };
+  float* bpack = thread_b_buffer(static_cast<size_t>(p.kc * p.nb));
+  int64_t b_iter = -1, b_cb = -1;  // which B block bpack holds
 
-  // This thread's columns: a contiguous run of NR panels.
-  const int64_t npanels = ceil_div(p.N, NR);
-  const int64_t n0 = min64(p.N, npanels * tj / p.tn * NR);
-  const int64_t n1 = min64(p.N, npanels * (tj + 1) / p.tn * NR);
-  // Its column blocks: the run split evenly into blocks of at most nc.
-  const int64_t nn = n1 - n0;
-  const int64_t nb = nn > 0 ? round_up(ceil_div(nn, ceil_div(nn, p.nc)), NR) : NR;
-  float* bpack = thread_b_buffer(static_cast<size_t>(p.kc * nb));
-
-  int iter = 0;
-  for (int64_t m0 = 0; m0 < p.M; m0 += p.mc) {
-    const int64_t mb = min64(p.mc, p.M - m0);
-    const int64_t apanels = ceil_div(mb, MR);
-    for (int64_t k0 = 0; k0 < p.K; k0 += p.kc) {
-      const int64_t kb = min64(p.kc, p.K - k0);
-      float* apack = p.apack[iter & 1];
-      ++iter;
-      // Pack this thread's share of the A block's panels.
-      for (int64_t pi = apanels * tid / p.nthreads; pi < apanels * (tid + 1) / p.nthreads; ++pi) {
+  int64_t it = 0, it_start = 0;  // the iteration of the current ticket, and its first ticket
+  for (;;) {
+    const int64_t ticket = pr.next.fetch_add(1, std::memory_order_relaxed);
+    while (it < iterations && ticket >= it_start + pack_units(it) + units) {
+      it_start += pack_units(it) + units;
+      ++it;
+    }
+    if (it >= iterations) return;
+    const int64_t m0 = (it / nkb) * p.mc, mb = min64(p.mc, p.M - m0);
+    const int64_t k0 = (it % nkb) * p.kc, kb = min64(p.kc, p.K - k0);
+    float* apack = p.apack[it & 1];
+    const int64_t local = ticket - it_start;
+    if (local < pack_units(it)) {
+      // Pack some A panels; their buffer was last read by iteration it - 2.
+      if (it >= 2) wait_for(pr.computed[(it - 2) % 4], units * ((it - 2) / 4 + 1));
+      const int64_t pend = min64(apanels(it), (local + 1) * p.panels_per_pack);
+      for (int64_t pi = local * p.panels_per_pack; pi < pend; ++pi) {
         const int64_t i = pi * MR;
-        pack_a_panel<MR>(apack + pi * MR * kb, A, p.lda, p.trans_a, m0 + i,
-                         static_cast<int>(min64(MR, mb - i)), k0, kb);
+        Kern::template pack_a<MR>(apack + pi * MR * kb, A, p.lda, p.trans_a, m0 + i,
+                                  static_cast<int>(min64(MR, mb - i)), k0, kb);
       }
-      if (p.nthreads > 1) barrier_wait(*p.barrier);
-      // This thread's rows of the block.
-      const int64_t pa0 = apanels * ti / p.tm, pa1 = apanels * (ti + 1) / p.tm;
-      if (pa0 >= pa1 || nn <= 0) continue;
-      const float beta = k0 == 0 ? p.beta : 1.0f;
-      for (int64_t j0 = n0; j0 < n1; j0 += nb) {
-        const int64_t nbl = min64(nb, n1 - j0);
+      pr.packed[it % 4].fetch_add(1, std::memory_order_release);
+      continue;
+    }
+    // Compute one column block (for one group of rows) of this iteration.
+    const int64_t u = local - pack_units(it);
+    const int64_t cb = u / p.nrg, rg = u % p.nrg;
+    wait_for(pr.packed[it % 4], packed_target(it));
+    if (it > 0) wait_for(pr.unit_done[u], it - 1);
+    const int64_t ap = apanels(it);
+    const int64_t pa0 = ap * rg / p.nrg, pa1 = ap * (rg + 1) / p.nrg;
+    const int64_t j0 = cb * p.nb, nbl = min64(p.nb, p.N - j0);
+    if (pa0 < pa1 && nbl > 0) {
+      if (b_iter != it || b_cb != cb) {
         for (int64_t j = 0; j < nbl; j += NR)
-          pack_b_panel<NR>(bpack + j * kb, B, p.ldb, p.trans_b, k0, kb, j0 + j,
-                           static_cast<int>(min64(NR, nbl - j)));
-        for (int64_t pi = pa0; pi < pa1; ++pi) {
-          const int64_t i = m0 + pi * MR;
-          const int rows = static_cast<int>(min64(MR, p.M - i));
-          const float* ap = apack + pi * MR * kb;
-          float* crow = p.C + i * p.ldc;
-          for (int64_t j = 0; j < nbl; j += NR) {
-            const int cols = static_cast<int>(min64(NR, nbl - j));
-            Kern::tile(rows, cols, kb, ap, bpack + j * kb, crow + j0 + j, p.ldc, p.alpha, beta);
-          }
-        }
+          Kern::template pack_b<NR>(bpack + j * kb, B, p.ldb, p.trans_b, k0, kb, j0 + j,
+                                    static_cast<int>(min64(NR, nbl - j)));
+        b_iter = it;
+        b_cb = cb;
+      }
+      const float beta = k0 == 0 ? p.beta : 1.0f;
+      for (int64_t pi = pa0; pi < pa1; ++pi) {
+        const int64_t i = m0 + pi * MR;
+        const int rows = static_cast<int>(min64(MR, p.M - i));
+        const float* a = apack + pi * MR * kb;
+        float* crow = p.C + i * p.ldc + j0;
+        for (int64_t j = 0; j < nbl; j += NR)
+          Kern::tile(rows, static_cast<int>(min64(NR, nbl - j)), kb, a, bpack + j * kb, crow + j, p.ldc,
+                     p.alpha, beta);
       }
     }
+    pr.computed[it % 4].fetch_add(1, std::memory_order_release);
+    pr.unit_done[u].store(it, std::memory_order_release);
   }
 }
 

@@ -2,6 +2,7 @@
 // degenerate sizes, padded leading dimensions, batches with broadcast strides, beta == 0 over
 // NaN, K == 0, at every SIMD level and on one and two threads.
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -203,14 +204,45 @@ TEST(stride_c_zero_accumulates_items_in_order) {
 }
 
 TEST(results_do_not_depend_on_thread_count) {
-  // Each C element is summed in the same order whatever the split, so results are bit-identical.
-  const int64_t M = 300, N = 700, K = 500;
+  // Each C element sums its depth blocks in the same order whatever the split, so results are
+  // bit-identical. 3 and 8 threads oversubscribe the cores: units wait on sleeping threads. K
+  // spans many depth blocks, so the progress slots are reused several times.
+  const int64_t M = 300, N = 700, K = 4000;
   auto A = pgtest::randn(M * K, 3), B = pgtest::randn(K * N, 4);
   std::vector<float> C1(M * N), C2(M * N);
   pg::set_num_threads(1);
   pg::gemm(false, true, M, N, K, 1.0f, A.data(), K, 0, B.data(), K, 0, 0.0f, C1.data(), N, 0, 1);
+  for (int threads : {2, 3, 8}) {
+    pg::set_num_threads(threads);
+    for (int rep = 0; rep < 3; ++rep) {
+      std::fill(C2.begin(), C2.end(), 0.0f);
+      pg::gemm(false, true, M, N, K, 1.0f, A.data(), K, 0, B.data(), K, 0, 0.0f, C2.data(), N, 0, 1);
+      CHECK(std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
+    }
+  }
+  // Narrow N: units split rows as well.
+  std::vector<float> D1(M * 5), D2(M * 5);
+  pg::set_num_threads(1);
+  pg::gemm(false, false, M, 5, K, 1.0f, A.data(), K, 0, B.data(), 5, 0, 0.0f, D1.data(), 5, 0, 1);
+  pg::set_num_threads(3);
+  pg::gemm(false, false, M, 5, K, 1.0f, A.data(), K, 0, B.data(), 5, 0, 0.0f, D2.data(), 5, 0, 1);
+  CHECK(std::memcmp(D1.data(), D2.data(), D1.size() * sizeof(float)) == 0);
+  pg::set_num_threads(0);
+}
+
+TEST(gemm_inside_a_parallel_region_runs_serially) {
+  // A kernel that calls gemm from inside parallel_for (per head, per expert) gets correct results.
+  const int64_t M = 40, N = 50, K = 60, items = 6;
+  auto A = pgtest::randn(items * M * K, 5), B = pgtest::randn(K * N, 6);
+  std::vector<float> C(items * M * N), ref(items * M * N);
+  pg::set_num_threads(1);
+  pg::gemm(false, false, M, N, K, 1.0f, A.data(), K, M * K, B.data(), N, 0, 0.0f, ref.data(), N, M * N, items);
   pg::set_num_threads(2);
-  pg::gemm(false, true, M, N, K, 1.0f, A.data(), K, 0, B.data(), K, 0, 0.0f, C2.data(), N, 0, 1);
-  CHECK(std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
+  pg::parallel_for(items, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      pg::gemm(false, false, M, N, K, 1.0f, A.data() + b * M * K, K, 0, B.data(), N, 0, 0.0f,
+               C.data() + b * M * N, N, 0, 1);
+  });
+  CHECK(std::memcmp(C.data(), ref.data(), C.size() * sizeof(float)) == 0);
   pg::set_num_threads(0);
 }
