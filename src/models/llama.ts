@@ -126,9 +126,9 @@ export class LlamaForCausalLM extends Module {
   loss(batch: PackedBatch): Tensor {
     if (batch.targets === undefined) throw new PatentGPTError('E_ARGUMENT', 'LlamaForCausalLM.loss: the batch has no targets');
     return scope(() => {
+      const N = batch.tokens instanceof Tensor ? batch.tokens.size : batch.tokens.length;
+      const targets = intTensor(batch.targets!, 'targets', N); // checked before anything is recorded
       const h = this.hidden(batch);
-      const N = h.shape[0]!;
-      const targets = intTensor(batch.targets!, 'targets', N);
       let loss = linearCrossEntropy(h, this.outputWeight, targets, { ignoreIndex: -100, chunkSize: this.lossChunkSize });
       for (const layer of this.model.layers.items) {
         const aux = layer.mlp.takeAuxLoss?.();
@@ -176,6 +176,10 @@ function preparedBatch(batch: PackedBatch, cfg: ModelConfig): Prepared {
   const tokens = intTensor(batch.tokens, 'tokens');
   const N = tokens.size;
   if (N === 0) throw new PatentGPTError('E_SHAPE', 'batch.tokens is empty');
+  const ids = batch.tokens instanceof Tensor ? (tokens.toArray() as Int32Array) : (batch.tokens as Int32Array);
+  for (let i = 0; i < N; i++)
+    if (!(ids[i]! >= 0 && ids[i]! < cfg.vocabSize))
+      throw new PatentGPTError('E_ARGUMENT', `batch.tokens[${i}] = ${ids[i]} is outside the vocabulary [0, ${cfg.vocabSize})`);
   const cu = batch.cuSeqlens === undefined ? Int32Array.of(0, N) : batch.cuSeqlens instanceof Tensor
     ? (batch.cuSeqlens.toArray() as Int32Array) : Int32Array.from(batch.cuSeqlens);
   if (cu.length < 2 || cu[0] !== 0 || cu[cu.length - 1] !== N)
