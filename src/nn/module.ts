@@ -56,18 +56,18 @@ export abstract class Module {
    * Replaces the parameter at a dotted path with `t` (same shape unless `allowReshape`); the
    * old tensor and its gradient are disposed.
    */
-  setParameter(path: string, t: Tensor, opts: { allowReshape?: boolean } = {}): void {
+  setParameter(path: string, t: Tensor, opts: { allowReshape?: boolean } = {}, fullPath = path): void {
     const dot = path.indexOf('.');
     if (dot >= 0) {
       const child = this.#children.get(path.slice(0, dot));
-      if (!child) throw new PatentGPTError('E_ARGUMENT', `no module on the path of parameter "${path}"`);
-      child.setParameter(path.slice(dot + 1), t, opts);
+      if (!child) throw new PatentGPTError('E_ARGUMENT', `no module on the path of parameter "${fullPath}"`);
+      child.setParameter(path.slice(dot + 1), t, opts, fullPath);
       return;
     }
     const old = this.#params.get(path);
-    if (!old) throw new PatentGPTError('E_ARGUMENT', `${this.constructor.name} has no parameter "${path}"`);
+    if (!old) throw new PatentGPTError('E_ARGUMENT', `${this.constructor.name} has no parameter "${fullPath}"`);
     if (!opts.allowReshape && (old.shape.length !== t.shape.length || old.shape.some((d, i) => d !== t.shape[i])))
-      throw new PatentGPTError('E_SHAPE', `parameter ${path} is ${old.describe()}, cannot replace it with ${t.describe()}`);
+      throw new PatentGPTError('E_SHAPE', `parameter ${fullPath} is ${old.describe()}, cannot replace it with ${t.describe()}`);
     if (old === t) return;
     this.registerParameter(path, t);
     old.grad?.dispose();
