@@ -177,4 +177,22 @@ describe.skipIf(!python)(`parity with transformers, live${python ? '' : ` (skipp
     model.dispose();
     back.dispose();
   });
+
+  it('dynamic-base RoPE past maxSeqLen equals transformers rope_type "dynamic" (one 24-token document, maxSeqLen 16)', async () => {
+    const cfg = validateConfig({ ...preset('tiny').config, maxSeqLen: 16, ropeScaling: { type: 'dynamic-base', factor: 2 } });
+    const model = new LlamaForCausalLM(cfg, { seed: 7, initStd: 0.05 });
+    const dir = join(work, 'ours-dynamic');
+    await savePretrained(model, dir);
+    const batch = golden.batches[1]!; // a single 24-token document
+    expect(batch.cuSeqlens).toEqual([0, 24]);
+    const ref = await reference(dir, [batch], 0, 'ours-dynamic');
+    const ours = runOurs(model, [batch], 0, golden.hyper);
+    compareAll(ours, ref, false);
+    // and the scaling matters: without it the logits differ
+    const plain = new LlamaForCausalLM(validateConfig({ ...cfg, ropeScaling: null }), { seed: 7, initStd: 0.05 });
+    const unscaled = runOurs(plain, [batch], 0, golden.hyper);
+    expect(relErr(unscaled.logits, ref.arrays.get('logits')!)).toBeGreaterThan(1e-3);
+    model.dispose();
+    plain.dispose();
+  });
 });
