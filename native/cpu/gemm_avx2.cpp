@@ -94,6 +94,8 @@ struct Kern : GenericPacking {
 
 void run_f32(const Plan& p) { run_units<Kern, float>(p); }
 void run_bf16(const Plan& p) { run_units<Kern, uint16_t>(p); }
+void small_f32(const Plan& p, const float* a, int64_t j0, int64_t j1) { small_m_columns<float>(p, a, j0, j1); }
+void small_bf16(const Plan& p, const float* a, int64_t j0, int64_t j1) { small_m_columns<uint16_t>(p, a, j0, j1); }
 
 // 12 independent chains of ymm FMAs (2 pipes x up to 5 cycles of latency, with margin).
 double fma_loop(int64_t iters) {
@@ -117,7 +119,7 @@ double fma_loop(int64_t iters) {
 
 // The same cache blocking as AVX-512 with a 6 x 16 register block: a 6 x 384 A panel (9 KB) in
 // L1, a 384 x 480 B block in L2.
-const Isa kIsaAvx2 = {"avx2", kMR, kNR, 2016, 384, 480, run_f32, run_bf16, fma_loop};
+const Isa kIsaAvx2 = {"avx2", kMR, kNR, 2016, 384, 480, run_f32, run_bf16, small_f32, small_bf16, fma_loop};
 
 }  // namespace gemm_detail
 }  // namespace pg
