@@ -148,7 +148,7 @@ struct Kern {
     if (trans) {  // rows of B are runs of k: two 16-row transposes fill the 32 columns
       const T* src = B + j0 * ldb + k0;
       pack_transposed(dst, kNR, src, ldb, cols < 16 ? cols : 16, 16, kc);
-      pack_transposed(dst + 16, kNR, src + 16 * ldb, ldb, cols > 16 ? cols - 16 : 0, 16, kc);
+      pack_transposed(dst + 16, kNR, cols > 16 ? src + 16 * ldb : src, ldb, cols > 16 ? cols - 16 : 0, 16, kc);
     } else {  // each k is a run of up to 32 values; zeros past cols
       const __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols > 16 ? cols - 16 : 0);
       const T* src = B + k0 * ldb + j0;
