@@ -158,8 +158,9 @@ const Isa& pick_isa() {
   }
 }
 
-// Below this many FLOPs a product runs on one thread: waking the pool costs more than it saves.
-constexpr double kParallelFlops = 2.0 * 48 * 48 * 48;
+// Below this many FLOPs (a 144^3 product) a product runs on one thread: waking the pool and
+// sharing the first packed block costs more than a second core saves.
+constexpr double kParallelFlops = 6e6;
 // Batched products smaller than this run one item per thread instead of splitting each item.
 constexpr double kItemParallelFlops = 2.0 * 256 * 256 * 256;
 
@@ -282,7 +283,7 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
       run_item(item(b, b == 0 ? beta : 1.0f), isa, flops < kParallelFlops ? 1 : nt);
     return;
   }
-  if (nt > 1 && batch > 1 && flops < kItemParallelFlops) {
+  if (nt > 1 && batch > 1 && flops < kItemParallelFlops && flops * batch >= kParallelFlops) {
     parallel_for(batch, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) run_item(item(b, beta), isa, 1);
     });
