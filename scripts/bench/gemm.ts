@@ -75,7 +75,12 @@ if lib == 'numpy':
 else:
     import torch
     torch.set_num_threads(threads)
-    info = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'blas': str(torch.backends.mkl.is_available() and 'mkl' or 'other')}
+    import re
+    cfg = torch.__config__.show()
+    blas = re.search(r'BLAS_INFO=(\w+)', cfg)
+    cap = re.search(r'CPU capability usage: (\w+)', cfg)
+    info = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'blas': blas.group(1) if blas else 'unknown',
+            'cpu_capability': cap.group(1) if cap else 'unknown'}
     def make(shape, seed):
         g = torch.Generator().manual_seed(seed)
         return torch.randn(shape, generator=g, dtype=torch.float32)
