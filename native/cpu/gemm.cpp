@@ -128,6 +128,10 @@ struct ScalarKern : GenericPacking {
 
 void scalar_f32(const Plan& p) { run_units<ScalarKern, float>(p); }
 void scalar_bf16(const Plan& p) { run_units<ScalarKern, uint16_t>(p); }
+void scalar_small_f32(const Plan& p, const float* a, int64_t j0, int64_t j1) { small_m_columns<float>(p, a, j0, j1); }
+void scalar_small_bf16(const Plan& p, const float* a, int64_t j0, int64_t j1) {
+  small_m_columns<uint16_t>(p, a, j0, j1);
+}
 
 double scalar_fma_loop(int64_t iters) {
   float acc[8];
@@ -142,7 +146,7 @@ double scalar_fma_loop(int64_t iters) {
 }  // namespace
 
 const Isa kIsaScalar = {"scalar", ScalarKern::MR, ScalarKern::NR, 512, 256, 256, scalar_f32, scalar_bf16,
-                        scalar_fma_loop};
+                        scalar_small_f32, scalar_small_bf16, scalar_fma_loop};
 
 namespace {
 
@@ -154,8 +158,9 @@ const Isa& pick_isa() {
   }
 }
 
-// Below this many FLOPs a product runs on one thread: waking the pool costs more than it saves.
-constexpr double kParallelFlops = 2.0 * 48 * 48 * 48;
+// Below this many FLOPs (a 144^3 product) a product runs on one thread: waking the pool and
+// sharing the first packed block costs more than a second core saves.
+constexpr double kParallelFlops = 6e6;
 // Batched products smaller than this run one item per thread instead of splitting each item.
 constexpr double kItemParallelFlops = 2.0 * 256 * 256 * 256;
 
@@ -177,8 +182,35 @@ void plan_units(Plan& p, const Isa& isa, int nt) {
   p.panels_per_pack = std::max<int64_t>(1, std::min<int64_t>(4, ceil_div(apanels, 4 * nt)));
 }
 
+// A product of at most kSmallM rows: op(A) packed into rows of K floats, then B streamed once,
+// its columns split over the threads.
+template <typename T>
+void run_small(const Plan& p, const Isa& isa, int nt) {
+  const T* A = static_cast<const T*>(p.A);
+  float* a = tls_a.get(static_cast<size_t>(p.M * p.K));
+  for (int64_t i = 0; i < p.M; ++i)
+    for (int64_t k = 0; k < p.K; ++k) a[i * p.K + k] = to_f32(p.trans_a ? A[k * p.lda + i] : A[i * p.lda + k]);
+  const SmallFn fn = p.bf16 ? isa.small_bf16 : isa.small_f32;
+  if (nt <= 1) {
+    fn(p, a, 0, p.N);
+    return;
+  }
+  // Chunks of 64 columns (whole vector blocks), about four per thread.
+  const int64_t chunks = ceil_div(p.N, 64);
+  parallel_for(chunks, std::max<int64_t>(1, chunks / (4 * nt)), [&](int64_t c0, int64_t c1) {
+    fn(p, a, c0 * 64, std::min(p.N, c1 * 64));
+  });
+}
+
 // One batch item on nt threads (nt == 1: on the calling thread).
 void run_item(Plan p, const Isa& isa, int nt) {
+  if (p.M <= kSmallM) {
+    if (p.bf16)
+      run_small<uint16_t>(p, isa, nt);
+    else
+      run_small<float>(p, isa, nt);
+    return;
+  }
   const ThreadFn run = p.bf16 ? isa.run_bf16 : isa.run_f32;
   plan_units(p, isa, nt);
   const size_t block = static_cast<size_t>(p.mc * p.kc);
@@ -251,7 +283,7 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
       run_item(item(b, b == 0 ? beta : 1.0f), isa, flops < kParallelFlops ? 1 : nt);
     return;
   }
-  if (nt > 1 && batch > 1 && flops < kItemParallelFlops) {
+  if (nt > 1 && batch > 1 && flops < kItemParallelFlops && flops * batch >= kParallelFlops) {
     parallel_for(batch, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) run_item(item(b, beta), isa, 1);
     });

@@ -148,7 +148,7 @@ struct Kern {
     if (trans) {  // rows of B are runs of k: two 16-row transposes fill the 32 columns
       const T* src = B + j0 * ldb + k0;
       pack_transposed(dst, kNR, src, ldb, cols < 16 ? cols : 16, 16, kc);
-      pack_transposed(dst + 16, kNR, src + 16 * ldb, ldb, cols > 16 ? cols - 16 : 0, 16, kc);
+      pack_transposed(dst + 16, kNR, cols > 16 ? src + 16 * ldb : src, ldb, cols > 16 ? cols - 16 : 0, 16, kc);
     } else {  // each k is a run of up to 32 values; zeros past cols
       const __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols > 16 ? cols - 16 : 0);
       const T* src = B + k0 * ldb + j0;
@@ -182,6 +182,8 @@ struct Kern {
 
 void run_f32(const Plan& p) { run_units<Kern, float>(p); }
 void run_bf16(const Plan& p) { run_units<Kern, uint16_t>(p); }
+void small_f32(const Plan& p, const float* a, int64_t j0, int64_t j1) { small_m_columns<float>(p, a, j0, j1); }
+void small_bf16(const Plan& p, const float* a, int64_t j0, int64_t j1) { small_m_columns<uint16_t>(p, a, j0, j1); }
 
 // 16 independent chains of zmm FMAs: throughput-bound, so FLOPs / time is the core's peak.
 double fma_loop(int64_t iters) {
@@ -205,7 +207,7 @@ double fma_loop(int64_t iters) {
 
 // Blocking for Zen 4 class cores (32 KB L1d, 1 MB L2): the 14 x 384 A panel (21 KB) stays in L1,
 // the 384 x 480 B block (720 KB) in L2, the shared A block (up to 2016 x 384, 3 MB) in L3.
-const Isa kIsaAvx512 = {"avx512", kMR, kNR, 2016, 384, 480, run_f32, run_bf16, fma_loop};
+const Isa kIsaAvx512 = {"avx512", kMR, kNR, 2016, 384, 480, run_f32, run_bf16, small_f32, small_bf16, fma_loop};
 
 }  // namespace gemm_detail
 }  // namespace pg

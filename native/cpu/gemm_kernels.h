@@ -72,6 +72,9 @@ float* thread_b_buffer(size_t floats);
 
 // Runs units of the plan until none are left; any number of threads may call it at once.
 using ThreadFn = void (*)(const Plan& plan);
+// Products with at most kSmallM rows: columns [j0, j1) from op(A) packed as M rows of K floats.
+constexpr int kSmallM = 4;
+using SmallFn = void (*)(const Plan& plan, const float* a, int64_t j0, int64_t j1);
 
 // What each ISA's file provides: its register block, cache blocking and thread bodies.
 struct Isa {
@@ -79,6 +82,7 @@ struct Isa {
   int mr, nr;          // register block of the microkernel
   int64_t mc, kc, nc;  // cache blocking caps: packed A block mc x kc, packed B block kc x nc
   ThreadFn run_f32, run_bf16;
+  SmallFn small_f32, small_bf16;
   double (*fma_loop)(int64_t iters);  // FLOPs done by a throughput-bound FMA loop (peak estimate)
 };
 extern const Isa kIsaAvx512;  // gemm_avx512.cpp
@@ -171,6 +175,111 @@ struct GenericPacking {
     pack_b_panel<NR>(dst, B, ldb, trans, k0, kc, j0, cols);
   }
 };
+
+// ---- few rows (M <= kSmallM: decoding a token, a short batch) ----
+// Packing would copy all of B to use it a few times; instead B is streamed once, straight from
+// its storage. `a` holds op(A) packed as M rows of K floats; this computes columns [j0, j1).
+// Written with GCC vector types, which each ISA's file lowers to its own registers (zmm, ymm
+// pairs, xmm quads); the accumulators are whole vectors so they stay in registers.
+// (Vectors pass only between inline functions of one file here, so GCC's note that 64-byte
+// vectors change the ABI without AVX-512 is moot; it is silenced for the GEMM files.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+
+inline f32x16 load_x16(const float* p) {
+  f32x16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline f32x16 load_x16(const uint16_t* p) {
+  u16x16 h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<f32x16>(__builtin_convertvector(h, u32x16) << 16);
+}
+inline float lane_sum(f32x16 v) {  // a tree, not a 16-deep chain of dependent adds
+  float t[16];
+  std::memcpy(t, &v, sizeof t);
+  for (int w = 8; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) t[l] += t[l + w];
+  return t[0];
+}
+
+template <int M, typename T>
+void small_m_columns_fixed(const Plan& p, const float* __restrict a, int64_t j0, int64_t j1) {
+  const T* B = static_cast<const T*>(p.B);
+  const int64_t K = p.K;
+  auto finish = [&](int i, int64_t j, float acc) {
+    float* c = p.C + i * p.ldc + j;
+    *c = p.beta == 0.0f ? p.alpha * acc : p.alpha * acc + p.beta * *c;
+  };
+  if (p.trans_b) {  // B is (N, K): one dot product per (row, column), each row of B read once
+    // S chains per row, so that at least four FMA chains are in flight to cover their latency.
+    constexpr int S = M == 1 ? 4 : M == 2 ? 2 : 1;
+    const int64_t ks = K / (16 * S) * (16 * S), kv = K / 16 * 16;
+    for (int64_t j = j0; j < j1; ++j) {
+      const T* b = B + j * p.ldb;
+      f32x16 acc[M][S] = {};
+      for (int64_t k = 0; k < ks; k += 16 * S) {
+#pragma GCC unroll 4
+        for (int c = 0; c < S; ++c) {
+          const f32x16 bv = load_x16(b + k + 16 * c);
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) acc[i][c] += load_x16(a + i * K + k + 16 * c) * bv;
+        }
+      }
+      for (int64_t k = ks; k < kv; k += 16) {
+        const f32x16 bv = load_x16(b + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[i][0] += load_x16(a + i * K + k) * bv;
+      }
+      for (int i = 0; i < M; ++i) {
+        for (int c = 1; c < S; ++c) acc[i][0] += acc[i][c];
+        float sum = lane_sum(acc[i][0]);
+        for (int64_t k = kv; k < K; ++k) sum += a[i * K + k] * to_f32(b[k]);
+        finish(i, j, sum);
+      }
+    }
+  } else {  // B is (K, N): blocks of 64 columns accumulate over k in registers
+    int64_t j = j0;
+    for (; j + 64 <= j1; j += 64) {
+      f32x16 acc[M][4] = {};
+      for (int64_t k = 0; k < K; ++k) {
+        const T* b = B + k * p.ldb + j;
+        const f32x16 b0 = load_x16(b), b1 = load_x16(b + 16), b2 = load_x16(b + 32), b3 = load_x16(b + 48);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          const float av = a[i * K + k];
+          acc[i][0] += av * b0;
+          acc[i][1] += av * b1;
+          acc[i][2] += av * b2;
+          acc[i][3] += av * b3;
+        }
+      }
+      for (int i = 0; i < M; ++i)
+        for (int v = 0; v < 4; ++v)
+          for (int l = 0; l < 16; ++l) finish(i, j + 16 * v + l, acc[i][v][l]);
+    }
+    for (; j < j1; ++j)
+      for (int i = 0; i < M; ++i) {
+        float sum = 0;
+        for (int64_t k = 0; k < K; ++k) sum += a[i * K + k] * to_f32(B[k * p.ldb + j]);
+        finish(i, j, sum);
+      }
+  }
+}
+
+template <typename T>
+void small_m_columns(const Plan& p, const float* a, int64_t j0, int64_t j1) {
+  static_assert(kSmallM == 4, "one instance per row count");
+  switch (p.M) {
+    case 1: return small_m_columns_fixed<1, T>(p, a, j0, j1);
+    case 2: return small_m_columns_fixed<2, T>(p, a, j0, j1);
+    case 3: return small_m_columns_fixed<3, T>(p, a, j0, j1);
+    default: return small_m_columns_fixed<4, T>(p, a, j0, j1);
+  }
+}
 
 // The body each thread runs. Kern provides MR, NR, pack_a and pack_b (as GenericPacking) and
 //   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b,

@@ -123,6 +123,16 @@ TEST(all_transposes_on_odd_and_edge_sizes) {
   CHECK_CASES(cases, false);
 }
 
+TEST(few_rows_stream_b_without_packing) {
+  // M <= 4 takes the streaming path: vector blocks of 16 and 64 plus their tails.
+  std::vector<Case> cases;
+  const int64_t sizes[][3] = {{1, 300, 700}, {2, 129, 513}, {3, 64, 33}, {4, 200, 1000}, {4, 1, 17}, {1, 70, 64}};
+  for (auto& s : sizes)
+    for (int t = 0; t < 4; ++t) cases.push_back({s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, 2, 2, false, true, 0.5f, 0.5f});
+  CHECK_CASES(cases, false);
+  CHECK_CASES(cases, true);
+}
+
 TEST(blocked_sizes_cross_every_cache_block) {
   // K past kc (384) with a remainder, N past nc (480) per thread, M past several row panels.
   std::vector<Case> cases = {{131, 1003, 777, false, false},

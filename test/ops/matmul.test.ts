@@ -4,7 +4,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
 import { addon } from '../../src/tensor/addon.js';
-import { Tensor, clearTape, noGrad, setNumThreads } from '../../src/tensor/index.js';
+import { Tensor, clearTape, memoryStats, noGrad, scope, setNumThreads, sum } from '../../src/tensor/index.js';
 import { linear, matmul } from '../../src/tensor/ops/matmul.js';
 import { expectClose, f32, gradCheck, randomArray } from '../helpers.js';
 import { linearGradRef, linearRef, matmulRef, roundBf16 } from '../reference/matmul.js';
@@ -181,6 +181,21 @@ describe('linear', () => {
       ]);
     }
     addon().setSimdLevel('avx512');
+  });
+
+  it('frees everything a training step made once backward has run', () => {
+    const w1 = f32(randomArray(16 * 8, 1), [16, 8], true), w2 = f32(randomArray(4 * 16, 2), [4, 16], true);
+    const x = f32(randomArray(3 * 5 * 8, 3), [3, 5, 8]);
+    const step = () => {
+      const loss = scope(() => sum(linear(matmul(linear(x, w1), Tensor.full([16, 16], 0.1)), w2)));
+      loss.backward();
+      loss.dispose();
+    };
+    step(); // the first step creates the .grad tensors
+    const before = memoryStats().cpu.liveCount;
+    for (let i = 0; i < 3; i++) step();
+    expect(memoryStats().cpu.liveCount).toBe(before);
+    [w1, w2, x].forEach((t) => t.dispose());
   });
 
   it('takes bf16 inputs without gradients', () => {
