@@ -7,6 +7,8 @@ export type ErrorCode =
   | 'E_DEVICE' // tensors on different devices, or a device that is absent
   | 'E_DISPOSED' // a tensor used after dispose()
   | 'E_ARGUMENT' // any other invalid argument
+  | 'E_FORMAT' // a file that is not what it should be (a corrupt tokenizer.model, ...)
+  | 'E_UNSUPPORTED' // a valid input this version cannot handle (a UNIGRAM model's encode, ...)
   | 'E_AUTOGRAD'; // misuse of the tape (backward on a non-scalar without a gradient, ...)
 
 export class PatentGPTError extends Error {

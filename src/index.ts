@@ -1,3 +1,4 @@
 // patentgpt: the PatentGPT pipeline from TypeScript over a native C++/CUDA core.
 export * from './tensor/index.js';
 export { PatentGPTError, type ErrorCode } from './errors.js';
+export * from './tokenizer/index.js';
