@@ -188,11 +188,29 @@ export class SentencePieceTokenizer {
       if (this.bosId < 0) throw new PatentGPTError('E_ARGUMENT', 'encode: bos requested but the model has no BOS piece');
       out.push(this.bosId);
     }
+    const mark = out.length;
     this.bpe.encode(normalize(this.toText(text), this.model.normalizerSpec), out);
+    this.joinUnknowns(out, mark);
     if (opts.eos) {
       if (this.eosId < 0) throw new PatentGPTError('E_ARGUMENT', 'encode: eos requested but the model has no EOS piece');
       out.push(this.eosId);
     }
+  }
+
+  /**
+   * Without byte fallback, sentencepiece joins a run of unknown symbols into one unk piece
+   * (PopulateSentencePieceText), so that decoding can give back the original text.
+   */
+  private joinUnknowns(out: IdBuffer, from: number): void {
+    if (this.model.trainerSpec.byteFallback) return;
+    const unk = this.unkId;
+    const d = out.data;
+    let w = from;
+    for (let r = from; r < out.length; r++) {
+      if (d[r] === unk && w > from && d[w - 1] === unk) continue;
+      d[w++] = d[r]!;
+    }
+    out.length = w;
   }
 
   /** Token ids of a text (a string, or UTF-8 bytes). */
@@ -220,7 +238,9 @@ export class SentencePieceTokenizer {
     if (!this.bpe) throw supportError(this.unsupported!);
     const out = new IdBuffer();
     if (opts.bos) out.push(this.bosId);
+    const mark = out.length;
     this.bpe.encodeExact(normalize(this.toText(text), this.model.normalizerSpec), out);
+    this.joinUnknowns(out, mark);
     if (opts.eos) out.push(this.eosId);
     return out.toArray();
   }
