@@ -17,7 +17,6 @@
 //   for the best pair, long ones the priority queue. Models with UNUSED pieces take encodeExact,
 //   because sentencepiece resolves UNUSED pieces with a map that spans the whole sentence.
 import { PieceType, type Piece } from './model.js';
-import { encodeUtf8 } from './utf8.js';
 
 /** A growable Int32Array for ids. */
 export class IdBuffer {
@@ -195,8 +194,27 @@ export class BpeModel {
       out.push(this.unkId);
       return;
     }
-    const bytes = encodeUtf8(symbol);
-    for (let i = 0; i < bytes.length; i++) out.push(this.byteIds[bytes[i]!]!);
+    // The <0xNN> pieces of the symbol's UTF-8 (the text is well-formed: no lone surrogates).
+    const b = this.byteIds;
+    for (let i = 0; i < symbol.length; i++) {
+      let c = symbol.charCodeAt(i);
+      if (c < 0x80) out.push(b[c]!);
+      else if (c < 0x800) {
+        out.push(b[0xc0 | (c >> 6)]!);
+        out.push(b[0x80 | (c & 0x3f)]!);
+      } else if (c >= 0xd800 && c < 0xdc00 && i + 1 < symbol.length) {
+        c = ((c - 0xd800) << 10) + (symbol.charCodeAt(++i) - 0xdc00) + 0x10000;
+        out.push(b[0xf0 | (c >> 18)]!);
+        out.push(b[0x80 | ((c >> 12) & 0x3f)]!);
+        out.push(b[0x80 | ((c >> 6) & 0x3f)]!);
+        out.push(b[0x80 | (c & 0x3f)]!);
+      } else {
+        if (c >= 0xd800 && c < 0xe000) c = 0xfffd;
+        out.push(b[0xe0 | (c >> 12)]!);
+        out.push(b[0x80 | ((c >> 6) & 0x3f)]!);
+        out.push(b[0x80 | (c & 0x3f)]!);
+      }
+    }
   }
 
   private classAt(cp: number): number {
@@ -278,11 +296,48 @@ export class BpeModel {
     }
   }
 
+  // Scratch arrays of mergeSegment (short segments), reused from call to call.
+  private scratchSize = 0;
+  private sStart = new Int32Array(0);
+  private sEnd = new Int32Array(0);
+  private sNext = new Int32Array(0);
+  private sPrev = new Int32Array(0);
+  private sSymId = new Int32Array(0);
+  private sPairId = new Int32Array(0);
+  private sPairScore = new Float64Array(0);
+
+  private growScratch(n: number): void {
+    const size = Math.max(64, n, this.scratchSize * 2);
+    this.scratchSize = size;
+    this.sStart = new Int32Array(size);
+    this.sEnd = new Int32Array(size);
+    this.sNext = new Int32Array(size);
+    this.sPrev = new Int32Array(size);
+    this.sSymId = new Int32Array(size);
+    this.sPairId = new Int32Array(size);
+    this.sPairScore = new Float64Array(size);
+  }
+
+  /** Scores the pair (l, next[l]) of the scratch symbols: -Infinity when it is no piece. */
+  private evalPair(seg: string, l: number): void {
+    const r = this.sNext[l]!;
+    this.sPairScore[l] = -Infinity;
+    if (r < 0) return;
+    const a = this.sStart[l]!;
+    const b = this.sEnd[r]!;
+    if (b - a > this.maxPieceUnits) return;
+    const id = this.mergeable.get(seg.slice(a, b));
+    if (id === undefined) return;
+    this.sPairScore[l] = this.scores[id]!;
+    this.sPairId[l] = id;
+  }
+
   /** BPE over one segment with no frozen symbols and no UNUSED pieces. */
   private mergeSegment(seg: string, out: IdBuffer): void {
     // Symbols: characters, as [start, end) in seg, linked both ways.
     const n0 = seg.length;
-    const start = new Int32Array(n0);
+    if (n0 > this.scratchSize) this.growScratch(n0);
+    const start = this.sStart;
     let n = 0;
     for (let i = 0; i < n0; ) {
       start[n++] = i;
@@ -293,31 +348,17 @@ export class BpeModel {
       return;
     }
     if (n > SHORT_SEGMENT) {
-      this.mergeWithQueue(seg, start, n, null, out);
+      this.mergeWithQueue(seg, start.slice(0, n), n, null, out);
       return;
     }
-    const end = new Int32Array(n);
-    const next = new Int32Array(n);
-    const prev = new Int32Array(n);
-    const symId = new Int32Array(n).fill(-1);
-    const pairScore = new Float64Array(n);
-    const pairId = new Int32Array(n);
+    const { sEnd: end, sNext: next, sPrev: prev, sSymId: symId, sPairScore: pairScore, sPairId: pairId } = this;
     for (let i = 0; i < n; i++) {
       end[i] = i + 1 < n ? start[i + 1]! : n0;
       next[i] = i + 1 < n ? i + 1 : -1;
       prev[i] = i - 1;
+      symId[i] = -1;
     }
-    const maxUnits = this.maxPieceUnits;
-    const evalPair = (l: number): void => {
-      const r = next[l]!;
-      pairScore[l] = -Infinity;
-      if (r < 0 || end[r]! - start[l]! > maxUnits) return;
-      const id = this.mergeable.get(seg.slice(start[l]!, end[r]!));
-      if (id === undefined) return;
-      pairScore[l] = this.scores[id]!;
-      pairId[l] = id;
-    };
-    for (let i = 0; i < n; i++) evalPair(i);
+    for (let i = 0; i < n; i++) this.evalPair(seg, i);
     for (;;) {
       let best = -1;
       let bestScore = -Infinity;
@@ -334,8 +375,8 @@ export class BpeModel {
       const rn = next[r]!;
       next[best] = rn;
       if (rn >= 0) prev[rn] = best;
-      if (prev[best]! >= 0) evalPair(prev[best]!);
-      evalPair(best);
+      if (prev[best]! >= 0) this.evalPair(seg, prev[best]!);
+      this.evalPair(seg, best);
     }
     for (let i = 0; i >= 0; i = next[i]!) {
       const id = symId[i]!;
