@@ -84,6 +84,18 @@ export class BpeModel {
   /** User-defined pieces by first UTF-16 unit, longest first. */
   private readonly userByFirst = new Map<number, { piece: string; id: number }[]>();
   private readonly cache = new Map<string, Int32Array | number>();
+  /**
+   * The merges as a hash table of id pairs: (a, b) -> id of the piece a + b, for every split of
+   * every mergeable piece into two parts that can be symbols (mergeable pieces, or characters,
+   * which get a "pair id" >= vocab size when they are no piece themselves). A symbol with no pair
+   * id takes part in no merge. Lets the merge loop of short segments run on ints, not substrings.
+   */
+  private readonly pairIdBmp: Int32Array;
+  private readonly pairIdAstral = new Map<number, number>();
+  private readonly mergeKeyA: Int32Array;
+  private readonly mergeKeyB: Int32Array;
+  private readonly mergeVal: Int32Array;
+  private readonly mergeBits: number;
 
   constructor(opts: BpeOptions) {
     const { pieces } = opts;
@@ -176,6 +188,53 @@ export class BpeModel {
       for (let i = 0; i < adjacent.length; i += 2) {
         this.pairSet.add(renumber.get(adjacent[i]!)! * K + renumber.get(adjacent[i + 1]!)!);
       }
+    }
+
+    // The merge table.
+    this.pairIdBmp = new Int32Array(0x10000).fill(-1);
+    let nextVirtual = pieces.length;
+    const pairIdOf = (part: string, create: boolean): number => {
+      const id = this.mergeable.get(part);
+      if (id !== undefined) return id;
+      const cp = part.codePointAt(0)!;
+      if (part.length !== codePointLength(cp)) return -1; // no piece, more than one character
+      const known = cp < 0x10000 ? this.pairIdBmp[cp]! : (this.pairIdAstral.get(cp) ?? -1);
+      if (known >= 0 || !create) return known;
+      const v = nextVirtual++;
+      if (cp < 0x10000) this.pairIdBmp[cp] = v;
+      else this.pairIdAstral.set(cp, v);
+      return v;
+    };
+    for (const [piece, id] of this.mergeable) {
+      const cp = piece.codePointAt(0)!;
+      if (piece.length === codePointLength(cp)) {
+        if (cp < 0x10000) this.pairIdBmp[cp] = id;
+        else this.pairIdAstral.set(cp, id);
+      }
+    }
+    const triples: number[] = [];
+    for (const [piece, id] of this.mergeable) {
+      for (let k = codePointLength(piece.codePointAt(0)!); k < piece.length; k += codePointLength(piece.codePointAt(k)!)) {
+        const a = pairIdOf(piece.slice(0, k), true);
+        const b = pairIdOf(piece.slice(k), true);
+        if (a >= 0 && b >= 0) triples.push(a, b, id);
+      }
+    }
+    let bits = 4;
+    while (1 << bits < (triples.length / 3) * 2) bits++;
+    this.mergeBits = bits;
+    this.mergeKeyA = new Int32Array(1 << bits).fill(-1);
+    this.mergeKeyB = new Int32Array(1 << bits);
+    this.mergeVal = new Int32Array(1 << bits);
+    const mask = (1 << bits) - 1;
+    for (let t = 0; t < triples.length; t += 3) {
+      const a = triples[t]!;
+      const b = triples[t + 1]!;
+      let h = this.mergeHash(a, b);
+      while (this.mergeKeyA[h] !== -1 && !(this.mergeKeyA[h] === a && this.mergeKeyB[h] === b)) h = (h + 1) & mask;
+      this.mergeKeyA[h] = a;
+      this.mergeKeyB[h] = b;
+      this.mergeVal[h] = triples[t + 2]!;
     }
   }
 
@@ -305,6 +364,7 @@ export class BpeModel {
   private sSymId = new Int32Array(0);
   private sPairId = new Int32Array(0);
   private sPairScore = new Float64Array(0);
+  private sMerged = new Uint8Array(0);
 
   private growScratch(n: number): void {
     const size = Math.max(64, n, this.scratchSize * 2);
@@ -316,18 +376,34 @@ export class BpeModel {
     this.sSymId = new Int32Array(size);
     this.sPairId = new Int32Array(size);
     this.sPairScore = new Float64Array(size);
+    this.sMerged = new Uint8Array(size);
   }
 
-  /** Scores the pair (l, next[l]) of the scratch symbols: -Infinity when it is no piece. */
-  private evalPair(seg: string, l: number): void {
+  private mergeHash(a: number, b: number): number {
+    return Math.imul(Math.imul(a, 0x9e3779b1) ^ b, 0x85ebca77) >>> (32 - this.mergeBits);
+  }
+
+  /** Id of the piece that merging symbols with pair ids a and b makes, or -1. */
+  private merged(a: number, b: number): number {
+    const keyA = this.mergeKeyA;
+    const mask = keyA.length - 1;
+    for (let h = this.mergeHash(a, b); ; h = (h + 1) & mask) {
+      const k = keyA[h]!;
+      if (k === -1) return -1;
+      if (k === a && this.mergeKeyB[h] === b) return this.mergeVal[h]!;
+    }
+  }
+
+  /** Scores the pair (l, next[l]) of the scratch symbols: -Infinity when it merges into no piece. */
+  private evalPair(l: number): void {
     const r = this.sNext[l]!;
     this.sPairScore[l] = -Infinity;
     if (r < 0) return;
-    const a = this.sStart[l]!;
-    const b = this.sEnd[r]!;
-    if (b - a > this.maxPieceUnits) return;
-    const id = this.mergeable.get(seg.slice(a, b));
-    if (id === undefined) return;
+    const a = this.sSymId[l]!;
+    const b = this.sSymId[r]!;
+    if (a < 0 || b < 0) return;
+    const id = this.merged(a, b);
+    if (id < 0) return;
     this.sPairScore[l] = this.scores[id]!;
     this.sPairId[l] = id;
   }
@@ -352,13 +428,17 @@ export class BpeModel {
       return;
     }
     const { sEnd: end, sNext: next, sPrev: prev, sSymId: symId, sPairScore: pairScore, sPairId: pairId } = this;
+    // symId: the pair id of each symbol (a piece id once merged); merged[i] says it was merged.
+    const merged = this.sMerged;
     for (let i = 0; i < n; i++) {
       end[i] = i + 1 < n ? start[i + 1]! : n0;
       next[i] = i + 1 < n ? i + 1 : -1;
       prev[i] = i - 1;
-      symId[i] = -1;
+      const c = seg.charCodeAt(start[i]!);
+      symId[i] = c >= 0xd800 && c < 0xdc00 ? (this.pairIdAstral.get(seg.codePointAt(start[i]!)!) ?? -1) : this.pairIdBmp[c]!;
+      merged[i] = 0;
     }
-    for (let i = 0; i < n; i++) this.evalPair(seg, i);
+    for (let i = 0; i < n; i++) this.evalPair(i);
     for (;;) {
       let best = -1;
       let bestScore = -Infinity;
@@ -372,15 +452,15 @@ export class BpeModel {
       const r = next[best]!;
       end[best] = end[r]!;
       symId[best] = pairId[best]!;
+      merged[best] = 1;
       const rn = next[r]!;
       next[best] = rn;
       if (rn >= 0) prev[rn] = best;
-      if (prev[best]! >= 0) this.evalPair(seg, prev[best]!);
-      this.evalPair(seg, best);
+      if (prev[best]! >= 0) this.evalPair(prev[best]!);
+      this.evalPair(best);
     }
     for (let i = 0; i >= 0; i = next[i]!) {
-      const id = symId[i]!;
-      if (id >= 0) out.push(id);
+      if (merged[i]) out.push(symId[i]!);
       else this.emitSymbol(seg.slice(start[i]!, end[i]!), -1, out);
     }
   }

@@ -26,6 +26,7 @@ const input = (e: Fixture['encodes'][number]): string | Uint8Array => (e.hex !==
 const show = (x: string | Uint8Array): string => (typeof x === 'string' ? JSON.stringify(x.slice(0, 80)) : `bytes ${Buffer.from(x).toString('hex')}`);
 
 const FULL = process.env.PATENTGPT_TOKENIZER_FULL === '1';
+const FULL_TIMEOUT = FULL ? 3_600_000 : undefined; // the full comparison takes minutes
 const modelPath = llama2ModelPath();
 const data = dataDir();
 const fromFile = modelPath ? SentencePieceTokenizer.load(modelPath) : null;
@@ -98,7 +99,7 @@ describe('llama-tokenizer-js', () => {
     }
     console.log(`llama-tokenizer-js: ${lines} lines (${(bytes / 1e6).toFixed(2)} MB) of ${docs.length} documents, 0 mismatches`);
     expect(docs.length).toBeGreaterThan(100);
-  });
+  }, FULL_TIMEOUT);
 });
 
 const py = sentencepiecePython();
@@ -131,7 +132,7 @@ describe.skipIf(!live)(`live sentencepiece${live ? '' : ` (skipped: ${!modelPath
       `sentencepiece live: ${items.length - whole} lines and ${whole} whole documents of ${docs.length} documents, ` +
         `${(bytes / 1e6).toFixed(2)} MB, ${tokens} tokens, 0 mismatches`,
     );
-  });
+  }, FULL_TIMEOUT);
   it('agrees on random strings, random bytes and random id sequences', () => {
     let s = 12345;
     const rand = (n: number): number => {
