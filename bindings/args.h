@@ -85,6 +85,14 @@ class Args {
   const char* op_;
 };
 
+// Whether n elements at a and m at b share bytes. Index buffers (ids, targets) must not overlap
+// what a kernel writes, or the kernel could rewrite an already checked index while it runs.
+template <typename A, typename B>
+bool Overlap(const A* a, int64_t n, const B* b, int64_t m) {
+  const auto a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
+  return n > 0 && m > 0 && a0 < b0 + m * sizeof(B) && b0 < a0 + n * sizeof(A);
+}
+
 // Each op family registers its functions on the exports object (one file per family).
 void RegisterRuntime(Napi::Env env, Napi::Object exports);
 void RegisterElementwise(Napi::Env env, Napi::Object exports);

@@ -1,9 +1,89 @@
-// Bindings of native/cpu/attention.cpp. (Functions are registered as the kernels land.)
+// Bindings of native/cpu/attention.cpp. Every size, the head grouping and cu_seqlens itself are
+// checked here, so the kernels can trust them (they index k/v rows through cu_seqlens).
+#include <cmath>
+#include <string>
+
 #include "args.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
 
-void RegisterAttention(Napi::Env env, Napi::Object exports) {}
+namespace {
+
+struct Dims {
+  int64_t nseq, T, H, Hkv, D;
+  float scale;
+  bool causal;
+};
+
+// Reads (nseq, T, H, Hkv, D, scale, causal) starting at argument i, and checks cu_seqlens (at
+// argument cu) against them: starts at 0, never decreases, ends at T.
+Dims ReadDims(const Args& a, size_t i, size_t cu, const int32_t** cu_out) {
+  Dims d{a.Size(i, "nseq"), a.Size(i + 1, "T"), a.Size(i + 2, "H"), a.Size(i + 3, "Hkv"), a.Size(i + 4, "D"), 0, false};
+  const double scale = a.Num(i + 5, "scale");
+  d.causal = a.Bool(i + 6, "causal");
+  if (d.H < 1 || d.Hkv < 1 || d.D < 1) a.Fail("H, Hkv and D must be >= 1");
+  if (d.H % d.Hkv != 0)
+    a.Fail("H (" + std::to_string(d.H) + ") must be a multiple of Hkv (" + std::to_string(d.Hkv) + ")");
+  if (d.T > 0x7fffffff) a.Fail("T must fit in int32 (cu_seqlens are int32)");
+  if (!std::isfinite(scale) || !std::isfinite(static_cast<float>(scale))) a.Fail("scale must be finite");
+  d.scale = static_cast<float>(scale);
+  a.Mul(a.Mul(d.T, d.H), d.D);  // overflow checks before any pointer is sized
+  const int32_t* c = a.Ptr<int32_t>(cu, "cuSeqlens", d.nseq + 1);
+  if (c[0] != 0) a.Fail("cuSeqlens[0] must be 0, got " + std::to_string(c[0]));
+  for (int64_t s = 0; s < d.nseq; ++s)
+    if (c[s + 1] < c[s])
+      a.Fail("cuSeqlens must not decrease: cuSeqlens[" + std::to_string(s + 1) + "] = " + std::to_string(c[s + 1]) +
+             " < " + std::to_string(c[s]));
+  if (c[d.nseq] != d.T)
+    a.Fail("cuSeqlens[" + std::to_string(d.nseq) + "] = " + std::to_string(c[d.nseq]) + " must equal T = " +
+           std::to_string(d.T));
+  *cu_out = c;
+  return d;
+}
+
+// attentionForward(out, lse, q, k, v, cuSeqlens (each storage, offset), nseq, T, H, Hkv, D, scale, causal)
+Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
+  Args a(info, "attention", 19);
+  const int32_t* cu = nullptr;
+  Dims d = ReadDims(a, 12, 10, &cu);
+  const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
+  float* out = a.Ptr<float>(0, "out", nq);
+  float* lse = a.Ptr<float>(2, "lse", d.H * d.T);
+  const float* q = a.Ptr<float>(4, "q", nq);
+  const float* k = a.Ptr<float>(6, "k", nkv);
+  const float* v = a.Ptr<float>(8, "v", nkv);
+  pg::attention_forward(out, lse, q, k, v, cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+  return info.Env().Undefined();
+}
+
+// attentionBackward(dq, dk, dv, delta, dout, out, lse, q, k, v, cuSeqlens (each storage, offset),
+//                   nseq, T, H, Hkv, D, scale, causal)
+Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "attention backward", 29);
+  const int32_t* cu = nullptr;
+  Dims d = ReadDims(a, 22, 20, &cu);
+  const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
+  float* dq = a.Ptr<float>(0, "dq", nq);
+  float* dk = a.Ptr<float>(2, "dk", nkv);
+  float* dv = a.Ptr<float>(4, "dv", nkv);
+  float* delta = a.Ptr<float>(6, "delta", d.H * d.T);
+  const float* dout = a.Ptr<float>(8, "dout", nq);
+  const float* out = a.Ptr<float>(10, "out", nq);
+  const float* lse = a.Ptr<float>(12, "lse", d.H * d.T);
+  const float* q = a.Ptr<float>(14, "q", nq);
+  const float* k = a.Ptr<float>(16, "k", nkv);
+  const float* v = a.Ptr<float>(18, "v", nkv);
+  pg::attention_backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale,
+                         d.causal);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterAttention(Napi::Env env, Napi::Object exports) {
+  exports.Set("attentionForward", Napi::Function::New(env, AttentionForward, "attentionForward"));
+  exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
+}
 
 }  // namespace pgnode

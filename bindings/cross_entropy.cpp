@@ -10,14 +10,6 @@ namespace pgnode {
 
 namespace {
 
-// Whether n elements at a and m at b share bytes: targets must not overlap what the kernel
-// writes, or the kernel could rewrite an already checked target while it runs.
-template <typename A, typename B>
-bool Overlap(const A* a, int64_t n, const B* b, int64_t m) {
-  const auto a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
-  return n > 0 && m > 0 && a0 < b0 + m * sizeof(B) && b0 < a0 + n * sizeof(A);
-}
-
 // Every targets[n] in [0, V) or equal to ignore_index (when allow_ignore).
 void CheckTargets(const Args& a, const int32_t* t, int64_t N, int64_t V, bool allow_ignore, int32_t ignore_index,
                   const char* what) {

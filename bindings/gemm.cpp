@@ -1,9 +1,106 @@
-// Bindings of native/cpu/gemm.cpp. (Functions are registered as the kernels land.)
+// Bindings of native/cpu/gemm.cpp: gemm and gemmBf16, plus the blocking in use and a measured
+// FP32 peak for benchmarks.
 #include "args.h"
 #include "patentgpt/ops.h"
 
+namespace pg {
+// Defined in native/cpu/gemm.cpp (not yet declared in ops.h).
+const char* gemm_config(int64_t blocking[5]);
+double gemm_peak_gflops(int threads, double seconds);
+}  // namespace pg
+
 namespace pgnode {
 
-void RegisterGemm(Napi::Env env, Napi::Object exports) {}
+namespace {
+
+// Checked a + b.
+int64_t Add(const Args& a, int64_t x, int64_t y) {
+  if (y > std::numeric_limits<int64_t>::max() - x) a.Fail("size overflow");
+  return x + y;
+}
+
+// Elements spanned by `batch` matrices of rows x cols with row stride ld and batch stride
+// `stride` (0 when nothing is read). Requires ld >= cols.
+int64_t Extent(const Args& a, const char* name, int64_t rows, int64_t cols, int64_t ld, int64_t stride,
+               int64_t batch) {
+  if (ld < cols)
+    a.Fail(std::string(name) + ": leading dimension " + std::to_string(ld) + " is less than its row width " +
+           std::to_string(cols));
+  if (rows == 0 || cols == 0 || batch == 0) return 0;
+  const int64_t one = Add(a, a.Mul(rows - 1, ld), cols);
+  return Add(a, a.Mul(batch - 1, stride), one);
+}
+
+// gemm(transA, transB, M, N, K, alpha, A, aOff, lda, strideA, B, bOff, ldb, strideB,
+//      beta, C, cOff, ldc, strideC, batch)
+template <typename T>
+Napi::Value Gemm(const Napi::CallbackInfo& info, const char* op) {
+  Args a(info, op, 20);
+  const bool ta = a.Bool(0, "transA"), tb = a.Bool(1, "transB");
+  const int64_t M = a.Size(2, "M"), N = a.Size(3, "N"), K = a.Size(4, "K");
+  const double alpha = a.Num(5, "alpha"), beta = a.Num(14, "beta");
+  const int64_t lda = a.Size(8, "lda"), sa = a.Size(9, "strideA");
+  const int64_t ldb = a.Size(12, "ldb"), sb = a.Size(13, "strideB");
+  const int64_t ldc = a.Size(17, "ldc"), sc = a.Size(18, "strideC");
+  const int64_t batch = a.Size(19, "batch");
+  // A is stored (M, K), or (K, M) when transposed; B (K, N) or (N, K); C (M, N).
+  const int64_t na = Extent(a, "A", ta ? K : M, ta ? M : K, lda, sa, batch);
+  const int64_t nb = Extent(a, "B", tb ? N : K, tb ? K : N, ldb, sb, batch);
+  const int64_t nc = Extent(a, "C", M, N, ldc, sc, batch);
+  if (sc != 0 && batch > 1 && M > 0 && N > 0 && sc < (M - 1) * ldc + N)
+    a.Fail("strideC " + std::to_string(sc) + " makes the batch's C matrices overlap (0 accumulates into one C)");
+  const T* A = a.Ptr<T>(6, "A", na);
+  const T* B = a.Ptr<T>(10, "B", nb);
+  float* C = a.Ptr<float>(15, "C", nc);
+  // C is written while A and B are still being read: they must not share memory.
+  auto overlaps = [&](const void* p, int64_t bytes) {
+    const char* c0 = reinterpret_cast<const char*>(C);
+    const char* p0 = static_cast<const char*>(p);
+    return bytes > 0 && nc > 0 && p0 < c0 + nc * 4 && c0 < p0 + bytes;
+  };
+  if (overlaps(A, na * static_cast<int64_t>(sizeof(T))) || overlaps(B, nb * static_cast<int64_t>(sizeof(T))))
+    a.Fail("C overlaps A or B");
+  if constexpr (sizeof(T) == 2)
+    pg::gemm_bf16(ta, tb, M, N, K, static_cast<float>(alpha), A, lda, sa, B, ldb, sb, static_cast<float>(beta), C,
+                  ldc, sc, batch);
+  else
+    pg::gemm(ta, tb, M, N, K, static_cast<float>(alpha), A, lda, sa, B, ldb, sb, static_cast<float>(beta), C, ldc,
+             sc, batch);
+  return info.Env().Undefined();
+}
+
+Napi::Value GemmF32(const Napi::CallbackInfo& info) { return Gemm<float>(info, "gemm"); }
+Napi::Value GemmBf16(const Napi::CallbackInfo& info) { return Gemm<uint16_t>(info, "gemmBf16"); }
+
+// gemmConfig() -> { isa, mr, nr, mc, kc, nc } at the current SIMD level.
+Napi::Value GemmConfig(const Napi::CallbackInfo& info) {
+  int64_t blk[5];
+  const char* isa = pg::gemm_config(blk);
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("isa", isa);
+  const char* names[5] = {"mr", "nr", "mc", "kc", "nc"};
+  for (int i = 0; i < 5; ++i) out.Set(names[i], static_cast<double>(blk[i]));
+  return out;
+}
+
+// gemmPeakGflops(threads, seconds) -> FP32 GFLOP/s of a throughput-bound FMA loop on `threads`
+// threads (0: all), at the current SIMD level.
+Napi::Value GemmPeakGflops(const Napi::CallbackInfo& info) {
+  Args a(info, "gemmPeakGflops", 2);
+  const int64_t threads = a.Size(0, "threads");
+  const double seconds = a.Num(1, "seconds");
+  if (threads > 1024) a.Fail("threads must be at most 1024");
+  if (!(seconds > 0 && seconds <= 10)) a.Fail("seconds must be in (0, 10]");
+  return Napi::Number::New(info.Env(), pg::gemm_peak_gflops(static_cast<int>(threads), seconds));
+}
+
+}  // namespace
+
+void RegisterGemm(Napi::Env env, Napi::Object exports) {
+  exports.Set("gemm", Napi::Function::New(env, GemmF32, "gemm"));
+  exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16, "gemmBf16"));
+  exports.Set("gemmConfig", Napi::Function::New(env, GemmConfig, "gemmConfig"));
+  exports.Set("gemmPeakGflops", Napi::Function::New(env, GemmPeakGflops, "gemmPeakGflops"));
+}
 
 }  // namespace pgnode

@@ -7,9 +7,13 @@ export type ErrorCode =
   | 'E_DEVICE' // tensors on different devices, or a device that is absent
   | 'E_DISPOSED' // a tensor used after dispose()
   | 'E_ARGUMENT' // any other invalid argument
-  | 'E_FORMAT' // a file that is not what it should be (a corrupt tokenizer.model, ...)
-  | 'E_UNSUPPORTED' // a valid input this version cannot handle (a UNIGRAM model's encode, ...)
-  | 'E_AUTOGRAD'; // misuse of the tape (backward on a non-scalar without a gradient, ...)
+  | 'E_AUTOGRAD' // misuse of the tape (backward on a non-scalar without a gradient, ...)
+  | 'E_CONFIG' // a config (file, preset, object) with a wrong, missing or unknown field
+  | 'E_CHECKPOINT' // a checkpoint that is missing, incomplete, corrupt or does not fit
+  | 'E_DATA' // token shards or a manifest that are corrupt or do not fit the vocabulary
+  | 'E_FORMAT' // a file that is not what it should be (a corrupt tokenizer.model, safetensors, ...)
+  | 'E_UNSUPPORTED' // a valid input this version cannot handle yet
+  | 'E_IO'; // a file system operation that failed
 
 export class PatentGPTError extends Error {
   readonly code: ErrorCode;

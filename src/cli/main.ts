@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { packageVersion } from '../package.js';
 import { infoCommand } from './info.js';
+import { modelCommand } from './model.js';
 
 const version = packageVersion();
 
@@ -12,6 +13,7 @@ const program = new Command()
   .version(version);
 
 program.addCommand(infoCommand(version));
+program.addCommand(modelCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

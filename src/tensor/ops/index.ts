@@ -1,9 +1,11 @@
 // The differentiable ops, one file per op family (the same families as native/cpu).
 export * from './elementwise.js';
+export * from './matmul.js';
 export * from './embedding.js';
 export * from './rmsnorm.js';
 export * from './rope.js';
 export * from './swiglu.js';
+export * from './attention.js';
 export * from './crossEntropy.js';
 export * from './linearCrossEntropy.js';
 export * from './optim.js';

@@ -1,0 +1,321 @@
+// GEMM: C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] in f32 (and with bf16 inputs), the
+// matmul under every linear layer. This file holds the portable parts: run-time dispatch on
+// pg::simd_level() to the AVX-512 or AVX2 microkernel (gemm_avx512.cpp, gemm_avx2.cpp) or the
+// scalar one below, how a product is cut into units of work, and the packing workspace. The blocked
+// algorithm itself is in gemm_kernels.h.
+//
+// Workspace: the one exception to "kernels never allocate". Each thread keeps two buffers for
+// packed panels (A blocks and B blocks), allocated on first use, grown when a call needs more
+// and kept for the life of the thread; their size is bounded by the blocking (a few MB), not by
+// the problem, so steady-state calls allocate nothing.
+//
+// Semantics beyond BLAS's: beta == 0 never reads C (NaN in C is overwritten); alpha == 0 or
+// K == 0 gives beta * C without reading A or B; a batch stride of 0 broadcasts A or B, and for
+// C (stride_c == 0) the items are applied in order, each seeing the previous one's result.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <thread>
+
+#include "gemm_kernels.h"
+#include "patentgpt/ops.h"
+#include "patentgpt/runtime.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define PG_GEMM_X86 1
+#endif
+
+namespace pg {
+namespace gemm_detail {
+
+// ---- waiting and workspace ----
+
+void wait_for(const std::atomic<int64_t>& counter, int64_t target) {
+  for (int spins = 0; counter.load(std::memory_order_acquire) < target; ++spins) {
+#if defined(PG_GEMM_X86)
+    _mm_pause();
+#endif
+    if (spins > 2048) std::this_thread::yield();  // the unit we wait on is held by a sleeping thread
+  }
+}
+
+namespace {
+
+struct Buffer {
+  float* data = nullptr;
+  size_t floats = 0;
+  ~Buffer() { std::free(data); }
+  float* get(size_t need) {
+    if (need <= floats) return data;
+    std::free(data);
+    data = nullptr;
+    floats = 0;
+    need = (need + 4095) & ~size_t(4095);  // grow in 16 KB steps
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, need * sizeof(float)) != 0 || p == nullptr) {
+      // Kernels cannot throw; the buffer is bounded by the blocking (a few MB), so failing here
+      // means the process is out of memory anyway.
+      std::fprintf(stderr, "patentgpt: gemm could not allocate %zu bytes of workspace\n", need * sizeof(float));
+      std::abort();
+    }
+    data = static_cast<float*>(p);
+    floats = need;
+    return data;
+  }
+};
+
+thread_local Buffer tls_a, tls_b;
+
+// The calling thread's per-unit progress flags, grown like the buffers.
+struct UnitFlags {
+  std::unique_ptr<std::atomic<int64_t>[]> flags;
+  size_t count = 0;
+  std::atomic<int64_t>* get(size_t need) {
+    if (need > count) {
+      flags.reset(new std::atomic<int64_t>[need]);
+      count = need;
+    }
+    for (size_t i = 0; i < need; ++i) flags[i].store(-1, std::memory_order_relaxed);
+    return flags.get();
+  }
+};
+thread_local UnitFlags tls_units;
+
+}  // namespace
+
+float* thread_b_buffer(size_t floats) { return tls_b.get(floats); }
+
+// ---- the scalar microkernel: plain loops, 4 x 16 ----
+
+namespace {
+
+struct ScalarKern : GenericPacking {
+  static constexpr int MR = 4, NR = 16;
+  template <int R>
+  static void tile_rows(int cols, int64_t kc, const float* __restrict a, const float* __restrict b,
+                        float* __restrict c, int64_t ldc, float alpha, float beta) {
+    float acc[R][NR] = {};
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int r = 0; r < R; ++r) {
+        const float av = a[r];
+        for (int j = 0; j < NR; ++j) acc[r][j] += av * b[j];
+      }
+      a += MR;
+      b += NR;
+    }
+    for (int r = 0; r < R; ++r) {
+      float* cr = c + r * ldc;
+      if (beta == 0.0f)
+        for (int j = 0; j < cols; ++j) cr[j] = alpha * acc[r][j];
+      else
+        for (int j = 0; j < cols; ++j) cr[j] = alpha * acc[r][j] + beta * cr[j];
+    }
+  }
+  static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c,
+                   int64_t ldc, float alpha, float beta) {
+    switch (rows) {
+      case 4: return tile_rows<4>(cols, kc, a, b, c, ldc, alpha, beta);
+      case 3: return tile_rows<3>(cols, kc, a, b, c, ldc, alpha, beta);
+      case 2: return tile_rows<2>(cols, kc, a, b, c, ldc, alpha, beta);
+      default: return tile_rows<1>(cols, kc, a, b, c, ldc, alpha, beta);
+    }
+  }
+};
+
+void scalar_f32(const Plan& p) { run_units<ScalarKern, float>(p); }
+void scalar_bf16(const Plan& p) { run_units<ScalarKern, uint16_t>(p); }
+
+double scalar_fma_loop(int64_t iters) {
+  float acc[8];
+  for (int i = 0; i < 8; ++i) acc[i] = static_cast<float>(i) * 1e-3f;
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 8; ++i) acc[i] = acc[i] * 0.999999f + 1e-7f;
+  volatile float sink = acc[0] + acc[7];
+  (void)sink;
+  return static_cast<double>(iters) * 8 * 2;
+}
+
+}  // namespace
+
+const Isa kIsaScalar = {"scalar", ScalarKern::MR, ScalarKern::NR, 512, 256, 256, scalar_f32, scalar_bf16,
+                        scalar_fma_loop};
+
+namespace {
+
+const Isa& pick_isa() {
+  switch (simd_level()) {
+    case SimdLevel::AVX512: return kIsaAvx512;
+    case SimdLevel::AVX2: return kIsaAvx2;
+    default: return kIsaScalar;
+  }
+}
+
+// Below this many FLOPs a product runs on one thread: waking the pool costs more than it saves.
+constexpr double kParallelFlops = 2.0 * 48 * 48 * 48;
+// Batched products smaller than this run one item per thread instead of splitting each item.
+constexpr double kItemParallelFlops = 2.0 * 256 * 256 * 256;
+
+// Cuts the product into units for nt threads: M and K split evenly into blocks within the
+// ISA's caps, N into column blocks within nc and (with several threads) into at least about
+// four per thread, so that a late thread finds work; when N is too narrow for that, each column
+// block's rows are split into groups as well.
+void plan_units(Plan& p, const Isa& isa, int nt) {
+  p.mc = round_up(ceil_div(p.M, ceil_div(p.M, isa.mc)), isa.mr);
+  p.kc = ceil_div(p.K, ceil_div(p.K, isa.kc));
+  const int64_t npanels = ceil_div(p.N, isa.nr);
+  int64_t ncb = ceil_div(p.N, isa.nc);
+  if (nt > 1) ncb = std::max(ncb, std::min<int64_t>(npanels, 4 * nt));
+  p.nb = round_up(ceil_div(p.N, ncb), isa.nr);
+  p.ncb = ceil_div(p.N, p.nb);
+  const int64_t apanels = p.mc / isa.mr;
+  p.nrg = nt > 1 && p.ncb < 2 * nt ? std::min<int64_t>(apanels, ceil_div(4 * nt, p.ncb)) : 1;
+  // Pack units of about 4 panels: enough to share, few enough to keep the counter cool.
+  p.panels_per_pack = std::max<int64_t>(1, std::min<int64_t>(4, ceil_div(apanels, 4 * nt)));
+}
+
+// One batch item on nt threads (nt == 1: on the calling thread).
+void run_item(Plan p, const Isa& isa, int nt) {
+  const ThreadFn run = p.bf16 ? isa.run_bf16 : isa.run_f32;
+  plan_units(p, isa, nt);
+  const size_t block = static_cast<size_t>(p.mc * p.kc);
+  float* a = tls_a.get(2 * block);
+  p.apack[0] = a;
+  p.apack[1] = a + block;
+  Progress progress;
+  progress.unit_done = tls_units.get(static_cast<size_t>(p.ncb * p.nrg));
+  p.progress = &progress;
+  if (nt <= 1) {
+    run(p);
+    return;
+  }
+  // Each participant takes units until none are left, however the pool splits the range.
+  parallel_for(nt, 1, [&](int64_t, int64_t) { run(p); });
+}
+
+// C = beta * C over the batch (alpha == 0 or K == 0).
+void scale_c(float beta, float* C, int64_t M, int64_t N, int64_t ldc, int64_t stride_c, int64_t batch) {
+  const int64_t items = stride_c == 0 ? 1 : batch;
+  if (stride_c == 0 && beta != 0.0f) {
+    // Applied `batch` times in order: beta^batch, computed as repeated products.
+    float f = 1.0f;
+    for (int64_t b = 0; b < batch; ++b) f *= beta;
+    beta = f;
+  }
+  for (int64_t b = 0; b < items; ++b)
+    for (int64_t i = 0; i < M; ++i) {
+      float* c = C + b * stride_c + i * ldc;
+      if (beta == 0.0f)
+        std::fill(c, c + N, 0.0f);
+      else if (beta != 1.0f)
+        for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+}
+
+template <typename T>
+void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const T* A,
+              int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, float beta,
+              float* C, int64_t ldc, int64_t stride_c, int64_t batch) {
+  if (M <= 0 || N <= 0 || batch <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(beta, C, M, N, ldc, stride_c, batch);
+    return;
+  }
+  const Isa& isa = pick_isa();
+  Plan base{};
+  base.trans_a = trans_a;
+  base.trans_b = trans_b;
+  base.bf16 = sizeof(T) == 2;
+  base.M = M;
+  base.N = N;
+  base.K = K;
+  base.alpha = alpha;
+  base.lda = lda;
+  base.ldb = ldb;
+  base.ldc = ldc;
+  auto item = [&](int64_t b, float beta_b) {
+    Plan p = base;
+    p.beta = beta_b;
+    p.A = A + b * stride_a;
+    p.B = B + b * stride_b;
+    p.C = C + b * stride_c;
+    return p;
+  };
+  const double flops = 2.0 * M * N * K;
+  const int nt = num_threads();
+  if (stride_c == 0) {  // items accumulate into one C, in order
+    for (int64_t b = 0; b < batch; ++b)
+      run_item(item(b, b == 0 ? beta : 1.0f), isa, flops < kParallelFlops ? 1 : nt);
+    return;
+  }
+  if (nt > 1 && batch > 1 && flops < kItemParallelFlops) {
+    parallel_for(batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) run_item(item(b, beta), isa, 1);
+    });
+    return;
+  }
+  for (int64_t b = 0; b < batch; ++b) run_item(item(b, beta), isa, flops < kParallelFlops ? 1 : nt);
+}
+
+}  // namespace
+}  // namespace gemm_detail
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta,
+          float* C, int64_t ldc, int64_t stride_c, int64_t batch) {
+  gemm_detail::gemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
+                        ldc, stride_c, batch);
+}
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const uint16_t* A, int64_t lda, int64_t stride_a, const uint16_t* B, int64_t ldb,
+               int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch) {
+  gemm_detail::gemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
+                        ldc, stride_c, batch);
+}
+
+// Not yet in ops.h (declared where used): the ISA name and blocking {mr, nr, mc, kc, nc} the
+// GEMM uses at the current SIMD level, and the machine's FP32 peak in GFLOP/s measured on
+// `threads` threads with that ISA's FMA loop (about `seconds` long).
+const char* gemm_config(int64_t blocking[5]) {
+  const gemm_detail::Isa& isa = gemm_detail::pick_isa();
+  blocking[0] = isa.mr;
+  blocking[1] = isa.nr;
+  blocking[2] = isa.mc;
+  blocking[3] = isa.kc;
+  blocking[4] = isa.nc;
+  return isa.name;
+}
+
+double gemm_peak_gflops(int threads, double seconds) {
+  const gemm_detail::Isa& isa = gemm_detail::pick_isa();
+  if (threads <= 0) threads = num_threads();
+  threads = std::min(threads, num_threads());
+  // Calibrate the iteration count on one thread, then run all threads at once, best of three.
+  int64_t iters = 1 << 16;
+  for (;;) {
+    auto t0 = std::chrono::steady_clock::now();
+    isa.fma_loop(iters);
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt > seconds / 6 || iters > (int64_t(1) << 40)) break;
+    iters *= 2;
+  }
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::atomic<int64_t> flops{0};
+    auto t0 = std::chrono::steady_clock::now();
+    parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
+      double f = 0;
+      for (int64_t t = begin; t < end; ++t) f += isa.fma_loop(iters);
+      flops.fetch_add(static_cast<int64_t>(f));
+    });
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(flops.load()) / dt / 1e9);
+  }
+  return best;
+}
+
+}  // namespace pg

@@ -1,0 +1,259 @@
+// Private to the GEMM family (gemm.cpp, gemm_avx512.cpp, gemm_avx2.cpp): the blocked driver
+// that every ISA variant instantiates with its own register-blocked microkernel.
+//
+// The algorithm is BLIS's loops around a microkernel, written for row-major C with the vector
+// lanes along N and the elements of A broadcast:
+//
+//   for each iteration = (block of up to mc rows, block of up to kc of the depth):
+//     pack A[rows, depth] into MR-row panels          (shared by all threads, L2/L3)
+//     for each column block of C (up to nc wide):
+//       pack B[depth, columns] into NR-column panels  (this thread's, L2)
+//       for each MR-row panel of A                    (MR x kc, stays in L1)
+//         for each NR-column panel of B               (streamed from L2)
+//           microkernel: an MR x NR tile of C += A panel @ B panel, in registers
+//
+// Threads share the work dynamically, without barriers: every unit of work (packing a few A
+// panels, or computing one column block of C against the packed A, optionally restricted to a
+// group of rows when N is narrow) is a ticket taken from one atomic counter, in order. A unit
+// waits only for what it reads or overwrites, all of it behind earlier tickets: computing needs
+// this iteration's A packed and the same C block's previous iteration done (so each C element
+// sums its depth blocks in the same order whatever the thread count: results are bit-identical
+// on 1 or N threads); packing into one of the two A buffers needs the iteration that last used
+// it computed. A thread that the OS puts to sleep delays only the unit it holds, and work is
+// spread evenly however many threads actually turn up.
+//
+// Everything in the anonymous namespace below is compiled separately in each ISA's file, with
+// that file's target flags: nothing here may be a non-inline symbol shared across those files.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace pg {
+namespace gemm_detail {
+
+// Shared progress counters of one product. Iteration i uses slot i % 4 (at most three
+// iterations are ever in flight), and each slot's counts accumulate over its iterations.
+struct Progress {
+  std::atomic<int64_t> next{0};      // the next ticket
+  std::atomic<int64_t> packed[4]{};  // A pack units finished
+  std::atomic<int64_t> computed[4]{};  // compute units finished
+  std::atomic<int64_t>* unit_done = nullptr;  // per compute unit: the last iteration it finished
+};
+
+// One matrix product C = alpha * op(A) @ op(B) + beta * C for one batch item, and how its work is
+// cut into units. A and B are float or uint16_t (bf16) as `bf16` says.
+struct Plan {
+  bool trans_a, trans_b, bf16;
+  int64_t M, N, K;
+  float alpha, beta;
+  const void* A;
+  int64_t lda;
+  const void* B;
+  int64_t ldb;
+  float* C;
+  int64_t ldc;
+  // Blocking (in elements), shrunk from the ISA's caps to split M, K and N evenly.
+  int64_t mc, kc;
+  int64_t nb;            // width of a column block (a multiple of NR, at most the ISA's nc)
+  int64_t ncb, nrg;      // column blocks, row groups per iteration: ncb * nrg compute units
+  int64_t panels_per_pack;  // A panels per pack unit
+  float* apack[2];       // the two shared packed-A buffers, mc * kc floats each, 64-byte aligned
+  Progress* progress;
+};
+
+// Defined in gemm.cpp (compiled for the baseline ISA).
+// Spins (then yields) until counter >= target.
+void wait_for(const std::atomic<int64_t>& counter, int64_t target);
+// This thread's private buffer of at least `floats` floats (64-byte aligned), allocated once and
+// grown when needed: the one allocation the GEMM kernels make, kept across calls.
+float* thread_b_buffer(size_t floats);
+
+// Runs units of the plan until none are left; any number of threads may call it at once.
+using ThreadFn = void (*)(const Plan& plan);
+
+// What each ISA's file provides: its register block, cache blocking and thread bodies.
+struct Isa {
+  const char* name;
+  int mr, nr;          // register block of the microkernel
+  int64_t mc, kc, nc;  // cache blocking caps: packed A block mc x kc, packed B block kc x nc
+  ThreadFn run_f32, run_bf16;
+  double (*fma_loop)(int64_t iters);  // FLOPs done by a throughput-bound FMA loop (peak estimate)
+};
+extern const Isa kIsaAvx512;  // gemm_avx512.cpp
+extern const Isa kIsaAvx2;    // gemm_avx2.cpp
+extern const Isa kIsaScalar;  // gemm.cpp
+
+namespace {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+inline float to_f32(float x) { return x; }
+inline float to_f32(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Packs rows [i0, i0 + rows) x depth [k0, k0 + kc) of op(A) into one panel laid out
+// [kc][MR] (rows past `rows` are left as they are: the microkernel for `rows` rows never
+// reads them).
+template <int MR, typename T>
+inline void pack_a_panel(float* __restrict dst, const T* __restrict A, int64_t lda, bool trans,
+                         int64_t i0, int rows, int64_t k0, int64_t kc) {
+  if (trans) {  // op(A)(i, k) = A[k][i]: each k is a contiguous run of `rows` values
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = A + (k0 + k) * lda + i0;
+      float* d = dst + k * MR;
+      for (int r = 0; r < rows; ++r) d[r] = to_f32(src[r]);
+    }
+  } else {  // op(A)(i, k) = A[i][k]: rows are contiguous in k; transpose in chunks that stay in L1
+    constexpr int64_t kChunk = 64;
+    for (int64_t kk = 0; kk < kc; kk += kChunk) {
+      const int64_t kn = min64(kChunk, kc - kk);
+      for (int r = 0; r < rows; ++r) {
+        const T* src = A + (i0 + r) * lda + k0 + kk;
+        float* d = dst + kk * MR + r;
+        for (int64_t k = 0; k < kn; ++k) d[k * MR] = to_f32(src[k]);
+      }
+    }
+  }
+}
+
+// Packs depth [k0, k0 + kc) x columns [j0, j0 + cols) of op(B) into one panel laid out
+// [kc][NR], zero-filling columns past `cols` (the microkernel reads whole vectors).
+template <int NR, typename T>
+inline void pack_b_panel(float* __restrict dst, const T* __restrict B, int64_t ldb, bool trans,
+                         int64_t k0, int64_t kc, int64_t j0, int cols) {
+  if (!trans) {  // op(B)(k, j) = B[k][j]: each k is a contiguous run
+    if (cols == NR) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = B + (k0 + k) * ldb + j0;
+        float* d = dst + k * NR;
+        for (int j = 0; j < NR; ++j) d[j] = to_f32(src[j]);
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = B + (k0 + k) * ldb + j0;
+        float* d = dst + k * NR;
+        for (int j = 0; j < cols; ++j) d[j] = to_f32(src[j]);
+        for (int j = cols; j < NR; ++j) d[j] = 0.0f;
+      }
+    }
+  } else {  // op(B)(k, j) = B[j][k]: transpose in chunks of k that stay in L1
+    constexpr int64_t kChunk = 64;
+    for (int64_t kk = 0; kk < kc; kk += kChunk) {
+      const int64_t kn = min64(kChunk, kc - kk);
+      for (int j = 0; j < cols; ++j) {
+        const T* src = B + (j0 + j) * ldb + k0 + kk;
+        float* d = dst + kk * NR + j;
+        for (int64_t k = 0; k < kn; ++k) d[k * NR] = to_f32(src[k]);
+      }
+      for (int j = cols; j < NR; ++j)
+        for (int64_t k = 0; k < kn; ++k) dst[(kk + k) * NR + j] = 0.0f;
+    }
+  }
+}
+
+// The plain packers, for kernels without faster ones of their own.
+struct GenericPacking {
+  template <int MR, typename T>
+  static void pack_a(float* dst, const T* A, int64_t lda, bool trans, int64_t i0, int rows, int64_t k0, int64_t kc) {
+    pack_a_panel<MR>(dst, A, lda, trans, i0, rows, k0, kc);
+  }
+  template <int NR, typename T>
+  static void pack_b(float* dst, const T* B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int64_t j0, int cols) {
+    pack_b_panel<NR>(dst, B, ldb, trans, k0, kc, j0, cols);
+  }
+};
+
+// The body each thread runs. Kern provides MR, NR, pack_a and pack_b (as GenericPacking) and
+//   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b,
+//                    float* c, int64_t ldc, float alpha, float beta);
+// which computes C[0:rows, 0:cols] = alpha * (a panel @ b panel) + beta * C (beta == 0: C is
+// not read).
+template <class Kern, typename T>
+void run_units(const Plan& p) {
+  constexpr int MR = Kern::MR, NR = Kern::NR;
+  const T* A = static_cast<const T*>(p.A);
+  const T* B = static_cast<const T*>(p.B);
+  Progress& pr = *p.progress;
+  const int64_t nkb = ceil_div(p.K, p.kc);
+  const int64_t iterations = ceil_div(p.M, p.mc) * nkb;
+  const int64_t units = p.ncb * p.nrg;
+  // Pack units of iteration i (the last row block may be shorter).
+  auto apanels = [&](int64_t i) { return ceil_div(min64(p.mc, p.M - (i / nkb) * p.mc), MR); };
+  auto pack_units = [&](int64_t i) { return ceil_div(apanels(i), p.panels_per_pack); };
+  // Pack units finished in slot i % 4 once iteration i is packed.
+  auto packed_target = [&](int64_t i) {
+    int64_t total = 0;
+    for (int64_t j = i % 4; j <= i; j += 4) total += pack_units(j);
+    return total;
+  };
+  float* bpack = thread_b_buffer(static_cast<size_t>(p.kc * p.nb));
+  int64_t b_iter = -1, b_cb = -1;  // which B block bpack holds
+
+  int64_t it = 0, it_start = 0;  // the iteration of the current ticket, and its first ticket
+  for (;;) {
+    const int64_t ticket = pr.next.fetch_add(1, std::memory_order_relaxed);
+    while (it < iterations && ticket >= it_start + pack_units(it) + units) {
+      it_start += pack_units(it) + units;
+      ++it;
+    }
+    if (it >= iterations) return;
+    const int64_t m0 = (it / nkb) * p.mc, mb = min64(p.mc, p.M - m0);
+    const int64_t k0 = (it % nkb) * p.kc, kb = min64(p.kc, p.K - k0);
+    float* apack = p.apack[it & 1];
+    const int64_t local = ticket - it_start;
+    if (local < pack_units(it)) {
+      // Pack some A panels; their buffer was last read by iteration it - 2.
+      if (it >= 2) wait_for(pr.computed[(it - 2) % 4], units * ((it - 2) / 4 + 1));
+      const int64_t pend = min64(apanels(it), (local + 1) * p.panels_per_pack);
+      for (int64_t pi = local * p.panels_per_pack; pi < pend; ++pi) {
+        const int64_t i = pi * MR;
+        Kern::template pack_a<MR>(apack + pi * MR * kb, A, p.lda, p.trans_a, m0 + i,
+                                  static_cast<int>(min64(MR, mb - i)), k0, kb);
+      }
+      pr.packed[it % 4].fetch_add(1, std::memory_order_release);
+      continue;
+    }
+    // Compute one column block (for one group of rows) of this iteration.
+    const int64_t u = local - pack_units(it);
+    const int64_t cb = u / p.nrg, rg = u % p.nrg;
+    wait_for(pr.packed[it % 4], packed_target(it));
+    if (it > 0) wait_for(pr.unit_done[u], it - 1);
+    const int64_t ap = apanels(it);
+    const int64_t pa0 = ap * rg / p.nrg, pa1 = ap * (rg + 1) / p.nrg;
+    const int64_t j0 = cb * p.nb, nbl = min64(p.nb, p.N - j0);
+    if (pa0 < pa1 && nbl > 0) {
+      if (b_iter != it || b_cb != cb) {
+        for (int64_t j = 0; j < nbl; j += NR)
+          Kern::template pack_b<NR>(bpack + j * kb, B, p.ldb, p.trans_b, k0, kb, j0 + j,
+                                    static_cast<int>(min64(NR, nbl - j)));
+        b_iter = it;
+        b_cb = cb;
+      }
+      const float beta = k0 == 0 ? p.beta : 1.0f;
+      for (int64_t pi = pa0; pi < pa1; ++pi) {
+        const int64_t i = m0 + pi * MR;
+        const int rows = static_cast<int>(min64(MR, p.M - i));
+        const float* a = apack + pi * MR * kb;
+        float* crow = p.C + i * p.ldc + j0;
+        for (int64_t j = 0; j < nbl; j += NR)
+          Kern::tile(rows, static_cast<int>(min64(NR, nbl - j)), kb, a, bpack + j * kb, crow + j, p.ldc,
+                     p.alpha, beta);
+      }
+    }
+    pr.computed[it % 4].fetch_add(1, std::memory_order_release);
+    pr.unit_done[u].store(it, std::memory_order_release);
+  }
+}
+
+}  // namespace
+}  // namespace gemm_detail
+}  // namespace pg

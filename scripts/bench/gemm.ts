@@ -1,0 +1,265 @@
+// npm run bench -- gemm [--reps N] [--threads N] [--shapes square|llama|all]
+//
+// GFLOP/s of our f32 GEMM beside OpenBLAS sgemm (numpy) and torch.matmul, all on the same
+// threads, shapes and (row-major) layouts, in the same run: every repetition times ours, then
+// OpenBLAS, then torch, so a noisy neighbour hits all three alike. Each result is the median of
+// the repetitions after warm-up. Also prints the machine's FP32 peak, measured by a native FMA
+// throughput loop, and the fraction of it each shape reaches.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface, type Interface } from 'node:readline';
+import { addon } from '../../src/tensor/addon.js';
+import { Tensor, setNumThreads, runtimeInfo } from '../../src/tensor/index.js';
+import { findPython } from './_peers.js';
+
+interface Shape {
+  name: string;
+  M: number;
+  N: number;
+  K: number;
+  transA: boolean;
+  transB: boolean;
+}
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
+}
+
+const reps = Number(arg('reps', '7'));
+const threads = Number(arg('threads', '2'));
+const which = arg('shapes', 'all');
+
+// A 110M LLaMA (dim 768, ffn 2048, vocab 32000) at 2048 tokens; linear layers are x @ W^T with W
+// (out, in), so forward is transB; the up projection's backward is dx = dy @ W and dW = dy^T @ x.
+const SQUARE: Shape[] = [
+  { name: '1024^3', M: 1024, N: 1024, K: 1024, transA: false, transB: false },
+  { name: '4096x4096x1024', M: 4096, N: 4096, K: 1024, transA: false, transB: false },
+];
+const LLAMA: Shape[] = [
+  { name: 'attn q/k/v/o fwd', M: 2048, N: 768, K: 768, transA: false, transB: true },
+  { name: 'mlp gate/up fwd', M: 2048, N: 2048, K: 768, transA: false, transB: true },
+  { name: 'mlp down fwd', M: 2048, N: 768, K: 2048, transA: false, transB: true },
+  { name: 'lm head fwd', M: 2048, N: 32000, K: 768, transA: false, transB: true },
+  { name: 'mlp up bwd dx', M: 2048, N: 768, K: 2048, transA: false, transB: false },
+  { name: 'mlp up bwd dW', M: 2048, N: 768, K: 2048, transA: true, transB: false },
+];
+const shapes = which === 'square' ? SQUARE : which === 'llama' ? LLAMA : [...SQUARE, ...LLAMA];
+
+const shapeLabel = (s: Shape): string =>
+  `${s.M}x${s.N}x${s.K} ${s.transA ? 'T' : 'N'}${s.transB ? 'T' : 'N'}`;
+
+// ---- Python peers: a small server per library that times one product per request ----
+
+const PEER_SERVER = String.raw`
+import json, os, sys, time
+lib = sys.argv[1]
+threads = int(sys.argv[2])
+if lib == 'numpy':
+    import numpy as np
+    info = {}
+    try:
+        import threadpoolctl
+        threadpoolctl.threadpool_limits(threads)
+        pools = [p for p in threadpoolctl.threadpool_info() if p.get('user_api') == 'blas']
+        info = {k: pools[0].get(k) for k in ('internal_api', 'version', 'architecture', 'num_threads', 'threading_layer')} if pools else {}
+    except ImportError:
+        cfg = np.show_config(mode='dicts') if 'mode' in np.show_config.__code__.co_varnames else {}
+        info = {'config': str(cfg.get('Build Dependencies', {}).get('blas', ''))[:200], 'note': 'threadpoolctl not installed'}
+    info['numpy'] = np.__version__
+    def make(shape, seed):
+        return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    def mm(a, b, c):
+        np.matmul(a, b, out=c)
+    def empty(m, n):
+        return np.empty((m, n), dtype=np.float32)
+else:
+    import torch
+    torch.set_num_threads(threads)
+    info = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'blas': str(torch.backends.mkl.is_available() and 'mkl' or 'other')}
+    def make(shape, seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(shape, generator=g, dtype=torch.float32)
+    def mm(a, b, c):
+        torch.matmul(a, b, out=c)
+    def empty(m, n):
+        return torch.empty((m, n), dtype=torch.float32)
+print(json.dumps(info), flush=True)
+cache = {}
+for line in sys.stdin:
+    r = json.loads(line)
+    key = (r['M'], r['N'], r['K'], r['transA'], r['transB'])
+    if key not in cache:
+        cache.clear()
+        M, N, K, ta, tb = key
+        a = make((K, M) if ta else (M, K), 1)
+        b = make((N, K) if tb else (K, N), 2)
+        a = a.T if ta else a
+        b = b.T if tb else b
+        c = empty(M, N)
+        for _ in range(2):
+            mm(a, b, c)
+        cache[key] = (a, b, c)
+    a, b, c = cache[key]
+    t0 = time.perf_counter()
+    mm(a, b, c)
+    print(json.dumps({'t': time.perf_counter() - t0}), flush=True)
+`;
+
+class Peer {
+  readonly info: Record<string, unknown>;
+  private constructor(
+    private readonly proc: ChildProcessWithoutNullStreams,
+    private readonly lines: AsyncIterator<string>,
+    info: Record<string, unknown>,
+  ) {
+    this.info = info;
+  }
+
+  static async start(python: string, lib: 'numpy' | 'torch', env: NodeJS.ProcessEnv): Promise<Peer> {
+    const proc = spawn(python, ['-c', PEER_SERVER, lib, String(threads)], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const rl: Interface = createInterface({ input: proc.stdout });
+    const lines = rl[Symbol.asyncIterator]();
+    const first = await lines.next();
+    if (first.done) throw new Error(`${lib} peer exited: ${stderr.trim().split('\n').slice(-3).join(' ')}`);
+    return new Peer(proc, lines, JSON.parse(first.value) as Record<string, unknown>);
+  }
+
+  async time(s: Shape): Promise<number> {
+    this.proc.stdin.write(JSON.stringify(s) + '\n');
+    const r = await this.lines.next();
+    if (r.done) throw new Error('peer exited');
+    return (JSON.parse(r.value) as { t: number }).t;
+  }
+
+  stop(): void {
+    this.proc.stdin.end();
+  }
+}
+
+async function startPeer(lib: 'numpy' | 'torch'): Promise<{ peer: Peer | null; why: string }> {
+  const { python, why } = findPython([lib]);
+  if (!python) return { peer: null, why: `not installed (${why})` };
+  const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: String(threads) };
+  if (lib === 'numpy') {
+    // OpenBLAS picks its kernel and blocking itself: no overrides in this process.
+    delete env.OPENBLAS_CORETYPE;
+    delete env.OPENBLAS_L2_SIZE;
+    env.OPENBLAS_NUM_THREADS = String(threads);
+  }
+  try {
+    return { peer: await Peer.start(python, lib, env), why: '' };
+  } catch (err) {
+    return { peer: null, why: `failed: ${(err as Error).message}` };
+  }
+}
+
+// ---- ours ----
+
+interface Ours {
+  a: Tensor;
+  b: Tensor;
+  c: Tensor;
+  run(): void;
+}
+
+function prepare(s: Shape): Ours {
+  const a = Tensor.randn(s.transA ? [s.K, s.M] : [s.M, s.K], { seed: 1 });
+  const b = Tensor.randn(s.transB ? [s.N, s.K] : [s.K, s.N], { seed: 2 });
+  const c = Tensor.empty([s.M, s.N]);
+  const lda = s.transA ? s.M : s.K, ldb = s.transB ? s.K : s.N;
+  const run = () =>
+    addon().gemm(s.transA, s.transB, s.M, s.N, s.K, 1, a.storage, a.offset, lda, 0, b.storage, b.offset, ldb, 0, 0,
+      c.storage, c.offset, s.N, 0, 1);
+  return { a, b, c, run };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+}
+
+// ---- main ----
+
+const ext = addon() as unknown as {
+  gemmConfig(): { isa: string; mr: number; nr: number; mc: number; kc: number; nc: number };
+  gemmPeakGflops(threads: number, seconds: number): number;
+};
+setNumThreads(threads);
+const info = runtimeInfo();
+const cfg = ext.gemmConfig();
+const peak = ext.gemmPeakGflops(threads, 0.5);
+
+const [numpyPeer, torchPeer] = await Promise.all([startPeer('numpy'), startPeer('torch')]);
+
+console.log(`ours: ${cfg.isa} microkernel ${cfg.mr}x${cfg.nr}, blocking mc ${cfg.mc} kc ${cfg.kc} nc ${cfg.nc}, ${info.threads} threads`);
+console.log(`OpenBLAS (numpy): ${numpyPeer.peer ? JSON.stringify(numpyPeer.peer.info) : numpyPeer.why}`);
+console.log(`torch.matmul: ${torchPeer.peer ? JSON.stringify(torchPeer.peer.info) : torchPeer.why}`);
+console.log(
+  `FP32 peak: ${peak.toFixed(1)} GFLOP/s, measured: ${threads} threads each running a ${cfg.isa} FMA loop of ` +
+    `independent accumulator chains (throughput-bound), best of 3`,
+);
+console.log(`median of ${reps} repetitions after 2 warm-ups; each repetition times ours, OpenBLAS, torch in turn\n`);
+
+interface Row {
+  shape: string;
+  name: string;
+  ours: number;
+  openblas: number | null;
+  torch: number | null;
+}
+const rows: Row[] = [];
+for (const s of shapes) {
+  const gflop = (2 * s.M * s.N * s.K) / 1e9;
+  const ours = prepare(s);
+  ours.run();
+  ours.run();
+  const t: Record<'ours' | 'openblas' | 'torch', number[]> = { ours: [], openblas: [], torch: [] };
+  for (let r = 0; r < reps; r++) {
+    const t0 = process.hrtime.bigint();
+    ours.run();
+    t.ours.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    if (numpyPeer.peer) t.openblas.push(await numpyPeer.peer.time(s));
+    if (torchPeer.peer) t.torch.push(await torchPeer.peer.time(s));
+  }
+  [ours.a, ours.b, ours.c].forEach((x) => x.dispose());
+  const rate = (ts: number[]) => (ts.length ? gflop / median(ts) : null);
+  rows.push({ shape: shapeLabel(s), name: s.name, ours: rate(t.ours)!, openblas: rate(t.openblas), torch: rate(t.torch) });
+}
+numpyPeer.peer?.stop();
+torchPeer.peer?.stop();
+
+const fmt = (x: number | null, w: number, d = 1) => (x === null ? 'n/a' : x.toFixed(d)).padStart(w);
+const na = (p: { peer: Peer | null }) => (p.peer ? null : 'not installed');
+console.log(
+  `${'shape (M x N x K, op(A) op(B))'.padEnd(26)} ${'workload'.padEnd(18)} ${'ours'.padStart(8)} ${'OpenBLAS'.padStart(9)} ${'torch'.padStart(8)} ${'ours/OB'.padStart(8)} ${'of peak'.padStart(8)}`,
+);
+for (const r of rows)
+  console.log(
+    `${r.shape.padEnd(26)} ${r.name.padEnd(18)} ${fmt(r.ours, 8)} ${fmt(r.openblas, 9)} ${fmt(r.torch, 8)} ` +
+      `${fmt(r.openblas ? r.ours / r.openblas : null, 8, 2)} ${fmt(r.ours / peak, 8, 2)}`,
+  );
+if (na(numpyPeer) || na(torchPeer))
+  console.log(`(n/a: ${[na(numpyPeer) && 'OpenBLAS', na(torchPeer) && 'torch'].filter(Boolean).join(', ')} not installed)`);
+console.log('GFLOP/s; ours/OB = ours / OpenBLAS; of peak = ours / measured FP32 peak\n');
+console.log(
+  JSON.stringify({
+    bench: 'gemm',
+    threads,
+    isa: cfg.isa,
+    peakGflops: +peak.toFixed(1),
+    openblas: numpyPeer.peer ? numpyPeer.peer.info : 'not installed',
+    torch: torchPeer.peer ? torchPeer.peer.info : 'not installed',
+    results: rows.map((r) => ({
+      shape: r.shape,
+      name: r.name,
+      ours: +r.ours.toFixed(1),
+      openblas: r.openblas === null ? null : +r.openblas.toFixed(1),
+      torch: r.torch === null ? null : +r.torch.toFixed(1),
+      ratioOpenblas: r.openblas === null ? null : +(r.ours / r.openblas).toFixed(3),
+      fractionOfPeak: +(r.ours / peak).toFixed(3),
+    })),
+  }),
+);

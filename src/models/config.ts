@@ -1,0 +1,360 @@
+// ModelConfig: the typed description of a LLaMA-2 decoder (dense now, SMoE reserved), its
+// validation at the edge, conversion to and from Hugging Face config.json, the RoPE settings a
+// config implies (stage-2 context extension is a config change), and the arithmetic a trainer
+// needs: parameter count and FLOPs per token.
+import { PatentGPTError } from '../errors.js';
+
+/**
+ * How RoPE positions are stretched past the pretraining context.
+ * - linear: position interpolation (Chen et al. 2023): positions are divided by `factor`
+ *   (Hugging Face rope_type 'linear').
+ * - ntk: static "NTK-aware" base raise: the base becomes ropeTheta * factor^(D / (D - 2)) for
+ *   head size D, on every sequence. Hugging Face has no static type for it, so config.json
+ *   carries the raised base as rope_theta (the same function, no scaling entry).
+ * - dynamic-base: Hugging Face rope_type 'dynamic': while a batch's longest position L + 1
+ *   stays within maxSeqLen the base is ropeTheta; past it the base is
+ *   ropeTheta * (factor * L / maxSeqLen - (factor - 1))^(D / (D - 2)).
+ * Raising the base outright (as Code Llama does) needs no scaling entry: set ropeTheta.
+ */
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | { type: 'ntk' | 'dynamic-base'; factor: number }
+  | null;
+
+export interface ModelConfig {
+  vocabSize: number;
+  /** Model width (hidden_size). */
+  dim: number;
+  nLayers: number;
+  nHeads: number;
+  /** Key/value heads (grouped-query attention); nHeads divides by it. */
+  nKvHeads: number;
+  /** Hidden size of the SwiGLU feed-forward (intermediate_size). */
+  ffnDim: number;
+  /** RoPE base frequency (10000 in LLaMA-2). */
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  /** Context length the model is meant for (max_position_embeddings). */
+  maxSeqLen: number;
+  /** RMSNorm epsilon (1e-5 in LLaMA-2). */
+  normEps: number;
+  /** The output layer shares the token-embedding table. */
+  tieEmbeddings: boolean;
+  /** Feed-forward experts; 1 is the dense model (SMoE is a later issue). */
+  numExperts: number;
+  /** Experts per token (SMoE); 1 for the dense model. */
+  topK: number;
+}
+
+/** The fields a caller may leave out, with their defaults. */
+export const CONFIG_DEFAULTS = {
+  ropeTheta: 10000,
+  ropeScaling: null,
+  maxSeqLen: 4096,
+  normEps: 1e-5,
+  tieEmbeddings: false,
+  numExperts: 1,
+  topK: 1,
+} as const satisfies Partial<ModelConfig>;
+
+const FIELDS: readonly (keyof ModelConfig)[] = [
+  'vocabSize', 'dim', 'nLayers', 'nHeads', 'nKvHeads', 'ffnDim', 'ropeTheta', 'ropeScaling', 'maxSeqLen', 'normEps',
+  'tieEmbeddings', 'numExperts', 'topK',
+];
+
+function fail(source: string, message: string): never {
+  throw new PatentGPTError('E_CONFIG', `${source}: ${message}`);
+}
+
+function positiveInt(source: string, o: Record<string, unknown>, field: string, fallback?: number): number {
+  const v = o[field] ?? fallback;
+  if (v === undefined) fail(source, `field "${field}" is missing (a positive integer)`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1)
+    fail(source, `field "${field}" must be a positive integer, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function positiveNumber(source: string, o: Record<string, unknown>, field: string, fallback: number): number {
+  const v = o[field] ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+    fail(source, `field "${field}" must be a positive finite number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function parseRopeScaling(source: string, v: unknown): RopeScaling {
+  if (v === null || v === undefined) return null;
+  if (typeof v !== 'object' || Array.isArray(v)) fail(source, `field "ropeScaling" must be null or {type, factor}, got ${JSON.stringify(v)}`);
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o))
+    if (k !== 'type' && k !== 'factor') fail(source, `field "ropeScaling.${k}" is not a known field (type, factor)`);
+  const type = o.type;
+  if (type !== 'linear' && type !== 'ntk' && type !== 'dynamic-base')
+    fail(source, `field "ropeScaling.type" must be 'linear', 'ntk' or 'dynamic-base', got ${JSON.stringify(type)}`);
+  const factor = o.factor;
+  if (typeof factor !== 'number' || !Number.isFinite(factor) || factor < 1)
+    fail(source, `field "ropeScaling.factor" must be a finite number >= 1, got ${JSON.stringify(factor)}`);
+  return { type, factor };
+}
+
+/**
+ * Checks a plain object (parsed JSON, a CLI flag set, ...) and returns a complete ModelConfig.
+ * Optional fields take CONFIG_DEFAULTS; unknown fields are refused (a typo must not pass
+ * silently). Errors name the field and `source` (a file name or "preset llama2-7b").
+ */
+export function validateConfig(value: unknown, source = 'model config'): ModelConfig {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(source, `expected an object, got ${JSON.stringify(value)}`);
+  const o = value as Record<string, unknown>;
+  for (const k of Object.keys(o))
+    if (!(FIELDS as readonly string[]).includes(k)) fail(source, `field "${k}" is not a model config field (${FIELDS.join(', ')})`);
+  const nHeads = positiveInt(source, o, 'nHeads');
+  const cfg: ModelConfig = {
+    vocabSize: positiveInt(source, o, 'vocabSize'),
+    dim: positiveInt(source, o, 'dim'),
+    nLayers: positiveInt(source, o, 'nLayers'),
+    nHeads,
+    nKvHeads: positiveInt(source, o, 'nKvHeads', nHeads),
+    ffnDim: positiveInt(source, o, 'ffnDim'),
+    ropeTheta: positiveNumber(source, o, 'ropeTheta', CONFIG_DEFAULTS.ropeTheta),
+    ropeScaling: parseRopeScaling(source, o.ropeScaling),
+    maxSeqLen: positiveInt(source, o, 'maxSeqLen', CONFIG_DEFAULTS.maxSeqLen),
+    normEps: positiveNumber(source, o, 'normEps', CONFIG_DEFAULTS.normEps),
+    tieEmbeddings: (() => {
+      const v = o.tieEmbeddings ?? CONFIG_DEFAULTS.tieEmbeddings;
+      if (typeof v !== 'boolean') fail(source, `field "tieEmbeddings" must be true or false, got ${JSON.stringify(v)}`);
+      return v;
+    })(),
+    numExperts: positiveInt(source, o, 'numExperts', CONFIG_DEFAULTS.numExperts),
+    topK: positiveInt(source, o, 'topK', CONFIG_DEFAULTS.topK),
+  };
+  if (cfg.dim % cfg.nHeads !== 0) fail(source, `field "dim" (${cfg.dim}) must be a multiple of "nHeads" (${cfg.nHeads})`);
+  if (cfg.nHeads % cfg.nKvHeads !== 0)
+    fail(source, `field "nKvHeads" (${cfg.nKvHeads}) must divide "nHeads" (${cfg.nHeads}) for grouped-query attention`);
+  if ((cfg.dim / cfg.nHeads) % 2 !== 0) fail(source, `head size dim / nHeads = ${cfg.dim / cfg.nHeads} must be even for RoPE`);
+  if (cfg.vocabSize > 2 ** 31 - 1) fail(source, `field "vocabSize" (${cfg.vocabSize}) must fit int32 token ids`);
+  if (cfg.topK > cfg.numExperts) fail(source, `field "topK" (${cfg.topK}) cannot exceed "numExperts" (${cfg.numExperts})`);
+  if (cfg.numExperts > 1)
+    throw new PatentGPTError('E_UNSUPPORTED',
+      `${source}: field "numExperts" = ${cfg.numExperts}: mixture-of-experts feed-forward is not yet implemented (SMoE issue); use numExperts 1`);
+  return cfg;
+}
+
+/** Head size D = dim / nHeads. */
+export function headDim(cfg: ModelConfig): number {
+  return cfg.dim / cfg.nHeads;
+}
+
+// ---------------------------------------------------------------------------------------------
+// RoPE
+
+export interface RopeParams {
+  /** Base frequency to use. */
+  theta: number;
+  /** Positions are divided by this. */
+  posScale: number;
+}
+
+/** The rope() settings for a batch whose largest position is maxPosition (0-based). */
+export function ropeParams(cfg: ModelConfig, maxPosition = 0): RopeParams {
+  const s = cfg.ropeScaling;
+  const D = headDim(cfg);
+  if (s === null) return { theta: cfg.ropeTheta, posScale: 1 };
+  switch (s.type) {
+    case 'linear':
+      return { theta: cfg.ropeTheta, posScale: s.factor };
+    case 'ntk':
+      return { theta: cfg.ropeTheta * s.factor ** (D / (D - 2)), posScale: 1 };
+    case 'dynamic-base': {
+      const L = maxPosition + 1;
+      if (L <= cfg.maxSeqLen) return { theta: cfg.ropeTheta, posScale: 1 };
+      return { theta: cfg.ropeTheta * (s.factor * L / cfg.maxSeqLen - (s.factor - 1)) ** (D / (D - 2)), posScale: 1 };
+    }
+  }
+}
+
+export type ContextExtension =
+  | { method: 'base'; maxSeqLen: number; ropeTheta: number }
+  | { method: 'linear' | 'ntk' | 'dynamic-base'; maxSeqLen: number };
+
+/**
+ * Stage-2 context extension as a config change: 'base' raises ropeTheta to the given value;
+ * 'linear', 'ntk' and 'dynamic-base' set ropeScaling with factor maxSeqLen / cfg.maxSeqLen
+ * ('dynamic-base' keeps maxSeqLen, as its formula reads it). Weights are untouched.
+ */
+export function extendContext(cfg: ModelConfig, ext: ContextExtension): ModelConfig {
+  const source = 'extendContext';
+  if (!Number.isSafeInteger(ext.maxSeqLen) || ext.maxSeqLen < cfg.maxSeqLen)
+    fail(source, `field "maxSeqLen" (${ext.maxSeqLen}) must be an integer >= the current ${cfg.maxSeqLen}`);
+  if (cfg.ropeScaling !== null) fail(source, `the config already has ropeScaling ${JSON.stringify(cfg.ropeScaling)}; extend from an unscaled config`);
+  if (ext.method === 'base') {
+    if (!(ext.ropeTheta >= cfg.ropeTheta)) fail(source, `field "ropeTheta" (${ext.ropeTheta}) must be >= the current ${cfg.ropeTheta}`);
+    return validateConfig({ ...cfg, ropeTheta: ext.ropeTheta, maxSeqLen: ext.maxSeqLen }, source);
+  }
+  const factor = ext.maxSeqLen / cfg.maxSeqLen;
+  if (ext.method === 'dynamic-base') return validateConfig({ ...cfg, ropeScaling: { type: ext.method, factor } }, source);
+  return validateConfig({ ...cfg, ropeScaling: { type: ext.method, factor }, maxSeqLen: ext.maxSeqLen }, source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hugging Face config.json
+
+/** The LlamaConfig fields we read and write (plus what transformers adds). */
+export interface HFLlamaConfig {
+  architectures?: string[];
+  model_type?: string;
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads?: number;
+  head_dim?: number;
+  hidden_act?: string;
+  rope_theta?: number;
+  rope_scaling?: { type?: string; rope_type?: string; factor?: number } | null;
+  rope_parameters?: { rope_type?: string; rope_theta?: number; factor?: number } | null;
+  max_position_embeddings?: number;
+  rms_norm_eps?: number;
+  tie_word_embeddings?: boolean;
+  attention_bias?: boolean;
+  mlp_bias?: boolean;
+  torch_dtype?: string;
+  dtype?: string;
+  [key: string]: unknown;
+}
+
+const HF_DTYPES = { f32: 'float32', bf16: 'bfloat16', f16: 'float16' } as const;
+
+/** A transformers-loadable config.json object for cfg, weights stored in `dtype`. */
+export function toHFConfig(cfg: ModelConfig, dtype: 'f32' | 'bf16' | 'f16' = 'f32'): HFLlamaConfig {
+  if (cfg.numExperts > 1) throw new PatentGPTError('E_UNSUPPORTED', 'toHFConfig: numExperts > 1 (Mixtral) is not yet implemented');
+  const rope = cfg.ropeScaling;
+  // 'ntk' has no Hugging Face type: the raised base carries the same function.
+  const theta = rope?.type === 'ntk' ? ropeParams(cfg).theta : cfg.ropeTheta;
+  const hfType = rope === null || rope.type === 'ntk' ? null : rope.type === 'linear' ? 'linear' : 'dynamic';
+  const scaling = hfType === null ? null : { rope_type: hfType, type: hfType, factor: rope!.factor };
+  return {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    vocab_size: cfg.vocabSize,
+    hidden_size: cfg.dim,
+    intermediate_size: cfg.ffnDim,
+    num_hidden_layers: cfg.nLayers,
+    num_attention_heads: cfg.nHeads,
+    num_key_value_heads: cfg.nKvHeads,
+    head_dim: headDim(cfg),
+    hidden_act: 'silu',
+    max_position_embeddings: cfg.maxSeqLen,
+    rms_norm_eps: cfg.normEps,
+    rope_theta: theta,
+    rope_scaling: scaling,
+    tie_word_embeddings: cfg.tieEmbeddings,
+    attention_bias: false,
+    mlp_bias: false,
+    torch_dtype: HF_DTYPES[dtype],
+  };
+}
+
+/**
+ * A ModelConfig from a Hugging Face LlamaConfig object (config.json), transformers 4 style
+ * (rope_theta, rope_scaling) or 5 style (rope_parameters). Refuses what our decoder does not
+ * compute (biases, another activation, a head_dim other than hidden_size / heads, other RoPE types).
+ */
+export function fromHFConfig(value: unknown, source = 'config.json'): ModelConfig {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(source, `expected a JSON object`);
+  const hf = value as HFLlamaConfig;
+  const arch = hf.architectures;
+  if (arch !== undefined && !(Array.isArray(arch) && arch.includes('LlamaForCausalLM')))
+    fail(source, `field "architectures" is ${JSON.stringify(arch)}; only LlamaForCausalLM is supported`);
+  if (hf.model_type !== undefined && hf.model_type !== 'llama') fail(source, `field "model_type" is ${JSON.stringify(hf.model_type)}, expected "llama"`);
+  if (hf.hidden_act !== undefined && hf.hidden_act !== 'silu') fail(source, `field "hidden_act" is ${JSON.stringify(hf.hidden_act)}; LLaMA uses "silu"`);
+  if (hf.attention_bias === true) fail(source, 'field "attention_bias" is true; LLaMA projections have no bias');
+  if (hf.mlp_bias === true) fail(source, 'field "mlp_bias" is true; LLaMA projections have no bias');
+  const rp = hf.rope_parameters ?? null;
+  const rs = rp ?? hf.rope_scaling ?? null;
+  const ropeTheta = rp?.rope_theta ?? hf.rope_theta ?? CONFIG_DEFAULTS.ropeTheta;
+  const ropeType = rs === null ? 'default' : (rs as { rope_type?: string }).rope_type ?? (rs as { type?: string }).type ?? 'default';
+  let ropeScaling: RopeScaling = null;
+  if (ropeType === 'linear' || ropeType === 'dynamic') {
+    ropeScaling = { type: ropeType === 'linear' ? 'linear' : 'dynamic-base', factor: (rs as { factor?: number }).factor as number };
+  } else if (ropeType !== 'default') {
+    fail(source, `field "rope_scaling" type ${JSON.stringify(ropeType)} is not supported (default, linear, dynamic)`);
+  }
+  const cfg = validateConfig(
+    {
+      vocabSize: hf.vocab_size,
+      dim: hf.hidden_size,
+      nLayers: hf.num_hidden_layers,
+      nHeads: hf.num_attention_heads,
+      nKvHeads: hf.num_key_value_heads ?? hf.num_attention_heads,
+      ffnDim: hf.intermediate_size,
+      ropeTheta,
+      ropeScaling,
+      maxSeqLen: hf.max_position_embeddings ?? CONFIG_DEFAULTS.maxSeqLen,
+      normEps: hf.rms_norm_eps ?? 1e-6, // LlamaConfig's default
+      tieEmbeddings: hf.tie_word_embeddings ?? false,
+    },
+    source,
+  );
+  if (hf.head_dim !== undefined && hf.head_dim !== null && hf.head_dim !== headDim(cfg))
+    fail(source, `field "head_dim" (${String(hf.head_dim)}) must equal hidden_size / num_attention_heads (${headDim(cfg)})`);
+  return cfg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Size and cost
+
+export interface ParameterCount {
+  /** Every parameter (the tied table once). */
+  total: number;
+  /** Token-embedding table. */
+  embedding: number;
+  /** Output layer (0 when tied). */
+  lmHead: number;
+  /** Attention projections, all layers. */
+  attention: number;
+  /** Feed-forward, all layers. */
+  feedForward: number;
+  /** RMSNorm weights, all layers and the final norm. */
+  norms: number;
+  /** total - embedding - lmHead: what scaling-law papers call N. */
+  nonEmbedding: number;
+}
+
+export function parameterCount(cfg: ModelConfig): ParameterCount {
+  const D = headDim(cfg);
+  const C = cfg.dim;
+  const embedding = cfg.vocabSize * C;
+  const lmHead = cfg.tieEmbeddings ? 0 : cfg.vocabSize * C;
+  const attention = cfg.nLayers * (C * cfg.nHeads * D + 2 * C * cfg.nKvHeads * D + cfg.nHeads * D * C);
+  const router = cfg.numExperts > 1 ? C * cfg.numExperts : 0;
+  const feedForward = cfg.nLayers * (3 * C * cfg.ffnDim * cfg.numExperts + router);
+  const norms = (2 * cfg.nLayers + 1) * C;
+  const total = embedding + lmHead + attention + feedForward + norms;
+  return { total, embedding, lmHead, attention, feedForward, norms, nonEmbedding: total - embedding - lmHead };
+}
+
+export interface FlopsPerToken {
+  /** Sequence length the attention term was computed for. */
+  seqLen: number;
+  /** Parameters that multiply activations: projections, feed-forward (active experts) and the output layer (tied or not). */
+  matmulParams: number;
+  /** Forward: 2 * matmulParams + 4 * nLayers * seqLen * dim. */
+  forward: number;
+  /** Training (forward + backward): 6 * matmulParams + 12 * nLayers * seqLen * dim. */
+  training: number;
+}
+
+/**
+ * FLOPs per token, PaLM's convention (Chowdhery et al. 2022, appendix B): 6N + 12 L T d for
+ * training, where N counts the weights that multiply activations (the embedding lookup and the
+ * norms excluded, the output layer included) and 12 L T d is the attention scores and weighted
+ * sum over a full T x T matrix per layer (no causal halving). Use it for MFU.
+ */
+export function flopsPerToken(cfg: ModelConfig, seqLen = cfg.maxSeqLen): FlopsPerToken {
+  const c = parameterCount(cfg);
+  const perExpertFfn = 3 * cfg.dim * cfg.ffnDim;
+  const activeFfn = cfg.nLayers * (perExpertFfn * cfg.topK + (cfg.numExperts > 1 ? cfg.dim * cfg.numExperts : 0));
+  const matmulParams = c.attention + activeFfn + cfg.vocabSize * cfg.dim;
+  const attn = cfg.nLayers * seqLen * cfg.nHeads * headDim(cfg);
+  return { seqLen, matmulParams, forward: 2 * matmulParams + 4 * attn, training: 6 * matmulParams + 12 * attn };
+}

@@ -1,0 +1,140 @@
+// Training metrics as JSON lines: runs/<name>/metrics.jsonl, one object per logged step.
+// Each record is one write() of one whole line to a file opened for append, so a crash leaves
+// at most a partial last line, which readers skip. On resume the log is cut back to the
+// checkpoint's step (atomically), so a resumed run's log reads like an uninterrupted one.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PatentGPTError } from '../errors.js';
+import { writeFileAtomicSync } from '../util/atomic.js';
+
+export interface MetricRecord {
+  /** Optimizer updates done when the record was taken. */
+  step: number;
+  /** Training loss (mean over the step's target tokens). */
+  loss?: number;
+  lr?: number;
+  /** Global gradient norm before clipping. */
+  gradNorm?: number;
+  /** Tokens trained per second (all ranks) over the logging window. */
+  tokensPerSec?: number;
+  /** Model FLOPs utilisation: achieved / peak FLOP/s. */
+  mfu?: number;
+  /** Tokens trained so far. */
+  tokens?: number;
+  valLoss?: number;
+  valPerplexity?: number;
+  /** Seconds since the run (or resumed run) started. */
+  elapsedSec?: number;
+  /** Anything else the loop logs (numbers or short strings). */
+  [key: string]: number | string | undefined;
+}
+
+export const METRICS_FILE = 'metrics.jsonl';
+
+/** exp(loss), the perplexity of a mean token cross-entropy in nats. */
+export function perplexity(loss: number): number {
+  return Math.exp(loss);
+}
+
+/**
+ * Model FLOPs utilisation: (flops per token x tokens per second) / peak FLOP/s. flopsPerToken is
+ * the training cost (about 6 x parameters + attention, from the model's FLOPs count).
+ */
+export function mfu(flopsPerToken: number, tokensPerSec: number, peakFlopsPerSec: number): number {
+  if (!(peakFlopsPerSec > 0)) return Number.NaN;
+  return (flopsPerToken * tokensPerSec) / peakFlopsPerSec;
+}
+
+/** Reads a metrics file: every complete, parseable line (a torn last line is skipped). */
+export function readMetrics(file: string): MetricRecord[] {
+  if (!fs.existsSync(file)) return [];
+  const text = fs.readFileSync(file, 'utf8');
+  const lines = text.split('\n');
+  const out: MetricRecord[] = [];
+  lines.forEach((line, i) => {
+    if (line.trim() === '') return;
+    try {
+      const r = JSON.parse(line) as MetricRecord;
+      if (typeof r === 'object' && r !== null && typeof r.step === 'number') out.push(r);
+    } catch (err) {
+      if (i === lines.length - 1) return; // torn final line from a crash
+      throw new PatentGPTError('E_IO', `${file}: line ${i + 1} is not JSON (${(err as Error).message})`);
+    }
+  });
+  return out;
+}
+
+export interface MetricsLogOptions {
+  /**
+   * Resuming from a checkpoint at this step: records after it (written by the run that was
+   * interrupted) are dropped. Undefined: a fresh run, any existing log is replaced.
+   */
+  resumeStep?: number;
+  /** Only rank 0 writes; other ranks get a log that drops records. Default 0. */
+  rank?: number;
+}
+
+export class MetricsLog {
+  readonly file: string;
+  private fd: number | null;
+
+  private constructor(file: string, fd: number | null) {
+    this.file = file;
+    this.fd = fd;
+  }
+
+  /** Opens runs/<name>/metrics.jsonl (pass the run folder or the file). */
+  static open(runDirOrFile: string, opts: MetricsLogOptions = {}): MetricsLog {
+    const file = runDirOrFile.endsWith('.jsonl') ? runDirOrFile : path.join(runDirOrFile, METRICS_FILE);
+    if ((opts.rank ?? 0) !== 0) return new MetricsLog(file, null);
+    const kept = opts.resumeStep === undefined ? [] : readMetrics(file).filter((r) => r.step <= opts.resumeStep!);
+    writeFileAtomicSync(file, kept.map((r) => JSON.stringify(r) + '\n').join(''));
+    return new MetricsLog(file, fs.openSync(file, 'a'));
+  }
+
+  /** Appends one record as one line (non-finite numbers are written as null). */
+  append(record: MetricRecord): void {
+    if (this.fd === null) return;
+    const line = Buffer.from(JSON.stringify(record) + '\n', 'utf8');
+    let done = 0;
+    while (done < line.byteLength) done += fs.writeSync(this.fd, line, done, line.byteLength - done);
+  }
+
+  /** fsync: the records so far survive a power cut (call at checkpoints). */
+  sync(): void {
+    if (this.fd !== null) fs.fsyncSync(this.fd);
+  }
+
+  close(): void {
+    if (this.fd !== null) {
+      fs.fsyncSync(this.fd);
+      fs.closeSync(this.fd);
+    }
+    this.fd = null;
+  }
+
+  /** Every record written so far (reads the file). */
+  records(): MetricRecord[] {
+    return readMetrics(this.file);
+  }
+}
+
+/** Tokens per second over a sliding window of recent steps. */
+export class Throughput {
+  private readonly window: number;
+  private marks: { t: number; tokens: number }[] = [];
+
+  constructor(window = 10, private readonly now: () => number = () => performance.now()) {
+    this.window = window;
+  }
+
+  /** Call once at the start and after each step with the running token count; returns tokens/s (NaN until two marks). */
+  mark(totalTokens: number): number {
+    this.marks.push({ t: this.now(), tokens: totalTokens });
+    if (this.marks.length > this.window + 1) this.marks.shift();
+    if (this.marks.length < 2) return Number.NaN;
+    const a = this.marks[0]!;
+    const b = this.marks[this.marks.length - 1]!;
+    return b.t > a.t ? ((b.tokens - a.tokens) * 1000) / (b.t - a.t) : Number.NaN;
+  }
+}

@@ -1,0 +1,133 @@
+// A standalone SVG report of a run (no browser, no libraries): training and validation loss
+// against step, and the learning rate against step, drawn from the metrics records.
+import * as path from 'node:path';
+import { writeFileAtomic } from '../util/atomic.js';
+import { METRICS_FILE, readMetrics, type MetricRecord } from './metrics.js';
+
+export const REPORT_FILE = 'report.svg';
+
+interface Series {
+  label: string;
+  color: string;
+  points: [number, number][];
+  /** Draw dots at the points (sparse series such as validation). */
+  dots?: boolean;
+}
+
+const W = 860;
+const PANEL_H = 250;
+const M = { left: 74, right: 24, top: 44, bottom: 40 };
+
+function escapeXml(s: string): string {
+  return s.replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' })[c]!);
+}
+
+/** About `count` round tick values covering [lo, hi]. */
+export function niceTicks(lo: number, hi: number, count = 5): number[] {
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [];
+  if (hi === lo) return [lo];
+  const raw = (hi - lo) / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw) ?? 10 * mag;
+  const out: number[] = [];
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) out.push(k === 0 ? 0 : Number((k * step).toPrecision(12)));
+  return out;
+}
+
+function fmt(v: number): string {
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  if (a >= 1e4 || a < 1e-2) return v.toExponential(1).replace('e+', 'e');
+  return Number(v.toPrecision(3)).toString();
+}
+
+function panel(title: string, series: Series[], top: number): string {
+  const x0 = M.left;
+  const x1 = W - M.right;
+  const y0 = top + M.top;
+  const y1 = top + PANEL_H - M.bottom;
+  const all = series.flatMap((s) => s.points);
+  const parts: string[] = [`<text x="${x0}" y="${top + 26}" class="title">${escapeXml(title)}</text>`];
+  parts.push(`<rect x="${x0}" y="${y0}" width="${x1 - x0}" height="${y1 - y0}" class="frame"/>`);
+  if (all.length === 0) {
+    parts.push(`<text x="${(x0 + x1) / 2}" y="${(y0 + y1) / 2}" class="empty" text-anchor="middle">no data yet</text>`);
+    return parts.join('\n');
+  }
+  let xmin = Math.min(...all.map((p) => p[0]));
+  let xmax = Math.max(...all.map((p) => p[0]));
+  let ymin = Math.min(...all.map((p) => p[1]));
+  let ymax = Math.max(...all.map((p) => p[1]));
+  if (xmax === xmin) xmax = xmin + 1;
+  if (ymax === ymin) {
+    const pad = Math.abs(ymin) * 0.05 || 1;
+    ymin -= pad;
+    ymax += pad;
+  } else {
+    const pad = (ymax - ymin) * 0.05;
+    ymin -= pad;
+    ymax += pad;
+  }
+  xmin = Math.min(xmin, 0);
+  const sx = (x: number): number => x0 + ((x - xmin) / (xmax - xmin)) * (x1 - x0);
+  const sy = (y: number): number => y1 - ((y - ymin) / (ymax - ymin)) * (y1 - y0);
+  for (const t of niceTicks(ymin, ymax)) {
+    const y = sy(t).toFixed(1);
+    parts.push(`<line x1="${x0}" x2="${x1}" y1="${y}" y2="${y}" class="grid"/><text x="${x0 - 6}" y="${y}" class="tick" text-anchor="end" dominant-baseline="middle">${fmt(t)}</text>`);
+  }
+  for (const t of niceTicks(xmin, xmax, 8)) {
+    const x = sx(t).toFixed(1);
+    parts.push(`<line x1="${x}" x2="${x}" y1="${y0}" y2="${y1}" class="grid"/><text x="${x}" y="${y1 + 16}" class="tick" text-anchor="middle">${fmt(t)}</text>`);
+  }
+  parts.push(`<text x="${(x0 + x1) / 2}" y="${y1 + 32}" class="axis" text-anchor="middle">step</text>`);
+  let lx = x1 - 8;
+  for (const s of [...series].reverse()) {
+    if (s.points.length === 0) continue;
+    const d = s.points.map((p, i) => `${i ? 'L' : 'M'}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join('');
+    parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.6"/>`);
+    if (s.dots) for (const p of s.points) parts.push(`<circle cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="2.6" fill="${s.color}"/>`);
+    const w = 12 + 7 * s.label.length;
+    lx -= w;
+    parts.push(`<rect x="${lx}" y="${top + 17}" width="10" height="10" fill="${s.color}"/><text x="${lx + 14}" y="${top + 26}" class="legend">${escapeXml(s.label)}</text>`);
+    lx -= 12;
+  }
+  return parts.join('\n');
+}
+
+const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/** The report as an SVG document: loss (train, validation) and learning rate against step. */
+export function renderReportSvg(records: readonly MetricRecord[], opts: { title?: string } = {}): string {
+  const pick = (key: string): [number, number][] => records.filter((r) => finite(r[key])).map((r) => [r.step, r[key] as number]);
+  const loss: Series[] = [
+    { label: 'train loss', color: '#1f77b4', points: pick('loss') },
+    { label: 'val loss', color: '#d62728', points: pick('valLoss'), dots: true },
+  ];
+  const lr: Series[] = [{ label: 'learning rate', color: '#2ca02c', points: pick('lr') }];
+  const last = records.length ? records[records.length - 1]! : undefined;
+  const subtitle = last
+    ? `step ${last.step}` + (finite(last.loss) ? ` · loss ${fmt(last.loss)}` : '') + (finite(last.tokensPerSec) ? ` · ${fmt(last.tokensPerSec)} tok/s` : '')
+    : 'no records';
+  const H = 2 * PANEL_H + 40;
+  return [
+    `<?xml version="1.0" encoding="UTF-8"?>`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif">`,
+    `<style>.title{font-size:15px;font-weight:bold}.tick{font-size:11px;fill:#555}.axis{font-size:12px;fill:#333}.legend{font-size:12px}.grid{stroke:#e6e6e6}.frame{fill:none;stroke:#999}.empty{font-size:13px;fill:#888}.sub{font-size:12px;fill:#555}</style>`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="${M.left}" y="22" class="title">${escapeXml(opts.title ?? 'training report')}</text>`,
+    `<text x="${W - M.right}" y="22" class="sub" text-anchor="end">${escapeXml(subtitle)}</text>`,
+    `<g transform="translate(0, 20)">`,
+    panel('Loss', loss, 0),
+    panel('Learning rate', lr, PANEL_H),
+    `</g>`,
+    `</svg>`,
+    '',
+  ].join('\n');
+}
+
+/** Reads runs/<name>/metrics.jsonl and writes runs/<name>/report.svg atomically; returns its path. */
+export async function writeReport(runDir: string, opts: { title?: string; records?: readonly MetricRecord[] } = {}): Promise<string> {
+  const records = opts.records ?? readMetrics(path.join(runDir, METRICS_FILE));
+  const file = path.join(runDir, REPORT_FILE);
+  await writeFileAtomic(file, renderReportSvg(records, { title: opts.title ?? path.basename(runDir) }));
+  return file;
+}

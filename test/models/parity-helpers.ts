@@ -1,0 +1,65 @@
+// Shared by the Hugging Face parity tests: our side of scripts/hf-parity.py's `run`.
+import { adamwStep, clipGradNorm, noGrad, scope, Tensor, type LlamaForCausalLM } from '../../src/index.js';
+
+export interface Batch { tokens: number[]; targets: number[]; cuSeqlens: number[] }
+export interface Hyper { lr: number; beta1: number; beta2: number; eps: number; weight_decay: number; max_norm: number }
+
+export interface RunResult {
+  logits: Float32Array;
+  loss: number;
+  grads: Map<string, Float32Array>;
+  losses: number[];
+  gradNorms: number[];
+  final: Map<string, Float32Array>;
+}
+
+const packed = (b: Batch) => ({
+  tokens: Int32Array.from(b.tokens), targets: Int32Array.from(b.targets), cuSeqlens: Int32Array.from(b.cuSeqlens),
+});
+
+/** Logits, loss and gradients on batches[0], then `steps` AdamW steps (clipped) from batches[0]. */
+export function runOurs(model: LlamaForCausalLM, batches: Batch[], steps: number, hp: Hyper): RunResult {
+  const params = model.namedParameters();
+  const logitsT = noGrad(() => model.forward(packed(batches[0]!)));
+  const logits = logitsT.toArray() as Float32Array;
+  logitsT.dispose();
+  const lossT = model.loss(packed(batches[0]!));
+  const loss = lossT.item();
+  lossT.backward();
+  lossT.dispose();
+  const grads = new Map(params.map(([n, p]) => [n, p.grad!.toArray() as Float32Array]));
+  model.zeroGrad();
+  const state = params.map(([, p]) => ({ m: Tensor.zeros(p.shape), v: Tensor.zeros(p.shape) }));
+  const losses: number[] = [];
+  const gradNorms: number[] = [];
+  for (let step = 1; step <= steps; step++) {
+    const l = scope(() => model.loss(packed(batches[(step - 1) % batches.length]!)));
+    losses.push(l.item());
+    l.backward();
+    l.dispose();
+    const gs = params.map(([, p]) => p.grad!);
+    gradNorms.push(clipGradNorm(gs, hp.max_norm).norm);
+    params.forEach(([, p], i) =>
+      adamwStep(p, gs[i]!, state[i]!.m, state[i]!.v, {
+        lr: hp.lr, beta1: hp.beta1, beta2: hp.beta2, eps: hp.eps, weightDecay: hp.weight_decay, step,
+      }));
+    model.zeroGrad();
+  }
+  for (const s of state) {
+    s.m.dispose();
+    s.v.dispose();
+  }
+  const final = new Map(params.map(([n, p]) => [n, p.toArray() as Float32Array]));
+  return { logits, loss, grads, losses, gradNorms, final };
+}
+
+/** max |a - b| / (max |b| over the tensor): the error relative to the tensor's scale. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num = Math.max(num, Math.abs(a[i]! - b[i]!));
+    den = Math.max(den, Math.abs(b[i]!));
+  }
+  return den === 0 ? num : num / den;
+}
