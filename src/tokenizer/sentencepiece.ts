@@ -53,6 +53,8 @@ function normalize(text: string, spec: NormalizerSpec): string {
 }
 
 export class SentencePieceTokenizer {
+  /** What it was made from: a file path, 'llama2', or 'sentencepiece' (token shards record it). */
+  readonly name: string;
   readonly model: SentencePieceModel;
   private readonly pieces: readonly Piece[];
   private readonly bpe: BpeModel | null;
@@ -63,7 +65,8 @@ export class SentencePieceTokenizer {
   private readonly surfaceBos: (string | null)[];
   private readonly byteValue: Int16Array;
 
-  constructor(model: SentencePieceModel) {
+  constructor(model: SentencePieceModel, name = 'sentencepiece') {
+    this.name = name;
     this.model = model;
     this.pieces = model.pieces;
     const t = model.trainerSpec;
@@ -121,7 +124,7 @@ export class SentencePieceTokenizer {
     } else {
       throw new PatentGPTError('E_ARGUMENT', 'SentencePieceTokenizer.load takes a path or the bytes of a tokenizer.model');
     }
-    return new SentencePieceTokenizer(decodeModelProto(bytes, what));
+    return new SentencePieceTokenizer(decodeModelProto(bytes, what), typeof source === 'string' ? source : 'sentencepiece');
   }
 
   /** The tokenizer.model bytes of this tokenizer (a valid ModelProto). */
@@ -294,6 +297,6 @@ export class SentencePieceTokenizer {
    * of '▁' score -1e9; 0 is <unk>, 1 and 2 are <s> and </s>, 3..258 are <0x00>..<0xFF>).
    */
   static llama2(): SentencePieceTokenizer {
-    return new SentencePieceTokenizer(llama2Model());
+    return new SentencePieceTokenizer(llama2Model(), 'llama2');
   }
 }
