@@ -276,10 +276,6 @@ export class BpeModel {
     }
   }
 
-  private classAt(cp: number): number {
-    return cp < 0x10000 ? this.bmpClass[cp]! : (this.astralClass.get(cp) ?? 0);
-  }
-
   private joinable(a: number, b: number): boolean {
     if (a === 0 || b === 0) return false;
     const bit = a * this.classCount + b;
