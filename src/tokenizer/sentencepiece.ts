@@ -64,6 +64,7 @@ export class SentencePieceTokenizer {
   private readonly surface: string[];
   private readonly surfaceBos: (string | null)[];
   private readonly byteValue: Int16Array;
+  private scratch = new IdBuffer(1024);
 
   constructor(model: SentencePieceModel, name = 'sentencepiece') {
     this.name = name;
@@ -218,9 +219,15 @@ export class SentencePieceTokenizer {
 
   /** Token ids of a text (a string, or UTF-8 bytes). */
   encode(text: string | Uint8Array, opts: EncodeOptions = {}): Int32Array {
-    const out = new IdBuffer(typeof text === 'string' ? (text.length >> 1) + 8 : (text.length >> 2) + 8);
-    this.encodeInto(text, opts, out);
-    return out.toArray();
+    // One growing buffer for all calls (encode never re-enters itself); the result is a copy.
+    const out = this.scratch;
+    out.length = 0;
+    try {
+      this.encodeInto(text, opts, out);
+      return out.toArray();
+    } finally {
+      if (out.data.length > 1 << 20) this.scratch = new IdBuffer(1024); // do not hold on to a huge one
+    }
   }
 
   /** Token ids of each text. */
