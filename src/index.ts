@@ -3,3 +3,4 @@ export * from './tensor/index.js';
 export { PatentGPTError, type ErrorCode } from './errors.js';
 export * from './nn/index.js';
 export * from './models/index.js';
+export * from './tokenizer/index.js';

@@ -1,0 +1,16 @@
+// Tokenizers: SentencePiece-compatible BPE with LLaMA-2's exact semantics, and the byte-level one.
+export { SentencePieceTokenizer, SPACE_SYMBOL, type EncodeOptions } from './sentencepiece.js';
+export {
+  PieceType,
+  decodeModelProto,
+  encodeModelProto,
+  SENTENCEPIECE_MODEL_PROTO,
+  type ModelType,
+  type NormalizerSpec,
+  type Piece,
+  type SentencePieceModel,
+  type TrainerSpec,
+} from './model.js';
+export { llama2Model, llama2Vocabulary, LLAMA2_VOCAB_SIZE } from './llama2.js';
+export { decodeUtf8, encodeUtf8, utf8Length } from './utf8.js';
+export { ByteTokenizer, BYTE_BOS_ID, BYTE_EOS_ID, BYTE_PAD_ID, BYTE_VOCAB_SIZE } from './byte.js';
