@@ -98,6 +98,10 @@ export interface Addon {
   // adamw.cpp
   adamwStep(param: S, paramO: O, m: S, mO: O, v: S, vO: O, grad: S, gradO: O, n: number, lr: number,
     beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
+
+  // minhash.cpp: sig (N, P) of N documents text[offsets[d], offsets[d+1]); mode 0 words, 1 characters
+  minhashSignatures(sig: Uint32Array, text: Uint8Array, offsets: BigInt64Array, N: number, P: number,
+    k: number, mode: 0 | 1, seed: number): void;
 }
 
 let loaded: Addon | null = null;

@@ -1,0 +1,63 @@
+// Bindings of native/cpu/minhash.cpp. Arguments are plain typed arrays (text is a byte batch,
+// not a tensor); every length is checked before the kernel runs.
+#include <string>
+#include <vector>
+
+#include "args.h"
+
+namespace pg {
+void minhash_params(uint64_t* a, uint64_t* b, int P, uint64_t seed);
+void minhash_signatures(uint32_t* sig, const uint8_t* text, const int64_t* offsets, int64_t N, int P, int k,
+                        int mode, const uint64_t* a, const uint64_t* b);
+}  // namespace pg
+
+namespace pgnode {
+
+namespace {
+
+template <typename T>
+T* Typed(const Args& a, const Napi::Value& v, napi_typedarray_type type, const char* name, const char* want,
+         int64_t count) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    a.Fail(std::string(name) + " must be a " + want);
+  auto arr = v.As<Napi::TypedArray>();
+  if (static_cast<int64_t>(arr.ElementLength()) < count)
+    a.Fail(std::string(name) + " needs " + std::to_string(count) + " elements, has " +
+           std::to_string(arr.ElementLength()));
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset());
+}
+
+// minhashSignatures(sig: Uint32Array (N*P), text: Uint8Array, offsets: BigInt64Array (N+1),
+//                   N, P, k, mode ('word' 0 | 'char' 1), seed)
+Napi::Value MinhashSignatures(const Napi::CallbackInfo& info) {
+  Args a(info, "minhashSignatures", 8);
+  const int64_t N = a.Size(3, "N"), P = a.Size(4, "P"), k = a.Size(5, "k"), mode = a.Size(6, "mode");
+  const int64_t seed = a.Int(7, "seed");
+  if (P < 1 || P > 4096) a.Fail("P (permutations) must be in [1, 4096], got " + std::to_string(P));
+  if (k < 1 || k > 32) a.Fail("k (shingle size) must be in [1, 32], got " + std::to_string(k));
+  if (mode > 1) a.Fail("mode must be 0 (words) or 1 (characters)");
+  uint32_t* sig = Typed<uint32_t>(a, info[0], napi_uint32_array, "sig", "Uint32Array", a.Mul(N, P));
+  const int64_t* off = Typed<int64_t>(a, info[2], napi_bigint64_array, "offsets", "BigInt64Array", N + 1);
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    a.Fail("text must be a Uint8Array");
+  auto textArr = info[1].As<Napi::Uint8Array>();
+  const int64_t bytes = static_cast<int64_t>(textArr.ElementLength());
+  for (int64_t d = 0; d < N; d++)
+    if (off[d] < 0 || off[d] > off[d + 1] || off[d + 1] > bytes)
+      a.Fail("offsets must rise from >= 0 to <= text.length (" + std::to_string(bytes) + "); offsets[" +
+             std::to_string(d) + "] = " + std::to_string(off[d]) + ", next " + std::to_string(off[d + 1]));
+  if (Overlap(sig, N * P, textArr.Data(), bytes)) a.Fail("sig must not share memory with text");
+  std::vector<uint64_t> pa(P), pb(P);
+  pg::minhash_params(pa.data(), pb.data(), static_cast<int>(P), static_cast<uint64_t>(seed));
+  pg::minhash_signatures(sig, textArr.Data(), off, N, static_cast<int>(P), static_cast<int>(k), static_cast<int>(mode),
+                         pa.data(), pb.data());
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterMinhash(Napi::Env env, Napi::Object exports) {
+  exports.Set("minhashSignatures", Napi::Function::New(env, MinhashSignatures, "minhashSignatures"));
+}
+
+}  // namespace pgnode

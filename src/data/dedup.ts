@@ -1,0 +1,258 @@
+// Deduplication: exact (a hash of the normalised text) and near-duplicate (MinHash signatures
+// from the native kernel, banded LSH for candidates, then the signature's Jaccard estimate
+// against the threshold). Clusters are union-find components; the lowest index is kept.
+// Works across parts: each part saves its signatures and exact keys (savePart), and merge
+// runs over all parts in order, so every part's decision is the same wherever it ran.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { PatentGPTError } from '../errors.js';
+import { minhashSignatures } from '../tensor/minhash.js';
+import { writeFileAtomic } from '../util/atomic.js';
+
+export interface DedupConfig {
+  /** Exact duplicates (normalised text hash). Default true. */
+  exact?: boolean;
+  /** Near duplicates by MinHash LSH. Default true. */
+  near?: boolean;
+  /** Jaccard similarity of shingle sets at or above which two documents are duplicates. Default 0.8. */
+  threshold?: number;
+  /** Signature length. Default 128. */
+  permutations?: number;
+  /** Words (or CJK characters) per shingle. Default 5. */
+  shingle?: number;
+  /** LSH bands x rows = permutations; default: chosen for the threshold (few false negatives). */
+  bands?: number;
+  seed?: number;
+}
+
+export interface ResolvedDedup {
+  exact: boolean;
+  near: boolean;
+  threshold: number;
+  permutations: number;
+  shingle: number;
+  bands: number;
+  rows: number;
+  seed: number;
+}
+
+const CJK_RE = /([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af])/g;
+
+/** Text as dedup sees it: NFKC, lower case, punctuation gone, each CJK character a word. */
+export function normalizeForDedup(text: string): string {
+  return text
+    .normalize('NFKC')
+    .toLowerCase()
+    .replace(/[\p{P}\p{S}]+/gu, ' ')
+    .replace(CJK_RE, ' $1 ')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
+/** 128-bit hex key of the normalised text. */
+export function exactKey(normalized: string): string {
+  return createHash('md5').update(normalized).digest('hex');
+}
+
+// Probability that a pair of similarity s shares at least one of b bands of r rows.
+function collision(s: number, b: number, r: number): number {
+  return 1 - (1 - s ** r) ** b;
+}
+
+/** (bands, rows) with bands * rows <= P minimising weighted false positives and negatives
+ *  (false negatives weigh 19x: candidates are verified, misses are lost). */
+export function lshParams(threshold: number, P: number): { bands: number; rows: number } {
+  let best = { bands: 1, rows: P, cost: Infinity };
+  const steps = 200;
+  for (let b = 1; b <= P; b++) {
+    const r = Math.floor(P / b);
+    if (r < 1) break;
+    let fp = 0;
+    let fn = 0;
+    for (let i = 0; i < steps; i++) {
+      const s = (i + 0.5) / steps;
+      if (s < threshold) fp += collision(s, b, r) / steps;
+      else fn += (1 - collision(s, b, r)) / steps;
+    }
+    const cost = 0.05 * fp + 0.95 * fn;
+    if (cost < best.cost) best = { bands: b, rows: r, cost };
+  }
+  return { bands: best.bands, rows: best.rows };
+}
+
+export function resolveDedup(cfg: DedupConfig = {}): ResolvedDedup {
+  const known = new Set(['exact', 'near', 'threshold', 'permutations', 'shingle', 'bands', 'seed']);
+  for (const k of Object.keys(cfg)) if (!known.has(k)) throw new PatentGPTError('E_CONFIG', `dedup: unknown field '${k}' (known: ${[...known].join(', ')})`);
+  const threshold = cfg.threshold ?? 0.8;
+  if (!(threshold > 0 && threshold <= 1)) throw new PatentGPTError('E_CONFIG', `dedup.threshold must be in (0, 1], got ${threshold}`);
+  const P = cfg.permutations ?? 128;
+  if (!Number.isInteger(P) || P < 2 || P > 4096) throw new PatentGPTError('E_CONFIG', `dedup.permutations must be an integer in [2, 4096], got ${P}`);
+  const shingle = cfg.shingle ?? 5;
+  if (!Number.isInteger(shingle) || shingle < 1 || shingle > 32) throw new PatentGPTError('E_CONFIG', `dedup.shingle must be an integer in [1, 32], got ${shingle}`);
+  let { bands, rows } = lshParams(threshold, P);
+  if (cfg.bands !== undefined) {
+    if (!Number.isInteger(cfg.bands) || cfg.bands < 1 || cfg.bands > P) throw new PatentGPTError('E_CONFIG', `dedup.bands must be an integer in [1, ${P}], got ${cfg.bands}`);
+    bands = cfg.bands;
+    rows = Math.floor(P / bands);
+  }
+  return { exact: cfg.exact ?? true, near: cfg.near ?? true, threshold, permutations: P, shingle, bands, rows, seed: cfg.seed ?? 1 };
+}
+
+/** Signatures of normalised texts under a resolved config. */
+export function signatures(normalized: readonly string[], c: ResolvedDedup): Uint32Array {
+  return minhashSignatures(normalized, { permutations: c.permutations, shingle: c.shingle, unit: 'word', seed: c.seed });
+}
+
+/** Estimated Jaccard similarity: the share of equal signature entries. */
+export function estimateJaccard(sig: Uint32Array, i: number, j: number, P: number): number {
+  let eq = 0;
+  const a = i * P;
+  const b = j * P;
+  for (let p = 0; p < P; p++) if (sig[a + p] === sig[b + p]) eq++;
+  return eq / P;
+}
+
+export interface DedupResult {
+  /** Representative (kept document) of each document; rep[i] === i means kept. */
+  rep: Int32Array;
+  /** Why each duplicate goes: 1 exact, 2 near; 0 for kept documents. */
+  kind: Uint8Array;
+  exactDuplicates: number;
+  nearDuplicates: number;
+  /** Clusters of two or more documents, each as its member indices (representative first). */
+  clusters: number[][];
+}
+
+function find(parent: Int32Array, x: number): number {
+  while (parent[x] !== x) {
+    parent[x] = parent[parent[x]!]!;
+    x = parent[x]!;
+  }
+  return x;
+}
+
+function union(parent: Int32Array, a: number, b: number): void {
+  const ra = find(parent, a);
+  const rb = find(parent, b);
+  if (ra === rb) return;
+  // the lower index stays the root: the first occurrence is the one kept
+  if (ra < rb) parent[rb] = ra;
+  else parent[ra] = rb;
+}
+
+/**
+ * Duplicate clusters over n documents in order. keys: exact keys (or null to skip exact);
+ * sig: (n, P) signatures (or null to skip near). Memory: n * 8 bytes per band pass, plus sig.
+ */
+export function findDuplicates(n: number, keys: readonly string[] | null, sig: Uint32Array | null, c: ResolvedDedup): DedupResult {
+  const parent = new Int32Array(n);
+  for (let i = 0; i < n; i++) parent[i] = i;
+  const exactOf = new Int32Array(n).fill(-1);
+  if (keys && c.exact) {
+    const first = new Map<string, number>();
+    for (let i = 0; i < n; i++) {
+      const f = first.get(keys[i]!);
+      if (f === undefined) first.set(keys[i]!, i);
+      else {
+        exactOf[i] = f;
+        union(parent, f, i);
+      }
+    }
+  }
+  if (sig && c.near && n > 1) {
+    const P = c.permutations;
+    const order = new BigUint64Array(n);
+    for (let band = 0; band < c.bands; band++) {
+      const off = band * c.rows;
+      for (let i = 0; i < n; i++) {
+        // FNV-1a over the band's rows: a 32-bit bucket; verification removes chance collisions
+        let h = 0x811c9dc5;
+        const base = i * P + off;
+        for (let r = 0; r < c.rows; r++) h = Math.imul(h ^ sig[base + r]!, 0x01000193);
+        order[i] = (BigInt(h >>> 0) << 32n) | BigInt(i);
+      }
+      order.sort();
+      let g = 0;
+      while (g < n) {
+        const key = order[g]! >> 32n;
+        let e = g + 1;
+        while (e < n && order[e]! >> 32n === key) e++;
+        if (e - g > 1) {
+          const first = Number(order[g]! & 0xffffffffn);
+          for (let m = g + 1; m < e; m++) {
+            const j = Number(order[m]! & 0xffffffffn);
+            if (find(parent, first) === find(parent, j)) continue;
+            if (estimateJaccard(sig, first, j, P) >= c.threshold) union(parent, first, j);
+          }
+        }
+        g = e;
+      }
+    }
+  }
+  const rep = new Int32Array(n);
+  const kind = new Uint8Array(n);
+  const members = new Map<number, number[]>();
+  let exactDuplicates = 0;
+  let nearDuplicates = 0;
+  for (let i = 0; i < n; i++) {
+    const r = find(parent, i);
+    rep[i] = r;
+    if (r !== i) {
+      const exact = exactOf[i]! >= 0 || (keys !== null && c.exact && keys[i] === keys[r]);
+      kind[i] = exact ? 1 : 2;
+      if (exact) exactDuplicates++;
+      else nearDuplicates++;
+      let m = members.get(r);
+      if (!m) members.set(r, (m = [r]));
+      m.push(i);
+    }
+  }
+  return { rep, kind, exactDuplicates, nearDuplicates, clusters: [...members.values()] };
+}
+
+// ------------------------------------------------------------------ per-part state on disk
+
+const MAGIC = 'PGDEDUP1';
+
+/** Saves one part's exact keys and signatures: merge() reads every part back in order. */
+export async function savePart(file: string, keys: readonly string[], sig: Uint32Array, c: ResolvedDedup): Promise<void> {
+  const n = keys.length;
+  if (sig.length !== n * c.permutations) throw new PatentGPTError('E_ARGUMENT', `savePart: ${n} keys but ${sig.length / c.permutations} signatures`);
+  const header = Buffer.from(JSON.stringify({ magic: MAGIC, n, permutations: c.permutations, shingle: c.shingle, seed: c.seed }));
+  const head = Buffer.alloc(4);
+  head.writeUInt32LE(header.length);
+  const keyBytes = Buffer.from(keys.join(''), 'hex');
+  await writeFileAtomic(file, Buffer.concat([head, header, keyBytes, Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength)]));
+}
+
+export interface PartState {
+  keys: string[];
+  sig: Uint32Array;
+}
+
+export function loadPart(file: string, c: ResolvedDedup): PartState {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch (err) {
+    throw new PatentGPTError('E_IO', `${file}: cannot read dedup state (${err instanceof Error ? err.message : String(err)}); run that part's scan first`);
+  }
+  const hl = buf.readUInt32LE(0);
+  let h: { magic: string; n: number; permutations: number; shingle: number; seed: number };
+  try {
+    h = JSON.parse(buf.subarray(4, 4 + hl).toString('utf8'));
+  } catch {
+    throw new PatentGPTError('E_FORMAT', `${file}: not a dedup state file (bad header); delete it and rescan the part`);
+  }
+  if (h.magic !== MAGIC) throw new PatentGPTError('E_FORMAT', `${file}: not a dedup state file; delete it and rescan the part`);
+  if (h.permutations !== c.permutations || h.shingle !== c.shingle || h.seed !== c.seed)
+    throw new PatentGPTError('E_CONFIG', `${file}: made with permutations ${h.permutations}, shingle ${h.shingle}, seed ${h.seed}; the config says ${c.permutations}, ${c.shingle}, ${c.seed}. Rescan the parts with one config`);
+  const keyEnd = 4 + hl + h.n * 16;
+  if (buf.length !== keyEnd + h.n * c.permutations * 4) throw new PatentGPTError('E_FORMAT', `${file}: truncated dedup state; delete it and rescan the part`);
+  const hex = buf.subarray(4 + hl, keyEnd).toString('hex');
+  const keys: string[] = new Array(h.n);
+  for (let i = 0; i < h.n; i++) keys[i] = hex.slice(i * 32, i * 32 + 32);
+  const sig = new Uint32Array(h.n * c.permutations);
+  Buffer.from(sig.buffer).set(buf.subarray(keyEnd));
+  return { keys, sig };
+}
