@@ -212,17 +212,42 @@ export function findDuplicates(n: number, keys: readonly string[] | null, sig: U
 
 // ------------------------------------------------------------------ per-part state on disk
 
+/** Streams one part's exact keys and signatures to a folder (keys.bin, sigs.bin, meta.json), so a
+ *  scan holds one batch at a time; merge reads every part back in order. */
+export class PartWriter {
+  private n = 0;
+  private readonly keys: fs.WriteStream;
+  private readonly sigs: fs.WriteStream;
+
+  constructor(readonly dir: string, readonly c: ResolvedDedup) {
+    fs.mkdirSync(dir, { recursive: true });
+    this.keys = fs.createWriteStream(`${dir}/keys.bin`);
+    this.sigs = fs.createWriteStream(`${dir}/sigs.bin`);
+  }
+
+  async add(keys: readonly string[], sig: Uint32Array): Promise<void> {
+    if (sig.length !== keys.length * this.c.permutations) throw new PatentGPTError('E_ARGUMENT', `PartWriter: ${keys.length} keys but ${sig.length / this.c.permutations} signatures`);
+    this.n += keys.length;
+    const ok1 = this.keys.write(Buffer.from(keys.join(''), 'hex'));
+    const ok2 = this.sigs.write(Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength));
+    if (!ok1) await new Promise<void>((r) => this.keys.once('drain', () => r()));
+    if (!ok2) await new Promise<void>((r) => this.sigs.once('drain', () => r()));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([new Promise<void>((r, j) => this.keys.end((e?: Error | null) => (e ? j(e) : r()))), new Promise<void>((r, j) => this.sigs.end((e?: Error | null) => (e ? j(e) : r())))]);
+    const { permutations, shingle, seed } = this.c;
+    await writeFileAtomic(`${this.dir}/meta.json`, JSON.stringify({ magic: MAGIC, n: this.n, permutations, shingle, seed }));
+  }
+}
+
 const MAGIC = 'PGDEDUP1';
 
-/** Saves one part's exact keys and signatures: merge() reads every part back in order. */
-export async function savePart(file: string, keys: readonly string[], sig: Uint32Array, c: ResolvedDedup): Promise<void> {
-  const n = keys.length;
-  if (sig.length !== n * c.permutations) throw new PatentGPTError('E_ARGUMENT', `savePart: ${n} keys but ${sig.length / c.permutations} signatures`);
-  const header = Buffer.from(JSON.stringify({ magic: MAGIC, n, permutations: c.permutations, shingle: c.shingle, seed: c.seed }));
-  const head = Buffer.alloc(4);
-  head.writeUInt32LE(header.length);
-  const keyBytes = Buffer.from(keys.join(''), 'hex');
-  await writeFileAtomic(file, Buffer.concat([head, header, keyBytes, Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength)]));
+/** Saves one part's exact keys and signatures in one go (small parts, tests). */
+export async function savePart(dir: string, keys: readonly string[], sig: Uint32Array, c: ResolvedDedup): Promise<void> {
+  const w = new PartWriter(dir, c);
+  await w.add(keys, sig);
+  await w.close();
 }
 
 export interface PartState {
@@ -230,29 +255,23 @@ export interface PartState {
   sig: Uint32Array;
 }
 
-export function loadPart(file: string, c: ResolvedDedup): PartState {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (err) {
-    throw new PatentGPTError('E_IO', `${file}: cannot read dedup state (${err instanceof Error ? err.message : String(err)}); run that part's scan first`);
-  }
-  const hl = buf.readUInt32LE(0);
+export function loadPart(dir: string, c: ResolvedDedup): PartState {
   let h: { magic: string; n: number; permutations: number; shingle: number; seed: number };
   try {
-    h = JSON.parse(buf.subarray(4, 4 + hl).toString('utf8'));
-  } catch {
-    throw new PatentGPTError('E_FORMAT', `${file}: not a dedup state file (bad header); delete it and rescan the part`);
+    h = JSON.parse(fs.readFileSync(`${dir}/meta.json`, 'utf8'));
+  } catch (err) {
+    throw new PatentGPTError('E_IO', `${dir}: no readable dedup state (${err instanceof Error ? err.message : String(err)}); run that part's scan first`);
   }
-  if (h.magic !== MAGIC) throw new PatentGPTError('E_FORMAT', `${file}: not a dedup state file; delete it and rescan the part`);
+  if (h.magic !== MAGIC) throw new PatentGPTError('E_FORMAT', `${dir}/meta.json: not a dedup state; delete the folder and rescan the part`);
   if (h.permutations !== c.permutations || h.shingle !== c.shingle || h.seed !== c.seed)
-    throw new PatentGPTError('E_CONFIG', `${file}: made with permutations ${h.permutations}, shingle ${h.shingle}, seed ${h.seed}; the config says ${c.permutations}, ${c.shingle}, ${c.seed}. Rescan the parts with one config`);
-  const keyEnd = 4 + hl + h.n * 16;
-  if (buf.length !== keyEnd + h.n * c.permutations * 4) throw new PatentGPTError('E_FORMAT', `${file}: truncated dedup state; delete it and rescan the part`);
-  const hex = buf.subarray(4 + hl, keyEnd).toString('hex');
+    throw new PatentGPTError('E_CONFIG', `${dir}: made with permutations ${h.permutations}, shingle ${h.shingle}, seed ${h.seed}; the config says ${c.permutations}, ${c.shingle}, ${c.seed}. Rescan the parts with one config`);
+  const kb = fs.readFileSync(`${dir}/keys.bin`);
+  const sb = fs.readFileSync(`${dir}/sigs.bin`);
+  if (kb.length !== h.n * 16 || sb.length !== h.n * c.permutations * 4) throw new PatentGPTError('E_FORMAT', `${dir}: truncated dedup state (${h.n} documents in meta.json); delete the folder and rescan the part`);
+  const hex = kb.toString('hex');
   const keys: string[] = new Array(h.n);
   for (let i = 0; i < h.n; i++) keys[i] = hex.slice(i * 32, i * 32 + 32);
   const sig = new Uint32Array(h.n * c.permutations);
-  Buffer.from(sig.buffer).set(buf.subarray(keyEnd));
+  Buffer.from(sig.buffer).set(sb);
   return { keys, sig };
 }

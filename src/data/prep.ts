@@ -1,0 +1,486 @@
+// The data-prep pipeline: read -> filter -> dedup -> tokenize -> mix -> token shards, in three
+// phases so that N machines can share a corpus (--shard i/N):
+//   scan  (per part): read its files, filter, exact keys + MinHash signatures, tokenize; spool
+//                     the tokens (a ShardWriter set) and a row per document to work/part-i.
+//   merge (once):     dedup over every part's signatures in part order; available tokens per
+//                     category after dedup; written to work/merge.
+//   emit  (per part): for each stage, copies per kept document from the stage's weights and
+//                     token budget (deterministic from the seed and the document id); writes
+//                     out/<stage>/part-i (shards + manifest + provenance) and the report.
+// Every phase writes into a temporary folder renamed when complete, so a restarted run redoes
+// only unfinished phases and, being deterministic, produces the same bytes. Memory: one
+// document and one signature batch while scanning; the signatures of all kept documents
+// (4 * permutations bytes each) while merging.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PatentGPTError } from '../errors.js';
+import { ByteTokenizer } from '../tokenizer/byte.js';
+import { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { Ledger } from './document.js';
+import { type DedupConfig, PartWriter, exactKey, findDuplicates, loadPart, normalizeForDedup, resolveDedup, signatures } from './dedup.js';
+import { type FilterConfig, type PerplexityScorer, applyFilters, buildFilters } from './filters.js';
+import { FORMATS, type FieldMap, type Format, listFiles, readDocuments } from './readers/index.js';
+import { ShardSet, ShardWriter } from './shards.js';
+
+export interface InputConfig {
+  /** A file or a folder (read recursively), relative to the config file. */
+  path: string;
+  category?: string;
+  format?: Format;
+  lang?: string;
+  fields?: FieldMap;
+  header?: boolean;
+  columns?: string[];
+  split?: 'file' | 'paragraph' | 'line';
+  /** Overrides of the global filters for this input; false turns filtering off. */
+  filters?: FilterConfig | false;
+  /** File names (basename regex) to skip inside a folder. */
+  exclude?: string;
+}
+
+export interface StageConfig {
+  /** Token budget of the stage; without it, weights are copy factors (1 = every document once). */
+  tokens?: number;
+  /** Category -> weight; categories not listed are left out of the stage. */
+  weights: Record<string, number>;
+}
+
+export interface TokenizerConfig {
+  type: 'byte' | 'sentencepiece' | 'llama2';
+  /** tokenizer.model path (sentencepiece). */
+  model?: string;
+  /** Append EOS to every document (default true). */
+  eos?: boolean;
+}
+
+export interface PrepConfig {
+  output: string;
+  /** Scratch folder (spooled tokens, dedup state). Default <output>/work. */
+  work?: string;
+  inputs: InputConfig[];
+  filters?: FilterConfig;
+  dedup?: DedupConfig;
+  tokenizer: TokenizerConfig;
+  stages: Record<string, StageConfig>;
+  seed?: number;
+  maxDocBytes?: number;
+  /** Documents per signature batch (default 256). */
+  batchDocs?: number;
+}
+
+function cfgError(file: string, msg: string): PatentGPTError {
+  return new PatentGPTError('E_CONFIG', `${file}: ${msg}`);
+}
+
+/** Reads and validates a prep config; paths become absolute (relative to the file's folder). */
+export function loadPrepConfig(file: string): PrepConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw cfgError(file, `cannot read the config as JSON (${err instanceof Error ? err.message : String(err)})`);
+  }
+  return validatePrepConfig(raw, path.dirname(path.resolve(file)), file);
+}
+
+export function validatePrepConfig(raw: unknown, baseDir: string, name = 'prep config'): PrepConfig {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw cfgError(name, 'must be a JSON object');
+  const c = raw as Record<string, unknown>;
+  const known = ['output', 'work', 'inputs', 'filters', 'dedup', 'tokenizer', 'stages', 'seed', 'maxDocBytes', 'batchDocs', '$comment'];
+  for (const k of Object.keys(c)) if (!known.includes(k)) throw cfgError(name, `unknown field '${k}' (known: ${known.join(', ')})`);
+  if (typeof c.output !== 'string' || !c.output) throw cfgError(name, "'output' must name a folder");
+  if (!Array.isArray(c.inputs) || c.inputs.length === 0) throw cfgError(name, "'inputs' must be a non-empty array of {path, category, ...}");
+  const inputs = c.inputs.map((x, i) => {
+    if (!x || typeof x !== 'object' || typeof (x as InputConfig).path !== 'string') throw cfgError(name, `inputs[${i}].path must be a string`);
+    const inp = { ...(x as InputConfig) };
+    const ik = ['path', 'category', 'format', 'lang', 'fields', 'header', 'columns', 'split', 'filters', 'exclude', '$comment'];
+    for (const k of Object.keys(inp)) if (!ik.includes(k)) throw cfgError(name, `inputs[${i}]: unknown field '${k}' (known: ${ik.join(', ')})`);
+    if (inp.format !== undefined && !FORMATS.includes(inp.format)) throw cfgError(name, `inputs[${i}].format must be one of ${FORMATS.join(', ')}`);
+    if (inp.category !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(inp.category)) throw cfgError(name, `inputs[${i}].category must be a short name of letters, digits, '_', '.', '-'`);
+    inp.path = path.resolve(baseDir, inp.path);
+    return inp;
+  });
+  const tok = c.tokenizer as TokenizerConfig | undefined;
+  if (!tok || !['byte', 'sentencepiece', 'llama2'].includes(tok.type)) throw cfgError(name, "tokenizer.type must be 'byte', 'sentencepiece' or 'llama2'");
+  if (tok.type === 'sentencepiece') {
+    if (typeof tok.model !== 'string') throw cfgError(name, 'tokenizer.model must name a tokenizer.model file');
+    tok.model = path.resolve(baseDir, tok.model);
+  }
+  if (!c.stages || typeof c.stages !== 'object' || Object.keys(c.stages).length === 0) throw cfgError(name, "'stages' must map stage names to {tokens?, weights}");
+  for (const [s, st] of Object.entries(c.stages as Record<string, StageConfig>)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(s)) throw cfgError(name, `stage name '${s}' must be letters, digits, '_', '.', '-'`);
+    if (!st || typeof st.weights !== 'object') throw cfgError(name, `stages.${s}.weights must map categories to weights`);
+    for (const [k, w] of Object.entries(st.weights)) if (typeof w !== 'number' || !(w >= 0) || !Number.isFinite(w)) throw cfgError(name, `stages.${s}.weights.${k} must be a number >= 0`);
+    if (st.tokens !== undefined && !(Number.isSafeInteger(st.tokens) && st.tokens > 0)) throw cfgError(name, `stages.${s}.tokens must be a positive integer`);
+  }
+  // validate filter and dedup configs now, not halfway through a run
+  buildFilters((c.filters as FilterConfig) ?? {});
+  for (const inp of inputs) if (inp.filters) buildFilters({ ...((c.filters as FilterConfig) ?? {}), ...inp.filters });
+  resolveDedup((c.dedup as DedupConfig) ?? {});
+  const output = path.resolve(baseDir, c.output);
+  return {
+    output,
+    work: path.resolve(baseDir, typeof c.work === 'string' ? c.work : path.join(output, 'work')),
+    inputs,
+    filters: (c.filters as FilterConfig) ?? {},
+    dedup: (c.dedup as DedupConfig) ?? {},
+    tokenizer: tok,
+    stages: c.stages as Record<string, StageConfig>,
+    seed: typeof c.seed === 'number' ? c.seed : 1,
+    maxDocBytes: typeof c.maxDocBytes === 'number' ? c.maxDocBytes : undefined,
+    batchDocs: typeof c.batchDocs === 'number' ? c.batchDocs : 256,
+  };
+}
+
+interface Tok {
+  name: string;
+  vocabSize: number;
+  encode(text: string): Int32Array;
+}
+
+function makeTokenizer(t: TokenizerConfig): Tok {
+  const eos = t.eos ?? true;
+  if (t.type === 'byte') {
+    const b = new ByteTokenizer();
+    return { name: 'byte', vocabSize: 259, encode: (s) => b.encode(s, { eos }) };
+  }
+  const sp = t.type === 'llama2' ? SentencePieceTokenizer.llama2() : SentencePieceTokenizer.load(t.model!);
+  return { name: t.type === 'llama2' ? 'llama2' : t.model!, vocabSize: sp.vocabSize, encode: (s) => sp.encode(s, { eos }) };
+}
+
+export interface PrepOptions {
+  part?: number;
+  parts?: number;
+  phase?: 'scan' | 'merge' | 'emit' | 'all';
+  /** Progress events (documents and bytes so far). */
+  onProgress?: (e: { phase: string; documents: number; bytes: number; totalBytes: number; kept: number }) => void;
+  /** Perplexity hook (e.g. a small LM from the trainer): documents above filters.maxPerplexity are dropped. */
+  perplexity?: PerplexityScorer;
+}
+
+export interface PrepReport {
+  parts: number;
+  documents: { in: number; kept: number; dropped: Record<string, number>; bytes: number };
+  duplicates: { exact: number; near: number; clusters: number; largestClusters: string[][] };
+  /** After dedup, per category: documents and tokens available to the stages. */
+  available: Record<string, { documents: number; tokens: number }>;
+  stages: Record<string, { tokens: number; categories: Record<string, { documents: number; tokens: number; factor: number }> }>;
+  tokenizer: string;
+}
+
+function partFiles<T>(all: T[], part: number, parts: number): T[] {
+  return all.filter((_, i) => i % parts === part);
+}
+
+async function inputFiles(cfg: PrepConfig): Promise<{ file: string; input: number }[]> {
+  const out: { file: string; input: number }[] = [];
+  for (let i = 0; i < cfg.inputs.length; i++) {
+    const inp = cfg.inputs[i]!;
+    let files: string[];
+    try {
+      files = await listFiles(inp.path);
+    } catch (err) {
+      throw new PatentGPTError('E_IO', `inputs[${i}].path ${inp.path}: ${err instanceof Error ? err.message : String(err)}; fix the path in the config`);
+    }
+    const ex = inp.exclude ? new RegExp(inp.exclude) : null;
+    for (const f of files) if (!ex || !ex.test(path.basename(f))) out.push({ file: f, input: i });
+  }
+  return out;
+}
+
+async function rmrf(p: string): Promise<void> {
+  await fs.promises.rm(p, { recursive: true, force: true });
+}
+
+/** Phase 1 for one part. Output: work/part-<i>/{spool/, docs.tsv, dedup/, ledger.json}. */
+async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOptions): Promise<void> {
+  const final = path.join(cfg.work!, `part-${part}`);
+  if (fs.existsSync(path.join(final, 'ledger.json'))) return;
+  const tmp = `${final}.tmp`;
+  await rmrf(tmp);
+  await fs.promises.mkdir(tmp, { recursive: true });
+  const tok = makeTokenizer(cfg.tokenizer);
+  const dd = resolveDedup(cfg.dedup);
+  const files = partFiles(await inputFiles(cfg), part, parts);
+  let totalBytes = 0;
+  for (const f of files) totalBytes += (await fs.promises.stat(f.file)).size;
+  const spool = await ShardWriter.create(path.join(tmp, 'spool'), { vocabSize: tok.vocabSize, tokenizer: tok.name });
+  const dedupW = new PartWriter(path.join(tmp, 'dedup'), dd);
+  const rows = fs.createWriteStream(path.join(tmp, 'docs.tsv'));
+  const ledger = new Ledger();
+  const filterCache = new Map<number, ReturnType<typeof buildFilters> | null>();
+  const maxPpl = cfg.filters?.maxPerplexity;
+  let batchNorm: string[] = [];
+  let doneBytes = 0;
+  const flush = async (): Promise<void> => {
+    if (batchNorm.length === 0) return;
+    const keys = batchNorm.map(exactKey);
+    await dedupW.add(keys, signatures(batchNorm, dd));
+    batchNorm = [];
+  };
+  for (const { file, input } of files) {
+    const inp = cfg.inputs[input]!;
+    if (!filterCache.has(input)) filterCache.set(input, inp.filters === false ? null : buildFilters({ ...cfg.filters, ...(inp.filters ?? {}) }));
+    const filters = filterCache.get(input)!;
+    const rel = path.relative(path.dirname(inp.path), file);
+    const base = doneBytes;
+    for await (const item of readDocuments(file, {
+      format: inp.format, category: inp.category, lang: inp.lang, fields: inp.fields, header: inp.header, columns: inp.columns,
+      split: inp.split, maxDocBytes: cfg.maxDocBytes, onBytes: (n) => (doneBytes = base + n),
+    })) {
+      ledger.in++;
+      if (!item.ok) {
+        ledger.drop(item.rejected.reason);
+        continue;
+      }
+      const doc = item.doc;
+      doc.source = rel;
+      const reason = filters ? applyFilters(filters, doc) : null;
+      if (reason) {
+        ledger.drop(reason);
+        continue;
+      }
+      if (opts.perplexity && maxPpl !== undefined && (await opts.perplexity(doc.text)) > maxPpl) {
+        ledger.drop('perplexity');
+        continue;
+      }
+      const ids = tok.encode(doc.text);
+      await spool.add(ids, doc.category);
+      rows.write(`${doc.category}\t${doc.id.replace(/[\t\n]/g, ' ')}\t${rel.replace(/[\t\n]/g, ' ')}\t${doc.lang}\t${ids.length}\n`);
+      batchNorm.push(normalizeForDedup(doc.text));
+      if (batchNorm.length >= (cfg.batchDocs ?? 256)) await flush();
+      ledger.kept++;
+      if (ledger.in % 64 === 0) opts.onProgress?.({ phase: 'scan', documents: ledger.in, bytes: doneBytes, totalBytes, kept: ledger.kept });
+    }
+    doneBytes = base + (await fs.promises.stat(file)).size;
+  }
+  ledger.bytes = doneBytes;
+  opts.onProgress?.({ phase: 'scan', documents: ledger.in, bytes: doneBytes, totalBytes, kept: ledger.kept });
+  await flush();
+  await dedupW.close();
+  await new Promise<void>((r, j) => rows.end((e?: Error | null) => (e ? j(e) : r())));
+  await spool.close();
+  await writeFileAtomic(path.join(tmp, 'ledger.json'), JSON.stringify(ledger.toJSON()));
+  await rmrf(final);
+  await fs.promises.rename(tmp, final);
+}
+
+interface Row {
+  category: string;
+  id: string;
+  source: string;
+  lang: string;
+  tokens: number;
+}
+
+function readRows(partDir: string): Row[] {
+  const text = fs.readFileSync(path.join(partDir, 'docs.tsv'), 'utf8');
+  const out: Row[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const [category, id, source, lang, tokens] = line.split('\t');
+    out.push({ category: category!, id: id!, source: source!, lang: lang!, tokens: Number(tokens) });
+  }
+  return out;
+}
+
+interface MergeResult {
+  /** Per part: the indices of duplicate rows, with 1 (exact) or 2 (near). */
+  dropped: { index: number; kind: number; rep: string }[][];
+  available: Record<string, { documents: number; tokens: number }>;
+  exact: number;
+  near: number;
+  clusters: number;
+  largestClusters: string[][];
+}
+
+async function merge(cfg: PrepConfig, parts: number): Promise<void> {
+  const out = path.join(cfg.work!, 'merge.json');
+  if (fs.existsSync(out)) return;
+  const dd = resolveDedup(cfg.dedup);
+  const states = [];
+  const rows: Row[][] = [];
+  for (let p = 0; p < parts; p++) {
+    const dir = path.join(cfg.work!, `part-${p}`);
+    if (!fs.existsSync(path.join(dir, 'ledger.json'))) throw new PatentGPTError('E_IO', `${dir}: part ${p}/${parts} has not been scanned; run 'patentgpt data prep --shard ${p}/${parts}' first`);
+    states.push(loadPart(path.join(dir, 'dedup'), dd));
+    rows.push(readRows(dir));
+  }
+  const n = states.reduce((s, x) => s + x.keys.length, 0);
+  const keys: string[] = [];
+  const sig = new Uint32Array(n * dd.permutations);
+  const owner: [number, number][] = [];
+  let at = 0;
+  states.forEach((s, p) => {
+    for (let i = 0; i < s.keys.length; i++) {
+      keys.push(s.keys[i]!);
+      owner.push([p, i]);
+    }
+    sig.set(s.sig, at);
+    at += s.sig.length;
+  });
+  const res = findDuplicates(n, dd.exact ? keys : null, dd.near ? sig : null, dd);
+  const dropped: MergeResult['dropped'] = Array.from({ length: parts }, () => []);
+  const available: MergeResult['available'] = {};
+  const idOf = (g: number): string => {
+    const [p, i] = owner[g]!;
+    return rows[p]![i]!.id;
+  };
+  for (let g = 0; g < n; g++) {
+    const [p, i] = owner[g]!;
+    if (res.rep[g] !== g) dropped[p]!.push({ index: i, kind: res.kind[g]!, rep: idOf(res.rep[g]!) });
+    else {
+      const r = rows[p]![i]!;
+      const a = (available[r.category] ??= { documents: 0, tokens: 0 });
+      a.documents++;
+      a.tokens += r.tokens;
+    }
+  }
+  const largest = [...res.clusters].sort((a, b) => b.length - a.length || a[0]! - b[0]!).slice(0, 20).map((c) => c.map(idOf));
+  const m: MergeResult = { dropped, available, exact: res.exactDuplicates, near: res.nearDuplicates, clusters: res.clusters.length, largestClusters: largest };
+  await writeFileAtomic(out, JSON.stringify(m));
+  // the full cluster list, for inspection: one line per cluster, representative first
+  await writeFileAtomic(path.join(cfg.work!, 'clusters.tsv'), res.clusters.map((c) => c.map(idOf).join('\t')).join('\n') + (res.clusters.length ? '\n' : ''));
+}
+
+/** Uniform in [0, 1) from (seed, stage, document id, copy): the same on every machine. */
+function unit(seed: number, stage: string, id: string, copy: number): number {
+  const h = createHash('sha256').update(`${seed}\0${stage}\0${id}\0${copy}`).digest();
+  return h.readUInt32LE(0) / 4294967296;
+}
+
+/** Copy factor per category of a stage: budget share / available tokens, or the weight itself. */
+export function stageFactors(st: StageConfig, available: Record<string, { tokens: number }>): Record<string, number> {
+  const f: Record<string, number> = {};
+  const cats = Object.keys(st.weights).filter((c) => (available[c]?.tokens ?? 0) > 0 && st.weights[c]! > 0);
+  if (st.tokens === undefined) {
+    for (const c of cats) f[c] = st.weights[c]!;
+    return f;
+  }
+  const sum = cats.reduce((s, c) => s + st.weights[c]!, 0);
+  for (const c of cats) f[c] = (st.tokens * (st.weights[c]! / sum)) / available[c]!.tokens;
+  return f;
+}
+
+async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<void> {
+  const m = JSON.parse(fs.readFileSync(path.join(cfg.work!, 'merge.json'), 'utf8')) as MergeResult;
+  const partDir = path.join(cfg.work!, `part-${part}`);
+  const rows = readRows(partDir);
+  const drop = new Set(m.dropped[part]!.map((d) => d.index));
+  const seed = cfg.seed ?? 1;
+  // row index per (category, index within the category): the spool keeps each category in order
+  const byCat = new Map<string, number[]>();
+  rows.forEach((r, i) => {
+    let l = byCat.get(r.category);
+    if (!l) byCat.set(r.category, (l = []));
+    l.push(i);
+  });
+  for (const [stage, st] of Object.entries(cfg.stages)) {
+    const final = path.join(cfg.output, stage, `part-${part}`);
+    if (fs.existsSync(path.join(final, 'manifest.json'))) continue;
+    const tmp = `${final}.tmp`;
+    await rmrf(tmp);
+    const factors = stageFactors(st, m.available);
+    const spool = await ShardSet.open(path.join(partDir, 'spool'));
+    const tok = makeTokenizer(cfg.tokenizer);
+    const w = await ShardWriter.create(tmp, { vocabSize: spool.vocabSize, tokenizer: tok.name });
+    const prov = fs.createWriteStream(path.join(tmp, 'provenance.tsv'));
+    prov.write('category\tid\tsource\tcopy\ttokens\n');
+    try {
+      let done = 0;
+      for (const cat of [...byCat.keys()].sort()) {
+        const f = factors[cat] ?? 0;
+        const idx = byCat.get(cat)!;
+        let k = 0;
+        for (const shard of spool.shards.filter((s) => s.category === cat)) {
+          for (let d = 0; d < shard.documents; d++, k++) {
+            const row = rows[idx[k]!]!;
+            if (drop.has(idx[k]!) || f === 0) continue;
+            const whole = Math.floor(f);
+            const copies = whole + (unit(seed, stage, row.id, whole) < f - whole ? 1 : 0);
+            if (copies === 0) continue;
+            const ids = shard.document(d);
+            for (let c = 0; c < copies; c++) {
+              await w.add(ids, cat);
+              prov.write(`${cat}\t${row.id}\t${row.source}\t${c}\t${ids.length}\n`);
+            }
+          }
+          done += shard.documents;
+          opts.onProgress?.({ phase: `emit ${stage}`, documents: done, bytes: 0, totalBytes: 0, kept: done });
+        }
+      }
+      await new Promise<void>((r, j) => prov.end((e?: Error | null) => (e ? j(e) : r())));
+      await w.close();
+    } finally {
+      spool.close();
+    }
+    await fs.promises.mkdir(path.dirname(final), { recursive: true });
+    await rmrf(final);
+    await fs.promises.rename(tmp, final);
+  }
+}
+
+/** Gathers the report from whatever parts have finished; written to <output>/prep-report.json. */
+export async function writeReport(cfg: PrepConfig, parts: number): Promise<PrepReport> {
+  const ledger = new Ledger();
+  for (let p = 0; p < parts; p++) {
+    const f = path.join(cfg.work!, `part-${p}`, 'ledger.json');
+    if (fs.existsSync(f)) ledger.merge(JSON.parse(fs.readFileSync(f, 'utf8')));
+  }
+  const mf = path.join(cfg.work!, 'merge.json');
+  const m = fs.existsSync(mf) ? (JSON.parse(fs.readFileSync(mf, 'utf8')) as MergeResult) : null;
+  if (m) {
+    ledger.kept -= m.exact + m.near;
+    if (m.exact) ledger.drop('exact-duplicate', m.exact);
+    if (m.near) ledger.drop('near-duplicate', m.near);
+  }
+  const stages: PrepReport['stages'] = {};
+  for (const [stage, st] of Object.entries(cfg.stages)) {
+    const factors = m ? stageFactors(st, m.available) : {};
+    const cats: Record<string, { documents: number; tokens: number; factor: number }> = {};
+    let tokens = 0;
+    for (let p = 0; p < parts; p++) {
+      const mfile = path.join(cfg.output, stage, `part-${p}`, 'manifest.json');
+      if (!fs.existsSync(mfile)) continue;
+      const man = JSON.parse(fs.readFileSync(mfile, 'utf8')) as { categories: Record<string, { tokens: number; documents: number }> };
+      for (const [c, v] of Object.entries(man.categories)) {
+        const x = (cats[c] ??= { documents: 0, tokens: 0, factor: factors[c] ?? 0 });
+        x.documents += v.documents;
+        x.tokens += v.tokens;
+        tokens += v.tokens;
+      }
+    }
+    stages[stage] = { tokens, categories: cats };
+  }
+  const report: PrepReport = {
+    parts,
+    documents: ledger.toJSON(),
+    duplicates: { exact: m?.exact ?? 0, near: m?.near ?? 0, clusters: m?.clusters ?? 0, largestClusters: m?.largestClusters ?? [] },
+    available: m?.available ?? {},
+    stages,
+    tokenizer: cfg.tokenizer.type === 'sentencepiece' ? cfg.tokenizer.model! : cfg.tokenizer.type,
+  };
+  await fs.promises.mkdir(cfg.output, { recursive: true });
+  await writeFileAtomic(path.join(cfg.output, 'prep-report.json'), JSON.stringify(report, null, 2) + '\n');
+  return report;
+}
+
+/**
+ * Runs the pipeline (or one phase of it for one part). With parts = 1 and phase 'all' (the
+ * default) everything runs here. Restarting after an interruption resumes at the first
+ * unfinished phase and gives the same output.
+ */
+export async function prep(cfg: PrepConfig, opts: PrepOptions = {}): Promise<PrepReport> {
+  const parts = opts.parts ?? 1;
+  const part = opts.part ?? 0;
+  if (!Number.isInteger(parts) || parts < 1 || !Number.isInteger(part) || part < 0 || part >= parts)
+    throw new PatentGPTError('E_ARGUMENT', `prep: --shard must be i/N with 0 <= i < N, got ${part}/${parts}`);
+  const phase = opts.phase ?? 'all';
+  await fs.promises.mkdir(cfg.work!, { recursive: true });
+  if (phase === 'scan' || phase === 'all') await scan(cfg, part, parts, opts);
+  if (phase === 'merge' || (phase === 'all' && parts === 1)) await merge(cfg, parts);
+  if (phase === 'emit' || (phase === 'all' && parts === 1)) await emit(cfg, part, opts);
+  return writeReport(cfg, parts);
+}
