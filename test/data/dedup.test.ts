@@ -190,8 +190,8 @@ describe('near-duplicate detection', () => {
     const c = resolveDedup({ threshold: 0.8, permutations: 64 });
     const all = ['alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon phi chi psi omega', 'one two three four five six seven', 'alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon phi chi psi omega again', 'one two three four five six seven'].map(normalizeForDedup);
     const parts = [all.slice(0, 2), all.slice(2)];
-    for (let p = 0; p < 2; p++) await savePart(path.join(dir, `p${p}.bin`), parts[p]!.map(exactKey), signatures(parts[p]!, c), c);
-    const loaded = [0, 1].map((p) => loadPart(path.join(dir, `p${p}.bin`), c));
+    for (let p = 0; p < 2; p++) await savePart(path.join(dir, `p${p}`), parts[p]!.map(exactKey), signatures(parts[p]!, c), c);
+    const loaded = [0, 1].map((p) => loadPart(path.join(dir, `p${p}`), c));
     const keys = loaded.flatMap((l) => l.keys);
     const sig = new Uint32Array(loaded.reduce((n, l) => n + l.sig.length, 0));
     sig.set(loaded[0]!.sig, 0);
@@ -200,9 +200,10 @@ describe('near-duplicate detection', () => {
     const direct = findDuplicates(4, all.map(exactKey), signatures(all, c), c);
     expect(Array.from(merged.rep)).toEqual(Array.from(direct.rep));
     expect(Array.from(merged.rep)).toEqual([0, 1, 0, 1]);
-    expect(() => loadPart(path.join(dir, 'p0.bin'), resolveDedup({ permutations: 32 }))).toThrow(/permutations 64/);
-    fs.writeFileSync(path.join(dir, 'bad.bin'), fs.readFileSync(path.join(dir, 'p0.bin')).subarray(0, 100));
-    expect(() => loadPart(path.join(dir, 'bad.bin'), c)).toThrow(/truncated|not a dedup/);
+    expect(() => loadPart(path.join(dir, 'p0'), resolveDedup({ permutations: 32 }))).toThrow(/permutations 64/);
+    fs.writeFileSync(path.join(dir, 'p0', 'sigs.bin'), fs.readFileSync(path.join(dir, 'p0', 'sigs.bin')).subarray(0, 100));
+    expect(() => loadPart(path.join(dir, 'p0'), c)).toThrow(/truncated/);
+    expect(() => loadPart(path.join(dir, 'nope'), c)).toThrow(/scan first/);
     fs.rmSync(dir, { recursive: true });
   });
 });

@@ -184,8 +184,10 @@ async function* splitXml(
     }
     return -1;
   };
-  const headOf = (): string => (parts.length > 0 ? parts[0]!.subarray(0, 4096).toString('latin1') : '');
+  let head = ''; // the document's first 4 KiB, for an id when it cannot be parsed
+  const headOf = (): string => head;
   const add = (b: Buffer): void => {
+    if (head.length < 4096) head += b.subarray(0, 4096 - head.length).toString('latin1');
     size += b.length;
     if (size > maxBytes) {
       tooLarge = true;
@@ -212,6 +214,7 @@ async function* splitXml(
         pos = s + startPat.length;
         parts = [];
         size = 0;
+        head = '';
         tooLarge = false;
       }
       const e = buf.indexOf(endPat, pos);

@@ -141,12 +141,12 @@ export function attr(attrs: string, name: string): string | undefined {
   return m ? decodeEntities(m[1] ?? m[2] ?? '') : undefined;
 }
 
-/** Collapses runs of blanks in each line, trims lines and drops blank-line runs. */
+/** Collapses runs of blanks in each line, trims lines and drops blank lines (a block is a line). */
 export function tidy(s: string): string {
   return s
     .split('\n')
     .map((l) => l.replace(/[ \t\r\f\v\u00a0]+/g, ' ').trim())
-    .filter((l, i, a) => l.length > 0 || (i > 0 && a[i - 1]!.length > 0))
+    .filter((l) => l.length > 0)
     .join('\n')
     .trim();
 }
