@@ -1,0 +1,162 @@
+// Filters (Gopher rules, language id on English and Chinese) and the prep pipeline end to end:
+// every document accounted for, an interrupted run restarted gives the same bytes, and two
+// parts merged equal one pass.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { emptyDocument } from '../../src/data/document.js';
+import { applyFilters, buildFilters, identifyLanguage } from '../../src/data/filters.js';
+import { prep, validatePrepConfig } from '../../src/data/prep.js';
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-prep-'));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+const doc = (text: string) => Object.assign(emptyDocument('d', 's', 'general'), { text });
+const prose = 'The claimed invention relates to a fastening device that holds two panels together while allowing thermal expansion of either panel without loosening the joint over many cycles.';
+
+describe('filters', () => {
+  it('identifies English and Chinese', () => {
+    expect(identifyLanguage(prose).lang).toBe('en');
+    expect(identifyLanguage('本发明涉及一种用于连接两块面板的紧固装置，该装置允许任一面板热膨胀而不会使接头松动。').lang).toBe('zh');
+    expect(identifyLanguage('Die Erfindung betrifft eine Befestigungsvorrichtung, die zwei Platten zusammenhält und eine Wärmeausdehnung erlaubt.').lang).toBe('de');
+    expect(identifyLanguage('12345 67890').lang).toBe('und');
+  });
+
+  it('each rule drops what it should, with its reason', () => {
+    const f = buildFilters({ minWords: 10, meanWordLength: [3, 10], maxDigitRatio: 0.3, maxSymbolRatio: 0.3, maxDupLineFraction: 0.3, maxTopNgramCharFraction: { 2: 0.2 }, maxDupNgramCharFraction: { 5: 0.15 }, languages: ['en', 'zh'], boilerplate: ['^copyright'], maxBoilerplateFraction: 0.5 });
+    expect(applyFilters(f, doc(prose))).toBeNull();
+    expect(applyFilters(f, doc('too short'))).toBe('too-few-words');
+    expect(applyFilters(f, doc('a b c d e f g h i j k l m n o p'))).toBe('mean-word-length');
+    expect(applyFilters(f, doc('1234567 8901234 5678901 2345678 9012345 6789012 3456789 0123456 7890123 4567890 x'))).toBe('digit-ratio');
+    expect(applyFilters(f, doc('#$%&*@ ^&*()!! ~~~### %%%%%% $$$$$$ @@@@@ &&&&& ***** ((((( ))))) word'))).toBe('symbol-ratio');
+    expect(applyFilters(f, doc(`${prose}\nsame line here again\nsame line here again\nsame line here again`))).toBe('dup-lines');
+    expect(applyFilters(f, doc('buy now '.repeat(20)))).toBe('top-2gram');
+    const rep = `${prose} ${prose} ${prose}`;
+    expect(applyFilters(f, doc(rep))).toBe('dup-5gram');
+    expect(applyFilters(f, doc('Die Erfindung betrifft eine Befestigungsvorrichtung, die zwei Platten zusammenhält und eine Wärmeausdehnung erlaubt.'))).toBe('language');
+    const b = doc(`${prose}\nCopyright 2020 Someone`);
+    expect(applyFilters(f, b)).toBeNull();
+    expect(b.text).toBe(prose);
+    expect(applyFilters(f, doc('Copyright a\nCopyright b\nshort'))).toBe('boilerplate');
+    expect(() => buildFilters({ minWords: -1 })).toThrow(/minWords/);
+    expect(() => buildFilters({ nope: 1 } as never)).toThrow(/unknown field 'nope'/);
+  });
+});
+
+const EN = 'the device comprises a housing with an inlet and outlet valve that controls fluid flow between chambers while sensor circuits measure pressure temperature and report values to processor memory which stores instructions for adjusting motor speed according to detected load conditions over time during operation of vehicle engine system assembly'.split(' ');
+const ZH = ['专利权人有权依照本法规定实施其专利', '任何单位或者个人未经许可不得实施', '国务院专利行政部门负责管理全国的专利工作', '申请人应当提交请求书说明书及其摘要', '发明创造的技术方案应当具备新颖性', '权利要求书应当以说明书为依据', '实用新型专利权的期限为十年', '对专利申请进行审查后作出决定', '侵犯专利权的赔偿数额按照实际损失确定', '外观设计应当富有美感并适于工业应用', '专利代理机构应当遵守法律行政法规'];
+
+function corpus(dir: string): void {
+  let seed = 12345;
+  const rand = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
+  fs.mkdirSync(dir, { recursive: true });
+  const lines: string[] = [];
+  for (let i = 0; i < 60; i++) {
+    const body = Array.from({ length: 60 }, () => EN[Math.floor(rand() * EN.length)]).join(' ');
+    lines.push(JSON.stringify({ id: `e${i}`, text: `Patent ${i}. ${body}` }));
+    if (i % 10 === 0) lines.push(JSON.stringify({ id: `dup${i}`, text: `Patent ${i}. ${body}` })); // exact (after normalisation)
+    if (i % 15 === 0) lines.push(JSON.stringify({ id: `near${i}`, text: `Patent ${i}. ${body} extra` })); // near
+  }
+  lines.push('{broken');
+  lines.push(JSON.stringify({ id: 'short', text: 'too short' }));
+  fs.writeFileSync(path.join(dir, 'a.jsonl'), lines.slice(0, 40).join('\n') + '\n');
+  fs.writeFileSync(path.join(dir, 'b.jsonl'), lines.slice(40).join('\n') + '\n');
+  fs.writeFileSync(path.join(dir, 'law.txt'), Array.from({ length: 30 }, (_, i) => `第${i}条 ` + Array.from({ length: 6 }, () => ZH[Math.floor(rand() * ZH.length)]).join('，') + '。').join('\n'));
+}
+
+function config(out: string, data: string) {
+  return validatePrepConfig(
+    {
+      output: out,
+      inputs: [
+        { path: data, category: 'patent', exclude: 'law' },
+        { path: path.join(data, 'law.txt'), category: 'law', split: 'line', filters: { minWords: 5 } },
+      ],
+      filters: { minWords: 20, languages: ['en', 'zh'] },
+      dedup: { threshold: 0.8, permutations: 64 },
+      tokenizer: { type: 'byte' },
+      stages: { s1: { tokens: 60000, weights: { patent: 2, law: 1 } }, s2: { weights: { patent: 0.5, law: 2 } } },
+      seed: 3,
+      batchDocs: 16,
+    },
+    root,
+  );
+}
+
+function tree(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const f = path.join(d, e.name);
+      if (e.isDirectory()) walk(f);
+      else out[path.relative(dir, f)] = fs.readFileSync(f).toString('base64');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+describe('prep', () => {
+  const data = path.join(root, 'data');
+  corpus(data);
+
+  it('accounts for every document; the mixture hits the budget; deterministic', async () => {
+    const cfg = config(path.join(root, 'out1'), data);
+    const r = await prep(cfg);
+    const d = r.documents;
+    if (process.env.PG_DEBUG) console.log(JSON.stringify(r, null, 1));
+    expect(d.in).toBe(60 + 6 + 4 + 2 + 30);
+    expect(d.kept + Object.values(d.dropped).reduce((a, b) => a + b, 0)).toBe(d.in);
+    expect(d.dropped['malformed-json']).toBe(1);
+    expect(d.dropped['too-few-words']).toBe(1);
+    expect(r.duplicates.exact).toBe(6);
+    expect(r.duplicates.near).toBe(4);
+    expect(r.available.law!.documents).toBe(30);
+    const s1 = r.stages.s1!;
+    expect(Math.abs(s1.tokens - 60000) / 60000).toBeLessThan(0.1);
+    expect(s1.categories.patent!.tokens / s1.tokens).toBeCloseTo(2 / 3, 1);
+    // s2: factors are copy counts: law twice, patents about half
+    expect(r.stages.s2!.categories.law!.documents).toBe(60);
+    expect(r.stages.s2!.categories.patent!.documents).toBeGreaterThan(15);
+    expect(r.stages.s2!.categories.patent!.documents).toBeLessThan(45);
+    const prov = fs.readFileSync(path.join(cfg.output, 's1', 'part-0', 'provenance.tsv'), 'utf8').trim().split('\n');
+    expect(prov.length - 1).toBe(s1.categories.law!.documents + s1.categories.patent!.documents);
+    expect(fs.existsSync(path.join(cfg.output, 'prep-report.json'))).toBe(true);
+
+    // an interrupted run (emit of s2 lost, a half-written scan temp left behind) restarts to the same bytes
+    const before = tree(path.join(cfg.output, 's1'));
+    const s2 = tree(path.join(cfg.output, 's2'));
+    fs.rmSync(path.join(cfg.output, 's2'), { recursive: true });
+    fs.mkdirSync(path.join(cfg.output, 's2', 'part-0.tmp'), { recursive: true });
+    fs.writeFileSync(path.join(cfg.output, 's2', 'part-0.tmp', 'junk'), 'x');
+    await prep(cfg);
+    expect(tree(path.join(cfg.output, 's1'))).toEqual(before);
+    expect(tree(path.join(cfg.output, 's2'))).toEqual(s2);
+    // a fresh run from scratch gives the same shards too
+    const cfg2 = config(path.join(root, 'out2'), data);
+    await prep(cfg2);
+    expect(tree(path.join(cfg2.output, 's1'))).toEqual(before);
+  });
+
+  it('two parts (--shard i/2): dedup across parts, same totals as one pass', async () => {
+    const one = await prep(config(path.join(root, 'out1'), data));
+    const cfg = config(path.join(root, 'parts'), data);
+    await prep(cfg, { part: 0, parts: 2, phase: 'scan' });
+    await expect(prep(cfg, { part: 0, parts: 2, phase: 'merge' })).rejects.toThrow(/part 1\/2 has not been scanned/);
+    await prep(cfg, { part: 1, parts: 2, phase: 'scan' });
+    await prep(cfg, { part: 0, parts: 2, phase: 'merge' });
+    await prep(cfg, { part: 0, parts: 2, phase: 'emit' });
+    const r = await prep(cfg, { part: 1, parts: 2, phase: 'emit' });
+    expect(r.documents).toEqual(one.documents);
+    expect(r.duplicates.exact + r.duplicates.near).toBe(one.duplicates.exact + one.duplicates.near);
+    expect(r.available).toEqual(one.available);
+  });
+
+  it('config errors name the field', () => {
+    expect(() => validatePrepConfig({ output: 'x', inputs: [], tokenizer: { type: 'byte' }, stages: {} }, root)).toThrow(/inputs/);
+    expect(() => validatePrepConfig({ output: 'x', inputs: [{ path: 'a' }], tokenizer: { type: 'nope' }, stages: { a: { weights: {} } } }, root)).toThrow(/tokenizer.type/);
+    expect(() => validatePrepConfig({ output: 'x', inputs: [{ path: 'a' }], tokenizer: { type: 'byte' }, stages: { a: { weights: { p: -1 } } } }, root)).toThrow(/stages.a.weights.p/);
+    expect(() => validatePrepConfig({ output: 'x', inputs: [{ path: 'a' }], tokenizer: { type: 'byte' }, stages: { a: { weights: {} } }, dedup: { threshold: 2 } }, root)).toThrow(/dedup.threshold/);
+  });
+});
