@@ -19,6 +19,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterCrossEntropy(env, exports);
   RegisterAttention(env, exports);
   RegisterAdamw(env, exports);
+  RegisterBpeTrain(env, exports);
   return exports;
 }
 

@@ -98,6 +98,21 @@ export interface Addon {
   // adamw.cpp
   adamwStep(param: S, paramO: O, m: S, mO: O, v: S, vO: O, grad: S, gradO: O, n: number, lr: number,
     beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
+
+  // bpe_train.cpp (wrapped by text.ts)
+  BpeTrainer: new (splitByWhitespace: boolean, allowWhitespaceOnlyPieces: boolean) => NativeBpeTrainer;
+}
+
+/** native/cpu/bpe_train.h's BpeTrainer. */
+export interface NativeBpeTrainer {
+  readonly sentences: number;
+  readonly uniqueWords: number;
+  addSentences(utf8: Uint8Array): void;
+  charCounts(): { cps: Uint32Array; counts: Float64Array };
+  begin(cps: Uint32Array, scripts: Int32Array, maxPieceLength: number, splitByWhitespace: boolean,
+    splitByUnicodeScript: boolean, splitDigits: boolean, allowWhitespaceOnlyPieces: boolean, reserved: string[]): void;
+  step(maxPieces: number): number;
+  pieces(from: number): { pieces: string[]; freqs: Float64Array };
 }
 
 let loaded: Addon | null = null;
