@@ -76,7 +76,7 @@ function argError(field: string, why: string): PatentGPTError {
 
 /** Lines of files split on '\n' only (as std::getline), decoded as UTF-8 (bad bytes -> U+FFFD). */
 async function* fileLines(files: readonly string[], maxBytes: number, tooLong: { n: number }): AsyncGenerator<string> {
-  const dec = new TextDecoder();
+  const dec = new TextDecoder('utf-8', { ignoreBOM: true }); // a U+FEFF starting a line is text, as for spm
   for (const file of files) {
     let rest: Buffer | null = null;
     const stream = createReadStream(file);
