@@ -16,3 +16,4 @@ export { decodeUtf8, encodeUtf8, utf8Length } from './utf8.js';
 export { ByteTokenizer, BYTE_BOS_ID, BYTE_EOS_ID, BYTE_PAD_ID, BYTE_VOCAB_SIZE } from './byte.js';
 export { trainBpe, type BpeTrainOptions, type BpeTrainResult, type BpeTrainStats, type TrainInput } from './train.js';
 export { scriptOf } from './scripts.js';
+export { mergeVocabularies, type MergeResult, type MergeStats } from './merge.js';
