@@ -17,3 +17,4 @@ export { ByteTokenizer, BYTE_BOS_ID, BYTE_EOS_ID, BYTE_PAD_ID, BYTE_VOCAB_SIZE }
 export { trainBpe, type BpeTrainOptions, type BpeTrainResult, type BpeTrainStats, type TrainInput } from './train.js';
 export { scriptOf } from './scripts.js';
 export { mergeVocabularies, type MergeResult, type MergeStats } from './merge.js';
+export { renderChat, type ChatMessage, type RenderChatOptions, type RenderedChat } from './chat.js';
