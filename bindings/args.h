@@ -105,5 +105,6 @@ void RegisterCrossEntropy(Napi::Env env, Napi::Object exports);
 void RegisterAttention(Napi::Env env, Napi::Object exports);
 void RegisterAdamw(Napi::Env env, Napi::Object exports);
 void RegisterMinhash(Napi::Env env, Napi::Object exports);
+void RegisterBpeTrain(Napi::Env env, Napi::Object exports);
 
 }  // namespace pgnode

@@ -5,6 +5,7 @@ import { packageVersion } from '../package.js';
 import { infoCommand } from './info.js';
 import { modelCommand } from './model.js';
 import { dataCommand } from './data.js';
+import { tokenizerCommand } from './tokenizer.js';
 
 const version = packageVersion();
 
@@ -16,6 +17,7 @@ const program = new Command()
 program.addCommand(infoCommand(version));
 program.addCommand(modelCommand());
 program.addCommand(dataCommand());
+program.addCommand(tokenizerCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

@@ -102,6 +102,20 @@ export interface Addon {
   // minhash.cpp: sig (N, P) of N documents text[offsets[d], offsets[d+1]); mode 0 words, 1 characters
   minhashSignatures(sig: Uint32Array, text: Uint8Array, offsets: BigInt64Array, N: number, P: number,
     k: number, mode: 0 | 1, seed: number): void;
+  // bpe_train.cpp (wrapped by text.ts)
+  BpeTrainer: new (splitByWhitespace: boolean, allowWhitespaceOnlyPieces: boolean) => NativeBpeTrainer;
+}
+
+/** native/cpu/bpe_train.h's BpeTrainer. */
+export interface NativeBpeTrainer {
+  readonly sentences: number;
+  readonly uniqueWords: number;
+  addSentences(utf8: Uint8Array): void;
+  charCounts(): { cps: Uint32Array; counts: Float64Array };
+  begin(cps: Uint32Array, scripts: Int32Array, maxPieceLength: number, splitByWhitespace: boolean,
+    splitByUnicodeScript: boolean, splitDigits: boolean, allowWhitespaceOnlyPieces: boolean, reserved: string[]): void;
+  step(maxPieces: number): number;
+  pieces(from: number): { pieces: string[]; freqs: Float64Array };
 }
 
 let loaded: Addon | null = null;

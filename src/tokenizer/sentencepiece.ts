@@ -34,8 +34,8 @@ interface WellFormed {
   toWellFormed(): string;
 }
 
-/** The identity normalizer of normalizer.cc: whitespace handling only. */
-function normalize(text: string, spec: NormalizerSpec): string {
+/** The identity normalizer of normalizer.cc: whitespace handling only (the trainer uses it too). */
+export function normalizeText(text: string, spec: NormalizerSpec): string {
   let t = (text as unknown as WellFormed).isWellFormed() ? text : (text as unknown as WellFormed).toWellFormed();
   if (spec.removeExtraWhitespaces) {
     // Leading spaces go, runs of spaces become one; trailing spaces go below (after escaping).
@@ -177,7 +177,7 @@ export class SentencePieceTokenizer {
 
   /** The normalized text BPE works on ('▁' for spaces, dummy prefix). */
   normalize(text: string | Uint8Array): string {
-    return normalize(this.toText(text), this.model.normalizerSpec);
+    return normalizeText(this.toText(text), this.model.normalizerSpec);
   }
 
   private toText(text: string | Uint8Array): string {
@@ -193,7 +193,7 @@ export class SentencePieceTokenizer {
       out.push(this.bosId);
     }
     const mark = out.length;
-    this.bpe.encode(normalize(this.toText(text), this.model.normalizerSpec), out);
+    this.bpe.encode(normalizeText(this.toText(text), this.model.normalizerSpec), out);
     this.joinUnknowns(out, mark);
     if (opts.eos) {
       if (this.eosId < 0) throw new PatentGPTError('E_ARGUMENT', 'encode: eos requested but the model has no EOS piece');
@@ -249,7 +249,7 @@ export class SentencePieceTokenizer {
     const out = new IdBuffer();
     if (opts.bos) out.push(this.bosId);
     const mark = out.length;
-    this.bpe.encodeExact(normalize(this.toText(text), this.model.normalizerSpec), out);
+    this.bpe.encodeExact(normalizeText(this.toText(text), this.model.normalizerSpec), out);
     this.joinUnknowns(out, mark);
     if (opts.eos) out.push(this.eosId);
     return out.toArray();

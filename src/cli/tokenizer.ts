@@ -1,0 +1,94 @@
+// patentgpt tokenizer train | merge | stats: BPE training on IP text, merging with LLaMA-2's
+// vocabulary (the paper's 55,296), and characters-per-token figures of tokenizers on data.
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { Progress } from '../train/progress.js';
+import { mergeVocabularies, SentencePieceTokenizer, trainBpe } from '../tokenizer/index.js';
+
+function int(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got ${v}`);
+  return n;
+}
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+function loadTokenizer(spec: string): SentencePieceTokenizer {
+  return spec === 'llama2' ? SentencePieceTokenizer.llama2() : SentencePieceTokenizer.load(spec);
+}
+
+/** Files under the given paths (folders walked, sorted). */
+function files(paths: string[]): string[] {
+  const out: string[] = [];
+  const walk = (p: string): void => {
+    if (statSync(p).isDirectory()) for (const e of readdirSync(p).sort()) walk(join(p, e));
+    else out.push(p);
+  };
+  paths.forEach(walk);
+  return out;
+}
+
+export function tokenizerCommand(): Command {
+  const cmd = new Command('tokenizer').description('train, merge and measure SentencePiece BPE tokenizers');
+  cmd
+    .command('train')
+    .description('train a SentencePiece BPE tokenizer.model (spm_train --model_type=bpe semantics, identity normalizer, byte fallback)')
+    .requiredOption('--input <path>', 'text file or folder, one sentence a line (repeatable)', collect, [])
+    .requiredOption('--vocab-size <n>', 'pieces in the model, meta pieces included', int)
+    .requiredOption('--out <file>', 'where to write the tokenizer.model')
+    .option('--character-coverage <x>', 'share of characters kept (rarer ones fall back to bytes)', '0.9995')
+    .option('--input-sentence-size <n>', 'use at most the first N sentences', '0')
+    .action(async (o: { input: string[]; vocabSize: number; out: string; characterCoverage: string; inputSentenceSize: string }) => {
+      let bar: Progress | null = null;
+      const r = await trainBpe({ files: files(o.input) }, {
+        vocabSize: o.vocabSize,
+        characterCoverage: Number(o.characterCoverage),
+        inputSentenceSize: Number(o.inputSentenceSize),
+        onProgress: (p) => {
+          if (p.phase !== 'merge') return;
+          bar ??= new Progress({ total: p.total, label: 'merges' });
+          bar.update(p.done);
+        },
+      });
+      (bar as Progress | null)?.done();
+      writeFileSync(o.out, r.tokenizer.serialize());
+      console.log(JSON.stringify({ out: o.out, pieces: r.tokenizer.vocabSize, ...r.stats }));
+    });
+  cmd
+    .command('merge')
+    .description("append a domain model's new pieces to a base vocabulary up to a size (paper: LLaMA-2 + IP = 55,296)")
+    .option('--base <model>', "base tokenizer.model, or 'llama2'", 'llama2')
+    .requiredOption('--domain <model>', 'domain tokenizer.model (e.g. from tokenizer train)')
+    .option('--size <n>', 'target vocabulary size', int, 55296)
+    .requiredOption('--out <file>', 'where to write the merged tokenizer.model')
+    .action((o: { base: string; domain: string; size: number; out: string }) => {
+      const { tokenizer, stats } = mergeVocabularies(loadTokenizer(o.base), SentencePieceTokenizer.load(o.domain), o.size);
+      writeFileSync(o.out, tokenizer.serialize());
+      console.log(JSON.stringify({ out: o.out, ...stats }));
+    });
+  cmd
+    .command('stats')
+    .description('characters per token and tokens per document of tokenizers on text files')
+    .requiredOption('--model <model>', "tokenizer.model or 'llama2' (repeatable)", collect, [])
+    .requiredOption('--data <path>', 'text file or folder (repeatable); each file is a document', collect, [])
+    .action((o: { model: string[]; data: string[] }) => {
+      const docs = files(o.data).map((f) => readFileSync(f, 'utf8'));
+      const chars = docs.reduce((n, d) => n + [...d].length, 0);
+      const rows = o.model.map((m) => {
+        const t = loadTokenizer(m);
+        const bar = new Progress({ total: docs.length, label: m });
+        let tokens = 0;
+        docs.forEach((d, i) => {
+          tokens += d.split('\n').reduce((n, line) => n + t.encode(line).length, 0);
+          bar.update(i + 1);
+        });
+        bar.done();
+        return { model: m, vocab: t.vocabSize, documents: docs.length, characters: chars, tokens, charsPerToken: chars / tokens, tokensPerDocument: tokens / docs.length };
+      });
+      console.log('| model | vocab | chars/token | tokens/doc |');
+      console.log('|---|---:|---:|---:|');
+      for (const r of rows) console.log(`| ${r.model} | ${r.vocab} | ${r.charsPerToken.toFixed(3)} | ${r.tokensPerDocument.toFixed(1)} |`);
+      console.log(JSON.stringify({ stats: rows }));
+    });
+  return cmd;
+}
