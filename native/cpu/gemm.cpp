@@ -6,15 +6,15 @@
 //
 // Workspace: the one exception to "kernels never allocate". Each thread keeps two buffers for
 // packed panels (A blocks and B blocks), allocated on first use, grown when a call needs more
-// and kept for the life of the thread; their size is bounded by the blocking (a few MB), not by
-// the problem, so steady-state calls allocate nothing.
+// and kept for the life of the thread; their size is bounded by the blocking (a few MB; 4 x K
+// floats on the few-rows path), not by the problem, so steady-state calls allocate nothing. The
+// per-unit progress flags of the calling thread are kept and grown the same way.
 //
 // Semantics beyond BLAS's: beta == 0 never reads C (NaN in C is overwritten); alpha == 0 or
 // K == 0 gives beta * C without reading A or B; a batch stride of 0 broadcasts A or B, and for
 // C (stride_c == 0) the items are applied in order, each seeing the previous one's result.
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -213,7 +213,7 @@ void run_item(Plan p, const Isa& isa, int nt) {
   }
   const ThreadFn run = p.bf16 ? isa.run_bf16 : isa.run_f32;
   plan_units(p, isa, nt);
-  const size_t block = static_cast<size_t>(p.mc * p.kc);
+  const size_t block = static_cast<size_t>(round_up(p.mc * p.kc, 16));  // keeps both 64-byte aligned
   float* a = tls_a.get(2 * block);
   p.apack[0] = a;
   p.apack[1] = a + block;

@@ -137,9 +137,13 @@ struct Kern {
   static void pack_a(float* dst, const T* A, int64_t lda, bool trans, int64_t i0, int rows, int64_t k0, int64_t kc) {
     if (!trans) {  // rows of A are runs of k: transpose 14 (of 16) rows at a time
       pack_transposed(dst, kMR, A + i0 * lda + k0, lda, rows, kMR, kc);
-    } else {  // each k is a run of up to 14 values
+    } else {  // each k is a run of up to 14 values, rows lda apart: prefetch a few rows ahead
       const __mmask16 m = first_lanes(rows);
-      for (int64_t k = 0; k < kc; ++k) _mm512_mask_storeu_ps(dst + k * kMR, m, load16(A + (k0 + k) * lda + i0, m));
+      const T* src = A + k0 * lda + i0;
+      for (int64_t k = 0; k < kc; ++k) {
+        _mm_prefetch(reinterpret_cast<const char*>(src + (k + 8) * lda), _MM_HINT_T0);
+        _mm512_mask_storeu_ps(dst + k * kMR, m, load16(src + k * lda, m));
+      }
     }
   }
 

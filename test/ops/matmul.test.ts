@@ -98,7 +98,7 @@ describe('matmul forward', () => {
   it('handles empty dimensions: K = 0 gives zeros', () => {
     const a = Tensor.zeros([3, 0]), b = Tensor.zeros([0, 4]);
     const c = matmul(a, b);
-    expect(Array.from(c.toArray())).toEqual(new Array(12).fill(0));
+    expect(Array.from(c.toArray() as Float32Array)).toEqual(new Array(12).fill(0));
     const e = matmul(Tensor.zeros([0, 5]), Tensor.zeros([5, 2]));
     expect(e.shape).toEqual([0, 2]);
     [a, b, c, e].forEach((t) => t.dispose());
@@ -234,7 +234,7 @@ describe('gemm bindings', () => {
   it('broadcasts with stride 0 and ignores NaN in C when beta = 0', () => {
     const A = f32([1, 2, 3, 4], [4]), B = f32([1, 0, 0, 1], [4]), C = f32([NaN, NaN, NaN, NaN, NaN, NaN, NaN, NaN], [8]);
     addon().gemm(false, false, 2, 2, 2, 1, A.storage, 0, 2, 0, B.storage, 0, 2, 0, 0, C.storage, 0, 2, 4, 2);
-    expect(Array.from(C.toArray())).toEqual([1, 2, 3, 4, 1, 2, 3, 4]);
+    expect(Array.from(C.toArray() as Float32Array)).toEqual([1, 2, 3, 4, 1, 2, 3, 4]);
     [A, B, C].forEach((t) => t.dispose());
   });
 });
