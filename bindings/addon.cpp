@@ -19,6 +19,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterCrossEntropy(env, exports);
   RegisterAttention(env, exports);
   RegisterAdamw(env, exports);
+  RegisterPagedAttention(env, exports);
   return exports;
 }
 

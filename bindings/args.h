@@ -104,5 +104,6 @@ void RegisterSwiglu(Napi::Env env, Napi::Object exports);
 void RegisterCrossEntropy(Napi::Env env, Napi::Object exports);
 void RegisterAttention(Napi::Env env, Napi::Object exports);
 void RegisterAdamw(Napi::Env env, Napi::Object exports);
+void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
 
 }  // namespace pgnode
