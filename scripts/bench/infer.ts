@@ -1,0 +1,141 @@
+// npm run bench -- infer [--preset llama-110m] [--threads 2] [--new 64] [--streams 1,4,16,64] [--no-peers]
+// The inference engine on an f32 model (random weights of the preset; speed does not depend on
+// their values):
+// - single-stream decode tokens/s beside transformers' generate() on the same weights (saved as
+//   an f32 safetensors folder, same thread count) when a Python with torch is found, and beside
+//   the bound memory bandwidth sets: a decode step reads every weight once, so
+//   bound = triad bandwidth / weight bytes per token, with the bandwidth of a STREAM-style
+//   triad (y += a * x over 3 x 128 MiB, our thread pool) measured in the same run;
+// - aggregate tokens/s with 1, 4, 16 and 64 concurrent requests (continuous batching);
+// - KV cache bytes per token.
+// node-llama-cpp needs a GGUF export, which this package does not have yet: no column for it.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Engine, kvBytesPerToken } from '../../src/infer/index.js';
+import { LlamaForCausalLM, preset, savePretrained } from '../../src/models/index.js';
+import { addon } from '../../src/tensor/addon.js';
+import { Tensor, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
+import { findPython } from './_peers.js';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
+}
+
+const presetName = arg('preset', 'llama-110m');
+const threads = setNumThreads(Number(arg('threads', '2')));
+const nNew = Number(arg('new', '64'));
+const streams = arg('streams', '1,4,16,64').split(',').map(Number);
+const noPeers = process.argv.includes('--no-peers');
+
+/** GB/s of y += a * x (reads x and y, writes y) over n floats, best of 5. */
+function triadGBs(n = 32 * 2 ** 20): number {
+  const x = Tensor.full([n], 1);
+  const y = Tensor.full([n], 2);
+  const run = (): void => addon().axpy(y.storage, y.offset, x.storage, x.offset, 1e-3, n);
+  run();
+  let best = Infinity;
+  for (let r = 0; r < 5; r++) {
+    const t0 = performance.now();
+    run();
+    best = Math.min(best, (performance.now() - t0) / 1e3);
+  }
+  x.dispose();
+  y.dispose();
+  return (3 * n * 4) / best / 1e9;
+}
+
+const cfg = preset(presetName).config;
+console.log(`# infer: ${presetName} f32, ${threads} threads, ${runtimeInfo().simd}`);
+const model = new LlamaForCausalLM(cfg, { seed: 1 });
+const params = model.parameters().reduce((a, p) => a + p.size, 0);
+// Per decode token: every matrix once; the embedding table only for one row unless tied (then
+// it is also the output layer, read whole).
+const embed = cfg.vocabSize * cfg.dim;
+const weightBytes = 4 * (cfg.tieEmbeddings ? params : params - embed + cfg.dim);
+const kvPerToken = kvBytesPerToken({ nLayers: cfg.nLayers, nKvHeads: cfg.nKvHeads, headDim: cfg.dim / cfg.nHeads });
+const prompt = Array.from({ length: 16 }, (_, i) => 1 + ((i * 7919) % (cfg.vocabSize - 1)));
+const engine = new Engine(model, { kvCacheBytes: 64 * (16 + nNew + 16) * kvPerToken * 1.2, maxNumSeqs: 64, maxNumBatchedTokens: 1024 });
+
+/** Decode tokens/s of one request: time from its first token to its last. */
+async function singleStream(): Promise<number> {
+  let t0 = 0;
+  let n = 0;
+  for await (const d of engine.generate(prompt, { maxTokens: nNew + 1, ignoreEos: true })) {
+    if (n++ === 0) t0 = performance.now();
+    if (d.finishReason) return (n - 1) / ((performance.now() - t0) / 1e3);
+  }
+  throw new Error('unreachable');
+}
+
+/** Generated tokens/s over all of `k` concurrent requests (prefill included). */
+async function aggregate(k: number): Promise<number> {
+  const t0 = performance.now();
+  const outs = await Promise.all(Array.from({ length: k }, (_, i) =>
+    engine.complete(prompt.map((t) => (t + i) % cfg.vocabSize), { maxTokens: nNew, ignoreEos: true })));
+  const tokens = outs.reduce((a, o) => a + o.tokens.length, 0);
+  return tokens / ((performance.now() - t0) / 1e3);
+}
+
+const bandwidth = triadGBs();
+await singleStream(); // warm-up
+const ours = Math.max(await singleStream(), await singleStream());
+const bound = (bandwidth * 1e9) / weightBytes;
+
+let hf: number | null = null;
+let hfWhy = '--no-peers';
+if (!noPeers) {
+  const py = findPython(['torch', 'transformers']);
+  hfWhy = py.why;
+  if (py.python) {
+    const dir = mkdtempSync(join(tmpdir(), 'pg-bench-infer-'));
+    try {
+      await savePretrained(model, dir, { dtype: 'f32' });
+      const code = `
+import json, time, torch
+from transformers import LlamaForCausalLM
+torch.set_num_threads(${threads})
+m = LlamaForCausalLM.from_pretrained(${JSON.stringify(dir)}, dtype=torch.float32).eval()
+ids = torch.tensor([${JSON.stringify(prompt)}])
+mask = torch.ones_like(ids)
+def run(n):
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        m.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    return time.perf_counter() - t0
+run(4)
+best = min(run(${nNew + 1}) - run(1) for _ in range(2))
+print(json.dumps({"tps": ${nNew} / best}))
+`;
+      writeFileSync(join(dir, 'bench.py'), code);
+      const out = execFileSync(py.python, [join(dir, 'bench.py')], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'pipe', 'ignore'] });
+      hf = (JSON.parse(out.trim().split('\n').pop()!) as { tps: number }).tps;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+const agg: Record<number, number> = {};
+for (const k of streams) agg[k] = await aggregate(k);
+engine.close();
+
+const f = (x: number, d = 1): string => x.toFixed(d);
+console.log(`\nsingle stream decode (${nNew} tokens after a ${prompt.length}-token prompt)`);
+console.log('| what | tokens/s | ratio |');
+console.log('|---|---:|---:|');
+console.log(`| patentgpt engine | ${f(ours)} | 1.00 |`);
+console.log(`| transformers generate() | ${hf === null ? `skipped (${hfWhy})` : f(hf)} | ${hf === null ? '-' : f(ours / hf, 2) + 'x ours/theirs'} |`);
+console.log(`| bandwidth bound (${f(bandwidth)} GB/s triad / ${f(weightBytes / 2 ** 20, 0)} MiB per token) | ${f(bound)} | ${f(ours / bound, 2)} of bound |`);
+console.log('\naggregate decode throughput (prefill included)');
+console.log('| concurrent requests | tokens/s | vs 1 stream |');
+console.log('|---:|---:|---:|');
+for (const k of streams) console.log(`| ${k} | ${f(agg[k]!)} | ${f(agg[k]! / agg[streams[0]!]!, 2)}x |`);
+console.log(`\nKV cache: ${kvPerToken} bytes per token (${cfg.nLayers} layers x K,V x ${cfg.nKvHeads} heads x ${cfg.dim / cfg.nHeads} x f32)`);
+console.log(JSON.stringify({
+  bench: 'infer', preset: presetName, threads, params, weightBytes, triadGBs: bandwidth, boundTps: bound, singleStreamTps: ours,
+  fractionOfBound: ours / bound, transformersTps: hf, vsTransformers: hf === null ? null : ours / hf, aggregateTps: agg,
+  kvBytesPerToken: kvPerToken,
+}));
