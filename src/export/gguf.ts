@@ -115,11 +115,12 @@ export function permuteForRope(w: Float32Array, nHeads: number, rows: number, co
 }
 
 /** IEEE half from float, round to nearest even. */
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
 export function toHalf(x: number): number {
-  const f = new Float32Array(1);
-  const u = new Uint32Array(f.buffer);
-  f[0] = x;
-  const bits = u[0]!;
+  f32Scratch[0] = x;
+  const bits = u32Scratch[0]!;
   const sign = (bits >>> 16) & 0x8000;
   const exp = (bits >>> 23) & 0xff;
   let mant = bits & 0x7fffff;
