@@ -8,11 +8,18 @@
 //   triad (y += a * x over 3 x 128 MiB, our thread pool) measured in the same run;
 // - aggregate tokens/s with 1, 4, 16 and 64 concurrent requests (continuous batching);
 // - KV cache bytes per token.
-// node-llama-cpp needs a GGUF export, which this package does not have yet: no column for it.
+// - node-llama-cpp (prebuilt llama.cpp) on our GGUF export of the same weights (f32, f32 KV
+//   cache), same prompt and thread count, when it can be loaded: PATENTGPT_NODE_LLAMA_CPP, the
+//   package, or build-peers/node_modules/node-llama-cpp (npm install --prefix build-peers
+//   --ignore-scripts node-llama-cpp with NODE_LLAMA_CPP_SKIP_DOWNLOAD=true).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { exportGguf } from '../../src/export/gguf.js';
+import { packageRoot } from '../../src/package.js';
+import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
 import { Engine, kvBytesPerToken } from '../../src/infer/index.js';
 import { LlamaForCausalLM, preset, savePretrained } from '../../src/models/index.js';
 import { addon } from '../../src/tensor/addon.js';
@@ -48,7 +55,8 @@ function triadGBs(n = 32 * 2 ** 20): number {
 }
 
 const cfg = preset(presetName).config;
-console.log(`# infer: ${presetName} f32, ${threads} threads, ${runtimeInfo().simd}`);
+console.log(`# infer: ${presetName} f32, ${threads} threads, ${runtimeInfo().simd}, load average ${loadavg()[0]!.toFixed(1)} ` +
+  '(peers with spinning thread pools, llama.cpp and torch, slow down far more than ours on a busy machine)');
 const model = new LlamaForCausalLM(cfg, { seed: 1 });
 const params = model.parameters().reduce((a, p) => a + p.size, 0);
 // Per decode token: every matrix once; the embedding table only for one row unless tied (then
@@ -118,6 +126,51 @@ print(json.dumps({"tps": ${nNew} / best}))
   }
 }
 
+/** Decode tokens/s of node-llama-cpp on our GGUF export, or the reason there is none. */
+async function llamaCpp(): Promise<number | string> {
+  if (noPeers) return '--no-peers';
+  if (cfg.vocabSize !== 32000) return 'needs the LLaMA-2 vocabulary for the GGUF tokenizer';
+  let nlc: Record<string, unknown> | null = null;
+  for (const c of [process.env.PATENTGPT_NODE_LLAMA_CPP, join(packageRoot(), 'build-peers', 'node_modules', 'node-llama-cpp'), 'node-llama-cpp']) {
+    if (!c || (c !== 'node-llama-cpp' && !existsSync(c))) continue;
+    try {
+      nlc = (await import(c === 'node-llama-cpp' ? c : pathToFileURL(join(c, 'dist', 'index.js')).href)) as Record<string, unknown>;
+      break;
+    } catch {
+      /* next */
+    }
+  }
+  if (!nlc) return 'node-llama-cpp not installed';
+  const dir = mkdtempSync(join(tmpdir(), 'pg-bench-gguf-'));
+  try {
+    const path = join(dir, 'model.gguf');
+    await exportGguf(model, SentencePieceTokenizer.llama2(), path);
+    type Seq = { evaluate(tokens: number[], o: object): AsyncGenerator<number> };
+    type Ctx = { getSequence(): Seq; dispose(): Promise<void> };
+    const getLlama = nlc.getLlama as (o: object) => Promise<{ loadModel(o: object): Promise<{ createContext(o: object): Promise<Ctx>; dispose(): Promise<void> }>; dispose(): Promise<void> }>;
+    const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error', maxThreads: threads });
+    const lm = await llama.loadModel({ modelPath: path });
+    let best = 0;
+    for (let rep = 0; rep < 3; rep++) {
+      const ctx = await lm.createContext({ contextSize: 256, threads, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+      let n = 0;
+      let t0 = 0;
+      for await (const _ of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
+        if (n++ === 0) t0 = performance.now();
+        if (n === nNew + 1) break;
+      }
+      if (rep > 0) best = Math.max(best, nNew / ((performance.now() - t0) / 1e3));
+      await ctx.dispose();
+    }
+    await lm.dispose();
+    await llama.dispose();
+    return best;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+const lcpp = await llamaCpp();
+
 const agg: Record<number, number> = {};
 for (const k of streams) agg[k] = await aggregate(k);
 engine.close();
@@ -127,6 +180,7 @@ console.log(`\nsingle stream decode (${nNew} tokens after a ${prompt.length}-tok
 console.log('| what | tokens/s | ratio |');
 console.log('|---|---:|---:|');
 console.log(`| patentgpt engine | ${f(ours)} | 1.00 |`);
+console.log(`| node-llama-cpp (llama.cpp, our GGUF f32) | ${typeof lcpp === 'string' ? `skipped (${lcpp})` : f(lcpp)} | ${typeof lcpp === 'string' ? '-' : f(ours / lcpp, 2) + 'x ours/theirs'} |`);
 console.log(`| transformers generate() | ${hf === null ? `skipped (${hfWhy})` : f(hf)} | ${hf === null ? '-' : f(ours / hf, 2) + 'x ours/theirs'} |`);
 console.log(`| bandwidth bound (${f(bandwidth)} GB/s triad / ${f(weightBytes / 2 ** 20, 0)} MiB per token) | ${f(bound)} | ${f(ours / bound, 2)} of bound |`);
 console.log('\naggregate decode throughput (prefill included)');
@@ -136,6 +190,7 @@ for (const k of streams) console.log(`| ${k} | ${f(agg[k]!)} | ${f(agg[k]! / agg
 console.log(`\nKV cache: ${kvPerToken} bytes per token (${cfg.nLayers} layers x K,V x ${cfg.nKvHeads} heads x ${cfg.dim / cfg.nHeads} x f32)`);
 console.log(JSON.stringify({
   bench: 'infer', preset: presetName, threads, params, weightBytes, triadGBs: bandwidth, boundTps: bound, singleStreamTps: ours,
-  fractionOfBound: ours / bound, transformersTps: hf, vsTransformers: hf === null ? null : ours / hf, aggregateTps: agg,
-  kvBytesPerToken: kvPerToken,
+  fractionOfBound: ours / bound, llamaCppTps: typeof lcpp === 'string' ? null : lcpp,
+  vsLlamaCpp: typeof lcpp === 'string' ? null : ours / lcpp, transformersTps: hf, vsTransformers: hf === null ? null : ours / hf, aggregateTps: agg,
+  kvBytesPerToken: kvPerToken, loadAverage: loadavg()[0],
 }));
