@@ -12,11 +12,11 @@
 // allow; a long prompt is prefilled in chunks across steps (chunked prefill). When a running
 // sequence needs a block and none is free, the latest-arrived running sequence is preempted.
 //
-// Threading: steps run on the JS thread, one at a time, and the loop yields to the event loop
-// (setImmediate) between steps. The token budget bounds one step's work (for llama-110m on a few
-// cores, tens of milliseconds), so an HTTP server in the same process stays responsive. A worker
-// thread would need its own copy of the weights (native storages belong to one isolate); that and
-// an async native step are left for the GPU path.
+// Threading: Engine runs its steps on the thread that made it, one at a time, and yields to the
+// event loop (setImmediate) between steps; the token budget bounds one step's work. For a
+// process that also serves HTTP, ThreadedEngine (threaded.ts) runs this same Engine in a worker
+// thread, so no step ever runs on the caller's thread: the weights live in the worker (native
+// storages belong to one thread's isolate), loaded there or copied over once.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { PatentGPTError } from '../errors.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
@@ -115,8 +115,8 @@ class Sequence {
   }
 }
 
-/** The async iterator handed to the caller: a queue of deltas, an error, or the end. */
-class DeltaStream implements AsyncIterableIterator<GenerationDelta> {
+/** @internal The async iterator handed to the caller: a queue of deltas, an error, or the end. */
+export class DeltaStream implements AsyncIterableIterator<GenerationDelta> {
   readonly #queue: GenerationDelta[] = [];
   #error: unknown = null;
   #done = false;
@@ -152,6 +152,7 @@ class DeltaStream implements AsyncIterableIterator<GenerationDelta> {
     if (!this.#done) this.onReturn?.();
     this.#done = true;
     this.#queue.length = 0;
+    this.#wake?.(); // a next() pending elsewhere ends too
     return { value: undefined, done: true };
   }
   [Symbol.asyncIterator](): this {

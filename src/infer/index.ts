@@ -5,3 +5,4 @@ export { Sampler, validateSampling, logprobsOf, argmax, topIndices, type Samplin
 export {
   Engine, type EngineOptions, type EngineStats, type EngineTokenizer, type FinishReason, type GenerateOptions, type GenerationDelta,
 } from './engine.js';
+export { ThreadedEngine } from './threaded.js';
