@@ -5,3 +5,4 @@ export * from './nn/index.js';
 export * from './models/index.js';
 export * from './tokenizer/index.js';
 export * from './infer/index.js';
+export { exportGguf, type GgufOptions } from './export/gguf.js';

@@ -7,7 +7,10 @@
 //   bound = triad bandwidth / weight bytes per token, with the bandwidth of a STREAM-style
 //   triad (y += a * x over 3 x 128 MiB, our thread pool) measured in the same run;
 // - aggregate tokens/s with 1, 4, 16 and 64 concurrent requests (continuous batching);
-// - KV cache bytes per token.
+// - KV cache bytes per token;
+// - responsiveness: the main thread's event-loop delay (p99, max) while 16 requests generate,
+//   with Engine (steps on this thread, yielding between them) and ThreadedEngine (steps in a
+//   worker thread).
 // - node-llama-cpp (prebuilt llama.cpp) on our GGUF export of the same weights (f32, f32 KV
 //   cache), same prompt and thread count, when it can be loaded: PATENTGPT_NODE_LLAMA_CPP, the
 //   package, or build-peers/node_modules/node-llama-cpp (npm install --prefix build-peers
@@ -20,7 +23,8 @@ import { pathToFileURL } from 'node:url';
 import { exportGguf } from '../../src/export/gguf.js';
 import { packageRoot } from '../../src/package.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
-import { Engine, kvBytesPerToken } from '../../src/infer/index.js';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Engine, ThreadedEngine, kvBytesPerToken } from '../../src/infer/index.js';
 import { LlamaForCausalLM, preset, savePretrained } from '../../src/models/index.js';
 import { addon } from '../../src/tensor/addon.js';
 import { Tensor, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
@@ -78,13 +82,27 @@ async function singleStream(): Promise<number> {
   throw new Error('unreachable');
 }
 
-/** Generated tokens/s over all of `k` concurrent requests (prefill included). */
-async function aggregate(k: number): Promise<number> {
+/**
+ * Generated tokens/s over all of `k` concurrent requests: over the whole run (prefill
+ * included), and over the decode phase (from the moment every request has its first token).
+ */
+async function aggregate(k: number): Promise<[number, number]> {
   const t0 = performance.now();
-  const outs = await Promise.all(Array.from({ length: k }, (_, i) =>
-    engine.complete(prompt.map((t) => (t + i) % cfg.vocabSize), { maxTokens: nNew, ignoreEos: true })));
-  const tokens = outs.reduce((a, o) => a + o.tokens.length, 0);
-  return tokens / ((performance.now() - t0) / 1e3);
+  let started = 0;
+  let tDecode = 0;
+  let afterDecodeStart = 0;
+  let total = 0;
+  await Promise.all(Array.from({ length: k }, async (_, i) => {
+    let first = true;
+    for await (const d of engine.generate(prompt.map((t) => (t + i) % cfg.vocabSize), { maxTokens: nNew, ignoreEos: true })) {
+      total += d.tokens.length;
+      if (tDecode > 0) afterDecodeStart += d.tokens.length;
+      if (first && ++started === k) tDecode = performance.now();
+      first = false;
+    }
+  }));
+  const t1 = performance.now();
+  return [total / ((t1 - t0) / 1e3), afterDecodeStart / ((t1 - tDecode) / 1e3)];
 }
 
 const bandwidth = triadGBs();
@@ -172,8 +190,24 @@ async function llamaCpp(): Promise<number | string> {
 const lcpp = await llamaCpp();
 
 const agg: Record<number, number> = {};
-for (const k of streams) agg[k] = await aggregate(k);
+const aggDecode: Record<number, number> = {};
+for (const k of streams) [agg[k], aggDecode[k]] = await aggregate(k);
 engine.close();
+
+/** Event-loop delay of this thread (ms: p99, max) while `k` requests run on `e`. */
+async function loopDelay(e: { complete: Engine['complete'] }, k: number): Promise<[number, number]> {
+  const h = monitorEventLoopDelay({ resolution: 5 });
+  h.enable();
+  await Promise.all(Array.from({ length: k }, (_, i) => e.complete(prompt.map((t) => (t + i) % cfg.vocabSize), { maxTokens: 16, ignoreEos: true })));
+  h.disable();
+  return [h.percentile(99) / 1e6, h.max / 1e6];
+}
+const inThread = new Engine(model, { kvCacheBytes: 32 * 64 * kvPerToken });
+const delayEngine = await loopDelay(inThread, 16);
+inThread.close();
+const threaded = await ThreadedEngine.fromModel(model, { kvCacheBytes: 32 * 64 * kvPerToken });
+const delayThreaded = await loopDelay(threaded, 16);
+await threaded.close();
 
 const f = (x: number, d = 1): string => x.toFixed(d);
 console.log(`\nsingle stream decode (${nNew} tokens after a ${prompt.length}-token prompt)`);
@@ -183,14 +217,20 @@ console.log(`| patentgpt engine | ${f(ours)} | 1.00 |`);
 console.log(`| node-llama-cpp (llama.cpp, our GGUF f32) | ${typeof lcpp === 'string' ? `skipped (${lcpp})` : f(lcpp)} | ${typeof lcpp === 'string' ? '-' : f(ours / lcpp, 2) + 'x ours/theirs'} |`);
 console.log(`| transformers generate() | ${hf === null ? `skipped (${hfWhy})` : f(hf)} | ${hf === null ? '-' : f(ours / hf, 2) + 'x ours/theirs'} |`);
 console.log(`| bandwidth bound (${f(bandwidth)} GB/s triad / ${f(weightBytes / 2 ** 20, 0)} MiB per token) | ${f(bound)} | ${f(ours / bound, 2)} of bound |`);
-console.log('\naggregate decode throughput (prefill included)');
-console.log('| concurrent requests | tokens/s | vs 1 stream |');
-console.log('|---:|---:|---:|');
-for (const k of streams) console.log(`| ${k} | ${f(agg[k]!)} | ${f(agg[k]! / agg[streams[0]!]!, 2)}x |`);
+console.log(`\naggregate throughput (${prompt.length}-token prompts, ${nNew} new tokens each)`);
+console.log('| concurrent requests | tokens/s, whole run | vs 1 stream | tokens/s, decode phase | vs 1 stream |');
+console.log('|---:|---:|---:|---:|---:|');
+for (const k of streams)
+  console.log(`| ${k} | ${f(agg[k]!)} | ${f(agg[k]! / agg[streams[0]!]!, 2)}x | ${f(aggDecode[k]!)} | ${f(aggDecode[k]! / aggDecode[streams[0]!]!, 2)}x |`);
+console.log('\nmain-thread event-loop delay while 16 requests generate');
+console.log('| engine | p99 ms | max ms |');
+console.log('|---|---:|---:|');
+console.log(`| Engine (steps on this thread) | ${f(delayEngine[0])} | ${f(delayEngine[1])} |`);
+console.log(`| ThreadedEngine (steps in a worker) | ${f(delayThreaded[0])} | ${f(delayThreaded[1])} |`);
 console.log(`\nKV cache: ${kvPerToken} bytes per token (${cfg.nLayers} layers x K,V x ${cfg.nKvHeads} heads x ${cfg.dim / cfg.nHeads} x f32)`);
 console.log(JSON.stringify({
   bench: 'infer', preset: presetName, threads, params, weightBytes, triadGBs: bandwidth, boundTps: bound, singleStreamTps: ours,
   fractionOfBound: ours / bound, llamaCppTps: typeof lcpp === 'string' ? null : lcpp,
-  vsLlamaCpp: typeof lcpp === 'string' ? null : ours / lcpp, transformersTps: hf, vsTransformers: hf === null ? null : ours / hf, aggregateTps: agg,
-  kvBytesPerToken: kvPerToken, loadAverage: loadavg()[0],
+  vsLlamaCpp: typeof lcpp === 'string' ? null : ours / lcpp, transformersTps: hf, vsTransformers: hf === null ? null : ours / hf, aggregateTps: agg, aggregateDecodeTps: aggDecode,
+  kvBytesPerToken: kvPerToken, loopDelayMs: { engine: delayEngine, threaded: delayThreaded }, loadAverage: loadavg()[0],
 }));

@@ -145,9 +145,10 @@ export class BlockPool {
    * table (counts incremented). Returns the table and how many tokens it covers. Only whole
    * blocks are reused, and never the block holding the last token (its logits must be computed).
    */
-  allocatePrefix(id: number, tokens: ArrayLike<number>): { table: BlockTable; cachedTokens: number } {
+  allocatePrefix(id: number, tokens: ArrayLike<number>): { table: BlockTable; cachedTokens: number; lookups: number } {
     const table = new BlockTable(id);
-    if (!this.enablePrefixCaching) return { table, cachedTokens: 0 };
+    if (!this.enablePrefixCaching) return { table, cachedTokens: 0, lookups: 0 };
+    const before = this.#queries;
     const fullBlocks = Math.floor((tokens.length - 1) / this.blockSize);
     let parent: string | null = null;
     for (let i = 0; i < fullBlocks; i++) {
@@ -164,7 +165,17 @@ export class BlockPool {
       table.hashes.push(h);
       parent = h;
     }
-    return { table, cachedTokens: table.blocks.length * this.blockSize };
+    return { table, cachedTokens: table.blocks.length * this.blockSize, lookups: this.#queries - before };
+  }
+
+  /**
+   * Undoes allocatePrefix for a sequence that could not be admitted after all: frees the table
+   * and takes its lookups out of the hit-rate counters (it will look up again when admitted).
+   */
+  cancelPrefix(table: BlockTable, lookups: number): void {
+    this.#hits -= table.blocks.length;
+    this.#queries -= lookups;
+    this.free(table);
   }
 
   /**

@@ -373,10 +373,10 @@ export class Engine {
     if (preempted) return live;
     while (budget > 0 && this.#waiting.length > 0 && this.#running.length < this.maxNumSeqs) {
       const seq = this.#waiting[0]!;
-      const { table, cachedTokens } = this.pool.allocatePrefix(seq.id, seq.tokens);
+      const { table, cachedTokens, lookups } = this.pool.allocatePrefix(seq.id, seq.tokens);
       const n = Math.min(seq.tokens.length - cachedTokens, budget);
       if (!this.pool.canAppend(table, cachedTokens, cachedTokens + n)) {
-        this.pool.free(table);
+        this.pool.cancelPrefix(table, lookups);
         break; // first come, first served: nobody overtakes the head of the queue
       }
       seq.table = table;

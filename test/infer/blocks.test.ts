@@ -52,6 +52,12 @@ describe('BlockPool', () => {
     const s = pool.stats();
     expect(s.prefixHits).toBe(4);
     expect(s.prefixQueries).toBe(2 + 2 + 3); // a: 2 misses, b: 2 hits, c: 2 hits + 1 miss
+    // A lookup undone (the sequence was not admitted) leaves the counters and counts as before.
+    const d = pool.allocatePrefix(4, prompt);
+    expect(d.lookups).toBe(2);
+    pool.cancelPrefix(d.table, d.lookups);
+    expect(pool.stats()).toEqual(s);
+    expect(pool.refCount(a.blocks[0]!)).toBe(3);
   });
 
   it('keeps freed cached blocks findable and evicts least recently freed first', () => {
