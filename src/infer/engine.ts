@@ -50,6 +50,11 @@ export interface EngineOptions {
   addBos?: boolean;
   /** Tokens per attention partition for long contexts (default 512). */
   partitionSize?: number;
+  /**
+   * Longest sequence (prompt + output) served. Default: the config's maxSeqLen, times the factor
+   * of dynamic-base RoPE scaling (which keeps maxSeqLen at the trained length).
+   */
+  maxModelLen?: number;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -169,6 +174,7 @@ export class Engine {
   readonly #addBos: boolean;
   readonly maxNumSeqs: number;
   readonly maxNumBatchedTokens: number;
+  readonly maxModelLen: number;
   readonly #waiting: Sequence[] = [];
   readonly #running: Sequence[] = [];
   #nextId = 0;
@@ -195,6 +201,10 @@ export class Engine {
     this.#addBos = opts.addBos ?? true;
     this.maxNumSeqs = opts.maxNumSeqs ?? 64;
     this.maxNumBatchedTokens = opts.maxNumBatchedTokens ?? 512;
+    const rs = cfg.ropeScaling;
+    this.maxModelLen = opts.maxModelLen ?? (rs?.type === 'dynamic-base' ? Math.floor(cfg.maxSeqLen * rs.factor) : cfg.maxSeqLen);
+    if (!Number.isInteger(this.maxModelLen) || this.maxModelLen < 2)
+      throw new PatentGPTError('E_ARGUMENT', `Engine: maxModelLen must be an integer >= 2, got ${this.maxModelLen}`);
     if (!(this.maxNumSeqs >= 1) || !(this.maxNumBatchedTokens >= 1))
       throw new PatentGPTError('E_ARGUMENT', 'Engine: maxNumSeqs and maxNumBatchedTokens must be >= 1');
   }
@@ -215,11 +225,12 @@ export class Engine {
     for (let i = 0; i < ids.length; i++)
       if (!Number.isInteger(ids[i]) || ids[i]! < 0 || ids[i]! >= cfg.vocabSize)
         throw new PatentGPTError('E_ARGUMENT', `generate: prompt token ${i} = ${ids[i]} is outside the vocabulary [0, ${cfg.vocabSize})`);
-    if (ids.length >= cfg.maxSeqLen)
-      throw new PatentGPTError('E_ARGUMENT', `generate: the prompt has ${ids.length} tokens; the context holds ${cfg.maxSeqLen} with room for at least one new token`);
+    const ctx = this.maxModelLen;
+    if (ids.length >= ctx)
+      throw new PatentGPTError('E_ARGUMENT', `generate: the prompt has ${ids.length} tokens; the context holds ${ctx} with room for at least one new token`);
     const sampler = new Sampler(options, ids); // validates the sampling options
     // By default: up to the context, or as much as the whole cache holds.
-    const maxTokens = options.maxTokens ?? Math.max(1, Math.min(cfg.maxSeqLen, this.pool.numBlocks * this.pool.blockSize + 1) - ids.length);
+    const maxTokens = options.maxTokens ?? Math.max(1, Math.min(ctx, this.pool.numBlocks * this.pool.blockSize + 1) - ids.length);
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new PatentGPTError('E_ARGUMENT', `generate: maxTokens must be an integer >= 1, got ${maxTokens}`);
     for (const t of options.stopTokenIds ?? [])
       if (!Number.isInteger(t) || t < 0 || t >= cfg.vocabSize)
@@ -230,7 +241,7 @@ export class Engine {
     }
     const lp = options.logprobs;
     if (lp !== undefined && (!Number.isInteger(lp) || lp < 0 || lp > 20)) throw new PatentGPTError('E_ARGUMENT', `generate: logprobs must be an integer in [0, 20], got ${lp}`);
-    const maxTotal = Math.min(ids.length + maxTokens, cfg.maxSeqLen);
+    const maxTotal = Math.min(ids.length + maxTokens, ctx);
     // The last token sampled is never written to the cache: maxTotal - 1 tokens need slots.
     const need = this.pool.blocksFor(maxTotal - 1);
     if (need > this.pool.numBlocks)

@@ -119,7 +119,30 @@ export class ModelRunner {
     const cfg = this.config;
     const { nHeads: H, nKvHeads: Hkv } = cfg;
     const D = this.headDim;
+    // RoPE settings: one for the whole step, except with dynamic-base scaling, whose base depends
+    // on each sequence's length (as Hugging Face computes it per sequence): then per sequence.
     const rp = ropeParams(cfg, maxPos);
+    const perSeqRope = cfg.ropeScaling?.type === 'dynamic-base';
+    const segments: { row: number; n: number; rope: ReturnType<typeof ropeParams> }[] = [];
+    if (perSeqRope) {
+      let r0 = 0;
+      for (const i of order) {
+        const it = items[i]!;
+        segments.push({ row: r0, n: it.end - it.start, rope: ropeParams(cfg, it.end - 1) });
+        r0 += it.end - it.start;
+      }
+    }
+    /** RoPE of x (N, heads, D) at the step's positions. */
+    const applyRope = (x: Tensor, pos: Tensor): Tensor => {
+      if (!perSeqRope) return rope(x, pos, rp);
+      const out = Tensor.empty(x.shape);
+      const rowBytes = out.byteLength / N;
+      for (const sg of segments) {
+        const r = rope(x.narrow(sg.row, sg.n), pos.narrow(sg.row, sg.n), sg.rope);
+        out.storage.copyFrom(r.storage, out.byteOffset + sg.row * rowBytes, r.byteOffset, r.byteLength);
+      }
+      return out;
+    };
     const logits = noGrad(() => scope(() => {
       const pos = Tensor.from(positions, [N], { dtype: 'i32' });
       const slotT = Tensor.from(slots, [N], { dtype: 'i32' });
@@ -129,8 +152,8 @@ export class ModelRunner {
       m.layers.items.forEach((layer, l) => {
         const attn = layer.self_attn;
         const h = layer.input_layernorm.forward(x);
-        const q = rope(attn.q_proj.forward(h).reshape([N, H, D]), pos, rp); // (N, H, D)
-        const k = rope(attn.k_proj.forward(h).reshape([N, Hkv, D]), pos, rp); // (N, Hkv, D)
+        const q = applyRope(attn.q_proj.forward(h).reshape([N, H, D]), pos); // (N, H, D)
+        const k = applyRope(attn.k_proj.forward(h).reshape([N, Hkv, D]), pos); // (N, Hkv, D)
         const v = attn.v_proj.forward(h).reshape([N, Hkv, D]); // (N, Hkv, D)
         pagedKvStore(this.#k[l]!, this.#v[l]!, k, v, slotT);
         const o = Tensor.empty([N, H, D]);

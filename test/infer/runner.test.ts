@@ -97,4 +97,53 @@ describe('ModelRunner', () => {
     expectClose(l!, fullLogits(model, tokens), 1e-4, 1e-4, 'decode at 150 tokens over 5 partitions');
     runner.close();
   });
+
+  it('copy-on-write: forked sequences diverge in copied blocks; both match a full forward', () => {
+    const model = new LlamaForCausalLM(cfg, { seed: 6, initStd: 0.1 });
+    const pool = new BlockPool(16, 4);
+    const runner = new ModelRunner(model, { numBlocks: 16, blockSize: 4, partitionSize: 8 });
+    const base = Array.from({ length: 10 }, (_, i) => (i * 11 + 3) % 256); // 2.5 blocks: the last is partly written
+    const parent = pool.allocatePrefix(0, base).table;
+    pool.prepareWrite(parent, 0, 10);
+    runner.step([{ tokens: base, start: 0, end: 10, table: parent }]);
+    pool.markComputed(parent, base, 10);
+    const child = pool.fork(parent, 1);
+    const a = [...base, 17];
+    const b = [...base, 99];
+    // Both write position 10 into the shared third block: the child gets a copy first.
+    const copies = pool.prepareWrite(child, 10, 11);
+    expect(copies.length).toBe(1);
+    runner.copyBlocks(copies);
+    expect(pool.prepareWrite(parent, 10, 11)).toEqual([]);
+    const [la, lb] = runner.step([
+      { tokens: a, start: 10, end: 11, table: parent },
+      { tokens: b, start: 10, end: 11, table: child },
+    ]);
+    expectClose(la!, fullLogits(model, a), 1e-4, 1e-4, 'parent branch');
+    expectClose(lb!, fullLogits(model, b), 1e-4, 1e-4, 'child branch (copied block)');
+    runner.close();
+  });
+
+  it('dynamic-base RoPE is set per sequence: a sequence gives the same logits alone and batched', () => {
+    const dyn = validateConfig({ ...cfg, maxSeqLen: 16, ropeScaling: { type: 'dynamic-base', factor: 4 } });
+    const model = new LlamaForCausalLM(dyn, { seed: 8, initStd: 0.1 });
+    const run = (prompts: number[][]): Float32Array[] => {
+      const pool = new BlockPool(32, 4);
+      const runner = new ModelRunner(model, { numBlocks: 32, blockSize: 4 });
+      const tables = prompts.map((p, i) => {
+        const t = pool.allocatePrefix(i, p).table;
+        pool.prepareWrite(t, 0, p.length);
+        return t;
+      });
+      const out = runner.step(prompts.map((p, i) => ({ tokens: p, start: 0, end: p.length, table: tables[i]! })));
+      runner.close();
+      return out.map((l) => Float32Array.from(l!));
+    };
+    const long = Array.from({ length: 40 }, (_, i) => (i * 5 + 1) % 256); // beyond maxSeqLen: scaled base
+    const short = Array.from({ length: 9 }, (_, i) => (i * 3 + 2) % 256); // within: plain base
+    const [alone] = run([short]);
+    const [batched] = run([short, long]);
+    expectClose(batched!, alone!, 1e-5, 1e-5, 'short sequence beside a long one');
+    expectClose(alone!, fullLogits(model, short), 1e-4, 1e-4, 'short sequence vs full forward');
+  });
 });
