@@ -2,6 +2,7 @@
 // table, alignment, data equal to the weights with q/k permuted), f16 rounding against the
 // native cast, and — where node-llama-cpp (prebuilt llama.cpp) can be loaded — its greedy
 // continuation equals our engine's token for token for 64 tokens.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { exportGguf, permuteForRope, toHalf } from '../../src/export/gguf.js';
 import { Engine } from '../../src/infer/index.js';
-import { LlamaForCausalLM, validateConfig } from '../../src/models/index.js';
+import { LlamaForCausalLM, savePretrained, validateConfig } from '../../src/models/index.js';
 import { packageRoot } from '../../src/package.js';
 import { Tensor } from '../../src/tensor/index.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
@@ -135,6 +136,20 @@ describe('GGUF export', () => {
     expect(Array.from(half)).toEqual(Array.from(w, (x) => toHalf(x)));
   });
 
+  it("'patentgpt export gguf' writes the same file as exportGguf", async () => {
+    const folder = join(dir, 'folder');
+    await savePretrained(model, folder, { dtype: 'f32' });
+    const out = join(dir, 'cli.gguf');
+    const log = execFileSync(process.execPath, ['--import', 'tsx', new URL('../../src/cli/main.ts', import.meta.url).pathname,
+      'export', 'gguf', folder, out, '--tokenizer', 'llama2', '--dtype', 'f16'], { encoding: 'utf8' });
+    expect(log).toMatch(/wrote .*cli\.gguf \(f16/);
+    const direct = join(dir, 'direct.gguf');
+    await exportGguf(model, tok, direct, { dtype: 'f16' });
+    expect(Buffer.compare(readFileSync(out), readFileSync(direct))).toBe(0);
+    expect(() => execFileSync(process.execPath, ['--import', 'tsx', new URL('../../src/cli/main.ts', import.meta.url).pathname,
+      'export', 'gguf', folder, out], { encoding: 'utf8', stdio: 'pipe' })).toThrow(/no tokenizer at/);
+  }, 60_000);
+
   it('rounds to f16 exactly as the native cast does', () => {
     const xs = Float32Array.from([0, -0, 1, -1, 65504, 65520, 1e6, -1e6, 6e-8, 3e-8, 2.9e-8, 1e-10, 0.1, 1 / 3, 6.1e-5, 6.0e-5,
       1.00048828125, 1.000732421875, 2049, 2051, ...Array.from({ length: 2000 }, (_, i) => Math.sin(i * 1.37) * 10 ** ((i % 13) - 6))]);
@@ -183,6 +198,7 @@ describe('GGUF export', () => {
     const engine = new Engine(model, { kvCacheBytes: 2 ** 24 });
     const ours = (await engine.complete(prompt, { maxTokens: 64, ignoreEos: true })).tokens;
     engine.close();
+    expect(new Set(ours).size).toBeGreaterThan(16); // a varied continuation, not one token repeated
     expect(ours).toEqual(theirs);
   }, 120_000);
 });
