@@ -21,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterAdamw(env, exports);
   RegisterMinhash(env, exports);
   RegisterBpeTrain(env, exports);
+  RegisterPagedAttention(env, exports);
   return exports;
 }
 

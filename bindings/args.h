@@ -106,5 +106,6 @@ void RegisterAttention(Napi::Env env, Napi::Object exports);
 void RegisterAdamw(Napi::Env env, Napi::Object exports);
 void RegisterMinhash(Napi::Env env, Napi::Object exports);
 void RegisterBpeTrain(Napi::Env env, Napi::Object exports);
+void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
 
 }  // namespace pgnode

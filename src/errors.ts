@@ -13,7 +13,10 @@ export type ErrorCode =
   | 'E_DATA' // token shards or a manifest that are corrupt or do not fit the vocabulary
   | 'E_FORMAT' // a file that is not what it should be (a corrupt tokenizer.model, safetensors, ...)
   | 'E_UNSUPPORTED' // a valid input this version cannot handle yet
-  | 'E_IO'; // a file system operation that failed
+  | 'E_IO' // a file system operation that failed
+  | 'E_KV_CACHE_FULL' // a request that cannot fit in the whole KV cache budget
+  | 'E_ABORTED' // a generation request cancelled by its AbortSignal
+  | 'E_INTERNAL'; // a broken invariant inside the package (a bug: please report it)
 
 export class PatentGPTError extends Error {
   readonly code: ErrorCode;

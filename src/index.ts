@@ -4,3 +4,5 @@ export { PatentGPTError, type ErrorCode } from './errors.js';
 export * from './nn/index.js';
 export * from './models/index.js';
 export * from './tokenizer/index.js';
+export * from './infer/index.js';
+export { exportGguf, type GgufOptions } from './export/gguf.js';

@@ -6,6 +6,7 @@ import { infoCommand } from './info.js';
 import { modelCommand } from './model.js';
 import { dataCommand } from './data.js';
 import { tokenizerCommand } from './tokenizer.js';
+import { exportCommand } from './export.js';
 
 const version = packageVersion();
 
@@ -18,6 +19,7 @@ program.addCommand(infoCommand(version));
 program.addCommand(modelCommand());
 program.addCommand(dataCommand());
 program.addCommand(tokenizerCommand());
+program.addCommand(exportCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

@@ -95,6 +95,14 @@ export interface Addon {
     out: S, outO: O, lse: S, lseO: O, q: S, qO: O, k: S, kO: O, v: S, vO: O, cuSeqlens: S, cuO: O,
     nseq: number, T: number, H: number, Hkv: number, D: number, scale: number, causal: boolean): void;
 
+  // paged_attention.cpp: caches (numBlocks, blockSize, Hkv, D)
+  pagedKvStore(kCache: S, kcO: O, vCache: S, vcO: O, k: S, kO: O, v: S, vO: O, slotMapping: S, smO: O,
+    T: number, Hkv: number, D: number, numBlocks: number, blockSize: number): void;
+  pagedAttentionForward(out: S, outO: O, partOut: S, poO: O, partStats: S, psO: O, q: S, qO: O,
+    kCache: S, kcO: O, vCache: S, vcO: O, blockTables: S, btO: O, cuQ: S, cuO: O, contextLens: S, clO: O,
+    nseq: number, Tq: number, H: number, Hkv: number, D: number, numBlocks: number, blockSize: number,
+    maxBlocks: number, partitionSize: number, maxPartitions: number, scale: number): void;
+
   // adamw.cpp
   adamwStep(param: S, paramO: O, m: S, mO: O, v: S, vO: O, grad: S, gradO: O, n: number, lr: number,
     beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;

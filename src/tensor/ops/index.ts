@@ -9,3 +9,4 @@ export * from './attention.js';
 export * from './crossEntropy.js';
 export * from './linearCrossEntropy.js';
 export * from './optim.js';
+export * from './paged.js';

@@ -1,0 +1,102 @@
+// Bindings of native/cpu/paged_attention.cpp. Slot mappings, block tables, cu_q and context
+// lengths are read and checked here, before any kernel runs: the kernels index the caches with
+// them unchecked.
+#include <cmath>
+#include <string>
+
+#include "args.h"
+#include "patentgpt/paged_attention.h"
+
+namespace pgnode {
+
+namespace {
+
+std::string S(int64_t v) { return std::to_string(v); }
+
+// pagedKvStore(kCache, vCache, k, v, slotMapping (each storage, offset), T, Hkv, D, numBlocks, blockSize)
+Napi::Value PagedKvStore(const Napi::CallbackInfo& info) {
+  Args a(info, "pagedKvStore", 15);
+  const int64_t T = a.Size(10, "T"), Hkv = a.Size(11, "Hkv"), D = a.Size(12, "D");
+  const int64_t numBlocks = a.Size(13, "numBlocks"), blockSize = a.Size(14, "blockSize");
+  if (Hkv < 1 || D < 1 || blockSize < 1) a.Fail("Hkv, D and blockSize must be >= 1");
+  const int64_t slots = a.Mul(numBlocks, blockSize), cacheSize = a.Mul(a.Mul(slots, Hkv), D);
+  float* kc = a.Ptr<float>(0, "kCache", cacheSize);
+  float* vc = a.Ptr<float>(2, "vCache", cacheSize);
+  const float* k = a.Ptr<float>(4, "k", a.Mul(a.Mul(T, Hkv), D));
+  const float* v = a.Ptr<float>(6, "v", T * Hkv * D);
+  const int32_t* slot = a.Ptr<int32_t>(8, "slotMapping", T);
+  if (Overlap(kc, cacheSize, slot, T) || Overlap(vc, cacheSize, slot, T)) a.Fail("slotMapping overlaps a cache");
+  if (Overlap(kc, cacheSize, vc, cacheSize)) a.Fail("kCache and vCache overlap");
+  for (int64_t t = 0; t < T; ++t)
+    if (slot[t] >= slots || slot[t] < -1)
+      a.Fail("slotMapping[" + S(t) + "] = " + S(slot[t]) + " is outside [-1, " + S(slots) + ") (numBlocks * blockSize)");
+  pg::paged_kv_store(kc, vc, k, v, slot, T, Hkv, D);
+  return info.Env().Undefined();
+}
+
+// pagedAttentionForward(out, partOut, partStats, q, kCache, vCache, blockTables, cuQ, contextLens
+//   (each storage, offset), nseq, Tq, H, Hkv, D, numBlocks, blockSize, maxBlocks, partitionSize,
+//   maxPartitions, scale)
+Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info) {
+  Args a(info, "pagedAttention", 29);
+  const int64_t nseq = a.Size(18, "nseq"), Tq = a.Size(19, "Tq"), H = a.Size(20, "H"), Hkv = a.Size(21, "Hkv"),
+                D = a.Size(22, "D"), numBlocks = a.Size(23, "numBlocks"), blockSize = a.Size(24, "blockSize"),
+                maxBlocks = a.Size(25, "maxBlocks"), partitionSize = a.Size(26, "partitionSize"),
+                maxPartitions = a.Size(27, "maxPartitions");
+  const double scale = a.Num(28, "scale");
+  if (H < 1 || Hkv < 1 || D < 1 || blockSize < 1) a.Fail("H, Hkv, D and blockSize must be >= 1");
+  if (H % Hkv != 0) a.Fail("H (" + S(H) + ") must be a multiple of Hkv (" + S(Hkv) + ")");
+  if (partitionSize < 1 || partitionSize > pg::kPagedMaxPartition)
+    a.Fail("partitionSize must be in [1, " + S(pg::kPagedMaxPartition) + "], got " + S(partitionSize));
+  if (!std::isfinite(scale)) a.Fail("scale must be finite");
+  if (Tq > 0x7fffffff) a.Fail("Tq must fit in int32");
+  const int64_t nq = a.Mul(a.Mul(Tq, H), D), nPart = a.Mul(a.Mul(Tq, H), maxPartitions);
+  const int64_t cacheSize = a.Mul(a.Mul(a.Mul(numBlocks, blockSize), Hkv), D);
+  float* out = a.Ptr<float>(0, "out", nq);
+  float* partOut = a.Ptr<float>(2, "partOut", a.Mul(nPart, D));
+  float* partStats = a.Ptr<float>(4, "partStats", a.Mul(nPart, 2));
+  const float* q = a.Ptr<float>(6, "q", nq);
+  const float* kc = a.Ptr<float>(8, "kCache", cacheSize);
+  const float* vc = a.Ptr<float>(10, "vCache", cacheSize);
+  const int32_t* tables = a.Ptr<int32_t>(12, "blockTables", a.Mul(nseq, maxBlocks));
+  const int32_t* cu = a.Ptr<int32_t>(14, "cuQ", nseq + 1);
+  const int32_t* ctx = a.Ptr<int32_t>(16, "contextLens", nseq);
+  // Nothing the kernel writes may share bytes with an index it trusts.
+  const int64_t sizes[3] = {nq, nPart * D, nPart * 2};
+  const float* outs[3] = {out, partOut, partStats};
+  for (int i = 0; i < 3; ++i)
+    if (Overlap(outs[i], sizes[i], tables, nseq * maxBlocks) || Overlap(outs[i], sizes[i], cu, nseq + 1) ||
+        Overlap(outs[i], sizes[i], ctx, nseq))
+      a.Fail("an output overlaps blockTables, cuQ or contextLens");
+  if (cu[0] != 0) a.Fail("cuQ[0] must be 0, got " + S(cu[0]));
+  if (cu[nseq] != Tq) a.Fail("cuQ[" + S(nseq) + "] = " + S(cu[nseq]) + " must equal Tq = " + S(Tq));
+  for (int64_t s = 0; s < nseq; ++s) {
+    const int64_t qlen = static_cast<int64_t>(cu[s + 1]) - cu[s];
+    if (qlen < 0) a.Fail("cuQ must not decrease at index " + S(s + 1));
+    const int64_t len = ctx[s];
+    if (len < qlen) a.Fail("contextLens[" + S(s) + "] = " + S(len) + " is less than its " + S(qlen) + " query rows");
+    if (len > a.Mul(maxBlocks, blockSize))
+      a.Fail("contextLens[" + S(s) + "] = " + S(len) + " exceeds maxBlocks * blockSize = " + S(maxBlocks * blockSize));
+    if ((len + partitionSize - 1) / partitionSize > maxPartitions)
+      a.Fail("contextLens[" + S(s) + "] = " + S(len) + " needs more than maxPartitions = " + S(maxPartitions) +
+             " partitions of " + S(partitionSize));
+    if (qlen == 0) continue;
+    for (int64_t b = 0; b < (len + blockSize - 1) / blockSize; ++b) {
+      const int32_t blk = tables[s * maxBlocks + b];
+      if (blk < 0 || blk >= numBlocks)
+        a.Fail("blockTables[" + S(s) + "][" + S(b) + "] = " + S(blk) + " is outside [0, " + S(numBlocks) + ")");
+    }
+  }
+  pg::paged_attention_forward(out, partOut, partStats, q, kc, vc, tables, cu, ctx, nseq, Tq, H, Hkv, D, blockSize,
+                              maxBlocks, partitionSize, maxPartitions, static_cast<float>(scale));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterPagedAttention(Napi::Env env, Napi::Object exports) {
+  exports.Set("pagedKvStore", Napi::Function::New(env, PagedKvStore, "pagedKvStore"));
+  exports.Set("pagedAttentionForward", Napi::Function::New(env, PagedAttentionForward, "pagedAttentionForward"));
+}
+
+}  // namespace pgnode

@@ -1,0 +1,302 @@
+// GGUF export (llama.cpp's file format, version 3) of a LlamaForCausalLM and its SentencePiece
+// tokenizer, laid out as llama.cpp's convert_hf_to_gguf.py does for the llama architecture:
+//   - metadata: llama.* hyper-parameters, general.file_type, tokenizer.ggml.* (model "llama":
+//     pieces, scores, token types, special ids);
+//   - tensors under GGUF names (token_embd, blk.N.attn_q, ..., output), dims listed innermost
+//     first; q and k projections permuted from Hugging Face's rotate-half RoPE layout to the
+//     interleaved pairs llama.cpp rotates; norms always f32, matrices f32 or f16;
+//   - 32-byte alignment of the data section and of every tensor in it.
+import { open, rename, rm } from 'node:fs/promises';
+import { PatentGPTError } from '../errors.js';
+import type { LlamaForCausalLM } from '../models/llama.js';
+import { tempPath } from '../models/safetensors.js';
+import type { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
+
+export interface GgufOptions {
+  /** Matrices in 'f32' (default) or 'f16'; 1-D tensors stay f32 as llama.cpp expects. */
+  dtype?: 'f32' | 'f16';
+  /** general.name (default 'patentgpt'). */
+  name?: string;
+}
+
+const ALIGN = 32;
+const enum Kind { U32 = 4, I32 = 5, F32 = 6, BOOL = 7, STRING = 8, ARRAY = 9 }
+type Value =
+  | { kind: Kind.U32 | Kind.I32 | Kind.F32; value: number }
+  | { kind: Kind.BOOL; value: boolean }
+  | { kind: Kind.STRING; value: string }
+  | { kind: Kind.ARRAY; of: Kind.STRING; value: readonly string[] }
+  | { kind: Kind.ARRAY; of: Kind.F32 | Kind.I32; value: ArrayLike<number> };
+
+/** A little-endian byte builder. */
+class Bytes {
+  #buf = new Uint8Array(1 << 16);
+  #view = new DataView(this.#buf.buffer);
+  length = 0;
+  #room(n: number): void {
+    if (this.length + n <= this.#buf.length) return;
+    const next = new Uint8Array(Math.max(this.#buf.length * 2, this.length + n));
+    next.set(this.#buf.subarray(0, this.length));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+  u32(v: number): void {
+    this.#room(4);
+    this.#view.setUint32(this.length, v, true);
+    this.length += 4;
+  }
+  i32(v: number): void {
+    this.#room(4);
+    this.#view.setInt32(this.length, v, true);
+    this.length += 4;
+  }
+  u64(v: number): void {
+    this.#room(8);
+    this.#view.setBigUint64(this.length, BigInt(v), true);
+    this.length += 8;
+  }
+  f32(v: number): void {
+    this.#room(4);
+    this.#view.setFloat32(this.length, v, true);
+    this.length += 4;
+  }
+  bytes(b: Uint8Array): void {
+    this.#room(b.length);
+    this.#buf.set(b, this.length);
+    this.length += b.length;
+  }
+  str(s: string): void {
+    const b = new TextEncoder().encode(s);
+    this.u64(b.length);
+    this.bytes(b);
+  }
+  pad(align: number): void {
+    const n = (align - (this.length % align)) % align;
+    this.#room(n);
+    this.#buf.fill(0, this.length, this.length + n);
+    this.length += n;
+  }
+  get data(): Uint8Array {
+    return this.#buf.subarray(0, this.length);
+  }
+}
+
+function writeValue(b: Bytes, v: Value): void {
+  b.u32(v.kind);
+  switch (v.kind) {
+    case Kind.U32: b.u32(v.value); break;
+    case Kind.I32: b.i32(v.value); break;
+    case Kind.F32: b.f32(v.value); break;
+    case Kind.BOOL: b.bytes(Uint8Array.of(v.value ? 1 : 0)); break;
+    case Kind.STRING: b.str(v.value); break;
+    case Kind.ARRAY:
+      b.u32(v.of);
+      b.u64(v.value.length);
+      for (let i = 0; i < v.value.length; i++) {
+        const x = v.value[i]!;
+        if (v.of === Kind.STRING) b.str(x as string);
+        else if (v.of === Kind.F32) b.f32(x as number);
+        else b.i32(x as number);
+      }
+  }
+}
+
+/** Rows of a (nHeads * D, in) projection reordered from rotate-half to interleaved RoPE pairs. */
+export function permuteForRope(w: Float32Array, nHeads: number, rows: number, cols: number): Float32Array {
+  const D = rows / nHeads;
+  const out = new Float32Array(w.length);
+  for (let h = 0; h < nHeads; h++)
+    for (let i = 0; i < D / 2; i++)
+      for (let j = 0; j < 2; j++) {
+        const src = (h * D + j * (D / 2) + i) * cols;
+        out.set(w.subarray(src, src + cols), (h * D + 2 * i + j) * cols);
+      }
+  return out;
+}
+
+/** IEEE half from float, round to nearest even. */
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+export function toHalf(x: number): number {
+  f32Scratch[0] = x;
+  const bits = u32Scratch[0]!;
+  const sign = (bits >>> 16) & 0x8000;
+  const exp = (bits >>> 23) & 0xff;
+  let mant = bits & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++; // a carry moves to the next binade (or to inf): still right
+  return sign | h;
+}
+
+function f16Bytes(x: Float32Array): Uint8Array {
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = toHalf(x[i]!);
+  return new Uint8Array(out.buffer);
+}
+
+interface Entry {
+  name: string;
+  /** GGUF dims, innermost first. */
+  dims: number[];
+  type: 0 | 1; // GGML_TYPE_F32, GGML_TYPE_F16
+  data: () => Uint8Array;
+}
+
+/**
+ * Writes `model` and `tokenizer` to `path` as a GGUF v3 file llama.cpp loads (architecture
+ * llama). The tokenizer may have fewer pieces than the model's vocabulary (padded with unused
+ * pieces), never more.
+ */
+export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePieceTokenizer, path: string, opts: GgufOptions = {}): Promise<void> {
+  const cfg = model.config;
+  const dtype = opts.dtype ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'f16') throw new PatentGPTError('E_ARGUMENT', `exportGguf: dtype must be 'f32' or 'f16', got ${String(dtype)}`);
+  if (cfg.numExperts > 1) throw new PatentGPTError('E_UNSUPPORTED', 'exportGguf: mixture-of-experts models are not supported yet');
+  if (cfg.ropeScaling !== null && cfg.ropeScaling.type !== 'linear')
+    throw new PatentGPTError('E_UNSUPPORTED', `exportGguf: rope scaling "${cfg.ropeScaling.type}" has no GGUF equivalent here (only linear)`);
+  if (tokenizer.vocabSize > cfg.vocabSize)
+    throw new PatentGPTError('E_ARGUMENT', `exportGguf: the tokenizer has ${tokenizer.vocabSize} pieces, more than the model's ${cfg.vocabSize} embeddings`);
+  const D = cfg.dim / cfg.nHeads;
+  const params = new Map(model.namedParameters());
+  const get = (n: string): Float32Array => {
+    const t = params.get(n);
+    if (!t) throw new PatentGPTError('E_INTERNAL', `exportGguf: no parameter ${n}`);
+    return t.toArray() as Float32Array;
+  };
+  const mat = (name: string, src: string, rows: number, cols: number, permuteHeads = 0): Entry => ({
+    name, dims: [cols, rows], type: dtype === 'f16' ? 1 : 0,
+    data: () => {
+      let w = get(src);
+      if (permuteHeads) w = permuteForRope(w, permuteHeads, rows, cols);
+      return dtype === 'f16' ? f16Bytes(w) : new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
+    },
+  });
+  const vec = (name: string, src: string, n: number): Entry => ({
+    name, dims: [n], type: 0, data: () => {
+      const w = get(src);
+      return new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
+    },
+  });
+  const C = cfg.dim;
+  const tensors: Entry[] = [mat('token_embd.weight', 'model.embed_tokens.weight', cfg.vocabSize, C)];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const p = `model.layers.${l}.`;
+    tensors.push(
+      vec(`blk.${l}.attn_norm.weight`, `${p}input_layernorm.weight`, C),
+      mat(`blk.${l}.attn_q.weight`, `${p}self_attn.q_proj.weight`, cfg.nHeads * D, C, cfg.nHeads),
+      mat(`blk.${l}.attn_k.weight`, `${p}self_attn.k_proj.weight`, cfg.nKvHeads * D, C, cfg.nKvHeads),
+      mat(`blk.${l}.attn_v.weight`, `${p}self_attn.v_proj.weight`, cfg.nKvHeads * D, C),
+      mat(`blk.${l}.attn_output.weight`, `${p}self_attn.o_proj.weight`, C, cfg.nHeads * D),
+      vec(`blk.${l}.ffn_norm.weight`, `${p}post_attention_layernorm.weight`, C),
+      mat(`blk.${l}.ffn_gate.weight`, `${p}mlp.gate_proj.weight`, cfg.ffnDim, C),
+      mat(`blk.${l}.ffn_up.weight`, `${p}mlp.up_proj.weight`, cfg.ffnDim, C),
+      mat(`blk.${l}.ffn_down.weight`, `${p}mlp.down_proj.weight`, C, cfg.ffnDim),
+    );
+  }
+  tensors.push(vec('output_norm.weight', 'model.norm.weight', C));
+  if (!cfg.tieEmbeddings) tensors.push(mat('output.weight', 'lm_head.weight', cfg.vocabSize, C));
+
+  // Tokenizer: every piece with its score and type; padding up to the model's vocabulary.
+  const pieces: string[] = [];
+  const scores: number[] = [];
+  const types: number[] = [];
+  for (let id = 0; id < cfg.vocabSize; id++) {
+    if (id < tokenizer.vocabSize) {
+      pieces.push(tokenizer.idToPiece(id));
+      scores.push(tokenizer.score(id));
+      types.push(tokenizer.pieceType(id));
+    } else {
+      pieces.push(`<unused${id - tokenizer.vocabSize}>`);
+      scores.push(-1e9);
+      types.push(5); // UNUSED
+    }
+  }
+  const kv: [string, Value][] = [
+    ['general.architecture', { kind: Kind.STRING, value: 'llama' }],
+    ['general.name', { kind: Kind.STRING, value: opts.name ?? 'patentgpt' }],
+    ['general.alignment', { kind: Kind.U32, value: ALIGN }],
+    ['general.file_type', { kind: Kind.U32, value: dtype === 'f16' ? 1 : 0 }],
+    ['llama.vocab_size', { kind: Kind.U32, value: cfg.vocabSize }],
+    ['llama.context_length', { kind: Kind.U32, value: cfg.maxSeqLen }],
+    ['llama.embedding_length', { kind: Kind.U32, value: C }],
+    ['llama.block_count', { kind: Kind.U32, value: cfg.nLayers }],
+    ['llama.feed_forward_length', { kind: Kind.U32, value: cfg.ffnDim }],
+    ['llama.rope.dimension_count', { kind: Kind.U32, value: D }],
+    ['llama.attention.head_count', { kind: Kind.U32, value: cfg.nHeads }],
+    ['llama.attention.head_count_kv', { kind: Kind.U32, value: cfg.nKvHeads }],
+    ['llama.attention.layer_norm_rms_epsilon', { kind: Kind.F32, value: cfg.normEps }],
+    ['llama.rope.freq_base', { kind: Kind.F32, value: cfg.ropeTheta }],
+    ...(cfg.ropeScaling?.type === 'linear'
+      ? ([['llama.rope.scaling.type', { kind: Kind.STRING, value: 'linear' }], ['llama.rope.scaling.factor', { kind: Kind.F32, value: cfg.ropeScaling.factor }]] as [string, Value][])
+      : []),
+    ['tokenizer.ggml.model', { kind: Kind.STRING, value: 'llama' }],
+    ['tokenizer.ggml.tokens', { kind: Kind.ARRAY, of: Kind.STRING, value: pieces }],
+    ['tokenizer.ggml.scores', { kind: Kind.ARRAY, of: Kind.F32, value: scores }],
+    ['tokenizer.ggml.token_type', { kind: Kind.ARRAY, of: Kind.I32, value: types }],
+    ...(['bos', 'eos', 'unk', 'padding'] as const).flatMap((k): [string, Value][] => {
+      const id = k === 'bos' ? tokenizer.bosId : k === 'eos' ? tokenizer.eosId : k === 'unk' ? tokenizer.unkId : tokenizer.padId;
+      return id >= 0 ? [[`tokenizer.ggml.${k === 'padding' ? 'padding' : k}_token_id`, { kind: Kind.U32, value: id }]] : [];
+    }),
+    ['tokenizer.ggml.add_bos_token', { kind: Kind.BOOL, value: true }],
+    ['tokenizer.ggml.add_eos_token', { kind: Kind.BOOL, value: false }],
+  ];
+
+  const head = new Bytes();
+  head.bytes(new TextEncoder().encode('GGUF'));
+  head.u32(3);
+  head.u64(tensors.length);
+  head.u64(kv.length);
+  for (const [k, v] of kv) {
+    head.str(k);
+    writeValue(head, v);
+  }
+  let offset = 0;
+  const sizes: number[] = [];
+  for (const t of tensors) {
+    head.str(t.name);
+    head.u32(t.dims.length);
+    for (const d of t.dims) head.u64(d);
+    head.u32(t.type);
+    head.u64(offset);
+    const bytes = t.dims.reduce((a, d) => a * d, 1) * (t.type === 1 ? 2 : 4);
+    sizes.push(bytes);
+    offset += Math.ceil(bytes / ALIGN) * ALIGN;
+  }
+  head.pad(ALIGN);
+
+  const tmp = tempPath(path);
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.write(head.data);
+    const zeros = new Uint8Array(ALIGN);
+    for (const [i, t] of tensors.entries()) {
+      const data = t.data();
+      if (data.length !== sizes[i]) throw new PatentGPTError('E_INTERNAL', `exportGguf: ${t.name} has ${data.length} bytes, expected ${sizes[i]}`);
+      await fh.write(data);
+      const pad = (ALIGN - (data.length % ALIGN)) % ALIGN;
+      if (pad) await fh.write(zeros.subarray(0, pad));
+    }
+    await fh.sync();
+    await fh.close();
+    await rename(tmp, path);
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}

@@ -1,0 +1,472 @@
+// The inference engine: continuous batching over a paged KV cache (vLLM's design, on our kernels).
+//
+//   generate(prompt, options) -> async iterator of deltas
+//        │ validated here: an invalid request fails alone, before it is queued
+//        ▼
+//   waiting (FCFS) ──schedule──► running ──step──► sample ──► deltas / finish (blocks freed)
+//        ▲                          │
+//        └──── preempted (recompute: blocks freed, tokens kept) when blocks run out
+//
+// Each step: running sequences first (a decode token each, or the next chunk of their prompt),
+// then waiting ones in arrival order while the step's token budget, maxNumSeqs and free blocks
+// allow; a long prompt is prefilled in chunks across steps (chunked prefill). When a running
+// sequence needs a block and none is free, the latest-arrived running sequence is preempted.
+//
+// Threading: Engine runs its steps on the thread that made it, one at a time, and yields to the
+// event loop (setImmediate) between steps; the token budget bounds one step's work. For a
+// process that also serves HTTP, ThreadedEngine (threaded.ts) runs this same Engine in a worker
+// thread, so no step ever runs on the caller's thread: the weights live in the worker (native
+// storages belong to one thread's isolate), loaded there or copied over once.
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { PatentGPTError } from '../errors.js';
+import type { LlamaForCausalLM } from '../models/llama.js';
+import { BlockPool, blocksForBudget, kvBytesPerToken, type BlockTable } from './blocks.js';
+import { ModelRunner, type StepItem } from './runner.js';
+import { Sampler, logprobsOf, validateSampling, type SamplingOptions, type TokenLogprob } from './sampler.js';
+
+/** What the engine needs of a tokenizer (SentencePieceTokenizer and ByteTokenizer fit). */
+export interface EngineTokenizer {
+  encode(text: string, opts?: { bos?: boolean }): ArrayLike<number>;
+  decode(ids: ArrayLike<number>): string;
+  readonly eosId: number;
+}
+
+export interface EngineOptions {
+  /** Bytes for the K and V caches of all layers (default 256 MiB); sets the number of blocks. */
+  kvCacheBytes?: number;
+  /** Tokens per block (default 16). */
+  blockSize?: number;
+  /** Most sequences in one step (default 64). */
+  maxNumSeqs?: number;
+  /** Most tokens computed in one step, prefill chunks included (default 512). */
+  maxNumBatchedTokens?: number;
+  /** Reuse cached blocks of identical prompt prefixes (default true). */
+  enablePrefixCaching?: boolean;
+  /** Needed for text prompts, text deltas and stop strings. */
+  tokenizer?: EngineTokenizer;
+  /** End-of-sequence token (default: the tokenizer's, else none). */
+  eosTokenId?: number | null;
+  /** Add BOS when encoding text prompts (default true). */
+  addBos?: boolean;
+  /** Tokens per attention partition for long contexts (default 512). */
+  partitionSize?: number;
+  /**
+   * Longest sequence (prompt + output) served. Default: the config's maxSeqLen, times the factor
+   * of dynamic-base RoPE scaling (which keeps maxSeqLen at the trained length).
+   */
+  maxModelLen?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most new tokens (default: up to the context length). */
+  maxTokens?: number;
+  /** Stop when the text contains one of these (the stop string is not returned). */
+  stop?: readonly string[];
+  /** Stop after one of these tokens (it is returned). */
+  stopTokenIds?: readonly number[];
+  /** Keep going after EOS. */
+  ignoreEos?: boolean;
+  /** Return the chosen token's log-prob (0) and the top-n (n > 0); absent: none. */
+  logprobs?: number;
+  /** Cancels the request: the iterator throws the signal's reason and the blocks are freed at once. */
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface GenerationDelta {
+  /** New token ids since the previous delta. */
+  tokens: number[];
+  /** New text since the previous delta ('' without a tokenizer). */
+  text: string;
+  /** One entry per new token, when options.logprobs was given. */
+  logprobs?: TokenLogprob[];
+  /** Set on the last delta. */
+  finishReason: FinishReason | null;
+}
+
+export interface EngineStats {
+  blocks: { total: number; used: number; free: number; cachedFree: number; blockSize: number };
+  kvCacheBytes: number;
+  /** Hits / lookups of full prompt blocks in the prefix cache (0 when none). */
+  prefixCacheHitRate: number;
+  running: number;
+  waiting: number;
+  /** Steps run and tokens computed since creation. */
+  steps: number;
+  tokensComputed: number;
+  preemptions: number;
+}
+
+/** One request in flight. */
+class Sequence {
+  table: BlockTable | null = null;
+  /** Tokens whose keys and values are in the cache. */
+  numComputed = 0;
+  readonly tokens: number[];
+  readonly promptLength: number;
+  outputText = '';
+  emittedText = 0;
+  finished = false;
+  /** Removes the abort listener. */
+  detach: () => void = () => undefined;
+  constructor(readonly id: number, prompt: ArrayLike<number>, readonly maxTotal: number, readonly sampler: Sampler,
+    readonly opts: GenerateOptions, readonly stream: DeltaStream) {
+    this.tokens = Array.from(prompt);
+    this.promptLength = prompt.length;
+  }
+  get numOutput(): number {
+    return this.tokens.length - this.promptLength;
+  }
+}
+
+/** @internal The async iterator handed to the caller: a queue of deltas, an error, or the end. */
+export class DeltaStream implements AsyncIterableIterator<GenerationDelta> {
+  readonly #queue: GenerationDelta[] = [];
+  #error: unknown = null;
+  #done = false;
+  #wake: (() => void) | null = null;
+  onReturn: (() => void) | null = null;
+
+  push(d: GenerationDelta): void {
+    this.#queue.push(d);
+    if (d.finishReason !== null) this.#done = true;
+    this.#wake?.();
+  }
+  fail(err: unknown): void {
+    if (this.#done) return;
+    this.#error = err;
+    this.#done = true;
+    this.#wake?.();
+  }
+  async next(): Promise<IteratorResult<GenerationDelta>> {
+    for (;;) {
+      const d = this.#queue.shift();
+      if (d) return { value: d, done: false };
+      if (this.#error !== null) {
+        const e = this.#error;
+        this.#error = null;
+        throw e;
+      }
+      if (this.#done) return { value: undefined, done: true };
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#wake = null;
+    }
+  }
+  async return(): Promise<IteratorResult<GenerationDelta>> {
+    if (!this.#done) this.onReturn?.();
+    this.#done = true;
+    this.#queue.length = 0;
+    this.#wake?.(); // a next() pending elsewhere ends too
+    return { value: undefined, done: true };
+  }
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
+
+export class Engine {
+  readonly model: LlamaForCausalLM;
+  readonly pool: BlockPool;
+  readonly #runner: ModelRunner;
+  readonly #tok: EngineTokenizer | undefined;
+  readonly #eos: number | null;
+  readonly #addBos: boolean;
+  readonly maxNumSeqs: number;
+  readonly maxNumBatchedTokens: number;
+  readonly maxModelLen: number;
+  readonly #waiting: Sequence[] = [];
+  readonly #running: Sequence[] = [];
+  #nextId = 0;
+  #looping = false;
+  #closed = false;
+  #steps = 0;
+  #tokens = 0;
+  #preemptions = 0;
+  /** Called after every step with the blocks in use (tests watch the budget with it). */
+  onStep: ((s: EngineStats) => void) | null = null;
+
+  constructor(model: LlamaForCausalLM, opts: EngineOptions = {}) {
+    this.model = model;
+    const cfg = model.config;
+    const blockSize = opts.blockSize ?? 16;
+    const perToken = kvBytesPerToken({ nLayers: cfg.nLayers, nKvHeads: cfg.nKvHeads, headDim: cfg.dim / cfg.nHeads });
+    const numBlocks = blocksForBudget(opts.kvCacheBytes ?? 256 * 2 ** 20, blockSize, perToken);
+    if (numBlocks < 1)
+      throw new PatentGPTError('E_ARGUMENT', `Engine: kvCacheBytes ${opts.kvCacheBytes} holds no block of ${blockSize} tokens (${blockSize * perToken} bytes)`);
+    this.pool = new BlockPool(numBlocks, blockSize, { enablePrefixCaching: opts.enablePrefixCaching ?? true });
+    this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize });
+    this.#tok = opts.tokenizer;
+    this.#eos = opts.eosTokenId !== undefined ? opts.eosTokenId : (opts.tokenizer?.eosId ?? null);
+    this.#addBos = opts.addBos ?? true;
+    this.maxNumSeqs = opts.maxNumSeqs ?? 64;
+    this.maxNumBatchedTokens = opts.maxNumBatchedTokens ?? 512;
+    const rs = cfg.ropeScaling;
+    this.maxModelLen = opts.maxModelLen ?? (rs?.type === 'dynamic-base' ? Math.floor(cfg.maxSeqLen * rs.factor) : cfg.maxSeqLen);
+    if (!Number.isInteger(this.maxModelLen) || this.maxModelLen < 2)
+      throw new PatentGPTError('E_ARGUMENT', `Engine: maxModelLen must be an integer >= 2, got ${this.maxModelLen}`);
+    if (!(this.maxNumSeqs >= 1) || !(this.maxNumBatchedTokens >= 1))
+      throw new PatentGPTError('E_ARGUMENT', 'Engine: maxNumSeqs and maxNumBatchedTokens must be >= 1');
+  }
+
+  /**
+   * Streams the continuation of a prompt (text, with a tokenizer, or token ids). Invalid input
+   * throws here, for this request alone.
+   */
+  generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncIterableIterator<GenerationDelta> {
+    if (this.#closed) throw new PatentGPTError('E_DISPOSED', 'Engine: generate() after close()');
+    const cfg = this.model.config;
+    let ids: ArrayLike<number>;
+    if (typeof prompt === 'string') {
+      if (!this.#tok) throw new PatentGPTError('E_ARGUMENT', 'generate: a text prompt needs an engine made with a tokenizer (or pass token ids)');
+      ids = this.#tok.encode(prompt, { bos: this.#addBos });
+    } else ids = prompt;
+    if (ids.length === 0) throw new PatentGPTError('E_ARGUMENT', 'generate: the prompt is empty');
+    for (let i = 0; i < ids.length; i++)
+      if (!Number.isInteger(ids[i]) || ids[i]! < 0 || ids[i]! >= cfg.vocabSize)
+        throw new PatentGPTError('E_ARGUMENT', `generate: prompt token ${i} = ${ids[i]} is outside the vocabulary [0, ${cfg.vocabSize})`);
+    const ctx = this.maxModelLen;
+    if (ids.length >= ctx)
+      throw new PatentGPTError('E_ARGUMENT', `generate: the prompt has ${ids.length} tokens; the context holds ${ctx} with room for at least one new token`);
+    const sampler = new Sampler(options, ids); // validates the sampling options
+    // By default: up to the context, or as much as the whole cache holds.
+    const maxTokens = options.maxTokens ?? Math.max(1, Math.min(ctx, this.pool.numBlocks * this.pool.blockSize + 1) - ids.length);
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new PatentGPTError('E_ARGUMENT', `generate: maxTokens must be an integer >= 1, got ${maxTokens}`);
+    for (const t of options.stopTokenIds ?? [])
+      if (!Number.isInteger(t) || t < 0 || t >= cfg.vocabSize)
+        throw new PatentGPTError('E_ARGUMENT', `generate: stop token ${t} is not a token id of this model (vocabulary [0, ${cfg.vocabSize}))`);
+    for (const s of options.stop ?? []) {
+      if (typeof s !== 'string' || s.length === 0) throw new PatentGPTError('E_ARGUMENT', 'generate: stop strings must be non-empty strings');
+      if (!this.#tok) throw new PatentGPTError('E_ARGUMENT', 'generate: stop strings need an engine made with a tokenizer');
+    }
+    const lp = options.logprobs;
+    if (lp !== undefined && (!Number.isInteger(lp) || lp < 0 || lp > 20)) throw new PatentGPTError('E_ARGUMENT', `generate: logprobs must be an integer in [0, 20], got ${lp}`);
+    const maxTotal = Math.min(ids.length + maxTokens, ctx);
+    // The last token sampled is never written to the cache: maxTotal - 1 tokens need slots.
+    const need = this.pool.blocksFor(maxTotal - 1);
+    if (need > this.pool.numBlocks)
+      throw new PatentGPTError('E_KV_CACHE_FULL', `generate: ${ids.length} prompt tokens + ${maxTotal - ids.length} new need ${need} KV blocks; the whole cache has ${this.pool.numBlocks} (raise kvCacheBytes or lower maxTokens)`);
+    if (options.signal?.aborted) throw options.signal.reason;
+    const stream = new DeltaStream();
+    const seq = new Sequence(this.#nextId++, ids, maxTotal, sampler, options, stream);
+    const cancel = (): void => this.#cancel(seq, options.signal?.reason ?? new PatentGPTError('E_ABORTED', 'generate: aborted'));
+    options.signal?.addEventListener('abort', cancel, { once: true });
+    seq.detach = () => options.signal?.removeEventListener('abort', cancel);
+    stream.onReturn = () => this.#cancel(seq, null);
+    this.#waiting.push(seq);
+    this.#kick();
+    return stream;
+  }
+
+  /** Tokens of a whole completion (a convenience over generate()). */
+  async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<{ tokens: number[]; text: string; finishReason: FinishReason }> {
+    const tokens: number[] = [];
+    let text = '';
+    let finishReason: FinishReason = 'length';
+    for await (const d of this.generate(prompt, options)) {
+      tokens.push(...d.tokens);
+      text += d.text;
+      if (d.finishReason) finishReason = d.finishReason;
+    }
+    return { tokens, text, finishReason };
+  }
+
+  stats(): EngineStats {
+    const s = this.pool.stats();
+    return {
+      blocks: { total: s.numBlocks, used: s.used, free: s.free, cachedFree: s.cachedFree, blockSize: this.pool.blockSize },
+      kvCacheBytes: this.#runner.cacheBytes,
+      prefixCacheHitRate: s.prefixQueries === 0 ? 0 : s.prefixHits / s.prefixQueries,
+      running: this.#running.length,
+      waiting: this.#waiting.length,
+      steps: this.#steps,
+      tokensComputed: this.#tokens,
+      preemptions: this.#preemptions,
+    };
+  }
+
+  /** Fails every request and frees the caches. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of [...this.#running, ...this.#waiting]) this.#cancel(s, new PatentGPTError('E_DISPOSED', 'generate: the engine was closed'));
+    this.#runner.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+  }
+
+  // ---- scheduling ----
+
+  #kick(): void {
+    if (this.#looping) return;
+    this.#looping = true;
+    void this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (!this.#closed && (this.#running.length > 0 || this.#waiting.length > 0)) {
+        await nextTurn(); // let I/O and abort handlers run between steps
+        if (this.#closed) break;
+        this.#step();
+      }
+    } finally {
+      this.#looping = false;
+    }
+  }
+
+  #release(seq: Sequence): void {
+    if (seq.table) this.pool.free(seq.table);
+    seq.table = null;
+    seq.numComputed = 0;
+  }
+
+  #remove(seq: Sequence): void {
+    seq.detach();
+    for (const list of [this.#running, this.#waiting]) {
+      const i = list.indexOf(seq);
+      if (i >= 0) list.splice(i, 1);
+    }
+    this.#release(seq);
+  }
+
+  #cancel(seq: Sequence, reason: unknown): void {
+    if (seq.finished) return;
+    seq.finished = true;
+    this.#remove(seq);
+    if (reason !== null) seq.stream.fail(reason);
+  }
+
+  #preempt(seq: Sequence): void {
+    this.#preemptions++;
+    this.#running.splice(this.#running.indexOf(seq), 1);
+    this.#release(seq); // recompute later: its tokens (prompt + output so far) become its prompt
+    let i = 0;
+    while (i < this.#waiting.length && this.#waiting[i]!.id < seq.id) i++;
+    this.#waiting.splice(i, 0, seq);
+  }
+
+  /** Grows seq's table for tokens [numComputed, numComputed + n), preempting later arrivals if needed. */
+  #reserve(seq: Sequence, n: number): boolean {
+    const table = seq.table!;
+    for (;;) {
+      if (this.pool.canAppend(table, seq.numComputed, seq.numComputed + n)) {
+        this.#runner.copyBlocks(this.pool.prepareWrite(table, seq.numComputed, seq.numComputed + n));
+        return true;
+      }
+      const victim = this.#running[this.#running.length - 1]!;
+      this.#preempt(victim);
+      if (victim === seq) return false;
+    }
+  }
+
+  #schedule(): { seq: Sequence; start: number; end: number }[] {
+    let budget = this.maxNumBatchedTokens;
+    const plan: { seq: Sequence; start: number; end: number }[] = [];
+    let preempted = false;
+    for (const seq of [...this.#running]) {
+      if (budget === 0) break;
+      if (!this.#running.includes(seq)) continue; // preempted by an earlier sequence this step
+      const n = Math.min(seq.tokens.length - seq.numComputed, budget);
+      const before = this.#preemptions;
+      if (!this.#reserve(seq, n)) {
+        preempted = true;
+        continue;
+      }
+      if (this.#preemptions !== before) preempted = true;
+      plan.push({ seq, start: seq.numComputed, end: seq.numComputed + n });
+      budget -= n;
+    }
+    // Plans of sequences preempted after being planned are dropped.
+    const live = plan.filter((p) => this.#running.includes(p.seq));
+    if (preempted) return live;
+    while (budget > 0 && this.#waiting.length > 0 && this.#running.length < this.maxNumSeqs) {
+      const seq = this.#waiting[0]!;
+      const { table, cachedTokens, lookups } = this.pool.allocatePrefix(seq.id, seq.tokens);
+      const n = Math.min(seq.tokens.length - cachedTokens, budget);
+      if (!this.pool.canAppend(table, cachedTokens, cachedTokens + n)) {
+        this.pool.cancelPrefix(table, lookups);
+        break; // first come, first served: nobody overtakes the head of the queue
+      }
+      seq.table = table;
+      seq.numComputed = cachedTokens;
+      this.#runner.copyBlocks(this.pool.prepareWrite(table, cachedTokens, cachedTokens + n));
+      this.#waiting.shift();
+      this.#running.push(seq);
+      live.push({ seq, start: cachedTokens, end: cachedTokens + n });
+      budget -= n;
+    }
+    return live;
+  }
+
+  #step(): void {
+    const plan = this.#schedule();
+    if (plan.length === 0) return;
+    const items: StepItem[] = plan.map((p) => ({ tokens: p.seq.tokens, start: p.start, end: p.end, table: p.seq.table! }));
+    let logits: (Float32Array | null)[];
+    try {
+      logits = this.#runner.step(items);
+    } catch (err) {
+      for (const p of plan) this.#cancel(p.seq, err); // the step's requests fail; the engine goes on
+      return;
+    }
+    this.#steps++;
+    plan.forEach((p, i) => {
+      const seq = p.seq;
+      this.#tokens += p.end - p.start;
+      seq.numComputed = p.end;
+      this.pool.markComputed(seq.table!, seq.tokens, p.end);
+      const row = logits[i];
+      if (row) this.#emit(seq, row);
+    });
+    this.onStep?.(this.stats());
+  }
+
+  /** Samples seq's next token from its logits, streams it, and finishes the request if it must stop. */
+  #emit(seq: Sequence, logits: Float32Array): void {
+    const o = seq.opts;
+    const token = seq.sampler.sample(logits);
+    seq.sampler.accept(token);
+    seq.tokens.push(token);
+    const delta: GenerationDelta = { tokens: [token], text: '', finishReason: null };
+    if (o.logprobs !== undefined) delta.logprobs = [logprobsOf(logits, token, o.logprobs)];
+    let finish: FinishReason | null = null;
+    if ((token === this.#eos && !o.ignoreEos) || o.stopTokenIds?.includes(token)) finish = 'stop';
+    else if (seq.tokens.length >= seq.maxTotal) finish = 'length';
+    if (this.#tok) {
+      // Decode the whole output (SentencePiece spaces and byte pieces depend on neighbours);
+      // hold back a trailing partial UTF-8 character and any tail that may start a stop string.
+      const skip = (token === this.#eos && !o.ignoreEos) ? 1 : 0;
+      let text = this.#tok.decode(seq.tokens.slice(seq.promptLength, seq.tokens.length - skip));
+      let safe = text.length;
+      for (const s of o.stop ?? []) {
+        const at = text.indexOf(s, Math.max(0, seq.emittedText - s.length + 1));
+        if (at >= 0) {
+          text = text.slice(0, at);
+          finish = 'stop';
+          safe = text.length;
+        }
+      }
+      if (finish === null) {
+        if (text.endsWith('\uFFFD')) safe = text.length - 1;
+        for (const s of o.stop ?? [])
+          for (let k = Math.min(s.length - 1, text.length); k > 0; k--)
+            if (text.endsWith(s.slice(0, k))) {
+              safe = Math.min(safe, text.length - k);
+              break;
+            }
+      }
+      safe = Math.max(safe, seq.emittedText);
+      delta.text = text.slice(seq.emittedText, safe);
+      seq.emittedText = safe;
+    }
+    if (finish !== null) {
+      delta.finishReason = finish;
+      seq.finished = true;
+      this.#remove(seq);
+    }
+    seq.stream.push(delta);
+  }
+}

@@ -1,0 +1,204 @@
+// GGUF export: the file read back by an independent little reader (header, metadata, tensor
+// table, alignment, data equal to the weights with q/k permuted), f16 rounding against the
+// native cast, and — where node-llama-cpp (prebuilt llama.cpp) can be loaded — its greedy
+// continuation equals our engine's token for token for 64 tokens.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { exportGguf, permuteForRope, toHalf } from '../../src/export/gguf.js';
+import { Engine } from '../../src/infer/index.js';
+import { LlamaForCausalLM, savePretrained, validateConfig } from '../../src/models/index.js';
+import { packageRoot } from '../../src/package.js';
+import { Tensor } from '../../src/tensor/index.js';
+import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
+
+interface Gguf {
+  kv: Map<string, unknown>;
+  tensors: Map<string, { dims: number[]; type: number; offset: number }>;
+  dataStart: number;
+  bytes: Uint8Array;
+}
+
+function readGguf(bytes: Uint8Array): Gguf {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let o = 0;
+  const u32 = (): number => ((o += 4), v.getUint32(o - 4, true));
+  const u64 = (): number => ((o += 8), Number(v.getBigUint64(o - 8, true)));
+  const str = (): string => {
+    const n = u64();
+    o += n;
+    return new TextDecoder().decode(bytes.subarray(o - n, o));
+  };
+  const value = (t: number): unknown => {
+    switch (t) {
+      case 4: return u32();
+      case 5: return ((o += 4), v.getInt32(o - 4, true));
+      case 6: return ((o += 4), v.getFloat32(o - 4, true));
+      case 7: return bytes[o++] === 1;
+      case 8: return str();
+      case 9: {
+        const et = u32();
+        const n = u64();
+        return Array.from({ length: n }, () => value(et));
+      }
+      default: throw new Error(`type ${t}`);
+    }
+  };
+  expect(new TextDecoder().decode(bytes.subarray(0, 4))).toBe('GGUF');
+  o = 4;
+  expect(u32()).toBe(3);
+  const nt = u64();
+  const nkv = u64();
+  const kv = new Map<string, unknown>();
+  for (let i = 0; i < nkv; i++) {
+    const k = str();
+    kv.set(k, value(u32()));
+  }
+  const tensors = new Map<string, { dims: number[]; type: number; offset: number }>();
+  for (let i = 0; i < nt; i++) {
+    const name = str();
+    const nd = u32();
+    const dims = Array.from({ length: nd }, () => u64());
+    tensors.set(name, { dims, type: u32(), offset: u64() });
+  }
+  const dataStart = Math.ceil(o / 32) * 32;
+  return { kv, tensors, dataStart, bytes };
+}
+
+/** Index of the first differing element (-1: bitwise equal); vitest's deep equality is slow on millions. */
+function firstDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Math.min(a.length, b.length);
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
+  return -1;
+}
+
+const cfg = validateConfig({ vocabSize: 32000, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 96, ropeTheta: 10000, ropeScaling: null,
+  maxSeqLen: 256, normEps: 1e-5, tieEmbeddings: false, numExperts: 1, topK: 1 });
+const dir = mkdtempSync(join(tmpdir(), 'pg-gguf-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('GGUF export', () => {
+  const tok = SentencePieceTokenizer.llama2();
+  const model = new LlamaForCausalLM(cfg, { seed: 9, initStd: 0.5 });
+
+  it('writes a file an independent reader finds complete and exact (f32)', async () => {
+    const path = join(dir, 'm.gguf');
+    await exportGguf(model, tok, path);
+    const g = readGguf(new Uint8Array(readFileSync(path)));
+    expect(g.kv.get('general.architecture')).toBe('llama');
+    expect(g.kv.get('llama.block_count')).toBe(2);
+    expect(g.kv.get('llama.attention.head_count_kv')).toBe(2);
+    expect(g.kv.get('llama.rope.dimension_count')).toBe(16);
+    expect((g.kv.get('tokenizer.ggml.tokens') as string[]).length).toBe(32000);
+    expect((g.kv.get('tokenizer.ggml.tokens') as string[])[29871]).toBe(tok.idToPiece(29871));
+    expect(g.kv.get('tokenizer.ggml.bos_token_id')).toBe(1);
+    expect(g.tensors.size).toBe(1 + 2 * 9 + 2);
+    const q = g.tensors.get('blk.1.attn_q.weight')!;
+    expect(q.dims).toEqual([64, 64]);
+    expect(q.offset % 32).toBe(0);
+    const read = (name: string): Float32Array => {
+      const t = g.tensors.get(name)!;
+      const n = t.dims.reduce((a, d) => a * d, 1);
+      return new Float32Array(g.bytes.slice(g.dataStart + t.offset, g.dataStart + t.offset + 4 * n).buffer);
+    };
+    const params = new Map(model.namedParameters());
+    const w = (n: string): Float32Array => params.get(n)!.toArray() as Float32Array;
+    expect(firstDiff(read('blk.1.attn_v.weight'), w('model.layers.1.self_attn.v_proj.weight'))).toBe(-1);
+    expect(firstDiff(read('output.weight'), w('lm_head.weight'))).toBe(-1);
+    expect(firstDiff(read('token_embd.weight'), w('model.embed_tokens.weight'))).toBe(-1);
+    expect(firstDiff(read('blk.0.ffn_down.weight'), w('model.layers.0.mlp.down_proj.weight'))).toBe(-1);
+    // k rows: head h, pair i -> rows 2i, 2i + 1 come from rows i and i + D/2.
+    const k = w('model.layers.0.self_attn.k_proj.weight');
+    const kp = read('blk.0.attn_k.weight');
+    expect(firstDiff(kp.subarray(1 * 64, 2 * 64), k.subarray(8 * 64, 9 * 64))).toBe(-1);
+    expect(firstDiff(kp.subarray(16 * 64 + 2 * 64, 16 * 64 + 3 * 64), k.subarray(17 * 64, 18 * 64))).toBe(-1);
+    expect(firstDiff(kp, k)).not.toBe(-1); // permuted, not copied
+    expect(permuteForRope(Float32Array.of(0, 1, 2, 3), 1, 4, 1)).toEqual(Float32Array.of(0, 2, 1, 3));
+  });
+
+  it('writes f16 matrices and f32 norms with --dtype f16', async () => {
+    const path = join(dir, 'm16.gguf');
+    await exportGguf(model, tok, path, { dtype: 'f16' });
+    const g = readGguf(new Uint8Array(readFileSync(path)));
+    expect(g.kv.get('general.file_type')).toBe(1);
+    expect(g.tensors.get('blk.0.attn_norm.weight')!.type).toBe(0);
+    const t = g.tensors.get('blk.0.ffn_up.weight')!;
+    expect(t.type).toBe(1);
+    const n = t.dims[0]! * t.dims[1]!;
+    const half = new Uint16Array(g.bytes.slice(g.dataStart + t.offset, g.dataStart + t.offset + 2 * n).buffer);
+    const w = new Map(model.namedParameters()).get('model.layers.0.mlp.up_proj.weight')!.toArray() as Float32Array;
+    expect(Array.from(half)).toEqual(Array.from(w, (x) => toHalf(x)));
+  });
+
+  it("'patentgpt export gguf' writes the same file as exportGguf", async () => {
+    const folder = join(dir, 'folder');
+    await savePretrained(model, folder, { dtype: 'f32' });
+    const out = join(dir, 'cli.gguf');
+    const log = execFileSync(process.execPath, ['--import', 'tsx', new URL('../../src/cli/main.ts', import.meta.url).pathname,
+      'export', 'gguf', folder, out, '--tokenizer', 'llama2', '--dtype', 'f16'], { encoding: 'utf8' });
+    expect(log).toMatch(/wrote .*cli\.gguf \(f16/);
+    const direct = join(dir, 'direct.gguf');
+    await exportGguf(model, tok, direct, { dtype: 'f16' });
+    expect(Buffer.compare(readFileSync(out), readFileSync(direct))).toBe(0);
+    expect(() => execFileSync(process.execPath, ['--import', 'tsx', new URL('../../src/cli/main.ts', import.meta.url).pathname,
+      'export', 'gguf', folder, out], { encoding: 'utf8', stdio: 'pipe' })).toThrow(/no tokenizer at/);
+  }, 60_000);
+
+  it('rounds to f16 exactly as the native cast does', () => {
+    const xs = Float32Array.from([0, -0, 1, -1, 65504, 65520, 1e6, -1e6, 6e-8, 3e-8, 2.9e-8, 1e-10, 0.1, 1 / 3, 6.1e-5, 6.0e-5,
+      1.00048828125, 1.000732421875, 2049, 2051, ...Array.from({ length: 2000 }, (_, i) => Math.sin(i * 1.37) * 10 ** ((i % 13) - 6))]);
+    const t = Tensor.from(xs);
+    const h = t.to('f16');
+    const native = new Uint16Array((h.toRaw() as Uint16Array).buffer.slice(0));
+    expect(Array.from(xs, (x) => toHalf(x))).toEqual(Array.from(native));
+    t.dispose();
+    h.dispose();
+  });
+
+  const candidates = [process.env.PATENTGPT_NODE_LLAMA_CPP, join(packageRoot(), 'build-peers', 'node_modules', 'node-llama-cpp')].filter((p): p is string => !!p && existsSync(p));
+  let nlc: Record<string, unknown> | null = null;
+  let why = 'node-llama-cpp is not installed (npm install --ignore-scripts node-llama-cpp with NODE_LLAMA_CPP_SKIP_DOWNLOAD=true, or set PATENTGPT_NODE_LLAMA_CPP)';
+  it('greedy continuation equals node-llama-cpp (llama.cpp) for 64 tokens', async (ctx) => {
+    for (const c of [...candidates, 'node-llama-cpp']) {
+      try {
+        const spec = c === 'node-llama-cpp' ? c : pathToFileURL(join(c, 'dist', 'index.js')).href;
+        nlc = (await import(spec)) as Record<string, unknown>;
+        break;
+      } catch (e) {
+        if (c !== 'node-llama-cpp') why = `node-llama-cpp at ${c} failed to load: ${(e as Error).message.split('\n')[0]}`;
+      }
+    }
+    if (!nlc) {
+      console.warn(`skipped: ${why}`);
+      ctx.skip();
+      return;
+    }
+    const path = join(dir, 'parity.gguf');
+    await exportGguf(model, tok, path);
+    type Seq = { evaluate(tokens: number[], o: object): AsyncGenerator<number> };
+    const getLlama = nlc.getLlama as (o: object) => Promise<{ loadModel(o: object): Promise<{ createContext(o: object): Promise<{ getSequence(): Seq; dispose(): Promise<void> }>; dispose(): Promise<void> }>; dispose(): Promise<void> }>;
+    const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+    const lm = await llama.loadModel({ modelPath: path });
+    const context = await lm.createContext({ contextSize: 256, threads: 2, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+    const prompt = [1, 450, 4660, 310, 263, 11647, 338];
+    const theirs: number[] = [];
+    for await (const t of context.getSequence().evaluate(prompt, { temperature: 0 })) {
+      theirs.push(t);
+      if (theirs.length === 64) break;
+    }
+    await context.dispose();
+    await lm.dispose();
+    await llama.dispose();
+    const engine = new Engine(model, { kvCacheBytes: 2 ** 24 });
+    const ours = (await engine.complete(prompt, { maxTokens: 64, ignoreEos: true })).tokens;
+    engine.close();
+    expect(new Set(ours).size).toBeGreaterThan(16); // a varied continuation, not one token repeated
+    expect(ours).toEqual(theirs);
+  }, 120_000);
+});
