@@ -6,3 +6,4 @@ export * from './models/index.js';
 export * from './tokenizer/index.js';
 export * from './infer/index.js';
 export { exportGguf, type GgufOptions } from './export/gguf.js';
+export * from './eval/index.js';

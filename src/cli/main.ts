@@ -7,6 +7,7 @@ import { modelCommand } from './model.js';
 import { dataCommand } from './data.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { exportCommand } from './export.js';
+import { evalCommand } from './eval.js';
 
 const version = packageVersion();
 
@@ -20,6 +21,7 @@ program.addCommand(modelCommand());
 program.addCommand(dataCommand());
 program.addCommand(tokenizerCommand());
 program.addCommand(exportCommand());
+program.addCommand(evalCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

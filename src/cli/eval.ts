@@ -1,0 +1,84 @@
+// patentgpt eval: multiple-choice benchmarks by log-likelihood over a model folder.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { PatentGPTError } from '../errors.js';
+import { evaluateMc, formatMarkdown, formatTable, resolveTask, Scorer, type EvalRun, type EvalTokenizer, type PromptStyle } from '../eval/index.js';
+import { loadPretrained } from '../models/index.js';
+import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
+import { Progress } from '../train/progress.js';
+
+function int(name: string, min: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+function loadTokenizer(spec: string | undefined, model: string): EvalTokenizer {
+  if (spec === 'byte') return new ByteTokenizer();
+  if (spec === 'llama2') return SentencePieceTokenizer.llama2();
+  const path = spec ?? join(model, 'tokenizer.model');
+  if (!existsSync(path)) throw new PatentGPTError('E_ARGUMENT', `no tokenizer at ${path}: pass --tokenizer PATH, 'llama2' or 'byte'`);
+  return SentencePieceTokenizer.load(path);
+}
+
+export function evalCommand(): Command {
+  return new Command('eval')
+    .description('score multiple-choice tasks by log-likelihood (lm-evaluation-harness semantics): acc, acc_norm, per category')
+    .requiredOption('--model <dir>', 'model folder (config.json + safetensors)')
+    .requiredOption('--tasks <list>', 'comma-separated: pae, pae-single, pae-multi, or paths to .csv/.json/.jsonl files or folders')
+    .option('--tokenizer <spec>', "tokenizer.model path, 'llama2' or 'byte' (default: <model>/tokenizer.model)")
+    .option('--limit <n>', 'score only the first N questions of each task', int('--limit', 1))
+    .option('--shots <k>', 'few-shot examples per question', int('--shots', 0), 0)
+    .option('--seed <s>', 'seed of the few-shot sampling', int('--seed', 0), 1234)
+    .option('--style <style>', "prompt: 'letters' (options listed, letters scored) or 'cloze' (option texts scored)", (v: string) => {
+      if (v !== 'letters' && v !== 'cloze') throw new InvalidArgumentError("expected 'letters' or 'cloze'");
+      return v;
+    }, 'letters')
+    .option('--partial-credit <x>', 'credit for a correct proper subset on multi-answer questions (exam rule; 0 = all-or-nothing)', (v: string) => {
+      const x = Number(v);
+      if (!(x >= 0 && x <= 1)) throw new InvalidArgumentError('expected a number in [0, 1]');
+      return x;
+    }, 0)
+    .option('--description <text>', 'text before the examples ({category} is replaced)')
+    .option('--add-bos', 'prepend BOS to every context (lm-eval add_bos_token=True)', false)
+    .option('--batch-tokens <n>', 'most tokens per packed forward', int('--batch-tokens', 1), 2048)
+    .option('--out <dir>', 'where to write results.json and report.md', 'eval-out')
+    .action(async (o: {
+      model: string; tasks: string; tokenizer?: string; limit?: number; shots: number; seed: number; style: PromptStyle;
+      partialCredit: number; description?: string; addBos: boolean; batchTokens: number; out: string;
+    }) => {
+      const t0 = performance.now();
+      const tasks = o.tasks.split(',').map((s) => s.trim()).filter((s) => s !== '').map((s) => resolveTask(s));
+      const tok = loadTokenizer(o.tokenizer, o.model);
+      const model = await loadPretrained(o.model);
+      const scorer = new Scorer(model, tok, { maxBatchTokens: o.batchTokens, addBos: o.addBos });
+      const run: EvalRun = {
+        model: o.model, tasks: [], seconds: 0,
+        options: { shots: o.shots, seed: o.seed, limit: o.limit ?? null, style: o.style, partialCredit: o.partialCredit },
+      };
+      for (const task of tasks) {
+        let bar: Progress | null = null;
+        const res = evaluateMc(scorer, task, {
+          shots: o.shots, seed: o.seed, style: o.style, partialCredit: o.partialCredit, description: o.description, limit: o.limit,
+          onProgress: (done, total) => {
+            bar ??= new Progress({ total, label: task.name });
+            bar.update(done);
+          },
+        });
+        (bar as Progress | null)?.done({ acc: res.metrics.acc });
+        run.tasks.push({ ...res, skipped: task.skipped, files: task.files });
+      }
+      model.dispose();
+      run.seconds = (performance.now() - t0) / 1000;
+      mkdirSync(o.out, { recursive: true });
+      writeFileSync(join(o.out, 'results.json'), JSON.stringify(run, null, 2) + '\n');
+      writeFileSync(join(o.out, 'report.md'), formatMarkdown(run));
+      console.log(formatTable(run));
+      const skipped = run.tasks.reduce((s, t) => s + t.skipped.length, 0);
+      if (skipped > 0) console.log(`${skipped} malformed row(s) skipped (listed in ${join(o.out, 'report.md')})`);
+      console.log(`wrote ${join(o.out, 'results.json')} and ${join(o.out, 'report.md')}`);
+    });
+}

@@ -1,0 +1,206 @@
+// Log-likelihood of continuations given contexts, with lm-evaluation-harness semantics
+// (HFLM.loglikelihood / _encode_pair / _loglikelihood_tokens):
+//
+//  - Tokenization: trailing whitespace of the context moves to the front of the continuation,
+//    then whole = encode(context + continuation), ctx = encode(context), and the continuation's
+//    tokens are whole[len(ctx):] (lm-eval's "encode the pair, split at the context's length"
+//    rule, not separate encodings). An empty context is replaced by one prefix token (BOS), as
+//    lm-eval's prefix_token_id. No BOS is added otherwise (lm-eval's add_bos_token=False
+//    default); `addBos` adds it in front of every context.
+//  - Score: the sum over the continuation's tokens of log softmax(logits)[token], the logits read
+//    at the position before each token. Sequences longer than the model's maxSeqLen + 1 keep
+//    their last maxSeqLen + 1 tokens (left truncation, as lm-eval).
+//
+// Batching: every request becomes the token row (context + continuation)[:-1]. A request whose
+// row is a prefix of a longer request's row is read from that row (causal attention: same
+// logits), so options that are one token after a shared context (" A", " B", ...) cost one row.
+// Rows are packed into forwards of at most `maxBatchTokens` tokens (cuSeqlens: attention never
+// crosses rows); only the positions that are read go through the output layer.
+import { PatentGPTError } from '../errors.js';
+import type { LlamaForCausalLM } from '../models/llama.js';
+import { Tensor, embedding, linear, logprobs, noGrad, scope } from '../tensor/index.js';
+
+/** What the scorer needs of a tokenizer (SentencePieceTokenizer and ByteTokenizer fit). */
+export interface EvalTokenizer {
+  encode(text: string, opts?: { bos?: boolean }): ArrayLike<number>;
+  readonly bosId: number;
+}
+
+export interface LoglikRequest {
+  context: string;
+  continuation: string;
+}
+
+export interface LoglikResult {
+  /** Sum of the continuation tokens' log-probabilities. */
+  logprob: number;
+  /** Number of continuation tokens. */
+  nTokens: number;
+}
+
+export interface ScorerOptions {
+  /** Most tokens in one packed forward (default 2048). 1 row per forward when `batched` is false. */
+  maxBatchTokens?: number;
+  /** Pack many rows per forward and share rows between requests (default true). */
+  batched?: boolean;
+  /** Prepend BOS to every context (default false, as lm-eval's HFLM). */
+  addBos?: boolean;
+}
+
+export interface TokenizedRequest {
+  context: Int32Array;
+  continuation: Int32Array;
+}
+
+/** lm-eval's _encode_pair: the continuation is encode(ctx + cont) after encode(ctx)'s length. */
+export function encodePair(tok: EvalTokenizer, context: string, continuation: string, addBos = false): TokenizedRequest {
+  if (context === '') {
+    if (tok.bosId < 0) throw new PatentGPTError('E_ARGUMENT', 'loglikelihood: an empty context needs a tokenizer with a BOS token');
+    return { context: Int32Array.of(tok.bosId), continuation: Int32Array.from(tok.encode(continuation)) };
+  }
+  const trimmed = context.replace(/\s+$/u, '');
+  const nSpaces = context.length - trimmed.length;
+  if (nSpaces > 0) {
+    continuation = context.slice(trimmed.length) + continuation;
+    context = trimmed;
+  }
+  const whole = Int32Array.from(tok.encode(context + continuation, { bos: addBos }));
+  const ctxLen = tok.encode(context, { bos: addBos }).length;
+  return { context: whole.slice(0, ctxLen), continuation: whole.slice(ctxLen) };
+}
+
+interface Row {
+  tokens: Int32Array;
+  /** Reads: position in the row, target token, request index. */
+  reads: { pos: number; target: number; req: number }[];
+}
+
+class TrieNode {
+  children = new Map<number, TrieNode>();
+  row = -1;
+}
+
+export class Scorer {
+  readonly model: LlamaForCausalLM;
+  readonly tokenizer: EvalTokenizer;
+  readonly maxBatchTokens: number;
+  readonly batched: boolean;
+  readonly addBos: boolean;
+  /** Forwards run so far (for tests and benchmarks). */
+  forwards = 0;
+
+  constructor(model: LlamaForCausalLM, tokenizer: EvalTokenizer, opts: ScorerOptions = {}) {
+    this.model = model;
+    this.tokenizer = tokenizer;
+    this.maxBatchTokens = opts.maxBatchTokens ?? 2048;
+    this.batched = opts.batched ?? true;
+    this.addBos = opts.addBos ?? false;
+    if (!(this.maxBatchTokens >= 1)) throw new PatentGPTError('E_ARGUMENT', `maxBatchTokens must be >= 1, got ${this.maxBatchTokens}`);
+  }
+
+  tokenize(reqs: readonly LoglikRequest[]): TokenizedRequest[] {
+    return reqs.map((r) => encodePair(this.tokenizer, r.context, r.continuation, this.addBos));
+  }
+
+  /** Log-likelihood of each continuation given its context, in request order. */
+  loglikelihood(reqs: readonly LoglikRequest[], onProgress?: (done: number) => void): LoglikResult[] {
+    return this.loglikelihoodTokens(this.tokenize(reqs), onProgress);
+  }
+
+  loglikelihoodTokens(reqs: readonly TokenizedRequest[], onProgress?: (done: number) => void): LoglikResult[] {
+    const maxLen = this.model.config.maxSeqLen;
+    const out: LoglikResult[] = reqs.map((r) => ({ logprob: 0, nTokens: r.continuation.length }));
+    // Rows: (ctx + cont)[-(maxLen + 1):][:-1]; the continuation's targets are the row's last tokens.
+    const items = reqs.map((r, i) => {
+      if (r.continuation.length === 0) return null; // nothing to score: log-likelihood 0
+      if (r.continuation.length > maxLen)
+        throw new PatentGPTError('E_ARGUMENT', `loglikelihood: request ${i} has a continuation of ${r.continuation.length} tokens, more than maxSeqLen ${maxLen}`);
+      let all = new Int32Array(r.context.length + r.continuation.length);
+      all.set(r.context, 0);
+      all.set(r.continuation, r.context.length);
+      if (all.length > maxLen + 1) all = all.slice(all.length - (maxLen + 1));
+      return { req: i, input: all.subarray(0, all.length - 1), targets: r.continuation, first: all.length - 1 - r.continuation.length };
+    });
+    const live = items.filter((x): x is NonNullable<typeof x> => x !== null);
+    const rows: Row[] = [];
+    if (this.batched) {
+      // Longest rows first, so shorter requests can be read from a row that contains them.
+      live.sort((a, b) => b.input.length - a.input.length || a.req - b.req);
+      const root = new TrieNode();
+      for (const it of live) {
+        let node: TrieNode | undefined = root;
+        for (let k = 0; k < it.input.length && node; k++) node = node.children.get(it.input[k]!);
+        let rowIdx: number;
+        if (node && node.row >= 0) rowIdx = node.row;
+        else {
+          rowIdx = rows.length;
+          rows.push({ tokens: it.input, reads: [] });
+          let n = root;
+          for (let k = 0; k < it.input.length; k++) {
+            let c = n.children.get(it.input[k]!);
+            if (!c) n.children.set(it.input[k]!, (c = new TrieNode()));
+            if (c.row < 0) c.row = rowIdx;
+            n = c;
+          }
+        }
+        for (let j = 0; j < it.targets.length; j++) rows[rowIdx]!.reads.push({ pos: it.first + j, target: it.targets[j]!, req: it.req });
+      }
+    } else {
+      for (const it of live) {
+        const reads = Array.from(it.targets, (t, j) => ({ pos: it.first + j, target: t, req: it.req }));
+        rows.push({ tokens: it.input, reads });
+      }
+    }
+    // Pack rows into forwards.
+    let done = 0;
+    let i = 0;
+    while (i < rows.length) {
+      const group: Row[] = [rows[i]!];
+      let n = rows[i]!.tokens.length;
+      i++;
+      if (this.batched) {
+        while (i < rows.length && n + rows[i]!.tokens.length <= this.maxBatchTokens) {
+          n += rows[i]!.tokens.length;
+          group.push(rows[i]!);
+          i++;
+        }
+      }
+      this.#runGroup(group, out);
+      done += group.reduce((s, r) => s + new Set(r.reads.map((x) => x.req)).size, 0);
+      onProgress?.(done);
+    }
+    return out;
+  }
+
+  #runGroup(group: Row[], out: LoglikResult[]): void {
+    const N = group.reduce((s, r) => s + r.tokens.length, 0);
+    const tokens = new Int32Array(N);
+    const cu = new Int32Array(group.length + 1);
+    const readPos: number[] = [];
+    const readTarget: number[] = [];
+    const readReq: number[] = [];
+    let off = 0;
+    group.forEach((r, g) => {
+      tokens.set(r.tokens, off);
+      for (const x of r.reads) {
+        readPos.push(off + x.pos);
+        readTarget.push(x.target);
+        readReq.push(x.req);
+      }
+      off += r.tokens.length;
+      cu[g + 1] = off;
+    });
+    const lp = noGrad(() =>
+      scope(() => {
+        const h = this.model.hidden({ tokens, cuSeqlens: cu });
+        const picked = embedding(Tensor.from(Int32Array.from(readPos), [readPos.length], { dtype: 'i32' }), h);
+        const logits = linear(picked, this.model.outputWeight);
+        const ids = Tensor.from(Int32Array.from(readTarget), [readTarget.length], { dtype: 'i32' });
+        const res = logprobs(logits, ids);
+        return res.toArray() as Float32Array;
+      }),
+    );
+    this.forwards++;
+    for (let k = 0; k < readReq.length; k++) out[readReq[k]!]!.logprob += lp[k]!;
+  }
+}
