@@ -9,7 +9,10 @@
 // Prompt styles:
 //  - 'letters' (MMLU / C-Eval): the question, the options as "A. text" lines, "Answer:"; the
 //    candidates are the letters " A", " B", ... For multi-answer questions the candidates are all
-//    non-empty letter sets " A", " AB", ..., " ABCD" (letters in order), so a prediction is a set.
+//    non-empty letter sets " A", " AB", ..., " ABCD" (letters in order) followed by "\n", so a
+//    prediction is a set. The terminator matters: without it " A" is a prefix of " AB" and its
+//    log-likelihood is never lower, so a set could never beat its own subsets. Few-shot examples
+//    end their answer with "\n\n", so the model sees where an answer ends.
 //  - 'cloze': "Question: q\nAnswer:" and the choice texts as candidates (single-answer questions;
 //    multi-answer questions fall back to 'letters', since a set of texts has no natural string).
 //
@@ -42,7 +45,7 @@ export interface McOptions {
 }
 
 export interface Candidate {
-  /** Continuation without the delimiter. */
+  /** Continuation without the delimiter (multi-answer sets end with the "\n" terminator). */
   text: string;
   /** The answer set it stands for. */
   answer: number[];
@@ -94,7 +97,7 @@ export function candidates(doc: McDoc, style: PromptStyle): Candidate[] {
   for (let mask = 1; mask < 1 << n; mask++) {
     const answer: number[] = [];
     for (let i = 0; i < n; i++) if (mask & (1 << i)) answer.push(i);
-    out.push({ text: answer.map((i) => LETTERS[i]).join(''), answer });
+    out.push({ text: answer.map((i) => LETTERS[i]).join('') + '\n', answer });
   }
   // Singles first, then pairs, ...: a stable, readable order (ties break to the smaller set).
   return out.sort((a, b) => a.answer.length - b.answer.length || a.text.localeCompare(b.text));
