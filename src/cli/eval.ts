@@ -44,7 +44,7 @@ export function evalCommand(): Command {
     }, 0)
     .option('--description <text>', 'text before the examples ({category} is replaced)')
     .option('--add-bos', 'prepend BOS to every context (lm-eval add_bos_token=True)', false)
-    .option('--batch-tokens <n>', 'most tokens per packed forward', int('--batch-tokens', 1), 2048)
+    .option('--batch-tokens <n>', 'most tokens per packed forward', int('--batch-tokens', 1), 1024)
     .option('--out <dir>', 'where to write results.json and report.md', 'eval-out')
     .action(async (o: {
       model: string; tasks: string; tokenizer?: string; limit?: number; shots: number; seed: number; style: PromptStyle;
