@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { packageVersion } from '../package.js';
 import { infoCommand } from './info.js';
 import { modelCommand } from './model.js';
+import { pretrainCommand } from './pretrain.js';
 
 const version = packageVersion();
 
@@ -14,6 +15,7 @@ const program = new Command()
 
 program.addCommand(infoCommand(version));
 program.addCommand(modelCommand());
+program.addCommand(pretrainCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));
