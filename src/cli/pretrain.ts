@@ -32,6 +32,7 @@ export function pretrainCommand(): Command {
       if (opts.runDir) cfg.runDir = path.resolve(opts.runDir);
       const out = process.stderr;
       const result = await pretrain(cfg, {
+        configFile: opts.config,
         ...(opts.data ? { dataPaths: opts.data } : {}),
         progress: opts.quiet ? null : out.isTTY ? out : process.stdout,
         log: opts.quiet ? undefined : (m) => (out.isTTY ? out.write(`${m}\n`) : process.stdout.write(JSON.stringify({ event: 'log', message: m }) + '\n')),

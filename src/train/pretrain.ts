@@ -32,6 +32,8 @@ import type { ProgressStream } from './progress.js';
 import { Trainer, type TrainResult, type TrainTask } from './trainer.js';
 
 export interface PretrainOptions {
+  /** The config's file, named in config errors (default "config"). */
+  configFile?: string;
   /** Text files or folders to train on instead of the config's data (read into shards). */
   dataPaths?: readonly string[];
   /** Progress output (bar on a terminal, JSON lines otherwise); null: none. */
@@ -145,21 +147,21 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
   const worldSize = opts.worldSize ?? 1;
   const runDir = cfg.runDir;
   if (cfg.threads > 0) setNumThreads(cfg.threads);
-  const source = path.join(runDir, 'config.json');
+  const file = opts.configFile ?? 'config';
 
   // ---- model config
-  const base = await resolveModelConfig(cfg.model);
-  const modelCfg = stageModelConfig(base, cfg);
+  const base = await resolveModelConfig(cfg.model, file);
+  const modelCfg = stageModelConfig(base, cfg, file);
 
   // ---- data
   const needText = opts.dataPaths !== undefined || cfg.data.manifests.length === 0;
   let tokenizer: ByteTokenizer | null = null;
   if (needText) {
     if (cfg.tokenizer !== 'byte')
-      throw new PatentGPTError('E_UNSUPPORTED', `tokenizer: "${cfg.tokenizer}": only "byte" can tokenize text here yet (BPE comes with the tokenizer issue); give data.manifests of pre-tokenized shards`);
+      throw new PatentGPTError('E_UNSUPPORTED', `${file}: tokenizer: "${cfg.tokenizer}": only "byte" can tokenize text here yet (BPE comes with the tokenizer issue); give data.manifests of pre-tokenized shards`);
     tokenizer = new ByteTokenizer();
     if (tokenizer.vocabSize > modelCfg.vocabSize)
-      throw cfgError('config', 'model.vocabSize', `${modelCfg.vocabSize} is smaller than the byte tokenizer's ${tokenizer.vocabSize} ids`);
+      throw cfgError(file, 'model.vocabSize', `${modelCfg.vocabSize} is smaller than the byte tokenizer's ${tokenizer.vocabSize} ids`);
   }
   await fsp.mkdir(runDir, { recursive: true });
   let manifests = cfg.data.manifests;
@@ -258,7 +260,7 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
         peakSource,
         configHash: hash,
       };
-      await writeFileAtomic(source, JSON.stringify(resolved, null, 2) + '\n');
+      await writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(resolved, null, 2) + '\n');
     }
 
     const m = model;
