@@ -20,10 +20,10 @@ import { writeSampleShards } from '../data/sample/index.js';
 import { ShardSet } from '../data/shards.js';
 import { TEXT_EXTENSIONS, writeTextShards, type TextReadReport } from '../data/textfiles.js';
 import {
-  LlamaForCausalLM, extendContext, flopsPerToken, fromHFConfig, loadWeights, parameterCount, preset, readConfig, safetensorsContent,
-  toHFConfig, validateConfig, type ModelConfig,
+  LlamaForCausalLM, extendContext, flopsPerToken, fromHFConfig, loadWeights, parameterCount, preset, readConfig, resizeVocabulary,
+  safetensorsContent, toHFConfig, validateConfig, type ModelConfig,
 } from '../models/index.js';
-import { measurePeakFlops, runtimeInfo, setNumThreads, type Tensor } from '../tensor/index.js';
+import { measurePeakFlops, noGrad, runtimeInfo, setNumThreads, type Tensor } from '../tensor/index.js';
 import { ByteTokenizer } from '../tokenizer/byte.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { CheckpointManager, loadCheckpoint } from './checkpoint.js';
@@ -107,8 +107,14 @@ export function stageModelConfig(base: ModelConfig, cfg: Pick<StageConfig, 'seqL
   return m;
 }
 
-/** Loads starting weights: a run folder (its newest valid checkpoint), a checkpoint folder or a Hugging Face folder. */
-export async function loadInitialWeights(model: LlamaForCausalLM, init: string): Promise<string> {
+/**
+ * Loads starting weights: a run folder (its newest valid checkpoint), a checkpoint folder or a
+ * Hugging Face folder. A checkpoint with a smaller vocabulary than the model (LLaMA-2's 32,000
+ * before the merged 55,296) is loaded and its embedding and output rows grown, new rows at the
+ * mean of the old ones; any other shape difference is refused naming the tensor. Returns the
+ * folder the weights came from.
+ */
+export async function loadInitialWeights(model: LlamaForCausalLM, init: string, log: (m: string) => void = () => {}): Promise<string> {
   if (!fs.existsSync(init)) throw new PatentGPTError('E_CONFIG', `init: ${init}: no such run, checkpoint or model folder`);
   let dir = init;
   if (fs.existsSync(path.join(init, 'checkpoints'))) {
@@ -118,7 +124,26 @@ export async function loadInitialWeights(model: LlamaForCausalLM, init: string):
   } else if (fs.existsSync(path.join(init, 'checksums.json')) || fs.existsSync(path.join(init, 'state.json'))) {
     dir = (await loadCheckpoint(init)).dir; // verifies every checksum first
   }
-  await loadWeights(model, dir);
+  const V = model.config.vocabSize;
+  const fromVocab = fs.existsSync(path.join(dir, 'config.json')) ? (await readConfig(dir)).vocabSize : V;
+  if (fromVocab > V)
+    throw new PatentGPTError('E_SHAPE', `init: ${path.join(dir, 'config.json')}: vocab_size ${fromVocab} is larger than the model's ${V}`);
+  if (fromVocab === V) {
+    await loadWeights(model, dir);
+    return dir;
+  }
+  const small = new LlamaForCausalLM({ ...model.config, vocabSize: fromVocab }, { init: 'zeros' });
+  try {
+    await loadWeights(small, dir);
+    resizeVocabulary(small, V);
+    const src = new Map(small.namedParameters());
+    noGrad(() => {
+      for (const [name, p] of model.namedParameters()) p.write(src.get(name)!.toArray() as Float32Array);
+    });
+  } finally {
+    small.dispose();
+  }
+  log(`vocabulary grown from ${fromVocab} to ${V} rows (new rows: the mean of the old ones)`);
   return dir;
 }
 
@@ -287,7 +312,7 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
       },
       initialize: async () => {
         if (!cfg.init) return;
-        const from = await loadInitialWeights(m, cfg.init);
+        const from = await loadInitialWeights(m, cfg.init, log);
         log(`initial weights from ${from}`);
       },
     };
