@@ -1,10 +1,10 @@
-// npm run bench -- train [--threads N] [--steps N] [--models llama-10m,llama-110m] [--seqs 64,256,1024] [--profile]
+// npm run bench -- train [--threads N] [--steps N] [--warmup N] [--models llama-10m,llama-110m] [--seqs 64,256,1024] [--profile]
 //
 // Training throughput of the LLaMA stack beside PyTorch training the same model in the same run:
 // transformers LlamaForCausalLM (eager attention) + torch.optim.AdamW, torch.set_num_threads
 // equal to ours, the same config, the same batch shapes and token ids. One step is forward +
 // loss, backward, global-norm clip 1.0 and AdamW (what the trainer does per step). For each
-// shape ours runs, then torch (a persistent Python peer), each with one warm-up step and the
+// shape ours runs, then torch (a persistent Python peer), each with two warm-up steps and the
 // median of the timed steps. MFU is PaLM's 6N + 12LTd FLOPs per token x tokens/s, against the
 // GEMM figure measured in this run (our f32 GEMM at 1024^3) and against the measured FMA peak.
 // Peak memory: ours is the native tensor high-water mark of the step (weights, gradients, AdamW
@@ -25,6 +25,7 @@ function arg(name: string, fallback: string): string {
 }
 const threads = Number(arg('threads', '2'));
 const timedSteps = Number(arg('steps', '3'));
+const warmup = Number(arg('warmup', '2'));
 const models = arg('models', 'llama-10m,llama-110m').split(',');
 const seqs = arg('seqs', '64,256,1024').split(',').map(Number);
 const profile = process.argv.includes('--profile');
@@ -142,8 +143,8 @@ function trainOurs(cfg: ModelConfig, B: number, T: number, ids: Int32Array): { t
   const phases: number[][] = [];
   let loss = NaN;
   let peakBytes = 0;
-  for (let i = 0; i < 1 + timedSteps; i++) {
-    if (i === 1) resetPeakMemory();
+  for (let i = 0; i < warmup + timedSteps; i++) {
+    if (i === warmup) resetPeakMemory();
     const t0 = performance.now();
     const l = scope(() => model.loss(batch));
     const t1 = performance.now();
@@ -154,7 +155,7 @@ function trainOurs(cfg: ModelConfig, B: number, T: number, ids: Int32Array): { t
     opt.step(1e-4);
     opt.zeroGrad();
     const t3 = performance.now();
-    if (i >= 1) {
+    if (i >= warmup) {
       times.push((t3 - t0) / 1000);
       phases.push([(t1 - t0) / 1000, (t2 - t1) / 1000, (t3 - t2) / 1000]);
     }
@@ -201,7 +202,7 @@ if (py.python) {
 }
 console.log(`ours: ${info.simd}, ${info.threads} threads; GEMM 1024^3 ${gemmGflops.toFixed(1)} GFLOP/s; FP32 FMA peak ${peakGflops.toFixed(1)} GFLOP/s (measured)`);
 console.log(`torch: ${peer ? JSON.stringify(peer.info) + ', transformers LlamaForCausalLM eager + torch.optim.AdamW' : `not run (${peerWhy})`}`);
-console.log(`per shape: 1 warm-up step, median of ${timedSteps} timed steps; a step = forward + loss + backward + clip 1.0 + AdamW\n`);
+console.log(`per shape: ${warmup} warm-up steps, median of ${timedSteps} timed steps; a step = forward + loss + backward + clip 1.0 + AdamW\n`);
 
 interface Row {
   model: string;
@@ -230,7 +231,7 @@ for (const name of models) {
     };
     if (peer) {
       const hf = toHFConfig(cfg) as unknown as Record<string, unknown>;
-      const t = await peer.train({ config: hf, B, T, tokens: Array.from(ids), warmup: 1, steps: timedSteps });
+      const t = await peer.train({ config: hf, B, T, tokens: Array.from(ids), warmup, steps: timedSteps });
       const tTps = (B * T) / median(t.times);
       row.torch = { tokPerSec: tTps, mfuGemm: mfuOf(tTps, gemmGflops), mfuPeak: mfuOf(tTps, peakGflops), rssMiB: t.rssGrowth / 2 ** 20, loss: t.loss, phases: phaseMed(t.phases) };
     }

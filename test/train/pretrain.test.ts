@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { categoryName, readTextDocuments, splitText } from '../../src/data/textfiles.js';
 import { LlamaForCausalLM, preset, savePretrained, validateConfig } from '../../src/models/index.js';
+import { loadStageConfig } from '../../src/train/config.js';
 import { loadInitialWeights, resolveModelConfig, stageModelConfig } from '../../src/train/pretrain.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-pretrain-unit-'));
@@ -27,6 +28,17 @@ describe('stage model config', () => {
     expect(() => stageModelConfig(base, { seqLen: 4096, context: { ropeTheta: 100 } }, 's2.json')).toThrow(/s2\.json: context\.ropeTheta: 100 is below/);
     expect(() => stageModelConfig(base, { seqLen: 4096, context: { posScale: 1.3333 } })).toThrow(/context\.posScale/);
   });
+  it('the example configs validate and give the intended models', async () => {
+    const ex = (f: string) => new URL(`../../examples/${f}`, import.meta.url).pathname;
+    const want = { 'tiny-stage1.json': [256, 10000], 'tiny-stage2.json': [1024, 40000], 'paper-stage1.json': [4096, 10000], 'paper-stage2.json': [16384, 1e6] } as const;
+    for (const [f, [ctx, theta]] of Object.entries(want)) {
+      const cfg = await loadStageConfig(ex(f));
+      const m = stageModelConfig(await resolveModelConfig(cfg.model, f), cfg, f);
+      expect([m.maxSeqLen, m.ropeTheta], f).toEqual([ctx, theta]);
+      expect(m.vocabSize, f).toBeGreaterThanOrEqual(259);
+    }
+  });
+
   it('resolves presets, inline configs and config.json paths', async () => {
     expect(await resolveModelConfig('llama-5m')).toEqual(preset('llama-5m').config);
     const inline = { vocabSize: 259, dim: 32, nLayers: 1, nHeads: 2, ffnDim: 64 };
