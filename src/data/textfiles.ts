@@ -1,7 +1,9 @@
 // A simple reader of plain-text corpora for pretraining: folders or files of .txt/.md (the text,
 // cut into documents of a few KB at paragraph breaks), .jsonl (one JSON object per line) and
-// .json (an array of objects, or one object). From a JSON object the text is its "text" or
-// "content" field, else its string fields joined by newlines (instruction/input/output, ...).
+// .json (an array of objects, or one object), and .csv/.tsv tables (a header row, then one
+// document per row). From a JSON object the text is its "text" or "content" field, else its
+// string fields joined by newlines (instruction/input/output, ...); from a table row, the
+// fields that contain letters (titles, abstracts, claims; ids and dates are left out).
 // Every document of one given path gets that path's category: the folder's name (or the file's
 // folder), made safe for shard categories. Unreadable files (I/O errors, invalid UTF-8, broken
 // JSON) and files of other types are skipped and counted, never fatal.
@@ -11,7 +13,7 @@ import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { ShardWriter, type ShardManifest } from './shards.js';
 
-export const TEXT_EXTENSIONS = ['.txt', '.md', '.jsonl', '.json'] as const;
+export const TEXT_EXTENSIONS = ['.txt', '.md', '.jsonl', '.json', '.csv', '.tsv'] as const;
 
 export interface TextDocument {
   text: string;
@@ -60,6 +62,40 @@ function textOfRecord(v: unknown): string | null {
   for (const k of ['text', 'content']) if (typeof o[k] === 'string' && (o[k] as string).trim()) return o[k] as string;
   const parts = Object.values(o).filter((x): x is string => typeof x === 'string' && x.trim() !== '');
   return parts.length ? parts.join('\n') : null;
+}
+
+/** Rows of a CSV/TSV text (RFC 4180 quoting: "" inside quoted fields, newlines allowed in them). */
+export function parseDelimited(text: string, sep = ','): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (quoted) {
+      if (ch === '"') {
+        if (text[i + 1] === '"') {
+          field += '"';
+          i++;
+        } else quoted = false;
+      } else field += ch;
+    } else if (ch === '"' && field === '') quoted = true;
+    else if (ch === sep) {
+      row.push(field);
+      field = '';
+    } else if (ch === '\n' || ch === '\r') {
+      if (ch === '\r' && text[i + 1] === '\n') i++;
+      row.push(field);
+      field = '';
+      rows.push(row);
+      row = [];
+    } else field += ch;
+  }
+  if (field !== '' || row.length > 0) {
+    row.push(field);
+    rows.push(row);
+  }
+  return rows.filter((r) => r.some((f) => f.trim() !== ''));
 }
 
 async function listFiles(p: string, out: string[]): Promise<void> {
@@ -122,6 +158,13 @@ export async function readTextDocuments(inputs: readonly string[], onDocument: (
           }
           const t = textOfRecord(rec);
           if (t && t.trim()) texts.push(...splitText(t));
+          else report.skippedRecords++;
+        }
+      } else if (ext === '.csv' || ext === '.tsv') {
+        const rows = parseDelimited(text, ext === '.tsv' ? '\t' : ',');
+        for (const r of rows.slice(1)) {
+          const t = r.map((f) => f.trim()).filter((f) => /\p{L}/u.test(f)).join('\n');
+          if (t) texts.push(...splitText(t));
           else report.skippedRecords++;
         }
       } else {

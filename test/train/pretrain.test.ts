@@ -91,6 +91,19 @@ describe('text reader', () => {
     expect(categoryName('uspto-ppd-samples')).toBe('uspto-ppd-samples');
     expect(categoryName('上海')).toBe('text');
   });
+  it('reads CSV/TSV tables: a document per row from the fields with letters', async () => {
+    const d = path.join(root, 'tables');
+    fs.mkdirSync(d, { recursive: true });
+    fs.writeFileSync(path.join(d, 'p.csv'), 'id,abstract,date\r\n7,"A pump, with ""quoted"" text\nover lines",2020-01-01\n8,,1999\n');
+    fs.writeFileSync(path.join(d, 'q.tsv'), 'id\ttitle\n1\tA valve\n');
+    const docs: string[] = [];
+    const rep = await readTextDocuments([d], (doc) => {
+      docs.push(doc.text);
+    });
+    expect(docs).toEqual(['A pump, with "quoted" text\nover lines', 'A valve']);
+    expect(rep.skippedRecords).toBe(1);
+  });
+
   it('cuts long text into documents at paragraph breaks', () => {
     const para = 'x'.repeat(3000);
     const parts = splitText([para, para, para, para].join('\n\n'), 8192);
