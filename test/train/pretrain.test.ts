@@ -6,8 +6,9 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { categoryName, readTextDocuments, splitText } from '../../src/data/textfiles.js';
 import { LlamaForCausalLM, preset, savePretrained, validateConfig } from '../../src/models/index.js';
-import { loadStageConfig } from '../../src/train/config.js';
-import { loadInitialWeights, resolveModelConfig, stageModelConfig } from '../../src/train/pretrain.js';
+import { writeShards } from '../../src/data/shards.js';
+import { loadStageConfig, validateStageConfig } from '../../src/train/config.js';
+import { loadInitialWeights, pretrain, resolveModelConfig, stageModelConfig } from '../../src/train/pretrain.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-pretrain-unit-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -47,6 +48,18 @@ describe('stage model config', () => {
     fs.writeFileSync(f, JSON.stringify(inline));
     expect((await resolveModelConfig(f)).dim).toBe(32);
     await expect(resolveModelConfig('nope', 'x.json')).rejects.toThrow(/x\.json: model: unknown model preset "nope"/);
+  });
+});
+
+describe('data checks', () => {
+  it('refuses token shards of a larger vocabulary than the model, naming the manifest and the field', async () => {
+    const shards = path.join(root, 'big-vocab');
+    await writeShards(shards, [{ ids: [1, 2, 999], category: 'patent' }], { vocabSize: 1000 });
+    const cfg = validateStageConfig({
+      name: 'v', runDir: path.join(root, 'v'), model: { vocabSize: 259, dim: 32, nLayers: 1, nHeads: 2, ffnDim: 64, maxSeqLen: 64 },
+      data: { manifests: [shards] }, seqLen: 16, batchSize: 1, steps: 1, optimizer: { lr: 0.001 },
+    });
+    await expect(pretrain(cfg, { progress: null })).rejects.toThrow(/big-vocab\/manifest\.json: vocabSize: the shards use a vocabulary of 1000 ids, larger than the model's 259/);
   });
 });
 

@@ -122,6 +122,22 @@ describe('Trainer', () => {
     expect(a.batchesRead()).toBe(2);
   });
 
+  it('passes over a corrupt newest checkpoint and resumes from the one before', async () => {
+    const runDir = path.join(root, 'corrupt');
+    const full = await new Trainer(toyTask(), { ...base, runDir, checkpointEvery: 4, keepCheckpoints: 0 }).run();
+    const f = path.join(runDir, 'checkpoints', 'step-12', 'w.bin');
+    const bytes = fs.readFileSync(f);
+    bytes[3]! ^= 0xff;
+    fs.writeFileSync(f, bytes);
+    const lines: string[] = [];
+    const again = await new Trainer(toyTask(), {
+      ...base, runDir, checkpointEvery: 4, keepCheckpoints: 0, progress: { write: (c: string) => lines.push(c), isTTY: false },
+    }).run();
+    expect(lines.join('')).toMatch(/skipped a checkpoint that does not verify: .*step-12: .*w\.bin: sha256 mismatch/);
+    expect(again.resumedFrom).toBe(8);
+    expect(again.losses).toEqual(full.losses.slice(8));
+  });
+
   it('refuses to resume a run folder of another config, names the file', async () => {
     const runDir = path.join(root, 'full');
     await expect(new Trainer(toyTask(), { ...base, runDir, configHash: 'other' }).run()).rejects.toThrow(/step-12\/state\.json: configHash: toy differs from this config's other/);
