@@ -8,6 +8,7 @@ import { dataCommand } from './data.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { exportCommand } from './export.js';
 import { evalCommand } from './eval.js';
+import { pretrainCommand } from './pretrain.js';
 
 const version = packageVersion();
 
@@ -22,6 +23,7 @@ program.addCommand(dataCommand());
 program.addCommand(tokenizerCommand());
 program.addCommand(exportCommand());
 program.addCommand(evalCommand());
+program.addCommand(pretrainCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

@@ -3,7 +3,7 @@ export * from './config.js';
 export { preset, presetNames, type Preset } from './presets.js';
 export { LlamaForCausalLM, LlamaModel, packDocuments, type PackedBatch, type PackedArrays, type LlamaOptions } from './llama.js';
 export {
-  SafetensorsFile, readSafetensors, writeSafetensors, writeFileAtomic, type SafeDType, type WriteDType, type TensorEntry,
+  SafetensorsFile, readSafetensors, writeSafetensors, safetensorsContent, writeFileAtomic, type SafeDType, type WriteDType, type TensorEntry,
   type WriteOptions,
 } from './safetensors.js';
 export {

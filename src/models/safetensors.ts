@@ -265,13 +265,13 @@ async function writeAtomic(path: string, body: (fh: FileHandle) => Promise<void>
 }
 
 /**
- * Writes tensors (in the given order) to one safetensors file, atomically. Float tensors are
- * converted to `dtype` one at a time, so memory stays at one tensor's copy. Returns the number
- * of data bytes written.
+ * A safetensors file as streamed content (header first, then each tensor converted to `dtype`
+ * one at a time): for writers that own the file handle, such as a training checkpoint.
+ * `dataBytes` is the size of the data section.
  */
-export async function writeSafetensors(
-  path: string, tensors: Iterable<readonly [string, Tensor]>, opts: WriteOptions = {},
-): Promise<number> {
+export function safetensorsContent(
+  tensors: Iterable<readonly [string, Tensor]>, opts: WriteOptions = {},
+): { dataBytes: number; write(sink: { write(chunk: Uint8Array): Promise<void> }): Promise<void> } {
   const dtype = opts.dtype ?? 'f32';
   if (!(dtype in TO_SAFE)) throw new PatentGPTError('E_ARGUMENT', `writeSafetensors: dtype must be f32, bf16 or f16, got ${String(dtype)}`);
   const list = [...tensors];
@@ -292,12 +292,32 @@ export async function writeSafetensors(
   const hb = Buffer.from(json, 'utf8');
   const prefix = Buffer.alloc(8);
   prefix.writeBigUInt64LE(BigInt(hb.length));
+  return {
+    dataBytes: at,
+    async write(sink) {
+      await sink.write(prefix);
+      await sink.write(hb);
+      for (const [, t] of list) {
+        const bytes = tensorBytes(t, dtype).bytes;
+        for (let done = 0; done < bytes.length; done += IO_CHUNK) await sink.write(bytes.subarray(done, Math.min(bytes.length, done + IO_CHUNK)));
+      }
+    },
+  };
+}
+
+/**
+ * Writes tensors (in the given order) to one safetensors file, atomically. Float tensors are
+ * converted to `dtype` one at a time, so memory stays at one tensor's copy. Returns the number
+ * of data bytes written.
+ */
+export async function writeSafetensors(
+  path: string, tensors: Iterable<readonly [string, Tensor]>, opts: WriteOptions = {},
+): Promise<number> {
+  const content = safetensorsContent(tensors, opts);
   await writeAtomic(path, async (fh) => {
-    await writeAll(fh, prefix);
-    await writeAll(fh, hb);
-    for (const [, t] of list) await writeAll(fh, tensorBytes(t, dtype).bytes);
+    await content.write({ write: (chunk) => writeAll(fh, chunk) });
   });
-  return at;
+  return content.dataBytes;
 }
 
 async function writeAll(fh: FileHandle, data: Uint8Array): Promise<void> {

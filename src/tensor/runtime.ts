@@ -22,3 +22,13 @@ export function memoryStats(): { cpu: DeviceMemory; cuda: DeviceMemory } {
 export function resetPeakMemory(): void {
   addon().resetPeakMemory();
 }
+
+/**
+ * The CPU's FP32 peak in FLOP/s on `threads` threads (default: the current thread count), measured
+ * by a throughput-bound FMA loop of the GEMM microkernel's ISA for about `seconds` (an estimate
+ * for MFU when the hardware's figure is not given).
+ */
+export function measurePeakFlops(threads = addon().info().threads, seconds = 0.2): number {
+  if (!Number.isInteger(threads) || threads < 1) throw new PatentGPTError('E_ARGUMENT', `measurePeakFlops: threads must be a positive integer, got ${threads}`);
+  return addon().gemmPeakGflops(threads, seconds) * 1e9;
+}

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
+import { validateConfig, type ModelConfig } from '../models/config.js';
 import type { Schedule } from './schedule.js';
 
 export interface StageData {
@@ -56,8 +57,11 @@ export interface StageConfig {
   name: string;
   /** Folder of the run; default runs/<name> relative to the working directory. */
   runDir: string;
-  /** Model: a preset name (e.g. "tiny", "llama2-7b") or a path to a config.json / Hugging Face folder. */
-  model: string;
+  /**
+   * Model: a preset name (e.g. "llama-5m", "llama2-7b"), a path to a config.json / Hugging Face
+   * folder, or an inline model config object (ModelConfig fields; defaults filled).
+   */
+  model: string | ModelConfig;
   /** Weights to start from: a checkpoint folder (runs/<stage1>/checkpoints/step-N), a run folder (its latest checkpoint) or a Hugging Face folder. */
   init?: string;
   /** "byte" (the byte-level tokenizer) or a tokenizer path. */
@@ -156,7 +160,9 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
 
   const name = f.string(c.name, 'name');
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) f.fail('name', `"${name}" must be letters, digits, _ . - (it names the run folder)`);
-  const model = f.string(c.model, 'model');
+  let model: string | ModelConfig;
+  if (typeof c.model === 'object' && c.model !== null && !Array.isArray(c.model)) model = validateConfig(c.model, `${opts.source ?? 'config'}: model`);
+  else model = f.string(c.model, 'model');
   const tokenizer = f.string(c.tokenizer, 'tokenizer', 'byte');
 
   const d = f.object(c.data ?? {}, 'data');
@@ -229,7 +235,7 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
   const cfg: StageConfig = {
     name,
     runDir: c.runDir === undefined ? path.join('runs', name) : rel(f.string(c.runDir, 'runDir')),
-    model: isPathLike(model) ? rel(model) : model,
+    model: typeof model === 'string' && isPathLike(model) ? rel(model) : model,
     ...(c.init !== undefined ? { init: rel(f.string(c.init, 'init')) } : {}),
     tokenizer: tokenizer === 'byte' ? tokenizer : rel(tokenizer),
     data: { manifests, sample, ...(weights ? { weights } : {}), valFraction },
@@ -257,8 +263,12 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
   return cfg;
 }
 
-/** Reads, parses and validates a stage config file (relative paths resolved against its folder). */
-export async function loadStageConfig(file: string): Promise<StageConfig> {
+/**
+ * Reads, parses and validates a stage config file (relative paths resolved against its folder).
+ * `overrides` replace top-level fields before validation (the CLI's --steps, --run-dir); setting
+ * steps drops tokenBudget and the other way round.
+ */
+export async function loadStageConfig(file: string, overrides: Record<string, unknown> = {}): Promise<StageConfig> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
@@ -270,6 +280,26 @@ export async function loadStageConfig(file: string): Promise<StageConfig> {
     raw = JSON.parse(text);
   } catch (err) {
     throw new PatentGPTError('E_CONFIG', `${file}: not valid JSON (${(err as Error).message})`);
+  }
+  if (Object.keys(overrides).length > 0 && typeof raw === 'object' && raw !== null && !Array.isArray(raw)) {
+    const o: Json = { ...(raw as Json) };
+    if ('steps' in overrides) delete o.tokenBudget;
+    if ('tokenBudget' in overrides) delete o.steps;
+    for (const [k, v] of Object.entries(overrides)) if (v !== undefined) o[k] = v;
+    // A shorter run keeps its schedule's shape: warmup (and a WSD decay) shrink to fit the steps.
+    const steps = overrides.steps;
+    if (typeof steps === 'number' && typeof o.schedule === 'object' && o.schedule !== null) {
+      const sch: Json = { ...(o.schedule as Json) };
+      const warm = typeof sch.warmupSteps === 'number' ? sch.warmupSteps : 0;
+      const decay = typeof sch.decaySteps === 'number' ? sch.decaySteps : 0;
+      if (warm + decay > steps) {
+        const f = steps / (warm + decay);
+        sch.warmupSteps = Math.floor(warm * f);
+        if (typeof sch.decaySteps === 'number') sch.decaySteps = Math.floor(decay * f);
+      }
+      o.schedule = sch;
+    }
+    raw = o;
   }
   return validateStageConfig(raw, { source: file, baseDir: path.dirname(path.resolve(file)) });
 }

@@ -1,0 +1,280 @@
+// npm run bench -- train [--threads N] [--steps N] [--warmup N] [--models llama-10m,llama-110m] [--seqs 64,256,1024] [--profile]
+//
+// Training throughput of the LLaMA stack beside PyTorch training the same model in the same run:
+// transformers LlamaForCausalLM (eager attention) + torch.optim.AdamW, torch.set_num_threads
+// equal to ours, the same config, the same batch shapes and token ids. One step is forward +
+// loss, backward, global-norm clip 1.0 and AdamW (what the trainer does per step). For each
+// shape ours runs, then torch (a persistent Python peer), each with two warm-up steps and the
+// median of the timed steps. MFU is PaLM's 6N + 12LTd FLOPs per token x tokens/s, against the
+// GEMM figure measured in this run (our f32 GEMM at 1024^3) and against the measured FMA peak.
+// Peak memory: ours is the native tensor high-water mark of the step (weights, gradients, AdamW
+// moments and activations); torch's is the process's max RSS growth over the shape's run
+// (its allocator caches included; a high-water mark, so only an upper bound after the first).
+// --profile adds a phase split (forward+loss / backward / optimizer) for both.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface, type Interface } from 'node:readline';
+import { LlamaForCausalLM, flopsPerToken, parameterCount, preset, toHFConfig, type ModelConfig } from '../../src/models/index.js';
+import { addon } from '../../src/tensor/addon.js';
+import { Rng, Tensor, measurePeakFlops, memoryStats, resetPeakMemory, runtimeInfo, scope, setNumThreads } from '../../src/tensor/index.js';
+import { AdamW } from '../../src/train/optimizer.js';
+import { findPython } from './_peers.js';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
+}
+const threads = Number(arg('threads', '2'));
+const timedSteps = Number(arg('steps', '3'));
+const warmup = Number(arg('warmup', '2'));
+const models = arg('models', 'llama-10m,llama-110m').split(',');
+const seqs = arg('seqs', '64,256,1024').split(',').map(Number);
+const profile = process.argv.includes('--profile');
+
+/** Batch rows per (model, T): a few thousand tokens for ~10M; B=4 (B=1 at T=1024) for ~110M. */
+function batchSize(model: string, T: number): number {
+  if (model === 'llama-110m') return T >= 1024 ? 1 : 4;
+  return Math.max(1, Math.round(2048 / T));
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+}
+
+/** The same token ids for both sides: B rows of T, each one document. */
+function tokens(B: number, T: number, V: number, seed: number): Int32Array {
+  const rng = new Rng(seed);
+  return Int32Array.from({ length: B * T }, () => rng.int(V));
+}
+
+// ---- torch peer: one process; a request trains one shape and replies with timings ----
+
+const PEER = String.raw`
+import json, sys, time, resource
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+torch.set_num_threads(int(sys.argv[1]))
+print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+def rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+for line in sys.stdin:
+    req = json.loads(line)
+    c = req["config"]
+    cfg = LlamaConfig(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+        num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"], num_key_value_heads=c["num_key_value_heads"],
+        max_position_embeddings=c["max_position_embeddings"], rms_norm_eps=c["rms_norm_eps"], rope_theta=c["rope_theta"],
+        tie_word_embeddings=c["tie_word_embeddings"], attention_bias=False, mlp_bias=False)
+    torch.manual_seed(0)
+    rss0 = rss()
+    model = LlamaForCausalLM._from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    B, T = req["B"], req["T"]
+    ids = torch.tensor(req["tokens"], dtype=torch.long).view(B, T)
+    times, phases = [], []
+    for i in range(req["warmup"] + req["steps"]):
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, labels=ids)
+        t1 = time.perf_counter()
+        out.loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        if i >= req["warmup"]:
+            times.append(t3 - t0)
+            phases.append([t1 - t0, t2 - t1, t3 - t2])
+        loss = out.loss.item()
+    print(json.dumps({"times": times, "phases": phases, "loss": loss, "rssGrowth": rss() - rss0}), flush=True)
+    del model, opt, out
+`;
+
+class TorchPeer {
+  private constructor(private readonly proc: ChildProcessWithoutNullStreams, private readonly lines: Interface, readonly info: Record<string, unknown>) {}
+
+  static async start(python: string): Promise<TorchPeer> {
+    const proc = spawn(python, ['-c', PEER, String(threads)], { env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) } });
+    let err = '';
+    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const lines = createInterface({ input: proc.stdout });
+    const first = await new Promise<string>((resolve, reject) => {
+      lines.once('line', resolve);
+      proc.once('exit', (code) => reject(new Error(`torch peer exited (${code}): ${err.slice(-500)}`)));
+    });
+    return new TorchPeer(proc, lines, JSON.parse(first) as Record<string, unknown>);
+  }
+
+  train(req: Record<string, unknown>): Promise<{ times: number[]; phases: number[][]; loss: number; rssGrowth: number }> {
+    return new Promise((resolve, reject) => {
+      const onExit = (code: number | null): void => reject(new Error(`torch peer exited (${code})`));
+      this.proc.once('exit', onExit);
+      this.lines.once('line', (l) => {
+        this.proc.off('exit', onExit);
+        resolve(JSON.parse(l) as { times: number[]; phases: number[][]; loss: number; rssGrowth: number });
+      });
+      this.proc.stdin.write(JSON.stringify(req) + '\n');
+    });
+  }
+
+  stop(): void {
+    this.proc.stdin.end();
+  }
+}
+
+// ---- ours ----
+
+function trainOurs(cfg: ModelConfig, B: number, T: number, ids: Int32Array): { times: number[]; phases: number[][]; loss: number; peakBytes: number } {
+  const model = new LlamaForCausalLM(cfg, { seed: 0 });
+  const opt = new AdamW(model.namedParameters(), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1.0 });
+  const targets = new Int32Array(B * T).fill(-100);
+  const positions = new Int32Array(B * T);
+  const cu = new Int32Array(B + 1);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      positions[b * T + t] = t;
+      if (t + 1 < T) targets[b * T + t] = ids[b * T + t + 1]!;
+    }
+    cu[b + 1] = (b + 1) * T;
+  }
+  const batch = { tokens: ids, targets, positions, cuSeqlens: cu };
+  const times: number[] = [];
+  const phases: number[][] = [];
+  let loss = NaN;
+  let peakBytes = 0;
+  for (let i = 0; i < warmup + timedSteps; i++) {
+    if (i === warmup) resetPeakMemory();
+    const t0 = performance.now();
+    const l = scope(() => model.loss(batch));
+    const t1 = performance.now();
+    loss = l.item();
+    l.backward();
+    l.dispose();
+    const t2 = performance.now();
+    opt.step(1e-4);
+    opt.zeroGrad();
+    const t3 = performance.now();
+    if (i >= warmup) {
+      times.push((t3 - t0) / 1000);
+      phases.push([(t1 - t0) / 1000, (t2 - t1) / 1000, (t3 - t2) / 1000]);
+    }
+  }
+  peakBytes = memoryStats().cpu.peakBytes;
+  opt.dispose();
+  model.dispose();
+  return { times, phases, loss, peakBytes };
+}
+
+// ---- main ----
+
+setNumThreads(threads);
+const info = runtimeInfo();
+// GEMM figure of this run: our f32 GEMM at 1024^3, median of 7 after 2 warm-ups
+const gemmGflops = (() => {
+  const n = 1024;
+  const a = Tensor.randn([n, n], { seed: 1 });
+  const b = Tensor.randn([n, n], { seed: 2 });
+  const c = Tensor.empty([n, n]);
+  const run = (): void => addon().gemm(false, false, n, n, n, 1, a.storage, a.offset, n, 0, b.storage, b.offset, n, 0, 0, c.storage, c.offset, n, 0, 1);
+  run();
+  run();
+  const ts: number[] = [];
+  for (let r = 0; r < 7; r++) {
+    const t0 = performance.now();
+    run();
+    ts.push((performance.now() - t0) / 1000);
+  }
+  [a, b, c].forEach((t) => t.dispose());
+  return (2 * n ** 3) / median(ts) / 1e9;
+})();
+const peakGflops = measurePeakFlops(threads, 0.5) / 1e9;
+
+const py = findPython(['torch', 'transformers']);
+let peer: TorchPeer | null = null;
+let peerWhy = py.why;
+if (py.python) {
+  try {
+    peer = await TorchPeer.start(py.python);
+  } catch (err) {
+    peerWhy = (err as Error).message;
+  }
+}
+console.log(`ours: ${info.simd}, ${info.threads} threads; GEMM 1024^3 ${gemmGflops.toFixed(1)} GFLOP/s; FP32 FMA peak ${peakGflops.toFixed(1)} GFLOP/s (measured)`);
+console.log(`torch: ${peer ? JSON.stringify(peer.info) + ', transformers LlamaForCausalLM eager + torch.optim.AdamW' : `not run (${peerWhy})`}`);
+console.log(`per shape: ${warmup} warm-up steps, median of ${timedSteps} timed steps; a step = forward + loss + backward + clip 1.0 + AdamW\n`);
+
+interface Row {
+  model: string;
+  params: number;
+  T: number;
+  B: number;
+  ours: { tokPerSec: number; mfuGemm: number; mfuPeak: number; peakMiB: number; loss: number; phases: number[] };
+  torch: { tokPerSec: number; mfuGemm: number; mfuPeak: number; rssMiB: number; loss: number; phases: number[] } | null;
+}
+const rows: Row[] = [];
+for (const name of models) {
+  const cfg = preset(name).config;
+  for (const T of seqs) {
+    if (T > cfg.maxSeqLen) continue;
+    const B = batchSize(name, T);
+    const ids = tokens(B, T, cfg.vocabSize, T);
+    const fpt = flopsPerToken(cfg, T).training;
+    const mfuOf = (tps: number, peak: number): number => (fpt * tps) / (peak * 1e9);
+    const o = trainOurs(cfg, B, T, ids);
+    const oTps = (B * T) / median(o.times);
+    const phaseMed = (ph: number[][]): number[] => [0, 1, 2].map((k) => median(ph.map((p) => p[k]!)));
+    const row: Row = {
+      model: name, params: parameterCount(cfg).total, T, B,
+      ours: { tokPerSec: oTps, mfuGemm: mfuOf(oTps, gemmGflops), mfuPeak: mfuOf(oTps, peakGflops), peakMiB: o.peakBytes / 2 ** 20, loss: o.loss, phases: phaseMed(o.phases) },
+      torch: null,
+    };
+    if (peer) {
+      const hf = toHFConfig(cfg) as unknown as Record<string, unknown>;
+      const t = await peer.train({ config: hf, B, T, tokens: Array.from(ids), warmup, steps: timedSteps });
+      const tTps = (B * T) / median(t.times);
+      row.torch = { tokPerSec: tTps, mfuGemm: mfuOf(tTps, gemmGflops), mfuPeak: mfuOf(tTps, peakGflops), rssMiB: t.rssGrowth / 2 ** 20, loss: t.loss, phases: phaseMed(t.phases) };
+    }
+    rows.push(row);
+    const r = row;
+    process.stderr.write(`${name} T=${T} B=${B}: ours ${r.ours.tokPerSec.toFixed(0)} tok/s, torch ${r.torch ? r.torch.tokPerSec.toFixed(0) : 'n/a'} tok/s\n`);
+  }
+}
+peer?.stop();
+
+const f = (x: number | undefined | null, w: number, d = 1): string => (x === undefined || x === null || !Number.isFinite(x) ? 'n/a' : x.toFixed(d)).padStart(w);
+console.log(
+  `${'model'.padEnd(11)} ${'T'.padStart(5)} ${'B'.padStart(3)} ${'ours tok/s'.padStart(10)} ${'torch tok/s'.padStart(11)} ${'ratio'.padStart(6)} ` +
+    `${'MFU/gemm'.padStart(8)} ${'MFU/peak'.padStart(8)} ${'torch/gemm'.padStart(10)} ${'peak MiB'.padStart(8)} ${'torch RSS+'.padStart(10)}`,
+);
+for (const r of rows)
+  console.log(
+    `${r.model.padEnd(11)} ${String(r.T).padStart(5)} ${String(r.B).padStart(3)} ${f(r.ours.tokPerSec, 10)} ${f(r.torch?.tokPerSec, 11)} ` +
+      `${f(r.torch ? r.ours.tokPerSec / r.torch.tokPerSec : null, 6, 2)} ${f(r.ours.mfuGemm * 100, 7)}% ${f(r.ours.mfuPeak * 100, 7)}% ` +
+      `${f(r.torch ? r.torch.mfuGemm * 100 : null, 9)}% ${f(r.ours.peakMiB, 8, 0)} ${f(r.torch?.rssMiB, 10, 0)}`,
+  );
+console.log('ratio = ours / torch tokens/s; MFU/gemm = model FLOP/s over our GEMM 1024^3 GFLOP/s of this run; MFU/peak = over the FMA peak;');
+console.log('peak MiB = our native tensor high-water mark in a step; torch RSS+ = max RSS growth of the torch process over the shape (upper bound)');
+if (profile) {
+  console.log('\nphase split, seconds per step (forward+loss / backward / clip+AdamW):');
+  for (const r of rows)
+    console.log(`${r.model.padEnd(11)} T=${String(r.T).padEnd(5)} ours ${r.ours.phases.map((x) => x.toFixed(3)).join(' / ')}` +
+      (r.torch ? `   torch ${r.torch.phases.map((x) => x.toFixed(3)).join(' / ')}` : ''));
+}
+console.log(
+  '\n' +
+    JSON.stringify({
+      bench: 'train',
+      threads,
+      simd: info.simd,
+      gemmGflops: +gemmGflops.toFixed(1),
+      peakGflops: +peakGflops.toFixed(1),
+      torch: peer ? peer.info : peerWhy,
+      results: rows.map((r) => ({
+        model: r.model, params: r.params, T: r.T, B: r.B,
+        ours: { tokensPerSec: +r.ours.tokPerSec.toFixed(1), mfuGemm: +r.ours.mfuGemm.toFixed(4), mfuPeak: +r.ours.mfuPeak.toFixed(4), peakMiB: +r.ours.peakMiB.toFixed(1), loss: +r.ours.loss.toFixed(4), phasesSec: r.ours.phases.map((x) => +x.toFixed(4)) },
+        torch: r.torch ? { tokensPerSec: +r.torch.tokPerSec.toFixed(1), mfuGemm: +r.torch.mfuGemm.toFixed(4), rssGrowthMiB: +r.torch.rssMiB.toFixed(1), loss: +r.torch.loss.toFixed(4), phasesSec: r.torch.phases.map((x) => +x.toFixed(4)) } : null,
+        ratio: r.torch ? +(r.ours.tokPerSec / r.torch.tokPerSec).toFixed(3) : null,
+      })),
+    }),
+);

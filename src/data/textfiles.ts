@@ -1,0 +1,224 @@
+// A simple reader of plain-text corpora for pretraining: folders or files of .txt/.md (the text,
+// cut into documents of a few KB at paragraph breaks), .jsonl (one JSON object per line) and
+// .json (an array of objects, or one object), and .csv/.tsv tables (a header row, then one
+// document per row). From a JSON object the text is its "text" or "content" field, else its
+// string fields joined by newlines (instruction/input/output, ...); from a table row, the
+// fields that contain letters (titles, abstracts, claims; ids and dates are left out).
+// Every document of one given path gets that path's category: the folder's name (or the file's
+// folder), made safe for shard categories. Unreadable files (I/O errors, invalid UTF-8, broken
+// JSON) and files of other types are skipped and counted, never fatal.
+// (The full readers, filters and dedup of the data pipeline come with the Data issue.)
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { PatentGPTError } from '../errors.js';
+import { ShardWriter, type ShardManifest } from './shards.js';
+
+export const TEXT_EXTENSIONS = ['.txt', '.md', '.jsonl', '.json', '.csv', '.tsv'] as const;
+
+export interface TextDocument {
+  text: string;
+  category: string;
+  /** File it came from. */
+  source: string;
+}
+
+export interface TextReadReport {
+  /** Files read (at least partly). */
+  files: number;
+  documents: number;
+  /** Files that could not be read, with the reason. */
+  unreadable: { file: string; reason: string }[];
+  /** Files passed over for their type. */
+  ignored: number;
+  /** Lines or records inside readable files that were skipped (bad JSON line, no text). */
+  skippedRecords: number;
+}
+
+/** A category name the shard writer accepts, from a folder name. */
+export function categoryName(name: string): string {
+  const safe = name.replace(/[^A-Za-z0-9_.-]+/g, '_').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+  return safe === '' ? 'text' : safe;
+}
+
+/** Documents of at most about `max` characters, cut at blank lines (or lines, or anywhere). */
+export function splitText(text: string, max = 8192): string[] {
+  const out: string[] = [];
+  let rest = text.replace(/\r\n?/g, '\n').trim();
+  while (rest.length > max) {
+    let cut = rest.lastIndexOf('\n\n', max);
+    if (cut < max / 4) cut = rest.lastIndexOf('\n', max);
+    if (cut < max / 4) cut = max;
+    out.push(rest.slice(0, cut).trim());
+    rest = rest.slice(cut).trim();
+  }
+  if (rest) out.push(rest);
+  return out.filter((d) => d.length > 0);
+}
+
+function textOfRecord(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return null;
+  const o = v as Record<string, unknown>;
+  for (const k of ['text', 'content']) if (typeof o[k] === 'string' && (o[k] as string).trim()) return o[k] as string;
+  const parts = Object.values(o).filter((x): x is string => typeof x === 'string' && x.trim() !== '');
+  return parts.length ? parts.join('\n') : null;
+}
+
+/** Rows of a CSV/TSV text (RFC 4180 quoting: "" inside quoted fields, newlines allowed in them). */
+export function parseDelimited(text: string, sep = ','): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (quoted) {
+      if (ch === '"') {
+        if (text[i + 1] === '"') {
+          field += '"';
+          i++;
+        } else quoted = false;
+      } else field += ch;
+    } else if (ch === '"' && field === '') quoted = true;
+    else if (ch === sep) {
+      row.push(field);
+      field = '';
+    } else if (ch === '\n' || ch === '\r') {
+      if (ch === '\r' && text[i + 1] === '\n') i++;
+      row.push(field);
+      field = '';
+      rows.push(row);
+      row = [];
+    } else field += ch;
+  }
+  if (field !== '' || row.length > 0) {
+    row.push(field);
+    rows.push(row);
+  }
+  return rows.filter((r) => r.some((f) => f.trim() !== ''));
+}
+
+async function listFiles(p: string, out: string[]): Promise<void> {
+  const st = await fsp.stat(p);
+  if (!st.isDirectory()) {
+    out.push(p);
+    return;
+  }
+  const entries = (await fsp.readdir(p, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const e of entries) {
+    if (e.name.startsWith('.')) continue;
+    const full = path.join(p, e.name);
+    if (e.isDirectory()) await listFiles(full, out);
+    else if (e.isFile()) out.push(full);
+  }
+}
+
+/**
+ * Reads the documents of `inputs` (files or folders, searched recursively in name order) and
+ * passes each to `onDocument`. A missing input path is an error (E_DATA naming it); a file that
+ * cannot be read or parsed is skipped and reported.
+ */
+export async function readTextDocuments(inputs: readonly string[], onDocument: (doc: TextDocument) => void | Promise<void>): Promise<TextReadReport> {
+  const report: TextReadReport = { files: 0, documents: 0, unreadable: [], ignored: 0, skippedRecords: 0 };
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  for (const input of inputs) {
+    let st;
+    try {
+      st = await fsp.stat(input);
+    } catch (err) {
+      throw new PatentGPTError('E_DATA', `${input}: cannot read the data path (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    const category = categoryName(path.basename(st.isDirectory() ? path.resolve(input) : path.dirname(path.resolve(input))));
+    const files: string[] = [];
+    await listFiles(input, files);
+    for (const file of files) {
+      const ext = path.extname(file).toLowerCase();
+      if (!(TEXT_EXTENSIONS as readonly string[]).includes(ext)) {
+        report.ignored++;
+        continue;
+      }
+      let text: string;
+      try {
+        text = utf8.decode(await fsp.readFile(file));
+      } catch (err) {
+        report.unreadable.push({ file, reason: err instanceof TypeError ? 'not valid UTF-8' : ((err as NodeJS.ErrnoException).code ?? (err as Error).message) });
+        continue;
+      }
+      const texts: string[] = [];
+      if (ext === '.txt' || ext === '.md') texts.push(...splitText(text));
+      else if (ext === '.jsonl') {
+        for (const line of text.split('\n')) {
+          if (!line.trim()) continue;
+          let rec: unknown;
+          try {
+            rec = JSON.parse(line);
+          } catch {
+            report.skippedRecords++;
+            continue;
+          }
+          const t = textOfRecord(rec);
+          if (t && t.trim()) texts.push(...splitText(t));
+          else report.skippedRecords++;
+        }
+      } else if (ext === '.csv' || ext === '.tsv') {
+        const rows = parseDelimited(text, ext === '.tsv' ? '\t' : ',');
+        for (const r of rows.slice(1)) {
+          const t = r.map((f) => f.trim()).filter((f) => /\p{L}/u.test(f)).join('\n');
+          if (t) texts.push(...splitText(t));
+          else report.skippedRecords++;
+        }
+      } else {
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch (err) {
+          report.unreadable.push({ file, reason: `not JSON (${(err as Error).message})` });
+          continue;
+        }
+        const records = Array.isArray(json) ? json : [json];
+        for (const rec of records) {
+          const t = textOfRecord(rec);
+          if (t && t.trim()) texts.push(...splitText(t));
+          else report.skippedRecords++;
+        }
+      }
+      report.files++;
+      for (const t of texts) {
+        report.documents++;
+        await onDocument({ text: t, category, source: file });
+      }
+    }
+  }
+  return report;
+}
+
+/** What the shard writer needs from a tokenizer. */
+export interface DocumentEncoder {
+  readonly vocabSize: number;
+  readonly name?: string;
+  encode(text: string, opts?: { bos?: boolean; eos?: boolean }): ArrayLike<number>;
+}
+
+/**
+ * Tokenizes the text documents of `inputs` (BOS + text + EOS each) into a shard set in `dir`
+ * (replacing one that is there). Throws E_DATA when no document could be read.
+ */
+export async function writeTextShards(
+  dir: string, inputs: readonly string[], tokenizer: DocumentEncoder,
+): Promise<{ manifest: ShardManifest; report: TextReadReport }> {
+  const w = await ShardWriter.create(dir, { vocabSize: tokenizer.vocabSize, tokenizer: tokenizer.name ?? 'unknown', overwrite: true });
+  let report: TextReadReport;
+  try {
+    report = await readTextDocuments(inputs, (d) => w.add(tokenizer.encode(d.text, { bos: true, eos: true }), d.category));
+  } catch (err) {
+    await w.abort();
+    throw err;
+  }
+  if (report.documents === 0) {
+    await w.abort();
+    const why = report.unreadable.length ? `; unreadable: ${report.unreadable.slice(0, 3).map((u) => `${u.file} (${u.reason})`).join(', ')}` : '';
+    throw new PatentGPTError('E_DATA',
+      `${inputs.join(', ')}: no text documents found (${report.files} readable ${TEXT_EXTENSIONS.join('/')} files, ${report.ignored} other files ignored${why})`);
+  }
+  return { manifest: await w.close(), report };
+}

@@ -1,0 +1,336 @@
+// The one training loop every stage runs (pretrain, and later SFT, reward, PPO). A stage hands it
+// a TrainTask: the parameters, a data source, a loss, and how the model goes into and out of a
+// checkpoint. Per optimizer step the loop runs gradAccum micro-batches (loss scaled by
+// 1 / gradAccum, backward, every tensor of a micro-batch freed before the next), calls the
+// gradient all-reduce hook (data parallelism; a no-op on one rank), takes one AdamW step at the
+// schedule's learning rate with global-norm clipping, logs metrics, evaluates, and checkpoints.
+//
+// Resume: run() first looks for the newest checkpoint of the run that verifies; it restores the
+// weights, the optimizer moments, the data position and the step, and cuts metrics.jsonl back to
+// that step, so a run killed at any point (kill -9 included) and started again continues with
+// exactly the batches, updates and losses of an uninterrupted run. SIGINT (and SIGTERM) finish
+// the current step, save a checkpoint and return { status: 'interrupted' }.
+//
+// Data parallelism fits in without touching this loop: each rank's task reads its own shard of
+// the data (BatchStream rank/worldSize), `allReduce` averages the gradients after backward, and
+// only rank 0 writes checkpoints, metrics, the report and the progress bar.
+import * as path from 'node:path';
+import { PatentGPTError } from '../errors.js';
+import { noGrad, scale, scope, type Tensor } from '../tensor/index.js';
+import { CheckpointManager, type Checkpoint, type CheckpointFile, type TrainState } from './checkpoint.js';
+import { MetricsLog, Throughput, mfu, perplexity, type MetricRecord } from './metrics.js';
+import { AdamW, type AdamWOptions } from './optimizer.js';
+import { writeReport } from './plot.js';
+import { Progress, type ProgressStream } from './progress.js';
+import { learningRate, validateSchedule, type Schedule } from './schedule.js';
+
+/** What one batch must tell the loop (data/packing's Batch fits). */
+export interface TrainBatchInfo {
+  /** The batch's input ids (their count is the token throughput). */
+  tokens: ArrayLike<number>;
+  /** Targets that count in the loss (weights the validation mean); default tokens.length. */
+  targetCount?: number;
+}
+
+/** A stage's side of the loop: parameters, data, loss and the model's checkpoint files. */
+export interface TrainTask<B extends TrainBatchInfo = TrainBatchInfo> {
+  /** The trained parameters by name (frozen ones may be listed; AdamW skips them). */
+  parameters(): readonly (readonly [string, Tensor])[];
+  /** The next training micro-batch of this rank. */
+  nextBatch(): B;
+  /** Scalar loss of a batch (mean over its targets), recorded for backward. */
+  loss(batch: B): Tensor;
+  /** Fresh validation batches (the same ones at every evaluation); omitted: no evaluation. */
+  evalBatches?(count: number): Iterable<B>;
+  /** The training data position (JSON), for the checkpoint. */
+  dataPosition(): unknown;
+  restoreDataPosition(position: unknown): void;
+  /** The model's files in a checkpoint (weights with their names, model config, ...). */
+  checkpointFiles(): CheckpointFile[];
+  /** Loads the model's weights from a verified checkpoint of this run. */
+  restoreCheckpoint(checkpoint: Checkpoint): Promise<void>;
+  /** Called instead of a restore when the run starts fresh (load initial weights, ...). */
+  initialize?(): Promise<void>;
+}
+
+export interface TrainerOptions {
+  /** The run folder: checkpoints/, metrics.jsonl, report.svg. */
+  runDir: string;
+  /** Name shown on the progress bar and the report. */
+  name?: string;
+  totalSteps: number;
+  schedule: Schedule;
+  /** Micro-batches per optimizer step. Default 1. */
+  gradAccum?: number;
+  /** AdamW hyper-parameters (maxGradNorm is the global clip). */
+  optimizer?: AdamWOptions;
+  /** Evaluate every N steps (0: only at the end). Default 0. */
+  evalEvery?: number;
+  /** Validation batches per evaluation. Default 10. */
+  evalBatches?: number;
+  /** Checkpoint every N steps (0: only at the end). Default 0. */
+  checkpointEvery?: number;
+  /** Checkpoints to keep (0: all). Default 3. */
+  keepCheckpoints?: number;
+  /** A metrics record every N steps. Default 1. */
+  logEvery?: number;
+  /** Hash of what decides the computation; a checkpoint with another hash is refused. */
+  configHash: string;
+  /** Free JSON stored in every checkpoint's state.json (stage name, seeds, ...). */
+  rng?: unknown;
+  /** Training FLOPs per token of the model (for MFU); 0 or undefined: no MFU. */
+  flopsPerToken?: number;
+  /** Peak FLOP/s of the hardware (all ranks) for MFU. */
+  peakFlops?: number;
+  /** Data parallelism: this rank and the number of ranks. Default 0 and 1. */
+  rank?: number;
+  worldSize?: number;
+  /**
+   * Gradient all-reduce hook, called after the last backward of each step with every gradient
+   * (in parameter order); it must leave the mean over the ranks in place. Required when
+   * worldSize > 1; never called on one rank.
+   */
+  allReduce?: (grads: Tensor[], step: number) => void | Promise<void>;
+  /** Where the progress bar or JSON progress lines go; null: none. Default: Progress's choice. */
+  progress?: ProgressStream | null;
+  /** Stop (checkpoint, then return 'interrupted') when this aborts. */
+  signal?: AbortSignal;
+  /** Also stop on SIGINT / SIGTERM of this process (the CLI). Default false. */
+  handleSignals?: boolean;
+  /** Each metrics record as it is written (rank 0). */
+  onMetrics?: (record: MetricRecord) => void;
+}
+
+export interface TrainResult {
+  status: 'completed' | 'interrupted';
+  /** Optimizer steps done. */
+  step: number;
+  /** Step the run resumed from (undefined: fresh start). */
+  resumedFrom?: number;
+  /** The last checkpoint folder written or found (rank 0). */
+  checkpoint: string | null;
+  /** Training loss of each step this call ran. */
+  losses: number[];
+  /** The last validation loss, if any evaluation ran. */
+  valLoss?: number;
+  tokensSeen: number;
+}
+
+function intOption(v: number | undefined, name: string, min: number, dflt: number): number {
+  const x = v ?? dflt;
+  if (!Number.isSafeInteger(x) || x < min) throw new PatentGPTError('E_ARGUMENT', `Trainer: ${name} must be an integer >= ${min}, got ${v}`);
+  return x;
+}
+
+/** A yield to the event loop, so signal handlers run between steps. */
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
+  readonly task: TrainTask<B>;
+  readonly runDir: string;
+  readonly totalSteps: number;
+  readonly gradAccum: number;
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly checkpoints: CheckpointManager;
+  private readonly opts: TrainerOptions;
+  private readonly evalEvery: number;
+  private readonly evalBatches: number;
+  private readonly checkpointEvery: number;
+  private readonly logEvery: number;
+
+  constructor(task: TrainTask<B>, opts: TrainerOptions) {
+    this.task = task;
+    this.opts = opts;
+    this.runDir = opts.runDir;
+    this.totalSteps = intOption(opts.totalSteps, 'totalSteps', 1, 1);
+    this.gradAccum = intOption(opts.gradAccum, 'gradAccum', 1, 1);
+    this.evalEvery = intOption(opts.evalEvery, 'evalEvery', 0, 0);
+    this.evalBatches = intOption(opts.evalBatches, 'evalBatches', 1, 10);
+    this.checkpointEvery = intOption(opts.checkpointEvery, 'checkpointEvery', 0, 0);
+    this.logEvery = intOption(opts.logEvery, 'logEvery', 1, 1);
+    this.rank = intOption(opts.rank, 'rank', 0, 0);
+    this.worldSize = intOption(opts.worldSize, 'worldSize', 1, 1);
+    if (this.rank >= this.worldSize) throw new PatentGPTError('E_ARGUMENT', `Trainer: rank ${this.rank} is not below worldSize ${this.worldSize}`);
+    if (this.worldSize > 1 && !opts.allReduce)
+      throw new PatentGPTError('E_ARGUMENT', `Trainer: worldSize ${this.worldSize} needs an allReduce hook to average the gradients`);
+    validateSchedule(opts.schedule);
+    this.checkpoints = new CheckpointManager(opts.runDir, {
+      keep: intOption(opts.keepCheckpoints, 'keepCheckpoints', 0, 3),
+      rank: this.rank,
+    });
+  }
+
+  /** Runs (or resumes) the training to totalSteps, or until a stop is asked for. */
+  async run(): Promise<TrainResult> {
+    const { task, opts } = this;
+    const lead = this.rank === 0;
+    const skipped: string[] = [];
+    const mgr = new CheckpointManager(this.runDir, { keep: this.checkpoints.keep, rank: this.rank, onSkip: (d, e) => skipped.push(`${d}: ${e.message}`) });
+    const optimizer = new AdamW(task.parameters(), opts.optimizer);
+    const progress = lead && opts.progress !== null ? new Progress({ total: this.totalSteps, label: opts.name ?? path.basename(this.runDir), ...(opts.progress ? { stream: opts.progress } : {}) }) : null;
+
+    // ---- fresh start or resume
+    let step = 0;
+    let tokensSeen = 0;
+    let elapsedBefore = 0;
+    let resumedFrom: number | undefined;
+    let lastCheckpoint: string | null = null;
+    let savedAt = -1;
+    const latest = await mgr.latest();
+    for (const s of skipped) progress?.log(`skipped a checkpoint that does not verify: ${s}`);
+    if (latest) {
+      if (latest.state.configHash !== opts.configHash)
+        throw new PatentGPTError('E_CHECKPOINT',
+          `${path.join(latest.dir, 'state.json')}: configHash: ${latest.state.configHash} differs from this config's ${opts.configHash}; ` +
+            'the run folder holds a run of another config (use another run folder, or the config it was started with)');
+      await task.restoreCheckpoint(latest);
+      const optState = await latest.readOptimizer();
+      if (!optState) throw new PatentGPTError('E_CHECKPOINT', `${latest.dir}: no optimizer state; cannot resume training exactly`);
+      optimizer.loadState(optState);
+      task.restoreDataPosition(latest.state.data);
+      step = latest.state.step;
+      tokensSeen = latest.state.tokensSeen;
+      const e = latest.state.extra?.elapsedSec;
+      elapsedBefore = typeof e === 'number' ? e : 0;
+      resumedFrom = step;
+      lastCheckpoint = latest.dir;
+      savedAt = step;
+      progress?.log(`resuming from ${latest.dir}`, { step });
+    } else await task.initialize?.();
+
+    const metrics = MetricsLog.open(this.runDir, { rank: this.rank, ...(latest ? { resumeStep: step } : {}) });
+    const started = performance.now();
+    const elapsed = (): number => elapsedBefore + (performance.now() - started) / 1000;
+    let trainMs = 0; // compute time of training steps only (evaluation and checkpoints excluded)
+    const throughput = new Throughput(10, () => trainMs);
+    throughput.mark(tokensSeen);
+
+    // ---- stop requests
+    let stop = opts.signal?.aborted ?? false;
+    const onAbort = (): void => {
+      stop = true;
+    };
+    opts.signal?.addEventListener('abort', onAbort);
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      signals++;
+      stop = true;
+      if (signals === 1) progress?.log(`${sig}: finishing the step and saving a checkpoint (again to quit at once)`);
+      else process.exit(130);
+    };
+    if (opts.handleSignals) {
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+    }
+
+    const losses: number[] = [];
+    let valLoss: number | undefined;
+    const save = async (): Promise<void> => {
+      const state: TrainState = {
+        step,
+        tokensSeen,
+        data: task.dataPosition(),
+        configHash: opts.configHash,
+        ...(opts.rng !== undefined ? { rng: opts.rng } : {}),
+        extra: { elapsedSec: elapsed(), ...(valLoss !== undefined ? { valLoss } : {}) },
+      };
+      metrics.sync();
+      const dir = await mgr.save(state, lead ? task.checkpointFiles() : [], optimizer.exportState());
+      savedAt = step;
+      if (dir) {
+        lastCheckpoint = dir;
+        progress?.log(`checkpoint ${dir}`, { step });
+      }
+    };
+    const evaluate = async (): Promise<void> => {
+      if (!task.evalBatches) return;
+      let sum = 0;
+      let count = 0;
+      for (const b of task.evalBatches(this.evalBatches)) {
+        const n = b.targetCount ?? b.tokens.length;
+        if (n === 0) continue;
+        const l = noGrad(() => scope(() => task.loss(b).item()));
+        sum += l * n;
+        count += n;
+        await tick();
+      }
+      if (count === 0) return;
+      valLoss = sum / count;
+      const rec: MetricRecord = { step, valLoss, valPerplexity: perplexity(valLoss), tokens: tokensSeen, elapsedSec: round(elapsed(), 3) };
+      metrics.append(rec);
+      if (lead) opts.onMetrics?.(rec);
+      progress?.log(`eval at step ${step}`, { valLoss: valLoss, ppl: perplexity(valLoss) });
+      if (lead) await writeReport(this.runDir, { title: opts.name ?? path.basename(this.runDir) });
+    };
+
+    let status: TrainResult['status'] = 'completed';
+    try {
+      while (step < this.totalSteps) {
+        await tick();
+        if (stop) {
+          status = 'interrupted';
+          break;
+        }
+        const t0 = performance.now();
+        let lossSum = 0;
+        let stepTokens = 0;
+        for (let micro = 0; micro < this.gradAccum; micro++) {
+          const batch = task.nextBatch();
+          stepTokens += batch.tokens.length;
+          const { value, scaled } = scope(() => {
+            const l = task.loss(batch);
+            return { value: l.item(), scaled: this.gradAccum > 1 ? scale(l, 1 / this.gradAccum) : l };
+          });
+          lossSum += value;
+          scaled.backward();
+          scaled.dispose();
+        }
+        if (this.worldSize > 1) await opts.allReduce!(optimizer.gradients(), step);
+        const lr = learningRate(opts.schedule, step);
+        const res = optimizer.step(lr);
+        optimizer.zeroGrad();
+        step++;
+        tokensSeen += stepTokens * this.worldSize;
+        trainMs += performance.now() - t0;
+        const tokPerSec = throughput.mark(tokensSeen);
+        const loss = lossSum / this.gradAccum;
+        losses.push(loss);
+        const last = step === this.totalSteps;
+        if (step % this.logEvery === 0 || last) {
+          const rec: MetricRecord = { step, loss, lr, gradNorm: res.gradNorm, tokens: tokensSeen, elapsedSec: round(elapsed(), 3) };
+          if (res.skipped) rec.skipped = 1;
+          if (Number.isFinite(tokPerSec)) {
+            rec.tokensPerSec = round(tokPerSec, 1);
+            if (opts.flopsPerToken && opts.peakFlops) rec.mfu = round(mfu(opts.flopsPerToken, tokPerSec, opts.peakFlops), 5);
+          }
+          metrics.append(rec);
+          if (lead) opts.onMetrics?.(rec);
+        }
+        progress?.update(step, { loss, lr, 'tok/s': Number.isFinite(tokPerSec) ? Math.round(tokPerSec) : undefined });
+        if ((this.evalEvery > 0 && step % this.evalEvery === 0) || last) await evaluate();
+        if ((this.checkpointEvery > 0 && step % this.checkpointEvery === 0) || last) await save();
+      }
+      if (status === 'interrupted') {
+        if (savedAt !== step) await save();
+        progress?.log(`interrupted at step ${step}; run the same command again to resume`);
+      }
+      if (lead) await writeReport(this.runDir, { title: opts.name ?? path.basename(this.runDir) });
+      progress?.done({ step, valLoss });
+    } finally {
+      metrics.close();
+      optimizer.dispose();
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (opts.handleSignals) {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    }
+    return { status, step, ...(resumedFrom !== undefined ? { resumedFrom } : {}), checkpoint: lastCheckpoint, losses, ...(valLoss !== undefined ? { valLoss } : {}), tokensSeen };
+  }
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
