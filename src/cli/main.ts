@@ -12,6 +12,12 @@ import { pretrainCommand } from './pretrain.js';
 
 const version = packageVersion();
 
+// `patentgpt ... | head` closes the pipe early: that is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const program = new Command()
   .name('patentgpt')
   .description('PatentGPT from TypeScript: native kernels, training and serving of IP-domain LLMs')
