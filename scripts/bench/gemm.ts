@@ -1,9 +1,10 @@
-// npm run bench -- gemm [--reps N] [--threads N] [--shapes square|llama|all]
+// npm run bench -- gemm [--reps N] [--threads N] [--shapes square|llama|all] [--gap-ms N]
 //
 // GFLOP/s of our f32 GEMM beside OpenBLAS sgemm (numpy) and torch.matmul, all on the same
-// threads, shapes and (row-major) layouts, in the same run: every repetition times ours, then
-// OpenBLAS, then torch, so a noisy neighbour hits all three alike. Each result is the median of
-// the repetitions after warm-up. Also prints the machine's FP32 peak, measured by a native FMA
+// threads, shapes and (row-major) layouts, in the same run: every repetition times all three,
+// in an order that rotates, each after a pause of gap-ms (spinning worker threads of the last
+// library to run must not tax the next), so a noisy neighbour hits all three alike. Each result
+// is the median of the repetitions after warm-up. Also prints the machine's FP32 peak, measured by a native FMA
 // throughput loop, and the fraction of it each shape reaches.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface, type Interface } from 'node:readline';
@@ -28,6 +29,8 @@ function arg(name: string, fallback: string): string {
 const reps = Number(arg('reps', '7'));
 const threads = Number(arg('threads', '2'));
 const which = arg('shapes', 'all');
+const gapMs = Number(arg('gap-ms', '200'));
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 // A 110M LLaMA (dim 768, ffn 2048, vocab 32000) at 2048 tokens; linear layers are x @ W^T with W
 // (out, in), so forward is transB; the up projection's backward is dx = dy @ W and dW = dy^T @ x.
@@ -204,7 +207,7 @@ const [numpyPeer, torchPeer] = await Promise.all([startPeer('numpy'), startPeer(
 console.log(`ours: ${cfg.isa} microkernel ${cfg.mr}x${cfg.nr}, blocking mc ${cfg.mc} kc ${cfg.kc} nc ${cfg.nc}, ${info.threads} threads`);
 console.log(`OpenBLAS (numpy): ${numpyPeer.peer ? JSON.stringify(numpyPeer.peer.info) : numpyPeer.why}`);
 console.log(`torch.matmul: ${torchPeer.peer ? JSON.stringify(torchPeer.peer.info) : torchPeer.why}`);
-console.log(`median of ${reps} repetitions after 2 warm-ups; each repetition times ours, OpenBLAS, torch in turn\n`);
+console.log(`median of ${reps} repetitions after 2 warm-ups; each repetition times the three in a rotating order, ${gapMs} ms apart\n`);
 
 interface Row {
   shape: string;
@@ -220,12 +223,23 @@ for (const s of shapes) {
   ours.run();
   ours.run();
   const t: Record<'ours' | 'openblas' | 'torch', number[]> = { ours: [], openblas: [], torch: [] };
+  const runners: [keyof typeof t, () => Promise<number>][] = [
+    ['ours', async () => {
+      const t0 = process.hrtime.bigint();
+      ours.run();
+      return Number(process.hrtime.bigint() - t0) / 1e9;
+    }],
+  ];
+  if (numpyPeer.peer) runners.push(['openblas', () => numpyPeer.peer!.time(s)]);
+  if (torchPeer.peer) runners.push(['torch', () => torchPeer.peer!.time(s)]);
   for (let r = 0; r < reps; r++) {
-    const t0 = process.hrtime.bigint();
-    ours.run();
-    t.ours.push(Number(process.hrtime.bigint() - t0) / 1e9);
-    if (numpyPeer.peer) t.openblas.push(await numpyPeer.peer.time(s));
-    if (torchPeer.peer) t.torch.push(await torchPeer.peer.time(s));
+    // The order rotates each repetition, and each timing starts after a pause: OpenBLAS and
+    // OpenMP workers spin for a while after a call, which would tax whoever runs next.
+    for (let i = 0; i < runners.length; i++) {
+      const [name, time] = runners[(i + r) % runners.length]!;
+      await sleep(gapMs);
+      t[name].push(await time());
+    }
   }
   [ours.a, ours.b, ours.c].forEach((x) => x.dispose());
   const rate = (ts: number[]) => (ts.length ? gflop / median(ts) : null);
