@@ -177,16 +177,7 @@ export class ShardWriter {
     this.open.clear();
     this.closed = true;
     const shards = [...this.done].sort((a, b) => (a.file < b.file ? -1 : 1));
-    const categories: ShardManifest['categories'] = {};
-    let tokens = 0;
-    let documents = 0;
-    for (const s of shards) {
-      const c = (categories[s.category] ??= { tokens: 0, documents: 0 });
-      c.tokens += s.tokens;
-      c.documents += s.documents;
-      tokens += s.tokens;
-      documents += s.documents;
-    }
+    const { categories, tokens, documents } = totals(shards);
     const manifest: ShardManifest = {
       format: 'patentgpt-token-shards',
       version: 1,
@@ -523,16 +514,7 @@ function checkManifest(raw: unknown, file: string): ShardManifest {
       if (path.isAbsolute(entry[k]) || entry[k].split(/[\\/]/).includes('..')) throw dataError(file, `${f}.${k}`, 'must be a path inside the manifest folder');
     return entry;
   });
-  const categories: ShardManifest['categories'] = {};
-  let tokens = 0;
-  let documents = 0;
-  for (const s of shards) {
-    const c = (categories[s.category] ??= { tokens: 0, documents: 0 });
-    c.tokens += s.tokens;
-    c.documents += s.documents;
-    tokens += s.tokens;
-    documents += s.documents;
-  }
+  const { categories, tokens, documents } = totals(shards);
   if (int(m.tokens, 'tokens') !== tokens) throw dataError(file, 'tokens', `${m.tokens} does not equal the shards' sum ${tokens}`);
   if (int(m.documents, 'documents') !== documents) throw dataError(file, 'documents', `${m.documents} does not equal the shards' sum ${documents}`);
   const cats = obj(m.categories, 'categories');
@@ -553,4 +535,19 @@ function checkManifest(raw: unknown, file: string): ShardManifest {
     categories,
     shards,
   };
+}
+
+/** Tokens and documents per category and in all, summed over shard entries. */
+function totals(shards: readonly { category: string; tokens: number; documents: number }[]) {
+  const categories: ShardManifest['categories'] = {};
+  let tokens = 0;
+  let documents = 0;
+  for (const s of shards) {
+    const c = (categories[s.category] ??= { tokens: 0, documents: 0 });
+    c.tokens += s.tokens;
+    c.documents += s.documents;
+    tokens += s.tokens;
+    documents += s.documents;
+  }
+  return { categories, tokens, documents };
 }

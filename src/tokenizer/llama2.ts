@@ -77,21 +77,7 @@ export function llama2Model(): SentencePieceModel {
   };
   return {
     pieces,
-    trainerSpec: {
-      modelType: 'BPE',
-      vocabSize: LLAMA2_VOCAB_SIZE,
-      byteFallback: true,
-      treatWhitespaceAsSuffix: false,
-      unkId: 0,
-      bosId: 1,
-      eosId: 2,
-      padId: -1,
-      unkPiece: '<unk>',
-      bosPiece: '<s>',
-      eosPiece: '</s>',
-      padPiece: '<pad>',
-      unkSurface: ' \u2047 ',
-    },
+    trainerSpec: llamaTrainerSpec(LLAMA2_VOCAB_SIZE, true),
     normalizerSpec: {
       name: 'identity',
       addDummyPrefix: true,
@@ -100,5 +86,24 @@ export function llama2Model(): SentencePieceModel {
       precompiledCharsmap: new Uint8Array(0),
     },
     proto: { trainer_spec: trainerProto, normalizer_spec: {} },
+  };
+}
+
+/** LLaMA-2's special pieces and ids (unk 0, bos 1, eos 2, no pad) for a BPE model of `vocabSize`. */
+export function llamaTrainerSpec(vocabSize: number, byteFallback: boolean): SentencePieceModel['trainerSpec'] {
+  return {
+    modelType: 'BPE',
+    vocabSize,
+    byteFallback,
+    treatWhitespaceAsSuffix: false,
+    unkId: 0,
+    bosId: 1,
+    eosId: 2,
+    padId: -1,
+    unkPiece: '<unk>',
+    bosPiece: '<s>',
+    eosPiece: '</s>',
+    padPiece: '<pad>',
+    unkSurface: ' \u2047 ',
   };
 }

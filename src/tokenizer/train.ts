@@ -15,6 +15,7 @@ import { createReadStream } from 'node:fs';
 import { PatentGPTError } from '../errors.js';
 import { NativeBpe } from '../tensor/text.js';
 import { PieceType, type Piece, type SentencePieceModel } from './model.js';
+import { llamaTrainerSpec } from './llama2.js';
 import { scriptCodes } from './scripts.js';
 import { normalizeText, SentencePieceTokenizer } from './sentencepiece.js';
 
@@ -235,21 +236,7 @@ export async function trainBpe(input: TrainInput, options: BpeTrainOptions): Pro
 
   const model: SentencePieceModel = {
     pieces,
-    trainerSpec: {
-      modelType: 'BPE',
-      vocabSize: pieces.length,
-      byteFallback: o.byteFallback,
-      treatWhitespaceAsSuffix: false,
-      unkId: 0,
-      bosId: 1,
-      eosId: 2,
-      padId: -1,
-      unkPiece: '<unk>',
-      bosPiece: '<s>',
-      eosPiece: '</s>',
-      padPiece: '<pad>',
-      unkSurface: ' \u2047 ',
-    },
+    trainerSpec: llamaTrainerSpec(pieces.length, o.byteFallback),
     normalizerSpec: normalizer,
     proto: {
       trainer_spec: {
