@@ -64,7 +64,7 @@ export interface StageConfig {
   model: string | ModelConfig;
   /** Weights to start from: a checkpoint folder (runs/<stage1>/checkpoints/step-N), a run folder (its latest checkpoint) or a Hugging Face folder. */
   init?: string;
-  /** "byte" (the byte-level tokenizer) or a tokenizer path. */
+  /** "byte" (the byte-level tokenizer), "llama2" (LLaMA-2's SentencePiece vocabulary) or a tokenizer.model path. */
   tokenizer: string;
   data: StageData;
   /** Tokens per training row (context length of this stage). */
@@ -237,7 +237,7 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
     runDir: c.runDir === undefined ? path.join('runs', name) : rel(f.string(c.runDir, 'runDir')),
     model: typeof model === 'string' && isPathLike(model) ? rel(model) : model,
     ...(c.init !== undefined ? { init: rel(f.string(c.init, 'init')) } : {}),
-    tokenizer: tokenizer === 'byte' ? tokenizer : rel(tokenizer),
+    tokenizer: tokenizer === 'byte' || tokenizer === 'llama2' ? tokenizer : rel(tokenizer),
     data: { manifests, sample, ...(weights ? { weights } : {}), valFraction },
     seqLen,
     batchSize,

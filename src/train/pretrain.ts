@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { BatchStream, type Batch, type StreamPosition } from '../data/packing.js';
-import { writeSampleShards } from '../data/sample/index.js';
+import { writeSampleShards, type TextEncoderLike } from '../data/sample/index.js';
 import { ShardSet } from '../data/shards.js';
 import { TEXT_EXTENSIONS, writeTextShards, type TextReadReport } from '../data/textfiles.js';
 import {
@@ -25,6 +25,7 @@ import {
 } from '../models/index.js';
 import { measurePeakFlops, noGrad, runtimeInfo, setNumThreads, type Tensor } from '../tensor/index.js';
 import { ByteTokenizer } from '../tokenizer/byte.js';
+import { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { CheckpointManager, loadCheckpoint } from './checkpoint.js';
 import { configHash, stageSchedule, totalSteps, type StageConfig } from './config.js';
@@ -180,13 +181,11 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
 
   // ---- data
   const needText = opts.dataPaths !== undefined || cfg.data.manifests.length === 0;
-  let tokenizer: ByteTokenizer | null = null;
+  let tokenizer: TextEncoderLike | null = null;
   if (needText) {
-    if (cfg.tokenizer !== 'byte')
-      throw new PatentGPTError('E_UNSUPPORTED', `${file}: tokenizer: "${cfg.tokenizer}": only "byte" can tokenize text here yet (BPE comes with the tokenizer issue); give data.manifests of pre-tokenized shards`);
-    tokenizer = new ByteTokenizer();
+    tokenizer = await stageTokenizer(cfg.tokenizer, file);
     if (tokenizer.vocabSize > modelCfg.vocabSize)
-      throw cfgError(file, 'model.vocabSize', `${modelCfg.vocabSize} is smaller than the byte tokenizer's ${tokenizer.vocabSize} ids`);
+      throw cfgError(file, 'model.vocabSize', `${modelCfg.vocabSize} is smaller than the tokenizer's ${tokenizer.vocabSize} ids (tokenizer: "${cfg.tokenizer}")`);
   }
   await fsp.mkdir(runDir, { recursive: true });
   let manifests = cfg.data.manifests;
@@ -347,5 +346,16 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
   } finally {
     model?.dispose();
     sets.forEach((s) => s.close());
+  }
+}
+
+/** The stage's text tokenizer: "byte", "llama2" (LLaMA-2's vocabulary, no file needed) or a tokenizer.model path. */
+async function stageTokenizer(name: string, file: string): Promise<TextEncoderLike> {
+  if (name === 'byte') return new ByteTokenizer();
+  if (name === 'llama2') return SentencePieceTokenizer.llama2();
+  try {
+    return SentencePieceTokenizer.load(await fsp.readFile(name));
+  } catch (err) {
+    throw cfgError(file, 'tokenizer', `"${name}" is not "byte", "llama2" or a readable SentencePiece tokenizer.model: ${(err as Error).message}`);
   }
 }

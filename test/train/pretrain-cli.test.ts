@@ -182,13 +182,30 @@ describe('patentgpt pretrain', () => {
     expect(cli('--config', cfg, '--run-dir', path.join(root, 'nodata'), '--data', path.join(root, 'missing')).stderr).toMatch(/missing: cannot read the data path \(ENOENT\)/);
   });
 
+  it('tokenizes text with the LLaMA-2 SentencePiece vocabulary when the config says "llama2"', () => {
+    const runDir = path.join(root, 'llama2-vocab');
+    const cfg = writeConfig('llama2-vocab', {
+      model: { vocabSize: 32000, dim: 32, nLayers: 1, nHeads: 2, nKvHeads: 1, ffnDim: 64, maxSeqLen: 64 },
+      tokenizer: 'llama2', steps: 2, gradAccum: 1, evalEvery: 2, checkpointEvery: 2, schedule: { kind: 'cosine', warmupSteps: 1 },
+    });
+    const r = cli('--config', cfg, '--run-dir', runDir);
+    expect(r.status, r.stderr).toBe(0);
+    const manifest = JSON.parse(fs.readFileSync(path.join(runDir, 'data', 'sample', 'manifest.json'), 'utf8')) as { vocabSize: number };
+    expect(manifest.vocabSize).toBe(32000);
+    // Byte-level ids of the sample would all be < 259; SentencePiece pieces reach far above.
+    const losses = trainLosses(runDir);
+    expect(losses).toHaveLength(2);
+    expect(losses[0]!).toBeGreaterThan(Math.log(32000) - 1.5);
+  });
+
   it('refuses bad configs with an error that names the file and the field', () => {
     const bad = (extra: Record<string, unknown>) => cli('--config', writeConfig('bad', extra), '--run-dir', path.join(root, 'bad'));
     expect(bad({ seqLen: 0 }).stderr).toMatch(/bad\.json: seqLen: must be an integer >= 1, got 0/);
     expect(bad({ optimizer: { lr: 0.001, betas: [0.9] } }).stderr).toMatch(/bad\.json: optimizer\.betas: unknown field/);
     expect(bad({ model: 'no-such-preset' }).stderr).toMatch(/model: unknown model preset "no-such-preset"/);
     expect(bad({ model: { vocabSize: 259, dim: 64, nLayers: 2, nHeads: 3, ffnDim: 128 } }).stderr).toMatch(/bad\.json: model: field "dim" \(64\) must be a multiple of "nHeads" \(3\)/);
-    expect(bad({ model: { vocabSize: 200, dim: 64, nLayers: 1, nHeads: 4, ffnDim: 64, maxSeqLen: 64 } }).stderr).toMatch(/model\.vocabSize: 200 is smaller than the byte tokenizer's 259 ids/);
+    expect(bad({ model: { vocabSize: 200, dim: 64, nLayers: 1, nHeads: 4, ffnDim: 64, maxSeqLen: 64 } }).stderr).toMatch(/model\.vocabSize: 200 is smaller than the tokenizer's 259 ids/);
+    expect(bad({ tokenizer: path.join(root, 'no.model') }).stderr).toMatch(/bad\.json: tokenizer: .*no\.model" is not "byte", "llama2" or a readable SentencePiece tokenizer\.model/);
     expect(bad({ seqLen: 128 }).stderr).toMatch(/seqLen: 128 exceeds the model's context of 64 tokens; extend it with context\.ropeTheta or context\.posScale/);
     expect(bad({ init: path.join(root, 'nowhere') }).stderr).toMatch(/init: .*nowhere: no such run, checkpoint or model folder/);
     const r = bad({ steps: undefined, tokenBudget: undefined });
