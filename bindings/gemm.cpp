@@ -3,12 +3,6 @@
 #include "args.h"
 #include "patentgpt/ops.h"
 
-namespace pg {
-// Defined in native/cpu/gemm.cpp (not yet declared in ops.h).
-const char* gemm_config(int64_t blocking[5]);
-double gemm_peak_gflops(int threads, double seconds);
-}  // namespace pg
-
 namespace pgnode {
 
 namespace {

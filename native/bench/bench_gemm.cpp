@@ -11,11 +11,6 @@
 #include "patentgpt/ops.h"
 #include "patentgpt/runtime.h"
 
-namespace pg {
-const char* gemm_config(int64_t blocking[5]);
-double gemm_peak_gflops(int threads, double seconds);
-}  // namespace pg
-
 static double bench(int64_t M, int64_t N, int64_t K, bool ta, bool tb, int reps) {
   std::vector<float> A(M * K), B(K * N), C(M * N);
   std::mt19937 gen(1);

@@ -191,10 +191,7 @@ function median(xs: number[]): number {
 
 // ---- main ----
 
-const ext = addon() as unknown as {
-  gemmConfig(): { isa: string; mr: number; nr: number; mc: number; kc: number; nc: number };
-  gemmPeakGflops(threads: number, seconds: number): number;
-};
+const ext = addon();
 setNumThreads(threads);
 const info = runtimeInfo();
 const cfg = ext.gemmConfig();

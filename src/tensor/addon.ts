@@ -55,6 +55,8 @@ export interface Addon {
   gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
     A: S, aO: O, lda: number, strideA: number, B: S, bO: O, ldb: number, strideB: number,
     beta: number, C: S, cO: O, ldc: number, strideC: number, batch: number): void;
+  /** The dispatched GEMM microkernel and its blocking. */
+  gemmConfig(): { isa: string; mr: number; nr: number; mc: number; kc: number; nc: number };
   /** FP32 GFLOP/s of a throughput-bound FMA loop on `threads` threads for about `seconds`. */
   gemmPeakGflops(threads: number, seconds: number): number;
   gemmBf16(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,

@@ -38,6 +38,11 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
                const uint16_t* B, int64_t ldb, int64_t stride_b, float beta,
                float* C, int64_t ldc, int64_t stride_c, int64_t batch);
 
+// The dispatched microkernel's name, with its blocking {MR, NR, MC, KC, NC} written to `blocking`.
+const char* gemm_config(int64_t blocking[5]);
+// FP32 GFLOP/s of a throughput-bound FMA loop on `threads` threads (0: all) for about `seconds`.
+double gemm_peak_gflops(int threads, double seconds);
+
 // ---- embedding.cpp ----
 // out (N, C) = table (V, C) rows at ids (N); ids are checked in range by the caller.
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C);
