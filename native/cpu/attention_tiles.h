@@ -77,6 +77,10 @@ namespace attn {
 namespace PG_ATTN_ISA {
 
 // ---- the vector type: W lanes, a mask for a partial last vector, exp2 ----
+// 2^f for |f| <= 1/2: degree-7 polynomial coefficients, highest degree first (Horner).
+constexpr float kExp2Poly[8] = {1.5252734e-05f, 1.5403530e-04f, 1.3333558e-03f, 9.6181291e-03f,
+                                5.5504109e-02f, 2.4022651e-01f, 6.9314718e-01f, 1.0f};
+
 #if defined(PG_ATTN_AVX512)
 struct V {
   using T = __m512;
@@ -101,14 +105,8 @@ struct V {
     x = _mm512_min_ps(x, _mm512_set1_ps(128.0f));
     T n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     T f = _mm512_sub_ps(x, n);
-    T p = _mm512_set1_ps(1.5252734e-05f);
-    p = fma(p, f, _mm512_set1_ps(1.5403530e-04f));
-    p = fma(p, f, _mm512_set1_ps(1.3333558e-03f));
-    p = fma(p, f, _mm512_set1_ps(9.6181291e-03f));
-    p = fma(p, f, _mm512_set1_ps(5.5504109e-02f));
-    p = fma(p, f, _mm512_set1_ps(2.4022651e-01f));
-    p = fma(p, f, _mm512_set1_ps(6.9314718e-01f));
-    p = fma(p, f, _mm512_set1_ps(1.0f));
+    T p = _mm512_set1_ps(kExp2Poly[0]);
+    for (int i = 1; i < 8; ++i) p = fma(p, f, _mm512_set1_ps(kExp2Poly[i]));
     return _mm512_scalef_ps(p, n);
   }
 };
@@ -138,14 +136,8 @@ struct V {
     x = _mm256_min_ps(x, _mm256_set1_ps(127.0f));
     T n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     T f = _mm256_sub_ps(x, n);
-    T p = _mm256_set1_ps(1.5252734e-05f);
-    p = fma(p, f, _mm256_set1_ps(1.5403530e-04f));
-    p = fma(p, f, _mm256_set1_ps(1.3333558e-03f));
-    p = fma(p, f, _mm256_set1_ps(9.6181291e-03f));
-    p = fma(p, f, _mm256_set1_ps(5.5504109e-02f));
-    p = fma(p, f, _mm256_set1_ps(2.4022651e-01f));
-    p = fma(p, f, _mm256_set1_ps(6.9314718e-01f));
-    p = fma(p, f, _mm256_set1_ps(1.0f));
+    T p = _mm256_set1_ps(kExp2Poly[0]);
+    for (int i = 1; i < 8; ++i) p = fma(p, f, _mm256_set1_ps(kExp2Poly[i]));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
   }
