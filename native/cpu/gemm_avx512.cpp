@@ -165,22 +165,7 @@ struct Kern {
 
   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c,
                    int64_t ldc, float alpha, float beta) {
-    switch (rows) {
-      case 14: return tile_rows<14>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 13: return tile_rows<13>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 12: return tile_rows<12>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 11: return tile_rows<11>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 10: return tile_rows<10>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 9: return tile_rows<9>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 8: return tile_rows<8>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 7: return tile_rows<7>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 6: return tile_rows<6>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 5: return tile_rows<5>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 4: return tile_rows<4>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 3: return tile_rows<3>(cols, kc, a, b, c, ldc, alpha, beta);
-      case 2: return tile_rows<2>(cols, kc, a, b, c, ldc, alpha, beta);
-      default: return tile_rows<1>(cols, kc, a, b, c, ldc, alpha, beta);
-    }
+    with_rows<kMR>(rows, [&](auto r) { tile_rows<decltype(r)::value>(cols, kc, a, b, c, ldc, alpha, beta); });
   }
 };
 

@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace pg {
 namespace gemm_detail {
@@ -90,6 +91,16 @@ extern const Isa kIsaAvx2;    // gemm_avx2.cpp
 extern const Isa kIsaScalar;  // gemm.cpp
 
 namespace {
+
+// Calls f(std::integral_constant<int, rows>) for 1 <= rows <= R (rows < 1 counts as 1): each
+// row count gets its own microkernel instance, so all its accumulators stay in registers.
+template <int R, class F>
+inline void with_rows(int rows, F&& f) {
+  if constexpr (R > 1) {
+    if (rows < R) return with_rows<R - 1>(rows, f);
+  }
+  f(std::integral_constant<int, R>{});
+}
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
