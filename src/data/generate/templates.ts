@@ -76,7 +76,8 @@ export function clip(s: string, n: number): string {
   s = collapse(s);
   if (s.length <= n) return s;
   const head = s.slice(0, n);
-  const cut = Math.max(head.search(/[.!?。！？；;][^.!?。！？；;]*$/) + 1, head.lastIndexOf(' '));
+  const sentence = head.search(/[.!?。！？；;][^.!?。！？；;]*$/) + 1;
+  const cut = sentence > n * 0.6 ? sentence : head.lastIndexOf(' ');
   return (cut > n * 0.6 ? head.slice(0, cut) : head).trimEnd() + '…';
 }
 
@@ -125,8 +126,8 @@ export function sourceBlock(doc: Document, lang: PromptLang, maxChars: number): 
 /** The reply without code fences, a chatty opening line ("Here is ...:") or a leading label. */
 export function cleanReply(reply: string, label?: RegExp): string {
   let s = reply.replace(/\r\n?/g, '\n').trim();
-  s = s.replace(/^```[a-z]*\n([\s\S]*?)\n?```$/i, '$1').trim();
   s = s.replace(/^(?:sure|certainly|okay|ok|here is|here's|below is|以下是|好的|当然)[^\n]{0,80}[:：]\s*\n+/i, '').trim();
+  s = s.replace(/^```[a-z]*\n([\s\S]*?)\n?```$/i, '$1').trim();
   if (label) s = s.replace(label, '').trim();
   return s;
 }
@@ -148,7 +149,7 @@ export function parsePairs(reply: string, first: RegExp, second: RegExp): { pair
     cur = null;
   };
   for (const raw of cleanReply(reply).split('\n')) {
-    const line = raw.replace(/^\s*(?:[-*•>]|#+|\d+[.)、])\s*/, '').replace(/\*\*/g, '').trim();
+    const line = raw.replace(/\*\*/g, '').replace(/^\s*(?:[-*•>]|#+|\d+[.)、])\s*/, '').trim();
     const m1 = first.exec(line);
     const m2 = m1 ? null : second.exec(line);
     if (m1) {
