@@ -5,6 +5,7 @@ import { packageVersion } from '../package.js';
 import { infoCommand } from './info.js';
 import { modelCommand } from './model.js';
 import { dataCommand } from './data.js';
+import { synthCommand } from './synth.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { exportCommand } from './export.js';
 import { evalCommand } from './eval.js';
@@ -25,7 +26,7 @@ const program = new Command()
 
 program.addCommand(infoCommand(version));
 program.addCommand(modelCommand());
-program.addCommand(dataCommand());
+program.addCommand(dataCommand().addCommand(synthCommand()));
 program.addCommand(tokenizerCommand());
 program.addCommand(exportCommand());
 program.addCommand(evalCommand());
