@@ -1,6 +1,7 @@
 // The OpenAI-compatible HTTP backend against a local server that injects 429s with Retry-After,
 // 5xx, resets, slow answers and malformed bodies: retries, timeouts, the rate limits and the
 // concurrency bound are measured on the server's side.
+import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GenerateError, OpenAIHttpGenerator, TokenBucket, retryAfterMs, type HttpGeneratorOptions } from '../../src/data/generate/index.js';
 import { startMockServer, type MockServer } from './generate-mock-server.js';
@@ -50,6 +51,20 @@ describe('OpenAIHttpGenerator', () => {
     expect(last.path).toBe('/v1/completions');
     expect(last.headers.authorization).toBeUndefined();
     expect(last.body).toEqual({ model: 'm2', prompt: 'ok a\nb\n\n' });
+  });
+
+  it('sends what the official openai client sends for the same calls (captured fixture)', async () => {
+    const fixture = JSON.parse(fs.readFileSync(new URL('../fixtures/openai-node-requests.json', import.meta.url), 'utf8')) as {
+      requests: { method: string; path: string; headers: Record<string, string>; body: Record<string, unknown> }[];
+    };
+    const [chat, completion] = fixture.requests;
+    const t0 = performance.now();
+    await gen().complete({ messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello' }], maxTokens: 7, temperature: 0, topP: 0.9, seed: 3, stop: ['\n\n'] });
+    await gen({ api: 'completions', model: 'm2' }).complete({ ...user('hello'), maxTokens: 7, temperature: 0 });
+    const ours = since(t0).map((s) => ({
+      method: 'POST', path: s.path, headers: { authorization: s.headers.authorization, 'content-type': s.headers['content-type'], accept: s.headers.accept }, body: s.body,
+    }));
+    expect(ours).toEqual([chat, completion]);
   });
 
   it('retries 429 after Retry-After, and 500/408/resets with backoff; never other 4xx', async () => {
@@ -107,10 +122,11 @@ describe('OpenAIHttpGenerator', () => {
     await Promise.all(Array.from({ length: 12 }, (_, i) => g.complete(user(`ok r${i}`))));
     const at = since(t0).map((r) => r.at).sort((a, b) => a - b);
     expect(at.length).toBe(12);
-    // Any window holds at most burst + rate * width requests (25 ms of slack for a loaded machine).
+    // Any window holds at most burst + rate * width requests, plus one for the jitter of a loaded
+    // machine (a request delayed in transit arrives next to the one after it); without the limit
+    // all 12 arrive within a few ms.
     for (let i = 0; i < at.length; i++)
-      for (let j = i + 2; j < at.length; j++) expect(at[j]! - at[i]!).toBeGreaterThanOrEqual((j - i - 1) * 50 - 25);
-    expect(at.at(-1)! - at[0]!).toBeGreaterThanOrEqual(10 * 50 - 25);
+      for (let j = i + 3; j < at.length; j++) expect(at[j]! - at[i]!).toBeGreaterThanOrEqual((j - i - 2) * 50 - 25);
     expect(g.stats().rateLimitWaitMs).toBeGreaterThan(0);
   });
 
@@ -120,8 +136,9 @@ describe('OpenAIHttpGenerator', () => {
     const t0 = performance.now();
     await Promise.all(Array.from({ length: 6 }, (_, i) => g.complete({ ...user(`ok t${i}`), maxTokens: 90 })));
     const at = since(t0).map((r) => r.at).sort((a, b) => a - b);
-    // 6 x ~93 tokens from a bucket of 200 filling at 1/ms: the last starts >= ~360 ms after the first.
-    expect(at.at(-1)! - at[0]!).toBeGreaterThanOrEqual(300);
+    // 6 x ~93 tokens from a bucket of 200 filling at 1/ms: the last starts ~360 ms after the first
+    // (100 ms of slack for a loaded machine; without the limit all 6 arrive within a few ms).
+    expect(at.at(-1)! - at[0]!).toBeGreaterThanOrEqual(260);
 
     const before = server.maxInFlight;
     const c = gen({ concurrency: 2 });

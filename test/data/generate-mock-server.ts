@@ -33,6 +33,7 @@ export async function startMockServer(opts: { retryAfterSec?: number } = {}): Pr
   let inFlight = 0;
   const state = { maxInFlight: 0 };
   const server = http.createServer((req, res) => {
+    const at = performance.now(); // when the headers arrived
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -48,7 +49,7 @@ export async function startMockServer(opts: { retryAfterSec?: number } = {}): Pr
         res.writeHead(400).end('{"error":{"message":"bad json"}}');
         return done();
       }
-      seen.push({ at: performance.now(), path: req.url ?? '', headers: req.headers, body });
+      seen.push({ at, path: req.url ?? '', headers: req.headers, body });
       const chat = req.url?.endsWith('/chat/completions') ?? false;
       const prompt = chat
         ? String((body.messages as { content: string }[]).at(-1)?.content ?? '')
