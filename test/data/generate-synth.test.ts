@@ -11,6 +11,7 @@ import {
   EngineGenerator, GenerateError, OfflineGenerator, doneLogPath, synthesize, type GenerateRequest, type SynthOptions, type SynthRecord, type SynthReport,
 } from '../../src/data/generate/index.js';
 import { LlamaForCausalLM, loadPretrained, preset, savePretrained, validateConfig } from '../../src/models/index.js';
+import { readDocuments } from '../../src/data/readers/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
 import { startMockServer, type MockServer } from './generate-mock-server.js';
 
@@ -60,6 +61,10 @@ describe('synthesize', () => {
     const cn = recs.filter((x) => x.provenance.sourceId === 'CN2');
     expect(cn[0]).toMatchObject({ category: 'qa', lang: 'zh' });
     expect(cn[0]!.text).toMatch(/^问：/);
+    // data prep reads the output back as JSONL documents (category and lang from their fields).
+    const back = [];
+    for await (const item of readDocuments(out, { fields: { category: 'category', lang: 'lang' } })) back.push(item.ok ? item.doc : null);
+    expect(back.map((d) => [d?.id, d?.category, d?.lang, d?.text])).toEqual(recs.map((x) => [x.id, x.category, x.lang, x.text]));
     // Running again does nothing new: every task is logged as done.
     const again = await synthesize(base(out));
     expect(again.tasks).toMatchObject({ total: 10, resumed: 10, ok: 0 });
