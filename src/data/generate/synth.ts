@@ -10,6 +10,7 @@
 // does the rest, so it ends with the records an uninterrupted run writes (only `time` differs;
 // tasks that failed for a transient reason -- timeout, network, 429, 5xx -- are retried at the end).
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { PatentGPTError } from '../../errors.js';
 import { hash32 } from '../../util/rng.js';
 import { writeFileAtomic } from '../../util/atomic.js';
@@ -166,6 +167,7 @@ export async function synthesize(opts: SynthOptions): Promise<SynthReport> {
   const maxTokens = params.maxTokens ?? 512;
   const temperature = params.temperature ?? 0;
 
+  await fs.promises.mkdir(path.dirname(path.resolve(opts.out)), { recursive: true });
   const { done, end: startEnd } = await prepareResume(opts.out);
   const outFh = await fs.promises.open(opts.out, 'a');
   const logFh = await fs.promises.open(doneLogPath(opts.out), 'a');
