@@ -198,24 +198,25 @@ class DupItems {
   int64_t n_ = 0, units_ = 0, dup_ = 0, dup_units_ = 0;
 };
 
-// A trimmed item being read: hash and units of its content up to the last non-space character.
+constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL, kFnvPrime = 0x100000001b3ULL;
+
+// A trimmed item being read: FNV-1a hash (over code points) and units of its content up to the
+// last non-space character; the spaces after it are held apart until a character follows.
 struct Item {
-  uint64_t h = 0, h_pending = 0;
+  uint64_t h = kFnvOffset, h_spaces = kFnvOffset;
   int64_t units = 0, units_pending = 0;
   bool any = false;
   void space(uint32_t c, int u) {
     if (!any) return;  // leading spaces are trimmed
-    h_pending = mix64(h_pending ^ c);
+    h_spaces = (h_spaces ^ c) * kFnvPrime;
     units_pending += u;
   }
   void chr(uint32_t c, int u) {
-    if (any) {
-      h = mix64(h ^ h_pending);
-      units += units_pending;
-    }
-    h_pending = 0;
+    if (units_pending > 0) h = (h ^ mix64(h_spaces)) * kFnvPrime;  // the spaces between characters
+    h_spaces = kFnvOffset;
+    units += units_pending;
     units_pending = 0;
-    h = mix64(h ^ c);
+    h = (h ^ c) * kFnvPrime;
     units += u;
     any = true;
   }
@@ -277,14 +278,14 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
     while (a < b && char_class(sc.word[a]) == 2) a++;
     while (b > a && char_class(sc.word[b - 1]) == 2) b--;
     if (a < b) {
-      uint64_t h = 0x243f6a8885a308d3ULL;
+      uint64_t h = kFnvOffset;
       int32_t u = 0;
       for (size_t k = a; k < b; k++) {
         const uint32_t lc = to_lower(sc.word[k]);
-        h = mix64(h ^ lc);
+        h = (h ^ lc) * kFnvPrime;
         u += units_of(lc);
       }
-      sc.word_hash.push_back(h);
+      sc.word_hash.push_back(mix64(h));
       sc.word_units.push_back(u);
     }
     sc.word.clear();
@@ -294,7 +295,7 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
       lines++;
       bullets += line_bullet;
       ellipsis_lines += tail[2] == 0x2026 || (tail[0] == '.' && tail[1] == '.' && tail[2] == '.');
-      line_dups.add(line.h, line.units);
+      line_dups.add(mix64(line.h), line.units);
     }
     line = Item();
     line_bullet = false;
@@ -302,7 +303,7 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
     space_after_tail = false;
   };
   auto end_para = [&]() {
-    if (para.any) para_dups.add(para.h, para.units);
+    if (para.any) para_dups.add(mix64(para.h), para.units);
     para = Item();
   };
   Slice slice(s, n, analyze);
