@@ -14,7 +14,9 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { once } from 'node:events';
 import * as os from 'node:os';
+import * as readline from 'node:readline';
 import { PatentGPTError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { Ledger } from './document.js';
@@ -197,7 +199,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   };
   const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism()));
   const local = threads === 0 ? new ScanContext(setup) : null;
-  const pool = threads > 0 ? await ScanPool.start(setup, threads) : null;
+  const pool = threads > 0 ? new ScanPool(setup, threads) : null;
   const tok = local?.tok ?? makeTokenizer(cfg.tokenizer);
   const dd = resolveDedup(cfg.dedup);
   const files = partFiles(await inputFiles(cfg), part, parts);
@@ -220,7 +222,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
         continue;
       }
       await spool.add(o.ids, o.category);
-      rows.write(`${o.category}\t${o.id.replace(/[\t\n]/g, ' ')}\t${o.source.replace(/[\t\n]/g, ' ')}\t${o.lang}\t${o.ids.length}\n`);
+      await writeLine(rows, `${o.category}\t${o.id.replace(/[\t\n]/g, ' ')}\t${o.source.replace(/[\t\n]/g, ' ')}\t${o.lang}\t${o.ids.length}\n`);
       keys.push(o.key);
       ledger.kept++;
     }
@@ -364,19 +366,38 @@ export function stageFactors(st: StageConfig, available: Record<string, { tokens
   return f;
 }
 
+/** The rows of one category of a part, in order, with their row index (docs.tsv is streamed). */
+async function* categoryRows(partDir: string, category: string): AsyncGenerator<Row & { index: number }> {
+  const lines = readline.createInterface({ input: fs.createReadStream(path.join(partDir, 'docs.tsv')), crlfDelay: Infinity });
+  let index = 0;
+  for await (const line of lines) {
+    if (!line) continue;
+    const tab = line.indexOf('\t');
+    if (line.slice(0, tab) === category) {
+      const [, id, source, lang, tokens] = line.split('\t');
+      yield { category, id: id!, source: source!, lang: lang!, tokens: Number(tokens), index };
+    }
+    index++;
+  }
+}
+
+/** Writes a line, waiting when the stream's buffer is full (memory stays bounded on slow disks). */
+async function writeLine(out: fs.WriteStream, line: string): Promise<void> {
+  if (!out.write(line)) await once(out, 'drain');
+}
+
+/**
+ * Phase 3 for one part: streams each category's spooled documents (one shard set per category,
+ * in scan order) beside that category's rows, and writes each kept document's copies. Memory:
+ * one document and a bit per row of the part (the duplicates to skip).
+ */
 async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<void> {
   const m = JSON.parse(fs.readFileSync(path.join(cfg.work!, 'merge.json'), 'utf8')) as MergeResult;
   const partDir = path.join(cfg.work!, `part-${part}`);
-  const rows = readRows(partDir);
-  const drop = new Set(m.dropped[part]!.map((d) => d.index));
+  const drop = new Uint8Array(Math.ceil((m.dropped[part]!.reduce((x, d) => Math.max(x, d.index), -1) + 1) / 8));
+  for (const d of m.dropped[part]!) drop[d.index >> 3]! |= 1 << (d.index & 7);
+  const dropped = (i: number): boolean => (i >> 3) < drop.length && (drop[i >> 3]! & (1 << (i & 7))) !== 0;
   const seed = cfg.seed ?? 1;
-  // row index per (category, index within the category): the spool keeps each category in order
-  const byCat = new Map<string, number[]>();
-  rows.forEach((r, i) => {
-    let l = byCat.get(r.category);
-    if (!l) byCat.set(r.category, (l = []));
-    l.push(i);
-  });
   for (const [stage, st] of Object.entries(cfg.stages)) {
     const final = path.join(cfg.output, stage, `part-${part}`);
     if (fs.existsSync(path.join(final, 'manifest.json'))) continue;
@@ -384,32 +405,33 @@ async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<v
     await rmrf(tmp);
     const factors = stageFactors(st, m.available);
     const spool = await ShardSet.open(path.join(partDir, 'spool'));
-    const tok = makeTokenizer(cfg.tokenizer);
-    const w = await ShardWriter.create(tmp, { vocabSize: spool.vocabSize, tokenizer: tok.name });
+    const w = await ShardWriter.create(tmp, { vocabSize: spool.vocabSize, tokenizer: spool.manifest.tokenizer });
     const prov = fs.createWriteStream(path.join(tmp, 'provenance.tsv'));
     prov.write('category\tid\tsource\tcopy\ttokens\n');
     try {
       let done = 0;
-      for (const cat of [...byCat.keys()].sort()) {
+      for (const cat of Object.keys(spool.manifest.categories).sort()) {
         const f = factors[cat] ?? 0;
-        const idx = byCat.get(cat)!;
-        let k = 0;
+        const rows = categoryRows(partDir, cat);
         for (const shard of spool.shards.filter((s) => s.category === cat)) {
-          for (let d = 0; d < shard.documents; d++, k++) {
-            const row = rows[idx[k]!]!;
-            if (drop.has(idx[k]!) || f === 0) continue;
+          for (let d = 0; d < shard.documents; d++) {
+            const next = await rows.next();
+            if (next.done) throw new PatentGPTError('E_DATA', `${partDir}: docs.tsv has fewer '${cat}' rows than the spool; delete the part folder and rescan it`);
+            const row = next.value;
+            if (dropped(row.index) || f === 0) continue;
             const whole = Math.floor(f);
             const copies = whole + (unit(seed, stage, row.id, whole) < f - whole ? 1 : 0);
             if (copies === 0) continue;
             const ids = shard.document(d);
             for (let c = 0; c < copies; c++) {
               await w.add(ids, cat);
-              prov.write(`${cat}\t${row.id}\t${row.source}\t${c}\t${ids.length}\n`);
+              await writeLine(prov, `${cat}\t${row.id}\t${row.source}\t${c}\t${ids.length}\n`);
             }
           }
           done += shard.documents;
           opts.onProgress?.({ phase: `emit ${stage}`, documents: done, bytes: 0, totalBytes: 0, kept: done });
         }
+        await rows.return(undefined);
       }
       await new Promise<void>((r, j) => prov.end((e?: Error | null) => (e ? j(e) : r())));
       await w.close();

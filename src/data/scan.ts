@@ -137,43 +137,38 @@ export class ScanPool {
   private readonly pending = new Map<number, { resolve: (r: ScanResult) => void; reject: (e: Error) => void }>();
   private nextId = 0;
   private turn = 0;
+  private failed: Error | null = null;
+  /** Resolves when every worker has built its context (batches sent before then wait in its queue). */
+  readonly ready: Promise<void>;
 
-  private constructor(private readonly workers: Worker[]) {
-    for (const w of workers) {
+  /** Starts the workers without waiting for them: the caller reads its first files while they load. */
+  constructor(setup: ScanSetup, threads: number, private readonly workers = Array.from({ length: threads }, () => new Worker(bootstrap(), { eval: true, workerData: setup }))) {
+    this.ready = Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => {
       w.on('message', (m: FromScanWorker) => {
-        if (m.kind === 'ready') return;
+        if (m.kind === 'ready') return resolve();
+        if (m.kind === 'error' && m.id === -1) {
+          const err = new PatentGPTError(m.code as ErrorCode, m.message);
+          reject(err);
+          return this.failAll(err);
+        }
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
         if (m.kind === 'result') p?.resolve(m.result);
         else p?.reject(new PatentGPTError(m.code as ErrorCode, m.message));
       });
-      w.on('error', (err) => this.failAll(err));
-    }
-  }
-
-  static async start(setup: ScanSetup, threads: number): Promise<ScanPool> {
-    const workers = Array.from({ length: threads }, () => new Worker(bootstrap(), { eval: true, workerData: setup }));
-    try {
-      await Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => {
-        const onMessage = (m: FromScanWorker): void => {
-          if (m.kind === 'ready') resolve();
-          else if (m.kind === 'error' && m.id === -1) reject(new PatentGPTError(m.code as ErrorCode, m.message));
-          else return;
-          w.off('message', onMessage);
-        };
-        w.on('message', onMessage);
-        w.once('error', reject);
-        w.once('exit', (code) => reject(new PatentGPTError('E_IO', `prep: a scan worker exited (code ${code}) before it was ready`)));
-      })));
-    } catch (err) {
-      await Promise.all(workers.map((w) => w.terminate()));
-      throw err;
-    }
-    return new ScanPool(workers);
+      w.on('error', (err) => (reject(err), this.failAll(err)));
+      w.on('exit', (code) => {
+        const err = new PatentGPTError('E_IO', `prep: a scan worker exited (code ${code})`);
+        reject(err);
+        this.failAll(err);
+      });
+    }))).then(() => undefined);
+    this.ready.catch(() => undefined); // reported through the batches
   }
 
   /** Sends a batch to the next worker (round robin). */
   submit(items: ScanItem[]): Promise<ScanResult> {
+    if (this.failed) return Promise.reject(this.failed);
     const id = this.nextId++;
     const w = this.workers[this.turn++ % this.workers.length]!;
     return new Promise<ScanResult>((resolve, reject) => {
@@ -183,11 +178,12 @@ export class ScanPool {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
     this.failAll(new PatentGPTError('E_DISPOSED', 'prep: the scan pool was closed'));
+    await Promise.all(this.workers.map((w) => w.terminate()));
   }
 
   private failAll(err: Error): void {
+    this.failed ??= err;
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
   }
