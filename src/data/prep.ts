@@ -392,7 +392,9 @@ async function writeLine(out: fs.WriteStream, line: string): Promise<void> {
  * one document and a bit per row of the part (the duplicates to skip).
  */
 async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<void> {
-  const m = JSON.parse(fs.readFileSync(path.join(cfg.work!, 'merge.json'), 'utf8')) as MergeResult;
+  const mergeFile = path.join(cfg.work!, 'merge.json');
+  if (!fs.existsSync(mergeFile)) throw new PatentGPTError('E_IO', `${mergeFile} is missing: run 'patentgpt data prep' with the merge phase (after every part's scan) before emit`);
+  const m = JSON.parse(fs.readFileSync(mergeFile, 'utf8')) as MergeResult;
   const partDir = path.join(cfg.work!, `part-${part}`);
   const drop = new Uint8Array(Math.ceil((m.dropped[part]!.reduce((x, d) => Math.max(x, d.index), -1) + 1) / 8));
   for (const d of m.dropped[part]!) drop[d.index >> 3]! |= 1 << (d.index & 7);
