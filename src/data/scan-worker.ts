@@ -2,7 +2,6 @@
 // each batch with its outcomes and signatures; token arrays travel back without a copy.
 import { parentPort, workerData } from 'node:worker_threads';
 import { PatentGPTError } from '../errors.js';
-import { addon } from '../tensor/addon.js';
 import { ScanContext, type FromScanWorker, type ScanSetup, type ToScanWorker } from './scan.js';
 
 const port = parentPort!;
@@ -10,8 +9,6 @@ const fail = (id: number, err: unknown): void =>
   port.postMessage({ kind: 'error', id, code: err instanceof PatentGPTError ? err.code : 'E_IO', message: err instanceof Error ? err.message : String(err) } satisfies FromScanWorker);
 
 try {
-  // the threads of the pool are the parallelism: one native thread per worker
-  addon().setNumThreads(1);
   const ctx = new ScanContext(workerData as ScanSetup);
   port.on('message', (m: ToScanWorker) => {
     ctx.process(m.items).then(
