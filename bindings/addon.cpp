@@ -20,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterAttention(env, exports);
   RegisterAdamw(env, exports);
   RegisterMinhash(env, exports);
+  RegisterTextStats(env, exports);
   RegisterBpeTrain(env, exports);
   RegisterPagedAttention(env, exports);
   return exports;

@@ -93,6 +93,20 @@ bool Overlap(const A* a, int64_t n, const B* b, int64_t m) {
   return n > 0 && m > 0 && a0 < b0 + m * sizeof(B) && b0 < a0 + n * sizeof(A);
 }
 
+// A plain typed-array argument (byte batches, offsets; not a tensor) of `type` holding at least
+// `count` elements.
+template <typename T>
+T* TypedArg(const Args& a, const Napi::Value& v, napi_typedarray_type type, const char* name, const char* want,
+            int64_t count) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    a.Fail(std::string(name) + " must be a " + want);
+  auto arr = v.As<Napi::TypedArray>();
+  if (static_cast<int64_t>(arr.ElementLength()) < count)
+    a.Fail(std::string(name) + " needs " + std::to_string(count) + " elements, has " +
+           std::to_string(arr.ElementLength()));
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset());
+}
+
 // Each op family registers its functions on the exports object (one file per family).
 void RegisterRuntime(Napi::Env env, Napi::Object exports);
 void RegisterElementwise(Napi::Env env, Napi::Object exports);
@@ -105,6 +119,7 @@ void RegisterCrossEntropy(Napi::Env env, Napi::Object exports);
 void RegisterAttention(Napi::Env env, Napi::Object exports);
 void RegisterAdamw(Napi::Env env, Napi::Object exports);
 void RegisterMinhash(Napi::Env env, Napi::Object exports);
+void RegisterTextStats(Napi::Env env, Napi::Object exports);
 void RegisterBpeTrain(Napi::Env env, Napi::Object exports);
 void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
 

@@ -15,18 +15,6 @@ namespace pgnode {
 
 namespace {
 
-template <typename T>
-T* Typed(const Args& a, const Napi::Value& v, napi_typedarray_type type, const char* name, const char* want,
-         int64_t count) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
-    a.Fail(std::string(name) + " must be a " + want);
-  auto arr = v.As<Napi::TypedArray>();
-  if (static_cast<int64_t>(arr.ElementLength()) < count)
-    a.Fail(std::string(name) + " needs " + std::to_string(count) + " elements, has " +
-           std::to_string(arr.ElementLength()));
-  return reinterpret_cast<T*>(static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset());
-}
-
 // minhashSignatures(sig: Uint32Array (N*P), text: Uint8Array, offsets: BigInt64Array (N+1),
 //                   N, P, k, mode ('word' 0 | 'char' 1), seed)
 Napi::Value MinhashSignatures(const Napi::CallbackInfo& info) {
@@ -36,8 +24,8 @@ Napi::Value MinhashSignatures(const Napi::CallbackInfo& info) {
   if (P < 1 || P > 4096) a.Fail("P (permutations) must be in [1, 4096], got " + std::to_string(P));
   if (k < 1 || k > 32) a.Fail("k (shingle size) must be in [1, 32], got " + std::to_string(k));
   if (mode > 1) a.Fail("mode must be 0 (words) or 1 (characters)");
-  uint32_t* sig = Typed<uint32_t>(a, info[0], napi_uint32_array, "sig", "Uint32Array", a.Mul(N, P));
-  const int64_t* off = Typed<int64_t>(a, info[2], napi_bigint64_array, "offsets", "BigInt64Array", N + 1);
+  uint32_t* sig = TypedArg<uint32_t>(a, info[0], napi_uint32_array, "sig", "Uint32Array", a.Mul(N, P));
+  const int64_t* off = TypedArg<int64_t>(a, info[2], napi_bigint64_array, "offsets", "BigInt64Array", N + 1);
   if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
     a.Fail("text must be a Uint8Array");
   auto textArr = info[1].As<Napi::Uint8Array>();

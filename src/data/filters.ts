@@ -2,8 +2,12 @@
 // or null. Rules follow Gopher (Rae et al. 2021, appendix A) where they apply, with thresholds
 // in the config; language identification uses franc (trigram profiles) plus a script check,
 // because short Chinese text is better told apart by its Han characters than by trigrams.
+// Every statistic of the length, word, character, line and repetition rules comes from one
+// native pass per document (src/tensor/text.ts, native/cpu/text_stats.cpp), computed once and
+// shared by those rules.
 import { franc } from 'franc-min';
 import { PatentGPTError } from '../errors.js';
+import { type NgramStat, type TextStats, textStats } from '../tensor/text.js';
 import type { Document } from './document.js';
 
 export interface FilterConfig {
@@ -70,100 +74,6 @@ export interface Filter {
   name: string;
   /** The reason to drop (e.g. 'gopher-dup-lines'), or null to keep. May rewrite doc.text (boilerplate). */
   apply(doc: Document): string | null;
-}
-
-const CJK = /[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]/g;
-const LETTER_OR_DIGIT = /[\p{L}\p{N}\p{M}\s]/u;
-
-/** Words: runs of non-space characters, except that each CJK character is a word of its own. */
-export function countWords(text: string): { words: number; cjk: number; latinWords: number; latinChars: number } {
-  const cjk = (text.match(CJK) ?? []).length;
-  let latinWords = 0;
-  let latinChars = 0;
-  for (const w of text.replace(CJK, ' ').split(/\s+/)) {
-    if (w.length === 0) continue;
-    latinWords++;
-    latinChars += w.length;
-  }
-  return { words: cjk + latinWords, cjk, latinWords, latinChars };
-}
-
-// FNV-1a over a string's UTF-16 units: n-gram keys as numbers, not strings, to keep it fast.
-function hashWord(w: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < w.length; i++) h = Math.imul(h ^ w.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
-
-function tokens(text: string): string[] {
-  // CJK characters are words; other words are lower-cased with edge punctuation removed
-  return text
-    .replace(CJK, (c) => ` ${c} `)
-    .toLowerCase()
-    .split(/\s+/)
-    .map((w) => w.replace(/^[\p{P}\p{S}]+|[\p{P}\p{S}]+$/gu, ''))
-    .filter((w) => w.length > 0);
-}
-
-function dupFractions(items: string[]): { frac: number; charFrac: number } {
-  const seen = new Set<string>();
-  let dup = 0;
-  let dupChars = 0;
-  let chars = 0;
-  let n = 0;
-  for (const it of items) {
-    if (it.length === 0) continue;
-    n++;
-    chars += it.length;
-    if (seen.has(it)) {
-      dup++;
-      dupChars += it.length;
-    } else seen.add(it);
-  }
-  return { frac: n ? dup / n : 0, charFrac: chars ? dupChars / chars : 0 };
-}
-
-/** Gopher n-gram statistics over words: top n-gram character share (n=2..4), duplicated (n>=5). */
-export function ngramStats(words: string[], n: number): { top: number; dup: number } {
-  if (words.length < n) return { top: 0, dup: 0 };
-  const hs = words.map(hashWord);
-  const lens = words.map((w) => w.length);
-  let total = 0;
-  for (const l of lens) total += l;
-  if (total === 0) return { top: 0, dup: 0 };
-  const counts = new Map<number, number>();
-  const keys = new Float64Array(words.length - n + 1);
-  for (let i = 0; i + n <= words.length; i++) {
-    // two independent 32-bit mixes make a ~53-bit key: collisions are negligible at document scale
-    let a = 0x9e3779b9 ^ n;
-    let b = 0x85ebca6b;
-    for (let j = 0; j < n; j++) {
-      a = Math.imul(a ^ hs[i + j]!, 0x01000193) >>> 0;
-      b = (Math.imul(b, 31) + hs[i + j]!) >>> 0;
-    }
-    const key = a * 2097152 + (b & 0x1fffff);
-    keys[i] = key;
-    counts.set(key, (counts.get(key) ?? 0) + 1);
-  }
-  if (n <= 4) {
-    let best = 0;
-    let bestKey = -1;
-    for (const [k, c] of counts) if (c > best) (best = c), (bestKey = k);
-    if (best < 2) return { top: 0, dup: 0 };
-    let len = 0;
-    for (let i = 0; i < keys.length; i++)
-      if (keys[i] === bestKey) {
-        for (let j = 0; j < n; j++) len += lens[i + j]!;
-        break;
-      }
-    return { top: (len * best) / total, dup: 0 };
-  }
-  // characters covered by any n-gram that occurs more than once (each word counted once)
-  const covered = new Uint8Array(words.length);
-  for (let i = 0; i < keys.length; i++) if (counts.get(keys[i]!)! > 1) covered.fill(1, i, i + n);
-  let dupLen = 0;
-  for (let i = 0; i < words.length; i++) if (covered[i]) dupLen += lens[i]!;
-  return { top: 0, dup: dupLen / total };
 }
 
 const ISO3: Record<string, string> = {
@@ -241,23 +151,33 @@ export function buildFilters(cfg: FilterConfig): Filter[] {
     const hi = cfg.maxChars ?? Infinity;
     out.push({ name: 'length', apply: (d) => (d.text.length < lo ? 'too-short' : d.text.length > hi ? 'too-long' : null) });
   }
+  const top = Object.entries(cfg.maxTopNgramCharFraction ?? {}).map(([n, v]) => [Number(n), v] as const);
+  const dup = Object.entries(cfg.maxDupNgramCharFraction ?? {}).map(([n, v]) => [Number(n), v] as const);
+  for (const [n, v] of [...top, ...dup]) {
+    if (!Number.isInteger(n) || n < 1 || n > 20) throw new PatentGPTError('E_CONFIG', `filters: n-gram size must be an integer in [1, 20], got ${n}`);
+    checkRange(`n-gram ${n}`, v, 0, 1);
+  }
+  const ngrams: NgramStat[] = [...top.map(([n]) => ({ n, kind: 'top' as const })), ...dup.map(([n]) => ({ n, kind: 'dup' as const }))];
+  // the statistics of the document's current text (boilerplate removal may have changed it)
+  let last: { doc: Document; text: string; stats: TextStats } | null = null;
+  const stats = (d: Document): TextStats => {
+    if (last === null || last.doc !== d || last.text !== d.text) last = { doc: d, text: d.text, stats: textStats([d.text], analyze, ngrams)[0]! };
+    return last.stats;
+  };
   const wantsWords = cfg.minWords !== undefined || cfg.maxWords !== undefined || cfg.meanWordLength !== undefined || cfg.maxHashEllipsisRatio !== undefined;
   if (wantsWords) {
     const [mlo, mhi] = cfg.meanWordLength ?? [0, Infinity];
     out.push({
       name: 'words',
       apply(d) {
-        const c = countWords(d.text);
+        const c = stats(d);
         if (cfg.minWords !== undefined && c.words < cfg.minWords) return 'too-few-words';
         if (cfg.maxWords !== undefined && c.words > cfg.maxWords) return 'too-many-words';
         if (c.latinWords > c.cjk && c.latinWords > 0) {
-          const mean = c.latinChars / c.latinWords;
+          const mean = c.latinUnits / c.latinWords;
           if (mean < mlo || mean > mhi) return 'mean-word-length';
         }
-        if (cfg.maxHashEllipsisRatio !== undefined && c.words > 0) {
-          const he = (d.text.match(/#|\.\.\.|\u2026/g) ?? []).length;
-          if (he / c.words > cfg.maxHashEllipsisRatio) return 'symbol-to-word';
-        }
+        if (cfg.maxHashEllipsisRatio !== undefined && c.words > 0 && c.hashEllipsis / c.words > cfg.maxHashEllipsisRatio) return 'symbol-to-word';
         return null;
       },
     });
@@ -266,19 +186,10 @@ export function buildFilters(cfg: FilterConfig): Filter[] {
     out.push({
       name: 'characters',
       apply(d) {
-        const s = d.text.slice(0, analyze);
-        let sym = 0;
-        let dig = 0;
-        let n = 0;
-        for (const ch of s) {
-          n++;
-          const c = ch.charCodeAt(0);
-          if (c >= 0x30 && c <= 0x39) dig++;
-          else if (c < 0x80 ? !/[A-Za-z\s]/.test(ch) : !LETTER_OR_DIGIT.test(ch)) sym++;
-        }
-        if (n === 0) return null;
-        if (cfg.maxSymbolRatio !== undefined && sym / n > cfg.maxSymbolRatio) return 'symbol-ratio';
-        if (cfg.maxDigitRatio !== undefined && dig / n > cfg.maxDigitRatio) return 'digit-ratio';
+        const c = stats(d);
+        if (c.chars === 0) return null;
+        if (cfg.maxSymbolRatio !== undefined && c.symbols / c.chars > cfg.maxSymbolRatio) return 'symbol-ratio';
+        if (cfg.maxDigitRatio !== undefined && c.digits / c.chars > cfg.maxDigitRatio) return 'digit-ratio';
         return null;
       },
     });
@@ -287,38 +198,29 @@ export function buildFilters(cfg: FilterConfig): Filter[] {
     out.push({
       name: 'lines',
       apply(d) {
-        const lines = d.text.slice(0, analyze).split('\n').filter((l) => l.trim());
-        if (lines.length === 0) return null;
-        const bullets = lines.filter((l) => /^\s*[•\-*‣◦▪]/.test(l)).length;
-        const ell = lines.filter((l) => /(\.\.\.|\u2026)\s*$/.test(l)).length;
-        if (cfg.maxBulletLines !== undefined && bullets / lines.length > cfg.maxBulletLines) return 'bullet-lines';
-        if (cfg.maxEllipsisLines !== undefined && ell / lines.length > cfg.maxEllipsisLines) return 'ellipsis-lines';
+        const c = stats(d);
+        if (c.lines === 0) return null;
+        if (cfg.maxBulletLines !== undefined && c.bulletLines / c.lines > cfg.maxBulletLines) return 'bullet-lines';
+        if (cfg.maxEllipsisLines !== undefined && c.ellipsisLines / c.lines > cfg.maxEllipsisLines) return 'ellipsis-lines';
         return null;
       },
     });
   }
   const rep = [cfg.maxDupLineFraction, cfg.maxDupLineCharFraction, cfg.maxDupParagraphFraction, cfg.maxDupParagraphCharFraction].some((v) => v !== undefined);
-  if (rep || cfg.maxTopNgramCharFraction || cfg.maxDupNgramCharFraction) {
-    const top = Object.entries(cfg.maxTopNgramCharFraction ?? {}).map(([n, v]) => [Number(n), v] as const);
-    const dup = Object.entries(cfg.maxDupNgramCharFraction ?? {}).map(([n, v]) => [Number(n), v] as const);
-    for (const [n, v] of [...top, ...dup]) {
-      if (!Number.isInteger(n) || n < 1 || n > 20) throw new PatentGPTError('E_CONFIG', `filters: n-gram size must be an integer in [1, 20], got ${n}`);
-      checkRange(`n-gram ${n}`, v, 0, 1);
-    }
+  if (rep || ngrams.length > 0) {
     out.push({
       name: 'repetition',
       apply(d) {
-        const s = d.text.slice(0, analyze);
-        const lines = dupFractions(s.split('\n').map((l) => l.trim()));
-        if (cfg.maxDupLineFraction !== undefined && lines.frac > cfg.maxDupLineFraction) return 'dup-lines';
-        if (cfg.maxDupLineCharFraction !== undefined && lines.charFrac > cfg.maxDupLineCharFraction) return 'dup-line-chars';
-        const paras = dupFractions(s.split(/\n\s*\n/).map((l) => l.trim()));
-        if (cfg.maxDupParagraphFraction !== undefined && paras.frac > cfg.maxDupParagraphFraction) return 'dup-paragraphs';
-        if (cfg.maxDupParagraphCharFraction !== undefined && paras.charFrac > cfg.maxDupParagraphCharFraction) return 'dup-paragraph-chars';
-        if (top.length + dup.length === 0) return null;
-        const words = tokens(s);
-        for (const [n, v] of top) if (ngramStats(words, n).top > v) return `top-${n}gram`;
-        for (const [n, v] of dup) if (ngramStats(words, n).dup > v) return `dup-${n}gram`;
+        const c = stats(d);
+        if (cfg.maxDupLineFraction !== undefined && c.dupLineFraction > cfg.maxDupLineFraction) return 'dup-lines';
+        if (cfg.maxDupLineCharFraction !== undefined && c.dupLineUnitFraction > cfg.maxDupLineCharFraction) return 'dup-line-chars';
+        if (cfg.maxDupParagraphFraction !== undefined && c.dupParagraphFraction > cfg.maxDupParagraphFraction) return 'dup-paragraphs';
+        if (cfg.maxDupParagraphCharFraction !== undefined && c.dupParagraphUnitFraction > cfg.maxDupParagraphCharFraction) return 'dup-paragraph-chars';
+        for (let i = 0; i < ngrams.length; i++) {
+          const g = ngrams[i]!;
+          const limit = i < top.length ? top[i]![1] : dup[i - top.length]![1];
+          if (c.ngrams[i]! > limit) return `${g.kind}-${g.n}gram`;
+        }
         return null;
       },
     });

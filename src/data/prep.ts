@@ -14,15 +14,19 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { once } from 'node:events';
+import * as os from 'node:os';
+import * as readline from 'node:readline';
 import { PatentGPTError } from '../errors.js';
-import { ByteTokenizer } from '../tokenizer/byte.js';
-import { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { Ledger } from './document.js';
-import { type DedupConfig, PartWriter, exactKey, findDuplicates, loadPart, normalizeForDedup, resolveDedup, signatures } from './dedup.js';
-import { type FilterConfig, type PerplexityScorer, applyFilters, buildFilters } from './filters.js';
-import { FORMATS, type FieldMap, type Format, listFiles, readDocuments } from './readers/index.js';
+import { type DedupConfig, PartWriter, findDuplicates, loadPart, resolveDedup } from './dedup.js';
+import { type FilterConfig, type PerplexityScorer, buildFilters } from './filters.js';
+import { FORMATS, type FieldMap, type Format, listFiles, readRaw } from './readers/index.js';
+import { ScanContext, ScanPool, type ScanItem, type ScanResult, type ScanSetup, type TokenizerConfig, makeTokenizer } from './scan.js';
 import { ShardSet, ShardWriter } from './shards.js';
+
+export type { TokenizerConfig } from './scan.js';
 
 export interface InputConfig {
   /** A file or a folder (read recursively), relative to the config file. */
@@ -45,14 +49,6 @@ export interface StageConfig {
   tokens?: number;
   /** Category -> weight; categories not listed are left out of the stage. */
   weights: Record<string, number>;
-}
-
-export interface TokenizerConfig {
-  type: 'byte' | 'sentencepiece' | 'llama2';
-  /** tokenizer.model path (sentencepiece). */
-  model?: string;
-  /** Append EOS to every document (default true). */
-  eos?: boolean;
 }
 
 export interface PrepConfig {
@@ -134,30 +130,17 @@ export function validatePrepConfig(raw: unknown, baseDir: string, name = 'prep c
   };
 }
 
-interface Tok {
-  name: string;
-  vocabSize: number;
-  encode(text: string): Int32Array;
-}
-
-function makeTokenizer(t: TokenizerConfig): Tok {
-  const eos = t.eos ?? true;
-  if (t.type === 'byte') {
-    const b = new ByteTokenizer();
-    return { name: 'byte', vocabSize: 259, encode: (s) => b.encode(s, { eos }) };
-  }
-  const sp = t.type === 'llama2' ? SentencePieceTokenizer.llama2() : SentencePieceTokenizer.load(t.model!);
-  return { name: t.type === 'llama2' ? 'llama2' : t.model!, vocabSize: sp.vocabSize, encode: (s) => sp.encode(s, { eos }) };
-}
-
 export interface PrepOptions {
   part?: number;
   parts?: number;
   phase?: 'scan' | 'merge' | 'emit' | 'all';
   /** Progress events (documents and bytes so far). */
   onProgress?: (e: { phase: string; documents: number; bytes: number; totalBytes: number; kept: number }) => void;
-  /** Perplexity hook (e.g. a small LM from the trainer): documents above filters.maxPerplexity are dropped. */
+  /** Perplexity hook (e.g. a small LM from the trainer): documents above filters.maxPerplexity are dropped.
+   *  It runs in this thread, so the scan then runs in-process. */
   perplexity?: PerplexityScorer;
+  /** Worker threads of the scan (default: the cores, at most 8); 0 runs it in this thread. */
+  workers?: number;
 }
 
 export interface PrepReport {
@@ -194,14 +177,30 @@ async function rmrf(p: string): Promise<void> {
   await fs.promises.rm(p, { recursive: true, force: true });
 }
 
-/** Phase 1 for one part. Output: work/part-<i>/{spool/, docs.tsv, dedup/, ledger.json}. */
+/** Documents per batch sent to a worker, and input bytes: small enough to keep every worker busy. */
+const BATCH_DOCS = 32;
+const BATCH_BYTES = 4 << 20;
+
+/** Phase 1 for one part. Output: work/part-<i>/{spool/, docs.tsv, dedup/, ledger.json}.
+ *  This thread reads and splits the files; workers parse, filter, tokenize and sign the
+ *  documents; results are written in input order, so the output does not depend on timing. */
 async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOptions): Promise<void> {
   const final = path.join(cfg.work!, `part-${part}`);
   if (fs.existsSync(path.join(final, 'ledger.json'))) return;
   const tmp = `${final}.tmp`;
   await rmrf(tmp);
   await fs.promises.mkdir(tmp, { recursive: true });
-  const tok = makeTokenizer(cfg.tokenizer);
+  const setup: ScanSetup = {
+    filters: cfg.inputs.map((inp) => (inp.filters === false ? false : { ...cfg.filters, ...(inp.filters ?? {}) })),
+    overrides: cfg.inputs.map((inp) => ({ category: inp.category, lang: inp.lang })),
+    tokenizer: cfg.tokenizer,
+    dedup: cfg.dedup ?? {},
+    maxPerplexity: cfg.filters?.maxPerplexity,
+  };
+  const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism()));
+  const local = threads === 0 ? new ScanContext(setup) : null;
+  const pool = threads > 0 ? new ScanPool(setup, threads) : null;
+  const tok = local?.tok ?? makeTokenizer(cfg.tokenizer);
   const dd = resolveDedup(cfg.dedup);
   const files = partFiles(await inputFiles(cfg), part, parts);
   let totalBytes = 0;
@@ -210,55 +209,58 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   const dedupW = new PartWriter(path.join(tmp, 'dedup'), dd);
   const rows = fs.createWriteStream(path.join(tmp, 'docs.tsv'));
   const ledger = new Ledger();
-  const filterCache = new Map<number, ReturnType<typeof buildFilters> | null>();
-  const maxPpl = cfg.filters?.maxPerplexity;
-  let batchNorm: string[] = [];
   let doneBytes = 0;
-  const flush = async (): Promise<void> => {
-    if (batchNorm.length === 0) return;
-    const keys = batchNorm.map(exactKey);
-    await dedupW.add(keys, signatures(batchNorm, dd));
-    batchNorm = [];
-  };
-  for (const { file, input } of files) {
-    const inp = cfg.inputs[input]!;
-    if (!filterCache.has(input)) filterCache.set(input, inp.filters === false ? null : buildFilters({ ...cfg.filters, ...(inp.filters ?? {}) }));
-    const filters = filterCache.get(input)!;
-    const rel = path.relative(path.dirname(inp.path), file);
-    const base = doneBytes;
-    for await (const item of readDocuments(file, {
-      format: inp.format, category: inp.category, lang: inp.lang, fields: inp.fields, header: inp.header, columns: inp.columns,
-      split: inp.split, maxDocBytes: cfg.maxDocBytes, onBytes: (n) => (doneBytes = base + n),
-    })) {
+  // batches in flight, oldest first: written in this order whatever order workers finish in
+  const inflight: Promise<ScanResult>[] = [];
+  const maxInflight = Math.max(2, 2 * threads);
+  const write = async (r: ScanResult): Promise<void> => {
+    const keys: string[] = [];
+    for (const o of r.outcomes) {
       ledger.in++;
-      if (!item.ok) {
-        ledger.drop(item.rejected.reason);
+      if ('reason' in o) {
+        ledger.drop(o.reason);
         continue;
       }
-      const doc = item.doc;
-      doc.source = rel;
-      const reason = filters ? applyFilters(filters, doc) : null;
-      if (reason) {
-        ledger.drop(reason);
-        continue;
-      }
-      if (opts.perplexity && maxPpl !== undefined && (await opts.perplexity(doc.text)) > maxPpl) {
-        ledger.drop('perplexity');
-        continue;
-      }
-      const ids = tok.encode(doc.text);
-      await spool.add(ids, doc.category);
-      rows.write(`${doc.category}\t${doc.id.replace(/[\t\n]/g, ' ')}\t${rel.replace(/[\t\n]/g, ' ')}\t${doc.lang}\t${ids.length}\n`);
-      batchNorm.push(normalizeForDedup(doc.text));
-      if (batchNorm.length >= (cfg.batchDocs ?? 256)) await flush();
+      await spool.add(o.ids, o.category);
+      await writeLine(rows, `${o.category}\t${o.id.replace(/[\t\n]/g, ' ')}\t${o.source.replace(/[\t\n]/g, ' ')}\t${o.lang}\t${o.ids.length}\n`);
+      keys.push(o.key);
       ledger.kept++;
-      if (ledger.in % 64 === 0) opts.onProgress?.({ phase: 'scan', documents: ledger.in, bytes: doneBytes, totalBytes, kept: ledger.kept });
     }
-    doneBytes = base + (await fs.promises.stat(file)).size;
+    if (keys.length > 0) await dedupW.add(keys, r.sig);
+    opts.onProgress?.({ phase: 'scan', documents: ledger.in, bytes: doneBytes, totalBytes, kept: ledger.kept });
+  };
+  let batch: ScanItem[] = [];
+  let batchBytes = 0;
+  const submit = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    inflight.push(pool ? pool.submit(batch) : local!.process(batch, opts.perplexity));
+    batch = [];
+    batchBytes = 0;
+    while (inflight.length >= maxInflight) await write(await inflight.shift()!);
+  };
+  try {
+    for (const { file, input } of files) {
+      const inp = cfg.inputs[input]!;
+      const rel = path.relative(path.dirname(inp.path), file);
+      const base = doneBytes;
+      for await (const item of readRaw(file, {
+        format: inp.format, fields: inp.fields, header: inp.header, columns: inp.columns,
+        split: inp.split, maxDocBytes: cfg.maxDocBytes, onBytes: (n) => (doneBytes = base + n),
+      })) {
+        batch.push({ input, source: rel, item });
+        batchBytes += 'raw' in item ? item.bytes.length : item.ok ? item.doc.text.length : 0;
+        if (batch.length >= BATCH_DOCS || batchBytes >= BATCH_BYTES) await submit();
+      }
+      doneBytes = base + (await fs.promises.stat(file)).size;
+    }
+    await submit();
+    while (inflight.length > 0) await write(await inflight.shift()!);
+  } finally {
+    await Promise.allSettled(inflight);
+    await pool?.close();
   }
   ledger.bytes = doneBytes;
   opts.onProgress?.({ phase: 'scan', documents: ledger.in, bytes: doneBytes, totalBytes, kept: ledger.kept });
-  await flush();
   await dedupW.close();
   await new Promise<void>((r, j) => rows.end((e?: Error | null) => (e ? j(e) : r())));
   await spool.close();
@@ -364,19 +366,40 @@ export function stageFactors(st: StageConfig, available: Record<string, { tokens
   return f;
 }
 
+/** The rows of one category of a part, in order, with their row index (docs.tsv is streamed). */
+async function* categoryRows(partDir: string, category: string): AsyncGenerator<Row & { index: number }> {
+  const lines = readline.createInterface({ input: fs.createReadStream(path.join(partDir, 'docs.tsv')), crlfDelay: Infinity });
+  let index = 0;
+  for await (const line of lines) {
+    if (!line) continue;
+    const tab = line.indexOf('\t');
+    if (line.slice(0, tab) === category) {
+      const [, id, source, lang, tokens] = line.split('\t');
+      yield { category, id: id!, source: source!, lang: lang!, tokens: Number(tokens), index };
+    }
+    index++;
+  }
+}
+
+/** Writes a line, waiting when the stream's buffer is full (memory stays bounded on slow disks). */
+async function writeLine(out: fs.WriteStream, line: string): Promise<void> {
+  if (!out.write(line)) await once(out, 'drain');
+}
+
+/**
+ * Phase 3 for one part: streams each category's spooled documents (one shard set per category,
+ * in scan order) beside that category's rows, and writes each kept document's copies. Memory:
+ * one document and a bit per row of the part (the duplicates to skip).
+ */
 async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<void> {
-  const m = JSON.parse(fs.readFileSync(path.join(cfg.work!, 'merge.json'), 'utf8')) as MergeResult;
+  const mergeFile = path.join(cfg.work!, 'merge.json');
+  if (!fs.existsSync(mergeFile)) throw new PatentGPTError('E_IO', `${mergeFile} is missing: run 'patentgpt data prep' with the merge phase (after every part's scan) before emit`);
+  const m = JSON.parse(fs.readFileSync(mergeFile, 'utf8')) as MergeResult;
   const partDir = path.join(cfg.work!, `part-${part}`);
-  const rows = readRows(partDir);
-  const drop = new Set(m.dropped[part]!.map((d) => d.index));
+  const drop = new Uint8Array(Math.ceil((m.dropped[part]!.reduce((x, d) => Math.max(x, d.index), -1) + 1) / 8));
+  for (const d of m.dropped[part]!) drop[d.index >> 3]! |= 1 << (d.index & 7);
+  const dropped = (i: number): boolean => (i >> 3) < drop.length && (drop[i >> 3]! & (1 << (i & 7))) !== 0;
   const seed = cfg.seed ?? 1;
-  // row index per (category, index within the category): the spool keeps each category in order
-  const byCat = new Map<string, number[]>();
-  rows.forEach((r, i) => {
-    let l = byCat.get(r.category);
-    if (!l) byCat.set(r.category, (l = []));
-    l.push(i);
-  });
   for (const [stage, st] of Object.entries(cfg.stages)) {
     const final = path.join(cfg.output, stage, `part-${part}`);
     if (fs.existsSync(path.join(final, 'manifest.json'))) continue;
@@ -384,32 +407,33 @@ async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<v
     await rmrf(tmp);
     const factors = stageFactors(st, m.available);
     const spool = await ShardSet.open(path.join(partDir, 'spool'));
-    const tok = makeTokenizer(cfg.tokenizer);
-    const w = await ShardWriter.create(tmp, { vocabSize: spool.vocabSize, tokenizer: tok.name });
+    const w = await ShardWriter.create(tmp, { vocabSize: spool.vocabSize, tokenizer: spool.manifest.tokenizer });
     const prov = fs.createWriteStream(path.join(tmp, 'provenance.tsv'));
     prov.write('category\tid\tsource\tcopy\ttokens\n');
     try {
       let done = 0;
-      for (const cat of [...byCat.keys()].sort()) {
+      for (const cat of Object.keys(spool.manifest.categories).sort()) {
         const f = factors[cat] ?? 0;
-        const idx = byCat.get(cat)!;
-        let k = 0;
+        const rows = categoryRows(partDir, cat);
         for (const shard of spool.shards.filter((s) => s.category === cat)) {
-          for (let d = 0; d < shard.documents; d++, k++) {
-            const row = rows[idx[k]!]!;
-            if (drop.has(idx[k]!) || f === 0) continue;
+          for (let d = 0; d < shard.documents; d++) {
+            const next = await rows.next();
+            if (next.done) throw new PatentGPTError('E_DATA', `${partDir}: docs.tsv has fewer '${cat}' rows than the spool; delete the part folder and rescan it`);
+            const row = next.value;
+            if (dropped(row.index) || f === 0) continue;
             const whole = Math.floor(f);
             const copies = whole + (unit(seed, stage, row.id, whole) < f - whole ? 1 : 0);
             if (copies === 0) continue;
             const ids = shard.document(d);
             for (let c = 0; c < copies; c++) {
               await w.add(ids, cat);
-              prov.write(`${cat}\t${row.id}\t${row.source}\t${c}\t${ids.length}\n`);
+              await writeLine(prov, `${cat}\t${row.id}\t${row.source}\t${c}\t${ids.length}\n`);
             }
           }
           done += shard.documents;
           opts.onProgress?.({ phase: `emit ${stage}`, documents: done, bytes: 0, totalBytes: 0, kept: done });
         }
+        await rows.return(undefined);
       }
       await new Promise<void>((r, j) => prov.end((e?: Error | null) => (e ? j(e) : r())));
       await w.close();

@@ -114,6 +114,9 @@ export interface Addon {
   // minhash.cpp: sig (N, P) of N documents text[offsets[d], offsets[d+1]); mode 0 words, 1 characters
   minhashSignatures(sig: Uint32Array, text: Uint8Array, offsets: BigInt64Array, N: number, P: number,
     k: number, mode: 0 | 1, seed: number): void;
+  // text_stats.cpp: out (N, 15 + m) filter statistics of N UTF-8 documents; ngrams (m, 2): n, kind
+  textStats(out: Float64Array, text: Uint8Array, offsets: BigInt64Array, N: number, analyze: number,
+    ngrams: Int32Array, m: number): void;
   // bpe_train.cpp (wrapped by text.ts)
   BpeTrainer: new (splitByWhitespace: boolean, allowWhitespaceOnlyPieces: boolean) => NativeBpeTrainer;
 }

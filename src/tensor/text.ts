@@ -1,4 +1,6 @@
-// Typed access to the native text routines (native/cpu/bpe_train.cpp) for src/tokenizer.
+// Typed access to the native text routines: the BPE trainer (native/cpu/bpe_train.cpp) for
+// src/tokenizer, and the filter statistics (native/cpu/text_stats.cpp) for src/data.
+import { PatentGPTError } from '../errors.js';
 import { addon, type NativeBpeTrainer } from './addon.js';
 
 export interface BpeTrainerConfig {
@@ -50,4 +52,77 @@ export class NativeBpe {
   pieces(from = 0): { pieces: string[]; freqs: Float64Array } {
     return this.t.pieces(from);
   }
+}
+
+/** Statistics of one text for the quality filters; lengths are UTF-16 code units (string.length). */
+export interface TextStats {
+  /** Over the whole text: words (a CJK character is a word), CJK characters, other words and their units. */
+  words: number;
+  cjk: number;
+  latinWords: number;
+  latinUnits: number;
+  /** Matches of /#|\.\.\.|\u2026/g. */
+  hashEllipsis: number;
+  /** The rest over the first `analyze` units: code points, ASCII digits, symbols (not \p{L}\p{N}\p{M}\s). */
+  chars: number;
+  digits: number;
+  symbols: number;
+  /** Non-blank lines, those starting with a bullet, those ending with an ellipsis. */
+  lines: number;
+  bulletLines: number;
+  ellipsisLines: number;
+  /** Share of trimmed non-empty lines (paragraphs) seen before, by count and by units. */
+  dupLineFraction: number;
+  dupLineUnitFraction: number;
+  dupParagraphFraction: number;
+  dupParagraphUnitFraction: number;
+  /** One value per requested n-gram statistic, in request order. */
+  ngrams: number[];
+}
+
+/** An n-gram statistic over lower-cased words stripped of edge punctuation (CJK characters are words):
+ *  'top': units of the most frequent n-gram times its count (0 unless seen twice), 'dup': units of
+ *  words inside any n-gram seen twice; both as a share of all word units. */
+export interface NgramStat {
+  n: number;
+  kind: 'top' | 'dup';
+}
+
+const FIXED_STATS = 15;
+const utf8 = new TextEncoder();
+
+/** Filter statistics of texts in one native call (parallel over texts). */
+export function textStats(texts: readonly string[], analyze: number, ngrams: readonly NgramStat[]): TextStats[] {
+  if (!Number.isSafeInteger(analyze) || analyze < 0) throw new PatentGPTError('E_ARGUMENT', `textStats: analyze must be an integer >= 0, got ${analyze}`);
+  const m = ngrams.length;
+  const spec = new Int32Array(2 * m);
+  ngrams.forEach((g, i) => {
+    if (!Number.isInteger(g.n) || g.n < 1 || g.n > 20) throw new PatentGPTError('E_ARGUMENT', `textStats: n-gram size must be an integer in [1, 20], got ${g.n}`);
+    spec[2 * i] = g.n;
+    spec[2 * i + 1] = g.kind === 'top' ? 0 : 1;
+  });
+  const n = texts.length;
+  let cap = 0;
+  for (const t of texts) cap += t.length * 3;
+  const bytes = new Uint8Array(cap);
+  const offsets = new BigInt64Array(n + 1);
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    at += utf8.encodeInto(texts[i]!, bytes.subarray(at)).written;
+    offsets[i + 1] = BigInt(at);
+  }
+  const w = FIXED_STATS + m;
+  const out = new Float64Array(n * w);
+  addon().textStats(out, bytes, offsets, n, analyze, spec, m);
+  const res: TextStats[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = out.subarray(i * w, (i + 1) * w);
+    res.push({
+      words: o[0]!, cjk: o[1]!, latinWords: o[2]!, latinUnits: o[3]!, hashEllipsis: o[4]!,
+      chars: o[5]!, digits: o[6]!, symbols: o[7]!, lines: o[8]!, bulletLines: o[9]!, ellipsisLines: o[10]!,
+      dupLineFraction: o[11]!, dupLineUnitFraction: o[12]!, dupParagraphFraction: o[13]!, dupParagraphUnitFraction: o[14]!,
+      ngrams: Array.from(o.subarray(FIXED_STATS)),
+    });
+  }
+  return res;
 }

@@ -133,18 +133,20 @@ describe('prep', () => {
     await prep(cfg);
     expect(tree(path.join(cfg.output, 's1'))).toEqual(before);
     expect(tree(path.join(cfg.output, 's2'))).toEqual(s2);
-    // a fresh run from scratch gives the same shards too
+    // a fresh run from scratch, in this thread instead of scan workers, gives the same bytes too
     const cfg2 = config(path.join(root, 'out2'), data);
-    await prep(cfg2);
+    await prep(cfg2, { workers: 0 });
     expect(tree(path.join(cfg2.output, 's1'))).toEqual(before);
+    expect(tree(path.join(cfg2.output, 's2'))).toEqual(s2);
+    expect(tree(path.join(cfg2.output, 'work', 'part-0'))).toEqual(tree(path.join(cfg.output, 'work', 'part-0')));
   });
 
   it('two parts (--shard i/2): dedup across parts, same totals as one pass', async () => {
     const one = await prep(config(path.join(root, 'out1'), data));
     const cfg = config(path.join(root, 'parts'), data);
-    await prep(cfg, { part: 0, parts: 2, phase: 'scan' });
+    await prep(cfg, { part: 0, parts: 2, phase: 'scan', workers: 1 });
     await expect(prep(cfg, { part: 0, parts: 2, phase: 'merge' })).rejects.toThrow(/part 1\/2 has not been scanned/);
-    await prep(cfg, { part: 1, parts: 2, phase: 'scan' });
+    await prep(cfg, { part: 1, parts: 2, phase: 'scan', workers: 0 });
     await prep(cfg, { part: 0, parts: 2, phase: 'merge' });
     await prep(cfg, { part: 0, parts: 2, phase: 'emit' });
     const r = await prep(cfg, { part: 1, parts: 2, phase: 'emit' });

@@ -107,6 +107,47 @@ async function* chunks(file: string, opts: ReadOptions): AsyncGenerator<Buffer> 
 
 /** Streams the documents of one file. Unreadable files yield one 'unreadable' rejection. */
 export async function* readDocuments(file: string, opts: ReadOptions = {}): AsyncGenerator<ReadItem> {
+  for await (const x of readRaw(file, opts)) yield withOverrides(isRaw(x) ? parseRaw(x) : x, opts);
+}
+
+/**
+ * A USPTO XML document split out of its file but not parsed: parsing is most of the cost of
+ * reading, so the prep pipeline splits in one thread and parses in workers (parseRaw).
+ */
+export interface RawDocument {
+  raw: 'uspto-xml';
+  bytes: Uint8Array;
+  /** The root element (which USPTO format). */
+  root: string;
+  source: string;
+  fallbackId: string;
+  /** The first 4 KiB as latin1, for an id when the bytes do not decode. */
+  head: string;
+  repairUtf8: boolean;
+}
+
+export function isRaw(x: ReadItem | RawDocument): x is RawDocument {
+  return 'raw' in x;
+}
+
+/** A raw document parsed, as readDocuments would have yielded it (before the options' overrides). */
+export function parseRaw(r: RawDocument): ReadItem {
+  const text = decode(r.bytes, r.repairUtf8);
+  if (text === null) return reject(idFromHead(r.head, r.fallbackId), r.source, 'bad-utf8', 'invalid UTF-8 (set repairUtf8 to keep it with U+FFFD)');
+  return parseUsptoXml(text, USPTO_SPECS.find((sp) => sp.root === r.root)!, r.source, r.fallbackId);
+}
+
+/** Applies the category and language the options force on every document. */
+export function withOverrides(item: ReadItem, opts: Pick<ReadOptions, 'category' | 'lang'>): ReadItem {
+  if (item.ok) {
+    if (opts.category) item.doc.category = opts.category;
+    if (opts.lang) item.doc.lang = opts.lang;
+  }
+  return item;
+}
+
+/** As readDocuments, except that USPTO XML documents come unparsed (RawDocument) and without overrides. */
+export async function* readRaw(file: string, opts: ReadOptions = {}): AsyncGenerator<ReadItem | RawDocument> {
   const source = file;
   let format = opts.format;
   try {
@@ -117,7 +158,7 @@ export async function* readDocuments(file: string, opts: ReadOptions = {}): Asyn
   }
   if (!FORMATS.includes(format))
     throw new PatentGPTError('E_CONFIG', `${file}: format must be one of ${FORMATS.join(', ')}, got '${String(format)}'`);
-  let gen: AsyncGenerator<ReadItem>;
+  let gen: AsyncGenerator<ReadItem | RawDocument>;
   switch (format) {
     case 'uspto-xml':
       gen = readUsptoXml(file, opts);
@@ -146,13 +187,7 @@ export async function* readDocuments(file: string, opts: ReadOptions = {}): Asyn
       gen = readText(file, opts);
   }
   try {
-    for await (const item of gen) {
-      if (item.ok) {
-        if (opts.category) item.doc.category = opts.category;
-        if (opts.lang) item.doc.lang = opts.lang;
-      }
-      yield item;
-    }
+    yield* gen;
   } catch (err) {
     // A read error mid-file (EIO, a file removed): counted, the run goes on with the next file.
     yield reject(`${path.basename(file)}#io`, source, 'unreadable', err instanceof Error ? err.message : String(err));
@@ -252,7 +287,7 @@ function idFromHead(head: string, fallback: string): string {
   return m ? `US${m[1]}?` : fallback;
 }
 
-async function* readUsptoXml(file: string, opts: ReadOptions): AsyncGenerator<ReadItem> {
+async function* readUsptoXml(file: string, opts: ReadOptions): AsyncGenerator<ReadItem | RawDocument> {
   const head = (await readHead(file)).toString('latin1');
   const spec = USPTO_SPECS.find((sp) => new RegExp(`<${sp.root}[\\s>]`).test(head))!;
   const base = path.basename(file);
@@ -265,12 +300,7 @@ async function* readUsptoXml(file: string, opts: ReadOptions): AsyncGenerator<Re
         part.status === 'truncated' ? `<${spec.root}> without its end tag` : `document over ${opts.maxDocBytes ?? 64 << 20} bytes`);
       continue;
     }
-    const text = decode(part.bytes!, opts.repairUtf8 ?? false);
-    if (text === null) {
-      yield reject(idFromHead(part.head, fallback), file, 'bad-utf8', 'invalid UTF-8 (set repairUtf8 to keep it with U+FFFD)');
-      continue;
-    }
-    yield parseUsptoXml(text, spec, file, fallback);
+    yield { raw: 'uspto-xml', bytes: part.bytes!, root: spec.root, source: file, fallbackId: fallback, head: part.head, repairUtf8: opts.repairUtf8 ?? false };
   }
 }
 

@@ -65,8 +65,16 @@ class Extractor implements XmlHandler {
   private readonly fieldStack: Field[] = [];
   private skipDepth = 0;
   private rootAttrs = '';
+  // meta keys still to find, grouped by element: most text events are in no such element
+  private readonly metaByElement = new Map<string, [string, string][]>();
 
-  constructor(private readonly spec: Spec) {}
+  constructor(private readonly spec: Spec) {
+    for (const [key, [el, inside]] of Object.entries(spec.meta)) {
+      const l = this.metaByElement.get(el);
+      if (l) l.push([key, inside]);
+      else this.metaByElement.set(el, [[key, inside]]);
+    }
+  }
 
   open(name: string, attrs: string): void {
     if (this.stack.length === 0) this.rootAttrs = attrs;
@@ -87,9 +95,10 @@ class Extractor implements XmlHandler {
   text(t: string): void {
     if (this.skipDepth > 0) return;
     const n = this.stack.length;
-    if (n >= 1) {
-      for (const [key, [el, inside]] of Object.entries(this.spec.meta)) {
-        if (this.meta[key] === undefined && this.stack[n - 1] === el && this.stack.includes(inside)) {
+    const wanted = n >= 1 ? this.metaByElement.get(this.stack[n - 1]!) : undefined;
+    if (wanted) {
+      for (const [key, inside] of wanted) {
+        if (this.meta[key] === undefined && this.stack.includes(inside)) {
           const v = t.trim();
           if (v) this.meta[key] = v;
         }

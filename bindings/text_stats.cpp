@@ -1,0 +1,47 @@
+// Binding of native/cpu/text_stats.cpp: the filter statistics of a batch of UTF-8 documents.
+#include <string>
+
+#include "args.h"
+
+namespace pg {
+void text_stats(double* out, const uint8_t* text, const int64_t* offsets, int64_t N, int64_t analyze,
+                const int32_t* ngrams, int m);
+}  // namespace pg
+
+namespace pgnode {
+
+namespace {
+
+constexpr int64_t kFixedStats = 15;
+
+// textStats(out: Float64Array (N*(15+m)), text: Uint8Array, offsets: BigInt64Array (N+1), N,
+//           analyze (UTF-16 units), ngrams: Int32Array (m*2: n, kind 0 top | 1 dup), m)
+Napi::Value TextStats(const Napi::CallbackInfo& info) {
+  Args a(info, "textStats", 7);
+  const int64_t N = a.Size(3, "N"), analyze = a.Size(4, "analyze"), m = a.Size(6, "m");
+  if (m > 64) a.Fail("at most 64 n-gram statistics, got " + std::to_string(m));
+  double* out = TypedArg<double>(a, info[0], napi_float64_array, "out", "Float64Array", a.Mul(N, kFixedStats + m));
+  const int64_t* off = TypedArg<int64_t>(a, info[2], napi_bigint64_array, "offsets", "BigInt64Array", N + 1);
+  const int32_t* ngrams = TypedArg<int32_t>(a, info[5], napi_int32_array, "ngrams", "Int32Array", 2 * m);
+  for (int64_t g = 0; g < m; g++)
+    if (ngrams[2 * g] < 1 || ngrams[2 * g] > 20 || ngrams[2 * g + 1] < 0 || ngrams[2 * g + 1] > 1)
+      a.Fail("ngrams[" + std::to_string(g) + "] must be n in [1, 20] and kind 0 or 1");
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    a.Fail("text must be a Uint8Array");
+  auto textArr = info[1].As<Napi::Uint8Array>();
+  const int64_t bytes = static_cast<int64_t>(textArr.ElementLength());
+  for (int64_t d = 0; d < N; d++)
+    if (off[d] < 0 || off[d] > off[d + 1] || off[d + 1] > bytes)
+      a.Fail("offsets must rise from >= 0 to <= text.length (" + std::to_string(bytes) + ")");
+  if (Overlap(out, a.Mul(N, kFixedStats + m), textArr.Data(), bytes)) a.Fail("out must not share memory with text");
+  pg::text_stats(out, textArr.Data(), off, N, analyze, ngrams, static_cast<int>(m));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterTextStats(Napi::Env env, Napi::Object exports) {
+  exports.Set("textStats", Napi::Function::New(env, TextStats, "textStats"));
+}
+
+}  // namespace pgnode

@@ -1,0 +1,190 @@
+// The per-document work of the prep scan (parse, filter, tokenize, exact key, MinHash signature)
+// as a pure function of a batch, run in worker threads (ScanPool) so that reading a file, which
+// only splits it into documents, and the work on its documents use every core. Results come back
+// in submission order, so the output is the same bytes whatever the thread timing; the same
+// function runs in-process when a caller's hook (perplexity) cannot cross into a worker.
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { PatentGPTError, type ErrorCode } from '../errors.js';
+import { ByteTokenizer } from '../tokenizer/byte.js';
+import { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
+import type { ReadItem } from './document.js';
+import { exactKey, normalizeForDedup, resolveDedup, signatures, type DedupConfig, type ResolvedDedup } from './dedup.js';
+import { applyFilters, buildFilters, type Filter, type FilterConfig, type PerplexityScorer } from './filters.js';
+import { isRaw, parseRaw, withOverrides, type RawDocument } from './readers/index.js';
+
+export interface TokenizerConfig {
+  type: 'byte' | 'sentencepiece' | 'llama2';
+  /** tokenizer.model path (sentencepiece). */
+  model?: string;
+  /** Append EOS to every document (default true). */
+  eos?: boolean;
+}
+
+/** What a worker needs to process any document of the run (plain data: it crosses threads). */
+export interface ScanSetup {
+  /** Per input: its filter config (global and input's own merged), or false for none. */
+  filters: (FilterConfig | false)[];
+  /** Per input: the category and language forced on its documents. */
+  overrides: { category?: string; lang?: string }[];
+  tokenizer: TokenizerConfig;
+  dedup: DedupConfig;
+  /** Filter threshold of the perplexity hook (used in-process only). */
+  maxPerplexity?: number;
+}
+
+/** One input document on its way to a worker: a reader's item or an unparsed USPTO document. */
+export interface ScanItem {
+  input: number;
+  /** The document's source as the report shows it (relative to its input). */
+  source: string;
+  item: ReadItem | RawDocument;
+}
+
+export type ScanOutcome =
+  | { reason: string }
+  | { category: string; id: string; source: string; lang: string; ids: Int32Array; key: string };
+
+export interface ScanResult {
+  outcomes: ScanOutcome[];
+  /** Signatures (kept, P) of the kept documents in order. */
+  sig: Uint32Array;
+}
+
+export interface Tok {
+  name: string;
+  vocabSize: number;
+  encode(text: string): Int32Array;
+}
+
+export function makeTokenizer(t: TokenizerConfig): Tok {
+  const eos = t.eos ?? true;
+  if (t.type === 'byte') {
+    const b = new ByteTokenizer();
+    return { name: 'byte', vocabSize: 259, encode: (s) => b.encode(s, { eos }) };
+  }
+  const sp = t.type === 'llama2' ? SentencePieceTokenizer.llama2() : SentencePieceTokenizer.load(t.model!);
+  return { name: t.type === 'llama2' ? 'llama2' : t.model!, vocabSize: sp.vocabSize, encode: (s) => sp.encode(s, { eos }) };
+}
+
+/** The per-run state built once per thread from a ScanSetup. */
+export class ScanContext {
+  readonly tok: Tok;
+  readonly dedup: ResolvedDedup;
+  private readonly filters: (Filter[] | null)[];
+
+  constructor(readonly setup: ScanSetup) {
+    this.tok = makeTokenizer(setup.tokenizer);
+    this.dedup = resolveDedup(setup.dedup);
+    this.filters = setup.filters.map((f) => (f === false ? null : buildFilters(f)));
+  }
+
+  /** Processes a batch in order; `perplexity` (in-process only) drops documents above the threshold. */
+  async process(items: readonly ScanItem[], perplexity?: PerplexityScorer): Promise<ScanResult> {
+    const outcomes: ScanOutcome[] = [];
+    const normalized: string[] = [];
+    for (const { input, source, item: raw } of items) {
+      const item = withOverrides(isRaw(raw) ? parseRaw(raw) : raw, this.setup.overrides[input]!);
+      if (!item.ok) {
+        outcomes.push({ reason: item.rejected.reason });
+        continue;
+      }
+      const doc = item.doc;
+      doc.source = source;
+      const filters = this.filters[input];
+      const reason = filters ? applyFilters(filters, doc) : null;
+      if (reason) {
+        outcomes.push({ reason });
+        continue;
+      }
+      const maxPpl = this.setup.maxPerplexity;
+      if (perplexity && maxPpl !== undefined && (await perplexity(doc.text)) > maxPpl) {
+        outcomes.push({ reason: 'perplexity' });
+        continue;
+      }
+      const norm = normalizeForDedup(doc.text);
+      normalized.push(norm);
+      outcomes.push({ category: doc.category, id: doc.id, source, lang: doc.lang, ids: this.tok.encode(doc.text), key: exactKey(norm) });
+    }
+    return { outcomes, sig: signatures(normalized, this.dedup) };
+  }
+}
+
+// ------------------------------------------------------------------ workers
+
+export type ToScanWorker = { kind: 'batch'; id: number; items: ScanItem[] };
+export type FromScanWorker =
+  | { kind: 'ready' }
+  | { kind: 'result'; id: number; result: ScanResult }
+  | { kind: 'error'; id: number; code: string; message: string };
+
+/** Bootstrap for a worker: the compiled scan-worker.js, or scan-worker.ts through tsx in a source checkout. */
+function bootstrap(): string {
+  const js = new URL('./scan-worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(js))) return `import(${JSON.stringify(js.href)});`;
+  const ts = new URL('./scan-worker.ts', import.meta.url);
+  const pkg = createRequire(import.meta.url).resolve('tsx/package.json');
+  const exp = (JSON.parse(readFileSync(pkg, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!;
+  const api = pathToFileURL(join(dirname(pkg), exp.import.default)).href;
+  return `import(${JSON.stringify(api)}).then((m) => { (m.register ?? m.default.register)(); return import(${JSON.stringify(ts.href)}); });`;
+}
+
+/** Worker threads running ScanContext.process; submit() answers in any order, callers await in order. */
+export class ScanPool {
+  private readonly pending = new Map<number, { resolve: (r: ScanResult) => void; reject: (e: Error) => void }>();
+  private nextId = 0;
+  private turn = 0;
+  private failed: Error | null = null;
+  /** Resolves when every worker has built its context (batches sent before then wait in its queue). */
+  readonly ready: Promise<void>;
+
+  /** Starts the workers without waiting for them: the caller reads its first files while they load. */
+  constructor(setup: ScanSetup, threads: number, private readonly workers = Array.from({ length: threads }, () => new Worker(bootstrap(), { eval: true, workerData: setup }))) {
+    this.ready = Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => {
+      w.on('message', (m: FromScanWorker) => {
+        if (m.kind === 'ready') return resolve();
+        if (m.kind === 'error' && m.id === -1) {
+          const err = new PatentGPTError(m.code as ErrorCode, m.message);
+          reject(err);
+          return this.failAll(err);
+        }
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        if (m.kind === 'result') p?.resolve(m.result);
+        else p?.reject(new PatentGPTError(m.code as ErrorCode, m.message));
+      });
+      w.on('error', (err) => (reject(err), this.failAll(err)));
+      w.on('exit', (code) => {
+        const err = new PatentGPTError('E_IO', `prep: a scan worker exited (code ${code})`);
+        reject(err);
+        this.failAll(err);
+      });
+    }))).then(() => undefined);
+    this.ready.catch(() => undefined); // reported through the batches
+  }
+
+  /** Sends a batch to the next worker (round robin). */
+  submit(items: ScanItem[]): Promise<ScanResult> {
+    if (this.failed) return Promise.reject(this.failed);
+    const id = this.nextId++;
+    const w = this.workers[this.turn++ % this.workers.length]!;
+    return new Promise<ScanResult>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      w.postMessage({ kind: 'batch', id, items } satisfies ToScanWorker);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.failAll(new PatentGPTError('E_DISPOSED', 'prep: the scan pool was closed'));
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  private failAll(err: Error): void {
+    this.failed ??= err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+}
