@@ -89,6 +89,11 @@ live('trainBpe and mergeVocabularies beside sentencepiece (IP text)', () => {
       const { tokenizer: merged, stats } = mergeVocabularies(base, tokenizer, 34000);
       expect(stats.size).toBe(34000);
       for (let id = 0; id < base.vocabSize; id++) expect(merged.idToPiece(id)).toBe(base.idToPiece(id));
+      // Every character of an appended piece is a piece (what a tokenizer.json export needs).
+      expect(stats.charactersAdded).toBeGreaterThan(0);
+      for (let id = base.vocabSize; id < merged.vocabSize; id++) {
+        for (const c of merged.idToPiece(id)) expect(merged.pieceToId(c), c).not.toBe(merged.unkId);
+      }
       const mpath = join(dir, 'merged.model');
       writeFileSync(mpath, merged.serialize());
       const mIds = sentencepieceEncode(python!, mpath, held);
