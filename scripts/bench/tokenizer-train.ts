@@ -128,7 +128,26 @@ console.log('|---|---:|---:|---:|');
 console.log(`| spm_train (sentencepiece, ${threads} threads) | ${spmSec.toFixed(2)} | ${(mbIn / spmSec).toFixed(2)} | 1.00 |`);
 console.log(`| patentgpt trainBpe (read ${result!.stats.readMs.toFixed(0)} ms, merge ${result!.stats.mergeMs.toFixed(0)} ms) | ${oursSec.toFixed(2)} | ${(mbIn / oursSec).toFixed(2)} | ${(spmSec / oursSec).toFixed(2)}x |`);
 console.log(`pieces in common: ${common} / ${a.length} (${((100 * common) / a.length).toFixed(2)}%); same id: ${sameId}; identical prefix: ${samePrefix} ids`);
-if (samePrefix < a.length) console.log(`first difference at id ${samePrefix}: ours ${JSON.stringify(a[samePrefix])}, spm ${JSON.stringify(b[samePrefix])}`);
+// Where the orders part: the frequency each piece had when this trainer merged it (spm's merge
+// order is by frequency too, so a piece spm takes earlier with a lower frequency was missing from
+// its active set, the most frequent 5% of candidates refreshed every 100 merges).
+const merged0 = a.findIndex((p) => !p.startsWith('<')) ; // first merged piece id
+const freqOf = (p: string): number | null => {
+  const i = a.indexOf(p);
+  return i >= merged0 && i - merged0 < result!.mergeFreqs.length ? result!.mergeFreqs[i - merged0]! : null;
+};
+const differences: { id: number; ours: string; oursFreq: number | null; spm: string; spmPieceFreqInOurs: number | null }[] = [];
+for (let i = samePrefix; i < a.length && differences.length < 12; i++) {
+  if (a[i] !== b[i]) differences.push({ id: i, ours: a[i]!, oursFreq: freqOf(a[i]!), spm: b[i]!, spmPieceFreqInOurs: freqOf(b[i]!) });
+}
+if (samePrefix < a.length) {
+  console.log(`first difference at id ${samePrefix}: ours ${JSON.stringify(a[samePrefix])}, spm ${JSON.stringify(b[samePrefix])}`);
+  console.log('first differing ids (frequency when this trainer merged the piece):');
+  for (const d of differences) console.log(`  id ${d.id}: ours ${JSON.stringify(d.ours)} (${d.oursFreq}), spm ${JSON.stringify(d.spm)} (ours merged it at ${d.spmPieceFreqInOurs})`);
+  console.log(`only in ours: ${JSON.stringify(a.filter((p) => !bSet.has(p)).map((p) => [p, freqOf(p)]))}`);
+  const aSet = new Set(a);
+  console.log(`only in spm: ${JSON.stringify(b.filter((p) => !aSet.has(p)))}`);
+}
 console.log(`held-out lines encoded identically: ${sameLines} / ${heldOut.length} (${((100 * sameLines) / heldOut.length).toFixed(2)}%); tokens ours ${tokOurs}, spm ${tokTheirs}`);
 console.log(
   JSON.stringify({

@@ -1,6 +1,8 @@
 // npm run bench -- tokenizer [--mb N] [--sets en,zh,qa]: LLaMA-2 encode throughput (MB/s of
 // UTF-8 in) beside sentencepiece (Python, one thread, timed inside Python) and llama-tokenizer-js
 // on the same lines of the shared data, with the ids of all three checked equal.
+// Batch encoding with TokenizerPool on 1 and 2 worker threads (fresh pools: empty caches, as for
+// new text; compare with "cold") gives the thread scaling, its ids checked against encode().
 // "cold" is the first pass of a fresh tokenizer (empty segment cache), "warm" the best of three
 // further passes; sentencepiece has no cache: best of three.
 import { execFileSync } from 'node:child_process';
@@ -9,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import llamaTokenizerJs from 'llama-tokenizer-js';
 import { packageRoot } from '../../src/package.js';
-import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
+import { SentencePieceTokenizer, TokenizerPool } from '../../src/tokenizer/index.js';
 import { dataDir, llama2ModelPath, textDocuments, type Doc } from '../../test/tokenizer/corpus.js';
 import { findPython } from './_peers.js';
 
@@ -74,6 +76,28 @@ interface Row {
   llamaJs: number;
   idsEqualSentencepiece: boolean | null;
   idsEqualLlamaJs: boolean;
+  pool1: number;
+  pool2: number;
+  idsEqualPool: boolean;
+}
+
+/**
+ * MB/s of a fresh TokenizerPool of `threads` workers on texts it has not seen (empty caches, as
+ * for new data; workers started before timing), best of 2 pools; its ids checked.
+ */
+async function poolSpeed(tok: SentencePieceTokenizer, texts: string[], threads: number, expected: Int32Array[]): Promise<{ mbs: number; same: boolean }> {
+  const bytes = texts.reduce((a, t) => a + Buffer.byteLength(t), 0);
+  let best = Infinity;
+  let ok = true;
+  for (let r = 0; r < 2; r++) {
+    await using pool = new TokenizerPool(tok, { threads });
+    await pool.encodeBatch(['warm-up: start the workers']);
+    const t0 = performance.now();
+    const ids = await pool.encodeBatch(texts);
+    best = Math.min(best, (performance.now() - t0) / 1e3);
+    ok &&= ids.every((x, i) => same(x, expected[i]!));
+  }
+  return { mbs: bytes / 1e6 / best, same: ok };
 }
 const rows: Row[] = [];
 const tmp = mkdtempSync(join(tmpdir(), 'bench-tok-'));
@@ -118,7 +142,12 @@ try {
       js = Math.min(js, (performance.now() - t0) / 1e3);
       if (r === 0) eqJs = theirs.every((x, i) => same(x, ours[i]!));
     }
+    const p1 = await poolSpeed(tok, texts, 1, ours);
+    const p2 = await poolSpeed(tok, texts, 2, ours);
     rows.push({
+      pool1: p1.mbs,
+      pool2: p2.mbs,
+      idsEqualPool: p1.same && p2.same,
       set: name,
       mb: bytes / 1e6,
       lines: texts.length,
@@ -147,8 +176,12 @@ for (const r of rows) {
   );
 }
 for (const name of setNames) console.log(`  ${name}: ${SETS[name]!.what}`);
+console.log('\nBatch encoding (TokenizerPool, fresh pools: empty caches), MB/s');
+console.log('| set | 1 thread | 2 threads | 2 / 1 | ids = encode() |');
+console.log('|---|---:|---:|---:|---|');
+for (const r of rows) console.log(`| ${r.set} | ${f(r.pool1)} | ${f(r.pool2)} | ${f(r.pool2 / r.pool1)} | ${r.idsEqualPool} |`);
 console.log(JSON.stringify({ bench: 'tokenizer', unit: 'MB/s', rows }));
-if (rows.some((r) => r.idsEqualSentencepiece === false || !r.idsEqualLlamaJs)) {
+if (rows.some((r) => r.idsEqualSentencepiece === false || !r.idsEqualLlamaJs || !r.idsEqualPool)) {
   console.error('ids differ from a peer');
   process.exitCode = 1;
 }

@@ -1,14 +1,20 @@
-// patentgpt tokenizer train | merge | stats: BPE training on IP text, merging with LLaMA-2's
-// vocabulary (the paper's 55,296), and characters-per-token figures of tokenizers on data.
+// patentgpt tokenizer train | merge | stats | export-hf: BPE training on IP text, merging with
+// LLaMA-2's vocabulary (the paper's 55,296), characters-per-token figures of tokenizers on data
+// (held-out lines too), and the Hugging Face tokenizer.json export.
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { Progress } from '../train/progress.js';
-import { mergeVocabularies, SentencePieceTokenizer, trainBpe } from '../tokenizer/index.js';
+import { exportHfTokenizer, mergeVocabularies, SentencePieceTokenizer, tokenizerStats, trainBpe } from '../tokenizer/index.js';
 
 function int(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got ${v}`);
+  return n;
+}
+function holdOut(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 2) throw new InvalidArgumentError(`expected an integer >= 2 (1 line in N is held out), got ${v}`);
   return n;
 }
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -38,12 +44,14 @@ export function tokenizerCommand(): Command {
     .requiredOption('--out <file>', 'where to write the tokenizer.model')
     .option('--character-coverage <x>', 'share of characters kept (rarer ones fall back to bytes)', '0.9995')
     .option('--input-sentence-size <n>', 'use at most the first N sentences', '0')
-    .action(async (o: { input: string[]; vocabSize: number; out: string; characterCoverage: string; inputSentenceSize: string }) => {
+    .option('--hold-out <n>', 'leave out 1 line in N (by a hash of the line) for `tokenizer stats --hold-out N`', holdOut)
+    .action(async (o: { input: string[]; vocabSize: number; out: string; characterCoverage: string; inputSentenceSize: string; holdOut?: number }) => {
       let bar: Progress | null = null;
       const r = await trainBpe({ files: files(o.input) }, {
         vocabSize: o.vocabSize,
         characterCoverage: Number(o.characterCoverage),
         inputSentenceSize: Number(o.inputSentenceSize),
+        holdOut: o.holdOut,
         onProgress: (p) => {
           if (p.phase !== 'merge') return;
           bar ??= new Progress({ total: p.total, label: 'merges' });
@@ -68,27 +76,36 @@ export function tokenizerCommand(): Command {
     });
   cmd
     .command('stats')
-    .description('characters per token and tokens per document of tokenizers on text files')
+    .description('characters per token and tokens per document of tokenizers on text files, Chinese and English lines apart')
     .requiredOption('--model <model>', "tokenizer.model or 'llama2' (repeatable)", collect, [])
     .requiredOption('--data <path>', 'text file or folder (repeatable); each file is a document', collect, [])
-    .action((o: { model: string[]; data: string[] }) => {
-      const docs = files(o.data).map((f) => readFileSync(f, 'utf8'));
-      const chars = docs.reduce((n, d) => n + [...d].length, 0);
-      const rows = o.model.map((m) => {
-        const t = loadTokenizer(m);
+    .option('--hold-out <n>', 'measure only the held-out lines of `tokenizer train --hold-out N`', holdOut)
+    .action((o: { model: string[]; data: string[]; holdOut?: number }) => {
+      const docs = files(o.data).map((path) => ({ path, text: readFileSync(path, 'utf8') }));
+      const rows = o.model.flatMap((m) => {
         const bar = new Progress({ total: docs.length, label: m });
-        let tokens = 0;
-        docs.forEach((d, i) => {
-          tokens += d.split('\n').reduce((n, line) => n + t.encode(line).length, 0);
-          bar.update(i + 1);
-        });
+        const r = tokenizerStats([{ name: m, tokenizer: loadTokenizer(m) }], docs, { holdOut: o.holdOut, onDocument: (d) => bar.update(d) });
         bar.done();
-        return { model: m, vocab: t.vocabSize, documents: docs.length, characters: chars, tokens, charsPerToken: chars / tokens, tokensPerDocument: tokens / docs.length };
+        return r;
       });
-      console.log('| model | vocab | chars/token | tokens/doc |');
-      console.log('|---|---:|---:|---:|');
-      for (const r of rows) console.log(`| ${r.model} | ${r.vocab} | ${r.charsPerToken.toFixed(3)} | ${r.tokensPerDocument.toFixed(1)} |`);
-      console.log(JSON.stringify({ stats: rows }));
+      console.log(`| model | vocab | language | documents | lines${o.holdOut ? ' (held out)' : ''} | chars/token | tokens/doc |`);
+      console.log('|---|---:|---|---:|---:|---:|---:|');
+      for (const r of rows) {
+        console.log(`| ${r.model} | ${r.vocab} | ${r.language} | ${r.documents} | ${r.lines} | ${r.charsPerToken.toFixed(3)} | ${r.tokensPerDocument.toFixed(1)} |`);
+      }
+      console.log(JSON.stringify({ holdOut: o.holdOut ?? 0, stats: rows }));
+    });
+  cmd
+    .command('export-hf')
+    .description('write a Hugging Face tokenizer.json and tokenizer_config.json (transformers, @huggingface/tokenizers) that give sentencepiece\'s ids')
+    .requiredOption('--model <model>', "tokenizer.model or 'llama2'")
+    .requiredOption('--out <dir>', 'folder to write into')
+    .option('--prefix <how>', "dummy prefix by 'normalizer' (Prepend, exact) or 'metaspace' (what transformers writes)", 'normalizer')
+    .option('--no-bos', 'do not add BOS in the post-processor')
+    .action((o: { model: string; out: string; prefix: string; bos: boolean }) => {
+      if (o.prefix !== 'normalizer' && o.prefix !== 'metaspace') throw new InvalidArgumentError(`--prefix must be normalizer or metaspace, got ${o.prefix}`);
+      const written = exportHfTokenizer(loadTokenizer(o.model), o.out, { prefix: o.prefix, addBos: o.bos });
+      console.log(JSON.stringify({ written }));
     });
   return cmd;
 }

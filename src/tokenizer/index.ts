@@ -18,3 +18,6 @@ export { trainBpe, type BpeTrainOptions, type BpeTrainResult, type BpeTrainStats
 export { scriptOf } from './scripts.js';
 export { mergeVocabularies, type MergeResult, type MergeStats } from './merge.js';
 export { renderChat, type ChatMessage, type RenderChatOptions, type RenderedChat } from './chat.js';
+export { exportHfTokenizer, hfMerges, hfTokenizerConfig, toHfTokenizerJson, type HfExportOptions, type HfTokenizerJson } from './hf.js';
+export { isHeldOut, lineLanguage, tokenizerStats, type StatsLanguage, type TokenizerStatsRow } from './stats.js';
+export { TokenizerPool, type TokenizerPoolOptions } from './pool.js';

@@ -1,7 +1,7 @@
 // Vocabulary merge (the paper's LLaMA-2 + IP tokenizer, 55,296 pieces): the base model is kept
 // as is (ids, pieces, scores, specs), and the domain model's NORMAL pieces that the base lacks are
 // appended in the domain model's score order (its merge order, then its characters) until the
-// target size. Appended pieces score below every base piece, so base merges keep priority and
+// target size, each preceded by those of its characters that are no piece yet. Appended pieces score below every base piece, so base merges keep priority and
 // the base's encodings change only where a domain piece applies.
 import { PatentGPTError } from '../errors.js';
 import { PieceType, type Piece, type SentencePieceModel } from './model.js';
@@ -13,6 +13,8 @@ export interface MergeStats {
   domainPieces: number;
   alreadyInBase: number;
   appended: number;
+  /** Of the appended pieces, single characters added ahead of a piece that holds them. */
+  charactersAdded: number;
   size: number;
   /** Score of the first appended piece (the next ones go down by 1). */
   firstScore: number;
@@ -44,7 +46,8 @@ export function mergeVocabularies(
   if (!Number.isInteger(targetSize) || targetSize < b.pieces.length) {
     throw new PatentGPTError('E_ARGUMENT', `mergeVocabularies: targetSize ${targetSize} must be an integer >= the base's ${b.pieces.length} pieces`);
   }
-  const have = new Set(b.pieces.map((p) => p.piece));
+  const inBase = new Set(b.pieces.map((p) => p.piece));
+  const have = new Set(inBase);
   // The lowest base score, leaving out the -1e9 of pieces made only of '▁' (LLaMA-2's).
   let low = 0;
   for (const p of b.pieces) if (p.type === PieceType.NORMAL && p.score > -1e8 && p.score < low) low = p.score;
@@ -55,15 +58,24 @@ export function mergeVocabularies(
     .filter(({ p }) => p.type === PieceType.NORMAL)
     .sort((x, y) => y.p.score - x.p.score || x.id - y.id);
   const pieces: Piece[] = b.pieces.map((p) => ({ ...p }));
+  const append = (piece: string): void => {
+    pieces.push({ piece, score: firstScore - (pieces.length - b.pieces.length), type: PieceType.NORMAL });
+    have.add(piece);
+  };
   let already = 0;
+  let charsAdded = 0;
   for (const { p } of order) {
     if (have.has(p.piece)) {
-      already++;
+      if (inBase.has(p.piece)) already++;
       continue;
     }
-    if (pieces.length >= targetSize) continue;
-    pieces.push({ piece: p.piece, score: firstScore - (pieces.length - b.pieces.length), type: PieceType.NORMAL });
-    have.add(p.piece);
+    // The piece's characters that are no piece yet come with it, so every character of every
+    // piece is a piece: HF's BPE (tokenizer.json) can only merge symbols that have an id.
+    const chars = [...new Set(p.piece)].filter((c) => c !== p.piece && !have.has(c));
+    if (pieces.length + chars.length + 1 > targetSize) continue;
+    for (const c of chars) append(c);
+    charsAdded += chars.length;
+    append(p.piece);
   }
   if (pieces.length < targetSize) {
     throw new PatentGPTError(
@@ -84,6 +96,7 @@ export function mergeVocabularies(
       domainPieces: order.length,
       alreadyInBase: already,
       appended: pieces.length - b.pieces.length,
+      charactersAdded: charsAdded,
       size: pieces.length,
       firstScore,
     },

@@ -17,6 +17,7 @@ import { NativeBpe } from '../tensor/text.js';
 import { PieceType, type Piece, type SentencePieceModel } from './model.js';
 import { llamaTrainerSpec } from './llama2.js';
 import { scriptCodes } from './scripts.js';
+import { isHeldOut } from './stats.js';
 import { normalizeText, SentencePieceTokenizer } from './sentencepiece.js';
 
 export interface BpeTrainOptions {
@@ -41,6 +42,8 @@ export interface BpeTrainOptions {
   addDummyPrefix?: boolean;
   /** Normalizer (identity): default false, as LLaMA-2 (spm's own default is true). */
   removeExtraWhitespaces?: boolean;
+  /** Leave out the held-out split, 1 line in N chosen by isHeldOut (stats.ts), to measure on it later (default 0: none). */
+  holdOut?: number;
   /** Called while reading (phase 'read', done = sentences) and merging (done/total = pieces). */
   onProgress?: (p: { phase: 'read' | 'merge'; done: number; total: number }) => void;
 }
@@ -110,6 +113,7 @@ export async function trainBpe(input: TrainInput, options: BpeTrainOptions): Pro
     maxSentencepieceLength: 16,
     maxSentenceLength: 4192,
     inputSentenceSize: 0,
+    holdOut: 0,
     splitByWhitespace: true,
     splitByUnicodeScript: true,
     splitByNumber: true,
@@ -128,6 +132,7 @@ export async function trainBpe(input: TrainInput, options: BpeTrainOptions): Pro
     throw argError('maxSentenceLength', `must be an integer in [1, 65535] (bytes), got ${o.maxSentenceLength}`);
   }
   if (!Number.isInteger(o.inputSentenceSize) || o.inputSentenceSize < 0) throw argError('inputSentenceSize', `must be an integer >= 0, got ${o.inputSentenceSize}`);
+  if (!Number.isInteger(o.holdOut) || o.holdOut < 0 || o.holdOut === 1) throw argError('holdOut', `must be 0 (none) or an integer >= 2, got ${o.holdOut}`);
 
   const meta: Piece[] = [
     { piece: '<unk>', score: 0, type: PieceType.UNKNOWN },
@@ -169,6 +174,7 @@ export async function trainBpe(input: TrainInput, options: BpeTrainOptions): Pro
       tooLong.n++;
       continue;
     }
+    if (o.holdOut > 0 && isHeldOut(raw, o.holdOut)) continue;
     if (raw.includes(UNK_CHAR)) {
       reserved++;
       continue;
