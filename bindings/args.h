@@ -107,5 +107,6 @@ void RegisterAdamw(Napi::Env env, Napi::Object exports);
 void RegisterMinhash(Napi::Env env, Napi::Object exports);
 void RegisterBpeTrain(Napi::Env env, Napi::Object exports);
 void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
+void RegisterGemv(Napi::Env env, Napi::Object exports);
 
 }  // namespace pgnode
