@@ -23,6 +23,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterTextStats(env, exports);
   RegisterBpeTrain(env, exports);
   RegisterPagedAttention(env, exports);
+  RegisterGemv(env, exports);
   return exports;
 }
 

@@ -122,5 +122,6 @@ void RegisterMinhash(Napi::Env env, Napi::Object exports);
 void RegisterTextStats(Napi::Env env, Napi::Object exports);
 void RegisterBpeTrain(Napi::Env env, Napi::Object exports);
 void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
+void RegisterGemv(Napi::Env env, Napi::Object exports);
 
 }  // namespace pgnode

@@ -12,8 +12,10 @@
 import { PatentGPTError } from '../errors.js';
 import { ropeParams, type ModelConfig } from '../models/config.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
+import { SwiGLUMLP } from '../nn/index.js';
 import {
-  Tensor, add, attention, embedding, keep, linear, noGrad, pagedAttention, pagedKvStore, rope, scope,
+  GEMV_MAX_ROWS, Tensor, add, addLinear, attention, decodeQkv, decodeSwigluMlp, embedding, keep, linear, noGrad,
+  pagedAttention, pagedKvStore, rope, scope,
 } from '../tensor/index.js';
 import type { BlockCopy, BlockTable } from './blocks.js';
 
@@ -143,30 +145,58 @@ export class ModelRunner {
       }
       return out;
     };
+    // A step of a few rows (decoding) takes the fused pieces of decode.ts: each streams its
+    // weights once through the GEMV and wakes the thread pool once, into buffers made per step.
+    const fused = N <= GEMV_MAX_ROWS && !perSeqRope;
     const logits = noGrad(() => scope(() => {
       const pos = Tensor.from(positions, [N], { dtype: 'i32' });
       const slotT = Tensor.from(slots, [N], { dtype: 'i32' });
       const cuFreshT = Tensor.from(Int32Array.from(cuFresh), [cuFresh.length], { dtype: 'i32' });
+      const pagedIndex = nPaged > 0 ? {
+        blockTables: Tensor.from(tables, [tables.length], { dtype: 'i32' }), maxBlocks,
+        cuQ: Tensor.from(cuQ, [cuQ.length], { dtype: 'i32' }), contextLens: Tensor.from(contextLens, [nPaged], { dtype: 'i32' }),
+      } : null;
       const m = this.#model.model;
       let x = m.embed_tokens.forward(Tensor.from(tokens, [N], { dtype: 'i32' })); // (N, C)
+      const buf = fused ? {
+        q: Tensor.empty([N, H, D]), k: Tensor.empty([N, Hkv, D]), v: Tensor.empty([N, Hkv, D]), h: Tensor.empty([N, cfg.dim]),
+        g: Tensor.empty([N, cfg.ffnDim]), u: Tensor.empty([N, cfg.ffnDim]),
+      } : null;
       m.layers.items.forEach((layer, l) => {
         const attn = layer.self_attn;
-        const h = layer.input_layernorm.forward(x);
-        const q = applyRope(attn.q_proj.forward(h).reshape([N, H, D]), pos); // (N, H, D)
-        const k = applyRope(attn.k_proj.forward(h).reshape([N, Hkv, D]), pos); // (N, Hkv, D)
-        const v = attn.v_proj.forward(h).reshape([N, Hkv, D]); // (N, Hkv, D)
-        pagedKvStore(this.#k[l]!, this.#v[l]!, k, v, slotT);
+        let q: Tensor, k: Tensor, v: Tensor;
+        if (buf) {
+          const norm = layer.input_layernorm;
+          decodeQkv({
+            x, normWeight: norm.weight, eps: norm.eps, wq: attn.q_proj.weight, wk: attn.k_proj.weight, wv: attn.v_proj.weight,
+            positions: pos, slotMapping: slotT, kCache: this.#k[l]!, vCache: this.#v[l]!, rope: rp,
+          }, buf);
+          ({ q, k, v } = buf);
+        } else {
+          const h = layer.input_layernorm.forward(x);
+          q = applyRope(attn.q_proj.forward(h).reshape([N, H, D]), pos); // (N, H, D)
+          k = applyRope(attn.k_proj.forward(h).reshape([N, Hkv, D]), pos); // (N, Hkv, D)
+          v = attn.v_proj.forward(h).reshape([N, Hkv, D]); // (N, Hkv, D)
+          pagedKvStore(this.#k[l]!, this.#v[l]!, k, v, slotT);
+        }
         const o = Tensor.empty([N, H, D]);
         if (nFreshRows > 0) {
           const a = attention(q.narrow(0, nFreshRows), k.narrow(0, nFreshRows), v.narrow(0, nFreshRows), { cuSeqlens: cuFreshT, causal: true });
           o.storage.copyFrom(a.storage, o.byteOffset, a.byteOffset, a.byteLength);
         }
-        if (nPaged > 0)
+        if (pagedIndex)
           pagedAttention(q.narrow(nFreshRows, N - nFreshRows), this.#k[l]!, this.#v[l]!, {
-            blockTables: tables, maxBlocks, cuQ, contextLens, partitionSize: this.partitionSize, out: o.narrow(nFreshRows, N - nFreshRows),
+            ...pagedIndex, partitionSize: this.partitionSize, out: o.narrow(nFreshRows, N - nFreshRows),
           });
-        x = add(x, attn.o_proj.forward(o.reshape([N, H * D])));
-        x = add(x, layer.mlp.forward(layer.post_attention_layernorm.forward(x)));
+        if (buf) {
+          addLinear(x, o.reshape([N, H * D]), attn.o_proj.weight); // x += o_proj(o)
+          o.dispose();
+        } else x = add(x, attn.o_proj.forward(o.reshape([N, H * D])));
+        const mlp = layer.mlp;
+        if (buf && mlp instanceof SwiGLUMLP) {
+          const norm = layer.post_attention_layernorm;
+          decodeSwigluMlp(x, { normWeight: norm.weight, eps: norm.eps, gate: mlp.gate_proj.weight, up: mlp.up_proj.weight, down: mlp.down_proj.weight }, buf);
+        } else x = add(x, mlp.forward(layer.post_attention_layernorm.forward(x)));
       });
       if (want.length === 0) return null;
       const rows = embedding(Tensor.from(Int32Array.from(want), [want.length], { dtype: 'i32' }), x); // (n, C)

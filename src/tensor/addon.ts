@@ -107,6 +107,16 @@ export interface Addon {
     nseq: number, Tq: number, H: number, Hkv: number, D: number, numBlocks: number, blockSize: number,
     maxBlocks: number, partitionSize: number, maxPartitions: number, scale: number): void;
 
+  // gemv.cpp: y (M, N) (+)= x (M, K) @ w (N, K)^T for a few rows, weights streamed once
+  gemv(y: S, yO: O, x: S, xO: O, w: S, wO: O, M: number, N: number, K: number, accumulate: boolean): void;
+  // decode.cpp: a decoder layer's pieces for a few rows (the inference engine's decode steps)
+  decodeQkv(q: S, qO: O, k: S, kO: O, v: S, vO: O, h: S, hO: O, kCache: S, kcO: O, vCache: S, vcO: O, x: S, xO: O,
+    normW: S, nwO: O, wq: S, wqO: O, wk: S, wkO: O, wv: S, wvO: O, pos: S, posO: O, slotMapping: S, smO: O,
+    M: number, C: number, H: number, Hkv: number, D: number, numBlocks: number, blockSize: number, eps: number,
+    theta: number, posScale: number): void;
+  decodeSwigluMlp(x: S, xO: O, h: S, hO: O, g: S, gO: O, u: S, uO: O, normW: S, nwO: O, wg: S, wgO: O, wu: S, wuO: O,
+    wd: S, wdO: O, M: number, C: number, F: number, eps: number): void;
+
   // adamw.cpp
   adamwStep(param: S, paramO: O, m: S, mO: O, v: S, vO: O, grad: S, gradO: O, n: number, lr: number,
     beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;

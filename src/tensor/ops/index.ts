@@ -10,3 +10,4 @@ export * from './crossEntropy.js';
 export * from './linearCrossEntropy.js';
 export * from './optim.js';
 export * from './paged.js';
+export * from './decode.js';

@@ -88,6 +88,9 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   });
 }
 
+/** Most rows of x that linear() sends to the GEMV (native/cpu/gemv.cpp) rather than the GEMM. */
+export const GEMV_MAX_ROWS = 64;
+
 /**
  * x @ weight^T: x (..., in), weight (out, in) as Hugging Face stores nn.Linear (no bias, as in
  * LLaMA) -> (..., out). Backward: dx = dy @ W, dW = dy^T @ x over every row of x.
@@ -102,7 +105,9 @@ export function linear(x: Tensor, weight: Tensor): Tensor {
     throw new PatentGPTError('E_SHAPE', `linear: x ${x.describe()} has ${xin} features but weight ${weight.describe()} (out, in) takes ${inF}`);
   const rows = inF === 0 ? x.shape.slice(0, -1).reduce((p, d) => p * d, 1) : x.size / inF;
   const y = Tensor.empty([...x.shape.slice(0, -1), outF]);
-  gemm(false, true, rows, outF, inF, x, inF, 0, weight, inF, 0, y, 0, 1);
+  // A few rows (decoding) stream the weights once through the GEMV instead of packing them.
+  if (x.dtype === 'f32' && rows > 0 && rows <= GEMV_MAX_ROWS) addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, rows, outF, inF, false);
+  else gemm(false, true, rows, outF, inF, x, inF, 0, weight, inF, 0, y, 0, 1);
 
   return record('linear', y, [x, weight], [x, weight], (g) => {
     let dx: Tensor | null = null;

@@ -1,0 +1,135 @@
+// Private to the GEMV family (gemv.cpp, gemv_avx512.cpp, gemv_avx2.cpp): the register-blocked
+// skinny product that each ISA's file instantiates with its vector width and block.
+//
+// A tile is MR rows of x against NR rows of W (NR outputs each): per step of k it loads NR
+// vectors of W and MR of x and does MR x NR FMAs into whole-vector accumulators, reduced across
+// lanes once at the end of K. W rows are read straight from the model's storage, each row once
+// per tile of x rows; while the first x tile streams a W tile from memory, the next W tile is
+// prefetched, so the NR row streams plus the prefetch keep the memory system busy.
+//
+// Everything in the anonymous namespace is compiled separately in each ISA's file with that
+// file's flags: nothing here may be a non-inline symbol shared across those files.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "patentgpt/gemv.h"
+
+// Vectors pass only between inline functions of one file (see gemm_kernels.h).
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace pg {
+namespace gemv_detail {
+
+// Rows [j0, j1) of one target on the calling thread, per ISA.
+using RowsFn = void (*)(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0,
+                        int64_t j1);
+void rows_avx512(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1);
+void rows_avx2(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1);
+// Rows of W per tile, the unit the threads share (the same on every ISA).
+constexpr int64_t kTileRows = 4;
+
+namespace {
+
+template <int R, class F>
+inline void with_count(int n, F&& f) {  // f(integral_constant<n>) for 1 <= n <= R
+  if constexpr (R > 1) {
+    if (n < R) return with_count<R - 1>(n, f);
+  }
+  f(std::integral_constant<int, R>{});
+}
+
+template <int VW>
+struct Vec {
+  typedef float type __attribute__((vector_size(4 * VW)));
+};
+
+template <int VW>
+inline typename Vec<VW>::type load(const float* p) {
+  typename Vec<VW>::type v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <int VW>
+inline float lane_sum(typename Vec<VW>::type v) {  // a tree, not a VW-deep chain
+  float t[VW];
+  std::memcpy(t, &v, sizeof t);
+#pragma GCC unroll 8
+  for (int w = VW / 2; w >= 1; w /= 2)
+#pragma GCC unroll 16
+    for (int l = 0; l < w; ++l) t[l] += t[l + w];
+  return t[0];
+}
+
+// y[m][n] (+)= dot(x[m], w[n]) for m < MR, n < NR; `next` (or null) is the W tile to prefetch.
+template <int VW, int MR, int NR>
+inline void tile(const float* __restrict x, int64_t ldx, const float* __restrict w, int64_t ldw, int64_t K,
+                 float* __restrict y, int64_t ldy, bool accumulate, const float* next) {
+  using V = typename Vec<VW>::type;
+  V acc[MR][NR];
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 16
+    for (int n = 0; n < NR; ++n) acc[m][n] = V{};
+  const int64_t kv = K / VW * VW;
+  if (next) {
+    for (int64_t k = 0; k < kv; k += VW) {
+      V wv[NR];
+#pragma GCC unroll 16
+      for (int n = 0; n < NR; ++n) {
+        wv[n] = load<VW>(w + n * ldw + k);
+        __builtin_prefetch(next + n * ldw + k, 0, 3);
+      }
+#pragma GCC unroll 16
+      for (int m = 0; m < MR; ++m) {
+        const V xv = load<VW>(x + m * ldx + k);
+#pragma GCC unroll 16
+        for (int n = 0; n < NR; ++n) acc[m][n] += xv * wv[n];
+      }
+    }
+  } else {
+    for (int64_t k = 0; k < kv; k += VW) {
+      V wv[NR];
+#pragma GCC unroll 16
+      for (int n = 0; n < NR; ++n) wv[n] = load<VW>(w + n * ldw + k);
+#pragma GCC unroll 16
+      for (int m = 0; m < MR; ++m) {
+        const V xv = load<VW>(x + m * ldx + k);
+#pragma GCC unroll 16
+        for (int n = 0; n < NR; ++n) acc[m][n] += xv * wv[n];
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) {
+      float s = lane_sum<VW>(acc[m][n]);
+      for (int64_t k = kv; k < K; ++k) s += x[m * ldx + k] * w[n * ldw + k];
+      float* out = y + m * ldy + n;
+      *out = accumulate ? *out + s : s;
+    }
+}
+
+// Rows [j0, j1) of t: W tiles of NR rows in order, each against every MR-row tile of x.
+template <int VW, int MR, int NR>
+void rows_impl(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; j += NR) {
+    const int nr = static_cast<int>(j1 - j < NR ? j1 - j : NR);
+    const float* w = t.w + j * t.ldw;
+    const float* next = j + 2 * NR <= j1 ? w + NR * t.ldw : nullptr;
+    for (int64_t m0 = 0; m0 < M; m0 += MR) {
+      const int mr = static_cast<int>(M - m0 < MR ? M - m0 : MR);
+      with_count<MR>(mr, [&](auto mc) {
+        with_count<NR>(nr, [&](auto nc) {
+          tile<VW, decltype(mc)::value, decltype(nc)::value>(x + m0 * ldx, ldx, w, t.ldw, K, t.y + m0 * t.ldy + j,
+                                                              t.ldy, t.accumulate, m0 == 0 ? next : nullptr);
+        });
+      });
+    }
+  }
+}
+
+}  // namespace
+}  // namespace gemv_detail
+}  // namespace pg

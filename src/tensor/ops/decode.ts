@@ -1,0 +1,119 @@
+// A decoder layer's pieces fused for decoding (inference only, not differentiable): the few rows
+// of a decode step go through native/cpu/decode.cpp, one native call and one wake of the thread
+// pool per piece instead of one per op, writing into caller-owned buffers (no allocation).
+//   decodeQkv:       rmsnorm -> q, k, v projections -> RoPE -> k, v into the paged cache
+//   decodeSwigluMlp: rmsnorm -> silu(gate) * up -> down, added into the residual
+// Each equals the composition of the separate ops (rmsnorm, linear, rope, pagedKvStore, swiglu,
+// add) up to the GEMV's summation order.
+import { PatentGPTError } from '../../errors.js';
+import { addon } from '../addon.js';
+import { expectCpu, expectDType } from '../check.js';
+import { Tensor } from '../tensor.js';
+
+function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
+  expectDType(op, name, t, 'f32');
+  if (t.size !== shape.reduce((a, b) => a * b, 1) || t.shape[0] !== shape[0])
+    throw new PatentGPTError('E_SHAPE', `${op}: ${name} ${t.describe()} must be (${shape.join(', ')})`);
+}
+
+export interface DecodeQkvInputs {
+  /** Residual stream (M, C). */
+  x: Tensor;
+  /** input_layernorm weight (C) and epsilon. */
+  normWeight: Tensor;
+  eps: number;
+  /** q_proj (H * D, C), k_proj and v_proj (Hkv * D, C) weights. */
+  wq: Tensor;
+  wk: Tensor;
+  wv: Tensor;
+  /** i32 (M): positions (RoPE) and cache slots (-1 skips the store). */
+  positions: Tensor;
+  slotMapping: Tensor;
+  /** Caches (numBlocks, blockSize, Hkv, D). */
+  kCache: Tensor;
+  vCache: Tensor;
+  rope: { theta: number; posScale: number };
+}
+
+export interface DecodeQkvOutputs {
+  /** (M, H, D), (M, Hkv, D), (M, Hkv, D): written. */
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  /** Scratch (M, C): receives the normed x. */
+  h: Tensor;
+}
+
+/** q, k, v of M rows with RoPE, k and v also stored in the paged cache; writes into `out`. */
+export function decodeQkv(inp: DecodeQkvInputs, out: DecodeQkvOutputs): void {
+  const op = 'decodeQkv';
+  const { x, kCache, vCache } = inp;
+  expectCpu(op, x, inp.normWeight, inp.wq, inp.wk, inp.wv, kCache, vCache, out.q, out.k, out.v, out.h);
+  const [M, C] = x.shape as [number, number];
+  const [numBlocks, blockSize, Hkv, D] = kCache.shape as [number, number, number, number];
+  if (kCache.shape.length !== 4 || vCache.shape.join() !== kCache.shape.join())
+    throw new PatentGPTError('E_SHAPE', `${op}: kCache ${kCache.describe()} and vCache ${vCache.describe()} must be equal (numBlocks, blockSize, Hkv, D)`);
+  const H = inp.wq.shape[0]! / D;
+  expectShape(op, 'x', x, [M, C]);
+  expectShape(op, 'normWeight', inp.normWeight, [C]);
+  expectShape(op, 'wq', inp.wq, [H * D, C]);
+  expectShape(op, 'wk', inp.wk, [Hkv * D, C]);
+  expectShape(op, 'wv', inp.wv, [Hkv * D, C]);
+  expectShape(op, 'q', out.q, [M, H, D]);
+  expectShape(op, 'k', out.k, [M, Hkv, D]);
+  expectShape(op, 'v', out.v, [M, Hkv, D]);
+  expectShape(op, 'h', out.h, [M, C]);
+  expectDType(op, 'positions', inp.positions, 'i32');
+  expectDType(op, 'slotMapping', inp.slotMapping, 'i32');
+  if (!Number.isInteger(H) || inp.positions.size !== M || inp.slotMapping.size !== M)
+    throw new PatentGPTError('E_SHAPE', `${op}: wq ${inp.wq.describe()}, positions ${inp.positions.describe()} and slotMapping ${inp.slotMapping.describe()} do not fit x ${x.describe()} and head size ${D}`);
+  const a = (t: Tensor): [Tensor['storage'], number] => [t.storage, t.offset];
+  addon().decodeQkv(...a(out.q), ...a(out.k), ...a(out.v), ...a(out.h), ...a(kCache), ...a(vCache), ...a(x),
+    ...a(inp.normWeight), ...a(inp.wq), ...a(inp.wk), ...a(inp.wv), ...a(inp.positions), ...a(inp.slotMapping),
+    M, C, H, Hkv, D, numBlocks, blockSize, inp.eps, inp.rope.theta, inp.rope.posScale);
+}
+
+export interface DecodeMlpWeights {
+  /** post_attention_layernorm weight (C) and epsilon. */
+  normWeight: Tensor;
+  eps: number;
+  /** gate_proj, up_proj (F, C) and down_proj (C, F). */
+  gate: Tensor;
+  up: Tensor;
+  down: Tensor;
+}
+
+/**
+ * x (M, C) += down(silu(gate(h)) * up(h)) with h = rmsnorm(x), in place. Scratch: h (M, C),
+ * g and u (M, F).
+ */
+export function decodeSwigluMlp(x: Tensor, w: DecodeMlpWeights, scratch: { h: Tensor; g: Tensor; u: Tensor }): void {
+  const op = 'decodeSwigluMlp';
+  expectCpu(op, x, w.normWeight, w.gate, w.up, w.down, scratch.h, scratch.g, scratch.u);
+  const [M, C] = x.shape as [number, number];
+  const F = w.gate.shape[0]!;
+  expectShape(op, 'x', x, [M, C]);
+  expectShape(op, 'normWeight', w.normWeight, [C]);
+  expectShape(op, 'gate', w.gate, [F, C]);
+  expectShape(op, 'up', w.up, [F, C]);
+  expectShape(op, 'down', w.down, [C, F]);
+  if (w.down.shape[1] !== F) throw new PatentGPTError('E_SHAPE', `${op}: down ${w.down.describe()} must be (${C}, ${F})`);
+  expectShape(op, 'h', scratch.h, [M, C]);
+  expectShape(op, 'g', scratch.g, [M, F]);
+  expectShape(op, 'u', scratch.u, [M, F]);
+  const a = (t: Tensor): [Tensor['storage'], number] => [t.storage, t.offset];
+  addon().decodeSwigluMlp(...a(x), ...a(scratch.h), ...a(scratch.g), ...a(scratch.u), ...a(w.normWeight), ...a(w.gate),
+    ...a(w.up), ...a(w.down), M, C, F, w.eps);
+}
+
+/** y (M, N) += x (M, K) @ weight (N, K)^T in place (a projection added into the residual). */
+export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
+  const op = 'addLinear';
+  expectCpu(op, y, x, weight);
+  const [N, K] = weight.shape as [number, number];
+  const M = x.shape[0]!;
+  expectShape(op, 'weight', weight, [N, K]);
+  expectShape(op, 'x', x, [M, K]);
+  expectShape(op, 'y', y, [M, N]);
+  addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, M, N, K, true);
+}
