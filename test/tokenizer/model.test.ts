@@ -3,11 +3,11 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
 import { decodeModelProto, encodeModelProto, modelProtoSchema } from '../../src/tokenizer/model.js';
 import { PieceType, SentencePieceTokenizer, type SentencePieceModel } from '../../src/tokenizer/index.js';
-import { dataDir, firstDifference, llama2ModelPath, sentencepieceDecode, sentencepieceEncode, sentencepiecePython } from './corpus.js';
+import { dataDir, firstDifference, llama2ModelPath, PythonPeer, sentencepiecePython } from './corpus.js';
 
 const modelPath = llama2ModelPath();
 const noFile = modelPath ? '' : ' (skipped: no ../shared/data tokenizer.model; set PATENTGPT_DATA)';
@@ -167,20 +167,22 @@ describe('models beyond LLaMA-2', () => {
     });
   }
   const py = sentencepiecePython();
-  it.skipIf(!py.python)(`equal sentencepiece's ids${py.python ? '' : ` (skipped: ${py.why})`}`, () => {
+  const peer = py.python ? new PythonPeer(py.python) : null;
+  afterAll(() => peer?.close());
+  it.skipIf(!py.python)(`equal sentencepiece's ids${py.python ? '' : ` (skipped: ${py.why})`}`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'spm-model-'));
     try {
       for (const [name, model] of variants()) {
-        const file = join(dir, 'm.model');
+        const file = join(dir, `${name.replace(/\W+/g, '-')}.model`);
         writeFileSync(file, encodeModelProto(model));
-        const expected = sentencepieceEncode(py.python!, file, texts);
+        const expected = await peer!.encode(file, texts);
         const t = SentencePieceTokenizer.load(file);
         texts.forEach((s, i) => expect(firstDifference(t.encode(s), expected[i]!), `${name}: ${s}`).toBe(-1));
         // Decoding, the first piece's space above all, follows the normalizer spec too.
         const seqs = [...expected, [29871, 29871, 7953], [259, 7953], [1, 29871, 7953], [3 + 0x20, 7953], [0, 29871]].map((ids) =>
           ids.filter((id) => id < t.vocabSize),
         );
-        const decoded = sentencepieceDecode(py.python!, file, seqs);
+        const decoded = await peer!.decode(file, seqs);
         seqs.forEach((ids, i) => expect(t.decode(ids), `${name}: decode ${JSON.stringify(ids)}`).toBe(decoded[i]));
       }
     } finally {
