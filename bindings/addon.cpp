@@ -22,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterMinhash(env, exports);
   RegisterTextStats(env, exports);
   RegisterBpeTrain(env, exports);
+  RegisterBpeEncode(env, exports);
   RegisterPagedAttention(env, exports);
   RegisterGemv(env, exports);
   return exports;

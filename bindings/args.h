@@ -121,6 +121,7 @@ void RegisterAdamw(Napi::Env env, Napi::Object exports);
 void RegisterMinhash(Napi::Env env, Napi::Object exports);
 void RegisterTextStats(Napi::Env env, Napi::Object exports);
 void RegisterBpeTrain(Napi::Env env, Napi::Object exports);
+void RegisterBpeEncode(Napi::Env env, Napi::Object exports);
 void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
 void RegisterGemv(Napi::Env env, Napi::Object exports);
 

@@ -304,7 +304,8 @@ bool BpeTrainer::valid_piece(const std::vector<int32_t>& chars) const {
   int32_t prev = kBpeScriptAny;
   for (size_t pos = 0; pos < n; ++pos) {
     const uint32_t cp = char_cp_[chars[pos]];
-    if (cp == 0 || cp == 0x20 || cp == 0x2585) return false;
+    // NUL, space, spm's unknown mark and its piece boundary (tab) are never inside a piece.
+    if (cp == 0 || cp == 0x20 || cp == 0x2585 || cp == '\t') return false;
     if (cp == kWsChar) {
       if (!opt_.allow_whitespace_only_pieces || !all_ws) {
         if ((opt_.split_by_whitespace && pos > 0) || (!opt_.split_by_whitespace && pos > 0 && pos == n - 1)) return false;
@@ -313,7 +314,7 @@ bool BpeTrainer::valid_piece(const std::vector<int32_t>& chars) const {
     }
     int32_t s = char_script_[chars[pos]];
     if (s == kBpeScriptInherited) s = prev;
-    const bool digit = cp >= '0' && cp <= '9';
+    const bool digit = (cp >= '0' && cp <= '9') || (cp >= 0xFF10 && cp <= 0xFF19);  // spm's decimal numbers
     if (opt_.split_digits && digit && n > 1) return false;
     if (opt_.split_by_unicode_script && s != kBpeScriptAny && prev != kBpeScriptAny && prev != s) return false;
     prev = s;

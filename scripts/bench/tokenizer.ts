@@ -1,17 +1,20 @@
 // npm run bench -- tokenizer [--mb N] [--sets en,zh,qa]: LLaMA-2 encode throughput (MB/s of
 // UTF-8 in) beside sentencepiece (Python, one thread, timed inside Python) and llama-tokenizer-js
 // on the same lines of the shared data, with the ids of all three checked equal.
-// Batch encoding with TokenizerPool on 1 and 2 worker threads (fresh pools: empty caches, as for
-// new text; compare with "cold") gives the thread scaling, its ids checked against encode().
+// Batch encoding with TokenizerPool on 1 and 2 threads, both backends (native: the addon's thread
+// pool; workers: worker_threads running the JS encoder), fresh pools (empty caches, as for new
+// text; compare with "cold"), gives the thread scaling, its ids checked against encode(). The load
+// average is printed: on a shared machine, 2 threads cannot scale when the cores are busy.
 // "cold" is the first pass of a fresh tokenizer (empty segment cache), "warm" the best of three
 // further passes; sentencepiece has no cache: best of three.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import llamaTokenizerJs from 'llama-tokenizer-js';
 import { packageRoot } from '../../src/package.js';
-import { SentencePieceTokenizer, TokenizerPool } from '../../src/tokenizer/index.js';
+import { SentencePieceTokenizer, TokenizerPool, type TokenizerPoolBackend } from '../../src/tokenizer/index.js';
 import { dataDir, llama2ModelPath, textDocuments, type Doc } from '../../test/tokenizer/corpus.js';
 import { findPython } from './_peers.js';
 
@@ -76,28 +79,41 @@ interface Row {
   llamaJs: number;
   idsEqualSentencepiece: boolean | null;
   idsEqualLlamaJs: boolean;
-  pool1: number;
-  pool2: number;
+  workers1: number;
+  workers2: number;
+  native1: number;
+  native2: number;
+  /** CPU seconds (all threads) of the native pass with 2 threads over that with 1: 1.0 = no extra work. */
+  nativeCpu2over1: number;
+  workersCpu2over1: number;
   idsEqualPool: boolean;
 }
 
 /**
- * MB/s of a fresh TokenizerPool of `threads` workers on texts it has not seen (empty caches, as
- * for new data; workers started before timing), best of 2 pools; its ids checked.
+ * MB/s of a fresh TokenizerPool of `threads` threads on texts it has not seen (empty caches, as
+ * for new data; workers started before timing), best of 3 pools, with the process CPU seconds of
+ * that pass (all threads); its ids checked.
  */
-async function poolSpeed(tok: SentencePieceTokenizer, texts: string[], threads: number, expected: Int32Array[]): Promise<{ mbs: number; same: boolean }> {
+async function poolSpeed(tok: SentencePieceTokenizer, texts: string[], threads: number, backend: TokenizerPoolBackend, expected: Int32Array[]): Promise<{ mbs: number; cpu: number; same: boolean }> {
   const bytes = texts.reduce((a, t) => a + Buffer.byteLength(t), 0);
   let best = Infinity;
+  let cpu = Infinity;
   let ok = true;
-  for (let r = 0; r < 2; r++) {
-    await using pool = new TokenizerPool(tok, { threads });
+  for (let r = 0; r < 3; r++) {
+    await using pool = new TokenizerPool(tok, { threads, backend });
     await pool.encodeBatch(['warm-up: start the workers']);
+    const c0 = process.cpuUsage();
     const t0 = performance.now();
     const ids = await pool.encodeBatch(texts);
-    best = Math.min(best, (performance.now() - t0) / 1e3);
+    const wall = (performance.now() - t0) / 1e3;
+    const c = process.cpuUsage(c0);
+    if (wall < best) {
+      best = wall;
+      cpu = (c.user + c.system) / 1e6; // every thread of the process: the work done, whatever the load
+    }
     ok &&= ids.every((x, i) => same(x, expected[i]!));
   }
-  return { mbs: bytes / 1e6 / best, same: ok };
+  return { mbs: bytes / 1e6 / best, cpu, same: ok };
 }
 const rows: Row[] = [];
 const tmp = mkdtempSync(join(tmpdir(), 'bench-tok-'));
@@ -142,12 +158,18 @@ try {
       js = Math.min(js, (performance.now() - t0) / 1e3);
       if (r === 0) eqJs = theirs.every((x, i) => same(x, ours[i]!));
     }
-    const p1 = await poolSpeed(tok, texts, 1, ours);
-    const p2 = await poolSpeed(tok, texts, 2, ours);
+    const w1 = await poolSpeed(tok, texts, 1, 'workers', ours);
+    const w2 = await poolSpeed(tok, texts, 2, 'workers', ours);
+    const n1 = await poolSpeed(tok, texts, 1, 'native', ours);
+    const n2 = await poolSpeed(tok, texts, 2, 'native', ours);
     rows.push({
-      pool1: p1.mbs,
-      pool2: p2.mbs,
-      idsEqualPool: p1.same && p2.same,
+      workers1: w1.mbs,
+      workers2: w2.mbs,
+      native1: n1.mbs,
+      native2: n2.mbs,
+      nativeCpu2over1: n2.cpu / n1.cpu,
+      workersCpu2over1: w2.cpu / w1.cpu,
+      idsEqualPool: w1.same && w2.same && n1.same && n2.same,
       set: name,
       mb: bytes / 1e6,
       lines: texts.length,
@@ -176,11 +198,18 @@ for (const r of rows) {
   );
 }
 for (const name of setNames) console.log(`  ${name}: ${SETS[name]!.what}`);
-console.log('\nBatch encoding (TokenizerPool, fresh pools: empty caches), MB/s');
-console.log('| set | 1 thread | 2 threads | 2 / 1 | ids = encode() |');
-console.log('|---|---:|---:|---:|---|');
-for (const r of rows) console.log(`| ${r.set} | ${f(r.pool1)} | ${f(r.pool2)} | ${f(r.pool2 / r.pool1)} | ${r.idsEqualPool} |`);
-console.log(JSON.stringify({ bench: 'tokenizer', unit: 'MB/s', rows }));
+const load = loadavg().map((x) => x.toFixed(1)).join(' ');
+console.log(`\nBatch encoding (TokenizerPool, fresh pools: empty caches), MB/s; load average ${load} on ${availableParallelism()} cores`);
+console.log('CPU 2/1: CPU seconds of all threads with 2 threads over 1 (1.00: the split adds no work, so 2 free cores would halve the time)');
+console.log('| set | workers 1 | workers 2 | workers 2/1 | workers CPU 2/1 | native 1 | native 2 | native 2/1 | native CPU 2/1 | native 1 / spm | ids = encode() |');
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+for (const r of rows) {
+  console.log(
+    `| ${r.set} | ${f(r.workers1)} | ${f(r.workers2)} | ${f(r.workers2 / r.workers1)} | ${f(r.workersCpu2over1)} | ${f(r.native1)} | ${f(r.native2)} | ` +
+      `${f(r.native2 / r.native1)} | ${f(r.nativeCpu2over1)} | ${r.sentencepiece ? f(r.native1 / r.sentencepiece) : 'n/a'} | ${r.idsEqualPool} |`,
+  );
+}
+console.log(JSON.stringify({ bench: 'tokenizer', unit: 'MB/s', loadavg: loadavg(), rows }));
 if (rows.some((r) => r.idsEqualSentencepiece === false || !r.idsEqualLlamaJs || !r.idsEqualPool)) {
   console.error('ids differ from a peer');
   process.exitCode = 1;

@@ -129,6 +129,15 @@ export interface Addon {
     ngrams: Int32Array, m: number): void;
   // bpe_train.cpp (wrapped by text.ts)
   BpeTrainer: new (splitByWhitespace: boolean, allowWhitespaceOnlyPieces: boolean) => NativeBpeTrainer;
+  // bpe_encode.cpp (wrapped by bpe-encoder.ts)
+  BpeEncoder: new (pieces: Uint8Array, offsets: BigInt64Array, scores: Float32Array, types: Int32Array, unkId: number,
+    byteFallback: boolean, addDummyPrefix: boolean, removeExtraWhitespaces: boolean, escapeWhitespaces: boolean) => NativeBpeEncoder;
+}
+
+/** native/cpu/bpe_encode.h's BpeEncoder. */
+export interface NativeBpeEncoder {
+  encode(text: Uint8Array): Int32Array;
+  encodeBatch(text: Uint8Array, offsets: BigInt64Array, threads: number, bosId: number, eosId: number): Promise<{ ids: Int32Array; offsets: Float64Array }>;
 }
 
 /** native/cpu/bpe_train.h's BpeTrainer. */

@@ -20,4 +20,4 @@ export { mergeVocabularies, type MergeResult, type MergeStats } from './merge.js
 export { renderChat, type ChatMessage, type RenderChatOptions, type RenderedChat } from './chat.js';
 export { exportHfTokenizer, hfMerges, hfTokenizerConfig, toHfTokenizerJson, type HfExportOptions, type HfTokenizerJson } from './hf.js';
 export { isHeldOut, lineLanguage, tokenizerStats, type StatsLanguage, type TokenizerStatsRow } from './stats.js';
-export { TokenizerPool, type TokenizerPoolOptions } from './pool.js';
+export { TokenizerPool, type TokenizerPoolBackend, type TokenizerPoolOptions } from './pool.js';

@@ -49,20 +49,25 @@ export function scriptOf(cp: number): string {
   return 'Common';
 }
 
+/** sentencepiece's decimal numbers: ASCII and fullwidth digits. */
+function isDecimalDigit(cp: number): boolean {
+  return (cp >= 0x30 && cp <= 0x39) || (cp >= 0xff10 && cp <= 0xff19);
+}
+
 export const SCRIPT_ANY = -1;
 export const SCRIPT_INHERITED = -2;
 
 /**
  * Script codes for the trainer's piece rules, with sentencepiece's foldings: Hiragana, Katakana
  * and U+30FC count as Han; combining marks (Inherited) take the previous character's script;
- * ASCII digits match anything when splitByNumber is off.
+ * decimal digits (ASCII and fullwidth) match anything when splitByNumber is off.
  */
 export function scriptCodes(cps: ArrayLike<number>, splitByNumber: boolean): Int32Array {
   const ids = new Map<string, number>();
   const out = new Int32Array(cps.length);
   for (let i = 0; i < cps.length; i++) {
     const cp = cps[i]!;
-    if (!splitByNumber && cp >= 0x30 && cp <= 0x39) {
+    if (!splitByNumber && isDecimalDigit(cp)) {
       out[i] = SCRIPT_ANY;
       continue;
     }

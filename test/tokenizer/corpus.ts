@@ -1,8 +1,7 @@
 // The shared data as the tokenizer tests and bench see it: every text document under
-// ../shared/data (or $PATENTGPT_DATA), lines split on '\n' only, and the sentencepiece peer.
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// ../shared/data (or $PATENTGPT_DATA), lines split on '\n' only, and the Python peers.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { findPython } from '../../scripts/bench/_peers.js';
 import { packageRoot } from '../../src/package.js';
@@ -69,30 +68,80 @@ export function sentencepiecePython(): { python: string | null; why: string } {
   return findPython(['sentencepiece']);
 }
 
-const script = (): string => join(packageRoot(), 'scripts', 'tokenizer-reference.py');
+/**
+ * The Python peers (sentencepiece, spm_train, transformers) in one long-lived process per test
+ * file (test/tokenizer/peer.py serve): started on the first request, so Python and its imports
+ * start once, not once per comparison. close() it in afterAll.
+ */
+export class PythonPeer {
+  readonly #python: string;
+  #child: ChildProcessWithoutNullStreams | null = null;
+  #pending: { resolve: (v: unknown) => void; reject: (e: Error) => void }[] = [];
+  #buffer = '';
 
-/** Ids sentencepiece gives each item (a string, or bytes), through scripts/tokenizer-reference.py. */
-export function sentencepieceEncode(python: string, model: string, items: (string | Uint8Array)[]): number[][] {
-  const dir = mkdtempSync(join(tmpdir(), 'spm-'));
-  try {
-    const input = items.map((t) => (typeof t === 'string' ? { text: t } : { hex: Buffer.from(t).toString('hex') }));
-    writeFileSync(join(dir, 'in.json'), JSON.stringify(input));
-    execFileSync(python, [script(), 'encode', model, join(dir, 'in.json'), join(dir, 'out.json')], { stdio: 'inherit' });
-    return JSON.parse(readFileSync(join(dir, 'out.json'), 'utf8')) as number[][];
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  constructor(python: string) {
+    this.#python = python;
   }
-}
 
-/** sentencepiece's decode of each id sequence. */
-export function sentencepieceDecode(python: string, model: string, seqs: ArrayLike<number>[]): string[] {
-  const dir = mkdtempSync(join(tmpdir(), 'spm-'));
-  try {
-    writeFileSync(join(dir, 'in.json'), JSON.stringify(seqs.map((s) => Array.from(s))));
-    execFileSync(python, [script(), 'decode', model, join(dir, 'in.json'), join(dir, 'out.json')], { stdio: 'inherit' });
-    return JSON.parse(readFileSync(join(dir, 'out.json'), 'utf8')) as string[];
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  #start(): ChildProcessWithoutNullStreams {
+    const child = spawn(this.#python, [join(import.meta.dirname, 'peer.py'), 'serve'], {
+      env: { ...process.env, HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error', OMP_NUM_THREADS: '1' },
+    });
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      this.#buffer += chunk;
+      for (let nl = this.#buffer.indexOf('\n'); nl >= 0; nl = this.#buffer.indexOf('\n')) {
+        const line = this.#buffer.slice(0, nl);
+        this.#buffer = this.#buffer.slice(nl + 1);
+        const reply = JSON.parse(line) as { error?: string };
+        const p = this.#pending.shift()!;
+        if (reply && typeof reply === 'object' && 'error' in reply) p.reject(new Error(`peer.py: ${reply.error}`));
+        else p.resolve(reply);
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => process.stderr.write(d));
+    child.on('close', (code) => {
+      for (const p of this.#pending.splice(0)) p.reject(new Error(`peer.py exited (${code})`));
+      this.#child = null;
+    });
+    return child;
+  }
+
+  #call<T>(req: object): Promise<T> {
+    this.#child ??= this.#start();
+    const child = this.#child;
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.push({ resolve: resolve as (v: unknown) => void, reject });
+      child.stdin.write(JSON.stringify(req) + '\n');
+    });
+  }
+
+  /** Ids sentencepiece gives each item (a string, or bytes). */
+  encode(model: string, items: (string | Uint8Array)[]): Promise<number[][]> {
+    return this.#call({ op: 'encode', model, items: items.map((t) => (typeof t === 'string' ? { text: t } : { hex: Buffer.from(t).toString('hex') })) });
+  }
+
+  /** sentencepiece's decode of each id sequence. */
+  decode(model: string, seqs: ArrayLike<number>[]): Promise<string[]> {
+    return this.#call({ op: 'decode', model, seqs: seqs.map((s) => Array.from(s)) });
+  }
+
+  /** spm_train on a corpus file; the model is written to `${prefix}.model`. */
+  train(input: string, prefix: string, options: Record<string, unknown>): Promise<{ seconds: number }> {
+    return this.#call({ op: 'train', input, prefix, options });
+  }
+
+  /** transformers beside sentencepiece on the same texts (see peer.py, op "hf"). */
+  hf(model: string, texts: string[], peers: string[], auto = false): Promise<Record<string, number[][] | string[]>> {
+    return this.#call({ op: 'hf', model, texts, peers, auto });
+  }
+
+  async close(): Promise<void> {
+    const child = this.#child;
+    if (!child) return;
+    const closed = new Promise((resolve) => child.once('close', resolve));
+    child.stdin.end();
+    await closed;
   }
 }
 

@@ -4,15 +4,14 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import llamaTokenizerJs from 'llama-tokenizer-js';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
 import {
   dataDir,
   firstDifference,
   llama2ModelPath,
   sampleLines,
-  sentencepieceDecode,
-  sentencepieceEncode,
+  PythonPeer,
   sentencepiecePython,
   textDocuments,
   wellFormed,
@@ -105,8 +104,10 @@ describe('llama-tokenizer-js', () => {
 
 const py = sentencepiecePython();
 const live = !!(py.python && modelPath && data);
+const spm = py.python ? new PythonPeer(py.python) : null;
+afterAll(() => spm?.close());
 describe.skipIf(!live)(`live sentencepiece${live ? '' : ` (skipped: ${!modelPath ? 'no ../shared/data tokenizer.model' : py.why})`}`, () => {
-  it('agrees on lines of every text document and on whole documents', () => {
+  it('agrees on lines of every text document and on whole documents', async () => {
     const docs = textDocuments(data!);
     const items: string[] = [];
     const where: string[] = [];
@@ -120,7 +121,7 @@ describe.skipIf(!live)(`live sentencepiece${live ? '' : ` (skipped: ${!modelPath
         where.push(`${doc.path} (whole)`);
       }
     }
-    const expected = sentencepieceEncode(py.python!, modelPath!, items);
+    const expected = await spm!.encode(modelPath!, items);
     let bytes = 0;
     let tokens = 0;
     for (let i = 0; i < items.length; i++) {
@@ -134,7 +135,7 @@ describe.skipIf(!live)(`live sentencepiece${live ? '' : ` (skipped: ${!modelPath
         `${(bytes / 1e6).toFixed(2)} MB, ${tokens} tokens, 0 mismatches`,
     );
   }, FULL_TIMEOUT);
-  it('agrees on random strings, random bytes and random id sequences', () => {
+  it('agrees on random strings, random bytes and random id sequences', async () => {
     let s = 12345;
     const rand = (n: number): number => {
       s = (Math.imul(s, 1103515245) + 12345) >>> 0;
@@ -147,12 +148,12 @@ describe.skipIf(!live)(`live sentencepiece${live ? '' : ` (skipped: ${!modelPath
       if (k % 4 === 3) items.push(Uint8Array.from({ length: n }, () => rand(256)));
       else items.push(Array.from({ length: n }, () => alphabet[rand(alphabet.length)]).join(''));
     }
-    const expected = sentencepieceEncode(py.python!, modelPath!, items);
+    const expected = await spm!.encode(modelPath!, items);
     items.forEach((x, i) => expectIds(fromFile!.encode(x), expected[i]!, show(x)));
     const seqs = Array.from({ length: 300 }, (_, k) =>
       Array.from({ length: 1 + rand(12) }, () => (k % 2 ? rand(259) : rand(fromFile!.vocabSize))),
     );
-    const texts = sentencepieceDecode(py.python!, modelPath!, seqs);
+    const texts = await spm!.decode(modelPath!, seqs);
     seqs.forEach((ids, i) => expect(fromFile!.decode(ids), JSON.stringify(ids)).toBe(texts[i]));
   });
 });

@@ -7,14 +7,13 @@
 // every line and document; the only differences are texts holding a literal "<s>", "</s>" or "<unk>"
 // (special tokens for HF). transformers 5.18's own conversion of the same tokenizer.model matches
 // no line: it adds no dummy prefix and ranks merges by piece id, so runs of spaces merge '▁▁' first.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { exportHfTokenizer, hfMerges, SentencePieceTokenizer, toHfTokenizerJson } from '../../src/tokenizer/index.js';
-import { dataDir, llama2ModelPath, sampleLines, textDocuments, wellFormed } from './corpus.js';
+import { dataDir, llama2ModelPath, PythonPeer, sampleLines, textDocuments, wellFormed } from './corpus.js';
 import { findPython } from '../../scripts/bench/_peers.js';
 
 interface Fixture {
@@ -85,8 +84,10 @@ const py = findPython(['transformers', 'sentencepiece']);
 const modelPath = llama2ModelPath();
 const data = dataDir();
 const live = !!(py.python && modelPath && data);
+const peer = live ? new PythonPeer(py.python!) : null;
+afterAll(() => peer?.close());
 describe.skipIf(!live)(`live transformers${live ? '' : ` (skipped: ${!modelPath || !data ? 'no ../shared/data' : py.why})`}`, () => {
-  it('AutoTokenizer and PreTrainedTokenizerFast load the export and equal sentencepiece on lines and documents', () => {
+  it('transformers loads the export and equals sentencepiece on lines and documents', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hf-live-'));
     try {
       const tok = SentencePieceTokenizer.load(modelPath!);
@@ -99,31 +100,28 @@ describe.skipIf(!live)(`live transformers${live ? '' : ` (skipped: ${!modelPath 
         if (Buffer.byteLength(doc.text) <= 20_000) (texts.push(doc.text), kind.push('documents'));
       }
       for (const e of fixture.encodes) if (e.text !== undefined) (texts.push(e.text), kind.push('edge cases'));
-      writeFileSync(join(dir, 'texts.json'), JSON.stringify(texts));
       const peers = [join(dir, 'prepend'), join(dir, 'prepend', 'tokenizer.json'), join(dir, 'metaspace', 'tokenizer.json'), 'convert'];
-      execFileSync(py.python!, [join(import.meta.dirname, 'hf_reference.py'), 'encode', modelPath!, join(dir, 'texts.json'), join(dir, 'out.json'), ...peers], {
-        stdio: ['ignore', 'ignore', 'inherit'],
-        env: { ...process.env, HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error' },
-      });
-      const out = JSON.parse(readFileSync(join(dir, 'out.json'), 'utf8')) as Record<string, number[][]>;
-      const spm = out.sentencepiece!;
+      // AutoTokenizer (the same class as PreTrainedTokenizerFast in transformers 5, checked) costs
+      // ~7 s of imports: only in the full run.
+      const out = await peer!.hf(modelPath!, texts, peers, process.env.PATENTGPT_TOKENIZER_FULL === '1');
+      const spm = out.sentencepiece as number[][];
       // Our encoder is the reference here: it equals sentencepiece.
       texts.forEach((t, i) => expect(Array.from(tok.encode(t)), t.slice(0, 80)).toEqual(spm[i]));
       const rates: Record<string, Record<string, string>> = {};
-      for (const peer of peers) {
-        const got = out[peer]!;
+      for (const arg of peers) {
+        const got = out[arg]! as number[][];
         const counts: Record<string, [number, number]> = {};
         texts.forEach((t, i) => {
           const c = (counts[kind[i]!] ??= [0, 0]);
           c[1]++;
           if (same(got[i]!, spm[i]!)) c[0]++;
-          else if (peer.startsWith(join(dir, 'prepend'))) expect(t, `${peer}: ${JSON.stringify(t.slice(0, 80))}`).toMatch(SPECIAL_LITERAL);
+          else if (arg.startsWith(join(dir, 'prepend'))) expect(t, `${arg}: ${JSON.stringify(t.slice(0, 80))}`).toMatch(SPECIAL_LITERAL);
         });
-        const name = peer === 'convert' ? 'transformers conversion' : peer.slice(dir.length + 1);
+        const name = arg === 'convert' ? 'transformers conversion' : arg.slice(dir.length + 1);
         rates[name] = Object.fromEntries(Object.entries(counts).map(([k, [ok, all]]) => [k, `${ok}/${all}`]));
       }
       expect(out[`${join(dir, 'prepend')}:bos`]!.slice(0, 2)).toEqual([1, spm[0]![0]]);
-      out[`${join(dir, 'prepend')}:decode`]!.forEach((text, i) => expect(text).toBe(tok.decode(spm[i]!)));
+      (out[`${join(dir, 'prepend')}:decode`] as string[]).forEach((text, i) => expect(text).toBe(tok.decode(spm[i]!)));
       console.log(`tokenizer.json vs sentencepiece (identical / all): ${JSON.stringify(rates)}`);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -3,11 +3,12 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
 import { decodeModelProto, encodeModelProto, modelProtoSchema } from '../../src/tokenizer/model.js';
 import { PieceType, SentencePieceTokenizer, type SentencePieceModel } from '../../src/tokenizer/index.js';
-import { dataDir, firstDifference, llama2ModelPath, sentencepieceDecode, sentencepieceEncode, sentencepiecePython } from './corpus.js';
+import { dataDir, firstDifference, llama2ModelPath, PythonPeer, sentencepiecePython } from './corpus.js';
+import { variants } from './variants.js';
 
 const modelPath = llama2ModelPath();
 const noFile = modelPath ? '' : ' (skipped: no ../shared/data tokenizer.model; set PATENTGPT_DATA)';
@@ -112,38 +113,6 @@ describe('tokenizer.model', () => {
 });
 
 /** Variants of LLaMA-2 that exercise the rest of bpe_model.cc: user-defined and UNUSED pieces, no byte fallback. */
-function variants(): [string, SentencePieceModel][] {
-  const base = SentencePieceTokenizer.llama2().serialize();
-  const user = decodeModelProto(base);
-  user.pieces.push(
-    { piece: '<patent>', score: 0, type: PieceType.USER_DEFINED },
-    { piece: '专利法', score: 0, type: PieceType.USER_DEFINED },
-    { piece: '专利', score: 0, type: PieceType.USER_DEFINED },
-    { piece: 'xyzzy', score: 0, type: PieceType.USER_DEFINED },
-  );
-  const unused = decodeModelProto(base);
-  for (const p of ['▁the', 'he', 'ese', '▁th', 'ing', '▁in', '专利']) {
-    const i = unused.pieces.findIndex((q) => q.piece === p);
-    if (i >= 0) unused.pieces[i]!.type = PieceType.UNUSED;
-  }
-  const noBytes = decodeModelProto(base);
-  noBytes.pieces = noBytes.pieces.filter((p) => p.type !== PieceType.BYTE);
-  noBytes.trainerSpec.byteFallback = false;
-  const squeeze = decodeModelProto(base);
-  squeeze.normalizerSpec.removeExtraWhitespaces = true;
-  const noPrefix = decodeModelProto(base);
-  noPrefix.normalizerSpec.addDummyPrefix = false;
-  // Through the file format, so the checks of load() apply.
-  const checked = (m: SentencePieceModel): SentencePieceModel => decodeModelProto(encodeModelProto(m));
-  return [
-    ['user-defined pieces', checked(user)],
-    ['UNUSED pieces', checked(unused)],
-    ['no byte fallback', checked(noBytes)],
-    ['remove_extra_whitespaces', checked(squeeze)],
-    ['no dummy prefix', checked(noPrefix)],
-  ];
-}
-
 describe('models beyond LLaMA-2', () => {
   const texts = [
     ...sample,
@@ -167,20 +136,22 @@ describe('models beyond LLaMA-2', () => {
     });
   }
   const py = sentencepiecePython();
-  it.skipIf(!py.python)(`equal sentencepiece's ids${py.python ? '' : ` (skipped: ${py.why})`}`, () => {
+  const peer = py.python ? new PythonPeer(py.python) : null;
+  afterAll(() => peer?.close());
+  it.skipIf(!py.python)(`equal sentencepiece's ids${py.python ? '' : ` (skipped: ${py.why})`}`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'spm-model-'));
     try {
       for (const [name, model] of variants()) {
-        const file = join(dir, 'm.model');
+        const file = join(dir, `${name.replace(/\W+/g, '-')}.model`);
         writeFileSync(file, encodeModelProto(model));
-        const expected = sentencepieceEncode(py.python!, file, texts);
+        const expected = await peer!.encode(file, texts);
         const t = SentencePieceTokenizer.load(file);
         texts.forEach((s, i) => expect(firstDifference(t.encode(s), expected[i]!), `${name}: ${s}`).toBe(-1));
         // Decoding, the first piece's space above all, follows the normalizer spec too.
         const seqs = [...expected, [29871, 29871, 7953], [259, 7953], [1, 29871, 7953], [3 + 0x20, 7953], [0, 29871]].map((ids) =>
           ids.filter((id) => id < t.vocabSize),
         );
-        const decoded = sentencepieceDecode(py.python!, file, seqs);
+        const decoded = await peer!.decode(file, seqs);
         seqs.forEach((ids, i) => expect(t.decode(ids), `${name}: decode ${JSON.stringify(ids)}`).toBe(decoded[i]));
       }
     } finally {
