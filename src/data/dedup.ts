@@ -112,6 +112,13 @@ export function estimateJaccard(sig: Uint32Array, i: number, j: number, P: numbe
   return eq / P;
 }
 
+/** LSH bucket of one band: FNV-1a over its rows, 32 bits (candidates are verified, so chance collisions cost only time). */
+export function bandBucket(sig: Uint32Array, at: number, rows: number): number {
+  let h = 0x811c9dc5;
+  for (let r = 0; r < rows; r++) h = Math.imul(h ^ sig[at + r]!, 0x01000193);
+  return h >>> 0;
+}
+
 export interface DedupResult {
   /** Representative (kept document) of each document; rep[i] === i means kept. */
   rep: Int32Array;
@@ -119,7 +126,7 @@ export interface DedupResult {
   kind: Uint8Array;
   exactDuplicates: number;
   nearDuplicates: number;
-  /** Clusters of two or more documents, each as its member indices (representative first). */
+  /** Clusters of two or more documents, each as its member indices (representative first), by representative. */
   clusters: number[][];
 }
 
@@ -165,11 +172,7 @@ export function findDuplicates(n: number, keys: readonly string[] | null, sig: U
     for (let band = 0; band < c.bands; band++) {
       const off = band * c.rows;
       for (let i = 0; i < n; i++) {
-        // FNV-1a over the band's rows: a 32-bit bucket; verification removes chance collisions
-        let h = 0x811c9dc5;
-        const base = i * P + off;
-        for (let r = 0; r < c.rows; r++) h = Math.imul(h ^ sig[base + r]!, 0x01000193);
-        order[i] = (BigInt(h >>> 0) << 32n) | BigInt(i);
+        order[i] = (BigInt(bandBucket(sig, i * P + off, c.rows)) << 32n) | BigInt(i);
       }
       order.sort();
       let g = 0;
@@ -207,7 +210,7 @@ export function findDuplicates(n: number, keys: readonly string[] | null, sig: U
       m.push(i);
     }
   }
-  return { rep, kind, exactDuplicates, nearDuplicates, clusters: [...members.values()] };
+  return { rep, kind, exactDuplicates, nearDuplicates, clusters: [...members.values()].sort((a, b) => a[0]! - b[0]!) };
 }
 
 // ------------------------------------------------------------------ per-part state on disk
@@ -255,7 +258,13 @@ export interface PartState {
   sig: Uint32Array;
 }
 
-export function loadPart(dir: string, c: ResolvedDedup): PartState {
+export interface PartMeta {
+  /** Documents in the part. */
+  n: number;
+}
+
+/** Checks one part's dedup state (header, config, sizes) without reading the data. */
+export function readPartMeta(dir: string, c: ResolvedDedup): PartMeta {
   let h: { magic: string; n: number; permutations: number; shingle: number; seed: number };
   try {
     h = JSON.parse(fs.readFileSync(`${dir}/meta.json`, 'utf8'));
@@ -265,13 +274,20 @@ export function loadPart(dir: string, c: ResolvedDedup): PartState {
   if (h.magic !== MAGIC) throw new PatentGPTError('E_FORMAT', `${dir}/meta.json: not a dedup state; delete the folder and rescan the part`);
   if (h.permutations !== c.permutations || h.shingle !== c.shingle || h.seed !== c.seed)
     throw new PatentGPTError('E_CONFIG', `${dir}: made with permutations ${h.permutations}, shingle ${h.shingle}, seed ${h.seed}; the config says ${c.permutations}, ${c.shingle}, ${c.seed}. Rescan the parts with one config`);
+  if (fs.statSync(`${dir}/keys.bin`).size !== h.n * 16 || fs.statSync(`${dir}/sigs.bin`).size !== h.n * c.permutations * 4)
+    throw new PatentGPTError('E_FORMAT', `${dir}: truncated dedup state (${h.n} documents in meta.json); delete the folder and rescan the part`);
+  return { n: h.n };
+}
+
+/** One part's keys and signatures in memory (tests, small parts; the prep merge streams them). */
+export function loadPart(dir: string, c: ResolvedDedup): PartState {
+  const { n } = readPartMeta(dir, c);
   const kb = fs.readFileSync(`${dir}/keys.bin`);
   const sb = fs.readFileSync(`${dir}/sigs.bin`);
-  if (kb.length !== h.n * 16 || sb.length !== h.n * c.permutations * 4) throw new PatentGPTError('E_FORMAT', `${dir}: truncated dedup state (${h.n} documents in meta.json); delete the folder and rescan the part`);
   const hex = kb.toString('hex');
-  const keys: string[] = new Array(h.n);
-  for (let i = 0; i < h.n; i++) keys[i] = hex.slice(i * 32, i * 32 + 32);
-  const sig = new Uint32Array(h.n * c.permutations);
+  const keys: string[] = new Array(n);
+  for (let i = 0; i < n; i++) keys[i] = hex.slice(i * 32, i * 32 + 32);
+  const sig = new Uint32Array(n * c.permutations);
   Buffer.from(sig.buffer).set(sb);
   return { keys, sig };
 }
