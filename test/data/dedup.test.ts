@@ -103,6 +103,21 @@ function jaccard(a: Set<string>, b: Set<string>): number {
   return inter / (a.size + b.size - inter);
 }
 
+describe('normalizeForDedup', () => {
+  it('equals its regex definition on mixed scripts, symbols, blanks and surrogates', () => {
+    const CJK = /([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af])/g;
+    const byRegex = (t: string): string => t.normalize('NFKC').toLowerCase().replace(/[\p{P}\p{S}]+/gu, ' ').replace(CJK, ' $1 ').replace(/\s+/g, ' ').trim();
+    const alphabet = [...'aB9 ,.\t\n-', '・', '゠', '゛', '中', '文', 'ア', '\u00a0', '\u3000', '！', '#', '€', 'É', 'ﬁ', '①', '가', '😀', '𠀀', '\ud800', '\udc00', '𝐀', '\u2028'];
+    const r = rng(5);
+    for (let i = 0; i < 5000; i++) {
+      let t = '';
+      for (let k = 0; k < 12; k++) t += alphabet[Math.floor(r() * alphabet.length)];
+      expect(normalizeForDedup(t), JSON.stringify(t)).toBe(byRegex(t));
+    }
+    expect(normalizeForDedup('A claim — comprising: 一种装置!')).toBe('a claim comprising 一 种 装 置');
+  });
+});
+
 describe('near-duplicate detection', () => {
   it('precision and recall >= 0.95 at the threshold on generated pairs', () => {
     const r = rng(42);
