@@ -130,7 +130,7 @@ const mbps = mb / pooled.seconds;
 const row = (k: string, v: string): string => `${k.padEnd(38)} ${v}`;
 console.log(row('input (USPTO full text)', `${mb.toFixed(1)} MB, ${files.length} files, ${docs.in} documents (${docs.kept} kept), ${tokens} tokens; ${cores} cores, load ${os.loadavg()[0]!.toFixed(1)}`));
 console.log(row(`end to end, ${threads} scan workers`, `${pooled.seconds.toFixed(2)} s  ${mbps.toFixed(1)} MB/s  (target >= 20: ${mbps >= 20 ? 'met' : 'NOT met'})`));
-console.log(row(`  of which worker start-up`, `${startup.toFixed(2)} s (tsx compiles the worker in a source checkout); after it: ${(mb / Math.max(1e-3, pooled.seconds - startup)).toFixed(1)} MB/s`));
+console.log(row(`  of which worker start-up`, `${startup.toFixed(2)} s (a source checkout bundles the worker once per process); after it: ${(mb / Math.max(1e-3, pooled.seconds - startup)).toFixed(1)} MB/s`));
 console.log(row('end to end, in one thread', `${single.seconds.toFixed(2)} s  ${(mb / single.seconds).toFixed(1)} MB/s  (workers: ${(single.seconds / pooled.seconds).toFixed(2)}x)`));
 for (const [k, v] of Object.entries(stage)) console.log(row(`  ${k} (one thread, alone)`, `${(v / 1000).toFixed(2)} s  ${(mb / (v / 1000)).toFixed(1)} MB/s of raw input`));
 console.log(row('MinHash signatures / s / core', `${sigPerSec.toFixed(0)}  (128 perm, 5-word shingles, ~${shingles.toFixed(0)} shingles/doc)`));
