@@ -1,5 +1,6 @@
 // `patentgpt data prep` from the command line: --workers N scans in N threads (0: the main
-// thread) with the same output bytes; a bad --workers value is a clear error.
+// thread) and --merge-memory sets the merge's sort buffers, with the same output bytes; a bad
+// value is a clear error.
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -23,7 +24,7 @@ describe('patentgpt data prep', () => {
     const two = cli('data', 'prep', '--config', config('two'), '--workers', '2');
     expect(two).toMatch(/documents in 40, kept 30, dropped 10/);
     expect(two).toMatch(/duplicates: exact 10/);
-    cli('data', 'prep', '--config', config('zero'), '--workers', '0');
+    cli('data', 'prep', '--config', config('zero'), '--workers', '0', '--merge-memory', '1');
     const shards = (out: string): string[] => fs.readdirSync(path.join(root, out, 's', 'part-0')).sort();
     expect(shards('zero')).toEqual(shards('two'));
     for (const f of shards('two')) expect(fs.readFileSync(path.join(root, 'zero', 's', 'part-0', f)), f).toEqual(fs.readFileSync(path.join(root, 'two', 's', 'part-0', f)));
@@ -31,5 +32,7 @@ describe('patentgpt data prep', () => {
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toMatch(/--workers must be an integer from 0 to 256, got 'many'/);
     expect(fs.existsSync(path.join(root, 'bad'))).toBe(false);
+    const bad2 = spawnSync(process.execPath, ['--import', 'tsx', main, 'data', 'prep', '--config', config('bad'), '--merge-memory', '0'], { encoding: 'utf8' });
+    expect(bad2.stderr).toMatch(/--merge-memory must be a number of MiB from 1 to 65536, got '0'/);
   });
 });
