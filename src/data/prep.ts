@@ -25,7 +25,7 @@ import { dedupParts, hasBit, newBits, setBit } from './dedup-merge.js';
 import { RunSorter } from './runs.js';
 import { type FilterConfig, type PerplexityScorer, buildFilters } from './filters.js';
 import { FORMATS, type FieldMap, type Format, listFiles, readRaw } from './readers/index.js';
-import { ScanContext, ScanPool, type ScanItem, type ScanResult, type ScanSetup, type TokenizerConfig, makeTokenizer } from './scan.js';
+import { ScanContext, ScanPool, type ScanItem, type ScanResult, type ScanSetup, type TokenizerConfig } from './scan.js';
 import { ShardSet, ShardWriter } from './shards.js';
 
 export type { TokenizerConfig } from './scan.js';
@@ -206,12 +206,19 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism()));
   const local = threads === 0 ? new ScanContext(setup) : null;
   const pool = threads > 0 ? new ScanPool(setup, threads) : null;
-  const tok = local?.tok ?? makeTokenizer(cfg.tokenizer);
+  // the spool needs the tokenizer's name and vocabulary: from the workers, which build it anyway
+  // (building it here too would take a core from them while they start)
+  const tok = local ? Promise.resolve(local.tok) : pool!.tokenizer;
   const dd = resolveDedup(cfg.dedup);
   const files = partFiles(await inputFiles(cfg), part, parts);
   let totalBytes = 0;
   for (const f of files) totalBytes += (await fs.promises.stat(f.file)).size;
-  const spool = await ShardWriter.create(path.join(tmp, 'spool'), { vocabSize: tok.vocabSize, tokenizer: tok.name });
+  let spoolWriter: ShardWriter | null = null;
+  const spool = async (): Promise<ShardWriter> => {
+    if (spoolWriter) return spoolWriter;
+    const { vocabSize, name } = await tok;
+    return (spoolWriter ??= await ShardWriter.create(path.join(tmp, 'spool'), { vocabSize, tokenizer: name }));
+  };
   const dedupW = new PartWriter(path.join(tmp, 'dedup'), dd);
   const rows = fs.createWriteStream(path.join(tmp, 'docs.tsv'));
   const ledger = new Ledger();
@@ -227,7 +234,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
         ledger.drop(o.reason);
         continue;
       }
-      await spool.add(o.ids, o.category);
+      await (await spool()).add(o.ids, o.category);
       await writeLine(rows, `${o.category}\t${o.id.replace(/[\t\n]/g, ' ')}\t${o.source.replace(/[\t\n]/g, ' ')}\t${o.lang}\t${o.ids.length}\n`);
       keys.push(o.key);
       ledger.kept++;
@@ -261,6 +268,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
     }
     await submit();
     while (inflight.length > 0) await write(await inflight.shift()!);
+    await spool(); // before the pool closes: with no document, the tokenizer comes from here
   } finally {
     await Promise.allSettled(inflight);
     await pool?.close();
@@ -269,7 +277,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   opts.onProgress?.({ phase: 'scan', documents: ledger.in, bytes: doneBytes, totalBytes, kept: ledger.kept });
   await dedupW.close();
   await new Promise<void>((r, j) => rows.end((e?: Error | null) => (e ? j(e) : r())));
-  await spool.close();
+  await (await spool()).close();
   await writeFileAtomic(path.join(tmp, 'ledger.json'), JSON.stringify(ledger.toJSON()));
   await rmrf(final);
   await fs.promises.rename(tmp, final);

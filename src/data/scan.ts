@@ -114,7 +114,7 @@ export class ScanContext {
 
 export type ToScanWorker = { kind: 'batch'; id: number; items: ScanItem[] };
 export type FromScanWorker =
-  | { kind: 'ready' }
+  | { kind: 'ready'; tokenizer: { name: string; vocabSize: number } }
   | { kind: 'result'; id: number; result: ScanResult }
   | { kind: 'error'; id: number; code: string; message: string };
 
@@ -126,15 +126,22 @@ export class ScanPool {
   private failed: Error | null = null;
   /** Resolves when every worker has built its context (batches sent before then wait in its queue). */
   readonly ready: Promise<void>;
+  /** The tokenizer's name and vocabulary size, as the first worker ready reports them. */
+  readonly tokenizer: Promise<{ name: string; vocabSize: number }>;
+  private tokenizerKnown!: (t: { name: string; vocabSize: number }) => void;
+  private tokenizerFailed!: (err: Error) => void;
 
   /** Workers being started (a source checkout bundles the worker first): batches wait on them in order. */
   private readonly workers: Promise<Worker>[];
 
   /** Starts the workers without waiting for them: the caller reads its first files while they load. */
   constructor(setup: ScanSetup, threads: number) {
+    this.tokenizer = new Promise((resolve, reject) => ((this.tokenizerKnown = resolve), (this.tokenizerFailed = reject)));
+    this.tokenizer.catch(() => undefined); // reported through the batches or ready
     this.workers = Array.from({ length: threads }, () => startWorker(new URL('./scan-worker.js', import.meta.url), { workerData: setup }));
     this.ready = Promise.all(this.workers.map(async (started) => this.watch(await started))).then(() => undefined, (err: Error) => {
       this.failAll(err);
+      this.tokenizerFailed(err);
       throw err;
     });
     this.ready.catch(() => undefined); // reported through the batches
@@ -144,7 +151,7 @@ export class ScanPool {
   private watch(w: Worker): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       w.on('message', (m: FromScanWorker) => {
-        if (m.kind === 'ready') return resolve();
+        if (m.kind === 'ready') return (this.tokenizerKnown(m.tokenizer), resolve());
         if (m.kind === 'error' && m.id === -1) {
           const err = new PatentGPTError(m.code as ErrorCode, m.message);
           reject(err);
