@@ -4,6 +4,7 @@
 // Works across parts: each part saves its signatures and exact keys (savePart), and merge
 // runs over all parts in order, so every part's decision is the same wherever it ran.
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import { PatentGPTError } from '../errors.js';
 import { minhashSignatures } from '../tensor/minhash.js';
@@ -259,10 +260,11 @@ export class PartWriter {
   async add(keys: readonly string[], sig: Uint32Array): Promise<void> {
     if (sig.length !== keys.length * this.c.permutations) throw new PatentGPTError('E_ARGUMENT', `PartWriter: ${keys.length} keys but ${sig.length / this.c.permutations} signatures`);
     this.n += keys.length;
-    const ok1 = this.keys.write(Buffer.from(keys.join(''), 'hex'));
-    const ok2 = this.sigs.write(Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength));
-    if (!ok1) await new Promise<void>((r) => this.keys.once('drain', () => r()));
-    if (!ok2) await new Promise<void>((r) => this.sigs.once('drain', () => r()));
+    const waits: Promise<unknown>[] = [];
+    // listen for both drains now: awaiting one, then listening for the other, can miss it and hang
+    if (!this.keys.write(Buffer.from(keys.join(''), 'hex'))) waits.push(once(this.keys, 'drain'));
+    if (!this.sigs.write(Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength))) waits.push(once(this.sigs, 'drain'));
+    await Promise.all(waits);
   }
 
   async close(): Promise<void> {

@@ -1,10 +1,11 @@
 // MinHash dedup: the native signature against a BigInt reference of the same hash, LSH
 // precision/recall on generated near-duplicate pairs, and the per-part state round trip.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { exactKey, findDuplicates, loadPart, lshParams, normalizeForDedup, resolveDedup, savePart, signatures } from '../../src/data/dedup.js';
+import { PartWriter, exactKey, findDuplicates, loadPart, lshParams, normalizeForDedup, resolveDedup, savePart, signatures } from '../../src/data/dedup.js';
 import { minhashSignatures } from '../../src/tensor/minhash.js';
 
 const M64 = (1n << 64n) - 1n;
@@ -198,6 +199,28 @@ describe('near-duplicate detection', () => {
       expect(bands * rows).toBeLessThanOrEqual(128);
       expect(1 - (1 - t ** rows) ** bands).toBeGreaterThan(0.9);
     }
+  });
+
+  it('PartWriter finishes whichever of its two files drains first (it once waited for a drain already past)', () => {
+    // in a child process, where the old code hung every time (here the test runner's own I/O hid it)
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-dedup-w-'));
+    const script = path.join(dir, 'writer.mts');
+    fs.writeFileSync(script, `
+import { PartWriter, resolveDedup } from ${JSON.stringify(path.resolve(import.meta.dirname, '../../src/data/dedup.ts'))};
+const watchdog = setTimeout(() => { console.log('hung'); process.exit(2); }, 20000);
+for (const [P, n] of [[128, 1000], [2, 20000]]) {
+  const w = new PartWriter(${JSON.stringify(dir)} + '/p' + P, resolveDedup({ permutations: P }));
+  const keys = Array.from({ length: n }, (_, i) => i.toString(16).padStart(32, '0'));
+  for (let b = 0; b < 100; b++) await w.add(keys, new Uint32Array(n * P));
+  await w.close();
+}
+clearTimeout(watchdog);
+console.log('done');
+`);
+    const out = execFileSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8' });
+    expect(out.trim()).toBe('done');
+    expect(fs.statSync(path.join(dir, 'p2', 'keys.bin')).size).toBe(100 * 20000 * 16);
+    fs.rmSync(dir, { recursive: true });
   });
 
   it('per-part state round-trips and merging parts equals one pass', async () => {
