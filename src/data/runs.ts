@@ -58,10 +58,12 @@ export class RunSorter {
   /** Records added in all. */
   size = 0;
 
-  /** @param budgetBytes the buffer's size (at least 16 records). */
+  /** @param budgetBytes the buffer's size with the sort's scratch (an order and a copy for records
+   *  of several words; single words sort in place); at least 16 records. */
   constructor(private readonly dir: string, private readonly name: string, readonly width: number, budgetBytes: number) {
     this.u32s = 2 * width;
-    this.capacity = Math.max(16, Math.floor(budgetBytes / (8 * width)));
+    const bytesPerRecord = width === 1 ? 8 : 2 * 8 * width + 4;
+    this.capacity = Math.max(16, Math.floor(budgetBytes / bytesPerRecord));
     this.buf = new Uint32Array(Math.min(this.capacity, 1024) * this.u32s);
   }
 
