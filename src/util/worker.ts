@@ -27,6 +27,7 @@ type EsbuildPlugin = {
 };
 type Esbuild = { build(o: Record<string, unknown>): Promise<{ outputFiles: { text: string }[] }> };
 
+/** esbuild comes with tsx, which a source checkout runs under; dist/ never needs it. */
 function loadEsbuild(): Esbuild | null {
   try {
     return createRequire(import.meta.url)('esbuild') as Esbuild;
@@ -74,6 +75,7 @@ async function build(esbuild: Esbuild, entry: string): Promise<string> {
 
 /** Code for an eval worker that registers tsx, then imports the .ts entry (no esbuild). */
 function tsxBootstrap(ts: URL): string {
+  // tsx's ESM API entry (its CommonJS twin cannot register the ESM loader from here)
   const pkg = createRequire(import.meta.url).resolve('tsx/package.json');
   const exp = (JSON.parse(readFileSync(pkg, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!;
   const api = pathToFileURL(join(dirname(pkg), exp.import.default)).href;
