@@ -104,11 +104,11 @@ for (let r = 0; r < reps; r++) signatures(sample, dd);
 const sigPerSec = (sample.length * reps) / ((performance.now() - t1) / 1000);
 const shingles = sample.reduce((s, x) => s + Math.max(1, x.split(' ').length - dd.shingle + 1), 0) / sample.length;
 
-// ---- merge: bounded memory (external sorts, 64 MiB budget) beside in memory, same synthetic state
+// ---- merge: bounded memory (external sorts, a 16 MiB budget: runs spill) beside in memory, same synthetic state
 const mergeDocs = Number(process.env.PATENTGPT_BENCH_MERGE_DOCS ?? 400_000);
 const mergeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-bench-merge-'));
 const mergeChild = (mode: string): { seconds: number; peakRssMB: number; duplicates: number; spilledRuns: number } => {
-  const out = execFileSync(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '_data-merge.ts'), mode, mergeDir, String(mergeDocs), '64'], { encoding: 'utf8' });
+  const out = execFileSync(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '_data-merge.ts'), mode, mergeDir, String(mergeDocs), '16'], { encoding: 'utf8' });
   return JSON.parse(out.trim().split('\n').pop()!);
 };
 mergeChild('make');
@@ -149,7 +149,7 @@ console.log(row('end to end, in one thread', `${single.seconds.toFixed(2)} s  ${
 for (const [k, v] of Object.entries(stage)) console.log(row(`  ${k} (one thread, alone)`, `${(v / 1000).toFixed(2)} s  ${(mb / (v / 1000)).toFixed(1)} MB/s of raw input`));
 console.log(row('MinHash signatures / s / core', `${sigPerSec.toFixed(0)}  (128 perm, 5-word shingles, ~${shingles.toFixed(0)} shingles/doc)`));
 console.log(row('datasketch (Python) / s / core', peer === null ? 'not installed' : `${peer.toFixed(0)}  (ratio ${(sigPerSec / peer).toFixed(1)}x)`));
-console.log(row(`merge ${mergeDocs} docs, bounded (64 MiB)`, `${external.seconds.toFixed(1)} s, peak RSS ${external.peakRssMB.toFixed(0)} MB, ${external.duplicates} duplicates, ${external.spilledRuns} runs spilled`));
+console.log(row(`merge ${mergeDocs} docs, bounded (16 MiB)`, `${external.seconds.toFixed(1)} s, peak RSS ${external.peakRssMB.toFixed(0)} MB, ${external.duplicates} duplicates, ${external.spilledRuns} runs spilled`));
 console.log(row(`merge ${mergeDocs} docs, in memory`, `${inMemory.seconds.toFixed(1)} s, peak RSS ${inMemory.peakRssMB.toFixed(0)} MB, ${inMemory.duplicates} duplicates (bounded: ${(external.peakRssMB / inMemory.peakRssMB).toFixed(2)}x the RSS, ${(external.seconds / inMemory.seconds).toFixed(2)}x the time)`));
 console.log(JSON.stringify({
   bench: 'data', mbPerSec: mbps, workerStartupSeconds: startup, mbPerSecOneThread: mb / single.seconds, workers: threads, bytes, docs: docs.in, kept: docs.kept, tokens,

@@ -32,7 +32,7 @@ export interface PartsDedup {
   exact: Bits;
   exactDuplicates: number;
   nearDuplicates: number;
-  /** Records spilled to run files (0 when every sort fit its budget). */
+  /** Sorted runs spilled to disk (0 when every sort fit its budget). */
   spilledRuns: number;
 }
 
@@ -116,7 +116,6 @@ export function dedupParts(dirs: readonly string[], c: ResolvedDedup, scratch: s
         }
       }),
     );
-    spilledRuns += keys.spilled;
     let firstOfKey = -1;
     const prev = new Uint32Array(4);
     keys.forEach((r, at) => {
@@ -134,6 +133,7 @@ export function dedupParts(dirs: readonly string[], c: ResolvedDedup, scratch: s
       setBit(exact, g);
       union(parent, firstOfKey, g);
     });
+    spilledRuns += keys.spilled;
   }
 
   if (c.near && n > 1) {
@@ -154,7 +154,6 @@ export function dedupParts(dirs: readonly string[], c: ResolvedDedup, scratch: s
     const b = new Uint32Array(P);
     try {
       for (const band of bands) {
-        spilledRuns += band.spilled;
         let bucket = -1;
         let first = -1;
         let firstRead = false;
@@ -174,6 +173,7 @@ export function dedupParts(dirs: readonly string[], c: ResolvedDedup, scratch: s
           for (let q = 0; q < P; q++) if (a[q] === b[q]) eq++;
           if (eq / P >= c.threshold) union(parent, first, g);
         });
+        spilledRuns += band.spilled;
       }
     } finally {
       sigs.close();
