@@ -55,6 +55,8 @@ export class RunSorter {
   private buf: Uint32Array;
   private count = 0;
   private readonly runs: string[] = [];
+  private order = new Uint32Array(0);
+  private sorted = new Uint32Array(0);
   /** Records added in all. */
   size = 0;
 
@@ -106,11 +108,14 @@ export class RunSorter {
       words.sort();
       return this.buf.subarray(0, n * u);
     }
-    const order = new Uint32Array(n);
+    // scratch kept across spills: a fresh pair per spill would leave garbage of the budget's size
+    if (this.order.length < n) this.order = new Uint32Array(n);
+    if (this.sorted.length < n * u) this.sorted = new Uint32Array(n * u);
+    const order = this.order.subarray(0, n);
     for (let i = 0; i < n; i++) order[i] = i;
     const b = this.buf;
     order.sort((x, y) => compare(b, x * u, b, y * u, u));
-    const out = new Uint32Array(n * u);
+    const out = this.sorted.subarray(0, n * u);
     for (let i = 0; i < n; i++) out.set(b.subarray(order[i]! * u, order[i]! * u + u), i * u);
     return out;
   }
@@ -171,6 +176,8 @@ export class RunSorter {
 
   dispose(): void {
     this.buf = new Uint32Array(0);
+    this.order = new Uint32Array(0);
+    this.sorted = new Uint32Array(0);
     this.count = 0;
     for (const f of this.runs) fs.rmSync(f, { force: true });
     this.runs.length = 0;
