@@ -1,8 +1,10 @@
 // npm run bench -- data: MB/s of raw USPTO input (../shared/data) through read, filter, dedup
 // and tokenize. End to end is the prep pipeline itself (scan with its worker threads, then the
 // dedup merge), beside the same pipeline in one thread in the same run; per stage, each step
-// alone in this thread; and MinHash signatures per second per core, beside datasketch (Python)
-// on the same shingles and permutations when it is installed.
+// alone in this thread; MinHash signatures per second per core, beside datasketch (Python) on
+// the same shingles and permutations when it is installed; and the dedup merge of a synthetic
+// state of PATENTGPT_BENCH_MERGE_DOCS documents (default 400,000) in bounded memory beside the
+// in-memory dedup: peak RSS and seconds, each in its own process.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -102,6 +104,18 @@ for (let r = 0; r < reps; r++) signatures(sample, dd);
 const sigPerSec = (sample.length * reps) / ((performance.now() - t1) / 1000);
 const shingles = sample.reduce((s, x) => s + Math.max(1, x.split(' ').length - dd.shingle + 1), 0) / sample.length;
 
+// ---- merge: bounded memory (external sorts, a 16 MiB budget: runs spill) beside in memory, same synthetic state
+const mergeDocs = Number(process.env.PATENTGPT_BENCH_MERGE_DOCS ?? 400_000);
+const mergeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-bench-merge-'));
+const mergeChild = (mode: string): { seconds: number; peakRssMB: number; duplicates: number; spilledRuns: number } => {
+  const out = execFileSync(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '_data-merge.ts'), mode, mergeDir, String(mergeDocs), '16'], { encoding: 'utf8' });
+  return JSON.parse(out.trim().split('\n').pop()!);
+};
+mergeChild('make');
+const external = mergeChild('external');
+const inMemory = mergeChild('memory');
+fs.rmSync(mergeDir, { recursive: true, force: true });
+
 let peer: number | null = null;
 const py = '/work/main/.venv-ref/bin/python';
 if (fs.existsSync(py)) {
@@ -130,12 +144,15 @@ const mbps = mb / pooled.seconds;
 const row = (k: string, v: string): string => `${k.padEnd(38)} ${v}`;
 console.log(row('input (USPTO full text)', `${mb.toFixed(1)} MB, ${files.length} files, ${docs.in} documents (${docs.kept} kept), ${tokens} tokens; ${cores} cores, load ${os.loadavg()[0]!.toFixed(1)}`));
 console.log(row(`end to end, ${threads} scan workers`, `${pooled.seconds.toFixed(2)} s  ${mbps.toFixed(1)} MB/s  (target >= 20: ${mbps >= 20 ? 'met' : 'NOT met'})`));
-console.log(row(`  of which worker start-up`, `${startup.toFixed(2)} s (tsx compiles the worker in a source checkout); after it: ${(mb / Math.max(1e-3, pooled.seconds - startup)).toFixed(1)} MB/s`));
+console.log(row(`  of which worker start-up`, `${startup.toFixed(2)} s (a source checkout bundles the worker once per process); after it: ${(mb / Math.max(1e-3, pooled.seconds - startup)).toFixed(1)} MB/s`));
 console.log(row('end to end, in one thread', `${single.seconds.toFixed(2)} s  ${(mb / single.seconds).toFixed(1)} MB/s  (workers: ${(single.seconds / pooled.seconds).toFixed(2)}x)`));
 for (const [k, v] of Object.entries(stage)) console.log(row(`  ${k} (one thread, alone)`, `${(v / 1000).toFixed(2)} s  ${(mb / (v / 1000)).toFixed(1)} MB/s of raw input`));
 console.log(row('MinHash signatures / s / core', `${sigPerSec.toFixed(0)}  (128 perm, 5-word shingles, ~${shingles.toFixed(0)} shingles/doc)`));
 console.log(row('datasketch (Python) / s / core', peer === null ? 'not installed' : `${peer.toFixed(0)}  (ratio ${(sigPerSec / peer).toFixed(1)}x)`));
+console.log(row(`merge ${mergeDocs} docs, bounded (16 MiB)`, `${external.seconds.toFixed(1)} s, peak RSS ${external.peakRssMB.toFixed(0)} MB, ${external.duplicates} duplicates, ${external.spilledRuns} runs spilled`));
+console.log(row(`merge ${mergeDocs} docs, in memory`, `${inMemory.seconds.toFixed(1)} s, peak RSS ${inMemory.peakRssMB.toFixed(0)} MB, ${inMemory.duplicates} duplicates (bounded: ${(external.peakRssMB / inMemory.peakRssMB).toFixed(2)}x the RSS, ${(external.seconds / inMemory.seconds).toFixed(2)}x the time)`));
 console.log(JSON.stringify({
   bench: 'data', mbPerSec: mbps, workerStartupSeconds: startup, mbPerSecOneThread: mb / single.seconds, workers: threads, bytes, docs: docs.in, kept: docs.kept, tokens,
   stageSeconds: Object.fromEntries(Object.entries(stage).map(([k, v]) => [k, v / 1000])), minhashSigPerSecPerCore: sigPerSec, datasketchSigPerSec: peer, loadavg: os.loadavg()[0],
+  merge: { documents: mergeDocs, bounded: external, inMemory },
 }));

@@ -1,4 +1,4 @@
-// `patentgpt data prep --config prep.json [--shard i/N] [--phase scan|merge|emit|all]`
+// `patentgpt data prep --config prep.json [--shard i/N] [--phase scan|merge|emit|all] [--workers N] [--merge-memory MiB]`
 import { Command } from 'commander';
 import { PatentGPTError } from '../errors.js';
 import { loadPrepConfig, prep } from '../data/prep.js';
@@ -19,7 +19,15 @@ export function dataCommand(): Command {
     .requiredOption('--config <file>', 'prep config (JSON), see examples/prep.json')
     .option('--shard <i/N>', 'process part i of N (files split round-robin); then --phase merge once, then --phase emit per part')
     .option('--phase <phase>', 'scan | merge | emit | all (default: all for one part, scan with --shard)')
-    .action(async (o: { config: string; shard?: string; phase?: string }) => {
+    .option('--workers <n>', 'scan worker threads; 0 scans in the main thread (default: one per core, at most 8)')
+    .option('--merge-memory <MiB>', 'sort buffers of the dedup merge; beyond them sorted runs spill to disk (default 256)')
+    .action(async (o: { config: string; shard?: string; phase?: string; workers?: string; mergeMemory?: string }) => {
+      const workers = o.workers === undefined ? undefined : Number(o.workers);
+      if (workers !== undefined && !(Number.isInteger(workers) && workers >= 0 && workers <= 256))
+        throw new PatentGPTError('E_ARGUMENT', `--workers must be an integer from 0 to 256, got '${o.workers}'`);
+      const mergeMiB = o.mergeMemory === undefined ? undefined : Number(o.mergeMemory);
+      if (mergeMiB !== undefined && !(Number.isFinite(mergeMiB) && mergeMiB >= 1 && mergeMiB <= 65536))
+        throw new PatentGPTError('E_ARGUMENT', `--merge-memory must be a number of MiB from 1 to 65536, got '${o.mergeMemory}'`);
       const cfg = loadPrepConfig(o.config);
       const { part, parts } = o.shard ? parseShard(o.shard) : { part: 0, parts: 1 };
       const phase = (o.phase ?? (parts > 1 ? 'scan' : 'all')) as 'scan' | 'merge' | 'emit' | 'all';
@@ -30,6 +38,8 @@ export function dataCommand(): Command {
         part,
         parts,
         phase,
+        workers,
+        mergeBudgetBytes: mergeMiB === undefined ? undefined : Math.floor(mergeMiB * 2 ** 20),
         onProgress(e) {
           if (e.phase !== barPhase) {
             bar?.done();

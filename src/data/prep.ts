@@ -9,8 +9,8 @@
 //                     out/<stage>/part-i (shards + manifest + provenance) and the report.
 // Every phase writes into a temporary folder renamed when complete, so a restarted run redoes
 // only unfinished phases and, being deterministic, produces the same bytes. Memory: one
-// document and one signature batch while scanning; the signatures of all kept documents
-// (4 * permutations bytes each) while merging.
+// document and one signature batch while scanning; while merging, the sort buffers
+// (mergeBudgetBytes; beyond them sorted runs spill to disk) and 4 bytes and 2 bits per document.
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -20,10 +20,12 @@ import * as readline from 'node:readline';
 import { PatentGPTError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { Ledger } from './document.js';
-import { type DedupConfig, PartWriter, findDuplicates, loadPart, resolveDedup } from './dedup.js';
+import { type DedupConfig, PartWriter, resolveDedup } from './dedup.js';
+import { dedupParts, hasBit, newBits, setBit } from './dedup-merge.js';
+import { RunSorter } from './runs.js';
 import { type FilterConfig, type PerplexityScorer, buildFilters } from './filters.js';
 import { FORMATS, type FieldMap, type Format, listFiles, readRaw } from './readers/index.js';
-import { ScanContext, ScanPool, type ScanItem, type ScanResult, type ScanSetup, type TokenizerConfig, makeTokenizer } from './scan.js';
+import { ScanContext, ScanPool, type ScanItem, type ScanResult, type ScanSetup, type TokenizerConfig } from './scan.js';
 import { ShardSet, ShardWriter } from './shards.js';
 
 export type { TokenizerConfig } from './scan.js';
@@ -141,12 +143,16 @@ export interface PrepOptions {
   perplexity?: PerplexityScorer;
   /** Worker threads of the scan (default: the cores, at most 8); 0 runs it in this thread. */
   workers?: number;
+  /** Bytes of the merge's sort buffers (default 256 MiB); past them sorted runs spill to disk. */
+  mergeBudgetBytes?: number;
 }
 
 export interface PrepReport {
   parts: number;
   documents: { in: number; kept: number; dropped: Record<string, number>; bytes: number };
-  duplicates: { exact: number; near: number; clusters: number; largestClusters: string[][] };
+  /** largestClusters: ids (representative first, at most 100 listed) of the 20 largest clusters;
+   *  every cluster is in <work>/merge/clusters.tsv. */
+  duplicates: { exact: number; near: number; clusters: number; largestClusters: string[][]; largestClusterSizes: number[] };
   /** After dedup, per category: documents and tokens available to the stages. */
   available: Record<string, { documents: number; tokens: number }>;
   stages: Record<string, { tokens: number; categories: Record<string, { documents: number; tokens: number; factor: number }> }>;
@@ -200,12 +206,19 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism()));
   const local = threads === 0 ? new ScanContext(setup) : null;
   const pool = threads > 0 ? new ScanPool(setup, threads) : null;
-  const tok = local?.tok ?? makeTokenizer(cfg.tokenizer);
+  // the spool needs the tokenizer's name and vocabulary: from the workers, which build it anyway
+  // (building it here too would take a core from them while they start)
+  const tok = local ? Promise.resolve(local.tok) : pool!.tokenizer;
   const dd = resolveDedup(cfg.dedup);
   const files = partFiles(await inputFiles(cfg), part, parts);
   let totalBytes = 0;
   for (const f of files) totalBytes += (await fs.promises.stat(f.file)).size;
-  const spool = await ShardWriter.create(path.join(tmp, 'spool'), { vocabSize: tok.vocabSize, tokenizer: tok.name });
+  let spoolWriter: ShardWriter | null = null;
+  const spool = async (): Promise<ShardWriter> => {
+    if (spoolWriter) return spoolWriter;
+    const { vocabSize, name } = await tok;
+    return (spoolWriter ??= await ShardWriter.create(path.join(tmp, 'spool'), { vocabSize, tokenizer: name }));
+  };
   const dedupW = new PartWriter(path.join(tmp, 'dedup'), dd);
   const rows = fs.createWriteStream(path.join(tmp, 'docs.tsv'));
   const ledger = new Ledger();
@@ -221,7 +234,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
         ledger.drop(o.reason);
         continue;
       }
-      await spool.add(o.ids, o.category);
+      await (await spool()).add(o.ids, o.category);
       await writeLine(rows, `${o.category}\t${o.id.replace(/[\t\n]/g, ' ')}\t${o.source.replace(/[\t\n]/g, ' ')}\t${o.lang}\t${o.ids.length}\n`);
       keys.push(o.key);
       ledger.kept++;
@@ -255,6 +268,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
     }
     await submit();
     while (inflight.length > 0) await write(await inflight.shift()!);
+    await spool(); // before the pool closes: with no document, the tokenizer comes from here
   } finally {
     await Promise.allSettled(inflight);
     await pool?.close();
@@ -263,7 +277,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   opts.onProgress?.({ phase: 'scan', documents: ledger.in, bytes: doneBytes, totalBytes, kept: ledger.kept });
   await dedupW.close();
   await new Promise<void>((r, j) => rows.end((e?: Error | null) => (e ? j(e) : r())));
-  await spool.close();
+  await (await spool()).close();
   await writeFileAtomic(path.join(tmp, 'ledger.json'), JSON.stringify(ledger.toJSON()));
   await rmrf(final);
   await fs.promises.rename(tmp, final);
@@ -277,74 +291,171 @@ interface Row {
   tokens: number;
 }
 
-function readRows(partDir: string): Row[] {
-  const text = fs.readFileSync(path.join(partDir, 'docs.tsv'), 'utf8');
-  const out: Row[] = [];
-  for (const line of text.split('\n')) {
+/** A part's rows (docs.tsv, streamed) with their row index. */
+async function* partRows(partDir: string): AsyncGenerator<Row & { index: number }> {
+  const lines = readline.createInterface({ input: fs.createReadStream(path.join(partDir, 'docs.tsv')), crlfDelay: Infinity });
+  let index = 0;
+  for await (const line of lines) {
     if (!line) continue;
     const [category, id, source, lang, tokens] = line.split('\t');
-    out.push({ category: category!, id: id!, source: source!, lang: lang!, tokens: Number(tokens) });
+    yield { category: category!, id: id!, source: source!, lang: lang!, tokens: Number(tokens), index: index++ };
   }
-  return out;
 }
 
+/** work/merge/merge.json; beside it clusters.tsv and drop-<part>.bin (a bit per row of the part: a duplicate). */
 interface MergeResult {
-  /** Per part: the indices of duplicate rows, with 1 (exact) or 2 (near). */
-  dropped: { index: number; kind: number; rep: string }[][];
   available: Record<string, { documents: number; tokens: number }>;
   exact: number;
   near: number;
   clusters: number;
+  /** The largest clusters (at most 20), representative first, at most LISTED_MEMBERS ids each. */
   largestClusters: string[][];
+  largestClusterSizes: number[];
 }
 
-async function merge(cfg: PrepConfig, parts: number): Promise<void> {
-  const out = path.join(cfg.work!, 'merge.json');
-  if (fs.existsSync(out)) return;
+const LARGEST_CLUSTERS = 20;
+const LISTED_MEMBERS = 100;
+/** Default bytes of the merge's sort buffers (beyond them, sorted runs spill to work/merge.tmp). */
+const MERGE_BUDGET = 256 << 20;
+
+/** Appends to a file through a buffer, synchronously (the merge phase has nothing else to do). */
+class FileAppender {
+  private readonly fd: number;
+  private chunks: Buffer[] = [];
+  private pending = 0;
+  /** Bytes written so far (flushed or not). */
+  size = 0;
+
+  constructor(readonly file: string) {
+    this.fd = fs.openSync(file, 'w');
+  }
+
+  write(b: Buffer): void {
+    this.chunks.push(b);
+    this.pending += b.length;
+    this.size += b.length;
+    if (this.pending >= 1 << 20) this.flush();
+  }
+
+  flush(): void {
+    if (this.pending === 0) return;
+    fs.writeSync(this.fd, Buffer.concat(this.chunks));
+    this.chunks = [];
+    this.pending = 0;
+  }
+
+  close(): void {
+    this.flush();
+    fs.fsyncSync(this.fd);
+    fs.closeSync(this.fd);
+  }
+}
+
+/**
+ * Phase 2: dedup over every part (external sorts, bounded memory: dedup-merge.ts), then one pass
+ * over the parts' rows for the tokens available per category, the duplicate bits per part and
+ * the clusters with their ids (one more external sort, by representative).
+ */
+async function merge(cfg: PrepConfig, parts: number, budgetBytes: number): Promise<void> {
+  const final = path.join(cfg.work!, 'merge');
+  if (fs.existsSync(path.join(final, 'merge.json'))) return;
   const dd = resolveDedup(cfg.dedup);
-  const states = [];
-  const rows: Row[][] = [];
+  const partDirs: string[] = [];
   for (let p = 0; p < parts; p++) {
     const dir = path.join(cfg.work!, `part-${p}`);
     if (!fs.existsSync(path.join(dir, 'ledger.json'))) throw new PatentGPTError('E_IO', `${dir}: part ${p}/${parts} has not been scanned; run 'patentgpt data prep --shard ${p}/${parts}' first`);
-    states.push(loadPart(path.join(dir, 'dedup'), dd));
-    rows.push(readRows(dir));
+    partDirs.push(dir);
   }
-  const n = states.reduce((s, x) => s + x.keys.length, 0);
-  const keys: string[] = [];
-  const sig = new Uint32Array(n * dd.permutations);
-  const owner: [number, number][] = [];
-  let at = 0;
-  states.forEach((s, p) => {
-    for (let i = 0; i < s.keys.length; i++) {
-      keys.push(s.keys[i]!);
-      owner.push([p, i]);
-    }
-    sig.set(s.sig, at);
-    at += s.sig.length;
-  });
-  const res = findDuplicates(n, dd.exact ? keys : null, dd.near ? sig : null, dd);
-  const dropped: MergeResult['dropped'] = Array.from({ length: parts }, () => []);
+  const tmp = `${final}.tmp`;
+  await rmrf(tmp);
+  const scratch = path.join(tmp, 'scratch');
+  fs.mkdirSync(scratch, { recursive: true });
+  const d = dedupParts(partDirs.map((p) => path.join(p, 'dedup')), dd, scratch, budgetBytes);
+  const { rep } = d;
+  const hasMembers = newBits(rep.length);
+  for (let i = 0; i < rep.length; i++) if (rep[i] !== i) setBit(hasMembers, rep[i]!);
+
+  // rows: available tokens, duplicate bits; ids of cluster members to a side file for the clusters
   const available: MergeResult['available'] = {};
-  const idOf = (g: number): string => {
-    const [p, i] = owner[g]!;
-    return rows[p]![i]!.id;
-  };
-  for (let g = 0; g < n; g++) {
-    const [p, i] = owner[g]!;
-    if (res.rep[g] !== g) dropped[p]!.push({ index: i, kind: res.kind[g]!, rep: idOf(res.rep[g]!) });
-    else {
-      const r = rows[p]![i]!;
-      const a = (available[r.category] ??= { documents: 0, tokens: 0 });
-      a.documents++;
-      a.tokens += r.tokens;
+  const ids = new FileAppender(path.join(scratch, 'ids.bin'));
+  const members = new RunSorter(scratch, 'clusters', 2, budgetBytes);
+  const rec = new Uint32Array(4);
+  let g = 0;
+  for (let p = 0; p < parts; p++) {
+    const drop = newBits(d.counts[p]!);
+    let rows = 0;
+    for await (const row of partRows(partDirs[p]!)) {
+      if (rows++ === d.counts[p]) break;
+      if (rep[g] !== g) setBit(drop, row.index);
+      else {
+        const a = (available[row.category] ??= { documents: 0, tokens: 0 });
+        a.documents++;
+        a.tokens += row.tokens;
+      }
+      if (rep[g] !== g || hasBit(hasMembers, g)) {
+        const id = Buffer.from(row.id);
+        const len = Buffer.alloc(4);
+        len.writeUInt32LE(id.length);
+        rec.set([rep[g]!, g, Math.floor(ids.size / 4294967296), ids.size >>> 0]);
+        members.add(rec);
+        ids.write(len);
+        ids.write(id);
+      }
+      g++;
     }
+    if (rows !== d.counts[p]) throw new PatentGPTError('E_DATA', `${partDirs[p]}: docs.tsv has ${rows} rows but the dedup state ${d.counts[p]}; delete the part folder and rescan it`);
+    fs.writeFileSync(path.join(tmp, `drop-${p}.bin`), drop);
   }
-  const largest = [...res.clusters].sort((a, b) => b.length - a.length || a[0]! - b[0]!).slice(0, 20).map((c) => c.map(idOf));
-  const m: MergeResult = { dropped, available, exact: res.exactDuplicates, near: res.nearDuplicates, clusters: res.clusters.length, largestClusters: largest };
-  await writeFileAtomic(out, JSON.stringify(m));
-  // the full cluster list, for inspection: one line per cluster, representative first
-  await writeFileAtomic(path.join(cfg.work!, 'clusters.tsv'), res.clusters.map((c) => c.map(idOf).join('\t')).join('\n') + (res.clusters.length ? '\n' : ''));
+  ids.close();
+
+  // clusters, representative first (the lowest index sorts first), ordered by representative
+  const idsFd = fs.openSync(ids.file, 'r');
+  const out = new FileAppender(path.join(tmp, 'clusters.tsv'));
+  const largest: { rep: number; size: number; ids: string[] }[] = [];
+  let cur: { rep: number; size: number; ids: string[] } | null = null;
+  const lenBuf = Buffer.alloc(4);
+  const closeCluster = (): void => {
+    if (!cur) return;
+    out.write(Buffer.from('\n'));
+    largest.push(cur);
+    largest.sort((x, y) => y.size - x.size || x.rep - y.rep);
+    if (largest.length > LARGEST_CLUSTERS) largest.pop();
+  };
+  let clusters = 0;
+  try {
+    members.forEach((r, at) => {
+      const root = r[at + 1]!;
+      const off = r[at + 3]! * 4294967296 + r[at + 2]!;
+      fs.readSync(idsFd, lenBuf, 0, 4, off);
+      const idBytes = Buffer.alloc(lenBuf.readUInt32LE(0));
+      fs.readSync(idsFd, idBytes, 0, idBytes.length, off + 4);
+      if (cur?.rep !== root) {
+        closeCluster();
+        cur = { rep: root, size: 0, ids: [] };
+        clusters++;
+      } else out.write(Buffer.from('\t'));
+      out.write(idBytes);
+      cur.size++;
+      if (cur.ids.length < LISTED_MEMBERS) cur.ids.push(idBytes.toString());
+    });
+    closeCluster();
+  } finally {
+    fs.closeSync(idsFd);
+    out.close();
+  }
+  await rmrf(scratch);
+  const m: MergeResult = {
+    available, exact: d.exactDuplicates, near: d.nearDuplicates, clusters,
+    largestClusters: largest.map((c) => c.ids), largestClusterSizes: largest.map((c) => c.size),
+  };
+  await writeFileAtomic(path.join(tmp, 'merge.json'), JSON.stringify(m));
+  await rmrf(final);
+  await fs.promises.rename(tmp, final);
+}
+
+function readMerge(cfg: PrepConfig): MergeResult | null {
+  const f = path.join(cfg.work!, 'merge', 'merge.json');
+  return fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as MergeResult) : null;
 }
 
 /** Uniform in [0, 1) from (seed, stage, document id, copy): the same on every machine. */
@@ -366,19 +477,9 @@ export function stageFactors(st: StageConfig, available: Record<string, { tokens
   return f;
 }
 
-/** The rows of one category of a part, in order, with their row index (docs.tsv is streamed). */
+/** The rows of one category of a part, in order, with their row index. */
 async function* categoryRows(partDir: string, category: string): AsyncGenerator<Row & { index: number }> {
-  const lines = readline.createInterface({ input: fs.createReadStream(path.join(partDir, 'docs.tsv')), crlfDelay: Infinity });
-  let index = 0;
-  for await (const line of lines) {
-    if (!line) continue;
-    const tab = line.indexOf('\t');
-    if (line.slice(0, tab) === category) {
-      const [, id, source, lang, tokens] = line.split('\t');
-      yield { category, id: id!, source: source!, lang: lang!, tokens: Number(tokens), index };
-    }
-    index++;
-  }
+  for await (const row of partRows(partDir)) if (row.category === category) yield row;
 }
 
 /** Writes a line, waiting when the stream's buffer is full (memory stays bounded on slow disks). */
@@ -392,13 +493,12 @@ async function writeLine(out: fs.WriteStream, line: string): Promise<void> {
  * one document and a bit per row of the part (the duplicates to skip).
  */
 async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<void> {
-  const mergeFile = path.join(cfg.work!, 'merge.json');
-  if (!fs.existsSync(mergeFile)) throw new PatentGPTError('E_IO', `${mergeFile} is missing: run 'patentgpt data prep' with the merge phase (after every part's scan) before emit`);
-  const m = JSON.parse(fs.readFileSync(mergeFile, 'utf8')) as MergeResult;
+  const m = readMerge(cfg);
+  const dropFile = path.join(cfg.work!, 'merge', `drop-${part}.bin`);
+  if (!m || !fs.existsSync(dropFile)) throw new PatentGPTError('E_IO', `${path.join(cfg.work!, 'merge')} is missing or incomplete: run 'patentgpt data prep' with the merge phase (after every part's scan) before emit`);
   const partDir = path.join(cfg.work!, `part-${part}`);
-  const drop = new Uint8Array(Math.ceil((m.dropped[part]!.reduce((x, d) => Math.max(x, d.index), -1) + 1) / 8));
-  for (const d of m.dropped[part]!) drop[d.index >> 3]! |= 1 << (d.index & 7);
-  const dropped = (i: number): boolean => (i >> 3) < drop.length && (drop[i >> 3]! & (1 << (i & 7))) !== 0;
+  const drop = fs.readFileSync(dropFile);
+  const dropped = (i: number): boolean => (i >> 3) < drop.length && hasBit(drop, i);
   const seed = cfg.seed ?? 1;
   for (const [stage, st] of Object.entries(cfg.stages)) {
     const final = path.join(cfg.output, stage, `part-${part}`);
@@ -453,8 +553,7 @@ export async function writeReport(cfg: PrepConfig, parts: number): Promise<PrepR
     const f = path.join(cfg.work!, `part-${p}`, 'ledger.json');
     if (fs.existsSync(f)) ledger.merge(JSON.parse(fs.readFileSync(f, 'utf8')));
   }
-  const mf = path.join(cfg.work!, 'merge.json');
-  const m = fs.existsSync(mf) ? (JSON.parse(fs.readFileSync(mf, 'utf8')) as MergeResult) : null;
+  const m = readMerge(cfg);
   if (m) {
     ledger.kept -= m.exact + m.near;
     if (m.exact) ledger.drop('exact-duplicate', m.exact);
@@ -481,7 +580,7 @@ export async function writeReport(cfg: PrepConfig, parts: number): Promise<PrepR
   const report: PrepReport = {
     parts,
     documents: ledger.toJSON(),
-    duplicates: { exact: m?.exact ?? 0, near: m?.near ?? 0, clusters: m?.clusters ?? 0, largestClusters: m?.largestClusters ?? [] },
+    duplicates: { exact: m?.exact ?? 0, near: m?.near ?? 0, clusters: m?.clusters ?? 0, largestClusters: m?.largestClusters ?? [], largestClusterSizes: m?.largestClusterSizes ?? [] },
     available: m?.available ?? {},
     stages,
     tokenizer: cfg.tokenizer.type === 'sentencepiece' ? cfg.tokenizer.model! : cfg.tokenizer.type,
@@ -504,7 +603,7 @@ export async function prep(cfg: PrepConfig, opts: PrepOptions = {}): Promise<Pre
   const phase = opts.phase ?? 'all';
   await fs.promises.mkdir(cfg.work!, { recursive: true });
   if (phase === 'scan' || phase === 'all') await scan(cfg, part, parts, opts);
-  if (phase === 'merge' || (phase === 'all' && parts === 1)) await merge(cfg, parts);
+  if (phase === 'merge' || (phase === 'all' && parts === 1)) await merge(cfg, parts, opts.mergeBudgetBytes ?? MERGE_BUDGET);
   if (phase === 'emit' || (phase === 'all' && parts === 1)) await emit(cfg, part, opts);
   return writeReport(cfg, parts);
 }

@@ -20,7 +20,7 @@ try {
       (err: unknown) => fail(m.id, err),
     );
   });
-  port.postMessage({ kind: 'ready' } satisfies FromScanWorker);
+  port.postMessage({ kind: 'ready', tokenizer: { name: ctx.tok.name, vocabSize: ctx.tok.vocabSize } } satisfies FromScanWorker);
 } catch (err) {
   fail(-1, err);
 }

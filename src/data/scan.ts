@@ -3,12 +3,9 @@
 // only splits it into documents, and the work on its documents use every core. Results come back
 // in submission order, so the output is the same bytes whatever the thread timing; the same
 // function runs in-process when a caller's hook (perplexity) cannot cross into a worker.
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { PatentGPTError, type ErrorCode } from '../errors.js';
+import { startWorker } from '../util/worker.js';
 import { ByteTokenizer } from '../tokenizer/byte.js';
 import { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
 import type { ReadItem } from './document.js';
@@ -117,20 +114,9 @@ export class ScanContext {
 
 export type ToScanWorker = { kind: 'batch'; id: number; items: ScanItem[] };
 export type FromScanWorker =
-  | { kind: 'ready' }
+  | { kind: 'ready'; tokenizer: { name: string; vocabSize: number } }
   | { kind: 'result'; id: number; result: ScanResult }
   | { kind: 'error'; id: number; code: string; message: string };
-
-/** Bootstrap for a worker: the compiled scan-worker.js, or scan-worker.ts through tsx in a source checkout. */
-function bootstrap(): string {
-  const js = new URL('./scan-worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return `import(${JSON.stringify(js.href)});`;
-  const ts = new URL('./scan-worker.ts', import.meta.url);
-  const pkg = createRequire(import.meta.url).resolve('tsx/package.json');
-  const exp = (JSON.parse(readFileSync(pkg, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!;
-  const api = pathToFileURL(join(dirname(pkg), exp.import.default)).href;
-  return `import(${JSON.stringify(api)}).then((m) => { (m.register ?? m.default.register)(); return import(${JSON.stringify(ts.href)}); });`;
-}
 
 /** Worker threads running ScanContext.process; submit() answers in any order, callers await in order. */
 export class ScanPool {
@@ -140,12 +126,32 @@ export class ScanPool {
   private failed: Error | null = null;
   /** Resolves when every worker has built its context (batches sent before then wait in its queue). */
   readonly ready: Promise<void>;
+  /** The tokenizer's name and vocabulary size, as the first worker ready reports them. */
+  readonly tokenizer: Promise<{ name: string; vocabSize: number }>;
+  private tokenizerKnown!: (t: { name: string; vocabSize: number }) => void;
+  private tokenizerFailed!: (err: Error) => void;
+
+  /** Workers being started (a source checkout bundles the worker first): batches wait on them in order. */
+  private readonly workers: Promise<Worker>[];
 
   /** Starts the workers without waiting for them: the caller reads its first files while they load. */
-  constructor(setup: ScanSetup, threads: number, private readonly workers = Array.from({ length: threads }, () => new Worker(bootstrap(), { eval: true, workerData: setup }))) {
-    this.ready = Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => {
+  constructor(setup: ScanSetup, threads: number) {
+    this.tokenizer = new Promise((resolve, reject) => ((this.tokenizerKnown = resolve), (this.tokenizerFailed = reject)));
+    this.tokenizer.catch(() => undefined); // reported through the batches or ready
+    this.workers = Array.from({ length: threads }, () => startWorker(new URL('./scan-worker.js', import.meta.url), { workerData: setup }));
+    this.ready = Promise.all(this.workers.map(async (started) => this.watch(await started))).then(() => undefined, (err: Error) => {
+      this.failAll(err);
+      this.tokenizerFailed(err);
+      throw err;
+    });
+    this.ready.catch(() => undefined); // reported through the batches
+  }
+
+  /** Routes a worker's answers to their batches; resolves when it has built its context. */
+  private watch(w: Worker): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
       w.on('message', (m: FromScanWorker) => {
-        if (m.kind === 'ready') return resolve();
+        if (m.kind === 'ready') return (this.tokenizerKnown(m.tokenizer), resolve());
         if (m.kind === 'error' && m.id === -1) {
           const err = new PatentGPTError(m.code as ErrorCode, m.message);
           reject(err);
@@ -162,24 +168,23 @@ export class ScanPool {
         reject(err);
         this.failAll(err);
       });
-    }))).then(() => undefined);
-    this.ready.catch(() => undefined); // reported through the batches
+    });
   }
 
   /** Sends a batch to the next worker (round robin). */
   submit(items: ScanItem[]): Promise<ScanResult> {
     if (this.failed) return Promise.reject(this.failed);
     const id = this.nextId++;
-    const w = this.workers[this.turn++ % this.workers.length]!;
+    const started = this.workers[this.turn++ % this.workers.length]!;
     return new Promise<ScanResult>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      w.postMessage({ kind: 'batch', id, items } satisfies ToScanWorker);
+      started.then((w) => w.postMessage({ kind: 'batch', id, items } satisfies ToScanWorker), reject);
     });
   }
 
   async close(): Promise<void> {
     this.failAll(new PatentGPTError('E_DISPOSED', 'prep: the scan pool was closed'));
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await Promise.all(this.workers.map(async (started) => (await started.catch(() => null))?.terminate()));
   }
 
   private failAll(err: Error): void {

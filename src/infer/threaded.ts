@@ -3,28 +3,13 @@
 // stats() as Engine; the weights live in the worker (loaded there from a folder, or copied over
 // once from a model in this thread). Tokenizers cross as data: SentencePieceTokenizer (its
 // tokenizer.model bytes) or ByteTokenizer.
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { PatentGPTError, type ErrorCode } from '../errors.js';
+import { startWorker } from '../util/worker.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
 import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
 import { DeltaStream, type EngineOptions, type EngineStats, type GenerateOptions, type GenerationDelta } from './engine.js';
 import type { FromWorker, ToWorker, WorkerInit, WorkerTokenizer } from './worker.js';
-
-/** Bootstrap code for the worker: the compiled worker.js, or worker.ts through tsx in a source checkout. */
-function bootstrap(): string {
-  const js = new URL('./worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return `import(${JSON.stringify(js.href)});`;
-  const ts = new URL('./worker.ts', import.meta.url);
-  // tsx's ESM API entry (its CommonJS twin cannot register the ESM loader from here).
-  const pkg = createRequire(import.meta.url).resolve('tsx/package.json');
-  const exp = (JSON.parse(readFileSync(pkg, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!;
-  const api = pathToFileURL(join(dirname(pkg), exp.import.default)).href;
-  return `import(${JSON.stringify(api)}).then((m) => { (m.register ?? m.default.register)(); return import(${JSON.stringify(ts.href)}); });`;
-}
 
 function tokenizerData(t: EngineOptions['tokenizer']): WorkerTokenizer {
   if (t === undefined) return null;
@@ -70,7 +55,7 @@ export class ThreadedEngine {
   }
 
   static async #start(init: WorkerInit, transfer: ArrayBuffer[]): Promise<ThreadedEngine> {
-    const worker = new Worker(bootstrap(), { eval: true, workerData: init, transferList: transfer });
+    const worker = await startWorker(new URL('./worker.js', import.meta.url), { workerData: init, transferList: transfer });
     await new Promise<void>((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {
         if (m.kind === 'ready') resolve();

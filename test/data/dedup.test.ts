@@ -1,10 +1,11 @@
 // MinHash dedup: the native signature against a BigInt reference of the same hash, LSH
 // precision/recall on generated near-duplicate pairs, and the per-part state round trip.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { exactKey, findDuplicates, loadPart, lshParams, normalizeForDedup, resolveDedup, savePart, signatures } from '../../src/data/dedup.js';
+import { PartWriter, exactKey, findDuplicates, loadPart, lshParams, normalizeForDedup, resolveDedup, savePart, signatures } from '../../src/data/dedup.js';
 import { minhashSignatures } from '../../src/tensor/minhash.js';
 
 const M64 = (1n << 64n) - 1n;
@@ -103,6 +104,21 @@ function jaccard(a: Set<string>, b: Set<string>): number {
   return inter / (a.size + b.size - inter);
 }
 
+describe('normalizeForDedup', () => {
+  it('equals its regex definition on mixed scripts, symbols, blanks and surrogates', () => {
+    const CJK = /([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af])/g;
+    const byRegex = (t: string): string => t.normalize('NFKC').toLowerCase().replace(/[\p{P}\p{S}]+/gu, ' ').replace(CJK, ' $1 ').replace(/\s+/g, ' ').trim();
+    const alphabet = [...'aB9 ,.\t\n-', '・', '゠', '゛', '中', '文', 'ア', '\u00a0', '\u3000', '！', '#', '€', 'É', 'ﬁ', '①', '가', '😀', '𠀀', '\ud800', '\udc00', '𝐀', '\u2028'];
+    const r = rng(5);
+    for (let i = 0; i < 5000; i++) {
+      let t = '';
+      for (let k = 0; k < 12; k++) t += alphabet[Math.floor(r() * alphabet.length)];
+      expect(normalizeForDedup(t), JSON.stringify(t)).toBe(byRegex(t));
+    }
+    expect(normalizeForDedup('A claim — comprising: 一种装置!')).toBe('a claim comprising 一 种 装 置');
+  });
+});
+
 describe('near-duplicate detection', () => {
   it('precision and recall >= 0.95 at the threshold on generated pairs', () => {
     const r = rng(42);
@@ -183,6 +199,28 @@ describe('near-duplicate detection', () => {
       expect(bands * rows).toBeLessThanOrEqual(128);
       expect(1 - (1 - t ** rows) ** bands).toBeGreaterThan(0.9);
     }
+  });
+
+  it('PartWriter finishes whichever of its two files drains first (it once waited for a drain already past)', () => {
+    // in a child process, where the old code hung every time (here the test runner's own I/O hid it)
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-dedup-w-'));
+    const script = path.join(dir, 'writer.mts');
+    fs.writeFileSync(script, `
+import { PartWriter, resolveDedup } from ${JSON.stringify(path.resolve(import.meta.dirname, '../../src/data/dedup.ts'))};
+const watchdog = setTimeout(() => { console.log('hung'); process.exit(2); }, 20000);
+for (const [P, n] of [[128, 1000], [2, 20000]]) {
+  const w = new PartWriter(${JSON.stringify(dir)} + '/p' + P, resolveDedup({ permutations: P }));
+  const keys = Array.from({ length: n }, (_, i) => i.toString(16).padStart(32, '0'));
+  for (let b = 0; b < 100; b++) await w.add(keys, new Uint32Array(n * P));
+  await w.close();
+}
+clearTimeout(watchdog);
+console.log('done');
+`);
+    const out = execFileSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8' });
+    expect(out.trim()).toBe('done');
+    expect(fs.statSync(path.join(dir, 'p2', 'keys.bin')).size).toBe(100 * 20000 * 16);
+    fs.rmSync(dir, { recursive: true });
   });
 
   it('per-part state round-trips and merging parts equals one pass', async () => {

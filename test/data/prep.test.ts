@@ -155,6 +155,15 @@ describe('prep', () => {
     expect(r.available).toEqual(one.available);
   });
 
+  it('an unreadable tokenizer model is a clear error, in workers or in this thread, even with no document', async () => {
+    const empty = path.join(root, 'empty');
+    fs.mkdirSync(empty, { recursive: true });
+    for (const workers of [1, 0]) {
+      const cfg = validatePrepConfig({ output: path.join(root, `badtok-${workers}`), inputs: [{ path: empty }], tokenizer: { type: 'sentencepiece', model: path.join(root, 'nope.model') }, stages: { s: { weights: { general: 1 } } } }, root);
+      await expect(prep(cfg, { workers })).rejects.toThrow(/cannot read tokenizer model .*nope\.model/);
+    }
+  });
+
   it('config errors name the field', () => {
     expect(() => validatePrepConfig({ output: 'x', inputs: [], tokenizer: { type: 'byte' }, stages: {} }, root)).toThrow(/inputs/);
     expect(() => validatePrepConfig({ output: 'x', inputs: [{ path: 'a' }], tokenizer: { type: 'nope' }, stages: { a: { weights: {} } } }, root)).toThrow(/tokenizer.type/);

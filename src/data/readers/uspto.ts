@@ -58,7 +58,14 @@ export const USPTO_SPECS: Spec[] = [
   },
 ];
 
+// Block breaks inside a field's raw text until it is tidied (XML text cannot hold U+0000).
+const BREAK = '\0';
+// Runs of blanks (\s) other than a lone space: replaced by ' ', the same as /\s+/g, with a match
+// per odd run instead of per space.
+const BLANKS = /[\t\n\v\f\r\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]\s*| \s+/g;
+
 class Extractor implements XmlHandler {
+  /** Per field, its text pieces as written (entities decoded) and BREAK between blocks. */
   readonly out: Record<Field, string[]> = { title: [], abstract: [], claims: [], description: [] };
   readonly meta: Record<string, string> = {};
   private readonly stack: string[] = [];
@@ -74,6 +81,10 @@ class Extractor implements XmlHandler {
       if (l) l.push([key, inside]);
       else this.metaByElement.set(el, [[key, inside]]);
     }
+  }
+
+  wantsText(): boolean {
+    return this.skipDepth === 0 && (this.fieldStack.length > 0 || this.metaByElement.has(this.stack[this.stack.length - 1]!));
   }
 
   open(name: string, attrs: string): void {
@@ -105,7 +116,7 @@ class Extractor implements XmlHandler {
       }
     }
     const f = this.fieldStack[this.fieldStack.length - 1];
-    if (f) this.out[f].push(t.replace(/\s+/g, ' '));
+    if (f) this.out[f].push(t.indexOf(BREAK) < 0 ? t : t.replaceAll(BREAK, ' '));
   }
 
   close(name: string): void {
@@ -116,14 +127,27 @@ class Extractor implements XmlHandler {
     }
     if (this.spec.fields[name]) {
       this.fieldStack.pop();
-      this.out[this.spec.fields[name]!].push('\n');
+      this.out[this.spec.fields[name]!].push(BREAK);
     }
     if (this.spec.blocks.has(name)) this.newline();
   }
 
   private newline(): void {
     const f = this.fieldStack[this.fieldStack.length - 1];
-    if (f) this.out[f].push('\n');
+    if (f) this.out[f].push(BREAK);
+  }
+
+  /** A field as tidy() would make it of its pieces with each piece's blanks made one space and
+   *  breaks as newlines: one regex over the joined text instead of one per piece. */
+  field(f: Field): string {
+    const lines = this.out[f].join('').replace(BLANKS, ' ').split(BREAK);
+    let kept = 0;
+    for (const l of lines) {
+      const t = l.trim();
+      if (t) lines[kept++] = t;
+    }
+    lines.length = kept;
+    return lines.join('\n');
   }
 
   lang(): string | undefined {
@@ -142,10 +166,10 @@ export function parseUsptoXml(xml: string, spec: Spec, source: string, fallbackI
   const application = spec.root === 'us-patent-application' || spec.root === 'patent-application-publication';
   const category: Category = application ? 'application' : 'patent';
   const doc: Document = emptyDocument(id, source, category);
-  doc.title = tidy(ex.out.title.join(''));
-  doc.abstract = tidy(ex.out.abstract.join(''));
-  doc.claims = tidy(ex.out.claims.join(''));
-  doc.description = tidy(ex.out.description.join(''));
+  doc.title = ex.field('title');
+  doc.abstract = ex.field('abstract');
+  doc.claims = ex.field('claims');
+  doc.description = ex.field('description');
   doc.text = joinText(doc);
   const lang = ex.lang();
   doc.lang = lang && /^[a-z]{2}$/.test(lang) ? lang : 'und';

@@ -41,6 +41,8 @@ export interface XmlHandler {
   open(name: string, attrs: string, selfClosing: boolean): void;
   text(text: string): void;
   close(name: string): void;
+  /** False while the handler ignores text (the scan then neither cuts nor decodes it). */
+  wantsText?(): boolean;
 }
 
 /**
@@ -55,7 +57,7 @@ export function scanXml(s: string, h: XmlHandler): string | null {
   while (i < n) {
     const lt = s.indexOf('<', i);
     const end = lt < 0 ? n : lt;
-    if (end > i) h.text(decodeEntities(s.slice(i, end)));
+    if (end > i && (h.wantsText?.() ?? true)) h.text(decodeEntities(s.slice(i, end)));
     if (lt < 0) break;
     const c = s.charCodeAt(lt + 1);
     if (c === 0x21 /* ! */) {
@@ -66,7 +68,7 @@ export function scanXml(s: string, h: XmlHandler): string | null {
       } else if (s.startsWith('<![CDATA[', lt)) {
         const e = s.indexOf(']]>', lt + 9);
         if (e < 0) return `unterminated CDATA at ${lt}`;
-        h.text(s.slice(lt + 9, e));
+        if (h.wantsText?.() ?? true) h.text(s.slice(lt + 9, e));
         i = e + 3;
       } else {
         // <!DOCTYPE ... [ internal subset ]>: skip, honouring one level of brackets.
@@ -141,11 +143,14 @@ export function attr(attrs: string, name: string): string | undefined {
   return m ? decodeEntities(m[1] ?? m[2] ?? '') : undefined;
 }
 
+// Runs of [ \t\r\f\v\u00a0] other than a lone space (a lone space needs no replacing).
+const LINE_BLANKS = /[\t\r\f\v\u00a0][ \t\r\f\v\u00a0]*| [ \t\r\f\v\u00a0]+/g;
+
 /** Collapses runs of blanks in each line, trims lines and drops blank lines (a block is a line). */
 export function tidy(s: string): string {
   return s
     .split('\n')
-    .map((l) => l.replace(/[ \t\r\f\v\u00a0]+/g, ' ').trim())
+    .map((l) => l.replace(LINE_BLANKS, ' ').trim())
     .filter((l) => l.length > 0)
     .join('\n')
     .trim();
