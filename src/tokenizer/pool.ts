@@ -12,14 +12,11 @@
 // faster warm than cold, and each worker warms its own cache on its share of the text), so 2
 // workers gain little over 1; the native encoder shares nothing between threads but its model
 // and is several times faster per thread.
-import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { PatentGPTError } from '../errors.js';
 import { NativeBpeEncoderHandle } from '../tensor/bpe-encoder.js';
+import { startWorker } from '../util/worker.js';
 import { PieceType } from './model.js';
 import type { EncodeOptions } from './sentencepiece.js';
 import { SentencePieceTokenizer } from './sentencepiece.js';
@@ -27,17 +24,6 @@ import type { PoolReply, PoolRequest } from './pool-worker.js';
 
 const CHUNK_BYTES = 64 * 1024; // texts per worker message: enough to hide the message cost
 const NATIVE_CHUNK_UNITS = 1 << 23; // UTF-16 units per native call: bounds the UTF-8 buffer (3 bytes a unit)
-
-/** Code that starts a worker module: the compiled .js, or the .ts source through tsx in a checkout. */
-export function workerBootstrap(module: URL): string {
-  const js = new URL(module.href.replace(/\.ts$/, '.js'));
-  if (existsSync(fileURLToPath(js))) return `import(${JSON.stringify(js.href)});`;
-  const ts = new URL(module.href.replace(/\.js$/, '.ts'));
-  const pkg = createRequire(import.meta.url).resolve('tsx/package.json');
-  const exp = (JSON.parse(readFileSync(pkg, 'utf8')) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!;
-  const api = pathToFileURL(join(dirname(pkg), exp.import.default)).href;
-  return `import(${JSON.stringify(api)}).then((m) => { (m.register ?? m.default.register)(); return import(${JSON.stringify(ts.href)}); });`;
-}
 
 export type TokenizerPoolBackend = 'native' | 'workers';
 
@@ -95,17 +81,19 @@ export class TokenizerPool {
       return;
     }
     const bytes = tokenizer.serialize();
-    const code = workerBootstrap(new URL('./pool-worker.ts', import.meta.url));
     for (let i = 0; i < threads; i++) {
-      const w = new Worker(code, { eval: true, workerData: { model: bytes, name: tokenizer.name } });
-      w.unref();
-      this.#workers.push(w);
-      this.#ready.push(
-        new Promise((resolve, reject) => {
-          w.once('message', () => resolve());
-          w.once('error', reject);
-        }),
-      );
+      const ready = startWorker(new URL('./pool-worker.js', import.meta.url), { workerData: { model: bytes, name: tokenizer.name } }).then(
+          (w) => {
+            w.unref();
+            this.#workers.push(w);
+            return new Promise<void>((resolve, reject) => {
+              w.once('message', () => resolve());
+              w.once('error', reject);
+            });
+          },
+        );
+      ready.catch(() => undefined); // reported by encodeBatch; an unused pool must not crash the process
+      this.#ready.push(ready);
     }
   }
 
@@ -198,6 +186,7 @@ export class TokenizerPool {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await Promise.allSettled(this.#ready);
     await this.#busy;
     await Promise.all(this.#workers.map((w) => w.terminate()));
   }
