@@ -5,8 +5,9 @@
 //    then whole = encode(context + continuation), ctx = encode(context), and the continuation's
 //    tokens are whole[len(ctx):] (lm-eval's "encode the pair, split at the context's length"
 //    rule, not separate encodings). An empty context is replaced by one prefix token (BOS), as
-//    lm-eval's prefix_token_id. No BOS is added otherwise (lm-eval's add_bos_token=False
-//    default); `addBos` adds it in front of every context.
+//    lm-eval's prefix_token_id. Otherwise BOS goes in front of every context when `addBos` (the
+//    default when the tokenizer has one): lm-eval 0.4 leaves add_bos_token to the tokenizer, and
+//    LLaMA's tokenizer adds BOS (checked against lm-eval 0.4.13 in test/eval/lm-eval-parity).
 //  - Score: the sum over the continuation's tokens of log softmax(logits)[token], the logits read
 //    at the position before each token. Sequences longer than the model's maxSeqLen + 1 keep
 //    their last maxSeqLen + 1 tokens (left truncation, as lm-eval).
@@ -43,7 +44,7 @@ export interface ScorerOptions {
   maxBatchTokens?: number;
   /** Pack many rows per forward and share rows between requests (default true). */
   batched?: boolean;
-  /** Prepend BOS to every context (default false, as lm-eval's HFLM). */
+  /** Prepend BOS to every context (default: when the tokenizer has a BOS, as lm-eval's HFLM with a LLaMA tokenizer). */
   addBos?: boolean;
 }
 
@@ -94,7 +95,7 @@ export class Scorer {
     this.tokenizer = tokenizer;
     this.maxBatchTokens = opts.maxBatchTokens ?? 1024;
     this.batched = opts.batched ?? true;
-    this.addBos = opts.addBos ?? false;
+    this.addBos = opts.addBos ?? tokenizer.bosId >= 0;
     if (!(this.maxBatchTokens >= 1)) throw new PatentGPTError('E_ARGUMENT', `maxBatchTokens must be >= 1, got ${this.maxBatchTokens}`);
   }
 

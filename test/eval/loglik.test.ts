@@ -63,7 +63,7 @@ describe('Scorer', () => {
   it("each option's log-likelihood equals the sum of token log-probs from a plain forward", () => {
     const res = new Scorer(model, tok).loglikelihood(reqs);
     reqs.forEach((r, i) => {
-      const p = encodePair(tok, r.context, r.continuation);
+      const p = encodePair(tok, r.context, r.continuation, true);
       let ctx = p.context;
       const over = ctx.length + p.continuation.length - (cfg.maxSeqLen + 1);
       if (over > 0) ctx = ctx.slice(over);
@@ -101,7 +101,7 @@ describe('a tiny model trained to prefer known answers', () => {
 
   it('scores acc, per category and multi-answer sets as trained', () => {
     const model = new LlamaForCausalLM(cfg, { seed: 11 });
-    const texts = docs.map((_, i) => tok.encode(buildContext(docs, i, { shots: 0, seed: 0, style: 'letters' }) + ' ' + trainedOn[i] + '\n'));
+    const texts = docs.map((_, i) => tok.encode(buildContext(docs, i, { shots: 0, seed: 0, style: 'letters' }) + ' ' + trainedOn[i] + '\n', { bos: true }));
     const N = texts.reduce((s, t) => s + t.length, 0);
     const tokens = new Int32Array(N);
     const targets = new Int32Array(N).fill(-100);
