@@ -10,7 +10,7 @@
 
     python scripts/lm-eval-parity.py run MODEL_DIR TASK_JSONL OUT_JSON
         Scores TASK_JSONL ({question, choices, answer: index}) with lm-eval's HFLM on MODEL_DIR
-        (f32, CPU, batch size 1, zero-shot, the tokenizer's own BOS default) as two tasks: "cloze"
+        (f32, CPU, batch size 8, zero-shot, the tokenizer's own BOS default) as two tasks: "cloze"
         (doc_to_text "Question: {{question}}\\nAnswer:", the choice texts as continuations) and
         "letters" (the options listed as "A. text" lines, the letters as continuations). Writes, per
         request, the context and continuation strings lm-eval built, the token ids of its
@@ -86,7 +86,7 @@ def run(model_dir, task_file, out_file):
             json.dumps(list("ABCD")),
         ),
     }
-    lm = HFLM(pretrained=model_dir, dtype="float32", device="cpu", batch_size=1)
+    lm = HFLM(pretrained=model_dir, dtype="float32", device="cpu", batch_size=8)
     out = {"lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else "", "tasks": {}}
     with tempfile.TemporaryDirectory() as d:
         for style, (text, choice) in styles.items():
