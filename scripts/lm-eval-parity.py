@@ -6,15 +6,20 @@
         600-piece SentencePiece BPE tokenizer (tokenizer.model, trained here on US claims with byte
         fallback) that transformers' LlamaTokenizer reads; OUT/lm-eval-task.jsonl: 16 four-choice
         questions (some Chinese choices, so character and byte lengths differ); and
-        OUT/lm-eval-golden.json: what `run` writes for them.
+        OUT/lm-eval-ppl.jsonl: 6 documents (US claims longer than the 256-token context, so they
+        take several windows, and short Chinese ones); OUT/lm-eval-golden.json: what `run` writes.
 
-    python scripts/lm-eval-parity.py run MODEL_DIR TASK_JSONL OUT_JSON
+    python scripts/lm-eval-parity.py run MODEL_DIR TASK_JSONL PPL_JSONL OUT_JSON
         Scores TASK_JSONL ({question, choices, answer: index}) with lm-eval's HFLM on MODEL_DIR
         (f32, CPU, batch size 8, zero-shot, the tokenizer's own BOS default) as two tasks: "cloze"
         (doc_to_text "Question: {{question}}\\nAnswer:", the choice texts as continuations) and
         "letters" (the options listed as "A. text" lines, the letters as continuations). Writes, per
         request, the context and continuation strings lm-eval built, the token ids of its
         _encode_pair and its log-likelihood; per document acc and acc_norm; and the task means.
+        Then PPL_JSONL ({text}) as a loglikelihood_rolling task (perplexity): per document the
+        log-likelihood, and bits_per_byte. Here HFLM runs with add_bos_token=False: with a BOS
+        adding tokenizer, lm-eval 0.4.13 would put BOS in the token list as well as in front of
+        the first window, scoring log p(BOS | BOS) as if BOS were part of the document.
 
 Offline: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 (the task is a local JSON file).
 """
@@ -73,7 +78,23 @@ metric_list:
 """
 
 
-def run(model_dir, task_file, out_file):
+PPL_YAML = """task: pgpt_ppl
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{text}}}}"
+metric_list:
+  - metric: bits_per_byte
+    aggregation: bits_per_byte
+    higher_is_better: false
+"""
+
+
+def run(model_dir, task_file, ppl_file, out_file):
     import lm_eval
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -107,6 +128,17 @@ def run(model_dir, task_file, out_file):
             docs.append({"docId": s["doc_id"], "requests": reqs, "acc": float(s["acc"]), "acc_norm": float(s["acc_norm"])})
         metrics = res["results"][name]
         out["tasks"][style] = {"acc": metrics["acc,none"], "acc_norm": metrics["acc_norm,none"], "docs": docs}
+    lm.add_bos_token = False  # what HFLM(add_bos_token=False) sets; tok_encode reads it per call
+    lm_nobos = lm
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "pgpt_ppl.yaml"), "w") as f:
+            f.write(PPL_YAML.format(data=os.path.abspath(ppl_file)))
+        res = simple_evaluate(model=lm_nobos, tasks=["pgpt_ppl"], task_manager=TaskManager(include_path=d), log_samples=True)
+    samples = sorted(res["samples"]["pgpt_ppl"], key=lambda s: s["doc_id"])
+    out["perplexity"] = {
+        "max_length": lm_nobos.max_length, "bits_per_byte": res["results"]["pgpt_ppl"]["bits_per_byte,none"],
+        "docs": [{"docId": s["doc_id"], "tokens": len(lm_nobos.tok_encode(s["target"])), "loglik": float(s["filtered_resps"][0])} for s in samples],
+    }
     with open(out_file, "w") as f:
         json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
         f.write("\n")
@@ -143,7 +175,13 @@ def fixture(out_dir):
     with open(task, "w", encoding="utf-8") as f:
         for q, choices, answer in QUESTIONS:
             f.write(json.dumps({"question": q, "choices": choices, "answer": answer}, ensure_ascii=False) + "\n")
-    run(model_dir, task, os.path.join(out_dir, "lm-eval-golden.json"))
+    ppl = os.path.join(out_dir, "lm-eval-ppl.jsonl")
+    with open(CLAIMS, encoding="utf-8") as f, open(ppl, "w", encoding="utf-8") as g:
+        claims = [line.split("\t", 1)[-1] for line in f.read().splitlines()[300:304]]
+        texts = [(c, "claims") for c in claims] + [(q, "exam") for q, _, _ in QUESTIONS[7:9]]
+        for t, cat in texts:
+            g.write(json.dumps({"text": t, "category": cat}, ensure_ascii=False) + "\n")
+    run(model_dir, task, ppl, os.path.join(out_dir, "lm-eval-golden.json"))
 
 
 def main():
@@ -154,12 +192,13 @@ def main():
     r = sub.add_parser("run")
     r.add_argument("model_dir")
     r.add_argument("task_file")
+    r.add_argument("ppl_file")
     r.add_argument("out_json")
     a = p.parse_args()
     if a.cmd == "fixture":
         fixture(a.out)
     else:
-        run(a.model_dir, a.task_file, a.out_json)
+        run(a.model_dir, a.task_file, a.ppl_file, a.out_json)
 
 
 if __name__ == "__main__":
