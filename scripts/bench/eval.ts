@@ -1,7 +1,11 @@
-// npm run bench -- eval [--questions N] [--threads T] [--shots K] [--batch-tokens B]: multiple-choice questions per
-// second for the llama-10m preset (byte tokenizer), batched (packed rows, shared contexts) against
-// one request per forward, on the same questions; the log-likelihoods of both are checked equal.
-// Questions: the China patent agent exam (single answer) from ../shared/data, else synthetic ones.
+// npm run bench -- eval [--questions N] [--threads T] [--shots K] [--batch-tokens B] [--task single|multi] [--repeat R]:
+// multiple-choice questions per second for the llama-10m preset (byte tokenizer), batched (rows
+// shared between options, packed into forwards of at most B tokens) against one request per
+// forward, on the same questions, alternating the two modes R times; the log-likelihoods of both
+// are checked equal. Where the time goes: the tokens each mode computes (their ratio is the gain
+// of sharing rows between options; a question's K single-letter options share one row, so it is
+// at most K) and the time per computed token (its ratio is the gain of packing rows).
+// Questions: the China patent agent exam (single or multi answer) from ../shared/data, else synthetic ones.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
@@ -16,20 +20,24 @@ const arg = (name: string, dflt: string): string => {
 };
 const nQuestions = Number(arg('questions', '16'));
 const shots = Number(arg('shots', '0'));
+const batchTokens = Number(arg('batch-tokens', '1024'));
+const repeat = Number(arg('repeat', '2'));
+const which = arg('task', 'single');
+if (which !== 'single' && which !== 'multi') throw new Error(`--task single|multi, got ${which}`);
 const threads = setNumThreads(Number(arg('threads', '2')));
 
-const paeFile = join(dataDir(), 'cn-patent-agent-exam', 'mcq_sing_pae.csv');
+const paeFile = join(dataDir(), 'cn-patent-agent-exam', which === 'single' ? 'mcq_sing_pae.csv' : 'mcq_mult_pae.csv');
 let task: McTask;
 let source: string;
 if (existsSync(paeFile)) {
-  task = loadTask('pae-single', [paeFile]);
+  task = loadTask(`pae-${which}`, [paeFile]);
   source = paeFile;
 } else {
   task = {
     name: 'synthetic', skipped: [], files: [],
     docs: Array.from({ length: 64 }, (_, i) => ({
-      id: `s${i}`, question: `Under the patent law, which statement about case ${i} is correct?`, multi: false, category: 'synthetic',
-      choices: ['the employer owns the right', 'the inventor owns the right', 'both own it jointly', 'the state owns it'], answer: [i % 4],
+      id: `s${i}`, question: `Under the patent law, which statement about case ${i} is correct?`, multi: which === 'multi', category: 'synthetic',
+      choices: ['the employer owns the right', 'the inventor owns the right', 'both own it jointly', 'the state owns it'], answer: which === 'multi' ? [0, 2] : [i % 4],
     })),
   };
   source = 'synthetic questions';
@@ -37,25 +45,36 @@ if (existsSync(paeFile)) {
 const model = new LlamaForCausalLM(preset('llama-10m').config, { seed: 1 });
 const tok = new ByteTokenizer();
 
-function run(batched: boolean): { sec: number; ll: number[]; forwards: number } {
-  const scorer = new Scorer(model, tok, { batched, maxBatchTokens: Number(arg('batch-tokens', '512')) });
+interface Run { sec: number; ll: number[]; forwards: number; tokens: number }
+function run(batched: boolean): Run {
+  const scorer = new Scorer(model, tok, { batched, maxBatchTokens: batchTokens });
   const t0 = performance.now();
   const res = evaluateMc(scorer, task, { shots, seed: 1, limit: nQuestions });
-  return { sec: (performance.now() - t0) / 1000, ll: res.docs.flatMap((d) => d.loglik), forwards: scorer.forwards };
+  return { sec: (performance.now() - t0) / 1000, ll: res.docs.flatMap((d) => d.loglik), forwards: scorer.forwards, tokens: scorer.tokensComputed };
 }
 
 run(true); // warm-up
-const one = run(false);
-const many = run(true);
+const ones: Run[] = [];
+const manys: Run[] = [];
+for (let r = 0; r < repeat; r++) {
+  ones.push(run(false));
+  manys.push(run(true));
+}
+const best = (rs: Run[]): Run => rs.reduce((a, b) => (b.sec < a.sec ? b : a));
+const one = best(ones);
+const many = best(manys);
 let maxDiff = 0;
 for (let i = 0; i < one.ll.length; i++) maxDiff = Math.max(maxDiff, Math.abs(one.ll[i]! - many.ll[i]!));
 const n = Math.min(nQuestions, task.docs.length);
-const rows = [
-  ['one by one', one.forwards, (n / one.sec).toFixed(2)],
-  ['batched', many.forwards, (n / many.sec).toFixed(2)],
-];
-console.log(`eval bench: llama-10m, byte tokenizer, ${n} questions (${source}), ${shots}-shot, ${threads} threads`);
-console.log('mode        forwards  questions/s');
-for (const r of rows) console.log(`${String(r[0]).padEnd(12)}${String(r[1]).padStart(8)}  ${String(r[2]).padStart(11)}`);
-console.log(`speed-up ${(one.sec / many.sec).toFixed(2)}x (target >= 5x); max |loglik difference| ${maxDiff.toExponential(2)}`);
-console.log(JSON.stringify({ bench: 'eval', questions: n, threads, shots, oneByOneQps: n / one.sec, batchedQps: n / many.sec, speedup: one.sec / many.sec, maxDiff }));
+const usPerToken = (r: Run): number => (1e6 * r.sec) / r.tokens;
+console.log(`eval bench: llama-10m, byte tokenizer, ${n} questions (${source}), ${shots}-shot, ${threads} threads, batch ${batchTokens} tokens, best of ${repeat}`);
+console.log('mode        forwards  tokens computed  us/token  questions/s');
+for (const [name, r] of [['one by one', one], ['batched', many]] as const)
+  console.log(`${name.padEnd(12)}${String(r.forwards).padStart(8)}  ${String(r.tokens).padStart(15)}  ${usPerToken(r).toFixed(0).padStart(8)}  ${(n / r.sec).toFixed(2).padStart(11)}`);
+const sharing = one.tokens / many.tokens;
+const packing = usPerToken(one) / usPerToken(many);
+console.log(`speed-up ${(one.sec / many.sec).toFixed(2)}x (target >= 5x) = sharing ${sharing.toFixed(2)}x (fewer tokens) * packing ${packing.toFixed(2)}x (per token); max |loglik difference| ${maxDiff.toExponential(2)}`);
+console.log(JSON.stringify({
+  bench: 'eval', task: which, questions: n, threads, shots, batchTokens, oneByOneQps: n / one.sec, batchedQps: n / many.sec,
+  speedup: one.sec / many.sec, sharing, packing, speedups: ones.map((o, i) => o.sec / manys[i]!.sec), maxDiff,
+}));

@@ -87,8 +87,9 @@ export class Scorer {
   readonly maxBatchTokens: number;
   readonly batched: boolean;
   readonly addBos: boolean;
-  /** Forwards run so far (for tests and benchmarks). */
+  /** Forwards run so far, and the tokens they computed (for tests and benchmarks). */
   forwards = 0;
+  tokensComputed = 0;
 
   constructor(model: LlamaForCausalLM, tokenizer: EvalTokenizer, opts: ScorerOptions = {}) {
     this.model = model;
@@ -202,6 +203,7 @@ export class Scorer {
       }),
     );
     this.forwards++;
+    this.tokensComputed += N;
     for (let k = 0; k < readReq.length; k++) out[readReq[k]!]!.logprob += lp[k]!;
   }
 }
