@@ -12,13 +12,18 @@
 //    at the position before each token. Sequences longer than the model's maxSeqLen + 1 keep
 //    their last maxSeqLen + 1 tokens (left truncation, as lm-eval).
 //
-// Batching: every request becomes the token row (context + continuation)[:-1]. A request whose
-// row is a prefix of a longer request's row is read from that row (causal attention: same
-// logits), so options that are one token after a shared context (" A", " B", ...) cost one row.
-// Rows are packed into forwards of at most `maxBatchTokens` tokens (cuSeqlens: attention never
-// crosses rows); only the positions that are read go through the output layer.
+// Batching: requests that fit the model context go through prefix.ts: each distinct context is
+// computed once and the continuations after it as a trie of single-token rows over the paged KV
+// cache (tree attention), so a question's options never recompute its context. The others (left-
+// truncated ones), or all with `sharedContexts: false`, become token rows (context +
+// continuation)[:-1]; a request whose row is a prefix of a longer request's row is read from that
+// row (causal attention: same logits), so options one token after a shared context (" A", " B",
+// ...) cost one row. Rows are packed into forwards of at most `maxBatchTokens` tokens (cuSeqlens:
+// attention never crosses rows); only the positions that are read go through the output layer.
 import { PatentGPTError } from '../errors.js';
+import { ModelRunner } from '../infer/runner.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
+import { scoreSharedContexts } from './prefix.js';
 import { Tensor, embedding, linear, logprobs, noGrad, scope } from '../tensor/index.js';
 
 /** What the scorer needs of a tokenizer (SentencePieceTokenizer and ByteTokenizer fit). */
@@ -46,6 +51,8 @@ export interface ScorerOptions {
   batched?: boolean;
   /** Prepend BOS to every context (default: when the tokenizer has a BOS, as lm-eval's HFLM with a LLaMA tokenizer). */
   addBos?: boolean;
+  /** When batched, compute each context once for all its continuations (default true; false: packed rows only). */
+  sharedContexts?: boolean;
 }
 
 export interface TokenizedRequest {
@@ -87,6 +94,9 @@ export class Scorer {
   readonly maxBatchTokens: number;
   readonly batched: boolean;
   readonly addBos: boolean;
+  readonly sharedContexts: boolean;
+  /** KV cache of the shared-context path (blocks of one token), made on first use; close() frees it. */
+  #runner: ModelRunner | null = null;
   /** Forwards run so far, and the tokens they computed (for tests and benchmarks). */
   forwards = 0;
   tokensComputed = 0;
@@ -97,6 +107,7 @@ export class Scorer {
     this.maxBatchTokens = opts.maxBatchTokens ?? 1024;
     this.batched = opts.batched ?? true;
     this.addBos = opts.addBos ?? tokenizer.bosId >= 0;
+    this.sharedContexts = opts.sharedContexts ?? true;
     if (!(this.maxBatchTokens >= 1)) throw new PatentGPTError('E_ARGUMENT', `maxBatchTokens must be >= 1, got ${this.maxBatchTokens}`);
   }
 
@@ -123,7 +134,21 @@ export class Scorer {
       if (all.length > maxLen + 1) all = all.slice(all.length - (maxLen + 1));
       return { req: i, input: all.subarray(0, all.length - 1), targets: r.continuation, first: all.length - 1 - r.continuation.length };
     });
-    const live = items.filter((x): x is NonNullable<typeof x> => x !== null);
+    let live = items.filter((x): x is NonNullable<typeof x> => x !== null);
+    let done = 0;
+    if (this.batched && this.sharedContexts) {
+      const fit = live.filter((it) => reqs[it.req]!.context.length + reqs[it.req]!.continuation.length <= maxLen + 1).map((it) => it.req);
+      if (fit.length > 0) {
+        // The cache holds a whole context and its trie, and several contexts for a full prefill step.
+        this.#runner ??= new ModelRunner(this.model, { numBlocks: this.maxBatchTokens + maxLen + 1, blockSize: 1 });
+        const r = scoreSharedContexts(this.#runner, reqs, fit, out, this.maxBatchTokens, (n) => onProgress?.((done += n)));
+        this.forwards += r.steps;
+        this.tokensComputed += r.tokens;
+        const placed = new Set(fit);
+        for (const k of r.left) placed.delete(k);
+        live = live.filter((it) => !placed.has(it.req));
+      }
+    }
     const rows: Row[] = [];
     if (this.batched) {
       // Longest rows first, so shorter requests can be read from a row that contains them.
@@ -154,7 +179,6 @@ export class Scorer {
       }
     }
     // Pack rows into forwards.
-    let done = 0;
     let i = 0;
     while (i < rows.length) {
       const group: Row[] = [rows[i]!];
@@ -172,6 +196,12 @@ export class Scorer {
       onProgress?.(done);
     }
     return out;
+  }
+
+  /** Frees the KV cache of the shared-context path (the scorer stays usable: it is made again on use). */
+  close(): void {
+    this.#runner?.close();
+    this.#runner = null;
   }
 
   #runGroup(group: Row[], out: LoglikResult[]): void {

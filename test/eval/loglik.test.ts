@@ -72,18 +72,33 @@ describe('Scorer', () => {
     });
   });
 
-  it('batched scoring equals one-by-one scoring, in fewer forwards, sharing rows', () => {
+  it('batched scoring (shared contexts, and packed rows) equals one-by-one scoring', () => {
     const one = new Scorer(model, tok, { batched: false });
-    const many = new Scorer(model, tok, { maxBatchTokens: 1024 });
     const a = one.loglikelihood(reqs).map((r) => r.logprob);
-    const b = many.loglikelihood(reqs).map((r) => r.logprob);
-    expectClose(b, a, 1e-4, 1e-5, 'batched vs one-by-one');
     expect(one.forwards).toBe(reqs.length);
-    expect(many.forwards).toBeLessThan(reqs.length);
-    // " A" and " B" are one token after the same context: read from the " AB" row, no row of their own.
-    const shared = new Scorer(model, tok, { maxBatchTokens: 1 });
-    shared.loglikelihood(reqs.slice(0, 3));
-    expect(shared.forwards).toBe(1);
+    for (const opts of [{ maxBatchTokens: 1024 }, { maxBatchTokens: 16 }, { sharedContexts: false }, { sharedContexts: false, maxBatchTokens: 1 }]) {
+      const many = new Scorer(model, tok, opts);
+      const b = many.loglikelihood(reqs).map((r) => r.logprob);
+      expectClose(b, a, 1e-4, 1e-5, `batched ${JSON.stringify(opts)} vs one-by-one`);
+      expect(many.tokensComputed).toBeLessThan(one.tokensComputed);
+      many.close();
+    }
+  });
+
+  it('computes a context once for all its continuations', () => {
+    const ctxLen = encodePair(tok, reqs[0]!.context, ' A', true).context.length;
+    // " A", " B", " AB": the context, then the trie rows " " and " A".
+    const shared = new Scorer(model, tok);
+    const seen: number[] = [];
+    shared.loglikelihood(reqs.slice(0, 3), (done) => seen.push(done));
+    expect(shared.tokensComputed).toBe(ctxLen + 2);
+    expect(seen[seen.length - 1]).toBe(3);
+    shared.close();
+    // Packed rows: " A" and " B" are one token after the context: read from the " AB" row, no row of their own.
+    const packed = new Scorer(model, tok, { sharedContexts: false, maxBatchTokens: 1 });
+    packed.loglikelihood(reqs.slice(0, 3));
+    expect(packed.forwards).toBe(1);
+    expect(packed.tokensComputed).toBe(ctxLen + 2);
   });
 });
 
