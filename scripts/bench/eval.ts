@@ -1,4 +1,4 @@
-// npm run bench -- eval [--questions N] [--threads T] [--shots K] [--batch-tokens B] [--task single|multi] [--repeat R]:
+// npm run bench -- eval [--questions N] [--threads T] [--shots K] [--batch-tokens B] [--task exam|single|multi] [--repeat R]:
 // multiple-choice questions per second for the llama-10m preset (byte tokenizer), batched (each
 // context computed once, the options as a trie of rows over the paged KV cache) against one request
 // per forward, on the same questions, alternating the modes R times; the log-likelihoods are
@@ -7,7 +7,8 @@
 // (the ratio is the gain of sharing: a question's K single-letter options share one row, so it is
 // at most K there; multi-answer questions have 15 candidate sets) and the time per computed token
 // (the ratio is the gain of packing).
-// Questions: the China patent agent exam (single or multi answer) from ../shared/data, else synthetic ones.
+// Questions: the China patent agent exam from ../shared/data (exam: both files, N questions evenly
+// spread, so single and multi answer in the exam's proportion, 90:209; or one file), else synthetic ones.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
@@ -24,22 +25,25 @@ const nQuestions = Number(arg('questions', '16'));
 const shots = Number(arg('shots', '0'));
 const batchTokens = Number(arg('batch-tokens', '1024'));
 const repeat = Number(arg('repeat', '2'));
-const which = arg('task', 'single');
-if (which !== 'single' && which !== 'multi') throw new Error(`--task single|multi, got ${which}`);
+const which = arg('task', 'exam');
+if (!['exam', 'single', 'multi'].includes(which)) throw new Error(`--task exam|single|multi, got ${which}`);
 const threads = setNumThreads(Number(arg('threads', '2')));
 
-const paeFile = join(dataDir(), 'cn-patent-agent-exam', which === 'single' ? 'mcq_sing_pae.csv' : 'mcq_mult_pae.csv');
+const paeFiles = (which === 'exam' ? ['mcq_sing_pae.csv', 'mcq_mult_pae.csv'] : [which === 'single' ? 'mcq_sing_pae.csv' : 'mcq_mult_pae.csv'])
+  .map((f) => join(dataDir(), 'cn-patent-agent-exam', f));
 let task: McTask;
 let source: string;
-if (existsSync(paeFile)) {
-  task = loadTask(`pae-${which}`, [paeFile]);
-  source = paeFile;
+if (paeFiles.every((f) => existsSync(f))) {
+  task = loadTask(`pae-${which}`, paeFiles);
+  const all = task.docs;
+  if (nQuestions < all.length) task = { ...task, docs: Array.from({ length: nQuestions }, (_, i) => all[Math.floor((i * all.length) / nQuestions)]!) };
+  source = `${paeFiles.join(' + ')}; ${task.docs.filter((d) => d.multi).length} of ${task.docs.length} multi-answer`;
 } else {
   task = {
     name: 'synthetic', skipped: [], files: [],
     docs: Array.from({ length: 64 }, (_, i) => ({
-      id: `s${i}`, question: `Under the patent law, which statement about case ${i} is correct?`, multi: which === 'multi', category: 'synthetic',
-      choices: ['the employer owns the right', 'the inventor owns the right', 'both own it jointly', 'the state owns it'], answer: which === 'multi' ? [0, 2] : [i % 4],
+      id: `s${i}`, question: `Under the patent law, which statement about case ${i} is correct?`, multi: which === 'multi' || (which === 'exam' && i % 3 > 0), category: 'synthetic',
+      choices: ['the employer owns the right', 'the inventor owns the right', 'both own it jointly', 'the state owns it'], answer: which === 'single' || (which === 'exam' && i % 3 === 0) ? [i % 4] : [0, 2],
     })),
   };
   source = 'synthetic questions';

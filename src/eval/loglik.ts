@@ -12,15 +12,16 @@
 //    at the position before each token. Sequences longer than the model's maxSeqLen + 1 keep
 //    their last maxSeqLen + 1 tokens (left truncation, as lm-eval).
 //
-// Batching: requests that fit the model context go through prefix.ts: each distinct context is
+// Batching: requests go through prefix.ts: each distinct context (after left truncation) is
 // computed once and the continuations after it as a trie of single-token rows over the paged KV
-// cache (tree attention), so a question's options never recompute its context. The others (left-
-// truncated ones), or all with `sharedContexts: false`, become token rows (context +
-// continuation)[:-1]; a request whose row is a prefix of a longer request's row is read from that
+// cache (tree attention), so a question's options never recompute its context. With
+// `sharedContexts: false` (or a context and trie larger than the whole cache) they become token
+// rows (context + continuation)[:-1]; a request whose row is a prefix of a longer request's row is read from that
 // row (causal attention: same logits), so options one token after a shared context (" A", " B",
 // ...) cost one row. Rows are packed into forwards of at most `maxBatchTokens` tokens (cuSeqlens:
 // attention never crosses rows); only the positions that are read go through the output layer.
 import { PatentGPTError } from '../errors.js';
+import { kvBytesPerToken } from '../infer/blocks.js';
 import { ModelRunner } from '../infer/runner.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
 import { scoreSharedContexts } from './prefix.js';
@@ -53,6 +54,8 @@ export interface ScorerOptions {
   addBos?: boolean;
   /** When batched, compute each context once for all its continuations (default true; false: packed rows only). */
   sharedContexts?: boolean;
+  /** KV cache of the shared-context path (default 256 MiB, and at least one full context): more contexts per step. */
+  kvCacheBytes?: number;
 }
 
 export interface TokenizedRequest {
@@ -95,6 +98,7 @@ export class Scorer {
   readonly batched: boolean;
   readonly addBos: boolean;
   readonly sharedContexts: boolean;
+  readonly kvCacheBytes: number;
   /** KV cache of the shared-context path (blocks of one token), made on first use; close() frees it. */
   #runner: ModelRunner | null = null;
   /** Forwards run so far, and the tokens they computed (for tests and benchmarks). */
@@ -108,6 +112,7 @@ export class Scorer {
     this.batched = opts.batched ?? true;
     this.addBos = opts.addBos ?? tokenizer.bosId >= 0;
     this.sharedContexts = opts.sharedContexts ?? true;
+    this.kvCacheBytes = opts.kvCacheBytes ?? 256 * 2 ** 20;
     if (!(this.maxBatchTokens >= 1)) throw new PatentGPTError('E_ARGUMENT', `maxBatchTokens must be >= 1, got ${this.maxBatchTokens}`);
   }
 
@@ -136,18 +141,22 @@ export class Scorer {
     });
     let live = items.filter((x): x is NonNullable<typeof x> => x !== null);
     let done = 0;
-    if (this.batched && this.sharedContexts) {
-      const fit = live.filter((it) => reqs[it.req]!.context.length + reqs[it.req]!.continuation.length <= maxLen + 1).map((it) => it.req);
-      if (fit.length > 0) {
-        // The cache holds a whole context and its trie, and several contexts for a full prefill step.
-        this.#runner ??= new ModelRunner(this.model, { numBlocks: this.maxBatchTokens + maxLen + 1, blockSize: 1 });
-        const r = scoreSharedContexts(this.#runner, reqs, fit, out, this.maxBatchTokens, (n) => onProgress?.((done += n)));
-        this.forwards += r.steps;
-        this.tokensComputed += r.tokens;
-        const placed = new Set(fit);
-        for (const k of r.left) placed.delete(k);
-        live = live.filter((it) => !placed.has(it.req));
-      }
+    if (this.batched && this.sharedContexts && live.length > 0) {
+      // Contexts as left-truncated for their rows: input minus the continuation's tokens in it.
+      const truncated: TokenizedRequest[] = reqs.map((r, i) => {
+        const it = items[i];
+        return it ? { context: it.input.subarray(0, it.first + 1), continuation: r.continuation } : r;
+      });
+      const cfg = this.model.config;
+      const perToken = kvBytesPerToken({ nLayers: cfg.nLayers, nKvHeads: cfg.nKvHeads, headDim: cfg.dim / cfg.nHeads });
+      // At least a whole context with room for its trie, and a full prefill step.
+      const numBlocks = Math.max(Math.floor(this.kvCacheBytes / perToken), this.maxBatchTokens + maxLen + 1);
+      this.#runner ??= new ModelRunner(this.model, { numBlocks, blockSize: 1 });
+      const r = scoreSharedContexts(this.#runner, truncated, live.map((it) => it.req), out, this.maxBatchTokens, (n) => onProgress?.((done += n)));
+      this.forwards += r.steps;
+      this.tokensComputed += r.tokens;
+      const left = new Set(r.left);
+      live = live.filter((it) => left.has(it.req));
     }
     const rows: Row[] = [];
     if (this.batched) {
