@@ -87,6 +87,7 @@ export function evalCommand(): Command {
         run.tasks.push(res);
       }
       (engine as Engine | null)?.close();
+      scorer.close();
       model.dispose();
       run.seconds = (performance.now() - t0) / 1000;
       mkdirSync(o.out, { recursive: true });

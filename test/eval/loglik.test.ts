@@ -85,6 +85,16 @@ describe('Scorer', () => {
     }
   });
 
+  it('a context whose trie does not fit the cache is scored as packed rows, the same', () => {
+    // The smallest cache: maxBatchTokens + maxSeqLen + 1 = 258 tokens; 200 context tokens + 4 * 39 trie rows do not fit.
+    const big = ['alpha', 'beta', 'gamma', 'delta'].map((w) => ({ context: 'x'.repeat(200), continuation: ` ${w} `.repeat(10).slice(0, 40) }));
+    const a = new Scorer(model, tok, { batched: false }).loglikelihood(big).map((r) => r.logprob);
+    const small = new Scorer(model, tok, { maxBatchTokens: 1, kvCacheBytes: 1 });
+    expectClose(small.loglikelihood(big).map((r) => r.logprob), a, 1e-4, 1e-5, 'fallback');
+    expect(small.forwards).toBe(4); // the packed path: one row per option
+    small.close();
+  });
+
   it('computes a context once for all its continuations', () => {
     const ctxLen = encodePair(tok, reqs[0]!.context, ' A', true).context.length;
     // " A", " B", " AB": the context, then the trie rows " " and " A".
