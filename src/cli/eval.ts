@@ -77,7 +77,7 @@ export function evalCommand(): Command {
           res = { ...evaluateMc(scorer, task, { shots: o.shots, seed: o.seed, style: o.style, partialCredit: o.partialCredit, description: o.description, limit: o.limit, onProgress }), skipped: task.skipped, files: task.files };
         } else if (task.kind === 'generate') {
           engine ??= new Engine(model, { tokenizer: tok, addBos: o.addBos });
-          res = { ...(await evaluateGenerate(engine, task, { limit: o.limit, maxTokens: o.maxTokens, onProgress })), skipped: task.skipped, files: task.files };
+          res = { ...(await evaluateGenerate(engine, tok, task, { limit: o.limit, maxTokens: o.maxTokens, addBos: o.addBos, onProgress })), skipped: task.skipped, files: task.files };
         } else if (task.kind === 'perplexity') {
           res = { ...evaluatePerplexity(scorer, task, { limit: o.limit, onProgress }), skipped: task.skipped, files: task.files };
         } else {

@@ -2,9 +2,11 @@
 // 0, so a run is reproducible) up to maxTokens or a stop string, and the completion, trimmed of
 // surrounding whitespace, is scored against the references: exact match, token F1, ROUGE-L (per
 // document, then the mean) and corpus BLEU (sacrebleu; the 'zh' tokenizer when the references
-// are Chinese). All prompts are submitted at once; the engine batches them continuously.
+// are Chinese). All prompts are submitted at once; the engine batches them continuously. A prompt
+// longer than the engine's context less maxTokens keeps its last tokens (left truncation, as
+// lm-eval's generate_until).
 import { PatentGPTError } from '../errors.js';
-import type { Engine } from '../infer/engine.js';
+import type { Engine, EngineTokenizer } from '../infer/engine.js';
 import { bleuTokenizerFor, corpusBleu, exactMatch, rougeL, tokenF1 } from './metrics.js';
 import { collectRows, type GenerateDef } from './taskdef.js';
 import type { SkippedRow } from './tasks.js';
@@ -71,27 +73,36 @@ function aggregateGen(docs: readonly GenDocResult[], completions: readonly strin
 
 export interface GenOptions {
   limit?: number;
+  /** Add BOS in front of each prompt (default true, as the engine). */
+  addBos?: boolean;
   /** Overrides the task's maxTokens. */
   maxTokens?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
 /** Generates a completion for every document and scores them. */
-export async function evaluateGenerate(engine: Engine, task: GenTask, opts: GenOptions = {}): Promise<GenTaskResult> {
+export async function evaluateGenerate(engine: Engine, tokenizer: EngineTokenizer & { vocabSize?: number }, task: GenTask, opts: GenOptions = {}): Promise<GenTaskResult> {
+  const V = engine.model.config.vocabSize;
+  if (tokenizer.vocabSize !== undefined && tokenizer.vocabSize < V)
+    throw new PatentGPTError('E_ARGUMENT', `generation: the tokenizer has ${tokenizer.vocabSize} ids but the model ${V}: the model could generate ids the tokenizer cannot decode (use the model's own tokenizer)`);
   const maxTokens = opts.maxTokens ?? task.maxTokens;
-  if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new PatentGPTError('E_ARGUMENT', `maxTokens must be an integer >= 1, got ${maxTokens}`);
+  if (!(Number.isInteger(maxTokens) && maxTokens >= 1 && maxTokens < engine.maxModelLen))
+    throw new PatentGPTError('E_ARGUMENT', `maxTokens must be an integer in [1, ${engine.maxModelLen - 1}] (the context is ${engine.maxModelLen}), got ${maxTokens}`);
+  const room = engine.maxModelLen - maxTokens;
   const docs = task.docs.slice(0, opts.limit ?? task.docs.length);
   let done = 0;
   const outs = await Promise.all(
     docs.map(async (doc) => {
-      const r = await engine.complete(doc.prompt, { maxTokens, stop: task.stop.length > 0 ? task.stop : undefined, temperature: 0, seed: 0 });
+      const ids = tokenizer.encode(doc.prompt, { bos: opts.addBos ?? true });
+      const prompt = ids.length > room ? Array.from(ids).slice(ids.length - room) : ids;
+      const r = await engine.complete(prompt, { maxTokens, stop: task.stop.length > 0 ? task.stop : undefined, temperature: 0, seed: 0 });
       opts.onProgress?.(++done, docs.length);
       return r;
     }),
   );
   const completions = outs.map((o) => o.text.trim());
   const refs = docs.map((d) => d.references);
-  const tokenizer = bleuTokenizerFor(refs);
+  const bleuTok = bleuTokenizerFor(refs);
   const results: GenDocResult[] = docs.map((d, i) => ({
     id: d.id, category: d.category, completion: completions[i]!, finishReason: outs[i]!.finishReason,
     exact_match: exactMatch(completions[i]!, d.references), f1: tokenF1(completions[i]!, d.references), rouge_l: rougeL(completions[i]!, d.references),
@@ -99,10 +110,10 @@ export async function evaluateGenerate(engine: Engine, task: GenTask, opts: GenO
   const byCategory: Record<string, GenMetrics> = {};
   for (const c of [...new Set(docs.map((d) => d.category))].sort()) {
     const idx = docs.map((d, i) => (d.category === c ? i : -1)).filter((i) => i >= 0);
-    byCategory[c] = aggregateGen(idx.map((i) => results[i]!), idx.map((i) => completions[i]!), idx.map((i) => refs[i]!), tokenizer);
+    byCategory[c] = aggregateGen(idx.map((i) => results[i]!), idx.map((i) => completions[i]!), idx.map((i) => refs[i]!), bleuTok);
   }
   return {
-    kind: 'generate', task: task.name, options: { maxTokens, stop: task.stop, limit: opts.limit ?? null, bleuTokenizer: tokenizer },
-    metrics: aggregateGen(results, completions, refs, tokenizer), byCategory, docs: results,
+    kind: 'generate', task: task.name, options: { maxTokens, stop: task.stop, limit: opts.limit ?? null, bleuTokenizer: bleuTok },
+    metrics: aggregateGen(results, completions, refs, bleuTok), byCategory, docs: results,
   };
 }

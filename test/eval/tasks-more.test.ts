@@ -178,7 +178,7 @@ describe('generation through the engine', () => {
     opt.dispose();
     const engine = new Engine(model, { tokenizer: tok, kvCacheBytes: 1 << 20 });
     const seen: number[] = [];
-    const res = await evaluateGenerate(engine, task, { onProgress: (done) => seen.push(done) });
+    const res = await evaluateGenerate(engine, tok, task, { onProgress: (done) => seen.push(done) });
     engine.close();
     expect(res.docs.map((d) => d.completion)).toEqual(qa.map((x) => x[1]));
     expect(res.docs.map((d) => d.finishReason)).toEqual(['stop', 'stop', 'stop']);
@@ -187,7 +187,7 @@ describe('generation through the engine', () => {
     expect(seen).toEqual([1, 2, 3]);
     // A wrong reference lowers every score.
     const engine2 = new Engine(model, { tokenizer: tok, kvCacheBytes: 1 << 20 });
-    const wrong = await evaluateGenerate(engine2, { ...task, docs: task.docs.map((d) => ({ ...d, references: ['the office of patents'] })) });
+    const wrong = await evaluateGenerate(engine2, tok, { ...task, docs: task.docs.map((d) => ({ ...d, references: ['the office of patents'] })) });
     engine2.close();
     expect(wrong.metrics.exact_match).toBe(0);
     expect(wrong.metrics.bleu).toBeLessThan(50);
