@@ -10,6 +10,12 @@ if command -v python3 >/dev/null && [ -d "${index#file://}" ]; then
   { python3 -m venv .venv-ref &&
     PIP_INDEX_URL="$index" .venv-ref/bin/pip install -q torch numpy safetensors transformers sentencepiece protobuf; } ||
     echo "install-peers: Python peers not installed; live comparisons will skip"
+  # lm-evaluation-harness (the eval parity test): some of its declared dependencies are not in the
+  # local index and are not needed for local JSON tasks on an HF model, so --no-deps and the rest
+  # by hand; torchmetrics and scipy make the metric fixtures (scripts/eval-metrics-fixture.py).
+  { PIP_INDEX_URL="$index" .venv-ref/bin/pip install -q --no-deps lm-eval &&
+    PIP_INDEX_URL="$index" .venv-ref/bin/pip install -q accelerate sacrebleu more_itertools zstandard dill scikit-learn numexpr pybind11 datasets nltk torchmetrics scipy; } ||
+    echo "install-peers: lm-eval not installed; the lm-eval parity test will skip"
 else
   echo "install-peers: no python3 or no local Python index at $index; live comparisons will skip"
 fi

@@ -1,9 +1,14 @@
-// patentgpt eval: multiple-choice benchmarks by log-likelihood over a model folder.
+// patentgpt eval: benchmarks over a model folder: multiple choice by log-likelihood, generation
+// through the inference engine, perplexity, phrase matching.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { PatentGPTError } from '../errors.js';
-import { evaluateMc, formatMarkdown, formatTable, resolveTask, Scorer, type EvalRun, type EvalTokenizer, type PromptStyle } from '../eval/index.js';
+import {
+  evaluateGenerate, evaluateMc, evaluatePerplexity, evaluatePhraseMatching, formatMarkdown, formatTable, resolveTask, Scorer,
+  type EvalRun, type PromptStyle, type TaskResult,
+} from '../eval/index.js';
+import { Engine } from '../infer/index.js';
 import { loadPretrained } from '../models/index.js';
 import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
 import { Progress } from '../train/progress.js';
@@ -16,7 +21,7 @@ function int(name: string, min: number) {
   };
 }
 
-function loadTokenizer(spec: string | undefined, model: string): EvalTokenizer {
+function loadTokenizer(spec: string | undefined, model: string): ByteTokenizer | SentencePieceTokenizer {
   if (spec === 'byte') return new ByteTokenizer();
   if (spec === 'llama2') return SentencePieceTokenizer.llama2();
   const path = spec ?? join(model, 'tokenizer.model');
@@ -26,11 +31,12 @@ function loadTokenizer(spec: string | undefined, model: string): EvalTokenizer {
 
 export function evalCommand(): Command {
   return new Command('eval')
-    .description('score multiple-choice tasks by log-likelihood (lm-evaluation-harness semantics): acc, acc_norm, per category')
+    .description('evaluate a model: multiple choice by log-likelihood (lm-evaluation-harness semantics), generation (exact match, F1, ROUGE-L, BLEU), perplexity, phrase matching; per category')
     .requiredOption('--model <dir>', 'model folder (config.json + safetensors)')
-    .requiredOption('--tasks <list>', 'comma-separated: pae, pae-single, pae-multi, or paths to .csv/.json/.jsonl files or folders')
+    .requiredOption('--tasks <list>', 'comma-separated: built-in tasks (pae, pae-single, pae-multi, claim-to-abstract, ip-qa, phrase-matching, ppl-abstracts), *.task.json definitions, or multiple-choice .csv/.json/.jsonl files or folders')
     .option('--tokenizer <spec>', "tokenizer.model path, 'llama2' or 'byte' (default: <model>/tokenizer.model)")
-    .option('--limit <n>', 'score only the first N questions of each task', int('--limit', 1))
+    .option('--limit <n>', 'score only the first N documents of each task', int('--limit', 1))
+    .option('--max-tokens <n>', 'most tokens generated per prompt (default: the task\'s)', int('--max-tokens', 1))
     .option('--shots <k>', 'few-shot examples per question', int('--shots', 0), 0)
     .option('--seed <s>', 'seed of the few-shot sampling', int('--seed', 0), 1234)
     .option('--style <style>', "prompt: 'letters' (options listed, letters scored) or 'cloze' (option texts scored)", (v: string) => {
@@ -43,11 +49,11 @@ export function evalCommand(): Command {
       return x;
     }, 0)
     .option('--description <text>', 'text before the examples ({category} is replaced)')
-    .option('--add-bos', 'prepend BOS to every context (lm-eval add_bos_token=True)', false)
+    .option('--no-add-bos', 'no BOS in front of the contexts (lm-eval add_bos_token=False; default: BOS, as lm-eval with a LLaMA tokenizer)')
     .option('--batch-tokens <n>', 'most tokens per packed forward', int('--batch-tokens', 1), 1024)
     .option('--out <dir>', 'where to write results.json and report.md', 'eval-out')
     .action(async (o: {
-      model: string; tasks: string; tokenizer?: string; limit?: number; shots: number; seed: number; style: PromptStyle;
+      model: string; tasks: string; tokenizer?: string; limit?: number; maxTokens?: number; shots: number; seed: number; style: PromptStyle;
       partialCredit: number; description?: string; addBos: boolean; batchTokens: number; out: string;
     }) => {
       const t0 = performance.now();
@@ -59,18 +65,29 @@ export function evalCommand(): Command {
         model: o.model, tasks: [], seconds: 0,
         options: { shots: o.shots, seed: o.seed, limit: o.limit ?? null, style: o.style, partialCredit: o.partialCredit },
       };
+      let engine: Engine | null = null;
       for (const task of tasks) {
         let bar: Progress | null = null;
-        const res = evaluateMc(scorer, task, {
-          shots: o.shots, seed: o.seed, style: o.style, partialCredit: o.partialCredit, description: o.description, limit: o.limit,
-          onProgress: (done, total) => {
-            bar ??= new Progress({ total, label: task.name });
-            bar.update(done);
-          },
-        });
-        (bar as Progress | null)?.done({ acc: res.metrics.acc });
-        run.tasks.push({ ...res, skipped: task.skipped, files: task.files });
+        const onProgress = (done: number, total: number): void => {
+          bar ??= new Progress({ total, label: task.name });
+          bar.update(done);
+        };
+        let res: TaskResult;
+        if (!('kind' in task)) {
+          res = { ...evaluateMc(scorer, task, { shots: o.shots, seed: o.seed, style: o.style, partialCredit: o.partialCredit, description: o.description, limit: o.limit, onProgress }), skipped: task.skipped, files: task.files };
+        } else if (task.kind === 'generate') {
+          engine ??= new Engine(model, { tokenizer: tok, addBos: o.addBos });
+          res = { ...(await evaluateGenerate(engine, tok, task, { limit: o.limit, maxTokens: o.maxTokens, addBos: o.addBos, onProgress })), skipped: task.skipped, files: task.files };
+        } else if (task.kind === 'perplexity') {
+          res = { ...evaluatePerplexity(scorer, task, { limit: o.limit, onProgress }), skipped: task.skipped, files: task.files };
+        } else {
+          res = { ...evaluatePhraseMatching(scorer, task, { limit: o.limit, onProgress }), skipped: task.skipped, files: task.files };
+        }
+        (bar as Progress | null)?.done();
+        run.tasks.push(res);
       }
+      (engine as Engine | null)?.close();
+      scorer.close();
       model.dispose();
       run.seconds = (performance.now() - t0) / 1000;
       mkdirSync(o.out, { recursive: true });

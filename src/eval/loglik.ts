@@ -5,19 +5,26 @@
 //    then whole = encode(context + continuation), ctx = encode(context), and the continuation's
 //    tokens are whole[len(ctx):] (lm-eval's "encode the pair, split at the context's length"
 //    rule, not separate encodings). An empty context is replaced by one prefix token (BOS), as
-//    lm-eval's prefix_token_id. No BOS is added otherwise (lm-eval's add_bos_token=False
-//    default); `addBos` adds it in front of every context.
+//    lm-eval's prefix_token_id. Otherwise BOS goes in front of every context when `addBos` (the
+//    default when the tokenizer has one): lm-eval 0.4 leaves add_bos_token to the tokenizer, and
+//    LLaMA's tokenizer adds BOS (checked against lm-eval 0.4.13 in test/eval/lm-eval-parity).
 //  - Score: the sum over the continuation's tokens of log softmax(logits)[token], the logits read
 //    at the position before each token. Sequences longer than the model's maxSeqLen + 1 keep
 //    their last maxSeqLen + 1 tokens (left truncation, as lm-eval).
 //
-// Batching: every request becomes the token row (context + continuation)[:-1]. A request whose
-// row is a prefix of a longer request's row is read from that row (causal attention: same
-// logits), so options that are one token after a shared context (" A", " B", ...) cost one row.
-// Rows are packed into forwards of at most `maxBatchTokens` tokens (cuSeqlens: attention never
-// crosses rows); only the positions that are read go through the output layer.
+// Batching: requests go through prefix.ts: each distinct context (after left truncation) is
+// computed once and the continuations after it as a trie of single-token rows over the paged KV
+// cache (tree attention), so a question's options never recompute its context. With
+// `sharedContexts: false` (or a context and trie larger than the whole cache) they become token
+// rows (context + continuation)[:-1]; a request whose row is a prefix of a longer request's row is read from that
+// row (causal attention: same logits), so options one token after a shared context (" A", " B",
+// ...) cost one row. Rows are packed into forwards of at most `maxBatchTokens` tokens (cuSeqlens:
+// attention never crosses rows); only the positions that are read go through the output layer.
 import { PatentGPTError } from '../errors.js';
+import { kvBytesPerToken } from '../infer/blocks.js';
+import { ModelRunner } from '../infer/runner.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
+import { scoreSharedContexts } from './prefix.js';
 import { Tensor, embedding, linear, logprobs, noGrad, scope } from '../tensor/index.js';
 
 /** What the scorer needs of a tokenizer (SentencePieceTokenizer and ByteTokenizer fit). */
@@ -43,8 +50,12 @@ export interface ScorerOptions {
   maxBatchTokens?: number;
   /** Pack many rows per forward and share rows between requests (default true). */
   batched?: boolean;
-  /** Prepend BOS to every context (default false, as lm-eval's HFLM). */
+  /** Prepend BOS to every context (default: when the tokenizer has a BOS, as lm-eval's HFLM with a LLaMA tokenizer). */
   addBos?: boolean;
+  /** When batched, compute each context once for all its continuations (default true; false: packed rows only). */
+  sharedContexts?: boolean;
+  /** KV cache of the shared-context path (default 256 MiB, and at least one full context): more contexts per step. */
+  kvCacheBytes?: number;
 }
 
 export interface TokenizedRequest {
@@ -86,15 +97,22 @@ export class Scorer {
   readonly maxBatchTokens: number;
   readonly batched: boolean;
   readonly addBos: boolean;
-  /** Forwards run so far (for tests and benchmarks). */
+  readonly sharedContexts: boolean;
+  readonly kvCacheBytes: number;
+  /** KV cache of the shared-context path (blocks of one token), made on first use; close() frees it. */
+  #runner: ModelRunner | null = null;
+  /** Forwards run so far, and the tokens they computed (for tests and benchmarks). */
   forwards = 0;
+  tokensComputed = 0;
 
   constructor(model: LlamaForCausalLM, tokenizer: EvalTokenizer, opts: ScorerOptions = {}) {
     this.model = model;
     this.tokenizer = tokenizer;
     this.maxBatchTokens = opts.maxBatchTokens ?? 1024;
     this.batched = opts.batched ?? true;
-    this.addBos = opts.addBos ?? false;
+    this.addBos = opts.addBos ?? tokenizer.bosId >= 0;
+    this.sharedContexts = opts.sharedContexts ?? true;
+    this.kvCacheBytes = opts.kvCacheBytes ?? 256 * 2 ** 20;
     if (!(this.maxBatchTokens >= 1)) throw new PatentGPTError('E_ARGUMENT', `maxBatchTokens must be >= 1, got ${this.maxBatchTokens}`);
   }
 
@@ -121,7 +139,25 @@ export class Scorer {
       if (all.length > maxLen + 1) all = all.slice(all.length - (maxLen + 1));
       return { req: i, input: all.subarray(0, all.length - 1), targets: r.continuation, first: all.length - 1 - r.continuation.length };
     });
-    const live = items.filter((x): x is NonNullable<typeof x> => x !== null);
+    let live = items.filter((x): x is NonNullable<typeof x> => x !== null);
+    let done = 0;
+    if (this.batched && this.sharedContexts && live.length > 0) {
+      // Contexts as left-truncated for their rows: input minus the continuation's tokens in it.
+      const truncated: TokenizedRequest[] = reqs.map((r, i) => {
+        const it = items[i];
+        return it ? { context: it.input.subarray(0, it.first + 1), continuation: r.continuation } : r;
+      });
+      const cfg = this.model.config;
+      const perToken = kvBytesPerToken({ nLayers: cfg.nLayers, nKvHeads: cfg.nKvHeads, headDim: cfg.dim / cfg.nHeads });
+      // At least a whole context with room for its trie, and a full prefill step.
+      const numBlocks = Math.max(Math.floor(this.kvCacheBytes / perToken), this.maxBatchTokens + maxLen + 1);
+      this.#runner ??= new ModelRunner(this.model, { numBlocks, blockSize: 1 });
+      const r = scoreSharedContexts(this.#runner, truncated, live.map((it) => it.req), out, this.maxBatchTokens, (n) => onProgress?.((done += n)));
+      this.forwards += r.steps;
+      this.tokensComputed += r.tokens;
+      const left = new Set(r.left);
+      live = live.filter((it) => left.has(it.req));
+    }
     const rows: Row[] = [];
     if (this.batched) {
       // Longest rows first, so shorter requests can be read from a row that contains them.
@@ -152,7 +188,6 @@ export class Scorer {
       }
     }
     // Pack rows into forwards.
-    let done = 0;
     let i = 0;
     while (i < rows.length) {
       const group: Row[] = [rows[i]!];
@@ -170,6 +205,12 @@ export class Scorer {
       onProgress?.(done);
     }
     return out;
+  }
+
+  /** Frees the KV cache of the shared-context path (the scorer stays usable: it is made again on use). */
+  close(): void {
+    this.#runner?.close();
+    this.#runner = null;
   }
 
   #runGroup(group: Row[], out: LoglikResult[]): void {
@@ -201,6 +242,7 @@ export class Scorer {
       }),
     );
     this.forwards++;
+    this.tokensComputed += N;
     for (let k = 0; k < readReq.length; k++) out[readReq[k]!]!.logprob += lp[k]!;
   }
 }

@@ -38,7 +38,7 @@ export interface SkippedRow {
   file: string;
   /** 1-based row (CSV data row, JSONL line, JSON array index + 1). */
   row: number;
-  reason: 'empty-question' | 'missing-answer' | 'answer-not-in-choices' | 'too-few-choices' | 'malformed-row';
+  reason: 'empty-question' | 'missing-answer' | 'answer-not-in-choices' | 'too-few-choices' | 'malformed-row' | 'missing-field' | 'bad-score';
   detail: string;
 }
 

@@ -55,4 +55,30 @@ describe('patentgpt eval', () => {
     }
     expect(err).toContain('missing.jsonl');
   }, 90_000);
+
+  it('runs generation, perplexity and phrase-matching definitions: one table per kind, all in results.json', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgpt-cli-eval-'));
+    const cfg = validateConfig({ ...preset('tiny').config, vocabSize: BYTE_VOCAB_SIZE, dim: 32, nHeads: 4, nKvHeads: 2, ffnDim: 64, nLayers: 1, maxSeqLen: 128 });
+    const model = new LlamaForCausalLM(cfg, { seed: 6 });
+    await savePretrained(model, join(dir, 'model'));
+    model.dispose();
+    writeFileSync(join(dir, 'qa.jsonl'), ['{"q":"Who grants patents?","a":"the office","c":"law"}', '{"q":"Term?","a":"twenty years","c":"term"}'].join('\n'));
+    writeFileSync(join(dir, 'qa.task.json'), JSON.stringify({ kind: 'generate', files: ['qa.jsonl'], prompt: 'Q: {q}\nA:', reference: '{a}', category: '{c}', maxTokens: 50, stop: ['\n'] }));
+    writeFileSync(join(dir, 'docs.csv'), 'text,section\nA device comprising a housing.,claims\n专利权的期限,law\n');
+    writeFileSync(join(dir, 'ppl.task.json'), JSON.stringify({ kind: 'perplexity', files: ['docs.csv'], text: '{text}', category: '{section}' }));
+    writeFileSync(join(dir, 'pairs.csv'), 'anchor,target,context,score\nabatement,act of abating,A47,0.75\nabatement,forest region,A47,0\ndry corn,corn starch,C12,0.5\n');
+    writeFileSync(join(dir, 'pm.task.json'), JSON.stringify({ kind: 'phrase-matching', files: ['pairs.csv'] }));
+    const tasks = ['qa', 'ppl', 'pm'].map((t) => join(dir, `${t}.task.json`)).join(',');
+    const out = cli(['eval', '--model', join(dir, 'model'), '--tokenizer', 'byte', '--tasks', tasks, '--max-tokens', '8', '--out', join(dir, 'o')]);
+    expect(out).toMatch(/task \/ category\s+n\s+exact match %\s+F1 %\s+ROUGE-L %\s+BLEU/);
+    expect(out).toMatch(/task \/ category\s+docs\s+tokens\s+perplexity\s+bits\/byte/);
+    expect(out).toMatch(/task \/ category\s+pairs\s+pearson r/);
+    const r = JSON.parse(readFileSync(join(dir, 'o', 'results.json'), 'utf8'));
+    expect(r.tasks.map((t: { kind: string }) => t.kind)).toEqual(['generate', 'perplexity', 'phrase-matching']);
+    expect(r.tasks[0].options.maxTokens).toBe(8);
+    expect(Object.keys(r.tasks[0].byCategory)).toEqual(['law', 'term']);
+    expect(r.tasks[1].byCategory.claims.tokens).toBe(Buffer.byteLength('A device comprising a housing.'));
+    expect(r.tasks[2].docs).toHaveLength(3);
+    expect(readFileSync(join(dir, 'o', 'report.md'), 'utf8')).toMatch(/\| pm \| 3 \|/);
+  }, 90_000);
 });

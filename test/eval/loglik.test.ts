@@ -63,7 +63,7 @@ describe('Scorer', () => {
   it("each option's log-likelihood equals the sum of token log-probs from a plain forward", () => {
     const res = new Scorer(model, tok).loglikelihood(reqs);
     reqs.forEach((r, i) => {
-      const p = encodePair(tok, r.context, r.continuation);
+      const p = encodePair(tok, r.context, r.continuation, true);
       let ctx = p.context;
       const over = ctx.length + p.continuation.length - (cfg.maxSeqLen + 1);
       if (over > 0) ctx = ctx.slice(over);
@@ -72,18 +72,43 @@ describe('Scorer', () => {
     });
   });
 
-  it('batched scoring equals one-by-one scoring, in fewer forwards, sharing rows', () => {
+  it('batched scoring (shared contexts, and packed rows) equals one-by-one scoring', () => {
     const one = new Scorer(model, tok, { batched: false });
-    const many = new Scorer(model, tok, { maxBatchTokens: 1024 });
     const a = one.loglikelihood(reqs).map((r) => r.logprob);
-    const b = many.loglikelihood(reqs).map((r) => r.logprob);
-    expectClose(b, a, 1e-4, 1e-5, 'batched vs one-by-one');
     expect(one.forwards).toBe(reqs.length);
-    expect(many.forwards).toBeLessThan(reqs.length);
-    // " A" and " B" are one token after the same context: read from the " AB" row, no row of their own.
-    const shared = new Scorer(model, tok, { maxBatchTokens: 1 });
-    shared.loglikelihood(reqs.slice(0, 3));
-    expect(shared.forwards).toBe(1);
+    for (const opts of [{ maxBatchTokens: 1024 }, { maxBatchTokens: 16 }, { sharedContexts: false }, { sharedContexts: false, maxBatchTokens: 1 }]) {
+      const many = new Scorer(model, tok, opts);
+      const b = many.loglikelihood(reqs).map((r) => r.logprob);
+      expectClose(b, a, 1e-4, 1e-5, `batched ${JSON.stringify(opts)} vs one-by-one`);
+      expect(many.tokensComputed).toBeLessThan(one.tokensComputed);
+      many.close();
+    }
+  });
+
+  it('a context whose trie does not fit the cache is scored as packed rows, the same', () => {
+    // The smallest cache: maxBatchTokens + maxSeqLen + 1 = 258 tokens; 200 context tokens + 4 * 39 trie rows do not fit.
+    const big = ['alpha', 'beta', 'gamma', 'delta'].map((w) => ({ context: 'x'.repeat(200), continuation: ` ${w} `.repeat(10).slice(0, 40) }));
+    const a = new Scorer(model, tok, { batched: false }).loglikelihood(big).map((r) => r.logprob);
+    const small = new Scorer(model, tok, { maxBatchTokens: 1, kvCacheBytes: 1 });
+    expectClose(small.loglikelihood(big).map((r) => r.logprob), a, 1e-4, 1e-5, 'fallback');
+    expect(small.forwards).toBe(4); // the packed path: one row per option
+    small.close();
+  });
+
+  it('computes a context once for all its continuations', () => {
+    const ctxLen = encodePair(tok, reqs[0]!.context, ' A', true).context.length;
+    // " A", " B", " AB": the context, then the trie rows " " and " A".
+    const shared = new Scorer(model, tok);
+    const seen: number[] = [];
+    shared.loglikelihood(reqs.slice(0, 3), (done) => seen.push(done));
+    expect(shared.tokensComputed).toBe(ctxLen + 2);
+    expect(seen[seen.length - 1]).toBe(3);
+    shared.close();
+    // Packed rows: " A" and " B" are one token after the context: read from the " AB" row, no row of their own.
+    const packed = new Scorer(model, tok, { sharedContexts: false, maxBatchTokens: 1 });
+    packed.loglikelihood(reqs.slice(0, 3));
+    expect(packed.forwards).toBe(1);
+    expect(packed.tokensComputed).toBe(ctxLen + 2);
   });
 });
 
@@ -101,7 +126,7 @@ describe('a tiny model trained to prefer known answers', () => {
 
   it('scores acc, per category and multi-answer sets as trained', () => {
     const model = new LlamaForCausalLM(cfg, { seed: 11 });
-    const texts = docs.map((_, i) => tok.encode(buildContext(docs, i, { shots: 0, seed: 0, style: 'letters' }) + ' ' + trainedOn[i] + '\n'));
+    const texts = docs.map((_, i) => tok.encode(buildContext(docs, i, { shots: 0, seed: 0, style: 'letters' }) + ' ' + trainedOn[i] + '\n', { bos: true }));
     const N = texts.reduce((s, t) => s + t.length, 0);
     const tokens = new Int32Array(N);
     const targets = new Int32Array(N).fill(-100);
