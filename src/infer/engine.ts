@@ -419,7 +419,11 @@ export class Engine {
       seq.numComputed = p.end;
       this.pool.markComputed(seq.table!, seq.tokens, p.end);
       const row = logits[i];
-      if (row) this.#emit(seq, row);
+      try {
+        if (row) this.#emit(seq, row);
+      } catch (err) {
+        this.#cancel(seq, err); // e.g. a token the tokenizer cannot decode: this request fails, the engine goes on
+      }
     });
     this.onStep?.(this.stats());
   }

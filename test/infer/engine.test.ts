@@ -204,4 +204,29 @@ describe('Engine', () => {
     expect(lp.top![2]!.logprob).toBeCloseTo([...ref].sort((a, b) => b - a)[2]!, 4);
     engine.close();
   });
+  it('a tokenizer that cannot decode a request\'s token fails that request alone; the engine goes on', async () => {
+    const plain = new Engine(model, { kvCacheBytes: 64 * 16 * perToken });
+    const [a, b] = [prompt(12, 21), prompt(17, 22)];
+    const outA = await tokensOf(plain, a, { maxTokens: 8, ignoreEos: true });
+    const outB = await tokensOf(plain, b, { maxTokens: 8, ignoreEos: true });
+    plain.close();
+    const bad = outA.find((t) => !outB.includes(t));
+    expect(bad).toBeDefined(); // the two random continuations differ somewhere
+    const bytes = new ByteTokenizer();
+    const tokenizer = {
+      eosId: -1,
+      encode: (text: string) => bytes.encode(text),
+      decode: (ids: ArrayLike<number>) => {
+        if (Array.from(ids).includes(bad!)) throw new Error(`no text for token ${bad}`);
+        return bytes.decode(Array.from(ids).filter((t) => t < 259));
+      },
+    };
+    const engine = new Engine(model, { kvCacheBytes: 64 * 16 * perToken, tokenizer });
+    const [ra, rb] = await Promise.allSettled([engine.complete(a, { maxTokens: 8, ignoreEos: true }), engine.complete(b, { maxTokens: 8, ignoreEos: true })]);
+    expect(ra.status).toBe('rejected');
+    expect(String((ra as PromiseRejectedResult).reason)).toMatch(/no text for token/);
+    expect(rb.status === 'fulfilled' && rb.value.tokens).toEqual(outB);
+    expect(engine.stats()).toMatchObject({ running: 0, waiting: 0, blocks: { used: 0 } });
+    engine.close();
+  });
 });
