@@ -8,7 +8,7 @@
 // a pause of --gap-ms between turns so torch's spinning OpenMP threads are idle when ours
 // starts), so a noisy neighbour hits both alike; each side's figure is the median of its timed
 // steps after the warm-up steps. MFU is PaLM's 6N + 12LTd FLOPs per token x tokens/s, against the
-// GEMM figure measured in this run (our f32 GEMM at 1024^3) and against the measured FMA peak.
+// GEMM figure timed beside the shape's steps (our f32 GEMM at 1024^3) and against the measured FMA peak.
 // Peak memory: ours is the native tensor high-water mark of the step (weights, gradients, AdamW
 // moments and activations); torch's is the process's max RSS growth over the shape's run
 // (its allocator caches included; a high-water mark, so only an upper bound after the first).
@@ -195,23 +195,26 @@ class OursTrainer {
 
 setNumThreads(threads);
 const info = runtimeInfo();
-// GEMM figure of this run: our f32 GEMM at 1024^3, median of 7 after 2 warm-ups
-const gemmGflops = (() => {
+// GEMM figure: our f32 GEMM at 1024^3. Timed once up front (median of 7 after 2 warm-ups) and
+// again beside every timed step of ours, so each shape's MFU is over the GEMM speed of the same
+// minutes (on a shared machine the load moves).
+const gemmBench = (() => {
   const n = 1024;
   const a = Tensor.randn([n, n], { seed: 1 });
   const b = Tensor.randn([n, n], { seed: 2 });
   const c = Tensor.empty([n, n]);
-  const run = (): void => addon().gemm(false, false, n, n, n, 1, a.storage, a.offset, n, 0, b.storage, b.offset, n, 0, 0, c.storage, c.offset, n, 0, 1);
-  run();
-  run();
-  const ts: number[] = [];
-  for (let r = 0; r < 7; r++) {
+  const seconds = (): number => {
     const t0 = performance.now();
-    run();
-    ts.push((performance.now() - t0) / 1000);
-  }
-  [a, b, c].forEach((t) => t.dispose());
-  return (2 * n ** 3) / median(ts) / 1e9;
+    addon().gemm(false, false, n, n, n, 1, a.storage, a.offset, n, 0, b.storage, b.offset, n, 0, 0, c.storage, c.offset, n, 0, 1);
+    return (performance.now() - t0) / 1000;
+  };
+  /** GFLOP/s of the faster of two products. */
+  const sample = (): number => (2 * n ** 3) / Math.min(seconds(), seconds()) / 1e9;
+  return { sample, bytes: 3 * 4 * n * n, dispose: () => [a, b, c].forEach((t) => t.dispose()) };
+})();
+const gemmGflops = (() => {
+  gemmBench.sample();
+  return median(Array.from({ length: 7 }, () => gemmBench.sample()));
 })();
 const peakGflops = measurePeakFlops(threads, 0.5) / 1e9;
 
@@ -234,6 +237,8 @@ interface Row {
   params: number;
   T: number;
   B: number;
+  /** GEMM 1024^3 GFLOP/s timed beside this shape's steps. */
+  gemmGflops: number;
   ours: { tokPerSec: number; mfuGemm: number; mfuPeak: number; peakMiB: number; loss: number; phases: number[] };
   torch: { tokPerSec: number; mfuGemm: number; mfuPeak: number; rssMiB: number; loss: number; phases: number[] } | null;
 }
@@ -245,35 +250,40 @@ for (const name of models) {
     const B = batchSize(name, T);
     const ids = tokens(B, T, cfg.vocabSize, T);
     const fpt = flopsPerToken(cfg, T).training;
-    const mfuOf = (tps: number, peak: number): number => (fpt * tps) / (peak * 1e9);
     // Both sides build, then alternate steps; the first `warmup` steps of each are not timed.
     const ours = new OursTrainer(cfg, B, T, ids);
     if (peer) await peer.init(toHFConfig(cfg) as unknown as Record<string, unknown>, B, T, ids);
     const o: StepTiming[] = [];
+    const gemmNow: number[] = []; // GEMM GFLOP/s beside each timed step of ours
     const t: StepTiming[] = [];
     for (let i = 0; i < warmup + timedSteps; i++) {
       if (i === warmup) resetPeakMemory();
       const os = ours.step();
-      if (i >= warmup) o.push(os);
+      if (i >= warmup) {
+        o.push(os);
+        gemmNow.push(gemmBench.sample());
+      }
       if (!peer) continue;
       await sleep(gapMs);
       const ts = await peer.step();
       if (i >= warmup) t.push(ts);
       await sleep(gapMs);
     }
-    const peakBytes = memoryStats().cpu.peakBytes;
+    const peakBytes = memoryStats().cpu.peakBytes - gemmBench.bytes; // the GEMM's own operands stay live
     ours.dispose();
     const rssGrowth = peer ? await peer.free() : 0;
     const phaseMed = (xs: StepTiming[]): number[] => [0, 1, 2].map((k) => median(xs.map((x) => x.phases[k]!)));
     const oTps = (B * T) / median(o.map((x) => x.time));
+    const shapeGemm = median(gemmNow);
+    const mfuOf = (tps: number, peak: number): number => (fpt * tps) / (peak * 1e9);
     const row: Row = {
-      model: name, params: parameterCount(cfg).total, T, B,
-      ours: { tokPerSec: oTps, mfuGemm: mfuOf(oTps, gemmGflops), mfuPeak: mfuOf(oTps, peakGflops), peakMiB: peakBytes / 2 ** 20, loss: o.at(-1)!.loss, phases: phaseMed(o) },
+      model: name, params: parameterCount(cfg).total, T, B, gemmGflops: shapeGemm,
+      ours: { tokPerSec: oTps, mfuGemm: mfuOf(oTps, shapeGemm), mfuPeak: mfuOf(oTps, peakGflops), peakMiB: peakBytes / 2 ** 20, loss: o.at(-1)!.loss, phases: phaseMed(o) },
       torch: null,
     };
     if (peer) {
       const tTps = (B * T) / median(t.map((x) => x.time));
-      row.torch = { tokPerSec: tTps, mfuGemm: mfuOf(tTps, gemmGflops), mfuPeak: mfuOf(tTps, peakGflops), rssMiB: rssGrowth / 2 ** 20, loss: t.at(-1)!.loss, phases: phaseMed(t) };
+      row.torch = { tokPerSec: tTps, mfuGemm: mfuOf(tTps, shapeGemm), mfuPeak: mfuOf(tTps, peakGflops), rssMiB: rssGrowth / 2 ** 20, loss: t.at(-1)!.loss, phases: phaseMed(t) };
     }
     rows.push(row);
     const r = row;
@@ -281,19 +291,20 @@ for (const name of models) {
   }
 }
 peer?.stop();
+gemmBench.dispose();
 
 const f = (x: number | undefined | null, w: number, d = 1): string => (x === undefined || x === null || !Number.isFinite(x) ? 'n/a' : x.toFixed(d)).padStart(w);
 console.log(
   `${'model'.padEnd(11)} ${'T'.padStart(5)} ${'B'.padStart(3)} ${'ours tok/s'.padStart(10)} ${'torch tok/s'.padStart(11)} ${'ratio'.padStart(6)} ` +
-    `${'MFU/gemm'.padStart(8)} ${'MFU/peak'.padStart(8)} ${'torch/gemm'.padStart(10)} ${'peak MiB'.padStart(8)} ${'torch RSS+'.padStart(10)}`,
+    `${'GEMM'.padStart(6)} ${'MFU/gemm'.padStart(8)} ${'MFU/peak'.padStart(8)} ${'torch/gemm'.padStart(10)} ${'peak MiB'.padStart(8)} ${'torch RSS+'.padStart(10)}`,
 );
 for (const r of rows)
   console.log(
     `${r.model.padEnd(11)} ${String(r.T).padStart(5)} ${String(r.B).padStart(3)} ${f(r.ours.tokPerSec, 10)} ${f(r.torch?.tokPerSec, 11)} ` +
-      `${f(r.torch ? r.ours.tokPerSec / r.torch.tokPerSec : null, 6, 2)} ${f(r.ours.mfuGemm * 100, 7)}% ${f(r.ours.mfuPeak * 100, 7)}% ` +
+      `${f(r.torch ? r.ours.tokPerSec / r.torch.tokPerSec : null, 6, 2)} ${f(r.gemmGflops, 6, 0)} ${f(r.ours.mfuGemm * 100, 7)}% ${f(r.ours.mfuPeak * 100, 7)}% ` +
       `${f(r.torch ? r.torch.mfuGemm * 100 : null, 9)}% ${f(r.ours.peakMiB, 8, 0)} ${f(r.torch?.rssMiB, 10, 0)}`,
   );
-console.log('ratio = ours / torch tokens/s; MFU/gemm = model FLOP/s over our GEMM 1024^3 GFLOP/s of this run; MFU/peak = over the FMA peak;');
+console.log('ratio = ours / torch tokens/s; GEMM = our GEMM 1024^3 GFLOP/s timed beside the shape\'s steps; MFU/gemm = model FLOP/s over it; MFU/peak = over the FMA peak;');
 console.log('peak MiB = our native tensor high-water mark in a step; torch RSS+ = max RSS growth of the torch process over the shape (upper bound)');
 if (profile) {
   console.log('\nphase split, seconds per step (forward+loss / backward / clip+AdamW):');
@@ -311,7 +322,7 @@ console.log(
       peakGflops: +peakGflops.toFixed(1),
       torch: peer ? peer.info : peerWhy,
       results: rows.map((r) => ({
-        model: r.model, params: r.params, T: r.T, B: r.B,
+        model: r.model, params: r.params, T: r.T, B: r.B, gemmGflops: +r.gemmGflops.toFixed(1),
         ours: { tokensPerSec: +r.ours.tokPerSec.toFixed(1), mfuGemm: +r.ours.mfuGemm.toFixed(4), mfuPeak: +r.ours.mfuPeak.toFixed(4), peakMiB: +r.ours.peakMiB.toFixed(1), loss: +r.ours.loss.toFixed(4), phasesSec: r.ours.phases.map((x) => +x.toFixed(4)) },
         torch: r.torch ? { tokensPerSec: +r.torch.tokPerSec.toFixed(1), mfuGemm: +r.torch.mfuGemm.toFixed(4), rssGrowthMiB: +r.torch.rssMiB.toFixed(1), loss: +r.torch.loss.toFixed(4), phasesSec: r.torch.phases.map((x) => +x.toFixed(4)) } : null,
         ratio: r.torch ? +(r.ours.tokPerSec / r.torch.tokPerSec).toFixed(3) : null,
