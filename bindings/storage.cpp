@@ -3,7 +3,10 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "args.h"
 #include "patentgpt/runtime.h"
@@ -19,6 +22,70 @@ struct AddonData {
 };
 
 int DeviceIndex(Device d) { return static_cast<int>(d); }
+
+// Freed host blocks of at least kMinCached bytes wait here, by size class, for the next request
+// of the same class. A training step asks for the same sizes every step; without this, glibc
+// serves big blocks with fresh mmaps (or trims the freed heap), so every step page-faulted and
+// the kernel zeroed its activations anew. Sizes round up to an eighth of their power of two
+// (at most 12.5% more), so nearby sizes share blocks. At most kMaxCached bytes wait; beyond
+// that a freed block goes back to the system.
+class HostBlockCache {
+ public:
+  static constexpr size_t kMinCached = size_t(1) << 16;
+  static constexpr size_t kMaxCached = size_t(2) << 30;
+
+  // The size actually allocated for `bytes`: a multiple of kAlignment, rounded to its class.
+  static size_t rounded(size_t bytes) {
+    size_t alloc = bytes == 0 ? kAlignment : (bytes + kAlignment - 1) / kAlignment * kAlignment;
+    if (alloc < kMinCached) return alloc;
+    size_t step = size_t(1) << (63 - __builtin_clzll(alloc));  // power of two <= alloc
+    step /= 8;
+    return (alloc + step - 1) / step * step;
+  }
+
+  void* take(size_t alloc) {
+    if (alloc < kMinCached) return nullptr;
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = free_.find(alloc);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= alloc;
+    return p;
+  }
+
+  // Returns every cached block to the system (an allocation failed: the memory is needed).
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [size, blocks] : free_)
+      for (void* p : blocks) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+
+  // Keeps p for reuse, or frees it when it is small or the cache is full.
+  void give(void* p, size_t alloc) {
+    if (alloc >= kMinCached) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (cached_ + alloc <= kMaxCached) {
+        free_[alloc].push_back(p);
+        cached_ += alloc;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+};
+
+HostBlockCache& host_cache() {
+  static HostBlockCache* cache = new HostBlockCache();  // never destroyed: frees may come at exit
+  return *cache;
+}
 
 }  // namespace
 
@@ -62,7 +129,13 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
   size_t alloc = bytes_ == 0 ? kAlignment : (bytes_ + kAlignment - 1) / kAlignment * kAlignment;
   if (device == "cpu") {
     device_ = Device::CPU;
-    data_ = std::aligned_alloc(kAlignment, alloc);
+    alloc = HostBlockCache::rounded(bytes_);
+    data_ = host_cache().take(alloc);
+    if (!data_) data_ = std::aligned_alloc(kAlignment, alloc);
+    if (!data_) {
+      host_cache().clear();
+      data_ = std::aligned_alloc(kAlignment, alloc);
+    }
     if (!data_) throw Napi::Error::New(env, "Storage: out of host memory allocating " + std::to_string(bytes_) + " bytes");
     if (zero) std::memset(data_, 0, alloc);
   } else if (device == "cuda") {
@@ -94,7 +167,7 @@ Storage::~Storage() { Release(); }
 
 void Storage::Release() {
   if (!data_) return;
-  if (device_ == Device::CPU) std::free(data_);
+  if (device_ == Device::CPU) host_cache().give(data_, HostBlockCache::rounded(bytes_));
   else pg::cuda_free(data_);
   data_ = nullptr;
   auto& c = memory_counters();

@@ -1,12 +1,14 @@
-// npm run bench -- train [--threads N] [--steps N] [--warmup N] [--models llama-10m,llama-110m] [--seqs 64,256,1024] [--profile]
+// npm run bench -- train [--threads N] [--steps N] [--warmup N] [--gap-ms N] [--models llama-10m,llama-110m] [--seqs 64,256,1024] [--profile]
 //
 // Training throughput of the LLaMA stack beside PyTorch training the same model in the same run:
 // transformers LlamaForCausalLM (eager attention) + torch.optim.AdamW, torch.set_num_threads
 // equal to ours, the same config, the same batch shapes and token ids. One step is forward +
 // loss, backward, global-norm clip 1.0 and AdamW (what the trainer does per step). For each
-// shape ours runs, then torch (a persistent Python peer), each with two warm-up steps and the
-// median of the timed steps. MFU is PaLM's 6N + 12LTd FLOPs per token x tokens/s, against the
-// GEMM figure measured in this run (our f32 GEMM at 1024^3) and against the measured FMA peak.
+// shape both sides build their model, then take turns step by step (ours, torch, ours, ...,
+// a pause of --gap-ms between turns so torch's spinning OpenMP threads are idle when ours
+// starts), so a noisy neighbour hits both alike; each side's figure is the median of its timed
+// steps after the warm-up steps. MFU is PaLM's 6N + 12LTd FLOPs per token x tokens/s, against the
+// GEMM figure timed beside the shape's steps (our f32 GEMM at 1024^3) and against the measured FMA peak.
 // Peak memory: ours is the native tensor high-water mark of the step (weights, gradients, AdamW
 // moments and activations); torch's is the process's max RSS growth over the shape's run
 // (its allocator caches included; a high-water mark, so only an upper bound after the first).
@@ -24,11 +26,13 @@ function arg(name: string, fallback: string): string {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
 }
 const threads = Number(arg('threads', '2'));
-const timedSteps = Number(arg('steps', '3'));
+const timedSteps = Number(arg('steps', '5'));
 const warmup = Number(arg('warmup', '2'));
 const models = arg('models', 'llama-10m,llama-110m').split(',');
 const seqs = arg('seqs', '64,256,1024').split(',').map(Number);
 const profile = process.argv.includes('--profile');
+const gapMs = Number(arg('gap-ms', '200'));
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Batch rows per (model, T): a few thousand tokens for ~10M; B=4 (B=1 at T=1024) for ~110M. */
 function batchSize(model: string, T: number): number {
@@ -48,7 +52,7 @@ function tokens(B: number, T: number, V: number, seed: number): Int32Array {
   return Int32Array.from({ length: B * T }, () => rng.int(V));
 }
 
-// ---- torch peer: one process; a request trains one shape and replies with timings ----
+// ---- torch peer: one process; requests build a shape's model, run one step, or free it ----
 
 const PEER = String.raw`
 import json, sys, time, resource
@@ -58,22 +62,24 @@ torch.set_num_threads(int(sys.argv[1]))
 print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
 def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+model = opt = ids = None
+rss0 = 0
 for line in sys.stdin:
     req = json.loads(line)
-    c = req["config"]
-    cfg = LlamaConfig(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
-        num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"], num_key_value_heads=c["num_key_value_heads"],
-        max_position_embeddings=c["max_position_embeddings"], rms_norm_eps=c["rms_norm_eps"], rope_theta=c["rope_theta"],
-        tie_word_embeddings=c["tie_word_embeddings"], attention_bias=False, mlp_bias=False)
-    torch.manual_seed(0)
-    rss0 = rss()
-    model = LlamaForCausalLM._from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    B, T = req["B"], req["T"]
-    ids = torch.tensor(req["tokens"], dtype=torch.long).view(B, T)
-    times, phases = [], []
-    for i in range(req["warmup"] + req["steps"]):
+    if req["cmd"] == "init":
+        c = req["config"]
+        cfg = LlamaConfig(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+            num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"], num_key_value_heads=c["num_key_value_heads"],
+            max_position_embeddings=c["max_position_embeddings"], rms_norm_eps=c["rms_norm_eps"], rope_theta=c["rope_theta"],
+            tie_word_embeddings=c["tie_word_embeddings"], attention_bias=False, mlp_bias=False)
+        torch.manual_seed(0)
+        rss0 = rss()
+        model = LlamaForCausalLM._from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+        ids = torch.tensor(req["tokens"], dtype=torch.long).view(req["B"], req["T"])
+        print(json.dumps({"ok": True}), flush=True)
+    elif req["cmd"] == "step":
         t0 = time.perf_counter()
         out = model(input_ids=ids, labels=ids)
         t1 = time.perf_counter()
@@ -83,13 +89,18 @@ for line in sys.stdin:
         opt.step()
         opt.zero_grad(set_to_none=True)
         t3 = time.perf_counter()
-        if i >= req["warmup"]:
-            times.append(t3 - t0)
-            phases.append([t1 - t0, t2 - t1, t3 - t2])
-        loss = out.loss.item()
-    print(json.dumps({"times": times, "phases": phases, "loss": loss, "rssGrowth": rss() - rss0}), flush=True)
-    del model, opt, out
+        print(json.dumps({"time": t3 - t0, "phases": [t1 - t0, t2 - t1, t3 - t2], "loss": out.loss.item()}), flush=True)
+        del out
+    else:
+        print(json.dumps({"rssGrowth": rss() - rss0}), flush=True)
+        model = opt = ids = None
 `;
+
+interface StepTiming {
+  time: number;
+  phases: number[];
+  loss: number;
+}
 
 class TorchPeer {
   private constructor(private readonly proc: ChildProcessWithoutNullStreams, private readonly lines: Interface, readonly info: Record<string, unknown>) {}
@@ -106,16 +117,29 @@ class TorchPeer {
     return new TorchPeer(proc, lines, JSON.parse(first) as Record<string, unknown>);
   }
 
-  train(req: Record<string, unknown>): Promise<{ times: number[]; phases: number[][]; loss: number; rssGrowth: number }> {
+  private request<R>(req: Record<string, unknown>): Promise<R> {
     return new Promise((resolve, reject) => {
       const onExit = (code: number | null): void => reject(new Error(`torch peer exited (${code})`));
       this.proc.once('exit', onExit);
       this.lines.once('line', (l) => {
         this.proc.off('exit', onExit);
-        resolve(JSON.parse(l) as { times: number[]; phases: number[][]; loss: number; rssGrowth: number });
+        resolve(JSON.parse(l) as R);
       });
       this.proc.stdin.write(JSON.stringify(req) + '\n');
     });
+  }
+
+  init(config: Record<string, unknown>, B: number, T: number, ids: Int32Array): Promise<unknown> {
+    return this.request({ cmd: 'init', config, B, T, tokens: Array.from(ids) });
+  }
+
+  step(): Promise<StepTiming> {
+    return this.request({ cmd: 'step' });
+  }
+
+  /** Frees the shape's model; returns the process's max RSS growth since init. */
+  async free(): Promise<number> {
+    return (await this.request<{ rssGrowth: number }>({ cmd: 'free' })).rssGrowth;
   }
 
   stop(): void {
@@ -125,68 +149,72 @@ class TorchPeer {
 
 // ---- ours ----
 
-function trainOurs(cfg: ModelConfig, B: number, T: number, ids: Int32Array): { times: number[]; phases: number[][]; loss: number; peakBytes: number } {
-  const model = new LlamaForCausalLM(cfg, { seed: 0 });
-  const opt = new AdamW(model.namedParameters(), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1.0 });
-  const targets = new Int32Array(B * T).fill(-100);
-  const positions = new Int32Array(B * T);
-  const cu = new Int32Array(B + 1);
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      positions[b * T + t] = t;
-      if (t + 1 < T) targets[b * T + t] = ids[b * T + t + 1]!;
+/** Our model and optimizer for one shape, stepped on demand. */
+class OursTrainer {
+  private readonly model: LlamaForCausalLM;
+  private readonly opt: AdamW;
+  private readonly batch: { tokens: Int32Array; targets: Int32Array; positions: Int32Array; cuSeqlens: Int32Array };
+
+  constructor(cfg: ModelConfig, B: number, T: number, ids: Int32Array) {
+    this.model = new LlamaForCausalLM(cfg, { seed: 0 });
+    this.opt = new AdamW(this.model.namedParameters(), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1.0 });
+    const targets = new Int32Array(B * T).fill(-100);
+    const positions = new Int32Array(B * T);
+    const cuSeqlens = new Int32Array(B + 1);
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) {
+        positions[b * T + t] = t;
+        if (t + 1 < T) targets[b * T + t] = ids[b * T + t + 1]!;
+      }
+      cuSeqlens[b + 1] = (b + 1) * T;
     }
-    cu[b + 1] = (b + 1) * T;
+    this.batch = { tokens: ids, targets, positions, cuSeqlens };
   }
-  const batch = { tokens: ids, targets, positions, cuSeqlens: cu };
-  const times: number[] = [];
-  const phases: number[][] = [];
-  let loss = NaN;
-  let peakBytes = 0;
-  for (let i = 0; i < warmup + timedSteps; i++) {
-    if (i === warmup) resetPeakMemory();
+
+  step(): StepTiming {
     const t0 = performance.now();
-    const l = scope(() => model.loss(batch));
+    const l = scope(() => this.model.loss(this.batch));
     const t1 = performance.now();
-    loss = l.item();
+    const loss = l.item();
     l.backward();
     l.dispose();
     const t2 = performance.now();
-    opt.step(1e-4);
-    opt.zeroGrad();
+    this.opt.step(1e-4);
+    this.opt.zeroGrad();
     const t3 = performance.now();
-    if (i >= warmup) {
-      times.push((t3 - t0) / 1000);
-      phases.push([(t1 - t0) / 1000, (t2 - t1) / 1000, (t3 - t2) / 1000]);
-    }
+    return { time: (t3 - t0) / 1000, phases: [(t1 - t0) / 1000, (t2 - t1) / 1000, (t3 - t2) / 1000], loss };
   }
-  peakBytes = memoryStats().cpu.peakBytes;
-  opt.dispose();
-  model.dispose();
-  return { times, phases, loss, peakBytes };
+
+  dispose(): void {
+    this.opt.dispose();
+    this.model.dispose();
+  }
 }
 
 // ---- main ----
 
 setNumThreads(threads);
 const info = runtimeInfo();
-// GEMM figure of this run: our f32 GEMM at 1024^3, median of 7 after 2 warm-ups
-const gemmGflops = (() => {
+// GEMM figure: our f32 GEMM at 1024^3. Timed once up front (median of 7 after 2 warm-ups) and
+// again beside every timed step of ours, so each shape's MFU is over the GEMM speed of the same
+// minutes (on a shared machine the load moves).
+const gemmBench = (() => {
   const n = 1024;
   const a = Tensor.randn([n, n], { seed: 1 });
   const b = Tensor.randn([n, n], { seed: 2 });
   const c = Tensor.empty([n, n]);
-  const run = (): void => addon().gemm(false, false, n, n, n, 1, a.storage, a.offset, n, 0, b.storage, b.offset, n, 0, 0, c.storage, c.offset, n, 0, 1);
-  run();
-  run();
-  const ts: number[] = [];
-  for (let r = 0; r < 7; r++) {
+  const seconds = (): number => {
     const t0 = performance.now();
-    run();
-    ts.push((performance.now() - t0) / 1000);
-  }
-  [a, b, c].forEach((t) => t.dispose());
-  return (2 * n ** 3) / median(ts) / 1e9;
+    addon().gemm(false, false, n, n, n, 1, a.storage, a.offset, n, 0, b.storage, b.offset, n, 0, 0, c.storage, c.offset, n, 0, 1);
+    return (performance.now() - t0) / 1000;
+  };
+  /** GFLOP/s of the faster of two products. */
+  const sample = (): number => (2 * n ** 3) / Math.min(seconds(), seconds()) / 1e9;
+  return { sample, bytes: 3 * 4 * n * n, dispose: () => [a, b, c].forEach((t) => t.dispose()) };
+})();
+const gemmGflops = (() => {
+  gemmBench.sample();
+  return median(Array.from({ length: 7 }, () => gemmBench.sample()));
 })();
 const peakGflops = measurePeakFlops(threads, 0.5) / 1e9;
 
@@ -202,13 +230,15 @@ if (py.python) {
 }
 console.log(`ours: ${info.simd}, ${info.threads} threads; GEMM 1024^3 ${gemmGflops.toFixed(1)} GFLOP/s; FP32 FMA peak ${peakGflops.toFixed(1)} GFLOP/s (measured)`);
 console.log(`torch: ${peer ? JSON.stringify(peer.info) + ', transformers LlamaForCausalLM eager + torch.optim.AdamW' : `not run (${peerWhy})`}`);
-console.log(`per shape: ${warmup} warm-up steps, median of ${timedSteps} timed steps; a step = forward + loss + backward + clip 1.0 + AdamW\n`);
+console.log(`per shape: ${warmup} warm-up steps, median of ${timedSteps} timed steps, ours and torch taking turns step by step; a step = forward + loss + backward + clip 1.0 + AdamW\n`);
 
 interface Row {
   model: string;
   params: number;
   T: number;
   B: number;
+  /** GEMM 1024^3 GFLOP/s timed beside this shape's steps. */
+  gemmGflops: number;
   ours: { tokPerSec: number; mfuGemm: number; mfuPeak: number; peakMiB: number; loss: number; phases: number[] };
   torch: { tokPerSec: number; mfuGemm: number; mfuPeak: number; rssMiB: number; loss: number; phases: number[] } | null;
 }
@@ -220,20 +250,40 @@ for (const name of models) {
     const B = batchSize(name, T);
     const ids = tokens(B, T, cfg.vocabSize, T);
     const fpt = flopsPerToken(cfg, T).training;
+    // Both sides build, then alternate steps; the first `warmup` steps of each are not timed.
+    const ours = new OursTrainer(cfg, B, T, ids);
+    if (peer) await peer.init(toHFConfig(cfg) as unknown as Record<string, unknown>, B, T, ids);
+    const o: StepTiming[] = [];
+    const gemmNow: number[] = []; // GEMM GFLOP/s beside each timed step of ours
+    const t: StepTiming[] = [];
+    for (let i = 0; i < warmup + timedSteps; i++) {
+      if (i === warmup) resetPeakMemory();
+      const os = ours.step();
+      if (i >= warmup) {
+        o.push(os);
+        gemmNow.push(gemmBench.sample());
+      }
+      if (!peer) continue;
+      await sleep(gapMs);
+      const ts = await peer.step();
+      if (i >= warmup) t.push(ts);
+      await sleep(gapMs);
+    }
+    const peakBytes = memoryStats().cpu.peakBytes - gemmBench.bytes; // the GEMM's own operands stay live
+    ours.dispose();
+    const rssGrowth = peer ? await peer.free() : 0;
+    const phaseMed = (xs: StepTiming[]): number[] => [0, 1, 2].map((k) => median(xs.map((x) => x.phases[k]!)));
+    const oTps = (B * T) / median(o.map((x) => x.time));
+    const shapeGemm = median(gemmNow);
     const mfuOf = (tps: number, peak: number): number => (fpt * tps) / (peak * 1e9);
-    const o = trainOurs(cfg, B, T, ids);
-    const oTps = (B * T) / median(o.times);
-    const phaseMed = (ph: number[][]): number[] => [0, 1, 2].map((k) => median(ph.map((p) => p[k]!)));
     const row: Row = {
-      model: name, params: parameterCount(cfg).total, T, B,
-      ours: { tokPerSec: oTps, mfuGemm: mfuOf(oTps, gemmGflops), mfuPeak: mfuOf(oTps, peakGflops), peakMiB: o.peakBytes / 2 ** 20, loss: o.loss, phases: phaseMed(o.phases) },
+      model: name, params: parameterCount(cfg).total, T, B, gemmGflops: shapeGemm,
+      ours: { tokPerSec: oTps, mfuGemm: mfuOf(oTps, shapeGemm), mfuPeak: mfuOf(oTps, peakGflops), peakMiB: peakBytes / 2 ** 20, loss: o.at(-1)!.loss, phases: phaseMed(o) },
       torch: null,
     };
     if (peer) {
-      const hf = toHFConfig(cfg) as unknown as Record<string, unknown>;
-      const t = await peer.train({ config: hf, B, T, tokens: Array.from(ids), warmup, steps: timedSteps });
-      const tTps = (B * T) / median(t.times);
-      row.torch = { tokPerSec: tTps, mfuGemm: mfuOf(tTps, gemmGflops), mfuPeak: mfuOf(tTps, peakGflops), rssMiB: t.rssGrowth / 2 ** 20, loss: t.loss, phases: phaseMed(t.phases) };
+      const tTps = (B * T) / median(t.map((x) => x.time));
+      row.torch = { tokPerSec: tTps, mfuGemm: mfuOf(tTps, shapeGemm), mfuPeak: mfuOf(tTps, peakGflops), rssMiB: rssGrowth / 2 ** 20, loss: t.at(-1)!.loss, phases: phaseMed(t) };
     }
     rows.push(row);
     const r = row;
@@ -241,19 +291,20 @@ for (const name of models) {
   }
 }
 peer?.stop();
+gemmBench.dispose();
 
 const f = (x: number | undefined | null, w: number, d = 1): string => (x === undefined || x === null || !Number.isFinite(x) ? 'n/a' : x.toFixed(d)).padStart(w);
 console.log(
   `${'model'.padEnd(11)} ${'T'.padStart(5)} ${'B'.padStart(3)} ${'ours tok/s'.padStart(10)} ${'torch tok/s'.padStart(11)} ${'ratio'.padStart(6)} ` +
-    `${'MFU/gemm'.padStart(8)} ${'MFU/peak'.padStart(8)} ${'torch/gemm'.padStart(10)} ${'peak MiB'.padStart(8)} ${'torch RSS+'.padStart(10)}`,
+    `${'GEMM'.padStart(6)} ${'MFU/gemm'.padStart(8)} ${'MFU/peak'.padStart(8)} ${'torch/gemm'.padStart(10)} ${'peak MiB'.padStart(8)} ${'torch RSS+'.padStart(10)}`,
 );
 for (const r of rows)
   console.log(
     `${r.model.padEnd(11)} ${String(r.T).padStart(5)} ${String(r.B).padStart(3)} ${f(r.ours.tokPerSec, 10)} ${f(r.torch?.tokPerSec, 11)} ` +
-      `${f(r.torch ? r.ours.tokPerSec / r.torch.tokPerSec : null, 6, 2)} ${f(r.ours.mfuGemm * 100, 7)}% ${f(r.ours.mfuPeak * 100, 7)}% ` +
+      `${f(r.torch ? r.ours.tokPerSec / r.torch.tokPerSec : null, 6, 2)} ${f(r.gemmGflops, 6, 0)} ${f(r.ours.mfuGemm * 100, 7)}% ${f(r.ours.mfuPeak * 100, 7)}% ` +
       `${f(r.torch ? r.torch.mfuGemm * 100 : null, 9)}% ${f(r.ours.peakMiB, 8, 0)} ${f(r.torch?.rssMiB, 10, 0)}`,
   );
-console.log('ratio = ours / torch tokens/s; MFU/gemm = model FLOP/s over our GEMM 1024^3 GFLOP/s of this run; MFU/peak = over the FMA peak;');
+console.log('ratio = ours / torch tokens/s; GEMM = our GEMM 1024^3 GFLOP/s timed beside the shape\'s steps; MFU/gemm = model FLOP/s over it; MFU/peak = over the FMA peak;');
 console.log('peak MiB = our native tensor high-water mark in a step; torch RSS+ = max RSS growth of the torch process over the shape (upper bound)');
 if (profile) {
   console.log('\nphase split, seconds per step (forward+loss / backward / clip+AdamW):');
@@ -271,7 +322,7 @@ console.log(
       peakGflops: +peakGflops.toFixed(1),
       torch: peer ? peer.info : peerWhy,
       results: rows.map((r) => ({
-        model: r.model, params: r.params, T: r.T, B: r.B,
+        model: r.model, params: r.params, T: r.T, B: r.B, gemmGflops: +r.gemmGflops.toFixed(1),
         ours: { tokensPerSec: +r.ours.tokPerSec.toFixed(1), mfuGemm: +r.ours.mfuGemm.toFixed(4), mfuPeak: +r.ours.mfuPeak.toFixed(4), peakMiB: +r.ours.peakMiB.toFixed(1), loss: +r.ours.loss.toFixed(4), phasesSec: r.ours.phases.map((x) => +x.toFixed(4)) },
         torch: r.torch ? { tokensPerSec: +r.torch.tokPerSec.toFixed(1), mfuGemm: +r.torch.mfuGemm.toFixed(4), rssGrowthMiB: +r.torch.rssMiB.toFixed(1), loss: +r.torch.loss.toFixed(4), phasesSec: r.torch.phases.map((x) => +x.toFixed(4)) } : null,
         ratio: r.torch ? +(r.ours.tokPerSec / r.torch.tokPerSec).toFixed(3) : null,

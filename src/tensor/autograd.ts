@@ -95,19 +95,25 @@ export function backward(root: Tensor, grad?: Tensor): void {
 
 function propagate(node: GradNode, g: Tensor, grads: Map<Tensor, Tensor>): void {
   const inputGrads = scope(() => node.backward(g));
+  // Each gradient has one owner: the first input handed a tensor (g itself for a pass-through
+  // such as add's) takes it as is; later inputs handed the same tensor get copies, made before
+  // any owner can free it.
   const handed = new Set<Tensor>();
-  node.inputs.forEach((input, i) => {
-    let gi = inputGrads[i] ?? null;
-    if (!gi) return;
-    if (!input.requiresGrad) {
-      if (gi !== g) gi.dispose();
-      return;
-    }
+  const owned = node.inputs.map((input, i): Tensor | null => {
+    const gi = inputGrads[i] ?? null;
+    if (!gi || !input.requiresGrad) return null;
     if (gi.size !== input.size) {
       throw new PatentGPTError('E_AUTOGRAD', `backward of ${node.op}: gradient ${gi.describe()} for input ${input.describe()}`);
     }
-    if (handed.has(gi) || gi === g) gi = gi.clone(); // each gradient has one owner
+    if (handed.has(gi)) return gi.clone();
     handed.add(gi);
+    return gi;
+  });
+  for (const gi of inputGrads) if (gi && !handed.has(gi)) gi.dispose(); // gradients no input needs
+  if (!handed.has(g)) g.dispose();
+  node.inputs.forEach((input, i) => {
+    const gi = owned[i];
+    if (!gi) return;
     if (input.node === null) accumulateLeaf(input, gi);
     else {
       const existing = grads.get(input);
@@ -117,7 +123,6 @@ function propagate(node: GradNode, g: Tensor, grads: Map<Tensor, Tensor>): void 
       } else grads.set(input, gi.shape === input.shape ? gi : reshaped(gi, input));
     }
   });
-  g.dispose();
 }
 
 function accumulateLeaf(leaf: Tensor, gi: Tensor): void {

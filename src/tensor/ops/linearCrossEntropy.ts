@@ -54,7 +54,8 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
   const lse = Tensor.empty([chunk]);
   const dloss = wantGrad ? Tensor.full([chunk], norm) : null;
   const dh = wantGrad && h.requiresGrad ? Tensor.empty([N, C]) : null;
-  const dw = wantGrad && weight.requiresGrad ? Tensor.zeros([V, C]) : null;
+  // dW is written by the first chunk's product (beta 0) and accumulated by the others.
+  const dw = wantGrad && weight.requiresGrad ? Tensor.empty([V, C], {}, N === 0) : null;
   let total = 0;
   try {
     for (let r0 = 0; r0 < N; r0 += chunk) {
@@ -70,7 +71,7 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
       a.crossEntropyBackward(logits.storage, 0, dloss.storage, 0, logits.storage, 0, lse.storage, 0, targets.storage, tOff, n, V, ignoreIndex);
       // dh (n, C) = dlogits @ W ; dW (V, C) += dlogits^T @ h
       if (dh) a.gemm(false, false, n, C, V, 1, logits.storage, 0, V, 0, weight.storage, weight.offset, C, 0, 0, dh.storage, r0 * C, C, 0, 1);
-      if (dw) a.gemm(true, false, V, C, n, 1, logits.storage, 0, V, 0, h.storage, hOff, C, 0, 1, dw.storage, 0, C, 0, 1);
+      if (dw) a.gemm(true, false, V, C, n, 1, logits.storage, 0, V, 0, h.storage, hOff, C, 0, r0 === 0 ? 0 : 1, dw.storage, 0, C, 0, 1);
     }
   } finally {
     logits.dispose();
@@ -81,12 +82,13 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
   const out = Tensor.full([], total * norm);
   if (!wantGrad) return out;
   return record(op, out, [h, weight, targets], [dh, dw].filter((t): t is Tensor => t !== null), (g) => {
+    // Backward runs once per recording, so the saved gradients are scaled in place and handed
+    // on as views of the same storage (no copy of the (V, C) weight gradient).
     const s = g.item();
     const scaled = (t: Tensor | null): Tensor | null => {
       if (!t) return null;
-      const c = t.clone();
-      if (s !== 1) a.scale(c.storage, 0, s, c.size);
-      return c;
+      if (s !== 1) a.scale(t.storage, t.offset, s, t.size);
+      return t.detach();
     };
     return [scaled(dh), scaled(dw), null];
   });
