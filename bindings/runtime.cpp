@@ -60,6 +60,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
     o.Set("liveBytes", static_cast<double>(c.live_bytes[d].load()));
     o.Set("liveCount", static_cast<double>(c.live_count[d].load()));
     o.Set("peakBytes", static_cast<double>(c.peak_bytes[d].load()));
+    o.Set("cachedBytes", d == 0 ? static_cast<double>(host_cache_bytes()) : 0.0);
     out.Set(names[d], o);
   }
   return out;
@@ -71,6 +72,11 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
+  release_host_cache();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterRuntime(Napi::Env env, Napi::Object exports) {
@@ -79,6 +85,7 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel, "setSimdLevel"));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
   exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory, "resetPeakMemory"));
+  exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory, "releaseCachedMemory"));
 }
 
 }  // namespace pgnode

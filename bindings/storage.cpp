@@ -54,7 +54,12 @@ class HostBlockCache {
     return p;
   }
 
-  // Returns every cached block to the system (an allocation failed: the memory is needed).
+  size_t cached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cached_;
+  }
+
+  // Returns every cached block to the system (an allocation failed, or the user asked).
   void clear() {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& [size, blocks] : free_)
@@ -88,6 +93,9 @@ HostBlockCache& host_cache() {
 }
 
 }  // namespace
+
+size_t host_cache_bytes() { return host_cache().cached(); }
+void release_host_cache() { host_cache().clear(); }
 
 MemoryCounters& memory_counters() {
   static MemoryCounters counters;

@@ -16,6 +16,9 @@ struct MemoryCounters {
   std::atomic<int64_t> peak_bytes[2]{};
 };
 MemoryCounters& memory_counters();
+// Freed host blocks kept for reuse (see HostBlockCache): their bytes, and giving them back.
+size_t host_cache_bytes();
+void release_host_cache();
 
 class Storage : public Napi::ObjectWrap<Storage> {
  public:

@@ -3,7 +3,7 @@
 // the loss must fall (the steps are real).
 import { describe, expect, it } from 'vitest';
 import {
-  Tensor, add, adamwStep, attention, clipGradNorm, crossEntropy, embedding, linear, memoryStats, rmsnorm, rope, scope,
+  Tensor, add, adamwStep, attention, clipGradNorm, crossEntropy, embedding, linear, memoryStats, releaseCachedMemory, rmsnorm, rope, scope,
   swiglu, tapeLength,
 } from '../src/tensor/index.js';
 
@@ -92,5 +92,14 @@ describe('host block cache', () => {
     expect(values.every((x) => x === 0)).toBe(true);
     z.dispose();
     expect(memoryStats().cpu.liveBytes).toBe(before);
+  });
+
+  it('reports the cached bytes, and releaseCachedMemory() gives them back', () => {
+    releaseCachedMemory();
+    expect(memoryStats().cpu.cachedBytes).toBe(0);
+    Tensor.full([n], 1).dispose();
+    expect(memoryStats().cpu.cachedBytes).toBeGreaterThanOrEqual(4 * n);
+    releaseCachedMemory();
+    expect(memoryStats().cpu.cachedBytes).toBe(0);
   });
 });

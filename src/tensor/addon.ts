@@ -28,6 +28,8 @@ export interface DeviceMemory {
   liveBytes: number;
   liveCount: number;
   peakBytes: number;
+  /** Freed blocks kept for reuse by later tensors (CPU); not counted in liveBytes. */
+  cachedBytes: number;
 }
 
 // Tensor arguments are passed as (storage, elementOffset) pairs; `S, O` below.
@@ -41,6 +43,7 @@ export interface Addon {
   setSimdLevel(level: 'avx512' | 'avx2' | 'scalar'): string;
   memoryStats(): { cpu: DeviceMemory; cuda: DeviceMemory };
   resetPeakMemory(): void;
+  releaseCachedMemory(): void;
 
   // elementwise.cpp
   addForward(out: S, outO: O, a: S, aO: O, b: S, bO: O, n: number): void;

@@ -4,5 +4,5 @@ export { type DType, type Device, bytesPerElement } from './dtype.js';
 export { scope, keep } from './scope.js';
 export { noGrad, isGradEnabled, clearTape, tapeLength } from './autograd.js';
 export { Rng } from './random.js';
-export { runtimeInfo, setNumThreads, memoryStats, resetPeakMemory, measurePeakFlops, type RuntimeInfo } from './runtime.js';
+export { runtimeInfo, setNumThreads, memoryStats, resetPeakMemory, releaseCachedMemory, measurePeakFlops, type RuntimeInfo } from './runtime.js';
 export * from './ops/index.js';

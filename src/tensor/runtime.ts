@@ -23,6 +23,11 @@ export function resetPeakMemory(): void {
   addon().resetPeakMemory();
 }
 
+/** Gives the freed blocks kept for reuse (memoryStats().cpu.cachedBytes) back to the system. */
+export function releaseCachedMemory(): void {
+  addon().releaseCachedMemory();
+}
+
 /**
  * The CPU's FP32 peak in FLOP/s on `threads` threads (default: the current thread count), measured
  * by a throughput-bound FMA loop of the GEMM microkernel's ISA for about `seconds` (an estimate
