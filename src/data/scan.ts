@@ -3,10 +3,14 @@
 // only splits it into documents, and the work on its documents use every core. Results come back
 // in submission order, so the output is the same bytes whatever the thread timing; the same
 // function runs in-process when a caller's hook (perplexity) cannot cross into a worker.
+import { readFileSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import { PatentGPTError, type ErrorCode } from '../errors.js';
+import { NativeBpeEncoderHandle } from '../tensor/bpe-encoder.js';
 import { startWorker } from '../util/worker.js';
 import { ByteTokenizer } from '../tokenizer/byte.js';
+import { llama2Model } from '../tokenizer/llama2.js';
+import { decodeModelProto, PieceType, type SentencePieceModel } from '../tokenizer/model.js';
 import { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
 import type { ReadItem } from './document.js';
 import { exactKey, normalizeForDedup, resolveDedup, signatures, type DedupConfig, type ResolvedDedup } from './dedup.js';
@@ -45,26 +49,95 @@ export type ScanOutcome =
   | { reason: string }
   | { category: string; id: string; source: string; lang: string; ids: Int32Array; key: string };
 
+const NO_IDS = new Int32Array(0);
+
 export interface ScanResult {
   outcomes: ScanOutcome[];
   /** Signatures (kept, P) of the kept documents in order. */
   sig: Uint32Array;
 }
 
+/** Token ids of a batch of texts: text i's ids are ids[offsets[i], offsets[i+1]). */
+export interface TokenBatch {
+  ids: Int32Array;
+  offsets: Float64Array;
+}
+
 export interface Tok {
   name: string;
   vocabSize: number;
-  encode(text: string): Int32Array;
+  /** Ids of each text in order (EOS appended when configured), as one flat array. */
+  encodeBatch(texts: readonly string[]): Promise<TokenBatch>;
+}
+
+const utf8 = new TextEncoder();
+
+/** One flat array from per-text arrays (the encoders that work text by text). */
+function flatten(parts: readonly Int32Array[]): TokenBatch {
+  const offsets = new Float64Array(parts.length + 1);
+  parts.forEach((p, i) => (offsets[i + 1] = offsets[i]! + p.length));
+  const ids = new Int32Array(offsets[parts.length]!);
+  parts.forEach((p, i) => ids.set(p, offsets[i]!));
+  return { ids, offsets };
+}
+
+/** The model of a sentencepiece/llama2 config; llama2 from its vocabulary (cheaper than parsing a serialized model). */
+function loadModel(t: TokenizerConfig): SentencePieceModel {
+  if (t.type === 'llama2') return llama2Model();
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(t.model!);
+  } catch (e) {
+    throw new PatentGPTError('E_ARGUMENT', `cannot read tokenizer model ${t.model}: ${(e as Error).message}`);
+  }
+  return decodeModelProto(bytes, t.model);
+}
+
+/**
+ * The native encoder (native/cpu/bpe_encode.cpp: the ids of SentencePieceTokenizer.encode) where
+ * the model allows it, else null: BPE with the identity normalizer and no USER_DEFINED or UNUSED
+ * pieces (the conditions of TokenizerPool's native backend).
+ */
+function nativeEncoder(model: SentencePieceModel): NativeBpeEncoderHandle | null {
+  const { trainerSpec: t, normalizerSpec: n, pieces } = model;
+  if (t.modelType !== 'BPE' || n.precompiledCharsmap.length > 0 || t.treatWhitespaceAsSuffix) return null;
+  if (pieces.some((p) => p.type === PieceType.USER_DEFINED || p.type === PieceType.UNUSED)) return null;
+  return new NativeBpeEncoderHandle({
+    pieces, unkId: t.unkId, byteFallback: t.byteFallback,
+    addDummyPrefix: n.addDummyPrefix, removeExtraWhitespaces: n.removeExtraWhitespaces, escapeWhitespaces: n.escapeWhitespaces,
+  });
 }
 
 export function makeTokenizer(t: TokenizerConfig): Tok {
   const eos = t.eos ?? true;
   if (t.type === 'byte') {
     const b = new ByteTokenizer();
-    return { name: 'byte', vocabSize: 259, encode: (s) => b.encode(s, { eos }) };
+    return { name: 'byte', vocabSize: 259, encodeBatch: async (texts) => flatten(texts.map((s) => b.encode(s, { eos }))) };
   }
-  const sp = t.type === 'llama2' ? SentencePieceTokenizer.llama2() : SentencePieceTokenizer.load(t.model!);
-  return { name: t.type === 'llama2' ? 'llama2' : t.model!, vocabSize: sp.vocabSize, encode: (s) => sp.encode(s, { eos }) };
+  const name = t.type === 'llama2' ? 'llama2' : t.model!;
+  const model = loadModel(t);
+  const native = nativeEncoder(model);
+  if (!native) {
+    const sp = new SentencePieceTokenizer(model, name);
+    return { name, vocabSize: sp.vocabSize, encodeBatch: async (texts) => flatten(texts.map((s) => sp.encode(s, { eos }))) };
+  }
+  const eosId = model.trainerSpec.eosId;
+  if (eos && eosId < 0) throw new PatentGPTError('E_ARGUMENT', 'encode: eos requested but the model has no EOS piece');
+  return {
+    name,
+    vocabSize: model.pieces.length,
+    // One call per batch: the encoder's segment cache lives for one call, and it runs off this thread.
+    async encodeBatch(texts) {
+      let cap = 0;
+      for (const s of texts) cap += s.length * 3;
+      const buf = new Uint8Array(cap);
+      const offsets = new BigInt64Array(texts.length + 1);
+      let at = 0;
+      // TextEncoder writes lone surrogates as U+FFFD, as SentencePieceTokenizer.encode reads them.
+      texts.forEach((s, i) => (offsets[i + 1] = BigInt((at += utf8.encodeInto(s, buf.subarray(at)).written))));
+      return native.encodeBatch(buf, offsets, 1, -1, eos ? eosId : -1);
+    },
+  };
 }
 
 /** The per-run state built once per thread from a ScanSetup. */
@@ -83,6 +156,7 @@ export class ScanContext {
   async process(items: readonly ScanItem[], perplexity?: PerplexityScorer): Promise<ScanResult> {
     const outcomes: ScanOutcome[] = [];
     const normalized: string[] = [];
+    const texts: string[] = [];
     for (const { input, source, item: raw } of items) {
       const item = withOverrides(isRaw(raw) ? parseRaw(raw) : raw, this.setup.overrides[input]!);
       if (!item.ok) {
@@ -104,9 +178,16 @@ export class ScanContext {
       }
       const norm = normalizeForDedup(doc.text);
       normalized.push(norm);
-      outcomes.push({ category: doc.category, id: doc.id, source, lang: doc.lang, ids: this.tok.encode(doc.text), key: exactKey(norm) });
+      texts.push(doc.text);
+      outcomes.push({ category: doc.category, id: doc.id, source, lang: doc.lang, ids: NO_IDS, key: exactKey(norm) });
     }
-    return { outcomes, sig: signatures(normalized, this.dedup) };
+    // the encoder runs off this thread while the signatures are computed on it
+    const tokens = this.tok.encodeBatch(texts);
+    const sig = signatures(normalized, this.dedup);
+    const { ids, offsets } = await tokens;
+    let k = 0;
+    for (const o of outcomes) if ('ids' in o) o.ids = ids.subarray(offsets[k]!, offsets[++k]!);
+    return { outcomes, sig };
   }
 }
 
