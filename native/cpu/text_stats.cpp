@@ -24,25 +24,37 @@ inline uint64_t mix64(uint64_t x) {  // splitmix64 finaliser
   return x ^ (x >> 31);
 }
 
+// Classes of the ASCII characters, looked up instead of compared: most of a patent is ASCII.
+enum : uint8_t { kSpace = 1, kDigit = 2, kLetNum = 4, kPunct = 8 };
+struct AsciiTable {
+  uint8_t f[128];
+  constexpr AsciiTable() : f() {
+    for (int c = 0; c < 128; c++) {
+      const bool digit = c >= '0' && c <= '9', alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+      f[c] = static_cast<uint8_t>((c == 0x20 || (c >= 0x09 && c <= 0x0d) ? kSpace : 0) | (digit ? kDigit : 0) |
+                                  (digit || alpha ? kLetNum : (c > 0x20 && c < 0x7f ? kPunct : 0)));
+    }
+  }
+};
+constexpr AsciiTable kAscii;
+
 // JavaScript's \s (WhiteSpace and LineTerminator).
 inline bool is_space(uint32_t c) {
-  if (c < 0x80) return c == 0x20 || (c >= 0x09 && c <= 0x0d);
+  if (c < 0x80) return kAscii.f[c] & kSpace;
   return c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
          c == 0x202f || c == 0x205f || c == 0x3000 || c == 0xfeff;
 }
 
 // The CJK ranges of filters.ts: each such character is a word of its own.
 inline bool is_cjk(uint32_t c) {
+  if (c < 0x3040) return false;
   return (c >= 0x3040 && c <= 0x30ff) || (c >= 0x3400 && c <= 0x4dbf) || (c >= 0x4e00 && c <= 0x9fff) ||
          (c >= 0xf900 && c <= 0xfaff) || (c >= 0xac00 && c <= 0xd7af);
 }
 
 // 0 other, 1 letter/number/mark, 2 punctuation/symbol.
 inline int char_class(uint32_t c) {
-  if (c < 0x80) {
-    if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) return 1;
-    return c > 0x20 && c < 0x7f ? 2 : 0;
-  }
+  if (c < 0x80) return kAscii.f[c] & kLetNum ? 1 : kAscii.f[c] & kPunct ? 2 : 0;
   if (c >= 0xd800 && c <= 0xdfff) return 0;  // a lone surrogate (a slice cut inside a pair)
   const uint32_t* end = unicode::kClassStart + unicode::kClassRanges;
   const uint32_t* it = std::upper_bound(unicode::kClassStart, end, c);
@@ -89,6 +101,12 @@ class Slice {
   // Next code point and its UTF-16 units, or false at the end.
   bool next(uint32_t& c, int& units) {
     if (i_ >= n_ || u_ >= analyze_) return false;
+    if (s_[i_] < 0x80) {
+      c = s_[i_++];
+      units = 1;
+      u_++;
+      return true;
+    }
     Cp cp = decode(s_, i_, n_);
     c = cp.c;
     units = units_of(c);
@@ -108,7 +126,8 @@ class Slice {
   int64_t n_, analyze_, i_ = 0, u_ = 0;
 };
 
-// Open-addressing table of 64-bit keys: count and first index of each.
+// Open-addressing table of 64-bit keys: count and first index of each. Keys are hashes already
+// mixed (mix64), so their low bits index the table directly.
 class Counter {
  public:
   void clear(size_t expected) {
@@ -124,7 +143,7 @@ class Counter {
   uint32_t add(uint64_t key, int64_t at) {
     key |= key == 0;  // 0 marks an empty slot
     if ((size_ + 1) * 2 > keys_.size()) grow();
-    size_t j = mix64(key) & mask_;
+    size_t j = key & mask_;
     while (keys_[j] != 0 && keys_[j] != key) j = (j + 1) & mask_;
     if (keys_[j] == 0) {
       keys_[j] = key;
@@ -135,7 +154,7 @@ class Counter {
   }
   uint32_t count(uint64_t key) const {
     key |= key == 0;
-    size_t j = mix64(key) & mask_;
+    size_t j = key & mask_;
     while (keys_[j] != 0 && keys_[j] != key) j = (j + 1) & mask_;
     return keys_[j] == 0 ? 0 : counts_[j];
   }
@@ -158,7 +177,7 @@ class Counter {
     clear(k.size());
     for (size_t j = 0; j < k.size(); j++)
       if (k[j] != 0) {
-        size_t t = mix64(k[j]) & mask_;
+        size_t t = k[j] & mask_;
         while (keys_[t] != 0) t = (t + 1) & mask_;
         keys_[t] = k[j];
         counts_[t] = c[j];
@@ -178,13 +197,13 @@ struct Scratch {
   std::vector<uint32_t> word;  // code points of the word being read
   std::vector<uint64_t> keys;
   std::vector<uint8_t> covered;
-  Counter counter;
+  Counter counter, lines, paragraphs;  // reused across documents: no allocation once grown
 };
 
 // Dup share of items (lines or paragraphs), trimmed and non-empty, by count and by units.
 class DupItems {
  public:
-  explicit DupItems(Counter& c) : c_(c) { c_.clear(64); }
+  DupItems(Counter& c, size_t expected) : c_(c) { c_.clear(expected); }
   void add(uint64_t hash, int64_t units) {
     n_++;
     units_ += units;
@@ -235,6 +254,23 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
   bool in_word = false;
   int dots = 0;  // consecutive '.' since the last match of /#|\.\.\.|\u2026/
   for (int64_t i = 0; i < n;) {
+    if (s[i] < 0x80) {  // ASCII: no decoding, never CJK
+      const uint8_t b = s[i++];
+      if (b == '.') {
+        if (++dots == 3) hash_ellipsis++, dots = 0;
+      } else {
+        dots = 0;
+        hash_ellipsis += b == '#';
+      }
+      if (kAscii.f[b] & kSpace) {
+        in_word = false;
+      } else {
+        latin_words += !in_word;
+        latin_units++;
+        in_word = true;
+      }
+      continue;
+    }
     const Cp cp = decode(s, i, n);
     i += cp.bytes;
     if (cp.c == '.') {
@@ -263,8 +299,9 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
   // 2. The analysed slice: characters, lines, paragraphs and words for n-grams, in one walk.
   int64_t chars = 0, digits = 0, symbols = 0;
   int64_t lines = 0, bullets = 0, ellipsis_lines = 0;
-  Counter line_counter, para_counter;
-  DupItems line_dups(line_counter), para_dups(para_counter);
+  // sized for about one line per 64 bytes of the analysed slice, so that few documents grow them
+  const size_t expected_lines = static_cast<size_t>(std::min<int64_t>(n, analyze) / 64 + 16);
+  DupItems line_dups(sc.lines, expected_lines), para_dups(sc.paragraphs, expected_lines / 4);
   Item line, para;
   bool line_bullet = false;
   uint32_t tail[3] = {0, 0, 0};  // the line's last three code points before trailing spaces
@@ -371,11 +408,19 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
       const int64_t K = W - nn + 1;
       sc.keys.resize(K);
       sc.counter.clear(static_cast<size_t>(K));
+      // Rolling polynomial hash over the (mixed) word hashes: O(1) per n-gram whatever n.
+      constexpr uint64_t kBase = 0x9e3779b97f4a7c15ULL;  // odd: invertible mod 2^64
+      uint64_t top_power = 1;                            // kBase^(nn-1)
+      for (int j = 1; j < nn; j++) top_power *= kBase;
+      const uint64_t* wh = sc.word_hash.data();
+      uint64_t h = 0;
+      for (int j = 0; j < nn; j++) h = h * kBase + wh[j];
+      const uint64_t salt = 0xd6e8feb86659fd93ULL * static_cast<uint64_t>(nn);
       for (int64_t i = 0; i < K; i++) {
-        uint64_t h = 0x9e3779b97f4a7c15ULL ^ static_cast<uint64_t>(nn);
-        for (int j = 0; j < nn; j++) h = mix64(h ^ sc.word_hash[i + j]);
-        sc.keys[i] = h;
-        sc.counter.add(h, i);
+        if (i > 0) h = (h - wh[i - 1] * top_power) * kBase + wh[i + nn - 1];
+        const uint64_t key = mix64(h ^ salt);
+        sc.keys[i] = key;
+        sc.counter.add(key, i);
       }
       if (kind == 0) {
         uint32_t best;

@@ -204,11 +204,15 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
     maxPerplexity: cfg.filters?.maxPerplexity,
   };
   const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism()));
-  const local = threads === 0 ? new ScanContext(setup) : null;
   const pool = threads > 0 ? new ScanPool(setup, threads) : null;
-  // the spool needs the tokenizer's name and vocabulary: from the workers, which build it anyway
-  // (building it here too would take a core from them while they start)
-  const tok = local ? Promise.resolve(local.tok) : pool!.tokenizer;
+  // Until the workers are ready (they load their code and build their context: ~0.5 s), this
+  // thread scans the batches itself, so a small corpus does not wait on them; same results
+  // whoever computes them (ScanContext.process is a pure function of the batch).
+  let poolReady = false;
+  pool?.ready.then(() => (poolReady = true), () => undefined);
+  let local = pool ? null : new ScanContext(setup);
+  // the spool needs the tokenizer's name and vocabulary: from whichever context was built first
+  const tok = async (): Promise<{ name: string; vocabSize: number }> => (local ? local.tok : pool!.tokenizer);
   const dd = resolveDedup(cfg.dedup);
   const files = partFiles(await inputFiles(cfg), part, parts);
   let totalBytes = 0;
@@ -216,7 +220,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   let spoolWriter: ShardWriter | null = null;
   const spool = async (): Promise<ShardWriter> => {
     if (spoolWriter) return spoolWriter;
-    const { vocabSize, name } = await tok;
+    const { vocabSize, name } = await tok();
     return (spoolWriter ??= await ShardWriter.create(path.join(tmp, 'spool'), { vocabSize, tokenizer: name }));
   };
   const dedupW = new PartWriter(path.join(tmp, 'dedup'), dd);
@@ -246,7 +250,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   let batchBytes = 0;
   const submit = async (): Promise<void> => {
     if (batch.length === 0) return;
-    inflight.push(pool ? pool.submit(batch) : local!.process(batch, opts.perplexity));
+    inflight.push(pool && poolReady ? pool.submit(batch) : (local ??= new ScanContext(setup)).process(batch, opts.perplexity));
     batch = [];
     batchBytes = 0;
     while (inflight.length >= maxInflight) await write(await inflight.shift()!);

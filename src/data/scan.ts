@@ -259,7 +259,13 @@ export class ScanPool {
     const started = this.workers[this.turn++ % this.workers.length]!;
     return new Promise<ScanResult>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      started.then((w) => w.postMessage({ kind: 'batch', id, items } satisfies ToScanWorker), reject);
+      // a raw document's bytes that own their whole buffer move to the worker instead of being copied
+      const transfer: ArrayBuffer[] = [];
+      for (const { item } of items) {
+        const b = isRaw(item) ? item.bytes : null;
+        if (b && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) transfer.push(b.buffer);
+      }
+      started.then((w) => w.postMessage({ kind: 'batch', id, items } satisfies ToScanWorker, transfer), reject);
     });
   }
 
