@@ -205,9 +205,10 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   };
   const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism()));
   const pool = threads > 0 ? new ScanPool(setup, threads) : null;
-  // Until the workers are ready (they load their code and build their context: ~0.5 s), this
-  // thread scans the batches itself, so a small corpus does not wait on them; same results
-  // whoever computes them (ScanContext.process is a pure function of the batch).
+  // Until the workers are ready (they load their code and build their context: 0.3-1 s), and
+  // whenever each has a batch in hand, this thread scans the batch itself: a small corpus does not
+  // wait on them and this thread does not idle. Same results whoever computes them
+  // (ScanContext.process is a pure function of the batch; results are written in submission order).
   let poolReady = false;
   pool?.ready.then(() => (poolReady = true), () => undefined);
   let local = pool ? null : new ScanContext(setup);
@@ -250,7 +251,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   let batchBytes = 0;
   const submit = async (): Promise<void> => {
     if (batch.length === 0) return;
-    inflight.push(pool && poolReady ? pool.submit(batch) : (local ??= new ScanContext(setup)).process(batch, opts.perplexity));
+    inflight.push(pool && poolReady && !pool.busy ? pool.submit(batch) : (local ??= new ScanContext(setup)).process(batch, opts.perplexity));
     batch = [];
     batchBytes = 0;
     while (inflight.length >= maxInflight) await write(await inflight.shift()!);

@@ -201,9 +201,10 @@ export type FromScanWorker =
 
 /** Worker threads running ScanContext.process; submit() answers in any order, callers await in order. */
 export class ScanPool {
-  private readonly pending = new Map<number, { resolve: (r: ScanResult) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (r: ScanResult) => void; reject: (e: Error) => void; worker: number }>();
   private nextId = 0;
-  private turn = 0;
+  /** Batches sent to each worker and not answered yet. */
+  private readonly load: number[];
   private failed: Error | null = null;
   /** Resolves when every worker has built its context (batches sent before then wait in its queue). */
   readonly ready: Promise<void>;
@@ -219,6 +220,7 @@ export class ScanPool {
   constructor(setup: ScanSetup, threads: number) {
     this.tokenizer = new Promise((resolve, reject) => ((this.tokenizerKnown = resolve), (this.tokenizerFailed = reject)));
     this.tokenizer.catch(() => undefined); // reported through the batches or ready
+    this.load = new Array<number>(threads).fill(0);
     this.workers = Array.from({ length: threads }, () => startWorker(new URL('./scan-worker.js', import.meta.url), { workerData: setup }));
     this.ready = Promise.all(this.workers.map(async (started) => this.watch(await started))).then(() => undefined, (err: Error) => {
       this.failAll(err);
@@ -240,6 +242,7 @@ export class ScanPool {
         }
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
+        if (p) this.load[p.worker]!--;
         if (m.kind === 'result') p?.resolve(m.result);
         else p?.reject(new PatentGPTError(m.code as ErrorCode, m.message));
       });
@@ -252,13 +255,20 @@ export class ScanPool {
     });
   }
 
-  /** Sends a batch to the next worker (round robin). */
+  /** Whether every worker has a batch in hand (a caller may then scan one itself). */
+  get busy(): boolean {
+    return this.load.every((n) => n > 0);
+  }
+
+  /** Sends a batch to the worker with the fewest batches in hand. */
   submit(items: ScanItem[]): Promise<ScanResult> {
     if (this.failed) return Promise.reject(this.failed);
     const id = this.nextId++;
-    const started = this.workers[this.turn++ % this.workers.length]!;
+    const worker = this.load.indexOf(Math.min(...this.load));
+    const started = this.workers[worker]!;
+    this.load[worker]!++;
     return new Promise<ScanResult>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, worker });
       // a raw document's bytes that own their whole buffer move to the worker instead of being copied
       const transfer: ArrayBuffer[] = [];
       for (const { item } of items) {
