@@ -141,7 +141,7 @@ export interface PrepOptions {
   /** Perplexity hook (e.g. a small LM from the trainer): documents above filters.maxPerplexity are dropped.
    *  It runs in this thread, so the scan then runs in-process. */
   perplexity?: PerplexityScorer;
-  /** Worker threads of the scan (default: the cores, at most 8); 0 runs it in this thread. */
+  /** Worker threads of the scan (default: the cores but one, at most 8: this thread scans too); 0 runs it in this thread. */
   workers?: number;
   /** Bytes of the merge's sort buffers (default 256 MiB); past them sorted runs spill to disk. */
   mergeBudgetBytes?: number;
@@ -188,8 +188,9 @@ const BATCH_DOCS = 32;
 const BATCH_BYTES = 4 << 20;
 
 /** Phase 1 for one part. Output: work/part-<i>/{spool/, docs.tsv, dedup/, ledger.json}.
- *  This thread reads and splits the files; workers parse, filter, tokenize and sign the
- *  documents; results are written in input order, so the output does not depend on timing. */
+ *  This thread reads and splits the files; workers (and this thread, when they are all busy or
+ *  not yet started) parse, filter, tokenize and sign the documents; results are written in input
+ *  order, so the output does not depend on timing. */
 async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOptions): Promise<void> {
   const final = path.join(cfg.work!, `part-${part}`);
   if (fs.existsSync(path.join(final, 'ledger.json'))) return;
@@ -203,7 +204,9 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
     dedup: cfg.dedup ?? {},
     maxPerplexity: cfg.filters?.maxPerplexity,
   };
-  const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism()));
+  // default: a core is left to this thread, which reads, writes and scans when the workers are busy
+  // (a worker costs 0.3-0.4 s of CPU to start: on 2 cores a second one measured slower)
+  const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism() - 1));
   const pool = threads > 0 ? new ScanPool(setup, threads) : null;
   // Until the workers are ready (they load their code and build their context: 0.3-1 s), and
   // whenever each has a batch in hand, this thread scans the batch itself: a small corpus does not
