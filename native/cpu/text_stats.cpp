@@ -24,25 +24,37 @@ inline uint64_t mix64(uint64_t x) {  // splitmix64 finaliser
   return x ^ (x >> 31);
 }
 
+// Classes of the ASCII characters, looked up instead of compared: most of a patent is ASCII.
+enum : uint8_t { kSpace = 1, kDigit = 2, kLetNum = 4, kPunct = 8 };
+struct AsciiTable {
+  uint8_t f[128];
+  constexpr AsciiTable() : f() {
+    for (int c = 0; c < 128; c++) {
+      const bool digit = c >= '0' && c <= '9', alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+      f[c] = static_cast<uint8_t>((c == 0x20 || (c >= 0x09 && c <= 0x0d) ? kSpace : 0) | (digit ? kDigit : 0) |
+                                  (digit || alpha ? kLetNum : (c > 0x20 && c < 0x7f ? kPunct : 0)));
+    }
+  }
+};
+constexpr AsciiTable kAscii;
+
 // JavaScript's \s (WhiteSpace and LineTerminator).
 inline bool is_space(uint32_t c) {
-  if (c < 0x80) return c == 0x20 || (c >= 0x09 && c <= 0x0d);
+  if (c < 0x80) return kAscii.f[c] & kSpace;
   return c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
          c == 0x202f || c == 0x205f || c == 0x3000 || c == 0xfeff;
 }
 
 // The CJK ranges of filters.ts: each such character is a word of its own.
 inline bool is_cjk(uint32_t c) {
+  if (c < 0x3040) return false;
   return (c >= 0x3040 && c <= 0x30ff) || (c >= 0x3400 && c <= 0x4dbf) || (c >= 0x4e00 && c <= 0x9fff) ||
          (c >= 0xf900 && c <= 0xfaff) || (c >= 0xac00 && c <= 0xd7af);
 }
 
 // 0 other, 1 letter/number/mark, 2 punctuation/symbol.
 inline int char_class(uint32_t c) {
-  if (c < 0x80) {
-    if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) return 1;
-    return c > 0x20 && c < 0x7f ? 2 : 0;
-  }
+  if (c < 0x80) return kAscii.f[c] & kLetNum ? 1 : kAscii.f[c] & kPunct ? 2 : 0;
   if (c >= 0xd800 && c <= 0xdfff) return 0;  // a lone surrogate (a slice cut inside a pair)
   const uint32_t* end = unicode::kClassStart + unicode::kClassRanges;
   const uint32_t* it = std::upper_bound(unicode::kClassStart, end, c);
@@ -89,6 +101,12 @@ class Slice {
   // Next code point and its UTF-16 units, or false at the end.
   bool next(uint32_t& c, int& units) {
     if (i_ >= n_ || u_ >= analyze_) return false;
+    if (s_[i_] < 0x80) {
+      c = s_[i_++];
+      units = 1;
+      u_++;
+      return true;
+    }
     Cp cp = decode(s_, i_, n_);
     c = cp.c;
     units = units_of(c);
@@ -96,99 +114,99 @@ class Slice {
       c = 0xd800 + ((c - 0x10000) >> 10);
       units = 1;
       i_ = n_;
+      cut_ = true;
     } else {
       i_ += cp.bytes;
     }
     u_ += units;
     return true;
   }
+  // After the last next(): whether the slice was the whole text.
+  bool whole() const { return i_ >= n_ && !cut_; }
 
  private:
   const uint8_t* s_;
   int64_t n_, analyze_, i_ = 0, u_ = 0;
+  bool cut_ = false;
 };
 
-// Open-addressing table of 64-bit keys: count and first index of each.
+// Open-addressing table of 64-bit keys: count and first index of each, one 16-byte slot per key
+// (a probe touches one cache line). Keys are hashes already mixed (mix64), so their low bits
+// index the table directly.
 class Counter {
  public:
   void clear(size_t expected) {
     size_t cap = 16;
     while (cap < expected * 2) cap <<= 1;
-    keys_.assign(cap, 0);
-    counts_.assign(cap, 0);
-    first_.assign(cap, 0);
+    slots_.assign(cap, Slot{0, 0, 0});
     mask_ = cap - 1;
     size_ = 0;
   }
-  // Adds one occurrence at index `at`; returns the count so far.
-  uint32_t add(uint64_t key, int64_t at) {
+  // Adds one occurrence at index `at`; returns its slot (valid until the table grows).
+  size_t add(uint64_t key, int64_t at) {
     key |= key == 0;  // 0 marks an empty slot
-    if ((size_ + 1) * 2 > keys_.size()) grow();
-    size_t j = mix64(key) & mask_;
-    while (keys_[j] != 0 && keys_[j] != key) j = (j + 1) & mask_;
-    if (keys_[j] == 0) {
-      keys_[j] = key;
-      first_[j] = at;
+    if ((size_ + 1) * 2 > slots_.size()) grow();
+    size_t j = key & mask_;
+    while (slots_[j].key != 0 && slots_[j].key != key) j = (j + 1) & mask_;
+    Slot& e = slots_[j];
+    if (e.key == 0) {
+      e.key = key;
+      e.first = static_cast<int32_t>(at);
       size_++;
     }
-    return ++counts_[j];
+    e.count++;
+    return j;
   }
-  uint32_t count(uint64_t key) const {
-    key |= key == 0;
-    size_t j = mix64(key) & mask_;
-    while (keys_[j] != 0 && keys_[j] != key) j = (j + 1) & mask_;
-    return keys_[j] == 0 ? 0 : counts_[j];
-  }
+  uint32_t count_at(size_t slot) const { return slots_[slot].count; }
   // Highest count, ties to the earliest first occurrence (insertion order); its first index.
   void top(uint32_t& best, int64_t& at) const {
     best = 0;
     at = -1;
-    for (size_t j = 0; j < keys_.size(); j++)
-      if (keys_[j] != 0 && (counts_[j] > best || (counts_[j] == best && first_[j] < at))) {
-        best = counts_[j];
-        at = first_[j];
+    for (const Slot& e : slots_)
+      if (e.key != 0 && (e.count > best || (e.count == best && e.first < at))) {
+        best = e.count;
+        at = e.first;
       }
   }
 
  private:
+  struct Slot {
+    uint64_t key;
+    uint32_t count;
+    int32_t first;  // item indexes stay far below 2^31 (a document's words or lines)
+  };
   void grow() {
-    std::vector<uint64_t> k = std::move(keys_);
-    std::vector<uint32_t> c = std::move(counts_);
-    std::vector<int64_t> f = std::move(first_);
-    clear(k.size());
-    for (size_t j = 0; j < k.size(); j++)
-      if (k[j] != 0) {
-        size_t t = mix64(k[j]) & mask_;
-        while (keys_[t] != 0) t = (t + 1) & mask_;
-        keys_[t] = k[j];
-        counts_[t] = c[j];
-        first_[t] = f[j];
+    std::vector<Slot> old = std::move(slots_);
+    clear(old.size());
+    for (const Slot& e : old)
+      if (e.key != 0) {
+        size_t t = e.key & mask_;
+        while (slots_[t].key != 0) t = (t + 1) & mask_;
+        slots_[t] = e;
         size_++;
       }
   }
-  std::vector<uint64_t> keys_;
-  std::vector<uint32_t> counts_;
-  std::vector<int64_t> first_;
+  std::vector<Slot> slots_;
   size_t mask_ = 0, size_ = 0;
 };
 
 struct Scratch {
   std::vector<uint64_t> word_hash;
   std::vector<int32_t> word_units;
-  std::vector<uint32_t> word;  // code points of the word being read
-  std::vector<uint64_t> keys;
+  std::vector<uint32_t> pending;  // edge punctuation held until a letter follows (else stripped)
+  std::vector<uint32_t> slots;    // table slot of each n-gram
   std::vector<uint8_t> covered;
-  Counter counter;
+  Counter counter, lines, paragraphs;  // reused across documents: no allocation once grown
 };
 
 // Dup share of items (lines or paragraphs), trimmed and non-empty, by count and by units.
 class DupItems {
  public:
-  explicit DupItems(Counter& c) : c_(c) { c_.clear(64); }
+  DupItems(Counter& c, size_t expected) : c_(c) { c_.clear(expected); }
   void add(uint64_t hash, int64_t units) {
     n_++;
     units_ += units;
-    if (c_.add(hash, n_) > 1) dup_++, dup_units_ += units;
+    if (c_.count_at(c_.add(hash, n_)) > 1) dup_++, dup_units_ += units;
   }
   double frac() const { return n_ ? static_cast<double>(dup_) / n_ : 0; }
   double unit_frac() const { return units_ ? static_cast<double>(dup_units_) / units_ : 0; }
@@ -228,68 +246,102 @@ inline bool is_bullet(uint32_t c) {
 
 constexpr int kFixed = 15;
 
-void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const int32_t* ngrams, int m,
-               Scratch& sc) {
-  // 1. Whole text: words (CJK characters apart), Latin word units, '#' / '...' / U+2026 count.
+// Statistic 0-4 (over the whole text): words, CJK characters, Latin words and their units, and
+// matches of /#|\.\.\.|\u2026/, fed one code point at a time.
+struct WholeCounts {
   int64_t cjk = 0, latin_words = 0, latin_units = 0, hash_ellipsis = 0;
   bool in_word = false;
-  int dots = 0;  // consecutive '.' since the last match of /#|\.\.\.|\u2026/
-  for (int64_t i = 0; i < n;) {
-    const Cp cp = decode(s, i, n);
-    i += cp.bytes;
-    if (cp.c == '.') {
+  int dots = 0;  // consecutive '.' since the last match
+  void add(uint32_t c, bool space, bool cjk_char, int units) {
+    if (c == '.') {
       if (++dots == 3) hash_ellipsis++, dots = 0;
     } else {
       dots = 0;
-      hash_ellipsis += cp.c == '#' || cp.c == 0x2026;
+      hash_ellipsis += c == '#' || c == 0x2026;
     }
-    if (is_cjk(cp.c)) {
+    if (cjk_char) {
       cjk++;
       in_word = false;
-    } else if (is_space(cp.c)) {
+    } else if (space) {
       in_word = false;
     } else {
-      if (!in_word) latin_words++;
-      latin_units += units_of(cp.c);
+      latin_words += !in_word;
+      latin_units += units;
       in_word = true;
     }
   }
-  out[0] = static_cast<double>(cjk + latin_words);
-  out[1] = static_cast<double>(cjk);
-  out[2] = static_cast<double>(latin_words);
-  out[3] = static_cast<double>(latin_units);
-  out[4] = static_cast<double>(hash_ellipsis);
+  void write(double* out) const {
+    out[0] = static_cast<double>(cjk + latin_words);
+    out[1] = static_cast<double>(cjk);
+    out[2] = static_cast<double>(latin_words);
+    out[3] = static_cast<double>(latin_units);
+    out[4] = static_cast<double>(hash_ellipsis);
+  }
+};
 
-  // 2. The analysed slice: characters, lines, paragraphs and words for n-grams, in one walk.
+// The whole-text counts by their own walk (when the analysed slice stops short of the end).
+void whole_counts(WholeCounts& w, const uint8_t* s, int64_t n) {
+  for (int64_t i = 0; i < n;) {
+    if (s[i] < 0x80) {  // ASCII: no decoding, never CJK
+      const uint8_t b = s[i++];
+      w.add(b, kAscii.f[b] & kSpace, false, 1);
+      continue;
+    }
+    const Cp cp = decode(s, i, n);
+    i += cp.bytes;
+    w.add(cp.c, is_space(cp.c), is_cjk(cp.c), units_of(cp.c));
+  }
+}
+
+// A word for the n-gram statistics, hashed as it is read: lower case, FNV-1a over code points,
+// edge punctuation and symbols (class 2) stripped. Inner punctuation waits in `pending` until a
+// letter follows, so the hash is the one of the stripped word read in one go.
+struct WordReader {
+  uint64_t h = kFnvOffset;
+  int32_t units = 0;
+  bool any = false;
+  void add(uint32_t c, Scratch& sc) {
+    const uint32_t lc = to_lower(c);
+    if (char_class(c) == 2) {
+      if (any) sc.pending.push_back(lc);  // leading ones are stripped at once
+      return;
+    }
+    for (uint32_t p : sc.pending) h = (h ^ p) * kFnvPrime, units += units_of(p);
+    sc.pending.clear();
+    h = (h ^ lc) * kFnvPrime;
+    units += units_of(lc);
+    any = true;
+  }
+  void end(Scratch& sc) {
+    if (any) {
+      sc.word_hash.push_back(mix64(h));
+      sc.word_units.push_back(units);
+    }
+    sc.pending.clear();
+    *this = WordReader();
+  }
+};
+
+void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const int32_t* ngrams, int m,
+               Scratch& sc) {
+  // One walk over the analysed slice: characters, lines, paragraphs, words for n-grams, and the
+  // whole-text counts too, which need a second walk only when the slice stops short of the end.
+  WholeCounts whole;
   int64_t chars = 0, digits = 0, symbols = 0;
   int64_t lines = 0, bullets = 0, ellipsis_lines = 0;
-  Counter line_counter, para_counter;
-  DupItems line_dups(line_counter), para_dups(para_counter);
+  // sized for about one line per 64 bytes of the analysed slice, so that few documents grow them
+  const size_t expected_lines = static_cast<size_t>(std::min<int64_t>(n, analyze) / 64 + 16);
+  DupItems line_dups(sc.lines, expected_lines), para_dups(sc.paragraphs, expected_lines / 4);
   Item line, para;
   bool line_bullet = false;
   uint32_t tail[3] = {0, 0, 0};  // the line's last three code points before trailing spaces
   bool space_after_tail = false;
   int para_newlines = 0;         // newlines in the current run of spaces
+  const bool want_words = m > 0;  // the n-gram statistics are the only users of the words
   sc.word_hash.clear();
   sc.word_units.clear();
-  sc.word.clear();
-  auto end_word = [&]() {
-    size_t a = 0, b = sc.word.size();
-    while (a < b && char_class(sc.word[a]) == 2) a++;
-    while (b > a && char_class(sc.word[b - 1]) == 2) b--;
-    if (a < b) {
-      uint64_t h = kFnvOffset;
-      int32_t u = 0;
-      for (size_t k = a; k < b; k++) {
-        const uint32_t lc = to_lower(sc.word[k]);
-        h = (h ^ lc) * kFnvPrime;
-        u += units_of(lc);
-      }
-      sc.word_hash.push_back(mix64(h));
-      sc.word_units.push_back(u);
-    }
-    sc.word.clear();
-  };
+  sc.pending.clear();
+  WordReader word;
   auto end_line = [&]() {
     if (line.any) {
       lines++;
@@ -312,20 +364,20 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
   while (slice.next(c, u)) {
     chars++;
     const bool space = is_space(c);
+    const bool cjk = is_cjk(c);
+    whole.add(c, space, cjk, u);
     if (c >= '0' && c <= '9') digits++;
     else if (!space && char_class(c) != 1) symbols++;
-    if (c == '\n') {
-      end_line();
-      para_newlines++;
-      para.space(c, u);
-      end_word();
-      continue;
-    }
     if (space) {
-      space_after_tail = true;
-      line.space(c, u);
+      if (c == '\n') {
+        end_line();
+        para_newlines++;
+      } else {
+        space_after_tail = true;
+        line.space(c, u);
+      }
       para.space(c, u);
-      end_word();
+      if (want_words) word.end(sc);
       continue;
     }
     if (!line.any) line_bullet = is_bullet(c);
@@ -337,17 +389,23 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
     if (para_newlines >= 2) end_para();
     para_newlines = 0;
     para.chr(c, u);
-    if (is_cjk(c)) {
-      end_word();
-      sc.word.push_back(c);
-      end_word();
+    if (!want_words) continue;
+    if (cjk) {  // a word of its own
+      word.end(sc);
+      word.add(c, sc);
+      word.end(sc);
     } else {
-      sc.word.push_back(c);
+      word.add(c, sc);
     }
   }
   end_line();
   end_para();
-  end_word();
+  if (want_words) word.end(sc);
+  if (!slice.whole()) {
+    whole = WholeCounts();
+    whole_counts(whole, s, n);
+  }
+  whole.write(out);
   out[5] = static_cast<double>(chars);
   out[6] = static_cast<double>(digits);
   out[7] = static_cast<double>(symbols);
@@ -359,8 +417,8 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
   out[13] = para_dups.frac();
   out[14] = para_dups.unit_frac();
 
-  // 3. N-grams of words: share of units in the most frequent n-gram (kind 0) or in n-grams seen
-  //    more than once, each word counted once (kind 1).
+  // N-grams of words: share of units in the most frequent n-gram (kind 0) or in n-grams seen
+  // more than once, each word counted once (kind 1).
   const int64_t W = static_cast<int64_t>(sc.word_hash.size());
   int64_t total = 0;
   for (int32_t x : sc.word_units) total += x;
@@ -369,13 +427,19 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
     double v = 0;
     if (W >= nn && total > 0) {
       const int64_t K = W - nn + 1;
-      sc.keys.resize(K);
-      sc.counter.clear(static_cast<size_t>(K));
+      sc.slots.resize(K);
+      sc.counter.clear(static_cast<size_t>(K));  // room for every n-gram: slots never move
+      // Rolling polynomial hash over the (mixed) word hashes: O(1) per n-gram whatever n.
+      constexpr uint64_t kBase = 0x9e3779b97f4a7c15ULL;  // odd: invertible mod 2^64
+      uint64_t top_power = 1;                            // kBase^(nn-1)
+      for (int j = 1; j < nn; j++) top_power *= kBase;
+      const uint64_t* wh = sc.word_hash.data();
+      uint64_t h = 0;
+      for (int j = 0; j < nn; j++) h = h * kBase + wh[j];
+      const uint64_t salt = 0xd6e8feb86659fd93ULL * static_cast<uint64_t>(nn);
       for (int64_t i = 0; i < K; i++) {
-        uint64_t h = 0x9e3779b97f4a7c15ULL ^ static_cast<uint64_t>(nn);
-        for (int j = 0; j < nn; j++) h = mix64(h ^ sc.word_hash[i + j]);
-        sc.keys[i] = h;
-        sc.counter.add(h, i);
+        if (i > 0) h = (h - wh[i - 1] * top_power) * kBase + wh[i + nn - 1];
+        sc.slots[i] = static_cast<uint32_t>(sc.counter.add(mix64(h ^ salt), i));
       }
       if (kind == 0) {
         uint32_t best;
@@ -389,7 +453,7 @@ void stats_one(double* out, const uint8_t* s, int64_t n, int64_t analyze, const 
       } else {
         sc.covered.assign(W, 0);
         for (int64_t i = 0; i < K; i++)
-          if (sc.counter.count(sc.keys[i]) > 1) std::fill(sc.covered.begin() + i, sc.covered.begin() + i + nn, 1);
+          if (sc.counter.count_at(sc.slots[i]) > 1) std::fill(sc.covered.begin() + i, sc.covered.begin() + i + nn, 1);
         int64_t dup = 0;
         for (int64_t i = 0; i < W; i++)
           if (sc.covered[i]) dup += sc.word_units[i];

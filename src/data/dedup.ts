@@ -72,9 +72,13 @@ function collapseSeparators(t: string): string {
   return words.join(' ');
 }
 
+const ASCII_RE = /^[\x00-\x7f]*$/;
+
 /** Text as dedup sees it: NFKC, lower case, punctuation and symbols gone, each CJK character a word
  *  (the same as .replace(/[\p{P}\p{S}]+/gu, ' ').replace(CJK_RE, ' $1 ').replace(/\s+/g, ' ').trim()). */
 export function normalizeForDedup(text: string): string {
+  // ASCII (most patents) is its own NFKC form and holds no CJK: skip both passes
+  if (ASCII_RE.test(text)) return collapseSeparators(text.toLowerCase());
   return collapseSeparators(text.normalize('NFKC').toLowerCase().replace(CJK_RE, ' $1 '));
 }
 

@@ -93,6 +93,7 @@ export function identifyLanguage(text: string, maxChars = 4000): { lang: string;
     if ((c >= 0x4e00 && c <= 0x9fff) || (c >= 0x3400 && c <= 0x4dbf)) han++;
     else if (c >= 0x3040 && c <= 0x30ff) kana++;
     else if (c >= 0xac00 && c <= 0xd7af) hangul++;
+    else if (c < 0x80) letters += +((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a); // ASCII: \p{L} is [A-Za-z]
     else if (/\p{L}/u.test(ch)) letters++;
   }
   const total = han + kana + hangul + letters;

@@ -141,7 +141,7 @@ export interface PrepOptions {
   /** Perplexity hook (e.g. a small LM from the trainer): documents above filters.maxPerplexity are dropped.
    *  It runs in this thread, so the scan then runs in-process. */
   perplexity?: PerplexityScorer;
-  /** Worker threads of the scan (default: the cores, at most 8); 0 runs it in this thread. */
+  /** Worker threads of the scan (default: the cores but one, at most 8: this thread scans too); 0 runs it in this thread. */
   workers?: number;
   /** Bytes of the merge's sort buffers (default 256 MiB); past them sorted runs spill to disk. */
   mergeBudgetBytes?: number;
@@ -188,8 +188,9 @@ const BATCH_DOCS = 32;
 const BATCH_BYTES = 4 << 20;
 
 /** Phase 1 for one part. Output: work/part-<i>/{spool/, docs.tsv, dedup/, ledger.json}.
- *  This thread reads and splits the files; workers parse, filter, tokenize and sign the
- *  documents; results are written in input order, so the output does not depend on timing. */
+ *  This thread reads and splits the files; workers (and this thread, when they are all busy or
+ *  not yet started) parse, filter, tokenize and sign the documents; results are written in input
+ *  order, so the output does not depend on timing. */
 async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOptions): Promise<void> {
   const final = path.join(cfg.work!, `part-${part}`);
   if (fs.existsSync(path.join(final, 'ledger.json'))) return;
@@ -203,12 +204,19 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
     dedup: cfg.dedup ?? {},
     maxPerplexity: cfg.filters?.maxPerplexity,
   };
-  const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism()));
-  const local = threads === 0 ? new ScanContext(setup) : null;
+  // default: a core is left to this thread, which reads, writes and scans when the workers are busy
+  // (a worker costs 0.3-0.4 s of CPU to start: on 2 cores a second one measured slower)
+  const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism() - 1));
   const pool = threads > 0 ? new ScanPool(setup, threads) : null;
-  // the spool needs the tokenizer's name and vocabulary: from the workers, which build it anyway
-  // (building it here too would take a core from them while they start)
-  const tok = local ? Promise.resolve(local.tok) : pool!.tokenizer;
+  // Until the workers are ready (they load their code and build their context: 0.3-1 s), and
+  // whenever each has a batch in hand, this thread scans the batch itself: a small corpus does not
+  // wait on them and this thread does not idle. Same results whoever computes them
+  // (ScanContext.process is a pure function of the batch; results are written in submission order).
+  let poolReady = false;
+  pool?.ready.then(() => (poolReady = true), () => undefined);
+  let local = pool ? null : new ScanContext(setup);
+  // the spool needs the tokenizer's name and vocabulary: from whichever context was built first
+  const tok = async (): Promise<{ name: string; vocabSize: number }> => (local ? local.tok : pool!.tokenizer);
   const dd = resolveDedup(cfg.dedup);
   const files = partFiles(await inputFiles(cfg), part, parts);
   let totalBytes = 0;
@@ -216,7 +224,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   let spoolWriter: ShardWriter | null = null;
   const spool = async (): Promise<ShardWriter> => {
     if (spoolWriter) return spoolWriter;
-    const { vocabSize, name } = await tok;
+    const { vocabSize, name } = await tok();
     return (spoolWriter ??= await ShardWriter.create(path.join(tmp, 'spool'), { vocabSize, tokenizer: name }));
   };
   const dedupW = new PartWriter(path.join(tmp, 'dedup'), dd);
@@ -246,7 +254,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   let batchBytes = 0;
   const submit = async (): Promise<void> => {
     if (batch.length === 0) return;
-    inflight.push(pool ? pool.submit(batch) : local!.process(batch, opts.perplexity));
+    inflight.push(pool && poolReady && !pool.busy ? pool.submit(batch) : (local ??= new ScanContext(setup)).process(batch, opts.perplexity));
     batch = [];
     batchBytes = 0;
     while (inflight.length >= maxInflight) await write(await inflight.shift()!);

@@ -90,6 +90,8 @@ export interface NgramStat {
 
 const FIXED_STATS = 15;
 const utf8 = new TextEncoder();
+const KEEP_BYTES = 16 << 20;
+let scratch = new Uint8Array(1 << 16);
 
 /** Filter statistics of texts in one native call (parallel over texts). */
 export function textStats(texts: readonly string[], analyze: number, ngrams: readonly NgramStat[]): TextStats[] {
@@ -104,7 +106,10 @@ export function textStats(texts: readonly string[], analyze: number, ngrams: rea
   const n = texts.length;
   let cap = 0;
   for (const t of texts) cap += t.length * 3;
-  const bytes = new Uint8Array(cap);
+  // one buffer reused across calls (the call is synchronous): a fresh one per document kept the
+  // GC busy; beyond KEEP_BYTES, a buffer for this call only, so that memory stays bounded
+  if (scratch.length < cap && cap <= KEEP_BYTES) scratch = new Uint8Array(Math.min(KEEP_BYTES, Math.max(cap, 2 * scratch.length)));
+  const bytes = cap <= scratch.length ? scratch : new Uint8Array(cap);
   const offsets = new BigInt64Array(n + 1);
   let at = 0;
   for (let i = 0; i < n; i++) {

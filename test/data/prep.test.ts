@@ -8,6 +8,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { emptyDocument } from '../../src/data/document.js';
 import { applyFilters, buildFilters, identifyLanguage } from '../../src/data/filters.js';
 import { prep, validatePrepConfig } from '../../src/data/prep.js';
+import { ShardSet } from '../../src/data/shards.js';
+import { llama2Model } from '../../src/tokenizer/llama2.js';
+import { encodeModelProto, PieceType } from '../../src/tokenizer/model.js';
+import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-prep-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -161,6 +165,28 @@ describe('prep', () => {
     for (const workers of [1, 0]) {
       const cfg = validatePrepConfig({ output: path.join(root, `badtok-${workers}`), inputs: [{ path: empty }], tokenizer: { type: 'sentencepiece', model: path.join(root, 'nope.model') }, stages: { s: { weights: { general: 1 } } } }, root);
       await expect(prep(cfg, { workers })).rejects.toThrow(/cannot read tokenizer model .*nope\.model/);
+    }
+  });
+
+  it('tokens are those of SentencePieceTokenizer.encode (+EOS): native encoder and TS fallback, in workers or in this thread', async () => {
+    const dir = path.join(root, 'tok');
+    fs.mkdirSync(dir, { recursive: true });
+    const texts = [prose, '本发明涉及一种紧固装置。 Mixed  spaces\tand\nlines 🙂 e\u0301', 'lone \ud800 surrogate', `${prose}\n\n${prose.toUpperCase()}`];
+    fs.writeFileSync(path.join(dir, 'a.jsonl'), texts.map((text, i) => JSON.stringify({ id: `t${i}`, text })).join('\n') + '\n');
+    // a model the native encoder refuses (a USER_DEFINED piece): the scan falls back to the TS encoder
+    const model = llama2Model();
+    model.pieces[300] = { ...model.pieces[300]!, type: PieceType.USER_DEFINED };
+    const userModel = path.join(dir, 'user.model');
+    fs.writeFileSync(userModel, encodeModelProto(model));
+    for (const [tokenizer, sp] of [[{ type: 'llama2' as const }, SentencePieceTokenizer.llama2()], [{ type: 'sentencepiece' as const, model: userModel }, SentencePieceTokenizer.load(userModel)]] as const) {
+      for (const workers of [1, 0]) {
+        const cfg = validatePrepConfig({ output: path.join(root, `tok-${tokenizer.type}-${workers}`), inputs: [{ path: dir }], dedup: { threshold: 1 }, tokenizer, stages: { s: { weights: { general: 1 } } } }, root);
+        await prep(cfg, { workers, phase: 'scan' });
+        const spool = await ShardSet.open(path.join(cfg.work!, 'part-0', 'spool'));
+        const got = spool.shards.flatMap((sh) => Array.from({ length: sh.documents }, (_, d) => [...sh.document(d)]));
+        spool.close();
+        expect(got).toEqual(texts.map((t) => [...sp.encode(t, { eos: true })]));
+      }
     }
   });
 
