@@ -1,6 +1,7 @@
 // Prep memory stays flat as the corpus grows: the scan, the merge (dedup over all documents) and
 // the emit (mixing, writing shards) of a corpus four times larger must not raise the peak live
-// JavaScript heap by 0.8 MB, where holding a row per document (as emit once did: +4.7 MB here) or
+// JavaScript heap by 1.5 MB (GC timing moves it by up to ~1 MB on a loaded machine), where
+// holding a row per document (as emit once did: +4.7 MB here) or
 // a signature, key and row per document (as merge once did: +7.6 MB) would. For the merge, array
 // buffers count too: it keeps 4 bytes and 2 bits per document (+0.08 MB here) beside its sort
 // buffers, whose budget is set to 64 KiB so that both sizes fill it and spill runs. (Scan and emit
@@ -78,6 +79,6 @@ describe('prep memory', () => {
     for (const k of Object.keys(peaks)) growth[k] = (peaks[k]![1]! - peaks[k]![0]!) / 1e6;
     console.log(`prep peak memory: scan heap ${mb('scan')} MB, merge heap + buffers ${mb('merge')} MB, emit heap ${mb('emit')} MB for ${small} -> ${large} documents`);
     // a row object per document would add >= 100 B x 18,000 = 1.8 MB
-    for (const k of Object.keys(peaks)) expect(growth[k], k).toBeLessThan(0.8);
+    for (const k of Object.keys(peaks)) expect(growth[k], k).toBeLessThan(1.5);
   });
 });
