@@ -9,7 +9,7 @@
 // the same. Memory: the sort budget, plus a union-find parent (4 bytes) and a bit per document.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type DedupResult, type ResolvedDedup, bandBucket, readPartMeta } from './dedup.js';
+import { type DedupResult, type ResolvedDedup, bandBucket, find, readPartMeta, union } from './dedup.js';
 import { RunSorter } from './runs.js';
 
 /** Documents read from keys.bin / sigs.bin per chunk. */
@@ -34,21 +34,6 @@ export interface PartsDedup {
   nearDuplicates: number;
   /** Sorted runs spilled to disk (0 when every sort fit its budget). */
   spilledRuns: number;
-}
-
-function find(parent: Int32Array, x: number): number {
-  while (parent[x] !== x) {
-    parent[x] = parent[parent[x]!]!;
-    x = parent[x]!;
-  }
-  return x;
-}
-
-function union(parent: Int32Array, a: number, b: number): void {
-  const ra = find(parent, a);
-  const rb = find(parent, b);
-  if (ra < rb) parent[rb] = ra;
-  else if (rb < ra) parent[ra] = rb;
 }
 
 /** Reads a part's fixed-size records in chunks: calls each(buffer, first index, count). */

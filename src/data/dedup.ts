@@ -163,7 +163,8 @@ export interface DedupResult {
   clusters: number[][];
 }
 
-function find(parent: Int32Array, x: number): number {
+/** Union-find root of x, halving the path. */
+export function find(parent: Int32Array, x: number): number {
   while (parent[x] !== x) {
     parent[x] = parent[parent[x]!]!;
     x = parent[x]!;
@@ -171,7 +172,8 @@ function find(parent: Int32Array, x: number): number {
   return x;
 }
 
-function union(parent: Int32Array, a: number, b: number): void {
+/** Joins the sets of a and b; the lower index stays the root (the first occurrence is kept). */
+export function union(parent: Int32Array, a: number, b: number): void {
   const ra = find(parent, a);
   const rb = find(parent, b);
   if (ra === rb) return;

@@ -10,20 +10,10 @@ import { exactKey, findDuplicates, loadPart, normalizeForDedup, resolveDedup, sa
 import { dedupParts, kindsOf } from '../../src/data/dedup-merge.js';
 import { prep, validatePrepConfig } from '../../src/data/prep.js';
 import { RunSorter } from '../../src/data/runs.js';
+import { rng } from './rng.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-dedup-merge-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Bases with 0-4 variants each (word edits at rates around the threshold, sentence swaps) and
  *  exact copies (case and punctuation changed), shuffled so that a cluster's first member is

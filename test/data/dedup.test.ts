@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PartWriter, exactKey, findDuplicates, loadPart, lshParams, normalizeForDedup, resolveDedup, savePart, signatures } from '../../src/data/dedup.js';
 import { minhashSignatures } from '../../src/tensor/minhash.js';
+import { rng } from './rng.js';
 
 const M64 = (1n << 64n) - 1n;
 function mix64(x: bigint): bigint {
@@ -77,18 +78,6 @@ describe('minhash kernel', () => {
     expect(() => minhashSignatures(['x'], { permutations: 8, shingle: 40, unit: 'word', seed: 1 })).toThrow(/shingle/);
   });
 });
-
-// Deterministic generator of near-duplicate pairs: word edits and sentence reorderings.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shingleSet(text: string, k: number): Set<string> {
   const w = normalizeForDedup(text).split(' ').filter((x) => x);
