@@ -107,6 +107,23 @@ T* TypedArg(const Args& a, const Napi::Value& v, napi_typedarray_type type, cons
   return reinterpret_cast<T*>(static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset());
 }
 
+// UTF-8 text (a Uint8Array) cut into N documents by N+1 offsets that rise within it.
+struct TextSpans {
+  const uint8_t* data;
+  int64_t bytes;
+};
+inline TextSpans TextArg(const Args& a, const Napi::Value& v, const int64_t* off, int64_t N) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    a.Fail("text must be a Uint8Array");
+  auto arr = v.As<Napi::Uint8Array>();
+  const int64_t bytes = static_cast<int64_t>(arr.ElementLength());
+  for (int64_t d = 0; d < N; d++)
+    if (off[d] < 0 || off[d] > off[d + 1] || off[d + 1] > bytes)
+      a.Fail("offsets must rise from >= 0 to <= text.length (" + std::to_string(bytes) + "); offsets[" +
+             std::to_string(d) + "] = " + std::to_string(off[d]) + ", next " + std::to_string(off[d + 1]));
+  return {arr.Data(), bytes};
+}
+
 // Each op family registers its functions on the exports object (one file per family).
 void RegisterRuntime(Napi::Env env, Napi::Object exports);
 void RegisterElementwise(Napi::Env env, Napi::Object exports);

@@ -26,18 +26,11 @@ Napi::Value MinhashSignatures(const Napi::CallbackInfo& info) {
   if (mode > 1) a.Fail("mode must be 0 (words) or 1 (characters)");
   uint32_t* sig = TypedArg<uint32_t>(a, info[0], napi_uint32_array, "sig", "Uint32Array", a.Mul(N, P));
   const int64_t* off = TypedArg<int64_t>(a, info[2], napi_bigint64_array, "offsets", "BigInt64Array", N + 1);
-  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    a.Fail("text must be a Uint8Array");
-  auto textArr = info[1].As<Napi::Uint8Array>();
-  const int64_t bytes = static_cast<int64_t>(textArr.ElementLength());
-  for (int64_t d = 0; d < N; d++)
-    if (off[d] < 0 || off[d] > off[d + 1] || off[d + 1] > bytes)
-      a.Fail("offsets must rise from >= 0 to <= text.length (" + std::to_string(bytes) + "); offsets[" +
-             std::to_string(d) + "] = " + std::to_string(off[d]) + ", next " + std::to_string(off[d + 1]));
-  if (Overlap(sig, N * P, textArr.Data(), bytes)) a.Fail("sig must not share memory with text");
+  const TextSpans text = TextArg(a, info[1], off, N);
+  if (Overlap(sig, N * P, text.data, text.bytes)) a.Fail("sig must not share memory with text");
   std::vector<uint64_t> pa(P), pb(P);
   pg::minhash_params(pa.data(), pb.data(), static_cast<int>(P), static_cast<uint64_t>(seed));
-  pg::minhash_signatures(sig, textArr.Data(), off, N, static_cast<int>(P), static_cast<int>(k), static_cast<int>(mode),
+  pg::minhash_signatures(sig, text.data, off, N, static_cast<int>(P), static_cast<int>(k), static_cast<int>(mode),
                          pa.data(), pb.data());
   return info.Env().Undefined();
 }

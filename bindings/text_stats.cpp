@@ -26,15 +26,9 @@ Napi::Value TextStats(const Napi::CallbackInfo& info) {
   for (int64_t g = 0; g < m; g++)
     if (ngrams[2 * g] < 1 || ngrams[2 * g] > 20 || ngrams[2 * g + 1] < 0 || ngrams[2 * g + 1] > 1)
       a.Fail("ngrams[" + std::to_string(g) + "] must be n in [1, 20] and kind 0 or 1");
-  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    a.Fail("text must be a Uint8Array");
-  auto textArr = info[1].As<Napi::Uint8Array>();
-  const int64_t bytes = static_cast<int64_t>(textArr.ElementLength());
-  for (int64_t d = 0; d < N; d++)
-    if (off[d] < 0 || off[d] > off[d + 1] || off[d + 1] > bytes)
-      a.Fail("offsets must rise from >= 0 to <= text.length (" + std::to_string(bytes) + ")");
-  if (Overlap(out, a.Mul(N, kFixedStats + m), textArr.Data(), bytes)) a.Fail("out must not share memory with text");
-  pg::text_stats(out, textArr.Data(), off, N, analyze, ngrams, static_cast<int>(m));
+  const TextSpans text = TextArg(a, info[1], off, N);
+  if (Overlap(out, a.Mul(N, kFixedStats + m), text.data, text.bytes)) a.Fail("out must not share memory with text");
+  pg::text_stats(out, text.data, off, N, analyze, ngrams, static_cast<int>(m));
   return info.Env().Undefined();
 }
 
