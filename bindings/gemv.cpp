@@ -181,6 +181,24 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// decodeLogits(logits, h, x, normW, w (each storage, offset), M, C, V, eps)
+Napi::Value DecodeLogits(const Napi::CallbackInfo& info) {
+  Args a(info, "decodeLogits", 14);
+  const int64_t M = a.Size(10, "M"), C = a.Size(11, "C"), V = a.Size(12, "V");
+  const double eps = a.Num(13, "eps");
+  if (!(eps > 0)) a.Fail("eps must be > 0");
+  const int64_t nx = a.Mul(M, C), nl = a.Mul(M, V);
+  Buffers b;
+  float* logits = b.Out(a.Ptr<float>(0, "logits", nl), nl);
+  float* h = b.Out(a.Ptr<float>(2, "h", nx), nx);
+  const float* x = b.In(a.Ptr<float>(4, "x", nx), nx);
+  const float* normW = b.In(a.Ptr<float>(6, "normW", C), C);
+  const float* w = b.In(a.Ptr<float>(8, "w", a.Mul(V, C)), V * C);
+  b.Check(a);
+  pg::decode_logits(logits, h, x, normW, static_cast<float>(eps), w, M, C, V);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterGemv(Napi::Env env, Napi::Object exports) {
@@ -188,6 +206,7 @@ void RegisterGemv(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeQkv", Napi::Function::New(env, DecodeQkv, "decodeQkv"));
   exports.Set("decodeSwigluMlp", Napi::Function::New(env, DecodeSwigluMlp, "decodeSwigluMlp"));
   exports.Set("decodeLayer", Napi::Function::New(env, DecodeLayer, "decodeLayer"));
+  exports.Set("decodeLogits", Napi::Function::New(env, DecodeLogits, "decodeLogits"));
 }
 
 }  // namespace pgnode

@@ -178,4 +178,18 @@ void decode_layer(float* x, const DecodeQkvArgs& qkv, const PagedAttention& attn
   });
 }
 
+void decode_logits(float* logits, float* h, const float* x, const float* norm_w, float eps, const float* w, int64_t M,
+                   int64_t C, int64_t V) {
+  if (M <= 0) return;
+  region(worth_threads(M, V * C), [&](int part, int parts, SpinBarrier& barrier) {
+    norm_rows(h, x, norm_w, eps, M, C, part, parts);
+    barrier.wait();
+    using gemv_detail::kTileRows;
+    const int64_t tiles = (V + kTileRows - 1) / kTileRows;
+    const int64_t j0 = std::min(V, share(tiles, part, parts) * kTileRows);
+    const int64_t j1 = std::min(V, share(tiles, part + 1, parts) * kTileRows);
+    gemv_rows(GemvTarget{w, V, C, logits, V, false}, h, C, M, C, j0, j1);
+  });
+}
+
 }  // namespace pg

@@ -17,7 +17,7 @@ import type { LlamaForCausalLM } from '../models/llama.js';
 import { SwiGLUMLP } from '../nn/index.js';
 import {
   GEMV_MAX_ROWS, Tensor, add, addLinear, attention, decodeLayer, decodeQkv, embedding, keep, linear, noGrad,
-  pagedAttention, pagedKvStore, rope, scope, type DecodeLayerScratch,
+  decodeLogits, pagedAttention, pagedKvStore, rope, scope, type DecodeLayerScratch,
 } from '../tensor/index.js';
 import type { BlockCopy, BlockTable } from './blocks.js';
 
@@ -31,6 +31,7 @@ export interface StepItem {
 
 /** The fused decode path's buffers, for GEMV_MAX_ROWS rows and contexts of up to `partitions` attention partitions. */
 interface DecodeBuffers {
+  x: Tensor;
   h: Tensor;
   q: Tensor;
   k: Tensor;
@@ -64,6 +65,9 @@ export class ModelRunner {
   /** The i32 indices of a decode step (tokens, positions, slots, attention index), rewritten each step. */
   readonly #index: Tensor;
   readonly #decode: DecodeBuffers;
+  /** Logits of up to GEMV_MAX_ROWS rows, natively and on the host, rewritten each step. */
+  readonly #logits: Tensor;
+  readonly #hostLogits: Float32Array;
   #closed = false;
 
   constructor(model: LlamaForCausalLM, opts: RunnerOptions) {
@@ -83,12 +87,14 @@ export class ModelRunner {
     const R = GEMV_MAX_ROWS, D = this.headDim, C = dim, P = Math.max(1, Math.ceil(longest / this.partitionSize));
     const make = (shape: number[], dtype: 'f32' | 'i32' = 'f32'): Tensor => keep(Tensor.empty(shape, { dtype }));
     this.#decode = {
-      h: make([R, C]), q: make([R, nHeads, D]), k: make([R, nKvHeads, D]), v: make([R, nKvHeads, D]), o: make([R, nHeads, D]),
+      x: make([R, C]), h: make([R, C]), q: make([R, nHeads, D]), k: make([R, nKvHeads, D]), v: make([R, nKvHeads, D]), o: make([R, nHeads, D]),
       g: make([R, this.config.ffnDim]), u: make([R, this.config.ffnDim]),
       partOut: make([R, nHeads, P, D]), partStats: make([R, nHeads, P, 2]), partitions: P,
     };
     // Room for the indices of a decode step of R sequences of the longest length.
     this.#index = make([R * (5 + Math.ceil(longest / this.blockSize)) + 1], 'i32');
+    this.#logits = make([R, this.config.vocabSize]);
+    this.#hostLogits = new Float32Array(R * this.config.vocabSize);
   }
 
   /** Bytes held by the K and V caches of every layer. */
@@ -107,6 +113,7 @@ export class ModelRunner {
   /**
    * Runs one step; returns the next-token logits (V) of each item whose chunk ends at the end of
    * its tokens (in item order; null for the others). Block tables must already cover `end`.
+   * The arrays are valid until the next step (they may be views of a buffer the runner reuses).
    */
   step(items: readonly StepItem[]): (Float32Array | null)[] {
     if (this.#closed) throw new PatentGPTError('E_DISPOSED', 'ModelRunner: step() after close()');
@@ -191,8 +198,15 @@ export class ModelRunner {
         contextLens: part(at.contextLens, nPaged), partitionSize: this.partitionSize, maxPartitions,
       } : null;
       const m = this.#model.model;
-      let x = m.embed_tokens.forward(part(at.tokens, N)); // (N, C)
       const buf = fused ? this.#decodeBuffers(N, maxPartitions) : null;
+      const table = m.embed_tokens.weight;
+      let x: Tensor; // (N, C)
+      if (buf && table.dtype === 'f32') { // the residual in the runner's buffer: rows of the table copied in
+        x = buf.x;
+        const rowBytes = x.byteLength / N;
+        for (let r = 0; r < N; r++)
+          x.storage.copyFrom(table.storage, x.byteOffset + r * rowBytes, table.byteOffset + idx[at.tokens + r]! * rowBytes, rowBytes);
+      } else x = m.embed_tokens.forward(part(at.tokens, N));
       m.layers.items.forEach((layer, l) => {
         const attn = layer.self_attn;
         const mlp = layer.mlp;
@@ -238,7 +252,13 @@ export class ModelRunner {
       });
       if (want.length === 0) return null;
       const rows = want.length === N ? x : embedding(Tensor.from(Int32Array.from(want), [want.length], { dtype: 'i32' }), x); // (n, C)
-      return linear(m.norm.forward(rows), this.#model.outputWeight).toArray() as Float32Array; // (n, V)
+      if (!buf) return linear(m.norm.forward(rows), this.#model.outputWeight).toArray() as Float32Array; // (n, V)
+      // A decode step: norm and head in one call, into the runner's buffers (no allocation).
+      const out = this.#logits.narrow(0, want.length);
+      decodeLogits(out, rows, m.norm, this.#model.outputWeight, buf.h.narrow(0, want.length));
+      const host = this.#hostLogits.subarray(0, out.size);
+      out.storage.read(host, out.byteOffset);
+      return host;
     }));
     const V = cfg.vocabSize;
     const out: (Float32Array | null)[] = lastRow.map(() => null);
@@ -257,7 +277,7 @@ export class ModelRunner {
   }
 
   /** The fused path's buffers for N rows: views of the runner's (partition scratch made for the step if longer). */
-  #decodeBuffers(N: number, partitions: number): DecodeLayerScratch {
+  #decodeBuffers(N: number, partitions: number): DecodeLayerScratch & { x: Tensor } {
     const b = this.#decode;
     const rows = (t: Tensor): Tensor => t.narrow(0, N);
     const { nHeads: H } = this.config;
@@ -266,7 +286,7 @@ export class ModelRunner {
       return t.reshape([-1]).narrow(0, N * H * partitions * last).reshape([N, H, partitions, last]);
     };
     return {
-      h: rows(b.h), q: rows(b.q), k: rows(b.k), v: rows(b.v), o: rows(b.o), g: rows(b.g), u: rows(b.u),
+      x: rows(b.x), h: rows(b.h), q: rows(b.q), k: rows(b.k), v: rows(b.v), o: rows(b.o), g: rows(b.g), u: rows(b.u),
       partOut: parts(b.partOut, this.headDim), partStats: parts(b.partStats, 2),
     };
   }
@@ -277,6 +297,6 @@ export class ModelRunner {
     this.#closed = true;
     for (const t of [...this.#k, ...this.#v]) t.dispose();
     const b = this.#decode;
-    for (const t of [this.#index, b.h, b.q, b.k, b.v, b.o, b.g, b.u, b.partOut, b.partStats]) t.dispose();
+    for (const t of [this.#index, this.#logits, b.x, b.h, b.q, b.k, b.v, b.o, b.g, b.u, b.partOut, b.partStats]) t.dispose();
   }
 }

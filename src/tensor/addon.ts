@@ -121,6 +121,8 @@ export interface Addon {
     blockTables: S, btO: O, cuQ: S, cuO: O, contextLens: S, clO: O, nseq: number, maxBlocks: number, partitionSize: number,
     maxPartitions: number, scale: number, wo: S, woO: O, g: S, gO: O, u: S, uO: O, normW: S, nwO: O, wg: S, wgO: O,
     wu: S, wuO: O, wd: S, wdO: O, F: number, eps: number]): void;
+  /** logits (M, V) = rmsnorm(x (M, C), normW) @ w (V, C)^T; h (M, C) scratch. */
+  decodeLogits(logits: S, lO: O, h: S, hO: O, x: S, xO: O, normW: S, nwO: O, w: S, wO: O, M: number, C: number, V: number, eps: number): void;
 
   // adamw.cpp
   adamwStep(param: S, paramO: O, m: S, mO: O, v: S, vO: O, grad: S, gradO: O, n: number, lr: number,

@@ -72,4 +72,9 @@ void decode_swiglu_mlp(float* x, const DecodeMlpArgs& a);
 void decode_layer(float* x, const DecodeQkvArgs& qkv, const PagedAttention& attn, const float* wo,
                   const DecodeMlpArgs& mlp);
 
+// The language-model head of the last rows: logits (M, V) = rmsnorm(x, norm_w) @ W (V, C)^T.
+// h (M, C) is scratch.
+void decode_logits(float* logits, float* h, const float* x, const float* norm_w, float eps, const float* w, int64_t M,
+                   int64_t C, int64_t V);
+
 }  // namespace pg

@@ -178,3 +178,20 @@ export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
   expectShape(op, 'y', y, [M, N]);
   addon().gemv(...arg(y), ...arg(x), ...arg(weight), M, N, K, true);
 }
+
+/**
+ * The language-model head of M rows into existing buffers: logits (M, V) = rmsnorm(x (M, C),
+ * normWeight, eps) @ weight (V, C)^T, with h (M, C) as scratch for the normed rows.
+ */
+export function decodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): void {
+  const op = 'decodeLogits';
+  expectCpu(op, logits, x, norm.weight, weight, h);
+  const [V, C] = weight.shape as [number, number];
+  const M = x.shape[0]!;
+  expectShape(op, 'weight', weight, [V, C]);
+  expectShape(op, 'x', x, [M, C]);
+  expectShape(op, 'normWeight', norm.weight, [C]);
+  expectShape(op, 'h', h, [M, C]);
+  expectShape(op, 'logits', logits, [M, V]);
+  addon().decodeLogits(...arg(logits), ...arg(h), ...arg(x), ...arg(norm.weight), ...arg(weight), M, C, V, norm.eps);
+}
