@@ -2,7 +2,8 @@
 // loops: the GEMV on odd shapes and strides at every SIMD level and thread count (each tile
 // shape: one row, two or three, four and more), exact on small integers, each row independent
 // of the others; gemv_multi equal to separate products; paged attention equal to attention over
-// the keys gathered through the block table; and the fused decoder layer equal to its pieces.
+// the keys gathered through the block table; the fused decoder layer and the fused head equal
+// to their pieces.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -234,4 +235,18 @@ TEST(decode_layer_equals_its_pieces) {
       CHECK_CLOSE(fused.o, pieces.o, M * HD, 1e-6, 1e-5);
       CHECK_CLOSE(fused.x, pieces.x, M * C, 1e-6, 1e-5);
     }
+}
+
+TEST(decode_logits_equals_rmsnorm_then_gemv) {
+  const int64_t M = 3, C = 37, V = 1001;
+  const auto x = pgtest::randn(M * C, 50), norm = pgtest::randn(C, 51, 0.5f), w = pgtest::randn(V * C, 52, 0.3f);
+  std::vector<float> h(M * C), rstd(M), want(M * V);
+  pg::rmsnorm_forward(h.data(), rstd.data(), x.data(), norm.data(), M, C, 1e-5f);
+  pg::gemv(want.data(), V, h.data(), C, w.data(), C, M, V, C, false);
+  for (int threads : {1, 2}) {
+    pg::set_num_threads(threads);
+    std::vector<float> logits(M * V, std::numeric_limits<float>::quiet_NaN()), scratch(M * C);
+    pg::decode_logits(logits.data(), scratch.data(), x.data(), norm.data(), 1e-5f, w.data(), M, C, V);
+    CHECK(std::memcmp(logits.data(), want.data(), want.size() * sizeof(float)) == 0);
+  }
 }

@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
 import { addon } from '../../src/tensor/addon.js';
 import {
-  GEMV_MAX_ROWS, Tensor, add, addLinear, decodeLayer, decodeQkv, decodeSwigluMlp, linear, pagedAttention, pagedKvStore, rmsnorm, rope,
+  GEMV_MAX_ROWS, Tensor, add, addLinear, decodeLayer, decodeLogits, decodeQkv, decodeSwigluMlp, linear, pagedAttention, pagedKvStore, rmsnorm, rope,
   setNumThreads, swiglu,
 } from '../../src/tensor/index.js';
 import { Rng } from '../../src/tensor/index.js';
@@ -212,6 +212,16 @@ describe('fused decode pieces', () => {
     expect(() => decodeLayer({ ...inp, attention: { ...c.attention, maxPartitions: 1 } }, scratch)).toThrow(/needs more than maxPartitions/);
     expect(() => decodeLayer(inp, { ...scratch, o: scratch.q })).toThrow(/overlap/);
     expect(() => decodeLayer({ ...inp, wo: t([C, H * D + 1], 26) }, scratch)).toThrow(PatentGPTError);
+  });
+
+  it('decodeLogits equals linear(rmsnorm(x)) and refuses a logits buffer of the wrong shape', () => {
+    const M = 3, V = 301;
+    const x = t([M, C], 41, 1), norm = { weight: t([C], 42), eps }, w = t([V, C], 43);
+    const logits = Tensor.empty([M, V]), h = Tensor.empty([M, C]);
+    decodeLogits(logits, x, norm, w, h);
+    expectClose(logits.toArray() as Float32Array, linear(rmsnorm(x, norm.weight, eps), w).toArray() as Float32Array, 1e-6, 1e-5, 'logits');
+    expect(() => decodeLogits(Tensor.empty([M, V - 1]), x, norm, w, h)).toThrow(PatentGPTError);
+    expect(() => decodeLogits(logits, x, norm, w, logits.reshape([-1]).narrow(0, M * C).reshape([M, C]))).toThrow(/overlap/);
   });
 
   it('refuses caches, weights and buffers of the wrong shape, and slots outside the cache', () => {
