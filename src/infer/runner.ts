@@ -82,7 +82,7 @@ export class ModelRunner {
       this.#k.push(keep(Tensor.empty([this.numBlocks, this.blockSize, nKvHeads, this.headDim])));
       this.#v.push(keep(Tensor.empty([this.numBlocks, this.blockSize, nKvHeads, this.headDim])));
     }
-    // The decode path's buffers, made once so steps allocate nothing native but their logits.
+    // The decode path's buffers and the logits of its rows, made once: a decode step allocates nothing.
     const longest = Math.min(opts.maxModelLen ?? Infinity, this.numBlocks * this.blockSize);
     const R = GEMV_MAX_ROWS, D = this.headDim, C = dim, P = Math.max(1, Math.ceil(longest / this.partitionSize));
     const make = (shape: number[], dtype: 'f32' | 'i32' = 'f32'): Tensor => keep(Tensor.empty(shape, { dtype }));
