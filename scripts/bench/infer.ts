@@ -166,7 +166,7 @@ async function profileDecode(steps: number, requests: number): Promise<{
       calls++;
       // gemv by its shape: the lm head streams the (V, C) output matrix.
       const key = name === 'gemv' && args[7] === cfg.vocabSize ? 'gemv (lm head)' : name;
-      const weightBytes = key === 'decodeLayer' ? layerWeights : key === 'gemv (lm head)' ? 4 * embed : 0;
+      const weightBytes = key === 'decodeLayer' ? layerWeights : key === 'gemv (lm head)' || key === 'decodeLogits' ? 4 * (embed + cfg.dim) : 0;
       const o = ops.get(key) ?? ops.set(key, { calls: 0, minMs: Infinity, weightBytes }).get(key)!;
       o.calls++;
       o.minMs = Math.min(o.minMs, ms);
@@ -271,7 +271,7 @@ function printProfile(): void {
   console.log(`| native calls, sum of minima | ${f(p.callsPerStep, 1)} | | ${f(nativeMs, 2)} | ${f(weightBytes / 2 ** 20, 0)} per step | ${f(weightBytes / (nativeMs / 1e3) / 1e9)} | ${f(boundMs / nativeMs, 2)} |`);
   console.log(`| JavaScript and engine (step - native calls) | | | ${f(p.outsideMinMs, 2)} min, ${f(p.outsideMedianMs, 2)} median | | | |`);
   console.log(`| whole step (between two deltas) | | | ${f(p.stepMinMs, 2)} min, ${f(p.stepMedianMs, 2)} median | | ${f(weightBytes / (p.stepMinMs / 1e3) / 1e9)} at min | ${f(boundMs / p.stepMinMs, 2)} |`);
-  console.log(`storages allocated per step: ${f(p.allocsPerStep, 1)} (${f(p.allocBytesPerStep / 1024, 1)} KiB: the logits); native calls per step: ${f(p.callsPerStep, 1)}`);
+  console.log(`storages allocated per step: ${f(p.allocsPerStep, 1)} (${f(p.allocBytesPerStep / 1024, 1)} KiB); native calls per step: ${f(p.callsPerStep, 1)}`);
   console.log(`bound at the interleaved triad (${f(kernel.triad)} GB/s): ${f(boundMs, 2)} ms per step; the step's minimum is ${f(p.stepMinMs / boundMs, 2)}x it ` +
     `(sum of native minima ${f(nativeMs / boundMs, 2)}x)`);
   console.log(`GEMV alone (lm head ${cfg.vocabSize} x ${cfg.dim}, one row) vs triad, ${20} interleaved rounds, best of each: ` +
