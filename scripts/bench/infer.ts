@@ -66,6 +66,18 @@ function triadGBs(reps = 5, n = 32 * 2 ** 20): number {
   return (3 * n * 4) / best / 1e9;
 }
 
+/**
+ * GB/s of a read-only stream (the sum of n floats, our thread pool), best of `reps`: what a
+ * decode step does with its weights. On some machines it is well below the triad's figure (a
+ * 2-core EPYC VM: ~27 vs ~40-50 GB/s), which then bounds decoding lower than the triad does.
+ */
+function readGBs(reps = 5, n = 32 * 2 ** 20): number {
+  const x = Tensor.full([n], 1);
+  const s = bestSeconds(() => addon().sum(x.storage, x.offset, n), reps);
+  x.dispose();
+  return (n * 4) / s / 1e9;
+}
+
 const cfg = preset(presetName).config;
 console.log(`# infer: ${presetName} f32, ${threads} threads, ${runtimeInfo().simd}, load average ${loadavg()[0]!.toFixed(1)} ` +
   '(peers with spinning thread pools, llama.cpp and torch, slow down far more than ours on a busy machine)');
@@ -208,18 +220,20 @@ async function profileDecode(steps: number, requests: number): Promise<{
 }
 
 /** The lm head's GEMV alone (one row) and the triad, interleaved `rounds` times: best GB/s of each. */
-function gemvVsTriad(rounds: number): { gemv: number; triad: number } {
+function gemvVsTriad(rounds: number): { gemv: number; triad: number; read: number } {
   const V = cfg.vocabSize, C = cfg.dim;
   const w = Tensor.full([V, C], 0.01), x = Tensor.full([1, C], 1), y = Tensor.empty([1, V]);
   let gemv = 0;
   let triad = 0;
+  let read = 0;
   for (let r = 0; r < rounds; r++) {
     triad = Math.max(triad, triadGBs(1));
+    read = Math.max(read, readGBs(1));
     const s = bestSeconds(() => addon().gemv(y.storage, y.offset, x.storage, x.offset, w.storage, w.offset, 1, V, C, false), 3);
     gemv = Math.max(gemv, (4 * V * C) / s / 1e9);
   }
   for (const t of [w, x, y]) t.dispose();
-  return { gemv, triad };
+  return { gemv, triad, read };
 }
 
 /**
@@ -274,8 +288,9 @@ function printProfile(): void {
   console.log(`storages allocated per step: ${f(p.allocsPerStep, 1)} (${f(p.allocBytesPerStep / 1024, 1)} KiB); native calls per step: ${f(p.callsPerStep, 1)}`);
   console.log(`bound at the interleaved triad (${f(kernel.triad)} GB/s): ${f(boundMs, 2)} ms per step; the step's minimum is ${f(p.stepMinMs / boundMs, 2)}x it ` +
     `(sum of native minima ${f(nativeMs / boundMs, 2)}x)`);
-  console.log(`GEMV alone (lm head ${cfg.vocabSize} x ${cfg.dim}, one row) vs triad, ${20} interleaved rounds, best of each: ` +
-    `${f(kernel.gemv)} GB/s vs ${f(kernel.triad)} GB/s = ${f(kernel.gemv / kernel.triad, 2)} of triad`);
+  console.log(`GEMV alone (lm head ${cfg.vocabSize} x ${cfg.dim}, one row) vs triad and a read-only stream, ${20} interleaved rounds, best of each: ` +
+    `${f(kernel.gemv)} GB/s vs ${f(kernel.triad)} GB/s = ${f(kernel.gemv / kernel.triad, 2)} of triad, vs ${f(kernel.read)} GB/s = ${f(kernel.gemv / kernel.read, 2)} of the read stream`);
+  console.log(`bound at the read stream: ${f((weightBytes / (kernel.read * 1e9)) * 1e3, 2)} ms per step; the step's minimum is ${f(kernel.read * 1e9 / weightBytes * p.stepMinMs / 1e3, 2)}x it`);
   console.log(`\nGEMV vs blocked GEMM at the cut-over (GEMV_MAX_ROWS = ${GEMV_MAX_ROWS}), y (M, ${cfg.ffnDim}) = x (M, ${cfg.dim}) @ W^T over ${cfg.nLayers} such W, GFLOP/s, best of 5`);
   console.log('| M | GEMV | GEMM | GEMV / GEMM | runs |');
   console.log('|---:|---:|---:|---:|---|');
@@ -393,12 +408,14 @@ async function loadLlamaCpp(): Promise<{ run: LlamaRun; close: () => Promise<voi
 const rounds = Number(arg('rounds', '4'));
 const peer = await loadLlamaCpp();
 let bandwidth = 0;
+let readBandwidth = 0;
 let ours = 0;
 let oursThreads = 0;
 let lcppBest = 0;
 let llamaThreads = 0;
 for (let r = 0; r < rounds; r++) {
   bandwidth = Math.max(bandwidth, triadGBs());
+  readBandwidth = Math.max(readBandwidth, readGBs());
   for (const t of [...new Set([1, threads])]) {
     setNumThreads(t);
     const tps = await singleStream();
@@ -414,6 +431,7 @@ for (let r = 0; r < rounds; r++) {
 if (typeof peer !== 'string') await peer.close();
 const lcpp: number | string = typeof peer === 'string' ? peer : lcppBest;
 const bound = (bandwidth * 1e9) / weightBytes;
+const readBound = (readBandwidth * 1e9) / weightBytes;
 
 const agg: Record<number, number> = {};
 const aggDecode: Record<number, number> = {};
@@ -449,6 +467,7 @@ console.log(`| patentgpt engine (best of 1/${threads} threads: ${oursThreads}) |
 console.log(`| node-llama-cpp (llama.cpp, our GGUF f32, f32 KV, best of 1/${threads} threads: ${llamaThreads}) | ${typeof lcpp === 'string' ? `skipped (${lcpp})` : f(lcpp)} | ${typeof lcpp === 'string' ? '-' : f(ours / lcpp, 2) + 'x ours/theirs'} |`);
 console.log(`| transformers generate() (best of 1/${threads} threads: ${hfThreads}) | ${hf === null ? `skipped (${hfWhy})` : f(hf)} | ${hf === null ? '-' : f(ours / hf, 2) + 'x ours/theirs'} |`);
 console.log(`| bandwidth bound (${f(bandwidth)} GB/s triad / ${f(weightBytes / 2 ** 20, 0)} MiB per token) | ${f(bound)} | ${f(ours / bound, 2)} of bound |`);
+console.log(`| read-stream bound (${f(readBandwidth)} GB/s reading only / ${f(weightBytes / 2 ** 20, 0)} MiB per token) | ${f(readBound)} | ${f(ours / readBound, 2)} of bound |`);
 console.log(`\naggregate throughput (${prompt.length}-token prompts, ${nNew} new tokens each)`);
 console.log('| concurrent requests | tokens/s, whole run | vs 1 stream | tokens/s, decode phase | vs 1 stream |');
 console.log('|---:|---:|---:|---:|---:|');
@@ -462,7 +481,7 @@ console.log(`| ThreadedEngine (steps in a worker) | ${f(delayThreaded[0])} | ${f
 console.log(`\nKV cache: ${kvPerToken} bytes per token (${cfg.nLayers} layers x K,V x ${cfg.nKvHeads} heads x ${cfg.dim / cfg.nHeads} x f32)`);
 console.log(JSON.stringify({
   bench: 'infer', preset: presetName, threads, params, weightBytes, triadGBs: bandwidth, boundTps: bound, singleStreamTps: ours, singleStreamThreads: oursThreads,
-  fractionOfBound: ours / bound, llamaCppTps: typeof lcpp === 'string' ? null : lcpp,
+  fractionOfBound: ours / bound, readGBs: readBandwidth, fractionOfReadBound: ours / readBound, llamaCppTps: typeof lcpp === 'string' ? null : lcpp,
   vsLlamaCpp: typeof lcpp === 'string' ? null : ours / lcpp, llamaCppThreads: llamaThreads, transformersThreads: hfThreads, transformersTps: hf, vsTransformers: hf === null ? null : ours / hf, aggregateTps: agg, aggregateDecodeTps: aggDecode,
   kvBytesPerToken: kvPerToken, loopDelayMs: { engine: delayEngine, threaded: delayThreaded }, loadAverage: loadavg()[0],
 }));
