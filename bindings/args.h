@@ -142,4 +142,11 @@ void RegisterBpeEncode(Napi::Env env, Napi::Object exports);
 void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
 void RegisterGemv(Napi::Env env, Napi::Object exports);
 
+// Fails unless cu_q (nseq + 1), context_lens (nseq) and block_tables (nseq, maxBlocks) describe
+// Tq query rows whose cache positions all lie in blocks [0, numBlocks) (paged_attention.cpp;
+// also used by the fused decoder layer in gemv.cpp).
+void CheckPagedIndex(const Args& a, const int32_t* cu, const int32_t* ctx, const int32_t* tables, int64_t nseq,
+                     int64_t Tq, int64_t numBlocks, int64_t blockSize, int64_t maxBlocks, int64_t partitionSize,
+                     int64_t maxPartitions);
+
 }  // namespace pgnode

@@ -1,9 +1,13 @@
 // Bindings of native/cpu/gemv.cpp and native/cpu/decode.cpp: the skinny product for a few rows
-// and the fused decoder-layer pieces of the inference engine.
+// and the fused decoder-layer pieces of the inference engine. Every index a kernel trusts (cache
+// slots, positions, block tables) is checked here, and no output may share bytes with another
+// output or with an input.
 #include <string>
+#include <vector>
 
 #include "args.h"
 #include "patentgpt/gemv.h"
+#include "patentgpt/paged_attention.h"
 
 namespace pgnode {
 
@@ -11,93 +15,187 @@ namespace {
 
 std::string S(int64_t v) { return std::to_string(v); }
 
-// Writes (w, n floats) must not share bytes with any of the reads.
-void NoOverlap(const Args& a, const char* what, const float* w, int64_t n,
-               std::initializer_list<std::pair<const float*, int64_t>> reads) {
-  for (const auto& r : reads)
-    if (Overlap(w, n, r.first, r.second)) a.Fail(std::string(what) + " overlaps an input");
-}
+// Buffers of one call: outputs pairwise disjoint and disjoint from every input.
+struct Buffers {
+  std::vector<std::pair<const void*, int64_t>> writes, reads;  // (pointer, bytes)
+  template <typename T>
+  T* Out(T* p, int64_t n) {
+    writes.emplace_back(p, n * static_cast<int64_t>(sizeof(T)));
+    return p;
+  }
+  template <typename T>
+  const T* In(const T* p, int64_t n) {
+    reads.emplace_back(p, n * static_cast<int64_t>(sizeof(T)));
+    return p;
+  }
+  void Check(const Args& a) const {
+    const auto bytes = [](const std::pair<const void*, int64_t>& b) { return static_cast<const uint8_t*>(b.first); };
+    for (size_t i = 0; i < writes.size(); ++i) {
+      for (const auto& r : reads)
+        if (Overlap(bytes(writes[i]), writes[i].second, bytes(r), r.second)) a.Fail("an output overlaps an input");
+      for (size_t j = i + 1; j < writes.size(); ++j)
+        if (Overlap(bytes(writes[i]), writes[i].second, bytes(writes[j]), writes[j].second))
+          a.Fail("two outputs overlap");
+    }
+  }
+};
 
 // gemv(y, yO, x, xO, w, wO, M, N, K, accumulate): y (M, N) (+)= x (M, K) @ w (N, K)^T, contiguous.
 Napi::Value Gemv(const Napi::CallbackInfo& info) {
   Args a(info, "gemv", 10);
   const int64_t M = a.Size(6, "M"), N = a.Size(7, "N"), K = a.Size(8, "K");
   const bool accumulate = a.Bool(9, "accumulate");
-  float* y = a.Ptr<float>(0, "y", a.Mul(M, N));
-  const float* x = a.Ptr<float>(2, "x", a.Mul(M, K));
-  const float* w = a.Ptr<float>(4, "w", a.Mul(N, K));
-  NoOverlap(a, "y", y, M * N, {{x, M * K}, {w, N * K}});
+  Buffers b;
+  float* y = b.Out(a.Ptr<float>(0, "y", a.Mul(M, N)), M * N);
+  const float* x = b.In(a.Ptr<float>(2, "x", a.Mul(M, K)), M * K);
+  const float* w = b.In(a.Ptr<float>(4, "w", a.Mul(N, K)), N * K);
+  b.Check(a);
   pg::gemv(y, N, x, K, w, K, M, N, K, accumulate);
   return info.Env().Undefined();
 }
 
-// decodeQkv(q, k, v, h, kCache, vCache, x, normW, wq, wk, wv, pos, slotMapping (each storage, offset),
-//   M, C, H, Hkv, D, numBlocks, blockSize, eps, theta, posScale)
-Napi::Value DecodeQkv(const Napi::CallbackInfo& info) {
-  Args a(info, "decodeQkv", 36);
+// Arguments 0..35, shared by decodeQkv and decodeLayer: q, k, v, h, kCache, vCache, x, normW, wq,
+// wk, wv, pos, slotMapping (each storage, offset), M, C, H, Hkv, D, numBlocks, blockSize, eps,
+// theta, posScale. x is an input of decodeQkv and the residual (an output) of decodeLayer.
+constexpr size_t kQkvArgs = 36;
+pg::DecodeQkvArgs ParseQkv(const Args& a, Buffers& b, bool x_written, int64_t& numBlocks, int64_t& blockSize) {
   const int64_t M = a.Size(26, "M"), C = a.Size(27, "C"), H = a.Size(28, "H"), Hkv = a.Size(29, "Hkv"),
-                D = a.Size(30, "D"), numBlocks = a.Size(31, "numBlocks"), blockSize = a.Size(32, "blockSize");
+                D = a.Size(30, "D");
+  numBlocks = a.Size(31, "numBlocks");
+  blockSize = a.Size(32, "blockSize");
   const double eps = a.Num(33, "eps"), theta = a.Num(34, "theta"), posScale = a.Num(35, "posScale");
   if (H < 1 || Hkv < 1 || D < 2 || D % 2 != 0 || blockSize < 1) a.Fail("H, Hkv, blockSize must be >= 1 and D even");
+  if (H % Hkv != 0) a.Fail("H (" + S(H) + ") must be a multiple of Hkv (" + S(Hkv) + ")");
   if (!(eps > 0) || !(theta > 0) || !(posScale > 0)) a.Fail("eps, theta and posScale must be > 0");
   const int64_t nq = a.Mul(a.Mul(M, H), D), nkv = a.Mul(a.Mul(M, Hkv), D), nx = a.Mul(M, C);
   const int64_t slots = a.Mul(numBlocks, blockSize), cacheSize = a.Mul(a.Mul(slots, Hkv), D);
-  float* q = a.Ptr<float>(0, "q", nq);
-  float* k = a.Ptr<float>(2, "k", nkv);
-  float* v = a.Ptr<float>(4, "v", nkv);
-  float* h = a.Ptr<float>(6, "h", nx);
-  float* kc = a.Ptr<float>(8, "kCache", cacheSize);
-  float* vc = a.Ptr<float>(10, "vCache", cacheSize);
-  const float* x = a.Ptr<float>(12, "x", nx);
-  const float* nw = a.Ptr<float>(14, "normW", C);
-  const float* wq = a.Ptr<float>(16, "wq", a.Mul(H * D, C));
-  const float* wk = a.Ptr<float>(18, "wk", a.Mul(Hkv * D, C));
-  const float* wv = a.Ptr<float>(20, "wv", a.Mul(Hkv * D, C));
-  const int32_t* pos = a.Ptr<int32_t>(22, "pos", M);
-  const int32_t* slot = a.Ptr<int32_t>(24, "slotMapping", M);
-  const std::pair<const float*, int64_t> reads[] = {{x, nx}, {nw, C}, {wq, H * D * C}, {wk, Hkv * D * C},
-                                                     {wv, Hkv * D * C}};
-  const std::pair<float*, int64_t> writes[] = {{q, nq}, {k, nkv}, {v, nkv}, {h, nx}, {kc, cacheSize}, {vc, cacheSize}};
-  for (size_t i = 0; i < 6; ++i) {
-    for (const auto& r : reads)
-      if (Overlap(writes[i].first, writes[i].second, r.first, r.second)) a.Fail("an output overlaps an input");
-    for (size_t j = i + 1; j < 6; ++j)
-      if (Overlap(writes[i].first, writes[i].second, writes[j].first, writes[j].second)) a.Fail("two outputs overlap");
-    if (Overlap(writes[i].first, writes[i].second, pos, M) || Overlap(writes[i].first, writes[i].second, slot, M))
-      a.Fail("an output overlaps pos or slotMapping");
-  }
+  pg::DecodeQkvArgs q{};
+  q.q = b.Out(a.Ptr<float>(0, "q", nq), nq);
+  q.k = b.Out(a.Ptr<float>(2, "k", nkv), nkv);
+  q.v = b.Out(a.Ptr<float>(4, "v", nkv), nkv);
+  q.h = b.Out(a.Ptr<float>(6, "h", nx), nx);
+  q.k_cache = b.Out(a.Ptr<float>(8, "kCache", cacheSize), cacheSize);
+  q.v_cache = b.Out(a.Ptr<float>(10, "vCache", cacheSize), cacheSize);
+  float* x = a.Ptr<float>(12, "x", nx);
+  q.x = x_written ? b.Out(x, nx) : b.In(x, nx);
+  q.norm_w = b.In(a.Ptr<float>(14, "normW", C), C);
+  q.wq = b.In(a.Ptr<float>(16, "wq", a.Mul(H * D, C)), H * D * C);
+  q.wk = b.In(a.Ptr<float>(18, "wk", a.Mul(Hkv * D, C)), Hkv * D * C);
+  q.wv = b.In(a.Ptr<float>(20, "wv", a.Mul(Hkv * D, C)), Hkv * D * C);
+  q.pos = b.In(a.Ptr<int32_t>(22, "pos", M), M);
+  q.slot_mapping = b.In(a.Ptr<int32_t>(24, "slotMapping", M), M);
   for (int64_t t = 0; t < M; ++t) {
-    if (slot[t] >= slots || slot[t] < -1)
-      a.Fail("slotMapping[" + S(t) + "] = " + S(slot[t]) + " is outside [-1, " + S(slots) + ") (numBlocks * blockSize)");
-    if (pos[t] < 0) a.Fail("pos[" + S(t) + "] = " + S(pos[t]) + " is negative");
+    if (q.slot_mapping[t] >= slots || q.slot_mapping[t] < -1)
+      a.Fail("slotMapping[" + S(t) + "] = " + S(q.slot_mapping[t]) + " is outside [-1, " + S(slots) +
+             ") (numBlocks * blockSize)");
+    if (q.pos[t] < 0) a.Fail("pos[" + S(t) + "] = " + S(q.pos[t]) + " is negative");
   }
-  pg::decode_qkv(q, k, v, h, kc, vc, x, nw, static_cast<float>(eps), wq, wk, wv, pos, slot, M, C, H, Hkv, D,
-                 static_cast<float>(theta), static_cast<float>(posScale));
+  q.eps = static_cast<float>(eps);
+  q.M = M, q.C = C, q.H = H, q.Hkv = Hkv, q.D = D;
+  q.theta = static_cast<float>(theta);
+  q.pos_scale = static_cast<float>(posScale);
+  return q;
+}
+
+// The MLP's g, u, normW, wg, wu, wd (each storage, offset) from argument i, F at iF, eps at iEps.
+pg::DecodeMlpArgs ParseMlp(const Args& a, Buffers& b, size_t i, size_t iF, size_t iEps, int64_t M, int64_t C) {
+  const int64_t F = a.Size(iF, "F");
+  const double eps = a.Num(iEps, "eps");
+  if (!(eps > 0)) a.Fail("eps must be > 0");
+  const int64_t nf = a.Mul(M, F), nw = a.Mul(F, C);
+  pg::DecodeMlpArgs m{};
+  m.g = b.Out(a.Ptr<float>(i, "g", nf), nf);
+  m.u = b.Out(a.Ptr<float>(i + 2, "u", nf), nf);
+  m.norm_w = b.In(a.Ptr<float>(i + 4, "normW", C), C);
+  m.wg = b.In(a.Ptr<float>(i + 6, "wg", nw), nw);
+  m.wu = b.In(a.Ptr<float>(i + 8, "wu", nw), nw);
+  m.wd = b.In(a.Ptr<float>(i + 10, "wd", nw), nw);
+  m.eps = static_cast<float>(eps);
+  m.M = M, m.C = C, m.F = F;
+  return m;
+}
+
+// decodeQkv(<the 36 arguments of ParseQkv>)
+Napi::Value DecodeQkv(const Napi::CallbackInfo& info) {
+  Args a(info, "decodeQkv", kQkvArgs);
+  Buffers b;
+  int64_t numBlocks, blockSize;
+  const pg::DecodeQkvArgs q = ParseQkv(a, b, false, numBlocks, blockSize);
+  b.Check(a);
+  pg::decode_qkv(q);
   return info.Env().Undefined();
 }
 
 // decodeSwigluMlp(x, h, g, u, normW, wg, wu, wd (each storage, offset), M, C, F, eps)
 Napi::Value DecodeSwigluMlp(const Napi::CallbackInfo& info) {
   Args a(info, "decodeSwigluMlp", 20);
-  const int64_t M = a.Size(16, "M"), C = a.Size(17, "C"), F = a.Size(18, "F");
-  const double eps = a.Num(19, "eps");
+  const int64_t M = a.Size(16, "M"), C = a.Size(17, "C"), nx = a.Mul(M, C);
+  Buffers b;
+  float* x = b.Out(a.Ptr<float>(0, "x", nx), nx);
+  float* h = b.Out(a.Ptr<float>(2, "h", nx), nx);
+  pg::DecodeMlpArgs m = ParseMlp(a, b, 4, 18, 19, M, C);
+  m.h = h;
+  b.Check(a);
+  pg::decode_swiglu_mlp(x, m);
+  return info.Env().Undefined();
+}
+
+// decodeLayer(<the 36 arguments of ParseQkv, x the residual>, o, partOut, partStats, blockTables,
+//   cuQ, contextLens (each storage, offset), nseq, maxBlocks, partitionSize, maxPartitions, scale,
+//   wo (storage, offset), g, u, mlpNormW, wg, wu, wd (each storage, offset), F, mlpEps)
+Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
+  Args a(info, "decodeLayer", kQkvArgs + 33);
+  Buffers b;
+  int64_t numBlocks, blockSize;
+  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize);
+  const int64_t M = q.M, H = q.H, D = q.D, C = q.C;
+  const size_t i = kQkvArgs;
+  const int64_t nseq = a.Size(i + 12, "nseq"), maxBlocks = a.Size(i + 13, "maxBlocks"),
+                partitionSize = a.Size(i + 14, "partitionSize"), maxPartitions = a.Size(i + 15, "maxPartitions");
+  const double scale = a.Num(i + 16, "scale");
+  if (partitionSize < 1 || partitionSize > pg::kPagedMaxPartition)
+    a.Fail("partitionSize must be in [1, " + S(pg::kPagedMaxPartition) + "], got " + S(partitionSize));
+  if (!std::isfinite(scale)) a.Fail("scale must be finite");
+  const int64_t nq = a.Mul(a.Mul(M, H), D), nPart = a.Mul(a.Mul(M, H), maxPartitions);
+  const bool split = maxPartitions > 1;  // partition scratch is used only then
+  pg::PagedAttention attn{};
+  attn.out = b.Out(a.Ptr<float>(i, "o", nq), nq);
+  float* partOut = a.Ptr<float>(i + 2, "partOut", split ? a.Mul(nPart, D) : 0);
+  float* partStats = a.Ptr<float>(i + 4, "partStats", split ? a.Mul(nPart, 2) : 0);
+  attn.part_out = split ? b.Out(partOut, nPart * D) : nullptr;
+  attn.part_stats = split ? b.Out(partStats, nPart * 2) : nullptr;
+  attn.block_tables = b.In(a.Ptr<int32_t>(i + 6, "blockTables", a.Mul(nseq, maxBlocks)), nseq * maxBlocks);
+  attn.cu_q = b.In(a.Ptr<int32_t>(i + 8, "cuQ", nseq + 1), nseq + 1);
+  attn.context_lens = b.In(a.Ptr<int32_t>(i + 10, "contextLens", nseq), nseq);
+  CheckPagedIndex(a, attn.cu_q, attn.context_lens, attn.block_tables, nseq, M, numBlocks, blockSize, maxBlocks,
+                  partitionSize, maxPartitions);
+  attn.q = q.q, attn.k_cache = q.k_cache, attn.v_cache = q.v_cache;
+  attn.nseq = nseq, attn.Tq = M, attn.H = H, attn.Hkv = q.Hkv, attn.D = D, attn.block_size = blockSize;
+  attn.max_blocks = maxBlocks, attn.partition_size = partitionSize, attn.max_partitions = maxPartitions;
+  attn.scale = static_cast<float>(scale);
+  const float* wo = b.In(a.Ptr<float>(i + 17, "wo", a.Mul(C, H * D)), C * H * D);
+  pg::DecodeMlpArgs m = ParseMlp(a, b, i + 19, i + 31, i + 32, M, C);
+  m.h = q.h;
+  b.Check(a);
+  pg::decode_layer(a.Ptr<float>(12, "x", a.Mul(M, C)), q, attn, wo, m);
+  return info.Env().Undefined();
+}
+
+// decodeLogits(logits, h, x, normW, w (each storage, offset), M, C, V, eps)
+Napi::Value DecodeLogits(const Napi::CallbackInfo& info) {
+  Args a(info, "decodeLogits", 14);
+  const int64_t M = a.Size(10, "M"), C = a.Size(11, "C"), V = a.Size(12, "V");
+  const double eps = a.Num(13, "eps");
   if (!(eps > 0)) a.Fail("eps must be > 0");
-  const int64_t nx = a.Mul(M, C), nf = a.Mul(M, F), nw = a.Mul(F, C);
-  float* x = a.Ptr<float>(0, "x", nx);
-  float* h = a.Ptr<float>(2, "h", nx);
-  float* g = a.Ptr<float>(4, "g", nf);
-  float* u = a.Ptr<float>(6, "u", nf);
-  const float* normW = a.Ptr<float>(8, "normW", C);
-  const float* wg = a.Ptr<float>(10, "wg", nw);
-  const float* wu = a.Ptr<float>(12, "wu", nw);
-  const float* wd = a.Ptr<float>(14, "wd", nw);
-  const std::pair<float*, int64_t> writes[] = {{x, nx}, {h, nx}, {g, nf}, {u, nf}};
-  for (size_t i = 0; i < 4; ++i) {
-    NoOverlap(a, "an output", writes[i].first, writes[i].second, {{normW, C}, {wg, nw}, {wu, nw}, {wd, nw}});
-    for (size_t j = i + 1; j < 4; ++j)
-      if (Overlap(writes[i].first, writes[i].second, writes[j].first, writes[j].second)) a.Fail("two outputs overlap");
-  }
-  pg::decode_swiglu_mlp(x, h, g, u, normW, static_cast<float>(eps), wg, wu, wd, M, C, F);
+  const int64_t nx = a.Mul(M, C), nl = a.Mul(M, V);
+  Buffers b;
+  float* logits = b.Out(a.Ptr<float>(0, "logits", nl), nl);
+  float* h = b.Out(a.Ptr<float>(2, "h", nx), nx);
+  const float* x = b.In(a.Ptr<float>(4, "x", nx), nx);
+  const float* normW = b.In(a.Ptr<float>(6, "normW", C), C);
+  const float* w = b.In(a.Ptr<float>(8, "w", a.Mul(V, C)), V * C);
+  b.Check(a);
+  pg::decode_logits(logits, h, x, normW, static_cast<float>(eps), w, M, C, V);
   return info.Env().Undefined();
 }
 
@@ -107,6 +205,8 @@ void RegisterGemv(Napi::Env env, Napi::Object exports) {
   exports.Set("gemv", Napi::Function::New(env, Gemv, "gemv"));
   exports.Set("decodeQkv", Napi::Function::New(env, DecodeQkv, "decodeQkv"));
   exports.Set("decodeSwigluMlp", Napi::Function::New(env, DecodeSwigluMlp, "decodeSwigluMlp"));
+  exports.Set("decodeLayer", Napi::Function::New(env, DecodeLayer, "decodeLayer"));
+  exports.Set("decodeLogits", Napi::Function::New(env, DecodeLogits, "decodeLogits"));
 }
 
 }  // namespace pgnode

@@ -13,6 +13,34 @@ namespace {
 
 std::string S(int64_t v) { return std::to_string(v); }
 
+}  // namespace
+
+void CheckPagedIndex(const Args& a, const int32_t* cu, const int32_t* ctx, const int32_t* tables, int64_t nseq,
+                     int64_t Tq, int64_t numBlocks, int64_t blockSize, int64_t maxBlocks, int64_t partitionSize,
+                     int64_t maxPartitions) {
+  if (cu[0] != 0) a.Fail("cuQ[0] must be 0, got " + S(cu[0]));
+  if (cu[nseq] != Tq) a.Fail("cuQ[" + S(nseq) + "] = " + S(cu[nseq]) + " must equal Tq = " + S(Tq));
+  for (int64_t s = 0; s < nseq; ++s) {
+    const int64_t qlen = static_cast<int64_t>(cu[s + 1]) - cu[s];
+    if (qlen < 0) a.Fail("cuQ must not decrease at index " + S(s + 1));
+    const int64_t len = ctx[s];
+    if (len < qlen) a.Fail("contextLens[" + S(s) + "] = " + S(len) + " is less than its " + S(qlen) + " query rows");
+    if (len > a.Mul(maxBlocks, blockSize))
+      a.Fail("contextLens[" + S(s) + "] = " + S(len) + " exceeds maxBlocks * blockSize = " + S(maxBlocks * blockSize));
+    if ((len + partitionSize - 1) / partitionSize > maxPartitions)
+      a.Fail("contextLens[" + S(s) + "] = " + S(len) + " needs more than maxPartitions = " + S(maxPartitions) +
+             " partitions of " + S(partitionSize));
+    if (qlen == 0) continue;
+    for (int64_t b = 0; b < (len + blockSize - 1) / blockSize; ++b) {
+      const int32_t blk = tables[s * maxBlocks + b];
+      if (blk < 0 || blk >= numBlocks)
+        a.Fail("blockTables[" + S(s) + "][" + S(b) + "] = " + S(blk) + " is outside [0, " + S(numBlocks) + ")");
+    }
+  }
+}
+
+namespace {
+
 // pagedKvStore(kCache, vCache, k, v, slotMapping (each storage, offset), T, Hkv, D, numBlocks, blockSize)
 Napi::Value PagedKvStore(const Napi::CallbackInfo& info) {
   Args a(info, "pagedKvStore", 15);
@@ -53,8 +81,10 @@ Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info) {
   const int64_t nq = a.Mul(a.Mul(Tq, H), D), nPart = a.Mul(a.Mul(Tq, H), maxPartitions);
   const int64_t cacheSize = a.Mul(a.Mul(a.Mul(numBlocks, blockSize), Hkv), D);
   float* out = a.Ptr<float>(0, "out", nq);
-  float* partOut = a.Ptr<float>(2, "partOut", a.Mul(nPart, D));
-  float* partStats = a.Ptr<float>(4, "partStats", a.Mul(nPart, 2));
+  // Partition scratch is used only when a row may span several partitions.
+  const bool split = maxPartitions > 1;
+  float* partOut = a.Ptr<float>(2, "partOut", split ? a.Mul(nPart, D) : 0);
+  float* partStats = a.Ptr<float>(4, "partStats", split ? a.Mul(nPart, 2) : 0);
   const float* q = a.Ptr<float>(6, "q", nq);
   const float* kc = a.Ptr<float>(8, "kCache", cacheSize);
   const float* vc = a.Ptr<float>(10, "vCache", cacheSize);
@@ -62,33 +92,16 @@ Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info) {
   const int32_t* cu = a.Ptr<int32_t>(14, "cuQ", nseq + 1);
   const int32_t* ctx = a.Ptr<int32_t>(16, "contextLens", nseq);
   // Nothing the kernel writes may share bytes with an index it trusts.
-  const int64_t sizes[3] = {nq, nPart * D, nPart * 2};
+  const int64_t sizes[3] = {nq, split ? nPart * D : 0, split ? nPart * 2 : 0};
   const float* outs[3] = {out, partOut, partStats};
   for (int i = 0; i < 3; ++i)
     if (Overlap(outs[i], sizes[i], tables, nseq * maxBlocks) || Overlap(outs[i], sizes[i], cu, nseq + 1) ||
         Overlap(outs[i], sizes[i], ctx, nseq))
       a.Fail("an output overlaps blockTables, cuQ or contextLens");
-  if (cu[0] != 0) a.Fail("cuQ[0] must be 0, got " + S(cu[0]));
-  if (cu[nseq] != Tq) a.Fail("cuQ[" + S(nseq) + "] = " + S(cu[nseq]) + " must equal Tq = " + S(Tq));
-  for (int64_t s = 0; s < nseq; ++s) {
-    const int64_t qlen = static_cast<int64_t>(cu[s + 1]) - cu[s];
-    if (qlen < 0) a.Fail("cuQ must not decrease at index " + S(s + 1));
-    const int64_t len = ctx[s];
-    if (len < qlen) a.Fail("contextLens[" + S(s) + "] = " + S(len) + " is less than its " + S(qlen) + " query rows");
-    if (len > a.Mul(maxBlocks, blockSize))
-      a.Fail("contextLens[" + S(s) + "] = " + S(len) + " exceeds maxBlocks * blockSize = " + S(maxBlocks * blockSize));
-    if ((len + partitionSize - 1) / partitionSize > maxPartitions)
-      a.Fail("contextLens[" + S(s) + "] = " + S(len) + " needs more than maxPartitions = " + S(maxPartitions) +
-             " partitions of " + S(partitionSize));
-    if (qlen == 0) continue;
-    for (int64_t b = 0; b < (len + blockSize - 1) / blockSize; ++b) {
-      const int32_t blk = tables[s * maxBlocks + b];
-      if (blk < 0 || blk >= numBlocks)
-        a.Fail("blockTables[" + S(s) + "][" + S(b) + "] = " + S(blk) + " is outside [0, " + S(numBlocks) + ")");
-    }
-  }
-  pg::paged_attention_forward(out, partOut, partStats, q, kc, vc, tables, cu, ctx, nseq, Tq, H, Hkv, D, blockSize,
-                              maxBlocks, partitionSize, maxPartitions, static_cast<float>(scale));
+  CheckPagedIndex(a, cu, ctx, tables, nseq, Tq, numBlocks, blockSize, maxBlocks, partitionSize, maxPartitions);
+  pg::paged_attention_forward({out, split ? partOut : nullptr, split ? partStats : nullptr, q, kc, vc, tables, cu, ctx,
+                               nseq, Tq, H, Hkv, D, blockSize, maxBlocks, partitionSize, maxPartitions,
+                               static_cast<float>(scale)});
   return info.Env().Undefined();
 }
 

@@ -1,6 +1,6 @@
 // A decoder layer's pieces for decoding (a few rows), fused around the GEMVs of gemv.cpp: one
-// parallel region per piece, the threads meeting at spin barriers between its phases, so a
-// layer wakes the pool three times instead of a dozen. The arithmetic is that of the separate
+// parallel region per piece, the threads meeting at spin barriers between its phases; the whole
+// layer (decode_layer) is one region, so a layer wakes the pool once instead of a dozen times. The arithmetic is that of the separate
 // ops (rmsnorm_forward, rope_forward, swiglu_forward are called on each thread's share), so the
 // fused path gives the same results as the module path up to the GEMV's summation order.
 #include <algorithm>
@@ -11,6 +11,7 @@
 #include "gemv_kernels.h"
 #include "patentgpt/gemv.h"
 #include "patentgpt/ops.h"
+#include "patentgpt/paged_attention.h"
 #include "patentgpt/runtime.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -82,63 +83,112 @@ void norm_rows(float* h, const float* x, const float* w, float eps, int64_t M, i
   }
 }
 
+// y (M, N) += x (M, K) @ W (N, K)^T over this thread's tiles of y's columns.
+void linear_share(int part, int parts, float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K) {
+  using gemv_detail::kTileRows;
+  const int64_t tiles = (N + kTileRows - 1) / kTileRows;
+  const int64_t c0 = std::min(N, share(tiles, part, parts) * kTileRows);
+  const int64_t c1 = std::min(N, share(tiles, part + 1, parts) * kTileRows);
+  gemv_rows(GemvTarget{w, N, K, y, N, true}, x, K, M, K, c0, c1);
+}
+
+// Phase helpers: each runs this thread's share (part of parts) of one piece, the threads meeting
+// at `barrier` where a phase reads what the others wrote.
+
+// h = rmsnorm(x); q, k, v with RoPE; k, v into the caches. Split by heads.
+void qkv_share(int part, int parts, SpinBarrier& barrier, const DecodeQkvArgs& a) {
+  norm_rows(a.h, a.x, a.norm_w, a.eps, a.M, a.C, part, parts);
+  barrier.wait();
+  const int64_t D = a.D, H = a.H, Hkv = a.Hkv;
+  const int64_t units = H + 2 * Hkv;  // heads of q, then k, then v: D rows of weights each
+  const int64_t u0 = share(units, part, parts), u1 = share(units, part + 1, parts);
+  // This thread's heads of each projection: [a, b) of q, of k, of v.
+  struct Part {
+    const float* w;
+    float* y;
+    int64_t heads, first;
+  } parts3[3] = {{a.wq, a.q, H, 0}, {a.wk, a.k, Hkv, H}, {a.wv, a.v, Hkv, H + Hkv}};
+  for (int i = 0; i < 3; ++i) {
+    const Part& p = parts3[i];
+    const int64_t h0 = std::max(u0, p.first) - p.first, h1 = std::min(u1, p.first + p.heads) - p.first;
+    if (h0 >= h1) continue;
+    const GemvTarget t{p.w, p.heads * D, a.C, p.y, p.heads * D, false};
+    gemv_rows(t, a.h, a.C, a.M, a.C, h0 * D, h1 * D);
+    for (int64_t m = 0; m < a.M; ++m) {
+      float* row = p.y + m * p.heads * D + h0 * D;
+      if (i < 2) rope_forward(row, row, a.pos + m, 1, h1 - h0, D, a.theta, a.pos_scale);
+      const int64_t s = a.slot_mapping[m];
+      if (i > 0 && s >= 0)
+        std::memcpy((i == 1 ? a.k_cache : a.v_cache) + (s * Hkv + h0) * D, row,
+                    static_cast<size_t>((h1 - h0) * D) * sizeof(float));
+    }
+  }
+}
+
+// x += down(silu(gate(h)) * up(h)), h = rmsnorm(x). Gate/up split by their rows, down by x's columns.
+void mlp_share(int part, int parts, SpinBarrier& barrier, float* x, const DecodeMlpArgs& a) {
+  using gemv_detail::kTileRows;
+  const int64_t M = a.M, C = a.C, F = a.F;
+  norm_rows(a.h, x, a.norm_w, a.eps, M, C, part, parts);
+  barrier.wait();
+  // Gate and up over the same rows, then silu(gate) * up on them, into g.
+  const int64_t tiles = (F + kTileRows - 1) / kTileRows;
+  const int64_t j0 = std::min(F, share(tiles, part, parts) * kTileRows);
+  const int64_t j1 = std::min(F, share(tiles, part + 1, parts) * kTileRows);
+  if (j0 < j1) {
+    gemv_rows(GemvTarget{a.wg, F, C, a.g, F, false}, a.h, C, M, C, j0, j1);
+    gemv_rows(GemvTarget{a.wu, F, C, a.u, F, false}, a.h, C, M, C, j0, j1);
+    for (int64_t m = 0; m < M; ++m) swiglu_forward(a.g + m * F + j0, a.g + m * F + j0, a.u + m * F + j0, j1 - j0);
+  }
+  barrier.wait();
+  // x += g @ Wd^T over this thread's columns of x.
+  linear_share(part, parts, x, a.g, a.wd, M, C, F);
+}
+
 }  // namespace
 
-void decode_qkv(float* q, float* k, float* v, float* h, float* k_cache, float* v_cache, const float* x,
-                const float* norm_w, float eps, const float* wq, const float* wk, const float* wv, const int32_t* pos,
-                const int32_t* slot_mapping, int64_t M, int64_t C, int64_t H, int64_t Hkv, int64_t D, float theta,
-                float pos_scale) {
-  if (M <= 0) return;
-  const int64_t units = H + 2 * Hkv;  // heads of q, then k, then v: D rows of weights each
-  region(worth_threads(M, units * D * C), [&](int part, int parts, SpinBarrier& barrier) {
-    norm_rows(h, x, norm_w, eps, M, C, part, parts);
+void decode_qkv(const DecodeQkvArgs& a) {
+  if (a.M <= 0) return;
+  region(worth_threads(a.M, (a.H + 2 * a.Hkv) * a.D * a.C),
+         [&](int part, int parts, SpinBarrier& barrier) { qkv_share(part, parts, barrier, a); });
+}
+
+void decode_swiglu_mlp(float* x, const DecodeMlpArgs& a) {
+  if (a.M <= 0) return;
+  region(worth_threads(a.M, 3 * a.F * a.C),
+         [&](int part, int parts, SpinBarrier& barrier) { mlp_share(part, parts, barrier, x, a); });
+}
+
+void decode_layer(float* x, const DecodeQkvArgs& qkv, const PagedAttention& attn, const float* wo,
+                  const DecodeMlpArgs& mlp) {
+  if (qkv.M <= 0) return;
+  const int64_t C = qkv.C, HD = qkv.H * qkv.D;
+  region(true, [&](int part, int parts, SpinBarrier& barrier) {
+    qkv_share(part, parts, barrier, qkv);
     barrier.wait();
-    const int64_t u0 = share(units, part, parts), u1 = share(units, part + 1, parts);
-    // This thread's heads of each projection: [a, b) of q, of k, of v.
-    struct Part {
-      const float* w;
-      float* y;
-      int64_t heads, first;
-    } parts3[3] = {{wq, q, H, 0}, {wk, k, Hkv, H}, {wv, v, Hkv, H + Hkv}};
-    for (int i = 0; i < 3; ++i) {
-      const Part& p = parts3[i];
-      const int64_t a = std::max(u0, p.first) - p.first, b = std::min(u1, p.first + p.heads) - p.first;
-      if (a >= b) continue;
-      const GemvTarget t{p.w, p.heads * D, C, p.y, p.heads * D, false};
-      gemv_rows(t, h, C, M, C, a * D, b * D);
-      for (int64_t m = 0; m < M; ++m) {
-        float* row = p.y + m * p.heads * D + a * D;
-        if (i < 2) rope_forward(row, row, pos + m, 1, b - a, D, theta, pos_scale);
-        const int64_t s = slot_mapping[m];
-        if (i > 0 && s >= 0)
-          std::memcpy((i == 1 ? k_cache : v_cache) + (s * Hkv + a) * D, row, static_cast<size_t>((b - a) * D) * sizeof(float));
-      }
+    paged_attention_tasks(attn, share(attn.tasks(), part, parts), share(attn.tasks(), part + 1, parts));
+    if (attn.merges() > 0) {
+      barrier.wait();
+      paged_attention_merges(attn, share(attn.merges(), part, parts), share(attn.merges(), part + 1, parts));
     }
+    barrier.wait();
+    linear_share(part, parts, x, attn.out, wo, qkv.M, C, HD);  // x += o @ Wo^T
+    barrier.wait();
+    mlp_share(part, parts, barrier, x, mlp);
   });
 }
 
-void decode_swiglu_mlp(float* x, float* h, float* g, float* u, const float* norm_w, float eps, const float* wg,
-                       const float* wu, const float* wd, int64_t M, int64_t C, int64_t F) {
+void decode_logits(float* logits, float* h, const float* x, const float* norm_w, float eps, const float* w, int64_t M,
+                   int64_t C, int64_t V) {
   if (M <= 0) return;
-  using gemv_detail::kTileRows;
-  region(worth_threads(M, 3 * F * C), [&](int part, int parts, SpinBarrier& barrier) {
+  region(worth_threads(M, V * C), [&](int part, int parts, SpinBarrier& barrier) {
     norm_rows(h, x, norm_w, eps, M, C, part, parts);
     barrier.wait();
-    // Gate and up over the same rows, then silu(gate) * up on them, into g.
-    const int64_t tiles = (F + kTileRows - 1) / kTileRows;
-    const int64_t j0 = std::min(F, share(tiles, part, parts) * kTileRows);
-    const int64_t j1 = std::min(F, share(tiles, part + 1, parts) * kTileRows);
-    if (j0 < j1) {
-      gemv_rows(GemvTarget{wg, F, C, g, F, false}, h, C, M, C, j0, j1);
-      gemv_rows(GemvTarget{wu, F, C, u, F, false}, h, C, M, C, j0, j1);
-      for (int64_t m = 0; m < M; ++m) swiglu_forward(g + m * F + j0, g + m * F + j0, u + m * F + j0, j1 - j0);
-    }
-    barrier.wait();
-    // x += g @ Wd^T over this thread's columns of x.
-    const int64_t ct = (C + kTileRows - 1) / kTileRows;
-    const int64_t c0 = std::min(C, share(ct, part, parts) * kTileRows);
-    const int64_t c1 = std::min(C, share(ct, part + 1, parts) * kTileRows);
-    gemv_rows(GemvTarget{wd, C, F, x, C, true}, g, F, M, F, c0, c1);
+    using gemv_detail::kTileRows;
+    const int64_t tiles = (V + kTileRows - 1) / kTileRows;
+    const int64_t j0 = std::min(V, share(tiles, part, parts) * kTileRows);
+    const int64_t j1 = std::min(V, share(tiles, part + 1, parts) * kTileRows);
+    gemv_rows(GemvTarget{w, V, C, logits, V, false}, h, C, M, C, j0, j1);
   });
 }
 

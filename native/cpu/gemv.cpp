@@ -14,7 +14,7 @@ namespace gemv_detail {
 namespace {
 
 void rows_scalar(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1) {
-  rows_impl<4, 2, kTileRows>(t, x, ldx, M, K, j0, j1);
+  rows_by_m<4, 12, 2, 6, 3, 4>(t, x, ldx, M, K, j0, j1);
 }
 
 RowsFn pick_rows() {

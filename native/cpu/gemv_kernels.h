@@ -1,11 +1,13 @@
 // Private to the GEMV family (gemv.cpp, gemv_avx512.cpp, gemv_avx2.cpp): the register-blocked
-// skinny product that each ISA's file instantiates with its vector width and block.
+// skinny product that each ISA's file instantiates with its vector width and tile shapes.
 //
-// A tile is MR rows of x against NR rows of W (NR outputs each): per step of k it loads NR
-// vectors of W and MR of x and does MR x NR FMAs into whole-vector accumulators, reduced across
+// A tile is MR rows of x against NR rows of W (NR outputs each): per step of k it loads MR
+// vectors of x and NR of W and does MR x NR FMAs into whole-vector accumulators, reduced across
 // lanes once at the end of K. W rows are read straight from the model's storage, each row once
-// per tile of x rows; while the first x tile streams a W tile from memory, the next W tile is
-// prefetched, so the NR row streams plus the prefetch keep the memory system busy.
+// per tile of x rows. The tile's shape depends on M (rows_by_m): a single row of x wants many W
+// rows in flight (measured on Zen 4 with K = 768: 16 rows streamed at once read W at the read
+// bandwidth, 4 rows at two thirds of it: each row is only 48 cache lines, too short for the
+// hardware prefetcher to run ahead of one stream); more rows of x want each W vector reused.
 //
 // Everything in the anonymous namespace is compiled separately in each ISA's file with that
 // file's flags: nothing here may be a non-inline symbol shared across those files.
@@ -13,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "patentgpt/gemv.h"
 
@@ -27,8 +30,9 @@ using RowsFn = void (*)(const GemvTarget& t, const float* x, int64_t ldx, int64_
                         int64_t j1);
 void rows_avx512(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1);
 void rows_avx2(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1);
-// Rows of W per tile, the unit the threads share (the same on every ISA).
-constexpr int64_t kTileRows = 4;
+// Rows of W the threads share out in (the same on every ISA): a multiple of every tile's NR,
+// so only a target's last tile is partial.
+constexpr int64_t kTileRows = 48;
 
 namespace {
 
@@ -52,15 +56,22 @@ inline typename Vec<VW>::type load(const float* p) {
   return v;
 }
 
+// Lanes [Off, Off + VW / 2) of v.
+template <int VW, int Off, size_t... I>
+inline typename Vec<VW / 2>::type half(typename Vec<VW>::type v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, (static_cast<int>(I) + Off)...);
+}
+
+// The sum of v's lanes by halving (lanes l and l + VW / 2 first): a tree, not a VW-deep chain,
+// in vector registers (through memory it cost a fifth of the M = 16 product's time).
 template <int VW>
-inline float lane_sum(typename Vec<VW>::type v) {  // a tree, not a VW-deep chain
-  float t[VW];
-  std::memcpy(t, &v, sizeof t);
-#pragma GCC unroll 8
-  for (int w = VW / 2; w >= 1; w /= 2)
-#pragma GCC unroll 16
-    for (int l = 0; l < w; ++l) t[l] += t[l + w];
-  return t[0];
+inline float lane_sum(typename Vec<VW>::type v) {
+  if constexpr (VW == 2) {
+    return v[0] + v[1];
+  } else {
+    constexpr auto lanes = std::make_index_sequence<VW / 2>{};
+    return lane_sum<VW / 2>(half<VW, 0>(v, lanes) + half<VW, VW / 2>(v, lanes));
+  }
 }
 
 // y[m][n] (+)= dot(x[m], w[n]) for m < MR, n < NR; `next` (or null) is the W tile to prefetch.
@@ -111,13 +122,14 @@ inline void tile(const float* __restrict x, int64_t ldx, const float* __restrict
     }
 }
 
-// Rows [j0, j1) of t: W tiles of NR rows in order, each against every MR-row tile of x.
-template <int VW, int MR, int NR>
+// Rows [j0, j1) of t: W tiles of NR rows in order, each against every MR-row tile of x; with
+// `prefetch`, the next W tile is prefetched while the first x tile streams this one.
+template <int VW, int MR, int NR, bool prefetch>
 void rows_impl(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1) {
   for (int64_t j = j0; j < j1; j += NR) {
     const int nr = static_cast<int>(j1 - j < NR ? j1 - j : NR);
     const float* w = t.w + j * t.ldw;
-    const float* next = j + 2 * NR <= j1 ? w + NR * t.ldw : nullptr;
+    const float* next = prefetch && j + 2 * NR <= j1 ? w + NR * t.ldw : nullptr;
     for (int64_t m0 = 0; m0 < M; m0 += MR) {
       const int mr = static_cast<int>(M - m0 < MR ? M - m0 : MR);
       with_count<MR>(mr, [&](auto mc) {
@@ -128,6 +140,19 @@ void rows_impl(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int6
       });
     }
   }
+}
+
+// The tile shape for M rows: one row (NR1 rows of W in flight), two or three (MR2 x NR2), four
+// and more (MR4 x NR4, with prefetch: measured faster there, slower for one row).
+template <int VW, int NR1, int MR2, int NR2, int MR4, int NR4>
+void rows_by_m(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1) {
+  static_assert(kTileRows % NR1 == 0 && kTileRows % NR2 == 0 && kTileRows % NR4 == 0, "tiles must not straddle");
+  if (M == 1)
+    rows_impl<VW, 1, NR1, false>(t, x, ldx, M, K, j0, j1);
+  else if (M < MR4)
+    rows_impl<VW, MR2, NR2, false>(t, x, ldx, M, K, j0, j1);
+  else
+    rows_impl<VW, MR4, NR4, true>(t, x, ldx, M, K, j0, j1);
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 // handles decode rows (one query per sequence) and prefill chunks (several causal queries per
 // sequence over a cached prefix) alike. A row's context is split in partitions of at most
 // partition_size tokens, each done by one task (parallelism for long contexts and few rows);
-// partials (max, exp-sum, unnormalised output) are merged afterwards. Softmax is in f32.
+// partials (max, exp-sum, unnormalised output) are merged afterwards; a row of one partition is
+// finished by its task. The phases are exposed (paged_attention_tasks / _merges) so the fused
+// decoder layer of decode.cpp can share them out inside its own parallel region. Softmax is in f32.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -33,21 +35,17 @@ void paged_kv_store(float* k_cache, float* v_cache, const float* k, const float*
 
 namespace {
 
-struct Geometry {
-  const int32_t* block_tables;
-  int64_t H, Hkv, D, block_size, max_blocks;
-  float scale;
-};
-
 // One (row, head, partition): positions [p0, p1) of the sequence whose table is `table`.
-// Writes m = max score, l = sum exp(score - m), acc (D) = sum exp(score - m) * v.
+// Writes m = max score, l = sum exp(score - m), acc (D) = sum exp(score - m) * v; with
+// `normalise` (the row's only partition), acc / l instead.
 PG_CLONES void partition_attend(float* acc, float* stats, const float* qh, const float* k_cache, const float* v_cache,
-                                const int32_t* table, int64_t kvh, int64_t p0, int64_t p1, const Geometry& g) {
+                                const int32_t* table, int64_t kvh, int64_t p0, int64_t p1, const PagedAttention& g,
+                                bool normalise) {
   float scores[kPagedMaxPartition];
   const int64_t D = g.D, row = g.Hkv * g.D;
   float m = -INFINITY;
   for (int64_t t = p0; t < p1; ++t) {
-    const float* kt = k_cache + (static_cast<int64_t>(table[t / g.block_size]) * g.block_size + t % g.block_size) * row + kvh * D;
+    const float* kt = g.k_cache + (static_cast<int64_t>(table[t / g.block_size]) * g.block_size + t % g.block_size) * row + kvh * D;
     float lanes[16] = {};
     int64_t d = 0;
     for (; d + 16 <= D; d += 16)
@@ -67,12 +65,17 @@ PG_CLONES void partition_attend(float* acc, float* stats, const float* qh, const
   }
   for (int64_t d = 0; d < D; ++d) acc[d] = 0;
   for (int64_t t = p0; t < p1; ++t) {
-    const float* vt = v_cache + (static_cast<int64_t>(table[t / g.block_size]) * g.block_size + t % g.block_size) * row + kvh * D;
+    const float* vt = g.v_cache + (static_cast<int64_t>(table[t / g.block_size]) * g.block_size + t % g.block_size) * row + kvh * D;
     const float e = scores[t - p0];
     for (int64_t d = 0; d < D; ++d) acc[d] += e * vt[d];
   }
-  stats[0] = m;
-  stats[1] = l;
+  if (normalise) {
+    const float inv = l > 0 ? 1.0f / l : 0.0f;
+    for (int64_t d = 0; d < D; ++d) acc[d] *= inv;
+  } else {
+    stats[0] = m;
+    stats[1] = l;
+  }
 }
 
 // out (D) = sum_p exp(m_p - M) acc_p / sum_p exp(m_p - M) l_p over the n partitions.
@@ -101,37 +104,53 @@ int64_t row_length(const int32_t* cu_q, const int32_t* context_lens, int64_t s, 
   return context_lens[s] - qlen + (r - cu_q[s]) + 1;
 }
 
+// Below this many key and value floats read, waking the pool costs more than a second core
+// saves (one decode row of 12 heads of 64 reaches it at ~170 tokens of context).
+constexpr int64_t kParallelWork = 1 << 18;
+
 }  // namespace
 
-void paged_attention_forward(float* out, float* part_out, float* part_stats, const float* q, const float* k_cache,
-                             const float* v_cache, const int32_t* block_tables, const int32_t* cu_q,
-                             const int32_t* context_lens, int64_t nseq, int64_t Tq, int64_t H, int64_t Hkv, int64_t D,
-                             int64_t block_size, int64_t max_blocks, int64_t partition_size, int64_t max_partitions,
-                             float scale) {
-  const Geometry g{block_tables, H, Hkv, D, block_size, max_blocks, scale};
-  const int64_t P = max_partitions;
-  // Phase 1: tasks (row, head, partition); partitions past a row's length do nothing.
-  parallel_for(Tq * H * P, 4, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t p = i % P, h = (i / P) % H, r = i / (P * H);
-      const int64_t s = seq_of_row(cu_q, nseq, r);
-      const int64_t len = row_length(cu_q, context_lens, s, r);
-      const int64_t p0 = p * partition_size, p1 = std::min(len, p0 + partition_size);
-      if (p0 >= p1) continue;
-      partition_attend(part_out + i * D, part_stats + 2 * i, q + (r * H + h) * D, k_cache, v_cache,
-                       block_tables + s * max_blocks, h / (H / Hkv), p0, p1, g);
-    }
-  });
-  // Phase 2: merge each (row, head)'s partitions by max and exp-sum.
-  parallel_for(Tq * H, 16, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t r = i / H;
-      const int64_t s = seq_of_row(cu_q, nseq, r);
-      const int64_t len = row_length(cu_q, context_lens, s, r);
-      const int64_t n = (len + partition_size - 1) / partition_size;
-      merge_partitions(out + i * D, part_out + i * P * D, part_stats + 2 * i * P, n, D);
-    }
-  });
+int64_t PagedAttention::work() const {
+  int64_t total = 0;
+  for (int64_t s = 0; s < nseq; ++s) total += static_cast<int64_t>(cu_q[s + 1] - cu_q[s]) * context_lens[s];
+  return total * H * D * 2;
+}
+
+void paged_attention_tasks(const PagedAttention& a, int64_t i0, int64_t i1) {
+  const int64_t P = a.max_partitions, H = a.H, D = a.D;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t p = i % P, h = (i / P) % H, r = i / (P * H);
+    const int64_t s = seq_of_row(a.cu_q, a.nseq, r);
+    const int64_t len = row_length(a.cu_q, a.context_lens, s, r);
+    const int64_t p0 = p * a.partition_size, p1 = std::min(len, p0 + a.partition_size);
+    if (p0 >= p1) continue;
+    const bool alone = len <= a.partition_size;  // one partition: straight into out
+    partition_attend(alone ? a.out + (r * H + h) * D : a.part_out + i * D, alone ? nullptr : a.part_stats + 2 * i,
+                     a.q + (r * H + h) * D, a.k_cache, a.v_cache, a.block_tables + s * a.max_blocks, h / (H / a.Hkv),
+                     p0, p1, a, alone);
+  }
+}
+
+void paged_attention_merges(const PagedAttention& a, int64_t i0, int64_t i1) {
+  const int64_t P = a.max_partitions, H = a.H, D = a.D;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t r = i / H;
+    const int64_t s = seq_of_row(a.cu_q, a.nseq, r);
+    const int64_t len = row_length(a.cu_q, a.context_lens, s, r);
+    if (len <= a.partition_size) continue;  // done by its task
+    const int64_t n = (len + a.partition_size - 1) / a.partition_size;
+    merge_partitions(a.out + i * D, a.part_out + i * P * D, a.part_stats + 2 * i * P, n, D);
+  }
+}
+
+void paged_attention_forward(const PagedAttention& a) {
+  if (a.work() < kParallelWork) {
+    paged_attention_tasks(a, 0, a.tasks());
+    paged_attention_merges(a, 0, a.merges());
+    return;
+  }
+  parallel_for(a.tasks(), 4, [&](int64_t i0, int64_t i1) { paged_attention_tasks(a, i0, i1); });
+  parallel_for(a.merges(), 16, [&](int64_t i0, int64_t i1) { paged_attention_merges(a, i0, i1); });
 }
 
 }  // namespace pg

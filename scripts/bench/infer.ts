@@ -1,4 +1,5 @@
 // npm run bench -- infer [--preset llama-110m] [--threads 2] [--new 64] [--streams 1,4,16,64] [--rounds 4] [--no-peers]
+//                        [--profile-only]
 // The inference engine on an f32 model (random weights of the preset; speed does not depend on
 // their values):
 // - single-stream decode tokens/s beside transformers' generate() on the same weights (saved as
@@ -9,6 +10,11 @@
 //   triad (y += a * x over 3 x 128 MiB, our thread pool) measured in the same run;
 // - aggregate tokens/s with 1, 4, 16 and 64 concurrent requests (continuous batching);
 // - KV cache bytes per token;
+// - the decode step taken apart, robust to machine load: native calls, storages allocated and
+//   bytes per step, each native call's minimum time over the steps of one request (and the GB/s
+//   of weights it streams), the step's minimum beside the bound, the JavaScript/engine time per
+//   step; the GEMV alone against the triad in interleaved rounds (best of each: the kernel's own
+//   share of bandwidth); GEMV and GEMM GFLOP/s on both sides of the GEMV_MAX_ROWS cut-over;
 // - responsiveness: the main thread's event-loop delay (p99, max) while 16 requests generate,
 //   with Engine (steps on this thread, yielding between them) and ThreadedEngine (steps in a
 //   worker thread).
@@ -28,7 +34,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Engine, ThreadedEngine, kvBytesPerToken } from '../../src/infer/index.js';
 import { LlamaForCausalLM, preset, savePretrained } from '../../src/models/index.js';
 import { addon } from '../../src/tensor/addon.js';
-import { Tensor, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
+import { GEMV_MAX_ROWS, Tensor, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
 import { findPython } from './_peers.js';
 
 function arg(name: string, fallback: string): string {
@@ -40,16 +46,17 @@ const presetName = arg('preset', 'llama-110m');
 const threads = setNumThreads(Number(arg('threads', '2')));
 const nNew = Number(arg('new', '64'));
 const streams = arg('streams', '1,4,16,64').split(',').map(Number);
-const noPeers = process.argv.includes('--no-peers');
+const profileOnly = process.argv.includes('--profile-only');
+const noPeers = profileOnly || process.argv.includes('--no-peers');
 
-/** GB/s of y += a * x (reads x and y, writes y) over n floats, best of 5. */
-function triadGBs(n = 32 * 2 ** 20): number {
+/** GB/s of y += a * x (reads x and y, writes y) over n floats, best of `reps`. */
+function triadGBs(reps = 5, n = 32 * 2 ** 20): number {
   const x = Tensor.full([n], 1);
   const y = Tensor.full([n], 2);
   const run = (): void => addon().axpy(y.storage, y.offset, x.storage, x.offset, 1e-3, n);
   run();
   let best = Infinity;
-  for (let r = 0; r < 5; r++) {
+  for (let r = 0; r < reps; r++) {
     const t0 = performance.now();
     run();
     best = Math.min(best, (performance.now() - t0) / 1e3);
@@ -57,6 +64,18 @@ function triadGBs(n = 32 * 2 ** 20): number {
   x.dispose();
   y.dispose();
   return (3 * n * 4) / best / 1e9;
+}
+
+/**
+ * GB/s of a read-only stream (the sum of n floats, our thread pool), best of `reps`: what a
+ * decode step does with its weights. On some machines it is well below the triad's figure (a
+ * 2-core EPYC VM: ~27 vs ~40-50 GB/s), which then bounds decoding lower than the triad does.
+ */
+function readGBs(reps = 5, n = 32 * 2 ** 20): number {
+  const x = Tensor.full([n], 1);
+  const s = bestSeconds(() => addon().sum(x.storage, x.offset, n), reps);
+  x.dispose();
+  return (n * 4) / s / 1e9;
 }
 
 const cfg = preset(presetName).config;
@@ -107,6 +126,183 @@ async function aggregate(k: number): Promise<[number, number]> {
 }
 
 await singleStream(); // warm-up
+
+/** Seconds of the fastest of `reps` runs of fn (min-of-N: robust to other processes' load). */
+function bestSeconds(fn: () => void, reps: number): number {
+  let best = Infinity;
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    fn();
+    best = Math.min(best, (performance.now() - t0) / 1e3);
+  }
+  return best;
+}
+
+interface OpProfile { calls: number; minMs: number; weightBytes: number }
+/**
+ * One request of `steps` decode steps with every addon function wrapped: calls, time and
+ * storages allocated per step, each call's minimum over the run, and the step's minimum wall
+ * time (between two deltas) and minimum time outside native calls.
+ */
+async function profileDecode(steps: number, requests: number): Promise<{
+  ops: Map<string, OpProfile>; callsPerStep: number; allocsPerStep: number; allocBytesPerStep: number;
+  stepMinMs: number; stepMedianMs: number; outsideMinMs: number; outsideMedianMs: number;
+}> {
+  const raw = addon() as unknown as Record<string, unknown>;
+  const saved = new Map<string, unknown>();
+  const ops = new Map<string, OpProfile>();
+  const layerWeights = 4 * (params - embed - cfg.dim) / cfg.nLayers; // a layer's matrices and norms
+  let nativeMs = 0;
+  let calls = 0;
+  let allocs = 0;
+  let allocBytes = 0;
+  let on = false;
+  for (const [name, f] of Object.entries(raw)) {
+    if (typeof f !== 'function') continue;
+    saved.set(name, f);
+    if (name === 'Storage') {
+      raw[name] = new Proxy(f, {
+        construct(target, args: unknown[]) {
+          if (on) [allocs, allocBytes] = [allocs + 1, allocBytes + Number(args[0])];
+          return Reflect.construct(target, args) as object;
+        },
+      });
+      continue;
+    }
+    raw[name] = (...args: unknown[]): unknown => {
+      if (!on) return (f as (...a: unknown[]) => unknown)(...args);
+      const t0 = performance.now();
+      const r = (f as (...a: unknown[]) => unknown)(...args);
+      const ms = performance.now() - t0;
+      nativeMs += ms;
+      calls++;
+      // gemv by its shape: the lm head streams the (V, C) output matrix.
+      const key = name === 'gemv' && args[7] === cfg.vocabSize ? 'gemv (lm head)' : name;
+      const weightBytes = key === 'decodeLayer' ? layerWeights : key === 'gemv (lm head)' || key === 'decodeLogits' ? 4 * (embed + cfg.dim) : 0;
+      const o = ops.get(key) ?? ops.set(key, { calls: 0, minMs: Infinity, weightBytes }).get(key)!;
+      o.calls++;
+      o.minMs = Math.min(o.minMs, ms);
+      return r;
+    };
+  }
+  const wall: number[] = [];
+  const outside: number[] = [];
+  let counted = 0; // steps the counters saw: also the one whose delta ends each request
+  try {
+    for (let q = 0; q < requests; q++) {
+      let last = 0;
+      let n = 0;
+      for await (const _ of engine.generate(prompt, { maxTokens: steps + 2, ignoreEos: true })) {
+        const now = performance.now();
+        if (n >= 2) {
+          wall.push(now - last);
+          outside.push(now - last - nativeMs);
+        }
+        if (n === 1) on = true; // from the first decode step on (the prompt's step is not counted)
+        nativeMs = 0;
+        last = now;
+        n++;
+      }
+      on = false;
+      counted += n - 1;
+    }
+  } finally {
+    on = false;
+    for (const [name, f] of saved) raw[name] = f;
+  }
+  for (const o of ops.values()) o.calls /= counted;
+  const sorted = (x: number[]): number[] => [...x].sort((a, b) => a - b);
+  const median = (x: number[]): number => sorted(x)[x.length >> 1]!;
+  return {
+    ops, callsPerStep: calls / counted, allocsPerStep: allocs / counted, allocBytesPerStep: allocBytes / counted,
+    stepMinMs: Math.min(...wall), stepMedianMs: median(wall), outsideMinMs: Math.min(...outside), outsideMedianMs: median(outside),
+  };
+}
+
+/** The lm head's GEMV alone (one row) and the triad, interleaved `rounds` times: best GB/s of each. */
+function gemvVsTriad(rounds: number): { gemv: number; triad: number; read: number } {
+  const V = cfg.vocabSize, C = cfg.dim;
+  const w = Tensor.full([V, C], 0.01), x = Tensor.full([1, C], 1), y = Tensor.empty([1, V]);
+  let gemv = 0;
+  let triad = 0;
+  let read = 0;
+  for (let r = 0; r < rounds; r++) {
+    triad = Math.max(triad, triadGBs(1));
+    read = Math.max(read, readGBs(1));
+    const s = bestSeconds(() => addon().gemv(y.storage, y.offset, x.storage, x.offset, w.storage, w.offset, 1, V, C, false), 3);
+    gemv = Math.max(gemv, (4 * V * C) / s / 1e9);
+  }
+  for (const t of [w, x, y]) t.dispose();
+  return { gemv, triad, read };
+}
+
+/**
+ * GFLOP/s of y (M, F) = x (M, C) @ W (F, C)^T (the gate projection's shape) through the GEMV and
+ * through the blocked GEMM, for M on both sides of GEMV_MAX_ROWS, best of `reps` each, interleaved.
+ * As in decoding, the weights come from memory: each run goes through one such matrix per layer
+ * (more bytes than the last-level cache holds).
+ */
+function cutOver(rows: number[], reps: number): { M: number; gemv: number; gemm: number }[] {
+  const F = cfg.ffnDim, C = cfg.dim, Mmax = Math.max(...rows);
+  const ws = Array.from({ length: cfg.nLayers }, () => Tensor.full([F, C], 0.01));
+  const x = Tensor.full([Mmax, C], 1), y = Tensor.empty([Mmax, F]);
+  const out = rows.map((M) => ({ M, gemv: 0, gemm: 0 }));
+  for (let r = 0; r < reps; r++)
+    for (const o of out) {
+      const flops = 2 * o.M * F * C * ws.length;
+      const tv = bestSeconds(() => {
+        for (const w of ws) addon().gemv(y.storage, y.offset, x.storage, x.offset, w.storage, w.offset, o.M, F, C, false);
+      }, 1);
+      const tm = bestSeconds(() => {
+        for (const w of ws) addon().gemm(false, true, o.M, F, C, 1, x.storage, x.offset, C, 0, w.storage, w.offset, C, 0, 0, y.storage, y.offset, F, 0, 1);
+      }, 1);
+      o.gemv = Math.max(o.gemv, flops / tv / 1e9);
+      o.gemm = Math.max(o.gemm, flops / tm / 1e9);
+    }
+  for (const t of [...ws, x, y]) t.dispose();
+  return out;
+}
+
+const profileRequests = 3;
+const profile = await profileDecode(nNew, profileRequests);
+const kernel = gemvVsTriad(20);
+const cut = cutOver([8, 16, 32, 48, 64, 80, 96, 128], 5);
+const f = (x: number, d = 1): string => x.toFixed(d);
+const boundMs = (weightBytes / (kernel.triad * 1e9)) * 1e3; // one step at the triad's bandwidth
+
+function printProfile(): void {
+  const p = profile;
+  console.log(`\ndecode step taken apart (one stream, ${profileRequests} requests of ${nNew} steps; minima over the steps: robust to load)`);
+  console.log('| part | calls/step | min ms/call | ms/step at min | weight MiB/call | GB/s at min | of triad |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  let nativeMs = 0;
+  for (const [name, o] of [...p.ops].sort((a, b) => b[1].calls * b[1].minMs - a[1].calls * a[1].minMs)) {
+    const gbs = o.weightBytes > 0 ? o.weightBytes / (o.minMs / 1e3) / 1e9 : 0;
+    nativeMs += o.calls * o.minMs;
+    console.log(`| ${name} | ${f(o.calls, 1)} | ${f(o.minMs, 3)} | ${f(o.calls * o.minMs, 2)} | ${o.weightBytes ? f(o.weightBytes / 2 ** 20, 1) : '-'} | ` +
+      `${gbs ? f(gbs) : '-'} | ${gbs ? f(gbs / kernel.triad, 2) : '-'} |`);
+  }
+  console.log(`| native calls, sum of minima | ${f(p.callsPerStep, 1)} | | ${f(nativeMs, 2)} | ${f(weightBytes / 2 ** 20, 0)} per step | ${f(weightBytes / (nativeMs / 1e3) / 1e9)} | ${f(boundMs / nativeMs, 2)} |`);
+  console.log(`| JavaScript and engine (step - native calls) | | | ${f(p.outsideMinMs, 2)} min, ${f(p.outsideMedianMs, 2)} median | | | |`);
+  console.log(`| whole step (between two deltas) | | | ${f(p.stepMinMs, 2)} min, ${f(p.stepMedianMs, 2)} median | | ${f(weightBytes / (p.stepMinMs / 1e3) / 1e9)} at min | ${f(boundMs / p.stepMinMs, 2)} |`);
+  console.log(`storages allocated per step: ${f(p.allocsPerStep, 1)} (${f(p.allocBytesPerStep / 1024, 1)} KiB); native calls per step: ${f(p.callsPerStep, 1)}`);
+  console.log(`bound at the interleaved triad (${f(kernel.triad)} GB/s): ${f(boundMs, 2)} ms per step; the step's minimum is ${f(p.stepMinMs / boundMs, 2)}x it ` +
+    `(sum of native minima ${f(nativeMs / boundMs, 2)}x)`);
+  console.log(`GEMV alone (lm head ${cfg.vocabSize} x ${cfg.dim}, one row) vs triad and a read-only stream, ${20} interleaved rounds, best of each: ` +
+    `${f(kernel.gemv)} GB/s vs ${f(kernel.triad)} GB/s = ${f(kernel.gemv / kernel.triad, 2)} of triad, vs ${f(kernel.read)} GB/s = ${f(kernel.gemv / kernel.read, 2)} of the read stream`);
+  console.log(`bound at the read stream: ${f((weightBytes / (kernel.read * 1e9)) * 1e3, 2)} ms per step; the step's minimum is ${f(kernel.read * 1e9 / weightBytes * p.stepMinMs / 1e3, 2)}x it`);
+  console.log(`\nGEMV vs blocked GEMM at the cut-over (GEMV_MAX_ROWS = ${GEMV_MAX_ROWS}), y (M, ${cfg.ffnDim}) = x (M, ${cfg.dim}) @ W^T over ${cfg.nLayers} such W, GFLOP/s, best of 5`);
+  console.log('| M | GEMV | GEMM | GEMV / GEMM | runs |');
+  console.log('|---:|---:|---:|---:|---|');
+  for (const c of cut) console.log(`| ${c.M} | ${f(c.gemv)} | ${f(c.gemm)} | ${f(c.gemv / c.gemm, 2)} | ${c.M <= GEMV_MAX_ROWS ? 'GEMV' : 'GEMM'} |`);
+}
+
+if (profileOnly) {
+  console.log(`# load average ${loadavg()[0]!.toFixed(1)} at the end`);
+  printProfile();
+  engine.close();
+  process.exit(0);
+}
 
 let hf: number | null = null;
 let hfThreads = 0;
@@ -207,16 +403,25 @@ async function loadLlamaCpp(): Promise<{ run: LlamaRun; close: () => Promise<voi
 // Single stream, the triad and node-llama-cpp in interleaved rounds, each reported at its best:
 // on a shared machine, a round that another process slowed down says nothing about either side.
 // Spin-waiting thread pools collapse when the cores are shared (2 threads on a busy 2-core
-// machine ran 20x slower than 1): llama.cpp is measured at 1 and at `threads` threads.
+// machine ran 20x slower than 1): llama.cpp and ours are measured at 1 and at `threads` threads
+// (the bound stays the `threads`-thread triad: the machine's bandwidth).
 const rounds = Number(arg('rounds', '4'));
 const peer = await loadLlamaCpp();
 let bandwidth = 0;
+let readBandwidth = 0;
 let ours = 0;
+let oursThreads = 0;
 let lcppBest = 0;
 let llamaThreads = 0;
 for (let r = 0; r < rounds; r++) {
   bandwidth = Math.max(bandwidth, triadGBs());
-  ours = Math.max(ours, await singleStream());
+  readBandwidth = Math.max(readBandwidth, readGBs());
+  for (const t of [...new Set([1, threads])]) {
+    setNumThreads(t);
+    const tps = await singleStream();
+    if (tps > ours) [ours, oursThreads] = [tps, t];
+  }
+  setNumThreads(threads);
   if (typeof peer !== 'string')
     for (const t of [...new Set([1, threads])]) {
       const tps = await peer.run(t);
@@ -226,6 +431,7 @@ for (let r = 0; r < rounds; r++) {
 if (typeof peer !== 'string') await peer.close();
 const lcpp: number | string = typeof peer === 'string' ? peer : lcppBest;
 const bound = (bandwidth * 1e9) / weightBytes;
+const readBound = (readBandwidth * 1e9) / weightBytes;
 
 const agg: Record<number, number> = {};
 const aggDecode: Record<number, number> = {};
@@ -239,7 +445,7 @@ for (let r = 0; r < 2; r++)
 engine.close();
 
 /** Event-loop delay of this thread (ms: p99, max) while `k` requests run on `e`. */
-async function loopDelay(e: { complete: Engine['complete'] }, k: number): Promise<[number, number]> {
+async function loopDelay(e: { complete(p: number[], o: { maxTokens: number; ignoreEos: boolean }): Promise<unknown> }, k: number): Promise<[number, number]> {
   const h = monitorEventLoopDelay({ resolution: 5 });
   h.enable();
   await Promise.all(Array.from({ length: k }, (_, i) => e.complete(prompt.map((t) => (t + i) % cfg.vocabSize), { maxTokens: 16, ignoreEos: true })));
@@ -253,14 +459,15 @@ const threaded = await ThreadedEngine.fromModel(model, { kvCacheBytes: 32 * 64 *
 const delayThreaded = await loopDelay(threaded, 16);
 await threaded.close();
 
-const f = (x: number, d = 1): string => x.toFixed(d);
+printProfile();
 console.log(`\nsingle stream decode (${nNew} tokens after a ${prompt.length}-token prompt)`);
 console.log('| what | tokens/s | ratio |');
 console.log('|---|---:|---:|');
-console.log(`| patentgpt engine | ${f(ours)} | 1.00 |`);
+console.log(`| patentgpt engine (best of 1/${threads} threads: ${oursThreads}) | ${f(ours)} | 1.00 |`);
 console.log(`| node-llama-cpp (llama.cpp, our GGUF f32, f32 KV, best of 1/${threads} threads: ${llamaThreads}) | ${typeof lcpp === 'string' ? `skipped (${lcpp})` : f(lcpp)} | ${typeof lcpp === 'string' ? '-' : f(ours / lcpp, 2) + 'x ours/theirs'} |`);
 console.log(`| transformers generate() (best of 1/${threads} threads: ${hfThreads}) | ${hf === null ? `skipped (${hfWhy})` : f(hf)} | ${hf === null ? '-' : f(ours / hf, 2) + 'x ours/theirs'} |`);
 console.log(`| bandwidth bound (${f(bandwidth)} GB/s triad / ${f(weightBytes / 2 ** 20, 0)} MiB per token) | ${f(bound)} | ${f(ours / bound, 2)} of bound |`);
+console.log(`| read-stream bound (${f(readBandwidth)} GB/s reading only / ${f(weightBytes / 2 ** 20, 0)} MiB per token) | ${f(readBound)} | ${f(ours / readBound, 2)} of bound |`);
 console.log(`\naggregate throughput (${prompt.length}-token prompts, ${nNew} new tokens each)`);
 console.log('| concurrent requests | tokens/s, whole run | vs 1 stream | tokens/s, decode phase | vs 1 stream |');
 console.log('|---:|---:|---:|---:|---:|');
@@ -273,8 +480,8 @@ console.log(`| Engine (steps on this thread) | ${f(delayEngine[0])} | ${f(delayE
 console.log(`| ThreadedEngine (steps in a worker) | ${f(delayThreaded[0])} | ${f(delayThreaded[1])} |`);
 console.log(`\nKV cache: ${kvPerToken} bytes per token (${cfg.nLayers} layers x K,V x ${cfg.nKvHeads} heads x ${cfg.dim / cfg.nHeads} x f32)`);
 console.log(JSON.stringify({
-  bench: 'infer', preset: presetName, threads, params, weightBytes, triadGBs: bandwidth, boundTps: bound, singleStreamTps: ours,
-  fractionOfBound: ours / bound, llamaCppTps: typeof lcpp === 'string' ? null : lcpp,
+  bench: 'infer', preset: presetName, threads, params, weightBytes, triadGBs: bandwidth, boundTps: bound, singleStreamTps: ours, singleStreamThreads: oursThreads,
+  fractionOfBound: ours / bound, readGBs: readBandwidth, fractionOfReadBound: ours / readBound, llamaCppTps: typeof lcpp === 'string' ? null : lcpp,
   vsLlamaCpp: typeof lcpp === 'string' ? null : ours / lcpp, llamaCppThreads: llamaThreads, transformersThreads: hfThreads, transformersTps: hf, vsTransformers: hf === null ? null : ours / hf, aggregateTps: agg, aggregateDecodeTps: aggDecode,
   kvBytesPerToken: kvPerToken, loopDelayMs: { engine: delayEngine, threaded: delayThreaded }, loadAverage: loadavg()[0],
 }));

@@ -195,7 +195,6 @@ export class Engine {
     if (numBlocks < 1)
       throw new PatentGPTError('E_ARGUMENT', `Engine: kvCacheBytes ${opts.kvCacheBytes} holds no block of ${blockSize} tokens (${blockSize * perToken} bytes)`);
     this.pool = new BlockPool(numBlocks, blockSize, { enablePrefixCaching: opts.enablePrefixCaching ?? true });
-    this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize });
     this.#tok = opts.tokenizer;
     this.#eos = opts.eosTokenId !== undefined ? opts.eosTokenId : (opts.tokenizer?.eosId ?? null);
     this.#addBos = opts.addBos ?? true;
@@ -207,6 +206,7 @@ export class Engine {
       throw new PatentGPTError('E_ARGUMENT', `Engine: maxModelLen must be an integer >= 2, got ${this.maxModelLen}`);
     if (!(this.maxNumSeqs >= 1) || !(this.maxNumBatchedTokens >= 1))
       throw new PatentGPTError('E_ARGUMENT', 'Engine: maxNumSeqs and maxNumBatchedTokens must be >= 1');
+    this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen });
   }
 
   /**

@@ -119,6 +119,13 @@ export interface Addon {
     theta: number, posScale: number): void;
   decodeSwigluMlp(x: S, xO: O, h: S, hO: O, g: S, gO: O, u: S, uO: O, normW: S, nwO: O, wg: S, wgO: O, wu: S, wuO: O,
     wd: S, wdO: O, M: number, C: number, F: number, eps: number): void;
+  /** A whole decoder layer: decodeQkv's arguments (x the residual, updated in place), then the attention's, o_proj's and the MLP's. */
+  decodeLayer(...args: [...qkv: Parameters<Addon['decodeQkv']>, o: S, oO: O, partOut: S, poO: O, partStats: S, psO: O,
+    blockTables: S, btO: O, cuQ: S, cuO: O, contextLens: S, clO: O, nseq: number, maxBlocks: number, partitionSize: number,
+    maxPartitions: number, scale: number, wo: S, woO: O, g: S, gO: O, u: S, uO: O, normW: S, nwO: O, wg: S, wgO: O,
+    wu: S, wuO: O, wd: S, wdO: O, F: number, eps: number]): void;
+  /** logits (M, V) = rmsnorm(x (M, C), normW) @ w (V, C)^T; h (M, C) scratch. */
+  decodeLogits(logits: S, lO: O, h: S, hO: O, x: S, xO: O, normW: S, nwO: O, w: S, wO: O, M: number, C: number, V: number, eps: number): void;
 
   // adamw.cpp
   adamwStep(param: S, paramO: O, m: S, mO: O, v: S, vO: O, grad: S, gradO: O, n: number, lr: number,

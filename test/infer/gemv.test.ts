@@ -10,7 +10,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
 import { addon } from '../../src/tensor/addon.js';
 import {
-  GEMV_MAX_ROWS, Tensor, add, addLinear, decodeQkv, decodeSwigluMlp, linear, pagedKvStore, rmsnorm, rope, setNumThreads, swiglu,
+  GEMV_MAX_ROWS, Tensor, add, addLinear, decodeLayer, decodeLogits, decodeQkv, decodeSwigluMlp, linear, pagedAttention, pagedKvStore, rmsnorm, rope,
+  setNumThreads, swiglu,
 } from '../../src/tensor/index.js';
 import { Rng } from '../../src/tensor/index.js';
 import { expectClose, randomArray } from '../helpers.js';
@@ -146,6 +147,82 @@ describe('fused decode pieces', () => {
       setNumThreads(0);
     });
   }
+
+  // Three sequences over the cache: a decode row (context 9), a prefill chunk of 3 rows over a
+  // cached prefix (context 12) and a fresh prompt of 2 rows; blocks scattered over the pool.
+  const layerCase = (partitionSize: number) => {
+    const M = 6, nBlocks = 12;
+    const i32 = (a: number[]): Tensor => Tensor.from(Int32Array.from(a), [a.length], { dtype: 'i32' });
+    const tables = [[3, 7, 1], [0, 9, 4], [11, 2, 0]];
+    const maxBlocks = 3;
+    const rows = [{ s: 0, p: 8 }, { s: 1, p: 9 }, { s: 1, p: 10 }, { s: 1, p: 11 }, { s: 2, p: 0 }, { s: 2, p: 1 }];
+    const slot = (r: { s: number; p: number }): number => tables[r.s]![Math.floor(r.p / blockSize)]! * blockSize + (r.p % blockSize);
+    const contextLens = [9, 12, 2];
+    return {
+      M, cache: () => t([nBlocks, blockSize, Hkv, D], 40, 1),
+      positions: i32(rows.map((r) => r.p)), slotMapping: i32(rows.map(slot)),
+      attention: {
+        blockTables: i32(tables.flat()), maxBlocks, cuQ: i32([0, 1, 4, 6]), contextLens: i32(contextLens),
+        partitionSize, maxPartitions: Math.ceil(Math.max(...contextLens) / partitionSize),
+      },
+    };
+  };
+
+  for (const [threads, partitionSize] of [[1, 512], [2, 512], [2, 4], [1, 5]] as const)
+    it(`decodeLayer equals decodeQkv, pagedAttention, x += o_proj(o), decodeSwigluMlp (${threads} threads, partitions of ${partitionSize})`, () => {
+      setNumThreads(threads);
+      const c = layerCase(partitionSize);
+      const { M } = c;
+      const x = t([M, C], 21, 1), refX = Tensor.from(x.toArray() as Float32Array, [M, C]);
+      const weights = { normWeight: t([C], 22), eps, wq: t([H * D, C], 23), wk: t([Hkv * D, C], 24), wv: t([Hkv * D, C], 25), rope: rp };
+      const wo = t([C, H * D], 26);
+      const mlp = { normWeight: t([C], 27), eps, gate: t([F, C], 28), up: t([F, C], 29), down: t([C, F], 30) };
+      const [kc, vc, refK, refV] = [c.cache(), c.cache(), c.cache(), c.cache()];
+      const P = c.attention.maxPartitions;
+      const scratch = {
+        q: Tensor.empty([M, H, D]), k: Tensor.empty([M, Hkv, D]), v: Tensor.empty([M, Hkv, D]), h: Tensor.empty([M, C]), o: Tensor.empty([M, H, D]),
+        g: Tensor.empty([M, F]), u: Tensor.empty([M, F]), partOut: Tensor.empty([M, H, P, D]), partStats: Tensor.empty([M, H, P, 2]),
+      };
+      decodeLayer({ ...weights, x, positions: c.positions, slotMapping: c.slotMapping, kCache: kc, vCache: vc, wo, mlp, attention: c.attention }, scratch);
+      const ref = { q: Tensor.empty([M, H, D]), k: Tensor.empty([M, Hkv, D]), v: Tensor.empty([M, Hkv, D]), h: Tensor.empty([M, C]) };
+      decodeQkv({ ...weights, x: refX, positions: c.positions, slotMapping: c.slotMapping, kCache: refK, vCache: refV }, ref);
+      const o = pagedAttention(ref.q, refK, refV, c.attention);
+      addLinear(refX, o.reshape([M, H * D]), wo);
+      decodeSwigluMlp(refX, mlp, { h: ref.h, g: Tensor.empty([M, F]), u: Tensor.empty([M, F]) });
+      expectClose(kc.toArray() as Float32Array, refK.toArray() as Float32Array, 0, 0, 'kCache');
+      expectClose(vc.toArray() as Float32Array, refV.toArray() as Float32Array, 0, 0, 'vCache');
+      expectClose(scratch.o.toArray() as Float32Array, o.toArray() as Float32Array, 1e-6, 1e-5, 'attention');
+      expectClose(x.toArray() as Float32Array, refX.toArray() as Float32Array, 1e-6, 1e-5, 'residual');
+      setNumThreads(0);
+    });
+
+  it('decodeLayer refuses block tables outside the cache, too few partitions and overlapping buffers', () => {
+    const c = layerCase(4);
+    const { M } = c;
+    const weights = { normWeight: t([C], 22), eps, wq: t([H * D, C], 23), wk: t([Hkv * D, C], 24), wv: t([Hkv * D, C], 25), rope: rp };
+    const mlp = { normWeight: t([C], 27), eps, gate: t([F, C], 28), up: t([F, C], 29), down: t([C, F], 30) };
+    const P = c.attention.maxPartitions;
+    const scratch = {
+      q: Tensor.empty([M, H, D]), k: Tensor.empty([M, Hkv, D]), v: Tensor.empty([M, Hkv, D]), h: Tensor.empty([M, C]), o: Tensor.empty([M, H, D]),
+      g: Tensor.empty([M, F]), u: Tensor.empty([M, F]), partOut: Tensor.empty([M, H, P, D]), partStats: Tensor.empty([M, H, P, 2]),
+    };
+    const inp = { ...weights, x: t([M, C], 21), positions: c.positions, slotMapping: c.slotMapping, kCache: c.cache(), vCache: c.cache(), wo: t([C, H * D], 26), mlp, attention: c.attention };
+    const badTable = Tensor.from(Int32Array.of(3, 7, 1, 0, 9, 12, 11, 2, 0), [9], { dtype: 'i32' });
+    expect(() => decodeLayer({ ...inp, attention: { ...c.attention, blockTables: badTable } }, scratch)).toThrow(/blockTables\[1\]\[2\] = 12 is outside/);
+    expect(() => decodeLayer({ ...inp, attention: { ...c.attention, maxPartitions: 1 } }, scratch)).toThrow(/needs more than maxPartitions/);
+    expect(() => decodeLayer(inp, { ...scratch, o: scratch.q })).toThrow(/overlap/);
+    expect(() => decodeLayer({ ...inp, wo: t([C, H * D + 1], 26) }, scratch)).toThrow(PatentGPTError);
+  });
+
+  it('decodeLogits equals linear(rmsnorm(x)) and refuses a logits buffer of the wrong shape', () => {
+    const M = 3, V = 301;
+    const x = t([M, C], 41, 1), norm = { weight: t([C], 42), eps }, w = t([V, C], 43);
+    const logits = Tensor.empty([M, V]), h = Tensor.empty([M, C]);
+    decodeLogits(logits, x, norm, w, h);
+    expectClose(logits.toArray() as Float32Array, linear(rmsnorm(x, norm.weight, eps), w).toArray() as Float32Array, 1e-6, 1e-5, 'logits');
+    expect(() => decodeLogits(Tensor.empty([M, V - 1]), x, norm, w, h)).toThrow(PatentGPTError);
+    expect(() => decodeLogits(logits, x, norm, w, logits.reshape([-1]).narrow(0, M * C).reshape([M, C]))).toThrow(/overlap/);
+  });
 
   it('refuses caches, weights and buffers of the wrong shape, and slots outside the cache', () => {
     const M = 1;

@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { BlockPool } from '../../src/infer/blocks.js';
 import { ModelRunner, type StepItem } from '../../src/infer/runner.js';
 import { LlamaForCausalLM, preset, validateConfig } from '../../src/models/index.js';
-import { noGrad } from '../../src/tensor/index.js';
+import { Module, type FeedForward } from '../../src/nn/index.js';
+import { noGrad, type Tensor } from '../../src/tensor/index.js';
 import { expectClose } from '../helpers.js';
 
 const cfg = validateConfig({ ...preset('tiny').config, nHeads: 4, nKvHeads: 2, maxSeqLen: 512 });
@@ -121,6 +122,35 @@ describe('ModelRunner', () => {
     ]);
     expectClose(la!, fullLogits(model, a), 1e-4, 1e-4, 'parent branch');
     expectClose(lb!, fullLogits(model, b), 1e-4, 1e-4, 'child branch (copied block)');
+    runner.close();
+  });
+
+  it('a feed-forward of another kind (not the SwiGLU MLP) runs as its module in decode steps, with the same logits', () => {
+    const model = new LlamaForCausalLM(cfg, { seed: 9, initStd: 0.1 });
+    let calls = 0;
+    class Wrapped extends Module implements FeedForward {
+      constructor(readonly inner: FeedForward) {
+        super();
+      }
+      forward(x: Tensor): Tensor {
+        calls++;
+        return this.inner.forward(x);
+      }
+    }
+    for (const layer of model.model.layers.items) (layer as { mlp: FeedForward }).mlp = new Wrapped(layer.mlp);
+    const pool = new BlockPool(16, 4);
+    const runner = new ModelRunner(model, { numBlocks: 16, blockSize: 4, partitionSize: 8 });
+    const tokens = Array.from({ length: 9 }, (_, i) => (i * 17 + 4) % 256);
+    const { table } = pool.allocatePrefix(0, tokens);
+    for (let step = 0; step < 4; step++) {
+      const start = step === 0 ? 0 : tokens.length - 1;
+      pool.prepareWrite(table, start, tokens.length);
+      calls = 0;
+      const [l] = runner.step([{ tokens, start, end: tokens.length, table }]);
+      expect(calls).toBe(cfg.nLayers);
+      expectClose(l!, fullLogits(model, tokens), 1e-4, 1e-4, `logits after ${tokens.length} tokens`);
+      tokens.push(argmax(l!));
+    }
     runner.close();
   });
 

@@ -33,23 +33,48 @@ void gemv_rows(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int6
 
 namespace pg {
 
+struct PagedAttention;  // patentgpt/paged_attention.h
+
 // ---- decode.cpp: a decoder layer's pieces for a few rows, each one parallel region ----
 // Decoding runs some 15 small ops per layer; as separate calls each wakes the thread pool and
 // (from JavaScript) allocates its output. These fuse them around the GEMVs, with spin barriers
 // between phases instead of pool wake-ups. M rows (tokens), C = dim, H query heads, Hkv key/value
-// heads of D, F = feed-forward width. h, g, u are scratch.
+// heads of D, F = feed-forward width.
 
 // h (M, C) = rmsnorm(x, norm_w); q (M, H, D), k, v (M, Hkv, D) = h @ Wq^T, Wk^T, Wv^T with RoPE
 // (Hugging Face layout) at pos (M) on q and k; k and v also stored in the caches
-// (num_blocks, block_size, Hkv, D) at slot_mapping (M; < 0 skips).
-void decode_qkv(float* q, float* k, float* v, float* h, float* k_cache, float* v_cache, const float* x,
-                const float* norm_w, float eps, const float* wq, const float* wk, const float* wv, const int32_t* pos,
-                const int32_t* slot_mapping, int64_t M, int64_t C, int64_t H, int64_t Hkv, int64_t D, float theta,
-                float pos_scale);
+// (num_blocks, block_size, Hkv, D) at slot_mapping (M; < 0 skips). h is scratch.
+struct DecodeQkvArgs {
+  float *q, *k, *v, *h, *k_cache, *v_cache;
+  const float *x, *norm_w;
+  float eps;
+  const float *wq, *wk, *wv;
+  const int32_t *pos, *slot_mapping;
+  int64_t M, C, H, Hkv, D;
+  float theta, pos_scale;
+};
+void decode_qkv(const DecodeQkvArgs& a);
 
 // The SwiGLU feed-forward with its pre-norm and residual: x (M, C) += down(silu(gate(h)) * up(h)),
-// h = rmsnorm(x, norm_w). Scratch h (M, C), g and u (M, F).
-void decode_swiglu_mlp(float* x, float* h, float* g, float* u, const float* norm_w, float eps, const float* wg,
-                       const float* wu, const float* wd, int64_t M, int64_t C, int64_t F);
+// h = rmsnorm(x, norm_w). Scratch h (M, C), g and u (M, F); wg, wu (F, C), wd (C, F).
+struct DecodeMlpArgs {
+  float *h, *g, *u;
+  const float* norm_w;
+  float eps;
+  const float *wg, *wu, *wd;
+  int64_t M, C, F;
+};
+void decode_swiglu_mlp(float* x, const DecodeMlpArgs& a);
+
+// A whole decoder layer with a SwiGLU feed-forward, in one parallel region: decode_qkv (on qkv.x
+// = x), paged attention of q over the caches into attn.out (attn.q = qkv.q; the same caches),
+// x += attn.out @ wo^T (wo (C, H * D)), then decode_swiglu_mlp on x.
+void decode_layer(float* x, const DecodeQkvArgs& qkv, const PagedAttention& attn, const float* wo,
+                  const DecodeMlpArgs& mlp);
+
+// The language-model head of the last rows: logits (M, V) = rmsnorm(x, norm_w) @ W (V, C)^T.
+// h (M, C) is scratch.
+void decode_logits(float* logits, float* h, const float* x, const float* norm_w, float eps, const float* w, int64_t M,
+                   int64_t C, int64_t V);
 
 }  // namespace pg

@@ -15,14 +15,36 @@ void paged_kv_store(float* k_cache, float* v_cache, const float* k, const float*
 
 // Attention of Tq query rows against keys/values read through block tables.
 // out (Tq, H, D); part_out (Tq, H, max_partitions, D) and part_stats (Tq, H, max_partitions, 2)
-// are scratch; q (Tq, H, D); block_tables (nseq, max_blocks); cu_q (nseq + 1): rows of
-// sequence s are [cu_q[s], cu_q[s+1]), its last qlen tokens; context_lens (nseq): tokens in the
-// cache for s, including these rows. Row i of s (0-based) attends causally to cache positions
+// are scratch, used only by rows longer than one partition (null when max_partitions is 1);
+// q (Tq, H, D); block_tables (nseq, max_blocks); cu_q (nseq + 1): rows of sequence s are
+// [cu_q[s], cu_q[s+1]), its last qlen tokens; context_lens (nseq): tokens in the cache for s,
+// including these rows. Row i of s (0-based) attends causally to cache positions
 // [0, context_lens[s] - qlen + i]. Callers guarantee every index is in range.
-void paged_attention_forward(float* out, float* part_out, float* part_stats, const float* q, const float* k_cache,
-                             const float* v_cache, const int32_t* block_tables, const int32_t* cu_q,
-                             const int32_t* context_lens, int64_t nseq, int64_t Tq, int64_t H, int64_t Hkv, int64_t D,
-                             int64_t block_size, int64_t max_blocks, int64_t partition_size, int64_t max_partitions,
-                             float scale);
+struct PagedAttention {
+  float* out;
+  float* part_out;
+  float* part_stats;
+  const float* q;
+  const float* k_cache;
+  const float* v_cache;
+  const int32_t* block_tables;
+  const int32_t* cu_q;
+  const int32_t* context_lens;
+  int64_t nseq, Tq, H, Hkv, D, block_size, max_blocks, partition_size, max_partitions;
+  float scale;
+
+  // Phase 1: (row, head, partition) tasks; a row of one partition is finished here.
+  int64_t tasks() const { return Tq * H * max_partitions; }
+  // Phase 2 (after every task is done): (row, head) merges of rows of several partitions; none
+  // when max_partitions is 1.
+  int64_t merges() const { return max_partitions > 1 ? Tq * H : 0; }
+  // Floats of keys and values the call reads, an estimate of its work.
+  int64_t work() const;
+};
+void paged_attention_tasks(const PagedAttention& a, int64_t i0, int64_t i1);
+void paged_attention_merges(const PagedAttention& a, int64_t i0, int64_t i1);
+
+// Both phases on the pool's threads (on the calling thread alone when the work is small).
+void paged_attention_forward(const PagedAttention& a);
 
 }  // namespace pg

@@ -3,10 +3,11 @@
 // pool per piece instead of one per op, writing into caller-owned buffers (no allocation).
 //   decodeQkv:       rmsnorm -> q, k, v projections -> RoPE -> k, v into the paged cache
 //   decodeSwigluMlp: rmsnorm -> silu(gate) * up -> down, added into the residual
+//   decodeLayer:     both, with paged attention and the output projection between them
 // Each equals the composition of the separate ops (rmsnorm, linear, rope, pagedKvStore, swiglu,
 // add) up to the GEMV's summation order.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon, type Addon } from '../addon.js';
 import { expectCpu, expectDType } from '../check.js';
 import { Tensor } from '../tensor.js';
 
@@ -44,9 +45,11 @@ export interface DecodeQkvOutputs {
   h: Tensor;
 }
 
-/** q, k, v of M rows with RoPE, k and v also stored in the paged cache; writes into `out`. */
-export function decodeQkv(inp: DecodeQkvInputs, out: DecodeQkvOutputs): void {
-  const op = 'decodeQkv';
+type Arg = [Tensor['storage'], number];
+const arg = (t: Tensor): Arg => [t.storage, t.offset];
+
+/** Checks decodeQkv's tensors; returns the addon's 36 arguments (shared with decodeLayer). */
+function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): Parameters<Addon['decodeQkv']> {
   const { x, kCache, vCache } = inp;
   expectCpu(op, x, inp.normWeight, inp.wq, inp.wk, inp.wv, kCache, vCache, out.q, out.k, out.v, out.h);
   const [M, C] = x.shape as [number, number];
@@ -67,10 +70,14 @@ export function decodeQkv(inp: DecodeQkvInputs, out: DecodeQkvOutputs): void {
   expectDType(op, 'slotMapping', inp.slotMapping, 'i32');
   if (!Number.isInteger(H) || inp.positions.size !== M || inp.slotMapping.size !== M)
     throw new PatentGPTError('E_SHAPE', `${op}: wq ${inp.wq.describe()}, positions ${inp.positions.describe()} and slotMapping ${inp.slotMapping.describe()} do not fit x ${x.describe()} and head size ${D}`);
-  const a = (t: Tensor): [Tensor['storage'], number] => [t.storage, t.offset];
-  addon().decodeQkv(...a(out.q), ...a(out.k), ...a(out.v), ...a(out.h), ...a(kCache), ...a(vCache), ...a(x),
-    ...a(inp.normWeight), ...a(inp.wq), ...a(inp.wk), ...a(inp.wv), ...a(inp.positions), ...a(inp.slotMapping),
-    M, C, H, Hkv, D, numBlocks, blockSize, inp.eps, inp.rope.theta, inp.rope.posScale);
+  return [...arg(out.q), ...arg(out.k), ...arg(out.v), ...arg(out.h), ...arg(kCache), ...arg(vCache), ...arg(x),
+    ...arg(inp.normWeight), ...arg(inp.wq), ...arg(inp.wk), ...arg(inp.wv), ...arg(inp.positions), ...arg(inp.slotMapping),
+    M, C, H, Hkv, D, numBlocks, blockSize, inp.eps, inp.rope.theta, inp.rope.posScale];
+}
+
+/** q, k, v of M rows with RoPE, k and v also stored in the paged cache; writes into `out`. */
+export function decodeQkv(inp: DecodeQkvInputs, out: DecodeQkvOutputs): void {
+  addon().decodeQkv(...qkvArgs('decodeQkv', inp, out));
 }
 
 export interface DecodeMlpWeights {
@@ -89,7 +96,16 @@ export interface DecodeMlpWeights {
  */
 export function decodeSwigluMlp(x: Tensor, w: DecodeMlpWeights, scratch: { h: Tensor; g: Tensor; u: Tensor }): void {
   const op = 'decodeSwigluMlp';
-  expectCpu(op, x, w.normWeight, w.gate, w.up, w.down, scratch.h, scratch.g, scratch.u);
+  const [M, C, F] = checkMlp(op, x, w, scratch);
+  expectCpu(op, scratch.h);
+  expectShape(op, 'h', scratch.h, [M, C]);
+  addon().decodeSwigluMlp(...arg(x), ...arg(scratch.h), ...arg(scratch.g), ...arg(scratch.u), ...arg(w.normWeight), ...arg(w.gate),
+    ...arg(w.up), ...arg(w.down), M, C, F, w.eps);
+}
+
+/** Checks the MLP's weights and its g, u scratch against x; returns [M, C, F]. */
+function checkMlp(op: string, x: Tensor, w: DecodeMlpWeights, scratch: { g: Tensor; u: Tensor }): [number, number, number] {
+  expectCpu(op, x, w.normWeight, w.gate, w.up, w.down, scratch.g, scratch.u);
   const [M, C] = x.shape as [number, number];
   const F = w.gate.shape[0]!;
   expectShape(op, 'x', x, [M, C]);
@@ -98,12 +114,57 @@ export function decodeSwigluMlp(x: Tensor, w: DecodeMlpWeights, scratch: { h: Te
   expectShape(op, 'up', w.up, [F, C]);
   expectShape(op, 'down', w.down, [C, F]);
   if (w.down.shape[1] !== F) throw new PatentGPTError('E_SHAPE', `${op}: down ${w.down.describe()} must be (${C}, ${F})`);
-  expectShape(op, 'h', scratch.h, [M, C]);
   expectShape(op, 'g', scratch.g, [M, F]);
   expectShape(op, 'u', scratch.u, [M, F]);
-  const a = (t: Tensor): [Tensor['storage'], number] => [t.storage, t.offset];
-  addon().decodeSwigluMlp(...a(x), ...a(scratch.h), ...a(scratch.g), ...a(scratch.u), ...a(w.normWeight), ...a(w.gate),
-    ...a(w.up), ...a(w.down), M, C, F, w.eps);
+  return [M, C, F];
+}
+
+/** Where decodeLayer's attention reads the cache: as pagedAttention's inputs, all i32 tensors. */
+export interface DecodeLayerAttention {
+  /** (nseq, maxBlocks), (nseq + 1), (nseq): see PagedAttentionInputs. */
+  blockTables: Tensor;
+  maxBlocks: number;
+  cuQ: Tensor;
+  contextLens: Tensor;
+  partitionSize: number;
+  /** Partitions of the longest context: ceil(max(contextLens) / partitionSize). */
+  maxPartitions: number;
+  /** Logit scale (default 1 / sqrt(D)). */
+  scale?: number;
+}
+
+export interface DecodeLayerScratch extends DecodeQkvOutputs {
+  /** (M, H, D): the attention's output. */
+  o: Tensor;
+  /** (M, F) each: the MLP's gate and up. */
+  g: Tensor;
+  u: Tensor;
+  /** (M, H, maxPartitions, D) and (M, H, maxPartitions, 2); unused (any tensor) when maxPartitions is 1. */
+  partOut: Tensor;
+  partStats: Tensor;
+}
+
+/**
+ * A whole decoder layer with a SwiGLU feed-forward for M rows, in place on the residual x (M, C),
+ * in one native call (one parallel region): decodeQkv, paged attention over the cache (the rows'
+ * own keys and values included: they are stored first), x += o_proj(o), then decodeSwigluMlp.
+ */
+export function decodeLayer(inp: DecodeQkvInputs & { wo: Tensor; mlp: DecodeMlpWeights; attention: DecodeLayerAttention },
+  scratch: DecodeLayerScratch): void {
+  const op = 'decodeLayer';
+  const qkv = qkvArgs(op, inp, scratch);
+  const [M, C, F] = checkMlp(op, inp.x, inp.mlp, scratch);
+  const [H, D] = scratch.q.shape.slice(1) as [number, number];
+  const at = inp.attention;
+  expectCpu(op, inp.wo, scratch.o, scratch.partOut, scratch.partStats, at.blockTables, at.cuQ, at.contextLens);
+  expectShape(op, 'wo', inp.wo, [C, H * D]);
+  expectShape(op, 'o', scratch.o, [M, H, D]);
+  for (const [name, t] of [['blockTables', at.blockTables], ['cuQ', at.cuQ], ['contextLens', at.contextLens]] as const) expectDType(op, name, t, 'i32');
+  const nseq = at.contextLens.size;
+  addon().decodeLayer(...qkv, ...arg(scratch.o), ...arg(scratch.partOut), ...arg(scratch.partStats),
+    ...arg(at.blockTables), ...arg(at.cuQ), ...arg(at.contextLens), nseq, at.maxBlocks, at.partitionSize, at.maxPartitions,
+    at.scale ?? 1 / Math.sqrt(D), ...arg(inp.wo), ...arg(scratch.g), ...arg(scratch.u), ...arg(inp.mlp.normWeight),
+    ...arg(inp.mlp.gate), ...arg(inp.mlp.up), ...arg(inp.mlp.down), F, inp.mlp.eps);
 }
 
 /** y (M, N) += x (M, K) @ weight (N, K)^T in place (a projection added into the residual). */
@@ -115,5 +176,22 @@ export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
   expectShape(op, 'weight', weight, [N, K]);
   expectShape(op, 'x', x, [M, K]);
   expectShape(op, 'y', y, [M, N]);
-  addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, M, N, K, true);
+  addon().gemv(...arg(y), ...arg(x), ...arg(weight), M, N, K, true);
+}
+
+/**
+ * The language-model head of M rows into existing buffers: logits (M, V) = rmsnorm(x (M, C),
+ * normWeight, eps) @ weight (V, C)^T, with h (M, C) as scratch for the normed rows.
+ */
+export function decodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): void {
+  const op = 'decodeLogits';
+  expectCpu(op, logits, x, norm.weight, weight, h);
+  const [V, C] = weight.shape as [number, number];
+  const M = x.shape[0]!;
+  expectShape(op, 'weight', weight, [V, C]);
+  expectShape(op, 'x', x, [M, C]);
+  expectShape(op, 'normWeight', norm.weight, [C]);
+  expectShape(op, 'h', h, [M, C]);
+  expectShape(op, 'logits', logits, [M, V]);
+  addon().decodeLogits(...arg(logits), ...arg(h), ...arg(x), ...arg(norm.weight), ...arg(weight), M, C, V, norm.eps);
 }

@@ -64,6 +64,11 @@ export interface PagedAttentionInputs {
   scale?: number;
   /** Where to write the result (Tq, H, D); a new tensor when absent. */
   out?: Tensor;
+  /**
+   * Longest context in contextLens, when the caller knows it (otherwise contextLens is read back
+   * from native memory when it is a tensor).
+   */
+  maxContextLen?: number;
 }
 
 /**
@@ -86,14 +91,16 @@ export function pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, inp: P
   const cu = i32(op, 'cuQ', inp.cuQ);
   const cl = i32(op, 'contextLens', inp.contextLens);
   const nseq = cu.t.size - 1;
-  const ctx = cl.t.toArray() as Int32Array;
-  let maxLen = 0;
-  for (const c of ctx) maxLen = Math.max(maxLen, c);
+  let maxLen = inp.maxContextLen ?? 0;
+  if (inp.maxContextLen === undefined)
+    for (const c of inp.contextLens instanceof Int32Array ? inp.contextLens : cl.t.toArray() as Int32Array) maxLen = Math.max(maxLen, c);
   const maxPartitions = Math.max(1, Math.ceil(maxLen / Math.max(1, partitionSize)));
   const out = inp.out ?? Tensor.empty([Tq, H, D]);
   if (out.shape.join() !== [Tq, H, D].join()) fail(op, `out ${out.describe()} must be (${Tq}, ${H}, ${D})`);
-  const partOut = Tensor.empty([Tq, H, maxPartitions, D]);
-  const partStats = Tensor.empty([Tq, H, maxPartitions, 2]);
+  // Partition scratch only when a row may span several partitions (the native side ignores it otherwise).
+  const split = maxPartitions > 1;
+  const partOut = split ? Tensor.empty([Tq, H, maxPartitions, D]) : out;
+  const partStats = split ? Tensor.empty([Tq, H, maxPartitions, 2]) : out;
   try {
     if (nseq < 0 || cl.t.size !== nseq) fail(op, `cuQ has ${cu.t.size} entries and contextLens ${cl.t.size}; expected nseq + 1 and nseq`);
     if (bt.t.size !== nseq * inp.maxBlocks) fail(op, `blockTables has ${bt.t.size} entries, expected nseq * maxBlocks = ${nseq * inp.maxBlocks}`);
@@ -105,8 +112,10 @@ export function pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, inp: P
     if (!inp.out) out.dispose();
     throw err;
   } finally {
-    partOut.dispose();
-    partStats.dispose();
+    if (split) {
+      partOut.dispose();
+      partStats.dispose();
+    }
     for (const x of [bt, cu, cl]) if (x.owned) x.t.dispose();
   }
   return out;
