@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { normalizeForDedup, resolveDedup, signatures } from '../../src/data/dedup.js';
 import { applyFilters, buildFilters, type FilterConfig } from '../../src/data/filters.js';
 import { listFiles, readDocuments } from '../../src/data/readers/index.js';
+import { defaultScanWorkers } from '../../src/data/prep.js';
 import { makeTokenizer, ScanPool } from '../../src/data/scan.js';
 import { addon } from '../../src/tensor/addon.js';
 
@@ -59,8 +60,8 @@ const startPool = async (): Promise<number> => {
 };
 await startPool(); // the first pays for bundling the worker (a source checkout)
 const startup = await startPool();
-// the default (one worker per core but one: this thread scans too), 2 workers, and this thread alone
-const defaultWorkers = Math.min(8, cores - 1);
+// the default (none below 32 MiB of input, else one per core but one: this thread scans too), 2 workers, and this thread alone
+const defaultWorkers = defaultScanWorkers(bytes, cores);
 const runs: { default: E2e[]; pooled: E2e[]; single: E2e[] } = { default: [], pooled: [], single: [] };
 for (let r = 0; r < 3; r++) {
   runs.default.push(endToEnd(defaultWorkers));

@@ -19,7 +19,7 @@ export function dataCommand(): Command {
     .requiredOption('--config <file>', 'prep config (JSON), see examples/prep.json')
     .option('--shard <i/N>', 'process part i of N (files split round-robin); then --phase merge once, then --phase emit per part')
     .option('--phase <phase>', 'scan | merge | emit | all (default: all for one part, scan with --shard)')
-    .option('--workers <n>', 'scan worker threads besides the main thread, which scans too when they are busy; 0 scans in the main thread only (default: one per core but one, at most 8)')
+    .option('--workers <n>', 'scan worker threads besides the main thread, which scans too when they are busy; 0 scans in the main thread only (default: 0 under 32 MiB of input, where a worker cannot pay for its start-up, else one per core but one, at most 8)')
     .option('--merge-memory <MiB>', 'sort buffers of the dedup merge; beyond them sorted runs spill to disk (default 256)')
     .action(async (o: { config: string; shard?: string; phase?: string; workers?: string; mergeMemory?: string }) => {
       const workers = o.workers === undefined ? undefined : Number(o.workers);

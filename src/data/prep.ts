@@ -141,7 +141,7 @@ export interface PrepOptions {
   /** Perplexity hook (e.g. a small LM from the trainer): documents above filters.maxPerplexity are dropped.
    *  It runs in this thread, so the scan then runs in-process. */
   perplexity?: PerplexityScorer;
-  /** Worker threads of the scan (default: the cores but one, at most 8: this thread scans too); 0 runs it in this thread. */
+  /** Worker threads of the scan (default: defaultScanWorkers, none under 32 MiB of input); 0 runs it in this thread. */
   workers?: number;
   /** Bytes of the merge's sort buffers (default 256 MiB); past them sorted runs spill to disk. */
   mergeBudgetBytes?: number;
@@ -183,6 +183,18 @@ async function rmrf(p: string): Promise<void> {
   await fs.promises.rm(p, { recursive: true, force: true });
 }
 
+/** Input bytes below which the scan stays in the main thread by default: a worker costs ~0.25 s
+ *  to start (its code and JIT), what one thread scans of ~5 MB, so under this it cannot pay off. */
+export const SCAN_WORKERS_MIN_BYTES = 32 << 20;
+
+/** Scan workers when `--workers` is not given: none for a small input, else one per core but one
+ *  (that core is left to the main thread, which reads, writes and scans when the workers are busy),
+ *  at most 8. */
+export function defaultScanWorkers(totalBytes: number, cores: number): number {
+  if (totalBytes < SCAN_WORKERS_MIN_BYTES) return 0;
+  return Math.max(0, Math.min(8, cores - 1));
+}
+
 /** Documents per batch sent to a worker, and input bytes: small enough to keep every worker busy. */
 const BATCH_DOCS = 32;
 const BATCH_BYTES = 4 << 20;
@@ -204,9 +216,10 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
     dedup: cfg.dedup ?? {},
     maxPerplexity: cfg.filters?.maxPerplexity,
   };
-  // default: a core is left to this thread, which reads, writes and scans when the workers are busy
-  // (a worker costs 0.3-0.4 s of CPU to start: on 2 cores a second one measured slower)
-  const threads = opts.perplexity ? 0 : (opts.workers ?? Math.min(8, os.availableParallelism() - 1));
+  const files = partFiles(await inputFiles(cfg), part, parts);
+  let totalBytes = 0;
+  for (const f of files) totalBytes += (await fs.promises.stat(f.file)).size;
+  const threads = opts.perplexity ? 0 : (opts.workers ?? defaultScanWorkers(totalBytes, os.availableParallelism()));
   const pool = threads > 0 ? new ScanPool(setup, threads) : null;
   // Until the workers are ready (they load their code and build their context: 0.3-1 s), and
   // whenever each has a batch in hand, this thread scans the batch itself: a small corpus does not
@@ -218,9 +231,6 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   // the spool needs the tokenizer's name and vocabulary: from whichever context was built first
   const tok = async (): Promise<{ name: string; vocabSize: number }> => (local ? local.tok : pool!.tokenizer);
   const dd = resolveDedup(cfg.dedup);
-  const files = partFiles(await inputFiles(cfg), part, parts);
-  let totalBytes = 0;
-  for (const f of files) totalBytes += (await fs.promises.stat(f.file)).size;
   let spoolWriter: ShardWriter | null = null;
   const spool = async (): Promise<ShardWriter> => {
     if (spoolWriter) return spoolWriter;

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { emptyDocument } from '../../src/data/document.js';
 import { applyFilters, buildFilters, identifyLanguage } from '../../src/data/filters.js';
-import { prep, validatePrepConfig } from '../../src/data/prep.js';
+import { defaultScanWorkers, prep, SCAN_WORKERS_MIN_BYTES, validatePrepConfig } from '../../src/data/prep.js';
 import { ShardSet } from '../../src/data/shards.js';
 import { llama2Model } from '../../src/tokenizer/llama2.js';
 import { encodeModelProto, PieceType } from '../../src/tokenizer/model.js';
@@ -101,13 +101,25 @@ function tree(dir: string): Record<string, string> {
   return out;
 }
 
+describe('default scan workers', () => {
+  it('none below the threshold, where a worker cannot pay for its start-up; else one per core but one, at most 8', () => {
+    expect(defaultScanWorkers(0, 16)).toBe(0);
+    expect(defaultScanWorkers(14.3e6, 16)).toBe(0);
+    expect(defaultScanWorkers(SCAN_WORKERS_MIN_BYTES - 1, 16)).toBe(0);
+    expect(defaultScanWorkers(SCAN_WORKERS_MIN_BYTES, 2)).toBe(1);
+    expect(defaultScanWorkers(SCAN_WORKERS_MIN_BYTES, 4)).toBe(3);
+    expect(defaultScanWorkers(1e12, 64)).toBe(8);
+    expect(defaultScanWorkers(1e12, 1)).toBe(0);
+  });
+});
+
 describe('prep', () => {
   const data = path.join(root, 'data');
   corpus(data);
 
   it('accounts for every document; the mixture hits the budget; deterministic', async () => {
     const cfg = config(path.join(root, 'out1'), data);
-    const r = await prep(cfg);
+    const r = await prep(cfg, { workers: 1 }); // the default would scan this small corpus in this thread
     const d = r.documents;
     if (process.env.PG_DEBUG) console.log(JSON.stringify(r, null, 1));
     expect(d.in).toBe(60 + 6 + 4 + 2 + 30);
