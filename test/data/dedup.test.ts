@@ -104,6 +104,11 @@ describe('normalizeForDedup', () => {
       for (let k = 0; k < 12; k++) t += alphabet[Math.floor(r() * alphabet.length)];
       expect(normalizeForDedup(t), JSON.stringify(t)).toBe(byRegex(t));
     }
+    // every ASCII unit, alone and beside non-ASCII separators (the fast path's class of separators)
+    for (let c = 0; c < 128; c++) {
+      const u = String.fromCharCode(c);
+      for (const t of [`a${u}b`, `${u}x${u}${u}y${u}`, `a ${u}  b`, `—${u}z　${u}`, `${u}€ ${u}`]) expect(normalizeForDedup(t), JSON.stringify(t)).toBe(byRegex(t));
+    }
     expect(normalizeForDedup('A claim — comprising: 一种装置!')).toBe('a claim comprising 一 种 装 置');
   });
 });

@@ -74,8 +74,11 @@ class Extractor implements XmlHandler {
   private rootAttrs = '';
   // meta keys still to find, grouped by element: most text events are in no such element
   private readonly metaByElement = new Map<string, [string, string][]>();
+  // a Map: tag names are fresh slices, which an object property lookup would first intern
+  private readonly fieldOf: Map<string, Field>;
 
   constructor(private readonly spec: Spec) {
+    this.fieldOf = new Map(Object.entries(spec.fields));
     for (const [key, [el, inside]] of Object.entries(spec.meta)) {
       const l = this.metaByElement.get(el);
       if (l) l.push([key, inside]);
@@ -94,7 +97,7 @@ class Extractor implements XmlHandler {
       this.skipDepth++;
       return;
     }
-    const f = this.spec.fields[name];
+    const f = this.fieldOf.get(name);
     if (f) this.fieldStack.push(f);
     if (name === 'application-reference') {
       const t = attr(attrs, 'appl-type');
@@ -125,9 +128,10 @@ class Extractor implements XmlHandler {
       this.skipDepth--;
       return;
     }
-    if (this.spec.fields[name]) {
+    const f = this.fieldOf.get(name);
+    if (f) {
       this.fieldStack.pop();
-      this.out[this.spec.fields[name]!].push(BREAK);
+      this.out[f].push(BREAK);
     }
     if (this.spec.blocks.has(name)) this.newline();
   }
