@@ -64,52 +64,74 @@ const BREAK = '\0';
 // per odd run instead of per space.
 const BLANKS = /[\t\n\v\f\r\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]\s*| \s+/g;
 
+/** What an element is to the extractor: one Map lookup per open tag, none per close or text. */
+interface Tag {
+  skip: boolean;
+  block: boolean;
+  field: Field | undefined;
+  /** The meta keys this element may hold, with the ancestor each must be inside. */
+  meta: [string, string][] | undefined;
+}
+const PLAIN: Tag = { skip: false, block: false, field: undefined, meta: undefined };
+const tagsBySpec = new WeakMap<Spec, Map<string, Tag>>();
+
+function tagsOf(spec: Spec): Map<string, Tag> {
+  let tags = tagsBySpec.get(spec);
+  if (tags) return tags;
+  tags = new Map();
+  const tag = (name: string): Tag => {
+    let t = tags!.get(name);
+    if (!t) tags!.set(name, (t = { ...PLAIN }));
+    return t;
+  };
+  for (const name of spec.skip) tag(name).skip = true;
+  for (const name of spec.blocks) tag(name).block = true;
+  for (const [name, f] of Object.entries(spec.fields)) tag(name).field = f;
+  for (const [key, [el, inside]] of Object.entries(spec.meta)) (tag(el).meta ??= []).push([key, inside]);
+  tagsBySpec.set(spec, tags);
+  return tags;
+}
+
 class Extractor implements XmlHandler {
   /** Per field, its text pieces as written (entities decoded) and BREAK between blocks. */
   readonly out: Record<Field, string[]> = { title: [], abstract: [], claims: [], description: [] };
   readonly meta: Record<string, string> = {};
+  // open elements: names (for the meta's ancestors) and what each is
   private readonly stack: string[] = [];
+  private readonly tagStack: Tag[] = [];
   private readonly fieldStack: Field[] = [];
   private skipDepth = 0;
   private rootAttrs = '';
-  // meta keys still to find, grouped by element: most text events are in no such element
-  private readonly metaByElement = new Map<string, [string, string][]>();
-  // a Map: tag names are fresh slices, which an object property lookup would first intern
-  private readonly fieldOf: Map<string, Field>;
+  private readonly tags: Map<string, Tag>;
 
-  constructor(private readonly spec: Spec) {
-    this.fieldOf = new Map(Object.entries(spec.fields));
-    for (const [key, [el, inside]] of Object.entries(spec.meta)) {
-      const l = this.metaByElement.get(el);
-      if (l) l.push([key, inside]);
-      else this.metaByElement.set(el, [[key, inside]]);
-    }
+  constructor(spec: Spec) {
+    this.tags = tagsOf(spec);
   }
 
   wantsText(): boolean {
-    return this.skipDepth === 0 && (this.fieldStack.length > 0 || this.metaByElement.has(this.stack[this.stack.length - 1]!));
+    return this.skipDepth === 0 && (this.fieldStack.length > 0 || this.tagStack[this.tagStack.length - 1]?.meta !== undefined);
   }
 
   open(name: string, attrs: string): void {
     if (this.stack.length === 0) this.rootAttrs = attrs;
+    const tag = this.tags.get(name) ?? PLAIN;
     this.stack.push(name);
-    if (this.skipDepth > 0 || this.spec.skip.has(name)) {
+    this.tagStack.push(tag);
+    if (this.skipDepth > 0 || tag.skip) {
       this.skipDepth++;
       return;
     }
-    const f = this.fieldOf.get(name);
-    if (f) this.fieldStack.push(f);
+    if (tag.field) this.fieldStack.push(tag.field);
     if (name === 'application-reference') {
       const t = attr(attrs, 'appl-type');
       if (t && this.meta.applType === undefined) this.meta.applType = t;
     }
-    if (this.spec.blocks.has(name)) this.newline();
+    if (tag.block) this.newline();
   }
 
   text(t: string): void {
     if (this.skipDepth > 0) return;
-    const n = this.stack.length;
-    const wanted = n >= 1 ? this.metaByElement.get(this.stack[n - 1]!) : undefined;
+    const wanted = this.tagStack[this.tagStack.length - 1]?.meta;
     if (wanted) {
       for (const [key, inside] of wanted) {
         if (this.meta[key] === undefined && this.stack.includes(inside)) {
@@ -122,18 +144,18 @@ class Extractor implements XmlHandler {
     if (f) this.out[f].push(t.indexOf(BREAK) < 0 ? t : t.replaceAll(BREAK, ' '));
   }
 
-  close(name: string): void {
+  close(): void {
     this.stack.pop();
+    const tag = this.tagStack.pop()!;
     if (this.skipDepth > 0) {
       this.skipDepth--;
       return;
     }
-    const f = this.fieldOf.get(name);
-    if (f) {
+    if (tag.field) {
       this.fieldStack.pop();
-      this.out[f].push(BREAK);
+      this.out[tag.field].push(BREAK);
     }
-    if (this.spec.blocks.has(name)) this.newline();
+    if (tag.block) this.newline();
   }
 
   private newline(): void {
