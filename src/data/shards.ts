@@ -142,9 +142,11 @@ export class ShardWriter {
     if (this.closed) throw new PatentGPTError('E_ARGUMENT', 'ShardWriter.add after close()');
     if (!CATEGORY_RE.test(category))
       throw new PatentGPTError('E_ARGUMENT', `ShardWriter: category "${category}" must match ${CATEGORY_RE} (letters, digits, _ . -)`);
+    // integer typed arrays (what the scan hands over) need only the range check, and are copied whole
+    const typed = ids instanceof Int32Array || ids instanceof Uint32Array || ids instanceof Uint16Array ? ids : null;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
+      if ((typed === null && !Number.isInteger(id)) || id < 0 || id >= this.vocabSize)
         throw new PatentGPTError('E_DATA', `ShardWriter: token ${i} of a "${category}" document is ${id}, not an id in [0, ${this.vocabSize})`);
     }
     let shard = this.open.get(category);
@@ -159,7 +161,8 @@ export class ShardWriter {
     }
     for (let i = 0; i < ids.length; ) {
       const n = Math.min(ids.length - i, shard.buf.length - shard.bufLen);
-      for (let j = 0; j < n; j++) shard.buf[shard.bufLen + j] = ids[i + j]!;
+      if (typed) shard.buf.set(typed.subarray(i, i + n), shard.bufLen);
+      else for (let j = 0; j < n; j++) shard.buf[shard.bufLen + j] = ids[i + j]!;
       shard.bufLen += n;
       i += n;
       if (shard.bufLen === shard.buf.length) await this.flushTokens(shard);

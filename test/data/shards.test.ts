@@ -66,6 +66,10 @@ describe('token shards', () => {
   it('refuses ids outside the vocabulary when writing', async () => {
     const w = await ShardWriter.create(dir, { vocabSize: 10 });
     await expect(w.add([1, 2, 10])).rejects.toThrow(/token 2 .* is 10/);
+    await expect(w.add([1, 2.5])).rejects.toThrow(/token 1 .* is 2.5/);
+    // typed arrays (the scan's) take the range check and the bulk copy
+    await expect(w.add(Int32Array.of(1, -1))).rejects.toThrow(/token 1 .* is -1/);
+    await expect(w.add(Uint32Array.of(9, 10))).rejects.toThrow(/token 1 .* is 10/);
     await w.abort();
     expect(fs.existsSync(path.join(dir, 'manifest.json'))).toBe(false);
   });
