@@ -72,9 +72,11 @@ function collapseSeparators(t: string): string {
   let space = false; // a separator since the last word unit
   for (let i = 0; i < t.length; i++) {
     const c = t.charCodeAt(i);
-    if (c < 0x80 ? ASCII_SEPARATOR[c] === 1 : isSeparator(t, i)) {
+    const ascii = c < 0x80;
+    const pair = !ascii && isPairAt(t, i); // the low half belongs to the same code point
+    if (ascii ? ASCII_SEPARATOR[c] === 1 : isSeparator(t, i)) {
       space = n > 0;
-      if (isPairAt(t, i)) i++;
+      if (pair) i++;
       continue;
     }
     if (space) {
@@ -82,7 +84,7 @@ function collapseSeparators(t: string): string {
       space = false;
     }
     out[n++] = c;
-    if (isPairAt(t, i)) out[n++] = t.charCodeAt(++i); // the low half belongs to the same code point
+    if (pair) out[n++] = t.charCodeAt(++i);
   }
   // utf16le keeps lone surrogates as they are, as String.slice does
   return Buffer.from(out.buffer, 0, 2 * n).toString('utf16le');
