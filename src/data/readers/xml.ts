@@ -93,6 +93,13 @@ export function scanXml(s: string, h: XmlHandler): string | null {
     const gt = findTagEnd(s, lt + 1);
     if (gt < 0) return `unterminated tag at ${lt}`;
     if (c === 0x2f /* / */) {
+      // the common case, the innermost element's end tag as written: no string cut
+      const top = stack[stack.length - 1];
+      if (top !== undefined && gt - lt - 2 === top.length && s.startsWith(top, lt + 2)) {
+        h.close(stack.pop()!);
+        i = gt + 1;
+        continue;
+      }
       const name = s.slice(lt + 2, gt).trim();
       let k = stack.length - 1;
       while (k >= 0 && stack[k] !== name) k--;
