@@ -5,10 +5,10 @@
 // Every statistic of the length, word, character, line and repetition rules comes from one
 // native pass per document (src/tensor/text.ts, native/cpu/text_stats.cpp), computed once and
 // shared by those rules.
-import { franc } from 'franc-min';
 import { PatentGPTError } from '../errors.js';
 import { type NgramStat, type TextStats, textStats } from '../tensor/text.js';
 import type { Document } from './document.js';
+import { detectLanguageCode } from './language.js';
 
 export interface FilterConfig {
   /** Characters of text (inclusive bounds). */
@@ -105,7 +105,7 @@ export function identifyLanguage(text: string, maxChars = 4000): { lang: string;
     if (hangul > han) return { lang: 'ko', score: hangul / total };
     return { lang: 'zh', score: han / total };
   }
-  const code = franc(s, { minLength: 20 });
+  const code = detectLanguageCode(s, 20); // franc's answer, faster
   if (code === 'und') return { lang: 'und', score: 0 };
   return { lang: ISO3[code] ?? code, score: letters / total };
 }
