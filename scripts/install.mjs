@@ -3,6 +3,7 @@
 // otherwise build it from source with cmake-js. Loading never depends on this having run:
 // src/tensor/addon.ts finds the same binaries and says how to build when there are none.
 import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +20,25 @@ function loadable() {
   }
 }
 
-if (process.env.PATENTGPT_FORCE_BUILD !== '1' && loadable()) {
+/** Newest modification time of the native sources (a checkout updated since the last build). */
+function newestSource(dir) {
+  let newest = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    newest = Math.max(newest, e.isDirectory() ? newestSource(p) : statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+// A local build older than the sources (a checkout updated since) lacks what they added, and
+// node-gyp-build would still prefer it to a prebuild: rebuild. A published package has no build/.
+const localBuild = join(root, 'build', 'Release', 'patentgpt.node');
+const staleLocalBuild =
+  existsSync(localBuild) &&
+  Math.max(...['native', 'bindings'].map((d) => (existsSync(join(root, d)) ? newestSource(join(root, d)) : 0))) >
+    statSync(localBuild).mtimeMs;
+
+if (process.env.PATENTGPT_FORCE_BUILD !== '1' && !staleLocalBuild && loadable()) {
   console.log('patentgpt: using the existing native addon');
   process.exit(0);
 }
