@@ -1,17 +1,16 @@
 // patentgpt eval: benchmarks over a model folder: multiple choice by log-likelihood, generation
 // through the inference engine, perplexity, phrase matching.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { PatentGPTError } from '../errors.js';
 import {
   evaluateGenerate, evaluateMc, evaluatePerplexity, evaluatePhraseMatching, formatMarkdown, formatTable, resolveTask, Scorer,
   type EvalRun, type PromptStyle, type TaskResult,
 } from '../eval/index.js';
 import { Engine } from '../infer/index.js';
 import { loadPretrained } from '../models/index.js';
-import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
 import { Progress } from '../train/progress.js';
+import { tokenizerFromSpec } from './tokenizer-spec.js';
 
 function int(name: string, min: number) {
   return (v: string): number => {
@@ -19,14 +18,6 @@ function int(name: string, min: number) {
     if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
     return n;
   };
-}
-
-function loadTokenizer(spec: string | undefined, model: string): ByteTokenizer | SentencePieceTokenizer {
-  if (spec === 'byte') return new ByteTokenizer();
-  if (spec === 'llama2') return SentencePieceTokenizer.llama2();
-  const path = spec ?? join(model, 'tokenizer.model');
-  if (!existsSync(path)) throw new PatentGPTError('E_ARGUMENT', `no tokenizer at ${path}: pass --tokenizer PATH, 'llama2' or 'byte'`);
-  return SentencePieceTokenizer.load(path);
 }
 
 export function evalCommand(): Command {
@@ -58,7 +49,7 @@ export function evalCommand(): Command {
     }) => {
       const t0 = performance.now();
       const tasks = o.tasks.split(',').map((s) => s.trim()).filter((s) => s !== '').map((s) => resolveTask(s));
-      const tok = loadTokenizer(o.tokenizer, o.model);
+      const tok = tokenizerFromSpec(o.tokenizer, o.model);
       const model = await loadPretrained(o.model);
       const scorer = new Scorer(model, tok, { maxBatchTokens: o.batchTokens, addBos: o.addBos });
       const run: EvalRun = {

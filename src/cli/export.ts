@@ -1,11 +1,9 @@
 // patentgpt export: a trained model folder to other runtimes' formats (GGUF for llama.cpp).
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { exportGguf } from '../export/gguf.js';
-import { PatentGPTError } from '../errors.js';
 import { loadPretrained } from '../models/index.js';
-import { SentencePieceTokenizer } from '../tokenizer/index.js';
+import { sentencePieceFromSpec } from './tokenizer-spec.js';
 
 export function exportCommand(): Command {
   const cmd = new Command('export').description('write a model folder in another runtime\'s format');
@@ -21,10 +19,7 @@ export function exportCommand(): Command {
     .option('--tokenizer <path>', "a tokenizer.model, or 'llama2' (default: <model>/tokenizer.model)")
     .option('--name <name>', 'general.name in the file')
     .action(async (model: string, out: string, opts: { dtype: 'f32' | 'f16'; tokenizer?: string; name?: string }) => {
-      const tokPath = opts.tokenizer ?? join(model, 'tokenizer.model');
-      if (tokPath !== 'llama2' && !existsSync(tokPath))
-        throw new PatentGPTError('E_ARGUMENT', `no tokenizer at ${tokPath}: pass --tokenizer PATH (or 'llama2')`);
-      const tok = tokPath === 'llama2' ? SentencePieceTokenizer.llama2() : SentencePieceTokenizer.load(tokPath);
+      const tok = sentencePieceFromSpec(opts.tokenizer ?? join(model, 'tokenizer.model'));
       const m = await loadPretrained(model);
       await exportGguf(m, tok, out, { dtype: opts.dtype, name: opts.name });
       m.dispose();

@@ -1,14 +1,13 @@
 // `patentgpt data synth`: rewriting and synthesis over documents with a generator backend
 // (an OpenAI-compatible endpoint, this package's engine, or the offline extractive one).
-import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { PatentGPTError } from '../errors.js';
 import { EngineGenerator, OfflineGenerator, OpenAIHttpGenerator, TEMPLATE_NAMES, getTemplate, synthesize, doneLogPath, type Generator, type SynthReport, type TemplateName } from '../data/generate/index.js';
 import { FORMATS, type Format } from '../data/readers/index.js';
 import { loadPretrained } from '../models/index.js';
-import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
 import { Progress } from '../train/progress.js';
+import { tokenizerFromSpec } from './tokenizer-spec.js';
 
 function number(name: string, min: number, max = Infinity, integer = false) {
   return (v: string): number => {
@@ -46,8 +45,7 @@ async function makeGenerator(o: SynthCliOptions): Promise<Generator & { close?()
   }
   const dir = need(o.model, '--model DIR (a model folder: config.json + safetensors)');
   const spec = o.tokenizer ?? path.join(dir, 'tokenizer.model');
-  if (spec !== 'byte' && spec !== 'llama2' && !existsSync(spec)) throw new PatentGPTError('E_ARGUMENT', `no tokenizer at ${spec}: pass --tokenizer PATH, 'llama2' or 'byte'`);
-  const tok = spec === 'byte' ? new ByteTokenizer() : spec === 'llama2' ? SentencePieceTokenizer.llama2() : SentencePieceTokenizer.load(spec);
+  const tok = tokenizerFromSpec(spec, dir);
   const model = await loadPretrained(dir);
   if (tok.vocabSize > model.config.vocabSize)
     throw new PatentGPTError('E_ARGUMENT', `tokenizer ${spec} has ${tok.vocabSize} tokens; the model's vocabulary has ${model.config.vocabSize}`);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { Progress } from '../train/progress.js';
 import { exportHfTokenizer, mergeVocabularies, SentencePieceTokenizer, tokenizerStats, trainBpe } from '../tokenizer/index.js';
+import { sentencePieceFromSpec } from './tokenizer-spec.js';
 
 function int(v: string): number {
   const n = Number(v);
@@ -18,10 +19,6 @@ function holdOut(v: string): number {
   return n;
 }
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
-
-function loadTokenizer(spec: string): SentencePieceTokenizer {
-  return spec === 'llama2' ? SentencePieceTokenizer.llama2() : SentencePieceTokenizer.load(spec);
-}
 
 /** Files under the given paths (folders walked, sorted). */
 function files(paths: string[]): string[] {
@@ -70,7 +67,7 @@ export function tokenizerCommand(): Command {
     .option('--size <n>', 'target vocabulary size', int, 55296)
     .requiredOption('--out <file>', 'where to write the merged tokenizer.model')
     .action((o: { base: string; domain: string; size: number; out: string }) => {
-      const { tokenizer, stats } = mergeVocabularies(loadTokenizer(o.base), SentencePieceTokenizer.load(o.domain), o.size);
+      const { tokenizer, stats } = mergeVocabularies(sentencePieceFromSpec(o.base), SentencePieceTokenizer.load(o.domain), o.size);
       writeFileSync(o.out, tokenizer.serialize());
       console.log(JSON.stringify({ out: o.out, ...stats }));
     });
@@ -84,7 +81,7 @@ export function tokenizerCommand(): Command {
       const docs = files(o.data).map((path) => ({ path, text: readFileSync(path, 'utf8') }));
       const rows = o.model.flatMap((m) => {
         const bar = new Progress({ total: docs.length, label: m });
-        const r = tokenizerStats([{ name: m, tokenizer: loadTokenizer(m) }], docs, { holdOut: o.holdOut, onDocument: (d) => bar.update(d) });
+        const r = tokenizerStats([{ name: m, tokenizer: sentencePieceFromSpec(m) }], docs, { holdOut: o.holdOut, onDocument: (d) => bar.update(d) });
         bar.done();
         return r;
       });
@@ -104,7 +101,7 @@ export function tokenizerCommand(): Command {
     .option('--no-bos', 'do not add BOS in the post-processor')
     .action((o: { model: string; out: string; prefix: string; bos: boolean }) => {
       if (o.prefix !== 'normalizer' && o.prefix !== 'metaspace') throw new InvalidArgumentError(`--prefix must be normalizer or metaspace, got ${o.prefix}`);
-      const written = exportHfTokenizer(loadTokenizer(o.model), o.out, { prefix: o.prefix, addBos: o.bos });
+      const written = exportHfTokenizer(sentencePieceFromSpec(o.model), o.out, { prefix: o.prefix, addBos: o.bos });
       console.log(JSON.stringify({ written }));
     });
   return cmd;
