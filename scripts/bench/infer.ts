@@ -55,12 +55,7 @@ function triadGBs(reps = 5, n = 32 * 2 ** 20): number {
   const y = Tensor.full([n], 2);
   const run = (): void => addon().axpy(y.storage, y.offset, x.storage, x.offset, 1e-3, n);
   run();
-  let best = Infinity;
-  for (let r = 0; r < reps; r++) {
-    const t0 = performance.now();
-    run();
-    best = Math.min(best, (performance.now() - t0) / 1e3);
-  }
+  const best = bestSeconds(run, reps);
   x.dispose();
   y.dispose();
   return (3 * n * 4) / best / 1e9;

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import { PatentGPTError, type ErrorCode } from '../errors.js';
 import { NativeBpeEncoderHandle } from '../tensor/bpe-encoder.js';
+import { packTexts } from '../tensor/text-batch.js';
 import { startWorker } from '../util/worker.js';
 import { ByteTokenizer } from '../tokenizer/byte.js';
 import { llama2Model } from '../tokenizer/llama2.js';
@@ -70,8 +71,6 @@ export interface Tok {
   encodeBatch(texts: readonly string[]): Promise<TokenBatch>;
 }
 
-const utf8 = new TextEncoder();
-
 /** One flat array from per-text arrays (the encoders that work text by text). */
 function flatten(parts: readonly Int32Array[]): TokenBatch {
   const offsets = new Float64Array(parts.length + 1);
@@ -128,14 +127,8 @@ export function makeTokenizer(t: TokenizerConfig): Tok {
     vocabSize: model.pieces.length,
     // One call per batch: the encoder's segment cache lives for one call, and it runs off this thread.
     async encodeBatch(texts) {
-      let cap = 0;
-      for (const s of texts) cap += s.length * 3;
-      const buf = new Uint8Array(cap);
-      const offsets = new BigInt64Array(texts.length + 1);
-      let at = 0;
-      // TextEncoder writes lone surrogates as U+FFFD, as SentencePieceTokenizer.encode reads them.
-      texts.forEach((s, i) => (offsets[i + 1] = BigInt((at += utf8.encodeInto(s, buf.subarray(at)).written))));
-      return native.encodeBatch(buf, offsets, 1, -1, eos ? eosId : -1);
+      const { bytes, offsets } = packTexts(texts);
+      return native.encodeBatch(bytes, offsets, 1, -1, eos ? eosId : -1);
     },
   };
 }

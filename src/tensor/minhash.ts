@@ -2,6 +2,7 @@
 // batch with offsets, calls the addon once, returns the (N, P) signatures.
 import { PatentGPTError } from '../errors.js';
 import { addon } from './addon.js';
+import { packTexts } from './text-batch.js';
 
 export interface MinhashParams {
   /** Number of hash permutations P (signature length). */
@@ -14,7 +15,6 @@ export interface MinhashParams {
   seed: number;
 }
 
-const encoder = new TextEncoder();
 
 /** Signatures of texts, row-major (N, P). Strings are encoded as UTF-8. */
 export function minhashSignatures(texts: readonly (string | Uint8Array)[], p: MinhashParams): Uint32Array {
@@ -25,20 +25,7 @@ export function minhashSignatures(texts: readonly (string | Uint8Array)[], p: Mi
   if (p.unit !== 'word' && p.unit !== 'char') throw new PatentGPTError('E_ARGUMENT', `minhash: unit must be 'word' or 'char', got '${String(p.unit)}'`);
   if (!Number.isSafeInteger(p.seed)) throw new PatentGPTError('E_ARGUMENT', `minhash: seed must be a safe integer, got ${p.seed}`);
   const n = texts.length;
-  let cap = 0;
-  for (const t of texts) cap += typeof t === 'string' ? t.length * 3 : t.length;
-  const bytes = new Uint8Array(cap);
-  const offsets = new BigInt64Array(n + 1);
-  let at = 0;
-  for (let i = 0; i < n; i++) {
-    const t = texts[i]!;
-    if (typeof t === 'string') at += encoder.encodeInto(t, bytes.subarray(at)).written;
-    else {
-      bytes.set(t, at);
-      at += t.length;
-    }
-    offsets[i + 1] = BigInt(at);
-  }
+  const { bytes, offsets } = packTexts(texts);
   const sig = new Uint32Array(n * p.permutations);
   addon().minhashSignatures(sig, bytes, offsets, n, p.permutations, p.shingle, p.unit === 'word' ? 0 : 1, p.seed);
   return sig;

@@ -2,6 +2,7 @@
 // src/tokenizer, and the filter statistics (native/cpu/text_stats.cpp) for src/data.
 import { PatentGPTError } from '../errors.js';
 import { addon, type NativeBpeTrainer } from './addon.js';
+import { packTexts, utf8Capacity } from './text-batch.js';
 
 export interface BpeTrainerConfig {
   splitByWhitespace: boolean;
@@ -89,7 +90,6 @@ export interface NgramStat {
 }
 
 const FIXED_STATS = 15;
-const utf8 = new TextEncoder();
 const KEEP_BYTES = 16 << 20;
 let scratch = new Uint8Array(1 << 16);
 
@@ -104,18 +104,11 @@ export function textStats(texts: readonly string[], analyze: number, ngrams: rea
     spec[2 * i + 1] = g.kind === 'top' ? 0 : 1;
   });
   const n = texts.length;
-  let cap = 0;
-  for (const t of texts) cap += t.length * 3;
+  const cap = utf8Capacity(texts);
   // one buffer reused across calls (the call is synchronous): a fresh one per document kept the
   // GC busy; beyond KEEP_BYTES, a buffer for this call only, so that memory stays bounded
   if (scratch.length < cap && cap <= KEEP_BYTES) scratch = new Uint8Array(Math.min(KEEP_BYTES, Math.max(cap, 2 * scratch.length)));
-  const bytes = cap <= scratch.length ? scratch : new Uint8Array(cap);
-  const offsets = new BigInt64Array(n + 1);
-  let at = 0;
-  for (let i = 0; i < n; i++) {
-    at += utf8.encodeInto(texts[i]!, bytes.subarray(at)).written;
-    offsets[i + 1] = BigInt(at);
-  }
+  const { bytes, offsets } = packTexts(texts, scratch);
   const w = FIXED_STATS + m;
   const out = new Float64Array(n * w);
   addon().textStats(out, bytes, offsets, n, analyze, spec, m);

@@ -16,6 +16,7 @@ import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { PatentGPTError } from '../errors.js';
 import { NativeBpeEncoderHandle } from '../tensor/bpe-encoder.js';
+import { packTexts } from '../tensor/text-batch.js';
 import { startWorker } from '../util/worker.js';
 import { PieceType } from './model.js';
 import type { EncodeOptions } from './sentencepiece.js';
@@ -161,21 +162,13 @@ export class TokenizerPool {
     const tok = this.#tokenizer;
     if (opts.bos && tok.bosId < 0) throw new PatentGPTError('E_ARGUMENT', 'encode: bos requested but the model has no BOS piece');
     if (opts.eos && tok.eosId < 0) throw new PatentGPTError('E_ARGUMENT', 'encode: eos requested but the model has no EOS piece');
-    const utf8 = new TextEncoder();
     const out = new Array<Int32Array>(texts.length);
     for (let start = 0; start < texts.length; ) {
       let end = start;
       let units = 0;
       while (end < texts.length && (end === start || units + texts[end]!.length <= NATIVE_CHUNK_UNITS)) units += texts[end++]!.length;
-      // TextEncoder writes lone surrogates as U+FFFD, as encode() reads them.
-      const buf = new Uint8Array(units * 3);
-      const offsets = new BigInt64Array(end - start + 1);
-      let pos = 0;
-      for (let i = start; i < end; i++) {
-        pos += utf8.encodeInto(texts[i]!, buf.subarray(pos)).written;
-        offsets[i - start + 1] = BigInt(pos);
-      }
-      const r = await native.encodeBatch(buf, offsets, this.threads, opts.bos ? tok.bosId : -1, opts.eos ? tok.eosId : -1);
+      const { bytes, offsets } = packTexts(texts.slice(start, end)); // lone surrogates: U+FFFD, as encode() reads them
+      const r = await native.encodeBatch(bytes, offsets, this.threads, opts.bos ? tok.bosId : -1, opts.eos ? tok.eosId : -1);
       for (let i = start; i < end; i++) out[i] = r.ids.subarray(r.offsets[i - start]!, r.offsets[i - start + 1]!);
       start = end;
     }
