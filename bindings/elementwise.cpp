@@ -22,6 +22,14 @@ Napi::Value Axpy(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// triad(out, outOff, a, aOff, b, bOff, alpha, n): out = a + alpha * b
+Napi::Value Triad(const Napi::CallbackInfo& info) {
+  Args a(info, "triad", 8);
+  int64_t n = a.Size(7, "n");
+  pg::triad(a.Ptr<float>(0, "out", n), a.Ptr<float>(2, "a", n), a.Ptr<float>(4, "b", n), static_cast<float>(a.Num(6, "alpha")), n);
+  return info.Env().Undefined();
+}
+
 // scale(x, xOff, alpha, n)
 Napi::Value Scale(const Napi::CallbackInfo& info) {
   Args a(info, "scale", 4);
@@ -71,6 +79,7 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
 void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("addForward", Napi::Function::New(env, AddForward, "addForward"));
   exports.Set("axpy", Napi::Function::New(env, Axpy, "axpy"));
+  exports.Set("triad", Napi::Function::New(env, Triad, "triad"));
   exports.Set("scale", Napi::Function::New(env, Scale, "scale"));
   exports.Set("fill", Napi::Function::New(env, Fill, "fill"));
   exports.Set("sum", Napi::Function::New(env, Sum, "sum"));

@@ -1,4 +1,5 @@
-// Elementwise ops and reductions: residual add, accumulate, fill, scale, dtype casts, sums.
+// Elementwise ops and reductions: residual add, accumulate, STREAM's triad, fill, scale, dtype
+// casts, sums.
 // Memory-bound loops: written plainly, vectorised by the compiler (PG_CLONES), split over the pool.
 #include <algorithm>
 #include <cmath>
@@ -18,6 +19,9 @@ PG_CLONES void add_range(float* out, const float* a, const float* b, int64_t n) 
 }
 PG_CLONES void axpy_range(float* y, const float* x, float alpha, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+PG_CLONES void triad_range(float* out, const float* a, const float* b, float alpha, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + alpha * b[i];
 }
 PG_CLONES void scale_range(float* x, float alpha, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= alpha;
@@ -130,6 +134,10 @@ void add_forward(float* out, const float* a, const float* b, int64_t n) {
 
 void axpy(float* y, const float* x, float alpha, int64_t n) {
   parallel_elementwise(n, [&](int64_t s, int64_t e) { axpy_range(y + s, x + s, alpha, e - s); });
+}
+
+void triad(float* out, const float* a, const float* b, float alpha, int64_t n) {
+  parallel_elementwise(n, [&](int64_t s, int64_t e) { triad_range(out + s, a + s, b + s, alpha, e - s); });
 }
 
 void scale_inplace(float* x, float alpha, int64_t n) {

@@ -6,7 +6,7 @@
 #include "patentgpt/ops.h"
 #include "patentgpt/runtime.h"
 
-TEST(add_and_axpy_match_plain_loops) {
+TEST(add_axpy_and_triad_match_plain_loops) {
   const int64_t n = 100003;  // not a multiple of any vector width
   auto a = pgtest::randn(n, 1), b = pgtest::randn(n, 2);
   std::vector<float> out(n), ref(n);
@@ -15,6 +15,9 @@ TEST(add_and_axpy_match_plain_loops) {
   CHECK_CLOSE(out, ref, n, 0, 0);
   pg::axpy(out.data(), a.data(), -2.0f, n);
   for (int64_t i = 0; i < n; ++i) ref[i] += -2.0f * a[i];
+  CHECK_CLOSE(out, ref, n, 1e-6, 1e-6);
+  pg::triad(out.data(), a.data(), b.data(), 3.0f, n);
+  for (int64_t i = 0; i < n; ++i) ref[i] = a[i] + 3.0f * b[i];
   CHECK_CLOSE(out, ref, n, 1e-6, 1e-6);
 }
 

@@ -48,6 +48,8 @@ export interface Addon {
   // elementwise.cpp
   addForward(out: S, outO: O, a: S, aO: O, b: S, bO: O, n: number): void;
   axpy(y: S, yO: O, x: S, xO: O, alpha: number, n: number): void;
+  /** out = a + alpha * b (STREAM's triad). */
+  triad(out: S, oO: O, a: S, aO: O, b: S, bO: O, alpha: number, n: number): void;
   scale(x: S, xO: O, alpha: number, n: number): void;
   fill(x: S, xO: O, value: number, n: number): void;
   sum(x: S, xO: O, n: number): number;

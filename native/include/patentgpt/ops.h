@@ -16,6 +16,8 @@ namespace pg {
 // ---- elementwise.cpp: residual add, in-place accumulate, fill, scale, casts, reductions ----
 void add_forward(float* out, const float* a, const float* b, int64_t n);      // out = a + b
 void axpy(float* y, const float* x, float alpha, int64_t n);                   // y += alpha * x
+// out = a + alpha * b: STREAM's triad (three arrays), what bandwidth bounds are measured with.
+void triad(float* out, const float* a, const float* b, float alpha, int64_t n);
 void scale_inplace(float* x, float alpha, int64_t n);                          // x *= alpha
 void fill(float* x, float value, int64_t n);
 double sum(const float* x, int64_t n);                                          // accumulated in f64
