@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
 import { addon } from '../../src/tensor/addon.js';
 import {
-  GEMV_MAX_ROWS, Tensor, add, addLinear, decodeLayer, decodeLogits, decodeQkv, decodeSwigluMlp, linear, pagedAttention, pagedKvStore, rmsnorm, rope,
+  GEMV_MAX_ROWS, Tensor, add, addLinear, decodeLayer, decodeLogits, decodeQkv, decodeSwigluMlp, linear, pagedAttention, pagedKvStore, prepareDecodeLayer, prepareDecodeLogits, rmsnorm, rope,
   setNumThreads, swiglu,
 } from '../../src/tensor/index.js';
 import { Rng } from '../../src/tensor/index.js';
@@ -212,6 +212,8 @@ describe('fused decode pieces', () => {
     expect(() => decodeLayer({ ...inp, attention: { ...c.attention, maxPartitions: 1 } }, scratch)).toThrow(/needs more than maxPartitions/);
     expect(() => decodeLayer(inp, { ...scratch, o: scratch.q })).toThrow(/overlap/);
     expect(() => decodeLayer({ ...inp, wo: t([C, H * D + 1], 26) }, scratch)).toThrow(PatentGPTError);
+    const prepared = prepareDecodeLayer(inp, scratch); // for M rows, 3 sequences, P partitions
+    for (const [m, nseq, p] of [[M + 1, 3, P], [M, 4, P], [M, 3, P + 1]] as const) expect(() => prepared(m, nseq, p)).toThrow(/exceeds the prepared/);
   });
 
   it('decodeLogits equals linear(rmsnorm(x)) and refuses a logits buffer of the wrong shape', () => {
@@ -222,6 +224,11 @@ describe('fused decode pieces', () => {
     expectClose(logits.toArray() as Float32Array, linear(rmsnorm(x, norm.weight, eps), w).toArray() as Float32Array, 1e-6, 1e-5, 'logits');
     expect(() => decodeLogits(Tensor.empty([M, V - 1]), x, norm, w, h)).toThrow(PatentGPTError);
     expect(() => decodeLogits(logits, x, norm, w, logits.reshape([-1]).narrow(0, M * C).reshape([M, C]))).toThrow(/overlap/);
+    // Prepared for M rows, run on the first 2: those rows only.
+    const full = logits.toArray() as Float32Array;
+    const part = Tensor.zeros([M, V]);
+    prepareDecodeLogits(part, x, norm, w, h)(2);
+    expect(Array.from(part.toArray() as Float32Array)).toEqual([...full.slice(0, 2 * V), ...new Array<number>(V).fill(0)]);
   });
 
   it('refuses caches, weights and buffers of the wrong shape, and slots outside the cache', () => {

@@ -6,7 +6,7 @@ import { BlockPool } from '../../src/infer/blocks.js';
 import { ModelRunner, type StepItem } from '../../src/infer/runner.js';
 import { LlamaForCausalLM, preset, validateConfig } from '../../src/models/index.js';
 import { Module, type FeedForward } from '../../src/nn/index.js';
-import { noGrad, type Tensor } from '../../src/tensor/index.js';
+import { noGrad, scale, type Tensor } from '../../src/tensor/index.js';
 import { expectClose } from '../helpers.js';
 
 const cfg = validateConfig({ ...preset('tiny').config, nHeads: 4, nKvHeads: 2, maxSeqLen: 512 });
@@ -96,6 +96,36 @@ describe('ModelRunner', () => {
     pool.prepareWrite(table, 149, 150);
     const [l] = runner.step([{ tokens, start: 149, end: 150, table }]);
     expectClose(l!, fullLogits(model, tokens), 1e-4, 1e-4, 'decode at 150 tokens over 5 partitions');
+    runner.close();
+  });
+
+  it('decode steps follow weights replaced (setParameter) or changed in place, and longer contexts than the buffers', () => {
+    const model = new LlamaForCausalLM(cfg, { seed: 11, initStd: 0.1 });
+    const pool = new BlockPool(32, 4);
+    // Decode buffers for 12 tokens (3 block-table columns, 2 partitions of 8): longer sequences take the general path.
+    const runner = new ModelRunner(model, { numBlocks: 32, blockSize: 4, partitionSize: 8, maxModelLen: 12 });
+    /** Prefills all but the last token, then decodes it: the decode step's logits. */
+    const run = (tokens: number[]): Float32Array => {
+      const { table } = pool.allocatePrefix(0, tokens);
+      pool.prepareWrite(table, 0, tokens.length);
+      runner.step([{ tokens, start: 0, end: tokens.length - 1, table }]);
+      const [l] = runner.step([{ tokens, start: tokens.length - 1, end: tokens.length, table }]);
+      pool.free(table);
+      return l!;
+    };
+    const tokens = (n: number, seed: number): number[] => Array.from({ length: n }, (_, i) => (i * seed + 3) % 256);
+    const a = tokens(10, 7);
+    expectClose(run(a), fullLogits(model, a), 1e-4, 1e-4, 'before any change');
+    const q = model.getParameter('model.layers.0.self_attn.q_proj.weight')!;
+    model.setParameter('model.layers.0.self_attn.q_proj.weight', noGrad(() => scale(q, 1.5))); // a new tensor; the old one is disposed
+    const b = tokens(10, 13);
+    expectClose(run(b), fullLogits(model, b), 1e-4, 1e-4, 'after setParameter');
+    const down = model.getParameter('model.layers.1.mlp.down_proj.weight')!;
+    down.storage.write(new Float32Array(down.size).fill(0.01), down.byteOffset); // in place
+    const c = tokens(10, 17);
+    expectClose(run(c), fullLogits(model, c), 1e-4, 1e-4, 'after an in-place change');
+    const d = tokens(30, 19); // 8 blocks, 4 partitions: more than the decode buffers hold
+    expectClose(run(d), fullLogits(model, d), 1e-4, 1e-4, 'a context longer than maxModelLen');
     runner.close();
   });
 

@@ -144,13 +144,11 @@ export interface DecodeLayerScratch extends DecodeQkvOutputs {
   partStats: Tensor;
 }
 
-/**
- * A whole decoder layer with a SwiGLU feed-forward for M rows, in place on the residual x (M, C),
- * in one native call (one parallel region): decodeQkv, paged attention over the cache (the rows'
- * own keys and values included: they are stored first), x += o_proj(o), then decodeSwigluMlp.
- */
-export function decodeLayer(inp: DecodeQkvInputs & { wo: Tensor; mlp: DecodeMlpWeights; attention: DecodeLayerAttention },
-  scratch: DecodeLayerScratch): void {
+/** decodeLayer's inputs: decodeQkv's, the output projection, the feed-forward and the cache index. */
+export type DecodeLayerInputs = DecodeQkvInputs & { wo: Tensor; mlp: DecodeMlpWeights; attention: DecodeLayerAttention };
+
+/** Checks decodeLayer's tensors; returns the addon's 69 arguments. */
+function decodeLayerArgs(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): Parameters<Addon['decodeLayer']> {
   const op = 'decodeLayer';
   const qkv = qkvArgs(op, inp, scratch);
   const [M, C, F] = checkMlp(op, inp.x, inp.mlp, scratch);
@@ -161,10 +159,42 @@ export function decodeLayer(inp: DecodeQkvInputs & { wo: Tensor; mlp: DecodeMlpW
   expectShape(op, 'o', scratch.o, [M, H, D]);
   for (const [name, t] of [['blockTables', at.blockTables], ['cuQ', at.cuQ], ['contextLens', at.contextLens]] as const) expectDType(op, name, t, 'i32');
   const nseq = at.contextLens.size;
-  addon().decodeLayer(...qkv, ...arg(scratch.o), ...arg(scratch.partOut), ...arg(scratch.partStats),
+  return [...qkv, ...arg(scratch.o), ...arg(scratch.partOut), ...arg(scratch.partStats),
     ...arg(at.blockTables), ...arg(at.cuQ), ...arg(at.contextLens), nseq, at.maxBlocks, at.partitionSize, at.maxPartitions,
     at.scale ?? 1 / Math.sqrt(D), ...arg(inp.wo), ...arg(scratch.g), ...arg(scratch.u), ...arg(inp.mlp.normWeight),
-    ...arg(inp.mlp.gate), ...arg(inp.mlp.up), ...arg(inp.mlp.down), F, inp.mlp.eps);
+    ...arg(inp.mlp.gate), ...arg(inp.mlp.up), ...arg(inp.mlp.down), F, inp.mlp.eps];
+}
+
+/**
+ * A whole decoder layer with a SwiGLU feed-forward for M rows, in place on the residual x (M, C),
+ * in one native call (one parallel region): decodeQkv, paged attention over the cache (the rows'
+ * own keys and values included: they are stored first), x += o_proj(o), then decodeSwigluMlp.
+ */
+export function decodeLayer(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): void {
+  addon().decodeLayer(...decodeLayerArgs(inp, scratch));
+}
+
+// Where a step's sizes sit in decodeLayer's arguments (bindings/gemv.cpp): rows, sequences, partitions.
+const LAYER_ROWS = 26, LAYER_SEQS = 48, LAYER_PARTITIONS = 51;
+
+/**
+ * decodeLayer checked once, for inputs and scratch of `capacity` rows, `capacity` sequences and
+ * `attention.maxPartitions` partitions; the returned call runs a step of fewer (M rows of nseq
+ * sequences, needing `partitions`), the index tensors holding them at their start. A decode
+ * step then costs one native call per layer and no checks or objects in JavaScript (the native
+ * side still checks every range and index).
+ */
+export function prepareDecodeLayer(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): (M: number, nseq: number, partitions: number) => void {
+  const args = decodeLayerArgs(inp, scratch);
+  const [rows, seqs, partitions] = [args[LAYER_ROWS], args[LAYER_SEQS], args[LAYER_PARTITIONS]] as number[];
+  return (M, nseq, p) => {
+    if (M > rows! || nseq > seqs! || p > partitions!)
+      throw new PatentGPTError('E_SHAPE', `decodeLayer: a step of ${M} rows, ${nseq} sequences and ${p} partitions exceeds the prepared ${rows}, ${seqs} and ${partitions}`);
+    args[LAYER_ROWS] = M;
+    args[LAYER_SEQS] = nseq;
+    args[LAYER_PARTITIONS] = p;
+    addon().decodeLayer(...args);
+  };
 }
 
 /** y (M, N) += x (M, K) @ weight (N, K)^T in place (a projection added into the residual). */
@@ -179,11 +209,8 @@ export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
   addon().gemv(...arg(y), ...arg(x), ...arg(weight), M, N, K, true);
 }
 
-/**
- * The language-model head of M rows into existing buffers: logits (M, V) = rmsnorm(x (M, C),
- * normWeight, eps) @ weight (V, C)^T, with h (M, C) as scratch for the normed rows.
- */
-export function decodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): void {
+/** Checks decodeLogits' tensors; returns the addon's 14 arguments. */
+function decodeLogitsArgs(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): Parameters<Addon['decodeLogits']> {
   const op = 'decodeLogits';
   expectCpu(op, logits, x, norm.weight, weight, h);
   const [V, C] = weight.shape as [number, number];
@@ -193,5 +220,24 @@ export function decodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; 
   expectShape(op, 'normWeight', norm.weight, [C]);
   expectShape(op, 'h', h, [M, C]);
   expectShape(op, 'logits', logits, [M, V]);
-  addon().decodeLogits(...arg(logits), ...arg(h), ...arg(x), ...arg(norm.weight), ...arg(weight), M, C, V, norm.eps);
+  return [...arg(logits), ...arg(h), ...arg(x), ...arg(norm.weight), ...arg(weight), M, C, V, norm.eps];
+}
+
+/**
+ * The language-model head of M rows into existing buffers: logits (M, V) = rmsnorm(x (M, C),
+ * normWeight, eps) @ weight (V, C)^T, with h (M, C) as scratch for the normed rows.
+ */
+export function decodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): void {
+  addon().decodeLogits(...decodeLogitsArgs(logits, x, norm, weight, h));
+}
+
+/** decodeLogits checked once for buffers of `capacity` rows; the returned call runs the first M. */
+export function prepareDecodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): (M: number) => void {
+  const args = decodeLogitsArgs(logits, x, norm, weight, h);
+  const rows = args[10];
+  return (M) => {
+    if (M > rows) throw new PatentGPTError('E_SHAPE', `decodeLogits: ${M} rows exceed the prepared ${rows}`);
+    args[10] = M;
+    addon().decodeLogits(...args);
+  };
 }
