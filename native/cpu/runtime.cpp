@@ -1,20 +1,54 @@
 // The persistent thread pool and SIMD detection shared by every CPU kernel.
 //
-// Workers are started once and park on a condition variable between jobs, so a kernel call
-// costs one wake-up rather than thread creation. The calling thread takes a share of the work.
+// Workers are started once. Between jobs each spins for a short while (spin_micros) and then
+// parks on a condition variable: back-to-back calls (a decode step's layers, a training step's
+// ops) find the workers awake instead of paying a futex wake-up, which on a VM can cost tens of
+// microseconds per call, while an idle pool costs no CPU. The calling thread takes a share of
+// the work and spins as briefly for the others to finish.
 #include "patentgpt/runtime.h"
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace pg {
 
 namespace {
+
+// How long a worker waits for the next job, and the caller for the workers, before sleeping:
+// PATENTGPT_SPIN_US (0 parks at once: for machines whose cores other processes need), 200 by default.
+int64_t spin_micros() {
+  static const int64_t us = [] {
+    const char* env = std::getenv("PATENTGPT_SPIN_US");
+    return env != nullptr && *env != '\0' ? std::max<int64_t>(0, std::atoll(env)) : 200;
+  }();
+  return us;
+}
+
+// Spins until ready() or spin_micros() have passed; returns ready().
+template <class Ready>
+bool spin_until(Ready&& ready) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_micros());
+  for (int i = 0;; ++i) {
+    if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+    if ((i & 63) == 63) {
+      if (std::chrono::steady_clock::now() > until) return ready();
+      std::this_thread::yield();  // more threads than cores: let the one with work run here
+    }
+  }
+}
 
 thread_local int tls_thread_index = 0;
 thread_local bool tls_in_parallel = false;
@@ -54,15 +88,18 @@ class ThreadPool {
       job_ = &fn;
       job_n_ = n;
       job_chunks_ = nchunks;
-      pending_ = nchunks - 1;
-      ++generation_;
+      pending_.store(nchunks - 1, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);  // spinning workers start here
     }
-    cv_.notify_all();
+    cv_.notify_all();  // parked ones here
     tls_in_parallel = true;
     run_chunk(0);
     tls_in_parallel = false;
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_cv_.wait(lock, [&] { return pending_ == 0; });
+    auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+    if (!spin_until(done)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_cv_.wait(lock, done);
+    }
     job_ = nullptr;
   }
 
@@ -88,7 +125,7 @@ class ThreadPool {
     uint64_t gen;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      gen = generation_;
+      gen = generation_.load();
     }
     for (int i = 1; i < nthreads_; ++i) workers_.emplace_back([this, i, gen] { worker(i, gen); });
     started_ = true;
@@ -115,16 +152,19 @@ class ThreadPool {
     tls_thread_index = index;
     tls_in_parallel = true;
     for (;;) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      cv_.wait(lock, [&] { return quit_ || generation_ != seen; });
-      if (quit_) return;
-      seen = generation_;
-      int chunks = job_chunks_;
-      lock.unlock();
-      if (index < chunks) {
+      auto posted = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+      if (!spin_until(posted)) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, posted);
+      }
+      if (quit_.load()) return;
+      seen = generation_.load(std::memory_order_acquire);
+      if (index < job_chunks_) {
         run_chunk(index);
-        std::lock_guard<std::mutex> done(mutex_);
-        if (--pending_ == 0) done_cv_.notify_one();
+        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+          std::lock_guard<std::mutex> lock(mutex_);  // the caller checks pending_ under it before it sleeps
+          done_cv_.notify_one();
+        }
       }
     }
   }
@@ -135,10 +175,11 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int job_chunks_ = 0;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
   int nthreads_ = 1;
-  bool started_ = false, quit_ = false;
+  bool started_ = false;
+  std::atomic<bool> quit_{false};
 };
 
 ThreadPool& pool() {

@@ -1,6 +1,8 @@
 // Elementwise ops, reductions, casts and the thread pool against plain loops.
 #include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "check.h"
 #include "patentgpt/ops.h"
@@ -59,4 +61,22 @@ TEST(parallel_for_covers_every_index_once) {
       for (int64_t i = b; i < e; ++i) hits[i]++;
     });
   for (int64_t i = 0; i < n; ++i) CHECK(hits[i] == 50);
+}
+
+// Back-to-back jobs hand over to spinning workers, jobs after a pause to parked ones (the spin
+// window is 200 us), from the calling thread and from a second one (jobs run one at a time).
+TEST(parallel_for_hands_over_to_spinning_and_parked_workers) {
+  pg::set_num_threads(3);
+  std::atomic<int64_t> total{0};
+  auto job = [&] { pg::parallel_for(3, 1, [&](int64_t b, int64_t e) { total += e - b; }); };
+  for (int rep = 0; rep < 20000; ++rep) job();
+  for (int rep = 0; rep < 20; ++rep) {
+    std::this_thread::sleep_for(std::chrono::microseconds(rep % 2 == 0 ? 50 : 1000));
+    job();
+  }
+  std::thread other([&] { for (int rep = 0; rep < 5000; ++rep) job(); });
+  for (int rep = 0; rep < 5000; ++rep) job();
+  other.join();
+  CHECK(total == 3 * (20000 + 20 + 10000));
+  pg::set_num_threads(2);
 }
