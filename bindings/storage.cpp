@@ -8,6 +8,10 @@
 #include <unordered_map>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "args.h"
 #include "patentgpt/runtime.h"
 
@@ -22,6 +26,22 @@ struct AddonData {
 };
 
 int DeviceIndex(Device d) { return static_cast<int>(d); }
+
+// Host memory for a storage. Blocks of 2 MiB and more start on a 2 MiB boundary and are asked
+// to be backed by transparent huge pages (where the kernel leaves that to madvise), all but
+// their last partial 2 MiB: streaming a model's weights then walks 512x fewer pages. A plain
+// read of 340 MB went from ~35 to ~50-70 GB/s on a Zen 4 VM (4 KiB pages stop the hardware
+// prefetcher at every page boundary, and each TLB miss is a nested page walk there).
+void* HostAlloc(size_t bytes) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  if (bytes < kHuge) return std::aligned_alloc(kAlignment, bytes);
+  void* p = nullptr;
+  if (posix_memalign(&p, kHuge, bytes) != 0) return nullptr;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);  // advice only: without it, plain pages
+#endif
+  return p;
+}
 
 // Freed host blocks of at least kMinCached bytes wait here, by size class, for the next request
 // of the same class. A training step asks for the same sizes every step; without this, glibc
@@ -139,10 +159,10 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
     device_ = Device::CPU;
     alloc = HostBlockCache::rounded(bytes_);
     data_ = host_cache().take(alloc);
-    if (!data_) data_ = std::aligned_alloc(kAlignment, alloc);
+    if (!data_) data_ = HostAlloc(alloc);
     if (!data_) {
       host_cache().clear();
-      data_ = std::aligned_alloc(kAlignment, alloc);
+      data_ = HostAlloc(alloc);
     }
     if (!data_) throw Napi::Error::New(env, "Storage: out of host memory allocating " + std::to_string(bytes_) + " bytes");
     if (zero) std::memset(data_, 0, alloc);

@@ -9,7 +9,9 @@
 // and use the fused attention on their own keys/values; the rest (decode rows, later prefill
 // chunks, prompts with a cached prefix) read the cache through their block tables
 // (pagedAttention). A step of at most GEMV_MAX_ROWS rows (decoding) reads the cache for every
-// row and runs each layer as one native call (decodeLayer) into buffers reused across steps.
+// row and runs each layer as one native call (decodeLayer) into buffers reused across steps,
+// with the calls' arguments checked and built once (per set of weight tensors), so that such a
+// step costs JavaScript little more than filling the index buffer.
 // Only the last row of a sequence whose chunk reaches its end is normed and projected to logits.
 import { PatentGPTError } from '../errors.js';
 import { ropeParams, type ModelConfig } from '../models/config.js';
