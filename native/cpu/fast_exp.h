@@ -8,7 +8,7 @@
 
 namespace pg {
 
-inline float fast_exp(float x) {
+__attribute__((always_inline)) inline float fast_exp(float x) {
   // exp(-87.3) is the smallest normal float: below it the result is flushed to 0, above 88.3
   // it saturates (2^127 * ~1.3) instead of overflowing the exponent bits.
   const bool underflow = x < -87.3f;

@@ -89,6 +89,9 @@ describe('pagedAttention', () => {
     { H: 8, Hkv: 2, D: 64, blockSize: 16, partitionSize: 32, seqs: [[100, 1], [3, 1], [31, 1]] },
     { H: 6, Hkv: 1, D: 8, blockSize: 1, partitionSize: 5, seqs: [[12, 1], [0, 1]] },
     { H: 4, Hkv: 2, D: 80, blockSize: 16, partitionSize: 1024, seqs: [[300, 1]] },
+    // one row, few partitions: the cache's heads split in groups (tasks for the threads to share)
+    { H: 8, Hkv: 4, D: 64, blockSize: 16, partitionSize: 512, seqs: [[36, 1]] },
+    { H: 12, Hkv: 12, D: 64, blockSize: 16, partitionSize: 32, seqs: [[70, 1]] },
     // prefill chunks over cached prefixes, mixed with decode rows
     { H: 4, Hkv: 2, D: 32, blockSize: 8, partitionSize: 16, seqs: [[0, 20], [33, 1], [16, 9], [5, 0]] },
     { H: 2, Hkv: 1, D: 128, blockSize: 32, partitionSize: 64, seqs: [[64, 70], [0, 3]] },

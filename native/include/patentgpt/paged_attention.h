@@ -33,8 +33,15 @@ struct PagedAttention {
   int64_t nseq, Tq, H, Hkv, D, block_size, max_blocks, partition_size, max_partitions;
   float scale;
 
-  // Phase 1: (row, head, partition) tasks; a row of one partition is finished here.
-  int64_t tasks() const { return Tq * H * max_partitions; }
+  // Phase 1: (row, partition, head group) tasks; a row of one partition is finished here. A task
+  // takes a group of the cache's heads (and their query heads): all of them when there are
+  // rows and partitions enough to share out, so that it reads each token's keys and values as
+  // one contiguous run; else up to 8 groups, for the threads to share.
+  int64_t head_groups() const {
+    const int64_t units = Tq * max_partitions;
+    return units >= 8 ? 1 : (Hkv < (8 + units - 1) / units ? Hkv : (8 + units - 1) / units);
+  }
+  int64_t tasks() const { return Tq * max_partitions * head_groups(); }
   // Phase 2 (after every task is done): (row, head) merges of rows of several partitions; none
   // when max_partitions is 1.
   int64_t merges() const { return max_partitions > 1 ? Tq * H : 0; }
