@@ -23,6 +23,9 @@
 #include "patentgpt/runtime.h"
 #include "simd.h"
 
+// Vectors pass only between inline functions of this file (see gemm_kernels.h).
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace pg {
 
 void paged_kv_store(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot_mapping,
@@ -139,19 +142,22 @@ __attribute__((always_inline)) inline void attend_heads(const PagedAttention& g,
   auto token = [&](const float* cache, int64_t pos) __attribute__((always_inline)) {
     return cache + (static_cast<int64_t>(t.table[pos / bs]) * bs + pos % bs) * row;
   };
-  auto prefetch = [&](const float* cache, int64_t pos) __attribute__((always_inline)) {  // the task's run, into L2
-    if (pos >= t.p1) return;
-    const char* p = reinterpret_cast<const char*>(token(cache, pos) + c0 * D);
-    for (int64_t b = 0; b < (c1 - c0) * D * 4; b += 64) __builtin_prefetch(p + b, 0, 2);
-  };
-  // Scores, 16 tokens at a time: the next 16 tokens' keys are prefetched meanwhile.
-  for (int64_t s0 = t.p0; s0 < t.p1; s0 += 16) {
+  // The rows of tokens [s0, s0 + 16) of `cache` into rows (returns how many there are); the next
+  // 16 tokens' runs of the task's heads are prefetched into L2 meanwhile.
+  auto chunk = [&](const float* cache, int64_t s0, const float** rows) __attribute__((always_inline)) {
     const int64_t m = std::min<int64_t>(16, t.p1 - s0);
-    const float* k[16];
     for (int64_t j = 0; j < m; ++j) {
-      k[j] = token(g.k_cache, s0 + j);
-      prefetch(g.k_cache, s0 + 16 + j);
+      rows[j] = token(cache, s0 + j);
+      if (s0 + 16 + j >= t.p1) continue;
+      const char* p = reinterpret_cast<const char*>(token(cache, s0 + 16 + j) + c0 * D);
+      for (int64_t b = 0; b < (c1 - c0) * D * 4; b += 64) __builtin_prefetch(p + b, 0, 2);
     }
+    return m;
+  };
+  // Scores, 16 tokens at a time.
+  for (int64_t s0 = t.p0; s0 < t.p1; s0 += 16) {
+    const float* k[16];
+    const int64_t m = chunk(g.k_cache, s0, k);
     for (int64_t h = t.h0; h < t.h1; ++h) {
       f32x16 qv[ND];
       for (int c = 0; c < ND; ++c) qv[c] = load16(t.q + h * D + 16 * c);
@@ -189,16 +195,11 @@ __attribute__((always_inline)) inline void attend_heads(const PagedAttention& g,
     mx[h] = m;
     sum[h] = l;
   }
-  // Outputs, 16 tokens at a time like the scores: each head's output stays in registers over
-  // the 16 (through memory, token by token, this phase ran at half the speed of the scores).
+  // Outputs, 16 tokens at a time like the scores, each head's output in registers over the 16.
   for (int64_t i = 0; i < nh * D; ++i) out[i] = 0;
   for (int64_t s0 = t.p0; s0 < t.p1; s0 += 16) {
-    const int64_t m = std::min<int64_t>(16, t.p1 - s0);
     const float* v[16];
-    for (int64_t j = 0; j < m; ++j) {
-      v[j] = token(g.v_cache, s0 + j);
-      prefetch(g.v_cache, s0 + 16 + j);
-    }
+    const int64_t m = chunk(g.v_cache, s0, v);
     for (int64_t h = t.h0; h < t.h1; ++h) {
       const float* e = scores + (h - t.h0) * n + (s0 - t.p0);
       const int64_t off = h / t.G * D;
