@@ -157,9 +157,16 @@ class ThreadPool {
         std::unique_lock<std::mutex> lock(mutex_);
         cv_.wait(lock, posted);
       }
-      if (quit_.load()) return;
-      seen = generation_.load(std::memory_order_acquire);
-      if (index < job_chunks_) {
+      int chunks;
+      {
+        // The job's generation and chunk count as one pair (both are written under this lock): a
+        // worker without a chunk of this job may meanwhile see the next job posted.
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (quit_.load()) return;
+        seen = generation_.load();
+        chunks = job_chunks_;
+      }
+      if (index < chunks) {
         run_chunk(index);
         if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
           std::lock_guard<std::mutex> lock(mutex_);  // the caller checks pending_ under it before it sleeps

@@ -65,18 +65,25 @@ TEST(parallel_for_covers_every_index_once) {
 
 // Back-to-back jobs hand over to spinning workers, jobs after a pause to parked ones (the spin
 // window is 200 us), from the calling thread and from a second one (jobs run one at a time).
+// Every other job has 2 chunks for 3 threads: one worker sits it out and must not run the next.
 TEST(parallel_for_hands_over_to_spinning_and_parked_workers) {
   pg::set_num_threads(3);
-  std::atomic<int64_t> total{0};
-  auto job = [&] { pg::parallel_for(3, 1, [&](int64_t b, int64_t e) { total += e - b; }); };
-  for (int rep = 0; rep < 20000; ++rep) job();
+  std::atomic<int64_t> total{0}, jobs{0};
+  auto job = [&] {
+    const int64_t n = 2 + (jobs++ & 1);
+    pg::parallel_for(n, 1, [&](int64_t b, int64_t e) { total += e - b; });
+    return n;
+  };
+  int64_t expect = 0;
+  for (int rep = 0; rep < 20000; ++rep) expect += job();
   for (int rep = 0; rep < 20; ++rep) {
     std::this_thread::sleep_for(std::chrono::microseconds(rep % 2 == 0 ? 50 : 1000));
-    job();
+    expect += job();
   }
-  std::thread other([&] { for (int rep = 0; rep < 5000; ++rep) job(); });
-  for (int rep = 0; rep < 5000; ++rep) job();
+  std::atomic<int64_t> other_expect{0};
+  std::thread other([&] { for (int rep = 0; rep < 5000; ++rep) other_expect += job(); });
+  for (int rep = 0; rep < 5000; ++rep) expect += job();
   other.join();
-  CHECK(total == 3 * (20000 + 20 + 10000));
+  CHECK(total == expect + other_expect);
   pg::set_num_threads(2);
 }
