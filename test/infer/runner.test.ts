@@ -206,4 +206,35 @@ describe('ModelRunner', () => {
     expectClose(batched!, alone!, 1e-5, 1e-5, 'short sequence beside a long one');
     expectClose(alone!, fullLogits(model, short), 1e-4, 1e-4, 'short sequence vs full forward');
   });
+
+  it('a step of one-row items returns each item its own logits when fresh prompts are computed first', () => {
+    // More than GEMV_MAX_ROWS rows: the general path, which puts fresh prompts (start 0) first.
+    const model = new LlamaForCausalLM(cfg, { seed: 12, initStd: 0.1 });
+    const pool = new BlockPool(256, 4);
+    const runner = new ModelRunner(model, { numBlocks: 256, blockSize: 4 });
+    const cached = Array.from({ length: 70 }, (_, i) => [(i * 7 + 3) % 256, (i * 11 + 5) % 256]);
+    const tables = cached.map((p, i) => {
+      const t = pool.allocatePrefix(i, p).table;
+      pool.prepareWrite(t, 0, 2);
+      return t;
+    });
+    runner.step(cached.map((p, i) => ({ tokens: p, start: 0, end: 1, table: tables[i]! }))); // first tokens cached
+    // Items alternate: a sequence's second token (reads the cache), a fresh one-token prompt.
+    const fresh = cached.map((_, i) => [(i * 13 + 1) % 256]);
+    const freshTables = fresh.map((p, i) => {
+      const t = pool.allocatePrefix(1000 + i, p).table;
+      pool.prepareWrite(t, 0, 1);
+      return t;
+    });
+    const items = cached.flatMap((p, i) => [
+      { tokens: p, start: 1, end: 2, table: tables[i]! },
+      { tokens: fresh[i]!, start: 0, end: 1, table: freshTables[i]! },
+    ]);
+    const out = runner.step(items);
+    for (const i of [0, 1, 2, 3, 68, 69]) {
+      expectClose(out[2 * i]!, fullLogits(model, cached[i]!), 1e-4, 1e-4, `cached sequence ${i}`);
+      expectClose(out[2 * i + 1]!, fullLogits(model, fresh[i]!), 1e-4, 1e-4, `fresh prompt ${i}`);
+    }
+    runner.close();
+  });
 });
