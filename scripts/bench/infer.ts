@@ -218,7 +218,7 @@ async function profileDecode(steps: number, requests: number): Promise<{
 }
 
 /** The lm head's GEMV alone (one row) and the bandwidths, interleaved `rounds` times: best GB/s of each. */
-function gemvVsTriad(rounds: number): { gemv: number; triad: number; axpy: number; read: number } {
+function gemvVsBandwidth(rounds: number): { gemv: number; triad: number; axpy: number; read: number } {
   const V = cfg.vocabSize, C = cfg.dim;
   const w = Tensor.full([V, C], 0.01), x = Tensor.full([1, C], 1), y = Tensor.empty([1, V]);
   const best = { gemv: 0, triad: 0, axpy: 0, read: 0 };
@@ -261,7 +261,7 @@ function cutOver(rows: number[], reps: number): { M: number; gemv: number; gemm:
 
 const profileRequests = 3;
 const profile = await profileDecode(nNew, profileRequests);
-const kernel = gemvVsTriad(20);
+const kernel = gemvVsBandwidth(20);
 releaseStreamBuffers();
 const cut = cutOver([8, 16, 32, 48, 64, 80, 96, 128], 5);
 const f = (x: number, d = 1): string => x.toFixed(d);

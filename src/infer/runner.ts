@@ -47,9 +47,13 @@ interface DecodeBuffers {
   partitions: number;
   /** Columns of each block-table row in the index buffer: blocks of the longest sequence. */
   tableStride: number;
-  /** Where a decode step's indices sit in the index buffer (i32 elements). */
-  layout: { tokens: number; positions: number; slots: number; cuQ: number; contextLens: number; tables: number };
 }
+
+/** Where a decode step's indices sit in the index buffer (i32 elements), for up to GEMV_MAX_ROWS rows and sequences. */
+const DECODE_INDEX = (() => {
+  const R = GEMV_MAX_ROWS;
+  return { tokens: 0, positions: R, slots: 2 * R, cuQ: 3 * R, contextLens: 4 * R + 1, tables: 5 * R + 1 };
+})();
 
 export interface RunnerOptions {
   numBlocks: number;
@@ -100,10 +104,9 @@ export class ModelRunner {
       g: make([R, this.config.ffnDim]), u: make([R, this.config.ffnDim]),
       partOut: make([R, nHeads, P, D]), partStats: make([R, nHeads, P, 2]), partitions: P,
       tableStride: Math.ceil(longest / this.blockSize),
-      layout: { tokens: 0, positions: R, slots: 2 * R, cuQ: 3 * R, contextLens: 4 * R + 1, tables: 5 * R + 1 },
     };
     // Room for the indices of a decode step of R sequences of the longest length.
-    this.#index = make([5 * R + 1 + R * this.#decode.tableStride], 'i32');
+    this.#index = make([DECODE_INDEX.tables + R * this.#decode.tableStride], 'i32');
     this.#hostIndex = new Int32Array(this.#index.size);
     this.#logits = make([R, this.config.vocabSize]);
     this.#hostLogits = new Float32Array(R * this.config.vocabSize);
@@ -170,7 +173,7 @@ export class ModelRunner {
    */
   #decodeStep(items: readonly StepItem[], N: number): (Float32Array | null)[] {
     const bs = this.blockSize;
-    const { tableStride: stride, layout: at } = this.#decode;
+    const stride = this.#decode.tableStride, at = DECODE_INDEX;
     const idx = this.#hostIndex;
     let row = 0;
     let maxContext = 0;
@@ -227,7 +230,7 @@ export class ModelRunner {
     const cached = this.#prepared;
     if (cached && cached.weights.length === weights.length && cached.weights.every((w, i) => w === weights[i])) return cached;
     const b = this.#decode;
-    const H = this.config.nHeads, R = GEMV_MAX_ROWS, D = this.headDim, at = b.layout;
+    const H = this.config.nHeads, R = GEMV_MAX_ROWS, D = this.headDim, at = DECODE_INDEX;
     const ix = (from: number, n: number): Tensor => this.#index.narrow(from, n);
     const positions = ix(at.positions, R), slotMapping = ix(at.slots, R);
     const attention = {

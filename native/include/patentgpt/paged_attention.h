@@ -39,7 +39,9 @@ struct PagedAttention {
   // one contiguous run; else up to 8 groups, for the threads to share.
   int64_t head_groups() const {
     const int64_t units = Tq * max_partitions;
-    return units >= 8 ? 1 : (Hkv < (8 + units - 1) / units ? Hkv : (8 + units - 1) / units);
+    if (units >= 8) return 1;
+    const int64_t groups = (8 + units - 1) / units;  // about 8 tasks in all
+    return groups < Hkv ? groups : Hkv;
   }
   int64_t tasks() const { return Tq * max_partitions * head_groups(); }
   // Phase 2 (after every task is done): (row, head) merges of rows of several partitions; none
