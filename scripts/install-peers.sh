@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
 # Installs the reference implementations the live comparisons use (../shared/PEERS.md):
-# PyTorch, transformers, sentencepiece in .venv-ref (from the machine's local Python index),
-# and node-llama-cpp in build-peers/. Optional: tests skip with a message where a peer is absent,
-# so a failure here is reported and does not stop the run.
+# PyTorch, transformers, sentencepiece, lm-eval in .venv-ref (from the machine's local Python
+# index), and node-llama-cpp in build-peers/.
+#
+# With PATENTGPT_REQUIRE_PEERS=1 (CI sets it) a peer that fails to install fails this script, and
+# the tests fail instead of skipping where a peer is missing. Without it, a failure is reported
+# and the live comparisons skip with a message.
 set -u
 cd "$(dirname "$0")/.."
 index="${PIP_INDEX_URL:-file:///opt/pypi/simple}"
+failed=()
 if command -v python3 >/dev/null && [ -d "${index#file://}" ]; then
   { python3 -m venv .venv-ref &&
     PIP_INDEX_URL="$index" .venv-ref/bin/pip install -q torch numpy safetensors transformers sentencepiece protobuf; } ||
-    echo "install-peers: Python peers not installed; live comparisons will skip"
+    failed+=("Python peers (torch, transformers, sentencepiece)")
   # lm-evaluation-harness (the eval parity test): some of its declared dependencies are not in the
   # local index and are not needed for local JSON tasks on an HF model, so --no-deps and the rest
   # by hand; torchmetrics and scipy make the metric fixtures (scripts/eval-metrics-fixture.py).
   { PIP_INDEX_URL="$index" .venv-ref/bin/pip install -q --no-deps lm-eval &&
     PIP_INDEX_URL="$index" .venv-ref/bin/pip install -q accelerate sacrebleu more_itertools zstandard dill scikit-learn numexpr pybind11 datasets nltk torchmetrics scipy; } ||
-    echo "install-peers: lm-eval not installed; the lm-eval parity test will skip"
+    failed+=("lm-eval")
 else
-  echo "install-peers: no python3 or no local Python index at $index; live comparisons will skip"
+  failed+=("Python peers (no python3 or no local Python index at $index)")
 fi
-{ mkdir -p build-peers && cd build-peers && [ -f package.json ] || echo '{"private":true}' > package.json; } &&
-  NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --ignore-scripts --no-audit --no-fund --prefix . node-llama-cpp >/dev/null 2>&1 ||
-  echo "install-peers: node-llama-cpp not installed; the GGUF parity test will skip"
+{ mkdir -p build-peers && cd build-peers && { [ -f package.json ] || echo '{"private":true}' > package.json; } &&
+  NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --ignore-scripts --no-audit --no-fund --prefix . node-llama-cpp >/dev/null 2>&1; } ||
+  failed+=("node-llama-cpp")
+[ ${#failed[@]} -eq 0 ] && { echo "install-peers: all peers installed"; exit 0; }
+for f in "${failed[@]}"; do echo "install-peers: not installed: $f" >&2; done
+if [ "${PATENTGPT_REQUIRE_PEERS:-}" = 1 ]; then
+  echo "install-peers: PATENTGPT_REQUIRE_PEERS=1, so a missing peer is a failure" >&2
+  exit 1
+fi
+echo "install-peers: the live comparisons that need these peers will skip" >&2
 exit 0
