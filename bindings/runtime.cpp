@@ -55,12 +55,18 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   auto& c = memory_counters();
   Napi::Object out = Napi::Object::New(env);
   const char* names[2] = {"cpu", "cuda"};
+  const pg::CachingAllocatorStats cuda = pg::cuda_memory_stats();
   for (int d = 0; d < 2; ++d) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("liveBytes", static_cast<double>(c.live_bytes[d].load()));
     o.Set("liveCount", static_cast<double>(c.live_count[d].load()));
     o.Set("peakBytes", static_cast<double>(c.peak_bytes[d].load()));
-    o.Set("cachedBytes", d == 0 ? static_cast<double>(host_cache_bytes()) : 0.0);
+    o.Set("cachedBytes", static_cast<double>(d == 0 ? host_cache_bytes() : cuda.cached_bytes));
+    if (d == 1) {
+      o.Set("reservedBytes", static_cast<double>(cuda.reserved_bytes));
+      o.Set("peakReservedBytes", static_cast<double>(cuda.peak_reserved_bytes));
+      o.Set("deviceAllocs", static_cast<double>(cuda.backend_allocs));
+    }
     out.Set(names[d], o);
   }
   return out;
@@ -74,6 +80,7 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
 
 Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
   release_host_cache();
+  pg::cuda_release_cached();
   return info.Env().Undefined();
 }
 

@@ -171,10 +171,10 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
     std::string err;
     data_ = pg::cuda_alloc(alloc, err);
     if (!data_) throw Napi::Error::New(env, "Storage: " + err);
-    if (zero) {
-      std::string zerr;
-      std::string zeros(alloc, '\0');
-      pg::cuda_memcpy(data_, zeros.data(), alloc, 0, zerr);
+    if (zero && !pg::cuda_memset(data_, 0, alloc, err)) {
+      pg::cuda_free(data_);
+      data_ = nullptr;
+      throw Napi::Error::New(env, "Storage: zeroing " + std::to_string(alloc) + " bytes of device memory: " + err);
     }
   } else {
     throw Napi::TypeError::New(env, "Storage: unknown device '" + device + "' (expected cpu or cuda)");

@@ -22,4 +22,13 @@ bool cuda_memcpy(void*, const void*, size_t, int, std::string& err) {
   return false;
 }
 
+bool cuda_memset(void*, int, size_t, std::string& err) {
+  err = "this binary was built without CUDA";
+  return false;
+}
+
+CachingAllocatorStats cuda_memory_stats() { return {}; }
+
+void cuda_release_cached() {}
+
 }  // namespace pg

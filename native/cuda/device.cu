@@ -25,19 +25,46 @@ std::string cuda_devices(std::vector<CudaDeviceInfo>& devices) {
   return "";
 }
 
-void* cuda_alloc(size_t bytes, std::string& err) {
-  void* ptr = nullptr;
-  cudaError_t status = cudaMalloc(&ptr, bytes);
-  if (status != cudaSuccess) {
-    cudaGetLastError();
-    err = std::string("cudaMalloc failed: ") + cudaGetErrorString(status);
-    return nullptr;
+namespace {
+
+struct CudaBackend {
+  void* raw_alloc(size_t bytes, std::string& err) {
+    void* ptr = nullptr;
+    cudaError_t status = cudaMalloc(&ptr, bytes);
+    if (status != cudaSuccess) {
+      cudaGetLastError();  // an out-of-memory error is not sticky; clear it for the retry
+      err = std::string("cudaMalloc: ") + cudaGetErrorString(status);
+      return nullptr;
+    }
+    return ptr;
   }
-  return ptr;
+  void raw_free(void* ptr) { cudaFree(ptr); }
+};
+
+CachingAllocator<CudaBackend>& allocator() {
+  // Never destroyed: storages may be freed by finalizers at exit, after static destructors.
+  static auto* a = new CachingAllocator<CudaBackend>();
+  return *a;
 }
 
-void cuda_free(void* ptr) {
-  if (ptr) cudaFree(ptr);
+}  // namespace
+
+void* cuda_alloc(size_t bytes, std::string& err) { return allocator().allocate(bytes, err); }
+
+void cuda_free(void* ptr) { allocator().deallocate(ptr); }
+
+CachingAllocatorStats cuda_memory_stats() { return allocator().stats(); }
+
+void cuda_release_cached() { allocator().release_cached(); }
+
+bool cuda_memset(void* dst, int value, size_t bytes, std::string& err) {
+  cudaError_t status = cudaMemset(dst, value, bytes);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    err = std::string("cudaMemset failed: ") + cudaGetErrorString(status);
+    return false;
+  }
+  return true;
 }
 
 bool cuda_memcpy(void* dst, const void* src, size_t bytes, int kind, std::string& err) {

@@ -28,8 +28,12 @@ export interface DeviceMemory {
   liveBytes: number;
   liveCount: number;
   peakBytes: number;
-  /** Freed blocks kept for reuse by later tensors (CPU); not counted in liveBytes. */
+  /** Freed blocks kept for reuse by later tensors (CPU host cache, CUDA caching allocator); not counted in liveBytes. */
   cachedBytes: number;
+  /** CUDA only: bytes the caching allocator holds from the driver (in use + cached), its peak, and its cudaMalloc calls. */
+  reservedBytes?: number;
+  peakReservedBytes?: number;
+  deviceAllocs?: number;
 }
 
 // Tensor arguments are passed as (storage, elementOffset) pairs; `S, O` below.

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "patentgpt/caching_allocator.h"
+
 namespace pg {
 
 enum class SimdLevel { Scalar = 0, AVX2 = 1, AVX512 = 2 };
@@ -33,9 +35,14 @@ struct CudaDeviceInfo {
 bool cuda_compiled();
 // Fills devices; returns an empty string or the reason no device is usable.
 std::string cuda_devices(std::vector<CudaDeviceInfo>& devices);
-// Device memory; return nullptr and set err on failure. Copies are synchronous.
+// Device memory through the caching allocator (caching_allocator.h): freed blocks are kept for
+// reuse, so steady-state steps make no cudaMalloc/cudaFree. cuda_alloc returns nullptr and sets
+// err on failure. Copies and fills are synchronous; each returns false and sets err on failure.
 void* cuda_alloc(size_t bytes, std::string& err);
 void cuda_free(void* ptr);
 bool cuda_memcpy(void* dst, const void* src, size_t bytes, int kind /*0 h2d, 1 d2h, 2 d2d*/, std::string& err);
+bool cuda_memset(void* dst, int value, size_t bytes, std::string& err);
+CachingAllocatorStats cuda_memory_stats();  // all zero without CUDA
+void cuda_release_cached();                 // gives cached device blocks back to the driver
 
 }  // namespace pg
