@@ -24,10 +24,19 @@ export function expectSameShape(op: string, a: Tensor, b: Tensor, names = ['a', 
     throw new PatentGPTError('E_SHAPE', `${op}: ${names[0]} ${a.describe()} and ${names[1]} ${b.describe()} differ in shape`);
 }
 
-export function expectSameDevice(op: string, ...ts: Tensor[]): void {
-  const d = ts[0]?.device;
-  if (ts.some((t) => t.device !== d))
-    throw new PatentGPTError('E_DEVICE', `${op}: tensors on different devices: ${ts.map((t) => t.describe()).join(', ')}`);
+/**
+ * All named tensors on one device; otherwise E_DEVICE naming the op, the first tensor and one on
+ * another device, with both devices. Nullish entries (optional inputs) are skipped.
+ */
+export function expectSameDevice(op: string, tensors: Readonly<Record<string, Tensor | null | undefined>>): void {
+  let first: [string, Tensor] | null = null;
+  for (const name in tensors) {
+    const t = tensors[name];
+    if (!t) continue;
+    if (!first) first = [name, t];
+    else if (t.device !== first[1].device)
+      throw new PatentGPTError('E_DEVICE', `${op}: ${first[0]} is on ${first[1].device} and ${name} on ${t.device} (${first[0]} ${first[1].describe()}, ${name} ${t.describe()}); move them to one device with .to('${first[1].device}') or Module.to()`);
+  }
 }
 
 /** Ops that only have a CPU kernel so far say so instead of failing inside the addon. */

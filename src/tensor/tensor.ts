@@ -23,6 +23,23 @@ export interface TensorOptions {
   dtype?: DType;
   device?: Device;
   requiresGrad?: boolean;
+  /** Takes dtype and device from this tensor (an explicit dtype or device wins). */
+  like?: Tensor;
+}
+
+// Whether this process can place tensors on CUDA: asked of the addon once, on the first request.
+let cudaReady: boolean | null = null;
+
+/** Throws E_DEVICE naming what is missing when `device` cannot hold tensors here. */
+export function checkDeviceAvailable(device: Device, what = 'Tensor'): void {
+  if (device === 'cpu') return;
+  if (device !== 'cuda') throw new PatentGPTError('E_DEVICE', `${what}: unknown device '${String(device)}' (expected 'cpu' or 'cuda')`);
+  if (cudaReady === true) return;
+  const info = addon().info();
+  cudaReady = info.cudaCompiled && info.gpus.length > 0;
+  if (cudaReady) return;
+  const why = !info.cudaCompiled ? 'the native binary was built without CUDA' : `no CUDA GPU was found (${info.cudaStatus ?? 'no device'})`;
+  throw new PatentGPTError('E_DEVICE', `${what}: cannot use device 'cuda': ${why}; use 'cpu' (patentgpt info shows what the binary has)`);
 }
 
 export type Shape = readonly number[];
@@ -77,8 +94,10 @@ export class Tensor {
   /** Uninitialised (in practice zeroed on CPU only when asked) storage of the given shape. */
   static empty(shape: Shape, opts: TensorOptions = {}, zero = false): Tensor {
     checkShape(shape);
-    const dtype = opts.dtype ?? 'f32';
-    const native = new (addon().Storage)(numel(shape) * bytesPerElement(dtype), opts.device ?? 'cpu', zero);
+    const dtype = opts.dtype ?? opts.like?.dtype ?? 'f32';
+    const device = opts.device ?? opts.like?.device ?? 'cpu';
+    checkDeviceAvailable(device);
+    const native = new (addon().Storage)(numel(shape) * bytesPerElement(dtype), device, zero);
     const t = new Tensor(new SharedStorage(native), shape, dtype);
     if (opts.requiresGrad) t.requiresGrad = true;
     return t;
@@ -152,15 +171,34 @@ export class Tensor {
     return `${this.dtype}[${this.shape.join(', ')}]${this.device === 'cpu' ? '' : ' ' + this.device}`;
   }
 
-  /** Copies raw values in (a typed array of this dtype's raw kind, length = size). */
-  write(data: RawArray): this {
-    if (data.length !== this.size)
-      throw new PatentGPTError('E_SHAPE', `write: ${data.length} values into ${this.describe()}`);
+  /**
+   * Copies raw values in (a typed array of this dtype's raw kind): all `size` of them, or, with
+   * `at`, data.length values from element `at` on (a partial write of a reused buffer).
+   */
+  write(data: RawArray, at?: number): this {
+    if (at === undefined ? data.length !== this.size : !(Number.isInteger(at) && at >= 0 && at + data.length <= this.size))
+      throw new PatentGPTError('E_SHAPE', `write: ${data.length} values${at === undefined ? '' : ` at element ${at}`} into ${this.describe()}`);
+    this.#expectRaw('write', data);
+    this.storage.write(data, (this.offset + (at ?? 0)) * bytesPerElement(this.dtype));
+    return this;
+  }
+
+  /**
+   * Copies into.length raw values from element `at` (default 0) into an existing typed array of
+   * this dtype's raw kind (no allocation: for buffers read every step); returns it.
+   */
+  read<A extends RawArray>(into: A, at = 0): A {
+    if (!(Number.isInteger(at) && at >= 0 && at + into.length <= this.size))
+      throw new PatentGPTError('E_SHAPE', `read: ${into.length} values at element ${at} from ${this.describe()}`);
+    this.#expectRaw('read', into);
+    this.storage.read(into, (this.offset + at) * bytesPerElement(this.dtype));
+    return into;
+  }
+
+  #expectRaw(op: string, data: RawArray): void {
     const expected = rawArray(this.dtype, 0).constructor;
     if (data.constructor !== expected)
-      throw new PatentGPTError('E_DTYPE', `write: ${data.constructor.name} into ${this.describe()} (needs ${expected.name})`);
-    this.storage.write(data, this.byteOffset);
-    return this;
+      throw new PatentGPTError('E_DTYPE', `${op}: ${data.constructor.name} for ${this.describe()} (needs ${expected.name})`);
   }
 
   /** A copy of the raw values (bf16/f16 as their Uint16 bits). */

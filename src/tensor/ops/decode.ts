@@ -8,7 +8,7 @@
 // add) up to the GEMV's summation order.
 import { PatentGPTError } from '../../errors.js';
 import { addon, type Addon } from '../addon.js';
-import { expectCpu, expectDType } from '../check.js';
+import { expectCpu, expectDType, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
@@ -51,6 +51,7 @@ const arg = (t: Tensor): Arg => [t.storage, t.offset];
 /** Checks decodeQkv's tensors; returns the addon's 36 arguments (shared with decodeLayer). */
 function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): Parameters<Addon['decodeQkv']> {
   const { x, kCache, vCache } = inp;
+  expectSameDevice(op, { x, normWeight: inp.normWeight, wq: inp.wq, wk: inp.wk, wv: inp.wv, positions: inp.positions, slotMapping: inp.slotMapping, kCache, vCache, q: out.q, k: out.k, v: out.v, h: out.h });
   expectCpu(op, x, inp.normWeight, inp.wq, inp.wk, inp.wv, kCache, vCache, out.q, out.k, out.v, out.h);
   const [M, C] = x.shape as [number, number];
   const [numBlocks, blockSize, Hkv, D] = kCache.shape as [number, number, number, number];
@@ -105,6 +106,7 @@ export function decodeSwigluMlp(x: Tensor, w: DecodeMlpWeights, scratch: { h: Te
 
 /** Checks the MLP's weights and its g, u scratch against x; returns [M, C, F]. */
 function checkMlp(op: string, x: Tensor, w: DecodeMlpWeights, scratch: { g: Tensor; u: Tensor }): [number, number, number] {
+  expectSameDevice(op, { x, normWeight: w.normWeight, gate: w.gate, up: w.up, down: w.down, g: scratch.g, u: scratch.u });
   expectCpu(op, x, w.normWeight, w.gate, w.up, w.down, scratch.g, scratch.u);
   const [M, C] = x.shape as [number, number];
   const F = w.gate.shape[0]!;
@@ -154,6 +156,7 @@ function decodeLayerArgs(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): P
   const [M, C, F] = checkMlp(op, inp.x, inp.mlp, scratch);
   const [H, D] = scratch.q.shape.slice(1) as [number, number];
   const at = inp.attention;
+  expectSameDevice(op, { x: inp.x, wo: inp.wo, o: scratch.o, partOut: scratch.partOut, partStats: scratch.partStats, blockTables: at.blockTables, cuQ: at.cuQ, contextLens: at.contextLens });
   expectCpu(op, inp.wo, scratch.o, scratch.partOut, scratch.partStats, at.blockTables, at.cuQ, at.contextLens);
   expectShape(op, 'wo', inp.wo, [C, H * D]);
   expectShape(op, 'o', scratch.o, [M, H, D]);
@@ -200,6 +203,7 @@ export function prepareDecodeLayer(inp: DecodeLayerInputs, scratch: DecodeLayerS
 /** y (M, N) += x (M, K) @ weight (N, K)^T in place (a projection added into the residual). */
 export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
   const op = 'addLinear';
+  expectSameDevice(op, { y, x, weight });
   expectCpu(op, y, x, weight);
   const [N, K] = weight.shape as [number, number];
   const M = x.shape[0]!;
@@ -212,6 +216,7 @@ export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
 /** Checks decodeLogits' tensors; returns the addon's 14 arguments. */
 function decodeLogitsArgs(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): Parameters<Addon['decodeLogits']> {
   const op = 'decodeLogits';
+  expectSameDevice(op, { logits, x, normWeight: norm.weight, weight, h });
   expectCpu(op, logits, x, norm.weight, weight, h);
   const [V, C] = weight.shape as [number, number];
   const M = x.shape[0]!;

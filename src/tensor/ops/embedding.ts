@@ -1,7 +1,8 @@
-// Token embedding lookup: rows of a (V, C) table gathered at i32 ids; differentiable in the table.
+// Token embedding lookup: rows of a (V, C) table gathered at i32 ids; differentiable in the table
+// (gatherRows in rows.ts is the same kernel for any row shape).
 import { addon } from '../addon.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType, expectRank } from '../check.js';
+import { expectCpu, expectDType, expectRank, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 /**
@@ -13,9 +14,10 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
   expectDType('embedding', 'ids', ids, 'i32');
   expectDType('embedding', 'table', table, 'f32');
   expectRank('embedding', 'table', table, 2);
+  expectSameDevice('embedding', { ids, table });
   expectCpu('embedding', ids, table);
   const [V, C] = table.shape as [number, number];
-  const out = Tensor.empty([...ids.shape, C]);
+  const out = Tensor.empty([...ids.shape, C], { like: table });
   try {
     addon().embeddingForward(out.storage, out.offset, ids.storage, ids.offset, table.storage, table.offset, ids.size, V, C);
   } catch (err) {
@@ -23,7 +25,7 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
     throw err;
   }
   return record('embedding', out, [ids, table], [ids], (g) => {
-    const dtable = Tensor.zeros(table.shape);
+    const dtable = Tensor.zeros(table.shape, { like: table });
     addon().embeddingBackward(dtable.storage, dtable.offset, g.storage, g.offset, ids.storage, ids.offset, ids.size, V, C);
     return [null, dtable];
   });

@@ -11,3 +11,4 @@ export * from './linearCrossEntropy.js';
 export * from './optim.js';
 export * from './paged.js';
 export * from './decode.js';
+export * from './rows.js';

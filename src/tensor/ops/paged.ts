@@ -3,7 +3,7 @@
 // per-sequence block tables (vLLM's paged attention; decode rows and prefill chunks alike).
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../addon.js';
-import { expectCpu, expectDType, expectRank } from '../check.js';
+import { expectCpu, expectDType, expectRank, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 function fail(op: string, message: string): never {
@@ -35,6 +35,7 @@ export function pagedKvStore(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tenso
   const [numBlocks, blockSize, Hkv, D] = cacheGeometry(op, kCache, vCache);
   expectDType(op, 'k', k, 'f32');
   expectDType(op, 'v', v, 'f32');
+  expectSameDevice(op, { kCache, vCache, k, v, slotMapping: slotMapping instanceof Tensor ? slotMapping : null });
   expectCpu(op, kCache, vCache, k, v);
   const T = k.shape[0] ?? 0;
   if (k.shape.join() !== [T, Hkv, D].join() || v.shape.join() !== k.shape.join())
@@ -82,6 +83,8 @@ export function pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, inp: P
   const [numBlocks, blockSize, Hkv, D] = cacheGeometry(op, kCache, vCache);
   expectDType(op, 'q', q, 'f32');
   expectRank(op, 'q', q, 3);
+  const asT = (v: Tensor | Int32Array): Tensor | null => (v instanceof Tensor ? v : null);
+  expectSameDevice(op, { q, kCache, vCache, blockTables: asT(inp.blockTables), cuQ: asT(inp.cuQ), contextLens: asT(inp.contextLens), out: inp.out });
   expectCpu(op, q, kCache, vCache);
   const [Tq, H] = q.shape as [number, number, number];
   if (q.shape[2] !== D) fail(op, `q ${q.describe()} has head size ${q.shape[2]}, the cache ${D}`);
@@ -95,7 +98,7 @@ export function pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, inp: P
   if (inp.maxContextLen === undefined)
     for (const c of inp.contextLens instanceof Int32Array ? inp.contextLens : cl.t.toArray() as Int32Array) maxLen = Math.max(maxLen, c);
   const maxPartitions = Math.max(1, Math.ceil(maxLen / Math.max(1, partitionSize)));
-  const out = inp.out ?? Tensor.empty([Tq, H, D]);
+  const out = inp.out ?? Tensor.empty([Tq, H, D], { like: q });
   if (out.shape.join() !== [Tq, H, D].join()) fail(op, `out ${out.describe()} must be (${Tq}, ${H}, ${D})`);
   // Partition scratch only when a row may span several partitions (the native side ignores it otherwise).
   const split = maxPartitions > 1;
