@@ -1,13 +1,22 @@
-// Tape autograd: ops record a node (inputs, what backward needs, a backward closure) when
-// gradients are wanted; backward() walks the tape in reverse, accumulates into leaf .grad and
-// releases everything the tape held. Ops are coarse and fused, so the tape stays short.
+// Autograd over per-loss graphs: ops record a node (inputs, what backward needs, a backward
+// closure) when gradients are wanted; backward(root) walks only the nodes reachable from root
+// (depth-first over node.inputs, so O(nodes + edges)), accumulates into leaf .grad and releases
+// the nodes of that graph that nothing else still consumes. Two losses built from shared
+// parameters therefore backward independently (reward-model pairs, PPO policy and value losses,
+// DPO chosen/rejected): a node shared by both is reference-counted by its live consumers and
+// survives the first backward. Ops are coarse and fused, so graphs stay short.
 import { PatentGPTError } from '../errors.js';
 import { addon } from './addon.js';
-import { scope, untracked } from './scope.js';
+import { onScopeDispose, scope, untracked } from './scope.js';
 import { Tensor } from './tensor.js';
 
 /** Returns one gradient per input (null where an input needs none). */
 export type BackwardFn = (grad: Tensor) => readonly (Tensor | null)[];
+
+export interface BackwardOptions {
+  /** Keep the graph (and what it saved) for another backward through it. */
+  retainGraph?: boolean;
+}
 
 interface GradNode {
   op: string;
@@ -15,9 +24,23 @@ interface GradNode {
   output: Tensor;
   saved: readonly Tensor[];
   backward: BackwardFn;
+  /** Live recorded nodes that read this node's output (one per edge). */
+  uses: number;
+  /** A scope disposed the output: once nothing uses the node, no backward can reach it. */
+  orphan: boolean;
+  /** Not yet released. */
+  alive: boolean;
+  /** Walk bookkeeping, kept on the node so a walk allocates nothing per node. */
+  mark: number;
+  cursor: number;
+  // Intrusive list of live nodes (clearTape, tapeLength) with O(1) removal.
+  prev: GradNode | null;
+  next: GradNode | null;
 }
 
-let tape: GradNode[] = [];
+let head: GradNode | null = null;
+let live = 0;
+let walkEpoch = 0;
 let gradDisabled = 0;
 
 export function isGradEnabled(): boolean {
@@ -36,34 +59,47 @@ export function noGrad<T>(fn: () => T): T {
 
 /**
  * Records `output = op(inputs)` when grad is enabled and some input requires grad; returns
- * output. `saved` are tensors backward reads (the tape keeps them alive until it runs); inputs
- * are held for their metadata only.
+ * output. `saved` are tensors backward reads (the graph keeps them alive until it is released);
+ * inputs are held for their metadata only.
  */
 export function record(op: string, output: Tensor, inputs: readonly Tensor[], saved: readonly Tensor[], backward: BackwardFn): Tensor {
   if (gradDisabled > 0 || !inputs.some((t) => t.requiresGrad)) return output;
   for (const t of saved) t.retain();
-  const node: GradNode = { op, inputs: [...inputs], output, saved: [...saved], backward };
+  const node: GradNode = {
+    op, inputs: [...inputs], output, saved: [...saved], backward,
+    uses: 0, orphan: false, alive: true, mark: 0, cursor: 0, prev: null, next: head,
+  };
+  for (const t of inputs) {
+    const n = t.node as GradNode | null;
+    if (n !== null) n.uses++;
+  }
+  if (head !== null) head.prev = node;
+  head = node;
+  live++;
   output.requiresGrad = true;
   output.node = node;
-  tape.push(node);
   return output;
 }
 
-/** Number of nodes waiting on the tape (for tests and leak hunts). */
+/** Number of recorded nodes not yet released, over all graphs (for tests and leak hunts). */
 export function tapeLength(): number {
-  return tape.length;
+  return live;
 }
 
-/** Drops the tape without running backward (e.g. after a forward whose loss is not needed). */
+/** Releases every recorded graph without running backward (e.g. after a forward whose loss is not needed). */
 export function clearTape(): void {
-  const nodes = tape;
-  tape = [];
-  for (const node of nodes) releaseNode(node);
+  while (head !== null) releaseNode(head);
 }
 
-export function backward(root: Tensor, grad?: Tensor): void {
-  if (!root.requiresGrad || root.node === null) {
-    throw new PatentGPTError('E_AUTOGRAD', `backward(): ${root.describe()} does not require grad (no recorded op produced it)`);
+/**
+ * Back-propagates from root (a scalar unless `grad` is given) into the .grad of the leaves it
+ * depends on, through the nodes reachable from root only; then releases those nodes unless
+ * `retainGraph`, except the ones another live graph still uses.
+ */
+export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}): void {
+  const rootNode = root.node as GradNode | null;
+  if (!root.requiresGrad || rootNode === null) {
+    throw new PatentGPTError('E_AUTOGRAD', `backward(): ${root.describe()} does not require grad (no recorded op produced it, or its graph was already released: pass { retainGraph: true } to the first backward)`);
   }
   if (!grad && root.size !== 1) {
     throw new PatentGPTError('E_AUTOGRAD', `backward(): ${root.describe()} is not a scalar; pass the gradient of the output`);
@@ -71,15 +107,14 @@ export function backward(root: Tensor, grad?: Tensor): void {
   if (grad && (grad.size !== root.size || grad.dtype !== 'f32')) {
     throw new PatentGPTError('E_SHAPE', `backward(): gradient ${grad.describe()} does not match ${root.describe()}`);
   }
-  const nodes = tape;
-  tape = [];
+  const order = topologicalOrder(rootNode);
   untracked(() =>
     noGrad(() => {
       const grads = new Map<Tensor, Tensor>();
       grads.set(root, grad ? grad.clone() : Tensor.full(root.shape, 1, { device: root.device }));
       try {
-        for (let i = nodes.length - 1; i >= 0; i--) {
-          const node = nodes[i]!;
+        for (let i = order.length - 1; i >= 0; i--) {
+          const node = order[i]!;
           const g = grads.get(node.output);
           if (!g) continue;
           grads.delete(node.output);
@@ -87,11 +122,71 @@ export function backward(root: Tensor, grad?: Tensor): void {
         }
       } finally {
         for (const g of grads.values()) g.dispose();
-        for (const node of nodes) releaseNode(node);
+        if (!opts.retainGraph) releaseWalked(order);
       }
     }),
   );
 }
+
+// Post-order depth-first walk from root: every node comes after the nodes its inputs came from.
+// Iterative (graphs of deep models are thousands of nodes long), with the visit mark and the
+// input cursor stored on the nodes.
+function topologicalOrder(root: GradNode): GradNode[] {
+  const epoch = ++walkEpoch;
+  const order: GradNode[] = [];
+  const stack: GradNode[] = [root];
+  root.mark = epoch;
+  root.cursor = 0;
+  while (stack.length > 0) {
+    const node = stack[stack.length - 1]!;
+    if (node.cursor < node.inputs.length) {
+      const next = node.inputs[node.cursor++]!.node as GradNode | null;
+      if (next !== null && next.mark !== epoch) {
+        next.mark = epoch;
+        next.cursor = 0;
+        stack.push(next);
+      }
+    } else {
+      stack.pop();
+      order.push(node);
+    }
+  }
+  return order;
+}
+
+// Consumers before their inputs: a node is released once no live node uses it, so a node that
+// another graph still reads keeps its saved tensors until that graph's backward (or clearTape).
+function releaseWalked(order: GradNode[]): void {
+  for (let i = order.length - 1; i >= 0; i--) {
+    const node = order[i]!;
+    if (node.uses === 0 && node.alive) releaseNode(node);
+  }
+}
+
+/**
+ * Called by scope() for each tensor it disposes: a node whose output was dropped and
+ * that no live node uses can never be back-propagated, so it is released now (with the inputs'
+ * nodes that become unreachable the same way). Side computations recorded inside a step (a
+ * metric built from parameters, a loss that is never back-propagated) then do not pile up.
+ */
+function outputDropped(t: Tensor): void {
+  const node = t.node as GradNode | null;
+  if (node === null) return;
+  node.orphan = true;
+  if (node.uses > 0) return;
+  const stack: GradNode[] = [node];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    if (!n.alive) continue;
+    releaseNode(n);
+    for (const input of n.inputs) {
+      const m = input.node as GradNode | null;
+      if (m !== null && m.uses === 0 && m.orphan) stack.push(m);
+    }
+  }
+}
+
+onScopeDispose(outputDropped);
 
 function propagate(node: GradNode, g: Tensor, grads: Map<Tensor, Tensor>): void {
   const inputGrads = scope(() => node.backward(g));
@@ -142,6 +237,16 @@ function reshaped(g: Tensor, like: Tensor): Tensor {
 }
 
 function releaseNode(node: GradNode): void {
+  node.alive = false;
+  if (node.prev !== null) node.prev.next = node.next;
+  else head = node.next;
+  if (node.next !== null) node.next.prev = node.prev;
+  node.prev = node.next = null;
+  live--;
+  for (const input of node.inputs) {
+    const n = input.node as GradNode | null;
+    if (n !== null) n.uses--;
+  }
   for (const t of node.saved) t.release();
   if (node.output.node === node) node.output.node = null;
 }

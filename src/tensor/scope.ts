@@ -1,45 +1,72 @@
-// Deterministic memory: tensors made inside scope(fn) are disposed when fn returns, except the
-// ones it returns (and those passed to keep()). The tape keeps what backward needs alive by
-// reference count, so a scope may end before backward runs.
+// Deterministic memory: tensors made inside scope(fn) are disposed when fn ends, except the ones
+// its result reaches (at any depth) and those passed to keep(). The autograd graph keeps what
+// backward needs alive by reference count, so a scope may end before backward runs.
+//
+// Which scope a new tensor belongs to: synchronous scopes nest on a stack (cheap: no allocation
+// beyond the frame); an async scope also binds its frame to the async context
+// (AsyncLocalStorage), so two async scopes running at once each own what they make, across
+// awaits. At every await the stack is empty (a synchronous scope cannot span one), so a tensor
+// made in an async continuation falls through to the async context's frame.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Tensor } from './tensor.js';
 
+interface Frame {
+  readonly tensors: Set<Tensor>;
+  /** The scope that was current when this one began (receives this one's survivors). */
+  readonly parent: Frame | null;
+  closed: boolean;
+}
+
 // Innermost last; a null frame (untracked) hides the scopes below it.
-const stack: (Set<Tensor> | null)[] = [];
+const stack: (Frame | null)[] = [];
+// Created by the first async scope, so programs that never use one pay nothing for it.
+let asyncFrames: AsyncLocalStorage<Frame> | null = null;
+
+function current(): Frame | null {
+  let f = stack.length > 0 ? stack[stack.length - 1]! : (asyncFrames?.getStore() ?? null);
+  // An un-awaited async scope may outlive its parent: its tensors go to the nearest open one.
+  while (f !== null && f.closed) f = f.parent;
+  return f;
+}
 
 /** Called by every new Tensor: registers it with the innermost active scope. */
 export function track(t: Tensor): void {
-  stack[stack.length - 1]?.add(t);
+  current()?.tensors.add(t);
 }
 
 /** Removes t from the scopes that would dispose it; it then lives until dispose(). */
 export function keep<T extends Tensor>(t: T): T {
-  for (const s of stack) s?.delete(t);
+  for (const f of stack) f?.tensors.delete(t);
+  for (let f = asyncFrames?.getStore() ?? null; f !== null; f = f.parent) f.tensors.delete(t);
   return t;
 }
 
-/** Runs fn and disposes the tensors it made that are not part of its result. */
-export function scope<T>(fn: () => T): T {
-  const mine = new Set<Tensor>();
-  stack.push(mine);
-  let result: T;
+/**
+ * Runs fn and disposes the tensors it made that its result does not reach. The result is
+ * searched at any depth through arrays, Maps (keys and values), Sets, plain objects and class
+ * instances' own enumerable fields, cycles included; tensors held elsewhere (private #fields,
+ * closures) must be passed to keep(). An async fn returns a promise: `await scope(async () => ...)`
+ * disposes what fn made once it settles, on success or throw, keeping what it resolves to.
+ */
+export function scope<T>(fn: () => Promise<T>): Promise<T>;
+export function scope<T>(fn: () => T): T;
+export function scope<T>(fn: () => T | Promise<T>): T | Promise<T> {
+  const frame: Frame = { tensors: new Set(), parent: current(), closed: false };
+  if (isAsyncFunction(fn)) return runAsync(frame, fn as () => Promise<T>);
+  stack.push(frame);
+  let result: T | Promise<T>;
   try {
     result = fn();
   } catch (err) {
     stack.pop();
-    for (const t of mine) t.dispose();
+    close(frame, undefined);
     throw err;
   }
   stack.pop();
-  if (result instanceof Promise) {
-    throw new TypeError('scope(fn): fn must be synchronous; await inside, then call scope per step');
-  }
-  const survivors = new Set<Tensor>();
-  collect(result, survivors, 0);
-  const parent = stack[stack.length - 1];
-  for (const t of mine) {
-    if (survivors.has(t)) parent?.add(t);
-    else t.dispose();
-  }
+  // A plain function that returns a promise: its tensors are released when it settles (those
+  // that its .then callbacks make belong to the caller's scope; pass an async function instead).
+  if (isThenable(result)) return settle(frame, result);
+  close(frame, result);
   return result;
 }
 
@@ -53,21 +80,99 @@ export function untracked<T>(fn: () => T): T {
   }
 }
 
-// Tensors reachable from a scope's result: the value itself, arrays, Maps and plain objects.
-function collect(value: unknown, out: Set<Tensor>, depth: number): void {
-  if (value === null || typeof value !== 'object' || depth > 4) return;
+/**
+ * @internal autograd registers what happens to a tensor a scope disposes (its graph node is
+ * released when nothing can back-propagate through it any more).
+ */
+export function onScopeDispose(hook: (t: Tensor) => void): void {
+  disposeHook = hook;
+}
+let disposeHook: ((t: Tensor) => void) | null = null;
+
+function runAsync<T>(frame: Frame, fn: () => Promise<T>): Promise<T> {
+  asyncFrames ??= new AsyncLocalStorage<Frame>();
+  // The frame is on the stack for fn's synchronous part and in the async context after it.
+  stack.push(frame);
+  let promise: Promise<T>;
+  try {
+    promise = asyncFrames.run(frame, fn);
+  } finally {
+    stack.pop();
+  }
+  return settle(frame, promise);
+}
+
+async function settle<T>(frame: Frame, promise: PromiseLike<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await promise;
+  } catch (err) {
+    close(frame, undefined);
+    throw err;
+  }
+  close(frame, result);
+  return result;
+}
+
+// Disposes the frame's tensors that `result` does not reach; the survivors join the parent.
+function close(frame: Frame, result: unknown): void {
+  frame.closed = true;
+  const mine = frame.tensors;
+  if (mine.size === 0) return;
+  const survivors = new Set<Tensor>();
+  if (result !== null && typeof result === 'object') collect(result, mine, survivors);
+  let parent = frame.parent;
+  while (parent !== null && parent.closed) parent = parent.parent;
+  for (const t of mine) {
+    if (survivors.has(t)) parent?.tensors.add(t);
+    else {
+      if (t.node !== null) disposeHook?.(t);
+      t.dispose();
+    }
+  }
+  mine.clear();
+}
+
+// Tensors of `mine` reachable from value. Iterative with a visited set (deep and cyclic results);
+// stops as soon as every tensor of the scope is found. Typed arrays and buffers hold no tensors
+// and are not walked (they may be large); a tensor's own fields (its .grad) are not walked.
+function collect(value: object, mine: Set<Tensor>, out: Set<Tensor>): void {
   if (isTensor(value)) {
-    out.add(value);
+    if (mine.has(value)) out.add(value);
     return;
   }
-  if (Array.isArray(value)) for (const v of value) collect(v, out, depth + 1);
-  else if (value instanceof Map) for (const v of value.values()) collect(v, out, depth + 1);
-  else if (Object.getPrototypeOf(value) === Object.prototype)
-    for (const v of Object.values(value)) collect(v, out, depth + 1);
+  const seen = new Set<object>([value]);
+  const todo: object[] = [value];
+  const visit = (v: unknown): void => {
+    if (v === null || typeof v !== 'object' || seen.has(v)) return;
+    seen.add(v);
+    if (isTensor(v)) {
+      if (mine.has(v)) out.add(v);
+    } else if (!ArrayBuffer.isView(v) && !(v instanceof ArrayBuffer)) todo.push(v);
+  };
+  while (todo.length > 0 && out.size < mine.size) {
+    const v = todo.pop()!;
+    if (Array.isArray(v)) for (const x of v) visit(x);
+    else if (v instanceof Map)
+      for (const [k, x] of v) {
+        visit(k);
+        visit(x);
+      }
+    else if (v instanceof Set) for (const x of v) visit(x);
+    else for (const k of Object.keys(v)) visit((v as Record<string, unknown>)[k]);
+  }
 }
 
 function isTensor(v: object): v is Tensor {
   return (v as { [tensorBrand]?: true })[tensorBrand] === true;
+}
+
+function isAsyncFunction(fn: () => unknown): boolean {
+  return (fn as { [Symbol.toStringTag]?: string })[Symbol.toStringTag] === 'AsyncFunction';
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
 }
 
 export const tensorBrand = Symbol.for('patentgpt.tensor');
