@@ -20,6 +20,9 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { PatentGPTError } from '../errors.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
+import { loadPretrained } from '../models/pretrained.js';
+import { scope } from '../tensor/index.js';
+import { incrementalDecoder, type IncrementalDecoder } from '../tokenizer/detokenize.js';
 import { BlockPool, blocksForBudget, kvBytesPerToken, type BlockTable } from './blocks.js';
 import { ModelRunner, type StepItem } from './runner.js';
 import { Sampler, logprobsOf, validateSampling, type SamplingOptions, type TokenLogprob } from './sampler.js';
@@ -28,6 +31,11 @@ import { Sampler, logprobsOf, validateSampling, type SamplingOptions, type Token
 export interface EngineTokenizer {
   encode(text: string, opts?: { bos?: boolean }): ArrayLike<number>;
   decode(ids: ArrayLike<number>): string;
+  /**
+   * An exact decoder of a stream of ids, O(1) per id (both tokenizers of this package have one).
+   * Without it, text deltas come from a window of a few ids over decode(), as vLLM's.
+   */
+  decoder?(): IncrementalDecoder;
   readonly eosId: number;
 }
 
@@ -72,7 +80,18 @@ export interface GenerateOptions extends SamplingOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Why a request ended, the same from Engine and ThreadedEngine: 'stop' (EOS, a stop token or a
+ * stop string) or 'length' (maxTokens, or the context, reached). A cancelled request throws.
+ */
 export type FinishReason = 'stop' | 'length';
+
+/** A whole completion, as complete() returns it from Engine and ThreadedEngine. */
+export interface Completion {
+  tokens: number[];
+  text: string;
+  finishReason: FinishReason;
+}
 
 export interface GenerationDelta {
   /** New token ids since the previous delta. */
@@ -98,6 +117,19 @@ export interface EngineStats {
   preemptions: number;
 }
 
+/** @internal Gathers a stream of deltas into a Completion (complete() of both engines). */
+export async function collect(stream: AsyncIterable<GenerationDelta>): Promise<Completion> {
+  const tokens: number[] = [];
+  let text = '';
+  let finishReason: FinishReason = 'length';
+  for await (const d of stream) {
+    for (const t of d.tokens) tokens.push(t);
+    text += d.text;
+    if (d.finishReason) finishReason = d.finishReason;
+  }
+  return { tokens, text, finishReason };
+}
+
 /** One request in flight. */
 class Sequence {
   table: BlockTable | null = null;
@@ -105,8 +137,10 @@ class Sequence {
   numComputed = 0;
   readonly tokens: number[];
   readonly promptLength: number;
-  outputText = '';
-  emittedText = 0;
+  /** Text of the output so far, made one token at a time (made at the first token). */
+  detok: IncrementalDecoder | null = null;
+  /** Decoded text not yet streamed: a tail that may begin a stop string (shorter than the longest). */
+  held = '';
   finished = false;
   /** Removes the abort listener. */
   detach: () => void = () => undefined;
@@ -180,6 +214,8 @@ export class Engine {
   #nextId = 0;
   #looping = false;
   #closed = false;
+  /** The model was loaded by fromPretrained(): close() frees its weights too. */
+  #ownsModel = false;
   #steps = 0;
   #tokens = 0;
   #preemptions = 0;
@@ -209,12 +245,31 @@ export class Engine {
     this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen });
   }
 
+  /** An engine over a model folder it loads itself; close() frees the weights with the caches. */
+  static async fromPretrained(dir: string, opts: EngineOptions = {}): Promise<Engine> {
+    const model = await loadPretrained(dir);
+    let engine: Engine;
+    try {
+      engine = new Engine(model, opts);
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
+    engine.#ownsModel = true;
+    return engine;
+  }
+
+  /** Throws E_DISPOSED when the engine was closed (its caches, and weights it loaded, are gone). */
+  #checkOpen(op: string): void {
+    if (this.#closed) throw new PatentGPTError('E_DISPOSED', `Engine: ${op} after close(); the engine freed its caches: make a new Engine`);
+  }
+
   /**
    * Streams the continuation of a prompt (text, with a tokenizer, or token ids). Invalid input
    * throws here, for this request alone.
    */
   generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncIterableIterator<GenerationDelta> {
-    if (this.#closed) throw new PatentGPTError('E_DISPOSED', 'Engine: generate() after close()');
+    this.#checkOpen('generate()');
     const cfg = this.model.config;
     let ids: ArrayLike<number>;
     if (typeof prompt === 'string') {
@@ -232,6 +287,9 @@ export class Engine {
     // By default: up to the context, or as much as the whole cache holds.
     const maxTokens = options.maxTokens ?? Math.max(1, Math.min(ctx, this.pool.numBlocks * this.pool.blockSize + 1) - ids.length);
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new PatentGPTError('E_ARGUMENT', `generate: maxTokens must be an integer >= 1, got ${maxTokens}`);
+    // Asked for more than fits: an error, not a silent clamp (the caller would get less than asked).
+    if (ids.length + maxTokens > ctx)
+      throw new PatentGPTError('E_ARGUMENT', `generate: maxTokens ${maxTokens} + the prompt's ${ids.length} tokens exceed the context of ${ctx} tokens (maxModelLen); ask for at most ${ctx - ids.length} new tokens or shorten the prompt`);
     for (const t of options.stopTokenIds ?? [])
       if (!Number.isInteger(t) || t < 0 || t >= cfg.vocabSize)
         throw new PatentGPTError('E_ARGUMENT', `generate: stop token ${t} is not a token id of this model (vocabulary [0, ${cfg.vocabSize}))`);
@@ -241,7 +299,7 @@ export class Engine {
     }
     const lp = options.logprobs;
     if (lp !== undefined && (!Number.isInteger(lp) || lp < 0 || lp > 20)) throw new PatentGPTError('E_ARGUMENT', `generate: logprobs must be an integer in [0, 20], got ${lp}`);
-    const maxTotal = Math.min(ids.length + maxTokens, ctx);
+    const maxTotal = ids.length + maxTokens;
     // The last token sampled is never written to the cache: maxTotal - 1 tokens need slots.
     const need = this.pool.blocksFor(maxTotal - 1);
     if (need > this.pool.numBlocks)
@@ -259,19 +317,13 @@ export class Engine {
   }
 
   /** Tokens of a whole completion (a convenience over generate()). */
-  async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<{ tokens: number[]; text: string; finishReason: FinishReason }> {
-    const tokens: number[] = [];
-    let text = '';
-    let finishReason: FinishReason = 'length';
-    for await (const d of this.generate(prompt, options)) {
-      tokens.push(...d.tokens);
-      text += d.text;
-      if (d.finishReason) finishReason = d.finishReason;
-    }
-    return { tokens, text, finishReason };
+  async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<Completion> {
+    this.#checkOpen('complete()');
+    return collect(this.generate(prompt, options));
   }
 
   stats(): EngineStats {
+    this.#checkOpen('stats()');
     const s = this.pool.stats();
     return {
       blocks: { total: s.numBlocks, used: s.used, free: s.free, cachedFree: s.cachedFree, blockSize: this.pool.blockSize },
@@ -285,12 +337,17 @@ export class Engine {
     };
   }
 
-  /** Fails every request and frees the caches. */
+  /**
+   * Fails every request and frees the KV caches and the decode step's buffers, and the weights
+   * when fromPretrained() loaded them (a model passed in stays the caller's). Idempotent; any
+   * later use throws E_DISPOSED.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     for (const s of [...this.#running, ...this.#waiting]) this.#cancel(s, new PatentGPTError('E_DISPOSED', 'generate: the engine was closed'));
     this.#runner.close();
+    if (this.#ownsModel) this.model.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -407,7 +464,9 @@ export class Engine {
     const items: StepItem[] = plan.map((p) => ({ tokens: p.seq.tokens, start: p.start, end: p.end, table: p.seq.table! }));
     let logits: (Float32Array | null)[];
     try {
-      logits = this.#runner.step(items);
+      // In a scope: what a step makes and does not keep (e.g. views its prepared decode calls
+      // were built from) is freed with the step, so close() leaves nothing behind.
+      logits = scope(() => this.#runner.step(items));
     } catch (err) {
       for (const p of plan) this.#cancel(p.seq, err); // the step's requests fail; the engine goes on
       return;
@@ -440,21 +499,25 @@ export class Engine {
     if ((token === this.#eos && !o.ignoreEos) || o.stopTokenIds?.includes(token)) finish = 'stop';
     else if (seq.tokens.length >= seq.maxTotal) finish = 'length';
     if (this.#tok) {
-      // Decode the whole output (SentencePiece spaces and byte pieces depend on neighbours);
-      // hold back a trailing partial UTF-8 character and any tail that may start a stop string.
-      const skip = (token === this.#eos && !o.ignoreEos) ? 1 : 0;
-      let text = this.#tok.decode(seq.tokens.slice(seq.promptLength, seq.tokens.length - skip));
-      let safe = text.length;
+      // New text from an incremental decoder that started after the prompt (its last pieces set
+      // the first token's space): O(1) per token. EOS adds no text; the end flushes an
+      // unfinished character as decode() would show it.
+      seq.detok ??= incrementalDecoder(this.#tok, seq.tokens.slice(0, seq.promptLength));
+      if (!(token === this.#eos && !o.ignoreEos)) seq.held += seq.detok.push(token);
+      if (finish !== null) seq.held += seq.detok.flush();
+      const text = seq.held;
+      // Held text is shorter than the longest stop string, so a search costs O(stop lengths).
+      let cut = -1;
       for (const s of o.stop ?? []) {
-        const at = text.indexOf(s, Math.max(0, seq.emittedText - s.length + 1));
-        if (at >= 0) {
-          text = text.slice(0, at);
-          finish = 'stop';
-          safe = text.length;
-        }
+        const at = text.indexOf(s);
+        if (at >= 0 && (cut < 0 || at < cut)) cut = at;
       }
-      if (finish === null) {
-        if (text.endsWith('\uFFFD')) safe = text.length - 1;
+      let safe = text.length;
+      if (cut >= 0) {
+        finish = 'stop';
+        safe = cut;
+      } else if (finish === null) {
+        // Hold back a tail that may begin a stop string.
         for (const s of o.stop ?? [])
           for (let k = Math.min(s.length - 1, text.length); k > 0; k--)
             if (text.endsWith(s.slice(0, k))) {
@@ -462,9 +525,8 @@ export class Engine {
               break;
             }
       }
-      safe = Math.max(safe, seq.emittedText);
-      delta.text = text.slice(seq.emittedText, safe);
-      seq.emittedText = safe;
+      delta.text = text.slice(0, safe);
+      seq.held = finish === null ? text.slice(safe) : '';
     }
     if (finish !== null) {
       delta.finishReason = finish;

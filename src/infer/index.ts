@@ -3,6 +3,6 @@ export { BlockPool, BlockTable, blockHash, blocksForBudget, kvBytesPerToken, typ
 export { ModelRunner, type RunnerOptions, type StepItem } from './runner.js';
 export { Sampler, validateSampling, logprobsOf, argmax, topIndices, type SamplingOptions, type TokenLogprob } from './sampler.js';
 export {
-  Engine, type EngineOptions, type EngineStats, type EngineTokenizer, type FinishReason, type GenerateOptions, type GenerationDelta,
+  Engine, type Completion, type EngineOptions, type EngineStats, type EngineTokenizer, type FinishReason, type GenerateOptions, type GenerationDelta,
 } from './engine.js';
 export { ThreadedEngine } from './threaded.js';

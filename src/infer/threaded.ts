@@ -8,7 +8,7 @@ import { PatentGPTError, type ErrorCode } from '../errors.js';
 import { startWorker } from '../util/worker.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
 import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
-import { DeltaStream, type EngineOptions, type EngineStats, type GenerateOptions, type GenerationDelta } from './engine.js';
+import { DeltaStream, collect, type Completion, type EngineOptions, type EngineStats, type GenerateOptions, type GenerationDelta } from './engine.js';
 import type { FromWorker, ToWorker, WorkerInit, WorkerTokenizer } from './worker.js';
 
 function tokenizerData(t: EngineOptions['tokenizer']): WorkerTokenizer {
@@ -21,7 +21,7 @@ function tokenizerData(t: EngineOptions['tokenizer']): WorkerTokenizer {
 export class ThreadedEngine {
   readonly #worker: Worker;
   readonly #streams = new Map<number, DeltaStream>();
-  readonly #statsWaiters = new Map<number, (s: EngineStats) => void>();
+  readonly #statsWaiters = new Map<number, { resolve: (s: EngineStats) => void; reject: (e: unknown) => void }>();
   #nextId = 0;
   #closed = false;
 
@@ -30,12 +30,15 @@ export class ThreadedEngine {
     worker.on('message', (m: FromWorker) => {
       if (m.kind === 'delta') this.#streams.get(m.id)?.push(m.delta);
       else if (m.kind === 'error') this.#streams.get(m.id)?.fail(new PatentGPTError(m.code as ErrorCode, m.message));
-      else if (m.kind === 'stats') this.#statsWaiters.get(m.id)?.(m.stats);
+      else if (m.kind === 'stats') this.#statsWaiters.get(m.id)?.resolve(m.stats);
       if ((m.kind === 'delta' && m.delta.finishReason !== null) || m.kind === 'error') this.#streams.delete(m.id);
       if (m.kind === 'stats') this.#statsWaiters.delete(m.id);
     });
     worker.on('error', (err) => this.#failAll(err));
-    worker.on('exit', () => this.#failAll(new PatentGPTError('E_DISPOSED', 'ThreadedEngine: the worker exited')));
+    worker.on('exit', () => {
+      this.#closed = true; // nothing would answer later calls
+      this.#failAll(new PatentGPTError('E_DISPOSED', 'ThreadedEngine: the worker exited'));
+    });
   }
 
   /** An engine whose worker loads the model folder itself (the weights exist once, in the worker). */
@@ -78,7 +81,7 @@ export class ThreadedEngine {
    * in the worker). The signal cancels the request there.
    */
   generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncIterableIterator<GenerationDelta> {
-    if (this.#closed) throw new PatentGPTError('E_DISPOSED', 'ThreadedEngine: generate() after close()');
+    this.#checkOpen('generate()');
     const { signal, ...rest } = options;
     if (signal?.aborted) throw signal.reason;
     const id = this.#nextId++;
@@ -99,23 +102,17 @@ export class ThreadedEngine {
     return stream;
   }
 
-  /** Tokens and text of a whole completion. */
-  async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<{ tokens: number[]; text: string; finishReason: string | null }> {
-    const tokens: number[] = [];
-    let text = '';
-    let finishReason: string | null = null;
-    for await (const d of this.generate(prompt, options)) {
-      tokens.push(...d.tokens);
-      text += d.text;
-      finishReason = d.finishReason ?? finishReason;
-    }
-    return { tokens, text, finishReason };
+  /** Tokens and text of a whole completion (the same Completion as Engine.complete). */
+  async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<Completion> {
+    this.#checkOpen('complete()');
+    return collect(this.generate(prompt, options));
   }
 
   async stats(): Promise<EngineStats> {
+    this.#checkOpen('stats()');
     const id = this.#nextId++;
-    return new Promise((resolve) => {
-      this.#statsWaiters.set(id, resolve);
+    return new Promise((resolve, reject) => {
+      this.#statsWaiters.set(id, { resolve, reject });
       this.#post({ kind: 'stats', id });
     });
   }
@@ -134,6 +131,10 @@ export class ThreadedEngine {
     await this.close();
   }
 
+  #checkOpen(op: string): void {
+    if (this.#closed) throw new PatentGPTError('E_DISPOSED', `ThreadedEngine: ${op} after close(); its worker has ended: make a new engine`);
+  }
+
   #post(m: ToWorker): void {
     this.#worker.postMessage(m);
   }
@@ -141,5 +142,7 @@ export class ThreadedEngine {
   #failAll(err: unknown): void {
     for (const s of this.#streams.values()) s.fail(err);
     this.#streams.clear();
+    for (const w of this.#statsWaiters.values()) w.reject(err); // a stats() in flight would otherwise wait forever
+    this.#statsWaiters.clear();
   }
 }

@@ -3,6 +3,7 @@
 // any well-formed string round-trips (a lone UTF-16 surrogate is not valid Unicode and becomes
 // U+FFFD, as in every UTF-8 tokenizer).
 import { PatentGPTError } from '../errors.js';
+import { ByteStreamDecoder, type IncrementalDecoder } from './detokenize.js';
 
 export const BYTE_BOS_ID = 256;
 export const BYTE_EOS_ID = 257;
@@ -63,6 +64,13 @@ export class ByteTokenizer {
     }
     flush();
     return text;
+  }
+
+  /** A decoder of a stream of ids, one at a time: its outputs concatenate to decode(ids, opts). */
+  decoder(opts: DecodeOptions = {}): IncrementalDecoder {
+    const skip = opts.skipSpecial ?? true;
+    const specials = new Map([[BYTE_BOS_ID, skip ? '' : '<s>'], [BYTE_EOS_ID, skip ? '' : '</s>'], [BYTE_PAD_ID, skip ? '' : '<pad>']]);
+    return new ByteStreamDecoder(specials, BYTE_VOCAB_SIZE);
   }
 
   /** The printable piece of one id (for debugging and token views). */

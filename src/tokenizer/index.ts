@@ -13,6 +13,7 @@ export {
 } from './model.js';
 export { llama2Model, llama2Vocabulary, LLAMA2_VOCAB_SIZE } from './llama2.js';
 export { decodeUtf8, encodeUtf8, utf8Length } from './utf8.js';
+export { incrementalDecoder, type Detokenizable, type IncrementalDecoder } from './detokenize.js';
 export { ByteTokenizer, BYTE_BOS_ID, BYTE_EOS_ID, BYTE_PAD_ID, BYTE_VOCAB_SIZE } from './byte.js';
 export { trainBpe, type BpeTrainOptions, type BpeTrainResult, type BpeTrainStats, type TrainInput } from './train.js';
 export { scriptOf } from './scripts.js';

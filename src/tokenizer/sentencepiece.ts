@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { PatentGPTError } from '../errors.js';
 import { BpeModel, IdBuffer } from './bpe.js';
 import { decodeModelProto, encodeModelProto, PieceType, type NormalizerSpec, type Piece, type SentencePieceModel } from './model.js';
+import { PieceDecoder, type IncrementalDecoder } from './detokenize.js';
 import { llama2Model } from './llama2.js';
 import { decodeUtf8 } from './utf8.js';
 
@@ -290,6 +291,21 @@ export class SentencePieceTokenizer {
     }
     if (bytes) out += decodeUtf8(Uint8Array.from(bytes));
     return out;
+  }
+
+  /**
+   * A decoder of a stream of ids, one at a time in O(1): its outputs concatenate to decode() of
+   * the ids (see detokenize.ts); a character split over byte pieces comes out once whole.
+   */
+  decoder(): IncrementalDecoder {
+    return new PieceDecoder({
+      vocabSize: this.pieces.length,
+      surface: this.surface,
+      surfaceBos: this.surfaceBos,
+      byteValue: this.byteValue,
+      isControl: (id) => this.pieces[id]!.type === PieceType.CONTROL,
+      removeExtraWhitespaces: this.model.normalizerSpec.removeExtraWhitespaces,
+    });
   }
 
   /** Drops the cache of encoded segments (it is bounded; this only frees memory sooner). */

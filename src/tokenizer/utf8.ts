@@ -7,7 +7,7 @@ const fatalDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const encoder = new TextEncoder();
 
 /** Length of the valid UTF-8 character at bytes[i..end), or 0 when it is malformed there. */
-function validCharLength(bytes: Uint8Array, i: number, end: number): number {
+export function validCharLength(bytes: Uint8Array, i: number, end: number): number {
   const b0 = bytes[i]!;
   if (b0 < 0x80) return 1;
   const len = end - i;
