@@ -18,16 +18,18 @@ export function pretrainCommand(): Command {
     .option('--data <path...>', 'train on these text files or folders (.txt, .md, .jsonl, .json) instead of the config data')
     .option('--steps <n>', 'override the number of optimizer steps (replaces steps / tokenBudget)', positiveInt)
     .option('--quiet', 'no progress output, only the final summary')
+    .option('--restart-from-scratch', 'start the run over when none of its checkpoints verifies (the old metrics.jsonl is kept as metrics.jsonl.before-restart)')
     .addHelpText('after', [
       '',
       'With no data in the config and no --data, the built-in sample corpus is tokenized with the byte tokenizer.',
       'Running the same command again resumes from the newest complete checkpoint; Ctrl-C saves one and exits (code 130).',
+      'A run that diverges (non-finite losses, see maxNonFiniteSteps and onDivergence) exits with code 3 and writes no checkpoint from the bad weights.',
       '',
       'Example:',
       '  patentgpt pretrain --config examples/tiny-stage1.json',
       '  patentgpt pretrain --config examples/tiny-stage2.json',
     ].join('\n'))
-    .action(async (opts: { config: string; runDir?: string; data?: string[]; steps?: number; quiet?: boolean }) => {
+    .action(async (opts: { config: string; runDir?: string; data?: string[]; steps?: number; quiet?: boolean; restartFromScratch?: boolean }) => {
       const cfg = await loadStageConfig(opts.config, opts.steps !== undefined ? { steps: opts.steps } : {});
       if (opts.runDir) cfg.runDir = path.resolve(opts.runDir);
       const out = process.stderr;
@@ -37,6 +39,7 @@ export function pretrainCommand(): Command {
         progress: opts.quiet ? null : out.isTTY ? out : process.stdout,
         log: opts.quiet ? undefined : (m) => (out.isTTY ? out.write(`${m}\n`) : process.stdout.write(JSON.stringify({ event: 'log', message: m }) + '\n')),
         handleSignals: true,
+        ...(opts.restartFromScratch ? { restartFromScratch: true } : {}),
       });
       const summary = {
         event: 'summary',
@@ -46,10 +49,17 @@ export function pretrainCommand(): Command {
         checkpoint: result.checkpoint,
         ...(result.valLoss !== undefined ? { valLoss: +result.valLoss.toFixed(4) } : {}),
         tokens: result.tokensSeen,
+        ...(result.nonFiniteSteps > 0 ? { nonFiniteSteps: result.nonFiniteSteps } : {}),
+        ...(result.rollbacks > 0 ? { rollbacks: result.rollbacks } : {}),
+        ...(result.message !== undefined ? { message: result.message } : {}),
       };
       if (out.isTTY && !opts.quiet)
-        out.write(`${result.status === 'completed' ? 'done' : 'interrupted'} at step ${result.step}; checkpoint ${result.checkpoint}; report ${path.join(result.runDir, 'report.svg')}\n`);
+        out.write(`${result.status === 'completed' ? 'done' : result.status} at step ${result.step}; checkpoint ${result.checkpoint}; report ${path.join(result.runDir, 'report.svg')}\n`);
       console.log(JSON.stringify(summary));
+      if (result.status === 'diverged') {
+        process.stderr.write(`patentgpt pretrain: the run diverged: ${result.message}\n`);
+        process.exitCode = 3;
+      }
       if (result.status === 'interrupted') process.exitCode = 130;
     });
 }

@@ -56,6 +56,18 @@ export interface Checksums {
   files: Record<string, { sha256: string; size: number }>;
 }
 
+/**
+ * A failed write (ENOSPC, EDQUOT, EFBIG, EACCES, EROFS ...) as E_IO naming the file being
+ * written and the checkpoint; errors of ours pass through unchanged.
+ */
+function writeError(err: unknown, checkpoint: string, file: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (err instanceof PatentGPTError || typeof e?.code !== 'string' || typeof e.syscall !== 'string') return err; // not a file system error
+  const why = e.code === 'ENOSPC' ? 'no space left on the device' : e.code === 'EDQUOT' ? 'disk quota exceeded' : e.code === 'EFBIG' ? 'file size limit exceeded' : e.message;
+  return new PatentGPTError('E_IO',
+    `${file}: cannot write the checkpoint ${checkpoint} (${e.code}: ${why}); the previous checkpoints are intact. Free space (or fix the folder) and run again to resume`);
+}
+
 function ckptError(file: string, message: string): PatentGPTError {
   return new PatentGPTError('E_CHECKPOINT', `${file}: ${message}`);
 }
@@ -227,6 +239,8 @@ export class CheckpointManager {
   readonly keep: number;
   readonly rank: number;
   private readonly onSkip: ((dir: string, err: PatentGPTError) => void) | undefined;
+  /** Folders this manager wrote or verified (prune() does not hash them again). */
+  private readonly verified = new Set<string>();
 
   constructor(runDir: string, opts: CheckpointManagerOptions = {}) {
     this.dir = path.join(runDir, 'checkpoints');
@@ -269,13 +283,19 @@ export class CheckpointManager {
     }
     const final = this.stepDir(state.step);
     const tmp = `${final}.tmp`;
-    await fsp.mkdir(this.dir, { recursive: true });
-    await fsp.rm(tmp, { recursive: true, force: true });
-    await fsp.mkdir(tmp);
+    let current = tmp; // what is being written, for the error
+    try {
+      await fsp.mkdir(this.dir, { recursive: true });
+      await fsp.rm(tmp, { recursive: true, force: true });
+      await fsp.mkdir(tmp);
+    } catch (err) {
+      throw writeError(err, final, tmp);
+    }
     try {
       const sums: Checksums = { algorithm: 'sha256', files: {} };
       const put = async (name: string, content: FileContent): Promise<void> => {
-        const fh = await fsp.open(path.join(tmp, name), 'wx');
+        current = path.join(tmp, name);
+        const fh = await fsp.open(current, 'wx');
         try {
           sums.files[name] = await writeContent(fh, content);
         } finally {
@@ -297,8 +317,9 @@ export class CheckpointManager {
       await fsyncDir(this.dir);
     } catch (err) {
       await fsp.rm(tmp, { recursive: true, force: true });
-      throw err;
+      throw writeError(err, final, current);
     }
+    this.verified.add(final);
     await this.prune();
     return final;
   }
@@ -312,7 +333,9 @@ export class CheckpointManager {
   async latest(): Promise<Checkpoint | null> {
     for (const step of this.steps().reverse()) {
       try {
-        return await this.load(step);
+        const ck = await this.load(step);
+        this.verified.add(ck.dir);
+        return ck;
       } catch (err) {
         if (!(err instanceof PatentGPTError)) throw err;
         this.onSkip?.(this.stepDir(step), err);
@@ -321,13 +344,42 @@ export class CheckpointManager {
     return null;
   }
 
-  /** Removes leftovers of interrupted saves and all but the newest `keep` checkpoints. */
+  /**
+   * Removes leftovers of interrupted saves, then keeps the newest `keep` checkpoints that verify:
+   * a checkpoint that does not verify never counts toward `keep` (so a good one is never removed
+   * to keep a corrupt one), corrupt ones older than the newest good one are removed (no resume
+   * can use them), and nothing is removed while no checkpoint verifies. Each folder is verified
+   * at most once per manager (what it saved or loaded counts as verified).
+   */
   async prune(): Promise<void> {
     if (!fs.existsSync(this.dir)) return;
     for (const e of fs.readdirSync(this.dir, { withFileTypes: true }))
       if (e.isDirectory() && /^step-\d+\.(tmp|old)$/.test(e.name)) await fsp.rm(path.join(this.dir, e.name), { recursive: true, force: true });
     if (this.keep === 0) return;
-    const steps = this.steps();
-    for (const s of steps.slice(0, Math.max(0, steps.length - this.keep))) await fsp.rm(this.stepDir(s), { recursive: true, force: true });
+    let good = 0;
+    const remove: number[] = [];
+    for (const s of this.steps().reverse()) {
+      if (good >= this.keep) remove.push(s); // older than the newest `keep` good ones: not needed, whatever its state
+      else if (await this.verifies(s)) good++;
+      else if (good > 0) remove.push(s); // corrupt and superseded by a newer good checkpoint
+    }
+    if (good === 0) return;
+    for (const s of remove) {
+      await fsp.rm(this.stepDir(s), { recursive: true, force: true });
+      this.verified.delete(this.stepDir(s));
+    }
+  }
+
+  private async verifies(step: number): Promise<boolean> {
+    const dir = this.stepDir(step);
+    if (this.verified.has(dir)) return true;
+    try {
+      await loadCheckpoint(dir);
+    } catch (err) {
+      if (err instanceof PatentGPTError) return false;
+      throw err;
+    }
+    this.verified.add(dir);
+    return true;
   }
 }

@@ -1,7 +1,10 @@
 // The stage config of continued pretraining (one JSON file per stage), validated at the edge:
 // every error names the file and the field (`data.weights.patent: must be ...`), unknown fields
 // are refused (a typo must not be silently ignored), and defaults are filled in, so the loop
-// sees a complete StageConfig. Paths inside the file are relative to the file's folder.
+// sees a complete StageConfig. Input paths inside the file (model, tokenizer, data.manifests)
+// are relative to the file's folder; run folders (runDir, and init, which names the run or
+// checkpoint a stage starts from) are relative to the working directory, like --run-dir and the
+// default runs/<name>, so a stage-2 init names stage 1's folder exactly as stage 1 printed it.
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -55,14 +58,17 @@ export interface StageContext {
 export interface StageConfig {
   /** Run name: the run writes runs/<name>/ (or runDir). */
   name: string;
-  /** Folder of the run; default runs/<name> relative to the working directory. */
+  /** Folder of the run (relative to the working directory); default runs/<name>. */
   runDir: string;
   /**
    * Model: a preset name (e.g. "llama-5m", "llama2-7b"), a path to a config.json / Hugging Face
    * folder, or an inline model config object (ModelConfig fields; defaults filled).
    */
   model: string | ModelConfig;
-  /** Weights to start from: a checkpoint folder (runs/<stage1>/checkpoints/step-N), a run folder (its latest checkpoint) or a Hugging Face folder. */
+  /**
+   * Weights to start from: a checkpoint folder (runs/<stage1>/checkpoints/step-N), a run folder
+   * (its latest checkpoint) or a Hugging Face folder; relative to the working directory, as runDir.
+   */
   init?: string;
   /** "byte" (the byte-level tokenizer), "llama2" (LLaMA-2's SentencePiece vocabulary) or a tokenizer.model path. */
   tokenizer: string;
@@ -95,7 +101,22 @@ export interface StageConfig {
   /** Peak FLOP/s of the hardware for MFU (0: MFU not reported). */
   peakFlops: number;
   context?: StageContext;
+  /** Consecutive steps with a non-finite loss or gradient norm skipped before the run diverges. Default 3. */
+  maxNonFiniteSteps: number;
+  /** What a diverged run does: "stop" (exit non-zero, default) or "rollback" to the last good checkpoint at a lower lr. */
+  onDivergence: 'stop' | 'rollback';
+  /** Learning-rate factor of each rollback, in (0, 1). Default 0.5. */
+  rollbackLrFactor: number;
+  /** Rollbacks before the run stops as diverged. Default 3. */
+  maxRollbacks: number;
+  /** Host memory a training step may use, in GiB (0: the machine's, or its cgroup limit). */
+  memoryLimitGiB: number;
+  /** Refuse a run whose estimated step memory exceeds the limit. Default true. */
+  memoryCheck: boolean;
 }
+
+/** Most kernel threads a config may ask for (a typo like 20000 must not spawn 20,000 threads). */
+export const MAX_THREADS = 1024;
 
 type Json = Record<string, unknown>;
 
@@ -141,6 +162,7 @@ class Fields {
 const TOP_KEYS = [
   '$schema', 'comment', 'name', 'runDir', 'model', 'init', 'tokenizer', 'data', 'seqLen', 'batchSize', 'gradAccum', 'tokenBudget', 'steps',
   'optimizer', 'schedule', 'evalEvery', 'evalBatches', 'checkpointEvery', 'keepCheckpoints', 'logEvery', 'seed', 'threads', 'peakFlops', 'context',
+  'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck',
 ] as const;
 
 export interface ValidateOptions {
@@ -232,11 +254,18 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
     if (context.ropeTheta === undefined && context.posScale === undefined) f.fail('context', 'give ropeTheta and/or posScale, or leave context out');
   }
 
+  const onDivergence = f.string(c.onDivergence, 'onDivergence', 'stop');
+  if (onDivergence !== 'stop' && onDivergence !== 'rollback') f.fail('onDivergence', `must be "stop" or "rollback", got ${JSON.stringify(onDivergence)}`);
+  if (c.memoryCheck !== undefined && typeof c.memoryCheck !== 'boolean') f.fail('memoryCheck', `must be true or false, got ${JSON.stringify(c.memoryCheck)}`);
+  const threads = f.int(c.threads, 'threads', 0, 0);
+  if (threads > MAX_THREADS) f.fail('threads', `must be at most ${MAX_THREADS}, got ${threads} (0 uses one per hardware thread)`);
+
   const cfg: StageConfig = {
     name,
-    runDir: c.runDir === undefined ? path.join('runs', name) : rel(f.string(c.runDir, 'runDir')),
+    // run folders are relative to the working directory (see the top of the file)
+    runDir: c.runDir === undefined ? path.join('runs', name) : f.string(c.runDir, 'runDir'),
     model: typeof model === 'string' && isPathLike(model) ? rel(model) : model,
-    ...(c.init !== undefined ? { init: rel(f.string(c.init, 'init')) } : {}),
+    ...(c.init !== undefined ? { init: path.resolve(f.string(c.init, 'init')) } : {}),
     tokenizer: tokenizer === 'byte' || tokenizer === 'llama2' ? tokenizer : rel(tokenizer),
     data: { manifests, sample, ...(weights ? { weights } : {}), valFraction },
     seqLen,
@@ -252,9 +281,15 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
     keepCheckpoints: f.int(c.keepCheckpoints, 'keepCheckpoints', 0, 3),
     logEvery: f.int(c.logEvery, 'logEvery', 1, 1),
     seed: f.int(c.seed, 'seed', 0, 0),
-    threads: f.int(c.threads, 'threads', 0, 0),
+    threads,
     peakFlops: f.number(c.peakFlops, 'peakFlops', (x) => x >= 0, 'a number >= 0', 0),
     ...(context ? { context } : {}),
+    maxNonFiniteSteps: f.int(c.maxNonFiniteSteps, 'maxNonFiniteSteps', 0, 3),
+    onDivergence: onDivergence as StageConfig['onDivergence'],
+    rollbackLrFactor: f.number(c.rollbackLrFactor, 'rollbackLrFactor', (x) => x > 0 && x < 1, 'a number in (0, 1)', 0.5),
+    maxRollbacks: f.int(c.maxRollbacks, 'maxRollbacks', 0, 3),
+    memoryLimitGiB: f.number(c.memoryLimitGiB, 'memoryLimitGiB', (x) => x >= 0, 'a number >= 0 (0: the machine\'s memory)', 0),
+    memoryCheck: (c.memoryCheck as boolean | undefined) ?? true,
   };
   const total = totalSteps(cfg);
   if (schedule.warmupSteps > total) f.fail('schedule.warmupSteps', `${schedule.warmupSteps} exceeds the run's ${total} steps`);
@@ -339,9 +374,13 @@ function canonical(v: unknown): unknown {
 /**
  * sha256 (hex, 16 chars) of the fields that decide what a run computes; a checkpoint saved under
  * one hash should only be resumed under the same. Logging, evaluation and checkpoint cadence,
- * threads and the run folder are left out: changing them does not change the training.
+ * threads, the run folder, the divergence policy and the memory check are left out: changing
+ * them does not change the training (a diverged run may be resumed with onDivergence "rollback").
  */
 export function configHash(cfg: StageConfig): string {
-  const { runDir: _r, evalEvery: _e, evalBatches: _b, checkpointEvery: _c, keepCheckpoints: _k, logEvery: _l, threads: _t, peakFlops: _p, ...rest } = cfg;
+  const {
+    runDir: _r, evalEvery: _e, evalBatches: _b, checkpointEvery: _c, keepCheckpoints: _k, logEvery: _l, threads: _t, peakFlops: _p,
+    maxNonFiniteSteps: _n, onDivergence: _d, rollbackLrFactor: _f, maxRollbacks: _m, memoryLimitGiB: _g, memoryCheck: _x, ...rest
+  } = cfg;
   return createHash('sha256').update(JSON.stringify(canonical(rest))).digest('hex').slice(0, 16);
 }

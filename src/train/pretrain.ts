@@ -28,9 +28,10 @@ import { ByteTokenizer } from '../tokenizer/byte.js';
 import { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { CheckpointManager, loadCheckpoint } from './checkpoint.js';
-import { configHash, stageSchedule, totalSteps, type StageConfig } from './config.js';
+import { MAX_THREADS, configHash, stageSchedule, totalSteps, type StageConfig } from './config.js';
+import { checkTrainingFits } from './memory.js';
 import type { ProgressStream } from './progress.js';
-import { Trainer, type TrainResult, type TrainTask } from './trainer.js';
+import { Trainer, findResumePoint, type TrainResult, type TrainTask } from './trainer.js';
 
 export interface PretrainOptions {
   /** The config's file, named in config errors (default "config"). */
@@ -44,6 +45,8 @@ export interface PretrainOptions {
   signal?: AbortSignal;
   /** Stop on SIGINT/SIGTERM with a checkpoint (the CLI). */
   handleSignals?: boolean;
+  /** Start over in a run folder whose checkpoints all fail to verify (the CLI's --restart-from-scratch). */
+  restartFromScratch?: boolean;
   /** Data parallelism (the engine comes later): rank, ranks, and the gradient all-reduce. */
   rank?: number;
   worldSize?: number;
@@ -119,8 +122,14 @@ export async function loadInitialWeights(model: LlamaForCausalLM, init: string, 
   if (!fs.existsSync(init)) throw new PatentGPTError('E_CONFIG', `init: ${init}: no such run, checkpoint or model folder`);
   let dir = init;
   if (fs.existsSync(path.join(init, 'checkpoints'))) {
-    const latest = await new CheckpointManager(init).latest();
-    if (!latest) throw new PatentGPTError('E_CHECKPOINT', `init: ${init}: the run has no complete checkpoint to start from`);
+    const skipped: { dir: string; why: string }[] = [];
+    const latest = await new CheckpointManager(init, { keep: 0, onSkip: (d, e) => skipped.push({ dir: d, why: e.message }) }).latest();
+    if (!latest)
+      throw new PatentGPTError('E_CHECKPOINT', `init: ${init}: the run has no complete checkpoint to start from` +
+        (skipped.length ? ` (none verifies: ${skipped.map((x) => x.why).join('; ')})` : ''));
+    if (skipped.length > 0)
+      log(`warning: init: the newest checkpoint ${skipped[0]!.dir} does not verify (${skipped[0]!.why}); starting from the older ${latest.dir}` +
+        (skipped.length > 1 ? ` (${skipped.length - 1} more passed over: ${skipped.slice(1).map((x) => path.basename(x.dir)).join(', ')})` : ''));
     dir = latest.dir;
   } else if (fs.existsSync(path.join(init, 'checksums.json')) || fs.existsSync(path.join(init, 'state.json'))) {
     dir = (await loadCheckpoint(init)).dir; // verifies every checksum first
@@ -172,12 +181,29 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
   const rank = opts.rank ?? 0;
   const worldSize = opts.worldSize ?? 1;
   const runDir = cfg.runDir;
-  if (cfg.threads > 0) setNumThreads(cfg.threads);
   const file = opts.configFile ?? 'config';
+  if (!Number.isSafeInteger(cfg.threads) || cfg.threads < 0 || cfg.threads > MAX_THREADS)
+    throw cfgError(file, 'threads', `must be an integer in [0, ${MAX_THREADS}], got ${cfg.threads}`);
+  if (cfg.threads > 0) setNumThreads(cfg.threads);
 
-  // ---- model config
+  // ---- model config, and whether it fits (before anything is allocated or written)
   const base = await resolveModelConfig(cfg.model, file);
   const modelCfg = stageModelConfig(base, cfg, file);
+  if (cfg.memoryCheck)
+    checkTrainingFits(modelCfg, {
+      batchSize: cfg.batchSize, seqLen: cfg.seqLen, source: file,
+      ...(cfg.memoryLimitGiB > 0 ? { limit: cfg.memoryLimitGiB * 1024 ** 3, limitSource: 'of memoryLimitGiB' } : {}),
+    });
+  else checkTrainingFits(modelCfg, { batchSize: cfg.batchSize, seqLen: cfg.seqLen, source: file, limit: Number.POSITIVE_INFINITY });
+
+  // ---- the run folder: a resume that will be refused is refused now, before anything in it changes
+  let hash = configHash(cfg);
+  if (opts.dataPaths !== undefined)
+    hash = createHash('sha256').update(hash + JSON.stringify(opts.dataPaths.map((p) => path.resolve(p)))).digest('hex').slice(0, 16);
+  const resumeFrom = await findResumePoint({
+    runDir, configHash: hash, rank, ...(opts.restartFromScratch ? { restartFromScratch: true } : {}),
+    onSkip: (d, e) => log(`skipped a checkpoint that does not verify: ${d}: ${e.message}`),
+  });
 
   // ---- data
   const needText = opts.dataPaths !== undefined || cfg.data.manifests.length === 0;
@@ -242,10 +268,6 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
     batchSize: cfg.batchSize, seqLen: cfg.seqLen, seed: cfg.seed, valFraction: cfg.data.valFraction, rank, worldSize,
     ...(weights ? { weights } : {}),
   };
-
-  let hash = configHash(cfg);
-  if (opts.dataPaths !== undefined)
-    hash = createHash('sha256').update(hash + JSON.stringify(opts.dataPaths.map((p) => path.resolve(p)))).digest('hex').slice(0, 16);
 
   let model: LlamaForCausalLM | null = null;
   try {
@@ -340,6 +362,12 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
       ...(opts.progress !== undefined ? { progress: opts.progress } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       handleSignals: opts.handleSignals ?? false,
+      maxNonFiniteSteps: cfg.maxNonFiniteSteps,
+      onDivergence: cfg.onDivergence,
+      rollbackLrFactor: cfg.rollbackLrFactor,
+      maxRollbacks: cfg.maxRollbacks,
+      resumeFrom,
+      ...(opts.restartFromScratch ? { restartFromScratch: true } : {}),
     });
     const result = await trainer.run();
     return { ...result, runDir, model: modelCfg, peakFlops, peakSource, data: { manifests, ...(report ? { report } : {}) } };

@@ -11,14 +11,22 @@
 // exactly the batches, updates and losses of an uninterrupted run. SIGINT (and SIGTERM) finish
 // the current step, save a checkpoint and return { status: 'interrupted' }.
 //
+// Non-finite values (a diverging learning rate, NaN weights): a step whose loss or gradient norm
+// is not finite changes no weight and is counted (metrics: skipped 1). More than
+// maxNonFiniteSteps in a row stops the run with status 'diverged' (the CLI exits non-zero), or,
+// with onDivergence 'rollback', restores the newest verified checkpoint and goes on at a lower
+// learning rate. No checkpoint is written while the last step was non-finite or from weights
+// that are not finite, so a diverged run never replaces (or prunes away) its good checkpoints.
+//
 // Data parallelism fits in without touching this loop: each rank's task reads its own shard of
 // the data (BatchStream rank/worldSize), `allReduce` averages the gradients after backward, and
 // only rank 0 writes checkpoints, metrics, the report and the progress bar.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
-import { noGrad, scale, scope, type Tensor } from '../tensor/index.js';
+import { globalGradNorm, noGrad, scale, scope, type Tensor } from '../tensor/index.js';
 import { CheckpointManager, type Checkpoint, type CheckpointFile, type TrainState } from './checkpoint.js';
-import { MetricsLog, Throughput, mfu, perplexity, type MetricRecord } from './metrics.js';
+import { METRICS_FILE, MetricsLog, Throughput, mfu, perplexity, type MetricRecord } from './metrics.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { writeReport } from './plot.js';
 import { Progress, type ProgressStream } from './progress.js';
@@ -99,10 +107,35 @@ export interface TrainerOptions {
   handleSignals?: boolean;
   /** Each metrics record as it is written (rank 0). */
   onMetrics?: (record: MetricRecord) => void;
+  /** Consecutive steps with a non-finite loss or gradient norm tolerated (skipped); one more diverges the run. Default 3. */
+  maxNonFiniteSteps?: number;
+  /** On divergence: 'stop' (status 'diverged', default) or 'rollback' to the newest verified checkpoint at a lower lr. */
+  onDivergence?: 'stop' | 'rollback';
+  /** Factor the learning rate is multiplied by at each rollback, in (0, 1). Default 0.5. */
+  rollbackLrFactor?: number;
+  /** Rollbacks allowed in one run before it stops as diverged. Default 3. */
+  maxRollbacks?: number;
+  /**
+   * Start over when the run folder holds checkpoints none of which verifies (the old
+   * metrics.jsonl is kept as metrics.jsonl.before-restart). Default false: such a run is refused.
+   */
+  restartFromScratch?: boolean;
+  /**
+   * The resume point, already looked up with findResumePoint (a caller that checks before it
+   * writes anything); null: start fresh. Undefined: run() looks it up.
+   */
+  resumeFrom?: Checkpoint | null;
 }
 
 export interface TrainResult {
-  status: 'completed' | 'interrupted';
+  /** 'diverged': stopped on non-finite losses or weights (see message); never 'completed' then. */
+  status: 'completed' | 'interrupted' | 'diverged';
+  /** Why a diverged run stopped, and what to do. */
+  message?: string;
+  /** Steps skipped for a non-finite loss or gradient norm (this call). */
+  nonFiniteSteps: number;
+  /** Rollbacks to an earlier checkpoint (this call). */
+  rollbacks: number;
   /** Optimizer steps done. */
   step: number;
   /** Step the run resumed from (undefined: fresh start). */
@@ -122,6 +155,46 @@ function intOption(v: number | undefined, name: string, min: number, dflt: numbe
   return x;
 }
 
+export interface ResumeLookup {
+  runDir: string;
+  configHash: string;
+  rank?: number;
+  /** See TrainerOptions.restartFromScratch. */
+  restartFromScratch?: boolean;
+  /** Told about each checkpoint passed over because it does not verify. */
+  onSkip?: (dir: string, err: PatentGPTError) => void;
+}
+
+/**
+ * The checkpoint a run resumes from: the newest that verifies, or null for a fresh start. Throws
+ * E_CHECKPOINT, before anything is written, when that checkpoint was saved under another config,
+ * or when the run folder holds checkpoints and none verifies (unless restartFromScratch).
+ */
+export async function findResumePoint(opts: ResumeLookup): Promise<Checkpoint | null> {
+  const skipped: string[] = [];
+  const mgr = new CheckpointManager(opts.runDir, {
+    keep: 0,
+    rank: opts.rank ?? 0,
+    onSkip: (d, e) => {
+      skipped.push(`${path.basename(d)}: ${e.message}`);
+      opts.onSkip?.(d, e);
+    },
+  });
+  const latest = await mgr.latest();
+  if (latest) {
+    if (latest.state.configHash !== opts.configHash)
+      throw new PatentGPTError('E_CHECKPOINT',
+        `${path.join(latest.dir, 'state.json')}: configHash: ${latest.state.configHash} differs from this config's ${opts.configHash}; ` +
+          'the run folder holds a run of another config (use another run folder, or the config it was started with)');
+    return latest;
+  }
+  if (skipped.length > 0 && !opts.restartFromScratch)
+    throw new PatentGPTError('E_CHECKPOINT',
+      `${mgr.dir}: none of its ${skipped.length} checkpoints verifies (${skipped.join('; ')}); refusing to start the run over from scratch, ` +
+        'which would replace its metrics.jsonl. Restore or move the checkpoints, or start over on purpose with --restart-from-scratch (restartFromScratch: true)');
+  return null;
+}
+
 /** A yield to the event loop, so signal handlers run between steps. */
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -138,6 +211,10 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
   private readonly evalBatches: number;
   private readonly checkpointEvery: number;
   private readonly logEvery: number;
+  private readonly maxNonFiniteSteps: number;
+  private readonly onDivergence: 'stop' | 'rollback';
+  private readonly rollbackLrFactor: number;
+  private readonly maxRollbacks: number;
 
   constructor(task: TrainTask<B>, opts: TrainerOptions) {
     this.task = task;
@@ -155,6 +232,14 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     if (this.worldSize > 1 && !opts.allReduce)
       throw new PatentGPTError('E_ARGUMENT', `Trainer: worldSize ${this.worldSize} needs an allReduce hook to average the gradients`);
     validateSchedule(opts.schedule);
+    this.maxNonFiniteSteps = intOption(opts.maxNonFiniteSteps, 'maxNonFiniteSteps', 0, 3);
+    this.maxRollbacks = intOption(opts.maxRollbacks, 'maxRollbacks', 0, 3);
+    this.onDivergence = opts.onDivergence ?? 'stop';
+    if (this.onDivergence !== 'stop' && this.onDivergence !== 'rollback')
+      throw new PatentGPTError('E_ARGUMENT', `Trainer: onDivergence must be "stop" or "rollback", got ${JSON.stringify(opts.onDivergence)}`);
+    this.rollbackLrFactor = opts.rollbackLrFactor ?? 0.5;
+    if (!(this.rollbackLrFactor > 0 && this.rollbackLrFactor < 1))
+      throw new PatentGPTError('E_ARGUMENT', `Trainer: rollbackLrFactor must be in (0, 1), got ${opts.rollbackLrFactor}`);
     this.checkpoints = new CheckpointManager(opts.runDir, {
       keep: intOption(opts.keepCheckpoints, 'keepCheckpoints', 0, 3),
       rank: this.rank,
@@ -165,41 +250,63 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
   async run(): Promise<TrainResult> {
     const { task, opts } = this;
     const lead = this.rank === 0;
-    const skipped: string[] = [];
-    const mgr = new CheckpointManager(this.runDir, { keep: this.checkpoints.keep, rank: this.rank, onSkip: (d, e) => skipped.push(`${d}: ${e.message}`) });
-    const optimizer = new AdamW(task.parameters(), opts.optimizer);
+    const mgr = new CheckpointManager(this.runDir, { keep: this.checkpoints.keep, rank: this.rank });
     const progress = lead && opts.progress !== null ? new Progress({ total: this.totalSteps, label: opts.name ?? path.basename(this.runDir), ...(opts.progress ? { stream: opts.progress } : {}) }) : null;
 
-    // ---- fresh start or resume
+    // ---- fresh start or resume (refusals come before anything is written)
+    const latest =
+      opts.resumeFrom !== undefined
+        ? opts.resumeFrom
+        : await findResumePoint({
+            runDir: this.runDir, configHash: opts.configHash, rank: this.rank, ...(opts.restartFromScratch ? { restartFromScratch: true } : {}),
+            onSkip: (d, e) => progress?.log(`skipped a checkpoint that does not verify: ${d}: ${e.message}`),
+          });
+    if (latest && latest.state.configHash !== opts.configHash)
+      throw new PatentGPTError('E_CHECKPOINT', `${path.join(latest.dir, 'state.json')}: configHash: ${latest.state.configHash} differs from this config's ${opts.configHash}`);
+    const optimizer = new AdamW(task.parameters(), opts.optimizer);
     let step = 0;
     let tokensSeen = 0;
     let elapsedBefore = 0;
     let resumedFrom: number | undefined;
     let lastCheckpoint: string | null = null;
     let savedAt = -1;
-    const latest = await mgr.latest();
-    for (const s of skipped) progress?.log(`skipped a checkpoint that does not verify: ${s}`);
-    if (latest) {
-      if (latest.state.configHash !== opts.configHash)
-        throw new PatentGPTError('E_CHECKPOINT',
-          `${path.join(latest.dir, 'state.json')}: configHash: ${latest.state.configHash} differs from this config's ${opts.configHash}; ` +
-            'the run folder holds a run of another config (use another run folder, or the config it was started with)');
-      await task.restoreCheckpoint(latest);
-      const optState = await latest.readOptimizer();
-      if (!optState) throw new PatentGPTError('E_CHECKPOINT', `${latest.dir}: no optimizer state; cannot resume training exactly`);
+    let lrScale = 1; // lowered by rollbacks; kept in the checkpoint so a resume goes on at the same lr
+    const restore = async (ck: Checkpoint): Promise<void> => {
+      await task.restoreCheckpoint(ck);
+      const optState = await ck.readOptimizer();
+      if (!optState) throw new PatentGPTError('E_CHECKPOINT', `${ck.dir}: no optimizer state; cannot resume training exactly`);
       optimizer.loadState(optState);
-      task.restoreDataPosition(latest.state.data);
-      step = latest.state.step;
-      tokensSeen = latest.state.tokensSeen;
-      const e = latest.state.extra?.elapsedSec;
-      elapsedBefore = typeof e === 'number' ? e : 0;
-      resumedFrom = step;
-      lastCheckpoint = latest.dir;
+      task.restoreDataPosition(ck.state.data);
+      step = ck.state.step;
+      tokensSeen = ck.state.tokensSeen;
+      lastCheckpoint = ck.dir;
       savedAt = step;
-      progress?.log(`resuming from ${latest.dir}`, { step });
-    } else await task.initialize?.();
+    };
+    try {
+      if (latest) {
+        await restore(latest);
+        const e = latest.state.extra?.elapsedSec;
+        elapsedBefore = typeof e === 'number' ? e : 0;
+        const s = latest.state.extra?.lrScale;
+        if (typeof s === 'number' && s > 0 && s <= 1) lrScale = s;
+        resumedFrom = step;
+        progress?.log(`resuming from ${latest.dir}`, { step });
+      } else {
+        if (lead && opts.restartFromScratch && mgr.steps().length > 0) {
+          const log = path.join(this.runDir, METRICS_FILE);
+          if (fs.existsSync(log)) {
+            fs.renameSync(log, `${log}.before-restart`);
+            progress?.log(`restarting from scratch: the old metrics are kept in ${log}.before-restart`);
+          }
+        }
+        await task.initialize?.();
+      }
+    } catch (err) {
+      optimizer.dispose();
+      throw err;
+    }
 
-    const metrics = MetricsLog.open(this.runDir, { rank: this.rank, ...(latest ? { resumeStep: step } : {}) });
+    let metrics = MetricsLog.open(this.runDir, { rank: this.rank, ...(latest ? { resumeStep: step } : {}) });
     const started = performance.now();
     const elapsed = (): number => elapsedBefore + (performance.now() - started) / 1000;
     let trainMs = 0; // compute time of training steps only (evaluation and checkpoints excluded)
@@ -226,14 +333,22 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
 
     const losses: number[] = [];
     let valLoss: number | undefined;
-    const save = async (): Promise<void> => {
+    let badRun = 0; // consecutive non-finite steps
+    let nonFiniteSteps = 0;
+    let rollbacks = 0;
+    let message: string | undefined;
+    /** Saves a checkpoint unless the weights are not finite (then returns false and writes nothing). */
+    const save = async (): Promise<boolean> => {
+      // One native reduction in float64 over every weight: finite exactly when every weight is.
+      const weightNorm = globalGradNorm(task.parameters().map(([, p]) => p));
+      if (!Number.isFinite(weightNorm)) return false;
       const state: TrainState = {
         step,
         tokensSeen,
         data: task.dataPosition(),
         configHash: opts.configHash,
         ...(opts.rng !== undefined ? { rng: opts.rng } : {}),
-        extra: { elapsedSec: elapsed(), ...(valLoss !== undefined ? { valLoss } : {}) },
+        extra: { elapsedSec: elapsed(), ...(valLoss !== undefined ? { valLoss } : {}), ...(lrScale !== 1 ? { lrScale } : {}) },
       };
       metrics.sync();
       const dir = await mgr.save(state, lead ? task.checkpointFiles() : [], optimizer.exportState());
@@ -242,6 +357,38 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         lastCheckpoint = dir;
         progress?.log(`checkpoint ${dir}`, { step });
       }
+      return true;
+    };
+    /**
+     * The run has diverged (why): roll back when the config asks and a verified checkpoint is
+     * there (returns true: go on), else set the message (returns false: stop).
+     */
+    const diverge = async (why: string): Promise<boolean> => {
+      const maxRollbacks = this.maxRollbacks;
+      const to = this.onDivergence === 'rollback' && rollbacks < maxRollbacks ? await mgr.latest() : null;
+      if (to) {
+        if (to.state.configHash !== opts.configHash) throw new PatentGPTError('E_CHECKPOINT', `${to.dir}: configHash differs from this run's; cannot roll back to it`);
+        const from = step;
+        await restore(to);
+        lrScale *= this.rollbackLrFactor;
+        rollbacks++;
+        badRun = 0;
+        metrics.close();
+        metrics = MetricsLog.open(this.runDir, { rank: this.rank, resumeStep: step });
+        const rec: MetricRecord = { step, rollback: 1, lrScale, rolledBackFrom: from };
+        metrics.append(rec);
+        if (lead) opts.onMetrics?.(rec);
+        progress?.log(`${why}; rolled back to ${to.dir} with the learning rate x${lrScale} (rollback ${rollbacks} of at most ${maxRollbacks})`);
+        return true;
+      }
+      const last = lastCheckpoint ?? (await mgr.latest())?.dir ?? null;
+      message =
+        `${why}; stopped without writing a checkpoint. ` +
+        (last ? `The last good checkpoint is ${last}. ` : 'There is no earlier checkpoint. ') +
+        (this.onDivergence === 'rollback'
+          ? rollbacks >= maxRollbacks ? `${rollbacks} rollbacks did not help (maxRollbacks ${maxRollbacks}); lower optimizer.lr.` : 'Lower optimizer.lr.'
+          : 'Lower optimizer.lr (or schedule.warmupSteps up), or set onDivergence: "rollback" to go back to the last good checkpoint at a lower learning rate.');
+      return false;
     };
     const evaluate = async (): Promise<void> => {
       if (!task.evalBatches) return;
@@ -287,17 +434,22 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
           scaled.dispose();
         }
         if (this.worldSize > 1) await opts.allReduce!(optimizer.gradients(), step);
-        const lr = learningRate(opts.schedule, step);
-        const res = optimizer.step(lr);
+        const lr = lrScale === 1 ? learningRate(opts.schedule, step) : learningRate(opts.schedule, step) * lrScale;
+        const loss = lossSum / this.gradAccum;
+        // A non-finite loss skips the step even when the gradient norm happens to be finite.
+        const res = Number.isFinite(loss) ? optimizer.step(lr) : { gradNorm: Number.NaN, clipScale: 1, skipped: true };
         optimizer.zeroGrad();
         step++;
         tokensSeen += stepTokens * this.worldSize;
         trainMs += performance.now() - t0;
         const tokPerSec = throughput.mark(tokensSeen);
-        const loss = lossSum / this.gradAccum;
         losses.push(loss);
+        if (res.skipped) {
+          badRun++;
+          nonFiniteSteps++;
+        } else badRun = 0;
         const last = step === this.totalSteps;
-        if (step % this.logEvery === 0 || last) {
+        if (step % this.logEvery === 0 || last || res.skipped) {
           const rec: MetricRecord = { step, loss, lr, gradNorm: res.gradNorm, tokens: tokensSeen, elapsedSec: round(elapsed(), 3) };
           if (res.skipped) rec.skipped = 1;
           if (Number.isFinite(tokPerSec)) {
@@ -308,13 +460,34 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
           if (lead) opts.onMetrics?.(rec);
         }
         progress?.update(step, { loss, lr, 'tok/s': Number.isFinite(tokPerSec) ? Math.round(tokPerSec) : undefined });
+        if (res.skipped) progress?.log(`step ${step}: non-finite loss ${loss} or gradient norm ${res.gradNorm}; step skipped (${badRun} in a row, at most ${this.maxNonFiniteSteps})`);
+        if (badRun > this.maxNonFiniteSteps) {
+          if (await diverge(`${badRun} consecutive steps with a non-finite loss or gradient norm (steps ${step - badRun + 1}-${step}; last loss ${loss}, gradient norm ${res.gradNorm})`)) continue;
+          status = 'diverged';
+          break;
+        }
+        if (badRun > 0) continue; // no evaluation or checkpoint from weights whose loss is not finite
         if ((this.evalEvery > 0 && step % this.evalEvery === 0) || last) await evaluate();
-        if ((this.checkpointEvery > 0 && step % this.checkpointEvery === 0) || last) await save();
+        if ((this.checkpointEvery > 0 && step % this.checkpointEvery === 0) || last) {
+          if (await save()) continue;
+          if (await diverge(`the weights hold non-finite values after step ${step}`)) continue;
+          status = 'diverged';
+          break;
+        }
+      }
+      if (status === 'completed' && badRun > 0) {
+        // The run reached its last step on a non-finite loss: it cannot end on a checkpoint.
+        status = 'diverged';
+        const good = lastCheckpoint ?? (await mgr.latest())?.dir ?? null;
+        message = `the last ${badRun} step(s) had a non-finite loss or gradient norm; no final checkpoint was written` +
+          (good ? ` (the last good one is ${good})` : '') + '. Lower optimizer.lr and run again.';
       }
       if (status === 'interrupted') {
-        if (savedAt !== step) await save();
+        if (badRun > 0) progress?.log(`interrupted at step ${step} after a non-finite step: no checkpoint written; the run resumes from ${lastCheckpoint ?? 'the start'}`);
+        else if (savedAt !== step && !(await save())) progress?.log(`interrupted at step ${step}: the weights are not finite, no checkpoint written`);
         progress?.log(`interrupted at step ${step}; run the same command again to resume`);
       }
+      if (status === 'diverged') progress?.log(`diverged: ${message}`);
       if (lead) await writeReport(this.runDir, { title: opts.name ?? path.basename(this.runDir) });
       progress?.done({ step, valLoss });
     } finally {
@@ -326,7 +499,10 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         process.off('SIGTERM', onSignal);
       }
     }
-    return { status, step, ...(resumedFrom !== undefined ? { resumedFrom } : {}), checkpoint: lastCheckpoint, losses, ...(valLoss !== undefined ? { valLoss } : {}), tokensSeen };
+    return {
+      status, ...(message !== undefined ? { message } : {}), nonFiniteSteps, rollbacks,
+      step, ...(resumedFrom !== undefined ? { resumedFrom } : {}), checkpoint: lastCheckpoint, losses, ...(valLoss !== undefined ? { valLoss } : {}), tokensSeen,
+    };
   }
 }
 

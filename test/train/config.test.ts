@@ -1,5 +1,5 @@
-// Stage configs: the examples validate, defaults are filled, relative paths resolve against the
-// file, and every wrong, missing or unknown field is refused with an error naming it.
+// Stage configs: the examples validate, defaults are filled, input paths resolve against the
+// file and run folders (runDir, init) against the working directory, and every wrong, missing or unknown field is refused with an error naming it.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -33,7 +33,7 @@ describe('stage config', () => {
     const s2 = await loadStageConfig(path.join(examples, 'paper-stage2.json'));
     expect([s1.seqLen, s2.seqLen]).toEqual([4096, 16384]);
     expect(s2.context).toEqual({ ropeTheta: 1000000 });
-    expect(s2.init).toBe(path.resolve(examples, '../runs/patentgpt-stage1'));
+    expect(s2.init).toBe(path.resolve('runs/patentgpt-stage1')); // run folders: relative to the working directory
     const t1 = await loadStageConfig(path.join(examples, 'tiny-stage1.json'));
     expect(t1.data).toEqual({ manifests: [], sample: true, weights: { patent: 0.6, law: 0.25, qa: 0.15 }, valFraction: 0.05 });
     expect(t1.runDir).toBe(path.join('runs', 'tiny-stage1'));
@@ -53,14 +53,23 @@ describe('stage config', () => {
     expect(learningRate(sched, 4)).toBe(1e-4);
   });
 
-  it('resolves relative paths against the config file', async () => {
+  it('resolves input paths against the config file, and run folders (runDir, init) against the working directory', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-cfg-'));
     const file = path.join(dir, 'sub', 's.json');
     fs.mkdirSync(path.dirname(file));
     fs.writeFileSync(file, JSON.stringify({ ...base(), model: './model/config.json', init: '../ck', data: { manifests: ['tok/manifest.json'] } }));
     const cfg = await loadStageConfig(file);
     expect(cfg.model).toBe(path.join(dir, 'sub', 'model', 'config.json'));
-    expect(cfg.init).toBe(path.join(dir, 'ck'));
+    expect(cfg.init).toBe(path.resolve('../ck'));
+    // stage 2's init names stage 1's run folder as stage 1 wrote it (default runs/<name>, or an explicit runDir)
+    const s1 = path.join(dir, 'sub', 's1.json');
+    const s2 = path.join(dir, 'sub', 's2.json');
+    fs.writeFileSync(s1, JSON.stringify({ ...base(), name: 'first' }));
+    fs.writeFileSync(s2, JSON.stringify({ ...base(), name: 'second', init: 'runs/first' }));
+    expect(path.resolve((await loadStageConfig(s1)).runDir)).toBe((await loadStageConfig(s2)).init);
+    fs.writeFileSync(s1, JSON.stringify({ ...base(), name: 'first', runDir: 'out/one' }));
+    fs.writeFileSync(s2, JSON.stringify({ ...base(), name: 'second', init: 'out/one' }));
+    expect(path.resolve((await loadStageConfig(s1)).runDir)).toBe((await loadStageConfig(s2)).init);
     expect(cfg.data.manifests).toEqual([path.join(dir, 'sub', 'tok', 'manifest.json')]);
     expect(cfg.data.sample).toBe(false);
     fs.writeFileSync(file, '{ "name": ');
@@ -99,6 +108,25 @@ describe('stage config', () => {
     refuse({ ...b, lr: 1 }, 'lr');
     refuse({ ...b, evalBatches: 0 }, 'evalBatches');
     refuse([], 'config');
+  });
+
+  it('validates the hardening fields by name: threads bounded, divergence policy, memory limit', () => {
+    const b = base();
+    refuse({ ...b, threads: 100000 }, 'threads');
+    refuse({ ...b, threads: -1 }, 'threads');
+    refuse({ ...b, maxNonFiniteSteps: -1 }, 'maxNonFiniteSteps');
+    refuse({ ...b, maxNonFiniteSteps: 1.5 }, 'maxNonFiniteSteps');
+    refuse({ ...b, onDivergence: 'ignore' }, 'onDivergence');
+    refuse({ ...b, rollbackLrFactor: 1 }, 'rollbackLrFactor');
+    refuse({ ...b, rollbackLrFactor: 0 }, 'rollbackLrFactor');
+    refuse({ ...b, maxRollbacks: -2 }, 'maxRollbacks');
+    refuse({ ...b, memoryLimitGiB: -1 }, 'memoryLimitGiB');
+    refuse({ ...b, memoryCheck: 'no' }, 'memoryCheck');
+    const cfg = validateStageConfig(b);
+    expect(cfg).toMatchObject({ threads: 0, maxNonFiniteSteps: 3, onDivergence: 'stop', rollbackLrFactor: 0.5, maxRollbacks: 3, memoryLimitGiB: 0, memoryCheck: true });
+    expect(validateStageConfig({ ...b, threads: 64 }).threads).toBe(64);
+    // the policy fields do not change the hash: a diverged run can be resumed with onDivergence "rollback"
+    expect(configHash(validateStageConfig({ ...b, onDivergence: 'rollback', maxNonFiniteSteps: 9, memoryLimitGiB: 4, memoryCheck: false }))).toBe(configHash(cfg));
   });
 
   it('hashes what decides the training, not the logging cadence', () => {
