@@ -97,20 +97,41 @@ export class MetricsLog {
     if (this.fd === null) return;
     const line = Buffer.from(JSON.stringify(record) + '\n', 'utf8');
     let done = 0;
-    while (done < line.byteLength) done += fs.writeSync(this.fd, line, done, line.byteLength - done);
+    try {
+      while (done < line.byteLength) done += fs.writeSync(this.fd, line, done, line.byteLength - done);
+    } catch (err) {
+      throw this.ioError(err, `cannot append the record of step ${record.step}`);
+    }
   }
 
   /** fsync: the records so far survive a power cut (call at checkpoints). */
   sync(): void {
-    if (this.fd !== null) fs.fsyncSync(this.fd);
+    if (this.fd === null) return;
+    try {
+      fs.fsyncSync(this.fd);
+    } catch (err) {
+      throw this.ioError(err, 'cannot flush the log to disk');
+    }
   }
 
   close(): void {
-    if (this.fd !== null) {
-      fs.fsyncSync(this.fd);
-      fs.closeSync(this.fd);
-    }
+    const fd = this.fd;
     this.fd = null;
+    if (fd === null) return;
+    try {
+      fs.fsyncSync(fd);
+    } catch (err) {
+      throw this.ioError(err, 'cannot flush the log to disk');
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** A write error (ENOSPC, EFBIG, EIO ...) as E_IO naming the log. */
+  private ioError(err: unknown, what: string): PatentGPTError {
+    const e = err as NodeJS.ErrnoException;
+    return new PatentGPTError('E_IO',
+      `${this.file}: ${what} (${e.code ?? 'error'}: ${e.message}); free space (or fix the file system) and run the same command again to resume from the last checkpoint`);
   }
 
   /** Every record written so far (reads the file). */

@@ -460,7 +460,8 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
           if (lead) opts.onMetrics?.(rec);
         }
         progress?.update(step, { loss, lr, 'tok/s': Number.isFinite(tokPerSec) ? Math.round(tokPerSec) : undefined });
-        if (res.skipped) progress?.log(`step ${step}: non-finite loss ${loss} or gradient norm ${res.gradNorm}; step skipped (${badRun} in a row, at most ${this.maxNonFiniteSteps})`);
+        if (res.skipped)
+          progress?.log(`step ${step}: non-finite ${Number.isFinite(loss) ? `gradient norm ${res.gradNorm}` : `loss ${loss}`}; step skipped, weights unchanged (${badRun} in a row, at most ${this.maxNonFiniteSteps})`);
         if (badRun > this.maxNonFiniteSteps) {
           if (await diverge(`${badRun} consecutive steps with a non-finite loss or gradient norm (steps ${step - badRun + 1}-${step}; last loss ${loss}, gradient norm ${res.gradNorm})`)) continue;
           status = 'diverged';
