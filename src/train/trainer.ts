@@ -190,7 +190,7 @@ export async function findResumePoint(opts: ResumeLookup): Promise<Checkpoint | 
   }
   if (skipped.length > 0 && !opts.restartFromScratch)
     throw new PatentGPTError('E_CHECKPOINT',
-      `${mgr.dir}: none of its ${skipped.length} checkpoints verifies (${skipped.join('; ')}); refusing to start the run over from scratch, ` +
+      `${path.resolve(mgr.dir)}: none of its ${skipped.length} checkpoints verifies (${skipped.join('; ')}); refusing to start the run over from scratch, ` +
         'which would replace its metrics.jsonl. Restore or move the checkpoints, or start over on purpose with --restart-from-scratch (restartFromScratch: true)');
   return null;
 }
