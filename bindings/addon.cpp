@@ -7,10 +7,13 @@
 
 namespace pgnode {
 
+void RegisterReduce(Napi::Env env, Napi::Object exports);  // reduce.cpp
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Storage", Storage::Define(env));
   RegisterRuntime(env, exports);
   RegisterElementwise(env, exports);
+  RegisterReduce(env, exports);
   RegisterGemm(env, exports);
   RegisterEmbedding(env, exports);
   RegisterRmsnorm(env, exports);

@@ -59,6 +59,32 @@ export interface Addon {
   sum(x: S, xO: O, n: number): number;
   sumSquares(x: S, xO: O, n: number): number;
   cast(out: S, outO: O, outDtype: string, x: S, xO: O, xDtype: string, n: number): void;
+  // Pointwise math: an operand reads x[(i / inner) % size] for output element i of n (its
+  // broadcast pattern). op: see BINARY_OP / UNARY_OP in ops/elementwise.ts.
+  binaryForward(out: S, oO: O, a: S, aO: O, b: S, bO: O, n: number, aSize: number, aInner: number,
+    bSize: number, bInner: number, op: number): void;
+  binaryBackward(da: S | null, daO: O, db: S | null, dbO: O, dout: S, doutO: O, a: S, aO: O, b: S, bO: O, n: number,
+    aSize: number, aInner: number, bSize: number, bInner: number, op: number): void;
+  /** out (size) = sum of x (n) over the elements that read each element of a broadcast operand. */
+  sumBroadcast(out: S, oO: O, x: S, xO: O, n: number, size: number, inner: number): void;
+  unaryForward(out: S, oO: O, x: S, xO: O, n: number, op: number, lo: number, hi: number): void;
+  unaryBackward(dx: S, dxO: O, dout: S, doutO: O, x: S | null, xO: O, out: S | null, outO: O, n: number, op: number,
+    lo: number, hi: number): void;
+  whereForward(out: S, oO: O, cond: S, cO: O, a: S, aO: O, b: S, bO: O, n: number, aSize: number, aInner: number,
+    bSize: number, bInner: number): void;
+  whereBackward(da: S | null, daO: O, db: S | null, dbO: O, dout: S, doutO: O, cond: S, cO: O, n: number): void;
+
+  // reduce.cpp: x viewed as (outer, D, inner) around the reduced / indexed dimension
+  sumDimForward(out: S, oO: O, x: S, xO: O, outer: number, D: number, inner: number, scale: number): void;
+  sumDimBackward(dx: S, dxO: O, dout: S, doutO: O, outer: number, D: number, inner: number, scale: number): void;
+  maxDimForward(values: S, vO: O, indices: S, iO: O, x: S, xO: O, outer: number, D: number, inner: number): void;
+  gatherForward(out: S, oO: O, x: S, xO: O, index: S, iO: O, outer: number, D: number, K: number, inner: number): void;
+  /** dst (outer, D, inner) += src (outer, K, inner) scattered at index along D. */
+  scatterAdd(dst: S, dO: O, src: S, sO: O, index: S, iO: O, outer: number, D: number, K: number, inner: number): void;
+  softmaxForward(out: S, oO: O, x: S, xO: O, N: number, C: number): void;
+  softmaxBackward(dx: S, dxO: O, dout: S, doutO: O, out: S, oO: O, N: number, C: number): void;
+  logSoftmaxForward(out: S, oO: O, x: S, xO: O, N: number, C: number): void;
+  logSoftmaxBackward(dx: S, dxO: O, dout: S, doutO: O, out: S, oO: O, N: number, C: number): void;
 
   // gemm.cpp: C = alpha * op(A) @ op(B) + beta * C, batched with batch strides (0 broadcasts)
   gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,

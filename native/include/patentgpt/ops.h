@@ -27,6 +27,62 @@ void cast_bf16_to_f32(float* out, const uint16_t* x, int64_t n);
 void cast_f32_to_f16(uint16_t* out, const float* x, int64_t n);                // IEEE half, RNE
 void cast_f16_to_f32(float* out, const uint16_t* x, int64_t n);
 
+// ---- elementwise.cpp (continued): pointwise math, one broadcast pattern per operand ----
+// An operand of a binary op reads, for output element i of n, x[(i / inner) % size]: the
+// broadcasting of an operand whose shape is one contiguous block of the output's dimensions.
+// size == n, inner == 1: same shape; size == 1: a scalar; inner == 1: a trailing shape (bias
+// (C) against (N, C)); size = N, inner = C: a column (N, 1) against (N, C). size, inner >= 1.
+enum class BinaryOp : int32_t { Add = 0, Sub = 1, Mul = 2, Div = 3, Minimum = 4, Maximum = 5 };
+// out (n) = a op b.
+void binary_forward(float* out, const float* a, const float* b, int64_t n, int64_t a_size, int64_t a_inner,
+                    int64_t b_size, int64_t b_inner, BinaryOp op);
+// da, db (n): each operand's gradient at the output's shape, written (=); null when not wanted.
+// A broadcast operand's gradient is then reduced to its own shape by sum_broadcast. Ties of
+// minimum/maximum split the gradient in halves (as torch does).
+void binary_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n,
+                     int64_t a_size, int64_t a_inner, int64_t b_size, int64_t b_inner, BinaryOp op);
+// out (size) = sum of x (n) over the output elements that read each operand element (the
+// adjoint of broadcasting): x viewed as (n / (size * inner), size, inner) summed over dims 0, 2.
+void sum_broadcast(float* out, const float* x, int64_t n, int64_t size, int64_t inner);
+enum class UnaryOp : int32_t { Neg = 0, Exp = 1, Log = 2, Sigmoid = 3, LogSigmoid = 4, Clamp = 5 };
+// out (n) = op(x); lo, hi are clamp's bounds (ignored by the others).
+void unary_forward(float* out, const float* x, int64_t n, UnaryOp op, float lo, float hi);
+// dx (n) = dout * op'(x), written; reads x or out (the forward's result) as the op needs; dx may
+// alias dout. clamp passes the gradient where lo <= x <= hi.
+void unary_backward(float* dx, const float* dout, const float* x, const float* out, int64_t n, UnaryOp op,
+                    float lo, float hi);
+// out (n) = cond[i] != 0 ? a : b, a and b broadcast as binary_forward's operands.
+void where_forward(float* out, const int32_t* cond, const float* a, const float* b, int64_t n, int64_t a_size,
+                   int64_t a_inner, int64_t b_size, int64_t b_inner);
+// da (n) = cond ? dout : 0, db (n) = cond ? 0 : dout, written; null when not wanted.
+void where_backward(float* da, float* db, const float* dout, const int32_t* cond, int64_t n);
+
+// ---- reduce.cpp: reductions over one dimension, softmax, gather/scatter along a dimension ----
+// x is viewed as (outer, D, inner): D the reduced (or indexed) dimension, outer the product of
+// the dimensions before it, inner of those after it. Results are (outer, inner).
+// out (outer, inner) = scale * sum over D (f64 accumulation); scale 1 / D gives the mean.
+void sum_dim_forward(float* out, const float* x, int64_t outer, int64_t D, int64_t inner, float scale);
+// dx (outer, D, inner) = scale * dout (outer, inner) broadcast over D, written.
+void sum_dim_backward(float* dx, const float* dout, int64_t outer, int64_t D, int64_t inner, float scale);
+// values, indices (outer, inner): the maximum over D and the first index holding it (NaN wins,
+// as in torch). D >= 1. Backward is scatter_add of dout at indices (K = 1) into zeroed dx.
+void max_dim_forward(float* values, int32_t* indices, const float* x, int64_t outer, int64_t D, int64_t inner);
+// out (outer, K, inner) = x (outer, D, inner) at index (outer, K, inner) along D; indices are
+// checked in [0, D) by the caller.
+void gather_forward(float* out, const float* x, const int32_t* index, int64_t outer, int64_t D, int64_t K,
+                    int64_t inner);
+// dst (outer, D, inner) += src (outer, K, inner) scattered at index along D (accumulates, like
+// a parameter gradient): scatter_add's forward and gather's backward. Deterministic: each
+// thread owns a slice of (outer, inner) and adds in k order.
+void scatter_add(float* dst, const float* src, const int32_t* index, int64_t outer, int64_t D, int64_t K,
+                 int64_t inner);
+// Over the last dimension of x (N, C): out (N, C) = softmax(x) / log_softmax(x), f32 with the
+// row maximum subtracted. Backward reads the forward's out; dx (N, C) written, may alias dout.
+void softmax_forward(float* out, const float* x, int64_t N, int64_t C);
+void softmax_backward(float* dx, const float* dout, const float* out, int64_t N, int64_t C);
+void log_softmax_forward(float* out, const float* x, int64_t N, int64_t C);
+void log_softmax_backward(float* dx, const float* dout, const float* out, int64_t N, int64_t C);
+
 // ---- gemm.cpp: C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], f32 accumulation ----
 // op(A) is (M, K), op(B) is (K, N), C is (M, N); lda/ldb/ldc are row strides of the stored
 // matrices; batch strides of 0 broadcast one matrix over the batch. beta = 0 ignores C's contents.

@@ -1,5 +1,8 @@
-// The differentiable ops, one file per op family (the same families as native/cpu).
+// The differentiable ops, one file per op family (the same families as native/cpu; index-ops.ts
+// runs on reduce.cpp).
 export * from './elementwise.js';
+export * from './reduce.js';
+export * from './index-ops.js';
 export * from './matmul.js';
 export * from './embedding.js';
 export * from './rmsnorm.js';

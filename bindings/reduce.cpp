@@ -1,0 +1,116 @@
+// Bindings of native/cpu/reduce.cpp: reductions over a dimension, softmax, gather/scatter-add.
+// Tensors are viewed as (outer, D, inner) around the dimension; index tensors are checked in
+// range and refused when they overlap what the kernel writes.
+#include "args.h"
+#include "patentgpt/ops.h"
+
+namespace pgnode {
+
+namespace {
+
+struct Dims {
+  int64_t outer, D, inner, n;  // n = outer * D * inner
+};
+Dims DimsArg(const Args& a, size_t i) {
+  Dims d{a.Size(i, "outer"), a.Size(i + 1, "D"), a.Size(i + 2, "inner"), 0};
+  d.n = a.Mul(a.Mul(d.outer, d.D), d.inner);
+  return d;
+}
+
+// index (count) must lie in [0, D) and not overlap the `dst` the kernel writes.
+void CheckIndex(const Args& a, const int32_t* index, int64_t count, int64_t D, const float* dst, int64_t dst_count) {
+  for (int64_t i = 0; i < count; ++i)
+    if (index[i] < 0 || index[i] >= D)
+      a.Fail("index[" + std::to_string(i) + "] = " + std::to_string(index[i]) + " is outside [0, " + std::to_string(D) + ")");
+  if (Overlap(dst, dst_count, index, count)) a.Fail("index overlaps the output");
+}
+
+// sumDimForward(out, oO, x, xO, outer, D, inner, scale)
+Napi::Value SumDimForward(const Napi::CallbackInfo& info) {
+  Args a(info, "sumDimForward", 8);
+  Dims d = DimsArg(a, 4);
+  pg::sum_dim_forward(a.Ptr<float>(0, "out", a.Mul(d.outer, d.inner)), a.Ptr<float>(2, "x", d.n), d.outer, d.D, d.inner,
+                      static_cast<float>(a.Num(7, "scale")));
+  return info.Env().Undefined();
+}
+
+// sumDimBackward(dx, dxO, dout, doutO, outer, D, inner, scale)
+Napi::Value SumDimBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "sumDimBackward", 8);
+  Dims d = DimsArg(a, 4);
+  pg::sum_dim_backward(a.Ptr<float>(0, "dx", d.n), a.Ptr<float>(2, "dout", a.Mul(d.outer, d.inner)), d.outer, d.D,
+                       d.inner, static_cast<float>(a.Num(7, "scale")));
+  return info.Env().Undefined();
+}
+
+// maxDimForward(values, vO, indices, iO, x, xO, outer, D, inner)
+Napi::Value MaxDimForward(const Napi::CallbackInfo& info) {
+  Args a(info, "maxDimForward", 9);
+  Dims d = DimsArg(a, 6);
+  const int64_t m = a.Mul(d.outer, d.inner);
+  if (m > 0 && d.D == 0) a.Fail("max over an empty dimension");
+  pg::max_dim_forward(a.Ptr<float>(0, "values", m), a.Ptr<int32_t>(2, "indices", m), a.Ptr<float>(4, "x", d.n), d.outer,
+                      d.D, d.inner);
+  return info.Env().Undefined();
+}
+
+// gatherForward(out, oO, x, xO, index, iO, outer, D, K, inner)
+Napi::Value GatherForward(const Napi::CallbackInfo& info) {
+  Args a(info, "gatherForward", 10);
+  const int64_t outer = a.Size(6, "outer"), D = a.Size(7, "D"), K = a.Size(8, "K"), inner = a.Size(9, "inner");
+  const int64_t n = a.Mul(outer, a.Mul(D, inner)), m = a.Mul(outer, a.Mul(K, inner));
+  float* out = a.Ptr<float>(0, "out", m);
+  const int32_t* index = a.Ptr<int32_t>(4, "index", m);
+  CheckIndex(a, index, m, D, out, m);
+  pg::gather_forward(out, a.Ptr<float>(2, "x", n), index, outer, D, K, inner);
+  return info.Env().Undefined();
+}
+
+// scatterAdd(dst, dO, src, sO, index, iO, outer, D, K, inner): dst (outer, D, inner) += scatter of src
+Napi::Value ScatterAdd(const Napi::CallbackInfo& info) {
+  Args a(info, "scatterAdd", 10);
+  const int64_t outer = a.Size(6, "outer"), D = a.Size(7, "D"), K = a.Size(8, "K"), inner = a.Size(9, "inner");
+  const int64_t n = a.Mul(outer, a.Mul(D, inner)), m = a.Mul(outer, a.Mul(K, inner));
+  float* dst = a.Ptr<float>(0, "dst", n);
+  const int32_t* index = a.Ptr<int32_t>(4, "index", m);
+  CheckIndex(a, index, m, D, dst, n);
+  pg::scatter_add(dst, a.Ptr<float>(2, "src", m), index, outer, D, K, inner);
+  return info.Env().Undefined();
+}
+
+// softmaxForward / logSoftmaxForward(out, oO, x, xO, N, C)
+template <void (*kernel)(float*, const float*, int64_t, int64_t), const char* name>
+Napi::Value RowsForward(const Napi::CallbackInfo& info) {
+  Args a(info, name, 6);
+  const int64_t N = a.Size(4, "N"), C = a.Size(5, "C"), n = a.Mul(N, C);
+  kernel(a.Ptr<float>(0, "out", n), a.Ptr<float>(2, "x", n), N, C);
+  return info.Env().Undefined();
+}
+
+// softmaxBackward / logSoftmaxBackward(dx, dxO, dout, doutO, out, oO, N, C)
+template <void (*kernel)(float*, const float*, const float*, int64_t, int64_t), const char* name>
+Napi::Value RowsBackward(const Napi::CallbackInfo& info) {
+  Args a(info, name, 8);
+  const int64_t N = a.Size(6, "N"), C = a.Size(7, "C"), n = a.Mul(N, C);
+  kernel(a.Ptr<float>(0, "dx", n), a.Ptr<float>(2, "dout", n), a.Ptr<float>(4, "out", n), N, C);
+  return info.Env().Undefined();
+}
+
+constexpr char kSoftmaxForward[] = "softmaxForward", kSoftmaxBackward[] = "softmaxBackward",
+               kLogSoftmaxForward[] = "logSoftmaxForward", kLogSoftmaxBackward[] = "logSoftmaxBackward";
+
+}  // namespace
+
+void RegisterReduce(Napi::Env env, Napi::Object exports) {
+  exports.Set("sumDimForward", Napi::Function::New(env, SumDimForward, "sumDimForward"));
+  exports.Set("sumDimBackward", Napi::Function::New(env, SumDimBackward, "sumDimBackward"));
+  exports.Set("maxDimForward", Napi::Function::New(env, MaxDimForward, "maxDimForward"));
+  exports.Set("gatherForward", Napi::Function::New(env, GatherForward, "gatherForward"));
+  exports.Set("scatterAdd", Napi::Function::New(env, ScatterAdd, "scatterAdd"));
+  exports.Set("softmaxForward", Napi::Function::New(env, RowsForward<pg::softmax_forward, kSoftmaxForward>, "softmaxForward"));
+  exports.Set("softmaxBackward", Napi::Function::New(env, RowsBackward<pg::softmax_backward, kSoftmaxBackward>, "softmaxBackward"));
+  exports.Set("logSoftmaxForward", Napi::Function::New(env, RowsForward<pg::log_softmax_forward, kLogSoftmaxForward>, "logSoftmaxForward"));
+  exports.Set("logSoftmaxBackward", Napi::Function::New(env, RowsBackward<pg::log_softmax_backward, kLogSoftmaxBackward>, "logSoftmaxBackward"));
+}
+
+}  // namespace pgnode
