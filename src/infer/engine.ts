@@ -21,7 +21,6 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { PatentGPTError } from '../errors.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
 import { loadPretrained } from '../models/pretrained.js';
-import { scope } from '../tensor/index.js';
 import { incrementalDecoder, type IncrementalDecoder } from '../tokenizer/detokenize.js';
 import { BlockPool, blocksForBudget, kvBytesPerToken, type BlockTable } from './blocks.js';
 import { ModelRunner, type StepItem } from './runner.js';
@@ -464,9 +463,7 @@ export class Engine {
     const items: StepItem[] = plan.map((p) => ({ tokens: p.seq.tokens, start: p.start, end: p.end, table: p.seq.table! }));
     let logits: (Float32Array | null)[];
     try {
-      // In a scope: what a step makes and does not keep (e.g. views its prepared decode calls
-      // were built from) is freed with the step, so close() leaves nothing behind.
-      logits = scope(() => this.#runner.step(items));
+      logits = this.#runner.step(items);
     } catch (err) {
       for (const p of plan) this.#cancel(p.seq, err); // the step's requests fail; the engine goes on
       return;
