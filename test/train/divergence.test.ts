@@ -127,6 +127,24 @@ describe('non-finite steps', () => {
     expect(r2.message).toMatch(/2 rollbacks did not help \(maxRollbacks 2\)/);
   });
 
+  it('never writes a checkpoint from non-finite weights, even when the loss stays finite', async () => {
+    const runDir = path.join(root, 'nan-unused');
+    const t = linearTask(() => false);
+    const other = Tensor.from(new Float32Array(3), [3], { requiresGrad: true }); // trained weights the loss does not read
+    const task = { ...t, parameters: () => [['w', t.w], ['other', other]] as [string, Tensor][] };
+    const r = await new Trainer(task, {
+      ...base, runDir, checkpointEvery: 2, keepCheckpoints: 1,
+      onMetrics: (m) => {
+        if (m.step === 3) noGrad(() => other.write(Float32Array.from([0, Number.POSITIVE_INFINITY, 0])));
+      },
+    }).run();
+    expect(r.status).toBe('diverged');
+    expect(r.step).toBe(4);
+    expect(r.nonFiniteSteps).toBe(0);
+    expect(r.message).toMatch(/the weights hold non-finite values after step 4; stopped without writing a checkpoint\. The last good checkpoint is .*step-2/);
+    expect(ckpts(runDir)).toEqual(['step-2']);
+  });
+
   it('refuses bad divergence options', () => {
     const runDir = path.join(root, 'opts');
     expect(() => new Trainer(linearTask(() => false), { ...base, runDir, maxNonFiniteSteps: -1 })).toThrow(/maxNonFiniteSteps/);
