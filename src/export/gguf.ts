@@ -6,10 +6,15 @@
 //     first; q and k projections permuted from Hugging Face's rotate-half RoPE layout to the
 //     interleaved pairs llama.cpp rotates; norms always f32, matrices f32 or f16;
 //   - 32-byte alignment of the data section and of every tensor in it.
+// A weight that is NaN or infinite (or overflows f16) is refused with the tensor's name: llama.cpp
+// would load such a file and produce garbage. The file is written to a temp name and renamed, so
+// a refused or failed export leaves no partial file.
 import { open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
 import { tempPath } from '../models/safetensors.js';
+import { fileWriteError, fsyncDir } from '../util/atomic.js';
 import type { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
 
 export interface GgufOptions {
@@ -143,6 +148,29 @@ export function toHalf(x: number): number {
   return sign | h;
 }
 
+/** Refuses NaN and infinite weights, naming the tensor (ours and its GGUF name) and where. */
+function checkFinite(w: Float32Array, name: string, ggufName: string): void {
+  let bad = 0;
+  let first = -1;
+  for (let i = 0; i < w.length; i++)
+    if (!Number.isFinite(w[i]!)) {
+      if (first < 0) first = i;
+      bad++;
+    }
+  if (bad > 0)
+    throw new PatentGPTError('E_ARGUMENT',
+      `exportGguf: tensor "${name}" (GGUF ${ggufName}) holds ${bad} non-finite value${bad === 1 ? '' : 's'} ` +
+      `(first ${w[first]} at index ${first}); the model has diverged or the folder is corrupt: export an earlier checkpoint`);
+}
+
+/** Refuses f32 weights beyond f16's range (they would become infinite in an f16 file). */
+function checkHalfRange(w: Float32Array, name: string, ggufName: string): void {
+  for (let i = 0; i < w.length; i++)
+    if (Math.abs(w[i]!) >= 65520) // rounds to infinity in f16
+      throw new PatentGPTError('E_ARGUMENT',
+        `exportGguf: tensor "${name}" (GGUF ${ggufName}) holds ${w[i]} at index ${i}, beyond f16's range (65504): export with dtype f32`);
+}
+
 function f16Bytes(x: Float32Array): Uint8Array {
   const out = new Uint16Array(x.length);
   for (let i = 0; i < x.length; i++) out[i] = toHalf(x[i]!);
@@ -173,22 +201,25 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
     throw new PatentGPTError('E_ARGUMENT', `exportGguf: the tokenizer has ${tokenizer.vocabSize} pieces, more than the model's ${cfg.vocabSize} embeddings`);
   const D = cfg.dim / cfg.nHeads;
   const params = new Map(model.namedParameters());
-  const get = (n: string): Float32Array => {
+  const get = (n: string, ggufName: string): Float32Array => {
     const t = params.get(n);
     if (!t) throw new PatentGPTError('E_INTERNAL', `exportGguf: no parameter ${n}`);
-    return t.toArray() as Float32Array;
+    const w = t.toArray() as Float32Array;
+    checkFinite(w, n, ggufName);
+    return w;
   };
   const mat = (name: string, src: string, rows: number, cols: number, permuteHeads = 0): Entry => ({
     name, dims: [cols, rows], type: dtype === 'f16' ? 1 : 0,
     data: () => {
-      let w = get(src);
+      let w = get(src, name);
+      if (dtype === 'f16') checkHalfRange(w, src, name);
       if (permuteHeads) w = permuteForRope(w, permuteHeads, rows, cols);
       return dtype === 'f16' ? f16Bytes(w) : new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
     },
   });
   const vec = (name: string, src: string, n: number): Entry => ({
     name, dims: [n], type: 0, data: () => {
-      const w = get(src);
+      const w = get(src, name);
       return new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
     },
   });
@@ -279,17 +310,29 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
   }
   head.pad(ALIGN);
 
+  try {
+    await writeFile(path, head.data, tensors, sizes);
+  } catch (err) {
+    throw fileWriteError(path, err); // ENOSPC and friends name the .gguf file
+  }
+}
+
+async function writeFile(path: string, head: Uint8Array, tensors: Entry[], sizes: number[]): Promise<void> {
   const tmp = tempPath(path);
   const fh = await open(tmp, 'w');
   try {
-    await fh.write(head.data);
+    const put = async (b: Uint8Array): Promise<void> => {
+      // fh.write may write less than asked, and takes at most 2 GiB per call
+      for (let done = 0; done < b.length;) done += (await fh.write(b, done, Math.min(1 << 30, b.length - done))).bytesWritten;
+    };
+    await put(head);
     const zeros = new Uint8Array(ALIGN);
     for (const [i, t] of tensors.entries()) {
       const data = t.data();
       if (data.length !== sizes[i]) throw new PatentGPTError('E_INTERNAL', `exportGguf: ${t.name} has ${data.length} bytes, expected ${sizes[i]}`);
-      await fh.write(data);
+      await put(data);
       const pad = (ALIGN - (data.length % ALIGN)) % ALIGN;
-      if (pad) await fh.write(zeros.subarray(0, pad));
+      if (pad) await put(zeros.subarray(0, pad));
     }
     await fh.sync();
     await fh.close();
@@ -299,4 +342,5 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
     await rm(tmp, { force: true });
     throw err;
   }
+  await fsyncDir(dirname(path)); // the rename survives a power cut
 }

@@ -3,13 +3,15 @@
 // raw little-endian tensor data. Reading checks the whole layout before any data is used (a
 // truncated or corrupt file is refused with its name); floats of any of F32/BF16/F16/F64 become
 // f32 tensors. Writing is atomic: a temporary file in the same folder, fsync, rename, fsync of
-// the folder.
+// the folder; a system error while writing (ENOSPC, ...) is an E_IO error naming the file.
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { Tensor, numel } from '../tensor/index.js';
+import { fileWriteError } from '../util/atomic.js';
+import { checkTensorFits } from './limits.js';
 
 /** Element types of the format that we read; we write F32, BF16 and F16. */
 export type SafeDType = 'F64' | 'F32' | 'BF16' | 'F16' | 'I64' | 'I32';
@@ -88,6 +90,7 @@ export class SafetensorsFile {
   async read(name: string): Promise<Tensor> {
     const e = this.entries.get(name);
     if (!e) throw new PatentGPTError('E_FORMAT', `${this.path}: no tensor "${name}"`);
+    checkTensorFits(name, e.shape, this.path, BYTES[e.dtype]);
     const count = numel(e.shape);
     const pos = this.dataStart + e.begin;
     switch (e.dtype) {
@@ -244,6 +247,14 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
 }
 
 async function writeAtomic(path: string, body: (fh: FileHandle) => Promise<void>): Promise<void> {
+  try {
+    await writeAtomicUnwrapped(path, body);
+  } catch (err) {
+    throw fileWriteError(path, err); // ENOSPC and friends name the file they were writing
+  }
+}
+
+async function writeAtomicUnwrapped(path: string, body: (fh: FileHandle) => Promise<void>): Promise<void> {
   const tmp = tempPath(path);
   const fh = await open(tmp, 'wx', 0o644);
   try {

@@ -1,9 +1,10 @@
 // GGUF export: the file read back by an independent little reader (header, metadata, tensor
 // table, alignment, data equal to the weights with q/k permuted), f16 rounding against the
 // native cast, and — where node-llama-cpp (prebuilt llama.cpp) can be loaded — its greedy
-// continuation equals our engine's token for token for 64 tokens.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+// continuation equals our engine's token for token for 64 tokens. Non-finite weights and write
+// errors are refused by name; the CLI takes the tokenizer the model folder records.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,8 +14,9 @@ import { exportGguf, permuteForRope, toHalf } from '../../src/export/gguf.js';
 import { Engine } from '../../src/infer/index.js';
 import { LlamaForCausalLM, savePretrained, validateConfig } from '../../src/models/index.js';
 import { packageRoot } from '../../src/package.js';
-import { Tensor } from '../../src/tensor/index.js';
-import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
+import { PatentGPTError } from '../../src/errors.js';
+import { Tensor, noGrad } from '../../src/tensor/index.js';
+import { ByteTokenizer, SentencePieceTokenizer } from '../../src/tokenizer/index.js';
 
 interface Gguf {
   kv: Map<string, unknown>;
@@ -201,4 +203,65 @@ describe('GGUF export', () => {
     expect(new Set(ours).size).toBeGreaterThan(16); // a varied continuation, not one token repeated
     expect(ours).toEqual(theirs);
   }, 120_000);
+});
+
+describe('GGUF export refusals and the folder tokenizer', () => {
+  const tok = SentencePieceTokenizer.llama2();
+  const small = validateConfig({ vocabSize: 32000, dim: 16, nLayers: 1, nHeads: 2, nKvHeads: 1, ffnDim: 32, ropeTheta: 10000, ropeScaling: null,
+    maxSeqLen: 64, normEps: 1e-5, tieEmbeddings: false, numExperts: 1, topK: 1 });
+
+  it('refuses NaN/Inf weights (and f16 overflow) naming the tensor, leaving no file', async () => {
+    const m = new LlamaForCausalLM(small, { seed: 1 });
+    const q = new Map(m.namedParameters()).get('model.layers.0.self_attn.v_proj.weight')!;
+    const w = q.toArray() as Float32Array;
+    const path = join(dir, 'bad.gguf');
+    w[5] = 1e6; // finite, but past f16's range
+    noGrad(() => q.write(w));
+    await expect(exportGguf(m, tok, path, { dtype: 'f16' }))
+      .rejects.toThrow(/tensor "model\.layers\.0\.self_attn\.v_proj\.weight" \(GGUF blk\.0\.attn_v\.weight\) holds 1000000 at index 5, beyond f16's range/);
+    await exportGguf(m, tok, path, { dtype: 'f32' }); // f32 holds it
+    rmSync(path);
+    w[7] = NaN;
+    w[9] = -Infinity;
+    noGrad(() => q.write(w));
+    for (const dtype of ['f32', 'f16'] as const) {
+      const err = await exportGguf(m, tok, path, { dtype }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PatentGPTError);
+      expect((err as Error).message).toMatch(/tensor "model\.layers\.0\.self_attn\.v_proj\.weight" \(GGUF blk\.0\.attn_v\.weight\) holds 2 non-finite values \(first NaN at index 7\)/);
+      expect(existsSync(path)).toBe(false);
+      expect(readdirSync(dir).filter((f) => f.startsWith('.bad.gguf'))).toEqual([]); // temp file removed
+    }
+    m.dispose();
+  });
+
+  it('a write error names the .gguf file and keeps the errno code', async () => {
+    const m = new LlamaForCausalLM(small, { seed: 1 });
+    const path = join(dir, 'dir.gguf');
+    mkdirSync(join(path, 'child'), { recursive: true }); // a non-empty folder where the file goes
+    const err = await exportGguf(m, tok, path).catch((e: unknown) => e);
+    m.dispose();
+    expect((err as PatentGPTError).code).toBe('E_IO');
+    expect((err as Error).message).toContain(`${path}: cannot write (`);
+    expect(['EISDIR', 'ENOTEMPTY', 'EEXIST']).toContain((err as { errnoCode?: string }).errnoCode);
+  });
+
+  it("'export gguf' takes the tokenizer the folder records (no --tokenizer), and refuses a byte-tokenizer folder clearly", async () => {
+    const m = new LlamaForCausalLM(small, { seed: 2 });
+    const folder = join(dir, 'with-tok');
+    await savePretrained(m, folder, { tokenizer: tok });
+    const out = join(dir, 'with-tok.gguf');
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', new URL('../../src/cli/main.ts', import.meta.url).pathname,
+      'export', 'gguf', ...args], { encoding: 'utf8' });
+    const r = run(folder, out);
+    expect(r.status, r.stderr).toBe(0);
+    const direct = join(dir, 'with-tok-direct.gguf');
+    await exportGguf(m, tok, direct);
+    expect(Buffer.compare(readFileSync(out), readFileSync(direct))).toBe(0);
+    const byteFolder = join(dir, 'byte-tok');
+    await savePretrained(m, byteFolder, { tokenizer: new ByteTokenizer() });
+    m.dispose();
+    const b = run(byteFolder, join(dir, 'byte.gguf'));
+    expect(b.status).toBe(1);
+    expect(b.stderr).toMatch(/records the byte tokenizer, which GGUF's llama vocabulary cannot carry; pass --tokenizer/);
+  }, 60_000);
 });
