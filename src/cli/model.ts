@@ -4,9 +4,11 @@ import { basename, dirname } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { PatentGPTError } from '../errors.js';
 import {
-  LlamaForCausalLM, flopsPerToken, parameterCount, preset, presetNames, readConfig, savePretrained, validateConfig,
+  LlamaForCausalLM, checkModelFits, flopsPerToken, holdsModel, parameterCount, preset, presetNames, readConfig, savePretrained, validateConfig,
   type ModelConfig,
 } from '../models/index.js';
+import { BYTE_VOCAB_SIZE, LLAMA2_VOCAB_SIZE } from '../tokenizer/index.js';
+import { tokenizerFromSpec } from './tokenizer-spec.js';
 
 function nonNegativeInt(v: string): number {
   const n = Number(v);
@@ -90,16 +92,30 @@ export function modelCommand(): Command {
     .description('write a randomly initialised model as a Hugging Face folder')
     .option('--preset <name>', 'a preset (see `patentgpt model list`)')
     .option('--config <path>', 'a model config JSON, or a Hugging Face folder or config.json')
-    .requiredOption('--out <dir>', 'folder to write (config.json + model.safetensors)')
+    .requiredOption('--out <dir>', 'folder to write (config.json, generation_config.json, model.safetensors, the tokenizer)')
     .option('--seed <n>', 'seed of the weights', nonNegativeInt, 0)
     .option('--dtype <dtype>', 'f32, bf16 or f16 on disk', 'f32')
-    .action(async (opts: { preset?: string; config?: string; out: string; seed: number; dtype: string }) => {
+    .option('--tokenizer <spec>',
+      "the model's tokenizer, recorded in the folder: 'byte', 'llama2' or a tokenizer.model " +
+      `(default: llama2 for a vocabulary of ${LLAMA2_VOCAB_SIZE}+, byte for ${BYTE_VOCAB_SIZE}+)`)
+    .option('--force', 'replace a model already in --out')
+    .action(async (opts: { preset?: string; config?: string; out: string; seed: number; dtype: string; tokenizer?: string; force?: boolean }) => {
       if (!['f32', 'bf16', 'f16'].includes(opts.dtype)) throw new PatentGPTError('E_ARGUMENT', `--dtype must be f32, bf16 or f16, got ${opts.dtype}`);
-      const { config } = await resolveConfig(opts);
+      const { config, name } = await resolveConfig(opts);
+      if (!opts.force && (await holdsModel(opts.out)))
+        throw new PatentGPTError('E_ARGUMENT', `${opts.out} already holds a model (config.json or weights); pass --force to replace it, or choose another --out`);
+      checkModelFits(config, name); // a clear error before allocating anything
+      const spec = opts.tokenizer ?? (config.vocabSize >= LLAMA2_VOCAB_SIZE ? 'llama2' : config.vocabSize >= BYTE_VOCAB_SIZE ? 'byte' : undefined);
+      if (spec === undefined)
+        console.error(`note: no built-in tokenizer fits a vocabulary of ${config.vocabSize}; the folder records none (pass --tokenizer PATH to record one)`);
+      const tokenizer = spec === undefined ? undefined : tokenizerFromSpec(spec, opts.out);
       const model = new LlamaForCausalLM(config, { seed: opts.seed });
-      await savePretrained(model, opts.out, { dtype: opts.dtype as 'f32' | 'bf16' | 'f16' });
-      model.dispose();
-      console.log(`wrote ${opts.out} (${fmt(parameterCount(config).total)} parameters, ${opts.dtype})`);
+      try {
+        await savePretrained(model, opts.out, { dtype: opts.dtype as 'f32' | 'bf16' | 'f16', ...(tokenizer ? { tokenizer } : {}) });
+      } finally {
+        model.dispose();
+      }
+      console.log(`wrote ${opts.out} (${fmt(parameterCount(config).total)} parameters, ${opts.dtype}${spec ? `, tokenizer ${spec}` : ''})`);
     });
   return cmd;
 }

@@ -219,13 +219,74 @@ export interface HFLlamaConfig {
   mlp_bias?: boolean;
   torch_dtype?: string;
   dtype?: string;
+  bos_token_id?: number | null;
+  eos_token_id?: number | number[] | null;
+  pad_token_id?: number | null;
   [key: string]: unknown;
 }
 
 const HF_DTYPES = { f32: 'float32', bf16: 'bfloat16', f16: 'float16' } as const;
 
-/** A transformers-loadable config.json object for cfg, weights stored in `dtype`. */
-export function toHFConfig(cfg: ModelConfig, dtype: 'f32' | 'bf16' | 'f16' = 'f32'): HFLlamaConfig {
+/**
+ * The special token ids a model folder carries (config.json and generation_config.json), so
+ * transformers' generate() stops at the model's EOS.
+ */
+export interface SpecialTokenIds {
+  bos: number;
+  eos: number;
+  /**
+   * The tokenizer's own padding id, or null (config.json pad_token_id). transformers makes it
+   * the embedding's padding_idx, whose row it never trains: only a true pad token belongs here.
+   */
+  pad: number | null;
+  /** What generate() pads finished sequences with (generation_config.json): `pad`, else <unk>; never EOS. */
+  generationPad: number | null;
+}
+
+/** LLaMA-2's ids: <s> 1, </s> 2, no pad token; generation pads with <unk> 0 as Meta's folders do. */
+export const LLAMA2_SPECIAL_IDS: SpecialTokenIds = Object.freeze({ bos: 1, eos: 2, pad: null, generationPad: 0 });
+
+/** Checks special ids against a vocabulary; `source` names the tokenizer or file in errors. */
+export function validateSpecialIds(ids: SpecialTokenIds, vocabSize: number, source: string): SpecialTokenIds {
+  for (const k of ['bos', 'eos', 'pad', 'generationPad'] as const) {
+    const v = ids[k];
+    if (v === null && (k === 'pad' || k === 'generationPad')) continue;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v >= vocabSize)
+      throw new PatentGPTError('E_CONFIG', `${source}: ${k} token id ${JSON.stringify(v)} is not an id of the model's ${vocabSize}-token vocabulary`);
+  }
+  return ids;
+}
+
+/** generation_config.json of a folder: the special ids transformers' generate() reads (it stops at eos_token_id). */
+export function toHFGenerationConfig(ids: SpecialTokenIds): { bos_token_id: number; eos_token_id: number; pad_token_id: number | null } {
+  return { bos_token_id: ids.bos, eos_token_id: ids.eos, pad_token_id: ids.generationPad };
+}
+
+/**
+ * The special ids of a folder's config.json object (and its generation_config.json object when
+ * given), or null when they name no BOS/EOS (a folder from an older writer).
+ */
+export function specialIdsFromHF(config: unknown, generation?: unknown): SpecialTokenIds | null {
+  const obj = (v: unknown): Record<string, unknown> => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+  const c = obj(config);
+  const g = obj(generation);
+  // transformers allows a list of EOS ids; the first is the one a sequence is ended with
+  const id = (v: unknown): number | null => {
+    const x = Array.isArray(v) ? v[0] : v;
+    return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0 ? x : null;
+  };
+  const bos = id(c.bos_token_id) ?? id(g.bos_token_id);
+  const eos = id(c.eos_token_id) ?? id(g.eos_token_id);
+  if (bos === null || eos === null) return null;
+  const pad = id(c.pad_token_id);
+  return { bos, eos, pad, generationPad: 'pad_token_id' in g ? id(g.pad_token_id) : pad };
+}
+
+/**
+ * A transformers-loadable config.json object for cfg, weights stored in `dtype`, with the
+ * tokenizer's special ids (default LLaMA-2's, which transformers would assume anyway).
+ */
+export function toHFConfig(cfg: ModelConfig, dtype: 'f32' | 'bf16' | 'f16' = 'f32', ids: SpecialTokenIds = LLAMA2_SPECIAL_IDS): HFLlamaConfig {
   if (cfg.numExperts > 1) throw new PatentGPTError('E_UNSUPPORTED', 'toHFConfig: numExperts > 1 (Mixtral) is not yet implemented');
   const rope = cfg.ropeScaling;
   // 'ntk' has no Hugging Face type: the raised base carries the same function.
@@ -251,6 +312,9 @@ export function toHFConfig(cfg: ModelConfig, dtype: 'f32' | 'bf16' | 'f16' = 'f3
     attention_bias: false,
     mlp_bias: false,
     torch_dtype: HF_DTYPES[dtype],
+    bos_token_id: ids.bos,
+    eos_token_id: ids.eos,
+    pad_token_id: ids.pad,
   };
 }
 

@@ -8,5 +8,8 @@ export {
 } from './safetensors.js';
 export {
   savePretrained, loadPretrained, loadWeights, readConfig, resizeVocabulary, SINGLE_FILE, INDEX_FILE,
-  type SaveOptions, type LoadOptions, type ResizeOptions,
+  CONFIG_FILE, GENERATION_CONFIG_FILE, TOKENIZER_MODEL_FILE, TOKENIZER_SPEC_FILE, folderFiles, holdsModel, readFolderTokenizer,
+  readSpecialIds, specialIdsOf,
+  type SaveOptions, type LoadOptions, type ResizeOptions, type FolderTokenizer, type FolderFile, type FolderFilesOptions, type RecordedTokenizer,
 } from './pretrained.js';
+export { MAX_TENSOR_ELEMENTS, checkModelFits, checkTensorFits, parameterShapes } from './limits.js';

@@ -3,11 +3,21 @@
 // model.safetensors.index.json ({metadata: {total_size}, weight_map: {tensor: file}}).
 // Continued pretraining starts from such a folder: every tensor is checked (present, right
 // shape) before any weight is replaced, so a mismatched checkpoint never half-loads.
+//
+// A folder we write is complete on its own: config.json and generation_config.json carry the
+// tokenizer's bos/eos/pad ids (transformers' generate() stops at that EOS), and the tokenizer is
+// recorded beside the weights: tokenizer.model for SentencePiece, tokenizer_spec.json
+// ({"type": "byte"}) for the byte-level tokenizer, which has no file of its own.
+import { existsSync, readFileSync } from 'node:fs';
 import { readdir, readFile, rm, mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { Tensor, noGrad } from '../tensor/index.js';
-import { fromHFConfig, toHFConfig, validateConfig, type ModelConfig } from './config.js';
+import {
+  LLAMA2_SPECIAL_IDS, fromHFConfig, specialIdsFromHF, toHFConfig, toHFGenerationConfig, validateConfig, validateSpecialIds,
+  type ModelConfig, type SpecialTokenIds,
+} from './config.js';
+import { checkModelFits } from './limits.js';
 import { LlamaForCausalLM, type LlamaOptions } from './llama.js';
 import {
   SafetensorsFile, diskBytes, exists, syncDir, tempPath, writeFileAtomic, writeSafetensors, type WriteDType,
@@ -15,6 +25,126 @@ import {
 
 export const SINGLE_FILE = 'model.safetensors';
 export const INDEX_FILE = 'model.safetensors.index.json';
+export const CONFIG_FILE = 'config.json';
+export const GENERATION_CONFIG_FILE = 'generation_config.json';
+/** A SentencePiece tokenizer's ModelProto, the name transformers and llama.cpp's converter look for. */
+export const TOKENIZER_MODEL_FILE = 'tokenizer.model';
+/** The record of a tokenizer with no file of its own: {"type": "byte"}. */
+export const TOKENIZER_SPEC_FILE = 'tokenizer_spec.json';
+
+/**
+ * The tokenizer a folder records, described by what it has (SentencePieceTokenizer and
+ * ByteTokenizer both fit; src/models does not depend on src/tokenizer).
+ */
+export interface FolderTokenizer {
+  /** 'byte' for the byte-level tokenizer. */
+  readonly name?: string;
+  readonly vocabSize: number;
+  /** Special ids; -1 where the tokenizer has none. */
+  readonly bosId: number;
+  readonly eosId: number;
+  readonly padId: number;
+  readonly unkId?: number;
+  /** The tokenizer.model bytes (SentencePiece). Absent on the byte-level tokenizer. */
+  serialize?(): Uint8Array;
+}
+
+/** What a folder records about its tokenizer (see readFolderTokenizer). */
+export type RecordedTokenizer = { type: 'sentencepiece'; path: string } | { type: 'byte' };
+
+/**
+ * The special ids of a tokenizer as a folder writes them. Generation pads with the tokenizer's
+ * pad, else <unk> (as Meta's LLaMA-2 folders do), never with EOS: padding must not read as an end.
+ */
+export function specialIdsOf(tok: FolderTokenizer): SpecialTokenIds {
+  const what = `the tokenizer${tok.name ? ` "${tok.name}"` : ''}`;
+  if (!(tok.eosId >= 0)) throw new PatentGPTError('E_ARGUMENT', `${what} has no EOS id; a model folder needs one so generation can stop`);
+  if (!(tok.bosId >= 0)) throw new PatentGPTError('E_ARGUMENT', `${what} has no BOS id; a model folder needs one`);
+  const unk = tok.unkId ?? -1;
+  const pad = tok.padId >= 0 ? tok.padId : null;
+  return { bos: tok.bosId, eos: tok.eosId, pad, generationPad: pad ?? (unk >= 0 && unk !== tok.eosId ? unk : null) };
+}
+
+/** A file of a model folder besides the weights. */
+export interface FolderFile {
+  name: string;
+  content: string | Uint8Array;
+}
+
+export interface FolderFilesOptions {
+  /** On-disk dtype of the weights (config.json's torch_dtype; default f32). */
+  dtype?: WriteDType;
+  /** The model's tokenizer: its ids go into the configs and the tokenizer is recorded. */
+  tokenizer?: FolderTokenizer;
+  /** Special ids when no tokenizer is given (default LLaMA-2's). */
+  ids?: SpecialTokenIds;
+  /** Extra fields of an existing generation_config.json to keep (sampling settings). */
+  generation?: Record<string, unknown>;
+}
+
+/**
+ * The files of a model folder other than the weights: config.json, generation_config.json and,
+ * with a tokenizer, its record (tokenizer.model or tokenizer_spec.json). savePretrained writes
+ * them; a training checkpoint lists them beside its model.safetensors.
+ */
+export function folderFiles(config: ModelConfig, opts: FolderFilesOptions = {}): FolderFile[] {
+  const tok = opts.tokenizer;
+  if (tok && tok.vocabSize > config.vocabSize)
+    throw new PatentGPTError('E_ARGUMENT',
+      `the tokenizer${tok.name ? ` "${tok.name}"` : ''} has ${tok.vocabSize} ids, more than the model's ${config.vocabSize} embeddings; use a tokenizer that fits the vocabulary`);
+  const ids = validateSpecialIds(tok ? specialIdsOf(tok) : opts.ids ?? LLAMA2_SPECIAL_IDS, config.vocabSize, tok ? `tokenizer${tok.name ? ` "${tok.name}"` : ''}` : 'special token ids');
+  const json = (v: unknown): string => JSON.stringify(v, null, 2) + '\n';
+  const files: FolderFile[] = [
+    { name: CONFIG_FILE, content: json(toHFConfig(config, opts.dtype ?? 'f32', ids)) },
+    { name: GENERATION_CONFIG_FILE, content: json({ ...(opts.generation ?? {}), ...toHFGenerationConfig(ids) }) },
+  ];
+  if (tok) files.push(tokenizerRecord(tok));
+  return files;
+}
+
+function tokenizerRecord(tok: FolderTokenizer): FolderFile {
+  if (typeof tok.serialize === 'function') return { name: TOKENIZER_MODEL_FILE, content: tok.serialize() };
+  if (tok.name === 'byte') return { name: TOKENIZER_SPEC_FILE, content: JSON.stringify({ type: 'byte' }, null, 2) + '\n' };
+  throw new PatentGPTError('E_ARGUMENT', `cannot record tokenizer "${tok.name ?? '?'}" in a model folder: give a SentencePiece tokenizer (with a tokenizer.model) or the byte tokenizer`);
+}
+
+/**
+ * The tokenizer a folder records: its tokenizer.model (SentencePiece), else the type in its
+ * tokenizer_spec.json; null when it records none (a folder from an older writer or elsewhere).
+ * Synchronous: the CLI's --tokenizer resolution is.
+ */
+export function readFolderTokenizer(dir: string): RecordedTokenizer | null {
+  const model = join(dir, TOKENIZER_MODEL_FILE);
+  if (existsSync(model)) return { type: 'sentencepiece', path: model };
+  const specPath = join(dir, TOKENIZER_SPEC_FILE);
+  if (!existsSync(specPath)) return null;
+  let spec: unknown;
+  try {
+    spec = JSON.parse(readFileSync(specPath, 'utf8'));
+  } catch (err) {
+    throw new PatentGPTError('E_FORMAT', `${specPath}: cannot read the tokenizer record (${(err as Error).message})`);
+  }
+  const type = (spec as { type?: unknown } | null)?.type;
+  if (type !== 'byte') throw new PatentGPTError('E_FORMAT', `${specPath}: field "type" is ${JSON.stringify(type)}, expected "byte"`);
+  return { type: 'byte' };
+}
+
+/** The special ids a folder's config.json (and generation_config.json) carry; null when they name none (older writers). */
+export async function readSpecialIds(dir: string): Promise<SpecialTokenIds | null> {
+  const config = await readJsonObject(join(dir, CONFIG_FILE));
+  return config ? specialIdsFromHF(config, await readJsonObject(join(dir, GENERATION_CONFIG_FILE))) : null;
+}
+
+/** Whether a folder holds a model (a config.json or weight files), so a writer can refuse to replace it. */
+export async function holdsModel(dir: string): Promise<boolean> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return false;
+  }
+  return names.some((f) => f === CONFIG_FILE || isWeightFile(f));
+}
 
 /** Tensors some checkpoints carry that are not parameters (recomputed from the config). */
 const IGNORED = /\.rotary_emb\.inv_freq$/;
@@ -24,12 +154,20 @@ export interface SaveOptions {
   dtype?: WriteDType;
   /** Largest shard in bytes before splitting into several files (default 5 GiB, as transformers 4). */
   maxShardBytes?: number;
+  /**
+   * The model's tokenizer: its special ids go into config.json and generation_config.json and
+   * it is recorded (tokenizer.model or tokenizer_spec.json), so readers need no --tokenizer.
+   * Without it an existing folder keeps its tokenizer files and the ids its config.json had;
+   * a new folder gets LLaMA-2's ids and no tokenizer record.
+   */
+  tokenizer?: FolderTokenizer;
 }
 
 /**
- * Saves a model as a folder transformers loads with LlamaForCausalLM.from_pretrained. A new
- * folder is built beside the target and renamed into place; an existing folder keeps its other
- * files (tokenizer, ...) and gets each file replaced atomically, stale weight files removed.
+ * Saves a model as a folder transformers loads with LlamaForCausalLM.from_pretrained (and
+ * generates from, stopping at the tokenizer's EOS). A new folder is built beside the target and
+ * renamed into place; an existing folder keeps its other files and gets each file replaced
+ * atomically, stale weight files (and a stale tokenizer record of the other kind) removed.
  */
 export async function savePretrained(model: LlamaForCausalLM, dir: string, opts: SaveOptions = {}): Promise<void> {
   const dtype = opts.dtype ?? 'f32';
@@ -52,12 +190,20 @@ export async function savePretrained(model: LlamaForCausalLM, dir: string, opts:
   const files = n === 1 ? [SINGLE_FILE] : shards.map((_, i) => `model-${pad5(i + 1)}-of-${pad5(n)}.safetensors`);
 
   const fresh = !(await exists(dir));
+  // Without a tokenizer, an existing folder keeps the ids (and sampling settings) it had.
+  const meta = folderFiles(model.config, {
+    dtype,
+    ...(opts.tokenizer ? { tokenizer: opts.tokenizer } : {}),
+    ...(!fresh && !opts.tokenizer ? { ids: (await readSpecialIds(dir)) ?? LLAMA2_SPECIAL_IDS } : {}),
+    ...(!fresh ? { generation: await readJsonObject(join(dir, GENERATION_CONFIG_FILE)) } : {}),
+  });
   const target = fresh ? tempPath(dir) : dir;
   await mkdir(target, { recursive: true });
   try {
-    const config = JSON.stringify(toHFConfig(model.config, dtype), null, 2) + '\n';
-    await writeFileAtomic(join(target, 'config.json'), config);
-    const stale = fresh ? [] : (await readdir(dir)).filter((f) => isWeightFile(f) && !files.includes(f));
+    for (const f of meta) await writeFileAtomic(join(target, f.name), f.content);
+    const recorded = meta.find((f) => f.name === TOKENIZER_MODEL_FILE || f.name === TOKENIZER_SPEC_FILE)?.name;
+    const otherRecord = recorded === TOKENIZER_MODEL_FILE ? TOKENIZER_SPEC_FILE : recorded === TOKENIZER_SPEC_FILE ? TOKENIZER_MODEL_FILE : null;
+    const stale = fresh ? [] : (await readdir(dir)).filter((f) => (isWeightFile(f) && !files.includes(f)) || f === otherRecord);
     // A stale single file would win over a new index in transformers: remove it before the index exists.
     if (stale.includes(SINGLE_FILE)) await rm(join(dir, SINGLE_FILE));
     let total = 0;
@@ -78,6 +224,16 @@ export async function savePretrained(model: LlamaForCausalLM, dir: string, opts:
   }
 }
 
+/** A JSON object file's content, or undefined when it is absent or not an object. */
+async function readJsonObject(path: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    const v: unknown = JSON.parse(await readFile(path, 'utf8'));
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function pad5(i: number): string {
   return String(i).padStart(5, '0');
 }
@@ -88,7 +244,7 @@ function isWeightFile(f: string): boolean {
 
 /** config.json of a model folder as a ModelConfig. */
 export async function readConfig(dir: string): Promise<ModelConfig> {
-  const path = join(dir, 'config.json');
+  const path = join(dir, CONFIG_FILE);
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -192,6 +348,7 @@ function shapeStr(s: readonly number[]): string {
 /** A model from a folder: config.json, then the weights. */
 export async function loadPretrained(dir: string, opts: LoadOptions & Omit<LlamaOptions, 'init' | 'seed' | 'initStd'> = {}): Promise<LlamaForCausalLM> {
   const config = await readConfig(dir);
+  checkModelFits(config, join(dir, CONFIG_FILE)); // before allocating a parameter
   const model = new LlamaForCausalLM(config, { ...opts, init: 'zeros' });
   try {
     await loadWeights(model, dir, opts);

@@ -95,7 +95,7 @@ describe('model folders', () => {
     const m = new LlamaForCausalLM(tiny, { seed: 4 });
     const single = join(work, 'single');
     await savePretrained(m, single);
-    expect(readdirSync(single).sort()).toEqual(['config.json', 'model.safetensors']);
+    expect(readdirSync(single).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors']);
     const sharded = join(work, 'sharded');
     await savePretrained(m, sharded, { maxShardBytes: 100_000 });
     const files = readdirSync(sharded).sort();
@@ -117,7 +117,7 @@ describe('model folders', () => {
     await savePretrained(m, single, { maxShardBytes: 100_000 });
     expect(existsSync(join(single, 'model.safetensors'))).toBe(false);
     await savePretrained(m, single);
-    expect(readdirSync(single).sort()).toEqual(['config.json', 'model.safetensors']);
+    expect(readdirSync(single).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors']);
     m.dispose();
   });
 
