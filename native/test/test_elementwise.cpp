@@ -87,3 +87,107 @@ TEST(parallel_for_hands_over_to_spinning_and_parked_workers) {
   CHECK(total == expect + other_expect);
   pg::set_num_threads(2);
 }
+
+// Binary ops read each operand at (i / inner) % size: a column (N, 1) against a trailing row (C)
+// over (N, C), checked against plain loops, forward and the backward's local gradients.
+TEST(binary_broadcast_patterns_match_plain_loops) {
+  const int64_t N = 301, C = 129, n = N * C;
+  auto a = pgtest::randn(N, 3), b = pgtest::randn(C, 4), g = pgtest::randn(n, 5);
+  for (auto& v : b) v = 0.5f + std::fabs(v);
+  std::vector<float> out(n), ref(n), da(n), db(n);
+  pg::binary_forward(out.data(), a.data(), b.data(), n, N, C, C, 1, pg::BinaryOp::Div);
+  for (int64_t i = 0; i < n; ++i) ref[i] = a[i / C] / b[i % C];
+  CHECK_CLOSE(out, ref, n, 0, 0);
+  pg::binary_backward(da.data(), db.data(), g.data(), a.data(), b.data(), n, N, C, C, 1, pg::BinaryOp::Div);
+  for (int64_t i = 0; i < n; ++i) ref[i] = -g[i] * a[i / C] / (b[i % C] * b[i % C]);
+  CHECK_CLOSE(db, ref, n, 1e-6, 1e-5);
+  // The adjoint of the broadcast: db summed over rows, thread count independent.
+  std::vector<float> red1(C), red2(C);
+  std::vector<double> refd(C, 0.0);
+  pg::set_num_threads(1);
+  pg::sum_broadcast(red1.data(), db.data(), n, C, 1);
+  pg::set_num_threads(2);
+  pg::sum_broadcast(red2.data(), db.data(), n, C, 1);
+  for (int64_t i = 0; i < n; ++i) refd[i % C] += db[i];
+  std::vector<float> reff(refd.begin(), refd.end());
+  CHECK_CLOSE(red1, reff, C, 1e-5, 1e-5);
+  CHECK(std::memcmp(red1.data(), red2.data(), C * sizeof(float)) == 0);
+}
+
+TEST(where_and_unary_ops_match_plain_loops) {
+  const int64_t n = 70001;
+  auto x = pgtest::randn(n, 6, 4.0f), y = pgtest::randn(n, 7);
+  std::vector<int32_t> cond(n);
+  for (int64_t i = 0; i < n; ++i) cond[i] = (i % 3) == 0;
+  std::vector<float> out(n), ref(n);
+  const float s = 2.5f;  // a scalar b
+  pg::where_forward(out.data(), cond.data(), x.data(), &s, n, n, 1, 1, 1);
+  for (int64_t i = 0; i < n; ++i) ref[i] = cond[i] ? x[i] : s;
+  CHECK_CLOSE(out, ref, n, 0, 0);
+  pg::unary_forward(out.data(), x.data(), n, pg::UnaryOp::LogSigmoid, 0, 0);
+  for (int64_t i = 0; i < n; ++i) ref[i] = static_cast<float>(-std::log1p(std::exp(-static_cast<double>(x[i]))));
+  CHECK_CLOSE(out, ref, n, 1e-6, 1e-5);
+  pg::unary_forward(out.data(), x.data(), n, pg::UnaryOp::Clamp, -1.0f, 2.0f);
+  for (int64_t i = 0; i < n; ++i) ref[i] = std::min(std::max(x[i], -1.0f), 2.0f);
+  CHECK_CLOSE(out, ref, n, 0, 0);
+}
+
+// (outer, D, inner) reductions and indexing against plain loops, identical on 1 and 2 threads.
+TEST(dim_reductions_and_gather_scatter_match_plain_loops) {
+  const int64_t outer = 7, D = 33, inner = 131, K = 40;
+  auto x = pgtest::randn(outer * D * inner, 8);
+  std::vector<float> s1(outer * inner), s2(outer * inner), mx(outer * inner), ref(outer * inner);
+  std::vector<int32_t> at(outer * inner);
+  pg::set_num_threads(1);
+  pg::sum_dim_forward(s1.data(), x.data(), outer, D, inner, 1.0f);
+  pg::set_num_threads(2);
+  pg::sum_dim_forward(s2.data(), x.data(), outer, D, inner, 1.0f);
+  CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * sizeof(float)) == 0);
+  pg::max_dim_forward(mx.data(), at.data(), x.data(), outer, D, inner);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t j = 0; j < inner; ++j) {
+      double s = 0;
+      float m = x[o * D * inner + j];
+      int32_t mi = 0;
+      for (int64_t d = 0; d < D; ++d) {
+        float v = x[(o * D + d) * inner + j];
+        s += v;
+        if (v > m) m = v, mi = static_cast<int32_t>(d);
+      }
+      ref[o * inner + j] = static_cast<float>(s);
+      CHECK(mx[o * inner + j] == m && at[o * inner + j] == mi);
+    }
+  CHECK_CLOSE(s1, ref, ref.size(), 1e-5, 1e-5);
+  std::vector<int32_t> index(outer * K * inner);
+  for (size_t i = 0; i < index.size(); ++i) index[i] = static_cast<int32_t>((i * 7919) % D);
+  std::vector<float> gathered(index.size()), acc1(x.size(), 0.0f), acc2(x.size(), 0.0f);
+  pg::gather_forward(gathered.data(), x.data(), index.data(), outer, D, K, inner);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < inner; ++j) {
+        const int64_t r = (o * K + k) * inner + j;
+        CHECK(gathered[r] == x[(o * D + index[r]) * inner + j]);
+      }
+  pg::set_num_threads(1);
+  pg::scatter_add(acc1.data(), gathered.data(), index.data(), outer, D, K, inner);
+  pg::set_num_threads(2);
+  pg::scatter_add(acc2.data(), gathered.data(), index.data(), outer, D, K, inner);
+  CHECK(std::memcmp(acc1.data(), acc2.data(), acc1.size() * sizeof(float)) == 0);
+}
+
+TEST(softmax_rows_sum_to_one_and_log_softmax_matches) {
+  const int64_t N = 17, C = 1000;
+  auto x = pgtest::randn(N * C, 9, 10.0f);
+  std::vector<float> p(N * C), lp(N * C);
+  pg::softmax_forward(p.data(), x.data(), N, C);
+  pg::log_softmax_forward(lp.data(), x.data(), N, C);
+  for (int64_t r = 0; r < N; ++r) {
+    double s = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      s += p[r * C + c];
+      // lp carries f32 rounding of |x| ~ 30: relative, not absolute, agreement
+      CHECK(std::fabs(std::exp(lp[r * C + c]) - p[r * C + c]) <= 1e-9 + 1e-5 * p[r * C + c]);
+    }
+    CHECK(std::fabs(s - 1.0) < 1e-5);
+  }
+}
