@@ -65,7 +65,10 @@ export interface EngineOptions {
 }
 
 export interface GenerateOptions extends SamplingOptions {
-  /** Most new tokens (default: up to the context length). */
+  /**
+   * Most new tokens (default: up to the context, or what the whole cache holds). The prompt plus
+   * maxTokens must fit the context (maxModelLen): more is an error, never silently clamped.
+   */
   maxTokens?: number;
   /** Stop when the text contains one of these (the stop string is not returned). */
   stop?: readonly string[];
@@ -81,7 +84,7 @@ export interface GenerateOptions extends SamplingOptions {
 
 /**
  * Why a request ended, the same from Engine and ThreadedEngine: 'stop' (EOS, a stop token or a
- * stop string) or 'length' (maxTokens, or the context, reached). A cancelled request throws.
+ * stop string) or 'length' (maxTokens reached). A cancelled or failed request throws instead.
  */
 export type FinishReason = 'stop' | 'length';
 
