@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Golden values from PyTorch for every native op (forward and backward).
+"""Golden values from PyTorch for every native op (forward and backward), including the
+elementwise and reduction family (broadcast binary ops, unary ops, where, dim reductions,
+softmax, gather/scatter_add).
 
     python scripts/torch-fixtures.py [--seed N] [--out test/fixtures/torch-ops.json]
 
@@ -152,6 +154,81 @@ def case_adamw():
     return {"start": t(start), "hp": hp, "grads": grads, "params": params}
 
 
+def binary_case(fn, a_shape, b_shape, positive_b=False):
+    a, b = leaf(*a_shape), leaf(*b_shape)
+    if positive_b:
+        b = (b.detach().abs() + 0.5).requires_grad_(True)
+    y = fn(a, b)
+    up, (da, db) = grads_of(y, [a, b])
+    return {"inputs": {"a": t(a), "b": t(b)}, "upstream": t(up), "out": t(y), "grads": {"a": t(da), "b": t(db)}}
+
+
+def unary_case(fn, shape, positive=False, **extra):
+    x = leaf(*shape, scale=3.0)
+    if positive:
+        x = (x.detach().abs() + 0.1).requires_grad_(True)
+    y = fn(x)
+    up, (dx,) = grads_of(y, [x])
+    return {"inputs": {"x": t(x)}, **extra, "upstream": t(up), "out": t(y), "grads": {"x": t(dx)}}
+
+
+def case_where():
+    a, b = leaf(2, 3), leaf(3)
+    cond = torch.rand(2, 3) > 0.5
+    y = torch.where(cond, a, b)
+    up, (da, db) = grads_of(y, [a, b])
+    return {"inputs": {"a": t(a), "b": t(b)}, "cond": ints(cond.int()), "upstream": t(up), "out": t(y), "grads": {"a": t(da), "b": t(db)}}
+
+
+def case_max_dim():
+    x = leaf(3, 5)
+    values, indices = x.max(dim=1)
+    up, (dx,) = grads_of(values, [x])
+    return {"inputs": {"x": t(x)}, "dim": 1, "indices": ints(indices), "upstream": t(up), "out": t(values), "grads": {"x": t(dx)}}
+
+
+def case_gather():
+    x = leaf(3, 5)
+    index = torch.randint(0, 5, (3, 4))
+    y = x.gather(1, index)
+    up, (dx,) = grads_of(y, [x])
+    return {"inputs": {"x": t(x)}, "dim": 1, "index": ints(index), "upstream": t(up), "out": t(y), "grads": {"x": t(dx)}}
+
+
+def case_scatter_add():
+    x, src = leaf(4, 3), leaf(5, 3)
+    index = torch.randint(0, 4, (5, 3))
+    y = x.scatter_add(0, index, src)
+    up, (dx, dsrc) = grads_of(y, [x, src])
+    return {"inputs": {"x": t(x), "src": t(src)}, "dim": 0, "index": ints(index), "upstream": t(up), "out": t(y),
+            "grads": {"x": t(dx), "src": t(dsrc)}}
+
+
+# The elementwise and reduction family (appended after the older cases so their values keep).
+def elementwise_cases():
+    return {
+        "sub_trailing": binary_case(torch.sub, (3, 4), (4,)),
+        "mul_column": binary_case(torch.mul, (3, 4), (3, 1)),
+        "div_scalar": binary_case(torch.div, (2, 3), (1,), positive_b=True),
+        "minimum_row": binary_case(torch.minimum, (3, 4), (1, 4)),
+        "maximum_trailing": binary_case(torch.maximum, (2, 3, 4), (3, 4)),
+        "neg": unary_case(torch.neg, (2, 5)),
+        "exp": unary_case(torch.exp, (2, 5)),
+        "log": unary_case(torch.log, (2, 5), positive=True),
+        "sigmoid": unary_case(torch.sigmoid, (2, 5)),
+        "logsigmoid": unary_case(F.logsigmoid, (2, 5)),
+        "clamp": unary_case(lambda x: x.clamp(-0.5, 0.7), (2, 5), min=-0.5, max=0.7),
+        "where": case_where(),
+        "sum_dim": unary_case(lambda x: x.sum(dim=1), (2, 3, 4), dim=1, keepdim=False),
+        "mean_dim_keepdim": unary_case(lambda x: x.mean(dim=-1, keepdim=True), (2, 3, 4), dim=-1, keepdim=True),
+        "max_dim": case_max_dim(),
+        "softmax": unary_case(lambda x: torch.softmax(x, dim=-1), (4, 7)),
+        "log_softmax": unary_case(lambda x: torch.log_softmax(x, dim=-1), (2, 2, 7)),
+        "gather": case_gather(),
+        "scatter_add": case_scatter_add(),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
@@ -173,6 +250,7 @@ def main():
         "embedding": case_embedding(),
         "adamw": case_adamw(),
     }
+    cases.update(elementwise_cases())
     doc = {"torch": torch.__version__, "seed": args.seed, "cases": cases}
     with open(args.out, "w") as f:
         json.dump(doc, f, separators=(",", ":"))

@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { findPython } from '../scripts/bench/_peers.js';
 import {
-  Tensor, adamwStep, attention, clearTape, crossEntropy, embedding, linear, logprobs, matmul, rmsnorm, rope, swiglu,
+  Tensor, adamwStep, attention, clamp, clearTape, crossEntropy, div, embedding, exp, gather, linear, log, logSoftmax, logprobs,
+  logsigmoid, matmul, max, maximum, mean, minimum, mul, neg, rmsnorm, rope, scatterAdd, sigmoid, softmax, sub, sum, swiglu,
+  where,
 } from '../src/tensor/index.js';
 import { expectClose } from './helpers.js';
 
@@ -53,6 +55,23 @@ function checkFixture(fx: Fixture): void {
   checkCase('cross_entropy', c.cross_entropy!, (i) => crossEntropy(i.logits!, ids(c.cross_entropy!.targets as Arr)));
   checkCase('logprobs', c.logprobs!, (i) => logprobs(i.logits!, ids(c.logprobs!.ids as Arr)));
   checkCase('embedding', c.embedding!, (i) => embedding(ids(c.embedding!.ids as Arr), i.table!));
+
+  // The elementwise and reduction family.
+  const binaries = { sub_trailing: sub, mul_column: mul, div_scalar: div, minimum_row: minimum, maximum_trailing: maximum };
+  for (const [name, op] of Object.entries(binaries)) checkCase(name, c[name]!, (i) => op(i.a!, i.b!));
+  const unaries = { neg, exp, log, sigmoid, logsigmoid, softmax, log_softmax: logSoftmax };
+  for (const [name, op] of Object.entries(unaries)) checkCase(name, c[name]!, (i) => op(i.x!));
+  checkCase('clamp', c.clamp!, (i) => clamp(i.x!, c.clamp!.min as number, c.clamp!.max as number));
+  checkCase('where', c.where!, (i) => where(ids(c.where!.cond as Arr), i.a!, i.b!));
+  checkCase('sum_dim', c.sum_dim!, (i) => sum(i.x!, c.sum_dim!.dim as number));
+  checkCase('mean_dim_keepdim', c.mean_dim_keepdim!, (i) => mean(i.x!, c.mean_dim_keepdim!.dim as number, { keepdim: true }));
+  checkCase('max_dim', c.max_dim!, (i) => {
+    const { values, indices } = max(i.x!, c.max_dim!.dim as number);
+    expect(Array.from(indices.toArray()), 'max_dim: indices').toEqual((c.max_dim!.indices as Arr).data);
+    return values;
+  });
+  checkCase('gather', c.gather!, (i) => gather(i.x!, c.gather!.dim as number, ids(c.gather!.index as Arr)));
+  checkCase('scatter_add', c.scatter_add!, (i) => scatterAdd(i.x!, c.scatter_add!.dim as number, ids(c.scatter_add!.index as Arr), i.src!));
 
   const ad = c.adamw as unknown as { start: Arr; hp: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number }; grads: Arr[]; params: Arr[] };
   const p = Tensor.from(Float32Array.from(ad.start.data));
