@@ -19,13 +19,13 @@ import * as os from 'node:os';
 import * as readline from 'node:readline';
 import { PatentGPTError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import { Ledger } from './document.js';
+import { Ledger, type LedgerJSON } from './document.js';
 import { type DedupConfig, PartWriter, resolveDedup } from './dedup.js';
 import { dedupParts, hasBit, newBits, setBit } from './dedup-merge.js';
 import { RunSorter } from './runs.js';
 import { type FilterConfig, type PerplexityScorer, buildFilters } from './filters.js';
-import { FORMATS, type FieldMap, type Format, listFiles, readRaw } from './readers/index.js';
-import { ScanContext, ScanPool, type ScanItem, type ScanResult, type ScanSetup, type TokenizerConfig } from './scan.js';
+import { FORMATS, type FieldMap, type Format, readRaw, walkInput } from './readers/index.js';
+import { DETAIL_CHARS, ScanContext, ScanPool, type ScanItem, type ScanResult, type ScanSetup, type TokenizerConfig } from './scan.js';
 import { ShardSet, ShardWriter } from './shards.js';
 
 export type { TokenizerConfig } from './scan.js';
@@ -44,6 +44,9 @@ export interface InputConfig {
   filters?: FilterConfig | false;
   /** File names (basename regex) to skip inside a folder. */
   exclude?: string;
+  /** A labelled input for measuring the filters: 'good' documents should be kept, 'junk' dropped;
+   *  the report then gives precision and recall per category (prep-report.json 'filterQuality'). */
+  label?: 'good' | 'junk';
 }
 
 export interface StageConfig {
@@ -51,6 +54,9 @@ export interface StageConfig {
   tokens?: number;
   /** Category -> weight; categories not listed are left out of the stage. */
   weights: Record<string, number>;
+  /** Most copies of a category's documents (default: the config's maxRepeat, else 4): a category
+   *  too small for its weight is capped there and the report says how many tokens it is short. */
+  maxRepeat?: number;
 }
 
 export interface PrepConfig {
@@ -66,7 +72,15 @@ export interface PrepConfig {
   maxDocBytes?: number;
   /** Documents per signature batch (default 256). */
   batchDocs?: number;
+  /** Follow symbolic links inside input folders (default true; a link back to a folder already
+   *  entered is a loop, skipped and counted). Hidden files and folders are always skipped. */
+  followSymlinks?: boolean;
+  /** Default of stages.<name>.maxRepeat (default 4). */
+  maxRepeat?: number;
 }
+
+/** The default cap on a category's copies in a stage. */
+export const DEFAULT_MAX_REPEAT = 4;
 
 function cfgError(file: string, msg: string): PatentGPTError {
   return new PatentGPTError('E_CONFIG', `${file}: ${msg}`);
@@ -86,17 +100,18 @@ export function loadPrepConfig(file: string): PrepConfig {
 export function validatePrepConfig(raw: unknown, baseDir: string, name = 'prep config'): PrepConfig {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw cfgError(name, 'must be a JSON object');
   const c = raw as Record<string, unknown>;
-  const known = ['output', 'work', 'inputs', 'filters', 'dedup', 'tokenizer', 'stages', 'seed', 'maxDocBytes', 'batchDocs', '$comment'];
+  const known = ['output', 'work', 'inputs', 'filters', 'dedup', 'tokenizer', 'stages', 'seed', 'maxDocBytes', 'batchDocs', 'followSymlinks', 'maxRepeat', '$comment'];
   for (const k of Object.keys(c)) if (!known.includes(k)) throw cfgError(name, `unknown field '${k}' (known: ${known.join(', ')})`);
   if (typeof c.output !== 'string' || !c.output) throw cfgError(name, "'output' must name a folder");
   if (!Array.isArray(c.inputs) || c.inputs.length === 0) throw cfgError(name, "'inputs' must be a non-empty array of {path, category, ...}");
   const inputs = c.inputs.map((x, i) => {
     if (!x || typeof x !== 'object' || typeof (x as InputConfig).path !== 'string') throw cfgError(name, `inputs[${i}].path must be a string`);
     const inp = { ...(x as InputConfig) };
-    const ik = ['path', 'category', 'format', 'lang', 'fields', 'header', 'columns', 'split', 'filters', 'exclude', '$comment'];
+    const ik = ['path', 'category', 'format', 'lang', 'fields', 'header', 'columns', 'split', 'filters', 'exclude', 'label', '$comment'];
     for (const k of Object.keys(inp)) if (!ik.includes(k)) throw cfgError(name, `inputs[${i}]: unknown field '${k}' (known: ${ik.join(', ')})`);
     if (inp.format !== undefined && !FORMATS.includes(inp.format)) throw cfgError(name, `inputs[${i}].format must be one of ${FORMATS.join(', ')}`);
     if (inp.category !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(inp.category)) throw cfgError(name, `inputs[${i}].category must be a short name of letters, digits, '_', '.', '-'`);
+    if (inp.label !== undefined && inp.label !== 'good' && inp.label !== 'junk') throw cfgError(name, `inputs[${i}].label must be 'good' or 'junk'`);
     inp.path = path.resolve(baseDir, inp.path);
     return inp;
   });
@@ -112,7 +127,10 @@ export function validatePrepConfig(raw: unknown, baseDir: string, name = 'prep c
     if (!st || typeof st.weights !== 'object') throw cfgError(name, `stages.${s}.weights must map categories to weights`);
     for (const [k, w] of Object.entries(st.weights)) if (typeof w !== 'number' || !(w >= 0) || !Number.isFinite(w)) throw cfgError(name, `stages.${s}.weights.${k} must be a number >= 0`);
     if (st.tokens !== undefined && !(Number.isSafeInteger(st.tokens) && st.tokens > 0)) throw cfgError(name, `stages.${s}.tokens must be a positive integer`);
+    if (st.maxRepeat !== undefined && !(typeof st.maxRepeat === 'number' && st.maxRepeat >= 1)) throw cfgError(name, `stages.${s}.maxRepeat must be a number >= 1`);
   }
+  if (c.maxRepeat !== undefined && !(typeof c.maxRepeat === 'number' && c.maxRepeat >= 1)) throw cfgError(name, "'maxRepeat' must be a number >= 1");
+  if (c.followSymlinks !== undefined && typeof c.followSymlinks !== 'boolean') throw cfgError(name, "'followSymlinks' must be true or false");
   // validate filter and dedup configs now, not halfway through a run
   buildFilters((c.filters as FilterConfig) ?? {});
   for (const inp of inputs) if (inp.filters) buildFilters({ ...((c.filters as FilterConfig) ?? {}), ...inp.filters });
@@ -129,6 +147,8 @@ export function validatePrepConfig(raw: unknown, baseDir: string, name = 'prep c
     seed: typeof c.seed === 'number' ? c.seed : 1,
     maxDocBytes: typeof c.maxDocBytes === 'number' ? c.maxDocBytes : undefined,
     batchDocs: typeof c.batchDocs === 'number' ? c.batchDocs : 256,
+    followSymlinks: c.followSymlinks === undefined ? true : (c.followSymlinks as boolean),
+    maxRepeat: typeof c.maxRepeat === 'number' ? c.maxRepeat : DEFAULT_MAX_REPEAT,
   };
 }
 
@@ -147,15 +167,42 @@ export interface PrepOptions {
   mergeBudgetBytes?: number;
 }
 
+/** Precision and recall of the filters on the labelled inputs of one category: 'junk' is the
+ *  positive class (the filters' job is to find it), so precision = junk dropped / all dropped and
+ *  recall = junk dropped / junk; goodKept = good kept / good. Null where a denominator is 0. */
+export interface FilterQuality {
+  good: { in: number; kept: number };
+  junk: { in: number; kept: number };
+  goodKept: number | null;
+  junkDropped: number | null;
+  precision: number | null;
+  recall: number | null;
+}
+
 export interface PrepReport {
   parts: number;
   documents: { in: number; kept: number; dropped: Record<string, number>; bytes: number };
+  /** Per category: documents seen by the scan, kept by the filters, dropped per reason (before dedup). */
+  categories: NonNullable<LedgerJSON['categories']>;
+  /** Per category, when inputs carry labels: how well the filters tell good from junk. */
+  filterQuality: Record<string, FilterQuality>;
+  /** Files that failed as wholes and paths not read, per reason, with the first of each listed;
+   *  every dropped document (with its file, position, id and reason) is in <work>/rejects.jsonl. */
+  files: { failed: NonNullable<LedgerJSON['failedFiles']>; skipped: NonNullable<LedgerJSON['skippedPaths']> };
+  rejects: string;
+  /** Phases redone because the config changed since their output was written. */
+  redone: string[];
   /** largestClusters: ids (representative first, at most 100 listed) of the 20 largest clusters;
    *  every cluster is in <work>/merge/clusters.tsv. */
   duplicates: { exact: number; near: number; clusters: number; largestClusters: string[][]; largestClusterSizes: number[] };
   /** After dedup, per category: documents and tokens available to the stages. */
   available: Record<string, { documents: number; tokens: number }>;
-  stages: Record<string, { tokens: number; categories: Record<string, { documents: number; tokens: number; factor: number }> }>;
+  stages: Record<string, {
+    tokens: number;
+    categories: Record<string, { documents: number; tokens: number; factor: number; wantedFactor: number; shortTokens: number }>;
+    /** Categories whose copies were capped at maxRepeat, with the tokens they are short. */
+    warnings: string[];
+  }>;
   tokenizer: string;
 }
 
@@ -163,20 +210,59 @@ function partFiles<T>(all: T[], part: number, parts: number): T[] {
   return all.filter((_, i) => i % parts === part);
 }
 
-async function inputFiles(cfg: PrepConfig): Promise<{ file: string; input: number }[]> {
+async function inputFiles(cfg: PrepConfig): Promise<{ files: { file: string; input: number }[]; skipped: { path: string; reason: string; detail: string }[] }> {
   const out: { file: string; input: number }[] = [];
+  const skipped: { path: string; reason: string; detail: string }[] = [];
   for (let i = 0; i < cfg.inputs.length; i++) {
     const inp = cfg.inputs[i]!;
-    let files: string[];
+    let walked;
     try {
-      files = await listFiles(inp.path);
+      walked = await walkInput(inp.path, { followSymlinks: cfg.followSymlinks });
     } catch (err) {
       throw new PatentGPTError('E_IO', `inputs[${i}].path ${inp.path}: ${err instanceof Error ? err.message : String(err)}; fix the path in the config`);
     }
+    skipped.push(...walked.skipped);
     const ex = inp.exclude ? new RegExp(inp.exclude) : null;
-    for (const f of files) if (!ex || !ex.test(path.basename(f))) out.push({ file: f, input: i });
+    for (const f of walked.files) if (!ex || !ex.test(path.basename(f))) out.push({ file: f, input: i });
   }
-  return out;
+  return { files: out, skipped };
+}
+
+/** Bumped when a phase's output format or meaning changes: old work folders are then redone. */
+const PREP_FORMAT = 2;
+
+function hashOf(...parts: unknown[]): string {
+  return createHash('sha256').update(JSON.stringify([PREP_FORMAT, ...parts])).digest('hex').slice(0, 16);
+}
+
+/** What a part's scan depends on: its files (inputs, their options), filters, tokenizer, dedup keys. */
+export function scanHash(cfg: PrepConfig, part: number, parts: number): string {
+  return hashOf('scan', cfg.inputs, cfg.filters, cfg.tokenizer, cfg.dedup, cfg.maxDocBytes ?? null, cfg.followSymlinks ?? true, part, parts);
+}
+
+/** What the merge depends on: every part's scan and the dedup settings. */
+function mergeHash(cfg: PrepConfig, parts: number): string {
+  return hashOf('merge', Array.from({ length: parts }, (_, p) => scanHash(cfg, p, parts)), cfg.dedup);
+}
+
+/** What one stage's emit depends on: the merge, the stage, the seed and the repeat cap. */
+function emitHash(cfg: PrepConfig, parts: number, stage: string): string {
+  return hashOf('emit', mergeHash(cfg, parts), stage, cfg.stages[stage], cfg.seed ?? 1, cfg.maxRepeat ?? DEFAULT_MAX_REPEAT);
+}
+
+function readJson<T>(file: string): T | null {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+  } catch {
+    return null;
+  }
+}
+
+/** <work>/config.json: the hashes of the config the work folder was last written with (for people; each phase checks its own). */
+async function recordConfig(cfg: PrepConfig, part: number, parts: number): Promise<void> {
+  const stages: Record<string, string> = {};
+  for (const s of Object.keys(cfg.stages)) stages[s] = emitHash(cfg, parts, s);
+  await writeFileAtomic(path.join(cfg.work!, 'config.json'), JSON.stringify({ format: PREP_FORMAT, parts, scan: { [part]: scanHash(cfg, part, parts) }, merge: mergeHash(cfg, parts), emit: stages }, null, 2) + '\n');
 }
 
 async function rmrf(p: string): Promise<void> {
@@ -199,13 +285,16 @@ export function defaultScanWorkers(totalBytes: number, cores: number): number {
 const BATCH_DOCS = 32;
 const BATCH_BYTES = 4 << 20;
 
-/** Phase 1 for one part. Output: work/part-<i>/{spool/, docs.tsv, dedup/, ledger.json}.
+/** Phase 1 for one part. Output: work/part-<i>/{spool/, docs.tsv, dedup/, rejects.jsonl, ledger.json}.
  *  This thread reads and splits the files; workers (and this thread, when they are all busy or
  *  not yet started) parse, filter, tokenize and sign the documents; results are written in input
- *  order, so the output does not depend on timing. */
-async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOptions): Promise<void> {
+ *  order, so the output does not depend on timing. A finished part scanned with another config
+ *  (its ledger's configHash) is scanned again. Returns whether it scanned. */
+async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOptions): Promise<boolean> {
   const final = path.join(cfg.work!, `part-${part}`);
-  if (fs.existsSync(path.join(final, 'ledger.json'))) return;
+  const hash = scanHash(cfg, part, parts);
+  const done = readJson<{ configHash?: string }>(path.join(final, 'ledger.json'));
+  if (done && done.configHash === hash) return false;
   const tmp = `${final}.tmp`;
   await rmrf(tmp);
   await fs.promises.mkdir(tmp, { recursive: true });
@@ -216,7 +305,8 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
     dedup: cfg.dedup ?? {},
     maxPerplexity: cfg.filters?.maxPerplexity,
   };
-  const files = partFiles(await inputFiles(cfg), part, parts);
+  const listed = await inputFiles(cfg);
+  const files = partFiles(listed.files, part, parts);
   let totalBytes = 0;
   for (const f of files) totalBytes += (await fs.promises.stat(f.file)).size;
   const threads = opts.perplexity ? 0 : (opts.workers ?? defaultScanWorkers(totalBytes, os.availableParallelism()));
@@ -239,19 +329,32 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   };
   const dedupW = new PartWriter(path.join(tmp, 'dedup'), dd);
   const rows = fs.createWriteStream(path.join(tmp, 'docs.tsv'));
+  const rejects = fs.createWriteStream(path.join(tmp, 'rejects.jsonl'));
   const ledger = new Ledger();
+  // the paths the walk skipped are the same for every part: part 0 counts them
+  if (part === 0) for (const k of listed.skipped) ledger.skip(k.path, k.reason, k.detail);
   let doneBytes = 0;
-  // batches in flight, oldest first: written in this order whatever order workers finish in
-  const inflight: Promise<ScanResult>[] = [];
+  // batches in flight, oldest first: written in this order whatever order workers finish in;
+  // beside each, where its documents came from (input, file, position in the file)
+  const inflight: { result: Promise<ScanResult>; items: { input: number; source: string; index: number }[] }[] = [];
   const maxInflight = Math.max(2, 2 * threads);
-  const write = async (r: ScanResult): Promise<void> => {
+  const write = async (r: ScanResult, items: { input: number; source: string; index: number }[]): Promise<void> => {
     const keys: string[] = [];
-    for (const o of r.outcomes) {
+    for (let i = 0; i < r.outcomes.length; i++) {
+      const o = r.outcomes[i]!;
+      const at = items[i]!;
+      const inp = cfg.inputs[at.input]!;
       ledger.in++;
       if ('reason' in o) {
         ledger.drop(o.reason);
+        ledger.count(o.category, o.reason, inp.label);
+        if (o.wholeFile) ledger.failFile(at.source, o.reason, o.detail);
+        const rec: Record<string, unknown> = { source: at.source, position: at.index, id: o.id, category: o.category, reason: o.reason, detail: o.detail };
+        if (o.wholeFile) rec.wholeFile = true;
+        await writeLine(rejects, JSON.stringify(rec) + '\n');
         continue;
       }
+      ledger.count(o.category, null, inp.label);
       await (await spool()).add(o.ids, o.category);
       await writeLine(rows, `${o.category}\t${o.id.replace(/[\t\n]/g, ' ')}\t${o.source.replace(/[\t\n]/g, ' ')}\t${o.lang}\t${o.ids.length}\n`);
       keys.push(o.key);
@@ -261,44 +364,58 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
     opts.onProgress?.({ phase: 'scan', documents: ledger.in, bytes: doneBytes, totalBytes, kept: ledger.kept });
   };
   let batch: ScanItem[] = [];
+  let where: { input: number; source: string; index: number }[] = [];
   let batchBytes = 0;
   const submit = async (): Promise<void> => {
     if (batch.length === 0) return;
-    inflight.push(pool && poolReady && !pool.busy ? pool.submit(batch) : (local ??= new ScanContext(setup)).process(batch, opts.perplexity));
+    inflight.push({ result: pool && poolReady && !pool.busy ? pool.submit(batch) : (local ??= new ScanContext(setup)).process(batch, opts.perplexity), items: where });
     batch = [];
+    where = [];
     batchBytes = 0;
-    while (inflight.length >= maxInflight) await write(await inflight.shift()!);
+    while (inflight.length >= maxInflight) {
+      const f = inflight.shift()!;
+      await write(await f.result, f.items);
+    }
   };
   try {
     for (const { file, input } of files) {
       const inp = cfg.inputs[input]!;
+      // the file as the report and the ids show it: relative to its input's parent folder, so
+      // that files of the same name in different folders have different ids
       const rel = path.relative(path.dirname(inp.path), file);
       const base = doneBytes;
+      let index = 0;
       for await (const item of readRaw(file, {
         format: inp.format, fields: inp.fields, header: inp.header, columns: inp.columns,
-        split: inp.split, maxDocBytes: cfg.maxDocBytes, onBytes: (n) => (doneBytes = base + n),
+        split: inp.split, maxDocBytes: cfg.maxDocBytes, idBase: rel, onBytes: (n) => (doneBytes = base + n),
       })) {
         batch.push({ input, source: rel, item });
+        where.push({ input, source: rel, index: index++ });
         batchBytes += 'raw' in item ? item.bytes.length : item.ok ? item.doc.text.length : 0;
         if (batch.length >= BATCH_DOCS || batchBytes >= BATCH_BYTES) await submit();
       }
       doneBytes = base + (await fs.promises.stat(file)).size;
     }
     await submit();
-    while (inflight.length > 0) await write(await inflight.shift()!);
+    while (inflight.length > 0) {
+      const f = inflight.shift()!;
+      await write(await f.result, f.items);
+    }
     await spool(); // before the pool closes: with no document, the tokenizer comes from here
   } finally {
-    await Promise.allSettled(inflight);
+    await Promise.allSettled(inflight.map((f) => f.result));
     await pool?.close();
   }
   ledger.bytes = doneBytes;
   opts.onProgress?.({ phase: 'scan', documents: ledger.in, bytes: doneBytes, totalBytes, kept: ledger.kept });
   await dedupW.close();
   await new Promise<void>((r, j) => rows.end((e?: Error | null) => (e ? j(e) : r())));
+  await new Promise<void>((r, j) => rejects.end((e?: Error | null) => (e ? j(e) : r())));
   await (await spool()).close();
-  await writeFileAtomic(path.join(tmp, 'ledger.json'), JSON.stringify(ledger.toJSON()));
+  await writeFileAtomic(path.join(tmp, 'ledger.json'), JSON.stringify({ ...ledger.toJSON(), configHash: hash }));
   await rmrf(final);
   await fs.promises.rename(tmp, final);
+  return true;
 }
 
 interface Row {
@@ -322,6 +439,7 @@ async function* partRows(partDir: string): AsyncGenerator<Row & { index: number 
 
 /** work/merge/merge.json; beside it clusters.tsv and drop-<part>.bin (a bit per row of the part: a duplicate). */
 interface MergeResult {
+  configHash?: string;
   available: Record<string, { documents: number; tokens: number }>;
   exact: number;
   near: number;
@@ -374,14 +492,18 @@ class FileAppender {
  * over the parts' rows for the tokens available per category, the duplicate bits per part and
  * the clusters with their ids (one more external sort, by representative).
  */
-async function merge(cfg: PrepConfig, parts: number, budgetBytes: number): Promise<void> {
+async function merge(cfg: PrepConfig, parts: number, budgetBytes: number): Promise<boolean> {
   const final = path.join(cfg.work!, 'merge');
-  if (fs.existsSync(path.join(final, 'merge.json'))) return;
+  const hash = mergeHash(cfg, parts);
+  if (readJson<MergeResult>(path.join(final, 'merge.json'))?.configHash === hash) return false;
   const dd = resolveDedup(cfg.dedup);
   const partDirs: string[] = [];
   for (let p = 0; p < parts; p++) {
     const dir = path.join(cfg.work!, `part-${p}`);
-    if (!fs.existsSync(path.join(dir, 'ledger.json'))) throw new PatentGPTError('E_IO', `${dir}: part ${p}/${parts} has not been scanned; run 'patentgpt data prep --shard ${p}/${parts}' first`);
+    const led = readJson<{ configHash?: string }>(path.join(dir, 'ledger.json'));
+    if (!led) throw new PatentGPTError('E_IO', `${dir}: part ${p}/${parts} has not been scanned; run 'patentgpt data prep --shard ${p}/${parts}' first`);
+    if (led.configHash !== scanHash(cfg, p, parts))
+      throw new PatentGPTError('E_CONFIG', `${dir}: part ${p}/${parts} was scanned with another config (or another --shard count) than this one; scan it again with this config ('patentgpt data prep --shard ${p}/${parts}') before the merge`);
     partDirs.push(dir);
   }
   const tmp = `${final}.tmp`;
@@ -411,7 +533,8 @@ async function merge(cfg: PrepConfig, parts: number, budgetBytes: number): Promi
         a.tokens += row.tokens;
       }
       if (rep[g] !== g || hasBit(hasMembers, g)) {
-        const id = Buffer.from(row.id);
+        // id, then its source after a tab (ids and sources hold no tab: docs.tsv replaced them)
+        const id = Buffer.from(`${row.id}\t${row.source}`);
         const len = Buffer.alloc(4);
         len.writeUInt32LE(id.length);
         rec.set([rep[g]!, g, Math.floor(ids.size / 4294967296), ids.size >>> 0]);
@@ -429,6 +552,9 @@ async function merge(cfg: PrepConfig, parts: number, budgetBytes: number): Promi
   // clusters, representative first (the lowest index sorts first), ordered by representative
   const idsFd = fs.openSync(ids.file, 'r');
   const out = new FileAppender(path.join(tmp, 'clusters.tsv'));
+  // every duplicate dropped, with the document it duplicates, for <work>/rejects.jsonl
+  const dupRejects = new FileAppender(path.join(tmp, 'rejects.jsonl'));
+  let repId = '';
   const largest: { rep: number; size: number; ids: string[] }[] = [];
   let cur: { rep: number; size: number; ids: string[] } | null = null;
   const lenBuf = Buffer.alloc(4);
@@ -447,28 +573,37 @@ async function merge(cfg: PrepConfig, parts: number, budgetBytes: number): Promi
       fs.readSync(idsFd, lenBuf, 0, 4, off);
       const idBytes = Buffer.alloc(lenBuf.readUInt32LE(0));
       fs.readSync(idsFd, idBytes, 0, idBytes.length, off + 4);
+      const [id, source] = idBytes.toString().split('\t') as [string, string];
+      const idOnly = Buffer.from(id);
       if (cur?.rep !== root) {
         closeCluster();
         cur = { rep: root, size: 0, ids: [] };
         clusters++;
-      } else out.write(Buffer.from('\t'));
-      out.write(idBytes);
+        repId = id;
+      } else {
+        out.write(Buffer.from('\t'));
+        const g = r[at]!;
+        dupRejects.write(Buffer.from(JSON.stringify({ source, id, reason: hasBit(d.exact, g) ? 'exact-duplicate' : 'near-duplicate', detail: `duplicate of ${repId}`.slice(0, DETAIL_CHARS) }) + '\n'));
+      }
+      out.write(idOnly);
       cur.size++;
-      if (cur.ids.length < LISTED_MEMBERS) cur.ids.push(idBytes.toString());
+      if (cur.ids.length < LISTED_MEMBERS) cur.ids.push(id);
     });
     closeCluster();
   } finally {
     fs.closeSync(idsFd);
     out.close();
+    dupRejects.close();
   }
   await rmrf(scratch);
   const m: MergeResult = {
-    available, exact: d.exactDuplicates, near: d.nearDuplicates, clusters,
+    configHash: hash, available, exact: d.exactDuplicates, near: d.nearDuplicates, clusters,
     largestClusters: largest.map((c) => c.ids), largestClusterSizes: largest.map((c) => c.size),
   };
   await writeFileAtomic(path.join(tmp, 'merge.json'), JSON.stringify(m));
   await rmrf(final);
   await fs.promises.rename(tmp, final);
+  return true;
 }
 
 function readMerge(cfg: PrepConfig): MergeResult | null {
@@ -495,6 +630,31 @@ export function stageFactors(st: StageConfig, available: Record<string, { tokens
   return f;
 }
 
+/**
+ * The copy factors a stage uses: stageFactors capped at maxRepeat (the stage's, else the
+ * config's, else 4), so that a category too small for its weight is not silently repeated many
+ * times over; per capped category, the tokens it is short of its share and a warning.
+ */
+export function cappedStageFactors(st: StageConfig, available: Record<string, { tokens: number }>, defaultMaxRepeat = DEFAULT_MAX_REPEAT): {
+  factors: Record<string, number>; wanted: Record<string, number>; shortTokens: Record<string, number>; warnings: string[];
+} {
+  const wanted = stageFactors(st, available);
+  const cap = st.maxRepeat ?? defaultMaxRepeat;
+  const factors: Record<string, number> = {};
+  const shortTokens: Record<string, number> = {};
+  const warnings: string[] = [];
+  for (const [c, f] of Object.entries(wanted)) {
+    factors[c] = Math.min(f, cap);
+    shortTokens[c] = 0;
+    if (f > cap) {
+      const short = Math.round((f - cap) * available[c]!.tokens);
+      shortTokens[c] = short;
+      warnings.push(`category '${c}' would be repeated ${f.toFixed(2)} times to fill its weight; capped at ${cap} (maxRepeat), ${short} tokens short of its share: add ${c} data, lower its weight or raise maxRepeat`);
+    }
+  }
+  return { factors, wanted, shortTokens, warnings };
+}
+
 /** The rows of one category of a part, in order, with their row index. */
 async function* categoryRows(partDir: string, category: string): AsyncGenerator<Row & { index: number }> {
   for await (const row of partRows(partDir)) if (row.category === category) yield row;
@@ -510,20 +670,25 @@ async function writeLine(out: fs.WriteStream, line: string): Promise<void> {
  * in scan order) beside that category's rows, and writes each kept document's copies. Memory:
  * one document and a bit per row of the part (the duplicates to skip).
  */
-async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<void> {
+async function emit(cfg: PrepConfig, part: number, parts: number, opts: PrepOptions): Promise<boolean> {
   const m = readMerge(cfg);
   const dropFile = path.join(cfg.work!, 'merge', `drop-${part}.bin`);
   if (!m || !fs.existsSync(dropFile)) throw new PatentGPTError('E_IO', `${path.join(cfg.work!, 'merge')} is missing or incomplete: run 'patentgpt data prep' with the merge phase (after every part's scan) before emit`);
+  if (m.configHash !== mergeHash(cfg, parts)) throw new PatentGPTError('E_CONFIG', `${path.join(cfg.work!, 'merge')} was made with another config (or another --shard count) than this one: rescan the parts and run the merge phase again before emit`);
   const partDir = path.join(cfg.work!, `part-${part}`);
   const drop = fs.readFileSync(dropFile);
   const dropped = (i: number): boolean => (i >> 3) < drop.length && hasBit(drop, i);
   const seed = cfg.seed ?? 1;
+  let redone = false;
   for (const [stage, st] of Object.entries(cfg.stages)) {
     const final = path.join(cfg.output, stage, `part-${part}`);
-    if (fs.existsSync(path.join(final, 'manifest.json'))) continue;
+    const hash = emitHash(cfg, parts, stage);
+    const hashFile = path.join(final, 'config-hash');
+    if (fs.existsSync(path.join(final, 'manifest.json')) && fs.existsSync(hashFile) && fs.readFileSync(hashFile, 'utf8').trim() === hash) continue;
+    redone = true;
     const tmp = `${final}.tmp`;
     await rmrf(tmp);
-    const factors = stageFactors(st, m.available);
+    const { factors } = cappedStageFactors(st, m.available, cfg.maxRepeat);
     const spool = await ShardSet.open(path.join(partDir, 'spool'));
     const w = await ShardWriter.create(tmp, { vocabSize: spool.vocabSize, tokenizer: spool.manifest.tokenizer });
     const prov = fs.createWriteStream(path.join(tmp, 'provenance.tsv'));
@@ -555,6 +720,7 @@ async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<v
       }
       await new Promise<void>((r, j) => prov.end((e?: Error | null) => (e ? j(e) : r())));
       await w.close();
+      await writeFileAtomic(path.join(tmp, 'config-hash'), hash + '\n');
     } finally {
       spool.close();
     }
@@ -562,16 +728,53 @@ async function emit(cfg: PrepConfig, part: number, opts: PrepOptions): Promise<v
     await rmrf(final);
     await fs.promises.rename(tmp, final);
   }
+  return redone;
+}
+
+/** Precision and recall of the filters per category, from the labelled inputs' counts. */
+export function filterQuality(labels: NonNullable<LedgerJSON['labels']>): Record<string, FilterQuality> {
+  const out: Record<string, FilterQuality> = {};
+  const ratio = (a: number, b: number): number | null => (b > 0 ? Math.round((a / b) * 1e4) / 1e4 : null);
+  for (const [cat, ls] of Object.entries(labels)) {
+    const good = ls.good ?? { in: 0, kept: 0 };
+    const junk = ls.junk ?? { in: 0, kept: 0 };
+    const junkDropped = junk.in - junk.kept;
+    const goodDropped = good.in - good.kept;
+    out[cat] = {
+      good: { ...good }, junk: { ...junk },
+      goodKept: ratio(good.kept, good.in), junkDropped: ratio(junkDropped, junk.in),
+      precision: ratio(junkDropped, junkDropped + goodDropped), recall: ratio(junkDropped, junk.in),
+    };
+  }
+  return out;
+}
+
+/** <work>/rejects.jsonl: every part's dropped documents, then the duplicates dropped by the merge. */
+async function gatherRejects(cfg: PrepConfig, parts: number): Promise<string> {
+  const target = path.join(cfg.work!, 'rejects.jsonl');
+  const tmp = `${target}.tmp`;
+  const out = fs.createWriteStream(tmp);
+  const sources = [...Array.from({ length: parts }, (_, p) => path.join(cfg.work!, `part-${p}`, 'rejects.jsonl')), path.join(cfg.work!, 'merge', 'rejects.jsonl')];
+  for (const f of sources) {
+    if (!fs.existsSync(f)) continue;
+    for await (const chunk of fs.createReadStream(f)) if (!out.write(chunk)) await once(out, 'drain');
+  }
+  await new Promise<void>((r, j) => out.end((e?: Error | null) => (e ? j(e) : r())));
+  await fs.promises.rename(tmp, target);
+  return target;
 }
 
 /** Gathers the report from whatever parts have finished; written to <output>/prep-report.json. */
-export async function writeReport(cfg: PrepConfig, parts: number): Promise<PrepReport> {
+export async function writeReport(cfg: PrepConfig, parts: number, redone: string[] = []): Promise<PrepReport> {
   const ledger = new Ledger();
   for (let p = 0; p < parts; p++) {
     const f = path.join(cfg.work!, `part-${p}`, 'ledger.json');
-    if (fs.existsSync(f)) ledger.merge(JSON.parse(fs.readFileSync(f, 'utf8')));
+    const l = readJson<LedgerJSON & { configHash?: string }>(f);
+    if (l && l.configHash === scanHash(cfg, p, parts)) ledger.merge(l);
   }
-  const m = readMerge(cfg);
+  const scanned = ledger.toJSON();
+  const merged = readMerge(cfg);
+  const m = merged && merged.configHash === mergeHash(cfg, parts) ? merged : null;
   if (m) {
     ledger.kept -= m.exact + m.near;
     if (m.exact) ledger.drop('exact-duplicate', m.exact);
@@ -579,25 +782,33 @@ export async function writeReport(cfg: PrepConfig, parts: number): Promise<PrepR
   }
   const stages: PrepReport['stages'] = {};
   for (const [stage, st] of Object.entries(cfg.stages)) {
-    const factors = m ? stageFactors(st, m.available) : {};
-    const cats: Record<string, { documents: number; tokens: number; factor: number }> = {};
+    const capped = m ? cappedStageFactors(st, m.available, cfg.maxRepeat) : { factors: {}, wanted: {}, shortTokens: {}, warnings: [] };
+    const cats: PrepReport['stages'][string]['categories'] = {};
     let tokens = 0;
     for (let p = 0; p < parts; p++) {
-      const mfile = path.join(cfg.output, stage, `part-${p}`, 'manifest.json');
-      if (!fs.existsSync(mfile)) continue;
+      const dir = path.join(cfg.output, stage, `part-${p}`);
+      const mfile = path.join(dir, 'manifest.json');
+      const hfile = path.join(dir, 'config-hash');
+      if (!fs.existsSync(mfile) || !fs.existsSync(hfile) || fs.readFileSync(hfile, 'utf8').trim() !== emitHash(cfg, parts, stage)) continue;
       const man = JSON.parse(fs.readFileSync(mfile, 'utf8')) as { categories: Record<string, { tokens: number; documents: number }> };
       for (const [c, v] of Object.entries(man.categories)) {
-        const x = (cats[c] ??= { documents: 0, tokens: 0, factor: factors[c] ?? 0 });
+        const x = (cats[c] ??= { documents: 0, tokens: 0, factor: capped.factors[c] ?? 0, wantedFactor: capped.wanted[c] ?? 0, shortTokens: capped.shortTokens[c] ?? 0 });
         x.documents += v.documents;
         x.tokens += v.tokens;
         tokens += v.tokens;
       }
     }
-    stages[stage] = { tokens, categories: cats };
+    stages[stage] = { tokens, categories: cats, warnings: capped.warnings };
   }
+  const doc = ledger.toJSON();
   const report: PrepReport = {
     parts,
-    documents: ledger.toJSON(),
+    documents: { in: doc.in, kept: doc.kept, dropped: doc.dropped, bytes: doc.bytes },
+    categories: scanned.categories,
+    filterQuality: filterQuality(scanned.labels),
+    files: { failed: scanned.failedFiles, skipped: scanned.skippedPaths },
+    rejects: await gatherRejects(cfg, parts),
+    redone,
     duplicates: { exact: m?.exact ?? 0, near: m?.near ?? 0, clusters: m?.clusters ?? 0, largestClusters: m?.largestClusters ?? [], largestClusterSizes: m?.largestClusterSizes ?? [] },
     available: m?.available ?? {},
     stages,
@@ -611,7 +822,10 @@ export async function writeReport(cfg: PrepConfig, parts: number): Promise<PrepR
 /**
  * Runs the pipeline (or one phase of it for one part). With parts = 1 and phase 'all' (the
  * default) everything runs here. Restarting after an interruption resumes at the first
- * unfinished phase and gives the same output.
+ * unfinished phase and gives the same output. A phase whose output was written with another
+ * config (its config hash: scan in the part's ledger, merge in merge.json, emit in each stage
+ * part's config-hash) is redone, and so is every phase after it; the report lists them in
+ * 'redone'. A merge over parts scanned with another config is refused (E_CONFIG).
  */
 export async function prep(cfg: PrepConfig, opts: PrepOptions = {}): Promise<PrepReport> {
   const parts = opts.parts ?? 1;
@@ -620,8 +834,20 @@ export async function prep(cfg: PrepConfig, opts: PrepOptions = {}): Promise<Pre
     throw new PatentGPTError('E_ARGUMENT', `prep: --shard must be i/N with 0 <= i < N, got ${part}/${parts}`);
   const phase = opts.phase ?? 'all';
   await fs.promises.mkdir(cfg.work!, { recursive: true });
-  if (phase === 'scan' || phase === 'all') await scan(cfg, part, parts, opts);
-  if (phase === 'merge' || (phase === 'all' && parts === 1)) await merge(cfg, parts, opts.mergeBudgetBytes ?? MERGE_BUDGET);
-  if (phase === 'emit' || (phase === 'all' && parts === 1)) await emit(cfg, part, opts);
-  return writeReport(cfg, parts);
+  const stale = (dir: string): boolean => fs.existsSync(dir);
+  const redone: string[] = [];
+  if (phase === 'scan' || phase === 'all') {
+    const had = stale(path.join(cfg.work!, `part-${part}`, 'ledger.json'));
+    if ((await scan(cfg, part, parts, opts)) && had) redone.push(`scan ${part}/${parts}`);
+  }
+  if (phase === 'merge' || (phase === 'all' && parts === 1)) {
+    const had = stale(path.join(cfg.work!, 'merge', 'merge.json'));
+    if ((await merge(cfg, parts, opts.mergeBudgetBytes ?? MERGE_BUDGET)) && had) redone.push('merge');
+  }
+  if (phase === 'emit' || (phase === 'all' && parts === 1)) {
+    const had = Object.keys(cfg.stages).some((s) => stale(path.join(cfg.output, s, `part-${part}`, 'manifest.json')));
+    if ((await emit(cfg, part, parts, opts)) && had) redone.push(`emit ${part}/${parts}`);
+  }
+  await recordConfig(cfg, part, parts);
+  return writeReport(cfg, parts, redone);
 }

@@ -15,7 +15,7 @@ import { decodeModelProto, PieceType, type SentencePieceModel } from '../tokeniz
 import { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
 import type { ReadItem } from './document.js';
 import { exactKey, normalizeForDedup, resolveDedup, signatures, type DedupConfig, type ResolvedDedup } from './dedup.js';
-import { applyFilters, buildFilters, type Filter, type FilterConfig, type PerplexityScorer } from './filters.js';
+import { applyFilters, FilterSet, type FilterConfig, type PerplexityScorer } from './filters.js';
 import { isRaw, parseRaw, withOverrides, type RawDocument } from './readers/index.js';
 
 export interface TokenizerConfig {
@@ -46,8 +46,11 @@ export interface ScanItem {
   item: ReadItem | RawDocument;
 }
 
+/** Characters of a rejection's detail kept for rejects.jsonl (bounded per document). */
+export const DETAIL_CHARS = 200;
+
 export type ScanOutcome =
-  | { reason: string }
+  | { reason: string; id: string; category: string; detail: string; wholeFile?: boolean }
   | { category: string; id: string; source: string; lang: string; ids: Int32Array; key: string };
 
 const NO_IDS = new Int32Array(0);
@@ -137,12 +140,12 @@ export function makeTokenizer(t: TokenizerConfig): Tok {
 export class ScanContext {
   readonly tok: Tok;
   readonly dedup: ResolvedDedup;
-  private readonly filters: (Filter[] | null)[];
+  private readonly filters: (FilterSet | null)[];
 
   constructor(readonly setup: ScanSetup) {
     this.tok = makeTokenizer(setup.tokenizer);
     this.dedup = resolveDedup(setup.dedup);
-    this.filters = setup.filters.map((f) => (f === false ? null : buildFilters(f)));
+    this.filters = setup.filters.map((f) => (f === false ? null : new FilterSet(f)));
   }
 
   /** Processes a batch in order; `perplexity` (in-process only) drops documents above the threshold. */
@@ -153,21 +156,27 @@ export class ScanContext {
     for (const { input, source, item: raw } of items) {
       const item = withOverrides(isRaw(raw) ? parseRaw(raw) : raw, this.setup.overrides[input]!);
       if (!item.ok) {
-        outcomes.push({ reason: item.rejected.reason });
+        const r = item.rejected;
+        const o: ScanOutcome = { reason: r.reason, id: r.id, category: this.setup.overrides[input]!.category ?? 'unknown', detail: r.detail.slice(0, DETAIL_CHARS) };
+        if (r.wholeFile) o.wholeFile = true;
+        outcomes.push(o);
         continue;
       }
       const doc = item.doc;
       doc.source = source;
       const filters = this.filters[input];
-      const reason = filters ? applyFilters(filters, doc) : null;
+      const reason = filters ? applyFilters(filters.forCategory(doc.category), doc) : null;
       if (reason) {
-        outcomes.push({ reason });
+        outcomes.push({ reason, id: doc.id, category: doc.category, detail: `${doc.text.length} characters: ${doc.text.slice(0, 80).replace(/\s+/g, ' ')}` });
         continue;
       }
       const maxPpl = this.setup.maxPerplexity;
-      if (perplexity && maxPpl !== undefined && (await perplexity(doc.text)) > maxPpl) {
-        outcomes.push({ reason: 'perplexity' });
-        continue;
+      if (perplexity && maxPpl !== undefined) {
+        const ppl = await perplexity(doc.text);
+        if (ppl > maxPpl) {
+          outcomes.push({ reason: 'perplexity', id: doc.id, category: doc.category, detail: `perplexity ${ppl} > ${maxPpl}` });
+          continue;
+        }
       }
       const norm = normalizeForDedup(doc.text);
       normalized.push(norm);

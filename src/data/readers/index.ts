@@ -3,6 +3,7 @@
 // Formats: USPTO full text (see uspto.ts), JSON arrays, JSONL, CSV, TSV, plain text and Parquet.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { PatentGPTError } from '../../errors.js';
 import { type Category, type Document, type ReadItem, type RejectReason, emptyDocument, joinText } from '../document.js';
 import { USPTO_SPECS, parseTaggedRecord, parseUsptoXml } from './uspto.js';
@@ -46,13 +47,46 @@ export interface ReadOptions {
   chunkBytes?: number;
   /** Called with the bytes read so far (for progress). */
   onBytes?: (n: number) => void;
+  /** The file's name in the ids of its documents that have no id of their own (`<idBase>#<k>`);
+   *  default its base name. The prep pipeline passes the path relative to the input's folder, so
+   *  that two files named law.md in different folders give different ids. */
+  idBase?: string;
+  /** Set by readRaw from the file's magic bytes: the file is gzip and is read through gunzip. */
+  gzip?: boolean;
 }
+
+/** Compression formats told by their magic bytes, whatever the file's extension. */
+export type Compression = 'gzip' | 'zstd' | 'bzip2' | 'xz' | 'zip';
+
+/** The compression of a file from its first bytes, or null for none. */
+export function detectCompression(head: Uint8Array): Compression | null {
+  const b = head;
+  if (b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b) return 'gzip';
+  if (b.length >= 4 && b[0] === 0x28 && b[1] === 0xb5 && b[2] === 0x2f && b[3] === 0xfd) return 'zstd';
+  if (b.length >= 4 && b[0] === 0x42 && b[1] === 0x5a && b[2] === 0x68 && b[3]! >= 0x31 && b[3]! <= 0x39) return 'bzip2';
+  if (b.length >= 6 && b[0] === 0xfd && b[1] === 0x37 && b[2] === 0x7a && b[3] === 0x58 && b[4] === 0x5a && b[5] === 0x00) return 'xz';
+  if (b.length >= 4 && b[0] === 0x50 && b[1] === 0x4b && b[2] === 0x03 && b[3] === 0x04) return 'zip';
+  return null;
+}
+
+/** How to decompress what Node cannot read itself. */
+const DECOMPRESS_HINT: Record<Exclude<Compression, 'gzip'>, string> = {
+  zstd: 'zstd -d FILE',
+  bzip2: 'bunzip2 FILE',
+  xz: 'xz -d FILE',
+  zip: 'unzip FILE',
+};
 
 const FATAL = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 const LENIENT = new TextDecoder('utf-8', { fatal: false, ignoreBOM: false });
 
 function reject(id: string, source: string, reason: RejectReason, detail: string): ReadItem {
   return { ok: false, rejected: { id, source, reason, detail } };
+}
+
+/** A rejection of the whole file (it could not be read, decoded or parsed at all). */
+function rejectFile(id: string, source: string, reason: RejectReason, detail: string): ReadItem {
+  return { ok: false, rejected: { id, source, reason, detail, wholeFile: true } };
 }
 
 /** Decodes UTF-8, or says it is invalid (null) unless repair is on. */
@@ -84,7 +118,23 @@ export function detectFormat(file: string, head: Buffer): Format {
   return 'text';
 }
 
-async function readHead(file: string, n = 65536): Promise<Buffer> {
+async function readHead(file: string, n = 65536, gzip = false): Promise<Buffer> {
+  if (gzip) {
+    // the first n bytes of the decompressed stream
+    const parts: Buffer[] = [];
+    let size = 0;
+    const src = fs.createReadStream(file).pipe(zlib.createGunzip());
+    try {
+      for await (const c of src) {
+        parts.push(c as Buffer);
+        size += (c as Buffer).length;
+        if (size >= n) break;
+      }
+    } finally {
+      src.destroy();
+    }
+    return Buffer.concat(parts).subarray(0, n);
+  }
   const fh = await fs.promises.open(file, 'r');
   try {
     const buf = Buffer.alloc(n);
@@ -97,7 +147,10 @@ async function readHead(file: string, n = 65536): Promise<Buffer> {
 
 async function* chunks(file: string, opts: ReadOptions): AsyncGenerator<Buffer> {
   let total = 0;
-  for await (const c of fs.createReadStream(file, { highWaterMark: opts.chunkBytes ?? 1 << 20 })) {
+  const raw = fs.createReadStream(file, { highWaterMark: opts.chunkBytes ?? 1 << 20 });
+  const src = opts.gzip ? raw.pipe(zlib.createGunzip({ chunkSize: Math.min(opts.chunkBytes ?? 1 << 20, 1 << 20) })) : raw;
+  if (opts.gzip) raw.on('error', (e) => src.destroy(e));
+  for await (const c of src) {
     const b = c as Buffer;
     total += b.length;
     opts.onBytes?.(total);
@@ -151,9 +204,22 @@ export async function* readRaw(file: string, opts: ReadOptions = {}): AsyncGener
   const source = file;
   let format = opts.format;
   try {
-    if (!format) format = detectFormat(file, await readHead(file));
+    // compressed or not is told by the magic bytes, never by the name
+    const magic = await readHead(file, 8);
+    const comp = detectCompression(magic);
+    if (comp !== null && comp !== 'gzip') {
+      yield rejectFile(`${opts.idBase ?? path.basename(file)}#0`, source, 'compressed', `${comp}-compressed (by its magic bytes): decompress it first (${DECOMPRESS_HINT[comp]})`);
+      return;
+    }
+    opts = { ...opts, gzip: comp === 'gzip' };
+    // the format from the name without its compression suffix and from the (decompressed) head
+    if (!format) format = detectFormat(file.replace(/\.(gz|gzip|zst|bz2|xz)$/i, ''), await readHead(file, 65536, opts.gzip));
+    if (opts.gzip && format === 'parquet') {
+      yield rejectFile(`${opts.idBase ?? path.basename(file)}#0`, source, 'compressed', 'gzip-compressed Parquet: Parquet compresses its own pages; decompress the file (gunzip)');
+      return;
+    }
   } catch (err) {
-    yield reject(`${path.basename(file)}#0`, source, 'unreadable', err instanceof Error ? err.message : String(err));
+    yield rejectFile(`${opts.idBase ?? path.basename(file)}#0`, source, 'unreadable', err instanceof Error ? err.message : String(err));
     return;
   }
   if (!FORMATS.includes(format))
@@ -190,7 +256,7 @@ export async function* readRaw(file: string, opts: ReadOptions = {}): AsyncGener
     yield* gen;
   } catch (err) {
     // A read error mid-file (EIO, a file removed): counted, the run goes on with the next file.
-    yield reject(`${path.basename(file)}#io`, source, 'unreadable', err instanceof Error ? err.message : String(err));
+    yield rejectFile(`${opts.idBase ?? path.basename(file)}#io`, source, 'unreadable', err instanceof Error ? err.message : String(err));
   }
 }
 
@@ -288,9 +354,9 @@ function idFromHead(head: string, fallback: string): string {
 }
 
 async function* readUsptoXml(file: string, opts: ReadOptions): AsyncGenerator<ReadItem | RawDocument> {
-  const head = (await readHead(file)).toString('latin1');
+  const head = (await readHead(file, 65536, opts.gzip)).toString('latin1');
   const spec = USPTO_SPECS.find((sp) => new RegExp(`<${sp.root}[\\s>]`).test(head))!;
-  const base = path.basename(file);
+  const base = opts.idBase ?? path.basename(file);
   let k = 0;
   for await (const part of splitXml(chunks(file, opts), spec.root, opts.maxDocBytes ?? 64 << 20)) {
     const fallback = `${base}#${k++}`;
@@ -306,11 +372,11 @@ async function* readUsptoXml(file: string, opts: ReadOptions): AsyncGenerator<Re
 
 /** Any other XML (US Code in USLM, CPC schemes): the whole file's text as one document. */
 async function* readGenericXml(file: string, opts: ReadOptions): AsyncGenerator<ReadItem> {
-  const base = path.basename(file);
+  const base = opts.idBase ?? path.basename(file);
   const bytes = await readBounded(file, opts);
-  if (!bytes) return yield reject(`${base}#0`, file, 'too-large', `file over ${opts.maxDocBytes ?? 64 << 20} bytes`);
+  if (!bytes) return yield rejectFile(`${base}#0`, file, 'too-large', `file over ${opts.maxDocBytes ?? 64 << 20} bytes`);
   const s = decode(bytes, opts.repairUtf8 ?? false);
-  if (s === null) return yield reject(`${base}#0`, file, 'bad-utf8', 'invalid UTF-8');
+  if (s === null) return yield rejectFile(`${base}#0`, file, 'bad-utf8', 'invalid UTF-8');
   const parts: string[] = [];
   let title = '';
   let inTitle = 0;
@@ -329,7 +395,7 @@ async function* readGenericXml(file: string, opts: ReadOptions): AsyncGenerator<
       if (inTitle > 0 && /^(title|dc:title|docTitle)$/.test(name)) inTitle--;
     },
   });
-  if (err) return yield reject(`${base}#0`, file, 'malformed-xml', err);
+  if (err) return yield rejectFile(`${base}#0`, file, 'malformed-xml', err);
   const doc = emptyDocument(base, file, opts.category ?? 'general');
   doc.title = tidy(title);
   doc.text = tidy(parts.join(''));
@@ -340,6 +406,16 @@ async function* readGenericXml(file: string, opts: ReadOptions): AsyncGenerator<
 
 async function readBounded(file: string, opts: ReadOptions): Promise<Buffer | null> {
   const max = opts.maxDocBytes ?? 64 << 20;
+  if (opts.gzip) {
+    const parts: Buffer[] = [];
+    let size = 0;
+    for await (const c of chunks(file, opts)) {
+      size += c.length;
+      if (size > max) return null;
+      parts.push(c);
+    }
+    return Buffer.concat(parts, size);
+  }
   const st = await fs.promises.stat(file);
   if (st.size > max) return null;
   const b = await fs.promises.readFile(file);
@@ -364,7 +440,7 @@ async function* lines(file: string, opts: ReadOptions): AsyncGenerator<Buffer> {
 }
 
 async function* readTagged(file: string, flavor: 'aps' | 'brs', opts: ReadOptions): AsyncGenerator<ReadItem> {
-  const base = path.basename(file);
+  const base = opts.idBase ?? path.basename(file);
   const max = opts.maxDocBytes ?? 64 << 20;
   let rec: string[] | null = null;
   let size = 0;
@@ -481,7 +557,7 @@ function parseRecord(bytes: Uint8Array, file: string, fallback: string, opts: Re
 }
 
 async function* readJsonl(file: string, opts: ReadOptions): AsyncGenerator<ReadItem> {
-  const base = path.basename(file);
+  const base = opts.idBase ?? path.basename(file);
   const max = opts.maxDocBytes ?? 64 << 20;
   let k = 0;
   let first = true;
@@ -498,7 +574,7 @@ async function* readJsonl(file: string, opts: ReadOptions): AsyncGenerator<ReadI
 /** A top-level JSON array, one element at a time (bytes scanned for depth and strings);
  *  a file holding one object is one record. */
 async function* readJsonArray(file: string, opts: ReadOptions): AsyncGenerator<ReadItem> {
-  const base = path.basename(file);
+  const base = opts.idBase ?? path.basename(file);
   const max = opts.maxDocBytes ?? 64 << 20;
   let mode: 'before' | 'array' | 'object' | 'done' = 'before';
   let inElem = false;
@@ -580,13 +656,13 @@ async function* readJsonArray(file: string, opts: ReadOptions): AsyncGenerator<R
       if (size <= max) parts.push(rest);
     }
   }
-  if (mode === 'before') yield reject(`${base}#0`, file, 'malformed-json', 'no JSON array or object in the file');
+  if (mode === 'before') yield rejectFile(`${base}#0`, file, 'malformed-json', 'no JSON array or object in the file');
   else if (inElem || mode !== 'done') yield reject(`${base}#${k}`, file, 'truncated', 'the JSON ends inside the array or an element');
 }
 
 /** RFC 4180 CSV (and TSV) at the byte level: quoted fields may hold separators and newlines. */
 async function* readDelimited(file: string, sep: number, opts: ReadOptions): AsyncGenerator<ReadItem> {
-  const base = path.basename(file);
+  const base = opts.idBase ?? path.basename(file);
   const max = opts.maxDocBytes ?? 64 << 20;
   const useHeader = opts.header ?? opts.columns === undefined;
   let header: string[] | null = opts.columns ?? null;
@@ -679,7 +755,7 @@ async function* readDelimited(file: string, sep: number, opts: ReadOptions): Asy
 }
 
 async function* readText(file: string, opts: ReadOptions): AsyncGenerator<ReadItem> {
-  const base = path.basename(file);
+  const base = opts.idBase ?? path.basename(file);
   const split = opts.split ?? 'file';
   const max = opts.maxDocBytes ?? 64 << 20;
   const make = (s: string, k: number): ReadItem => {
@@ -693,9 +769,9 @@ async function* readText(file: string, opts: ReadOptions): AsyncGenerator<ReadIt
   };
   if (split === 'file') {
     const bytes = await readBounded(file, opts);
-    if (!bytes) return yield reject(base, file, 'too-large', `file over ${max} bytes (split it by 'paragraph' or 'line')`);
+    if (!bytes) return yield rejectFile(base, file, 'too-large', `file over ${max} bytes (split it by 'paragraph' or 'line')`);
     const s = decode(bytes, opts.repairUtf8 ?? false);
-    if (s === null) return yield reject(base, file, 'bad-utf8', 'invalid UTF-8');
+    if (s === null) return yield rejectFile(base, file, 'bad-utf8', 'invalid UTF-8');
     return yield make(s, 0);
   }
   let k = 0;
@@ -737,7 +813,7 @@ async function* readText(file: string, opts: ReadOptions): AsyncGenerator<ReadIt
 }
 
 async function* readParquet(file: string, opts: ReadOptions): AsyncGenerator<ReadItem> {
-  const base = path.basename(file);
+  const base = opts.idBase ?? path.basename(file);
   const { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } = await import('hyparquet');
   let k = 0;
   let meta;
@@ -746,7 +822,7 @@ async function* readParquet(file: string, opts: ReadOptions): AsyncGenerator<Rea
     buf = await asyncBufferFromFile(file);
     meta = await parquetMetadataAsync(buf);
   } catch (err) {
-    return yield reject(`${base}#0`, file, 'malformed-parquet', err instanceof Error ? err.message : String(err));
+    return yield rejectFile(`${base}#0`, file, 'malformed-parquet', err instanceof Error ? err.message : String(err));
   }
   // One row group at a time keeps memory at one group's decoded rows.
   let rowStart = 0;
@@ -768,21 +844,87 @@ async function* readParquet(file: string, opts: ReadOptions): AsyncGenerator<Rea
   }
 }
 
-/** Expands globs-free inputs: a file, or a folder read recursively (sorted, hidden files skipped). */
-export async function listFiles(p: string): Promise<string[]> {
-  const st = await fs.promises.stat(p);
-  if (!st.isDirectory()) return [p];
-  const out: string[] = [];
+/** Why a path under an input was not read (listed by walkInput, counted in the report). */
+export type SkipReason = 'hidden' | 'symlink' | 'symlink-loop' | 'broken-symlink' | 'not-a-regular-file' | 'unreadable-folder';
+
+export interface WalkResult {
+  files: string[];
+  skipped: { path: string; reason: SkipReason; detail: string }[];
+}
+
+/**
+ * The files of an input: the path itself when it is a file, else the folder read recursively in
+ * name order. Hidden entries (a name starting with '.') are skipped. Symbolic links are followed
+ * (unless followSymlinks is false), a folder reached twice through links is a loop and skipped.
+ * Named pipes, sockets and devices are skipped, never opened (reading a FIFO would wait forever);
+ * an unreadable folder is skipped like an unreadable file. Every skip is listed with its reason.
+ * A missing or unreadable input path itself is an error (E_IO naming it).
+ */
+export async function walkInput(p: string, opts: { followSymlinks?: boolean } = {}): Promise<WalkResult> {
+  const follow = opts.followSymlinks ?? true;
+  const files: string[] = [];
+  const skipped: WalkResult['skipped'] = [];
+  let st: fs.Stats;
+  try {
+    st = await fs.promises.stat(p);
+  } catch (err) {
+    throw new PatentGPTError('E_IO', `${p}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (st.isFile()) return { files: [p], skipped };
+  if (!st.isDirectory()) return { files, skipped: [{ path: p, reason: 'not-a-regular-file', detail: kindOf(st) }] };
+  const seen = new Set<string>(); // real paths of the folders entered: a link back to one is a loop
   const walk = async (d: string): Promise<void> => {
-    const ents = await fs.promises.readdir(d, { withFileTypes: true });
+    let real: string;
+    let ents: fs.Dirent[];
+    try {
+      real = await fs.promises.realpath(d);
+      if (seen.has(real)) return void skipped.push({ path: d, reason: 'symlink-loop', detail: `leads back to ${real}` });
+      seen.add(real);
+      ents = await fs.promises.readdir(d, { withFileTypes: true });
+    } catch (err) {
+      return void skipped.push({ path: d, reason: 'unreadable-folder', detail: (err as NodeJS.ErrnoException).code ?? String(err) });
+    }
     ents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const e of ents) {
-      if (e.name.startsWith('.')) continue;
       const f = path.join(d, e.name);
-      if (e.isDirectory()) await walk(f);
-      else if (e.isFile()) out.push(f);
+      if (e.name.startsWith('.')) {
+        skipped.push({ path: f, reason: 'hidden', detail: 'name starts with a dot' });
+        continue;
+      }
+      let isDir = e.isDirectory();
+      let isFile = e.isFile();
+      let other = !isDir && !isFile && !e.isSymbolicLink() ? kindOf(e) : null;
+      if (e.isSymbolicLink()) {
+        if (!follow) {
+          skipped.push({ path: f, reason: 'symlink', detail: 'followSymlinks is false' });
+          continue;
+        }
+        let t: fs.Stats;
+        try {
+          t = await fs.promises.stat(f);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          skipped.push({ path: f, reason: code === 'ELOOP' ? 'symlink-loop' : 'broken-symlink', detail: code ?? String(err) });
+          continue;
+        }
+        isDir = t.isDirectory();
+        isFile = t.isFile();
+        other = !isDir && !isFile ? kindOf(t) : null;
+      }
+      if (isDir) await walk(f);
+      else if (isFile) files.push(f);
+      else skipped.push({ path: f, reason: 'not-a-regular-file', detail: other ?? 'unknown' });
     }
   };
   await walk(p);
-  return out;
+  return { files, skipped };
+}
+
+function kindOf(x: fs.Stats | fs.Dirent): string {
+  return x.isFIFO() ? 'named pipe' : x.isSocket() ? 'socket' : x.isCharacterDevice() ? 'character device' : x.isBlockDevice() ? 'block device' : 'not a file';
+}
+
+/** Expands globs-free inputs: a file, or a folder read recursively (sorted, hidden files and non-regular files skipped, links followed). */
+export async function listFiles(p: string): Promise<string[]> {
+  return (await walkInput(p)).files;
 }
