@@ -20,12 +20,21 @@
 // row (causal attention: same logits), so options one token after a shared context (" A", " B",
 // ...) cost one row. Rows are packed into forwards of at most `maxBatchTokens` tokens (cuSeqlens:
 // attention never crosses rows); only the positions that are read go through the output layer.
+//
+// Memory: a forward keeps every layer's activations until it ends, about
+// activationBytesPerToken(config) a token, so the default step size is what fits in half the
+// weights' bytes (at most 1024 tokens); and the native allocator keeps freed blocks for reuse by
+// size class, which suits a training loop (the same sizes every step) but not scoring (every
+// step a new size): those blocks are given back after a step whenever they pass `cacheLimitBytes`.
+// The weights are checked once and every log-likelihood is checked: a model that is not finite
+// is refused (finite.ts) rather than scored.
 import { PatentGPTError } from '../errors.js';
 import { kvBytesPerToken } from '../infer/blocks.js';
 import { ModelRunner } from '../infer/runner.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
+import { checkFiniteLoglik, checkFiniteWeights } from './finite.js';
 import { scoreSharedContexts } from './prefix.js';
-import { Tensor, embedding, linear, logprobs, noGrad, scope } from '../tensor/index.js';
+import { Tensor, embedding, linear, logprobs, memoryStats, noGrad, releaseCachedMemory, scope } from '../tensor/index.js';
 
 /** What the scorer needs of a tokenizer (SentencePieceTokenizer and ByteTokenizer fit). */
 export interface EvalTokenizer {
@@ -46,8 +55,16 @@ export interface LoglikResult {
 }
 
 export interface ScorerOptions {
-  /** Most tokens in one packed forward (default 1024: larger forwards measured slower per token on 2 cores). 1 row per forward when `batched` is false. */
+  /**
+   * Most tokens in one packed forward (default: as many as half the weights' bytes of activations
+   * allow, at most 1024, since larger forwards measured slower per token on 2 cores). 1 row per
+   * forward when `batched` is false.
+   */
   maxBatchTokens?: number;
+  /** Freed native blocks kept for reuse between steps beyond which they are given back (default: half the weights' bytes). */
+  cacheLimitBytes?: number;
+  /** Check that every weight is finite before scoring (default true). */
+  checkWeights?: boolean;
   /** Pack many rows per forward and share rows between requests (default true). */
   batched?: boolean;
   /** Prepend BOS to every context (default: when the tokenizer has a BOS, as lm-eval's HFLM with a LLaMA tokenizer). */
@@ -61,6 +78,18 @@ export interface ScorerOptions {
 export interface TokenizedRequest {
   context: Int32Array;
   continuation: Int32Array;
+}
+
+/** Bytes of activations a forward holds per token until it ends (every layer's, f32): an estimate from the shapes. */
+export function activationBytesPerToken(cfg: { nLayers: number; dim: number; ffnDim: number }): number {
+  // Per layer: norm, q, k, v, roped q and k, attention out, o_proj, two residual adds, norm (11 x dim);
+  // gate, up, their product (3 x ffn); down (dim).
+  return 4 * cfg.nLayers * (12 * cfg.dim + 3 * cfg.ffnDim);
+}
+
+/** Bytes of the model's parameters. */
+function weightBytes(model: LlamaForCausalLM): number {
+  return model.parameters().reduce((s, t) => s + t.byteLength, 0);
 }
 
 /** lm-eval's _encode_pair: the continuation is encode(ctx + cont) after encode(ctx)'s length. */
@@ -99,6 +128,7 @@ export class Scorer {
   readonly addBos: boolean;
   readonly sharedContexts: boolean;
   readonly kvCacheBytes: number;
+  readonly cacheLimitBytes: number;
   /** KV cache of the shared-context path (blocks of one token), made on first use; close() frees it. */
   #runner: ModelRunner | null = null;
   /** Forwards run so far, and the tokens they computed (for tests and benchmarks). */
@@ -108,12 +138,15 @@ export class Scorer {
   constructor(model: LlamaForCausalLM, tokenizer: EvalTokenizer, opts: ScorerOptions = {}) {
     this.model = model;
     this.tokenizer = tokenizer;
-    this.maxBatchTokens = opts.maxBatchTokens ?? 1024;
+    const weights = weightBytes(model);
+    this.maxBatchTokens = opts.maxBatchTokens ?? Math.max(64, Math.min(1024, Math.floor(weights / 2 / activationBytesPerToken(model.config))));
     this.batched = opts.batched ?? true;
     this.addBos = opts.addBos ?? tokenizer.bosId >= 0;
     this.sharedContexts = opts.sharedContexts ?? true;
-    this.kvCacheBytes = opts.kvCacheBytes ?? 256 * 2 ** 20;
+    this.kvCacheBytes = opts.kvCacheBytes ?? Math.min(256 * 2 ** 20, Math.max(16 * 2 ** 20, weights / 2));
+    this.cacheLimitBytes = opts.cacheLimitBytes ?? weights / 2;
     if (!(this.maxBatchTokens >= 1)) throw new PatentGPTError('E_ARGUMENT', `maxBatchTokens must be >= 1, got ${this.maxBatchTokens}`);
+    if (opts.checkWeights ?? true) checkFiniteWeights(model);
   }
 
   tokenize(reqs: readonly LoglikRequest[]): TokenizedRequest[] {
@@ -152,7 +185,7 @@ export class Scorer {
       // At least a whole context with room for its trie, and a full prefill step.
       const numBlocks = Math.max(Math.floor(this.kvCacheBytes / perToken), this.maxBatchTokens + maxLen + 1);
       this.#runner ??= new ModelRunner(this.model, { numBlocks, blockSize: 1 });
-      const r = scoreSharedContexts(this.#runner, truncated, live.map((it) => it.req), out, this.maxBatchTokens, (n) => onProgress?.((done += n)));
+      const r = scoreSharedContexts(this.#runner, truncated, live.map((it) => it.req), out, this.maxBatchTokens, (n) => onProgress?.((done += n)), () => this.#trimCache());
       this.forwards += r.steps;
       this.tokensComputed += r.tokens;
       const left = new Set(r.left);
@@ -201,10 +234,17 @@ export class Scorer {
         }
       }
       this.#runGroup(group, out);
+      this.#trimCache();
       done += group.reduce((s, r) => s + new Set(r.reads.map((x) => x.req)).size, 0);
       onProgress?.(done);
     }
+    checkFiniteLoglik(out);
     return out;
+  }
+
+  /** Gives the allocator's cached blocks back when they pass cacheLimitBytes (they rarely fit the next step's sizes). */
+  #trimCache(): void {
+    if (memoryStats().cpu.cachedBytes > this.cacheLimitBytes) releaseCachedMemory();
   }
 
   /** Frees the KV cache of the shared-context path (the scorer stays usable: it is made again on use). */

@@ -16,6 +16,13 @@
 //  - 'cloze': "Question: q\nAnswer:" and the choice texts as candidates (single-answer questions;
 //    multi-answer questions fall back to 'letters', since a set of texts has no natural string).
 //
+// A template (`--template`, a task's `prompt`) replaces the style's question text: its {question},
+// {options} (the "A. text" lines), {A}..{Z} (one choice's text), {category} and {id} are filled
+// from the question, so a task's own prompt ("问题：{question}\n{options}\n答案：") is reproduced;
+// the style still picks the candidates. The candidate follows the prompt after `targetDelimiter`
+// (lm-eval's target_delimiter, default " "), few-shot examples end with `fewshotDelimiter`
+// (default "\n\n").
+//
 // Multi-answer questions score all-or-nothing (acc, acc_norm: the predicted set equals the gold
 // set). `partialCredit` adds the exam rule to `score`: a non-empty predicted set that is a proper
 // subset of the gold set earns that fraction (0.5 is the common "少选得一半" rule; the patent agent
@@ -31,16 +38,25 @@ import { LETTERS, type McDoc, type McTask } from './tasks.js';
 
 export type PromptStyle = 'letters' | 'cloze';
 
-export interface McOptions {
+/** How a task asks its questions; McOptions override it field by field. */
+export interface McPrompt {
+  style?: PromptStyle;
+  /** The question's text with {field}s (see the header); default: the style's own. */
+  template?: string;
+  targetDelimiter?: string;
+  fewshotDelimiter?: string;
+  description?: string;
+}
+
+export interface McOptions extends McPrompt {
   shots?: number;
   seed?: number;
-  style?: PromptStyle;
   /** Fraction of credit for a correct proper subset on multi-answer questions (default 0). */
   partialCredit?: number;
-  /** Text before the examples; "{category}" is replaced by the question's category. */
-  description?: string;
   /** Score only the first N questions (lm-eval --limit). */
   limit?: number;
+  /** Questions per scorer call (default 256): what is held at once. */
+  chunkDocs?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -77,13 +93,38 @@ export interface Metrics {
 
 export interface McTaskResult {
   task: string;
-  options: { shots: number; seed: number; style: PromptStyle; partialCredit: number; limit: number | null };
+  options: {
+    shots: number; seed: number; style: PromptStyle; partialCredit: number; limit: number | null;
+    template: string | null; targetDelimiter: string; fewshotDelimiter: string;
+  };
   metrics: Metrics;
   byCategory: Record<string, Metrics>;
   docs: DocResult[];
 }
 
-export function renderQuestion(doc: McDoc, style: PromptStyle): string {
+const TEMPLATE_FIELD = /\{([A-Za-z_][\w-]*)\}/g;
+const TEMPLATE_FIELDS = ['question', 'options', 'category', 'id'];
+
+/** Throws (naming the field) when a template uses a field no question has. */
+export function checkTemplate(template: string): void {
+  for (const [, name] of template.matchAll(TEMPLATE_FIELD))
+    if (!TEMPLATE_FIELDS.includes(name!) && !/^[A-Z]$/.test(name!))
+      throw new PatentGPTError('E_CONFIG', `template field {${name}} is unknown: use {question}, {options}, {A}..{Z}, {category} or {id}`);
+}
+
+function fillQuestion(template: string, doc: McDoc): string {
+  return template.replace(TEMPLATE_FIELD, (m, name: string) => {
+    if (name === 'question') return doc.question;
+    if (name === 'options') return doc.choices.map((c, i) => `${LETTERS[i]}. ${c}`).join('\n');
+    if (name === 'category') return doc.category;
+    if (name === 'id') return doc.id;
+    if (/^[A-Z]$/.test(name)) return doc.choices[LETTERS.indexOf(name)] ?? '';
+    return m;
+  });
+}
+
+export function renderQuestion(doc: McDoc, style: PromptStyle, template?: string): string {
+  if (template !== undefined) return fillQuestion(template, doc);
   if (style === 'cloze' && !doc.multi) return `Question: ${doc.question}\nAnswer:`;
   return `${doc.question}\n${doc.choices.map((c, i) => `${LETTERS[i]}. ${c}`).join('\n')}\nAnswer:`;
 }
@@ -130,13 +171,18 @@ export function fewShotExamples(docs: readonly McDoc[], index: number, k: number
   return idx.slice(0, m).map((j) => pool[j]!);
 }
 
-export function buildContext(docs: readonly McDoc[], index: number, opts: { shots: number; seed: number; style: PromptStyle; description?: string }): string {
+export function buildContext(
+  docs: readonly McDoc[], index: number,
+  opts: { shots: number; seed: number; style: PromptStyle; description?: string; template?: string; targetDelimiter?: string; fewshotDelimiter?: string },
+): string {
   const doc = docs[index]!;
   const desc = opts.description ? opts.description.replaceAll('{category}', doc.category) : '';
+  const td = opts.targetDelimiter ?? ' ';
+  const fd = opts.fewshotDelimiter ?? '\n\n';
   const shots = fewShotExamples(docs, index, opts.shots, opts.seed)
-    .map((d) => `${renderQuestion(d, opts.style)} ${goldText(d, opts.style)}\n\n`)
+    .map((d) => `${renderQuestion(d, opts.style, opts.template)}${td}${goldText(d, opts.style)}${fd}`)
     .join('');
-  return desc + shots + renderQuestion(doc, opts.style);
+  return desc + shots + renderQuestion(doc, opts.style, opts.template);
 }
 
 function codePoints(s: string): number {
@@ -174,35 +220,55 @@ export function aggregate(docs: readonly DocResult[]): Metrics {
 export function evaluateMc(scorer: Scorer, task: McTask, opts: McOptions = {}): McTaskResult {
   const shots = opts.shots ?? 0;
   const seed = opts.seed ?? 1234;
-  const style = opts.style ?? 'letters';
+  const p = task.prompt ?? {};
+  const style = opts.style ?? p.style ?? 'letters';
+  const template = opts.template ?? p.template;
+  const targetDelimiter = opts.targetDelimiter ?? p.targetDelimiter ?? ' ';
+  const fewshotDelimiter = opts.fewshotDelimiter ?? p.fewshotDelimiter ?? '\n\n';
+  const description = opts.description ?? p.description;
+  if (template !== undefined) checkTemplate(template);
   const partialCredit = opts.partialCredit ?? 0;
   if (!(shots >= 0 && Number.isInteger(shots))) throw new PatentGPTError('E_ARGUMENT', `shots must be an integer >= 0, got ${shots}`);
   if (!(partialCredit >= 0 && partialCredit <= 1)) throw new PatentGPTError('E_ARGUMENT', `partialCredit must be in [0, 1], got ${partialCredit}`);
   const n = opts.limit !== undefined ? Math.min(opts.limit, task.docs.length) : task.docs.length;
-  const plan: { doc: McDoc; cands: Candidate[]; first: number }[] = [];
-  const reqs: { context: string; continuation: string }[] = [];
-  for (let i = 0; i < n; i++) {
-    const doc = task.docs[i]!;
-    const context = buildContext(task.docs, i, { shots, seed, style, description: opts.description });
-    const cands = candidates(doc, style);
-    plan.push({ doc, cands, first: reqs.length });
-    for (const c of cands) reqs.push({ context, continuation: ` ${c.text}` });
+  // Questions go to the scorer in chunks, so the requests, their token ids and the scorer's
+  // bookkeeping live for one chunk at a time, however large the task.
+  const chunk = opts.chunkDocs ?? 256;
+  const counts: number[] = [];
+  for (let i = 0; i < n; i++) counts.push(candidates(task.docs[i]!, style).length);
+  const total = counts.reduce((a, b) => a + b, 0);
+  const docs: DocResult[] = [];
+  let before = 0;
+  for (let start = 0; start < n; start += chunk) {
+    const plan: { doc: McDoc; cands: Candidate[]; first: number }[] = [];
+    const reqs: { context: string; continuation: string }[] = [];
+    for (let i = start; i < Math.min(n, start + chunk); i++) {
+      const doc = task.docs[i]!;
+      const context = buildContext(task.docs, i, { shots, seed, style, description, template, targetDelimiter, fewshotDelimiter });
+      const cands = candidates(doc, style);
+      plan.push({ doc, cands, first: reqs.length });
+      for (const c of cands) reqs.push({ context, continuation: `${targetDelimiter}${c.text}` });
+    }
+    const ll = scorer.loglikelihood(reqs, (done) => opts.onProgress?.(before + done, total));
+    before += reqs.length;
+    for (const { doc, cands, first } of plan) {
+      const lls = cands.map((_, j) => ll[first + j]!.logprob);
+      const norm = lls.map((v, j) => v / codePoints(cands[j]!.text));
+      const pred = cands[argmax(lls)]!.answer;
+      const predNorm = cands[argmax(norm)]!.answer;
+      docs.push({
+        id: doc.id, category: doc.category, multi: doc.multi, gold: doc.answer, candidates: cands.map((c) => c.text), loglik: lls,
+        pred, predNorm, acc: sameSet(pred, doc.answer) ? 1 : 0, accNorm: sameSet(predNorm, doc.answer) ? 1 : 0,
+        score: doc.multi ? examScore(pred, doc.answer, partialCredit) : sameSet(pred, doc.answer) ? 1 : 0,
+      });
+    }
   }
-  const ll = scorer.loglikelihood(reqs, (done) => opts.onProgress?.(done, reqs.length));
-  const docs: DocResult[] = plan.map(({ doc, cands, first }) => {
-    const lls = cands.map((_, j) => ll[first + j]!.logprob);
-    const norm = lls.map((v, j) => v / codePoints(cands[j]!.text));
-    const pred = cands[argmax(lls)]!.answer;
-    const predNorm = cands[argmax(norm)]!.answer;
-    return {
-      id: doc.id, category: doc.category, multi: doc.multi, gold: doc.answer, candidates: cands.map((c) => c.text), loglik: lls,
-      pred, predNorm, acc: sameSet(pred, doc.answer) ? 1 : 0, accNorm: sameSet(predNorm, doc.answer) ? 1 : 0,
-      score: doc.multi ? examScore(pred, doc.answer, partialCredit) : sameSet(pred, doc.answer) ? 1 : 0,
-    };
-  });
   const cats = new Map<string, DocResult[]>();
   for (const d of docs) (cats.get(d.category) ?? cats.set(d.category, []).get(d.category)!).push(d);
   const byCategory: Record<string, Metrics> = {};
   for (const [c, ds] of [...cats].sort((a, b) => a[0].localeCompare(b[0]))) byCategory[c] = aggregate(ds);
-  return { task: task.name, options: { shots, seed, style, partialCredit, limit: opts.limit ?? null }, metrics: aggregate(docs), byCategory, docs };
+  return {
+    task: task.name, options: { shots, seed, style, partialCredit, limit: opts.limit ?? null, template: template ?? null, targetDelimiter, fewshotDelimiter },
+    metrics: aggregate(docs), byCategory, docs,
+  };
 }

@@ -82,7 +82,7 @@ function readLogprobs(row: Float32Array, reads: readonly { req: number; target: 
  */
 export function scoreSharedContexts(
   runner: ModelRunner, reqs: readonly TokenizedRequest[], which: readonly number[], out: LoglikResult[], maxStepTokens: number,
-  onGroupDone?: (requests: number) => void,
+  onGroupDone?: (requests: number) => void, afterStep?: () => void,
 ): { left: number[]; steps: number; tokens: number } {
   const groups = buildGroups(reqs, which);
   const left: number[] = [];
@@ -123,6 +123,7 @@ export function scoreSharedContexts(
       steps++;
       tokens += n;
       items.forEach(({ g }, j) => readLogprobs(logits[j]!, g.rootReads, out));
+      afterStep?.();
     }
     // The trie nodes, depth by depth.
     const nodes = batch.flatMap((g) => g.nodes.map((node) => ({ g, node })));
@@ -145,6 +146,7 @@ export function scoreSharedContexts(
         steps++;
         tokens += items.length;
         part.forEach(({ node }, j) => readLogprobs(logits[j]!, node.reads, out));
+        afterStep?.();
       }
     }
     onGroupDone?.(batch.reduce((s, g) => s + g.rootReads.length, 0));

@@ -7,7 +7,7 @@ import type { PplMetrics, PplTaskResult } from './perplexity.js';
 import type { PhraseMetrics, PhraseTaskResult } from './phrase.js';
 import type { SkippedRow } from './tasks.js';
 
-type Extra = { skipped: SkippedRow[]; files: string[] };
+type Extra = { skipped: SkippedRow[]; files: string[]; warnings?: string[]; /** Wall time of the task, loading excluded. */ seconds?: number };
 export type TaskResult = (McTaskResult & Extra) | (GenTaskResult & Extra) | (PplTaskResult & Extra) | (PhraseTaskResult & Extra);
 
 export interface EvalRun {
@@ -15,6 +15,8 @@ export interface EvalRun {
   tasks: TaskResult[];
   options: { shots: number; seed: number; limit: number | null; style: string; partialCredit: number };
   seconds: number;
+  /** Peak resident memory of the process (getrusage maxrss) and the model's parameter bytes. */
+  memory?: { peakRssBytes: number; weightBytes: number };
 }
 
 const pct = (x: number): string => (Number.isFinite(x) ? (100 * x).toFixed(2) : '-');
@@ -90,6 +92,10 @@ export function formatMarkdown(run: EvalRun): string {
     '',
     `shots ${run.options.shots} · seed ${run.options.seed} · limit ${run.options.limit ?? 'none'} · prompt ${run.options.style} · partial credit ${run.options.partialCredit} · ${run.seconds.toFixed(1)} s`,
   ];
+  if (run.memory) {
+    const mib = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MiB`;
+    lines.push('', `Peak RSS ${mib(run.memory.peakRssBytes)}, ${(run.memory.peakRssBytes / run.memory.weightBytes).toFixed(2)}x the weights' ${mib(run.memory.weightBytes)}.`);
+  }
   for (const { section, rows } of groups(run)) {
     lines.push(
       '',
@@ -102,6 +108,7 @@ export function formatMarkdown(run: EvalRun): string {
   }
   for (const t of run.tasks) {
     lines.push('', `## ${esc(t.task)}`, '', `Files: ${t.files.map((f) => `\`${f}\``).join(', ')}`, '', `Documents scored: ${t.metrics.n}; rows skipped: ${t.skipped.length}.`);
+    for (const w of t.warnings ?? []) lines.push('', `Warning: ${esc(w)}`);
     if (t.skipped.length > 0) {
       lines.push('', '| file | row | reason | detail |', '|---|---:|---|---|');
       for (const s of t.skipped) lines.push(`| \`${s.file}\` | ${s.row} | ${s.reason} | ${esc(s.detail)} |`);

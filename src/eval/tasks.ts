@@ -19,9 +19,18 @@
 //      id (optional)
 //  - JSONL: one {question, choices: [text...], answer, category?} per line; the answer is a
 //    0-based index, a letter ("B"), letters ("AC"), the text of a choice, or an array of these.
+//
+// In both JSON layouts `answers` (a list, as `answer` reads) gives the gold set of a multi-answer
+// question, and `multi: true` marks a question as multi-answer even when its gold set has one
+// letter: such questions are scored as sets (every non-empty subset is a candidate, see mc.ts).
+// An `answer` beside `answers` must be one of them (files often keep the first correct letter
+// there); one outside the set, or `multi: false` with several answers, skips the row. Fields no
+// loader reads are listed in the task's warnings (the report and the CLI show them), never
+// silently dropped: a field this version does not know may change what the row means.
 import { readFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { PatentGPTError } from '../errors.js';
+import type { McPrompt } from './mc.js';
 
 export interface McDoc {
   id: string;
@@ -38,7 +47,7 @@ export interface SkippedRow {
   file: string;
   /** 1-based row (CSV data row, JSONL line, JSON array index + 1). */
   row: number;
-  reason: 'empty-question' | 'missing-answer' | 'answer-not-in-choices' | 'too-few-choices' | 'malformed-row' | 'missing-field' | 'bad-score';
+  reason: 'empty-question' | 'missing-answer' | 'answer-not-in-choices' | 'too-few-choices' | 'malformed-row' | 'missing-field' | 'bad-score' | 'conflicting-answers';
   detail: string;
 }
 
@@ -48,9 +57,16 @@ export interface McTask {
   skipped: SkippedRow[];
   /** Files read. */
   files: string[];
+  /** What the loaders read but did not understand (unknown fields), one line each. */
+  warnings?: string[];
+  /** The task's own prompt (a definition's or an lm-eval YAML's); options given at run time win. */
+  prompt?: McPrompt;
 }
 
 export const LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
+
+/** The fields the JSON and JSONL loaders read. */
+const JSON_FIELDS = new Set(['id', 'question', 'choices', 'options', 'answer', 'answers', 'multi', 'category', 'field', 'subject', 'type']);
 
 /** RFC 4180 CSV: quoted fields with "" escapes and embedded newlines; CRLF or LF; BOM dropped. */
 export function parseCsv(text: string): string[][] {
@@ -115,7 +131,38 @@ function readText(file: string): string {
 class Collector {
   docs: McDoc[] = [];
   skipped: SkippedRow[] = [];
+  /** Unknown field -> rows that have it. */
+  unknown = new Map<string, number>();
   constructor(readonly file: string) {}
+  /** Counts the fields of a record that no loader reads. */
+  noteFields(rec: Record<string, unknown>): void {
+    for (const k of Object.keys(rec)) if (!JSON_FIELDS.has(k)) this.unknown.set(k, (this.unknown.get(k) ?? 0) + 1);
+  }
+  warnings(): string[] {
+    return [...this.unknown].map(([k, n]) => `${this.file}: field "${k}" (${n} row${n === 1 ? '' : 's'}) is not understood and was ignored (known: ${[...JSON_FIELDS].join(', ')})`);
+  }
+  /** A JSON record: `answers`/`multi` read as the layout in this file's header says. */
+  addRecord(row: number, id: string, rec: Record<string, unknown>, choices: unknown[], category: string): void {
+    this.noteFields(rec);
+    let answer = rec.answer;
+    let multi: boolean | undefined;
+    if (rec.multi !== undefined) {
+      const m = typeof rec.multi === 'string' ? rec.multi.trim().toLowerCase() : rec.multi;
+      if (m === true || m === 'true') multi = true;
+      else if (m === false || m === 'false') multi = false;
+      else return this.skip(row, 'malformed-row', `"multi" must be true or false, got ${JSON.stringify(rec.multi)}`);
+    }
+    if (rec.answers !== undefined && rec.answers !== null) {
+      if (!Array.isArray(rec.answers)) return this.skip(row, 'malformed-row', `"answers" must be a list, got ${JSON.stringify(rec.answers)}`);
+      const texts = choices.map((c) => (c === undefined || c === null ? '' : String(c).trim()));
+      const set = resolveAnswer(rec.answers, texts);
+      const one = answer === undefined || answer === null || answer === '' ? [] : resolveAnswer(answer, texts);
+      if (set !== null && (one === null || !one.every((k) => set.includes(k))))
+        return this.skip(row, 'conflicting-answers', `"answer" ${JSON.stringify(answer)} is not among "answers" ${JSON.stringify(rec.answers)}`);
+      answer = rec.answers;
+    }
+    this.add(row, id, rec.question, choices, answer, category, multi);
+  }
   skip(row: number, reason: SkippedRow['reason'], detail: string): void {
     this.skipped.push({ file: this.file, row, reason, detail });
   }
@@ -134,6 +181,7 @@ class Collector {
     const idx = resolveAnswer(answer, choices);
     if (idx === null) return this.skip(row, 'answer-not-in-choices', `answer ${JSON.stringify(answer)} is not among ${choices.length} choices`);
     if (idx.some((k) => choices[k] === '')) return this.skip(row, 'answer-not-in-choices', `answer ${JSON.stringify(answer)} points at an empty choice`);
+    if (multi === false && idx.length > 1) return this.skip(row, 'conflicting-answers', `"multi" is false but the answer ${JSON.stringify(answer)} has ${idx.length} choices`);
     this.docs.push({ id, question: q, choices, answer: idx, multi: multi ?? idx.length > 1, category });
   }
 }
@@ -253,7 +301,7 @@ function choicesOf(o: Record<string, unknown>): unknown[] | null {
 }
 
 /** MoZIP IPQuiz JSON (layout in the header of this file). */
-export function loadIpquizJson(file: string): { docs: McDoc[]; skipped: SkippedRow[] } {
+export function loadIpquizJson(file: string): Loaded {
   let data: unknown;
   try {
     data = JSON.parse(readText(file));
@@ -270,13 +318,13 @@ export function loadIpquizJson(file: string): { docs: McDoc[]; skipped: SkippedR
     const rec = o as Record<string, unknown>;
     const choices = choicesOf(rec);
     if (!choices) return c.skip(i + 1, 'too-few-choices', 'no "options" or "choices"');
-    c.add(i + 1, rec.id !== undefined ? String(rec.id) : `${stem}:${i + 1}`, rec.question, choices, rec.answer, categoryOf(rec, stem));
+    c.addRecord(i + 1, rec.id !== undefined ? String(rec.id) : `${stem}:${i + 1}`, rec, choices, categoryOf(rec, stem));
   });
-  return { docs: c.docs, skipped: c.skipped };
+  return { docs: c.docs, skipped: c.skipped, warnings: c.warnings() };
 }
 
 /** JSONL of {question, choices, answer, category?}. */
-export function loadMcJsonl(file: string): { docs: McDoc[]; skipped: SkippedRow[] } {
+export function loadMcJsonl(file: string): Loaded {
   const lines = readText(file).split(/\r?\n/);
   const c = new Collector(file);
   const stem = categoryFromFile(file);
@@ -291,9 +339,9 @@ export function loadMcJsonl(file: string): { docs: McDoc[]; skipped: SkippedRow[
     if (!rec || typeof rec !== 'object' || Array.isArray(rec)) return c.skip(i + 1, 'malformed-row', 'not an object');
     const choices = choicesOf(rec);
     if (!choices) return c.skip(i + 1, 'too-few-choices', 'no "choices"');
-    c.add(i + 1, rec.id !== undefined ? String(rec.id) : `${stem}:${i + 1}`, rec.question, choices, rec.answer, categoryOf(rec, stem));
+    c.addRecord(i + 1, rec.id !== undefined ? String(rec.id) : `${stem}:${i + 1}`, rec, choices, categoryOf(rec, stem));
   });
-  return { docs: c.docs, skipped: c.skipped };
+  return { docs: c.docs, skipped: c.skipped, warnings: c.warnings() };
 }
 
 export type TaskFormat = 'pae-csv' | 'mmlu-csv' | 'ipquiz-json' | 'jsonl';
@@ -310,7 +358,14 @@ export function detectFormat(file: string): TaskFormat {
   throw new PatentGPTError('E_ARGUMENT', `task file ${file}: unknown extension "${ext}" (expected .csv, .json or .jsonl)`);
 }
 
-export function loadTaskFile(file: string, format: TaskFormat = detectFormat(file)): { docs: McDoc[]; skipped: SkippedRow[] } {
+/** What a loader returns: the questions, the rows it skipped, and what it did not understand. */
+export interface Loaded {
+  docs: McDoc[];
+  skipped: SkippedRow[];
+  warnings?: string[];
+}
+
+export function loadTaskFile(file: string, format: TaskFormat = detectFormat(file)): Loaded {
   switch (format) {
     case 'pae-csv':
       return loadPaeCsv(file);
@@ -325,11 +380,12 @@ export function loadTaskFile(file: string, format: TaskFormat = detectFormat(fil
 
 /** A task from one or more files (docs in file order). */
 export function loadTask(name: string, files: readonly string[], format?: TaskFormat): McTask {
-  const task: McTask = { name, docs: [], skipped: [], files: [...files] };
+  const task: McTask = { name, docs: [], skipped: [], files: [...files], warnings: [] };
   for (const f of files) {
-    const { docs, skipped } = loadTaskFile(f, format);
+    const { docs, skipped, warnings } = loadTaskFile(f, format);
     task.docs.push(...docs);
     task.skipped.push(...skipped);
+    task.warnings!.push(...(warnings ?? []));
   }
   return task;
 }
