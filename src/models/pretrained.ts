@@ -17,7 +17,7 @@ import {
   LLAMA2_SPECIAL_IDS, fromHFConfig, specialIdsFromHF, toHFConfig, toHFGenerationConfig, validateConfig, validateSpecialIds,
   type ModelConfig, type SpecialTokenIds,
 } from './config.js';
-import { checkModelFits } from './limits.js';
+import { checkModelFits, checkTensorFits } from './limits.js';
 import { LlamaForCausalLM, type LlamaOptions } from './llama.js';
 import {
   SafetensorsFile, diskBytes, exists, syncDir, tempPath, writeFileAtomic, writeSafetensors, type WriteDType,
@@ -379,6 +379,7 @@ export function resizeVocabulary(model: LlamaForCausalLM, newSize: number, opts:
     throw new PatentGPTError('E_ARGUMENT', `resizeVocabulary: new size ${newSize} must be an integer >= the current ${old} (shrinking would drop trained rows)`);
   if (newSize === old) return;
   const C = model.config.dim;
+  checkTensorFits('model.embed_tokens.weight', [newSize, C], 'resizeVocabulary');
   const added = newSize - old;
   const grow = (table: 'embed' | 'head', w: Tensor): Tensor => {
     const values = w.toArray() as Float32Array;

@@ -12,7 +12,7 @@ import { findPython } from '../../scripts/bench/_peers.js';
 import { tokenizerFromSpec } from '../../src/cli/tokenizer-spec.js';
 import { PatentGPTError } from '../../src/errors.js';
 import {
-  LlamaForCausalLM, MAX_TENSOR_ELEMENTS, SafetensorsFile, loadPretrained, preset, readFolderTokenizer, savePretrained, validateConfig,
+  LlamaForCausalLM, MAX_TENSOR_ELEMENTS, SafetensorsFile, loadPretrained, preset, readFolderTokenizer, resizeVocabulary, savePretrained, validateConfig,
   writeSafetensors,
 } from '../../src/models/index.js';
 import { Tensor, noGrad } from '../../src/tensor/index.js';
@@ -200,6 +200,12 @@ describe('clear errors', () => {
     mkdirSync(dir);
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ vocab_size: n, hidden_size: 4096, intermediate_size: 256, num_hidden_layers: 1, num_attention_heads: 32 }));
     await expect(loadPretrained(dir)).rejects.toThrow(/config\.json: tensor "model\.embed_tokens\.weight" \[\d+, 4096\] has [\d,]+ elements/);
+    // growing a vocabulary past it
+    const m = new LlamaForCausalLM(preset('tiny').config, { seed: 1 });
+    const rows = Math.floor(MAX_TENSOR_ELEMENTS / 64) + 1;
+    expect(() => resizeVocabulary(m, rows)).toThrow(new RegExp(`resizeVocabulary: tensor "model.embed_tokens.weight" \\[${rows}, 64\\] has`));
+    expect(m.config.vocabSize).toBe(256);
+    m.dispose();
   });
 
   it('a write error of a safetensors file or a folder names the file and keeps the errno code', async () => {
