@@ -31,17 +31,16 @@ export function unescapeArg(s: string): string {
   return s.replace(/\\([nt\\])/g, (_m, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
 }
 
-type ProgressMode = 'auto' | 'json' | 'bar' | 'none';
+export type ProgressMode = 'auto' | 'json' | 'bar' | 'none';
 
-/** A progress reporter on stderr whose clock started at `t0` (the task's start), or null for --progress none. */
-function progressFor(mode: ProgressMode, label: string, total: number, t0: number): Progress | null {
+/** A progress reporter on stderr (or `stream`) whose clock started at `t0` (the task's start), or null for --progress none. */
+export function progressFor(mode: ProgressMode, label: string, total: number, t0: number, stream: ProgressStream = process.stderr): Progress | null {
   if (mode === 'none') return null;
-  const stream: ProgressStream = process.stderr;
   let first = true;
   // The bar is made at the first progress report (its total is known then); its clock's first
   // reading, the start, is the task's.
   const now = (): number => (first ? ((first = false), t0) : performance.now());
-  return new Progress({ total, label, stream, tty: mode === 'auto' ? process.stderr.isTTY === true : mode === 'bar', now });
+  return new Progress({ total, label, stream, tty: mode === 'auto' ? stream.isTTY === true : mode === 'bar', now });
 }
 
 const gb = (b: number): string => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / 2 ** 20).toFixed(0)} MiB`);
