@@ -1,6 +1,7 @@
 // Argument checking for op bindings: every pointer a kernel receives has been checked here for
 // type, device and bounds, so no call from JavaScript can make a kernel read or write outside
-// its buffers. Failures throw a JS Error that names the op.
+// its buffers. Failures throw a JS Error that names the op and carries err.code (errors.h):
+// E_NATIVE_ARG, or E_NATIVE_DISPOSED for a freed storage.
 #pragma once
 #include <napi.h>
 
@@ -9,6 +10,7 @@
 #include <limits>
 #include <string>
 
+#include "errors.h"
 #include "storage.h"
 
 namespace pgnode {
@@ -20,8 +22,9 @@ class Args {
       Fail("expected " + std::to_string(count) + " arguments, got " + std::to_string(info.Length()));
   }
 
-  [[noreturn]] void Fail(const std::string& message) const {
-    throw Napi::Error::New(info_.Env(), std::string(op_) + ": " + message);
+  [[noreturn]] void Fail(const std::string& message) const { Fail(kErrArg, message); }
+  [[noreturn]] void Fail(const char* code, const std::string& message) const {
+    throw CodedError(info_.Env(), code, std::string(op_) + ": " + message);
   }
 
   // A tensor argument is two JS values: the Storage at index i and an element offset at i + 1.
@@ -44,7 +47,7 @@ class Args {
   Storage* StorageAt(size_t i, const char* name) const {
     if (!Storage::Is(info_[i])) Fail(std::string(name) + " is not a tensor storage");
     Storage* s = Storage::Unwrap(info_[i].As<Napi::Object>());
-    if (s->freed()) Fail(std::string(name) + " was already disposed");
+    if (s->freed()) Fail(kErrDisposed, std::string(name) + " was already disposed");
     return s;
   }
 

@@ -45,7 +45,11 @@ class EncodeBatchWorker : public Napi::AsyncWorker {
     deferred_.Resolve(out);
   }
 
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override {
+    Napi::Object err = e.Value();
+    if (!err.Has("code")) err.Set("code", Napi::String::New(Env(), kErrWorker));  // errors.h
+    deferred_.Reject(err);
+  }
 
  private:
   Napi::Promise::Deferred deferred_;

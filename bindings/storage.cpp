@@ -147,10 +147,10 @@ bool Storage::Is(const Napi::Value& value) {
 Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber())
-    throw Napi::TypeError::New(env, "Storage: byte size must be a number");
+    throw CodedError<Napi::TypeError>(env, kErrArg, "Storage: byte size must be a number");
   double requested = info[0].As<Napi::Number>().DoubleValue();
   if (!(requested >= 0) || requested > 1.0e15 || requested != static_cast<double>(static_cast<size_t>(requested)))
-    throw Napi::RangeError::New(env, "Storage: invalid byte size " + std::to_string(requested));
+    throw CodedError<Napi::RangeError>(env, kErrArg, "Storage: invalid byte size " + std::to_string(requested));
   std::string device = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "cpu";
   bool zero = info.Length() > 2 ? info[2].ToBoolean().Value() : true;
   bytes_ = static_cast<size_t>(requested);
@@ -164,20 +164,20 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
       host_cache().clear();
       data_ = HostAlloc(alloc);
     }
-    if (!data_) throw Napi::Error::New(env, "Storage: out of host memory allocating " + std::to_string(bytes_) + " bytes");
+    if (!data_) throw CodedError(env, kErrOom, "Storage: out of host memory allocating " + std::to_string(bytes_) + " bytes");
     if (zero) std::memset(data_, 0, alloc);
   } else if (device == "cuda") {
     device_ = Device::CUDA;
     std::string err;
     data_ = pg::cuda_alloc(alloc, err);
-    if (!data_) throw Napi::Error::New(env, "Storage: " + err);
+    if (!data_) throw CodedError(env, DeviceErrorCode(err), "Storage: " + err);
     if (zero && !pg::cuda_memset(data_, 0, alloc, err)) {
       pg::cuda_free(data_);
       data_ = nullptr;
-      throw Napi::Error::New(env, "Storage: zeroing " + std::to_string(alloc) + " bytes of device memory: " + err);
+      throw CodedError(env, kErrDevice, "Storage: zeroing " + std::to_string(alloc) + " bytes of device memory: " + err);
     }
   } else {
-    throw Napi::TypeError::New(env, "Storage: unknown device '" + device + "' (expected cpu or cuda)");
+    throw CodedError<Napi::TypeError>(env, kErrArg, "Storage: unknown device '" + device + "' (expected cpu or cuda)");
   }
   auto& c = memory_counters();
   int d = DeviceIndex(device_);
@@ -229,17 +229,17 @@ namespace {
 
 // Checks [byte_offset, byte_offset + length) against a storage and a typed array.
 void CheckRange(Napi::Env env, const char* op, const Storage* s, double byte_offset, size_t length) {
-  if (s->freed()) throw Napi::Error::New(env, std::string(op) + ": storage was already disposed");
+  if (s->freed()) throw CodedError(env, kErrDisposed, std::string(op) + ": storage was already disposed");
   if (!(byte_offset >= 0) || byte_offset != static_cast<double>(static_cast<size_t>(byte_offset)) ||
       static_cast<size_t>(byte_offset) > s->bytes() || length > s->bytes() - static_cast<size_t>(byte_offset))
-    throw Napi::RangeError::New(env, std::string(op) + ": range of " + std::to_string(length) + " bytes at offset " +
+    throw CodedError<Napi::RangeError>(env, kErrArg, std::string(op) + ": range of " + std::to_string(length) + " bytes at offset " +
                                          std::to_string(byte_offset) + " is outside the storage of " +
                                          std::to_string(s->bytes()) + " bytes");
 }
 
 Napi::TypedArray TypedArg(const Napi::CallbackInfo& info, const char* op) {
   if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsNumber())
-    throw Napi::TypeError::New(info.Env(), std::string(op) + "(typedArray, byteOffset) expected");
+    throw CodedError<Napi::TypeError>(info.Env(), kErrArg, std::string(op) + "(typedArray, byteOffset) expected");
   return info[0].As<Napi::TypedArray>();
 }
 
@@ -253,7 +253,7 @@ void Transfer(Napi::Env env, const char* op, Storage* s, size_t offset, void* ho
   }
   std::string err;
   bool ok = to_host ? pg::cuda_memcpy(host, dev, length, 1, err) : pg::cuda_memcpy(dev, host, length, 0, err);
-  if (!ok) throw Napi::Error::New(env, std::string(op) + ": " + err);
+  if (!ok) throw CodedError(env, kErrDevice, std::string(op) + ": " + err);
 }
 
 }  // namespace
@@ -284,13 +284,13 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
 Napi::Value Storage::CopyFrom(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 4 || !Storage::Is(info[0]) || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber())
-    throw Napi::TypeError::New(env, "Storage.copyFrom(src, dstByteOffset, srcByteOffset, bytes) expected");
+    throw CodedError<Napi::TypeError>(env, kErrArg, "Storage.copyFrom(src, dstByteOffset, srcByteOffset, bytes) expected");
   Storage* src = Storage::Unwrap(info[0].As<Napi::Object>());
   double dst_off = info[1].As<Napi::Number>().DoubleValue();
   double src_off = info[2].As<Napi::Number>().DoubleValue();
   double bytes = info[3].As<Napi::Number>().DoubleValue();
   if (!(bytes >= 0) || bytes != static_cast<double>(static_cast<size_t>(bytes)))
-    throw Napi::RangeError::New(env, "Storage.copyFrom: invalid byte count");
+    throw CodedError<Napi::RangeError>(env, kErrArg, "Storage.copyFrom: invalid byte count");
   size_t n = static_cast<size_t>(bytes);
   CheckRange(env, "Storage.copyFrom (destination)", this, dst_off, n);
   CheckRange(env, "Storage.copyFrom (source)", src, src_off, n);
@@ -303,7 +303,7 @@ Napi::Value Storage::CopyFrom(const Napi::CallbackInfo& info) {
   }
   int kind = device_ == Device::CUDA ? (src->device() == Device::CUDA ? 2 : 0) : 1;
   std::string err;
-  if (!pg::cuda_memcpy(d, s, n, kind, err)) throw Napi::Error::New(env, "Storage.copyFrom: " + err);
+  if (!pg::cuda_memcpy(d, s, n, kind, err)) throw CodedError(env, kErrDevice, "Storage.copyFrom: " + err);
   return env.Undefined();
 }
 

@@ -1,0 +1,34 @@
+// Errors the addon throws to JavaScript. Each carries a stable `code` property, so callers (and
+// src/tensor) branch on err.code, never on the message, which may be reworded:
+//   E_NATIVE_ARG       an argument of the wrong type, size, range or bounds (a bug in the caller)
+//   E_NATIVE_DISPOSED  a storage used after free()
+//   E_NATIVE_OOM       host or device memory exhausted
+//   E_NATIVE_DEVICE    a device (CUDA) call failed
+//   E_NATIVE_WORKER    a background job (AsyncWorker) failed
+#pragma once
+#include <napi.h>
+
+#include <string>
+
+namespace pgnode {
+
+inline constexpr const char* kErrArg = "E_NATIVE_ARG";
+inline constexpr const char* kErrDisposed = "E_NATIVE_DISPOSED";
+inline constexpr const char* kErrOom = "E_NATIVE_OOM";
+inline constexpr const char* kErrDevice = "E_NATIVE_DEVICE";
+inline constexpr const char* kErrWorker = "E_NATIVE_WORKER";
+
+// An Error (or TypeError / RangeError) with err.code = code; throw the result.
+template <typename E = Napi::Error>
+inline E CodedError(Napi::Env env, const char* code, const std::string& message) {
+  E err = E::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  return err;
+}
+
+// A device call's failure: out of memory when the runtime says so, else a device error.
+inline const char* DeviceErrorCode(const std::string& err) {
+  return err.find("out of memory") != std::string::npos ? kErrOom : kErrDevice;
+}
+
+}  // namespace pgnode
