@@ -86,7 +86,60 @@ describe.skipIf(!data)(`streamed text on real prompts${data ? '' : ' (skipped: n
   });
 });
 
+/**
+ * A model that continues `prompt` with exactly `script` under greedy decoding: every layer adds
+ * nothing to the residual (o_proj and down_proj are zero), so the last row's hidden state is its
+ * token's embedding, and the head's row for each script token is the normed embedding of the
+ * token before it (the dot product with itself, dim, beats any other's, about sqrt(dim)).
+ */
+function scriptedModel(vocabSize: number, prompt: readonly number[], script: readonly number[]): LlamaForCausalLM {
+  const cfg = validateConfig({ ...preset('tiny').config, vocabSize, maxSeqLen: 256, tieEmbeddings: false });
+  const model = new LlamaForCausalLM(cfg, { seed: 17, initStd: 1 });
+  const params = new Map(model.namedParameters());
+  for (const [name, p] of params) if (/(o_proj|down_proj)\.weight$/.test(name)) p.write(new Float32Array(p.size));
+  const C = cfg.dim;
+  const embed = params.get('model.embed_tokens.weight')!.toArray() as Float32Array;
+  const head = new Float32Array(vocabSize * C);
+  const chain = [prompt[prompt.length - 1]!, ...script];
+  for (let i = 1; i < chain.length; i++) {
+    const e = embed.subarray(chain[i - 1]! * C, (chain[i - 1]! + 1) * C);
+    const rms = Math.sqrt(e.reduce((a, x) => a + x * x, 0) / C);
+    head.set(e.map((x) => x / rms), chain[i]! * C);
+  }
+  params.get('lm_head.weight')!.write(head);
+  return model;
+}
+
 describe('Engine hardening', () => {
+  it('streams a scripted LLaMA-2 continuation exactly: the first token\'s space, characters split over 3 and 4 byte pieces held until whole (Engine and ThreadedEngine)', async () => {
+    const tok = SentencePieceTokenizer.llama2();
+    const prompt = Array.from(tok.encode('Claim 1.', { bos: true }));
+    const whole = Array.from(tok.encode('Claim 1. A 䶮𠀋 valve', { bos: true }));
+    expect(whole.slice(0, prompt.length)).toEqual(prompt);
+    const script = whole.slice(prompt.length);
+    expect(script.map((id) => tok.idToPiece(id))).toEqual(['▁A', '▁', '<0xE4>', '<0xB6>', '<0xAE>', '<0xF0>', '<0xA0>', '<0x80>', '<0x8B>', '▁val', 've']);
+    const model = scriptedModel(tok.vocabSize, prompt, script);
+    const engine = new Engine(model, { kvCacheBytes: 2 ** 22, tokenizer: tok });
+    const remote = await ThreadedEngine.fromModel(model, { kvCacheBytes: 2 ** 22, tokenizer: tok });
+    try {
+      const want = [' A', ' ', '', '', '䶮', '', '', '', '𠀋', ' val', 've'];
+      for (const e of [engine, remote]) {
+        const deltas = await deltasOf(e.generate(prompt, { maxTokens: script.length, ignoreEos: true }));
+        expect(deltas.flatMap((d) => d.tokens)).toEqual(script);
+        expect(deltas.map((d) => d.text)).toEqual(want);
+        expect(deltas.map((d) => d.text).join('')).toBe(tok.decode(whole).slice(tok.decode(prompt).length));
+      }
+      // Ending inside a character: the held bytes come out as decode() shows them.
+      const cut = await engine.complete(prompt, { maxTokens: 4, ignoreEos: true });
+      expect(cut.text).toBe(tok.decode(whole.slice(0, prompt.length + 4)).slice(tok.decode(prompt).length));
+      expect(cut.text).toBe(' A \uFFFD\uFFFD');
+    } finally {
+      engine.close();
+      await remote.close();
+      model.dispose();
+    }
+  }, 60_000);
+
   it('text deltas cost O(1) per token: decode() work per token does not grow with the output', async () => {
     const bytes = new ByteTokenizer();
     let decodedIds = 0;
