@@ -17,6 +17,7 @@ import {
   LLAMA2_SPECIAL_IDS, fromHFConfig, specialIdsFromHF, toHFConfig, toHFGenerationConfig, validateConfig, validateSpecialIds,
   type ModelConfig, type SpecialTokenIds,
 } from './config.js';
+import { fileWriteError } from '../util/atomic.js';
 import { checkModelFits, checkTensorFits } from './limits.js';
 import { LlamaForCausalLM, type LlamaOptions } from './llama.js';
 import {
@@ -198,7 +199,11 @@ export async function savePretrained(model: LlamaForCausalLM, dir: string, opts:
     ...(!fresh ? { generation: await readJsonObject(join(dir, GENERATION_CONFIG_FILE)) } : {}),
   });
   const target = fresh ? tempPath(dir) : dir;
-  await mkdir(target, { recursive: true });
+  try {
+    await mkdir(target, { recursive: true });
+  } catch (err) {
+    throw fileWriteError(dir, err); // e.g. a file in the way of the folder
+  }
   try {
     for (const f of meta) await writeFileAtomic(join(target, f.name), f.content);
     const recorded = meta.find((f) => f.name === TOKENIZER_MODEL_FILE || f.name === TOKENIZER_SPEC_FILE)?.name;
@@ -220,7 +225,7 @@ export async function savePretrained(model: LlamaForCausalLM, dir: string, opts:
     } else if (stale.length) await syncDir(dir);
   } catch (err) {
     if (fresh) await rm(target, { recursive: true, force: true });
-    throw err;
+    throw fileWriteError(dir, err); // the files' own errors already name them and pass through
   }
 }
 

@@ -223,6 +223,12 @@ describe('clear errors', () => {
     mkdirSync(join(dir, 'config.json', 'x'), { recursive: true });
     const m = new LlamaForCausalLM(preset('tiny').config, { seed: 1 });
     await expect(savePretrained(m, dir)).rejects.toThrow(new RegExp(`${join(dir, 'config.json')}: cannot write \\((EISDIR|ENOTEMPTY|EEXIST)`));
+    // a file in the way of the folder: the error names the folder
+    writeFileSync(join(work, 'a-file'), 'x');
+    const under = join(work, 'a-file', 'model');
+    const e2 = await savePretrained(m, under).catch((e: unknown) => e);
+    expect((e2 as PatentGPTError).code).toBe('E_IO');
+    expect((e2 as Error).message).toMatch(new RegExp(`^${under}: cannot write \\(ENOTDIR`));
     m.dispose();
   });
 });
