@@ -129,6 +129,11 @@ describe('Engine hardening', () => {
         expect(deltas.map((d) => d.text)).toEqual(want);
         expect(deltas.map((d) => d.text).join('')).toBe(tok.decode(whole).slice(tok.decode(prompt).length));
       }
+      // Stop strings over split characters: the text stops just before, the tokens at the one that completed it.
+      const stopped = await engine.complete(prompt, { maxTokens: script.length, ignoreEos: true, stop: ['䶮𠀋'] });
+      expect(stopped).toEqual({ tokens: script.slice(0, 9), text: ' A ', finishReason: 'stop' });
+      expect(await remote.complete(prompt, { maxTokens: script.length, ignoreEos: true, stop: ['䶮𠀋'] })).toEqual(stopped);
+      expect((await engine.complete(prompt, { maxTokens: script.length, ignoreEos: true, stop: ['A 䶮', 'val'] })).text).toBe(' ');
       // Ending inside a character: the held bytes come out as decode() shows them.
       const cut = await engine.complete(prompt, { maxTokens: 4, ignoreEos: true });
       expect(cut.text).toBe(tok.decode(whole.slice(0, prompt.length + 4)).slice(tok.decode(prompt).length));
