@@ -11,6 +11,8 @@
 // then waiting ones in arrival order while the step's token budget, maxNumSeqs and free blocks
 // allow; a long prompt is prefilled in chunks across steps (chunked prefill). When a running
 // sequence needs a block and none is free, the latest-arrived running sequence is preempted.
+// Text deltas come from one incremental detokenizer per request (tokenizer/detokenize.ts): they
+// concatenate to decode(prompt + output) minus decode(prompt), at O(1) cost per token.
 //
 // Threading: Engine runs its steps on the thread that made it, one at a time, and yields to the
 // event loop (setImmediate) between steps; the token budget bounds one step's work. For a

@@ -7,7 +7,8 @@
 // byte pieces (<0xE4><0xB8><0xAD>) is held back until it completes or can no longer complete,
 // so no U+FFFD is emitted for a sequence that later turns out whole. pending() is the text of
 // what is held (what decode() would show if the ids ended here); flush() returns it and ends
-// the current byte run.
+// the current byte run. (A prompt that ends inside a character has no such difference; its
+// character then comes out whole with the output byte that completes it.)
 import { PatentGPTError } from '../errors.js';
 import { decodeUtf8, validCharLength } from './utf8.js';
 
