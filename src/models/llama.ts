@@ -1,22 +1,33 @@
-// LlamaForCausalLM: the LLaMA-2 decoder over packed batches. A packed batch concatenates
-// documents into one row of N tokens; cuSeqlens marks where each document starts, attention
-// never crosses a boundary, and positions restart at 0 in every document. This is the same
-// computation as Hugging Face's LlamaForCausalLM run on each document separately.
+// LlamaForCausalLM: the LLaMA-2 decoder. One decoder forward (LlamaModel.forward) serves
+// training and serving alike; the attention metadata says which kernel each layer's attention
+// takes (src/nn/metadata.ts):
+//   packed: a batch concatenates documents into one row of N tokens; cuSeqlens marks where each
+//           document starts, attention never crosses a boundary, and positions restart at 0 in
+//           every document. This is the same computation as Hugging Face's LlamaForCausalLM run
+//           on each document separately (hidden, forward, loss).
+//   paged:  a serving step's new tokens against a paged KV cache (forwardPaged). When a step is
+//           a few decode rows and every layer's feed-forward is a plain SwiGLU MLP, the model
+//           runs it through the fused native decode (one call per layer, prepared once per set
+//           of weights, into a DecodeWorkspace's buffers) instead of the separate ops.
 //
 // Module tree and parameter names (Hugging Face's):
 //   model.embed_tokens.weight (V, C)
 //   model.layers.{i}.input_layernorm.weight (C)
 //   model.layers.{i}.self_attn.{q,k,v,o}_proj.weight
 //   model.layers.{i}.post_attention_layernorm.weight (C)
-//   model.layers.{i}.mlp.{gate,up,down}_proj.weight
+//   model.layers.{i}.mlp.{gate,up,down}_proj.weight      ('mlp' is LlamaOptions.feedForwardName)
 //   model.norm.weight (C)
 //   lm_head.weight (V, C)            absent when tieEmbeddings: the output layer reads embed_tokens
 import { PatentGPTError } from '../errors.js';
 import {
-  Block, Embedding, Linear, Module, ModuleList, RMSNorm, SwiGLUMLP, zeroInit, type AttentionContext, type FeedForward,
-  type ParamInit,
+  Block, Embedding, ForwardRecorder, Linear, Module, ModuleList, RMSNorm, SwiGLUMLP, prefixContext, zeroInit,
+  type AttentionMetadata, type DecodeLayerWeights, type FeedForward, type ForwardContext, type PackedAttentionMetadata,
+  type PagedAttentionMetadata, type ParamInit, type RopeSetting,
 } from '../nn/index.js';
-import { Rng, Tensor, add, linear, linearCrossEntropy, scope } from '../tensor/index.js';
+import {
+  GEMV_MAX_ROWS, Rng, Tensor, add, copyRows, gatherRows, keep, linear, linearCrossEntropy, noGrad, prepareDecodeLayer,
+  prepareDecodeLogits, prepareGatherRows, scope, type Device,
+} from '../tensor/index.js';
 import { ropeParams, validateConfig, type ModelConfig } from './config.js';
 
 /** N tokens of one or more documents, packed. */
@@ -40,6 +51,8 @@ export interface LlamaOptions {
   init?: 'normal' | 'zeros';
   /** Builds layer i's feed-forward (default SwiGLUMLP); the SMoE decoder passes its MoE here. */
   feedForward?: (layer: number, cfg: ModelConfig, init: ParamInit) => FeedForward;
+  /** Module name of the feed-forward in every layer (default 'mlp'; Mixtral's is 'block_sparse_moe'). */
+  feedForwardName?: string;
   /** Rows per chunk of the fused output layer + loss (default: linearCrossEntropy's). */
   lossChunkSize?: number;
 }
@@ -49,16 +62,95 @@ export class LlamaModel extends Module {
   readonly embed_tokens: Embedding;
   readonly layers: ModuleList<Block>;
   readonly norm: RMSNorm;
-  constructor(cfg: ModelConfig, init: ParamInit, feedForward: NonNullable<LlamaOptions['feedForward']>) {
+  constructor(cfg: ModelConfig, init: ParamInit, feedForward: NonNullable<LlamaOptions['feedForward']>, feedForwardName?: string) {
     super();
     this.embed_tokens = this.registerModule('embed_tokens', new Embedding(cfg.vocabSize, cfg.dim, init));
     const blocks: Block[] = [];
     for (let i = 0; i < cfg.nLayers; i++) {
       const shape = { dim: cfg.dim, nHeads: cfg.nHeads, nKvHeads: cfg.nKvHeads, normEps: cfg.normEps };
-      blocks.push(new Block(shape, feedForward(i, cfg, init), init));
+      blocks.push(new Block(shape, feedForward(i, cfg, init), init, { feedForwardName }));
     }
     this.layers = this.registerModule('layers', new ModuleList(blocks));
     this.norm = this.registerModule('norm', new RMSNorm(cfg.dim, cfg.normEps, init));
+  }
+
+  /**
+   * The one decoder forward: token ids i32 (N) -> the residual stream after the last layer
+   * (N, C), before the final norm. Layer i reports to ctx under `layers.i.`.
+   */
+  forward(tokens: Tensor, meta: AttentionMetadata, ctx: ForwardContext): Tensor {
+    let x = this.embed_tokens.forward(tokens); // (N, C)
+    this.layers.items.forEach((layer, i) => (x = layer.forward(x, meta, prefixContext(ctx, `layers.${i}.`), i)));
+    return x;
+  }
+}
+
+/** One serving step for LlamaForCausalLM.forwardPaged. */
+export interface PagedStep {
+  /** i32: the token of each of the step's rows (attention.rows of them) at its start. */
+  tokens: Tensor;
+  attention: PagedAttentionMetadata;
+  /** i32: the rows whose next-token logits are wanted, ascending, at its start (logitRowCount of them). */
+  logitRows: Tensor;
+  logitRowCount: number;
+  /** (>= logitRowCount, V): receives those logits, in the order of logitRows, at its start. */
+  logits: Tensor;
+  /**
+   * Buffers for the fused decode path (createDecodeWorkspace), offered with metadata whose
+   * tensors stay the same from step to step (the calls are prepared for them once); absent,
+   * the step runs the separate ops.
+   */
+  workspace?: DecodeWorkspace | null;
+}
+
+/** The fused decode path's prepared calls, for one set of weights and one step's tensors. */
+interface DecodePlan {
+  generation: number;
+  /** The weights the calls hold. */
+  weights: unknown[];
+  /** The step's tensors and settings the calls hold. */
+  stepKey: StepKey;
+  step: PagedStep;
+  embed: (n: number) => void;
+  layers: ((M: number, nseq: number, partitions: number) => void)[];
+  logits: (n: number) => void;
+  pick: (n: number) => void;
+  pickedLogits: (n: number) => void;
+}
+
+/**
+ * Scratch of the fused decode path for up to GEMV_MAX_ROWS rows with contexts of up to
+ * `partitions` attention partitions, and the calls prepared over it. Made by
+ * LlamaForCausalLM.createDecodeWorkspace; the caller owns it (dispose()).
+ */
+export class DecodeWorkspace {
+  readonly rows = GEMV_MAX_ROWS;
+  readonly partitions: number;
+  /** @internal (R, C) residual, (R, C) normed, (R, H, D) q, (R, Hkv, D) k and v, (R, H, D) o, (R, F) g and u. */
+  readonly buffers: { x: Tensor; h: Tensor; q: Tensor; k: Tensor; v: Tensor; o: Tensor; g: Tensor; u: Tensor; partOut: Tensor; partStats: Tensor; picked: Tensor };
+  /** @internal the calls prepared for the latest weights and step. */
+  plan: DecodePlan | null | 'unfusable' = null;
+  /** @internal the parameter generation for which the model was found unfusable. */
+  unfusableAt = -1;
+
+  /** @internal */
+  constructor(cfg: ModelConfig, partitions: number, device: Device) {
+    this.partitions = partitions;
+    const R = this.rows, C = cfg.dim, H = cfg.nHeads, Hkv = cfg.nKvHeads, D = cfg.dim / cfg.nHeads, F = cfg.ffnDim, P = partitions;
+    const make = (shape: number[]): Tensor => keep(Tensor.empty(shape, { device }));
+    this.buffers = {
+      x: make([R, C]), h: make([R, C]), q: make([R, H, D]), k: make([R, Hkv, D]), v: make([R, Hkv, D]), o: make([R, H, D]),
+      g: make([R, F]), u: make([R, F]), partOut: make([R, H, P, D]), partStats: make([R, H, P, 2]), picked: make([R, C]),
+    };
+  }
+
+  dispose(): void {
+    for (const t of Object.values(this.buffers)) t.dispose();
+    this.plan = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }
 
@@ -74,13 +166,18 @@ export class LlamaForCausalLM extends Module {
     this.#config = validateConfig(config);
     const init = opts.init === 'zeros' ? zeroInit : normalInit(opts.seed ?? 0, opts.initStd ?? 0.02);
     const ff = opts.feedForward ?? ((_i, c, pi) => new SwiGLUMLP(c.dim, c.ffnDim, pi));
-    this.model = this.registerModule('model', new LlamaModel(this.config, init, ff));
+    this.model = this.registerModule('model', new LlamaModel(this.config, init, ff, opts.feedForwardName));
     this.lm_head = this.config.tieEmbeddings ? null : this.registerModule('lm_head', new Linear(this.config.dim, this.config.vocabSize, init));
     this.lossChunkSize = opts.lossChunkSize;
   }
 
   get config(): ModelConfig {
     return this.#config;
+  }
+
+  /** Where the parameters live (Module.to moves them). */
+  get device(): Device {
+    return this.model.embed_tokens.weight.device;
   }
 
   /**
@@ -103,15 +200,21 @@ export class LlamaForCausalLM extends Module {
     return this.lm_head?.weight ?? this.model.embed_tokens.weight;
   }
 
-  /** Final hidden states after the last norm: (N, C). */
-  hidden(batch: PackedBatch): Tensor {
-    return scope(() => {
-      const p = preparedBatch(batch, this.config);
-      const ctx: AttentionContext = { positions: p.positions, cuSeqlens: p.cuSeqlens, rope: p.rope };
-      let x = this.model.embed_tokens.forward(p.tokens); // (N, C)
-      for (const layer of this.model.layers.items) x = layer.forward(x, ctx);
-      return this.model.norm.forward(x);
-    });
+  /**
+   * Final hidden states after the last norm: (N, C). What the feed-forward reports goes to
+   * `ctx` (the caller owns the recorder); without one it is dropped.
+   */
+  hidden(batch: PackedBatch, ctx?: ForwardContext): Tensor {
+    const own = ctx ? null : new ForwardRecorder();
+    try {
+      return scope(() => {
+        const p = preparedBatch(batch, this.config);
+        const meta: PackedAttentionMetadata = { kind: 'packed', positions: p.positions, cuSeqlens: p.cuSeqlens, rope: p.rope };
+        return this.model.norm.forward(this.model.forward(p.tokens, meta, ctx ?? own!));
+      });
+    } finally {
+      own?.dispose();
+    }
   }
 
   /** Logits (N, V) of the next token at every position. */
@@ -120,23 +223,167 @@ export class LlamaForCausalLM extends Module {
   }
 
   /**
-   * Mean next-token cross-entropy over the targets that are not -100 (a scalar), plus any
-   * auxiliary loss of the feed-forward. The (N, V) logits are never materialised whole.
+   * Mean next-token cross-entropy over the targets that are not -100 (a scalar), plus every
+   * auxiliary loss the feed-forward reports. The (N, V) logits are never materialised whole.
+   * Pass a ForwardRecorder to read the reported metrics and auxiliary losses (then dispose it).
    */
-  loss(batch: PackedBatch): Tensor {
+  loss(batch: PackedBatch, ctx?: ForwardRecorder): Tensor {
     if (batch.targets === undefined) throw new PatentGPTError('E_ARGUMENT', 'LlamaForCausalLM.loss: the batch has no targets');
-    return scope(() => {
-      const N = batch.tokens instanceof Tensor ? batch.tokens.size : batch.tokens.length;
-      const targets = intTensor(batch.targets!, 'targets', N); // checked before anything is recorded
-      const h = this.hidden(batch);
-      let loss = linearCrossEntropy(h, this.outputWeight, targets, { ignoreIndex: -100, chunkSize: this.lossChunkSize });
-      for (const layer of this.model.layers.items) {
-        const aux = layer.mlp.takeAuxLoss?.();
-        if (aux) loss = add(loss, aux);
-      }
-      return loss;
-    });
+    const rec = ctx ?? new ForwardRecorder();
+    try {
+      return scope(() => {
+        const N = batch.tokens instanceof Tensor ? batch.tokens.size : batch.tokens.length;
+        const targets = intTensor(batch.targets!, 'targets', N); // checked before anything is recorded
+        const h = this.hidden(batch, rec);
+        let loss = linearCrossEntropy(h, this.outputWeight, targets, { ignoreIndex: -100, chunkSize: this.lossChunkSize });
+        for (const aux of rec.auxLosses.values()) loss = add(loss, aux);
+        return loss;
+      });
+    } finally {
+      if (!ctx) rec.dispose();
+    }
   }
+
+  /**
+   * loss() with what the forward reported: metrics by name (layer i's under `layers.i.`), each
+   * auxiliary loss's value among them. For a training stage's { loss, metrics }.
+   */
+  lossWithMetrics(batch: PackedBatch): { loss: Tensor; metrics: Record<string, number> } {
+    const rec = new ForwardRecorder();
+    try {
+      const loss = this.loss(batch, rec);
+      const metrics: Record<string, number> = Object.fromEntries(rec.metrics);
+      for (const [name, t] of rec.auxLosses) metrics[name] = t.item();
+      return { loss, metrics };
+    } finally {
+      rec.dispose();
+    }
+  }
+
+  /**
+   * Buffers for the fused decode path of forwardPaged, for contexts up to `maxContextLen`
+   * tokens in partitions of `partitionSize`. The caller owns it (dispose()).
+   */
+  createDecodeWorkspace(opts: { maxContextLen: number; partitionSize: number }): DecodeWorkspace {
+    const partitions = Math.max(1, Math.ceil(opts.maxContextLen / opts.partitionSize));
+    return new DecodeWorkspace(this.config, partitions, this.device);
+  }
+
+  /**
+   * A serving step (inference only): the decoder forward over the step's rows with the paged
+   * KV cache, the new keys and values stored in it, then the next-token logits of the wanted
+   * rows written into step.logits. The fused decode path runs it when it applies (a workspace,
+   * at most GEMV_MAX_ROWS rows all reading the cache, one RoPE setting, contexts within the
+   * workspace, every feed-forward a plain SwiGLU MLP, weights on the CPU).
+   */
+  forwardPaged(step: PagedStep): void {
+    const plan = this.#fusedPlan(step);
+    if (plan) return this.#fusedStep(step, plan);
+    noGrad(() => scope(() => {
+      const rec = new ForwardRecorder(); // a serving step has no loss to add to
+      try {
+        const N = step.attention.rows;
+        const x = this.model.forward(head(step.tokens, N), step.attention, rec); // (N, C)
+        const n = step.logitRowCount;
+        if (n === 0) return;
+        const rows = n === N ? x : gatherRows(x, head(step.logitRows, n)); // (n, C)
+        copyRows(step.logits, 0, linear(this.model.norm.forward(rows), this.outputWeight), 0, n);
+      } finally {
+        rec.dispose();
+      }
+    }));
+  }
+
+  #fusedStep(step: PagedStep, plan: DecodePlan): void {
+    const meta = step.attention, c = meta.cached!;
+    const M = meta.rows, n = step.logitRowCount;
+    plan.embed(M);
+    const partitions = Math.max(1, Math.ceil(c.maxContextLen / c.partitionSize));
+    for (const layer of plan.layers) layer(M, c.seqs, partitions);
+    if (n === 0) return;
+    if (n === M) plan.logits(M); // every row: norm and head in place
+    else {
+      plan.pick(n); // a prompt chunk's last row: gathered first
+      plan.pickedLogits(n);
+    }
+  }
+
+  /** The fused decode path's calls for this step, or null when the step takes the separate ops. */
+  #fusedPlan(step: PagedStep): DecodePlan | null {
+    const ws = step.workspace, meta = step.attention, c = meta.cached;
+    if (!ws || meta.fresh || !c || Array.isArray(meta.rope) || meta.rows > ws.rows || c.seqs > ws.rows) return null;
+    if (Math.ceil(c.maxContextLen / c.partitionSize) > ws.partitions) return null;
+    const gen = Module.parameterGeneration;
+    const plan = ws.plan;
+    if (plan === 'unfusable' && ws.unfusableAt === gen) return null;
+    // A decode step of the same runner and weights: nothing to look at but the step's fields.
+    const current = plan && plan !== 'unfusable' && plan.step === step && sameStep(plan.stepKey, step) ? plan : null;
+    if (current && current.generation === gen) return current;
+    // Weights may have been replaced (a state dict loaded) or the step's tensors changed: look again.
+    const layers = this.model.layers.items.map((l) => l.decodeWeights());
+    if (layers.some((w) => w === null) || this.device !== 'cpu') {
+      ws.plan = 'unfusable';
+      ws.unfusableAt = gen;
+      return null;
+    }
+    const weights = [this.model.embed_tokens.weight, this.model.norm.weight, this.outputWeight];
+    for (const w of layers as DecodeLayerWeights[]) weights.push(w.normWeight, w.wq, w.wk, w.wv, w.wo, w.mlp.normWeight, w.mlp.gate, w.mlp.up, w.mlp.down);
+    if (current && current.weights.length === weights.length && current.weights.every((w, i) => w === weights[i])) {
+      current.generation = gen;
+      return current;
+    }
+    ws.plan = this.#prepare(step, ws, layers as DecodeLayerWeights[], weights, gen);
+    return ws.plan;
+  }
+
+  #prepare(step: PagedStep, ws: DecodeWorkspace, layerWeights: DecodeLayerWeights[], weights: unknown[], generation: number): DecodePlan {
+    const meta = step.attention, c = meta.cached!, b = ws.buffers;
+    const attention = {
+      blockTables: c.blockTables, maxBlocks: c.maxBlocks, cuQ: c.cuQ, contextLens: c.contextLens, partitionSize: c.partitionSize,
+      maxPartitions: ws.partitions,
+    };
+    const layers = layerWeights.map((w, l) => prepareDecodeLayer({
+      x: b.x, normWeight: w.normWeight, eps: w.eps, wq: w.wq, wk: w.wk, wv: w.wv, positions: meta.positions, slotMapping: meta.slotMapping,
+      kCache: meta.cache.k[l]!, vCache: meta.cache.v[l]!, rope: meta.rope as RopeSetting, wo: w.wo, attention, mlp: w.mlp,
+    }, b));
+    const norm = this.model.norm;
+    return {
+      generation, weights, stepKey: stepKey(step), step, layers,
+      embed: prepareGatherRows(b.x, this.model.embed_tokens.weight, step.tokens),
+      logits: prepareDecodeLogits(step.logits, b.x, norm, this.outputWeight, b.h),
+      pick: prepareGatherRows(b.picked, b.x, step.logitRows),
+      pickedLogits: prepareDecodeLogits(step.logits, b.picked, norm, this.outputWeight, b.h),
+    };
+  }
+}
+
+/** The first n entries (rows) of t. */
+function head(t: Tensor, n: number): Tensor {
+  return t.shape[0] === n ? t : t.narrow(0, n);
+}
+
+/** What prepared decode calls hold of a step (the counts change freely). */
+interface StepKey {
+  tokens: Tensor; logitRows: Tensor; logits: Tensor; positions: Tensor; slotMapping: Tensor; blockTables: Tensor; maxBlocks: number;
+  cuQ: Tensor; contextLens: Tensor; partitionSize: number; theta: number; posScale: number; k: readonly Tensor[]; v: readonly Tensor[];
+}
+
+function stepKey(step: PagedStep): StepKey {
+  const m = step.attention, c = m.cached!, r = m.rope as RopeSetting;
+  return {
+    tokens: step.tokens, logitRows: step.logitRows, logits: step.logits, positions: m.positions, slotMapping: m.slotMapping,
+    blockTables: c.blockTables, maxBlocks: c.maxBlocks, cuQ: c.cuQ, contextLens: c.contextLens, partitionSize: c.partitionSize,
+    theta: r.theta, posScale: r.posScale, k: m.cache.k, v: m.cache.v,
+  };
+}
+
+/** Whether the step still holds what the calls were prepared with (no allocation: checked every decode step). */
+function sameStep(k: StepKey, step: PagedStep): boolean {
+  const m = step.attention, c = m.cached!, r = m.rope as RopeSetting;
+  return k.tokens === step.tokens && k.logitRows === step.logitRows && k.logits === step.logits && k.positions === m.positions &&
+    k.slotMapping === m.slotMapping && k.blockTables === c.blockTables && k.maxBlocks === c.maxBlocks && k.cuQ === c.cuQ &&
+    k.contextLens === c.contextLens && k.partitionSize === c.partitionSize && k.theta === r.theta && k.posScale === r.posScale &&
+    k.k === m.cache.k && k.v === m.cache.v;
 }
 
 function normalInit(seed: number, std: number): ParamInit {

@@ -2,5 +2,9 @@
 export { Module } from './module.js';
 export {
   Linear, Embedding, RMSNorm, Attention, SwiGLUMLP, Block, ModuleList, zeroInit,
-  type ParamInit, type FeedForward, type AttentionContext, type AttentionShape,
+  type ParamInit, type FeedForward, type SwigluWeights, type DecodeLayerWeights, type BlockOptions, type AttentionShape,
 } from './layers.js';
+export { ForwardRecorder, prefixContext, type ForwardContext } from './context.js';
+export type {
+  AttentionMetadata, PackedAttentionMetadata, PagedAttentionMetadata, PagedKvCache, FreshPrompts, CachedRows, RopeSegment, RopeSetting,
+} from './metadata.js';

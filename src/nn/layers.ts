@@ -1,12 +1,16 @@
 // The LLaMA building blocks as modules over the fused ops: Linear (no bias), Embedding, RMSNorm,
-// Attention (RoPE, grouped-query, packed variable-length sequences), the SwiGLU MLP behind the
-// FeedForward interface, and the pre-norm decoder Block. Parameter names follow Hugging Face.
+// Attention (RoPE, grouped-query; the kernel chosen by the attention metadata: packed
+// variable-length sequences or a paged KV cache), the SwiGLU MLP behind the FeedForward
+// interface, and the pre-norm decoder Block. Parameter names follow Hugging Face.
 //
-// Shapes: N tokens of a packed batch, C = dim, H query heads, Hkv key/value heads, D = C / H.
+// Shapes: N rows (tokens), C = dim, H query heads, Hkv key/value heads, D = C / H.
 import { PatentGPTError } from '../errors.js';
 import {
-  Tensor, add, attention, embedding, linear, rmsnorm, rope, swiglu, type RopeOptions,
+  Tensor, add, attention, copyRows, embedding, linear, pagedAttention, pagedKvStore, rmsnorm, rope, swiglu,
+  type DecodeMlpWeights,
 } from '../tensor/index.js';
+import type { ForwardContext } from './context.js';
+import type { AttentionMetadata, PagedAttentionMetadata, RopeSegment, RopeSetting } from './metadata.js';
 import { Module } from './module.js';
 
 /** Makes a parameter tensor: 'normal' for projection and embedding matrices, 'ones' for norm gains. */
@@ -68,16 +72,6 @@ export class RMSNorm extends Module {
   }
 }
 
-/** What attention needs to know about a packed batch. */
-export interface AttentionContext {
-  /** i32 (N): position of each token within its document (restarts at 0). */
-  positions: Tensor;
-  /** i32 (nDocs + 1): document boundaries; attention never crosses them. */
-  cuSeqlens: Tensor;
-  /** RoPE base and position scale for this batch. */
-  rope: Required<RopeOptions>;
-}
-
 export interface AttentionShape {
   dim: number;
   nHeads: number;
@@ -105,28 +99,86 @@ export class Attention extends Module {
     this.o_proj = this.registerModule('o_proj', new Linear(nHeads * D, dim, init));
   }
 
-  /** x (N, C) -> (N, C). */
-  forward(x: Tensor, ctx: AttentionContext): Tensor {
+  /**
+   * x (N, C) -> (N, C). The metadata picks the kernel: packed sequences attend over their own
+   * keys (fused variable-length attention); a paged step stores its keys and values in layer
+   * `layer`'s cache, then fresh prompts attend over their own keys and the other rows read the
+   * cache through their block tables.
+   */
+  forward(x: Tensor, meta: AttentionMetadata, layer = 0): Tensor {
+    if (meta.kind === 'paged') return this.#paged(x, meta, layer);
     const N = x.shape[0]!;
     const { nHeads: H, nKvHeads: Hkv } = this.shape;
     const D = this.headDim;
-    const q = rope(this.q_proj.forward(x).reshape([N, H, D]), ctx.positions, ctx.rope); // (N, H, D)
-    const k = rope(this.k_proj.forward(x).reshape([N, Hkv, D]), ctx.positions, ctx.rope); // (N, Hkv, D)
+    const q = rope(this.q_proj.forward(x).reshape([N, H, D]), meta.positions, meta.rope); // (N, H, D)
+    const k = rope(this.k_proj.forward(x).reshape([N, Hkv, D]), meta.positions, meta.rope); // (N, Hkv, D)
     const v = this.v_proj.forward(x).reshape([N, Hkv, D]); // (N, Hkv, D)
-    const o = attention(q, k, v, { cuSeqlens: ctx.cuSeqlens, causal: true }); // (N, H, D)
+    const o = attention(q, k, v, { cuSeqlens: meta.cuSeqlens, causal: true }); // (N, H, D)
+    return this.o_proj.forward(o.reshape([N, H * D]));
+  }
+
+  #paged(x: Tensor, meta: PagedAttentionMetadata, layer: number): Tensor {
+    const N = meta.rows;
+    const { nHeads: H, nKvHeads: Hkv } = this.shape;
+    const D = this.headDim;
+    const kCache = meta.cache.k[layer], vCache = meta.cache.v[layer];
+    if (!kCache || !vCache) throw new PatentGPTError('E_ARGUMENT', `Attention: the paged metadata has no cache for layer ${layer}`);
+    const pos = head(meta.positions, N);
+    const q = ropeRows(this.q_proj.forward(x).reshape([N, H, D]), pos, meta.rope); // (N, H, D)
+    const k = ropeRows(this.k_proj.forward(x).reshape([N, Hkv, D]), pos, meta.rope); // (N, Hkv, D)
+    const v = this.v_proj.forward(x).reshape([N, Hkv, D]); // (N, Hkv, D)
+    pagedKvStore(kCache, vCache, k, v, head(meta.slotMapping, N));
+    const o = Tensor.empty([N, H, D], { like: q });
+    const nFresh = meta.fresh?.rows ?? 0;
+    if (nFresh > 0) {
+      const a = attention(q.narrow(0, nFresh), k.narrow(0, nFresh), v.narrow(0, nFresh), { cuSeqlens: meta.fresh!.cuSeqlens, causal: true });
+      copyRows(o, 0, a, 0, nFresh);
+    }
+    const c = meta.cached;
+    if (N > nFresh) {
+      if (!c) throw new PatentGPTError('E_ARGUMENT', `Attention: rows ${nFresh}..${N} of a paged step are not fresh prompts, and the metadata has no block tables for them`);
+      const tables = c.blockTables.shape.length === 1 ? head(c.blockTables, c.seqs * c.maxBlocks) : head(c.blockTables, c.seqs);
+      pagedAttention(q.narrow(nFresh, N - nFresh), kCache, vCache, {
+        blockTables: tables, maxBlocks: c.maxBlocks, cuQ: head(c.cuQ, c.seqs + 1), contextLens: head(c.contextLens, c.seqs),
+        partitionSize: c.partitionSize, maxContextLen: c.maxContextLen, out: o.narrow(nFresh, N - nFresh),
+      });
+    }
     return this.o_proj.forward(o.reshape([N, H * D]));
   }
 }
 
+/** The first n rows of t (t itself when it has exactly n). */
+function head(t: Tensor, n: number): Tensor {
+  return t.shape[0] === n ? t : t.narrow(0, n);
+}
+
+/** RoPE of x (N, heads, D): one setting for all rows, or one per segment of rows. */
+function ropeRows(x: Tensor, positions: Tensor, r: RopeSetting | readonly RopeSegment[]): Tensor {
+  if (!Array.isArray(r)) return rope(x, positions, r as RopeSetting);
+  const out = Tensor.empty(x.shape, { like: x });
+  for (const sg of r as readonly RopeSegment[]) copyRows(out, sg.row, rope(x.narrow(sg.row, sg.rows), positions.narrow(sg.row, sg.rows), sg.rope), 0, sg.rows);
+  return out;
+}
+
 /**
  * The position-wise feed-forward of a block: the dense SwiGLU MLP now, a mixture of experts
- * later. x (N, C) -> (N, C). An implementation may report an auxiliary loss (load balancing)
- * that the model adds to the language-model loss.
+ * later. x (N, C) -> (N, C). An implementation reports auxiliary losses (load balancing) and
+ * metrics through the context; the model adds the losses to the language-model loss.
  */
 export interface FeedForward extends Module {
-  forward(x: Tensor): Tensor;
-  /** Auxiliary loss of the last forward (a scalar), if any; the caller owns it. */
-  takeAuxLoss?(): Tensor | null;
+  forward(x: Tensor, ctx: ForwardContext): Tensor;
+  /**
+   * gate, up, down when this is exactly LlamaMLP (down(silu(gate(x)) * up(x))): what the fused
+   * decode path needs. Absent or null for other kinds, which then run as modules.
+   */
+  swigluWeights?(): SwigluWeights | null;
+}
+
+export interface SwigluWeights {
+  /** (F, C), (F, C), (C, F). */
+  gate: Tensor;
+  up: Tensor;
+  down: Tensor;
 }
 
 /** down(silu(gate(x)) * up(x)): LlamaMLP. */
@@ -143,27 +195,62 @@ export class SwiGLUMLP extends Module implements FeedForward {
   forward(x: Tensor): Tensor {
     return this.down_proj.forward(swiglu(this.gate_proj.forward(x), this.up_proj.forward(x)));
   }
+  swigluWeights(): SwigluWeights {
+    return { gate: this.gate_proj.weight, up: this.up_proj.weight, down: this.down_proj.weight };
+  }
+}
+
+/** A decoder layer's weights as the fused decode path takes them (decodeLayer's inputs). */
+export interface DecodeLayerWeights {
+  normWeight: Tensor;
+  eps: number;
+  wq: Tensor;
+  wk: Tensor;
+  wv: Tensor;
+  wo: Tensor;
+  mlp: DecodeMlpWeights;
+}
+
+export interface BlockOptions {
+  /**
+   * Module name of the feed-forward (default 'mlp', LlamaDecoderLayer's); Mixtral's sparse
+   * layer is 'block_sparse_moe'. It is the middle of the checkpoint names of its parameters.
+   */
+  feedForwardName?: string;
 }
 
 /** Pre-norm decoder layer: x + attn(norm(x)), then + ffn(norm(x)). LlamaDecoderLayer. */
 export class Block extends Module {
   readonly self_attn: Attention;
-  readonly mlp: FeedForward;
+  readonly feedForward: FeedForward;
+  readonly feedForwardName: string;
   readonly input_layernorm: RMSNorm;
   readonly post_attention_layernorm: RMSNorm;
 
-  constructor(shape: AttentionShape & { normEps: number }, mlp: FeedForward, init: ParamInit = zeroInit) {
+  constructor(shape: AttentionShape & { normEps: number }, feedForward: FeedForward, init: ParamInit = zeroInit, opts: BlockOptions = {}) {
     super();
+    this.feedForwardName = opts.feedForwardName ?? 'mlp';
     this.self_attn = this.registerModule('self_attn', new Attention(shape, init));
-    this.mlp = this.registerModule('mlp', mlp);
+    this.feedForward = this.registerModule(this.feedForwardName, feedForward);
     this.input_layernorm = this.registerModule('input_layernorm', new RMSNorm(shape.dim, shape.normEps, init));
     this.post_attention_layernorm = this.registerModule('post_attention_layernorm', new RMSNorm(shape.dim, shape.normEps, init));
   }
 
-  /** x (N, C) -> (N, C). */
-  forward(x: Tensor, ctx: AttentionContext): Tensor {
-    const h = add(x, this.self_attn.forward(this.input_layernorm.forward(x), ctx));
-    return add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
+  /** x (N, C) -> (N, C); `layer` picks this layer's KV cache in a paged step. */
+  forward(x: Tensor, meta: AttentionMetadata, ctx: ForwardContext, layer = 0): Tensor {
+    const h = add(x, this.self_attn.forward(this.input_layernorm.forward(x), meta, layer));
+    return add(h, this.feedForward.forward(this.post_attention_layernorm.forward(h), ctx));
+  }
+
+  /** The fused decode path's weights, or null when the feed-forward is not a plain SwiGLU MLP. */
+  decodeWeights(): DecodeLayerWeights | null {
+    const mlp = this.feedForward.swigluWeights?.() ?? null;
+    if (!mlp) return null;
+    const a = this.self_attn, n = this.input_layernorm, post = this.post_attention_layernorm;
+    return {
+      normWeight: n.weight, eps: n.eps, wq: a.q_proj.weight, wk: a.k_proj.weight, wv: a.v_proj.weight, wo: a.o_proj.weight,
+      mlp: { normWeight: post.weight, eps: post.eps, ...mlp },
+    };
   }
 }
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { BlockPool } from '../../src/infer/blocks.js';
 import { ModelRunner, type StepItem } from '../../src/infer/runner.js';
 import { LlamaForCausalLM, preset, validateConfig } from '../../src/models/index.js';
-import { Module, type FeedForward } from '../../src/nn/index.js';
+import { Module, SwiGLUMLP, type FeedForward, type ParamInit } from '../../src/nn/index.js';
 import { noGrad, scale, type Tensor } from '../../src/tensor/index.js';
 import { expectClose } from '../helpers.js';
 
@@ -121,7 +121,7 @@ describe('ModelRunner', () => {
     const b = tokens(10, 13);
     expectClose(run(b), fullLogits(model, b), 1e-4, 1e-4, 'after setParameter');
     const down = model.getParameter('model.layers.1.mlp.down_proj.weight')!;
-    down.storage.write(new Float32Array(down.size).fill(0.01), down.byteOffset); // in place
+    down.write(new Float32Array(down.size).fill(0.01)); // in place
     const c = tokens(10, 17);
     expectClose(run(c), fullLogits(model, c), 1e-4, 1e-4, 'after an in-place change');
     const d = tokens(30, 19); // 8 blocks, 4 partitions: more than the decode buffers hold
@@ -156,18 +156,19 @@ describe('ModelRunner', () => {
   });
 
   it('a feed-forward of another kind (not the SwiGLU MLP) runs as its module in decode steps, with the same logits', () => {
-    const model = new LlamaForCausalLM(cfg, { seed: 9, initStd: 0.1 });
     let calls = 0;
     class Wrapped extends Module implements FeedForward {
-      constructor(readonly inner: FeedForward) {
+      readonly inner: SwiGLUMLP;
+      constructor(dim: number, hidden: number, init: ParamInit) {
         super();
+        this.inner = this.registerModule('inner', new SwiGLUMLP(dim, hidden, init));
       }
       forward(x: Tensor): Tensor {
         calls++;
         return this.inner.forward(x);
       }
     }
-    for (const layer of model.model.layers.items) (layer as { mlp: FeedForward }).mlp = new Wrapped(layer.mlp);
+    const model = new LlamaForCausalLM(cfg, { seed: 9, initStd: 0.1, feedForward: (_i, c, init) => new Wrapped(c.dim, c.ffnDim, init) });
     const pool = new BlockPool(16, 4);
     const runner = new ModelRunner(model, { numBlocks: 16, blockSize: 4, partitionSize: 8 });
     const tokens = Array.from({ length: 9 }, (_, i) => (i * 17 + 4) % 256);
