@@ -21,7 +21,7 @@ import { ShardSet } from '../data/shards.js';
 import { TEXT_EXTENSIONS, writeTextShards, type TextReadReport } from '../data/textfiles.js';
 import {
   LlamaForCausalLM, extendContext, flopsPerToken, fromHFConfig, loadWeights, parameterCount, preset, readConfig, resizeVocabulary,
-  safetensorsContent, toHFConfig, validateConfig, type ModelConfig,
+  folderFiles, safetensorsContent, validateConfig, type ModelConfig,
 } from '../models/index.js';
 import { measurePeakFlops, noGrad, runtimeInfo, setNumThreads, type Tensor } from '../tensor/index.js';
 import { ByteTokenizer } from '../tokenizer/byte.js';
@@ -207,12 +207,12 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
 
   // ---- data
   const needText = opts.dataPaths !== undefined || cfg.data.manifests.length === 0;
-  let tokenizer: TextEncoderLike | null = null;
-  if (needText) {
-    tokenizer = await stageTokenizer(cfg.tokenizer, file);
-    if (tokenizer.vocabSize > modelCfg.vocabSize)
-      throw cfgError(file, 'model.vocabSize', `${modelCfg.vocabSize} is smaller than the tokenizer's ${tokenizer.vocabSize} ids (tokenizer: "${cfg.tokenizer}")`);
-  }
+  // Built even when the data comes tokenized: checkpoints record it (model folders name their
+  // tokenizer and its special ids).
+  const stageTok = await stageTokenizer(cfg.tokenizer, file);
+  if (stageTok.vocabSize > modelCfg.vocabSize)
+    throw cfgError(file, 'model.vocabSize', `${modelCfg.vocabSize} is smaller than the tokenizer's ${stageTok.vocabSize} ids (tokenizer: "${cfg.tokenizer}")`);
+  const tokenizer: TextEncoderLike | null = needText ? stageTok : null;
   await fsp.mkdir(runDir, { recursive: true });
   let manifests = cfg.data.manifests;
   let report: TextReadReport | undefined;
@@ -326,7 +326,7 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
       restoreDataPosition: (p) => train.restore(p as StreamPosition),
       checkpointFiles: () => [
         { name: 'model.safetensors', content: (sink) => safetensorsContent(m.namedParameters()).write(sink) },
-        { name: 'config.json', content: JSON.stringify(toHFConfig(m.config), null, 2) + '\n' },
+        ...folderFiles(m.config, { tokenizer: stageTok }),
       ],
       restoreCheckpoint: async (ck) => {
         await loadWeights(m, ck.dir);
@@ -378,7 +378,7 @@ export async function pretrain(cfg: StageConfig, opts: PretrainOptions = {}): Pr
 }
 
 /** The stage's text tokenizer: "byte", "llama2" (LLaMA-2's vocabulary, no file needed) or a tokenizer.model path. */
-async function stageTokenizer(name: string, file: string): Promise<TextEncoderLike> {
+async function stageTokenizer(name: string, file: string): Promise<ByteTokenizer | SentencePieceTokenizer> {
   if (name === 'byte') return new ByteTokenizer();
   if (name === 'llama2') return SentencePieceTokenizer.llama2();
   try {

@@ -82,9 +82,15 @@ describe('patentgpt pretrain', () => {
     expect(recs.at(-2)!.mfu).toBeGreaterThan(0);
     expect(recs.some((x) => x.valLoss !== undefined)).toBe(true);
     const ck = path.join(runDir, 'checkpoints', 'step-4');
-    expect(fs.readdirSync(ck).sort()).toEqual(['checksums.json', 'config.json', 'model.safetensors', 'optimizer.safetensors', 'state.json']);
-    const hf = JSON.parse(fs.readFileSync(path.join(ck, 'config.json'), 'utf8')) as { architectures: string[]; vocab_size: number };
+    expect(fs.readdirSync(ck).sort()).toEqual([
+      'checksums.json', 'config.json', 'generation_config.json', 'model.safetensors', 'optimizer.safetensors', 'state.json', 'tokenizer_spec.json',
+    ]);
+    // A checkpoint is a complete model folder: special ids and the tokenizer it was trained with.
+    const hf = JSON.parse(fs.readFileSync(path.join(ck, 'config.json'), 'utf8')) as { architectures: string[]; bos_token_id: number; eos_token_id: number };
     expect(hf.architectures).toEqual(['LlamaForCausalLM']);
+    const gen = JSON.parse(fs.readFileSync(path.join(ck, 'generation_config.json'), 'utf8')) as { bos_token_id: number; eos_token_id: number };
+    expect([gen.bos_token_id, gen.eos_token_id]).toEqual([hf.bos_token_id, hf.eos_token_id]);
+    expect(JSON.parse(fs.readFileSync(path.join(ck, 'tokenizer_spec.json'), 'utf8'))).toEqual({ type: 'byte' });
     expect(fs.readFileSync(path.join(runDir, 'report.svg'), 'utf8')).toMatch(/<svg/);
   });
 
