@@ -36,6 +36,24 @@ describe('scope keeps what its result reaches', () => {
     expect(live()).toBe(before);
   });
 
+  it('through a 100k-deep chain and a cycle below the shallow levels, without stack overflow', () => {
+    const before = live();
+    const out = scope(() => {
+      Tensor.zeros([1]); // dropped
+      const ring: { next?: unknown; t?: Tensor } = {};
+      let node: { next?: unknown; t?: Tensor } = { next: ring };
+      ring.next = node; // a cycle, 100k levels down
+      for (let i = 0; i < 100_000; i++) node = { next: node };
+      ring.t = Tensor.zeros([2]);
+      return node;
+    });
+    expect(live()).toBe(before + 1);
+    let n = out as { next?: unknown; t?: Tensor };
+    while (!n.t) n = n.next as typeof n;
+    n.t.dispose();
+    expect(live()).toBe(before);
+  });
+
   it('nested scopes hand survivors to the enclosing scope, which disposes them unless kept', () => {
     const before = live();
     const kept = scope(() => {

@@ -133,34 +133,51 @@ function close(frame: Frame, result: unknown): void {
   mine.clear();
 }
 
-// Tensors of `mine` reachable from value. Iterative with a visited set (deep and cyclic results);
-// stops as soon as every tensor of the scope is found. Typed arrays and buffers hold no tensors
-// and are not walked (they may be large); a tensor's own fields (its .grad) are not walked.
+// Tensors of `mine` reachable from value, stopping as soon as all of them are found. Shallow
+// levels (where results live) are walked recursively with no bookkeeping; below kShallow the walk
+// goes on iteratively with a visited set, so deep, shared and cyclic structures end. Typed
+// arrays and buffers hold no tensors and are not walked (they may be large); neither are a
+// tensor's own fields (its .grad).
+const kShallow = 8;
+
+interface Walk {
+  readonly mine: Set<Tensor>;
+  readonly out: Set<Tensor>;
+  deep: object[] | null;
+}
+
 function collect(value: object, mine: Set<Tensor>, out: Set<Tensor>): void {
-  if (isTensor(value)) {
-    if (mine.has(value)) out.add(value);
-    return;
-  }
-  const seen = new Set<object>([value]);
-  const todo: object[] = [value];
-  const visit = (v: unknown): void => {
-    if (v === null || typeof v !== 'object' || seen.has(v)) return;
-    seen.add(v);
-    if (isTensor(v)) {
-      if (mine.has(v)) out.add(v);
-    } else if (!ArrayBuffer.isView(v) && !(v instanceof ArrayBuffer)) todo.push(v);
-  };
+  const w: Walk = { mine, out, deep: null };
+  walk(value, w, 0);
+  if (w.deep === null) return;
+  const seen = new Set<object>();
+  const todo = w.deep;
   while (todo.length > 0 && out.size < mine.size) {
     const v = todo.pop()!;
-    if (Array.isArray(v)) for (const x of v) visit(x);
-    else if (v instanceof Map)
-      for (const [k, x] of v) {
-        visit(k);
-        visit(x);
-      }
-    else if (v instanceof Set) for (const x of v) visit(x);
-    else for (const k of Object.keys(v)) visit((v as Record<string, unknown>)[k]);
+    if (seen.has(v)) continue;
+    seen.add(v);
+    children(v, w, kShallow);
   }
+}
+
+function walk(v: unknown, w: Walk, depth: number): void {
+  if (v === null || typeof v !== 'object' || w.out.size === w.mine.size) return;
+  if (isTensor(v)) {
+    if (w.mine.has(v)) w.out.add(v);
+  } else if (depth >= kShallow) (w.deep ??= []).push(v);
+  else children(v, w, depth + 1);
+}
+
+function children(v: object, w: Walk, depth: number): void {
+  if (Array.isArray(v)) for (let i = 0; i < v.length; i++) walk(v[i], w, depth);
+  else if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return;
+  else if (v instanceof Map)
+    for (const [k, x] of v) {
+      walk(k, w, depth);
+      walk(x, w, depth);
+    }
+  else if (v instanceof Set) for (const x of v) walk(x, w, depth);
+  else for (const k of Object.keys(v)) walk((v as Record<string, unknown>)[k], w, depth);
 }
 
 function isTensor(v: object): v is Tensor {
