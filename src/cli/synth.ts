@@ -44,11 +44,10 @@ async function makeGenerator(o: SynthCliOptions): Promise<Generator & { close?()
     });
   }
   const dir = need(o.model, '--model DIR (a model folder: config.json + safetensors)');
-  const spec = o.tokenizer ?? path.join(dir, 'tokenizer.model');
-  const tok = tokenizerFromSpec(spec, dir);
+  const tok = tokenizerFromSpec(o.tokenizer, dir); // --tokenizer, else the one the folder records
   const model = await loadPretrained(dir);
   if (tok.vocabSize > model.config.vocabSize)
-    throw new PatentGPTError('E_ARGUMENT', `tokenizer ${spec} has ${tok.vocabSize} tokens; the model's vocabulary has ${model.config.vocabSize}`);
+    throw new PatentGPTError('E_ARGUMENT', `tokenizer ${o.tokenizer ?? `recorded in ${dir}`} has ${tok.vocabSize} tokens; the model's vocabulary has ${model.config.vocabSize}`);
   return EngineGenerator.fromModel(model, tok, path.basename(path.resolve(dir)), { kvCacheBytes: o.kvCacheMb * 2 ** 20, ...(o.concurrency ? { concurrency: o.concurrency } : {}) });
 }
 
