@@ -132,6 +132,8 @@ export class DecodeWorkspace {
   plan: DecodePlan | null | 'unfusable' = null;
   /** @internal the parameter generation for which the model was found unfusable. */
   unfusableAt = -1;
+  /** Views over the buffers (and a step's tensors) that the current plan holds. */
+  #views: Tensor[] = [];
 
   /** @internal */
   constructor(cfg: ModelConfig, partitions: number, device: Device) {
@@ -144,8 +146,25 @@ export class DecodeWorkspace {
     };
   }
 
+  /** @internal the buffers' first R rows (the buffers themselves for R = rows); views are freed with the next plan. */
+  rowsView(R: number): DecodeWorkspace['buffers'] {
+    for (const t of this.#views) t.dispose();
+    this.#views = [];
+    if (R === this.rows) return this.buffers;
+    const out = {} as Record<string, Tensor>;
+    for (const [name, t] of Object.entries(this.buffers)) out[name] = this.keepView(t.narrow(0, R));
+    return out as DecodeWorkspace['buffers'];
+  }
+
+  /** @internal holds a view until the next plan or dispose(). */
+  keepView(t: Tensor): Tensor {
+    this.#views.push(keep(t));
+    return t;
+  }
+
   dispose(): void {
-    for (const t of Object.values(this.buffers)) t.dispose();
+    for (const t of [...this.#views, ...Object.values(this.buffers)]) t.dispose();
+    this.#views = [];
     this.plan = null;
   }
 
@@ -311,7 +330,7 @@ export class LlamaForCausalLM extends Module {
   /** The fused decode path's calls for this step, or null when the step takes the separate ops. */
   #fusedPlan(step: PagedStep): DecodePlan | null {
     const ws = step.workspace, meta = step.attention, c = meta.cached;
-    if (!ws || meta.fresh || !c || Array.isArray(meta.rope) || meta.rows > ws.rows || c.seqs > ws.rows) return null;
+    if (!ws || meta.fresh || !c || Array.isArray(meta.rope) || meta.rows > stepRows(step, ws) || c.seqs > c.contextLens.size) return null;
     if (Math.ceil(c.maxContextLen / c.partitionSize) > ws.partitions) return null;
     const gen = Module.parameterGeneration;
     const plan = ws.plan;
@@ -337,7 +356,11 @@ export class LlamaForCausalLM extends Module {
   }
 
   #prepare(step: PagedStep, ws: DecodeWorkspace, layerWeights: DecodeLayerWeights[], weights: unknown[], generation: number): DecodePlan {
-    const meta = step.attention, c = meta.cached!, b = ws.buffers;
+    const meta = step.attention, c = meta.cached!;
+    // The calls run on the first R rows of the buffers: as many as the step's tensors hold.
+    const R = stepRows(step, ws);
+    const b = ws.rowsView(R);
+    const logits = step.logits.shape[0] === R ? step.logits : ws.keepView(step.logits.narrow(0, R));
     const attention = {
       blockTables: c.blockTables, maxBlocks: c.maxBlocks, cuQ: c.cuQ, contextLens: c.contextLens, partitionSize: c.partitionSize,
       maxPartitions: ws.partitions,
@@ -350,11 +373,17 @@ export class LlamaForCausalLM extends Module {
     return {
       generation, weights, stepKey: stepKey(step), step, layers,
       embed: prepareGatherRows(b.x, this.model.embed_tokens.weight, step.tokens),
-      logits: prepareDecodeLogits(step.logits, b.x, norm, this.outputWeight, b.h),
+      logits: prepareDecodeLogits(logits, b.x, norm, this.outputWeight, b.h),
       pick: prepareGatherRows(b.picked, b.x, step.logitRows),
-      pickedLogits: prepareDecodeLogits(step.logits, b.picked, norm, this.outputWeight, b.h),
+      pickedLogits: prepareDecodeLogits(logits, b.picked, norm, this.outputWeight, b.h),
     };
   }
+}
+
+/** Rows the fused path can run for this step: what the workspace and every per-row tensor of the step hold. */
+function stepRows(step: PagedStep, ws: DecodeWorkspace): number {
+  const m = step.attention;
+  return Math.min(ws.rows, step.tokens.size, step.logitRows.size, step.logits.shape[0]!, m.positions.size, m.slotMapping.size);
 }
 
 /** The first n entries (rows) of t. */
