@@ -374,23 +374,16 @@ function buildChain(cfg: FilterConfig): Filter[] {
 const NOISE_LATIN1 = new Set([0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa8, 0xaa, 0xab, 0xac, 0xaf, 0xb4, 0xb6, 0xb8, 0xba, 0xbb, 0xbf]);
 const PROSE = /[\p{L}\p{N}\p{M}\p{Z}\p{Pd}\p{Ps}\p{Pe}\p{Pi}\p{Pf}\p{Po}\p{Sm}\p{Sc}\p{So}]/u;
 
-/** 1 for a noise character (see maxNoiseCharFraction), 0 otherwise. */
-function isNoise(c: number, next: number): number {
+/** 1 for a noise character (see maxNoiseCharFraction), 0 otherwise (the 'Ã'/'Â' rule aside). */
+function noiseOf(c: number): number {
   if (c < 0x80) return c === 0x7c || c === 0x60 || c === 0x7e || c === 0x5e || c === 0x5c || (c < 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) || c === 0x7f ? 1 : 0;
   if (c < 0xa0) return 1; // C1 controls: UTF-8 continuation bytes read as Latin-1
-  if (c < 0x100) {
-    if ((c === 0xc3 || c === 0xc2) && next >= 0x80 && next < 0xc0) return 1; // 'Ã©', 'Â°': mojibake
-    return NOISE_LATIN1.has(c) ? 1 : 0;
-  }
+  if (c < 0x100) return NOISE_LATIN1.has(c) ? 1 : 0;
   if ((c >= 0x3400 && c <= 0x9fff) || (c >= 0x3000 && c <= 0x30ff) || (c >= 0xff00 && c <= 0xffef) || (c >= 0xac00 && c <= 0xd7af)) return 0; // CJK, its punctuation, kana, fullwidth, hangul
   if (c === 0xfffd) return 1;
   if (c >= 0xd800 && c <= 0xdfff) return 0; // surrogate halves (astral letters and emoji): not judged
-  let k = NOISE_CACHE[c]!;
-  if (k === 0) NOISE_CACHE[c] = k = PROSE.test(String.fromCharCode(c)) ? 1 : 2;
-  return k - 1;
+  return PROSE.test(String.fromCharCode(c)) ? 0 : 1;
 }
-/** Per UTF-16 unit above Latin-1: 0 not yet known, 1 prose, 2 noise (the regex runs once per character). */
-const NOISE_CACHE = new Uint8Array(65536);
 
 /** Letters and digits of any script (the inside of a word). */
 function isWordChar(c: number): boolean {
@@ -412,6 +405,25 @@ function isCloser(c: number): boolean {
   return c === 0x22 || c === 0x27 || c === 0x29 || c === 0x5d || c === 0x201d || c === 0x2019 || c === 0x300d || c === 0x300f || c === 0x300b || c === 0xff09;
 }
 
+// noiseStats looks each character up once in a table of class bits per UTF-16 unit, filled on first sight.
+const K_KNOWN = 1;
+const K_NOISE = 2;
+const K_WORD = 4;
+const K_ODD = 8;
+const K_END = 16;
+const K_CLOSER = 32;
+const K_SPACE = 64;
+const CLASS = new Uint8Array(65536);
+function classOf(c: number): number {
+  let k = CLASS[c]!;
+  if (k === 0) {
+    const space = c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d || c === 0x3000 || c === 0xa0;
+    k = K_KNOWN | (space ? K_SPACE : noiseOf(c) ? K_NOISE : 0) | (isWordChar(c) ? K_WORD : 0) | (isOddInside(c) ? K_ODD : 0) | (endsClause(c) ? K_END : 0) | (isCloser(c) ? K_CLOSER : 0);
+    CLASS[c] = k;
+  }
+  return k;
+}
+
 /** Noise characters, garbled words and punctuated lines of the first `analyze` characters, in one pass without allocation. */
 export function noiseStats(text: string, analyze: number): { nonSpace: number; noise: number; latinWords: number; garbledWords: number; lineChars: number; proseLineChars: number } {
   const end = Math.min(text.length, analyze);
@@ -423,7 +435,7 @@ export function noiseStats(text: string, analyze: number): { nonSpace: number; n
   const endLine = (): void => {
     if (lineLen > 0) {
       lineChars += lineLen;
-      if (endsClause(last) && (isCloser(lastAny) || lastAny === last)) proseLineChars += lineLen;
+      if (classOf(last) & K_END && (classOf(lastAny) & K_CLOSER || lastAny === last)) proseLineChars += lineLen;
     }
     lineLen = 0;
     last = lastAny = 0;
@@ -439,14 +451,9 @@ export function noiseStats(text: string, analyze: number): { nonSpace: number; n
   let pendingOdd = false;
   for (let i = 0; i < end; i++) {
     const c = text.charCodeAt(i);
-    const space = c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d || c === 0x3000 || c === 0xa0;
-    if (c === 0x0a) endLine();
-    else if (!space) {
-      lineLen++;
-      lastAny = c;
-      if (!isCloser(c)) last = c;
-    }
-    if (space) {
+    const k = classOf(c);
+    if (k & K_SPACE) {
+      if (c === 0x0a) endLine();
       if (inWord) {
         if (latin) latinWords++;
         if (latin && bad) garbledWords++;
@@ -454,17 +461,21 @@ export function noiseStats(text: string, analyze: number): { nonSpace: number; n
       inWord = latin = bad = prevWordChar = pendingOdd = false;
       continue;
     }
+    lineLen++;
+    lastAny = c;
+    if (!(k & K_CLOSER)) last = c;
     nonSpace++;
-    const n = isNoise(c, i + 1 < end ? text.charCodeAt(i + 1) : 0);
+    // 'Ã©', 'Â°': UTF-8 read as Latin-1
+    const n = k & K_NOISE || ((c === 0xc3 || c === 0xc2) && i + 1 < end && text.charCodeAt(i + 1) >= 0x80 && text.charCodeAt(i + 1) < 0xc0) ? 1 : 0;
     noise += n;
     inWord = true;
-    const w = isWordChar(c);
+    const w = (k & K_WORD) !== 0;
     if (w && c < 0x250) latin = true;
     if (n) bad = true;
     else if (w) {
       if (pendingOdd) bad = true;
       pendingOdd = false;
-    } else if (prevWordChar && isOddInside(c)) pendingOdd = true;
+    } else if (prevWordChar && k & K_ODD) pendingOdd = true;
     prevWordChar = w;
   }
   if (inWord && latin) {
