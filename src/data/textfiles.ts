@@ -6,11 +6,16 @@
 // fields that contain letters (titles, abstracts, claims; ids and dates are left out).
 // Every document of one given path gets that path's category: the folder's name (or the file's
 // folder), made safe for shard categories. Unreadable files (I/O errors, invalid UTF-8, broken
-// JSON) and files of other types are skipped and counted, never fatal.
+// JSON) and files of other types are skipped and counted, never fatal. Folders are walked as the
+// prep pipeline walks them (readers/index.ts walkInput: links followed, loops, hidden files,
+// pipes and unreadable folders skipped and listed); a gzip file is read through gunzip whatever
+// its name, other compressed files are listed as unreadable.
 // (The full readers, filters and dedup of the data pipeline come with the Data issue.)
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { PatentGPTError } from '../errors.js';
+import { detectCompression, walkInput } from './readers/index.js';
 import { ShardWriter, type ShardManifest } from './shards.js';
 
 export const TEXT_EXTENSIONS = ['.txt', '.md', '.jsonl', '.json', '.csv', '.tsv'] as const;
@@ -32,6 +37,8 @@ export interface TextReadReport {
   ignored: number;
   /** Lines or records inside readable files that were skipped (bad JSON line, no text). */
   skippedRecords: number;
+  /** Paths not read: hidden, links that loop or lead nowhere, pipes and devices, unreadable folders. */
+  skippedPaths: { path: string; reason: string }[];
 }
 
 /** A category name the shard writer accepts, from a folder name. */
@@ -98,28 +105,13 @@ export function parseDelimited(text: string, sep = ','): string[][] {
   return rows.filter((r) => r.some((f) => f.trim() !== ''));
 }
 
-async function listFiles(p: string, out: string[]): Promise<void> {
-  const st = await fsp.stat(p);
-  if (!st.isDirectory()) {
-    out.push(p);
-    return;
-  }
-  const entries = (await fsp.readdir(p, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  for (const e of entries) {
-    if (e.name.startsWith('.')) continue;
-    const full = path.join(p, e.name);
-    if (e.isDirectory()) await listFiles(full, out);
-    else if (e.isFile()) out.push(full);
-  }
-}
-
 /**
  * Reads the documents of `inputs` (files or folders, searched recursively in name order) and
  * passes each to `onDocument`. A missing input path is an error (E_DATA naming it); a file that
  * cannot be read or parsed is skipped and reported.
  */
 export async function readTextDocuments(inputs: readonly string[], onDocument: (doc: TextDocument) => void | Promise<void>): Promise<TextReadReport> {
-  const report: TextReadReport = { files: 0, documents: 0, unreadable: [], ignored: 0, skippedRecords: 0 };
+  const report: TextReadReport = { files: 0, documents: 0, unreadable: [], ignored: 0, skippedRecords: 0, skippedPaths: [] };
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   for (const input of inputs) {
     let st;
@@ -129,17 +121,24 @@ export async function readTextDocuments(inputs: readonly string[], onDocument: (
       throw new PatentGPTError('E_DATA', `${input}: cannot read the data path (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
     const category = categoryName(path.basename(st.isDirectory() ? path.resolve(input) : path.dirname(path.resolve(input))));
-    const files: string[] = [];
-    await listFiles(input, files);
-    for (const file of files) {
-      const ext = path.extname(file).toLowerCase();
+    const walked = await walkInput(input);
+    for (const k of walked.skipped) report.skippedPaths.push({ path: k.path, reason: k.reason });
+    for (const file of walked.files) {
+      const ext = path.extname(file.replace(/\.(gz|gzip)$/i, '')).toLowerCase();
       if (!(TEXT_EXTENSIONS as readonly string[]).includes(ext)) {
         report.ignored++;
         continue;
       }
       let text: string;
       try {
-        text = utf8.decode(await fsp.readFile(file));
+        let bytes: Uint8Array = await fsp.readFile(file);
+        const comp = detectCompression(bytes.subarray(0, 8));
+        if (comp !== null && comp !== 'gzip') {
+          report.unreadable.push({ file, reason: `${comp}-compressed: decompress it first` });
+          continue;
+        }
+        if (comp === 'gzip') bytes = gunzipSync(bytes);
+        text = utf8.decode(bytes);
       } catch (err) {
         report.unreadable.push({ file, reason: err instanceof TypeError ? 'not valid UTF-8' : ((err as NodeJS.ErrnoException).code ?? (err as Error).message) });
         continue;
