@@ -99,7 +99,8 @@ export function clearTape(): void {
 export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}): void {
   const rootNode = root.node as GradNode | null;
   if (!root.requiresGrad || rootNode === null) {
-    throw new PatentGPTError('E_AUTOGRAD', `backward(): ${root.describe()} does not require grad (no recorded op produced it, or its graph was already released: pass { retainGraph: true } to the first backward)`);
+    throw new PatentGPTError('E_AUTOGRAD', `backward(): ${root.describe()} does not require grad: no recorded op produced it, or its graph was ` +
+      `released (by an earlier backward: pass { retainGraph: true } to it; or by the end of a scope() that made it and did not return it)`);
   }
   if (!grad && root.size !== 1) {
     throw new PatentGPTError('E_AUTOGRAD', `backward(): ${root.describe()} is not a scalar; pass the gradient of the output`);
