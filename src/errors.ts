@@ -18,6 +18,17 @@ export type ErrorCode =
   | 'E_ABORTED' // a generation request cancelled by its AbortSignal
   | 'E_INTERNAL'; // a broken invariant inside the package (a bug: please report it)
 
+/**
+ * Codes on errors the native addon throws (bindings/errors.h); such errors are plain Errors with
+ * `code` set. They mean a check at the native boundary caught what the TypeScript checks did not.
+ */
+export type NativeErrorCode =
+  | 'E_NATIVE_ARG' // an argument of the wrong type, size, range or bounds
+  | 'E_NATIVE_DISPOSED' // a storage used after free()
+  | 'E_NATIVE_OOM' // host or device memory exhausted
+  | 'E_NATIVE_DEVICE' // a device (CUDA) call failed
+  | 'E_NATIVE_WORKER'; // a background native job failed
+
 export class PatentGPTError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string) {

@@ -1,6 +1,6 @@
 // patentgpt: the PatentGPT pipeline from TypeScript over a native C++/CUDA core.
 export * from './tensor/index.js';
-export { PatentGPTError, type ErrorCode } from './errors.js';
+export { PatentGPTError, type ErrorCode, type NativeErrorCode } from './errors.js';
 export * from './nn/index.js';
 export * from './models/index.js';
 export * from './tokenizer/index.js';
