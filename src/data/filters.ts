@@ -165,6 +165,23 @@ export function filterConfigFor(cfg: FilterConfig, category: string): FilterConf
   return { ...base, ...rest };
 }
 
+/**
+ * An input's filter settings over the global ones, with the precedence global < global's
+ * category entry < input < input's category entry: a value an input sets itself is never
+ * overridden by the category thresholds.
+ */
+export function mergeFilterConfigs(global: FilterConfig, input: FilterConfig): FilterConfig {
+  const { byCategory: gCats, ...g } = global;
+  const { byCategory: iCats, ...i } = input;
+  const cats = new Set([...Object.keys(gCats ?? {}), ...Object.keys(iCats ?? {})]);
+  const out: FilterConfig = { ...g, ...i };
+  if (cats.size > 0) {
+    out.byCategory = {};
+    for (const c of cats) out.byCategory[c] = { ...(gCats?.[c] ?? {}), ...i, ...(iCats?.[c] ?? {}) };
+  }
+  return out;
+}
+
 /** The filter chains of one config, one per category, built when a category is first seen. */
 export class FilterSet {
   private readonly chains = new Map<string, Filter[]>();

@@ -23,7 +23,7 @@ import { Ledger, type LedgerJSON } from './document.js';
 import { type DedupConfig, PartWriter, resolveDedup } from './dedup.js';
 import { dedupParts, hasBit, newBits, setBit } from './dedup-merge.js';
 import { RunSorter } from './runs.js';
-import { type FilterConfig, type PerplexityScorer, buildFilters } from './filters.js';
+import { type FilterConfig, type PerplexityScorer, buildFilters, mergeFilterConfigs } from './filters.js';
 import { FORMATS, type FieldMap, type Format, readRaw, walkInput } from './readers/index.js';
 import { DETAIL_CHARS, ScanContext, ScanPool, type ScanItem, type ScanResult, type ScanSetup, type TokenizerConfig } from './scan.js';
 import { ShardSet, ShardWriter } from './shards.js';
@@ -133,7 +133,7 @@ export function validatePrepConfig(raw: unknown, baseDir: string, name = 'prep c
   if (c.followSymlinks !== undefined && typeof c.followSymlinks !== 'boolean') throw cfgError(name, "'followSymlinks' must be true or false");
   // validate filter and dedup configs now, not halfway through a run
   buildFilters((c.filters as FilterConfig) ?? {});
-  for (const inp of inputs) if (inp.filters) buildFilters({ ...((c.filters as FilterConfig) ?? {}), ...inp.filters });
+  for (const inp of inputs) if (inp.filters) buildFilters(mergeFilterConfigs((c.filters as FilterConfig) ?? {}, inp.filters));
   resolveDedup((c.dedup as DedupConfig) ?? {});
   const output = path.resolve(baseDir, c.output);
   return {
@@ -299,7 +299,7 @@ async function scan(cfg: PrepConfig, part: number, parts: number, opts: PrepOpti
   await rmrf(tmp);
   await fs.promises.mkdir(tmp, { recursive: true });
   const setup: ScanSetup = {
-    filters: cfg.inputs.map((inp) => (inp.filters === false ? false : { ...cfg.filters, ...(inp.filters ?? {}) })),
+    filters: cfg.inputs.map((inp) => (inp.filters === false ? false : mergeFilterConfigs(cfg.filters ?? {}, inp.filters ?? {}))),
     overrides: cfg.inputs.map((inp) => ({ category: inp.category, lang: inp.lang })),
     tokenizer: cfg.tokenizer,
     dedup: cfg.dedup ?? {},

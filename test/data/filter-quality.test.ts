@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { emptyDocument } from '../../src/data/document.js';
-import { applyFilters, buildFilters, FilterSet, noiseStats, sectionsOf, type FilterConfig } from '../../src/data/filters.js';
+import { applyFilters, buildFilters, FilterSet, mergeFilterConfigs, noiseStats, sectionsOf, type FilterConfig } from '../../src/data/filters.js';
 import { junkDocuments } from '../../src/data/junk.js';
 import { prep, validatePrepConfig, type PrepReport } from '../../src/data/prep.js';
 import { readDocuments } from '../../src/data/readers/index.js';
@@ -81,6 +81,11 @@ describe('domain filters', () => {
     const doc = (category: string) => Object.assign(emptyDocument('d', 's', category), { text: claimLike });
     expect(applyFilters(f.forCategory('general'), doc('general'))).toBe('dup-5gram');
     expect(applyFilters(f.forCategory('patent'), doc('patent'))).toBeNull();
+    // an input's own value wins over its category's: global < category < input < input's category
+    const merged = new FilterSet(mergeFilterConfigs({ minWords: 50, byCategory: { patent: { minWords: 40 } } }, { minWords: 5 }));
+    const short = () => Object.assign(emptyDocument('d', 's', 'patent'), { text: 'a short claim of ten words about a valve here' });
+    expect(applyFilters(merged.forCategory('patent'), short())).toBeNull();
+    expect(applyFilters(new FilterSet(mergeFilterConfigs({ minWords: 50 }, { byCategory: { patent: { minWords: 40 } } })).forCategory('patent'), short())).toBe('too-few-words');
     expect(() => buildFilters({ byCategory: { law: { maxDupLineFraction: 2 } } })).toThrow(/filters\.byCategory\.law.*maxDupLineFraction/);
     expect(() => buildFilters({ byCategory: { law: { nope: 1 } as never } })).toThrow(/byCategory\.law: unknown field 'nope'/);
   });
