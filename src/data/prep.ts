@@ -262,7 +262,10 @@ function readJson<T>(file: string): T | null {
 async function recordConfig(cfg: PrepConfig, part: number, parts: number): Promise<void> {
   const stages: Record<string, string> = {};
   for (const s of Object.keys(cfg.stages)) stages[s] = emitHash(cfg, parts, s);
-  await writeFileAtomic(path.join(cfg.work!, 'config.json'), JSON.stringify({ format: PREP_FORMAT, parts, scan: { [part]: scanHash(cfg, part, parts) }, merge: mergeHash(cfg, parts), emit: stages }, null, 2) + '\n');
+  // parts scanned on other machines keep their entries while the part count stays the same
+  const old = readJson<{ parts?: number; scan?: Record<string, string> }>(path.join(cfg.work!, 'config.json'));
+  const scan = { ...(old?.parts === parts ? old.scan : {}), [part]: scanHash(cfg, part, parts) };
+  await writeFileAtomic(path.join(cfg.work!, 'config.json'), JSON.stringify({ format: PREP_FORMAT, parts, scan, merge: mergeHash(cfg, parts), emit: stages }, null, 2) + '\n');
 }
 
 async function rmrf(p: string): Promise<void> {
