@@ -106,7 +106,7 @@ describe('autograd per graph', () => {
     const w = f32([0.5, -1, 2], [3], true);
     const loss = sum(swiglu(w, scale(w, 1.5)));
     const n = tapeLength();
-    backward(loss, undefined, { retainGraph: true });
+    loss.backward(undefined, { retainGraph: true }); // the method takes the options too
     const once = grad(w);
     expect(tapeLength()).toBe(n);
     backward(loss);

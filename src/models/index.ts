@@ -1,7 +1,7 @@
 // Models: configs and presets, the LLaMA decoder, and Hugging Face checkpoint formats.
 export * from './config.js';
 export { preset, presetNames, type Preset } from './presets.js';
-export { LlamaForCausalLM, LlamaModel, packDocuments, type PackedBatch, type PackedArrays, type LlamaOptions } from './llama.js';
+export { LlamaForCausalLM, LlamaModel, DecodeWorkspace, packDocuments, type PackedBatch, type PackedArrays, type LlamaOptions, type PagedStep } from './llama.js';
 export {
   SafetensorsFile, readSafetensors, writeSafetensors, safetensorsContent, writeFileAtomic, type SafeDType, type WriteDType, type TensorEntry,
   type WriteOptions,

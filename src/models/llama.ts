@@ -29,6 +29,7 @@ import {
   prepareDecodeLogits, prepareGatherRows, scope, type Device,
 } from '../tensor/index.js';
 import { ropeParams, validateConfig, type ModelConfig } from './config.js';
+import { checkModelFits } from './limits.js';
 
 /** N tokens of one or more documents, packed. */
 export interface PackedBatch {
@@ -183,6 +184,7 @@ export class LlamaForCausalLM extends Module {
   constructor(config: ModelConfig, opts: LlamaOptions = {}) {
     super();
     this.#config = validateConfig(config);
+    checkModelFits(this.#config, 'LlamaForCausalLM'); // a clear error before any allocation, not a RangeError
     const init = opts.init === 'zeros' ? zeroInit : normalInit(opts.seed ?? 0, opts.initStd ?? 0.02);
     const ff = opts.feedForward ?? ((_i, c, pi) => new SwiGLUMLP(c.dim, c.ffnDim, pi));
     this.model = this.registerModule('model', new LlamaModel(this.config, init, ff, opts.feedForwardName));

@@ -39,8 +39,12 @@ export function expectSameDevice(op: string, tensors: Readonly<Record<string, Te
   }
 }
 
-/** Ops that only have a CPU kernel so far say so instead of failing inside the addon. */
+/**
+ * Ops that only have a CPU kernel so far say so instead of failing inside the addon; inputs on
+ * different devices are named as such first (the error a user can act on).
+ */
 export function expectCpu(op: string, ...ts: Tensor[]): void {
+  if (ts.some((t) => t.device !== ts[0]!.device)) expectSameDevice(op, Object.fromEntries(ts.map((t, i) => [`input ${i}`, t])));
   for (const t of ts)
     if (t.device !== 'cpu') throw new PatentGPTError('E_DEVICE', `${op}: no ${t.device} kernel yet for ${t.describe()}; move it with .to('cpu')`);
 }

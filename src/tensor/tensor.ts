@@ -5,7 +5,7 @@
 // backward for what the tape saved. The native Storage's own finalizer only catches leaks.
 import { PatentGPTError } from '../errors.js';
 import { addon, type NativeStorage } from './addon.js';
-import { backward as runBackward, record } from './autograd.js';
+import { backward as runBackward, record, type BackwardOptions } from './autograd.js';
 import { bytesPerElement, isFloat, rawArray, type DType, type Device, type RawArray } from './dtype.js';
 import { Rng } from './random.js';
 import { tensorBrand, track } from './scope.js';
@@ -303,9 +303,12 @@ export class Tensor {
 
   // ---- autograd ----
 
-  /** Back-propagates from this tensor (a scalar unless `grad` is given) into leaf .grad. */
-  backward(grad?: Tensor): void {
-    runBackward(this, grad);
+  /**
+   * Back-propagates from this tensor (a scalar unless `grad` is given) through its own graph into
+   * leaf .grad; `{ retainGraph: true }` keeps the graph for another backward.
+   */
+  backward(grad?: Tensor, opts?: BackwardOptions): void {
+    runBackward(this, grad, opts);
   }
 
   // ---- lifetime ----
