@@ -49,7 +49,7 @@ export function evalCommand(): Command {
   return new Command('eval')
     .description('evaluate a model: multiple choice by log-likelihood (lm-evaluation-harness semantics), generation (exact match, F1, ROUGE-L, BLEU), perplexity, phrase matching; per category')
     .requiredOption('--model <dir>', 'model folder (config.json + safetensors)')
-    .requiredOption('--tasks <list>', 'comma-separated: built-in tasks (pae, pae-single, pae-multi, claim-to-abstract, ip-qa, phrase-matching, ppl-abstracts), *.task.json definitions, or multiple-choice .csv/.json/.jsonl files or folders')
+    .requiredOption('--tasks <list>', 'comma-separated: built-in tasks (pae, pae-single, pae-multi, claim-to-abstract, ip-qa, phrase-matching, ppl-abstracts), *.task.json definitions, lm-evaluation-harness *.yaml tasks over local json/csv data, or multiple-choice .csv/.json/.jsonl files or folders')
     .option('--tokenizer <spec>', "tokenizer.model path, 'llama2' or 'byte' (default: <model>/tokenizer.model)")
     .option('--limit <n>', 'score only the first N documents of each task', int('--limit', 1))
     .option('--max-tokens <n>', 'most tokens generated per prompt (default: the task\'s)', int('--max-tokens', 1))

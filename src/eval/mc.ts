@@ -176,7 +176,7 @@ export function buildContext(
   opts: { shots: number; seed: number; style: PromptStyle; description?: string; template?: string; targetDelimiter?: string; fewshotDelimiter?: string },
 ): string {
   const doc = docs[index]!;
-  const desc = opts.description ? opts.description.replaceAll('{category}', doc.category) : '';
+  const desc = doc.description ?? (opts.description ? opts.description.replaceAll('{category}', doc.category) : '');
   const td = opts.targetDelimiter ?? ' ';
   const fd = opts.fewshotDelimiter ?? '\n\n';
   const shots = fewShotExamples(docs, index, opts.shots, opts.seed)

@@ -1,10 +1,12 @@
 // Task names the CLI resolves: built-in tasks over ../shared/data (or $PATENTGPT_DATA), a task
 // definition (`*.task.json`, see taskdef.ts: generation, perplexity, phrase matching), or a
-// multiple-choice path (a .csv/.json/.jsonl file, or a folder of them: one task, the files in name order).
+// multiple-choice path (a .csv/.json/.jsonl file, or a folder of them: one task, the files in name order),
+// or an lm-evaluation-harness task YAML over local data (`*.yaml`, see lmeval-yaml.ts).
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { loadGenTask, type GenTask } from './gen.js';
+import { loadLmEvalYaml } from './lmeval-yaml.js';
 import { loadPplTask, type PplTask } from './perplexity.js';
 import { loadPhraseTask, type PhraseTask } from './phrase.js';
 import { loadTaskDef, parseTaskDef, type TaskDef } from './taskdef.js';
@@ -44,6 +46,10 @@ function fromDef(def: TaskDef): AnyTask {
       return loadPplTask(def);
     case 'phrase-matching':
       return loadPhraseTask(def);
+    case 'multiple-choice': {
+      const { style, template, targetDelimiter, fewshotDelimiter, description } = def;
+      return { ...loadTask(def.name, def.files), prompt: { style, template, targetDelimiter, fewshotDelimiter, description } };
+    }
   }
 }
 
@@ -59,6 +65,10 @@ export function resolveTask(spec: string, data = dataDir()): AnyTask {
     if (missing.length > 0)
       throw new PatentGPTError('E_IO', `task "${spec}" needs ${missing.join(', ')} (set PATENTGPT_DATA to the shared data folder)`);
     return builtin.def ? fromDef(parseTaskDef({ ...builtin.def, name: spec, files }, data, `built-in task ${spec}`)) : loadTask(spec, files);
+  }
+  if (/\.ya?ml$/i.test(spec)) {
+    if (!existsSync(spec)) throw new PatentGPTError('E_ARGUMENT', `no task YAML ${spec}`);
+    return loadLmEvalYaml(spec);
   }
   if (spec.endsWith('.task.json')) {
     if (!existsSync(spec)) throw new PatentGPTError('E_ARGUMENT', `no task definition ${spec}`);

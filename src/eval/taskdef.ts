@@ -7,6 +7,12 @@
 //   { "kind": "perplexity", "files": ["docs.jsonl"], "text": "{text}", "category": "{category}" }
 //   { "kind": "phrase-matching", "files": ["train.csv"], "anchor": "{anchor}", "target": "{target}",
 //     "context": "{context}", "score": "{score}", "category": "{context}" }
+//   { "kind": "multiple-choice", "files": ["mcq_sing_pae.csv"], "template": "问题：{question}\n{options}\n答案：",
+//     "style": "letters", "targetDelimiter": " ", "fewshotDelimiter": "\n\n", "description": "..." }
+//
+// A multiple-choice definition reads its files with the multiple-choice loaders (tasks.ts: PAE or
+// MMLU CSV, IPQuiz JSON, JSONL) and gives the task its own prompt (mc.ts: template fields
+// {question}, {options}, {A}..{Z}, {category}, {id}); options given at run time win.
 //
 // Files are CSV with a header, JSONL, or a JSON array of objects, relative to the definition's
 // folder. A template's {field} is the row's field; a row that lacks a field, or whose field is
@@ -14,6 +20,7 @@
 import { readFileSync } from 'node:fs';
 import { basename, dirname, extname, isAbsolute, join } from 'node:path';
 import { PatentGPTError } from '../errors.js';
+import { checkTemplate, type PromptStyle } from './mc.js';
 import { parseCsv, type SkippedRow } from './tasks.js';
 
 export type Row = Record<string, unknown>;
@@ -109,9 +116,17 @@ export interface PhraseMatchingDef extends Common {
   context: string;
   score: string;
 }
-export type TaskDef = GenerateDef | PerplexityDef | PhraseMatchingDef;
+export interface MultipleChoiceDef extends Common {
+  kind: 'multiple-choice';
+  style?: PromptStyle;
+  template?: string;
+  targetDelimiter?: string;
+  fewshotDelimiter?: string;
+  description?: string;
+}
+export type TaskDef = GenerateDef | PerplexityDef | PhraseMatchingDef | MultipleChoiceDef;
 
-const KINDS = ['generate', 'perplexity', 'phrase-matching'] as const;
+const KINDS = ['generate', 'perplexity', 'phrase-matching', 'multiple-choice'] as const;
 
 /** Validates a definition object (field names in the errors); files resolve against `base`. */
 export function parseTaskDef(o: unknown, base: string, where: string): TaskDef {
@@ -139,6 +154,30 @@ export function parseTaskDef(o: unknown, base: string, where: string): TaskDef {
     }
     case 'perplexity':
       return { kind: 'perplexity', name, files, category, text: str('text', '{text}') };
+    case 'multiple-choice': {
+      const known = ['kind', 'name', 'files', 'style', 'template', 'targetDelimiter', 'fewshotDelimiter', 'description'];
+      const unknown = Object.keys(d).filter((k) => !known.includes(k));
+      if (unknown.length > 0) throw new PatentGPTError('E_CONFIG', `${where}: unknown field(s) ${unknown.map((k) => `"${k}"`).join(', ')} for a multiple-choice task (known: ${known.join(', ')})`);
+      if (d.style !== undefined && d.style !== 'letters' && d.style !== 'cloze') throw new PatentGPTError('E_CONFIG', `${where}: "style" must be "letters" or "cloze"`);
+      const opt = (k: string): string | undefined => {
+        if (d[k] === undefined) return undefined;
+        if (typeof d[k] !== 'string') throw new PatentGPTError('E_CONFIG', `${where}: "${k}" must be a string`);
+        return d[k] as string;
+      };
+      const template = opt('template');
+      if (template !== undefined) {
+        if (template === '') throw new PatentGPTError('E_CONFIG', `${where}: "template" must be a non-empty string`);
+        try {
+          checkTemplate(template);
+        } catch (err) {
+          throw new PatentGPTError('E_CONFIG', `${where}: ${(err as Error).message}`);
+        }
+      }
+      return {
+        kind: 'multiple-choice', name, files, style: d.style as PromptStyle | undefined, template,
+        targetDelimiter: opt('targetDelimiter'), fewshotDelimiter: opt('fewshotDelimiter'), description: opt('description'),
+      };
+    }
     case 'phrase-matching':
       return {
         kind: 'phrase-matching', name, files, category,

@@ -41,6 +41,8 @@ export interface McDoc {
   /** True for questions that may have several correct choices. */
   multi: boolean;
   category: string;
+  /** Text before the examples for this question (an lm-eval YAML's description, rendered per row); else the run's. */
+  description?: string;
 }
 
 export interface SkippedRow {
