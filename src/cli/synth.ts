@@ -3,7 +3,8 @@
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { PatentGPTError } from '../errors.js';
-import { EngineGenerator, OfflineGenerator, OpenAIHttpGenerator, TEMPLATE_NAMES, getTemplate, synthesize, doneLogPath, type Generator, type SynthReport, type TemplateName } from '../data/generate/index.js';
+import { OfflineGenerator, OpenAIHttpGenerator, TEMPLATE_NAMES, getTemplate, synthesize, doneLogPath, type Generator, type SynthReport, type TemplateName } from '../data/generate/index.js';
+import { EngineGenerator } from '../infer/generator.js';
 import { FORMATS, type Format } from '../data/readers/index.js';
 import { loadPretrained } from '../models/index.js';
 import { Progress } from '../train/progress.js';

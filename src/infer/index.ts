@@ -6,3 +6,4 @@ export {
   Engine, type Completion, type EngineOptions, type EngineStats, type EngineTokenizer, type FinishReason, type GenerateOptions, type GenerationDelta,
 } from './engine.js';
 export { ThreadedEngine } from './threaded.js';
+export { EngineGenerator, chatPromptIds, type ChatTokenizer, type CompletionEngine, type EngineGeneratorOptions } from './generator.js';

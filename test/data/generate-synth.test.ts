@@ -8,8 +8,9 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  EngineGenerator, GenerateError, OfflineGenerator, doneLogPath, synthesize, type GenerateRequest, type SynthOptions, type SynthRecord, type SynthReport,
+  GenerateError, OfflineGenerator, doneLogPath, synthesize, type GenerateRequest, type SynthOptions, type SynthRecord, type SynthReport,
 } from '../../src/data/generate/index.js';
+import { EngineGenerator } from '../../src/infer/index.js';
 import { LlamaForCausalLM, loadPretrained, preset, savePretrained, validateConfig } from '../../src/models/index.js';
 import { readDocuments } from '../../src/data/readers/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
@@ -214,5 +215,21 @@ describe('engine backend', () => {
     await run(process.execPath, [...CLI, 'data', 'synth', '--input', input, '--template', 'rewrite-to-prose', '--backend', 'engine', '--model', dir,
       '--tokenizer', 'byte', '--limit', '3', '--max-tokens', '8', '--temperature', '0.9', '--seed', '5', '--max-source-chars', '120', '--kv-cache-mb', '4', '--out', out, '--quiet']);
     expect(strip(out)).toEqual(ra);
+  });
+
+  it('without maxTokens, a long prompt asks for what the context leaves (no error), up to 512', async () => {
+    const cfg = validateConfig({ ...preset('tiny').config, vocabSize: 259, maxSeqLen: 128 });
+    const model = new LlamaForCausalLM(cfg, { seed: 3, initStd: 0.08 });
+    const g = EngineGenerator.fromModel(model, new ByteTokenizer(), 'tiny-model', { kvCacheBytes: 2 ** 22 });
+    try {
+      const r = await g.complete({ messages: [{ role: 'user', content: 'x'.repeat(90) }], seed: 1 });
+      // [INST] ... [/INST] around 90 bytes leaves the 128-token context 128 - 108 = 20 tokens.
+      expect(r.usage.promptTokens + r.usage.completionTokens).toBeLessThanOrEqual(128);
+      if (r.finishReason === 'length') expect(r.usage.promptTokens + r.usage.completionTokens).toBe(128);
+      await expect(g.complete({ messages: [{ role: 'user', content: 'x'.repeat(90) }], maxTokens: 100 })).rejects.toThrow(/exceed the context of 128/);
+    } finally {
+      g.close();
+      model.dispose();
+    }
   });
 });

@@ -7,7 +7,6 @@ export {
   OpenAIHttpGenerator, Semaphore, TokenBucket, estimateTokens, messagesAsPrompt, retryAfterMs,
   type HttpGeneratorOptions, type HttpStats,
 } from './http.js';
-export { EngineGenerator, chatPromptIds, type ChatTokenizer, type CompletionEngine, type EngineGeneratorOptions } from './engine.js';
 export { OfflineGenerator, extractiveReply, type OfflineGeneratorOptions } from './offline.js';
 export {
   TEMPLATES, TEMPLATE_NAMES, getTemplate, parsePairs, promptLang, sourceBlock, clip, firstSentences, cleanReply,

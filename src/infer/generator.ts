@@ -1,18 +1,21 @@
-// The engine backend: this package's own inference engine (paged KV cache, continuous batching)
+// The synthesis engine backend (data synth's Generator over this package's own inference engine,
+// so data sits below infer): this package's own inference engine (paged KV cache, continuous batching)
 // answers the requests. Messages become LLaMA-2 chat prompts ([INST] <<SYS>> ... [/INST]): token
 // exact through renderChat for SentencePiece tokenizers, the same layout as text for others (the
 // byte tokenizer of small test models). A seed makes a reply reproducible, whatever else runs in
 // the same batch.
-import { PatentGPTError } from '../../errors.js';
-import { Engine, type EngineOptions, type EngineTokenizer, type GenerateOptions } from '../../infer/engine.js';
-import type { LlamaForCausalLM } from '../../models/llama.js';
-import { renderChat } from '../../tokenizer/chat.js';
-import { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
-import { GenerateError, type ChatMessage, type GenerateRequest, type GenerateResult, type Generator, validateMessages, validateParams } from './types.js';
+import { PatentGPTError } from '../errors.js';
+import { GenerateError, type ChatMessage, type GenerateRequest, type GenerateResult, type Generator, validateMessages, validateParams } from '../data/generate/types.js';
+import { Engine, type Completion, type EngineOptions, type EngineTokenizer, type GenerateOptions } from './engine.js';
+import type { LlamaForCausalLM } from '../models/llama.js';
+import { renderChat } from '../tokenizer/chat.js';
+import { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
 
 /** What the generator needs of an engine (Engine and ThreadedEngine fit). */
 export interface CompletionEngine {
-  complete(prompt: ArrayLike<number>, options: GenerateOptions): Promise<{ tokens: number[]; text: string; finishReason: string | null }>;
+  complete(prompt: ArrayLike<number>, options: GenerateOptions): Promise<Completion>;
+  /** The context; a request without maxTokens then asks for at most what is left of it. */
+  readonly maxModelLen?: number;
 }
 
 /** A tokenizer that can also mark turns (SentencePieceTokenizer and ByteTokenizer fit). */
@@ -80,10 +83,10 @@ export class EngineGenerator implements Generator {
     validateMessages(req.messages, 'EngineGenerator');
     validateParams(req, 'EngineGenerator');
     const ids = chatPromptIds(this.#tok, req.messages);
-    let res: Awaited<ReturnType<CompletionEngine['complete']>>;
+    let res: Completion;
     try {
       res = await this.#engine.complete(ids, {
-        maxTokens: req.maxTokens ?? 512,
+        maxTokens: req.maxTokens ?? defaultMaxTokens(this.#engine, ids.length),
         temperature: req.temperature ?? 0,
         ...(req.topP !== undefined ? { topP: req.topP } : {}),
         seed: req.seed ?? 0,
@@ -97,9 +100,18 @@ export class EngineGenerator implements Generator {
     }
     return {
       text: res.text,
-      finishReason: res.finishReason ?? 'stop',
+      finishReason: res.finishReason,
       usage: { promptTokens: ids.length, completionTokens: res.tokens.length },
       model: this.model,
     };
   }
+}
+
+/**
+ * 512 new tokens, or what the context leaves after the prompt when that is less: a default must
+ * not turn a long prompt into an error (an explicit maxTokens beyond the context still is one).
+ */
+function defaultMaxTokens(engine: CompletionEngine, promptTokens: number): number {
+  const room = engine.maxModelLen === undefined ? Infinity : engine.maxModelLen - promptTokens;
+  return Math.max(1, Math.min(512, room));
 }
