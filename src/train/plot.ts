@@ -25,12 +25,14 @@ function escapeXml(s: string): string {
 /** About `count` round tick values covering [lo, hi]. */
 export function niceTicks(lo: number, hi: number, count = 5): number[] {
   if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [];
-  if (hi === lo) return [lo];
+  // A range lost in the rounding of its values (a loss flat to 1e-15) has one tick: stepping
+  // through it would take ~1e15 steps of a size its values cannot resolve.
+  if (!(hi - lo > Math.max(Math.abs(lo), Math.abs(hi)) * 1e-9)) return [lo];
   const raw = (hi - lo) / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw) ?? 10 * mag;
   const out: number[] = [];
-  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) out.push(k === 0 ? 0 : Number((k * step).toPrecision(12)));
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9 && out.length <= 2 * count + 2; k++) out.push(k === 0 ? 0 : Number((k * step).toPrecision(12)));
   return out;
 }
 
@@ -58,7 +60,7 @@ function panel(title: string, series: Series[], top: number): string {
   let ymin = Math.min(...all.map((p) => p[1]));
   let ymax = Math.max(...all.map((p) => p[1]));
   if (xmax === xmin) xmax = xmin + 1;
-  if (ymax === ymin) {
+  if (!(ymax - ymin > Math.max(Math.abs(ymin), Math.abs(ymax)) * 1e-9)) {
     const pad = Math.abs(ymin) * 0.05 || 1;
     ymin -= pad;
     ymax += pad;

@@ -105,6 +105,12 @@ describe('report.svg', () => {
     expect(niceTicks(0, 10, 5)).toEqual([0, 2, 4, 6, 8, 10]);
     expect(niceTicks(0.13, 0.87, 4)).toEqual([0.2, 0.4, 0.6, 0.8]);
   });
+
+  it('draws a series flat to the last bits of its values (a report of a tiny run used to throw RangeError)', () => {
+    expect(niceTicks(5.131196, 5.131196 + 1e-15)).toEqual([5.131196]);
+    const svg = renderReportSvg([{ step: 1, valLoss: 5.131196498870850 }, { step: 2, valLoss: 5.131196498870851 }]);
+    expect(svg).toContain('<svg');
+  });
 });
 
 describe('Progress', () => {
