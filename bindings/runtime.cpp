@@ -1,6 +1,7 @@
 // Runtime bindings: build and machine info, thread count, SIMD cap, memory counters.
 #include "args.h"
 #include "patentgpt/runtime.h"
+#include "patentgpt/workspace.h"
 
 namespace pgnode {
 
@@ -35,7 +36,10 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Args a(info, "setNumThreads", 1);
   int64_t n = a.Int(0, "n");
   if (n > 1024) a.Fail("n must be at most 1024");
-  pg::set_num_threads(static_cast<int>(n));
+  // Each new worker's kernel workspace is reserved first; without memory for it the pool keeps
+  // its size and this throws.
+  const std::string err = pg::set_num_threads(static_cast<int>(n));
+  if (!err.empty()) a.Fail(kErrOom, err);
   return Napi::Number::New(info.Env(), pg::num_threads());
 }
 
@@ -84,9 +88,31 @@ Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Declarations of the functions above (their bodies read Args under these names; signature.h).
+const Decl kDecls[] = {
+    {DeclKind::Function, "info", "info", "",
+     "{ simd: 'avx512' | 'avx2' | 'scalar'; threads: number; cudaCompiled: boolean; gpus: { index: number; name: string; "
+     "computeCapability: string; totalMemory: number }[]; cudaStatus: string | null; compiler?: string }",
+     nullptr, nullptr, Info},
+    {DeclKind::Function, "setNumThreads", "setNumThreads", "n: int", "number", nullptr, nullptr, SetNumThreads},
+    {DeclKind::Function, "setSimdLevel", "setSimdLevel", "level: 'avx512' | 'avx2' | 'scalar'", "string", nullptr, nullptr,
+     SetSimdLevel},
+    {DeclKind::Function, "memoryStats", "memoryStats", "",
+     "{ cpu: NativeDeviceMemory; cuda: NativeDeviceMemory & { reservedBytes: number; peakReservedBytes: number; "
+     "deviceAllocs: number } }",
+     nullptr, nullptr, MemoryStats},
+    {DeclKind::Function, "resetPeakMemory", "resetPeakMemory", "", "void", nullptr, nullptr, ResetPeakMemory},
+    {DeclKind::Function, "releaseCachedMemory", "releaseCachedMemory", "", "void", nullptr, nullptr, ReleaseCachedMemory},
+};
+
 }  // namespace
 
 void RegisterRuntime(Napi::Env env, Napi::Object exports) {
+  for (const Decl& d : kDecls) Declare(d);
+  // Kernels never allocate scratch: this JS thread's workspace and the pool's are reserved here,
+  // once per thread that loads the addon (main or worker_thread), before any kernel can run on it.
+  const std::string err = pg::reserve_workspace();
+  if (!err.empty()) throw CodedError(env, kErrOom, "patentgpt: " + err);
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
   exports.Set("setSimdLevel", Napi::Function::New(env, SetSimdLevel, "setSimdLevel"));

@@ -12,11 +12,15 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <initializer_list>
+#include <limits>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "patentgpt/ops.h"
 #include "patentgpt/runtime.h"
+#include "patentgpt/workspace.h"
 #include "simd.h"
 
 #define PG_ATTN_ISA scalar
@@ -34,20 +38,25 @@ void run_tasks(const Task* tasks, int64_t n, const std::function<void(const Task
   });
 }
 
-float* thread_scratch(int64_t floats) {
-  struct Buf {
-    float* ptr = nullptr;
-    int64_t size = 0;
-    ~Buf() { std::free(ptr); }
-  };
-  thread_local Buf buf;
-  if (buf.size < floats) {
-    std::free(buf.ptr);
-    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-    buf.ptr = static_cast<float*>(std::aligned_alloc(64, bytes));
-    buf.size = floats;
-  }
-  return buf.ptr;
+float* thread_scratch() { return thread_workspace().attn; }
+
+}  // namespace attn
+
+size_t attention_workspace_floats() {
+  using namespace attn;
+  constexpr int64_t D = kMaxHeadDim, Dp = (D + kMaxVectorWidth - 1) / kMaxVectorWidth * kMaxVectorWidth;
+  return static_cast<size_t>(
+      std::max({forward_scratch(D, Dp), backward_kv_scratch(D, Dp, kKvTiles), backward_q_scratch(D, Dp)}));
+}
+
+namespace attn {
+
+// Head dims above kMaxHeadDim have no reserved scratch; the bindings refuse them, and a direct
+// call gets NaN outputs rather than a write past the scratch.
+bool head_dim_unsupported(int64_t D, std::initializer_list<std::pair<float*, int64_t>> outputs) {
+  if (D <= kMaxHeadDim) return false;
+  for (const auto& o : outputs) std::fill(o.first, o.first + o.second, std::numeric_limits<float>::quiet_NaN());
+  return true;
 }
 
 }  // namespace attn
@@ -111,6 +120,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
                        const int32_t* cu_seqlens, int64_t nseq, int64_t T, int64_t H, int64_t Hkv,
                        int64_t D, float scale, bool causal) {
   if (T <= 0 || H <= 0 || D <= 0) return;
+  if (attn::head_dim_unsupported(D, {{out, T * H * D}, {lse, H * T}})) return;
   attn::Args a{};
   a.out = out, a.lse = lse, a.q = q, a.k = k, a.v = v, a.cu = cu_seqlens;
   a.nseq = nseq, a.T = T, a.H = H, a.Hkv = Hkv, a.D = D, a.scale = scale, a.causal = causal;
@@ -123,6 +133,7 @@ void attention_backward(float* dq, float* dk, float* dv, float* delta, const flo
                         const float* v, const int32_t* cu_seqlens, int64_t nseq, int64_t T,
                         int64_t H, int64_t Hkv, int64_t D, float scale, bool causal) {
   if (T <= 0 || H <= 0 || D <= 0) return;
+  if (attn::head_dim_unsupported(D, {{dq, T * H * D}, {dk, T * Hkv * D}, {dv, T * Hkv * D}})) return;
   parallel_for(T, std::max<int64_t>(1, 4096 / (H * D)), [&](int64_t t0, int64_t t1) {
     delta_rows(delta, dout, out, t0, t1, T, H, D);  // (H, T)
   });

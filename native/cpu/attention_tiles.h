@@ -48,8 +48,19 @@ struct Task {
 
 // Runs fn over tasks on the pool, handing them out one at a time in the given order.
 void run_tasks(const Task* tasks, int64_t n, const std::function<void(const Task&)>& fn);
-// This thread's scratch, at least `floats` long and 64-byte aligned; reused across calls.
-float* thread_scratch(int64_t floats);
+// This thread's attention scratch from its kernel workspace (workspace.h), 64-byte aligned and
+// reserved outside the kernels for head dims up to kMaxHeadDim (attention_workspace_floats, from
+// the sizes below); looked up once per task.
+float* thread_scratch();
+
+// Scratch floats of one task of each pass at head dim D, with Dp = D rounded up to the vector
+// width and nj key tiles (at most kKvTiles) on the key side.
+constexpr int64_t forward_scratch(int64_t D, int64_t Dp) { return D * kBr + kBc * kBr + kBr * Dp + 3 * kBr; }
+constexpr int64_t backward_kv_scratch(int64_t D, int64_t Dp, int64_t nj) {
+  return 2 * kBr * kBc + nj * (2 * D * kBc + 2 * kBc * Dp);
+}
+constexpr int64_t backward_q_scratch(int64_t D, int64_t Dp) { return 2 * D * kBr + 2 * kBc * kBr + kBr * Dp + 2 * kBr; }
+constexpr int64_t kMaxVectorWidth = 16;  // floats: the widest ISA copy's W (AVX-512)
 
 #define PG_ATTN_DECLARE(ns)                                                          \
   namespace ns {                                                                     \
@@ -278,7 +289,7 @@ inline void forward_tile(const Args& p, int64_t s0, int64_t len, int64_t h, int6
   const int64_t D = p.D, Dp = round_up(D, W), G = p.H / p.Hkv, g = h / G;
   const int64_t ldq = p.H * D, ldk = p.Hkv * D;
   const int64_t q0 = i * kBr, nq = imin(kBr, len - q0);
-  float* qt = thread_scratch(D * kBr + kBc * kBr + kBr * Dp + 3 * kBr);
+  float* qt = thread_scratch();  // forward_scratch(D, Dp) floats
   float* st = qt + D * kBr;    // (Bc, Br) logits, then probabilities: keys by queries
   float* o = st + kBc * kBr;   // (Br, Dp) unnormalised output
   float* mx = o + kBr * Dp;    // (Br) running max (log2 domain)
@@ -345,7 +356,7 @@ inline void backward_kv_block(const Args& p, int64_t s0, int64_t len, int64_t g,
   const int64_t ldq = p.H * D, ldk = p.Hkv * D;
   const int64_t kb0 = jb * kKvTiles * kBc;
   const int64_t nj = imin(kKvTiles, (len - kb0 + kBc - 1) / kBc);
-  float* ws = thread_scratch(2 * kBr * kBc + nj * (2 * D * kBc + 2 * kBc * Dp));
+  float* ws = thread_scratch();  // backward_kv_scratch(D, Dp, nj) floats
   float* s = ws;               // (Br, Bc) logits, then P
   float* dp = s + kBr * kBc;   // (Br, Bc) dP, then dS
   float* tiles = dp + kBr * kBc;
@@ -423,7 +434,7 @@ inline void backward_q_tile(const Args& p, int64_t s0, int64_t len, int64_t h, i
   const int64_t D = p.D, Dp = round_up(D, W), G = p.H / p.Hkv, g = h / G;
   const int64_t ldq = p.H * D, ldk = p.Hkv * D;
   const int64_t q0 = i * kBr, nq = imin(kBr, len - q0);
-  float* qt = thread_scratch(2 * D * kBr + 2 * kBc * kBr + kBr * Dp + 2 * kBr);
+  float* qt = thread_scratch();  // backward_q_scratch(D, Dp) floats
   float* dot = qt + D * kBr;    // (D, Br) dO^T
   float* st = dot + D * kBr;    // (Bc, Br) S^T, then P^T
   float* dpt = st + kBc * kBr;  // (Bc, Br) dP^T, then dS^T

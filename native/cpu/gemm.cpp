@@ -4,11 +4,12 @@
 // scalar one below, how a product is cut into units of work, and the packing workspace. The blocked
 // algorithm itself is in gemm_kernels.h.
 //
-// Workspace: the one exception to "kernels never allocate". Each thread keeps two buffers for
-// packed panels (A blocks and B blocks), allocated on first use, grown when a call needs more
-// and kept for the life of the thread; their size is bounded by the blocking (a few MB; 4 x K
-// floats on the few-rows path), not by the problem, so steady-state calls allocate nothing. The
-// per-unit progress flags of the calling thread are kept and grown the same way.
+// Workspace: the packed panels (A blocks, shared by the threads of a product, and each thread's B
+// block) and the calling thread's per-unit progress flags live in the thread's kernel workspace
+// (workspace.h), reserved by the runtime outside the GEMM and sized here by the blocking over
+// every ISA, never by the problem: the few-rows path takes K in chunks of kSmallMaxK, and a
+// product wider than kMaxColumnBlocks column blocks is done in slices of columns. The GEMM
+// itself allocates nothing.
 //
 // Semantics beyond BLAS's: beta == 0 never reads C (NaN in C is overwritten); alpha == 0 or
 // K == 0 gives beta * C without reading A or B; a batch stride of 0 broadcasts A or B, and for
@@ -23,6 +24,7 @@
 #include "gemm_kernels.h"
 #include "patentgpt/ops.h"
 #include "patentgpt/runtime.h"
+#include "patentgpt/workspace.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -45,49 +47,28 @@ void wait_for(const std::atomic<int64_t>& counter, int64_t target) {
 
 namespace {
 
-struct Buffer {
-  float* data = nullptr;
-  size_t floats = 0;
-  ~Buffer() { std::free(data); }
-  float* get(size_t need) {
-    if (need <= floats) return data;
-    std::free(data);
-    data = nullptr;
-    floats = 0;
-    need = (need + 4095) & ~size_t(4095);  // grow in 16 KB steps
-    void* p = nullptr;
-    if (posix_memalign(&p, 64, need * sizeof(float)) != 0 || p == nullptr) {
-      // Kernels cannot throw; the buffer is bounded by the blocking (a few MB), so failing here
-      // means the process is out of memory anyway.
-      std::fprintf(stderr, "patentgpt: gemm could not allocate %zu bytes of workspace\n", need * sizeof(float));
-      std::abort();
-    }
-    data = static_cast<float*>(p);
-    floats = need;
-    return data;
-  }
-};
+// Bounds that keep the workspace independent of the problem's size. Up to kSmallMaxK (every K of
+// the presets: dim and ffnDim up to 28672, the 55,296 vocabulary) the few-rows path sums each
+// dot product in one pass; beyond it, in chunks accumulated into C (another rounding order).
+constexpr int64_t kSmallMaxK = 65536;
+// Products wider than this many column blocks of nc run as slices of columns (each C element's
+// sum is unchanged); with the planning thread count capped at kPlanThreads, ncb * nrg stays
+// below 6 * kPlanThreads as well (plan_units).
+constexpr int64_t kMaxColumnBlocks = 2048;
+constexpr int64_t kPlanThreads = 1024;
+constexpr int64_t kMaxUnits = std::max(kMaxColumnBlocks, 6 * kPlanThreads) + 64;
 
-thread_local Buffer tls_a, tls_b;
+const Isa* const kAllIsas[] = {&kIsaScalar, &kIsaAvx2, &kIsaAvx512};
 
-// The calling thread's per-unit progress flags, grown like the buffers.
-struct UnitFlags {
-  std::unique_ptr<std::atomic<int64_t>[]> flags;
-  size_t count = 0;
-  std::atomic<int64_t>* get(size_t need) {
-    if (need > count) {
-      flags.reset(new std::atomic<int64_t>[need]);
-      count = need;
-    }
-    for (size_t i = 0; i < need; ++i) flags[i].store(-1, std::memory_order_relaxed);
-    return flags.get();
-  }
-};
-thread_local UnitFlags tls_units;
+// Resets the first `need` progress flags of this thread's workspace.
+std::atomic<int64_t>* unit_flags(Workspace& ws, size_t need) {
+  for (size_t i = 0; i < need; ++i) ws.gemm_units[i].store(-1, std::memory_order_relaxed);
+  return ws.gemm_units;
+}
 
 }  // namespace
 
-float* thread_b_buffer(size_t floats) { return tls_b.get(floats); }
+float* thread_b_buffer() { return thread_workspace().gemm_b; }
 
 // ---- the scalar microkernel: plain loops, 4 x 16 ----
 
@@ -164,6 +145,7 @@ constexpr double kItemParallelFlops = 2.0 * 256 * 256 * 256;
 // four per thread, so that a late thread finds work; when N is too narrow for that, each column
 // block's rows are split into groups as well.
 void plan_units(Plan& p, const Isa& isa, int nt) {
+  nt = static_cast<int>(std::min<int64_t>(nt, kPlanThreads));  // bounds ncb * nrg (kMaxUnits)
   p.mc = round_up(ceil_div(p.M, ceil_div(p.M, isa.mc)), isa.mr);
   p.kc = ceil_div(p.K, ceil_div(p.K, isa.kc));
   const int64_t npanels = ceil_div(p.N, isa.nr);
@@ -178,42 +160,62 @@ void plan_units(Plan& p, const Isa& isa, int nt) {
 }
 
 // A product of at most kSmallM rows: op(A) packed into rows of K floats, then B streamed once,
-// its columns split over the threads.
+// its columns split over the threads. K beyond kSmallMaxK goes in chunks, each added to C.
 template <typename T>
-void run_small(const Plan& p, const Isa& isa, int nt) {
-  const T* A = static_cast<const T*>(p.A);
-  float* a = tls_a.get(static_cast<size_t>(p.M * p.K));
-  for (int64_t i = 0; i < p.M; ++i)
-    for (int64_t k = 0; k < p.K; ++k) a[i * p.K + k] = to_f32(p.trans_a ? A[k * p.lda + i] : A[i * p.lda + k]);
-  const SmallFn fn = p.bf16 ? isa.small_bf16 : isa.small_f32;
-  if (nt <= 1) {
-    fn(p, a, 0, p.N);
-    return;
+void run_small(const Plan& whole, const Isa& isa, int nt, Workspace& ws) {
+  const T* A = static_cast<const T*>(whole.A);
+  const T* B = static_cast<const T*>(whole.B);
+  float* a = ws.gemm_a;
+  const SmallFn fn = whole.bf16 ? isa.small_bf16 : isa.small_f32;
+  for (int64_t k0 = 0; k0 < whole.K; k0 += kSmallMaxK) {
+    Plan p = whole;
+    p.K = std::min(kSmallMaxK, whole.K - k0);
+    p.B = B + (whole.trans_b ? k0 : k0 * whole.ldb);
+    if (k0 > 0) p.beta = 1.0f;
+    for (int64_t i = 0; i < p.M; ++i)
+      for (int64_t k = 0; k < p.K; ++k)
+        a[i * p.K + k] = to_f32(p.trans_a ? A[(k0 + k) * p.lda + i] : A[i * p.lda + k0 + k]);
+    if (nt <= 1) {
+      fn(p, a, 0, p.N);
+      continue;
+    }
+    // Chunks of 64 columns (whole vector blocks), about four per thread.
+    const int64_t chunks = ceil_div(p.N, 64);
+    parallel_for(chunks, std::max<int64_t>(1, chunks / (4 * nt)), [&](int64_t c0, int64_t c1) {
+      fn(p, a, c0 * 64, std::min(p.N, c1 * 64));
+    });
   }
-  // Chunks of 64 columns (whole vector blocks), about four per thread.
-  const int64_t chunks = ceil_div(p.N, 64);
-  parallel_for(chunks, std::max<int64_t>(1, chunks / (4 * nt)), [&](int64_t c0, int64_t c1) {
-    fn(p, a, c0 * 64, std::min(p.N, c1 * 64));
-  });
 }
 
 // One batch item on nt threads (nt == 1: on the calling thread).
 void run_item(Plan p, const Isa& isa, int nt) {
+  Workspace& ws = thread_workspace();
   if (p.M <= kSmallM) {
     if (p.bf16)
-      run_small<uint16_t>(p, isa, nt);
+      run_small<uint16_t>(p, isa, nt, ws);
     else
-      run_small<float>(p, isa, nt);
+      run_small<float>(p, isa, nt, ws);
+    return;
+  }
+  const int64_t slice = kMaxColumnBlocks * isa.nc;  // a multiple of nr: slices keep whole panels
+  if (p.N > slice) {
+    const size_t elem = p.bf16 ? 2 : 4;
+    for (int64_t j0 = 0; j0 < p.N; j0 += slice) {
+      Plan q = p;
+      q.N = std::min(slice, p.N - j0);
+      q.B = static_cast<const char*>(p.B) + elem * (p.trans_b ? j0 * p.ldb : j0);
+      q.C = p.C + j0;
+      run_item(q, isa, nt);
+    }
     return;
   }
   const ThreadFn run = p.bf16 ? isa.run_bf16 : isa.run_f32;
   plan_units(p, isa, nt);
   const size_t block = static_cast<size_t>(round_up(p.mc * p.kc, 16));  // keeps both 64-byte aligned
-  float* a = tls_a.get(2 * block);
-  p.apack[0] = a;
-  p.apack[1] = a + block;
+  p.apack[0] = ws.gemm_a;
+  p.apack[1] = ws.gemm_a + block;
   Progress progress;
-  progress.unit_done = tls_units.get(static_cast<size_t>(p.ncb * p.nrg));
+  progress.unit_done = unit_flags(ws, static_cast<size_t>(p.ncb * p.nrg));
   p.progress = &progress;
   if (nt <= 1) {
     run(p);
@@ -302,6 +304,19 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
                int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch) {
   gemm_detail::gemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
                         ldc, stride_c, batch);
+}
+
+WorkspaceSizes gemm_workspace_sizes() {
+  using namespace gemm_detail;
+  WorkspaceSizes s{};
+  s.gemm_a = static_cast<size_t>(kSmallM * kSmallMaxK);
+  for (const Isa* isa : kAllIsas) {
+    const int64_t mc = round_up(isa->mc, isa->mr), nb = round_up(isa->nc, isa->nr);
+    s.gemm_a = std::max(s.gemm_a, static_cast<size_t>(2 * round_up(mc * isa->kc, 16)));
+    s.gemm_b = std::max(s.gemm_b, static_cast<size_t>(isa->kc * nb));
+  }
+  s.gemm_units = static_cast<size_t>(kMaxUnits);
+  return s;
 }
 
 // Not yet in ops.h (declared where used): the ISA name and blocking {mr, nr, mc, kc, nc} the

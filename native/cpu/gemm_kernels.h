@@ -67,9 +67,9 @@ struct Plan {
 // Defined in gemm.cpp (compiled for the baseline ISA).
 // Spins (then yields) until counter >= target.
 void wait_for(const std::atomic<int64_t>& counter, int64_t target);
-// This thread's private buffer of at least `floats` floats (64-byte aligned), allocated once and
-// grown when needed: the one allocation the GEMM kernels make, kept across calls.
-float* thread_b_buffer(size_t floats);
+// This thread's packed-B block (64-byte aligned) from its kernel workspace (workspace.h): kc x nc
+// floats of the largest ISA blocking; looked up once per call of a thread body.
+float* thread_b_buffer();
 
 // Runs units of the plan until none are left; any number of threads may call it at once.
 using ThreadFn = void (*)(const Plan& plan);
@@ -315,7 +315,7 @@ void run_units(const Plan& p) {
     for (int64_t j = i % 4; j <= i; j += 4) total += pack_units(j);
     return total;
   };
-  float* bpack = thread_b_buffer(static_cast<size_t>(p.kc * p.nb));
+  float* bpack = thread_b_buffer();  // holds p.kc x p.nb: nb is at most nc rounded to NR
   int64_t b_iter = -1, b_cb = -1;  // which B block bpack holds
 
   int64_t it = 0, it_start = 0;  // the iteration of the current ticket, and its first ticket

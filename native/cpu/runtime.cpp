@@ -5,6 +5,10 @@
 // ops) find the workers awake instead of paying a futex wake-up, which on a VM can cost tens of
 // microseconds per call, while an idle pool costs no CPU. The calling thread takes a share of
 // the work and spins as briefly for the others to finish.
+//
+// The pool owns each worker's kernel workspace (workspace.h), reserved before the worker starts;
+// a size whose workspaces cannot all be reserved is refused (set_num_threads) or cut down to what
+// could be (first use), never a crash.
 #include "patentgpt/runtime.h"
 
 #include <algorithm>
@@ -12,9 +16,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <memory>
+#include <string>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "patentgpt/workspace.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -63,13 +71,24 @@ class ThreadPool {
     return nthreads_;
   }
 
-  void resize(int n) {
+  std::string resize(int n) {
     std::lock_guard<std::mutex> lock(config_mutex_);
     if (n <= 0) n = default_threads();
-    if (started_ && n == nthreads_) return;
+    if (started_ && n == nthreads_) return {};
+    const int old = started_ ? nthreads_ : 1;
     stop();
-    nthreads_ = n;
+    std::string err = reserve(n);
+    nthreads_ = err.empty() ? n : old;
+    release_surplus();
     start();
+    return err;
+  }
+
+  // Starts the pool if needed; why its first start got fewer threads than asked, if it did.
+  std::string start_error() {
+    std::lock_guard<std::mutex> lock(config_mutex_);
+    ensure_started_locked();
+    return start_error_;
   }
 
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
@@ -115,8 +134,29 @@ class ThreadPool {
 
   void ensure_started_locked() {
     if (started_) return;
-    nthreads_ = default_threads();
+    const int n = default_threads();
+    start_error_ = reserve(n);
+    nthreads_ = std::max<int>(1, static_cast<int>(workspaces_.size()));  // as many as got one
+    release_surplus();
     start();
+  }
+
+  // Workspaces for workers 1..n-1 (index 0, the caller, brings its own); on failure the ones
+  // reserved so far are kept and the reason is returned.
+  std::string reserve(int n) {
+    if (workspaces_.empty()) workspaces_.emplace_back();  // the caller's slot
+    while (static_cast<int>(workspaces_.size()) < n) {
+      std::string err;
+      Workspace* ws = workspace_create(err);
+      if (ws == nullptr) return err;
+      workspaces_.emplace_back(ws);
+    }
+    return {};
+  }
+
+  // Frees the workspaces of workers beyond nthreads_ (they are stopped).
+  void release_surplus() {
+    if (static_cast<int>(workspaces_.size()) > nthreads_) workspaces_.resize(nthreads_);
   }
 
   void start() {
@@ -127,7 +167,13 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       gen = generation_.load();
     }
-    for (int i = 1; i < nthreads_; ++i) workers_.emplace_back([this, i, gen] { worker(i, gen); });
+    for (int i = 1; i < nthreads_; ++i) {
+      Workspace* ws = workspaces_[i].get();
+      workers_.emplace_back([this, i, gen, ws] {
+        set_thread_workspace(ws);
+        worker(i, gen);
+      });
+    }
     started_ = true;
   }
 
@@ -179,6 +225,8 @@ class ThreadPool {
   std::mutex config_mutex_, job_mutex_, mutex_;
   std::condition_variable cv_, done_cv_;
   std::vector<std::thread> workers_;
+  std::vector<std::unique_ptr<Workspace, WorkspaceDeleter>> workspaces_;  // [i]: worker i's
+  std::string start_error_;
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int job_chunks_ = 0;
@@ -226,7 +274,8 @@ const char* simd_level_name(SimdLevel level) {
 void force_simd_level(SimdLevel level) { simd_cap.store(static_cast<int>(level)); }
 
 int num_threads() { return pool().size(); }
-void set_num_threads(int n) { pool().resize(n); }
+std::string set_num_threads(int n) { return pool().resize(n); }
+std::string pool_reservation_error() { return pool().start_error(); }
 int thread_index() { return tls_thread_index; }
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {

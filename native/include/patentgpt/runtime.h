@@ -15,7 +15,10 @@ const char* simd_level_name(SimdLevel level);
 void force_simd_level(SimdLevel level);  // for tests and benches: cap the dispatch level
 
 int num_threads();
-void set_num_threads(int n);         // n <= 0 means one per hardware thread
+// n <= 0 means one per hardware thread. Reserves each new worker's kernel workspace
+// (workspace.h) first; when that fails the pool keeps its previous size and the reason (out of
+// memory) is returned, else an empty string.
+std::string set_num_threads(int n);
 
 // Runs fn(begin, end) over [0, n) split into contiguous chunks of at least `grain` items,
 // on the pool's workers and the calling thread; returns when all are done. Nested calls run
