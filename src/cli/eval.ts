@@ -72,7 +72,7 @@ export function evalCommand(): Command {
     }, 0)
     .option('--description <text>', 'text before the examples ({category} is replaced)')
     .option('--no-add-bos', 'no BOS in front of the contexts (lm-eval add_bos_token=False; default: BOS, as lm-eval with a LLaMA tokenizer)')
-    .option('--batch-tokens <n>', "most tokens per forward (default: what half the weights' bytes of activations allow, at most 1024)", int('--batch-tokens', 1))
+    .option('--batch-tokens <n>', "most tokens per forward (default: what a quarter of the weights' bytes of activations allow, 64 to 1024)", int('--batch-tokens', 1))
     .option('--out <dir>', 'where to write results.json and report.md', 'eval-out')
     .action(async (o: {
       model: string; tasks: string; tokenizer?: string; limit?: number; maxTokens?: number; shots: number; seed: number; style?: PromptStyle;

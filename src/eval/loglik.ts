@@ -22,8 +22,9 @@
 // attention never crosses rows); only the positions that are read go through the output layer.
 //
 // Memory: a forward keeps every layer's activations until it ends, about
-// activationBytesPerToken(config) a token, so the default step size is what fits in half the
-// weights' bytes (at most 1024 tokens); and the native allocator keeps freed blocks for reuse by
+// activationBytesPerToken(config) a token, so the default step size is what fits in a quarter of
+// the weights' bytes (at most 1024 tokens; a longer context is prefilled in chunks, prefix.ts);
+// the KV cache takes at most half the weights' bytes; and the native allocator keeps freed blocks for reuse by
 // size class, which suits a training loop (the same sizes every step) but not scoring (every
 // step a new size): those blocks are given back after a step whenever they pass `cacheLimitBytes`.
 // The weights are checked once and every log-likelihood is checked: a model that is not finite
@@ -56,12 +57,12 @@ export interface LoglikResult {
 
 export interface ScorerOptions {
   /**
-   * Most tokens in one packed forward (default: as many as half the weights' bytes of activations
-   * allow, at most 1024, since larger forwards measured slower per token on 2 cores). 1 row per
+   * Most tokens in one forward (default: as many as a quarter of the weights' bytes of activations
+   * allow, at least 64 and at most 1024, since larger forwards measured slower per token on 2 cores). 1 row per
    * forward when `batched` is false.
    */
   maxBatchTokens?: number;
-  /** Freed native blocks kept for reuse between steps beyond which they are given back (default: half the weights' bytes). */
+  /** Freed native blocks kept for reuse between steps beyond which they are given back (default: a quarter of the weights' bytes). */
   cacheLimitBytes?: number;
   /** Check that every weight is finite before scoring (default true). */
   checkWeights?: boolean;
@@ -139,12 +140,12 @@ export class Scorer {
     this.model = model;
     this.tokenizer = tokenizer;
     const weights = weightBytes(model);
-    this.maxBatchTokens = opts.maxBatchTokens ?? Math.max(64, Math.min(1024, Math.floor(weights / 2 / activationBytesPerToken(model.config))));
+    this.maxBatchTokens = opts.maxBatchTokens ?? Math.max(64, Math.min(1024, Math.floor(weights / 4 / activationBytesPerToken(model.config))));
     this.batched = opts.batched ?? true;
     this.addBos = opts.addBos ?? tokenizer.bosId >= 0;
     this.sharedContexts = opts.sharedContexts ?? true;
     this.kvCacheBytes = opts.kvCacheBytes ?? Math.min(256 * 2 ** 20, Math.max(16 * 2 ** 20, weights / 2));
-    this.cacheLimitBytes = opts.cacheLimitBytes ?? weights / 2;
+    this.cacheLimitBytes = opts.cacheLimitBytes ?? weights / 4;
     if (!(this.maxBatchTokens >= 1)) throw new PatentGPTError('E_ARGUMENT', `maxBatchTokens must be >= 1, got ${this.maxBatchTokens}`);
     if (opts.checkWeights ?? true) checkFiniteWeights(model);
   }

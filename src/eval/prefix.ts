@@ -107,22 +107,36 @@ export function scoreSharedContexts(
       g.ctxBlocks = Array.from({ length: g.context.length }, () => next++);
       for (const n of g.nodes) n.block = next++;
     }
-    // Prefill the contexts, at most maxStepTokens per step (a longer context takes a step alone).
-    let k = 0;
-    while (k < batch.length) {
-      const items: { g: Group; table: BlockTable }[] = [];
+    // Prefill the contexts in steps of exactly maxStepTokens tokens (the last one fewer): the
+    // contexts in order, cut at step boundaries, so a step holds at most one piece of a context
+    // and only its last piece can be partial; a context's next piece reads the earlier ones from
+    // the cache. Every step then has the same size: its activations are bounded by maxStepTokens,
+    // and the allocator reuses the same blocks step after step instead of collecting blocks of
+    // every size.
+    const tables = batch.map((g, j) => {
+      const table = new BlockTable(j + 1);
+      table.blocks.push(...g.ctxBlocks);
+      return table;
+    });
+    let gi = 0;
+    let pos = 0;
+    while (gi < batch.length) {
+      const items: { g: Group; start: number; end: number; table: BlockTable }[] = [];
       let n = 0;
-      while (k < batch.length && (items.length === 0 || n + batch[k]!.context.length <= maxStepTokens)) {
-        const g = batch[k++]!;
-        const table = new BlockTable(k);
-        table.blocks.push(...g.ctxBlocks);
-        items.push({ g, table });
-        n += g.context.length;
+      while (gi < batch.length && n < maxStepTokens) {
+        const g = batch[gi]!;
+        const end = Math.min(g.context.length, pos + maxStepTokens - n);
+        items.push({ g, start: pos, end, table: tables[gi]! });
+        n += end - pos;
+        if (end === g.context.length) [gi, pos] = [gi + 1, 0];
+        else pos = end;
       }
-      const logits = runner.step(items.map(({ g, table }) => ({ tokens: g.context, start: 0, end: g.context.length, table })));
+      const logits = runner.step(items.map(({ g, start, end, table }) => ({ tokens: g.context, start, end, table })));
       steps++;
       tokens += n;
-      items.forEach(({ g }, j) => readLogprobs(logits[j]!, g.rootReads, out));
+      items.forEach(({ g, end }, j) => {
+        if (end === g.context.length) readLogprobs(logits[j]!, g.rootReads, out);
+      });
       afterStep?.();
     }
     // The trie nodes, depth by depth.
