@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { progressFor } from '../../src/cli/eval.js';
+import { progressFor, unescapeArg } from '../../src/cli/eval.js';
 import { BYTE_VOCAB_SIZE, LlamaForCausalLM, Tensor, preset, savePretrained, validateConfig } from '../../src/index.js';
 
 const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
@@ -77,6 +77,19 @@ describe('patentgpt eval: streams', () => {
     const json = cli([...base, '--progress', 'json']);
     expect(events(json.stderr).at(-1)).toMatchObject({ event: 'done', label: 'b' });
     expect(events(json.stdout)).toEqual([]);
+  }, 60_000);
+
+  it('--template and --target-delimiter give the prompt (\\n typed on a command line is a newline)', () => {
+    expect(unescapeArg('问题：{question}\\n答案：\\t\\\\n')).toBe('问题：{question}\n答案：\t\\n');
+    const r = cli(['eval', '--model', join(dir, 'model'), '--tokenizer', 'byte', '--tasks', join(dir, 'b.jsonl'), '--progress', 'none', '--out', join(dir, 't'),
+      '--style', 'cloze', '--template', '问题：{question}\\n答案：', '--target-delimiter', '']);
+    expect(r.status, r.stderr).toBe(0);
+    const res = JSON.parse(readFileSync(join(dir, 't', 'results.json'), 'utf8')) as { tasks: { options: { template: string; targetDelimiter: string }; docs: { candidates: string[] }[] }[] };
+    expect(res.tasks[0]!.options).toMatchObject({ template: '问题：{question}\n答案：', targetDelimiter: '' });
+    expect(res.tasks[0]!.docs[0]!.candidates).toEqual(['x', 'y']);
+    const bad = cli(['eval', '--model', join(dir, 'model'), '--tokenizer', 'byte', '--tasks', join(dir, 'b.jsonl'), '--template', '{question} {answer}', '--out', join(dir, 't2')]);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/template field \{answer\} is unknown/);
   }, 60_000);
 
   it('a model with a NaN weight fails with the parameter named, and writes no results', () => {
