@@ -10,8 +10,7 @@ namespace pgnode {
 namespace {
 
 // adamwStep(param, paramO, m, mO, v, vO, grad, gradO, n, lr, beta1, beta2, eps, weightDecay, step, gradScale)
-Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
-  Args a(info, "adamw", 16);
+Napi::Value AdamwStep(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t n = a.Size(8, "n");
   const double lr = a.Num(9, "lr"), beta1 = a.Num(10, "beta1"), beta2 = a.Num(11, "beta2");
   const double eps = a.Num(12, "eps"), wd = a.Num(13, "weightDecay"), scale = a.Num(15, "gradScale");
@@ -33,10 +32,15 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "adamwStep", "adamw",
+     "param: f32, m: f32, v: f32, grad: f32, n: size, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: int, gradScale: number",
+     "void", AdamwStep},
+};
+
 }  // namespace
 
-void RegisterAdamw(Napi::Env env, Napi::Object exports) {
-  exports.Set("adamwStep", Napi::Function::New(env, AdamwStep, "adamwStep"));
-}
+void RegisterAdamw(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

@@ -1,5 +1,6 @@
 // The addon's entry point: registers the Storage class and every op family's functions.
-// src/tensor/addon.ts describes the resulting object for TypeScript.
+// Every function is declared next to its body (signature.h); signatures() lists them, and
+// scripts/gen-addon-types.mjs turns that list into src/native/addon-types.ts.
 #include <napi.h>
 
 #include "args.h"
@@ -9,7 +10,29 @@ namespace pgnode {
 
 void RegisterReduce(Napi::Env env, Napi::Object exports);  // reduce.cpp
 
+namespace {
+
+Napi::Value Signatures(const Napi::CallbackInfo& info, const Args&) { return SignaturesValue(info.Env()); }
+
+// Storage (storage.cpp checks its own arguments) and signatures() itself.
+const Decl kDecls[] = {
+    {DeclKind::Function, "signatures", "signatures", "", "NativeSignature[]", Signatures},
+    {DeclKind::Constructor, "Storage", "Storage", "bytes: number, device?: 'cpu' | 'cuda', zero?: boolean",
+     "NativeStorage"},
+    {DeclKind::Method, "Storage.free", "Storage.free", "", "void"},
+    {DeclKind::Method, "Storage.read", "Storage.read", "into: ArrayBufferView, byteOffset: number", "void"},
+    {DeclKind::Method, "Storage.write", "Storage.write", "from: ArrayBufferView, byteOffset: number", "void"},
+    {DeclKind::Method, "Storage.copyFrom", "Storage.copyFrom",
+     "src: Storage, dstByteOffset: number, srcByteOffset: number, bytes: number", "void"},
+    {DeclKind::Getter, "Storage.bytes", "Storage.bytes", "", "number"},
+    {DeclKind::Getter, "Storage.device", "Storage.device", "", "'cpu' | 'cuda'"},
+    {DeclKind::Getter, "Storage.disposed", "Storage.disposed", "", "boolean"},
+};
+
+}  // namespace
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  Define(env, exports, kDecls);
   exports.Set("Storage", Storage::Define(env));
   RegisterRuntime(env, exports);
   RegisterElementwise(env, exports);

@@ -1,5 +1,5 @@
 // Argument checking for op bindings: every pointer a kernel receives has been checked here for
-// type, device and bounds, so no call from JavaScript can make a kernel read or write outside
+// type, device and bounds (against the op's declared signature, signature.h), so no call from JavaScript can make a kernel read or write outside
 // its buffers. Failures throw a JS Error that names the op and carries err.code (errors.h):
 // E_NATIVE_ARG, or E_NATIVE_DISPOSED for a freed storage.
 #pragma once
@@ -11,31 +11,42 @@
 #include <string>
 
 #include "errors.h"
+#include "signature.h"
 #include "storage.h"
 
 namespace pgnode {
 
+// The arguments of one call, read against its declared Signature (signature.h). The constructor
+// checks the arity and every argument's kind and keeps numbers and storages, so the accessors
+// read no JS value twice; each accessor also checks that the body asks for argument i under the
+// name and kind it was declared with (a mismatch is a bug in the binding: std::logic_error).
+inline constexpr size_t kMaxSlots = 80;
+
 class Args {
  public:
-  Args(const Napi::CallbackInfo& info, const char* op, size_t count) : info_(info), op_(op) {
-    if (info.Length() != count)
-      Fail("expected " + std::to_string(count) + " arguments, got " + std::to_string(info.Length()));
-  }
+  Args(const Napi::CallbackInfo& info, const Signature& sig);
+  // Class bodies and runtime.cpp: the declared signature `name`, which must take `count` values.
+  Args(const Napi::CallbackInfo& info, const char* name, size_t count);
 
   [[noreturn]] void Fail(const std::string& message) const { Fail(kErrArg, message); }
   [[noreturn]] void Fail(const char* code, const std::string& message) const {
-    throw CodedError(info_.Env(), code, std::string(op_) + ": " + message);
+    throw CodedError(info_.Env(), code, sig_.label + ": " + message);
   }
 
+  // The device of the call's first tensor (CPU when it has none): the kernel table's key.
+  Device device() const { return device_; }
+
   // A tensor argument is two JS values: the Storage at index i and an element offset at i + 1.
-  // `count` elements of T must fit in the storage from that offset.
+  // `count` elements of T must fit in the storage from that offset, on the kernel's device.
   template <typename T>
-  T* Ptr(size_t i, const char* name, int64_t count, Device device = Device::CPU) const {
-    Storage* s = StorageAt(i, name);
-    if (s->device() != device)
-      Fail(std::string(name) + " is on " + (s->device() == Device::CUDA ? "cuda" : "cpu") +
-           ", this op needs " + (device == Device::CUDA ? "cuda" : "cpu"));
-    int64_t offset = Int(i + 1, name);
+  T* Ptr(size_t i, const char* name, int64_t count) const {
+    Declared(i, name, Kind::Tensor, sizeof(T));
+    Storage* s = storages_[i];
+    if (!s) Fail(std::string(name) + " is not a tensor storage");
+    if (s->device() != device_)
+      Fail(std::string(name) + " is on " + DeviceName(s->device()) + ", this call's kernel runs on " +
+           DeviceName(device_) + " (its first tensor's device)");
+    int64_t offset = IntAt(i + 1, name);
     if (offset < 0 || count < 0) Fail(std::string(name) + ": negative offset or size");
     const int64_t capacity = static_cast<int64_t>(s->bytes() / sizeof(T));
     if (offset > capacity || count > capacity - offset)
@@ -44,35 +55,33 @@ class Args {
     return static_cast<T*>(s->data()) + offset;
   }
 
-  Storage* StorageAt(size_t i, const char* name) const {
-    if (!Storage::Is(info_[i])) Fail(std::string(name) + " is not a tensor storage");
-    Storage* s = Storage::Unwrap(info_[i].As<Napi::Object>());
-    if (s->freed()) Fail(kErrDisposed, std::string(name) + " was already disposed");
-    return s;
+  // A tensor argument declared "| null": nullptr when null.
+  template <typename T>
+  T* OptPtr(size_t i, const char* name, int64_t count) const {
+    Declared(i, name, Kind::Tensor, sizeof(T));
+    return storages_[i] ? Ptr<T>(i, name, count) : nullptr;
   }
 
   int64_t Int(size_t i, const char* name) const {
-    if (!info_[i].IsNumber()) Fail(std::string(name) + " must be a number");
-    double v = info_[i].As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) > 9007199254740991.0)
-      Fail(std::string(name) + " must be an integer, got " + std::to_string(v));
-    return static_cast<int64_t>(v);
+    Declared(i, name, Kind::Int, 0);
+    return IntAt(i, name);
   }
 
   int64_t Size(size_t i, const char* name) const {
-    int64_t v = Int(i, name);
+    Declared(i, name, Kind::Size, 0);
+    int64_t v = IntAt(i, name);
     if (v < 0) Fail(std::string(name) + " must be >= 0, got " + std::to_string(v));
     return v;
   }
 
   double Num(size_t i, const char* name) const {
-    if (!info_[i].IsNumber()) Fail(std::string(name) + " must be a number");
-    return info_[i].As<Napi::Number>().DoubleValue();
+    Declared(i, name, Kind::Number, 0);
+    return numbers_[i];
   }
 
   bool Bool(size_t i, const char* name) const {
-    if (!info_[i].IsBoolean()) Fail(std::string(name) + " must be a boolean");
-    return info_[i].As<Napi::Boolean>().Value();
+    Declared(i, name, Kind::Boolean, 0);
+    return numbers_[i] != 0;
   }
 
   // a * b, failing instead of overflowing.
@@ -82,10 +91,25 @@ class Args {
   }
 
   Napi::Env Env() const { return info_.Env(); }
+  const Signature& signature() const { return sig_; }
 
  private:
+  static const char* DeviceName(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }
+  void Read();
+  int64_t IntAt(size_t i, const char* name) const {
+    const double v = numbers_[i];
+    if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) > 9007199254740991.0)
+      Fail(std::string(name) + " must be an integer, got " + std::to_string(v));
+    return static_cast<int64_t>(v);
+  }
+  // Fails (a binding bug) unless argument i starts the parameter `name` of a compatible kind.
+  void Declared(size_t i, const char* name, Kind kind, size_t elem_bytes) const;
+
   const Napi::CallbackInfo& info_;
-  const char* op_;
+  const Signature& sig_;
+  Device device_ = Device::CPU;
+  double numbers_[kMaxSlots];
+  Storage* storages_[kMaxSlots];
 };
 
 // Whether n elements at a and m at b share bytes. Index buffers (ids, targets) must not overlap

@@ -43,8 +43,7 @@ Dims ReadDims(const Args& a, size_t i, size_t cu, const int32_t** cu_out) {
 }
 
 // attentionForward(out, lse, q, k, v, cuSeqlens (each storage, offset), nseq, T, H, Hkv, D, scale, causal)
-Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
-  Args a(info, "attention", 19);
+Napi::Value AttentionForward(const Napi::CallbackInfo& info, const Args& a) {
   const int32_t* cu = nullptr;
   Dims d = ReadDims(a, 12, 10, &cu);
   const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
@@ -59,8 +58,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
 
 // attentionBackward(dq, dk, dv, delta, dout, out, lse, q, k, v, cuSeqlens (each storage, offset),
 //                   nseq, T, H, Hkv, D, scale, causal)
-Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "attention backward", 29);
+Napi::Value AttentionBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int32_t* cu = nullptr;
   Dims d = ReadDims(a, 22, 20, &cu);
   const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
@@ -79,11 +77,18 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "attentionForward", "attention",
+     "out: f32, lse: f32, q: f32, k: f32, v: f32, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
+     "void", AttentionForward},
+    {DeclKind::Function, "attentionBackward", "attention backward",
+     "dq: f32, dk: f32, dv: f32, delta: f32, dout: f32, out: f32, lse: f32, q: f32, k: f32, v: f32, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
+     "void", AttentionBackward},
+};
+
 }  // namespace
 
-void RegisterAttention(Napi::Env env, Napi::Object exports) {
-  exports.Set("attentionForward", Napi::Function::New(env, AttentionForward, "attentionForward"));
-  exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
-}
+void RegisterAttention(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

@@ -141,9 +141,22 @@ class BpeEncoderWrap : public Napi::ObjectWrap<BpeEncoderWrap> {
   std::shared_ptr<const pg::BpeEncoder> encoder_;
 };
 
+// The class's declarations (its bodies read their Args under these names).
+const Decl kDecls[] = {
+    {DeclKind::Constructor, "BpeEncoder", "BpeEncoder",
+     "pieces: Uint8Array, offsets: BigInt64Array, scores: Float32Array, types: Int32Array, unkId: int, "
+     "byteFallback: boolean, addDummyPrefix: boolean, removeExtraWhitespaces: boolean, escapeWhitespaces: boolean",
+     "NativeBpeEncoder"},
+    {DeclKind::Method, "BpeEncoder.encode", "BpeEncoder.encode", "text: Uint8Array", "Int32Array"},
+    {DeclKind::Method, "BpeEncoder.encodeBatch", "BpeEncoder.encodeBatch",
+     "text: Uint8Array, offsets: BigInt64Array, threads: int, bosId: int, eosId: int",
+     "Promise<{ ids: Int32Array; offsets: Float64Array }>"},
+};
+
 }  // namespace
 
 void RegisterBpeEncode(Napi::Env env, Napi::Object exports) {
+  Define(env, exports, kDecls);
   exports.Set("BpeEncoder", BpeEncoderWrap::Define(env));
 }
 

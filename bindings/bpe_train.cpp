@@ -138,9 +138,26 @@ class BpeTrainerWrap : public Napi::ObjectWrap<BpeTrainerWrap> {
   bool began_ = false;
 };
 
+// The class's declarations (its bodies read their Args under these names).
+const Decl kDecls[] = {
+    {DeclKind::Constructor, "BpeTrainer", "BpeTrainer", "splitByWhitespace: boolean, allowWhitespaceOnlyPieces: boolean",
+     "NativeBpeTrainer"},
+    {DeclKind::Method, "BpeTrainer.addSentences", "BpeTrainer.addSentences", "text: Uint8Array", "void"},
+    {DeclKind::Method, "BpeTrainer.charCounts", "BpeTrainer.charCounts", "", "{ cps: Uint32Array; counts: Float64Array }"},
+    {DeclKind::Method, "BpeTrainer.begin", "BpeTrainer.begin",
+     "cps: Uint32Array, scripts: Int32Array, maxPieceLength: int, splitByWhitespace: boolean, "
+     "splitByUnicodeScript: boolean, splitDigits: boolean, allowWhitespaceOnlyPieces: boolean, reserved: string[]",
+     "void"},
+    {DeclKind::Method, "BpeTrainer.step", "BpeTrainer.step", "maxPieces: int", "number"},
+    {DeclKind::Method, "BpeTrainer.pieces", "BpeTrainer.pieces", "from: int", "{ pieces: string[]; freqs: Float64Array }"},
+    {DeclKind::Getter, "BpeTrainer.sentences", "BpeTrainer.sentences", "", "number"},
+    {DeclKind::Getter, "BpeTrainer.uniqueWords", "BpeTrainer.uniqueWords", "", "number"},
+};
+
 }  // namespace
 
 void RegisterBpeTrain(Napi::Env env, Napi::Object exports) {
+  Define(env, exports, kDecls);
   exports.Set("BpeTrainer", BpeTrainerWrap::Define(env));
 }
 

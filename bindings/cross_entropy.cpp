@@ -29,8 +29,7 @@ int32_t IgnoreIndex(const Args& a, size_t i) {
 }
 
 // crossEntropyForward(loss, lossO, lse, lseO, logits, logitsO, targets, targetsO, N, V, ignoreIndex)
-Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
-  Args a(info, "crossEntropy", 11);
+Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(8, "N"), V = a.Size(9, "V");
   const int32_t ignore = IgnoreIndex(a, 10);
   float* loss = a.Ptr<float>(0, "loss", N);
@@ -45,8 +44,7 @@ Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
 
 // crossEntropyBackward(dlogits, dlogitsO, dloss, dlossO, logits, logitsO, lse, lseO, targets, targetsO,
 //                      N, V, ignoreIndex); dlogits may be the logits themselves.
-Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "crossEntropy backward", 13);
+Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(10, "N"), V = a.Size(11, "V");
   const int32_t ignore = IgnoreIndex(a, 12);
   const int64_t NV = a.Mul(N, V);
@@ -62,8 +60,7 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
 }
 
 // logprobForward(out, outO, lse, lseO, logits, logitsO, ids, idsO, N, V)
-Napi::Value LogprobForward(const Napi::CallbackInfo& info) {
-  Args a(info, "logprobs", 10);
+Napi::Value LogprobForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(8, "N"), V = a.Size(9, "V");
   float* out = a.Ptr<float>(0, "out", N);
   float* lse = a.Ptr<float>(2, "lse", N);
@@ -76,8 +73,7 @@ Napi::Value LogprobForward(const Napi::CallbackInfo& info) {
 }
 
 // logprobBackward(dlogits, dlogitsO, dout, doutO, logits, logitsO, lse, lseO, ids, idsO, N, V)
-Napi::Value LogprobBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "logprobs backward", 12);
+Napi::Value LogprobBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(10, "N"), V = a.Size(11, "V");
   const int64_t NV = a.Mul(N, V);
   float* dlogits = a.Ptr<float>(0, "dlogits", NV);
@@ -91,13 +87,24 @@ Napi::Value LogprobBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "crossEntropyForward", "crossEntropy",
+     "loss: f32, lse: f32, logits: f32, targets: i32, N: size, V: size, ignoreIndex: int",
+     "void", CrossEntropyForward},
+    {DeclKind::Function, "crossEntropyBackward", "crossEntropy backward",
+     "dlogits: f32, dloss: f32, logits: f32, lse: f32, targets: i32, N: size, V: size, ignoreIndex: int",
+     "void", CrossEntropyBackward},
+    {DeclKind::Function, "logprobForward", "logprobs",
+     "out: f32, lse: f32, logits: f32, ids: i32, N: size, V: size",
+     "void", LogprobForward},
+    {DeclKind::Function, "logprobBackward", "logprobs backward",
+     "dlogits: f32, dout: f32, logits: f32, lse: f32, ids: i32, N: size, V: size",
+     "void", LogprobBackward},
+};
+
 }  // namespace
 
-void RegisterCrossEntropy(Napi::Env env, Napi::Object exports) {
-  exports.Set("crossEntropyForward", Napi::Function::New(env, CrossEntropyForward, "crossEntropyForward"));
-  exports.Set("crossEntropyBackward", Napi::Function::New(env, CrossEntropyBackward, "crossEntropyBackward"));
-  exports.Set("logprobForward", Napi::Function::New(env, LogprobForward, "logprobForward"));
-  exports.Set("logprobBackward", Napi::Function::New(env, LogprobBackward, "logprobBackward"));
-}
+void RegisterCrossEntropy(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

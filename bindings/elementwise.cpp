@@ -7,61 +7,53 @@ namespace pgnode {
 namespace {
 
 // addForward(out, outOff, a, aOff, b, bOff, n)
-Napi::Value AddForward(const Napi::CallbackInfo& info) {
-  Args a(info, "add", 7);
+Napi::Value AddForward(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(6, "n");
   pg::add_forward(a.Ptr<float>(0, "out", n), a.Ptr<float>(2, "a", n), a.Ptr<float>(4, "b", n), n);
   return info.Env().Undefined();
 }
 
 // axpy(y, yOff, x, xOff, alpha, n): y += alpha * x
-Napi::Value Axpy(const Napi::CallbackInfo& info) {
-  Args a(info, "axpy", 6);
+Napi::Value Axpy(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(5, "n");
   pg::axpy(a.Ptr<float>(0, "y", n), a.Ptr<float>(2, "x", n), static_cast<float>(a.Num(4, "alpha")), n);
   return info.Env().Undefined();
 }
 
 // triad(out, outOff, a, aOff, b, bOff, alpha, n): out = a + alpha * b
-Napi::Value Triad(const Napi::CallbackInfo& info) {
-  Args a(info, "triad", 8);
+Napi::Value Triad(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(7, "n");
   pg::triad(a.Ptr<float>(0, "out", n), a.Ptr<float>(2, "a", n), a.Ptr<float>(4, "b", n), static_cast<float>(a.Num(6, "alpha")), n);
   return info.Env().Undefined();
 }
 
 // scale(x, xOff, alpha, n)
-Napi::Value Scale(const Napi::CallbackInfo& info) {
-  Args a(info, "scale", 4);
+Napi::Value Scale(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(3, "n");
   pg::scale_inplace(a.Ptr<float>(0, "x", n), static_cast<float>(a.Num(2, "alpha")), n);
   return info.Env().Undefined();
 }
 
 // fill(x, xOff, value, n)
-Napi::Value Fill(const Napi::CallbackInfo& info) {
-  Args a(info, "fill", 4);
+Napi::Value Fill(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(3, "n");
   pg::fill(a.Ptr<float>(0, "x", n), static_cast<float>(a.Num(2, "value")), n);
   return info.Env().Undefined();
 }
 
 // sum(x, xOff, n) -> number;  sumSquares(x, xOff, n) -> number
-Napi::Value Sum(const Napi::CallbackInfo& info) {
-  Args a(info, "sum", 3);
+Napi::Value Sum(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(2, "n");
   return Napi::Number::New(info.Env(), pg::sum(a.Ptr<float>(0, "x", n), n));
 }
 
-Napi::Value SumSquares(const Napi::CallbackInfo& info) {
-  Args a(info, "sumSquares", 3);
+Napi::Value SumSquares(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(2, "n");
   return Napi::Number::New(info.Env(), pg::sum_squares(a.Ptr<float>(0, "x", n), n));
 }
 
 // cast(out, outOff, outDtype, x, xOff, xDtype, n) between f32 and bf16/f16.
-Napi::Value Cast(const Napi::CallbackInfo& info) {
-  Args a(info, "cast", 7);
+Napi::Value Cast(const Napi::CallbackInfo& info, const Args& a) {
   if (!info[2].IsString() || !info[5].IsString()) a.Fail("dtypes must be strings");
   std::string to = info[2].As<Napi::String>().Utf8Value();
   std::string from = info[5].As<Napi::String>().Utf8Value();
@@ -74,18 +66,12 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// A tensor argument that may be null (a gradient nobody wants).
-template <typename T>
-T* OptPtr(const Args& a, const Napi::CallbackInfo& info, size_t i, const char* name, int64_t count) {
-  return info[i].IsNull() ? nullptr : a.Ptr<T>(i, name, count);
-}
-
 // An operand's broadcast pattern over n output elements: it reads x[(i / inner) % size].
 struct Pattern {
   int64_t size, inner;
 };
-Pattern PatternArg(const Args& a, size_t i, const char* name, int64_t n) {
-  Pattern p{a.Size(i, name), a.Size(i + 1, name)};
+Pattern PatternArg(const Args& a, size_t i, const char* size_name, const char* inner_name, const char* name, int64_t n) {
+  Pattern p{a.Size(i, size_name), a.Size(i + 1, inner_name)};
   if (n > 0 && (p.size < 1 || p.inner < 1 || n % a.Mul(p.size, p.inner) != 0))
     a.Fail(std::string(name) + ": broadcast size " + std::to_string(p.size) + " x inner " + std::to_string(p.inner) +
            " does not tile " + std::to_string(n) + " elements");
@@ -105,10 +91,9 @@ pg::UnaryOp UnaryOpArg(const Args& a, size_t i) {
 }
 
 // binaryForward(out, oO, a, aO, b, bO, n, aSize, aInner, bSize, bInner, op)
-Napi::Value BinaryForward(const Napi::CallbackInfo& info) {
-  Args a(info, "binaryForward", 12);
+Napi::Value BinaryForward(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(6, "n");
-  Pattern pa = PatternArg(a, 7, "a", n), pb = PatternArg(a, 9, "b", n);
+  Pattern pa = PatternArg(a, 7, "aSize", "aInner", "a", n), pb = PatternArg(a, 9, "bSize", "bInner", "b", n);
   pg::BinaryOp op = BinaryOpArg(a, 11);
   pg::binary_forward(a.Ptr<float>(0, "out", n), a.Ptr<float>(2, "a", n ? pa.size : 0), a.Ptr<float>(4, "b", n ? pb.size : 0), n,
                      pa.size, pa.inner, pb.size, pb.inner, op);
@@ -116,30 +101,27 @@ Napi::Value BinaryForward(const Napi::CallbackInfo& info) {
 }
 
 // binaryBackward(da|null, daO, db|null, dbO, dout, doutO, a, aO, b, bO, n, aSize, aInner, bSize, bInner, op)
-Napi::Value BinaryBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "binaryBackward", 16);
+Napi::Value BinaryBackward(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(10, "n");
-  Pattern pa = PatternArg(a, 11, "a", n), pb = PatternArg(a, 13, "b", n);
+  Pattern pa = PatternArg(a, 11, "aSize", "aInner", "a", n), pb = PatternArg(a, 13, "bSize", "bInner", "b", n);
   pg::BinaryOp op = BinaryOpArg(a, 15);
-  pg::binary_backward(OptPtr<float>(a, info, 0, "da", n), OptPtr<float>(a, info, 2, "db", n), a.Ptr<float>(4, "dout", n),
+  pg::binary_backward(a.OptPtr<float>(0, "da", n), a.OptPtr<float>(2, "db", n), a.Ptr<float>(4, "dout", n),
                       a.Ptr<float>(6, "a", n ? pa.size : 0), a.Ptr<float>(8, "b", n ? pb.size : 0), n, pa.size, pa.inner,
                       pb.size, pb.inner, op);
   return info.Env().Undefined();
 }
 
 // sumBroadcast(out, oO, x, xO, n, size, inner): the adjoint of an operand's broadcast
-Napi::Value SumBroadcast(const Napi::CallbackInfo& info) {
-  Args a(info, "sumBroadcast", 7);
+Napi::Value SumBroadcast(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(4, "n");
-  Pattern p = PatternArg(a, 5, "pattern", n);
+  Pattern p = PatternArg(a, 5, "size", "inner", "pattern", n);
   if (n == 0) return info.Env().Undefined();
   pg::sum_broadcast(a.Ptr<float>(0, "out", p.size), a.Ptr<float>(2, "x", n), n, p.size, p.inner);
   return info.Env().Undefined();
 }
 
 // unaryForward(out, oO, x, xO, n, op, lo, hi)
-Napi::Value UnaryForward(const Napi::CallbackInfo& info) {
-  Args a(info, "unaryForward", 8);
+Napi::Value UnaryForward(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(4, "n");
   pg::UnaryOp op = UnaryOpArg(a, 5);
   pg::unary_forward(a.Ptr<float>(0, "out", n), a.Ptr<float>(2, "x", n), n, op, static_cast<float>(a.Num(6, "lo")),
@@ -148,12 +130,11 @@ Napi::Value UnaryForward(const Napi::CallbackInfo& info) {
 }
 
 // unaryBackward(dx, dxO, dout, doutO, x|null, xO, out|null, outO, n, op, lo, hi): x or out as the op reads
-Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "unaryBackward", 12);
+Napi::Value UnaryBackward(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(8, "n");
   pg::UnaryOp op = UnaryOpArg(a, 9);
-  const float* x = OptPtr<float>(a, info, 4, "x", n);
-  const float* out = OptPtr<float>(a, info, 6, "out", n);
+  const float* x = a.OptPtr<float>(4, "x", n);
+  const float* out = a.OptPtr<float>(6, "out", n);
   const bool needs_out = op == pg::UnaryOp::Exp || op == pg::UnaryOp::Sigmoid;
   if (needs_out ? out == nullptr : (op != pg::UnaryOp::Neg && x == nullptr))
     a.Fail(needs_out ? "this op's backward reads the forward's out" : "this op's backward reads x");
@@ -163,42 +144,73 @@ Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
 }
 
 // whereForward(out, oO, cond, cO, a, aO, b, bO, n, aSize, aInner, bSize, bInner)
-Napi::Value WhereForward(const Napi::CallbackInfo& info) {
-  Args a(info, "whereForward", 13);
+Napi::Value WhereForward(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(8, "n");
-  Pattern pa = PatternArg(a, 9, "a", n), pb = PatternArg(a, 11, "b", n);
+  Pattern pa = PatternArg(a, 9, "aSize", "aInner", "a", n), pb = PatternArg(a, 11, "bSize", "bInner", "b", n);
   pg::where_forward(a.Ptr<float>(0, "out", n), a.Ptr<int32_t>(2, "cond", n), a.Ptr<float>(4, "a", n ? pa.size : 0),
                     a.Ptr<float>(6, "b", n ? pb.size : 0), n, pa.size, pa.inner, pb.size, pb.inner);
   return info.Env().Undefined();
 }
 
 // whereBackward(da|null, daO, db|null, dbO, dout, doutO, cond, cO, n)
-Napi::Value WhereBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "whereBackward", 9);
+Napi::Value WhereBackward(const Napi::CallbackInfo& info, const Args& a) {
   int64_t n = a.Size(8, "n");
-  pg::where_backward(OptPtr<float>(a, info, 0, "da", n), OptPtr<float>(a, info, 2, "db", n), a.Ptr<float>(4, "dout", n),
+  pg::where_backward(a.OptPtr<float>(0, "da", n), a.OptPtr<float>(2, "db", n), a.Ptr<float>(4, "dout", n),
                      a.Ptr<int32_t>(6, "cond", n), n);
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "addForward", "add",
+     "out: f32, a: f32, b: f32, n: size",
+     "void", AddForward},
+    {DeclKind::Function, "axpy", "axpy",
+     "y: f32, x: f32, alpha: number, n: size",
+     "void", Axpy},
+    {DeclKind::Function, "triad", "triad",
+     "out: f32, a: f32, b: f32, alpha: number, n: size",
+     "void", Triad},
+    {DeclKind::Function, "scale", "scale",
+     "x: f32, alpha: number, n: size",
+     "void", Scale},
+    {DeclKind::Function, "fill", "fill",
+     "x: f32, value: number, n: size",
+     "void", Fill},
+    {DeclKind::Function, "sum", "sum",
+     "x: f32, n: size",
+     "number", Sum},
+    {DeclKind::Function, "sumSquares", "sumSquares",
+     "x: f32, n: size",
+     "number", SumSquares},
+    {DeclKind::Function, "cast", "cast",
+     "out: tensor, outDtype: string, x: tensor, xDtype: string, n: size",
+     "void", Cast},
+    {DeclKind::Function, "binaryForward", "binaryForward",
+     "out: f32, a: f32, b: f32, n: size, aSize: size, aInner: size, bSize: size, bInner: size, op: int",
+     "void", BinaryForward},
+    {DeclKind::Function, "binaryBackward", "binaryBackward",
+     "da: f32 | null, db: f32 | null, dout: f32, a: f32, b: f32, n: size, aSize: size, aInner: size, bSize: size, bInner: size, op: int",
+     "void", BinaryBackward},
+    {DeclKind::Function, "sumBroadcast", "sumBroadcast",
+     "out: f32, x: f32, n: size, size: size, inner: size",
+     "void", SumBroadcast},
+    {DeclKind::Function, "unaryForward", "unaryForward",
+     "out: f32, x: f32, n: size, op: int, lo: number, hi: number",
+     "void", UnaryForward},
+    {DeclKind::Function, "unaryBackward", "unaryBackward",
+     "dx: f32, dout: f32, x: f32 | null, out: f32 | null, n: size, op: int, lo: number, hi: number",
+     "void", UnaryBackward},
+    {DeclKind::Function, "whereForward", "whereForward",
+     "out: f32, cond: i32, a: f32, b: f32, n: size, aSize: size, aInner: size, bSize: size, bInner: size",
+     "void", WhereForward},
+    {DeclKind::Function, "whereBackward", "whereBackward",
+     "da: f32 | null, db: f32 | null, dout: f32, cond: i32, n: size",
+     "void", WhereBackward},
+};
+
 }  // namespace
 
-void RegisterElementwise(Napi::Env env, Napi::Object exports) {
-  exports.Set("addForward", Napi::Function::New(env, AddForward, "addForward"));
-  exports.Set("axpy", Napi::Function::New(env, Axpy, "axpy"));
-  exports.Set("triad", Napi::Function::New(env, Triad, "triad"));
-  exports.Set("scale", Napi::Function::New(env, Scale, "scale"));
-  exports.Set("fill", Napi::Function::New(env, Fill, "fill"));
-  exports.Set("sum", Napi::Function::New(env, Sum, "sum"));
-  exports.Set("sumSquares", Napi::Function::New(env, SumSquares, "sumSquares"));
-  exports.Set("cast", Napi::Function::New(env, Cast, "cast"));
-  exports.Set("binaryForward", Napi::Function::New(env, BinaryForward, "binaryForward"));
-  exports.Set("binaryBackward", Napi::Function::New(env, BinaryBackward, "binaryBackward"));
-  exports.Set("sumBroadcast", Napi::Function::New(env, SumBroadcast, "sumBroadcast"));
-  exports.Set("unaryForward", Napi::Function::New(env, UnaryForward, "unaryForward"));
-  exports.Set("unaryBackward", Napi::Function::New(env, UnaryBackward, "unaryBackward"));
-  exports.Set("whereForward", Napi::Function::New(env, WhereForward, "whereForward"));
-  exports.Set("whereBackward", Napi::Function::New(env, WhereBackward, "whereBackward"));
-}
+void RegisterElementwise(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

@@ -18,8 +18,7 @@ void CheckIds(const Args& a, const int32_t* ids, int64_t N, int64_t V) {
 }
 
 // embeddingForward(out, outO, ids, idsO, table, tableO, N, V, C)
-Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
-  Args a(info, "embedding", 9);
+Napi::Value EmbeddingForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(6, "N"), V = a.Size(7, "V"), C = a.Size(8, "C");
   float* out = a.Ptr<float>(0, "out", a.Mul(N, C));
   const int32_t* ids = a.Ptr<int32_t>(2, "ids", N);
@@ -31,8 +30,7 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
 }
 
 // embeddingBackward(dtable, dtableO, dout, doutO, ids, idsO, N, V, C): dtable += scatter(dout)
-Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "embedding backward", 9);
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(6, "N"), V = a.Size(7, "V"), C = a.Size(8, "C");
   float* dtable = a.Ptr<float>(0, "dtable", a.Mul(V, C));
   const float* dout = a.Ptr<float>(2, "dout", a.Mul(N, C));
@@ -43,11 +41,18 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "embeddingForward", "embedding",
+     "out: f32, ids: i32, table: f32, N: size, V: size, C: size",
+     "void", EmbeddingForward},
+    {DeclKind::Function, "embeddingBackward", "embedding backward",
+     "dtable: f32, dout: f32, ids: i32, N: size, V: size, C: size",
+     "void", EmbeddingBackward},
+};
+
 }  // namespace
 
-void RegisterEmbedding(Napi::Env env, Napi::Object exports) {
-  exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward, "embeddingForward"));
-  exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward, "embeddingBackward"));
-}
+void RegisterEmbedding(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

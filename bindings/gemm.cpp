@@ -28,8 +28,7 @@ int64_t Extent(const Args& a, const char* name, int64_t rows, int64_t cols, int6
 // gemm(transA, transB, M, N, K, alpha, A, aOff, lda, strideA, B, bOff, ldb, strideB,
 //      beta, C, cOff, ldc, strideC, batch)
 template <typename T>
-Napi::Value Gemm(const Napi::CallbackInfo& info, const char* op) {
-  Args a(info, op, 20);
+Napi::Value Gemm(const Napi::CallbackInfo& info, const Args& a) {
   const bool ta = a.Bool(0, "transA"), tb = a.Bool(1, "transB");
   const int64_t M = a.Size(2, "M"), N = a.Size(3, "N"), K = a.Size(4, "K");
   const double alpha = a.Num(5, "alpha"), beta = a.Num(14, "beta");
@@ -63,11 +62,8 @@ Napi::Value Gemm(const Napi::CallbackInfo& info, const char* op) {
   return info.Env().Undefined();
 }
 
-Napi::Value GemmF32(const Napi::CallbackInfo& info) { return Gemm<float>(info, "gemm"); }
-Napi::Value GemmBf16(const Napi::CallbackInfo& info) { return Gemm<uint16_t>(info, "gemmBf16"); }
-
 // gemmConfig() -> { isa, mr, nr, mc, kc, nc } at the current SIMD level.
-Napi::Value GemmConfig(const Napi::CallbackInfo& info) {
+Napi::Value GemmConfig(const Napi::CallbackInfo& info, const Args&) {
   int64_t blk[5];
   const char* isa = pg::gemm_config(blk);
   Napi::Object out = Napi::Object::New(info.Env());
@@ -79,8 +75,7 @@ Napi::Value GemmConfig(const Napi::CallbackInfo& info) {
 
 // gemmPeakGflops(threads, seconds) -> FP32 GFLOP/s of a throughput-bound FMA loop on `threads`
 // threads (0: all), at the current SIMD level.
-Napi::Value GemmPeakGflops(const Napi::CallbackInfo& info) {
-  Args a(info, "gemmPeakGflops", 2);
+Napi::Value GemmPeakGflops(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t threads = a.Size(0, "threads");
   const double seconds = a.Num(1, "seconds");
   if (threads > 1024) a.Fail("threads must be at most 1024");
@@ -88,13 +83,24 @@ Napi::Value GemmPeakGflops(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), pg::gemm_peak_gflops(static_cast<int>(threads), seconds));
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "gemm", "gemm",
+     "transA: boolean, transB: boolean, M: size, N: size, K: size, alpha: number, A: f32, lda: size, strideA: size, B: f32, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size, batch: size",
+     "void", Gemm<float>},
+    {DeclKind::Function, "gemmBf16", "gemmBf16",
+     "transA: boolean, transB: boolean, M: size, N: size, K: size, alpha: number, A: bf16, lda: size, strideA: size, B: bf16, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size, batch: size",
+     "void", Gemm<uint16_t>},
+    {DeclKind::Function, "gemmConfig", "gemmConfig",
+     "",
+     "{ isa: string; mr: number; nr: number; mc: number; kc: number; nc: number }", GemmConfig},
+    {DeclKind::Function, "gemmPeakGflops", "gemmPeakGflops",
+     "threads: size, seconds: number",
+     "number", GemmPeakGflops},
+};
+
 }  // namespace
 
-void RegisterGemm(Napi::Env env, Napi::Object exports) {
-  exports.Set("gemm", Napi::Function::New(env, GemmF32, "gemm"));
-  exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16, "gemmBf16"));
-  exports.Set("gemmConfig", Napi::Function::New(env, GemmConfig, "gemmConfig"));
-  exports.Set("gemmPeakGflops", Napi::Function::New(env, GemmPeakGflops, "gemmPeakGflops"));
-}
+void RegisterGemm(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

@@ -41,8 +41,7 @@ struct Buffers {
 };
 
 // gemv(y, yO, x, xO, w, wO, M, N, K, accumulate): y (M, N) (+)= x (M, K) @ w (N, K)^T, contiguous.
-Napi::Value Gemv(const Napi::CallbackInfo& info) {
-  Args a(info, "gemv", 10);
+Napi::Value Gemv(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t M = a.Size(6, "M"), N = a.Size(7, "N"), K = a.Size(8, "K");
   const bool accumulate = a.Bool(9, "accumulate");
   Buffers b;
@@ -97,16 +96,18 @@ pg::DecodeQkvArgs ParseQkv(const Args& a, Buffers& b, bool x_written, int64_t& n
   return q;
 }
 
-// The MLP's g, u, normW, wg, wu, wd (each storage, offset) from argument i, F at iF, eps at iEps.
-pg::DecodeMlpArgs ParseMlp(const Args& a, Buffers& b, size_t i, size_t iF, size_t iEps, int64_t M, int64_t C) {
+// The MLP's g, u, normW, wg, wu, wd (each storage, offset) from argument i, F at iF, eps at iEps
+// (normW and eps are declared under the names `norm_name` and `eps_name`).
+pg::DecodeMlpArgs ParseMlp(const Args& a, Buffers& b, size_t i, size_t iF, size_t iEps, int64_t M, int64_t C,
+                           const char* norm_name = "normW", const char* eps_name = "eps") {
   const int64_t F = a.Size(iF, "F");
-  const double eps = a.Num(iEps, "eps");
+  const double eps = a.Num(iEps, eps_name);
   if (!(eps > 0)) a.Fail("eps must be > 0");
   const int64_t nf = a.Mul(M, F), nw = a.Mul(F, C);
   pg::DecodeMlpArgs m{};
   m.g = b.Out(a.Ptr<float>(i, "g", nf), nf);
   m.u = b.Out(a.Ptr<float>(i + 2, "u", nf), nf);
-  m.norm_w = b.In(a.Ptr<float>(i + 4, "normW", C), C);
+  m.norm_w = b.In(a.Ptr<float>(i + 4, norm_name, C), C);
   m.wg = b.In(a.Ptr<float>(i + 6, "wg", nw), nw);
   m.wu = b.In(a.Ptr<float>(i + 8, "wu", nw), nw);
   m.wd = b.In(a.Ptr<float>(i + 10, "wd", nw), nw);
@@ -116,8 +117,7 @@ pg::DecodeMlpArgs ParseMlp(const Args& a, Buffers& b, size_t i, size_t iF, size_
 }
 
 // decodeQkv(<the 36 arguments of ParseQkv>)
-Napi::Value DecodeQkv(const Napi::CallbackInfo& info) {
-  Args a(info, "decodeQkv", kQkvArgs);
+Napi::Value DecodeQkv(const Napi::CallbackInfo& info, const Args& a) {
   Buffers b;
   int64_t numBlocks, blockSize;
   const pg::DecodeQkvArgs q = ParseQkv(a, b, false, numBlocks, blockSize);
@@ -127,8 +127,7 @@ Napi::Value DecodeQkv(const Napi::CallbackInfo& info) {
 }
 
 // decodeSwigluMlp(x, h, g, u, normW, wg, wu, wd (each storage, offset), M, C, F, eps)
-Napi::Value DecodeSwigluMlp(const Napi::CallbackInfo& info) {
-  Args a(info, "decodeSwigluMlp", 20);
+Napi::Value DecodeSwigluMlp(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t M = a.Size(16, "M"), C = a.Size(17, "C"), nx = a.Mul(M, C);
   Buffers b;
   float* x = b.Out(a.Ptr<float>(0, "x", nx), nx);
@@ -143,8 +142,8 @@ Napi::Value DecodeSwigluMlp(const Napi::CallbackInfo& info) {
 // decodeLayer(<the 36 arguments of ParseQkv, x the residual>, o, partOut, partStats, blockTables,
 //   cuQ, contextLens (each storage, offset), nseq, maxBlocks, partitionSize, maxPartitions, scale,
 //   wo (storage, offset), g, u, mlpNormW, wg, wu, wd (each storage, offset), F, mlpEps)
-Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
-  Args a(info, "decodeLayer", kQkvArgs + 33);
+// JavaScript fills these by name from the declaration below (src/tensor/ops/decode.ts).
+Napi::Value DecodeLayer(const Napi::CallbackInfo& info, const Args& a) {
   Buffers b;
   int64_t numBlocks, blockSize;
   const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize);
@@ -174,7 +173,7 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
   attn.max_blocks = maxBlocks, attn.partition_size = partitionSize, attn.max_partitions = maxPartitions;
   attn.scale = static_cast<float>(scale);
   const float* wo = b.In(a.Ptr<float>(i + 17, "wo", a.Mul(C, H * D)), C * H * D);
-  pg::DecodeMlpArgs m = ParseMlp(a, b, i + 19, i + 31, i + 32, M, C);
+  pg::DecodeMlpArgs m = ParseMlp(a, b, i + 19, i + 31, i + 32, M, C, "mlpNormW", "mlpEps");
   m.h = q.h;
   b.Check(a);
   pg::decode_layer(a.Ptr<float>(12, "x", a.Mul(M, C)), q, attn, wo, m);
@@ -182,8 +181,7 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info) {
 }
 
 // decodeLogits(logits, h, x, normW, w (each storage, offset), M, C, V, eps)
-Napi::Value DecodeLogits(const Napi::CallbackInfo& info) {
-  Args a(info, "decodeLogits", 14);
+Napi::Value DecodeLogits(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t M = a.Size(10, "M"), C = a.Size(11, "C"), V = a.Size(12, "V");
   const double eps = a.Num(13, "eps");
   if (!(eps > 0)) a.Fail("eps must be > 0");
@@ -199,14 +197,27 @@ Napi::Value DecodeLogits(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "gemv", "gemv",
+     "y: f32, x: f32, w: f32, M: size, N: size, K: size, accumulate: boolean",
+     "void", Gemv},
+    {DeclKind::Function, "decodeQkv", "decodeQkv",
+     "q: f32, k: f32, v: f32, h: f32, kCache: f32, vCache: f32, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number",
+     "void", DecodeQkv},
+    {DeclKind::Function, "decodeSwigluMlp", "decodeSwigluMlp",
+     "x: f32, h: f32, g: f32, u: f32, normW: f32, wg: f32, wu: f32, wd: f32, M: size, C: size, F: size, eps: number",
+     "void", DecodeSwigluMlp},
+    {DeclKind::Function, "decodeLayer", "decodeLayer",
+     "q: f32, k: f32, v: f32, h: f32, kCache: f32, vCache: f32, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, g: f32, u: f32, mlpNormW: f32, wg: f32, wu: f32, wd: f32, F: size, mlpEps: number",
+     "void", DecodeLayer},
+    {DeclKind::Function, "decodeLogits", "decodeLogits",
+     "logits: f32, h: f32, x: f32, normW: f32, w: f32, M: size, C: size, V: size, eps: number",
+     "void", DecodeLogits},
+};
+
 }  // namespace
 
-void RegisterGemv(Napi::Env env, Napi::Object exports) {
-  exports.Set("gemv", Napi::Function::New(env, Gemv, "gemv"));
-  exports.Set("decodeQkv", Napi::Function::New(env, DecodeQkv, "decodeQkv"));
-  exports.Set("decodeSwigluMlp", Napi::Function::New(env, DecodeSwigluMlp, "decodeSwigluMlp"));
-  exports.Set("decodeLayer", Napi::Function::New(env, DecodeLayer, "decodeLayer"));
-  exports.Set("decodeLogits", Napi::Function::New(env, DecodeLogits, "decodeLogits"));
-}
+void RegisterGemv(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

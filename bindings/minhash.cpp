@@ -17,8 +17,7 @@ namespace {
 
 // minhashSignatures(sig: Uint32Array (N*P), text: Uint8Array, offsets: BigInt64Array (N+1),
 //                   N, P, k, mode ('word' 0 | 'char' 1), seed)
-Napi::Value MinhashSignatures(const Napi::CallbackInfo& info) {
-  Args a(info, "minhashSignatures", 8);
+Napi::Value MinhashSignatures(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(3, "N"), P = a.Size(4, "P"), k = a.Size(5, "k"), mode = a.Size(6, "mode");
   const int64_t seed = a.Int(7, "seed");
   if (P < 1 || P > 4096) a.Fail("P (permutations) must be in [1, 4096], got " + std::to_string(P));
@@ -35,10 +34,15 @@ Napi::Value MinhashSignatures(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "minhashSignatures", "minhashSignatures",
+     "sig: Uint32Array, text: Uint8Array, offsets: BigInt64Array, N: size, P: size, k: size, mode: size, seed: int",
+     "void", MinhashSignatures},
+};
+
 }  // namespace
 
-void RegisterMinhash(Napi::Env env, Napi::Object exports) {
-  exports.Set("minhashSignatures", Napi::Function::New(env, MinhashSignatures, "minhashSignatures"));
-}
+void RegisterMinhash(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

@@ -42,8 +42,7 @@ void CheckPagedIndex(const Args& a, const int32_t* cu, const int32_t* ctx, const
 namespace {
 
 // pagedKvStore(kCache, vCache, k, v, slotMapping (each storage, offset), T, Hkv, D, numBlocks, blockSize)
-Napi::Value PagedKvStore(const Napi::CallbackInfo& info) {
-  Args a(info, "pagedKvStore", 15);
+Napi::Value PagedKvStore(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t T = a.Size(10, "T"), Hkv = a.Size(11, "Hkv"), D = a.Size(12, "D");
   const int64_t numBlocks = a.Size(13, "numBlocks"), blockSize = a.Size(14, "blockSize");
   if (Hkv < 1 || D < 1 || blockSize < 1) a.Fail("Hkv, D and blockSize must be >= 1");
@@ -65,8 +64,7 @@ Napi::Value PagedKvStore(const Napi::CallbackInfo& info) {
 // pagedAttentionForward(out, partOut, partStats, q, kCache, vCache, blockTables, cuQ, contextLens
 //   (each storage, offset), nseq, Tq, H, Hkv, D, numBlocks, blockSize, maxBlocks, partitionSize,
 //   maxPartitions, scale)
-Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info) {
-  Args a(info, "pagedAttention", 29);
+Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t nseq = a.Size(18, "nseq"), Tq = a.Size(19, "Tq"), H = a.Size(20, "H"), Hkv = a.Size(21, "Hkv"),
                 D = a.Size(22, "D"), numBlocks = a.Size(23, "numBlocks"), blockSize = a.Size(24, "blockSize"),
                 maxBlocks = a.Size(25, "maxBlocks"), partitionSize = a.Size(26, "partitionSize"),
@@ -105,11 +103,18 @@ Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "pagedKvStore", "pagedKvStore",
+     "kCache: f32, vCache: f32, k: f32, v: f32, slotMapping: i32, T: size, Hkv: size, D: size, numBlocks: size, blockSize: size",
+     "void", PagedKvStore},
+    {DeclKind::Function, "pagedAttentionForward", "pagedAttention",
+     "out: f32, partOut: f32, partStats: f32, q: f32, kCache: f32, vCache: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, Tq: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number",
+     "void", PagedAttentionForward},
+};
+
 }  // namespace
 
-void RegisterPagedAttention(Napi::Env env, Napi::Object exports) {
-  exports.Set("pagedKvStore", Napi::Function::New(env, PagedKvStore, "pagedKvStore"));
-  exports.Set("pagedAttentionForward", Napi::Function::New(env, PagedAttentionForward, "pagedAttentionForward"));
-}
+void RegisterPagedAttention(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

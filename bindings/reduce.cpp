@@ -26,8 +26,7 @@ void CheckIndex(const Args& a, const int32_t* index, int64_t count, int64_t D, c
 }
 
 // sumDimForward(out, oO, x, xO, outer, D, inner, scale)
-Napi::Value SumDimForward(const Napi::CallbackInfo& info) {
-  Args a(info, "sumDimForward", 8);
+Napi::Value SumDimForward(const Napi::CallbackInfo& info, const Args& a) {
   Dims d = DimsArg(a, 4);
   pg::sum_dim_forward(a.Ptr<float>(0, "out", a.Mul(d.outer, d.inner)), a.Ptr<float>(2, "x", d.n), d.outer, d.D, d.inner,
                       static_cast<float>(a.Num(7, "scale")));
@@ -35,8 +34,7 @@ Napi::Value SumDimForward(const Napi::CallbackInfo& info) {
 }
 
 // sumDimBackward(dx, dxO, dout, doutO, outer, D, inner, scale)
-Napi::Value SumDimBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "sumDimBackward", 8);
+Napi::Value SumDimBackward(const Napi::CallbackInfo& info, const Args& a) {
   Dims d = DimsArg(a, 4);
   pg::sum_dim_backward(a.Ptr<float>(0, "dx", d.n), a.Ptr<float>(2, "dout", a.Mul(d.outer, d.inner)), d.outer, d.D,
                        d.inner, static_cast<float>(a.Num(7, "scale")));
@@ -44,8 +42,7 @@ Napi::Value SumDimBackward(const Napi::CallbackInfo& info) {
 }
 
 // maxDimForward(values, vO, indices, iO, x, xO, outer, D, inner)
-Napi::Value MaxDimForward(const Napi::CallbackInfo& info) {
-  Args a(info, "maxDimForward", 9);
+Napi::Value MaxDimForward(const Napi::CallbackInfo& info, const Args& a) {
   Dims d = DimsArg(a, 6);
   const int64_t m = a.Mul(d.outer, d.inner);
   if (m > 0 && d.D == 0) a.Fail("max over an empty dimension");
@@ -55,8 +52,7 @@ Napi::Value MaxDimForward(const Napi::CallbackInfo& info) {
 }
 
 // gatherForward(out, oO, x, xO, index, iO, outer, D, K, inner)
-Napi::Value GatherForward(const Napi::CallbackInfo& info) {
-  Args a(info, "gatherForward", 10);
+Napi::Value GatherForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t outer = a.Size(6, "outer"), D = a.Size(7, "D"), K = a.Size(8, "K"), inner = a.Size(9, "inner");
   const int64_t n = a.Mul(outer, a.Mul(D, inner)), m = a.Mul(outer, a.Mul(K, inner));
   float* out = a.Ptr<float>(0, "out", m);
@@ -67,8 +63,7 @@ Napi::Value GatherForward(const Napi::CallbackInfo& info) {
 }
 
 // scatterAdd(dst, dO, src, sO, index, iO, outer, D, K, inner): dst (outer, D, inner) += scatter of src
-Napi::Value ScatterAdd(const Napi::CallbackInfo& info) {
-  Args a(info, "scatterAdd", 10);
+Napi::Value ScatterAdd(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t outer = a.Size(6, "outer"), D = a.Size(7, "D"), K = a.Size(8, "K"), inner = a.Size(9, "inner");
   const int64_t n = a.Mul(outer, a.Mul(D, inner)), m = a.Mul(outer, a.Mul(K, inner));
   float* dst = a.Ptr<float>(0, "dst", n);
@@ -79,38 +74,54 @@ Napi::Value ScatterAdd(const Napi::CallbackInfo& info) {
 }
 
 // softmaxForward / logSoftmaxForward(out, oO, x, xO, N, C)
-template <void (*kernel)(float*, const float*, int64_t, int64_t), const char* name>
-Napi::Value RowsForward(const Napi::CallbackInfo& info) {
-  Args a(info, name, 6);
+template <void (*kernel)(float*, const float*, int64_t, int64_t)>
+Napi::Value RowsForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(4, "N"), C = a.Size(5, "C"), n = a.Mul(N, C);
   kernel(a.Ptr<float>(0, "out", n), a.Ptr<float>(2, "x", n), N, C);
   return info.Env().Undefined();
 }
 
 // softmaxBackward / logSoftmaxBackward(dx, dxO, dout, doutO, out, oO, N, C)
-template <void (*kernel)(float*, const float*, const float*, int64_t, int64_t), const char* name>
-Napi::Value RowsBackward(const Napi::CallbackInfo& info) {
-  Args a(info, name, 8);
+template <void (*kernel)(float*, const float*, const float*, int64_t, int64_t)>
+Napi::Value RowsBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(6, "N"), C = a.Size(7, "C"), n = a.Mul(N, C);
   kernel(a.Ptr<float>(0, "dx", n), a.Ptr<float>(2, "dout", n), a.Ptr<float>(4, "out", n), N, C);
   return info.Env().Undefined();
 }
 
-constexpr char kSoftmaxForward[] = "softmaxForward", kSoftmaxBackward[] = "softmaxBackward",
-               kLogSoftmaxForward[] = "logSoftmaxForward", kLogSoftmaxBackward[] = "logSoftmaxBackward";
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "sumDimForward", "sumDimForward",
+     "out: f32, x: f32, outer: size, D: size, inner: size, scale: number",
+     "void", SumDimForward},
+    {DeclKind::Function, "sumDimBackward", "sumDimBackward",
+     "dx: f32, dout: f32, outer: size, D: size, inner: size, scale: number",
+     "void", SumDimBackward},
+    {DeclKind::Function, "maxDimForward", "maxDimForward",
+     "values: f32, indices: i32, x: f32, outer: size, D: size, inner: size",
+     "void", MaxDimForward},
+    {DeclKind::Function, "gatherForward", "gatherForward",
+     "out: f32, x: f32, index: i32, outer: size, D: size, K: size, inner: size",
+     "void", GatherForward},
+    {DeclKind::Function, "scatterAdd", "scatterAdd",
+     "dst: f32, src: f32, index: i32, outer: size, D: size, K: size, inner: size",
+     "void", ScatterAdd},
+    {DeclKind::Function, "softmaxForward", "softmaxForward",
+     "out: f32, x: f32, N: size, C: size",
+     "void", RowsForward<pg::softmax_forward>},
+    {DeclKind::Function, "softmaxBackward", "softmaxBackward",
+     "dx: f32, dout: f32, out: f32, N: size, C: size",
+     "void", RowsBackward<pg::softmax_backward>},
+    {DeclKind::Function, "logSoftmaxForward", "logSoftmaxForward",
+     "out: f32, x: f32, N: size, C: size",
+     "void", RowsForward<pg::log_softmax_forward>},
+    {DeclKind::Function, "logSoftmaxBackward", "logSoftmaxBackward",
+     "dx: f32, dout: f32, out: f32, N: size, C: size",
+     "void", RowsBackward<pg::log_softmax_backward>},
+};
 
 }  // namespace
 
-void RegisterReduce(Napi::Env env, Napi::Object exports) {
-  exports.Set("sumDimForward", Napi::Function::New(env, SumDimForward, "sumDimForward"));
-  exports.Set("sumDimBackward", Napi::Function::New(env, SumDimBackward, "sumDimBackward"));
-  exports.Set("maxDimForward", Napi::Function::New(env, MaxDimForward, "maxDimForward"));
-  exports.Set("gatherForward", Napi::Function::New(env, GatherForward, "gatherForward"));
-  exports.Set("scatterAdd", Napi::Function::New(env, ScatterAdd, "scatterAdd"));
-  exports.Set("softmaxForward", Napi::Function::New(env, RowsForward<pg::softmax_forward, kSoftmaxForward>, "softmaxForward"));
-  exports.Set("softmaxBackward", Napi::Function::New(env, RowsBackward<pg::softmax_backward, kSoftmaxBackward>, "softmaxBackward"));
-  exports.Set("logSoftmaxForward", Napi::Function::New(env, RowsForward<pg::log_softmax_forward, kLogSoftmaxForward>, "logSoftmaxForward"));
-  exports.Set("logSoftmaxBackward", Napi::Function::New(env, RowsBackward<pg::log_softmax_backward, kLogSoftmaxBackward>, "logSoftmaxBackward"));
-}
+void RegisterReduce(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

@@ -10,8 +10,7 @@ namespace pgnode {
 namespace {
 
 // rmsnormForward(out, outO, rstd, rstdO, x, xO, w, wO, N, C, eps)
-Napi::Value RmsnormForward(const Napi::CallbackInfo& info) {
-  Args a(info, "rmsnorm", 11);
+Napi::Value RmsnormForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(8, "N"), C = a.Size(9, "C");
   const double eps = a.Num(10, "eps");
   if (!std::isfinite(eps) || eps < 0) a.Fail("eps must be a finite number >= 0, got " + std::to_string(eps));
@@ -23,8 +22,7 @@ Napi::Value RmsnormForward(const Napi::CallbackInfo& info) {
 }
 
 // rmsnormBackward(dx, dxO, dw, dwO, dout, doutO, x, xO, w, wO, rstd, rstdO, N, C): dx =, dw +=
-Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "rmsnorm backward", 14);
+Napi::Value RmsnormBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(12, "N"), C = a.Size(13, "C");
   const int64_t NC = a.Mul(N, C);
   pg::rmsnorm_backward(a.Ptr<float>(0, "dx", NC), a.Ptr<float>(2, "dw", C), a.Ptr<float>(4, "dout", NC),
@@ -32,11 +30,18 @@ Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "rmsnormForward", "rmsnorm",
+     "out: f32, rstd: f32, x: f32, w: f32, N: size, C: size, eps: number",
+     "void", RmsnormForward},
+    {DeclKind::Function, "rmsnormBackward", "rmsnorm backward",
+     "dx: f32, dw: f32, dout: f32, x: f32, w: f32, rstd: f32, N: size, C: size",
+     "void", RmsnormBackward},
+};
+
 }  // namespace
 
-void RegisterRmsnorm(Napi::Env env, Napi::Object exports) {
-  exports.Set("rmsnormForward", Napi::Function::New(env, RmsnormForward, "rmsnormForward"));
-  exports.Set("rmsnormBackward", Napi::Function::New(env, RmsnormBackward, "rmsnormBackward"));
-}
+void RegisterRmsnorm(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

@@ -11,8 +11,7 @@ namespace {
 
 // Shared by forward and backward: (out, outO, x, xO, pos, posO, T, H, D, theta, posScale).
 template <void (*Kernel)(float*, const float*, const int32_t*, int64_t, int64_t, int64_t, float, float)>
-Napi::Value Rope(const Napi::CallbackInfo& info, const char* op) {
-  Args a(info, op, 11);
+Napi::Value Rope(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t T = a.Size(6, "T"), H = a.Size(7, "H"), D = a.Size(8, "D");
   if (D % 2 != 0) a.Fail("head size D must be even, got " + std::to_string(D));
   const double theta = a.Num(9, "theta"), pos_scale = a.Num(10, "posScale");
@@ -25,14 +24,18 @@ Napi::Value Rope(const Napi::CallbackInfo& info, const char* op) {
   return info.Env().Undefined();
 }
 
-Napi::Value RopeForward(const Napi::CallbackInfo& info) { return Rope<pg::rope_forward>(info, "rope"); }
-Napi::Value RopeBackward(const Napi::CallbackInfo& info) { return Rope<pg::rope_backward>(info, "rope backward"); }
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "ropeForward", "rope",
+     "out: f32, x: f32, positions: i32, T: size, H: size, D: size, theta: number, posScale: number",
+     "void", Rope<pg::rope_forward>},
+    {DeclKind::Function, "ropeBackward", "rope backward",
+     "out: f32, x: f32, positions: i32, T: size, H: size, D: size, theta: number, posScale: number",
+     "void", Rope<pg::rope_backward>},
+};
 
 }  // namespace
 
-void RegisterRope(Napi::Env env, Napi::Object exports) {
-  exports.Set("ropeForward", Napi::Function::New(env, RopeForward, "ropeForward"));
-  exports.Set("ropeBackward", Napi::Function::New(env, RopeBackward, "ropeBackward"));
-}
+void RegisterRope(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode

@@ -16,8 +16,7 @@ constexpr int64_t kFixedStats = 15;
 
 // textStats(out: Float64Array (N*(15+m)), text: Uint8Array, offsets: BigInt64Array (N+1), N,
 //           analyze (UTF-16 units), ngrams: Int32Array (m*2: n, kind 0 top | 1 dup), m)
-Napi::Value TextStats(const Napi::CallbackInfo& info) {
-  Args a(info, "textStats", 7);
+Napi::Value TextStats(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(3, "N"), analyze = a.Size(4, "analyze"), m = a.Size(6, "m");
   if (m > 64) a.Fail("at most 64 n-gram statistics, got " + std::to_string(m));
   double* out = TypedArg<double>(a, info[0], napi_float64_array, "out", "Float64Array", a.Mul(N, kFixedStats + m));
@@ -32,10 +31,15 @@ Napi::Value TextStats(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "textStats", "textStats",
+     "out: Float64Array, text: Uint8Array, offsets: BigInt64Array, N: size, analyze: size, ngrams: Int32Array, m: size",
+     "void", TextStats},
+};
+
 }  // namespace
 
-void RegisterTextStats(Napi::Env env, Napi::Object exports) {
-  exports.Set("textStats", Napi::Function::New(env, TextStats, "textStats"));
-}
+void RegisterTextStats(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
 
 }  // namespace pgnode
