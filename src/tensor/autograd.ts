@@ -6,7 +6,7 @@
 // DPO chosen/rejected): a node shared by both is reference-counted by its live consumers and
 // survives the first backward. Ops are coarse and fused, so graphs stay short.
 import { PatentGPTError } from '../errors.js';
-import { addon } from './addon.js';
+import { addon } from '../native/loader.js';
 import { onScopeDispose, scope, untracked } from './scope.js';
 import { Tensor } from './tensor.js';
 

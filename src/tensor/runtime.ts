@@ -1,6 +1,6 @@
 // What the native core has and found: SIMD level, threads, CUDA; thread control; memory counters.
 import { PatentGPTError } from '../errors.js';
-import { addon, type DeviceMemory, type NativeInfo } from './addon.js';
+import { addon, type DeviceMemory, type NativeInfo } from '../native/loader.js';
 
 export type RuntimeInfo = NativeInfo;
 

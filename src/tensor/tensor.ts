@@ -4,7 +4,7 @@
 // Memory is released deterministically: dispose(), the end of a scope(), or the end of
 // backward for what the tape saved. The native Storage's own finalizer only catches leaks.
 import { PatentGPTError } from '../errors.js';
-import { addon, type NativeStorage } from './addon.js';
+import { addon, type NativeStorage } from '../native/loader.js';
 import { backward as runBackward, record, type BackwardOptions } from './autograd.js';
 import { bytesPerElement, isFloat, rawArray, type DType, type Device, type RawArray } from './dtype.js';
 import { Rng } from './random.js';

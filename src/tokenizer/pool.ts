@@ -15,8 +15,8 @@
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { PatentGPTError } from '../errors.js';
-import { NativeBpeEncoderHandle } from '../tensor/bpe-encoder.js';
-import { packTexts } from '../tensor/text-batch.js';
+import { NativeBpeEncoderHandle } from '../text/bpe-encoder.js';
+import { packTexts } from '../text/batch.js';
 import { startWorker } from '../util/worker.js';
 import { PieceType } from './model.js';
 import type { EncodeOptions } from './sentencepiece.js';

@@ -12,7 +12,7 @@
 // - only the identity normalizer (as LLaMA-2's), no user-defined symbols, whitespace as prefix.
 import { createReadStream } from 'node:fs';
 import { PatentGPTError } from '../errors.js';
-import { NativeBpe } from '../tensor/text.js';
+import { NativeBpe } from '../text/stats.js';
 import { PieceType, type Piece, type SentencePieceModel } from './model.js';
 import { llamaTrainerSpec } from './llama2.js';
 import { scriptCodes } from './scripts.js';

@@ -2,7 +2,7 @@
 // variable-length sequences, with grouped-query heads. Forward keeps only the log-sum-exp
 // (H, T) for backward, which recomputes the probabilities tile by tile: memory is linear in T.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType, expectRank, expectShape } from '../check.js';
 import { Tensor } from '../tensor.js';

@@ -1,7 +1,7 @@
 // Softmax cross-entropy (the language-model loss) and log-prob gather (RLHF, evaluation by
 // log-likelihood), both over rows of logits with a numerically stable log-sum-exp.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType } from '../check.js';
 import { Tensor } from '../tensor.js';

@@ -7,7 +7,7 @@
 // Each equals the composition of the separate ops (rmsnorm, linear, rope, pagedKvStore, swiglu,
 // add) up to the GEMV's summation order.
 import { PatentGPTError } from '../../errors.js';
-import { addon, type Addon } from '../addon.js';
+import { addon, type Addon } from '../../native/loader.js';
 import { expectCpu, expectDType, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 

@@ -11,7 +11,7 @@
 // ((B, 1, C) against (B, T, C)) are refused with an E_SHAPE error naming the op and the shapes.
 // A broadcast operand's gradient is summed back to its own shape.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType } from '../check.js';
 import { Tensor, numel, type Shape } from '../tensor.js';

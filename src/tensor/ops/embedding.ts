@@ -1,6 +1,6 @@
 // Token embedding lookup: rows of a (V, C) table gathered at i32 ids; differentiable in the table
 // (gatherRows in rows.ts is the same kernel for any row shape).
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType, expectRank, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';

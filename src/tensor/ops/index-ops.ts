@@ -2,7 +2,7 @@
 // each the other's backward (as megablocks pairs its data-movement ops). Indices are i32 and
 // checked in range by the binding.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType, expectShape } from '../check.js';
 import { Tensor } from '../tensor.js';

@@ -4,7 +4,7 @@
 // one chunk. Gradients are computed during the forward pass (while each chunk's logits are at
 // hand, in place) and scaled by the upstream gradient in backward.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { expectCpu, expectDType, expectRank, expectShape } from '../check.js';
 import { Tensor } from '../tensor.js';

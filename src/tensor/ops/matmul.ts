@@ -3,7 +3,7 @@
 // are differentiable in both inputs; their backward passes are GEMMs too, with the transposes
 // folded into the kernel's flags rather than materialised.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { expectCpu, expectDType, expectRank } from '../check.js';
 import { Tensor } from '../tensor.js';

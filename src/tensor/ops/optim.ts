@@ -1,7 +1,7 @@
 // Optimizer kernels over tensors: the fused AdamW step and global gradient-norm clipping.
 // These update in place and are never recorded on the tape.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { expectCpu, expectDType, expectSameShape } from '../check.js';
 import type { Tensor } from '../tensor.js';
 

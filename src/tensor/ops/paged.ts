@@ -2,7 +2,7 @@
 // block-pooled cache through a slot mapping, and attention that reads the cache through
 // per-sequence block tables (vLLM's paged attention; decode rows and prefill chunks alike).
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { expectCpu, expectDType, expectRank, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 

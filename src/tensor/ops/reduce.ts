@@ -3,7 +3,7 @@
 // over a dimension, live in elementwise.ts with the other sums). A tensor is viewed as
 // (outer, D, inner) around the reduced dimension.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType } from '../check.js';
 import { Tensor } from '../tensor.js';

@@ -1,6 +1,6 @@
 // RMSNorm (LlamaRMSNorm): x * rsqrt(mean(x^2) + eps) * weight over the last dimension.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType, expectRank } from '../check.js';
 import { Tensor } from '../tensor.js';

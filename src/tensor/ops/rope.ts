@@ -1,7 +1,7 @@
 // Rotary position embedding, Hugging Face LLaMA layout (rotate_half), with linear position
 // interpolation (posScale) and base-frequency scaling (theta) for context extension.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType, expectPositiveFinite, expectRank, expectShape } from '../check.js';
 import { Tensor } from '../tensor.js';

@@ -4,7 +4,7 @@
 // checks a gather once for buffers reused across decode steps. These are the only row copies
 // outside src/tensor's internals: callers never touch a tensor's storage.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType, expectSameDevice } from '../check.js';
 import { bytesPerElement } from '../dtype.js';

@@ -1,5 +1,5 @@
 // SwiGLU gating of the LLaMA feed-forward: silu(gate) * up.
-import { addon } from '../addon.js';
+import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectCpu, expectDType, expectSameShape } from '../check.js';
 import { Tensor } from '../tensor.js';
