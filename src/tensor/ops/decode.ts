@@ -7,7 +7,7 @@
 // Each equals the composition of the separate ops (rmsnorm, linear, rope, pagedKvStore, swiglu,
 // add) up to the GEMV's summation order.
 import { PatentGPTError } from '../../errors.js';
-import { addon, type Addon } from '../../native/loader.js';
+import { addon, argIndex, packArgs, type AddonArgs } from '../../native/loader.js';
 import { expectCpu, expectDType, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 
@@ -45,11 +45,8 @@ export interface DecodeQkvOutputs {
   h: Tensor;
 }
 
-type Arg = [Tensor['storage'], number];
-const arg = (t: Tensor): Arg => [t.storage, t.offset];
-
-/** Checks decodeQkv's tensors; returns the addon's 36 arguments (shared with decodeLayer). */
-function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): Parameters<Addon['decodeQkv']> {
+/** Checks decodeQkv's tensors; returns its named arguments (shared with decodeLayer). */
+function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): AddonArgs['decodeQkv'] {
   const { x, kCache, vCache } = inp;
   expectSameDevice(op, { x, normWeight: inp.normWeight, wq: inp.wq, wk: inp.wk, wv: inp.wv, positions: inp.positions, slotMapping: inp.slotMapping, kCache, vCache, q: out.q, k: out.k, v: out.v, h: out.h });
   expectCpu(op, x, inp.normWeight, inp.wq, inp.wk, inp.wv, kCache, vCache, out.q, out.k, out.v, out.h);
@@ -71,14 +68,14 @@ function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): Param
   expectDType(op, 'slotMapping', inp.slotMapping, 'i32');
   if (!Number.isInteger(H) || inp.positions.size !== M || inp.slotMapping.size !== M)
     throw new PatentGPTError('E_SHAPE', `${op}: wq ${inp.wq.describe()}, positions ${inp.positions.describe()} and slotMapping ${inp.slotMapping.describe()} do not fit x ${x.describe()} and head size ${D}`);
-  return [...arg(out.q), ...arg(out.k), ...arg(out.v), ...arg(out.h), ...arg(kCache), ...arg(vCache), ...arg(x),
-    ...arg(inp.normWeight), ...arg(inp.wq), ...arg(inp.wk), ...arg(inp.wv), ...arg(inp.positions), ...arg(inp.slotMapping),
-    M, C, H, Hkv, D, numBlocks, blockSize, inp.eps, inp.rope.theta, inp.rope.posScale];
+  return { q: out.q, k: out.k, v: out.v, h: out.h, kCache, vCache, x, normW: inp.normWeight, wq: inp.wq, wk: inp.wk, wv: inp.wv,
+    pos: inp.positions, slotMapping: inp.slotMapping, M, C, H, Hkv, D, numBlocks, blockSize, eps: inp.eps,
+    theta: inp.rope.theta, posScale: inp.rope.posScale };
 }
 
 /** q, k, v of M rows with RoPE, k and v also stored in the paged cache; writes into `out`. */
 export function decodeQkv(inp: DecodeQkvInputs, out: DecodeQkvOutputs): void {
-  addon().decodeQkv(...qkvArgs('decodeQkv', inp, out));
+  addon().decodeQkv(...packArgs('decodeQkv', qkvArgs('decodeQkv', inp, out)));
 }
 
 export interface DecodeMlpWeights {
@@ -100,8 +97,8 @@ export function decodeSwigluMlp(x: Tensor, w: DecodeMlpWeights, scratch: { h: Te
   const [M, C, F] = checkMlp(op, x, w, scratch);
   expectCpu(op, scratch.h);
   expectShape(op, 'h', scratch.h, [M, C]);
-  addon().decodeSwigluMlp(...arg(x), ...arg(scratch.h), ...arg(scratch.g), ...arg(scratch.u), ...arg(w.normWeight), ...arg(w.gate),
-    ...arg(w.up), ...arg(w.down), M, C, F, w.eps);
+  addon().decodeSwigluMlp(...packArgs('decodeSwigluMlp', { x, h: scratch.h, g: scratch.g, u: scratch.u, normW: w.normWeight,
+    wg: w.gate, wu: w.up, wd: w.down, M, C, F, eps: w.eps }));
 }
 
 /** Checks the MLP's weights and its g, u scratch against x; returns [M, C, F]. */
@@ -149,8 +146,8 @@ export interface DecodeLayerScratch extends DecodeQkvOutputs {
 /** decodeLayer's inputs: decodeQkv's, the output projection, the feed-forward and the cache index. */
 export type DecodeLayerInputs = DecodeQkvInputs & { wo: Tensor; mlp: DecodeMlpWeights; attention: DecodeLayerAttention };
 
-/** Checks decodeLayer's tensors; returns the addon's 69 arguments. */
-function decodeLayerArgs(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): Parameters<Addon['decodeLayer']> {
+/** Checks decodeLayer's tensors; returns its named arguments. */
+function decodeLayerArgs(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): AddonArgs['decodeLayer'] {
   const op = 'decodeLayer';
   const qkv = qkvArgs(op, inp, scratch);
   const [M, C, F] = checkMlp(op, inp.x, inp.mlp, scratch);
@@ -162,10 +159,10 @@ function decodeLayerArgs(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): P
   expectShape(op, 'o', scratch.o, [M, H, D]);
   for (const [name, t] of [['blockTables', at.blockTables], ['cuQ', at.cuQ], ['contextLens', at.contextLens]] as const) expectDType(op, name, t, 'i32');
   const nseq = at.contextLens.size;
-  return [...qkv, ...arg(scratch.o), ...arg(scratch.partOut), ...arg(scratch.partStats),
-    ...arg(at.blockTables), ...arg(at.cuQ), ...arg(at.contextLens), nseq, at.maxBlocks, at.partitionSize, at.maxPartitions,
-    at.scale ?? 1 / Math.sqrt(D), ...arg(inp.wo), ...arg(scratch.g), ...arg(scratch.u), ...arg(inp.mlp.normWeight),
-    ...arg(inp.mlp.gate), ...arg(inp.mlp.up), ...arg(inp.mlp.down), F, inp.mlp.eps];
+  return { ...qkv, o: scratch.o, partOut: scratch.partOut, partStats: scratch.partStats, blockTables: at.blockTables,
+    cuQ: at.cuQ, contextLens: at.contextLens, nseq, maxBlocks: at.maxBlocks, partitionSize: at.partitionSize,
+    maxPartitions: at.maxPartitions, scale: at.scale ?? 1 / Math.sqrt(D), wo: inp.wo, g: scratch.g, u: scratch.u,
+    mlpNormW: inp.mlp.normWeight, wg: inp.mlp.gate, wu: inp.mlp.up, wd: inp.mlp.down, F, mlpEps: inp.mlp.eps };
 }
 
 /**
@@ -174,11 +171,12 @@ function decodeLayerArgs(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): P
  * own keys and values included: they are stored first), x += o_proj(o), then decodeSwigluMlp.
  */
 export function decodeLayer(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): void {
-  addon().decodeLayer(...decodeLayerArgs(inp, scratch));
+  addon().decodeLayer(...packArgs('decodeLayer', decodeLayerArgs(inp, scratch)));
 }
 
-// Where a step's sizes sit in decodeLayer's arguments (bindings/gemv.cpp): rows, sequences, partitions.
-const LAYER_ROWS = 26, LAYER_SEQS = 48, LAYER_PARTITIONS = 51;
+// Where a step's sizes sit in decodeLayer's positional arguments, from its declaration (bindings/gemv.cpp).
+const LAYER_ROWS = argIndex('decodeLayer', 'M'), LAYER_SEQS = argIndex('decodeLayer', 'nseq');
+const LAYER_PARTITIONS = argIndex('decodeLayer', 'maxPartitions');
 
 /**
  * decodeLayer checked once, for inputs and scratch of `capacity` rows, `capacity` sequences and
@@ -188,14 +186,16 @@ const LAYER_ROWS = 26, LAYER_SEQS = 48, LAYER_PARTITIONS = 51;
  * side still checks every range and index).
  */
 export function prepareDecodeLayer(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): (M: number, nseq: number, partitions: number) => void {
-  const args = decodeLayerArgs(inp, scratch);
-  const [rows, seqs, partitions] = [args[LAYER_ROWS], args[LAYER_SEQS], args[LAYER_PARTITIONS]] as number[];
+  const named = decodeLayerArgs(inp, scratch);
+  const [rows, seqs, partitions] = [named.M, named.nseq, named.maxPartitions];
+  const args = packArgs('decodeLayer', named); // built once; a step only writes its three sizes
+  const slots = args as unknown as number[];
   return (M, nseq, p) => {
     if (M > rows! || nseq > seqs! || p > partitions!)
       throw new PatentGPTError('E_SHAPE', `decodeLayer: a step of ${M} rows, ${nseq} sequences and ${p} partitions exceeds the prepared ${rows}, ${seqs} and ${partitions}`);
-    args[LAYER_ROWS] = M;
-    args[LAYER_SEQS] = nseq;
-    args[LAYER_PARTITIONS] = p;
+    slots[LAYER_ROWS] = M;
+    slots[LAYER_SEQS] = nseq;
+    slots[LAYER_PARTITIONS] = p;
     addon().decodeLayer(...args);
   };
 }
@@ -210,11 +210,11 @@ export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
   expectShape(op, 'weight', weight, [N, K]);
   expectShape(op, 'x', x, [M, K]);
   expectShape(op, 'y', y, [M, N]);
-  addon().gemv(...arg(y), ...arg(x), ...arg(weight), M, N, K, true);
+  addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, M, N, K, true);
 }
 
-/** Checks decodeLogits' tensors; returns the addon's 14 arguments. */
-function decodeLogitsArgs(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): Parameters<Addon['decodeLogits']> {
+/** Checks decodeLogits' tensors; returns its named arguments. */
+function decodeLogitsArgs(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): AddonArgs['decodeLogits'] {
   const op = 'decodeLogits';
   expectSameDevice(op, { logits, x, normWeight: norm.weight, weight, h });
   expectCpu(op, logits, x, norm.weight, weight, h);
@@ -225,7 +225,7 @@ function decodeLogitsArgs(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps
   expectShape(op, 'normWeight', norm.weight, [C]);
   expectShape(op, 'h', h, [M, C]);
   expectShape(op, 'logits', logits, [M, V]);
-  return [...arg(logits), ...arg(h), ...arg(x), ...arg(norm.weight), ...arg(weight), M, C, V, norm.eps];
+  return { logits, h, x, normW: norm.weight, w: weight, M, C, V, eps: norm.eps };
 }
 
 /**
@@ -233,16 +233,20 @@ function decodeLogitsArgs(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps
  * normWeight, eps) @ weight (V, C)^T, with h (M, C) as scratch for the normed rows.
  */
 export function decodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): void {
-  addon().decodeLogits(...decodeLogitsArgs(logits, x, norm, weight, h));
+  addon().decodeLogits(...packArgs('decodeLogits', decodeLogitsArgs(logits, x, norm, weight, h)));
 }
+
+const LOGITS_ROWS = argIndex('decodeLogits', 'M');
 
 /** decodeLogits checked once for buffers of `capacity` rows; the returned call runs the first M. */
 export function prepareDecodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): (M: number) => void {
-  const args = decodeLogitsArgs(logits, x, norm, weight, h);
-  const rows = args[10];
+  const named = decodeLogitsArgs(logits, x, norm, weight, h);
+  const rows = named.M;
+  const args = packArgs('decodeLogits', named);
+  const slots = args as unknown as number[];
   return (M) => {
     if (M > rows) throw new PatentGPTError('E_SHAPE', `decodeLogits: ${M} rows exceed the prepared ${rows}`);
-    args[10] = M;
+    slots[LOGITS_ROWS] = M;
     addon().decodeLogits(...args);
   };
 }
