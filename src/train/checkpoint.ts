@@ -1,7 +1,7 @@
 // Training checkpoints: runs/<name>/checkpoints/step-N/, complete or absent, checksummed.
 //
 //   step-N/<caller files>          e.g. model.safetensors and config.json from the model's writer
-//   step-N/optimizer.safetensors   AdamW moments (format below)
+//   step-N/optimizer.safetensors   optimizer moments and parameter groups (format below)
 //   step-N/state.json              TrainState: step, data position, RNG, config hash, ...
 //   step-N/checksums.json          sha256 and size of every file above, written last
 //
@@ -13,7 +13,10 @@
 //
 // optimizer.safetensors is a plain safetensors file (8-byte little-endian header length, JSON
 // header, raw little-endian data), so any safetensors reader opens it: tensors "m.<param>" and
-// "v.<param>" (F32, the parameter's shape) and __metadata__ {format: "patentgpt-adamw", step}.
+// "v.<param>" (F32, the parameter's shape) and __metadata__ {format: "patentgpt-adamw", step,
+// groups}; SGD writes "momentum.<param>" under format "patentgpt-sgd". groups (JSON: name,
+// lrScale, weightDecay, params of each parameter group) is absent in files written before
+// parameter groups; such files still load (as AdamW state with any grouping).
 // It is written here, not with src/models' safetensors module, so the trainer's checkpoint
 // code does not depend on the model layer; it reads and writes only this F32 subset.
 import { promises as fsp } from 'node:fs';
@@ -77,11 +80,16 @@ function ckptError(file: string, message: string): PatentGPTError {
 /** A streamed writer of optimizer.safetensors for the state. */
 export function optimizerStateContent(state: OptimizerState): (sink: ByteSink) => Promise<void> {
   return async (sink) => {
-    const header: Record<string, unknown> = { __metadata__: { format: 'patentgpt-adamw', step: String(state.step) } };
+    const sgd = state.type === 'sgd';
+    const meta: Record<string, string> = { format: sgd ? 'patentgpt-sgd' : 'patentgpt-adamw', step: String(state.step) };
+    if (state.groups) meta.groups = JSON.stringify(state.groups);
+    const header: Record<string, unknown> = { __metadata__: meta };
     let offset = 0;
     const arrays: Float32Array[] = [];
     for (const e of state.entries) {
-      for (const [kind, arr] of [['m', e.m], ['v', e.v]] as const) {
+      const parts: [string, Float32Array | undefined][] = sgd ? [['momentum', e.m]] : [['m', e.m], ['v', e.v]];
+      for (const [kind, arr] of parts) {
+        if (!arr) throw new PatentGPTError('E_ARGUMENT', `optimizer state: ${e.name} has no ${kind} values`);
         header[`${kind}.${e.name}`] = { dtype: 'F32', shape: e.shape, data_offsets: [offset, offset + arr.byteLength] };
         offset += arr.byteLength;
         arrays.push(arr);
@@ -110,7 +118,19 @@ export function decodeOptimizerState(bytes: Uint8Array, file: string): Optimizer
     throw ckptError(file, `header is not JSON (${(err as Error).message})`);
   }
   const meta = header.__metadata__ as Record<string, string> | undefined;
-  if (meta?.format !== 'patentgpt-adamw') throw ckptError(file, '__metadata__.format is not "patentgpt-adamw"');
+  if (meta?.format !== 'patentgpt-adamw' && meta?.format !== 'patentgpt-sgd') throw ckptError(file, '__metadata__.format is not "patentgpt-adamw" or "patentgpt-sgd"');
+  const sgd = meta.format === 'patentgpt-sgd';
+  // Absent in files written before parameter groups: any grouping may load them.
+  let groups: OptimizerState['groups'];
+  if (meta.groups !== undefined) {
+    try {
+      groups = JSON.parse(meta.groups) as OptimizerState['groups'];
+    } catch (err) {
+      throw ckptError(file, `__metadata__.groups is not JSON (${(err as Error).message})`);
+    }
+    if (!Array.isArray(groups) || groups.some((g) => typeof g?.name !== 'string' || !Array.isArray(g.params)))
+      throw ckptError(file, '__metadata__.groups must be a list of { name, lrScale, weightDecay, params }');
+  }
   const step = Number(meta.step);
   if (!Number.isSafeInteger(step) || step < 0) throw ckptError(file, `__metadata__.step: ${meta.step} is not a step count`);
   const data = buf.subarray(8 + n);
@@ -127,6 +147,12 @@ export function decodeOptimizerState(bytes: Uint8Array, file: string): Optimizer
   };
   const entries: OptimizerState['entries'] = [];
   for (const key of Object.keys(header)) {
+    if (sgd) {
+      if (!key.startsWith('momentum.')) continue;
+      const m = read(key);
+      entries.push({ name: key.slice('momentum.'.length), shape: m.shape, m: m.arr });
+      continue;
+    }
     if (!key.startsWith('m.')) continue;
     const name = key.slice(2);
     if (!(`v.${name}` in header)) throw ckptError(file, `v.${name}: missing (m.${name} is present)`);
@@ -134,7 +160,7 @@ export function decodeOptimizerState(bytes: Uint8Array, file: string): Optimizer
     const v = read(`v.${name}`);
     entries.push({ name, shape: m.shape, m: m.arr, v: v.arr });
   }
-  return { step, entries };
+  return { ...(sgd ? { type: 'sgd' as const } : meta.groups !== undefined ? { type: 'adamw' as const } : {}), step, ...(groups ? { groups } : {}), entries };
 }
 
 // ---------------------------------------------------------------- checkpoints

@@ -1,4 +1,9 @@
-// The stage config of continued pretraining (one JSON file per stage), validated at the edge:
+// Stage configs (one JSON file per stage), validated at the edge. `kind` picks the stage
+// ("pretrain"; a config without it is a pretrain config, as before stage kinds existed); the
+// fields every stage shares (model, init, tokenizer, batch shape, budget, optimizer, schedule,
+// cadence, divergence policy, memory) are read once here, each kind adds its own.
+//
+// Every error names the file and the field (`data.weights.patent: must be ...`),
 // every error names the file and the field (`data.weights.patent: must be ...`), unknown fields
 // are refused (a typo must not be silently ignored), and defaults are filled in, so the loop
 // sees a complete StageConfig. Input paths inside the file (model, tokenizer, data.manifests)
@@ -10,6 +15,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { validateConfig, type ModelConfig } from '../models/config.js';
+import { groupPattern } from './optimizer.js';
 import type { Schedule } from './schedule.js';
 
 export interface StageData {
@@ -26,16 +32,47 @@ export interface StageData {
   valFraction: number;
 }
 
-export interface StageOptimizer {
+/** A parameter group of the optimizer: the parameters whose names match, and what they get. */
+export interface StageParamGroup {
+  /** A glob over parameter names (`*` matches any characters: "model.layers.*.mlp.*") or "/regex/". */
+  match: string;
+  name?: string;
+  /** Multiplier of the schedule's learning rate (e.g. 0.1 for embeddings). */
+  lrScale?: number;
+  /** Weight decay of every parameter in the group (norms and biases included). */
+  weightDecay?: number;
+}
+
+interface StageOptimizerBase {
   /** Peak learning rate. */
   lr: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
+  /** Decoupled (AdamW) or L2 (SGD) weight decay of the "decay" group. */
   weightDecay: number;
   /** Global gradient-norm clip; 0 turns clipping off. */
   gradClip: number;
+  /** Embedding tables take weight decay (default true; norms and biases never do). */
+  decayEmbeddings: boolean;
+  /** Parameter groups by name pattern, first match wins (default none: "decay" and "no_decay"). */
+  groups: StageParamGroup[];
 }
+
+export interface AdamWStageOptimizer extends StageOptimizerBase {
+  type: 'adamw';
+  beta1: number;
+  beta2: number;
+  eps: number;
+}
+
+export interface SgdStageOptimizer extends StageOptimizerBase {
+  type: 'sgd';
+  momentum: number;
+  dampening: number;
+  nesterov: boolean;
+}
+
+/** The optimizer of a stage: `type` "adamw" (default) or "sgd" (with momentum). */
+export type StageOptimizer = AdamWStageOptimizer | SgdStageOptimizer;
+export const OPTIMIZER_TYPES = ['adamw', 'sgd'] as const;
 
 export interface StageSchedule {
   kind: 'cosine' | 'constant' | 'wsd';
@@ -55,7 +92,14 @@ export interface StageContext {
   posScale?: number;
 }
 
-export interface StageConfig {
+/** The stages a config's `kind` names; only "pretrain" runs today (the others are the next issues). */
+export const STAGE_KINDS = ['pretrain', 'sft', 'reward', 'ppo', 'dpo'] as const;
+export type StageKind = (typeof STAGE_KINDS)[number];
+const AVAILABLE_KINDS: readonly StageKind[] = ['pretrain'];
+
+/** What every stage's config holds (model, budget, optimizer, schedule, cadence, limits). */
+export interface StageBase {
+  kind: StageKind;
   /** Run name: the run writes runs/<name>/ (or runDir). */
   name: string;
   /** Folder of the run (relative to the working directory); default runs/<name>. */
@@ -72,7 +116,6 @@ export interface StageConfig {
   init?: string;
   /** "byte" (the byte-level tokenizer), "llama2" (LLaMA-2's SentencePiece vocabulary) or a tokenizer.model path. */
   tokenizer: string;
-  data: StageData;
   /** Tokens per training row (context length of this stage). */
   seqLen: number;
   /** Rows per micro-batch (per rank). */
@@ -100,6 +143,7 @@ export interface StageConfig {
   threads: number;
   /** Peak FLOP/s of the hardware for MFU (0: MFU not reported). */
   peakFlops: number;
+  /** Context extension of the model (stage 2 of pretraining; any stage may train at a longer context). */
   context?: StageContext;
   /** Consecutive steps with a non-finite loss or gradient norm skipped before the run diverges. Default 3. */
   maxNonFiniteSteps: number;
@@ -114,6 +158,15 @@ export interface StageConfig {
   /** Refuse a run whose estimated step memory exceeds the limit. Default true. */
   memoryCheck: boolean;
 }
+
+/** Continued pretraining (stage 1 and 2 of the paper): packed token shards, next-token loss. */
+export interface PretrainConfig extends StageBase {
+  kind: 'pretrain';
+  data: StageData;
+}
+
+/** A stage config, discriminated by `kind` (the union grows with sft, reward, ppo, dpo). */
+export type StageConfig = PretrainConfig;
 
 /** Most kernel threads a config may ask for (a typo like 20000 must not spawn 20,000 threads). */
 export const MAX_THREADS = 1024;
@@ -159,11 +212,14 @@ class Fields {
   }
 }
 
-const TOP_KEYS = [
-  '$schema', 'comment', 'name', 'runDir', 'model', 'init', 'tokenizer', 'data', 'seqLen', 'batchSize', 'gradAccum', 'tokenBudget', 'steps',
+/** Fields every stage's config may hold. */
+const COMMON_KEYS = [
+  '$schema', 'comment', 'kind', 'name', 'runDir', 'model', 'init', 'tokenizer', 'seqLen', 'batchSize', 'gradAccum', 'tokenBudget', 'steps',
   'optimizer', 'schedule', 'evalEvery', 'evalBatches', 'checkpointEvery', 'keepCheckpoints', 'logEvery', 'seed', 'threads', 'peakFlops', 'context',
   'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck',
 ] as const;
+/** The fields of each kind besides the common ones. */
+const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: [], reward: [], ppo: [], dpo: [] };
 
 export interface ValidateOptions {
   /** Names the source in errors (the file path); default "config". */
@@ -172,22 +228,26 @@ export interface ValidateOptions {
   baseDir?: string;
 }
 
-/** Validates a parsed stage config, fills defaults, and resolves relative paths. */
+/**
+ * Validates a parsed stage config, fills defaults, and resolves relative paths. `kind` picks the
+ * stage; a config without it is a pretrain config.
+ */
 export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): StageConfig {
   const f = new Fields(opts.source ?? 'config');
   const c = f.object(raw, 'config');
-  f.known(c, '', TOP_KEYS);
+  const kind = f.string(c.kind, 'kind', 'pretrain') as StageKind;
+  if (!(STAGE_KINDS as readonly string[]).includes(kind)) f.fail('kind', `must be one of ${STAGE_KINDS.map((k) => `"${k}"`).join(', ')}, got ${JSON.stringify(c.kind)}`);
+  if (!AVAILABLE_KINDS.includes(kind)) f.fail('kind', `the "${kind}" stage is not available yet (available: ${AVAILABLE_KINDS.join(', ')})`);
+  f.known(c, '', [...COMMON_KEYS, ...KIND_KEYS[kind]]);
   const rel = (p: string): string => (opts.baseDir && !path.isAbsolute(p) ? path.resolve(opts.baseDir, p) : p);
-  const isPathLike = (s: string): boolean => s.includes('/') || s.includes('\\') || s.endsWith('.json') || s.startsWith('.');
-
-  const name = f.string(c.name, 'name');
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) f.fail('name', `"${name}" must be letters, digits, _ . - (it names the run folder)`);
-  let model: string | ModelConfig;
-  if (typeof c.model === 'object' && c.model !== null && !Array.isArray(c.model)) model = validateConfig(c.model, `${opts.source ?? 'config'}: model`);
-  else model = f.string(c.model, 'model');
-  const tokenizer = f.string(c.tokenizer, 'tokenizer', 'byte');
-
+  const base = validateBase(f, c, kind, opts, rel);
   const d = f.object(c.data ?? {}, 'data');
+  const cfg: PretrainConfig = { ...base, kind: 'pretrain', data: validateData(f, d, rel) };
+  checkBudget(f, cfg);
+  return cfg;
+}
+
+function validateData(f: Fields, d: Json, rel: (p: string) => string): StageData {
   f.known(d, 'data', ['manifests', 'sample', 'weights', 'valFraction']);
   let manifests: string[] = [];
   if (d.manifests !== undefined) {
@@ -206,6 +266,77 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
     if (!Object.values(weights).some((x) => x > 0)) f.fail('data.weights', 'at least one category needs a weight above 0');
   }
   const valFraction = f.number(d.valFraction, 'data.valFraction', (x) => x >= 0 && x < 1, 'a number in [0, 1)', 0.01);
+  return { manifests, sample, ...(weights ? { weights } : {}), valFraction };
+}
+
+function validateOptimizer(f: Fields, raw: unknown): StageOptimizer {
+  const o = f.object(raw ?? {}, 'optimizer');
+  const type = f.string(o.type, 'optimizer.type', 'adamw');
+  if (!(OPTIMIZER_TYPES as readonly string[]).includes(type)) f.fail('optimizer.type', `must be ${OPTIMIZER_TYPES.map((t) => `"${t}"`).join(' or ')}, got ${JSON.stringify(o.type)}`);
+  const common = ['type', 'lr', 'weightDecay', 'gradClip', 'decayEmbeddings', 'groups'];
+  f.known(o, 'optimizer', type === 'adamw' ? [...common, 'beta1', 'beta2', 'eps'] : [...common, 'momentum', 'dampening', 'nesterov']);
+  const bool = (v: unknown, field: string, dflt: boolean): boolean => {
+    if (v === undefined) return dflt;
+    if (typeof v !== 'boolean') f.fail(field, `must be true or false, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  let groups: StageParamGroup[] = [];
+  if (o.groups !== undefined) {
+    if (!Array.isArray(o.groups)) f.fail('optimizer.groups', 'must be an array of { match, name?, lrScale?, weightDecay? }');
+    groups = (o.groups as unknown[]).map((g0, i) => {
+      const field = `optimizer.groups[${i}]`;
+      const g = f.object(g0, field);
+      f.known(g, field, ['match', 'name', 'lrScale', 'weightDecay']);
+      const match = f.string(g.match, `${field}.match`);
+      try {
+        groupPattern(match);
+      } catch (err) {
+        f.fail(`${field}.match`, (err as Error).message.replace(/^match: /, ''));
+      }
+      return {
+        match,
+        ...(g.name !== undefined ? { name: f.string(g.name, `${field}.name`) } : {}),
+        ...(g.lrScale !== undefined ? { lrScale: f.number(g.lrScale, `${field}.lrScale`, (x) => x >= 0, 'a number >= 0') } : {}),
+        ...(g.weightDecay !== undefined ? { weightDecay: f.number(g.weightDecay, `${field}.weightDecay`, (x) => x >= 0, 'a number >= 0') } : {}),
+      };
+    });
+    const names = groups.map((g, i) => g.name ?? `groups[${i}]`);
+    names.forEach((n, i) => {
+      if (n === 'decay' || n === 'no_decay' || names.indexOf(n) !== i) f.fail(`optimizer.groups[${i}].name`, `"${n}" is taken (the default groups are "decay" and "no_decay"; names must differ)`);
+    });
+  }
+  const base = {
+    lr: f.number(o.lr, 'optimizer.lr', (x) => x > 0, 'a positive number'),
+    weightDecay: f.number(o.weightDecay, 'optimizer.weightDecay', (x) => x >= 0, 'a number >= 0', type === 'adamw' ? 0.1 : 0),
+    gradClip: f.number(o.gradClip, 'optimizer.gradClip', (x) => x >= 0, 'a number >= 0 (0: no clipping)', 1.0),
+    decayEmbeddings: bool(o.decayEmbeddings, 'optimizer.decayEmbeddings', true),
+    groups,
+  };
+  if (type === 'sgd') {
+    const momentum = f.number(o.momentum, 'optimizer.momentum', (x) => x >= 0 && x < 1, 'a number in [0, 1)', 0.9);
+    const dampening = f.number(o.dampening, 'optimizer.dampening', (x) => x >= 0 && x <= 1, 'a number in [0, 1]', 0);
+    const nesterov = bool(o.nesterov, 'optimizer.nesterov', false);
+    if (nesterov && (momentum === 0 || dampening !== 0)) f.fail('optimizer.nesterov', 'needs momentum > 0 and dampening 0');
+    return { type: 'sgd', ...base, momentum, dampening, nesterov };
+  }
+  return {
+    type: 'adamw',
+    ...base,
+    beta1: f.number(o.beta1, 'optimizer.beta1', (x) => x >= 0 && x < 1, 'a number in [0, 1)', 0.9),
+    beta2: f.number(o.beta2, 'optimizer.beta2', (x) => x >= 0 && x < 1, 'a number in [0, 1)', 0.95),
+    eps: f.number(o.eps, 'optimizer.eps', (x) => x > 0, 'a positive number', 1e-8),
+  };
+}
+
+/** The common fields (everything but the kind's own). */
+function validateBase(f: Fields, c: Json, stageKind: StageKind, opts: ValidateOptions, rel: (p: string) => string): StageBase {
+  const isPathLike = (s: string): boolean => s.includes('/') || s.includes('\\') || s.endsWith('.json') || s.startsWith('.');
+  const name = f.string(c.name, 'name');
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) f.fail('name', `"${name}" must be letters, digits, _ . - (it names the run folder)`);
+  let model: string | ModelConfig;
+  if (typeof c.model === 'object' && c.model !== null && !Array.isArray(c.model)) model = validateConfig(c.model, `${opts.source ?? 'config'}: model`);
+  else model = f.string(c.model, 'model');
+  const tokenizer = f.string(c.tokenizer, 'tokenizer', 'byte');
 
   const seqLen = f.int(c.seqLen, 'seqLen', 1);
   const batchSize = f.int(c.batchSize, 'batchSize', 1);
@@ -215,17 +346,7 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
   const tokenBudget = c.tokenBudget === undefined ? undefined : f.int(c.tokenBudget, 'tokenBudget', 1);
   const steps = c.steps === undefined ? undefined : f.int(c.steps, 'steps', 1);
 
-  const o = f.object(c.optimizer ?? {}, 'optimizer');
-  f.known(o, 'optimizer', ['lr', 'beta1', 'beta2', 'eps', 'weightDecay', 'gradClip']);
-  const optimizer: StageOptimizer = {
-    lr: f.number(o.lr, 'optimizer.lr', (x) => x > 0, 'a positive number'),
-    beta1: f.number(o.beta1, 'optimizer.beta1', (x) => x >= 0 && x < 1, 'a number in [0, 1)', 0.9),
-    beta2: f.number(o.beta2, 'optimizer.beta2', (x) => x >= 0 && x < 1, 'a number in [0, 1)', 0.95),
-    eps: f.number(o.eps, 'optimizer.eps', (x) => x > 0, 'a positive number', 1e-8),
-    weightDecay: f.number(o.weightDecay, 'optimizer.weightDecay', (x) => x >= 0, 'a number >= 0', 0.1),
-    gradClip: f.number(o.gradClip, 'optimizer.gradClip', (x) => x >= 0, 'a number >= 0 (0: no clipping)', 1.0),
-  };
-
+  const optimizer = validateOptimizer(f, c.optimizer);
   const s = f.object(c.schedule ?? {}, 'schedule');
   f.known(s, 'schedule', ['kind', 'warmupSteps', 'minLr', 'decaySteps', 'decayShape']);
   const kind0 = f.string(s.kind, 'schedule.kind', 'cosine');
@@ -260,14 +381,14 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
   const threads = f.int(c.threads, 'threads', 0, 0);
   if (threads > MAX_THREADS) f.fail('threads', `must be at most ${MAX_THREADS}, got ${threads} (0 uses one per hardware thread)`);
 
-  const cfg: StageConfig = {
+  return {
+    kind: stageKind,
     name,
     // run folders are relative to the working directory (see the top of the file)
     runDir: c.runDir === undefined ? path.join('runs', name) : f.string(c.runDir, 'runDir'),
     model: typeof model === 'string' && isPathLike(model) ? rel(model) : model,
     ...(c.init !== undefined ? { init: path.resolve(f.string(c.init, 'init')) } : {}),
     tokenizer: tokenizer === 'byte' || tokenizer === 'llama2' ? tokenizer : rel(tokenizer),
-    data: { manifests, sample, ...(weights ? { weights } : {}), valFraction },
     seqLen,
     batchSize,
     gradAccum,
@@ -285,17 +406,21 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
     peakFlops: f.number(c.peakFlops, 'peakFlops', (x) => x >= 0, 'a number >= 0', 0),
     ...(context ? { context } : {}),
     maxNonFiniteSteps: f.int(c.maxNonFiniteSteps, 'maxNonFiniteSteps', 0, 3),
-    onDivergence: onDivergence as StageConfig['onDivergence'],
+    onDivergence: onDivergence as StageBase['onDivergence'],
     rollbackLrFactor: f.number(c.rollbackLrFactor, 'rollbackLrFactor', (x) => x > 0 && x < 1, 'a number in (0, 1)', 0.5),
     maxRollbacks: f.int(c.maxRollbacks, 'maxRollbacks', 0, 3),
     memoryLimitGiB: f.number(c.memoryLimitGiB, 'memoryLimitGiB', (x) => x >= 0, 'a number >= 0 (0: the machine\'s memory)', 0),
     memoryCheck: (c.memoryCheck as boolean | undefined) ?? true,
   };
+}
+
+/** The warmup and WSD decay fit in the run's steps. */
+function checkBudget(f: Fields, cfg: StageConfig): void {
+  const schedule = cfg.schedule;
   const total = totalSteps(cfg);
   if (schedule.warmupSteps > total) f.fail('schedule.warmupSteps', `${schedule.warmupSteps} exceeds the run's ${total} steps`);
-  if (kind === 'wsd' && schedule.warmupSteps + schedule.decaySteps! > total)
+  if (schedule.kind === 'wsd' && schedule.warmupSteps + schedule.decaySteps! > total)
     f.fail('schedule.decaySteps', `warmupSteps + decaySteps = ${schedule.warmupSteps + schedule.decaySteps!} exceeds the run's ${total} steps`);
-  return cfg;
 }
 
 /**
@@ -340,18 +465,18 @@ export async function loadStageConfig(file: string, overrides: Record<string, un
 }
 
 /** Tokens one optimizer step trains on (all ranks). */
-export function tokensPerStep(cfg: StageConfig, worldSize = 1): number {
+export function tokensPerStep(cfg: StageBase, worldSize = 1): number {
   return cfg.batchSize * cfg.gradAccum * cfg.seqLen * worldSize;
 }
 
 /** Optimizer steps of the stage: `steps`, or the token budget rounded up to whole steps. */
-export function totalSteps(cfg: StageConfig, worldSize = 1): number {
+export function totalSteps(cfg: StageBase, worldSize = 1): number {
   if (cfg.steps !== undefined) return cfg.steps;
   return Math.ceil(cfg.tokenBudget! / tokensPerStep(cfg, worldSize));
 }
 
 /** The learning-rate schedule of the stage, over its total steps. */
-export function stageSchedule(cfg: StageConfig, worldSize = 1): Schedule {
+export function stageSchedule(cfg: StageBase, worldSize = 1): Schedule {
   const s = cfg.schedule;
   const lr = cfg.optimizer.lr;
   const total = totalSteps(cfg, worldSize);
@@ -376,11 +501,21 @@ function canonical(v: unknown): unknown {
  * one hash should only be resumed under the same. Logging, evaluation and checkpoint cadence,
  * threads, the run folder, the divergence policy and the memory check are left out: changing
  * them does not change the training (a diverged run may be resumed with onDivergence "rollback").
+ * Fields that came after the first runs (kind "pretrain", optimizer type "adamw",
+ * decayEmbeddings true, no groups) are left out at their defaults, so a config written before
+ * them hashes as it did and its runs resume.
  */
 export function configHash(cfg: StageConfig): string {
   const {
     runDir: _r, evalEvery: _e, evalBatches: _b, checkpointEvery: _c, keepCheckpoints: _k, logEvery: _l, threads: _t, peakFlops: _p,
     maxNonFiniteSteps: _n, onDivergence: _d, rollbackLrFactor: _f, maxRollbacks: _m, memoryLimitGiB: _g, memoryCheck: _x, ...rest
   } = cfg;
-  return createHash('sha256').update(JSON.stringify(canonical(rest))).digest('hex').slice(0, 16);
+  const hashed: Json = { ...rest };
+  if (hashed.kind === 'pretrain') delete hashed.kind;
+  const o: Json = { ...cfg.optimizer };
+  if (o.type === 'adamw') delete o.type;
+  if (o.decayEmbeddings === true) delete o.decayEmbeddings;
+  if (Array.isArray(o.groups) && o.groups.length === 0) delete o.groups;
+  hashed.optimizer = o;
+  return createHash('sha256').update(JSON.stringify(canonical(hashed))).digest('hex').slice(0, 16);
 }

@@ -25,8 +25,73 @@ export interface MetricRecord {
   valPerplexity?: number;
   /** Seconds since the run (or resumed run) started. */
   elapsedSec?: number;
-  /** Anything else the loop logs (numbers or short strings). */
-  [key: string]: number | string | undefined;
+  /** Anything else the loop logs: numbers, short strings, or a task's per-layer records. */
+  [key: string]: number | string | Readonly<Record<string, number>> | undefined;
+}
+
+/** A metric a task reports: a number, or a record of numbers (per layer, per expert). */
+export type MetricValue = number | Readonly<Record<string, number>>;
+/** What a task's loss reports for one micro-batch, by name. */
+export type StepMetrics = Readonly<Record<string, MetricValue>>;
+
+interface Mean {
+  sum: number;
+  n: number;
+}
+
+/**
+ * Means of reported metrics over the micro-batches (or evaluation batches) that reported each
+ * name (and each key of a record). clear() keeps the accumulators, so a step that reports the
+ * same names as the last allocates nothing.
+ */
+export class MetricMeans {
+  readonly #scalars = new Map<string, Mean>();
+  readonly #records = new Map<string, Map<string, Mean>>();
+
+  add(metrics: StepMetrics): void {
+    for (const name in metrics) {
+      const v = metrics[name]!;
+      if (typeof v === 'number') {
+        let m = this.#scalars.get(name);
+        if (!m) this.#scalars.set(name, (m = { sum: 0, n: 0 }));
+        m.sum += v;
+        m.n++;
+      } else {
+        let r = this.#records.get(name);
+        if (!r) this.#records.set(name, (r = new Map()));
+        for (const k in v) {
+          let m = r.get(k);
+          if (!m) r.set(k, (m = { sum: 0, n: 0 }));
+          m.sum += v[k]!;
+          m.n++;
+        }
+      }
+    }
+  }
+
+  clear(): void {
+    for (const m of this.#scalars.values()) m.sum = m.n = 0;
+    for (const r of this.#records.values()) for (const m of r.values()) m.sum = m.n = 0;
+  }
+
+  /**
+   * Writes each mean into rec under prefix + name; a name the record already holds (loss, lr,
+   * step, ...) is refused: the task's metric would hide the loop's.
+   */
+  writeTo(rec: MetricRecord, prefix = ''): void {
+    const put = (name: string, v: MetricValue): void => {
+      const key = prefix + name;
+      if (key in rec)
+        throw new PatentGPTError('E_ARGUMENT', `metrics: the task reports "${name}", which the training loop writes itself (${Object.keys(rec).join(', ')}); give the metric another name`);
+      rec[key] = v;
+    };
+    for (const [name, m] of this.#scalars) if (m.n > 0) put(name, m.sum / m.n);
+    for (const [name, r] of this.#records) {
+      let out: Record<string, number> | null = null;
+      for (const [k, m] of r) if (m.n > 0) (out ??= {})[k] = m.sum / m.n;
+      if (out) put(name, out);
+    }
+  }
 }
 
 export const METRICS_FILE = 'metrics.jsonl';

@@ -1,9 +1,16 @@
-// The one training loop every stage runs (pretrain, and later SFT, reward, PPO). A stage hands it
-// a TrainTask: the parameters, a data source, a loss, and how the model goes into and out of a
-// checkpoint. Per optimizer step the loop runs gradAccum micro-batches (loss scaled by
-// 1 / gradAccum, backward, every tensor of a micro-batch freed before the next), calls the
-// gradient all-reduce hook (data parallelism; a no-op on one rank), takes one AdamW step at the
-// schedule's learning rate with global-norm clipping, logs metrics, evaluates, and checkpoints.
+// The one training loop every stage runs (pretrain, and later SFT, reward, PPO, DPO). A stage
+// hands it a TrainTask: the parameters, a data source (nextBatch may return a promise: PPO's
+// batches are engine rollouts), a loss returning { loss, metrics }, and how the model goes into
+// and out of a checkpoint. Per optimizer step the loop runs gradAccum micro-batches (loss scaled
+// by 1 / gradAccum, backward, every tensor of a micro-batch freed before the next), calls the
+// gradient all-reduce hook (data parallelism; a no-op on one rank), takes one optimizer step
+// (AdamW or SGD, in parameter groups, built from TrainerOptions.optimizer) at the schedule's
+// learning rate with global-norm clipping, logs metrics, evaluates, and checkpoints.
+//
+// Metrics: what the task's loss reports (KL, reward, clip fraction; per-layer records such as a
+// router's tokens per expert) is averaged over the step's micro-batches and written to
+// metrics.jsonl beside loss, lr and gradient norm. The loop reads only the numbers the task
+// hands it, so a task that reports nothing costs nothing.
 //
 // Resume: run() first looks for the newest checkpoint of the run that verifies; it restores the
 // weights, the optimizer moments, the data position and the step, and cuts metrics.jsonl back to
@@ -26,8 +33,8 @@ import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { globalGradNorm, noGrad, scale, scope, type Tensor } from '../tensor/index.js';
 import { CheckpointManager, type Checkpoint, type CheckpointFile, type TrainState } from './checkpoint.js';
-import { METRICS_FILE, MetricsLog, Throughput, mfu, perplexity, type MetricRecord } from './metrics.js';
-import { AdamW, type AdamWOptions } from './optimizer.js';
+import { METRICS_FILE, MetricMeans, MetricsLog, Throughput, mfu, perplexity, type MetricRecord, type StepMetrics } from './metrics.js';
+import { createOptimizer, type OptimizerOptions } from './optimizer.js';
 import { writeReport } from './plot.js';
 import { Progress, type ProgressStream } from './progress.js';
 import { learningRate, validateSchedule, type Schedule } from './schedule.js';
@@ -40,16 +47,28 @@ export interface TrainBatchInfo {
   targetCount?: number;
 }
 
+/** What a task's loss returns: the scalar to train on, and numbers for the logs. */
+export interface TaskLoss {
+  /** Scalar loss of the batch (mean over its targets), recorded for backward. */
+  loss: Tensor;
+  /**
+   * Numbers for metrics.jsonl (kl, reward, clipFraction, ...) or per-layer records
+   * ({ "layers.0": 3.1, ... }), averaged over the step's micro-batches. Values the step already
+   * has: reading a tensor here costs a device sync, so report only what is worth it.
+   */
+  metrics?: StepMetrics;
+}
+
 /** A stage's side of the loop: parameters, data, loss and the model's checkpoint files. */
 export interface TrainTask<B extends TrainBatchInfo = TrainBatchInfo> {
-  /** The trained parameters by name (frozen ones may be listed; AdamW skips them). */
+  /** The trained parameters by name (frozen ones may be listed; the optimizer skips them). */
   parameters(): readonly (readonly [string, Tensor])[];
-  /** The next training micro-batch of this rank. */
-  nextBatch(): B;
-  /** Scalar loss of a batch (mean over its targets), recorded for backward. */
-  loss(batch: B): Tensor;
+  /** The next training micro-batch of this rank: the batch, or a promise of it (rollouts). */
+  nextBatch(): B | Promise<B>;
+  /** The batch's loss, and what it reports. */
+  loss(batch: B): TaskLoss;
   /** Fresh validation batches (the same ones at every evaluation); omitted: no evaluation. */
-  evalBatches?(count: number): Iterable<B>;
+  evalBatches?(count: number): Iterable<B> | AsyncIterable<B>;
   /** The training data position (JSON), for the checkpoint. */
   dataPosition(): unknown;
   restoreDataPosition(position: unknown): void;
@@ -70,8 +89,8 @@ export interface TrainerOptions {
   schedule: Schedule;
   /** Micro-batches per optimizer step. Default 1. */
   gradAccum?: number;
-  /** AdamW hyper-parameters (maxGradNorm is the global clip). */
-  optimizer?: AdamWOptions;
+  /** The optimizer: type ("adamw" default, "sgd"), hyper-parameters, parameter groups (maxGradNorm is the global clip). */
+  optimizer?: OptimizerOptions;
   /** Evaluate every N steps (0: only at the end). Default 0. */
   evalEvery?: number;
   /** Validation batches per evaluation. Default 10. */
@@ -263,7 +282,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
           });
     if (latest && latest.state.configHash !== opts.configHash)
       throw new PatentGPTError('E_CHECKPOINT', `${path.join(latest.dir, 'state.json')}: configHash: ${latest.state.configHash} differs from this config's ${opts.configHash}`);
-    const optimizer = new AdamW(task.parameters(), opts.optimizer);
+    const optimizer = createOptimizer(task.parameters(), opts.optimizer);
     let step = 0;
     let tokensSeen = 0;
     let elapsedBefore = 0;
@@ -332,6 +351,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     }
 
     const losses: number[] = [];
+    const stepMetrics = new MetricMeans(); // the task's metrics of the current step
     let valLoss: number | undefined;
     let badRun = 0; // consecutive non-finite steps
     let nonFiniteSteps = 0;
@@ -394,10 +414,17 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
       if (!task.evalBatches) return;
       let sum = 0;
       let count = 0;
-      for (const b of task.evalBatches(this.evalBatches)) {
+      const valMetrics = new MetricMeans();
+      for await (const b of task.evalBatches(this.evalBatches)) {
         const n = b.targetCount ?? b.tokens.length;
         if (n === 0) continue;
-        const l = noGrad(() => scope(() => task.loss(b).item()));
+        const l = noGrad(() =>
+          scope(() => {
+            const out = task.loss(b);
+            if (out.metrics) valMetrics.add(out.metrics);
+            return out.loss.item();
+          }),
+        );
         sum += l * n;
         count += n;
         await tick();
@@ -405,6 +432,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
       if (count === 0) return;
       valLoss = sum / count;
       const rec: MetricRecord = { step, valLoss, valPerplexity: perplexity(valLoss), tokens: tokensSeen, elapsedSec: round(elapsed(), 3) };
+      valMetrics.writeTo(rec, 'val.');
       metrics.append(rec);
       if (lead) opts.onMetrics?.(rec);
       progress?.log(`eval at step ${step}`, { valLoss: valLoss, ppl: perplexity(valLoss) });
@@ -422,11 +450,15 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         const t0 = performance.now();
         let lossSum = 0;
         let stepTokens = 0;
+        stepMetrics.clear();
         for (let micro = 0; micro < this.gradAccum; micro++) {
-          const batch = task.nextBatch();
+          const next = task.nextBatch();
+          const batch = next instanceof Promise ? await next : next; // a synchronous source skips the microtask
           stepTokens += batch.tokens.length;
           const { value, scaled } = scope(() => {
-            const l = task.loss(batch);
+            const out = task.loss(batch);
+            if (out.metrics) stepMetrics.add(out.metrics);
+            const l = out.loss;
             return { value: l.item(), scaled: this.gradAccum > 1 ? scale(l, 1 / this.gradAccum) : l };
           });
           lossSum += value;
@@ -456,6 +488,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
             rec.tokensPerSec = round(tokPerSec, 1);
             if (opts.flopsPerToken && opts.peakFlops) rec.mfu = round(mfu(opts.flopsPerToken, tokPerSec, opts.peakFlops), 5);
           }
+          stepMetrics.writeTo(rec);
           metrics.append(rec);
           if (lead) opts.onMetrics?.(rec);
         }

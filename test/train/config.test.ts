@@ -44,7 +44,7 @@ describe('stage config', () => {
     expect(tokensPerStep(cfg)).toBe(256);
     expect(totalSteps(cfg)).toBe(4);
     expect(totalSteps(cfg, 2)).toBe(2);
-    expect(cfg.optimizer).toEqual({ lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 });
+    expect(cfg.optimizer).toEqual({ type: 'adamw', lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1, decayEmbeddings: true, groups: [] });
     expect(cfg.schedule).toEqual({ kind: 'cosine', warmupSteps: 0, minLr: 1e-4 });
     expect(cfg.data.sample).toBe(true);
     expect(cfg.tokenizer).toBe('byte');

@@ -32,7 +32,7 @@ function linearTask(poison: (w: Float32Array, k: number) => boolean, n = 2): Tra
     nextBatch: () => ({ tokens: new Int32Array(4), k: pos++ }),
     loss: (b) => {
       const l = scale(sum(matmul(w.reshape([1, n]), Tensor.full([n, 1], 1))), -1);
-      return poison(w.toArray() as Float32Array, b.k) ? scale(l, Number.NaN) : l;
+      return { loss: poison(w.toArray() as Float32Array, b.k) ? scale(l, Number.NaN) : l };
     },
     dataPosition: () => ({ pos }),
     restoreDataPosition: (p) => {

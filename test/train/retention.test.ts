@@ -62,7 +62,7 @@ function task(): TrainTask<{ tokens: Int32Array }> {
   return {
     parameters: () => [['w', w]],
     nextBatch: () => (pos++, { tokens: new Int32Array(4) }),
-    loss: () => scale(sum(matmul(w.reshape([1, 2]), Tensor.full([2, 1], 1))), -1),
+    loss: () => ({ loss: scale(sum(matmul(w.reshape([1, 2]), Tensor.full([2, 1], 1))), -1) }),
     dataPosition: () => ({ pos }),
     restoreDataPosition: (p) => {
       pos = (p as { pos: number }).pos;

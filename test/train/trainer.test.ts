@@ -33,7 +33,7 @@ function toyTask(n = 8, init?: Float32Array): TrainTask<ToyBatch> & { w: Tensor;
       const row = w.reshape([1, n]);
       const ww = sum(matmul(row, w.reshape([n, 1])));
       const wx = sum(matmul(row, Tensor.from(b.x.map((v) => -v), [n, 1])));
-      return add(scale(ww, 0.5), wx);
+      return { loss: add(scale(ww, 0.5), wx) };
     },
     evalBatches: function* (count: number) {
       for (let i = 0; i < count; i++) yield batch(1000 + i);
