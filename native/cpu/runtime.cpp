@@ -79,6 +79,7 @@ class ThreadPool {
     stop();
     std::string err = reserve(n);
     nthreads_ = err.empty() ? n : old;
+    if (err.empty()) start_error_.clear();  // the size asked for is now the size it has
     release_surplus();
     start();
     return err;

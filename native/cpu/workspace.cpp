@@ -15,16 +15,16 @@ namespace pg {
 
 namespace {
 
-std::atomic<int64_t> fail_next{0};
+std::atomic<int64_t> fail_after{-1};  // test hook: successes left before failing; < 0 never
 std::atomic<int64_t> blocks_allocated{0};
 
 void* alloc_block(size_t bytes, std::string& err, const char* what) {
   bytes = std::max<size_t>(64, (bytes + 63) / 64 * 64);
-  int64_t f = fail_next.load(std::memory_order_relaxed);
-  while (f > 0 && !fail_next.compare_exchange_weak(f, f - 1)) {
+  int64_t f = fail_after.load(std::memory_order_relaxed);
+  while (f > 0 && !fail_after.compare_exchange_weak(f, f - 1)) {
   }
   void* p = nullptr;
-  if (f > 0 || posix_memalign(&p, 64, bytes) != 0 || p == nullptr) {
+  if (f == 0 || posix_memalign(&p, 64, bytes) != 0 || p == nullptr) {
     err = "out of memory: could not reserve " + std::to_string(bytes) + " bytes of kernel workspace (" + what +
           "); use fewer threads (setNumThreads) or free memory";
     return nullptr;
@@ -105,7 +105,7 @@ Workspace& thread_workspace() {
   return *tls_workspace;
 }
 
-void workspace_fail_next_allocations(int64_t n) { fail_next.store(std::max<int64_t>(0, n)); }
+void workspace_fail_allocations_after(int64_t n) { fail_after.store(n < 0 ? -1 : n); }
 int64_t workspace_blocks_allocated() { return blocks_allocated.load(); }
 
 }  // namespace pg

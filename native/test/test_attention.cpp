@@ -122,6 +122,10 @@ TEST(odd_head_dims_and_gqa_ratios) {
   CHECK(run_case({{0, 65}, 4, 4, 24, true}, 4));
   CHECK(run_case({{0, 33}, 8, 2, 17, false}, 5));
   CHECK(run_case({{0, 1}, 1, 1, 3, true}, 6));
+  // The largest head dim the workspace reserves tile scratch for (pg::kMaxHeadDim), both
+  // backward schedules.
+  CHECK(run_case({{0, 70}, 2, 1, 256, true}, 13));
+  CHECK(run_case({{0, 300}, 2, 2, 256, false}, 14));
 }
 
 TEST(packed_sequences_of_uneven_length) {

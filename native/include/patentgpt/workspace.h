@@ -58,9 +58,9 @@ std::string reserve_workspace();
 // workers' workspaces could not all be reserved), or an empty string. (runtime.cpp)
 std::string pool_reservation_error();
 
-// Test hooks: the next `n` block allocations fail (n <= 0: none fail; the default), and how many
-// blocks have been allocated in this process so far.
-void workspace_fail_next_allocations(int64_t n);
+// Test hooks: after `n` more block allocations succeed, every one fails until this is called with
+// n < 0 (the default: none fail); and how many blocks have been allocated in this process so far.
+void workspace_fail_allocations_after(int64_t n);
 int64_t workspace_blocks_allocated();
 
 }  // namespace pg
