@@ -1,5 +1,7 @@
 // Argument checks shared by the ops: each failure names the op and the tensors involved.
 import { PatentGPTError } from '../errors.js';
+import { hasKernel, kernelDevices } from '../native/devices.js';
+import type { Addon } from '../native/loader.js';
 import type { DType } from './dtype.js';
 import type { Tensor } from './tensor.js';
 
@@ -37,6 +39,23 @@ export function expectSameDevice(op: string, tensors: Readonly<Record<string, Te
     else if (t.device !== first[1].device)
       throw new PatentGPTError('E_DEVICE', `${op}: ${first[0]} is on ${first[1].device} and ${name} on ${t.device} (${first[0]} ${first[1].describe()}, ${name} ${t.describe()}); move them to one device with .to('${first[1].device}') or Module.to()`);
   }
+}
+
+/** A native function (its binding's kernel table names the devices it runs on). */
+export type NativeOp = Exclude<keyof Addon, 'Storage' | 'BpeTrainer' | 'BpeEncoder'>;
+
+/**
+ * The device seam of every op: the tensors share one device, and each native function the op
+ * calls has a kernel there (the binding's kernel table, from signatures()); otherwise E_DEVICE
+ * naming the op and the tensor, before anything is allocated. Mixed devices are named first.
+ */
+export function expectKernel(op: string, kernels: NativeOp | readonly NativeOp[], ...ts: Tensor[]): void {
+  if (ts.some((t) => t.device !== ts[0]!.device)) expectSameDevice(op, Object.fromEntries(ts.map((t, i) => [`input ${i}`, t])));
+  const t = ts[0];
+  if (!t) return;
+  for (const fn of typeof kernels === 'string' ? [kernels] : kernels)
+    if (!hasKernel(fn, t.device))
+      throw new PatentGPTError('E_DEVICE', `${op}: no ${t.device} kernel yet for ${t.describe()} (${fn} runs on ${kernelDevices(fn).join(', ') || 'no device'}); move it with .to('cpu')`);
 }
 
 /**

@@ -4,7 +4,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType, expectRank, expectShape } from '../check.js';
+import { expectKernel, expectDType, expectRank, expectShape } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 export interface AttentionOptions {
@@ -31,7 +31,7 @@ function seqlensTensor(cu: Tensor | readonly number[] | undefined, T: number): {
   if (cu instanceof Tensor) {
     expectDType(OP, 'cuSeqlens', cu, 'i32');
     expectRank(OP, 'cuSeqlens', cu, 1);
-    expectCpu(OP, cu);
+    expectKernel(OP, 'attentionForward', cu);
     if (cu.size < 1) fail('E_SHAPE', 'cuSeqlens needs at least one entry (0)');
     return { cu, owned: false }; // its values are checked natively, before any kernel runs
   }
@@ -56,7 +56,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   expectDType(OP, 'v', v, 'f32');
   expectRank(OP, 'q', q, 3);
   expectRank(OP, 'k', k, 3);
-  expectCpu(OP, q, k, v);
+  expectKernel(OP, ['attentionForward', 'attentionBackward'], q, k, v);
   const [T, H, D] = q.shape as [number, number, number];
   const Hkv = k.shape[1]!;
   expectShape(OP, 'k', k, [T, -1, D]);

@@ -3,7 +3,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType } from '../check.js';
+import { expectKernel, expectDType } from '../check.js';
 import { Tensor } from '../tensor.js';
 import { scale, sum } from './elementwise.js';
 
@@ -18,7 +18,7 @@ export interface CrossEntropyOptions {
 function rows(op: string, logits: Tensor, index: Tensor, indexName: string): [number, number] {
   expectDType(op, 'logits', logits, 'f32');
   expectDType(op, indexName, index, 'i32');
-  expectCpu(op, logits, index);
+  expectKernel(op, ['crossEntropyForward', 'crossEntropyBackward', 'logprobForward', 'logprobBackward'], logits, index);
   const lead = logits.shape.slice(0, -1);
   const rowCount = lead.reduce((a, b) => a * b, 1);
   const same = lead.length === index.shape.length && lead.every((d, i) => d === index.shape[i]);

@@ -8,7 +8,7 @@
 // add) up to the GEMV's summation order.
 import { PatentGPTError } from '../../errors.js';
 import { addon, argIndex, packArgs, type AddonArgs } from '../../native/loader.js';
-import { expectCpu, expectDType, expectSameDevice } from '../check.js';
+import { expectKernel, expectDType, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
@@ -49,7 +49,7 @@ export interface DecodeQkvOutputs {
 function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): AddonArgs['decodeQkv'] {
   const { x, kCache, vCache } = inp;
   expectSameDevice(op, { x, normWeight: inp.normWeight, wq: inp.wq, wk: inp.wk, wv: inp.wv, positions: inp.positions, slotMapping: inp.slotMapping, kCache, vCache, q: out.q, k: out.k, v: out.v, h: out.h });
-  expectCpu(op, x, inp.normWeight, inp.wq, inp.wk, inp.wv, kCache, vCache, out.q, out.k, out.v, out.h);
+  expectKernel(op, op as 'decodeQkv' | 'decodeLayer', x, inp.normWeight, inp.wq, inp.wk, inp.wv, kCache, vCache, out.q, out.k, out.v, out.h);
   const [M, C] = x.shape as [number, number];
   const [numBlocks, blockSize, Hkv, D] = kCache.shape as [number, number, number, number];
   if (kCache.shape.length !== 4 || vCache.shape.join() !== kCache.shape.join())
@@ -95,7 +95,7 @@ export interface DecodeMlpWeights {
 export function decodeSwigluMlp(x: Tensor, w: DecodeMlpWeights, scratch: { h: Tensor; g: Tensor; u: Tensor }): void {
   const op = 'decodeSwigluMlp';
   const [M, C, F] = checkMlp(op, x, w, scratch);
-  expectCpu(op, scratch.h);
+  expectKernel(op, 'decodeSwigluMlp', scratch.h);
   expectShape(op, 'h', scratch.h, [M, C]);
   addon().decodeSwigluMlp(...packArgs('decodeSwigluMlp', { x, h: scratch.h, g: scratch.g, u: scratch.u, normW: w.normWeight,
     wg: w.gate, wu: w.up, wd: w.down, M, C, F, eps: w.eps }));
@@ -104,7 +104,7 @@ export function decodeSwigluMlp(x: Tensor, w: DecodeMlpWeights, scratch: { h: Te
 /** Checks the MLP's weights and its g, u scratch against x; returns [M, C, F]. */
 function checkMlp(op: string, x: Tensor, w: DecodeMlpWeights, scratch: { g: Tensor; u: Tensor }): [number, number, number] {
   expectSameDevice(op, { x, normWeight: w.normWeight, gate: w.gate, up: w.up, down: w.down, g: scratch.g, u: scratch.u });
-  expectCpu(op, x, w.normWeight, w.gate, w.up, w.down, scratch.g, scratch.u);
+  expectKernel(op, op as 'decodeSwigluMlp' | 'decodeLayer', x, w.normWeight, w.gate, w.up, w.down, scratch.g, scratch.u);
   const [M, C] = x.shape as [number, number];
   const F = w.gate.shape[0]!;
   expectShape(op, 'x', x, [M, C]);
@@ -154,7 +154,7 @@ function decodeLayerArgs(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): A
   const [H, D] = scratch.q.shape.slice(1) as [number, number];
   const at = inp.attention;
   expectSameDevice(op, { x: inp.x, wo: inp.wo, o: scratch.o, partOut: scratch.partOut, partStats: scratch.partStats, blockTables: at.blockTables, cuQ: at.cuQ, contextLens: at.contextLens });
-  expectCpu(op, inp.wo, scratch.o, scratch.partOut, scratch.partStats, at.blockTables, at.cuQ, at.contextLens);
+  expectKernel(op, 'decodeLayer', inp.wo, scratch.o, scratch.partOut, scratch.partStats, at.blockTables, at.cuQ, at.contextLens);
   expectShape(op, 'wo', inp.wo, [C, H * D]);
   expectShape(op, 'o', scratch.o, [M, H, D]);
   for (const [name, t] of [['blockTables', at.blockTables], ['cuQ', at.cuQ], ['contextLens', at.contextLens]] as const) expectDType(op, name, t, 'i32');
@@ -204,7 +204,7 @@ export function prepareDecodeLayer(inp: DecodeLayerInputs, scratch: DecodeLayerS
 export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
   const op = 'addLinear';
   expectSameDevice(op, { y, x, weight });
-  expectCpu(op, y, x, weight);
+  expectKernel(op, 'gemv', y, x, weight);
   const [N, K] = weight.shape as [number, number];
   const M = x.shape[0]!;
   expectShape(op, 'weight', weight, [N, K]);
@@ -217,7 +217,7 @@ export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
 function decodeLogitsArgs(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): AddonArgs['decodeLogits'] {
   const op = 'decodeLogits';
   expectSameDevice(op, { logits, x, normWeight: norm.weight, weight, h });
-  expectCpu(op, logits, x, norm.weight, weight, h);
+  expectKernel(op, 'decodeLogits', logits, x, norm.weight, weight, h);
   const [V, C] = weight.shape as [number, number];
   const M = x.shape[0]!;
   expectShape(op, 'weight', weight, [V, C]);

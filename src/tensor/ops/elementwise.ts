@@ -13,7 +13,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType } from '../check.js';
+import { expectDType, expectKernel, type NativeOp } from '../check.js';
 import { Tensor, numel, type Shape } from '../tensor.js';
 import { reducedShape, splitAt, type ReduceOptions } from './reduce.js';
 
@@ -68,9 +68,9 @@ export function broadcastPattern(op: string, t: Tensor, out: Shape): BroadcastPa
   return { size: numel(out.slice(first, last + 1)), inner: numel(out.slice(last + 1)) };
 }
 
-function expectF32Cpu(op: string, names: string[], ...ts: Tensor[]): void {
+function expectF32Kernel(op: string, kernels: NativeOp | readonly NativeOp[], names: string[], ...ts: Tensor[]): void {
   ts.forEach((t, i) => expectDType(op, names[i]!, t, 'f32'));
-  expectCpu(op, ...ts);
+  expectKernel(op, kernels, ...ts);
 }
 
 /** A gradient at the output's shape summed down to an operand's (full stays as is). */
@@ -82,7 +82,7 @@ function reduceTo(full: Tensor, t: Tensor, p: BroadcastPattern): Tensor {
 }
 
 function binary(name: BinaryName, a: Tensor, b: Tensor): Tensor {
-  expectF32Cpu(name, ['a', 'b'], a, b);
+  expectF32Kernel(name, ['binaryForward', 'binaryBackward'], ['a', 'b'], a, b);
   const shape = broadcastShapes(name, a, b);
   const pa = broadcastPattern(name, a, shape);
   const pb = broadcastPattern(name, b, shape);
@@ -108,7 +108,7 @@ function binary(name: BinaryName, a: Tensor, b: Tensor): Tensor {
 /** a + b with broadcasting (see the file comment); same shapes take the residual fast path. */
 export function add(a: Tensor, b: Tensor): Tensor {
   if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) return binary('add', a, b);
-  expectF32Cpu('add', ['a', 'b'], a, b);
+  expectF32Kernel('add', ['addForward', 'binaryBackward'], ['a', 'b'], a, b);
   const out = Tensor.empty(a.shape);
   addon().addForward(out.storage, out.offset, a.storage, a.offset, b.storage, b.offset, a.size);
   return record('add', out, [a, b], [], (g) => [g, g]);
@@ -141,14 +141,14 @@ export function maximum(a: Tensor, b: Tensor): Tensor {
 
 /** x * alpha for a constant alpha. */
 export function scale(x: Tensor, alpha: number): Tensor {
-  expectF32Cpu('scale', ['x'], x);
+  expectF32Kernel('scale', 'scale', ['x'], x);
   const out = x.clone();
   addon().scale(out.storage, out.offset, alpha, out.size);
   return record('scale', out, [x], [], (g) => [scale(g, alpha)]);
 }
 
 function unary(name: UnaryName, x: Tensor, lo = 0, hi = 0): Tensor {
-  expectF32Cpu(name, ['x'], x);
+  expectF32Kernel(name, ['unaryForward', 'unaryBackward'], ['x'], x);
   const out = Tensor.empty(x.shape);
   const code = UNARY_OP[name];
   addon().unaryForward(out.storage, out.offset, x.storage, x.offset, x.size, code, lo, hi);
@@ -201,8 +201,8 @@ export function clamp(x: Tensor, min = -Infinity, max = Infinity): Tensor {
  */
 export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
   expectDType('where', 'cond', cond, 'i32');
-  expectF32Cpu('where', ['a', 'b'], a, b);
-  expectCpu('where', cond);
+  expectF32Kernel('where', ['whereForward', 'whereBackward'], ['a', 'b'], a, b);
+  expectKernel('where', ['whereForward', 'whereBackward'], a, cond);
   const shape = broadcastShapes('where', cond, a, b);
   if (cond.size !== numel(shape))
     throw new PatentGPTError('E_SHAPE', `where: cond ${cond.describe()} must have the output's shape [${shape.join(', ')}] (a ${a.describe()}, b ${b.describe()})`);
@@ -220,7 +220,7 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
 }
 
 function sumOver(op: string, x: Tensor, dim: number, keepdim: boolean, mean: boolean): Tensor {
-  expectF32Cpu(op, ['x'], x);
+  expectF32Kernel(op, ['sumDimForward', 'sumDimBackward'], ['x'], x);
   const { d, outer, D, inner } = splitAt(op, x, dim);
   const s = mean ? 1 / D : 1; // the mean of an empty dimension is NaN, as in torch
   const out = Tensor.empty(reducedShape(x, d, keepdim));
@@ -238,7 +238,7 @@ function sumOver(op: string, x: Tensor, dim: number, keepdim: boolean, mean: boo
  */
 export function sum(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
   if (dim !== undefined) return sumOver('sum', x, dim, opts.keepdim ?? false, false);
-  expectF32Cpu('sum', ['x'], x);
+  expectF32Kernel('sum', 'sum', ['x'], x);
   const out = Tensor.full([], addon().sum(x.storage, x.offset, x.size));
   return record('sum', out, [x], [], (g) => [Tensor.full(x.shape, g.item())]);
 }

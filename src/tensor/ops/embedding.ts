@@ -2,7 +2,7 @@
 // (gatherRows in rows.ts is the same kernel for any row shape).
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType, expectRank, expectSameDevice } from '../check.js';
+import { expectKernel, expectDType, expectRank, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 /**
@@ -15,7 +15,7 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
   expectDType('embedding', 'table', table, 'f32');
   expectRank('embedding', 'table', table, 2);
   expectSameDevice('embedding', { ids, table });
-  expectCpu('embedding', ids, table);
+  expectKernel('embedding', ['embeddingForward', 'embeddingBackward'], ids, table);
   const [V, C] = table.shape as [number, number];
   const out = Tensor.empty([...ids.shape, C], { like: table });
   try {

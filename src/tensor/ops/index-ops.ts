@@ -4,7 +4,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType, expectShape } from '../check.js';
+import { expectKernel, expectDType, expectShape } from '../check.js';
 import { Tensor } from '../tensor.js';
 import { splitAt } from './reduce.js';
 
@@ -23,7 +23,7 @@ function expectIndex(op: string, x: Tensor, d: number, index: Tensor): void {
  */
 export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
   expectDType('gather', 'x', x, 'f32');
-  expectCpu('gather', x, index);
+  expectKernel('gather', ['gatherForward', 'scatterAdd'], x, index);
   const { d, outer, D, inner } = splitAt('gather', x, dim);
   expectIndex('gather', x, d, index);
   const K = index.shape[d]!;
@@ -44,7 +44,7 @@ export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
 export function scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor): Tensor {
   expectDType('scatterAdd', 'x', x, 'f32');
   expectDType('scatterAdd', 'src', src, 'f32');
-  expectCpu('scatterAdd', x, index, src);
+  expectKernel('scatterAdd', ['scatterAdd', 'gatherForward'], x, index, src);
   const { d, outer, D, inner } = splitAt('scatterAdd', x, dim);
   expectIndex('scatterAdd', x, d, index);
   expectShape('scatterAdd', 'src', src, index.shape);

@@ -6,7 +6,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
-import { expectCpu, expectDType, expectRank, expectShape } from '../check.js';
+import { expectKernel, expectDType, expectRank, expectShape } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 export interface LinearCrossEntropyOptions {
@@ -26,7 +26,7 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
   expectDType(op, 'h', h, 'f32');
   expectDType(op, 'weight', weight, 'f32');
   expectDType(op, 'targets', targets, 'i32');
-  expectCpu(op, h, weight, targets);
+  expectKernel(op, ['gemm', 'crossEntropyForward', 'crossEntropyBackward'], h, weight, targets);
   const [N, C] = h.shape as [number, number];
   const V = weight.shape[0]!;
   expectShape(op, 'weight', weight, [-1, C]);

@@ -5,7 +5,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
-import { expectCpu, expectDType, expectRank } from '../check.js';
+import { expectKernel, expectDType, expectRank } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 export interface MatmulOptions {
@@ -28,7 +28,7 @@ function gemm(
 }
 
 function expectInputs(op: string, a: Tensor, b: Tensor, names: [string, string]): void {
-  expectCpu(op, a, b);
+  expectKernel(op, a.dtype === 'bf16' || b.dtype === 'bf16' ? 'gemmBf16' : 'gemm', a, b);
   expectDType(op, names[0], a, 'f32', 'bf16');
   expectDType(op, names[1], b, a.dtype);
   if (a.dtype === 'bf16' && isGradEnabled() && (a.requiresGrad || b.requiresGrad))

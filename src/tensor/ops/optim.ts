@@ -2,7 +2,7 @@
 // These update in place and are never recorded on the tape.
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
-import { expectCpu, expectDType, expectSameShape } from '../check.js';
+import { expectKernel, expectDType, expectSameShape } from '../check.js';
 import type { Tensor } from '../tensor.js';
 
 export interface AdamwHyper {
@@ -31,7 +31,7 @@ export function adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hp:
   expectSameShape('adamwStep', param, grad, ['param', 'grad']);
   expectSameShape('adamwStep', param, m, ['param', 'm']);
   expectSameShape('adamwStep', param, v, ['param', 'v']);
-  expectCpu('adamwStep', param, grad, m, v);
+  expectKernel('adamwStep', 'adamwStep', param, grad, m, v);
   if (!Number.isSafeInteger(hp.step) || hp.step < 1)
     throw new PatentGPTError('E_ARGUMENT', `adamwStep: step must be an integer >= 1, got ${hp.step}`);
   addon().adamwStep(param.storage, param.offset, m.storage, m.offset, v.storage, v.offset, grad.storage, grad.offset,
@@ -43,7 +43,7 @@ export function globalGradNorm(tensors: readonly Tensor[]): number {
   let total = 0;
   for (const t of tensors) {
     expectDType('globalGradNorm', 'gradient', t, 'f32');
-    expectCpu('globalGradNorm', t);
+    expectKernel('globalGradNorm', ['sumSquares', 'scale'], t);
     total += addon().sumSquares(t.storage, t.offset, t.size);
   }
   return Math.sqrt(total);

@@ -3,7 +3,7 @@
 // per-sequence block tables (vLLM's paged attention; decode rows and prefill chunks alike).
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
-import { expectCpu, expectDType, expectRank, expectSameDevice } from '../check.js';
+import { expectKernel, expectDType, expectRank, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 function fail(op: string, message: string): never {
@@ -36,7 +36,7 @@ export function pagedKvStore(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tenso
   expectDType(op, 'k', k, 'f32');
   expectDType(op, 'v', v, 'f32');
   expectSameDevice(op, { kCache, vCache, k, v, slotMapping: slotMapping instanceof Tensor ? slotMapping : null });
-  expectCpu(op, kCache, vCache, k, v);
+  expectKernel(op, 'pagedKvStore', kCache, vCache, k, v);
   const T = k.shape[0] ?? 0;
   if (k.shape.join() !== [T, Hkv, D].join() || v.shape.join() !== k.shape.join())
     fail(op, `k ${k.describe()} and v ${v.describe()} must be (T, ${Hkv}, ${D}) like the cache's last dims`);
@@ -85,7 +85,7 @@ export function pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, inp: P
   expectRank(op, 'q', q, 3);
   const asT = (v: Tensor | Int32Array): Tensor | null => (v instanceof Tensor ? v : null);
   expectSameDevice(op, { q, kCache, vCache, blockTables: asT(inp.blockTables), cuQ: asT(inp.cuQ), contextLens: asT(inp.contextLens), out: inp.out });
-  expectCpu(op, q, kCache, vCache);
+  expectKernel(op, 'pagedAttentionForward', q, kCache, vCache);
   const [Tq, H] = q.shape as [number, number, number];
   if (q.shape[2] !== D) fail(op, `q ${q.describe()} has head size ${q.shape[2]}, the cache ${D}`);
   const partitionSize = inp.partitionSize ?? 512;

@@ -5,7 +5,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType } from '../check.js';
+import { expectKernel, expectDType } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 export interface ReduceOptions {
@@ -33,7 +33,7 @@ export function reducedShape(x: Tensor, d: number, keepdim: boolean): number[] {
 
 function expectF32(op: string, x: Tensor): void {
   expectDType(op, 'x', x, 'f32');
-  expectCpu(op, x);
+  expectKernel(op, ['maxDimForward', 'scatterAdd', 'softmaxForward', 'softmaxBackward', 'logSoftmaxForward', 'logSoftmaxBackward'], x);
 }
 
 /**

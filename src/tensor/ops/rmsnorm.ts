@@ -2,7 +2,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType, expectRank } from '../check.js';
+import { expectKernel, expectDType, expectRank } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 /** x (..., C), weight (C) -> (..., C). Differentiable in x and weight. */
@@ -10,7 +10,7 @@ export function rmsnorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
   expectDType('rmsnorm', 'x', x, 'f32');
   expectDType('rmsnorm', 'weight', weight, 'f32');
   expectRank('rmsnorm', 'weight', weight, 1);
-  expectCpu('rmsnorm', x, weight);
+  expectKernel('rmsnorm', ['rmsnormForward', 'rmsnormBackward'], x, weight);
   const C = weight.shape[0]!;
   if (x.shape.length === 0 || x.shape[x.shape.length - 1] !== C)
     throw new PatentGPTError('E_SHAPE', `rmsnorm: x ${x.describe()} must end in the weight's size ${C} (weight ${weight.describe()})`);

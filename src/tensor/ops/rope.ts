@@ -3,7 +3,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType, expectPositiveFinite, expectRank, expectShape } from '../check.js';
+import { expectKernel, expectDType, expectPositiveFinite, expectRank, expectShape } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 export interface RopeOptions {
@@ -26,7 +26,7 @@ export function rope(x: Tensor, positions: Tensor, opts: RopeOptions = {}): Tens
   expectRank('rope', 'x', x, 3);
   const [T, H, D] = x.shape as [number, number, number];
   expectShape('rope', 'positions', positions, [T]);
-  expectCpu('rope', x, positions);
+  expectKernel('rope', ['ropeForward', 'ropeBackward'], x, positions);
   if (D % 2 !== 0) throw new PatentGPTError('E_SHAPE', `rope: head size must be even, x is ${x.describe()}`);
   expectPositiveFinite('rope', 'theta', theta);
   expectPositiveFinite('rope', 'posScale', posScale);

@@ -6,7 +6,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType, expectSameDevice } from '../check.js';
+import { expectKernel, expectDType, expectSameDevice } from '../check.js';
 import { bytesPerElement } from '../dtype.js';
 import { Tensor } from '../tensor.js';
 
@@ -46,7 +46,7 @@ export function gatherRows(src: Tensor, ids: Tensor): Tensor {
   expectDType(op, 'ids', ids, 'i32');
   expectDType(op, 'src', src, 'f32');
   expectSameDevice(op, { src, ids });
-  expectCpu(op, src, ids);
+  expectKernel(op, ['embeddingForward', 'embeddingBackward'], src, ids);
   const C = rowSize(op, 'src', src);
   const R = src.shape[0]!;
   const out = Tensor.empty([...ids.shape, ...src.shape.slice(1)], { like: src });
@@ -74,7 +74,7 @@ export function prepareGatherRows(out: Tensor, src: Tensor, ids: Tensor): (n: nu
   expectDType(op, 'src', src, 'f32');
   expectDType(op, 'out', out, 'f32');
   expectSameDevice(op, { out, src, ids });
-  expectCpu(op, out, src, ids);
+  expectKernel(op, 'embeddingForward', out, src, ids);
   const C = rowSize(op, 'src', src);
   if (rowSize(op, 'out', out) !== C) throw new PatentGPTError('E_SHAPE', `${op}: rows of out ${out.describe()} and src ${src.describe()} differ in size`);
   const R = src.shape[0]!;

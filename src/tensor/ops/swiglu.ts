@@ -1,7 +1,7 @@
 // SwiGLU gating of the LLaMA feed-forward: silu(gate) * up.
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
-import { expectCpu, expectDType, expectSameShape } from '../check.js';
+import { expectKernel, expectDType, expectSameShape } from '../check.js';
 import { Tensor } from '../tensor.js';
 
 /** F.silu(gate) * up, same shapes. Differentiable in both. */
@@ -9,7 +9,7 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   expectDType('swiglu', 'gate', gate, 'f32');
   expectDType('swiglu', 'up', up, 'f32');
   expectSameShape('swiglu', gate, up, ['gate', 'up']);
-  expectCpu('swiglu', gate, up);
+  expectKernel('swiglu', ['swigluForward', 'swigluBackward'], gate, up);
   const out = Tensor.empty(gate.shape);
   addon().swigluForward(out.storage, out.offset, gate.storage, gate.offset, up.storage, up.offset, gate.size);
   return record('swiglu', out, [gate, up], [gate, up], (g) => {
