@@ -7,13 +7,19 @@ export * from './tokenizer/index.js';
 export * from './infer/index.js';
 export { exportGguf, type GgufOptions } from './export/gguf.js';
 export * from './eval/index.js';
-export { Trainer, findResumePoint, type ResumeLookup, type TrainTask, type TrainerOptions, type TrainResult, type TrainBatchInfo } from './train/trainer.js';
+export { Trainer, findResumePoint, type ResumeLookup, type TrainTask, type TaskLoss, type TrainerOptions, type TrainResult, type TrainBatchInfo } from './train/trainer.js';
 export { estimateTrainingMemory, checkTrainingFits } from './train/memory.js';
 export { pretrain, stageModelConfig, resolveModelConfig, loadInitialWeights, type PretrainOptions, type PretrainResult } from './train/pretrain.js';
-export { loadStageConfig, validateStageConfig, configHash, totalSteps, tokensPerStep, stageSchedule, type StageConfig } from './train/config.js';
-export { AdamW, type AdamWOptions, type StepResult, type OptimizerState } from './train/optimizer.js';
+export {
+  loadStageConfig, validateStageConfig, configHash, totalSteps, tokensPerStep, stageSchedule, STAGE_KINDS,
+  type StageConfig, type StageKind, type StageBase, type PretrainConfig, type StageOptimizer, type StageParamGroup,
+} from './train/config.js';
+export {
+  AdamW, SGD, createOptimizer, defaultDecayRule, type Optimizer, type OptimizerOptions, type OptimizerType, type ParamGroupRule, type ParamGroup,
+  type AdamWOptions, type StepResult, type OptimizerState,
+} from './train/optimizer.js';
 export { CheckpointManager, Checkpoint, loadCheckpoint, type TrainState } from './train/checkpoint.js';
-export { MetricsLog, readMetrics, perplexity, mfu, type MetricRecord } from './train/metrics.js';
+export { MetricsLog, readMetrics, perplexity, mfu, type MetricRecord, type StepMetrics, type MetricValue } from './train/metrics.js';
 export { learningRate, type Schedule } from './train/schedule.js';
 export { writeReport } from './train/plot.js';
 export { Progress } from './train/progress.js';

@@ -3,6 +3,8 @@
 // pattern, SGD with momentum against a float64 torch.optim.SGD reference, and optimizer state
 // that round-trips per group through the checkpoint file (and still reads the old format).
 import { describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import { LlamaForCausalLM, preset } from '../../src/models/index.js';
 import { Tensor } from '../../src/tensor/index.js';
 import { decodeOptimizerState, optimizerStateContent } from '../../src/train/checkpoint.js';
 import { AdamW, SGD, createOptimizer, groupPattern, type Optimizer, type OptimizerOptions, type OptimizerState } from '../../src/train/optimizer.js';
@@ -106,6 +108,21 @@ function sgdRef(p: Float64Array, buf: { b: Float64Array | null }, g0: Float64Arr
   }
   for (let i = 0; i < p.length; i++) p[i]! -= hp.lr * d[i]!;
 }
+
+describe('the groups example of examples/README.md', () => {
+  it('names real parameters of a LLaMA model', () => {
+    const readme = fs.readFileSync(new URL('../../examples/README.md', import.meta.url), 'utf8');
+    const json = /\| `optimizer\.groups` \| parameter groups by name, first match wins: `(\[.*?\])`/.exec(readme)![1]!;
+    const model = new LlamaForCausalLM(preset('tiny').config, { seed: 1 });
+    const o = new AdamW(model.namedParameters(), { groups: JSON.parse(json) });
+    const g = Object.fromEntries(o.groups.map((x) => [x.name, x]));
+    expect(g['groups[0]']!.params).toEqual(['model.embed_tokens.weight']);
+    expect(g['groups[0]']!.lrScale).toBe(0.1);
+    expect(g.ffn!.params.length).toBe(3 * preset('tiny').config.nLayers);
+    expect(g.ffn!.weightDecay).toBe(0);
+    model.dispose();
+  });
+});
 
 describe('SGD', () => {
   for (const [label, o] of [

@@ -25,7 +25,7 @@ import { writeFileAtomic } from '../../util/atomic.js';
 import { configHash, totalSteps, type PretrainConfig } from '../config.js';
 import type { TrainResult, TrainTask } from '../trainer.js';
 import {
-  createStageModel, describeStage, layerRecords, modelTaskPart, prepareStage, runStage, stagePeak, writeRunConfig, type StageRunOptions,
+  cfgError, createStageModel, describeStage, layerRecords, modelTaskPart, prepareStage, runStage, stagePeak, writeRunConfig, type StageRunOptions,
 } from './common.js';
 
 export interface PretrainOptions extends StageRunOptions {
@@ -63,6 +63,9 @@ async function sourceFingerprint(paths: readonly string[]): Promise<string> {
 
 /** Runs (or resumes) one pretraining stage. */
 export async function pretrain(cfg: PretrainConfig, opts: PretrainOptions = {}): Promise<PretrainResult> {
+  const kind = (cfg as { kind?: unknown }).kind; // a config built by hand before kinds has none
+  if (kind !== undefined && kind !== 'pretrain')
+    throw cfgError(opts.configFile ?? 'config', 'kind', `"${String(kind)}" is not a pretraining config (run it with its own stage, not pretrain)`);
   let hash = configHash(cfg);
   if (opts.dataPaths !== undefined)
     hash = createHash('sha256').update(hash + JSON.stringify(opts.dataPaths.map((p) => path.resolve(p)))).digest('hex').slice(0, 16);
