@@ -1,7 +1,8 @@
 // Shared test helpers: closeness checks, random inputs, and the finite-difference gradient check
 // that every differentiable op goes through (as tinygrad's helper_test_op does).
-import { expect } from 'vitest';
-import { Rng, Tensor, noGrad, clearTape } from '../src/tensor/index.js';
+import { describe, expect, it } from 'vitest';
+import { deviceUnavailableReason, kernelDevices } from '../src/native/devices.js';
+import { Rng, Tensor, noGrad, clearTape, type Device, type TensorOptions } from '../src/tensor/index.js';
 
 export function randomArray(n: number, seed: number, scale = 1): Float64Array {
   const rng = new Rng(seed);
@@ -29,8 +30,8 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
   }
 }
 
-export function f32(data: ArrayLike<number>, shape: number[], requiresGrad = false): Tensor {
-  return Tensor.from(Float32Array.from(data), shape, { requiresGrad });
+export function f32(data: ArrayLike<number>, shape: number[], requiresGrad = false, device: Device = 'cpu'): Tensor {
+  return Tensor.from(Float32Array.from(data), shape, { requiresGrad, device });
 }
 
 export interface GradInput {
@@ -49,22 +50,23 @@ export interface GradInput {
 export function gradCheck(
   f: (...xs: Tensor[]) => Tensor,
   inputs: GradInput[],
-  opts: { eps?: number; atol?: number; rtol?: number; seed?: number; maxProbes?: number } = {},
+  opts: { eps?: number; atol?: number; rtol?: number; seed?: number; maxProbes?: number; device?: Device } = {},
 ): void {
+  const device = opts.device ?? 'cpu';
   const eps = opts.eps ?? 1e-2;
   const atol = opts.atol ?? 2e-3;
   const rtol = opts.rtol ?? 2e-2;
-  const tensors = inputs.map((inp) => inp.tensor ?? f32(inp.data, inp.shape, inp.grad !== false));
+  const tensors = inputs.map((inp) => inp.tensor ?? f32(inp.data, inp.shape, inp.grad !== false, device));
   const out = f(...tensors);
   const r = randomArray(out.size, opts.seed ?? 99);
-  const rT = f32(r, [...out.shape]);
+  const rT = f32(r, [...out.shape], false, device);
   out.backward(rT);
   const analytic = tensors.map((t) => (t.grad ? Array.from(t.grad.toArray() as Float32Array) : null));
   out.dispose();
 
   const lossAt = (values: Float64Array[]): number =>
     noGrad(() => {
-      const xs = inputs.map((inp, i) => inp.tensor ?? f32(values[i]!, inp.shape));
+      const xs = inputs.map((inp, i) => inp.tensor ?? f32(values[i]!, inp.shape, false, device));
       const y = f(...xs);
       const ys = y.toArray() as Float32Array;
       let acc = 0;
@@ -98,4 +100,39 @@ export function gradCheck(
   tensors.forEach((t) => t.dispose());
   rT.dispose();
   clearTape();
+}
+
+/** Every device an op test runs on; tests on one a machine lacks are reported skipped. */
+export const DEVICES: readonly Device[] = ['cpu', 'cuda'];
+
+/**
+ * One op suite per device (as tfjs runs one op suite against every backend): `body(device)` is
+ * the suite, `kernels` the native functions it exercises. A device this machine lacks, or one
+ * those functions have no kernel for (their binding's kernel table), is reported as a skipped
+ * suite saying why, e.g. "rmsnorm [cuda] skipped: no cuda kernel for rmsnormForward".
+ */
+export function describeDevices(name: string, kernels: readonly string[], body: (device: Device) => void): void {
+  for (const device of DEVICES) {
+    const missing = kernels.filter((k) => !kernelDevices(k).includes(device));
+    const why = deviceUnavailableReason(device) ?? (missing.length ? `no ${device} kernel for ${missing.join(', ')}` : null);
+    // The body is not even collected where it cannot run (it may build tensors on the device).
+    if (why) describe(`${name} [${device}]`, () => it.skip(`skipped: ${why}`, () => {}));
+    else describe(`${name} [${device}]`, () => body(device));
+  }
+}
+
+/** Tensor factories and gradCheck on one device, for the body of describeDevices. */
+export function on(device: Device) {
+  const withDevice = <O extends TensorOptions>(opts?: O): O => ({ ...opts, device }) as O;
+  return {
+    device,
+    zeros: (shape: number[], opts?: TensorOptions) => Tensor.zeros(shape, withDevice(opts)),
+    full: (shape: number[], value: number, opts?: TensorOptions) => Tensor.full(shape, value, withDevice(opts)),
+    from: (data: Parameters<typeof Tensor.from>[0], shape?: number[], opts?: TensorOptions) => Tensor.from(data, shape, withDevice(opts)),
+    randn: (shape: number[], opts?: Parameters<typeof Tensor.randn>[1]) => Tensor.randn(shape, withDevice(opts)),
+    f32: (data: ArrayLike<number>, shape: number[], requiresGrad = false) => f32(data, shape, requiresGrad, device),
+    i32: (data: ArrayLike<number>, shape?: number[]) => Tensor.from(Int32Array.from(data), shape, { device }),
+    gradCheck: (fn: Parameters<typeof gradCheck>[0], inputs: GradInput[], opts: Parameters<typeof gradCheck>[2] = {}) =>
+      gradCheck(fn, inputs, { ...opts, device }),
+  };
 }

@@ -1,7 +1,8 @@
 // Every error the native addon throws carries a stable err.code (bindings/errors.h), so callers
 // branch on the code, never on the message.
 import { describe, expect, it } from 'vitest';
-import { addon } from '../src/tensor/addon.js';
+import { addon, type NativeSignature } from '../src/native/loader.js';
+import { availableDevices } from '../src/native/devices.js';
 import { Tensor } from '../src/tensor/index.js';
 
 function codeOf(fn: () => unknown): unknown {
@@ -44,5 +45,45 @@ describe('native error codes', () => {
     expect(codeOf(() => s.write(new Float32Array(8), 0))).toBe('E_NATIVE_ARG');
     expect(codeOf(() => new A.Storage(9e14, 'cpu', false))).toBe('E_NATIVE_OOM'); // 900 TB: beyond any address space
     s.free();
+  });
+
+  // Well-typed arguments for a declared signature, every tensor on `device`.
+  const argsOn = (sig: NativeSignature, storage: () => unknown): unknown[] =>
+    sig.params.flatMap((p) => {
+      if (/^(f32|i32|bf16|f16|tensor)\b/.test(p.type)) return [storage(), 0];
+      if (p.type === 'boolean') return [false];
+      if (p.type.startsWith("'")) return [/'([^']*)'/.exec(p.type)![1]];
+      if (p.type === 'string') return ['f32'];
+      return [0];
+    });
+  const ops = A.signatures().filter((s) => s.what === 'function' && s.params.some((p) => /^(f32|i32|bf16|f16|tensor)\b/.test(p.type)));
+
+  it('every op has a CPU kernel in its table; the kernel devices are what signatures() lists', () => {
+    expect(ops.length).toBeGreaterThan(40);
+    for (const s of ops) expect(s.devices, s.name).toContain('cpu');
+    // CPU storages reach the CPU kernel through the table (all sizes 0: nothing to do).
+    const x = Tensor.zeros([4]);
+    expect(() => A.rmsnormForward(...(argsOn(ops.find((s) => s.name === 'rmsnormForward')!, () => x.storage) as Parameters<typeof A.rmsnormForward>))).not.toThrow();
+  });
+
+  it.skipIf(!availableDevices().includes('cuda'))('a CUDA storage reaching an op with no CUDA kernel: E_NATIVE_DEVICE "no cuda kernel for <op>", from the binding', () => {
+    const storages: { free(): void }[] = [];
+    const cuda = () => {
+      const s = new A.Storage(64, 'cuda', true);
+      storages.push(s);
+      return s;
+    };
+    for (const s of ops.filter((o) => !o.devices.includes('cuda'))) {
+      const fn = (A as unknown as Record<string, (...a: unknown[]) => unknown>)[s.name]!;
+      let err: { code?: unknown; message?: string } | null = null;
+      try {
+        fn(...argsOn(s, cuda));
+      } catch (e) {
+        err = e as typeof err;
+      }
+      expect(err?.code, s.name).toBe('E_NATIVE_DEVICE');
+      expect(err?.message, s.name).toContain(`no cuda kernel for ${s.name}`);
+    }
+    storages.forEach((s) => s.free());
   });
 });

@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
-import { Tensor, attention, clearTape, memoryStats, noGrad, setNumThreads } from '../../src/tensor/index.js';
+import { Tensor, type Device, attention, clearTape, memoryStats, noGrad, setNumThreads } from '../../src/tensor/index.js';
 import { attentionRef } from '../reference/attention.js';
-import { expectClose, f32, gradCheck, randomArray } from '../helpers.js';
+import { expectClose, f32, gradCheck, randomArray, describeDevices, on } from '../helpers.js';
 
 interface Case {
   T: number;
@@ -19,7 +19,7 @@ function label(c: Case): string {
 }
 
 // Forward (out) and backward (dq, dk, dv for a random output gradient) against the reference.
-function checkAgainstReference(c: Case, seed: number): void {
+function checkAgainstReference(c: Case, seed: number, device: Device = 'cpu'): void {
   const q = randomArray(c.T * c.H * c.D, seed);
   const k = randomArray(c.T * c.Hkv * c.D, seed + 1);
   const v = randomArray(c.T * c.Hkv * c.D, seed + 2);
@@ -31,13 +31,13 @@ function checkAgainstReference(c: Case, seed: number): void {
     { q: r(q), k: r(k), v: r(v), T: c.T, H: c.H, Hkv: c.Hkv, D: c.D, cuSeqlens: c.cu ?? [0, c.T], causal: c.causal, scale },
     r(dout),
   );
-  const qt = f32(q, [c.T, c.H, c.D], true);
-  const kt = f32(k, [c.T, c.Hkv, c.D], true);
-  const vt = f32(v, [c.T, c.Hkv, c.D], true);
+  const qt = f32(q, [c.T, c.H, c.D], true, device);
+  const kt = f32(k, [c.T, c.Hkv, c.D], true, device);
+  const vt = f32(v, [c.T, c.Hkv, c.D], true, device);
   const out = attention(qt, kt, vt, { cuSeqlens: c.cu, causal: c.causal, scale: c.scale });
   expect(out.shape).toEqual([c.T, c.H, c.D]);
   expectClose(out.toArray() as Float32Array, ref.out, 2e-5, 1e-4, `${label(c)}: out`);
-  const g = f32(dout, [c.T, c.H, c.D]);
+  const g = f32(dout, [c.T, c.H, c.D], false, device);
   out.backward(g);
   expectClose(qt.grad!.toArray() as Float32Array, ref.dq!, 5e-5, 2e-4, `${label(c)}: dq`);
   expectClose(kt.grad!.toArray() as Float32Array, ref.dk!, 5e-5, 2e-4, `${label(c)}: dk`);
@@ -48,7 +48,8 @@ function checkAgainstReference(c: Case, seed: number): void {
   });
 }
 
-describe('attention against the float64 reference', () => {
+describeDevices('attention against the float64 reference', ['attentionForward'], (device) => {
+  const dev = on(device);
   const cases: Case[] = [
     // GQA ratios 1, 2, 4, 8
     { T: 70, H: 2, Hkv: 2, D: 16, causal: true },
@@ -73,23 +74,23 @@ describe('attention against the float64 reference', () => {
     // a non-default scale
     { T: 20, H: 2, Hkv: 1, D: 8, causal: true, scale: 0.9 },
   ];
-  cases.forEach((c, i) => it(label(c), () => checkAgainstReference(c, 10 * i + 1)));
+  cases.forEach((c, i) => it(label(c), () => checkAgainstReference(c, 10 * i + 1, device)));
 
   it('gives the same result on 1 and 2 threads', () => {
     setNumThreads(1);
     try {
-      checkAgainstReference({ T: 130, H: 4, Hkv: 2, D: 32, causal: true }, 500);
-      checkAgainstReference({ T: 130, H: 2, Hkv: 1, D: 32, cu: [0, 60, 130], causal: true }, 501);
+      checkAgainstReference({ T: 130, H: 4, Hkv: 2, D: 32, causal: true }, 500, device);
+      checkAgainstReference({ T: 130, H: 2, Hkv: 1, D: 32, cu: [0, 60, 130], causal: true }, 501, device);
     } finally {
       setNumThreads(2);
     }
-    checkAgainstReference({ T: 130, H: 4, Hkv: 2, D: 32, causal: true }, 500);
+    checkAgainstReference({ T: 130, H: 4, Hkv: 2, D: 32, causal: true }, 500, device);
   });
 
   it('saves lse and frees it with the tape; no grad keeps nothing', () => {
-    const q = Tensor.randn([9, 2, 4], { seed: 1 });
-    const k = Tensor.randn([9, 1, 4], { seed: 2 });
-    const v = Tensor.randn([9, 1, 4], { seed: 3 });
+    const q = dev.randn([9, 2, 4], { seed: 1 });
+    const k = dev.randn([9, 1, 4], { seed: 2 });
+    const v = dev.randn([9, 1, 4], { seed: 3 });
     const before = memoryStats().cpu.liveCount;
     noGrad(() => attention(q, k, v)).dispose();
     expect(memoryStats().cpu.liveCount).toBe(before);
@@ -102,7 +103,8 @@ describe('attention against the float64 reference', () => {
   });
 });
 
-describe('attention gradients (finite differences)', () => {
+describeDevices('attention gradients (finite differences)', ['attentionForward', 'attentionBackward'], (device) => {
+  const dev = on(device);
   const shapes: Case[] = [
     { T: 5, H: 2, Hkv: 1, D: 3, causal: true },
     { T: 4, H: 2, Hkv: 2, D: 2, causal: false },
@@ -111,7 +113,7 @@ describe('attention gradients (finite differences)', () => {
   ];
   for (const c of shapes)
     it(label(c), () => {
-      gradCheck(
+      dev.gradCheck(
         (q, k, v) => attention(q!, k!, v!, { cuSeqlens: c.cu, causal: c.causal }),
         [
           { data: randomArray(c.T * c.H * c.D, 7), shape: [c.T, c.H, c.D] },
@@ -122,27 +124,28 @@ describe('attention gradients (finite differences)', () => {
     });
 });
 
-describe('attention argument checks', () => {
-  const q = Tensor.randn([6, 4, 8], { seed: 1 });
-  const k = Tensor.randn([6, 2, 8], { seed: 2 });
-  const v = Tensor.randn([6, 2, 8], { seed: 3 });
+describeDevices('attention argument checks', ['attentionForward'], (device) => {
+  const dev = on(device);
+  const q = dev.randn([6, 4, 8], { seed: 1 });
+  const k = dev.randn([6, 2, 8], { seed: 2 });
+  const v = dev.randn([6, 2, 8], { seed: 3 });
   afterAll(() => [q, k, v].forEach((t) => t.dispose()));
 
   it('rejects H not a multiple of Hkv', () => {
-    const k3 = Tensor.randn([6, 3, 8]);
+    const k3 = dev.randn([6, 3, 8]);
     expect(() => attention(q, k3, k3)).toThrow(/attention: .*multiple/);
     k3.dispose();
   });
 
   it('rejects shape and dtype mismatches', () => {
-    const kd = Tensor.randn([6, 2, 7]);
+    const kd = dev.randn([6, 2, 7]);
     expect(() => attention(q, kd, kd)).toThrow(PatentGPTError);
     expect(() => attention(q, kd, kd)).toThrow(/attention: k/);
-    const vt = Tensor.randn([5, 2, 8]);
+    const vt = dev.randn([5, 2, 8]);
     expect(() => attention(q, k, vt)).toThrow(/attention: v/);
-    const k2 = Tensor.randn([6, 16]);
+    const k2 = dev.randn([6, 16]);
     expect(() => attention(q, k2, k2)).toThrow(/attention: k .*3 dimensions/);
-    const ki = Tensor.zeros([6, 2, 8], { dtype: 'i32' });
+    const ki = dev.zeros([6, 2, 8], { dtype: 'i32' });
     expect(() => attention(q, ki, v)).toThrow(/attention: k .*dtype f32/);
     [kd, vt, k2, ki].forEach((t) => t.dispose());
   });
@@ -159,11 +162,11 @@ describe('attention argument checks', () => {
       [0, -1, 6],
     ];
     for (const b of bad) {
-      const t = Tensor.from(new Int32Array(b));
+      const t = dev.from(new Int32Array(b));
       expect(() => attention(q, k, v, { cuSeqlens: t }), `[${b.join(', ')}]`).toThrow(/attention: cuSeqlens/);
       t.dispose();
     }
-    const f = Tensor.from([0, 6], [2]);
+    const f = dev.from([0, 6], [2]);
     expect(() => attention(q, k, v, { cuSeqlens: f })).toThrow(/attention: cuSeqlens .*dtype i32/);
     f.dispose();
   });

@@ -1,18 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { addon } from '../../src/tensor/addon.js';
+import { addon } from '../../src/native/loader.js';
 import { Tensor, embedding, setNumThreads } from '../../src/tensor/index.js';
-import { expectClose, f32, gradCheck, randomArray } from '../helpers.js';
+import { expectClose, f32, gradCheck, randomArray, describeDevices, on } from '../helpers.js';
 import { embeddingBackwardRef, embeddingRef } from '../reference/kernels.js';
 
-const i32 = (v: number[], shape?: number[]) => Tensor.from(new Int32Array(v), shape);
 
-describe('embedding', () => {
+describeDevices('embedding', ['embeddingForward', 'embeddingBackward'], (device) => {
+  const dev = on(device);
   it('gathers rows for ids of any shape', () => {
     const V = 7, C = 19;
     const table = randomArray(V * C, 1);
     const idsData = [3, 0, 6, 3, 3, 1];
-    const ids = i32(idsData, [2, 3]);
-    const t = f32(table, [V, C]);
+    const ids = dev.i32(idsData, [2, 3]);
+    const t = dev.f32(table, [V, C]);
     const out = embedding(ids, t);
     expect(out.shape).toEqual([2, 3, C]);
     expectClose(out.toArray() as Float32Array, embeddingRef(idsData, Float32Array.from(table), C), 0, 0);
@@ -26,9 +26,9 @@ describe('embedding', () => {
     const ref = embeddingBackwardRef(idsData, Float32Array.from(dout), V, C);
     const grads = [1, 2].map((threads) => {
       setNumThreads(threads);
-      const ids = i32(idsData);
-      const t = f32(randomArray(V * C, 3), [V, C], true);
-      embedding(ids, t).backward(f32(dout, [N, C]));
+      const ids = dev.i32(idsData);
+      const t = dev.f32(randomArray(V * C, 3), [V, C], true);
+      embedding(ids, t).backward(dev.f32(dout, [N, C]));
       const g = t.grad!.toArray() as Float32Array;
       [ids, t].forEach((x) => x.dispose());
       return g;
@@ -40,22 +40,22 @@ describe('embedding', () => {
 
   it('passes a finite-difference gradient check (size-1 rows and odd widths)', () => {
     for (const [V, C] of [[1, 1], [4, 3], [3, 17]] as const) {
-      const ids = i32([0, V - 1, 0, Math.floor(V / 2)]);
-      gradCheck((_, table) => embedding(ids, table!), [{ data: [], shape: [], tensor: ids }, { data: randomArray(V * C, 5), shape: [V, C] }]);
+      const ids = dev.i32([0, V - 1, 0, Math.floor(V / 2)]);
+      dev.gradCheck((_, table) => embedding(ids, table!), [{ data: [], shape: [], tensor: ids }, { data: randomArray(V * C, 5), shape: [V, C] }]);
       ids.dispose();
     }
   });
 
   it('rejects ids outside the table, naming the op, the id, its position and V', () => {
-    const t = f32(randomArray(12, 1), [4, 3]);
-    const bad = i32([0, 2, 4]);
+    const t = dev.f32(randomArray(12, 1), [4, 3]);
+    const bad = dev.i32([0, 2, 4]);
     expect(() => embedding(bad, t)).toThrow(/embedding: id 4 at position 2 is outside \[0, V = 4\)/);
-    const neg = i32([-1]);
+    const neg = dev.i32([-1]);
     expect(() => embedding(neg, t)).toThrow(/embedding: id -1 at position 0/);
-    const fl = f32([0, 1], [2]);
+    const fl = dev.f32([0, 1], [2]);
     expect(() => embedding(fl, t)).toThrow(/embedding: ids is f32\[2\].*i32/);
-    const flat = f32([0, 1], [2]);
-    const ok = i32([0]);
+    const flat = dev.f32([0, 1], [2]);
+    const ok = dev.i32([0]);
     expect(() => embedding(ok, flat)).toThrow(/embedding: table.*2 dimensions/);
     [t, bad, neg, fl, flat, ok].forEach((x) => x.dispose());
   });

@@ -1,26 +1,27 @@
 import { describe, expect, it } from 'vitest';
-import { Tensor, clearTape, crossEntropy, linear, linearCrossEntropy, memoryStats, noGrad, resetPeakMemory } from '../../src/tensor/index.js';
-import { expectClose, f32, gradCheck, randomArray } from '../helpers.js';
+import { Tensor, type Device, clearTape, crossEntropy, linear, linearCrossEntropy, memoryStats, noGrad, resetPeakMemory } from '../../src/tensor/index.js';
+import { expectClose, f32, gradCheck, randomArray, describeDevices, on } from '../helpers.js';
 
 const N = 11, C = 6, V = 17;
 
-function targets(ignore: number[] = []): Tensor {
-  return Tensor.from(Int32Array.from({ length: N }, (_, i) => (ignore.includes(i) ? -100 : (i * 5 + 2) % V)), [N]);
+function targets(ignore: number[] = [], device: Device = 'cpu'): Tensor {
+  return Tensor.from(Int32Array.from({ length: N }, (_, i) => (ignore.includes(i) ? -100 : (i * 5 + 2) % V)), [N], { device });
 }
 
-describe('linearCrossEntropy', () => {
+describeDevices('linearCrossEntropy', ['gemm', 'crossEntropyForward', 'crossEntropyBackward'], (device) => {
+  const dev = on(device);
   for (const chunkSize of [1, 4, N]) {
     it(`equals crossEntropy(linear(h, W)) in value and gradients (chunk ${chunkSize})`, () => {
       const hData = randomArray(N * C, 1), wData = randomArray(V * C, 2);
-      const t = targets([2, 7]);
+      const t = targets([2, 7], device);
       const ref = (() => {
-        const h = f32(hData, [N, C], true), w = f32(wData, [V, C], true);
+        const h = dev.f32(hData, [N, C], true), w = dev.f32(wData, [V, C], true);
         const loss = crossEntropy(linear(h, w), t);
         const value = loss.item();
         loss.backward();
         return { value, dh: h.grad!.toArray(), dw: w.grad!.toArray() };
       })();
-      const h = f32(hData, [N, C], true), w = f32(wData, [V, C], true);
+      const h = dev.f32(hData, [N, C], true), w = dev.f32(wData, [V, C], true);
       const loss = linearCrossEntropy(h, w, t, { chunkSize });
       expect(loss.item()).toBeCloseTo(ref.value, 5);
       loss.backward();
@@ -30,8 +31,8 @@ describe('linearCrossEntropy', () => {
   }
 
   it('passes a finite-difference check with sum reduction and an upstream gradient', () => {
-    const t = targets([0]);
-    gradCheck((h, w) => linearCrossEntropy(h, w, t, { reduction: 'sum', chunkSize: 3 }), [
+    const t = targets([0], device);
+    dev.gradCheck((h, w) => linearCrossEntropy(h, w, t, { reduction: 'sum', chunkSize: 3 }), [
       { data: randomArray(N * C, 3), shape: [N, C] },
       { data: randomArray(V * C, 4), shape: [V, C] },
     ]);
@@ -39,8 +40,8 @@ describe('linearCrossEntropy', () => {
 
   it('never holds more than one chunk of logits', () => {
     const n = 512, c = 16, v = 4096;
-    const h = Tensor.randn([n, c], { seed: 1 }), w = Tensor.randn([v, c], { seed: 2 });
-    const t = Tensor.from(Int32Array.from({ length: n }, (_, i) => i % v), [n]);
+    const h = dev.randn([n, c], { seed: 1 }), w = dev.randn([v, c], { seed: 2 });
+    const t = dev.from(Int32Array.from({ length: n }, (_, i) => i % v), [n]);
     const base = memoryStats().cpu.liveBytes;
     resetPeakMemory();
     noGrad(() => linearCrossEntropy(h, w, t, { chunkSize: 64 })).dispose();
@@ -51,8 +52,8 @@ describe('linearCrossEntropy', () => {
   });
 
   it('rejects targets outside the vocabulary and mismatched shapes', () => {
-    const h = Tensor.zeros([2, C]), w = Tensor.zeros([V, C]);
-    expect(() => linearCrossEntropy(h, w, Tensor.from(new Int32Array([0, V])))).toThrow(/linearCrossEntropy: target 17 outside/);
-    expect(() => linearCrossEntropy(h, Tensor.zeros([V, C + 1]), Tensor.from(new Int32Array([0, 1])))).toThrow(/linearCrossEntropy: weight/);
+    const h = dev.zeros([2, C]), w = dev.zeros([V, C]);
+    expect(() => linearCrossEntropy(h, w, dev.from(new Int32Array([0, V])))).toThrow(/linearCrossEntropy: target 17 outside/);
+    expect(() => linearCrossEntropy(h, dev.zeros([V, C + 1]), dev.from(new Int32Array([0, 1])))).toThrow(/linearCrossEntropy: weight/);
   });
 });

@@ -1,17 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, rope } from '../../src/tensor/index.js';
-import { expectClose, f32, gradCheck, randomArray } from '../helpers.js';
+import { expectClose, f32, gradCheck, randomArray, describeDevices, on } from '../helpers.js';
 import { ropeRef } from '../reference/kernels.js';
 
-const i32 = (v: number[]) => Tensor.from(new Int32Array(v));
 
-describe('rope', () => {
+describeDevices('rope', ['ropeForward', 'ropeBackward'], (device) => {
+  const dev = on(device);
   it('matches the HF rotate_half layout with f32 angles, out to 16K positions', () => {
     for (const [T, H, D, theta, posScale] of [[5, 3, 8, 10000, 1], [4, 2, 128, 10000, 1], [3, 1, 2, 500000, 4], [2, 2, 6, 10000, 2.5]] as const) {
       const posData = Array.from({ length: T }, (_, t) => (t === 0 ? 0 : t === 1 ? 16383 : 37 * t + 1000));
       const xd = randomArray(T * H * D, D + T);
-      const x = f32(xd, [T, H, D]);
-      const pos = i32(posData);
+      const x = dev.f32(xd, [T, H, D]);
+      const pos = dev.i32(posData);
       const out = rope(x, pos, { theta, posScale });
       expect(out.shape).toEqual([T, H, D]);
       expectClose(out.toArray() as Float32Array, ropeRef(Float32Array.from(xd), posData, T, H, D, theta, posScale), 2e-6, 1e-5);
@@ -23,8 +23,8 @@ describe('rope', () => {
     const D = 16;
     const q = randomArray(D, 1), k = randomArray(D, 2);
     const dotAt = (pq: number, pk: number): number => {
-      const x = f32([...q, ...k], [2, 1, D]);
-      const pos = i32([pq, pk]);
+      const x = dev.f32([...q, ...k], [2, 1, D]);
+      const pos = dev.i32([pq, pk]);
       const y = rope(x, pos).toArray() as Float32Array;
       [x, pos].forEach((t) => t.dispose());
       let s = 0;
@@ -40,22 +40,22 @@ describe('rope', () => {
 
   it('passes a finite-difference gradient check (backward rotates by the opposite angle)', () => {
     for (const [T, H, D] of [[1, 1, 2], [3, 2, 6], [2, 3, 10]] as const) {
-      const pos = i32(Array.from({ length: T }, (_, t) => 3 * t + 1));
-      gradCheck((x) => rope(x!, pos, { theta: 100, posScale: 1.5 }),
+      const pos = dev.i32(Array.from({ length: T }, (_, t) => 3 * t + 1));
+      dev.gradCheck((x) => rope(x!, pos, { theta: 100, posScale: 1.5 }),
         [{ data: randomArray(T * H * D, T + D), shape: [T, H, D] }, { data: [], shape: [], tensor: pos }], { eps: 1e-3 });
     }
   });
 
   it('rejects bad shapes and options, naming the op', () => {
-    const x = Tensor.zeros([2, 1, 4]);
-    const odd = Tensor.zeros([2, 1, 5]);
-    const pos = i32([0, 1]);
-    const pos3 = i32([0, 1, 2]);
+    const x = dev.zeros([2, 1, 4]);
+    const odd = dev.zeros([2, 1, 5]);
+    const pos = dev.i32([0, 1]);
+    const pos3 = dev.i32([0, 1, 2]);
     expect(() => rope(odd, pos)).toThrow(/rope: head size must be even/);
     expect(() => rope(x, pos3)).toThrow(/rope: positions is i32\[3\], expected shape \[2\]/);
     expect(() => rope(x, pos, { posScale: 0 })).toThrow(/rope: posScale must be a positive finite number/);
     expect(() => rope(x, pos, { theta: Number.NaN })).toThrow(/rope: theta/);
-    const flat = Tensor.zeros([2, 4]);
+    const flat = dev.zeros([2, 4]);
     expect(() => rope(flat, pos)).toThrow(/rope: x is f32\[2, 4\], expected 3 dimensions/);
     [x, odd, pos, pos3, flat].forEach((t) => t.dispose());
   });
