@@ -8,7 +8,25 @@
 
 namespace pgnode {
 
-void RegisterReduce(Napi::Env env, Napi::Object exports);  // reduce.cpp
+// Each op family registers its functions (one bindings/<family>.cpp each); a new family adds a
+// line here and a call in Init.
+void RegisterRuntime(Napi::Env env, Napi::Object exports);
+void RegisterElementwise(Napi::Env env, Napi::Object exports);
+void RegisterReduce(Napi::Env env, Napi::Object exports);
+void RegisterGemm(Napi::Env env, Napi::Object exports);
+void RegisterEmbedding(Napi::Env env, Napi::Object exports);
+void RegisterRmsnorm(Napi::Env env, Napi::Object exports);
+void RegisterRope(Napi::Env env, Napi::Object exports);
+void RegisterSwiglu(Napi::Env env, Napi::Object exports);
+void RegisterCrossEntropy(Napi::Env env, Napi::Object exports);
+void RegisterAttention(Napi::Env env, Napi::Object exports);
+void RegisterAdamw(Napi::Env env, Napi::Object exports);
+void RegisterMinhash(Napi::Env env, Napi::Object exports);
+void RegisterTextStats(Napi::Env env, Napi::Object exports);
+void RegisterBpeTrain(Napi::Env env, Napi::Object exports);
+void RegisterBpeEncode(Napi::Env env, Napi::Object exports);
+void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
+void RegisterGemv(Napi::Env env, Napi::Object exports);
 
 namespace {
 

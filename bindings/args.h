@@ -151,24 +151,6 @@ inline TextSpans TextArg(const Args& a, const Napi::Value& v, const int64_t* off
   return {arr.Data(), bytes};
 }
 
-// Each op family registers its functions on the exports object (one file per family).
-void RegisterRuntime(Napi::Env env, Napi::Object exports);
-void RegisterElementwise(Napi::Env env, Napi::Object exports);
-void RegisterGemm(Napi::Env env, Napi::Object exports);
-void RegisterEmbedding(Napi::Env env, Napi::Object exports);
-void RegisterRmsnorm(Napi::Env env, Napi::Object exports);
-void RegisterRope(Napi::Env env, Napi::Object exports);
-void RegisterSwiglu(Napi::Env env, Napi::Object exports);
-void RegisterCrossEntropy(Napi::Env env, Napi::Object exports);
-void RegisterAttention(Napi::Env env, Napi::Object exports);
-void RegisterAdamw(Napi::Env env, Napi::Object exports);
-void RegisterMinhash(Napi::Env env, Napi::Object exports);
-void RegisterTextStats(Napi::Env env, Napi::Object exports);
-void RegisterBpeTrain(Napi::Env env, Napi::Object exports);
-void RegisterBpeEncode(Napi::Env env, Napi::Object exports);
-void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
-void RegisterGemv(Napi::Env env, Napi::Object exports);
-
 // Fails unless cu_q (nseq + 1), context_lens (nseq) and block_tables (nseq, maxBlocks) describe
 // Tq query rows whose cache positions all lie in blocks [0, numBlocks) (paged_attention.cpp;
 // also used by the fused decoder layer in gemv.cpp).
