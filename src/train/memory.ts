@@ -17,11 +17,11 @@ export interface MemoryEstimate {
   weights: number;
   /** f32 gradients of every trained parameter. */
   gradients: number;
-  /** AdamW's two f32 moments. */
+  /** The optimizer's f32 state: AdamW's two moments, SGD's momentum buffer (or none). */
   optimizer: number;
   /** Activations kept for backward over one micro-batch, all layers, plus the logits and their gradient. */
   activations: number;
-  /** Host copies made while a checkpoint is written (the AdamW moments as arrays). */
+  /** Host copies made while a checkpoint is written (the optimizer state as arrays). */
   checkpoint: number;
   /** Bytes in all. */
   total: number;
@@ -33,7 +33,7 @@ export interface MemoryEstimate {
  * outputs, q/k/v before and after RoPE, attention output, the projections, SwiGLU's gate, up
  * and product, times topK for a mixture of experts); attention itself is linear in seqLen.
  */
-export function estimateTrainingMemory(model: ModelConfig, batch: { batchSize: number; seqLen: number }): MemoryEstimate {
+export function estimateTrainingMemory(model: ModelConfig, batch: { batchSize: number; seqLen: number; optimizerBuffers?: number }): MemoryEstimate {
   const P = parameterCount(model).total;
   const tokens = batch.batchSize * batch.seqLen;
   const q = model.nHeads * headDim(model);
@@ -41,7 +41,8 @@ export function estimateTrainingMemory(model: ModelConfig, batch: { batchSize: n
   const perTokenLayer = 8 * model.dim + 2 * q + 4 * kv + (3 * model.ffnDim + 2 * model.dim) * model.topK + (model.numExperts > 1 ? model.numExperts : 0);
   const activations = F32 * tokens * (model.nLayers * perTokenLayer + 2 * model.dim + 3 * model.vocabSize);
   const weights = F32 * P;
-  const est = { weights, gradients: weights, optimizer: 2 * weights, activations, checkpoint: 2 * weights };
+  const buffers = batch.optimizerBuffers ?? 2;
+  const est = { weights, gradients: weights, optimizer: buffers * weights, activations, checkpoint: buffers * weights };
   return { ...est, total: est.weights + est.gradients + est.optimizer + est.activations + est.checkpoint };
 }
 
@@ -81,6 +82,8 @@ export interface MemoryCheckOptions {
   limitSource?: string;
   /** Names the config in errors. */
   source?: string;
+  /** f32 values of optimizer state per weight: 2 for AdamW (default), 1 for SGD with momentum, 0 without. */
+  optimizerBuffers?: number;
 }
 
 /**
@@ -99,7 +102,7 @@ export function checkTrainingFits(model: ModelConfig, opts: MemoryCheckOptions):
   if (est.total > limit)
     throw new PatentGPTError('E_CONFIG',
       `${src}: the training step needs about ${gib(est.total)} (weights ${gib(est.weights)}, gradients ${gib(est.gradients)}, ` +
-        `AdamW moments ${gib(est.optimizer)}, activations of a ${opts.batchSize} x ${opts.seqLen} micro-batch ${gib(est.activations)}, ` +
+        `${(opts.optimizerBuffers ?? 2) === 2 ? 'AdamW moments' : 'optimizer state'} ${gib(est.optimizer)}, activations of a ${opts.batchSize} x ${opts.seqLen} micro-batch ${gib(est.activations)}, ` +
         `checkpoint copies ${gib(est.checkpoint)}), more than the ${gib(limit)} ${opts.limitSource ?? 'of this machine'}; ` +
         'lower batchSize (raise gradAccum to keep the tokens per step) or seqLen, or pick a smaller model. ' +
         'If the estimate is wrong for your machine, set memoryLimitGiB, or memoryCheck: false');

@@ -453,7 +453,8 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         stepMetrics.clear();
         for (let micro = 0; micro < this.gradAccum; micro++) {
           const next = task.nextBatch();
-          const batch = next instanceof Promise ? await next : next; // a synchronous source skips the microtask
+          // A synchronous source skips the microtask (a batch is never a thenable).
+          const batch = typeof (next as { then?: unknown }).then === 'function' ? await next : (next as B);
           stepTokens += batch.tokens.length;
           const { value, scaled } = scope(() => {
             const out = task.loss(batch);

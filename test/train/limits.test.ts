@@ -32,6 +32,16 @@ describe('limits', () => {
     expect(machineMemory()).toBeGreaterThan(0);
   });
 
+  it('counts the optimizer state of the configured optimizer: AdamW two moments, SGD with momentum one, plain SGD none', async () => {
+    const m = (await import('../../src/models/index.js')).preset('llama2-70b').config;
+    const est = (b?: number) => estimateTrainingMemory(m, { batchSize: 1, seqLen: 64, ...(b !== undefined ? { optimizerBuffers: b } : {}) });
+    expect(est(1).optimizer).toBe(est().weights);
+    expect(est(0).optimizer).toBe(0);
+    expect(est().total - est(1).total).toBe(2 * est().weights); // one moment fewer, and its checkpoint copy
+    const sgd = stage('sgd-big', { model: 'llama2-70b', seqLen: 512, optimizer: { type: 'sgd', lr: 0.1 }, memoryLimitGiB: 1 });
+    await expect(pretrain(sgd, { configFile: 'sgd-big.json' })).rejects.toThrow(/sgd-big\.json: the training step needs about .* optimizer state 25\d\.\d GiB/);
+  });
+
   it('memoryLimitGiB sets the limit; the tiny model fits by default', async () => {
     const err = await pretrain(stage('limited', { memoryLimitGiB: 0.001 }), { configFile: 'limited.json' }).then(() => null, (e: unknown) => e as Error);
     expect(err?.message).toMatch(/limited\.json: the training step needs about .* more than the 0\.00 GiB of memoryLimitGiB/);

@@ -195,7 +195,7 @@ export async function prepareStage(cfg: StageBase, opts: StageRunOptions, hash: 
   const base = await resolveModelConfig(cfg.model, file);
   const modelConfig = stageModelConfig(base, cfg, file);
   checkTrainingFits(modelConfig, {
-    batchSize: cfg.batchSize, seqLen: cfg.seqLen, source: file,
+    batchSize: cfg.batchSize, seqLen: cfg.seqLen, source: file, optimizerBuffers: cfg.optimizer.type === 'adamw' ? 2 : cfg.optimizer.momentum > 0 ? 1 : 0,
     ...(!cfg.memoryCheck ? { limit: Number.POSITIVE_INFINITY } : cfg.memoryLimitGiB > 0 ? { limit: cfg.memoryLimitGiB * 1024 ** 3, limitSource: 'of memoryLimitGiB' } : {}),
   });
 
