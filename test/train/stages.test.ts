@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Module, type FeedForward, type ForwardContext, type ParamInit } from '../../src/nn/index.js';
-import { Tensor, add, linear, matmul, noGrad, scale, sum, swiglu } from '../../src/tensor/index.js';
+import { Tensor, add, linear, matmul, memoryStats, noGrad, scale, sum, swiglu } from '../../src/tensor/index.js';
 import { configHash, loadStageConfig, validateStageConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { pretrain } from '../../src/train/pretrain.js';
@@ -160,7 +160,7 @@ describe('TrainTask: async batches and metrics', () => {
 
 /** A feed-forward that reports a metric per layer (as an SMoE layer reports tokens per expert). */
 class ReportingMLP extends Module implements FeedForward {
-  constructor(dim: number, hidden: number, init: ParamInit, private readonly layer: number) {
+  constructor(dim: number, hidden: number, init: ParamInit, private readonly layer: number, private readonly aux = false) {
     super();
     this.registerParameter('gate_proj', init([hidden, dim], 'normal'), 'gate_proj.weight');
     this.registerParameter('up_proj', init([hidden, dim], 'normal'), 'up_proj.weight');
@@ -168,6 +168,7 @@ class ReportingMLP extends Module implements FeedForward {
   }
   forward(x: Tensor, ctx: ForwardContext): Tensor {
     ctx.addMetric('rows', x.shape[0]! + this.layer);
+    if (this.aux) ctx.addAuxLoss('gate_l2', scale(sum(linear(x, this.param('gate_proj'))), 1e-4));
     return linear(swiglu(linear(x, this.param('gate_proj')), linear(x, this.param('up_proj'))), this.param('down_proj'));
   }
 }
@@ -187,5 +188,22 @@ describe('pretrain: what the model\'s modules report reaches metrics.jsonl', () 
     const dense = readMetrics(path.join(denseDir, 'metrics.jsonl')).find((x) => x.loss !== undefined)!;
     const loopFields = new Set(['step', 'loss', 'lr', 'gradNorm', 'tokens', 'elapsedSec', 'tokensPerSec', 'mfu']);
     expect(Object.keys(dense).filter((k) => !loopFields.has(k))).toEqual([]);
+  });
+
+  it('an auxiliary loss a module reports is logged per layer, and native memory stays flat across steps', async () => {
+    const runDir = path.join(root, 'aux');
+    const cfg = validateStageConfig({ ...V1_CONFIG, runDir, steps: 8, checkpointEvery: 0, model: { ...V1_CONFIG.model, nLayers: 2 } });
+    const live: number[] = [];
+    const r = await pretrain(cfg, {
+      progress: null,
+      model: { feedForward: (i, c, init) => new ReportingMLP(c.dim, c.ffnDim, init, i, true) },
+      onMetrics: (m) => void (m.loss !== undefined && live.push(memoryStats().cpu.liveBytes)),
+    });
+    expect(r.status).toBe('completed');
+    const train = readMetrics(path.join(runDir, 'metrics.jsonl')).filter((x) => x.loss !== undefined);
+    expect(train).toHaveLength(8);
+    for (const rec of train) expect(Object.keys(rec.gate_l2 as Record<string, number>)).toEqual(['0', '1']);
+    expect(live).toHaveLength(8);
+    expect(live[7]).toBe(live[1]); // the recorder's auxiliary losses are freed every micro-batch
   });
 });

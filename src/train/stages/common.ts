@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../../util/atomic.js';
 import { CheckpointManager, loadCheckpoint, type Checkpoint } from '../checkpoint.js';
 import { MAX_THREADS, stageSchedule, totalSteps, type StageBase, type StageOptimizer } from '../config.js';
 import { checkTrainingFits } from '../memory.js';
-import type { StepMetrics } from '../metrics.js';
+import type { MetricRecord, StepMetrics } from '../metrics.js';
 import type { OptimizerOptions } from '../optimizer.js';
 import type { ProgressStream } from '../progress.js';
 import { Trainer, findResumePoint, type TrainBatchInfo, type TrainResult, type TrainTask, type TrainerOptions } from '../trainer.js';
@@ -41,6 +41,8 @@ export interface StageRunOptions {
   rank?: number;
   worldSize?: number;
   allReduce?: (grads: Tensor[], step: number) => void | Promise<void>;
+  /** Each metrics record as it is written (rank 0). */
+  onMetrics?: (record: MetricRecord) => void;
   /** The model's feed-forward module per layer and its checkpoint name (SMoE layers, tests); default LLaMA's SwiGLU MLP. */
   model?: Pick<LlamaOptions, 'feedForward' | 'feedForwardName'>;
 }
@@ -314,6 +316,7 @@ export async function runStage<B extends TrainBatchInfo>(
     ...(opts.allReduce ? { allReduce: opts.allReduce } : {}),
     ...(opts.progress !== undefined ? { progress: opts.progress } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.onMetrics ? { onMetrics: opts.onMetrics } : {}),
     handleSignals: opts.handleSignals ?? false,
     maxNonFiniteSteps: cfg.maxNonFiniteSteps,
     onDivergence: cfg.onDivergence,
