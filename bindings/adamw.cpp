@@ -36,7 +36,7 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "adamwStep", "adamw",
      "param: f32, m: f32, v: f32, grad: f32, n: size, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: int, gradScale: number",
-     "void", AdamwStep},
+     "void", /* cpu */ AdamwStep, /* cuda */ nullptr},
 };
 
 }  // namespace

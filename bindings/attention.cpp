@@ -81,10 +81,10 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "attentionForward", "attention",
      "out: f32, lse: f32, q: f32, k: f32, v: f32, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
-     "void", AttentionForward},
+     "void", /* cpu */ AttentionForward, /* cuda */ nullptr},
     {DeclKind::Function, "attentionBackward", "attention backward",
      "dq: f32, dk: f32, dv: f32, delta: f32, dout: f32, out: f32, lse: f32, q: f32, k: f32, v: f32, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
-     "void", AttentionBackward},
+     "void", /* cpu */ AttentionBackward, /* cuda */ nullptr},
 };
 
 }  // namespace

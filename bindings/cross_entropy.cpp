@@ -91,16 +91,16 @@ Napi::Value LogprobBackward(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "crossEntropyForward", "crossEntropy",
      "loss: f32, lse: f32, logits: f32, targets: i32, N: size, V: size, ignoreIndex: int",
-     "void", CrossEntropyForward},
+     "void", /* cpu */ CrossEntropyForward, /* cuda */ nullptr},
     {DeclKind::Function, "crossEntropyBackward", "crossEntropy backward",
      "dlogits: f32, dloss: f32, logits: f32, lse: f32, targets: i32, N: size, V: size, ignoreIndex: int",
-     "void", CrossEntropyBackward},
+     "void", /* cpu */ CrossEntropyBackward, /* cuda */ nullptr},
     {DeclKind::Function, "logprobForward", "logprobs",
      "out: f32, lse: f32, logits: f32, ids: i32, N: size, V: size",
-     "void", LogprobForward},
+     "void", /* cpu */ LogprobForward, /* cuda */ nullptr},
     {DeclKind::Function, "logprobBackward", "logprobs backward",
      "dlogits: f32, dout: f32, logits: f32, lse: f32, ids: i32, N: size, V: size",
-     "void", LogprobBackward},
+     "void", /* cpu */ LogprobBackward, /* cuda */ nullptr},
 };
 
 }  // namespace

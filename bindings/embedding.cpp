@@ -45,10 +45,10 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "embeddingForward", "embedding",
      "out: f32, ids: i32, table: f32, N: size, V: size, C: size",
-     "void", EmbeddingForward},
+     "void", /* cpu */ EmbeddingForward, /* cuda */ nullptr},
     {DeclKind::Function, "embeddingBackward", "embedding backward",
      "dtable: f32, dout: f32, ids: i32, N: size, V: size, C: size",
-     "void", EmbeddingBackward},
+     "void", /* cpu */ EmbeddingBackward, /* cuda */ nullptr},
 };
 
 }  // namespace

@@ -87,16 +87,16 @@ Napi::Value GemmPeakGflops(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "gemm", "gemm",
      "transA: boolean, transB: boolean, M: size, N: size, K: size, alpha: number, A: f32, lda: size, strideA: size, B: f32, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size, batch: size",
-     "void", Gemm<float>},
+     "void", /* cpu */ Gemm<float>, /* cuda */ nullptr},
     {DeclKind::Function, "gemmBf16", "gemmBf16",
      "transA: boolean, transB: boolean, M: size, N: size, K: size, alpha: number, A: bf16, lda: size, strideA: size, B: bf16, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size, batch: size",
-     "void", Gemm<uint16_t>},
+     "void", /* cpu */ Gemm<uint16_t>, /* cuda */ nullptr},
     {DeclKind::Function, "gemmConfig", "gemmConfig",
      "",
-     "{ isa: string; mr: number; nr: number; mc: number; kc: number; nc: number }", GemmConfig},
+     "{ isa: string; mr: number; nr: number; mc: number; kc: number; nc: number }", /* cpu */ GemmConfig, /* cuda */ nullptr},
     {DeclKind::Function, "gemmPeakGflops", "gemmPeakGflops",
      "threads: size, seconds: number",
-     "number", GemmPeakGflops},
+     "number", /* cpu */ GemmPeakGflops, /* cuda */ nullptr},
 };
 
 }  // namespace

@@ -201,19 +201,19 @@ Napi::Value DecodeLogits(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "gemv", "gemv",
      "y: f32, x: f32, w: f32, M: size, N: size, K: size, accumulate: boolean",
-     "void", Gemv},
+     "void", /* cpu */ Gemv, /* cuda */ nullptr},
     {DeclKind::Function, "decodeQkv", "decodeQkv",
      "q: f32, k: f32, v: f32, h: f32, kCache: f32, vCache: f32, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number",
-     "void", DecodeQkv},
+     "void", /* cpu */ DecodeQkv, /* cuda */ nullptr},
     {DeclKind::Function, "decodeSwigluMlp", "decodeSwigluMlp",
      "x: f32, h: f32, g: f32, u: f32, normW: f32, wg: f32, wu: f32, wd: f32, M: size, C: size, F: size, eps: number",
-     "void", DecodeSwigluMlp},
+     "void", /* cpu */ DecodeSwigluMlp, /* cuda */ nullptr},
     {DeclKind::Function, "decodeLayer", "decodeLayer",
      "q: f32, k: f32, v: f32, h: f32, kCache: f32, vCache: f32, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, g: f32, u: f32, mlpNormW: f32, wg: f32, wu: f32, wd: f32, F: size, mlpEps: number",
-     "void", DecodeLayer},
+     "void", /* cpu */ DecodeLayer, /* cuda */ nullptr},
     {DeclKind::Function, "decodeLogits", "decodeLogits",
      "logits: f32, h: f32, x: f32, normW: f32, w: f32, M: size, C: size, V: size, eps: number",
-     "void", DecodeLogits},
+     "void", /* cpu */ DecodeLogits, /* cuda */ nullptr},
 };
 
 }  // namespace

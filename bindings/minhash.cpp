@@ -38,7 +38,7 @@ Napi::Value MinhashSignatures(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "minhashSignatures", "minhashSignatures",
      "sig: Uint32Array, text: Uint8Array, offsets: BigInt64Array, N: size, P: size, k: size, mode: size, seed: int",
-     "void", MinhashSignatures},
+     "void", /* cpu */ MinhashSignatures, /* cuda */ nullptr},
 };
 
 }  // namespace

@@ -107,10 +107,10 @@ Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info, const Args& a)
 const Decl kDecls[] = {
     {DeclKind::Function, "pagedKvStore", "pagedKvStore",
      "kCache: f32, vCache: f32, k: f32, v: f32, slotMapping: i32, T: size, Hkv: size, D: size, numBlocks: size, blockSize: size",
-     "void", PagedKvStore},
+     "void", /* cpu */ PagedKvStore, /* cuda */ nullptr},
     {DeclKind::Function, "pagedAttentionForward", "pagedAttention",
      "out: f32, partOut: f32, partStats: f32, q: f32, kCache: f32, vCache: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, Tq: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number",
-     "void", PagedAttentionForward},
+     "void", /* cpu */ PagedAttentionForward, /* cuda */ nullptr},
 };
 
 }  // namespace

@@ -34,10 +34,10 @@ Napi::Value RmsnormBackward(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "rmsnormForward", "rmsnorm",
      "out: f32, rstd: f32, x: f32, w: f32, N: size, C: size, eps: number",
-     "void", RmsnormForward},
+     "void", /* cpu */ RmsnormForward, /* cuda */ nullptr},
     {DeclKind::Function, "rmsnormBackward", "rmsnorm backward",
      "dx: f32, dw: f32, dout: f32, x: f32, w: f32, rstd: f32, N: size, C: size",
-     "void", RmsnormBackward},
+     "void", /* cpu */ RmsnormBackward, /* cuda */ nullptr},
 };
 
 }  // namespace

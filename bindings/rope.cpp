@@ -28,10 +28,10 @@ Napi::Value Rope(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "ropeForward", "rope",
      "out: f32, x: f32, positions: i32, T: size, H: size, D: size, theta: number, posScale: number",
-     "void", Rope<pg::rope_forward>},
+     "void", /* cpu */ Rope<pg::rope_forward>, /* cuda */ nullptr},
     {DeclKind::Function, "ropeBackward", "rope backward",
      "out: f32, x: f32, positions: i32, T: size, H: size, D: size, theta: number, posScale: number",
-     "void", Rope<pg::rope_backward>},
+     "void", /* cpu */ Rope<pg::rope_backward>, /* cuda */ nullptr},
 };
 
 }  // namespace

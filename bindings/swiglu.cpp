@@ -25,10 +25,10 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "swigluForward", "swiglu",
      "out: f32, gate: f32, up: f32, n: size",
-     "void", SwigluForward},
+     "void", /* cpu */ SwigluForward, /* cuda */ nullptr},
     {DeclKind::Function, "swigluBackward", "swiglu backward",
      "dgate: f32, dup: f32, dout: f32, gate: f32, up: f32, n: size",
-     "void", SwigluBackward},
+     "void", /* cpu */ SwigluBackward, /* cuda */ nullptr},
 };
 
 }  // namespace

@@ -35,7 +35,7 @@ Napi::Value TextStats(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "textStats", "textStats",
      "out: Float64Array, text: Uint8Array, offsets: BigInt64Array, N: size, analyze: size, ngrams: Int32Array, m: size",
-     "void", TextStats},
+     "void", /* cpu */ TextStats, /* cuda */ nullptr},
 };
 
 }  // namespace

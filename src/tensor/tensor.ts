@@ -4,6 +4,7 @@
 // Memory is released deterministically: dispose(), the end of a scope(), or the end of
 // backward for what the tape saved. The native Storage's own finalizer only catches leaks.
 import { PatentGPTError } from '../errors.js';
+import { deviceUnavailableReason } from '../native/devices.js';
 import { addon, type NativeStorage } from '../native/loader.js';
 import { backward as runBackward, record, type BackwardOptions } from './autograd.js';
 import { bytesPerElement, isFloat, rawArray, type DType, type Device, type RawArray } from './dtype.js';
@@ -27,19 +28,12 @@ export interface TensorOptions {
   like?: Tensor;
 }
 
-// Whether this process can place tensors on CUDA: asked of the addon once, on the first request.
-let cudaReady: boolean | null = null;
-
-/** Throws E_DEVICE naming what is missing when `device` cannot hold tensors here. */
+/** Throws E_DEVICE naming what is missing when `device` cannot hold tensors here (src/native's device registry). */
 export function checkDeviceAvailable(device: Device, what = 'Tensor'): void {
   if (device === 'cpu') return;
   if (device !== 'cuda') throw new PatentGPTError('E_DEVICE', `${what}: unknown device '${String(device)}' (expected 'cpu' or 'cuda')`);
-  if (cudaReady === true) return;
-  const info = addon().info();
-  cudaReady = info.cudaCompiled && info.gpus.length > 0;
-  if (cudaReady) return;
-  const why = !info.cudaCompiled ? 'the native binary was built without CUDA' : `no CUDA GPU was found (${info.cudaStatus ?? 'no device'})`;
-  throw new PatentGPTError('E_DEVICE', `${what}: cannot use device 'cuda': ${why}; use 'cpu' (patentgpt info shows what the binary has)`);
+  const why = deviceUnavailableReason(device);
+  if (why) throw new PatentGPTError('E_DEVICE', `${what}: cannot use device 'cuda': ${why}; use 'cpu' (patentgpt info shows what the binary has)`);
 }
 
 export type Shape = readonly number[];
