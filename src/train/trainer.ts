@@ -52,9 +52,9 @@ export interface TaskLoss {
   /** Scalar loss of the batch (mean over its targets), recorded for backward. */
   loss: Tensor;
   /**
-   * Numbers for metrics.jsonl (kl, reward, clipFraction, ...) or per-layer records
-   * ({ "layers.0": 3.1, ... }), averaged over the step's micro-batches. Values the step already
-   * has: reading a tensor here costs a device sync, so report only what is worth it.
+   * Numbers for metrics.jsonl (kl, reward, clipFraction, ...) or records of numbers ({ "0": 3.1,
+   * "1": 2.9 }: a value per layer or expert), averaged over the step's micro-batches. Values the
+   * step already has: reading a tensor here costs a device sync, so report only what is worth it.
    */
   metrics?: StepMetrics;
 }
