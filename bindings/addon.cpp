@@ -32,19 +32,9 @@ namespace {
 
 Napi::Value Signatures(const Napi::CallbackInfo& info, const Args&) { return SignaturesValue(info.Env()); }
 
-// Storage (storage.cpp checks its own arguments) and signatures() itself.
+// signatures() itself (Storage is declared in storage.cpp, each op family in its own file).
 const Decl kDecls[] = {
     {DeclKind::Function, "signatures", "signatures", "", "NativeSignature[]", Signatures},
-    {DeclKind::Constructor, "Storage", "Storage", "bytes: number, device?: 'cpu' | 'cuda', zero?: boolean",
-     "NativeStorage"},
-    {DeclKind::Method, "Storage.free", "Storage.free", "", "void"},
-    {DeclKind::Method, "Storage.read", "Storage.read", "into: ArrayBufferView, byteOffset: number", "void"},
-    {DeclKind::Method, "Storage.write", "Storage.write", "from: ArrayBufferView, byteOffset: number", "void"},
-    {DeclKind::Method, "Storage.copyFrom", "Storage.copyFrom",
-     "src: Storage, dstByteOffset: number, srcByteOffset: number, bytes: number", "void"},
-    {DeclKind::Getter, "Storage.bytes", "Storage.bytes", "", "number"},
-    {DeclKind::Getter, "Storage.device", "Storage.device", "", "'cpu' | 'cuda'"},
-    {DeclKind::Getter, "Storage.disposed", "Storage.disposed", "", "boolean"},
 };
 
 }  // namespace

@@ -122,7 +122,23 @@ MemoryCounters& memory_counters() {
   return counters;
 }
 
+// The class's declarations (signature.h). Its bodies check their own arguments (they predate
+// Args and throw TypeError/RangeError with E_NATIVE_ARG); the fuzz test holds them to these.
+const Decl kStorageDecls[] = {
+    {DeclKind::Constructor, "Storage", "Storage", "bytes: number, device?: 'cpu' | 'cuda', zero?: boolean",
+     "NativeStorage"},
+    {DeclKind::Method, "Storage.free", "Storage.free", "", "void"},
+    {DeclKind::Method, "Storage.read", "Storage.read", "into: ArrayBufferView, byteOffset: number", "void"},
+    {DeclKind::Method, "Storage.write", "Storage.write", "from: ArrayBufferView, byteOffset: number", "void"},
+    {DeclKind::Method, "Storage.copyFrom", "Storage.copyFrom",
+     "src: Storage, dstByteOffset: number, srcByteOffset: number, bytes: number", "void"},
+    {DeclKind::Getter, "Storage.bytes", "Storage.bytes", "", "number"},
+    {DeclKind::Getter, "Storage.device", "Storage.device", "", "'cpu' | 'cuda'"},
+    {DeclKind::Getter, "Storage.disposed", "Storage.disposed", "", "boolean"},
+};
+
 Napi::Function Storage::Define(Napi::Env env) {
+  for (const Decl& d : kStorageDecls) Declare(d);
   Napi::Function ctor = DefineClass(env, "Storage",
       {InstanceMethod("free", &Storage::Free),
        InstanceMethod("read", &Storage::Read),
