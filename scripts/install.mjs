@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm install hook: keep a loadable addon (a matching prebuild, or an earlier local build);
 // otherwise build it from source with cmake-js. Loading never depends on this having run:
-// src/tensor/addon.ts finds the same binaries and says how to build when there are none.
+// src/native/loader.ts finds the same binaries and says how to build when there are none.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';

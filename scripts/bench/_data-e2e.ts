@@ -2,7 +2,7 @@
 // `patentgpt data prep` runs it (cold JIT, workers started from nothing). Prints one JSON line.
 //   tsx scripts/bench/_data-e2e.ts WORKERS CONFIG_JSON   (a prep config; its output is scratch)
 import { prep, validatePrepConfig } from '../../src/data/prep.js';
-import { addon } from '../../src/tensor/addon.js';
+import { addon } from '../../src/native/loader.js';
 
 const [workers, json] = process.argv.slice(2);
 addon().setNumThreads(2);

@@ -5,7 +5,7 @@
 // the GEMM measured in the same run (1024^3 f32) when this build has one. Peers in the same run
 // when a Python with torch is found: torch's CPU scaled_dot_product_attention (fwd+bwd, same
 // shapes, same thread count) and numpy's 1024^3 sgemm. --no-peers skips them.
-import { addon } from '../../src/tensor/addon.js';
+import { addon } from '../../src/native/loader.js';
 import { findPython, runPythonJson } from './_peers.js';
 import { Tensor, attention, memoryStats, resetPeakMemory, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
 

@@ -15,7 +15,7 @@ import { applyFilters, buildFilters, type FilterConfig } from '../../src/data/fi
 import { listFiles, readDocuments } from '../../src/data/readers/index.js';
 import { defaultScanWorkers } from '../../src/data/prep.js';
 import { makeTokenizer, ScanPool } from '../../src/data/scan.js';
-import { addon } from '../../src/tensor/addon.js';
+import { addon } from '../../src/native/loader.js';
 
 const data = process.env.PATENTGPT_DATA ?? path.resolve(import.meta.dirname, '../../../shared/data');
 const dirs = ['uspto-fulltext-rubyxml', 'uspto-ipg-fixtures', 'uspto-ppd-samples'].map((d) => path.join(data, d));

@@ -8,7 +8,7 @@
 // throughput loop, and the fraction of it each shape reaches.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface, type Interface } from 'node:readline';
-import { addon } from '../../src/tensor/addon.js';
+import { addon } from '../../src/native/loader.js';
 import { Tensor, setNumThreads, runtimeInfo } from '../../src/tensor/index.js';
 import { findPython } from './_peers.js';
 

@@ -34,7 +34,7 @@ import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Engine, ThreadedEngine, kvBytesPerToken } from '../../src/infer/index.js';
 import { LlamaForCausalLM, preset, savePretrained } from '../../src/models/index.js';
-import { addon } from '../../src/tensor/addon.js';
+import { addon } from '../../src/native/loader.js';
 import { GEMV_MAX_ROWS, Tensor, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
 import { findPython } from './_peers.js';
 

@@ -16,7 +16,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface, type Interface } from 'node:readline';
 import { LlamaForCausalLM, flopsPerToken, parameterCount, preset, toHFConfig, type ModelConfig } from '../../src/models/index.js';
-import { addon } from '../../src/tensor/addon.js';
+import { addon } from '../../src/native/loader.js';
 import { Rng, Tensor, measurePeakFlops, memoryStats, resetPeakMemory, runtimeInfo, scope, setNumThreads } from '../../src/tensor/index.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { findPython } from './_peers.js';

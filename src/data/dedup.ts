@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import { PatentGPTError } from '../errors.js';
-import { minhashSignatures } from '../tensor/minhash.js';
+import { minhashSignatures } from '../text/minhash.js';
 import { writeFileAtomic } from '../util/atomic.js';
 
 export interface DedupConfig {

@@ -3,10 +3,10 @@
 // in the config; language identification uses franc (trigram profiles) plus a script check,
 // because short Chinese text is better told apart by its Han characters than by trigrams.
 // Every statistic of the length, word, character, line and repetition rules comes from one
-// native pass per document (src/tensor/text.ts, native/cpu/text_stats.cpp), computed once and
+// native pass per document (src/text/stats.ts, native/cpu/text_stats.cpp), computed once and
 // shared by those rules.
 import { PatentGPTError } from '../errors.js';
-import { type NgramStat, type TextStats, textStats } from '../tensor/text.js';
+import { type NgramStat, type TextStats, textStats } from '../text/stats.js';
 import type { Document } from './document.js';
 import { detectLanguageCode } from './language.js';
 

@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import { PatentGPTError, type ErrorCode } from '../errors.js';
-import { NativeBpeEncoderHandle } from '../tensor/bpe-encoder.js';
-import { packTexts } from '../tensor/text-batch.js';
+import { NativeBpeEncoderHandle } from '../text/bpe-encoder.js';
+import { packTexts } from '../text/batch.js';
 import { startWorker } from '../util/worker.js';
 import { ByteTokenizer } from '../tokenizer/byte.js';
 import { llama2Model } from '../tokenizer/llama2.js';

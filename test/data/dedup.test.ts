@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PartWriter, exactKey, findDuplicates, loadPart, lshParams, normalizeForDedup, resolveDedup, savePart, signatures } from '../../src/data/dedup.js';
-import { minhashSignatures } from '../../src/tensor/minhash.js';
+import { minhashSignatures } from '../../src/text/minhash.js';
 import { rng } from './rng.js';
 
 const M64 = (1n << 64n) - 1n;

@@ -3,7 +3,7 @@
 // texts drawn from a pool of ASCII, accented, CJK, astral and space characters, and on slices
 // that cut a surrogate pair in half.
 import { describe, expect, it } from 'vitest';
-import { textStats, type NgramStat } from '../../src/tensor/text.js';
+import { textStats, type NgramStat } from '../../src/text/stats.js';
 
 const CJK = /[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]/g;
 const LETTER_OR_DIGIT = /[\p{L}\p{N}\p{M}\s]/u;

@@ -8,7 +8,7 @@
 // - random floats against a float64 reference, and the fused pieces against the separate ops.
 import { afterAll, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
-import { addon } from '../../src/tensor/addon.js';
+import { addon } from '../../src/native/loader.js';
 import {
   GEMV_MAX_ROWS, Tensor, add, addLinear, decodeLayer, decodeLogits, decodeQkv, decodeSwigluMlp, linear, pagedAttention, pagedKvStore, prepareDecodeLayer, prepareDecodeLogits, rmsnorm, rope,
   setNumThreads, swiglu,
