@@ -5,6 +5,7 @@
 
 #include "args.h"
 #include "patentgpt/ops.h"
+#include "patentgpt/workspace.h"
 
 namespace pgnode {
 
@@ -23,6 +24,9 @@ Dims ReadDims(const Args& a, size_t i, size_t cu, const int32_t** cu_out) {
   const double scale = a.Num(i + 5, "scale");
   d.causal = a.Bool(i + 6, "causal");
   if (d.H < 1 || d.Hkv < 1 || d.D < 1) a.Fail("H, Hkv and D must be >= 1");
+  // The tile scratch in each thread's workspace is reserved for head dims up to kMaxHeadDim.
+  if (d.D > pg::kMaxHeadDim)
+    a.Fail("D (head dim) must be at most " + std::to_string(pg::kMaxHeadDim) + ", got " + std::to_string(d.D));
   if (d.H % d.Hkv != 0)
     a.Fail("H (" + std::to_string(d.H) + ") must be a multiple of Hkv (" + std::to_string(d.Hkv) + ")");
   if (d.T > 0x7fffffff) a.Fail("T must fit in int32 (cu_seqlens are int32)");

@@ -137,6 +137,17 @@ describeDevices('attention argument checks', ['attentionForward'], (device) => {
     k3.dispose();
   });
 
+  it('rejects a head dim past the reserved tile scratch (256) at the binding, with a code', () => {
+    const big = dev.randn([2, 1, 257]);
+    expect(() => attention(big, big, big)).toThrow(/D \(head dim\) must be at most 256, got 257/);
+    try {
+      attention(big, big, big);
+    } catch (err) {
+      expect((err as { code?: string }).code).toBe('E_NATIVE_ARG');
+    }
+    big.dispose();
+  });
+
   it('rejects shape and dtype mismatches', () => {
     const kd = dev.randn([6, 2, 7]);
     expect(() => attention(q, kd, kd)).toThrow(PatentGPTError);
