@@ -16,11 +16,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "fast_exp.h"
 #include "patentgpt/paged_attention.h"
 #include "patentgpt/runtime.h"
+#include "patentgpt/workspace.h"
 #include "simd.h"
 
 // Vectors pass only between inline functions of this file (see gemm_kernels.h).
@@ -133,9 +133,7 @@ __attribute__((always_inline)) inline void attend_heads(const PagedAttention& g,
   constexpr int64_t D = 16 * ND;
   const int64_t row = g.Hkv * D, bs = g.block_size, n = t.p1 - t.p0, nh = t.h1 - t.h0;
   const int64_t c0 = t.h0 / t.G, c1 = (t.h1 - 1) / t.G + 1;  // the cache heads read
-  thread_local std::vector<float> scratch;
-  if (static_cast<int64_t>(scratch.size()) < nh * (n + D + 2)) scratch.resize(nh * (n + D + 2));
-  float* scores = scratch.data();  // (nh, n)
+  float* scores = thread_workspace().attn;  // (nh, n); nh <= kPagedMaxTaskHeads, n <= kPagedMaxPartition
   float* out = scores + nh * n;    // (nh, D)
   float* mx = out + nh * D;        // (nh): the softmax's maximum and sum per head
   float* sum = mx + nh;
@@ -259,7 +257,14 @@ PG_CLONES void attend_task(const PagedAttention& a, const HeadsTask& t, int64_t 
   auto acc = [&](int64_t h) __attribute__((always_inline)) { return t.normalise ? a.out + (r * H + h) * D : a.part_out + ((r * H + h) * P + p) * D; };
   auto stats = [&](int64_t h) __attribute__((always_inline)) { return a.part_stats + ((r * H + h) * P + p) * 2; };
   if constexpr (ND > 0) {
-    attend_heads<ND>(a, t, acc, stats);
+    static_assert(16 * ND <= kPagedMaxVectorHeadDim, "the workspace holds outputs of at most kPagedMaxVectorHeadDim");
+    // Heads are independent: chunks of heads give the same bits as one run, within the scratch.
+    for (int64_t h0 = t.h0; h0 < t.h1; h0 += kPagedMaxTaskHeads) {
+      HeadsTask sub = t;
+      sub.h0 = h0;
+      sub.h1 = std::min(t.h1, h0 + kPagedMaxTaskHeads);
+      attend_heads<ND>(a, sub, acc, stats);
+    }
   } else {
     for (int64_t h = t.h0; h < t.h1; ++h)
       partition_attend(acc(h), t.normalise ? nullptr : stats(h), t.q + h * D, a.k_cache, a.v_cache, t.table, h / t.G, t.p0,

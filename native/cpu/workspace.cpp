@@ -9,6 +9,7 @@
 #include <memory>
 #include <new>
 
+#include "patentgpt/paged_attention.h"
 #include "patentgpt/runtime.h"
 
 namespace pg {
@@ -49,7 +50,8 @@ thread_local Owned tls_owned;
 
 WorkspaceSizes workspace_sizes() {
   WorkspaceSizes s = gemm_workspace_sizes();
-  s.attn = attention_workspace_floats();
+  // The fused and the paged attention kernels never run at once on one thread: one block serves both.
+  s.attn = std::max(attention_workspace_floats(), static_cast<size_t>(paged_attention_workspace_floats()));
   return s;
 }
 

@@ -95,6 +95,10 @@ describe('pagedAttention', () => {
     // prefill chunks over cached prefixes, mixed with decode rows
     { H: 4, Hkv: 2, D: 32, blockSize: 8, partitionSize: 16, seqs: [[0, 20], [33, 1], [16, 9], [5, 0]] },
     { H: 2, Hkv: 1, D: 128, blockSize: 32, partitionSize: 64, seqs: [[64, 70], [0, 3]] },
+    // More query heads than the workspace holds for one task (64): run in chunks of heads, and a
+    // full 1024-token partition at D 128 (the largest scratch the workspace reserves).
+    { H: 80, Hkv: 10, D: 64, blockSize: 16, partitionSize: 48, seqs: [[130, 1], [20, 2]] },
+    { H: 66, Hkv: 66, D: 128, blockSize: 16, partitionSize: 1024, seqs: [[1500, 1]] },
   ];
   cases.forEach((c, i) => it(`matches dense attention: H ${c.H}/${c.Hkv}, D ${c.D}, block ${c.blockSize}, partition ${c.partitionSize}`, () => runCase(c, i + 1)));
 

@@ -7,6 +7,14 @@ namespace pg {
 
 // Largest partition (tokens) paged_attention_forward accepts: its scores live on the stack.
 constexpr int64_t kPagedMaxPartition = 1024;
+// The vector path's scratch (scores, outputs, softmax statistics of a task's heads) comes from
+// the thread's workspace (workspace.h), reserved for at most kPagedMaxTaskHeads heads of at most
+// kPagedMaxVectorHeadDim over a partition; a task with more heads runs them in chunks.
+constexpr int64_t kPagedMaxTaskHeads = 64;
+constexpr int64_t kPagedMaxVectorHeadDim = 128;
+constexpr int64_t paged_attention_workspace_floats() {
+  return kPagedMaxTaskHeads * (kPagedMaxPartition + kPagedMaxVectorHeadDim + 2);
+}
 
 // k_cache, v_cache (num_blocks, block_size, Hkv, D); k, v (T, Hkv, D); slot_mapping (T):
 // token t goes to slot s = block * block_size + offset (s < 0: padding, skipped).

@@ -24,7 +24,7 @@ struct Workspace {
   float* gemm_a;                    // packed A blocks (two), or op(A) rows on the few-rows path
   float* gemm_b;                    // this thread's packed B block
   std::atomic<int64_t>* gemm_units;  // per compute unit: progress flags of a product this thread runs
-  float* attn;                      // attention tile scratch
+  float* attn;                      // attention tile scratch (fused and paged attention)
 };
 
 // Floats (flags for units) of each block, as the kernels' files bound them (gemm.cpp, attention.cpp).
