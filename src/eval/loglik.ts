@@ -23,10 +23,10 @@
 //
 // Memory: a forward keeps every layer's activations until it ends, about
 // activationBytesPerToken(config) a token, so the default step size is what fits in a quarter of
-// the weights' bytes (at most 1024 tokens; a longer context is prefilled in chunks, prefix.ts);
-// the KV cache takes at most half the weights' bytes; and the native allocator keeps freed blocks for reuse by
-// size class, which suits a training loop (the same sizes every step) but not scoring (every
-// step a new size): those blocks are given back after a step whenever they pass `cacheLimitBytes`.
+// the weights' bytes (64 to 1024 tokens); contexts are prefilled in steps of exactly that size
+// (prefix.ts), so the native allocator, which keeps freed blocks by size class, hands the same
+// blocks back step after step; blocks of other sizes are given back once they pass
+// `cacheLimitBytes`. The KV cache takes at most half the weights' bytes.
 // The weights are checked once and every log-likelihood is checked: a model that is not finite
 // is refused (finite.ts) rather than scored.
 import { PatentGPTError } from '../errors.js';
@@ -62,7 +62,7 @@ export interface ScorerOptions {
    * forward when `batched` is false.
    */
   maxBatchTokens?: number;
-  /** Freed native blocks kept for reuse between steps beyond which they are given back (default: a quarter of the weights' bytes). */
+  /** Freed native blocks kept for reuse between steps beyond which they are given back (default: two steps' activations). */
   cacheLimitBytes?: number;
   /** Check that every weight is finite before scoring (default true). */
   checkWeights?: boolean;
@@ -145,7 +145,11 @@ export class Scorer {
     this.addBos = opts.addBos ?? tokenizer.bosId >= 0;
     this.sharedContexts = opts.sharedContexts ?? true;
     this.kvCacheBytes = opts.kvCacheBytes ?? Math.min(256 * 2 ** 20, Math.max(16 * 2 ** 20, weights / 2));
-    this.cacheLimitBytes = opts.cacheLimitBytes ?? weights / 4;
+    // Room for two steps' blocks: the fixed-size steps reuse theirs; the odd sizes (a batch's
+    // last step, the trie's levels) are given back when they pile up. A limit under one step
+    // would free and reallocate every step, and glibc, which keeps big freed blocks of varied
+    // sizes in its heap, then grew the process by gigabytes (measured: 1.1 GB vs 2-4 GB).
+    this.cacheLimitBytes = opts.cacheLimitBytes ?? 2 * this.maxBatchTokens * activationBytesPerToken(model.config);
     if (!(this.maxBatchTokens >= 1)) throw new PatentGPTError('E_ARGUMENT', `maxBatchTokens must be >= 1, got ${this.maxBatchTokens}`);
     if (opts.checkWeights ?? true) checkFiniteWeights(model);
   }
@@ -243,7 +247,7 @@ export class Scorer {
     return out;
   }
 
-  /** Gives the allocator's cached blocks back when they pass cacheLimitBytes (they rarely fit the next step's sizes). */
+  /** Gives the allocator's cached blocks back when they pass cacheLimitBytes. */
   #trimCache(): void {
     if (memoryStats().cpu.cachedBytes > this.cacheLimitBytes) releaseCachedMemory();
   }
