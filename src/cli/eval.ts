@@ -92,10 +92,10 @@ export function evalCommand(): Command {
       };
       let engine: Engine | null = null;
       for (const task of tasks) {
-        const t0 = performance.now();
+        const taskStart = performance.now();
         let bar: Progress | null = null;
         const onProgress = (done: number, total: number): void => {
-          bar ??= progressFor(o.progress, task.name, total, t0);
+          bar ??= progressFor(o.progress, task.name, total, taskStart);
           bar?.update(done);
         };
         let res: TaskResult;
@@ -115,7 +115,7 @@ export function evalCommand(): Command {
         } else {
           res = { ...evaluatePhraseMatching(scorer, task, { limit: o.limit, onProgress }), skipped: task.skipped, files: task.files };
         }
-        res.seconds = (performance.now() - t0) / 1000;
+        res.seconds = (performance.now() - taskStart) / 1000;
         (bar as Progress | null)?.done();
         run.tasks.push(res);
       }
