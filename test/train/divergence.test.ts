@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Tensor, matmul, noGrad, scale, sum } from '../../src/tensor/index.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { Trainer, type TrainTask } from '../../src/train/trainer.js';
+import { vectorTaskState } from './task-state.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-diverge-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -25,24 +26,16 @@ interface Batch {
  */
 function linearTask(poison: (w: Float32Array, k: number) => boolean, n = 2): TrainTask<Batch> & { w: Tensor } {
   const w = Tensor.from(new Float32Array(n), [n], { requiresGrad: true });
-  let pos = 0;
+  const pos = { value: 0 };
   return {
     w,
     parameters: () => [['w', w]],
-    nextBatch: () => ({ tokens: new Int32Array(4), k: pos++ }),
+    nextBatch: () => ({ tokens: new Int32Array(4), k: pos.value++ }),
     loss: (b) => {
       const l = scale(sum(matmul(w.reshape([1, n]), Tensor.full([n, 1], 1))), -1);
       return { loss: poison(w.toArray() as Float32Array, b.k) ? scale(l, Number.NaN) : l };
     },
-    dataPosition: () => ({ pos }),
-    restoreDataPosition: (p) => {
-      pos = (p as { pos: number }).pos;
-    },
-    checkpointFiles: () => [{ name: 'w.bin', content: Buffer.from((w.toArray() as Float32Array).buffer) }],
-    restoreCheckpoint: async (ck) => {
-      const buf = await ck.read('w.bin');
-      noGrad(() => w.write(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength))));
-    },
+    ...vectorTaskState(w, pos),
   };
 }
 

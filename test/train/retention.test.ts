@@ -8,9 +8,10 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
 import { CheckpointManager, type TrainState } from '../../src/train/checkpoint.js';
-import { Tensor, matmul, noGrad, scale, sum } from '../../src/tensor/index.js';
+import { Tensor, matmul, scale, sum } from '../../src/tensor/index.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { Trainer, findResumePoint, type TrainTask } from '../../src/train/trainer.js';
+import { vectorTaskState } from './task-state.js';
 
 let run: string;
 beforeEach(() => {
@@ -58,20 +59,12 @@ describe('retention', () => {
 /** loss = -sum(w): every step moves each weight up by lr. */
 function task(): TrainTask<{ tokens: Int32Array }> {
   const w = Tensor.from(new Float32Array(2), [2], { requiresGrad: true });
-  let pos = 0;
+  const pos = { value: 0 };
   return {
     parameters: () => [['w', w]],
-    nextBatch: () => (pos++, { tokens: new Int32Array(4) }),
+    nextBatch: () => (pos.value++, { tokens: new Int32Array(4) }),
     loss: () => ({ loss: scale(sum(matmul(w.reshape([1, 2]), Tensor.full([2, 1], 1))), -1) }),
-    dataPosition: () => ({ pos }),
-    restoreDataPosition: (p) => {
-      pos = (p as { pos: number }).pos;
-    },
-    checkpointFiles: () => [{ name: 'w.bin', content: Buffer.from((w.toArray() as Float32Array).buffer) }],
-    restoreCheckpoint: async (ck) => {
-      const buf = await ck.read('w.bin');
-      noGrad(() => w.write(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength))));
-    },
+    ...vectorTaskState(w, pos),
   };
 }
 const opts = { totalSteps: 6, schedule: { kind: 'constant' as const, lr: 0.1, warmupSteps: 0 }, configHash: 'h', progress: null, checkpointEvery: 2, keepCheckpoints: 0 };

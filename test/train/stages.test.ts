@@ -8,11 +8,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Module, type FeedForward, type ForwardContext, type ParamInit } from '../../src/nn/index.js';
-import { Tensor, add, linear, matmul, memoryStats, noGrad, scale, sum, swiglu } from '../../src/tensor/index.js';
+import { Tensor, add, linear, matmul, memoryStats, scale, sum, swiglu } from '../../src/tensor/index.js';
 import { configHash, loadStageConfig, validateStageConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { pretrain } from '../../src/train/pretrain.js';
 import { Trainer, type TrainTask } from '../../src/train/trainer.js';
+import { vectorTaskState } from './task-state.js';
 import { V1_CONFIG } from './fixtures/v1-config.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-stages-'));
@@ -94,12 +95,12 @@ type ToyBatch = { tokens: Int32Array; k: number };
 function toyTask(opts: { async?: boolean; metricName?: string } = {}): TrainTask<ToyBatch> {
   const n = 4;
   const w = Tensor.from(Float32Array.from({ length: n }, (_, i) => Math.cos(i)), [n], { requiresGrad: true });
-  let pos = 0;
+  const pos = { value: 0 };
   const batch = (k: number): ToyBatch => ({ tokens: new Int32Array(4), k });
   const delay = <T>(v: T): Promise<T> => new Promise((resolve) => setTimeout(() => resolve(v), 1));
   return {
     parameters: () => [['w', w]],
-    nextBatch: () => (opts.async ? delay(batch(pos++)) : batch(pos++)),
+    nextBatch: () => (opts.async ? delay(batch(pos.value++)) : batch(pos.value++)),
     loss: (b) => {
       const x = Tensor.from(Float32Array.from({ length: n }, (_, i) => -Math.sin(b.k * 0.7 + i)), [n, 1]);
       const row = w.reshape([1, n]);
@@ -109,15 +110,7 @@ function toyTask(opts: { async?: boolean; metricName?: string } = {}): TrainTask
     evalBatches: async function* (count: number) {
       for (let i = 0; i < count; i++) yield await delay(batch(100 + i));
     },
-    dataPosition: () => ({ pos }),
-    restoreDataPosition: (p) => {
-      pos = (p as { pos: number }).pos;
-    },
-    checkpointFiles: () => [{ name: 'w.bin', content: Buffer.from((w.toArray() as Float32Array).buffer) }],
-    restoreCheckpoint: async (ck) => {
-      const buf = await ck.read('w.bin');
-      noGrad(() => w.write(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength))));
-    },
+    ...vectorTaskState(w, pos),
   };
 }
 

@@ -4,9 +4,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Tensor, add, matmul, noGrad, scale, sum } from '../../src/tensor/index.js';
+import { Tensor, add, matmul, scale, sum } from '../../src/tensor/index.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { Trainer, type TrainTask } from '../../src/train/trainer.js';
+import { vectorTaskState } from './task-state.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trainer-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -22,13 +23,13 @@ interface ToyBatch {
  */
 function toyTask(n = 8, init?: Float32Array): TrainTask<ToyBatch> & { w: Tensor; batchesRead: () => number } {
   const w = Tensor.from(init ?? Float32Array.from({ length: n }, (_, i) => Math.cos(i)), [n], { requiresGrad: true });
-  let pos = 0;
+  const pos = { value: 0 };
   const batch = (k: number): ToyBatch => ({ tokens: new Int32Array(4 + (k % 3)), x: Float32Array.from({ length: n }, (_, i) => Math.sin(k * 0.7 + i)) });
   return {
     w,
-    batchesRead: () => pos,
+    batchesRead: () => pos.value,
     parameters: () => [['w', w]],
-    nextBatch: () => batch(pos++),
+    nextBatch: () => batch(pos.value++),
     loss: (b) => {
       const row = w.reshape([1, n]);
       const ww = sum(matmul(row, w.reshape([n, 1])));
@@ -38,15 +39,7 @@ function toyTask(n = 8, init?: Float32Array): TrainTask<ToyBatch> & { w: Tensor;
     evalBatches: function* (count: number) {
       for (let i = 0; i < count; i++) yield batch(1000 + i);
     },
-    dataPosition: () => ({ pos }),
-    restoreDataPosition: (p) => {
-      pos = (p as { pos: number }).pos;
-    },
-    checkpointFiles: () => [{ name: 'w.bin', content: Buffer.from((w.toArray() as Float32Array).buffer) }],
-    restoreCheckpoint: async (ck) => {
-      const buf = await ck.read('w.bin');
-      noGrad(() => w.write(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength))));
-    },
+    ...vectorTaskState(w, pos),
   };
 }
 
