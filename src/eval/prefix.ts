@@ -12,6 +12,7 @@
 // about 16 single-token rows, where packed rows cost 8 copies of the context.
 import type { ModelRunner } from '../infer/runner.js';
 import { BlockTable } from '../infer/blocks.js';
+import { GEMV_MAX_ROWS } from '../tensor/index.js';
 import type { LoglikResult, TokenizedRequest } from './loglik.js';
 
 interface Node {
@@ -139,13 +140,16 @@ export function scoreSharedContexts(
       });
       afterStep?.();
     }
-    // The trie nodes, depth by depth.
+    // The trie nodes, depth by depth, at most GEMV_MAX_ROWS a step: such a step takes the runner's
+    // decode path, which allocates nothing (a level of any other size would leave the allocator
+    // blocks of a size no later step asks for).
+    const rowsPerStep = Math.min(maxStepTokens, GEMV_MAX_ROWS);
     const nodes = batch.flatMap((g) => g.nodes.map((node) => ({ g, node })));
     const maxDepth = nodes.reduce((m, x) => Math.max(m, x.node.depth), 0);
     for (let d = 1; d <= maxDepth; d++) {
       const level = nodes.filter((x) => x.node.depth === d);
-      for (let s = 0; s < level.length; s += maxStepTokens) {
-        const part = level.slice(s, s + maxStepTokens);
+      for (let s = 0; s < level.length; s += rowsPerStep) {
+        const part = level.slice(s, s + rowsPerStep);
         const items = part.map(({ g, node }) => {
           const path: Node[] = [];
           for (let n: Node | null = node; n; n = n.parent) path.unshift(n);
