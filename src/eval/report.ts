@@ -62,7 +62,9 @@ function groups(run: EvalRun): { section: Section<never>; rows: string[][] }[] {
     let g = out.find((x) => x.section === section);
     if (!g) out.push((g = { section, rows: [] }));
     g.rows.push([t.task, ...section.line(t.metrics as never)]);
-    for (const [c, m] of Object.entries(t.byCategory)) g.rows.push([`  ${c}`, ...section.line(m as never)]);
+    const cats = Object.entries(t.byCategory);
+    if (cats.length === 1 && cats[0]![0] === t.task) continue; // one category named as the task: the task row says it all
+    for (const [c, m] of cats) g.rows.push([`  ${c}`, ...section.line(m as never)]);
   }
   return out;
 }
