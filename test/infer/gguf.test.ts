@@ -17,6 +17,7 @@ import { packageRoot } from '../../src/package.js';
 import { PatentGPTError } from '../../src/errors.js';
 import { Tensor, noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer, SentencePieceTokenizer } from '../../src/tokenizer/index.js';
+import { missingPeer } from '../../scripts/bench/_peers.js';
 
 interface Gguf {
   kv: Map<string, unknown>;
@@ -177,7 +178,7 @@ describe('GGUF export', () => {
       }
     }
     if (!nlc) {
-      console.warn(`skipped: ${why}`);
+      console.warn(`skipped: ${missingPeer(why)}`); // throws where peers are required (CI)
       ctx.skip();
       return;
     }
