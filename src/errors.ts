@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'E_CHECKPOINT' // a checkpoint that is missing, incomplete, corrupt or does not fit
   | 'E_DATA' // token shards or a manifest that are corrupt or do not fit the vocabulary
   | 'E_FORMAT' // a file that is not what it should be (a corrupt tokenizer.model, safetensors, ...)
+  | 'E_NONFINITE' // weights or scores that are NaN or infinite (a diverged run, a corrupt folder)
   | 'E_UNSUPPORTED' // a valid input this version cannot handle yet
   | 'E_IO' // a file system operation that failed
   | 'E_KV_CACHE_FULL' // a request that cannot fit in the whole KV cache budget

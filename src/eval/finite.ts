@@ -6,13 +6,13 @@ import type { LlamaForCausalLM } from '../models/llama.js';
 import { noGrad, scope, type Tensor } from '../tensor/index.js';
 import type { LoglikResult } from './loglik.js';
 
-/** Throws E_CHECKPOINT naming the first parameter that holds NaN or infinite values. */
+/** Throws E_NONFINITE naming the first parameter that holds NaN or infinite values. */
 export function checkFiniteWeights(model: LlamaForCausalLM): void {
   for (const [name, t] of model.namedParameters()) {
     if (t.dtype !== 'f32' && t.dtype !== 'bf16' && t.dtype !== 'f16') continue; // integer buffers cannot hold NaN
     const bad = countNonFinite(t);
     if (bad.count > 0)
-      throw new PatentGPTError('E_CHECKPOINT',
+      throw new PatentGPTError('E_NONFINITE',
         `the model's weight "${name}" holds ${bad.count} non-finite value${bad.count === 1 ? '' : 's'} (first ${bad.value} at index ${bad.index}): ` +
         'the model has diverged or its folder is corrupt, so no score would mean anything; evaluate an earlier checkpoint');
   }
@@ -37,11 +37,11 @@ function countNonFinite(t: Tensor): { count: number; index: number; value: numbe
   return { count, index, value };
 }
 
-/** Throws E_CHECKPOINT when a log-likelihood is NaN or infinite (finite weights whose activations overflow). */
+/** Throws E_NONFINITE when a log-likelihood is NaN or infinite (finite weights whose activations overflow). */
 export function checkFiniteLoglik(out: readonly LoglikResult[]): void {
   const bad = out.findIndex((r) => !Number.isFinite(r.logprob));
   if (bad >= 0)
-    throw new PatentGPTError('E_CHECKPOINT',
+    throw new PatentGPTError('E_NONFINITE',
       `the log-likelihood of request ${bad} is ${out[bad]!.logprob} (${out.filter((r) => !Number.isFinite(r.logprob)).length} of ${out.length} are not finite): ` +
       'the model\'s activations overflow, so its scores would be meaningless; check the checkpoint (weights too large, a diverged run)');
 }

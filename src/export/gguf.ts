@@ -158,7 +158,7 @@ function checkFinite(w: Float32Array, name: string, ggufName: string): void {
       bad++;
     }
   if (bad > 0)
-    throw new PatentGPTError('E_ARGUMENT',
+    throw new PatentGPTError('E_NONFINITE',
       `exportGguf: tensor "${name}" (GGUF ${ggufName}) holds ${bad} non-finite value${bad === 1 ? '' : 's'} ` +
       `(first ${w[first]} at index ${first}); the model has diverged or the folder is corrupt: export an earlier checkpoint`);
 }

@@ -36,7 +36,7 @@ describe('non-finite models are refused', () => {
     edit(model, 'model.layers.0.mlp.down_proj.weight', (w) => (w[17] = NaN));
     const err = thrown(() => evaluateMc(new Scorer(model, tok), task));
     expect(err).toBeInstanceOf(PatentGPTError);
-    expect(err.code).toBe('E_CHECKPOINT');
+    expect(err.code).toBe('E_NONFINITE');
     expect(err.message).toMatch(/model\.layers\.0\.mlp\.down_proj\.weight.*1 non-finite value.*NaN at index 17/);
     model.dispose();
   });
@@ -53,7 +53,7 @@ describe('non-finite models are refused', () => {
     edit(model, 'model.norm.weight', (w) => w.fill(3e38));
     for (const sharedContexts of [true, false]) {
       const err = thrown(() => evaluateMc(new Scorer(model, tok, { sharedContexts }), task));
-      expect(err.code).toBe('E_CHECKPOINT');
+      expect(err.code).toBe('E_NONFINITE');
       expect(err.message).toMatch(/log-likelihood of request \d+ is (NaN|-?Infinity)/);
     }
     model.dispose();

@@ -228,6 +228,7 @@ describe('GGUF export refusals and the folder tokenizer', () => {
     for (const dtype of ['f32', 'f16'] as const) {
       const err = await exportGguf(m, tok, path, { dtype }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(PatentGPTError);
+      expect((err as PatentGPTError).code).toBe('E_NONFINITE');
       expect((err as Error).message).toMatch(/tensor "model\.layers\.0\.self_attn\.v_proj\.weight" \(GGUF blk\.0\.attn_v\.weight\) holds 2 non-finite values \(first NaN at index 7\)/);
       expect(existsSync(path)).toBe(false);
       expect(readdirSync(dir).filter((f) => f.startsWith('.bad.gguf'))).toEqual([]); // temp file removed
