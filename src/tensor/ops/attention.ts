@@ -70,8 +70,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const { cu, owned } = seqlensTensor(opts.cuSeqlens, T);
   const nseq = cu.size - 1;
 
-  const out = Tensor.empty([T, H, D]);
-  const lse = Tensor.empty([H, T]);
+  const out = Tensor.empty([T, H, D], { device: q.device });
+  const lse = Tensor.empty([H, T], { device: q.device });
   try {
     addon().attentionForward(out.storage, out.offset, lse.storage, lse.offset, q.storage, q.offset, k.storage, k.offset,
       v.storage, v.offset, cu.storage, cu.offset, nseq, T, H, Hkv, D, scale, causal);
@@ -82,10 +82,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     throw err;
   }
   const result = record(OP, out, [q, k, v], [q, k, v, out, lse, cu], (g) => {
-    const dq = Tensor.empty([T, H, D]);
-    const dk = Tensor.empty([T, Hkv, D]);
-    const dv = Tensor.empty([T, Hkv, D]);
-    const delta = Tensor.empty([H, T]); // scratch: rowsum(dO * O)
+    const dq = Tensor.empty([T, H, D], { device: q.device });
+    const dk = Tensor.empty([T, Hkv, D], { device: q.device });
+    const dv = Tensor.empty([T, Hkv, D], { device: q.device });
+    const delta = Tensor.empty([H, T], { device: q.device }); // scratch: rowsum(dO * O)
     addon().attentionBackward(dq.storage, dq.offset, dk.storage, dk.offset, dv.storage, dv.offset,
       delta.storage, delta.offset, g.storage, g.offset, out.storage, out.offset, lse.storage, lse.offset,
       q.storage, q.offset, k.storage, k.offset, v.storage, v.offset, cu.storage, cu.offset,

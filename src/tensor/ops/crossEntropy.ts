@@ -52,13 +52,13 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   if (reduction !== 'mean' && reduction !== 'sum' && reduction !== 'none')
     throw new PatentGPTError('E_ARGUMENT', `crossEntropy: reduction must be 'mean', 'sum' or 'none', got '${String(reduction)}'`);
   const [N, V] = rows('crossEntropy', logits, targets, 'targets');
-  const loss = Tensor.empty(targets.shape); // (...) = (N)
-  const lse = Tensor.empty([N]); // (N) saved for backward
+  const loss = Tensor.empty(targets.shape, { device: logits.device }); // (...) = (N)
+  const lse = Tensor.empty([N], { device: logits.device }); // (N) saved for backward
   run([loss, lse], () =>
     addon().crossEntropyForward(loss.storage, loss.offset, lse.storage, lse.offset, logits.storage, logits.offset,
       targets.storage, targets.offset, N, V, ignoreIndex));
   const perTarget = record('crossEntropy', loss, [logits, targets], [logits, targets, lse], (g) => {
-    const dlogits = Tensor.empty(logits.shape);
+    const dlogits = Tensor.empty(logits.shape, { device: logits.device });
     addon().crossEntropyBackward(dlogits.storage, dlogits.offset, g.storage, g.offset, logits.storage, logits.offset,
       lse.storage, lse.offset, targets.storage, targets.offset, N, V, ignoreIndex);
     return [dlogits, null];
@@ -81,13 +81,13 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
  */
 export function logprobs(logits: Tensor, ids: Tensor): Tensor {
   const [N, V] = rows('logprobs', logits, ids, 'ids');
-  const out = Tensor.empty(ids.shape); // (...) = (N)
-  const lse = Tensor.empty([N]); // (N) saved for backward
+  const out = Tensor.empty(ids.shape, { device: logits.device }); // (...) = (N)
+  const lse = Tensor.empty([N], { device: logits.device }); // (N) saved for backward
   run([out, lse], () =>
     addon().logprobForward(out.storage, out.offset, lse.storage, lse.offset, logits.storage, logits.offset,
       ids.storage, ids.offset, N, V));
   const result = record('logprobs', out, [logits, ids], [logits, ids, lse], (g) => {
-    const dlogits = Tensor.empty(logits.shape);
+    const dlogits = Tensor.empty(logits.shape, { device: logits.device });
     addon().logprobBackward(dlogits.storage, dlogits.offset, g.storage, g.offset, logits.storage, logits.offset,
       lse.storage, lse.offset, ids.storage, ids.offset, N, V);
     return [dlogits, null];

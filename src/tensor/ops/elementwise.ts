@@ -76,7 +76,7 @@ function expectF32Kernel(op: string, kernels: NativeOp | readonly NativeOp[], na
 /** A gradient at the output's shape summed down to an operand's (full stays as is). */
 function reduceTo(full: Tensor, t: Tensor, p: BroadcastPattern): Tensor {
   if (p.size === full.size) return full;
-  const r = Tensor.empty(t.shape);
+  const r = Tensor.empty(t.shape, { device: t.device });
   addon().sumBroadcast(r.storage, r.offset, full.storage, full.offset, full.size, p.size, p.inner);
   return r;
 }
@@ -86,7 +86,7 @@ function binary(name: BinaryName, a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(name, a, b);
   const pa = broadcastPattern(name, a, shape);
   const pb = broadcastPattern(name, b, shape);
-  const out = Tensor.empty(shape);
+  const out = Tensor.empty(shape, { device: a.device });
   const n = out.size;
   addon().binaryForward(out.storage, out.offset, a.storage, a.offset, b.storage, b.offset, n, pa.size, pa.inner, pb.size, pb.inner, BINARY_OP[name]);
   if (name === 'add' || name === 'sub') {
@@ -97,8 +97,8 @@ function binary(name: BinaryName, a: Tensor, b: Tensor): Tensor {
     ]);
   }
   return record(name, out, [a, b], [a, b], (g) => {
-    const da = a.requiresGrad ? Tensor.empty(shape) : null;
-    const db = b.requiresGrad ? Tensor.empty(shape) : null;
+    const da = a.requiresGrad ? Tensor.empty(shape, { device: a.device }) : null;
+    const db = b.requiresGrad ? Tensor.empty(shape, { device: a.device }) : null;
     addon().binaryBackward(da?.storage ?? null, da?.offset ?? 0, db?.storage ?? null, db?.offset ?? 0, g.storage, g.offset,
       a.storage, a.offset, b.storage, b.offset, n, pa.size, pa.inner, pb.size, pb.inner, BINARY_OP[name]);
     return [da && reduceTo(da, a, pa), db && reduceTo(db, b, pb)];
@@ -109,7 +109,7 @@ function binary(name: BinaryName, a: Tensor, b: Tensor): Tensor {
 export function add(a: Tensor, b: Tensor): Tensor {
   if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) return binary('add', a, b);
   expectF32Kernel('add', ['addForward', 'binaryBackward'], ['a', 'b'], a, b);
-  const out = Tensor.empty(a.shape);
+  const out = Tensor.empty(a.shape, { device: a.device });
   addon().addForward(out.storage, out.offset, a.storage, a.offset, b.storage, b.offset, a.size);
   return record('add', out, [a, b], [], (g) => [g, g]);
 }
@@ -149,14 +149,14 @@ export function scale(x: Tensor, alpha: number): Tensor {
 
 function unary(name: UnaryName, x: Tensor, lo = 0, hi = 0): Tensor {
   expectF32Kernel(name, ['unaryForward', 'unaryBackward'], ['x'], x);
-  const out = Tensor.empty(x.shape);
+  const out = Tensor.empty(x.shape, { device: x.device });
   const code = UNARY_OP[name];
   addon().unaryForward(out.storage, out.offset, x.storage, x.offset, x.size, code, lo, hi);
   // Backward reads the output (exp, sigmoid), the input (log, logsigmoid, clamp) or nothing (neg).
   const readsOut = name === 'exp' || name === 'sigmoid';
   const readsX = !readsOut && name !== 'neg';
   return record(name, out, [x], readsOut ? [out] : readsX ? [x] : [], (g) => {
-    const dx = Tensor.empty(x.shape);
+    const dx = Tensor.empty(x.shape, { device: x.device });
     addon().unaryBackward(dx.storage, dx.offset, g.storage, g.offset, readsX ? x.storage : null, x.offset,
       readsOut ? out.storage : null, out.offset, x.size, code, lo, hi);
     return [dx];
@@ -208,12 +208,12 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
     throw new PatentGPTError('E_SHAPE', `where: cond ${cond.describe()} must have the output's shape [${shape.join(', ')}] (a ${a.describe()}, b ${b.describe()})`);
   const pa = broadcastPattern('where', a, shape);
   const pb = broadcastPattern('where', b, shape);
-  const out = Tensor.empty(shape);
+  const out = Tensor.empty(shape, { device: a.device });
   const n = out.size;
   addon().whereForward(out.storage, out.offset, cond.storage, cond.offset, a.storage, a.offset, b.storage, b.offset, n, pa.size, pa.inner, pb.size, pb.inner);
   return record('where', out, [a, b], [cond], (g) => {
-    const da = a.requiresGrad ? Tensor.empty(shape) : null;
-    const db = b.requiresGrad ? Tensor.empty(shape) : null;
+    const da = a.requiresGrad ? Tensor.empty(shape, { device: a.device }) : null;
+    const db = b.requiresGrad ? Tensor.empty(shape, { device: a.device }) : null;
     addon().whereBackward(da?.storage ?? null, da?.offset ?? 0, db?.storage ?? null, db?.offset ?? 0, g.storage, g.offset, cond.storage, cond.offset, n);
     return [da && reduceTo(da, a, pa), db && reduceTo(db, b, pb)];
   });
@@ -223,10 +223,10 @@ function sumOver(op: string, x: Tensor, dim: number, keepdim: boolean, mean: boo
   expectF32Kernel(op, ['sumDimForward', 'sumDimBackward'], ['x'], x);
   const { d, outer, D, inner } = splitAt(op, x, dim);
   const s = mean ? 1 / D : 1; // the mean of an empty dimension is NaN, as in torch
-  const out = Tensor.empty(reducedShape(x, d, keepdim));
+  const out = Tensor.empty(reducedShape(x, d, keepdim), { device: x.device });
   addon().sumDimForward(out.storage, out.offset, x.storage, x.offset, outer, D, inner, s);
   return record(op, out, [x], [], (g) => {
-    const dx = Tensor.empty(x.shape);
+    const dx = Tensor.empty(x.shape, { device: x.device });
     addon().sumDimBackward(dx.storage, dx.offset, g.storage, g.offset, outer, D, inner, s);
     return [dx];
   });
@@ -239,8 +239,8 @@ function sumOver(op: string, x: Tensor, dim: number, keepdim: boolean, mean: boo
 export function sum(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
   if (dim !== undefined) return sumOver('sum', x, dim, opts.keepdim ?? false, false);
   expectF32Kernel('sum', 'sum', ['x'], x);
-  const out = Tensor.full([], addon().sum(x.storage, x.offset, x.size));
-  return record('sum', out, [x], [], (g) => [Tensor.full(x.shape, g.item())]);
+  const out = Tensor.full([], addon().sum(x.storage, x.offset, x.size), { device: x.device });
+  return record('sum', out, [x], [], (g) => [Tensor.full(x.shape, g.item(), { device: x.device })]);
 }
 
 /** Mean of all elements as a one-element tensor, or over dimension `dim` (as sum()). */

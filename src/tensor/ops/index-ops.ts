@@ -27,10 +27,10 @@ export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
   const { d, outer, D, inner } = splitAt('gather', x, dim);
   expectIndex('gather', x, d, index);
   const K = index.shape[d]!;
-  const out = Tensor.empty(index.shape);
+  const out = Tensor.empty(index.shape, { device: x.device });
   addon().gatherForward(out.storage, out.offset, x.storage, x.offset, index.storage, index.offset, outer, D, K, inner);
   return record('gather', out, [x], [index], (g) => {
-    const dx = Tensor.zeros(x.shape);
+    const dx = Tensor.zeros(x.shape, { device: x.device });
     addon().scatterAdd(dx.storage, dx.offset, g.storage, g.offset, index.storage, index.offset, outer, D, K, inner);
     return [dx];
   });
@@ -54,7 +54,7 @@ export function scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor): 
   return record('scatterAdd', out, [x, src], [index], (g) => {
     let dsrc: Tensor | null = null;
     if (src.requiresGrad) {
-      dsrc = Tensor.empty(index.shape);
+      dsrc = Tensor.empty(index.shape, { device: x.device });
       addon().gatherForward(dsrc.storage, dsrc.offset, g.storage, g.offset, index.storage, index.offset, outer, D, K, inner);
     }
     return [g, dsrc];

@@ -49,13 +49,13 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
   const wantGrad = isGradEnabled() && (h.requiresGrad || weight.requiresGrad);
 
   const a = addon();
-  const logits = Tensor.empty([chunk, V]);
-  const rowLoss = Tensor.empty([chunk]);
-  const lse = Tensor.empty([chunk]);
-  const dloss = wantGrad ? Tensor.full([chunk], norm) : null;
-  const dh = wantGrad && h.requiresGrad ? Tensor.empty([N, C]) : null;
+  const logits = Tensor.empty([chunk, V], { device: h.device });
+  const rowLoss = Tensor.empty([chunk], { device: h.device });
+  const lse = Tensor.empty([chunk], { device: h.device });
+  const dloss = wantGrad ? Tensor.full([chunk], norm, { device: h.device }) : null;
+  const dh = wantGrad && h.requiresGrad ? Tensor.empty([N, C], { device: h.device }) : null;
   // dW is written by the first chunk's product (beta 0) and accumulated by the others.
-  const dw = wantGrad && weight.requiresGrad ? Tensor.empty([V, C], {}, N === 0) : null;
+  const dw = wantGrad && weight.requiresGrad ? Tensor.empty([V, C], { device: h.device }, N === 0) : null;
   let total = 0;
   try {
     for (let r0 = 0; r0 < N; r0 += chunk) {
@@ -79,7 +79,7 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
     lse.dispose();
     dloss?.dispose();
   }
-  const out = Tensor.full([], total * norm);
+  const out = Tensor.full([], total * norm, { device: h.device });
   if (!wantGrad) return out;
   return record(op, out, [h, weight, targets], [dh, dw].filter((t): t is Tensor => t !== null), (g) => {
     // Backward runs once per recording, so the saved gradients are scaled in place and handed

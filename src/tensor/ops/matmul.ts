@@ -60,19 +60,19 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const batch = batchDims.reduce((x, y) => x * y, 1);
   const sa = M * K, sb = broadcastB ? 0 : K * N, sc = M * N;
 
-  const out = Tensor.empty([...batchDims, M, N]);
+  const out = Tensor.empty([...batchDims, M, N], { device: a.device });
   gemm(transA, transB, M, N, K, a, ac, sa, b, bc, sb, out, sc, batch);
 
   return record('matmul', out, [a, b], [a, b], (g) => {
     let da: Tensor | null = null;
     let db: Tensor | null = null;
     if (a.requiresGrad) {
-      da = Tensor.empty(a.shape);
+      da = Tensor.empty(a.shape, { device: a.device });
       if (!transA) gemm(false, !transB, M, K, N, g, N, sc, b, bc, sb, da, sa, batch); // dA = G op(B)^T
       else gemm(transB, true, K, M, N, b, bc, sb, g, N, sc, da, sa, batch); // dA = op(B) G^T
     }
     if (b.requiresGrad) {
-      db = Tensor.empty(b.shape);
+      db = Tensor.empty(b.shape, { device: a.device });
       if (broadcastB && !transA) {
         // a's rows are contiguous across the batch: one product over batch * M rows sums it.
         if (!transB) gemm(true, false, K, N, batch * M, a, ac, 0, g, N, 0, db, 0, 1);
@@ -104,7 +104,7 @@ export function linear(x: Tensor, weight: Tensor): Tensor {
   if (xin !== inF)
     throw new PatentGPTError('E_SHAPE', `linear: x ${x.describe()} has ${xin} features but weight ${weight.describe()} (out, in) takes ${inF}`);
   const rows = inF === 0 ? x.shape.slice(0, -1).reduce((p, d) => p * d, 1) : x.size / inF;
-  const y = Tensor.empty([...x.shape.slice(0, -1), outF]);
+  const y = Tensor.empty([...x.shape.slice(0, -1), outF], { device: x.device });
   // A few rows (decoding) stream the weights once through the GEMV instead of packing them.
   if (x.dtype === 'f32' && rows > 0 && rows <= GEMV_MAX_ROWS) addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, rows, outF, inF, false);
   else gemm(false, true, rows, outF, inF, x, inF, 0, weight, inF, 0, y, 0, 1);
@@ -113,11 +113,11 @@ export function linear(x: Tensor, weight: Tensor): Tensor {
     let dx: Tensor | null = null;
     let dw: Tensor | null = null;
     if (x.requiresGrad) {
-      dx = Tensor.empty(x.shape);
+      dx = Tensor.empty(x.shape, { device: x.device });
       gemm(false, false, rows, inF, outF, g, outF, 0, weight, inF, 0, dx, 0, 1); // dx = dy @ W
     }
     if (weight.requiresGrad) {
-      dw = Tensor.empty(weight.shape);
+      dw = Tensor.empty(weight.shape, { device: x.device });
       gemm(true, false, outF, inF, rows, g, outF, 0, x, inF, 0, dw, 0, 1); // dW = dy^T @ x
     }
     return [dx, dw];

@@ -102,8 +102,8 @@ export function pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, inp: P
   if (out.shape.join() !== [Tq, H, D].join()) fail(op, `out ${out.describe()} must be (${Tq}, ${H}, ${D})`);
   // Partition scratch only when a row may span several partitions (the native side ignores it otherwise).
   const split = maxPartitions > 1;
-  const partOut = split ? Tensor.empty([Tq, H, maxPartitions, D]) : out;
-  const partStats = split ? Tensor.empty([Tq, H, maxPartitions, 2]) : out;
+  const partOut = split ? Tensor.empty([Tq, H, maxPartitions, D], { device: q.device }) : out;
+  const partStats = split ? Tensor.empty([Tq, H, maxPartitions, 2], { device: q.device }) : out;
   try {
     if (nseq < 0 || cl.t.size !== nseq) fail(op, `cuQ has ${cu.t.size} entries and contextLens ${cl.t.size}; expected nseq + 1 and nseq`);
     if (bt.t.size !== nseq * inp.maxBlocks) fail(op, `blockTables has ${bt.t.size} entries, expected nseq * maxBlocks = ${nseq * inp.maxBlocks}`);

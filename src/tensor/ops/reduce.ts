@@ -45,11 +45,11 @@ export function max(x: Tensor, dim: number, opts: ReduceOptions = {}): { values:
   const { d, outer, D, inner } = splitAt('max', x, dim);
   if (D === 0 && outer * inner > 0) throw new PatentGPTError('E_SHAPE', `max: dimension ${dim} of ${x.describe()} is empty`);
   const shape = reducedShape(x, d, opts.keepdim ?? false);
-  const values = Tensor.empty(shape);
-  const indices = Tensor.empty(shape, { dtype: 'i32' });
+  const values = Tensor.empty(shape, { device: x.device });
+  const indices = Tensor.empty(shape, { dtype: 'i32', device: x.device });
   addon().maxDimForward(values.storage, values.offset, indices.storage, indices.offset, x.storage, x.offset, outer, D, inner);
   record('max', values, [x], [indices], (g) => {
-    const dx = Tensor.zeros(x.shape);
+    const dx = Tensor.zeros(x.shape, { device: x.device });
     addon().scatterAdd(dx.storage, dx.offset, g.storage, g.offset, indices.storage, indices.offset, outer, D, 1, inner);
     return [dx];
   });
@@ -61,11 +61,11 @@ function rowsOp(op: 'softmax' | 'logSoftmax', x: Tensor): Tensor {
   if (x.shape.length === 0) throw new PatentGPTError('E_SHAPE', `${op}: x ${x.describe()} has no last dimension to normalise over`);
   const C = x.shape[x.shape.length - 1]!;
   const N = C === 0 ? 0 : x.size / C;
-  const out = Tensor.empty(x.shape);
+  const out = Tensor.empty(x.shape, { device: x.device });
   const fwd = op === 'softmax' ? addon().softmaxForward : addon().logSoftmaxForward;
   fwd(out.storage, out.offset, x.storage, x.offset, N, C);
   return record(op, out, [x], [out], (g) => {
-    const dx = Tensor.empty(x.shape);
+    const dx = Tensor.empty(x.shape, { device: x.device });
     const bwd = op === 'softmax' ? addon().softmaxBackward : addon().logSoftmaxBackward;
     bwd(dx.storage, dx.offset, g.storage, g.offset, out.storage, out.offset, N, C);
     return [dx];

@@ -17,12 +17,12 @@ export function rmsnorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
   if (C === 0) throw new PatentGPTError('E_SHAPE', `rmsnorm: cannot normalise rows of size 0 (x ${x.describe()})`);
   if (!Number.isFinite(eps) || eps < 0) throw new PatentGPTError('E_ARGUMENT', `rmsnorm: eps must be a finite number >= 0, got ${eps}`);
   const N = x.size / C;
-  const out = Tensor.empty(x.shape);
-  const rstd = Tensor.empty([N]); // (N) saved for backward
+  const out = Tensor.empty(x.shape, { device: x.device });
+  const rstd = Tensor.empty([N], { device: x.device }); // (N) saved for backward
   addon().rmsnormForward(out.storage, out.offset, rstd.storage, rstd.offset, x.storage, x.offset, weight.storage, weight.offset, N, C, eps);
   const result = record('rmsnorm', out, [x, weight], [x, weight, rstd], (g) => {
-    const dx = Tensor.empty(x.shape);
-    const dw = Tensor.zeros([C]);
+    const dx = Tensor.empty(x.shape, { device: x.device });
+    const dw = Tensor.zeros([C], { device: x.device });
     addon().rmsnormBackward(dx.storage, dx.offset, dw.storage, dw.offset, g.storage, g.offset, x.storage, x.offset,
       weight.storage, weight.offset, rstd.storage, rstd.offset, N, C);
     return [dx, dw];

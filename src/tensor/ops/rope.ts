@@ -30,10 +30,10 @@ export function rope(x: Tensor, positions: Tensor, opts: RopeOptions = {}): Tens
   if (D % 2 !== 0) throw new PatentGPTError('E_SHAPE', `rope: head size must be even, x is ${x.describe()}`);
   expectPositiveFinite('rope', 'theta', theta);
   expectPositiveFinite('rope', 'posScale', posScale);
-  const out = Tensor.empty(x.shape);
+  const out = Tensor.empty(x.shape, { device: x.device });
   addon().ropeForward(out.storage, out.offset, x.storage, x.offset, positions.storage, positions.offset, T, H, D, theta, posScale);
   return record('rope', out, [x, positions], [positions], (g) => {
-    const dx = Tensor.empty(x.shape);
+    const dx = Tensor.empty(x.shape, { device: x.device });
     addon().ropeBackward(dx.storage, dx.offset, g.storage, g.offset, positions.storage, positions.offset, T, H, D, theta, posScale);
     return [dx, null];
   });

@@ -10,11 +10,11 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   expectDType('swiglu', 'up', up, 'f32');
   expectSameShape('swiglu', gate, up, ['gate', 'up']);
   expectKernel('swiglu', ['swigluForward', 'swigluBackward'], gate, up);
-  const out = Tensor.empty(gate.shape);
+  const out = Tensor.empty(gate.shape, { device: gate.device });
   addon().swigluForward(out.storage, out.offset, gate.storage, gate.offset, up.storage, up.offset, gate.size);
   return record('swiglu', out, [gate, up], [gate, up], (g) => {
-    const dgate = Tensor.empty(gate.shape);
-    const dup = Tensor.empty(up.shape);
+    const dgate = Tensor.empty(gate.shape, { device: gate.device });
+    const dup = Tensor.empty(up.shape, { device: gate.device });
     addon().swigluBackward(dgate.storage, dgate.offset, dup.storage, dup.offset, g.storage, g.offset,
       gate.storage, gate.offset, up.storage, up.offset, gate.size);
     return [dgate, dup];
