@@ -27,6 +27,7 @@ void RegisterBpeTrain(Napi::Env env, Napi::Object exports);
 void RegisterBpeEncode(Napi::Env env, Napi::Object exports);
 void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
 void RegisterGemv(Napi::Env env, Napi::Object exports);
+void RegisterMoe(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -59,6 +60,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterBpeEncode(env, exports);
   RegisterPagedAttention(env, exports);
   RegisterGemv(env, exports);
+  RegisterMoe(env, exports);
   return exports;
 }
 

@@ -178,6 +178,24 @@ export interface Addon {
   decodeLayer(q: NativeStorage /* f32 */, qOffset: number, k: NativeStorage /* f32 */, kOffset: number, v: NativeStorage /* f32 */, vOffset: number, h: NativeStorage /* f32 */, hOffset: number, kCache: NativeStorage /* f32 */, kCacheOffset: number, vCache: NativeStorage /* f32 */, vCacheOffset: number, x: NativeStorage /* f32 */, xOffset: number, normW: NativeStorage /* f32 */, normWOffset: number, wq: NativeStorage /* f32 */, wqOffset: number, wk: NativeStorage /* f32 */, wkOffset: number, wv: NativeStorage /* f32 */, wvOffset: number, pos: NativeStorage /* i32 */, posOffset: number, slotMapping: NativeStorage /* i32 */, slotMappingOffset: number, M: number /* size */, C: number /* size */, H: number /* size */, Hkv: number /* size */, D: number /* size */, numBlocks: number /* size */, blockSize: number /* size */, eps: number, theta: number, posScale: number, o: NativeStorage /* f32 */, oOffset: number, partOut: NativeStorage /* f32 */, partOutOffset: number, partStats: NativeStorage /* f32 */, partStatsOffset: number, blockTables: NativeStorage /* i32 */, blockTablesOffset: number, cuQ: NativeStorage /* i32 */, cuQOffset: number, contextLens: NativeStorage /* i32 */, contextLensOffset: number, nseq: number /* size */, maxBlocks: number /* size */, partitionSize: number /* size */, maxPartitions: number /* size */, scale: number, wo: NativeStorage /* f32 */, woOffset: number, g: NativeStorage /* f32 */, gOffset: number, u: NativeStorage /* f32 */, uOffset: number, mlpNormW: NativeStorage /* f32 */, mlpNormWOffset: number, wg: NativeStorage /* f32 */, wgOffset: number, wu: NativeStorage /* f32 */, wuOffset: number, wd: NativeStorage /* f32 */, wdOffset: number, F: number /* size */, mlpEps: number): void;
   /** decodeLogits; kernels: cpu. */
   decodeLogits(logits: NativeStorage /* f32 */, logitsOffset: number, h: NativeStorage /* f32 */, hOffset: number, x: NativeStorage /* f32 */, xOffset: number, normW: NativeStorage /* f32 */, normWOffset: number, w: NativeStorage /* f32 */, wOffset: number, M: number /* size */, C: number /* size */, V: number /* size */, eps: number): void;
+  /** moe router; kernels: cpu. */
+  moeRouterForward(indices: NativeStorage /* i32 */, indicesOffset: number, weights: NativeStorage /* f32 */, weightsOffset: number, logits: NativeStorage /* f32 */, logitsOffset: number, N: number /* size */, E: number /* size */, k: number /* size */, normalize: boolean): void;
+  /** moe router backward; kernels: cpu. */
+  moeRouterBackward(dlogits: NativeStorage /* f32 */, dlogitsOffset: number, dweights: NativeStorage /* f32 */, dweightsOffset: number, weights: NativeStorage /* f32 */, weightsOffset: number, indices: NativeStorage /* i32 */, indicesOffset: number, logits: NativeStorage /* f32 */, logitsOffset: number, N: number /* size */, E: number /* size */, k: number /* size */, normalize: boolean): void;
+  /** moe dispatch; kernels: cpu. */
+  moeDispatch(order: NativeStorage /* i32 */, orderOffset: number, slotPos: NativeStorage /* i32 */, slotPosOffset: number, offsets: NativeStorage /* i32 */, offsetsOffset: number, indices: NativeStorage /* i32 */, indicesOffset: number, M: number /* size */, E: number /* size */): void;
+  /** moe permute; kernels: cpu. */
+  moePermuteForward(xs: NativeStorage /* f32 */, xsOffset: number, x: NativeStorage /* f32 */, xOffset: number, order: NativeStorage /* i32 */, orderOffset: number, N: number /* size */, C: number /* size */, k: number /* size */): void;
+  /** moe permute backward; kernels: cpu. */
+  moePermuteBackward(dx: NativeStorage /* f32 */, dxOffset: number, dxs: NativeStorage /* f32 */, dxsOffset: number, slotPos: NativeStorage /* i32 */, slotPosOffset: number, N: number /* size */, C: number /* size */, k: number /* size */): void;
+  /** moe grouped gemm; kernels: cpu. */
+  moeGroupedGemmForward(y: NativeStorage /* f32 */, yOffset: number, xs: NativeStorage /* f32 */, xsOffset: number, w: NativeStorage /* f32 */, wOffset: number, offsets: NativeStorage /* i32 */, offsetsOffset: number, M: number /* size */, E: number /* size */, O: number /* size */, I: number /* size */): void;
+  /** moe grouped gemm backward; kernels: cpu. */
+  moeGroupedGemmBackward(dxs: NativeStorage | null /* f32 */, dxsOffset: number, dw: NativeStorage | null /* f32 */, dwOffset: number, dy: NativeStorage /* f32 */, dyOffset: number, xs: NativeStorage /* f32 */, xsOffset: number, w: NativeStorage /* f32 */, wOffset: number, offsets: NativeStorage /* i32 */, offsetsOffset: number, M: number /* size */, E: number /* size */, O: number /* size */, I: number /* size */): void;
+  /** moe combine; kernels: cpu. */
+  moeCombineForward(out: NativeStorage /* f32 */, outOffset: number, y: NativeStorage /* f32 */, yOffset: number, weights: NativeStorage /* f32 */, weightsOffset: number, slotPos: NativeStorage /* i32 */, slotPosOffset: number, N: number /* size */, C: number /* size */, k: number /* size */): void;
+  /** moe combine backward; kernels: cpu. */
+  moeCombineBackward(dy: NativeStorage /* f32 */, dyOffset: number, dweights: NativeStorage /* f32 */, dweightsOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, y: NativeStorage /* f32 */, yOffset: number, weights: NativeStorage /* f32 */, weightsOffset: number, slotPos: NativeStorage /* i32 */, slotPosOffset: number, N: number /* size */, C: number /* size */, k: number /* size */): void;
 }
 
 /** Each function's arguments by name (a tensor as a TensorArg): see packArgs in loader.ts. */
@@ -235,6 +253,15 @@ export interface AddonArgs {
   decodeSwigluMlp: { x: TensorArg; h: TensorArg; g: TensorArg; u: TensorArg; normW: TensorArg; wg: TensorArg; wu: TensorArg; wd: TensorArg; M: number; C: number; F: number; eps: number };
   decodeLayer: { q: TensorArg; k: TensorArg; v: TensorArg; h: TensorArg; kCache: TensorArg; vCache: TensorArg; x: TensorArg; normW: TensorArg; wq: TensorArg; wk: TensorArg; wv: TensorArg; pos: TensorArg; slotMapping: TensorArg; M: number; C: number; H: number; Hkv: number; D: number; numBlocks: number; blockSize: number; eps: number; theta: number; posScale: number; o: TensorArg; partOut: TensorArg; partStats: TensorArg; blockTables: TensorArg; cuQ: TensorArg; contextLens: TensorArg; nseq: number; maxBlocks: number; partitionSize: number; maxPartitions: number; scale: number; wo: TensorArg; g: TensorArg; u: TensorArg; mlpNormW: TensorArg; wg: TensorArg; wu: TensorArg; wd: TensorArg; F: number; mlpEps: number };
   decodeLogits: { logits: TensorArg; h: TensorArg; x: TensorArg; normW: TensorArg; w: TensorArg; M: number; C: number; V: number; eps: number };
+  moeRouterForward: { indices: TensorArg; weights: TensorArg; logits: TensorArg; N: number; E: number; k: number; normalize: boolean };
+  moeRouterBackward: { dlogits: TensorArg; dweights: TensorArg; weights: TensorArg; indices: TensorArg; logits: TensorArg; N: number; E: number; k: number; normalize: boolean };
+  moeDispatch: { order: TensorArg; slotPos: TensorArg; offsets: TensorArg; indices: TensorArg; M: number; E: number };
+  moePermuteForward: { xs: TensorArg; x: TensorArg; order: TensorArg; N: number; C: number; k: number };
+  moePermuteBackward: { dx: TensorArg; dxs: TensorArg; slotPos: TensorArg; N: number; C: number; k: number };
+  moeGroupedGemmForward: { y: TensorArg; xs: TensorArg; w: TensorArg; offsets: TensorArg; M: number; E: number; O: number; I: number };
+  moeGroupedGemmBackward: { dxs: TensorArg | null; dw: TensorArg | null; dy: TensorArg; xs: TensorArg; w: TensorArg; offsets: TensorArg; M: number; E: number; O: number; I: number };
+  moeCombineForward: { out: TensorArg; y: TensorArg; weights: TensorArg; slotPos: TensorArg; N: number; C: number; k: number };
+  moeCombineBackward: { dy: TensorArg; dweights: TensorArg; dout: TensorArg; y: TensorArg; weights: TensorArg; slotPos: TensorArg; N: number; C: number; k: number };
 }
 
 /** Where each named argument sits in the positional call: [index, is a tensor (storage, offset)]. */
@@ -292,4 +319,13 @@ export const argLayout = {
   decodeSwigluMlp: { x: [0, true], h: [2, true], g: [4, true], u: [6, true], normW: [8, true], wg: [10, true], wu: [12, true], wd: [14, true], M: [16, false], C: [17, false], F: [18, false], eps: [19, false] },
   decodeLayer: { q: [0, true], k: [2, true], v: [4, true], h: [6, true], kCache: [8, true], vCache: [10, true], x: [12, true], normW: [14, true], wq: [16, true], wk: [18, true], wv: [20, true], pos: [22, true], slotMapping: [24, true], M: [26, false], C: [27, false], H: [28, false], Hkv: [29, false], D: [30, false], numBlocks: [31, false], blockSize: [32, false], eps: [33, false], theta: [34, false], posScale: [35, false], o: [36, true], partOut: [38, true], partStats: [40, true], blockTables: [42, true], cuQ: [44, true], contextLens: [46, true], nseq: [48, false], maxBlocks: [49, false], partitionSize: [50, false], maxPartitions: [51, false], scale: [52, false], wo: [53, true], g: [55, true], u: [57, true], mlpNormW: [59, true], wg: [61, true], wu: [63, true], wd: [65, true], F: [67, false], mlpEps: [68, false] },
   decodeLogits: { logits: [0, true], h: [2, true], x: [4, true], normW: [6, true], w: [8, true], M: [10, false], C: [11, false], V: [12, false], eps: [13, false] },
+  moeRouterForward: { indices: [0, true], weights: [2, true], logits: [4, true], N: [6, false], E: [7, false], k: [8, false], normalize: [9, false] },
+  moeRouterBackward: { dlogits: [0, true], dweights: [2, true], weights: [4, true], indices: [6, true], logits: [8, true], N: [10, false], E: [11, false], k: [12, false], normalize: [13, false] },
+  moeDispatch: { order: [0, true], slotPos: [2, true], offsets: [4, true], indices: [6, true], M: [8, false], E: [9, false] },
+  moePermuteForward: { xs: [0, true], x: [2, true], order: [4, true], N: [6, false], C: [7, false], k: [8, false] },
+  moePermuteBackward: { dx: [0, true], dxs: [2, true], slotPos: [4, true], N: [6, false], C: [7, false], k: [8, false] },
+  moeGroupedGemmForward: { y: [0, true], xs: [2, true], w: [4, true], offsets: [6, true], M: [8, false], E: [9, false], O: [10, false], I: [11, false] },
+  moeGroupedGemmBackward: { dxs: [0, true], dw: [2, true], dy: [4, true], xs: [6, true], w: [8, true], offsets: [10, true], M: [12, false], E: [13, false], O: [14, false], I: [15, false] },
+  moeCombineForward: { out: [0, true], y: [2, true], weights: [4, true], slotPos: [6, true], N: [8, false], C: [9, false], k: [10, false] },
+  moeCombineBackward: { dy: [0, true], dweights: [2, true], dout: [4, true], y: [6, true], weights: [8, true], slotPos: [10, true], N: [12, false], C: [13, false], k: [14, false] },
 } as const satisfies { [F in keyof AddonArgs]: { [P in keyof AddonArgs[F]]: readonly [number, boolean] } };

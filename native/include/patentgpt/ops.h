@@ -162,4 +162,37 @@ void attention_backward(float* dq, float* dk, float* dv, float* delta, const flo
 void adamw_step(float* param, float* m, float* v, const float* grad, int64_t n, float lr,
                 float beta1, float beta2, float eps, float weight_decay, int64_t step, float grad_scale);
 
+// ---- moe.cpp: dropless sparse mixture of experts (MegaBlocks), CPU ----
+// A slot is one (token n, choice j) pair, numbered s = n * k + j; M = N * k slots. The expert
+// order lists the slots grouped by expert (stable); order[p] is the slot at position p, slot_pos
+// its inverse, offsets (E + 1) where each expert's rows begin (offsets[E] = M).
+// indices, weights (N, k): per row of logits (N, E), the k largest in descending order (ties to
+// the lower index) and their weights: softmax over the k selected logits when normalize
+// (Mixtral's renormalisation), else the softmax over all E at them. 1 <= k <= E.
+void moe_router_forward(int32_t* indices, float* weights, const float* logits, int64_t N, int64_t E, int64_t k,
+                        bool normalize);
+// dlogits (N, E) written from dweights (N, k).
+void moe_router_backward(float* dlogits, const float* dweights, const float* weights, const int32_t* indices,
+                         const float* logits, int64_t N, int64_t E, int64_t k, bool normalize);
+// order, slot_pos (M), offsets (E + 1) from indices (M) (each checked in [0, E) by the caller).
+void moe_dispatch(int32_t* order, int32_t* slot_pos, int32_t* offsets, const int32_t* indices, int64_t M,
+                  int64_t E);
+// xs (M, C) = x (N, C) at row order[p] / k: the tokens gathered into expert order.
+void moe_permute_forward(float* xs, const float* x, const int32_t* order, int64_t M, int64_t C, int64_t k);
+// dx (N, C) = sum over j of dxs[slot_pos[n * k + j]], written (the scatter-add, as a gather).
+void moe_permute_backward(float* dx, const float* dxs, const int32_t* slot_pos, int64_t N, int64_t C, int64_t k);
+// y (M, O): rows offsets[e]..offsets[e+1] of xs (M, I) times W[e]^T, w (E, O, I); one packed
+// GEMM per non-empty expert group.
+void moe_grouped_gemm_forward(float* y, const float* xs, const float* w, const int32_t* offsets, int64_t E,
+                              int64_t O, int64_t I);
+// dxs (M, I) written, dw (E, O, I) accumulated; either may be null.
+void moe_grouped_gemm_backward(float* dxs, float* dw, const float* dy, const float* xs, const float* w,
+                               const int32_t* offsets, int64_t E, int64_t O, int64_t I);
+// out (N, C) = sum over j of weights[n, j] * y[slot_pos[n * k + j]], y (M, C).
+void moe_combine_forward(float* out, const float* y, const float* weights, const int32_t* slot_pos, int64_t N,
+                         int64_t C, int64_t k);
+// dy (M, C) and dweights (N, k) written (slot_pos a permutation: every row of dy is written).
+void moe_combine_backward(float* dy, float* dweights, const float* dout, const float* y, const float* weights,
+                          const int32_t* slot_pos, int64_t N, int64_t C, int64_t k);
+
 }  // namespace pg

@@ -1,0 +1,203 @@
+// Bindings of native/cpu/moe.cpp. Every index the kernels trust is checked here: expert ids in
+// [0, E), order and slot_pos permutations of [0, M), offsets nondecreasing from 0 to M.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "patentgpt/ops.h"
+
+namespace pgnode {
+
+namespace {
+
+void CheckExperts(const Args& a, const int32_t* idx, int64_t M, int64_t E) {
+  for (int64_t s = 0; s < M; ++s)
+    if (idx[s] < 0 || idx[s] >= E)
+      a.Fail("expert " + std::to_string(idx[s]) + " at slot " + std::to_string(s) + " is outside [0, E = " +
+             std::to_string(E) + ")");
+}
+
+// A permutation of [0, M): what the dispatch plan's order and slot_pos always are.
+void CheckPermutation(const Args& a, const char* name, const int32_t* p, int64_t M) {
+  std::vector<uint8_t> seen(static_cast<size_t>(M), 0);
+  for (int64_t i = 0; i < M; ++i) {
+    if (p[i] < 0 || p[i] >= M || seen[static_cast<size_t>(p[i])])
+      a.Fail(std::string(name) + " is not a permutation of [0, M = " + std::to_string(M) + "): " +
+             std::to_string(p[i]) + " at " + std::to_string(i));
+    seen[static_cast<size_t>(p[i])] = 1;
+  }
+}
+
+void CheckOffsets(const Args& a, const int32_t* off, int64_t E, int64_t M) {
+  if (off[0] != 0 || off[E] != M) a.Fail("offsets must run from 0 to M = " + std::to_string(M));
+  for (int64_t e = 0; e < E; ++e)
+    if (off[e + 1] < off[e]) a.Fail("offsets decrease at expert " + std::to_string(e));
+}
+
+void CheckK(const Args& a, int64_t k, int64_t E) {
+  if (k < 1 || k > E) a.Fail("k = " + std::to_string(k) + " must be in [1, E = " + std::to_string(E) + "]");
+}
+
+// moeRouterForward(indices, weights, logits, N, E, k, normalize)
+Napi::Value MoeRouterForward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t N = a.Size(6, "N"), E = a.Size(7, "E"), k = a.Size(8, "k");
+  CheckK(a, k, E);
+  int32_t* indices = a.Ptr<int32_t>(0, "indices", a.Mul(N, k));
+  float* weights = a.Ptr<float>(2, "weights", a.Mul(N, k));
+  const float* logits = a.Ptr<float>(4, "logits", a.Mul(N, E));
+  pg::moe_router_forward(indices, weights, logits, N, E, k, a.Bool(9, "normalize"));
+  return info.Env().Undefined();
+}
+
+// moeRouterBackward(dlogits, dweights, weights, indices, logits, N, E, k, normalize)
+Napi::Value MoeRouterBackward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t N = a.Size(10, "N"), E = a.Size(11, "E"), k = a.Size(12, "k");
+  CheckK(a, k, E);
+  float* dlogits = a.Ptr<float>(0, "dlogits", a.Mul(N, E));
+  const float* dweights = a.Ptr<float>(2, "dweights", a.Mul(N, k));
+  const float* weights = a.Ptr<float>(4, "weights", a.Mul(N, k));
+  const int32_t* indices = a.Ptr<int32_t>(6, "indices", a.Mul(N, k));
+  const float* logits = a.Ptr<float>(8, "logits", a.Mul(N, E));
+  CheckExperts(a, indices, N * k, E);
+  pg::moe_router_backward(dlogits, dweights, weights, indices, logits, N, E, k, a.Bool(13, "normalize"));
+  return info.Env().Undefined();
+}
+
+// moeDispatch(order, slotPos, offsets, indices, M, E)
+Napi::Value MoeDispatch(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t M = a.Size(8, "M"), E = a.Size(9, "E");
+  if (M > INT32_MAX) a.Fail("M = " + std::to_string(M) + " slots exceed i32 positions");
+  int32_t* order = a.Ptr<int32_t>(0, "order", M);
+  int32_t* slot_pos = a.Ptr<int32_t>(2, "slotPos", M);
+  int32_t* offsets = a.Ptr<int32_t>(4, "offsets", E + 1);
+  const int32_t* indices = a.Ptr<int32_t>(6, "indices", M);
+  CheckExperts(a, indices, M, E);
+  if (Overlap(order, M, indices, M) || Overlap(slot_pos, M, indices, M) || Overlap(offsets, E + 1, indices, M))
+    a.Fail("outputs and indices share memory");
+  pg::moe_dispatch(order, slot_pos, offsets, indices, M, E);
+  return info.Env().Undefined();
+}
+
+// moePermuteForward(xs, x, order, N, C, k)
+Napi::Value MoePermuteForward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t N = a.Size(6, "N"), C = a.Size(7, "C"), k = a.Size(8, "k");
+  if (k < 1) a.Fail("k must be at least 1");
+  const int64_t M = a.Mul(N, k);
+  float* xs = a.Ptr<float>(0, "xs", a.Mul(M, C));
+  const float* x = a.Ptr<float>(2, "x", a.Mul(N, C));
+  const int32_t* order = a.Ptr<int32_t>(4, "order", M);
+  CheckPermutation(a, "order", order, M);
+  pg::moe_permute_forward(xs, x, order, M, C, k);
+  return info.Env().Undefined();
+}
+
+// moePermuteBackward(dx, dxs, slotPos, N, C, k)
+Napi::Value MoePermuteBackward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t N = a.Size(6, "N"), C = a.Size(7, "C"), k = a.Size(8, "k");
+  if (k < 1) a.Fail("k must be at least 1");
+  const int64_t M = a.Mul(N, k);
+  float* dx = a.Ptr<float>(0, "dx", a.Mul(N, C));
+  const float* dxs = a.Ptr<float>(2, "dxs", a.Mul(M, C));
+  const int32_t* slot_pos = a.Ptr<int32_t>(4, "slotPos", M);
+  CheckPermutation(a, "slotPos", slot_pos, M);
+  if (Overlap(dx, N * C, dxs, M * C)) a.Fail("dx and dxs share memory");
+  pg::moe_permute_backward(dx, dxs, slot_pos, N, C, k);
+  return info.Env().Undefined();
+}
+
+// moeGroupedGemmForward(y, xs, w, offsets, M, E, O, I)
+Napi::Value MoeGroupedGemmForward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t M = a.Size(8, "M"), E = a.Size(9, "E"), O = a.Size(10, "O"), I = a.Size(11, "I");
+  float* y = a.Ptr<float>(0, "y", a.Mul(M, O));
+  const float* xs = a.Ptr<float>(2, "xs", a.Mul(M, I));
+  const float* w = a.Ptr<float>(4, "w", a.Mul(E, a.Mul(O, I)));
+  const int32_t* offsets = a.Ptr<int32_t>(6, "offsets", E + 1);
+  CheckOffsets(a, offsets, E, M);
+  if (Overlap(y, M * O, xs, M * I) || Overlap(y, M * O, w, E * O * I)) a.Fail("y shares memory with xs or w");
+  pg::moe_grouped_gemm_forward(y, xs, w, offsets, E, O, I);
+  return info.Env().Undefined();
+}
+
+// moeGroupedGemmBackward(dxs | null, dw | null, dy, xs, w, offsets, M, E, O, I)
+Napi::Value MoeGroupedGemmBackward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t M = a.Size(12, "M"), E = a.Size(13, "E"), O = a.Size(14, "O"), I = a.Size(15, "I");
+  float* dxs = a.OptPtr<float>(0, "dxs", a.Mul(M, I));
+  float* dw = a.OptPtr<float>(2, "dw", a.Mul(E, a.Mul(O, I)));
+  const float* dy = a.Ptr<float>(4, "dy", a.Mul(M, O));
+  const float* xs = a.Ptr<float>(6, "xs", a.Mul(M, I));
+  const float* w = a.Ptr<float>(8, "w", a.Mul(E, a.Mul(O, I)));
+  const int32_t* offsets = a.Ptr<int32_t>(10, "offsets", E + 1);
+  CheckOffsets(a, offsets, E, M);
+  pg::moe_grouped_gemm_backward(dxs, dw, dy, xs, w, offsets, E, O, I);
+  return info.Env().Undefined();
+}
+
+// moeCombineForward(out, y, weights, slotPos, N, C, k)
+Napi::Value MoeCombineForward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t N = a.Size(8, "N"), C = a.Size(9, "C"), k = a.Size(10, "k");
+  if (k < 1) a.Fail("k must be at least 1");
+  const int64_t M = a.Mul(N, k);
+  float* out = a.Ptr<float>(0, "out", a.Mul(N, C));
+  const float* y = a.Ptr<float>(2, "y", a.Mul(M, C));
+  const float* weights = a.Ptr<float>(4, "weights", M);
+  const int32_t* slot_pos = a.Ptr<int32_t>(6, "slotPos", M);
+  CheckPermutation(a, "slotPos", slot_pos, M);
+  if (Overlap(out, N * C, y, M * C)) a.Fail("out and y share memory");
+  pg::moe_combine_forward(out, y, weights, slot_pos, N, C, k);
+  return info.Env().Undefined();
+}
+
+// moeCombineBackward(dy, dweights, dout, y, weights, slotPos, N, C, k)
+Napi::Value MoeCombineBackward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t N = a.Size(12, "N"), C = a.Size(13, "C"), k = a.Size(14, "k");
+  if (k < 1) a.Fail("k must be at least 1");
+  const int64_t M = a.Mul(N, k);
+  float* dy = a.Ptr<float>(0, "dy", a.Mul(M, C));
+  float* dweights = a.Ptr<float>(2, "dweights", M);
+  const float* dout = a.Ptr<float>(4, "dout", a.Mul(N, C));
+  const float* y = a.Ptr<float>(6, "y", a.Mul(M, C));
+  const float* weights = a.Ptr<float>(8, "weights", M);
+  const int32_t* slot_pos = a.Ptr<int32_t>(10, "slotPos", M);
+  CheckPermutation(a, "slotPos", slot_pos, M);
+  if (Overlap(dy, M * C, dout, N * C) || Overlap(dy, M * C, y, M * C)) a.Fail("dy shares memory with dout or y");
+  pg::moe_combine_backward(dy, dweights, dout, y, weights, slot_pos, N, C, k);
+  return info.Env().Undefined();
+}
+
+// Each row: the JS function, its error label, its parameters, its result, its kernel per device.
+const Decl kDecls[] = {
+    {DeclKind::Function, "moeRouterForward", "moe router",
+     "indices: i32, weights: f32, logits: f32, N: size, E: size, k: size, normalize: boolean",
+     "void", /* cpu */ MoeRouterForward, /* cuda */ nullptr},
+    {DeclKind::Function, "moeRouterBackward", "moe router backward",
+     "dlogits: f32, dweights: f32, weights: f32, indices: i32, logits: f32, N: size, E: size, k: size, normalize: boolean",
+     "void", /* cpu */ MoeRouterBackward, /* cuda */ nullptr},
+    {DeclKind::Function, "moeDispatch", "moe dispatch",
+     "order: i32, slotPos: i32, offsets: i32, indices: i32, M: size, E: size",
+     "void", /* cpu */ MoeDispatch, /* cuda */ nullptr},
+    {DeclKind::Function, "moePermuteForward", "moe permute",
+     "xs: f32, x: f32, order: i32, N: size, C: size, k: size",
+     "void", /* cpu */ MoePermuteForward, /* cuda */ nullptr},
+    {DeclKind::Function, "moePermuteBackward", "moe permute backward",
+     "dx: f32, dxs: f32, slotPos: i32, N: size, C: size, k: size",
+     "void", /* cpu */ MoePermuteBackward, /* cuda */ nullptr},
+    {DeclKind::Function, "moeGroupedGemmForward", "moe grouped gemm",
+     "y: f32, xs: f32, w: f32, offsets: i32, M: size, E: size, O: size, I: size",
+     "void", /* cpu */ MoeGroupedGemmForward, /* cuda */ nullptr},
+    {DeclKind::Function, "moeGroupedGemmBackward", "moe grouped gemm backward",
+     "dxs: f32 | null, dw: f32 | null, dy: f32, xs: f32, w: f32, offsets: i32, M: size, E: size, O: size, I: size",
+     "void", /* cpu */ MoeGroupedGemmBackward, /* cuda */ nullptr},
+    {DeclKind::Function, "moeCombineForward", "moe combine",
+     "out: f32, y: f32, weights: f32, slotPos: i32, N: size, C: size, k: size",
+     "void", /* cpu */ MoeCombineForward, /* cuda */ nullptr},
+    {DeclKind::Function, "moeCombineBackward", "moe combine backward",
+     "dy: f32, dweights: f32, dout: f32, y: f32, weights: f32, slotPos: i32, N: size, C: size, k: size",
+     "void", /* cpu */ MoeCombineBackward, /* cuda */ nullptr},
+};
+
+}  // namespace
+
+void RegisterMoe(Napi::Env env, Napi::Object exports) { Define(env, exports, kDecls); }
+
+}  // namespace pgnode
