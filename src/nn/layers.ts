@@ -19,11 +19,47 @@ export type ParamInit = (shape: readonly number[], kind: 'normal' | 'ones') => T
 /** Zeros for matrices, ones for norms: for modules whose weights will be loaded. */
 export const zeroInit: ParamInit = (shape, kind) => (kind === 'ones' ? Tensor.full(shape, 1) : Tensor.zeros(shape));
 
-/** y = x W^T, W (out, in), as torch.nn.Linear(bias=False). */
+/**
+ * A term added to a Linear's output from the same input: a LoRA adapter (src/nn/lora.ts). Its
+ * parameters appear below the layer (`q_proj.lora_A.weight`, PEFT's names), and a layer that
+ * has one is not fusable: the fused decode path reads `weight` alone.
+ */
+export interface LinearAdapter extends Module {
+  /** x (N, in) and y = x W^T (N, out) -> y plus the adapter's term (N, out). */
+  apply(x: Tensor, y: Tensor): Tensor;
+}
+
+/** y = x W^T, W (out, in), as torch.nn.Linear(bias=False); plus an adapter's term when one is attached. */
 export class Linear extends Module {
+  #adapter: LinearAdapter | null = null;
+
   constructor(inFeatures: number, outFeatures: number, init: ParamInit = zeroInit) {
     super();
     this.registerParameter('weight', init([outFeatures, inFeatures], 'normal'));
+  }
+  get adapter(): LinearAdapter | null {
+    return this.#adapter;
+  }
+  /** Attaches `adapter` (null detaches; the caller then owns the detached one's tensors). */
+  setAdapter(adapter: LinearAdapter | null): void {
+    this.#adapter = adapter;
+  }
+  /** Whether `weight` alone is this layer (what the fused decode path needs). */
+  get fusable(): boolean {
+    return this.#adapter === null;
+  }
+  // The adapter's parameters are this layer's children in checkpoints, without being a module
+  // child: detaching it (merging) must leave no trace in the tree.
+  override namedParameters(prefix = ''): [string, Tensor][] {
+    const own = super.namedParameters(prefix);
+    return this.#adapter ? [...own, ...this.#adapter.namedParameters(prefix)] : own;
+  }
+  override getParameter(path: string): Tensor | undefined {
+    return super.getParameter(path) ?? this.#adapter?.getParameter(path);
+  }
+  override setParameter(path: string, t: Tensor, opts: { allowReshape?: boolean } = {}, fullPath = path): void {
+    if (this.#adapter && super.getParameter(path) === undefined && this.#adapter.getParameter(path)) this.#adapter.setParameter(path, t, opts, fullPath);
+    else super.setParameter(path, t, opts, fullPath);
   }
   get weight(): Tensor {
     return this.param('weight');
@@ -35,7 +71,8 @@ export class Linear extends Module {
     return this.weight.shape[0]!;
   }
   forward(x: Tensor): Tensor {
-    return linear(x, this.weight);
+    const y = linear(x, this.weight);
+    return this.#adapter ? this.#adapter.apply(x, y) : y;
   }
 }
 
@@ -195,7 +232,8 @@ export class SwiGLUMLP extends Module implements FeedForward {
   forward(x: Tensor): Tensor {
     return this.down_proj.forward(swiglu(this.gate_proj.forward(x), this.up_proj.forward(x)));
   }
-  swigluWeights(): SwigluWeights {
+  swigluWeights(): SwigluWeights | null {
+    if (!this.gate_proj.fusable || !this.up_proj.fusable || !this.down_proj.fusable) return null;
     return { gate: this.gate_proj.weight, up: this.up_proj.weight, down: this.down_proj.weight };
   }
 }
@@ -242,11 +280,14 @@ export class Block extends Module {
     return add(h, this.feedForward.forward(this.post_attention_layernorm.forward(h), ctx));
   }
 
-  /** The fused decode path's weights, or null when the feed-forward is not a plain SwiGLU MLP. */
+  /**
+   * The fused decode path's weights, or null when the feed-forward is not a plain SwiGLU MLP or
+   * a projection is not its weight alone (an adapter attached).
+   */
   decodeWeights(): DecodeLayerWeights | null {
     const mlp = this.feedForward.swigluWeights?.() ?? null;
-    if (!mlp) return null;
     const a = this.self_attn, n = this.input_layernorm, post = this.post_attention_layernorm;
+    if (!mlp || ![a.q_proj, a.k_proj, a.v_proj, a.o_proj].every((l) => l.fusable)) return null;
     return {
       normWeight: n.weight, eps: n.eps, wq: a.q_proj.weight, wk: a.k_proj.weight, wv: a.v_proj.weight, wo: a.o_proj.weight,
       mlp: { normWeight: post.weight, eps: post.eps, ...mlp },

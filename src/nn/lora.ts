@@ -1,0 +1,190 @@
+// LoRA (Hu et al. 2021) as PEFT computes it: a Linear y = x W^T becomes
+//   y = x W^T + (alpha / r) * dropout(x) A^T B^T,   A (r, in), B (out, r)
+// with A Kaiming-uniform (PEFT's kaiming_uniform_(a = sqrt(5)): U(-1/sqrt(in), 1/sqrt(in))) and
+// B zeros, so a fresh adapter leaves the model's outputs exactly as they were. The adapter hangs
+// on the Linear (LinearAdapter in layers.ts): the model's forward is unchanged, its parameters
+// are named below the layer as PEFT saves them (q_proj.lora_A.weight), and a layer that has one
+// reports itself not fusable, so the engine serves base + adapter through the separate ops.
+//
+// Targets follow PEFT's rules (check_target_module_exists): a string is a regular expression that
+// must match the whole module name; a list matches a name equal to an entry or ending in
+// "." + entry; "all-linear" is every Linear but the output layer.
+import { PatentGPTError } from '../errors.js';
+import { add, isGradEnabled, linear, matmul, mul, noGrad, scale, Tensor } from '../tensor/index.js';
+import { Rng } from '../tensor/index.js';
+import { Linear, type LinearAdapter } from './layers.js';
+import { Module } from './module.js';
+
+export interface LoraOptions {
+  /** Rank r of A (r, in) and B (out, r). */
+  r: number;
+  /** The update is scaled by alpha / r (PEFT's lora_alpha; default r, a scale of 1). */
+  alpha?: number;
+  /** Dropout on the adapter's input while gradients are recorded (training); 0 by default. */
+  dropout?: number;
+  /** PEFT's target_modules: module-name suffixes (["q_proj", "v_proj"]), a full-match regex string, or "all-linear". */
+  targetModules: readonly string[] | string;
+  /** Seeds A's initialisation and the dropout masks (layer i uses seed + i). */
+  seed?: number;
+}
+
+/** The low-rank term of one Linear: (alpha / r) * dropout(x) A^T B^T. */
+export class LoraAdapter extends Module implements LinearAdapter {
+  readonly lora_A: Linear;
+  readonly lora_B: Linear;
+  readonly r: number;
+  readonly alpha: number;
+  readonly dropout: number;
+  readonly #rng: Rng;
+
+  constructor(inFeatures: number, outFeatures: number, opts: { r: number; alpha?: number; dropout?: number; seed?: number }) {
+    super();
+    const { r } = opts;
+    this.r = r;
+    this.alpha = opts.alpha ?? r;
+    this.dropout = opts.dropout ?? 0;
+    checkHyper(this.r, this.alpha, this.dropout);
+    const seed = opts.seed ?? 0;
+    this.#rng = new Rng(BigInt(seed) + 0x5deece66dn); // a stream apart from the init seeds of the other layers
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.lora_A = this.registerModule('lora_A', new Linear(inFeatures, r, (shape) => Tensor.uniform(shape, { seed, low: -bound, high: bound })));
+    this.lora_B = this.registerModule('lora_B', new Linear(r, outFeatures, (shape) => Tensor.zeros(shape)));
+  }
+
+  /** alpha / r. */
+  get scaling(): number {
+    return this.alpha / this.r;
+  }
+
+  apply(x: Tensor, y: Tensor): Tensor {
+    // (N, in) -> (N, r) -> (N, out), scaled, added to y.
+    return add(y, scale(linear(linear(this.#dropped(x), this.lora_A.weight), this.lora_B.weight), this.scaling));
+  }
+
+  /** B A * alpha / r (out, in): what merging adds to W. */
+  delta(): Tensor {
+    return noGrad(() => scale(matmul(this.lora_B.weight, this.lora_A.weight), this.scaling));
+  }
+
+  #dropped(x: Tensor): Tensor {
+    const p = this.dropout;
+    if (p === 0 || !isGradEnabled()) return x;
+    // Inverted dropout as torch.nn.Dropout: kept entries scaled by 1 / (1 - p).
+    const keep = 1 / (1 - p);
+    const mask = new Float32Array(x.size);
+    for (let i = 0; i < mask.length; i++) mask[i] = this.#rng.uniform() < p ? 0 : keep;
+    return mul(x, Tensor.from(mask, x.shape, { device: x.device }));
+  }
+}
+
+function checkHyper(r: number, alpha: number, dropout: number): void {
+  if (!Number.isInteger(r) || r < 1) throw new PatentGPTError('E_CONFIG', `LoRA: field "r" must be an integer >= 1, got ${r}`);
+  if (!Number.isFinite(alpha) || alpha <= 0) throw new PatentGPTError('E_CONFIG', `LoRA: field "alpha" must be a number > 0, got ${alpha}`);
+  if (!(dropout >= 0 && dropout < 1)) throw new PatentGPTError('E_CONFIG', `LoRA: field "dropout" must be in [0, 1), got ${dropout}`);
+}
+
+/**
+ * Every Linear below `root` with its module name (the checkpoint name of its weight less
+ * ".weight"). Modules hold their children as public fields (and ModuleList as `items`); the
+ * names come from namedParameters, so they are the checkpoint's, whatever the field is called.
+ */
+export function namedLinears(root: Module): [string, Linear][] {
+  const names = new Map<Tensor, string>();
+  for (const [n, t] of root.namedParameters()) names.set(t, n);
+  const out: [string, Linear][] = [];
+  const seen = new Set<unknown>();
+  const walk = (v: unknown): void => {
+    if (typeof v !== 'object' || v === null || seen.has(v)) return;
+    seen.add(v);
+    if (Array.isArray(v)) {
+      for (const item of v) walk(item);
+      return;
+    }
+    if (!(v instanceof Module)) return;
+    if (v instanceof Linear) {
+      const n = names.get(v.weight);
+      if (n !== undefined && n.endsWith('.weight')) out.push([n.slice(0, -'.weight'.length), v]);
+      return; // an adapter's own Linears are not targets
+    }
+    for (const child of Object.values(v)) walk(child);
+  };
+  walk(root);
+  // In checkpoint order, as PEFT walks named_modules.
+  const order = new Map(root.namedParameters().map(([n], i) => [n, i]));
+  return out.sort((a, b) => order.get(`${a[0]}.weight`)! - order.get(`${b[0]}.weight`)!);
+}
+
+/** PEFT's check_target_module_exists for one module name. */
+export function matchesTarget(name: string, targets: readonly string[] | string): boolean {
+  if (typeof targets === 'string') {
+    if (targets === 'all-linear') return name !== 'lm_head' && !name.endsWith('.lm_head');
+    return new RegExp(`^(?:${targets})$`).test(name);
+  }
+  return targets.some((t) => name === t || name.endsWith(`.${t}`));
+}
+
+/** The adapted Linears below `root`, by module name. */
+export function loraLayers(root: Module): [string, Linear & { adapter: LoraAdapter }][] {
+  return namedLinears(root).filter((e): e is [string, Linear & { adapter: LoraAdapter }] => e[1].adapter instanceof LoraAdapter);
+}
+
+/**
+ * Wraps every Linear of `model` whose name matches `targetModules` with a LoRA adapter, freezes
+ * every other parameter (requiresGrad false, as PEFT does) and returns the adapters' parameters
+ * by checkpoint name: those, and only those, go to the optimizer.
+ */
+export function applyLora(model: Module, opts: LoraOptions): [string, Tensor][] {
+  const { r } = opts;
+  const alpha = opts.alpha ?? r;
+  const dropout = opts.dropout ?? 0;
+  checkHyper(r, alpha, dropout);
+  if (typeof opts.targetModules === 'string' && opts.targetModules !== 'all-linear') {
+    try {
+      new RegExp(opts.targetModules);
+    } catch (err) {
+      throw new PatentGPTError('E_CONFIG', `LoRA: field "targetModules" is not a valid regular expression: ${(err as Error).message}`);
+    }
+  } else if (typeof opts.targetModules !== 'string' && (!Array.isArray(opts.targetModules) || opts.targetModules.length === 0))
+    throw new PatentGPTError('E_CONFIG', 'LoRA: field "targetModules" must be a non-empty list of module names (["q_proj", "v_proj"]), a regex string or "all-linear"');
+  const linears = namedLinears(model);
+  if (linears.some(([, l]) => l.adapter)) throw new PatentGPTError('E_ARGUMENT', 'applyLora: the model already has adapters (mergeLora first, or load a fresh base)');
+  const targets = linears.filter(([n]) => matchesTarget(n, opts.targetModules));
+  if (targets.length === 0) {
+    const example = linears.slice(0, 3).map(([n]) => n).join(', ');
+    throw new PatentGPTError('E_CONFIG', `LoRA: field "targetModules" ${JSON.stringify(opts.targetModules)} matches no Linear (names look like ${example})`);
+  }
+  for (const [name] of targets)
+    if (name === 'lm_head' || name.endsWith('.lm_head'))
+      throw new PatentGPTError('E_CONFIG', 'LoRA: the output layer (lm_head) cannot take an adapter (the loss reads its weight directly); leave it out of "targetModules"');
+  for (const t of model.parameters()) t.requiresGrad = false;
+  const seed = opts.seed ?? 0;
+  targets.forEach(([, l], i) => l.setAdapter(new LoraAdapter(l.inFeatures, l.outFeatures, { r, alpha, dropout, seed: seed + i })));
+  return loraParameters(model);
+}
+
+/** The adapters' parameters by checkpoint name (`model.layers.0.self_attn.q_proj.lora_A.weight`). */
+export function loraParameters(model: Module): [string, Tensor][] {
+  return model.namedParameters().filter(([n]) => /\.lora_[AB]\.weight$/.test(n));
+}
+
+/**
+ * Folds B A * alpha / r into every adapted Linear's weight and removes the adapters (PEFT's
+ * merge_and_unload): the model is plain again and takes the fused decode path. The base weights
+ * keep their requiresGrad.
+ */
+export function mergeLora(model: Module): void {
+  for (const [, l] of loraLayers(model)) {
+    const a = l.adapter;
+    const frozen = !l.weight.requiresGrad;
+    const merged = noGrad(() => {
+      const d = a.delta();
+      const w = add(l.weight, d);
+      d.dispose();
+      return w;
+    });
+    l.setAdapter(null);
+    l.setParameter('weight', merged);
+    if (frozen) merged.requiresGrad = false;
+    a.dispose();
+  }
+}
