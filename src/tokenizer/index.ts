@@ -22,3 +22,13 @@ export { renderChat, type ChatMessage, type RenderChatOptions, type RenderedChat
 export { exportHfTokenizer, hfMerges, hfTokenizerConfig, toHfTokenizerJson, type HfExportOptions, type HfTokenizerJson } from './hf.js';
 export { isHeldOut, lineLanguage, tokenizerStats, type StatsLanguage, type TokenizerStatsRow } from './stats.js';
 export { TokenizerPool, type TokenizerPoolBackend, type TokenizerPoolOptions } from './pool.js';
+export {
+  ChatTemplate,
+  encodeTemplated,
+  loadChatTemplate,
+  type ApplyChatTemplateOptions,
+  type ChatTemplateRenderer,
+  type ChatTemplateSource,
+  type TemplatedChat,
+  type TemplateMessage,
+} from './chat-template.js';
