@@ -13,6 +13,7 @@ import { noGrad } from '../../src/tensor/index.js';
 import { SentencePieceTokenizer, type ChatMessage } from '../../src/tokenizer/index.js';
 
 const tok = SentencePieceTokenizer.llama2();
+const DATA = process.env.PATENTGPT_DATA ?? path.resolve(import.meta.dirname, '../../../shared/data');
 const renderer = llama2ChatRenderer(tok);
 
 const convs: ChatMessage[][] = [
@@ -72,8 +73,8 @@ describe('SFT packing', () => {
       const b = collateRows(packExamples([e], { seqLen: e.ids.length }));
       return segmentLoss(model, b, 0, e.ids.length);
     });
-    for (const mode of ['pack', 'pad'] as const) {
-      const rows = packExamples(ex, { seqLen: 160, mode });
+    for (const [mode, strategy] of [['pack', 'greedy'], ['pack', 'bfd'], ['pad', 'greedy']] as const) {
+      const rows = packExamples(ex, { seqLen: 160, mode, strategy });
       const batch = collateRows(rows);
       expect(batch.rows).toBe(rows.length);
       // every conversation's segment in the flattened batch, in example order
@@ -102,6 +103,37 @@ describe('SFT packing', () => {
     const second = segmentLoss(model, b, l0, l0 + ex[1]!.ids.length);
     const leaked = segmentLoss(model, one, l0, l0 + ex[1]!.ids.length);
     expect(Math.abs(second - leaked)).toBeGreaterThan(1e-3);
+  });
+});
+
+describe('SFT packing on real data (../shared/data)', () => {
+  const sft = path.join(DATA, 'general-sft-pretrain-demo');
+  it.skipIf(!fs.existsSync(sft))('Alpaca demos mixed, split and packed: every example in exactly one row, none over seqLen; bfd needs fewer rows (skips without ../shared/data)', async () => {
+    const d = await loadSftData({
+      renderer, seed: 1, valFraction: 0.05, maxLength: 512,
+      sources: [{ path: path.join(sft, 'alpaca_en_demo.json') }, { path: path.join(sft, 'identity.json'), weight: 2 }],
+    });
+    expect(d.skipped.total).toBe(0);
+    expect(d.train.length + d.val.length).toBeGreaterThan(999 + 91);
+    const seen = new Map<string, number>();
+    const count = (rows: ReturnType<typeof packExamples>): void => {
+      seen.clear();
+      for (const r of rows) {
+        expect(r.tokens.length).toBe(512);
+        expect(r.cuSeqlens[r.cuSeqlens.length - 1]).toBe(512);
+        for (const j of r.examples) seen.set(String(j), (seen.get(String(j)) ?? 0) + 1);
+      }
+      expect(seen.size).toBe(d.train.length);
+      expect([...seen.values()].every((v) => v === 1)).toBe(true);
+    };
+    const greedy = packExamples(d.train, { seqLen: 512 });
+    count(greedy);
+    const bfd = packExamples(d.train, { seqLen: 512, strategy: 'bfd' });
+    count(bfd);
+    expect(bfd.length).toBeLessThan(greedy.length);
+    const supervised = d.train.reduce((a, e) => a + e.supervised, 0);
+    expect(collateRows(bfd).targetCount).toBe(supervised);
+    expect(collateRows(greedy).targetCount).toBe(supervised);
   });
 });
 

@@ -1,6 +1,7 @@
-// SFT rows and batches. 'pack' puts several conversations into a row of at most seqLen tokens
-// (greedy, in order: a conversation that does not fit opens the next row); 'pad' gives each
-// conversation its own row. Within a row every conversation is its own segment in cuSeqlens
+// SFT rows and batches. 'pack' puts several conversations into a row of at most seqLen tokens,
+// either greedily in order (a conversation that does not fit opens the next row) or best-fit
+// decreasing (longest first, each into the open row it fills most tightly; TRL's "bfd"), which
+// wastes fewer tokens on padding; 'pad' gives each conversation its own row. Within a row every conversation is its own segment in cuSeqlens
 // with positions from 0, so the packed attention never lets a token see another conversation,
 // and the loss of a conversation is what it would be alone. Padding (to seqLen, when asked)
 // is one more segment of padId tokens whose targets are ignored.
@@ -18,6 +19,8 @@ export interface PackOptions {
   mode?: SftBatching;
   /** Fill every row to seqLen (default true; false leaves rows at their length, no padding). */
   padToSeqLen?: boolean;
+  /** How 'pack' fills rows: 'greedy' keeps the examples' order (default), 'bfd' packs tighter. */
+  strategy?: 'greedy' | 'bfd';
   /** Id of the padding token (default 0; its targets are ignored, so the id only needs to exist). */
   padId?: number;
 }
@@ -66,6 +69,48 @@ function buildRow(examples: readonly SftExample[], which: number[], padTo: numbe
   return { tokens, targets, positions, cuSeqlens: Int32Array.from(cu), examples: which };
 }
 
+/**
+ * Best-fit decreasing: rows as lists of example indices (each list in index order, rows in the
+ * order they were opened). A segment tree over remaining capacities (0..seqLen) finds the
+ * tightest open row in O(log seqLen).
+ */
+function bestFitDecreasing(lengths: readonly number[], seqLen: number): number[][] {
+  let size = 1;
+  while (size < seqLen + 1) size *= 2;
+  const count = new Int32Array(2 * size); // open rows per remaining capacity; inner nodes sum
+  const byCap: number[][] = Array.from({ length: seqLen + 1 }, () => []);
+  const bump = (cap: number, d: number): void => {
+    for (let i = cap + size; i >= 1; i >>= 1) count[i]! += d;
+  };
+  /** Smallest capacity >= need with an open row, or -1. */
+  const find = (need: number, node = 1, lo = 0, hi = size - 1): number => {
+    if (hi < need || count[node] === 0) return -1;
+    if (lo === hi) return lo;
+    const mid = (lo + hi) >> 1;
+    const left = find(need, 2 * node, lo, mid);
+    return left >= 0 ? left : find(need, 2 * node + 1, mid + 1, hi);
+  };
+  const order = lengths.map((_, j) => j).sort((a, b) => lengths[b]! - lengths[a]! || a - b);
+  const rows: number[][] = [];
+  for (const j of order) {
+    const L = lengths[j]!;
+    const cap = find(L);
+    let r: number;
+    if (cap < 0) {
+      r = rows.length;
+      rows.push([]);
+    } else {
+      r = byCap[cap]!.pop()!;
+      bump(cap, -1);
+    }
+    rows[r]!.push(j);
+    const left = (cap < 0 ? seqLen : cap) - L;
+    byCap[left]!.push(r);
+    bump(left, 1);
+  }
+  return rows.map((r) => r.sort((a, b) => a - b));
+}
+
 /** Rows of at most seqLen tokens from examples (each must fit: truncate with maxLength <= seqLen). */
 export function packExamples(examples: readonly SftExample[], opts: PackOptions): SftRow[] {
   const { seqLen } = opts;
@@ -74,12 +119,17 @@ export function packExamples(examples: readonly SftExample[], opts: PackOptions)
   if (mode !== 'pack' && mode !== 'pad') throw new PatentGPTError('E_CONFIG', `field "packing" must be "pack" or "pad", got ${JSON.stringify(mode)}`);
   const padTo = opts.padToSeqLen === false ? 0 : seqLen;
   const padId = opts.padId ?? 0;
+  examples.forEach((ex, j) => {
+    if (ex.ids.length > seqLen)
+      throw new PatentGPTError('E_CONFIG', `SFT example ${j} has ${ex.ids.length} tokens, more than seqLen ${seqLen}; set maxLength <= seqLen so long conversations are truncated`);
+  });
+  const strategy = opts.strategy ?? 'greedy';
+  if (strategy !== 'greedy' && strategy !== 'bfd') throw new PatentGPTError('E_CONFIG', `field "strategy" must be "greedy" or "bfd", got ${JSON.stringify(strategy)}`);
+  if (mode === 'pack' && strategy === 'bfd') return bestFitDecreasing(examples.map((e) => e.ids.length), seqLen).map((w) => buildRow(examples, w, padTo, padId));
   const rows: SftRow[] = [];
   let cur: number[] = [];
   let len = 0;
   examples.forEach((ex, j) => {
-    if (ex.ids.length > seqLen)
-      throw new PatentGPTError('E_CONFIG', `SFT example ${j} has ${ex.ids.length} tokens, more than seqLen ${seqLen}; set maxLength <= seqLen so long conversations are truncated`);
     if (cur.length > 0 && (mode === 'pad' || len + ex.ids.length > seqLen)) {
       rows.push(buildRow(examples, cur, padTo, padId));
       cur = [];
