@@ -2,7 +2,7 @@
 // apply_chat_template: the committed fixture test/tokenizer/fixtures/chat-templates/parity.json
 // (made by scripts/chat-template-parity.py with transformers 5.18 and LLaMA-2's tokenizer.model)
 // always, and the script run live where transformers and the LLaMA-2 tokenizer.model are present.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -151,6 +151,20 @@ describe('Hugging Face chat templates', () => {
     expect(Array.from(r.ids).filter((id) => id === tok.eosId).length).toBe(2);
     const unknown = new ChatTemplate({ config: { chat_template: '{{ eos_token }}', eos_token: '<|im_end|>' } });
     expect(() => unknown.apply(tok, [])).toThrow(/not in the tokenizer's vocabulary/);
+  });
+
+  it('refuses a prefix mask when the template renders prefixes differently, and reads chat_template.jinja and strftime_now', () => {
+    const counting = new ChatTemplate({ config: { chat_template: '{{ messages | length }}{% for m in messages %}|{{ m.content }}{% endfor %}' } });
+    const conv: TemplateMessage[] = [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }];
+    expect(() => counting.apply(tok, conv)).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED', message: expect.stringMatching(/generation/) }));
+    const dir = mkdtempSync(join(tmpdir(), 'chat-template-'));
+    try {
+      writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>' }));
+      writeFileSync(join(dir, 'chat_template.jinja'), "{{ bos_token }}{{ strftime_now('%Y') }}\n");
+      expect(loadChatTemplate(dir).render(conv)).toBe(`<s>${new Date().getFullYear()}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   const model = llama2ModelPath();
