@@ -28,11 +28,13 @@ import { PatentGPTError } from '../errors.js';
 import { PieceType } from './model.js';
 import { SentencePieceTokenizer } from './sentencepiece.js';
 
-/** A message as chat templates read it: role and content, plus whatever else a template uses. */
+/**
+ * A message as chat templates read it: role and content. Other fields a template uses (name,
+ * tool_calls, ...) are handed to it as they are in the object.
+ */
 export interface TemplateMessage {
-  role: string;
-  content: string;
-  [field: string]: unknown;
+  readonly role: string;
+  readonly content: string;
 }
 
 export interface ApplyChatTemplateOptions {
