@@ -1,9 +1,11 @@
 // SFT examples: the LLaMA-2 renderer's mask is exactly each assistant answer with the EOS that
 // closes its turn (checked by decoding, on a hand-written multi-turn conversation), every turn
 // supervised; trainOnPrompt, truncation to maxLength, and a plugged-in renderer function.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildExample, chatRenderer, IGNORE_INDEX, llama2ChatRenderer, type SftExample } from '../../src/data/sft/index.js';
-import { SentencePieceTokenizer, type ChatMessage } from '../../src/tokenizer/index.js';
+import { loadChatTemplate, SentencePieceTokenizer, type ChatMessage } from '../../src/tokenizer/index.js';
 
 const tok = SentencePieceTokenizer.llama2();
 const renderer = llama2ChatRenderer(tok);
@@ -104,5 +106,17 @@ describe('SFT examples (LLaMA-2 chat template)', () => {
     const bad = buildExample(refusing, conv, src);
     expect(!bad.ok && [bad.reason, bad.detail]).toEqual(['render-error', 'template has no system role']);
     expect(() => buildExample(chatRenderer(() => ({ ids: Int32Array.of(1, 2), assistantMask: Uint8Array.of(1) })), conv, src)).toThrow(/same length/);
+  });
+});
+
+describe('SFT examples through a Hugging Face chat template', () => {
+  const folder = path.join(import.meta.dirname, '..', 'tokenizer', 'fixtures', 'chat-templates', 'llama2-chat');
+  it.skipIf(!fs.existsSync(folder))('the Jinja LLaMA-2 template plugs in as a renderer and gives the same ids and labels as the built-in one', () => {
+    const hf = chatRenderer(loadChatTemplate(folder).renderer(tok), 'hf-llama-2');
+    const a = build(conv);
+    const r = buildExample(hf, conv, src);
+    if (!r.ok) throw new Error(r.detail);
+    expect(Array.from(r.example.ids)).toEqual(Array.from(a.ids));
+    expect(Array.from(r.example.labels)).toEqual(Array.from(a.labels));
   });
 });
