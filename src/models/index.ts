@@ -12,4 +12,7 @@ export {
   readSpecialIds, specialIdsOf,
   type SaveOptions, type LoadOptions, type ResizeOptions, type FolderTokenizer, type FolderFile, type FolderFilesOptions, type RecordedTokenizer,
 } from './pretrained.js';
+export {
+  saveLora, loadLora, readLoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, type PeftLoraConfig, type SaveLoraOptions,
+} from './peft.js';
 export { MAX_TENSOR_ELEMENTS, checkModelFits, checkTensorFits, parameterShapes } from './limits.js';

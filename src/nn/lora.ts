@@ -188,3 +188,12 @@ export function mergeLora(model: Module): void {
     a.dispose();
   }
 }
+
+/** Detaches and frees every adapter without merging (the base weights are left as they are). */
+export function removeLora(model: Module): void {
+  for (const [, l] of loraLayers(model)) {
+    const a = l.adapter;
+    l.setAdapter(null);
+    a.dispose();
+  }
+}
