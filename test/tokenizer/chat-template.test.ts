@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
-import { ChatTemplate, loadChatTemplate, PieceType, renderChat, SentencePieceTokenizer, type TemplateMessage } from '../../src/tokenizer/index.js';
+import { ChatTemplate, loadChatTemplate, PieceType, renderChat, SentencePieceTokenizer, type ChatMessage, type TemplateMessage } from '../../src/tokenizer/index.js';
+import { buildExample, chatRenderer } from '../../src/data/sft/index.js';
 import { findPython } from '../../scripts/bench/_peers.js';
 import { llama2ModelPath } from './corpus.js';
 
@@ -165,6 +166,18 @@ describe('Hugging Face chat templates', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("plugs into the SFT data side (src/data/sft's chatRenderer and buildExample): labels on assistant turns, refusals counted", () => {
+    const renderer = chatRenderer(loadChatTemplate(join(FIX, 'chatml-qwen')).renderer(tok), 'chatml');
+    const conv: ChatMessage[] = [{ role: 'user', content: 'Claim 1?' }, { role: 'assistant', content: 'A device.' }];
+    const r = buildExample(renderer, conv, { file: 'x.jsonl', index: 0 });
+    if (!r.ok) throw new Error(r.detail);
+    const trained = Array.from(r.example.ids).filter((_, i) => r.example.labels[i] !== -100);
+    expect(trained.length).toBeGreaterThan(3);
+    expect(tok.decode(trained)).toBe('A device.<|im_end|>\n');
+    const refused = buildExample(chatRenderer(loadChatTemplate(join(FIX, 'llama2-chat')).renderer(tok)), [{ role: 'assistant', content: 'x' }], { file: 'x.jsonl', index: 1 });
+    expect(refused).toMatchObject({ ok: false, reason: 'render-error', detail: expect.stringMatching(/roles must alternate/) });
   });
 
   const model = llama2ModelPath();
