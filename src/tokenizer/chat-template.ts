@@ -120,6 +120,8 @@ export class ChatTemplate {
   /** bos_token, eos_token, ... as strings (absent when null), and additional_special_tokens. */
   readonly specialTokens: Readonly<Record<string, string>>;
   readonly additionalSpecialTokens: readonly string[];
+  /** The contents of added_tokens_decoder. */
+  readonly addedTokens: readonly string[];
   /** Whether the template marks assistant text with {% generation %} blocks. */
   readonly hasGenerationBlocks: boolean;
   private readonly template: Template;
@@ -156,21 +158,18 @@ export class ChatTemplate {
     const extra = config.additional_special_tokens ?? [];
     if (!Array.isArray(extra)) throw configError(where, 'additional_special_tokens must be a list');
     this.additionalSpecialTokens = extra.map((t, i) => tokenString(t, `${where}: additional_special_tokens[${i}]`)).filter((t): t is string => t !== null);
+    // transformers splits text on every added token (special or not) before the model sees it.
+    const added = config.added_tokens_decoder ?? {};
+    if (typeof added !== 'object' || Array.isArray(added)) throw configError(where, 'added_tokens_decoder must be an object of id -> AddedToken');
+    this.addedTokens = Object.entries(added as Record<string, unknown>).map(([id, t]) => tokenString(t, `${where}: added_tokens_decoder[${id}]`)).filter((t): t is string => t !== null);
     const { template, generation } = compile(source, `${where} (${picked})`);
     this.template = template;
     this.hasGenerationBlocks = generation;
   }
 
-  /** Every string tokenized as one special id: the special tokens and the added tokens marked special. */
-  specialStrings(config?: Record<string, unknown>): string[] {
-    const out = new Set([...Object.values(this.specialTokens), ...this.additionalSpecialTokens]);
-    const added = config?.added_tokens_decoder;
-    if (added && typeof added === 'object') {
-      for (const t of Object.values(added as Record<string, { content?: unknown; special?: unknown }>)) {
-        if (typeof t?.content === 'string' && t.special !== false) out.add(t.content);
-      }
-    }
-    return [...out];
+  /** Every string tokenized as one id: the special tokens and added_tokens_decoder's tokens. */
+  specialStrings(): string[] {
+    return [...new Set([...Object.values(this.specialTokens), ...this.additionalSpecialTokens, ...this.addedTokens])];
   }
 
   /** The text transformers' apply_chat_template(messages, tokenize=False, ...) gives. */
@@ -223,11 +222,21 @@ export class ChatTemplate {
     };
   }
 
+  /** The text before an assistant turn; for an empty prefix, '' when the template needs a message. */
+  private renderPrefix(messages: readonly TemplateMessage[], opts: ApplyChatTemplateOptions): string {
+    try {
+      return this.render(messages, { ...opts, addGenerationPrompt: true });
+    } catch (err) {
+      if (messages.length === 0 && err instanceof PatentGPTError) return '';
+      throw err;
+    }
+  }
+
   private prefixSpans(messages: readonly TemplateMessage[], full: string, opts: ApplyChatTemplateOptions): [number, number][] {
     const spans: [number, number][] = [];
     messages.forEach((m, i) => {
       if (m.role !== 'assistant') return;
-      const before = i === 0 ? '' : this.render(messages.slice(0, i), { ...opts, addGenerationPrompt: true });
+      const before = this.renderPrefix(messages.slice(0, i), opts);
       const upto = this.render(messages.slice(0, i + 1), { ...opts, addGenerationPrompt: false });
       if (!upto.startsWith(before) || !full.startsWith(upto)) {
         throw new PatentGPTError(

@@ -152,6 +152,14 @@ describe('Hugging Face chat templates', () => {
     expect(Array.from(r.ids).filter((id) => id === tok.eosId).length).toBe(2);
     const unknown = new ChatTemplate({ config: { chat_template: '{{ eos_token }}', eos_token: '<|im_end|>' } });
     expect(() => unknown.apply(tok, [])).toThrow(/not in the tokenizer's vocabulary/);
+    const added = new ChatTemplate({ config: { chat_template: '<|im_start|>x', added_tokens_decoder: { '32000': { content: '<|im_start|>', special: true } } } });
+    expect(added.specialStrings()).toContain('<|im_start|>');
+    expect(() => added.apply(tok, [])).toThrow(/"<\|im_start\|>" is in the rendered text but not in the tokenizer's vocabulary/);
+    // An assistant turn first: the prefix before it is the template's BOS alone, never masked.
+    const first = new ChatTemplate({ config: { chat_template: '{{ bos_token }}{% for m in messages %}{{ m.content + eos_token }}{% endfor %}', bos_token: '<s>', eos_token: '</s>' } });
+    const f = first.apply(tok, [{ role: 'assistant', content: 'Yes.' }]);
+    expect(f.ids[0]).toBe(tok.bosId);
+    expect(Array.from(f.assistantMask)).toEqual([0, ...Array(f.ids.length - 1).fill(1)]);
   });
 
   it('refuses a prefix mask when the template renders prefixes differently, and reads chat_template.jinja and strftime_now', () => {
