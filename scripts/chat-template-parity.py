@@ -1,7 +1,8 @@
 # Makes test/tokenizer/fixtures/chat-templates/parity.json: what transformers' apply_chat_template
 # gives for the chat templates of test/tokenizer/fixtures/chat-templates/*/tokenizer_config.json
-# (LLaMA-2-chat, Mistral-instruct (list form: default and v0.1), ChatML/Qwen, Zephyr, and a
-# ChatML template with {% generation %} blocks) on a few conversations: the rendered text
+# (LLaMA-2-chat, Mistral-instruct (list form: default and v0.1), ChatML/Qwen, Zephyr, LLaMA-3,
+# Gemma (on LLaMA-2's vocabulary: their markers are plain text), and a ChatML template with
+# {% generation %} blocks) on a few conversations: the rendered text
 # (tokenize=False), the ids of tokenizer(text, add_special_tokens=False) and of
 # apply_chat_template(tokenize=True) (they must agree), transformers' assistant mask where the
 # template has generation blocks, and the message of a template's raise_exception.
@@ -25,9 +26,11 @@ CONVS = [
    {'role': 'user', 'content': 'Is it novel?'},
    {'role': 'assistant', 'content': 'Novelty depends on the prior art.\n\nSee 35 U.S.C. 102.'}],
   [SYS, {'role': 'user', 'content': 'Draft a title.'}, {'role': 'assistant', 'content': 'Sensor device <s> with </s> markers'}],
+  [{'role': 'user', 'content': 'List the claims:\n'}, {'role': 'assistant', 'content': '\n1. A device.\n2. A method.\n'}],
 ]
 BAD = [{'role': 'user', 'content': 'a'}, {'role': 'user', 'content': 'b'}]
-CASES = [('llama2-chat', None), ('mistral-instruct', None), ('mistral-instruct', 'v0.1'), ('chatml-qwen', None), ('zephyr', None), ('chatml-generation', None)]
+CASES = [('llama2-chat', None), ('mistral-instruct', None), ('mistral-instruct', 'v0.1'), ('chatml-qwen', None), ('zephyr', None), ('chatml-generation', None),
+         ('llama3-instruct', None), ('gemma-it', None)]
 
 def main():
   model = sys.argv[1]

@@ -63,8 +63,8 @@ function checkRows(rows: Row[]): number {
 }
 
 describe('Hugging Face chat templates', () => {
-  it("renders and tokenizes as transformers' apply_chat_template (LLaMA-2, Mistral, ChatML, Zephyr; committed fixture)", () => {
-    expect(new Set(golden.map((r) => r.config)).size).toBe(5);
+  it("renders and tokenizes as transformers' apply_chat_template (LLaMA-2, Mistral, ChatML, Zephyr, LLaMA-3, Gemma; committed fixture)", () => {
+    expect(new Set(golden.map((r) => r.config)).size).toBe(7);
     expect(golden.filter((r) => r.error === undefined && r.messages[0]!.role === 'system').length).toBeGreaterThanOrEqual(6);
     expect(checkRows(golden)).toBe(golden.length);
   });
