@@ -13,3 +13,4 @@ export {
 export { isValidation, loadSftData, weightedIndices, type SftData, type SftDataOptions, type SftSource, type SftSourceStats } from './dataset.js';
 export { collateRows, exampleTargets, packExamples, type PackOptions, type SftBatch, type SftBatching, type SftRow } from './pack.js';
 export { SftBatchStream, sftEvalBatches, type SftStreamBatch, type SftStreamOptions, type SftStreamPosition } from './stream.js';
+export { validateSftDataConfig, type SftDataConfig } from './config.js';
