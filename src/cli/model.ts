@@ -74,14 +74,20 @@ export function modelCommand(): Command {
           ` (${config.nKvHeads} kv, head size ${D}), feed-forward ${config.ffnDim}`,
         `  RoPE base ${config.ropeTheta}${config.ropeScaling ? `, ${config.ropeScaling.type} x${config.ropeScaling.factor}` : ''},` +
           ` context ${config.maxSeqLen}, norm eps ${config.normEps}, ${config.tieEmbeddings ? 'tied' : 'untied'} output layer`,
+        ...(config.numExperts > 1 ? [
+          `  mixture of experts: ${config.numExperts} experts, top-${config.topK}` +
+            `${config.numSharedExperts ? `, ${config.numSharedExperts} shared` : ''}, aux loss x${config.routerAuxLossCoef}` +
+            `, z-loss x${config.routerZLossCoef}, router jitter ${config.routerJitter}`,
+        ] : []),
         `parameters      ${fmt(count.total).padStart(16)}  (${human(count.total)})`,
+        `  active/token  ${fmt(count.active).padStart(16)}  (${human(count.active)})${config.numExperts > 1 ? '' : ', dense: all of them'}`,
         `  embedding     ${fmt(count.embedding).padStart(16)}`,
         `  output layer  ${fmt(count.lmHead).padStart(16)}`,
         `  attention     ${fmt(count.attention).padStart(16)}`,
         `  feed-forward  ${fmt(count.feedForward).padStart(16)}`,
         `  norms         ${fmt(count.norms).padStart(16)}`,
         `  non-embedding ${fmt(count.nonEmbedding).padStart(16)}`,
-        `FLOPs per token at T = ${flops.seqLen} (PaLM: 6N + 12 L T d, N = ${fmt(flops.matmulParams)} weights that multiply activations)`,
+        `FLOPs per token at T = ${flops.seqLen} (PaLM: 6N + 12 L T d, N = ${fmt(flops.matmulParams)} weights that multiply activations${config.numExperts > 1 ? ', active experts only' : ''})`,
         `  forward       ${fmt(flops.forward).padStart(16)}  (${human(flops.forward)})`,
         `  training      ${fmt(flops.training).padStart(16)}  (${human(flops.training)})`,
         `weights: ${(count.total * 4 / 2 ** 30).toFixed(2)} GiB f32, ${(count.total * 2 / 2 ** 30).toFixed(2)} GiB bf16`,

@@ -1,4 +1,4 @@
-// ModelConfig: the typed description of a LLaMA-2 decoder (dense now, SMoE reserved), its
+// ModelConfig: the typed description of a LLaMA-2 decoder (dense, or Mixtral-style SMoE), its
 // validation at the edge, conversion to and from Hugging Face config.json, the RoPE settings a
 // config implies (stage-2 context extension is a config change), and the arithmetic a trainer
 // needs: parameter count and FLOPs per token.
@@ -40,10 +40,37 @@ export interface ModelConfig {
   normEps: number;
   /** The output layer shares the token-embedding table. */
   tieEmbeddings: boolean;
-  /** Feed-forward experts; 1 is the dense model (SMoE is a later issue). */
+  /** Feed-forward experts; 1 is the dense model, more a Mixtral-style sparse mixture of experts. */
   numExperts: number;
   /** Experts per token (SMoE); 1 for the dense model. */
   topK: number;
+  /**
+   * SMoE only (absent on dense configs, so their JSON and hashes stay as they were): experts
+   * every token goes through besides its top-k (each a SwiGLU MLP of ffnDim). Default 0.
+   */
+  numSharedExperts?: number;
+  /**
+   * SMoE only: weight of the load-balancing loss (Switch/Mixtral form), averaged over layers as
+   * transformers' load_balancing_loss_func averages its counts over layers. Default 0.02 (Mixtral's).
+   */
+  routerAuxLossCoef?: number;
+  /** SMoE only: weight of the router z-loss (ST-MoE: mean squared logsumexp of the router logits), averaged over layers. Default 0. */
+  routerZLossCoef?: number;
+  /** SMoE only: in training, the router's input is scaled by uniform(1 - j, 1 + j) noise (Mixtral's router_jitter_noise). Default 0. */
+  routerJitter?: number;
+}
+
+/** The SMoE fields' defaults (filled in only when numExperts > 1). */
+export const MOE_DEFAULTS = {
+  numSharedExperts: 0,
+  routerAuxLossCoef: 0.02,
+  routerZLossCoef: 0,
+  routerJitter: 0,
+} as const;
+
+/** Whether cfg is a sparse mixture of experts. */
+export function isMoE(cfg: ModelConfig): boolean {
+  return cfg.numExperts > 1;
 }
 
 /** The fields a caller may leave out, with their defaults. */
@@ -59,8 +86,10 @@ export const CONFIG_DEFAULTS = {
 
 const FIELDS: readonly (keyof ModelConfig)[] = [
   'vocabSize', 'dim', 'nLayers', 'nHeads', 'nKvHeads', 'ffnDim', 'ropeTheta', 'ropeScaling', 'maxSeqLen', 'normEps',
-  'tieEmbeddings', 'numExperts', 'topK',
+  'tieEmbeddings', 'numExperts', 'topK', 'numSharedExperts', 'routerAuxLossCoef', 'routerZLossCoef', 'routerJitter',
 ];
+
+const MOE_FIELDS = ['numSharedExperts', 'routerAuxLossCoef', 'routerZLossCoef', 'routerJitter'] as const;
 
 function fail(source: string, message: string): never {
   throw new PatentGPTError('E_CONFIG', `${source}: ${message}`);
@@ -78,6 +107,13 @@ function positiveNumber(source: string, o: Record<string, unknown>, field: strin
   const v = o[field] ?? fallback;
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
     fail(source, `field "${field}" must be a positive finite number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function nonNegativeNumber(source: string, o: Record<string, unknown>, field: string, fallback: number, below = Infinity): number {
+  const v = o[field] ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v >= below)
+    fail(source, `field "${field}" must be a finite number >= 0${below === Infinity ? '' : ` and < ${below}`}, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -132,9 +168,20 @@ export function validateConfig(value: unknown, source = 'model config'): ModelCo
   if ((cfg.dim / cfg.nHeads) % 2 !== 0) fail(source, `head size dim / nHeads = ${cfg.dim / cfg.nHeads} must be even for RoPE`);
   if (cfg.vocabSize > 2 ** 31 - 1) fail(source, `field "vocabSize" (${cfg.vocabSize}) must fit int32 token ids`);
   if (cfg.topK > cfg.numExperts) fail(source, `field "topK" (${cfg.topK}) cannot exceed "numExperts" (${cfg.numExperts})`);
-  if (cfg.numExperts > 1)
-    throw new PatentGPTError('E_UNSUPPORTED',
-      `${source}: field "numExperts" = ${cfg.numExperts}: mixture-of-experts feed-forward is not yet implemented (SMoE issue); use numExperts 1`);
+  if (cfg.numExperts === 1) {
+    // dense: the SMoE fields mean nothing; a non-default one is a mistake, not something to drop silently
+    for (const f of MOE_FIELDS)
+      if (o[f] !== undefined && o[f] !== MOE_DEFAULTS[f])
+        fail(source, `field "${f}" (${JSON.stringify(o[f])}) applies to a mixture of experts only; set "numExperts" > 1 or leave it out`);
+    return cfg;
+  }
+  const shared = o.numSharedExperts ?? MOE_DEFAULTS.numSharedExperts;
+  if (typeof shared !== 'number' || !Number.isSafeInteger(shared) || shared < 0)
+    fail(source, `field "numSharedExperts" must be an integer >= 0, got ${JSON.stringify(shared)}`);
+  cfg.numSharedExperts = shared;
+  cfg.routerAuxLossCoef = nonNegativeNumber(source, o, 'routerAuxLossCoef', MOE_DEFAULTS.routerAuxLossCoef);
+  cfg.routerZLossCoef = nonNegativeNumber(source, o, 'routerZLossCoef', MOE_DEFAULTS.routerZLossCoef);
+  cfg.routerJitter = nonNegativeNumber(source, o, 'routerJitter', MOE_DEFAULTS.routerJitter, 1);
   return cfg;
 }
 
@@ -222,6 +269,13 @@ export interface HFLlamaConfig {
   bos_token_id?: number | null;
   eos_token_id?: number | number[] | null;
   pad_token_id?: number | null;
+  /** MixtralConfig. */
+  num_local_experts?: number;
+  num_experts_per_tok?: number;
+  router_aux_loss_coef?: number;
+  router_jitter_noise?: number;
+  output_router_logits?: boolean;
+  sliding_window?: number | null;
   [key: string]: unknown;
 }
 
@@ -287,7 +341,8 @@ export function specialIdsFromHF(config: unknown, generation?: unknown): Special
  * tokenizer's special ids (default LLaMA-2's, which transformers would assume anyway).
  */
 export function toHFConfig(cfg: ModelConfig, dtype: 'f32' | 'bf16' | 'f16' = 'f32', ids: SpecialTokenIds = LLAMA2_SPECIAL_IDS): HFLlamaConfig {
-  if (cfg.numExperts > 1) throw new PatentGPTError('E_UNSUPPORTED', 'toHFConfig: numExperts > 1 (Mixtral) is not yet implemented');
+  if ((cfg.numSharedExperts ?? 0) > 0)
+    throw new PatentGPTError('E_UNSUPPORTED', `toHFConfig: numSharedExperts ${cfg.numSharedExperts}: MixtralForCausalLM has no shared experts; a folder transformers loads needs numSharedExperts 0`);
   const rope = cfg.ropeScaling;
   // 'ntk' has no Hugging Face type: the raised base carries the same function.
   const theta = rope?.type === 'ntk' ? ropeParams(cfg).theta : cfg.ropeTheta;
@@ -315,6 +370,22 @@ export function toHFConfig(cfg: ModelConfig, dtype: 'f32' | 'bf16' | 'f16' = 'f3
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     pad_token_id: ids.pad,
+    ...(isMoE(cfg) ? mixtralFields(cfg) : {}),
+  };
+}
+
+/** What MixtralConfig adds to (and changes in) LlamaConfig. */
+function mixtralFields(cfg: ModelConfig): Partial<HFLlamaConfig> {
+  return {
+    architectures: ['MixtralForCausalLM'],
+    model_type: 'mixtral',
+    num_local_experts: cfg.numExperts,
+    num_experts_per_tok: cfg.topK,
+    router_aux_loss_coef: cfg.routerAuxLossCoef ?? MOE_DEFAULTS.routerAuxLossCoef,
+    router_jitter_noise: cfg.routerJitter ?? MOE_DEFAULTS.routerJitter,
+    // transformers adds the aux loss to its loss only when asked; inference folders leave it off (as Mixtral's do)
+    output_router_logits: false,
+    sliding_window: null,
   };
 }
 
@@ -327,15 +398,21 @@ export function fromHFConfig(value: unknown, source = 'config.json'): ModelConfi
   if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(source, `expected a JSON object`);
   const hf = value as HFLlamaConfig;
   const arch = hf.architectures;
-  if (arch !== undefined && !(Array.isArray(arch) && arch.includes('LlamaForCausalLM')))
-    fail(source, `field "architectures" is ${JSON.stringify(arch)}; only LlamaForCausalLM is supported`);
-  if (hf.model_type !== undefined && hf.model_type !== 'llama') fail(source, `field "model_type" is ${JSON.stringify(hf.model_type)}, expected "llama"`);
+  const mixtral = hf.model_type === 'mixtral' || (Array.isArray(arch) && arch.includes('MixtralForCausalLM'));
+  if (arch !== undefined && !(Array.isArray(arch) && (arch.includes('LlamaForCausalLM') || arch.includes('MixtralForCausalLM'))))
+    fail(source, `field "architectures" is ${JSON.stringify(arch)}; only LlamaForCausalLM and MixtralForCausalLM are supported`);
+  if (hf.model_type !== undefined && hf.model_type !== (mixtral ? 'mixtral' : 'llama'))
+    fail(source, `field "model_type" is ${JSON.stringify(hf.model_type)}, expected "${mixtral ? 'mixtral' : 'llama'}" for ${JSON.stringify(arch)}`);
+  if (mixtral && hf.sliding_window !== undefined && hf.sliding_window !== null)
+    fail(source, `field "sliding_window" is ${JSON.stringify(hf.sliding_window)}; only full causal attention (null) is supported`);
+  if (!mixtral) for (const f of ['num_local_experts', 'num_experts_per_tok'])
+    if (hf[f] !== undefined && hf[f] !== 1) fail(source, `field "${f}" is set on a LlamaForCausalLM config; a mixture of experts is model_type "mixtral"`);
   if (hf.hidden_act !== undefined && hf.hidden_act !== 'silu') fail(source, `field "hidden_act" is ${JSON.stringify(hf.hidden_act)}; LLaMA uses "silu"`);
   if (hf.attention_bias === true) fail(source, 'field "attention_bias" is true; LLaMA projections have no bias');
   if (hf.mlp_bias === true) fail(source, 'field "mlp_bias" is true; LLaMA projections have no bias');
   const rp = hf.rope_parameters ?? null;
   const rs = rp ?? hf.rope_scaling ?? null;
-  const ropeTheta = rp?.rope_theta ?? hf.rope_theta ?? CONFIG_DEFAULTS.ropeTheta;
+  const ropeTheta = rp?.rope_theta ?? hf.rope_theta ?? (mixtral ? 1e6 : CONFIG_DEFAULTS.ropeTheta); // MixtralConfig's default base is 1e6
   const ropeType = rs === null ? 'default' : (rs as { rope_type?: string }).rope_type ?? (rs as { type?: string }).type ?? 'default';
   let ropeScaling: RopeScaling = null;
   if (ropeType === 'linear' || ropeType === 'dynamic') {
@@ -354,8 +431,12 @@ export function fromHFConfig(value: unknown, source = 'config.json'): ModelConfi
       ropeTheta,
       ropeScaling,
       maxSeqLen: hf.max_position_embeddings ?? CONFIG_DEFAULTS.maxSeqLen,
-      normEps: hf.rms_norm_eps ?? 1e-6, // LlamaConfig's default
+      normEps: hf.rms_norm_eps ?? (mixtral ? 1e-5 : 1e-6), // LlamaConfig's / MixtralConfig's default
       tieEmbeddings: hf.tie_word_embeddings ?? false,
+      // MixtralConfig's defaults for what a mixtral config.json leaves out
+      ...(mixtral ? { numExperts: hf.num_local_experts ?? 8, topK: hf.num_experts_per_tok ?? 2 } : {}),
+      ...(mixtral && (hf.num_local_experts ?? 8) !== 1
+        ? { routerAuxLossCoef: hf.router_aux_loss_coef ?? 0.001, routerJitter: hf.router_jitter_noise ?? 0 } : {}),
     },
     source,
   );
@@ -382,6 +463,11 @@ export interface ParameterCount {
   norms: number;
   /** total - embedding - lmHead: what scaling-law papers call N. */
   nonEmbedding: number;
+  /**
+   * Parameters one token goes through: total less the experts it is not routed to (its top-k and
+   * the shared experts count, the router too). Equals total for a dense model. Mixtral 8x7B: 12.9B.
+   */
+  active: number;
 }
 
 export function parameterCount(cfg: ModelConfig): ParameterCount {
@@ -391,10 +477,13 @@ export function parameterCount(cfg: ModelConfig): ParameterCount {
   const lmHead = cfg.tieEmbeddings ? 0 : cfg.vocabSize * C;
   const attention = cfg.nLayers * (C * cfg.nHeads * D + 2 * C * cfg.nKvHeads * D + cfg.nHeads * D * C);
   const router = cfg.numExperts > 1 ? C * cfg.numExperts : 0;
-  const feedForward = cfg.nLayers * (3 * C * cfg.ffnDim * cfg.numExperts + router);
+  const expert = 3 * C * cfg.ffnDim;
+  const shared = cfg.numSharedExperts ?? 0;
+  const feedForward = cfg.nLayers * (expert * (cfg.numExperts + shared) + router);
   const norms = (2 * cfg.nLayers + 1) * C;
   const total = embedding + lmHead + attention + feedForward + norms;
-  return { total, embedding, lmHead, attention, feedForward, norms, nonEmbedding: total - embedding - lmHead };
+  const active = total - cfg.nLayers * expert * (cfg.numExperts - cfg.topK);
+  return { total, embedding, lmHead, attention, feedForward, norms, nonEmbedding: total - embedding - lmHead, active };
 }
 
 export interface FlopsPerToken {
@@ -417,7 +506,7 @@ export interface FlopsPerToken {
 export function flopsPerToken(cfg: ModelConfig, seqLen = cfg.maxSeqLen): FlopsPerToken {
   const c = parameterCount(cfg);
   const perExpertFfn = 3 * cfg.dim * cfg.ffnDim;
-  const activeFfn = cfg.nLayers * (perExpertFfn * cfg.topK + (cfg.numExperts > 1 ? cfg.dim * cfg.numExperts : 0));
+  const activeFfn = cfg.nLayers * (perExpertFfn * (cfg.topK + (cfg.numSharedExperts ?? 0)) + (cfg.numExperts > 1 ? cfg.dim * cfg.numExperts : 0));
   const matmulParams = c.attention + activeFfn + cfg.vocabSize * cfg.dim;
   const attn = cfg.nLayers * seqLen * cfg.nHeads * headDim(cfg);
   return { seqLen, matmulParams, forward: 2 * matmulParams + 4 * attn, training: 6 * matmulParams + 12 * attn };

@@ -16,11 +16,13 @@
 //   model.layers.{i}.self_attn.{q,k,v,o}_proj.weight
 //   model.layers.{i}.post_attention_layernorm.weight (C)
 //   model.layers.{i}.mlp.{gate,up,down}_proj.weight      ('mlp' is LlamaOptions.feedForwardName)
+//   model.layers.{i}.block_sparse_moe.gate.weight (E, C)                 numExperts > 1 (Mixtral's names)
+//   model.layers.{i}.block_sparse_moe.experts.{e}.{w1,w3,w2}.weight      (F, C), (F, C), (C, F)
 //   model.norm.weight (C)
 //   lm_head.weight (V, C)            absent when tieEmbeddings: the output layer reads embed_tokens
 import { PatentGPTError } from '../errors.js';
 import {
-  Block, Embedding, ForwardRecorder, Linear, Module, ModuleList, RMSNorm, SwiGLUMLP, prefixContext, zeroInit,
+  Block, Embedding, ForwardRecorder, Linear, Module, ModuleList, RMSNorm, SparseMoE, SwiGLUMLP, prefixContext, zeroInit,
   type AttentionMetadata, type DecodeLayerWeights, type FeedForward, type ForwardContext, type PackedAttentionMetadata,
   type PagedAttentionMetadata, type ParamInit, type RopeSetting,
 } from '../nn/index.js';
@@ -186,8 +188,10 @@ export class LlamaForCausalLM extends Module {
     this.#config = validateConfig(config);
     checkModelFits(this.#config, 'LlamaForCausalLM'); // a clear error before any allocation, not a RangeError
     const init = opts.init === 'zeros' ? zeroInit : normalInit(opts.seed ?? 0, opts.initStd ?? 0.02);
-    const ff = opts.feedForward ?? ((_i, c, pi) => new SwiGLUMLP(c.dim, c.ffnDim, pi));
-    this.model = this.registerModule('model', new LlamaModel(this.config, init, ff, opts.feedForwardName));
+    const moe = this.#config.numExperts > 1 && !opts.feedForward;
+    const ff = opts.feedForward ?? (moe ? sparseMoE : (_i, c, pi) => new SwiGLUMLP(c.dim, c.ffnDim, pi));
+    const ffName = opts.feedForwardName ?? (moe ? 'block_sparse_moe' : undefined);
+    this.model = this.registerModule('model', new LlamaModel(this.config, init, ff, ffName));
     this.lm_head = this.config.tieEmbeddings ? null : this.registerModule('lm_head', new Linear(this.config.dim, this.config.vocabSize, init));
     this.lossChunkSize = opts.lossChunkSize;
   }
@@ -415,6 +419,18 @@ function sameStep(k: StepKey, step: PagedStep): boolean {
     k.slotMapping === m.slotMapping && k.blockTables === c.blockTables && k.maxBlocks === c.maxBlocks && k.cuQ === c.cuQ &&
     k.contextLens === c.contextLens && k.partitionSize === c.partitionSize && k.theta === r.theta && k.posScale === r.posScale &&
     k.k === m.cache.k && k.v === m.cache.v;
+}
+
+/**
+ * Layer i's Mixtral feed-forward. The aux and z-loss coefficients are split over the layers, so
+ * the model adds their mean, as transformers' load_balancing_loss_func averages over layers.
+ */
+function sparseMoE(i: number, c: ModelConfig, init: ParamInit): FeedForward {
+  return new SparseMoE({
+    dim: c.dim, hiddenDim: c.ffnDim, numExperts: c.numExperts, topK: c.topK, numSharedExperts: c.numSharedExperts ?? 0,
+    auxLossWeight: (c.routerAuxLossCoef ?? 0) / c.nLayers, zLossWeight: (c.routerZLossCoef ?? 0) / c.nLayers,
+    jitter: c.routerJitter ?? 0, seed: i,
+  }, init);
 }
 
 function normalInit(seed: number, std: number): ParamInit {

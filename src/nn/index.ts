@@ -4,7 +4,9 @@ export {
   Linear, Embedding, RMSNorm, Attention, SwiGLUMLP, Block, ModuleList, zeroInit,
   type ParamInit, type LinearAdapter, type FeedForward, type SwigluWeights, type DecodeLayerWeights, type BlockOptions, type AttentionShape,
 } from './layers.js';
-export { LoraAdapter, applyLora, mergeLora, removeLora, loraParameters, loraLayers, namedLinears, matchesTarget, type LoraOptions } from './lora.js';
+export {
+  LoraAdapter, applyLora, mergeLora, unmergeLora, removeLora, loraParameters, loraLayers, namedLinears, matchesTarget, type LoraOptions, type MergeOptions,
+} from './lora.js';
 export { ForwardRecorder, prefixContext, type ForwardContext } from './context.js';
 export type {
   AttentionMetadata, PackedAttentionMetadata, PagedAttentionMetadata, PagedKvCache, FreshPrompts, CachedRows, RopeSegment, RopeSetting,

@@ -27,6 +27,8 @@ export const zeroInit: ParamInit = (shape, kind) => (kind === 'ones' ? Tensor.fu
 export interface LinearAdapter extends Module {
   /** x (N, in) and y = x W^T (N, out) -> y plus the adapter's term (N, out). */
   apply(x: Tensor, y: Tensor): Tensor;
+  /** True while the term is folded into W (apply then returns y): W alone is the layer again. */
+  readonly merged: boolean;
 }
 
 /** y = x W^T, W (out, in), as torch.nn.Linear(bias=False); plus an adapter's term when one is attached. */
@@ -46,7 +48,7 @@ export class Linear extends Module {
   }
   /** Whether `weight` alone is this layer (what the fused decode path needs). */
   get fusable(): boolean {
-    return this.#adapter === null;
+    return this.#adapter === null || this.#adapter.merged;
   }
   // The adapter's parameters are this layer's children in checkpoints, without being a module
   // child: detaching it (merging) must leave no trace in the tree.

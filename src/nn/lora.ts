@@ -10,7 +10,7 @@
 // must match the whole module name; a list matches a name equal to an entry or ending in
 // "." + entry; "all-linear" is every Linear but the output layer.
 import { PatentGPTError } from '../errors.js';
-import { add, isGradEnabled, linear, matmul, mul, noGrad, scale, Tensor } from '../tensor/index.js';
+import { add, isGradEnabled, linear, matmul, mul, noGrad, scale, sub, Tensor } from '../tensor/index.js';
 import { Rng } from '../tensor/index.js';
 import { Linear, type LinearAdapter } from './layers.js';
 import { Module } from './module.js';
@@ -36,6 +36,7 @@ export class LoraAdapter extends Module implements LinearAdapter {
   readonly alpha: number;
   readonly dropout: number;
   readonly #rng: Rng;
+  #merged = false;
 
   constructor(inFeatures: number, outFeatures: number, opts: { r: number; alpha?: number; dropout?: number; seed?: number }) {
     super();
@@ -56,7 +57,17 @@ export class LoraAdapter extends Module implements LinearAdapter {
     return this.alpha / this.r;
   }
 
+  /** True while B A * alpha / r is folded into the layer's weight (mergeLora with unload false). */
+  get merged(): boolean {
+    return this.#merged;
+  }
+  /** @internal set by mergeLora / unmergeLora, which change the weight to match. */
+  setMerged(merged: boolean): void {
+    this.#merged = merged;
+  }
+
   apply(x: Tensor, y: Tensor): Tensor {
+    if (this.#merged) return y; // already in W
     // (N, in) -> (N, r) -> (N, out), scaled, added to y.
     return add(y, scale(linear(linear(this.#dropped(x), this.lora_A.weight), this.lora_B.weight), this.scaling));
   }
@@ -167,26 +178,55 @@ export function loraParameters(model: Module): [string, Tensor][] {
   return model.namedParameters().filter(([n]) => /\.lora_[AB]\.weight$/.test(n));
 }
 
+export interface MergeOptions {
+  /**
+   * true (default): remove the adapters after folding them in (PEFT's merge_and_unload). false:
+   * keep them, marked merged (PEFT's merge_adapter), so unmergeLora can take them out again.
+   */
+  unload?: boolean;
+}
+
 /**
- * Folds B A * alpha / r into every adapted Linear's weight and removes the adapters (PEFT's
- * merge_and_unload): the model is plain again and takes the fused decode path. The base weights
- * keep their requiresGrad.
+ * Folds B A * alpha / r into every adapted Linear's weight: the layers are plain weights again
+ * and take the fused decode path. By default the adapters are removed (merge_and_unload); with
+ * `unload: false` they stay, merged, until unmergeLora. The base weights keep their requiresGrad.
  */
-export function mergeLora(model: Module): void {
+export function mergeLora(model: Module, opts: MergeOptions = {}): void {
+  const unload = opts.unload ?? true;
   for (const [, l] of loraLayers(model)) {
     const a = l.adapter;
-    const frozen = !l.weight.requiresGrad;
-    const merged = noGrad(() => {
-      const d = a.delta();
-      const w = add(l.weight, d);
-      d.dispose();
-      return w;
-    });
-    l.setAdapter(null);
-    l.setParameter('weight', merged);
-    if (frozen) merged.requiresGrad = false;
-    a.dispose();
+    if (!a.merged) addToWeight(l, a, 1);
+    if (unload) {
+      l.setAdapter(null);
+      a.dispose();
+    } else a.setMerged(true);
   }
+}
+
+/**
+ * Takes merged adapters back out of the weights (PEFT's unmerge_adapter): W - B A * alpha / r,
+ * equal to the weight before merging up to float rounding. Adapters not merged are left alone.
+ */
+export function unmergeLora(model: Module): void {
+  for (const [, l] of loraLayers(model)) {
+    const a = l.adapter;
+    if (!a.merged) continue;
+    addToWeight(l, a, -1);
+    a.setMerged(false);
+  }
+}
+
+/** W + sign * delta as a new weight tensor (a registration: cached decode plans look again). */
+function addToWeight(l: Linear, a: LoraAdapter, sign: 1 | -1): void {
+  const frozen = !l.weight.requiresGrad;
+  const next = noGrad(() => {
+    const d = a.delta();
+    const w = sign > 0 ? add(l.weight, d) : sub(l.weight, d);
+    d.dispose();
+    return w;
+  });
+  l.setParameter('weight', next);
+  if (frozen) next.requiresGrad = false;
 }
 
 /** Detaches and frees every adapter without merging (the base weights are left as they are). */

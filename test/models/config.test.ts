@@ -48,9 +48,8 @@ describe('model config', () => {
     expect(() => validateConfig(noFfn)).toThrow(/field "ffnDim" is missing/);
     expect(() => validateConfig({ ...good, ropeScaling: { type: 'yarn', factor: 2 } })).toThrow(/ropeScaling\.type/);
     expect(() => validateConfig({ ...good, tieEmbeddings: 'yes' })).toThrow(/tieEmbeddings/);
-    expect(() => validateConfig({ ...good, numExperts: 8, topK: 2 })).toThrow(
-      expect.objectContaining({ code: 'E_UNSUPPORTED', message: expect.stringMatching(/numExperts.*not yet/) }),
-    );
+    // a mixture of experts is accepted now (test/models/moe-config.test.ts covers its checks)
+    expect(validateConfig({ ...good, numExperts: 8, topK: 2 })).toMatchObject({ numExperts: 8, topK: 2, numSharedExperts: 0 });
     expect(() => validateConfig({ ...good, topK: 2 })).toThrow(/topK/);
     // defaults fill the optional fields
     expect(validateConfig({ vocabSize: 10, dim: 8, nLayers: 1, nHeads: 2, ffnDim: 16 })).toEqual({

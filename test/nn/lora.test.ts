@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Engine, type GenerateOptions } from '../../src/infer/index.js';
 import { LlamaForCausalLM, preset, validateConfig } from '../../src/models/index.js';
 import {
-  Linear, LoraAdapter, applyLora, loraLayers, loraParameters, matchesTarget, mergeLora,
+  Linear, LoraAdapter, applyLora, loraLayers, loraParameters, matchesTarget, mergeLora, unmergeLora,
 } from '../../src/nn/index.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { Tensor, clearTape, memoryStats, noGrad, numel, scope } from '../../src/tensor/index.js';
@@ -257,6 +257,50 @@ describe('LoRA on the tiny LLaMA', () => {
     expect(model.parameters().every((p) => !p.requiresGrad)).toBe(true);
   });
 });
+
+describe('merge and unmerge (PEFT\'s merge_adapter / unmerge_adapter)', () => {
+  it('merging with unload false keeps the adapters, marked merged and fusable; unmerging restores the weights; a later unload does not add twice', () => {
+    const model = new LlamaForCausalLM(cfg, { seed: 12, initStd: 0.08 });
+    applyLora(model, { r: 4, alpha: 8, targetModules: ['q_proj', 'down_proj'], seed: 2 });
+    randomizeB(model, 40, 0.1);
+    const names = model.namedParameters().map(([n]) => n);
+    const layer0 = model.model.layers.items[0]!;
+    const q = layer0.self_attn.q_proj;
+    const w0 = q.weight.toArray() as Float32Array;
+    const adapted = logitsOf(model);
+    expect(layer0.decodeWeights()).toBeNull();
+
+    mergeLora(model, { unload: false });
+    expect(model.namedParameters().map(([n]) => n)).toEqual(names); // adapters still there
+    expect(q.adapter!.merged).toBe(true);
+    expect(layer0.decodeWeights()).not.toBeNull(); // W alone is the layer: the fused path may read it
+    expect(q.weight.requiresGrad).toBe(false);
+    const merged = logitsOf(model);
+    expectClose(merged, adapted, 1e-5, 1e-4, 'merged (adapters kept) vs adapted');
+    expect(relDiff(q.weight.toArray() as Float32Array, w0)).toBeGreaterThan(1e-4);
+
+    unmergeLora(model);
+    expect(q.adapter!.merged).toBe(false);
+    expect(layer0.decodeWeights()).toBeNull();
+    expectClose(q.weight.toArray() as Float32Array, w0, 1e-6, 0, 'weight after merge + unmerge');
+    expectClose(logitsOf(model), adapted, 1e-5, 1e-4, 'unmerged vs adapted');
+
+    mergeLora(model, { unload: false });
+    mergeLora(model); // unload: the term is already in W
+    expect(model.namedParameters().map(([n]) => n).some((n) => n.includes('lora_'))).toBe(false);
+    expectClose(logitsOf(model), adapted, 1e-5, 1e-4, 'unloaded after a kept merge');
+    model.dispose();
+  });
+});
+
+function relDiff(a: Float32Array, b: Float32Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num = Math.max(num, Math.abs(a[i]! - b[i]!));
+    den = Math.max(den, Math.abs(b[i]!));
+  }
+  return num / den;
+}
 
 describe('LoRA dropout', () => {
   it('drops the adapter\'s input while gradients are recorded, seeded; never under noGrad', () => {

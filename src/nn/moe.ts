@@ -1,0 +1,219 @@
+// The sparse mixture-of-experts feed-forward of Mixtral (MixtralSparseMoeBlock), composed from
+// the existing differentiable ops; the fused dispatch/grouped-GEMM/combine kernels replace the
+// body of forward later without changing what it computes.
+//
+//   router:  logits = x Wg^T (N, E); probs = softmax(logits); each token's top-k experts by
+//            probability, their probabilities renormalised to sum to 1 (as Mixtral does).
+//   experts: E SwiGLU MLPs, w2(silu(w1 x) * w3 x) (Mixtral's names); token n's output is
+//            sum over its k experts of weight * expert(x_n), plus every shared expert's output.
+//   dropless: every token reaches all of its k experts, however unbalanced the routing.
+//
+// The top-k choice is made on the host from the probabilities (indices carry no gradient); the
+// gradient reaches the router through the gathered, renormalised probabilities, and through the
+// load-balancing loss and the z-loss, which go to the forward context. Shapes: N tokens, C dim,
+// F expert hidden size, E experts, K experts per token.
+import { PatentGPTError } from '../errors.js';
+import {
+  Rng, Tensor, add, div, gather, gatherRows, logSoftmax, mean, mul, scale, scatterAdd, softmax, sub, sum, swiglu,
+} from '../tensor/index.js';
+import type { ForwardContext } from './context.js';
+import { Linear, ModuleList, zeroInit, type FeedForward, type ParamInit } from './layers.js';
+import { Module } from './module.js';
+
+/** One expert: w2(silu(w1 x) * w3 x), MixtralBlockSparseTop2MLP (w1 gate, w3 up, w2 down). */
+export class ExpertMLP extends Module {
+  readonly w1: Linear;
+  readonly w2: Linear;
+  readonly w3: Linear;
+  constructor(readonly dim: number, readonly hiddenDim: number, init: ParamInit = zeroInit) {
+    super();
+    this.w1 = this.registerModule('w1', new Linear(dim, hiddenDim, init));
+    this.w2 = this.registerModule('w2', new Linear(hiddenDim, dim, init));
+    this.w3 = this.registerModule('w3', new Linear(dim, hiddenDim, init));
+  }
+  forward(x: Tensor): Tensor {
+    return this.w2.forward(swiglu(this.w1.forward(x), this.w3.forward(x)));
+  }
+}
+
+export interface SparseMoEOptions {
+  dim: number;
+  /** Hidden size of each expert (intermediate_size). */
+  hiddenDim: number;
+  numExperts: number;
+  /** Experts per token. */
+  topK: number;
+  /** Experts every token goes through, unweighted (default 0). */
+  numSharedExperts?: number;
+  /** Weight of the load-balancing loss this layer reports (0: reported as a metric only). */
+  auxLossWeight?: number;
+  /** Weight of the router z-loss this layer reports (0: reported as a metric only). */
+  zLossWeight?: number;
+  /** In training, the input is scaled by uniform(1 - j, 1 + j) noise (Mixtral's router_jitter_noise). */
+  jitter?: number;
+  /** Seed of the jitter noise. */
+  seed?: number;
+}
+
+/** What one forward routed (for tests and logs). */
+export interface Routing {
+  /** (N * K) expert of token n's k-th choice, by descending probability. */
+  experts: Int32Array;
+  /** Tokens routed to each expert (E). */
+  tokensPerExpert: Int32Array;
+  /** (N * E) the router logits (a host copy; transformers' router_logits). */
+  logits: Float32Array;
+}
+
+/**
+ * Mixtral's sparse MoE block as a FeedForward: `gate.weight` (E, C) and `experts.{e}.w1/w2/w3.weight`
+ * below the block's name ('block_sparse_moe' in MixtralDecoderLayer); shared experts, when any,
+ * are `shared_experts.{s}.w1/w2/w3.weight`.
+ *
+ * Reports to the context: `load_balance_loss` (auxLossWeight * the Switch/Mixtral loss, as an
+ * auxiliary loss, when the weight is > 0), `router_z_loss` likewise, and the metrics
+ * `load_balance` and `router_z` (unweighted values), `expert_tokens.{e}` and
+ * `expert_load_max_over_mean`.
+ */
+export class SparseMoE extends Module implements FeedForward {
+  readonly gate: Linear;
+  readonly experts: ModuleList<ExpertMLP>;
+  readonly shared_experts: ModuleList<ExpertMLP> | null;
+  readonly numExperts: number;
+  readonly topK: number;
+  readonly auxLossWeight: number;
+  readonly zLossWeight: number;
+  readonly jitter: number;
+  /** Jitter applies only while training (as module.training in torch). */
+  training = false;
+  /** The routing of the latest forward. */
+  lastRouting: Routing | null = null;
+  readonly #rng: Rng;
+
+  constructor(opts: SparseMoEOptions, init: ParamInit = zeroInit) {
+    super();
+    const { dim, hiddenDim, numExperts: E, topK: K } = opts;
+    const shared = opts.numSharedExperts ?? 0;
+    const bad = (field: string, why: string): never => {
+      throw new PatentGPTError('E_CONFIG', `SparseMoE: field "${field}" ${why}`);
+    };
+    if (!Number.isSafeInteger(E) || E < 1) bad('numExperts', `must be a positive integer, got ${E}`);
+    if (!Number.isSafeInteger(K) || K < 1 || K > E) bad('topK', `must be an integer in [1, numExperts = ${E}], got ${K}`);
+    if (!Number.isSafeInteger(shared) || shared < 0) bad('numSharedExperts', `must be an integer >= 0, got ${shared}`);
+    const jitter = opts.jitter ?? 0;
+    if (!(jitter >= 0 && jitter < 1)) bad('jitter', `must be in [0, 1), got ${jitter}`);
+    for (const f of ['auxLossWeight', 'zLossWeight'] as const)
+      if (!(Number.isFinite(opts[f] ?? 0) && (opts[f] ?? 0) >= 0)) bad(f, `must be a finite number >= 0, got ${opts[f]}`);
+    this.numExperts = E;
+    this.topK = K;
+    this.auxLossWeight = opts.auxLossWeight ?? 0;
+    this.zLossWeight = opts.zLossWeight ?? 0;
+    this.jitter = jitter;
+    this.#rng = new Rng(opts.seed ?? 0);
+    this.gate = this.registerModule('gate', new Linear(dim, E, init));
+    this.experts = this.registerModule('experts', new ModuleList(Array.from({ length: E }, () => new ExpertMLP(dim, hiddenDim, init))));
+    this.shared_experts = shared > 0
+      ? this.registerModule('shared_experts', new ModuleList(Array.from({ length: shared }, () => new ExpertMLP(dim, hiddenDim, init))))
+      : null;
+  }
+
+  /** Router logits (N, E) of x (N, C): what transformers returns as router_logits. */
+  routerLogits(x: Tensor): Tensor {
+    return this.gate.forward(x);
+  }
+
+  /** x (N, C) -> (N, C). */
+  forward(x: Tensor, ctx: ForwardContext): Tensor {
+    if (x.shape.length !== 2) throw new PatentGPTError('E_SHAPE', `SparseMoE: x must be (N, C), got ${x.describe()}`);
+    const N = x.shape[0]!, C = x.shape[1]!, E = this.numExperts, K = this.topK;
+    if (this.training && this.jitter > 0) x = mul(x, this.#noise(x.shape));
+    const logits = this.gate.forward(x); // (N, E)
+    const probs = softmax(logits); // (N, E)
+    const { experts, tokensPerExpert, byExpert } = topK(probs.toArray() as Float32Array, N, E, K);
+    this.lastRouting = { experts, tokensPerExpert, logits: logits.toArray() as Float32Array };
+    // the chosen probabilities, renormalised: Mixtral's routing weights (N, K)
+    const top = gather(probs, 1, Tensor.from(experts, [N, K], { dtype: 'i32', device: x.device }));
+    const weights = div(top, sum(top, 1, { keepdim: true })).reshape([N * K, 1]);
+    let out = Tensor.zeros([N, C], { device: x.device });
+    for (let e = 0; e < E; e++) {
+      const slots = byExpert[e]!; // token n's k-th choice is slot n * K + k
+      const n = slots.length;
+      if (n === 0) continue;
+      const tokens = Int32Array.from(slots, (s) => Math.floor(s / K));
+      const ids = Tensor.from(tokens, [n], { dtype: 'i32', device: x.device });
+      const y = this.experts.items[e]!.forward(gatherRows(x, ids)); // (n, C)
+      const w = gatherRows(weights, Tensor.from(Int32Array.from(slots), [n], { dtype: 'i32', device: x.device })); // (n, 1)
+      const index = new Int32Array(n * C);
+      for (let i = 0; i < n; i++) index.fill(tokens[i]!, i * C, (i + 1) * C);
+      out = scatterAdd(out, 0, Tensor.from(index, [n, C], { dtype: 'i32', device: x.device }), mul(y, w));
+    }
+    for (const s of this.shared_experts?.items ?? []) out = add(out, s.forward(x));
+    this.#report(ctx, logits, probs, tokensPerExpert, N);
+    return out;
+  }
+
+  #noise(shape: readonly number[]): Tensor {
+    const n = shape.reduce((a, d) => a * d, 1);
+    const u = new Float32Array(n);
+    for (let i = 0; i < n; i++) u[i] = 1 - this.jitter + 2 * this.jitter * (this.#rng.nextUint32() / 2 ** 32);
+    return Tensor.from(u, shape);
+  }
+
+  #report(ctx: ForwardContext, logits: Tensor, probs: Tensor, tokensPerExpert: Int32Array, N: number): void {
+    const E = this.numExperts;
+    const lb = loadBalancingLoss(probs, tokensPerExpert, N);
+    ctx.addMetric('load_balance', lb.item());
+    if (this.auxLossWeight > 0) ctx.addAuxLoss('load_balance_loss', scale(lb, this.auxLossWeight));
+    const z = routerZLoss(logits);
+    ctx.addMetric('router_z', z.item());
+    if (this.zLossWeight > 0) ctx.addAuxLoss('router_z_loss', scale(z, this.zLossWeight));
+    let max = 0;
+    for (let e = 0; e < E; e++) {
+      ctx.addMetric(`expert_tokens.${e}`, tokensPerExpert[e]!);
+      max = Math.max(max, tokensPerExpert[e]!);
+    }
+    ctx.addMetric('expert_load_max_over_mean', N === 0 ? 0 : max / (N * this.topK / E));
+  }
+}
+
+/**
+ * Each row's K largest of E probabilities (descending; the lower expert first on ties), the
+ * count per expert, and per expert its slots n * K + k in token order.
+ */
+function topK(p: Float32Array, N: number, E: number, K: number): { experts: Int32Array; tokensPerExpert: Int32Array; byExpert: number[][] } {
+  const experts = new Int32Array(N * K);
+  const tokensPerExpert = new Int32Array(E);
+  const byExpert: number[][] = Array.from({ length: E }, () => []);
+  const taken = new Uint8Array(E);
+  for (let n = 0; n < N; n++) {
+    taken.fill(0);
+    for (let k = 0; k < K; k++) {
+      let best = -1;
+      for (let e = 0; e < E; e++) if (!taken[e] && (best < 0 || p[n * E + e]! > p[n * E + best]! || Number.isNaN(p[n * E + e]!))) best = e;
+      taken[best] = 1;
+      experts[n * K + k] = best;
+      tokensPerExpert[best]!++;
+      byExpert[best]!.push(n * K + k);
+    }
+  }
+  return { experts, tokensPerExpert, byExpert };
+}
+
+/**
+ * The Switch/Mixtral load-balancing loss of one layer: E * sum_e f_e * P_e, f_e the share of
+ * tokens routed to expert e (counting each of a token's k choices, so it sums to k) and P_e the
+ * mean router probability of e. transformers' load_balancing_loss_func on this layer's logits.
+ * Only P carries a gradient.
+ */
+export function loadBalancingLoss(probs: Tensor, tokensPerExpert: Int32Array, N: number): Tensor {
+  const E = tokensPerExpert.length;
+  const f = Float32Array.from(tokensPerExpert, (c) => c / Math.max(1, N));
+  return scale(sum(mul(Tensor.from(f, [E], { device: probs.device }), mean(probs, 0))), E);
+}
+
+/** ST-MoE's router z-loss: the mean over tokens of logsumexp(logits)^2. */
+export function routerZLoss(logits: Tensor): Tensor {
+  // x - logSoftmax(x) is logsumexp(x) in every column: the mean over columns is it, stably
+  const lse = mean(sub(logits, logSoftmax(logits)), 1); // (N)
+  return mean(mul(lse, lse));
+}
