@@ -25,6 +25,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Template, parse, tokenize } from '@huggingface/jinja';
 import { PatentGPTError } from '../errors.js';
+import { withoutDummyPrefix } from './chat.js';
 import { PieceType } from './model.js';
 import { SentencePieceTokenizer } from './sentencepiece.js';
 
@@ -281,18 +282,6 @@ export function loadChatTemplate(source: string | Record<string, unknown>, name?
   const jinja = join(dirname(path), 'chat_template.jinja');
   if (config.chat_template === undefined && existsSync(jinja)) config = { ...config, chat_template: readFileSync(jinja, 'utf8') };
   return new ChatTemplate({ config, name, where: path });
-}
-
-const noPrefix = new WeakMap<SentencePieceTokenizer, SentencePieceTokenizer>();
-
-/** The same tokenizer with add_dummy_prefix off (as src/tokenizer/chat.ts, cached per tokenizer). */
-function withoutDummyPrefix(t: SentencePieceTokenizer): SentencePieceTokenizer {
-  let u = noPrefix.get(t);
-  if (!u) {
-    u = new SentencePieceTokenizer({ ...t.model, normalizerSpec: { ...t.model.normalizerSpec, addDummyPrefix: false } }, t.name);
-    noPrefix.set(t, u);
-  }
-  return u;
 }
 
 /**

@@ -10,7 +10,7 @@ import { SentencePieceTokenizer } from './sentencepiece.js';
 const noPrefix = new WeakMap<SentencePieceTokenizer, SentencePieceTokenizer>();
 
 /** The same tokenizer with add_dummy_prefix off (cached per tokenizer). */
-function withoutDummyPrefix(t: SentencePieceTokenizer): SentencePieceTokenizer {
+export function withoutDummyPrefix(t: SentencePieceTokenizer): SentencePieceTokenizer {
   let u = noPrefix.get(t);
   if (!u) {
     u = new SentencePieceTokenizer({ ...t.model, normalizerSpec: { ...t.model.normalizerSpec, addDummyPrefix: false } }, t.name);
