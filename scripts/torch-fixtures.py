@@ -229,6 +229,26 @@ def elementwise_cases():
     }
 
 
+# Sparse MoE (Mixtral's MixtralSparseMoeBlock): router softmax in float, topk, renormalised over
+# the k, each expert a SiLU-gated MLP over the tokens that chose it, weighted and summed back.
+def case_moe_swiglu(N=7, C=6, H=5, E=4, k=2):
+    x, gate = leaf(N, C), leaf(E, C)
+    w1, w3, w2 = leaf(E, H, C, scale=0.5), leaf(E, H, C, scale=0.5), leaf(E, C, H, scale=0.5)
+    logits = x @ gate.T
+    probs = torch.softmax(logits, dim=1, dtype=torch.float)
+    weights, selected = torch.topk(probs, k, dim=-1)
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    out = torch.zeros_like(x)
+    for e in range(E):
+        top_x, idx = torch.where(selected == e)
+        h = (F.silu(x[top_x] @ w1[e].T) * (x[top_x] @ w3[e].T)) @ w2[e].T
+        out = out.index_add(0, top_x, h * weights[top_x, idx, None])
+    up, grads = grads_of(out, [x, gate, w1, w3, w2])
+    names = ["x", "gate", "w1", "w3", "w2"]
+    return {"inputs": {n: t(v) for n, v in zip(names, [x, gate, w1, w3, w2])}, "k": k, "indices": ints(selected),
+            "weights": t(weights), "upstream": t(up), "out": t(out), "grads": {n: t(g) for n, g in zip(names, grads)}}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
@@ -251,6 +271,8 @@ def main():
         "adamw": case_adamw(),
     }
     cases.update(elementwise_cases())
+    # Appended last so the older cases' random draws, and values, stay as they were.
+    cases["moe_swiglu"] = case_moe_swiglu()
     doc = {"torch": torch.__version__, "seed": args.seed, "cases": cases}
     with open(args.out, "w") as f:
         json.dump(doc, f, separators=(",", ":"))

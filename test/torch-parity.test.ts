@@ -9,10 +9,11 @@ import { describe, expect, it } from 'vitest';
 import { findPython } from '../scripts/bench/_peers.js';
 import {
   Tensor, adamwStep, attention, clamp, clearTape, crossEntropy, div, embedding, exp, gather, linear, log, logSoftmax, logprobs,
-  logsigmoid, matmul, max, maximum, mean, minimum, mul, neg, rmsnorm, rope, scatterAdd, sigmoid, softmax, sub, sum, swiglu,
+  logsigmoid, matmul, max, maximum, mean, minimum, moeRouter, mul, neg, noGrad, rmsnorm, rope, scatterAdd, sigmoid, softmax, sub, sum, swiglu,
   where,
 } from '../src/tensor/index.js';
 import { expectClose } from './helpers.js';
+import { moeSwigluLayer } from './reference/moe.js';
 
 interface Arr { shape: number[]; data: number[] }
 type Case = Record<string, unknown> & { inputs: Record<string, Arr>; upstream?: Arr; out: Arr; grads: Record<string, Arr> };
@@ -72,6 +73,16 @@ function checkFixture(fx: Fixture): void {
   });
   checkCase('gather', c.gather!, (i) => gather(i.x!, c.gather!.dim as number, ids(c.gather!.index as Arr)));
   checkCase('scatter_add', c.scatter_add!, (i) => scatterAdd(i.x!, c.scatter_add!.dim as number, ids(c.scatter_add!.index as Arr), i.src!));
+
+  // Sparse MoE as Mixtral's block: torch.topk routing renormalised, per-expert matmuls, index_add.
+  const moe = c.moe_swiglu!;
+  checkCase('moe_swiglu', moe, (i) => {
+    const { indices, weights } = noGrad(() => moeRouter(linear(i.x!, i.gate!), moe.k as number));
+    expect(Array.from(indices.toArray() as Int32Array), 'moe_swiglu: top-k experts').toEqual((moe.indices as Arr).data);
+    expectClose(weights.toArray() as Float32Array, (moe.weights as Arr).data, ATOL, RTOL, 'moe_swiglu: routing weights');
+    [indices, weights].forEach((t) => t.dispose());
+    return moeSwigluLayer(i.x!, i.gate!, i.w1!, i.w3!, i.w2!, moe.k as number);
+  });
 
   const ad = c.adamw as unknown as { start: Arr; hp: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number }; grads: Arr[]; params: Arr[] };
   const p = Tensor.from(Float32Array.from(ad.start.data));

@@ -15,3 +15,4 @@ export * from './optim.js';
 export * from './paged.js';
 export * from './decode.js';
 export * from './rows.js';
+export * from './moe.js';
