@@ -11,3 +11,4 @@ export { ForwardRecorder, prefixContext, type ForwardContext } from './context.j
 export type {
   AttentionMetadata, PackedAttentionMetadata, PagedAttentionMetadata, PagedKvCache, FreshPrompts, CachedRows, RopeSegment, RopeSetting,
 } from './metadata.js';
+export { SparseMoE, ExpertMLP, loadBalancingLoss, routerZLoss, type SparseMoEOptions, type Routing } from './moe.js';
