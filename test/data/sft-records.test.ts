@@ -2,10 +2,12 @@
 // Parquet fixtures, malformed records skipped and counted by reason with file and line, and the
 // real LLaMA-Factory demo sets in ../shared/data (skipped with a message when absent).
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as zlib from 'node:zlib';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
-  loadSftData, llama2ChatRenderer, normalizeRecord, readSftRecords, SkipCounter, type SftFieldMap, type SftLayout,
+  arrayElementLines, loadSftData, llama2ChatRenderer, normalizeRecord, readSftRecords, SkipCounter, type SftFieldMap, type SftLayout,
 } from '../../src/data/sft/index.js';
 import type { ChatMessage } from '../../src/tokenizer/index.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
@@ -70,7 +72,7 @@ describe('SFT records: layouts', () => {
       ],
     ]);
     expect(skipped.nonzero()).toEqual({ 'unknown-layout': 1, 'non-string-content': 1, 'empty-assistant': 1 });
-    expect(skipped.examples.map((s) => [s.reason, s.index])).toEqual([['unknown-layout', 3], ['non-string-content', 4], ['empty-assistant', 5]]);
+    expect(skipped.examples.map((s) => [s.reason, s.index, s.line])).toEqual([['unknown-layout', 3, 5], ['non-string-content', 4, 6], ['empty-assistant', 5, 7]]);
     // set explicitly, a record without "output" is missing a field rather than of no known layout
     const forced = await normalizeFile(path.join(FIX, 'alpaca.json'), { layout: 'alpaca' });
     expect(forced.skipped.nonzero()).toEqual({ 'missing-field': 1, 'non-string-content': 1, 'empty-assistant': 1 });
@@ -86,6 +88,22 @@ describe('SFT records: layouts', () => {
       [{ role: 'system', content: 'You are kind.' }, { role: 'user', content: 'Hello' }, { role: 'assistant', content: 'Hi there.' }],
     ]);
     expect(skipped.nonzero()).toEqual({ 'unknown-role': 1, 'bad-role-order': 1, 'missing-field': 1 });
+    expect(skipped.examples.map((s) => s.line)).toEqual([4, 5, 6]);
+  });
+
+  it('JSON element lines: found past strings holding brackets, commas and escaped quotes, over nested arrays', () => {
+    const text = '[\n  {"a": "x, ] [ \\" {"},\n\n  {"b": [1,\n 2]}, "s",\n 3\n]';
+    expect(JSON.parse(text)).toHaveLength(4);
+    expect(arrayElementLines(text)).toEqual([2, 4, 5, 6]);
+  });
+
+  it('gzip JSONL and a per-source system prompt', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-gz-'));
+    const f = path.join(dir, 'a.jsonl.gz');
+    fs.writeFileSync(f, zlib.gzipSync('{"instruction": "Q", "output": "A"}\n'));
+    const out: unknown[] = [];
+    for await (const item of readSftRecords(f)) if (item.ok) out.push(normalizeRecord(item.record, { defaultSystem: 'Be an examiner.' }));
+    expect(out).toEqual([{ ok: true, messages: [{ role: 'system', content: 'Be an examiner.' }, { role: 'user', content: 'Q' }, { role: 'assistant', content: 'A' }] }]);
   });
 
   it('field names and role names mapped in the config', async () => {
@@ -132,6 +150,7 @@ describe('SFT records: real data in ../shared/data', () => {
     const c4 = await normalizeFile(path.join(sft, 'c4_demo.jsonl'));
     expect(c4.convs.length).toBe(0);
     expect(c4.skipped.nonzero()).toEqual({ 'unknown-layout': 300 });
+    expect(c4.skipped.examples[0]!.line).toBe(1);
   });
   it.skipIf(!fs.existsSync(pref))('preference demos: KTO messages read as messages; DPO ShareGPT prompts lack the answer (skips without ../shared/data)', async () => {
     const kto = await normalizeFile(path.join(pref, 'kto_en_demo.json'));
@@ -141,5 +160,8 @@ describe('SFT records: real data in ../shared/data', () => {
     const dpo = await normalizeFile(path.join(pref, 'dpo_en_demo.json'));
     expect(dpo.convs.length).toBe(0);
     expect(dpo.skipped.counts['bad-role-order']).toBe(300);
+    // hh-rlhf (gzip JSONL of chosen/rejected transcripts) has no SFT layout: all counted, none fatal
+    const hh = await normalizeFile(path.join(pref, 'hh-rlhf-harmless-base', 'test.jsonl.gz'));
+    expect(hh.skipped.nonzero()).toEqual({ 'unknown-layout': 2312 });
   });
 });

@@ -5,7 +5,7 @@ export {
   checkConversation, detectLayout, normalizeRecord, SkipCounter, DEFAULT_FIELDS, ROLE_NAMES, SFT_LAYOUTS, SKIP_REASONS,
   type NormalizeOptions, type Normalized, type RecordSource, type Role, type SftFieldMap, type SftLayout, type Skip, type SkipReason,
 } from './records.js';
-export { readSftRecords, sftFileFormat, where, type RawItem, type SftFileFormat } from './read.js';
+export { arrayElementLines, readSftRecords, sftFileFormat, where, type RawItem, type SftFileFormat } from './read.js';
 export {
   buildExample, chatRenderer, llama2ChatRenderer, IGNORE_INDEX,
   type ChatRenderer, type ExampleOptions, type ExampleResult, type RenderedConversation, type RenderFn, type SftExample,

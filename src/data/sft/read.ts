@@ -60,16 +60,51 @@ async function readAll(file: string): Promise<string> {
   return s;
 }
 
+/** The 1-based line on which each element of a top-level JSON array starts (text already parsed). */
+export function arrayElementLines(text: string): number[] {
+  const lines: number[] = [];
+  let line = 1;
+  let depth = 0;
+  let inStr = false;
+  let esc = false;
+  let expectElem = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x0a) line++;
+    if (inStr) {
+      if (esc) esc = false;
+      else if (c === 0x5c) esc = true;
+      else if (c === 0x22) inStr = false;
+      continue;
+    }
+    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) continue;
+    if (depth === 1 && expectElem && c !== 0x5d) {
+      lines.push(line);
+      expectElem = false;
+    }
+    if (c === 0x22) inStr = true;
+    else if (c === 0x5b || c === 0x7b) {
+      depth++;
+      if (depth === 1) expectElem = c === 0x5b;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+    else if (c === 0x2c && depth === 1) expectElem = true;
+  }
+  return lines;
+}
+
 async function* readJson(file: string): AsyncGenerator<RawItem> {
   let v: unknown;
+  let text: string;
   try {
-    v = JSON.parse(await readAll(file));
+    text = await readAll(file);
+    v = JSON.parse(text);
   } catch (err) {
     yield { ok: false, skip: { file, index: 0, reason: 'malformed-json', detail: `the file is not one JSON value (${err instanceof Error ? err.message : String(err)}); JSON Lines files must be named .jsonl` } };
     return;
   }
   const list = Array.isArray(v) ? v : [v];
-  for (let index = 0; index < list.length; index++) yield { ok: true, record: list[index], source: { file, index } };
+  const lines = Array.isArray(v) ? arrayElementLines(text) : [1];
+  for (let index = 0; index < list.length; index++) yield { ok: true, record: list[index], source: { file, index, line: lines[index] } };
 }
 
 async function* readParquet(file: string): AsyncGenerator<RawItem> {
@@ -100,7 +135,7 @@ export async function* readSftRecords(file: string, format?: SftFileFormat): Asy
   else yield* readParquet(file);
 }
 
-/** "file:line" (JSONL) or "file#index" for messages. */
+/** "file:line" (JSONL, JSON) or "file#index" (Parquet) for messages. */
 export function where(s: RecordSource): string {
   return s.line !== undefined ? `${path.basename(s.file)}:${s.line}` : `${path.basename(s.file)}#${s.index}`;
 }

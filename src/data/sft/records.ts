@@ -57,7 +57,7 @@ export const SKIP_REASONS: readonly SkipReason[] = [
   'bad-role-order', 'empty-assistant', 'too-long', 'render-error',
 ];
 
-/** Where a record came from: its file, its 1-based line (JSONL) and its 0-based index in the file. */
+/** Where a record came from: its file, the 1-based line it starts on (JSONL, JSON arrays; none in Parquet) and its 0-based index in the file. */
 export interface RecordSource {
   file: string;
   index: number;
