@@ -97,6 +97,16 @@ describe('SFT records: layouts', () => {
     expect(arrayElementLines(text)).toEqual([2, 4, 5, 6]);
   });
 
+  it('a file that is not Parquet is one malformed-parquet skip, not an error', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-pq-'));
+    const f = path.join(dir, 'bad.parquet');
+    fs.writeFileSync(f, 'PAR1 this is not parquet at all PAR1');
+    const { convs, skipped } = await normalizeFile(f);
+    expect(convs).toEqual([]);
+    expect(skipped.nonzero()).toEqual({ 'malformed-parquet': 1 });
+    await expect(normalizeFile(path.join(dir, 'missing.jsonl'))).rejects.toThrow(/cannot read it/);
+  });
+
   it('gzip JSONL and a per-source system prompt', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-gz-'));
     const f = path.join(dir, 'a.jsonl.gz');

@@ -114,13 +114,22 @@ async function* readParquet(file: string): AsyncGenerator<RawItem> {
   try {
     meta = await parquetMetadataAsync(buf);
   } catch (err) {
-    yield { ok: false, skip: { file, index: 0, reason: 'malformed-json', detail: `not a Parquet file (${err instanceof Error ? err.message : String(err)})` } };
+    yield { ok: false, skip: { file, index: 0, reason: 'malformed-parquet', detail: `not a Parquet file (${err instanceof Error ? err.message : String(err)})` } };
     return;
   }
   let rowStart = 0;
   for (const rg of meta.row_groups) {
     const n = Number(rg.num_rows);
-    const rows = (await parquetReadObjects({ file: buf, metadata: meta, rowStart, rowEnd: rowStart + n })) as unknown[];
+    let rows: unknown[];
+    try {
+      rows = (await parquetReadObjects({ file: buf, metadata: meta, rowStart, rowEnd: rowStart + n })) as unknown[];
+    } catch (err) {
+      // a corrupt row group costs its rows, not the file
+      const detail = `row group at row ${rowStart} cannot be decoded (${err instanceof Error ? err.message : String(err)})`;
+      for (let i = 0; i < n; i++) yield { ok: false, skip: { file, index: rowStart + i, reason: 'malformed-parquet', detail } };
+      rowStart += n;
+      continue;
+    }
     for (let i = 0; i < rows.length; i++) yield { ok: true, record: rows[i], source: { file, index: rowStart + i } };
     rowStart += n;
   }

@@ -42,6 +42,7 @@ export const ROLE_NAMES: Readonly<Record<string, Role>> = {
 
 export type SkipReason =
   | 'malformed-json' // a line or file that is not JSON
+  | 'malformed-parquet' // a Parquet file or row group that cannot be decoded
   | 'not-an-object' // a record that is not a JSON object
   | 'unknown-layout' // no messages/conversations/instruction+output fields
   | 'missing-field' // the layout's field absent (or a turn without role/content)
@@ -53,7 +54,7 @@ export type SkipReason =
   | 'render-error'; // the chat renderer refused the conversation
 
 export const SKIP_REASONS: readonly SkipReason[] = [
-  'malformed-json', 'not-an-object', 'unknown-layout', 'missing-field', 'non-string-content', 'unknown-role',
+  'malformed-json', 'malformed-parquet', 'not-an-object', 'unknown-layout', 'missing-field', 'non-string-content', 'unknown-role',
   'bad-role-order', 'empty-assistant', 'too-long', 'render-error',
 ];
 
