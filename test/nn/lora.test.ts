@@ -258,6 +258,24 @@ describe('LoRA on the tiny LLaMA', () => {
   });
 });
 
+describe('LoRA on the sparse MoE decoder (tiny-moe)', () => {
+  it('wraps the experts\' and router\'s Linears by Mixtral\'s names; B = 0 is exact, a trained adapter merges to the same logits', () => {
+    const moe = validateConfig({ ...preset('tiny-moe').config, vocabSize: 259, maxSeqLen: 128 });
+    const model = new LlamaForCausalLM(moe, { seed: 13, initStd: 0.08 });
+    const base = logitsOf(model);
+    const params = applyLora(model, { r: 2, alpha: 4, targetModules: ['w1', 'w2', 'w3', 'q_proj'], seed: 3 });
+    expect(params.map(([n]) => n)).toContain('model.layers.0.block_sparse_moe.experts.1.w2.lora_B.weight');
+    expect(params).toHaveLength(2 * moe.nLayers * (3 * moe.numExperts + 1));
+    expect(logitsOf(model)).toEqual(base);
+    randomizeB(model, 500, 0.1);
+    const adapted = logitsOf(model);
+    expect(relDiff(adapted, base)).toBeGreaterThan(1e-3);
+    mergeLora(model);
+    expectClose(logitsOf(model), adapted, 1e-5, 1e-4, 'merged MoE vs adapted');
+    model.dispose();
+  });
+});
+
 describe('merge and unmerge (PEFT\'s merge_adapter / unmerge_adapter)', () => {
   it('merging with unload false keeps the adapters, marked merged and fusable; unmerging restores the weights; a later unload does not add twice', () => {
     const model = new LlamaForCausalLM(cfg, { seed: 12, initStd: 0.08 });
