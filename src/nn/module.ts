@@ -112,7 +112,9 @@ export abstract class Module {
     if (!opts.allowReshape && (old.shape.length !== t.shape.length || old.shape.some((d, i) => d !== t.shape[i])))
       throw new PatentGPTError('E_SHAPE', `parameter ${fullPath} is ${old.describe()}, cannot replace it with ${t.describe()}`);
     if (old === t) return;
+    const frozen = !old.requiresGrad; // a replaced weight stays frozen (LoRA's base), as torch's load_state_dict keeps it
     this.registerParameter(own, t, this.#checkpointName(own));
+    if (frozen) t.requiresGrad = false;
     old.grad?.dispose();
     old.grad = null;
     old.dispose();

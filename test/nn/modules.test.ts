@@ -29,6 +29,11 @@ describe('nn modules', () => {
     attn.setParameter('k_proj.weight', fresh);
     expect(attn.getParameter('k_proj.weight')).toBe(fresh);
     expect(fresh.requiresGrad).toBe(true);
+    // A frozen weight (LoRA's base) stays frozen when replaced (loading weights, Module.to).
+    fresh.requiresGrad = false;
+    const again = Tensor.zeros([16, 32]);
+    attn.setParameter('k_proj.weight', again);
+    expect(again.requiresGrad).toBe(false);
     expect(() => new Attention({ dim: 32, nHeads: 4, nKvHeads: 3 })).toThrow(/do not divide/);
     attn.dispose();
   });
