@@ -10,9 +10,10 @@ export * from './eval/index.js';
 export { Trainer, findResumePoint, type ResumeLookup, type TrainTask, type TaskLoss, type TrainerOptions, type TrainResult, type TrainBatchInfo } from './train/trainer.js';
 export { estimateTrainingMemory, checkTrainingFits } from './train/memory.js';
 export { pretrain, stageModelConfig, resolveModelConfig, loadInitialWeights, type PretrainOptions, type PretrainResult } from './train/pretrain.js';
+export { sft, sftLoss, sftRenderer, llama2ByteRenderer, type SftOptions, type SftResult } from './train/stages/sft.js';
 export {
   loadStageConfig, validateStageConfig, configHash, totalSteps, tokensPerStep, stageSchedule, STAGE_KINDS,
-  type StageConfig, type StageKind, type StageBase, type PretrainConfig, type StageOptimizer, type StageParamGroup,
+  type StageConfig, type StageKind, type StageBase, type PretrainConfig, type SftConfig, type SftChatTemplate, type StageOptimizer, type StageParamGroup,
 } from './train/config.js';
 export {
   AdamW, SGD, createOptimizer, defaultDecayRule, type Optimizer, type OptimizerOptions, type OptimizerType, type ParamGroupRule, type ParamGroup,

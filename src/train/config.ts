@@ -12,9 +12,11 @@
 // default runs/<name>, so a stage-2 init names stage 1's folder exactly as stage 1 printed it.
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { validateConfig, type ModelConfig } from '../models/config.js';
+import { validateSftDataConfig, type SftDataConfig } from '../data/sft/config.js';
 import { groupPattern } from './optimizer.js';
 import type { Schedule } from './schedule.js';
 
@@ -92,10 +94,10 @@ export interface StageContext {
   posScale?: number;
 }
 
-/** The stages a config's `kind` names; only "pretrain" runs today (the others are the next issues). */
+/** The stages a config's `kind` names; "pretrain" and "sft" run today (the others are the next issues). */
 export const STAGE_KINDS = ['pretrain', 'sft', 'reward', 'ppo', 'dpo'] as const;
 export type StageKind = (typeof STAGE_KINDS)[number];
-const AVAILABLE_KINDS: readonly StageKind[] = ['pretrain'];
+const AVAILABLE_KINDS: readonly StageKind[] = ['pretrain', 'sft'];
 
 /** What every stage's config holds (model, budget, optimizer, schedule, cadence, limits). */
 export interface StageBase {
@@ -165,8 +167,27 @@ export interface PretrainConfig extends StageBase {
   data: StageData;
 }
 
-/** A stage config, discriminated by `kind` (the union grows with sft, reward, ppo, dpo). */
-export type StageConfig = PretrainConfig;
+/**
+ * How an SFT stage renders conversations: "llama2" (LLaMA-2's [INST] <<SYS>> format, built in,
+ * over the stage's tokenizer), or a Hugging Face chat template from a tokenizer folder or its
+ * tokenizer_config.json (`name` picks one of several named templates).
+ */
+export type SftChatTemplate = 'llama2' | { path: string; name?: string };
+
+/**
+ * Supervised fine-tuning: conversations (messages, Alpaca or ShareGPT records) rendered with a
+ * chat template, the loss on the assistant's tokens only. `init` is required (fine-tuning starts
+ * from trained weights); a `model` that is a model folder is its own `init` when none is given.
+ */
+export interface SftConfig extends StageBase {
+  kind: 'sft';
+  init: string;
+  data: SftDataConfig;
+  chatTemplate: SftChatTemplate;
+}
+
+/** A stage config, discriminated by `kind` (the union grows with reward, ppo, dpo). */
+export type StageConfig = PretrainConfig | SftConfig;
 
 /** Most kernel threads a config may ask for (a typo like 20000 must not spawn 20,000 threads). */
 export const MAX_THREADS = 1024;
@@ -219,7 +240,7 @@ const COMMON_KEYS = [
   'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck',
 ] as const;
 /** The fields of each kind besides the common ones. */
-const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: [], reward: [], ppo: [], dpo: [] };
+const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate'], reward: [], ppo: [], dpo: [] };
 
 export interface ValidateOptions {
   /** Names the source in errors (the file path); default "config". */
@@ -241,10 +262,56 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
   f.known(c, '', [...COMMON_KEYS, ...KIND_KEYS[kind]]);
   const rel = (p: string): string => (opts.baseDir && !path.isAbsolute(p) ? path.resolve(opts.baseDir, p) : p);
   const base = validateBase(f, c, kind, opts, rel);
+  if (kind === 'sft') {
+    const sft = validateSft(f, c, base, opts, rel);
+    checkBudget(f, sft);
+    return sft;
+  }
   const d = f.object(c.data ?? {}, 'data');
   const cfg: PretrainConfig = { ...base, kind: 'pretrain', data: validateData(f, d, rel) };
   checkBudget(f, cfg);
   return cfg;
+}
+
+function validateSft(f: Fields, c: Json, base: StageBase, opts: ValidateOptions, rel: (p: string) => string): SftConfig {
+  if (c.data === undefined) f.fail('data', 'missing: give data.sources (SFT files: messages, Alpaca or ShareGPT records)');
+  let data: SftDataConfig;
+  try {
+    data = validateSftDataConfig(c.data, { field: 'data', ...(opts.baseDir ? { baseDir: opts.baseDir } : {}) });
+  } catch (err) {
+    // the data section's errors name the field; prefix the file as every other config error does
+    if (err instanceof PatentGPTError && err.code === 'E_CONFIG') throw new PatentGPTError('E_CONFIG', `${opts.source ?? 'config'}: ${err.message}`);
+    throw err;
+  }
+  if (data.maxLength !== undefined && data.maxLength > base.seqLen)
+    f.fail('data.maxLength', `${data.maxLength} exceeds seqLen ${base.seqLen}; an example must fit in a row`);
+  let chatTemplate: SftChatTemplate = 'llama2';
+  if (c.chatTemplate !== undefined) {
+    if (typeof c.chatTemplate === 'string') {
+      const t = f.string(c.chatTemplate, 'chatTemplate');
+      chatTemplate = t === 'llama2' ? 'llama2' : { path: rel(t) };
+    } else {
+      const t = f.object(c.chatTemplate, 'chatTemplate');
+      f.known(t, 'chatTemplate', ['path', 'name']);
+      chatTemplate = { path: rel(f.string(t.path, 'chatTemplate.path')), ...(t.name !== undefined ? { name: f.string(t.name, 'chatTemplate.name') } : {}) };
+    }
+  }
+  let init = base.init;
+  if (init === undefined) {
+    // a model folder (this package's checkpoint or a Hugging Face folder) holds the weights too
+    const m = base.model;
+    let isDir = false;
+    if (typeof m === 'string') {
+      try {
+        isDir = fs.statSync(m).isDirectory();
+      } catch {
+        /* not a folder */
+      }
+    }
+    if (!isDir) f.fail('init', 'missing: fine-tuning starts from trained weights; give init (a run, checkpoint or Hugging Face folder), or a model folder as model');
+    init = m as string;
+  }
+  return { ...base, kind: 'sft', init, data, chatTemplate };
 }
 
 function validateData(f: Fields, d: Json, rel: (p: string) => string): StageData {

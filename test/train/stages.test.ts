@@ -74,7 +74,7 @@ describe('stage config kinds and optimizer fields', () => {
   };
   it('reads kind (default pretrain), refuses unknown and not-yet-available kinds naming the field', () => {
     expect(validateStageConfig(V1_CONFIG).kind).toBe('pretrain');
-    refuse({ kind: 'sft' }, /s\.json: kind: the "sft" stage is not available yet \(available: pretrain\)/);
+    refuse({ kind: 'reward' }, /s\.json: kind: the "reward" stage is not available yet \(available: pretrain, sft\)/);
     refuse({ kind: 'finetune' }, /s\.json: kind: must be one of "pretrain", "sft", "reward", "ppo", "dpo", got "finetune"/);
     refuse({ kind: 3 }, /s\.json: kind: must be a non-empty string/);
   });
