@@ -10,6 +10,7 @@ import { tokenizerCommand } from './tokenizer.js';
 import { exportCommand } from './export.js';
 import { evalCommand } from './eval.js';
 import { pretrainCommand } from './pretrain.js';
+import { sftCommand } from './sft.js';
 
 const version = packageVersion();
 
@@ -31,6 +32,7 @@ program.addCommand(tokenizerCommand());
 program.addCommand(exportCommand());
 program.addCommand(evalCommand());
 program.addCommand(pretrainCommand());
+program.addCommand(sftCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

@@ -1,0 +1,80 @@
+// What the stage commands (patentgpt pretrain, patentgpt sft) share: the common flags, progress
+// and log output (a bar on a terminal, JSON lines when piped), the one-line JSON summary, and
+// the exit codes (3: diverged, 130: interrupted with a checkpoint).
+import * as path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { loadStageConfig, type StageConfig, type StageKind } from '../train/config.js';
+import type { StageRunOptions } from '../train/stages/common.js';
+import type { TrainResult } from '../train/trainer.js';
+import { PatentGPTError } from '../errors.js';
+
+export function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
+  return n;
+}
+
+export interface StageFlags {
+  config: string;
+  runDir?: string;
+  steps?: number;
+  quiet?: boolean;
+  restartFromScratch?: boolean;
+}
+
+/** A stage command with the flags every stage takes (--config, --run-dir, --steps, --quiet, --restart-from-scratch). */
+export function stageCommand(name: string, description: string, configHelp: string): Command {
+  return new Command(name)
+    .description(description)
+    .requiredOption('--config <file>', configHelp)
+    .option('--run-dir <dir>', 'run folder (default: the config runDir, else runs/<name>)')
+    .option('--steps <n>', 'override the number of optimizer steps (replaces steps / tokenBudget)', positiveInt)
+    .option('--quiet', 'no progress output, only the final summary')
+    .option('--restart-from-scratch', 'start the run over when none of its checkpoints verifies (the old metrics.jsonl is kept as metrics.jsonl.before-restart)');
+}
+
+/** The config of a stage command: --steps applied, --run-dir over runDir, and the kind checked. */
+export async function loadCommandConfig<K extends StageKind>(kind: K, flags: StageFlags): Promise<Extract<StageConfig, { kind: K }>> {
+  const cfg = await loadStageConfig(flags.config, flags.steps !== undefined ? { steps: flags.steps } : {});
+  if (cfg.kind !== kind)
+    throw new PatentGPTError('E_CONFIG', `${flags.config}: kind: "${cfg.kind}" is not a ${kind} config; run it with \`patentgpt ${cfg.kind}\``);
+  if (flags.runDir) cfg.runDir = path.resolve(flags.runDir);
+  return cfg as Extract<StageConfig, { kind: K }>;
+}
+
+/** Progress, log and signal handling of a stage run from the command line. */
+export function commandRunOptions(flags: StageFlags): StageRunOptions {
+  const out = process.stderr;
+  return {
+    configFile: flags.config,
+    progress: flags.quiet ? null : out.isTTY ? out : process.stdout,
+    ...(flags.quiet ? {} : { log: (m: string) => (out.isTTY ? out.write(`${m}\n`) : process.stdout.write(JSON.stringify({ event: 'log', message: m }) + '\n')) }),
+    handleSignals: true,
+    ...(flags.restartFromScratch ? { restartFromScratch: true } : {}),
+  };
+}
+
+/** Prints the summary line (and a sentence on a terminal) and sets the exit code. */
+export function finishStageCommand(name: string, flags: StageFlags, result: TrainResult & { runDir: string }): void {
+  const out = process.stderr;
+  const summary = {
+    event: 'summary',
+    status: result.status,
+    step: result.step,
+    runDir: result.runDir,
+    checkpoint: result.checkpoint,
+    ...(result.valLoss !== undefined ? { valLoss: +result.valLoss.toFixed(4) } : {}),
+    tokens: result.tokensSeen,
+    ...(result.nonFiniteSteps > 0 ? { nonFiniteSteps: result.nonFiniteSteps } : {}),
+    ...(result.rollbacks > 0 ? { rollbacks: result.rollbacks } : {}),
+    ...(result.message !== undefined ? { message: result.message } : {}),
+  };
+  if (out.isTTY && !flags.quiet)
+    out.write(`${result.status === 'completed' ? 'done' : result.status} at step ${result.step}; checkpoint ${result.checkpoint}; report ${path.join(result.runDir, 'report.svg')}\n`);
+  console.log(JSON.stringify(summary));
+  if (result.status === 'diverged') {
+    process.stderr.write(`patentgpt ${name}: the run diverged: ${result.message}\n`);
+    process.exitCode = 3;
+  }
+  if (result.status === 'interrupted') process.exitCode = 130;
+}
