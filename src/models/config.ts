@@ -382,7 +382,8 @@ function mixtralFields(cfg: ModelConfig): Partial<HFLlamaConfig> {
     num_local_experts: cfg.numExperts,
     num_experts_per_tok: cfg.topK,
     router_aux_loss_coef: cfg.routerAuxLossCoef ?? MOE_DEFAULTS.routerAuxLossCoef,
-    router_jitter_noise: cfg.routerJitter ?? MOE_DEFAULTS.routerJitter,
+    // transformers 5 checks these are floats, and JSON writes 0 as an int: 0 is its default, so it is left out
+    ...(cfg.routerJitter ? { router_jitter_noise: cfg.routerJitter } : {}),
     // transformers adds the aux loss to its loss only when asked; inference folders leave it off (as Mixtral's do)
     output_router_logits: false,
     sliding_window: null,
