@@ -6,38 +6,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSftData, SftBatchStream } from '../../src/data/sft/index.js';
-import { LlamaForCausalLM, savePretrained, type ModelConfig } from '../../src/models/index.js';
+import { LlamaForCausalLM, type ModelConfig } from '../../src/models/index.js';
 import { noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { configHash, validateStageConfig, type SftConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { llama2ByteRenderer, sft, sftLoss } from '../../src/train/stages/sft.js';
+import { TINY, writeAlpaca, writeInit } from './sft-fixtures.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-sft-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-
-export const TINY: Partial<ModelConfig> = { vocabSize: 259, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 160, maxSeqLen: 128 };
-const WORDS = ['apple', 'river', 'patent', 'claim', 'stone', 'light', 'green', 'table', 'cloud', 'metal', 'paper', 'glass', 'water', 'sound', 'bread', 'chair'];
-
-/** Alpaca records: reverse a word (the answer is a function of the prompt, so held-out loss can fall). */
-export function writeAlpaca(file: string, n = 240): void {
-  const lines: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const w = WORDS[i % WORDS.length]! + WORDS[(i * 7 + 3) % WORDS.length]!.slice(0, 1 + (i % 4));
-    lines.push(JSON.stringify({ instruction: 'Reverse the word.', input: w, output: [...w].reverse().join('') }));
-  }
-  fs.writeFileSync(file, lines.join('\n') + '\n');
-}
-
-/** A random tiny model folder (the `init` of the runs). */
-export async function writeInit(dir: string, seed = 5): Promise<void> {
-  const m = new LlamaForCausalLM(TINY as ModelConfig, { seed });
-  try {
-    await savePretrained(m, dir, { tokenizer: new ByteTokenizer() });
-  } finally {
-    m.dispose();
-  }
-}
 
 const dataFile = path.join(root, 'reverse.jsonl');
 const initDir = path.join(root, 'init');

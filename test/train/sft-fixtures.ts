@@ -1,0 +1,28 @@
+// Shared by the SFT tests: a tiny byte-level model folder and Alpaca records whose answers follow from their prompts.
+import * as fs from 'node:fs';
+import { LlamaForCausalLM, savePretrained, type ModelConfig } from '../../src/models/index.js';
+import { ByteTokenizer } from '../../src/tokenizer/byte.js';
+
+export const TINY: Partial<ModelConfig> = { vocabSize: 259, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 160, maxSeqLen: 128 };
+const WORDS = ['apple', 'river', 'patent', 'claim', 'stone', 'light', 'green', 'table', 'cloud', 'metal', 'paper', 'glass', 'water', 'sound', 'bread', 'chair'];
+
+/** Alpaca records: reverse a word (the answer is a function of the prompt, so held-out loss can fall). */
+export function writeAlpaca(file: string, n = 240): void {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = WORDS[i % WORDS.length]! + WORDS[(i * 7 + 3) % WORDS.length]!.slice(0, 1 + (i % 4));
+    lines.push(JSON.stringify({ instruction: 'Reverse the word.', input: w, output: [...w].reverse().join('') }));
+  }
+  fs.writeFileSync(file, lines.join('\n') + '\n');
+}
+
+/** A random tiny model folder (the `init` of the runs). */
+export async function writeInit(dir: string, seed = 5): Promise<void> {
+  const m = new LlamaForCausalLM(TINY as ModelConfig, { seed });
+  try {
+    await savePretrained(m, dir, { tokenizer: new ByteTokenizer() });
+  } finally {
+    m.dispose();
+  }
+}
+
