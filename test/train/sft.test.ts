@@ -5,13 +5,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadSftData, SftBatchStream } from '../../src/data/sft/index.js';
+import { llama2ChatRenderer, loadSftData, SftBatchStream } from '../../src/data/sft/index.js';
 import { LlamaForCausalLM, type ModelConfig } from '../../src/models/index.js';
 import { noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { configHash, validateStageConfig, type SftConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
-import { llama2ByteRenderer, sft, sftLoss } from '../../src/train/stages/sft.js';
+import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
+import { llama2ByteRenderer, sft, sftLoss, sftRenderer } from '../../src/train/stages/sft.js';
 import { TINY, writeAlpaca, writeInit } from './sft-fixtures.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-sft-'));
@@ -62,6 +63,26 @@ describe('sft stage config', () => {
     refuse(sftRaw({ chatTemplate: { path: 'x', nme: 'y' } }), /s\.json: chatTemplate\.nme: unknown field/);
     refuse(sftRaw({ init: undefined, model: { ...TINY } }), /s\.json: init: missing: fine-tuning starts from trained weights/);
     refuse({ ...sftRaw(), chatTemplate: 'llama2', data: { sources: [dataFile] }, kind: 'pretrain' }, /s\.json: chatTemplate: unknown field/);
+  });
+});
+
+describe('sft chat template', () => {
+  const folder = path.join(import.meta.dirname, '..', 'tokenizer', 'fixtures', 'chat-templates', 'llama2-chat');
+  const conv = [
+    { role: 'system' as const, content: 'Answer briefly.' },
+    { role: 'user' as const, content: 'What is a claim?' },
+    { role: 'assistant' as const, content: 'The part of a patent that defines the protection.' },
+  ];
+  it.skipIf(!fs.existsSync(folder))('a tokenizer folder\'s Jinja template renders as the built-in "llama2"; the byte tokenizer and a bad name are refused naming the field', () => {
+    const tok = SentencePieceTokenizer.llama2();
+    const hf = sftRenderer({ chatTemplate: { path: folder }, tokenizer: 'llama2' }, tok).render(conv);
+    const builtIn = sftRenderer({ chatTemplate: 'llama2', tokenizer: 'llama2' }, tok).render(conv);
+    expect(Array.from(hf.ids)).toEqual(Array.from(builtIn.ids));
+    expect(Array.from(hf.assistantMask)).toEqual(Array.from(builtIn.assistantMask));
+    expect(Array.from(builtIn.ids)).toEqual(Array.from(llama2ChatRenderer(tok).render(conv).ids));
+    expect(() => sftRenderer({ chatTemplate: { path: folder }, tokenizer: 'byte' }, new ByteTokenizer(), 's.json')).toThrow(/s\.json: chatTemplate: a Hugging Face chat template needs a SentencePiece tokenizer/);
+    expect(() => sftRenderer({ chatTemplate: { path: folder, name: 'nope' }, tokenizer: 'llama2' }, tok, 's.json')).toThrow(/s\.json: chatTemplate\.name: /);
+    expect(() => sftRenderer({ chatTemplate: { path: path.join(root, 'none') }, tokenizer: 'llama2' }, tok, 's.json')).toThrow(/s\.json: chatTemplate: /);
   });
 });
 
