@@ -14,7 +14,7 @@
 // F expert hidden size, E experts, K experts per token.
 import { PatentGPTError } from '../errors.js';
 import {
-  Rng, Tensor, add, div, gather, gatherRows, logSoftmax, mean, mul, scale, scatterAdd, softmax, sub, sum, swiglu,
+  Rng, Tensor, add, div, gather, isGradEnabled, gatherRows, logSoftmax, mean, mul, scale, scatterAdd, softmax, sub, sum, swiglu,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
 import { Linear, ModuleList, zeroInit, type FeedForward, type ParamInit } from './layers.js';
@@ -138,7 +138,13 @@ export class SparseMoE extends Module implements FeedForward {
     for (let e = 0; e < E; e++) {
       const slots = byExpert[e]!; // token n's k-th choice is slot n * K + k
       const n = slots.length;
-      if (n === 0) continue;
+      if (n === 0) {
+        // No token reached it: it still gets a (zero) gradient, as one slice of a fused expert
+        // tensor does in transformers and megablocks, so every rank and step sees the same set
+        // of gradients (data-parallel all-reduce) and AdamW treats it as they do.
+        if (N > 0 && isGradEnabled()) out = add(out, scale(this.experts.items[e]!.forward(x.narrow(0, 1)), 0));
+        continue;
+      }
       const tokens = Int32Array.from(slots, (s) => Math.floor(s / K));
       const ids = Tensor.from(tokens, [n], { dtype: 'i32', device: x.device });
       const y = this.experts.items[e]!.forward(gatherRows(x, ids)); // (n, C)

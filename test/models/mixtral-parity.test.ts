@@ -33,13 +33,16 @@ const golden = JSON.parse(readFileSync(join(fixtures, 'mixtral-tiny-golden.json'
 const packed = (b: Batch) => ({ tokens: Int32Array.from(b.tokens), targets: Int32Array.from(b.targets), cuSeqlens: Int32Array.from(b.cuSeqlens) });
 
 /**
- * scripts/mixtral-parity.py's `run` on our side. An expert no token of a batch reaches has no
- * gradient here; transformers holds the experts fused, so there it is a zero slice that AdamW
- * still updates (weight decay, moments): it is counted as a zero gradient, as there.
+ * scripts/mixtral-parity.py's `run` on our side. An expert no token of a batch reaches gets a
+ * zero gradient from the layer, as a slice of transformers' fused expert tensors does (AdamW
+ * still decays it); the fixture's batches leave experts unused at some steps, so this is checked.
  */
 function runOurs(model: LlamaForCausalLM, batches: Batch[], steps: number, hp: Hyper) {
   const params = model.namedParameters();
-  const gradOf = (p: Tensor): Tensor => p.grad ?? (p.grad = Tensor.zeros(p.shape));
+  const gradOf = (p: Tensor): Tensor => {
+    if (!p.grad) throw new Error(`parameter ${params.find(([, q]) => q === p)?.[0]} has no gradient`);
+    return p.grad;
+  };
   const logitsT = noGrad(() => model.forward(packed(batches[0]!)));
   const logits = logitsT.toArray() as Float32Array;
   logitsT.dispose();

@@ -163,6 +163,27 @@ describe('SparseMoE', () => {
     clearTape();
   });
 
+  it('router jitter scales the input by uniform(1 - j, 1 + j) noise in training only', () => {
+    const C = 8, N = 16;
+    const x = Tensor.from(Float32Array.from(randomArray(N * C, 9)), [N, C]);
+    const run = (jitter: number, training: boolean) => {
+      const m = new SparseMoE({ dim: C, hiddenDim: 12, numExperts: 4, topK: 2, jitter }, initFrom(60));
+      m.training = training;
+      const rec = new ForwardRecorder();
+      const y = arr(noGrad(() => m.forward(x, rec)));
+      rec.dispose();
+      m.dispose();
+      return y;
+    };
+    const plain = run(0, true);
+    expect(run(0.3, false)).toEqual(plain); // evaluation: no noise
+    const noisy = run(0.3, true);
+    let diff = 0;
+    for (let i = 0; i < plain.length; i++) diff = Math.max(diff, Math.abs(noisy[i]! - plain[i]!));
+    expect(diff).toBeGreaterThan(1e-3);
+    expect(run(0.3, true)).toEqual(noisy); // seeded: the same noise for the same seed
+  });
+
   it('drops no token when all of them go to one expert', () => {
     const C = 8, F = 12, E = 4, N = 64;
     for (const K of [1, 2]) {
@@ -190,6 +211,18 @@ describe('SparseMoE', () => {
         return out;
       });
       expectClose(y, want, 1e-5, 1e-4, `top-${K}: rows all routed to expert 2`);
+      // the experts no token reached get zero gradients (not none), as a fused expert tensor's slices
+      const xg = Tensor.from(x.toArray() as Float32Array, [N, C], { requiresGrad: true });
+      const yg = moe.forward(xg, rec);
+      sum(mul(yg, yg)).backward();
+      for (const e of K === 1 ? [0, 1, 3] : [1, 3]) {
+        const g = moe.experts.items[e]!.w1.weight.grad;
+        expect(g, `expert ${e} gradient`).not.toBeNull();
+        expect(Math.max(...arr(g!).map(Math.abs))).toBe(0);
+      }
+      expect(Math.max(...arr(moe.experts.items[2]!.w1.weight.grad!).map(Math.abs))).toBeGreaterThan(0);
+      expectClose(arr(yg), y, 1e-6, 1e-6, 'the same output with gradients on');
+      clearTape();
       rec.dispose();
       moe.dispose();
     }
