@@ -1,5 +1,5 @@
 // Stage configs (one JSON file per stage), validated at the edge. `kind` picks the stage
-// ("pretrain"; a config without it is a pretrain config, as before stage kinds existed); the
+// ("pretrain", "sft"; a config without it is a pretrain config, as before stage kinds existed); the
 // fields every stage shares (model, init, tokenizer, batch shape, budget, optimizer, schedule,
 // cadence, divergence policy, memory) are read once here, each kind adds its own.
 //
