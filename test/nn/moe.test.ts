@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   ForwardRecorder, LlamaForCausalLM, SparseMoE, SwiGLUMLP, Tensor, add, clearTape, mul, noGrad, preset, scope, sum,
-  type ParamInit,
+  type FeedForward, type ParamInit,
 } from '../../src/index.js';
 import { expectClose, randomArray } from '../helpers.js';
 
@@ -35,7 +35,7 @@ describe('SparseMoE', () => {
       ...[0, 1, 2].flatMap((e) => [`block_sparse_moe.experts.${e}.w1.weight 12x8`, `block_sparse_moe.experts.${e}.w2.weight 8x12`, `block_sparse_moe.experts.${e}.w3.weight 12x8`]),
       'block_sparse_moe.shared_experts.0.w1.weight 12x8', 'block_sparse_moe.shared_experts.0.w2.weight 8x12', 'block_sparse_moe.shared_experts.0.w3.weight 12x8',
     ]);
-    expect(m.swigluWeights).toBeUndefined(); // so the fused dense decode path is skipped
+    expect((m as FeedForward).swigluWeights).toBeUndefined(); // so the fused dense decode path is skipped
     expect(() => new SparseMoE({ dim: 8, hiddenDim: 12, numExperts: 3, topK: 4 })).toThrow(/field "topK" must be an integer in \[1, numExperts = 3\], got 4/);
     expect(() => new SparseMoE({ dim: 8, hiddenDim: 12, numExperts: 0, topK: 1 })).toThrow(/field "numExperts"/);
     m.dispose();
