@@ -84,8 +84,12 @@ export class SparseMoE extends Module implements FeedForward {
   readonly auxLossWeight: number;
   readonly zLossWeight: number;
   readonly jitter: number;
-  /** Jitter applies only while training (as module.training in torch). */
-  training = false;
+  /**
+   * Jitter applies only while training: by default (null) while gradients are recorded, as the
+   * trainer's steps do and its evaluation (under noGrad) does not, the rule LoRA's dropout follows;
+   * true or false overrides it (as module.training in torch).
+   */
+  training: boolean | null = null;
   /** The routing of the latest forward. */
   lastRouting: Routing | null = null;
   readonly #rng: Rng;
@@ -126,7 +130,7 @@ export class SparseMoE extends Module implements FeedForward {
   forward(x: Tensor, ctx: ForwardContext): Tensor {
     if (x.shape.length !== 2) throw new PatentGPTError('E_SHAPE', `SparseMoE: x must be (N, C), got ${x.describe()}`);
     const N = x.shape[0]!, C = x.shape[1]!, E = this.numExperts, K = this.topK;
-    if (this.training && this.jitter > 0) x = mul(x, this.#noise(x.shape));
+    if ((this.training ?? isGradEnabled()) && this.jitter > 0) x = mul(x, this.#noise(x.shape));
     const logits = this.gate.forward(x); // (N, E)
     const probs = softmax(logits); // (N, E)
     const { experts, tokensPerExpert, byExpert } = topK(probs.toArray() as Float32Array, N, E, K);

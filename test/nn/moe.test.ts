@@ -182,6 +182,17 @@ describe('SparseMoE', () => {
     for (let i = 0; i < plain.length; i++) diff = Math.max(diff, Math.abs(noisy[i]! - plain[i]!));
     expect(diff).toBeGreaterThan(1e-3);
     expect(run(0.3, true)).toEqual(noisy); // seeded: the same noise for the same seed
+    // By default (training null) jitter follows gradient recording: the trainer's steps record
+    // gradients, its evaluation and the engine run under noGrad.
+    const m = new SparseMoE({ dim: C, hiddenDim: 12, numExperts: 4, topK: 2, jitter: 0.3 }, initFrom(60));
+    const rec = new ForwardRecorder();
+    expect(arr(noGrad(() => m.forward(x, rec)))).toEqual(plain);
+    const y = m.forward(x, rec);
+    expect(arr(y)).toEqual(noisy);
+    y.dispose();
+    rec.dispose();
+    m.dispose();
+    clearTape();
   });
 
   it('drops no token when all of them go to one expert', () => {
