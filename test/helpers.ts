@@ -116,6 +116,9 @@ export function describeDevices(name: string, kernels: readonly string[], body: 
     const missing = kernels.filter((k) => !kernelDevices(k).includes(device));
     const why = deviceUnavailableReason(device) ?? (missing.length ? `no ${device} kernel for ${missing.join(', ')}` : null);
     // The body is not even collected where it cannot run (it may build tensors on the device).
+    // Reason for the skip, in its name: no such device here (no GPU on the 2-core CI machine),
+    // or no kernel for it yet (CUDA kernels are the "CUDA backend" issue); scripts/gpu-check.sh
+    // runs these on a GPU machine.
     if (why) describe(`${name} [${device}]`, () => it.skip(`skipped: ${why}`, () => {}));
     else describe(`${name} [${device}]`, () => body(device));
   }

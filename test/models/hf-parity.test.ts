@@ -13,7 +13,7 @@ import {
   LlamaForCausalLM, loadPretrained, noGrad, preset, readSafetensors, savePretrained, validateConfig,
 } from '../../src/index.js';
 import { expectClose } from '../helpers.js';
-import { relErr, runOurs, type Batch, type Hyper } from './parity-helpers.js';
+import { norm, relErr, runOurs, type Batch, type Hyper } from './parity-helpers.js';
 
 const fixtures = new URL('../fixtures/', import.meta.url).pathname;
 const modelDir = join(fixtures, 'hf-tiny');
@@ -28,12 +28,6 @@ interface Golden {
   steps: { losses: number[]; gradNorms: number[]; final: Record<string, Sample>; deltaNorms: Record<string, number> };
 }
 const golden = JSON.parse(readFileSync(join(fixtures, 'hf-tiny-golden.json'), 'utf8')) as Golden;
-
-function norm(a: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i]! * a[i]!;
-  return Math.sqrt(s);
-}
 
 describe('parity with transformers LlamaForCausalLM (golden values)', async () => {
   const model = await loadPretrained(modelDir);

@@ -11,10 +11,10 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findPython } from '../../scripts/bench/_peers.js';
 import {
-  LlamaForCausalLM, SparseMoE, Tensor, adamwStep, clipGradNorm, loadPretrained, noGrad, preset, readSafetensors, savePretrained, scope,
+  LlamaForCausalLM, SparseMoE, Tensor, loadPretrained, preset, readSafetensors, savePretrained,
 } from '../../src/index.js';
 import { expectClose } from '../helpers.js';
-import { relErr, type Batch, type Hyper } from './parity-helpers.js';
+import { norm, relErr, runOurs, type Batch, type Hyper } from './parity-helpers.js';
 
 const fixtures = new URL('../fixtures/', import.meta.url).pathname;
 const modelDir = join(fixtures, 'mixtral-tiny');
@@ -30,65 +30,29 @@ interface Golden {
 }
 const golden = JSON.parse(readFileSync(join(fixtures, 'mixtral-tiny-golden.json'), 'utf8')) as Golden;
 
-const packed = (b: Batch) => ({ tokens: Int32Array.from(b.tokens), targets: Int32Array.from(b.targets), cuSeqlens: Int32Array.from(b.cuSeqlens) });
-
 /**
  * scripts/mixtral-parity.py's `run` on our side. An expert no token of a batch reaches gets a
  * zero gradient from the layer, as a slice of transformers' fused expert tensors does (AdamW
  * still decays it); the fixture's batches leave experts unused at some steps, so this is checked.
  */
-function runOurs(model: LlamaForCausalLM, batches: Batch[], steps: number, hp: Hyper) {
-  const params = model.namedParameters();
-  const gradOf = (p: Tensor): Tensor => {
-    if (!p.grad) throw new Error(`parameter ${params.find(([, q]) => q === p)?.[0]} has no gradient`);
-    return p.grad;
-  };
-  const logitsT = noGrad(() => model.forward(packed(batches[0]!)));
-  const logits = logitsT.toArray() as Float32Array;
-  logitsT.dispose();
-  const routers = model.model.layers.items.map((l) => (l.feedForward as SparseMoE).lastRouting!.logits);
-  const lossT = model.loss(packed(batches[0]!));
-  const loss = lossT.item();
-  lossT.backward();
-  lossT.dispose();
-  const grads = new Map(params.map(([n, p]) => [n, gradOf(p).toArray() as Float32Array]));
-  model.zeroGrad();
-  const state = params.map(([, p]) => ({ m: Tensor.zeros(p.shape), v: Tensor.zeros(p.shape) }));
-  const losses: number[] = [];
-  const gradNorms: number[] = [];
+function runMixtral(model: LlamaForCausalLM, batches: Batch[], steps: number, hp: Hyper) {
+  const routings = () => model.model.layers.items.map((l) => (l.feedForward as SparseMoE).lastRouting!);
+  let routers: ReturnType<typeof routings>[number]['logits'][] = [];
   const routing: number[][][] = [];
-  for (let step = 1; step <= steps; step++) {
-    const l = scope(() => model.loss(packed(batches[(step - 1) % batches.length]!)));
-    losses.push(l.item());
-    routing.push(model.model.layers.items.map((x) => Array.from((x.feedForward as SparseMoE).lastRouting!.experts)));
-    l.backward();
-    l.dispose();
-    const gs = params.map(([, p]) => gradOf(p));
-    gradNorms.push(clipGradNorm(gs, hp.max_norm).norm);
-    params.forEach(([, p], i) => adamwStep(p, gs[i]!, state[i]!.m, state[i]!.v, {
-      lr: hp.lr, beta1: hp.beta1, beta2: hp.beta2, eps: hp.eps, weightDecay: hp.weight_decay, step,
-    }));
-    model.zeroGrad();
-  }
-  for (const s of state) {
-    s.m.dispose();
-    s.v.dispose();
-  }
-  const final = new Map(params.map(([n, p]) => [n, p.toArray() as Float32Array]));
-  return { logits, routers, loss, grads, losses, gradNorms, routing, final };
-}
-
-function norm(a: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i]! * a[i]!;
-  return Math.sqrt(s);
+  const run = runOurs(model, batches, steps, hp, {
+    afterLogits: () => {
+      routers = routings().map((r) => r.logits);
+    },
+    afterStepLoss: () => routing.push(routings().map((r) => Array.from(r.experts))),
+  });
+  return { ...run, routers, routing };
 }
 
 describe('parity with transformers MixtralForCausalLM (golden values)', async () => {
   const model = await loadPretrained(modelDir);
   const V = model.config.vocabSize;
   const initial = new Map(model.namedParameters().map(([n, p]) => [n, p.toArray() as Float32Array]));
-  const ours = runOurs(model, golden.batches, 10, golden.hyper);
+  const ours = runMixtral(model, golden.batches, 10, golden.hyper);
   afterAll(() => model.dispose());
 
   it('reads the folder transformers wrote (bf16 on disk) as the tiny-moe preset, with Mixtral names', () => {
@@ -168,7 +132,7 @@ describe.skipIf(!python)(`parity with transformers MixtralForCausalLM, live${pyt
     return { arrays, json: JSON.parse(readFileSync(join(out, 'reference.json'), 'utf8')) as { loss: number; losses: number[]; routing: number[][][] } };
   }
 
-  function compareAll(ours: ReturnType<typeof runOurs>, ref: Awaited<ReturnType<typeof reference>>, steps: number) {
+  function compareAll(ours: ReturnType<typeof runMixtral>, ref: Awaited<ReturnType<typeof reference>>, steps: number) {
     const report: Record<string, number> = {};
     report.logits = relErr(ours.logits, ref.arrays.get('logits')!);
     expectClose(ours.logits, ref.arrays.get('logits')!, 1e-5, 1e-4, 'logits');
@@ -205,7 +169,7 @@ describe.skipIf(!python)(`parity with transformers MixtralForCausalLM, live${pyt
   it('the fixture folder: full logits, router logits, every gradient, weights after 10 AdamW steps', async () => {
     const ref = await reference(modelDir, golden.batches, 10, 'fixture');
     const model = await loadPretrained(modelDir);
-    compareAll(runOurs(model, golden.batches, 10, golden.hyper), ref, 10);
+    compareAll(runMixtral(model, golden.batches, 10, golden.hyper), ref, 10);
     model.dispose();
   });
 
@@ -220,7 +184,7 @@ describe.skipIf(!python)(`parity with transformers MixtralForCausalLM, live${pyt
     const saved = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(saved).toMatchObject({ architectures: ['MixtralForCausalLM'], model_type: 'mixtral', num_local_experts: 4, num_experts_per_tok: 2 });
     const ref = await reference(dir, golden.batches, 3, 'ours-f32');
-    compareAll(runOurs(model, golden.batches, 3, golden.hyper), ref, 3);
+    compareAll(runMixtral(model, golden.batches, 3, golden.hyper), ref, 3);
     model.dispose();
   });
 });

@@ -17,17 +17,28 @@ const packed = (b: Batch) => ({
   tokens: Int32Array.from(b.tokens), targets: Int32Array.from(b.targets), cuSeqlens: Int32Array.from(b.cuSeqlens),
 });
 
+/** Observers of runOurs (e.g. a MoE model's routing): after the logits' forward, after each step's loss. */
+export interface RunHooks {
+  afterLogits?(): void;
+  afterStepLoss?(): void;
+}
+
 /** Logits, loss and gradients on batches[0], then `steps` AdamW steps (clipped) from batches[0]. */
-export function runOurs(model: LlamaForCausalLM, batches: Batch[], steps: number, hp: Hyper): RunResult {
+export function runOurs(model: LlamaForCausalLM, batches: Batch[], steps: number, hp: Hyper, hooks: RunHooks = {}): RunResult {
   const params = model.namedParameters();
+  const gradOf = (p: Tensor): Tensor => {
+    if (!p.grad) throw new Error(`parameter ${params.find(([, q]) => q === p)?.[0]} has no gradient`);
+    return p.grad;
+  };
   const logitsT = noGrad(() => model.forward(packed(batches[0]!)));
   const logits = logitsT.toArray() as Float32Array;
   logitsT.dispose();
+  hooks.afterLogits?.();
   const lossT = model.loss(packed(batches[0]!));
   const loss = lossT.item();
   lossT.backward();
   lossT.dispose();
-  const grads = new Map(params.map(([n, p]) => [n, p.grad!.toArray() as Float32Array]));
+  const grads = new Map(params.map(([n, p]) => [n, gradOf(p).toArray() as Float32Array]));
   model.zeroGrad();
   const state = params.map(([, p]) => ({ m: Tensor.zeros(p.shape), v: Tensor.zeros(p.shape) }));
   const losses: number[] = [];
@@ -35,9 +46,10 @@ export function runOurs(model: LlamaForCausalLM, batches: Batch[], steps: number
   for (let step = 1; step <= steps; step++) {
     const l = scope(() => model.loss(packed(batches[(step - 1) % batches.length]!)));
     losses.push(l.item());
+    hooks.afterStepLoss?.();
     l.backward();
     l.dispose();
-    const gs = params.map(([, p]) => p.grad!);
+    const gs = params.map(([, p]) => gradOf(p));
     gradNorms.push(clipGradNorm(gs, hp.max_norm).norm);
     params.forEach(([, p], i) =>
       adamwStep(p, gs[i]!, state[i]!.m, state[i]!.v, {
@@ -51,6 +63,13 @@ export function runOurs(model: LlamaForCausalLM, batches: Batch[], steps: number
   }
   const final = new Map(params.map(([n, p]) => [n, p.toArray() as Float32Array]));
   return { logits, loss, grads, losses, gradNorms, final };
+}
+
+/** The Euclidean norm of a. */
+export function norm(a: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i]! * a[i]!;
+  return Math.sqrt(s);
 }
 
 /** max |a - b| / (max |b| over the tensor): the error relative to the tensor's scale. */
