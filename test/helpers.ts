@@ -1,6 +1,7 @@
 // Shared test helpers: closeness checks, random inputs, and the finite-difference gradient check
 // that every differentiable op goes through (as tinygrad's helper_test_op does).
 import { describe, expect, it } from 'vitest';
+import type { LlamaForCausalLM } from '../src/models/llama.js';
 import { deviceUnavailableReason, kernelDevices } from '../src/native/devices.js';
 import { Rng, Tensor, noGrad, clearTape, type Device, type TensorOptions } from '../src/tensor/index.js';
 
@@ -138,4 +139,21 @@ export function on(device: Device) {
     gradCheck: (fn: Parameters<typeof gradCheck>[0], inputs: GradInput[], opts: Parameters<typeof gradCheck>[2] = {}) =>
       gradCheck(fn, inputs, { ...opts, device }),
   };
+}
+
+/** Greedy continuation by full forwards without any cache: the slow reference for engine tests. */
+export function greedyByFullForwards(model: LlamaForCausalLM, prompt: readonly number[], n: number): number[] {
+  const V = model.config.vocabSize;
+  const toks = [...prompt];
+  noGrad(() => {
+    for (let s = 0; s < n; s++) {
+      const out = model.forward({ tokens: Int32Array.from(toks) });
+      const row = (out.toArray() as Float32Array).subarray((toks.length - 1) * V);
+      let b = 0;
+      for (let i = 1; i < row.length; i++) if (row[i]! > row[b]!) b = i;
+      out.dispose();
+      toks.push(b);
+    }
+  });
+  return toks.slice(prompt.length);
 }

@@ -2,6 +2,7 @@
 // caching never change a greedy output; invalid requests fail alone; the KV budget holds and
 // memory returns to baseline; sampling options, stop conditions, log-probs and cancellation.
 import { describe, expect, it } from 'vitest';
+import { greedyByFullForwards } from '../helpers.js';
 import { Engine, type GenerateOptions } from '../../src/infer/index.js';
 import { LlamaForCausalLM, preset, validateConfig } from '../../src/models/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
@@ -20,20 +21,7 @@ async function tokensOf(engine: Engine, p: number[], opts: GenerateOptions): Pro
 }
 
 /** Greedy continuation by full forwards without any cache (the slow reference). */
-function referenceGreedy(p: number[], n: number): number[] {
-  const toks = [...p];
-  noGrad(() => {
-    for (let s = 0; s < n; s++) {
-      const out = model.forward({ tokens: Int32Array.from(toks) });
-      const row = (out.toArray() as Float32Array).subarray((toks.length - 1) * cfg.vocabSize);
-      let b = 0;
-      for (let i = 1; i < row.length; i++) if (row[i]! > row[b]!) b = i;
-      out.dispose();
-      toks.push(b);
-    }
-  });
-  return toks.slice(p.length);
-}
+const referenceGreedy = (p: number[], n: number): number[] => greedyByFullForwards(model, p, n);
 
 describe('Engine', () => {
   const specs = Array.from({ length: 16 }, (_, i) => ({ p: prompt(3 + ((i * 23) % 70), i), maxTokens: 6 + ((i * 7) % 15) }));

@@ -1,29 +1,16 @@
 // The inference engine serves an SMoE model unchanged (continuous batching, paged KV cache):
 // greedy output equals full forwards without a cache, alone and inside a batch.
 import { describe, expect, it } from 'vitest';
+import { greedyByFullForwards } from '../helpers.js';
 import { Engine } from '../../src/infer/index.js';
 import { LlamaForCausalLM, preset, validateConfig } from '../../src/models/index.js';
-import { noGrad } from '../../src/tensor/index.js';
 
 const cfg = validateConfig({ ...preset('tiny-moe').config, vocabSize: 259 });
 const model = new LlamaForCausalLM(cfg, { seed: 12, initStd: 0.08 });
 const perToken = 2 * cfg.nLayers * cfg.nKvHeads * (cfg.dim / cfg.nHeads) * 4;
 const prompt = (len: number, salt: number): number[] => Array.from({ length: len }, (_, i) => (i * 37 + salt * 101 + 3) % 256);
 
-function referenceGreedy(p: number[], n: number): number[] {
-  const toks = [...p];
-  noGrad(() => {
-    for (let s = 0; s < n; s++) {
-      const out = model.forward({ tokens: Int32Array.from(toks) });
-      const row = (out.toArray() as Float32Array).subarray((toks.length - 1) * cfg.vocabSize);
-      let b = 0;
-      for (let i = 1; i < row.length; i++) if (row[i]! > row[b]!) b = i;
-      out.dispose();
-      toks.push(b);
-    }
-  });
-  return toks.slice(p.length);
-}
+const referenceGreedy = (p: number[], n: number): number[] => greedyByFullForwards(model, p, n);
 
 describe('Engine with an SMoE model', () => {
   it('greedy output equals the no-cache reference, alone and in a batch of 6', async () => {

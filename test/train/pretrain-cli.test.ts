@@ -2,12 +2,12 @@
 // built-in sample, exact resume after kill -9, a checkpoint on SIGINT, stage 2 from stage 1's
 // run with an extended context, text data given with --data, and config errors that name the field.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readMetrics } from '../../src/train/metrics.js';
+import { exited, sha, trainLosses, waitFor } from './child-run.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
 const main = path.join(repo, 'src/cli/main.ts');
@@ -44,27 +44,7 @@ function writeConfig(name: string, extra: Record<string, unknown> = {}): string 
   return file;
 }
 
-const trainLosses = (runDir: string): number[] =>
-  readMetrics(path.join(runDir, 'metrics.jsonl')).filter((r) => r.loss !== undefined).map((r) => r.loss!);
-const sha = (file: string): string => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
-function waitFor(cond: () => boolean, child: ChildProcess, what: string, timeoutMs = 60_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const iv = setInterval(() => {
-      if (cond()) {
-        clearInterval(iv);
-        resolve();
-      } else if (child.exitCode !== null || Date.now() - t0 > timeoutMs) {
-        clearInterval(iv);
-        reject(new Error(`${what}: ${child.exitCode !== null ? `the child exited (${child.exitCode}) first` : 'timed out'}`));
-      }
-    }, 10);
-  });
-}
-
-const exited = (child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> =>
-  new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
 
 describe('patentgpt pretrain', () => {
   it('runs the README stage-1 config on the built-in sample and leaves config, metrics, checkpoints and the report', () => {

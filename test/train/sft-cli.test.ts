@@ -3,7 +3,6 @@
 // kill -9, the example config (examples/tiny-sft.json) on the LLaMA-Factory Alpaca demo, and
 // config errors that name the field.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -15,6 +14,7 @@ import { LlamaForCausalLM, loadPretrained, savePretrained, type ModelConfig } fr
 import { noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { readMetrics } from '../../src/train/metrics.js';
+import { exited, sha, trainLosses, waitFor } from './child-run.js';
 import { writeAlpaca, writeInit } from './sft-fixtures.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
@@ -26,25 +26,7 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 const tsx = pathToFileURL(path.join(repo, 'node_modules/tsx/dist/loader.mjs')).href;
 const cli = (args: string[], cwd = repo) => spawnSync(process.execPath, ['--import', tsx, main, 'sft', ...args], { encoding: 'utf8', cwd });
 const start = (...args: string[]): ChildProcess => spawn(process.execPath, ['--import', 'tsx', main, 'sft', ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
-const exited = (child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> =>
-  new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-const sha = (file: string): string => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-const trainLosses = (runDir: string): number[] => readMetrics(path.join(runDir, 'metrics.jsonl')).filter((r) => r.loss !== undefined).map((r) => r.loss!);
 
-function waitFor(cond: () => boolean, child: ChildProcess, what: string, timeoutMs = 90_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const iv = setInterval(() => {
-      if (cond()) {
-        clearInterval(iv);
-        resolve();
-      } else if (child.exitCode !== null || Date.now() - t0 > timeoutMs) {
-        clearInterval(iv);
-        reject(new Error(`${what}: ${child.exitCode !== null ? `the child exited (${child.exitCode}) first` : 'timed out'}`));
-      }
-    }, 10);
-  });
-}
 
 const dataFile = path.join(root, 'reverse.jsonl');
 const initDir = path.join(root, 'init');
@@ -130,7 +112,7 @@ describe('patentgpt sft', () => {
     const runDir = path.join(root, 'resume-killed');
     const child = start('--config', cfg, '--run-dir', runDir, '--quiet');
     const done = exited(child);
-    await waitFor(() => fs.existsSync(path.join(runDir, 'checkpoints', 'step-10')), child, 'checkpoint step-10');
+    await waitFor(() => fs.existsSync(path.join(runDir, 'checkpoints', 'step-10')), child, 'checkpoint step-10', 90_000);
     child.kill('SIGKILL');
     expect((await done).signal).toBe('SIGKILL');
     expect(fs.existsSync(path.join(runDir, 'checkpoints', 'step-30'))).toBe(false);
