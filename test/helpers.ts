@@ -2,6 +2,7 @@
 // that every differentiable op goes through (as tinygrad's helper_test_op does).
 import { describe, expect, it } from 'vitest';
 import type { LlamaForCausalLM } from '../src/models/llama.js';
+import { Module, SwiGLUMLP, type FeedForward, type ParamInit } from '../src/nn/index.js';
 import { deviceUnavailableReason, kernelDevices } from '../src/native/devices.js';
 import { Rng, Tensor, noGrad, clearTape, type Device, type TensorOptions } from '../src/tensor/index.js';
 
@@ -156,4 +157,21 @@ export function greedyByFullForwards(model: LlamaForCausalLM, prompt: readonly n
     }
   });
   return toks.slice(prompt.length);
+}
+
+/**
+ * A feed-forward that is not the plain SwiGLUMLP (so the fused decode cannot take it) but computes
+ * the same thing, counting its forwards: the stand-in for another kind of layer (MoE) in tests.
+ */
+export class CountingSwiGLU extends Module implements FeedForward {
+  static calls = 0;
+  readonly inner: SwiGLUMLP;
+  constructor(dim: number, hidden: number, init: ParamInit) {
+    super();
+    this.inner = this.registerModule('inner', new SwiGLUMLP(dim, hidden, init));
+  }
+  forward(x: Tensor): Tensor {
+    CountingSwiGLU.calls++;
+    return this.inner.forward(x);
+  }
 }

@@ -5,9 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { BlockPool } from '../../src/infer/blocks.js';
 import { ModelRunner, type StepItem } from '../../src/infer/runner.js';
 import { LlamaForCausalLM, preset, validateConfig } from '../../src/models/index.js';
-import { Module, SwiGLUMLP, type FeedForward, type ParamInit } from '../../src/nn/index.js';
 import { noGrad, scale, type Tensor } from '../../src/tensor/index.js';
-import { expectClose } from '../helpers.js';
+import { CountingSwiGLU, expectClose } from '../helpers.js';
 
 const cfg = validateConfig({ ...preset('tiny').config, nHeads: 4, nKvHeads: 2, maxSeqLen: 512 });
 
@@ -156,19 +155,7 @@ describe('ModelRunner', () => {
   });
 
   it('a feed-forward of another kind (not the SwiGLU MLP) runs as its module in decode steps, with the same logits', () => {
-    let calls = 0;
-    class Wrapped extends Module implements FeedForward {
-      readonly inner: SwiGLUMLP;
-      constructor(dim: number, hidden: number, init: ParamInit) {
-        super();
-        this.inner = this.registerModule('inner', new SwiGLUMLP(dim, hidden, init));
-      }
-      forward(x: Tensor): Tensor {
-        calls++;
-        return this.inner.forward(x);
-      }
-    }
-    const model = new LlamaForCausalLM(cfg, { seed: 9, initStd: 0.1, feedForward: (_i, c, init) => new Wrapped(c.dim, c.ffnDim, init) });
+    const model = new LlamaForCausalLM(cfg, { seed: 9, initStd: 0.1, feedForward: (_i, c, init) => new CountingSwiGLU(c.dim, c.ffnDim, init) });
     const pool = new BlockPool(16, 4);
     const runner = new ModelRunner(model, { numBlocks: 16, blockSize: 4, partitionSize: 8 });
     const tokens = Array.from({ length: 9 }, (_, i) => (i * 17 + 4) % 256);
@@ -176,9 +163,9 @@ describe('ModelRunner', () => {
     for (let step = 0; step < 4; step++) {
       const start = step === 0 ? 0 : tokens.length - 1;
       pool.prepareWrite(table, start, tokens.length);
-      calls = 0;
+      CountingSwiGLU.calls = 0;
       const [l] = runner.step([{ tokens, start, end: tokens.length, table }]);
-      expect(calls).toBe(cfg.nLayers);
+      expect(CountingSwiGLU.calls).toBe(cfg.nLayers);
       expectClose(l!, fullLogits(model, tokens), 1e-4, 1e-4, `logits after ${tokens.length} tokens`);
       tokens.push(argmax(l!));
     }

@@ -5,12 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
-  LlamaForCausalLM, Module, SwiGLUMLP, Tensor, noGrad, preset, validateConfig, type FeedForward, type PagedAttentionMetadata,
-  type ParamInit,
+  LlamaForCausalLM, SwiGLUMLP, Tensor, noGrad, preset, validateConfig, type PagedAttentionMetadata,
 } from '../../src/index.js';
 import { ropeParams } from '../../src/models/config.js';
 import type { DecodeWorkspace, PagedStep } from '../../src/models/llama.js';
-import { expectClose } from '../helpers.js';
+import { CountingSwiGLU, expectClose } from '../helpers.js';
 
 const cfg = validateConfig({ ...preset('tiny').config, nHeads: 4, nKvHeads: 2, maxSeqLen: 128 });
 const i32 = (v: number[]): Tensor => Tensor.from(Int32Array.from(v), [v.length], { dtype: 'i32' });
@@ -98,27 +97,15 @@ describe('one decoder forward', () => {
   });
 
   it('a layer whose feed-forward is not a plain SwiGLU MLP makes the model take the separate ops, with the same logits', () => {
-    let calls = 0;
-    class Wrapped extends Module implements FeedForward {
-      readonly inner: SwiGLUMLP;
-      constructor(dim: number, hidden: number, init: ParamInit) {
-        super();
-        this.inner = this.registerModule('inner', new SwiGLUMLP(dim, hidden, init));
-      }
-      forward(x: Tensor): Tensor {
-        calls++;
-        return this.inner.forward(x);
-      }
-    }
-    const model = new LlamaForCausalLM(cfg, { seed: 6, initStd: 0.1, feedForward: (i, c, init) => (i === 1 ? new Wrapped(c.dim, c.ffnDim, init) : new SwiGLUMLP(c.dim, c.ffnDim, init)) });
+    const model = new LlamaForCausalLM(cfg, { seed: 6, initStd: 0.1, feedForward: (i, c, init) => (i === 1 ? new CountingSwiGLU(c.dim, c.ffnDim, init) : new SwiGLUMLP(c.dim, c.ffnDim, init)) });
     const ws = model.createDecodeWorkspace({ maxContextLen: 32, partitionSize: 8 });
     const tokens = Array.from({ length: 9 }, (_, i) => (i * 13 + 1) % 256);
     const s = new Served(model);
     s.step(tokens, 0, 8);
-    calls = 0;
+    CountingSwiGLU.calls = 0;
     const { logits } = s.step(tokens, 8, 9, ws);
     expect(ws.plan).toBe('unfusable');
-    expect(calls).toBe(1);
+    expect(CountingSwiGLU.calls).toBe(1);
     expectClose(logits, fullLogits(model, tokens).subarray(8 * cfg.vocabSize), 1e-4, 1e-4, 'decode row, separate ops');
     ws.dispose();
   });
