@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import {
   Tensor, copyRows, embedding, gatherRows, prepareGatherRows, runtimeInfo, sum, linear,
 } from '../src/tensor/index.js';
-import { expectCpu, expectSameDevice } from '../src/tensor/check.js';
+import { expectKernel, expectSameDevice } from '../src/tensor/check.js';
 
 const hasCuda = (() => {
   const info = runtimeInfo();
@@ -88,9 +88,9 @@ describe('tensor rows and devices', () => {
     const gpu = { device: 'cuda', describe: () => 'f32[2] cuda' } as unknown as Tensor;
     expect(() => expectSameDevice('someOp', { x: cpu, weight: gpu })).toThrow(/someOp: x is on cpu and weight on cuda \(x f32\[2\], weight f32\[2\] cuda\)/);
     expect(() => expectSameDevice('someOp', { x: cpu, bias: null, y: cpu })).not.toThrow();
-    // Ops with only a CPU kernel so far name the device mismatch before the missing kernel.
-    expect(() => expectCpu('matmul', cpu, gpu)).toThrow(/matmul: input 0 is on cpu and input 1 on cuda/);
-    expect(() => expectCpu('matmul', gpu, gpu)).toThrow(/matmul: no cuda kernel yet/);
+    // An op names the device mismatch before the missing kernel.
+    expect(() => expectKernel('rmsnorm', 'rmsnormForward', cpu, gpu)).toThrow(/rmsnorm: input 0 is on cpu and input 1 on cuda/);
+    expect(() => expectKernel('rmsnorm', 'rmsnormForward', gpu, gpu)).toThrow(/rmsnorm: no cuda kernel yet/);
     cpu.dispose();
   });
 

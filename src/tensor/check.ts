@@ -58,16 +58,6 @@ export function expectKernel(op: string, kernels: NativeOp | readonly NativeOp[]
       throw new PatentGPTError('E_DEVICE', `${op}: no ${t.device} kernel yet for ${t.describe()} (${fn} runs on ${kernelDevices(fn).join(', ') || 'no device'}); move it with .to('cpu')`);
 }
 
-/**
- * Ops that only have a CPU kernel so far say so instead of failing inside the addon; inputs on
- * different devices are named as such first (the error a user can act on).
- */
-export function expectCpu(op: string, ...ts: Tensor[]): void {
-  if (ts.some((t) => t.device !== ts[0]!.device)) expectSameDevice(op, Object.fromEntries(ts.map((t, i) => [`input ${i}`, t])));
-  for (const t of ts)
-    if (t.device !== 'cpu') throw new PatentGPTError('E_DEVICE', `${op}: no ${t.device} kernel yet for ${t.describe()}; move it with .to('cpu')`);
-}
-
 export function expectPositiveFinite(op: string, name: string, v: number): void {
   if (!Number.isFinite(v) || v <= 0) throw new PatentGPTError('E_ARGUMENT', `${op}: ${name} must be a positive finite number, got ${v}`);
 }
