@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../../errors.js';
 import {
-  LlamaForCausalLM, extendContext, folderFiles, fromHFConfig, loadWeights, parameterCount, preset, readConfig, resizeVocabulary,
+  LlamaForCausalLM, extendContext, flopsPerToken, folderFiles, fromHFConfig, loadWeights, parameterCount, preset, readConfig, resizeVocabulary,
   safetensorsContent, validateConfig, type LlamaOptions, type ModelConfig,
 } from '../../models/index.js';
 import { measurePeakFlops, noGrad, runtimeInfo, setNumThreads, type Tensor } from '../../tensor/index.js';
@@ -268,15 +268,34 @@ export function modelTaskPart(
   };
 }
 
+/**
+ * The stage's peak FLOP/s and training FLOPs per token, logged with the model and the budget, and
+ * <runDir>/config.json: the resolved config, what the stage adds (`data`: its inputs), the model
+ * and the budget.
+ */
+export async function recordStage(cfg: StageBase, setup: StageSetup, added: Record<string, unknown>): Promise<{ peak: StagePeak; fpt: number }> {
+  const m = setup.modelConfig;
+  const peak = stagePeak(cfg, setup.worldSize);
+  const fpt = flopsPerToken(m, cfg.seqLen).training;
+  setup.log(describeStage(cfg, setup, peak));
+  await writeRunConfig(setup, {
+    stage: cfg, ...added, model: m, parameters: parameterCount(m).total, flopsPerToken: fpt, totalSteps: totalSteps(cfg, setup.worldSize),
+    peakFlops: peak.peakFlops, peakSource: peak.peakSource, configHash: setup.configHash,
+  });
+  return { peak, fpt };
+}
+
+type StagePeak = { peakFlops: number; peakSource: 'config' | 'measured'; threads: number };
+
 /** Peak FLOP/s MFU is measured against: the config's, or the measured FMA peak (all ranks). */
-export function stagePeak(cfg: StageBase, worldSize: number): { peakFlops: number; peakSource: 'config' | 'measured'; threads: number } {
+function stagePeak(cfg: StageBase, worldSize: number): StagePeak {
   const threads = runtimeInfo().threads;
   if (cfg.peakFlops > 0) return { peakFlops: cfg.peakFlops, peakSource: 'config', threads };
   return { peakFlops: measurePeakFlops(threads, 0.2) * worldSize, peakSource: 'measured', threads };
 }
 
 /** One line about the model, the budget and the peak, for the log. */
-export function describeStage(cfg: StageBase, setup: StageSetup, peak: ReturnType<typeof stagePeak>): string {
+function describeStage(cfg: StageBase, setup: StageSetup, peak: StagePeak): string {
   const m = setup.modelConfig;
   return `model: ${(parameterCount(m).total / 1e6).toFixed(2)}M parameters, context ${m.maxSeqLen}, ropeTheta ${m.ropeTheta}` +
     (m.ropeScaling ? `, ropeScaling ${m.ropeScaling.type} x${m.ropeScaling.factor}` : '') +
@@ -285,7 +304,7 @@ export function describeStage(cfg: StageBase, setup: StageSetup, peak: ReturnTyp
 }
 
 /** Writes <runDir>/config.json (rank 0): the resolved stage config and what the stage adds. */
-export async function writeRunConfig(setup: StageSetup, resolved: Record<string, unknown>): Promise<void> {
+async function writeRunConfig(setup: StageSetup, resolved: Record<string, unknown>): Promise<void> {
   if (setup.rank === 0) await writeFileAtomic(path.join(setup.runDir, 'config.json'), JSON.stringify(resolved, null, 2) + '\n');
 }
 

@@ -20,12 +20,12 @@ import { BatchStream, type Batch, type StreamPosition } from '../../data/packing
 import { writeSampleShards, type TextEncoderLike } from '../../data/sample/index.js';
 import { ShardSet } from '../../data/shards.js';
 import { TEXT_EXTENSIONS, writeTextShards, type TextReadReport } from '../../data/textfiles.js';
-import { flopsPerToken, parameterCount, type LlamaForCausalLM, type ModelConfig } from '../../models/index.js';
+import type { LlamaForCausalLM, ModelConfig } from '../../models/index.js';
 import { writeFileAtomic } from '../../util/atomic.js';
-import { configHash, totalSteps, type PretrainConfig } from '../config.js';
+import { configHash, type PretrainConfig } from '../config.js';
 import type { TrainResult, TrainTask } from '../trainer.js';
 import {
-  cfgError, createStageModel, describeStage, layerRecords, modelTaskPart, prepareStage, runStage, stagePeak, writeRunConfig, type StageRunOptions,
+  cfgError, createStageModel, layerRecords, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions,
 } from './common.js';
 
 export interface PretrainOptions extends StageRunOptions {
@@ -144,20 +144,9 @@ export async function pretrain(cfg: PretrainConfig, opts: PretrainOptions = {}):
 
     // ---- model and peak
     model = createStageModel(cfg, setup, opts);
-    const peak = stagePeak(cfg, worldSize);
-    const fpt = flopsPerToken(modelCfg, cfg.seqLen).training;
-    log(describeStage(cfg, setup, peak));
-    await writeRunConfig(setup, {
-      stage: cfg,
+    const { peak, fpt } = await recordStage(cfg, setup, {
       ...(opts.dataPaths ? { dataPaths: opts.dataPaths.map((p) => path.resolve(p)) } : {}),
       data: { manifests: manifests.map((m) => path.resolve(m)), mixture: train.mixture },
-      model: modelCfg,
-      parameters: parameterCount(modelCfg).total,
-      flopsPerToken: fpt,
-      totalSteps: totalSteps(cfg, worldSize),
-      peakFlops: peak.peakFlops,
-      peakSource: peak.peakSource,
-      configHash: hash,
     });
 
     const m: LlamaForCausalLM = model;

@@ -13,15 +13,15 @@ import {
   loadSftData, llama2ChatRenderer, chatRenderer, sftEvalBatches, SftBatchStream,
   type ChatRenderer, type SftBatch, type SftData, type SftStreamBatch, type SftStreamPosition,
 } from '../../data/sft/index.js';
-import { flopsPerToken, parameterCount, type LlamaForCausalLM, type ModelConfig } from '../../models/index.js';
+import type { LlamaForCausalLM, ModelConfig } from '../../models/index.js';
 import { ByteTokenizer } from '../../tokenizer/byte.js';
 import type { ChatMessage } from '../../tokenizer/chat.js';
 import { loadChatTemplate } from '../../tokenizer/chat-template.js';
 import { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
-import { configHash, totalSteps, type SftConfig } from '../config.js';
+import { configHash, type SftConfig } from '../config.js';
 import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
-  cfgError, createStageModel, describeStage, layerRecords, modelTaskPart, prepareStage, runStage, stagePeak, writeRunConfig, type StageRunOptions,
+  cfgError, createStageModel, layerRecords, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions,
 } from './common.js';
 
 export type SftOptions = StageRunOptions;
@@ -126,19 +126,8 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
   let model: LlamaForCausalLM | null = null;
   try {
     model = createStageModel(cfg, setup, opts);
-    const peak = stagePeak(cfg, worldSize);
-    const fpt = flopsPerToken(modelCfg, cfg.seqLen).training;
-    log(describeStage(cfg, setup, peak));
-    await writeRunConfig(setup, {
-      stage: cfg,
+    const { peak, fpt } = await recordStage(cfg, setup, {
       data: { train: data.train.length, val: data.val.length, rows: stream.rows.length, skipped, truncated: data.truncated, sources: data.sources, renderer: renderer.name },
-      model: modelCfg,
-      parameters: parameterCount(modelCfg).total,
-      flopsPerToken: fpt,
-      totalSteps: totalSteps(cfg, worldSize),
-      peakFlops: peak.peakFlops,
-      peakSource: peak.peakSource,
-      configHash: hash,
     });
 
     const m: LlamaForCausalLM = model;
