@@ -26,7 +26,7 @@ import { loadPretrained } from '../models/pretrained.js';
 import { incrementalDecoder, type IncrementalDecoder } from '../tokenizer/detokenize.js';
 import { BlockPool, blocksForBudget, kvBytesPerToken, type BlockTable } from './blocks.js';
 import { ModelRunner, type StepItem } from './runner.js';
-import { Sampler, logprobsOf, validateSampling, type SamplingOptions, type TokenLogprob } from './sampler.js';
+import { Sampler, logprobsOf, type SamplingOptions, type TokenLogprob } from './sampler.js';
 
 /** What the engine needs of a tokenizer (SentencePieceTokenizer and ByteTokenizer fit). */
 export interface EngineTokenizer {

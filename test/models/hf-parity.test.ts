@@ -3,17 +3,16 @@
 // 2 kv heads, vocab 256, bf16 on disk): logits, loss, every parameter's gradient, and the
 // weights after ten clipped AdamW steps. The golden file needs no Python; the live part runs
 // transformers itself, on the fixture and on folders our code saved, and skips without it.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findPython } from '../../scripts/bench/_peers.js';
 import {
-  LlamaForCausalLM, loadPretrained, noGrad, preset, readSafetensors, savePretrained, validateConfig,
+  LlamaForCausalLM, loadPretrained, noGrad, preset, savePretrained, validateConfig,
 } from '../../src/index.js';
 import { expectClose } from '../helpers.js';
-import { norm, relErr, runOurs, type Batch, type Hyper } from './parity-helpers.js';
+import { norm, pythonReference, relErr, runOurs, type Batch, type Hyper } from './parity-helpers.js';
 
 const fixtures = new URL('../fixtures/', import.meta.url).pathname;
 const modelDir = join(fixtures, 'hf-tiny');
@@ -89,18 +88,9 @@ describe.skipIf(!python)(`parity with transformers, live${python ? '' : ` (skipp
   afterAll(() => rmSync(work, { recursive: true, force: true }));
   const script = new URL('../../scripts/hf-parity.py', import.meta.url).pathname;
 
-  async function reference(dir: string, batches: Batch[], steps: number, tag: string) {
-    const bfile = join(work, `${tag}-batches.json`);
-    writeFileSync(bfile, JSON.stringify(batches));
-    const out = join(work, `${tag}-ref`);
-    execFileSync(python!, [script, 'run', dir, bfile, out, '--steps', String(steps)], {
-      env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    const tensors = await readSafetensors(join(out, 'reference.safetensors'));
-    const arrays = new Map([...tensors].map(([k, t]) => [k, t.toArray() as Float32Array]));
-    for (const t of tensors.values()) t.dispose();
-    return { arrays, json: JSON.parse(readFileSync(join(out, 'reference.json'), 'utf8')) as { loss: number; losses: number[] } };
-  }
+  const reference = (dir: string, batches: Batch[], steps: number, tag: string) =>
+    pythonReference<{ loss: number; losses: number[] }>(python!, script, work, dir, batches, steps, tag);
+
 
   function compareAll(ours: ReturnType<typeof runOurs>, ref: Awaited<ReturnType<typeof reference>>, steps: boolean) {
     const report: Record<string, number> = {};

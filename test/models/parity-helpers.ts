@@ -1,4 +1,8 @@
 // Shared by the Hugging Face parity tests: our side of scripts/hf-parity.py's `run`.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readSafetensors } from '../../src/models/index.js';
 import { adamwStep, clipGradNorm, noGrad, scope, Tensor, type LlamaForCausalLM } from '../../src/index.js';
 
 export interface Batch { tokens: number[]; targets: number[]; cuSeqlens: number[] }
@@ -81,4 +85,22 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
     den = Math.max(den, Math.abs(b[i]!));
   }
   return den === 0 ? num : num / den;
+}
+
+/**
+ * A parity script's `run` (scripts/hf-parity.py, mixtral-parity.py) on a model folder: writes the
+ * batches into `work`, runs it, and reads back its tensors (reference.safetensors) and summary
+ * (reference.json).
+ */
+export async function pythonReference<J>(python: string, script: string, work: string, dir: string, batches: Batch[], steps: number, tag: string) {
+  const bfile = join(work, `${tag}-batches.json`);
+  writeFileSync(bfile, JSON.stringify(batches));
+  const out = join(work, `${tag}-ref`);
+  execFileSync(python, [script, 'run', dir, bfile, out, '--steps', String(steps)], {
+    env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const tensors = await readSafetensors(join(out, 'reference.safetensors'));
+  const arrays = new Map([...tensors].map(([k, t]) => [k, t.toArray() as Float32Array]));
+  for (const t of tensors.values()) t.dispose();
+  return { arrays, json: JSON.parse(readFileSync(join(out, 'reference.json'), 'utf8')) as J };
 }
