@@ -145,8 +145,9 @@ def run_cmd(model_dir, batches_file, out_dir, steps, hyper):
     print(json.dumps({"loss": loss}))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cli(doc, fixture, run_cmd):
+    """The `fixture` / `run` command line of a parity script (this one, mixtral-parity.py)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     fx = sub.add_parser("fixture")
     fx.add_argument("--out", default="test/fixtures")
@@ -162,9 +163,11 @@ def main():
     if a.cmd == "fixture":
         fixture(a.out)
     else:
-        hyper = {k: getattr(a, k) for k in HYPER}
-        run_cmd(a.model_dir, a.batches, a.out_dir, a.steps, hyper)
+        run_cmd(a.model_dir, a.batches, a.out_dir, a.steps, {k: getattr(a, k) for k in HYPER})
 
+
+def main():
+    cli(__doc__, fixture, run_cmd)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,6 @@ decays: our side counts it as a zero gradient too. Gradients and
 weights are reported under the checkpoint names (experts.N.w1/w2/w3): transformers 5 holds the
 experts fused (gate_up_proj = [w1; w3], down_proj = w2).
 """
-import argparse
 import importlib.util
 import json
 import os
@@ -172,24 +171,7 @@ def run_cmd(model_dir, batches_file, out_dir, steps, hyper):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    fx = sub.add_parser("fixture")
-    fx.add_argument("--out", default="test/fixtures")
-    r = sub.add_parser("run")
-    r.add_argument("model_dir")
-    r.add_argument("batches")
-    r.add_argument("out_dir")
-    r.add_argument("--steps", type=int, default=10)
-    for k, v in HYPER.items():
-        r.add_argument("--" + k.replace("_", "-"), type=float, default=v)
-    a = ap.parse_args()
-    torch.set_num_threads(1)
-    if a.cmd == "fixture":
-        fixture(a.out)
-    else:
-        run_cmd(a.model_dir, a.batches, a.out_dir, a.steps, {k: getattr(a, k) for k in HYPER})
-
+    hf_parity.cli(__doc__, fixture, run_cmd)
 
 if __name__ == "__main__":
     sys.exit(main())
