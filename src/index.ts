@@ -5,6 +5,7 @@ export * from './nn/index.js';
 export * from './models/index.js';
 export * from './tokenizer/index.js';
 export * from './infer/index.js';
+export { createServer, type ServerOptions } from './serve/index.js';
 export { exportGguf, type GgufOptions } from './export/gguf.js';
 export * from './eval/index.js';
 export { Trainer, findResumePoint, type ResumeLookup, type TrainTask, type TaskLoss, type TrainerOptions, type TrainResult, type TrainBatchInfo } from './train/trainer.js';

@@ -11,6 +11,7 @@ import { exportCommand } from './export.js';
 import { evalCommand } from './eval.js';
 import { pretrainCommand } from './pretrain.js';
 import { sftCommand } from './sft.js';
+import { serveCommand } from './serve.js';
 
 const version = packageVersion();
 
@@ -33,6 +34,7 @@ program.addCommand(exportCommand());
 program.addCommand(evalCommand());
 program.addCommand(pretrainCommand());
 program.addCommand(sftCommand());
+program.addCommand(serveCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));
