@@ -11,6 +11,8 @@ import { exportCommand } from './export.js';
 import { evalCommand } from './eval.js';
 import { pretrainCommand } from './pretrain.js';
 import { sftCommand } from './sft.js';
+import { generateCommand } from './generate.js';
+import { chatCommand } from './chat.js';
 import { serveCommand } from './serve.js';
 
 const version = packageVersion();
@@ -34,6 +36,8 @@ program.addCommand(exportCommand());
 program.addCommand(evalCommand());
 program.addCommand(pretrainCommand());
 program.addCommand(sftCommand());
+program.addCommand(generateCommand());
+program.addCommand(chatCommand());
 program.addCommand(serveCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
