@@ -28,6 +28,7 @@ void RegisterBpeEncode(Napi::Env env, Napi::Object exports);
 void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
 void RegisterGemv(Napi::Env env, Napi::Object exports);
 void RegisterMoe(Napi::Env env, Napi::Object exports);
+void RegisterDropout(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -61,6 +62,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterPagedAttention(env, exports);
   RegisterGemv(env, exports);
   RegisterMoe(env, exports);
+  RegisterDropout(env, exports);
   return exports;
 }
 

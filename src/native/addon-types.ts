@@ -196,6 +196,10 @@ export interface Addon {
   moeCombineForward(out: NativeStorage /* f32 */, outOffset: number, y: NativeStorage /* f32 */, yOffset: number, weights: NativeStorage /* f32 */, weightsOffset: number, slotPos: NativeStorage /* i32 */, slotPosOffset: number, N: number /* size */, C: number /* size */, k: number /* size */): void;
   /** moe combine backward; kernels: cpu. */
   moeCombineBackward(dy: NativeStorage /* f32 */, dyOffset: number, dweights: NativeStorage /* f32 */, dweightsOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, y: NativeStorage /* f32 */, yOffset: number, weights: NativeStorage /* f32 */, weightsOffset: number, slotPos: NativeStorage /* i32 */, slotPosOffset: number, N: number /* size */, C: number /* size */, k: number /* size */): void;
+  /** dropout; kernels: cpu. */
+  dropoutForward(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */, p: number, seed: number /* size */, offset: number /* size */): void;
+  /** dropout backward; kernels: cpu. */
+  dropoutBackward(dx: NativeStorage /* f32 */, dxOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, n: number /* size */, p: number, seed: number /* size */, offset: number /* size */): void;
 }
 
 /** Each function's arguments by name (a tensor as a TensorArg): see packArgs in loader.ts. */
@@ -262,6 +266,8 @@ export interface AddonArgs {
   moeGroupedGemmBackward: { dxs: TensorArg | null; dw: TensorArg | null; dy: TensorArg; xs: TensorArg; w: TensorArg; offsets: TensorArg; M: number; E: number; O: number; I: number };
   moeCombineForward: { out: TensorArg; y: TensorArg; weights: TensorArg; slotPos: TensorArg; N: number; C: number; k: number };
   moeCombineBackward: { dy: TensorArg; dweights: TensorArg; dout: TensorArg; y: TensorArg; weights: TensorArg; slotPos: TensorArg; N: number; C: number; k: number };
+  dropoutForward: { out: TensorArg; x: TensorArg; n: number; p: number; seed: number; offset: number };
+  dropoutBackward: { dx: TensorArg; dout: TensorArg; n: number; p: number; seed: number; offset: number };
 }
 
 /** Where each named argument sits in the positional call: [index, is a tensor (storage, offset)]. */
@@ -328,4 +334,6 @@ export const argLayout = {
   moeGroupedGemmBackward: { dxs: [0, true], dw: [2, true], dy: [4, true], xs: [6, true], w: [8, true], offsets: [10, true], M: [12, false], E: [13, false], O: [14, false], I: [15, false] },
   moeCombineForward: { out: [0, true], y: [2, true], weights: [4, true], slotPos: [6, true], N: [8, false], C: [9, false], k: [10, false] },
   moeCombineBackward: { dy: [0, true], dweights: [2, true], dout: [4, true], y: [6, true], weights: [8, true], slotPos: [10, true], N: [12, false], C: [13, false], k: [14, false] },
+  dropoutForward: { out: [0, true], x: [2, true], n: [4, false], p: [5, false], seed: [6, false], offset: [7, false] },
+  dropoutBackward: { dx: [0, true], dout: [2, true], n: [4, false], p: [5, false], seed: [6, false], offset: [7, false] },
 } as const satisfies { [F in keyof AddonArgs]: { [P in keyof AddonArgs[F]]: readonly [number, boolean] } };

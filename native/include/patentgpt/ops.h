@@ -195,4 +195,12 @@ void moe_combine_forward(float* out, const float* y, const float* weights, const
 void moe_combine_backward(float* dy, float* dweights, const float* dout, const float* y, const float* weights,
                           const int32_t* slot_pos, int64_t N, int64_t C, int64_t k);
 
+// ---- dropout.cpp: inverted dropout with a counter-based mask (nothing saved for backward) ----
+// out (n) = x / (1 - p) where kept, 0 where dropped; element i is dropped when the top 24 bits of
+// output (offset + i) of SplitMix64 seeded with `seed`, read as u in [0, 1), fall below p.
+// Thread-independent; out may alias x. 0 <= p < 1.
+void dropout_forward(float* out, const float* x, int64_t n, double p, uint64_t seed, uint64_t offset);
+// dx (n) = dout through the same mask and scale (same seed and offset), written; dx may alias dout.
+void dropout_backward(float* dx, const float* dout, int64_t n, double p, uint64_t seed, uint64_t offset);
+
 }  // namespace pg

@@ -16,3 +16,4 @@ export * from './paged.js';
 export * from './decode.js';
 export * from './rows.js';
 export * from './moe.js';
+export * from './dropout.js';
