@@ -10,8 +10,7 @@
 // must match the whole module name; a list matches a name equal to an entry or ending in
 // "." + entry; "all-linear" is every Linear but the output layer.
 import { PatentGPTError } from '../errors.js';
-import { add, isGradEnabled, linear, matmul, mul, noGrad, scale, sub, Tensor } from '../tensor/index.js';
-import { Rng } from '../tensor/index.js';
+import { add, dropout, isGradEnabled, linear, matmul, noGrad, scale, sub, Tensor } from '../tensor/index.js';
 import { Linear, type LinearAdapter } from './layers.js';
 import { Module } from './module.js';
 
@@ -35,7 +34,8 @@ export class LoraAdapter extends Module implements LinearAdapter {
   readonly r: number;
   readonly alpha: number;
   readonly dropout: number;
-  readonly #rng: Rng;
+  readonly #dropSeed: number;
+  #dropOffset = 0;
   #merged = false;
 
   constructor(inFeatures: number, outFeatures: number, opts: { r: number; alpha?: number; dropout?: number; seed?: number }) {
@@ -46,7 +46,8 @@ export class LoraAdapter extends Module implements LinearAdapter {
     this.dropout = opts.dropout ?? 0;
     checkHyper(this.r, this.alpha, this.dropout);
     const seed = opts.seed ?? 0;
-    this.#rng = new Rng(BigInt(seed) + 0x5deece66dn); // a stream apart from the init seeds of the other layers
+    // The masks' stream, apart from the init seeds of the other layers (kept below 2^53 for the op).
+    this.#dropSeed = Number((BigInt(seed) + 0x5deece66dn) % (1n << 53n));
     const bound = 1 / Math.sqrt(inFeatures);
     this.lora_A = this.registerModule('lora_A', new Linear(inFeatures, r, (shape) => Tensor.uniform(shape, { seed, low: -bound, high: bound })));
     this.lora_B = this.registerModule('lora_B', new Linear(r, outFeatures, (shape) => Tensor.zeros(shape)));
@@ -77,14 +78,26 @@ export class LoraAdapter extends Module implements LinearAdapter {
     return noGrad(() => scale(matmul(this.lora_B.weight, this.lora_A.weight), this.scaling));
   }
 
+  /**
+   * Where the next dropout mask starts in this adapter's stream (elements drawn so far): the
+   * dropout's whole state, for a trainer that checkpoints it to resume with the same masks.
+   */
+  get dropoutOffset(): number {
+    return this.#dropOffset;
+  }
+  set dropoutOffset(v: number) {
+    if (!Number.isSafeInteger(v) || v < 0) throw new PatentGPTError('E_ARGUMENT', `LoRA: dropoutOffset must be an integer >= 0, got ${v}`);
+    this.#dropOffset = v;
+  }
+
   #dropped(x: Tensor): Tensor {
     const p = this.dropout;
     if (p === 0 || !isGradEnabled()) return x;
-    // Inverted dropout as torch.nn.Dropout: kept entries scaled by 1 / (1 - p).
-    const keep = 1 / (1 - p);
-    const mask = new Float32Array(x.size);
-    for (let i = 0; i < mask.length; i++) mask[i] = this.#rng.uniform() < p ? 0 : keep;
-    return mul(x, Tensor.from(mask, x.shape, { device: x.device }));
+    // Inverted dropout as torch.nn.Dropout (kept entries scaled by 1 / (1 - p)), the native op: its
+    // mask is a function of (seed, offset), so each forward takes the next x.size draws of the stream.
+    const out = dropout(x, p, { seed: this.#dropSeed, offset: this.#dropOffset });
+    this.#dropOffset += x.size;
+    return out;
   }
 }
 
