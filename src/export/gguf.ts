@@ -5,6 +5,12 @@
 //   - tensors under GGUF names (token_embd, blk.N.attn_q, ..., output), dims listed innermost
 //     first; q and k projections permuted from Hugging Face's rotate-half RoPE layout to the
 //     interleaved pairs llama.cpp rotates; norms always f32, matrices f32 or f16;
+//   - a Mixtral-style SMoE (numExperts > 1) as llama.cpp's llama architecture holds it:
+//     llama.expert_count / llama.expert_used_count, the router blk.N.ffn_gate_inp (E, C) always
+//     f32 (as convert_hf_to_gguf keeps it, so routing is not perturbed by rounding), and each
+//     layer's experts stacked into one 3-D tensor per projection, expert outermost:
+//     ffn_gate_exps = w1 and ffn_up_exps = w3 (dims [C, F, E]), ffn_down_exps = w2 ([F, C, E]).
+//     llama.cpp routes as Mixtral does (softmax, top-k, renormalised); it has no shared experts;
 //   - 32-byte alignment of the data section and of every tensor in it.
 // A weight that is NaN or infinite (or overflows f16) is refused with the tensor's name: llama.cpp
 // would load such a file and produce garbage. The file is written to a temp name and renamed, so
@@ -182,7 +188,8 @@ interface Entry {
   /** GGUF dims, innermost first. */
   dims: number[];
   type: 0 | 1; // GGML_TYPE_F32, GGML_TYPE_F16
-  data: () => Uint8Array;
+  /** The data in order, one piece at a time (a stacked expert tensor: one expert per piece). */
+  data: () => Iterable<Uint8Array>;
 }
 
 /**
@@ -194,7 +201,10 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
   const cfg = model.config;
   const dtype = opts.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new PatentGPTError('E_ARGUMENT', `exportGguf: dtype must be 'f32' or 'f16', got ${String(dtype)}`);
-  if (cfg.numExperts > 1) throw new PatentGPTError('E_UNSUPPORTED', 'exportGguf: mixture-of-experts models are not supported yet');
+  const moe = cfg.numExperts > 1;
+  if (moe && (cfg.numSharedExperts ?? 0) > 0)
+    throw new PatentGPTError('E_UNSUPPORTED',
+      `exportGguf: numSharedExperts ${cfg.numSharedExperts}: llama.cpp's llama architecture has no shared experts; export a model with numSharedExperts 0`);
   if (cfg.ropeScaling !== null && cfg.ropeScaling.type !== 'linear')
     throw new PatentGPTError('E_UNSUPPORTED', `exportGguf: rope scaling "${cfg.ropeScaling.type}" has no GGUF equivalent here (only linear)`);
   if (tokenizer.vocabSize > cfg.vocabSize)
@@ -208,19 +218,30 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
     checkFinite(w, n, ggufName);
     return w;
   };
-  const mat = (name: string, src: string, rows: number, cols: number, permuteHeads = 0): Entry => ({
-    name, dims: [cols, rows], type: dtype === 'f16' ? 1 : 0,
-    data: () => {
-      let w = get(src, name);
-      if (dtype === 'f16') checkHalfRange(w, src, name);
-      if (permuteHeads) w = permuteForRope(w, permuteHeads, rows, cols);
-      return dtype === 'f16' ? f16Bytes(w) : new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
+  /** Parameter `src` as `type` (f16: refused past f16's range, the index in `src`'s own order). */
+  const read = (src: string, name: string, type: 0 | 1, permuteHeads = 0, rows = 0, cols = 0): Uint8Array => {
+    let w = get(src, name);
+    if (type === 1) checkHalfRange(w, src, name);
+    if (permuteHeads) w = permuteForRope(w, permuteHeads, rows, cols);
+    return type === 1 ? f16Bytes(w) : new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
+  };
+  const matType = dtype === 'f16' ? 1 : 0;
+  const mat = (name: string, src: string, rows: number, cols: number, permuteHeads = 0, type: 0 | 1 = matType): Entry => ({
+    name, dims: [cols, rows], type, data: function* () {
+      yield read(src, name, type, permuteHeads, rows, cols);
     },
   });
   const vec = (name: string, src: string, n: number): Entry => ({
-    name, dims: [n], type: 0, data: () => {
-      const w = get(src, name);
-      return new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
+    name, dims: [n], type: 0, data: function* () {
+      yield read(src, name, 0);
+    },
+  });
+  // E (rows, cols) matrices, one per expert, as one (E, rows, cols) tensor: expert e's matrix is
+  // the e-th slab, so it is written expert by expert (a Mixtral-8x7B slab is 235 MB in f32).
+  const stacked = (name: string, srcs: string[], rows: number, cols: number): Entry => ({
+    name, dims: [cols, rows, srcs.length], type: matType,
+    data: function* () {
+      for (const src of srcs) yield read(src, name, matType);
     },
   });
   const C = cfg.dim;
@@ -234,10 +255,22 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
       mat(`blk.${l}.attn_v.weight`, `${p}self_attn.v_proj.weight`, cfg.nKvHeads * D, C),
       mat(`blk.${l}.attn_output.weight`, `${p}self_attn.o_proj.weight`, C, cfg.nHeads * D),
       vec(`blk.${l}.ffn_norm.weight`, `${p}post_attention_layernorm.weight`, C),
-      mat(`blk.${l}.ffn_gate.weight`, `${p}mlp.gate_proj.weight`, cfg.ffnDim, C),
-      mat(`blk.${l}.ffn_up.weight`, `${p}mlp.up_proj.weight`, cfg.ffnDim, C),
-      mat(`blk.${l}.ffn_down.weight`, `${p}mlp.down_proj.weight`, C, cfg.ffnDim),
     );
+    if (moe) {
+      const e = (w: string): string[] => Array.from({ length: cfg.numExperts }, (_, i) => `${p}block_sparse_moe.experts.${i}.${w}.weight`);
+      tensors.push(
+        mat(`blk.${l}.ffn_gate_inp.weight`, `${p}block_sparse_moe.gate.weight`, cfg.numExperts, C, 0, 0),
+        stacked(`blk.${l}.ffn_gate_exps.weight`, e('w1'), cfg.ffnDim, C),
+        stacked(`blk.${l}.ffn_up_exps.weight`, e('w3'), cfg.ffnDim, C),
+        stacked(`blk.${l}.ffn_down_exps.weight`, e('w2'), C, cfg.ffnDim),
+      );
+    } else {
+      tensors.push(
+        mat(`blk.${l}.ffn_gate.weight`, `${p}mlp.gate_proj.weight`, cfg.ffnDim, C),
+        mat(`blk.${l}.ffn_up.weight`, `${p}mlp.up_proj.weight`, cfg.ffnDim, C),
+        mat(`blk.${l}.ffn_down.weight`, `${p}mlp.down_proj.weight`, C, cfg.ffnDim),
+      );
+    }
   }
   tensors.push(vec('output_norm.weight', 'model.norm.weight', C));
   if (!cfg.tieEmbeddings) tensors.push(mat('output.weight', 'lm_head.weight', cfg.vocabSize, C));
@@ -272,6 +305,9 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
     ['llama.attention.head_count_kv', { kind: Kind.U32, value: cfg.nKvHeads }],
     ['llama.attention.layer_norm_rms_epsilon', { kind: Kind.F32, value: cfg.normEps }],
     ['llama.rope.freq_base', { kind: Kind.F32, value: cfg.ropeTheta }],
+    ...(moe
+      ? ([['llama.expert_count', { kind: Kind.U32, value: cfg.numExperts }], ['llama.expert_used_count', { kind: Kind.U32, value: cfg.topK }]] as [string, Value][])
+      : []),
     ...(cfg.ropeScaling?.type === 'linear'
       ? ([['llama.rope.scaling.type', { kind: Kind.STRING, value: 'linear' }], ['llama.rope.scaling.factor', { kind: Kind.F32, value: cfg.ropeScaling.factor }]] as [string, Value][])
       : []),
@@ -328,10 +364,13 @@ async function writeFile(path: string, head: Uint8Array, tensors: Entry[], sizes
     await put(head);
     const zeros = new Uint8Array(ALIGN);
     for (const [i, t] of tensors.entries()) {
-      const data = t.data();
-      if (data.length !== sizes[i]) throw new PatentGPTError('E_INTERNAL', `exportGguf: ${t.name} has ${data.length} bytes, expected ${sizes[i]}`);
-      await put(data);
-      const pad = (ALIGN - (data.length % ALIGN)) % ALIGN;
+      let n = 0;
+      for (const piece of t.data()) {
+        await put(piece);
+        n += piece.length;
+      }
+      if (n !== sizes[i]) throw new PatentGPTError('E_INTERNAL', `exportGguf: ${t.name} has ${n} bytes, expected ${sizes[i]}`);
+      const pad = (ALIGN - (n % ALIGN)) % ALIGN;
       if (pad) await put(zeros.subarray(0, pad));
     }
     await fh.sync();

@@ -1,0 +1,131 @@
+// Test helpers for GGUF exports: an independent little GGUF reader (header, metadata, tensor
+// table, data section) and greedy decoding by node-llama-cpp (prebuilt llama.cpp) on a file,
+// found as the dense GGUF test and the inference bench find it.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { expect } from 'vitest';
+import { missingPeer } from '../../scripts/bench/_peers.js';
+import { packageRoot } from '../../src/package.js';
+
+export interface GgufTensor {
+  /** Dims innermost first. */
+  dims: number[];
+  /** GGML type (0 f32, 1 f16). */
+  type: number;
+  /** Offset in the data section. */
+  offset: number;
+}
+
+export interface Gguf {
+  kv: Map<string, unknown>;
+  tensors: Map<string, GgufTensor>;
+  dataStart: number;
+  bytes: Uint8Array;
+}
+
+export function readGguf(bytes: Uint8Array): Gguf {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let o = 0;
+  const u32 = (): number => ((o += 4), v.getUint32(o - 4, true));
+  const u64 = (): number => ((o += 8), Number(v.getBigUint64(o - 8, true)));
+  const str = (): string => {
+    const n = u64();
+    o += n;
+    return new TextDecoder().decode(bytes.subarray(o - n, o));
+  };
+  const value = (t: number): unknown => {
+    switch (t) {
+      case 4: return u32();
+      case 5: return ((o += 4), v.getInt32(o - 4, true));
+      case 6: return ((o += 4), v.getFloat32(o - 4, true));
+      case 7: return bytes[o++] === 1;
+      case 8: return str();
+      case 9: {
+        const et = u32();
+        const n = u64();
+        return Array.from({ length: n }, () => value(et));
+      }
+      default: throw new Error(`type ${t}`);
+    }
+  };
+  expect(new TextDecoder().decode(bytes.subarray(0, 4))).toBe('GGUF');
+  o = 4;
+  expect(u32()).toBe(3);
+  const nt = u64();
+  const nkv = u64();
+  const kv = new Map<string, unknown>();
+  for (let i = 0; i < nkv; i++) {
+    const k = str();
+    kv.set(k, value(u32()));
+  }
+  const tensors = new Map<string, GgufTensor>();
+  for (let i = 0; i < nt; i++) {
+    const name = str();
+    const nd = u32();
+    const dims = Array.from({ length: nd }, () => u64());
+    tensors.set(name, { dims, type: u32(), offset: u64() });
+  }
+  const dataStart = Math.ceil(o / 32) * 32;
+  return { kv, tensors, dataStart, bytes };
+}
+
+/** A tensor's raw bytes (f32: 4 per element, f16: 2). */
+export function tensorBytes(g: Gguf, name: string): Uint8Array {
+  const t = g.tensors.get(name);
+  if (!t) throw new Error(`no tensor ${name} in the GGUF file`);
+  const n = t.dims.reduce((a, d) => a * d, 1) * (t.type === 1 ? 2 : 4);
+  return g.bytes.slice(g.dataStart + t.offset, g.dataStart + t.offset + n);
+}
+
+/** Greedy continuations of `prompts` (token ids, BOS included) by llama.cpp on a GGUF file. */
+export type LlamaCppGreedy = (modelPath: string, prompts: readonly number[][], maxTokens: number) => Promise<number[][]>;
+
+/**
+ * node-llama-cpp's greedy decoding (CPU, f32 KV cache, token ids in: its string prompts drop the
+ * space after BOS), or the reason it cannot load; where peers are required (CI) a missing
+ * node-llama-cpp throws instead.
+ */
+export async function loadLlamaCppGreedy(): Promise<LlamaCppGreedy | string> {
+  const candidates = [process.env.PATENTGPT_NODE_LLAMA_CPP, join(packageRoot(), 'build-peers', 'node_modules', 'node-llama-cpp')]
+    .filter((p): p is string => !!p && existsSync(p));
+  let nlc: Record<string, unknown> | null = null;
+  let why = 'node-llama-cpp is not installed (npm install --ignore-scripts node-llama-cpp with NODE_LLAMA_CPP_SKIP_DOWNLOAD=true, or set PATENTGPT_NODE_LLAMA_CPP)';
+  for (const c of [...candidates, 'node-llama-cpp']) {
+    try {
+      nlc = (await import(c === 'node-llama-cpp' ? c : pathToFileURL(join(c, 'dist', 'index.js')).href)) as Record<string, unknown>;
+      break;
+    } catch (e) {
+      if (c !== 'node-llama-cpp') why = `node-llama-cpp at ${c} failed to load: ${(e as Error).message.split('\n')[0]}`;
+    }
+  }
+  if (!nlc) return missingPeer(why);
+  type Seq = { evaluate(tokens: number[], o: object): AsyncGenerator<number>; clearHistory(): Promise<void> };
+  type Ctx = { getSequence(): Seq; dispose(): Promise<void> };
+  type Model = { createContext(o: object): Promise<Ctx>; dispose(): Promise<void> };
+  type Llama = { loadModel(o: object): Promise<Model>; dispose(): Promise<void> };
+  const getLlama = nlc.getLlama as (o: object) => Promise<Llama>;
+  return async (modelPath, prompts, maxTokens) => {
+    const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+    try {
+      const model = await llama.loadModel({ modelPath });
+      const context = await model.createContext({ contextSize: 256, threads: 2, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+      const seq = context.getSequence();
+      const out: number[][] = [];
+      for (const p of prompts) {
+        await seq.clearHistory();
+        const toks: number[] = [];
+        for await (const t of seq.evaluate([...p], { temperature: 0 })) {
+          toks.push(t);
+          if (toks.length === maxTokens) break;
+        }
+        out.push(toks);
+      }
+      await context.dispose();
+      await model.dispose();
+      return out;
+    } finally {
+      await llama.dispose();
+    }
+  };
+}
