@@ -184,6 +184,28 @@ export interface SftConfig extends StageBase {
   init: string;
   data: SftDataConfig;
   chatTemplate: SftChatTemplate;
+  /** LoRA fine-tuning: adapters on the target Linears train, the base stays frozen; absent: full fine-tuning. */
+  lora?: SftLora;
+}
+
+/**
+ * LoRA in an SFT config (PEFT's LoraConfig under our names): only the adapters' A and B are
+ * trained and kept in the optimizer; checkpoints hold the adapter in PEFT's format.
+ */
+export interface SftLora {
+  /** Rank of A (r, in) and B (out, r). */
+  r: number;
+  /** The update is scaled by alpha / r (PEFT's lora_alpha). Default r (a scale of 1). */
+  alpha: number;
+  /** Dropout on the adapters' input while training. Default 0. */
+  dropout: number;
+  /**
+   * PEFT's target_modules: module-name suffixes (["q_proj", "v_proj"], the default, as PEFT's
+   * for LLaMA), a regular expression the whole module name must match, or "all-linear".
+   */
+  targetModules: string[] | string;
+  /** Seeds A's initialisation and the dropout masks. Default: the config's seed. */
+  seed: number;
 }
 
 /** A stage config, discriminated by `kind` (the union grows with reward, ppo, dpo). */
@@ -240,7 +262,7 @@ const COMMON_KEYS = [
   'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck',
 ] as const;
 /** The fields of each kind besides the common ones. */
-const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate'], reward: [], ppo: [], dpo: [] };
+const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate', 'lora'], reward: [], ppo: [], dpo: [] };
 
 export interface ValidateOptions {
   /** Names the source in errors (the file path); default "config". */
@@ -311,7 +333,32 @@ function validateSft(f: Fields, c: Json, base: StageBase, opts: ValidateOptions,
     if (!isDir) f.fail('init', 'missing: fine-tuning starts from trained weights; give init (a run, checkpoint or Hugging Face folder), or a model folder as model');
     init = m as string;
   }
-  return { ...base, kind: 'sft', init, data, chatTemplate };
+  return { ...base, kind: 'sft', init, data, chatTemplate, ...(c.lora !== undefined ? { lora: validateLora(f, c.lora, base.seed) } : {}) };
+}
+
+function validateLora(f: Fields, raw: unknown, seed: number): SftLora {
+  const l = f.object(raw, 'lora');
+  f.known(l, 'lora', ['r', 'alpha', 'dropout', 'targetModules', 'seed']);
+  const r = f.int(l.r, 'lora.r', 1);
+  const alpha = f.number(l.alpha, 'lora.alpha', (x) => x > 0, 'a number > 0', r);
+  const dropout = f.number(l.dropout, 'lora.dropout', (x) => x >= 0 && x < 1, 'a number in [0, 1)', 0);
+  let targetModules: string[] | string = ['q_proj', 'v_proj'];
+  const t = l.targetModules;
+  if (typeof t === 'string') {
+    targetModules = f.string(t, 'lora.targetModules');
+    if (t !== 'all-linear') {
+      try {
+        new RegExp(t);
+      } catch (err) {
+        f.fail('lora.targetModules', `${JSON.stringify(t)} is not a valid regular expression (${(err as Error).message})`);
+      }
+    }
+  } else if (t !== undefined) {
+    if (!Array.isArray(t) || t.length === 0)
+      f.fail('lora.targetModules', `must be a non-empty list of module names (["q_proj", "v_proj"]), a regular expression string or "all-linear", got ${JSON.stringify(t)}`);
+    targetModules = (t as unknown[]).map((x, i) => f.string(x, `lora.targetModules[${i}]`));
+  }
+  return { r, alpha, dropout, targetModules, seed: f.int(l.seed, 'lora.seed', 0, seed) };
 }
 
 function validateData(f: Fields, d: Json, rel: (p: string) => string): StageData {

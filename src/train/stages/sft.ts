@@ -1,4 +1,4 @@
-// The supervised fine-tuning stage (full fine-tuning): conversations from SFT files (messages,
+// The supervised fine-tuning stage (full fine-tuning or LoRA): conversations from SFT files (messages,
 // Alpaca or ShareGPT records; src/data/sft) rendered with a chat template, packed into rows
 // where each conversation is its own attention segment, and the next-token loss on the
 // assistant's tokens only (prompts, template scaffolding and padding carry target -100). The
@@ -8,12 +8,30 @@
 // Metrics: loss (the mean over the micro-batch's assistant targets), supervisedTokens (assistant
 // targets per optimizer step, all ranks), valLoss (assistant-token loss on the held-out split,
 // data.valFraction; no split: no evaluation).
+//
+// LoRA (config `lora`): the base weights (`init`) are loaded and frozen, adapters are attached to
+// the target Linears, and only the adapters' A and B reach the optimizer (no moments, no
+// gradients for the base). A checkpoint then holds the adapter alone, in PEFT's format
+// (adapter_config.json + adapter_model.safetensors, base_model_name_or_path = the init folder),
+// beside the optimizer state; a resume loads the base from init again and the adapter from the
+// checkpoint. A completed LoRA run writes <runDir>/final/: the base model folder (the frozen
+// weights as trained on, with the stage's tokenizer record; transformers loads it) and
+// final/adapter/ (the last adapter, PEFT's format, its base final/ itself). `patentgpt sft merge`
+// folds it into one model folder; Engine.fromPretrained(final, { adapter }) serves it unmerged.
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   loadSftData, llama2ChatRenderer, chatRenderer, sftEvalBatches, SftBatchStream,
   type ChatRenderer, type SftBatch, type SftData, type SftStreamBatch, type SftStreamPosition,
 } from '../../data/sft/index.js';
-import type { LlamaForCausalLM, ModelConfig } from '../../models/index.js';
+import { PatentGPTError } from '../../errors.js';
+import {
+  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, folderFiles, readSafetensors, safetensorsContent, saveLora, writeFileAtomic, writeSafetensors,
+  type LlamaForCausalLM, type ModelConfig,
+} from '../../models/index.js';
+import { applyLora, loraLayers } from '../../nn/lora.js';
+import { noGrad, type Tensor } from '../../tensor/index.js';
 import { ByteTokenizer } from '../../tokenizer/byte.js';
 import type { ChatMessage } from '../../tokenizer/chat.js';
 import { loadChatTemplate } from '../../tokenizer/chat-template.js';
@@ -21,7 +39,7 @@ import { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
 import { configHash, type SftConfig } from '../config.js';
 import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
-  cfgError, createStageModel, layerRecords, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions,
+  cfgError, createStageModel, layerRecords, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
 
 export type SftOptions = StageRunOptions;
@@ -32,7 +50,23 @@ export interface SftResult extends TrainResult {
   peakFlops: number;
   peakSource: 'config' | 'measured';
   data: { train: number; val: number; skipped: Partial<Record<string, number>>; truncated: number; rows: number; renderer: string };
+  /** LoRA runs: what trained, and the final folders (when the run completed). */
+  lora?: LoraSummary;
 }
+
+export interface LoraSummary {
+  /** Adapted Linears. */
+  layers: number;
+  /** Adapter parameters (the optimizer's), and all parameters (base and adapters). */
+  trainable: number;
+  total: number;
+  /** <runDir>/final (the base model folder) and <runDir>/final/adapter (PEFT), once the run completed. */
+  final?: { model: string; adapter: string };
+}
+
+/** Where a completed LoRA run leaves its base model folder; the adapter is in its adapter/ folder. */
+export const LORA_FINAL_DIR = 'final';
+export const LORA_ADAPTER_DIR = 'adapter';
 
 /**
  * LLaMA-2's chat format (src/tokenizer/chat.ts) over the byte tokenizer: BOS "[INST] ... [/INST]"
@@ -126,14 +160,16 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
   let model: LlamaForCausalLM | null = null;
   try {
     model = createStageModel(cfg, setup, opts);
+    const m: LlamaForCausalLM = model;
+    const lora = cfg.lora ? await attachLora(m, cfg, setup) : null;
     const { peak, fpt } = await recordStage(cfg, setup, {
       data: { train: data.train.length, val: data.val.length, rows: stream.rows.length, skipped, truncated: data.truncated, sources: data.sources, renderer: renderer.name },
+      ...(lora ? { lora: lora.summary } : {}),
     });
 
-    const m: LlamaForCausalLM = model;
     const perStep = cfg.gradAccum * worldSize; // the loop averages metrics over a step's micro-batches
     const task: TrainTask<SftStreamBatch | SftBatch> = {
-      ...modelTaskPart(m, cfg, setup),
+      ...(lora ? lora.taskPart : modelTaskPart(m, cfg, setup)),
       nextBatch: () => stream.next(),
       loss: (b) => sftLoss(m, b, perStep),
       ...(data.val.length > 0
@@ -152,11 +188,110 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
       flopsPerToken: fpt,
       peakFlops: peak.peakFlops,
     });
+    let loraSummary: LoraSummary | undefined;
+    if (lora) {
+      loraSummary = { ...lora.summary };
+      if (result.status === 'completed' && rank === 0) {
+        loraSummary.final = await writeLoraFinal(m, setup);
+        log(`final model: ${loraSummary.final.model} (base) with its adapter ${loraSummary.final.adapter}`);
+      }
+    }
     return {
       ...result, runDir, model: modelCfg, peakFlops: peak.peakFlops, peakSource: peak.peakSource,
       data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, rows: stream.rows.length, renderer: renderer.name },
+      ...(loraSummary ? { lora: loraSummary } : {}),
     };
   } finally {
     model?.dispose();
   }
+}
+
+const isAdapterParam = (name: string): boolean => /\.lora_[AB]\.weight$/.test(name);
+
+/**
+ * A LoRA run's model: the base weights from init (loaded before the adapters, so a grown
+ * vocabulary works as in full fine-tuning), then the adapters (A seeded, B zeros), the base
+ * frozen. Returns the task's model side: only the adapters are parameters of the loop; a
+ * checkpoint holds them in PEFT's format; a resume restores them over the same base.
+ */
+async function attachLora(model: LlamaForCausalLM, cfg: SftConfig, setup: StageSetup): Promise<{
+  summary: LoraSummary;
+  taskPart: Pick<TrainTask, 'parameters' | 'checkpointFiles' | 'restoreCheckpoint' | 'initialize'>;
+}> {
+  const l = cfg.lora!;
+  const from = await loadInitialWeights(model, cfg.init, setup.log);
+  let params: [string, Tensor][];
+  try {
+    params = applyLora(model, { r: l.r, alpha: l.alpha, dropout: l.dropout, targetModules: l.targetModules, seed: l.seed });
+  } catch (err) {
+    // lora.ts names its fields bare ("targetModules"); the config's errors name file and section
+    if (err instanceof PatentGPTError && err.code === 'E_CONFIG')
+      throw cfgError(setup.file, 'lora.targetModules', err.message.replace(/^LoRA: (field "targetModules" )?/, ''));
+    throw err;
+  }
+  const layers = loraLayers(model).map(([n]) => n);
+  const total = model.namedParameters().reduce((s, [, t]) => s + t.size, 0);
+  const trainable = params.reduce((s, [, t]) => s + t.size, 0);
+  setup.log(`LoRA: r ${l.r}, alpha ${l.alpha}, dropout ${l.dropout} on ${layers.length} layers (${layers.slice(0, 2).join(', ')}${layers.length > 2 ? ', ...' : ''}); ` +
+    `${trainable} trainable parameters of ${total} (${((100 * trainable) / total).toFixed(2)}%); base weights from ${from}, frozen`);
+  if (l.dropout > 0 && setup.resumeFrom)
+    setup.log('warning: lora.dropout > 0: the dropout masks after a resume are not those of an uninterrupted run (the adapters\' generator state is not checkpointed)');
+  // adapter_config.json does not change during the run: written once by PEFT's writer, reused
+  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpt-lora-'));
+  let adapterConfig: string;
+  try {
+    await saveLora(model, tmp, { baseModel: path.resolve(from) });
+    adapterConfig = await fsp.readFile(path.join(tmp, ADAPTER_CONFIG_FILE), 'utf8');
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+  return {
+    summary: { layers: layers.length, trainable, total },
+    taskPart: {
+      parameters: () => params,
+      checkpointFiles: () => [
+        { name: ADAPTER_CONFIG_FILE, content: adapterConfig },
+        { name: ADAPTER_WEIGHTS_FILE, content: (sink) => safetensorsContent(params.map(([n, t]) => [PEFT_PREFIX + n, t] as const)).write(sink) },
+      ],
+      restoreCheckpoint: async (ck) => {
+        const file = path.join(ck.dir, ADAPTER_WEIGHTS_FILE);
+        let saved: Map<string, Tensor>;
+        try {
+          saved = await readSafetensors(file);
+        } catch (err) {
+          throw new PatentGPTError('E_CHECKPOINT', `${file}: cannot read the LoRA adapter of the checkpoint (${(err as Error).message})`);
+        }
+        try {
+          noGrad(() => {
+            for (const [n, p] of params) {
+              const t = saved.get(PEFT_PREFIX + n);
+              if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${file}: no ${PEFT_PREFIX}${n} of ${p.size} values; the checkpoint is not this run's adapter`);
+              p.write(t.toRaw() as Float32Array);
+            }
+          });
+        } finally {
+          for (const t of saved.values()) t.dispose();
+        }
+      },
+      initialize: async () => {}, // the base is loaded above, the adapters start as applyLora made them
+    },
+  };
+}
+
+/**
+ * <runDir>/final: the base model folder (model.safetensors of the frozen weights, config,
+ * generation config, tokenizer record) and adapter/ (PEFT's format, base_model_name_or_path the
+ * final folder). Built in final.tmp and renamed into place, replacing an older final.
+ */
+async function writeLoraFinal(model: LlamaForCausalLM, setup: StageSetup): Promise<{ model: string; adapter: string }> {
+  const dir = path.resolve(setup.runDir, LORA_FINAL_DIR);
+  const tmp = `${dir}.tmp`;
+  await fsp.rm(tmp, { recursive: true, force: true });
+  await fsp.mkdir(tmp, { recursive: true });
+  await writeSafetensors(path.join(tmp, 'model.safetensors'), model.namedParameters().filter(([n]) => !isAdapterParam(n)));
+  for (const f of folderFiles(model.config, { tokenizer: setup.tokenizer })) await writeFileAtomic(path.join(tmp, f.name), f.content);
+  await saveLora(model, path.join(tmp, LORA_ADAPTER_DIR), { baseModel: dir });
+  await fsp.rm(dir, { recursive: true, force: true });
+  await fsp.rename(tmp, dir);
+  return { model: dir, adapter: path.join(dir, LORA_ADAPTER_DIR) };
 }
