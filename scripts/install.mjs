@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // npm install hook: keep a loadable addon (a matching prebuild, or an earlier local build);
-// otherwise build it from source with cmake-js. Loading never depends on this having run:
-// src/native/loader.ts finds the same binaries and says how to build when there are none.
+// otherwise build it from source with cmake-js (the fallback, and the way on other platforms).
+// Loading never depends on this having run: src/native/loader.ts finds the same binaries and
+// says how to build when there are none.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -11,13 +12,15 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 
+/**
+ * Whether node-gyp-build finds a binary that loads here (a matching prebuild, or a local build),
+ * as node-gyp-build-test checks it; in a child process, so a broken binary cannot crash npm.
+ */
 function loadable() {
-  try {
-    require('node-gyp-build')(root);
-    return true;
-  } catch {
-    return false;
-  }
+  const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(root)})`], {
+    stdio: 'ignore',
+  });
+  return probe.status === 0;
 }
 
 /** Newest modification time of the native sources (a checkout updated since the last build). */
