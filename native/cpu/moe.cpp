@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "patentgpt/gemv.h"
 #include "patentgpt/ops.h"
 #include "patentgpt/runtime.h"
 #include "simd.h"
@@ -20,6 +21,11 @@ int64_t row_grain(int64_t C) { return C >= kElementwiseGrain ? 1 : kElementwiseG
 PG_CLONES void axpy_row(float* dst, const float* src, float alpha, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += alpha * src[i];
 }
+
+// The router's order: descending, NaN above every number (torch.topk's order), so a NaN logit
+// is chosen and the row's NaN weights reach the output instead of a NaN being routed around.
+// Equal values (NaN among NaN too) are not above each other: ties keep the lower id first.
+inline bool ranks_above(float v, float u) { return v > u || (std::isnan(v) && !std::isnan(u)); }
 
 PG_CLONES float dot_row(const float* a, const float* b, int64_t n) {
   float acc = 0.0f;
@@ -42,9 +48,9 @@ void moe_router_forward(int32_t* indices, float* weights, const float* logits, i
       int64_t count = 0;
       for (int64_t e = 0; e < E; ++e) {
         const float v = l[e];
-        if (count == k && !(v > w[k - 1])) continue;
+        if (count == k && !ranks_above(v, w[k - 1])) continue;
         int64_t pos = count < k ? count : k - 1;
-        while (pos > 0 && v > w[pos - 1]) {
+        while (pos > 0 && ranks_above(v, w[pos - 1])) {
           w[pos] = w[pos - 1];
           idx[pos] = idx[pos - 1];
           --pos;
@@ -134,11 +140,16 @@ void moe_permute_backward(float* dx, const float* dxs, const int32_t* slot_pos, 
 // y (M, O); xs (M, I); w (E, O, I); offsets (E + 1)
 void moe_grouped_gemm_forward(float* y, const float* xs, const float* w, const int32_t* offsets, int64_t E,
                               int64_t O, int64_t I) {
-  // One packed GEMM per expert's row group; gemm threads over its rows and columns.
+  // Per expert's row group, the kernel linear() picks for that many rows (its GEMV_MAX_ROWS,
+  // src/tensor/ops/matmul.ts): a small group (decoding) streams its weights once through the
+  // GEMV, a larger one runs the packed GEMM. Each threads over its rows and columns. So a group
+  // gives bit for bit what linear() gives on its rows, whichever way the layer is run.
+  constexpr int64_t kGemvMaxRows = 64;
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
     if (rows == 0 || O == 0) continue;
-    gemm(false, true, rows, O, I, 1.0f, xs + r0 * I, I, 0, w + e * O * I, I, 0, 0.0f, y + r0 * O, O, 0, 1);
+    if (rows <= kGemvMaxRows) gemv(y + r0 * O, O, xs + r0 * I, I, w + e * O * I, I, rows, O, I, false);
+    else gemm(false, true, rows, O, I, 1.0f, xs + r0 * I, I, 0, w + e * O * I, I, 0, 0.0f, y + r0 * O, O, 0, 1);
   }
 }
 

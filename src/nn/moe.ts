@@ -1,6 +1,5 @@
-// The sparse mixture-of-experts feed-forward of Mixtral (MixtralSparseMoeBlock), composed from
-// the existing differentiable ops; the fused dispatch/grouped-GEMM/combine kernels replace the
-// body of forward later without changing what it computes.
+// The sparse mixture-of-experts feed-forward of Mixtral (MixtralSparseMoeBlock) on the fused
+// dropless ops (src/tensor/ops/moe.ts: router, dispatch, permute, grouped GEMM, combine).
 //
 //   router:  logits = x Wg^T (N, E); probs = softmax(logits); each token's top-k experts by
 //            probability, their probabilities renormalised to sum to 1 (as Mixtral does).
@@ -8,13 +7,16 @@
 //            sum over its k experts of weight * expert(x_n), plus every shared expert's output.
 //   dropless: every token reaches all of its k experts, however unbalanced the routing.
 //
-// The top-k choice is made on the host from the probabilities (indices carry no gradient); the
-// gradient reaches the router through the gathered, renormalised probabilities, and through the
-// load-balancing loss and the z-loss, which go to the forward context. Shapes: N tokens, C dim,
-// F expert hidden size, E experts, K experts per token.
+// moeRouter makes the top-k choice from the logits (indices carry no gradient; softmax's order,
+// ties to the lower expert, NaN first as torch.topk); the gradient reaches the router through
+// the renormalised weights, and through the load-balancing loss and the z-loss, which go to the
+// forward context. Without gradients only the chosen experts' weights are read. Experts with a
+// LoRA adapter run as modules on their row groups, between the same dispatch and combine.
+// Shapes: N tokens, C dim, F expert hidden size, E experts, K experts per token.
 import { PatentGPTError } from '../errors.js';
 import {
-  Rng, Tensor, add, div, gather, isGradEnabled, gatherRows, logSoftmax, mean, mul, scale, scatterAdd, softmax, sub, sum, swiglu,
+  Rng, Tensor, add, isGradEnabled, logSoftmax, mean, moeCombine, moeDispatch, moeGroupedMatmul, moePermute, moeRouter, mul, scale,
+  scatterAdd, scope, softmax, sub, sum, swiglu, type MoePlan,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
 import { Linear, ModuleList, zeroInit, type FeedForward, type ParamInit } from './layers.js';
@@ -129,37 +131,60 @@ export class SparseMoE extends Module implements FeedForward {
   /** x (N, C) -> (N, C). */
   forward(x: Tensor, ctx: ForwardContext): Tensor {
     if (x.shape.length !== 2) throw new PatentGPTError('E_SHAPE', `SparseMoE: x must be (N, C), got ${x.describe()}`);
-    const N = x.shape[0]!, C = x.shape[1]!, E = this.numExperts, K = this.topK;
+    const N = x.shape[0]!, E = this.numExperts, K = this.topK;
     if ((this.training ?? isGradEnabled()) && this.jitter > 0) x = mul(x, this.#noise(x.shape));
     const logits = this.gate.forward(x); // (N, E)
-    const probs = softmax(logits); // (N, E)
-    const { experts, tokensPerExpert, byExpert } = topK(probs.toArray() as Float32Array, N, E, K);
-    this.lastRouting = { experts, tokensPerExpert, logits: logits.toArray() as Float32Array };
-    // the chosen probabilities, renormalised: Mixtral's routing weights (N, K)
-    const top = gather(probs, 1, Tensor.from(experts, [N, K], { dtype: 'i32', device: x.device }));
-    const weights = div(top, sum(top, 1, { keepdim: true })).reshape([N * K, 1]);
-    let out = Tensor.zeros([N, C], { device: x.device });
-    for (let e = 0; e < E; e++) {
-      const slots = byExpert[e]!; // token n's k-th choice is slot n * K + k
-      const n = slots.length;
-      if (n === 0) {
-        // No token reached it: it still gets a (zero) gradient, as one slice of a fused expert
-        // tensor does in transformers and megablocks, so every rank and step sees the same set
-        // of gradients (data-parallel all-reduce) and AdamW treats it as they do.
-        if (N > 0 && isGradEnabled()) out = add(out, scale(this.experts.items[e]!.forward(x.narrow(0, 1)), 0));
-        continue;
-      }
-      const tokens = Int32Array.from(slots, (s) => Math.floor(s / K));
-      const ids = Tensor.from(tokens, [n], { dtype: 'i32', device: x.device });
-      const y = this.experts.items[e]!.forward(gatherRows(x, ids)); // (n, C)
-      const w = gatherRows(weights, Tensor.from(Int32Array.from(slots), [n], { dtype: 'i32', device: x.device })); // (n, 1)
-      const index = new Int32Array(n * C);
-      for (let i = 0; i < n; i++) index.fill(tokens[i]!, i * C, (i + 1) * C);
-      out = scatterAdd(out, 0, Tensor.from(index, [n, C], { dtype: 'i32', device: x.device }), mul(y, w));
+    const probs = softmax(logits); // (N, E): the load-balancing loss's P
+    const { indices, weights } = moeRouter(logits, K); // (N, K) each
+    const plan = moeDispatch(indices, E);
+    let out: Tensor;
+    try {
+      const tokensPerExpert = Int32Array.from(plan.tokensPerExpert);
+      this.lastRouting = { experts: indices.toArray() as Int32Array, tokensPerExpert, logits: logits.toArray() as Float32Array };
+      // scope() frees the intermediates; the tape keeps what backward reads
+      out = scope(() => {
+        const xs = moePermute(x, plan); // (N*K, C) in expert order
+        return moeCombine(this.#experts(xs, plan), weights, plan);
+      });
+      for (const s of this.shared_experts?.items ?? []) out = add(out, s.forward(x));
+      this.#report(ctx, logits, probs, tokensPerExpert, N);
+    } finally {
+      plan.dispose();
+      indices.dispose();
+      weights.dispose();
     }
-    for (const s of this.shared_experts?.items ?? []) out = add(out, s.forward(x));
-    this.#report(ctx, logits, probs, tokensPerExpert, N);
     return out;
+  }
+
+  /**
+   * Every expert on its row group of xs (N*K, C), in expert order -> (N*K, C). The grouped GEMMs
+   * stack the experts' weights only while gradients are recorded; without them only the experts
+   * that received rows are multiplied.
+   */
+  #experts(xs: Tensor, plan: MoePlan): Tensor {
+    const items = this.experts.items;
+    if (items.every((e) => e.w1.fusable && e.w2.fusable && e.w3.fusable)) {
+      const h = swiglu(moeGroupedMatmul(xs, items.map((e) => e.w1.weight), plan), moeGroupedMatmul(xs, items.map((e) => e.w3.weight), plan));
+      return moeGroupedMatmul(h, items.map((e) => e.w2.weight), plan);
+    }
+    // An expert Linear with an adapter (LoRA) is more than its weight: each expert runs as a
+    // module on its row group, the groups written into place (0 + y, exact).
+    const M = xs.shape[0]!, C = xs.shape[1]!;
+    let y = Tensor.zeros([M, C], { device: xs.device });
+    let r0 = 0;
+    items.forEach((expert, e) => {
+      const rows = plan.tokensPerExpert[e]!;
+      if (rows === 0) {
+        // No token reached it: it still gets a (zero) gradient, as the grouped GEMM's slices do.
+        if (M > 0 && isGradEnabled()) y = add(y, scale(expert.forward(xs.narrow(0, 1)), 0));
+        return;
+      }
+      const index = new Int32Array(rows * C);
+      for (let i = 0; i < rows; i++) index.fill(r0 + i, i * C, (i + 1) * C);
+      y = scatterAdd(y, 0, Tensor.from(index, [rows, C], { dtype: 'i32', device: xs.device }), expert.forward(xs.narrow(r0, rows)));
+      r0 += rows;
+    });
+    return y;
   }
 
   #noise(shape: readonly number[]): Tensor {
@@ -184,29 +209,6 @@ export class SparseMoE extends Module implements FeedForward {
     }
     ctx.addMetric('expert_load_max_over_mean', N === 0 ? 0 : max / (N * this.topK / E));
   }
-}
-
-/**
- * Each row's K largest of E probabilities (descending; the lower expert first on ties), the
- * count per expert, and per expert its slots n * K + k in token order.
- */
-function topK(p: Float32Array, N: number, E: number, K: number): { experts: Int32Array; tokensPerExpert: Int32Array; byExpert: number[][] } {
-  const experts = new Int32Array(N * K);
-  const tokensPerExpert = new Int32Array(E);
-  const byExpert: number[][] = Array.from({ length: E }, () => []);
-  const taken = new Uint8Array(E);
-  for (let n = 0; n < N; n++) {
-    taken.fill(0);
-    for (let k = 0; k < K; k++) {
-      let best = -1;
-      for (let e = 0; e < E; e++) if (!taken[e] && (best < 0 || p[n * E + e]! > p[n * E + best]! || Number.isNaN(p[n * E + e]!))) best = e;
-      taken[best] = 1;
-      experts[n * K + k] = best;
-      tokensPerExpert[best]!++;
-      byExpert[best]!.push(n * K + k);
-    }
-  }
-  return { experts, tokensPerExpert, byExpert };
 }
 
 /**

@@ -2,14 +2,16 @@
 //   moeRouter    logits (N, E) -> top-k expert ids (N, k) and their weights (N, k)
 //   moeDispatch  ids -> a plan: the slots sorted by expert (stable), per-expert row offsets
 //   moePermute   x (N, C) -> xs (N*k, C), the tokens' rows gathered into expert order
-//   moeGroupedMatmul  xs (N*k, in) with W (E, out, in) -> (N*k, out), one GEMM per expert group
+//   moeGroupedMatmul  xs (N*k, in) with W (E, out, in), or E (out, in) tensors, -> (N*k, out),
+//                one GEMM per expert group
 //   moeCombine   y (N*k, C) with the weights -> (N, C), the weighted un-permute
 // A slot is one (token n, choice j) pair, numbered n * k + j. No token is dropped for capacity:
 // an expert's group is as large as the tokens that chose it, possibly empty.
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
-import { record } from '../autograd.js';
+import { isGradEnabled, record } from '../autograd.js';
 import { expectDType, expectKernel, expectRank, expectShape } from '../check.js';
+import { bytesPerElement } from '../dtype.js';
 import { Tensor } from '../tensor.js';
 
 /** The router's choice: expert ids (i32, not differentiable) and their weights (f32). */
@@ -123,10 +125,19 @@ export function moePermute(x: Tensor, plan: MoePlan): Tensor {
 
 /**
  * Grouped matmul over the experts' row groups: rows offsets[e]..offsets[e+1] of xs (N*k, in)
- * times weight[e]^T, weight (E, out, in) as Hugging Face stores each expert's nn.Linear ->
- * (N*k, out). Differentiable in xs and weight; an expert with no rows gets a zero gradient.
+ * times weight[e]^T -> (N*k, out). `weight` is one (E, out, in) tensor, or a list of E (out, in)
+ * tensors as Hugging Face stores each expert's nn.Linear (experts.N.w1.weight, what checkpoints,
+ * LoRA and the optimizer name). Differentiable in xs and the weights; an expert with no rows
+ * gets a zero gradient.
+ *
+ * With a list: while a gradient is recorded, the E matrices are copied into one (E, out, in)
+ * buffer for the grouped GEMM and its (E, out, in) gradient is handed back to each expert as a
+ * slice (no copy). Without gradients (evaluation, prefill, decode) nothing is stacked: only the
+ * experts that received rows are multiplied, each over its own row group, so a decode step reads
+ * only the chosen experts' weights.
  */
-export function moeGroupedMatmul(xs: Tensor, weight: Tensor, plan: MoePlan): Tensor {
+export function moeGroupedMatmul(xs: Tensor, weight: Tensor | readonly Tensor[], plan: MoePlan): Tensor {
+  if (!(weight instanceof Tensor)) return groupedMatmulExperts(xs, weight, plan);
   expectDType('moeGroupedMatmul', 'xs', xs, 'f32');
   expectDType('moeGroupedMatmul', 'weight', weight, 'f32');
   expectRank('moeGroupedMatmul', 'weight', weight, 3);
@@ -147,6 +158,63 @@ export function moeGroupedMatmul(xs: Tensor, weight: Tensor, plan: MoePlan): Ten
       xs.storage, xs.offset, weight.storage, weight.offset, offsets.storage, offsets.offset, M, E, O, I);
     return [dxs, dw];
   });
+}
+
+// moeGroupedMatmul with one (out, in) tensor per expert.
+function groupedMatmulExperts(xs: Tensor, weights: readonly Tensor[], plan: MoePlan): Tensor {
+  const op = 'moeGroupedMatmul';
+  expectDType(op, 'xs', xs, 'f32');
+  const E = weights.length;
+  if (E !== plan.numExperts)
+    throw new PatentGPTError('E_SHAPE', `${op}: ${E} expert weights given but the plan routes to ${plan.numExperts}`);
+  const w0 = weights[0]!;
+  expectRank(op, 'weight[0]', w0, 2);
+  const [O, I] = w0.shape as [number, number];
+  weights.forEach((w, e) => {
+    expectDType(op, `weight[${e}]`, w, 'f32');
+    expectShape(op, `weight[${e}]`, w, [O, I]);
+  });
+  const M = plan.tokens * plan.k;
+  expectShape(op, 'xs', xs, [M, I]);
+  expectKernel(op, ['moeGroupedGemmForward', 'moeGroupedGemmBackward'], xs, ...weights);
+  expectPlanDevice(op, plan, xs);
+  const device = xs.device;
+  const y = Tensor.empty([M, O], { device });
+  if (!isGradEnabled() || !(xs.requiresGrad || weights.some((w) => w.requiresGrad))) {
+    // Each expert that has rows, on its row group alone (the grouped kernel with offsets
+    // [0, rows]: the same kernel choice per group as the stacked call, so the same values).
+    const counts = plan.tokensPerExpert;
+    const local = Tensor.from(Int32Array.from(counts.flatMap((c) => [0, c])), [2 * E], { dtype: 'i32', device });
+    try {
+      let r0 = 0;
+      for (let e = 0; e < E; e++) {
+        const rows = counts[e]!, w = weights[e]!;
+        if (rows > 0 && O > 0)
+          addon().moeGroupedGemmForward(y.storage, y.offset + r0 * O, xs.storage, xs.offset + r0 * I, w.storage, w.offset,
+            local.storage, local.offset + 2 * e, rows, 1, O, I);
+        r0 += rows;
+      }
+    } finally {
+      local.dispose();
+    }
+    return y;
+  }
+  // Stacked into one (E, out, in) buffer by native copies, one per expert.
+  const W = Tensor.empty([E, O, I], { device });
+  const bytes = O * I * bytesPerElement('f32');
+  weights.forEach((w, e) => W.storage.copyFrom(w.storage, W.byteOffset + e * bytes, w.byteOffset, bytes));
+  const { offsets } = plan;
+  addon().moeGroupedGemmForward(y.storage, y.offset, xs.storage, xs.offset, W.storage, W.offset, offsets.storage, offsets.offset, M, E, O, I);
+  const out = record(op, y, [xs, ...weights], [xs, W, offsets], (g) => {
+    const dxs = xs.requiresGrad ? Tensor.empty([M, I], { device }) : null;
+    const dW = weights.some((w) => w.requiresGrad) ? Tensor.zeros([E, O, I], { device }) : null;
+    addon().moeGroupedGemmBackward(dxs?.storage ?? null, dxs?.offset ?? 0, dW?.storage ?? null, dW?.offset ?? 0, g.storage, g.offset,
+      xs.storage, xs.offset, W.storage, W.offset, offsets.storage, offsets.offset, M, E, O, I);
+    // each expert's gradient is its slice of dW (a view: the split copies nothing)
+    return [dxs, ...weights.map((w, e) => (dW && w.requiresGrad ? dW.narrow(e, 1).reshape([O, I]) : null))];
+  });
+  W.dispose(); // the tape holds it for backward
+  return out;
 }
 
 /** y (N*k, C) in expert order and weights (N, k) -> (N, C): out[n] = sum_j weights[n, j] * y[slotPos[n*k + j]]. Differentiable in both. */
