@@ -22,11 +22,14 @@ export interface StageFlags {
   restartFromScratch?: boolean;
 }
 
-/** A stage command with the flags every stage takes (--config, --run-dir, --steps, --quiet, --restart-from-scratch). */
-export function stageCommand(name: string, description: string, configHelp: string): Command {
-  return new Command(name)
-    .description(description)
-    .requiredOption('--config <file>', configHelp)
+/**
+ * A stage command with the flags every stage takes (--config, --run-dir, --steps, --quiet,
+ * --restart-from-scratch). With sub-commands (`sft merge`), --config is checked by
+ * loadCommandConfig instead of commander, which would demand it of the sub-command too.
+ */
+export function stageCommand(name: string, description: string, configHelp: string, opts: { subcommands?: boolean } = {}): Command {
+  const cmd = new Command(name).description(description);
+  return (opts.subcommands ? cmd.option('--config <file>', `${configHelp} (required)`) : cmd.requiredOption('--config <file>', configHelp))
     .option('--run-dir <dir>', 'run folder (default: the config runDir, else runs/<name>)')
     .option('--steps <n>', 'override the number of optimizer steps (replaces steps / tokenBudget)', positiveInt)
     .option('--quiet', 'no progress output, only the final summary')
@@ -35,6 +38,7 @@ export function stageCommand(name: string, description: string, configHelp: stri
 
 /** The config of a stage command: --steps applied, --run-dir over runDir, and the kind checked. */
 export async function loadCommandConfig<K extends StageKind>(kind: K, flags: StageFlags): Promise<Extract<StageConfig, { kind: K }>> {
+  if (flags.config === undefined) throw new PatentGPTError('E_ARGUMENT', "error: required option '--config <file>' not specified");
   const cfg = await loadStageConfig(flags.config, flags.steps !== undefined ? { steps: flags.steps } : {});
   if (cfg.kind !== kind)
     throw new PatentGPTError('E_CONFIG', `${flags.config}: kind: "${cfg.kind}" is not a ${kind} config; run it with \`patentgpt ${cfg.kind}\``);
@@ -55,7 +59,7 @@ export function commandRunOptions(flags: StageFlags): StageRunOptions {
 }
 
 /** Prints the summary line (and a sentence on a terminal) and sets the exit code. */
-export function finishStageCommand(name: string, flags: StageFlags, result: TrainResult & { runDir: string }): void {
+export function finishStageCommand(name: string, flags: StageFlags, result: TrainResult & { runDir: string; lora?: { final?: { model: string; adapter: string } } }): void {
   const out = process.stderr;
   const summary = {
     event: 'summary',
@@ -63,6 +67,7 @@ export function finishStageCommand(name: string, flags: StageFlags, result: Trai
     step: result.step,
     runDir: result.runDir,
     checkpoint: result.checkpoint,
+    ...(result.lora?.final ? { final: result.lora.final.model, adapter: result.lora.final.adapter } : {}),
     ...(result.valLoss !== undefined ? { valLoss: +result.valLoss.toFixed(4) } : {}),
     tokens: result.tokensSeen,
     ...(result.nonFiniteSteps > 0 ? { nonFiniteSteps: result.nonFiniteSteps } : {}),
