@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run build:prebuilds: the addon as prebuilds/<platform>-<arch>/patentgpt.napi.node, made by
+// npm run build:prebuilds: the addon as prebuilds/<platform>-<arch>/patentgpt.node, made by
 // prebuildify (its naming, --strip and layout are what node-gyp-build looks for) over our cmake-js
 // build; `npm pack` then carries it, and `npm install` of the tarball needs no compiler.
 //
@@ -55,8 +55,9 @@ const prebuildify = require.resolve('prebuildify/bin.js');
 const r = spawnSync(process.execPath, [prebuildify, '--napi', '--strip', '--node-gyp', self], { cwd: root, stdio: 'inherit' });
 if (r.status !== 0) fail(`prebuildify failed (exit ${r.status}); see the build output above`);
 
-const target = join(outDir, 'patentgpt.napi.node');
-if (!existsSync(target)) fail(`prebuildify left no ${target}; found ${existsSync(outDir) ? readdirSync(outDir).join(', ') : 'nothing'}`);
+const made = existsSync(outDir) ? readdirSync(outDir).filter((f) => f.endsWith('.node')) : [];
+if (made.length !== 1) fail(`expected one .node file from prebuildify in ${outDir}, found ${made.join(', ') || 'none'}`);
+const target = join(outDir, made[0]);
 // prebuildify moved the local build into prebuilds/: put it back so this checkout keeps loading it.
 if (hadLocalBuild && !existsSync(localBuild)) copyFileSync(target, localBuild);
 
