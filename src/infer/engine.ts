@@ -22,6 +22,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { PatentGPTError } from '../errors.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
+import { loadLora } from '../models/peft.js';
 import { loadPretrained } from '../models/pretrained.js';
 import { incrementalDecoder, type IncrementalDecoder } from '../tokenizer/detokenize.js';
 import { BlockPool, blocksForBudget, kvBytesPerToken, type BlockTable } from './blocks.js';
@@ -64,6 +65,13 @@ export interface EngineOptions {
    * of dynamic-base RoPE scaling (which keeps maxSeqLen at the trained length).
    */
   maxModelLen?: number;
+  /**
+   * A LoRA adapter folder (PEFT's format) that fromPretrained attaches to the model, unmerged:
+   * the adapted layers run the base weight plus the low-rank term through the separate ops (the
+   * fused decode path takes plain weights only, so those steps fall back to the generic forward).
+   * For a model passed to the constructor, attach it first with loadLora(model, dir).
+   */
+  adapter?: string;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -227,6 +235,8 @@ export class Engine {
   onStep: ((s: EngineStats) => void) | null = null;
 
   constructor(model: LlamaForCausalLM, opts: EngineOptions = {}) {
+    if (opts.adapter !== undefined)
+      throw new PatentGPTError('E_ARGUMENT', `Engine: adapter ${opts.adapter} is attached by Engine.fromPretrained(dir, { adapter }); for a model you pass in, call loadLora(model, adapter) first`);
     this.model = model;
     const cfg = model.config;
     const blockSize = opts.blockSize ?? 16;
@@ -249,12 +259,17 @@ export class Engine {
     this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen });
   }
 
-  /** An engine over a model folder it loads itself; close() frees the weights with the caches. */
+  /**
+   * An engine over a model folder it loads itself (with opts.adapter, a LoRA adapter on it,
+   * unmerged); close() frees the weights with the caches.
+   */
   static async fromPretrained(dir: string, opts: EngineOptions = {}): Promise<Engine> {
+    const { adapter, ...rest } = opts;
     const model = await loadPretrained(dir);
     let engine: Engine;
     try {
-      engine = new Engine(model, opts);
+      if (adapter !== undefined) await loadLora(model, adapter);
+      engine = new Engine(model, rest);
     } catch (err) {
       model.dispose();
       throw err;
