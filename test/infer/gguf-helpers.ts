@@ -129,3 +129,17 @@ export async function loadLlamaCppGreedy(): Promise<LlamaCppGreedy | string> {
     }
   };
 }
+
+/**
+ * Index of the first element whose bits differ (-1: bitwise equal; the shorter length when the
+ * lengths differ): vitest's deep equality and its failure diff are slow on tens of thousands.
+ */
+export function firstDiff(a: Float32Array | Uint16Array, b: Float32Array | Uint16Array): number {
+  const bits = (x: Float32Array | Uint16Array): Uint32Array | Uint16Array =>
+    x instanceof Float32Array ? new Uint32Array(x.buffer, x.byteOffset, x.length) : x;
+  const x = bits(a);
+  const y = bits(b);
+  if (x.length !== y.length) return Math.min(x.length, y.length);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
+  return -1;
+}
