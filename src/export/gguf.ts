@@ -194,8 +194,9 @@ interface Entry {
 
 /**
  * Writes `model` and `tokenizer` to `path` as a GGUF v3 file llama.cpp loads (architecture
- * llama). The tokenizer may have fewer pieces than the model's vocabulary (padded with unused
- * pieces), never more.
+ * llama), dense or SMoE (numExperts > 1, in llama.cpp's MoE layout; shared experts are refused).
+ * The tokenizer may have fewer pieces than the model's vocabulary (padded with unused pieces),
+ * never more.
  */
 export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePieceTokenizer, path: string, opts: GgufOptions = {}): Promise<void> {
   const cfg = model.config;

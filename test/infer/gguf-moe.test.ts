@@ -126,7 +126,7 @@ describe('GGUF export of an SMoE model (llama.cpp MoE layout)', () => {
     }
   };
 
-  it(`greedy continuations (${NEW} tokens, ${prompts.length} prompts) equal node-llama-cpp (llama.cpp) on the f32 file`, async (ctx) => {
+  it(`greedy continuations (${NEW} tokens, ${prompts.length} prompts) equal node-llama-cpp (llama.cpp) on the f32 file, and its first 8 on the f16 file`, async (ctx) => {
     const greedy = await loadLlamaCppGreedy(); // throws where peers are required (CI)
     if (typeof greedy === 'string') {
       console.warn(`skipped: ${greedy}`);
@@ -139,6 +139,10 @@ describe('GGUF export of an SMoE model (llama.cpp MoE layout)', () => {
     const mine = await engineGreedy();
     for (const o of mine) expect(new Set(o).size).toBeGreaterThan(6); // varied continuations, not one token repeated
     expect(mine).toEqual(theirs);
+    // The f16 file loads and routes alike: its first 8 tokens agree (rounding may tip a later choice).
+    const half = join(dir, 'parity16.gguf');
+    await exportGguf(model, tok, half, { dtype: 'f16' });
+    expect(await greedy(half, prompts, 8)).toEqual(mine.map((o) => o.slice(0, 8)));
   }, 120_000);
 
   const py = findPython(['torch', 'transformers']); // throws where peers are required (CI)
