@@ -194,7 +194,7 @@ export function parseMoeBenchArgs(argv: readonly string[]): MoeBenchOptions {
   const parts = list('parts', get('parts', '1,2,3,4', '1,2,3,4'));
   for (const p of parts) if (![1, 2, 3, 4].includes(p)) throw new PatentGPTError('E_ARGUMENT', `moe bench: --parts takes 1, 2, 3 and 4, got ${p}`);
   const contexts = list('contexts', get('contexts', '2048,8192,16384', '512,2048'));
-  const decodeTokens = num('decode-tokens', 32, 8);
+  const decodeTokens = num('decode-tokens', 32, 16);
   const shape = (vocabSize: number, maxSeqLen: number): MoeShape => ({
     dim: num('dim', 128, 64),
     nLayers: num('layers', 4, 2),

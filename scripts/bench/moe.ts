@@ -39,7 +39,7 @@ import type { MetricRecord } from '../../src/train/metrics.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { loadInitialWeights, pretrain } from '../../src/train/pretrain.js';
 import {
-  claimModels, describeConfig, markdownTable, moeConfig, parseMoeBenchArgs, type LayerShape, type MoeBenchOptions,
+  claimModels, denseActiveConfig, describeConfig, markdownTable, moeConfig, parseMoeBenchArgs, type LayerShape, type MoeBenchOptions,
 } from './_moe-configs.js';
 import { importNodeLlamaCpp, loadLlamaCppDecoder } from './_moe-llamacpp.js';
 import { findPython } from './_peers.js';
@@ -321,7 +321,7 @@ async function trainClaimModel(name: string, cfg: ModelConfig, manifest: string,
   const stage = validateStageConfig({
     kind: 'pretrain', name: `moe-bench-${name}`, runDir, model: { ...cfg }, tokenizer: 'byte', seqLen: c.trainSeq, batchSize: c.trainBatch,
     steps: c.trainSteps, optimizer: { lr: c.lr }, schedule: { kind: 'cosine', warmupSteps: Math.max(1, Math.round(c.trainSteps / 20)) },
-    data: { manifests: [manifest], valFraction: 0.02 }, evalEvery: 0, evalBatches: c.evalBatches, checkpointEvery: 0, seed: 7, threads, peakFlops: 1,
+    data: { manifests: [manifest], valFraction: 0.02 }, evalEvery: 0, evalBatches: c.evalBatches, checkpointEvery: 0, seed: 7, threads,
   }) as PretrainConfig;
   const rates: number[] = [];
   const onMetrics = (m: MetricRecord): void => {
@@ -482,21 +482,25 @@ function claimFindings(rows: ClaimModelRow[]): string[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 4: decode of the MoE model, our engine beside node-llama-cpp on the same GGUF.
+// Part 4: decode of the MoE model, our engine beside node-llama-cpp on the same GGUF; the dense
+// model of equal active parameters beside it as a reference (what the experts cost each side).
 
-interface GgufResult {
+interface GgufRow {
+  model: string;
+  config: ModelConfig;
+  /** Why node-llama-cpp did not run (GGUF export refused, peer missing), or null. */
   skipped: string | null;
-  ours: number | null;
+  ours: number;
   oursThreads: number;
   llamaCpp: number | null;
   llamaCppThreads: number;
   ratio: number | null;
 }
 
-async function part4(): Promise<GgufResult> {
-  const cfg = moeConfig(opts.gguf.shape);
+/** Single-stream decode tokens/s of `cfg` (random weights), ours and node-llama-cpp, best of interleaved rounds. */
+async function ggufDecode(name: string, cfg: ModelConfig): Promise<GgufRow> {
   const { newTokens, rounds } = opts.gguf;
-  const res: GgufResult = { skipped: null, ours: null, oursThreads: 0, llamaCpp: null, llamaCppThreads: 0, ratio: null };
+  const row: GgufRow = { model: name, config: cfg, skipped: null, ours: 0, oursThreads: 0, llamaCpp: null, llamaCppThreads: 0, ratio: null };
   const model = new LlamaForCausalLM(cfg, { seed: 1 });
   const dir = mkdtempSync(join(tmpdir(), 'pg-bench-moe-gguf-'));
   const prompt = Array.from({ length: 16 }, (_, i) => 1 + ((i * 7919) % (cfg.vocabSize - 1)));
@@ -507,10 +511,10 @@ async function part4(): Promise<GgufResult> {
       await exportGguf(model, SentencePieceTokenizer.llama2(), path);
     } catch (err) {
       if (!(err instanceof PatentGPTError) || err.code !== 'E_UNSUPPORTED') throw err;
-      res.skipped = `GGUF MoE export not available (${err.message})`;
+      row.skipped = `GGUF MoE export not available (${err.message})`;
     }
-    const nlc = res.skipped ? null : await importNodeLlamaCpp();
-    if (typeof nlc === 'string') res.skipped = nlc;
+    const nlc = row.skipped ? null : await importNodeLlamaCpp();
+    if (typeof nlc === 'string') row.skipped = nlc;
     const peer = nlc && typeof nlc !== 'string' ? await loadLlamaCppDecoder(nlc, path, threadCounts, prompt, newTokens) : null;
     const engine = new Engine(model, { kvCacheBytes: 4 * (prompt.length + newTokens + 32) * kvBytesPerToken({ nLayers: cfg.nLayers, nKvHeads: cfg.nKvHeads, headDim: headDim(cfg) }) });
     const ours = async (): Promise<number> => {
@@ -522,27 +526,22 @@ async function part4(): Promise<GgufResult> {
       }
       return (n - 1) / ((performance.now() - t0) / 1e3);
     };
-    note(`part 4: ${peer ? 'ours and node-llama-cpp' : 'ours only'}, ${rounds} interleaved rounds`);
+    note(`part 4: ${name}, ${peer ? 'ours and node-llama-cpp' : 'ours only'}, ${rounds} interleaved rounds`);
     try {
       await ours(); // warm-up
-      let best = 0;
       let bestPeer = 0;
       for (let r = 0; r < rounds; r++)
         for (const t of threadCounts) {
           setNumThreads(t);
           const tps = await ours();
-          if (tps > best) [best, res.oursThreads] = [tps, t];
+          if (tps > row.ours) [row.ours, row.oursThreads] = [tps, t];
           setNumThreads(threads);
           if (!peer) continue;
           if (r === 0) await peer.decode(t); // warms it up
           const p = await peer.decode(t);
-          if (p > bestPeer) [bestPeer, res.llamaCppThreads] = [p, t];
+          if (p > bestPeer) [bestPeer, row.llamaCppThreads] = [p, t];
         }
-      res.ours = best;
-      if (peer) {
-        res.llamaCpp = bestPeer;
-        res.ratio = best / bestPeer;
-      }
+      if (peer) [row.llamaCpp, row.ratio] = [bestPeer, row.ours / bestPeer];
     } finally {
       setNumThreads(threads);
       engine.close();
@@ -552,30 +551,45 @@ async function part4(): Promise<GgufResult> {
     model.dispose();
     rmSync(dir, { recursive: true, force: true });
   }
+  return row;
+}
+
+async function part4(): Promise<GgufRow[]> {
+  const moe = moeConfig(opts.gguf.shape);
+  const rows = [await ggufDecode('moe', moe), await ggufDecode('dense-active', denseActiveConfig(moe))];
+  const { newTokens, rounds } = opts.gguf;
   console.log(`\n## 4. MoE decode: our engine vs node-llama-cpp on our GGUF of the same weights (f32, f32 KV cache)`);
-  console.log(`model: ${describeConfig(cfg)}; ${newTokens} tokens after a ${prompt.length}-token prompt, best of ${rounds} interleaved rounds at 1 and ${threads} threads; target >= 1.3x\n`);
+  for (const r of rows) console.log(`${r.model.padEnd(12)} ${describeConfig(r.config)}`);
+  console.log(`${newTokens} tokens after a 16-token prompt, single stream, best of ${rounds} interleaved rounds at 1 and ${threads} threads; ` +
+    `target for the MoE >= 1.3x; the dense model of equal active parameters is a reference\n`);
   console.log(markdownTable(
-    ['what', 'tokens/s', 'threads', 'ratio'],
-    [
-      ['patentgpt engine', f(res.ours), res.oursThreads, '1.00'],
-      ['node-llama-cpp', res.skipped ? `skipped: ${res.skipped}` : f(res.llamaCpp), res.skipped ? '-' : res.llamaCppThreads, res.ratio === null ? '-' : `${f(res.ratio, 2)}x ours/theirs`],
-    ],
+    ['model', 'ours tok/s', 'threads', 'node-llama-cpp tok/s', 'threads', 'ours / theirs'],
+    rows.map((r) => [r.model, f(r.ours), r.oursThreads, r.skipped ? `skipped: ${r.skipped}` : f(r.llamaCpp), r.skipped ? '-' : r.llamaCppThreads, f(r.ratio, 2)]),
   ));
-  return res;
+  return rows;
 }
 
 // ---------------------------------------------------------------------------------------------
 
 const out: Record<string, unknown> = { bench: 'moe', quick: opts.quick, threads, simd: info.simd };
+// seconds each part took, for sizing the flags to a machine
+const partSeconds: Record<string, number> = {};
+let partStart = performance.now();
+const partDone = (part: number): void => {
+  partSeconds[part] = +((performance.now() - partStart) / 1e3).toFixed(1);
+  partStart = performance.now();
+};
 if (opts.parts.includes(1)) {
   const rows = part1();
   out.layer = rows.map((r) => ({ ...r.shape, moeTokensPerSec: +r.moe.tokPerSec.toFixed(1), denseTokensPerSec: +r.dense.tokPerSec.toFixed(1),
     ratio: +r.ratio.toFixed(3), loadMaxOverMean: +r.moe.loadMaxOverMean.toFixed(3), target: 0.8 }));
+  partDone(1);
 }
 if (opts.parts.includes(2)) {
   const { row, torch, config } = await part2();
   out.train = { B: row.B, T: row.T, params: parameterCount(config), torch, oursTokensPerSec: +row.ours.tokPerSec.toFixed(1),
     torchTokensPerSec: row.torch ? +row.torch.tokPerSec.toFixed(1) : null, ratio: row.ratio === null ? null : +row.ratio.toFixed(3), target: 1.5 };
+  partDone(2);
 }
 if (opts.parts.includes(3)) {
   const { rows, findings, dataWhy } = await part3();
@@ -589,12 +603,17 @@ if (opts.parts.includes(3)) {
     })),
     findings,
   };
+  partDone(3);
 }
 if (opts.parts.includes(4)) {
-  const g = await part4();
-  out.gguf = { ...g, ours: g.ours === null ? null : +g.ours.toFixed(1), llamaCpp: g.llamaCpp === null ? null : +g.llamaCpp.toFixed(1),
-    ratio: g.ratio === null ? null : +g.ratio.toFixed(3), target: 1.3 };
+  out.gguf = (await part4()).map((r) => ({
+    model: r.model, params: parameterCount(r.config).total, skipped: r.skipped, ours: +r.ours.toFixed(1), oursThreads: r.oursThreads,
+    llamaCpp: r.llamaCpp === null ? null : +r.llamaCpp.toFixed(1), llamaCppThreads: r.llamaCppThreads, ratio: r.ratio === null ? null : +r.ratio.toFixed(3),
+    ...(r.model === 'moe' ? { target: 1.3 } : {}),
+  }));
+  partDone(4);
 }
+out.partSeconds = partSeconds;
 out.seconds = +((performance.now() - started) / 1e3).toFixed(1);
 out.loadAverage = loadavg()[0];
 console.log(`\n${JSON.stringify(out)}`);
