@@ -274,6 +274,8 @@ export interface HFLlamaConfig {
   num_experts_per_tok?: number;
   router_aux_loss_coef?: number;
   router_jitter_noise?: number;
+  /** Ours, not MixtralConfig's (it keeps unknown fields as attributes): routerZLossCoef. */
+  router_z_loss_coef?: number;
   output_router_logits?: boolean;
   sliding_window?: number | null;
   [key: string]: unknown;
@@ -381,13 +383,29 @@ function mixtralFields(cfg: ModelConfig): Partial<HFLlamaConfig> {
     model_type: 'mixtral',
     num_local_experts: cfg.numExperts,
     num_experts_per_tok: cfg.topK,
+    // floats for transformers 5 (a strict dataclass): write the file with hfConfigJson, which
+    // writes 0 as 0.0 where JSON.stringify would write an int it refuses
     router_aux_loss_coef: cfg.routerAuxLossCoef ?? MOE_DEFAULTS.routerAuxLossCoef,
-    // transformers 5 checks these are floats, and JSON writes 0 as an int: 0 is its default, so it is left out
     ...(cfg.routerJitter ? { router_jitter_noise: cfg.routerJitter } : {}),
+    router_z_loss_coef: cfg.routerZLossCoef ?? MOE_DEFAULTS.routerZLossCoef,
     // transformers adds the aux loss to its loss only when asked; inference folders leave it off (as Mixtral's do)
     output_router_logits: false,
     sliding_window: null,
   };
+}
+
+/** The fields of config.json that transformers' MixtralConfig types as float (it refuses an int there). */
+const HF_FLOAT_FIELDS = ['router_aux_loss_coef', 'router_jitter_noise', 'router_z_loss_coef'] as const;
+
+/**
+ * config.json's text for toHFConfig's object: JSON with 2-space indents, the float fields written
+ * as floats (0 -> 0.0, 1 -> 1.0), as Python's json.dump writes them and transformers expects.
+ */
+export function hfConfigJson(config: HFLlamaConfig): string {
+  let text = JSON.stringify(config, null, 2);
+  // top-level fields only (two spaces of indent); an integral value has no '.', 'e' or 'E'
+  for (const f of HF_FLOAT_FIELDS) text = text.replace(new RegExp(`^(  "${f}": -?\\d+)(,?)$`, 'm'), '$1.0$2');
+  return text + '\n';
 }
 
 /**
@@ -437,7 +455,11 @@ export function fromHFConfig(value: unknown, source = 'config.json'): ModelConfi
       // MixtralConfig's defaults for what a mixtral config.json leaves out
       ...(mixtral ? { numExperts: hf.num_local_experts ?? 8, topK: hf.num_experts_per_tok ?? 2 } : {}),
       ...(mixtral && (hf.num_local_experts ?? 8) !== 1
-        ? { routerAuxLossCoef: hf.router_aux_loss_coef ?? 0.001, routerJitter: hf.router_jitter_noise ?? 0 } : {}),
+        ? {
+          routerAuxLossCoef: hf.router_aux_loss_coef ?? 0.001,
+          routerJitter: hf.router_jitter_noise ?? 0,
+          routerZLossCoef: hf.router_z_loss_coef ?? MOE_DEFAULTS.routerZLossCoef,
+        } : {}),
     },
     source,
   );
