@@ -134,7 +134,7 @@ export interface MoeBenchOptions {
   data: string | null;
 }
 
-const USAGE = `npm run bench -- moe [--quick] [--parts 1,2,3,4] [--threads 2] [--steps N] [--warmup N] [--gap-ms N]
+export const MOE_BENCH_USAGE = `npm run bench -- moe [--quick] [--parts 1,2,3,4] [--threads 2] [--steps N] [--warmup N] [--gap-ms N]
   [--layer-shapes NxCxFxExK,...]          part 1: tokens x dim x expert hidden x experts x top-k
   [--train-batch B] [--train-seq T]        part 2: the tiny Mixtral's batch
   [--dim C] [--layers L] [--heads H] [--kv-heads H] [--expert-hidden F] [--experts E] [--topk K]
@@ -142,11 +142,13 @@ const USAGE = `npm run bench -- moe [--quick] [--parts 1,2,3,4] [--threads 2] [-
   [--contexts 2048,8192,16384] [--decode-tokens N] [--claim-steps N] [--claim-batch B] [--claim-seq T] [--lr X] [--eval-batches N]
                                            part 3: contexts, and the training budget (same tokens for every model)
   [--gguf-new N] [--rounds N]              part 4
-  [--torch-attn sdpa|eager] [--data PATH]`;
+  [--torch-attn sdpa|eager] [--data PATH]
+--quick: a 1-2 minute smoke run (smaller shapes, contexts 512 and 2048, 30 training steps); any flag still overrides it.
+Full defaults take about 10-12 minutes on 2 idle cores; a busy machine takes longer (each part's seconds are in the JSON).`;
 
 function positive(name: string, v: string): number {
   const x = Number(v);
-  if (!Number.isFinite(x) || x <= 0) throw new PatentGPTError('E_ARGUMENT', `moe bench: --${name} must be a positive number, got "${v}"\n${USAGE}`);
+  if (!Number.isFinite(x) || x <= 0) throw new PatentGPTError('E_ARGUMENT', `moe bench: --${name} must be a positive number, got "${v}"\n${MOE_BENCH_USAGE}`);
   return x;
 }
 
@@ -173,21 +175,20 @@ export function parseMoeBenchArgs(argv: readonly string[]): MoeBenchOptions {
   const known = new Set([
     'quick', 'parts', 'threads', 'steps', 'warmup', 'gap-ms', 'layer-shapes', 'train-batch', 'train-seq', 'dim', 'layers', 'heads',
     'kv-heads', 'expert-hidden', 'experts', 'topk', 'contexts', 'decode-tokens', 'claim-steps', 'claim-batch', 'claim-seq', 'lr',
-    'eval-batches', 'gguf-new', 'rounds', 'torch-attn', 'data', 'help',
+    'eval-batches', 'gguf-new', 'rounds', 'torch-attn', 'data',
   ]);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (!a.startsWith('--')) throw new PatentGPTError('E_ARGUMENT', `moe bench: unexpected argument "${a}"\n${USAGE}`);
+    if (!a.startsWith('--')) throw new PatentGPTError('E_ARGUMENT', `moe bench: unexpected argument "${a}"\n${MOE_BENCH_USAGE}`);
     const name = a.slice(2);
-    if (!known.has(name)) throw new PatentGPTError('E_ARGUMENT', `moe bench: unknown flag --${name}\n${USAGE}`);
-    if (name === 'quick' || name === 'help') flags.add(name);
+    if (!known.has(name)) throw new PatentGPTError('E_ARGUMENT', `moe bench: unknown flag --${name}\n${MOE_BENCH_USAGE}`);
+    if (name === 'quick') flags.add(name);
     else {
       const v = argv[++i];
-      if (v === undefined) throw new PatentGPTError('E_ARGUMENT', `moe bench: --${name} needs a value\n${USAGE}`);
+      if (v === undefined) throw new PatentGPTError('E_ARGUMENT', `moe bench: --${name} needs a value\n${MOE_BENCH_USAGE}`);
       values.set(name, v);
     }
   }
-  if (flags.has('help')) throw new PatentGPTError('E_ARGUMENT', USAGE);
   const quick = flags.has('quick');
   const get = (name: string, full: string, q: string): string => values.get(name) ?? (quick ? q : full);
   const num = (name: string, full: number, q: number): number => positive(name, get(name, String(full), String(q)));

@@ -16,7 +16,9 @@
 //    activations). The bench states what the numbers show, whichever way they go.
 // 4. Decode: the MoE model (LLaMA-2's 32,000 ids) with our engine beside node-llama-cpp on our
 //    GGUF export of the same weights (f32, f32 KV cache, best of 1 / --threads threads over
-//    interleaved rounds); target >= 1.3x. Skipped, saying so, where exportGguf refuses MoE.
+//    interleaved rounds); target >= 1.3x. The dense model of equal active parameters is decoded
+//    the same way beside it, a reference for what the experts cost on each side. node-llama-cpp
+//    is skipped, saying so, where exportGguf refuses MoE or the peer is not installed.
 // Prints tables and one JSON line (bench: "moe") with the ratios. No timings in tests: the
 // shapes and flags are tested in test/bench/moe-bench.test.ts.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -39,11 +41,15 @@ import type { MetricRecord } from '../../src/train/metrics.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { loadInitialWeights, pretrain } from '../../src/train/pretrain.js';
 import {
-  claimModels, denseActiveConfig, describeConfig, markdownTable, moeConfig, parseMoeBenchArgs, type LayerShape, type MoeBenchOptions,
+  MOE_BENCH_USAGE, claimModels, denseActiveConfig, describeConfig, markdownTable, moeConfig, parseMoeBenchArgs, type LayerShape, type MoeBenchOptions,
 } from './_moe-configs.js';
 import { importNodeLlamaCpp, loadLlamaCppDecoder } from './_moe-llamacpp.js';
 import { findPython } from './_peers.js';
 
+if (process.argv.includes('--help')) {
+  console.log(MOE_BENCH_USAGE);
+  process.exit(0);
+}
 let opts: MoeBenchOptions;
 try {
   opts = parseMoeBenchArgs(process.argv.slice(2));
