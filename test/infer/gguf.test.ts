@@ -4,82 +4,17 @@
 // continuation equals our engine's token for token for 64 tokens. Non-finite weights and write
 // errors are refused by name; the CLI takes the tokenizer the model folder records.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { exportGguf, permuteForRope, toHalf } from '../../src/export/gguf.js';
 import { Engine } from '../../src/infer/index.js';
 import { LlamaForCausalLM, savePretrained, validateConfig } from '../../src/models/index.js';
-import { packageRoot } from '../../src/package.js';
 import { PatentGPTError } from '../../src/errors.js';
 import { Tensor, noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer, SentencePieceTokenizer } from '../../src/tokenizer/index.js';
-import { missingPeer } from '../../scripts/bench/_peers.js';
-
-interface Gguf {
-  kv: Map<string, unknown>;
-  tensors: Map<string, { dims: number[]; type: number; offset: number }>;
-  dataStart: number;
-  bytes: Uint8Array;
-}
-
-function readGguf(bytes: Uint8Array): Gguf {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let o = 0;
-  const u32 = (): number => ((o += 4), v.getUint32(o - 4, true));
-  const u64 = (): number => ((o += 8), Number(v.getBigUint64(o - 8, true)));
-  const str = (): string => {
-    const n = u64();
-    o += n;
-    return new TextDecoder().decode(bytes.subarray(o - n, o));
-  };
-  const value = (t: number): unknown => {
-    switch (t) {
-      case 4: return u32();
-      case 5: return ((o += 4), v.getInt32(o - 4, true));
-      case 6: return ((o += 4), v.getFloat32(o - 4, true));
-      case 7: return bytes[o++] === 1;
-      case 8: return str();
-      case 9: {
-        const et = u32();
-        const n = u64();
-        return Array.from({ length: n }, () => value(et));
-      }
-      default: throw new Error(`type ${t}`);
-    }
-  };
-  expect(new TextDecoder().decode(bytes.subarray(0, 4))).toBe('GGUF');
-  o = 4;
-  expect(u32()).toBe(3);
-  const nt = u64();
-  const nkv = u64();
-  const kv = new Map<string, unknown>();
-  for (let i = 0; i < nkv; i++) {
-    const k = str();
-    kv.set(k, value(u32()));
-  }
-  const tensors = new Map<string, { dims: number[]; type: number; offset: number }>();
-  for (let i = 0; i < nt; i++) {
-    const name = str();
-    const nd = u32();
-    const dims = Array.from({ length: nd }, () => u64());
-    tensors.set(name, { dims, type: u32(), offset: u64() });
-  }
-  const dataStart = Math.ceil(o / 32) * 32;
-  return { kv, tensors, dataStart, bytes };
-}
-
-/** Index of the first differing element (-1: bitwise equal); vitest's deep equality is slow on millions. */
-function firstDiff(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) return Math.min(a.length, b.length);
-  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
-  return -1;
-}
+import { firstDiff, loadLlamaCppGreedy, readGguf } from './gguf-helpers.js';
 
 const cfg = validateConfig({ vocabSize: 32000, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 96, ropeTheta: 10000, ropeScaling: null,
   maxSeqLen: 256, normEps: 1e-5, tieEmbeddings: false, numExperts: 1, topK: 1 });
@@ -164,40 +99,17 @@ describe('GGUF export', () => {
     h.dispose();
   });
 
-  const candidates = [process.env.PATENTGPT_NODE_LLAMA_CPP, join(packageRoot(), 'build-peers', 'node_modules', 'node-llama-cpp')].filter((p): p is string => !!p && existsSync(p));
-  let nlc: Record<string, unknown> | null = null;
-  let why = 'node-llama-cpp is not installed (npm install --ignore-scripts node-llama-cpp with NODE_LLAMA_CPP_SKIP_DOWNLOAD=true, or set PATENTGPT_NODE_LLAMA_CPP)';
   it('greedy continuation equals node-llama-cpp (llama.cpp) for 64 tokens', async (ctx) => {
-    for (const c of [...candidates, 'node-llama-cpp']) {
-      try {
-        const spec = c === 'node-llama-cpp' ? c : pathToFileURL(join(c, 'dist', 'index.js')).href;
-        nlc = (await import(spec)) as Record<string, unknown>;
-        break;
-      } catch (e) {
-        if (c !== 'node-llama-cpp') why = `node-llama-cpp at ${c} failed to load: ${(e as Error).message.split('\n')[0]}`;
-      }
-    }
-    if (!nlc) {
-      console.warn(`skipped: ${missingPeer(why)}`); // throws where peers are required (CI)
+    const greedy = await loadLlamaCppGreedy(); // throws where peers are required (CI)
+    if (typeof greedy === 'string') {
+      console.warn(`skipped: ${greedy}`);
       ctx.skip();
       return;
     }
     const path = join(dir, 'parity.gguf');
     await exportGguf(model, tok, path);
-    type Seq = { evaluate(tokens: number[], o: object): AsyncGenerator<number> };
-    const getLlama = nlc.getLlama as (o: object) => Promise<{ loadModel(o: object): Promise<{ createContext(o: object): Promise<{ getSequence(): Seq; dispose(): Promise<void> }>; dispose(): Promise<void> }>; dispose(): Promise<void> }>;
-    const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-    const lm = await llama.loadModel({ modelPath: path });
-    const context = await lm.createContext({ contextSize: 256, threads: 2, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
     const prompt = [1, 450, 4660, 310, 263, 11647, 338];
-    const theirs: number[] = [];
-    for await (const t of context.getSequence().evaluate(prompt, { temperature: 0 })) {
-      theirs.push(t);
-      if (theirs.length === 64) break;
-    }
-    await context.dispose();
-    await lm.dispose();
-    await llama.dispose();
+    const [theirs] = await greedy(path, [prompt], 64);
     const engine = new Engine(model, { kvCacheBytes: 2 ** 24 });
     const ours = (await engine.complete(prompt, { maxTokens: 64, ignoreEos: true })).tokens;
     engine.close();
