@@ -1,5 +1,6 @@
 // A standalone SVG report of a run (no browser, no libraries): training and validation loss
-// against step, and the learning rate against step, drawn from the metrics records.
+// against step, the learning rate against step, and for a mixture of experts the per-layer
+// expert load (max / mean tokens per expert, 1 = balanced), drawn from the metrics records.
 import * as path from 'node:path';
 import { writeFileAtomic } from '../util/atomic.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from './metrics.js';
@@ -97,7 +98,36 @@ function panel(title: string, series: Series[], top: number): string {
 
 const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
-/** The report as an SVG document: loss (train, validation) and learning rate against step. */
+/** The metric the SMoE layer reports per layer (src/nn/moe.ts), grouped by layer in metrics.jsonl. */
+const EXPERT_LOAD = 'expert_load_max_over_mean';
+const LAYER_COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b'];
+
+/**
+ * The expert-load series: one per layer while they fit a legend, else the max and the mean over
+ * layers at each step. Empty for a dense run (no record has the per-layer metric).
+ */
+function expertLoadSeries(records: readonly MetricRecord[]): Series[] {
+  const rows: [number, [string, number][]][] = [];
+  for (const r of records) {
+    const v = r[EXPERT_LOAD];
+    if (v === null || typeof v !== 'object') continue;
+    const byLayer = Object.entries(v).filter((e): e is [string, number] => finite(e[1]));
+    if (byLayer.length) rows.push([r.step, byLayer]);
+  }
+  const layers = [...new Set(rows.flatMap(([, l]) => l.map(([k]) => k)))].sort((a, b) => Number(a) - Number(b) || a.localeCompare(b));
+  if (layers.length <= LAYER_COLORS.length)
+    return layers.map((layer, i) => ({
+      label: `layer ${layer}`, color: LAYER_COLORS[i]!,
+      points: rows.flatMap(([step, l]) => l.filter(([k]) => k === layer).map(([, y]): [number, number] => [step, y])),
+    }));
+  const over = (f: (ys: number[]) => number): [number, number][] => rows.map(([step, l]) => [step, f(l.map(([, y]) => y))]);
+  return [
+    { label: `max over ${layers.length} layers`, color: '#d62728', points: over((ys) => Math.max(...ys)) },
+    { label: 'mean over layers', color: '#1f77b4', points: over((ys) => ys.reduce((a, b) => a + b, 0) / ys.length) },
+  ];
+}
+
+/** The report as an SVG document: loss (train, validation), learning rate and, for an SMoE run, expert load against step. */
 export function renderReportSvg(records: readonly MetricRecord[], opts: { title?: string } = {}): string {
   const pick = (key: string): [number, number][] => records.filter((r) => finite(r[key])).map((r) => [r.step, r[key] as number]);
   const loss: Series[] = [
@@ -109,7 +139,10 @@ export function renderReportSvg(records: readonly MetricRecord[], opts: { title?
   const subtitle = last
     ? `step ${last.step}` + (finite(last.loss) ? ` · loss ${fmt(last.loss)}` : '') + (finite(last.tokensPerSec) ? ` · ${fmt(last.tokensPerSec)} tok/s` : '')
     : 'no records';
-  const H = 2 * PANEL_H + 40;
+  const load = expertLoadSeries(records);
+  const panels = [panel('Loss', loss, 0), panel('Learning rate', lr, PANEL_H)];
+  if (load.length) panels.push(panel('Expert load (max / mean tokens per expert, 1 = balanced)', load, 2 * PANEL_H));
+  const H = panels.length * PANEL_H + 40;
   return [
     `<?xml version="1.0" encoding="UTF-8"?>`,
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif">`,
@@ -118,8 +151,7 @@ export function renderReportSvg(records: readonly MetricRecord[], opts: { title?
     `<text x="${M.left}" y="22" class="title">${escapeXml(opts.title ?? 'training report')}</text>`,
     `<text x="${W - M.right}" y="22" class="sub" text-anchor="end">${escapeXml(subtitle)}</text>`,
     `<g transform="translate(0, 20)">`,
-    panel('Loss', loss, 0),
-    panel('Learning rate', lr, PANEL_H),
+    ...panels,
     `</g>`,
     `</svg>`,
     '',
