@@ -5,6 +5,7 @@
 //   model with its TOTAL parameters (grown as a dense LLaMA grows: wider, same head size and
 //   query/key-value head ratio, the feed-forward solved for the parameter count);
 // - the command line (full defaults sized for ~10-12 minutes on 2 cores, --quick for a smoke run);
+// - what part 3's numbers show, in plain sentences and a verdict on the claim, whichever way it goes;
 // - a markdown table printer.
 import { PatentGPTError } from '../../src/errors.js';
 import { headDim, parameterCount, validateConfig, type ModelConfig } from '../../src/models/index.js';
@@ -248,4 +249,80 @@ export function markdownTable(header: readonly string[], rows: readonly (readonl
   const lines = [`| ${header.join(' | ')} |`, `|${numeric.map((n) => (n ? '---:' : '---')).join('|')}|`];
   for (const r of rows) lines.push(`| ${r.map(String).join(' | ')} |`);
   return lines.join('\n');
+}
+
+/** Part 3, one model at one context. */
+export interface ClaimContextRow {
+  context: number;
+  prefillTokPerSec: number;
+  decodeTokPerSec: number;
+  /** Peak native bytes of the request over what was live before the model was built. */
+  peakBytes: number;
+}
+
+/** Part 3, one model. */
+export interface ClaimModelRow {
+  name: string;
+  config: ModelConfig;
+  params: { total: number; active: number };
+  kvBytesPerToken: number;
+  /** After the same training tokens; tokPerSec is the median of the stage's step records. Null: not trained (no data). */
+  train: { tokens: number; tokPerSec: number; valLoss: number | null; status: string } | null;
+  contexts: ClaimContextRow[];
+}
+
+const x2 = (x: number): string => x.toFixed(2);
+/** "1.50x faster" / "1.50x slower": a / b, said the way it goes. */
+const rel = (a: number, b: number, more: string, less: string): string => (a >= b ? `${x2(a / b)}x ${more}` : `${x2(b / a)}x ${less}`);
+
+/**
+ * What part 3 shows, in plain sentences: the MoE against each dense model (rows: moe,
+ * dense-total, dense-active, as claimModels orders them) at every context, then the verdict on
+ * the paper's claim at the longest context. The claim (a better cost-performance ratio than
+ * dense models on long texts) is read as two tests: at equal capacity (total parameters) the MoE
+ * is cheaper, prefill and decode both faster; at equal compute per token (active parameters) it
+ * reaches a lower validation loss after the same tokens. Both: it holds; one: in part; neither:
+ * it does not, on these models and this budget.
+ */
+export function claimFindings(rows: readonly ClaimModelRow[]): string[] {
+  const by = (name: string): ClaimModelRow => {
+    const r = rows.find((x) => x.name === name);
+    if (!r) throw new PatentGPTError('E_ARGUMENT', `claimFindings: no "${name}" row (have ${rows.map((x) => x.name).join(', ')})`);
+    return r;
+  };
+  const moe = by('moe');
+  const total = by('dense-total');
+  const active = by('dense-active');
+  const out: string[] = [];
+  const loss = (d: ClaimModelRow): number | null => (moe.train?.valLoss != null && d.train?.valLoss != null ? moe.train.valLoss - d.train.valLoss : null);
+  for (const [d, label] of [[total, 'equal total parameters'], [active, 'equal active parameters']] as const) {
+    const kv = moe.kvBytesPerToken === d.kvBytesPerToken ? 'the same KV cache per token' : `a KV cache ${rel(moe.kvBytesPerToken, d.kvBytesPerToken, 'larger', 'smaller')} per token`;
+    const perCtx = moe.contexts.map((m, i) => {
+      const x = d.contexts[i]!;
+      return `${m.context}: prefill ${rel(m.prefillTokPerSec, x.prefillTokPerSec, 'faster', 'slower')}, decode ${rel(m.decodeTokPerSec, x.decodeTokPerSec, 'faster', 'slower')}, ` +
+        `peak memory ${rel(m.peakBytes, x.peakBytes, 'higher', 'lower')}`;
+    });
+    const dl = loss(d);
+    const lossText = dl === null ? '' : `; validation loss after the same ${moe.train!.tokens} tokens ${moe.train!.valLoss!.toFixed(4)} vs ${d.train!.valLoss!.toFixed(4)} ` +
+      `(${dl <= 0 ? `${(-dl).toFixed(4)} lower: better` : `${dl.toFixed(4)} higher: worse`})`;
+    out.push(`MoE vs the dense model of ${label}: ${kv}; at context ${perCtx.join('; at ')}${lossText}.`);
+  }
+  const i = moe.contexts.length - 1;
+  if (i < 0) return out;
+  const [m, t] = [moe.contexts[i]!, total.contexts[i]!];
+  const cheaper = m.decodeTokPerSec > t.decodeTokPerSec && m.prefillTokPerSec > t.prefillTokPerSec;
+  const costText = `at ${m.context} tokens of context the MoE is ${cheaper ? 'cheaper' : 'not cheaper'} than the dense model of equal total parameters ` +
+    `(prefill ${x2(m.prefillTokPerSec / t.prefillTokPerSec)}x, decode ${x2(m.decodeTokPerSec / t.decodeTokPerSec)}x its speed)`;
+  const dl = loss(active);
+  if (dl === null) {
+    out.push(`Verdict: ${costText}; the quality half of the claim was not measured (no training data).`);
+    return out;
+  }
+  const better = dl < 0;
+  const qualityText = `its validation loss is ${better ? 'lower' : 'not lower'} than the dense model of equal active parameters' ` +
+    `(${moe.train!.valLoss!.toFixed(4)} vs ${active.train!.valLoss!.toFixed(4)} after ${moe.train!.tokens} tokens)`;
+  const verdict = cheaper && better ? 'the claim holds on these scaled models'
+    : cheaper || better ? 'the claim holds only in part on these scaled models' : 'the claim does not hold on these scaled models';
+  out.push(`Verdict: ${verdict}: ${costText}, and ${qualityText}.`);
+  return out;
 }

@@ -41,7 +41,8 @@ import type { MetricRecord } from '../../src/train/metrics.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { loadInitialWeights, pretrain } from '../../src/train/pretrain.js';
 import {
-  MOE_BENCH_USAGE, claimModels, denseActiveConfig, describeConfig, markdownTable, moeConfig, parseMoeBenchArgs, type LayerShape, type MoeBenchOptions,
+  MOE_BENCH_USAGE, claimFindings, claimModels, denseActiveConfig, describeConfig, markdownTable, moeConfig, parseMoeBenchArgs,
+  type ClaimContextRow, type ClaimModelRow, type LayerShape, type MoeBenchOptions,
 } from './_moe-configs.js';
 import { importNodeLlamaCpp, loadLlamaCppDecoder } from './_moe-llamacpp.js';
 import { findPython } from './_peers.js';
@@ -302,24 +303,6 @@ async function part2(): Promise<{ row: TrainRow; torch: Record<string, unknown> 
 // ---------------------------------------------------------------------------------------------
 // Part 3: the paper's cost claim on small scaled models.
 
-interface ClaimContextRow {
-  context: number;
-  prefillTokPerSec: number;
-  decodeTokPerSec: number;
-  /** Peak native bytes of the request over what was live before the model was built. */
-  peakBytes: number;
-}
-
-interface ClaimModelRow {
-  name: string;
-  config: ModelConfig;
-  params: { total: number; active: number };
-  kvBytesPerToken: number;
-  /** Tokens/s: the median of the steps' records after the first. */
-  train: { tokens: number; tokPerSec: number; valLoss: number | null; status: string } | null;
-  contexts: ClaimContextRow[];
-}
-
 /** Our pretrain stage on the shared text: validation loss after the same tokens; the run folder for the weights. */
 async function trainClaimModel(name: string, cfg: ModelConfig, manifest: string, root: string): Promise<{ result: ClaimModelRow['train']; runDir: string }> {
   const c = opts.claim;
@@ -461,30 +444,6 @@ async function part3(): Promise<{ rows: ClaimModelRow[]; findings: string[]; dat
   console.log('\nwhat the numbers show:');
   for (const line of findings) console.log(`- ${line}`);
   return { rows, findings, dataWhy };
-}
-
-/** Plain sentences comparing the MoE with each dense model, whichever way the numbers go. */
-function claimFindings(rows: ClaimModelRow[]): string[] {
-  const [moe, total, active] = rows as [ClaimModelRow, ClaimModelRow, ClaimModelRow];
-  const out: string[] = [];
-  const rel = (a: number, b: number, more: string, less: string): string => (a >= b ? `${f(a / b, 2)}x ${more}` : `${f(b / a, 2)}x ${less}`);
-  for (const d of [total, active]) {
-    const label = d.name === 'dense-total' ? 'the dense model of equal total parameters' : 'the dense model of equal active parameters';
-    const kv = moe.kvBytesPerToken === d.kvBytesPerToken ? 'the same KV cache per token' : `a KV cache ${rel(moe.kvBytesPerToken, d.kvBytesPerToken, 'larger', 'smaller')} per token`;
-    const perCtx = moe.contexts.map((m, i) => {
-      const x = d.contexts[i]!;
-      return `${m.context}: prefill ${rel(m.prefillTokPerSec, x.prefillTokPerSec, 'faster', 'slower')}, decode ${rel(m.decodeTokPerSec, x.decodeTokPerSec, 'faster', 'slower')}, ` +
-        `peak memory ${rel(m.peakBytes, x.peakBytes, 'higher', 'lower')}`;
-    });
-    let loss = '';
-    if (moe.train?.valLoss != null && d.train?.valLoss != null) {
-      const dl = moe.train.valLoss - d.train.valLoss;
-      loss = `; validation loss after the same ${moe.train.tokens} tokens ${f(moe.train.valLoss, 4)} vs ${f(d.train.valLoss, 4)} ` +
-        `(${dl <= 0 ? `${f(-dl, 4)} lower: better` : `${f(dl, 4)} higher: worse`})`;
-    }
-    out.push(`MoE vs ${label}: ${kv}; at context ${perCtx.join('; at ')}${loss}.`);
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import { headDim, parameterCount } from '../../src/models/index.js';
 import { kvBytesPerToken } from '../../src/infer/index.js';
 import { packageRoot } from '../../src/package.js';
 import {
-  claimModels, denseActiveConfig, denseTotalConfig, markdownTable, moeConfig, parseMoeBenchArgs, type MoeShape,
+  claimFindings, claimModels, denseActiveConfig, denseTotalConfig, markdownTable, moeConfig, parseMoeBenchArgs, type ClaimModelRow, type MoeShape,
 } from '../../scripts/bench/_moe-configs.js';
 
 const shape: MoeShape = { dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 2, expertHidden: 256, numExperts: 8, topK: 2, vocabSize: 259, maxSeqLen: 16384 };
@@ -99,6 +99,38 @@ describe('moe bench: the command line', () => {
     expect(() => parseMoeBenchArgs(['--torch-attn', 'flash'])).toThrow(/sdpa or eager/);
     expect(() => parseMoeBenchArgs(['--steps'])).toThrow(/--steps needs a value/);
     expect(() => parseMoeBenchArgs(['--claim-steps', '2.5'])).toThrow(/integers/);
+  });
+});
+
+/** Part 3 rows with the given speeds at 2K and 16K (prefill, decode) and validation losses. */
+function claimRows(speeds: Record<string, [number, number][]>, losses: Record<string, number> | null): ClaimModelRow[] {
+  return claimModels(shape).map(({ name, cfg }) => ({
+    name, config: cfg, params: { total: parameterCount(cfg).total, active: parameterCount(cfg).active }, kvBytesPerToken: kv(cfg),
+    train: losses ? { tokens: 1000, tokPerSec: 1, valLoss: losses[name]!, status: 'completed' } : null,
+    contexts: [2048, 16384].map((context, i) => ({ context, prefillTokPerSec: speeds[name]![i]![0], decodeTokPerSec: speeds[name]![i]![1], peakBytes: 1e6 * (i + 1) })),
+  }));
+}
+
+describe('moe bench: what part 3 shows', () => {
+  const fastMoe = { moe: [[100, 10], [40, 6]], 'dense-total': [[120, 12], [20, 3]], 'dense-active': [[110, 11], [41, 7]] } as Record<string, [number, number][]>;
+
+  it('states each comparison the way it goes, context by context', () => {
+    const [vsTotal, vsActive] = claimFindings(claimRows(fastMoe, { moe: 2.0, 'dense-total': 1.9, 'dense-active': 2.1 }));
+    expect(vsTotal).toContain('MoE vs the dense model of equal total parameters: a KV cache 2.00x smaller per token');
+    expect(vsTotal).toContain('at context 2048: prefill 1.20x slower, decode 1.20x slower');
+    expect(vsTotal).toContain('at 16384: prefill 2.00x faster, decode 2.00x faster');
+    expect(vsTotal).toContain('validation loss after the same 1000 tokens 2.0000 vs 1.9000 (0.1000 higher: worse)');
+    expect(vsActive).toContain('the same KV cache per token');
+    expect(vsActive).toContain('(0.1000 lower: better)');
+  });
+
+  it('the verdict: holds, holds in part, or does not hold, at the longest context', () => {
+    const verdict = (speeds: Record<string, [number, number][]>, losses: Record<string, number> | null): string => claimFindings(claimRows(speeds, losses)).at(-1)!;
+    expect(verdict(fastMoe, { moe: 2.0, 'dense-total': 1.9, 'dense-active': 2.1 })).toMatch(/^Verdict: the claim holds on these scaled models: at 16384 tokens of context the MoE is cheaper/);
+    expect(verdict(fastMoe, { moe: 2.2, 'dense-total': 1.9, 'dense-active': 2.1 })).toMatch(/^Verdict: the claim holds only in part.*its validation loss is not lower/);
+    const slowMoe = { ...fastMoe, 'dense-total': [[120, 12], [50, 3]] } as Record<string, [number, number][]>; // prefill slower at 16K
+    expect(verdict(slowMoe, { moe: 2.2, 'dense-total': 1.9, 'dense-active': 2.1 })).toMatch(/^Verdict: the claim does not hold.*MoE is not cheaper/);
+    expect(verdict(fastMoe, null)).toMatch(/^Verdict: at 16384 .* cheaper .*quality half of the claim was not measured/);
   });
 });
 
