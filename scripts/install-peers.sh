@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the reference implementations the live comparisons use (../shared/PEERS.md):
-# PyTorch, transformers, PEFT, sentencepiece, lm-eval in .venv-ref (from the machine's local Python
+# PyTorch, transformers, PEFT, TRL, sentencepiece, lm-eval in .venv-ref (from the machine's local Python
 # index), and node-llama-cpp in build-peers/.
 #
 # With PATENTGPT_REQUIRE_PEERS=1 (CI sets it) a peer that fails to install fails this script, and
@@ -14,6 +14,9 @@ if command -v python3 >/dev/null && [ -d "${index#file://}" ]; then
   { python3 -m venv .venv-ref &&
     PIP_INDEX_URL="$index" .venv-ref/bin/pip install -q torch numpy safetensors transformers sentencepiece protobuf peft; } ||
     failed+=("Python peers (torch, transformers, sentencepiece, peft)")
+  # TRL (SFTTrainer: the SFT parity test, scripts/trl-parity.py); its dependencies (accelerate,
+  # datasets) come from the same index and leave torch and transformers as they are.
+  PIP_INDEX_URL="$index" .venv-ref/bin/pip install -q trl || failed+=("trl")
   # lm-evaluation-harness (the eval parity test): some of its declared dependencies are not in the
   # local index and are not needed for local JSON tasks on an HF model, so --no-deps and the rest
   # by hand; torchmetrics and scipy make the metric fixtures (scripts/eval-metrics-fixture.py).
