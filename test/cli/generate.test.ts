@@ -6,9 +6,10 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, type GenerateOptions } from '../../src/infer/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
-import { mainTs, tinyFolder } from './infer-cli-fixtures.js';
+import { CliChild, mainTs, tinyFolder } from './infer-cli-fixtures.js';
 
 const generate = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', mainTs, 'generate', ...args], { encoding: 'utf8' });
+const generateWithStdin = (input: string, ...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', mainTs, 'generate', ...args], { encoding: 'utf8', input });
 
 describe('patentgpt generate', () => {
   let dir = '';
@@ -61,6 +62,28 @@ describe('patentgpt generate', () => {
       expect(r.stdout).toBe(await want({ maxTokens: 30, ignoreEos: true, temperature: 1.3, topK: 40, seed: 11 }));
     } finally {
       writeFileSync(gen, JSON.stringify({ bos_token_id: 256, eos_token_id: 257 }));
+    }
+  }, 60_000);
+
+  it("--prompt - reads the prompt from stdin", async () => {
+    const r = generateWithStdin(prompt, '--model', dir, '--prompt', '-', '--max-tokens', '20', '--ignore-eos', '--quiet');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe(await want({ maxTokens: 20, ignoreEos: true }));
+    expect(r.stderr).toBe('');
+  }, 60_000);
+
+  it('Ctrl-C (SIGINT) stops the generation: what was printed stays, exit code 130', async () => {
+    const long = await tinyFolder(4096); // thousands of tokens: still streaming when the signal comes
+    try {
+      const child = new CliChild(['generate', '--model', long, '--prompt', prompt, '--max-tokens', '4000', '--ignore-eos']);
+      await child.waitFor((c) => c.stdout.length > 0, 'the first text');
+      child.child.kill('SIGINT');
+      expect(await child.exited, child.stderr).toBe(130);
+      const n = Number(/, (\d+) new in .* finish: aborted/.exec(child.stderr)?.[1]);
+      expect(n).toBeGreaterThan(0);
+      expect(n).toBeLessThan(4000);
+    } finally {
+      rmSync(dirname(long), { recursive: true, force: true });
     }
   }, 60_000);
 
