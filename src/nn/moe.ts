@@ -94,7 +94,8 @@ export class SparseMoE extends Module implements FeedForward {
   training: boolean | null = null;
   /** The routing of the latest forward. */
   lastRouting: Routing | null = null;
-  readonly #rng: Rng;
+  readonly #seed: bigint;
+  #jitterDraws = 0;
 
   constructor(opts: SparseMoEOptions, init: ParamInit = zeroInit) {
     super();
@@ -115,7 +116,7 @@ export class SparseMoE extends Module implements FeedForward {
     this.auxLossWeight = opts.auxLossWeight ?? 0;
     this.zLossWeight = opts.zLossWeight ?? 0;
     this.jitter = jitter;
-    this.#rng = new Rng(opts.seed ?? 0);
+    this.#seed = BigInt.asUintN(32, BigInt(opts.seed ?? 0));
     this.gate = this.registerModule('gate', new Linear(dim, E, init));
     this.experts = this.registerModule('experts', new ModuleList(Array.from({ length: E }, () => new ExpertMLP(dim, hiddenDim, init))));
     this.shared_experts = shared > 0
@@ -187,10 +188,23 @@ export class SparseMoE extends Module implements FeedForward {
     return y;
   }
 
+  /**
+   * Jittered forwards so far: the jitter's whole state (forward d draws its noise from a
+   * generator seeded by (seed, d)), for a trainer that checkpoints it to resume with the same noise.
+   */
+  get jitterDraws(): number {
+    return this.#jitterDraws;
+  }
+  set jitterDraws(v: number) {
+    if (!Number.isSafeInteger(v) || v < 0) throw new PatentGPTError('E_ARGUMENT', `SparseMoE: jitterDraws must be an integer >= 0, got ${v}`);
+    this.#jitterDraws = v;
+  }
+
   #noise(shape: readonly number[]): Tensor {
+    const rng = new Rng((this.#seed << 32n) | BigInt.asUintN(32, BigInt(this.#jitterDraws++)));
     const n = shape.reduce((a, d) => a * d, 1);
     const u = new Float32Array(n);
-    for (let i = 0; i < n; i++) u[i] = 1 - this.jitter + 2 * this.jitter * (this.#rng.nextUint32() / 2 ** 32);
+    for (let i = 0; i < n; i++) u[i] = 1 - this.jitter + 2 * this.jitter * (rng.nextUint32() / 2 ** 32);
     return Tensor.from(u, shape);
   }
 

@@ -219,3 +219,27 @@ describe('SparseMoE with adapted experts (LoRA) runs them as modules between the
     for (const [n, g] of Object.entries(fused.grads)) expectClose(modules.grads[n]!, g, 1e-6, 1e-5, `gradient of ${n}`);
   });
 });
+
+describe('SparseMoE router jitter state', () => {
+  it('jitterDraws is the noise stream\'s whole state: setting it back replays the same noise', () => {
+    const C = 8, N = 6;
+    const x = Tensor.from(Float32Array.from(randomArray(N * C, 95)), [N, C]);
+    const moe = new SparseMoE({ dim: C, hiddenDim: 12, numExperts: 4, topK: 2, jitter: 0.3, seed: 7 }, initFrom(96));
+    moe.training = true;
+    const rec = new ForwardRecorder();
+    const fwd = () => arr(noGrad(() => moe.forward(x, rec)));
+    const first = fwd(), second = fwd();
+    expect(moe.jitterDraws).toBe(2);
+    expect(second).not.toEqual(first);
+    moe.jitterDraws = 1;
+    expect(fwd()).toEqual(second);
+    moe.jitterDraws = 0;
+    expect(fwd()).toEqual(first);
+    moe.training = false; // no noise, no draw
+    fwd();
+    expect(moe.jitterDraws).toBe(1);
+    expect(() => { moe.jitterDraws = -1; }).toThrow(/jitterDraws must be an integer >= 0/);
+    rec.dispose();
+    moe.dispose();
+  });
+});
