@@ -5,7 +5,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Engine } from '../../src/infer/index.js';
+import { Engine, chatPromptIds } from '../../src/infer/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
 import { CliChild, count, tinyFolder } from './infer-cli-fixtures.js';
 
@@ -69,5 +69,35 @@ describe('patentgpt chat', () => {
     await chat.waitFor((c) => c.stderr.includes('Ctrl-C again'), 'the exit hint');
     chat.child.kill('SIGINT');
     expect(await chat.exited, chat.stderr).toBe(0);
+  }, 60_000);
+
+  it("without a template: LLaMA-2's [INST] layout (what sft trains with); /reset clears; the oldest exchange goes when the context is full", async () => {
+    const plain = await tinyFolder(256); // no tokenizer_config.json
+    const layout = (...turns: string[]): string =>
+      tok.decode(chatPromptIds(tok, turns.map((content, i) => ({ role: i % 2 === 0 ? ('user' as const) : ('assistant' as const), content }))));
+    try {
+      const short = new CliChild(['chat', '--model', plain, '--temperature', '0', '--max-tokens', '8', '--verbose']);
+      short.child.stdin.write('Hi\n');
+      await short.waitFor((c) => count(c.stderr, '[finish]') === 1, 'the first answer');
+      short.child.stdin.write('/reset\nThird\n');
+      await short.waitFor((c) => count(c.stderr, '[finish]') === 2, 'the answer after /reset');
+      short.child.stdin.end();
+      expect(await short.exited, short.stderr).toBe(0);
+      expect(short.stderr).toContain('(conversation cleared)');
+      expect(prompts(short.stderr)).toEqual([layout('Hi'), layout('Third')]);
+
+      // 200-token answers in a 256-token context: the second question no longer fits after the first exchange.
+      const long = new CliChild(['chat', '--model', plain, '--temperature', '0', '--max-tokens', '200', '--ignore-eos', '--verbose']);
+      long.child.stdin.write('Hi\n');
+      await long.waitFor((c) => count(c.stderr, '[finish]') === 1, 'the first answer');
+      long.child.stdin.write('Again\n');
+      await long.waitFor((c) => count(c.stderr, '[finish]') === 2, 'the second answer');
+      long.child.stdin.end();
+      expect(await long.exited, long.stderr).toBe(0);
+      expect(long.stderr).toContain('outgrew the context');
+      expect(prompts(long.stderr)).toEqual([layout('Hi'), layout('Again')]);
+    } finally {
+      rmSync(dirname(plain), { recursive: true, force: true });
+    }
   }, 60_000);
 });
