@@ -233,7 +233,7 @@ export function parseMoeBenchArgs(argv: readonly string[]): MoeBenchOptions {
       evalBatches: num('eval-batches', 16, 4),
     },
     // the GGUF carries LLaMA-2's tokenizer, so the model has its 32,000 ids
-    gguf: { shape: shape(32000, 256), newTokens: num('gguf-new', 64, 16), rounds: num('rounds', 3, 1) },
+    gguf: { shape: shape(32000, 256), newTokens: num('gguf-new', 64, 16), rounds: num('rounds', 3, 2) },
     torchAttn,
     data: values.get('data') ?? null,
   };
