@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import { Command } from 'commander';
 import { PatentGPTError } from '../errors.js';
 import { chatPromptIds } from '../infer/index.js';
-import { ByteTokenizer, SentencePieceTokenizer, loadChatTemplate, type ChatTemplate, type TemplateMessage } from '../tokenizer/index.js';
+import { ByteTokenizer, SentencePieceTokenizer, loadChatTemplate, type ChatMessage, type ChatTemplate } from '../tokenizer/index.js';
 import { engineFor, samplingOptions, streamTo, withSamplingFlags, writeOut, type SamplingFlags } from './generate.js';
 
 interface ChatFlags extends SamplingFlags {
@@ -29,15 +29,18 @@ type Tok = ByteTokenizer | SentencePieceTokenizer;
 function folderTemplate(dir: string, spec: string | undefined): ChatTemplate | null {
   if (spec === 'llama2') return null;
   if (spec !== undefined) return loadChatTemplate(spec);
+  const configPath = join(dir, 'tokenizer_config.json');
   const jinja = join(dir, 'chat_template.jinja');
-  if (!existsSync(join(dir, 'tokenizer_config.json'))) return existsSync(jinja) ? loadChatTemplate({ chat_template: readFileSync(jinja, 'utf8') }) : null;
+  if (!existsSync(configPath)) return existsSync(jinja) ? loadChatTemplate({ chat_template: readFileSync(jinja, 'utf8') }) : null;
+  let config: { chat_template?: unknown };
   try {
-    return loadChatTemplate(dir);
+    config = JSON.parse(readFileSync(configPath, 'utf8')) as { chat_template?: unknown };
   } catch (err) {
-    // A tokenizer_config.json without chat_template is a base model's: the built-in layout fits.
-    if (err instanceof PatentGPTError && /no chat_template string/.test(err.message)) return null;
-    throw err;
+    throw new PatentGPTError('E_CONFIG', `cannot read ${configPath} (${(err as Error).message}); fix it or pass --chat-template`);
   }
+  // A base model's tokenizer config has no template: the built-in layout fits it.
+  if (config.chat_template === undefined && !existsSync(jinja)) return null;
+  return loadChatTemplate(dir); // takes chat_template.jinja beside a config without one, as transformers
 }
 
 /**
@@ -45,8 +48,8 @@ function folderTemplate(dir: string, spec: string | undefined): ChatTemplate | n
  * (special strings as their ids for SentencePiece; the byte tokenizer spells them out), else the
  * built-in LLaMA-2 layout.
  */
-function promptIds(tok: Tok, template: ChatTemplate | null, messages: readonly TemplateMessage[]): number[] {
-  if (template === null) return chatPromptIds(tok, messages as { role: 'system' | 'user' | 'assistant'; content: string }[]);
+function promptIds(tok: Tok, template: ChatTemplate | null, messages: readonly ChatMessage[]): number[] {
+  if (template === null) return chatPromptIds(tok, messages);
   if (tok instanceof SentencePieceTokenizer) return Array.from(template.apply(tok, messages, { addGenerationPrompt: true }).ids);
   return Array.from(tok.encode(template.render(messages, { addGenerationPrompt: true })));
 }
@@ -72,7 +75,7 @@ export function chatCommand(): Command {
       const tok = tokenizer as Tok;
       const base = samplingOptions(o);
       const stopTokenIds = stopIds(tok, template);
-      const history: TemplateMessage[] = o.system !== undefined ? [{ role: 'system', content: o.system }] : [];
+      const history: ChatMessage[] = o.system !== undefined ? [{ role: 'system', content: o.system }] : [];
       const firstTurn = history.length;
 
       const terminal = process.stdin.isTTY === true && process.stderr.isTTY === true;
