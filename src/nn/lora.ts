@@ -69,8 +69,9 @@ export class LoraAdapter extends Module implements LinearAdapter {
 
   apply(x: Tensor, y: Tensor): Tensor {
     if (this.#merged) return y; // already in W
-    // (N, in) -> (N, r) -> (N, out), scaled, added to y.
-    return add(y, scale(linear(linear(this.#dropped(x), this.lora_A.weight), this.lora_B.weight), this.scaling));
+    // (N, in) -> (N, r), scaled there -> (N, out), added to y. Scaling the rank-r activation instead
+    // of the (N, out) product saves one (N, out) tensor per adapter, live until backward.
+    return add(y, linear(scale(linear(this.#dropped(x), this.lora_A.weight), this.scaling), this.lora_B.weight));
   }
 
   /** B A * alpha / r (out, in): what merging adds to W. */
