@@ -67,6 +67,8 @@ const median = (xs: readonly number[]): number => {
 };
 const f = (x: number | null | undefined, d = 1): string => (x === null || x === undefined || !Number.isFinite(x) ? 'n/a' : x.toFixed(d));
 const mib = (bytes: number): string => f(bytes / 2 ** 20, 1);
+/** 'met' / 'below' against a target ratio; '-' without a ratio. */
+const verdict = (ratio: number | null, target: number): string => (ratio === null ? '-' : ratio >= target ? 'met' : 'below');
 const started = performance.now();
 const elapsed = (): string => `${((performance.now() - started) / 1e3).toFixed(0)} s`;
 const note = (m: string): boolean => process.stderr.write(`[moe bench ${elapsed()}] ${m}\n`);
@@ -148,9 +150,9 @@ function part1(): LayerRow[] {
   console.log(`\n## 1. MoE layer forward + backward vs a dense SwiGLU of the same active parameters (hidden = k x F)`);
   console.log(`${opts.warmup} warm-up and ${opts.steps} timed steps each, the two taking turns; medians; target: MoE >= 0.8 of dense\n`);
   console.log(markdownTable(
-    ['tokens', 'C', 'F', 'E', 'k', 'MoE tok/s', 'fwd ms', 'bwd ms', 'dense tok/s', 'fwd ms', 'bwd ms', 'MoE / dense', 'expert load max/mean'],
+    ['tokens', 'C', 'F', 'E', 'k', 'MoE tok/s', 'fwd ms', 'bwd ms', 'dense tok/s', 'fwd ms', 'bwd ms', 'MoE / dense', 'target 0.8', 'expert load max/mean'],
     rows.map((r) => [r.shape.tokens, r.shape.dim, r.shape.expertHidden, r.shape.numExperts, r.shape.topK, f(r.moe.tokPerSec, 0), f(r.moe.fwdMs),
-      f(r.moe.bwdMs), f(r.dense.tokPerSec, 0), f(r.dense.fwdMs), f(r.dense.bwdMs), f(r.ratio, 2), f(r.moe.loadMaxOverMean, 2)]),
+      f(r.moe.bwdMs), f(r.dense.tokPerSec, 0), f(r.dense.fwdMs), f(r.dense.bwdMs), f(r.ratio, 2), verdict(r.ratio, 0.8), f(r.moe.loadMaxOverMean, 2)]),
   ));
   return rows;
 }
@@ -294,8 +296,8 @@ async function part2(): Promise<{ row: TrainRow; torch: Record<string, unknown> 
   console.log(`a step = forward + loss (aux loss included) + backward + clip 1.0 + AdamW; ${opts.warmup} warm-up and ${opts.steps} timed steps each, taking turns; target >= 1.5x\n`);
   const ph = (p: number[] | undefined): string => (p ? p.map((x) => f(x * 1e3, 0)).join(' / ') : 'n/a');
   console.log(markdownTable(
-    ['B', 'T', 'ours tok/s', 'torch tok/s', 'ours / torch', 'ours ms fwd / bwd / opt', 'torch ms fwd / bwd / opt', 'ours loss', 'torch loss'],
-    [[B, T, f(row.ours.tokPerSec, 0), f(row.torch?.tokPerSec, 0), f(row.ratio, 2), ph(row.ours.phases), ph(row.torch?.phases), f(row.ours.loss, 3), f(row.torch?.loss, 3)]],
+    ['B', 'T', 'ours tok/s', 'torch tok/s', 'ours / torch', 'target 1.5', 'ours ms fwd / bwd / opt', 'torch ms fwd / bwd / opt', 'ours loss', 'torch loss'],
+    [[B, T, f(row.ours.tokPerSec, 0), f(row.torch?.tokPerSec, 0), f(row.ratio, 2), verdict(row.ratio, 1.5), ph(row.ours.phases), ph(row.torch?.phases), f(row.ours.loss, 3), f(row.torch?.loss, 3)]],
   ));
   return { row, torch: peer ? peer.info : why, config: cfg };
 }
@@ -541,8 +543,8 @@ async function part4(): Promise<GgufRow[]> {
   console.log(`${newTokens} tokens after a 16-token prompt, single stream, best of ${rounds} interleaved rounds at 1 and ${threads} threads; ` +
     `target for the MoE >= 1.3x; the dense model of equal active parameters is a reference\n`);
   console.log(markdownTable(
-    ['model', 'ours tok/s', 'threads', 'node-llama-cpp tok/s', 'threads', 'ours / theirs'],
-    rows.map((r) => [r.model, f(r.ours), r.oursThreads, r.skipped ? `skipped: ${r.skipped}` : f(r.llamaCpp), r.skipped ? '-' : r.llamaCppThreads, f(r.ratio, 2)]),
+    ['model', 'ours tok/s', 'threads', 'node-llama-cpp tok/s', 'threads', 'ours / theirs', 'target 1.3'],
+    rows.map((r) => [r.model, f(r.ours), r.oursThreads, r.skipped ? `skipped: ${r.skipped}` : f(r.llamaCpp), r.skipped ? '-' : r.llamaCppThreads, f(r.ratio, 2), r.model === 'moe' ? verdict(r.ratio, 1.3) : '-']),
   ));
   return rows;
 }
