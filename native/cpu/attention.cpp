@@ -96,8 +96,10 @@ struct Isa {
 
 Isa isa() {
   switch (simd_level()) {
+#if PG_X86_KERNELS  // the AVX kernels are compiled on x86-64 only (native/CMakeLists.txt)
     case SimdLevel::AVX512: return {attn::avx512::forward, attn::avx512::backward_kv, attn::avx512::backward_q};
     case SimdLevel::AVX2: return {attn::avx2::forward, attn::avx2::backward_kv, attn::avx2::backward_q};
+#endif
     default: return {attn::scalar::forward, attn::scalar::backward_kv, attn::scalar::backward_q};
   }
 }

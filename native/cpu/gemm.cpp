@@ -128,8 +128,10 @@ namespace {
 
 const Isa& pick_isa() {
   switch (simd_level()) {
+#if PG_X86_KERNELS  // the AVX kernels are compiled on x86-64 only (native/CMakeLists.txt)
     case SimdLevel::AVX512: return kIsaAvx512;
     case SimdLevel::AVX2: return kIsaAvx2;
+#endif
     default: return kIsaScalar;
   }
 }

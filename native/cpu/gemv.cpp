@@ -19,8 +19,10 @@ void rows_scalar(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, in
 
 RowsFn pick_rows() {
   switch (simd_level()) {
+#if PG_X86_KERNELS  // the AVX kernels are compiled on x86-64 only (native/CMakeLists.txt)
     case SimdLevel::AVX512: return rows_avx512;
     case SimdLevel::AVX2: return rows_avx2;
+#endif
     default: return rows_scalar;
   }
 }
