@@ -3,7 +3,7 @@
 // the same 20 conversations (multi-turn, some with a system prompt), in file order, f32, one
 // conversation a row (packing off), the loss on the assistant tokens only, AdamW at a constant
 // learning rate: the per-step losses of 10 steps agree within 1e-4, full fine-tuning (with
-// gradient clipping) and LoRA (both sides starting from the same adapter, saved by us, loaded by
+// gradient clipping), with gradient accumulation (TRL's token-weighted step loss) and LoRA (both sides starting from the same adapter, saved by us, loaded by
 // PEFT). The token ids and labels TRL trained on are compared with our rendered examples first.
 //
 // Live where trl is installed (PATENTGPT_REQUIRE_PEERS=1 makes a missing peer a failure), else
@@ -37,10 +37,12 @@ const STEPS = 10;
 const BATCH = 2;
 const SEQ = 128;
 const LORA = { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 3 };
-interface Case { lr: number; gradClip: number; lora?: typeof LORA }
-const CASES: Record<'full' | 'lora', Case> = {
-  full: { lr: 1e-3, gradClip: 1 },
-  lora: { lr: 1e-2, gradClip: 0, lora: LORA },
+interface Case { lr: number; gradClip: number; batchSize: number; gradAccum: number; lora?: typeof LORA }
+const CASES: Record<'full' | 'accum' | 'lora', Case> = {
+  full: { lr: 1e-3, gradClip: 1, batchSize: BATCH, gradAccum: 1 },
+  // one conversation a micro-batch, two a step: TRL weighs each by its tokens (num_items_in_batch)
+  accum: { lr: 3e-3, gradClip: 0, batchSize: 1, gradAccum: BATCH },
+  lora: { lr: 1e-2, gradClip: 0, batchSize: BATCH, gradAccum: 1, lora: LORA },
 };
 interface TrlRun { versions: Record<string, string>; losses: number[]; batches: { input_ids: number[][]; labels: number[][]; attention_mask: number[][] }[] }
 interface Golden { versions: Record<string, string>; cases: Record<string, { losses: number[] }>; examples: { ids: number[]; labels: number[] }[] }
@@ -78,7 +80,7 @@ function stageConfig(c: Case, runDir: string): SftConfig {
   const cfg = validateStageConfig({
     kind: 'sft', name: 'trl-parity', model: modelDir, init: modelDir, tokenizer: path.join(modelDir, 'tokenizer.model'), chatTemplate: { path: modelDir },
     data: { sources: [dataFile], valFraction: 0, shuffle: false, packing: 'pad' },
-    seqLen: SEQ, batchSize: BATCH, gradAccum: 1, steps: STEPS,
+    seqLen: SEQ, batchSize: c.batchSize, gradAccum: c.gradAccum, steps: STEPS,
     optimizer: { lr: c.lr, weightDecay: 0, gradClip: c.gradClip, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
     schedule: { kind: 'constant', warmupSteps: 0 }, evalEvery: 0, checkpointEvery: 0, logEvery: 1, threads: 1, seed: 0,
     ...(c.lora ? { lora: c.lora } : {}),
@@ -101,7 +103,7 @@ const live = python !== null;
 function runTrl(name: keyof typeof CASES): TrlRun {
   const c = CASES[name];
   const out = path.join(root, `trl-${name}.json`);
-  execFileSync(python!, [path.join(repo, 'scripts/trl-parity.py'), 'run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(BATCH),
+  execFileSync(python!, [path.join(repo, 'scripts/trl-parity.py'), 'run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(c.batchSize), '--grad-accum', String(c.gradAccum),
     '--lr', String(c.lr), '--max-length', String(SEQ), '--max-grad-norm', String(c.gradClip), ...(c.lora ? ['--adapter', adapterDir] : [])],
   { env: { ...process.env, HF_HUB_OFFLINE: '1', HF_DATASETS_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
   return JSON.parse(fs.readFileSync(out, 'utf8')) as TrlRun;
@@ -126,8 +128,11 @@ describe(`patentgpt sft against TRL SFTTrainer (${live ? 'live' : `committed fix
   const report: Record<string, number> = {};
   afterAll(() => {
     if (Object.keys(report).length) console.log(`TRL parity (${live ? 'live' : 'fixture'}), max |our loss - TRL's| over ${STEPS} steps: ${JSON.stringify(report)}`);
-    if (live && process.env.PATENTGPT_WRITE_TRL_FIXTURE === '1' && trl.full && trl.lora) {
-      const g: Golden = { versions: trl.full.versions, cases: { full: { losses: trl.full.losses }, lora: { losses: trl.lora.losses } }, examples: trlExamples(trl.full) };
+    if (live && process.env.PATENTGPT_WRITE_TRL_FIXTURE === '1' && trl.full && trl.accum && trl.lora) {
+      const g: Golden = {
+        versions: trl.full.versions, cases: { full: { losses: trl.full.losses }, accum: { losses: trl.accum.losses }, lora: { losses: trl.lora.losses } },
+        examples: trlExamples(trl.full),
+      };
       fs.writeFileSync(fixtureFile, JSON.stringify(g) + '\n');
     }
   });
@@ -156,6 +161,13 @@ describe(`patentgpt sft against TRL SFTTrainer (${live ? 'live' : `committed fix
     report.full = maxDiff(ours, theirs);
     expect(report.full).toBeLessThan(1e-4);
     expect(ours.at(-1)!).toBeLessThan(ours[0]! - 0.5); // it trained
+  }, 360_000);
+
+  it('gradient accumulation (one conversation a micro-batch, two a step): each micro-batch weighs by its tokens, the same losses within 1e-4', async () => {
+    const theirs = live ? (trl.accum = runTrl('accum')).losses : golden!.cases.accum!.losses;
+    const ours = await ourLosses('accum');
+    report.accum = maxDiff(ours, theirs);
+    expect(report.accum).toBeLessThan(1e-4);
   }, 360_000);
 
   it('LoRA (same initial adapter): the same loss at each of 10 steps within 1e-4', async () => {

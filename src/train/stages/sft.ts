@@ -5,9 +5,11 @@
 // model, initial weights (`init`, required), tokenizer, checkpoint files (complete model
 // folders), run folder and the loop come from stages/common.ts and the Trainer.
 //
-// Metrics: loss (the mean over the micro-batch's assistant targets), supervisedTokens (assistant
-// targets per optimizer step, all ranks), valLoss (assistant-token loss on the held-out split,
-// data.valFraction; no split: no evaluation).
+// Metrics: loss (the step's summed assistant-token losses over its assistant targets, all
+// micro-batches together, as TRL's SFTTrainer: with gradAccum > 1 a micro-batch weighs by its
+// tokens, not 1 / gradAccum), supervisedTokens (assistant targets per optimizer step, all
+// ranks), valLoss (assistant-token loss on the held-out split, data.valFraction; no split: no
+// evaluation).
 //
 // LoRA (config `lora`): the base weights (`init`) are loaded and frozen, adapters are attached to
 // the target Linears, and only the adapters' A and B reach the optimizer (no moments, no
@@ -22,7 +24,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  loadSftData, llama2ChatRenderer, chatRenderer, sftEvalBatches, SftBatchStream,
+  loadSftData, llama2ChatRenderer, chatRenderer, sftEvalBatches, SftBatchStream, IGNORE_INDEX,
   type ChatRenderer, type SftBatch, type SftData, type SftStreamBatch, type SftStreamPosition,
 } from '../../data/sft/index.js';
 import { PatentGPTError } from '../../errors.js';
@@ -31,7 +33,8 @@ import {
   type LlamaForCausalLM, type ModelConfig,
 } from '../../models/index.js';
 import { applyLora, loraLayers } from '../../nn/lora.js';
-import { noGrad, type Tensor } from '../../tensor/index.js';
+import { noGrad, scale, type Tensor } from '../../tensor/index.js';
+import { permutation } from '../../util/rng.js';
 import { ByteTokenizer } from '../../tokenizer/byte.js';
 import type { ChatMessage } from '../../tokenizer/chat.js';
 import { loadChatTemplate } from '../../tokenizer/chat-template.js';
@@ -112,10 +115,61 @@ export function llama2ByteRenderer(tok: ByteTokenizer): ChatRenderer {
  * The stage's loss on one batch: the mean next-token cross-entropy over its supervised targets
  * (the assistant's tokens; everything else is -100), with the model's metrics and the
  * supervised-token count scaled to a whole optimizer step (`perStep` micro-batches, all ranks).
+ *
+ * With `stepTargets` (the supervised targets of the whole optimizer step: every micro-batch of
+ * every rank), the mean is reweighted so that the step's loss, and its gradient, is the sum of
+ * its token losses over stepTargets, as TRL and transformers compute it (num_items_in_batch): a
+ * micro-batch with more assistant tokens weighs more, whatever gradAccum. The loop divides by
+ * the `perStep` micro-batches (gradAccum, then the ranks' mean), hence the factor
+ * targetCount * perStep / stepTargets. With one micro-batch it is 1.
  */
-export function sftLoss(model: LlamaForCausalLM, batch: SftBatch, perStep = 1): TaskLoss {
+export function sftLoss(model: LlamaForCausalLM, batch: SftBatch, perStep = 1, stepTargets?: number): TaskLoss {
   const out = model.lossWithMetrics(batch);
-  return { loss: out.loss, metrics: { ...layerRecords(out.metrics), supervisedTokens: batch.targetCount * perStep } };
+  const metrics = layerRecords(out.metrics);
+  if (stepTargets === undefined || stepTargets === 0) return { loss: out.loss, metrics: { ...metrics, supervisedTokens: batch.targetCount * perStep } };
+  const w = (batch.targetCount * perStep) / stepTargets;
+  return { loss: w === 1 ? out.loss : scale(out.loss, w), metrics: { ...metrics, supervisedTokens: stepTargets } };
+}
+
+/**
+ * The supervised targets of each optimizer step over all its micro-batches and ranks, from the
+ * stream's rows and SftBatchStream's contract (src/data/sft/stream.ts): global row g is row
+ * perm(seed, epoch)[g mod rows] of epoch g div rows (in order without shuffling), and step s
+ * takes global rows [s G W B, (s + 1) G W B) (G micro-batches of W ranks of B rows).
+ * test/train/sft-lora.test.ts checks it against the batches the ranks' streams produce.
+ */
+export class SftStepTargets {
+  readonly #rowTargets: Int32Array;
+  readonly #perStep: number;
+  readonly #seed: number;
+  readonly #shuffle: boolean;
+  #perm: { epoch: number; order: Uint32Array } | null = null;
+  #cached: { step: number; count: number } | null = null;
+
+  constructor(stream: SftBatchStream, opts: { gradAccum: number; seed: number; shuffle: boolean }) {
+    this.#rowTargets = Int32Array.from(stream.rows, (r) => r.targets.reduce((n, t) => n + (t === IGNORE_INDEX ? 0 : 1), 0));
+    this.#perStep = opts.gradAccum * stream.worldSize * stream.batchSize;
+    this.#seed = opts.seed;
+    this.#shuffle = opts.shuffle;
+  }
+
+  /** Supervised targets of optimizer step `step` (0-based), all ranks. */
+  of(step: number): number {
+    if (this.#cached?.step === step) return this.#cached.count;
+    const n = this.#rowTargets.length;
+    let count = 0;
+    for (let g = step * this.#perStep; g < (step + 1) * this.#perStep; g++) {
+      const epoch = Math.floor(g / n);
+      let row = g % n;
+      if (this.#shuffle) {
+        if (this.#perm?.epoch !== epoch) this.#perm = { epoch, order: permutation(n, this.#seed, 'sft-rows', epoch) };
+        row = this.#perm.order[row]!;
+      }
+      count += this.#rowTargets[row]!;
+    }
+    this.#cached = { step, count };
+    return count;
+  }
 }
 
 /** The stage's chat renderer: the config's chatTemplate over the stage's tokenizer. */
@@ -154,6 +208,7 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
     (data.truncated ? `, ${data.truncated} cut to ${dc.maxLength ?? cfg.seqLen} tokens` : ''));
   const pack = { seqLen: cfg.seqLen, mode: dc.packing, strategy: dc.strategy };
   const stream = new SftBatchStream(data.train, { ...pack, batchSize: cfg.batchSize, shuffle: dc.shuffle, seed: cfg.seed, rank, worldSize });
+  const stepTargets = new SftStepTargets(stream, { gradAccum: cfg.gradAccum, seed: cfg.seed, shuffle: dc.shuffle });
   let val: SftBatch[] | null = null;
   if (data.val.length === 0) log('no validation conversations (data.valFraction is 0 or the split is empty); evaluation is off');
 
@@ -171,7 +226,8 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
     const task: TrainTask<SftStreamBatch | SftBatch> = {
       ...(lora ? lora.taskPart : modelTaskPart(m, cfg, setup)),
       nextBatch: () => stream.next(),
-      loss: (b) => sftLoss(m, b, perStep),
+      // training batches carry their index: the step's token count reweights them (TRL's averaging)
+      loss: (b) => sftLoss(m, b, perStep, 'index' in b ? stepTargets.of(Math.floor(b.index / cfg.gradAccum)) : undefined),
       ...(data.val.length > 0
         ? {
             evalBatches: (count: number) => {
