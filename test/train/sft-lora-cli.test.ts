@@ -1,6 +1,6 @@
 // `patentgpt sft` with LoRA and `patentgpt sft merge`, in child processes: exact resume after
-// kill -9 (the adapter and optimizer files of the last checkpoint, and final/adapter, byte for
-// byte as an uninterrupted run's), and a merged folder whose logits equal base + adapter (ours),
+// kill -9 with adapter dropout on (the adapter, dropout-position and optimizer files of the last
+// checkpoint, and final/adapter, byte for byte as an uninterrupted run's), and a merged folder whose logits equal base + adapter (ours),
 // transformers' on the merged folder and PEFT's merge_and_unload (where installed).
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -35,7 +35,7 @@ function writeConfig(name: string, extra: Record<string, unknown> = {}): string 
     data: { sources: ['reverse.jsonl'], valFraction: 0.1 },
     seqLen: 128, batchSize: 4, gradAccum: 2, steps: 30, optimizer: { lr: 0.01 }, schedule: { kind: 'cosine', warmupSteps: 3 },
     evalEvery: 10, evalBatches: 2, checkpointEvery: 5, keepCheckpoints: 2, seed: 4, threads: 1,
-    lora: { r: 4, alpha: 8, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed: 1 },
+    lora: { r: 4, alpha: 8, dropout: 0.1, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed: 1 },
     ...extra,
   }, null, 2));
   return file;
@@ -61,7 +61,7 @@ const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
 describe('patentgpt sft with lora', () => {
   const ref = path.join(root, 'ref');
 
-  it('resumes after kill -9 with exactly the loss sequence, adapter and optimizer state of an uninterrupted run', async () => {
+  it('resumes after kill -9 with exactly the loss sequence, adapter, dropout positions and optimizer state of an uninterrupted run (dropout 0.1)', async () => {
     const cfg = writeConfig('resume');
     const r0 = run(['--config', cfg, '--run-dir', ref, '--quiet']);
     expect(r0.status, r0.stderr).toBe(0);
@@ -81,9 +81,9 @@ describe('patentgpt sft with lora', () => {
     const r1 = run(['--config', cfg, '--run-dir', runDir]);
     expect(r1.status, r1.stderr).toBe(0);
     expect(r1.stdout).toMatch(/resuming from .*step-(10|15|20|25)/);
-    expect(r1.stdout).toMatch(/LoRA: r 4, alpha 8, dropout 0 on 14 layers/);
+    expect(r1.stdout).toMatch(/LoRA: r 4, alpha 8, dropout 0.1 on 14 layers/);
     expect(trainLosses(runDir)).toEqual(full);
-    for (const f of [ADAPTER_WEIGHTS_FILE, 'optimizer.safetensors'])
+    for (const f of [ADAPTER_WEIGHTS_FILE, 'optimizer.safetensors', 'lora_state.json'])
       expect(sha(path.join(runDir, 'checkpoints', 'step-30', f)), f).toBe(sha(path.join(ref, 'checkpoints', 'step-30', f)));
     for (const f of ['model.safetensors', `adapter/${ADAPTER_WEIGHTS_FILE}`])
       expect(sha(path.join(runDir, 'final', f)), f).toBe(sha(path.join(ref, 'final', f)));

@@ -115,7 +115,7 @@ describe('sft lora run', () => {
 
     // each checkpoint is a PEFT adapter folder (based on init) beside the trainer's files
     const ck = path.join(runDir, 'checkpoints', 'step-6');
-    expect(fs.readdirSync(ck).sort()).toEqual([ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, 'checksums.json', 'optimizer.safetensors', 'state.json']);
+    expect(fs.readdirSync(ck).sort()).toEqual([ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, 'checksums.json', 'lora_state.json', 'optimizer.safetensors', 'state.json']);
     expect(JSON.parse(fs.readFileSync(path.join(ck, ADAPTER_CONFIG_FILE), 'utf8')).base_model_name_or_path).toBe(path.resolve(initDir));
     // the adapters moved (B starts at zero)
     const last = await tensors(path.join(final, 'adapter', ADAPTER_WEIGHTS_FILE));

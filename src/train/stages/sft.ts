@@ -15,8 +15,9 @@
 // the target Linears, and only the adapters' A and B reach the optimizer (no moments, no
 // gradients for the base). A checkpoint then holds the adapter alone, in PEFT's format
 // (adapter_config.json + adapter_model.safetensors, base_model_name_or_path = the init folder),
-// beside the optimizer state; a resume loads the base from init again and the adapter from the
-// checkpoint. A completed LoRA run writes <runDir>/final/: the base model folder (the frozen
+// beside lora_state.json (each adapter's dropout stream position) and the optimizer state; a
+// resume loads the base from init again, the adapter and its dropout positions from the
+// checkpoint, so it goes on bit for bit as an uninterrupted run. A completed LoRA run writes <runDir>/final/: the base model folder (the frozen
 // weights as trained on, with the stage's tokenizer record; transformers loads it) and
 // final/adapter/ (the last adapter, PEFT's format, its base final/ itself). `patentgpt sft merge`
 // folds it into one model folder; Engine.fromPretrained(final, { adapter }) serves it unmerged.
@@ -70,6 +71,8 @@ export interface LoraSummary {
 /** Where a completed LoRA run leaves its base model folder; the adapter is in its adapter/ folder. */
 export const LORA_FINAL_DIR = 'final';
 export const LORA_ADAPTER_DIR = 'adapter';
+/** In a LoRA run's checkpoints beside the PEFT files: each adapter's dropout stream position. */
+export const LORA_STATE_FILE = 'lora_state.json';
 
 /**
  * LLaMA-2's chat format (src/tokenizer/chat.ts) over the byte tokenizer: BOS "[INST] ... [/INST]"
@@ -285,13 +288,12 @@ async function attachLora(model: LlamaForCausalLM, cfg: SftConfig, setup: StageS
       throw cfgError(setup.file, 'lora.targetModules', err.message.replace(/^LoRA: (field "targetModules" )?/, ''));
     throw err;
   }
-  const layers = loraLayers(model).map(([n]) => n);
+  const adapters = loraLayers(model).map(([n, lin]) => [n, lin.adapter] as const);
+  const layers = adapters.map(([n]) => n);
   const total = model.namedParameters().reduce((s, [, t]) => s + t.size, 0);
   const trainable = params.reduce((s, [, t]) => s + t.size, 0);
   setup.log(`LoRA: r ${l.r}, alpha ${l.alpha}, dropout ${l.dropout} on ${layers.length} layers (${layers.slice(0, 2).join(', ')}${layers.length > 2 ? ', ...' : ''}); ` +
     `${trainable} trainable parameters of ${total} (${((100 * trainable) / total).toFixed(2)}%); base weights from ${from}, frozen`);
-  if (l.dropout > 0 && setup.resumeFrom)
-    setup.log('warning: lora.dropout > 0: the dropout masks after a resume are not those of an uninterrupted run (the adapters\' generator state is not checkpointed)');
   // adapter_config.json does not change during the run: written once by PEFT's writer, reused
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpt-lora-'));
   let adapterConfig: string;
@@ -308,8 +310,22 @@ async function attachLora(model: LlamaForCausalLM, cfg: SftConfig, setup: StageS
       checkpointFiles: () => [
         { name: ADAPTER_CONFIG_FILE, content: adapterConfig },
         { name: ADAPTER_WEIGHTS_FILE, content: (sink) => safetensorsContent(params.map(([n, t]) => [PEFT_PREFIX + n, t] as const)).write(sink) },
+        // where each adapter's dropout stream stands, so a resume draws the masks an uninterrupted run would
+        { name: LORA_STATE_FILE, content: JSON.stringify({ dropoutOffsets: Object.fromEntries(adapters.map(([n, a]) => [n, a.dropoutOffset])) }, null, 2) + '\n' },
       ],
       restoreCheckpoint: async (ck) => {
+        const stateFile = path.join(ck.dir, LORA_STATE_FILE);
+        let offsets: Record<string, unknown>;
+        try {
+          offsets = (JSON.parse(await fsp.readFile(stateFile, 'utf8')) as { dropoutOffsets: Record<string, unknown> }).dropoutOffsets;
+        } catch (err) {
+          throw new PatentGPTError('E_CHECKPOINT', `${stateFile}: cannot read the adapters' dropout positions (${(err as Error).message})`);
+        }
+        for (const [n, a] of adapters) {
+          const v = offsets?.[n];
+          if (typeof v !== 'number') throw new PatentGPTError('E_CHECKPOINT', `${stateFile}: no dropout position for ${n}; the checkpoint is not this run's adapter`);
+          a.dropoutOffset = v;
+        }
         const file = path.join(ck.dir, ADAPTER_WEIGHTS_FILE);
         let saved: Map<string, Tensor>;
         try {
