@@ -59,6 +59,11 @@ export interface ServerOptions {
   maxPromptTokens?: number;
   /** A generation request's time limit, queue wait included, in ms (default 600000; 0: none). */
   requestTimeoutMs?: number;
+  /**
+   * close() waits this long (ms) for in-flight generations before cutting their connections
+   * (default 30000); then it closes every connection, idle keep-alive ones included.
+   */
+  drainTimeoutMs?: number;
   /** fastify's logger option (default off). */
   logger?: boolean;
 }
@@ -94,7 +99,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   if (!isLoopback(host) && keys.length === 0)
     throw new PatentGPTError('E_ARGUMENT', `createServer: host ${host} is not loopback, so an API key is required (apiKey, or --api-key / PATENTGPT_API_KEY)`);
   for (const [v, name, min] of [[opts.maxConcurrency, 'maxConcurrency', 1], [opts.queueSize, 'queueSize', 0], [opts.bodyLimit, 'bodyLimit', 1],
-    [opts.maxPromptTokens, 'maxPromptTokens', 1], [opts.requestTimeoutMs, 'requestTimeoutMs', 0]] as const) checkPositive(v, name, min);
+    [opts.maxPromptTokens, 'maxPromptTokens', 1], [opts.requestTimeoutMs, 'requestTimeoutMs', 0], [opts.drainTimeoutMs, 'drainTimeoutMs', 0]] as const) checkPositive(v, name, min);
   const queue = new AdmissionQueue(opts.maxConcurrency ?? 64, opts.queueSize ?? 256);
   const served = await servedModel(opts);
   const modelName = opts.modelName ?? (opts.model !== undefined ? basename(resolve(opts.model)) : 'patentgpt');
@@ -104,6 +109,9 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   const created = Math.floor(Date.now() / 1000);
   const keyHashes = keys.map(sha);
   let closing = false;
+  // Generations in flight, and who waits for them to end (close()).
+  let active = 0;
+  let onDrained: (() => void) | null = null;
 
   const app = Fastify({
     logger: opts.logger ?? false,
@@ -113,6 +121,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });
+  app.removeContentTypeParser('text/plain'); // the API takes JSON only: anything else is 415
 
   // ---- errors in OpenAI's shape ----
   const counted = new WeakSet<FastifyRequest>();
@@ -188,8 +197,18 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   app.post('/v1/completions', { schema: { body: completionSchema } }, generation((b: CompletionBody) => completionPlan(b, served, limits)));
   app.post('/v1/chat/completions', { schema: { body: chatSchema } }, generation((b: ChatBody) => chatPlan(b, served, limits)));
 
+  // Draining: new requests get 503 (fastify), generations in flight finish, then every connection
+  // is closed, idle keep-alive ones included (a client may keep one open for minutes), at the
+  // latest after drainTimeoutMs (cut streams abort their generations like a client hanging up).
   app.addHook('preClose', async () => {
     closing = true;
+    const drained = active === 0 ? Promise.resolve() : new Promise<void>((r) => (onDrained = r));
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((r) => (timer = setTimeout(r, opts.drainTimeoutMs ?? 30_000)));
+    void Promise.race([drained, deadline]).then(() => {
+      clearTimeout(timer);
+      app.server.closeAllConnections();
+    });
   });
   app.addHook('onClose', async () => {
     await served.close();
@@ -197,6 +216,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
 
   /** Runs a plan and writes its answer; returns the status for the metrics (499: client gone). */
   async function serveGeneration(plan: Plan, req: FastifyRequest, raw: ServerResponse, elapsedMs: () => number): Promise<number> {
+    active++;
     const ac = new AbortController();
     const onClose = (): void => {
       if (!raw.writableEnded) ac.abort(new ClientGone('the client closed the connection'));
@@ -292,6 +312,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
       raw.off('close', onClose);
       for (const r of runs) if (r.it) void r.it.return?.();
       release?.();
+      if (--active === 0) onDrained?.();
     }
   }
 
