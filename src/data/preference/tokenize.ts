@@ -1,0 +1,79 @@
+// Preference pairs -> token ids with response masks. Each side is rendered whole by the stage's
+// chat template (prompt + that response, the same ChatRenderer SFT uses), and its response is
+// the assistant tokens of the response's turns: the last k runs of the template's assistant mask
+// for a response of k assistant turns (the answer and the EOS that closes it, as TRL's DPO
+// counts completion tokens). Everything else (the prompt, earlier assistant turns of a multi-turn
+// prompt, the template's scaffolding) is masked out, so a sequence's log-probability is the sum
+// over its response tokens only.
+import type { ChatRenderer, RenderedConversation } from '../sft/render.js';
+import type { RecordSource } from '../sft/records.js';
+import type { PreferencePair, PreferenceSkipReason } from './records.js';
+
+export interface PreferenceSequence {
+  /** Token ids of prompt + response (BOS included if the template writes it). */
+  ids: Int32Array;
+  /** 1 for the response's tokens, 0 elsewhere; ids' length. */
+  responseMask: Uint8Array;
+  /** Response tokens (ones in responseMask). */
+  responseTokens: number;
+}
+
+export interface PreferenceExample {
+  chosen: PreferenceSequence;
+  rejected: PreferenceSequence;
+  /** Either side was cut to maxLength. */
+  truncated: boolean;
+  source: RecordSource;
+}
+
+export interface TokenizeOptions {
+  /** Keep at most this many tokens of each side (its start); default: no limit. */
+  maxLength?: number;
+}
+
+export type TokenizedPair = { ok: true; example: PreferenceExample } | { ok: false; reason: PreferenceSkipReason; detail: string };
+
+/** Marks the last `turns` runs of ones in `mask` (the response's assistant turns). */
+function lastRuns(mask: Uint8Array, turns: number): Uint8Array {
+  const out = new Uint8Array(mask.length);
+  let left = turns;
+  for (let i = mask.length - 1; i >= 0 && left > 0; i--) {
+    if (mask[i] !== 1) continue;
+    let j = i;
+    while (j >= 0 && mask[j] === 1) out[j--] = 1;
+    left--;
+    i = j;
+  }
+  return out;
+}
+
+function side(renderer: ChatRenderer, pair: PreferencePair, response: PreferencePair['chosen'], maxLength: number | undefined): PreferenceSequence & { full: number } {
+  const r: RenderedConversation = renderer.render([...pair.prompt, ...response]);
+  if (r.ids.length !== r.assistantMask.length)
+    throw new Error(`chat renderer "${renderer.name}" returned ${r.ids.length} ids but a mask of ${r.assistantMask.length}`);
+  const mask = lastRuns(r.assistantMask, response.filter((m) => m.role === 'assistant').length);
+  const n = maxLength === undefined ? r.ids.length : Math.min(maxLength, r.ids.length);
+  const responseMask = mask.slice(0, n);
+  // position 0 is nobody's next-token target: a response token there could not be scored
+  responseMask[0] = 0;
+  let responseTokens = 0;
+  for (let i = 0; i < n; i++) responseTokens += responseMask[i]!;
+  return { ids: r.ids.slice(0, n), responseMask, responseTokens, full: r.ids.length };
+}
+
+/** Renders both sides of a checked pair (or says why it cannot be trained on). */
+export function tokenizePair(renderer: ChatRenderer, pair: PreferencePair, source: RecordSource, opts: TokenizeOptions = {}): TokenizedPair {
+  const max = opts.maxLength;
+  if (max !== undefined && (!Number.isInteger(max) || max < 2)) return { ok: false, reason: 'too-long', detail: `maxLength must be an integer >= 2, got ${max}` };
+  let c, j;
+  try {
+    c = side(renderer, pair, pair.chosen, max);
+    j = side(renderer, pair, pair.rejected, max);
+  } catch (err) {
+    return { ok: false, reason: 'render-error', detail: err instanceof Error ? err.message : String(err) };
+  }
+  for (const [name, s] of [['chosen', c], ['rejected', j]] as const)
+    if (s.responseTokens === 0) return { ok: false, reason: 'too-long', detail: `no ${name} response token within the first ${s.ids.length} of ${s.full} tokens (maxLength)` };
+  const strip = (s: typeof c): PreferenceSequence => ({ ids: s.ids, responseMask: s.responseMask, responseTokens: s.responseTokens });
+  return { ok: true, example: { chosen: strip(c), rejected: strip(j), truncated: c.ids.length < c.full || j.ids.length < j.full, source } };
+}
