@@ -15,7 +15,7 @@ const GiB = 1024 ** 3;
 export interface MemoryEstimate {
   /** f32 master weights. */
   weights: number;
-  /** f32 gradients of every trained parameter. */
+  /** f32 gradients of every trained parameter (all, or the adapters under LoRA). */
   gradients: number;
   /** The optimizer's f32 state: AdamW's two moments, SGD's momentum buffer (or none). */
   optimizer: number;
@@ -33,8 +33,9 @@ export interface MemoryEstimate {
  * outputs, q/k/v before and after RoPE, attention output, the projections, SwiGLU's gate, up
  * and product, times topK for a mixture of experts); attention itself is linear in seqLen.
  */
-export function estimateTrainingMemory(model: ModelConfig, batch: { batchSize: number; seqLen: number; optimizerBuffers?: number }): MemoryEstimate {
+export function estimateTrainingMemory(model: ModelConfig, batch: { batchSize: number; seqLen: number; optimizerBuffers?: number; trainableParameters?: number }): MemoryEstimate {
   const P = parameterCount(model).total;
+  const trained = F32 * Math.min(P, batch.trainableParameters ?? P);
   const tokens = batch.batchSize * batch.seqLen;
   const q = model.nHeads * headDim(model);
   const kv = model.nKvHeads * headDim(model);
@@ -42,7 +43,7 @@ export function estimateTrainingMemory(model: ModelConfig, batch: { batchSize: n
   const activations = F32 * tokens * (model.nLayers * perTokenLayer + 2 * model.dim + 3 * model.vocabSize);
   const weights = F32 * P;
   const buffers = batch.optimizerBuffers ?? 2;
-  const est = { weights, gradients: weights, optimizer: buffers * weights, activations, checkpoint: buffers * weights };
+  const est = { weights, gradients: trained, optimizer: buffers * trained, activations, checkpoint: buffers * trained };
   return { ...est, total: est.weights + est.gradients + est.optimizer + est.activations + est.checkpoint };
 }
 
@@ -84,6 +85,8 @@ export interface MemoryCheckOptions {
   source?: string;
   /** f32 values of optimizer state per weight: 2 for AdamW (default), 1 for SGD with momentum, 0 without. */
   optimizerBuffers?: number;
+  /** Parameters that get gradients and optimizer state (default all: LoRA trains only its adapters). */
+  trainableParameters?: number;
 }
 
 /**

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../../errors.js';
 import {
-  LlamaForCausalLM, extendContext, flopsPerToken, folderFiles, fromHFConfig, loadWeights, parameterCount, preset, readConfig, resizeVocabulary,
+  LlamaForCausalLM, extendContext, flopsPerToken, folderFiles, fromHFConfig, headDim, loadWeights, parameterCount, preset, readConfig, resizeVocabulary,
   safetensorsContent, validateConfig, type LlamaOptions, type ModelConfig,
 } from '../../models/index.js';
 import { measurePeakFlops, noGrad, runtimeInfo, setNumThreads, type Tensor } from '../../tensor/index.js';
@@ -198,6 +198,7 @@ export async function prepareStage(cfg: StageBase, opts: StageRunOptions, hash: 
   const modelConfig = stageModelConfig(base, cfg, file);
   checkTrainingFits(modelConfig, {
     batchSize: cfg.batchSize, seqLen: cfg.seqLen, source: file, optimizerBuffers: cfg.optimizer.type === 'adamw' ? 2 : cfg.optimizer.momentum > 0 ? 1 : 0,
+    ...loraTrainable(cfg, modelConfig),
     ...(!cfg.memoryCheck ? { limit: Number.POSITIVE_INFINITY } : cfg.memoryLimitGiB > 0 ? { limit: cfg.memoryLimitGiB * 1024 ** 3, limitSource: 'of memoryLimitGiB' } : {}),
   });
 
@@ -213,6 +214,19 @@ export async function prepareStage(cfg: StageBase, opts: StageRunOptions, hash: 
     throw cfgError(file, 'model.vocabSize', `${modelConfig.vocabSize} is smaller than the tokenizer's ${tokenizer.vocabSize} ids (tokenizer: "${cfg.tokenizer}")`);
   await fsp.mkdir(cfg.runDir, { recursive: true });
   return { file, log, rank, worldSize, runDir: cfg.runDir, modelConfig, tokenizer, configHash: hash, resumeFrom };
+}
+
+/**
+ * Under LoRA only the adapters get gradients and optimizer state: at most r * (in + out) per
+ * projection of every layer (all of them targeted; the real targets are resolved on the model).
+ */
+function loraTrainable(cfg: StageBase, m: ModelConfig): { trainableParameters?: number } {
+  const r = (cfg as { lora?: { r: number } }).lora?.r;
+  if (r === undefined) return {};
+  const q = m.nHeads * headDim(m), kv = m.nKvHeads * headDim(m), C = m.dim, F = m.ffnDim;
+  const attention = (C + q) * 2 + (C + kv) * 2;
+  const mlp = 3 * (C + F) * (m.numExperts + (m.numSharedExperts ?? 0));
+  return { trainableParameters: r * m.nLayers * (attention + mlp) };
 }
 
 /** The stage's model: seeded, or zeros when `init` weights will be loaded over it. */
