@@ -3,7 +3,7 @@
 // steps then run on this thread, and the parent's event loop never waits for them.
 import { parentPort, workerData } from 'node:worker_threads';
 import { PatentGPTError } from '../errors.js';
-import { LlamaForCausalLM, loadPretrained, validateConfig, type ModelConfig } from '../models/index.js';
+import { LlamaForCausalLM, loadLora, loadPretrained, validateConfig, type ModelConfig } from '../models/index.js';
 import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
 import { Engine, type EngineOptions, type EngineTokenizer, type GenerateOptions } from './engine.js';
 
@@ -34,9 +34,12 @@ async function main(): Promise<void> {
   const init = workerData as WorkerInit;
   const send = (m: FromWorker): void => port.postMessage(m);
   let model: LlamaForCausalLM;
+  const { adapter, ...engineOptions } = init.engine; // the adapter is attached here, as Engine.fromPretrained does
   try {
-    if ('dir' in init.model) model = await loadPretrained(init.model.dir);
-    else {
+    if ('dir' in init.model) {
+      model = await loadPretrained(init.model.dir);
+      if (adapter !== undefined) await loadLora(model, adapter);
+    } else {
       model = new LlamaForCausalLM(validateConfig(init.model.config), { init: 'zeros' });
       const params = new Map(model.namedParameters());
       for (const [name, data] of init.model.params) {
@@ -51,7 +54,7 @@ async function main(): Promise<void> {
   }
   const tok: EngineTokenizer | undefined = init.tokenizer === null ? undefined
     : init.tokenizer.kind === 'byte' ? new ByteTokenizer() : SentencePieceTokenizer.load(init.tokenizer.bytes);
-  const engine = new Engine(model, { ...init.engine, tokenizer: tok });
+  const engine = new Engine(model, { ...engineOptions, tokenizer: tok });
   const live = new Map<number, AsyncIterableIterator<unknown>>();
   port.on('message', (m: ToWorker) => {
     switch (m.kind) {

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Engine, type GenerateOptions } from '../../src/infer/index.js';
+import { Engine, ThreadedEngine, type GenerateOptions } from '../../src/infer/index.js';
 import { ADAPTER_CONFIG_FILE, LlamaForCausalLM, loraParameters, preset, saveLora, savePretrained } from '../../src/index.js';
 import { mergeAdapterFolder } from '../../src/models/lora-merge.js';
 import { applyLora } from '../../src/nn/lora.js';
@@ -34,7 +34,7 @@ const opts: GenerateOptions = { maxTokens: 12, ignoreEos: true, logprobs: 0 };
 const perToken = 2 * cfg.nLayers * cfg.nKvHeads * (cfg.dim / cfg.nHeads) * 4;
 
 /** Greedy tokens and log-probs of every prompt, all in flight at once (decode steps batch them). */
-async function serve(engine: Engine): Promise<{ tokens: number[]; logprobs: number[] }[]> {
+async function serve(engine: Engine | ThreadedEngine): Promise<{ tokens: number[]; logprobs: number[] }[]> {
   try {
     return await Promise.all(prompts.map(async (p) => {
       const tokens: number[] = [], logprobs: number[] = [];
@@ -45,7 +45,7 @@ async function serve(engine: Engine): Promise<{ tokens: number[]; logprobs: numb
       return { tokens, logprobs };
     }));
   } finally {
-    engine.close();
+    await engine.close();
   }
 }
 
@@ -68,6 +68,11 @@ describe('Engine.fromPretrained with an adapter', () => {
     }
     expect(worst).toBeLessThan(1e-4);
     expect(a.some((x, i) => x.tokens.join() !== b[i]!.tokens.join())).toBe(true);
+  }, 60_000);
+
+  it('ThreadedEngine.fromPretrained attaches the adapter in its worker: the same output as Engine', async () => {
+    const threaded = await serve(await ThreadedEngine.fromPretrained(base, { ...engineOpts, adapter }));
+    expect(threaded).toEqual(await serve(await Engine.fromPretrained(base, { ...engineOpts, adapter })));
   }, 60_000);
 
   it('the adapter\'s dropout is a training setting: off while serving', async () => {
