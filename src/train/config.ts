@@ -17,8 +17,10 @@ import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { validateConfig, type ModelConfig } from '../models/config.js';
 import { validateSftDataConfig, type SftDataConfig } from '../data/sft/config.js';
+import { DPO_KEYS, validateDpoFields, type DpoConfig } from './config-dpo.js';
 import { groupPattern } from './optimizer.js';
 import type { Schedule } from './schedule.js';
+import { PPO_KEYS, validatePpo, type PpoConfig } from './ppo/config.js';
 
 export interface StageData {
   /** Token shard sets (manifest.json files or their folders). */
@@ -97,7 +99,7 @@ export interface StageContext {
 /** The stages a config's `kind` names; "pretrain" and "sft" run today (the others are the next issues). */
 export const STAGE_KINDS = ['pretrain', 'sft', 'reward', 'ppo', 'dpo'] as const;
 export type StageKind = (typeof STAGE_KINDS)[number];
-const AVAILABLE_KINDS: readonly StageKind[] = ['pretrain', 'sft'];
+const AVAILABLE_KINDS: readonly StageKind[] = ['pretrain', 'sft', 'dpo', 'ppo'];
 
 /** What every stage's config holds (model, budget, optimizer, schedule, cadence, limits). */
 export interface StageBase {
@@ -208,8 +210,11 @@ export interface SftLora {
   seed: number;
 }
 
+export type { DpoConfig } from './config-dpo.js';
+
 /** A stage config, discriminated by `kind` (the union grows with reward, ppo, dpo). */
-export type StageConfig = PretrainConfig | SftConfig;
+export type StageConfig = PretrainConfig | SftConfig | DpoConfig | PpoConfig;
+export type { PpoConfig } from './ppo/config.js';
 
 /** Most kernel threads a config may ask for (a typo like 20000 must not spawn 20,000 threads). */
 export const MAX_THREADS = 1024;
@@ -262,7 +267,7 @@ const COMMON_KEYS = [
   'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck',
 ] as const;
 /** The fields of each kind besides the common ones. */
-const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate', 'lora'], reward: [], ppo: [], dpo: [] };
+const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate', 'lora'], reward: [], ppo: PPO_KEYS, dpo: DPO_KEYS };
 
 export interface ValidateOptions {
   /** Names the source in errors (the file path); default "config". */
@@ -288,6 +293,16 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
     const sft = validateSft(f, c, base, opts, rel);
     checkBudget(f, sft);
     return sft;
+  }
+  if (kind === 'dpo') {
+    const dpo = validateDpoFields(c, base, opts);
+    checkBudget(f, dpo);
+    return dpo;
+  }
+  if (kind === 'ppo') {
+    const ppo = validatePpo(c, base, { source: opts.source ?? 'config', rel, lora: (raw) => validateLora(f, raw, base.seed) });
+    checkBudget(f, ppo);
+    return ppo;
   }
   const d = f.object(c.data ?? {}, 'data');
   const cfg: PretrainConfig = { ...base, kind: 'pretrain', data: validateData(f, d, rel) };
