@@ -3,6 +3,11 @@ export * from './tensor/index.js';
 export { PatentGPTError, type ErrorCode, type NativeErrorCode } from './errors.js';
 export * from './nn/index.js';
 export * from './models/index.js';
+export {
+  ScoreHeadModel, LlamaForSequenceClassification, SEQUENCE_CLASSIFICATION_ARCHITECTURES, SCORE_INIT_STD, bradleyTerryLoss, pairStats, lastTokenRows,
+  lastNonPadIndex, packSequences, unpadRows, rewardHFConfig, rewardFolderFiles, saveRewardModel, loadRewardModel, readRewardConfig, rewardModelFromCausalLM,
+  initScoreHeadModel, type ScoreBatch, type ScoreHeadOptions, type PairLossOptions, type SaveRewardOptions, type RewardFolderConfig,
+} from './models/reward.js';
 export * from './tokenizer/index.js';
 export * from './infer/index.js';
 export { createServer, type ServerOptions } from './serve/index.js';
