@@ -162,5 +162,11 @@ describe.skipIf(!fs.existsSync(demo))(`examples/tiny-sft.json${fs.existsSync(dem
     expect(summary.valLoss).toBeGreaterThan(0);
     const resolved = JSON.parse(fs.readFileSync(path.join(cwd, 'runs/tiny-sft/config.json'), 'utf8')) as { data: { train: number; val: number } };
     expect(resolved.data.train + resolved.data.val).toBeGreaterThan(900);
-  }, 180_000);
+    // the LoRA example: the same data, adapters on every projection, the base folder plus the adapter at the end
+    const l = cli(['--config', path.join(repo, 'examples/tiny-sft-lora.json'), '--steps', '3', '--quiet'], cwd);
+    expect(l.status, l.stderr).toBe(0);
+    expect(JSON.parse(l.stdout.trim().split('\n').at(-1)!)).toMatchObject({ status: 'completed', step: 3, runDir: 'runs/tiny-sft-lora' });
+    for (const f of ['final/model.safetensors', 'final/adapter/adapter_config.json', 'final/adapter/adapter_model.safetensors'])
+      expect(fs.existsSync(path.join(cwd, 'runs/tiny-sft-lora', f)), f).toBe(true);
+  }, 240_000);
 });
