@@ -4,11 +4,10 @@
 // sides), then tokenized. Malformed records are counted by reason, never thrown.
 import { PatentGPTError } from '../../errors.js';
 import { hashUniform, permutation } from '../../util/rng.js';
-import type { ChatRenderer } from '../sft/render.js';
 import type { RecordSource } from '../sft/records.js';
 import { readPreferenceRecords, type PreferenceFileFormat } from './read.js';
 import { normalizePreference, PreferenceSkipCounter, type PreferenceFieldMap, type PreferenceLayout, type PreferencePair } from './records.js';
-import { tokenizePair, type PreferenceExample, type TokenizeOptions } from './tokenize.js';
+import { tokenizePair, type PreferenceExample, type PreferenceRenderer, type TokenizeOptions } from './tokenize.js';
 
 export interface PreferenceSource {
   path: string;
@@ -102,7 +101,7 @@ export async function readPreferencePairs(opts: PreferenceReadOptions): Promise<
 }
 
 export interface PreferenceDataOptions extends PreferenceReadOptions, TokenizeOptions {
-  renderer: ChatRenderer;
+  renderer: PreferenceRenderer;
   /** Shuffle the training pairs once by seed (default false: file order, as TRL without shuffling). */
   shuffle?: boolean;
   seed?: number;

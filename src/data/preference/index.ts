@@ -24,7 +24,7 @@ export {
   type NormalizedPair, type PreferenceFieldMap, type PreferenceLayout, type PreferenceNormalizeOptions, type PreferencePair, type PreferenceSkip, type PreferenceSkipReason,
 } from './records.js';
 export { PREFERENCE_FORMATS, parseDelimited, preferenceFileFormat, readPreferenceRecords, type PreferenceFileFormat, type RawPreferenceItem } from './read.js';
-export { tokenizePair, type PreferenceExample, type PreferenceSequence, type TokenizedPair, type TokenizeOptions } from './tokenize.js';
+export { templatePreferenceRenderer, tokenizePair, type PreferenceExample, type PreferenceRenderer, type PreferenceSequence, type TokenizedPair, type TokenizeOptions } from './tokenize.js';
 export {
   isPreferenceValidation, loadPreferenceData, readPreferencePairs,
   type PreferenceData, type PreferenceDataOptions, type PreferencePairs, type PreferenceReadOptions, type PreferenceSource, type PreferenceSourceStats, type SourcedPair,
