@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { Tensor, noGrad } from '../tensor/index.js';
 import {
-  LLAMA2_SPECIAL_IDS, fromHFConfig, specialIdsFromHF, toHFConfig, toHFGenerationConfig, validateConfig, validateSpecialIds,
+  LLAMA2_SPECIAL_IDS, fromHFConfig, hfConfigJson, specialIdsFromHF, toHFConfig, toHFGenerationConfig, validateConfig, validateSpecialIds,
   type ModelConfig, type SpecialTokenIds,
 } from './config.js';
 import { fileWriteError } from '../util/atomic.js';
@@ -96,7 +96,7 @@ export function folderFiles(config: ModelConfig, opts: FolderFilesOptions = {}):
   const ids = validateSpecialIds(tok ? specialIdsOf(tok) : opts.ids ?? LLAMA2_SPECIAL_IDS, config.vocabSize, tok ? `tokenizer${tok.name ? ` "${tok.name}"` : ''}` : 'special token ids');
   const json = (v: unknown): string => JSON.stringify(v, null, 2) + '\n';
   const files: FolderFile[] = [
-    { name: CONFIG_FILE, content: json(toHFConfig(config, opts.dtype ?? 'f32', ids)) },
+    { name: CONFIG_FILE, content: hfConfigJson(toHFConfig(config, opts.dtype ?? 'f32', ids)) },
     { name: GENERATION_CONFIG_FILE, content: json({ ...(opts.generation ?? {}), ...toHFGenerationConfig(ids) }) },
   ];
   if (tok) files.push(tokenizerRecord(tok));

@@ -1,12 +1,12 @@
 // The SMoE fields of config.json: the router coefficients are written as floats (transformers 5's
 // MixtralConfig refuses an int such as 0 there), the z-loss coefficient goes out as our extra field
 // router_z_loss_coef and comes back, and transformers loads the folder (live where installed).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { findPython, runPythonJson } from '../../scripts/bench/_peers.js';
-import { fromHFConfig, hfConfigJson, preset, toHFConfig, validateConfig, type ModelConfig } from '../../src/models/index.js';
+import { LlamaForCausalLM, fromHFConfig, hfConfigJson, preset, savePretrained, toHFConfig, validateConfig, type ModelConfig } from '../../src/models/index.js';
 
 const base = preset('tiny-moe').config;
 const cases: ModelConfig[] = [
@@ -35,12 +35,15 @@ describe('config.json of an SMoE model', () => {
   });
 
   const { python, why } = findPython(['transformers']);
-  it.skipIf(!python)(`transformers' MixtralConfig loads the file with float coefficients${python ? '' : ` (skipped: ${why})`}`, () => {
-    const dirs = cases.map((c) => {
+  it.skipIf(!python)(`transformers' MixtralConfig loads the folder savePretrained writes, with float coefficients${python ? '' : ` (skipped: ${why})`}`, async () => {
+    const dirs: string[] = [];
+    for (const c of cases) {
       const dir = mkdtempSync(join(tmpdir(), 'pg-moe-config-'));
-      writeFileSync(join(dir, 'config.json'), hfConfigJson(toHFConfig(c)));
-      return dir;
-    });
+      const model = new LlamaForCausalLM(c, { init: 'zeros' });
+      await savePretrained(model, dir);
+      model.dispose();
+      dirs.push(dir);
+    }
     try {
       const got = runPythonJson<{ aux: number; auxType: string; z: number; jitter: number; experts: number }[]>(python!, `
 import json
