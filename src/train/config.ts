@@ -21,6 +21,7 @@ import { DPO_KEYS, validateDpoFields, type DpoConfig } from './config-dpo.js';
 import { groupPattern } from './optimizer.js';
 import type { Schedule } from './schedule.js';
 import { PPO_KEYS, validatePpo, type PpoConfig } from './ppo/config.js';
+import { REWARD_KEYS, validateRewardFields, type RewardConfig } from './config-reward.js';
 
 export interface StageData {
   /** Token shard sets (manifest.json files or their folders). */
@@ -99,7 +100,7 @@ export interface StageContext {
 /** The stages a config's `kind` names; "pretrain" and "sft" run today (the others are the next issues). */
 export const STAGE_KINDS = ['pretrain', 'sft', 'reward', 'ppo', 'dpo'] as const;
 export type StageKind = (typeof STAGE_KINDS)[number];
-const AVAILABLE_KINDS: readonly StageKind[] = ['pretrain', 'sft', 'dpo', 'ppo'];
+const AVAILABLE_KINDS: readonly StageKind[] = ['pretrain', 'sft', 'dpo', 'ppo', 'reward'];
 
 /** What every stage's config holds (model, budget, optimizer, schedule, cadence, limits). */
 export interface StageBase {
@@ -213,8 +214,9 @@ export interface SftLora {
 export type { DpoConfig } from './config-dpo.js';
 
 /** A stage config, discriminated by `kind` (the union grows with reward, ppo, dpo). */
-export type StageConfig = PretrainConfig | SftConfig | DpoConfig | PpoConfig;
+export type StageConfig = PretrainConfig | SftConfig | DpoConfig | PpoConfig | RewardConfig;
 export type { PpoConfig } from './ppo/config.js';
+export type { RewardConfig, RewardObjective } from './config-reward.js';
 
 /** Most kernel threads a config may ask for (a typo like 20000 must not spawn 20,000 threads). */
 export const MAX_THREADS = 1024;
@@ -267,7 +269,7 @@ const COMMON_KEYS = [
   'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck',
 ] as const;
 /** The fields of each kind besides the common ones. */
-const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate', 'lora'], reward: [], ppo: PPO_KEYS, dpo: DPO_KEYS };
+const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate', 'lora'], reward: REWARD_KEYS, ppo: PPO_KEYS, dpo: DPO_KEYS };
 
 export interface ValidateOptions {
   /** Names the source in errors (the file path); default "config". */
@@ -293,6 +295,11 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
     const sft = validateSft(f, c, base, opts, rel);
     checkBudget(f, sft);
     return sft;
+  }
+  if (kind === 'reward') {
+    const rw = validateRewardFields(c, base, { ...opts, lora: (raw) => validateLora(f, raw, base.seed) });
+    checkBudget(f, rw);
+    return rw;
   }
   if (kind === 'dpo') {
     const dpo = validateDpoFields(c, base, opts);
