@@ -12,6 +12,12 @@ const RANK: Record<string, number> = {
   tensor: 2, text: 2, native: 1, util: 0,
 };
 
+// Narrower than rank for some layers: the HTTP server stands on the engine only (DESIGN: serve is
+// the HTTP server over the engine), never on training or evaluation.
+const MAY_IMPORT: Record<string, readonly string[]> = {
+  serve: ['infer', 'tokenizer', 'models', 'util'],
+};
+
 function filesOf(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
     e.isDirectory() ? filesOf(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []);
@@ -37,7 +43,8 @@ describe('layers', () => {
       for (const m of text.matchAll(/(?:from|import)\s*\(?\s*'(\.[^']+)'/g)) {
         const target = layerOf(path.resolve(path.dirname(file), m[1]!));
         if (!target || target === from) continue;
-        if (!(RANK[target]! < RANK[from]!)) bad.push(`${path.relative(src, file)} imports ${m[1]} (${from} -> ${target})`);
+        const allowed = MAY_IMPORT[from] ? MAY_IMPORT[from]!.includes(target) : RANK[target]! < RANK[from]!;
+        if (!allowed) bad.push(`${path.relative(src, file)} imports ${m[1]} (${from} -> ${target})`);
       }
     }
     expect(bad).toEqual([]);
