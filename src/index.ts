@@ -17,6 +17,12 @@ export { Trainer, findResumePoint, type ResumeLookup, type TrainTask, type TaskL
 export { estimateTrainingMemory, checkTrainingFits } from './train/memory.js';
 export { pretrain, stageModelConfig, resolveModelConfig, loadInitialWeights, type PretrainOptions, type PretrainResult } from './train/pretrain.js';
 export { sft, sftLoss, sftRenderer, llama2ByteRenderer, type SftOptions, type SftResult } from './train/stages/sft.js';
+export { dpo, dpoLoss, sequenceLogps, referenceLogps, type DpoOptions, type DpoResult, type PairLogps } from './train/stages/dpo.js';
+export type { DpoConfig, DpoObjective } from './train/config-dpo.js';
+export {
+  readPreferencePairs, loadPreferenceData, PreferenceBatchStream, normalizePreference,
+  type PreferencePair, type PreferenceExample, type PreferenceBatch, type PreferenceSource,
+} from './data/preference/index.js';
 export {
   loadStageConfig, validateStageConfig, configHash, totalSteps, tokensPerStep, stageSchedule, STAGE_KINDS,
   type StageConfig, type StageKind, type StageBase, type PretrainConfig, type SftConfig, type SftChatTemplate, type StageOptimizer, type StageParamGroup,

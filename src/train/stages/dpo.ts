@@ -1,0 +1,316 @@
+// The DPO stage (Rafailov et al. 2023): a policy trained on pairs of a prompt and a chosen and a
+// rejected response (src/data/preference) against a fixed reference, full fine-tuning or LoRA.
+//
+//   per pair:   pi_c, pi_r = summed log-probs of the chosen / rejected response tokens under
+//               the policy (prompt and template masked out); ref_c, ref_r the same under the
+//               reference; margin = (pi_c - ref_c) - (pi_r - ref_r)
+//   sigmoid:    -(1 - eps) log sigmoid(beta margin) - eps log sigmoid(-beta margin)
+//               (eps = dpo.labelSmoothing: the conservative cDPO; eps 0 is TRL's "sigmoid")
+//   ipo:        (margin' - 1 / (2 beta))^2, margin' on token-averaged log-ratios (as TRL)
+//   loss:       the mean over the batch's pairs (TRL: per_sequence_loss.mean())
+//
+// The reference: "precomputed" runs the initial model once over every pair (training and
+// validation) before the first step, so no second model is held (TRL's precompute_ref_log_probs);
+// "adapters-off" (LoRA) reads the frozen base with the adapters taken off the layers for a
+// no-grad forward each step (PEFT's disable_adapter), so memory is one base plus adapters.
+//
+// Metrics, as TRL names them: rewards/chosen, rewards/rejected (beta * log-ratio, batch means),
+// rewards/margins, rewards/accuracies (share of pairs with chosen reward > rejected reward),
+// logps/chosen, logps/rejected; on the validation split the same under "val." and valLoss (the
+// mean DPO loss over the held-out pairs).
+//
+// Model resolution, init weights, tokenizer, run folder, checkpoints (complete model folders, or
+// the PEFT adapter under LoRA) and the loop come from stages/common.ts and the Trainer: a killed
+// run resumes bit-exact (the reference log-probs are recomputed from init, deterministically).
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import {
+  loadPreferenceData, PreferenceBatchStream, preferenceEvalBatches, templatePreferenceRenderer,
+  type PreferenceBatch, type PreferenceData, type PreferenceExample, type PreferenceRenderer, type PreferenceStreamPosition,
+} from '../../data/preference/index.js';
+import { PatentGPTError } from '../../errors.js';
+import {
+  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, readSafetensors, safetensorsContent, saveLora, type LlamaForCausalLM, type ModelConfig,
+} from '../../models/index.js';
+import { applyLora, loraLayers } from '../../nn/lora.js';
+import type { LinearAdapter } from '../../nn/layers.js';
+import type { Module } from '../../nn/module.js';
+import {
+  Tensor, add, gather, gatherRows, linear, logprobs, logsigmoid, mean, mul, noGrad, scale, scatterAdd, scope, sub,
+} from '../../tensor/index.js';
+import { loadChatTemplate } from '../../tokenizer/chat-template.js';
+import { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
+import { configHash, type DpoConfig } from '../config.js';
+import type { DpoObjective } from '../config-dpo.js';
+import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
+import {
+  cfgError, createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
+} from './common.js';
+import { sftRenderer } from './sft.js';
+
+export type DpoOptions = StageRunOptions;
+
+export interface DpoResult extends TrainResult {
+  runDir: string;
+  model: ModelConfig;
+  data: { train: number; val: number; skipped: Partial<Record<string, number>>; truncated: number; renderer: string };
+  /** LoRA runs: adapted layers and parameter counts. */
+  lora?: { layers: number; trainable: number; total: number; final?: { model: string; adapter: string } };
+}
+
+/** Summed response log-probs of each pair's sides: chosen[i], rejected[i] (nats). */
+export interface PairLogps {
+  chosen: Float64Array;
+  rejected: Float64Array;
+}
+
+/**
+ * (2B) summed log-probs of each packed sequence's response tokens under `model`: the final hidden
+ * states at the scored positions only, through the output layer, log-softmax at the next token,
+ * summed per sequence. Differentiable (record under grad, or call inside noGrad).
+ */
+export function sequenceLogps(model: LlamaForCausalLM, batch: PreferenceBatch): Tensor {
+  return scope(() => {
+    const S = batch.cuSeqlens.length - 1;
+    const M = batch.scored.rows.length;
+    const h = model.hidden(batch); // (N, C)
+    const hs = gatherRows(h, Tensor.from(batch.scored.rows, [M], { dtype: 'i32' })); // (M, C)
+    const lp = logprobs(linear(hs, model.outputWeight), Tensor.from(batch.scored.ids, [M], { dtype: 'i32' })); // (M)
+    return scatterAdd(Tensor.zeros([S]), 0, Tensor.from(batch.scored.seq, [M], { dtype: 'i32' }), lp); // (2B)
+  });
+}
+
+/** The DPO loss of one batch given the reference log-probs of its pairs (in batch order), with TRL's metrics. */
+export function dpoLoss(policy: Tensor, batch: PreferenceBatch, ref: PairLogps, obj: DpoObjective): TaskLoss {
+  const B = batch.pairs;
+  if (policy.size !== 2 * B || ref.chosen.length !== B || ref.rejected.length !== B)
+    throw new PatentGPTError('E_SHAPE', `dpoLoss: ${B} pairs need 2B = ${2 * B} policy log-probs and ${B} reference values per side, got ${policy.size}, ${ref.chosen.length}, ${ref.rejected.length}`);
+  const { beta } = obj;
+  const pv = policy.toArray() as Float32Array;
+  const loss = scope(() => {
+    const idx = (o: number): Tensor => Tensor.from(Int32Array.from({ length: B }, (_, i) => o + i), [B], { dtype: 'i32' });
+    let pc = gather(policy, 0, idx(0)); // (B)
+    let pr = gather(policy, 0, idx(B)); // (B)
+    const refDiff = new Float32Array(B);
+    if (obj.loss === 'ipo') {
+      // token-averaged log-ratios: (pi - ref) / n on each side
+      const inv = (o: number): Float32Array => Float32Array.from({ length: B }, (_, i) => 1 / Math.max(1, batch.responseTokens[o + i]!));
+      const ic = inv(0);
+      const ir = inv(B);
+      pc = mul(pc, Tensor.from(ic, [B]));
+      pr = mul(pr, Tensor.from(ir, [B]));
+      for (let i = 0; i < B; i++) refDiff[i] = ref.chosen[i]! * ic[i]! - ref.rejected[i]! * ir[i]!;
+    } else for (let i = 0; i < B; i++) refDiff[i] = ref.chosen[i]! - ref.rejected[i]!;
+    const margin = sub(sub(pc, pr), Tensor.from(refDiff, [B])); // (B)
+    if (obj.loss === 'ipo') {
+      const d = add(margin, Tensor.full([B], -1 / (2 * beta)));
+      return mean(mul(d, d));
+    }
+    const eps = obj.labelSmoothing;
+    const pos = scale(mean(logsigmoid(scale(margin, beta))), -(1 - eps));
+    return eps > 0 ? add(pos, scale(mean(logsigmoid(scale(margin, -beta))), -eps)) : pos;
+  });
+  let rc = 0;
+  let rr = 0;
+  let acc = 0;
+  let lc = 0;
+  let lr = 0;
+  for (let i = 0; i < B; i++) {
+    const c = beta * (pv[i]! - ref.chosen[i]!);
+    const r = beta * (pv[B + i]! - ref.rejected[i]!);
+    rc += c;
+    rr += r;
+    acc += c > r ? 1 : 0;
+    lc += pv[i]!;
+    lr += pv[B + i]!;
+  }
+  return {
+    loss,
+    metrics: {
+      'rewards/chosen': rc / B, 'rewards/rejected': rr / B, 'rewards/margins': (rc - rr) / B, 'rewards/accuracies': acc / B,
+      'logps/chosen': lc / B, 'logps/rejected': lr / B,
+    },
+  };
+}
+
+/** Runs `fn` with every LoRA adapter of `model` taken off its layer (the frozen base), then puts them back. */
+export function withoutAdapters<T>(model: Module, fn: () => T): T {
+  // lora.ts has no switch to bypass adapters; detaching them (Linear.setAdapter) for the call is
+  // the same forward as PEFT's disable_adapter(), and they are re-attached whatever happens.
+  const layers = loraLayers(model);
+  const saved: [(typeof layers)[number][1], LinearAdapter][] = layers.map(([, l]) => [l, l.adapter]);
+  for (const [l] of saved) l.setAdapter(null);
+  try {
+    return fn();
+  } finally {
+    for (const [l, a] of saved) l.setAdapter(a);
+  }
+}
+
+/** Reference log-probs of every example, a batch of `batchSize` pairs at a time (no grad). */
+export function referenceLogps(model: LlamaForCausalLM, examples: readonly PreferenceExample[], batchSize: number): PairLogps {
+  const out: PairLogps = { chosen: new Float64Array(examples.length), rejected: new Float64Array(examples.length) };
+  let at = 0;
+  for (const b of preferenceEvalBatches(examples, batchSize)) {
+    const v = noGrad(() => scope(() => sequenceLogps(model, b).toArray() as Float32Array));
+    for (let i = 0; i < b.pairs; i++) {
+      out.chosen[at + i] = v[i]!;
+      out.rejected[at + i] = v[b.pairs + i]!;
+    }
+    at += b.pairs;
+  }
+  return out;
+}
+
+/** The stage's renderer: LLaMA-2's built-in format as SFT, or a Hugging Face template with its generation prompt (TRL's prompt/completion cut). */
+export function dpoRenderer(cfg: DpoConfig, tokenizer: StageSetup['tokenizer'], file = 'config'): PreferenceRenderer {
+  const t = cfg.chatTemplate;
+  if (t === 'llama2' || !(tokenizer instanceof SentencePieceTokenizer)) return sftRenderer(cfg, tokenizer, file);
+  let template;
+  try {
+    template = loadChatTemplate(t.path, t.name);
+  } catch (err) {
+    throw cfgError(file, t.name !== undefined ? 'chatTemplate.name' : 'chatTemplate', `${t.path}: ${(err as Error).message}`);
+  }
+  return templatePreferenceRenderer(template, tokenizer, t.name ?? path.basename(t.path));
+}
+
+type DpoBatch = PreferenceBatch & { targetCount: number; ref: PairLogps | null; index?: number };
+
+/** Runs (or resumes) one DPO stage. */
+export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoResult> {
+  const file = opts.configFile ?? 'config';
+  if (cfg.kind !== 'dpo') throw cfgError(file, 'kind', `"${String(cfg.kind)}" is not a DPO config (run it with its own stage, not dpo)`);
+  const hash = configHash(cfg);
+  const setup = await prepareStage(cfg, opts, hash);
+  const { log, rank, worldSize, runDir, modelConfig: modelCfg } = setup;
+
+  const renderer = dpoRenderer(cfg, setup.tokenizer, file);
+  const dc = cfg.data;
+  const data: PreferenceData = await loadPreferenceData({
+    sources: dc.sources, renderer, valFraction: dc.valFraction, splitSeed: dc.splitSeed, maxLength: dc.maxLength ?? cfg.seqLen,
+  });
+  const skipped = data.skipped.nonzero();
+  log(`data: ${data.train.length} training and ${data.val.length} validation pairs (chat template ${renderer.name})` +
+    (data.skipped.total ? `, ${data.skipped.total} records skipped (${Object.entries(skipped).map(([r, n]) => `${r} ${n}`).join(', ')})` : '') +
+    (data.truncated ? `, ${data.truncated} cut to ${dc.maxLength ?? cfg.seqLen} tokens` : ''));
+  const stream = new PreferenceBatchStream(data.train, { batchSize: cfg.batchSize, seed: cfg.seed, shuffle: dc.shuffle, rank, worldSize });
+
+  let model: LlamaForCausalLM | null = null;
+  try {
+    model = createStageModel(cfg, setup, opts);
+    const m: LlamaForCausalLM = model;
+    // the initial weights first: the precomputed reference is the model as it starts
+    const from = await loadInitialWeights(m, cfg.init, log);
+    log(`initial weights from ${from}`);
+    const lora = cfg.lora ? await attachLora(m, cfg, setup, from) : null;
+    const obj = cfg.dpo;
+    let refTrain: PairLogps | null = null;
+    let refVal: PairLogps | null = null;
+    if (obj.reference === 'precomputed') {
+      const t0 = Date.now();
+      refTrain = referenceLogps(m, data.train, cfg.batchSize);
+      refVal = referenceLogps(m, data.val, cfg.batchSize);
+      log(`reference log-probs of ${data.train.length + data.val.length} pairs precomputed in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    }
+    await recordStage(cfg, setup, {
+      data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, sources: data.sources, renderer: renderer.name },
+      ...(lora ? { lora: lora.summary } : {}),
+    });
+
+    const pick = (ref: PairLogps, idx: readonly number[]): PairLogps => ({ chosen: Float64Array.from(idx, (i) => ref.chosen[i]!), rejected: Float64Array.from(idx, (i) => ref.rejected[i]!) });
+    const liveRef = (b: PreferenceBatch): PairLogps => {
+      const v = noGrad(() => scope(() => withoutAdapters(m, () => sequenceLogps(m, b).toArray() as Float32Array)));
+      return { chosen: Float64Array.from(v.subarray(0, b.pairs)), rejected: Float64Array.from(v.subarray(b.pairs)) };
+    };
+    let val: DpoBatch[] | null = null;
+    const task: TrainTask<DpoBatch> = {
+      ...(lora ? lora.taskPart : { ...modelTaskPart(m, cfg, setup), initialize: async () => {} }), // init already loaded above
+      nextBatch: () => {
+        const b = stream.next();
+        return { ...b, targetCount: b.pairs, ref: refTrain ? pick(refTrain, b.examples) : null };
+      },
+      loss: (b) => dpoLoss(sequenceLogps(m, b), b, b.ref ?? liveRef(b), obj),
+      ...(data.val.length > 0
+        ? {
+            evalBatches: (count: number) => {
+              val ??= preferenceEvalBatches(data.val, cfg.batchSize).map((b) => ({ ...b, targetCount: b.pairs, ref: refVal ? pick(refVal, b.examples) : null }));
+              return val.slice(0, count);
+            },
+          }
+        : {}),
+      dataPosition: () => stream.position(),
+      restoreDataPosition: (p) => stream.restore(p as PreferenceStreamPosition),
+    };
+    if (data.val.length === 0) log('no validation pairs (data.valFraction is 0 or the split is empty); evaluation is off');
+    const result = await runStage(task, cfg, setup, opts, {
+      rng: { seed: cfg.seed, dataSeed: cfg.seed, generators: 'none: the pair order is a pure function of the seed and the batch count' },
+    });
+    return {
+      ...result, runDir, model: modelCfg,
+      data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, renderer: renderer.name },
+      ...(lora ? { lora: lora.summary } : {}),
+    };
+  } finally {
+    model?.dispose();
+  }
+}
+
+/**
+ * LoRA over the loaded base: adapters on the target Linears (A seeded, B zeros, so the model is
+ * still the base), the base frozen; checkpoints hold the adapter in PEFT's format.
+ */
+async function attachLora(model: LlamaForCausalLM, cfg: DpoConfig, setup: StageSetup, from: string): Promise<{
+  summary: { layers: number; trainable: number; total: number };
+  taskPart: Pick<TrainTask, 'parameters' | 'checkpointFiles' | 'restoreCheckpoint' | 'initialize'>;
+}> {
+  const l = cfg.lora!;
+  let params: [string, Tensor][];
+  try {
+    params = applyLora(model, { r: l.r, alpha: l.alpha, dropout: l.dropout, targetModules: l.targetModules, seed: l.seed });
+  } catch (err) {
+    if (err instanceof PatentGPTError && err.code === 'E_CONFIG') throw cfgError(setup.file, 'lora.targetModules', err.message.replace(/^LoRA: (field "targetModules" )?/, ''));
+    throw err;
+  }
+  const layers = loraLayers(model).length;
+  const total = model.namedParameters().reduce((s, [, t]) => s + t.size, 0);
+  const trainable = params.reduce((s, [, t]) => s + t.size, 0);
+  setup.log(`LoRA: r ${l.r}, alpha ${l.alpha} on ${layers} layers; ${trainable} trainable parameters of ${total}; the frozen base is the reference (${cfg.dpo.reference})`);
+  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpt-dpo-lora-'));
+  let adapterConfig: string;
+  try {
+    await saveLora(model, tmp, { baseModel: path.resolve(from) });
+    adapterConfig = await fsp.readFile(path.join(tmp, ADAPTER_CONFIG_FILE), 'utf8');
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+  return {
+    summary: { layers, trainable, total },
+    taskPart: {
+      parameters: () => params,
+      checkpointFiles: () => [
+        { name: ADAPTER_CONFIG_FILE, content: adapterConfig },
+        { name: ADAPTER_WEIGHTS_FILE, content: (sink) => safetensorsContent(params.map(([n, t]) => [PEFT_PREFIX + n, t] as const)).write(sink) },
+      ],
+      restoreCheckpoint: async (ck) => {
+        const f = path.join(ck.dir, ADAPTER_WEIGHTS_FILE);
+        const saved = await readSafetensors(f).catch((err: Error) => {
+          throw new PatentGPTError('E_CHECKPOINT', `${f}: cannot read the LoRA adapter of the checkpoint (${err.message})`);
+        });
+        try {
+          noGrad(() => {
+            for (const [n, p] of params) {
+              const t = saved.get(PEFT_PREFIX + n);
+              if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${f}: no ${PEFT_PREFIX}${n} of ${p.size} values; the checkpoint is not this run's adapter`);
+              p.write(t.toRaw() as Float32Array);
+            }
+          });
+        } finally {
+          for (const t of saved.values()) t.dispose();
+        }
+      },
+      initialize: async () => {},
+    },
+  };
+}
