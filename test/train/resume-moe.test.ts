@@ -1,6 +1,7 @@
 // `patentgpt pretrain` of a sparse mixture of experts, killed with kill -9 after a checkpoint and
 // resumed: the loss sequence, the weights and the optimizer state equal the uninterrupted run's
-// bit for bit (the fused MoE path is deterministic: a counting sort, per-expert GEMMs, gathers).
+// bit for bit (the fused MoE path is deterministic: a counting sort, per-expert GEMMs, gathers;
+// the router jitter's noise position is in router_state.json).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -24,7 +25,7 @@ describe('patentgpt pretrain of an SMoE model', () => {
       name: 'moe-resume',
       model: {
         vocabSize: 259, dim: 32, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 48, maxSeqLen: 32,
-        numExperts: 4, topK: 2, routerAuxLossCoef: 0.02, routerZLossCoef: 0.001,
+        numExperts: 4, topK: 2, routerAuxLossCoef: 0.02, routerZLossCoef: 0.001, routerJitter: 0.05, // jitter: its noise position is checkpointed
       },
       tokenizer: 'byte',
       data: { sample: true, valFraction: 0.05 },

@@ -8,6 +8,7 @@ import { promises as fsp } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../../errors.js';
+import { SparseMoE } from '../../nn/index.js';
 import {
   LlamaForCausalLM, extendContext, flopsPerToken, folderFiles, fromHFConfig, headDim, loadWeights, parameterCount, preset, readConfig, resizeVocabulary,
   safetensorsContent, validateConfig, type LlamaOptions, type ModelConfig,
@@ -265,14 +266,19 @@ export function layerRecords(metrics: Readonly<Record<string, number>>): StepMet
 export function modelTaskPart(
   model: LlamaForCausalLM, cfg: StageBase, setup: StageSetup,
 ): Pick<TrainTask, 'parameters' | 'checkpointFiles' | 'restoreCheckpoint' | 'initialize'> {
+  // SMoE layers with router jitter draw noise per forward: where each stream stands is checkpointed
+  const jittered = model.model.layers.items.flatMap((l, i): [string, SparseMoE][] =>
+    l.feedForward instanceof SparseMoE && l.feedForward.jitter > 0 ? [[`model.layers.${i}.${l.feedForwardName}`, l.feedForward]] : []);
   return {
     parameters: () => model.namedParameters(),
     checkpointFiles: () => [
       { name: 'model.safetensors', content: (sink) => safetensorsContent(model.namedParameters()).write(sink) },
       ...folderFiles(model.config, { tokenizer: setup.tokenizer }),
+      ...(jittered.length > 0 ? [{ name: ROUTER_STATE_FILE, content: JSON.stringify({ jitterDraws: Object.fromEntries(jittered.map(([n, m]) => [n, m.jitterDraws])) }, null, 2) + '\n' }] : []),
     ],
     restoreCheckpoint: async (ck) => {
       await loadWeights(model, ck.dir);
+      if (jittered.length > 0) await restoreJitter(jittered, path.join(ck.dir, ROUTER_STATE_FILE));
     },
     initialize: async () => {
       if (!cfg.init) return;
@@ -280,6 +286,24 @@ export function modelTaskPart(
       setup.log(`initial weights from ${from}`);
     },
   };
+}
+
+/** A checkpoint's router_state.json: each jittered SMoE layer's noise stream position. */
+export const ROUTER_STATE_FILE = 'router_state.json';
+
+async function restoreJitter(layers: [string, SparseMoE][], file: string): Promise<void> {
+  let draws: Record<string, unknown>;
+  try {
+    draws = (JSON.parse(await fsp.readFile(file, 'utf8')) as { jitterDraws: Record<string, unknown> }).jitterDraws;
+  } catch (err) {
+    throw new PatentGPTError('E_CHECKPOINT', `${file}: cannot read the routers' jitter positions (${(err as Error).message})`);
+  }
+  for (const [n, m] of layers) {
+    const v = draws?.[n];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+      throw new PatentGPTError('E_CHECKPOINT', `${file}: no jitter position for ${n}; the checkpoint is not this run's model`);
+    m.jitterDraws = v;
+  }
 }
 
 /**
