@@ -17,6 +17,8 @@ export { Trainer, findResumePoint, type ResumeLookup, type TrainTask, type TaskL
 export { estimateTrainingMemory, checkTrainingFits } from './train/memory.js';
 export { pretrain, stageModelConfig, resolveModelConfig, loadInitialWeights, type PretrainOptions, type PretrainResult } from './train/pretrain.js';
 export { sft, sftLoss, sftRenderer, llama2ByteRenderer, type SftOptions, type SftResult } from './train/stages/sft.js';
+export { reward, rewardLoss, REWARD_FINAL_DIR, type RewardOptions, type RewardResult } from './train/stages/reward.js';
+export type { RewardConfig, RewardObjective } from './train/config-reward.js';
 export { dpo, dpoLoss, sequenceLogps, referenceLogps, type DpoOptions, type DpoResult, type PairLogps } from './train/stages/dpo.js';
 export type { DpoConfig, DpoObjective } from './train/config-dpo.js';
 export {

@@ -1,0 +1,251 @@
+// The reward model stage (the paper's RLHF, step 1): pairs of a prompt and a chosen and a
+// rejected response (src/data/preference), each side rendered whole by the chat template, scored
+// by a decoder with a scalar head (src/models/reward.ts) at each side's last token, and the
+// Bradley-Terry loss -log sigmoid(r_c - r_r - margin) (+ TRL's optional reward centering). A
+// batch of B pairs is one packed forward of 2B sequences (chosen sides, then rejected), so no
+// padding is scored and no sequence sees another.
+//
+// init (required) is a causal LM (SFT or pretraining output: the decoder loaded, lm_head dropped,
+// a new score head drawn from normal(0, reward.scoreInitStd) as transformers does) or a reward
+// model to go on from. Every checkpoint of a full run is a complete reward folder that
+// AutoModelForSequenceClassification loads (runs/<name>/checkpoints/step-N). With `lora`, the
+// decoder is frozen under adapters and the score head trains whole (PEFT's modules_to_save for
+// sequence classification); checkpoints hold the adapters and the head, and a completed run
+// writes <runDir>/final/: the merged reward folder.
+//
+// Metrics per step: loss, accuracy (share of pairs with r_c > r_r), margin (mean r_c - r_r),
+// rewardChosen / rewardRejected (means); evaluation on the held-out split (data.valFraction)
+// writes valLoss (per pair) and val.accuracy, val.margin, ... to metrics.jsonl.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  loadPreferenceData, preferenceEvalBatches, PreferenceBatchStream,
+  type PreferenceBatch, type PreferenceData, type PreferenceStreamBatch, type PreferenceStreamPosition,
+} from '../../data/preference/index.js';
+import { PatentGPTError } from '../../errors.js';
+import { readSafetensors, safetensorsContent, type ModelConfig } from '../../models/index.js';
+import {
+  ScoreHeadModel, bradleyTerryLoss, initScoreHeadModel, pairStats, rewardFolderFiles, saveRewardModel,
+} from '../../models/reward.js';
+import { ForwardRecorder } from '../../nn/index.js';
+import { applyLora, loraLayers, mergeLora, namedLinears } from '../../nn/lora.js';
+import { add, noGrad, type Tensor } from '../../tensor/index.js';
+import { ByteTokenizer } from '../../tokenizer/byte.js';
+import type { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
+import { CheckpointManager, loadCheckpoint } from '../checkpoint.js';
+import { configHash, type RewardConfig } from '../config.js';
+import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
+import { cfgError, layerRecords, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup } from './common.js';
+import { sftRenderer } from './sft.js';
+
+export type RewardOptions = StageRunOptions;
+
+export interface RewardResult extends TrainResult {
+  runDir: string;
+  model: ModelConfig;
+  peakFlops: number;
+  peakSource: 'config' | 'measured';
+  data: { train: number; val: number; skipped: Partial<Record<string, number>>; truncated: number; renderer: string };
+  /** Where the weights came from: init as a causal LM (new head) or a reward model, or the run's own checkpoint (a resume). */
+  initFrom: 'causal-lm' | 'reward' | 'checkpoint';
+  /** LoRA runs: adapted layers and trainable parameters; final: the merged reward folder (completed runs). */
+  lora?: { layers: number; trainable: number; total: number; final?: { model: string } };
+}
+
+/** Where a completed LoRA reward run leaves its merged reward folder. */
+export const REWARD_FINAL_DIR = 'final';
+const LORA_TENSORS = 'adapter_model.safetensors';
+
+/**
+ * The stage's loss on one batch of B pairs (2B sequences, chosen first): Bradley-Terry over the
+ * scores at each sequence's last token, plus the decoder's auxiliary losses (SMoE), with the
+ * pair statistics as metrics.
+ */
+export function rewardLoss(model: ScoreHeadModel, batch: Pick<PreferenceBatch, 'pairs' | 'tokens' | 'cuSeqlens' | 'positions'>, cfg: Pick<RewardConfig, 'reward'>): TaskLoss {
+  const B = batch.pairs;
+  const rec = new ForwardRecorder();
+  try {
+    const s = model.scores({ tokens: batch.tokens, cuSeqlens: batch.cuSeqlens, positions: batch.positions }, rec); // (2B)
+    if (s.size !== 2 * B) throw new PatentGPTError('E_DATA', `reward: a batch of ${B} pairs holds ${s.size} sequences, expected ${2 * B}`);
+    const r = cfg.reward;
+    let loss = bradleyTerryLoss(s.narrow(0, B), s.narrow(B, B), { ...(r.margin ? { margin: new Array<number>(B).fill(r.margin) } : {}), centerCoef: r.centerRewardsCoefficient });
+    for (const aux of rec.auxLosses.values()) loss = add(loss, aux);
+    const v = s.toArray() as Float32Array;
+    const chosen = v.subarray(0, B), rejected = v.subarray(B);
+    const { accuracy, margin } = pairStats(chosen, rejected);
+    const mean = (a: Float32Array): number => a.reduce((x, y) => x + y, 0) / Math.max(1, a.length);
+    const metrics: Record<string, number> = Object.fromEntries(rec.metrics);
+    for (const [name, t] of rec.auxLosses) metrics[name] = t.item();
+    return { loss, metrics: { ...layerRecords(metrics), accuracy, margin, rewardChosen: mean(chosen), rewardRejected: mean(rejected) } };
+  } finally {
+    rec.dispose();
+  }
+}
+
+/** The folder init names: a run's newest verified checkpoint, a checkpoint (verified), or a model folder. */
+async function initFolder(init: string, log: (m: string) => void): Promise<string> {
+  if (!fs.existsSync(init)) throw new PatentGPTError('E_CONFIG', `init: ${init}: no such run, checkpoint or model folder`);
+  if (fs.existsSync(path.join(init, 'checkpoints'))) {
+    const latest = await new CheckpointManager(init, { keep: 0, onSkip: (d, e) => log(`warning: init: ${d} does not verify (${e.message}); passed over`) }).latest();
+    if (!latest) throw new PatentGPTError('E_CHECKPOINT', `init: ${init}: the run has no complete checkpoint to start from`);
+    return latest.dir;
+  }
+  if (fs.existsSync(path.join(init, 'checksums.json')) || fs.existsSync(path.join(init, 'state.json'))) return (await loadCheckpoint(init)).dir;
+  return init;
+}
+
+/** The id the folder records as pad_token_id: the tokenizer's pad, else <unk> (never EOS, which ends the scored sequences). */
+function padIdOf(tok: ByteTokenizer | SentencePieceTokenizer): number | null {
+  if (tok.padId >= 0) return tok.padId;
+  const unk = tok instanceof ByteTokenizer ? -1 : tok.unkId;
+  return unk >= 0 && unk !== tok.eosId ? unk : null;
+}
+
+/** Runs (or resumes) one reward model stage. */
+export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promise<RewardResult> {
+  const file = opts.configFile ?? 'config';
+  if (cfg.kind !== 'reward') throw cfgError(file, 'kind', `"${String(cfg.kind)}" is not a reward config (run it with its own stage, not reward)`);
+  const hash = configHash(cfg);
+  // a step holds 2B sequences: the memory check counts them
+  const setup = await prepareStage({ ...cfg, batchSize: 2 * cfg.batchSize }, opts, hash);
+  const { log, rank, worldSize, runDir, modelConfig: modelCfg } = setup;
+
+  // ---- data: rendered, split once; the stream's position is a batch count
+  const renderer = sftRenderer(cfg, setup.tokenizer, file);
+  const dc = cfg.data;
+  const data: PreferenceData = await loadPreferenceData({
+    sources: dc.sources, renderer, valFraction: dc.valFraction, splitSeed: dc.splitSeed, maxLength: dc.maxLength ?? cfg.seqLen,
+  });
+  const skipped = Object.fromEntries(Object.entries(data.skipped.counts).filter(([, n]) => n > 0));
+  log(`data: ${data.train.length} training and ${data.val.length} validation pairs (chat template ${renderer.name})` +
+    (data.skipped.total ? `, ${data.skipped.total} records skipped (${Object.entries(skipped).map(([r, n]) => `${r} ${n}`).join(', ')})` : '') +
+    (data.truncated ? `, ${data.truncated} cut to ${dc.maxLength ?? cfg.seqLen} tokens` : ''));
+  const stream = new PreferenceBatchStream(data.train, { batchSize: cfg.batchSize, seed: cfg.seed, shuffle: dc.shuffle, rank, worldSize });
+  if (data.val.length === 0) log('no validation pairs (data.valFraction is 0 or the split is empty); evaluation is off');
+  let val: (PreferenceBatch & { targetCount: number })[] | null = null;
+
+  const model = new ScoreHeadModel(modelCfg, { init: 'zeros', padTokenId: padIdOf(setup.tokenizer), ...opts.model });
+  try {
+    const initDir = await initFolder(cfg.init, log);
+    let initFrom: RewardResult['initFrom'] = 'causal-lm';
+    const loadInit = async (): Promise<void> => {
+      initFrom = await initScoreHeadModel(model, initDir, { seed: cfg.seed, scoreInitStd: cfg.reward.scoreInitStd });
+      model.padTokenId = padIdOf(setup.tokenizer) ?? model.padTokenId;
+      log(`initial weights from ${initDir} (${initFrom === 'reward' ? 'a reward model' : 'a causal LM: lm_head dropped, new score head'})`);
+    };
+    const lora = cfg.lora ? await attachLora(model, cfg, setup, loadInit) : null;
+    const { peak, fpt } = await recordStage(cfg, setup, {
+      data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, sources: data.sources, renderer: renderer.name },
+      ...(lora ? { lora: lora.summary } : {}),
+    });
+
+    const task: TrainTask<PreferenceStreamBatch | (PreferenceBatch & { targetCount: number })> = {
+      ...(lora
+        ? lora.taskPart
+        : {
+          parameters: () => model.namedParameters(),
+          // a complete reward folder: AutoModelForSequenceClassification loads any checkpoint
+          checkpointFiles: () => [
+            { name: 'model.safetensors', content: (sink) => safetensorsContent(model.namedParameters()).write(sink) },
+            ...rewardFolderFiles(model, { tokenizer: setup.tokenizer }),
+          ],
+          restoreCheckpoint: async (ck) => {
+            await initScoreHeadModel(model, ck.dir);
+            initFrom = 'checkpoint';
+          },
+          initialize: loadInit,
+        }),
+      nextBatch: () => stream.next(),
+      loss: (b) => rewardLoss(model, b, cfg),
+      ...(data.val.length > 0
+        ? {
+          // valLoss is a mean per pair: each batch weighs by its pairs
+          evalBatches: (count: number) => (val ??= preferenceEvalBatches(data.val, cfg.batchSize).map((b) => ({ ...b, targetCount: b.pairs }))).slice(0, count),
+        }
+        : {}),
+      dataPosition: () => stream.position(),
+      restoreDataPosition: (p) => stream.restore(p as PreferenceStreamPosition),
+    };
+    const result = await runStage(task, cfg, setup, opts, {
+      rng: { seed: cfg.seed, generators: 'none: the pair order is a pure function of the seed and the batch count' },
+      flopsPerToken: fpt,
+      peakFlops: peak.peakFlops,
+    });
+    let loraOut: RewardResult['lora'];
+    if (lora) {
+      loraOut = { ...lora.summary };
+      if (result.status === 'completed' && rank === 0) {
+        const dir = path.resolve(runDir, REWARD_FINAL_DIR);
+        mergeLora(model);
+        await saveRewardModel(model, dir, { tokenizer: setup.tokenizer });
+        loraOut.final = { model: dir };
+        log(`final reward model (adapters merged): ${dir}`);
+      }
+    }
+    return {
+      ...result, runDir, model: modelCfg, peakFlops: peak.peakFlops, peakSource: peak.peakSource, initFrom,
+      data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, renderer: renderer.name },
+      ...(loraOut ? { lora: loraOut } : {}),
+    };
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * A LoRA run's model: init loaded first (the base, and a new head for a causal LM), then adapters
+ * on the decoder's target Linears (never the head), everything frozen but the adapters and the
+ * score head. A checkpoint holds those tensors; a resume loads init again and them over it.
+ */
+async function attachLora(model: ScoreHeadModel, cfg: RewardConfig, setup: StageSetup, loadInit: () => Promise<void>): Promise<{
+  summary: { layers: number; trainable: number; total: number };
+  taskPart: Pick<TrainTask, 'parameters' | 'checkpointFiles' | 'restoreCheckpoint' | 'initialize'>;
+}> {
+  const l = cfg.lora!;
+  await loadInit();
+  // "all-linear" and patterns name the decoder's Linears: the head trains whole, it takes no adapter
+  const decoder = namedLinears(model).map(([n]) => n).filter((n) => n !== 'score');
+  const targets = l.targetModules === 'all-linear' ? decoder.map((n) => n.replace(/\./g, '\\.')).join('|') : l.targetModules;
+  let params: [string, Tensor][];
+  try {
+    params = applyLora(model, { r: l.r, alpha: l.alpha, dropout: l.dropout, targetModules: targets, seed: l.seed });
+  } catch (err) {
+    if (err instanceof PatentGPTError && err.code === 'E_CONFIG') throw cfgError(setup.file, 'lora.targetModules', err.message.replace(/^LoRA: (field "targetModules" )?/, ''));
+    throw err;
+  }
+  if (loraLayers(model).some(([n]) => n === 'score')) throw cfgError(setup.file, 'lora.targetModules', 'matches the score head; it trains whole, leave "score" out');
+  model.score.weight.requiresGrad = true;
+  params = [...params, ['score.weight', model.score.weight]];
+  const total = model.namedParameters().reduce((s, [, t]) => s + t.size, 0);
+  const trainable = params.reduce((s, [, t]) => s + t.size, 0);
+  const layers = loraLayers(model).length;
+  setup.log(`LoRA: r ${l.r}, alpha ${l.alpha}, dropout ${l.dropout} on ${layers} layers, and the score head; ${trainable} trainable parameters of ${total} (${((100 * trainable) / total).toFixed(2)}%)`);
+  return {
+    summary: { layers, trainable, total },
+    taskPart: {
+      parameters: () => params,
+      checkpointFiles: () => [{ name: LORA_TENSORS, content: (sink) => safetensorsContent(params).write(sink) }],
+      restoreCheckpoint: async (ck) => {
+        const f = path.join(ck.dir, LORA_TENSORS);
+        let saved: Map<string, Tensor>;
+        try {
+          saved = await readSafetensors(f);
+        } catch (err) {
+          throw new PatentGPTError('E_CHECKPOINT', `${f}: cannot read the adapters and score head of the checkpoint (${(err as Error).message})`);
+        }
+        try {
+          noGrad(() => {
+            for (const [n, p] of params) {
+              const t = saved.get(n);
+              if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${f}: no ${n} of ${p.size} values; the checkpoint is not this run's`);
+              p.write(t.toRaw() as Float32Array);
+            }
+          });
+        } finally {
+          for (const t of saved.values()) t.dispose();
+        }
+      },
+      initialize: async () => {}, // init is loaded above, the adapters start as applyLora made them
+    },
+  };
+}
