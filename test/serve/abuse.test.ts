@@ -53,6 +53,13 @@ async function until(cond: () => Promise<boolean>): Promise<boolean> {
   return false;
 }
 
+/** Completion requests the server saw its client hang up on (status 499 in its metrics). */
+async function hangUps(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const m = /^patentgpt_requests_total\{endpoint="\/v1\/completions",status="499"\} (\d+)$/m.exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
 /** Opens a streaming request and resolves with the socket side once the first SSE bytes arrive. */
 function openStream(url: string, body: object): Promise<{ req: http.ClientRequest; res: http.IncomingMessage; first: string }> {
   return new Promise((resolve, reject) => {
@@ -112,25 +119,42 @@ describe('serve: abuse', () => {
     expect((await fetch(`${main.url}/health`)).status).toBe(200);
   });
 
-  it('a client that disconnects mid-stream, or while queued, frees its KV blocks and its slot', async () => {
-    const s = await openStream(main.url, { model: MODEL_NAME, prompt: 'abc', max_tokens: 200, ignore_eos: true, stream: true, temperature: 0 });
+  it('a client that disconnects mid-stream, mid-generation (not streamed) or while queued: the request is cancelled (499), its KV blocks and its slot freed', async () => {
+    const long = { model: MODEL_NAME, prompt: 'abc', max_tokens: 240, n: 64, ignore_eos: true, temperature: 0 };
+    // Mid-stream.
+    let cut = await hangUps(main.url);
+    const s = await openStream(main.url, { ...long, stream: true });
     expect(s.first).toMatch(/^data: /);
     expect(await metric(main.url, 'patentgpt_kv_blocks_in_use')).toBeGreaterThan(0);
     s.req.destroy();
+    expect(await until(async () => (await hangUps(main.url)) === cut + 1)).toBe(true);
+    expect(await settled(main.url)).toEqual({ kv: 0, running: 0 });
+    // Not streamed: nothing is written until the end, so only the connection's close tells.
+    cut = await hangUps(main.url);
+    const whole = http.request(`${main.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    whole.on('error', () => undefined);
+    whole.end(JSON.stringify(long));
+    expect(await until(async () => (await metric(main.url, 'patentgpt_kv_blocks_in_use')) > 0)).toBe(true);
+    whole.destroy();
+    expect(await until(async () => (await hangUps(main.url)) === cut + 1)).toBe(true);
     expect(await settled(main.url)).toEqual({ kv: 0, running: 0 });
     // Queued: the tight server has one slot; the second request waits and then disconnects.
-    const holder = await openStream(tight.url, { model: MODEL_NAME, prompt: 'abc', max_tokens: 200, ignore_eos: true, stream: true });
+    cut = await hangUps(tight.url);
+    const holder = http.request(`${tight.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    holder.on('error', () => undefined);
+    holder.end(JSON.stringify(long));
+    expect(await until(async () => (await metric(tight.url, 'patentgpt_requests_running')) === 1)).toBe(true);
     const queued = http.request(`${tight.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     queued.on('error', () => undefined);
     queued.end(JSON.stringify({ model: MODEL_NAME, prompt: 'q', max_tokens: 5 }));
-    for (let i = 0; i < 100 && (await metric(tight.url, 'patentgpt_queue_depth')) === 0; i++) await new Promise((r) => setTimeout(r, 20));
-    expect(await metric(tight.url, 'patentgpt_queue_depth')).toBe(1);
+    expect(await until(async () => (await metric(tight.url, 'patentgpt_queue_depth')) === 1)).toBe(true);
     queued.destroy();
-    for (let i = 0; i < 100 && (await metric(tight.url, 'patentgpt_queue_depth')) === 1; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await until(async () => (await hangUps(tight.url)) === cut + 1)).toBe(true); // answered 499 at once, never run
     expect(await metric(tight.url, 'patentgpt_queue_depth')).toBe(0);
-    holder.req.destroy();
+    holder.destroy();
+    expect(await until(async () => (await hangUps(tight.url)) === cut + 2)).toBe(true);
     expect(await settled(tight.url)).toEqual({ kv: 0, running: 0 });
-  });
+  }, 30_000);
 
   it('a full queue answers 429 with Retry-After (the openai client raises RateLimitError)', async () => {
     const holder = await openStream(tight.url, { model: MODEL_NAME, prompt: 'abc', max_tokens: 200, ignore_eos: true, stream: true });
