@@ -116,11 +116,11 @@ export function completionPlan(b: CompletionBody, model: ServedModel, limits: Pl
   const raw = b.prompt;
   // string | string[] | number[] | number[][]
   const list: (string | number[])[] = typeof raw === 'string' ? [raw] : raw.length > 0 && typeof raw[0] === 'number' ? [raw as number[]] : (raw as (string | number[])[]);
-  const prompts = list.map((p, i) => {
+  const prompts = list.map((p) => {
+    // Text gets BOS, as the engine encodes text prompts; token ids are taken as they are.
     const ids = typeof p === 'string' ? Array.from(model.tokenizer.encode(p, { bos: true })) : p;
     checkPrompt(ids, model, limits, 'prompt');
     const echo = b.echo ? (typeof p === 'string' ? p : model.tokenizer.decode(p)) : '';
-    void i;
     return { ids, echo };
   });
   // OpenAI's default of 16 new tokens, less where the context leaves less.

@@ -156,8 +156,14 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   };
 
   // ---- routes ----
+  // 200 while the engine answers (a ThreadedEngine whose worker died does not), 503 when draining.
   app.get('/health', async (_req, reply) => {
     if (closing) return reply.code(503).send({ status: 'closing' });
+    try {
+      await served.engine.stats();
+    } catch (err) {
+      return reply.code(503).send({ status: 'engine unavailable', message: (err as Error).message });
+    }
     return { status: 'ok' };
   });
 

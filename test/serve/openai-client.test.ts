@@ -4,7 +4,7 @@
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Engine } from '../../src/infer/index.js';
+import { Engine, type TokenLogprob } from '../../src/infer/index.js';
 import { chatPromptIds } from '../../src/infer/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
 import { MODEL_NAME, metric, settled, startServer, tinyFolder } from './fixture.js';
@@ -129,7 +129,7 @@ describe('serve: the openai client', () => {
 
   it('log-probs: completions (logprobs: n) and chat (logprobs + top_logprobs) carry the engine\'s values', async () => {
     const want = await engine.generate(PROMPT, { maxTokens: 5, temperature: 0, ignoreEos: true, logprobs: 2 });
-    const lps = [];
+    const lps: TokenLogprob[] = [];
     for await (const d of want) lps.push(...(d.logprobs ?? []));
     const got = await client.completions.create({ model: MODEL_NAME, prompt: PROMPT, max_tokens: 5, temperature: 0, logprobs: 2, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
     const lp = got.choices[0]!.logprobs!;
