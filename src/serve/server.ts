@@ -139,16 +139,21 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   });
 
   // ---- Bearer keys ----
-  if (keyHashes.length > 0) {
-    app.addHook('onRequest', async (req) => {
-      const path = req.url.split('?')[0]!;
-      if (!(path.startsWith('/v1/') || path === '/tokenize' || path === '/detokenize')) return;
-      const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
-      const given = m ? sha(m[1]!.trim()) : null;
-      if (!given || !keyHashes.some((k) => timingSafeEqual(k, given)))
-        throw new OpenAIError(401, m ? 'Incorrect API key provided.' : 'Missing API key: send "Authorization: Bearer <key>".', 'invalid_request_error', null, 'invalid_api_key');
-    });
-  }
+  // Without keys the API answers only connections that arrived on a loopback address, whatever
+  // host listen() was given (a server made for 127.0.0.1 and then bound to 0.0.0.0 stays closed).
+  app.addHook('onRequest', async (req) => {
+    const path = req.url.split('?')[0]!;
+    if (!(path.startsWith('/v1/') || path === '/tokenize' || path === '/detokenize')) return;
+    if (keyHashes.length === 0) {
+      if (!isLoopback(req.socket.localAddress ?? '127.0.0.1'))
+        throw new OpenAIError(403, 'this server has no API key, so it answers only on loopback; start it with an API key (apiKey, --api-key or PATENTGPT_API_KEY) to serve other hosts', 'invalid_request_error', null, 'api_key_required');
+      return;
+    }
+    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+    const given = m ? sha(m[1]!.trim()) : null;
+    if (!given || !keyHashes.some((k) => timingSafeEqual(k, given)))
+      throw new OpenAIError(401, m ? 'Incorrect API key provided.' : 'Missing API key: send "Authorization: Bearer <key>".', 'invalid_request_error', null, 'invalid_api_key');
+  });
 
   const checkModel = (name: string | undefined): void => {
     if (name !== undefined && name !== modelName)

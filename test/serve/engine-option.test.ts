@@ -2,6 +2,7 @@
 // one would mount it): it serves, it never closes that engine, and once the engine is gone
 // /health and generations answer 503. Options are checked naming the field.
 import { rmSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/infer/index.js';
 import { createServer } from '../../src/serve/index.js';
@@ -49,6 +50,42 @@ describe('createServer({ engine })', () => {
       expect((await keyed.inject({ method: 'GET', url: '/v1/models', headers: { authorization: 'Bearer k' } })).statusCode).toBe(200);
       await keyed.close();
     } finally {
+      engine.close();
+    }
+  }, 60_000);
+
+  it('maxPromptTokens refuses longer prompts with context_length_exceeded', async () => {
+    const tok = new ByteTokenizer();
+    const engine = await Engine.fromPretrained(folder.dir, { kvCacheBytes: 2 ** 22, tokenizer: tok });
+    const app = await createServer({ engine, tokenizer: tok, modelName: 'mine', maxPromptTokens: 8 });
+    try {
+      const long = await app.inject({ method: 'POST', url: '/v1/completions', payload: { model: 'mine', prompt: 'twelve chars', max_tokens: 2 } });
+      expect(long.statusCode).toBe(400);
+      expect(long.json().error).toMatchObject({ code: 'context_length_exceeded', param: 'prompt' });
+      expect(long.json().error.message).toMatch(/13 tokens; this server takes at most 8/);
+      expect((await app.inject({ method: 'POST', url: '/v1/completions', payload: { model: 'mine', prompt: 'short', max_tokens: 2 } })).statusCode).toBe(200);
+    } finally {
+      await app.close();
+      engine.close();
+    }
+  }, 60_000);
+
+  // A server made without a key but bound to every interface answers the API on loopback only.
+  const outside = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+  it.skipIf(!outside)('without a key, a connection that arrives on a non-loopback address gets 403 (listen() on 0.0.0.0 anyway)', async () => {
+    const tok = new ByteTokenizer();
+    const engine = await Engine.fromPretrained(folder.dir, { kvCacheBytes: 2 ** 22, tokenizer: tok });
+    const app = await createServer({ engine, tokenizer: tok });
+    try {
+      await app.listen({ host: '0.0.0.0', port: 0 });
+      const port = (app.server.address() as { port: number }).port;
+      const far = await fetch(`http://${outside}:${port}/v1/models`);
+      expect(far.status).toBe(403);
+      expect(((await far.json()) as { error: { code: string } }).error.code).toBe('api_key_required');
+      expect((await fetch(`http://127.0.0.1:${port}/v1/models`)).status).toBe(200);
+      expect((await fetch(`http://${outside}:${port}/health`)).status).toBe(200);
+    } finally {
+      await app.close();
       engine.close();
     }
   }, 60_000);
