@@ -5,6 +5,7 @@ import type { LlamaForCausalLM } from '../src/models/llama.js';
 import { Module, SwiGLUMLP, type FeedForward, type ParamInit } from '../src/nn/index.js';
 import { deviceUnavailableReason, kernelDevices } from '../src/native/devices.js';
 import { Rng, Tensor, noGrad, clearTape, type Device, type TensorOptions } from '../src/tensor/index.js';
+import type { StageConfig, StageKind } from '../src/train/config.js';
 
 export function randomArray(n: number, seed: number, scale = 1): Float64Array {
   const rng = new Rng(seed);
@@ -30,6 +31,22 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
   if (worst >= 0) {
     expect.fail(`${what}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (atol ${atol}, rtol ${rtol})`);
   }
+}
+
+/**
+ * The values of toArray() / toRaw() as plain numbers, for toEqual against number literals.
+ * toArray() is typed as any dtype's array; i64 (BigInt64Array) fails here, as its bigints
+ * never equalled numbers through Array.from either.
+ */
+export function numbers(values: ArrayLike<number> | BigInt64Array): number[] {
+  if (values instanceof BigInt64Array) expect.fail('numbers(): got i64 values (BigInt64Array); compare them as bigints');
+  return Array.from(values);
+}
+
+/** A stage config narrowed to the kind the test runs (validateStageConfig returns the union of kinds). */
+export function stageOfKind<K extends StageKind>(cfg: StageConfig, kind: K): Extract<StageConfig, { kind: K }> {
+  if (cfg.kind !== kind) expect.fail(`expected a ${kind} stage config, got kind "${cfg.kind}"`);
+  return cfg as Extract<StageConfig, { kind: K }>;
 }
 
 export function f32(data: ArrayLike<number>, shape: number[], requiresGrad = false, device: Device = 'cpu'): Tensor {
