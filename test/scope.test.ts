@@ -2,6 +2,7 @@
 // async scopes (each owns what it makes across awaits, even when several run at once).
 import { describe, expect, it } from 'vitest';
 import { Tensor, add, keep, memoryStats, scope } from '../src/tensor/index.js';
+import { numbers } from './helpers.js';
 
 const live = (): number => memoryStats().cpu.liveCount;
 const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -31,7 +32,7 @@ describe('scope keeps what its result reaches', () => {
     expect(live()).toBe(before + 6);
     const all = [out.pair.first, out.pair.second.inner, out.deep.a.b.c.d.e.f[0]!, out.cyclic.t, ...out.set, ...out.map.keys()];
     for (const t of all) expect(t.disposed).toBe(false);
-    expect(Array.from(out.pair.second.inner.toArray())).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(numbers(out.pair.second.inner.toArray())).toEqual([0, 0, 0, 0, 0, 0]);
     all.forEach((t) => t.dispose());
     expect(live()).toBe(before);
   });
@@ -78,7 +79,7 @@ describe('async scopes', () => {
       return { sum: add(a, b) };
     });
     expect(live()).toBe(before + 1);
-    expect(Array.from(out.sum.toArray())).toEqual([3, 3, 3, 3]);
+    expect(numbers(out.sum.toArray())).toEqual([3, 3, 3, 3]);
     out.sum.dispose();
     expect(live()).toBe(before);
   });
@@ -110,8 +111,8 @@ describe('async scopes', () => {
       });
     // Interleaved: each resumes while the other is suspended; the short one ends first.
     const [a, b] = await Promise.all([run(1, [5, 1, 10, 1]), run(10, [1, 5, 1])]);
-    expect(Array.from(a.toArray())).toEqual([4, 4]);
-    expect(Array.from(b.toArray())).toEqual([30, 30]);
+    expect(numbers(a.toArray())).toEqual([4, 4]);
+    expect(numbers(b.toArray())).toEqual([30, 30]);
     expect(live()).toBe(before + 2);
     a.dispose();
     b.dispose();
