@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { writeShards } from '../../src/data/shards.js';
 import { validateStageConfig } from '../../src/train/config.js';
 import { pretrain } from '../../src/train/pretrain.js';
+import { stageOfKind } from '../helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-moe-train-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -21,7 +22,7 @@ describe('SMoE pretraining', () => {
       model: { vocabSize: 259, dim: 32, nLayers: 2, nHeads: 2, ffnDim: 32, maxSeqLen: 64, numExperts: 4, topK: 2, routerZLossCoef: 0.001 },
       data: { manifests: [shards] }, seqLen: 32, batchSize: 2, steps: 12, optimizer: { lr: 0.01 }, logEvery: 1,
     });
-    const res = await pretrain(cfg, { progress: null });
+    const res = await pretrain(stageOfKind(cfg, 'pretrain'), { progress: null });
     expect(res.model.numExperts).toBe(4);
     const lines = fs.readFileSync(path.join(res.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     const train = lines.filter((l) => typeof l.loss === 'number');

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
 import { configHash, loadStageConfig, stageSchedule, tokensPerStep, totalSteps, validateStageConfig } from '../../src/train/config.js';
 import { learningRate } from '../../src/train/schedule.js';
+import { stageOfKind } from '../helpers.js';
 
 const examples = path.resolve(__dirname, '../../examples');
 const base = (): Record<string, unknown> => ({ name: 'r', model: 'tiny', seqLen: 64, batchSize: 2, steps: 10, optimizer: { lr: 1e-3 } });
@@ -34,13 +35,13 @@ describe('stage config', () => {
     expect([s1.seqLen, s2.seqLen]).toEqual([4096, 16384]);
     expect(s2.context).toEqual({ ropeTheta: 1000000 });
     expect(s2.init).toBe(path.resolve('runs/patentgpt-stage1')); // run folders: relative to the working directory
-    const t1 = await loadStageConfig(path.join(examples, 'tiny-stage1.json'));
+    const t1 = stageOfKind(await loadStageConfig(path.join(examples, 'tiny-stage1.json')), 'pretrain');
     expect(t1.data).toEqual({ manifests: [], sample: true, weights: { patent: 0.6, law: 0.25, qa: 0.15 }, valFraction: 0.05 });
     expect(t1.runDir).toBe(path.join('runs', 'tiny-stage1'));
   });
 
   it('fills defaults and derives steps from a token budget', () => {
-    const cfg = validateStageConfig({ ...base(), steps: undefined, tokenBudget: 1000, gradAccum: 2 });
+    const cfg = stageOfKind(validateStageConfig({ ...base(), steps: undefined, tokenBudget: 1000, gradAccum: 2 }), 'pretrain');
     expect(tokensPerStep(cfg)).toBe(256);
     expect(totalSteps(cfg)).toBe(4);
     expect(totalSteps(cfg, 2)).toBe(2);
@@ -58,7 +59,7 @@ describe('stage config', () => {
     const file = path.join(dir, 'sub', 's.json');
     fs.mkdirSync(path.dirname(file));
     fs.writeFileSync(file, JSON.stringify({ ...base(), model: './model/config.json', init: '../ck', data: { manifests: ['tok/manifest.json'] } }));
-    const cfg = await loadStageConfig(file);
+    const cfg = stageOfKind(await loadStageConfig(file), 'pretrain');
     expect(cfg.model).toBe(path.join(dir, 'sub', 'model', 'config.json'));
     expect(cfg.init).toBe(path.resolve('../ck'));
     // stage 2's init names stage 1's run folder as stage 1 wrote it (default runs/<name>, or an explicit runDir)

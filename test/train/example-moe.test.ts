@@ -10,6 +10,7 @@ import { isMoE, parameterCount } from '../../src/models/config.js';
 import { loadStageConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { pretrain, resolveModelConfig, stageModelConfig } from '../../src/train/pretrain.js';
+import { stageOfKind } from '../helpers.js';
 
 const ex = (f: string): string => new URL(`../../examples/${f}`, import.meta.url).pathname;
 const dataRoot = process.env.PATENTGPT_DATA ?? new URL('../../../shared/data', import.meta.url).pathname;
@@ -35,7 +36,7 @@ describe('examples/tiny-moe.json', () => {
   it(`runs through the pretrain stage (3 steps) on ${fs.existsSync(abstracts) ? abstracts : 'the built-in sample (real data absent)'}`, async () => {
     const runDir = path.join(root, 'run');
     const cfg = await loadStageConfig(ex('tiny-moe.json'), { steps: 3, runDir, evalEvery: 3, evalBatches: 1, checkpointEvery: 3 });
-    const res = await pretrain(cfg, { progress: null, ...(fs.existsSync(abstracts) ? { dataPaths: [abstracts] } : {}) });
+    const res = await pretrain(stageOfKind(cfg, 'pretrain'), { progress: null, ...(fs.existsSync(abstracts) ? { dataPaths: [abstracts] } : {}) });
     expect(res.step).toBe(3);
     const last = readMetrics(path.join(runDir, 'metrics.jsonl')).filter((r) => typeof r.loss === 'number').at(-1)!;
     const load = last.expert_load_max_over_mean as Record<string, number>;

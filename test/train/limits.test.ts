@@ -11,6 +11,7 @@ import { validateStageConfig } from '../../src/train/config.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { MAX_TENSOR_ELEMENTS, estimateTrainingMemory, machineMemory } from '../../src/train/memory.js';
 import { pretrain } from '../../src/train/pretrain.js';
+import { stageOfKind } from '../helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-limits-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -25,7 +26,7 @@ describe('limits', () => {
     const { preset } = await import('../../src/models/index.js');
     const need = estimateTrainingMemory(preset('llama2-70b').config, { batchSize: 2, seqLen: 512 }).total;
     if (need <= machineMemory()) return void console.warn(`skipped: this machine has ${machineMemory()} bytes, enough for a 70B step`);
-    const err = await pretrain(cfg, { configFile: `${cfg.name}.json` }).then(() => null, (e: unknown) => e as Error);
+    const err = await pretrain(stageOfKind(cfg, 'pretrain'), { configFile: `${cfg.name}.json` }).then(() => null, (e: unknown) => e as Error);
     expect(err?.message).toMatch(/big\.json: the training step needs about \d+(\.\d+)? GiB \(weights 25\d\.\d GiB, gradients 25\d\.\d GiB, AdamW moments 51\d\.\d GiB, activations of a 2 x 512 micro-batch/);
     expect(err?.message).toMatch(/lower batchSize .* set memoryLimitGiB, or memoryCheck: false/);
     expect(fs.existsSync(cfg.runDir)).toBe(false);
@@ -39,13 +40,13 @@ describe('limits', () => {
     expect(est(0).optimizer).toBe(0);
     expect(est().total - est(1).total).toBe(2 * est().weights); // one moment fewer, and its checkpoint copy
     const sgd = stage('sgd-big', { model: 'llama2-70b', seqLen: 512, optimizer: { type: 'sgd', lr: 0.1 }, memoryLimitGiB: 1 });
-    await expect(pretrain(sgd, { configFile: 'sgd-big.json' })).rejects.toThrow(/sgd-big\.json: the training step needs about .* optimizer state 25\d\.\d GiB/);
+    await expect(pretrain(stageOfKind(sgd, 'pretrain'), { configFile: 'sgd-big.json' })).rejects.toThrow(/sgd-big\.json: the training step needs about .* optimizer state 25\d\.\d GiB/);
   });
 
   it('memoryLimitGiB sets the limit; the tiny model fits by default', async () => {
-    const err = await pretrain(stage('limited', { memoryLimitGiB: 0.001 }), { configFile: 'limited.json' }).then(() => null, (e: unknown) => e as Error);
+    const err = await pretrain(stageOfKind(stage('limited', { memoryLimitGiB: 0.001 }), 'pretrain'), { configFile: 'limited.json' }).then(() => null, (e: unknown) => e as Error);
     expect(err?.message).toMatch(/limited\.json: the training step needs about .* more than the 0\.00 GiB of memoryLimitGiB/);
-    const r = await pretrain(stage('fits', { checkpointEvery: 0 }), { progress: null });
+    const r = await pretrain(stageOfKind(stage('fits', { checkpointEvery: 0 }), 'pretrain'), { progress: null });
     expect(r.status).toBe('completed');
   });
 
@@ -53,7 +54,7 @@ describe('limits', () => {
     const huge = { vocabSize: 262144, dim: 4608, nLayers: 1, nHeads: 36, nKvHeads: 36, ffnDim: 128, maxSeqLen: 64 };
     expect(262144 * 4608).toBeGreaterThan(MAX_TENSOR_ELEMENTS);
     const cfg = stage('huge', { model: huge, memoryCheck: false });
-    const err = await pretrain(cfg, { configFile: `${cfg.name}.json` }).then(() => null, (e: unknown) => e as Error);
+    const err = await pretrain(stageOfKind(cfg, 'pretrain'), { configFile: `${cfg.name}.json` }).then(() => null, (e: unknown) => e as Error);
     expect(err?.name).toBe('PatentGPTError');
     expect(err?.message).toMatch(/huge\.json: model: model\.embed_tokens\.weight would hold 1,207,959,552 values \(4\.50 GiB\), more than one tensor can hold here/);
     expect(fs.existsSync(cfg.runDir)).toBe(false);
@@ -63,7 +64,7 @@ describe('limits', () => {
     expect(() => stage('t', { threads: 5000 })).toThrow(/t\.json: threads: must be at most 1024, got 5000/);
     // a config object built in code is checked too
     const cfg = { ...stage('t2'), threads: 5000 };
-    await expect(pretrain(cfg, { configFile: 't2.json' })).rejects.toThrow(/t2\.json: threads: must be an integer in \[0, 1024\], got 5000/);
+    await expect(pretrain(stageOfKind(cfg, 'pretrain'), { configFile: 't2.json' })).rejects.toThrow(/t2\.json: threads: must be an integer in \[0, 1024\], got 5000/);
   });
 
   it('the memory estimate covers the measured peak of a training step (and is not wildly above it)', () => {

@@ -13,6 +13,7 @@ import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { validateStageConfig } from '../../src/train/config.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { pretrain } from '../../src/train/pretrain.js';
+import { stageOfKind } from '../helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-longctx-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -44,12 +45,12 @@ describe('long context', () => {
       ...common, name: 's1', runDir: path.join(root, 's1'), seqLen: T1, batchSize: 8, steps: 120,
       optimizer: { lr: 0.004 }, schedule: { kind: 'cosine', warmupSteps: 10 },
     });
-    const r1 = await pretrain(s1, { progress: null });
+    const r1 = await pretrain(stageOfKind(s1, 'pretrain'), { progress: null });
     const s2 = validateStageConfig({
       ...common, name: 's2', runDir: path.join(root, 's2'), init: path.join(root, 's1'), seqLen: T2, batchSize: 2, steps: 30,
       optimizer: { lr: 0.001 }, schedule: { kind: 'cosine', warmupSteps: 3 }, context: { ropeTheta: 40000 },
     });
-    const r2 = await pretrain(s2, { progress: null });
+    const r2 = await pretrain(stageOfKind(s2, 'pretrain'), { progress: null });
     expect(r2.model.maxSeqLen).toBe(T2);
     expect(r2.model.ropeTheta).toBe(40000);
 
@@ -70,7 +71,7 @@ describe('long context', () => {
       ...common, name: 'c', runDir: path.join(root, 'c'), init: path.join(root, 's1'), seqLen: T1, batchSize: 8, steps: 30,
       optimizer: { lr: 0.001 }, schedule: { kind: 'cosine', warmupSteps: 3 },
     });
-    const control = await lossOn((await pretrain(c, { progress: null })).checkpoint!, seqs);
+    const control = await lossOn((await pretrain(stageOfKind(c, 'pretrain'), { progress: null })).checkpoint!, seqs);
     // the stage-1 model degrades past its training length; stage 2 fixes that
     expect(stage1Long).toBeGreaterThan(stage1Short);
     expect(stage2Long).toBeLessThan(stage1Long);

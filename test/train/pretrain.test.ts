@@ -5,10 +5,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { categoryName, readTextDocuments, splitText } from '../../src/data/textfiles.js';
-import { LlamaForCausalLM, preset, savePretrained, validateConfig } from '../../src/models/index.js';
+import { LlamaForCausalLM, preset, savePretrained, validateConfig, type ModelConfig } from '../../src/models/index.js';
 import { writeShards } from '../../src/data/shards.js';
 import { loadStageConfig, validateStageConfig } from '../../src/train/config.js';
 import { loadInitialWeights, pretrain, resolveModelConfig, stageModelConfig } from '../../src/train/pretrain.js';
+import { stageOfKind } from '../helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-pretrain-unit-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -42,7 +43,7 @@ describe('stage model config', () => {
 
   it('resolves presets, inline configs and config.json paths', async () => {
     expect(await resolveModelConfig('llama-5m')).toEqual(preset('llama-5m').config);
-    const inline = { vocabSize: 259, dim: 32, nLayers: 1, nHeads: 2, ffnDim: 64 };
+    const inline = { vocabSize: 259, dim: 32, nLayers: 1, nHeads: 2, ffnDim: 64 } as ModelConfig; // partial on purpose: resolveModelConfig fills the defaults
     expect((await resolveModelConfig(inline)).nKvHeads).toBe(2);
     const f = path.join(root, 'm.json');
     fs.writeFileSync(f, JSON.stringify(inline));
@@ -59,7 +60,7 @@ describe('data checks', () => {
       name: 'v', runDir: path.join(root, 'v'), model: { vocabSize: 259, dim: 32, nLayers: 1, nHeads: 2, ffnDim: 64, maxSeqLen: 64 },
       data: { manifests: [shards] }, seqLen: 16, batchSize: 1, steps: 1, optimizer: { lr: 0.001 },
     });
-    await expect(pretrain(cfg, { progress: null })).rejects.toThrow(/big-vocab\/manifest\.json: vocabSize: the shards use a vocabulary of 1000 ids, larger than the model's 259/);
+    await expect(pretrain(stageOfKind(cfg, 'pretrain'), { progress: null })).rejects.toThrow(/big-vocab\/manifest\.json: vocabSize: the shards use a vocabulary of 1000 ids, larger than the model's 259/);
   });
 });
 

@@ -10,6 +10,7 @@ import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { validateStageConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { pretrain } from '../../src/train/pretrain.js';
+import { stageOfKind } from '../helpers.js';
 
 const dataRoot = process.env.PATENTGPT_DATA ?? new URL('../../../shared/data', import.meta.url).pathname;
 const abstracts = path.join(dataRoot, 'patentsview-abstracts');
@@ -42,7 +43,7 @@ describe.skipIf(!present)('pretraining on real patent abstracts', () => {
       optimizer: { lr: 0.004 }, schedule: { kind: 'cosine', warmupSteps: 10 },
       data: { valFraction: 0.02 }, evalEvery: 50, evalBatches: 6, checkpointEvery: 0, seed: 11, threads: 2,
     });
-    const r = await pretrain(cfg, { dataPaths: [abstracts], progress: null });
+    const r = await pretrain(stageOfKind(cfg, 'pretrain'), { dataPaths: [abstracts], progress: null });
     const vals = readMetrics(path.join(runDir, 'metrics.jsonl')).filter((x) => x.valLoss !== undefined).map((x) => x.valLoss!);
     console.log(`unigram entropy ${unigram.toFixed(3)} nats/token; validation loss ${vals.map((v) => v.toFixed(3)).join(' -> ')}`);
     expect(vals).toHaveLength(3);

@@ -9,6 +9,7 @@ import { validateStageConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { renderReportSvg } from '../../src/train/plot.js';
 import { pretrain } from '../../src/train/pretrain.js';
+import { stageOfKind } from '../helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-moe-report-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -25,7 +26,7 @@ async function run(name: string, moe: boolean): Promise<{ svg: string; runDir: s
     model: { vocabSize: 259, dim: 32, nLayers: 2, nHeads: 2, ffnDim: 32, maxSeqLen: 64, ...(moe ? { numExperts: 4, topK: 2 } : {}) },
     data: { manifests: [shards] }, seqLen: 32, batchSize: 2, steps: 4, optimizer: { lr: 0.01 }, logEvery: 1,
   });
-  const res = await pretrain(cfg, { progress: null });
+  const res = await pretrain(stageOfKind(cfg, 'pretrain'), { progress: null });
   return { svg: fs.readFileSync(path.join(res.runDir, 'report.svg'), 'utf8'), runDir: res.runDir };
 }
 

@@ -15,6 +15,7 @@ import { pretrain } from '../../src/train/pretrain.js';
 import { Trainer, type TrainTask } from '../../src/train/trainer.js';
 import { vectorTaskState } from './task-state.js';
 import { V1_CONFIG } from './fixtures/v1-config.js';
+import { stageOfKind } from '../helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-stages-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -28,13 +29,13 @@ describe('runs written before stage kinds and parameter groups', () => {
     fs.cpSync(fixture, runDir, { recursive: true });
     const cfg = validateStageConfig({ ...V1_CONFIG, runDir });
     expect(configHash(cfg)).toBe(expected.configHash);
-    const r = await pretrain(cfg, { progress: null });
+    const r = await pretrain(stageOfKind(cfg, 'pretrain'), { progress: null });
     expect(r.status).toBe('completed');
     expect(r.resumedFrom).toBe(2);
     expect(r.losses).toEqual(expected.losses.slice(2));
     expect(r.valLoss).toBe(expected.valLoss);
     // and a fresh run of today's code gives the old run's losses
-    const fresh = await pretrain(validateStageConfig({ ...V1_CONFIG, runDir: path.join(root, 'v1-fresh') }), { progress: null });
+    const fresh = await pretrain(stageOfKind(validateStageConfig({ ...V1_CONFIG, runDir: path.join(root, 'v1-fresh') }), 'pretrain'), { progress: null });
     expect(fresh.losses).toEqual(expected.losses);
   });
 
@@ -96,7 +97,7 @@ describe('stage config kinds and optimizer fields', () => {
   });
   it('a group pattern that matches no parameter of the model stops the run before training, naming the group', async () => {
     const cfg = validateStageConfig({ ...V1_CONFIG, runDir: path.join(root, 'nogroup'), optimizer: { ...V1_CONFIG.optimizer, groups: [{ match: 'transformer.h.*' }] } });
-    await expect(pretrain(cfg, { progress: null })).rejects.toThrow(/groups\[0\]\.match: "transformer\.h\.\*" matches no parameter/);
+    await expect(pretrain(stageOfKind(cfg, 'pretrain'), { progress: null })).rejects.toThrow(/groups\[0\]\.match: "transformer\.h\.\*" matches no parameter/);
   });
 });
 
@@ -181,14 +182,14 @@ describe('pretrain: what the model\'s modules report reaches metrics.jsonl', () 
   it('per-layer feed-forward metrics as one record per name, keyed by layer', async () => {
     const runDir = path.join(root, 'layers');
     const cfg = validateStageConfig({ ...V1_CONFIG, runDir, steps: 2, model: { ...V1_CONFIG.model, nLayers: 2 } });
-    const r = await pretrain(cfg, { progress: null, model: { feedForward: (i, c, init) => new ReportingMLP(c.dim, c.ffnDim, init, i) } });
+    const r = await pretrain(stageOfKind(cfg, 'pretrain'), { progress: null, model: { feedForward: (i, c, init) => new ReportingMLP(c.dim, c.ffnDim, init, i) } });
     expect(r.status).toBe('completed');
     const train = readMetrics(path.join(runDir, 'metrics.jsonl')).filter((x) => x.loss !== undefined);
     const rows = V1_CONFIG.batchSize * V1_CONFIG.seqLen;
     expect(train.map((x) => x.rows)).toEqual([{ '0': rows, '1': rows + 1 }, { '0': rows, '1': rows + 1 }]);
     // A dense model reports nothing: no extra fields.
     const denseDir = path.join(root, 'layers-dense');
-    await pretrain(validateStageConfig({ ...V1_CONFIG, runDir: denseDir, steps: 1 }), { progress: null });
+    await pretrain(stageOfKind(validateStageConfig({ ...V1_CONFIG, runDir: denseDir, steps: 1 }), 'pretrain'), { progress: null });
     const dense = readMetrics(path.join(denseDir, 'metrics.jsonl')).find((x) => x.loss !== undefined)!;
     const loopFields = new Set(['step', 'loss', 'lr', 'gradNorm', 'tokens', 'elapsedSec', 'tokensPerSec', 'mfu']);
     expect(Object.keys(dense).filter((k) => !loopFields.has(k))).toEqual([]);
@@ -198,7 +199,7 @@ describe('pretrain: what the model\'s modules report reaches metrics.jsonl', () 
     const runDir = path.join(root, 'aux');
     const cfg = validateStageConfig({ ...V1_CONFIG, runDir, steps: 8, checkpointEvery: 0, model: { ...V1_CONFIG.model, nLayers: 2 } });
     const live: number[] = [];
-    const r = await pretrain(cfg, {
+    const r = await pretrain(stageOfKind(cfg, 'pretrain'), {
       progress: null,
       model: { feedForward: (i, c, init) => new ReportingMLP(c.dim, c.ffnDim, init, i, true) },
       onMetrics: (m) => void (m.loss !== undefined && live.push(memoryStats().cpu.liveBytes)),
