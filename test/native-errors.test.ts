@@ -75,11 +75,12 @@ describe('native error codes', () => {
     };
     for (const s of ops.filter((o) => !o.devices.includes('cuda'))) {
       const fn = (A as unknown as Record<string, (...a: unknown[]) => unknown>)[s.name]!;
-      let err: { code?: unknown; message?: string } | null = null;
+      type NativeError = { code?: unknown; message?: string };
+      let err: NativeError | null = null;
       try {
         fn(...argsOn(s, cuda));
       } catch (e) {
-        err = e as typeof err;
+        err = e as NativeError; // not `typeof err`: here that is the narrowed `null`
       }
       expect(err?.code, s.name).toBe('E_NATIVE_DEVICE');
       expect(err?.message, s.name).toContain(`no cuda kernel for ${s.name}`);

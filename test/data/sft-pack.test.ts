@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import {
   buildExample, collateRows, IGNORE_INDEX, isValidation, llama2ChatRenderer, loadSftData, packExamples, weightedIndices, type SftExample,
 } from '../../src/data/sft/index.js';
-import { LlamaForCausalLM } from '../../src/models/index.js';
+import { LlamaForCausalLM, validateConfig } from '../../src/models/index.js';
 import { noGrad } from '../../src/tensor/index.js';
 import { SentencePieceTokenizer, type ChatMessage } from '../../src/tokenizer/index.js';
 
@@ -43,7 +43,7 @@ function segmentLoss(model: LlamaForCausalLM, b: { tokens: Int32Array; targets: 
 }
 
 describe('SFT packing', () => {
-  const model = new LlamaForCausalLM({ vocabSize: 32000, dim: 32, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 64, maxSeqLen: 512 }, { seed: 3, initStd: 0.2 });
+  const model = new LlamaForCausalLM(validateConfig({ vocabSize: 32000, dim: 32, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 64, maxSeqLen: 512 }), { seed: 3, initStd: 0.2 });
 
   it('rows hold whole conversations up to seqLen, positions restart, cuSeqlens mark each conversation and the padding', () => {
     const ex = examples();

@@ -135,6 +135,7 @@ const pae = join(data, 'cn-patent-agent-exam');
 describe('real data', () => {
   it.skipIf(!existsSync(pae))(`loads the China patent agent exam CSVs${existsSync(pae) ? '' : ' (skipped: no ../shared/data; set PATENTGPT_DATA)'}`, () => {
     const t = resolveTask('pae', data);
+    if ('kind' in t) expect.fail(`pae: expected a multiple-choice task, got ${t.kind}`);
     const single = t.docs.filter((d) => !d.multi);
     const multi = t.docs.filter((d) => d.multi);
     expect(single.length + multi.length + t.skipped.length).toBe(90 + 209);

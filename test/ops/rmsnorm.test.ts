@@ -8,7 +8,7 @@ describeDevices('rmsnorm', ['rmsnormForward', 'rmsnormBackward'], (device) => {
   it('matches LlamaRMSNorm over the last dimension', () => {
     for (const [shape, eps] of [[[3, 5, 37], 1e-5], [[1, 1], 1e-6], [[4, 300], 1e-5]] as const) {
       const C = shape[shape.length - 1]!;
-      const size = shape.reduce((a, b) => a * b, 1);
+      const size = shape.reduce<number>((a, b) => a * b, 1);
       const xd = randomArray(size, C, 3);
       const wd = randomArray(C, C + 1);
       const x = dev.f32(xd, [...shape]);

@@ -21,7 +21,7 @@ interface ToyBatch {
  * A toy task: loss = 0.5 w.w - w.x_b (gradient w - x_b), so the gradient depends on
  * the batch; batches are a deterministic function of a counter (the data position).
  */
-function toyTask(n = 8, init?: Float32Array): TrainTask<ToyBatch> & { w: Tensor; batchesRead: () => number } {
+function toyTask(n = 8, init?: Float32Array): Omit<TrainTask<ToyBatch>, 'nextBatch'> & { nextBatch: () => ToyBatch; w: Tensor; batchesRead: () => number } {
   const w = Tensor.from(init ?? Float32Array.from({ length: n }, (_, i) => Math.cos(i)), [n], { requiresGrad: true });
   const pos = { value: 0 };
   const batch = (k: number): ToyBatch => ({ tokens: new Int32Array(4 + (k % 3)), x: Float32Array.from({ length: n }, (_, i) => Math.sin(k * 0.7 + i)) });
