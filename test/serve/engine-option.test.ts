@@ -2,6 +2,7 @@
 // one would mount it): it serves, it never closes that engine, and once the engine is gone
 // /health and generations answer 503. Options are checked naming the field.
 import { rmSync } from 'node:fs';
+import * as http from 'node:http';
 import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src/infer/index.js';
@@ -85,6 +86,32 @@ describe('createServer({ engine })', () => {
       expect((await fetch(`http://127.0.0.1:${port}/v1/models`)).status).toBe(200);
       expect((await fetch(`http://${outside}:${port}/health`)).status).toBe(200);
     } finally {
+      await app.close();
+      engine.close();
+    }
+  }, 60_000);
+
+  it('mounts in another Node HTTP service: its routes answer through app.routing(req, res), streams included', async () => {
+    const tok = new ByteTokenizer();
+    const engine = await Engine.fromPretrained(folder.dir, { kvCacheBytes: 2 ** 22, tokenizer: tok });
+    const app = await createServer({ engine, tokenizer: tok, modelName: 'mine' });
+    await app.ready();
+    const host = http.createServer((req, res) => {
+      if (req.url!.startsWith('/v1/')) app.routing(req, res);
+      else res.end('the host service');
+    });
+    await new Promise<void>((r) => host.listen(0, '127.0.0.1', () => r()));
+    const base = `http://127.0.0.1:${(host.address() as { port: number }).port}`;
+    try {
+      expect(await (await fetch(`${base}/`)).text()).toBe('the host service');
+      const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'mine', prompt: 'Claim 1.', max_tokens: 6, temperature: 0, stream: true }) });
+      const sse = await r.text();
+      expect(sse.trimEnd().endsWith('data: [DONE]')).toBe(true);
+      const text = sse.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => (JSON.parse(e.slice(6)) as { choices: { text: string }[] }).choices[0]!.text).join('');
+      expect(text).toBe((await engine.complete('Claim 1.', { maxTokens: 6, temperature: 0 })).text);
+    } finally {
+      host.closeAllConnections();
+      await new Promise((r) => host.close(r));
       await app.close();
       engine.close();
     }
