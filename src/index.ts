@@ -19,6 +19,9 @@ export { pretrain, stageModelConfig, resolveModelConfig, loadInitialWeights, typ
 export { sft, sftLoss, sftRenderer, llama2ByteRenderer, type SftOptions, type SftResult } from './train/stages/sft.js';
 export { reward, rewardLoss, REWARD_FINAL_DIR, type RewardOptions, type RewardResult } from './train/stages/reward.js';
 export type { RewardConfig, RewardObjective } from './train/config-reward.js';
+export { ppo, type PpoOptions, type PpoResult } from './train/stages/ppo.js';
+export { claimFormatReward, loadRewardFunction, type RewardFunction, type RewardFunctionSpec } from './train/ppo/rewards.js';
+export { AdaptiveKLController, FixedKLController, type KlController } from './train/ppo/math.js';
 export { dpo, dpoLoss, sequenceLogps, referenceLogps, type DpoOptions, type DpoResult, type PairLogps } from './train/stages/dpo.js';
 export type { DpoConfig, DpoObjective } from './train/config-dpo.js';
 export {
@@ -27,7 +30,7 @@ export {
 } from './data/preference/index.js';
 export {
   loadStageConfig, validateStageConfig, configHash, totalSteps, tokensPerStep, stageSchedule, STAGE_KINDS,
-  type StageConfig, type StageKind, type StageBase, type PretrainConfig, type SftConfig, type SftChatTemplate, type StageOptimizer, type StageParamGroup,
+  type StageConfig, type StageKind, type StageBase, type PretrainConfig, type SftConfig, type PpoConfig, type SftChatTemplate, type StageOptimizer, type StageParamGroup,
 } from './train/config.js';
 export {
   AdamW, SGD, createOptimizer, defaultDecayRule, type Optimizer, type OptimizerOptions, type OptimizerType, type ParamGroupRule, type ParamGroup,

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { PatentGPTError } from '../../errors.js';
 import type { SftChatTemplate, SftLora, StageBase } from '../config.js';
 import type { KlEstimator } from './math.js';
+import { BUILTIN_REWARDS } from './rewards.js';
 
 /** Where the prompts come from: a JSONL/JSON file of records (a string field, Alpaca's instruction + input, or messages). */
 export interface PpoPrompts {
@@ -127,6 +128,8 @@ export function validatePpo(c: Json, base: StageBase, h: PpoValidateHelpers): Pp
   if (r.function !== undefined) {
     known(r, 'reward', ['function']);
     reward = { function: str(r.function, 'reward.function') };
+    if (!(reward.function in BUILTIN_REWARDS))
+      fail('reward.function', `"${reward.function}" is not a built-in reward (built in: ${Object.keys(BUILTIN_REWARDS).join(', ')}); name your own with reward.module`);
   } else if (r.module !== undefined) {
     known(r, 'reward', ['module', 'export']);
     reward = { module: h.rel(str(r.module, 'reward.module')), ...(r.export !== undefined ? { export: str(r.export, 'reward.export') } : {}) };

@@ -1,0 +1,410 @@
+// The PPO stage (RLHF after SFT, the paper's last training stage), in numbered stages per rollout:
+//
+//   1. prompts: rollout r takes rolloutBatch prompts (a seeded permutation per pass), rendered
+//      with the chat template up to the assistant's turn.
+//   2. generate: the package's Engine (paged KV cache, continuous batching) samples one response
+//      per prompt from the CURRENT policy: the engine runs the policy module itself, whose weights
+//      the optimizer updates in place (the fused decode path reads the same storages; LoRA layers
+//      take the generic path, adapters included). Prefix caching is off: a cached block holds
+//      keys and values of older weights. Each response has its own seed, f(seed, r, i).
+//   3. score: the reward function (prompt text, completion text) or a frozen reward model on
+//      (prompt ++ response) read at its last token, the true EOS; missing_eos_penalty where the
+//      response ran out of tokens without one.
+//   4. log-probs and values of the rollout policy, log-probs of the reference (the frozen init
+//      model, or the same base with the LoRA adapters detached: one base in memory), one packed
+//      forward each (no padding), at the sampling temperature as TRL takes them.
+//   5. per-token KL penalty, score on the EOS, GAE, whitened advantages (src/train/ppo/math.ts).
+//   6. epochs x minibatches of the clipped policy + value loss (src/train/ppo/loss.ts), each
+//      minibatch one optimizer step of the shared training loop (gradAccum micro-batches).
+//
+// The value head is a (1, C) score head on the policy's final hidden states (the head of
+// LlamaForSequenceClassification, sharing the trunk: no second decoder in memory). A checkpoint
+// holds the policy (or its adapter), the value head (value_head.safetensors), and in state.json
+// the rollout buffer being trained on, the KL coefficient and the rollout count: sampling seeds,
+// prompt order and minibatch order are functions of those, so a resume is bit-exact.
+import * as path from 'node:path';
+import { PatentGPTError } from '../../errors.js';
+import { readSftRecords, where } from '../../data/sft/index.js';
+import type { ChatRenderer } from '../../data/sft/render.js';
+import { Engine } from '../../infer/engine.js';
+import {
+  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LlamaForCausalLM, PEFT_PREFIX, loadWeights, readSafetensors, safetensorsContent, saveLora, type ModelConfig,
+} from '../../models/index.js';
+import { loadRewardModel, packSequences, type ScoreHeadModel } from '../../models/reward.js';
+import { Linear } from '../../nn/index.js';
+import { applyLora, loraLayers } from '../../nn/lora.js';
+import { Tensor, gatherRows, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import { configHash } from '../config.js';
+import type { PpoConfig } from '../ppo/config.js';
+import { meanEntropy, ppoLoss } from '../ppo/loss.js';
+import { AdaptiveKLController, FixedKLController, advantagesAndReturns, penalizeMissingEos, truncateAtEos, type KlController } from '../ppo/math.js';
+import { loadRewardFunction, scoreAll, type RewardFunction } from '../ppo/rewards.js';
+import {
+  microBatchRows, microBatchesPerRollout, packRollout, responseSeed, rolloutFromJson, rolloutPrompts, rolloutToJson,
+  type PackedRollout, type Rollout, type RolloutRow,
+} from '../ppo/rollout.js';
+import type { TaskLoss, TrainBatchInfo, TrainResult, TrainTask } from '../trainer.js';
+import { createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions } from './common.js';
+import { sftRenderer } from './sft.js';
+
+export type PpoOptions = StageRunOptions & {
+  /** A reward function that replaces the config's (tests, programs that score in-process). */
+  rewardFunction?: RewardFunction;
+};
+
+export interface PpoResult extends TrainResult {
+  runDir: string;
+  model: ModelConfig;
+  prompts: { used: number; skipped: number };
+  rollouts: number;
+  lora?: { layers: number; trainable: number; total: number; final?: { model: string; adapter: string } };
+}
+
+/** A PPO micro-batch: rows of the current rollout. */
+interface PpoBatch extends TrainBatchInfo {
+  rows: RolloutRow[];
+  packed: PackedRollout;
+  stats: Rollout['stats'];
+}
+
+/** A prompt as the policy sees it: its text (for reward functions) and its rendered ids. */
+interface Prompt {
+  text: string;
+  ids: Int32Array;
+}
+
+/** The text of a prompt record: the configured field, Alpaca's instruction (+ "\n" + input), or the messages before the first assistant turn. */
+function promptMessages(rec: unknown, field: string): { role: 'system' | 'user'; content: string }[] | null {
+  if (typeof rec !== 'object' || rec === null) return typeof rec === 'string' && rec.trim() ? [{ role: 'user', content: rec }] : null;
+  const r = rec as Record<string, unknown>;
+  if (typeof r[field] === 'string' && (r[field] as string).trim()) return [{ role: 'user', content: r[field] as string }];
+  if (typeof r.instruction === 'string') {
+    const input = typeof r.input === 'string' && r.input.trim() ? `\n${r.input}` : '';
+    return [{ role: 'user', content: r.instruction + input }];
+  }
+  if (Array.isArray(r.messages)) {
+    const out: { role: 'system' | 'user'; content: string }[] = [];
+    for (const m of r.messages as { role?: unknown; content?: unknown }[]) {
+      if (m?.role === 'assistant') break;
+      if ((m?.role === 'system' || m?.role === 'user') && typeof m.content === 'string') out.push({ role: m.role, content: m.content });
+    }
+    return out.some((m) => m.role === 'user') ? out : null;
+  }
+  return null;
+}
+
+/** Reads and renders the prompts: ids up to where the assistant's answer starts. */
+async function loadPrompts(cfg: PpoConfig, renderer: ChatRenderer, maxLen: number): Promise<{ prompts: Prompt[]; skipped: number; why: Map<string, number> }> {
+  const prompts: Prompt[] = [];
+  const why = new Map<string, number>();
+  const skip = (reason: string): void => void why.set(reason, (why.get(reason) ?? 0) + 1);
+  for await (const item of readSftRecords(cfg.prompts.path)) {
+    if (cfg.prompts.limit > 0 && prompts.length >= cfg.prompts.limit) break;
+    if (!item.ok) {
+      skip('unreadable');
+      continue;
+    }
+    const messages = promptMessages(item.record, cfg.prompts.field);
+    if (!messages) {
+      skip('no-prompt');
+      continue;
+    }
+    let ids: Int32Array;
+    try {
+      // rendered with a placeholder answer: the prompt is everything before the assistant's first token
+      const r = renderer.render([...messages, { role: 'assistant', content: 'x' }]);
+      const start = r.assistantMask.indexOf(1);
+      if (start <= 0) throw new Error(`the template marks no assistant tokens (${where(item.source)})`);
+      ids = r.ids.slice(0, start);
+    } catch {
+      skip('render-error');
+      continue;
+    }
+    if (ids.length > maxLen) {
+      skip('too-long');
+      continue;
+    }
+    prompts.push({ text: messages.map((m) => m.content).join('\n'), ids });
+  }
+  if (prompts.length === 0)
+    throw new PatentGPTError('E_DATA', `${cfg.prompts.path}: no usable prompt (${[...why].map(([k, v]) => `${k} ${v}`).join(', ') || 'the file is empty'}); records need a "${cfg.prompts.field}" string, Alpaca instruction/input, or messages`);
+  return { prompts, skipped: [...why.values()].reduce((a, b) => a + b, 0), why };
+}
+
+/** Runs fn with every LoRA adapter of model detached (the frozen base alone: PPO's reference), then puts them back. */
+export function withAdaptersDetached<T>(model: LlamaForCausalLM, fn: () => T): T {
+  const attached = loraLayers(model).map(([, l]) => [l, l.adapter] as const);
+  for (const [l] of attached) l.setAdapter(null);
+  try {
+    return fn();
+  } finally {
+    for (const [l, a] of attached) l.setAdapter(a);
+  }
+}
+
+/** Log-probs of the response tokens (at the sampling temperature) and, with a value head, the values at the same rows; no gradient. */
+function scoreTokens(model: LlamaForCausalLM, packed: ReturnType<typeof packRollout>, temperature: number, head: Linear | null): { logprobs: Float32Array; values: Float32Array | null } {
+  return noGrad(() => scope(() => {
+    const h = model.hidden({ tokens: packed.tokens, cuSeqlens: packed.cuSeqlens });
+    const rows = gatherRows(h, Tensor.from(packed.rows, [packed.rows.length], { dtype: 'i32', device: h.device }));
+    const logits = scale(linear(rows, model.outputWeight), 1 / (temperature + 1e-7));
+    const lp = logprobs(logits, Tensor.from(packed.ids, [packed.ids.length], { dtype: 'i32', device: h.device })).toArray() as Float32Array;
+    const v = head ? (linear(rows, head.weight).toArray() as Float32Array) : null;
+    return { logprobs: Float32Array.from(lp), values: v ? Float32Array.from(v) : null };
+  }));
+}
+
+/** Runs (or resumes) one PPO stage. */
+export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoResult> {
+  const file = opts.configFile ?? 'config';
+  if (cfg.kind !== 'ppo') throw new PatentGPTError('E_CONFIG', `${file}: kind: "${String(cfg.kind)}" is not a PPO config (run it with its own stage, not ppo)`);
+  const hash = configHash(cfg);
+  const setup = await prepareStage(cfg, opts, hash);
+  const { log, runDir, modelConfig } = setup;
+  if (setup.worldSize !== 1) throw new PatentGPTError('E_UNSUPPORTED', 'ppo: one rank only for now (the rollouts are not sharded across ranks)');
+  const P = cfg.ppo;
+
+  // ---- prompts and reward
+  const renderer = sftRenderer(cfg, setup.tokenizer, file);
+  const { prompts, skipped, why } = await loadPrompts(cfg, renderer, cfg.seqLen - P.maxNewTokens);
+  log(`prompts: ${prompts.length} from ${cfg.prompts.path} (chat template ${renderer.name})` + (skipped ? `, ${skipped} skipped (${[...why].map(([k, v]) => `${k} ${v}`).join(', ')})` : ''));
+  let rewardFn: RewardFunction | null = opts.rewardFunction ?? null;
+  let rewardModel: ScoreHeadModel | null = null;
+  if (!rewardFn) {
+    if ('model' in cfg.reward) {
+      rewardModel = await loadRewardModel(cfg.reward.model);
+      if (rewardModel.config.vocabSize !== modelConfig.vocabSize) {
+        rewardModel.dispose();
+        throw new PatentGPTError('E_CONFIG', `${file}: reward.model: its vocabulary of ${rewardModel.config.vocabSize} differs from the policy's ${modelConfig.vocabSize}; the reward model must read the policy's token ids`);
+      }
+      for (const p of rewardModel.parameters()) p.requiresGrad = false;
+    } else rewardFn = await loadRewardFunction(cfg.reward, file);
+  }
+
+  let policy: LlamaForCausalLM | null = null;
+  let reference: LlamaForCausalLM | null = null;
+  let head: Linear | null = null;
+  let engine: Engine | null = null;
+  try {
+    // ---- policy, reference, value head
+    policy = createStageModel(cfg, setup, opts);
+    const pol: LlamaForCausalLM = policy;
+    const from = await loadInitialWeights(pol, cfg.init, log);
+    head = new Linear(modelConfig.dim, 1); // zeros: the values start at 0
+    const vh: Linear = head;
+    let trainable: [string, Tensor][];
+    let loraSummary: PpoResult['lora'];
+    let adapterConfig = '';
+    if (cfg.lora) {
+      const l = cfg.lora;
+      trainable = applyLora(pol, { r: l.r, alpha: l.alpha, dropout: l.dropout, targetModules: l.targetModules, seed: l.seed });
+      const total = pol.namedParameters().reduce((s, [, t]) => s + t.size, 0);
+      loraSummary = { layers: loraLayers(pol).length, trainable: trainable.reduce((s, [, t]) => s + t.size, 0), total };
+      log(`LoRA: r ${l.r}, alpha ${l.alpha} on ${loraSummary.layers} layers; ${loraSummary.trainable} trainable parameters of ${total}; the frozen base from ${from} is also the reference`);
+      const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpt-ppo-lora-'));
+      try {
+        await saveLora(pol, tmp, { baseModel: path.resolve(from) });
+        adapterConfig = await fsp.readFile(path.join(tmp, ADAPTER_CONFIG_FILE), 'utf8');
+      } finally {
+        await fsp.rm(tmp, { recursive: true, force: true });
+      }
+    } else {
+      trainable = pol.namedParameters();
+      reference = new LlamaForCausalLM(modelConfig, { init: 'zeros', ...opts.model });
+      await loadInitialWeights(reference, cfg.init);
+      for (const p of reference.parameters()) p.requiresGrad = false;
+      log(`full fine-tuning from ${from}; a frozen copy of it is the reference`);
+    }
+    const params: [string, Tensor][] = [...trainable, ['value_head.score.weight', vh.weight]];
+    const refLogprobs = (packed: ReturnType<typeof packRollout>): Float32Array =>
+      reference ? scoreTokens(reference, packed, P.temperature, null).logprobs : withAdaptersDetached(pol, () => scoreTokens(pol, packed, P.temperature, null).logprobs);
+
+    engine = new Engine(pol, {
+      kvCacheBytes: P.kvCacheMiB * 2 ** 20, maxNumSeqs: P.rolloutBatch, enablePrefixCaching: false, eosTokenId: setup.tokenizer.eosId,
+      maxNumBatchedTokens: Math.max(512, cfg.seqLen),
+    });
+    const eng: Engine = engine;
+    const kl: KlController = P.adaptiveKl ? new AdaptiveKLController(P.klCoef, P.adaptiveKl.target, P.adaptiveKl.horizon) : new FixedKLController(P.klCoef);
+    const perRollout = microBatchesPerRollout(P.rolloutBatch, cfg.batchSize, P.epochs);
+
+    // ---- one rollout: stages 1-5
+    const makeRollout = async (r: number): Promise<Rollout> => {
+      const picked = rolloutPrompts(r, P.rolloutBatch, prompts.length, cfg.seed).map((i) => prompts[i]!);
+      const t0 = performance.now();
+      const outs = await Promise.all(picked.map((p, i) => eng.complete(p.ids, {
+        maxTokens: P.maxNewTokens, temperature: P.temperature, topK: P.topK, topP: P.topP, seed: responseSeed(cfg.seed, r, i),
+      })));
+      const secs = (performance.now() - t0) / 1000;
+      const gen = outs.map((o) => Int32Array.from(o.tokens));
+      const { lengths, hasEos } = truncateAtEos(gen, setup.tokenizer.eosId);
+      const responses = gen.map((g, b) => g.subarray(0, lengths[b]!));
+      let raw: Float64Array;
+      if (rewardFn) {
+        const eos = setup.tokenizer.eosId;
+        const texts = responses.map((resp) => setup.tokenizer.decode(Array.from(resp).filter((t) => t !== eos)));
+        raw = await scoreAll(rewardFn, picked.map((p) => p.text), texts);
+      } else {
+        const rm = rewardModel!;
+        raw = noGrad(() => scope(() => Float64Array.from(rm.scores(packSequences(picked.map((p, b) => Int32Array.from([...p.ids, ...responses[b]!])))).toArray() as Float32Array)));
+      }
+      const scores = penalizeMissingEos(raw, hasEos, P.missingEosPenalty);
+      const packed = packRollout(picked.map((p, b) => ({ prompt: p.ids, response: responses[b]! })));
+      const cur = scoreTokens(pol, packed, P.temperature, vh);
+      const ref = refLogprobs(packed);
+      // to (B, T) row-major for the math
+      const B = picked.length, T = P.maxNewTokens;
+      const grid = (flat: Float32Array): Float64Array => {
+        const g = new Float64Array(B * T);
+        let k = 0;
+        for (let b = 0; b < B; b++) for (let t = 0; t < lengths[b]!; t++) g[b * T + t] = flat[k++]!;
+        return g;
+      };
+      const coef = kl.value;
+      const m = advantagesAndReturns(
+        { shape: { rows: B, width: T, lengths }, logprobs: grid(cur.logprobs), refLogprobs: grid(ref), values: grid(cur.values!), scores },
+        { klCoef: coef, klEstimator: P.klEstimator, gamma: P.gamma, lam: P.lam, whitenRewards: P.whitenRewards },
+      );
+      kl.update(m.meanKl, B);
+      const row = (a: ArrayLike<number>, b: number): Float32Array => Float32Array.from({ length: lengths[b]! }, (_, t) => a[b * T + t]!);
+      const rows: RolloutRow[] = picked.map((p, b) => ({
+        prompt: p.ids, response: Int32Array.from(responses[b]!), oldLogprobs: row(grid(cur.logprobs), b), oldValues: row(m.values, b),
+        advantages: row(m.advantages, b), returns: row(m.returns, b),
+      }));
+      let sum = 0, sq = 0, len = 0, eos = 0;
+      for (let b = 0; b < B; b++) {
+        sum += scores[b]!;
+        sq += scores[b]! ** 2;
+        len += lengths[b]!;
+        eos += hasEos[b]!;
+      }
+      const mean = sum / B;
+      const genTokens = outs.reduce((a, o) => a + o.tokens.length, 0);
+      return {
+        index: r, rows,
+        stats: {
+          reward: mean, rewardStd: Math.sqrt(Math.max(0, sq / B - mean * mean)), kl: m.meanKl, klCoef: coef, rlhfReward: mean - coef * m.meanKl,
+          responseLength: len / B, eosRate: eos / B, rolloutTokensPerSec: genTokens / Math.max(secs, 1e-9),
+        },
+      };
+    };
+
+    // ---- the rollout buffer and its position (what a checkpoint holds)
+    let current: Rollout | null = null;
+    let consumed = 0; // micro-batches of `current` handed out
+    let nextRollout = 0;
+    const nextBatch = async (): Promise<PpoBatch> => {
+      if (!current || consumed >= perRollout) {
+        current = await makeRollout(nextRollout++);
+        consumed = 0;
+      }
+      const c: Rollout = current;
+      const rows = microBatchRows(c.index, consumed++, { rows: c.rows.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed }).map((i) => c.rows[i]!);
+      const packed = packRollout(rows);
+      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length };
+    };
+
+    // ---- stage 6: the minibatch loss
+    const loss = (batch: PpoBatch): TaskLoss => {
+      const packed = batch.packed;
+      const h = pol.hidden({ tokens: packed.tokens, cuSeqlens: packed.cuSeqlens });
+      const rows = gatherRows(h, Tensor.from(packed.rows, [packed.rows.length], { dtype: 'i32', device: h.device }));
+      const logits = scale(linear(rows, pol.outputWeight), 1 / (P.temperature + 1e-7));
+      const lp = logprobs(logits, Tensor.from(packed.ids, [packed.ids.length], { dtype: 'i32', device: h.device }));
+      const values = linear(rows, vh.weight).reshape([packed.rows.length]);
+      const cat = (k: 'oldLogprobs' | 'oldValues' | 'advantages' | 'returns'): Float32Array => {
+        const out = new Float32Array(packed.rows.length);
+        let o = 0;
+        for (const w of batch.rows) {
+          out.set(w[k], o);
+          o += w[k].length;
+        }
+        return out;
+      };
+      const out = ppoLoss(
+        { logprobs: lp, oldLogprobs: cat('oldLogprobs'), advantages: cat('advantages'), values, oldValues: cat('oldValues'), returns: cat('returns') },
+        { cliprange: P.cliprange, cliprangeValue: P.cliprangeValue, vfCoef: P.vfCoef },
+      );
+      const s = batch.stats;
+      return {
+        loss: out.loss,
+        metrics: {
+          reward: s.reward, rewardStd: s.rewardStd, kl: s.kl, klCoef: s.klCoef, rlhfReward: s.rlhfReward, responseLength: s.responseLength, eosRate: s.eosRate,
+          rolloutTokensPerSec: s.rolloutTokensPerSec, entropy: meanEntropy(logits), policyLoss: out.pgLoss, valueLoss: out.vfLoss,
+          clipFraction: out.clipFraction, valueClipFraction: out.valueClipFraction, approxKl: out.approxKl, ratio: out.ratioMean,
+        },
+      };
+    };
+
+    const valueFile = 'value_head.safetensors';
+    const base = modelTaskPart(pol, cfg, setup);
+    const readInto = async (file: string, pairs: [string, Tensor][]): Promise<void> => {
+      let saved: Map<string, Tensor>;
+      try {
+        saved = await readSafetensors(file);
+      } catch (err) {
+        throw new PatentGPTError('E_CHECKPOINT', `${file}: cannot read it (${(err as Error).message})`);
+      }
+      try {
+        noGrad(() => {
+          for (const [n, p] of pairs) {
+            const t = saved.get(n);
+            if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${file}: no ${n} of ${p.size} values; the checkpoint is not this run's`);
+            p.write(t.toRaw() as Float32Array);
+          }
+        });
+      } finally {
+        for (const t of saved.values()) t.dispose();
+      }
+    };
+    const task: TrainTask<PpoBatch> = {
+      parameters: () => params,
+      checkpointFiles: () => [
+        ...(cfg.lora
+          ? [
+              { name: ADAPTER_CONFIG_FILE, content: adapterConfig },
+              { name: ADAPTER_WEIGHTS_FILE, content: (sink: { write(c: Uint8Array): Promise<void> }) => safetensorsContent(trainable.map(([n, t]) => [PEFT_PREFIX + n, t] as const)).write(sink) },
+            ]
+          : base.checkpointFiles()),
+        { name: valueFile, content: (sink: { write(c: Uint8Array): Promise<void> }) => safetensorsContent([['score.weight', vh.weight] as const]).write(sink) },
+      ],
+      restoreCheckpoint: async (ck) => {
+        if (cfg.lora) await readInto(path.join(ck.dir, ADAPTER_WEIGHTS_FILE), trainable.map(([n, t]) => [PEFT_PREFIX + n, t]));
+        else await loadWeights(pol, ck.dir);
+        await readInto(path.join(ck.dir, valueFile), [['score.weight', vh.weight]]);
+      },
+      initialize: async () => {}, // init weights are loaded above (the reference and LoRA need them first)
+      nextBatch,
+      loss,
+      dataPosition: () => ({ nextRollout, consumed, klCoef: kl.value, current: current && consumed < perRollout ? rolloutToJson(current) : null }),
+      restoreDataPosition: (p) => {
+        const d = p as { nextRollout: number; consumed: number; klCoef: number; current: unknown };
+        nextRollout = d.nextRollout;
+        consumed = d.consumed;
+        (kl as { value: number }).value = d.klCoef;
+        current = d.current ? rolloutFromJson(d.current) : null;
+      },
+    };
+    const { peak, fpt } = await recordStage(cfg, setup, {
+      data: { prompts: prompts.length, skipped, renderer: renderer.name, reward: rewardModel ? { model: (cfg.reward as { model: string }).model } : cfg.reward },
+      ppo: { microBatchesPerRollout: perRollout, stepsPerRollout: perRollout / cfg.gradAccum },
+      ...(loraSummary ? { lora: loraSummary } : {}),
+    });
+    const result = await runStage(task, cfg, setup, opts, {
+      rng: {
+        seed: cfg.seed,
+        sampling: 'response i of rollout r is sampled with seed f(seed, r, i); prompt and minibatch orders are permutations of (seed, r, epoch); the rollout count is data.nextRollout',
+      },
+      flopsPerToken: fpt,
+      peakFlops: peak.peakFlops,
+    });
+    return { ...result, runDir, model: modelConfig, prompts: { used: prompts.length, skipped }, rollouts: nextRollout, ...(loraSummary ? { lora: loraSummary } : {}) };
+  } finally {
+    engine?.close();
+    head?.dispose();
+    reference?.dispose();
+    policy?.dispose();
+    rewardModel?.dispose();
+  }
+}
