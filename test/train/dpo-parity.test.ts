@@ -1,0 +1,176 @@
+// `patentgpt dpo` against TRL's DPOTrainer (scripts/trl-dpo-parity.py): on a tiny LLaMA folder
+// (LLaMA-2's tokenizer.model, a ChatML template in its tokenizer_config.json) and the same 20
+// conversational pairs about IP notions, in file order, f32, AdamW at a constant learning rate:
+// the token ids and completion masks TRL trains on equal ours (TRL renders the prompt with the
+// generation prompt and takes everything after it as the completion, EOS and template tail
+// included), and the per-step losses of 10 steps agree within 1e-4 for the sigmoid loss (reference
+// precomputed from the initial model), IPO (token-averaged log-ratios) and LoRA (both sides from
+// the same adapter; the reference is the base with the adapter off, PEFT's disable_adapter).
+//
+// Live where trl is installed (PATENTGPT_REQUIRE_PEERS=1 makes a missing peer a failure), else
+// against test/fixtures/trl-dpo-golden.json (PATENTGPT_TRL_FROM_FIXTURE=1 takes it even then). The
+// folder and data are made here, deterministically, so the fixture holds only TRL's output;
+// PATENTGPT_WRITE_TRL_FIXTURE=1 rewrites it from a live run.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findPython } from '../../scripts/bench/_peers.js';
+import { loadPreferenceData } from '../../src/data/preference/index.js';
+import { LlamaForCausalLM, loadPretrained, saveLora, savePretrained, validateConfig } from '../../src/models/index.js';
+import { applyLora } from '../../src/nn/lora.js';
+import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
+import { validateStageConfig, type DpoConfig } from '../../src/train/config.js';
+import { readMetrics } from '../../src/train/metrics.js';
+import { dpo, dpoRenderer } from '../../src/train/stages/dpo.js';
+
+const repo = new URL('../../', import.meta.url).pathname;
+const fixtureFile = path.join(repo, 'test/fixtures/trl-dpo-golden.json');
+const template = path.join(repo, 'test/tokenizer/fixtures/chat-templates/chatml-generation/tokenizer_config.json');
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-dpo-'));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const modelDir = path.join(root, 'model');
+const dataFile = path.join(root, 'pairs.jsonl');
+const adapterDir = path.join(root, 'adapter0');
+
+const STEPS = 10;
+const BATCH = 2;
+const SEQ = 128;
+const LORA = { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 3 };
+interface Case { lr: number; beta: number; loss: 'sigmoid' | 'ipo'; lora?: typeof LORA }
+const CASES: Record<'sigmoid' | 'ipo' | 'lora', Case> = {
+  sigmoid: { lr: 1e-3, beta: 0.1, loss: 'sigmoid' },
+  ipo: { lr: 1e-3, beta: 0.5, loss: 'ipo' },
+  lora: { lr: 1e-2, beta: 0.2, loss: 'sigmoid', lora: LORA },
+};
+interface TrlRun { versions: Record<string, string>; losses: number[]; logged: Record<string, number>[]; batches: { input_ids: number[][]; completion_mask: number[][]; attention_mask: number[][] }[] }
+interface Side { ids: number[]; mask: number[] }
+interface Golden { versions: Record<string, string>; cases: Record<string, { losses: number[]; logged: Record<string, number>[] }>; examples: { chosen: Side; rejected: Side }[] }
+
+/** 20 pairs: a question on an IP notion, a precise answer (chosen) and a wrong one (rejected); every third with a system prompt. */
+function pairs(): string[] {
+  const topics = ['a patent claim', 'prior art', 'novelty', 'an inventive step', 'a utility model', 'a design patent', 'a trademark', 'copyright', 'a license', 'infringement'];
+  return Array.from({ length: STEPS * BATCH }, (_, i) => {
+    const t = topics[i % topics.length]!;
+    const prompt = [
+      ...(i % 3 === 0 ? [{ role: 'system', content: 'You are PatentGPT, an assistant for intellectual property.' }] : []),
+      { role: 'user', content: `What is ${t}?` },
+    ];
+    return JSON.stringify({
+      prompt,
+      chosen: [{ role: 'assistant', content: `In short, ${t} is a notion of IP law (case ${i}).` }],
+      rejected: [{ role: 'assistant', content: i % 2 ? 'No idea.' : `Something about ${t}, maybe.` }],
+    });
+  });
+}
+
+beforeAll(async () => {
+  const cfg = validateConfig({ vocabSize: 32000, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, maxSeqLen: 256 });
+  const m = new LlamaForCausalLM(cfg, { seed: 7, initStd: 0.05 });
+  await savePretrained(m, modelDir, { tokenizer: SentencePieceTokenizer.llama2() });
+  m.dispose();
+  fs.copyFileSync(template, path.join(modelDir, 'tokenizer_config.json'));
+  fs.writeFileSync(dataFile, pairs().join('\n') + '\n');
+  const base = await loadPretrained(modelDir);
+  applyLora(base, LORA);
+  await saveLora(base, adapterDir, { baseModel: modelDir });
+  base.dispose();
+}, 60_000);
+
+function stageConfig(c: Case, runDir: string): DpoConfig {
+  const cfg = validateStageConfig({
+    kind: 'dpo', name: 'trl-dpo-parity', model: modelDir, init: modelDir, tokenizer: path.join(modelDir, 'tokenizer.model'), chatTemplate: { path: modelDir },
+    data: { sources: [dataFile], valFraction: 0, shuffle: false },
+    seqLen: SEQ, batchSize: BATCH, steps: STEPS,
+    optimizer: { lr: c.lr, weightDecay: 0, gradClip: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+    schedule: { kind: 'constant', warmupSteps: 0 }, evalEvery: 0, checkpointEvery: 0, logEvery: 1, threads: 1, seed: 0,
+    dpo: { beta: c.beta, loss: c.loss }, ...(c.lora ? { lora: c.lora } : {}),
+  }) as DpoConfig;
+  cfg.runDir = runDir;
+  return cfg;
+}
+
+async function ourRun(name: keyof typeof CASES): Promise<{ losses: number[]; margins: number[] }> {
+  const cfg = stageConfig(CASES[name], path.join(root, `ours-${name}`));
+  const r = await dpo(cfg, { progress: null });
+  expect(r.status).toBe('completed');
+  const recs = readMetrics(path.join(cfg.runDir, 'metrics.jsonl')).filter((x) => x.loss !== undefined);
+  return { losses: recs.map((x) => x.loss!), margins: recs.map((x) => (x as Record<string, unknown>)['rewards/margins'] as number) };
+}
+
+const fromFixture = process.env.PATENTGPT_TRL_FROM_FIXTURE === '1';
+const { python, why } = fromFixture ? { python: null, why: 'PATENTGPT_TRL_FROM_FIXTURE=1' } : findPython(['torch', 'transformers', 'peft', 'trl', 'datasets']);
+const live = python !== null;
+
+function runTrl(name: keyof typeof CASES): TrlRun {
+  const c = CASES[name];
+  const out = path.join(root, `trl-${name}.json`);
+  execFileSync(python!, [path.join(repo, 'scripts/trl-dpo-parity.py'), 'run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(BATCH),
+    '--lr', String(c.lr), '--beta', String(c.beta), '--loss', c.loss, '--max-length', String(SEQ), ...(c.lora ? ['--adapter', adapterDir] : [])],
+  { env: { ...process.env, HF_HUB_OFFLINE: '1', HF_DATASETS_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
+  return JSON.parse(fs.readFileSync(out, 'utf8')) as TrlRun;
+}
+
+/** Each pair TRL trained on, both sides without padding, in training order. */
+function trlExamples(run: TrlRun): { chosen: Side; rejected: Side }[] {
+  return run.batches.flatMap((b) => {
+    const B = b.input_ids.length / 2;
+    const side = (j: number): Side => {
+      const n = b.attention_mask[j]!.reduce((a, x) => a + x, 0);
+      return { ids: b.input_ids[j]!.slice(0, n), mask: b.completion_mask[j]!.slice(0, n) };
+    };
+    return Array.from({ length: B }, (_, i) => ({ chosen: side(i), rejected: side(B + i) }));
+  });
+}
+
+const maxDiff = (a: number[], b: number[]): number => {
+  expect(a).toHaveLength(b.length);
+  return Math.max(...a.map((x, i) => Math.abs(x - b[i]!)));
+};
+
+describe(`patentgpt dpo against TRL DPOTrainer (${live ? 'live' : `committed fixture: ${why}`})`, () => {
+  const trl: Partial<Record<keyof typeof CASES, TrlRun>> = {};
+  const golden = live ? null : (JSON.parse(fs.readFileSync(fixtureFile, 'utf8')) as Golden);
+  const report: Record<string, number> = {};
+  afterAll(() => {
+    if (Object.keys(report).length) console.log(`TRL DPO parity (${live ? 'live' : 'fixture'}), max |our loss - TRL's| over ${STEPS} steps: ${JSON.stringify(report)}`);
+    if (live && process.env.PATENTGPT_WRITE_TRL_FIXTURE === '1' && trl.sigmoid && trl.ipo && trl.lora) {
+      const g: Golden = {
+        versions: trl.sigmoid.versions,
+        cases: Object.fromEntries((['sigmoid', 'ipo', 'lora'] as const).map((k) => [k, { losses: trl[k]!.losses, logged: trl[k]!.logged }])),
+        examples: trlExamples(trl.sigmoid),
+      };
+      fs.writeFileSync(fixtureFile, JSON.stringify(g) + '\n');
+    }
+  });
+
+  it('trains on the token ids and completion masks TRL trains on (prompt with generation prompt, completion after it)', async () => {
+    if (live) trl.sigmoid = runTrl('sigmoid');
+    const theirs = live ? trlExamples(trl.sigmoid!) : golden!.examples;
+    const tok = SentencePieceTokenizer.load(fs.readFileSync(path.join(modelDir, 'tokenizer.model')));
+    const cfg = stageConfig(CASES.sigmoid, path.join(root, 'unused'));
+    const data = await loadPreferenceData({ sources: cfg.data.sources, renderer: dpoRenderer(cfg, tok), maxLength: SEQ });
+    expect(data.train).toHaveLength(STEPS * BATCH);
+    expect(theirs).toHaveLength(STEPS * BATCH);
+    data.train.forEach((e, i) => {
+      for (const s of ['chosen', 'rejected'] as const) {
+        expect(Array.from(e[s].ids), `pair ${i} ${s}: ids`).toEqual(theirs[i]![s].ids);
+        expect(Array.from(e[s].responseMask), `pair ${i} ${s}: completion mask`).toEqual(theirs[i]![s].mask);
+      }
+    });
+  }, 360_000);
+
+  for (const name of ['sigmoid', 'ipo', 'lora'] as const) {
+    it(`${name}: the same loss at each of 10 steps within 1e-4, and rewards/margins as TRL logs it`, async () => {
+      const t = live ? (trl[name] ??= runTrl(name)) : golden!.cases[name]!;
+      const ours = await ourRun(name);
+      report[name] = maxDiff(ours.losses, t.losses);
+      expect(report[name]).toBeLessThan(1e-4);
+      // TRL logs its metrics rounded; margins agree to that precision
+      const theirMargins = t.logged.map((r) => r['rewards/margins']!);
+      expect(maxDiff(ours.margins, theirMargins)).toBeLessThan(1e-3);
+      expect(ours.losses.at(-1)!).toBeLessThan(ours.losses[0]!); // it trained
+    }, 360_000);
+  }
+});
