@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "errors.h"
 #include "signature.h"
@@ -60,6 +61,45 @@ class Args {
   T* OptPtr(size_t i, const char* name, int64_t count) const {
     Declared(i, name, Kind::Tensor, sizeof(T));
     return storages_[i] ? Ptr<T>(i, name, count) : nullptr;
+  }
+
+  // A tensor-list argument (declared "f32[]"): exactly n entries, each an object { storage, offset }
+  // (a TensorArg) holding `count` elements of T (const for inputs) from its offset on the kernel's
+  // device; their pointers into `out`. Reads the JS array on each call: the list may name storages that
+  // change from call to call (parameters replaced), never stale copies.
+  template <typename T>
+  void PtrList(size_t i, const char* name, int64_t n, int64_t count, std::vector<T*>& out) const {
+    Declared(i, name, Kind::TensorList, sizeof(T));
+    const Napi::Array arr = info_[i].As<Napi::Array>();  // Read() checked that it is an array
+    if (static_cast<int64_t>(arr.Length()) != n)
+      Fail(std::string(name) + " must hold " + std::to_string(n) + " tensors, has " + std::to_string(arr.Length()));
+    out.resize(static_cast<size_t>(n));
+    for (int64_t e = 0; e < n; ++e) {
+      const auto at = [&](const std::string& why) { return std::string(name) + "[" + std::to_string(e) + "] " + why; };
+      const Napi::Value el = arr.Get(static_cast<uint32_t>(e));
+      if (!el.IsObject()) Fail(at("is not a tensor ({ storage, offset })"));
+      const Napi::Object o = el.As<Napi::Object>();
+      const Napi::Value sv = o.Get("storage"), ov = o.Get("offset");
+      if (!Storage::Is(sv)) Fail(at("is not a tensor storage"));
+      Storage* s = Storage::Unwrap(sv.As<Napi::Object>());
+      if (s->freed()) Fail(kErrDisposed, at("was already disposed"));
+      if (s->device() != device_) Fail(at("is not on this call's device (" + std::string(DeviceName(device_)) + ")"));
+      if (!ov.IsNumber()) Fail(at("offset must be a number"));
+      const double off = ov.As<Napi::Number>().DoubleValue();
+      const int64_t capacity = static_cast<int64_t>(s->bytes() / sizeof(T));
+      if (!(off >= 0 && off == std::floor(off)) || count < 0 || off > static_cast<double>(capacity) ||
+          count > capacity - static_cast<int64_t>(off))
+        Fail(at("needs " + std::to_string(count) + " elements from offset " + std::to_string(off) +
+                " but its storage holds " + std::to_string(capacity)));
+      out[static_cast<size_t>(e)] = static_cast<T*>(s->data()) + static_cast<int64_t>(off);
+    }
+  }
+
+  // How many tensors a tensor-list argument holds (an empty list: an optional output left out).
+  template <typename T>
+  int64_t ListLength(size_t i, const char* name) const {
+    Declared(i, name, Kind::TensorList, sizeof(T));
+    return static_cast<int64_t>(info_[i].As<Napi::Array>().Length());
   }
 
   int64_t Int(size_t i, const char* name) const {

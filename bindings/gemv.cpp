@@ -7,6 +7,7 @@
 
 #include "args.h"
 #include "patentgpt/gemv.h"
+#include "patentgpt/moe_experts.h"
 #include "patentgpt/paged_attention.h"
 
 namespace pgnode {
@@ -139,14 +140,12 @@ Napi::Value DecodeSwigluMlp(const Napi::CallbackInfo& info, const Args& a) {
   return info.Env().Undefined();
 }
 
-// decodeLayer(<the 36 arguments of ParseQkv, x the residual>, o, partOut, partStats, blockTables,
-//   cuQ, contextLens (each storage, offset), nseq, maxBlocks, partitionSize, maxPartitions, scale,
-//   wo (storage, offset), g, u, mlpNormW, wg, wu, wd (each storage, offset), F, mlpEps)
-// JavaScript fills these by name from the declaration below (src/tensor/ops/decode.ts).
-Napi::Value DecodeLayer(const Napi::CallbackInfo& info, const Args& a) {
-  Buffers b;
-  int64_t numBlocks, blockSize;
-  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize);
+// The attention arguments of decodeLayer and decodeLayerMoe after the 36 of ParseQkv: o, partOut,
+// partStats, blockTables, cuQ, contextLens (each storage, offset), nseq, maxBlocks, partitionSize,
+// maxPartitions, scale, wo (storage, offset). Returns the attention; wo into `wo`.
+constexpr size_t kAttentionArgs = 19;
+pg::PagedAttention ParseAttention(const Args& a, Buffers& b, const pg::DecodeQkvArgs& q, int64_t numBlocks,
+                                  int64_t blockSize, const float*& wo) {
   const int64_t M = q.M, H = q.H, D = q.D, C = q.C;
   const size_t i = kQkvArgs;
   const int64_t nseq = a.Size(i + 12, "nseq"), maxBlocks = a.Size(i + 13, "maxBlocks"),
@@ -172,11 +171,88 @@ Napi::Value DecodeLayer(const Napi::CallbackInfo& info, const Args& a) {
   attn.nseq = nseq, attn.Tq = M, attn.H = H, attn.Hkv = q.Hkv, attn.D = D, attn.block_size = blockSize;
   attn.max_blocks = maxBlocks, attn.partition_size = partitionSize, attn.max_partitions = maxPartitions;
   attn.scale = static_cast<float>(scale);
-  const float* wo = b.In(a.Ptr<float>(i + 17, "wo", a.Mul(C, H * D)), C * H * D);
-  pg::DecodeMlpArgs m = ParseMlp(a, b, i + 19, i + 31, i + 32, M, C, "mlpNormW", "mlpEps");
+  wo = b.In(a.Ptr<float>(i + 17, "wo", a.Mul(C, H * D)), C * H * D);
+  return attn;
+}
+
+// decodeLayer(<the 36 arguments of ParseQkv, x the residual>, <the 19 of ParseAttention>, g, u,
+//   mlpNormW, wg, wu, wd (each storage, offset), F, mlpEps)
+// JavaScript fills these by name from the declaration below (src/tensor/ops/decode.ts).
+Napi::Value DecodeLayer(const Napi::CallbackInfo& info, const Args& a) {
+  Buffers b;
+  int64_t numBlocks, blockSize;
+  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize);
+  const float* wo = nullptr;
+  const pg::PagedAttention attn = ParseAttention(a, b, q, numBlocks, blockSize, wo);
+  const size_t i = kQkvArgs + kAttentionArgs;
+  pg::DecodeMlpArgs m = ParseMlp(a, b, i, i + 12, i + 13, q.M, q.C, "mlpNormW", "mlpEps");
   m.h = q.h;
   b.Check(a);
-  pg::decode_layer(a.Ptr<float>(12, "x", a.Mul(M, C)), q, attn, wo, m);
+  pg::decode_layer(a.Ptr<float>(12, "x", a.Mul(q.M, q.C)), q, attn, wo, m);
+  return info.Env().Undefined();
+}
+
+// The MoE feed-forward's scratch, index, normW, gate (each storage, offset), experts (a list of
+// 3 * (E + S) tensors: w1, w3, w2 of each routed expert, then of each shared one), F, E, topK, S,
+// eps, from argument i (their names are declared with the prefix of the caller's declaration).
+// Every expert matrix is checked in bounds; the pointers go to `ptrs`.
+pg::DecodeMoeArgs ParseMoe(const Args& a, Buffers& b, size_t i, int64_t M, int64_t C, std::vector<const float*>& ptrs,
+                           const char* const names[10]) {
+  const int64_t F = a.Size(i + 9, names[5]), E = a.Size(i + 10, names[6]), k = a.Size(i + 11, names[7]),
+                Sh = a.Size(i + 12, names[8]);
+  const double eps = a.Num(i + 13, names[9]);
+  // Scratch floats as pg::decode_moe_scratch_floats, each product checked (no overflow below).
+  const int64_t Mk = a.Mul(M, k), R = Mk + a.Mul(Sh, M);
+  const double total = static_cast<double>(a.Mul(M, E)) + Mk + a.Mul(Mk, C) + 2.0 * a.Mul(R, F) + a.Mul(R, C);
+  if (total > 9e15) a.Fail("size overflow");
+  const int64_t nf = pg::decode_moe_scratch_floats(M, C, F, E, k, Sh), ni = a.Mul(3, Mk) + E + 1;
+  pg::DecodeMoeArgs m{};
+  m.scratch = b.Out(a.Ptr<float>(i, names[0], nf), nf);
+  m.index = b.Out(a.Ptr<int32_t>(i + 2, names[1], ni), ni);
+  m.norm_w = b.In(a.Ptr<float>(i + 4, names[2], C), C);
+  m.gate = b.In(a.Ptr<float>(i + 6, names[3], a.Mul(E, C)), E * C);
+  const int64_t nw = a.Mul(F, C);
+  a.PtrList<const float>(i + 8, names[4], a.Mul(3, E + Sh), nw, ptrs);
+  for (const float* w : ptrs) b.In(w, nw);
+  if (!(eps > 0)) a.Fail(std::string(names[9]) + " must be > 0");
+  if (E < 1 || k < 1 || k > E) a.Fail(std::string(names[7]) + " = " + S(k) + " must be in [1, E = " + S(E) + "]");
+  if (Mk > INT32_MAX) a.Fail("M * topK exceeds i32 positions");
+  m.experts = ptrs.data();
+  m.eps = static_cast<float>(eps);
+  m.M = M, m.C = C, m.F = F, m.E = E, m.k = k, m.S = Sh;
+  return m;
+}
+
+// decodeMoeFfn(x, h (each storage, offset), <the MoE's arguments of ParseMoe>, M, C)
+Napi::Value DecodeMoeFfn(const Napi::CallbackInfo& info, const Args& a) {
+  static const char* const kNames[10] = {"scratch", "index", "normW", "gate", "experts", "F", "E", "topK", "S", "eps"};
+  const int64_t M = a.Size(18, "M"), C = a.Size(19, "C"), nx = a.Mul(M, C);
+  Buffers b;
+  float* x = b.Out(a.Ptr<float>(0, "x", nx), nx);
+  float* h = b.Out(a.Ptr<float>(2, "h", nx), nx);
+  std::vector<const float*> ptrs;
+  pg::DecodeMoeArgs m = ParseMoe(a, b, 4, M, C, ptrs, kNames);
+  m.h = h;
+  b.Check(a);
+  pg::decode_moe_ffn(x, m);
+  return info.Env().Undefined();
+}
+
+// decodeLayerMoe(<the 36 arguments of ParseQkv, x the residual>, <the 19 of ParseAttention>,
+//   <the MoE's arguments of ParseMoe>): decodeLayer with the sparse MoE feed-forward.
+Napi::Value DecodeLayerMoe(const Napi::CallbackInfo& info, const Args& a) {
+  static const char* const kNames[10] = {"moeScratch", "moeIndex", "moeNormW", "gate", "experts",
+                                         "F", "E", "topK", "S", "moeEps"};
+  Buffers b;
+  int64_t numBlocks, blockSize;
+  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize);
+  const float* wo = nullptr;
+  const pg::PagedAttention attn = ParseAttention(a, b, q, numBlocks, blockSize, wo);
+  std::vector<const float*> ptrs;
+  pg::DecodeMoeArgs m = ParseMoe(a, b, kQkvArgs + kAttentionArgs, q.M, q.C, ptrs, kNames);
+  m.h = q.h;
+  b.Check(a);
+  pg::decode_layer_moe(a.Ptr<float>(12, "x", a.Mul(q.M, q.C)), q, attn, wo, m);
   return info.Env().Undefined();
 }
 
@@ -211,6 +287,12 @@ const Decl kDecls[] = {
     {DeclKind::Function, "decodeLayer", "decodeLayer",
      "q: f32, k: f32, v: f32, h: f32, kCache: f32, vCache: f32, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, g: f32, u: f32, mlpNormW: f32, wg: f32, wu: f32, wd: f32, F: size, mlpEps: number",
      "void", /* cpu */ DecodeLayer, /* cuda */ nullptr},
+    {DeclKind::Function, "decodeMoeFfn", "decodeMoeFfn",
+     "x: f32, h: f32, scratch: f32, index: i32, normW: f32, gate: f32, experts: f32[], F: size, E: size, topK: size, S: size, eps: number, M: size, C: size",
+     "void", /* cpu */ DecodeMoeFfn, /* cuda */ nullptr},
+    {DeclKind::Function, "decodeLayerMoe", "decodeLayerMoe",
+     "q: f32, k: f32, v: f32, h: f32, kCache: f32, vCache: f32, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, moeScratch: f32, moeIndex: i32, moeNormW: f32, gate: f32, experts: f32[], F: size, E: size, topK: size, S: size, moeEps: number",
+     "void", /* cpu */ DecodeLayerMoe, /* cuda */ nullptr},
     {DeclKind::Function, "decodeLogits", "decodeLogits",
      "logits: f32, h: f32, x: f32, normW: f32, w: f32, M: size, C: size, V: size, eps: number",
      "void", /* cpu */ DecodeLogits, /* cuda */ nullptr},

@@ -1,10 +1,13 @@
 // Bindings of native/cpu/moe.cpp. Every index the kernels trust is checked here: expert ids in
-// [0, E), order and slot_pos permutations of [0, M), offsets nondecreasing from 0 to M.
+// [0, E), order and slot_pos permutations of [0, M), offsets nondecreasing from 0 to M. The
+// moeExperts* pair takes each expert's own weight storage (an "f32[]" list) instead of a stacked
+// (E, O, I) tensor.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "args.h"
+#include "patentgpt/moe_experts.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
@@ -133,6 +136,55 @@ Napi::Value MoeGroupedGemmBackward(const Napi::CallbackInfo& info, const Args& a
   return info.Env().Undefined();
 }
 
+// Whether n elements at p share bytes with any of the list's matrices of m elements each.
+template <typename A, typename B>
+bool OverlapsAny(const A* p, int64_t n, const std::vector<B*>& list, int64_t m) {
+  for (B* q : list)
+    if (Overlap(p, n, q, m)) return true;
+  return false;
+}
+
+// moeExpertsGemmForward(y, xs, w (E tensors (O, I)), offsets, M, E, O, I)
+Napi::Value MoeExpertsGemmForward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t M = a.Size(7, "M"), E = a.Size(8, "E"), O = a.Size(9, "O"), I = a.Size(10, "I");
+  float* y = a.Ptr<float>(0, "y", a.Mul(M, O));
+  const float* xs = a.Ptr<float>(2, "xs", a.Mul(M, I));
+  std::vector<const float*> w;
+  a.PtrList<const float>(4, "w", E, a.Mul(O, I), w);
+  const int32_t* offsets = a.Ptr<int32_t>(5, "offsets", E + 1);
+  CheckOffsets(a, offsets, E, M);
+  if (Overlap(y, M * O, xs, M * I) || OverlapsAny(y, M * O, w, O * I)) a.Fail("y shares memory with xs or w");
+  pg::moe_experts_gemm_forward(y, xs, w.data(), offsets, E, O, I);
+  return info.Env().Undefined();
+}
+
+// moeExpertsGemmBackward(dxs | null, dw (E tensors (O, I), written; or none), dy, xs, w (E tensors), offsets, M, E, O, I)
+Napi::Value MoeExpertsGemmBackward(const Napi::CallbackInfo& info, const Args& a) {
+  const int64_t M = a.Size(10, "M"), E = a.Size(11, "E"), O = a.Size(12, "O"), I = a.Size(13, "I");
+  const int64_t nw = a.Mul(O, I);
+  float* dxs = a.OptPtr<float>(0, "dxs", a.Mul(M, I));
+  const bool want_dw = a.ListLength<float>(2, "dw") > 0;  // [] when no expert wants a gradient
+  std::vector<float*> dw;
+  a.PtrList<float>(2, "dw", want_dw ? E : 0, nw, dw);
+  const float* dy = a.Ptr<float>(3, "dy", a.Mul(M, O));
+  const float* xs = a.Ptr<float>(5, "xs", a.Mul(M, I));
+  std::vector<const float*> w;
+  a.PtrList<const float>(7, "w", E, nw, w);
+  const int32_t* offsets = a.Ptr<int32_t>(8, "offsets", E + 1);
+  CheckOffsets(a, offsets, E, M);
+  if (dxs && (Overlap(dxs, M * I, dy, M * O) || Overlap(dxs, M * I, xs, M * I) || OverlapsAny(dxs, M * I, w, nw)))
+    a.Fail("dxs shares memory with dy, xs or w");
+  for (size_t e = 0; e < dw.size(); ++e) {
+    if (Overlap(dw[e], nw, dy, M * O) || Overlap(dw[e], nw, xs, M * I) || OverlapsAny(dw[e], nw, w, nw) ||
+        (dxs && Overlap(dw[e], nw, dxs, M * I)))
+      a.Fail("dw[" + std::to_string(e) + "] shares memory with an input or dxs");
+    for (size_t f = e + 1; f < dw.size(); ++f)
+      if (Overlap(dw[e], nw, dw[f], nw)) a.Fail("dw[" + std::to_string(e) + "] and dw[" + std::to_string(f) + "] share memory");
+  }
+  pg::moe_experts_gemm_backward(dxs, want_dw ? dw.data() : nullptr, dy, xs, w.data(), offsets, E, O, I);
+  return info.Env().Undefined();
+}
+
 // moeCombineForward(out, y, weights, slotPos, N, C, k)
 Napi::Value MoeCombineForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(8, "N"), C = a.Size(9, "C"), k = a.Size(10, "k");
@@ -188,6 +240,12 @@ const Decl kDecls[] = {
     {DeclKind::Function, "moeGroupedGemmBackward", "moe grouped gemm backward",
      "dxs: f32 | null, dw: f32 | null, dy: f32, xs: f32, w: f32, offsets: i32, M: size, E: size, O: size, I: size",
      "void", /* cpu */ MoeGroupedGemmBackward, /* cuda */ nullptr},
+    {DeclKind::Function, "moeExpertsGemmForward", "moe experts gemm",
+     "y: f32, xs: f32, w: f32[], offsets: i32, M: size, E: size, O: size, I: size",
+     "void", /* cpu */ MoeExpertsGemmForward, /* cuda */ nullptr},
+    {DeclKind::Function, "moeExpertsGemmBackward", "moe experts gemm backward",
+     "dxs: f32 | null, dw: f32[], dy: f32, xs: f32, w: f32[], offsets: i32, M: size, E: size, O: size, I: size",
+     "void", /* cpu */ MoeExpertsGemmBackward, /* cuda */ nullptr},
     {DeclKind::Function, "moeCombineForward", "moe combine",
      "out: f32, y: f32, weights: f32, slotPos: i32, N: size, C: size, k: size",
      "void", /* cpu */ MoeCombineForward, /* cuda */ nullptr},

@@ -48,6 +48,7 @@ Param ParseParam(const std::string& decl, const std::string& entry) {
       {"bf16", Kind::Tensor, 2, {}},
       {"f16", Kind::Tensor, 2, {}},
       {"tensor", Kind::Tensor, 0, {}},
+      {"f32[]", Kind::TensorList, 4, {}},
       {"int", Kind::Int, 0, {}},
       {"size", Kind::Size, 0, {}},
       {"number", Kind::Number, 0, {}},
@@ -264,6 +265,9 @@ void Args::Read() {
       case Kind::StringArray:
         if (!v.IsArray()) Fail(name + " must be an array of strings");
         break;
+      case Kind::TensorList:  // its entries are read (and checked) by Args::PtrList
+        if (!v.IsArray()) Fail(name + " must be an array of tensors ({ storage, offset })");
+        break;
       case Kind::Storage:
         if (!Storage::Is(v)) Fail(name + " is not a Storage");
         break;
@@ -276,7 +280,7 @@ void Args::Declared(size_t i, const char* name, Kind kind, size_t elem_bytes) co
   const int p = sig_.param_of_slot[i];
   const Param& q = sig_.params[static_cast<size_t>(p)];
   if (sig_.slot_of_param[static_cast<size_t>(p)] != static_cast<int>(i) || q.name != name || q.kind != kind ||
-      (kind == Kind::Tensor && q.elem_bytes != 0 && static_cast<size_t>(q.elem_bytes) != elem_bytes))
+      ((kind == Kind::Tensor || kind == Kind::TensorList) && q.elem_bytes != 0 && static_cast<size_t>(q.elem_bytes) != elem_bytes))
     Bug(sig_.name + " reads argument " + std::to_string(i) + " as " + name + ", declared there: " + q.name + ": " + q.type);
   if (static_cast<size_t>(sig_.slot_of_param[static_cast<size_t>(p)]) >= info_.Length()) Bug(sig_.name + " reads optional " + q.name);
 }

@@ -11,6 +11,8 @@
 // Parameter list: "name: type, ..." with these types (a tensor is two JS values: a Storage and
 // an element offset):
 //   f32 | i32 | bf16 | f16 | tensor   a tensor of that dtype (tensor: any); "| null" allows null
+//   f32[]                             a list of f32 tensors: one JS array of { storage, offset }
+//                                     (TensorArg), e.g. each expert's own weight (Args::PtrList)
 //   int | size | number | boolean     an integer, an integer >= 0, any number, a boolean
 //   string | 'a' | 'b'                a string, or one of the quoted strings
 //   Uint8Array | Uint32Array | Int32Array | Float32Array | Float64Array | BigInt64Array |
@@ -46,7 +48,7 @@ struct Decl {
   Napi::Function::Callback raw = nullptr;
 };
 
-enum class Kind : uint8_t { Tensor, Int, Size, Number, Boolean, String, Enum, TypedArray, StringArray, Storage };
+enum class Kind : uint8_t { Tensor, Int, Size, Number, Boolean, String, Enum, TypedArray, StringArray, Storage, TensorList };
 
 struct Param {
   std::string name, type;  // type as declared (normalized spaces)

@@ -20,6 +20,8 @@ function tsParams(p) {
   const base = nullable ? p.type.slice(0, -'| null'.length).trim() : p.type;
   if (TENSORS.has(base))
     return [`${p.name}: NativeStorage${nullable ? ' | null' : ''} /* ${base} */`, `${p.name}Offset: number`];
+  // a list of tensors (f32[]): one array of { storage, offset }, read natively on each call
+  if (base.endsWith('[]') && TENSORS.has(base.slice(0, -2))) return [`${p.name}${opt}: TensorArg[] /* ${base} */`];
   if (base === 'int' || base === 'size' || base === 'number') return [`${p.name}${opt}: number${base === 'number' ? '' : ` /* ${base} */`}`];
   if (base === 'Storage') return [`${p.name}${opt}: NativeStorage`];
   return [`${p.name}${opt}: ${p.type}`];

@@ -67,6 +67,12 @@ describe('fuzz', () => {
         if (!zeros && p.type.endsWith('null') && rng.uniform() < 0.3) return [null, 0];
         return [storage(), zeros || rng.uniform() < 0.8 ? 0 : rng.int(40)];
       }
+      if (p.type === 'f32[]') {
+        // A list of tensors ({ storage, offset } each); zeros: an empty list (every size is 0).
+        if (zeros) return [[]];
+        const entry = (): unknown => (rng.uniform() < 0.9 ? { storage: storage(), offset: rng.uniform() < 0.8 ? 0 : pick([3, -1, 1.5, NaN]) } : pick(weird));
+        return [Array.from({ length: rng.int(7) }, entry)];
+      }
       if (p.type in ARRAYS) {
         const Ctor = zeros || rng.uniform() < 0.9 ? ARRAYS[p.type]! : pick(Object.values(ARRAYS));
         return [new Ctor(zeros ? 1 : rng.int(24))];

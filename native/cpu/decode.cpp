@@ -10,6 +10,7 @@
 
 #include "gemv_kernels.h"
 #include "patentgpt/gemv.h"
+#include "patentgpt/moe_experts.h"
 #include "patentgpt/ops.h"
 #include "patentgpt/paged_attention.h"
 #include "patentgpt/runtime.h"
@@ -145,6 +146,136 @@ void mlp_share(int part, int parts, SpinBarrier& barrier, float* x, const Decode
   linear_share(part, parts, x, a.g, a.wd, M, C, F);
 }
 
+// decode_qkv, paged attention of q over the caches into attn.out, then x += attn.out @ wo^T.
+void attention_share(int part, int parts, SpinBarrier& barrier, float* x, const DecodeQkvArgs& qkv,
+                     const PagedAttention& attn, const float* wo) {
+  qkv_share(part, parts, barrier, qkv);
+  barrier.wait();
+  paged_attention_tasks(attn, share(attn.tasks(), part, parts), share(attn.tasks(), part + 1, parts));
+  if (attn.merges() > 0) {
+    barrier.wait();
+    paged_attention_merges(attn, share(attn.merges(), part, parts), share(attn.merges(), part + 1, parts));
+  }
+  barrier.wait();
+  linear_share(part, parts, x, attn.out, wo, qkv.M, qkv.C, qkv.H * qkv.D);  // x += o @ Wo^T
+}
+
+// The sparse MoE feed-forward (moe_experts.h): x += the routed experts' weighted outputs plus
+// the shared experts'. Phases: norm (rows) | router logits (E columns) | routing and the counting
+// sort (one thread: M * k slots) | gather h into expert order (positions) | gate and up of every
+// group with rows, as if their matrices were stacked (F tiles) | down into y and the weighted
+// combine into x (C columns: each thread owns its columns of y and x, so no further barrier).
+// A group is a routed expert with rows, or a shared expert (all M rows, reading h itself).
+struct MoeScratch {
+  float *logits, *rw, *xs, *g, *u, *y;  // (M, E), (M, k), (M * k, C), (R, F) twice, (R, C)
+  int32_t *idx, *order, *slot_pos, *offsets;  // (M * k) three times, (E + 1)
+  int64_t R;  // rows of g, u, y: M * k routed, then S * M shared
+};
+
+MoeScratch moe_scratch(const DecodeMoeArgs& a) {
+  const int64_t Mk = a.M * a.k, R = Mk + a.S * a.M;
+  MoeScratch s{};
+  float* f = a.scratch;
+  s.logits = f, f += a.M * a.E;
+  s.rw = f, f += Mk;
+  s.xs = f, f += Mk * a.C;
+  s.g = f, f += R * a.F;
+  s.u = f, f += R * a.F;
+  s.y = f;
+  int32_t* i = a.index;
+  s.idx = i, i += Mk;
+  s.order = i, i += Mk;
+  s.slot_pos = i, i += Mk;
+  s.offsets = i;
+  s.R = R;
+  return s;
+}
+
+// Group q of the E + S: its first row in g/u/y, its row count and its input rows (ld C).
+struct MoeGroup {
+  int64_t r0, rows;
+  const float* in;
+  const float* const* w;  // w1, w3, w2
+};
+inline MoeGroup moe_group(const DecodeMoeArgs& a, const MoeScratch& s, int64_t q) {
+  if (q < a.E) {
+    const int64_t r0 = s.offsets[q];
+    return {r0, s.offsets[q + 1] - r0, s.xs + r0 * a.C, a.experts + 3 * q};
+  }
+  const int64_t r0 = a.M * a.k + (q - a.E) * a.M;
+  return {r0, a.M, a.h, a.experts + 3 * q};
+}
+
+void moe_share(int part, int parts, SpinBarrier& barrier, float* x, const DecodeMoeArgs& a) {
+  using gemv_detail::kTileRows;
+  const int64_t M = a.M, C = a.C, F = a.F, E = a.E, k = a.k, Mk = M * k, groups = a.E + a.S;
+  const MoeScratch s = moe_scratch(a);
+  norm_rows(a.h, x, a.norm_w, a.eps, M, C, part, parts);
+  barrier.wait();
+  {  // router logits (M, E) = h @ gate^T, by tiles of E
+    const int64_t tiles = (E + kTileRows - 1) / kTileRows;
+    const int64_t j0 = std::min(E, share(tiles, part, parts) * kTileRows);
+    const int64_t j1 = std::min(E, share(tiles, part + 1, parts) * kTileRows);
+    if (j0 < j1) gemv_rows(GemvTarget{a.gate, E, C, s.logits, E, false}, a.h, C, M, C, j0, j1);
+  }
+  barrier.wait();
+  if (part == 0) {  // top-k, renormalised (moeRouter's rule), then the slots sorted by expert
+    for (int64_t m = 0; m < M; ++m) moe_router_row(s.idx + m * k, s.rw + m * k, s.logits + m * E, E, k, true);
+    moe_dispatch(s.order, s.slot_pos, s.offsets, s.idx, Mk, E);
+  }
+  barrier.wait();
+  for (int64_t p = share(Mk, part, parts), p1 = share(Mk, part + 1, parts); p < p1; ++p)
+    std::memcpy(s.xs + p * C, a.h + (s.order[p] / k) * C, static_cast<size_t>(C) * sizeof(float));
+  barrier.wait();
+  {  // g = silu(h_q @ w1^T) * (h_q @ w3^T) for every group with rows: F tiles of the groups, stacked
+    const int64_t tilesF = (F + kTileRows - 1) / kTileRows;
+    int64_t active = 0;
+    for (int64_t q = 0; q < groups; ++q) active += moe_group(a, s, q).rows > 0;
+    const int64_t u0 = share(active * tilesF, part, parts), u1 = share(active * tilesF, part + 1, parts);
+    int64_t seen = 0;  // active groups before q
+    for (int64_t q = 0; q < groups && seen * tilesF < u1; ++q) {
+      const MoeGroup g = moe_group(a, s, q);
+      if (g.rows == 0) continue;
+      const int64_t t0 = std::max(u0, seen * tilesF) - seen * tilesF, t1 = std::min(u1, (seen + 1) * tilesF) - seen * tilesF;
+      ++seen;
+      if (t0 >= t1) continue;
+      const int64_t j0 = std::min(F, t0 * kTileRows), j1 = std::min(F, t1 * kTileRows);
+      gemv_rows(GemvTarget{g.w[0], F, C, s.g + g.r0 * F, F, false}, g.in, C, g.rows, C, j0, j1);
+      gemv_rows(GemvTarget{g.w[1], F, C, s.u + g.r0 * F, F, false}, g.in, C, g.rows, C, j0, j1);
+      for (int64_t r = g.r0; r < g.r0 + g.rows; ++r) swiglu_forward(s.g + r * F + j0, s.g + r * F + j0, s.u + r * F + j0, j1 - j0);
+    }
+  }
+  barrier.wait();
+  // y = g_q @ w2^T on this thread's columns of C, then x += the rows' weighted sums on them.
+  const int64_t tilesC = (C + kTileRows - 1) / kTileRows;
+  const int64_t c0 = std::min(C, share(tilesC, part, parts) * kTileRows);
+  const int64_t c1 = std::min(C, share(tilesC, part + 1, parts) * kTileRows);
+  if (c0 >= c1) return;
+  for (int64_t q = 0; q < groups; ++q) {
+    const MoeGroup g = moe_group(a, s, q);
+    if (g.rows > 0) gemv_rows(GemvTarget{g.w[2], C, F, s.y + g.r0 * C, C, false}, s.g + g.r0 * F, F, g.rows, F, c0, c1);
+  }
+  // Per row, moeCombine's order: the k choices from the first, then each shared expert, summed
+  // in place in the row of the first choice (rows are the slots' own; columns this thread's).
+  const int64_t n = c1 - c0;
+  for (int64_t m = 0; m < M; ++m) {
+    float* acc = s.y + static_cast<int64_t>(s.slot_pos[m * k]) * C + c0;
+    const float w0 = s.rw[m * k];
+    for (int64_t c = 0; c < n; ++c) acc[c] *= w0;
+    for (int64_t j = 1; j < k; ++j) {
+      const float* yj = s.y + static_cast<int64_t>(s.slot_pos[m * k + j]) * C + c0;
+      const float wj = s.rw[m * k + j];
+      for (int64_t c = 0; c < n; ++c) acc[c] += wj * yj[c];
+    }
+    for (int64_t q = 0; q < a.S; ++q) {
+      const float* ys = s.y + (Mk + q * M + m) * C + c0;
+      for (int64_t c = 0; c < n; ++c) acc[c] += ys[c];
+    }
+    float* xr = x + m * C + c0;
+    for (int64_t c = 0; c < n; ++c) xr[c] += acc[c];
+  }
+}
+
 }  // namespace
 
 void decode_qkv(const DecodeQkvArgs& a) {
@@ -162,19 +293,34 @@ void decode_swiglu_mlp(float* x, const DecodeMlpArgs& a) {
 void decode_layer(float* x, const DecodeQkvArgs& qkv, const PagedAttention& attn, const float* wo,
                   const DecodeMlpArgs& mlp) {
   if (qkv.M <= 0) return;
-  const int64_t C = qkv.C, HD = qkv.H * qkv.D;
   region(true, [&](int part, int parts, SpinBarrier& barrier) {
-    qkv_share(part, parts, barrier, qkv);
-    barrier.wait();
-    paged_attention_tasks(attn, share(attn.tasks(), part, parts), share(attn.tasks(), part + 1, parts));
-    if (attn.merges() > 0) {
-      barrier.wait();
-      paged_attention_merges(attn, share(attn.merges(), part, parts), share(attn.merges(), part + 1, parts));
-    }
-    barrier.wait();
-    linear_share(part, parts, x, attn.out, wo, qkv.M, C, HD);  // x += o @ Wo^T
+    attention_share(part, parts, barrier, x, qkv, attn, wo);
     barrier.wait();
     mlp_share(part, parts, barrier, x, mlp);
+  });
+}
+
+int64_t decode_moe_scratch_floats(int64_t M, int64_t C, int64_t F, int64_t E, int64_t k, int64_t S) {
+  const int64_t Mk = M * k, R = Mk + S * M;
+  return M * E + Mk + Mk * C + 2 * R * F + R * C;
+}
+
+int64_t decode_moe_index_ints(int64_t M, int64_t E, int64_t k) { return 3 * M * k + E + 1; }
+
+void decode_moe_ffn(float* x, const DecodeMoeArgs& a) {
+  if (a.M <= 0) return;
+  const int64_t read = std::min(a.E, a.M * a.k) + a.S;  // experts at most: their 3 F x C matrices each
+  region(worth_threads(a.M, 3 * read * a.F * a.C + a.E * a.C),
+         [&](int part, int parts, SpinBarrier& barrier) { moe_share(part, parts, barrier, x, a); });
+}
+
+void decode_layer_moe(float* x, const DecodeQkvArgs& qkv, const PagedAttention& attn, const float* wo,
+                      const DecodeMoeArgs& moe) {
+  if (qkv.M <= 0) return;
+  region(true, [&](int part, int parts, SpinBarrier& barrier) {
+    attention_share(part, parts, barrier, x, qkv, attn, wo);
+    barrier.wait();
+    moe_share(part, parts, barrier, x, moe);
   });
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "patentgpt/gemv.h"
+#include "patentgpt/moe_experts.h"
 #include "patentgpt/ops.h"
 #include "patentgpt/runtime.h"
 #include "simd.h"
@@ -27,6 +28,10 @@ PG_CLONES void axpy_row(float* dst, const float* src, float alpha, int64_t n) {
 // Equal values (NaN among NaN too) are not above each other: ties keep the lower id first.
 inline bool ranks_above(float v, float u) { return v > u || (std::isnan(v) && !std::isnan(u)); }
 
+// linear()'s GEMV_MAX_ROWS (src/tensor/ops/matmul.ts): a group of at most this many rows runs
+// the GEMV, a larger one the packed GEMM (see moe_grouped_gemm_forward).
+constexpr int64_t kGemvMaxRows = 64;
+
 PG_CLONES float dot_row(const float* a, const float* b, int64_t n) {
   float acc = 0.0f;
   for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
@@ -35,39 +40,41 @@ PG_CLONES float dot_row(const float* a, const float* b, int64_t n) {
 
 }  // namespace
 
+// idx, w (k); l (E): one token's routing (the row body of moe_router_forward, also called by the
+// fused decode step, native/cpu/decode.cpp, on its own thread).
+void moe_router_row(int32_t* idx, float* w, const float* l, int64_t E, int64_t k, bool normalize) {
+  // Insertion top-k in the output row itself (w holds the selected logits until the softmax
+  // below; no scratch): descending, a later (higher) index goes after an equal value, so ties
+  // keep the lowest index first.
+  int64_t count = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    const float v = l[e];
+    if (count == k && !ranks_above(v, w[k - 1])) continue;
+    int64_t pos = count < k ? count : k - 1;
+    while (pos > 0 && ranks_above(v, w[pos - 1])) {
+      w[pos] = w[pos - 1];
+      idx[pos] = idx[pos - 1];
+      --pos;
+    }
+    w[pos] = v;
+    idx[pos] = static_cast<int32_t>(e);
+    if (count < k) ++count;
+  }
+  const float m = w[0];  // the row's maximum
+  double z = 0.0;
+  if (normalize) {
+    for (int64_t j = 0; j < k; ++j) z += std::exp(static_cast<double>(w[j]) - m);
+  } else {
+    for (int64_t e = 0; e < E; ++e) z += std::exp(static_cast<double>(l[e]) - m);
+  }
+  for (int64_t j = 0; j < k; ++j) w[j] = static_cast<float>(std::exp(static_cast<double>(w[j]) - m) / z);
+}
+
 // indices, weights (N, k); logits (N, E)
 void moe_router_forward(int32_t* indices, float* weights, const float* logits, int64_t N, int64_t E, int64_t k,
                         bool normalize) {
   parallel_for(N, row_grain(E * k), [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      const float* l = logits + n * E;
-      int32_t* idx = indices + n * k;
-      float* w = weights + n * k;  // holds the selected logits until the softmax below
-      // Insertion top-k in the output row itself (no scratch): descending, a later (higher) index
-      // goes after an equal value, so ties keep the lowest index first.
-      int64_t count = 0;
-      for (int64_t e = 0; e < E; ++e) {
-        const float v = l[e];
-        if (count == k && !ranks_above(v, w[k - 1])) continue;
-        int64_t pos = count < k ? count : k - 1;
-        while (pos > 0 && ranks_above(v, w[pos - 1])) {
-          w[pos] = w[pos - 1];
-          idx[pos] = idx[pos - 1];
-          --pos;
-        }
-        w[pos] = v;
-        idx[pos] = static_cast<int32_t>(e);
-        if (count < k) ++count;
-      }
-      const float m = w[0];  // the row's maximum
-      double z = 0.0;
-      if (normalize) {
-        for (int64_t j = 0; j < k; ++j) z += std::exp(static_cast<double>(w[j]) - m);
-      } else {
-        for (int64_t e = 0; e < E; ++e) z += std::exp(static_cast<double>(l[e]) - m);
-      }
-      for (int64_t j = 0; j < k; ++j) w[j] = static_cast<float>(std::exp(static_cast<double>(w[j]) - m) / z);
-    }
+    for (int64_t n = n0; n < n1; ++n) moe_router_row(indices + n * k, weights + n * k, logits + n * E, E, k, normalize);
   });
 }
 
@@ -144,7 +151,6 @@ void moe_grouped_gemm_forward(float* y, const float* xs, const float* w, const i
   // src/tensor/ops/matmul.ts): a small group (decoding) streams its weights once through the
   // GEMV, a larger one runs the packed GEMM. Each threads over its rows and columns. So a group
   // gives bit for bit what linear() gives on its rows, whichever way the layer is run.
-  constexpr int64_t kGemvMaxRows = 64;
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
     if (rows == 0 || O == 0) continue;
@@ -164,6 +170,33 @@ void moe_grouped_gemm_backward(float* dxs, float* dw, const float* dy, const flo
     else if (dxs) gemm(false, false, rows, I, O, 1.0f, dy + r0 * O, O, 0, w + e * O * I, I, 0, 0.0f, dxs + r0 * I, I, 0, 1);
     // dW_e += dy_e^T @ xs_e
     if (dw && O > 0) gemm(true, false, O, I, rows, 1.0f, dy + r0 * O, O, 0, xs + r0 * I, I, 0, 1.0f, dw + e * O * I, I, 0, 1);
+  }
+}
+
+// y (M, O); xs (M, I); w: E pointers to (O, I); offsets (E + 1). As moe_grouped_gemm_forward,
+// each expert read from its own storage.
+void moe_experts_gemm_forward(float* y, const float* xs, const float* const* w, const int32_t* offsets, int64_t E,
+                              int64_t O, int64_t I) {
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
+    if (rows == 0 || O == 0) continue;
+    if (rows <= kGemvMaxRows) gemv(y + r0 * O, O, xs + r0 * I, I, w[e], I, rows, O, I, false);
+    else gemm(false, true, rows, O, I, 1.0f, xs + r0 * I, I, 0, w[e], I, 0, 0.0f, y + r0 * O, O, 0, 1);
+  }
+}
+
+// dxs (M, I) written; dw: E pointers to (O, I), each written; either may be null. dy (M, O)
+void moe_experts_gemm_backward(float* dxs, float* const* dw, const float* dy, const float* xs, const float* const* w,
+                               const int32_t* offsets, int64_t E, int64_t O, int64_t I) {
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
+    // dW_e = dy_e^T @ xs_e (beta 0: written, no zeroed buffer to add into); zeros without rows
+    if (dw && (rows == 0 || O == 0 || I == 0)) std::memset(dw[e], 0, static_cast<size_t>(O * I) * sizeof(float));
+    else if (dw) gemm(true, false, O, I, rows, 1.0f, dy + r0 * O, O, 0, xs + r0 * I, I, 0, 0.0f, dw[e], I, 0, 1);
+    if (rows == 0 || I == 0 || !dxs) continue;
+    // dxs_e = dy_e @ W_e (zeros when O = 0: nothing flows back)
+    if (O == 0) std::memset(dxs + r0 * I, 0, static_cast<size_t>(rows * I) * sizeof(float));
+    else gemm(false, false, rows, I, O, 1.0f, dy + r0 * O, O, 0, w[e], I, 0, 0.0f, dxs + r0 * I, I, 0, 1);
   }
 }
 

@@ -6,9 +6,10 @@
 //           every document. This is the same computation as Hugging Face's LlamaForCausalLM run
 //           on each document separately (hidden, forward, loss).
 //   paged:  a serving step's new tokens against a paged KV cache (forwardPaged). When a step is
-//           a few decode rows and every layer's feed-forward is a plain SwiGLU MLP, the model
-//           runs it through the fused native decode (one call per layer, prepared once per set
-//           of weights, into a DecodeWorkspace's buffers) instead of the separate ops.
+//           a few decode rows and every layer's feed-forward is a plain SwiGLU MLP or a sparse
+//           MoE of plain experts, the model runs it through the fused native decode (one call
+//           per layer, prepared once per set of weights, into a DecodeWorkspace's buffers)
+//           instead of the separate ops.
 //
 // Module tree and parameter names (Hugging Face's):
 //   model.embed_tokens.weight (V, C)
@@ -27,8 +28,8 @@ import {
   type PagedAttentionMetadata, type ParamInit, type RopeSetting,
 } from '../nn/index.js';
 import {
-  GEMV_MAX_ROWS, Rng, Tensor, add, copyRows, gatherRows, keep, linear, linearCrossEntropy, noGrad, prepareDecodeLayer,
-  prepareDecodeLogits, prepareGatherRows, scope, type Device,
+  GEMV_MAX_ROWS, Rng, Tensor, add, copyRows, decodeMoeScratchSize, gatherRows, isMoeWeights, keep, linear, linearCrossEntropy, noGrad,
+  prepareDecodeLayer, prepareDecodeLogits, prepareGatherRows, scope, type Device,
 } from '../tensor/index.js';
 import { ropeParams, validateConfig, type ModelConfig } from './config.js';
 import { checkModelFits } from './limits.js';
@@ -299,7 +300,7 @@ export class LlamaForCausalLM extends Module {
    * KV cache, the new keys and values stored in it, then the next-token logits of the wanted
    * rows written into step.logits. The fused decode path runs it when it applies (a workspace,
    * at most GEMV_MAX_ROWS rows all reading the cache, one RoPE setting, contexts within the
-   * workspace, every feed-forward a plain SwiGLU MLP, weights on the CPU).
+   * workspace, every feed-forward a plain SwiGLU MLP or sparse MoE, weights on the CPU).
    */
   forwardPaged(step: PagedStep): void {
     const plan = this.#fusedPlan(step);
@@ -352,7 +353,12 @@ export class LlamaForCausalLM extends Module {
       return null;
     }
     const weights = [this.model.embed_tokens.weight, this.model.norm.weight, this.outputWeight];
-    for (const w of layers as DecodeLayerWeights[]) weights.push(w.normWeight, w.wq, w.wk, w.wv, w.wo, w.mlp.normWeight, w.mlp.gate, w.mlp.up, w.mlp.down);
+    for (const w of layers as DecodeLayerWeights[]) {
+      weights.push(w.normWeight, w.wq, w.wk, w.wv, w.wo, w.mlp.normWeight);
+      const f = w.mlp;
+      if (isMoeWeights(f)) weights.push(f.router, ...[...f.experts, ...f.shared].flatMap((e) => [e.w1, e.w3, e.w2]));
+      else weights.push(f.gate, f.up, f.down);
+    }
     if (current && current.weights.length === weights.length && current.weights.every((w, i) => w === weights[i])) {
       current.generation = gen;
       return current;
@@ -371,10 +377,22 @@ export class LlamaForCausalLM extends Module {
       blockTables: c.blockTables, maxBlocks: c.maxBlocks, cuQ: c.cuQ, contextLens: c.contextLens, partitionSize: c.partitionSize,
       maxPartitions: ws.partitions,
     };
+    // A MoE feed-forward's scratch for R rows, shared by the layers (they run one after another);
+    // freed with the plan's views.
+    let moe: { scratch: Tensor; index: Tensor } | undefined;
+    for (const w of layerWeights) {
+      if (!isMoeWeights(w.mlp)) continue;
+      const f = w.mlp, need = decodeMoeScratchSize(R, this.config.dim, f.experts[0]!.w1.shape[0]!, f.experts.length, f.topK, f.shared.length);
+      if (moe && moe.scratch.size >= need.floats && moe.index.size >= need.ints) continue;
+      moe = {
+        scratch: ws.keepView(Tensor.empty([need.floats], { device: this.device })),
+        index: ws.keepView(Tensor.empty([need.ints], { dtype: 'i32', device: this.device })),
+      };
+    }
     const layers = layerWeights.map((w, l) => prepareDecodeLayer({
       x: b.x, normWeight: w.normWeight, eps: w.eps, wq: w.wq, wk: w.wk, wv: w.wv, positions: meta.positions, slotMapping: meta.slotMapping,
       kCache: meta.cache.k[l]!, vCache: meta.cache.v[l]!, rope: meta.rope as RopeSetting, wo: w.wo, attention, mlp: w.mlp,
-    }, b));
+    }, { ...b, moe }));
     const norm = this.model.norm;
     return {
       generation, weights, stepKey: stepKey(step), step, layers,

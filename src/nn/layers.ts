@@ -7,7 +7,7 @@
 import { PatentGPTError } from '../errors.js';
 import {
   Tensor, add, attention, copyRows, embedding, linear, pagedAttention, pagedKvStore, rmsnorm, rope, swiglu,
-  type DecodeMlpWeights,
+  type DecodeMlpWeights, type DecodeMoeWeights,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
 import type { AttentionMetadata, PagedAttentionMetadata, RopeSegment, RopeSetting } from './metadata.js';
@@ -211,7 +211,16 @@ export interface FeedForward extends Module {
    * decode path needs. Absent or null for other kinds, which then run as modules.
    */
   swigluWeights?(): SwigluWeights | null;
+  /**
+   * The router and experts when this is a sparse MoE whose experts are their weights alone (no
+   * adapter) and whose routing is deterministic: what the fused MoE decode path needs. Absent or
+   * null otherwise.
+   */
+  moeDecodeWeights?(): MoeDecodeWeights | null;
 }
+
+/** A sparse MoE feed-forward's weights for the fused decode path (DecodeMoeWeights without its norm). */
+export type MoeDecodeWeights = Omit<DecodeMoeWeights, 'normWeight' | 'eps'>;
 
 export interface SwigluWeights {
   /** (F, C), (F, C), (C, F). */
@@ -248,7 +257,8 @@ export interface DecodeLayerWeights {
   wk: Tensor;
   wv: Tensor;
   wo: Tensor;
-  mlp: DecodeMlpWeights;
+  /** The feed-forward: a SwiGLU MLP, or a sparse MoE (isMoeWeights). */
+  mlp: DecodeMlpWeights | DecodeMoeWeights;
 }
 
 export interface BlockOptions {
@@ -283,16 +293,16 @@ export class Block extends Module {
   }
 
   /**
-   * The fused decode path's weights, or null when the feed-forward is not a plain SwiGLU MLP or
-   * a projection is not its weight alone (an adapter attached).
+   * The fused decode path's weights, or null when the feed-forward is neither a plain SwiGLU MLP
+   * nor a sparse MoE of plain experts, or a projection is not its weight alone (an adapter attached).
    */
   decodeWeights(): DecodeLayerWeights | null {
-    const mlp = this.feedForward.swigluWeights?.() ?? null;
+    const ff = this.feedForward.swigluWeights?.() ?? this.feedForward.moeDecodeWeights?.() ?? null;
     const a = this.self_attn, n = this.input_layernorm, post = this.post_attention_layernorm;
-    if (!mlp || ![a.q_proj, a.k_proj, a.v_proj, a.o_proj].every((l) => l.fusable)) return null;
+    if (!ff || ![a.q_proj, a.k_proj, a.v_proj, a.o_proj].every((l) => l.fusable)) return null;
     return {
       normWeight: n.weight, eps: n.eps, wq: a.q_proj.weight, wk: a.k_proj.weight, wv: a.v_proj.weight, wo: a.o_proj.weight,
-      mlp: { normWeight: post.weight, eps: post.eps, ...mlp },
+      mlp: { normWeight: post.weight, eps: post.eps, ...ff },
     };
   }
 }

@@ -10,8 +10,10 @@
 // moeRouter makes the top-k choice from the logits (indices carry no gradient; softmax's order,
 // ties to the lower expert, NaN first as torch.topk); the gradient reaches the router through
 // the renormalised weights, and through the load-balancing loss and the z-loss, which go to the
-// forward context. Without gradients only the chosen experts' weights are read. Experts with a
-// LoRA adapter run as modules on their row groups, between the same dispatch and combine.
+// forward context. Only the chosen experts' weights are read, each from its own storage (nothing
+// is stacked). Experts with a LoRA adapter run as modules on their row groups, between the same
+// dispatch and combine. A serving model's decode steps take the fused path instead
+// (moeDecodeWeights: decodeLayer's MoE feed-forward, src/tensor/ops/decode.ts).
 // Shapes: N tokens, C dim, F expert hidden size, E experts, K experts per token.
 import { PatentGPTError } from '../errors.js';
 import {
@@ -19,7 +21,7 @@ import {
   scatterAdd, scope, softmax, sub, sum, swiglu, type MoePlan,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
-import { Linear, ModuleList, zeroInit, type FeedForward, type ParamInit } from './layers.js';
+import { Linear, ModuleList, zeroInit, type FeedForward, type MoeDecodeWeights, type ParamInit } from './layers.js';
 import { Module } from './module.js';
 
 /** One expert: w2(silu(w1 x) * w3 x), MixtralBlockSparseTop2MLP (w1 gate, w3 up, w2 down). */
@@ -124,6 +126,23 @@ export class SparseMoE extends Module implements FeedForward {
       : null;
   }
 
+  /**
+   * The router and the experts' own weights for the fused MoE decode path (decodeLayer), or null
+   * when a Linear carries an unmerged adapter (LoRA) or the jitter is forced on (training: true):
+   * the module path then runs. The tensors are the parameters themselves (never copies), so an
+   * optimizer's in-place update reaches the prepared decode calls.
+   */
+  moeDecodeWeights(): MoeDecodeWeights | null {
+    if (this.training === true && this.jitter > 0) return null;
+    const all = [...this.experts.items, ...(this.shared_experts?.items ?? [])];
+    if (!this.gate.fusable || !all.every((e) => e.w1.fusable && e.w2.fusable && e.w3.fusable)) return null;
+    const weights = (e: ExpertMLP): { w1: Tensor; w3: Tensor; w2: Tensor } => ({ w1: e.w1.weight, w3: e.w3.weight, w2: e.w2.weight });
+    return {
+      router: this.gate.weight, topK: this.topK, experts: this.experts.items.map(weights),
+      shared: (this.shared_experts?.items ?? []).map(weights),
+    };
+  }
+
   /** Router logits (N, E) of x (N, C): what transformers returns as router_logits. */
   routerLogits(x: Tensor): Tensor {
     return this.gate.forward(x);
@@ -159,8 +178,8 @@ export class SparseMoE extends Module implements FeedForward {
 
   /**
    * Every expert on its row group of xs (N*K, C), in expert order -> (N*K, C). The grouped GEMMs
-   * stack the experts' weights only while gradients are recorded; without them only the experts
-   * that received rows are multiplied.
+   * read each expert's own weight storage (and write its own gradient); only the experts that
+   * received rows are multiplied.
    */
   #experts(xs: Tensor, plan: MoePlan): Tensor {
     const items = this.experts.items;

@@ -153,7 +153,7 @@ describe('SparseMoE without gradients reads only the chosen experts', () => {
     });
   }
 
-  it('stacks no expert weights for a decode step (peak memory far below one stacked (E, out, in) buffer); the gradient path does', () => {
+  it('stacks no expert weights, for a decode step or with gradients (peak memory far below one stacked (E, out, in) buffer)', () => {
     const C2 = 64, F2 = 256, E2 = 8;
     const moe = new SparseMoE({ dim: C2, hiddenDim: F2, numExperts: E2, topK: K }, initFrom(90, 0.1));
     const stackedBytes = E2 * F2 * C2 * 4;
@@ -168,7 +168,8 @@ describe('SparseMoE without gradients reads only the chosen experts', () => {
     const decode = peakOf(() => noGrad(() => moe.forward(x, rec).dispose()));
     expect(decode).toBeLessThan(stackedBytes / 4);
     const xg = Tensor.from(Float32Array.from(randomArray(C2, 91)), [1, C2], { requiresGrad: true });
-    expect(peakOf(() => moe.forward(xg, rec))).toBeGreaterThanOrEqual(stackedBytes);
+    // the gradient path reads each expert's own storage too (no stacked copy)
+    expect(peakOf(() => moe.forward(xg, rec))).toBeLessThan(stackedBytes / 4);
     clearTape();
     rec.dispose();
     moe.dispose();

@@ -4,12 +4,18 @@
 //   decodeQkv:       rmsnorm -> q, k, v projections -> RoPE -> k, v into the paged cache
 //   decodeSwigluMlp: rmsnorm -> silu(gate) * up -> down, added into the residual
 //   decodeLayer:     both, with paged attention and the output projection between them
+//   decodeMoeFfn:    rmsnorm -> router, top-k, renormalise -> the chosen experts' SwiGLUs (and
+//                    the shared experts'), weighted, added into the residual (SparseMoE)
+//   decodeLayer with a DecodeMoeWeights feed-forward: decodeQkv, attention, then decodeMoeFfn
 // Each equals the composition of the separate ops (rmsnorm, linear, rope, pagedKvStore, swiglu,
-// add) up to the GEMV's summation order.
+// moeRouter, moeGroupedMatmul, moeCombine, add) up to the GEMV's summation order. The experts'
+// weights are passed as a list of their own storages, read on every call: a prepared call sees
+// an optimizer's in-place update, and only the chosen experts' matrices are read.
 import { PatentGPTError } from '../../errors.js';
 import { addon, argIndex, packArgs, type AddonArgs } from '../../native/loader.js';
 import { expectKernel, expectDType, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
+import { tensorArgs } from './moe.js';
 
 function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
   expectDType(op, name, t, 'f32');
@@ -118,6 +124,88 @@ function checkMlp(op: string, x: Tensor, w: DecodeMlpWeights, scratch: { g: Tens
   return [M, C, F];
 }
 
+/** One SwiGLU expert of a sparse MoE (Mixtral's names): w2(silu(w1 x) * w3 x). */
+export interface DecodeExpertWeights {
+  /** (F, C) gate, (F, C) up, (C, F) down. */
+  w1: Tensor;
+  w3: Tensor;
+  w2: Tensor;
+}
+
+/** A sparse MoE feed-forward (SparseMoE) as the fused decode path takes it. */
+export interface DecodeMoeWeights {
+  /** post_attention_layernorm weight (C) and epsilon. */
+  normWeight: Tensor;
+  eps: number;
+  /** The router's weight (E, C) and the experts per token. */
+  router: Tensor;
+  topK: number;
+  /** The E routed experts, and the shared experts every row goes through (unweighted). */
+  experts: readonly DecodeExpertWeights[];
+  shared: readonly DecodeExpertWeights[];
+}
+
+/** Whether a layer's feed-forward is a sparse MoE (else a SwiGLU MLP). */
+export function isMoeWeights(w: DecodeMlpWeights | DecodeMoeWeights): w is DecodeMoeWeights {
+  return 'experts' in w;
+}
+
+/** Scratch of the MoE feed-forward for M rows: f32 and i32 buffers of these sizes (native/cpu/decode.cpp). */
+export function decodeMoeScratchSize(M: number, C: number, F: number, E: number, k: number, S: number): { floats: number; ints: number } {
+  const Mk = M * k, R = Mk + S * M; // routed slots, then the shared experts' rows
+  return { floats: M * E + Mk + Mk * C + 2 * R * F + R * C, ints: 3 * Mk + E + 1 };
+}
+
+/** The MoE feed-forward's scratch: f32 and i32 vectors of decodeMoeScratchSize. */
+export interface DecodeMoeScratch {
+  scratch: Tensor;
+  index: Tensor;
+}
+
+/** Checks a MoE feed-forward's weights and scratch against x; returns its named arguments (without x, h). */
+function moeArgs(op: string, x: Tensor, w: DecodeMoeWeights, s: DecodeMoeScratch): {
+  scratch: Tensor; index: Tensor; normW: Tensor; gate: Tensor; experts: ReturnType<typeof tensorArgs>; F: number; E: number; topK: number; S: number; eps: number;
+} {
+  const all = [...w.experts, ...w.shared].flatMap((e) => [e.w1, e.w3, e.w2]);
+  expectSameDevice(op, { x, normWeight: w.normWeight, router: w.router, scratch: s.scratch, index: s.index, ...Object.fromEntries(all.map((t, i) => [`expert weight ${i}`, t])) });
+  expectKernel(op, op as 'decodeMoeFfn' | 'decodeLayerMoe', x, w.normWeight, w.router, s.scratch, s.index, ...all);
+  const [M, C] = x.shape as [number, number];
+  const E = w.experts.length, S = w.shared.length, k = w.topK;
+  if (E < 1 || !Number.isInteger(k) || k < 1 || k > E)
+    throw new PatentGPTError('E_ARGUMENT', `${op}: topK = ${k} must be an integer in [1, ${E}] (the routed experts)`);
+  const F = w.experts[0]!.w1.shape[0]!;
+  expectShape(op, 'normWeight', w.normWeight, [C]);
+  expectShape(op, 'router', w.router, [E, C]);
+  [...w.experts, ...w.shared].forEach((e, i) => {
+    expectShape(op, `expert ${i} w1`, e.w1, [F, C]);
+    expectShape(op, `expert ${i} w3`, e.w3, [F, C]);
+    expectShape(op, `expert ${i} w2`, e.w2, [C, F]);
+    if (e.w2.shape[1] !== F) throw new PatentGPTError('E_SHAPE', `${op}: expert ${i} w2 ${e.w2.describe()} must be (${C}, ${F})`);
+  });
+  const need = decodeMoeScratchSize(M, C, F, E, k, S);
+  expectDType(op, 'scratch', s.scratch, 'f32');
+  expectDType(op, 'index', s.index, 'i32');
+  if (s.scratch.size < need.floats || s.index.size < need.ints)
+    throw new PatentGPTError('E_SHAPE', `${op}: scratch ${s.scratch.describe()} and index ${s.index.describe()} must hold ${need.floats} and ${need.ints} elements for ${M} rows (decodeMoeScratchSize)`);
+  return { scratch: s.scratch, index: s.index, normW: w.normWeight, gate: w.router, experts: tensorArgs(all), F, E, topK: k, S, eps: w.eps };
+}
+
+/**
+ * x (M, C) += SparseMoE(rmsnorm(x)) in place, in one native call: router logits, each row's top-k
+ * experts (moeRouter's rule: ties to the lower id, NaN first) renormalised, the rows grouped by
+ * expert, each chosen expert's SwiGLU over its rows (only its weights read), the weighted sum
+ * plus every shared expert's output. Scratch: h (M, C) and a DecodeMoeScratch for M rows.
+ */
+export function decodeMoeFfn(x: Tensor, w: DecodeMoeWeights, scratch: DecodeMoeScratch & { h: Tensor }): void {
+  const op = 'decodeMoeFfn';
+  const named = moeArgs(op, x, w, scratch);
+  const [M, C] = x.shape as [number, number];
+  expectShape(op, 'x', x, [M, C]);
+  expectShape(op, 'h', scratch.h, [M, C]);
+  expectSameDevice(op, { x, h: scratch.h });
+  addon().decodeMoeFfn(...packArgs('decodeMoeFfn', { x, h: scratch.h, ...named, M, C }));
+}
+
 /** Where decodeLayer's attention reads the cache: as pagedAttention's inputs, all i32 tensors. */
 export interface DecodeLayerAttention {
   /** (nseq, maxBlocks), (nseq + 1), (nseq): see PagedAttentionInputs. */
@@ -135,22 +223,26 @@ export interface DecodeLayerAttention {
 export interface DecodeLayerScratch extends DecodeQkvOutputs {
   /** (M, H, D): the attention's output. */
   o: Tensor;
-  /** (M, F) each: the MLP's gate and up. */
+  /** (M, F) each: the MLP's gate and up (unused with a MoE feed-forward). */
   g: Tensor;
   u: Tensor;
+  /** The MoE feed-forward's scratch (decodeMoeScratchSize); needed with one. */
+  moe?: DecodeMoeScratch;
   /** (M, H, maxPartitions, D) and (M, H, maxPartitions, 2); unused (any tensor) when maxPartitions is 1. */
   partOut: Tensor;
   partStats: Tensor;
 }
 
-/** decodeLayer's inputs: decodeQkv's, the output projection, the feed-forward and the cache index. */
-export type DecodeLayerInputs = DecodeQkvInputs & { wo: Tensor; mlp: DecodeMlpWeights; attention: DecodeLayerAttention };
+/**
+ * decodeLayer's inputs: decodeQkv's, the output projection, the feed-forward (a SwiGLU MLP or a
+ * sparse MoE) and the cache index.
+ */
+export type DecodeLayerInputs = DecodeQkvInputs & { wo: Tensor; mlp: DecodeMlpWeights | DecodeMoeWeights; attention: DecodeLayerAttention };
 
-/** Checks decodeLayer's tensors; returns its named arguments. */
-function decodeLayerArgs(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): AddonArgs['decodeLayer'] {
-  const op = 'decodeLayer';
+/** Checks the attention part of decodeLayer(Moe)'s tensors; returns its named arguments. */
+function attentionArgs(op: 'decodeLayer' | 'decodeLayerMoe', inp: DecodeLayerInputs, scratch: DecodeLayerScratch) {
   const qkv = qkvArgs(op, inp, scratch);
-  const [M, C, F] = checkMlp(op, inp.x, inp.mlp, scratch);
+  const [M, C] = inp.x.shape as [number, number];
   const [H, D] = scratch.q.shape.slice(1) as [number, number];
   const at = inp.attention;
   expectSameDevice(op, { x: inp.x, wo: inp.wo, o: scratch.o, partOut: scratch.partOut, partStats: scratch.partStats, blockTables: at.blockTables, cuQ: at.cuQ, contextLens: at.contextLens });
@@ -161,22 +253,44 @@ function decodeLayerArgs(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): A
   const nseq = at.contextLens.size;
   return { ...qkv, o: scratch.o, partOut: scratch.partOut, partStats: scratch.partStats, blockTables: at.blockTables,
     cuQ: at.cuQ, contextLens: at.contextLens, nseq, maxBlocks: at.maxBlocks, partitionSize: at.partitionSize,
-    maxPartitions: at.maxPartitions, scale: at.scale ?? 1 / Math.sqrt(D), wo: inp.wo, g: scratch.g, u: scratch.u,
-    mlpNormW: inp.mlp.normWeight, wg: inp.mlp.gate, wu: inp.mlp.up, wd: inp.mlp.down, F, mlpEps: inp.mlp.eps };
+    maxPartitions: at.maxPartitions, scale: at.scale ?? 1 / Math.sqrt(D), wo: inp.wo };
+}
+
+/** Checks decodeLayer's tensors (a SwiGLU feed-forward); returns its named arguments. */
+function decodeLayerArgs(inp: DecodeLayerInputs & { mlp: DecodeMlpWeights }, scratch: DecodeLayerScratch): AddonArgs['decodeLayer'] {
+  const op = 'decodeLayer';
+  const F = checkMlp(op, inp.x, inp.mlp, scratch)[2];
+  return { ...attentionArgs(op, inp, scratch), g: scratch.g, u: scratch.u, mlpNormW: inp.mlp.normWeight, wg: inp.mlp.gate,
+    wu: inp.mlp.up, wd: inp.mlp.down, F, mlpEps: inp.mlp.eps };
+}
+
+/** Checks decodeLayerMoe's tensors (a sparse MoE feed-forward); returns its named arguments. */
+function decodeLayerMoeArgs(inp: DecodeLayerInputs & { mlp: DecodeMoeWeights }, scratch: DecodeLayerScratch): AddonArgs['decodeLayerMoe'] {
+  const op = 'decodeLayerMoe';
+  if (!scratch.moe) throw new PatentGPTError('E_ARGUMENT', `${op}: a MoE feed-forward needs scratch.moe (decodeMoeScratchSize)`);
+  const m = moeArgs(op, inp.x, inp.mlp, scratch.moe);
+  return { ...attentionArgs(op, inp, scratch), moeScratch: m.scratch, moeIndex: m.index, moeNormW: m.normW, gate: m.gate,
+    experts: m.experts, F: m.F, E: m.E, topK: m.topK, S: m.S, moeEps: m.eps };
 }
 
 /**
- * A whole decoder layer with a SwiGLU feed-forward for M rows, in place on the residual x (M, C),
- * in one native call (one parallel region): decodeQkv, paged attention over the cache (the rows'
- * own keys and values included: they are stored first), x += o_proj(o), then decodeSwigluMlp.
+ * A whole decoder layer for M rows, in place on the residual x (M, C), in one native call (one
+ * parallel region): decodeQkv, paged attention over the cache (the rows' own keys and values
+ * included: they are stored first), x += o_proj(o), then decodeSwigluMlp, or decodeMoeFfn for a
+ * sparse MoE feed-forward.
  */
 export function decodeLayer(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): void {
-  addon().decodeLayer(...packArgs('decodeLayer', decodeLayerArgs(inp, scratch)));
+  const mlp = inp.mlp;
+  if (isMoeWeights(mlp)) addon().decodeLayerMoe(...packArgs('decodeLayerMoe', decodeLayerMoeArgs({ ...inp, mlp }, scratch)));
+  else addon().decodeLayer(...packArgs('decodeLayer', decodeLayerArgs({ ...inp, mlp }, scratch)));
 }
 
-// Where a step's sizes sit in decodeLayer's positional arguments, from its declaration (bindings/gemv.cpp).
+// Where a step's sizes sit in decodeLayer's (and decodeLayerMoe's: the same attention arguments
+// first) positional arguments, from their declarations (bindings/gemv.cpp).
 const LAYER_ROWS = argIndex('decodeLayer', 'M'), LAYER_SEQS = argIndex('decodeLayer', 'nseq');
 const LAYER_PARTITIONS = argIndex('decodeLayer', 'maxPartitions');
+if (LAYER_ROWS !== argIndex('decodeLayerMoe', 'M') || LAYER_SEQS !== argIndex('decodeLayerMoe', 'nseq') || LAYER_PARTITIONS !== argIndex('decodeLayerMoe', 'maxPartitions'))
+  throw new PatentGPTError('E_INTERNAL', 'decodeLayer and decodeLayerMoe declare their step sizes at different positions (bindings/gemv.cpp)');
 
 /**
  * decodeLayer checked once, for inputs and scratch of `capacity` rows, `capacity` sequences and
@@ -186,9 +300,14 @@ const LAYER_PARTITIONS = argIndex('decodeLayer', 'maxPartitions');
  * side still checks every range and index).
  */
 export function prepareDecodeLayer(inp: DecodeLayerInputs, scratch: DecodeLayerScratch): (M: number, nseq: number, partitions: number) => void {
-  const named = decodeLayerArgs(inp, scratch);
+  const mlp = inp.mlp;
+  const moe = isMoeWeights(mlp);
+  // Built once (the experts' list too: their storages, read natively on each call); a step only
+  // writes its three sizes.
+  const named = moe ? decodeLayerMoeArgs({ ...inp, mlp }, scratch) : decodeLayerArgs({ ...inp, mlp }, scratch);
   const [rows, seqs, partitions] = [named.M, named.nseq, named.maxPartitions];
-  const args = packArgs('decodeLayer', named); // built once; a step only writes its three sizes
+  const args = moe ? packArgs('decodeLayerMoe', named as AddonArgs['decodeLayerMoe']) : packArgs('decodeLayer', named as AddonArgs['decodeLayer']);
+  const call = (moe ? addon().decodeLayerMoe : addon().decodeLayer) as (...a: unknown[]) => void;
   const slots = args as unknown as number[];
   return (M, nseq, p) => {
     if (M > rows! || nseq > seqs! || p > partitions!)
@@ -196,7 +315,7 @@ export function prepareDecodeLayer(inp: DecodeLayerInputs, scratch: DecodeLayerS
     slots[LAYER_ROWS] = M;
     slots[LAYER_SEQS] = nseq;
     slots[LAYER_PARTITIONS] = p;
-    addon().decodeLayer(...args);
+    call(...(args as unknown[]));
   };
 }
 

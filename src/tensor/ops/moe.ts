@@ -2,16 +2,15 @@
 //   moeRouter    logits (N, E) -> top-k expert ids (N, k) and their weights (N, k)
 //   moeDispatch  ids -> a plan: the slots sorted by expert (stable), per-expert row offsets
 //   moePermute   x (N, C) -> xs (N*k, C), the tokens' rows gathered into expert order
-//   moeGroupedMatmul  xs (N*k, in) with W (E, out, in), or E (out, in) tensors, -> (N*k, out),
-//                one GEMM per expert group
+//   moeGroupedMatmul  xs (N*k, in) with W (E, out, in), or E (out, in) tensors (each read from
+//                its own storage), -> (N*k, out), one GEMM per expert group
 //   moeCombine   y (N*k, C) with the weights -> (N, C), the weighted un-permute
 // A slot is one (token n, choice j) pair, numbered n * k + j. No token is dropped for capacity:
 // an expert's group is as large as the tokens that chose it, possibly empty.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../../native/loader.js';
+import { addon, type TensorArg } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { expectDType, expectKernel, expectRank, expectShape } from '../check.js';
-import { bytesPerElement } from '../dtype.js';
 import { Tensor } from '../tensor.js';
 
 /** The router's choice: expert ids (i32, not differentiable) and their weights (f32). */
@@ -130,11 +129,10 @@ export function moePermute(x: Tensor, plan: MoePlan): Tensor {
  * LoRA and the optimizer name). Differentiable in xs and the weights; an expert with no rows
  * gets a zero gradient.
  *
- * With a list: while a gradient is recorded, the E matrices are copied into one (E, out, in)
- * buffer for the grouped GEMM and its (E, out, in) gradient is handed back to each expert as a
- * slice (no copy). Without gradients (evaluation, prefill, decode) nothing is stacked: only the
- * experts that received rows are multiplied, each over its own row group, so a decode step reads
- * only the chosen experts' weights.
+ * With a list, the kernel reads each expert's own storage (nothing is stacked: an optimizer's
+ * in-place update is what the next call sees) and backward writes each expert's own gradient
+ * (zeros for an expert with no rows). Only the experts that received rows are read, so a decode
+ * step reads only the chosen experts' weights.
  */
 export function moeGroupedMatmul(xs: Tensor, weight: Tensor | readonly Tensor[], plan: MoePlan): Tensor {
   if (!(weight instanceof Tensor)) return groupedMatmulExperts(xs, weight, plan);
@@ -180,41 +178,30 @@ function groupedMatmulExperts(xs: Tensor, weights: readonly Tensor[], plan: MoeP
   expectPlanDevice(op, plan, xs);
   const device = xs.device;
   const y = Tensor.empty([M, O], { device });
-  if (!isGradEnabled() || !(xs.requiresGrad || weights.some((w) => w.requiresGrad))) {
-    // Each expert that has rows, on its row group alone (the grouped kernel with offsets
-    // [0, rows]: the same kernel choice per group as the stacked call, so the same values).
-    const counts = plan.tokensPerExpert;
-    const local = Tensor.from(Int32Array.from(counts.flatMap((c) => [0, c])), [2 * E], { dtype: 'i32', device });
-    try {
-      let r0 = 0;
-      for (let e = 0; e < E; e++) {
-        const rows = counts[e]!, w = weights[e]!;
-        if (rows > 0 && O > 0)
-          addon().moeGroupedGemmForward(y.storage, y.offset + r0 * O, xs.storage, xs.offset + r0 * I, w.storage, w.offset,
-            local.storage, local.offset + 2 * e, rows, 1, O, I);
-        r0 += rows;
-      }
-    } finally {
-      local.dispose();
-    }
-    return y;
-  }
-  // Stacked into one (E, out, in) buffer by native copies, one per expert.
-  const W = Tensor.empty([E, O, I], { device });
-  const bytes = O * I * bytesPerElement('f32');
-  weights.forEach((w, e) => W.storage.copyFrom(w.storage, W.byteOffset + e * bytes, w.byteOffset, bytes));
+  // The experts' own storages, read by the kernel in place (no stacked copy): an expert with no
+  // rows is not read at all, so a decode step reads only the chosen experts' weights.
+  const list = tensorArgs(weights);
   const { offsets } = plan;
-  addon().moeGroupedGemmForward(y.storage, y.offset, xs.storage, xs.offset, W.storage, W.offset, offsets.storage, offsets.offset, M, E, O, I);
-  const out = record(op, y, [xs, ...weights], [xs, W, offsets], (g) => {
+  addon().moeExpertsGemmForward(y.storage, y.offset, xs.storage, xs.offset, list, offsets.storage, offsets.offset, M, E, O, I);
+  if (!isGradEnabled() || !(xs.requiresGrad || weights.some((w) => w.requiresGrad))) return y;
+  return record(op, y, [xs, ...weights], [xs, ...weights, offsets], (g) => {
     const dxs = xs.requiresGrad ? Tensor.empty([M, I], { device }) : null;
-    const dW = weights.some((w) => w.requiresGrad) ? Tensor.zeros([E, O, I], { device }) : null;
-    addon().moeGroupedGemmBackward(dxs?.storage ?? null, dxs?.offset ?? 0, dW?.storage ?? null, dW?.offset ?? 0, g.storage, g.offset,
-      xs.storage, xs.offset, W.storage, W.offset, offsets.storage, offsets.offset, M, E, O, I);
-    // each expert's gradient is its slice of dW (a view: the split copies nothing)
-    return [dxs, ...weights.map((w, e) => (dW && w.requiresGrad ? dW.narrow(e, 1).reshape([O, I]) : null))];
+    // One gradient per expert, written by the kernel (zeros for an expert without rows): no
+    // (E, out, in) buffer to zero and slice.
+    const dW = weights.some((w) => w.requiresGrad) ? weights.map(() => Tensor.empty([O, I], { device })) : [];
+    addon().moeExpertsGemmBackward(dxs?.storage ?? null, dxs?.offset ?? 0, tensorArgs(dW), g.storage, g.offset,
+      xs.storage, xs.offset, list, offsets.storage, offsets.offset, M, E, O, I);
+    return [dxs, ...weights.map((w, e) => {
+      if (w.requiresGrad) return dW[e]!;
+      dW[e]?.dispose();
+      return null;
+    })];
   });
-  W.dispose(); // the tape holds it for backward
-  return out;
+}
+
+/** Plain { storage, offset } records of tensors: what a native "f32[]" list argument reads. */
+export function tensorArgs(ts: readonly Tensor[]): TensorArg[] {
+  return ts.map((t) => ({ storage: t.storage, offset: t.offset }));
 }
 
 /** y (N*k, C) in expert order and weights (N, k) -> (N, C): out[n] = sum_j weights[n, j] * y[slotPos[n*k + j]]. Differentiable in both. */
