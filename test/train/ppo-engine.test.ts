@@ -3,7 +3,8 @@
 // plan prepared on the old step) samples from the NEW weights: the log-probs it reports for its
 // greedy tokens equal those of the training forward on the same tokens, for plain layers (fused
 // decode path) and for LoRA-adapted ones (generic path, adapters applied). And the reference
-// pass with the adapters detached equals the base model.
+// pass with the adapters detached equals the base model. With prefix caching on, the engine would
+// serve the prompt's cached blocks, computed by the old weights (this test then fails): PPO turns it off.
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/infer/engine.js';
 import { LlamaForCausalLM, type ModelConfig } from '../../src/models/index.js';
@@ -13,7 +14,8 @@ import { createOptimizer } from '../../src/train/optimizer.js';
 import { withAdaptersDetached } from '../../src/train/stages/ppo.js';
 import { TINY } from './sft-fixtures.js';
 
-const PROMPT = Int32Array.from([1, 40, 41, 42, 43, 44, 45, 46, 47, 48]);
+// 34 tokens: two full KV blocks of 16, which a prefix cache would keep (and serve stale after a step)
+const PROMPT = Int32Array.from({ length: 34 }, (_, i) => (i === 0 ? 1 : 40 + ((i * 7) % 50)));
 
 /** Log-probs of `tokens` after the prompt by the packed training forward. */
 function forwardLogprobs(model: LlamaForCausalLM, tokens: number[]): number[] {
