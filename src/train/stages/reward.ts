@@ -25,7 +25,7 @@ import {
 import { PatentGPTError } from '../../errors.js';
 import { readSafetensors, safetensorsContent, type ModelConfig } from '../../models/index.js';
 import {
-  ScoreHeadModel, bradleyTerryLoss, initScoreHeadModel, pairStats, rewardFolderFiles, saveRewardModel,
+  ScoreHeadModel, bradleyTerryLoss, initScoreHeadModel, pairStats, readRewardConfig, rewardFolderFiles, saveRewardModel,
 } from '../../models/reward.js';
 import { ForwardRecorder } from '../../nn/index.js';
 import { applyLora, loraLayers, mergeLora, namedLinears } from '../../nn/lora.js';
@@ -94,6 +94,13 @@ async function initFolder(init: string, log: (m: string) => void): Promise<strin
   return init;
 }
 
+/** A model field naming a reward folder, as the decoder's config; anything else as it is. */
+async function decoderConfigOf(model: RewardConfig['model']): Promise<RewardConfig['model']> {
+  if (typeof model !== 'string' || !fs.existsSync(path.join(model, 'config.json'))) return model;
+  const r = await readRewardConfig(model);
+  return r.sequenceClassification ? r.config : model;
+}
+
 /** The id the folder records as pad_token_id: the tokenizer's pad, else <unk> (never EOS, which ends the scored sequences). */
 function padIdOf(tok: ByteTokenizer | SentencePieceTokenizer): number | null {
   if (tok.padId >= 0) return tok.padId;
@@ -106,8 +113,9 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
   const file = opts.configFile ?? 'config';
   if (cfg.kind !== 'reward') throw cfgError(file, 'kind', `"${String(cfg.kind)}" is not a reward config (run it with its own stage, not reward)`);
   const hash = configHash(cfg);
+  // a reward folder as `model` gives its decoder's config (transformers' architecture names it);
   // a step holds 2B sequences: the memory check counts them
-  const setup = await prepareStage({ ...cfg, batchSize: 2 * cfg.batchSize }, opts, hash);
+  const setup = await prepareStage({ ...cfg, model: await decoderConfigOf(cfg.model), batchSize: 2 * cfg.batchSize }, opts, hash);
   const { log, rank, worldSize, runDir, modelConfig: modelCfg } = setup;
 
   // ---- data: rendered, split once; the stream's position is a batch count

@@ -1,0 +1,168 @@
+// The reward stage end to end (src/train/stages/reward.ts, `patentgpt reward`):
+//   - on human vs machine-written patent abstracts (../shared/data/us-abstract-claim-genpairs:
+//     the human abstract chosen over Llama-2's), a tiny model trained from random weights reaches
+//     a held-out accuracy at least 0.2 above chance (0.5) in 80 steps;
+//   - every checkpoint is a reward folder (LlamaForSequenceClassification) we load back with the
+//     trained weights; a run interrupted at step 3 and started again gives the uninterrupted run's
+//     losses and weights bit for bit;
+//   - LoRA trains the adapters and the score head only, and a completed run leaves final/, the
+//     merged reward folder (the decoder moved, the embedding did not);
+//   - the CLI runs the example's shape and config errors name the field.
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LlamaForCausalLM, savePretrained, validateConfig } from '../../src/models/index.js';
+import { loadPreferenceData, preferenceEvalBatches } from '../../src/data/preference/index.js';
+import { loadRewardModel, packSequences, pairStats, rewardModelFromCausalLM } from '../../src/models/reward.js';
+import { noGrad } from '../../src/tensor/index.js';
+import { ByteTokenizer } from '../../src/tokenizer/byte.js';
+import { validateStageConfig, type RewardConfig } from '../../src/train/config.js';
+import { readMetrics } from '../../src/train/metrics.js';
+import { reward } from '../../src/train/stages/reward.js';
+import { sftRenderer } from '../../src/train/stages/sft.js';
+
+const repo = new URL('../../', import.meta.url).pathname;
+const main = path.join(repo, 'src/cli/main.ts');
+const genpairs = path.resolve(repo, '../shared/data/us-abstract-claim-genpairs/Llama2_A61B_1000.csv');
+const haveData = fs.existsSync(genpairs);
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-reward-stage-'));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const initDir = path.join(root, 'init');
+const pairsFile = path.join(root, 'pairs.jsonl');
+
+const modelCfg = validateConfig({ vocabSize: 259, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, maxSeqLen: 128 });
+
+/** Pairs where the chosen answer names the right claim number and the rejected one does not (synthetic, no data needed). */
+function writePairs(n: number): void {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const k = (i % 9) + 1;
+    lines.push(JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` }));
+  }
+  fs.writeFileSync(pairsFile, lines.join('\n') + '\n');
+}
+
+beforeAll(async () => {
+  const m = new LlamaForCausalLM(modelCfg, { seed: 1 });
+  await savePretrained(m, initDir, { tokenizer: new ByteTokenizer() });
+  m.dispose();
+  writePairs(48);
+});
+
+function config(name: string, extra: Record<string, unknown> = {}): RewardConfig {
+  const cfg = validateStageConfig({
+    kind: 'reward', name, model: initDir, init: initDir, tokenizer: 'byte', chatTemplate: 'llama2',
+    data: { sources: [pairsFile], valFraction: 0.25 },
+    seqLen: 96, batchSize: 4, steps: 6, optimizer: { lr: 0.002, weightDecay: 0 }, schedule: { kind: 'constant' },
+    evalEvery: 0, evalBatches: 4, checkpointEvery: 3, keepCheckpoints: 0, seed: 2, threads: 1, ...extra,
+  }) as RewardConfig;
+  cfg.runDir = path.join(root, name);
+  return cfg;
+}
+
+const weightsHash = (dir: string): string => createHash('sha256').update(fs.readFileSync(path.join(dir, 'model.safetensors'))).digest('hex');
+const losses = (runDir: string): number[] => readMetrics(path.join(runDir, 'metrics.jsonl')).filter((x) => x.loss !== undefined).map((x) => x.loss!);
+
+describe('patentgpt reward', () => {
+  it.skipIf(!haveData)('human vs Llama-2 patent abstracts: held-out accuracy >= 0.7 (chance 0.5) after 80 steps from random weights', async () => {
+    const cfg = config('genpairs', {
+      data: {
+        sources: [{ path: genpairs, fields: { chosen: 'patent_abstract', rejected: 'generated_abstract' }, promptTemplate: 'Abstract:', limit: 480 }],
+        valFraction: 0.2, maxLength: 80,
+      },
+      seqLen: 80, batchSize: 16, steps: 80, optimizer: { lr: 0.003, weightDecay: 0 }, schedule: { kind: 'cosine', warmupSteps: 5 },
+      evalEvery: 40, evalBatches: 8, checkpointEvery: 0, keepCheckpoints: 1,
+    });
+    // the starting point: the random decoder with the head the stage draws (seed 2), on the same held-out pairs
+    const data = await loadPreferenceData({ sources: cfg.data.sources, renderer: sftRenderer(cfg, new ByteTokenizer()), valFraction: 0.2, maxLength: 80 });
+    const start = await rewardModelFromCausalLM(initDir, { seed: cfg.seed });
+    const before = noGrad(() => {
+      const right = preferenceEvalBatches(data.val, 16).map((b) => {
+        const s = start.scores(b);
+        const v = s.toArray() as Float32Array;
+        s.dispose();
+        return pairStats(v.subarray(0, b.pairs), v.subarray(b.pairs)).accuracy * b.pairs;
+      });
+      return right.reduce((a, x) => a + x, 0) / data.val.length;
+    });
+    start.dispose();
+    const r = await reward(cfg, { progress: null });
+    expect(r.status).toBe('completed');
+    expect(r.data.val).toBe(data.val.length);
+    expect(r.data.val).toBeGreaterThan(60);
+    const evals = readMetrics(path.join(cfg.runDir, 'metrics.jsonl')).filter((x) => x.valLoss !== undefined) as Record<string, unknown>[];
+    expect(evals.map((x) => x.step)).toEqual([40, 80]);
+    const acc = evals.at(-1)!['val.accuracy'] as number;
+    console.log(`reward on genpairs: held-out accuracy ${before.toFixed(3)} (start) -> ${evals.map((x) => (x['val.accuracy'] as number).toFixed(3)).join(' -> ')} over ${r.data.val} pairs, valLoss ${(evals.at(-1)!.valLoss as number).toFixed(3)}`);
+    expect(acc).toBeGreaterThanOrEqual(0.7);
+    expect(acc).toBeGreaterThan(before + 0.15); // it rose, it did not start there
+    expect(evals.at(-1)!.valLoss as number).toBeLessThan(Math.log(2)); // below the loss of a model that cannot tell
+  }, 120_000);
+
+  it('checkpoints are reward folders; a run interrupted at step 3 and started again equals the uninterrupted run bit for bit', async () => {
+    const a = config('straight');
+    const ra = await reward(a, { progress: null });
+    expect(ra).toMatchObject({ status: 'completed', step: 6, initFrom: 'causal-lm' });
+    const ck = path.join(a.runDir, 'checkpoints', 'step-6');
+    const folder = JSON.parse(fs.readFileSync(path.join(ck, 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(folder).toMatchObject({ architectures: ['LlamaForSequenceClassification'], id2label: { 0: 'LABEL_0' }, pad_token_id: 258 });
+    const m = await loadRewardModel(ck);
+    expect(m.padTokenId).toBe(258);
+    m.dispose();
+    const recs = readMetrics(path.join(a.runDir, 'metrics.jsonl')) as Record<string, unknown>[];
+    const step = recs.find((x) => x.loss !== undefined)!;
+    for (const k of ['accuracy', 'margin', 'rewardChosen', 'rewardRejected']) expect(typeof step[k], k).toBe('number');
+    expect(typeof recs.find((x) => x.valLoss !== undefined)!['val.accuracy']).toBe('number');
+
+    const b = config('interrupted');
+    const ac = new AbortController();
+    const first = await reward(b, { progress: null, signal: ac.signal, onMetrics: (x) => void (x.step === 3 && x.loss !== undefined && ac.abort()) });
+    expect(first.status).toBe('interrupted');
+    expect(first.step).toBe(3);
+    const second = await reward(b, { progress: null });
+    expect(second).toMatchObject({ status: 'completed', step: 6, initFrom: 'checkpoint' });
+    expect(losses(b.runDir)).toEqual(losses(a.runDir));
+    expect(weightsHash(path.join(b.runDir, 'checkpoints', 'step-6'))).toBe(weightsHash(ck));
+  }, 120_000);
+
+  it('LoRA: only the adapters and the score head train; final/ is the merged reward folder', async () => {
+    const cfg = config('lora', { lora: { r: 4, alpha: 8, targetModules: 'all-linear' }, optimizer: { lr: 0.01, weightDecay: 0 }, checkpointEvery: 0 });
+    const r = await reward(cfg, { progress: null });
+    expect(r.status).toBe('completed');
+    expect(r.lora!.layers).toBe(2 * 7); // q k v o gate up down in 2 layers; the head takes none
+    expect(r.lora!.trainable).toBeLessThan(r.lora!.total / 5);
+    const ck = path.join(cfg.runDir, 'checkpoints', 'step-6');
+    expect(fs.readdirSync(ck)).toContain('adapter_model.safetensors');
+    const final = await loadRewardModel(r.lora!.final!.model);
+    const seqs = [[256, 65, 66, 67], [256, 70, 71]];
+    noGrad(() => {
+      const s = final.scores(packSequences(seqs));
+      expect(Array.from(s.toArray() as Float32Array).every(Number.isFinite)).toBe(true);
+      s.dispose();
+    });
+    // the merged decoder moved away from init (adapters folded in); the embedding (no adapter) did not
+    const lm = new LlamaForCausalLM(modelCfg, { seed: 1 });
+    expect(final.getParameter('model.embed_tokens.weight')!.toArray()).toEqual(lm.getParameter('model.embed_tokens.weight')!.toArray());
+    expect(final.getParameter('model.layers.0.self_attn.q_proj.weight')!.toArray()).not.toEqual(lm.getParameter('model.layers.0.self_attn.q_proj.weight')!.toArray());
+    for (const x of [final, lm]) x.dispose();
+  }, 120_000);
+
+  it('the CLI trains and prints the summary; config errors name the field', () => {
+    const file = path.join(root, 'cli.json');
+    fs.writeFileSync(file, JSON.stringify({
+      kind: 'reward', name: 'cli', model: initDir, init: initDir, tokenizer: 'byte', data: { sources: [pairsFile], valFraction: 0.25 },
+      seqLen: 96, batchSize: 4, steps: 2, optimizer: { lr: 0.001 }, checkpointEvery: 0, threads: 1, reward: { margin: 0.1 },
+    }));
+    const run = (cfgFile: string) => spawnSync(process.execPath, ['--import', 'tsx', main, 'reward', '--config', cfgFile, '--run-dir', path.join(root, 'cli-run'), '--quiet'], { encoding: 'utf8', cwd: repo });
+    const r = run(file);
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!)).toMatchObject({ event: 'summary', status: 'completed', step: 2 });
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')) as object, reward: { margin: 'big' } }));
+    const bad = run(file);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/reward\.margin: must be a number/);
+  }, 120_000);
+});

@@ -1,0 +1,161 @@
+// `patentgpt reward` against TRL's RewardTrainer (scripts/trl-reward-parity.py): on a tiny LLaMA
+// reward folder (LLaMA-2's tokenizer.model, a ChatML template in its tokenizer_config.json, one
+// score head both sides start from) and the same 20 conversational pairs in file order, f32, AdamW
+// at a constant learning rate with clipping: the per-step losses of 10 steps agree within 1e-4,
+// plain Bradley-Terry and with a margin and TRL's reward centering. The token ids TRL scored
+// (prompt + response through apply_chat_template, right-padded, chosen rows then rejected) are
+// compared with our rendered pairs first, and TRL's score positions (the rightmost non-pad token)
+// with our sequences' last tokens.
+//
+// Live where trl is installed (PATENTGPT_REQUIRE_PEERS=1 makes a missing peer a failure), else
+// against test/fixtures/trl-reward-golden.json (PATENTGPT_TRL_FROM_FIXTURE=1 takes it even then).
+// The folder and data are made here from seeds, so the fixture holds only TRL's output;
+// PATENTGPT_WRITE_TRL_FIXTURE=1 rewrites it from a live run.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findPython } from '../../scripts/bench/_peers.js';
+import { loadPreferenceData } from '../../src/data/preference/index.js';
+import { validateConfig } from '../../src/models/index.js';
+import { ScoreHeadModel, lastNonPadIndex, saveRewardModel } from '../../src/models/reward.js';
+import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
+import { validateStageConfig, type RewardConfig } from '../../src/train/config.js';
+import { readMetrics } from '../../src/train/metrics.js';
+import { reward } from '../../src/train/stages/reward.js';
+import { sftRenderer } from '../../src/train/stages/sft.js';
+
+const repo = new URL('../../', import.meta.url).pathname;
+const fixtureFile = path.join(repo, 'test/fixtures/trl-reward-golden.json');
+const template = path.join(repo, 'test/tokenizer/fixtures/chat-templates/chatml-generation/tokenizer_config.json');
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-reward-'));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const modelDir = path.join(root, 'model');
+const dataFile = path.join(root, 'pairs.jsonl');
+
+const STEPS = 10;
+const BATCH = 2;
+const SEQ = 128;
+interface Case { lr: number; gradClip: number; margin?: number; center?: number }
+const CASES = {
+  plain: { lr: 1e-3, gradClip: 1 },
+  'margin+center': { lr: 1e-3, gradClip: 1, margin: 0.5, center: 0.01 },
+} satisfies Record<string, Case>;
+type CaseName = keyof typeof CASES;
+interface TrlRun { versions: Record<string, string>; pad_token_id: number; losses: number[]; batches: { input_ids: number[][]; attention_mask: number[][] }[] }
+interface Golden { versions: Record<string, string>; pad_token_id: number; cases: Record<string, { losses: number[] }>; sequences: number[][] }
+
+/** Pairs on IP notions: a precise answer (chosen) and a vague or wrong one (rejected), every third with a system prompt. */
+function pairs(): string[] {
+  const topics = ['a patent claim', 'prior art', 'novelty', 'an inventive step', 'a utility model', 'a design patent', 'a trademark', 'copyright', 'a license', 'infringement'];
+  const lines: string[] = [];
+  for (let i = 0; i < STEPS * BATCH; i++) {
+    const t = topics[i % topics.length]!;
+    const prompt: { role: string; content: string }[] = [];
+    if (i % 3 === 0) prompt.push({ role: 'system', content: 'You are PatentGPT, an assistant for intellectual property.' });
+    prompt.push({ role: 'user', content: `What is ${t}? (question ${i})` });
+    const chosen = [{ role: 'assistant', content: `${t[0]!.toUpperCase()}${t.slice(1)} is a notion of IP law, defined by statute (case ${i}).` }];
+    const rejected = [{ role: 'assistant', content: i % 2 ? 'No idea.' : `Something about ${t}, maybe.` }];
+    lines.push(JSON.stringify({ prompt, chosen, rejected }));
+  }
+  return lines;
+}
+
+beforeAll(async () => {
+  const cfg = validateConfig({ vocabSize: 32000, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, maxSeqLen: 256 });
+  const m = new ScoreHeadModel(cfg, { seed: 7, initStd: 0.05, scoreInitStd: 0.05 });
+  await saveRewardModel(m, modelDir, { tokenizer: SentencePieceTokenizer.llama2() });
+  m.dispose();
+  fs.copyFileSync(template, path.join(modelDir, 'tokenizer_config.json'));
+  fs.writeFileSync(dataFile, pairs().join('\n') + '\n');
+}, 60_000);
+
+function stageConfig(c: Case, runDir: string): RewardConfig {
+  const cfg = validateStageConfig({
+    kind: 'reward', name: 'trl-reward-parity', model: modelDir, init: modelDir, tokenizer: path.join(modelDir, 'tokenizer.model'), chatTemplate: { path: modelDir },
+    data: { sources: [dataFile], valFraction: 0, shuffle: false },
+    seqLen: SEQ, batchSize: BATCH, gradAccum: 1, steps: STEPS,
+    optimizer: { lr: c.lr, weightDecay: 0, gradClip: c.gradClip, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+    schedule: { kind: 'constant', warmupSteps: 0 }, evalEvery: 0, checkpointEvery: 0, logEvery: 1, threads: 1, seed: 0,
+    reward: { ...(c.margin !== undefined ? { margin: c.margin } : {}), ...(c.center !== undefined ? { centerRewardsCoefficient: c.center } : {}) },
+  }) as RewardConfig;
+  cfg.runDir = runDir;
+  return cfg;
+}
+
+async function ourLosses(name: CaseName): Promise<number[]> {
+  const cfg = stageConfig(CASES[name], path.join(root, `ours-${name}`));
+  const r = await reward(cfg, { progress: null });
+  expect(r.status).toBe('completed');
+  expect(r.initFrom).toBe('reward');
+  return readMetrics(path.join(cfg.runDir, 'metrics.jsonl')).filter((x) => x.loss !== undefined).map((x) => x.loss!);
+}
+
+const fromFixture = process.env.PATENTGPT_TRL_FROM_FIXTURE === '1';
+const { python, why } = fromFixture ? { python: null, why: 'PATENTGPT_TRL_FROM_FIXTURE=1' } : findPython(['torch', 'transformers', 'trl', 'datasets']);
+const live = python !== null;
+
+function runTrl(name: CaseName): TrlRun {
+  const c: Case = CASES[name];
+  const out = path.join(root, `trl-${name}.json`);
+  execFileSync(python!, [path.join(repo, 'scripts/trl-reward-parity.py'), 'run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(BATCH),
+    '--lr', String(c.lr), '--max-grad-norm', String(c.gradClip), ...(c.margin !== undefined ? ['--margin', String(c.margin)] : []),
+    ...(c.center !== undefined ? ['--center', String(c.center)] : [])],
+  { env: { ...process.env, HF_HUB_OFFLINE: '1', HF_DATASETS_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
+  return JSON.parse(fs.readFileSync(out, 'utf8')) as TrlRun;
+}
+
+/** The sequences TRL scored, in pair order (chosen 0, rejected 0, chosen 1, ...), cut where TRL read the score. */
+function trlSequences(run: TrlRun): number[][] {
+  return run.batches.flatMap((b) => {
+    const cut = b.input_ids.map((ids) => ids.slice(0, lastNonPadIndex(ids, run.pad_token_id) + 1));
+    const B = cut.length / 2;
+    return Array.from({ length: B }, (_, j) => [cut[j]!, cut[B + j]!]).flat();
+  });
+}
+
+const maxDiff = (a: number[], b: number[]): number => {
+  expect(a).toHaveLength(b.length);
+  return Math.max(...a.map((x, i) => Math.abs(x - b[i]!)));
+};
+
+describe(`patentgpt reward against TRL RewardTrainer (${live ? 'live' : `committed fixture: ${why}`})`, () => {
+  const trl: Partial<Record<CaseName, TrlRun>> = {};
+  const golden = live ? null : (JSON.parse(fs.readFileSync(fixtureFile, 'utf8')) as Golden);
+  const report: Record<string, number> = {};
+  afterAll(() => {
+    if (Object.keys(report).length) console.log(`TRL reward parity (${live ? 'live' : 'fixture'}), max |our loss - TRL's| over ${STEPS} steps: ${JSON.stringify(report)}`);
+    if (live && process.env.PATENTGPT_WRITE_TRL_FIXTURE === '1' && trl.plain && trl['margin+center']) {
+      const g: Golden = {
+        versions: trl.plain.versions, pad_token_id: trl.plain.pad_token_id,
+        cases: { plain: { losses: trl.plain.losses }, 'margin+center': { losses: trl['margin+center'].losses } }, sequences: trlSequences(trl.plain),
+      };
+      fs.writeFileSync(fixtureFile, JSON.stringify(g) + '\n');
+    }
+  });
+
+  it('scores the token ids TRL scores (chat template over prompt + response, pair order, the score at each sequence\'s last token)', async () => {
+    if (live) trl.plain = runTrl('plain');
+    const theirs = live ? trlSequences(trl.plain!) : golden!.sequences;
+    const tok = SentencePieceTokenizer.load(fs.readFileSync(path.join(modelDir, 'tokenizer.model')));
+    const cfg = stageConfig(CASES.plain, path.join(root, 'unused'));
+    const data = await loadPreferenceData({ sources: cfg.data.sources, renderer: sftRenderer(cfg, tok), valFraction: 0, maxLength: SEQ });
+    expect(data.train).toHaveLength(STEPS * BATCH);
+    expect(theirs).toHaveLength(2 * STEPS * BATCH);
+    data.train.forEach((e, i) => {
+      expect(Array.from(e.chosen.ids), `pair ${i}: chosen`).toEqual(theirs[2 * i]);
+      expect(Array.from(e.rejected.ids), `pair ${i}: rejected`).toEqual(theirs[2 * i + 1]);
+    });
+  }, 360_000);
+
+  for (const name of Object.keys(CASES) as CaseName[]) {
+    it(`${name}: the same loss at each of 10 steps within 1e-4`, async () => {
+      const theirs = live ? (trl[name] ??= runTrl(name)).losses : golden!.cases[name]!.losses;
+      const ours = await ourLosses(name);
+      report[name] = maxDiff(ours, theirs);
+      expect(report[name]).toBeLessThan(1e-4);
+      expect(ours.at(-1)!).toBeLessThan(ours[0]! - 0.05); // it trained
+    }, 360_000);
+  }
+});
