@@ -150,6 +150,16 @@ describe('patentgpt reward', () => {
     for (const x of [final, lm]) x.dispose();
   }, 120_000);
 
+  it('config errors name the field: missing data and init, unknown reward fields, an adapter on the score head', async () => {
+    const base = { kind: 'reward', name: 'bad', model: { ...modelCfg }, tokenizer: 'byte', seqLen: 96, batchSize: 2, steps: 1, optimizer: { lr: 0.001 } };
+    expect(() => validateStageConfig({ ...base, init: initDir })).toThrow(/data: missing: give data\.sources/);
+    expect(() => validateStageConfig({ ...base, data: { sources: [pairsFile] } })).toThrow(/init: missing: a reward model starts from trained weights/);
+    expect(() => validateStageConfig({ ...base, init: initDir, data: { sources: [pairsFile] }, reward: { beta: 1 } })).toThrow(/reward\.beta: unknown field/);
+    expect(() => validateStageConfig({ ...base, init: initDir, data: { sources: [pairsFile] }, reward: { centerRewardsCoefficient: -1 } })).toThrow(/reward\.centerRewardsCoefficient: must be a number >= 0/);
+    const cfg = config('score-adapter', { lora: { r: 2, targetModules: ['score'] } });
+    await expect(reward(cfg, { progress: null })).rejects.toThrow(/lora\.targetModules: .*score/);
+  }, 60_000);
+
   it('the CLI trains and prints the summary; config errors name the field', () => {
     const file = path.join(root, 'cli.json');
     fs.writeFileSync(file, JSON.stringify({
