@@ -16,12 +16,12 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LlamaForCausalLM, savePretrained, validateConfig } from '../../src/models/index.js';
 import { loadPreferenceData, preferenceEvalBatches } from '../../src/data/preference/index.js';
-import { loadRewardModel, packSequences, pairStats, rewardModelFromCausalLM } from '../../src/models/reward.js';
+import { ScoreHeadModel, bradleyTerryLoss, loadRewardModel, packSequences, pairStats, rewardModelFromCausalLM } from '../../src/models/reward.js';
 import { noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { validateStageConfig, type RewardConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
-import { reward } from '../../src/train/stages/reward.js';
+import { reward, rewardLoss } from '../../src/train/stages/reward.js';
 import { sftRenderer } from '../../src/train/stages/sft.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
@@ -149,6 +149,34 @@ describe('patentgpt reward', () => {
     expect(final.getParameter('model.layers.0.self_attn.q_proj.weight')!.toArray()).not.toEqual(lm.getParameter('model.layers.0.self_attn.q_proj.weight')!.toArray());
     for (const x of [final, lm]) x.dispose();
   }, 120_000);
+
+  it('an SMoE (Mixtral) reward model trains with the router losses in its loss and the expert load in metrics', async () => {
+    const moeCfg = validateConfig({ ...modelCfg, ffnDim: 64, numExperts: 4, topK: 2, routerAuxLossCoef: 0.02 });
+    const dir = path.join(root, 'moe-init');
+    const lm = new LlamaForCausalLM(moeCfg, { seed: 1 });
+    await savePretrained(lm, dir, { tokenizer: new ByteTokenizer() });
+    lm.dispose();
+    const cfg = config('moe', { model: dir, init: dir, steps: 2, checkpointEvery: 0 });
+    const r = await reward(cfg, { progress: null });
+    expect(r.status).toBe('completed');
+    const step = readMetrics(path.join(cfg.runDir, 'metrics.jsonl')).find((x) => x.loss !== undefined) as Record<string, unknown>;
+    expect(Object.keys(step.load_balance_loss as Record<string, number>).sort()).toEqual(['0', '1']);
+    expect(Object.keys(step.expert_load_max_over_mean as Record<string, number>).sort()).toEqual(['0', '1']);
+    const folder = JSON.parse(fs.readFileSync(path.join(cfg.runDir, 'checkpoints', 'step-2', 'config.json'), 'utf8')) as { architectures: string[] };
+    expect(folder.architectures).toEqual(['MixtralForSequenceClassification']);
+    // the loss is Bradley-Terry plus every layer's load-balancing loss
+    const m = new ScoreHeadModel(moeCfg, { seed: 3 });
+    const batch = { pairs: 2, ...packSequences([[256, 65, 66], [256, 70, 71, 72], [256, 80], [256, 90, 91]]) };
+    noGrad(() => {
+      const out = rewardLoss(m, batch, { reward: { margin: 0, centerRewardsCoefficient: 0, scoreInitStd: 0.02 } });
+      const s = m.scores(batch);
+      const bt = bradleyTerryLoss(s.narrow(0, 2), s.narrow(2, 2)).item();
+      const aux = Object.values(out.metrics!.load_balance_loss as Record<string, number>).reduce((x, y) => x + y, 0);
+      expect(aux).toBeGreaterThan(0);
+      expect(out.loss.item()).toBeCloseTo(bt + aux, 6);
+    });
+    m.dispose();
+  }, 60_000);
 
   it('config errors name the field: missing data and init, unknown reward fields, an adapter on the score head', async () => {
     const base = { kind: 'reward', name: 'bad', model: { ...modelCfg }, tokenizer: 'byte', seqLen: 96, batchSize: 2, steps: 1, optimizer: { lr: 0.001 } };

@@ -61,11 +61,11 @@ const LORA_TENSORS = 'adapter_model.safetensors';
  * scores at each sequence's last token, plus the decoder's auxiliary losses (SMoE), with the
  * pair statistics as metrics.
  */
-export function rewardLoss(model: ScoreHeadModel, batch: Pick<PreferenceBatch, 'pairs' | 'tokens' | 'cuSeqlens' | 'positions'>, cfg: Pick<RewardConfig, 'reward'>): TaskLoss {
+export function rewardLoss(model: ScoreHeadModel, batch: Pick<PreferenceBatch, 'pairs' | 'tokens' | 'cuSeqlens'> & { positions?: Int32Array }, cfg: Pick<RewardConfig, 'reward'>): TaskLoss {
   const B = batch.pairs;
   const rec = new ForwardRecorder();
   try {
-    const s = model.scores({ tokens: batch.tokens, cuSeqlens: batch.cuSeqlens, positions: batch.positions }, rec); // (2B)
+    const s = model.scores({ tokens: batch.tokens, cuSeqlens: batch.cuSeqlens, ...(batch.positions ? { positions: batch.positions } : {}) }, rec); // (2B)
     if (s.size !== 2 * B) throw new PatentGPTError('E_DATA', `reward: a batch of ${B} pairs holds ${s.size} sequences, expected ${2 * B}`);
     const r = cfg.reward;
     let loss = bradleyTerryLoss(s.narrow(0, B), s.narrow(B, B), { ...(r.margin ? { margin: new Array<number>(B).fill(r.margin) } : {}), centerCoef: r.centerRewardsCoefficient });
