@@ -4,7 +4,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PatentGPTError } from '../errors.js';
-import { TOKENIZER_MODEL_FILE, TOKENIZER_SPEC_FILE, readFolderTokenizer } from '../models/pretrained.js';
+import { loadFolderTokenizer } from '../infer/folder-tokenizer.js';
+import { TOKENIZER_MODEL_FILE, TOKENIZER_SPEC_FILE } from '../models/pretrained.js';
 import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
 
 /** 'llama2' (LLaMA-2's vocabulary, no file needed) or a tokenizer.model path that must exist. */
@@ -23,9 +24,8 @@ export function tokenizerFromSpec(spec: string | undefined, modelDir: string): B
 
 /** The tokenizer a model folder records; an error that says what to pass when it records none. */
 export function folderTokenizer(modelDir: string, also = ''): ByteTokenizer | SentencePieceTokenizer {
-  const rec = readFolderTokenizer(modelDir);
-  if (rec?.type === 'byte') return new ByteTokenizer();
-  if (rec?.type === 'sentencepiece') return SentencePieceTokenizer.load(rec.path);
+  const tok = loadFolderTokenizer(modelDir);
+  if (tok) return tok;
   throw new PatentGPTError('E_ARGUMENT',
     `no tokenizer at ${join(modelDir, TOKENIZER_MODEL_FILE)} (nor ${TOKENIZER_SPEC_FILE}): the folder records none; pass --tokenizer PATH or 'llama2'${also}`);
 }

@@ -28,6 +28,7 @@ import { incrementalDecoder, type IncrementalDecoder } from '../tokenizer/detoke
 import { BlockPool, blocksForBudget, kvBytesPerToken, type BlockTable } from './blocks.js';
 import { ModelRunner, type StepItem } from './runner.js';
 import { Sampler, logprobsOf, type SamplingOptions, type TokenLogprob } from './sampler.js';
+import { loadFolderTokenizer } from './folder-tokenizer.js';
 
 /** What the engine needs of a tokenizer (SentencePieceTokenizer and ByteTokenizer fit). */
 export interface EngineTokenizer {
@@ -261,7 +262,8 @@ export class Engine {
 
   /**
    * An engine over a model folder it loads itself (with opts.adapter, a LoRA adapter on it,
-   * unmerged); close() frees the weights with the caches.
+   * unmerged; without opts.tokenizer, the tokenizer the folder records); close() frees the
+   * weights with the caches.
    */
   static async fromPretrained(dir: string, opts: EngineOptions = {}): Promise<Engine> {
     const { adapter, ...rest } = opts;
@@ -269,7 +271,8 @@ export class Engine {
     let engine: Engine;
     try {
       if (adapter !== undefined) await loadLora(model, adapter);
-      engine = new Engine(model, rest);
+      const tokenizer = rest.tokenizer ?? loadFolderTokenizer(dir) ?? undefined; // text prompts work on any saved folder
+      engine = new Engine(model, { ...rest, tokenizer });
     } catch (err) {
       model.dispose();
       throw err;

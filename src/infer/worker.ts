@@ -5,6 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { PatentGPTError } from '../errors.js';
 import { LlamaForCausalLM, loadLora, loadPretrained, validateConfig, type ModelConfig } from '../models/index.js';
 import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
+import { loadFolderTokenizer } from './folder-tokenizer.js';
 import { Engine, type EngineOptions, type EngineTokenizer, type GenerateOptions } from './engine.js';
 
 export type WorkerTokenizer = { kind: 'sentencepiece'; bytes: Uint8Array } | { kind: 'byte' } | null;
@@ -52,7 +53,7 @@ async function main(): Promise<void> {
     send({ kind: 'error', id: -1, code: err instanceof PatentGPTError ? err.code : 'E_INTERNAL', message: (err as Error).message });
     return;
   }
-  const tok: EngineTokenizer | undefined = init.tokenizer === null ? undefined
+  const tok: EngineTokenizer | undefined = init.tokenizer === null ? ('dir' in init.model ? loadFolderTokenizer(init.model.dir) ?? undefined : undefined)
     : init.tokenizer.kind === 'byte' ? new ByteTokenizer() : SentencePieceTokenizer.load(init.tokenizer.bytes);
   const engine = new Engine(model, { ...engineOptions, tokenizer: tok });
   const live = new Map<number, AsyncIterableIterator<unknown>>();

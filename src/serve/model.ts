@@ -9,7 +9,8 @@ import { PatentGPTError } from '../errors.js';
 import type { EngineOptions, EngineStats, GenerateOptions, GenerationDelta } from '../infer/engine.js';
 import { chatPromptIds } from '../infer/generator.js';
 import { ThreadedEngine } from '../infer/threaded.js';
-import { readConfig, readFolderTokenizer, TOKENIZER_MODEL_FILE, TOKENIZER_SPEC_FILE } from '../models/pretrained.js';
+import { loadFolderTokenizer } from '../infer/folder-tokenizer.js';
+import { readConfig, TOKENIZER_MODEL_FILE, TOKENIZER_SPEC_FILE } from '../models/pretrained.js';
 import type { ModelConfig } from '../models/config.js';
 import { ByteTokenizer, SentencePieceTokenizer, loadChatTemplate, type ChatTemplate } from '../tokenizer/index.js';
 
@@ -51,9 +52,8 @@ export function contextOf(cfg: ModelConfig): number {
 
 /** The tokenizer a model folder records. */
 export function folderTokenizer(dir: string): ServeTokenizer {
-  const rec = readFolderTokenizer(dir);
-  if (rec?.type === 'byte') return new ByteTokenizer();
-  if (rec?.type === 'sentencepiece') return SentencePieceTokenizer.load(rec.path);
+  const tok = loadFolderTokenizer(dir);
+  if (tok) return tok;
   throw new PatentGPTError('E_ARGUMENT',
     `serve: ${dir} records no tokenizer (no ${TOKENIZER_MODEL_FILE} nor ${TOKENIZER_SPEC_FILE}); save the model with savePretrained(model, dir, { tokenizer }) or pass createServer({ engine, tokenizer })`);
 }
