@@ -24,9 +24,12 @@ export class ThreadedEngine {
   readonly #statsWaiters = new Map<number, { resolve: (s: EngineStats) => void; reject: (e: unknown) => void }>();
   #nextId = 0;
   #closed = false;
+  /** The longest sequence (prompt + output) the engine in the worker serves, as Engine.maxModelLen. */
+  readonly maxModelLen: number;
 
-  private constructor(worker: Worker) {
+  private constructor(worker: Worker, maxModelLen: number) {
     this.#worker = worker;
+    this.maxModelLen = maxModelLen;
     worker.on('message', (m: FromWorker) => {
       if (m.kind === 'delta') this.#streams.get(m.id)?.push(m.delta);
       else if (m.kind === 'error') this.#streams.get(m.id)?.fail(new PatentGPTError(m.code as ErrorCode, m.message));
@@ -59,9 +62,9 @@ export class ThreadedEngine {
 
   static async #start(init: WorkerInit, transfer: ArrayBuffer[]): Promise<ThreadedEngine> {
     const worker = await startWorker(new URL('./worker.js', import.meta.url), { workerData: init, transferList: transfer });
-    await new Promise<void>((resolve, reject) => {
+    const maxModelLen = await new Promise<number>((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {
-        if (m.kind === 'ready') resolve();
+        if (m.kind === 'ready') resolve(m.maxModelLen);
         else if (m.kind === 'error' && m.id === -1) reject(new PatentGPTError(m.code as ErrorCode, m.message));
         else return;
         worker.off('message', onMessage);
@@ -73,7 +76,7 @@ export class ThreadedEngine {
       await worker.terminate();
       throw err;
     });
-    return new ThreadedEngine(worker);
+    return new ThreadedEngine(worker, maxModelLen);
   }
 
   /**

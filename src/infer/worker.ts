@@ -23,7 +23,7 @@ export type ToWorker =
   | { kind: 'close' };
 
 export type FromWorker =
-  | { kind: 'ready' }
+  | { kind: 'ready'; maxModelLen: number }
   | { kind: 'delta'; id: number; delta: import('./engine.js').GenerationDelta }
   | { kind: 'error'; id: number; code: string; message: string }
   | { kind: 'stats'; id: number; stats: import('./engine.js').EngineStats }
@@ -93,7 +93,7 @@ async function main(): Promise<void> {
         port.close();
     }
   });
-  send({ kind: 'ready' });
+  send({ kind: 'ready', maxModelLen: engine.maxModelLen });
 }
 
 void main();

@@ -34,6 +34,7 @@ describe('the folder tokenizer', () => {
     expect(ours.tokens).toEqual(want.tokens);
     expect(ours.text).toBe(want.text);
     const t = await ThreadedEngine.fromPretrained(withTok, { kvCacheBytes: opts.kvCacheBytes });
+    expect(t.maxModelLen).toBe(cfg.maxSeqLen); // the worker's engine tells its context (a server over it needs it)
     expect((await t.complete('A claim', { maxTokens: 8, ignoreEos: true })).tokens).toEqual(want.tokens);
     await t.close();
   });
