@@ -62,24 +62,28 @@ describe('patentgpt ppo (in process)', () => {
     expect(fs.existsSync(path.join(cfg.runDir, 'report.svg'))).toBe(true);
   }, 120_000);
 
-  it('resumes an interrupted run bit-exact, mid-rollout (rollout buffer, KL coefficient, sampling seeds)', async () => {
-    const full = config('resume-full', { steps: 10 }, { adaptiveKl: { target: 1, horizon: 50 } });
-    await ppo(full, { progress: null });
-    const cut = config('resume-cut', { steps: 10 }, { adaptiveKl: { target: 1, horizon: 50 } });
-    const ac = new AbortController();
-    const first = await ppo(cut, { progress: null, signal: ac.signal, onMetrics: (m) => void (m.step === 6 && ac.abort()) });
-    expect(first.status).toBe('interrupted');
-    expect(first.step).toBe(6); // 4 micro-batches a rollout: the buffer of rollout 2 is half trained
-    const second = await ppo(cut, { progress: null });
-    expect(second.resumedFrom).toBe(6);
-    const a = metrics(full), b = metrics(cut);
-    expect(b.map((m) => m.loss)).toEqual(a.map((m) => m.loss));
-    for (const k of ['reward', 'kl', 'klCoef', 'valueLoss', 'clipFraction', 'approxKl']) expect(b.map((m) => m[k]), k).toEqual(a.map((m) => m[k]));
-    expect(new Set(a.map((m) => m.klCoef)).size).toBeGreaterThan(1); // the adaptive coefficient moved (and came back with the resume)
-    const ck = (cfg: PpoConfig, f: string): string => path.join(cfg.runDir, 'checkpoints', 'step-10', f);
-    expect(sha(ck(cut, 'model.safetensors'))).toBe(sha(ck(full, 'model.safetensors')));
-    expect(sha(ck(cut, 'value_head.safetensors'))).toBe(sha(ck(full, 'value_head.safetensors')));
-  }, 120_000);
+  for (const lora of [false, true]) {
+    it(`resumes an interrupted run bit-exact, mid-rollout (rollout buffer, KL coefficient, sampling seeds${lora ? ', LoRA dropout masks' : ''})`, async () => {
+      const extra = { steps: 10, ...(lora ? { lora: { r: 4, alpha: 8, dropout: 0.1, targetModules: ['q_proj', 'v_proj'] }, optimizer: { lr: 1e-2, weightDecay: 0 } } : {}) };
+      const full = config(`resume-full-${lora}`, extra, { adaptiveKl: { target: 1, horizon: 50 } });
+      await ppo(full, { progress: null });
+      const cut = config(`resume-cut-${lora}`, extra, { adaptiveKl: { target: 1, horizon: 50 } });
+      const ac = new AbortController();
+      const first = await ppo(cut, { progress: null, signal: ac.signal, onMetrics: (m) => void (m.step === 6 && ac.abort()) });
+      expect(first.status).toBe('interrupted');
+      expect(first.step).toBe(6); // 4 micro-batches a rollout: the buffer of rollout 2 is half trained
+      const second = await ppo(cut, { progress: null });
+      expect(second.resumedFrom).toBe(6);
+      const a = metrics(full), b = metrics(cut);
+      expect(b.map((m) => m.loss)).toEqual(a.map((m) => m.loss));
+      for (const k of ['reward', 'kl', 'klCoef', 'valueLoss', 'clipFraction', 'approxKl']) expect(b.map((m) => m[k]), k).toEqual(a.map((m) => m[k]));
+      expect(new Set(a.map((m) => m.klCoef)).size).toBeGreaterThan(1); // the adaptive coefficient moved (and came back with the resume)
+      const ck = (cfg: PpoConfig, f: string): string => path.join(cfg.runDir, 'checkpoints', 'step-10', f);
+      const weights = lora ? 'adapter_model.safetensors' : 'model.safetensors';
+      expect(sha(ck(cut, weights))).toBe(sha(ck(full, weights)));
+      expect(sha(ck(cut, 'value_head.safetensors'))).toBe(sha(ck(full, 'value_head.safetensors')));
+    }, 120_000);
+  }
 
   it('under LoRA the reference is the base with its adapters detached: KL 0 at the start, only the adapters and value head train', async () => {
     const cfg = config('lora', { steps: 8, lora: { r: 4, alpha: 8, targetModules: 'all-linear' }, optimizer: { lr: 1e-2, weightDecay: 0 } });

@@ -377,9 +377,14 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       initialize: async () => {}, // init weights are loaded above (the reference and LoRA need them first)
       nextBatch,
       loss,
-      dataPosition: () => ({ nextRollout, consumed, klCoef: kl.value, current: current && consumed < perRollout ? rolloutToJson(current) : null }),
+      // LoRA dropout masks are a function of each adapter's draw count: kept, so a resume draws the same masks
+      dataPosition: () => ({
+        nextRollout, consumed, klCoef: kl.value, current: current && consumed < perRollout ? rolloutToJson(current) : null,
+        ...(cfg.lora ? { loraDropout: loraLayers(pol).map(([, l]) => l.adapter.dropoutOffset) } : {}),
+      }),
       restoreDataPosition: (p) => {
-        const d = p as { nextRollout: number; consumed: number; klCoef: number; current: unknown };
+        const d = p as { nextRollout: number; consumed: number; klCoef: number; current: unknown; loraDropout?: number[] };
+        if (d.loraDropout) loraLayers(pol).forEach(([, l], i) => (l.adapter.dropoutOffset = d.loraDropout![i] ?? 0));
         nextRollout = d.nextRollout;
         consumed = d.consumed;
         (kl as { value: number }).value = d.klCoef;
