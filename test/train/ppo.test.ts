@@ -96,6 +96,7 @@ describe('patentgpt ppo (in process)', () => {
     const dir = path.join(cfg.runDir, 'checkpoints', 'step-8');
     expect(fs.readdirSync(dir)).toEqual(expect.arrayContaining(['adapter_model.safetensors', 'adapter_config.json', 'value_head.safetensors']));
     expect(fs.existsSync(path.join(dir, 'model.safetensors'))).toBe(false);
+    expect(fs.readdirSync(r.lora!.final!.adapter)).toEqual(expect.arrayContaining(['adapter_model.safetensors', 'adapter_config.json']));
   }, 120_000);
 
   it('the built-in claim check scores form, not content', () => {

@@ -404,6 +404,13 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       flopsPerToken: fpt,
       peakFlops: peak.peakFlops,
     });
+    if (loraSummary && result.status === 'completed') {
+      // the trained adapter in PEFT's format over the init folder it was trained on (the base stays there)
+      const adapter = path.resolve(runDir, 'final', 'adapter');
+      await saveLora(pol, adapter, { baseModel: path.resolve(from) });
+      loraSummary.final = { model: path.resolve(from), adapter };
+      log(`final adapter: ${adapter} (base: ${from})`);
+    }
     return { ...result, runDir, model: modelConfig, prompts: { used: prompts.length, skipped }, rollouts: nextRollout, ...(loraSummary ? { lora: loraSummary } : {}) };
   } finally {
     engine?.close();
