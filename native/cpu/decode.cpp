@@ -2,7 +2,9 @@
 // parallel region per piece, the threads meeting at spin barriers between its phases; the whole
 // layer (decode_layer) is one region, so a layer wakes the pool once instead of a dozen times. The arithmetic is that of the separate
 // ops (rmsnorm_forward, rope_forward, swiglu_forward are called on each thread's share), so the
-// fused path gives the same results as the module path up to the GEMV's summation order.
+// fused path gives the same results as the module path up to the GEMV's summation order. A layer
+// whose feed-forward is a sparse MoE (decode_layer_moe) routes its rows, groups them by expert
+// and multiplies only the chosen experts, each read from its own storage (moe_experts.h).
 #include <algorithm>
 #include <atomic>
 #include <cstring>

@@ -9,7 +9,8 @@ import { BlockPool } from '../../src/infer/blocks.js';
 import { Engine } from '../../src/infer/index.js';
 import { ModelRunner, type StepItem } from '../../src/infer/runner.js';
 import { LlamaForCausalLM, preset, validateConfig, type ModelConfig } from '../../src/models/index.js';
-import { SparseMoE } from '../../src/nn/index.js';
+import { Module, SparseMoE, type LinearAdapter } from '../../src/nn/index.js';
+import type { Tensor } from '../../src/tensor/index.js';
 import { expectClose, greedyByFullForwards } from '../helpers.js';
 
 const moes = (m: LlamaForCausalLM): SparseMoE[] => m.model.layers.items.map((l) => l.feedForward as SparseMoE);
@@ -45,6 +46,14 @@ function step(s: Serving, items: { id: number; tokens: number[]; start: number; 
   const out = s.runner.step(its);
   its.forEach((it) => s.pool.markComputed(it.table, it.tokens as number[], it.end));
   return out.map((l) => (l ? l.slice() : new Float32Array(0))); // copies: the runner reuses its buffer; null mid-prompt
+}
+
+/** An adapter that adds nothing but makes its Linear unfusable (as an unmerged LoRA). */
+class PassThrough extends Module implements LinearAdapter {
+  readonly merged = false;
+  apply(_x: Tensor, y: Tensor): Tensor {
+    return y;
+  }
 }
 
 const argmax = (x: Float32Array): number => x.reduce((b, v, i) => (v > x[b]! ? i : b), 0);
@@ -155,3 +164,37 @@ for (const name of ['tiny-moe', 'tiny-moe-shared'] as const) {
     });
   });
 }
+
+describe('the fused MoE decode path declines', () => {
+  const cfg = validateConfig({ ...preset('tiny-moe').config, maxSeqLen: 512 });
+  it('a layer whose expert (or router) carries an unmerged adapter, or whose jitter is forced on, and still gives the per-op logits', () => {
+    const { fused, perOp } = twins(cfg, 5);
+    const moe0 = moes(fused)[0]!;
+    expect(fused.model.layers.items[0]!.decodeWeights()).not.toBeNull();
+    moe0.experts.items[2]!.w3.setAdapter(new PassThrough());
+    expect(moe0.moeDecodeWeights()).toBeNull();
+    expect(fused.model.layers.items[0]!.decodeWeights()).toBeNull();
+    moe0.experts.items[2]!.w3.setAdapter(null);
+    moe0.gate.setAdapter(new PassThrough());
+    expect(moe0.moeDecodeWeights()).toBeNull();
+    moe0.gate.setAdapter(null);
+    expect(moe0.moeDecodeWeights()).not.toBeNull();
+    const jittery = new SparseMoE({ dim: cfg.dim, hiddenDim: cfg.ffnDim, numExperts: 4, topK: 2, jitter: 0.1 });
+    expect(jittery.moeDecodeWeights()).not.toBeNull(); // jitter applies only while training
+    jittery.training = true;
+    expect(jittery.moeDecodeWeights()).toBeNull();
+    jittery.dispose();
+    // With an adapter on an expert of layer 1, decode steps run the modules, with the same logits.
+    moes(fused)[1]!.experts.items[0]!.w1.setAdapter(new PassThrough());
+    const a = serving(fused), b = serving(perOp);
+    const tokens = Array.from({ length: 7 }, (_, i) => (i * 41 + 9) % 256);
+    step(a, [{ id: 0, tokens, start: 0, end: 6 }]);
+    step(b, [{ id: 0, tokens, start: 0, end: 6 }]);
+    forgetRouting(fused);
+    const got = step(a, [{ id: 0, tokens, start: 6, end: 7 }])[0]!;
+    expect(ranModules(fused)).toBe(true);
+    expectClose(got, step(b, [{ id: 0, tokens, start: 6, end: 7 }])[0]!, 1e-4, 1e-4, 'adapted expert');
+    a.runner.close();
+    b.runner.close();
+  });
+});
