@@ -21,11 +21,9 @@
 //    is skipped, saying so, where exportGguf refuses MoE or the peer is not installed.
 // Prints tables and one JSON line (bench: "moe") with the ratios. No timings in tests: the
 // shapes and flags are tested in test/bench/moe-bench.test.ts.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface, type Interface } from 'node:readline';
 import { writeTextShards } from '../../src/data/textfiles.js';
 import { PatentGPTError } from '../../src/errors.js';
 import { exportGguf } from '../../src/export/gguf.js';
@@ -38,7 +36,6 @@ import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
 import { validateStageConfig, type PretrainConfig } from '../../src/train/config.js';
 import type { MetricRecord } from '../../src/train/metrics.js';
-import { AdamW } from '../../src/train/optimizer.js';
 import { loadInitialWeights, pretrain } from '../../src/train/pretrain.js';
 import {
   MOE_BENCH_USAGE, claimFindings, claimModels, denseActiveConfig, describeConfig, markdownTable, moeConfig, parseMoeBenchArgs,
@@ -46,6 +43,7 @@ import {
 } from './_moe-configs.js';
 import { importNodeLlamaCpp, loadLlamaCppDecoder } from './_moe-llamacpp.js';
 import { findPython } from './_peers.js';
+import { OursTrainer, PythonPeer, type StepTiming } from './_python-peer.js';
 
 if (process.argv.includes('--help')) {
   console.log(MOE_BENCH_USAGE);
@@ -160,86 +158,6 @@ function part1(): LayerRow[] {
 // ---------------------------------------------------------------------------------------------
 // Part 2: training a tiny Mixtral, ours beside transformers + torch.
 
-interface StepTiming {
-  time: number;
-  phases: number[];
-  loss: number;
-}
-
-/** transformers' MixtralForCausalLM + AdamW in one Python process (scripts/moe-bench-torch.py). */
-class TorchPeer {
-  private constructor(private readonly proc: ChildProcessWithoutNullStreams, private readonly lines: Interface, readonly info: Record<string, unknown>) {}
-
-  static async start(python: string): Promise<TorchPeer> {
-    const script = join(packageRoot(), 'scripts', 'moe-bench-torch.py');
-    const env = { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads), HF_HUB_OFFLINE: '1' };
-    const proc = spawn(python, [script, String(threads), opts.torchAttn], { env });
-    let err = '';
-    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const lines = createInterface({ input: proc.stdout });
-    const first = await new Promise<string>((resolve, reject) => {
-      lines.once('line', resolve);
-      proc.once('exit', (code) => reject(new Error(`torch peer exited (${code}): ${err.slice(-500)}`)));
-    });
-    return new TorchPeer(proc, lines, JSON.parse(first) as Record<string, unknown>);
-  }
-
-  request<R>(req: Record<string, unknown>): Promise<R> {
-    return new Promise((resolve, reject) => {
-      const onExit = (code: number | null): void => reject(new Error(`torch peer exited (${code})`));
-      this.proc.once('exit', onExit);
-      this.lines.once('line', (l) => {
-        this.proc.off('exit', onExit);
-        resolve(JSON.parse(l) as R);
-      });
-      this.proc.stdin.write(JSON.stringify(req) + '\n');
-    });
-  }
-
-  stop(): void {
-    this.proc.stdin.end();
-  }
-}
-
-/** Our model and AdamW on one fixed batch: one step = forward + loss (with the aux loss), backward, clip 1.0, AdamW. */
-class OursTrainer {
-  readonly model: LlamaForCausalLM;
-  private readonly opt: AdamW;
-  private readonly batch: { tokens: Int32Array; targets: Int32Array; positions: Int32Array; cuSeqlens: Int32Array };
-
-  constructor(cfg: ModelConfig, B: number, T: number, ids: Int32Array) {
-    this.model = new LlamaForCausalLM(cfg, { seed: 0 });
-    this.opt = new AdamW(this.model.namedParameters(), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1.0 });
-    const targets = new Int32Array(B * T).fill(-100);
-    const positions = new Int32Array(B * T);
-    const cuSeqlens = Int32Array.from({ length: B + 1 }, (_, b) => b * T);
-    for (let i = 0; i < B * T; i++) {
-      positions[i] = i % T;
-      if ((i % T) + 1 < T) targets[i] = ids[i + 1]!;
-    }
-    this.batch = { tokens: ids, targets, positions, cuSeqlens };
-  }
-
-  step(): StepTiming {
-    const t0 = performance.now();
-    const l = scope(() => this.model.loss(this.batch));
-    const t1 = performance.now();
-    const loss = l.item();
-    l.backward();
-    l.dispose();
-    const t2 = performance.now();
-    this.opt.step(1e-4);
-    this.opt.zeroGrad();
-    const t3 = performance.now();
-    return { time: (t3 - t0) / 1e3, phases: [(t1 - t0) / 1e3, (t2 - t1) / 1e3, (t3 - t2) / 1e3], loss };
-  }
-
-  dispose(): void {
-    this.opt.dispose();
-    this.model.dispose();
-  }
-}
-
 interface TrainRow {
   B: number;
   T: number;
@@ -254,11 +172,14 @@ async function part2(): Promise<{ row: TrainRow; torch: Record<string, unknown> 
   const rng = new Rng(T);
   const ids = Int32Array.from({ length: B * T }, () => rng.int(cfg.vocabSize));
   const py = findPython(['torch', 'transformers']);
-  let peer: TorchPeer | null = null;
+  let peer: PythonPeer | null = null;
+  let info: Record<string, unknown> = {};
   let why: string = py.why;
   if (py.python) {
     try {
-      peer = await TorchPeer.start(py.python);
+      // transformers' MixtralForCausalLM + AdamW (scripts/moe-bench-torch.py)
+      peer = PythonPeer.start('torch peer', py.python, [join(packageRoot(), 'scripts', 'moe-bench-torch.py'), String(threads), opts.torchAttn], threads);
+      info = await peer.next();
       await peer.request({ cmd: 'init', config: toHFConfig(cfg), B, T, tokens: Array.from(ids) });
     } catch (err) {
       why = (err as Error).message;
@@ -292,14 +213,14 @@ async function part2(): Promise<{ row: TrainRow; torch: Record<string, unknown> 
   if (row.torch) row.ratio = row.ours.tokPerSec / row.torch.tokPerSec;
   console.log(`\n## 2. Training a tiny Mixtral: ours vs transformers MixtralForCausalLM (${opts.torchAttn} attention) + torch AdamW`);
   console.log(`model: ${describeConfig(cfg)}`);
-  console.log(`torch: ${peer ? JSON.stringify(peer.info) : `not run (${why})`}`);
+  console.log(`torch: ${peer ? JSON.stringify(info) : `not run (${why})`}`);
   console.log(`a step = forward + loss (aux loss included) + backward + clip 1.0 + AdamW; ${opts.warmup} warm-up and ${opts.steps} timed steps each, taking turns; target >= 1.5x\n`);
   const ph = (p: number[] | undefined): string => (p ? p.map((x) => f(x * 1e3, 0)).join(' / ') : 'n/a');
   console.log(markdownTable(
     ['B', 'T', 'ours tok/s', 'torch tok/s', 'ours / torch', 'target 1.5', 'ours ms fwd / bwd / opt', 'torch ms fwd / bwd / opt', 'ours loss', 'torch loss'],
     [[B, T, f(row.ours.tokPerSec, 0), f(row.torch?.tokPerSec, 0), f(row.ratio, 2), verdict(row.ratio, 1.5), ph(row.ours.phases), ph(row.torch?.phases), f(row.ours.loss, 3), f(row.torch?.loss, 3)]],
   ));
-  return { row, torch: peer ? peer.info : why, config: cfg };
+  return { row, torch: peer ? info : why, config: cfg };
 }
 
 // ---------------------------------------------------------------------------------------------

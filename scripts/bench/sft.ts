@@ -18,11 +18,9 @@
 // built (allocator caches included: an upper bound). --quick: a ~5M-parameter byte-level model,
 // T=256, 1 warm-up + 3 timed steps (a smoke run); the default: llama-110m with LLaMA-2's
 // tokenizer, T=512.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createInterface, type Interface } from 'node:readline';
 import { collateRows, llama2ChatRenderer, loadSftData, packExamples, type SftBatch, type SftExample, type SftRow } from '../../src/data/sft/index.js';
 import { LlamaForCausalLM, parameterCount, preset, toHFConfig, validateConfig, type ModelConfig } from '../../src/models/index.js';
 import { applyLora } from '../../src/nn/lora.js';
@@ -32,6 +30,7 @@ import { ByteTokenizer, SentencePieceTokenizer } from '../../src/tokenizer/index
 import { AdamW } from '../../src/train/optimizer.js';
 import { llama2ByteRenderer } from '../../src/train/stages/sft.js';
 import { findPython } from './_peers.js';
+import { PythonPeer } from './_python-peer.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -96,66 +95,15 @@ for (let i = 0; i < rowsNeeded; i += B) {
 // ---- TRL peer: one process per mode ----
 
 interface PeerStep { time: number; tokens: number }
-class TrlPeer {
-  // Every JSON line the peer prints, queued until asked for (a line read while nobody waits must not be lost).
-  private readonly queue: Record<string, unknown>[] = [];
-  private waiter: ((v: Record<string, unknown>) => void) | null = null;
-  private exited: number | null | undefined = undefined;
-  private failer: ((e: Error) => void) | null = null;
-  info: Record<string, unknown> = {};
 
-  private constructor(private readonly proc: ChildProcessWithoutNullStreams, lines: Interface, private readonly err: () => string) {
-    lines.on('line', (l) => {
-      if (!l.startsWith('{"')) return; // library chatter on stdout (TRL logs dicts with single quotes)
-      const v = JSON.parse(l) as Record<string, unknown>;
-      if (this.waiter) {
-        const w = this.waiter;
-        this.waiter = this.failer = null;
-        w(v);
-      } else this.queue.push(v);
-    });
-    proc.once('exit', (code) => {
-      this.exited = code;
-      this.failer?.(new Error(`TRL peer exited (${code}): ${this.err().slice(-1500)}`));
-    });
-  }
-
-  static async start(python: string, mode: 'full' | 'lora', steps: number): Promise<TrlPeer> {
-    const script = join(packageRoot(), 'scripts', 'sft-bench-trl.py');
-    const proc = spawn(python, [script, String(threads)], {
-      env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads), HF_HUB_OFFLINE: '1', HF_DATASETS_OFFLINE: '1', TOKENIZERS_PARALLELISM: 'false', WANDB_DISABLED: 'true' },
-    });
-    let err = '';
-    proc.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
-    const peer = new TrlPeer(proc, createInterface({ input: proc.stdout }), () => err);
-    const req = {
-      config: toHFConfig(cfg), ...special, T, B, mode, lora: LORA, steps, outDir: join(tmp, `trl-${mode}`),
-      examples: examples.map((e) => ({ input_ids: Array.from(e.ids), completion_mask: Array.from(e.labels, (l) => (l === -100 ? 0 : 1)) })),
-    };
-    proc.stdin.write(JSON.stringify(req) + '\n');
-    peer.info = await peer.next();
-    return peer;
-  }
-
-  private next<R = Record<string, unknown>>(): Promise<R> {
-    const v = this.queue.shift();
-    if (v) return Promise.resolve(v as R);
-    if (this.exited !== undefined) return Promise.reject(new Error(`TRL peer exited (${this.exited}): ${this.err().slice(-1500)}`));
-    return new Promise((res, rej) => {
-      this.waiter = res as (v: Record<string, unknown>) => void;
-      this.failer = rej;
-    });
-  }
-
-  step(): Promise<PeerStep> {
-    this.proc.stdin.write('step\n');
-    return this.next<PeerStep>();
-  }
-
-  /** After the last step: the process's max-RSS growth and its last logged loss. */
-  finish(): Promise<{ rssGrowth: number; loss: number | null }> {
-    return this.next();
-  }
+/** TRL's SFTTrainer on our token ids and masks (scripts/sft-bench-trl.py); answers its info, then one line per step, then its totals. */
+async function startTrl(python: string, mode: 'full' | 'lora', steps: number): Promise<{ peer: PythonPeer; info: Record<string, unknown> }> {
+  const peer = PythonPeer.start('TRL peer', python, [join(packageRoot(), 'scripts', 'sft-bench-trl.py'), String(threads)], threads, { WANDB_DISABLED: 'true' });
+  const info = await peer.request({
+    config: toHFConfig(cfg), ...special, T, B, mode, lora: LORA, steps, outDir: join(tmp, `trl-${mode}`),
+    examples: examples.map((e) => ({ input_ids: Array.from(e.ids), completion_mask: Array.from(e.labels, (l) => (l === -100 ? 0 : 1)) })),
+  });
+  return { peer, info };
 }
 
 // ---- ours ----
@@ -206,11 +154,12 @@ interface Row {
 }
 const results: Row[] = [];
 for (const mode of modes) {
-  let peer: TrlPeer | null = null;
+  let peer: PythonPeer | null = null;
+  let peerInfo: Record<string, unknown> = {};
   let trlError: string | undefined;
   if (py.python) {
     try {
-      peer = await TrlPeer.start(py.python, mode, warmup + timedSteps);
+      ({ peer, info: peerInfo } = await startTrl(py.python, mode, warmup + timedSteps));
     } catch (err) {
       trlError = (err as Error).message;
     }
@@ -226,7 +175,7 @@ for (const mode of modes) {
     if (!peer) continue;
     await sleep(gapMs);
     try {
-      const ps = await peer.step();
+      const ps = await peer.request<PeerStep>('step');
       if (i >= warmup) t.push(ps.tokens / ps.time);
     } catch (err) {
       trlError = (err as Error).message;
@@ -239,8 +188,8 @@ for (const mode of modes) {
   ours.dispose();
   const row: Row = { mode, ours: { tokPerSec: median(o.map((x) => x.tps)), peakMiB, trainable, loss: o.at(-1)!.loss }, trl: null };
   if (peer && t.length > 0) {
-    const fin = await peer.finish();
-    row.trl = { tokPerSec: median(t), rssMiB: fin.rssGrowth / 2 ** 20, trainable: Number(peer.info.trainable), loss: fin.loss, info: peer.info };
+    const fin = await peer.next<{ rssGrowth: number; loss: number | null }>(); // after the last step: max-RSS growth, last logged loss
+    row.trl = { tokPerSec: median(t), rssMiB: fin.rssGrowth / 2 ** 20, trainable: Number(peerInfo.trainable), loss: fin.loss, info: peerInfo };
   }
   if (trlError) row.trlError = trlError;
   results.push(row);

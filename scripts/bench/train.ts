@@ -13,13 +13,11 @@
 // moments and activations); torch's is the process's max RSS growth over the shape's run
 // (its allocator caches included; a high-water mark, so only an upper bound after the first).
 // --profile adds a phase split (forward+loss / backward / optimizer) for both.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createInterface, type Interface } from 'node:readline';
-import { LlamaForCausalLM, flopsPerToken, parameterCount, preset, toHFConfig, type ModelConfig } from '../../src/models/index.js';
+import { flopsPerToken, parameterCount, preset, toHFConfig } from '../../src/models/index.js';
 import { addon } from '../../src/native/loader.js';
-import { Rng, Tensor, measurePeakFlops, memoryStats, resetPeakMemory, runtimeInfo, scope, setNumThreads } from '../../src/tensor/index.js';
-import { AdamW } from '../../src/train/optimizer.js';
+import { Rng, Tensor, measurePeakFlops, memoryStats, resetPeakMemory, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
 import { findPython } from './_peers.js';
+import { OursTrainer, PythonPeer, type StepTiming } from './_python-peer.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -96,101 +94,6 @@ for line in sys.stdin:
         model = opt = ids = None
 `;
 
-interface StepTiming {
-  time: number;
-  phases: number[];
-  loss: number;
-}
-
-class TorchPeer {
-  private constructor(private readonly proc: ChildProcessWithoutNullStreams, private readonly lines: Interface, readonly info: Record<string, unknown>) {}
-
-  static async start(python: string): Promise<TorchPeer> {
-    const proc = spawn(python, ['-c', PEER, String(threads)], { env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) } });
-    let err = '';
-    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const lines = createInterface({ input: proc.stdout });
-    const first = await new Promise<string>((resolve, reject) => {
-      lines.once('line', resolve);
-      proc.once('exit', (code) => reject(new Error(`torch peer exited (${code}): ${err.slice(-500)}`)));
-    });
-    return new TorchPeer(proc, lines, JSON.parse(first) as Record<string, unknown>);
-  }
-
-  private request<R>(req: Record<string, unknown>): Promise<R> {
-    return new Promise((resolve, reject) => {
-      const onExit = (code: number | null): void => reject(new Error(`torch peer exited (${code})`));
-      this.proc.once('exit', onExit);
-      this.lines.once('line', (l) => {
-        this.proc.off('exit', onExit);
-        resolve(JSON.parse(l) as R);
-      });
-      this.proc.stdin.write(JSON.stringify(req) + '\n');
-    });
-  }
-
-  init(config: Record<string, unknown>, B: number, T: number, ids: Int32Array): Promise<unknown> {
-    return this.request({ cmd: 'init', config, B, T, tokens: Array.from(ids) });
-  }
-
-  step(): Promise<StepTiming> {
-    return this.request({ cmd: 'step' });
-  }
-
-  /** Frees the shape's model; returns the process's max RSS growth since init. */
-  async free(): Promise<number> {
-    return (await this.request<{ rssGrowth: number }>({ cmd: 'free' })).rssGrowth;
-  }
-
-  stop(): void {
-    this.proc.stdin.end();
-  }
-}
-
-// ---- ours ----
-
-/** Our model and optimizer for one shape, stepped on demand. */
-class OursTrainer {
-  private readonly model: LlamaForCausalLM;
-  private readonly opt: AdamW;
-  private readonly batch: { tokens: Int32Array; targets: Int32Array; positions: Int32Array; cuSeqlens: Int32Array };
-
-  constructor(cfg: ModelConfig, B: number, T: number, ids: Int32Array) {
-    this.model = new LlamaForCausalLM(cfg, { seed: 0 });
-    this.opt = new AdamW(this.model.namedParameters(), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1.0 });
-    const targets = new Int32Array(B * T).fill(-100);
-    const positions = new Int32Array(B * T);
-    const cuSeqlens = new Int32Array(B + 1);
-    for (let b = 0; b < B; b++) {
-      for (let t = 0; t < T; t++) {
-        positions[b * T + t] = t;
-        if (t + 1 < T) targets[b * T + t] = ids[b * T + t + 1]!;
-      }
-      cuSeqlens[b + 1] = (b + 1) * T;
-    }
-    this.batch = { tokens: ids, targets, positions, cuSeqlens };
-  }
-
-  step(): StepTiming {
-    const t0 = performance.now();
-    const l = scope(() => this.model.loss(this.batch));
-    const t1 = performance.now();
-    const loss = l.item();
-    l.backward();
-    l.dispose();
-    const t2 = performance.now();
-    this.opt.step(1e-4);
-    this.opt.zeroGrad();
-    const t3 = performance.now();
-    return { time: (t3 - t0) / 1000, phases: [(t1 - t0) / 1000, (t2 - t1) / 1000, (t3 - t2) / 1000], loss };
-  }
-
-  dispose(): void {
-    this.opt.dispose();
-    this.model.dispose();
-  }
-}
-
 // ---- main ----
 
 setNumThreads(threads);
@@ -219,17 +122,20 @@ const gemmGflops = (() => {
 const peakGflops = measurePeakFlops(threads, 0.5) / 1e9;
 
 const py = findPython(['torch', 'transformers']);
-let peer: TorchPeer | null = null;
+let peer: PythonPeer | null = null;
+let peerInfo: Record<string, unknown> = {};
 let peerWhy = py.why;
 if (py.python) {
   try {
-    peer = await TorchPeer.start(py.python);
+    peer = PythonPeer.start('torch peer', py.python, ['-c', PEER, String(threads)], threads);
+    peerInfo = await peer.next();
   } catch (err) {
+    peer = null;
     peerWhy = (err as Error).message;
   }
 }
 console.log(`ours: ${info.simd}, ${info.threads} threads; GEMM 1024^3 ${gemmGflops.toFixed(1)} GFLOP/s; FP32 FMA peak ${peakGflops.toFixed(1)} GFLOP/s (measured)`);
-console.log(`torch: ${peer ? JSON.stringify(peer.info) + ', transformers LlamaForCausalLM eager + torch.optim.AdamW' : `not run (${peerWhy})`}`);
+console.log(`torch: ${peer ? JSON.stringify(peerInfo) + ', transformers LlamaForCausalLM eager + torch.optim.AdamW' : `not run (${peerWhy})`}`);
 console.log(`per shape: ${warmup} warm-up steps, median of ${timedSteps} timed steps, ours and torch taking turns step by step; a step = forward + loss + backward + clip 1.0 + AdamW\n`);
 
 interface Row {
@@ -252,7 +158,7 @@ for (const name of models) {
     const fpt = flopsPerToken(cfg, T).training;
     // Both sides build, then alternate steps; the first `warmup` steps of each are not timed.
     const ours = new OursTrainer(cfg, B, T, ids);
-    if (peer) await peer.init(toHFConfig(cfg) as unknown as Record<string, unknown>, B, T, ids);
+    if (peer) await peer.request({ cmd: 'init', config: toHFConfig(cfg), B, T, tokens: Array.from(ids) });
     const o: StepTiming[] = [];
     const gemmNow: number[] = []; // GEMM GFLOP/s beside each timed step of ours
     const t: StepTiming[] = [];
@@ -265,13 +171,13 @@ for (const name of models) {
       }
       if (!peer) continue;
       await sleep(gapMs);
-      const ts = await peer.step();
+      const ts = await peer.request<StepTiming>({ cmd: 'step' });
       if (i >= warmup) t.push(ts);
       await sleep(gapMs);
     }
     const peakBytes = memoryStats().cpu.peakBytes - gemmBench.bytes; // the GEMM's own operands stay live
     ours.dispose();
-    const rssGrowth = peer ? await peer.free() : 0;
+    const rssGrowth = peer ? (await peer.request<{ rssGrowth: number }>({ cmd: 'free' })).rssGrowth : 0; // the process's max RSS growth since init
     const phaseMed = (xs: StepTiming[]): number[] => [0, 1, 2].map((k) => median(xs.map((x) => x.phases[k]!)));
     const oTps = (B * T) / median(o.map((x) => x.time));
     const shapeGemm = median(gemmNow);
@@ -320,7 +226,7 @@ console.log(
       simd: info.simd,
       gemmGflops: +gemmGflops.toFixed(1),
       peakGflops: +peakGflops.toFixed(1),
-      torch: peer ? peer.info : peerWhy,
+      torch: peer ? peerInfo : peerWhy,
       results: rows.map((r) => ({
         model: r.model, params: r.params, T: r.T, B: r.B, gemmGflops: +r.gemmGflops.toFixed(1),
         ours: { tokensPerSec: +r.ours.tokPerSec.toFixed(1), mfuGemm: +r.ours.mfuGemm.toFixed(4), mfuPeak: +r.ours.mfuPeak.toFixed(4), peakMiB: +r.ours.peakMiB.toFixed(1), loss: +r.ours.loss.toFixed(4), phasesSec: r.ours.phases.map((x) => +x.toFixed(4)) },
