@@ -230,7 +230,7 @@ Napi::Value DecodeMoeFfn(const Napi::CallbackInfo& info, const Args& a) {
   Buffers b;
   float* x = b.Out(a.Ptr<float>(0, "x", nx), nx);
   float* h = b.Out(a.Ptr<float>(2, "h", nx), nx);
-  std::vector<const float*> ptrs;
+  static thread_local std::vector<const float*> ptrs;  // the experts' pointers; its capacity is kept (no allocation per step)
   pg::DecodeMoeArgs m = ParseMoe(a, b, 4, M, C, ptrs, kNames);
   m.h = h;
   b.Check(a);
@@ -248,7 +248,7 @@ Napi::Value DecodeLayerMoe(const Napi::CallbackInfo& info, const Args& a) {
   const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize);
   const float* wo = nullptr;
   const pg::PagedAttention attn = ParseAttention(a, b, q, numBlocks, blockSize, wo);
-  std::vector<const float*> ptrs;
+  static thread_local std::vector<const float*> ptrs;  // the experts' pointers; its capacity is kept (no allocation per step)
   pg::DecodeMoeArgs m = ParseMoe(a, b, kQkvArgs + kAttentionArgs, q.M, q.C, ptrs, kNames);
   m.h = q.h;
   b.Check(a);
