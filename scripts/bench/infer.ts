@@ -24,18 +24,17 @@
 //   package, or build-peers/node_modules/node-llama-cpp (npm install --prefix build-peers
 //   --ignore-scripts node-llama-cpp with NODE_LLAMA_CPP_SKIP_DOWNLOAD=true).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { exportGguf } from '../../src/export/gguf.js';
-import { packageRoot } from '../../src/package.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Engine, ThreadedEngine, kvBytesPerToken } from '../../src/infer/index.js';
 import { LlamaForCausalLM, preset, savePretrained } from '../../src/models/index.js';
 import { addon } from '../../src/native/loader.js';
 import { GEMV_MAX_ROWS, Tensor, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
+import { importNodeLlamaCpp, loadLlamaCppDecoder } from './_llamacpp.js';
 import { findPython } from './_peers.js';
 
 function arg(name: string, fallback: string): string {
@@ -352,50 +351,17 @@ type LlamaRun = (threads: number) => Promise<number>;
 async function loadLlamaCpp(): Promise<{ run: LlamaRun; close: () => Promise<void> } | string> {
   if (noPeers) return '--no-peers';
   if (cfg.vocabSize !== 32000) return 'needs the LLaMA-2 vocabulary for the GGUF tokenizer';
-  let nlc: Record<string, unknown> | null = null;
-  for (const c of [process.env.PATENTGPT_NODE_LLAMA_CPP, join(packageRoot(), 'build-peers', 'node_modules', 'node-llama-cpp'), 'node-llama-cpp']) {
-    if (!c || (c !== 'node-llama-cpp' && !existsSync(c))) continue;
-    try {
-      nlc = (await import(c === 'node-llama-cpp' ? c : pathToFileURL(join(c, 'dist', 'index.js')).href)) as Record<string, unknown>;
-      break;
-    } catch {
-      /* next */
-    }
-  }
-  if (!nlc) return 'node-llama-cpp not installed';
+  const nlc = await importNodeLlamaCpp();
+  if (typeof nlc === 'string') return nlc;
   const dir = mkdtempSync(join(tmpdir(), 'pg-bench-gguf-'));
   const path = join(dir, 'model.gguf');
   await exportGguf(model, SentencePieceTokenizer.llama2(), path);
-  type Seq = { evaluate(tokens: number[], o: object): AsyncGenerator<number> };
-  type Ctx = { getSequence(): Seq; dispose(): Promise<void> };
-  type Model = { createContext(o: object): Promise<Ctx>; dispose(): Promise<void> };
-  type Llama = { loadModel(o: object): Promise<Model>; dispose(): Promise<void> };
-  const getLlama = nlc.getLlama as (o: object) => Promise<Llama>;
-  const loaded = new Map<number, [Llama, Model]>();
-  for (const t of [...new Set([1, threads])]) {
-    const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error', maxThreads: t });
-    loaded.set(t, [llama, await llama.loadModel({ modelPath: path })]);
-  }
-  const run: LlamaRun = async (t) => {
-    const ctx = await loaded.get(t)![1].createContext({ contextSize: 256, threads: t, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
-    let n = 0;
-    let t0 = 0;
-    for await (const _ of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
-      if (n++ === 0) t0 = performance.now();
-      if (n === nNew + 1) break;
-    }
-    const tps = nNew / ((performance.now() - t0) / 1e3);
-    await ctx.dispose();
-    return tps;
-  };
+  const decoder = await loadLlamaCppDecoder(nlc, path, [1, threads], prompt, nNew);
   const close = async (): Promise<void> => {
-    for (const [llama, lm] of loaded.values()) {
-      await lm.dispose();
-      await llama.dispose();
-    }
+    await decoder.close();
     rmSync(dir, { recursive: true, force: true });
   };
-  return { run, close };
+  return { run: (t) => decoder.decode(t), close };
 }
 
 // Single stream, the triad and node-llama-cpp in interleaved rounds, each reported at its best:

@@ -41,7 +41,7 @@ import {
   MOE_BENCH_USAGE, claimFindings, claimModels, denseActiveConfig, describeConfig, markdownTable, moeConfig, parseMoeBenchArgs,
   type ClaimContextRow, type ClaimModelRow, type LayerShape, type MoeBenchOptions,
 } from './_moe-configs.js';
-import { importNodeLlamaCpp, loadLlamaCppDecoder } from './_moe-llamacpp.js';
+import { importNodeLlamaCpp, loadLlamaCppDecoder } from './_llamacpp.js';
 import { findPython } from './_peers.js';
 import { OursTrainer, PythonPeer, type StepTiming } from './_python-peer.js';
 

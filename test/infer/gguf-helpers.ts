@@ -1,12 +1,8 @@
 // Test helpers for GGUF exports: an independent little GGUF reader (header, metadata, tensor
 // table, data section) and greedy decoding by node-llama-cpp (prebuilt llama.cpp) on a file,
-// found as the dense GGUF test and the inference bench find it.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+// found as the benches find it (scripts/bench/_llamacpp.ts).
 import { expect } from 'vitest';
-import { missingPeer } from '../../scripts/bench/_peers.js';
-import { packageRoot } from '../../src/package.js';
+import { importNodeLlamaCpp } from '../../scripts/bench/_llamacpp.js';
 
 export interface GgufTensor {
   /** Dims innermost first. */
@@ -87,24 +83,9 @@ export type LlamaCppGreedy = (modelPath: string, prompts: readonly number[][], m
  * node-llama-cpp throws instead.
  */
 export async function loadLlamaCppGreedy(): Promise<LlamaCppGreedy | string> {
-  const candidates = [process.env.PATENTGPT_NODE_LLAMA_CPP, join(packageRoot(), 'build-peers', 'node_modules', 'node-llama-cpp')]
-    .filter((p): p is string => !!p && existsSync(p));
-  let nlc: Record<string, unknown> | null = null;
-  let why = 'node-llama-cpp is not installed (npm install --ignore-scripts node-llama-cpp with NODE_LLAMA_CPP_SKIP_DOWNLOAD=true, or set PATENTGPT_NODE_LLAMA_CPP)';
-  for (const c of [...candidates, 'node-llama-cpp']) {
-    try {
-      nlc = (await import(c === 'node-llama-cpp' ? c : pathToFileURL(join(c, 'dist', 'index.js')).href)) as Record<string, unknown>;
-      break;
-    } catch (e) {
-      if (c !== 'node-llama-cpp') why = `node-llama-cpp at ${c} failed to load: ${(e as Error).message.split('\n')[0]}`;
-    }
-  }
-  if (!nlc) return missingPeer(why);
-  type Seq = { evaluate(tokens: number[], o: object): AsyncGenerator<number>; clearHistory(): Promise<void> };
-  type Ctx = { getSequence(): Seq; dispose(): Promise<void> };
-  type Model = { createContext(o: object): Promise<Ctx>; dispose(): Promise<void> };
-  type Llama = { loadModel(o: object): Promise<Model>; dispose(): Promise<void> };
-  const getLlama = nlc.getLlama as (o: object) => Promise<Llama>;
+  const nlc = await importNodeLlamaCpp();
+  if (typeof nlc === 'string') return nlc;
+  const { getLlama } = nlc;
   return async (modelPath, prompts, maxTokens) => {
     const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
     try {

@@ -1,5 +1,5 @@
-// node-llama-cpp (prebuilt llama.cpp) as a decode peer on a GGUF file, for `npm run bench -- moe`
-// part 4. Found as infer.ts finds it: PATENTGPT_NODE_LLAMA_CPP, build-peers/node_modules/node-llama-cpp
+// node-llama-cpp (prebuilt llama.cpp) as a decode peer on a GGUF file, for the infer and moe
+// benches and the GGUF tests. Found at PATENTGPT_NODE_LLAMA_CPP, build-peers/node_modules/node-llama-cpp
 // (npm install --prefix build-peers --ignore-scripts node-llama-cpp with
 // NODE_LLAMA_CPP_SKIP_DOWNLOAD=true), or the package. Loaded with gpu: false, build: 'never',
 // fed token ids (string prompts drop the space after BOS), f32 KV cache, greedy.
@@ -9,10 +9,10 @@ import { pathToFileURL } from 'node:url';
 import { packageRoot } from '../../src/package.js';
 import { missingPeer } from './_peers.js';
 
-type Seq = { evaluate(tokens: number[], o: object): AsyncGenerator<number> };
-type Ctx = { getSequence(): Seq; dispose(): Promise<void> };
-type Model = { createContext(o: object): Promise<Ctx>; dispose(): Promise<void> };
-type Llama = { loadModel(o: object): Promise<Model>; dispose(): Promise<void> };
+export type Seq = { evaluate(tokens: number[], o: object): AsyncGenerator<number>; clearHistory(): Promise<void> };
+export type Ctx = { getSequence(): Seq; dispose(): Promise<void> };
+export type Model = { createContext(o: object): Promise<Ctx>; dispose(): Promise<void> };
+export type Llama = { loadModel(o: object): Promise<Model>; dispose(): Promise<void> };
 
 /** The node-llama-cpp module, or the reason there is none (throws where peers are required). */
 export async function importNodeLlamaCpp(): Promise<{ getLlama: (o: object) => Promise<Llama> } | string> {
