@@ -22,6 +22,7 @@
 // Model resolution, init weights, tokenizer, run folder, checkpoints (complete model folders, or
 // the PEFT adapter under LoRA) and the loop come from stages/common.ts and the Trainer: a killed
 // run resumes bit-exact (the reference log-probs are recomputed from init, deterministically).
+// A completed LoRA run writes <runDir>/final/ (the base folder) and final/adapter/ (PEFT), as SFT.
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -31,7 +32,8 @@ import {
 } from '../../data/preference/index.js';
 import { PatentGPTError } from '../../errors.js';
 import {
-  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, readSafetensors, safetensorsContent, saveLora, type LlamaForCausalLM, type ModelConfig,
+  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, folderFiles, readSafetensors, safetensorsContent, saveLora, writeFileAtomic, writeSafetensors,
+  type LlamaForCausalLM, type ModelConfig,
 } from '../../models/index.js';
 import { applyLora, loraLayers } from '../../nn/lora.js';
 import type { LinearAdapter } from '../../nn/layers.js';
@@ -47,7 +49,7 @@ import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
   cfgError, createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
-import { sftRenderer } from './sft.js';
+import { LORA_ADAPTER_DIR, LORA_FINAL_DIR, sftRenderer } from './sft.js';
 
 export type DpoOptions = StageRunOptions;
 
@@ -183,7 +185,8 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
   const file = opts.configFile ?? 'config';
   if (cfg.kind !== 'dpo') throw cfgError(file, 'kind', `"${String(cfg.kind)}" is not a DPO config (run it with its own stage, not dpo)`);
   const hash = configHash(cfg);
-  const setup = await prepareStage(cfg, opts, hash);
+  // a batch holds 2 * batchSize sequences (chosen and rejected): the memory check counts them all
+  const setup = await prepareStage({ ...cfg, batchSize: 2 * cfg.batchSize }, opts, hash);
   const { log, rank, worldSize, runDir, modelConfig: modelCfg } = setup;
 
   const renderer = dpoRenderer(cfg, setup.tokenizer, file);
@@ -247,10 +250,18 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
     const result = await runStage(task, cfg, setup, opts, {
       rng: { seed: cfg.seed, dataSeed: cfg.seed, generators: 'none: the pair order is a pure function of the seed and the batch count' },
     });
+    let loraSummary: DpoResult['lora'];
+    if (lora) {
+      loraSummary = { ...lora.summary };
+      if (result.status === 'completed' && rank === 0) {
+        loraSummary.final = await writeLoraFinal(m, setup);
+        log(`final model: ${loraSummary.final.model} (base) with its adapter ${loraSummary.final.adapter}`);
+      }
+    }
     return {
       ...result, runDir, model: modelCfg,
       data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, renderer: renderer.name },
-      ...(lora ? { lora: lora.summary } : {}),
+      ...(loraSummary ? { lora: loraSummary } : {}),
     };
   } finally {
     model?.dispose();
@@ -313,4 +324,23 @@ async function attachLora(model: LlamaForCausalLM, cfg: DpoConfig, setup: StageS
       initialize: async () => {},
     },
   };
+}
+
+/**
+ * A completed LoRA run's <runDir>/final: the base model folder (the frozen weights, config,
+ * tokenizer record; transformers loads it) and final/adapter/ (PEFT's format, its base final/
+ * itself), as the SFT stage leaves it, so `patentgpt sft merge` and Engine.fromPretrained(final,
+ * { adapter }) take it. Built in final.tmp and renamed into place.
+ */
+async function writeLoraFinal(model: LlamaForCausalLM, setup: StageSetup): Promise<{ model: string; adapter: string }> {
+  const dir = path.resolve(setup.runDir, LORA_FINAL_DIR);
+  const tmp = `${dir}.tmp`;
+  await fsp.rm(tmp, { recursive: true, force: true });
+  await fsp.mkdir(tmp, { recursive: true });
+  await writeSafetensors(path.join(tmp, 'model.safetensors'), model.namedParameters().filter(([n]) => !/\.lora_[AB]\.weight$/.test(n)));
+  for (const f of folderFiles(model.config, { tokenizer: setup.tokenizer })) await writeFileAtomic(path.join(tmp, f.name), f.content);
+  await saveLora(model, path.join(tmp, LORA_ADAPTER_DIR), { baseModel: dir });
+  await fsp.rm(dir, { recursive: true, force: true });
+  await fsp.rename(tmp, dir);
+  return { model: dir, adapter: path.join(dir, LORA_ADAPTER_DIR) };
 }
