@@ -148,6 +148,13 @@ describe('patentgpt reward', () => {
     expect(final.getParameter('model.embed_tokens.weight')!.toArray()).toEqual(lm.getParameter('model.embed_tokens.weight')!.toArray());
     expect(final.getParameter('model.layers.0.self_attn.q_proj.weight')!.toArray()).not.toEqual(lm.getParameter('model.layers.0.self_attn.q_proj.weight')!.toArray());
     for (const x of [final, lm]) x.dispose();
+    // a LoRA run interrupted at step 3 resumes (init again, adapters and head from the checkpoint) with the same losses
+    const b = config('lora-interrupted', { lora: { r: 4, alpha: 8, targetModules: 'all-linear' }, optimizer: { lr: 0.01, weightDecay: 0 }, checkpointEvery: 0 });
+    const ac = new AbortController();
+    expect((await reward(b, { progress: null, signal: ac.signal, onMetrics: (x) => void (x.step === 3 && x.loss !== undefined && ac.abort()) })).status).toBe('interrupted');
+    expect((await reward(b, { progress: null })).status).toBe('completed');
+    expect(losses(b.runDir)).toEqual(losses(cfg.runDir));
+    expect(weightsHash(path.join(b.runDir, 'final'))).toBe(weightsHash(path.join(cfg.runDir, 'final')));
   }, 120_000);
 
   it('an SMoE (Mixtral) reward model trains with the router losses in its loss and the expert load in metrics', async () => {
