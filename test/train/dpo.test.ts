@@ -3,7 +3,8 @@
 // with LoRA adapters taken off (the frozen base) and put back; config errors naming the field;
 // end to end on real pairs (human vs machine-written patent abstracts in ../shared/data, skipped
 // with a message when absent): the held-out chosen-vs-rejected margin starts at 0 (the reference
-// is the initial model) and rises, and a run interrupted after a checkpoint resumes bit-exact.
+// is the initial model) and rises, and a run interrupted after a checkpoint resumes bit-exact (reading the
+// reference log-probs its first start kept in the run folder).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -168,8 +169,12 @@ describe.skipIf(!fs.existsSync(GENPAIRS))('DPO end to end on human vs machine-wr
     const ac = new AbortController();
     const a = await dpo(cut, { progress: null, signal: ac.signal, onMetrics: (rec) => { if (rec.step === 12 && rec.loss !== undefined) ac.abort(); } });
     expect(a.status).toBe('interrupted');
-    const b = await dpo(cut, { progress: null });
+    expect(fs.existsSync(path.join(cut.runDir, 'reference-logps.json'))).toBe(true);
+    const logs: string[] = [];
+    const b = await dpo(cut, { progress: null, log: (msg) => logs.push(msg) });
     expect(b.status).toBe('completed');
+    // the resume reads the reference of the first start instead of another pass
+    expect(logs.some((l) => /reference log-probs of \d+ pairs read from .*reference-logps\.json/.test(l))).toBe(true);
     const lossesOf = (dir: string): number[] => (readMetrics(path.join(dir, 'metrics.jsonl')) as Record<string, number>[]).filter((x) => x.loss !== undefined).map((x) => x.loss!);
     const cutLosses = lossesOf(cut.runDir);
     expect(cutLosses.slice(-12)).toEqual(lossesOf(cfg.runDir).slice(-12));

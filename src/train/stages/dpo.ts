@@ -21,8 +21,11 @@
 //
 // Model resolution, init weights, tokenizer, run folder, checkpoints (complete model folders, or
 // the PEFT adapter under LoRA) and the loop come from stages/common.ts and the Trainer: a killed
-// run resumes bit-exact (the reference log-probs are recomputed from init, deterministically).
+// run resumes bit-exact (the precomputed reference log-probs are kept in the run folder,
+// reference-logps.json, and read back on resume when config, pairs and init weights match).
 // A completed LoRA run writes <runDir>/final/ (the base folder) and final/adapter/ (PEFT), as SFT.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -178,6 +181,47 @@ export function dpoRenderer(cfg: DpoConfig, tokenizer: StageSetup['tokenizer'], 
   return templatePreferenceRenderer(template, tokenizer, t.name ?? path.basename(t.path));
 }
 
+/**
+ * The precomputed reference of a run, kept in <runDir>/reference-logps.json so a resume reads it
+ * instead of another pass: valid only for the same config, pairs (the stream's fingerprint and the
+ * validation pairs) and initial weights (their folder, size and modification time).
+ */
+export const REFERENCE_FILE = 'reference-logps.json';
+
+function referenceKey(configHash: string, trainFingerprint: string, val: readonly PreferenceExample[], from: string): string {
+  const h = createHash('sha256').update(`${configHash}\0${trainFingerprint}\0${path.resolve(from)}`);
+  for (const f of ['model.safetensors', 'config.json']) {
+    try {
+      const st = fs.statSync(path.join(from, f));
+      h.update(`\0${f}:${st.size}:${st.mtimeMs}`);
+    } catch {
+      h.update(`\0${f}:none`);
+    }
+  }
+  for (const e of val) h.update(Buffer.from(e.chosen.ids.buffer, e.chosen.ids.byteOffset, e.chosen.ids.byteLength)).update(Buffer.from(e.rejected.ids.buffer, e.rejected.ids.byteOffset, e.rejected.ids.byteLength));
+  return h.digest('hex').slice(0, 32);
+}
+
+const toJson = (r: PairLogps): { chosen: number[]; rejected: number[] } => ({ chosen: Array.from(r.chosen), rejected: Array.from(r.rejected) });
+
+/** The cached reference when the file is there, whole and made for this key; else null (recompute). */
+async function readReferenceCache(file: string, key: string, nTrain: number, nVal: number): Promise<{ train: PairLogps; val: PairLogps } | null> {
+  let j: { version?: unknown; key?: unknown; train?: { chosen?: unknown; rejected?: unknown }; val?: { chosen?: unknown; rejected?: unknown } };
+  try {
+    j = JSON.parse(await fsp.readFile(file, 'utf8')) as typeof j;
+  } catch {
+    return null;
+  }
+  const side = (x: unknown, n: number): Float64Array | null =>
+    Array.isArray(x) && x.length === n && x.every((v) => typeof v === 'number' && Number.isFinite(v)) ? Float64Array.from(x as number[]) : null;
+  if (j.version !== 1 || j.key !== key) return null;
+  const tc = side(j.train?.chosen, nTrain);
+  const tr = side(j.train?.rejected, nTrain);
+  const vc = side(j.val?.chosen, nVal);
+  const vr = side(j.val?.rejected, nVal);
+  return tc && tr && vc && vr ? { train: { chosen: tc, rejected: tr }, val: { chosen: vc, rejected: vr } } : null;
+}
+
 type DpoBatch = PreferenceBatch & { targetCount: number; ref: PairLogps | null; index?: number };
 
 /** Runs (or resumes) one DPO stage. */
@@ -212,10 +256,19 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
     let refTrain: PairLogps | null = null;
     let refVal: PairLogps | null = null;
     if (obj.reference === 'precomputed') {
-      const t0 = Date.now();
-      refTrain = referenceLogps(m, data.train, cfg.batchSize);
-      refVal = referenceLogps(m, data.val, cfg.batchSize);
-      log(`reference log-probs of ${data.train.length + data.val.length} pairs precomputed in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      const key = referenceKey(setup.configHash, stream.fingerprint, data.val, from);
+      const file = path.join(runDir, REFERENCE_FILE);
+      const cached = setup.resumeFrom ? await readReferenceCache(file, key, data.train.length, data.val.length) : null;
+      if (cached) {
+        ({ train: refTrain, val: refVal } = cached);
+        log(`reference log-probs of ${data.train.length + data.val.length} pairs read from ${file}`);
+      } else {
+        const t0 = Date.now();
+        refTrain = referenceLogps(m, data.train, cfg.batchSize);
+        refVal = referenceLogps(m, data.val, cfg.batchSize);
+        log(`reference log-probs of ${data.train.length + data.val.length} pairs precomputed in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        if (rank === 0) await writeFileAtomic(file, JSON.stringify({ version: 1, key, train: toJson(refTrain), val: toJson(refVal) }) + '\n');
+      }
     }
     await recordStage(cfg, setup, {
       data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, sources: data.sources, renderer: renderer.name },
