@@ -108,6 +108,16 @@ describe('preference tokenization and batches', () => {
     expect(t.example.chosen.ids.length).toBe(44);
     expect(t.example.chosen.responseTokens).toBe(3);
     expect(tokenizePair(renderer, pair.pair, src, { maxLength: 10 })).toMatchObject({ ok: false, reason: 'too-long' });
+    // keep_end (TRL's truncation_mode): the response survives whole, the prompt's start goes
+    const e = tokenizePair(renderer, pair.pair, src, { maxLength: 10, truncation: 'keep_end' });
+    if (!e.ok) throw new Error(e.detail);
+    expect(tok.decode(Array.from(e.example.chosen.ids))).toBe('ST] good ');
+    expect(e.example.chosen.ids[9]).toBe(tok.eosId);
+    expect(Array.from(e.example.chosen.responseMask)).toEqual([0, 0, 0, 1, 1, 1, 1, 1, 1, 1]);
+    expect(e.example.rejected.ids.length).toBe(10);
+    expect(e.example.rejected.responseTokens).toBe(9); // position 0 predicts nothing
+    expect(validatePreferenceDataConfig({ sources: ['a'], truncation: 'keep_end' }).truncation).toBe('keep_end');
+    expect(() => validatePreferenceDataConfig({ sources: ['a'], truncation: 'left' })).toThrow(/data\.truncation: must be one of "keep_start", "keep_end"/);
   });
 
   it('a batch packs chosen sides then rejected; scored positions predict exactly the response tokens', async () => {

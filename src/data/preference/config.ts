@@ -15,6 +15,8 @@ export interface PreferenceDataConfig {
   splitSeed: number;
   /** Longest side (prompt + response) in tokens, truncated beyond; default: the stage's seqLen. */
   maxLength?: number;
+  /** Which end of a side longer than maxLength is kept (TRL's truncation_mode; absent: keep_start). */
+  truncation?: 'keep_start' | 'keep_end';
   /** Shuffle the pairs every epoch (default true; false for parity runs). */
   shuffle: boolean;
 }
@@ -65,7 +67,7 @@ function fieldMap(v: unknown, field: string): PreferenceFieldMap {
 export function validatePreferenceDataConfig(raw: unknown, opts: { field?: string; baseDir?: string } = {}): PreferenceDataConfig {
   const F = opts.field ?? 'data';
   const d = obj(raw, F);
-  only(d, F, ['sources', 'valFraction', 'splitSeed', 'maxLength', 'shuffle']);
+  only(d, F, ['sources', 'valFraction', 'splitSeed', 'maxLength', 'truncation', 'shuffle']);
   if (!Array.isArray(d.sources) || d.sources.length === 0) throw err(`${F}.sources`, 'must list at least one preference data file (a path, or {path, layout, fields, promptTemplate, ...})');
   const sources = d.sources.map((s: unknown, i) => {
     const sf = `${F}.sources[${i}]`;
@@ -86,6 +88,7 @@ export function validatePreferenceDataConfig(raw: unknown, opts: { field?: strin
     splitSeed: d.splitSeed === undefined ? 0 : num(d.splitSeed, `${F}.splitSeed`, (n) => Number.isSafeInteger(n) && n >= 0, 'a non-negative integer'),
     shuffle: d.shuffle === undefined ? true : typeof d.shuffle === 'boolean' ? d.shuffle : (() => { throw err(`${F}.shuffle`, `must be true or false, got ${JSON.stringify(d.shuffle)}`); })(),
   };
+  if (d.truncation !== undefined) cfg.truncation = oneOf(d.truncation, `${F}.truncation`, ['keep_start', 'keep_end'] as const);
   if (d.maxLength !== undefined) cfg.maxLength = num(d.maxLength, `${F}.maxLength`, (n) => Number.isInteger(n) && n >= 2, 'an integer >= 2');
   return cfg;
 }

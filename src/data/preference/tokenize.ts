@@ -47,8 +47,14 @@ export interface PreferenceExample {
 }
 
 export interface TokenizeOptions {
-  /** Keep at most this many tokens of each side (its start); default: no limit. */
+  /** Keep at most this many tokens of each side; default: no limit. */
   maxLength?: number;
+  /**
+   * Which tokens a side longer than maxLength keeps (TRL's truncation_mode): "keep_start" (default:
+   * the start; a pair whose prompt fills maxLength has no response left and is skipped) or
+   * "keep_end" (the end: the response survives, the start of the prompt is cut).
+   */
+  truncation?: 'keep_start' | 'keep_end';
 }
 
 export type TokenizedPair = { ok: true; example: PreferenceExample } | { ok: false; reason: PreferenceSkipReason; detail: string };
@@ -73,7 +79,7 @@ function startsWith(a: Int32Array, p: Int32Array): boolean {
   return true;
 }
 
-function side(renderer: PreferenceRenderer, prompt: Int32Array | null, pair: PreferencePair, response: PreferencePair['chosen'], maxLength: number | undefined): PreferenceSequence & { full: number } {
+function side(renderer: PreferenceRenderer, prompt: Int32Array | null, pair: PreferencePair, response: PreferencePair['chosen'], maxLength: number | undefined, keepEnd: boolean): PreferenceSequence & { full: number } {
   const r: RenderedConversation = renderer.render([...pair.prompt, ...response]);
   if (r.ids.length !== r.assistantMask.length)
     throw new Error(`chat renderer "${renderer.name}" returned ${r.ids.length} ids but a mask of ${r.assistantMask.length}`);
@@ -83,12 +89,13 @@ function side(renderer: PreferenceRenderer, prompt: Int32Array | null, pair: Pre
     mask.fill(1, prompt.length);
   } else mask = lastRuns(r.assistantMask, response.filter((m) => m.role === 'assistant').length);
   const n = maxLength === undefined ? r.ids.length : Math.min(maxLength, r.ids.length);
-  const responseMask = mask.slice(0, n);
+  const from = keepEnd ? r.ids.length - n : 0;
+  const responseMask = mask.slice(from, from + n);
   // position 0 is nobody's next-token target: a response token there could not be scored
   responseMask[0] = 0;
   let responseTokens = 0;
   for (let i = 0; i < n; i++) responseTokens += responseMask[i]!;
-  return { ids: r.ids.slice(0, n), responseMask, responseTokens, full: r.ids.length };
+  return { ids: r.ids.slice(from, from + n), responseMask, responseTokens, full: r.ids.length };
 }
 
 /** Renders both sides of a checked pair (or says why it cannot be trained on). */
@@ -98,13 +105,14 @@ export function tokenizePair(renderer: PreferenceRenderer, pair: PreferencePair,
   let c, j;
   try {
     const prompt = renderer.renderPrompt ? renderer.renderPrompt(pair.prompt) : null;
-    c = side(renderer, prompt, pair, pair.chosen, max);
-    j = side(renderer, prompt, pair, pair.rejected, max);
+    const keepEnd = opts.truncation === 'keep_end';
+    c = side(renderer, prompt, pair, pair.chosen, max, keepEnd);
+    j = side(renderer, prompt, pair, pair.rejected, max, keepEnd);
   } catch (err) {
     return { ok: false, reason: 'render-error', detail: err instanceof Error ? err.message : String(err) };
   }
   for (const [name, s] of [['chosen', c], ['rejected', j]] as const)
-    if (s.responseTokens === 0) return { ok: false, reason: 'too-long', detail: `no ${name} response token within the first ${s.ids.length} of ${s.full} tokens (maxLength)` };
+    if (s.responseTokens === 0) return { ok: false, reason: 'too-long', detail: `no ${name} response token within ${s.ids.length} of ${s.full} tokens (maxLength; truncation "keep_end" keeps the response)` };
   const strip = (s: typeof c): PreferenceSequence => ({ ids: s.ids, responseMask: s.responseMask, responseTokens: s.responseTokens });
   return { ok: true, example: { chosen: strip(c), rejected: strip(j), truncated: c.ids.length < c.full || j.ids.length < j.full, source } };
 }

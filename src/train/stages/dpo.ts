@@ -237,6 +237,7 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
   const dc = cfg.data;
   const data: PreferenceData = await loadPreferenceData({
     sources: dc.sources, renderer, valFraction: dc.valFraction, splitSeed: dc.splitSeed, maxLength: dc.maxLength ?? cfg.seqLen,
+    ...(dc.truncation ? { truncation: dc.truncation } : {}),
   });
   const skipped = data.skipped.nonzero();
   log(`data: ${data.train.length} training and ${data.val.length} validation pairs (chat template ${renderer.name})` +
