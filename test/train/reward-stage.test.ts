@@ -15,8 +15,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LlamaForCausalLM, savePretrained, validateConfig } from '../../src/models/index.js';
-import { loadPreferenceData, preferenceEvalBatches } from '../../src/data/preference/index.js';
-import { ScoreHeadModel, bradleyTerryLoss, loadRewardModel, packSequences, pairStats, rewardModelFromCausalLM } from '../../src/models/reward.js';
+import { loadPreferenceData, preferenceEvalBatches, type PreferenceExample } from '../../src/data/preference/index.js';
+import { ScoreHeadModel, bradleyTerryLoss, loadRewardModel, packSequences, rewardModelFromCausalLM } from '../../src/models/reward.js';
 import { noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { validateStageConfig, type RewardConfig } from '../../src/train/config.js';
@@ -63,6 +63,20 @@ function config(name: string, extra: Record<string, unknown> = {}): RewardConfig
   return cfg;
 }
 
+/** The share of pairs a model scores chosen over rejected. */
+function accuracyOf(m: ScoreHeadModel, pairs: PreferenceExample[]): number {
+  return noGrad(() => {
+    let right = 0;
+    for (const b of preferenceEvalBatches(pairs, 16)) {
+      const s = m.scores(b);
+      const v = s.toArray() as Float32Array;
+      s.dispose();
+      for (let i = 0; i < b.pairs; i++) if (v[i]! > v[b.pairs + i]!) right++;
+    }
+    return right / pairs.length;
+  });
+}
+
 const weightsHash = (dir: string): string => createHash('sha256').update(fs.readFileSync(path.join(dir, 'model.safetensors'))).digest('hex');
 const losses = (runDir: string): number[] => readMetrics(path.join(runDir, 'metrics.jsonl')).filter((x) => x.loss !== undefined).map((x) => x.loss!);
 
@@ -79,15 +93,7 @@ describe('patentgpt reward', () => {
     // the starting point: the random decoder with the head the stage draws (seed 2), on the same held-out pairs
     const data = await loadPreferenceData({ sources: cfg.data.sources, renderer: sftRenderer(cfg, new ByteTokenizer()), valFraction: 0.2, maxLength: 80 });
     const start = await rewardModelFromCausalLM(initDir, { seed: cfg.seed });
-    const before = noGrad(() => {
-      const right = preferenceEvalBatches(data.val, 16).map((b) => {
-        const s = start.scores(b);
-        const v = s.toArray() as Float32Array;
-        s.dispose();
-        return pairStats(v.subarray(0, b.pairs), v.subarray(b.pairs)).accuracy * b.pairs;
-      });
-      return right.reduce((a, x) => a + x, 0) / data.val.length;
-    });
+    const before = accuracyOf(start, data.val);
     start.dispose();
     const r = await reward(cfg, { progress: null });
     expect(r.status).toBe('completed');
@@ -99,6 +105,10 @@ describe('patentgpt reward', () => {
     console.log(`reward on genpairs: held-out accuracy ${before.toFixed(3)} (start) -> ${evals.map((x) => (x['val.accuracy'] as number).toFixed(3)).join(' -> ')} over ${r.data.val} pairs, valLoss ${(evals.at(-1)!.valLoss as number).toFixed(3)}`);
     expect(acc).toBeGreaterThanOrEqual(0.7);
     expect(acc).toBeGreaterThan(before + 0.15); // it rose, it did not start there
+    // val.accuracy is the share over every held-out pair (the short last batch weighs by its pairs)
+    const trained = await loadRewardModel(path.join(cfg.runDir, 'checkpoints', 'step-80'));
+    expect(acc).toBeCloseTo(accuracyOf(trained, data.val), 9);
+    trained.dispose();
     expect(evals.at(-1)!.valLoss as number).toBeLessThan(Math.log(2)); // below the loss of a model that cannot tell
   }, 120_000);
 

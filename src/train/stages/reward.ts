@@ -15,7 +15,7 @@
 //
 // Metrics per step: loss, accuracy (share of pairs with r_c > r_r), margin (mean r_c - r_r),
 // rewardChosen / rewardRejected (means); evaluation on the held-out split (data.valFraction)
-// writes valLoss (per pair) and val.accuracy, val.margin, ... to metrics.jsonl.
+// writes valLoss (per pair) and val.accuracy, val.margin, ... (over every held-out pair evaluated) to metrics.jsonl.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -56,12 +56,23 @@ export interface RewardResult extends TrainResult {
 export const REWARD_FINAL_DIR = 'final';
 const LORA_TENSORS = 'adapter_model.safetensors';
 
+/** A batch of B pairs as rewardLoss reads it. */
+export type RewardLossBatch = Pick<PreferenceBatch, 'pairs' | 'tokens' | 'cuSeqlens'> & {
+  positions?: Int32Array;
+  /**
+   * Scales the pair metrics (accuracy, margin, reward means): the loop averages metrics over
+   * batches, so an evaluation whose batches differ in size weighs each by its pairs through this
+   * (pairs * batches / all pairs), and val.accuracy is the share over every held-out pair. Default 1.
+   */
+  metricWeight?: number;
+};
+
 /**
  * The stage's loss on one batch of B pairs (2B sequences, chosen first): Bradley-Terry over the
  * scores at each sequence's last token, plus the decoder's auxiliary losses (SMoE), with the
  * pair statistics as metrics.
  */
-export function rewardLoss(model: ScoreHeadModel, batch: Pick<PreferenceBatch, 'pairs' | 'tokens' | 'cuSeqlens'> & { positions?: Int32Array }, cfg: Pick<RewardConfig, 'reward'>): TaskLoss {
+export function rewardLoss(model: ScoreHeadModel, batch: RewardLossBatch, cfg: Pick<RewardConfig, 'reward'>): TaskLoss {
   const B = batch.pairs;
   const rec = new ForwardRecorder();
   try {
@@ -76,7 +87,8 @@ export function rewardLoss(model: ScoreHeadModel, batch: Pick<PreferenceBatch, '
     const mean = (a: Float32Array): number => a.reduce((x, y) => x + y, 0) / Math.max(1, a.length);
     const metrics: Record<string, number> = Object.fromEntries(rec.metrics);
     for (const [name, t] of rec.auxLosses) metrics[name] = t.item();
-    return { loss, metrics: { ...layerRecords(metrics), accuracy, margin, rewardChosen: mean(chosen), rewardRejected: mean(rejected) } };
+    const w = batch.metricWeight ?? 1;
+    return { loss, metrics: { ...layerRecords(metrics), accuracy: accuracy * w, margin: margin * w, rewardChosen: mean(chosen) * w, rewardRejected: mean(rejected) * w } };
   } finally {
     rec.dispose();
   }
@@ -130,7 +142,7 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
     (data.truncated ? `, ${data.truncated} cut to ${dc.maxLength ?? cfg.seqLen} tokens` : ''));
   const stream = new PreferenceBatchStream(data.train, { batchSize: cfg.batchSize, seed: cfg.seed, shuffle: dc.shuffle, rank, worldSize });
   if (data.val.length === 0) log('no validation pairs (data.valFraction is 0 or the split is empty); evaluation is off');
-  let val: (PreferenceBatch & { targetCount: number })[] | null = null;
+  let val: PreferenceBatch[] | null = null;
 
   const model = new ScoreHeadModel(modelCfg, { init: 'zeros', padTokenId: padIdOf(setup.tokenizer), ...opts.model });
   try {
@@ -147,7 +159,7 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
       ...(lora ? { lora: lora.summary } : {}),
     });
 
-    const task: TrainTask<PreferenceStreamBatch | (PreferenceBatch & { targetCount: number })> = {
+    const task: TrainTask<PreferenceStreamBatch | (PreferenceBatch & { targetCount: number; metricWeight: number })> = {
       ...(lora
         ? lora.taskPart
         : {
@@ -168,7 +180,12 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
       ...(data.val.length > 0
         ? {
           // valLoss is a mean per pair: each batch weighs by its pairs
-          evalBatches: (count: number) => (val ??= preferenceEvalBatches(data.val, cfg.batchSize).map((b) => ({ ...b, targetCount: b.pairs }))).slice(0, count),
+          evalBatches: (count: number) => {
+            val ??= preferenceEvalBatches(data.val, cfg.batchSize);
+            const picked = val.slice(0, count);
+            const pairs = picked.reduce((a, b) => a + b.pairs, 0);
+            return picked.map((b) => ({ ...b, targetCount: b.pairs, metricWeight: (b.pairs * picked.length) / pairs }));
+          },
         }
         : {}),
       dataPosition: () => stream.position(),
