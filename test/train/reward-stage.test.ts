@@ -201,6 +201,11 @@ describe('patentgpt reward', () => {
     expect(() => validateStageConfig({ ...base, data: { sources: [pairsFile] } })).toThrow(/init: missing: a reward model starts from trained weights/);
     expect(() => validateStageConfig({ ...base, init: initDir, data: { sources: [pairsFile] }, reward: { beta: 1 } })).toThrow(/reward\.beta: unknown field/);
     expect(() => validateStageConfig({ ...base, init: initDir, data: { sources: [pairsFile] }, reward: { centerRewardsCoefficient: -1 } })).toThrow(/reward\.centerRewardsCoefficient: must be a number >= 0/);
+    // a LoRA SFT checkpoint (an adapter alone) as init: told to merge it first
+    const adapterOnly = path.join(root, 'adapter-only');
+    fs.mkdirSync(adapterOnly, { recursive: true });
+    fs.writeFileSync(path.join(adapterOnly, 'adapter_config.json'), '{}');
+    await expect(reward(config('from-adapter', { init: adapterOnly }), { progress: null })).rejects.toThrow(/holds a LoRA adapter, not a model; merge it into its base first \(patentgpt sft merge/);
     const cfg = config('score-adapter', { lora: { r: 2, targetModules: ['score'] } });
     await expect(reward(cfg, { progress: null })).rejects.toThrow(/lora\.targetModules: .*score/);
   }, 60_000);

@@ -97,13 +97,16 @@ export function rewardLoss(model: ScoreHeadModel, batch: RewardLossBatch, cfg: P
 /** The folder init names: a run's newest verified checkpoint, a checkpoint (verified), or a model folder. */
 async function initFolder(init: string, log: (m: string) => void): Promise<string> {
   if (!fs.existsSync(init)) throw new PatentGPTError('E_CONFIG', `init: ${init}: no such run, checkpoint or model folder`);
+  let dir = init;
   if (fs.existsSync(path.join(init, 'checkpoints'))) {
     const latest = await new CheckpointManager(init, { keep: 0, onSkip: (d, e) => log(`warning: init: ${d} does not verify (${e.message}); passed over`) }).latest();
     if (!latest) throw new PatentGPTError('E_CHECKPOINT', `init: ${init}: the run has no complete checkpoint to start from`);
-    return latest.dir;
-  }
-  if (fs.existsSync(path.join(init, 'checksums.json')) || fs.existsSync(path.join(init, 'state.json'))) return (await loadCheckpoint(init)).dir;
-  return init;
+    dir = latest.dir;
+  } else if (fs.existsSync(path.join(init, 'checksums.json')) || fs.existsSync(path.join(init, 'state.json'))) dir = (await loadCheckpoint(init)).dir;
+  // a LoRA SFT run's checkpoints hold only its adapter: the weights to start from are base + adapter, merged
+  if (fs.existsSync(path.join(dir, 'adapter_config.json')) && !fs.existsSync(path.join(dir, 'config.json')))
+    throw new PatentGPTError('E_CONFIG', `init: ${dir} holds a LoRA adapter, not a model; merge it into its base first (patentgpt sft merge --base RUN/final --adapter RUN/final/adapter --out DIR) and give DIR as init`);
+  return dir;
 }
 
 /** A model field naming a reward folder, as the decoder's config; anything else as it is. */
