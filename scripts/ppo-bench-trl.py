@@ -54,8 +54,10 @@ def claim_format(completion):
     text = completion.strip()
     if not text:
         return 0.0
-    s = 0.25 * bool(re.match(r"^1\.\s", text)) + 0.25 * bool(re.search(r"\bcomprising\b", text, re.I)) + 0.25 * text.endswith(".")
-    return s + 0.25 * sum(1 for c in text if CLEAN.match(c)) / len(text)
+    body = min(1.0, len(text.split()) / 6)
+    s = 0.25 * bool(re.match(r"^1\.\s+(A|An|The)\s", text)) + 0.25 * bool(re.search(r"\bcomprising\b", text, re.I))
+    s += 0.25 * body * text.endswith(".")
+    return s + 0.25 * body * sum(1 for c in text if CLEAN.match(c)) / len(text)
 
 
 rss0 = rss()

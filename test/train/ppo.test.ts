@@ -1,4 +1,4 @@
-// The PPO stage end to end on a tiny byte-level model: the claim-format reward rises while the KL
+// The PPO stage end to end on a tiny byte-level model: a rule-based reward rises while the KL
 // to the reference stays bounded; the first rollout's KL is exactly 0 (the reference is the
 // policy's starting point: a frozen copy, or under LoRA the same base with its adapters
 // detached); a run interrupted mid-rollout resumes bit-exact (losses, metrics, weights, value
@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateStageConfig, type PpoConfig } from '../../src/train/config.js';
 import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
-import { claimFormatReward } from '../../src/train/ppo/rewards.js';
+import { claimFormatReward, type RewardFunction } from '../../src/train/ppo/rewards.js';
 import { ppo } from '../../src/train/stages/ppo.js';
 import { sha } from './child-run.js';
 import { writeInit } from './sft-fixtures.js';
@@ -45,9 +45,14 @@ const metrics = (cfg: PpoConfig): MetricRecord[] => readMetrics(path.join(cfg.ru
 const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 describe('patentgpt ppo (in process)', () => {
-  it('raises the claim-format reward while the KL to the reference stays bounded', async () => {
-    const cfg = config('rise', { steps: 160 });
-    const r = await ppo(cfg, { progress: null });
+  it('raises a rule-based reward written in TypeScript while the KL to the reference stays bounded', async () => {
+    // the dense part of a claim check: the share of the completion that is letters, spaces and claim punctuation
+    const cleanText: RewardFunction = (_prompt, completion) => {
+      const chars = [...completion];
+      return chars.length === 0 ? 0 : chars.filter((c) => /[\p{L}\p{N} ,;:.()-]/u.test(c)).length / chars.length;
+    };
+    const cfg = config('rise', { steps: 160 }, { klCoef: 0.02 });
+    const r = await ppo(cfg, { progress: null, rewardFunction: cleanText });
     expect(r.status).toBe('completed');
     expect(r.rollouts).toBe(40); // 160 steps / (2 epochs x 32 rows / 16)
     const ms = metrics(cfg);
@@ -55,7 +60,7 @@ describe('patentgpt ppo (in process)', () => {
     const reward = perRollout('reward'), kl = perRollout('kl');
     const first = mean(reward.slice(0, 8)), last = mean(reward.slice(-8));
     expect(kl[0]).toBe(0); // the policy starts as the reference
-    expect(last, `mean reward of the first 8 rollouts ${first}, of the last 8 ${last}`).toBeGreaterThan(first + 0.04);
+    expect(last, `mean reward of the first 8 rollouts ${first}, of the last 8 ${last}`).toBeGreaterThan(first + 0.1);
     expect(Math.max(...kl), `KL per response ${kl.map((x) => x.toFixed(2)).join(' ')}`).toBeLessThan(40);
     for (const k of ['reward', 'kl', 'entropy', 'clipFraction', 'valueLoss', 'approxKl', 'responseLength', 'policyLoss', 'klCoef', 'eosRate'])
       expect(ms.every((m) => Number.isFinite(m[k] as number)), k).toBe(true);
@@ -102,6 +107,7 @@ describe('patentgpt ppo (in process)', () => {
   it('the built-in claim check scores form, not content', () => {
     expect(claimFormatReward('', '1. A hinge comprising a pin and a leaf.')).toBe(1);
     expect(claimFormatReward('', 'A hinge')).toBeLessThan(0.3);
+    expect(claimFormatReward('', '1. 2.')).toBeLessThan(0.2); // a stub earns little (PPO found this one)
     expect(claimFormatReward('', '')).toBe(0);
   });
 });

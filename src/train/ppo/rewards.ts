@@ -11,21 +11,24 @@ import { PatentGPTError } from '../../errors.js';
 export type RewardFunction = (prompt: string, completion: string) => number | Promise<number>;
 
 /**
- * A rule-based check of the form of a patent claim, in [0, 1]: a quarter each for starting with
- * a claim number ("1."), holding the transition "comprising", ending with a period, and the
- * share of the text made of letters, digits, spaces and claim punctuation (so a partly right
- * claim scores partly; the last term is dense, which gives small models a slope to climb).
+ * A rule-based check of the form of a patent claim, in [0, 1]: a quarter each for opening as a
+ * first claim ("1. A ...", "1. An ...", "1. The ..."), holding the transition "comprising",
+ * ending with a period, and the share of the text made of letters, digits, spaces and claim
+ * punctuation (dense, so a small model has a slope to climb). The last two are scaled by
+ * min(1, words / 6): a stub such as "1. 2." earns little (without it, PPO finds that stub).
  */
 export function claimFormatReward(_prompt: string, completion: string): number {
   const text = completion.trim();
   if (text.length === 0) return 0;
+  const body = Math.min(1, text.split(/\s+/).length / 6);
   let score = 0;
-  if (/^1\.\s/.test(text)) score += 0.25;
+  if (/^1\.\s+(A|An|The)\s/.test(text)) score += 0.25;
   if (/\bcomprising\b/i.test(text)) score += 0.25;
-  if (text.endsWith('.')) score += 0.25;
+  if (text.endsWith('.')) score += 0.25 * body;
   let clean = 0;
-  for (const ch of text) if (/[\p{L}\p{N} ,;:.()-]/u.test(ch)) clean++;
-  return score + (0.25 * clean) / [...text].length;
+  const chars = [...text];
+  for (const ch of chars) if (/[\p{L}\p{N} ,;:.()-]/u.test(ch)) clean++;
+  return score + (0.25 * body * clean) / chars.length;
 }
 
 /** The rewards a config may name without a module. */
