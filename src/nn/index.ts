@@ -5,7 +5,7 @@ export {
   type ParamInit, type LinearAdapter, type FeedForward, type SwigluWeights, type DecodeLayerWeights, type BlockOptions, type AttentionShape,
 } from './layers.js';
 export {
-  LoraAdapter, applyLora, mergeLora, unmergeLora, removeLora, loraParameters, loraLayers, namedLinears, matchesTarget, type LoraOptions, type MergeOptions,
+  LoraAdapter, applyLora, mergeLora, unmergeLora, removeLora, loraParameters, loraLayers, namedLinears, matchesTarget, withAdaptersDisabled, type LoraOptions, type MergeOptions,
 } from './lora.js';
 export { ForwardRecorder, prefixContext, type ForwardContext } from './context.js';
 export type {

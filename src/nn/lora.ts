@@ -251,3 +251,22 @@ export function removeLora(model: Module): void {
     a.dispose();
   }
 }
+
+/**
+ * Runs `fn` on the frozen base: every unmerged adapter of `model` is taken off its layer for the
+ * call and put back whatever happens (PEFT's disable_adapter()). DPO's and PPO's reference model
+ * under LoRA is this: one base in memory, no copy. A merged adapter is already in the weights, so
+ * it is refused rather than silently counted in the "base".
+ */
+export function withAdaptersDisabled<T>(model: Module, fn: () => T): T {
+  const layers = loraLayers(model);
+  const merged = layers.find(([, l]) => l.adapter.merged);
+  if (merged) throw new PatentGPTError('E_ARGUMENT', `withAdaptersDisabled: the adapter of ${merged[0]} is merged into its weight; unmergeLora first`);
+  const saved = layers.map(([, l]) => [l, l.adapter] as const);
+  for (const [l] of saved) l.setAdapter(null);
+  try {
+    return fn();
+  } finally {
+    for (const [l, a] of saved) l.setAdapter(a);
+  }
+}

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Engine, type GenerateOptions } from '../../src/infer/index.js';
 import { LlamaForCausalLM, preset, validateConfig } from '../../src/models/index.js';
 import {
-  Linear, LoraAdapter, applyLora, loraLayers, loraParameters, matchesTarget, mergeLora, unmergeLora,
+  Linear, LoraAdapter, applyLora, loraLayers, loraParameters, matchesTarget, mergeLora, unmergeLora, withAdaptersDisabled,
 } from '../../src/nn/index.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { Tensor, clearTape, memoryStats, noGrad, numel, scope } from '../../src/tensor/index.js';
@@ -273,6 +273,22 @@ describe('LoRA on the sparse MoE decoder (tiny-moe)', () => {
     mergeLora(model);
     expectClose(logitsOf(model), adapted, 1e-5, 1e-4, 'merged MoE vs adapted');
     model.dispose();
+  });
+});
+
+describe('withAdaptersDisabled (PEFT\'s disable_adapter)', () => {
+  it('runs on the base\'s logits, puts the adapters back even when the call throws, and refuses a merged adapter', () => {
+    const model = new LlamaForCausalLM(cfg, { seed: 12, initStd: 0.08 });
+    const base = logitsOf(model);
+    applyLora(model, { r: 4, alpha: 8, targetModules: ['q_proj', 'down_proj'], seed: 2 });
+    randomizeB(model, 40, 0.1);
+    const adapted = logitsOf(model);
+    expect(relDiff(adapted, base)).toBeGreaterThan(1e-4);
+    expect(withAdaptersDisabled(model, () => logitsOf(model))).toEqual(base);
+    expect(() => withAdaptersDisabled(model, () => { throw new Error('inside'); })).toThrow('inside');
+    expect(logitsOf(model)).toEqual(adapted); // back on after the throw
+    mergeLora(model, { unload: false });
+    expect(() => withAdaptersDisabled(model, () => 0)).toThrow(/merged into its weight; unmergeLora first/);
   });
 });
 

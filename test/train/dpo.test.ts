@@ -16,7 +16,8 @@ import { Tensor, logSoftmax, noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { validateStageConfig, type DpoConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
-import { dpo, dpoLoss, sequenceLogps, withoutAdapters } from '../../src/train/stages/dpo.js';
+import { withAdaptersDisabled } from '../../src/nn/lora.js';
+import { dpo, dpoLoss, sequenceLogps } from '../../src/train/stages/dpo.js';
 import { llama2ByteRenderer } from '../../src/train/stages/sft.js';
 
 const DATA = process.env.PATENTGPT_DATA ?? path.resolve(import.meta.dirname, '../../../shared/data');
@@ -89,7 +90,7 @@ describe('DPO loss and metrics', () => {
     }
   });
 
-  it('withoutAdapters: the frozen base\'s log-probs with trained adapters attached, and the adapters back afterwards', () => {
+  it('withAdaptersDisabled: the frozen base\'s log-probs with trained adapters attached, and the adapters back afterwards', () => {
     const base = new LlamaForCausalLM(validateConfig(TINY), { seed: 3, initStd: 0.1 });
     const lora = new LlamaForCausalLM(validateConfig(TINY), { seed: 3, initStd: 0.1 });
     try {
@@ -99,7 +100,7 @@ describe('DPO loss and metrics', () => {
       });
       const b = noGrad(() => Array.from(sequenceLogps(base, batch).toArray() as Float32Array));
       const adapted = noGrad(() => Array.from(sequenceLogps(lora, batch).toArray() as Float32Array));
-      const off = noGrad(() => withoutAdapters(lora, () => Array.from(sequenceLogps(lora, batch).toArray() as Float32Array)));
+      const off = noGrad(() => withAdaptersDisabled(lora, () => Array.from(sequenceLogps(lora, batch).toArray() as Float32Array)));
       expect(Math.max(...adapted.map((x, i) => Math.abs(x - b[i]!)))).toBeGreaterThan(1e-3); // the adapters matter
       expect(Math.max(...off.map((x, i) => Math.abs(x - b[i]!)))).toBeLessThan(1e-5);
       const again = noGrad(() => Array.from(sequenceLogps(lora, batch).toArray() as Float32Array));

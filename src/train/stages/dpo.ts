@@ -38,9 +38,7 @@ import {
   ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, folderFiles, readSafetensors, safetensorsContent, saveLora, writeFileAtomic, writeSafetensors,
   type LlamaForCausalLM, type ModelConfig,
 } from '../../models/index.js';
-import { applyLora, loraLayers } from '../../nn/lora.js';
-import type { LinearAdapter } from '../../nn/layers.js';
-import type { Module } from '../../nn/module.js';
+import { applyLora, loraLayers, withAdaptersDisabled } from '../../nn/lora.js';
 import {
   Tensor, add, gather, gatherRows, linear, logprobs, logsigmoid, mean, mul, noGrad, scale, scatterAdd, scope, sub,
 } from '../../tensor/index.js';
@@ -137,20 +135,6 @@ export function dpoLoss(policy: Tensor, batch: PreferenceBatch, ref: PairLogps, 
       'logps/chosen': lc / B, 'logps/rejected': lr / B,
     },
   };
-}
-
-/** Runs `fn` with every LoRA adapter of `model` taken off its layer (the frozen base), then puts them back. */
-export function withoutAdapters<T>(model: Module, fn: () => T): T {
-  // lora.ts has no switch to bypass adapters; detaching them (Linear.setAdapter) for the call is
-  // the same forward as PEFT's disable_adapter(), and they are re-attached whatever happens.
-  const layers = loraLayers(model);
-  const saved: [(typeof layers)[number][1], LinearAdapter][] = layers.map(([, l]) => [l, l.adapter]);
-  for (const [l] of saved) l.setAdapter(null);
-  try {
-    return fn();
-  } finally {
-    for (const [l, a] of saved) l.setAdapter(a);
-  }
 }
 
 /** Reference log-probs of every example, a batch of `batchSize` pairs at a time (no grad). */
@@ -278,7 +262,7 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
 
     const pick = (ref: PairLogps, idx: readonly number[]): PairLogps => ({ chosen: Float64Array.from(idx, (i) => ref.chosen[i]!), rejected: Float64Array.from(idx, (i) => ref.rejected[i]!) });
     const liveRef = (b: PreferenceBatch): PairLogps => {
-      const v = noGrad(() => scope(() => withoutAdapters(m, () => sequenceLogps(m, b).toArray() as Float32Array)));
+      const v = noGrad(() => scope(() => withAdaptersDisabled(m, () => sequenceLogps(m, b).toArray() as Float32Array)));
       return { chosen: Float64Array.from(v.subarray(0, b.pairs)), rejected: Float64Array.from(v.subarray(b.pairs)) };
     };
     let val: DpoBatch[] | null = null;
