@@ -8,10 +8,9 @@
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/infer/engine.js';
 import { LlamaForCausalLM, type ModelConfig } from '../../src/models/index.js';
-import { applyLora, loraLayers } from '../../src/nn/lora.js';
+import { applyLora, loraLayers, withAdaptersDisabled } from '../../src/nn/lora.js';
 import { Tensor, logprobs, noGrad, scope } from '../../src/tensor/index.js';
 import { createOptimizer } from '../../src/train/optimizer.js';
-import { withAdaptersDetached } from '../../src/train/stages/ppo.js';
 import { TINY } from './sft-fixtures.js';
 
 // 34 tokens: two full KV blocks of 16, which a prefix cache would keep (and serve stale after a step)
@@ -65,7 +64,7 @@ describe('the rollout engine samples from the current policy weights', () => {
         after.logprobs.forEach((lp, i) => expect(Math.abs(lp - want[i]!), `token ${i}`).toBeLessThan(1e-4));
         expect(after.logprobs).not.toEqual(before.logprobs); // the step changed what the engine computes
         if (lora) {
-          const base = withAdaptersDetached(model, () => forwardLogprobs(model, after.tokens));
+          const base = withAdaptersDisabled(model, () => forwardLogprobs(model, after.tokens));
           for (const [, l] of loraLayers(model)) l.adapter.lora_B.weight.write(new Float32Array(l.adapter.lora_B.weight.size));
           expect(forwardLogprobs(model, after.tokens)).toEqual(base); // B = 0: the adapted model is the base
           expect(loraLayers(model).length).toBeGreaterThan(0); // and the adapters are back after the detached pass

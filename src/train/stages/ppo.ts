@@ -32,7 +32,7 @@ import {
 } from '../../models/index.js';
 import { loadRewardModel, packSequences, type ScoreHeadModel } from '../../models/reward.js';
 import { Linear } from '../../nn/index.js';
-import { applyLora, loraLayers } from '../../nn/lora.js';
+import { applyLora, loraLayers, withAdaptersDisabled } from '../../nn/lora.js';
 import { Tensor, gatherRows, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -133,17 +133,6 @@ async function loadPrompts(cfg: PpoConfig, renderer: ChatRenderer, maxLen: numbe
   return { prompts, skipped: [...why.values()].reduce((a, b) => a + b, 0), why };
 }
 
-/** Runs fn with every LoRA adapter of model detached (the frozen base alone: PPO's reference), then puts them back. */
-export function withAdaptersDetached<T>(model: LlamaForCausalLM, fn: () => T): T {
-  const attached = loraLayers(model).map(([, l]) => [l, l.adapter] as const);
-  for (const [l] of attached) l.setAdapter(null);
-  try {
-    return fn();
-  } finally {
-    for (const [l, a] of attached) l.setAdapter(a);
-  }
-}
-
 /** Log-probs of the response tokens (at the sampling temperature) and, with a value head, the values at the same rows; no gradient. */
 function scoreTokens(model: LlamaForCausalLM, packed: ReturnType<typeof packRollout>, temperature: number, head: Linear | null): { logprobs: Float32Array; values: Float32Array | null } {
   return noGrad(() => scope(() => {
@@ -219,7 +208,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     }
     const params: [string, Tensor][] = [...trainable, ['value_head.score.weight', vh.weight]];
     const refLogprobs = (packed: ReturnType<typeof packRollout>): Float32Array =>
-      reference ? scoreTokens(reference, packed, P.temperature, null).logprobs : withAdaptersDetached(pol, () => scoreTokens(pol, packed, P.temperature, null).logprobs);
+      reference ? scoreTokens(reference, packed, P.temperature, null).logprobs : withAdaptersDisabled(pol, () => scoreTokens(pol, packed, P.temperature, null).logprobs);
 
     engine = new Engine(pol, {
       kvCacheBytes: P.kvCacheMiB * 2 ** 20, maxNumSeqs: P.rolloutBatch, enablePrefixCaching: false, eosTokenId: setup.tokenizer.eosId,
