@@ -128,8 +128,8 @@ describe(`PPO step math against TRL's PPOTrainer (${source}: trl ${g.versions.tr
           expect(out.valueClipFraction).toBeCloseTo(c.valueClipFraction, 6);
           expect(Math.abs(out.approxKl - c.approxKl)).toBeLessThanOrEqual(TOL);
           out.loss.backward();
-          close(logits.grad!.toArray(), c.gradLogits, 'd loss / d logits');
-          close(vpred.grad!.toArray(), c.gradValues, 'd loss / d values');
+          close(logits.grad!.toArray() as Float32Array, c.gradLogits, 'd loss / d logits');
+          close(vpred.grad!.toArray() as Float32Array, c.gradValues, 'd loss / d values');
           // entropy: trl's entropy_from_logits over the valid tokens
           const want = pol.reduce((s, i) => s + c.entropy[i]!, 0) / pol.length;
           expect(Math.abs(meanEntropy(rows) - want)).toBeLessThanOrEqual(TOL);
