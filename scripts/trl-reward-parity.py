@@ -3,6 +3,7 @@
 
     python scripts/trl-reward-parity.py run MODEL_DIR DATA_JSONL OUT_JSON
         [--steps 10] [--batch-size 2] [--lr 1e-3] [--max-grad-norm 1.0] [--margin M] [--center C]
+        [--adapter ADAPTER_DIR]
 
 MODEL_DIR is a tiny reward folder (LlamaForSequenceClassification, one label) with tokenizer.model
 and a tokenizer_config.json with a chat template; DATA_JSONL holds one {"prompt": [messages],
@@ -12,7 +13,9 @@ what `patentgpt reward` does: f32 on the CPU, pairs in file order (sequential sa
 (torch) at a constant learning rate, no warm-up, no weight decay, clipping at --max-grad-norm, no
 gradient accumulation, no gradient checkpointing. --margin adds a "margin" column (the same
 value for every pair: -log sigmoid(r_c - r_r - margin)); --center sets center_rewards_coefficient
-(TRL's default is None: off).
+(TRL's default is None: off). With --adapter, the PEFT adapter folder (task_type SEQ_CLS,
+modules_to_save ["score"]) is loaded trainable on the reward model (PeftModel.from_pretrained), so
+both sides start from the same A and B and train the adapters and the whole score head.
 
 OUT_JSON: versions, the loss of each step (what compute_loss returned and backpropagated), the
 pad id TRL scored with, and each step's input_ids / attention_mask (chosen rows, then rejected).
@@ -44,6 +47,7 @@ def main():
     r.add_argument("--max-length", type=int, default=1024)
     r.add_argument("--margin", type=float)
     r.add_argument("--center", type=float)
+    r.add_argument("--adapter")
     args = p.parse_args()
 
     import transformers
@@ -89,12 +93,21 @@ def main():
             logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none", dataloader_drop_last=False,
             disable_tqdm=True,
         )
-        trainer = Recording(model=args.model, args=config, train_dataset=dataset, processing_class=tok)
+        model = args.model
+        if args.adapter:
+            import peft
+            from transformers import AutoModelForSequenceClassification
+
+            config.model_init_kwargs = None
+            base = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1, dtype=torch.float32, attn_implementation="eager")
+            model = peft.PeftModel.from_pretrained(base, args.adapter, is_trainable=True)
+        trainer = Recording(model=model, args=config, train_dataset=dataset, processing_class=tok)
         pad = trainer.model.config.pad_token_id
         trainer.train()
 
     out = {
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
+        "mode": "lora" if args.adapter else "full",
         "settings": {"steps": args.steps, "batchSize": args.batch_size, "lr": args.lr, "maxGradNorm": args.max_grad_norm, "margin": args.margin, "center": args.center},
         "pad_token_id": pad,
         "losses": Recording.losses,

@@ -2,7 +2,9 @@
 // reward folder (LLaMA-2's tokenizer.model, a ChatML template in its tokenizer_config.json, one
 // score head both sides start from) and the same 20 conversational pairs in file order, f32, AdamW
 // at a constant learning rate with clipping: the per-step losses of 10 steps agree within 1e-4,
-// plain Bradley-Terry and with a margin and TRL's reward centering. The token ids TRL scored
+// plain Bradley-Terry, with a margin and TRL's reward centering, and LoRA (adapters on q/v/down
+// from the same initial adapter, saved by us and loaded by PEFT as SEQ_CLS, the score head trained
+// whole on both sides). The token ids TRL scored
 // (prompt + response through apply_chat_template, right-padded, chosen rows then rejected) are
 // compared with our rendered pairs first, and TRL's score positions (the rightmost non-pad token)
 // with our sequences' last tokens.
@@ -19,11 +21,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findPython } from '../../scripts/bench/_peers.js';
 import { loadPreferenceData } from '../../src/data/preference/index.js';
 import { validateConfig } from '../../src/models/index.js';
-import { ScoreHeadModel, lastNonPadIndex, saveRewardModel } from '../../src/models/reward.js';
+import { ScoreHeadModel, lastNonPadIndex, loadRewardModel, saveRewardModel } from '../../src/models/reward.js';
+import { applyLora } from '../../src/nn/lora.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type RewardConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
-import { reward } from '../../src/train/stages/reward.js';
+import { reward, saveRewardAdapter } from '../../src/train/stages/reward.js';
 import { sftRenderer } from '../../src/train/stages/sft.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
@@ -33,14 +36,17 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-reward-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 const modelDir = path.join(root, 'model');
 const dataFile = path.join(root, 'pairs.jsonl');
+const adapterDir = path.join(root, 'adapter0');
 
 const STEPS = 10;
 const BATCH = 2;
 const SEQ = 128;
-interface Case { lr: number; gradClip: number; margin?: number; center?: number }
+const LORA = { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 3 };
+interface Case { lr: number; gradClip: number; margin?: number; center?: number; lora?: typeof LORA }
 const CASES = {
   plain: { lr: 1e-3, gradClip: 1 },
   'margin+center': { lr: 1e-3, gradClip: 1, margin: 0.5, center: 0.01 },
+  lora: { lr: 1e-2, gradClip: 1, lora: LORA },
 } satisfies Record<string, Case>;
 type CaseName = keyof typeof CASES;
 interface TrlRun { versions: Record<string, string>; pad_token_id: number; losses: number[]; batches: { input_ids: number[][]; attention_mask: number[][] }[] }
@@ -69,6 +75,12 @@ beforeAll(async () => {
   m.dispose();
   fs.copyFileSync(template, path.join(modelDir, 'tokenizer_config.json'));
   fs.writeFileSync(dataFile, pairs().join('\n') + '\n');
+  // the adapter both sides start from: ours, as the reward stage makes it (same seed, B zeros), for
+  // PEFT's sequence classification (the score head trained whole, modules_to_save)
+  const base = await loadRewardModel(modelDir);
+  applyLora(base, LORA);
+  await saveRewardAdapter(base, adapterDir, { baseModel: modelDir });
+  base.dispose();
 }, 60_000);
 
 function stageConfig(c: Case, runDir: string): RewardConfig {
@@ -79,6 +91,7 @@ function stageConfig(c: Case, runDir: string): RewardConfig {
     optimizer: { lr: c.lr, weightDecay: 0, gradClip: c.gradClip, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
     schedule: { kind: 'constant', warmupSteps: 0 }, evalEvery: 0, checkpointEvery: 0, logEvery: 1, threads: 1, seed: 0,
     reward: { ...(c.margin !== undefined ? { margin: c.margin } : {}), ...(c.center !== undefined ? { centerRewardsCoefficient: c.center } : {}) },
+    ...(c.lora ? { lora: c.lora } : {}),
   }) as RewardConfig;
   cfg.runDir = runDir;
   return cfg;
@@ -93,7 +106,7 @@ async function ourLosses(name: CaseName): Promise<number[]> {
 }
 
 const fromFixture = process.env.PATENTGPT_TRL_FROM_FIXTURE === '1';
-const { python, why } = fromFixture ? { python: null, why: 'PATENTGPT_TRL_FROM_FIXTURE=1' } : findPython(['torch', 'transformers', 'trl', 'datasets']);
+const { python, why } = fromFixture ? { python: null, why: 'PATENTGPT_TRL_FROM_FIXTURE=1' } : findPython(['torch', 'transformers', 'trl', 'datasets', 'peft']);
 const live = python !== null;
 
 function runTrl(name: CaseName): TrlRun {
@@ -101,7 +114,7 @@ function runTrl(name: CaseName): TrlRun {
   const out = path.join(root, `trl-${name}.json`);
   execFileSync(python!, [path.join(repo, 'scripts/trl-reward-parity.py'), 'run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(BATCH),
     '--lr', String(c.lr), '--max-grad-norm', String(c.gradClip), ...(c.margin !== undefined ? ['--margin', String(c.margin)] : []),
-    ...(c.center !== undefined ? ['--center', String(c.center)] : [])],
+    ...(c.center !== undefined ? ['--center', String(c.center)] : []), ...(c.lora ? ['--adapter', adapterDir] : [])],
   { env: { ...process.env, HF_HUB_OFFLINE: '1', HF_DATASETS_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
   return JSON.parse(fs.readFileSync(out, 'utf8')) as TrlRun;
 }
@@ -126,10 +139,11 @@ describe(`patentgpt reward against TRL RewardTrainer (${live ? 'live' : `committ
   const report: Record<string, number> = {};
   afterAll(() => {
     if (Object.keys(report).length) console.log(`TRL reward parity (${live ? 'live' : 'fixture'}), max |our loss - TRL's| over ${STEPS} steps: ${JSON.stringify(report)}`);
-    if (live && process.env.PATENTGPT_WRITE_TRL_FIXTURE === '1' && trl.plain && trl['margin+center']) {
+    if (live && process.env.PATENTGPT_WRITE_TRL_FIXTURE === '1' && trl.plain && trl['margin+center'] && trl.lora) {
       const g: Golden = {
         versions: trl.plain.versions, pad_token_id: trl.plain.pad_token_id,
-        cases: { plain: { losses: trl.plain.losses }, 'margin+center': { losses: trl['margin+center'].losses } }, sequences: trlSequences(trl.plain),
+        cases: { plain: { losses: trl.plain.losses }, 'margin+center': { losses: trl['margin+center'].losses }, lora: { losses: trl.lora.losses } },
+        sequences: trlSequences(trl.plain),
       };
       fs.writeFileSync(fixtureFile, JSON.stringify(g) + '\n');
     }

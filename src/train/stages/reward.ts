@@ -10,25 +10,30 @@
 // model to go on from. Every checkpoint of a full run is a complete reward folder that
 // AutoModelForSequenceClassification loads (runs/<name>/checkpoints/step-N). With `lora`, the
 // decoder is frozen under adapters and the score head trains whole (PEFT's modules_to_save for
-// sequence classification); checkpoints hold the adapters and the head, and a completed run
-// writes <runDir>/final/: the merged reward folder.
+// sequence classification); checkpoints are PEFT adapter folders (task_type SEQ_CLS, the head in
+// modules_to_save) over the init folder, and a completed run writes <runDir>/final/: the merged
+// reward folder.
 //
 // Metrics per step: loss, accuracy (share of pairs with r_c > r_r), margin (mean r_c - r_r),
 // rewardChosen / rewardRejected (means); evaluation on the held-out split (data.valFraction)
 // writes valLoss (per pair) and val.accuracy, val.margin, ... (over every held-out pair evaluated) to metrics.jsonl.
+import { promises as fsp } from 'node:fs';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   loadPreferenceData, preferenceEvalBatches, PreferenceBatchStream,
   type PreferenceBatch, type PreferenceData, type PreferenceStreamBatch, type PreferenceStreamPosition,
 } from '../../data/preference/index.js';
 import { PatentGPTError } from '../../errors.js';
-import { readSafetensors, safetensorsContent, type ModelConfig } from '../../models/index.js';
+import {
+  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, readSafetensors, safetensorsContent, saveLora, writeFileAtomic, writeSafetensors, type ModelConfig,
+} from '../../models/index.js';
 import {
   ScoreHeadModel, bradleyTerryLoss, initScoreHeadModel, pairStats, readRewardConfig, rewardFolderFiles, saveRewardModel,
 } from '../../models/reward.js';
 import { ForwardRecorder } from '../../nn/index.js';
-import { applyLora, loraLayers, mergeLora, namedLinears } from '../../nn/lora.js';
+import { applyLora, loraLayers, loraParameters, mergeLora, namedLinears } from '../../nn/lora.js';
 import { add, noGrad, type Tensor } from '../../tensor/index.js';
 import { ByteTokenizer } from '../../tokenizer/byte.js';
 import type { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
@@ -54,7 +59,6 @@ export interface RewardResult extends TrainResult {
 
 /** Where a completed LoRA reward run leaves its merged reward folder. */
 export const REWARD_FINAL_DIR = 'final';
-const LORA_TENSORS = 'adapter_model.safetensors';
 
 /** A batch of B pairs as rewardLoss reads it. */
 export type RewardLossBatch = Pick<PreferenceBatch, 'pairs' | 'tokens' | 'cuSeqlens'> & {
@@ -156,7 +160,7 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
       model.padTokenId = padIdOf(setup.tokenizer) ?? model.padTokenId;
       log(`initial weights from ${initDir} (${initFrom === 'reward' ? 'a reward model' : 'a causal LM: lm_head dropped, new score head'})`);
     };
-    const lora = cfg.lora ? await attachLora(model, cfg, setup, loadInit) : null;
+    const lora = cfg.lora ? await attachLora(model, cfg, setup, loadInit, initDir) : null;
     const { peak, fpt } = await recordStage(cfg, setup, {
       data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, sources: data.sources, renderer: renderer.name },
       ...(lora ? { lora: lora.summary } : {}),
@@ -221,11 +225,38 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
 }
 
 /**
+ * adapter_config.json of a LoRA'd reward model, as PEFT writes it for sequence classification:
+ * task_type SEQ_CLS, the score head in modules_to_save (trained whole, saved beside the adapters).
+ */
+async function rewardAdapterConfig(model: ScoreHeadModel, baseModel: string): Promise<string> {
+  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpt-reward-lora-'));
+  try {
+    await saveLora(model, tmp, { baseModel });
+    const c = JSON.parse(await fsp.readFile(path.join(tmp, ADAPTER_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
+    return JSON.stringify({ ...c, task_type: 'SEQ_CLS', modules_to_save: ['score'] }, null, 2) + '\n';
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Saves a LoRA'd reward model's adapters and score head as a PEFT adapter folder
+ * (PeftModel.from_pretrained(AutoModelForSequenceClassification(base), dir) loads it).
+ */
+export async function saveRewardAdapter(model: ScoreHeadModel, dir: string, opts: { baseModel: string }): Promise<void> {
+  const config = await rewardAdapterConfig(model, opts.baseModel);
+  await fsp.mkdir(dir, { recursive: true });
+  const tensors = [...loraParameters(model), ['score.weight', model.score.weight] as [string, Tensor]].map(([n, t]) => [PEFT_PREFIX + n, t] as const);
+  await writeSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE), tensors);
+  await writeFileAtomic(path.join(dir, ADAPTER_CONFIG_FILE), config);
+}
+
+/**
  * A LoRA run's model: init loaded first (the base, and a new head for a causal LM), then adapters
  * on the decoder's target Linears (never the head), everything frozen but the adapters and the
  * score head. A checkpoint holds those tensors; a resume loads init again and them over it.
  */
-async function attachLora(model: ScoreHeadModel, cfg: RewardConfig, setup: StageSetup, loadInit: () => Promise<void>): Promise<{
+async function attachLora(model: ScoreHeadModel, cfg: RewardConfig, setup: StageSetup, loadInit: () => Promise<void>, initDir: string): Promise<{
   summary: { layers: number; trainable: number; total: number };
   taskPart: Pick<TrainTask, 'parameters' | 'checkpointFiles' | 'restoreCheckpoint' | 'initialize'>;
 }> {
@@ -248,13 +279,18 @@ async function attachLora(model: ScoreHeadModel, cfg: RewardConfig, setup: Stage
   const trainable = params.reduce((s, [, t]) => s + t.size, 0);
   const layers = loraLayers(model).length;
   setup.log(`LoRA: r ${l.r}, alpha ${l.alpha}, dropout ${l.dropout} on ${layers} layers, and the score head; ${trainable} trainable parameters of ${total} (${((100 * trainable) / total).toFixed(2)}%)`);
+  const adapterConfig = await rewardAdapterConfig(model, path.resolve(initDir));
   return {
     summary: { layers, trainable, total },
     taskPart: {
       parameters: () => params,
-      checkpointFiles: () => [{ name: LORA_TENSORS, content: (sink) => safetensorsContent(params).write(sink) }],
+      // PEFT's adapter folder (PeftModel.from_pretrained loads it on the init reward folder)
+      checkpointFiles: () => [
+        { name: ADAPTER_CONFIG_FILE, content: adapterConfig },
+        { name: ADAPTER_WEIGHTS_FILE, content: (sink) => safetensorsContent(params.map(([n, t]) => [PEFT_PREFIX + n, t] as const)).write(sink) },
+      ],
       restoreCheckpoint: async (ck) => {
-        const f = path.join(ck.dir, LORA_TENSORS);
+        const f = path.join(ck.dir, ADAPTER_WEIGHTS_FILE);
         let saved: Map<string, Tensor>;
         try {
           saved = await readSafetensors(f);
@@ -264,8 +300,8 @@ async function attachLora(model: ScoreHeadModel, cfg: RewardConfig, setup: Stage
         try {
           noGrad(() => {
             for (const [n, p] of params) {
-              const t = saved.get(n);
-              if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${f}: no ${n} of ${p.size} values; the checkpoint is not this run's`);
+              const t = saved.get(PEFT_PREFIX + n);
+              if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${f}: no ${PEFT_PREFIX}${n} of ${p.size} values; the checkpoint is not this run's`);
               p.write(t.toRaw() as Float32Array);
             }
           });
