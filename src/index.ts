@@ -17,7 +17,7 @@ export { Trainer, findResumePoint, type ResumeLookup, type TrainTask, type TaskL
 export { estimateTrainingMemory, checkTrainingFits } from './train/memory.js';
 export { pretrain, stageModelConfig, resolveModelConfig, loadInitialWeights, type PretrainOptions, type PretrainResult } from './train/pretrain.js';
 export { sft, sftLoss, sftRenderer, llama2ByteRenderer, type SftOptions, type SftResult } from './train/stages/sft.js';
-export { reward, rewardLoss, REWARD_FINAL_DIR, type RewardOptions, type RewardResult } from './train/stages/reward.js';
+export { reward, rewardLoss, saveRewardAdapter, REWARD_FINAL_DIR, type RewardOptions, type RewardResult, type RewardLossBatch } from './train/stages/reward.js';
 export type { RewardConfig, RewardObjective } from './train/config-reward.js';
 export { ppo, type PpoOptions, type PpoResult } from './train/stages/ppo.js';
 export { claimFormatReward, loadRewardFunction, type RewardFunction, type RewardFunctionSpec } from './train/ppo/rewards.js';
