@@ -127,7 +127,24 @@ function expertLoadSeries(records: readonly MetricRecord[]): Series[] {
   ];
 }
 
-/** The report as an SVG document: loss (train, validation), learning rate and, for an SMoE run, expert load against step. */
+/**
+ * The alignment stages' panels, drawn when their metrics are in the records: [title, [metric,
+ * label, color]] (validation series as dots). PPO (src/train/stages/ppo.ts), DPO (TRL's names,
+ * src/train/stages/dpo.ts) and the reward model (src/train/stages/reward.ts).
+ */
+const ALIGNMENT_PANELS: [string, [string, string, string][]][] = [
+  ['Reward and KL to the reference (PPO)', [['reward', 'reward', '#2ca02c'], ['kl', 'KL', '#9467bd'], ['rlhfReward', 'reward - coef x KL', '#1f77b4']]],
+  ['Implicit rewards (DPO)', [
+    ['rewards/chosen', 'chosen', '#2ca02c'], ['rewards/rejected', 'rejected', '#d62728'], ['rewards/margins', 'margin', '#1f77b4'],
+    ['val.rewards/margins', 'val margin', '#9467bd'],
+  ]],
+  ['Preference accuracy', [
+    ['rewards/accuracies', 'train (DPO)', '#1f77b4'], ['val.rewards/accuracies', 'val (DPO)', '#d62728'],
+    ['accuracy', 'train (reward model)', '#2ca02c'], ['val.accuracy', 'val (reward model)', '#ff7f0e'],
+  ]],
+];
+
+/** The report as an SVG document: loss (train, validation), learning rate and, when their metrics are there, expert load (SMoE) and the alignment stages' rewards, KL and accuracy against step. */
 export function renderReportSvg(records: readonly MetricRecord[], opts: { title?: string } = {}): string {
   const pick = (key: string): [number, number][] => records.filter((r) => finite(r[key])).map((r) => [r.step, r[key] as number]);
   const loss: Series[] = [
@@ -139,9 +156,15 @@ export function renderReportSvg(records: readonly MetricRecord[], opts: { title?
   const subtitle = last
     ? `step ${last.step}` + (finite(last.loss) ? ` · loss ${fmt(last.loss)}` : '') + (finite(last.tokensPerSec) ? ` · ${fmt(last.tokensPerSec)} tok/s` : '')
     : 'no records';
-  const load = expertLoadSeries(records);
   const panels = [panel('Loss', loss, 0), panel('Learning rate', lr, PANEL_H)];
-  if (load.length) panels.push(panel('Expert load (max / mean tokens per expert, 1 = balanced)', load, 2 * PANEL_H));
+  const optional: [string, Series[]][] = [
+    ['Expert load (max / mean tokens per expert, 1 = balanced)', expertLoadSeries(records)],
+    ...ALIGNMENT_PANELS.map(([title, keys]): [string, Series[]] => [title, keys.map(([key, label, color]) => ({
+      label, color, points: pick(key), dots: key.startsWith('val.'),
+    }))]),
+  ];
+  for (const [title, series] of optional)
+    if (series.some((x) => x.points.length)) panels.push(panel(title, series.filter((x) => x.points.length), panels.length * PANEL_H));
   const H = panels.length * PANEL_H + 40;
   return [
     `<?xml version="1.0" encoding="UTF-8"?>`,
