@@ -14,17 +14,15 @@ test/models/reward-parity.test.ts).
         set_seed(S), as RewardTrainer starts a reward model from a causal LM (lm_head dropped,
         score.weight newly drawn), config.pad_token_id = P, saved with save_pretrained.
 """
-import argparse
 import json
-import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from _trl_common import parser, versions, write_json
 import torch
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("scores")
     s.add_argument("model")
@@ -66,10 +64,9 @@ def main():
         "num_labels": model.config.num_labels,
         "scores": scores.tolist(),
         "last_index": last.tolist(),
-        "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+        "versions": versions(transformers, torch),
     }
-    with open(args.out, "w") as fh:
-        json.dump(out, fh)
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -20,78 +20,40 @@ both sides start from the same A and B and train the adapters and the whole scor
 OUT_JSON: versions, the loss of each step (what compute_loss returned and backpropagated), the
 pad id TRL scored with, and each step's input_ids / attention_mask (chosen rows, then rejected).
 """
-import argparse
-import json
-import os
 import sys
 import tempfile
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-import torch
-from datasets import Dataset
-from torch.utils.data import SequentialSampler
+from _trl_common import read_jsonl, recording, run_parser, training_args, versions, write_json
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("model")
-    r.add_argument("data")
-    r.add_argument("out")
-    r.add_argument("--steps", type=int, default=10)
-    r.add_argument("--batch-size", type=int, default=2)
-    r.add_argument("--lr", type=float, default=1e-3)
+    p, r = run_parser(__doc__)
     r.add_argument("--max-grad-norm", type=float, default=1.0)
     r.add_argument("--max-length", type=int, default=1024)
     r.add_argument("--margin", type=float)
     r.add_argument("--center", type=float)
-    r.add_argument("--adapter")
     args = p.parse_args()
 
+    import torch
     import transformers
     import trl
+    from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     tok = AutoTokenizer.from_pretrained(args.model)
-    with open(args.data, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    records = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    records = read_jsonl(args.data, ("prompt", "chosen", "rejected"))
     if args.margin is not None:
         for rec in records:
             rec["margin"] = args.margin
     dataset = Dataset.from_list(records)
-
-    class Recording(RewardTrainer):
-        """RewardTrainer that reads its data in order and records each training step's loss and batch."""
-
-        losses = []
-        batches = []
-
-        def _get_train_sampler(self, *a, **k):
-            return SequentialSampler(self.train_dataset)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            training = model.training
-            if training:
-                Recording.batches.append({k: inputs[k].tolist() for k in ("input_ids", "attention_mask")})
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-            if training:
-                Recording.losses.append((out[0] if return_outputs else out).item())
-            return out
+    Recording = recording(RewardTrainer, ("input_ids", "attention_mask"))
 
     with tempfile.TemporaryDirectory() as work:
-        config = RewardConfig(
-            output_dir=work, max_steps=args.steps, per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
-            learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch",
-            adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=0.0, max_grad_norm=args.max_grad_norm,
+        config = training_args(
+            RewardConfig, work, args, max_grad_norm=args.max_grad_norm,
             max_length=args.max_length, center_rewards_coefficient=args.center,
-            use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, seed=0, data_seed=0,
             model_init_kwargs={"dtype": torch.float32, "attn_implementation": "eager"},
-            logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none", dataloader_drop_last=False,
-            disable_tqdm=True,
         )
         model = args.model
         if args.adapter:
@@ -105,16 +67,14 @@ def main():
         pad = trainer.model.config.pad_token_id
         trainer.train()
 
-    out = {
-        "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
+    write_json(args.out, {
+        "versions": versions(trl, transformers, torch),
         "mode": "lora" if args.adapter else "full",
         "settings": {"steps": args.steps, "batchSize": args.batch_size, "lr": args.lr, "maxGradNorm": args.max_grad_norm, "margin": args.margin, "center": args.center},
         "pad_token_id": pad,
         "losses": Recording.losses,
         "batches": Recording.batches,
-    }
-    with open(args.out, "w") as f:
-        json.dump(out, f)
+    })
     print(f"trl-reward-parity: {len(Recording.losses)} steps, losses {[round(x, 5) for x in Recording.losses]}", file=sys.stderr)
 
 
