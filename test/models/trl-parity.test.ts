@@ -6,27 +6,22 @@
 // gradient clipping), with gradient accumulation (TRL's token-weighted step loss) and LoRA (both sides starting from the same adapter, saved by us, loaded by
 // PEFT). The token ids and labels TRL trained on are compared with our rendered examples first.
 //
-// Live where trl is installed (PATENTGPT_REQUIRE_PEERS=1 makes a missing peer a failure), else
-// against test/fixtures/trl-sft-golden.json (PATENTGPT_TRL_FROM_FIXTURE=1 takes it even then). The
-// folder and data are made here, deterministically, so the fixture holds only TRL's output;
-// PATENTGPT_WRITE_TRL_FIXTURE=1 rewrites it from a live run.
-import { execFileSync } from 'node:child_process';
+// Live where trl is installed, else against test/fixtures/trl-sft-golden.json (test/trl-helpers.ts
+// has the switch). The folder and data are made here, deterministically, so the fixture holds only
+// TRL's output.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findPython } from '../../scripts/bench/_peers.js';
 import { loadSftData } from '../../src/data/sft/index.js';
 import { LlamaForCausalLM, loadPretrained, saveLora, savePretrained, validateConfig } from '../../src/models/index.js';
 import { applyLora } from '../../src/nn/lora.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type SftConfig } from '../../src/train/config.js';
-import { readMetrics } from '../../src/train/metrics.js';
 import { sft, sftRenderer } from '../../src/train/stages/sft.js';
+import { IP_TOPICS, TRL_LORA, TRL_TINY_MODEL, copyChatTemplate, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, writeTrlGolden } from '../trl-helpers.js';
 
-const repo = new URL('../../', import.meta.url).pathname;
-const fixtureFile = path.join(repo, 'test/fixtures/trl-sft-golden.json');
-const template = path.join(repo, 'test/tokenizer/fixtures/chat-templates/chatml-generation/tokenizer_config.json');
+const FIXTURE = 'trl-sft-golden.json';
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 const modelDir = path.join(root, 'model');
@@ -36,7 +31,7 @@ const adapterDir = path.join(root, 'adapter0');
 const STEPS = 10;
 const BATCH = 2;
 const SEQ = 128;
-const LORA = { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 3 };
+const LORA = TRL_LORA;
 interface Case { lr: number; gradClip: number; batchSize: number; gradAccum: number; lora?: typeof LORA }
 const CASES: Record<'full' | 'accum' | 'lora', Case> = {
   full: { lr: 1e-3, gradClip: 1, batchSize: BATCH, gradAccum: 1 },
@@ -49,10 +44,9 @@ interface Golden { versions: Record<string, string>; cases: Record<string, { los
 
 /** The conversations: Q&A on IP notions, every third with a system prompt, every second two turns. */
 function conversations(): string[] {
-  const topics = ['a patent claim', 'prior art', 'novelty', 'an inventive step', 'a utility model', 'a design patent', 'a trademark', 'copyright', 'a license', 'infringement'];
   const lines: string[] = [];
   for (let i = 0; i < STEPS * BATCH; i++) {
-    const t = topics[i % topics.length]!;
+    const t = IP_TOPICS[i % IP_TOPICS.length]!;
     const messages: { role: string; content: string }[] = [];
     if (i % 3 === 0) messages.push({ role: 'system', content: 'You are PatentGPT, an assistant for intellectual property.' });
     messages.push({ role: 'user', content: `What is ${t}?` }, { role: 'assistant', content: `In short, ${t} is a notion of IP law (case ${i}).` });
@@ -63,11 +57,11 @@ function conversations(): string[] {
 }
 
 beforeAll(async () => {
-  const cfg = validateConfig({ vocabSize: 32000, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, maxSeqLen: 256 });
+  const cfg = validateConfig(TRL_TINY_MODEL);
   const m = new LlamaForCausalLM(cfg, { seed: 7, initStd: 0.05 });
   await savePretrained(m, modelDir, { tokenizer: SentencePieceTokenizer.llama2() });
   m.dispose();
-  fs.copyFileSync(template, path.join(modelDir, 'tokenizer_config.json'));
+  copyChatTemplate(modelDir);
   fs.writeFileSync(dataFile, conversations().join('\n') + '\n');
   // the adapter both sides start from: ours, as the sft stage makes it (same seed), B zeros
   const base = await loadPretrained(modelDir);
@@ -93,20 +87,17 @@ async function ourLosses(name: keyof typeof CASES): Promise<number[]> {
   const cfg = stageConfig(CASES[name], path.join(root, `ours-${name}`));
   const r = await sft(cfg, { progress: null });
   expect(r.status).toBe('completed');
-  return readMetrics(path.join(cfg.runDir, 'metrics.jsonl')).filter((x) => x.loss !== undefined).map((x) => x.loss!);
+  return stepRecords(cfg.runDir).map((x) => x.loss!);
 }
 
-const fromFixture = process.env.PATENTGPT_TRL_FROM_FIXTURE === '1';
-const { python, why } = fromFixture ? { python: null, why: 'PATENTGPT_TRL_FROM_FIXTURE=1' } : findPython(['torch', 'transformers', 'peft', 'trl', 'datasets']);
-const live = python !== null;
+const peer = trlPeer();
+const live = peer.live;
 
 function runTrl(name: keyof typeof CASES): TrlRun {
   const c = CASES[name];
   const out = path.join(root, `trl-${name}.json`);
-  execFileSync(python!, [path.join(repo, 'scripts/trl-parity.py'), 'run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(c.batchSize), '--grad-accum', String(c.gradAccum),
-    '--lr', String(c.lr), '--max-length', String(SEQ), '--max-grad-norm', String(c.gradClip), ...(c.lora ? ['--adapter', adapterDir] : [])],
-  { env: { ...process.env, HF_HUB_OFFLINE: '1', HF_DATASETS_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
-  return JSON.parse(fs.readFileSync(out, 'utf8')) as TrlRun;
+  return runTrlScript<TrlRun>(peer, 'trl-parity.py', ['run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(c.batchSize), '--grad-accum', String(c.gradAccum),
+    '--lr', String(c.lr), '--max-length', String(SEQ), '--max-grad-norm', String(c.gradClip), ...(c.lora ? ['--adapter', adapterDir] : [])], out);
 }
 
 /** Each trained row of TRL's batches without its padding, in training order. */
@@ -117,24 +108,16 @@ function trlExamples(run: TrlRun): { ids: number[]; labels: number[] }[] {
   }));
 }
 
-const maxDiff = (a: number[], b: number[]): number => {
-  expect(a).toHaveLength(b.length);
-  return Math.max(...a.map((x, i) => Math.abs(x - b[i]!)));
-};
-
-describe(`patentgpt sft against TRL SFTTrainer (${live ? 'live' : `committed fixture: ${why}`})`, () => {
+describe(`patentgpt sft against TRL SFTTrainer (${trlMode(peer)})`, () => {
   const trl: Partial<Record<keyof typeof CASES, TrlRun>> = {};
-  const golden = live ? null : (JSON.parse(fs.readFileSync(fixtureFile, 'utf8')) as Golden);
+  const golden = trlGolden<Golden>(peer, FIXTURE);
   const report: Record<string, number> = {};
   afterAll(() => {
     if (Object.keys(report).length) console.log(`TRL parity (${live ? 'live' : 'fixture'}), max |our loss - TRL's| over ${STEPS} steps: ${JSON.stringify(report)}`);
-    if (live && process.env.PATENTGPT_WRITE_TRL_FIXTURE === '1' && trl.full && trl.accum && trl.lora) {
-      const g: Golden = {
-        versions: trl.full.versions, cases: { full: { losses: trl.full.losses }, accum: { losses: trl.accum.losses }, lora: { losses: trl.lora.losses } },
-        examples: trlExamples(trl.full),
-      };
-      fs.writeFileSync(fixtureFile, JSON.stringify(g) + '\n');
-    }
+    writeTrlGolden<Golden>(peer, FIXTURE, () => (trl.full && trl.accum && trl.lora ? {
+      versions: trl.full.versions, cases: { full: { losses: trl.full.losses }, accum: { losses: trl.accum.losses }, lora: { losses: trl.lora.losses } },
+      examples: trlExamples(trl.full),
+    } : null));
   });
 
   it('trains on the token ids and labels TRL trains on (chat template, assistant-only mask, order)', async () => {

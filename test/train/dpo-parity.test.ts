@@ -7,27 +7,22 @@
 // precomputed from the initial model), IPO (token-averaged log-ratios) and LoRA (both sides from
 // the same adapter; the reference is the base with the adapter off, PEFT's disable_adapter).
 //
-// Live where trl is installed (PATENTGPT_REQUIRE_PEERS=1 makes a missing peer a failure), else
-// against test/fixtures/trl-dpo-golden.json (PATENTGPT_TRL_FROM_FIXTURE=1 takes it even then). The
-// folder and data are made here, deterministically, so the fixture holds only TRL's output;
-// PATENTGPT_WRITE_TRL_FIXTURE=1 rewrites it from a live run.
-import { execFileSync } from 'node:child_process';
+// Live where trl is installed, else against test/fixtures/trl-dpo-golden.json (test/trl-helpers.ts
+// has the switch). The folder and data are made here, deterministically, so the fixture holds only
+// TRL's output.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findPython } from '../../scripts/bench/_peers.js';
 import { loadPreferenceData } from '../../src/data/preference/index.js';
 import { LlamaForCausalLM, loadPretrained, saveLora, savePretrained, validateConfig } from '../../src/models/index.js';
 import { applyLora } from '../../src/nn/lora.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type DpoConfig } from '../../src/train/config.js';
-import { readMetrics } from '../../src/train/metrics.js';
 import { dpo, dpoRenderer } from '../../src/train/stages/dpo.js';
+import { IP_TOPICS, TRL_LORA, TRL_TINY_MODEL, copyChatTemplate, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, writeTrlGolden } from '../trl-helpers.js';
 
-const repo = new URL('../../', import.meta.url).pathname;
-const fixtureFile = path.join(repo, 'test/fixtures/trl-dpo-golden.json');
-const template = path.join(repo, 'test/tokenizer/fixtures/chat-templates/chatml-generation/tokenizer_config.json');
+const FIXTURE = 'trl-dpo-golden.json';
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-dpo-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 const modelDir = path.join(root, 'model');
@@ -37,7 +32,7 @@ const adapterDir = path.join(root, 'adapter0');
 const STEPS = 10;
 const BATCH = 2;
 const SEQ = 128;
-const LORA = { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 3 };
+const LORA = TRL_LORA;
 interface Case { lr: number; beta: number; loss: 'sigmoid' | 'ipo'; lora?: typeof LORA }
 const CASES: Record<'sigmoid' | 'ipo' | 'lora', Case> = {
   sigmoid: { lr: 1e-3, beta: 0.1, loss: 'sigmoid' },
@@ -50,9 +45,8 @@ interface Golden { versions: Record<string, string>; cases: Record<string, { los
 
 /** 20 pairs: a question on an IP notion, a precise answer (chosen) and a wrong one (rejected); every third with a system prompt. */
 function pairs(): string[] {
-  const topics = ['a patent claim', 'prior art', 'novelty', 'an inventive step', 'a utility model', 'a design patent', 'a trademark', 'copyright', 'a license', 'infringement'];
   return Array.from({ length: STEPS * BATCH }, (_, i) => {
-    const t = topics[i % topics.length]!;
+    const t = IP_TOPICS[i % IP_TOPICS.length]!;
     const prompt = [
       ...(i % 3 === 0 ? [{ role: 'system', content: 'You are PatentGPT, an assistant for intellectual property.' }] : []),
       { role: 'user', content: `What is ${t}?` },
@@ -66,11 +60,11 @@ function pairs(): string[] {
 }
 
 beforeAll(async () => {
-  const cfg = validateConfig({ vocabSize: 32000, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, maxSeqLen: 256 });
+  const cfg = validateConfig(TRL_TINY_MODEL);
   const m = new LlamaForCausalLM(cfg, { seed: 7, initStd: 0.05 });
   await savePretrained(m, modelDir, { tokenizer: SentencePieceTokenizer.llama2() });
   m.dispose();
-  fs.copyFileSync(template, path.join(modelDir, 'tokenizer_config.json'));
+  copyChatTemplate(modelDir);
   fs.writeFileSync(dataFile, pairs().join('\n') + '\n');
   const base = await loadPretrained(modelDir);
   applyLora(base, LORA);
@@ -95,21 +89,18 @@ async function ourRun(name: keyof typeof CASES): Promise<{ losses: number[]; mar
   const cfg = stageConfig(CASES[name], path.join(root, `ours-${name}`));
   const r = await dpo(cfg, { progress: null });
   expect(r.status).toBe('completed');
-  const recs = readMetrics(path.join(cfg.runDir, 'metrics.jsonl')).filter((x) => x.loss !== undefined);
+  const recs = stepRecords(cfg.runDir);
   return { losses: recs.map((x) => x.loss!), margins: recs.map((x) => (x as Record<string, unknown>)['rewards/margins'] as number) };
 }
 
-const fromFixture = process.env.PATENTGPT_TRL_FROM_FIXTURE === '1';
-const { python, why } = fromFixture ? { python: null, why: 'PATENTGPT_TRL_FROM_FIXTURE=1' } : findPython(['torch', 'transformers', 'peft', 'trl', 'datasets']);
-const live = python !== null;
+const peer = trlPeer();
+const live = peer.live;
 
 function runTrl(name: keyof typeof CASES): TrlRun {
   const c = CASES[name];
   const out = path.join(root, `trl-${name}.json`);
-  execFileSync(python!, [path.join(repo, 'scripts/trl-dpo-parity.py'), 'run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(BATCH),
-    '--lr', String(c.lr), '--beta', String(c.beta), '--loss', c.loss, '--max-length', String(SEQ), ...(c.lora ? ['--adapter', adapterDir] : [])],
-  { env: { ...process.env, HF_HUB_OFFLINE: '1', HF_DATASETS_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
-  return JSON.parse(fs.readFileSync(out, 'utf8')) as TrlRun;
+  return runTrlScript<TrlRun>(peer, 'trl-dpo-parity.py', ['run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(BATCH),
+    '--lr', String(c.lr), '--beta', String(c.beta), '--loss', c.loss, '--max-length', String(SEQ), ...(c.lora ? ['--adapter', adapterDir] : [])], out);
 }
 
 /** Each pair TRL trained on, both sides without padding, in training order. */
@@ -124,25 +115,17 @@ function trlExamples(run: TrlRun): { chosen: Side; rejected: Side }[] {
   });
 }
 
-const maxDiff = (a: number[], b: number[]): number => {
-  expect(a).toHaveLength(b.length);
-  return Math.max(...a.map((x, i) => Math.abs(x - b[i]!)));
-};
-
-describe(`patentgpt dpo against TRL DPOTrainer (${live ? 'live' : `committed fixture: ${why}`})`, () => {
+describe(`patentgpt dpo against TRL DPOTrainer (${trlMode(peer)})`, () => {
   const trl: Partial<Record<keyof typeof CASES, TrlRun>> = {};
-  const golden = live ? null : (JSON.parse(fs.readFileSync(fixtureFile, 'utf8')) as Golden);
+  const golden = trlGolden<Golden>(peer, FIXTURE);
   const report: Record<string, number> = {};
   afterAll(() => {
     if (Object.keys(report).length) console.log(`TRL DPO parity (${live ? 'live' : 'fixture'}), max |our loss - TRL's| over ${STEPS} steps: ${JSON.stringify(report)}`);
-    if (live && process.env.PATENTGPT_WRITE_TRL_FIXTURE === '1' && trl.sigmoid && trl.ipo && trl.lora) {
-      const g: Golden = {
-        versions: trl.sigmoid.versions,
-        cases: Object.fromEntries((['sigmoid', 'ipo', 'lora'] as const).map((k) => [k, { losses: trl[k]!.losses, logged: trl[k]!.logged }])),
-        examples: trlExamples(trl.sigmoid),
-      };
-      fs.writeFileSync(fixtureFile, JSON.stringify(g) + '\n');
-    }
+    writeTrlGolden<Golden>(peer, FIXTURE, () => (trl.sigmoid && trl.ipo && trl.lora ? {
+      versions: trl.sigmoid.versions,
+      cases: Object.fromEntries((['sigmoid', 'ipo', 'lora'] as const).map((k) => [k, { losses: trl[k]!.losses, logged: trl[k]!.logged }])),
+      examples: trlExamples(trl.sigmoid),
+    } : null));
   });
 
   it('trains on the token ids and completion masks TRL trains on (prompt with generation prompt, completion after it)', async () => {

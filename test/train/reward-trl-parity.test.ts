@@ -9,29 +9,23 @@
 // compared with our rendered pairs first, and TRL's score positions (the rightmost non-pad token)
 // with our sequences' last tokens.
 //
-// Live where trl is installed (PATENTGPT_REQUIRE_PEERS=1 makes a missing peer a failure), else
-// against test/fixtures/trl-reward-golden.json (PATENTGPT_TRL_FROM_FIXTURE=1 takes it even then).
-// The folder and data are made here from seeds, so the fixture holds only TRL's output;
-// PATENTGPT_WRITE_TRL_FIXTURE=1 rewrites it from a live run.
-import { execFileSync } from 'node:child_process';
+// Live where trl is installed, else against test/fixtures/trl-reward-golden.json (test/trl-helpers.ts
+// has the switch). The folder and data are made here from seeds, so the fixture holds only TRL's output.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findPython } from '../../scripts/bench/_peers.js';
 import { loadPreferenceData } from '../../src/data/preference/index.js';
 import { validateConfig } from '../../src/models/index.js';
 import { ScoreHeadModel, lastNonPadIndex, loadRewardModel, saveRewardModel } from '../../src/models/reward.js';
 import { applyLora } from '../../src/nn/lora.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type RewardConfig } from '../../src/train/config.js';
-import { readMetrics } from '../../src/train/metrics.js';
 import { reward, saveRewardAdapter } from '../../src/train/stages/reward.js';
 import { sftRenderer } from '../../src/train/stages/sft.js';
+import { IP_TOPICS, TRL_LORA, TRL_TINY_MODEL, copyChatTemplate, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, writeTrlGolden } from '../trl-helpers.js';
 
-const repo = new URL('../../', import.meta.url).pathname;
-const fixtureFile = path.join(repo, 'test/fixtures/trl-reward-golden.json');
-const template = path.join(repo, 'test/tokenizer/fixtures/chat-templates/chatml-generation/tokenizer_config.json');
+const FIXTURE = 'trl-reward-golden.json';
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-reward-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 const modelDir = path.join(root, 'model');
@@ -41,7 +35,7 @@ const adapterDir = path.join(root, 'adapter0');
 const STEPS = 10;
 const BATCH = 2;
 const SEQ = 128;
-const LORA = { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 3 };
+const LORA = TRL_LORA;
 interface Case { lr: number; gradClip: number; margin?: number; center?: number; lora?: typeof LORA }
 const CASES = {
   plain: { lr: 1e-3, gradClip: 1 },
@@ -54,10 +48,9 @@ interface Golden { versions: Record<string, string>; pad_token_id: number; cases
 
 /** Pairs on IP notions: a precise answer (chosen) and a vague or wrong one (rejected), every third with a system prompt. */
 function pairs(): string[] {
-  const topics = ['a patent claim', 'prior art', 'novelty', 'an inventive step', 'a utility model', 'a design patent', 'a trademark', 'copyright', 'a license', 'infringement'];
   const lines: string[] = [];
   for (let i = 0; i < STEPS * BATCH; i++) {
-    const t = topics[i % topics.length]!;
+    const t = IP_TOPICS[i % IP_TOPICS.length]!;
     const prompt: { role: string; content: string }[] = [];
     if (i % 3 === 0) prompt.push({ role: 'system', content: 'You are PatentGPT, an assistant for intellectual property.' });
     prompt.push({ role: 'user', content: `What is ${t}? (question ${i})` });
@@ -69,11 +62,11 @@ function pairs(): string[] {
 }
 
 beforeAll(async () => {
-  const cfg = validateConfig({ vocabSize: 32000, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, maxSeqLen: 256 });
+  const cfg = validateConfig(TRL_TINY_MODEL);
   const m = new ScoreHeadModel(cfg, { seed: 7, initStd: 0.05, scoreInitStd: 0.05 });
   await saveRewardModel(m, modelDir, { tokenizer: SentencePieceTokenizer.llama2() });
   m.dispose();
-  fs.copyFileSync(template, path.join(modelDir, 'tokenizer_config.json'));
+  copyChatTemplate(modelDir);
   fs.writeFileSync(dataFile, pairs().join('\n') + '\n');
   // the adapter both sides start from: ours, as the reward stage makes it (same seed, B zeros), for
   // PEFT's sequence classification (the score head trained whole, modules_to_save)
@@ -102,21 +95,18 @@ async function ourLosses(name: CaseName): Promise<number[]> {
   const r = await reward(cfg, { progress: null });
   expect(r.status).toBe('completed');
   expect(r.initFrom).toBe('reward');
-  return readMetrics(path.join(cfg.runDir, 'metrics.jsonl')).filter((x) => x.loss !== undefined).map((x) => x.loss!);
+  return stepRecords(cfg.runDir).map((x) => x.loss!);
 }
 
-const fromFixture = process.env.PATENTGPT_TRL_FROM_FIXTURE === '1';
-const { python, why } = fromFixture ? { python: null, why: 'PATENTGPT_TRL_FROM_FIXTURE=1' } : findPython(['torch', 'transformers', 'trl', 'datasets', 'peft']);
-const live = python !== null;
+const peer = trlPeer();
+const live = peer.live;
 
 function runTrl(name: CaseName): TrlRun {
   const c: Case = CASES[name];
   const out = path.join(root, `trl-${name}.json`);
-  execFileSync(python!, [path.join(repo, 'scripts/trl-reward-parity.py'), 'run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(BATCH),
+  return runTrlScript<TrlRun>(peer, 'trl-reward-parity.py', ['run', modelDir, dataFile, out, '--steps', String(STEPS), '--batch-size', String(BATCH),
     '--lr', String(c.lr), '--max-grad-norm', String(c.gradClip), ...(c.margin !== undefined ? ['--margin', String(c.margin)] : []),
-    ...(c.center !== undefined ? ['--center', String(c.center)] : []), ...(c.lora ? ['--adapter', adapterDir] : [])],
-  { env: { ...process.env, HF_HUB_OFFLINE: '1', HF_DATASETS_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
-  return JSON.parse(fs.readFileSync(out, 'utf8')) as TrlRun;
+    ...(c.center !== undefined ? ['--center', String(c.center)] : []), ...(c.lora ? ['--adapter', adapterDir] : [])], out);
 }
 
 /** The sequences TRL scored, in pair order (chosen 0, rejected 0, chosen 1, ...), cut where TRL read the score. */
@@ -128,25 +118,17 @@ function trlSequences(run: TrlRun): number[][] {
   });
 }
 
-const maxDiff = (a: number[], b: number[]): number => {
-  expect(a).toHaveLength(b.length);
-  return Math.max(...a.map((x, i) => Math.abs(x - b[i]!)));
-};
-
-describe(`patentgpt reward against TRL RewardTrainer (${live ? 'live' : `committed fixture: ${why}`})`, () => {
+describe(`patentgpt reward against TRL RewardTrainer (${trlMode(peer)})`, () => {
   const trl: Partial<Record<CaseName, TrlRun>> = {};
-  const golden = live ? null : (JSON.parse(fs.readFileSync(fixtureFile, 'utf8')) as Golden);
+  const golden = trlGolden<Golden>(peer, FIXTURE);
   const report: Record<string, number> = {};
   afterAll(() => {
     if (Object.keys(report).length) console.log(`TRL reward parity (${live ? 'live' : 'fixture'}), max |our loss - TRL's| over ${STEPS} steps: ${JSON.stringify(report)}`);
-    if (live && process.env.PATENTGPT_WRITE_TRL_FIXTURE === '1' && trl.plain && trl['margin+center'] && trl.lora) {
-      const g: Golden = {
-        versions: trl.plain.versions, pad_token_id: trl.plain.pad_token_id,
-        cases: { plain: { losses: trl.plain.losses }, 'margin+center': { losses: trl['margin+center'].losses }, lora: { losses: trl.lora.losses } },
-        sequences: trlSequences(trl.plain),
-      };
-      fs.writeFileSync(fixtureFile, JSON.stringify(g) + '\n');
-    }
+    writeTrlGolden<Golden>(peer, FIXTURE, () => (trl.plain && trl['margin+center'] && trl.lora ? {
+      versions: trl.plain.versions, pad_token_id: trl.plain.pad_token_id,
+      cases: { plain: { losses: trl.plain.losses }, 'margin+center': { losses: trl['margin+center'].losses }, lora: { losses: trl.lora.losses } },
+      sequences: trlSequences(trl.plain),
+    } : null));
   });
 
   it('scores the token ids TRL scores (chat template over prompt + response, pair order, the score at each sequence\'s last token)', async () => {
