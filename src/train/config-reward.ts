@@ -2,11 +2,10 @@
 // and calls validateRewardFields): preference data, the chat template and LoRA as in SFT, and
 // the reward objective (Bradley-Terry with an optional margin and TRL's reward centering).
 // Errors name the file and the field, as every config error does.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { validatePreferenceDataConfig, type PreferenceDataConfig } from '../data/preference/config.js';
-import { PatentGPTError } from '../errors.js';
+import type { PreferenceDataConfig } from '../data/preference/config.js';
 import type { SftChatTemplate, SftLora, StageBase } from './config.js';
+import { Fields, validateChatTemplate, validateInit, validateLora, validatePreferenceData, type Json } from './config-fields.js';
 
 /** The reward model's objective (TRL's RewardConfig under our names). */
 export interface RewardObjective {
@@ -35,60 +34,22 @@ export interface RewardConfig extends StageBase {
 /** The fields of kind "reward" besides the common ones. */
 export const REWARD_KEYS = ['data', 'chatTemplate', 'lora', 'reward'] as const;
 
-type Json = Record<string, unknown>;
-
 /** Validates what a reward config adds to `base`; `source` names the file, `baseDir` resolves paths. */
-export function validateRewardFields(c: Json, base: StageBase, opts: { source?: string; baseDir?: string; lora: (raw: unknown) => SftLora }): RewardConfig {
+export function validateRewardFields(c: Json, base: StageBase, opts: { source?: string; baseDir?: string }): RewardConfig {
   const file = opts.source ?? 'config';
-  const fail = (field: string, why: string): never => {
-    throw new PatentGPTError('E_CONFIG', `${file}: ${field}: ${why}`);
-  };
+  const f = new Fields(file);
   const rel = (p: string): string => (opts.baseDir && !path.isAbsolute(p) ? path.resolve(opts.baseDir, p) : p);
-  const obj = (v: unknown, field: string): Json => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Json) : fail(field, `must be an object, got ${JSON.stringify(v)}`));
-  const str = (v: unknown, field: string): string => (typeof v === 'string' && v.trim() !== '' ? v : fail(field, `must be a non-empty string, got ${JSON.stringify(v)}`));
-  const num = (v: unknown, field: string, ok: (x: number) => boolean, want: string, dflt: number): number =>
-    v === undefined ? dflt : typeof v === 'number' && Number.isFinite(v) && ok(v) ? v : fail(field, `must be ${want}, got ${JSON.stringify(v)}`);
+  const data = validatePreferenceData(f, file, c.data, base, opts.baseDir);
+  const chatTemplate = validateChatTemplate(f, c.chatTemplate, rel);
 
-  if (c.data === undefined) fail('data', 'missing: give data.sources (preference files: prompt/chosen/rejected records, LLaMA-Factory sharegpt pairs, hh-rlhf transcripts, or a table with promptTemplate)');
-  let data: PreferenceDataConfig;
-  try {
-    data = validatePreferenceDataConfig(c.data, { field: 'data', ...(opts.baseDir ? { baseDir: opts.baseDir } : {}) });
-  } catch (err) {
-    if (err instanceof PatentGPTError && err.code === 'E_CONFIG') throw new PatentGPTError('E_CONFIG', `${file}: ${err.message}`);
-    throw err;
-  }
-  if (data.maxLength !== undefined && data.maxLength > base.seqLen) fail('data.maxLength', `${data.maxLength} exceeds seqLen ${base.seqLen}; each side of a pair must fit in seqLen`);
-
-  let chatTemplate: SftChatTemplate = 'llama2';
-  if (typeof c.chatTemplate === 'string') {
-    const t = str(c.chatTemplate, 'chatTemplate');
-    chatTemplate = t === 'llama2' ? 'llama2' : { path: rel(t) };
-  } else if (c.chatTemplate !== undefined) {
-    const t = obj(c.chatTemplate, 'chatTemplate');
-    for (const k of Object.keys(t)) if (k !== 'path' && k !== 'name') fail(`chatTemplate.${k}`, 'unknown field (known: path, name)');
-    chatTemplate = { path: rel(str(t.path, 'chatTemplate.path')), ...(t.name !== undefined ? { name: str(t.name, 'chatTemplate.name') } : {}) };
-  }
-
-  const r = obj(c.reward ?? {}, 'reward');
-  for (const k of Object.keys(r))
-    if (!['margin', 'centerRewardsCoefficient', 'scoreInitStd'].includes(k)) fail(`reward.${k}`, 'unknown field (known: margin, centerRewardsCoefficient, scoreInitStd)');
+  const r = f.object(c.reward ?? {}, 'reward');
+  f.known(r, 'reward', ['margin', 'centerRewardsCoefficient', 'scoreInitStd']);
   const reward: RewardObjective = {
-    margin: num(r.margin, 'reward.margin', () => true, 'a number', 0),
-    centerRewardsCoefficient: num(r.centerRewardsCoefficient, 'reward.centerRewardsCoefficient', (x) => x >= 0, 'a number >= 0 (0: off; TRL recommends 0.01)', 0),
-    scoreInitStd: num(r.scoreInitStd, 'reward.scoreInitStd', (x) => x > 0, 'a positive number', 0.02),
+    margin: f.number(r.margin, 'reward.margin', () => true, 'a number', 0),
+    centerRewardsCoefficient: f.number(r.centerRewardsCoefficient, 'reward.centerRewardsCoefficient', (x) => x >= 0, 'a number >= 0 (0: off; TRL recommends 0.01)', 0),
+    scoreInitStd: f.number(r.scoreInitStd, 'reward.scoreInitStd', (x) => x > 0, 'a positive number', 0.02),
   };
 
-  let init = base.init;
-  if (init === undefined) {
-    const m = base.model;
-    let isDir = false;
-    try {
-      isDir = typeof m === 'string' && fs.statSync(m).isDirectory();
-    } catch {
-      /* not a folder */
-    }
-    if (!isDir) fail('init', 'missing: a reward model starts from trained weights (usually an SFT run); give init (a run, checkpoint or Hugging Face folder), or a model folder as model');
-    init = m as string;
-  }
-  return { ...base, kind: 'reward', init: init!, data, chatTemplate, ...(c.lora !== undefined ? { lora: opts.lora(c.lora) } : {}), reward };
+  const init = validateInit(f, base, 'a reward model starts from trained weights (usually an SFT run)');
+  return { ...base, kind: 'reward', init, data, chatTemplate, ...(c.lora !== undefined ? { lora: validateLora(f, c.lora, base.seed) } : {}), reward };
 }

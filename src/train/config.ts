@@ -12,11 +12,11 @@
 // default runs/<name>, so a stage-2 init names stage 1's folder exactly as stage 1 printed it.
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { validateConfig, type ModelConfig } from '../models/config.js';
 import { validateSftDataConfig, type SftDataConfig } from '../data/sft/config.js';
+import { Fields, inFile, validateChatTemplate, validateInit, validateLora, type Json } from './config-fields.js';
 import { DPO_KEYS, validateDpoFields, type DpoConfig } from './config-dpo.js';
 import { groupPattern } from './optimizer.js';
 import type { Schedule } from './schedule.js';
@@ -221,46 +221,6 @@ export type { RewardConfig, RewardObjective } from './config-reward.js';
 /** Most kernel threads a config may ask for (a typo like 20000 must not spawn 20,000 threads). */
 export const MAX_THREADS = 1024;
 
-type Json = Record<string, unknown>;
-
-class Fields {
-  constructor(private readonly file: string) {}
-
-  fail(field: string, message: string): never {
-    throw new PatentGPTError('E_CONFIG', `${this.file}: ${field}: ${message}`);
-  }
-
-  object(v: unknown, field: string): Json {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) this.fail(field, `must be an object, got ${JSON.stringify(v)}`);
-    return v as Json;
-  }
-
-  known(o: Json, field: string, keys: readonly string[]): void {
-    for (const k of Object.keys(o))
-      if (!keys.includes(k)) this.fail(field ? `${field}.${k}` : k, `unknown field (known: ${keys.join(', ')})`);
-  }
-
-  string(v: unknown, field: string, dflt?: string): string {
-    if (v === undefined && dflt !== undefined) return dflt;
-    if (v === undefined) this.fail(field, 'missing (a string is required)');
-    if (typeof v !== 'string' || v.trim() === '') this.fail(field, `must be a non-empty string, got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  int(v: unknown, field: string, min: number, dflt?: number): number {
-    if (v === undefined && dflt !== undefined) return dflt;
-    if (v === undefined) this.fail(field, `missing (an integer >= ${min} is required)`);
-    if (!Number.isSafeInteger(v) || (v as number) < min) this.fail(field, `must be an integer >= ${min}, got ${JSON.stringify(v)}`);
-    return v as number;
-  }
-
-  number(v: unknown, field: string, check: (x: number) => boolean, want: string, dflt?: number): number {
-    if (v === undefined && dflt !== undefined) return dflt;
-    if (v === undefined) this.fail(field, `missing (${want})`);
-    if (typeof v !== 'number' || !Number.isFinite(v) || !check(v)) this.fail(field, `must be ${want}, got ${JSON.stringify(v)}`);
-    return v;
-  }
-}
 
 /** Fields every stage's config may hold. */
 const COMMON_KEYS = [
@@ -297,7 +257,7 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
     return sft;
   }
   if (kind === 'reward') {
-    const rw = validateRewardFields(c, base, { ...opts, lora: (raw) => validateLora(f, raw, base.seed) });
+    const rw = validateRewardFields(c, base, opts);
     checkBudget(f, rw);
     return rw;
   }
@@ -319,68 +279,12 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
 
 function validateSft(f: Fields, c: Json, base: StageBase, opts: ValidateOptions, rel: (p: string) => string): SftConfig {
   if (c.data === undefined) f.fail('data', 'missing: give data.sources (SFT files: messages, Alpaca or ShareGPT records)');
-  let data: SftDataConfig;
-  try {
-    data = validateSftDataConfig(c.data, { field: 'data', ...(opts.baseDir ? { baseDir: opts.baseDir } : {}) });
-  } catch (err) {
-    // the data section's errors name the field; prefix the file as every other config error does
-    if (err instanceof PatentGPTError && err.code === 'E_CONFIG') throw new PatentGPTError('E_CONFIG', `${opts.source ?? 'config'}: ${err.message}`);
-    throw err;
-  }
+  const data = inFile(opts.source ?? 'config', () => validateSftDataConfig(c.data, { field: 'data', ...(opts.baseDir ? { baseDir: opts.baseDir } : {}) }));
   if (data.maxLength !== undefined && data.maxLength > base.seqLen)
     f.fail('data.maxLength', `${data.maxLength} exceeds seqLen ${base.seqLen}; an example must fit in a row`);
-  let chatTemplate: SftChatTemplate = 'llama2';
-  if (c.chatTemplate !== undefined) {
-    if (typeof c.chatTemplate === 'string') {
-      const t = f.string(c.chatTemplate, 'chatTemplate');
-      chatTemplate = t === 'llama2' ? 'llama2' : { path: rel(t) };
-    } else {
-      const t = f.object(c.chatTemplate, 'chatTemplate');
-      f.known(t, 'chatTemplate', ['path', 'name']);
-      chatTemplate = { path: rel(f.string(t.path, 'chatTemplate.path')), ...(t.name !== undefined ? { name: f.string(t.name, 'chatTemplate.name') } : {}) };
-    }
-  }
-  let init = base.init;
-  if (init === undefined) {
-    // a model folder (this package's checkpoint or a Hugging Face folder) holds the weights too
-    const m = base.model;
-    let isDir = false;
-    if (typeof m === 'string') {
-      try {
-        isDir = fs.statSync(m).isDirectory();
-      } catch {
-        /* not a folder */
-      }
-    }
-    if (!isDir) f.fail('init', 'missing: fine-tuning starts from trained weights; give init (a run, checkpoint or Hugging Face folder), or a model folder as model');
-    init = m as string;
-  }
+  const chatTemplate = validateChatTemplate(f, c.chatTemplate, rel);
+  const init = validateInit(f, base, 'fine-tuning starts from trained weights');
   return { ...base, kind: 'sft', init, data, chatTemplate, ...(c.lora !== undefined ? { lora: validateLora(f, c.lora, base.seed) } : {}) };
-}
-
-function validateLora(f: Fields, raw: unknown, seed: number): SftLora {
-  const l = f.object(raw, 'lora');
-  f.known(l, 'lora', ['r', 'alpha', 'dropout', 'targetModules', 'seed']);
-  const r = f.int(l.r, 'lora.r', 1);
-  const alpha = f.number(l.alpha, 'lora.alpha', (x) => x > 0, 'a number > 0', r);
-  const dropout = f.number(l.dropout, 'lora.dropout', (x) => x >= 0 && x < 1, 'a number in [0, 1)', 0);
-  let targetModules: string[] | string = ['q_proj', 'v_proj'];
-  const t = l.targetModules;
-  if (typeof t === 'string') {
-    targetModules = f.string(t, 'lora.targetModules');
-    if (t !== 'all-linear') {
-      try {
-        new RegExp(t);
-      } catch (err) {
-        f.fail('lora.targetModules', `${JSON.stringify(t)} is not a valid regular expression (${(err as Error).message})`);
-      }
-    }
-  } else if (t !== undefined) {
-    if (!Array.isArray(t) || t.length === 0)
-      f.fail('lora.targetModules', `must be a non-empty list of module names (["q_proj", "v_proj"]), a regular expression string or "all-linear", got ${JSON.stringify(t)}`);
-    targetModules = (t as unknown[]).map((x, i) => f.string(x, `lora.targetModules[${i}]`));
-  }
-  return { r, alpha, dropout, targetModules, seed: f.int(l.seed, 'lora.seed', 0, seed) };
 }
 
 function validateData(f: Fields, d: Json, rel: (p: string) => string): StageData {

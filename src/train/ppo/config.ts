@@ -1,10 +1,9 @@
 // The fields of a "kind": "ppo" stage config besides the common ones (src/train/config.ts reads
 // those and calls validatePpo): the prompts, the chat template, the reward, PPO's hyper-parameters
 // (TRL's PPOConfig defaults where it has one) and optional LoRA. Errors name the file and field.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PatentGPTError } from '../../errors.js';
 import type { SftChatTemplate, SftLora, StageBase } from '../config.js';
+import { Fields, validateChatTemplate, validateInit, type Json } from '../config-fields.js';
 import type { KlEstimator } from './math.js';
 import { BUILTIN_REWARDS } from './rewards.js';
 
@@ -65,8 +64,6 @@ export interface PpoConfig extends StageBase {
 
 export const PPO_KEYS = ['prompts', 'chatTemplate', 'reward', 'ppo', 'lora'] as const;
 
-type Json = Record<string, unknown>;
-
 export interface PpoValidateHelpers {
   source: string;
   /** Resolves a path of the file against its folder. */
@@ -77,48 +74,23 @@ export interface PpoValidateHelpers {
 
 /** The kind's own fields over the common ones. */
 export function validatePpo(c: Json, base: StageBase, h: PpoValidateHelpers): PpoConfig {
-  const fail = (field: string, message: string): never => {
-    throw new PatentGPTError('E_CONFIG', `${h.source}: ${field}: ${message}`);
-  };
-  const obj = (v: unknown, field: string): Json => {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(field, `must be an object, got ${JSON.stringify(v)}`);
-    return v as Json;
-  };
-  const known = (o: Json, field: string, keys: readonly string[]): void => {
-    for (const k of Object.keys(o)) if (!keys.includes(k)) fail(`${field}.${k}`, `unknown field (known: ${keys.join(', ')})`);
-  };
-  const str = (v: unknown, field: string, dflt?: string): string => {
-    if (v === undefined && dflt !== undefined) return dflt;
-    if (typeof v !== 'string' || v.trim() === '') fail(field, v === undefined ? 'missing (a string is required)' : `must be a non-empty string, got ${JSON.stringify(v)}`);
-    return v as string;
-  };
-  const num = (v: unknown, field: string, ok: (x: number) => boolean, want: string, dflt: number): number => {
-    if (v === undefined) return dflt;
-    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(field, `must be ${want}, got ${JSON.stringify(v)}`);
-    return v as number;
-  };
-  const int = (v: unknown, field: string, min: number, dflt: number): number => num(v, field, (x) => Number.isSafeInteger(x) && x >= min, `an integer >= ${min}`, dflt);
+  const f = new Fields(h.source);
+  const fail = (field: string, message: string): never => f.fail(field, message);
+  const obj = (v: unknown, field: string): Json => f.object(v, field);
+  const known = (o: Json, field: string, keys: readonly string[]): void => f.known(o, field, keys);
+  const str = (v: unknown, field: string, dflt?: string): string => f.string(v, field, dflt);
+  const num = (v: unknown, field: string, ok: (x: number) => boolean, want: string, dflt: number): number => f.number(v, field, ok, want, dflt);
+  const int = (v: unknown, field: string, min: number, dflt: number): number => f.int(v, field, min, dflt);
 
   // init: the policy's (and the reference's) starting weights; a model folder is its own init
-  let init = base.init;
-  if (init === undefined) {
-    const m = base.model;
-    if (typeof m === 'string' && fs.existsSync(m) && fs.statSync(m).isDirectory()) init = m;
-    else fail('init', 'missing: PPO starts from trained weights (an SFT run); give init (a run, checkpoint or Hugging Face folder), or a model folder as model');
-  }
+  const init = validateInit(f, base, 'PPO starts from trained weights (an SFT run)');
 
   if (c.prompts === undefined) fail('prompts', 'missing: give prompts.path (JSONL or JSON records with a prompt, Alpaca instruction/input, or messages)');
   const p = obj(c.prompts, 'prompts');
   known(p, 'prompts', ['path', 'field', 'limit']);
   const prompts: PpoPrompts = { path: h.rel(str(p.path, 'prompts.path')), field: str(p.field, 'prompts.field', 'prompt'), limit: int(p.limit, 'prompts.limit', 0, 0) };
 
-  let chatTemplate: SftChatTemplate = 'llama2';
-  if (typeof c.chatTemplate === 'string') chatTemplate = c.chatTemplate === 'llama2' ? 'llama2' : { path: h.rel(str(c.chatTemplate, 'chatTemplate')) };
-  else if (c.chatTemplate !== undefined) {
-    const t = obj(c.chatTemplate, 'chatTemplate');
-    known(t, 'chatTemplate', ['path', 'name']);
-    chatTemplate = { path: h.rel(str(t.path, 'chatTemplate.path')), ...(t.name !== undefined ? { name: str(t.name, 'chatTemplate.name') } : {}) };
-  }
+  const chatTemplate = validateChatTemplate(f, c.chatTemplate, h.rel);
 
   if (c.reward === undefined) fail('reward', 'missing: give reward.function ("claim-format"), reward.module (a .js/.mjs file exporting (prompt, completion) => number) or reward.model (a reward model folder)');
   const r = obj(c.reward, 'reward');
@@ -173,5 +145,5 @@ export function validatePpo(c: Json, base: StageBase, h: PpoValidateHelpers): Pp
     kvCacheMiB: num(o.kvCacheMiB, 'ppo.kvCacheMiB', (x) => x > 0, 'a number > 0', 64),
   };
   if (ppo.maxNewTokens + 1 >= base.seqLen) fail('ppo.maxNewTokens', `${ppo.maxNewTokens} leaves no room for a prompt in seqLen ${base.seqLen} (prompt + response tokens)`);
-  return { ...base, kind: 'ppo', init: init!, prompts, chatTemplate, reward, ppo, ...(c.lora !== undefined ? { lora: h.lora(c.lora) } : {}) };
+  return { ...base, kind: 'ppo', init, prompts, chatTemplate, reward, ppo, ...(c.lora !== undefined ? { lora: h.lora(c.lora) } : {}) };
 }
