@@ -4,12 +4,11 @@
 // sequence. `scored` lists the positions whose next token is a response token: the log-prob of
 // a side is the sum over its scored positions (DPO), and a reward model reads sequence s at
 // cuSeqlens[s + 1] - 1, its last token.
-// The stream: global pair g of the run is pair perm(seed, epoch)[g mod n] of epoch g div n (in
-// file order without shuffling), and rank r of W takes pairs [r B, (r + 1) B) of every global
-// batch of W B; its position is the batch count alone, checked against a fingerprint of the
-// pairs, batch shape and seed on restore.
-import { PatentGPTError } from '../../errors.js';
-import { hash32, permutation } from '../../util/rng.js';
+// The stream reads the pairs in src/data/epoch-order.ts's order (file order without shuffling);
+// its position is the batch count alone, checked against a fingerprint of the pairs, batch shape
+// and seed on restore.
+import { hash32 } from '../../util/rng.js';
+import { EpochOrder, type EpochOrderOptions, type EpochOrderPosition, type EpochOrderSpec } from '../epoch-order.js';
 import { IGNORE_INDEX } from '../sft/render.js';
 import type { PreferenceExample, PreferenceSequence } from './tokenize.js';
 
@@ -68,25 +67,10 @@ export function collatePairs(examples: readonly PreferenceExample[], which: read
   };
 }
 
-export interface PreferenceStreamOptions {
-  /** Pairs per batch on this rank. */
-  batchSize: number;
-  /** Seed of the pair order (default 0). */
-  seed?: number;
-  /** Shuffle pairs per epoch (default true; false: file order every epoch, for parity runs). */
-  shuffle?: boolean;
-  rank?: number;
-  worldSize?: number;
-}
+/** Pairs per batch on this rank, seed, shuffling, rank and world size (src/data/epoch-order.ts). */
+export type PreferenceStreamOptions = EpochOrderOptions;
 
-export interface PreferenceStreamPosition {
-  version: 1;
-  kind: 'preference';
-  /** Batches already produced. */
-  batch: number;
-  /** What the position is only valid for: the pairs, batch shape and seed. */
-  fingerprint: string;
-}
+export type PreferenceStreamPosition = EpochOrderPosition<'preference'>;
 
 export interface PreferenceStreamBatch extends PreferenceBatch {
   /** Index of the batch in the stream (0-based). */
@@ -105,68 +89,56 @@ function fingerprintOf(examples: readonly PreferenceExample[], opts: PreferenceS
   return hash32(...parts, opts.batchSize, worldSize, opts.seed ?? 0, opts.shuffle === false ? 0 : 1).toString(16).padStart(8, '0');
 }
 
-export class PreferenceBatchStream {
-  readonly examples: readonly PreferenceExample[];
-  readonly batchSize: number;
-  readonly rank: number;
-  readonly worldSize: number;
-  readonly fingerprint: string;
-  private readonly seed: number;
-  private readonly shuffle: boolean;
-  private batch = 0;
-  private perm: { epoch: number; order: Uint32Array } | null = null;
+const PREFERENCE_ORDER: EpochOrderSpec<'preference'> = {
+  kind: 'preference', label: 'preference', positionName: 'a preference position', permLabel: 'preference-pairs', covers: 'pairs, batch shape or seed',
+  empty: 'no preference pairs to train on: every record was skipped or the files are empty (see the skip counts)',
+};
 
-  constructor(examples: readonly PreferenceExample[], opts: PreferenceStreamOptions, position?: PreferenceStreamPosition) {
-    const { batchSize } = opts;
-    this.rank = opts.rank ?? 0;
-    this.worldSize = opts.worldSize ?? 1;
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new PatentGPTError('E_CONFIG', `field "batchSize" must be a positive integer, got ${batchSize}`);
-    if (!Number.isInteger(this.worldSize) || this.worldSize < 1 || !Number.isInteger(this.rank) || this.rank < 0 || this.rank >= this.worldSize)
-      throw new PatentGPTError('E_CONFIG', `rank ${this.rank} of worldSize ${this.worldSize}: need 0 <= rank < worldSize`);
-    if (examples.length === 0) throw new PatentGPTError('E_DATA', 'no preference pairs to train on: every record was skipped or the files are empty (see the skip counts)');
-    this.examples = examples;
-    this.batchSize = batchSize;
-    this.seed = opts.seed ?? 0;
-    this.shuffle = opts.shuffle !== false;
-    this.fingerprint = fingerprintOf(examples, opts, this.worldSize);
+export class PreferenceBatchStream {
+  private readonly order: EpochOrder<'preference'>;
+
+  constructor(readonly examples: readonly PreferenceExample[], opts: PreferenceStreamOptions, position?: PreferenceStreamPosition) {
+    this.order = new EpochOrder(examples.length, opts, fingerprintOf(examples, opts, opts.worldSize ?? 1), PREFERENCE_ORDER);
     if (position) this.restore(position);
+  }
+
+  get batchSize(): number {
+    return this.order.batchSize;
+  }
+
+  get rank(): number {
+    return this.order.rank;
+  }
+
+  get worldSize(): number {
+    return this.order.worldSize;
+  }
+
+  get fingerprint(): string {
+    return this.order.fingerprint;
   }
 
   /** Global batches in one pass over the pairs (the last one may wrap into the next epoch). */
   get batchesPerEpoch(): number {
-    return Math.ceil(this.examples.length / (this.batchSize * this.worldSize));
+    return this.order.batchesPerEpoch;
   }
 
   /** Index (into examples) of global pair g, and its epoch. */
   pairAt(g: number): { index: number; epoch: number } {
-    const n = this.examples.length;
-    const epoch = Math.floor(g / n);
-    if (!this.shuffle) return { index: g % n, epoch };
-    if (this.perm?.epoch !== epoch) this.perm = { epoch, order: permutation(n, this.seed, 'preference-pairs', epoch) };
-    return { index: this.perm.order[g % n]!, epoch };
+    return this.order.at(g);
   }
 
   next(): PreferenceStreamBatch {
-    const first = (this.batch * this.worldSize + this.rank) * this.batchSize;
-    const picked = Array.from({ length: this.batchSize }, (_, r) => this.pairAt(first + r));
-    const b = collatePairs(this.examples, picked.map((p) => p.index));
-    return { ...b, index: this.batch++, epoch: picked[0]!.epoch };
+    const { indices, index, epoch } = this.order.next();
+    return { ...collatePairs(this.examples, indices), index, epoch };
   }
 
   position(): PreferenceStreamPosition {
-    return { version: 1, kind: 'preference', batch: this.batch, fingerprint: this.fingerprint };
+    return this.order.position();
   }
 
   restore(pos: PreferenceStreamPosition): void {
-    const bad = (field: string, why: string): never => {
-      throw new PatentGPTError('E_DATA', `preference data position: ${field}: ${why}`);
-    };
-    if (typeof pos !== 'object' || pos === null) bad('position', 'must be an object');
-    if (pos.version !== 1 || pos.kind !== 'preference') bad('version', `must be a preference position of version 1, got ${JSON.stringify({ version: pos.version, kind: pos.kind })}`);
-    if (pos.fingerprint !== this.fingerprint)
-      bad('fingerprint', `${pos.fingerprint} was saved for other pairs, batch shape or seed than this stream's (${this.fingerprint}); resume with the same data config`);
-    if (!Number.isSafeInteger(pos.batch) || pos.batch < 0) bad('batch', `must be a non-negative integer, got ${pos.batch}`);
-    this.batch = pos.batch;
+    this.order.restore(pos);
   }
 }
 

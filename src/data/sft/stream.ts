@@ -1,32 +1,14 @@
 // The SFT stage's data stream: examples packed (or padded) into rows once, then batches of B
 // rows per rank, the rows of each epoch in a fresh order that is a pure function of (seed,
-// epoch). Global row g of the run is row perm(seed, epoch)[g mod rows] of epoch g div rows, and
-// rank r of W takes rows [r * B, (r + 1) * B) of every global batch of B * W, so the position is
-// the batch count alone and restoring it continues with exactly the batches that came next.
-import { PatentGPTError } from '../../errors.js';
-import { hash32, permutation } from '../../util/rng.js';
+// epoch) (src/data/epoch-order.ts: global row g, rank r of W, the position the batch count alone).
+import { hash32 } from '../../util/rng.js';
+import { EpochOrder, type EpochOrderOptions, type EpochOrderPosition, type EpochOrderSpec } from '../epoch-order.js';
 import { collateRows, packExamples, type PackOptions, type SftBatch, type SftRow } from './pack.js';
 import type { SftExample } from './render.js';
 
-export interface SftStreamOptions extends PackOptions {
-  /** Rows per batch on this rank. */
-  batchSize: number;
-  /** Seed of the row order (default 0). */
-  seed?: number;
-  /** Shuffle rows per epoch (default true; false: packed order every epoch, for parity runs). */
-  shuffle?: boolean;
-  rank?: number;
-  worldSize?: number;
-}
+export interface SftStreamOptions extends PackOptions, EpochOrderOptions {}
 
-export interface SftStreamPosition {
-  version: 1;
-  kind: 'sft';
-  /** Batches already produced. */
-  batch: number;
-  /** What the position is only valid for: the examples, packing, batch shape and seed. */
-  fingerprint: string;
-}
+export type SftStreamPosition = EpochOrderPosition<'sft'>;
 
 export interface SftStreamBatch extends SftBatch {
   /** Index of the batch in the stream (0-based). */
@@ -46,67 +28,53 @@ function fingerprintOf(examples: readonly SftExample[], opts: SftStreamOptions, 
   return h.toString(16).padStart(8, '0');
 }
 
+const SFT_ORDER: EpochOrderSpec<'sft'> = {
+  kind: 'sft', label: 'SFT', positionName: 'an SFT position', permLabel: 'sft-rows', covers: 'data, packing, batch shape or seed',
+  empty: 'no SFT examples to train on: every record was skipped or the files are empty (see the skip counts)',
+};
+
 export class SftBatchStream {
   readonly rows: readonly SftRow[];
-  readonly batchSize: number;
-  readonly rank: number;
-  readonly worldSize: number;
-  readonly fingerprint: string;
-  private readonly seed: number;
-  private readonly shuffle: boolean;
-  private batch = 0;
-  private perm: { epoch: number; order: Uint32Array } | null = null;
+  private readonly order: EpochOrder<'sft'>;
 
   constructor(examples: readonly SftExample[], opts: SftStreamOptions, position?: SftStreamPosition) {
-    const { batchSize } = opts;
-    this.rank = opts.rank ?? 0;
-    this.worldSize = opts.worldSize ?? 1;
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new PatentGPTError('E_CONFIG', `field "batchSize" must be a positive integer, got ${batchSize}`);
-    if (!Number.isInteger(this.worldSize) || this.worldSize < 1 || !Number.isInteger(this.rank) || this.rank < 0 || this.rank >= this.worldSize)
-      throw new PatentGPTError('E_CONFIG', `rank ${this.rank} of worldSize ${this.worldSize}: need 0 <= rank < worldSize`);
-    if (examples.length === 0) throw new PatentGPTError('E_DATA', 'no SFT examples to train on: every record was skipped or the files are empty (see the skip counts)');
-    this.batchSize = batchSize;
-    this.seed = opts.seed ?? 0;
-    this.shuffle = opts.shuffle !== false;
     this.rows = packExamples(examples, opts);
-    this.fingerprint = fingerprintOf(examples, opts, this.worldSize);
+    this.order = new EpochOrder(this.rows.length, opts, fingerprintOf(examples, opts, opts.worldSize ?? 1), SFT_ORDER);
     if (position) this.restore(position);
+  }
+
+  get batchSize(): number {
+    return this.order.batchSize;
+  }
+
+  get rank(): number {
+    return this.order.rank;
+  }
+
+  get worldSize(): number {
+    return this.order.worldSize;
+  }
+
+  get fingerprint(): string {
+    return this.order.fingerprint;
   }
 
   /** Global batches in one pass over the rows (the last one may wrap into the next epoch). */
   get batchesPerEpoch(): number {
-    return Math.ceil(this.rows.length / (this.batchSize * this.worldSize));
-  }
-
-  private rowAt(g: number): { row: SftRow; epoch: number } {
-    const n = this.rows.length;
-    const epoch = Math.floor(g / n);
-    if (!this.shuffle) return { row: this.rows[g % n]!, epoch };
-    if (this.perm?.epoch !== epoch) this.perm = { epoch, order: permutation(n, this.seed, 'sft-rows', epoch) };
-    return { row: this.rows[this.perm.order[g % n]!]!, epoch };
+    return this.order.batchesPerEpoch;
   }
 
   next(): SftStreamBatch {
-    const first = (this.batch * this.worldSize + this.rank) * this.batchSize;
-    const picked = Array.from({ length: this.batchSize }, (_, r) => this.rowAt(first + r));
-    const b = collateRows(picked.map((p) => p.row));
-    return { ...b, index: this.batch++, epoch: picked[0]!.epoch };
+    const { indices, index, epoch } = this.order.next();
+    return { ...collateRows(indices.map((i) => this.rows[i]!)), index, epoch };
   }
 
   position(): SftStreamPosition {
-    return { version: 1, kind: 'sft', batch: this.batch, fingerprint: this.fingerprint };
+    return this.order.position();
   }
 
   restore(pos: SftStreamPosition): void {
-    const bad = (field: string, why: string): never => {
-      throw new PatentGPTError('E_DATA', `SFT data position: ${field}: ${why}`);
-    };
-    if (typeof pos !== 'object' || pos === null) bad('position', 'must be an object');
-    if (pos.version !== 1 || pos.kind !== 'sft') bad('version', `must be an SFT position of version 1, got ${JSON.stringify({ version: pos.version, kind: pos.kind })}`);
-    if (pos.fingerprint !== this.fingerprint)
-      bad('fingerprint', `${pos.fingerprint} was saved for other data, packing, batch shape or seed than this stream's (${this.fingerprint}); resume with the same data config`);
-    if (!Number.isSafeInteger(pos.batch) || pos.batch < 0) bad('batch', `must be a non-negative integer, got ${pos.batch}`);
-    this.batch = pos.batch;
+    this.order.restore(pos);
   }
 }
 
