@@ -79,7 +79,7 @@ describe('DPO loss and metrics', () => {
     const model = new LlamaForCausalLM(validateConfig(TINY), { seed: 3, initStd: 0.1 });
     try {
       const got = noGrad(() => sequenceLogps(model, batch).toArray() as Float32Array);
-      const lsm = noGrad(() => logSoftmax(model.forward(batch), -1).toArray() as Float32Array); // (N, V)
+      const lsm = noGrad(() => logSoftmax(model.forward(batch)).toArray() as Float32Array); // (N, V)
       const want = new Float64Array(6);
       for (let s = 0; s < 6; s++)
         for (let i = batch.cuSeqlens[s]!; i + 1 < batch.cuSeqlens[s + 1]!; i++) if (batch.targets[i]! >= 0) want[s] += lsm[i * 259 + batch.targets[i]!]!;
