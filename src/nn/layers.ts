@@ -6,7 +6,7 @@
 // Shapes: N rows (tokens), C = dim, H query heads, Hkv key/value heads, D = C / H.
 import { PatentGPTError } from '../errors.js';
 import {
-  Tensor, add, attention, copyRows, embedding, linear, pagedAttention, pagedKvStore, rmsnorm, rope, swiglu,
+  Tensor, add, attention, copyRows, embedding, linear, pagedAttention, pagedKvStore, rmsnorm, rope, scope, swiglu,
   type DecodeMlpWeights, type DecodeMoeWeights,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
@@ -73,8 +73,12 @@ export class Linear extends Module {
     return this.weight.shape[0]!;
   }
   forward(x: Tensor): Tensor {
-    const y = linear(x, this.weight);
-    return this.#adapter ? this.#adapter.apply(x, y) : y;
+    const adapter = this.#adapter;
+    if (!adapter) return linear(x, this.weight);
+    // The base output and the adapter's intermediates are freed here, not at the end of the step's
+    // scope: otherwise every adapted layer keeps two (N, out) tensors alive to the end of the
+    // forward, and LoRA's peak memory exceeds full fine-tuning's.
+    return scope(() => adapter.apply(x, linear(x, this.weight)));
   }
 }
 
