@@ -417,9 +417,12 @@ export function fromHFConfig(value: unknown, source = 'config.json'): ModelConfi
   if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(source, `expected a JSON object`);
   const hf = value as HFLlamaConfig;
   const arch = hf.architectures;
-  const mixtral = hf.model_type === 'mixtral' || (Array.isArray(arch) && arch.includes('MixtralForCausalLM'));
-  if (arch !== undefined && !(Array.isArray(arch) && (arch.includes('LlamaForCausalLM') || arch.includes('MixtralForCausalLM'))))
-    fail(source, `field "architectures" is ${JSON.stringify(arch)}; only LlamaForCausalLM and MixtralForCausalLM are supported`);
+  // a reward folder (transformers' *ForSequenceClassification) holds the same decoder under a score head
+  const names = (family: string): string[] => [`${family}ForCausalLM`, `${family}ForSequenceClassification`];
+  const isFamily = (family: string): boolean => Array.isArray(arch) && names(family).some((a) => arch.includes(a));
+  const mixtral = hf.model_type === 'mixtral' || isFamily('Mixtral');
+  if (arch !== undefined && !(isFamily('Llama') || isFamily('Mixtral')))
+    fail(source, `field "architectures" is ${JSON.stringify(arch)}; only ${[...names('Llama'), ...names('Mixtral')].join(', ')} are supported`);
   if (hf.model_type !== undefined && hf.model_type !== (mixtral ? 'mixtral' : 'llama'))
     fail(source, `field "model_type" is ${JSON.stringify(hf.model_type)}, expected "${mixtral ? 'mixtral' : 'llama'}" for ${JSON.stringify(arch)}`);
   if (mixtral && hf.sliding_window !== undefined && hf.sliding_window !== null)

@@ -299,12 +299,18 @@ export interface LoadOptions {
   strict?: boolean;
 }
 
+/** What loadWeights reads of a model: its named parameters (written in place) and its config. */
+export interface WeightTarget {
+  namedParameters(): [string, Tensor][];
+  readonly config: ModelConfig;
+}
+
 /**
  * Replaces every parameter of `model` with the folder's tensors (converted to f32). All files
  * are opened and every tensor's presence and shape checked first; then data is read. Errors
  * name the tensor, the file and both shapes.
  */
-export async function loadWeights(model: LlamaForCausalLM, dir: string, opts: LoadOptions = {}): Promise<void> {
+export async function loadWeights(model: WeightTarget, dir: string, opts: LoadOptions = {}): Promise<void> {
   const strict = opts.strict ?? true;
   const where = await weightFiles(dir);
   const fileNames = [...new Set(where.values())];

@@ -25,7 +25,7 @@ import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { Linear, Module, type ForwardContext, type ParamInit } from '../nn/index.js';
-import { Tensor, add, gatherRows, linear, logsigmoid, mean, mul, neg, noGrad, scale, scope, sub, type Device } from '../tensor/index.js';
+import { Tensor, add, gatherRows, logsigmoid, mean, mul, neg, noGrad, scale, scope, sub, type Device } from '../tensor/index.js';
 import { fromHFConfig, hfConfigJson, toHFConfig, validateConfig, type HFLlamaConfig, type ModelConfig, type SpecialTokenIds } from './config.js';
 import { LlamaForCausalLM, type LlamaModel, type LlamaOptions, type PackedBatch } from './llama.js';
 import { CONFIG_FILE, folderFiles, loadWeights, specialIdsOf, type FolderTokenizer } from './pretrained.js';
@@ -299,12 +299,10 @@ export async function readRewardConfig(dir: string): Promise<RewardFolderConfig>
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new PatentGPTError('E_CONFIG', `${file}: expected a JSON object`);
   const arch = Array.isArray(json.architectures) ? (json.architectures as unknown[]) : [];
   const seqCls = arch.some((a) => typeof a === 'string' && a.endsWith('ForSequenceClassification'));
-  const hf: Record<string, unknown> = { ...json };
   if (seqCls) {
     const known = Object.values(SEQUENCE_CLASSIFICATION_ARCHITECTURES) as string[];
     const a = arch.find((x) => typeof x === 'string' && x.endsWith('ForSequenceClassification')) as string;
     if (!known.includes(a)) throw new PatentGPTError('E_CONFIG', `${file}: field "architectures" names ${a}; reward folders are ${known.join(' or ')}`);
-    hf.architectures = [a.replace('ForSequenceClassification', 'ForCausalLM')];
   }
   const id2label = json.id2label;
   const numLabels = typeof json.num_labels === 'number' ? json.num_labels
@@ -313,15 +311,14 @@ export async function readRewardConfig(dir: string): Promise<RewardFolderConfig>
     throw new PatentGPTError('E_CONFIG', `${file}: the classifier has ${numLabels} labels; a reward model has one (id2label with one entry, num_labels 1)`);
   const pad = json.pad_token_id;
   return {
-    config: fromHFConfig(hf, file), sequenceClassification: seqCls, numLabels,
+    config: fromHFConfig(json, file), sequenceClassification: seqCls, numLabels,
     padTokenId: typeof pad === 'number' && Number.isSafeInteger(pad) && pad >= 0 ? pad : null,
   };
 }
 
 /** loadWeights over a parameter list (it reads only namedParameters and config). */
 function loadInto(params: [string, Tensor][], cfg: ModelConfig, dir: string, strict: boolean): Promise<void> {
-  const view = { namedParameters: () => params, config: cfg } as unknown as LlamaForCausalLM;
-  return loadWeights(view, dir, { strict });
+  return loadWeights({ namedParameters: () => params, config: cfg }, dir, { strict });
 }
 
 /** A reward folder (saveRewardModel's, or transformers' LlamaForSequenceClassification with one label) as a ScoreHeadModel. */
