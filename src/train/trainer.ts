@@ -69,6 +69,11 @@ export interface TrainTask<B extends TrainBatchInfo = TrainBatchInfo> {
   loss(batch: B): TaskLoss;
   /** Fresh validation batches (the same ones at every evaluation); omitted: no evaluation. */
   evalBatches?(count: number): Iterable<B> | AsyncIterable<B>;
+  /**
+   * Whether the loss is a mean next-token NLL, so exp(valLoss) is a perplexity (default true).
+   * Pair losses (DPO, reward models) set false: evaluation then records and logs no perplexity.
+   */
+  lossIsTokenNll?: boolean;
   /** The training data position (JSON), for the checkpoint. */
   dataPosition(): unknown;
   restoreDataPosition(position: unknown): void;
@@ -431,11 +436,12 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
       }
       if (count === 0) return;
       valLoss = sum / count;
-      const rec: MetricRecord = { step, valLoss, valPerplexity: perplexity(valLoss), tokens: tokensSeen, elapsedSec: round(elapsed(), 3) };
+      const ppl = task.lossIsTokenNll === false ? {} : { valPerplexity: perplexity(valLoss) };
+      const rec: MetricRecord = { step, valLoss, ...ppl, tokens: tokensSeen, elapsedSec: round(elapsed(), 3) };
       valMetrics.writeTo(rec, 'val.');
       metrics.append(rec);
       if (lead) opts.onMetrics?.(rec);
-      progress?.log(`eval at step ${step}`, { valLoss: valLoss, ppl: perplexity(valLoss) });
+      progress?.log(`eval at step ${step}`, { valLoss: valLoss, ...(ppl.valPerplexity !== undefined ? { ppl: ppl.valPerplexity } : {}) });
       if (lead) await writeReport(this.runDir, { title: opts.name ?? path.basename(this.runDir) });
     };
 

@@ -97,13 +97,11 @@ export function stageModelConfig(base: ModelConfig, cfg: Pick<StageBase, 'seqLen
 }
 
 /**
- * Loads starting weights: a run folder (its newest valid checkpoint), a checkpoint folder or a
- * Hugging Face folder. A checkpoint with a smaller vocabulary than the model (LLaMA-2's 32,000
- * before the merged 55,296) is loaded and its embedding and output rows grown, new rows at the
- * mean of the old ones; any other shape difference is refused naming the tensor. Returns the
- * folder the weights came from.
+ * The folder `init` names: a run folder (its newest valid checkpoint; older ones are used, with a
+ * warning, when the newest do not verify), a checkpoint folder (verified) or a model folder. A
+ * LoRA run's checkpoint holds only its adapter: refused, with the merge command to run first.
  */
-export async function loadInitialWeights(model: LlamaForCausalLM, init: string, log: (m: string) => void = () => {}): Promise<string> {
+export async function resolveInitFolder(init: string, log: (m: string) => void = () => {}): Promise<string> {
   if (!fs.existsSync(init)) throw new PatentGPTError('E_CONFIG', `init: ${init}: no such run, checkpoint or model folder`);
   let dir = init;
   if (fs.existsSync(path.join(init, 'checkpoints'))) {
@@ -119,6 +117,20 @@ export async function loadInitialWeights(model: LlamaForCausalLM, init: string, 
   } else if (fs.existsSync(path.join(init, 'checksums.json')) || fs.existsSync(path.join(init, 'state.json'))) {
     dir = (await loadCheckpoint(init)).dir; // verifies every checksum first
   }
+  // a LoRA run's checkpoints hold only its adapter: the weights to start from are base + adapter, merged
+  if (fs.existsSync(path.join(dir, 'adapter_config.json')) && !fs.existsSync(path.join(dir, 'config.json')))
+    throw new PatentGPTError('E_CONFIG', `init: ${dir} holds a LoRA adapter, not a model; merge it into its base first (patentgpt sft merge --base RUN/final --adapter RUN/final/adapter --out DIR) and give DIR as init`);
+  return dir;
+}
+
+/**
+ * Loads starting weights from the folder `init` names (resolveInitFolder). A checkpoint with a
+ * smaller vocabulary than the model (LLaMA-2's 32,000 before the merged 55,296) is loaded and its
+ * embedding and output rows grown, new rows at the mean of the old ones; any other shape
+ * difference is refused naming the tensor. Returns the folder the weights came from.
+ */
+export async function loadInitialWeights(model: LlamaForCausalLM, init: string, log: (m: string) => void = () => {}): Promise<string> {
+  const dir = await resolveInitFolder(init, log);
   const V = model.config.vocabSize;
   const fromVocab = fs.existsSync(path.join(dir, 'config.json')) ? (await readConfig(dir)).vocabSize : V;
   if (fromVocab > V)
@@ -309,13 +321,15 @@ async function restoreJitter(layers: [string, SparseMoE][], file: string): Promi
 /**
  * The stage's peak FLOP/s and training FLOPs per token, logged with the model and the budget, and
  * <runDir>/config.json: the resolved config, what the stage adds (`data`: its inputs), the model
- * and the budget.
+ * and the budget. `pairs`: batchSize counts preference pairs (two sequences each), as in dpo and reward.
  */
-export async function recordStage(cfg: StageBase, setup: StageSetup, added: Record<string, unknown>): Promise<{ peak: StagePeak; fpt: number }> {
+export async function recordStage(
+  cfg: StageBase, setup: StageSetup, added: Record<string, unknown>, opts: { pairs?: boolean } = {},
+): Promise<{ peak: StagePeak; fpt: number }> {
   const m = setup.modelConfig;
   const peak = stagePeak(cfg, setup.worldSize);
   const fpt = flopsPerToken(m, cfg.seqLen).training;
-  setup.log(describeStage(cfg, setup, peak));
+  setup.log(describeStage(cfg, setup, peak, opts.pairs === true));
   await writeRunConfig(setup, {
     stage: cfg, ...added, model: m, parameters: parameterCount(m).total, flopsPerToken: fpt, totalSteps: totalSteps(cfg, setup.worldSize),
     peakFlops: peak.peakFlops, peakSource: peak.peakSource, configHash: setup.configHash,
@@ -323,7 +337,7 @@ export async function recordStage(cfg: StageBase, setup: StageSetup, added: Reco
   return { peak, fpt };
 }
 
-type StagePeak = { peakFlops: number; peakSource: 'config' | 'measured'; threads: number };
+export type StagePeak = { peakFlops: number; peakSource: 'config' | 'measured'; threads: number };
 
 /** Peak FLOP/s MFU is measured against: the config's, or the measured FMA peak (all ranks). */
 function stagePeak(cfg: StageBase, worldSize: number): StagePeak {
@@ -332,12 +346,14 @@ function stagePeak(cfg: StageBase, worldSize: number): StagePeak {
   return { peakFlops: measurePeakFlops(threads, 0.2) * worldSize, peakSource: 'measured', threads };
 }
 
-/** One line about the model, the budget and the peak, for the log. */
-function describeStage(cfg: StageBase, setup: StageSetup, peak: StagePeak): string {
+/** One line about the model, the budget and the peak, for the log; `pairs`: a batch item is a pair of sequences. */
+export function describeStage(cfg: StageBase, setup: Pick<StageSetup, 'modelConfig' | 'worldSize'>, peak: StagePeak, pairs = false): string {
   const m = setup.modelConfig;
+  const items = cfg.batchSize * cfg.gradAccum * setup.worldSize;
+  const step = pairs ? `${items} pairs (${2 * items} sequences of up to ${cfg.seqLen} tokens)` : `${items * cfg.seqLen} tokens`;
   return `model: ${(parameterCount(m).total / 1e6).toFixed(2)}M parameters, context ${m.maxSeqLen}, ropeTheta ${m.ropeTheta}` +
     (m.ropeScaling ? `, ropeScaling ${m.ropeScaling.type} x${m.ropeScaling.factor}` : '') +
-    `; ${totalSteps(cfg, setup.worldSize)} steps of ${cfg.batchSize * cfg.gradAccum * cfg.seqLen * setup.worldSize} tokens; ` +
+    `; ${totalSteps(cfg, setup.worldSize)} steps of ${step}; ` +
     `MFU against ${(peak.peakFlops / 1e9).toFixed(1)} GFLOP/s (${peak.peakSource === 'config' ? 'peakFlops of the config' : `measured FMA peak, ${peak.threads} threads`})`;
 }
 

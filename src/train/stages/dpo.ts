@@ -27,18 +27,14 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   loadPreferenceData, PreferenceBatchStream, preferenceEvalBatches, templatePreferenceRenderer,
   type PreferenceBatch, type PreferenceData, type PreferenceExample, type PreferenceRenderer, type PreferenceStreamPosition,
 } from '../../data/preference/index.js';
 import { PatentGPTError } from '../../errors.js';
-import {
-  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, folderFiles, readSafetensors, safetensorsContent, saveLora, writeFileAtomic, writeSafetensors,
-  type LlamaForCausalLM, type ModelConfig,
-} from '../../models/index.js';
-import { applyLora, loraLayers, withAdaptersDisabled } from '../../nn/lora.js';
+import { writeFileAtomic, type LlamaForCausalLM, type ModelConfig } from '../../models/index.js';
+import { withAdaptersDisabled } from '../../nn/lora.js';
 import {
   Tensor, add, gather, gatherRows, linear, logprobs, logsigmoid, mean, mul, noGrad, scale, scatterAdd, scope, sub,
 } from '../../tensor/index.js';
@@ -50,7 +46,8 @@ import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
   cfgError, createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
-import { LORA_ADAPTER_DIR, LORA_FINAL_DIR, sftRenderer } from './sft.js';
+import { adapterTaskPart, attachAdapters, loraCounts, peftAdapterConfig, writeLoraFinal, type LoraSummary, type ModelTaskPart } from './lora-part.js';
+import { sftRenderer } from './sft.js';
 
 export type DpoOptions = StageRunOptions;
 
@@ -258,7 +255,7 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
     await recordStage(cfg, setup, {
       data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, sources: data.sources, renderer: renderer.name },
       ...(lora ? { lora: lora.summary } : {}),
-    });
+    }, { pairs: true });
 
     const pick = (ref: PairLogps, idx: readonly number[]): PairLogps => ({ chosen: Float64Array.from(idx, (i) => ref.chosen[i]!), rejected: Float64Array.from(idx, (i) => ref.rejected[i]!) });
     const liveRef = (b: PreferenceBatch): PairLogps => {
@@ -283,6 +280,7 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
         : {}),
       dataPosition: () => stream.position(),
       restoreDataPosition: (p) => stream.restore(p as PreferenceStreamPosition),
+      lossIsTokenNll: false, // a pair loss: exp(valLoss) is no perplexity
     };
     if (data.val.length === 0) log('no validation pairs (data.valFraction is 0 or the split is empty); evaluation is off');
     const result = await runStage(task, cfg, setup, opts, {
@@ -310,75 +308,11 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
  * LoRA over the loaded base: adapters on the target Linears (A seeded, B zeros, so the model is
  * still the base), the base frozen; checkpoints hold the adapter in PEFT's format.
  */
-async function attachLora(model: LlamaForCausalLM, cfg: DpoConfig, setup: StageSetup, from: string): Promise<{
-  summary: { layers: number; trainable: number; total: number };
-  taskPart: Pick<TrainTask, 'parameters' | 'checkpointFiles' | 'restoreCheckpoint' | 'initialize'>;
-}> {
+async function attachLora(model: LlamaForCausalLM, cfg: DpoConfig, setup: StageSetup, from: string): Promise<{ summary: LoraSummary; taskPart: ModelTaskPart }> {
   const l = cfg.lora!;
-  let params: [string, Tensor][];
-  try {
-    params = applyLora(model, { r: l.r, alpha: l.alpha, dropout: l.dropout, targetModules: l.targetModules, seed: l.seed });
-  } catch (err) {
-    if (err instanceof PatentGPTError && err.code === 'E_CONFIG') throw cfgError(setup.file, 'lora.targetModules', err.message.replace(/^LoRA: (field "targetModules" )?/, ''));
-    throw err;
-  }
-  const layers = loraLayers(model).length;
-  const total = model.namedParameters().reduce((s, [, t]) => s + t.size, 0);
-  const trainable = params.reduce((s, [, t]) => s + t.size, 0);
-  setup.log(`LoRA: r ${l.r}, alpha ${l.alpha} on ${layers} layers; ${trainable} trainable parameters of ${total}; the frozen base is the reference (${cfg.dpo.reference})`);
-  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpt-dpo-lora-'));
-  let adapterConfig: string;
-  try {
-    await saveLora(model, tmp, { baseModel: path.resolve(from) });
-    adapterConfig = await fsp.readFile(path.join(tmp, ADAPTER_CONFIG_FILE), 'utf8');
-  } finally {
-    await fsp.rm(tmp, { recursive: true, force: true });
-  }
-  return {
-    summary: { layers, trainable, total },
-    taskPart: {
-      parameters: () => params,
-      checkpointFiles: () => [
-        { name: ADAPTER_CONFIG_FILE, content: adapterConfig },
-        { name: ADAPTER_WEIGHTS_FILE, content: (sink) => safetensorsContent(params.map(([n, t]) => [PEFT_PREFIX + n, t] as const)).write(sink) },
-      ],
-      restoreCheckpoint: async (ck) => {
-        const f = path.join(ck.dir, ADAPTER_WEIGHTS_FILE);
-        const saved = await readSafetensors(f).catch((err: Error) => {
-          throw new PatentGPTError('E_CHECKPOINT', `${f}: cannot read the LoRA adapter of the checkpoint (${err.message})`);
-        });
-        try {
-          noGrad(() => {
-            for (const [n, p] of params) {
-              const t = saved.get(PEFT_PREFIX + n);
-              if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${f}: no ${PEFT_PREFIX}${n} of ${p.size} values; the checkpoint is not this run's adapter`);
-              p.write(t.toRaw() as Float32Array);
-            }
-          });
-        } finally {
-          for (const t of saved.values()) t.dispose();
-        }
-      },
-      initialize: async () => {},
-    },
-  };
-}
-
-/**
- * A completed LoRA run's <runDir>/final: the base model folder (the frozen weights, config,
- * tokenizer record; transformers loads it) and final/adapter/ (PEFT's format, its base final/
- * itself), as the SFT stage leaves it, so `patentgpt sft merge` and Engine.fromPretrained(final,
- * { adapter }) take it. Built in final.tmp and renamed into place.
- */
-async function writeLoraFinal(model: LlamaForCausalLM, setup: StageSetup): Promise<{ model: string; adapter: string }> {
-  const dir = path.resolve(setup.runDir, LORA_FINAL_DIR);
-  const tmp = `${dir}.tmp`;
-  await fsp.rm(tmp, { recursive: true, force: true });
-  await fsp.mkdir(tmp, { recursive: true });
-  await writeSafetensors(path.join(tmp, 'model.safetensors'), model.namedParameters().filter(([n]) => !/\.lora_[AB]\.weight$/.test(n)));
-  for (const f of folderFiles(model.config, { tokenizer: setup.tokenizer })) await writeFileAtomic(path.join(tmp, f.name), f.content);
-  await saveLora(model, path.join(tmp, LORA_ADAPTER_DIR), { baseModel: dir });
-  await fsp.rm(dir, { recursive: true, force: true });
-  await fsp.rename(tmp, dir);
-  return { model: dir, adapter: path.join(dir, LORA_ADAPTER_DIR) };
+  const params = attachAdapters(model, l, setup.file);
+  const summary = loraCounts(model, params);
+  setup.log(`LoRA: r ${l.r}, alpha ${l.alpha} on ${summary.layers} layers; ${summary.trainable} trainable parameters of ${summary.total}; the frozen base is the reference (${cfg.dpo.reference})`);
+  const adapterConfig = await peftAdapterConfig(model, path.resolve(from));
+  return { summary, taskPart: adapterTaskPart(model, params, adapterConfig, { what: 'the LoRA adapter of the checkpoint', whose: "this run's adapter" }) };
 }

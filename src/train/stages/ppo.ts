@@ -28,14 +28,12 @@ import { readSftRecords, where } from '../../data/sft/index.js';
 import type { ChatRenderer } from '../../data/sft/render.js';
 import { Engine } from '../../infer/engine.js';
 import {
-  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LlamaForCausalLM, PEFT_PREFIX, loadWeights, readSafetensors, safetensorsContent, saveLora, type ModelConfig,
+  ADAPTER_WEIGHTS_FILE, LlamaForCausalLM, PEFT_PREFIX, loadWeights, safetensorsContent, saveLora, type ModelConfig,
 } from '../../models/index.js';
 import { loadRewardModel, packSequences, type ScoreHeadModel } from '../../models/reward.js';
 import { Linear } from '../../nn/index.js';
-import { applyLora, loraLayers, withAdaptersDisabled } from '../../nn/lora.js';
+import { loraLayers, withAdaptersDisabled } from '../../nn/lora.js';
 import { Tensor, gatherRows, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
-import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import { configHash } from '../config.js';
 import type { PpoConfig } from '../ppo/config.js';
 import { meanEntropy, ppoLoss } from '../ppo/loss.js';
@@ -47,6 +45,7 @@ import {
 } from '../ppo/rollout.js';
 import type { TaskLoss, TrainBatchInfo, TrainResult, TrainTask } from '../trainer.js';
 import { createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions } from './common.js';
+import { attachAdapters, loraCounts, peftAdapterConfig, peftCheckpointFiles, readTensorsInto } from './lora-part.js';
 import { sftRenderer } from './sft.js';
 
 export type PpoOptions = StageRunOptions & {
@@ -188,17 +187,11 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     let adapterConfig = '';
     if (cfg.lora) {
       const l = cfg.lora;
-      trainable = applyLora(pol, { r: l.r, alpha: l.alpha, dropout: l.dropout, targetModules: l.targetModules, seed: l.seed });
-      const total = pol.namedParameters().reduce((s, [, t]) => s + t.size, 0);
-      loraSummary = { layers: loraLayers(pol).length, trainable: trainable.reduce((s, [, t]) => s + t.size, 0), total };
-      log(`LoRA: r ${l.r}, alpha ${l.alpha} on ${loraSummary.layers} layers; ${loraSummary.trainable} trainable parameters of ${total}; the frozen base from ${from} is also the reference`);
-      const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpt-ppo-lora-'));
-      try {
-        await saveLora(pol, tmp, { baseModel: path.resolve(from) });
-        adapterConfig = await fsp.readFile(path.join(tmp, ADAPTER_CONFIG_FILE), 'utf8');
-      } finally {
-        await fsp.rm(tmp, { recursive: true, force: true });
-      }
+      trainable = attachAdapters(pol, l, file);
+      const counts = loraCounts(pol, trainable);
+      loraSummary = counts;
+      log(`LoRA: r ${l.r}, alpha ${l.alpha} on ${counts.layers} layers; ${counts.trainable} trainable parameters of ${counts.total}; the frozen base from ${from} is also the reference`);
+      adapterConfig = await peftAdapterConfig(pol, path.resolve(from));
     } else {
       trainable = pol.namedParameters();
       reference = new LlamaForCausalLM(modelConfig, { init: 'zeros', ...opts.model });
@@ -328,34 +321,11 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
 
     const valueFile = 'value_head.safetensors';
     const base = modelTaskPart(pol, cfg, setup);
-    const readInto = async (file: string, pairs: [string, Tensor][]): Promise<void> => {
-      let saved: Map<string, Tensor>;
-      try {
-        saved = await readSafetensors(file);
-      } catch (err) {
-        throw new PatentGPTError('E_CHECKPOINT', `${file}: cannot read it (${(err as Error).message})`);
-      }
-      try {
-        noGrad(() => {
-          for (const [n, p] of pairs) {
-            const t = saved.get(n);
-            if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${file}: no ${n} of ${p.size} values; the checkpoint is not this run's`);
-            p.write(t.toRaw() as Float32Array);
-          }
-        });
-      } finally {
-        for (const t of saved.values()) t.dispose();
-      }
-    };
+    const readInto = (file: string, pairs: [string, Tensor][]): Promise<void> => readTensorsInto(file, pairs);
     const task: TrainTask<PpoBatch> = {
       parameters: () => params,
       checkpointFiles: () => [
-        ...(cfg.lora
-          ? [
-              { name: ADAPTER_CONFIG_FILE, content: adapterConfig },
-              { name: ADAPTER_WEIGHTS_FILE, content: (sink: { write(c: Uint8Array): Promise<void> }) => safetensorsContent(trainable.map(([n, t]) => [PEFT_PREFIX + n, t] as const)).write(sink) },
-            ]
-          : base.checkpointFiles()),
+        ...(cfg.lora ? peftCheckpointFiles(trainable, adapterConfig) : base.checkpointFiles()),
         { name: valueFile, content: (sink: { write(c: Uint8Array): Promise<void> }) => safetensorsContent([['score.weight', vh.weight] as const]).write(sink) },
       ],
       restoreCheckpoint: async (ck) => {

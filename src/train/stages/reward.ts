@@ -18,8 +18,6 @@
 // rewardChosen / rewardRejected (means); evaluation on the held-out split (data.valFraction)
 // writes valLoss (per pair) and val.accuracy, val.margin, ... (over every held-out pair evaluated) to metrics.jsonl.
 import { promises as fsp } from 'node:fs';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   loadPreferenceData, preferenceEvalBatches, PreferenceBatchStream,
@@ -27,20 +25,20 @@ import {
 } from '../../data/preference/index.js';
 import { PatentGPTError } from '../../errors.js';
 import {
-  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, readSafetensors, safetensorsContent, saveLora, writeFileAtomic, writeSafetensors, type ModelConfig,
+  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, safetensorsContent, writeFileAtomic, writeSafetensors, type ModelConfig,
 } from '../../models/index.js';
 import {
-  ScoreHeadModel, bradleyTerryLoss, initScoreHeadModel, pairStats, readRewardConfig, rewardFolderFiles, saveRewardModel,
+  ScoreHeadModel, bradleyTerryLoss, initScoreHeadModel, pairStats, rewardFolderFiles, saveRewardModel,
 } from '../../models/reward.js';
 import { ForwardRecorder } from '../../nn/index.js';
-import { applyLora, loraLayers, loraParameters, mergeLora, namedLinears } from '../../nn/lora.js';
-import { add, noGrad, type Tensor } from '../../tensor/index.js';
+import { loraLayers, loraParameters, mergeLora, namedLinears } from '../../nn/lora.js';
+import { add, type Tensor } from '../../tensor/index.js';
 import { ByteTokenizer } from '../../tokenizer/byte.js';
 import type { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
-import { CheckpointManager, loadCheckpoint } from '../checkpoint.js';
 import { configHash, type RewardConfig } from '../config.js';
 import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
-import { cfgError, layerRecords, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup } from './common.js';
+import { cfgError, layerRecords, prepareStage, recordStage, resolveInitFolder, runStage, type StageRunOptions, type StageSetup } from './common.js';
+import { adapterTaskPart, attachAdapters, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 import { sftRenderer } from './sft.js';
 
 export type RewardOptions = StageRunOptions;
@@ -98,28 +96,6 @@ export function rewardLoss(model: ScoreHeadModel, batch: RewardLossBatch, cfg: P
   }
 }
 
-/** The folder init names: a run's newest verified checkpoint, a checkpoint (verified), or a model folder. */
-async function initFolder(init: string, log: (m: string) => void): Promise<string> {
-  if (!fs.existsSync(init)) throw new PatentGPTError('E_CONFIG', `init: ${init}: no such run, checkpoint or model folder`);
-  let dir = init;
-  if (fs.existsSync(path.join(init, 'checkpoints'))) {
-    const latest = await new CheckpointManager(init, { keep: 0, onSkip: (d, e) => log(`warning: init: ${d} does not verify (${e.message}); passed over`) }).latest();
-    if (!latest) throw new PatentGPTError('E_CHECKPOINT', `init: ${init}: the run has no complete checkpoint to start from`);
-    dir = latest.dir;
-  } else if (fs.existsSync(path.join(init, 'checksums.json')) || fs.existsSync(path.join(init, 'state.json'))) dir = (await loadCheckpoint(init)).dir;
-  // a LoRA SFT run's checkpoints hold only its adapter: the weights to start from are base + adapter, merged
-  if (fs.existsSync(path.join(dir, 'adapter_config.json')) && !fs.existsSync(path.join(dir, 'config.json')))
-    throw new PatentGPTError('E_CONFIG', `init: ${dir} holds a LoRA adapter, not a model; merge it into its base first (patentgpt sft merge --base RUN/final --adapter RUN/final/adapter --out DIR) and give DIR as init`);
-  return dir;
-}
-
-/** A model field naming a reward folder, as the decoder's config; anything else as it is. */
-async function decoderConfigOf(model: RewardConfig['model']): Promise<RewardConfig['model']> {
-  if (typeof model !== 'string' || !fs.existsSync(path.join(model, 'config.json'))) return model;
-  const r = await readRewardConfig(model);
-  return r.sequenceClassification ? r.config : model;
-}
-
 /** The id the folder records as pad_token_id: the tokenizer's pad, else <unk> (never EOS, which ends the scored sequences). */
 function padIdOf(tok: ByteTokenizer | SentencePieceTokenizer): number | null {
   if (tok.padId >= 0) return tok.padId;
@@ -132,9 +108,8 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
   const file = opts.configFile ?? 'config';
   if (cfg.kind !== 'reward') throw cfgError(file, 'kind', `"${String(cfg.kind)}" is not a reward config (run it with its own stage, not reward)`);
   const hash = configHash(cfg);
-  // a reward folder as `model` gives its decoder's config (transformers' architecture names it);
-  // a step holds 2B sequences: the memory check counts them
-  const setup = await prepareStage({ ...cfg, model: await decoderConfigOf(cfg.model), batchSize: 2 * cfg.batchSize }, opts, hash);
+  // a step holds 2B sequences: the memory check counts them (a reward folder as `model` gives its decoder's config)
+  const setup = await prepareStage({ ...cfg, batchSize: 2 * cfg.batchSize }, opts, hash);
   const { log, rank, worldSize, runDir, modelConfig: modelCfg } = setup;
 
   // ---- data: rendered, split once; the stream's position is a batch count
@@ -153,7 +128,7 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
 
   const model = new ScoreHeadModel(modelCfg, { init: 'zeros', padTokenId: padIdOf(setup.tokenizer), ...opts.model });
   try {
-    const initDir = await initFolder(cfg.init, log);
+    const initDir = await resolveInitFolder(cfg.init, log);
     let initFrom: RewardResult['initFrom'] = 'causal-lm';
     const loadInit = async (): Promise<void> => {
       initFrom = await initScoreHeadModel(model, initDir, { seed: cfg.seed, scoreInitStd: cfg.reward.scoreInitStd });
@@ -164,7 +139,7 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
     const { peak, fpt } = await recordStage(cfg, setup, {
       data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, sources: data.sources, renderer: renderer.name },
       ...(lora ? { lora: lora.summary } : {}),
-    });
+    }, { pairs: true });
 
     const task: TrainTask<PreferenceStreamBatch | (PreferenceBatch & { targetCount: number; metricWeight: number })> = {
       ...(lora
@@ -197,6 +172,7 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
         : {}),
       dataPosition: () => stream.position(),
       restoreDataPosition: (p) => stream.restore(p as PreferenceStreamPosition),
+      lossIsTokenNll: false, // a pair loss: exp(valLoss) is no perplexity
     };
     const result = await runStage(task, cfg, setup, opts, {
       rng: { seed: cfg.seed, generators: 'none: the pair order is a pure function of the seed and the batch count' },
@@ -224,27 +200,15 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
   }
 }
 
-/**
- * adapter_config.json of a LoRA'd reward model, as PEFT writes it for sequence classification:
- * task_type SEQ_CLS, the score head in modules_to_save (trained whole, saved beside the adapters).
- */
-async function rewardAdapterConfig(model: ScoreHeadModel, baseModel: string): Promise<string> {
-  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpt-reward-lora-'));
-  try {
-    await saveLora(model, tmp, { baseModel });
-    const c = JSON.parse(await fsp.readFile(path.join(tmp, ADAPTER_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
-    return JSON.stringify({ ...c, task_type: 'SEQ_CLS', modules_to_save: ['score'] }, null, 2) + '\n';
-  } finally {
-    await fsp.rm(tmp, { recursive: true, force: true });
-  }
-}
+/** What PEFT's adapter_config.json says for sequence classification: the score head trained whole, saved beside the adapters. */
+const SEQ_CLS_ADAPTER = { task_type: 'SEQ_CLS', modules_to_save: ['score'] };
 
 /**
  * Saves a LoRA'd reward model's adapters and score head as a PEFT adapter folder
  * (PeftModel.from_pretrained(AutoModelForSequenceClassification(base), dir) loads it).
  */
 export async function saveRewardAdapter(model: ScoreHeadModel, dir: string, opts: { baseModel: string }): Promise<void> {
-  const config = await rewardAdapterConfig(model, opts.baseModel);
+  const config = await peftAdapterConfig(model, opts.baseModel, SEQ_CLS_ADAPTER);
   await fsp.mkdir(dir, { recursive: true });
   const tensors = [...loraParameters(model), ['score.weight', model.score.weight] as [string, Tensor]].map(([n, t]) => [PEFT_PREFIX + n, t] as const);
   await writeSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE), tensors);
@@ -257,59 +221,20 @@ export async function saveRewardAdapter(model: ScoreHeadModel, dir: string, opts
  * score head. A checkpoint holds those tensors; a resume loads init again and them over it.
  */
 async function attachLora(model: ScoreHeadModel, cfg: RewardConfig, setup: StageSetup, loadInit: () => Promise<void>, initDir: string): Promise<{
-  summary: { layers: number; trainable: number; total: number };
-  taskPart: Pick<TrainTask, 'parameters' | 'checkpointFiles' | 'restoreCheckpoint' | 'initialize'>;
+  summary: Omit<LoraSummary, 'final'>;
+  taskPart: ModelTaskPart;
 }> {
   const l = cfg.lora!;
   await loadInit();
   // "all-linear" and patterns name the decoder's Linears: the head trains whole, it takes no adapter
   const decoder = namedLinears(model).map(([n]) => n).filter((n) => n !== 'score');
-  const targets = l.targetModules === 'all-linear' ? decoder.map((n) => n.replace(/\./g, '\\.')).join('|') : l.targetModules;
-  let params: [string, Tensor][];
-  try {
-    params = applyLora(model, { r: l.r, alpha: l.alpha, dropout: l.dropout, targetModules: targets, seed: l.seed });
-  } catch (err) {
-    if (err instanceof PatentGPTError && err.code === 'E_CONFIG') throw cfgError(setup.file, 'lora.targetModules', err.message.replace(/^LoRA: (field "targetModules" )?/, ''));
-    throw err;
-  }
+  let params = attachAdapters(model, l, setup.file, l.targetModules === 'all-linear' ? decoder.map((n) => n.replace(/\./g, '\\.')).join('|') : l.targetModules);
   if (loraLayers(model).some(([n]) => n === 'score')) throw cfgError(setup.file, 'lora.targetModules', 'matches the score head; it trains whole, leave "score" out');
   model.score.weight.requiresGrad = true;
   params = [...params, ['score.weight', model.score.weight]];
-  const total = model.namedParameters().reduce((s, [, t]) => s + t.size, 0);
-  const trainable = params.reduce((s, [, t]) => s + t.size, 0);
-  const layers = loraLayers(model).length;
-  setup.log(`LoRA: r ${l.r}, alpha ${l.alpha}, dropout ${l.dropout} on ${layers} layers, and the score head; ${trainable} trainable parameters of ${total} (${((100 * trainable) / total).toFixed(2)}%)`);
-  const adapterConfig = await rewardAdapterConfig(model, path.resolve(initDir));
-  return {
-    summary: { layers, trainable, total },
-    taskPart: {
-      parameters: () => params,
-      // PEFT's adapter folder (PeftModel.from_pretrained loads it on the init reward folder)
-      checkpointFiles: () => [
-        { name: ADAPTER_CONFIG_FILE, content: adapterConfig },
-        { name: ADAPTER_WEIGHTS_FILE, content: (sink) => safetensorsContent(params.map(([n, t]) => [PEFT_PREFIX + n, t] as const)).write(sink) },
-      ],
-      restoreCheckpoint: async (ck) => {
-        const f = path.join(ck.dir, ADAPTER_WEIGHTS_FILE);
-        let saved: Map<string, Tensor>;
-        try {
-          saved = await readSafetensors(f);
-        } catch (err) {
-          throw new PatentGPTError('E_CHECKPOINT', `${f}: cannot read the adapters and score head of the checkpoint (${(err as Error).message})`);
-        }
-        try {
-          noGrad(() => {
-            for (const [n, p] of params) {
-              const t = saved.get(PEFT_PREFIX + n);
-              if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${f}: no ${PEFT_PREFIX}${n} of ${p.size} values; the checkpoint is not this run's`);
-              p.write(t.toRaw() as Float32Array);
-            }
-          });
-        } finally {
-          for (const t of saved.values()) t.dispose();
-        }
-      },
-      initialize: async () => {}, // init is loaded above, the adapters start as applyLora made them
-    },
-  };
+  const summary = loraCounts(model, params);
+  setup.log(`LoRA: r ${l.r}, alpha ${l.alpha}, dropout ${l.dropout} on ${summary.layers} layers, and the score head; ${summary.trainable} trainable parameters of ${summary.total} (${((100 * summary.trainable) / summary.total).toFixed(2)}%)`);
+  // PEFT's adapter folder (PeftModel.from_pretrained loads it on the init reward folder)
+  const adapterConfig = await peftAdapterConfig(model, path.resolve(initDir), SEQ_CLS_ADAPTER);
+  return { summary, taskPart: adapterTaskPart(model, params, adapterConfig, { what: 'the adapters and score head of the checkpoint', whose: "this run's" }) };
 }

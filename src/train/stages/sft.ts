@@ -21,20 +21,14 @@
 // weights as trained on, with the stage's tokenizer record; transformers loads it) and
 // final/adapter/ (the last adapter, PEFT's format, its base final/ itself). `patentgpt sft merge`
 // folds it into one model folder; Engine.fromPretrained(final, { adapter }) serves it unmerged.
-import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   loadSftData, llama2ChatRenderer, chatRenderer, sftEvalBatches, SftBatchStream, IGNORE_INDEX,
   type ChatRenderer, type SftBatch, type SftData, type SftStreamBatch, type SftStreamPosition,
 } from '../../data/sft/index.js';
-import { PatentGPTError } from '../../errors.js';
-import {
-  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX, folderFiles, readSafetensors, safetensorsContent, saveLora, writeFileAtomic, writeSafetensors,
-  type LlamaForCausalLM, type ModelConfig,
-} from '../../models/index.js';
-import { applyLora, loraLayers } from '../../nn/lora.js';
-import { noGrad, scale, type Tensor } from '../../tensor/index.js';
+import type { LlamaForCausalLM, ModelConfig } from '../../models/index.js';
+import { loraLayers } from '../../nn/lora.js';
+import { scale } from '../../tensor/index.js';
 import { permutation } from '../../util/rng.js';
 import { ByteTokenizer } from '../../tokenizer/byte.js';
 import type { ChatMessage } from '../../tokenizer/chat.js';
@@ -45,6 +39,7 @@ import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
   cfgError, createStageModel, layerRecords, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
+import { adapterTaskPart, attachAdapters, loraCounts, peftAdapterConfig, writeLoraFinal, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 
 export type SftOptions = StageRunOptions;
 
@@ -58,21 +53,7 @@ export interface SftResult extends TrainResult {
   lora?: LoraSummary;
 }
 
-export interface LoraSummary {
-  /** Adapted Linears. */
-  layers: number;
-  /** Adapter parameters (the optimizer's), and all parameters (base and adapters). */
-  trainable: number;
-  total: number;
-  /** <runDir>/final (the base model folder) and <runDir>/final/adapter (PEFT), once the run completed. */
-  final?: { model: string; adapter: string };
-}
-
-/** Where a completed LoRA run leaves its base model folder; the adapter is in its adapter/ folder. */
-export const LORA_FINAL_DIR = 'final';
-export const LORA_ADAPTER_DIR = 'adapter';
-/** In a LoRA run's checkpoints beside the PEFT files: each adapter's dropout stream position. */
-export const LORA_STATE_FILE = 'lora_state.json';
+export { LORA_ADAPTER_DIR, LORA_FINAL_DIR, LORA_STATE_FILE, type LoraSummary } from './lora-part.js';
 
 /**
  * LLaMA-2's chat format (src/tokenizer/chat.ts) over the byte tokenizer: BOS "[INST] ... [/INST]"
@@ -265,105 +246,20 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
   }
 }
 
-const isAdapterParam = (name: string): boolean => /\.lora_[AB]\.weight$/.test(name);
-
 /**
  * A LoRA run's model: the base weights from init (loaded before the adapters, so a grown
  * vocabulary works as in full fine-tuning), then the adapters (A seeded, B zeros), the base
  * frozen. Returns the task's model side: only the adapters are parameters of the loop; a
  * checkpoint holds them in PEFT's format; a resume restores them over the same base.
  */
-async function attachLora(model: LlamaForCausalLM, cfg: SftConfig, setup: StageSetup): Promise<{
-  summary: LoraSummary;
-  taskPart: Pick<TrainTask, 'parameters' | 'checkpointFiles' | 'restoreCheckpoint' | 'initialize'>;
-}> {
+async function attachLora(model: LlamaForCausalLM, cfg: SftConfig, setup: StageSetup): Promise<{ summary: LoraSummary; taskPart: ModelTaskPart }> {
   const l = cfg.lora!;
   const from = await loadInitialWeights(model, cfg.init, setup.log);
-  let params: [string, Tensor][];
-  try {
-    params = applyLora(model, { r: l.r, alpha: l.alpha, dropout: l.dropout, targetModules: l.targetModules, seed: l.seed });
-  } catch (err) {
-    // lora.ts names its fields bare ("targetModules"); the config's errors name file and section
-    if (err instanceof PatentGPTError && err.code === 'E_CONFIG')
-      throw cfgError(setup.file, 'lora.targetModules', err.message.replace(/^LoRA: (field "targetModules" )?/, ''));
-    throw err;
-  }
-  const adapters = loraLayers(model).map(([n, lin]) => [n, lin.adapter] as const);
-  const layers = adapters.map(([n]) => n);
-  const total = model.namedParameters().reduce((s, [, t]) => s + t.size, 0);
-  const trainable = params.reduce((s, [, t]) => s + t.size, 0);
+  const params = attachAdapters(model, l, setup.file);
+  const layers = loraLayers(model).map(([n]) => n);
+  const summary = loraCounts(model, params);
   setup.log(`LoRA: r ${l.r}, alpha ${l.alpha}, dropout ${l.dropout} on ${layers.length} layers (${layers.slice(0, 2).join(', ')}${layers.length > 2 ? ', ...' : ''}); ` +
-    `${trainable} trainable parameters of ${total} (${((100 * trainable) / total).toFixed(2)}%); base weights from ${from}, frozen`);
-  // adapter_config.json does not change during the run: written once by PEFT's writer, reused
-  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgpt-lora-'));
-  let adapterConfig: string;
-  try {
-    await saveLora(model, tmp, { baseModel: path.resolve(from) });
-    adapterConfig = await fsp.readFile(path.join(tmp, ADAPTER_CONFIG_FILE), 'utf8');
-  } finally {
-    await fsp.rm(tmp, { recursive: true, force: true });
-  }
-  return {
-    summary: { layers: layers.length, trainable, total },
-    taskPart: {
-      parameters: () => params,
-      checkpointFiles: () => [
-        { name: ADAPTER_CONFIG_FILE, content: adapterConfig },
-        { name: ADAPTER_WEIGHTS_FILE, content: (sink) => safetensorsContent(params.map(([n, t]) => [PEFT_PREFIX + n, t] as const)).write(sink) },
-        // where each adapter's dropout stream stands, so a resume draws the masks an uninterrupted run would
-        { name: LORA_STATE_FILE, content: JSON.stringify({ dropoutOffsets: Object.fromEntries(adapters.map(([n, a]) => [n, a.dropoutOffset])) }, null, 2) + '\n' },
-      ],
-      restoreCheckpoint: async (ck) => {
-        const stateFile = path.join(ck.dir, LORA_STATE_FILE);
-        let offsets: Record<string, unknown>;
-        try {
-          offsets = (JSON.parse(await fsp.readFile(stateFile, 'utf8')) as { dropoutOffsets: Record<string, unknown> }).dropoutOffsets;
-        } catch (err) {
-          throw new PatentGPTError('E_CHECKPOINT', `${stateFile}: cannot read the adapters' dropout positions (${(err as Error).message})`);
-        }
-        for (const [n, a] of adapters) {
-          const v = offsets?.[n];
-          if (typeof v !== 'number') throw new PatentGPTError('E_CHECKPOINT', `${stateFile}: no dropout position for ${n}; the checkpoint is not this run's adapter`);
-          a.dropoutOffset = v;
-        }
-        const file = path.join(ck.dir, ADAPTER_WEIGHTS_FILE);
-        let saved: Map<string, Tensor>;
-        try {
-          saved = await readSafetensors(file);
-        } catch (err) {
-          throw new PatentGPTError('E_CHECKPOINT', `${file}: cannot read the LoRA adapter of the checkpoint (${(err as Error).message})`);
-        }
-        try {
-          noGrad(() => {
-            for (const [n, p] of params) {
-              const t = saved.get(PEFT_PREFIX + n);
-              if (!t || t.size !== p.size) throw new PatentGPTError('E_CHECKPOINT', `${file}: no ${PEFT_PREFIX}${n} of ${p.size} values; the checkpoint is not this run's adapter`);
-              p.write(t.toRaw() as Float32Array);
-            }
-          });
-        } finally {
-          for (const t of saved.values()) t.dispose();
-        }
-      },
-      initialize: async () => {}, // the base is loaded above, the adapters start as applyLora made them
-    },
-  };
-}
-
-/**
- * <runDir>/final: the base model folder (model.safetensors of the frozen weights, config,
- * generation config, tokenizer record) and adapter/ (PEFT's format, base_model_name_or_path the
- * final folder). Built in final.tmp and renamed into place, replacing an older final.
- */
-async function writeLoraFinal(model: LlamaForCausalLM, setup: StageSetup): Promise<{ model: string; adapter: string }> {
-  const dir = path.resolve(setup.runDir, LORA_FINAL_DIR);
-  const tmp = `${dir}.tmp`;
-  await fsp.rm(tmp, { recursive: true, force: true });
-  await fsp.mkdir(tmp, { recursive: true });
-  await writeSafetensors(path.join(tmp, 'model.safetensors'), model.namedParameters().filter(([n]) => !isAdapterParam(n)));
-  for (const f of folderFiles(model.config, { tokenizer: setup.tokenizer })) await writeFileAtomic(path.join(tmp, f.name), f.content);
-  await saveLora(model, path.join(tmp, LORA_ADAPTER_DIR), { baseModel: dir });
-  await fsp.rm(dir, { recursive: true, force: true });
-  await fsp.rename(tmp, dir);
-  return { model: dir, adapter: path.join(dir, LORA_ADAPTER_DIR) };
+    `${summary.trainable} trainable parameters of ${summary.total} (${((100 * summary.trainable) / summary.total).toFixed(2)}%); base weights from ${from}, frozen`);
+  const adapterConfig = await peftAdapterConfig(model, path.resolve(from));
+  return { summary, taskPart: adapterTaskPart(model, params, adapterConfig, { what: 'the LoRA adapter of the checkpoint', whose: "this run's adapter" }) };
 }
