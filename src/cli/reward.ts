@@ -23,8 +23,6 @@ export function rewardCommand() {
     ].join('\n'))
     .action(async (opts: StageFlags) => {
       const cfg = await loadCommandConfig('reward', opts);
-      const { lora, ...result } = await reward(cfg, commandRunOptions(opts));
-      if (lora?.final && !opts.quiet) process.stderr.write(`final reward model (adapters merged): ${lora.final.model}\n`);
-      finishStageCommand('reward', opts, result);
+      finishStageCommand('reward', opts, await reward(cfg, commandRunOptions(opts)));
     });
 }

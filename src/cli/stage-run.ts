@@ -58,8 +58,12 @@ export function commandRunOptions(flags: StageFlags): StageRunOptions {
   };
 }
 
-/** Prints the summary line (and a sentence on a terminal) and sets the exit code. */
-export function finishStageCommand(name: string, flags: StageFlags, result: TrainResult & { runDir: string; lora?: { final?: { model: string; adapter: string } } }): void {
+/**
+ * Prints the summary line (and a sentence on a terminal) and sets the exit code. A LoRA run that
+ * completed names its final folder, and its adapter where the stage keeps one apart (sft, dpo,
+ * ppo; a reward run's final folder has the adapters merged).
+ */
+export function finishStageCommand(name: string, flags: StageFlags, result: TrainResult & { runDir: string; lora?: { final?: { model: string; adapter?: string } } }): void {
   const out = process.stderr;
   const summary = {
     event: 'summary',
@@ -67,7 +71,7 @@ export function finishStageCommand(name: string, flags: StageFlags, result: Trai
     step: result.step,
     runDir: result.runDir,
     checkpoint: result.checkpoint,
-    ...(result.lora?.final ? { final: result.lora.final.model, adapter: result.lora.final.adapter } : {}),
+    ...(result.lora?.final ? { final: result.lora.final.model, ...(result.lora.final.adapter !== undefined ? { adapter: result.lora.final.adapter } : {}) } : {}),
     ...(result.valLoss !== undefined ? { valLoss: +result.valLoss.toFixed(4) } : {}),
     tokens: result.tokensSeen,
     ...(result.nonFiniteSteps > 0 ? { nonFiniteSteps: result.nonFiniteSteps } : {}),
