@@ -242,6 +242,22 @@ function loraTrainable(cfg: StageBase, m: ModelConfig): { trainableParameters?: 
   return { trainableParameters: r * m.nLayers * (attention + mlp) };
 }
 
+/**
+ * Logs what a fine-tuning stage read (`what`: "conversations", "pairs"): training and held-out
+ * counts, the chat template, records skipped by reason and examples cut to `maxLength`. Returns
+ * the skip counts that occurred, for the run's config.json and result.
+ */
+export function logStageData(
+  log: (m: string) => void, what: string, renderer: string, maxLength: number,
+  data: { train: readonly unknown[]; val: readonly unknown[]; truncated: number; skipped: { total: number; nonzero(): Partial<Record<string, number>> } },
+): Partial<Record<string, number>> {
+  const skipped = data.skipped.nonzero();
+  log(`data: ${data.train.length} training and ${data.val.length} validation ${what} (chat template ${renderer})` +
+    (data.skipped.total ? `, ${data.skipped.total} records skipped (${Object.entries(skipped).map(([r, n]) => `${r} ${n}`).join(', ')})` : '') +
+    (data.truncated ? `, ${data.truncated} cut to ${maxLength} tokens` : ''));
+  return skipped;
+}
+
 /** The stage's model: seeded, or zeros when `init` weights will be loaded over it. */
 export function createStageModel(cfg: StageBase, setup: StageSetup, opts: StageRunOptions = {}): LlamaForCausalLM {
   return new LlamaForCausalLM(setup.modelConfig, { seed: cfg.seed, ...(cfg.init ? { init: 'zeros' as const } : {}), ...opts.model });

@@ -44,9 +44,9 @@ import { configHash, type DpoConfig } from '../config.js';
 import type { DpoObjective } from '../config-dpo.js';
 import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
-  cfgError, createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
+  cfgError, createStageModel, loadInitialWeights, logStageData, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
-import { adapterTaskPart, attachAdapters, loraCounts, peftAdapterConfig, writeLoraFinal, type LoraSummary, type ModelTaskPart } from './lora-part.js';
+import { adapterTaskPart, attachAdapters, finalLoraSummary, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 import { sftRenderer } from './sft.js';
 
 export type DpoOptions = StageRunOptions;
@@ -220,10 +220,7 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
     sources: dc.sources, renderer, valFraction: dc.valFraction, splitSeed: dc.splitSeed, maxLength: dc.maxLength ?? cfg.seqLen,
     ...(dc.truncation ? { truncation: dc.truncation } : {}),
   });
-  const skipped = data.skipped.nonzero();
-  log(`data: ${data.train.length} training and ${data.val.length} validation pairs (chat template ${renderer.name})` +
-    (data.skipped.total ? `, ${data.skipped.total} records skipped (${Object.entries(skipped).map(([r, n]) => `${r} ${n}`).join(', ')})` : '') +
-    (data.truncated ? `, ${data.truncated} cut to ${dc.maxLength ?? cfg.seqLen} tokens` : ''));
+  const skipped = logStageData(log, 'pairs', renderer.name, dc.maxLength ?? cfg.seqLen, data);
   const stream = new PreferenceBatchStream(data.train, { batchSize: cfg.batchSize, seed: cfg.seed, shuffle: dc.shuffle, rank, worldSize });
 
   let model: LlamaForCausalLM | null = null;
@@ -286,14 +283,7 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
     const result = await runStage(task, cfg, setup, opts, {
       rng: { seed: cfg.seed, dataSeed: cfg.seed, generators: 'none: the pair order is a pure function of the seed and the batch count' },
     });
-    let loraSummary: DpoResult['lora'];
-    if (lora) {
-      loraSummary = { ...lora.summary };
-      if (result.status === 'completed' && rank === 0) {
-        loraSummary.final = await writeLoraFinal(m, setup);
-        log(`final model: ${loraSummary.final.model} (base) with its adapter ${loraSummary.final.adapter}`);
-      }
-    }
+    const loraSummary = lora ? await finalLoraSummary(lora.summary, result, m, setup) : undefined;
     return {
       ...result, runDir, model: modelCfg,
       data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, renderer: renderer.name },

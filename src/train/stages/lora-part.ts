@@ -16,7 +16,7 @@ import type { Module } from '../../nn/index.js';
 import { applyLora, loraLayers } from '../../nn/lora.js';
 import { noGrad, type Tensor } from '../../tensor/index.js';
 import type { SftLora } from '../config.js';
-import type { TrainTask } from '../trainer.js';
+import type { TrainResult, TrainTask } from '../trainer.js';
 import { cfgError, type StageSetup } from './common.js';
 
 /** Where a completed LoRA run leaves its base model folder (in the run folder) and, inside it, the adapter. */
@@ -143,6 +143,16 @@ export function adapterTaskPart(model: Module, params: [string, Tensor][], adapt
     },
     initialize: async () => {}, // the base is loaded before the adapters; they start as applyLora made them
   };
+}
+
+/** A LoRA run's summary for its result: final/ written (rank 0) when the run completed. */
+export async function finalLoraSummary(summary: LoraSummary, result: TrainResult, model: LlamaForCausalLM, setup: StageSetup): Promise<LoraSummary> {
+  const out = { ...summary };
+  if (result.status === 'completed' && setup.rank === 0) {
+    out.final = await writeLoraFinal(model, setup);
+    setup.log(`final model: ${out.final.model} (base) with its adapter ${out.final.adapter}`);
+  }
+  return out;
 }
 
 /**

@@ -37,7 +37,7 @@ import { ByteTokenizer } from '../../tokenizer/byte.js';
 import type { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
 import { configHash, type RewardConfig } from '../config.js';
 import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
-import { cfgError, layerRecords, prepareStage, recordStage, resolveInitFolder, runStage, type StageRunOptions, type StageSetup } from './common.js';
+import { cfgError, layerRecords, logStageData, prepareStage, recordStage, resolveInitFolder, runStage, type StageRunOptions, type StageSetup } from './common.js';
 import { adapterTaskPart, attachAdapters, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 import { sftRenderer } from './sft.js';
 
@@ -118,10 +118,7 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
   const data: PreferenceData = await loadPreferenceData({
     sources: dc.sources, renderer, valFraction: dc.valFraction, splitSeed: dc.splitSeed, maxLength: dc.maxLength ?? cfg.seqLen,
   });
-  const skipped = Object.fromEntries(Object.entries(data.skipped.counts).filter(([, n]) => n > 0));
-  log(`data: ${data.train.length} training and ${data.val.length} validation pairs (chat template ${renderer.name})` +
-    (data.skipped.total ? `, ${data.skipped.total} records skipped (${Object.entries(skipped).map(([r, n]) => `${r} ${n}`).join(', ')})` : '') +
-    (data.truncated ? `, ${data.truncated} cut to ${dc.maxLength ?? cfg.seqLen} tokens` : ''));
+  const skipped = logStageData(log, 'pairs', renderer.name, dc.maxLength ?? cfg.seqLen, data);
   const stream = new PreferenceBatchStream(data.train, { batchSize: cfg.batchSize, seed: cfg.seed, shuffle: dc.shuffle, rank, worldSize });
   if (data.val.length === 0) log('no validation pairs (data.valFraction is 0 or the split is empty); evaluation is off');
   let val: PreferenceBatch[] | null = null;

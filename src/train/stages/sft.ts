@@ -37,9 +37,9 @@ import { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
 import { configHash, type SftConfig } from '../config.js';
 import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
-  cfgError, createStageModel, layerRecords, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
+  cfgError, createStageModel, layerRecords, loadInitialWeights, logStageData, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
-import { adapterTaskPart, attachAdapters, loraCounts, peftAdapterConfig, writeLoraFinal, type LoraSummary, type ModelTaskPart } from './lora-part.js';
+import { adapterTaskPart, attachAdapters, finalLoraSummary, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 
 export type SftOptions = StageRunOptions;
 
@@ -186,10 +186,7 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
     sources: dc.sources, renderer, seed: cfg.seed, valFraction: dc.valFraction, splitSeed: dc.splitSeed, shuffle: dc.shuffle,
     trainOnPrompt: dc.trainOnPrompt, maxLength: dc.maxLength ?? cfg.seqLen,
   });
-  const skipped = data.skipped.nonzero();
-  log(`data: ${data.train.length} training and ${data.val.length} validation conversations (chat template ${renderer.name})` +
-    (data.skipped.total ? `, ${data.skipped.total} records skipped (${Object.entries(skipped).map(([r, n]) => `${r} ${n}`).join(', ')})` : '') +
-    (data.truncated ? `, ${data.truncated} cut to ${dc.maxLength ?? cfg.seqLen} tokens` : ''));
+  const skipped = logStageData(log, 'conversations', renderer.name, dc.maxLength ?? cfg.seqLen, data);
   const pack = { seqLen: cfg.seqLen, mode: dc.packing, strategy: dc.strategy };
   const stream = new SftBatchStream(data.train, { ...pack, batchSize: cfg.batchSize, shuffle: dc.shuffle, seed: cfg.seed, rank, worldSize });
   const stepTargets = new SftStepTargets(stream, { gradAccum: cfg.gradAccum, seed: cfg.seed, shuffle: dc.shuffle });
@@ -228,14 +225,7 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
       flopsPerToken: fpt,
       peakFlops: peak.peakFlops,
     });
-    let loraSummary: LoraSummary | undefined;
-    if (lora) {
-      loraSummary = { ...lora.summary };
-      if (result.status === 'completed' && rank === 0) {
-        loraSummary.final = await writeLoraFinal(m, setup);
-        log(`final model: ${loraSummary.final.model} (base) with its adapter ${loraSummary.final.adapter}`);
-      }
-    }
+    const loraSummary = lora ? await finalLoraSummary(lora.summary, result, m, setup) : undefined;
     return {
       ...result, runDir, model: modelCfg, peakFlops: peak.peakFlops, peakSource: peak.peakSource,
       data: { train: data.train.length, val: data.val.length, skipped, truncated: data.truncated, rows: stream.rows.length, renderer: renderer.name },
