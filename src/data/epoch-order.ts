@@ -41,6 +41,7 @@ export interface EpochOrderSpec<K extends string> {
   empty: string;
 }
 
+/** The order alone; a stream extends it with what its items are (SftBatchStream, PreferenceBatchStream). */
 export class EpochOrder<K extends string> {
   readonly batchSize: number;
   readonly rank: number;
@@ -79,7 +80,7 @@ export class EpochOrder<K extends string> {
   }
 
   /** The next batch on this rank: its items' indices, its index in the stream and the epoch of its first item. */
-  next(): { indices: number[]; index: number; epoch: number } {
+  nextIndices(): { indices: number[]; index: number; epoch: number } {
     const first = (this.batch * this.worldSize + this.rank) * this.batchSize;
     const picked = Array.from({ length: this.batchSize }, (_, r) => this.at(first + r));
     return { indices: picked.map((p) => p.index), index: this.batch++, epoch: picked[0]!.epoch };

@@ -94,51 +94,20 @@ const PREFERENCE_ORDER: EpochOrderSpec<'preference'> = {
   empty: 'no preference pairs to train on: every record was skipped or the files are empty (see the skip counts)',
 };
 
-export class PreferenceBatchStream {
-  private readonly order: EpochOrder<'preference'>;
-
+export class PreferenceBatchStream extends EpochOrder<'preference'> {
   constructor(readonly examples: readonly PreferenceExample[], opts: PreferenceStreamOptions, position?: PreferenceStreamPosition) {
-    this.order = new EpochOrder(examples.length, opts, fingerprintOf(examples, opts, opts.worldSize ?? 1), PREFERENCE_ORDER);
+    super(examples.length, opts, fingerprintOf(examples, opts, opts.worldSize ?? 1), PREFERENCE_ORDER);
     if (position) this.restore(position);
-  }
-
-  get batchSize(): number {
-    return this.order.batchSize;
-  }
-
-  get rank(): number {
-    return this.order.rank;
-  }
-
-  get worldSize(): number {
-    return this.order.worldSize;
-  }
-
-  get fingerprint(): string {
-    return this.order.fingerprint;
-  }
-
-  /** Global batches in one pass over the pairs (the last one may wrap into the next epoch). */
-  get batchesPerEpoch(): number {
-    return this.order.batchesPerEpoch;
   }
 
   /** Index (into examples) of global pair g, and its epoch. */
   pairAt(g: number): { index: number; epoch: number } {
-    return this.order.at(g);
+    return this.at(g);
   }
 
   next(): PreferenceStreamBatch {
-    const { indices, index, epoch } = this.order.next();
+    const { indices, index, epoch } = this.nextIndices();
     return { ...collatePairs(this.examples, indices), index, epoch };
-  }
-
-  position(): PreferenceStreamPosition {
-    return this.order.position();
-  }
-
-  restore(pos: PreferenceStreamPosition): void {
-    this.order.restore(pos);
   }
 }
 

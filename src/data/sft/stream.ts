@@ -33,48 +33,19 @@ const SFT_ORDER: EpochOrderSpec<'sft'> = {
   empty: 'no SFT examples to train on: every record was skipped or the files are empty (see the skip counts)',
 };
 
-export class SftBatchStream {
+export class SftBatchStream extends EpochOrder<'sft'> {
   readonly rows: readonly SftRow[];
-  private readonly order: EpochOrder<'sft'>;
 
   constructor(examples: readonly SftExample[], opts: SftStreamOptions, position?: SftStreamPosition) {
-    this.rows = packExamples(examples, opts);
-    this.order = new EpochOrder(this.rows.length, opts, fingerprintOf(examples, opts, opts.worldSize ?? 1), SFT_ORDER);
+    const rows = packExamples(examples, opts);
+    super(rows.length, opts, fingerprintOf(examples, opts, opts.worldSize ?? 1), SFT_ORDER);
+    this.rows = rows;
     if (position) this.restore(position);
   }
 
-  get batchSize(): number {
-    return this.order.batchSize;
-  }
-
-  get rank(): number {
-    return this.order.rank;
-  }
-
-  get worldSize(): number {
-    return this.order.worldSize;
-  }
-
-  get fingerprint(): string {
-    return this.order.fingerprint;
-  }
-
-  /** Global batches in one pass over the rows (the last one may wrap into the next epoch). */
-  get batchesPerEpoch(): number {
-    return this.order.batchesPerEpoch;
-  }
-
   next(): SftStreamBatch {
-    const { indices, index, epoch } = this.order.next();
+    const { indices, index, epoch } = this.nextIndices();
     return { ...collateRows(indices.map((i) => this.rows[i]!)), index, epoch };
-  }
-
-  position(): SftStreamPosition {
-    return this.order.position();
-  }
-
-  restore(pos: SftStreamPosition): void {
-    this.order.restore(pos);
   }
 }
 
