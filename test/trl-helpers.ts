@@ -11,6 +11,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect } from 'vitest';
 import { findPython } from '../scripts/bench/_peers.js';
+import { LlamaForCausalLM, loadPretrained, saveLora, savePretrained, validateConfig } from '../src/models/index.js';
+import { applyLora } from '../src/nn/lora.js';
+import { SentencePieceTokenizer } from '../src/tokenizer/sentencepiece.js';
 import { readMetrics } from '../src/train/metrics.js';
 
 const repo = new URL('../', import.meta.url).pathname;
@@ -69,6 +72,39 @@ export function writeTrlGolden<G>(peer: TrlPeer, name: string, make: () => G | n
 /** Gives `modelDir` the ChatML template with {% generation %} blocks (tokenizer_config.json) both sides render with. */
 export function copyChatTemplate(modelDir: string): void {
   fs.copyFileSync(path.join(repo, 'test/tokenizer/fixtures/chat-templates/chatml-generation/tokenizer_config.json'), path.join(modelDir, 'tokenizer_config.json'));
+}
+
+/**
+ * The tiny LLaMA folder of the causal parity tests (sft, dpo): TRL_TINY_MODEL (seed 7, std 0.05)
+ * with LLaMA-2's tokenizer.model and the ChatML template, `lines` written to `dataFile`, and the
+ * LoRA adapter both sides start from in `adapterDir`: ours, as the stages make it (TRL_LORA's
+ * seed, B zeros), which PEFT loads.
+ */
+export async function makeTinyLlamaFolder(modelDir: string, dataFile: string, lines: string[], adapterDir: string): Promise<void> {
+  const m = new LlamaForCausalLM(validateConfig(TRL_TINY_MODEL), { seed: 7, initStd: 0.05 });
+  await savePretrained(m, modelDir, { tokenizer: SentencePieceTokenizer.llama2() });
+  m.dispose();
+  copyChatTemplate(modelDir);
+  fs.writeFileSync(dataFile, lines.join('\n') + '\n');
+  const base = await loadPretrained(modelDir);
+  applyLora(base, TRL_LORA);
+  await saveLora(base, adapterDir, { baseModel: modelDir });
+  base.dispose();
+}
+
+/**
+ * The stage config fields every parity run shares: the folder as model, init, tokenizer and chat
+ * template; the data file in order with no held-out split; AdamW (betas 0.9/0.999, eps 1e-8, no
+ * weight decay) at a constant rate with no warm-up; a metrics line every step, nothing else.
+ */
+export function trlStageFields(modelDir: string, dataFile: string, o: { seqLen: number; batchSize: number; steps: number; lr: number; gradClip: number }): Record<string, unknown> {
+  return {
+    model: modelDir, init: modelDir, tokenizer: path.join(modelDir, 'tokenizer.model'), chatTemplate: { path: modelDir },
+    data: { sources: [dataFile], valFraction: 0, shuffle: false },
+    seqLen: o.seqLen, batchSize: o.batchSize, steps: o.steps,
+    optimizer: { lr: o.lr, weightDecay: 0, gradClip: o.gradClip, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+    schedule: { kind: 'constant', warmupSteps: 0 }, evalEvery: 0, checkpointEvery: 0, logEvery: 1, threads: 1, seed: 0,
+  };
 }
 
 /** The logged training records of a run (those with a loss), in step order. */

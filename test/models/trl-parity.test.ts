@@ -14,12 +14,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSftData } from '../../src/data/sft/index.js';
-import { LlamaForCausalLM, loadPretrained, saveLora, savePretrained, validateConfig } from '../../src/models/index.js';
-import { applyLora } from '../../src/nn/lora.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type SftConfig } from '../../src/train/config.js';
 import { sft, sftRenderer } from '../../src/train/stages/sft.js';
-import { IP_TOPICS, TRL_LORA, TRL_TINY_MODEL, copyChatTemplate, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, writeTrlGolden } from '../trl-helpers.js';
+import { IP_TOPICS, TRL_LORA, makeTinyLlamaFolder, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, trlStageFields, writeTrlGolden } from '../trl-helpers.js';
 
 const FIXTURE = 'trl-sft-golden.json';
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-'));
@@ -56,27 +54,12 @@ function conversations(): string[] {
   return lines;
 }
 
-beforeAll(async () => {
-  const cfg = validateConfig(TRL_TINY_MODEL);
-  const m = new LlamaForCausalLM(cfg, { seed: 7, initStd: 0.05 });
-  await savePretrained(m, modelDir, { tokenizer: SentencePieceTokenizer.llama2() });
-  m.dispose();
-  copyChatTemplate(modelDir);
-  fs.writeFileSync(dataFile, conversations().join('\n') + '\n');
-  // the adapter both sides start from: ours, as the sft stage makes it (same seed), B zeros
-  const base = await loadPretrained(modelDir);
-  applyLora(base, LORA);
-  await saveLora(base, adapterDir, { baseModel: modelDir });
-  base.dispose();
-}, 60_000);
+beforeAll(() => makeTinyLlamaFolder(modelDir, dataFile, conversations(), adapterDir), 60_000);
 
 function stageConfig(c: Case, runDir: string): SftConfig {
   const cfg = validateStageConfig({
-    kind: 'sft', name: 'trl-parity', model: modelDir, init: modelDir, tokenizer: path.join(modelDir, 'tokenizer.model'), chatTemplate: { path: modelDir },
-    data: { sources: [dataFile], valFraction: 0, shuffle: false, packing: 'pad' },
-    seqLen: SEQ, batchSize: c.batchSize, gradAccum: c.gradAccum, steps: STEPS,
-    optimizer: { lr: c.lr, weightDecay: 0, gradClip: c.gradClip, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-    schedule: { kind: 'constant', warmupSteps: 0 }, evalEvery: 0, checkpointEvery: 0, logEvery: 1, threads: 1, seed: 0,
+    kind: 'sft', name: 'trl-parity', ...trlStageFields(modelDir, dataFile, { seqLen: SEQ, batchSize: c.batchSize, steps: STEPS, lr: c.lr, gradClip: c.gradClip }),
+    data: { sources: [dataFile], valFraction: 0, shuffle: false, packing: 'pad' }, gradAccum: c.gradAccum,
     ...(c.lora ? { lora: c.lora } : {}),
   }) as SftConfig;
   cfg.runDir = runDir;

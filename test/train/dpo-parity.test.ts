@@ -15,12 +15,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPreferenceData } from '../../src/data/preference/index.js';
-import { LlamaForCausalLM, loadPretrained, saveLora, savePretrained, validateConfig } from '../../src/models/index.js';
-import { applyLora } from '../../src/nn/lora.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type DpoConfig } from '../../src/train/config.js';
 import { dpo, dpoRenderer } from '../../src/train/stages/dpo.js';
-import { IP_TOPICS, TRL_LORA, TRL_TINY_MODEL, copyChatTemplate, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, writeTrlGolden } from '../trl-helpers.js';
+import { IP_TOPICS, TRL_LORA, makeTinyLlamaFolder, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, trlStageFields, writeTrlGolden } from '../trl-helpers.js';
 
 const FIXTURE = 'trl-dpo-golden.json';
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-dpo-'));
@@ -59,26 +57,11 @@ function pairs(): string[] {
   });
 }
 
-beforeAll(async () => {
-  const cfg = validateConfig(TRL_TINY_MODEL);
-  const m = new LlamaForCausalLM(cfg, { seed: 7, initStd: 0.05 });
-  await savePretrained(m, modelDir, { tokenizer: SentencePieceTokenizer.llama2() });
-  m.dispose();
-  copyChatTemplate(modelDir);
-  fs.writeFileSync(dataFile, pairs().join('\n') + '\n');
-  const base = await loadPretrained(modelDir);
-  applyLora(base, LORA);
-  await saveLora(base, adapterDir, { baseModel: modelDir });
-  base.dispose();
-}, 60_000);
+beforeAll(() => makeTinyLlamaFolder(modelDir, dataFile, pairs(), adapterDir), 60_000);
 
 function stageConfig(c: Case, runDir: string): DpoConfig {
   const cfg = validateStageConfig({
-    kind: 'dpo', name: 'trl-dpo-parity', model: modelDir, init: modelDir, tokenizer: path.join(modelDir, 'tokenizer.model'), chatTemplate: { path: modelDir },
-    data: { sources: [dataFile], valFraction: 0, shuffle: false },
-    seqLen: SEQ, batchSize: BATCH, steps: STEPS,
-    optimizer: { lr: c.lr, weightDecay: 0, gradClip: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-    schedule: { kind: 'constant', warmupSteps: 0 }, evalEvery: 0, checkpointEvery: 0, logEvery: 1, threads: 1, seed: 0,
+    kind: 'dpo', name: 'trl-dpo-parity', ...trlStageFields(modelDir, dataFile, { seqLen: SEQ, batchSize: BATCH, steps: STEPS, lr: c.lr, gradClip: 0 }),
     dpo: { beta: c.beta, loss: c.loss }, ...(c.lora ? { lora: c.lora } : {}),
   }) as DpoConfig;
   cfg.runDir = runDir;

@@ -23,7 +23,7 @@ import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type RewardConfig } from '../../src/train/config.js';
 import { reward, saveRewardAdapter } from '../../src/train/stages/reward.js';
 import { sftRenderer } from '../../src/train/stages/sft.js';
-import { IP_TOPICS, TRL_LORA, TRL_TINY_MODEL, copyChatTemplate, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, writeTrlGolden } from '../trl-helpers.js';
+import { IP_TOPICS, TRL_LORA, TRL_TINY_MODEL, copyChatTemplate, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, trlStageFields, writeTrlGolden } from '../trl-helpers.js';
 
 const FIXTURE = 'trl-reward-golden.json';
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-reward-'));
@@ -78,11 +78,7 @@ beforeAll(async () => {
 
 function stageConfig(c: Case, runDir: string): RewardConfig {
   const cfg = validateStageConfig({
-    kind: 'reward', name: 'trl-reward-parity', model: modelDir, init: modelDir, tokenizer: path.join(modelDir, 'tokenizer.model'), chatTemplate: { path: modelDir },
-    data: { sources: [dataFile], valFraction: 0, shuffle: false },
-    seqLen: SEQ, batchSize: BATCH, gradAccum: 1, steps: STEPS,
-    optimizer: { lr: c.lr, weightDecay: 0, gradClip: c.gradClip, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-    schedule: { kind: 'constant', warmupSteps: 0 }, evalEvery: 0, checkpointEvery: 0, logEvery: 1, threads: 1, seed: 0,
+    kind: 'reward', name: 'trl-reward-parity', ...trlStageFields(modelDir, dataFile, { seqLen: SEQ, batchSize: BATCH, steps: STEPS, lr: c.lr, gradClip: c.gradClip }), gradAccum: 1,
     reward: { ...(c.margin !== undefined ? { margin: c.margin } : {}), ...(c.center !== undefined ? { centerRewardsCoefficient: c.center } : {}) },
     ...(c.lora ? { lora: c.lora } : {}),
   }) as RewardConfig;
