@@ -195,6 +195,16 @@ describe('patentgpt reward', () => {
     m.dispose();
   }, 60_000);
 
+  it('data.truncation reaches the data: keep_end keeps the responses that keep_start cuts off', async () => {
+    const run = async (truncation: string) =>
+      (await reward(config(`trunc-${truncation}`, { data: { sources: [pairsFile], valFraction: 0.25, maxLength: 46, truncation }, steps: 1, checkpointEvery: 0 }), { progress: null })).data;
+    const start = await run('keep_start'), end = await run('keep_end');
+    const skipped = (d: { skipped: unknown }): number => Object.values(d.skipped as Record<string, number>).reduce((a, b) => a + b, 0);
+    expect(skipped(start)).toBeGreaterThan(0); // a long prompt leaves no response token in 46
+    expect(skipped(end)).toBe(0);
+    expect(end.train + end.val).toBe(48);
+  }, 60_000);
+
   it('config errors name the field: missing data and init, unknown reward fields, an adapter on the score head', async () => {
     const base = { kind: 'reward', name: 'bad', model: { ...modelCfg }, tokenizer: 'byte', seqLen: 96, batchSize: 2, steps: 1, optimizer: { lr: 0.001 } };
     expect(() => validateStageConfig({ ...base, init: initDir })).toThrow(/data: missing: give data\.sources/);

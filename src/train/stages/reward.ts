@@ -117,6 +117,7 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
   const dc = cfg.data;
   const data: PreferenceData = await loadPreferenceData({
     sources: dc.sources, renderer, valFraction: dc.valFraction, splitSeed: dc.splitSeed, maxLength: dc.maxLength ?? cfg.seqLen,
+    ...(dc.truncation ? { truncation: dc.truncation } : {}),
   });
   const skipped = logStageData(log, 'pairs', renderer.name, dc.maxLength ?? cfg.seqLen, data);
   const stream = new PreferenceBatchStream(data.train, { batchSize: cfg.batchSize, seed: cfg.seed, shuffle: dc.shuffle, rank, worldSize });
