@@ -84,7 +84,9 @@ export class LlamaModel extends Module {
    */
   forward(tokens: Tensor, meta: AttentionMetadata, ctx: ForwardContext): Tensor {
     let x = this.embed_tokens.forward(tokens); // (N, C)
-    this.layers.items.forEach((layer, i) => (x = layer.forward(x, meta, prefixContext(ctx, `layers.${i}.`), i)));
+    // A scope per layer: what a layer made and backward does not read (and, without gradients,
+    // all of it) is freed when the layer ends instead of at the end of the whole forward.
+    this.layers.items.forEach((layer, i) => (x = scope(() => layer.forward(x, meta, prefixContext(ctx, `layers.${i}.`), i))));
     return x;
   }
 }
