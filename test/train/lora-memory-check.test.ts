@@ -1,24 +1,15 @@
 // The memory check before a stage allocates: under LoRA only the adapters get gradients and
 // optimizer state, so a run that fits as LoRA is not refused for what full fine-tuning of the
 // same model would need.
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { readConfig, validateConfig } from '../../src/models/index.js';
 import { configHash, validateStageConfig, type SftConfig } from '../../src/train/config.js';
 import { estimateTrainingMemory } from '../../src/train/memory.js';
 import { prepareStage } from '../../src/train/stages/common.js';
-import { TINY, writeAlpaca, writeInit } from './sft-fixtures.js';
+import { TINY, sftWorkspace } from './sft-fixtures.js';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-lora-mem-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-const dataFile = path.join(root, 'reverse.jsonl');
-const initDir = path.join(root, 'init');
-beforeAll(async () => {
-  writeAlpaca(dataFile);
-  await writeInit(initDir);
-});
+const { root, dataFile, initDir } = sftWorkspace('pgpt-lora-mem-');
 
 function config(lora: boolean, limitGiB: number, runDir: string): SftConfig {
   const cfg = validateStageConfig({

@@ -4,10 +4,9 @@
 // config errors that name the field.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { findPython } from '../../scripts/bench/_peers.js';
 import { Engine } from '../../src/infer/engine.js';
 import { LlamaForCausalLM, loadPretrained, savePretrained, type ModelConfig } from '../../src/models/index.js';
@@ -15,12 +14,11 @@ import { noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { exited, sha, trainLosses, waitFor } from './child-run.js';
-import { writeAlpaca, writeInit } from './sft-fixtures.js';
+import { sftWorkspace } from './sft-fixtures.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
 const main = path.join(repo, 'src/cli/main.ts');
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-sft-cli-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const { root, dataFile, initDir } = sftWorkspace('pgpt-sft-cli-');
 
 // tsx by its file, so a child run from another folder (the example's working directory) finds it
 const tsx = pathToFileURL(path.join(repo, 'node_modules/tsx/dist/loader.mjs')).href;
@@ -28,12 +26,6 @@ const cli = (args: string[], cwd = repo) => spawnSync(process.execPath, ['--impo
 const start = (...args: string[]): ChildProcess => spawn(process.execPath, ['--import', 'tsx', main, 'sft', ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
 
 
-const dataFile = path.join(root, 'reverse.jsonl');
-const initDir = path.join(root, 'init');
-beforeAll(async () => {
-  writeAlpaca(dataFile);
-  await writeInit(initDir);
-});
 
 function writeConfig(name: string, extra: Record<string, unknown> = {}): string {
   const file = path.join(root, `${name}.json`);

@@ -1,5 +1,8 @@
 // Shared by the SFT tests: a tiny byte-level model folder and Alpaca records whose answers follow from their prompts.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { LlamaForCausalLM, savePretrained, type ModelConfig } from '../../src/models/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 
@@ -26,3 +29,19 @@ export async function writeInit(dir: string, seed = 5): Promise<void> {
   }
 }
 
+
+/**
+ * A temporary folder for one test file, removed after it, with the Alpaca records (reverse.jsonl)
+ * and the init model folder (init/) written before its tests: what every SFT test file sets up.
+ */
+export function sftWorkspace(prefix: string): { root: string; dataFile: string; initDir: string } {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dataFile = path.join(root, 'reverse.jsonl');
+  const initDir = path.join(root, 'init');
+  afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+  beforeAll(async () => {
+    writeAlpaca(dataFile);
+    await writeInit(initDir);
+  });
+  return { root, dataFile, initDir };
+}

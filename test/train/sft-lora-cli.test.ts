@@ -4,29 +4,21 @@
 // transformers' on the merged folder and PEFT's merge_and_unload (where installed).
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { findPython } from '../../scripts/bench/_peers.js';
 import { ADAPTER_WEIGHTS_FILE, loadLora, loadPretrained, readSafetensors } from '../../src/models/index.js';
 import { noGrad } from '../../src/tensor/index.js';
 import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { exited, sha, trainLosses, waitFor } from './child-run.js';
-import { writeAlpaca, writeInit } from './sft-fixtures.js';
+import { sftWorkspace } from './sft-fixtures.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
 const main = path.join(repo, 'src/cli/main.ts');
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-sft-lora-cli-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const { root, dataFile, initDir } = sftWorkspace('pgpt-sft-lora-cli-');
 const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', main, 'sft', ...args], { encoding: 'utf8', cwd: repo });
 const start = (...args: string[]): ChildProcess => spawn(process.execPath, ['--import', 'tsx', main, 'sft', ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
 
-const dataFile = path.join(root, 'reverse.jsonl');
-const initDir = path.join(root, 'init');
-beforeAll(async () => {
-  writeAlpaca(dataFile);
-  await writeInit(initDir);
-});
 
 function writeConfig(name: string, extra: Record<string, unknown> = {}): string {
   const file = path.join(root, `${name}.json`);

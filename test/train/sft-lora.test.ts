@@ -5,9 +5,8 @@
 // loader and PEFT both read with the run's logits.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { findPython } from '../../scripts/bench/_peers.js';
 import { SftBatchStream, loadSftData } from '../../src/data/sft/index.js';
 import {
@@ -19,16 +18,9 @@ import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { validateStageConfig, type SftConfig } from '../../src/train/config.js';
 import { llama2ByteRenderer, sft, sftLoss } from '../../src/train/stages/sft.js';
 import { trainLosses } from './child-run.js';
-import { TINY, writeAlpaca, writeInit } from './sft-fixtures.js';
+import { TINY, sftWorkspace } from './sft-fixtures.js';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-sft-lora-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-const dataFile = path.join(root, 'reverse.jsonl');
-const initDir = path.join(root, 'init');
-beforeAll(async () => {
-  writeAlpaca(dataFile);
-  await writeInit(initDir);
-});
+const { root, dataFile, initDir } = sftWorkspace('pgpt-sft-lora-');
 
 const LORA = { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 3 };
 function raw(extra: Record<string, unknown> = {}): Record<string, unknown> {

@@ -2,9 +2,8 @@
 // the loss on the assistant's tokens only (a hand computation on one batch), and a short run
 // from a tiny model whose held-out assistant-token loss falls.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { llama2ChatRenderer, loadSftData, SftBatchStream } from '../../src/data/sft/index.js';
 import { LlamaForCausalLM, type ModelConfig } from '../../src/models/index.js';
 import { noGrad } from '../../src/tensor/index.js';
@@ -13,17 +12,10 @@ import { configHash, validateStageConfig, type SftConfig } from '../../src/train
 import { readMetrics } from '../../src/train/metrics.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { llama2ByteRenderer, sft, sftLoss, sftRenderer } from '../../src/train/stages/sft.js';
-import { TINY, writeAlpaca, writeInit } from './sft-fixtures.js';
+import { TINY, sftWorkspace } from './sft-fixtures.js';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-sft-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const { root, dataFile, initDir } = sftWorkspace('pgpt-sft-');
 
-const dataFile = path.join(root, 'reverse.jsonl');
-const initDir = path.join(root, 'init');
-beforeAll(async () => {
-  writeAlpaca(dataFile);
-  await writeInit(initDir);
-});
 
 function sftRaw(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
