@@ -102,6 +102,9 @@ describe('patentgpt ppo (in process)', () => {
     expect(fs.readdirSync(dir)).toEqual(expect.arrayContaining(['adapter_model.safetensors', 'adapter_config.json', 'value_head.safetensors']));
     expect(fs.existsSync(path.join(dir, 'model.safetensors'))).toBe(false);
     expect(fs.readdirSync(r.lora!.final!.adapter)).toEqual(expect.arrayContaining(['adapter_model.safetensors', 'adapter_config.json']));
+    // as sft and dpo: final/ is the base model folder, final/adapter/ the adapter over it
+    expect(r.lora!.final!.model).toBe(path.join(path.resolve(cfg.runDir), 'final'));
+    expect(fs.readdirSync(r.lora!.final!.model)).toEqual(expect.arrayContaining(['model.safetensors', 'config.json', 'adapter']));
   }, 120_000);
 
   it('the built-in claim check scores form, not content', () => {

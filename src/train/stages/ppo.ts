@@ -28,7 +28,7 @@ import { readSftRecords, where } from '../../data/sft/index.js';
 import type { ChatRenderer } from '../../data/sft/render.js';
 import { Engine } from '../../infer/engine.js';
 import {
-  ADAPTER_WEIGHTS_FILE, LlamaForCausalLM, PEFT_PREFIX, loadWeights, safetensorsContent, saveLora, type ModelConfig,
+  ADAPTER_WEIGHTS_FILE, LlamaForCausalLM, PEFT_PREFIX, loadWeights, safetensorsContent, type ModelConfig,
 } from '../../models/index.js';
 import { loadRewardModel, packSequences, type ScoreHeadModel } from '../../models/reward.js';
 import { Linear } from '../../nn/index.js';
@@ -45,7 +45,7 @@ import {
 } from '../ppo/rollout.js';
 import type { TaskLoss, TrainBatchInfo, TrainResult, TrainTask } from '../trainer.js';
 import { createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions } from './common.js';
-import { attachAdapters, loraCounts, peftAdapterConfig, peftCheckpointFiles, readTensorsInto } from './lora-part.js';
+import { attachAdapters, loraCounts, peftAdapterConfig, peftCheckpointFiles, readTensorsInto, writeLoraFinal } from './lora-part.js';
 import { sftRenderer } from './sft.js';
 
 export type PpoOptions = StageRunOptions & {
@@ -364,11 +364,9 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       peakFlops: peak.peakFlops,
     });
     if (loraSummary && result.status === 'completed') {
-      // the trained adapter in PEFT's format over the init folder it was trained on (the base stays there)
-      const adapter = path.resolve(runDir, 'final', 'adapter');
-      await saveLora(pol, adapter, { baseModel: path.resolve(from) });
-      loraSummary.final = { model: path.resolve(from), adapter };
-      log(`final adapter: ${adapter} (base: ${from})`);
+      // as sft and dpo: final/ is the base model folder and final/adapter/ the trained adapter (PEFT's format)
+      loraSummary.final = await writeLoraFinal(pol, setup);
+      log(`final: ${loraSummary.final.model} (base), adapter ${loraSummary.final.adapter}`);
     }
     return { ...result, runDir, model: modelConfig, prompts: { used: prompts.length, skipped }, rollouts: nextRollout, ...(loraSummary ? { lora: loraSummary } : {}) };
   } finally {
