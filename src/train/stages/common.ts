@@ -7,6 +7,7 @@
 import { promises as fsp } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { loadPreferenceData, PreferenceBatchStream, type PreferenceData, type PreferenceDataConfig, type PreferenceRenderer } from '../../data/preference/index.js';
 import { PatentGPTError } from '../../errors.js';
 import { SparseMoE } from '../../nn/index.js';
 import {
@@ -256,6 +257,23 @@ export function logStageData(
     (data.skipped.total ? `, ${data.skipped.total} records skipped (${Object.entries(skipped).map(([r, n]) => `${r} ${n}`).join(', ')})` : '') +
     (data.truncated ? `, ${data.truncated} cut to ${maxLength} tokens` : ''));
   return skipped;
+}
+
+/**
+ * A preference stage's data (DPO, reward): the pairs rendered by `renderer`, split once and
+ * logged, and the training stream over them (its position is a batch count).
+ */
+export async function loadStagePairs(
+  cfg: Pick<StageBase, 'seqLen' | 'batchSize' | 'seed'> & { data: PreferenceDataConfig }, setup: Pick<StageSetup, 'log' | 'rank' | 'worldSize'>, renderer: PreferenceRenderer,
+): Promise<{ data: PreferenceData; skipped: Partial<Record<string, number>>; stream: PreferenceBatchStream }> {
+  const dc = cfg.data;
+  const maxLength = dc.maxLength ?? cfg.seqLen;
+  const data = await loadPreferenceData({
+    sources: dc.sources, renderer, valFraction: dc.valFraction, splitSeed: dc.splitSeed, maxLength, ...(dc.truncation ? { truncation: dc.truncation } : {}),
+  });
+  const skipped = logStageData(setup.log, 'pairs', renderer.name, maxLength, data);
+  const stream = new PreferenceBatchStream(data.train, { batchSize: cfg.batchSize, seed: cfg.seed, shuffle: dc.shuffle, rank: setup.rank, worldSize: setup.worldSize });
+  return { data, skipped, stream };
 }
 
 /** The stage's model: seeded, or zeros when `init` weights will be loaded over it. */

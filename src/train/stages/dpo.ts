@@ -29,8 +29,8 @@ import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import {
-  loadPreferenceData, PreferenceBatchStream, preferenceEvalBatches, templatePreferenceRenderer,
-  type PreferenceBatch, type PreferenceData, type PreferenceExample, type PreferenceRenderer, type PreferenceStreamPosition,
+  preferenceEvalBatches, templatePreferenceRenderer,
+  type PreferenceBatch, type PreferenceExample, type PreferenceRenderer, type PreferenceStreamPosition,
 } from '../../data/preference/index.js';
 import { PatentGPTError } from '../../errors.js';
 import { writeFileAtomic, type LlamaForCausalLM, type ModelConfig } from '../../models/index.js';
@@ -44,7 +44,7 @@ import { configHash, type DpoConfig } from '../config.js';
 import type { DpoObjective } from '../config-dpo.js';
 import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
-  cfgError, createStageModel, loadInitialWeights, logStageData, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
+  cfgError, createStageModel, loadInitialWeights, loadStagePairs, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
 import { adapterTaskPart, attachAdapters, finalLoraSummary, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 import { sftRenderer } from './sft.js';
@@ -212,16 +212,10 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
   const hash = configHash(cfg);
   // a batch holds 2 * batchSize sequences (chosen and rejected): the memory check counts them all
   const setup = await prepareStage({ ...cfg, batchSize: 2 * cfg.batchSize }, opts, hash);
-  const { log, rank, worldSize, runDir, modelConfig: modelCfg } = setup;
+  const { log, rank, runDir, modelConfig: modelCfg } = setup;
 
   const renderer = dpoRenderer(cfg, setup.tokenizer, file);
-  const dc = cfg.data;
-  const data: PreferenceData = await loadPreferenceData({
-    sources: dc.sources, renderer, valFraction: dc.valFraction, splitSeed: dc.splitSeed, maxLength: dc.maxLength ?? cfg.seqLen,
-    ...(dc.truncation ? { truncation: dc.truncation } : {}),
-  });
-  const skipped = logStageData(log, 'pairs', renderer.name, dc.maxLength ?? cfg.seqLen, data);
-  const stream = new PreferenceBatchStream(data.train, { batchSize: cfg.batchSize, seed: cfg.seed, shuffle: dc.shuffle, rank, worldSize });
+  const { data, skipped, stream } = await loadStagePairs(cfg, setup, renderer);
 
   let model: LlamaForCausalLM | null = null;
   try {

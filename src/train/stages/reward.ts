@@ -20,8 +20,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import {
-  loadPreferenceData, preferenceEvalBatches, PreferenceBatchStream,
-  type PreferenceBatch, type PreferenceData, type PreferenceStreamBatch, type PreferenceStreamPosition,
+  preferenceEvalBatches,
+  type PreferenceBatch, type PreferenceStreamBatch, type PreferenceStreamPosition,
 } from '../../data/preference/index.js';
 import { PatentGPTError } from '../../errors.js';
 import {
@@ -37,7 +37,7 @@ import { ByteTokenizer } from '../../tokenizer/byte.js';
 import type { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
 import { configHash, type RewardConfig } from '../config.js';
 import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
-import { cfgError, layerRecords, logStageData, prepareStage, recordStage, resolveInitFolder, runStage, type StageRunOptions, type StageSetup } from './common.js';
+import { cfgError, layerRecords, loadStagePairs, prepareStage, recordStage, resolveInitFolder, runStage, type StageRunOptions, type StageSetup } from './common.js';
 import { adapterTaskPart, attachAdapters, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 import { sftRenderer } from './sft.js';
 
@@ -110,17 +110,11 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
   const hash = configHash(cfg);
   // a step holds 2B sequences: the memory check counts them (a reward folder as `model` gives its decoder's config)
   const setup = await prepareStage({ ...cfg, batchSize: 2 * cfg.batchSize }, opts, hash);
-  const { log, rank, worldSize, runDir, modelConfig: modelCfg } = setup;
+  const { log, rank, runDir, modelConfig: modelCfg } = setup;
 
   // ---- data: rendered, split once; the stream's position is a batch count
   const renderer = sftRenderer(cfg, setup.tokenizer, file);
-  const dc = cfg.data;
-  const data: PreferenceData = await loadPreferenceData({
-    sources: dc.sources, renderer, valFraction: dc.valFraction, splitSeed: dc.splitSeed, maxLength: dc.maxLength ?? cfg.seqLen,
-    ...(dc.truncation ? { truncation: dc.truncation } : {}),
-  });
-  const skipped = logStageData(log, 'pairs', renderer.name, dc.maxLength ?? cfg.seqLen, data);
-  const stream = new PreferenceBatchStream(data.train, { batchSize: cfg.batchSize, seed: cfg.seed, shuffle: dc.shuffle, rank, worldSize });
+  const { data, skipped, stream } = await loadStagePairs(cfg, setup, renderer);
   if (data.val.length === 0) log('no validation pairs (data.valFraction is 0 or the split is empty); evaluation is off');
   let val: PreferenceBatch[] | null = null;
 
