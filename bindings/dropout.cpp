@@ -12,24 +12,22 @@ double DropP(const Args& a, size_t i) {
   return p;
 }
 
-// dropoutForward(out, outO, x, xO, n, p, seed, offset)
-Napi::Value DropoutForward(const Napi::CallbackInfo& info, const Args& a) {
+// dropoutForward(out, outO, x, xO, n, p, seed, offset) and dropoutBackward(dx, dxO, dout, doutO, ...):
+// the same arguments, `out` and `in` naming the tensors; backward is forward on the gradient.
+using DropoutKernel = void (*)(float*, const float*, int64_t, double, uint64_t, uint64_t);
+Napi::Value Dropout(const Args& a, DropoutKernel kernel, const char* out, const char* in) {
   const int64_t n = a.Size(4, "n");
   const double p = DropP(a, 5);
   const uint64_t seed = static_cast<uint64_t>(a.Size(6, "seed"));
   const uint64_t offset = static_cast<uint64_t>(a.Size(7, "offset"));
-  pg::dropout_forward(a.Ptr<float>(0, "out", n), a.Ptr<float>(2, "x", n), n, p, seed, offset);
-  return info.Env().Undefined();
+  kernel(a.Ptr<float>(0, out, n), a.Ptr<float>(2, in, n), n, p, seed, offset);
+  return a.Env().Undefined();
 }
 
-// dropoutBackward(dx, dxO, dout, doutO, n, p, seed, offset)
-Napi::Value DropoutBackward(const Napi::CallbackInfo& info, const Args& a) {
-  const int64_t n = a.Size(4, "n");
-  const double p = DropP(a, 5);
-  const uint64_t seed = static_cast<uint64_t>(a.Size(6, "seed"));
-  const uint64_t offset = static_cast<uint64_t>(a.Size(7, "offset"));
-  pg::dropout_backward(a.Ptr<float>(0, "dx", n), a.Ptr<float>(2, "dout", n), n, p, seed, offset);
-  return info.Env().Undefined();
+Napi::Value DropoutForward(const Napi::CallbackInfo&, const Args& a) { return Dropout(a, pg::dropout_forward, "out", "x"); }
+
+Napi::Value DropoutBackward(const Napi::CallbackInfo&, const Args& a) {
+  return Dropout(a, pg::dropout_backward, "dx", "dout");
 }
 
 // Each row: the JS function, its error label, its parameters, its result, its kernel per device.

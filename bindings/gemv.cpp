@@ -201,11 +201,12 @@ pg::DecodeMoeArgs ParseMoe(const Args& a, Buffers& b, size_t i, int64_t M, int64
   const int64_t F = a.Size(i + 9, names[5]), E = a.Size(i + 10, names[6]), k = a.Size(i + 11, names[7]),
                 Sh = a.Size(i + 12, names[8]);
   const double eps = a.Num(i + 13, names[9]);
-  // Scratch floats as pg::decode_moe_scratch_floats, each product checked (no overflow below).
+  // Scratch floats as pg::decode_moe_scratch_floats, each product checked: Mk < 9e15 bounds
+  // decode_moe_index_ints too (no overflow below).
   const int64_t Mk = a.Mul(M, k), R = Mk + a.Mul(Sh, M);
   const double total = static_cast<double>(a.Mul(M, E)) + Mk + a.Mul(Mk, C) + 2.0 * a.Mul(R, F) + a.Mul(R, C);
   if (total > 9e15) a.Fail("size overflow");
-  const int64_t nf = pg::decode_moe_scratch_floats(M, C, F, E, k, Sh), ni = a.Mul(3, Mk) + E + 1;
+  const int64_t nf = pg::decode_moe_scratch_floats(M, C, F, E, k, Sh), ni = pg::decode_moe_index_ints(M, E, k);
   pg::DecodeMoeArgs m{};
   m.scratch = b.Out(a.Ptr<float>(i, names[0], nf), nf);
   m.index = b.Out(a.Ptr<int32_t>(i + 2, names[1], ni), ni);

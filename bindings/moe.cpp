@@ -42,6 +42,25 @@ void CheckK(const Args& a, int64_t k, int64_t E) {
   if (k < 1 || k > E) a.Fail("k = " + std::to_string(k) + " must be in [1, E = " + std::to_string(E) + "]");
 }
 
+// N, C, k from argument i (the permute and combine ops): N tokens of C channels, each in k >= 1
+// slots, M = N * k slots in all.
+struct Slots {
+  int64_t N, C, k, M;
+};
+Slots ReadSlots(const Args& a, size_t i) {
+  const int64_t N = a.Size(i, "N"), C = a.Size(i + 1, "C"), k = a.Size(i + 2, "k");
+  if (k < 1) a.Fail("k must be at least 1");
+  return {N, C, k, a.Mul(N, k)};
+}
+
+// M, E, O, I from argument i (the grouped and per-expert GEMMs): M rows in E groups, weights (O, I).
+struct GemmDims {
+  int64_t M, E, O, I;
+};
+GemmDims ReadGemmDims(const Args& a, size_t i) {
+  return {a.Size(i, "M"), a.Size(i + 1, "E"), a.Size(i + 2, "O"), a.Size(i + 3, "I")};
+}
+
 // moeRouterForward(indices, weights, logits, N, E, k, normalize)
 Napi::Value MoeRouterForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(6, "N"), E = a.Size(7, "E"), k = a.Size(8, "k");
@@ -84,9 +103,7 @@ Napi::Value MoeDispatch(const Napi::CallbackInfo& info, const Args& a) {
 
 // moePermuteForward(xs, x, order, N, C, k)
 Napi::Value MoePermuteForward(const Napi::CallbackInfo& info, const Args& a) {
-  const int64_t N = a.Size(6, "N"), C = a.Size(7, "C"), k = a.Size(8, "k");
-  if (k < 1) a.Fail("k must be at least 1");
-  const int64_t M = a.Mul(N, k);
+  const auto [N, C, k, M] = ReadSlots(a, 6);
   float* xs = a.Ptr<float>(0, "xs", a.Mul(M, C));
   const float* x = a.Ptr<float>(2, "x", a.Mul(N, C));
   const int32_t* order = a.Ptr<int32_t>(4, "order", M);
@@ -97,9 +114,7 @@ Napi::Value MoePermuteForward(const Napi::CallbackInfo& info, const Args& a) {
 
 // moePermuteBackward(dx, dxs, slotPos, N, C, k)
 Napi::Value MoePermuteBackward(const Napi::CallbackInfo& info, const Args& a) {
-  const int64_t N = a.Size(6, "N"), C = a.Size(7, "C"), k = a.Size(8, "k");
-  if (k < 1) a.Fail("k must be at least 1");
-  const int64_t M = a.Mul(N, k);
+  const auto [N, C, k, M] = ReadSlots(a, 6);
   float* dx = a.Ptr<float>(0, "dx", a.Mul(N, C));
   const float* dxs = a.Ptr<float>(2, "dxs", a.Mul(M, C));
   const int32_t* slot_pos = a.Ptr<int32_t>(4, "slotPos", M);
@@ -111,7 +126,7 @@ Napi::Value MoePermuteBackward(const Napi::CallbackInfo& info, const Args& a) {
 
 // moeGroupedGemmForward(y, xs, w, offsets, M, E, O, I)
 Napi::Value MoeGroupedGemmForward(const Napi::CallbackInfo& info, const Args& a) {
-  const int64_t M = a.Size(8, "M"), E = a.Size(9, "E"), O = a.Size(10, "O"), I = a.Size(11, "I");
+  const auto [M, E, O, I] = ReadGemmDims(a, 8);
   float* y = a.Ptr<float>(0, "y", a.Mul(M, O));
   const float* xs = a.Ptr<float>(2, "xs", a.Mul(M, I));
   const float* w = a.Ptr<float>(4, "w", a.Mul(E, a.Mul(O, I)));
@@ -124,7 +139,7 @@ Napi::Value MoeGroupedGemmForward(const Napi::CallbackInfo& info, const Args& a)
 
 // moeGroupedGemmBackward(dxs | null, dw | null, dy, xs, w, offsets, M, E, O, I)
 Napi::Value MoeGroupedGemmBackward(const Napi::CallbackInfo& info, const Args& a) {
-  const int64_t M = a.Size(12, "M"), E = a.Size(13, "E"), O = a.Size(14, "O"), I = a.Size(15, "I");
+  const auto [M, E, O, I] = ReadGemmDims(a, 12);
   float* dxs = a.OptPtr<float>(0, "dxs", a.Mul(M, I));
   float* dw = a.OptPtr<float>(2, "dw", a.Mul(E, a.Mul(O, I)));
   const float* dy = a.Ptr<float>(4, "dy", a.Mul(M, O));
@@ -146,7 +161,7 @@ bool OverlapsAny(const A* p, int64_t n, const std::vector<B*>& list, int64_t m) 
 
 // moeExpertsGemmForward(y, xs, w (E tensors (O, I)), offsets, M, E, O, I)
 Napi::Value MoeExpertsGemmForward(const Napi::CallbackInfo& info, const Args& a) {
-  const int64_t M = a.Size(7, "M"), E = a.Size(8, "E"), O = a.Size(9, "O"), I = a.Size(10, "I");
+  const auto [M, E, O, I] = ReadGemmDims(a, 7);
   float* y = a.Ptr<float>(0, "y", a.Mul(M, O));
   const float* xs = a.Ptr<float>(2, "xs", a.Mul(M, I));
   std::vector<const float*> w;
@@ -160,7 +175,7 @@ Napi::Value MoeExpertsGemmForward(const Napi::CallbackInfo& info, const Args& a)
 
 // moeExpertsGemmBackward(dxs | null, dw (E tensors (O, I), written; or none), dy, xs, w (E tensors), offsets, M, E, O, I)
 Napi::Value MoeExpertsGemmBackward(const Napi::CallbackInfo& info, const Args& a) {
-  const int64_t M = a.Size(10, "M"), E = a.Size(11, "E"), O = a.Size(12, "O"), I = a.Size(13, "I");
+  const auto [M, E, O, I] = ReadGemmDims(a, 10);
   const int64_t nw = a.Mul(O, I);
   float* dxs = a.OptPtr<float>(0, "dxs", a.Mul(M, I));
   const bool want_dw = a.ListLength<float>(2, "dw") > 0;  // [] when no expert wants a gradient
@@ -187,9 +202,7 @@ Napi::Value MoeExpertsGemmBackward(const Napi::CallbackInfo& info, const Args& a
 
 // moeCombineForward(out, y, weights, slotPos, N, C, k)
 Napi::Value MoeCombineForward(const Napi::CallbackInfo& info, const Args& a) {
-  const int64_t N = a.Size(8, "N"), C = a.Size(9, "C"), k = a.Size(10, "k");
-  if (k < 1) a.Fail("k must be at least 1");
-  const int64_t M = a.Mul(N, k);
+  const auto [N, C, k, M] = ReadSlots(a, 8);
   float* out = a.Ptr<float>(0, "out", a.Mul(N, C));
   const float* y = a.Ptr<float>(2, "y", a.Mul(M, C));
   const float* weights = a.Ptr<float>(4, "weights", M);
@@ -202,9 +215,7 @@ Napi::Value MoeCombineForward(const Napi::CallbackInfo& info, const Args& a) {
 
 // moeCombineBackward(dy, dweights, dout, y, weights, slotPos, N, C, k)
 Napi::Value MoeCombineBackward(const Napi::CallbackInfo& info, const Args& a) {
-  const int64_t N = a.Size(12, "N"), C = a.Size(13, "C"), k = a.Size(14, "k");
-  if (k < 1) a.Fail("k must be at least 1");
-  const int64_t M = a.Mul(N, k);
+  const auto [N, C, k, M] = ReadSlots(a, 12);
   float* dy = a.Ptr<float>(0, "dy", a.Mul(M, C));
   float* dweights = a.Ptr<float>(2, "dweights", M);
   const float* dout = a.Ptr<float>(4, "dout", a.Mul(N, C));
