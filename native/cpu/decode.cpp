@@ -86,13 +86,29 @@ void norm_rows(float* h, const float* x, const float* w, float eps, int64_t M, i
   }
 }
 
-// y (M, N) += x (M, K) @ W (N, K)^T over this thread's tiles of y's columns.
-void linear_share(int part, int parts, float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K) {
+// This thread's columns [begin, end) of N, split by whole GEMV tiles (empty when it has none).
+struct Cols {
+  int64_t begin, end;
+};
+inline Cols tile_share(int64_t N, int part, int parts) {
   using gemv_detail::kTileRows;
   const int64_t tiles = (N + kTileRows - 1) / kTileRows;
-  const int64_t c0 = std::min(N, share(tiles, part, parts) * kTileRows);
-  const int64_t c1 = std::min(N, share(tiles, part + 1, parts) * kTileRows);
-  gemv_rows(GemvTarget{w, N, K, y, N, true}, x, K, M, K, c0, c1);
+  return {std::min(N, share(tiles, part, parts) * kTileRows), std::min(N, share(tiles, part + 1, parts) * kTileRows)};
+}
+
+// y (M, N) += x (M, K) @ W (N, K)^T over this thread's tiles of y's columns.
+void linear_share(int part, int parts, float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K) {
+  const Cols c = tile_share(N, part, parts);
+  gemv_rows(GemvTarget{w, N, K, y, N, true}, x, K, M, K, c.begin, c.end);
+}
+
+// g = silu(x @ w1^T) * (x @ w3^T) on columns [j0, j1) of F, for `rows` rows of x (M, C); u (rows, F)
+// holds the up projection.
+void swiglu_cols(float* g, float* u, const float* x, const float* w1, const float* w3, int64_t rows, int64_t C,
+                 int64_t F, int64_t j0, int64_t j1) {
+  gemv_rows(GemvTarget{w1, F, C, g, F, false}, x, C, rows, C, j0, j1);
+  gemv_rows(GemvTarget{w3, F, C, u, F, false}, x, C, rows, C, j0, j1);
+  for (int64_t r = 0; r < rows; ++r) swiglu_forward(g + r * F + j0, g + r * F + j0, u + r * F + j0, j1 - j0);
 }
 
 // Phase helpers: each runs this thread's share (part of parts) of one piece, the threads meeting
@@ -130,19 +146,12 @@ void qkv_share(int part, int parts, SpinBarrier& barrier, const DecodeQkvArgs& a
 
 // x += down(silu(gate(h)) * up(h)), h = rmsnorm(x). Gate/up split by their rows, down by x's columns.
 void mlp_share(int part, int parts, SpinBarrier& barrier, float* x, const DecodeMlpArgs& a) {
-  using gemv_detail::kTileRows;
   const int64_t M = a.M, C = a.C, F = a.F;
   norm_rows(a.h, x, a.norm_w, a.eps, M, C, part, parts);
   barrier.wait();
   // Gate and up over the same rows, then silu(gate) * up on them, into g.
-  const int64_t tiles = (F + kTileRows - 1) / kTileRows;
-  const int64_t j0 = std::min(F, share(tiles, part, parts) * kTileRows);
-  const int64_t j1 = std::min(F, share(tiles, part + 1, parts) * kTileRows);
-  if (j0 < j1) {
-    gemv_rows(GemvTarget{a.wg, F, C, a.g, F, false}, a.h, C, M, C, j0, j1);
-    gemv_rows(GemvTarget{a.wu, F, C, a.u, F, false}, a.h, C, M, C, j0, j1);
-    for (int64_t m = 0; m < M; ++m) swiglu_forward(a.g + m * F + j0, a.g + m * F + j0, a.u + m * F + j0, j1 - j0);
-  }
+  const Cols j = tile_share(F, part, parts);
+  if (j.begin < j.end) swiglu_cols(a.g, a.u, a.h, a.wg, a.wu, M, C, F, j.begin, j.end);
   barrier.wait();
   // x += g @ Wd^T over this thread's columns of x.
   linear_share(part, parts, x, a.g, a.wd, M, C, F);
@@ -215,10 +224,8 @@ void moe_share(int part, int parts, SpinBarrier& barrier, float* x, const Decode
   norm_rows(a.h, x, a.norm_w, a.eps, M, C, part, parts);
   barrier.wait();
   {  // router logits (M, E) = h @ gate^T, by tiles of E
-    const int64_t tiles = (E + kTileRows - 1) / kTileRows;
-    const int64_t j0 = std::min(E, share(tiles, part, parts) * kTileRows);
-    const int64_t j1 = std::min(E, share(tiles, part + 1, parts) * kTileRows);
-    if (j0 < j1) gemv_rows(GemvTarget{a.gate, E, C, s.logits, E, false}, a.h, C, M, C, j0, j1);
+    const Cols j = tile_share(E, part, parts);
+    if (j.begin < j.end) gemv_rows(GemvTarget{a.gate, E, C, s.logits, E, false}, a.h, C, M, C, j.begin, j.end);
   }
   barrier.wait();
   if (part == 0) {  // top-k, renormalised (moeRouter's rule), then the slots sorted by expert
@@ -241,17 +248,13 @@ void moe_share(int part, int parts, SpinBarrier& barrier, float* x, const Decode
       const int64_t t0 = std::max(u0, seen * tilesF) - seen * tilesF, t1 = std::min(u1, (seen + 1) * tilesF) - seen * tilesF;
       ++seen;
       if (t0 >= t1) continue;
-      const int64_t j0 = std::min(F, t0 * kTileRows), j1 = std::min(F, t1 * kTileRows);
-      gemv_rows(GemvTarget{g.w[0], F, C, s.g + g.r0 * F, F, false}, g.in, C, g.rows, C, j0, j1);
-      gemv_rows(GemvTarget{g.w[1], F, C, s.u + g.r0 * F, F, false}, g.in, C, g.rows, C, j0, j1);
-      for (int64_t r = g.r0; r < g.r0 + g.rows; ++r) swiglu_forward(s.g + r * F + j0, s.g + r * F + j0, s.u + r * F + j0, j1 - j0);
+      swiglu_cols(s.g + g.r0 * F, s.u + g.r0 * F, g.in, g.w[0], g.w[1], g.rows, C, F, std::min(F, t0 * kTileRows),
+                  std::min(F, t1 * kTileRows));
     }
   }
   barrier.wait();
   // y = g_q @ w2^T on this thread's columns of C, then x += the rows' weighted sums on them.
-  const int64_t tilesC = (C + kTileRows - 1) / kTileRows;
-  const int64_t c0 = std::min(C, share(tilesC, part, parts) * kTileRows);
-  const int64_t c1 = std::min(C, share(tilesC, part + 1, parts) * kTileRows);
+  const auto [c0, c1] = tile_share(C, part, parts);
   if (c0 >= c1) return;
   for (int64_t q = 0; q < groups; ++q) {
     const MoeGroup g = moe_group(a, s, q);
@@ -332,11 +335,8 @@ void decode_logits(float* logits, float* h, const float* x, const float* norm_w,
   region(worth_threads(M, V * C), [&](int part, int parts, SpinBarrier& barrier) {
     norm_rows(h, x, norm_w, eps, M, C, part, parts);
     barrier.wait();
-    using gemv_detail::kTileRows;
-    const int64_t tiles = (V + kTileRows - 1) / kTileRows;
-    const int64_t j0 = std::min(V, share(tiles, part, parts) * kTileRows);
-    const int64_t j1 = std::min(V, share(tiles, part + 1, parts) * kTileRows);
-    gemv_rows(GemvTarget{w, V, C, logits, V, false}, h, C, M, C, j0, j1);
+    const Cols j = tile_share(V, part, parts);
+    gemv_rows(GemvTarget{w, V, C, logits, V, false}, h, C, M, C, j.begin, j.end);
   });
 }
 
