@@ -1,5 +1,5 @@
 // Stage configs (one JSON file per stage), validated at the edge. `kind` picks the stage
-// ("pretrain", "sft"; a config without it is a pretrain config, as before stage kinds existed); the
+// (see STAGE_KINDS; a config without it is a pretrain config, as before stage kinds existed); the
 // fields every stage shares (model, init, tokenizer, batch shape, budget, optimizer, schedule,
 // cadence, divergence policy, memory) are read once here, each kind adds its own.
 //
@@ -97,10 +97,9 @@ export interface StageContext {
   posScale?: number;
 }
 
-/** The stages a config's `kind` names; "pretrain" and "sft" run today (the others are the next issues). */
+/** The stages a config's `kind` names (all of them run). */
 export const STAGE_KINDS = ['pretrain', 'sft', 'reward', 'ppo', 'dpo'] as const;
 export type StageKind = (typeof STAGE_KINDS)[number];
-const AVAILABLE_KINDS: readonly StageKind[] = ['pretrain', 'sft', 'dpo', 'ppo', 'reward'];
 
 /** What every stage's config holds (model, budget, optimizer, schedule, cadence, limits). */
 export interface StageBase {
@@ -213,7 +212,7 @@ export interface SftLora {
 
 export type { DpoConfig } from './config-dpo.js';
 
-/** A stage config, discriminated by `kind` (the union grows with reward, ppo, dpo). */
+/** A stage config, discriminated by `kind`. */
 export type StageConfig = PretrainConfig | SftConfig | DpoConfig | PpoConfig | RewardConfig;
 export type { PpoConfig } from './ppo/config.js';
 export type { RewardConfig, RewardObjective } from './config-reward.js';
@@ -247,32 +246,15 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
   const c = f.object(raw, 'config');
   const kind = f.string(c.kind, 'kind', 'pretrain') as StageKind;
   if (!(STAGE_KINDS as readonly string[]).includes(kind)) f.fail('kind', `must be one of ${STAGE_KINDS.map((k) => `"${k}"`).join(', ')}, got ${JSON.stringify(c.kind)}`);
-  if (!AVAILABLE_KINDS.includes(kind)) f.fail('kind', `the "${kind}" stage is not available yet (available: ${AVAILABLE_KINDS.join(', ')})`);
   f.known(c, '', [...COMMON_KEYS, ...KIND_KEYS[kind]]);
   const rel = (p: string): string => (opts.baseDir && !path.isAbsolute(p) ? path.resolve(opts.baseDir, p) : p);
   const base = validateBase(f, c, kind, opts, rel);
-  if (kind === 'sft') {
-    const sft = validateSft(f, c, base, opts, rel);
-    checkBudget(f, sft);
-    return sft;
-  }
-  if (kind === 'reward') {
-    const rw = validateRewardFields(c, base, opts);
-    checkBudget(f, rw);
-    return rw;
-  }
-  if (kind === 'dpo') {
-    const dpo = validateDpoFields(c, base, opts);
-    checkBudget(f, dpo);
-    return dpo;
-  }
-  if (kind === 'ppo') {
-    const ppo = validatePpo(c, base, { source: opts.source ?? 'config', rel, lora: (raw) => validateLora(f, raw, base.seed) });
-    checkBudget(f, ppo);
-    return ppo;
-  }
-  const d = f.object(c.data ?? {}, 'data');
-  const cfg: PretrainConfig = { ...base, kind: 'pretrain', data: validateData(f, d, rel) };
+  const cfg: StageConfig =
+    kind === 'sft' ? validateSft(f, c, base, opts, rel)
+    : kind === 'reward' ? validateRewardFields(c, base, opts)
+    : kind === 'dpo' ? validateDpoFields(c, base, opts)
+    : kind === 'ppo' ? validatePpo(c, base, { source: opts.source ?? 'config', rel, lora: (raw) => validateLora(f, raw, base.seed) })
+    : { ...base, kind: 'pretrain', data: validateData(f, f.object(c.data ?? {}, 'data'), rel) };
   checkBudget(f, cfg);
   return cfg;
 }
