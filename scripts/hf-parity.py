@@ -94,6 +94,31 @@ def sample(t, k, seed):
             "norm": float(flat.double().norm()), "shape": list(t.shape)}
 
 
+def golden_values(batches, vocab, init, logits, loss, grads, losses, norms, final, router_logits=None, routing=None):
+    """The golden JSON of a fixture (shared with scripts/mixtral-parity.py, which adds its router
+    logits and routing): 24 sampled logit columns and every row's logsumexp, the loss, sampled
+    gradients, and the steps' losses, gradient norms, sampled final weights and update norms."""
+    cols = torch.randperm(vocab, generator=torch.Generator().manual_seed(3))[:24].sort().values
+    r9 = lambda xs: [float(f"{v:.9g}") for v in xs]
+    golden = {
+        "transformers": __import__("transformers").__version__, "torch": torch.__version__,
+        "hyper": HYPER, "batches": batches,
+        "logits": {"columns": cols.tolist(), "values": [r9(row) for row in logits[:, cols].tolist()],
+                   "logsumexp": r9(torch.logsumexp(logits.double(), -1).tolist())},
+        "loss": loss,
+    }
+    if router_logits is not None:
+        golden["routerLogits"] = [r9(r.reshape(-1).tolist()) for r in router_logits]
+    golden["grads"] = {n: sample(g, 24, i) for i, (n, g) in enumerate(grads.items())}
+    steps = {"losses": losses, "gradNorms": norms}
+    if routing is not None:
+        steps["routing"] = routing
+    steps["final"] = {n: sample(final[n], 24, 100 + i) for i, n in enumerate(final)}
+    steps["deltaNorms"] = {n: float((final[n] - init[n]).double().norm()) for n in final}
+    golden["steps"] = steps
+    return golden
+
+
 def fixture(out_dir):
     torch.manual_seed(1234)
     cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -111,18 +136,7 @@ def fixture(out_dir):
     batches = make_batches(7, cfg.vocab_size, 10, [[13, 11], [24], [5, 9, 10], [1, 23]])
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     logits, loss, grads, losses, norms, final = run(model, batches, 10, HYPER)
-    cols = torch.randperm(cfg.vocab_size, generator=torch.Generator().manual_seed(3))[:24].sort().values
-    golden = {
-        "transformers": __import__("transformers").__version__, "torch": torch.__version__,
-        "hyper": HYPER, "batches": batches,
-        "logits": {"columns": cols.tolist(), "values": [[float(f"{v:.9g}") for v in row] for row in logits[:, cols].tolist()],
-                   "logsumexp": [float(f"{v:.9g}") for v in torch.logsumexp(logits.double(), -1).tolist()]},
-        "loss": loss,
-        "grads": {n: sample(g, 24, i) for i, (n, g) in enumerate(grads.items())},
-        "steps": {"losses": losses, "gradNorms": norms,
-                  "final": {n: sample(final[n], 24, 100 + i) for i, n in enumerate(final)},
-                  "deltaNorms": {n: float((final[n] - init[n]).double().norm()) for n in final}},
-    }
+    golden = golden_values(batches, cfg.vocab_size, init, logits, loss, grads, losses, norms, final)
     with open(os.path.join(out_dir, "hf-tiny-golden.json"), "w") as f:
         json.dump(golden, f, separators=(",", ":"))
         f.write("\n")

@@ -134,20 +134,8 @@ def fixture(out_dir):
     batches = make_batches(7, cfg.vocab_size, 10, [[13, 11], [24], [5, 9, 10], [1, 23]])
     init = checkpoint_tensors(model, {n: p.detach().clone() for n, p in model.named_parameters()})
     logits, loss, routers, grads, losses, norms, final, routing = run(model, batches, 10, HYPER)
-    cols = torch.randperm(cfg.vocab_size, generator=torch.Generator().manual_seed(3))[:24].sort().values
-    r9 = lambda xs: [float(f"{v:.9g}") for v in xs]
-    golden = {
-        "transformers": __import__("transformers").__version__, "torch": torch.__version__,
-        "hyper": HYPER, "batches": batches,
-        "logits": {"columns": cols.tolist(), "values": [r9(row) for row in logits[:, cols].tolist()],
-                   "logsumexp": r9(torch.logsumexp(logits.double(), -1).tolist())},
-        "loss": loss,
-        "routerLogits": [r9(r.reshape(-1).tolist()) for r in routers],
-        "grads": {n: sample(g, 24, i) for i, (n, g) in enumerate(grads.items())},
-        "steps": {"losses": losses, "gradNorms": norms, "routing": routing,
-                  "final": {n: sample(final[n], 24, 100 + i) for i, n in enumerate(final)},
-                  "deltaNorms": {n: float((final[n] - init[n]).double().norm()) for n in final}},
-    }
+    golden = hf_parity.golden_values(batches, cfg.vocab_size, init, logits, loss, grads, losses, norms, final,
+                                     router_logits=routers, routing=routing)
     with open(os.path.join(out_dir, "mixtral-tiny-golden.json"), "w") as f:
         json.dump(golden, f, separators=(",", ":"))
         f.write("\n")

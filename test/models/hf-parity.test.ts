@@ -12,7 +12,7 @@ import {
   LlamaForCausalLM, loadPretrained, noGrad, preset, savePretrained, validateConfig,
 } from '../../src/index.js';
 import { expectClose } from '../helpers.js';
-import { norm, pythonReference, relErr, runOurs, type Batch, type Hyper } from './parity-helpers.js';
+import { expectWeightsAfterSteps, norm, pythonReference, relErr, runOurs, type Batch, type Hyper } from './parity-helpers.js';
 
 const fixtures = new URL('../fixtures/', import.meta.url).pathname;
 const modelDir = join(fixtures, 'hf-tiny');
@@ -103,26 +103,7 @@ describe.skipIf(!python)(`parity with transformers, live${python ? '' : ` (skipp
     report.grads = worstGrad;
     expect(worstGrad).toBeLessThan(1e-4);
     if (steps) {
-      // Adam divides by sqrt(v) + eps: where a gradient is within float noise of 0 (1e-8 against
-      // a tensor scale of 1e-2) its update is near sign(g) * lr either way, so single elements
-      // may differ by a fraction of one step. Bound that, and require nearly all to agree to 1e-6.
-      const lr = golden.hyper.lr;
-      let worstW = 0;
-      let off = 0;
-      let total = 0;
-      for (const [n, w] of ours.final) {
-        const r = ref.arrays.get(`final.${n}`)!;
-        for (let i = 0; i < w.length; i++) {
-          const d = Math.abs(w[i]! - r[i]!);
-          worstW = Math.max(worstW, d);
-          if (d > 1e-6) off++;
-        }
-        total += w.length;
-      }
-      report.weightsAfterStepsMaxAbs = worstW;
-      report.weightsAfterStepsFractionOver1e6 = off / total;
-      expect(worstW).toBeLessThan(0.1 * lr);
-      expect(off / total).toBeLessThan(1e-3);
+      expectWeightsAfterSteps(ours.final, ref.arrays, golden.hyper.lr, report);
       expectClose(ours.losses, ref.json.losses, 1e-5, 1e-5, 'step losses');
     }
     console.log(`parity (max |ours - transformers| / max |transformers| per tensor): ${JSON.stringify(report)}`);
