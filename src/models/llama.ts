@@ -28,8 +28,8 @@ import {
   type PagedAttentionMetadata, type ParamInit, type RopeSetting,
 } from '../nn/index.js';
 import {
-  GEMV_MAX_ROWS, Rng, Tensor, add, copyRows, decodeMoeScratchSize, gatherRows, isMoeWeights, keep, linear, linearCrossEntropy, noGrad,
-  prepareDecodeLayer, prepareDecodeLogits, prepareGatherRows, scope, type Device,
+  GEMV_MAX_ROWS, Rng, Tensor, add, copyRows, decodeMoeScratchSize, gatherRows, isMoeWeights, keep, linear, linearCrossEntropy, moeExpertTensors,
+  noGrad, prepareDecodeLayer, prepareDecodeLogits, prepareGatherRows, scope, type Device,
 } from '../tensor/index.js';
 import { ropeParams, validateConfig, type ModelConfig } from './config.js';
 import { checkModelFits } from './limits.js';
@@ -358,7 +358,7 @@ export class LlamaForCausalLM extends Module {
     for (const w of layers as DecodeLayerWeights[]) {
       weights.push(w.normWeight, w.wq, w.wk, w.wv, w.wo, w.mlp.normWeight);
       const f = w.mlp;
-      if (isMoeWeights(f)) weights.push(f.router, ...[...f.experts, ...f.shared].flatMap((e) => [e.w1, e.w3, e.w2]));
+      if (isMoeWeights(f)) weights.push(f.router, ...moeExpertTensors(f));
       else weights.push(f.gate, f.up, f.down);
     }
     if (current && current.weights.length === weights.length && current.weights.every((w, i) => w === weights[i])) {
@@ -379,18 +379,19 @@ export class LlamaForCausalLM extends Module {
       blockTables: c.blockTables, maxBlocks: c.maxBlocks, cuQ: c.cuQ, contextLens: c.contextLens, partitionSize: c.partitionSize,
       maxPartitions: ws.partitions,
     };
-    // A MoE feed-forward's scratch for R rows, shared by the layers (they run one after another);
-    // freed with the plan's views.
-    let moe: { scratch: Tensor; index: Tensor } | undefined;
-    for (const w of layerWeights) {
-      if (!isMoeWeights(w.mlp)) continue;
-      const f = w.mlp, need = decodeMoeScratchSize(R, this.config.dim, f.experts[0]!.w1.shape[0]!, f.experts.length, f.topK, f.shared.length);
-      if (moe && moe.scratch.size >= need.floats && moe.index.size >= need.ints) continue;
-      moe = {
-        scratch: ws.keepView(Tensor.empty([need.floats], { device: this.device })),
-        index: ws.keepView(Tensor.empty([need.ints], { dtype: 'i32', device: this.device })),
-      };
+    // A MoE feed-forward's scratch for R rows, the largest any layer needs, shared by the layers
+    // (they run one after another); freed with the plan's views.
+    let floats = 0, ints = 0;
+    for (const { mlp: f } of layerWeights) {
+      if (!isMoeWeights(f)) continue;
+      const need = decodeMoeScratchSize(R, this.config.dim, f.experts[0]!.w1.shape[0]!, f.experts.length, f.topK, f.shared.length);
+      floats = Math.max(floats, need.floats);
+      ints = Math.max(ints, need.ints);
     }
+    const moe = floats === 0 ? undefined : {
+      scratch: ws.keepView(Tensor.empty([floats], { device: this.device })),
+      index: ws.keepView(Tensor.empty([ints], { dtype: 'i32', device: this.device })),
+    };
     const layers = layerWeights.map((w, l) => prepareDecodeLayer({
       x: b.x, normWeight: w.normWeight, eps: w.eps, wq: w.wq, wk: w.wk, wv: w.wv, positions: meta.positions, slotMapping: meta.slotMapping,
       kCache: meta.cache.k[l]!, vCache: meta.cache.v[l]!, rope: meta.rope as RopeSetting, wo: w.wo, attention, mlp: w.mlp,

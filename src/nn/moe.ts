@@ -35,6 +35,10 @@ export class ExpertMLP extends Module {
     this.w2 = this.registerModule('w2', new Linear(hiddenDim, dim, init));
     this.w3 = this.registerModule('w3', new Linear(dim, hiddenDim, init));
   }
+  /** Whether its three weights alone are this expert (no unmerged adapter): what the fused paths read. */
+  get fusable(): boolean {
+    return this.w1.fusable && this.w2.fusable && this.w3.fusable;
+  }
   forward(x: Tensor): Tensor {
     return this.w2.forward(swiglu(this.w1.forward(x), this.w3.forward(x)));
   }
@@ -135,7 +139,7 @@ export class SparseMoE extends Module implements FeedForward {
   moeDecodeWeights(): MoeDecodeWeights | null {
     if (this.training === true && this.jitter > 0) return null;
     const all = [...this.experts.items, ...(this.shared_experts?.items ?? [])];
-    if (!this.gate.fusable || !all.every((e) => e.w1.fusable && e.w2.fusable && e.w3.fusable)) return null;
+    if (!this.gate.fusable || !all.every((e) => e.fusable)) return null;
     const weights = (e: ExpertMLP): { w1: Tensor; w3: Tensor; w2: Tensor } => ({ w1: e.w1.weight, w3: e.w3.weight, w2: e.w2.weight });
     return {
       router: this.gate.weight, topK: this.topK, experts: this.experts.items.map(weights),
@@ -183,7 +187,7 @@ export class SparseMoE extends Module implements FeedForward {
    */
   #experts(xs: Tensor, plan: MoePlan): Tensor {
     const items = this.experts.items;
-    if (items.every((e) => e.w1.fusable && e.w2.fusable && e.w3.fusable)) {
+    if (items.every((e) => e.fusable)) {
       const h = swiglu(moeGroupedMatmul(xs, items.map((e) => e.w1.weight), plan), moeGroupedMatmul(xs, items.map((e) => e.w3.weight), plan));
       return moeGroupedMatmul(h, items.map((e) => e.w2.weight), plan);
     }

@@ -145,6 +145,11 @@ export interface DecodeMoeWeights {
   shared: readonly DecodeExpertWeights[];
 }
 
+/** The experts' matrices in the order the native call reads them: routed then shared, each w1, w3, w2. */
+export function moeExpertTensors(w: Pick<DecodeMoeWeights, 'experts' | 'shared'>): Tensor[] {
+  return [...w.experts, ...w.shared].flatMap((e) => [e.w1, e.w3, e.w2]);
+}
+
 /** Whether a layer's feed-forward is a sparse MoE (else a SwiGLU MLP). */
 export function isMoeWeights(w: DecodeMlpWeights | DecodeMoeWeights): w is DecodeMoeWeights {
   return 'experts' in w;
@@ -166,7 +171,7 @@ export interface DecodeMoeScratch {
 function moeArgs(op: string, x: Tensor, w: DecodeMoeWeights, s: DecodeMoeScratch): {
   scratch: Tensor; index: Tensor; normW: Tensor; gate: Tensor; experts: ReturnType<typeof tensorArgs>; F: number; E: number; topK: number; S: number; eps: number;
 } {
-  const all = [...w.experts, ...w.shared].flatMap((e) => [e.w1, e.w3, e.w2]);
+  const all = moeExpertTensors(w);
   expectSameDevice(op, { x, normWeight: w.normWeight, router: w.router, scratch: s.scratch, index: s.index, ...Object.fromEntries(all.map((t, i) => [`expert weight ${i}`, t])) });
   expectKernel(op, op as 'decodeMoeFfn' | 'decodeLayerMoe', x, w.normWeight, w.router, s.scratch, s.index, ...all);
   const [M, C] = x.shape as [number, number];
