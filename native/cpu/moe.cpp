@@ -29,13 +29,30 @@ PG_CLONES void axpy_row(float* dst, const float* src, float alpha, int64_t n) {
 inline bool ranks_above(float v, float u) { return v > u || (std::isnan(v) && !std::isnan(u)); }
 
 // linear()'s GEMV_MAX_ROWS (src/tensor/ops/matmul.ts): a group of at most this many rows runs
-// the GEMV, a larger one the packed GEMM (see moe_grouped_gemm_forward).
+// the GEMV, a larger one the packed GEMM (see experts_forward).
 constexpr int64_t kGemvMaxRows = 64;
 
 PG_CLONES float dot_row(const float* a, const float* b, int64_t n) {
   float acc = 0.0f;
   for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
   return acc;
+}
+
+// y (M, O) = each expert's row group of xs (M, I) @ its weight^T, weight(e) the (O, I) matrix of
+// expert e (a slice of one stacked tensor, or the expert's own storage). Per group, the kernel
+// linear() picks for that many rows (its GEMV_MAX_ROWS, src/tensor/ops/matmul.ts): a small group
+// (decoding) streams its weights once through the GEMV, a larger one runs the packed GEMM. Each
+// threads over its rows and columns. So a group gives bit for bit what linear() gives on its rows,
+// whichever way the layer is run.
+template <class Weight>
+void experts_forward(float* y, const float* xs, Weight weight, const int32_t* offsets, int64_t E, int64_t O, int64_t I) {
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
+    if (rows == 0 || O == 0) continue;
+    const float* w = weight(e);
+    if (rows <= kGemvMaxRows) gemv(y + r0 * O, O, xs + r0 * I, I, w, I, rows, O, I, false);
+    else gemm(false, true, rows, O, I, 1.0f, xs + r0 * I, I, 0, w, I, 0, 0.0f, y + r0 * O, O, 0, 1);
+  }
 }
 
 }  // namespace
@@ -147,16 +164,7 @@ void moe_permute_backward(float* dx, const float* dxs, const int32_t* slot_pos, 
 // y (M, O); xs (M, I); w (E, O, I); offsets (E + 1)
 void moe_grouped_gemm_forward(float* y, const float* xs, const float* w, const int32_t* offsets, int64_t E,
                               int64_t O, int64_t I) {
-  // Per expert's row group, the kernel linear() picks for that many rows (its GEMV_MAX_ROWS,
-  // src/tensor/ops/matmul.ts): a small group (decoding) streams its weights once through the
-  // GEMV, a larger one runs the packed GEMM. Each threads over its rows and columns. So a group
-  // gives bit for bit what linear() gives on its rows, whichever way the layer is run.
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
-    if (rows == 0 || O == 0) continue;
-    if (rows <= kGemvMaxRows) gemv(y + r0 * O, O, xs + r0 * I, I, w + e * O * I, I, rows, O, I, false);
-    else gemm(false, true, rows, O, I, 1.0f, xs + r0 * I, I, 0, w + e * O * I, I, 0, 0.0f, y + r0 * O, O, 0, 1);
-  }
+  experts_forward(y, xs, [&](int64_t e) { return w + e * O * I; }, offsets, E, O, I);
 }
 
 // dxs (M, I) written, dw (E, O, I) accumulated; either may be null. dy (M, O)
@@ -177,12 +185,7 @@ void moe_grouped_gemm_backward(float* dxs, float* dw, const float* dy, const flo
 // each expert read from its own storage.
 void moe_experts_gemm_forward(float* y, const float* xs, const float* const* w, const int32_t* offsets, int64_t E,
                               int64_t O, int64_t I) {
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
-    if (rows == 0 || O == 0) continue;
-    if (rows <= kGemvMaxRows) gemv(y + r0 * O, O, xs + r0 * I, I, w[e], I, rows, O, I, false);
-    else gemm(false, true, rows, O, I, 1.0f, xs + r0 * I, I, 0, w[e], I, 0, 0.0f, y + r0 * O, O, 0, 1);
-  }
+  experts_forward(y, xs, [&](int64_t e) { return w[e]; }, offsets, E, O, I);
 }
 
 // dxs (M, I) written; dw: E pointers to (O, I), each written; either may be null. dy (M, O)
