@@ -71,38 +71,55 @@ function textOfRecord(v: unknown): string | null {
   return parts.length ? parts.join('\n') : null;
 }
 
-/** Rows of a CSV/TSV text (RFC 4180 quoting: "" inside quoted fields, newlines allowed in them). */
-export function parseDelimited(text: string, sep = ','): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [];
+/**
+ * Rows of a CSV/TSV text (RFC 4180 quoting: "" inside quoted fields, separators and newlines
+ * allowed in them), each with the 1-based line it starts on; a leading BOM is dropped and empty
+ * lines are no rows.
+ */
+export function parseDelimitedRows(text: string, sep = ','): { fields: string[]; line: number }[] {
+  const rows: { fields: string[]; line: number }[] = [];
+  let fields: string[] = [];
   let field = '';
   let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i]!;
+  let line = 1;
+  let rowLine = 1;
+  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
+  const endRow = (): void => {
+    fields.push(field);
+    if (!(fields.length === 1 && fields[0] === '')) rows.push({ fields, line: rowLine });
+    fields = [];
+    field = '';
+  };
+  for (; i < text.length; i++) {
+    const c = text[i]!;
     if (quoted) {
-      if (ch === '"') {
+      if (c === '"') {
         if (text[i + 1] === '"') {
           field += '"';
           i++;
         } else quoted = false;
-      } else field += ch;
-    } else if (ch === '"' && field === '') quoted = true;
-    else if (ch === sep) {
-      row.push(field);
+      } else {
+        if (c === '\n') line++;
+        field += c;
+      }
+    } else if (c === '"' && field === '') quoted = true;
+    else if (c === sep) {
+      fields.push(field);
       field = '';
-    } else if (ch === '\n' || ch === '\r') {
-      if (ch === '\r' && text[i + 1] === '\n') i++;
-      row.push(field);
-      field = '';
-      rows.push(row);
-      row = [];
-    } else field += ch;
+    } else if (c === '\n' || c === '\r') {
+      if (c === '\r' && text[i + 1] === '\n') i++;
+      endRow();
+      line++;
+      rowLine = line;
+    } else field += c;
   }
-  if (field !== '' || row.length > 0) {
-    row.push(field);
-    rows.push(row);
-  }
-  return rows.filter((r) => r.some((f) => f.trim() !== ''));
+  if (field !== '' || fields.length > 0) endRow();
+  return rows;
+}
+
+/** Rows of a CSV/TSV text (parseDelimitedRows), rows of blank fields left out. */
+export function parseDelimited(text: string, sep = ','): string[][] {
+  return parseDelimitedRows(text, sep).map((r) => r.fields).filter((r) => r.some((f) => f.trim() !== ''));
 }
 
 /**

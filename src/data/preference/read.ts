@@ -1,12 +1,13 @@
 // Reading preference files: JSONL, JSON and Parquet through the SFT reader (src/data/sft/read.ts),
-// plus CSV/TSV (RFC 4180: quoted fields may hold separators, quotes and newlines; the first row
-// names the columns), for tables such as human vs machine-written patent abstracts. Yields raw
+// plus CSV/TSV (textfiles.ts's parser, RFC 4180: quoted fields may hold separators, quotes and
+// newlines; the first row names the columns), for tables such as human vs machine-written patent abstracts. Yields raw
 // records with where they came from; a bad line or row is a skip, never an error. Only a file
 // that cannot be opened throws.
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { PatentGPTError } from '../../errors.js';
 import { readSftRecords, type SftFileFormat } from '../sft/read.js';
+import { parseDelimitedRows } from '../textfiles.js';
 import type { RecordSource } from '../sft/records.js';
 import type { PreferenceSkip } from './records.js';
 
@@ -26,47 +27,7 @@ export function preferenceFileFormat(file: string): PreferenceFileFormat {
   throw new PatentGPTError('E_ARGUMENT', `preference data ${file}: unknown format; name it .jsonl, .json, .parquet, .csv or .tsv, or pass format`);
 }
 
-/** Rows of RFC 4180 text, each with the 1-based line it starts on. */
-export function parseDelimited(text: string, sep: string): { fields: string[]; line: number }[] {
-  const rows: { fields: string[]; line: number }[] = [];
-  let fields: string[] = [];
-  let field = '';
-  let quoted = false;
-  let line = 1;
-  let rowLine = 1;
-  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
-  const endRow = (): void => {
-    fields.push(field);
-    if (!(fields.length === 1 && fields[0] === '')) rows.push({ fields, line: rowLine });
-    fields = [];
-    field = '';
-  };
-  for (; i < text.length; i++) {
-    const c = text[i]!;
-    if (quoted) {
-      if (c === '"') {
-        if (text[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else quoted = false;
-      } else {
-        if (c === '\n') line++;
-        field += c;
-      }
-    } else if (c === '"' && field === '') quoted = true;
-    else if (c === sep) {
-      fields.push(field);
-      field = '';
-    } else if (c === '\n' || c === '\r') {
-      if (c === '\r' && text[i + 1] === '\n') i++;
-      endRow();
-      line++;
-      rowLine = line;
-    } else field += c;
-  }
-  if (field !== '' || fields.length > 0) endRow();
-  return rows;
-}
+export { parseDelimitedRows as parseDelimited } from '../textfiles.js';
 
 async function readText(file: string): Promise<string> {
   const parts: Buffer[] = [];
@@ -76,7 +37,7 @@ async function readText(file: string): Promise<string> {
 }
 
 async function* readDelimited(file: string, sep: string): AsyncGenerator<RawPreferenceItem> {
-  const rows = parseDelimited(await readText(file), sep);
+  const rows = parseDelimitedRows(await readText(file), sep);
   const header = rows[0]?.fields.map((h) => h.trim());
   if (!header) return;
   for (let k = 1; k < rows.length; k++) {
