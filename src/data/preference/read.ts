@@ -4,9 +4,8 @@
 // records with where they came from; a bad line or row is a skip, never an error. Only a file
 // that cannot be opened throws.
 import * as fs from 'node:fs';
-import * as zlib from 'node:zlib';
 import { PatentGPTError } from '../../errors.js';
-import { readSftRecords, type SftFileFormat } from '../sft/read.js';
+import { openText, readSftRecords, type SftFileFormat } from '../sft/read.js';
 import { parseDelimitedRows } from '../textfiles.js';
 import type { RecordSource } from '../sft/records.js';
 import type { PreferenceSkip } from './records.js';
@@ -31,8 +30,7 @@ export { parseDelimitedRows as parseDelimited } from '../textfiles.js';
 
 async function readText(file: string): Promise<string> {
   const parts: Buffer[] = [];
-  const s = fs.createReadStream(file);
-  for await (const c of file.toLowerCase().endsWith('.gz') ? s.pipe(zlib.createGunzip()) : s) parts.push(c as Buffer);
+  for await (const c of openText(file)) parts.push(c as Buffer);
   return Buffer.concat(parts).toString('utf8');
 }
 

@@ -22,7 +22,8 @@ export function sftFileFormat(file: string): SftFileFormat {
   throw new PatentGPTError('E_ARGUMENT', `SFT data ${file}: unknown format; name it .jsonl, .json or .parquet, or pass format`);
 }
 
-function openText(file: string): NodeJS.ReadableStream {
+/** The file's bytes, through gunzip when it is named .gz. */
+export function openText(file: string): NodeJS.ReadableStream {
   const s = fs.createReadStream(file);
   return file.toLowerCase().endsWith('.gz') ? s.pipe(zlib.createGunzip()) : s;
 }
