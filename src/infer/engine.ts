@@ -22,6 +22,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { PatentGPTError } from '../errors.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
+import type { ModelConfig } from '../models/config.js';
 import { loadLora } from '../models/peft.js';
 import { loadPretrained } from '../models/pretrained.js';
 import { incrementalDecoder, type IncrementalDecoder } from '../tokenizer/detokenize.js';
@@ -212,6 +213,12 @@ export class DeltaStream implements AsyncIterableIterator<GenerationDelta> {
   }
 }
 
+/** The context an Engine over this config serves by default: maxSeqLen, times the factor of dynamic-base RoPE scaling. */
+export function defaultMaxModelLen(cfg: ModelConfig): number {
+  const rs = cfg.ropeScaling;
+  return rs?.type === 'dynamic-base' ? Math.floor(cfg.maxSeqLen * rs.factor) : cfg.maxSeqLen;
+}
+
 export class Engine {
   readonly model: LlamaForCausalLM;
   readonly pool: BlockPool;
@@ -251,8 +258,7 @@ export class Engine {
     this.#addBos = opts.addBos ?? true;
     this.maxNumSeqs = opts.maxNumSeqs ?? 64;
     this.maxNumBatchedTokens = opts.maxNumBatchedTokens ?? 512;
-    const rs = cfg.ropeScaling;
-    this.maxModelLen = opts.maxModelLen ?? (rs?.type === 'dynamic-base' ? Math.floor(cfg.maxSeqLen * rs.factor) : cfg.maxSeqLen);
+    this.maxModelLen = opts.maxModelLen ?? defaultMaxModelLen(cfg);
     if (!Number.isInteger(this.maxModelLen) || this.maxModelLen < 2)
       throw new PatentGPTError('E_ARGUMENT', `Engine: maxModelLen must be an integer >= 2, got ${this.maxModelLen}`);
     if (!(this.maxNumSeqs >= 1) || !(this.maxNumBatchedTokens >= 1))

@@ -6,12 +6,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PatentGPTError } from '../errors.js';
-import type { EngineOptions, EngineStats, GenerateOptions, GenerationDelta } from '../infer/engine.js';
+import { defaultMaxModelLen, type EngineOptions, type EngineStats, type GenerateOptions, type GenerationDelta } from '../infer/engine.js';
 import { chatPromptIds } from '../infer/generator.js';
 import { ThreadedEngine } from '../infer/threaded.js';
 import { loadFolderTokenizer } from '../infer/folder-tokenizer.js';
 import { readConfig, TOKENIZER_MODEL_FILE, TOKENIZER_SPEC_FILE } from '../models/pretrained.js';
-import type { ModelConfig } from '../models/config.js';
 import { ByteTokenizer, SentencePieceTokenizer, loadChatTemplate, type ChatTemplate } from '../tokenizer/index.js';
 
 /** What the server needs of an engine: Engine and ThreadedEngine fit. */
@@ -42,12 +41,6 @@ export interface ServedModel {
   maxModelLen: number;
   /** Frees what the server made (a folder's ThreadedEngine); nothing for a caller's engine. */
   close(): Promise<void>;
-}
-
-/** The context length an Engine over this config serves by default (see Engine's maxModelLen). */
-export function contextOf(cfg: ModelConfig): number {
-  const rs = cfg.ropeScaling;
-  return rs?.type === 'dynamic-base' ? Math.floor(cfg.maxSeqLen * rs.factor) : cfg.maxSeqLen;
 }
 
 /** The tokenizer a model folder records. */
@@ -90,7 +83,7 @@ export async function openModelFolder(dir: string, engineOptions: Omit<EngineOpt
   const cfg = await readConfig(dir);
   const tokenizer = folderTokenizer(dir);
   const { chat, chatFormat } = chatRenderer(tokenizer, folderChatTemplate(dir));
-  const maxModelLen = engineOptions.maxModelLen ?? contextOf(cfg);
+  const maxModelLen = engineOptions.maxModelLen ?? defaultMaxModelLen(cfg);
   const engine = await ThreadedEngine.fromPretrained(dir, { ...engineOptions, maxModelLen, tokenizer });
   return { engine, tokenizer, chat, chatFormat, maxModelLen, close: () => engine.close() };
 }
