@@ -1,10 +1,9 @@
 // The fields a stage of kind "dpo" adds to the common ones (src/train/config.ts validates those
 // and calls validateDpoFields): preference data, the chat template and LoRA as in SFT, and the
 // DPO objective. Errors name the file and the field, as every config error does.
-import * as path from 'node:path';
 import type { PreferenceDataConfig } from '../data/preference/config.js';
 import type { SftChatTemplate, SftLora, StageBase } from './config.js';
-import { Fields, validateChatTemplate, validateInit, validateLora, validatePreferenceData, type Json } from './config-fields.js';
+import { Fields, relativeTo, validateChatTemplate, validateInit, validateLora, validatePreferenceData, type Json } from './config-fields.js';
 
 export const DPO_LOSSES = ['sigmoid', 'ipo'] as const;
 export type DpoLoss = (typeof DPO_LOSSES)[number];
@@ -47,7 +46,7 @@ export const DPO_KEYS = ['data', 'chatTemplate', 'lora', 'dpo'] as const;
 export function validateDpoFields(c: Json, base: StageBase, opts: { source?: string; baseDir?: string }): DpoConfig {
   const file = opts.source ?? 'config';
   const f = new Fields(file);
-  const rel = (p: string): string => (opts.baseDir && !path.isAbsolute(p) ? path.resolve(opts.baseDir, p) : p);
+  const rel = relativeTo(opts.baseDir);
   const data = validatePreferenceData(f, file, c.data, base, opts.baseDir);
   const chatTemplate = validateChatTemplate(f, c.chatTemplate, rel);
   const lora = c.lora !== undefined ? validateLora(f, c.lora, base.seed) : undefined;

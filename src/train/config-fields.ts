@@ -3,6 +3,7 @@
 // What the chat stages (sft, dpo, reward, ppo) have in common is validated here once: the chat
 // template, LoRA, the initial weights, and (dpo, reward) the preference data section.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { validatePreferenceDataConfig, type PreferenceDataConfig } from '../data/preference/config.js';
 import { PatentGPTError } from '../errors.js';
 import type { SftChatTemplate, SftLora, StageBase } from './config.js';
@@ -104,6 +105,9 @@ export function validateInit(f: Fields, base: StageBase, startsFrom: string): st
   if (!isDir) f.fail('init', `missing: ${startsFrom}; give init (a run, checkpoint or Hugging Face folder), or a model folder as model`);
   return m as string;
 }
+
+/** Resolves a config's relative paths against its folder (`baseDir`; none: as given). */
+export const relativeTo = (baseDir: string | undefined) => (p: string): string => (baseDir && !path.isAbsolute(p) ? path.resolve(baseDir, p) : p);
 
 /** Prefixes the file to a data section's E_CONFIG errors (they name the field), as every other config error does. */
 export function inFile<T>(file: string, validate: () => T): T {

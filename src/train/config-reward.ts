@@ -2,10 +2,9 @@
 // and calls validateRewardFields): preference data, the chat template and LoRA as in SFT, and
 // the reward objective (Bradley-Terry with an optional margin and TRL's reward centering).
 // Errors name the file and the field, as every config error does.
-import * as path from 'node:path';
 import type { PreferenceDataConfig } from '../data/preference/config.js';
 import type { SftChatTemplate, SftLora, StageBase } from './config.js';
-import { Fields, validateChatTemplate, validateInit, validateLora, validatePreferenceData, type Json } from './config-fields.js';
+import { Fields, relativeTo, validateChatTemplate, validateInit, validateLora, validatePreferenceData, type Json } from './config-fields.js';
 
 /** The reward model's objective (TRL's RewardConfig under our names). */
 export interface RewardObjective {
@@ -38,7 +37,7 @@ export const REWARD_KEYS = ['data', 'chatTemplate', 'lora', 'reward'] as const;
 export function validateRewardFields(c: Json, base: StageBase, opts: { source?: string; baseDir?: string }): RewardConfig {
   const file = opts.source ?? 'config';
   const f = new Fields(file);
-  const rel = (p: string): string => (opts.baseDir && !path.isAbsolute(p) ? path.resolve(opts.baseDir, p) : p);
+  const rel = relativeTo(opts.baseDir);
   const data = validatePreferenceData(f, file, c.data, base, opts.baseDir);
   const chatTemplate = validateChatTemplate(f, c.chatTemplate, rel);
 

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { validateConfig, type ModelConfig } from '../models/config.js';
 import { validateSftDataConfig, type SftDataConfig } from '../data/sft/config.js';
-import { Fields, inFile, validateChatTemplate, validateInit, validateLora, type Json } from './config-fields.js';
+import { Fields, inFile, relativeTo, validateChatTemplate, validateInit, validateLora, type Json } from './config-fields.js';
 import { DPO_KEYS, validateDpoFields, type DpoConfig } from './config-dpo.js';
 import { groupPattern } from './optimizer.js';
 import type { Schedule } from './schedule.js';
@@ -247,7 +247,7 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
   const kind = f.string(c.kind, 'kind', 'pretrain') as StageKind;
   if (!(STAGE_KINDS as readonly string[]).includes(kind)) f.fail('kind', `must be one of ${STAGE_KINDS.map((k) => `"${k}"`).join(', ')}, got ${JSON.stringify(c.kind)}`);
   f.known(c, '', [...COMMON_KEYS, ...KIND_KEYS[kind]]);
-  const rel = (p: string): string => (opts.baseDir && !path.isAbsolute(p) ? path.resolve(opts.baseDir, p) : p);
+  const rel = relativeTo(opts.baseDir);
   const base = validateBase(f, c, kind, opts, rel);
   const cfg: StageConfig =
     kind === 'sft' ? validateSft(f, c, base, opts, rel)
