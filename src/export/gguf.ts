@@ -18,6 +18,7 @@
 import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { PatentGPTError } from '../errors.js';
+import { isMoE } from '../models/config.js';
 import type { LlamaForCausalLM } from '../models/llama.js';
 import { tempPath } from '../models/safetensors.js';
 import { fileWriteError, fsyncDir } from '../util/atomic.js';
@@ -202,7 +203,7 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
   const cfg = model.config;
   const dtype = opts.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new PatentGPTError('E_ARGUMENT', `exportGguf: dtype must be 'f32' or 'f16', got ${String(dtype)}`);
-  const moe = cfg.numExperts > 1;
+  const moe = isMoE(cfg);
   if (moe && (cfg.numSharedExperts ?? 0) > 0)
     throw new PatentGPTError('E_UNSUPPORTED',
       `exportGguf: numSharedExperts ${cfg.numSharedExperts}: llama.cpp's llama architecture has no shared experts; export a model with numSharedExperts 0`);

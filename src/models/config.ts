@@ -502,7 +502,7 @@ export function parameterCount(cfg: ModelConfig): ParameterCount {
   const embedding = cfg.vocabSize * C;
   const lmHead = cfg.tieEmbeddings ? 0 : cfg.vocabSize * C;
   const attention = cfg.nLayers * (C * cfg.nHeads * D + 2 * C * cfg.nKvHeads * D + cfg.nHeads * D * C);
-  const router = cfg.numExperts > 1 ? C * cfg.numExperts : 0;
+  const router = isMoE(cfg) ? C * cfg.numExperts : 0;
   const expert = 3 * C * cfg.ffnDim;
   const shared = cfg.numSharedExperts ?? 0;
   const feedForward = cfg.nLayers * (expert * (cfg.numExperts + shared) + router);
@@ -531,8 +531,7 @@ export interface FlopsPerToken {
  */
 export function flopsPerToken(cfg: ModelConfig, seqLen = cfg.maxSeqLen): FlopsPerToken {
   const c = parameterCount(cfg);
-  const perExpertFfn = 3 * cfg.dim * cfg.ffnDim;
-  const activeFfn = cfg.nLayers * (perExpertFfn * (cfg.topK + (cfg.numSharedExperts ?? 0)) + (cfg.numExperts > 1 ? cfg.dim * cfg.numExperts : 0));
+  const activeFfn = c.feedForward - (c.total - c.active); // the router, the top-k and the shared experts
   const matmulParams = c.attention + activeFfn + cfg.vocabSize * cfg.dim;
   const attn = cfg.nLayers * seqLen * cfg.nHeads * headDim(cfg);
   return { seqLen, matmulParams, forward: 2 * matmulParams + 4 * attn, training: 6 * matmulParams + 12 * attn };

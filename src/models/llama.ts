@@ -31,7 +31,7 @@ import {
   GEMV_MAX_ROWS, Rng, Tensor, add, copyRows, decodeMoeScratchSize, gatherRows, isMoeWeights, keep, linear, linearCrossEntropy, moeExpertTensors,
   noGrad, prepareDecodeLayer, prepareDecodeLogits, prepareGatherRows, scope, type Device,
 } from '../tensor/index.js';
-import { ropeParams, validateConfig, type ModelConfig } from './config.js';
+import { isMoE, ropeParams, validateConfig, type ModelConfig } from './config.js';
 import { checkModelFits } from './limits.js';
 
 /** N tokens of one or more documents, packed. */
@@ -191,7 +191,7 @@ export class LlamaForCausalLM extends Module {
     this.#config = validateConfig(config);
     checkModelFits(this.#config, 'LlamaForCausalLM'); // a clear error before any allocation, not a RangeError
     const init = opts.init === 'zeros' ? zeroInit : normalInit(opts.seed ?? 0, opts.initStd ?? 0.02);
-    const moe = this.#config.numExperts > 1 && !opts.feedForward;
+    const moe = isMoE(this.#config) && !opts.feedForward;
     const ff = opts.feedForward ?? (moe ? sparseMoE : (_i, c, pi) => new SwiGLUMLP(c.dim, c.ffnDim, pi));
     const ffName = opts.feedForwardName ?? (moe ? 'block_sparse_moe' : undefined);
     this.model = this.registerModule('model', new LlamaModel(this.config, init, ff, ffName));
