@@ -147,7 +147,7 @@ export function packSequences(seqs: readonly ArrayLike<number>[]): { tokens: Int
   const cuSeqlens = new Int32Array(seqs.length + 1);
   seqs.forEach((s, i) => (cuSeqlens[i + 1] = cuSeqlens[i]! + s.length));
   const tokens = new Int32Array(cuSeqlens[seqs.length]!);
-  seqs.forEach((s, i) => tokens.set(Array.from(s), cuSeqlens[i]!));
+  seqs.forEach((s, i) => tokens.set(s, cuSeqlens[i]!));
   return { tokens, cuSeqlens };
 }
 
