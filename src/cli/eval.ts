@@ -16,15 +16,8 @@ import {
 import { Engine } from '../infer/index.js';
 import { loadPretrained } from '../models/index.js';
 import { Progress, type ProgressStream } from '../train/progress.js';
+import { intArg } from './args.js';
 import { tokenizerFromSpec } from './tokenizer-spec.js';
-
-function int(name: string, min: number) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-    return n;
-  };
-}
 
 /** `\n`, `\t` and `\\` in a template typed on a command line. */
 export function unescapeArg(s: string): string {
@@ -51,10 +44,10 @@ export function evalCommand(): Command {
     .requiredOption('--model <dir>', 'model folder (config.json + safetensors)')
     .requiredOption('--tasks <list>', 'comma-separated: built-in tasks (pae, pae-single, pae-multi, claim-to-abstract, ip-qa, phrase-matching, ppl-abstracts), *.task.json definitions, lm-evaluation-harness *.yaml tasks over local json/csv data, or multiple-choice .csv/.json/.jsonl files or folders')
     .option('--tokenizer <spec>', "tokenizer.model path, 'llama2' or 'byte' (default: <model>/tokenizer.model)")
-    .option('--limit <n>', 'score only the first N documents of each task', int('--limit', 1))
-    .option('--max-tokens <n>', 'most tokens generated per prompt (default: the task\'s)', int('--max-tokens', 1))
-    .option('--shots <k>', 'few-shot examples per question', int('--shots', 0), 0)
-    .option('--seed <s>', 'seed of the few-shot sampling', int('--seed', 0), 1234)
+    .option('--limit <n>', 'score only the first N documents of each task', intArg('--limit', 1))
+    .option('--max-tokens <n>', 'most tokens generated per prompt (default: the task\'s)', intArg('--max-tokens', 1))
+    .option('--shots <k>', 'few-shot examples per question', intArg('--shots', 0), 0)
+    .option('--seed <s>', 'seed of the few-shot sampling', intArg('--seed', 0), 1234)
     .option('--style <style>', "prompt: 'letters' (options listed, letters scored) or 'cloze' (option texts scored); default: the task's, else letters", (v: string) => {
       if (v !== 'letters' && v !== 'cloze') throw new InvalidArgumentError("expected 'letters' or 'cloze'");
       return v;
@@ -72,7 +65,7 @@ export function evalCommand(): Command {
     }, 0)
     .option('--description <text>', 'text before the examples ({category} is replaced)')
     .option('--no-add-bos', 'no BOS in front of the contexts (lm-eval add_bos_token=False; default: BOS, as lm-eval with a LLaMA tokenizer)')
-    .option('--batch-tokens <n>', "most tokens per forward (default: what a quarter of the weights' bytes of activations allow, 64 to 1024)", int('--batch-tokens', 1))
+    .option('--batch-tokens <n>', "most tokens per forward (default: what a quarter of the weights' bytes of activations allow, 64 to 1024)", intArg('--batch-tokens', 1))
     .option('--out <dir>', 'where to write results.json and report.md', 'eval-out')
     .action(async (o: {
       model: string; tasks: string; tokenizer?: string; limit?: number; maxTokens?: number; shots: number; seed: number; style?: PromptStyle;

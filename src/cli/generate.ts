@@ -7,27 +7,12 @@
 // it: greedy unless do_sample is true, then its temperature / top_p / top_k; flags override.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { PatentGPTError } from '../errors.js';
 import { Engine, type GenerateOptions, type GenerationDelta } from '../infer/index.js';
 import { GENERATION_CONFIG_FILE, holdsModel } from '../models/index.js';
+import { intArg, numberArg } from './args.js';
 import { tokenizerFromSpec } from './tokenizer-spec.js';
-
-export function intArg(name: string, min: number) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-    return n;
-  };
-}
-
-function numberArg(name: string, ok: (x: number) => boolean, what: string) {
-  return (v: string): number => {
-    const x = Number(v);
-    if (v.trim() === '' || !ok(x)) throw new InvalidArgumentError(`${name} must be ${what}`);
-    return x;
-  };
-}
 
 /** The flags generate and chat share (model, tokenizer, sampling, engine budget). */
 export interface SamplingFlags {

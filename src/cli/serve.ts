@@ -5,16 +5,9 @@
 // lets the generations in flight finish (at most --drain-timeout), frees the model and exits 0;
 // a second signal exits at once.
 import { basename, resolve } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { createServer } from '../serve/index.js';
-
-function int(name: string, min: number) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-    return n;
-  };
-}
+import { intArg } from './args.js';
 
 interface ServeFlags {
   model: string;
@@ -39,18 +32,18 @@ export function serveCommand() {
     .description('serve a model folder over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /metrics)')
     .requiredOption('--model <dir>', 'a model folder (savePretrained or a training checkpoint) with its tokenizer')
     .option('--host <host>', 'address to bind; other than loopback needs an API key', '127.0.0.1')
-    .option('--port <n>', 'port (0: any free one)', int('--port', 0), 8000)
+    .option('--port <n>', 'port (0: any free one)', intArg('--port', 0), 8000)
     .option('--api-key <key>', 'Bearer key clients must send (default: $PATENTGPT_API_KEY; none on loopback)')
     .option('--model-name <name>', 'the model id clients send (default: the folder name)')
-    .option('--max-concurrency <n>', 'requests in the engine at once', int('--max-concurrency', 1))
-    .option('--queue-size <n>', 'requests waiting beyond those; more are answered 429', int('--queue-size', 0))
-    .option('--max-prompt-tokens <n>', 'longest prompt in tokens (default: the context less one)', int('--max-prompt-tokens', 1))
-    .option('--max-model-len <n>', "context length (default: the model's)", int('--max-model-len', 2))
-    .option('--body-limit <bytes>', 'largest request body (default 1 MiB)', int('--body-limit', 1))
-    .option('--request-timeout <ms>', 'time limit of a generation request, queue included (0: none)', int('--request-timeout', 0), 600_000)
-    .option('--drain-timeout <ms>', 'on SIGTERM, how long in-flight requests may take to finish', int('--drain-timeout', 0), 30_000)
-    .option('--kv-cache-mb <n>', 'MiB of KV cache (default 256)', int('--kv-cache-mb', 1))
-    .option('--max-num-seqs <n>', 'most sequences in one engine step (default 64)', int('--max-num-seqs', 1))
+    .option('--max-concurrency <n>', 'requests in the engine at once', intArg('--max-concurrency', 1))
+    .option('--queue-size <n>', 'requests waiting beyond those; more are answered 429', intArg('--queue-size', 0))
+    .option('--max-prompt-tokens <n>', 'longest prompt in tokens (default: the context less one)', intArg('--max-prompt-tokens', 1))
+    .option('--max-model-len <n>', "context length (default: the model's)", intArg('--max-model-len', 2))
+    .option('--body-limit <bytes>', 'largest request body (default 1 MiB)', intArg('--body-limit', 1))
+    .option('--request-timeout <ms>', 'time limit of a generation request, queue included (0: none)', intArg('--request-timeout', 0), 600_000)
+    .option('--drain-timeout <ms>', 'on SIGTERM, how long in-flight requests may take to finish', intArg('--drain-timeout', 0), 30_000)
+    .option('--kv-cache-mb <n>', 'MiB of KV cache (default 256)', intArg('--kv-cache-mb', 1))
+    .option('--max-num-seqs <n>', 'most sequences in one engine step (default 64)', intArg('--max-num-seqs', 1))
     .option('--log', 'log every request (JSON lines on stdout)', false)
     .addHelpText('after', [
       '',
