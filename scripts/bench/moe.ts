@@ -5,7 +5,7 @@
 //    tokens/s beside a dense SwiGLU with the same active parameters (hidden = topK x expert
 //    hidden), taking turns step by step; target >= 0.8 of dense.
 // 2. Training: a tiny Mixtral (LlamaForCausalLM with numExperts > 1 + our AdamW) beside
-//    transformers' MixtralForCausalLM + torch AdamW (scripts/moe-bench-torch.py), same shapes,
+//    transformers' MixtralForCausalLM + torch AdamW (scripts/torch-train-peer.py), same shapes,
 //    token ids and threads, turns step by step as the train bench takes them; target >= 1.5x.
 // 3. The paper's cost claim on small scaled models (_moe-configs.ts): the MoE, a dense model of
 //    equal TOTAL parameters and one of equal ACTIVE parameters. Each is trained by our pretrain
@@ -177,8 +177,8 @@ async function part2(): Promise<{ row: TrainRow; torch: Record<string, unknown> 
   let why: string = py.why;
   if (py.python) {
     try {
-      // transformers' MixtralForCausalLM + AdamW (scripts/moe-bench-torch.py)
-      peer = PythonPeer.start('torch peer', py.python, [join(packageRoot(), 'scripts', 'moe-bench-torch.py'), String(threads), opts.torchAttn], threads);
+      // transformers' MixtralForCausalLM + AdamW (scripts/torch-train-peer.py)
+      peer = PythonPeer.start('torch peer', py.python, [join(packageRoot(), 'scripts', 'torch-train-peer.py'), 'mixtral', String(threads), opts.torchAttn], threads);
       info = await peer.next();
       await peer.request({ cmd: 'init', config: toHFConfig(cfg), B, T, tokens: Array.from(ids) });
     } catch (err) {

@@ -13,8 +13,10 @@
 // moments and activations); torch's is the process's max RSS growth over the shape's run
 // (its allocator caches included; a high-water mark, so only an upper bound after the first).
 // --profile adds a phase split (forward+loss / backward / optimizer) for both.
+import { join } from 'node:path';
 import { flopsPerToken, parameterCount, preset, toHFConfig } from '../../src/models/index.js';
 import { addon } from '../../src/native/loader.js';
+import { packageRoot } from '../../src/package.js';
 import { Rng, Tensor, measurePeakFlops, memoryStats, resetPeakMemory, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
 import { findPython } from './_peers.js';
 import { OursTrainer, PythonPeer, type StepTiming } from './_python-peer.js';
@@ -50,50 +52,6 @@ function tokens(B: number, T: number, V: number, seed: number): Int32Array {
   return Int32Array.from({ length: B * T }, () => rng.int(V));
 }
 
-// ---- torch peer: one process; requests build a shape's model, run one step, or free it ----
-
-const PEER = String.raw`
-import json, sys, time, resource
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-torch.set_num_threads(int(sys.argv[1]))
-print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
-def rss():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-model = opt = ids = None
-rss0 = 0
-for line in sys.stdin:
-    req = json.loads(line)
-    if req["cmd"] == "init":
-        c = req["config"]
-        cfg = LlamaConfig(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
-            num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"], num_key_value_heads=c["num_key_value_heads"],
-            max_position_embeddings=c["max_position_embeddings"], rms_norm_eps=c["rms_norm_eps"], rope_theta=c["rope_theta"],
-            tie_word_embeddings=c["tie_word_embeddings"], attention_bias=False, mlp_bias=False)
-        torch.manual_seed(0)
-        rss0 = rss()
-        model = LlamaForCausalLM._from_config(cfg, attn_implementation="eager", torch_dtype=torch.float32)
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-        ids = torch.tensor(req["tokens"], dtype=torch.long).view(req["B"], req["T"])
-        print(json.dumps({"ok": True}), flush=True)
-    elif req["cmd"] == "step":
-        t0 = time.perf_counter()
-        out = model(input_ids=ids, labels=ids)
-        t1 = time.perf_counter()
-        out.loss.backward()
-        t2 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t3 = time.perf_counter()
-        print(json.dumps({"time": t3 - t0, "phases": [t1 - t0, t2 - t1, t3 - t2], "loss": out.loss.item()}), flush=True)
-        del out
-    else:
-        print(json.dumps({"rssGrowth": rss() - rss0}), flush=True)
-        model = opt = ids = None
-`;
-
 // ---- main ----
 
 setNumThreads(threads);
@@ -127,7 +85,8 @@ let peerInfo: Record<string, unknown> = {};
 let peerWhy = py.why;
 if (py.python) {
   try {
-    peer = PythonPeer.start('torch peer', py.python, ['-c', PEER, String(threads)], threads);
+    // transformers' LlamaForCausalLM + AdamW (scripts/torch-train-peer.py), eager attention
+    peer = PythonPeer.start('torch peer', py.python, [join(packageRoot(), 'scripts', 'torch-train-peer.py'), 'llama', String(threads), 'eager'], threads);
     peerInfo = await peer.next();
   } catch (err) {
     peer = null;
