@@ -19,3 +19,10 @@ export function numberArg(name: string, ok: (x: number) => boolean, what: string
     return x;
   };
 }
+
+/** A whole number >= 1 (run sizes, counts). */
+export function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
+  return n;
+}

@@ -8,17 +8,12 @@ import {
   type ModelConfig,
 } from '../models/index.js';
 import { BYTE_VOCAB_SIZE, LLAMA2_VOCAB_SIZE } from '../tokenizer/index.js';
+import { positiveInt } from './args.js';
 import { tokenizerFromSpec } from './tokenizer-spec.js';
 
 function nonNegativeInt(v: string): number {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`expected an integer >= 0, got "${v}"`);
-  return n;
-}
-
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
   return n;
 }
 

@@ -2,17 +2,12 @@
 // and log output (a bar on a terminal, JSON lines when piped), the one-line JSON summary, and
 // the exit codes (3: diverged, 130: interrupted with a checkpoint).
 import * as path from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { loadStageConfig, type StageConfig, type StageKind } from '../train/config.js';
 import type { StageRunOptions } from '../train/stages/common.js';
 import type { TrainResult } from '../train/trainer.js';
 import { PatentGPTError } from '../errors.js';
-
-export function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
-  return n;
-}
+import { positiveInt } from './args.js';
 
 export interface StageFlags {
   config: string;
