@@ -9,7 +9,8 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { expect } from 'vitest';
+import * as os from 'node:os';
+import { afterAll, expect } from 'vitest';
 import { findPython } from '../scripts/bench/_peers.js';
 import { LlamaForCausalLM, loadPretrained, saveLora, savePretrained, validateConfig } from '../src/models/index.js';
 import { applyLora } from '../src/nn/lora.js';
@@ -26,6 +27,19 @@ export const TRL_LORA = { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'd
 
 /** The tiny LLaMA the parity folders hold (LLaMA-2's vocabulary, two layers, grouped-query attention). */
 export const TRL_TINY_MODEL = { vocabSize: 32000, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, maxSeqLen: 256 };
+
+/** The shape of every parity run: ten steps of batches of 2, sequences up to 128 tokens. */
+export const TRL_RUN = { steps: 10, batchSize: 2, seqLen: 128 } as const;
+
+/**
+ * A temporary folder for one parity test file, removed after it (afterAll), and the paths the
+ * tests put in it: the model folder, the data file (`dataName`), and the initial LoRA adapter.
+ */
+export function trlWorkspace(prefix: string, dataName: string): { root: string; modelDir: string; dataFile: string; adapterDir: string } {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+  return { root, modelDir: path.join(root, 'model'), dataFile: path.join(root, dataName), adapterDir: path.join(root, 'adapter0') };
+}
 
 /** The IP notions the parity data talk about. */
 export const IP_TOPICS = ['a patent claim', 'prior art', 'novelty', 'an inventive step', 'a utility model', 'a design patent', 'a trademark', 'copyright', 'a license', 'infringement'];

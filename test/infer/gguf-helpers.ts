@@ -1,8 +1,11 @@
 // Test helpers for GGUF exports: an independent little GGUF reader (header, metadata, tensor
 // table, data section) and greedy decoding by node-llama-cpp (prebuilt llama.cpp) on a file,
 // found as the benches find it (scripts/bench/_llamacpp.ts).
-import { expect } from 'vitest';
+import { expect, type TestContext } from 'vitest';
 import { importNodeLlamaCpp } from '../../scripts/bench/_llamacpp.js';
+import { exportGguf } from '../../src/export/gguf.js';
+import type { LlamaForCausalLM } from '../../src/models/index.js';
+import type { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
 
 export interface GgufTensor {
   /** Dims innermost first. */
@@ -109,6 +112,22 @@ export async function loadLlamaCppGreedy(): Promise<LlamaCppGreedy | string> {
       await llama.dispose();
     }
   };
+}
+
+/**
+ * The llama.cpp parity tests' start: node-llama-cpp's greedy decoding (loadLlamaCppGreedy) and
+ * `model` exported (f32) to `path`; where node-llama-cpp cannot load it warns why and skips the
+ * test (null: the caller returns).
+ */
+export async function greedyOnExport(ctx: TestContext, model: LlamaForCausalLM, tok: SentencePieceTokenizer, path: string): Promise<LlamaCppGreedy | null> {
+  const greedy = await loadLlamaCppGreedy(); // throws where peers are required (CI)
+  if (typeof greedy === 'string') {
+    console.warn(`skipped: ${greedy}`);
+    ctx.skip();
+    return null;
+  }
+  await exportGguf(model, tok, path);
+  return greedy;
 }
 
 /**

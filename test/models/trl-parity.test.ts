@@ -10,25 +10,18 @@
 // has the switch). The folder and data are made here, deterministically, so the fixture holds only
 // TRL's output.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSftData } from '../../src/data/sft/index.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type SftConfig } from '../../src/train/config.js';
 import { sft, sftRenderer } from '../../src/train/stages/sft.js';
-import { IP_TOPICS, TRL_LORA, makeTinyLlamaFolder, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, trlStageFields, writeTrlGolden } from '../trl-helpers.js';
+import { IP_TOPICS, TRL_LORA, TRL_RUN, makeTinyLlamaFolder, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, trlStageFields, writeTrlGolden, trlWorkspace } from '../trl-helpers.js';
 
 const FIXTURE = 'trl-sft-golden.json';
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-const modelDir = path.join(root, 'model');
-const dataFile = path.join(root, 'conversations.jsonl');
-const adapterDir = path.join(root, 'adapter0');
+const { root, modelDir, dataFile, adapterDir } = trlWorkspace('pgpt-trl-', 'conversations.jsonl');
 
-const STEPS = 10;
-const BATCH = 2;
-const SEQ = 128;
+const { steps: STEPS, batchSize: BATCH, seqLen: SEQ } = TRL_RUN;
 const LORA = TRL_LORA;
 interface Case { lr: number; gradClip: number; batchSize: number; gradAccum: number; lora?: typeof LORA }
 const CASES: Record<'full' | 'accum' | 'lora', Case> = {

@@ -11,25 +11,18 @@
 // has the switch). The folder and data are made here, deterministically, so the fixture holds only
 // TRL's output.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPreferenceData } from '../../src/data/preference/index.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type DpoConfig } from '../../src/train/config.js';
 import { dpo, dpoRenderer } from '../../src/train/stages/dpo.js';
-import { IP_TOPICS, TRL_LORA, makeTinyLlamaFolder, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, trlStageFields, writeTrlGolden } from '../trl-helpers.js';
+import { IP_TOPICS, TRL_LORA, TRL_RUN, makeTinyLlamaFolder, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, trlStageFields, writeTrlGolden, trlWorkspace } from '../trl-helpers.js';
 
 const FIXTURE = 'trl-dpo-golden.json';
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-dpo-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-const modelDir = path.join(root, 'model');
-const dataFile = path.join(root, 'pairs.jsonl');
-const adapterDir = path.join(root, 'adapter0');
+const { root, modelDir, dataFile, adapterDir } = trlWorkspace('pgpt-trl-dpo-', 'pairs.jsonl');
 
-const STEPS = 10;
-const BATCH = 2;
-const SEQ = 128;
+const { steps: STEPS, batchSize: BATCH, seqLen: SEQ } = TRL_RUN;
 const LORA = TRL_LORA;
 interface Case { lr: number; beta: number; loss: 'sigmoid' | 'ipo'; lora?: typeof LORA }
 const CASES: Record<'sigmoid' | 'ipo' | 'lora', Case> = {

@@ -12,7 +12,6 @@
 // Live where trl is installed, else against test/fixtures/trl-reward-golden.json (test/trl-helpers.ts
 // has the switch). The folder and data are made here from seeds, so the fixture holds only TRL's output.
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPreferenceData } from '../../src/data/preference/index.js';
@@ -23,18 +22,12 @@ import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
 import { validateStageConfig, type RewardConfig } from '../../src/train/config.js';
 import { reward, saveRewardAdapter } from '../../src/train/stages/reward.js';
 import { sftRenderer } from '../../src/train/stages/sft.js';
-import { IP_TOPICS, TRL_LORA, TRL_TINY_MODEL, copyChatTemplate, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, trlStageFields, writeTrlGolden } from '../trl-helpers.js';
+import { IP_TOPICS, TRL_LORA, TRL_RUN, TRL_TINY_MODEL, copyChatTemplate, maxDiff, runTrlScript, stepRecords, trlGolden, trlMode, trlPeer, trlStageFields, writeTrlGolden, trlWorkspace } from '../trl-helpers.js';
 
 const FIXTURE = 'trl-reward-golden.json';
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-trl-reward-'));
-afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
-const modelDir = path.join(root, 'model');
-const dataFile = path.join(root, 'pairs.jsonl');
-const adapterDir = path.join(root, 'adapter0');
+const { root, modelDir, dataFile, adapterDir } = trlWorkspace('pgpt-trl-reward-', 'pairs.jsonl');
 
-const STEPS = 10;
-const BATCH = 2;
-const SEQ = 128;
+const { steps: STEPS, batchSize: BATCH, seqLen: SEQ } = TRL_RUN;
 const LORA = TRL_LORA;
 interface Case { lr: number; gradClip: number; margin?: number; center?: number; lora?: typeof LORA }
 const CASES = {
