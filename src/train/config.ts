@@ -253,7 +253,7 @@ export function validateStageConfig(raw: unknown, opts: ValidateOptions = {}): S
     kind === 'sft' ? validateSft(f, c, base, opts, rel)
     : kind === 'reward' ? validateRewardFields(c, base, opts)
     : kind === 'dpo' ? validateDpoFields(c, base, opts)
-    : kind === 'ppo' ? validatePpo(c, base, { source: opts.source ?? 'config', rel, lora: (raw) => validateLora(f, raw, base.seed) })
+    : kind === 'ppo' ? validatePpo(c, base, opts)
     : { ...base, kind: 'pretrain', data: validateData(f, f.object(c.data ?? {}, 'data'), rel) };
   checkBudget(f, cfg);
   return cfg;

@@ -3,7 +3,7 @@
 // (TRL's PPOConfig defaults where it has one) and optional LoRA. Errors name the file and field.
 import * as path from 'node:path';
 import type { SftChatTemplate, SftLora, StageBase } from '../config.js';
-import { Fields, validateChatTemplate, validateInit, type Json } from '../config-fields.js';
+import { Fields, relativeTo, validateChatTemplate, validateInit, validateLora, type Json } from '../config-fields.js';
 import type { KlEstimator } from './math.js';
 import { BUILTIN_REWARDS } from './rewards.js';
 
@@ -64,86 +64,73 @@ export interface PpoConfig extends StageBase {
 
 export const PPO_KEYS = ['prompts', 'chatTemplate', 'reward', 'ppo', 'lora'] as const;
 
-export interface PpoValidateHelpers {
-  source: string;
-  /** Resolves a path of the file against its folder. */
-  rel: (p: string) => string;
-  /** config.ts's LoRA section reader (the same fields as SFT's). */
-  lora: (raw: unknown) => SftLora;
-}
-
-/** The kind's own fields over the common ones. */
-export function validatePpo(c: Json, base: StageBase, h: PpoValidateHelpers): PpoConfig {
-  const f = new Fields(h.source);
-  const fail = (field: string, message: string): never => f.fail(field, message);
-  const obj = (v: unknown, field: string): Json => f.object(v, field);
-  const known = (o: Json, field: string, keys: readonly string[]): void => f.known(o, field, keys);
-  const str = (v: unknown, field: string, dflt?: string): string => f.string(v, field, dflt);
-  const num = (v: unknown, field: string, ok: (x: number) => boolean, want: string, dflt: number): number => f.number(v, field, ok, want, dflt);
-  const int = (v: unknown, field: string, min: number, dflt: number): number => f.int(v, field, min, dflt);
+/** Validates what a ppo config adds to `base`; `source` names the file, `baseDir` resolves paths. */
+export function validatePpo(c: Json, base: StageBase, opts: { source?: string; baseDir?: string }): PpoConfig {
+  const f = new Fields(opts.source ?? 'config');
+  const rel = relativeTo(opts.baseDir);
 
   // init: the policy's (and the reference's) starting weights; a model folder is its own init
   const init = validateInit(f, base, 'PPO starts from trained weights (an SFT run)');
 
-  if (c.prompts === undefined) fail('prompts', 'missing: give prompts.path (JSONL or JSON records with a prompt, Alpaca instruction/input, or messages)');
-  const p = obj(c.prompts, 'prompts');
-  known(p, 'prompts', ['path', 'field', 'limit']);
-  const prompts: PpoPrompts = { path: h.rel(str(p.path, 'prompts.path')), field: str(p.field, 'prompts.field', 'prompt'), limit: int(p.limit, 'prompts.limit', 0, 0) };
+  if (c.prompts === undefined) f.fail('prompts', 'missing: give prompts.path (JSONL or JSON records with a prompt, Alpaca instruction/input, or messages)');
+  const p = f.object(c.prompts, 'prompts');
+  f.known(p, 'prompts', ['path', 'field', 'limit']);
+  const prompts: PpoPrompts = { path: rel(f.string(p.path, 'prompts.path')), field: f.string(p.field, 'prompts.field', 'prompt'), limit: f.int(p.limit, 'prompts.limit', 0, 0) };
 
-  const chatTemplate = validateChatTemplate(f, c.chatTemplate, h.rel);
+  const chatTemplate = validateChatTemplate(f, c.chatTemplate, rel);
 
-  if (c.reward === undefined) fail('reward', 'missing: give reward.function ("claim-format"), reward.module (a .js/.mjs file exporting (prompt, completion) => number) or reward.model (a reward model folder)');
-  const r = obj(c.reward, 'reward');
+  if (c.reward === undefined) f.fail('reward', 'missing: give reward.function ("claim-format"), reward.module (a .js/.mjs file exporting (prompt, completion) => number) or reward.model (a reward model folder)');
+  const r = f.object(c.reward, 'reward');
   const kinds = ['function', 'module', 'model'].filter((k) => r[k] !== undefined);
-  if (kinds.length !== 1) fail('reward', `give exactly one of function, module or model (got ${kinds.length ? kinds.join(', ') : 'none'})`);
+  if (kinds.length !== 1) f.fail('reward', `give exactly one of function, module or model (got ${kinds.length ? kinds.join(', ') : 'none'})`);
   let reward: PpoReward;
   if (r.function !== undefined) {
-    known(r, 'reward', ['function']);
-    reward = { function: str(r.function, 'reward.function') };
+    f.known(r, 'reward', ['function']);
+    reward = { function: f.string(r.function, 'reward.function') };
     if (!(reward.function in BUILTIN_REWARDS))
-      fail('reward.function', `"${reward.function}" is not a built-in reward (built in: ${Object.keys(BUILTIN_REWARDS).join(', ')}); name your own with reward.module`);
+      f.fail('reward.function', `"${reward.function}" is not a built-in reward (built in: ${Object.keys(BUILTIN_REWARDS).join(', ')}); name your own with reward.module`);
   } else if (r.module !== undefined) {
-    known(r, 'reward', ['module', 'export']);
-    reward = { module: h.rel(str(r.module, 'reward.module')), ...(r.export !== undefined ? { export: str(r.export, 'reward.export') } : {}) };
+    f.known(r, 'reward', ['module', 'export']);
+    reward = { module: rel(f.string(r.module, 'reward.module')), ...(r.export !== undefined ? { export: f.string(r.export, 'reward.export') } : {}) };
   } else {
-    known(r, 'reward', ['model']);
-    reward = { model: path.resolve(str(r.model, 'reward.model')) }; // a run folder: relative to the working directory, as init
+    f.known(r, 'reward', ['model']);
+    reward = { model: path.resolve(f.string(r.model, 'reward.model')) }; // a run folder: relative to the working directory, as init
   }
 
-  const o = obj(c.ppo ?? {}, 'ppo');
-  known(o, 'ppo', ['rolloutBatch', 'epochs', 'maxNewTokens', 'temperature', 'topK', 'topP', 'klCoef', 'klEstimator', 'adaptiveKl', 'gamma', 'lam',
+  const o = f.object(c.ppo ?? {}, 'ppo');
+  f.known(o, 'ppo', ['rolloutBatch', 'epochs', 'maxNewTokens', 'temperature', 'topK', 'topP', 'klCoef', 'klEstimator', 'adaptiveKl', 'gamma', 'lam',
     'cliprange', 'cliprangeValue', 'vfCoef', 'whitenRewards', 'missingEosPenalty', 'kvCacheMiB']);
   const minibatch = base.batchSize * base.gradAccum;
-  const rolloutBatch = int(o.rolloutBatch, 'ppo.rolloutBatch', 1, minibatch);
-  if (rolloutBatch % minibatch !== 0) fail('ppo.rolloutBatch', `${rolloutBatch} is not a multiple of the minibatch batchSize x gradAccum = ${minibatch}`);
-  const est = str(o.klEstimator, 'ppo.klEstimator', 'k1');
-  if (est !== 'k1' && est !== 'k3') fail('ppo.klEstimator', `must be "k1" or "k3", got ${JSON.stringify(est)}`);
+  const rolloutBatch = f.int(o.rolloutBatch, 'ppo.rolloutBatch', 1, minibatch);
+  if (rolloutBatch % minibatch !== 0) f.fail('ppo.rolloutBatch', `${rolloutBatch} is not a multiple of the minibatch batchSize x gradAccum = ${minibatch}`);
+  const est = f.string(o.klEstimator, 'ppo.klEstimator', 'k1');
+  if (est !== 'k1' && est !== 'k3') f.fail('ppo.klEstimator', `must be "k1" or "k3", got ${JSON.stringify(est)}`);
   let adaptiveKl: PpoHyper['adaptiveKl'];
   if (o.adaptiveKl !== undefined) {
-    const a = obj(o.adaptiveKl, 'ppo.adaptiveKl');
-    known(a, 'ppo.adaptiveKl', ['target', 'horizon']);
-    adaptiveKl = { target: num(a.target, 'ppo.adaptiveKl.target', (x) => x > 0, 'a number > 0', 6), horizon: num(a.horizon, 'ppo.adaptiveKl.horizon', (x) => x > 0, 'a number > 0', 10000) };
+    const a = f.object(o.adaptiveKl, 'ppo.adaptiveKl');
+    f.known(a, 'ppo.adaptiveKl', ['target', 'horizon']);
+    adaptiveKl = { target: f.number(a.target, 'ppo.adaptiveKl.target', (x) => x > 0, 'a number > 0', 6), horizon: f.number(a.horizon, 'ppo.adaptiveKl.horizon', (x) => x > 0, 'a number > 0', 10000) };
   }
-  if (o.whitenRewards !== undefined && typeof o.whitenRewards !== 'boolean') fail('ppo.whitenRewards', `must be true or false, got ${JSON.stringify(o.whitenRewards)}`);
+  if (o.whitenRewards !== undefined && typeof o.whitenRewards !== 'boolean') f.fail('ppo.whitenRewards', `must be true or false, got ${JSON.stringify(o.whitenRewards)}`);
   const ppo: PpoHyper = {
     rolloutBatch,
-    epochs: int(o.epochs, 'ppo.epochs', 1, 4),
-    maxNewTokens: int(o.maxNewTokens, 'ppo.maxNewTokens', 1, 53),
-    temperature: num(o.temperature, 'ppo.temperature', (x) => x > 0, 'a number > 0 (PPO samples)', 0.7),
-    topK: int(o.topK, 'ppo.topK', 0, 0),
-    topP: num(o.topP, 'ppo.topP', (x) => x > 0 && x <= 1, 'a number in (0, 1]', 1),
-    klCoef: num(o.klCoef, 'ppo.klCoef', (x) => x >= 0, 'a number >= 0', 0.05),
+    epochs: f.int(o.epochs, 'ppo.epochs', 1, 4),
+    maxNewTokens: f.int(o.maxNewTokens, 'ppo.maxNewTokens', 1, 53),
+    temperature: f.number(o.temperature, 'ppo.temperature', (x) => x > 0, 'a number > 0 (PPO samples)', 0.7),
+    topK: f.int(o.topK, 'ppo.topK', 0, 0),
+    topP: f.number(o.topP, 'ppo.topP', (x) => x > 0 && x <= 1, 'a number in (0, 1]', 1),
+    klCoef: f.number(o.klCoef, 'ppo.klCoef', (x) => x >= 0, 'a number >= 0', 0.05),
     klEstimator: est as KlEstimator,
     ...(adaptiveKl ? { adaptiveKl } : {}),
-    gamma: num(o.gamma, 'ppo.gamma', (x) => x >= 0 && x <= 1, 'a number in [0, 1]', 1),
-    lam: num(o.lam, 'ppo.lam', (x) => x >= 0 && x <= 1, 'a number in [0, 1]', 0.95),
-    cliprange: num(o.cliprange, 'ppo.cliprange', (x) => x > 0, 'a number > 0', 0.2),
-    cliprangeValue: num(o.cliprangeValue, 'ppo.cliprangeValue', (x) => x > 0, 'a number > 0', 0.2),
-    vfCoef: num(o.vfCoef, 'ppo.vfCoef', (x) => x >= 0, 'a number >= 0', 0.1),
+    gamma: f.number(o.gamma, 'ppo.gamma', (x) => x >= 0 && x <= 1, 'a number in [0, 1]', 1),
+    lam: f.number(o.lam, 'ppo.lam', (x) => x >= 0 && x <= 1, 'a number in [0, 1]', 0.95),
+    cliprange: f.number(o.cliprange, 'ppo.cliprange', (x) => x > 0, 'a number > 0', 0.2),
+    cliprangeValue: f.number(o.cliprangeValue, 'ppo.cliprangeValue', (x) => x > 0, 'a number > 0', 0.2),
+    vfCoef: f.number(o.vfCoef, 'ppo.vfCoef', (x) => x >= 0, 'a number >= 0', 0.1),
     whitenRewards: (o.whitenRewards as boolean | undefined) ?? false,
-    missingEosPenalty: o.missingEosPenalty === undefined || o.missingEosPenalty === null ? null : num(o.missingEosPenalty, 'ppo.missingEosPenalty', (x) => x >= 0, 'a number >= 0 (or null: none)', 0),
-    kvCacheMiB: num(o.kvCacheMiB, 'ppo.kvCacheMiB', (x) => x > 0, 'a number > 0', 64),
+    missingEosPenalty: o.missingEosPenalty === undefined || o.missingEosPenalty === null ? null : f.number(o.missingEosPenalty, 'ppo.missingEosPenalty', (x) => x >= 0, 'a number >= 0 (or null: none)', 0),
+    kvCacheMiB: f.number(o.kvCacheMiB, 'ppo.kvCacheMiB', (x) => x > 0, 'a number > 0', 64),
   };
-  if (ppo.maxNewTokens + 1 >= base.seqLen) fail('ppo.maxNewTokens', `${ppo.maxNewTokens} leaves no room for a prompt in seqLen ${base.seqLen} (prompt + response tokens)`);
-  return { ...base, kind: 'ppo', init, prompts, chatTemplate, reward, ppo, ...(c.lora !== undefined ? { lora: h.lora(c.lora) } : {}) };
+  if (ppo.maxNewTokens + 1 >= base.seqLen) f.fail('ppo.maxNewTokens', `${ppo.maxNewTokens} leaves no room for a prompt in seqLen ${base.seqLen} (prompt + response tokens)`);
+  return { ...base, kind: 'ppo', init, prompts, chatTemplate, reward, ppo, ...(c.lora !== undefined ? { lora: validateLora(f, c.lora, base.seed) } : {}) };
 }
