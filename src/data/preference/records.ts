@@ -15,7 +15,7 @@
 // human vs machine-written patent abstracts. A record that cannot be trained on is never fatal:
 // it is a PreferenceSkipReason, counted with where it came from.
 import type { ChatMessage } from '../../tokenizer/index.js';
-import { ROLE_NAMES, type RecordSource, type Role } from '../sft/records.js';
+import { ReasonCounter, ROLE_NAMES, textOf, type RecordSource, type Role } from '../sft/records.js';
 
 export type PreferenceLayout = 'explicit' | 'sharegpt' | 'hh';
 export const PREFERENCE_LAYOUTS: readonly PreferenceLayout[] = ['explicit', 'sharegpt', 'hh'];
@@ -66,23 +66,10 @@ export interface PreferenceSkip extends RecordSource {
   detail: string;
 }
 
-/** Skipped records counted by reason, with the first few of each kept for the report. */
-export class PreferenceSkipCounter {
-  readonly counts = Object.fromEntries(PREFERENCE_SKIP_REASONS.map((r) => [r, 0])) as Record<PreferenceSkipReason, number>;
-  readonly examples: PreferenceSkip[] = [];
-  constructor(readonly keepPerReason = 5) {}
-
-  add(skip: PreferenceSkip): void {
-    if (this.counts[skip.reason]++ < this.keepPerReason) this.examples.push(skip);
-  }
-
-  get total(): number {
-    return PREFERENCE_SKIP_REASONS.reduce((a, r) => a + this.counts[r], 0);
-  }
-
-  /** Only the reasons that occurred. */
-  nonzero(): Partial<Record<PreferenceSkipReason, number>> {
-    return Object.fromEntries(PREFERENCE_SKIP_REASONS.filter((r) => this.counts[r] > 0).map((r) => [r, this.counts[r]]));
+/** Preference records skipped, by reason. */
+export class PreferenceSkipCounter extends ReasonCounter<PreferenceSkipReason, PreferenceSkip> {
+  constructor(keepPerReason = 5) {
+    super(PREFERENCE_SKIP_REASONS, keepPerReason);
   }
 }
 
@@ -119,14 +106,6 @@ export function detectPreferenceLayout(rec: Record<string, unknown>, fields: Pre
   const c = rec[f.chosen];
   if (!(f.prompt in rec) && typeof c === 'string' && HH_TURN.test(c)) return 'hh';
   return 'explicit';
-}
-
-/** A string, or the text parts of an OpenAI-style content list joined; null for anything else. */
-function textOf(v: unknown): string | null {
-  if (typeof v === 'string') return v;
-  if (Array.isArray(v) && v.length > 0 && v.every((p) => p !== null && typeof p === 'object' && (p as { type?: unknown }).type === 'text' && typeof (p as { text?: unknown }).text === 'string'))
-    return v.map((p) => (p as { text: string }).text).join('');
-  return null;
 }
 
 type Turns = { ok: true; messages: ChatMessage[] } | (NormalizedPair & { ok: false });

@@ -72,23 +72,35 @@ export interface Skip extends RecordSource {
 
 export type Normalized = { ok: true; messages: ChatMessage[] } | { ok: false; reason: SkipReason; detail: string };
 
-/** Skipped records counted by reason, with the first few of each kept for the report. */
-export class SkipCounter {
-  readonly counts: Record<SkipReason, number> = Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>;
-  readonly examples: Skip[] = [];
-  constructor(readonly keepPerReason = 5) {}
+/** Skipped records counted by reason (`reasons`: every one, in report order), with the first few of each kept for the report. */
+export class ReasonCounter<R extends string, S extends { reason: R }> {
+  readonly counts: Record<R, number>;
+  readonly examples: S[] = [];
+  readonly #reasons: readonly R[];
 
-  add(skip: Skip): void {
+  constructor(reasons: readonly R[], readonly keepPerReason = 5) {
+    this.#reasons = reasons;
+    this.counts = Object.fromEntries(reasons.map((r) => [r, 0])) as Record<R, number>;
+  }
+
+  add(skip: S): void {
     if (this.counts[skip.reason]++ < this.keepPerReason) this.examples.push(skip);
   }
 
   get total(): number {
-    return SKIP_REASONS.reduce((a, r) => a + this.counts[r], 0);
+    return this.#reasons.reduce((a, r) => a + this.counts[r], 0);
   }
 
   /** Only the reasons that occurred. */
-  nonzero(): Partial<Record<SkipReason, number>> {
-    return Object.fromEntries(SKIP_REASONS.filter((r) => this.counts[r] > 0).map((r) => [r, this.counts[r]]));
+  nonzero(): Partial<Record<R, number>> {
+    return Object.fromEntries(this.#reasons.filter((r) => this.counts[r] > 0).map((r) => [r, this.counts[r]])) as Partial<Record<R, number>>;
+  }
+}
+
+/** SFT records skipped, by reason. */
+export class SkipCounter extends ReasonCounter<SkipReason, Skip> {
+  constructor(keepPerReason = 5) {
+    super(SKIP_REASONS, keepPerReason);
   }
 }
 
@@ -106,7 +118,7 @@ export function detectLayout(rec: Record<string, unknown>, fields: SftFieldMap =
 }
 
 /** A string, or the text parts of an OpenAI-style content list joined; null for anything else. */
-function textOf(v: unknown): string | null {
+export function textOf(v: unknown): string | null {
   if (typeof v === 'string') return v;
   if (Array.isArray(v) && v.length > 0 && v.every((p) => p !== null && typeof p === 'object' && (p as { type?: unknown }).type === 'text' && typeof (p as { text?: unknown }).text === 'string'))
     return v.map((p) => (p as { text: string }).text).join('');
