@@ -38,7 +38,6 @@ import { withAdaptersDisabled } from '../../nn/lora.js';
 import {
   Tensor, add, gather, gatherRows, linear, logprobs, logsigmoid, mean, mul, noGrad, scale, scatterAdd, scope, sub,
 } from '../../tensor/index.js';
-import { loadChatTemplate } from '../../tokenizer/chat-template.js';
 import { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
 import { configHash, type DpoConfig } from '../config.js';
 import type { DpoObjective } from '../config-dpo.js';
@@ -47,7 +46,7 @@ import {
   cfgError, createStageModel, loadInitialWeights, loadStagePairs, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
 import { adapterTaskPart, attachAdapters, finalLoraSummary, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
-import { sftRenderer } from './sft.js';
+import { configChatTemplate, sftRenderer } from './sft.js';
 
 export type DpoOptions = StageRunOptions;
 
@@ -153,13 +152,7 @@ export function referenceLogps(model: LlamaForCausalLM, examples: readonly Prefe
 export function dpoRenderer(cfg: DpoConfig, tokenizer: StageSetup['tokenizer'], file = 'config'): PreferenceRenderer {
   const t = cfg.chatTemplate;
   if (t === 'llama2' || !(tokenizer instanceof SentencePieceTokenizer)) return sftRenderer(cfg, tokenizer, file);
-  let template;
-  try {
-    template = loadChatTemplate(t.path, t.name);
-  } catch (err) {
-    throw cfgError(file, t.name !== undefined ? 'chatTemplate.name' : 'chatTemplate', `${t.path}: ${(err as Error).message}`);
-  }
-  return templatePreferenceRenderer(template, tokenizer, t.name ?? path.basename(t.path));
+  return templatePreferenceRenderer(configChatTemplate(t, file), tokenizer, t.name ?? path.basename(t.path));
 }
 
 /**

@@ -162,13 +162,16 @@ export function sftRenderer(cfg: Pick<SftConfig, 'chatTemplate' | 'tokenizer'>, 
   if (t === 'llama2') return tokenizer instanceof ByteTokenizer ? llama2ByteRenderer(tokenizer) : llama2ChatRenderer(tokenizer);
   if (!(tokenizer instanceof SentencePieceTokenizer))
     throw cfgError(file, 'chatTemplate', `a Hugging Face chat template needs a SentencePiece tokenizer (tokenizer is "${cfg.tokenizer}"); use "llama2" with the byte tokenizer`);
-  let template;
+  return chatRenderer(configChatTemplate(t, file).renderer(tokenizer), t.name ?? path.basename(t.path));
+}
+
+/** The Hugging Face chat template a config's chatTemplate names; a config error naming the field when it cannot be read. */
+export function configChatTemplate(t: Exclude<SftConfig['chatTemplate'], 'llama2'>, file = 'config'): ReturnType<typeof loadChatTemplate> {
   try {
-    template = loadChatTemplate(t.path, t.name);
+    return loadChatTemplate(t.path, t.name);
   } catch (err) {
     throw cfgError(file, t.name !== undefined ? 'chatTemplate.name' : 'chatTemplate', `${t.path}: ${(err as Error).message}`);
   }
-  return chatRenderer(template.renderer(tokenizer), t.name ?? path.basename(t.path));
 }
 
 /** Runs (or resumes) one supervised fine-tuning stage. */
