@@ -151,12 +151,18 @@ def run_cmd(model_dir, batches_file, out_dir, steps, hyper):
     tensors = {"logits": logits.contiguous()}
     tensors.update({f"grad.{n}": g.contiguous() for n, g in grads.items()})
     tensors.update({f"final.{n}": w.contiguous() for n, w in final.items()})
+    write_reference(out_dir, tensors, {"loss": loss, "losses": losses, "gradNorms": norms,
+                                       "names": [n for n, _ in model.named_parameters()]})
+
+
+def write_reference(out_dir, tensors, summary):
+    """What `run` leaves for the tests (parity-helpers.ts pythonReference; shared with
+    mixtral-parity.py): the tensors in reference.safetensors, the summary in reference.json."""
     os.makedirs(out_dir, exist_ok=True)
     save_file(tensors, os.path.join(out_dir, "reference.safetensors"))
     with open(os.path.join(out_dir, "reference.json"), "w") as f:
-        json.dump({"loss": loss, "losses": losses, "gradNorms": norms,
-                   "names": [n for n, _ in model.named_parameters()]}, f)
-    print(json.dumps({"loss": loss}))
+        json.dump(summary, f)
+    print(json.dumps({"loss": summary["loss"]}))
 
 
 def cli(doc, fixture, run_cmd):

@@ -29,14 +29,13 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from transformers import MixtralConfig, MixtralForCausalLM
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 _spec = importlib.util.spec_from_file_location("hf_parity", os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf-parity.py"))
 hf_parity = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hf_parity)
-HYPER, make_batches, sample = hf_parity.HYPER, hf_parity.make_batches, hf_parity.sample
+HYPER, make_batches = hf_parity.HYPER, hf_parity.make_batches
 
 
 # A router at init std routes near-uniformly, and a near tie that float rounding breaks one way
@@ -151,11 +150,7 @@ def run_cmd(model_dir, batches_file, out_dir, steps, hyper):
     tensors.update({f"router.{i}": r.contiguous() for i, r in enumerate(routers)})
     tensors.update({f"grad.{n}": g for n, g in grads.items()})
     tensors.update({f"final.{n}": w for n, w in final.items()})
-    os.makedirs(out_dir, exist_ok=True)
-    save_file(tensors, os.path.join(out_dir, "reference.safetensors"))
-    with open(os.path.join(out_dir, "reference.json"), "w") as f:
-        json.dump({"loss": loss, "losses": losses, "gradNorms": norms, "routing": routing}, f)
-    print(json.dumps({"loss": loss}))
+    hf_parity.write_reference(out_dir, tensors, {"loss": loss, "losses": losses, "gradNorms": norms, "routing": routing})
 
 
 def main():
