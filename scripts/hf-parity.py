@@ -119,6 +119,14 @@ def golden_values(batches, vocab, init, logits, loss, grads, losses, norms, fina
     return golden
 
 
+def write_golden(path, golden):
+    """Writes a fixture's golden JSON (compact, one line) and prints its loss and step losses."""
+    with open(path, "w") as f:
+        json.dump(golden, f, separators=(",", ":"))
+        f.write("\n")
+    print(json.dumps({"loss": golden["loss"], "losses": golden["steps"]["losses"]}))
+
+
 def fixture(out_dir):
     torch.manual_seed(1234)
     cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -137,10 +145,7 @@ def fixture(out_dir):
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     logits, loss, grads, losses, norms, final = run(model, batches, 10, HYPER)
     golden = golden_values(batches, cfg.vocab_size, init, logits, loss, grads, losses, norms, final)
-    with open(os.path.join(out_dir, "hf-tiny-golden.json"), "w") as f:
-        json.dump(golden, f, separators=(",", ":"))
-        f.write("\n")
-    print(json.dumps({"loss": loss, "losses": losses}))
+    write_golden(os.path.join(out_dir, "hf-tiny-golden.json"), golden)
 
 
 def run_cmd(model_dir, batches_file, out_dir, steps, hyper):

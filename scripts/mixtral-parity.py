@@ -135,10 +135,7 @@ def fixture(out_dir):
     logits, loss, routers, grads, losses, norms, final, routing = run(model, batches, 10, HYPER)
     golden = hf_parity.golden_values(batches, cfg.vocab_size, init, logits, loss, grads, losses, norms, final,
                                      router_logits=routers, routing=routing)
-    with open(os.path.join(out_dir, "mixtral-tiny-golden.json"), "w") as f:
-        json.dump(golden, f, separators=(",", ":"))
-        f.write("\n")
-    print(json.dumps({"loss": loss, "losses": losses}))
+    hf_parity.write_golden(os.path.join(out_dir, "mixtral-tiny-golden.json"), golden)
 
 
 def run_cmd(model_dir, batches_file, out_dir, steps, hyper):
