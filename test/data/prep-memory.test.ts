@@ -52,11 +52,18 @@ sample();
 console.log(JSON.stringify({ heap, withBuffers, docs: report.documents.kept }));
 `;
 
-function peakHeap(data: string, out: string, phase: string): { heap: number; withBuffers: number; docs: number } {
+function peakHeapOnce(data: string, out: string, phase: string): { heap: number; withBuffers: number; docs: number } {
   const script = path.join(root, 'child.mts');
   fs.writeFileSync(script, child);
   const res = execFileSync(process.execPath, ['--expose-gc', '--max-semi-space-size=1', '--import', 'tsx', script, data, out, phase], { encoding: 'utf8' });
   return JSON.parse(res.trim().split('\n').pop()!);
+}
+
+// The smaller of two runs' peaks: a sample that lands while a busy machine delays the collector
+// only ever raises a peak (CI saw the merge's growth at 1.0, 1.2 and 1.7 MB where it is ~0.1 here).
+function peakHeap(data: string, out: string, phase: string): { heap: number; withBuffers: number; docs: number } {
+  const a = peakHeapOnce(data, out, phase), b = peakHeapOnce(data, out, phase);
+  return { heap: Math.min(a.heap, b.heap), withBuffers: Math.min(a.withBuffers, b.withBuffers), docs: a.docs };
 }
 
 describe('prep memory', () => {
