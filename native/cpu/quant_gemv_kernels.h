@@ -1,0 +1,193 @@
+// Private to quant_gemv_avx512.cpp and quant_gemv_avx2.cpp: the quantized GEMV's tiles on 256-bit
+// vectors, instantiated per ISA (VNNI: vpdpbusd on AVX-512 VL; else AVX2's vpmaddubsw +
+// vpmaddwd, llama.cpp's sign trick for signed weights). Each file compiles this with its own
+// flags: everything here is in an anonymous namespace.
+//
+// A tile is MR rows of x against NR rows of W. Per 32-weight block: the NR weight blocks are
+// loaded once (and unpacked: Q4_0 nibbles to bytes, Q8_0 biased for vpdpbusd) and reused for
+// the MR rows of x; the 8 int32 lanes of each block's product are converted and accumulated with
+// d_w * d_x into 8 float lanes, which are summed at the end of K (llama.cpp's order).
+// Q4_K: nibbles to floats, d * sc per sub-block applied to a lane-wise partial dot with x in f32;
+// the mins through the precomputed sub-block sums of x.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "quant_kernels.h"
+
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace pg {
+namespace quant_detail {
+namespace {
+
+template <int R, class F>
+inline void with_count(int n, F&& f) {  // f(integral_constant<n>) for 1 <= n <= R
+  if constexpr (R > 1) {
+    if (n < R) return with_count<R - 1>(n, f);
+  }
+  f(std::integral_constant<int, R>{});
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float half_to_float(const uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
+
+// Weights of one 32-block as 32 bytes in element order: Q8_0 as stored (signed), Q4_0 nibbles
+// as unsigned 0..15.
+inline __m256i load_q4_0(const uint8_t* qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
+  return _mm256_set_m128i(hi, lo);
+}
+
+template <bool VNNI, bool Q8, int MR, int NR>
+inline void tile_q(const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, bool accumulate, const uint8_t* act,
+                   int64_t stride, int64_t nb) {
+  constexpr int64_t BB = Q8 ? 34 : 18;
+  __m256 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int n = 0; n < NR; ++n) acc[m][n] = _mm256_setzero_ps();
+  const float* ds[MR];
+  for (int m = 0; m < MR; ++m) ds[m] = reinterpret_cast<const float*>(act + m * stride + nb * 64);
+  const __m256i ones16 = _mm256_set1_epi16(1), bias = _mm256_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i wv[NR];
+    float dw[NR];
+#pragma GCC unroll 8
+    for (int n = 0; n < NR; ++n) {
+      const uint8_t* blk = w + n * row_bytes + b * BB;
+      dw[n] = half_to_float(blk);
+      if constexpr (Q8) {
+        wv[n] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+        if constexpr (VNNI) wv[n] = _mm256_xor_si256(wv[n], bias);  // w + 128 as unsigned
+      } else {
+        wv[n] = load_q4_0(blk + 2);
+      }
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const ActBlock* ab = reinterpret_cast<const ActBlock*>(act + m * stride) + b;
+      const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(ab->qs));
+      const __m256i corr = _mm256_load_si256(reinterpret_cast<const __m256i*>(ab->corr));
+      const float da = ds[m][b];
+#pragma GCC unroll 8
+      for (int n = 0; n < NR; ++n) {
+        __m256i s;
+        if constexpr (VNNI) {
+          s = _mm256_dpbusd_epi32(corr, wv[n], a);
+        } else if constexpr (Q8) {  // |w| times a with w's sign: vpmaddubsw cannot overflow (|w| <= 127)
+          s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv[n], wv[n]), _mm256_sign_epi8(a, wv[n])),
+                                ones16);
+        } else {
+          s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wv[n], a), ones16), corr);
+        }
+        acc[m][n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw[n] * da), acc[m][n]);
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) {
+      float* out = y + m * ldy + n;
+      const float v = hsum(acc[m][n]);
+      *out = accumulate ? *out + v : v;
+    }
+}
+
+// 8 nibbles (low or high) of 8 bytes at p as floats.
+template <bool High>
+inline __m256 nibbles8(const uint8_t* p) {
+  __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  v = High ? _mm256_srli_epi32(v, 4) : _mm256_and_si256(v, _mm256_set1_epi32(0xF));
+  return _mm256_cvtepi32_ps(v);
+}
+
+template <int MR>
+inline void tile_q4k(const uint8_t* w, float* y, int64_t ldy, bool accumulate, const float* x, int64_t ldx,
+                     const uint8_t* act, int64_t stride, int64_t K) {
+  __m256 acc[MR];
+  float mins[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps(), mins[m] = 0;
+  for (int64_t b = 0; b < K / 256; ++b, w += 144) {
+    const float d = half_to_float(w), dmin = half_to_float(w + 2);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, mn;
+      scale_min_k4(j, w + 4, sc, mn);
+      const uint8_t* q = w + 16 + (j / 2) * 32;
+      __m256 qf[4];
+      if (j & 1)
+        for (int c = 0; c < 4; ++c) qf[c] = nibbles8<true>(q + 8 * c);
+      else
+        for (int c = 0; c < 4; ++c) qf[c] = nibbles8<false>(q + 8 * c);
+      const __m256 dsc = _mm256_set1_ps(d * sc);
+      const float dm = dmin * mn;
+#pragma GCC unroll 4
+      for (int m = 0; m < MR; ++m) {
+        const float* xs = x + m * ldx + b * 256 + j * 32;
+        __m256 s = _mm256_mul_ps(qf[0], _mm256_loadu_ps(xs));
+        s = _mm256_fmadd_ps(qf[1], _mm256_loadu_ps(xs + 8), s);
+        s = _mm256_fmadd_ps(qf[2], _mm256_loadu_ps(xs + 16), s);
+        s = _mm256_fmadd_ps(qf[3], _mm256_loadu_ps(xs + 24), s);
+        acc[m] = _mm256_fmadd_ps(dsc, s, acc[m]);
+        mins[m] += dm * reinterpret_cast<const float*>(act + m * stride)[b * 8 + j];
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    const float v = hsum(acc[m]) - mins[m];
+    y[m * ldy] = accumulate ? y[m * ldy] + v : v;
+  }
+}
+
+// Rows [j0, j1) of W: tiles of NR1 W rows for one row of x, else MRk x NRk.
+template <bool VNNI, int NR1, int MRk, int NRk>
+void rows_impl(QuantType t, const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, bool accumulate,
+               const float* x, int64_t ldx, const uint8_t* act, int64_t M, int64_t K, int64_t j0, int64_t j1) {
+  const int64_t stride = act_row_bytes(t, K), nb = K / 32;
+  if (t == QuantType::Q4_K) {
+    for (int64_t j = j0; j < j1; ++j)
+      for (int64_t m0 = 0; m0 < M; m0 += 4)
+        with_count<4>(static_cast<int>(M - m0 < 4 ? M - m0 : 4), [&](auto mc) {
+          tile_q4k<decltype(mc)::value>(w + j * row_bytes, y + m0 * ldy + j, ldy, accumulate, x + m0 * ldx, ldx,
+                                        act + m0 * stride, stride, K);
+        });
+    return;
+  }
+  auto run = [&](auto q8, auto mr_max, auto nr_max) {
+    constexpr int MRX = decltype(mr_max)::value, NRX = decltype(nr_max)::value;
+    for (int64_t j = j0; j < j1; j += NRX) {
+      const int nr = static_cast<int>(j1 - j < NRX ? j1 - j : NRX);
+      for (int64_t m0 = 0; m0 < M; m0 += MRX) {
+        const int mr = static_cast<int>(M - m0 < MRX ? M - m0 : MRX);
+        with_count<MRX>(mr, [&](auto mc) {
+          with_count<NRX>(nr, [&](auto nc) {
+            tile_q<VNNI, decltype(q8)::value, decltype(mc)::value, decltype(nc)::value>(
+                w + j * row_bytes, row_bytes, y + m0 * ldy + j, ldy, accumulate, act + m0 * stride, stride, nb);
+          });
+        });
+      }
+    }
+  };
+  using One = std::integral_constant<int, 1>;
+  if (t == QuantType::Q8_0) {
+    if (M == 1) run(std::true_type{}, One{}, std::integral_constant<int, NR1>{});
+    else run(std::true_type{}, std::integral_constant<int, MRk>{}, std::integral_constant<int, NRk>{});
+  } else {
+    if (M == 1) run(std::false_type{}, One{}, std::integral_constant<int, NR1>{});
+    else run(std::false_type{}, std::integral_constant<int, MRk>{}, std::integral_constant<int, NRk>{});
+  }
+}
+
+}  // namespace
+}  // namespace quant_detail
+}  // namespace pg

@@ -1,0 +1,58 @@
+// Private to the quantization family (quant.cpp, quant_gemv_avx512.cpp, quant_gemv_avx2.cpp): the
+// layout of a quantized row of x and the per-ISA entry points of the GEMV.
+//
+// x for Q8_0/Q4_0 weights, per row (act_row_bytes): K / 32 ActBlocks, then K / 32 floats d (the
+// f16-rounded scale of each block). ActBlock.corr holds, per group of 4 q's (a 32-bit lane of
+// vpdpbusd), -bias * their sum: vpdpbusd multiplies unsigned bytes by signed ones, so a signed
+// weight w enters as w + 128 (Q8_0: w ^ 0x80) and a Q4_0 nibble as q (= w + 8); starting the
+// accumulator at corr removes the bias exactly.
+// x for Q4_K weights, per row: K / 32 floats, the sum of each sub-block of x (for the mins).
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "patentgpt/quant.h"
+
+namespace pg {
+namespace quant_detail {
+
+struct ActBlock {
+  int32_t corr[8];
+  int8_t qs[32];
+};
+static_assert(sizeof(ActBlock) == 64, "ActBlock is one cache line");
+
+inline int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
+inline int64_t act_row_bytes(QuantType t, int64_t K) {
+  const int64_t nb = K / 32;
+  return t == QuantType::Q4_K ? round64(nb * 4) : round64(nb * 64 + nb * 4);
+}
+
+// Rows [j0, j1) of W (rows of row_bytes) against M rows of x (ldx) and their quantized form act
+// (rows of act_row_bytes): y (+)= x W^T.
+using RowsFn = void (*)(QuantType t, const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, bool accumulate,
+                        const float* x, int64_t ldx, const uint8_t* act, int64_t M, int64_t K, int64_t j0, int64_t j1);
+void rows_vnni(QuantType t, const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, bool accumulate,
+               const float* x, int64_t ldx, const uint8_t* act, int64_t M, int64_t K, int64_t j0, int64_t j1);
+void rows_avx2(QuantType t, const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, bool accumulate,
+               const float* x, int64_t ldx, const uint8_t* act, int64_t M, int64_t K, int64_t j0, int64_t j1);
+
+// Q4_K's 6-bit scale and min of sub-block j (ggml's get_scale_min_k4).
+inline void scale_min_k4(int j, const uint8_t* q, uint8_t& d, uint8_t& m) {
+  if (j < 4) {
+    d = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+}  // namespace quant_detail
+}  // namespace pg

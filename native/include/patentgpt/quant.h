@@ -1,0 +1,60 @@
+// Weight-only quantization (native/cpu/quant*.cpp): llama.cpp's block formats, bit for bit, so a
+// GGUF of ours and our engine run the same weights, and a GEMV that reads them in place.
+//
+//   Q8_0: blocks of 32 weights: f16 d, int8 qs[32];                    w = d * q          (34 B)
+//   Q4_0: blocks of 32 weights: f16 d, uint8 qs[16] (nibbles);         w = d * (q - 8)    (18 B)
+//         byte j holds weight j (low nibble) and weight j + 16 (high nibble)
+//   Q4_K: super-blocks of 256: f16 d, f16 dmin, uint8 scales[12], uint8 qs[128]         (144 B)
+//         eight sub-blocks of 32 with 6-bit scale sc and min m (get_scale_min_k4's packing);
+//         w = d * sc * q - dmin * m; bytes [32 i, 32 i + 32) of qs hold sub-block 2 i (low
+//         nibbles) and 2 i + 1 (high nibbles)
+// A quantized matrix W (N, K) is N rows of K / block weights each, row after row, as GGUF
+// stores it; K must be a multiple of the block (and of 64 for Q8_0/Q4_0, so rows are whole
+// 4-byte words).
+//
+// The GEMV y (M, N) (+)= x (M, K) @ W^T quantizes each row of x as llama.cpp does before its
+// dot products: for Q8_0 and Q4_0 weights into Q8_0 blocks (d = amax / 127 rounded to f16, q =
+// round-to-nearest-even(x * 127 / amax), as ggml's x86 quantize_row_q8_0), then per block the
+// exact integer dot of the q's times d_w * d_x (VNNI vpdpbusd where the CPU has it); Q4_K weights
+// meet x in f32 (dequantized in registers). The scalar reference (quant_gemv_ref) does the same
+// arithmetic in plain loops, so every ISA matches it to float summation order.
+#pragma once
+#include <cstdint>
+
+namespace pg {
+
+// GGML's type ids (GGUF tensor types).
+enum class QuantType : int32_t { F32 = 0, Q4_0 = 2, Q8_0 = 8, Q4_K = 12 };
+
+bool quant_type_valid(int32_t t);  // one of the ids above
+const char* quant_type_name(QuantType t);
+int64_t quant_block_weights(QuantType t);  // 32, 32, 256 (F32: 1)
+int64_t quant_block_bytes(QuantType t);    // 34, 18, 144 (F32: 4)
+// Bytes of one row of K weights, or -1 when K is not a whole number of blocks (nor of 64 for
+// Q8_0/Q4_0).
+int64_t quant_row_bytes(QuantType t, int64_t K);
+
+// IEEE half <-> float, round to nearest even (as F16C's vcvtps2ph, which ggml uses on x86).
+uint16_t fp32_to_fp16(float f);
+float fp16_to_fp32(uint16_t h);
+
+// dst (rows, quant_row_bytes) = llama.cpp's reference quantizer of each row of src (rows, K)
+// (quantize_row_q8_0_ref, _q4_0_ref, _q4_K_ref).
+void quantize_rows(QuantType t, uint8_t* dst, const float* src, int64_t rows, int64_t K);
+// dst (rows, K) = the weights of src (rows, quant_row_bytes) (dequantize_row_*).
+void dequantize_rows(QuantType t, float* dst, const uint8_t* src, int64_t rows, int64_t K);
+
+// y (M, N) (+)= x (M, K) @ W (N, K)^T for quantized W (rows of quant_row_bytes), rows [j0, j1) of
+// W, on the calling thread. Quantizes x itself (into this thread's scratch).
+void quant_gemv_rows(QuantType t, const uint8_t* w, float* y, int64_t ldy, bool accumulate, const float* x,
+                     int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1);
+// The same over all N rows, on the pool's threads when W is large enough.
+void quant_gemv(QuantType t, float* y, int64_t ldy, const float* x, int64_t ldx, const uint8_t* w, int64_t M,
+                int64_t N, int64_t K, bool accumulate);
+// The plain-loop reference of quant_gemv (same quantization of x, same per-block products).
+void quant_gemv_ref(QuantType t, float* y, int64_t ldy, const float* x, int64_t ldx, const uint8_t* w, int64_t M,
+                    int64_t N, int64_t K, bool accumulate);
+// Which kernel quant_gemv runs on this CPU at the current simd level: "vnni", "avx2", "scalar".
+const char* quant_gemv_kernel_name();
+
+}  // namespace pg
