@@ -17,6 +17,7 @@ import { dpoCommand } from './dpo.js';
 import { generateCommand } from './generate.js';
 import { chatCommand } from './chat.js';
 import { serveCommand } from './serve.js';
+import { demoCommand } from './demo.js';
 
 const version = packageVersion();
 
@@ -45,6 +46,7 @@ program.addCommand(dpoCommand());
 program.addCommand(generateCommand());
 program.addCommand(chatCommand());
 program.addCommand(serveCommand());
+program.addCommand(demoCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));
