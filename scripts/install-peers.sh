@@ -29,6 +29,13 @@ fi
 { mkdir -p build-peers && cd build-peers && { [ -f package.json ] || echo '{"private":true}' > package.json; } &&
   NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --ignore-scripts --no-audit --no-fund --prefix . node-llama-cpp >/dev/null 2>&1; } ||
   failed+=("node-llama-cpp")
+# Chromium for the demo report's browser test (test/demo/demo.test.ts drives it with puppeteer-core).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
+  { command -v apt-get >/dev/null && { $sudo_ apt-get install -y -q chromium >/dev/null 2>&1 ||
+    { $sudo_ apt-get update -q >/dev/null 2>&1 && $sudo_ apt-get install -y -q chromium >/dev/null 2>&1; }; }; } ||
+    failed+=("chromium (apt-get install chromium)")
+fi
 [ ${#failed[@]} -eq 0 ] && { echo "install-peers: all peers installed"; exit 0; }
 for f in "${failed[@]}"; do echo "install-peers: not installed: $f" >&2; done
 if [ "${PATENTGPT_REQUIRE_PEERS:-}" = 1 ]; then

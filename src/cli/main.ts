@@ -18,6 +18,8 @@ import { generateCommand } from './generate.js';
 import { chatCommand } from './chat.js';
 import { serveCommand } from './serve.js';
 import { demoCommand } from './demo.js';
+import { launchCommand } from './launch.js';
+import { planCommand } from './plan.js';
 
 const version = packageVersion();
 
@@ -47,6 +49,8 @@ program.addCommand(generateCommand());
 program.addCommand(chatCommand());
 program.addCommand(serveCommand());
 program.addCommand(demoCommand());
+program.addCommand(launchCommand());
+program.addCommand(planCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));
