@@ -7,6 +7,7 @@ import { loadStageConfig, type StageConfig, type StageKind } from '../train/conf
 import type { StageRunOptions } from '../train/stages/common.js';
 import type { TrainResult } from '../train/trainer.js';
 import { PatentGPTError } from '../errors.js';
+import { initDataParallel } from '../distributed/index.js';
 import { positiveInt } from './args.js';
 
 export interface StageFlags {
@@ -41,13 +42,20 @@ export async function loadCommandConfig<K extends StageKind>(kind: K, flags: Sta
   return cfg as Extract<StageConfig, { kind: K }>;
 }
 
-/** Progress, log and signal handling of a stage run from the command line. */
+/**
+ * Progress, log and signal handling of a stage run from the command line; under a launcher
+ * (`patentgpt launch`, mpirun, srun: src/distributed/env.ts) this process's rank and the MPI
+ * data-parallel engine, with progress and log lines from rank 0 only.
+ */
 export function commandRunOptions(flags: StageFlags): StageRunOptions {
   const out = process.stderr;
+  const dp = initDataParallel();
+  const quiet = flags.quiet || (dp !== null && dp.rank !== 0);
   return {
     configFile: flags.config,
-    progress: flags.quiet ? null : out.isTTY ? out : process.stdout,
-    ...(flags.quiet ? {} : { log: (m: string) => (out.isTTY ? out.write(`${m}\n`) : process.stdout.write(JSON.stringify({ event: 'log', message: m }) + '\n')) }),
+    ...(dp ? { rank: dp.rank, worldSize: dp.worldSize, dataParallel: dp } : {}),
+    progress: quiet ? null : out.isTTY ? out : process.stdout,
+    ...(quiet ? {} : { log: (m: string) => (out.isTTY ? out.write(`${m}\n`) : process.stdout.write(JSON.stringify({ event: 'log', message: m }) + '\n')) }),
     handleSignals: true,
     ...(flags.restartFromScratch ? { restartFromScratch: true } : {}),
   };

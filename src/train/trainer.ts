@@ -25,9 +25,11 @@
 // learning rate. No checkpoint is written while the last step was non-finite or from weights
 // that are not finite, so a diverged run never replaces (or prunes away) its good checkpoints.
 //
-// Data parallelism fits in without touching this loop: each rank's task reads its own shard of
-// the data (BatchStream rank/worldSize), `allReduce` averages the gradients after backward, and
-// only rank 0 writes checkpoints, metrics, the report and the progress bar.
+// Data parallelism: each rank's task reads its own shard of the data (BatchStream rank/worldSize);
+// the engine (`dataParallel`, src/distributed: MPI buckets that start during the last backward) or
+// the plain `allReduce` hook averages the gradients; the step's loss and the evaluation sums are
+// summed over the ranks, so every rank logs, clips and skips on the same numbers as one rank with
+// the same global batch; only rank 0 writes checkpoints, metrics, the report and the progress bar.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
@@ -123,6 +125,8 @@ export interface TrainerOptions {
    * worldSize > 1; never called on one rank.
    */
   allReduce?: (grads: Tensor[], step: number) => void | Promise<void>;
+  /** The data-parallel engine (src/distributed); used instead of allReduce when worldSize > 1. */
+  dataParallel?: DataParallelEngine;
   /** Where the progress bar or JSON progress lines go; null: none. Default: Progress's choice. */
   progress?: ProgressStream | null;
   /** Stop (checkpoint, then return 'interrupted') when this aborts. */
@@ -149,6 +153,19 @@ export interface TrainerOptions {
    * writes anything); null: start fresh. Undefined: run() looks it up.
    */
   resumeFrom?: Checkpoint | null;
+}
+
+/** What the loop asks of a data-parallel engine (src/distributed implements it over MPI). */
+export interface DataParallelEngine {
+  /** Once, before the first step: the trained parameters, in the task's order. */
+  attach(params: readonly Tensor[]): void;
+  /** Before the backward of each step's last micro-batch (gradient buckets start as they fill). */
+  beforeLastBackward(): void;
+  /** After it: leaves the mean over the ranks in every gradient. */
+  reduceGradients(step: number): void | Promise<void>;
+  /** The sum over the ranks of each value (float64), identical on every rank. */
+  sum(values: number[]): number[];  /** Returns once every rank has called it (rank 0's data files are written before the others read). */
+  barrier(): void;
 }
 
 export interface TrainResult {
@@ -253,7 +270,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     this.rank = intOption(opts.rank, 'rank', 0, 0);
     this.worldSize = intOption(opts.worldSize, 'worldSize', 1, 1);
     if (this.rank >= this.worldSize) throw new PatentGPTError('E_ARGUMENT', `Trainer: rank ${this.rank} is not below worldSize ${this.worldSize}`);
-    if (this.worldSize > 1 && !opts.allReduce)
+    if (this.worldSize > 1 && !opts.allReduce && !opts.dataParallel)
       throw new PatentGPTError('E_ARGUMENT', `Trainer: worldSize ${this.worldSize} needs an allReduce hook to average the gradients`);
     validateSchedule(opts.schedule);
     this.maxNonFiniteSteps = intOption(opts.maxNonFiniteSteps, 'maxNonFiniteSteps', 0, 3);
@@ -288,6 +305,8 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     if (latest && latest.state.configHash !== opts.configHash)
       throw new PatentGPTError('E_CHECKPOINT', `${path.join(latest.dir, 'state.json')}: configHash: ${latest.state.configHash} differs from this config's ${opts.configHash}`);
     const optimizer = createOptimizer(task.parameters(), opts.optimizer);
+    const dp = this.worldSize > 1 ? opts.dataParallel : undefined;
+    dp?.attach(task.parameters().filter(([, p]) => p.requiresGrad).map(([, p]) => p));
     let step = 0;
     let tokensSeen = 0;
     let elapsedBefore = 0;
@@ -434,6 +453,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         count += n;
         await tick();
       }
+      if (dp) [sum, count] = dp.sum([sum, count]) as [number, number];
       if (count === 0) return;
       valLoss = sum / count;
       const ppl = task.lossIsTokenNll === false ? {} : { valPerplexity: perplexity(valLoss) };
@@ -469,12 +489,16 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
             return { value: l.item(), scaled: this.gradAccum > 1 ? scale(l, 1 / this.gradAccum) : l };
           });
           lossSum += value;
+          if (dp && micro === this.gradAccum - 1) dp.beforeLastBackward();
           scaled.backward();
           scaled.dispose();
         }
-        if (this.worldSize > 1) await opts.allReduce!(optimizer.gradients(), step);
+        if (dp) {
+          await dp.reduceGradients(step);
+          lossSum = dp.sum([lossSum])[0]!; // the global batch's loss, as one rank would log it
+        } else if (this.worldSize > 1) await opts.allReduce!(optimizer.gradients(), step);
         const lr = lrScale === 1 ? learningRate(opts.schedule, step) : learningRate(opts.schedule, step) * lrScale;
-        const loss = lossSum / this.gradAccum;
+        const loss = lossSum / (this.gradAccum * (dp ? this.worldSize : 1));
         // A non-finite loss skips the step even when the gradient norm happens to be finite.
         const res = Number.isFinite(loss) ? optimizer.step(lr) : { gradNorm: Number.NaN, clipScale: 1, skipped: true };
         optimizer.zeroGrad();

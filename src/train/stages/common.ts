@@ -24,7 +24,7 @@ import { checkTrainingFits } from '../memory.js';
 import type { MetricRecord, StepMetrics } from '../metrics.js';
 import type { OptimizerOptions } from '../optimizer.js';
 import type { ProgressStream } from '../progress.js';
-import { Trainer, findResumePoint, type TrainBatchInfo, type TrainResult, type TrainTask, type TrainerOptions } from '../trainer.js';
+import { Trainer, findResumePoint, type DataParallelEngine, type TrainBatchInfo, type TrainResult, type TrainTask, type TrainerOptions } from '../trainer.js';
 
 /** How a stage runs, whatever its kind (the CLI's flags, hooks, data parallelism). */
 export interface StageRunOptions {
@@ -39,10 +39,11 @@ export interface StageRunOptions {
   handleSignals?: boolean;
   /** Start over in a run folder whose checkpoints all fail to verify (the CLI's --restart-from-scratch). */
   restartFromScratch?: boolean;
-  /** Data parallelism (the engine comes later): rank, ranks, and the gradient all-reduce. */
+  /** Data parallelism: rank, ranks, and the engine (src/distributed) or a plain gradient all-reduce hook. */
   rank?: number;
   worldSize?: number;
   allReduce?: (grads: Tensor[], step: number) => void | Promise<void>;
+  dataParallel?: DataParallelEngine;
   /** Each metrics record as it is written (rank 0). */
   onMetrics?: (record: MetricRecord) => void;
   /** The model's feed-forward module per layer and its checkpoint name (SMoE layers, tests); default LLaMA's SwiGLU MLP. */
@@ -421,6 +422,7 @@ export async function runStage<B extends TrainBatchInfo>(
     rank: setup.rank,
     worldSize: setup.worldSize,
     ...(opts.allReduce ? { allReduce: opts.allReduce } : {}),
+    ...(opts.dataParallel ? { dataParallel: opts.dataParallel } : {}),
     ...(opts.progress !== undefined ? { progress: opts.progress } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.onMetrics ? { onMetrics: opts.onMetrics } : {}),

@@ -110,6 +110,7 @@ export async function pretrain(cfg: PretrainConfig, opts: PretrainOptions = {}):
     manifests = [dir];
     log(`data: the built-in sample corpus, byte-tokenized into ${dir}`);
   }
+  opts.dataParallel?.barrier(); // rank 0 wrote the shards above; the others read them now
   const sets: ShardSet[] = [];
   try {
     for (const m of manifests) sets.push(await ShardSet.open(m, { vocabSize: modelCfg.vocabSize, verify: 'size' }));

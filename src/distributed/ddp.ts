@@ -1,0 +1,170 @@
+// Gradient buckets, as PyTorch DDP makes them: the trainable parameters in reverse order (the
+// order backward produces their gradients) cut into buckets of about bucketBytes; a bucket's
+// all-reduce starts on MPI's communication thread as soon as backward has produced every gradient
+// in it, so the reduction of the last layers overlaps the backward of the first. finish() starts
+// what is left, waits for all, and writes the means back into the gradients.
+//
+// Seeing a gradient arrive: backward assigns a leaf's .grad when its first gradient comes, so each
+// parameter's `grad` becomes an accessor that tells the buckets. A parameter used twice in one
+// step (tied embeddings) gets more added after that first assignment; the first step therefore
+// checks, after backward, that no early bucket changed after it was sent (all ranks agree through
+// one all-reduce of the flags), re-reduces the buckets that did, and from then on sends those
+// only after backward. Micro-batches before the last (gradAccum) are not reduced at all, and the
+// last adds into gradients that exist already, so with gradAccum > 1 every bucket goes after backward.
+import { PatentGPTError } from '../errors.js';
+import type { Tensor } from '../tensor/index.js';
+import { scaleInPlace } from './collectives.js';
+import type { MpiCommunicator, Pending } from './mpi.js';
+
+export interface BucketStats {
+  /** Steps reduced. */
+  steps: number;
+  /** Time inside MPI for the gradient buckets (the communication thread), ms. */
+  commMs: number;
+  /** Time the trainer was blocked in finish() waiting for buckets, ms. */
+  waitMs: number;
+  /** Buckets started while backward was still running. */
+  overlapped: number;
+  buckets: number;
+}
+
+interface Bucket {
+  params: Tensor[];
+  offsets: number[];
+  buf: Float32Array;
+  ready: number;
+  /** Sent only after backward (a parameter of it gets gradient after its first assignment). */
+  late: boolean;
+  pending: Pending | null;
+  /** First step: the values as sent, to see whether backward changed them afterwards. */
+  sent: Float32Array | null;
+  duringBackward: boolean;
+}
+
+export class GradientBuckets {
+  readonly buckets: Bucket[];
+  readonly stats: BucketStats = { steps: 0, commMs: 0, waitMs: 0, overlapped: 0, buckets: 0 };
+  readonly #comm: MpiCommunicator;
+  readonly #of = new Map<Tensor, Bucket>();
+  readonly #overlap: boolean;
+  #armed = false;
+  #calibrated = false;
+
+  constructor(params: readonly Tensor[], comm: MpiCommunicator, opts: { bucketBytes?: number; overlap?: boolean } = {}) {
+    this.#comm = comm;
+    this.#overlap = opts.overlap ?? true;
+    const cap = Math.max(1, Math.floor((opts.bucketBytes ?? 25 * 1024 * 1024) / 4));
+    this.buckets = [];
+    let cur: Tensor[] = [];
+    let n = 0;
+    const close = (): void => {
+      if (cur.length === 0) return;
+      const offsets: number[] = [];
+      let at = 0;
+      for (const p of cur) {
+        offsets.push(at);
+        at += p.size;
+      }
+      this.buckets.push({ params: cur, offsets, buf: new Float32Array(at), ready: 0, late: false, pending: null, sent: null, duringBackward: false });
+      cur = [];
+      n = 0;
+    };
+    for (const p of [...params].reverse()) {
+      if (p.dtype !== 'f32' || p.device !== 'cpu')
+        throw new PatentGPTError('E_UNSUPPORTED', `data parallel: parameter ${p.describe()}: the MPI engine reduces f32 CPU gradients; CUDA needs NCCL (not wired yet)`);
+      if (n > 0 && n + p.size > cap) close();
+      cur.push(p);
+      n += p.size;
+    }
+    close();
+    for (const b of this.buckets) for (const p of b.params) this.#of.set(p, b);
+    if (this.#overlap) for (const p of params) this.#watch(p);
+  }
+
+  /** Makes p.grad an accessor that reports the first assignment of a step's last backward. */
+  #watch(p: Tensor): void {
+    let value = p.grad;
+    Object.defineProperty(p, 'grad', {
+      configurable: true,
+      enumerable: true,
+      get: () => value,
+      set: (g: Tensor | null) => {
+        value = g;
+        if (g !== null && this.#armed) this.#arrived(p);
+      },
+    });
+  }
+
+  #arrived(p: Tensor): void {
+    const b = this.#of.get(p)!;
+    if (++b.ready === b.params.length && !b.late && b.pending === null) this.#send(b, true);
+  }
+
+  #send(b: Bucket, duringBackward: boolean): void {
+    b.params.forEach((p, i) => {
+      const view = b.buf.subarray(b.offsets[i]!, b.offsets[i]! + p.size);
+      if (p.grad) p.grad.read(view);
+      else view.fill(0); // a parameter this rank's batch did not reach: its gradient is zero
+    });
+    if (!this.#calibrated && duringBackward) b.sent = b.buf.slice();
+    b.duringBackward = duringBackward;
+    if (duringBackward) this.stats.overlapped++;
+    b.pending = this.#comm.allReduceAsync(b.buf);
+  }
+
+  /** Before the backward of a step's last micro-batch: buckets start as gradients arrive. */
+  arm(): void {
+    for (const b of this.buckets) b.ready = 0;
+    this.#armed = this.#overlap;
+  }
+
+  /** After backward: sends the rest, waits, and leaves the mean over the ranks in every gradient. */
+  finish(): void {
+    this.#armed = false;
+    for (const b of this.buckets) if (b.pending === null) this.#send(b, false);
+    const t0 = performance.now();
+    for (const b of this.buckets) {
+      this.stats.commMs += b.pending!.wait();
+      b.pending = null;
+    }
+    if (!this.#calibrated) this.#calibrate();
+    this.stats.waitMs += performance.now() - t0;
+    const inv = 1 / this.#comm.size;
+    for (const b of this.buckets) {
+      scaleInPlace(b.buf, inv);
+      b.params.forEach((p, i) => {
+        const view = b.buf.subarray(b.offsets[i]!, b.offsets[i]! + p.size);
+        if (p.grad) p.grad.write(view);
+        else if (view.some((x) => x !== 0)) throw new PatentGPTError('E_ARGUMENT', `rank ${this.#comm.rank}: ${p.describe()} has no gradient here but has one on other ranks; every rank must use every parameter`);
+      });
+    }
+    this.stats.steps++;
+    this.stats.buckets += this.buckets.length;
+  }
+
+  /** First step: buckets sent during backward whose gradients changed afterwards are sent again, and late from now on. */
+  #calibrate(): void {
+    this.#calibrated = true;
+    const flags = new Int32Array(this.buckets.length);
+    this.buckets.forEach((b, k) => {
+      if (!b.sent) return;
+      const now = new Float32Array(b.buf.length);
+      b.params.forEach((p, i) => p.grad?.read(now.subarray(b.offsets[i]!, b.offsets[i]! + p.size)));
+      if (now.some((x, j) => x !== b.sent![j] && !(Number.isNaN(x) && Number.isNaN(b.sent![j]!)))) flags[k] = 1;
+      b.sent = null;
+    });
+    this.#comm.allReduce(flags, 'max'); // every rank must send the same buckets at the same time
+    this.buckets.forEach((b, k) => {
+      if (flags[k] === 0) return;
+      b.late = true;
+      this.#send(b, false);
+      this.stats.commMs += b.pending!.wait();
+      b.pending = null;
+    });
+  }
+
+  /** Parameters whose bucket goes only after backward (tied or reused weights). */
+  get lateParameters(): number {
+    return this.buckets.filter((b) => b.late).reduce((s, b) => s + b.params.length, 0);
+  }
+}
