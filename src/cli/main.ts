@@ -19,7 +19,6 @@ import { chatCommand } from './chat.js';
 import { serveCommand } from './serve.js';
 import { demoCommand } from './demo.js';
 import { launchCommand } from './launch.js';
-import { launchCommand } from './launch.js';
 import { planCommand } from './plan.js';
 
 const version = packageVersion();
@@ -50,7 +49,6 @@ program.addCommand(generateCommand());
 program.addCommand(chatCommand());
 program.addCommand(serveCommand());
 program.addCommand(demoCommand());
-program.addCommand(launchCommand());
 program.addCommand(launchCommand());
 program.addCommand(planCommand());
 
