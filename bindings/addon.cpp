@@ -14,6 +14,7 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports);
 void RegisterElementwise(Napi::Env env, Napi::Object exports);
 void RegisterReduce(Napi::Env env, Napi::Object exports);
 void RegisterGemm(Napi::Env env, Napi::Object exports);
+void RegisterGemmBf16(Napi::Env env, Napi::Object exports);
 void RegisterEmbedding(Napi::Env env, Napi::Object exports);
 void RegisterRmsnorm(Napi::Env env, Napi::Object exports);
 void RegisterRope(Napi::Env env, Napi::Object exports);
@@ -29,6 +30,7 @@ void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
 void RegisterGemv(Napi::Env env, Napi::Object exports);
 void RegisterMoe(Napi::Env env, Napi::Object exports);
 void RegisterDropout(Napi::Env env, Napi::Object exports);
+void RegisterQuant(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -48,6 +50,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterElementwise(env, exports);
   RegisterReduce(env, exports);
   RegisterGemm(env, exports);
+  RegisterGemmBf16(env, exports);
   RegisterEmbedding(env, exports);
   RegisterRmsnorm(env, exports);
   RegisterRope(env, exports);
@@ -63,6 +66,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterGemv(env, exports);
   RegisterMoe(env, exports);
   RegisterDropout(env, exports);
+  RegisterQuant(env, exports);
   return exports;
 }
 

@@ -17,3 +17,4 @@ export * from './decode.js';
 export * from './rows.js';
 export * from './moe.js';
 export * from './dropout.js';
+export * from './quant.js';
