@@ -1,0 +1,48 @@
+// Running a script or a CLI command as N MPI ranks in the data-parallel tests. Without mpirun the
+// tests skip with a message (CI installs Open MPI through scripts/install-peers.sh and sets
+// PATENTGPT_REQUIRE_PEERS=1, where a missing MPI fails instead).
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as path from 'node:path';
+import { ensureMpiModule } from '../../src/distributed/mpi.js';
+
+export const repo = new URL('../../', import.meta.url).pathname;
+export const mainTs = path.join(repo, 'src/cli/main.ts');
+
+function probeMpi(): string | null {
+  const r = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) return 'no mpirun on PATH (install openmpi-bin libopenmpi-dev: scripts/install-peers.sh)';
+  try {
+    ensureMpiModule();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return null;
+}
+
+/** Why the MPI tests cannot run here, or null; a missing MPI is an error under PATENTGPT_REQUIRE_PEERS=1. */
+export const mpiMissing: string | null = probeMpi();
+if (mpiMissing && process.env.PATENTGPT_REQUIRE_PEERS === '1') throw new Error(`MPI is required (PATENTGPT_REQUIRE_PEERS=1): ${mpiMissing}`);
+if (mpiMissing) console.warn(`data-parallel tests skipped: ${mpiMissing}`);
+
+export const mpiEnv = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
+  ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', ...extra,
+});
+
+/** `mpirun -np n node --import tsx <script> args`, synchronously. */
+export function mpirunScript(n: number, script: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): SpawnSyncReturns<string> {
+  return spawnSync('mpirun', ['-np', String(n), '--oversubscribe', '--bind-to', 'none', process.execPath, '--import', 'tsx', script, ...args],
+    { encoding: 'utf8', cwd: repo, env: mpiEnv(env), timeout: timeoutMs });
+}
+
+/** `patentgpt <args>` (args may start with launch), asynchronously, with its output. */
+export function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', mainTs, ...args], { cwd: repo, env: mpiEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr, ms: Date.now() - t0 }));
+  });
+}
