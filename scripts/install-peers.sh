@@ -10,6 +10,22 @@ set -u
 cd "$(dirname "$0")/.."
 index="${PIP_INDEX_URL:-file:///opt/pypi/simple}"
 failed=()
+# Open MPI, the CPU engine of data-parallel training (src/distributed), and pg_mpi.node built over it
+# (scripts/build-mpi.sh: npm ci built the addon before MPI was here). apt only where it is missing,
+# as root, non-interactive; elsewhere a message says what to install.
+if ! command -v mpirun >/dev/null || ! command -v mpicxx >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopenmpi-dev openmpi-bin >/dev/null 2>&1 ||
+      { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopenmpi-dev openmpi-bin >/dev/null 2>&1; }; } ||
+      failed+=("Open MPI (apt-get install libopenmpi-dev openmpi-bin failed)")
+  else
+    failed+=("Open MPI (not root or no apt-get: install libopenmpi-dev and openmpi-bin, or your system's MPI, by hand)")
+  fi
+fi
+if command -v mpicxx >/dev/null; then
+  bash scripts/build-mpi.sh || failed+=("pg_mpi.node (scripts/build-mpi.sh)")
+fi
 if command -v python3 >/dev/null && [ -d "${index#file://}" ]; then
   { python3 -m venv .venv-ref &&
     PIP_INDEX_URL="$index" .venv-ref/bin/pip install -q torch numpy safetensors transformers sentencepiece protobuf peft; } ||
