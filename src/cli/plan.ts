@@ -87,8 +87,9 @@ const si = (x: number): string => {
   for (const [v, s] of u) if (Math.abs(x) >= v) return `${(x / v).toFixed(x / v >= 100 ? 0 : 1)}${s}`;
   return x.toFixed(0);
 };
-const gib = (b: number): string => `${(b / 2 ** 30).toFixed(b < 10 * 2 ** 30 ? 2 : 1)} GiB`;
+const gib = (b: number): string => (b < 2 ** 30 ? `${(b / 2 ** 20).toFixed(1)} MiB` : `${(b / 2 ** 30).toFixed(b < 10 * 2 ** 30 ? 2 : 1)} GiB`);
 export function duration(sec: number): string {
+  if (sec < 1) return `${(sec * 1000).toFixed(sec < 0.01 ? 1 : 0)} ms`;
   if (sec < 120) return `${sec.toFixed(0)} s`;
   if (sec < 7200) return `${(sec / 60).toFixed(0)} min`;
   if (sec < 2 * 86400) return `${(sec / 3600).toFixed(1)} h`;
@@ -98,13 +99,14 @@ export function duration(sec: number): string {
 
 export function formatPlan(plans: StagePlan[], rates: { cpu: number; gpu: number }): string {
   const lines = [
-    `| stage | kind | params (active) | context | tokens | train memory (weights+grads+AdamW+activations+ckpt) | KV cache / seq (bf16) | FLOPs/token | FLOPs | CPU at ${si(rates.cpu)}FLOP/s | GPU at ${si(rates.gpu)}FLOP/s |`,
+    `| stage | kind | params (active) | context | tokens | train memory (weights+grads+AdamW+activations+ckpt) | KV cache / seq (bf16) | FLOPs/token | FLOPs | CPU at ${si(rates.cpu)}FLOP/s | one GPU at ${si(rates.gpu)}FLOP/s |`,
     '|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|',
   ];
   for (const p of plans) {
     const m = p.trainingMemory;
-    lines.push(`| ${p.name} | ${p.kind} | ${si(p.parameters.total)} (${si(p.parameters.active)}) | ${p.seqLen} | ${si(p.tokens)} | ${gib(m.total)} = ${gib(m.weights)} + ${gib(m.gradients)} + ${gib(m.optimizer)} + ${gib(m.activations)} + ${gib(m.checkpoint)} | ${gib(p.kvCacheBytes)} | ${si(p.trainingFlopsPerToken)} | ${si(p.flops)} | ${duration(p.seconds.cpu)} | ${duration(p.seconds.gpu)} |`);
+    lines.push(`| ${p.name} | ${p.kind} | ${si(p.parameters.total)} (${si(p.parameters.active)}) | ${p.seqLen} | ${si(p.tokens)} | ${gib(m.total)} = ${gib(m.weights)} + ${gib(m.gradients)} + ${gib(m.optimizer)} + ${gib(m.activations)} + ${gib(m.checkpoint)} | ${gib(p.kvCacheBytes)} | ${p.trainingFlopsPerToken.toExponential(2)} | ${p.flops.toExponential(2)} | ${duration(p.seconds.cpu)} | ${duration(p.seconds.gpu)} |`);
   }
+  lines.push('', 'Memory: one training step of one micro-batch (batchSize x seqLen) on one device, f32 master weights, no activation checkpointing; data or tensor parallelism divides it. Time: the stage\'s FLOPs at the sustained rate; N GPUs take about 1/N of it.');
   return lines.join('\n');
 }
 
