@@ -3,6 +3,7 @@
 #include <string>
 
 #include "args.h"
+#include "cuda_slot.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
@@ -25,7 +26,7 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info, const Args& a) {
   check(std::isfinite(wd) && wd >= 0, "weightDecay", wd, "a finite number >= 0");
   check(std::isfinite(scale), "gradScale", scale, "finite");
   if (step < 1) a.Fail("step must be >= 1 (bias correction counts from 1), got " + std::to_string(step));
-  pg::adamw_step(a.Ptr<float>(0, "param", n), a.Ptr<float>(2, "m", n), a.Ptr<float>(4, "v", n),
+  PG_ON(a, adamw_step)(a.Ptr<float>(0, "param", n), a.Ptr<float>(2, "m", n), a.Ptr<float>(4, "v", n),
                  a.Ptr<float>(6, "grad", n), n, static_cast<float>(lr), static_cast<float>(beta1),
                  static_cast<float>(beta2), static_cast<float>(eps), static_cast<float>(wd), step,
                  static_cast<float>(scale));
@@ -36,7 +37,7 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "adamwStep", "adamw",
      "param: f32, m: f32, v: f32, grad: f32, n: size, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: int, gradScale: number",
-     "void", /* cpu */ AdamwStep, /* cuda */ nullptr},
+     "void", /* cpu */ AdamwStep, /* cuda */ PG_CUDA(AdamwStep)},
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "args.h"
+#include "cuda_slot.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
@@ -13,6 +14,7 @@ namespace {
 // Every targets[n] in [0, V) or equal to ignore_index (when allow_ignore).
 void CheckTargets(const Args& a, const int32_t* t, int64_t N, int64_t V, bool allow_ignore, int32_t ignore_index,
                   const char* what) {
+  if (OnCuda(a)) return;  // on the device: the CUDA kernels check them (cuda_ops.h)
   for (int64_t n = 0; n < N; ++n) {
     if (allow_ignore && t[n] == ignore_index) continue;
     if (t[n] < 0 || t[n] >= V)
@@ -38,7 +40,7 @@ Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info, const Args& a) {
   const int32_t* targets = a.Ptr<int32_t>(6, "targets", N);
   CheckTargets(a, targets, N, V, true, ignore, "target");
   if (Overlap(loss, N, targets, N) || Overlap(lse, N, targets, N)) a.Fail("targets share memory with an output");
-  pg::cross_entropy_forward(loss, lse, logits, targets, N, V, ignore);
+  PG_ON(a, cross_entropy_forward)(loss, lse, logits, targets, N, V, ignore);
   return info.Env().Undefined();
 }
 
@@ -55,7 +57,7 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info, const Args& a) 
   const int32_t* targets = a.Ptr<int32_t>(8, "targets", N);
   CheckTargets(a, targets, N, V, true, ignore, "target");
   if (Overlap(dlogits, NV, targets, N)) a.Fail("targets share memory with dlogits");
-  pg::cross_entropy_backward(dlogits, dloss, logits, lse, targets, N, V, ignore);
+  PG_ON(a, cross_entropy_backward)(dlogits, dloss, logits, lse, targets, N, V, ignore);
   return info.Env().Undefined();
 }
 
@@ -68,7 +70,7 @@ Napi::Value LogprobForward(const Napi::CallbackInfo& info, const Args& a) {
   const int32_t* ids = a.Ptr<int32_t>(6, "ids", N);
   CheckTargets(a, ids, N, V, false, 0, "id");
   if (Overlap(out, N, ids, N) || Overlap(lse, N, ids, N)) a.Fail("ids share memory with an output");
-  pg::logprob_forward(out, lse, logits, ids, N, V);
+  PG_ON(a, logprob_forward)(out, lse, logits, ids, N, V);
   return info.Env().Undefined();
 }
 
@@ -83,7 +85,7 @@ Napi::Value LogprobBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int32_t* ids = a.Ptr<int32_t>(8, "ids", N);
   CheckTargets(a, ids, N, V, false, 0, "id");
   if (Overlap(dlogits, NV, ids, N)) a.Fail("ids share memory with dlogits");
-  pg::logprob_backward(dlogits, dout, logits, lse, ids, N, V);
+  PG_ON(a, logprob_backward)(dlogits, dout, logits, lse, ids, N, V);
   return info.Env().Undefined();
 }
 
@@ -91,16 +93,16 @@ Napi::Value LogprobBackward(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "crossEntropyForward", "crossEntropy",
      "loss: f32, lse: f32, logits: f32, targets: i32, N: size, V: size, ignoreIndex: int",
-     "void", /* cpu */ CrossEntropyForward, /* cuda */ nullptr},
+     "void", /* cpu */ CrossEntropyForward, /* cuda */ PG_CUDA(CrossEntropyForward)},
     {DeclKind::Function, "crossEntropyBackward", "crossEntropy backward",
      "dlogits: f32, dloss: f32, logits: f32, lse: f32, targets: i32, N: size, V: size, ignoreIndex: int",
-     "void", /* cpu */ CrossEntropyBackward, /* cuda */ nullptr},
+     "void", /* cpu */ CrossEntropyBackward, /* cuda */ PG_CUDA(CrossEntropyBackward)},
     {DeclKind::Function, "logprobForward", "logprobs",
      "out: f32, lse: f32, logits: f32, ids: i32, N: size, V: size",
-     "void", /* cpu */ LogprobForward, /* cuda */ nullptr},
+     "void", /* cpu */ LogprobForward, /* cuda */ PG_CUDA(LogprobForward)},
     {DeclKind::Function, "logprobBackward", "logprobs backward",
      "dlogits: f32, dout: f32, logits: f32, lse: f32, ids: i32, N: size, V: size",
-     "void", /* cpu */ LogprobBackward, /* cuda */ nullptr},
+     "void", /* cpu */ LogprobBackward, /* cuda */ PG_CUDA(LogprobBackward)},
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Bindings of native/cpu/dropout.cpp.
 #include "args.h"
+#include "cuda_slot.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
@@ -24,20 +25,20 @@ Napi::Value Dropout(const Args& a, DropoutKernel kernel, const char* out, const 
   return a.Env().Undefined();
 }
 
-Napi::Value DropoutForward(const Napi::CallbackInfo&, const Args& a) { return Dropout(a, pg::dropout_forward, "out", "x"); }
+Napi::Value DropoutForward(const Napi::CallbackInfo&, const Args& a) { return Dropout(a, PG_ON(a, dropout_forward), "out", "x"); }
 
 Napi::Value DropoutBackward(const Napi::CallbackInfo&, const Args& a) {
-  return Dropout(a, pg::dropout_backward, "dx", "dout");
+  return Dropout(a, PG_ON(a, dropout_backward), "dx", "dout");
 }
 
 // Each row: the JS function, its error label, its parameters, its result, its kernel per device.
 const Decl kDecls[] = {
     {DeclKind::Function, "dropoutForward", "dropout",
      "out: f32, x: f32, n: size, p: number, seed: size, offset: size",
-     "void", /* cpu */ DropoutForward, /* cuda */ nullptr},
+     "void", /* cpu */ DropoutForward, /* cuda */ PG_CUDA(DropoutForward)},
     {DeclKind::Function, "dropoutBackward", "dropout backward",
      "dx: f32, dout: f32, n: size, p: number, seed: size, offset: size",
-     "void", /* cpu */ DropoutBackward, /* cuda */ nullptr},
+     "void", /* cpu */ DropoutBackward, /* cuda */ PG_CUDA(DropoutBackward)},
 };
 
 }  // namespace

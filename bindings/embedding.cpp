@@ -4,6 +4,7 @@
 #include <string>
 
 #include "args.h"
+#include "cuda_slot.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
@@ -23,8 +24,14 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info, const Args& a) {
   float* out = a.Ptr<float>(0, "out", a.Mul(N, C));
   const int32_t* ids = a.Ptr<int32_t>(2, "ids", N);
   const float* table = a.Ptr<float>(4, "table", a.Mul(V, C));
-  CheckIds(a, ids, N, V);
   if (Overlap(out, N * C, ids, N)) a.Fail("out and ids share memory");
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) {  // ids live on the device: the kernel checks them against V
+    pg::cuda::embedding_forward(out, ids, table, N, C, V);
+    return info.Env().Undefined();
+  }
+#endif
+  CheckIds(a, ids, N, V);
   pg::embedding_forward(out, ids, table, N, C);
   return info.Env().Undefined();
 }
@@ -35,8 +42,14 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info, const Args& a) {
   float* dtable = a.Ptr<float>(0, "dtable", a.Mul(V, C));
   const float* dout = a.Ptr<float>(2, "dout", a.Mul(N, C));
   const int32_t* ids = a.Ptr<int32_t>(4, "ids", N);
-  CheckIds(a, ids, N, V);
   if (Overlap(dtable, V * C, ids, N)) a.Fail("dtable and ids share memory");
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) {
+    pg::cuda::embedding_backward(dtable, dout, ids, N, C, V);
+    return info.Env().Undefined();
+  }
+#endif
+  CheckIds(a, ids, N, V);
   pg::embedding_backward(dtable, dout, ids, N, C);
   return info.Env().Undefined();
 }
@@ -45,10 +58,10 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "embeddingForward", "embedding",
      "out: f32, ids: i32, table: f32, N: size, V: size, C: size",
-     "void", /* cpu */ EmbeddingForward, /* cuda */ nullptr},
+     "void", /* cpu */ EmbeddingForward, /* cuda */ PG_CUDA(EmbeddingForward)},
     {DeclKind::Function, "embeddingBackward", "embedding backward",
      "dtable: f32, dout: f32, ids: i32, N: size, V: size, C: size",
-     "void", /* cpu */ EmbeddingBackward, /* cuda */ nullptr},
+     "void", /* cpu */ EmbeddingBackward, /* cuda */ PG_CUDA(EmbeddingBackward)},
 };
 
 }  // namespace

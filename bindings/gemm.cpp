@@ -1,6 +1,7 @@
 // Bindings of native/cpu/gemm.cpp: gemm and gemmBf16, plus the blocking in use and a measured
 // FP32 peak for benchmarks.
 #include "args.h"
+#include "cuda_slot.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
@@ -54,10 +55,10 @@ Napi::Value Gemm(const Napi::CallbackInfo& info, const Args& a) {
   if (overlaps(A, na * static_cast<int64_t>(sizeof(T))) || overlaps(B, nb * static_cast<int64_t>(sizeof(T))))
     a.Fail("C overlaps A or B");
   if constexpr (sizeof(T) == 2)
-    pg::gemm_bf16(ta, tb, M, N, K, static_cast<float>(alpha), A, lda, sa, B, ldb, sb, static_cast<float>(beta), C,
+    PG_ON(a, gemm_bf16)(ta, tb, M, N, K, static_cast<float>(alpha), A, lda, sa, B, ldb, sb, static_cast<float>(beta), C,
                   ldc, sc, batch);
   else
-    pg::gemm(ta, tb, M, N, K, static_cast<float>(alpha), A, lda, sa, B, ldb, sb, static_cast<float>(beta), C, ldc,
+    PG_ON(a, gemm)(ta, tb, M, N, K, static_cast<float>(alpha), A, lda, sa, B, ldb, sb, static_cast<float>(beta), C, ldc,
              sc, batch);
   return info.Env().Undefined();
 }
@@ -83,17 +84,37 @@ Napi::Value GemmPeakGflops(const Napi::CallbackInfo& info, const Args& a) {
   return Napi::Number::New(info.Env(), pg::gemm_peak_gflops(static_cast<int>(threads), seconds));
 }
 
+// cublasLtStatus() -> whether GEMM on CUDA can run: cuBLASLt is opened at run time (native/cuda/gemm.cu),
+// so the library that opened (with its version), or why none did.
+Napi::Value CublasLtStatus(const Napi::CallbackInfo& info, const Args&) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  const std::string error = pg::cuda::cublaslt_status(), library = pg::cuda::cublaslt_version();
+  out.Set("compiled", true);
+#else
+  const std::string error = "this binary was built without CUDA", library;
+  out.Set("compiled", false);
+#endif
+  out.Set("library", library.empty() ? Napi::Value(env.Null()) : Napi::String::New(env, library));
+  out.Set("error", error.empty() ? Napi::Value(env.Null()) : Napi::String::New(env, error));
+  return out;
+}
+
 // Each row: the JS function, its error label, its parameters, its result, its kernel per device.
 const Decl kDecls[] = {
     {DeclKind::Function, "gemm", "gemm",
      "transA: boolean, transB: boolean, M: size, N: size, K: size, alpha: number, A: f32, lda: size, strideA: size, B: f32, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size, batch: size",
-     "void", /* cpu */ Gemm<float>, /* cuda */ nullptr},
+     "void", /* cpu */ Gemm<float>, /* cuda */ PG_CUDA(Gemm<float>)},
     {DeclKind::Function, "gemmBf16", "gemmBf16",
      "transA: boolean, transB: boolean, M: size, N: size, K: size, alpha: number, A: bf16, lda: size, strideA: size, B: bf16, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size, batch: size",
-     "void", /* cpu */ Gemm<uint16_t>, /* cuda */ nullptr},
+     "void", /* cpu */ Gemm<uint16_t>, /* cuda */ PG_CUDA(Gemm<uint16_t>)},
     {DeclKind::Function, "gemmConfig", "gemmConfig",
      "",
      "{ isa: string; mr: number; nr: number; mc: number; kc: number; nc: number }", /* cpu */ GemmConfig, /* cuda */ nullptr},
+    {DeclKind::Function, "cublasLtStatus", "cublasLtStatus",
+     "",
+     "{ compiled: boolean; library: string | null; error: string | null }", /* cpu */ CublasLtStatus, /* cuda */ nullptr},
     {DeclKind::Function, "gemmPeakGflops", "gemmPeakGflops",
      "threads: size, seconds: number",
      "number", /* cpu */ GemmPeakGflops, /* cuda */ nullptr},

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "args.h"
+#include "cuda_slot.h"
 #include "patentgpt/ops.h"
 
 namespace pgnode {
@@ -16,7 +17,7 @@ Napi::Value RmsnormForward(const Napi::CallbackInfo& info, const Args& a) {
   if (!std::isfinite(eps) || eps < 0) a.Fail("eps must be a finite number >= 0, got " + std::to_string(eps));
   if (C == 0 && N > 0) a.Fail("C must be > 0");
   const int64_t NC = a.Mul(N, C);
-  pg::rmsnorm_forward(a.Ptr<float>(0, "out", NC), a.Ptr<float>(2, "rstd", N), a.Ptr<float>(4, "x", NC),
+  PG_ON(a, rmsnorm_forward)(a.Ptr<float>(0, "out", NC), a.Ptr<float>(2, "rstd", N), a.Ptr<float>(4, "x", NC),
                       a.Ptr<float>(6, "w", C), N, C, static_cast<float>(eps));
   return info.Env().Undefined();
 }
@@ -25,7 +26,7 @@ Napi::Value RmsnormForward(const Napi::CallbackInfo& info, const Args& a) {
 Napi::Value RmsnormBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t N = a.Size(12, "N"), C = a.Size(13, "C");
   const int64_t NC = a.Mul(N, C);
-  pg::rmsnorm_backward(a.Ptr<float>(0, "dx", NC), a.Ptr<float>(2, "dw", C), a.Ptr<float>(4, "dout", NC),
+  PG_ON(a, rmsnorm_backward)(a.Ptr<float>(0, "dx", NC), a.Ptr<float>(2, "dw", C), a.Ptr<float>(4, "dout", NC),
                        a.Ptr<float>(6, "x", NC), a.Ptr<float>(8, "w", C), a.Ptr<float>(10, "rstd", N), N, C);
   return info.Env().Undefined();
 }
@@ -34,10 +35,10 @@ Napi::Value RmsnormBackward(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "rmsnormForward", "rmsnorm",
      "out: f32, rstd: f32, x: f32, w: f32, N: size, C: size, eps: number",
-     "void", /* cpu */ RmsnormForward, /* cuda */ nullptr},
+     "void", /* cpu */ RmsnormForward, /* cuda */ PG_CUDA(RmsnormForward)},
     {DeclKind::Function, "rmsnormBackward", "rmsnorm backward",
      "dx: f32, dw: f32, dout: f32, x: f32, w: f32, rstd: f32, N: size, C: size",
-     "void", /* cpu */ RmsnormBackward, /* cuda */ nullptr},
+     "void", /* cpu */ RmsnormBackward, /* cuda */ PG_CUDA(RmsnormBackward)},
 };
 
 }  // namespace

@@ -1,7 +1,17 @@
-// CUDA device discovery and memory for the tensor layer. The runtime is linked statically and
-// finds the driver at run time, so the same binary loads on machines without a GPU.
+// CUDA device discovery, memory and copies for the tensor layer, and the process stream every
+// launch goes on. The runtime is linked statically and finds the driver at run time, so the same
+// binary loads on machines without a GPU.
+//
+// One stream for the process (an engine or trainer per stream is future work): kernels and copies
+// are ordered on it, so a block the caching allocator hands out again is only touched after the
+// work that used it. Host-to-device copies go through pinned staging buffers and return without
+// waiting (the host memory is free to change at once); device-to-host copies wait for the stream.
 #include <cuda_runtime.h>
 
+#include <cstring>
+#include <mutex>
+
+#include "common.cuh"
 #include "patentgpt/runtime.h"
 
 namespace pg {
@@ -47,6 +57,93 @@ CachingAllocator<CudaBackend>& allocator() {
   return *a;
 }
 
+// Two pinned buffers used in turn: while one chunk is copied to the device the next is staged.
+struct Staging {
+  static constexpr size_t kChunk = size_t{4} << 20;
+  static constexpr int kSlots = 2;
+  std::mutex mutex;
+  void* buf[kSlots] = {nullptr, nullptr};
+  cudaEvent_t done[kSlots] = {nullptr, nullptr};
+  bool ready = false, tried = false;
+
+  // Pinned memory on first use; false (copies go unstaged) when the host cannot pin it.
+  bool init() {
+    if (tried) return ready;
+    tried = true;
+    for (int i = 0; i < kSlots; ++i) {
+      if (cudaHostAlloc(&buf[i], kChunk, cudaHostAllocDefault) != cudaSuccess ||
+          cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+      }
+    }
+    ready = true;
+    return true;
+  }
+};
+
+Staging& staging() {
+  static auto* s = new Staging();
+  return *s;
+}
+
+std::string copy_error(const char* what, size_t bytes, cudaError_t status) {
+  cudaGetLastError();
+  return std::string(what) + " of " + std::to_string(bytes) + " bytes failed: " + cudaGetErrorString(status);
+}
+
+bool copy_h2d(void* dst, const void* src, size_t bytes, std::string& err) {
+  Staging& s = staging();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  cudaStream_t stream = cuda::st();
+  if (!s.init()) {  // unstaged: the runtime copies from pageable memory before returning
+    cudaError_t status = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream);
+    if (status == cudaSuccess) status = cudaStreamSynchronize(stream);
+    if (status != cudaSuccess) err = copy_error("copy host to device", bytes, status);
+    return status == cudaSuccess;
+  }
+  size_t off = 0;
+  for (int slot = 0; off < bytes; slot = (slot + 1) % Staging::kSlots) {
+    const size_t len = bytes - off < Staging::kChunk ? bytes - off : Staging::kChunk;
+    cudaError_t status = cudaEventSynchronize(s.done[slot]);  // the slot's previous copy is done
+    if (status == cudaSuccess) {
+      std::memcpy(s.buf[slot], static_cast<const char*>(src) + off, len);
+      status = cudaMemcpyAsync(static_cast<char*>(dst) + off, s.buf[slot], len, cudaMemcpyHostToDevice, stream);
+    }
+    if (status == cudaSuccess) status = cudaEventRecord(s.done[slot], stream);
+    if (status != cudaSuccess) {
+      err = copy_error("copy host to device", bytes, status);
+      return false;
+    }
+    off += len;
+  }
+  return true;
+}
+
+bool copy_d2h(void* dst, const void* src, size_t bytes, std::string& err) {
+  Staging& s = staging();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  cudaStream_t stream = cuda::st();
+  if (!s.init()) {
+    cudaError_t status = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream);
+    if (status == cudaSuccess) status = cudaStreamSynchronize(stream);
+    if (status != cudaSuccess) err = copy_error("copy device to host", bytes, status);
+    return status == cudaSuccess;
+  }
+  for (size_t off = 0; off < bytes; off += Staging::kChunk) {
+    const size_t len = bytes - off < Staging::kChunk ? bytes - off : Staging::kChunk;
+    cudaError_t status =
+        cudaMemcpyAsync(s.buf[0], static_cast<const char*>(src) + off, len, cudaMemcpyDeviceToHost, stream);
+    if (status == cudaSuccess) status = cudaStreamSynchronize(stream);
+    if (status != cudaSuccess) {
+      err = copy_error("copy device to host", bytes, status);
+      return false;
+    }
+    std::memcpy(static_cast<char*>(dst) + off, s.buf[0], len);
+  }
+  return true;
+}
+
 }  // namespace
 
 void* cuda_alloc(size_t bytes, std::string& err) { return allocator().allocate(bytes, err); }
@@ -58,25 +155,80 @@ CachingAllocatorStats cuda_memory_stats() { return allocator().stats(); }
 void cuda_release_cached() { allocator().release_cached(); }
 
 bool cuda_memset(void* dst, int value, size_t bytes, std::string& err) {
-  cudaError_t status = cudaMemset(dst, value, bytes);
+  cudaError_t status = cudaMemsetAsync(dst, value, bytes, cuda::st());
   if (status != cudaSuccess) {
-    cudaGetLastError();
-    err = std::string("cudaMemset failed: ") + cudaGetErrorString(status);
+    err = copy_error("cudaMemsetAsync", bytes, status);
     return false;
   }
   return true;
 }
 
 bool cuda_memcpy(void* dst, const void* src, size_t bytes, int kind, std::string& err) {
-  static const cudaMemcpyKind kinds[] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
-                                         cudaMemcpyDeviceToDevice};
-  cudaError_t status = cudaMemcpy(dst, src, bytes, kinds[kind]);
+  if (bytes == 0) return true;
+  if (kind == 0) return copy_h2d(dst, src, bytes, err);
+  if (kind == 1) return copy_d2h(dst, src, bytes, err);
+  cudaError_t status = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda::st());
   if (status != cudaSuccess) {
-    cudaGetLastError();
-    err = std::string("cudaMemcpy failed: ") + cudaGetErrorString(status);
+    err = copy_error("copy device to device", bytes, status);
     return false;
   }
   return true;
 }
+
+namespace cuda {
+
+void* stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t created = nullptr;
+    // Non-blocking: no implicit ordering with the legacy default stream, which nothing here uses.
+    if (cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking) != cudaSuccess) {
+      cudaGetLastError();
+      created = nullptr;  // the legacy default stream: still correct, only serialised
+    }
+    return created;
+  }();
+  return s;
+}
+
+void synchronize(const char* what) {
+  const cudaError_t e = cudaStreamSynchronize(st());
+  if (e != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+int64_t max_blocks() {
+  static int64_t blocks = [] {
+    int dev = 0, sms = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      sms = 80;
+    }
+    return static_cast<int64_t>(sms) * 16;  // 16 blocks of 256 threads per SM: a full wave, a few times over
+  }();
+  return blocks;
+}
+
+void read_back(void* host, const void* device, size_t bytes, const std::string& what) {
+  std::string err;
+  if (!copy_d2h(host, device, bytes, err)) throw Error(what + ": " + err);
+}
+
+IndexCheck::IndexCheck(const std::string& what) : what_(what), scratch_(sizeof(unsigned long long), what) {
+  const cudaError_t e = cudaMemsetAsync(flag(), 0xff, sizeof(unsigned long long), st());
+  if (e != cudaSuccess) throw Error(what + ": " + cudaGetErrorString(e));
+}
+
+int64_t IndexCheck::first_bad() {
+  unsigned long long pos = 0;
+  read_back(&pos, flag(), sizeof pos, what_);
+  return pos == ~0ull ? -1 : static_cast<int64_t>(pos);
+}
+
+int32_t IndexCheck::value_at(const int32_t* index, int64_t pos) {
+  int32_t v = 0;
+  read_back(&v, index + pos, sizeof v, what_);
+  return v;
+}
+
+}  // namespace cuda
 
 }  // namespace pg

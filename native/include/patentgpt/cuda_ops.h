@@ -1,0 +1,119 @@
+// The CUDA twins of the kernels in ops.h (native/cuda/<family>.cu), compiled when nvcc is found
+// (PG_WITH_CUDA). Each has the signature of its CPU kernel, so a binding calls one or the other
+// by the tensors' device; pointers are device pointers, checked for bounds by the bindings.
+//
+// Differences from the CPU kernels:
+// - Launches go on one process-wide stream (stream() below; an engine or trainer per stream is
+//   future work): kernels run in issue order, and a copy to the host waits for them.
+// - A failure throws cuda::Error naming the op and its sizes (the bindings turn it into a JS error
+//   with a code, never an abort): a launch error, an out-of-memory scratch allocation, or an index
+//   out of range (ids, targets and gather/scatter indices live on the device, so they are checked
+//   by the kernel, which raises a flag the launcher reads back; the CPU bindings check them on the
+//   host instead).
+// - Scatter-adds (embedding backward, scatter_add) use atomics: the order of additions, so the
+//   last bits, may differ from run to run. Everything else is deterministic.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "patentgpt/ops.h"
+
+namespace pg::cuda {
+
+struct Error : std::runtime_error {
+  Error(const std::string& what, bool bad_argument = false) : std::runtime_error(what), bad_argument(bad_argument) {}
+  bool bad_argument;  // an argument the caller got wrong (an index out of range), not a device failure
+};
+
+// The process's stream (a cudaStream_t), created on first use.
+void* stream();
+// Waits for everything issued so far; throws Error naming `what` on an asynchronous failure.
+void synchronize(const char* what);
+// Whether cuBLASLt is usable: an empty string, or why not (library missing, no device).
+std::string cublaslt_status();
+std::string cublaslt_version();  // "libcublasLt.so.13 (130000)" when loaded, else ""
+
+void add_forward(float* out, const float* a, const float* b, int64_t n);
+void axpy(float* y, const float* x, float alpha, int64_t n);
+void triad(float* out, const float* a, const float* b, float alpha, int64_t n);
+void scale_inplace(float* x, float alpha, int64_t n);
+void fill(float* x, float value, int64_t n);
+double sum(const float* x, int64_t n);
+double sum_squares(const float* x, int64_t n);
+void cast_f32_to_bf16(uint16_t* out, const float* x, int64_t n);
+void cast_bf16_to_f32(float* out, const uint16_t* x, int64_t n);
+void cast_f32_to_f16(uint16_t* out, const float* x, int64_t n);
+void cast_f16_to_f32(float* out, const uint16_t* x, int64_t n);
+void binary_forward(float* out, const float* a, const float* b, int64_t n, int64_t a_size, int64_t a_inner,
+                    int64_t b_size, int64_t b_inner, BinaryOp op);
+void binary_backward(float* da, float* db, const float* dout, const float* a, const float* b, int64_t n,
+                     int64_t a_size, int64_t a_inner, int64_t b_size, int64_t b_inner, BinaryOp op);
+void sum_broadcast(float* out, const float* x, int64_t n, int64_t size, int64_t inner);
+void unary_forward(float* out, const float* x, int64_t n, UnaryOp op, float lo, float hi);
+void unary_backward(float* dx, const float* dout, const float* x, const float* out, int64_t n, UnaryOp op,
+                    float lo, float hi);
+void where_forward(float* out, const int32_t* cond, const float* a, const float* b, int64_t n, int64_t a_size,
+                   int64_t a_inner, int64_t b_size, int64_t b_inner);
+void where_backward(float* da, float* db, const float* dout, const int32_t* cond, int64_t n);
+
+void sum_dim_forward(float* out, const float* x, int64_t outer, int64_t D, int64_t inner, float scale);
+void sum_dim_backward(float* dx, const float* dout, int64_t outer, int64_t D, int64_t inner, float scale);
+void max_dim_forward(float* values, int32_t* indices, const float* x, int64_t outer, int64_t D, int64_t inner);
+void gather_forward(float* out, const float* x, const int32_t* index, int64_t outer, int64_t D, int64_t K,
+                    int64_t inner);
+void scatter_add(float* dst, const float* src, const int32_t* index, int64_t outer, int64_t D, int64_t K,
+                 int64_t inner);
+void softmax_forward(float* out, const float* x, int64_t N, int64_t C);
+void softmax_backward(float* dx, const float* dout, const float* out, int64_t N, int64_t C);
+void log_softmax_forward(float* out, const float* x, int64_t N, int64_t C);
+void log_softmax_backward(float* dx, const float* dout, const float* out, int64_t N, int64_t C);
+
+// GEMM through cuBLASLt (f32 compute); throws Error when libcublasLt cannot be opened.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc,
+          int64_t stride_c, int64_t batch);
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+               int64_t lda, int64_t stride_a, const uint16_t* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+               int64_t ldc, int64_t stride_c, int64_t batch);
+void gemm_f16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+              int64_t lda, int64_t stride_a, const uint16_t* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+              int64_t ldc, int64_t stride_c, int64_t batch);
+// cuBLASLt's fused epilogues on a single (batch 1) GEMM: C = act(alpha op(A) op(B) + beta C + bias),
+// bias (N) broadcast over rows; bias null for none.
+enum class Epilogue { None, Relu, Gelu };
+void gemm_epilogue(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias,
+                   Epilogue act);
+
+void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C, int64_t V);
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C, int64_t V);
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C, float eps);
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                      int64_t N, int64_t C);
+
+void rope_forward(float* out, const float* x, const int32_t* pos, int64_t T, int64_t H, int64_t D, float theta,
+                  float pos_scale);
+void rope_backward(float* dx, const float* dout, const int32_t* pos, int64_t T, int64_t H, int64_t D, float theta,
+                   float pos_scale);
+
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n);
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n);
+
+void cross_entropy_forward(float* loss, float* lse, const float* logits, const int32_t* targets, int64_t N,
+                           int64_t V, int32_t ignore_index);
+void cross_entropy_backward(float* dlogits, const float* dloss, const float* logits, const float* lse,
+                            const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index);
+void logprob_forward(float* out, float* lse, const float* logits, const int32_t* ids, int64_t N, int64_t V);
+void logprob_backward(float* dlogits, const float* dout, const float* logits, const float* lse, const int32_t* ids,
+                      int64_t N, int64_t V);
+
+void adamw_step(float* param, float* m, float* v, const float* grad, int64_t n, float lr, float beta1, float beta2,
+                float eps, float weight_decay, int64_t step, float grad_scale);
+
+void dropout_forward(float* out, const float* x, int64_t n, double p, uint64_t seed, uint64_t offset);
+void dropout_backward(float* dx, const float* dout, int64_t n, double p, uint64_t seed, uint64_t offset);
+
+}  // namespace pg::cuda
