@@ -84,3 +84,68 @@ describe.skipIf(mpiMissing !== null)('data parallel over MPI: 2 ranks = 1 rank w
     expectSameRun(one, two, 4);
   });
 });
+
+/** The pids of the ranks mpirun started under `launcher` (the launch CLI), by OMPI_COMM_WORLD_RANK. */
+function rankPids(launcher: number): Map<number, number> {
+  const out = new Map<number, number>();
+  const children = (pid: number): number[] => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const walk = (pid: number): void => {
+    for (const c of children(pid)) {
+      try {
+        const m = /(?:^|\0)OMPI_COMM_WORLD_RANK=(\d+)/.exec(fs.readFileSync(`/proc/${c}/environ`, 'utf8'));
+        if (m) out.set(Number(m[1]), c);
+      } catch {
+        /* gone */
+      }
+      walk(c);
+    }
+  };
+  walk(launcher);
+  return out;
+}
+
+describe.skipIf(mpiMissing !== null)('data parallel: a rank that dies', () => {
+  it('stops the job with a non-zero exit; the same launch again resumes from the last checkpoint with the uninterrupted losses', async () => {
+    const ref = path.join(root, 'fault-ref');
+    const run = path.join(root, 'fault');
+    const cfg = pretrainConfig('fault', 1, { steps: 8, checkpointEvery: 2, evalEvery: 0 });
+    const r0 = await cli(['launch', '--nproc', '2', '--', 'pretrain', '--config', cfg, '--run-dir', ref, '--quiet']);
+    expect(r0.code, r0.stderr).toBe(0);
+
+    const { spawn } = await import('node:child_process');
+    const { mainTs, mpiEnv, repo } = await import('./mpi-helpers.js');
+    const child = spawn(process.execPath, ['--import', 'tsx', mainTs, 'launch', '--nproc', '2', '--timeout', '20', '--', 'pretrain', '--config', cfg, '--run-dir', run, '--quiet'],
+      { cwd: repo, env: mpiEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exit = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    const ck = path.join(run, 'checkpoints', 'step-4');
+    const t0 = Date.now();
+    while (!fs.existsSync(ck) && Date.now() - t0 < 90_000 && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+    expect(fs.existsSync(ck), stderr).toBe(true);
+    const pids = rankPids(child.pid!);
+    expect([...pids.keys()].sort()).toEqual([0, 1]);
+    const killedAt = Date.now();
+    process.kill(pids.get(1)!, 'SIGKILL');
+    const code = await exit;
+    expect(code).not.toBe(0);
+    expect(Date.now() - killedAt).toBeLessThan(20_000); // within the collectives' timeout
+    expect(stderr).toMatch(/run the same launch again to resume/);
+    // every checkpoint left verifies (rank 0 writes them atomically)
+    const { loadCheckpoint } = await import('../../src/train/checkpoint.js');
+    const dirs = fs.readdirSync(path.join(run, 'checkpoints'));
+    expect(dirs.every((d) => /^step-\d+$/.test(d))).toBe(true);
+    for (const d of dirs) await loadCheckpoint(path.join(run, 'checkpoints', d));
+
+    const again = await cli(['launch', '--nproc', '2', '--', 'pretrain', '--config', cfg, '--run-dir', run, '--quiet']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(trainLosses(run)).toEqual(trainLosses(ref));
+    expect(weights(run, 8)).toBe(weights(ref, 8));
+  });
+});
