@@ -128,6 +128,12 @@ export interface Addon {
   gemmConfig(): { isa: string; mr: number; nr: number; mc: number; kc: number; nc: number };
   /** gemmPeakGflops; kernels: cpu. */
   gemmPeakGflops(threads: number /* size */, seconds: number): number;
+  /** gemmBf16Compute; kernels: cpu. */
+  gemmBf16Compute(transA: boolean, transB: boolean, M: number /* size */, N: number /* size */, K: number /* size */, alpha: number, A: NativeStorage /* f32 */, AOffset: number, lda: number /* size */, strideA: number /* size */, B: NativeStorage /* f32 */, BOffset: number, ldb: number /* size */, strideB: number /* size */, beta: number, C: NativeStorage /* f32 */, COffset: number, ldc: number /* size */, strideC: number /* size */, batch: number /* size */): void;
+  /** gemmBf16ComputeBf16; kernels: cpu. */
+  gemmBf16ComputeBf16(transA: boolean, transB: boolean, M: number /* size */, N: number /* size */, K: number /* size */, alpha: number, A: NativeStorage /* bf16 */, AOffset: number, lda: number /* size */, strideA: number /* size */, B: NativeStorage /* bf16 */, BOffset: number, ldb: number /* size */, strideB: number /* size */, beta: number, C: NativeStorage /* f32 */, COffset: number, ldc: number /* size */, strideC: number /* size */, batch: number /* size */): void;
+  /** bf16GemmKernel; kernels: cpu. */
+  bf16GemmKernel(cap?: 'amx' | 'avx512bf16' | 'f32'): 'amx' | 'avx512bf16' | 'f32';
   /** embedding; kernels: cpu. */
   embeddingForward(out: NativeStorage /* f32 */, outOffset: number, ids: NativeStorage /* i32 */, idsOffset: number, table: NativeStorage /* f32 */, tableOffset: number, N: number /* size */, V: number /* size */, C: number /* size */): void;
   /** embedding backward; kernels: cpu. */
@@ -241,6 +247,9 @@ export interface AddonArgs {
   gemm: { transA: boolean; transB: boolean; M: number; N: number; K: number; alpha: number; A: TensorArg; lda: number; strideA: number; B: TensorArg; ldb: number; strideB: number; beta: number; C: TensorArg; ldc: number; strideC: number; batch: number };
   gemmBf16: { transA: boolean; transB: boolean; M: number; N: number; K: number; alpha: number; A: TensorArg; lda: number; strideA: number; B: TensorArg; ldb: number; strideB: number; beta: number; C: TensorArg; ldc: number; strideC: number; batch: number };
   gemmPeakGflops: { threads: number; seconds: number };
+  gemmBf16Compute: { transA: boolean; transB: boolean; M: number; N: number; K: number; alpha: number; A: TensorArg; lda: number; strideA: number; B: TensorArg; ldb: number; strideB: number; beta: number; C: TensorArg; ldc: number; strideC: number; batch: number };
+  gemmBf16ComputeBf16: { transA: boolean; transB: boolean; M: number; N: number; K: number; alpha: number; A: TensorArg; lda: number; strideA: number; B: TensorArg; ldb: number; strideB: number; beta: number; C: TensorArg; ldc: number; strideC: number; batch: number };
+  bf16GemmKernel: { cap?: 'amx' | 'avx512bf16' | 'f32' };
   embeddingForward: { out: TensorArg; ids: TensorArg; table: TensorArg; N: number; V: number; C: number };
   embeddingBackward: { dtable: TensorArg; dout: TensorArg; ids: TensorArg; N: number; V: number; C: number };
   rmsnormForward: { out: TensorArg; rstd: TensorArg; x: TensorArg; w: TensorArg; N: number; C: number; eps: number };
@@ -313,6 +322,9 @@ export const argLayout = {
   gemm: { transA: [0, false], transB: [1, false], M: [2, false], N: [3, false], K: [4, false], alpha: [5, false], A: [6, true], lda: [8, false], strideA: [9, false], B: [10, true], ldb: [12, false], strideB: [13, false], beta: [14, false], C: [15, true], ldc: [17, false], strideC: [18, false], batch: [19, false] },
   gemmBf16: { transA: [0, false], transB: [1, false], M: [2, false], N: [3, false], K: [4, false], alpha: [5, false], A: [6, true], lda: [8, false], strideA: [9, false], B: [10, true], ldb: [12, false], strideB: [13, false], beta: [14, false], C: [15, true], ldc: [17, false], strideC: [18, false], batch: [19, false] },
   gemmPeakGflops: { threads: [0, false], seconds: [1, false] },
+  gemmBf16Compute: { transA: [0, false], transB: [1, false], M: [2, false], N: [3, false], K: [4, false], alpha: [5, false], A: [6, true], lda: [8, false], strideA: [9, false], B: [10, true], ldb: [12, false], strideB: [13, false], beta: [14, false], C: [15, true], ldc: [17, false], strideC: [18, false], batch: [19, false] },
+  gemmBf16ComputeBf16: { transA: [0, false], transB: [1, false], M: [2, false], N: [3, false], K: [4, false], alpha: [5, false], A: [6, true], lda: [8, false], strideA: [9, false], B: [10, true], ldb: [12, false], strideB: [13, false], beta: [14, false], C: [15, true], ldc: [17, false], strideC: [18, false], batch: [19, false] },
+  bf16GemmKernel: { cap: [0, false] },
   embeddingForward: { out: [0, true], ids: [2, true], table: [4, true], N: [6, false], V: [7, false], C: [8, false] },
   embeddingBackward: { dtable: [0, true], dout: [2, true], ids: [4, true], N: [6, false], V: [7, false], C: [8, false] },
   rmsnormForward: { out: [0, true], rstd: [2, true], x: [4, true], w: [6, true], N: [8, false], C: [9, false], eps: [10, false] },

@@ -1,7 +1,8 @@
 // Matrix products: matmul (batched, optional transposes, a 2-D right side broadcast over the
-// batch) and linear (Hugging Face weight layout, no bias). Both run on native/cpu/gemm.cpp and
-// are differentiable in both inputs; their backward passes are GEMMs too, with the transposes
-// folded into the kernel's flags rather than materialised.
+// batch) and linear (Hugging Face weight layout, no bias). Both run on native/cpu/gemm.cpp (or,
+// at matmul precision 'bf16', native/cpu/gemm_bf16.cpp) and are differentiable in both inputs;
+// their backward passes are GEMMs too, with the transposes folded into the kernel's flags rather
+// than materialised.
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
@@ -15,14 +16,47 @@ export interface MatmulOptions {
   transB?: boolean;
 }
 
+/**
+ * How matmul and linear compute: 'f32', or 'bf16' (mixed precision: inputs rounded to bf16 while
+ * the GEMM packs them, products summed in f32, f32 results and gradients; the kernel uses AMX or
+ * AVX-512 BF16 where the CPU has them, else it is the f32 GEMM). Tensors stay f32 either way.
+ */
+export type MatmulPrecision = 'f32' | 'bf16';
+export const MATMUL_PRECISIONS: readonly MatmulPrecision[] = ['f32', 'bf16'];
+
+let precision: MatmulPrecision = 'f32';
+
+/** The precision of the matmuls recorded from now on (a backward pass uses its forward's). */
+export function matmulPrecision(): MatmulPrecision {
+  return precision;
+}
+
+/** Sets the matmul precision process-wide (the trainer sets its stage's); returns the previous one. */
+export function setMatmulPrecision(p: MatmulPrecision): MatmulPrecision {
+  if (!MATMUL_PRECISIONS.includes(p))
+    throw new PatentGPTError('E_ARGUMENT', `setMatmulPrecision: precision must be ${MATMUL_PRECISIONS.map((x) => `"${x}"`).join(' or ')}, got ${JSON.stringify(p)}`);
+  const previous = precision;
+  precision = p;
+  return previous;
+}
+
+/** The kernel that runs bf16-precision matmuls on this machine: 'amx', 'avx512bf16' or 'f32'. */
+export function bf16MatmulKernel(): 'amx' | 'avx512bf16' | 'f32' {
+  return addon().bf16GemmKernel();
+}
+
+// bf16 compute exists on the CPU; elsewhere a matmul keeps the f32 kernel.
+const computesInBf16 = (p: MatmulPrecision, t: Tensor): boolean => p === 'bf16' && t.device === 'cpu';
+
 // C (batch, M, N) = alpha * op(A) @ op(B) + beta * C on tensors' storage. lda/ldb are the stored
-// row widths; strides are per batch item (0 broadcasts).
+// row widths; strides are per batch item (0 broadcasts). bf16: through the bf16-compute GEMM.
 function gemm(
   transA: boolean, transB: boolean, M: number, N: number, K: number,
   A: Tensor, lda: number, strideA: number, B: Tensor, ldb: number, strideB: number,
-  C: Tensor, strideC: number, batch: number, beta = 0,
+  C: Tensor, strideC: number, batch: number, beta = 0, bf16 = false,
 ): void {
-  const run = A.dtype === 'bf16' ? addon().gemmBf16 : addon().gemm;
+  const a = addon();
+  const run = A.dtype === 'bf16' ? (bf16 ? a.gemmBf16ComputeBf16 : a.gemmBf16) : (bf16 ? a.gemmBf16Compute : a.gemm);
   run(transA, transB, M, N, K, 1, A.storage, A.offset, lda, strideA, B.storage, B.offset, ldb, strideB,
     beta, C.storage, C.offset, N, strideC, batch);
 }
@@ -61,27 +95,28 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const sa = M * K, sb = broadcastB ? 0 : K * N, sc = M * N;
 
   const out = Tensor.empty([...batchDims, M, N], { device: a.device });
-  gemm(transA, transB, M, N, K, a, ac, sa, b, bc, sb, out, sc, batch);
+  const bf16 = computesInBf16(precision, a);
+  gemm(transA, transB, M, N, K, a, ac, sa, b, bc, sb, out, sc, batch, 0, bf16);
 
   return record('matmul', out, [a, b], [a, b], (g) => {
     let da: Tensor | null = null;
     let db: Tensor | null = null;
     if (a.requiresGrad) {
       da = Tensor.empty(a.shape, { device: a.device });
-      if (!transA) gemm(false, !transB, M, K, N, g, N, sc, b, bc, sb, da, sa, batch); // dA = G op(B)^T
-      else gemm(transB, true, K, M, N, b, bc, sb, g, N, sc, da, sa, batch); // dA = op(B) G^T
+      if (!transA) gemm(false, !transB, M, K, N, g, N, sc, b, bc, sb, da, sa, batch, 0, bf16); // dA = G op(B)^T
+      else gemm(transB, true, K, M, N, b, bc, sb, g, N, sc, da, sa, batch, 0, bf16); // dA = op(B) G^T
     }
     if (b.requiresGrad) {
       db = Tensor.empty(b.shape, { device: a.device });
       if (broadcastB && !transA) {
         // a's rows are contiguous across the batch: one product over batch * M rows sums it.
-        if (!transB) gemm(true, false, K, N, batch * M, a, ac, 0, g, N, 0, db, 0, 1);
-        else gemm(true, false, N, K, batch * M, g, N, 0, a, ac, 0, db, 0, 1);
+        if (!transB) gemm(true, false, K, N, batch * M, a, ac, 0, g, N, 0, db, 0, 1, 0, bf16);
+        else gemm(true, false, N, K, batch * M, g, N, 0, a, ac, 0, db, 0, 1, 0, bf16);
       } else {
         // stride 0 for a broadcast dB: the kernel adds the batch's items into one matrix in order.
         const sdb = broadcastB ? 0 : sb;
-        if (!transB) gemm(!transA, false, K, N, M, a, ac, sa, g, N, sc, db, sdb, batch); // dB = op(A)^T G
-        else gemm(true, transA, N, K, M, g, N, sc, a, ac, sa, db, sdb, batch); // dB = G^T op(A)
+        if (!transB) gemm(!transA, false, K, N, M, a, ac, sa, g, N, sc, db, sdb, batch, 0, bf16); // dB = op(A)^T G
+        else gemm(true, transA, N, K, M, g, N, sc, a, ac, sa, db, sdb, batch, 0, bf16); // dB = G^T op(A)
       }
     }
     return [da, db];
@@ -106,19 +141,20 @@ export function linear(x: Tensor, weight: Tensor): Tensor {
   const rows = inF === 0 ? x.shape.slice(0, -1).reduce((p, d) => p * d, 1) : x.size / inF;
   const y = Tensor.empty([...x.shape.slice(0, -1), outF], { device: x.device });
   // A few rows (decoding) stream the weights once through the GEMV instead of packing them.
-  if (x.dtype === 'f32' && rows > 0 && rows <= GEMV_MAX_ROWS) addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, rows, outF, inF, false);
-  else gemm(false, true, rows, outF, inF, x, inF, 0, weight, inF, 0, y, 0, 1);
+  const bf16 = computesInBf16(precision, x);
+  if (x.dtype === 'f32' && !bf16 && rows > 0 && rows <= GEMV_MAX_ROWS) addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, rows, outF, inF, false);
+  else gemm(false, true, rows, outF, inF, x, inF, 0, weight, inF, 0, y, 0, 1, 0, bf16);
 
   return record('linear', y, [x, weight], [x, weight], (g) => {
     let dx: Tensor | null = null;
     let dw: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty(x.shape, { device: x.device });
-      gemm(false, false, rows, inF, outF, g, outF, 0, weight, inF, 0, dx, 0, 1); // dx = dy @ W
+      gemm(false, false, rows, inF, outF, g, outF, 0, weight, inF, 0, dx, 0, 1, 0, bf16); // dx = dy @ W
     }
     if (weight.requiresGrad) {
       dw = Tensor.empty(weight.shape, { device: x.device });
-      gemm(true, false, outF, inF, rows, g, outF, 0, x, inF, 0, dw, 0, 1); // dW = dy^T @ x
+      gemm(true, false, outF, inF, rows, g, outF, 0, x, inF, 0, dw, 0, 1, 0, bf16); // dW = dy^T @ x
     }
     return [dx, dw];
   });

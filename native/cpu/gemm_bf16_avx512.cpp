@@ -1,0 +1,357 @@
+// bf16-compute GEMM kernels (chosen at run time by gemm_bf16.cpp; compiled with the AVX-512 flags
+// of every *_avx512.cpp, plus AVX512_BF16 and AMX for the functions below the target pragma).
+//
+// Both kernels run inside the blocked driver of gemm_kernels.h: they pack A and B to bf16 (round
+// to nearest even) into the driver's float buffers, reinterpreted, and sum in f32.
+//
+// - AVX-512 BF16: 14 x 32 tile of C in 28 zmm accumulators, like the f32 kernel, but each step
+//   takes a pair of k: VDPBF16PS multiplies 16 (k, k+1) pairs of B by a broadcast pair of A.
+//   Panels hold pairs: A [kc/2][14][2], B [kc/2][32][2] (bf16).
+// - AMX: 32 x 32 tile of C in four 16 x 16 tile registers; per 32 of the depth two A tiles
+//   (16 rows x 32 k) and two B tiles (16 k pairs x 16 columns) feed four TDPBF16PS. Panels:
+//   A [kc/32][32 rows][32 k], B as above with the depth padded with zeros to a multiple of 32.
+#include <immintrin.h>
+
+#include "gemm_kernels.h"
+
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+// After the shared headers: only the kernels below get the bf16 and tile instructions.
+#pragma GCC target("avx512bf16,amx-tile,amx-bf16")
+
+namespace pg {
+namespace gemm_detail {
+
+namespace {
+
+inline __mmask16 lanes16(int64_t n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1); }
+inline __mmask32 lanes32(int64_t n) { return n >= 32 ? __mmask32(0xffffffffu) : n <= 0 ? __mmask32(0) : __mmask32((1u << n) - 1); }
+
+// 16 values (the first n) -> 16 bf16 in a ymm, zeros past n.
+inline __m256i bf16x16(const float* p, int64_t n) {
+  return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes16(n), p)));
+}
+inline __m256i bf16x16(const uint16_t* p, int64_t n) { return _mm256_maskz_loadu_epi16(lanes16(n), p); }
+
+// 32 consecutive values of the depth (the first n) -> 16 (k, k+1) pairs, one per 32-bit lane.
+inline __m512i pairs16(const float* p, int64_t n) {
+  const __m512 lo = _mm512_maskz_loadu_ps(lanes16(n), p);
+  const __m512 hi = _mm512_maskz_loadu_ps(lanes16(n - 16), p + 16);
+  return reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+}
+inline __m512i pairs16(const uint16_t* p, int64_t n) { return _mm512_maskz_loadu_epi16(lanes32(n), p); }
+
+// Two rows of the depth (k and k+1, 16 lanes each) -> 16 pairs.
+inline __m512i interleave(__m256i k0, __m256i k1) {
+  return _mm512_or_si512(_mm512_cvtepu16_epi32(k0), _mm512_slli_epi32(_mm512_cvtepu16_epi32(k1), 16));
+}
+
+// r[i] = row i (16 lanes of 32 bits) -> r[c] = column c.
+inline void transpose16(__m512i ri[16]) {
+  __m512 r[16], t[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(ri[i]);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) {
+    const __m512d lo0 = _mm512_castps_pd(t[4 * g]), lo1 = _mm512_castps_pd(t[4 * g + 2]);
+    const __m512d hi0 = _mm512_castps_pd(t[4 * g + 1]), hi1 = _mm512_castps_pd(t[4 * g + 3]);
+    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo0, lo1));
+    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo0, lo1));
+    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi0, hi1));
+    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi0, hi1));
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const __m512 t1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), t2 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+    const __m512 u1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+    ri[j] = _mm512_castps_si512(_mm512_shuffle_f32x4(t1, u1, 0x88));
+    ri[8 + j] = _mm512_castps_si512(_mm512_shuffle_f32x4(t1, u1, 0xdd));
+    ri[4 + j] = _mm512_castps_si512(_mm512_shuffle_f32x4(t2, u2, 0x88));
+    ri[12 + j] = _mm512_castps_si512(_mm512_shuffle_f32x4(t2, u2, 0xdd));
+  }
+}
+
+// Rows whose depth is contiguous (A not transposed, B transposed): dst[p * stride + r] = pair p
+// of row r, for r < nstore (rows past nrows as zeros) and the pairs of depth [0, kc) padded to a
+// multiple of Pad values with zeros.
+template <int Pad, typename T>
+void pack_rows_as_pairs(uint32_t* __restrict dst, int64_t stride, const T* __restrict src, int64_t ld, int nrows,
+                        int nstore, int64_t kc) {
+  const __mmask16 store = lanes16(nstore);
+  const int64_t kpad = round_up(kc, Pad);
+  for (int64_t k0 = 0; k0 < kpad; k0 += 32) {
+    const int64_t kn = kc - k0;  // may be <= 0 in the padding
+    __m512i r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) r[i] = i < nrows && kn > 0 ? pairs16(src + i * ld + k0, kn) : _mm512_setzero_si512();
+    transpose16(r);
+    const int64_t np = min64(16, (kpad - k0) / 2);
+    for (int p = 0; p < np; ++p) _mm512_mask_storeu_epi32(dst + (k0 / 2 + p) * stride, store, r[p]);
+  }
+}
+
+// Depth along rows (A transposed, B not): dst[p * stride + c] = pair p of column c, c < nstore
+// (columns past ncols as zeros), pairs padded as above.
+template <int Pad, typename T>
+void pack_cols_as_pairs(uint32_t* __restrict dst, int64_t stride, const T* __restrict src, int64_t ld, int ncols,
+                        int nstore, int64_t kc) {
+  const int64_t np = round_up(kc, Pad) / 2;
+  const __mmask16 store = lanes16(nstore);
+  const __m256i zero = _mm256_setzero_si256();
+  for (int64_t p = 0; p < np; ++p) {
+    const int64_t k = 2 * p;
+    _mm_prefetch(reinterpret_cast<const char*>(src + (k + 8) * ld), _MM_HINT_T0);
+    const __m256i lo = k < kc ? bf16x16(src + k * ld, ncols) : zero;
+    const __m256i hi = k + 1 < kc ? bf16x16(src + (k + 1) * ld, ncols) : zero;
+    _mm512_mask_storeu_epi32(dst + p * stride, store, interleave(lo, hi));
+  }
+}
+
+// C[0:rows, 0:cols] = alpha * acc + beta * C (beta == 0: C not read); acc0/acc1 hold columns
+// 0-15 and 16-31 of each row.
+template <int R>
+inline void store_rows(int cols, const __m512* c0, const __m512* c1, float* c, int64_t ldc, float alpha, float beta) {
+  const __m512 va = _mm512_set1_ps(alpha);
+  const __mmask16 m0 = lanes16(cols), m1 = lanes16(cols - 16);
+  if (beta == 0.0f) {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      _mm512_mask_storeu_ps(c + r * ldc, m0, _mm512_mul_ps(c0[r], va));
+      _mm512_mask_storeu_ps(c + r * ldc + 16, m1, _mm512_mul_ps(c1[r], va));
+    }
+  } else {
+    const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      float* cr = c + r * ldc;
+      const __m512 x0 = _mm512_maskz_loadu_ps(m0, cr), x1 = _mm512_maskz_loadu_ps(m1, cr + 16);
+      _mm512_mask_storeu_ps(cr, m0, _mm512_fmadd_ps(c0[r], va, _mm512_mul_ps(x0, vb)));
+      _mm512_mask_storeu_ps(cr + 16, m1, _mm512_fmadd_ps(c1[r], va, _mm512_mul_ps(x1, vb)));
+    }
+  }
+}
+
+// ---- AVX-512 BF16 ----
+
+struct DpKern {
+  static constexpr int MR = 14, NR = 32;
+
+  template <int R>
+  static void tile_rows(int cols, int64_t kc, const uint32_t* __restrict a, const uint32_t* __restrict b,
+                        float* __restrict c, int64_t ldc, float alpha, float beta) {
+    __m512 c0[R], c1[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 31), _MM_HINT_T0);
+    }
+    const int64_t kp = (kc + 1) / 2;
+    for (int64_t k = 0; k < kp; ++k) {
+      const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b));
+      const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + 16));
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const __m512bh av = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(a[r])));
+        c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
+        c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
+      }
+      a += MR;
+      b += NR;
+    }
+    store_rows<R>(cols, c0, c1, c, ldc, alpha, beta);
+  }
+
+  static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                   float alpha, float beta) {
+    const uint32_t* ap = reinterpret_cast<const uint32_t*>(a);
+    const uint32_t* bp = reinterpret_cast<const uint32_t*>(b);
+    with_rows<MR>(rows, [&](auto r) { tile_rows<decltype(r)::value>(cols, kc, ap, bp, c, ldc, alpha, beta); });
+  }
+
+  template <int, typename T>
+  static void pack_a(float* dst, const T* A, int64_t lda, bool trans, int64_t i0, int rows, int64_t k0, int64_t kc) {
+    uint32_t* d = reinterpret_cast<uint32_t*>(dst);
+    if (!trans) pack_rows_as_pairs<2>(d, MR, A + i0 * lda + k0, lda, rows, MR, kc);
+    else pack_cols_as_pairs<2>(d, MR, A + k0 * lda + i0, lda, rows, MR, kc);
+  }
+
+  template <int, typename T>
+  static void pack_b(float* dst, const T* B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int64_t j0, int cols) {
+    pack_b_pairs<2>(reinterpret_cast<uint32_t*>(dst), B, ldb, trans, k0, kc, j0, cols);
+  }
+
+  // B panel [kc/2][32][2], depth padded to Pad with zeros.
+  template <int Pad, typename T>
+  static void pack_b_pairs(uint32_t* d, const T* B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int64_t j0,
+                           int cols) {
+    if (trans) {
+      const T* src = B + j0 * ldb + k0;
+      pack_rows_as_pairs<Pad>(d, NR, src, ldb, cols < 16 ? cols : 16, 16, kc);
+      pack_rows_as_pairs<Pad>(d + 16, NR, cols > 16 ? src + 16 * ldb : src, ldb, cols > 16 ? cols - 16 : 0, 16, kc);
+    } else {  // both halves of a depth row at once: each row's two cache lines read together
+      const T* src = B + k0 * ldb + j0;
+      const int64_t np = round_up(kc, Pad) / 2;
+      const int c0 = cols < 16 ? cols : 16, c1 = cols > 16 ? cols - 16 : 0;
+      const __m256i zero = _mm256_setzero_si256();
+      for (int64_t p = 0; p < np; ++p) {
+        const int64_t k = 2 * p;
+        const T* r0 = src + k * ldb;
+        const T* r1 = r0 + ldb;
+        _mm_prefetch(reinterpret_cast<const char*>(r0 + 8 * ldb), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(r0 + 8 * ldb + 16), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(r1 + 8 * ldb), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(r1 + 8 * ldb + 16), _MM_HINT_T0);
+        const bool has0 = k < kc, has1 = k + 1 < kc;
+        _mm512_storeu_si512(d + p * NR, interleave(has0 ? bf16x16(r0, c0) : zero, has1 ? bf16x16(r1, c0) : zero));
+        _mm512_storeu_si512(d + p * NR + 16,
+                            interleave(has0 ? bf16x16(r0 + 16, c1) : zero, has1 ? bf16x16(r1 + 16, c1) : zero));
+      }
+    }
+  }
+};
+
+// ---- AMX ----
+
+struct TileConfig {
+  uint8_t palette_id, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Tile registers are configured per thread (the OS keeps them across switches), once: eight
+// tiles of 16 rows x 64 bytes.
+inline void configure_tiles() {
+  static thread_local bool configured = false;
+  if (configured) return;
+  alignas(64) TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  configured = true;
+}
+
+struct AmxKern {
+  static constexpr int MR = 32, NR = 32;
+
+  static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                   float alpha, float beta) {
+    configure_tiles();
+    const uint16_t* ap = reinterpret_cast<const uint16_t*>(a);
+    const uint16_t* bp = reinterpret_cast<const uint16_t*>(b);
+    const int64_t nblk = ceil_div(kc, 32);
+    // C is read (beta != 0) only after the depth loop, from a buffer: its rows are fetched
+    // meanwhile, where a tile load of C would wait on 32 cache misses in a row.
+    const bool whole = rows == MR && cols == NR && alpha == 1.0f && beta == 0.0f;
+    for (int r = 0; r < rows; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 31), _MM_HINT_T0);
+    }
+    const int64_t ldb = ldc * 4;  // bytes
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t blk = 0; blk < nblk; ++blk) {
+      const uint16_t* at = ap + blk * 1024;  // 32 rows x 32 k
+      const uint16_t* bt = bp + blk * 1024;  // 16 pairs x 32 columns x 2
+      _tile_loadd(4, at, 64);
+      _tile_loadd(5, at + 512, 64);
+      _tile_loadd(6, bt, 128);
+      _tile_loadd(7, bt + 32, 128);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    if (whole) {
+      _tile_stored(0, c, ldb);
+      _tile_stored(1, c + 16, ldb);
+      _tile_stored(2, c + 16 * ldc, ldb);
+      _tile_stored(3, c + 16 * ldc + 16, ldb);
+      return;
+    }
+    alignas(64) float t[32 * 32];
+    _tile_stored(0, t, 128);
+    _tile_stored(1, t + 16, 128);
+    _tile_stored(2, t + 16 * 32, 128);
+    _tile_stored(3, t + 16 * 32 + 16, 128);
+    if (alpha == 1.0f && beta == 1.0f) {  // the depth blocks after the first: C += acc
+      const __mmask16 m0 = lanes16(cols), m1 = lanes16(cols - 16);
+      for (int r = 0; r < rows; ++r) {
+        float* cr = c + r * ldc;
+        _mm512_mask_storeu_ps(cr, m0, _mm512_add_ps(_mm512_load_ps(t + 32 * r), _mm512_maskz_loadu_ps(m0, cr)));
+        _mm512_mask_storeu_ps(cr + 16, m1,
+                              _mm512_add_ps(_mm512_load_ps(t + 32 * r + 16), _mm512_maskz_loadu_ps(m1, cr + 16)));
+      }
+      return;
+    }
+    for (int r = 0; r < rows; ++r) {
+      const __m512 c0 = _mm512_load_ps(t + 32 * r), c1 = _mm512_load_ps(t + 32 * r + 16);
+      store_rows<1>(cols, &c0, &c1, c + r * ldc, ldc, alpha, beta);
+    }
+  }
+
+  template <int, typename T>
+  static void pack_a(float* dst, const T* A, int64_t lda, bool trans, int64_t i0, int rows, int64_t k0, int64_t kc) {
+    uint32_t* d = reinterpret_cast<uint32_t*>(dst);  // [blk][32 rows][16 pairs]
+    const int64_t nblk = ceil_div(kc, 32);
+    if (!trans) {
+      const T* src = A + i0 * lda + k0;
+      for (int r = 0; r < rows; ++r)  // each row's depth in one run: streams from memory
+        for (int64_t blk = 0; blk < nblk; ++blk)
+          _mm512_storeu_si512(d + blk * 512 + r * 16, pairs16(src + r * lda + 32 * blk, kc - 32 * blk));
+    } else {  // pairs of depth rows give [pair][row]; a transpose makes them [row][pair]
+      const T* src = A + k0 * lda + i0;
+      const __m256i zero = _mm256_setzero_si256();
+      for (int64_t blk = 0; blk < nblk; ++blk)
+        for (int g = 0; g < 2 && 16 * g < rows; ++g) {
+          const int ncols = rows - 16 * g;
+          __m512i v[16];
+#pragma GCC unroll 16
+          for (int p = 0; p < 16; ++p) {
+            const int64_t k = 32 * blk + 2 * p;
+            const __m256i lo = k < kc ? bf16x16(src + k * lda + 16 * g, ncols) : zero;
+            const __m256i hi = k + 1 < kc ? bf16x16(src + (k + 1) * lda + 16 * g, ncols) : zero;
+            v[p] = interleave(lo, hi);
+          }
+          transpose16(v);
+          for (int r = 0; r < 16 && r < ncols; ++r) _mm512_storeu_si512(d + blk * 512 + (16 * g + r) * 16, v[r]);
+        }
+    }
+  }
+
+  template <int, typename T>
+  static void pack_b(float* dst, const T* B, int64_t ldb, bool trans, int64_t k0, int64_t kc, int64_t j0, int cols) {
+    DpKern::pack_b_pairs<32>(reinterpret_cast<uint32_t*>(dst), B, ldb, trans, k0, kc, j0, cols);
+  }
+};
+
+void dp_f32(const Plan& p) { run_units<DpKern, float>(p); }
+void dp_bf16(const Plan& p) { run_units<DpKern, uint16_t>(p); }
+void amx_f32(const Plan& p) { run_units<AmxKern, float>(p); }
+void amx_bf16(const Plan& p) { run_units<AmxKern, uint16_t>(p); }
+
+}  // namespace
+
+// Blocking within the f32 AVX-512 GEMM's (the workspace is sized by gemm.cpp for that): the
+// driver spaces panels as if they held floats, and bf16 pairs fill half of that. AMX panels pad
+// the depth to 32, which still fits for a depth block of at least 16 (gemm_bf16.cpp sends
+// K < 32 to the AVX-512 BF16 kernel).
+extern const Isa kIsaAvx512Bf16 = {"avx512bf16", DpKern::MR, DpKern::NR, 2016, 384, 480, dp_f32, dp_bf16,
+                                   nullptr, nullptr, nullptr};
+extern const Isa kIsaAmx = {"amx", AmxKern::MR, AmxKern::NR, 2016, 384, 480, amx_f32, amx_bf16,
+                            nullptr, nullptr, nullptr};
+
+}  // namespace gemm_detail
+}  // namespace pg
