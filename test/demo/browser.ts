@@ -37,23 +37,24 @@ export async function renderInBrowser(file: string, executablePath: string): Pro
     page.on('pageerror', (e) => errors.push(`pageerror: ${(e as Error).message}`));
     page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()}`));
     await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
-    const seen = await page.evaluate(() => {
-      const panels = [...document.querySelectorAll('[data-panel]')].map((e) => e.getAttribute('data-panel')!);
-      const figures: Record<string, { width: number; height: number; curves: number; titles: string[] }> = {};
+    // Runs in the page (a string: this project's TypeScript has no DOM types).
+    const seen = (await page.evaluate(`(() => {
+      const panels = [...document.querySelectorAll('[data-panel]')].map((e) => e.getAttribute('data-panel'));
+      const figures = {};
       for (const f of document.querySelectorAll('[data-figure]')) {
         const svg = f.querySelector('svg');
-        const box = svg?.getBoundingClientRect();
-        figures[f.getAttribute('data-figure')!] = {
-          width: box?.width ?? 0, height: box?.height ?? 0,
+        const box = svg ? svg.getBoundingClientRect() : null;
+        figures[f.getAttribute('data-figure')] = {
+          width: box ? box.width : 0, height: box ? box.height : 0,
           curves: svg ? svg.querySelectorAll('polyline, path, circle').length : 0,
-          titles: svg ? [...svg.querySelectorAll('text')].map((t) => t.textContent ?? '') : [],
+          titles: svg ? [...svg.querySelectorAll('text')].map((t) => t.textContent || '') : [],
         };
       }
-      const tables: Record<string, string[][]> = {};
+      const tables = {};
       for (const t of document.querySelectorAll('table[data-table]'))
-        tables[t.getAttribute('data-table')!] = [...t.querySelectorAll('tr')].map((r) => [...r.querySelectorAll('td, th')].map((c) => (c.textContent ?? '').trim()));
+        tables[t.getAttribute('data-table')] = [...t.querySelectorAll('tr')].map((r) => [...r.querySelectorAll('td, th')].map((c) => (c.textContent || '').trim()));
       return { panels, figures, tables, chatTurns: document.querySelectorAll('[data-panel="chat"] .turn').length };
-    });
+    })()`)) as Omit<RenderedPage, 'errors'>;
     return { errors, ...seen };
   } finally {
     await browser.close();
