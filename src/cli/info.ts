@@ -1,13 +1,23 @@
 // patentgpt info: what the native binary has and what it found on this machine.
 import { Command } from 'commander';
+import { cudaReport } from '../native/cuda.js';
 import { runtimeInfo } from '../tensor/index.js';
 
 export function infoCommand(version: string): Command {
   return new Command('info')
-    .description('print version, SIMD level, threads, CUDA support and GPUs found')
+    .description('print version, SIMD level, threads, CUDA support, GPUs and cuBLASLt found, and why CUDA is unusable')
     .option('--json', 'print one JSON object')
     .action((opts: { json?: boolean }) => {
       const info = runtimeInfo();
+      const cuda = cudaReport();
+      // Why device "cuda" cannot be used here, or null: no GPU (and why), or no cuBLASLt for GEMM.
+      const cudaUnusable = !cuda.compiled
+        ? 'this binary was built without CUDA (no nvcc at build time)'
+        : cuda.gpus.length === 0
+          ? `no GPU: ${cuda.deviceStatus ?? 'none found'}`
+          : cuda.cublasLtStatus
+            ? `GEMM needs cuBLASLt: ${cuda.cublasLtStatus}`
+            : null;
       const report = {
         version,
         node: process.versions.node,
@@ -17,6 +27,10 @@ export function infoCommand(version: string): Command {
         cudaCompiled: info.cudaCompiled,
         gpus: info.gpus,
         cudaStatus: info.cudaStatus,
+        cublasLt: cuda.cublasLt,
+        cublasLtStatus: cuda.cublasLtStatus,
+        cudaUsable: cudaUnusable === null,
+        cudaUnusable,
       };
       if (opts.json) {
         console.log(JSON.stringify(report));
@@ -32,6 +46,8 @@ export function infoCommand(version: string): Command {
           `threads:       ${info.threads}`,
           `CUDA compiled: ${info.cudaCompiled ? 'yes' : 'no'}`,
           `GPUs:          ${gpus}`,
+          `cuBLASLt:      ${cuda.cublasLt ?? `not loaded (${cuda.cublasLtStatus ?? 'unknown'})`}`,
+          `device cuda:   ${cudaUnusable === null ? 'usable' : `not usable: ${cudaUnusable}`}`,
         ].join('\n'),
       );
     });

@@ -72,60 +72,62 @@ export interface Addon {
   resetPeakMemory(): void;
   /** releaseCachedMemory; kernels: cpu. */
   releaseCachedMemory(): void;
-  /** add; kernels: cpu. */
+  /** add; kernels: cpu, cuda. */
   addForward(out: NativeStorage /* f32 */, outOffset: number, a: NativeStorage /* f32 */, aOffset: number, b: NativeStorage /* f32 */, bOffset: number, n: number /* size */): void;
-  /** axpy; kernels: cpu. */
+  /** axpy; kernels: cpu, cuda. */
   axpy(y: NativeStorage /* f32 */, yOffset: number, x: NativeStorage /* f32 */, xOffset: number, alpha: number, n: number /* size */): void;
-  /** triad; kernels: cpu. */
+  /** triad; kernels: cpu, cuda. */
   triad(out: NativeStorage /* f32 */, outOffset: number, a: NativeStorage /* f32 */, aOffset: number, b: NativeStorage /* f32 */, bOffset: number, alpha: number, n: number /* size */): void;
-  /** scale; kernels: cpu. */
+  /** scale; kernels: cpu, cuda. */
   scale(x: NativeStorage /* f32 */, xOffset: number, alpha: number, n: number /* size */): void;
-  /** fill; kernels: cpu. */
+  /** fill; kernels: cpu, cuda. */
   fill(x: NativeStorage /* f32 */, xOffset: number, value: number, n: number /* size */): void;
-  /** sum; kernels: cpu. */
+  /** sum; kernels: cpu, cuda. */
   sum(x: NativeStorage /* f32 */, xOffset: number, n: number /* size */): number;
-  /** sumSquares; kernels: cpu. */
+  /** sumSquares; kernels: cpu, cuda. */
   sumSquares(x: NativeStorage /* f32 */, xOffset: number, n: number /* size */): number;
-  /** cast; kernels: cpu. */
+  /** cast; kernels: cpu, cuda. */
   cast(out: NativeStorage /* tensor */, outOffset: number, outDtype: string, x: NativeStorage /* tensor */, xOffset: number, xDtype: string, n: number /* size */): void;
-  /** binaryForward; kernels: cpu. */
+  /** binaryForward; kernels: cpu, cuda. */
   binaryForward(out: NativeStorage /* f32 */, outOffset: number, a: NativeStorage /* f32 */, aOffset: number, b: NativeStorage /* f32 */, bOffset: number, n: number /* size */, aSize: number /* size */, aInner: number /* size */, bSize: number /* size */, bInner: number /* size */, op: number /* int */): void;
-  /** binaryBackward; kernels: cpu. */
+  /** binaryBackward; kernels: cpu, cuda. */
   binaryBackward(da: NativeStorage | null /* f32 */, daOffset: number, db: NativeStorage | null /* f32 */, dbOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, a: NativeStorage /* f32 */, aOffset: number, b: NativeStorage /* f32 */, bOffset: number, n: number /* size */, aSize: number /* size */, aInner: number /* size */, bSize: number /* size */, bInner: number /* size */, op: number /* int */): void;
-  /** sumBroadcast; kernels: cpu. */
+  /** sumBroadcast; kernels: cpu, cuda. */
   sumBroadcast(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */, size: number /* size */, inner: number /* size */): void;
-  /** unaryForward; kernels: cpu. */
+  /** unaryForward; kernels: cpu, cuda. */
   unaryForward(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */, op: number /* int */, lo: number, hi: number): void;
-  /** unaryBackward; kernels: cpu. */
+  /** unaryBackward; kernels: cpu, cuda. */
   unaryBackward(dx: NativeStorage /* f32 */, dxOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, x: NativeStorage | null /* f32 */, xOffset: number, out: NativeStorage | null /* f32 */, outOffset: number, n: number /* size */, op: number /* int */, lo: number, hi: number): void;
-  /** whereForward; kernels: cpu. */
+  /** whereForward; kernels: cpu, cuda. */
   whereForward(out: NativeStorage /* f32 */, outOffset: number, cond: NativeStorage /* i32 */, condOffset: number, a: NativeStorage /* f32 */, aOffset: number, b: NativeStorage /* f32 */, bOffset: number, n: number /* size */, aSize: number /* size */, aInner: number /* size */, bSize: number /* size */, bInner: number /* size */): void;
-  /** whereBackward; kernels: cpu. */
+  /** whereBackward; kernels: cpu, cuda. */
   whereBackward(da: NativeStorage | null /* f32 */, daOffset: number, db: NativeStorage | null /* f32 */, dbOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, cond: NativeStorage /* i32 */, condOffset: number, n: number /* size */): void;
-  /** sumDimForward; kernels: cpu. */
+  /** sumDimForward; kernels: cpu, cuda. */
   sumDimForward(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, outer: number /* size */, D: number /* size */, inner: number /* size */, scale: number): void;
-  /** sumDimBackward; kernels: cpu. */
+  /** sumDimBackward; kernels: cpu, cuda. */
   sumDimBackward(dx: NativeStorage /* f32 */, dxOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, outer: number /* size */, D: number /* size */, inner: number /* size */, scale: number): void;
-  /** maxDimForward; kernels: cpu. */
+  /** maxDimForward; kernels: cpu, cuda. */
   maxDimForward(values: NativeStorage /* f32 */, valuesOffset: number, indices: NativeStorage /* i32 */, indicesOffset: number, x: NativeStorage /* f32 */, xOffset: number, outer: number /* size */, D: number /* size */, inner: number /* size */): void;
-  /** gatherForward; kernels: cpu. */
+  /** gatherForward; kernels: cpu, cuda. */
   gatherForward(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, index: NativeStorage /* i32 */, indexOffset: number, outer: number /* size */, D: number /* size */, K: number /* size */, inner: number /* size */): void;
-  /** scatterAdd; kernels: cpu. */
+  /** scatterAdd; kernels: cpu, cuda. */
   scatterAdd(dst: NativeStorage /* f32 */, dstOffset: number, src: NativeStorage /* f32 */, srcOffset: number, index: NativeStorage /* i32 */, indexOffset: number, outer: number /* size */, D: number /* size */, K: number /* size */, inner: number /* size */): void;
-  /** softmaxForward; kernels: cpu. */
+  /** softmaxForward; kernels: cpu, cuda. */
   softmaxForward(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, N: number /* size */, C: number /* size */): void;
-  /** softmaxBackward; kernels: cpu. */
+  /** softmaxBackward; kernels: cpu, cuda. */
   softmaxBackward(dx: NativeStorage /* f32 */, dxOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, out: NativeStorage /* f32 */, outOffset: number, N: number /* size */, C: number /* size */): void;
-  /** logSoftmaxForward; kernels: cpu. */
+  /** logSoftmaxForward; kernels: cpu, cuda. */
   logSoftmaxForward(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, N: number /* size */, C: number /* size */): void;
-  /** logSoftmaxBackward; kernels: cpu. */
+  /** logSoftmaxBackward; kernels: cpu, cuda. */
   logSoftmaxBackward(dx: NativeStorage /* f32 */, dxOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, out: NativeStorage /* f32 */, outOffset: number, N: number /* size */, C: number /* size */): void;
-  /** gemm; kernels: cpu. */
+  /** gemm; kernels: cpu, cuda. */
   gemm(transA: boolean, transB: boolean, M: number /* size */, N: number /* size */, K: number /* size */, alpha: number, A: NativeStorage /* f32 */, AOffset: number, lda: number /* size */, strideA: number /* size */, B: NativeStorage /* f32 */, BOffset: number, ldb: number /* size */, strideB: number /* size */, beta: number, C: NativeStorage /* f32 */, COffset: number, ldc: number /* size */, strideC: number /* size */, batch: number /* size */): void;
-  /** gemmBf16; kernels: cpu. */
+  /** gemmBf16; kernels: cpu, cuda. */
   gemmBf16(transA: boolean, transB: boolean, M: number /* size */, N: number /* size */, K: number /* size */, alpha: number, A: NativeStorage /* bf16 */, AOffset: number, lda: number /* size */, strideA: number /* size */, B: NativeStorage /* bf16 */, BOffset: number, ldb: number /* size */, strideB: number /* size */, beta: number, C: NativeStorage /* f32 */, COffset: number, ldc: number /* size */, strideC: number /* size */, batch: number /* size */): void;
   /** gemmConfig; kernels: cpu. */
   gemmConfig(): { isa: string; mr: number; nr: number; mc: number; kc: number; nc: number };
+  /** cublasLtStatus; kernels: cpu. */
+  cublasLtStatus(): { compiled: boolean; library: string | null; error: string | null };
   /** gemmPeakGflops; kernels: cpu. */
   gemmPeakGflops(threads: number /* size */, seconds: number): number;
   /** gemmBf16Compute; kernels: cpu. */
@@ -134,35 +136,35 @@ export interface Addon {
   gemmBf16ComputeBf16(transA: boolean, transB: boolean, M: number /* size */, N: number /* size */, K: number /* size */, alpha: number, A: NativeStorage /* bf16 */, AOffset: number, lda: number /* size */, strideA: number /* size */, B: NativeStorage /* bf16 */, BOffset: number, ldb: number /* size */, strideB: number /* size */, beta: number, C: NativeStorage /* f32 */, COffset: number, ldc: number /* size */, strideC: number /* size */, batch: number /* size */): void;
   /** bf16GemmKernel; kernels: cpu. */
   bf16GemmKernel(cap?: 'amx' | 'avx512bf16' | 'f32'): 'amx' | 'avx512bf16' | 'f32';
-  /** embedding; kernels: cpu. */
+  /** embedding; kernels: cpu, cuda. */
   embeddingForward(out: NativeStorage /* f32 */, outOffset: number, ids: NativeStorage /* i32 */, idsOffset: number, table: NativeStorage /* f32 */, tableOffset: number, N: number /* size */, V: number /* size */, C: number /* size */): void;
-  /** embedding backward; kernels: cpu. */
+  /** embedding backward; kernels: cpu, cuda. */
   embeddingBackward(dtable: NativeStorage /* f32 */, dtableOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, ids: NativeStorage /* i32 */, idsOffset: number, N: number /* size */, V: number /* size */, C: number /* size */): void;
-  /** rmsnorm; kernels: cpu. */
+  /** rmsnorm; kernels: cpu, cuda. */
   rmsnormForward(out: NativeStorage /* f32 */, outOffset: number, rstd: NativeStorage /* f32 */, rstdOffset: number, x: NativeStorage /* f32 */, xOffset: number, w: NativeStorage /* f32 */, wOffset: number, N: number /* size */, C: number /* size */, eps: number): void;
-  /** rmsnorm backward; kernels: cpu. */
+  /** rmsnorm backward; kernels: cpu, cuda. */
   rmsnormBackward(dx: NativeStorage /* f32 */, dxOffset: number, dw: NativeStorage /* f32 */, dwOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, x: NativeStorage /* f32 */, xOffset: number, w: NativeStorage /* f32 */, wOffset: number, rstd: NativeStorage /* f32 */, rstdOffset: number, N: number /* size */, C: number /* size */): void;
-  /** rope; kernels: cpu. */
+  /** rope; kernels: cpu, cuda. */
   ropeForward(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, positions: NativeStorage /* i32 */, positionsOffset: number, T: number /* size */, H: number /* size */, D: number /* size */, theta: number, posScale: number): void;
-  /** rope backward; kernels: cpu. */
+  /** rope backward; kernels: cpu, cuda. */
   ropeBackward(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, positions: NativeStorage /* i32 */, positionsOffset: number, T: number /* size */, H: number /* size */, D: number /* size */, theta: number, posScale: number): void;
-  /** swiglu; kernels: cpu. */
+  /** swiglu; kernels: cpu, cuda. */
   swigluForward(out: NativeStorage /* f32 */, outOffset: number, gate: NativeStorage /* f32 */, gateOffset: number, up: NativeStorage /* f32 */, upOffset: number, n: number /* size */): void;
-  /** swiglu backward; kernels: cpu. */
+  /** swiglu backward; kernels: cpu, cuda. */
   swigluBackward(dgate: NativeStorage /* f32 */, dgateOffset: number, dup: NativeStorage /* f32 */, dupOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, gate: NativeStorage /* f32 */, gateOffset: number, up: NativeStorage /* f32 */, upOffset: number, n: number /* size */): void;
-  /** crossEntropy; kernels: cpu. */
+  /** crossEntropy; kernels: cpu, cuda. */
   crossEntropyForward(loss: NativeStorage /* f32 */, lossOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, logits: NativeStorage /* f32 */, logitsOffset: number, targets: NativeStorage /* i32 */, targetsOffset: number, N: number /* size */, V: number /* size */, ignoreIndex: number /* int */): void;
-  /** crossEntropy backward; kernels: cpu. */
+  /** crossEntropy backward; kernels: cpu, cuda. */
   crossEntropyBackward(dlogits: NativeStorage /* f32 */, dlogitsOffset: number, dloss: NativeStorage /* f32 */, dlossOffset: number, logits: NativeStorage /* f32 */, logitsOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, targets: NativeStorage /* i32 */, targetsOffset: number, N: number /* size */, V: number /* size */, ignoreIndex: number /* int */): void;
-  /** logprobs; kernels: cpu. */
+  /** logprobs; kernels: cpu, cuda. */
   logprobForward(out: NativeStorage /* f32 */, outOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, logits: NativeStorage /* f32 */, logitsOffset: number, ids: NativeStorage /* i32 */, idsOffset: number, N: number /* size */, V: number /* size */): void;
-  /** logprobs backward; kernels: cpu. */
+  /** logprobs backward; kernels: cpu, cuda. */
   logprobBackward(dlogits: NativeStorage /* f32 */, dlogitsOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, logits: NativeStorage /* f32 */, logitsOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, ids: NativeStorage /* i32 */, idsOffset: number, N: number /* size */, V: number /* size */): void;
   /** attention; kernels: cpu. */
   attentionForward(out: NativeStorage /* f32 */, outOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, q: NativeStorage /* f32 */, qOffset: number, k: NativeStorage /* f32 */, kOffset: number, v: NativeStorage /* f32 */, vOffset: number, cuSeqlens: NativeStorage /* i32 */, cuSeqlensOffset: number, nseq: number /* size */, T: number /* size */, H: number /* size */, Hkv: number /* size */, D: number /* size */, scale: number, causal: boolean): void;
   /** attention backward; kernels: cpu. */
   attentionBackward(dq: NativeStorage /* f32 */, dqOffset: number, dk: NativeStorage /* f32 */, dkOffset: number, dv: NativeStorage /* f32 */, dvOffset: number, delta: NativeStorage /* f32 */, deltaOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, out: NativeStorage /* f32 */, outOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, q: NativeStorage /* f32 */, qOffset: number, k: NativeStorage /* f32 */, kOffset: number, v: NativeStorage /* f32 */, vOffset: number, cuSeqlens: NativeStorage /* i32 */, cuSeqlensOffset: number, nseq: number /* size */, T: number /* size */, H: number /* size */, Hkv: number /* size */, D: number /* size */, scale: number, causal: boolean): void;
-  /** adamw; kernels: cpu. */
+  /** adamw; kernels: cpu, cuda. */
   adamwStep(param: NativeStorage /* f32 */, paramOffset: number, m: NativeStorage /* f32 */, mOffset: number, v: NativeStorage /* f32 */, vOffset: number, grad: NativeStorage /* f32 */, gradOffset: number, n: number /* size */, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number /* int */, gradScale: number): void;
   /** minhashSignatures; kernels: cpu. */
   minhashSignatures(sig: Uint32Array, text: Uint8Array, offsets: BigInt64Array, N: number /* size */, P: number /* size */, k: number /* size */, mode: number /* size */, seed: number /* int */): void;
@@ -210,9 +212,9 @@ export interface Addon {
   moeCombineForward(out: NativeStorage /* f32 */, outOffset: number, y: NativeStorage /* f32 */, yOffset: number, weights: NativeStorage /* f32 */, weightsOffset: number, slotPos: NativeStorage /* i32 */, slotPosOffset: number, N: number /* size */, C: number /* size */, k: number /* size */): void;
   /** moe combine backward; kernels: cpu. */
   moeCombineBackward(dy: NativeStorage /* f32 */, dyOffset: number, dweights: NativeStorage /* f32 */, dweightsOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, y: NativeStorage /* f32 */, yOffset: number, weights: NativeStorage /* f32 */, weightsOffset: number, slotPos: NativeStorage /* i32 */, slotPosOffset: number, N: number /* size */, C: number /* size */, k: number /* size */): void;
-  /** dropout; kernels: cpu. */
+  /** dropout; kernels: cpu, cuda. */
   dropoutForward(out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */, p: number, seed: number /* size */, offset: number /* size */): void;
-  /** dropout backward; kernels: cpu. */
+  /** dropout backward; kernels: cpu, cuda. */
   dropoutBackward(dx: NativeStorage /* f32 */, dxOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, n: number /* size */, p: number, seed: number /* size */, offset: number /* size */): void;
 }
 
