@@ -161,6 +161,13 @@ export interface StageBase {
   memoryLimitGiB: number;
   /** Refuse a run whose estimated step memory exceeds the limit. Default true. */
   memoryCheck: boolean;
+  /**
+   * Matmul precision: "f32" (default) or "bf16", mixed precision: every matmul and linear layer,
+   * forward and backward, rounds its inputs to bf16 and sums in f32 (AMX or AVX-512 BF16 where the
+   * CPU has them, else f32); weights, gradients, optimizer state, norms, softmax and loss stay f32.
+   * Validated configs always hold it; configs built in code may leave it out (f32).
+   */
+  precision?: 'f32' | 'bf16';
 }
 
 /** Continued pretraining (stage 1 and 2 of the paper): packed token shards, next-token loss. */
@@ -225,7 +232,7 @@ export const MAX_THREADS = 1024;
 const COMMON_KEYS = [
   '$schema', 'comment', 'kind', 'name', 'runDir', 'model', 'init', 'tokenizer', 'seqLen', 'batchSize', 'gradAccum', 'tokenBudget', 'steps',
   'optimizer', 'schedule', 'evalEvery', 'evalBatches', 'checkpointEvery', 'keepCheckpoints', 'logEvery', 'seed', 'threads', 'peakFlops', 'context',
-  'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck',
+  'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck', 'precision',
 ] as const;
 /** The fields of each kind besides the common ones. */
 const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate', 'lora'], reward: REWARD_KEYS, ppo: PPO_KEYS, dpo: DPO_KEYS };
@@ -402,6 +409,9 @@ function validateBase(f: Fields, c: Json, stageKind: StageKind, opts: ValidateOp
   if (c.memoryCheck !== undefined && typeof c.memoryCheck !== 'boolean') f.fail('memoryCheck', `must be true or false, got ${JSON.stringify(c.memoryCheck)}`);
   const threads = f.int(c.threads, 'threads', 0, 0);
   if (threads > MAX_THREADS) f.fail('threads', `must be at most ${MAX_THREADS}, got ${threads} (0 uses one per hardware thread)`);
+  const precision = f.string(c.precision, 'precision', 'f32');
+  if (precision !== 'f32' && precision !== 'bf16')
+    f.fail('precision', `must be "f32" or "bf16" (mixed precision: bf16 matmuls, f32 weights and optimizer state), got ${JSON.stringify(precision)}`);
 
   return {
     kind: stageKind,
@@ -433,6 +443,7 @@ function validateBase(f: Fields, c: Json, stageKind: StageKind, opts: ValidateOp
     maxRollbacks: f.int(c.maxRollbacks, 'maxRollbacks', 0, 3),
     memoryLimitGiB: f.number(c.memoryLimitGiB, 'memoryLimitGiB', (x) => x >= 0, 'a number >= 0 (0: the machine\'s memory)', 0),
     memoryCheck: (c.memoryCheck as boolean | undefined) ?? true,
+    precision: precision as 'f32' | 'bf16',
   };
 }
 
@@ -524,7 +535,7 @@ function canonical(v: unknown): unknown {
  * threads, the run folder, the divergence policy and the memory check are left out: changing
  * them does not change the training (a diverged run may be resumed with onDivergence "rollback").
  * Fields that came after the first runs (kind "pretrain", optimizer type "adamw",
- * decayEmbeddings true, no groups) are left out at their defaults, so a config written before
+ * decayEmbeddings true, no groups, precision "f32") are left out at their defaults, so a config written before
  * them hashes as it did and its runs resume.
  */
 export function configHash(cfg: StageConfig): string {
@@ -534,6 +545,7 @@ export function configHash(cfg: StageConfig): string {
   } = cfg;
   const hashed: Json = { ...rest };
   if (hashed.kind === 'pretrain') delete hashed.kind;
+  if (hashed.precision === 'f32') delete hashed.precision;
   const o: Json = { ...cfg.optimizer };
   if (o.type === 'adamw') delete o.type;
   if (o.decayEmbeddings === true) delete o.decayEmbeddings;

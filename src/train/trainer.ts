@@ -33,7 +33,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
-import { globalGradNorm, noGrad, scale, scope, type Tensor } from '../tensor/index.js';
+import { globalGradNorm, noGrad, scale, scope, setMatmulPrecision, type MatmulPrecision, type Tensor } from '../tensor/index.js';
 import { CheckpointManager, type Checkpoint, type CheckpointFile, type TrainState } from './checkpoint.js';
 import { METRICS_FILE, MetricMeans, MetricsLog, Throughput, mfu, perplexity, type MetricRecord, type StepMetrics } from './metrics.js';
 import { createOptimizer, type OptimizerOptions } from './optimizer.js';
@@ -153,6 +153,12 @@ export interface TrainerOptions {
    * writes anything); null: start fresh. Undefined: run() looks it up.
    */
   resumeFrom?: Checkpoint | null;
+  /**
+   * Matmul precision of the run: 'f32' (default) or 'bf16' (mixed precision: matmuls and linear
+   * layers round their inputs to bf16 and sum in f32; parameters, gradients and optimizer state
+   * stay f32). Set for the run and restored after it.
+   */
+  precision?: MatmulPrecision;
 }
 
 /** What the loop asks of a data-parallel engine (src/distributed implements it over MPI). */
@@ -287,8 +293,20 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     });
   }
 
-  /** Runs (or resumes) the training to totalSteps, or until a stop is asked for. */
+  /**
+   * Runs (or resumes) the training to totalSteps, or until a stop is asked for, with the matmuls
+   * at the options' precision (restored when it returns).
+   */
   async run(): Promise<TrainResult> {
+    const previous = setMatmulPrecision(this.opts.precision ?? 'f32');
+    try {
+      return await this.runSteps();
+    } finally {
+      setMatmulPrecision(previous);
+    }
+  }
+
+  private async runSteps(): Promise<TrainResult> {
     const { task, opts } = this;
     const lead = this.rank === 0;
     const mgr = new CheckpointManager(this.runDir, { keep: this.checkpoints.keep, rank: this.rank });

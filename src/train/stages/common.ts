@@ -431,6 +431,7 @@ export async function runStage<B extends TrainBatchInfo>(
     onDivergence: cfg.onDivergence,
     rollbackLrFactor: cfg.rollbackLrFactor,
     maxRollbacks: cfg.maxRollbacks,
+    ...(cfg.precision ? { precision: cfg.precision } : {}),
     resumeFrom: setup.resumeFrom,
     ...(opts.restartFromScratch ? { restartFromScratch: true } : {}),
   });
