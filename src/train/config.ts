@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
+import { deviceUnavailableReason } from '../native/devices.js';
 import { validateConfig, type ModelConfig } from '../models/config.js';
 import { validateSftDataConfig, type SftDataConfig } from '../data/sft/config.js';
 import { Fields, inFile, relativeTo, validateChatTemplate, validateInit, validateLora, type Json } from './config-fields.js';
@@ -162,6 +163,11 @@ export interface StageBase {
   /** Refuse a run whose estimated step memory exceeds the limit. Default true. */
   memoryCheck: boolean;
   /**
+   * Where the model trains: "cpu" or "cuda" (the binary must have CUDA and find a GPU). Validated
+   * configs always hold it ("cpu" by default); configs built in code may leave it out (cpu).
+   */
+  device?: 'cpu' | 'cuda';
+  /**
    * Matmul precision: "f32" (default) or "bf16", mixed precision: every matmul and linear layer,
    * forward and backward, rounds its inputs to bf16 and sums in f32 (AMX or AVX-512 BF16 where the
    * CPU has them, else f32); weights, gradients, optimizer state, norms, softmax and loss stay f32.
@@ -232,7 +238,7 @@ export const MAX_THREADS = 1024;
 const COMMON_KEYS = [
   '$schema', 'comment', 'kind', 'name', 'runDir', 'model', 'init', 'tokenizer', 'seqLen', 'batchSize', 'gradAccum', 'tokenBudget', 'steps',
   'optimizer', 'schedule', 'evalEvery', 'evalBatches', 'checkpointEvery', 'keepCheckpoints', 'logEvery', 'seed', 'threads', 'peakFlops', 'context',
-  'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck', 'precision',
+  'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck', 'device', 'precision',
 ] as const;
 /** The fields of each kind besides the common ones. */
 const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate', 'lora'], reward: REWARD_KEYS, ppo: PPO_KEYS, dpo: DPO_KEYS };
@@ -409,6 +415,11 @@ function validateBase(f: Fields, c: Json, stageKind: StageKind, opts: ValidateOp
   if (c.memoryCheck !== undefined && typeof c.memoryCheck !== 'boolean') f.fail('memoryCheck', `must be true or false, got ${JSON.stringify(c.memoryCheck)}`);
   const threads = f.int(c.threads, 'threads', 0, 0);
   if (threads > MAX_THREADS) f.fail('threads', `must be at most ${MAX_THREADS}, got ${threads} (0 uses one per hardware thread)`);
+  const device = f.string(c.device, 'device', 'cpu');
+  if (device !== 'cpu' && device !== 'cuda') f.fail('device', `must be "cpu" or "cuda", got ${JSON.stringify(device)}`);
+  // Refused here, before any data or weights are read, with the binary's own reason.
+  const noCuda = device === 'cuda' ? deviceUnavailableReason('cuda') : null;
+  if (noCuda) f.fail('device', `"cuda" cannot be used here: ${noCuda}; use "cpu" (patentgpt info says what the binary has and found)`);
   const precision = f.string(c.precision, 'precision', 'f32');
   if (precision !== 'f32' && precision !== 'bf16')
     f.fail('precision', `must be "f32" or "bf16" (mixed precision: bf16 matmuls, f32 weights and optimizer state), got ${JSON.stringify(precision)}`);
@@ -443,6 +454,7 @@ function validateBase(f: Fields, c: Json, stageKind: StageKind, opts: ValidateOp
     maxRollbacks: f.int(c.maxRollbacks, 'maxRollbacks', 0, 3),
     memoryLimitGiB: f.number(c.memoryLimitGiB, 'memoryLimitGiB', (x) => x >= 0, 'a number >= 0 (0: the machine\'s memory)', 0),
     memoryCheck: (c.memoryCheck as boolean | undefined) ?? true,
+    device: device as 'cpu' | 'cuda',
     precision: precision as 'f32' | 'bf16',
   };
 }
@@ -532,7 +544,7 @@ function canonical(v: unknown): unknown {
 /**
  * sha256 (hex, 16 chars) of the fields that decide what a run computes; a checkpoint saved under
  * one hash should only be resumed under the same. Logging, evaluation and checkpoint cadence,
- * threads, the run folder, the divergence policy and the memory check are left out: changing
+ * threads, the device, the run folder, the divergence policy and the memory check are left out: changing
  * them does not change the training (a diverged run may be resumed with onDivergence "rollback").
  * Fields that came after the first runs (kind "pretrain", optimizer type "adamw",
  * decayEmbeddings true, no groups, precision "f32") are left out at their defaults, so a config written before
@@ -541,7 +553,7 @@ function canonical(v: unknown): unknown {
 export function configHash(cfg: StageConfig): string {
   const {
     runDir: _r, evalEvery: _e, evalBatches: _b, checkpointEvery: _c, keepCheckpoints: _k, logEvery: _l, threads: _t, peakFlops: _p,
-    maxNonFiniteSteps: _n, onDivergence: _d, rollbackLrFactor: _f, maxRollbacks: _m, memoryLimitGiB: _g, memoryCheck: _x, ...rest
+    maxNonFiniteSteps: _n, onDivergence: _d, rollbackLrFactor: _f, maxRollbacks: _m, memoryLimitGiB: _g, memoryCheck: _x, device: _dv, ...rest
   } = cfg;
   const hashed: Json = { ...rest };
   if (hashed.kind === 'pretrain') delete hashed.kind;
