@@ -7,7 +7,9 @@ or MixtralForCausalLM (`npm run bench -- moe` part 2) + torch AdamW.
 One process; it reads JSON requests line by line on stdin and answers one JSON line each:
     {"cmd": "init", "config": <our toHFConfig(cfg)>, "B": B, "T": T, "tokens": [B*T ids]}
     {"cmd": "step"}   one training step, timed: forward + loss (mixtral: with the load-balancing
-                      loss, output_router_logits on, as our loss has it), backward, clip 1.0, AdamW
+                      loss, output_router_logits on, as our loss has it), backward, clip 1.0, AdamW;
+                      with "autocast": true the forward runs under torch.autocast("cpu", bfloat16)
+                      (mixed precision: bf16 matmuls, f32 weights, AdamW state and reductions)
     {"cmd": "free"}   drops the model; answers the max RSS growth since init
 The first line it prints is {"ready": true, "torch": version, "threads": n}.
 """
@@ -70,7 +72,8 @@ def main():
             print(json.dumps({"ok": True}), flush=True)
         elif req["cmd"] == "step":
             t0 = time.perf_counter()
-            out = model(input_ids=ids, labels=ids)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(req.get("autocast"))):
+                out = model(input_ids=ids, labels=ids)
             t1 = time.perf_counter()
             out.loss.backward()
             t2 = time.perf_counter()

@@ -1,11 +1,15 @@
-// npm run bench -- gemm [--reps N] [--threads N] [--shapes square|llama|all] [--gap-ms N]
+// npm run bench -- gemm [--reps N] [--threads N] [--shapes square|llama|all] [--gap-ms N] [--bf16 0|1]
 //
 // GFLOP/s of our f32 GEMM beside OpenBLAS sgemm (numpy) and torch.matmul, all on the same
-// threads, shapes and (row-major) layouts, in the same run: every repetition times all three,
+// threads, shapes and (row-major) layouts, in the same run: every repetition times all of them,
 // in an order that rotates, each after a pause of gap-ms (spinning worker threads of the last
 // library to run must not tax the next), so a noisy neighbour hits all three alike. Each result
 // is the median of the repetitions after warm-up. Also prints the machine's FP32 peak, measured by a native FMA
 // throughput loop, and the fraction of it each shape reaches.
+//
+// bf16 rows (--bf16 1, the default): our bf16-compute GEMM (native/cpu/gemm_bf16.cpp: AMX or
+// AVX-512 BF16, f32 sums and output) on bf16 inputs and on f32 inputs rounded while packing (what
+// mixed-precision training runs), beside torch.matmul on bf16 tensors, timed in the same rotation.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface, type Interface } from 'node:readline';
 import { addon } from '../../src/native/loader.js';
@@ -30,6 +34,7 @@ const reps = Number(arg('reps', '7'));
 const threads = Number(arg('threads', '2'));
 const which = arg('shapes', 'all');
 const gapMs = Number(arg('gap-ms', '200'));
+const withBf16 = arg('bf16', '1') !== '0';
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 // A 110M LLaMA (dim 768, ffn 2048, vocab 32000) at 2048 tokens; linear layers are x @ W^T with W
@@ -89,21 +94,23 @@ else:
         return torch.randn(shape, generator=g, dtype=torch.float32)
     def mm(a, b, c):
         torch.matmul(a, b, out=c)
-    def empty(m, n):
-        return torch.empty((m, n), dtype=torch.float32)
+    def empty(m, n, dtype=torch.float32):
+        return torch.empty((m, n), dtype=dtype)
 print(json.dumps(info), flush=True)
 cache = {}
 for line in sys.stdin:
     r = json.loads(line)
-    key = (r['M'], r['N'], r['K'], r['transA'], r['transB'])
+    key = (r['M'], r['N'], r['K'], r['transA'], r['transB'], r.get('dtype', 'f32'))
     if key not in cache:
         cache.clear()
-        M, N, K, ta, tb = key
+        M, N, K, ta, tb, dtype = key
         a = make((K, M) if ta else (M, K), 1)
         b = make((N, K) if tb else (K, N), 2)
         a = a.T if ta else a
         b = b.T if tb else b
         c = empty(M, N)
+        if dtype == 'bf16':  # torch only: bf16 tensors in and out, as torch.matmul runs them
+            a, b, c = a.to(torch.bfloat16), b.to(torch.bfloat16), empty(M, N, torch.bfloat16)
         for _ in range(2):
             mm(a, b, c)
         cache[key] = (a, b, c)
@@ -134,8 +141,8 @@ class Peer {
     return new Peer(proc, lines, JSON.parse(first.value) as Record<string, unknown>);
   }
 
-  async time(s: Shape): Promise<number> {
-    this.proc.stdin.write(JSON.stringify(s) + '\n');
+  async time(s: Shape, dtype: 'f32' | 'bf16' = 'f32'): Promise<number> {
+    this.proc.stdin.write(JSON.stringify({ ...s, dtype }) + '\n');
     const r = await this.lines.next();
     if (r.done) throw new Error('peer exited');
     return (JSON.parse(r.value) as { t: number }).t;
@@ -170,17 +177,30 @@ interface Ours {
   b: Tensor;
   c: Tensor;
   run(): void;
+  /** The bf16-compute GEMM on the same f32 inputs (rounded while packing). */
+  runBf16F32In(): void;
+  /** The bf16-compute GEMM on bf16 copies of the inputs. */
+  runBf16(): void;
+  dispose(): void;
 }
 
 function prepare(s: Shape): Ours {
   const a = Tensor.randn(s.transA ? [s.K, s.M] : [s.M, s.K], { seed: 1 });
   const b = Tensor.randn(s.transB ? [s.N, s.K] : [s.K, s.N], { seed: 2 });
   const c = Tensor.empty([s.M, s.N]);
+  const ah = a.to('bf16'), bh = b.to('bf16');
   const lda = s.transA ? s.M : s.K, ldb = s.transB ? s.K : s.N;
+  const ext = addon();
   const run = () =>
-    addon().gemm(s.transA, s.transB, s.M, s.N, s.K, 1, a.storage, a.offset, lda, 0, b.storage, b.offset, ldb, 0, 0,
+    ext.gemm(s.transA, s.transB, s.M, s.N, s.K, 1, a.storage, a.offset, lda, 0, b.storage, b.offset, ldb, 0, 0,
       c.storage, c.offset, s.N, 0, 1);
-  return { a, b, c, run };
+  const runBf16F32In = () =>
+    ext.gemmBf16Compute(s.transA, s.transB, s.M, s.N, s.K, 1, a.storage, a.offset, lda, 0, b.storage, b.offset, ldb, 0, 0,
+      c.storage, c.offset, s.N, 0, 1);
+  const runBf16 = () =>
+    ext.gemmBf16ComputeBf16(s.transA, s.transB, s.M, s.N, s.K, 1, ah.storage, ah.offset, lda, 0, bh.storage, bh.offset, ldb, 0, 0,
+      c.storage, c.offset, s.N, 0, 1);
+  return { a, b, c, run, runBf16F32In, runBf16, dispose: () => [a, b, c, ah, bh].forEach((x) => x.dispose()) };
 }
 
 function median(xs: number[]): number {
@@ -201,7 +221,9 @@ const peaks = [ext.gemmPeakGflops(threads, 0.5)];
 
 const [numpyPeer, torchPeer] = await Promise.all([startPeer('numpy'), startPeer('torch')]);
 
+const bf16Kernel = ext.bf16GemmKernel();
 console.log(`ours: ${cfg.isa} microkernel ${cfg.mr}x${cfg.nr}, blocking mc ${cfg.mc} kc ${cfg.kc} nc ${cfg.nc}, ${info.threads} threads`);
+if (withBf16) console.log(`ours bf16: ${bf16Kernel} kernel${bf16Kernel === 'f32' ? ' (this CPU has neither AMX-BF16 nor AVX512_BF16: the f32 fallback)' : ''}`);
 console.log(`OpenBLAS (numpy): ${numpyPeer.peer ? JSON.stringify(numpyPeer.peer.info) : numpyPeer.why}`);
 console.log(`torch.matmul: ${torchPeer.peer ? JSON.stringify(torchPeer.peer.info) : torchPeer.why}`);
 console.log(`median of ${reps} repetitions after 2 warm-ups; each repetition times the three in a rotating order, ${gapMs} ms apart\n`);
@@ -212,6 +234,9 @@ interface Row {
   ours: number;
   openblas: number | null;
   torch: number | null;
+  oursBf16: number | null;
+  oursBf16F32In: number | null;
+  torchBf16: number | null;
 }
 const rows: Row[] = [];
 for (const s of shapes) {
@@ -219,16 +244,25 @@ for (const s of shapes) {
   const ours = prepare(s);
   ours.run();
   ours.run();
-  const t: Record<'ours' | 'openblas' | 'torch', number[]> = { ours: [], openblas: [], torch: [] };
-  const runners: [keyof typeof t, () => Promise<number>][] = [
-    ['ours', async () => {
-      const t0 = process.hrtime.bigint();
-      ours.run();
-      return Number(process.hrtime.bigint() - t0) / 1e9;
-    }],
-  ];
+  const t: Record<'ours' | 'openblas' | 'torch' | 'oursBf16' | 'oursBf16F32In' | 'torchBf16', number[]> = {
+    ours: [], openblas: [], torch: [], oursBf16: [], oursBf16F32In: [], torchBf16: [],
+  };
+  const timed = (fn: () => void) => async () => {
+    const t0 = process.hrtime.bigint();
+    fn();
+    return Number(process.hrtime.bigint() - t0) / 1e9;
+  };
+  const runners: [keyof typeof t, () => Promise<number>][] = [['ours', timed(ours.run)]];
   if (numpyPeer.peer) runners.push(['openblas', () => numpyPeer.peer!.time(s)]);
   if (torchPeer.peer) runners.push(['torch', () => torchPeer.peer!.time(s)]);
+  if (withBf16) {
+    for (let w = 0; w < 2; w++) { ours.runBf16(); ours.runBf16F32In(); }
+    runners.push(['oursBf16', timed(ours.runBf16)], ['oursBf16F32In', timed(ours.runBf16F32In)]);
+    if (torchPeer.peer) {
+      for (let w = 0; w < 2; w++) await torchPeer.peer.time(s, 'bf16');
+      runners.push(['torchBf16', () => torchPeer.peer!.time(s, 'bf16')]);
+    }
+  }
   for (let r = 0; r < reps; r++) {
     // The order rotates each repetition, and each timing starts after a pause: OpenBLAS and
     // OpenMP workers spin for a while after a call, which would tax whoever runs next.
@@ -238,9 +272,12 @@ for (const s of shapes) {
       t[name].push(await time());
     }
   }
-  [ours.a, ours.b, ours.c].forEach((x) => x.dispose());
+  ours.dispose();
   const rate = (ts: number[]) => (ts.length ? gflop / median(ts) : null);
-  rows.push({ shape: shapeLabel(s), name: s.name, ours: rate(t.ours)!, openblas: rate(t.openblas), torch: rate(t.torch) });
+  rows.push({
+    shape: shapeLabel(s), name: s.name, ours: rate(t.ours)!, openblas: rate(t.openblas), torch: rate(t.torch),
+    oursBf16: rate(t.oursBf16), oursBf16F32In: rate(t.oursBf16F32In), torchBf16: rate(t.torchBf16),
+  });
 }
 numpyPeer.peer?.stop();
 torchPeer.peer?.stop();
@@ -265,6 +302,22 @@ for (const r of rows)
 if (na(numpyPeer) || na(torchPeer))
   console.log(`(n/a: ${[na(numpyPeer) && 'OpenBLAS', na(torchPeer) && 'torch'].filter(Boolean).join(', ')} not installed)`);
 console.log('GFLOP/s; ours/OB = ours / OpenBLAS; of peak = ours / measured FP32 peak\n');
+const ratio = (x: number | null, y: number | null) => (x !== null && y !== null ? x / y : null);
+if (withBf16) {
+  console.log(
+    `${'bf16: shape'.padEnd(26)} ${'workload'.padEnd(18)} ${'ours bf16'.padStart(10)} ${'f32 in'.padStart(8)} ${'torch bf16'.padStart(11)} ` +
+      `${'vs torch'.padStart(9)} ${'vs f32'.padStart(7)} ${'f32in/torch'.padStart(12)}`,
+  );
+  for (const r of rows)
+    console.log(
+      `${r.shape.padEnd(26)} ${r.name.padEnd(18)} ${fmt(r.oursBf16, 10)} ${fmt(r.oursBf16F32In, 8)} ${fmt(r.torchBf16, 11)} ` +
+        `${fmt(ratio(r.oursBf16, r.torchBf16), 9, 2)} ${fmt(ratio(r.oursBf16, r.ours), 7, 2)} ${fmt(ratio(r.oursBf16F32In, r.torchBf16), 12, 2)}`,
+    );
+  console.log(
+    `GFLOP/s; ours bf16: ${bf16Kernel} kernel on bf16 inputs, f32 in: the same on f32 inputs rounded while packing (mixed precision); ` +
+      'torch bf16: torch.matmul on bf16 tensors (bf16 out); vs torch = ours bf16 / torch bf16; vs f32 = ours bf16 / ours f32\n',
+  );
+}
 console.log(
   JSON.stringify({
     bench: 'gemm',
@@ -281,6 +334,18 @@ console.log(
       torch: r.torch === null ? null : +r.torch.toFixed(1),
       ratioOpenblas: r.openblas === null ? null : +(r.ours / r.openblas).toFixed(3),
       fractionOfPeak: +(r.ours / peak).toFixed(3),
+      ...(withBf16
+        ? {
+          bf16: {
+            kernel: bf16Kernel,
+            ours: r.oursBf16 === null ? null : +r.oursBf16.toFixed(1),
+            oursF32In: r.oursBf16F32In === null ? null : +r.oursBf16F32In.toFixed(1),
+            torch: r.torchBf16 === null ? null : +r.torchBf16.toFixed(1),
+            ratioTorch: ratio(r.oursBf16, r.torchBf16) === null ? null : +ratio(r.oursBf16, r.torchBf16)!.toFixed(3),
+            ratioF32: +ratio(r.oursBf16, r.ours)!.toFixed(3),
+          },
+        }
+        : {}),
     })),
   }),
 );

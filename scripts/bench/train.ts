@@ -1,4 +1,4 @@
-// npm run bench -- train [--threads N] [--steps N] [--warmup N] [--gap-ms N] [--models llama-10m,llama-110m] [--seqs 64,256,1024] [--profile]
+// npm run bench -- train [--threads N] [--steps N] [--warmup N] [--gap-ms N] [--models llama-10m,llama-110m] [--seqs 64,256,1024] [--profile] [--bf16 0|1]
 //
 // Training throughput of the LLaMA stack beside PyTorch training the same model in the same run:
 // transformers LlamaForCausalLM (eager attention) + torch.optim.AdamW, torch.set_num_threads
@@ -13,11 +13,17 @@
 // moments and activations); torch's is the process's max RSS growth over the shape's run
 // (its allocator caches included; a high-water mark, so only an upper bound after the first).
 // --profile adds a phase split (forward+loss / backward / optimizer) for both.
+// bf16 columns (--bf16 1, the default): the same model trained with "precision": "bf16" (matmul
+// precision bf16: bf16 GEMMs forward and backward, f32 weights and AdamW state) beside torch
+// with its forward under torch.autocast("cpu", bfloat16); the four take turns step by step on
+// the same two models (each side's model alternates f32 and bf16 steps).
 import { join } from 'node:path';
 import { flopsPerToken, parameterCount, preset, toHFConfig } from '../../src/models/index.js';
 import { addon } from '../../src/native/loader.js';
 import { packageRoot } from '../../src/package.js';
-import { Rng, Tensor, measurePeakFlops, memoryStats, resetPeakMemory, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
+import {
+  Rng, Tensor, bf16MatmulKernel, measurePeakFlops, memoryStats, resetPeakMemory, runtimeInfo, setMatmulPrecision, setNumThreads,
+} from '../../src/tensor/index.js';
 import { findPython } from './_peers.js';
 import { OursTrainer, PythonPeer, type StepTiming } from './_python-peer.js';
 
@@ -32,6 +38,7 @@ const models = arg('models', 'llama-10m,llama-110m').split(',');
 const seqs = arg('seqs', '64,256,1024').split(',').map(Number);
 const profile = process.argv.includes('--profile');
 const gapMs = Number(arg('gap-ms', '200'));
+const withBf16 = arg('bf16', '1') !== '0';
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Batch rows per (model, T): a few thousand tokens for ~10M; B=4 (B=1 at T=1024) for ~110M. */
@@ -95,6 +102,7 @@ if (py.python) {
 }
 console.log(`ours: ${info.simd}, ${info.threads} threads; GEMM 1024^3 ${gemmGflops.toFixed(1)} GFLOP/s; FP32 FMA peak ${peakGflops.toFixed(1)} GFLOP/s (measured)`);
 console.log(`torch: ${peer ? JSON.stringify(peerInfo) + ', transformers LlamaForCausalLM eager + torch.optim.AdamW' : `not run (${peerWhy})`}`);
+if (withBf16) console.log(`bf16: ours "precision": "bf16" (${bf16MatmulKernel()} kernel); torch: forward under torch.autocast("cpu", bfloat16)`);
 console.log(`per shape: ${warmup} warm-up steps, median of ${timedSteps} timed steps, ours and torch taking turns step by step; a step = forward + loss + backward + clip 1.0 + AdamW\n`);
 
 interface Row {
@@ -106,6 +114,8 @@ interface Row {
   gemmGflops: number;
   ours: { tokPerSec: number; mfuGemm: number; mfuPeak: number; peakMiB: number; loss: number; phases: number[] };
   torch: { tokPerSec: number; mfuGemm: number; mfuPeak: number; rssMiB: number; loss: number; phases: number[] } | null;
+  /** tokens/s with "precision": "bf16" (ours) and under autocast bf16 (torch). */
+  bf16: { ours: number; torch: number | null; oursPhases: number[]; torchPhases: number[] | null } | null;
 }
 const rows: Row[] = [];
 for (const name of models) {
@@ -121,6 +131,8 @@ for (const name of models) {
     const o: StepTiming[] = [];
     const gemmNow: number[] = []; // GEMM GFLOP/s beside each timed step of ours
     const t: StepTiming[] = [];
+    const ob: StepTiming[] = [];
+    const tb: StepTiming[] = [];
     for (let i = 0; i < warmup + timedSteps; i++) {
       if (i === warmup) resetPeakMemory();
       const os = ours.step();
@@ -128,11 +140,27 @@ for (const name of models) {
         o.push(os);
         gemmNow.push(gemmBench.sample());
       }
-      if (!peer) continue;
-      await sleep(gapMs);
-      const ts = await peer.request<StepTiming>({ cmd: 'step' });
-      if (i >= warmup) t.push(ts);
-      await sleep(gapMs);
+      if (peer) {
+        await sleep(gapMs);
+        const ts = await peer.request<StepTiming>({ cmd: 'step' });
+        if (i >= warmup) t.push(ts);
+        await sleep(gapMs);
+      }
+      if (!withBf16) continue;
+      const previous = setMatmulPrecision('bf16');
+      let obs: StepTiming;
+      try {
+        obs = ours.step();
+      } finally {
+        setMatmulPrecision(previous);
+      }
+      if (i >= warmup) ob.push(obs);
+      if (peer) {
+        await sleep(gapMs);
+        const ts = await peer.request<StepTiming>({ cmd: 'step', autocast: true });
+        if (i >= warmup) tb.push(ts);
+        await sleep(gapMs);
+      }
     }
     const peakBytes = memoryStats().cpu.peakBytes - gemmBench.bytes; // the GEMM's own operands stay live
     ours.dispose();
@@ -145,6 +173,12 @@ for (const name of models) {
       model: name, params: parameterCount(cfg).total, T, B, gemmGflops: shapeGemm,
       ours: { tokPerSec: oTps, mfuGemm: mfuOf(oTps, shapeGemm), mfuPeak: mfuOf(oTps, peakGflops), peakMiB: peakBytes / 2 ** 20, loss: o.at(-1)!.loss, phases: phaseMed(o) },
       torch: null,
+      bf16: withBf16
+        ? {
+          ours: (B * T) / median(ob.map((x) => x.time)), oursPhases: phaseMed(ob),
+          torch: peer ? (B * T) / median(tb.map((x) => x.time)) : null, torchPhases: peer ? phaseMed(tb) : null,
+        }
+        : null,
     };
     if (peer) {
       const tTps = (B * T) / median(t.map((x) => x.time));
@@ -152,7 +186,8 @@ for (const name of models) {
     }
     rows.push(row);
     const r = row;
-    process.stderr.write(`${name} T=${T} B=${B}: ours ${r.ours.tokPerSec.toFixed(0)} tok/s, torch ${r.torch ? r.torch.tokPerSec.toFixed(0) : 'n/a'} tok/s\n`);
+    process.stderr.write(`${name} T=${T} B=${B}: ours ${r.ours.tokPerSec.toFixed(0)} tok/s, torch ${r.torch ? r.torch.tokPerSec.toFixed(0) : 'n/a'} tok/s` +
+      (r.bf16 ? `; bf16: ours ${r.bf16.ours.toFixed(0)}, torch autocast ${r.bf16.torch?.toFixed(0) ?? 'n/a'} tok/s` : '') + '\n');
   }
 }
 peer?.stop();
@@ -171,6 +206,16 @@ for (const r of rows)
   );
 console.log('ratio = ours / torch tokens/s; GEMM = our GEMM 1024^3 GFLOP/s timed beside the shape\'s steps; MFU/gemm = model FLOP/s over it; MFU/peak = over the FMA peak;');
 console.log('peak MiB = our native tensor high-water mark in a step; torch RSS+ = max RSS growth of the torch process over the shape (upper bound)');
+if (withBf16) {
+  console.log(`\n${'bf16: model'.padEnd(11)} ${'T'.padStart(5)} ${'B'.padStart(3)} ${'ours bf16'.padStart(10)} ${'torch ac'.padStart(9)} ${'vs torch'.padStart(9)} ${'vs ours f32'.padStart(12)} ${'torch ac/f32'.padStart(13)}`);
+  for (const r of rows)
+    console.log(
+      `${r.model.padEnd(11)} ${String(r.T).padStart(5)} ${String(r.B).padStart(3)} ${f(r.bf16!.ours, 10)} ${f(r.bf16!.torch, 9)} ` +
+        `${f(r.bf16!.torch ? r.bf16!.ours / r.bf16!.torch : null, 9, 2)} ${f(r.bf16!.ours / r.ours.tokPerSec, 12, 2)} ` +
+        `${f(r.bf16!.torch && r.torch ? r.bf16!.torch / r.torch.tokPerSec : null, 13, 2)}`,
+    );
+  console.log('tokens/s; ours bf16 = "precision": "bf16"; torch ac = torch.autocast("cpu", bfloat16); vs torch = ours bf16 / torch ac; vs ours f32 = ours bf16 / ours f32');
+}
 if (profile) {
   console.log('\nphase split, seconds per step (forward+loss / backward / clip+AdamW):');
   for (const r of rows)
@@ -191,6 +236,19 @@ console.log(
         ours: { tokensPerSec: +r.ours.tokPerSec.toFixed(1), mfuGemm: +r.ours.mfuGemm.toFixed(4), mfuPeak: +r.ours.mfuPeak.toFixed(4), peakMiB: +r.ours.peakMiB.toFixed(1), loss: +r.ours.loss.toFixed(4), phasesSec: r.ours.phases.map((x) => +x.toFixed(4)) },
         torch: r.torch ? { tokensPerSec: +r.torch.tokPerSec.toFixed(1), mfuGemm: +r.torch.mfuGemm.toFixed(4), rssGrowthMiB: +r.torch.rssMiB.toFixed(1), loss: +r.torch.loss.toFixed(4), phasesSec: r.torch.phases.map((x) => +x.toFixed(4)) } : null,
         ratio: r.torch ? +(r.ours.tokPerSec / r.torch.tokPerSec).toFixed(3) : null,
+        ...(r.bf16
+          ? {
+            bf16: {
+              kernel: bf16MatmulKernel(),
+              ours: +r.bf16.ours.toFixed(1),
+              torchAutocast: r.bf16.torch === null ? null : +r.bf16.torch.toFixed(1),
+              ratioTorch: r.bf16.torch === null ? null : +(r.bf16.ours / r.bf16.torch).toFixed(3),
+              ratioOursF32: +(r.bf16.ours / r.ours.tokPerSec).toFixed(3),
+              phasesSec: r.bf16.oursPhases.map((x) => +x.toFixed(4)),
+              torchPhasesSec: r.bf16.torchPhases?.map((x) => +x.toFixed(4)) ?? null,
+            },
+          }
+          : {}),
       })),
     }),
 );
