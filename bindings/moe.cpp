@@ -7,14 +7,22 @@
 #include <vector>
 
 #include "args.h"
+#include "cuda_index.h"
+#include "cuda_slot.h"
 #include "patentgpt/moe_experts.h"
 #include "patentgpt/ops.h"
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+#include "patentgpt/cuda_moe.h"
+#endif
 
 namespace pgnode {
 
 namespace {
 
+// On CUDA each check reads the indices back to the host first (cuda_index.h).
 void CheckExperts(const Args& a, const int32_t* idx, int64_t M, int64_t E) {
+  std::vector<int32_t> keep;
+  idx = HostIndex(a, idx, M, keep, "indices");
   for (int64_t s = 0; s < M; ++s)
     if (idx[s] < 0 || idx[s] >= E)
       a.Fail("expert " + std::to_string(idx[s]) + " at slot " + std::to_string(s) + " is outside [0, E = " +
@@ -23,6 +31,8 @@ void CheckExperts(const Args& a, const int32_t* idx, int64_t M, int64_t E) {
 
 // A permutation of [0, M): what the dispatch plan's order and slot_pos always are.
 void CheckPermutation(const Args& a, const char* name, const int32_t* p, int64_t M) {
+  std::vector<int32_t> keep;
+  p = HostIndex(a, p, M, keep, name);
   std::vector<uint8_t> seen(static_cast<size_t>(M), 0);
   for (int64_t i = 0; i < M; ++i) {
     if (p[i] < 0 || p[i] >= M || seen[static_cast<size_t>(p[i])])
@@ -32,10 +42,13 @@ void CheckPermutation(const Args& a, const char* name, const int32_t* p, int64_t
   }
 }
 
-void CheckOffsets(const Args& a, const int32_t* off, int64_t E, int64_t M) {
+// Returns the offsets on the host (a copy in `keep` on CUDA), which the CUDA GEMMs plan from.
+const int32_t* CheckOffsets(const Args& a, const int32_t* off, int64_t E, int64_t M, std::vector<int32_t>& keep) {
+  off = HostIndex(a, off, E + 1, keep, "offsets");
   if (off[0] != 0 || off[E] != M) a.Fail("offsets must run from 0 to M = " + std::to_string(M));
   for (int64_t e = 0; e < E; ++e)
     if (off[e + 1] < off[e]) a.Fail("offsets decrease at expert " + std::to_string(e));
+  return off;
 }
 
 void CheckK(const Args& a, int64_t k, int64_t E) {
@@ -68,7 +81,7 @@ Napi::Value MoeRouterForward(const Napi::CallbackInfo& info, const Args& a) {
   int32_t* indices = a.Ptr<int32_t>(0, "indices", a.Mul(N, k));
   float* weights = a.Ptr<float>(2, "weights", a.Mul(N, k));
   const float* logits = a.Ptr<float>(4, "logits", a.Mul(N, E));
-  pg::moe_router_forward(indices, weights, logits, N, E, k, a.Bool(9, "normalize"));
+  PG_ON(a, moe_router_forward)(indices, weights, logits, N, E, k, a.Bool(9, "normalize"));
   return info.Env().Undefined();
 }
 
@@ -82,7 +95,7 @@ Napi::Value MoeRouterBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int32_t* indices = a.Ptr<int32_t>(6, "indices", a.Mul(N, k));
   const float* logits = a.Ptr<float>(8, "logits", a.Mul(N, E));
   CheckExperts(a, indices, N * k, E);
-  pg::moe_router_backward(dlogits, dweights, weights, indices, logits, N, E, k, a.Bool(13, "normalize"));
+  PG_ON(a, moe_router_backward)(dlogits, dweights, weights, indices, logits, N, E, k, a.Bool(13, "normalize"));
   return info.Env().Undefined();
 }
 
@@ -97,7 +110,7 @@ Napi::Value MoeDispatch(const Napi::CallbackInfo& info, const Args& a) {
   CheckExperts(a, indices, M, E);
   if (Overlap(order, M, indices, M) || Overlap(slot_pos, M, indices, M) || Overlap(offsets, E + 1, indices, M))
     a.Fail("outputs and indices share memory");
-  pg::moe_dispatch(order, slot_pos, offsets, indices, M, E);
+  PG_ON(a, moe_dispatch)(order, slot_pos, offsets, indices, M, E);
   return info.Env().Undefined();
 }
 
@@ -108,7 +121,7 @@ Napi::Value MoePermuteForward(const Napi::CallbackInfo& info, const Args& a) {
   const float* x = a.Ptr<float>(2, "x", a.Mul(N, C));
   const int32_t* order = a.Ptr<int32_t>(4, "order", M);
   CheckPermutation(a, "order", order, M);
-  pg::moe_permute_forward(xs, x, order, M, C, k);
+  PG_ON(a, moe_permute_forward)(xs, x, order, M, C, k);
   return info.Env().Undefined();
 }
 
@@ -120,7 +133,7 @@ Napi::Value MoePermuteBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int32_t* slot_pos = a.Ptr<int32_t>(4, "slotPos", M);
   CheckPermutation(a, "slotPos", slot_pos, M);
   if (Overlap(dx, N * C, dxs, M * C)) a.Fail("dx and dxs share memory");
-  pg::moe_permute_backward(dx, dxs, slot_pos, N, C, k);
+  PG_ON(a, moe_permute_backward)(dx, dxs, slot_pos, N, C, k);
   return info.Env().Undefined();
 }
 
@@ -131,8 +144,16 @@ Napi::Value MoeGroupedGemmForward(const Napi::CallbackInfo& info, const Args& a)
   const float* xs = a.Ptr<float>(2, "xs", a.Mul(M, I));
   const float* w = a.Ptr<float>(4, "w", a.Mul(E, a.Mul(O, I)));
   const int32_t* offsets = a.Ptr<int32_t>(6, "offsets", E + 1);
-  CheckOffsets(a, offsets, E, M);
+  std::vector<int32_t> keep;
+  const int32_t* offsets_h = CheckOffsets(a, offsets, E, M, keep);
   if (Overlap(y, M * O, xs, M * I) || Overlap(y, M * O, w, E * O * I)) a.Fail("y shares memory with xs or w");
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) {
+    pg::cuda::moe_grouped_gemm_forward(y, xs, w, offsets, offsets_h, E, O, I);
+    return info.Env().Undefined();
+  }
+#endif
+  (void)offsets_h;
   pg::moe_grouped_gemm_forward(y, xs, w, offsets, E, O, I);
   return info.Env().Undefined();
 }
@@ -146,7 +167,15 @@ Napi::Value MoeGroupedGemmBackward(const Napi::CallbackInfo& info, const Args& a
   const float* xs = a.Ptr<float>(6, "xs", a.Mul(M, I));
   const float* w = a.Ptr<float>(8, "w", a.Mul(E, a.Mul(O, I)));
   const int32_t* offsets = a.Ptr<int32_t>(10, "offsets", E + 1);
-  CheckOffsets(a, offsets, E, M);
+  std::vector<int32_t> keep;
+  const int32_t* offsets_h = CheckOffsets(a, offsets, E, M, keep);
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) {
+    pg::cuda::moe_grouped_gemm_backward(dxs, dw, dy, xs, w, offsets, offsets_h, E, O, I);
+    return info.Env().Undefined();
+  }
+#endif
+  (void)offsets_h;
   pg::moe_grouped_gemm_backward(dxs, dw, dy, xs, w, offsets, E, O, I);
   return info.Env().Undefined();
 }
@@ -167,8 +196,16 @@ Napi::Value MoeExpertsGemmForward(const Napi::CallbackInfo& info, const Args& a)
   std::vector<const float*> w;
   a.PtrList<const float>(4, "w", E, a.Mul(O, I), w);
   const int32_t* offsets = a.Ptr<int32_t>(5, "offsets", E + 1);
-  CheckOffsets(a, offsets, E, M);
+  std::vector<int32_t> keep;
+  const int32_t* offsets_h = CheckOffsets(a, offsets, E, M, keep);
   if (Overlap(y, M * O, xs, M * I) || OverlapsAny(y, M * O, w, O * I)) a.Fail("y shares memory with xs or w");
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) {
+    pg::cuda::moe_experts_gemm_forward(y, xs, w.data(), offsets, offsets_h, E, O, I);
+    return info.Env().Undefined();
+  }
+#endif
+  (void)offsets_h;
   pg::moe_experts_gemm_forward(y, xs, w.data(), offsets, E, O, I);
   return info.Env().Undefined();
 }
@@ -186,7 +223,8 @@ Napi::Value MoeExpertsGemmBackward(const Napi::CallbackInfo& info, const Args& a
   std::vector<const float*> w;
   a.PtrList<const float>(7, "w", E, nw, w);
   const int32_t* offsets = a.Ptr<int32_t>(8, "offsets", E + 1);
-  CheckOffsets(a, offsets, E, M);
+  std::vector<int32_t> keep;
+  const int32_t* offsets_h = CheckOffsets(a, offsets, E, M, keep);
   if (dxs && (Overlap(dxs, M * I, dy, M * O) || Overlap(dxs, M * I, xs, M * I) || OverlapsAny(dxs, M * I, w, nw)))
     a.Fail("dxs shares memory with dy, xs or w");
   for (size_t e = 0; e < dw.size(); ++e) {
@@ -196,6 +234,14 @@ Napi::Value MoeExpertsGemmBackward(const Napi::CallbackInfo& info, const Args& a
     for (size_t f = e + 1; f < dw.size(); ++f)
       if (Overlap(dw[e], nw, dw[f], nw)) a.Fail("dw[" + std::to_string(e) + "] and dw[" + std::to_string(f) + "] share memory");
   }
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) {
+    pg::cuda::moe_experts_gemm_backward(dxs, want_dw ? dw.data() : nullptr, dy, xs, w.data(), offsets, offsets_h, E, O,
+                                        I);
+    return info.Env().Undefined();
+  }
+#endif
+  (void)offsets_h;
   pg::moe_experts_gemm_backward(dxs, want_dw ? dw.data() : nullptr, dy, xs, w.data(), offsets, E, O, I);
   return info.Env().Undefined();
 }
@@ -209,7 +255,7 @@ Napi::Value MoeCombineForward(const Napi::CallbackInfo& info, const Args& a) {
   const int32_t* slot_pos = a.Ptr<int32_t>(6, "slotPos", M);
   CheckPermutation(a, "slotPos", slot_pos, M);
   if (Overlap(out, N * C, y, M * C)) a.Fail("out and y share memory");
-  pg::moe_combine_forward(out, y, weights, slot_pos, N, C, k);
+  PG_ON(a, moe_combine_forward)(out, y, weights, slot_pos, N, C, k);
   return info.Env().Undefined();
 }
 
@@ -224,7 +270,7 @@ Napi::Value MoeCombineBackward(const Napi::CallbackInfo& info, const Args& a) {
   const int32_t* slot_pos = a.Ptr<int32_t>(10, "slotPos", M);
   CheckPermutation(a, "slotPos", slot_pos, M);
   if (Overlap(dy, M * C, dout, N * C) || Overlap(dy, M * C, y, M * C)) a.Fail("dy shares memory with dout or y");
-  pg::moe_combine_backward(dy, dweights, dout, y, weights, slot_pos, N, C, k);
+  PG_ON(a, moe_combine_backward)(dy, dweights, dout, y, weights, slot_pos, N, C, k);
   return info.Env().Undefined();
 }
 
@@ -232,37 +278,37 @@ Napi::Value MoeCombineBackward(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "moeRouterForward", "moe router",
      "indices: i32, weights: f32, logits: f32, N: size, E: size, k: size, normalize: boolean",
-     "void", /* cpu */ MoeRouterForward, /* cuda */ nullptr},
+     "void", /* cpu */ MoeRouterForward, /* cuda */ PG_CUDA(MoeRouterForward)},
     {DeclKind::Function, "moeRouterBackward", "moe router backward",
      "dlogits: f32, dweights: f32, weights: f32, indices: i32, logits: f32, N: size, E: size, k: size, normalize: boolean",
-     "void", /* cpu */ MoeRouterBackward, /* cuda */ nullptr},
+     "void", /* cpu */ MoeRouterBackward, /* cuda */ PG_CUDA(MoeRouterBackward)},
     {DeclKind::Function, "moeDispatch", "moe dispatch",
      "order: i32, slotPos: i32, offsets: i32, indices: i32, M: size, E: size",
-     "void", /* cpu */ MoeDispatch, /* cuda */ nullptr},
+     "void", /* cpu */ MoeDispatch, /* cuda */ PG_CUDA(MoeDispatch)},
     {DeclKind::Function, "moePermuteForward", "moe permute",
      "xs: f32, x: f32, order: i32, N: size, C: size, k: size",
-     "void", /* cpu */ MoePermuteForward, /* cuda */ nullptr},
+     "void", /* cpu */ MoePermuteForward, /* cuda */ PG_CUDA(MoePermuteForward)},
     {DeclKind::Function, "moePermuteBackward", "moe permute backward",
      "dx: f32, dxs: f32, slotPos: i32, N: size, C: size, k: size",
-     "void", /* cpu */ MoePermuteBackward, /* cuda */ nullptr},
+     "void", /* cpu */ MoePermuteBackward, /* cuda */ PG_CUDA(MoePermuteBackward)},
     {DeclKind::Function, "moeGroupedGemmForward", "moe grouped gemm",
      "y: f32, xs: f32, w: f32, offsets: i32, M: size, E: size, O: size, I: size",
-     "void", /* cpu */ MoeGroupedGemmForward, /* cuda */ nullptr},
+     "void", /* cpu */ MoeGroupedGemmForward, /* cuda */ PG_CUDA(MoeGroupedGemmForward)},
     {DeclKind::Function, "moeGroupedGemmBackward", "moe grouped gemm backward",
      "dxs: f32 | null, dw: f32 | null, dy: f32, xs: f32, w: f32, offsets: i32, M: size, E: size, O: size, I: size",
-     "void", /* cpu */ MoeGroupedGemmBackward, /* cuda */ nullptr},
+     "void", /* cpu */ MoeGroupedGemmBackward, /* cuda */ PG_CUDA(MoeGroupedGemmBackward)},
     {DeclKind::Function, "moeExpertsGemmForward", "moe experts gemm",
      "y: f32, xs: f32, w: f32[], offsets: i32, M: size, E: size, O: size, I: size",
-     "void", /* cpu */ MoeExpertsGemmForward, /* cuda */ nullptr},
+     "void", /* cpu */ MoeExpertsGemmForward, /* cuda */ PG_CUDA(MoeExpertsGemmForward)},
     {DeclKind::Function, "moeExpertsGemmBackward", "moe experts gemm backward",
      "dxs: f32 | null, dw: f32[], dy: f32, xs: f32, w: f32[], offsets: i32, M: size, E: size, O: size, I: size",
-     "void", /* cpu */ MoeExpertsGemmBackward, /* cuda */ nullptr},
+     "void", /* cpu */ MoeExpertsGemmBackward, /* cuda */ PG_CUDA(MoeExpertsGemmBackward)},
     {DeclKind::Function, "moeCombineForward", "moe combine",
      "out: f32, y: f32, weights: f32, slotPos: i32, N: size, C: size, k: size",
-     "void", /* cpu */ MoeCombineForward, /* cuda */ nullptr},
+     "void", /* cpu */ MoeCombineForward, /* cuda */ PG_CUDA(MoeCombineForward)},
     {DeclKind::Function, "moeCombineBackward", "moe combine backward",
      "dy: f32, dweights: f32, dout: f32, y: f32, weights: f32, slotPos: i32, N: size, C: size, k: size",
-     "void", /* cpu */ MoeCombineBackward, /* cuda */ nullptr},
+     "void", /* cpu */ MoeCombineBackward, /* cuda */ PG_CUDA(MoeCombineBackward)},
 };
 
 }  // namespace

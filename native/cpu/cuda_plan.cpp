@@ -56,8 +56,7 @@ std::string plan_paged(int64_t Tq, int64_t H, int64_t Hkv, int64_t D, int64_t pa
   plan.grid_z = plan.partitions;
   if (plan.grid_y > kMaxGridYZ || plan.grid_z > kMaxGridYZ)
     return "Hkv * head chunks = " + S(plan.grid_y) + " or partitions = " + S(plan.grid_z) + " exceed the grid on cuda";
-  // Query vectors (heads x D) and the block's warp partials (warps x heads x (D + 2)).
-  plan.smem = static_cast<size_t>(plan.heads * D + kPagedWarps * plan.heads * (D + 2)) * sizeof(float);
+  plan.smem = static_cast<size_t>(paged_smem_floats(plan.heads, D)) * sizeof(float);
   return "";
 }
 

@@ -57,6 +57,17 @@ TEST(paged_heads_are_chunked_to_what_a_block_holds) {
   CHECK(plan_paged(4, 12, 4, 300, 256, 8, 2048, 132, plan).find("head dim") != std::string::npos);
 }
 
+TEST(paged_shared_memory_holds_the_partials_and_fits_the_device) {
+  for (int64_t D : {1, 64, 96, 128, 200, 256}) {
+    PagedPlan plan;
+    CHECK(plan_paged(1, 64, 1, D, 256, 8, 2048, 132, plan).empty());  // the most heads a block takes
+    CHECK(plan.heads == paged_heads_per_block(attention_dmax(D)));
+    CHECK(paged_partials_fit(plan.heads, D));
+    CHECK(plan.smem <= 163 * 1024);  // A100's opt-in limit, the smallest of sm_80..sm_90
+  }
+  CHECK(!paged_partials_fit(64, 128));  // the check itself can fail
+}
+
 TEST(paged_rows_find_their_sequence_past_empty_ones) {
   const std::vector<int32_t> cu = {0, 2, 2, 2, 5, 6};
   const int64_t want[6] = {0, 0, 3, 3, 3, 4};

@@ -78,6 +78,12 @@ PG_HD int paged_heads_per_block(int dmax) { return dmax <= 128 ? 8 : 4; }
 // Fewest tokens worth a partition of their own: below this, the merge costs more than it saves.
 constexpr int64_t kPagedMinPartitionTokens = 256;
 
+// Shared memory (floats) of the partition kernel: the block's query vectors (heads, D) and each
+// warp's key tile (32 tokens, D + 1: lane j reads token j's row from its own bank). After the
+// tokens, the key tiles hold the warps' partials (warps, heads, D + 2), which must fit there.
+PG_HD int64_t paged_smem_floats(int64_t heads, int64_t D) { return heads * D + kPagedWarps * 32 * (D + 1); }
+PG_HD bool paged_partials_fit(int64_t heads, int64_t D) { return heads * (D + 2) <= 32 * (D + 1); }
+
 struct PagedPlan {
   int dmax = 0;               // head-dim bucket
   int heads = 0;              // query heads per block (<= paged_heads_per_block)

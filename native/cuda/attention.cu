@@ -1,0 +1,434 @@
+// Fused attention on CUDA in the FlashAttention-2 manner: the twin of native/cpu/attention.cpp
+// (same buffers, same packed variable-length sequences, grouped-query heads, causal or not),
+// checked against it by the op suites. f32 in and out, softmax statistics in f32.
+//
+// One structure serves all three kernels: a block of kAttnWarps warps owns kAttnRows rows (4 per
+// warp) and walks tiles of kAttnCols columns through shared memory, one column per lane. A lane
+// computes the dot products of its column with the warp's rows (the rows read by broadcast, the
+// column tile padded to D + 1 floats per row so the lanes hit distinct banks); then the warp
+// accumulates columns into its rows' outputs, each lane holding the head-dim slice
+// d = lane + 32 c. Forward and dq: rows are queries, columns keys. dk/dv: rows are keys, columns
+// queries, summed over the query heads of the group (no atomics: every output element has one
+// owner, so results are deterministic). Forward saves lse (H, T) = m + log(l), natural log, as
+// the CPU op does; backward recomputes P from it.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <string>
+
+#include "attention_common.cuh"
+#include "patentgpt/cuda_attention.h"
+#include "patentgpt/cuda_plan.h"
+
+namespace pg::cuda {
+
+namespace {
+
+using namespace pg::cuda_plan;
+
+constexpr int R = kAttnRowsPerWarp;
+constexpr int BC = kAttnCols;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+struct Shape {
+  const int32_t* cu;  // (nseq + 1) on the device
+  int64_t T, tiles;
+  int H, Hkv, D;
+  float scale;
+  bool causal;
+};
+
+// rows (n, D) of a (T, heads, D) tensor from token t0, head h into dst with row stride `ld`;
+// zeros for rows at or past `valid`.
+__device__ __forceinline__ void load_rows(float* dst, int ld, const float* src, int64_t t0, int heads, int h, int D,
+                                          int n, int valid) {
+  const float* base = src + (t0 * heads + h) * static_cast<int64_t>(D);
+  const int stride = heads * D;  // < 2^31: the bindings bound T * H * D, and heads * D <= that
+  for (int i = threadIdx.x; i < n * D; i += kAttnThreads) {
+    const int r = i / D, d = i - r * D;
+    dst[r * ld + d] = r < valid ? base[static_cast<int64_t>(r) * stride + d] : 0.0f;
+  }
+}
+
+// ---- forward: out (T, H, D) = softmax(scale q k^T) v per sequence, lse (H, T) ----
+// dynamic smem: (kAttnRows * 256 + 2 * kAttnCols * 257) * 4 bytes at most (attention_forward_smem_floats)
+template <int DMAX>
+__global__ void __launch_bounds__(kAttnThreads, 1) attention_forward_kernel(float* __restrict__ out,
+                                                                         float* __restrict__ lse,
+                                                                         const float* __restrict__ q,
+                                                                         const float* __restrict__ k,
+                                                                         const float* __restrict__ v, Shape a) {
+  constexpr int NC = DMAX / 32;
+  extern __shared__ float smem[];
+  const int D = a.D, Dp = D + 1;
+  float* qs = smem;                 // (kAttnRows, D)
+  float* ks = qs + kAttnRows * D;   // (BC, D + 1)
+  float* vs = ks + BC * Dp;         // (BC, D + 1)
+  int64_t seq, tile;
+  attention_block_tile(blockIdx.x, a.tiles, true, &seq, &tile);
+  const int h = blockIdx.y, hk = h / (a.H / a.Hkv);
+  const int64_t s0 = a.cu[seq];
+  const int len = a.cu[seq + 1] - a.cu[seq], r0 = static_cast<int>(tile) * kAttnRows;
+  if (r0 >= len) return;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rows = min(len - r0, kAttnRows);
+  load_rows(qs, D, q, s0 + r0, a.H, h, D, kAttnRows, rows);
+  const float sl2 = a.scale * kLog2e;  // scores in log2 units: exp2 instead of exp
+  float m[R], l[R], acc[R][NC];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < NC; ++c) acc[r][c] = 0.0f;
+  }
+  const int kend = static_cast<int>(attention_key_end(r0, len, a.causal));
+  for (int c0 = 0; c0 < kend; c0 += BC) {
+    const int cols = min(kend - c0, BC);
+    __syncthreads();  // the previous tile is consumed
+    load_rows(ks, Dp, k, s0 + c0, a.Hkv, hk, D, BC, cols);
+    load_rows(vs, Dp, v, s0 + c0, a.Hkv, hk, D, BC, cols);
+    __syncthreads();
+    float s[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = 0.0f;
+    const float* kr = ks + lane * Dp;
+    const float* qw = qs + warp * R * D;
+#pragma unroll 4
+    for (int d = 0; d < D; ++d) {
+      const float kd = kr[d];
+#pragma unroll
+      for (int r = 0; r < R; ++r) s[r] = fmaf(qw[r * D + d], kd, s[r]);
+    }
+    const int col = c0 + lane;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int row = r0 + warp * R + r;
+      const bool ok = lane < cols && row < len && (!a.causal || col <= row);
+      s[r] = ok ? s[r] * sl2 : -INFINITY;
+      const float mnew = fmaxf(m[r], warp_max(s[r]));
+      const float base = mnew == -INFINITY ? 0.0f : mnew;  // a row with no key yet stays at zero
+      const float p = exp2f(s[r] - base), corr = exp2f(m[r] - base);
+      l[r] = l[r] * corr + warp_sum(p);
+      m[r] = mnew;
+#pragma unroll
+      for (int c = 0; c < NC; ++c) acc[r][c] *= corr;
+      s[r] = p;
+    }
+    for (int j = 0; j < cols; ++j) {
+      const float* vr = vs + j * Dp;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float pj = __shfl_sync(0xffffffffu, s[r], j);
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+          const int d = lane + 32 * c;
+          if (d < D) acc[r][c] = fmaf(pj, vr[d], acc[r][c]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int row = r0 + warp * R + r;
+    if (row >= len) continue;
+    const int64_t t = s0 + row;
+    const float inv = 1.0f / l[r];
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const int d = lane + 32 * c;
+      if (d < D) out[(t * a.H + h) * static_cast<int64_t>(D) + d] = acc[r][c] * inv;
+    }
+    if (lane == 0) lse[h * a.T + t] = (m[r] + log2f(l[r])) * kLn2;
+  }
+}
+
+// ---- backward, step 1: delta (H, T) = rowsum(dout * out), one warp per (token, head) ----
+__global__ void __launch_bounds__(kAttnThreads, 1) attention_delta_kernel(float* __restrict__ delta,
+                                                                       const float* __restrict__ dout,
+                                                                       const float* __restrict__ out, int64_t T,
+                                                                       int H, int D) {
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * kAttnThreads + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= T * H) return;
+  const float* g = dout + row * D;
+  const float* o = out + row * D;
+  float acc = 0.0f;
+  for (int d = lane; d < D; d += 32) acc = fmaf(g[d], o[d], acc);
+  acc = warp_sum(acc);
+  const int64_t t = row / H, h = row - t * H;
+  if (lane == 0) delta[h * T + t] = acc;
+}
+
+// ---- backward, step 2: dq (T, H, D) = scale * sum_j ds_ij k_j, ds = p (dout.v - delta) ----
+// dynamic smem: (2 * kAttnRows * 256 + 2 * kAttnCols * 257) * 4 bytes at most (attention_dq_smem_floats)
+template <int DMAX>
+__global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(float* __restrict__ dq,
+                                                                    const float* __restrict__ dout,
+                                                                    const float* __restrict__ lse,
+                                                                    const float* __restrict__ delta,
+                                                                    const float* __restrict__ q,
+                                                                    const float* __restrict__ k,
+                                                                    const float* __restrict__ v, Shape a) {
+  constexpr int NC = DMAX / 32;
+  extern __shared__ float smem[];
+  const int D = a.D, Dp = D + 1;
+  float* qs = smem;                  // (kAttnRows, D)
+  float* gs = qs + kAttnRows * D;    // (kAttnRows, D): dout rows
+  float* ks = gs + kAttnRows * D;    // (BC, D + 1)
+  float* vs = ks + BC * Dp;          // (BC, D + 1)
+  int64_t seq, tile;
+  attention_block_tile(blockIdx.x, a.tiles, true, &seq, &tile);
+  const int h = blockIdx.y, hk = h / (a.H / a.Hkv);
+  const int64_t s0 = a.cu[seq];
+  const int len = a.cu[seq + 1] - a.cu[seq], r0 = static_cast<int>(tile) * kAttnRows;
+  if (r0 >= len) return;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rows = min(len - r0, kAttnRows);
+  load_rows(qs, D, q, s0 + r0, a.H, h, D, kAttnRows, rows);
+  load_rows(gs, D, dout, s0 + r0, a.H, h, D, kAttnRows, rows);
+  const float sl2 = a.scale * kLog2e;
+  float L[R], dl[R], acc[R][NC];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int row = r0 + warp * R + r;
+    L[r] = row < len ? lse[h * a.T + s0 + row] * kLog2e : 0.0f;
+    dl[r] = row < len ? delta[h * a.T + s0 + row] : 0.0f;
+#pragma unroll
+    for (int c = 0; c < NC; ++c) acc[r][c] = 0.0f;
+  }
+  const int kend = static_cast<int>(attention_key_end(r0, len, a.causal));
+  for (int c0 = 0; c0 < kend; c0 += BC) {
+    const int cols = min(kend - c0, BC);
+    __syncthreads();
+    load_rows(ks, Dp, k, s0 + c0, a.Hkv, hk, D, BC, cols);
+    load_rows(vs, Dp, v, s0 + c0, a.Hkv, hk, D, BC, cols);
+    __syncthreads();
+    float s[R], dp[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
+    const float* kr = ks + lane * Dp;
+    const float* vr = vs + lane * Dp;
+    const float* qw = qs + warp * R * D;
+    const float* gw = gs + warp * R * D;
+#pragma unroll 4
+    for (int d = 0; d < D; ++d) {
+      const float kd = kr[d], vd = vr[d];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        s[r] = fmaf(qw[r * D + d], kd, s[r]);
+        dp[r] = fmaf(gw[r * D + d], vd, dp[r]);
+      }
+    }
+    const int col = c0 + lane;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int row = r0 + warp * R + r;
+      const bool ok = lane < cols && row < len && (!a.causal || col <= row);
+      const float p = ok ? exp2f(s[r] * sl2 - L[r]) : 0.0f;
+      s[r] = p * (dp[r] - dl[r]);  // ds
+    }
+    for (int j = 0; j < cols; ++j) {
+      const float* kj = ks + j * Dp;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float ds = __shfl_sync(0xffffffffu, s[r], j);
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+          const int d = lane + 32 * c;
+          if (d < D) acc[r][c] = fmaf(ds, kj[d], acc[r][c]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int row = r0 + warp * R + r;
+    if (row >= len) continue;
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const int d = lane + 32 * c;
+      if (d < D) dq[((s0 + row) * a.H + h) * static_cast<int64_t>(D) + d] = acc[r][c] * a.scale;
+    }
+  }
+}
+
+// ---- backward, step 3: dk, dv (T, Hkv, D) over the group's query heads ----
+// dv_j = sum_i p_ij dout_i, dk_j = scale * sum_i ds_ij q_i; rows are keys, columns queries.
+// dynamic smem: (2 * kAttnRows * 256 + 2 * kAttnCols * 257 + 2 * kAttnCols) * 4 bytes at most
+template <int DMAX>
+__global__ void __launch_bounds__(kAttnThreads, 1) attention_dkdv_kernel(float* __restrict__ dk,
+                                                                      float* __restrict__ dv,
+                                                                      const float* __restrict__ dout,
+                                                                      const float* __restrict__ lse,
+                                                                      const float* __restrict__ delta,
+                                                                      const float* __restrict__ q,
+                                                                      const float* __restrict__ k,
+                                                                      const float* __restrict__ v, Shape a) {
+  constexpr int NC = DMAX / 32;
+  extern __shared__ float smem[];
+  const int D = a.D, Dp = D + 1;
+  float* ks = smem;                  // (kAttnRows, D)
+  float* vs = ks + kAttnRows * D;    // (kAttnRows, D)
+  float* qs = vs + kAttnRows * D;    // (BC, D + 1)
+  float* gs = qs + BC * Dp;          // (BC, D + 1): dout
+  float* ls = gs + BC * Dp;          // (BC): lse in log2 units
+  float* es = ls + BC;               // (BC): delta
+  int64_t seq, tile;
+  attention_block_tile(blockIdx.x, a.tiles, false, &seq, &tile);
+  const int hk = blockIdx.y, group = a.H / a.Hkv;
+  const int64_t s0 = a.cu[seq];
+  const int len = a.cu[seq + 1] - a.cu[seq], k0 = static_cast<int>(tile) * kAttnRows;
+  if (k0 >= len) return;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rows = min(len - k0, kAttnRows);
+  load_rows(ks, D, k, s0 + k0, a.Hkv, hk, D, kAttnRows, rows);
+  load_rows(vs, D, v, s0 + k0, a.Hkv, hk, D, kAttnRows, rows);
+  const float sl2 = a.scale * kLog2e;
+  float adk[R][NC], adv[R][NC];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int c = 0; c < NC; ++c) adk[r][c] = adv[r][c] = 0.0f;
+  const int qbegin = static_cast<int>(attention_query_begin(k0, a.causal));
+  for (int h = hk * group; h < (hk + 1) * group; ++h) {
+    for (int c0 = qbegin; c0 < len; c0 += BC) {
+      const int cols = min(len - c0, BC);
+      __syncthreads();
+      load_rows(qs, Dp, q, s0 + c0, a.H, h, D, BC, cols);
+      load_rows(gs, Dp, dout, s0 + c0, a.H, h, D, BC, cols);
+      if (threadIdx.x < BC) {
+        const bool in = static_cast<int>(threadIdx.x) < cols;
+        ls[threadIdx.x] = in ? lse[h * a.T + s0 + c0 + threadIdx.x] * kLog2e : 0.0f;
+        es[threadIdx.x] = in ? delta[h * a.T + s0 + c0 + threadIdx.x] : 0.0f;
+      }
+      __syncthreads();
+      float p[R], ds[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) p[r] = ds[r] = 0.0f;
+      const float* qr = qs + lane * Dp;
+      const float* gr = gs + lane * Dp;
+      const float* kw = ks + warp * R * D;
+      const float* vw = vs + warp * R * D;
+#pragma unroll 4
+      for (int d = 0; d < D; ++d) {
+        const float qd = qr[d], gd = gr[d];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          p[r] = fmaf(kw[r * D + d], qd, p[r]);    // s = q.k
+          ds[r] = fmaf(vw[r * D + d], gd, ds[r]);  // dp = dout.v
+        }
+      }
+      const int col = c0 + lane;  // this lane's query
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int key = k0 + warp * R + r;
+        const bool ok = lane < cols && key < len && (!a.causal || key <= col);
+        p[r] = ok ? exp2f(p[r] * sl2 - ls[lane]) : 0.0f;
+        ds[r] = p[r] * (ds[r] - es[lane]);
+      }
+      for (int j = 0; j < cols; ++j) {
+        const float* qj = qs + j * Dp;
+        const float* gj = gs + j * Dp;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const float pj = __shfl_sync(0xffffffffu, p[r], j), dsj = __shfl_sync(0xffffffffu, ds[r], j);
+#pragma unroll
+          for (int c = 0; c < NC; ++c) {
+            const int d = lane + 32 * c;
+            if (d < D) {
+              adv[r][c] = fmaf(pj, gj[d], adv[r][c]);
+              adk[r][c] = fmaf(dsj, qj[d], adk[r][c]);
+            }
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int key = k0 + warp * R + r;
+    if (key >= len) continue;
+    const int64_t base = ((s0 + key) * a.Hkv + hk) * static_cast<int64_t>(D);
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const int d = lane + 32 * c;
+      if (d < D) {
+        dk[base + d] = adk[r][c] * a.scale;
+        dv[base + d] = adv[r][c];
+      }
+    }
+  }
+}
+
+std::string describe_call(const char* op, int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D) {
+  return describe(op, {{"nseq", nseq}, {"T", T}, {"H", H}, {"Hkv", Hkv}, {"D", D}});
+}
+
+template <int DMAX>
+void launch_forward(const AttentionPlan& p, float* out, float* lse, const float* q, const float* k, const float* v,
+                    const Shape& s, const std::string& what) {
+  allow_smem(attention_forward_kernel<DMAX>, p.smem_forward, what);
+  attention_forward_kernel<DMAX><<<dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y_q)),
+                                   kAttnThreads, p.smem_forward, st()>>>(out, lse, q, k, v, s);
+}
+
+template <int DMAX>
+void launch_backward(const AttentionPlan& p, float* dq, float* dk, float* dv, const float* dout, const float* lse,
+                     const float* delta, const float* q, const float* k, const float* v, const Shape& s,
+                     const std::string& what) {
+  allow_smem(attention_dq_kernel<DMAX>, p.smem_dq, what);
+  allow_smem(attention_dkdv_kernel<DMAX>, p.smem_dkdv, what);
+  attention_dq_kernel<DMAX><<<dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y_q)),
+                              kAttnThreads, p.smem_dq, st()>>>(dq, dout, lse, delta, q, k, v, s);
+  attention_dkdv_kernel<DMAX><<<dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y_kv)),
+                                kAttnThreads, p.smem_dkdv, st()>>>(dk, dv, dout, lse, delta, q, k, v, s);
+}
+
+AttentionPlan plan_or_throw(const int32_t* cu_host, int64_t nseq, int64_t H, int64_t Hkv, int64_t D,
+                            const std::string& what) {
+  AttentionPlan plan;
+  const std::string err = plan_attention(cu_host, nseq, H, Hkv, D, plan);
+  if (!err.empty()) throw Error(what + ": " + err, /*bad_argument=*/true);
+  return plan;
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* cu,
+                       const int32_t* cu_host, int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D,
+                       float scale, bool causal) {
+  const std::string what = describe_call("attention forward", nseq, T, H, Hkv, D);
+  const AttentionPlan plan = plan_or_throw(cu_host, nseq, H, Hkv, D, what);
+  if (plan.grid_x == 0 || T == 0) return;
+  const Shape s{cu, T, plan.tiles, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
+  switch (plan.dmax) {
+    case 64: launch_forward<64>(plan, out, lse, q, k, v, s, what); break;
+    case 128: launch_forward<128>(plan, out, lse, q, k, v, s, what); break;
+    default: launch_forward<256>(plan, out, lse, q, k, v, s, what); break;
+  }
+  check_launch(what);
+}
+
+void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* out,
+                        const float* lse, const float* q, const float* k, const float* v, const int32_t* cu,
+                        const int32_t* cu_host, int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D,
+                        float scale, bool causal) {
+  const std::string what = describe_call("attention backward", nseq, T, H, Hkv, D);
+  const AttentionPlan plan = plan_or_throw(cu_host, nseq, H, Hkv, D, what);
+  if (plan.grid_x == 0 || T == 0) return;
+  const int64_t blocks = (T * H * 32 + kAttnThreads - 1) / kAttnThreads;
+  attention_delta_kernel<<<static_cast<unsigned>(blocks), kAttnThreads, 0, st()>>>(delta, dout, out, T,
+                                                                                     static_cast<int>(H),
+                                                                                     static_cast<int>(D));
+  const Shape s{cu, T, plan.tiles, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
+  switch (plan.dmax) {
+    case 64: launch_backward<64>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
+    case 128: launch_backward<128>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
+    default: launch_backward<256>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
+  }
+  check_launch(what);
+}
+
+}  // namespace pg::cuda
