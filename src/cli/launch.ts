@@ -15,6 +15,8 @@ export interface LaunchFlags {
   mpirun?: string;
   bucketMb?: number;
   overlap?: boolean;
+  zero?: number;
+  globalBatch?: boolean;
 }
 
 /** The mpirun command line that runs `args` (a patentgpt command) as `nproc` ranks. */
@@ -28,6 +30,8 @@ export function launchCommandLine(args: readonly string[], flags: LaunchFlags, s
   if (flags.timeout !== undefined) env.PATENTGPT_DIST_TIMEOUT = String(flags.timeout);
   if (flags.bucketMb !== undefined) env.PATENTGPT_BUCKET_MB = String(flags.bucketMb);
   if (flags.overlap === false) env.PATENTGPT_DP_OVERLAP = '0';
+  if (flags.zero !== undefined) env.PATENTGPT_ZERO = String(flags.zero);
+  if (flags.globalBatch) env.PATENTGPT_GLOBAL_BATCH = '1';
   // Every rank gets the same environment (mpirun passes its own); threads are divided per rank by
   // the ranks themselves, so mpirun must not bind them to one core each (--bind-to none), and more
   // ranks than cores is allowed (--oversubscribe) for small machines and tests.
@@ -42,6 +46,11 @@ export function launchCommand(): Command {
     .option('--timeout <seconds>', 'how long a collective waits for its peers before this rank fails (default 300)', positiveInt)
     .option('--bucket-mb <mb>', 'gradient bucket size in MB (default 25)', positiveInt)
     .option('--no-overlap', 'reduce the gradients only after backward (no buckets during backward)')
+    .option('--zero <stage>', 'ZeRO stage: 0 (default) or 1 (optimizer state sharded across the ranks, about 1/N each)', (v: string) => {
+      if (v !== '0' && v !== '1') throw new PatentGPTError('E_ARGUMENT', `--zero: 0 or 1, got ${v}`);
+      return Number(v);
+    })
+    .option('--global-batch', "the config's batchSize x gradAccum is the global batch: the ranks split gradAccum, so a run resumes on another number of ranks (pretrain)")
     .option('--mpirun <path>', 'the mpirun to use (default: mpirun on PATH)')
     .argument('<command...>', 'the patentgpt command and its flags, after --')
     .addHelpText('after', [

@@ -68,6 +68,7 @@ export function commandRunOptions(flags: StageFlags): StageRunOptions {
  */
 export function finishStageCommand(name: string, flags: StageFlags, result: TrainResult & { runDir: string; lora?: { final?: { model: string; adapter?: string } } }): void {
   const out = process.stderr;
+  const dataParallelRank = initDataParallel()?.rank ?? null; // each rank prints its own summary
   const summary = {
     event: 'summary',
     status: result.status,
@@ -80,6 +81,7 @@ export function finishStageCommand(name: string, flags: StageFlags, result: Trai
     ...(result.nonFiniteSteps > 0 ? { nonFiniteSteps: result.nonFiniteSteps } : {}),
     ...(result.rollbacks > 0 ? { rollbacks: result.rollbacks } : {}),
     ...(result.message !== undefined ? { message: result.message } : {}),
+    ...(dataParallelRank !== null ? { rank: dataParallelRank, optimizerStateBytes: result.optimizerStateBytes } : {}),
   };
   if (out.isTTY && !flags.quiet)
     out.write(`${result.status === 'completed' ? 'done' : result.status} at step ${result.step}; checkpoint ${result.checkpoint}; report ${path.join(result.runDir, 'report.svg')}\n`);

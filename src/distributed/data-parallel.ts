@@ -4,12 +4,17 @@
 // pinned to its share of the cores, MPI finalised when the process ends well.
 import { PatentGPTError } from '../errors.js';
 import { setNumThreads, type Tensor } from '../tensor/index.js';
+import type { OptimizerState } from '../train/optimizer.js';
 import type { DataParallelEngine } from '../train/trainer.js';
 import { GradientBuckets, type BucketStats } from './ddp.js';
 import { rankFromEnv, threadsPerRank, type RankInfo } from './env.js';
 import { MpiCommunicator } from './mpi.js';
 
 export interface DataParallelOptions {
+  /** ZeRO stage: 0 (replicated optimizer state, default) or 1 (sharded: PATENTGPT_ZERO=1). */
+  zero?: 0 | 1;
+  /** The config's batchSize x gradAccum is the global batch (PATENTGPT_GLOBAL_BATCH=1). */
+  globalBatch?: boolean;
   /** Gradient bucket size in bytes (PATENTGPT_BUCKET_MB, default 25 MB as DDP's). */
   bucketBytes?: number;
   /** Start buckets during backward (PATENTGPT_DP_OVERLAP=0 turns it off). Default true. */
@@ -21,11 +26,18 @@ export class MpiDataParallel implements DataParallelEngine {
   readonly info: RankInfo;
   readonly opts: DataParallelOptions;
   buckets: GradientBuckets | null = null;
+  /** ZeRO-1: the rank that owns each parameter (by name), and each rank's parameters. */
+  owner: Map<string, number> | null = null;
+  #named: (readonly [string, Tensor])[] = [];
+  #byRank: (readonly [string, Tensor])[][] = [];
+  owns?: (name: string) => boolean;
+  readonly globalBatch: boolean;
 
   constructor(comm: MpiCommunicator, info: RankInfo, opts: DataParallelOptions = {}) {
     this.comm = comm;
     this.info = info;
     this.opts = opts;
+    this.globalBatch = opts.globalBatch === true;
   }
 
   get rank(): number {
@@ -35,8 +47,63 @@ export class MpiDataParallel implements DataParallelEngine {
     return this.comm.size;
   }
 
-  attach(params: readonly Tensor[]): void {
-    this.buckets = new GradientBuckets(params, this.comm, this.opts);
+  attach(params: readonly (readonly [string, Tensor])[]): void {
+    this.#named = [...params];
+    this.buckets = new GradientBuckets(params.map(([, p]) => p), this.comm, this.opts);
+    if (this.opts.zero === 1) {
+      this.owner = partition(params.map(([n, p]) => [n, p.size] as const), this.worldSize);
+      this.#byRank = Array.from({ length: this.worldSize }, (_, k) => params.filter(([n]) => this.owner!.get(n) === k));
+      this.owns = (name) => this.owner!.get(name) === this.rank;
+    }
+  }
+
+  /** ZeRO-1: every parameter from the rank that updated it (one broadcast per rank). */
+  afterStep(): void {
+    if (!this.owner) return;
+    this.#byRank.forEach((list, k) => {
+      const buf = new Float32Array(list.reduce((a, [, p]) => a + p.size, 0));
+      if (buf.length === 0) return;
+      let at = 0;
+      if (k === this.rank) for (const [, p] of list) at += p.read(buf.subarray(at, at + p.size)).length;
+      this.comm.broadcast(buf, k);
+      at = 0;
+      if (k !== this.rank) for (const [, p] of list) p.write(buf.subarray(at, (at += p.size)));
+    });
+  }
+
+  /**
+   * ZeRO-1: the whole optimizer state from every rank's shard (a collective; every rank gets it),
+   * in parameter order: what a checkpoint holds, so it resumes on any number of ranks.
+   */
+  consolidate(state: OptimizerState): OptimizerState {
+    if (!this.owner) return state;
+    const twoMoments = state.type !== 'sgd';
+    const mine = new Map(state.entries.map((e) => [e.name, e]));
+    const all = new Map<string, OptimizerState['entries'][number]>();
+    this.#byRank.forEach((list, k) => {
+      const n = list.reduce((a, [, p]) => a + p.size, 0) * (twoMoments ? 2 : 1);
+      if (n === 0) return;
+      const buf = new Float32Array(n);
+      let at = 0;
+      if (k === this.rank)
+        for (const [name] of list) {
+          const e = mine.get(name)!;
+          buf.set(e.m, at);
+          at += e.m.length;
+          if (twoMoments) {
+            buf.set(e.v!, at);
+            at += e.v!.length;
+          }
+        }
+      this.comm.broadcast(buf, k);
+      at = 0;
+      for (const [name, p] of list) {
+        const m = buf.slice(at, (at += p.size));
+        const v = twoMoments ? buf.slice(at, (at += p.size)) : undefined;
+        all.set(name, { name, shape: [...p.shape], m, ...(v ? { v } : {}) });
+      }
+    });
+    return { ...state, entries: this.#named.map(([n]) => all.get(n)!) };
   }
 
   beforeLastBackward(): void {
@@ -61,8 +128,31 @@ export class MpiDataParallel implements DataParallelEngine {
   }
 }
 
+/**
+ * ZeRO-1's partition, as torch's ZeroRedundancyOptimizer makes it: whole parameters, the largest
+ * first, each to the rank with the fewest values so far (ties: the lowest rank); deterministic, so
+ * every rank computes the same.
+ */
+export function partition(params: readonly (readonly [string, number])[], ranks: number): Map<string, number> {
+  const load = new Array<number>(ranks).fill(0);
+  const order = params.map(([n, size], i) => ({ n, size, i })).sort((a, b) => b.size - a.size || a.i - b.i);
+  const owner = new Map<string, number>();
+  for (const { n, size } of order) {
+    let k = 0;
+    for (let j = 1; j < ranks; j++) if (load[j]! < load[k]!) k = j;
+    owner.set(n, k);
+    load[k]! += size;
+  }
+  return owner;
+}
+
 function envOptions(env: Record<string, string | undefined>): DataParallelOptions {
   const o: DataParallelOptions = {};
+  if (env.PATENTGPT_ZERO !== undefined && env.PATENTGPT_ZERO !== '') {
+    if (env.PATENTGPT_ZERO !== '0' && env.PATENTGPT_ZERO !== '1') throw new PatentGPTError('E_CONFIG', `PATENTGPT_ZERO=${env.PATENTGPT_ZERO}: must be 0 or 1 (ZeRO-1: optimizer state sharded)`);
+    o.zero = env.PATENTGPT_ZERO === '1' ? 1 : 0;
+  }
+  if (env.PATENTGPT_GLOBAL_BATCH === '1') o.globalBatch = true;
   if (env.PATENTGPT_BUCKET_MB) {
     const mb = Number(env.PATENTGPT_BUCKET_MB);
     if (!(mb > 0)) throw new PatentGPTError('E_CONFIG', `PATENTGPT_BUCKET_MB=${env.PATENTGPT_BUCKET_MB}: must be a number of megabytes > 0`);

@@ -55,6 +55,12 @@ export interface OptimizerOptions {
   decay?: (name: string, param: Tensor) => boolean;
   /** Parameter group rules, first match wins; parameters no rule matches form "decay" and "no_decay". */
   groups?: readonly ParamGroupRule[];
+  /**
+   * ZeRO-1 (src/distributed): the parameters this rank updates and keeps moments for; the others
+   * are updated by the rank that owns them and broadcast. The gradient norm (clipping, skipping)
+   * still covers every gradient. Default: all.
+   */
+  owns?: (name: string) => boolean;
 }
 
 /** @deprecated the AdamW subset of OptimizerOptions (kept for callers of the first trainer). */
@@ -124,8 +130,12 @@ export interface Optimizer {
   gradients(): Tensor[];
   step(lr: number): StepResult;
   zeroGrad(): void;
+  /** Under `owns` (ZeRO), the owned parameters' state only. */
   exportState(): OptimizerState;
+  /** Under `owns`, only the owned parameters' moments are needed (and kept) of the state. */
   loadState(state: OptimizerState): void;
+  /** Bytes of moment tensors allocated now (measured: the tensors that exist). */
+  stateBytes(): number;
   dispose(): void;
 }
 
@@ -147,6 +157,8 @@ abstract class GroupedOptimizer implements Optimizer {
   readonly groups: readonly ParamGroup[];
   protected readonly slots: Slot[];
   protected steps = 0;
+  /** Slots this rank updates (all without ZeRO). */
+  protected readonly owned: Slot[];
   /** Moment tensors per parameter (AdamW 2, SGD 1 or 0). */
   protected abstract readonly buffers: 0 | 1 | 2;
 
@@ -192,6 +204,7 @@ abstract class GroupedOptimizer implements Optimizer {
       group.params.push(name);
       this.slots.push({ name, param, group, decay, m: null, v: null });
     }
+    this.owned = opts.owns ? this.slots.filter((s) => opts.owns!(s.name)) : this.slots;
     for (const r of rules)
       check(r.hits > 0, `${r.field}.match: "${r.match}" matches no parameter (names look like "${example}"; * matches any characters, dots included)`);
     this.groups = [...groups.values()];
@@ -225,7 +238,8 @@ abstract class GroupedOptimizer implements Optimizer {
     if (!Number.isFinite(gradNorm)) return { gradNorm, clipScale: 1, skipped: true };
     const clipScale = this.maxGradNorm > 0 ? Math.min(1, Math.fround(this.maxGradNorm / (gradNorm + 1e-6))) : 1;
     this.steps++;
-    for (const s of live) this.update(s, s.group.lrScale === 1 ? lr : lr * s.group.lrScale, clipScale);
+    const mine = this.owned === this.slots ? null : new Set(this.owned);
+    for (const s of live) if (!mine || mine.has(s)) this.update(s, s.group.lrScale === 1 ? lr : lr * s.group.lrScale, clipScale);
     return { gradNorm, clipScale, skipped: false };
   }
 
@@ -244,7 +258,7 @@ abstract class GroupedOptimizer implements Optimizer {
       type: this.type,
       step: this.steps,
       groups: this.groups.map((g) => ({ ...g, params: [...g.params] })),
-      entries: this.slots.map((s) => ({
+      entries: this.owned.map((s) => ({
         name: s.name,
         shape: [...s.param.shape],
         m: arr(s.m, s.param.size),
@@ -274,7 +288,7 @@ abstract class GroupedOptimizer implements Optimizer {
       }
     }
     const byName = new Map(state.entries.map((e) => [e.name, e]));
-    for (const s of this.slots) {
+    for (const s of this.owned) {
       const e = byName.get(s.name) ?? bad(`no moments for parameter ${s.name}`);
       if (e.shape.length !== s.param.shape.length || e.shape.some((d, i) => d !== s.param.shape[i]))
         bad(`${s.name} has shape [${e.shape.join(', ')}], the parameter is [${s.param.shape.join(', ')}]`);
@@ -284,7 +298,7 @@ abstract class GroupedOptimizer implements Optimizer {
     const names = new Set(this.slots.map((s) => s.name));
     for (const e of state.entries) if (!names.has(e.name)) bad(`parameter ${e.name} is not in this model`);
     if (this.buffers > 0)
-      for (const s of this.slots) {
+      for (const s of this.owned) {
         const e = byName.get(s.name)!;
         s.m ??= Tensor.empty(s.param.shape);
         s.m.write(e.m);
@@ -294,6 +308,12 @@ abstract class GroupedOptimizer implements Optimizer {
         }
       }
     this.steps = state.step;
+  }
+
+  stateBytes(): number {
+    let n = 0;
+    for (const s of this.slots) n += (s.m?.byteLength ?? 0) + (s.v?.byteLength ?? 0);
+    return n;
   }
 
   /** Frees the moment tensors. */

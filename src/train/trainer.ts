@@ -36,7 +36,7 @@ import { PatentGPTError } from '../errors.js';
 import { globalGradNorm, noGrad, scale, scope, setMatmulPrecision, type MatmulPrecision, type Tensor } from '../tensor/index.js';
 import { CheckpointManager, type Checkpoint, type CheckpointFile, type TrainState } from './checkpoint.js';
 import { METRICS_FILE, MetricMeans, MetricsLog, Throughput, mfu, perplexity, type MetricRecord, type StepMetrics } from './metrics.js';
-import { createOptimizer, type OptimizerOptions } from './optimizer.js';
+import { createOptimizer, type OptimizerOptions, type OptimizerState } from './optimizer.js';
 import { writeReport } from './plot.js';
 import { Progress, type ProgressStream } from './progress.js';
 import { learningRate, validateSchedule, type Schedule } from './schedule.js';
@@ -163,8 +163,21 @@ export interface TrainerOptions {
 
 /** What the loop asks of a data-parallel engine (src/distributed implements it over MPI). */
 export interface DataParallelEngine {
-  /** Once, before the first step: the trained parameters, in the task's order. */
-  attach(params: readonly Tensor[]): void;
+  /** Once, before the first step: the trained parameters by name, in the task's order. */
+  attach(params: readonly (readonly [string, Tensor])[]): void;
+  /**
+   * ZeRO-1, after attach: the parameters this rank's optimizer updates and keeps moments for
+   * (undefined: all). Then afterStep() broadcasts each parameter from its owner, and
+   * consolidate() gathers the whole optimizer state for rank 0's checkpoint.
+   */
+  owns?: (name: string) => boolean;
+  afterStep?(): void;
+  consolidate?(state: OptimizerState): OptimizerState;
+  /**
+   * The config's batchSize x gradAccum is the global batch: each of the worldSize ranks runs
+   * gradAccum / worldSize micro-batches, so the run resumes on another number of ranks.
+   */
+  readonly globalBatch?: boolean;
   /** Before the backward of each step's last micro-batch (gradient buckets start as they fill). */
   beforeLastBackward(): void;
   /** After it: leaves the mean over the ranks in every gradient. */
@@ -194,6 +207,8 @@ export interface TrainResult {
   /** The last validation loss, if any evaluation ran. */
   valLoss?: number;
   tokensSeen: number;
+  /** Bytes of optimizer moments this rank held at the end (ZeRO-1: about 1/worldSize of them). */
+  optimizerStateBytes?: number;
 }
 
 function intOption(v: number | undefined, name: string, min: number, dflt: number): number {
@@ -322,9 +337,9 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
           });
     if (latest && latest.state.configHash !== opts.configHash)
       throw new PatentGPTError('E_CHECKPOINT', `${path.join(latest.dir, 'state.json')}: configHash: ${latest.state.configHash} differs from this config's ${opts.configHash}`);
-    const optimizer = createOptimizer(task.parameters(), opts.optimizer);
     const dp = this.worldSize > 1 ? opts.dataParallel : undefined;
-    dp?.attach(task.parameters().filter(([, p]) => p.requiresGrad).map(([, p]) => p));
+    dp?.attach(task.parameters().filter(([, p]) => p.requiresGrad));
+    const optimizer = createOptimizer(task.parameters(), dp?.owns ? { ...opts.optimizer, owns: dp.owns } : opts.optimizer);
     let step = 0;
     let tokensSeen = 0;
     let elapsedBefore = 0;
@@ -413,7 +428,8 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         extra: { elapsedSec: elapsed(), ...(valLoss !== undefined ? { valLoss } : {}), ...(lrScale !== 1 ? { lrScale } : {}) },
       };
       metrics.sync();
-      const dir = await mgr.save(state, lead ? task.checkpointFiles() : [], optimizer.exportState());
+      const optState = dp?.consolidate ? dp.consolidate(optimizer.exportState()) : optimizer.exportState(); // ZeRO: a collective
+      const dir = await mgr.save(state, lead ? task.checkpointFiles() : [], optState);
       savedAt = step;
       if (dir) {
         lastCheckpoint = dir;
@@ -484,6 +500,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     };
 
     let status: TrainResult['status'] = 'completed';
+    let optimizerStateBytes = 0;
     try {
       while (step < this.totalSteps) {
         await tick();
@@ -519,6 +536,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         const loss = lossSum / (this.gradAccum * (dp ? this.worldSize : 1));
         // A non-finite loss skips the step even when the gradient norm happens to be finite.
         const res = Number.isFinite(loss) ? optimizer.step(lr) : { gradNorm: Number.NaN, clipScale: 1, skipped: true };
+        if (dp?.afterStep && !res.skipped) dp.afterStep(); // ZeRO: each parameter from the rank that updated it
         optimizer.zeroGrad();
         step++;
         tokensSeen += stepTokens * this.worldSize;
@@ -574,6 +592,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
       if (lead) await writeReport(this.runDir, { title: opts.name ?? path.basename(this.runDir) });
       progress?.done({ step, valLoss });
     } finally {
+      optimizerStateBytes = optimizer.stateBytes();
       metrics.close();
       optimizer.dispose();
       opts.signal?.removeEventListener('abort', onAbort);
@@ -585,6 +604,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     return {
       status, ...(message !== undefined ? { message } : {}), nonFiniteSteps, rollbacks,
       step, ...(resumedFrom !== undefined ? { resumedFrom } : {}), checkpoint: lastCheckpoint, losses, ...(valLoss !== undefined ? { valLoss } : {}), tokensSeen,
+      ...(dp ? { optimizerStateBytes } : {}),
     };
   }
 }

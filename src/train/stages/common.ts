@@ -405,12 +405,21 @@ export async function runStage<B extends TrainBatchInfo>(
   task: TrainTask<B>, cfg: StageBase, setup: StageSetup, opts: StageRunOptions,
   extra: Pick<TrainerOptions, 'flopsPerToken' | 'peakFlops' | 'rng'>,
 ): Promise<TrainResult> {
+  // Global-batch data parallelism (launch --global-batch): the ranks split gradAccum, so the step,
+  // the budget and the schedule are those of one rank.
+  const split = opts.dataParallel?.globalBatch === true && setup.worldSize > 1;
+  const kind = (cfg as { kind?: string }).kind;
+  if (split && kind !== undefined && kind !== 'pretrain')
+    throw new PatentGPTError('E_UNSUPPORTED', `${kind}: --global-batch is for pretrain only for now (this stage weighs its loss by the config's gradAccum); launch without it, with gradAccum per rank`);
+  if (split && cfg.gradAccum % setup.worldSize !== 0)
+    throw cfgError(setup.file, 'gradAccum', `${cfg.gradAccum} is not a multiple of the ${setup.worldSize} ranks (--global-batch splits it among them)`);
+  const W = split ? 1 : setup.worldSize;
   const trainer = new Trainer(task, {
     runDir: setup.runDir,
     name: cfg.name,
-    totalSteps: totalSteps(cfg, setup.worldSize),
-    schedule: stageSchedule(cfg, setup.worldSize),
-    gradAccum: cfg.gradAccum,
+    totalSteps: totalSteps(cfg, W),
+    schedule: stageSchedule(cfg, W),
+    gradAccum: split ? cfg.gradAccum / setup.worldSize : cfg.gradAccum,
     optimizer: optimizerOptions(cfg.optimizer),
     evalEvery: cfg.evalEvery,
     evalBatches: cfg.evalBatches,

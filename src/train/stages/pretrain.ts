@@ -61,6 +61,21 @@ async function sourceFingerprint(paths: readonly string[]): Promise<string> {
   return h.digest('hex');
 }
 
+/**
+ * A position saved by a run on another number of ranks (launch --global-batch): the same global
+ * row, valid when it is a whole number of this world's batches; checked against a stream of the
+ * world it was saved in, then restated for this one. Any other position passes as it is, for
+ * restore() to check.
+ */
+function adoptPosition(pos: StreamPosition, train: BatchStream, streamOf: (worldSize: number) => BatchStream): StreamPosition {
+  const rows = train.batchSize * train.worldSize;
+  if (typeof pos !== 'object' || pos === null || !(pos.batch > 0) || pos.row === pos.batch * rows) return pos;
+  const saved = pos.row / (pos.batch * train.batchSize);
+  if (!Number.isSafeInteger(saved) || saved < 1 || pos.row % rows !== 0) return pos;
+  streamOf(saved).restore(pos); // the fingerprint and cursors of the world it was saved in
+  return { ...pos, batch: pos.row / rows, fingerprint: train.position().fingerprint };
+}
+
 /** Runs (or resumes) one pretraining stage. */
 export async function pretrain(cfg: PretrainConfig, opts: PretrainOptions = {}): Promise<PretrainResult> {
   const kind = (cfg as { kind?: unknown }).kind; // a config built by hand before kinds has none
@@ -167,7 +182,7 @@ export async function pretrain(cfg: PretrainConfig, opts: PretrainOptions = {}):
           }
         : {}),
       dataPosition: () => train.position(),
-      restoreDataPosition: (p) => train.restore(p as StreamPosition),
+      restoreDataPosition: (p) => train.restore(adoptPosition(p as StreamPosition, train, (w) => new BatchStream(sets, { ...streamOpts, split: 'train', rank: 0, worldSize: w }))),
     };
     const result = await runStage(task, cfg, setup, opts, {
       rng: { seed: cfg.seed, dataSeed: cfg.seed, generators: 'none: the data order is a pure function of the seed and the position' },
