@@ -90,7 +90,7 @@ ${p ? `<table data-table="shards"><tr><th>shard set</th><th>tokens (merged token
   const lossRows: string[] = [];
   for (const st of ['stage1', 'moe', 'stage2', 'sft', 'reward', input.align]) {
     const res = r[st];
-    if (!res || !steps.includes(st)) continue;
+    if (!res || !steps.includes(st) || typeof res.runDir !== 'string') continue;
     const dir = res.runDir as string;
     const l = runLosses(dir);
     lossRows.push(`<tr><td>${esc(st)}</td><td>${l.steps}</td><td>${fmt(l.trainLoss)}</td><td>${fmt(l.valLoss)}</td><td>${l.trainLoss !== null && l.valLoss !== null ? fmt(l.valLoss - l.trainLoss) : '–'}</td></tr>`);
@@ -101,7 +101,7 @@ ${p ? `<table data-table="shards"><tr><th>shard set</th><th>tokens (merged token
     panel('losses', 'Training against validation loss', `<p>Validation text is held out by document (after the dedup, every document appears once), so a gap that grows means memorising.</p><table data-table="losses"><tr><th>stage</th><th>steps</th><th>train loss (last 10 steps)</th><th>validation loss</th><th>gap</th></tr>${lossRows.join('')}</table>`);
 
   // Evaluation per stage
-  const evals = steps.filter((s) => s.startsWith('eval-') && r[s]).map((s) => r[s] as unknown as StageEval);
+  const evals = steps.filter((s) => s.startsWith('eval-') && Array.isArray(r[s]?.tasks)).map((s) => r[s] as unknown as StageEval);
   if (evals.length) {
     const head = `<tr><th>after</th>${MC_TASKS.map((t) => `<th>${esc(t.name)} acc</th><th>acc_norm</th>`).join('')}<th>${PPL_TASK} perplexity</th><th>bits/byte</th></tr>`;
     const chanceRow = `<tr class="chance"><td>chance</td>${MC_TASKS.map((t) => {
