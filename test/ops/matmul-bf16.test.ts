@@ -11,7 +11,7 @@ import { PatentGPTError } from '../../src/errors.js';
 import { addon } from '../../src/native/loader.js';
 import { Tensor, clearTape, setNumThreads } from '../../src/tensor/index.js';
 import {
-  bf16MatmulKernel, linear, matmul, matmulPrecision, setMatmulPrecision, type MatmulPrecision,
+  bf16MatmulKernel, f32GemmAtPrecision, linear, matmul, matmulPrecision, setMatmulPrecision, type MatmulPrecision,
 } from '../../src/tensor/ops/matmul.js';
 import { expectClose, randomArray } from '../helpers.js';
 import { linearGradRef, linearRef, matmulRef, roundBf16 } from '../reference/matmul.js';
@@ -112,6 +112,12 @@ describe('matmul precision bf16', () => {
     const mixed = withPrecision('bf16', () => matmul(a, b)).toArray() as Float32Array;
     const worst = mixed.reduce((m, v, i) => Math.max(m, Math.abs(v - exact[i]!)), 0);
     expect(worst).toBeGreaterThan(1e-3); // bf16 has 8 bits of mantissa: about 4e-3 relative per input
+  });
+
+  it('gives fused ops the GEMM of the current precision', () => {
+    const t = Tensor.zeros([2, 2]);
+    expect(f32GemmAtPrecision(t)).toBe(addon().gemm);
+    expect(withPrecision('bf16', () => f32GemmAtPrecision(t))).toBe(addon().gemmBf16Compute);
   });
 
   it('a backward pass keeps the precision of its forward', () => {

@@ -48,6 +48,17 @@ export function bf16MatmulKernel(): 'amx' | 'avx512bf16' | 'f32' {
 // bf16 compute exists on the CPU; elsewhere a matmul keeps the f32 kernel.
 const computesInBf16 = (p: MatmulPrecision, t: Tensor): boolean => p === 'bf16' && t.device === 'cpu';
 
+type GemmBinding = ReturnType<typeof addon>['gemm'];
+
+/**
+ * The GEMM binding (gemm's arguments) for f32 operands of `like`'s device at the current matmul
+ * precision: for fused ops that call the GEMM themselves (the LM head of linearCrossEntropy).
+ * Take it in the forward and keep it for the backward, which then runs at the same precision.
+ */
+export function f32GemmAtPrecision(like: Tensor): GemmBinding {
+  return computesInBf16(precision, like) ? addon().gemmBf16Compute : addon().gemm;
+}
+
 // C (batch, M, N) = alpha * op(A) @ op(B) + beta * C on tensors' storage. lda/ldb are the stored
 // row widths; strides are per batch item (0 broadcasts). bf16: through the bf16-compute GEMM.
 function gemm(
