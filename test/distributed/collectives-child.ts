@@ -35,10 +35,10 @@ if (mode === 'ops') {
     buckets.arm();
     for (let i = params.length - 1; i >= 0; i--) params[i]!.grad = Tensor.from(Array.from({ length: params[i]!.size }, (_, j) => (r + 1) * (i + j + step)), [params[i]!.size]);
     // params[3] (sent first, during backward) gets a second contribution afterwards
-    const extra = Tensor.from(new Array(params[3]!.size).fill(r + 1), [params[3]!.size]);
-    params[3]!.grad = Tensor.from([...params[3]!.grad!.toArray()].map((x, j) => x + extra.toArray()[j]!), [params[3]!.size]);
+    const before = params[3]!.grad!.toArray() as Float32Array;
+    params[3]!.grad = Tensor.from(before.map((x) => x + r + 1), [params[3]!.size]);
     buckets.finish();
-    expected.push(...params.map((p) => [...p.grad!.toArray()]));
+    expected.push(...params.map((p) => [...(p.grad!.toArray() as Float32Array)]));
   }
   out.buckets = { grads: expected, n: buckets.buckets.length, late: buckets.lateParameters, overlapped: buckets.stats.overlapped };
 } else if (mode === 'timeout') {
