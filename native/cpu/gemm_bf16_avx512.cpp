@@ -250,18 +250,27 @@ struct AmxKern {
     const uint16_t* ap = reinterpret_cast<const uint16_t*>(a);
     const uint16_t* bp = reinterpret_cast<const uint16_t*>(b);
     const int64_t nblk = ceil_div(kc, 32);
-    // C is read (beta != 0) only after the depth loop, from a buffer: its rows are fetched
-    // meanwhile, where a tile load of C would wait on 32 cache misses in a row.
-    const bool whole = rows == MR && cols == NR && alpha == 1.0f && beta == 0.0f;
+    // A whole tile at alpha 1 (every product of matmul and linear) accumulates in the tile
+    // registers straight from and to C: beta 1 (the depth blocks after the first) loads C into
+    // them first. The next tile's C rows (the driver walks the columns of this row panel) are
+    // fetched meanwhile, so those loads find them in cache.
+    const bool whole = rows == MR && cols == NR && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
     for (int r = 0; r < rows; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 31), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR + 16), _MM_HINT_T0);
     }
     const int64_t ldb = ldc * 4;  // bytes
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    if (whole && beta == 1.0f) {
+      _tile_loadd(0, c, ldb);
+      _tile_loadd(1, c + 16, ldb);
+      _tile_loadd(2, c + 16 * ldc, ldb);
+      _tile_loadd(3, c + 16 * ldc + 16, ldb);
+    } else {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+    }
     for (int64_t blk = 0; blk < nblk; ++blk) {
       const uint16_t* at = ap + blk * 1024;  // 32 rows x 32 k
       const uint16_t* bt = bp + blk * 1024;  // 16 pairs x 32 columns x 2
@@ -286,16 +295,6 @@ struct AmxKern {
     _tile_stored(1, t + 16, 128);
     _tile_stored(2, t + 16 * 32, 128);
     _tile_stored(3, t + 16 * 32 + 16, 128);
-    if (alpha == 1.0f && beta == 1.0f) {  // the depth blocks after the first: C += acc
-      const __mmask16 m0 = lanes16(cols), m1 = lanes16(cols - 16);
-      for (int r = 0; r < rows; ++r) {
-        float* cr = c + r * ldc;
-        _mm512_mask_storeu_ps(cr, m0, _mm512_add_ps(_mm512_load_ps(t + 32 * r), _mm512_maskz_loadu_ps(m0, cr)));
-        _mm512_mask_storeu_ps(cr + 16, m1,
-                              _mm512_add_ps(_mm512_load_ps(t + 32 * r + 16), _mm512_maskz_loadu_ps(m1, cr + 16)));
-      }
-      return;
-    }
     for (int r = 0; r < rows; ++r) {
       const __m512 c0 = _mm512_load_ps(t + 32 * r), c1 = _mm512_load_ps(t + 32 * r + 16);
       store_rows<1>(cols, &c0, &c1, c + r * ldc, ldc, alpha, beta);
