@@ -51,11 +51,13 @@ function expectSameRun(one: string, two: string, steps: number): void {
   expect(weights(two, steps)).toBe(weights(one, steps));
 }
 
+beforeAll(async () => {
+  if (mpiMissing !== null) return;
+  writeAlpaca(path.join(root, 'reverse.jsonl'));
+  await writeInit(path.join(root, 'init'));
+});
+
 describe.skipIf(mpiMissing !== null)('data parallel over MPI: 2 ranks = 1 rank with the same global batch', () => {
-  beforeAll(async () => {
-    writeAlpaca(path.join(root, 'reverse.jsonl'));
-    await writeInit(path.join(root, 'init'));
-  });
 
   it('pretrain: same losses, validation losses and final weights; rank 0 alone writes', async () => {
     const one = path.join(root, 'pt-1');
@@ -109,6 +111,41 @@ function rankPids(launcher: number): Map<number, number> {
   walk(launcher);
   return out;
 }
+
+function pairConfig(kind: 'reward' | 'dpo', name: string, gradAccum: number): string {
+  const file = path.join(root, `${name}.json`);
+  const init = path.join(root, 'init');
+  const pairs = path.join(root, 'pairs.jsonl');
+  if (!fs.existsSync(pairs))
+    fs.writeFileSync(pairs, Array.from({ length: 32 }, (_, i) => {
+      const k = (i % 9) + 1;
+      return JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` });
+    }).join('\n') + '\n');
+  fs.writeFileSync(file, JSON.stringify({
+    kind, name, model: init, init, tokenizer: 'byte', data: { sources: [pairs], shuffle: true }, seqLen: 96, batchSize: 2, gradAccum, steps: 3,
+    optimizer: { lr: 0.002, weightDecay: 0 }, schedule: { kind: 'constant' }, evalEvery: 0, checkpointEvery: 0, seed: 2, threads: 1,
+    ...(kind === 'dpo' ? { lora: { r: 4, alpha: 8, targetModules: 'all-linear' }, dpo: { beta: 0.5 } } : {}),
+  }));
+  return file;
+}
+
+describe.skipIf(mpiMissing !== null)('data parallel over MPI: reward and DPO on 2 ranks', () => {
+  for (const kind of ['reward', 'dpo'] as const)
+    it(`${kind}: the losses of 1 rank with the same global batch`, async () => {
+      const one = path.join(root, `${kind}-1`);
+      const two = path.join(root, `${kind}-2`);
+      const [r1, r2] = await Promise.all([
+        cli([kind, '--config', pairConfig(kind, `${kind}1`, 2), '--run-dir', one, '--quiet']),
+        cli(['launch', '--nproc', '2', '--', kind, '--config', pairConfig(kind, `${kind}2`, 1), '--run-dir', two, '--quiet']),
+      ]);
+      expect(r1.code, r1.stderr).toBe(0);
+      expect(r2.code, r2.stderr + r2.stdout).toBe(0);
+      const a = trainLosses(one);
+      const b = trainLosses(two);
+      expect(a).toHaveLength(3);
+      a.forEach((x, i) => expect(Math.abs(x - b[i]!), `step ${i + 1}: ${x} vs ${b[i]}`).toBeLessThanOrEqual(1e-6));
+    });
+});
 
 describe.skipIf(mpiMissing !== null)('data parallel: a rank that dies', () => {
   it('stops the job with a non-zero exit; the same launch again resumes from the last checkpoint with the uninterrupted losses', async () => {
