@@ -9,9 +9,11 @@
 //   thread turns the histogram into offsets (cuda_plan::moe_offsets_from_histogram), then a
 //   block per expert walks the slots in order and places its own with a block-wide prefix sum,
 //   which keeps the order stable.
-// - Grouped GEMM: one tiled f32 kernel (64 x 64 output tiles, 4 x 4 per thread) over row tiles
-//   that never straddle experts (cuda_plan::moe_tile_of_block maps a block to its expert and
-//   rows); weight gradients run per expert over its rows.
+// - Grouped GEMM: one cuBLASLt GEMM (f32 compute, cuda::gemm) per non-empty expert group, as the
+//   CPU runs one packed GEMM per group; where cuBLASLt cannot be opened, one tiled f32 kernel
+//   (64 x 64 output tiles, 4 x 4 per thread) over row tiles that never straddle experts
+//   (cuda_plan::moe_tile_of_block maps a block to its expert and rows), and weight gradients per
+//   expert over its rows.
 // - Data movement: gathers through order / slot_pos, so backward never scatters with atomics and
 //   every result is deterministic.
 #include <cuda_runtime.h>
@@ -366,6 +368,57 @@ int64_t row_tiles(const int32_t* offsets_host, int64_t E) {
   return n;
 }
 
+void zero_fill(float* p, int64_t n) {
+  const cudaError_t status = cudaMemsetAsync(p, 0, static_cast<size_t>(n) * sizeof(float), st());
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(std::string("moe gemm: zero fill of ") + std::to_string(n) + " floats: " + cudaGetErrorString(status));
+  }
+}
+
+// cuBLASLt per expert where it loads (cached: opening it is tried once).
+bool use_cublaslt() {
+  static const bool ok = cublaslt_status().empty();
+  return ok;
+}
+
+// Per expert group through cuBLASLt: forward y_e = xs_e W_e^T, else dxs_e = dy_e W_e.
+void rows_gemm_lt(float* out, const float* in, const float* const* w, const int32_t* off, int64_t E, int64_t O,
+                  int64_t I, bool forward) {
+  const int64_t N = forward ? O : I, K = forward ? I : O;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = off[e], rows = off[e + 1] - r0;
+    if (rows == 0 || N == 0) continue;
+    if (K == 0) {  // nothing flows through an empty weight: zeros, as the CPU writes
+      zero_fill(out + r0 * N, rows * N);
+      continue;
+    }
+    cuda::gemm(false, forward, rows, N, K, 1.0f, in + r0 * K, K, 0, w[e], I, 0, 0.0f, out + r0 * N, N, 0, 1);
+  }
+}
+
+// dW_e (+)= dy_e^T xs_e per expert through cuBLASLt; written zeros for an expert without rows.
+void weight_grad_lt(float* const* dw, const float* dy, const float* xs, const int32_t* off, int64_t E, int64_t O,
+                    int64_t I, bool accumulate) {
+  if (O == 0 || I == 0) return;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = off[e], rows = off[e + 1] - r0;
+    if (rows == 0) {
+      if (!accumulate) zero_fill(dw[e], O * I);
+      continue;
+    }
+    cuda::gemm(true, false, O, I, rows, 1.0f, dy + r0 * O, O, 0, xs + r0 * I, I, 0, accumulate ? 1.0f : 0.0f, dw[e], I, 0, 1);
+  }
+}
+
+// The experts' weights as a host array of pointers (a stacked tensor's slices, or the list).
+template <typename T>
+std::vector<T*> expert_pointers(T* stacked, int64_t E, int64_t size) {
+  std::vector<T*> p(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e) p[static_cast<size_t>(e)] = stacked + e * size;
+  return p;
+}
+
 void rows_gemm(float* out, const float* in, Weights w, const int32_t* offsets, const int32_t* offsets_host,
                int64_t E, int64_t O, int64_t I, bool forward, const std::string& what) {
   const int64_t tiles = row_tiles(offsets_host, E), N = forward ? O : I;
@@ -446,7 +499,12 @@ void moe_permute_backward(float* dx, const float* dxs, const int32_t* slot_pos, 
 void moe_grouped_gemm_forward(float* y, const float* xs, const float* w, const int32_t* offsets,
                               const int32_t* offsets_host, int64_t E, int64_t O, int64_t I) {
   const std::string what = describe("moe grouped gemm", {{"M", offsets_host[E]}, {"E", E}, {"O", O}, {"I", I}});
-  rows_gemm(y, xs, Weights{w, nullptr, O * I}, offsets, offsets_host, E, O, I, true, what);
+  if (use_cublaslt()) {
+    const std::vector<const float*> ws = expert_pointers(w, E, O * I);
+    rows_gemm_lt(y, xs, ws.data(), offsets_host, E, O, I, true);
+  } else {
+    rows_gemm(y, xs, Weights{w, nullptr, O * I}, offsets, offsets_host, E, O, I, true, what);
+  }
   check_launch(what);
 }
 
@@ -455,16 +513,26 @@ void moe_grouped_gemm_backward(float* dxs, float* dw, const float* dy, const flo
   const std::string what =
       describe("moe grouped gemm backward", {{"M", offsets_host[E]}, {"E", E}, {"O", O}, {"I", I}});
   // dxs_e = dy_e W_e (zeros when O = 0); dW_e += dy_e^T xs_e
-  if (dxs) rows_gemm(dxs, dy, Weights{w, nullptr, O * I}, offsets, offsets_host, E, O, I, false, what);
-  if (dw) weight_grad(dw, nullptr, dy, xs, offsets, E, O, I, true, what);
+  if (use_cublaslt()) {
+    const std::vector<const float*> ws = expert_pointers(w, E, O * I);
+    if (dxs) rows_gemm_lt(dxs, dy, ws.data(), offsets_host, E, O, I, false);
+    if (dw) weight_grad_lt(expert_pointers(dw, E, O * I).data(), dy, xs, offsets_host, E, O, I, true);
+  } else {
+    if (dxs) rows_gemm(dxs, dy, Weights{w, nullptr, O * I}, offsets, offsets_host, E, O, I, false, what);
+    if (dw) weight_grad(dw, nullptr, dy, xs, offsets, E, O, I, true, what);
+  }
   check_launch(what);
 }
 
 void moe_experts_gemm_forward(float* y, const float* xs, const float* const* w, const int32_t* offsets,
                               const int32_t* offsets_host, int64_t E, int64_t O, int64_t I) {
   const std::string what = describe("moe experts gemm", {{"M", offsets_host[E]}, {"E", E}, {"O", O}, {"I", I}});
-  const DevicePointers<const float> wd(w, E, what);
-  rows_gemm(y, xs, Weights{nullptr, wd.get(), O * I}, offsets, offsets_host, E, O, I, true, what);
+  if (use_cublaslt()) {
+    rows_gemm_lt(y, xs, w, offsets_host, E, O, I, true);
+  } else {
+    const DevicePointers<const float> wd(w, E, what);
+    rows_gemm(y, xs, Weights{nullptr, wd.get(), O * I}, offsets, offsets_host, E, O, I, true, what);
+  }
   check_launch(what);
 }
 
@@ -472,12 +540,17 @@ void moe_experts_gemm_backward(float* dxs, float* const* dw, const float* dy, co
                                const int32_t* offsets, const int32_t* offsets_host, int64_t E, int64_t O, int64_t I) {
   const std::string what =
       describe("moe experts gemm backward", {{"M", offsets_host[E]}, {"E", E}, {"O", O}, {"I", I}});
-  const DevicePointers<const float> wd(w, E, what);
-  if (dxs) rows_gemm(dxs, dy, Weights{nullptr, wd.get(), O * I}, offsets, offsets_host, E, O, I, false, what);
-  if (dw) {
-    // Written (=) for every expert, zeros for one without rows (K = 0 writes zeros).
-    const DevicePointers<float> dwd(dw, E, what);
-    weight_grad(nullptr, dwd.get(), dy, xs, offsets, E, O, I, false, what);
+  // dW_e written (=) for every expert, zeros for one without rows.
+  if (use_cublaslt()) {
+    if (dxs) rows_gemm_lt(dxs, dy, w, offsets_host, E, O, I, false);
+    if (dw) weight_grad_lt(dw, dy, xs, offsets_host, E, O, I, false);
+  } else {
+    const DevicePointers<const float> wd(w, E, what);
+    if (dxs) rows_gemm(dxs, dy, Weights{nullptr, wd.get(), O * I}, offsets, offsets_host, E, O, I, false, what);
+    if (dw) {
+      const DevicePointers<float> dwd(dw, E, what);  // K = 0 (no rows) writes zeros
+      weight_grad(nullptr, dwd.get(), dy, xs, offsets, E, O, I, false, what);
+    }
   }
   check_launch(what);
 }
