@@ -87,6 +87,9 @@ void gemm_epilogue(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias,
                    Epilogue act);
 
+// Unlike the CPU kernels these take V: the ids are checked on the device. On an id out of range
+// the call throws after the kernel ran: forward leaves that row zero, backward has added the rows
+// of the valid ids (the CPU binding refuses before touching anything).
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C, int64_t V);
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C, int64_t V);
 
