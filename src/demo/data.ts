@@ -80,7 +80,8 @@ export function writePrepConfig(dir: string, data: string, extra: string, tokeni
 
 export async function runPrep(files: PrepFiles, onProgress?: (phase: string, done: number, total: number) => void): Promise<PrepReport> {
   const cfg = loadPrepConfig(files.config);
-  return prep(cfg, { workers: 0, onProgress: (e) => onProgress?.(e.phase, e.totalBytes ? e.bytes : e.documents, Math.max(1, e.totalBytes || e.documents)) });
+  // The scan reports bytes of a known total; the emit phases (a fraction of a second here) no total, so no bar.
+  return prep(cfg, { workers: 0, onProgress: (e) => (e.totalBytes ? onProgress?.(e.phase, e.bytes, e.totalBytes) : undefined) });
 }
 
 /** The documents of a stage's shards as text (byte shards decode exactly). */

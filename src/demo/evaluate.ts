@@ -43,7 +43,7 @@ export async function evaluateStage(stage: string, modelDir: string, data: strin
   const t0 = performance.now();
   const model = await loadPretrained(modelDir);
   const tok = tokenizerOf(modelDir);
-  const scorer = new Scorer(model, tok);
+  const scorer = new Scorer(model, tok, { maxBatchTokens: 4096 });
   const rows: EvalRow[] = [];
   const limit = opts.limit ?? undefined;
   const total = MC_TASKS.length + 1;

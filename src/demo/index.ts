@@ -5,8 +5,9 @@
 //
 // Resumable: each step writes <out>/stages/<step>.json atomically when it completes (with what
 // it produced); a rerun skips those and continues a half-done training stage from its newest
-// checkpoint (the stages resume by themselves). A marker written under other options (another
-// --minutes or --align) is stale: that step and every later one run again.
+// checkpoint (the stages resume by themselves). A marker written under another budget
+// (--minutes) is stale: that step and every later one run again. Switching --align keeps the
+// steps up to SFT and runs the other alignment, the chat and the report.
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -101,8 +102,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const stream = opts.progress === undefined ? (process.stderr.isTTY ? process.stderr : process.stdout) : opts.progress;
   const tty = stream?.isTTY === true;
   const steps = demoSteps(align);
-  // Every marker carries the budget's key: under other options a step is redone, and so is what follows it.
-  const key = createHash('sha256').update(JSON.stringify({ budget, align: steps })).digest('hex').slice(0, 16);
+  // Every marker carries the budget's key: under other options a step is redone, and so is what
+  // follows it. The chat depends on the alignment too; the other steps do not (the alignment
+  // stages have names of their own), so `--align dpo` after a PPO run reuses everything up to SFT.
+  const budgetKey = createHash('sha256').update(JSON.stringify(budget)).digest('hex').slice(0, 16);
+  const keyOf = (step: string): string => (step === 'chat' || step === 'report' ? `${budgetKey}-${align}` : budgetKey);
   const results: Record<string, Record<string, unknown>> = {};
   const ran: string[] = [];
   const skipped: string[] = [];
@@ -221,6 +225,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   let status: DemoResult['status'] = 'completed';
   for (const step of steps) {
     const m = readMarker(out, step);
+    const key = keyOf(step);
     // The report is always redrawn (it reads every other marker); every other finished step is skipped.
     if (!stale && m && m.key === key && step !== 'report') {
       results[step] = m.result;

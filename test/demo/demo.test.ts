@@ -124,4 +124,14 @@ describe('patentgpt demo (smoke size)', () => {
     const sft = readMarker(out, 'sft')!.result as { resumedFrom: number | null; step: number };
     expect(sft.resumedFrom).toBe(sft.step);
   }, 300_000);
+
+  it('--align dpo on the same folder keeps the steps up to SFT and adds DPO, its eval, the chat and the report', async () => {
+    const dpo = await runDemo({ out, smoke: true, align: 'dpo', progress: null });
+    expect(dpo.ran).toEqual(['dpo', 'eval-dpo', 'chat', 'report']);
+    const html = readFileSync(join(out, 'report.html'), 'utf8');
+    expect(html).toContain('data-panel="run-dpo"');
+    expect(html).toContain('data-stage="dpo"');
+    expect(html).toContain('Implicit rewards (DPO)');
+    expect(readMarker(out, 'chat')!.result.model).toMatch(/runs\/dpo\//);
+  }, 300_000);
 });
