@@ -15,6 +15,9 @@ TEST(paged_plan_splits_a_lone_long_decode_and_not_a_full_batch) {
   CHECK(plan.split && plan.partitions > 1 && plan.partitions <= 64);
   CHECK(plan.partition % 512 == 0 && plan.partition * plan.partitions >= 32768);
   CHECK(plan.grid_x == 1 && plan.grid_y == 8 && plan.grid_z == plan.partitions);
+  // Two partitions are a split too (partials and the merge).
+  CHECK(plan_paged(1, 32, 8, 128, 512, 2, 1024, 132, plan).empty());
+  CHECK(plan.partitions == 2 && plan.split);
   // 256 rows already fill the device: one partition per row, covering the longest row.
   CHECK(plan_paged(256, 32, 8, 128, 512, 64, 32768, 132, plan).empty());
   CHECK(!plan.split && plan.partitions == 1 && plan.partition >= 32768);
@@ -54,6 +57,8 @@ TEST(paged_heads_are_chunked_to_what_a_block_holds) {
   CHECK(plan.heads == 8 && plan.head_chunks == 4 && plan.grid_y == 4);
   CHECK(plan_paged(4, 12, 4, 256, 256, 8, 2048, 132, plan).empty());  // group of 3 at D 256
   CHECK(plan.heads == 3 && plan.head_chunks == 1 && plan.dmax == 256);
+  CHECK(plan_paged(4, 10, 1, 256, 256, 8, 2048, 132, plan).empty());  // 10 heads in chunks of 4: the last has 2
+  CHECK(plan.heads == 4 && plan.head_chunks == 3 && plan.grid_y == 3);
   CHECK(plan_paged(4, 12, 4, 300, 256, 8, 2048, 132, plan).find("head dim") != std::string::npos);
 }
 
