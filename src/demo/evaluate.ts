@@ -79,7 +79,7 @@ export interface ChatTurn {
   finishReason: string;
 }
 
-/** One greedy answer per prompt from the model folder, each a fresh conversation. */
+/** One sampled answer per prompt (temperature 0.7, top-p 0.9, seeded: the same every run) from the model folder, each a fresh conversation; greedy decoding of a model this small collapses into a stock phrase. */
 export async function chatTranscript(modelDir: string, maxTokens: number): Promise<ChatTurn[]> {
   const tok = tokenizerOf(modelDir);
   const engine = await Engine.fromPretrained(modelDir, { tokenizer: tok });
@@ -87,7 +87,7 @@ export async function chatTranscript(modelDir: string, maxTokens: number): Promi
     const out: ChatTurn[] = [];
     for (const user of CHAT_PROMPTS) {
       const ids = chatPromptIds(tok, [{ role: 'user', content: user }]);
-      const c = await engine.complete(ids, { maxTokens, temperature: 0 });
+      const c = await engine.complete(ids, { maxTokens, temperature: 0.7, topP: 0.9, repetitionPenalty: 1.1, seed: 1 });
       out.push({ user, assistant: c.text.trim(), tokens: c.tokens.length, finishReason: c.finishReason });
     }
     return out;

@@ -123,7 +123,7 @@ ${p ? `<table data-table="shards"><tr><th>shard set</th><th>tokens (merged token
   // Chat
   const chat = r.chat as { model: string; turns: ChatTurn[] } | undefined;
   if (chat) {
-    panel('chat', 'Chat with the final model', `<p>Greedy answers of <code>${esc(path.relative(path.dirname(path.dirname(path.dirname(chat.model))), chat.model))}</code>, each prompt a fresh conversation (LLaMA-2 chat format). A model of this size on this little text writes IP-shaped sentences, not correct ones.</p>${chat.turns.map((t) => `<div class="turn"><p class="user"><b>user</b> ${esc(t.user)}</p><pre class="assistant">${esc(t.assistant)}</pre><p class="meta">${t.tokens} tokens, ${esc(t.finishReason)}</p></div>`).join('')}`);
+    panel('chat', 'Chat with the final model', `<p>Answers of <code>${esc(path.relative(path.dirname(path.dirname(path.dirname(chat.model))), chat.model))}</code>, sampled at temperature 0.7 (top-p 0.9, seed 1, so the same every run), each prompt a fresh conversation (LLaMA-2 chat format). A model of this size on this little text writes IP-shaped sentences, not correct ones.</p>${chat.turns.map((t) => `<div class="turn"><p class="user"><b>user</b> ${esc(t.user)}</p><pre class="assistant">${esc(t.assistant)}</pre><p class="meta">${t.tokens} tokens, ${esc(t.finishReason)}</p></div>`).join('')}`);
   }
 
   const timing = steps.filter((s) => r[s] && s !== 'report').length;

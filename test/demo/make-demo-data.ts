@@ -47,8 +47,11 @@ for (const f of files) {
     const title = d.title.replace(/\s+/g, ' ').trim();
     if (words(d.abstract) < 30 || words(d.claims) < 20 || !title || seenTitles.has(title.toLowerCase())) continue;
     seenTitles.add(title.toLowerCase());
-    const claims = d.claims.replace(/\s+\./g, '.').replace(/(\d) \./g, '$1.');
-    const claim1 = clip(claims.split(/\n+/)[0]!.replace(/^1\s*\.\s*/, '1. '), 500);
+    // Drop the preamble ("What is claimed is:", "I claim:") so claim 1 is the claim itself.
+    const claims = d.claims.replace(/\s+\./g, '.').replace(/(\d) \./g, '$1.').replace(/^\s*(what is claimed is|we claim|i claim|claims?)\s*:?\s*/i, '');
+    const first = claims.split(/\n+/).find((l) => words(l) >= 8) ?? '';
+    const claim1 = clip(first.replace(/^1\s*\.\s*/, '1. '), 500);
+    if (words(claim1) < 8) continue;
     patents.push({
       id: d.id, source: f.split('/')[0]!, title, abstract: clip(d.abstract, 700), claim1,
       claims: clip(claims, 1200), description: clip(d.description, 1400),
