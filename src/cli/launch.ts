@@ -27,6 +27,9 @@ export function launchCommandLine(args: readonly string[], flags: LaunchFlags, s
     env.OMPI_ALLOW_RUN_AS_ROOT = '1';
     env.OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = '1';
   }
+  // A rank waiting in a collective yields its core instead of spinning (Open MPI; MPICH ignores
+  // it): ranks share the machine with their own kernel threads and communication threads.
+  env.OMPI_MCA_mpi_yield_when_idle ??= '1';
   if (flags.timeout !== undefined) env.PATENTGPT_DIST_TIMEOUT = String(flags.timeout);
   if (flags.bucketMb !== undefined) env.PATENTGPT_BUCKET_MB = String(flags.bucketMb);
   if (flags.overlap === false) env.PATENTGPT_DP_OVERLAP = '0';

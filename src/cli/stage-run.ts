@@ -68,7 +68,9 @@ export function commandRunOptions(flags: StageFlags): StageRunOptions {
  */
 export function finishStageCommand(name: string, flags: StageFlags, result: TrainResult & { runDir: string; lora?: { final?: { model: string; adapter?: string } } }): void {
   const out = process.stderr;
-  const dataParallelRank = initDataParallel()?.rank ?? null; // each rank prints its own summary
+  const dp = initDataParallel();
+  const dataParallelRank = dp?.rank ?? null; // each rank prints its own summary
+  const ar = dp?.stats();
   const summary = {
     event: 'summary',
     status: result.status,
@@ -82,6 +84,10 @@ export function finishStageCommand(name: string, flags: StageFlags, result: Trai
     ...(result.rollbacks > 0 ? { rollbacks: result.rollbacks } : {}),
     ...(result.message !== undefined ? { message: result.message } : {}),
     ...(dataParallelRank !== null ? { rank: dataParallelRank, optimizerStateBytes: result.optimizerStateBytes } : {}),
+    // gradient all-reduce per step: time inside MPI, time the step waited for it, buckets started during backward
+    ...(ar && ar.steps > 0
+      ? { allReduce: { commMsPerStep: +(ar.commMs / ar.steps).toFixed(3), waitMsPerStep: +(ar.waitMs / ar.steps).toFixed(3), overlappedBuckets: ar.overlapped, buckets: ar.buckets } }
+      : {}),
   };
   if (out.isTTY && !flags.quiet)
     out.write(`${result.status === 'completed' ? 'done' : result.status} at step ${result.step}; checkpoint ${result.checkpoint}; report ${path.join(result.runDir, 'report.svg')}\n`);
