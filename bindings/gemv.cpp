@@ -12,6 +12,11 @@
 
 namespace pgnode {
 
+// bindings/paged_attention.cpp: the caches' element type (the optional kvDtype, default f32), and
+// a cache of `count` such elements at argument i.
+pg::KvDType KvDTypeArg(const Napi::CallbackInfo& info, const Args& a);
+uint8_t* CacheArg(const Args& a, size_t i, const char* name, pg::KvDType dtype, int64_t count);
+
 namespace {
 
 std::string S(int64_t v) { return std::to_string(v); }
@@ -56,9 +61,11 @@ Napi::Value Gemv(const Napi::CallbackInfo& info, const Args& a) {
 
 // Arguments 0..35, shared by decodeQkv and decodeLayer: q, k, v, h, kCache, vCache, x, normW, wq,
 // wk, wv, pos, slotMapping (each storage, offset), M, C, H, Hkv, D, numBlocks, blockSize, eps,
-// theta, posScale. x is an input of decodeQkv and the residual (an output) of decodeLayer.
+// theta, posScale. x is an input of decodeQkv and the residual (an output) of decodeLayer. The
+// caches hold kv_dtype elements (the call's trailing kvDtype).
 constexpr size_t kQkvArgs = 36;
-pg::DecodeQkvArgs ParseQkv(const Args& a, Buffers& b, bool x_written, int64_t& numBlocks, int64_t& blockSize) {
+pg::DecodeQkvArgs ParseQkv(const Args& a, Buffers& b, bool x_written, int64_t& numBlocks, int64_t& blockSize,
+                           pg::KvDType kv_dtype) {
   const int64_t M = a.Size(26, "M"), C = a.Size(27, "C"), H = a.Size(28, "H"), Hkv = a.Size(29, "Hkv"),
                 D = a.Size(30, "D");
   numBlocks = a.Size(31, "numBlocks");
@@ -74,8 +81,10 @@ pg::DecodeQkvArgs ParseQkv(const Args& a, Buffers& b, bool x_written, int64_t& n
   q.k = b.Out(a.Ptr<float>(2, "k", nkv), nkv);
   q.v = b.Out(a.Ptr<float>(4, "v", nkv), nkv);
   q.h = b.Out(a.Ptr<float>(6, "h", nx), nx);
-  q.k_cache = b.Out(a.Ptr<float>(8, "kCache", cacheSize), cacheSize);
-  q.v_cache = b.Out(a.Ptr<float>(10, "vCache", cacheSize), cacheSize);
+  const int64_t cacheBytes = a.Mul(cacheSize, pg::kv_dtype_bytes(kv_dtype));
+  q.k_cache = b.Out(CacheArg(a, 8, "kCache", kv_dtype, cacheSize), cacheBytes);
+  q.v_cache = b.Out(CacheArg(a, 10, "vCache", kv_dtype, cacheSize), cacheBytes);
+  q.kv_dtype = kv_dtype;
   float* x = a.Ptr<float>(12, "x", nx);
   q.x = x_written ? b.Out(x, nx) : b.In(x, nx);
   q.norm_w = b.In(a.Ptr<float>(14, "normW", C), C);
@@ -121,7 +130,7 @@ pg::DecodeMlpArgs ParseMlp(const Args& a, Buffers& b, size_t i, size_t iF, size_
 Napi::Value DecodeQkv(const Napi::CallbackInfo& info, const Args& a) {
   Buffers b;
   int64_t numBlocks, blockSize;
-  const pg::DecodeQkvArgs q = ParseQkv(a, b, false, numBlocks, blockSize);
+  const pg::DecodeQkvArgs q = ParseQkv(a, b, false, numBlocks, blockSize, KvDTypeArg(info, a));
   b.Check(a);
   pg::decode_qkv(q);
   return info.Env().Undefined();
@@ -167,7 +176,7 @@ pg::PagedAttention ParseAttention(const Args& a, Buffers& b, const pg::DecodeQkv
   attn.context_lens = b.In(a.Ptr<int32_t>(i + 10, "contextLens", nseq), nseq);
   CheckPagedIndex(a, attn.cu_q, attn.context_lens, attn.block_tables, nseq, M, numBlocks, blockSize, maxBlocks,
                   partitionSize, maxPartitions);
-  attn.q = q.q, attn.k_cache = q.k_cache, attn.v_cache = q.v_cache;
+  attn.q = q.q, attn.k_cache = q.k_cache, attn.v_cache = q.v_cache, attn.kv_dtype = q.kv_dtype;
   attn.nseq = nseq, attn.Tq = M, attn.H = H, attn.Hkv = q.Hkv, attn.D = D, attn.block_size = blockSize;
   attn.max_blocks = maxBlocks, attn.partition_size = partitionSize, attn.max_partitions = maxPartitions;
   attn.scale = static_cast<float>(scale);
@@ -181,7 +190,7 @@ pg::PagedAttention ParseAttention(const Args& a, Buffers& b, const pg::DecodeQkv
 Napi::Value DecodeLayer(const Napi::CallbackInfo& info, const Args& a) {
   Buffers b;
   int64_t numBlocks, blockSize;
-  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize);
+  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize, KvDTypeArg(info, a));
   const float* wo = nullptr;
   const pg::PagedAttention attn = ParseAttention(a, b, q, numBlocks, blockSize, wo);
   const size_t i = kQkvArgs + kAttentionArgs;
@@ -246,7 +255,7 @@ Napi::Value DecodeLayerMoe(const Napi::CallbackInfo& info, const Args& a) {
                                          "F", "E", "topK", "S", "moeEps"};
   Buffers b;
   int64_t numBlocks, blockSize;
-  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize);
+  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize, KvDTypeArg(info, a));
   const float* wo = nullptr;
   const pg::PagedAttention attn = ParseAttention(a, b, q, numBlocks, blockSize, wo);
   static thread_local std::vector<const float*> ptrs;  // the experts' pointers; its capacity is kept (no allocation per step)
@@ -280,19 +289,19 @@ const Decl kDecls[] = {
      "y: f32, x: f32, w: f32, M: size, N: size, K: size, accumulate: boolean",
      "void", /* cpu */ Gemv, /* cuda */ nullptr},
     {DeclKind::Function, "decodeQkv", "decodeQkv",
-     "q: f32, k: f32, v: f32, h: f32, kCache: f32, vCache: f32, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number",
+     "q: f32, k: f32, v: f32, h: f32, kCache: tensor, vCache: tensor, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, kvDtype?: 'f32' | 'bf16' | 'f16'",
      "void", /* cpu */ DecodeQkv, /* cuda */ nullptr},
     {DeclKind::Function, "decodeSwigluMlp", "decodeSwigluMlp",
      "x: f32, h: f32, g: f32, u: f32, normW: f32, wg: f32, wu: f32, wd: f32, M: size, C: size, F: size, eps: number",
      "void", /* cpu */ DecodeSwigluMlp, /* cuda */ nullptr},
     {DeclKind::Function, "decodeLayer", "decodeLayer",
-     "q: f32, k: f32, v: f32, h: f32, kCache: f32, vCache: f32, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, g: f32, u: f32, mlpNormW: f32, wg: f32, wu: f32, wd: f32, F: size, mlpEps: number",
+     "q: f32, k: f32, v: f32, h: f32, kCache: tensor, vCache: tensor, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, g: f32, u: f32, mlpNormW: f32, wg: f32, wu: f32, wd: f32, F: size, mlpEps: number, kvDtype?: 'f32' | 'bf16' | 'f16'",
      "void", /* cpu */ DecodeLayer, /* cuda */ nullptr},
     {DeclKind::Function, "decodeMoeFfn", "decodeMoeFfn",
      "x: f32, h: f32, scratch: f32, index: i32, normW: f32, gate: f32, experts: f32[], F: size, E: size, topK: size, S: size, eps: number, M: size, C: size",
      "void", /* cpu */ DecodeMoeFfn, /* cuda */ nullptr},
     {DeclKind::Function, "decodeLayerMoe", "decodeLayerMoe",
-     "q: f32, k: f32, v: f32, h: f32, kCache: f32, vCache: f32, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, moeScratch: f32, moeIndex: i32, moeNormW: f32, gate: f32, experts: f32[], F: size, E: size, topK: size, S: size, moeEps: number",
+     "q: f32, k: f32, v: f32, h: f32, kCache: tensor, vCache: tensor, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, moeScratch: f32, moeIndex: i32, moeNormW: f32, gate: f32, experts: f32[], F: size, E: size, topK: size, S: size, moeEps: number, kvDtype?: 'f32' | 'bf16' | 'f16'",
      "void", /* cpu */ DecodeLayerMoe, /* cuda */ nullptr},
     {DeclKind::Function, "decodeLogits", "decodeLogits",
      "logits: f32, h: f32, x: f32, normW: f32, w: f32, M: size, C: size, V: size, eps: number",

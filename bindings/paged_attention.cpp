@@ -39,31 +39,51 @@ void CheckPagedIndex(const Args& a, const int32_t* cu, const int32_t* ctx, const
   }
 }
 
+pg::KvDType KvDTypeArg(const Napi::CallbackInfo& info, const Args& a) {
+  const Signature& sig = a.signature();
+  for (size_t p = 0; p < sig.params.size(); ++p) {
+    if (sig.params[p].name != "kvDtype") continue;
+    const size_t i = static_cast<size_t>(sig.slot_of_param[p]);
+    if (info.Length() <= i || info[i].IsUndefined()) break;
+    const std::string t = info[i].As<Napi::String>().Utf8Value();  // one of the declared three (Args checked)
+    return t == "bf16" ? pg::KvDType::BF16 : t == "f16" ? pg::KvDType::F16 : pg::KvDType::F32;
+  }
+  return pg::KvDType::F32;
+}
+
+uint8_t* CacheArg(const Args& a, size_t i, const char* name, pg::KvDType dtype, int64_t count) {
+  if (dtype == pg::KvDType::F32) return reinterpret_cast<uint8_t*>(a.Ptr<float>(i, name, count));
+  return reinterpret_cast<uint8_t*>(a.Ptr<uint16_t>(i, name, count));
+}
+
 namespace {
 
-// pagedKvStore(kCache, vCache, k, v, slotMapping (each storage, offset), T, Hkv, D, numBlocks, blockSize)
+// pagedKvStore(kCache, vCache, k, v, slotMapping (each storage, offset), T, Hkv, D, numBlocks, blockSize,
+//   kvDtype?): the caches hold kvDtype elements (default f32).
 Napi::Value PagedKvStore(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t T = a.Size(10, "T"), Hkv = a.Size(11, "Hkv"), D = a.Size(12, "D");
   const int64_t numBlocks = a.Size(13, "numBlocks"), blockSize = a.Size(14, "blockSize");
+  const pg::KvDType dtype = KvDTypeArg(info, a);
   if (Hkv < 1 || D < 1 || blockSize < 1) a.Fail("Hkv, D and blockSize must be >= 1");
   const int64_t slots = a.Mul(numBlocks, blockSize), cacheSize = a.Mul(a.Mul(slots, Hkv), D);
-  float* kc = a.Ptr<float>(0, "kCache", cacheSize);
-  float* vc = a.Ptr<float>(2, "vCache", cacheSize);
+  const int64_t cacheBytes = a.Mul(cacheSize, pg::kv_dtype_bytes(dtype));
+  uint8_t* kc = CacheArg(a, 0, "kCache", dtype, cacheSize);
+  uint8_t* vc = CacheArg(a, 2, "vCache", dtype, cacheSize);
   const float* k = a.Ptr<float>(4, "k", a.Mul(a.Mul(T, Hkv), D));
   const float* v = a.Ptr<float>(6, "v", T * Hkv * D);
   const int32_t* slot = a.Ptr<int32_t>(8, "slotMapping", T);
-  if (Overlap(kc, cacheSize, slot, T) || Overlap(vc, cacheSize, slot, T)) a.Fail("slotMapping overlaps a cache");
-  if (Overlap(kc, cacheSize, vc, cacheSize)) a.Fail("kCache and vCache overlap");
+  if (Overlap(kc, cacheBytes, slot, T) || Overlap(vc, cacheBytes, slot, T)) a.Fail("slotMapping overlaps a cache");
+  if (Overlap(kc, cacheBytes, vc, cacheBytes)) a.Fail("kCache and vCache overlap");
   for (int64_t t = 0; t < T; ++t)
     if (slot[t] >= slots || slot[t] < -1)
       a.Fail("slotMapping[" + S(t) + "] = " + S(slot[t]) + " is outside [-1, " + S(slots) + ") (numBlocks * blockSize)");
-  pg::paged_kv_store(kc, vc, k, v, slot, T, Hkv, D);
+  pg::paged_kv_store(kc, vc, dtype, k, v, slot, T, Hkv, D);
   return info.Env().Undefined();
 }
 
 // pagedAttentionForward(out, partOut, partStats, q, kCache, vCache, blockTables, cuQ, contextLens
 //   (each storage, offset), nseq, Tq, H, Hkv, D, numBlocks, blockSize, maxBlocks, partitionSize,
-//   maxPartitions, scale)
+//   maxPartitions, scale, kvDtype?)
 Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t nseq = a.Size(18, "nseq"), Tq = a.Size(19, "Tq"), H = a.Size(20, "H"), Hkv = a.Size(21, "Hkv"),
                 D = a.Size(22, "D"), numBlocks = a.Size(23, "numBlocks"), blockSize = a.Size(24, "blockSize"),
@@ -84,8 +104,9 @@ Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info, const Args& a)
   float* partOut = a.Ptr<float>(2, "partOut", split ? a.Mul(nPart, D) : 0);
   float* partStats = a.Ptr<float>(4, "partStats", split ? a.Mul(nPart, 2) : 0);
   const float* q = a.Ptr<float>(6, "q", nq);
-  const float* kc = a.Ptr<float>(8, "kCache", cacheSize);
-  const float* vc = a.Ptr<float>(10, "vCache", cacheSize);
+  const pg::KvDType dtype = KvDTypeArg(info, a);
+  const uint8_t* kc = CacheArg(a, 8, "kCache", dtype, cacheSize);
+  const uint8_t* vc = CacheArg(a, 10, "vCache", dtype, cacheSize);
   const int32_t* tables = a.Ptr<int32_t>(12, "blockTables", a.Mul(nseq, maxBlocks));
   const int32_t* cu = a.Ptr<int32_t>(14, "cuQ", nseq + 1);
   const int32_t* ctx = a.Ptr<int32_t>(16, "contextLens", nseq);
@@ -99,17 +120,17 @@ Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info, const Args& a)
   CheckPagedIndex(a, cu, ctx, tables, nseq, Tq, numBlocks, blockSize, maxBlocks, partitionSize, maxPartitions);
   pg::paged_attention_forward({out, split ? partOut : nullptr, split ? partStats : nullptr, q, kc, vc, tables, cu, ctx,
                                nseq, Tq, H, Hkv, D, blockSize, maxBlocks, partitionSize, maxPartitions,
-                               static_cast<float>(scale)});
+                               static_cast<float>(scale), dtype});
   return info.Env().Undefined();
 }
 
 // Each row: the JS function, its error label, its parameters, its result, its kernel per device.
 const Decl kDecls[] = {
     {DeclKind::Function, "pagedKvStore", "pagedKvStore",
-     "kCache: f32, vCache: f32, k: f32, v: f32, slotMapping: i32, T: size, Hkv: size, D: size, numBlocks: size, blockSize: size",
+     "kCache: tensor, vCache: tensor, k: f32, v: f32, slotMapping: i32, T: size, Hkv: size, D: size, numBlocks: size, blockSize: size, kvDtype?: 'f32' | 'bf16' | 'f16'",
      "void", /* cpu */ PagedKvStore, /* cuda */ nullptr},
     {DeclKind::Function, "pagedAttentionForward", "pagedAttention",
-     "out: f32, partOut: f32, partStats: f32, q: f32, kCache: f32, vCache: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, Tq: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number",
+     "out: f32, partOut: f32, partStats: f32, q: f32, kCache: tensor, vCache: tensor, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, Tq: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, kvDtype?: 'f32' | 'bf16' | 'f16'",
      "void", /* cpu */ PagedAttentionForward, /* cuda */ nullptr},
 };
 

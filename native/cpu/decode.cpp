@@ -137,9 +137,8 @@ void qkv_share(int part, int parts, SpinBarrier& barrier, const DecodeQkvArgs& a
       float* row = p.y + m * p.heads * D + h0 * D;
       if (i < 2) rope_forward(row, row, a.pos + m, 1, h1 - h0, D, a.theta, a.pos_scale);
       const int64_t s = a.slot_mapping[m];
-      if (i > 0 && s >= 0)
-        std::memcpy((i == 1 ? a.k_cache : a.v_cache) + (s * Hkv + h0) * D, row,
-                    static_cast<size_t>((h1 - h0) * D) * sizeof(float));
+      if (i > 0 && s >= 0)  // converted to the cache's element type
+        kv_store_rows(i == 1 ? a.k_cache : a.v_cache, a.kv_dtype, (s * Hkv + h0) * D, row, (h1 - h0) * D);
     }
   }
 }

@@ -11,7 +11,9 @@ import { Command, Option } from 'commander';
 import { PatentGPTError } from '../errors.js';
 import { Engine, type GenerateOptions, type GenerationDelta } from '../infer/index.js';
 import { GENERATION_CONFIG_FILE, holdsModel } from '../models/index.js';
+import type { KvCacheDType } from '../tensor/index.js';
 import { intArg, numberArg } from './args.js';
+import { kvCacheDtypeOption } from './kv-cache-flag.js';
 import { tokenizerFromSpec } from './tokenizer-spec.js';
 
 /** The flags generate and chat share (model, tokenizer, sampling, engine budget). */
@@ -26,6 +28,7 @@ export interface SamplingFlags {
   stop: string[];
   ignoreEos?: boolean;
   kvCacheMb: number;
+  kvCacheDtype: KvCacheDType;
 }
 
 /** Adds the shared flags to a command. */
@@ -40,7 +43,8 @@ export function withSamplingFlags(cmd: Command): Command {
     .option('--seed <s>', 'seed of the random draws (same seed, same text)', intArg('--seed', 0))
     .addOption(new Option('--stop <text>', 'stop when the text contains this (not printed); repeat for several').argParser((v: string, prev: string[]) => [...prev, v]).default([]))
     .option('--ignore-eos', 'keep going after the end-of-sequence token (up to --max-tokens)')
-    .option('--kv-cache-mb <n>', 'KV cache budget in MiB', intArg('--kv-cache-mb', 1), 256);
+    .option('--kv-cache-mb <n>', 'KV cache budget in MiB', intArg('--kv-cache-mb', 1), 256)
+    .addOption(kvCacheDtypeOption());
 }
 
 /** transformers' reading of generation_config.json: sampling settings only when do_sample is true. */
@@ -84,7 +88,7 @@ export async function engineFor(o: SamplingFlags): Promise<{ engine: Engine; tok
   if (!existsSync(o.model) || !(await holdsModel(o.model)))
     throw new PatentGPTError('E_ARGUMENT', `--model ${o.model}: no model folder there (config.json and model.safetensors); pass a folder that savePretrained, a training run's checkpoint or 'patentgpt model init' wrote`);
   const tokenizer = tokenizerFromSpec(o.tokenizer, o.model);
-  const engine = await Engine.fromPretrained(o.model, { tokenizer, kvCacheBytes: o.kvCacheMb * 2 ** 20 });
+  const engine = await Engine.fromPretrained(o.model, { tokenizer, kvCacheBytes: o.kvCacheMb * 2 ** 20, kvCacheDType: o.kvCacheDtype });
   return { engine, tokenizer };
 }
 

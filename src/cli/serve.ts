@@ -7,7 +7,9 @@
 import { basename, resolve } from 'node:path';
 import { Command } from 'commander';
 import { createServer } from '../serve/index.js';
+import type { KvCacheDType } from '../tensor/index.js';
 import { intArg } from './args.js';
+import { kvCacheDtypeOption } from './kv-cache-flag.js';
 
 interface ServeFlags {
   model: string;
@@ -23,6 +25,7 @@ interface ServeFlags {
   requestTimeout: number;
   drainTimeout: number;
   kvCacheMb?: number;
+  kvCacheDtype: KvCacheDType;
   maxNumSeqs?: number;
   log: boolean;
 }
@@ -43,6 +46,7 @@ export function serveCommand() {
     .option('--request-timeout <ms>', 'time limit of a generation request, queue included (0: none)', intArg('--request-timeout', 0), 600_000)
     .option('--drain-timeout <ms>', 'on SIGTERM, how long in-flight requests may take to finish', intArg('--drain-timeout', 0), 30_000)
     .option('--kv-cache-mb <n>', 'MiB of KV cache (default 256)', intArg('--kv-cache-mb', 1))
+    .addOption(kvCacheDtypeOption())
     .option('--max-num-seqs <n>', 'most sequences in one engine step (default 64)', intArg('--max-num-seqs', 1))
     .option('--log', 'log every request (JSON lines on stdout)', false)
     .addHelpText('after', [
@@ -67,6 +71,7 @@ export function serveCommand() {
         drainTimeoutMs: o.drainTimeout,
         engineOptions: {
           ...(o.kvCacheMb !== undefined ? { kvCacheBytes: o.kvCacheMb * 2 ** 20 } : {}),
+          kvCacheDType: o.kvCacheDtype,
           ...(o.maxNumSeqs !== undefined ? { maxNumSeqs: o.maxNumSeqs } : {}),
         },
         logger: o.log,

@@ -28,6 +28,7 @@ import { loadPretrained } from '../models/pretrained.js';
 import { incrementalDecoder, type IncrementalDecoder } from '../tokenizer/detokenize.js';
 import { BlockPool, blocksForBudget, kvBytesPerToken, type BlockTable } from './blocks.js';
 import { ModelRunner, type StepItem } from './runner.js';
+import { KV_CACHE_DTYPES, bytesPerElement, type KvCacheDType } from '../tensor/index.js';
 import { Sampler, logprobsOf, type SamplingOptions, type TokenLogprob } from './sampler.js';
 import { loadFolderTokenizer } from './folder-tokenizer.js';
 
@@ -47,6 +48,13 @@ export interface EngineOptions {
   /** Bytes for the K and V caches of all layers (default 256 MiB); sets the number of blocks. */
   kvCacheBytes?: number;
   /** Tokens per block (default 16). */
+  /**
+   * Element type of the KV cache (default 'f32'). 'bf16' and 'f16' take half the bytes per token,
+   * so the same kvCacheBytes holds twice the tokens and long-context decoding reads half as much;
+   * keys and values are rounded when stored (bf16: 8 bits of mantissa, f16: 11 and a range of
+   * +-65504) and attention computes in f32.
+   */
+  kvCacheDType?: KvCacheDType;
   blockSize?: number;
   /** Most sequences in one step (default 64). */
   maxNumSeqs?: number;
@@ -122,6 +130,7 @@ export interface EngineStats {
   blocks: { total: number; used: number; free: number; cachedFree: number; blockSize: number };
   kvCacheBytes: number;
   /** Hits / lookups of full prompt blocks in the prefix cache (0 when none). */
+  kvCacheDType: KvCacheDType;
   prefixCacheHitRate: number;
   running: number;
   waiting: number;
@@ -248,7 +257,10 @@ export class Engine {
     this.model = model;
     const cfg = model.config;
     const blockSize = opts.blockSize ?? 16;
-    const perToken = kvBytesPerToken({ nLayers: cfg.nLayers, nKvHeads: cfg.nKvHeads, headDim: cfg.dim / cfg.nHeads });
+    const kvCacheDType = opts.kvCacheDType ?? 'f32';
+    if (!KV_CACHE_DTYPES.includes(kvCacheDType))
+      throw new PatentGPTError('E_ARGUMENT', `Engine: kvCacheDType must be one of ${KV_CACHE_DTYPES.join(', ')}, got ${JSON.stringify(kvCacheDType)}`);
+    const perToken = kvBytesPerToken({ nLayers: cfg.nLayers, nKvHeads: cfg.nKvHeads, headDim: cfg.dim / cfg.nHeads, bytesPerElement: bytesPerElement(kvCacheDType) });
     const numBlocks = blocksForBudget(opts.kvCacheBytes ?? 256 * 2 ** 20, blockSize, perToken);
     if (numBlocks < 1)
       throw new PatentGPTError('E_ARGUMENT', `Engine: kvCacheBytes ${opts.kvCacheBytes} holds no block of ${blockSize} tokens (${blockSize * perToken} bytes)`);
@@ -263,7 +275,7 @@ export class Engine {
       throw new PatentGPTError('E_ARGUMENT', `Engine: maxModelLen must be an integer >= 2, got ${this.maxModelLen}`);
     if (!(this.maxNumSeqs >= 1) || !(this.maxNumBatchedTokens >= 1))
       throw new PatentGPTError('E_ARGUMENT', 'Engine: maxNumSeqs and maxNumBatchedTokens must be >= 1');
-    this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen });
+    this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen, kvCacheDType });
   }
 
   /**
@@ -357,6 +369,7 @@ export class Engine {
       blocks: { total: s.numBlocks, used: s.used, free: s.free, cachedFree: s.cachedFree, blockSize: this.pool.blockSize },
       kvCacheBytes: this.#runner.cacheBytes,
       prefixCacheHitRate: s.prefixQueries === 0 ? 0 : s.prefixHits / s.prefixQueries,
+      kvCacheDType: this.#runner.kvCacheDType,
       running: this.#running.length,
       waiting: this.#waiting.length,
       steps: this.#steps,

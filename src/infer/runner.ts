@@ -17,7 +17,7 @@ import { PatentGPTError } from '../errors.js';
 import { ropeParams, type ModelConfig } from '../models/config.js';
 import type { DecodeWorkspace, LlamaForCausalLM, PagedStep } from '../models/llama.js';
 import type { PagedAttentionMetadata, PagedKvCache, RopeSegment } from '../nn/index.js';
-import { GEMV_MAX_ROWS, Tensor, copyRows, keep, scope } from '../tensor/index.js';
+import { GEMV_MAX_ROWS, Tensor, copyRows, keep, scope, type KvCacheDType } from '../tensor/index.js';
 import type { BlockCopy, BlockTable } from './blocks.js';
 
 /** One sequence's share of a step: compute tokens [start, end) of `tokens`. */
@@ -41,6 +41,8 @@ export interface RunnerOptions {
   partitionSize?: number;
   /** Longest sequence served (default: the whole cache); sizes the decode buffers. */
   maxModelLen?: number;
+  /** Element type of the K and V caches (default f32). */
+  kvCacheDType?: KvCacheDType;
 }
 
 export class ModelRunner {
@@ -49,6 +51,7 @@ export class ModelRunner {
   readonly blockSize: number;
   readonly headDim: number;
   readonly partitionSize: number;
+  readonly kvCacheDType: KvCacheDType;
   readonly #model: LlamaForCausalLM;
   readonly #cache: PagedKvCache;
   /** The i32 indices of a step (tokens, positions, slots, attention index), rewritten each step; its host copy. */
@@ -72,11 +75,12 @@ export class ModelRunner {
     this.partitionSize = opts.partitionSize ?? 512;
     const { nLayers, nHeads, nKvHeads, dim } = this.config;
     this.headDim = dim / nHeads;
-    const device = model.device;
+    this.kvCacheDType = opts.kvCacheDType ?? 'f32';
+    const device = model.device, dtype = this.kvCacheDType;
     const k: Tensor[] = [], v: Tensor[] = [];
     for (let i = 0; i < nLayers; i++) {
-      k.push(keep(Tensor.empty([this.numBlocks, this.blockSize, nKvHeads, this.headDim], { device })));
-      v.push(keep(Tensor.empty([this.numBlocks, this.blockSize, nKvHeads, this.headDim], { device })));
+      k.push(keep(Tensor.empty([this.numBlocks, this.blockSize, nKvHeads, this.headDim], { device, dtype })));
+      v.push(keep(Tensor.empty([this.numBlocks, this.blockSize, nKvHeads, this.headDim], { device, dtype })));
     }
     this.#cache = { k, v };
     // The decode path's buffers and the logits of its rows, made once: a decode step allocates nothing.

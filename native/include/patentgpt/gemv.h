@@ -34,6 +34,7 @@ void gemv_rows(const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int6
 namespace pg {
 
 struct PagedAttention;  // patentgpt/paged_attention.h
+enum class KvDType : int32_t;  // patentgpt/paged_attention.h
 
 // ---- decode.cpp: a decoder layer's pieces for a few rows, each one parallel region ----
 // Decoding runs some 15 small ops per layer; as separate calls each wakes the thread pool and
@@ -45,7 +46,8 @@ struct PagedAttention;  // patentgpt/paged_attention.h
 // (Hugging Face layout) at pos (M) on q and k; k and v also stored in the caches
 // (num_blocks, block_size, Hkv, D) at slot_mapping (M; < 0 skips). h is scratch.
 struct DecodeQkvArgs {
-  float *q, *k, *v, *h, *k_cache, *v_cache;
+  float *q, *k, *v, *h;
+  void *k_cache, *v_cache;  // of kv_dtype
   const float *x, *norm_w;
   float eps;
   const float *wq, *wk, *wv;
@@ -53,6 +55,7 @@ struct DecodeQkvArgs {
   int64_t M, C, H, Hkv, D;
   float theta, pos_scale;
 };
+  KvDType kv_dtype{};  // the caches' element type (zero: f32)
 void decode_qkv(const DecodeQkvArgs& a);
 
 // The SwiGLU feed-forward with its pre-norm and residual: x (M, C) += down(silu(gate(h)) * up(h)),

@@ -16,10 +16,19 @@ constexpr int64_t paged_attention_workspace_floats() {
   return kPagedMaxTaskHeads * (kPagedMaxPartition + kPagedMaxVectorHeadDim + 2);
 }
 
-// k_cache, v_cache (num_blocks, block_size, Hkv, D); k, v (T, Hkv, D); slot_mapping (T):
+// Element type of a KV cache, chosen when the cache is made. A 16-bit cache halves the bytes
+// attention streams at long context: stores round f32 to it (bf16: nearest even; f16: IEEE half,
+// F16C where present), attention widens it back to f32 in registers; softmax and every sum stay f32.
+enum class KvDType : int32_t { F32 = 0, BF16 = 1, F16 = 2 };
+constexpr int64_t kv_dtype_bytes(KvDType t) { return t == KvDType::F32 ? 4 : 2; }
+
+// n floats of src into cache (of dtype) from element `at`, converted (on the calling thread).
+void kv_store_rows(void* cache, KvDType dtype, int64_t at, const float* src, int64_t n);
+
+// k_cache, v_cache (num_blocks, block_size, Hkv, D) of dtype; k, v (T, Hkv, D); slot_mapping (T):
 // token t goes to slot s = block * block_size + offset (s < 0: padding, skipped).
-void paged_kv_store(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot_mapping,
-                    int64_t T, int64_t Hkv, int64_t D);
+void paged_kv_store(void* k_cache, void* v_cache, KvDType dtype, const float* k, const float* v,
+                    const int32_t* slot_mapping, int64_t T, int64_t Hkv, int64_t D);
 
 // Attention of Tq query rows against keys/values read through block tables.
 // out (Tq, H, D); part_out (Tq, H, max_partitions, D) and part_stats (Tq, H, max_partitions, 2)
@@ -33,13 +42,14 @@ struct PagedAttention {
   float* part_out;
   float* part_stats;
   const float* q;
-  const float* k_cache;
-  const float* v_cache;
+  const void* k_cache;  // (num_blocks, block_size, Hkv, D) of kv_dtype
+  const void* v_cache;
   const int32_t* block_tables;
   const int32_t* cu_q;
   const int32_t* context_lens;
   int64_t nseq, Tq, H, Hkv, D, block_size, max_blocks, partition_size, max_partitions;
   float scale;
+  KvDType kv_dtype = KvDType::F32;
 
   // Phase 1: (row, partition, head group) tasks; a row of one partition is finished here. A task
   // takes a group of the cache's heads (and their query heads): all of them when there are
@@ -55,7 +65,7 @@ struct PagedAttention {
   // Phase 2 (after every task is done): (row, head) merges of rows of several partitions; none
   // when max_partitions is 1.
   int64_t merges() const { return max_partitions > 1 ? Tq * H : 0; }
-  // Floats of keys and values the call reads, an estimate of its work.
+  // Elements of keys and values the call reads, an estimate of its work.
   int64_t work() const;
 };
 void paged_attention_tasks(const PagedAttention& a, int64_t i0, int64_t i1);

@@ -16,6 +16,7 @@ import { addon, argIndex, packArgs, type AddonArgs } from '../../native/loader.j
 import { expectKernel, expectDType, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 import { tensorArgs } from './moe.js';
+import { kvCacheDType } from './paged.js';
 
 function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
   expectDType(op, name, t, 'f32');
@@ -36,7 +37,7 @@ export interface DecodeQkvInputs {
   /** i32 (M): positions (RoPE) and cache slots (-1 skips the store). */
   positions: Tensor;
   slotMapping: Tensor;
-  /** Caches (numBlocks, blockSize, Hkv, D). */
+  /** Caches (numBlocks, blockSize, Hkv, D) of f32, bf16 or f16 (stores round to it, attention widens it). */
   kCache: Tensor;
   vCache: Tensor;
   rope: { theta: number; posScale: number };
@@ -76,7 +77,7 @@ function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): Addon
     throw new PatentGPTError('E_SHAPE', `${op}: wq ${inp.wq.describe()}, positions ${inp.positions.describe()} and slotMapping ${inp.slotMapping.describe()} do not fit x ${x.describe()} and head size ${D}`);
   return { q: out.q, k: out.k, v: out.v, h: out.h, kCache, vCache, x, normW: inp.normWeight, wq: inp.wq, wk: inp.wk, wv: inp.wv,
     pos: inp.positions, slotMapping: inp.slotMapping, M, C, H, Hkv, D, numBlocks, blockSize, eps: inp.eps,
-    theta: inp.rope.theta, posScale: inp.rope.posScale };
+    theta: inp.rope.theta, posScale: inp.rope.posScale, kvDtype: kvCacheDType(op, kCache, vCache) };
 }
 
 /** q, k, v of M rows with RoPE, k and v also stored in the paged cache; writes into `out`. */

@@ -10,9 +10,21 @@ function fail(op: string, message: string): never {
   throw new PatentGPTError('E_SHAPE', `${op}: ${message}`);
 }
 
+/** Element types a KV cache may hold: 16-bit caches halve its bytes; attention widens them to f32. */
+export type KvCacheDType = 'f32' | 'bf16' | 'f16';
+export const KV_CACHE_DTYPES: readonly KvCacheDType[] = ['f32', 'bf16', 'f16'];
+
+/** The caches' element type, after checking that both hold one of KV_CACHE_DTYPES, the same. */
+export function kvCacheDType(op: string, kCache: Tensor, vCache: Tensor): KvCacheDType {
+  const t = kCache.dtype as KvCacheDType;
+  if (!KV_CACHE_DTYPES.includes(t))
+    throw new PatentGPTError('E_DTYPE', `${op}: kCache ${kCache.describe()} must hold ${KV_CACHE_DTYPES.join(', ')} elements`);
+  if (vCache.dtype !== t) throw new PatentGPTError('E_DTYPE', `${op}: vCache ${vCache.describe()} and kCache ${kCache.describe()} differ in dtype`);
+  return t;
+}
+
 function cacheGeometry(op: string, kCache: Tensor, vCache: Tensor): [number, number, number, number] {
-  expectDType(op, 'kCache', kCache, 'f32');
-  expectDType(op, 'vCache', vCache, 'f32');
+  kvCacheDType(op, kCache, vCache);
   expectRank(op, 'kCache', kCache, 4);
   if (vCache.shape.join() !== kCache.shape.join()) fail(op, `vCache ${vCache.describe()} differs from kCache ${kCache.describe()}`);
   return kCache.shape as [number, number, number, number];
@@ -28,7 +40,8 @@ function i32(op: string, what: string, v: Tensor | Int32Array): { t: Tensor; own
 
 /**
  * Writes k and v (T, Hkv, D) into kCache and vCache (numBlocks, blockSize, Hkv, D) at
- * slotMapping (T) i32: slot = block * blockSize + offset; -1 skips the token (padding).
+ * slotMapping (T) i32: slot = block * blockSize + offset; -1 skips the token (padding). A bf16
+ * or f16 cache receives the values rounded to nearest even.
  */
 export function pagedKvStore(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, slotMapping: Tensor | Int32Array): void {
   const op = 'pagedKvStore';
@@ -44,7 +57,7 @@ export function pagedKvStore(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tenso
   try {
     if (sm.t.size !== T) fail(op, `slotMapping has ${sm.t.size} entries for ${T} tokens`);
     addon().pagedKvStore(kCache.storage, kCache.offset, vCache.storage, vCache.offset, k.storage, k.offset, v.storage, v.offset,
-      sm.t.storage, sm.t.offset, T, Hkv, D, numBlocks, blockSize);
+      sm.t.storage, sm.t.offset, T, Hkv, D, numBlocks, blockSize, kCache.dtype as KvCacheDType);
   } finally {
     if (sm.owned) sm.t.dispose();
   }
@@ -76,7 +89,7 @@ export interface PagedAttentionInputs {
  * Causal attention of q (Tq, H, D) against the cached keys and values of each row's sequence:
  * row i of a sequence with qlen rows and context length L sees cache positions [0, L - qlen + i].
  * Grouped-query heads (H a multiple of Hkv); f32 softmax; long contexts are split in partitions
- * merged by max and exp-sum. Returns out (Tq, H, D).
+ * merged by max and exp-sum. A bf16 or f16 cache is widened to f32 as it is read. Returns out (Tq, H, D).
  */
 export function pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, inp: PagedAttentionInputs): Tensor {
   const op = 'pagedAttention';
@@ -110,7 +123,7 @@ export function pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, inp: P
     addon().pagedAttentionForward(out.storage, out.offset, partOut.storage, partOut.offset, partStats.storage, partStats.offset,
       q.storage, q.offset, kCache.storage, kCache.offset, vCache.storage, vCache.offset, bt.t.storage, bt.t.offset,
       cu.t.storage, cu.t.offset, cl.t.storage, cl.t.offset, nseq, Tq, H, Hkv, D, numBlocks, blockSize, inp.maxBlocks,
-      partitionSize, maxPartitions, scale);
+      partitionSize, maxPartitions, scale, kCache.dtype as KvCacheDType);
   } catch (err) {
     if (!inp.out) out.dispose();
     throw err;
