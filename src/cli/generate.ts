@@ -144,7 +144,7 @@ export function generateCommand(): Command {
         if (process.stdout.isTTY) await writeOut('\n');
         const sec = (performance.now() - t0) / 1000;
         if (!o.quiet)
-          console.error(`patentgpt generate: ${prompt.length} prompt tokens, ${r.tokens} new in ${sec.toFixed(2)} s (${(r.tokens / Math.max(sec, 1e-9)).toFixed(1)} tokens/s), finish: ${r.finish}`);
+          console.error(`patentgpt generate: ${prompt.length} prompt tokens, ${r.tokens} new in ${sec.toFixed(2)} s (${(r.tokens / Math.max(sec, 1e-9)).toFixed(1)} tokens/s), finish: ${r.finish}${o.kvCacheDtype === 'f32' ? '' : `, KV cache ${engine.stats().kvCacheDType}`}`);
         if (r.finish === 'aborted') process.exitCode = 130;
       } finally {
         process.off('SIGINT', onSigint);
