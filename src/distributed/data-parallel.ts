@@ -7,7 +7,7 @@ import { setNumThreads, type Tensor } from '../tensor/index.js';
 import type { OptimizerState } from '../train/optimizer.js';
 import type { DataParallelEngine } from '../train/trainer.js';
 import { GradientBuckets, type BucketStats } from './ddp.js';
-import { rankFromEnv, threadsPerRank, type RankInfo } from './env.js';
+import { gpuForRank, rankFromEnv, threadsPerRank, type RankInfo } from './env.js';
 import { MpiCommunicator } from './mpi.js';
 
 export interface DataParallelOptions {
@@ -167,7 +167,8 @@ let current: MpiDataParallel | null = null;
 /**
  * This process as a rank of a data-parallel job, or null when the launcher's variables say one
  * rank. Initialises MPI (once), checks that MPI sees the same rank and size as the variables,
- * pins the kernel threads to this rank's share of the machine's cores (unless `threads` is set),
+ * pins the kernel threads to this rank's share of the machine's cores (unless `threads` is set)
+ * and its GPU to its local rank (CUDA_VISIBLE_DEVICES, before CUDA starts),
  * and finalises MPI when the process exits with code 0 (a failing rank exits without it, and the
  * launcher then stops the others).
  */
@@ -176,6 +177,8 @@ export function initDataParallel(opts: { env?: Record<string, string | undefined
   const env = opts.env ?? process.env;
   const info = rankFromEnv(env);
   if (info.worldSize === 1) return null;
+  const gpu = gpuForRank(info, env);
+  if (gpu !== null) process.env.CUDA_VISIBLE_DEVICES = gpu;
   const comm = MpiCommunicator.init();
   if (comm.size !== info.worldSize || comm.rank !== info.rank)
     throw new PatentGPTError('E_CONFIG',

@@ -95,3 +95,17 @@ export function rankFromEnv(env: Env = process.env): RankInfo {
 export function threadsPerRank(info: Pick<RankInfo, 'localWorldSize'>, cores = os.availableParallelism()): number {
   return Math.max(1, Math.floor(cores / info.localWorldSize));
 }
+
+/**
+ * The GPU a rank takes: CUDA_VISIBLE_DEVICES narrowed to the LOCAL_RANK-th visible device (all of
+ * them when unset: the index itself), so each rank's "cuda" is its own GPU. Applied before the
+ * CUDA runtime starts (initDataParallel runs before any tensor is made); null with one rank per
+ * machine or when the launcher already gave each rank one device.
+ */
+export function gpuForRank(info: Pick<RankInfo, 'localRank' | 'localWorldSize'>, env: Record<string, string | undefined> = process.env): string | null {
+  if (info.localWorldSize <= 1) return null;
+  const visible = env.CUDA_VISIBLE_DEVICES?.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!visible) return String(info.localRank);
+  if (visible.length === 1) return null;
+  return visible[info.localRank % visible.length]!;
+}

@@ -1,7 +1,7 @@
 // Rank, world size and local rank from each launcher's variables, in the order that decides when
 // several are set; threads divided among the ranks of one machine; clear errors for bad values.
 import { describe, expect, it } from 'vitest';
-import { rankFromEnv, threadsPerRank } from '../../src/distributed/env.js';
+import { gpuForRank, rankFromEnv, threadsPerRank } from '../../src/distributed/env.js';
 import { launchCommandLine } from '../../src/cli/launch.js';
 
 describe('rankFromEnv', () => {
@@ -27,6 +27,12 @@ describe('rankFromEnv', () => {
     expect(() => rankFromEnv({ RANK: 'x', WORLD_SIZE: '2' })).toThrow(/RANK="x": must be an integer >= 0 \(torchrun-style launch\)/);
     expect(() => rankFromEnv({ RANK: '2', WORLD_SIZE: '2' })).toThrow(/rank 2 is not below the world size 2/);
     expect(() => rankFromEnv({ JOB_COMPLETION_INDEX: '0' })).toThrow(/set WORLD_SIZE \(or PATENTGPT_WORLD_SIZE\)/);
+  });
+  it('gives each rank of a machine its GPU (LOCAL_RANK of the visible ones)', () => {
+    expect(gpuForRank({ localRank: 1, localWorldSize: 4 }, {})).toBe('1');
+    expect(gpuForRank({ localRank: 1, localWorldSize: 2 }, { CUDA_VISIBLE_DEVICES: '4,5' })).toBe('5');
+    expect(gpuForRank({ localRank: 0, localWorldSize: 2 }, { CUDA_VISIBLE_DEVICES: '3' })).toBeNull(); // the launcher gave one already
+    expect(gpuForRank({ localRank: 0, localWorldSize: 1 }, {})).toBeNull();
   });
   it('divides the cores among the ranks of a machine', () => {
     expect(threadsPerRank({ localWorldSize: 2 }, 16)).toBe(8);
