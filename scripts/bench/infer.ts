@@ -1,5 +1,5 @@
 // npm run bench -- infer [--preset llama-110m] [--threads 2] [--new 64] [--streams 1,4,16,64] [--rounds 4] [--no-peers]
-//                        [--profile-only]
+//                        [--profile-only] [--long-context 2048] [--kv-only]
 // The inference engine on an f32 model (random weights of the preset; speed does not depend on
 // their values):
 // - single-stream decode tokens/s beside transformers' generate() on the same weights (saved as
@@ -19,6 +19,8 @@
 // - responsiveness: the main thread's event-loop delay (p99, max) while 16 requests generate,
 //   with Engine (steps on this thread, yielding between them) and ThreadedEngine (steps in a
 //   worker thread).
+// - long-context decode with an f32, bf16 and f16 KV cache (--long-context tokens of prompt,
+//   default 2048; --kv-only runs this table alone: _kv-long.ts);
 // - node-llama-cpp (prebuilt llama.cpp) on our GGUF export of the same weights (f32, f32 KV
 //   cache), same prompt and thread count, when it can be loaded: PATENTGPT_NODE_LLAMA_CPP, the
 //   package, or build-peers/node_modules/node-llama-cpp (npm install --prefix build-peers
@@ -36,6 +38,7 @@ import { addon } from '../../src/native/loader.js';
 import { GEMV_MAX_ROWS, Tensor, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
 import { importNodeLlamaCpp, loadLlamaCppDecoder } from './_llamacpp.js';
 import { findPython } from './_peers.js';
+import { longContextKv, printLongContextKv } from './_kv-long.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -48,6 +51,7 @@ const nNew = Number(arg('new', '64'));
 const streams = arg('streams', '1,4,16,64').split(',').map(Number);
 const profileOnly = process.argv.includes('--profile-only');
 const noPeers = profileOnly || process.argv.includes('--no-peers');
+const longContext = Number(arg('long-context', '2048'));
 
 /**
  * The machine's memory bandwidth, three ways, in GB/s (best of `reps` each), over arrays of 40M
@@ -85,6 +89,12 @@ const params = model.parameters().reduce((a, p) => a + p.size, 0);
 const embed = cfg.vocabSize * cfg.dim;
 const weightBytes = 4 * (cfg.tieEmbeddings ? params : params - embed + cfg.dim);
 const kvPerToken = kvBytesPerToken({ nLayers: cfg.nLayers, nKvHeads: cfg.nKvHeads, headDim: cfg.dim / cfg.nHeads });
+if (process.argv.includes('--kv-only')) {
+  const rows = await longContextKv(model, weightBytes, { context: longContext, newTokens: 32, rounds: Number(arg('rounds', '2')) });
+  printLongContextKv(rows, longContext, 32);
+  console.log(JSON.stringify({ bench: 'infer', preset: presetName, threads, longContext, longContextKv: rows, loadAverage: loadavg()[0] }));
+  process.exit(0);
+}
 const prompt = Array.from({ length: 16 }, (_, i) => 1 + ((i * 7919) % (cfg.vocabSize - 1)));
 const engine = new Engine(model, { kvCacheBytes: 64 * (16 + nNew + 16) * kvPerToken * 1.2, maxNumSeqs: 64, maxNumBatchedTokens: 1024 });
 
@@ -423,6 +433,7 @@ inThread.close();
 const threaded = await ThreadedEngine.fromModel(model, { kvCacheBytes: 32 * 64 * kvPerToken });
 const delayThreaded = await loopDelay(threaded, 16);
 await threaded.close();
+const kvLong = await longContextKv(model, weightBytes, { context: longContext, newTokens: 32, rounds: 2 });
 
 printProfile();
 console.log(`\nsingle stream decode (${nNew} tokens after a ${prompt.length}-token prompt)`);
@@ -445,10 +456,11 @@ console.log('| engine | p99 ms | max ms |');
 console.log('|---|---:|---:|');
 console.log(`| Engine (steps on this thread) | ${f(delayEngine[0])} | ${f(delayEngine[1])} |`);
 console.log(`| ThreadedEngine (steps in a worker) | ${f(delayThreaded[0])} | ${f(delayThreaded[1])} |`);
+printLongContextKv(kvLong, longContext, 32);
 console.log(`\nKV cache: ${kvPerToken} bytes per token (${cfg.nLayers} layers x K,V x ${cfg.nKvHeads} heads x ${cfg.dim / cfg.nHeads} x f32)`);
 console.log(JSON.stringify({
   bench: 'infer', preset: presetName, threads, params, weightBytes, triadGBs: bw.triad, boundTps: bound, singleStreamTps: ours, singleStreamThreads: oursThreads,
   fractionOfBound: ours / bound, readGBs: bw.read, fractionOfReadBound: ours / readBound, axpyGBs: bw.axpy, fractionOfAxpyBound: ours / axpyBound, llamaCppTps: typeof lcpp === 'string' ? null : lcpp,
   vsLlamaCpp: typeof lcpp === 'string' ? null : ours / lcpp, llamaCppThreads: llamaThreads, transformersThreads: hfThreads, transformersTps: hf, vsTransformers: hf === null ? null : ours / hf, aggregateTps: agg, aggregateDecodeTps: aggDecode,
-  kvBytesPerToken: kvPerToken, loopDelayMs: { engine: delayEngine, threaded: delayThreaded }, loadAverage: loadavg()[0],
+  kvBytesPerToken: kvPerToken, longContext, longContextKv: kvLong, loopDelayMs: { engine: delayEngine, threaded: delayThreaded }, loadAverage: loadavg()[0],
 }));
