@@ -9,6 +9,7 @@
 #include "patentgpt/gemv.h"
 #include "patentgpt/moe_experts.h"
 #include "patentgpt/paged_attention.h"
+#include "patentgpt/quant.h"
 
 namespace pgnode {
 
@@ -20,6 +21,32 @@ uint8_t* CacheArg(const Args& a, size_t i, const char* name, pg::KvDType dtype, 
 namespace {
 
 std::string S(int64_t v) { return std::to_string(v); }
+
+// The projections' weight type: the optional trailing wtype (GGML's id: 8 = q8_0, 2 = q4_0, 12 =
+// q4_k; default 0 = f32). Quantized weights come as i32 tensors of their rows' bytes (quant.h).
+pg::QuantType WTypeArg(const Napi::CallbackInfo& info, const Args& a) {
+  const Signature& sig = a.signature();
+  for (size_t p = 0; p < sig.params.size(); ++p) {
+    if (sig.params[p].name != "wtype") continue;
+    const size_t i = static_cast<size_t>(sig.slot_of_param[p]);
+    if (info.Length() <= i || info[i].IsUndefined()) break;
+    const int64_t t = info[i].As<Napi::Number>().Int64Value();  // an integer (Args checked)
+    if (!pg::quant_type_valid(static_cast<int32_t>(t)))
+      a.Fail("wtype " + S(t) + " is not a weight type (0 = f32, 8 = q8_0, 2 = q4_0, 12 = q4_k)");
+    return static_cast<pg::QuantType>(t);
+  }
+  return pg::QuantType::F32;
+}
+
+// 4-byte elements of a (rows, cols) weight of type t: floats, or words of quantized rows.
+int64_t WeightWords(const Args& a, pg::QuantType t, int64_t rows, int64_t cols) {
+  if (t == pg::QuantType::F32) return a.Mul(rows, cols);
+  const int64_t rb = pg::quant_row_bytes(t, cols);
+  if (rb < 0)
+    a.Fail(std::string(pg::quant_type_name(t)) + " weights need rows of a multiple of " +
+           S(t == pg::QuantType::Q4_K ? 256 : 64) + " values, got " + S(cols));
+  return a.Mul(rows, rb / 4);
+}
 
 // Buffers of one call: outputs pairwise disjoint and disjoint from every input.
 struct Buffers {
@@ -65,7 +92,7 @@ Napi::Value Gemv(const Napi::CallbackInfo& info, const Args& a) {
 // caches hold kv_dtype elements (the call's trailing kvDtype).
 constexpr size_t kQkvArgs = 36;
 pg::DecodeQkvArgs ParseQkv(const Args& a, Buffers& b, bool x_written, int64_t& numBlocks, int64_t& blockSize,
-                           pg::KvDType kv_dtype) {
+                           pg::KvDType kv_dtype, pg::QuantType wtype = pg::QuantType::F32) {
   const int64_t M = a.Size(26, "M"), C = a.Size(27, "C"), H = a.Size(28, "H"), Hkv = a.Size(29, "Hkv"),
                 D = a.Size(30, "D");
   numBlocks = a.Size(31, "numBlocks");
@@ -88,9 +115,11 @@ pg::DecodeQkvArgs ParseQkv(const Args& a, Buffers& b, bool x_written, int64_t& n
   float* x = a.Ptr<float>(12, "x", nx);
   q.x = x_written ? b.Out(x, nx) : b.In(x, nx);
   q.norm_w = b.In(a.Ptr<float>(14, "normW", C), C);
-  q.wq = b.In(a.Ptr<float>(16, "wq", a.Mul(H * D, C)), H * D * C);
-  q.wk = b.In(a.Ptr<float>(18, "wk", a.Mul(Hkv * D, C)), Hkv * D * C);
-  q.wv = b.In(a.Ptr<float>(20, "wv", a.Mul(Hkv * D, C)), Hkv * D * C);
+  const int64_t nwq = WeightWords(a, wtype, H * D, C), nwkv = WeightWords(a, wtype, Hkv * D, C);
+  q.wq = b.In(a.Ptr<float>(16, "wq", nwq), nwq);
+  q.wk = b.In(a.Ptr<float>(18, "wk", nwkv), nwkv);
+  q.wv = b.In(a.Ptr<float>(20, "wv", nwkv), nwkv);
+  q.wtype = wtype;
   q.pos = b.In(a.Ptr<int32_t>(22, "pos", M), M);
   q.slot_mapping = b.In(a.Ptr<int32_t>(24, "slotMapping", M), M);
   for (int64_t t = 0; t < M; ++t) {
@@ -109,18 +138,20 @@ pg::DecodeQkvArgs ParseQkv(const Args& a, Buffers& b, bool x_written, int64_t& n
 // The MLP's g, u, normW, wg, wu, wd (each storage, offset) from argument i, F at iF, eps at iEps
 // (normW and eps are declared under the names `norm_name` and `eps_name`).
 pg::DecodeMlpArgs ParseMlp(const Args& a, Buffers& b, size_t i, size_t iF, size_t iEps, int64_t M, int64_t C,
-                           const char* norm_name = "normW", const char* eps_name = "eps") {
+                           const char* norm_name = "normW", const char* eps_name = "eps",
+                           pg::QuantType wtype = pg::QuantType::F32) {
   const int64_t F = a.Size(iF, "F");
   const double eps = a.Num(iEps, eps_name);
   if (!(eps > 0)) a.Fail("eps must be > 0");
-  const int64_t nf = a.Mul(M, F), nw = a.Mul(F, C);
+  const int64_t nf = a.Mul(M, F), nw = WeightWords(a, wtype, F, C), nwd = WeightWords(a, wtype, C, F);
   pg::DecodeMlpArgs m{};
+  m.wtype = wtype;
   m.g = b.Out(a.Ptr<float>(i, "g", nf), nf);
   m.u = b.Out(a.Ptr<float>(i + 2, "u", nf), nf);
   m.norm_w = b.In(a.Ptr<float>(i + 4, norm_name, C), C);
   m.wg = b.In(a.Ptr<float>(i + 6, "wg", nw), nw);
   m.wu = b.In(a.Ptr<float>(i + 8, "wu", nw), nw);
-  m.wd = b.In(a.Ptr<float>(i + 10, "wd", nw), nw);
+  m.wd = b.In(a.Ptr<float>(i + 10, "wd", nwd), nwd);
   m.eps = static_cast<float>(eps);
   m.M = M, m.C = C, m.F = F;
   return m;
@@ -130,7 +161,7 @@ pg::DecodeMlpArgs ParseMlp(const Args& a, Buffers& b, size_t i, size_t iF, size_
 Napi::Value DecodeQkv(const Napi::CallbackInfo& info, const Args& a) {
   Buffers b;
   int64_t numBlocks, blockSize;
-  const pg::DecodeQkvArgs q = ParseQkv(a, b, false, numBlocks, blockSize, KvDTypeArg(info, a));
+  const pg::DecodeQkvArgs q = ParseQkv(a, b, false, numBlocks, blockSize, KvDTypeArg(info, a), WTypeArg(info, a));
   b.Check(a);
   pg::decode_qkv(q);
   return info.Env().Undefined();
@@ -142,7 +173,7 @@ Napi::Value DecodeSwigluMlp(const Napi::CallbackInfo& info, const Args& a) {
   Buffers b;
   float* x = b.Out(a.Ptr<float>(0, "x", nx), nx);
   float* h = b.Out(a.Ptr<float>(2, "h", nx), nx);
-  pg::DecodeMlpArgs m = ParseMlp(a, b, 4, 18, 19, M, C);
+  pg::DecodeMlpArgs m = ParseMlp(a, b, 4, 18, 19, M, C, "normW", "eps", WTypeArg(info, a));
   m.h = h;
   b.Check(a);
   pg::decode_swiglu_mlp(x, m);
@@ -180,7 +211,8 @@ pg::PagedAttention ParseAttention(const Args& a, Buffers& b, const pg::DecodeQkv
   attn.nseq = nseq, attn.Tq = M, attn.H = H, attn.Hkv = q.Hkv, attn.D = D, attn.block_size = blockSize;
   attn.max_blocks = maxBlocks, attn.partition_size = partitionSize, attn.max_partitions = maxPartitions;
   attn.scale = static_cast<float>(scale);
-  wo = b.In(a.Ptr<float>(i + 17, "wo", a.Mul(C, H * D)), C * H * D);
+  const int64_t nwo = WeightWords(a, q.wtype, C, H * D);
+  wo = b.In(a.Ptr<float>(i + 17, "wo", nwo), nwo);
   return attn;
 }
 
@@ -190,11 +222,11 @@ pg::PagedAttention ParseAttention(const Args& a, Buffers& b, const pg::DecodeQkv
 Napi::Value DecodeLayer(const Napi::CallbackInfo& info, const Args& a) {
   Buffers b;
   int64_t numBlocks, blockSize;
-  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize, KvDTypeArg(info, a));
+  const pg::DecodeQkvArgs q = ParseQkv(a, b, true, numBlocks, blockSize, KvDTypeArg(info, a), WTypeArg(info, a));
   const float* wo = nullptr;
   const pg::PagedAttention attn = ParseAttention(a, b, q, numBlocks, blockSize, wo);
   const size_t i = kQkvArgs + kAttentionArgs;
-  pg::DecodeMlpArgs m = ParseMlp(a, b, i, i + 12, i + 13, q.M, q.C, "mlpNormW", "mlpEps");
+  pg::DecodeMlpArgs m = ParseMlp(a, b, i, i + 12, i + 13, q.M, q.C, "mlpNormW", "mlpEps", q.wtype);
   m.h = q.h;
   b.Check(a);
   pg::decode_layer(a.Ptr<float>(12, "x", a.Mul(q.M, q.C)), q, attn, wo, m);
@@ -277,9 +309,11 @@ Napi::Value DecodeLogits(const Napi::CallbackInfo& info, const Args& a) {
   float* h = b.Out(a.Ptr<float>(2, "h", nx), nx);
   const float* x = b.In(a.Ptr<float>(4, "x", nx), nx);
   const float* normW = b.In(a.Ptr<float>(6, "normW", C), C);
-  const float* w = b.In(a.Ptr<float>(8, "w", a.Mul(V, C)), V * C);
+  const pg::QuantType wtype = WTypeArg(info, a);
+  const int64_t nw = WeightWords(a, wtype, V, C);
+  const float* w = b.In(a.Ptr<float>(8, "w", nw), nw);
   b.Check(a);
-  pg::decode_logits(logits, h, x, normW, static_cast<float>(eps), w, M, C, V);
+  pg::decode_logits(logits, h, x, normW, static_cast<float>(eps), w, M, C, V, wtype);
   return info.Env().Undefined();
 }
 
@@ -289,13 +323,13 @@ const Decl kDecls[] = {
      "y: f32, x: f32, w: f32, M: size, N: size, K: size, accumulate: boolean",
      "void", /* cpu */ Gemv, /* cuda */ nullptr},
     {DeclKind::Function, "decodeQkv", "decodeQkv",
-     "q: f32, k: f32, v: f32, h: f32, kCache: tensor, vCache: tensor, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, kvDtype?: 'f32' | 'bf16' | 'f16'",
+     "q: f32, k: f32, v: f32, h: f32, kCache: tensor, vCache: tensor, x: f32, normW: f32, wq: tensor, wk: tensor, wv: tensor, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, kvDtype?: 'f32' | 'bf16' | 'f16', wtype?: int",
      "void", /* cpu */ DecodeQkv, /* cuda */ nullptr},
     {DeclKind::Function, "decodeSwigluMlp", "decodeSwigluMlp",
-     "x: f32, h: f32, g: f32, u: f32, normW: f32, wg: f32, wu: f32, wd: f32, M: size, C: size, F: size, eps: number",
+     "x: f32, h: f32, g: f32, u: f32, normW: f32, wg: tensor, wu: tensor, wd: tensor, M: size, C: size, F: size, eps: number, wtype?: int",
      "void", /* cpu */ DecodeSwigluMlp, /* cuda */ nullptr},
     {DeclKind::Function, "decodeLayer", "decodeLayer",
-     "q: f32, k: f32, v: f32, h: f32, kCache: tensor, vCache: tensor, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, g: f32, u: f32, mlpNormW: f32, wg: f32, wu: f32, wd: f32, F: size, mlpEps: number, kvDtype?: 'f32' | 'bf16' | 'f16'",
+     "q: f32, k: f32, v: f32, h: f32, kCache: tensor, vCache: tensor, x: f32, normW: f32, wq: tensor, wk: tensor, wv: tensor, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: tensor, g: f32, u: f32, mlpNormW: f32, wg: tensor, wu: tensor, wd: tensor, F: size, mlpEps: number, kvDtype?: 'f32' | 'bf16' | 'f16', wtype?: int",
      "void", /* cpu */ DecodeLayer, /* cuda */ nullptr},
     {DeclKind::Function, "decodeMoeFfn", "decodeMoeFfn",
      "x: f32, h: f32, scratch: f32, index: i32, normW: f32, gate: f32, experts: f32[], F: size, E: size, topK: size, S: size, eps: number, M: size, C: size",
@@ -304,7 +338,7 @@ const Decl kDecls[] = {
      "q: f32, k: f32, v: f32, h: f32, kCache: tensor, vCache: tensor, x: f32, normW: f32, wq: f32, wk: f32, wv: f32, pos: i32, slotMapping: i32, M: size, C: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, eps: number, theta: number, posScale: number, o: f32, partOut: f32, partStats: f32, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, wo: f32, moeScratch: f32, moeIndex: i32, moeNormW: f32, gate: f32, experts: f32[], F: size, E: size, topK: size, S: size, moeEps: number, kvDtype?: 'f32' | 'bf16' | 'f16'",
      "void", /* cpu */ DecodeLayerMoe, /* cuda */ nullptr},
     {DeclKind::Function, "decodeLogits", "decodeLogits",
-     "logits: f32, h: f32, x: f32, normW: f32, w: f32, M: size, C: size, V: size, eps: number",
+     "logits: f32, h: f32, x: f32, normW: f32, w: tensor, M: size, C: size, V: size, eps: number, wtype?: int",
      "void", /* cpu */ DecodeLogits, /* cuda */ nullptr},
 };
 

@@ -15,6 +15,7 @@
 #include "patentgpt/moe_experts.h"
 #include "patentgpt/ops.h"
 #include "patentgpt/paged_attention.h"
+#include "patentgpt/quant.h"
 #include "patentgpt/runtime.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -86,6 +87,16 @@ void norm_rows(float* h, const float* x, const float* w, float eps, int64_t M, i
   }
 }
 
+// Rows [j0, j1) of t on this thread, its weights f32 or quantized rows of type wt (t.w points at
+// them; the quantized GEMV quantizes x itself, as llama.cpp does before its dot products).
+void weight_rows(QuantType wt, const GemvTarget& t, const float* x, int64_t ldx, int64_t M, int64_t K, int64_t j0,
+                 int64_t j1) {
+  if (wt == QuantType::F32)
+    gemv_rows(t, x, ldx, M, K, j0, j1);
+  else if (M > 0 && j0 < j1)
+    quant_gemv_rows(wt, reinterpret_cast<const uint8_t*>(t.w), t.y, t.ldy, t.accumulate, x, ldx, M, K, j0, j1);
+}
+
 // This thread's columns [begin, end) of N, split by whole GEMV tiles (empty when it has none).
 struct Cols {
   int64_t begin, end;
@@ -97,17 +108,18 @@ inline Cols tile_share(int64_t N, int part, int parts) {
 }
 
 // y (M, N) += x (M, K) @ W (N, K)^T over this thread's tiles of y's columns.
-void linear_share(int part, int parts, float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K) {
+void linear_share(int part, int parts, float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K,
+                  QuantType wt) {
   const Cols c = tile_share(N, part, parts);
-  gemv_rows(GemvTarget{w, N, K, y, N, true}, x, K, M, K, c.begin, c.end);
+  weight_rows(wt, GemvTarget{w, N, K, y, N, true}, x, K, M, K, c.begin, c.end);
 }
 
 // g = silu(x @ w1^T) * (x @ w3^T) on columns [j0, j1) of F, for `rows` rows of x (M, C); u (rows, F)
 // holds the up projection.
 void swiglu_cols(float* g, float* u, const float* x, const float* w1, const float* w3, int64_t rows, int64_t C,
-                 int64_t F, int64_t j0, int64_t j1) {
-  gemv_rows(GemvTarget{w1, F, C, g, F, false}, x, C, rows, C, j0, j1);
-  gemv_rows(GemvTarget{w3, F, C, u, F, false}, x, C, rows, C, j0, j1);
+                 int64_t F, int64_t j0, int64_t j1, QuantType wt = QuantType::F32) {
+  weight_rows(wt, GemvTarget{w1, F, C, g, F, false}, x, C, rows, C, j0, j1);
+  weight_rows(wt, GemvTarget{w3, F, C, u, F, false}, x, C, rows, C, j0, j1);
   for (int64_t r = 0; r < rows; ++r) swiglu_forward(g + r * F + j0, g + r * F + j0, u + r * F + j0, j1 - j0);
 }
 
@@ -132,7 +144,7 @@ void qkv_share(int part, int parts, SpinBarrier& barrier, const DecodeQkvArgs& a
     const int64_t h0 = std::max(u0, p.first) - p.first, h1 = std::min(u1, p.first + p.heads) - p.first;
     if (h0 >= h1) continue;
     const GemvTarget t{p.w, p.heads * D, a.C, p.y, p.heads * D, false};
-    gemv_rows(t, a.h, a.C, a.M, a.C, h0 * D, h1 * D);
+    weight_rows(a.wtype, t, a.h, a.C, a.M, a.C, h0 * D, h1 * D);
     for (int64_t m = 0; m < a.M; ++m) {
       float* row = p.y + m * p.heads * D + h0 * D;
       if (i < 2) rope_forward(row, row, a.pos + m, 1, h1 - h0, D, a.theta, a.pos_scale);
@@ -150,10 +162,10 @@ void mlp_share(int part, int parts, SpinBarrier& barrier, float* x, const Decode
   barrier.wait();
   // Gate and up over the same rows, then silu(gate) * up on them, into g.
   const Cols j = tile_share(F, part, parts);
-  if (j.begin < j.end) swiglu_cols(a.g, a.u, a.h, a.wg, a.wu, M, C, F, j.begin, j.end);
+  if (j.begin < j.end) swiglu_cols(a.g, a.u, a.h, a.wg, a.wu, M, C, F, j.begin, j.end, a.wtype);
   barrier.wait();
   // x += g @ Wd^T over this thread's columns of x.
-  linear_share(part, parts, x, a.g, a.wd, M, C, F);
+  linear_share(part, parts, x, a.g, a.wd, M, C, F, a.wtype);
 }
 
 // decode_qkv, paged attention of q over the caches into attn.out, then x += attn.out @ wo^T.
@@ -167,7 +179,7 @@ void attention_share(int part, int parts, SpinBarrier& barrier, float* x, const 
     paged_attention_merges(attn, share(attn.merges(), part, parts), share(attn.merges(), part + 1, parts));
   }
   barrier.wait();
-  linear_share(part, parts, x, attn.out, wo, qkv.M, qkv.C, qkv.H * qkv.D);  // x += o @ Wo^T
+  linear_share(part, parts, x, attn.out, wo, qkv.M, qkv.C, qkv.H * qkv.D, qkv.wtype);  // x += o @ Wo^T
 }
 
 // The sparse MoE feed-forward (moe_experts.h): x += the routed experts' weighted outputs plus
@@ -329,13 +341,13 @@ void decode_layer_moe(float* x, const DecodeQkvArgs& qkv, const PagedAttention& 
 }
 
 void decode_logits(float* logits, float* h, const float* x, const float* norm_w, float eps, const float* w, int64_t M,
-                   int64_t C, int64_t V) {
+                   int64_t C, int64_t V, QuantType wtype) {
   if (M <= 0) return;
   region(worth_threads(M, V * C), [&](int part, int parts, SpinBarrier& barrier) {
     norm_rows(h, x, norm_w, eps, M, C, part, parts);
     barrier.wait();
     const Cols j = tile_share(V, part, parts);
-    gemv_rows(GemvTarget{w, V, C, logits, V, false}, h, C, M, C, j.begin, j.end);
+    weight_rows(wtype, GemvTarget{w, V, C, logits, V, false}, h, C, M, C, j.begin, j.end);
   });
 }
 

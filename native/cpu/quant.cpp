@@ -336,7 +336,7 @@ void quantize_act(QuantType t, uint8_t* act, const float* x, int64_t ldx, int64_
 }
 
 // The reference product of one (x row, W row) pair on quantized x: per block the exact integer
-// dot times d_w * d_x (Q8_0, Q4_0), or d * sc * dot(q, x) - dmin * m * sum(x) (Q4_K), summed in
+// dot times d_w * d_x, fused into the sum (Q8_0, Q4_0), or d * sc * dot(q, x) - dmin * m * sum(x) (Q4_K), summed in
 // block order.
 float dot_ref(QuantType t, const uint8_t* w, const float* x, const uint8_t* act, int64_t K) {
   const int64_t nb = K / 32;
@@ -368,7 +368,7 @@ float dot_ref(QuantType t, const uint8_t* w, const float* x, const uint8_t* act,
                                           : (i < 16 ? (w[2 + i] & 0xF) : (w[2 + i - 16] >> 4)) - 8;
       sumi += q * blocks[b].qs[i];
     }
-    s += dw * ds[b] * static_cast<float>(sumi);
+    s = std::fma(static_cast<float>(sumi), dw * ds[b], s);  // one rounding per block, as the SIMD kernels
   }
   return s;
 }

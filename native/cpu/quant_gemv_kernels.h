@@ -5,8 +5,9 @@
 //
 // A tile is MR rows of x against NR rows of W. Per 32-weight block: the NR weight blocks are
 // loaded once (and unpacked: Q4_0 nibbles to bytes, Q8_0 biased for vpdpbusd) and reused for
-// the MR rows of x; the 8 int32 lanes of each block's product are converted and accumulated with
-// d_w * d_x into 8 float lanes, which are summed at the end of K (llama.cpp's order).
+// the MR rows of x; each block's exact integer dot (its 8 int32 lanes summed) is added as
+// acc = fma(float(dot), d_w * d_x, acc), block after block: the order of llama.cpp's AMX/VNNI
+// kernels (ggml-cpu/amx/mmq.cpp, which it runs on CPUs with AMX), so the sums match its bits.
 // Q4_K: nibbles to floats, d * sc per sub-block applied to a lane-wise partial dot with x in f32;
 // the mins through the precomputed sub-block sums of x.
 #pragma once
@@ -40,6 +41,13 @@ inline float hsum(__m256 v) {
 
 inline float half_to_float(const uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
 
+inline int32_t hsum_i32(__m256i v) {
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  t = _mm_add_epi32(t, _mm_unpackhi_epi64(t, t));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 1));
+  return _mm_cvtsi128_si32(t);
+}
+
 // Weights of one 32-block as 32 bytes in element order: Q8_0 as stored (signed), Q4_0 nibbles
 // as unsigned 0..15.
 inline __m256i load_q4_0(const uint8_t* qs) {
@@ -53,11 +61,11 @@ template <bool VNNI, bool Q8, int MR, int NR>
 inline void tile_q(const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, bool accumulate, const uint8_t* act,
                    int64_t stride, int64_t nb) {
   constexpr int64_t BB = Q8 ? 34 : 18;
-  __m256 acc[MR][NR];
+  float acc[MR][NR];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
-    for (int n = 0; n < NR; ++n) acc[m][n] = _mm256_setzero_ps();
+    for (int n = 0; n < NR; ++n) acc[m][n] = 0.0f;
   const float* ds[MR];
   for (int m = 0; m < MR; ++m) ds[m] = reinterpret_cast<const float*>(act + m * stride + nb * 64);
   const __m256i ones16 = _mm256_set1_epi16(1), bias = _mm256_set1_epi8(static_cast<char>(0x80));
@@ -92,15 +100,14 @@ inline void tile_q(const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, b
         } else {
           s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wv[n], a), ones16), corr);
         }
-        acc[m][n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw[n] * da), acc[m][n]);
+        acc[m][n] = __builtin_fmaf(static_cast<float>(hsum_i32(s)), dw[n] * da, acc[m][n]);
       }
     }
   }
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NR; ++n) {
       float* out = y + m * ldy + n;
-      const float v = hsum(acc[m][n]);
-      *out = accumulate ? *out + v : v;
+      *out = accumulate ? *out + acc[m][n] : acc[m][n];
     }
 }
 

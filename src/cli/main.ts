@@ -20,6 +20,7 @@ import { serveCommand } from './serve.js';
 import { demoCommand } from './demo.js';
 import { launchCommand } from './launch.js';
 import { planCommand } from './plan.js';
+import { quantizeCommand } from './quantize.js';
 
 const version = packageVersion();
 
@@ -51,6 +52,7 @@ program.addCommand(serveCommand());
 program.addCommand(demoCommand());
 program.addCommand(launchCommand());
 program.addCommand(planCommand());
+program.addCommand(quantizeCommand());
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

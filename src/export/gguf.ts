@@ -4,7 +4,9 @@
 //     pieces, scores, token types, special ids);
 //   - tensors under GGUF names (token_embd, blk.N.attn_q, ..., output), dims listed innermost
 //     first; q and k projections permuted from Hugging Face's rotate-half RoPE layout to the
-//     interleaved pairs llama.cpp rotates; norms always f32, matrices f32 or f16;
+//     interleaved pairs llama.cpp rotates; norms always f32, matrices f32 or f16, or quantized
+//     to llama.cpp's Q8_0, Q4_0 or Q4_K blocks (each tensor's type as llama-quantize picks it:
+//     gguf-quant.ts; the blocks by the native reference quantizers, src/tensor/ops/quant.ts);
 //   - a Mixtral-style SMoE (numExperts > 1) as llama.cpp's llama architecture holds it:
 //     llama.expert_count / llama.expert_used_count, the router blk.N.ffn_gate_inp (E, C) always
 //     f32 (as convert_hf_to_gguf keeps it, so routing is not perturbed by rounding), and each
@@ -23,10 +25,16 @@ import type { LlamaForCausalLM } from '../models/llama.js';
 import { tempPath } from '../models/safetensors.js';
 import { fileWriteError, fsyncDir } from '../util/atomic.js';
 import type { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
+import { GGML_TYPE_ID, QUANT_TYPES, Tensor, quantize, type QuantType } from '../tensor/index.js';
+import { ggmlTypeBytes } from './gguf-read.js';
+import { GGUF_FILE_TYPE, quantTypeFor, type TensorRole } from './gguf-quant.js';
 
 export interface GgufOptions {
-  /** Matrices in 'f32' (default) or 'f16'; 1-D tensors stay f32 as llama.cpp expects. */
-  dtype?: 'f32' | 'f16';
+  /**
+   * Matrices in 'f32' (default) or 'f16', or quantized ('q8_0', 'q4_0', 'q4_k': llama.cpp's
+   * blocks, each tensor's type as gguf-quant.ts picks it); 1-D tensors stay f32 as llama.cpp expects.
+   */
+  dtype?: 'f32' | 'f16' | QuantType;
   /** general.name (default 'patentgpt'). */
   name?: string;
 }
@@ -188,7 +196,7 @@ interface Entry {
   name: string;
   /** GGUF dims, innermost first. */
   dims: number[];
-  type: 0 | 1; // GGML_TYPE_F32, GGML_TYPE_F16
+  type: number; // GGML_TYPE_F32 (0), F16 (1), Q4_0 (2), Q8_0 (8), Q4_K (12)
   /** The data in order, one piece at a time (a stacked expert tensor: one expert per piece). */
   data: () => Iterable<Uint8Array>;
 }
@@ -202,8 +210,11 @@ interface Entry {
 export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePieceTokenizer, path: string, opts: GgufOptions = {}): Promise<void> {
   const cfg = model.config;
   const dtype = opts.dtype ?? 'f32';
-  if (dtype !== 'f32' && dtype !== 'f16') throw new PatentGPTError('E_ARGUMENT', `exportGguf: dtype must be 'f32' or 'f16', got ${String(dtype)}`);
+  const quant = (QUANT_TYPES as readonly string[]).includes(dtype) ? (dtype as QuantType) : null;
+  if (dtype !== 'f32' && dtype !== 'f16' && !quant)
+    throw new PatentGPTError('E_ARGUMENT', `exportGguf: dtype must be 'f32', 'f16', ${QUANT_TYPES.map((t) => `'${t}'`).join(', ')}, got ${String(dtype)}`);
   const moe = isMoE(cfg);
+  if (moe && quant) throw new PatentGPTError('E_UNSUPPORTED', `exportGguf: ${quant} export of a mixture-of-experts model is not supported; export it as f32 or f16`);
   if (moe && (cfg.numSharedExperts ?? 0) > 0)
     throw new PatentGPTError('E_UNSUPPORTED',
       `exportGguf: numSharedExperts ${cfg.numSharedExperts}: llama.cpp's llama architecture has no shared experts; export a model with numSharedExperts 0`);
@@ -227,12 +238,25 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
     if (permuteHeads) w = permuteForRope(w, permuteHeads, rows, cols);
     return type === 1 ? f16Bytes(w) : new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
   };
-  const matType = dtype === 'f16' ? 1 : 0;
-  const mat = (name: string, src: string, rows: number, cols: number, permuteHeads = 0, type: 0 | 1 = matType): Entry => ({
-    name, dims: [cols, rows], type, data: function* () {
-      yield read(src, name, type, permuteHeads, rows, cols);
-    },
-  });
+  const matType = dtype === 'f16' || quant ? 1 : 0; // quantized: mat() picks each matrix's block type by its role
+  // A matrix's blocks: the f32 rows (permuted first: each row is quantized alone) through the native quantizer.
+  const quantized = (src: string, name: string, type: QuantType, permuteHeads: number, rows: number, cols: number): Uint8Array => {
+    let w = get(src, name);
+    if (permuteHeads) w = permuteForRope(w, permuteHeads, rows, cols);
+    const t = Tensor.from(w, [rows, cols]);
+    const q = quantize(t, type);
+    t.dispose();
+    const b = q.bytes().slice();
+    q.dispose();
+    return b;
+  };
+  const mat = (name: string, src: string, rows: number, cols: number, permuteHeads = 0, type: 0 | 1 = matType, role: TensorRole = 'projection'): Entry => {
+    const qt = quant && type !== 0 ? quantTypeFor(role, cols, quant, cfg.tieEmbeddings) : quant ? 'f32' : null;
+    if (qt && qt !== 'f32')
+      return { name, dims: [cols, rows], type: GGML_TYPE_ID[qt], data: function* () { yield quantized(src, name, qt, permuteHeads, rows, cols); } };
+    const t: 0 | 1 = qt === 'f32' ? 0 : type;
+    return { name, dims: [cols, rows], type: t, data: function* () { yield read(src, name, t, permuteHeads, rows, cols); } };
+  };
   const vec = (name: string, src: string, n: number): Entry => ({
     name, dims: [n], type: 0, data: function* () {
       yield read(src, name, 0);
@@ -247,7 +271,7 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
     },
   });
   const C = cfg.dim;
-  const tensors: Entry[] = [mat('token_embd.weight', 'model.embed_tokens.weight', cfg.vocabSize, C)];
+  const tensors: Entry[] = [mat('token_embd.weight', 'model.embed_tokens.weight', cfg.vocabSize, C, 0, matType, 'embedding')];
   for (let l = 0; l < cfg.nLayers; l++) {
     const p = `model.layers.${l}.`;
     tensors.push(
@@ -275,7 +299,7 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
     }
   }
   tensors.push(vec('output_norm.weight', 'model.norm.weight', C));
-  if (!cfg.tieEmbeddings) tensors.push(mat('output.weight', 'lm_head.weight', cfg.vocabSize, C));
+  if (!cfg.tieEmbeddings) tensors.push(mat('output.weight', 'lm_head.weight', cfg.vocabSize, C, 0, matType, 'output'));
 
   // Tokenizer: every piece with its score and type; padding up to the model's vocabulary.
   const pieces: string[] = [];
@@ -296,7 +320,7 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
     ['general.architecture', { kind: Kind.STRING, value: 'llama' }],
     ['general.name', { kind: Kind.STRING, value: opts.name ?? 'patentgpt' }],
     ['general.alignment', { kind: Kind.U32, value: ALIGN }],
-    ['general.file_type', { kind: Kind.U32, value: dtype === 'f16' ? 1 : 0 }],
+    ['general.file_type', { kind: Kind.U32, value: quant ? GGUF_FILE_TYPE[quant] : dtype === 'f16' ? 1 : 0 }],
     ['llama.vocab_size', { kind: Kind.U32, value: cfg.vocabSize }],
     ['llama.context_length', { kind: Kind.U32, value: cfg.maxSeqLen }],
     ['llama.embedding_length', { kind: Kind.U32, value: C }],
@@ -342,7 +366,7 @@ export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePie
     for (const d of t.dims) head.u64(d);
     head.u32(t.type);
     head.u64(offset);
-    const bytes = t.dims.reduce((a, d) => a * d, 1) * (t.type === 1 ? 2 : 4);
+    const bytes = ggmlTypeBytes(t.type, t.dims.reduce((a, d) => a * d, 1));
     sizes.push(bytes);
     offset += Math.ceil(bytes / ALIGN) * ALIGN;
   }

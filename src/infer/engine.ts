@@ -31,6 +31,7 @@ import { ModelRunner, type StepItem } from './runner.js';
 import { KV_CACHE_DTYPES, bytesPerElement, type KvCacheDType } from '../tensor/index.js';
 import { Sampler, logprobsOf, type SamplingOptions, type TokenLogprob } from './sampler.js';
 import { loadFolderTokenizer } from './folder-tokenizer.js';
+import { isQuantizedFolder, loadQuantized } from './quantized.js';
 
 /** What the engine needs of a tokenizer (SentencePieceTokenizer and ByteTokenizer fit). */
 export interface EngineTokenizer {
@@ -285,7 +286,7 @@ export class Engine {
    */
   static async fromPretrained(dir: string, opts: EngineOptions = {}): Promise<Engine> {
     const { adapter, ...rest } = opts;
-    const model = await loadPretrained(dir);
+    const model = isQuantizedFolder(dir) ? await loadQuantized(dir) : await loadPretrained(dir); // patentgpt quantize's folders hold model.gguf
     let engine: Engine;
     try {
       if (adapter !== undefined) await loadLora(model, adapter);

@@ -7,3 +7,4 @@ export {
 } from './engine.js';
 export { ThreadedEngine } from './threaded.js';
 export { EngineGenerator, chatPromptIds, type ChatTokenizer, type CompletionEngine, type EngineGeneratorOptions } from './generator.js';
+export { QUANTIZED_GGUF, isQuantizedFolder, loadQuantized, quantizeModel } from './quantized.js';

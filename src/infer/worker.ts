@@ -6,6 +6,7 @@ import { PatentGPTError } from '../errors.js';
 import { LlamaForCausalLM, loadLora, loadPretrained, validateConfig, type ModelConfig } from '../models/index.js';
 import { ByteTokenizer, SentencePieceTokenizer } from '../tokenizer/index.js';
 import { loadFolderTokenizer } from './folder-tokenizer.js';
+import { isQuantizedFolder, loadQuantized } from './quantized.js';
 import { Engine, type EngineOptions, type EngineTokenizer, type GenerateOptions } from './engine.js';
 
 export type WorkerTokenizer = { kind: 'sentencepiece'; bytes: Uint8Array } | { kind: 'byte' } | null;
@@ -38,7 +39,7 @@ async function main(): Promise<void> {
   const { adapter, ...engineOptions } = init.engine; // the adapter is attached here, as Engine.fromPretrained does
   try {
     if ('dir' in init.model) {
-      model = await loadPretrained(init.model.dir);
+      model = isQuantizedFolder(init.model.dir) ? await loadQuantized(init.model.dir) : await loadPretrained(init.model.dir);
       if (adapter !== undefined) await loadLora(model, adapter);
     } else {
       model = new LlamaForCausalLM(validateConfig(init.model.config), { init: 'zeros' });

@@ -28,8 +28,8 @@ import {
   type PagedAttentionMetadata, type ParamInit, type RopeSetting,
 } from '../nn/index.js';
 import {
-  GEMV_MAX_ROWS, Rng, Tensor, add, copyRows, decodeMoeScratchSize, gatherRows, isMoeWeights, keep, linear, linearCrossEntropy, moeExpertTensors,
-  noGrad, prepareDecodeLayer, prepareDecodeLogits, prepareGatherRows, scope, type Device,
+  GEMV_MAX_ROWS, Rng, Tensor, add, copyRows, decodeMoeScratchSize, dequantize, gatherRows, isMoeWeights, keep, linear, linearCrossEntropy, moeExpertTensors,
+  noGrad, prepareDecodeLayer, prepareDecodeLogits, prepareGatherRows, quantLinear, scope, type DecodeWeight, type Device,
 } from '../tensor/index.js';
 import { isMoE, ropeParams, validateConfig, type ModelConfig } from './config.js';
 import { checkModelFits } from './limits.js';
@@ -223,9 +223,26 @@ export class LlamaForCausalLM extends Module {
     this.#config = next;
   }
 
-  /** The (V, C) matrix of the output layer (the embedding table when tied). */
+  /**
+   * The (V, C) matrix of the output layer (the embedding table when tied). A quantized head
+   * (Linear.setQuantized) gives its dequantized values, made once on first use (for scoring;
+   * serving reads the blocks).
+   */
   get outputWeight(): Tensor {
+    const q = this.lm_head?.quantized;
+    if (q) return (this.#dequantizedHead ??= keep(dequantize(q)));
     return this.lm_head?.weight ?? this.model.embed_tokens.weight;
+  }
+  #dequantizedHead: Tensor | null = null;
+
+  /** What the fused decode path reads for the head: the f32 matrix or the quantized blocks. */
+  get #headWeight(): DecodeWeight {
+    return this.lm_head?.decodeWeight ?? this.model.embed_tokens.weight;
+  }
+
+  protected override disposeBuffers(): void {
+    this.#dequantizedHead?.dispose();
+    this.#dequantizedHead = null;
   }
 
   /**
@@ -315,7 +332,8 @@ export class LlamaForCausalLM extends Module {
         const n = step.logitRowCount;
         if (n === 0) return;
         const rows = n === N ? x : gatherRows(x, head(step.logitRows, n)); // (n, C)
-        copyRows(step.logits, 0, linear(this.model.norm.forward(rows), this.outputWeight), 0, n);
+        const h = this.model.norm.forward(rows), q = this.lm_head?.quantized;
+        copyRows(step.logits, 0, q ? quantLinear(h, q) : linear(h, this.outputWeight), 0, n);
       } finally {
         rec.dispose();
       }
@@ -354,7 +372,7 @@ export class LlamaForCausalLM extends Module {
       ws.unfusableAt = gen;
       return null;
     }
-    const weights = [this.model.embed_tokens.weight, this.model.norm.weight, this.outputWeight];
+    const weights: DecodeWeight[] = [this.model.embed_tokens.weight, this.model.norm.weight, this.#headWeight];
     for (const w of layers as DecodeLayerWeights[]) {
       weights.push(w.normWeight, w.wq, w.wk, w.wv, w.wo, w.mlp.normWeight);
       const f = w.mlp;
@@ -400,9 +418,9 @@ export class LlamaForCausalLM extends Module {
     return {
       generation, weights, stepKey: stepKey(step), step, layers,
       embed: prepareGatherRows(b.x, this.model.embed_tokens.weight, step.tokens),
-      logits: prepareDecodeLogits(logits, b.x, norm, this.outputWeight, b.h),
+      logits: prepareDecodeLogits(logits, b.x, norm, this.#headWeight, b.h),
       pick: prepareGatherRows(b.picked, b.x, step.logitRows),
-      pickedLogits: prepareDecodeLogits(logits, b.picked, norm, this.outputWeight, b.h),
+      pickedLogits: prepareDecodeLogits(logits, b.picked, norm, this.#headWeight, b.h),
     };
   }
 }

@@ -6,8 +6,8 @@
 // Shapes: N rows (tokens), C = dim, H query heads, Hkv key/value heads, D = C / H.
 import { PatentGPTError } from '../errors.js';
 import {
-  Tensor, add, attention, copyRows, embedding, linear, pagedAttention, pagedKvStore, rmsnorm, rope, scope, swiglu,
-  type DecodeMlpWeights, type DecodeMoeWeights,
+  Tensor, add, attention, copyRows, embedding, linear, pagedAttention, pagedKvStore, quantLinear, rmsnorm, rope, scope, swiglu,
+  type DecodeMlpWeights, type DecodeMoeWeights, type DecodeWeight, type QuantizedMatrix,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
 import type { AttentionMetadata, PagedAttentionMetadata, RopeSegment, RopeSetting } from './metadata.js';
@@ -34,6 +34,7 @@ export interface LinearAdapter extends Module {
 /** y = x W^T, W (out, in), as torch.nn.Linear(bias=False); plus an adapter's term when one is attached. */
 export class Linear extends Module {
   #adapter: LinearAdapter | null = null;
+  #quantized: QuantizedMatrix | null = null;
 
   constructor(inFeatures: number, outFeatures: number, init: ParamInit = zeroInit) {
     super();
@@ -44,7 +45,34 @@ export class Linear extends Module {
   }
   /** Attaches `adapter` (null detaches; the caller then owns the detached one's tensors). */
   setAdapter(adapter: LinearAdapter | null): void {
+    if (adapter && this.#quantized) throw new PatentGPTError('E_UNSUPPORTED', 'Linear: a quantized layer takes no adapter (attach it to the f32 model)');
     this.#adapter = adapter;
+  }
+  /** The weight in llama.cpp's blocks when setQuantized() replaced it, else null. */
+  get quantized(): QuantizedMatrix | null {
+    return this.#quantized;
+  }
+  /**
+   * Replaces the f32 weight by its quantized form `q` (same shape; the layer owns it, the f32
+   * tensor is freed): forward then runs the quantized GEMV. An inference-only layer: it has no
+   * `weight` parameter left to train or save.
+   */
+  setQuantized(q: QuantizedMatrix): void {
+    if (this.#quantized) throw new PatentGPTError('E_ARGUMENT', `Linear: already quantized (${this.#quantized.describe()})`);
+    if (this.#adapter) throw new PatentGPTError('E_UNSUPPORTED', 'Linear: merge or detach the adapter before quantizing');
+    const w = this.weight;
+    if (q.rows !== w.shape[0] || q.cols !== w.shape[1])
+      throw new PatentGPTError('E_SHAPE', `Linear: ${q.describe()} does not match the weight ${w.describe()}`);
+    this.removeParameter('weight');
+    this.#quantized = q;
+  }
+  /** What the fused decode path reads: the f32 weight or its quantized blocks. */
+  get decodeWeight(): DecodeWeight {
+    return this.#quantized ?? this.weight;
+  }
+  protected override disposeBuffers(): void {
+    this.#quantized?.dispose();
+    this.#quantized = null;
   }
   /** Whether `weight` alone is this layer (what the fused decode path needs). */
   get fusable(): boolean {
@@ -64,15 +92,18 @@ export class Linear extends Module {
     else super.setParameter(path, t, opts, fullPath);
   }
   get weight(): Tensor {
+    if (this.#quantized)
+      throw new PatentGPTError('E_UNSUPPORTED', `Linear: the weight is quantized (${this.#quantized.describe()}); dequantize(layer.quantized) gives its f32 values`);
     return this.param('weight');
   }
   get inFeatures(): number {
-    return this.weight.shape[1]!;
+    return this.#quantized?.cols ?? this.weight.shape[1]!;
   }
   get outFeatures(): number {
-    return this.weight.shape[0]!;
+    return this.#quantized?.rows ?? this.weight.shape[0]!;
   }
   forward(x: Tensor): Tensor {
+    if (this.#quantized) return quantLinear(x, this.#quantized);
     const adapter = this.#adapter;
     if (!adapter) return linear(x, this.weight);
     // The base output and the adapter's intermediates are freed here, not at the end of the step's
@@ -227,10 +258,10 @@ export interface FeedForward extends Module {
 export type MoeDecodeWeights = Omit<DecodeMoeWeights, 'normWeight' | 'eps'>;
 
 export interface SwigluWeights {
-  /** (F, C), (F, C), (C, F). */
-  gate: Tensor;
-  up: Tensor;
-  down: Tensor;
+  /** (F, C), (F, C), (C, F): f32, or quantized blocks. */
+  gate: DecodeWeight;
+  up: DecodeWeight;
+  down: DecodeWeight;
 }
 
 /** down(silu(gate(x)) * up(x)): LlamaMLP. */
@@ -249,7 +280,7 @@ export class SwiGLUMLP extends Module implements FeedForward {
   }
   swigluWeights(): SwigluWeights | null {
     if (!this.gate_proj.fusable || !this.up_proj.fusable || !this.down_proj.fusable) return null;
-    return { gate: this.gate_proj.weight, up: this.up_proj.weight, down: this.down_proj.weight };
+    return { gate: this.gate_proj.decodeWeight, up: this.up_proj.decodeWeight, down: this.down_proj.decodeWeight };
   }
 }
 
@@ -257,10 +288,11 @@ export class SwiGLUMLP extends Module implements FeedForward {
 export interface DecodeLayerWeights {
   normWeight: Tensor;
   eps: number;
-  wq: Tensor;
-  wk: Tensor;
-  wv: Tensor;
-  wo: Tensor;
+  /** f32, or quantized blocks (all seven projections of one type). */
+  wq: DecodeWeight;
+  wk: DecodeWeight;
+  wv: DecodeWeight;
+  wo: DecodeWeight;
   /** The feed-forward: a SwiGLU MLP, or a sparse MoE (isMoeWeights). */
   mlp: DecodeMlpWeights | DecodeMoeWeights;
 }
@@ -303,9 +335,14 @@ export class Block extends Module {
   decodeWeights(): DecodeLayerWeights | null {
     const ff = this.feedForward.swigluWeights?.() ?? this.feedForward.moeDecodeWeights?.() ?? null;
     const a = this.self_attn, n = this.input_layernorm, post = this.post_attention_layernorm;
-    if (!ff || ![a.q_proj, a.k_proj, a.v_proj, a.o_proj].every((l) => l.fusable)) return null;
+    const proj = [a.q_proj, a.k_proj, a.v_proj, a.o_proj];
+    if (!ff || !proj.every((l) => l.fusable)) return null;
+    // One weight type per fused call: a layer quantized in part (or a quantized MoE) runs as modules.
+    const type = (w: DecodeWeight): string => (w instanceof Tensor ? 'f32' : w.type);
+    const ffTypes = 'gate' in ff ? [ff.gate, ff.up, ff.down].map(type) : ['f32'];
+    if (new Set([...proj.map((l) => type(l.decodeWeight)), ...ffTypes]).size > 1) return null;
     return {
-      normWeight: n.weight, eps: n.eps, wq: a.q_proj.weight, wk: a.k_proj.weight, wv: a.v_proj.weight, wo: a.o_proj.weight,
+      normWeight: n.weight, eps: n.eps, wq: a.q_proj.decodeWeight, wk: a.k_proj.decodeWeight, wv: a.v_proj.decodeWeight, wo: a.o_proj.decodeWeight,
       mlp: { normWeight: post.weight, eps: post.eps, ...ff },
     };
   }

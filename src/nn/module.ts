@@ -60,6 +60,28 @@ export abstract class Module {
     return t;
   }
 
+  /**
+   * Drops own parameter `name` and frees it (an inference-only layer that replaced its weight by
+   * another form, as a quantized Linear): it leaves the checkpoint names.
+   */
+  protected removeParameter(name: string): void {
+    const t = this.param(name);
+    this.#params.delete(name);
+    for (const [ck, n] of this.#checkpointNames) if (n === name) this.#checkpointNames.delete(ck);
+    t.grad?.dispose();
+    t.grad = null;
+    t.dispose();
+    Module.#generation++;
+  }
+
+  /** Tensors a module holds besides its parameters (a quantized weight): freed by dispose(). */
+  protected disposeBuffers(): void {}
+
+  #disposeAllBuffers(): void {
+    this.disposeBuffers();
+    for (const m of this.#children.values()) m.#disposeAllBuffers();
+  }
+
   /** The checkpoint name (below this module) of own parameter `name`. */
   #checkpointName(name: string): string {
     for (const [ck, n] of this.#checkpointNames) if (n === name) return ck;
@@ -145,13 +167,14 @@ export abstract class Module {
     }
   }
 
-  /** Frees every parameter and gradient. */
+  /** Frees every parameter and gradient (and every module's buffers). */
   dispose(): void {
     for (const t of new Set(this.parameters())) {
       t.grad?.dispose();
       t.grad = null;
       t.dispose();
     }
+    this.#disposeAllBuffers();
   }
 
   [Symbol.dispose](): void {

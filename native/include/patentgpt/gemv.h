@@ -35,6 +35,7 @@ namespace pg {
 
 struct PagedAttention;  // patentgpt/paged_attention.h
 enum class KvDType : int32_t;  // patentgpt/paged_attention.h
+enum class QuantType : int32_t;  // patentgpt/quant.h
 
 // ---- decode.cpp: a decoder layer's pieces for a few rows, each one parallel region ----
 // Decoding runs some 15 small ops per layer; as separate calls each wakes the thread pool and
@@ -54,8 +55,9 @@ struct DecodeQkvArgs {
   const int32_t *pos, *slot_mapping;
   int64_t M, C, H, Hkv, D;
   float theta, pos_scale;
-};
   KvDType kv_dtype{};  // the caches' element type (zero: f32)
+  QuantType wtype{};   // wq, wk, wv (and decode_layer's wo): f32 (zero), or quantized rows (quant.h) behind the pointers
+};
 void decode_qkv(const DecodeQkvArgs& a);
 
 // The SwiGLU feed-forward with its pre-norm and residual: x (M, C) += down(silu(gate(h)) * up(h)),
@@ -66,6 +68,7 @@ struct DecodeMlpArgs {
   float eps;
   const float *wg, *wu, *wd;
   int64_t M, C, F;
+  QuantType wtype{};  // wg, wu, wd: f32 (zero), or quantized rows (quant.h) behind the pointers
 };
 void decode_swiglu_mlp(float* x, const DecodeMlpArgs& a);
 
@@ -76,8 +79,8 @@ void decode_layer(float* x, const DecodeQkvArgs& qkv, const PagedAttention& attn
                   const DecodeMlpArgs& mlp);
 
 // The language-model head of the last rows: logits (M, V) = rmsnorm(x, norm_w) @ W (V, C)^T.
-// h (M, C) is scratch.
+// h (M, C) is scratch. W is f32, or quantized rows of type wtype (quant.h).
 void decode_logits(float* logits, float* h, const float* x, const float* norm_w, float eps, const float* w, int64_t M,
-                   int64_t C, int64_t V);
+                   int64_t C, int64_t V, QuantType wtype = QuantType{});
 
 }  // namespace pg

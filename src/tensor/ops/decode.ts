@@ -8,7 +8,9 @@
 //                    the shared experts'), weighted, added into the residual (SparseMoE)
 //   decodeLayer with a DecodeMoeWeights feed-forward: decodeQkv, attention, then decodeMoeFfn
 // Each equals the composition of the separate ops (rmsnorm, linear, rope, pagedKvStore, swiglu,
-// moeRouter, moeGroupedMatmul, moeCombine, add) up to the GEMV's summation order. The experts'
+// moeRouter, moeGroupedMatmul, moeCombine, add) up to the GEMV's summation order. The projections
+// of a dense layer and the head may be quantized (QuantizedMatrix: llama.cpp's Q8_0/Q4_0/Q4_K
+// blocks, all of one type per call), read in place by the quantized GEMV (quantLinear's). The experts'
 // weights are passed as a list of their own storages, read on every call: a prepared call sees
 // an optimizer's in-place update, and only the chosen experts' matrices are read.
 import { PatentGPTError } from '../../errors.js';
@@ -17,6 +19,32 @@ import { expectKernel, expectDType, expectSameDevice } from '../check.js';
 import { Tensor } from '../tensor.js';
 import { tensorArgs } from './moe.js';
 import { kvCacheDType } from './paged.js';
+import { GGML_TYPE_ID, QuantizedMatrix } from './quant.js';
+
+/** A projection's weight on the fused path: f32 (rows, cols), or llama.cpp's blocks of it. */
+export type DecodeWeight = Tensor | QuantizedMatrix;
+
+/** The tensor the native call reads for a weight (a quantized one's blocks). */
+function weightTensor(w: DecodeWeight): Tensor {
+  return w instanceof QuantizedMatrix ? w.data : w;
+}
+
+/** Checks a weight's (rows, cols): an f32 tensor's shape, or a quantized matrix's. */
+function expectWeight(op: string, name: string, w: DecodeWeight, shape: readonly [number, number]): void {
+  if (!(w instanceof QuantizedMatrix)) return expectShape(op, name, w, shape);
+  if (w.rows !== shape[0] || w.cols !== shape[1])
+    throw new PatentGPTError('E_SHAPE', `${op}: ${name} ${w.describe()} must be (${shape.join(', ')})`);
+}
+
+/** The GGML type id shared by the weights of one call (0: f32); mixed types are refused. */
+function weightType(op: string, ws: Record<string, DecodeWeight>): number {
+  const types = Object.entries(ws).map(([n, w]) => [n, w instanceof QuantizedMatrix ? w.type : 'f32'] as const);
+  const first = types[0]![1];
+  const other = types.find(([, t]) => t !== first);
+  if (other)
+    throw new PatentGPTError('E_DTYPE', `${op}: ${types[0]![0]} is ${first} but ${other[0]} is ${other[1]}: the weights of one fused call share one type`);
+  return first === 'f32' ? 0 : GGML_TYPE_ID[first];
+}
 
 function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
   expectDType(op, name, t, 'f32');
@@ -31,9 +59,9 @@ export interface DecodeQkvInputs {
   normWeight: Tensor;
   eps: number;
   /** q_proj (H * D, C), k_proj and v_proj (Hkv * D, C) weights. */
-  wq: Tensor;
-  wk: Tensor;
-  wv: Tensor;
+  wq: DecodeWeight;
+  wk: DecodeWeight;
+  wv: DecodeWeight;
   /** i32 (M): positions (RoPE) and cache slots (-1 skips the store). */
   positions: Tensor;
   slotMapping: Tensor;
@@ -55,8 +83,9 @@ export interface DecodeQkvOutputs {
 /** Checks decodeQkv's tensors; returns its named arguments (shared with decodeLayer). */
 function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): AddonArgs['decodeQkv'] {
   const { x, kCache, vCache } = inp;
-  expectSameDevice(op, { x, normWeight: inp.normWeight, wq: inp.wq, wk: inp.wk, wv: inp.wv, positions: inp.positions, slotMapping: inp.slotMapping, kCache, vCache, q: out.q, k: out.k, v: out.v, h: out.h });
-  expectKernel(op, op as 'decodeQkv' | 'decodeLayer', x, inp.normWeight, inp.wq, inp.wk, inp.wv, kCache, vCache, out.q, out.k, out.v, out.h);
+  const wq = weightTensor(inp.wq), wk = weightTensor(inp.wk), wv = weightTensor(inp.wv);
+  expectSameDevice(op, { x, normWeight: inp.normWeight, wq, wk, wv, positions: inp.positions, slotMapping: inp.slotMapping, kCache, vCache, q: out.q, k: out.k, v: out.v, h: out.h });
+  expectKernel(op, op as 'decodeQkv' | 'decodeLayer', x, inp.normWeight, wq, wk, wv, kCache, vCache, out.q, out.k, out.v, out.h);
   const [M, C] = x.shape as [number, number];
   const [numBlocks, blockSize, Hkv, D] = kCache.shape as [number, number, number, number];
   if (kCache.shape.length !== 4 || vCache.shape.join() !== kCache.shape.join())
@@ -64,9 +93,9 @@ function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): Addon
   const H = inp.wq.shape[0]! / D;
   expectShape(op, 'x', x, [M, C]);
   expectShape(op, 'normWeight', inp.normWeight, [C]);
-  expectShape(op, 'wq', inp.wq, [H * D, C]);
-  expectShape(op, 'wk', inp.wk, [Hkv * D, C]);
-  expectShape(op, 'wv', inp.wv, [Hkv * D, C]);
+  expectWeight(op, 'wq', inp.wq, [H * D, C]);
+  expectWeight(op, 'wk', inp.wk, [Hkv * D, C]);
+  expectWeight(op, 'wv', inp.wv, [Hkv * D, C]);
   expectShape(op, 'q', out.q, [M, H, D]);
   expectShape(op, 'k', out.k, [M, Hkv, D]);
   expectShape(op, 'v', out.v, [M, Hkv, D]);
@@ -75,9 +104,10 @@ function qkvArgs(op: string, inp: DecodeQkvInputs, out: DecodeQkvOutputs): Addon
   expectDType(op, 'slotMapping', inp.slotMapping, 'i32');
   if (!Number.isInteger(H) || inp.positions.size !== M || inp.slotMapping.size !== M)
     throw new PatentGPTError('E_SHAPE', `${op}: wq ${inp.wq.describe()}, positions ${inp.positions.describe()} and slotMapping ${inp.slotMapping.describe()} do not fit x ${x.describe()} and head size ${D}`);
-  return { q: out.q, k: out.k, v: out.v, h: out.h, kCache, vCache, x, normW: inp.normWeight, wq: inp.wq, wk: inp.wk, wv: inp.wv,
+  return { q: out.q, k: out.k, v: out.v, h: out.h, kCache, vCache, x, normW: inp.normWeight, wq, wk, wv,
     pos: inp.positions, slotMapping: inp.slotMapping, M, C, H, Hkv, D, numBlocks, blockSize, eps: inp.eps,
-    theta: inp.rope.theta, posScale: inp.rope.posScale, kvDtype: kvCacheDType(op, kCache, vCache) };
+    theta: inp.rope.theta, posScale: inp.rope.posScale, wtype: weightType(op, { wq: inp.wq, wk: inp.wk, wv: inp.wv }),
+    kvDtype: kvCacheDType(op, kCache, vCache) };
 }
 
 /** q, k, v of M rows with RoPE, k and v also stored in the paged cache; writes into `out`. */
@@ -90,9 +120,9 @@ export interface DecodeMlpWeights {
   normWeight: Tensor;
   eps: number;
   /** gate_proj, up_proj (F, C) and down_proj (C, F). */
-  gate: Tensor;
-  up: Tensor;
-  down: Tensor;
+  gate: DecodeWeight;
+  up: DecodeWeight;
+  down: DecodeWeight;
 }
 
 /**
@@ -105,20 +135,22 @@ export function decodeSwigluMlp(x: Tensor, w: DecodeMlpWeights, scratch: { h: Te
   expectKernel(op, 'decodeSwigluMlp', scratch.h);
   expectShape(op, 'h', scratch.h, [M, C]);
   addon().decodeSwigluMlp(...packArgs('decodeSwigluMlp', { x, h: scratch.h, g: scratch.g, u: scratch.u, normW: w.normWeight,
-    wg: w.gate, wu: w.up, wd: w.down, M, C, F, eps: w.eps }));
+    wg: weightTensor(w.gate), wu: weightTensor(w.up), wd: weightTensor(w.down), M, C, F, eps: w.eps,
+    wtype: weightType(op, { gate: w.gate, up: w.up, down: w.down }) }));
 }
 
 /** Checks the MLP's weights and its g, u scratch against x; returns [M, C, F]. */
 function checkMlp(op: string, x: Tensor, w: DecodeMlpWeights, scratch: { g: Tensor; u: Tensor }): [number, number, number] {
-  expectSameDevice(op, { x, normWeight: w.normWeight, gate: w.gate, up: w.up, down: w.down, g: scratch.g, u: scratch.u });
-  expectKernel(op, op as 'decodeSwigluMlp' | 'decodeLayer', x, w.normWeight, w.gate, w.up, w.down, scratch.g, scratch.u);
+  const [gate, up, down] = [weightTensor(w.gate), weightTensor(w.up), weightTensor(w.down)];
+  expectSameDevice(op, { x, normWeight: w.normWeight, gate, up, down, g: scratch.g, u: scratch.u });
+  expectKernel(op, op as 'decodeSwigluMlp' | 'decodeLayer', x, w.normWeight, gate, up, down, scratch.g, scratch.u);
   const [M, C] = x.shape as [number, number];
   const F = w.gate.shape[0]!;
   expectShape(op, 'x', x, [M, C]);
   expectShape(op, 'normWeight', w.normWeight, [C]);
-  expectShape(op, 'gate', w.gate, [F, C]);
-  expectShape(op, 'up', w.up, [F, C]);
-  expectShape(op, 'down', w.down, [C, F]);
+  expectWeight(op, 'gate', w.gate, [F, C]);
+  expectWeight(op, 'up', w.up, [F, C]);
+  expectWeight(op, 'down', w.down, [C, F]);
   if (w.down.shape[1] !== F) throw new PatentGPTError('E_SHAPE', `${op}: down ${w.down.describe()} must be (${C}, ${F})`);
   expectShape(op, 'g', scratch.g, [M, F]);
   expectShape(op, 'u', scratch.u, [M, F]);
@@ -243,7 +275,7 @@ export interface DecodeLayerScratch extends DecodeQkvOutputs {
  * decodeLayer's inputs: decodeQkv's, the output projection, the feed-forward (a SwiGLU MLP or a
  * sparse MoE) and the cache index.
  */
-export type DecodeLayerInputs = DecodeQkvInputs & { wo: Tensor; mlp: DecodeMlpWeights | DecodeMoeWeights; attention: DecodeLayerAttention };
+export type DecodeLayerInputs = DecodeQkvInputs & { wo: DecodeWeight; mlp: DecodeMlpWeights | DecodeMoeWeights; attention: DecodeLayerAttention };
 
 /** Checks the attention part of decodeLayer(Moe)'s tensors; returns its named arguments. */
 function attentionArgs(op: 'decodeLayer' | 'decodeLayerMoe', inp: DecodeLayerInputs, scratch: DecodeLayerScratch) {
@@ -251,29 +283,34 @@ function attentionArgs(op: 'decodeLayer' | 'decodeLayerMoe', inp: DecodeLayerInp
   const [M, C] = inp.x.shape as [number, number];
   const [H, D] = scratch.q.shape.slice(1) as [number, number];
   const at = inp.attention;
-  expectSameDevice(op, { x: inp.x, wo: inp.wo, o: scratch.o, partOut: scratch.partOut, partStats: scratch.partStats, blockTables: at.blockTables, cuQ: at.cuQ, contextLens: at.contextLens });
-  expectKernel(op, 'decodeLayer', inp.wo, scratch.o, scratch.partOut, scratch.partStats, at.blockTables, at.cuQ, at.contextLens);
-  expectShape(op, 'wo', inp.wo, [C, H * D]);
+  const wo = weightTensor(inp.wo);
+  expectSameDevice(op, { x: inp.x, wo, o: scratch.o, partOut: scratch.partOut, partStats: scratch.partStats, blockTables: at.blockTables, cuQ: at.cuQ, contextLens: at.contextLens });
+  expectKernel(op, 'decodeLayer', wo, scratch.o, scratch.partOut, scratch.partStats, at.blockTables, at.cuQ, at.contextLens);
+  expectWeight(op, 'wo', inp.wo, [C, H * D]);
   expectShape(op, 'o', scratch.o, [M, H, D]);
   for (const [name, t] of [['blockTables', at.blockTables], ['cuQ', at.cuQ], ['contextLens', at.contextLens]] as const) expectDType(op, name, t, 'i32');
   const nseq = at.contextLens.size;
   return { ...qkv, o: scratch.o, partOut: scratch.partOut, partStats: scratch.partStats, blockTables: at.blockTables,
     cuQ: at.cuQ, contextLens: at.contextLens, nseq, maxBlocks: at.maxBlocks, partitionSize: at.partitionSize,
-    maxPartitions: at.maxPartitions, scale: at.scale ?? 1 / Math.sqrt(D), wo: inp.wo };
+    maxPartitions: at.maxPartitions, scale: at.scale ?? 1 / Math.sqrt(D), wo };
 }
 
 /** Checks decodeLayer's tensors (a SwiGLU feed-forward); returns its named arguments. */
 function decodeLayerArgs(inp: DecodeLayerInputs & { mlp: DecodeMlpWeights }, scratch: DecodeLayerScratch): AddonArgs['decodeLayer'] {
   const op = 'decodeLayer';
   const F = checkMlp(op, inp.x, inp.mlp, scratch)[2];
-  return { ...attentionArgs(op, inp, scratch), g: scratch.g, u: scratch.u, mlpNormW: inp.mlp.normWeight, wg: inp.mlp.gate,
-    wu: inp.mlp.up, wd: inp.mlp.down, F, mlpEps: inp.mlp.eps };
+  const m = inp.mlp;
+  const wtype = weightType(op, { wq: inp.wq, wk: inp.wk, wv: inp.wv, wo: inp.wo, gate: m.gate, up: m.up, down: m.down });
+  return { ...attentionArgs(op, inp, scratch), g: scratch.g, u: scratch.u, mlpNormW: m.normWeight, wg: weightTensor(m.gate),
+    wu: weightTensor(m.up), wd: weightTensor(m.down), F, mlpEps: m.eps, wtype };
 }
 
 /** Checks decodeLayerMoe's tensors (a sparse MoE feed-forward); returns its named arguments. */
 function decodeLayerMoeArgs(inp: DecodeLayerInputs & { mlp: DecodeMoeWeights }, scratch: DecodeLayerScratch): AddonArgs['decodeLayerMoe'] {
   const op = 'decodeLayerMoe';
   if (!scratch.moe) throw new PatentGPTError('E_ARGUMENT', `${op}: a MoE feed-forward needs scratch.moe (decodeMoeScratchSize)`);
+  if (weightType(op, { wq: inp.wq, wk: inp.wk, wv: inp.wv, wo: inp.wo }) !== 0)
+    throw new PatentGPTError('E_UNSUPPORTED', `${op}: a sparse MoE layer runs f32 projections only (quantize dense models)`);
   const m = moeArgs(op, inp.x, inp.mlp, scratch.moe);
   return { ...attentionArgs(op, inp, scratch), moeScratch: m.scratch, moeIndex: m.index, moeNormW: m.normW, gate: m.gate,
     experts: m.experts, F: m.F, E: m.E, topK: m.topK, S: m.S, moeEps: m.eps };
@@ -339,32 +376,33 @@ export function addLinear(y: Tensor, x: Tensor, weight: Tensor): void {
 }
 
 /** Checks decodeLogits' tensors; returns its named arguments. */
-function decodeLogitsArgs(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): AddonArgs['decodeLogits'] {
+function decodeLogitsArgs(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, head: DecodeWeight, h: Tensor): AddonArgs['decodeLogits'] {
   const op = 'decodeLogits';
+  const weight = weightTensor(head);
   expectSameDevice(op, { logits, x, normWeight: norm.weight, weight, h });
   expectKernel(op, 'decodeLogits', logits, x, norm.weight, weight, h);
-  const [V, C] = weight.shape as [number, number];
+  const [V, C] = head.shape as [number, number];
   const M = x.shape[0]!;
-  expectShape(op, 'weight', weight, [V, C]);
+  expectWeight(op, 'weight', head, [V, C]);
   expectShape(op, 'x', x, [M, C]);
   expectShape(op, 'normWeight', norm.weight, [C]);
   expectShape(op, 'h', h, [M, C]);
   expectShape(op, 'logits', logits, [M, V]);
-  return { logits, h, x, normW: norm.weight, w: weight, M, C, V, eps: norm.eps };
+  return { logits, h, x, normW: norm.weight, w: weight, M, C, V, eps: norm.eps, wtype: weightType(op, { weight: head }) };
 }
 
 /**
  * The language-model head of M rows into existing buffers: logits (M, V) = rmsnorm(x (M, C),
  * normWeight, eps) @ weight (V, C)^T, with h (M, C) as scratch for the normed rows.
  */
-export function decodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): void {
+export function decodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: DecodeWeight, h: Tensor): void {
   addon().decodeLogits(...packArgs('decodeLogits', decodeLogitsArgs(logits, x, norm, weight, h)));
 }
 
 const LOGITS_ROWS = argIndex('decodeLogits', 'M');
 
 /** decodeLogits checked once for buffers of `capacity` rows; the returned call runs the first M. */
-export function prepareDecodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: Tensor, h: Tensor): (M: number) => void {
+export function prepareDecodeLogits(logits: Tensor, x: Tensor, norm: { weight: Tensor; eps: number }, weight: DecodeWeight, h: Tensor): (M: number) => void {
   const named = decodeLogitsArgs(logits, x, norm, weight, h);
   const rows = named.M;
   const args = packArgs('decodeLogits', named);
