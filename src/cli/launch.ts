@@ -47,7 +47,11 @@ export function launchCommand(): Command {
     .description('run a training command as N data-parallel ranks on this machine (mpirun; rank 0 writes)')
     .requiredOption('--nproc <n>', 'number of ranks', positiveInt)
     .option('--timeout <seconds>', 'how long a collective waits for its peers before this rank fails (default 300)', positiveInt)
-    .option('--bucket-mb <mb>', 'gradient bucket size in MB (default 25)', positiveInt)
+    .option('--bucket-mb <mb>', 'gradient bucket size in MB (default 25)', (v: string) => {
+      const x = Number(v);
+      if (!(x > 0 && Number.isFinite(x))) throw new PatentGPTError('E_ARGUMENT', `--bucket-mb: a number of MB > 0, got ${v}`);
+      return x;
+    })
     .option('--no-overlap', 'reduce the gradients only after backward (no buckets during backward)')
     .option('--zero <stage>', 'ZeRO stage: 0 (default) or 1 (optimizer state sharded across the ranks, about 1/N each)', (v: string) => {
       if (v !== '0' && v !== '1') throw new PatentGPTError('E_ARGUMENT', `--zero: 0 or 1, got ${v}`);

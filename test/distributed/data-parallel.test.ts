@@ -64,11 +64,15 @@ describe.skipIf(mpiMissing !== null)('data parallel over MPI: 2 ranks = 1 rank w
     const two = path.join(root, 'pt-2');
     const [r1, r2] = await Promise.all([
       cli(['pretrain', '--config', pretrainConfig('pt1', 2), '--run-dir', one, '--quiet']),
-      cli(['launch', '--nproc', '2', '--', 'pretrain', '--config', pretrainConfig('pt2', 1), '--run-dir', two, '--quiet']),
+      // 0.05 MB buckets: several per step, started during backward (the embedding's, tied or not, checked)
+      cli(['launch', '--nproc', '2', '--bucket-mb', '0.05', '--', 'pretrain', '--config', pretrainConfig('pt2', 1), '--run-dir', two, '--quiet']),
     ]);
     expect(r1.code, r1.stderr).toBe(0);
     expect(r2.code, r2.stderr + r2.stdout).toBe(0);
     expectSameRun(one, two, 6);
+    const ranks = r2.stdout.split('\n').filter((l) => l.includes('"allReduce"')).map((l) => JSON.parse(l) as { rank: number; allReduce: { overlappedBuckets: number; buckets: number } });
+    expect(ranks.map((x) => x.rank).sort()).toEqual([0, 1]);
+    for (const x of ranks) expect(x.allReduce.overlappedBuckets).toBeGreaterThan(x.allReduce.buckets / 2); // most buckets went during backward
     // tokens count the global batch: 6 steps x 2 ranks x 2 rows x 64
     expect(JSON.parse(fs.readFileSync(path.join(two, 'checkpoints', 'step-6', 'state.json'), 'utf8')).tokensSeen).toBe(6 * 2 * 2 * 64);
     expect(fs.readdirSync(path.join(two, 'checkpoints')).sort()).toEqual(['step-3', 'step-6']);
@@ -174,6 +178,7 @@ describe.skipIf(mpiMissing !== null)('data parallel: a rank that dies', () => {
     expect(code).not.toBe(0);
     expect(Date.now() - killedAt).toBeLessThan(20_000); // within the collectives' timeout
     expect(stderr).toMatch(/run the same launch again to resume/);
+    expect(stderr).toMatch(/process rank 1 .*signal 9/); // mpirun names the rank that died
     // every checkpoint left verifies (rank 0 writes them atomically)
     const { loadCheckpoint } = await import('../../src/train/checkpoint.js');
     const dirs = fs.readdirSync(path.join(run, 'checkpoints'));
