@@ -5,8 +5,9 @@
 // renderer), the same batch (B prompts a rollout), response length L, epochs and minibatches,
 // and the same rule-based reward (claim-format):
 // - ours: the ppo stage itself (patentgpt ppo): rollouts by our paged engine with continuous
-//   batching on the live policy, one packed forward each for log-probs/values and the reference,
-//   the minibatch steps through the shared training loop; the value head shares the policy's
+//   batching on the live policy (ppo.kvCacheMiB's default 64 MiB: the whole rollout batch at
+//   once), packed forwards for log-probs/values (the first minibatch's recorded for its loss) and
+//   the reference, the minibatch steps through the shared training loop; the value head shares the policy's
 //   trunk and the reference is a frozen copy (3 decoders' worth of weights at most: policy, ref);
 // - TRL: scripts/ppo-bench-trl.py, PPOTrainer.train's loop of trl 0.x (trl 1.13 has no
 //   PPOTrainer): HF generate with exactly L new tokens, policy + reference + value model (a
@@ -74,7 +75,7 @@ const ours = validateStageConfig({
   kind: 'ppo', name: 'bench', runDir: join(tmp, 'run'), model: modelDir, tokenizer: 'byte', prompts: { path: promptFile }, reward: { function: 'claim-format' },
   seqLen: 256, batchSize: minibatch, steps: iters * stepsPerIter, optimizer: { lr: LR, weightDecay: 0, eps: 1e-5 }, schedule: { kind: 'constant' },
   evalEvery: 0, checkpointEvery: 0, keepCheckpoints: 1, threads, memoryCheck: false,
-  ppo: { rolloutBatch: B, epochs, maxNewTokens: L, temperature: TEMP, klCoef: 0.05, kvCacheMiB: 16 },
+  ppo: { rolloutBatch: B, epochs, maxNewTokens: L, temperature: TEMP, klCoef: 0.05 },
 }) as PpoConfig;
 const stamps: { step: number; t: number; rate: number; len: number }[] = [];
 resetPeakMemory();

@@ -11,7 +11,7 @@ import { ByteTokenizer } from '../../src/tokenizer/byte.js';
 import { validateStageConfig, type PpoConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import {
-  microBatchRows, microBatchesPerRollout, packRollout, responseSeed, rolloutFromJson, rolloutPrompts, rolloutToJson, type Rollout,
+  microBatchRows, microBatchesPerRollout, packRollout, responseSeed, rolloutCacheFit, rolloutFromJson, rolloutPrompts, rolloutToJson, type Rollout,
 } from '../../src/train/ppo/rollout.js';
 import { ppo } from '../../src/train/stages/ppo.js';
 import { TINY, writeInit } from './sft-fixtures.js';
@@ -45,6 +45,16 @@ describe('PPO rollout bookkeeping', () => {
     expect(Array.from(p.cuSeqlens)).toEqual([0, 5, 7]);
     expect(Array.from(p.rows)).toEqual([2, 3, 5]);
     expect(Array.from(p.ids)).toEqual([7, 8, 9]);
+  });
+
+  it('says whether the engine cache holds a whole rollout at once (else responses wait or are recomputed)', () => {
+    // llama-5m's shape: 6 layers, 4 KV heads of 32: 6144 bytes a token; 32 prompts of up to 162 tokens + 64 new
+    const cfg = { nLayers: 6, nKvHeads: 4, nHeads: 8, dim: 256 } as ModelConfig;
+    const lengths = [60, 162, 100];
+    const small = rolloutCacheFit(cfg, lengths, 32, 64, 16);
+    expect(small).toEqual({ short: true, holds: 170 * 16, needs: 32 * 240, suggestMiB: 45 }); // 226 tokens: 15 blocks of 16
+    expect(rolloutCacheFit(cfg, lengths, 32, 64, 64).short).toBe(false);
+    expect(rolloutCacheFit(cfg, lengths, 32, 64, small.suggestMiB).short).toBe(false);
   });
 
   it('the rollout buffer goes through the checkpoint JSON unchanged (float32 values exact)', () => {

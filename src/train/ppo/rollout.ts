@@ -4,6 +4,8 @@
 // checkpoint. Each is a pure function of (seed, rollout index, ...), so a resumed run draws the
 // same prompts, samples the same responses and walks the same minibatches as an uninterrupted one.
 import { PatentGPTError } from '../../errors.js';
+import { blocksForBudget, kvBytesPerToken } from '../../infer/blocks.js';
+import type { ModelConfig } from '../../models/config.js';
 import { permutation } from '../../util/rng.js';
 
 /** One scored, advantaged response of a rollout: everything its minibatch loss needs. */
@@ -67,6 +69,19 @@ export function responseSeed(seed: number, r: number, i: number): number {
     h = (h ^ (h >>> 16)) >>> 0;
   }
   return h;
+}
+
+/**
+ * Whether the rollout engine's KV cache (blocks of `blockSize` tokens) holds a whole rollout
+ * at once: rolloutBatch sequences of the longest prompt plus maxNewTokens. When it does not, the
+ * later responses wait for blocks or are preempted and recomputed: slower, never different.
+ */
+export function rolloutCacheFit(cfg: ModelConfig, promptLengths: readonly number[], rolloutBatch: number, maxNewTokens: number, kvCacheMiB: number, blockSize = 16): { short: boolean; holds: number; needs: number; suggestMiB: number } {
+  const perToken = kvBytesPerToken({ nLayers: cfg.nLayers, nKvHeads: cfg.nKvHeads, headDim: cfg.dim / cfg.nHeads });
+  const holds = blocksForBudget(kvCacheMiB * 2 ** 20, blockSize, perToken) * blockSize;
+  const longest = promptLengths.reduce((a, b) => Math.max(a, b), 0) + maxNewTokens;
+  const needs = rolloutBatch * Math.ceil(longest / blockSize) * blockSize;
+  return { short: holds < needs, holds, needs, suggestMiB: Math.ceil((needs * perToken) / 2 ** 20) };
 }
 
 /** Micro-batches of one rollout: epochs x rows / batchSize. */

@@ -11,8 +11,9 @@
 //      (prompt ++ response) read at its last token, the true EOS; missing_eos_penalty where the
 //      response ran out of tokens without one.
 //   4. log-probs and values of the rollout policy, log-probs of the reference (the frozen init
-//      model, or the same base with the LoRA adapters detached: one base in memory), one packed
-//      forward each (no padding), at the sampling temperature as TRL takes them.
+//      model, or the same base with the LoRA adapters detached: one base in memory), packed
+//      forwards (no padding), at the sampling temperature as TRL takes them. The policy's pass over
+//      the rows of the first minibatch is recorded for backward and that minibatch's loss reuses it.
 //   5. per-token KL penalty, score on the EOS, GAE, whitened advantages (src/train/ppo/math.ts).
 //   6. epochs x minibatches of the clipped policy + value loss (src/train/ppo/loss.ts), each
 //      minibatch one optimizer step of the shared training loop (gradAccum micro-batches).
@@ -33,14 +34,14 @@ import {
 import { loadRewardModel, packSequences, type ScoreHeadModel } from '../../models/reward.js';
 import { Linear } from '../../nn/index.js';
 import { loraLayers, withAdaptersDisabled } from '../../nn/lora.js';
-import { Tensor, gatherRows, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
+import { Tensor, gatherRows, keep, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
 import { configHash } from '../config.js';
 import type { PpoConfig } from '../ppo/config.js';
 import { meanEntropy, ppoLoss } from '../ppo/loss.js';
 import { AdaptiveKLController, FixedKLController, advantagesAndReturns, penalizeMissingEos, truncateAtEos, type KlController } from '../ppo/math.js';
 import { loadRewardFunction, scoreAll, type RewardFunction } from '../ppo/rewards.js';
 import {
-  microBatchRows, microBatchesPerRollout, packRollout, responseSeed, rolloutFromJson, rolloutPrompts, rolloutToJson,
+  microBatchRows, microBatchesPerRollout, packRollout, responseSeed, rolloutCacheFit, rolloutFromJson, rolloutPrompts, rolloutToJson,
   type PackedRollout, type Rollout, type RolloutRow,
 } from '../ppo/rollout.js';
 import type { TaskLoss, TrainBatchInfo, TrainResult, TrainTask } from '../trainer.js';
@@ -66,6 +67,15 @@ interface PpoBatch extends TrainBatchInfo {
   rows: RolloutRow[];
   packed: PackedRollout;
   stats: Rollout['stats'];
+  /** The policy's forward of these rows, recorded for backward at rollout time (weights not moved since): the loss takes it as is. */
+  recorded: PolicyOutputs | null;
+}
+
+/** The policy at the response rows of a packed rollout: logits at the sampling temperature (n, V), log-probs of the response tokens (n), values (n). */
+interface PolicyOutputs {
+  logits: Tensor;
+  logprobs: Tensor;
+  values: Tensor | null;
 }
 
 /** A prompt as the policy sees it: its text (for reward functions) and its rendered ids. */
@@ -132,16 +142,29 @@ async function loadPrompts(cfg: PpoConfig, renderer: ChatRenderer, maxLen: numbe
   return { prompts, skipped: [...why.values()].reduce((a, b) => a + b, 0), why };
 }
 
+/** The policy's outputs at the response rows of `packed`, recorded for backward when gradients are on. */
+function policyOutputs(model: LlamaForCausalLM, packed: PackedRollout, temperature: number, head: Linear | null): PolicyOutputs {
+  const h = model.hidden({ tokens: packed.tokens, cuSeqlens: packed.cuSeqlens });
+  const rows = gatherRows(h, Tensor.from(packed.rows, [packed.rows.length], { dtype: 'i32', device: h.device }));
+  const logits = scale(linear(rows, model.outputWeight), 1 / (temperature + 1e-7));
+  const lp = logprobs(logits, Tensor.from(packed.ids, [packed.ids.length], { dtype: 'i32', device: h.device }));
+  return { logits, logprobs: lp, values: head ? linear(rows, head.weight).reshape([packed.rows.length]) : null };
+}
+
+/** Host copies of the log-probs and (with a value head) the values of recorded or no-grad policy outputs. */
+function hostScores(o: PolicyOutputs): { logprobs: Float32Array; values: Float32Array | null } {
+  return { logprobs: Float32Array.from(o.logprobs.toArray() as Float32Array), values: o.values ? Float32Array.from(o.values.toArray() as Float32Array) : null };
+}
+
 /** Log-probs of the response tokens (at the sampling temperature) and, with a value head, the values at the same rows; no gradient. */
-function scoreTokens(model: LlamaForCausalLM, packed: ReturnType<typeof packRollout>, temperature: number, head: Linear | null): { logprobs: Float32Array; values: Float32Array | null } {
-  return noGrad(() => scope(() => {
-    const h = model.hidden({ tokens: packed.tokens, cuSeqlens: packed.cuSeqlens });
-    const rows = gatherRows(h, Tensor.from(packed.rows, [packed.rows.length], { dtype: 'i32', device: h.device }));
-    const logits = scale(linear(rows, model.outputWeight), 1 / (temperature + 1e-7));
-    const lp = logprobs(logits, Tensor.from(packed.ids, [packed.ids.length], { dtype: 'i32', device: h.device })).toArray() as Float32Array;
-    const v = head ? (linear(rows, head.weight).toArray() as Float32Array) : null;
-    return { logprobs: Float32Array.from(lp), values: v ? Float32Array.from(v) : null };
-  }));
+function scoreTokens(model: LlamaForCausalLM, packed: PackedRollout, temperature: number, head: Linear | null): { logprobs: Float32Array; values: Float32Array | null } {
+  return noGrad(() => scope(() => hostScores(policyOutputs(model, packed, temperature, head))));
+}
+
+function disposeOutputs(o: PolicyOutputs): void {
+  o.logits.dispose();
+  o.logprobs.dispose();
+  o.values?.dispose();
 }
 
 /** Runs (or resumes) one PPO stage. */
@@ -175,6 +198,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
   let reference: LlamaForCausalLM | null = null;
   let head: Linear | null = null;
   let engine: Engine | null = null;
+  let dropLeftover: (() => void) | null = null; // a recorded forward no loss took (a run stopped in between)
   try {
     // ---- policy, reference, value head
     policy = createStageModel(cfg, setup, opts);
@@ -207,9 +231,51 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       kvCacheBytes: P.kvCacheMiB * 2 ** 20, maxNumSeqs: P.rolloutBatch, enablePrefixCaching: false, eosTokenId: setup.tokenizer.eosId,
       maxNumBatchedTokens: Math.max(512, cfg.seqLen),
     });
+    const fit = rolloutCacheFit(modelConfig, prompts.map((p) => p.ids.length), P.rolloutBatch, P.maxNewTokens, P.kvCacheMiB);
+    if (fit.short) log(`ppo.kvCacheMiB ${P.kvCacheMiB} holds ${fit.holds} tokens, a rollout of ${P.rolloutBatch} reaches ${fit.needs}: responses will wait their turn or be recomputed (about ${fit.suggestMiB} MiB samples them all at once)`);
     const eng: Engine = engine;
     const kl: KlController = P.adaptiveKl ? new AdaptiveKLController(P.klCoef, P.adaptiveKl.target, P.adaptiveKl.horizon) : new FixedKLController(P.klCoef);
     const perRollout = microBatchesPerRollout(P.rolloutBatch, cfg.batchSize, P.epochs);
+
+    // Stage 4's policy pass. The rows of the rollout's first micro-batch go through a forward
+    // recorded for backward, whose graph that micro-batch's loss then differentiates as is (the
+    // weights do not move in between): one policy forward less per rollout, and the old log-probs
+    // of those rows are the very numbers their first loss sees. The other rows take a no-grad
+    // forward. Not where the training forward draws noise (LoRA dropout, MoE router jitter): there
+    // the old log-probs come from the no-grad forward alone, as before.
+    const recordFirst = modelConfig.numExperts <= 1 && loraLayers(pol).every(([, l]) => l.adapter.dropout === 0);
+    let recorded: { rollout: number; out: PolicyOutputs } | null = null;
+    const dropRecorded = (): void => {
+      if (recorded) disposeOutputs(recorded.out);
+      recorded = null;
+    };
+    dropLeftover = dropRecorded;
+    const scorePolicy = (r: number, seqs: { prompt: Int32Array; response: Int32Array }[]): { logprobs: Float32Array; values: Float32Array; recorded: PolicyOutputs | null } => {
+      const first = recordFirst ? microBatchRows(r, 0, { rows: seqs.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed }) : [];
+      const inFirst = new Set(first);
+      const rest = seqs.map((_, b) => b).filter((b) => !inFirst.has(b));
+      // both passes' rows back in the order of seqs
+      const start = new Int32Array(seqs.length + 1);
+      seqs.forEach((q, b) => (start[b + 1] = start[b]! + q.response.length));
+      const logprobs = new Float32Array(start[seqs.length]!), values = new Float32Array(start[seqs.length]!);
+      const put = (order: number[], got: { logprobs: Float32Array; values: Float32Array | null }): void => {
+        let k = 0;
+        for (const b of order) {
+          const n = seqs[b]!.response.length;
+          logprobs.set(got.logprobs.subarray(k, k + n), start[b]);
+          values.set(got.values!.subarray(k, k + n), start[b]);
+          k += n;
+        }
+      };
+      if (rest.length > 0) put(rest, scoreTokens(pol, packRollout(rest.map((b) => seqs[b]!)), P.temperature, vh));
+      // the recorded pass last: nothing else runs while its graph is held
+      const out = first.length > 0 ? scope(() => policyOutputs(pol, packRollout(first.map((b) => seqs[b]!)), P.temperature, vh)) : null;
+      if (out) {
+        for (const t of [out.logits, out.logprobs, out.values!]) keep(t);
+        put(first, noGrad(() => hostScores(out)));
+      }
+      return { logprobs, values, recorded: out };
+    };
 
     // ---- one rollout: stages 1-5
     const makeRollout = async (r: number): Promise<Rollout> => {
@@ -232,9 +298,9 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
         raw = noGrad(() => scope(() => Float64Array.from(rm.scores(packSequences(picked.map((p, b) => Int32Array.from([...p.ids, ...responses[b]!])))).toArray() as Float32Array)));
       }
       const scores = penalizeMissingEos(raw, hasEos, P.missingEosPenalty);
-      const packed = packRollout(picked.map((p, b) => ({ prompt: p.ids, response: responses[b]! })));
-      const cur = scoreTokens(pol, packed, P.temperature, vh);
-      const ref = refLogprobs(packed);
+      const seqs = picked.map((p, b) => ({ prompt: p.ids, response: responses[b]! }));
+      const ref = refLogprobs(packRollout(seqs));
+      const cur = scorePolicy(r, seqs); // last: its recorded graph lives on into the first loss
       // to (B, T) row-major for the math
       const B = picked.length, T = P.maxNewTokens;
       const grid = (flat: Float32Array): Float64Array => {
@@ -245,13 +311,14 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       };
       const coef = kl.value;
       const m = advantagesAndReturns(
-        { shape: { rows: B, width: T, lengths }, logprobs: grid(cur.logprobs), refLogprobs: grid(ref), values: grid(cur.values!), scores },
+        { shape: { rows: B, width: T, lengths }, logprobs: grid(cur.logprobs), refLogprobs: grid(ref), values: grid(cur.values), scores },
         { klCoef: coef, klEstimator: P.klEstimator, gamma: P.gamma, lam: P.lam, whitenRewards: P.whitenRewards },
       );
       kl.update(m.meanKl, B);
-      const row = (a: ArrayLike<number>, b: number): Float32Array => Float32Array.from({ length: lengths[b]! }, (_, t) => a[b * T + t]!);
+      const row = (a: Float64Array, b: number): Float32Array => Float32Array.from(a.subarray(b * T, b * T + lengths[b]!));
+      let at = 0;
       const rows: RolloutRow[] = picked.map((p, b) => ({
-        prompt: p.ids, response: Int32Array.from(responses[b]!), oldLogprobs: row(grid(cur.logprobs), b), oldValues: row(m.values, b),
+        prompt: p.ids, response: Int32Array.from(responses[b]!), oldLogprobs: cur.logprobs.slice(at, (at += lengths[b]!)), oldValues: row(m.values, b),
         advantages: row(m.advantages, b), returns: row(m.returns, b),
       }));
       let sum = 0, sq = 0, len = 0, eos = 0;
@@ -263,6 +330,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       }
       const mean = sum / B;
       const genTokens = outs.reduce((a, o) => a + o.tokens.length, 0);
+      if (cur.recorded) recorded = { rollout: r, out: cur.recorded };
       return {
         index: r, rows,
         stats: {
@@ -278,23 +346,26 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     let nextRollout = 0;
     const nextBatch = async (): Promise<PpoBatch> => {
       if (!current || consumed >= perRollout) {
+        dropRecorded();
         current = await makeRollout(nextRollout++);
         consumed = 0;
       }
       const c: Rollout = current;
-      const rows = microBatchRows(c.index, consumed++, { rows: c.rows.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed }).map((i) => c.rows[i]!);
+      const k = consumed++;
+      const rows = microBatchRows(c.index, k, { rows: c.rows.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed }).map((i) => c.rows[i]!);
       const packed = packRollout(rows);
-      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length };
+      let rec: PolicyOutputs | null = null;
+      if (k === 0 && recorded?.rollout === c.index) {
+        rec = recorded.out; // the same rows in the same order: the forward this loss would run
+        recorded = null;
+      }
+      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length, recorded: rec };
     };
 
     // ---- stage 6: the minibatch loss
     const loss = (batch: PpoBatch): TaskLoss => {
       const packed = batch.packed;
-      const h = pol.hidden({ tokens: packed.tokens, cuSeqlens: packed.cuSeqlens });
-      const rows = gatherRows(h, Tensor.from(packed.rows, [packed.rows.length], { dtype: 'i32', device: h.device }));
-      const logits = scale(linear(rows, pol.outputWeight), 1 / (P.temperature + 1e-7));
-      const lp = logprobs(logits, Tensor.from(packed.ids, [packed.ids.length], { dtype: 'i32', device: h.device }));
-      const values = linear(rows, vh.weight).reshape([packed.rows.length]);
+      const { logits, logprobs: lp, values } = batch.recorded ?? policyOutputs(pol, packed, P.temperature, vh);
       const cat = (k: 'oldLogprobs' | 'oldValues' | 'advantages' | 'returns'): Float32Array => {
         const out = new Float32Array(packed.rows.length);
         let o = 0;
@@ -305,15 +376,18 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
         return out;
       };
       const out = ppoLoss(
-        { logprobs: lp, oldLogprobs: cat('oldLogprobs'), advantages: cat('advantages'), values, oldValues: cat('oldValues'), returns: cat('returns') },
+        { logprobs: lp, oldLogprobs: cat('oldLogprobs'), advantages: cat('advantages'), values: values!, oldValues: cat('oldValues'), returns: cat('returns') },
         { cliprange: P.cliprange, cliprangeValue: P.cliprangeValue, vfCoef: P.vfCoef },
       );
       const s = batch.stats;
+      const entropy = meanEntropy(logits);
+      // kept past the rollout's scope: handed over here (the graph keeps what backward needs), as a scope's end would
+      if (batch.recorded) disposeOutputs(batch.recorded);
       return {
         loss: out.loss,
         metrics: {
           reward: s.reward, rewardStd: s.rewardStd, kl: s.kl, klCoef: s.klCoef, rlhfReward: s.rlhfReward, responseLength: s.responseLength, eosRate: s.eosRate,
-          rolloutTokensPerSec: s.rolloutTokensPerSec, entropy: meanEntropy(logits), policyLoss: out.pgLoss, valueLoss: out.vfLoss,
+          rolloutTokensPerSec: s.rolloutTokensPerSec, entropy, policyLoss: out.pgLoss, valueLoss: out.vfLoss,
           clipFraction: out.clipFraction, valueClipFraction: out.valueClipFraction, approxKl: out.approxKl, ratio: out.ratioMean,
         },
       };
@@ -342,6 +416,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
         ...(cfg.lora ? { loraDropout: loraLayers(pol).map(([, l]) => l.adapter.dropoutOffset) } : {}),
       }),
       restoreDataPosition: (p) => {
+        dropRecorded();
         const d = p as { nextRollout: number; consumed: number; klCoef: number; current: unknown; loraDropout?: number[] };
         if (d.loraDropout) loraLayers(pol).forEach(([, l], i) => (l.adapter.dropoutOffset = d.loraDropout![i] ?? 0));
         nextRollout = d.nextRollout;
@@ -370,6 +445,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     }
     return { ...result, runDir, model: modelConfig, prompts: { used: prompts.length, skipped }, rollouts: nextRollout, ...(loraSummary ? { lora: loraSummary } : {}) };
   } finally {
+    dropLeftover?.();
     engine?.close();
     head?.dispose();
     reference?.dispose();
