@@ -51,7 +51,6 @@ export class ModelRunner {
   readonly blockSize: number;
   readonly headDim: number;
   readonly partitionSize: number;
-  readonly kvCacheDType: KvCacheDType;
   readonly #model: LlamaForCausalLM;
   readonly #cache: PagedKvCache;
   /** The i32 indices of a step (tokens, positions, slots, attention index), rewritten each step; its host copy. */
@@ -75,8 +74,7 @@ export class ModelRunner {
     this.partitionSize = opts.partitionSize ?? 512;
     const { nLayers, nHeads, nKvHeads, dim } = this.config;
     this.headDim = dim / nHeads;
-    this.kvCacheDType = opts.kvCacheDType ?? 'f32';
-    const device = model.device, dtype = this.kvCacheDType;
+    const device = model.device, dtype = opts.kvCacheDType ?? 'f32';
     const k: Tensor[] = [], v: Tensor[] = [];
     for (let i = 0; i < nLayers; i++) {
       k.push(keep(Tensor.empty([this.numBlocks, this.blockSize, nKvHeads, this.headDim], { device, dtype })));
@@ -104,6 +102,11 @@ export class ModelRunner {
         },
       },
     };
+  }
+
+  /** Element type of the caches, as allocated. */
+  get kvCacheDType(): KvCacheDType {
+    return this.#cache.k[0]!.dtype as KvCacheDType;
   }
 
   /** Bytes held by the K and V caches of every layer. */
