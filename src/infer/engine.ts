@@ -48,7 +48,6 @@ export interface EngineTokenizer {
 export interface EngineOptions {
   /** Bytes for the K and V caches of all layers (default 256 MiB); sets the number of blocks. */
   kvCacheBytes?: number;
-  /** Tokens per block (default 16). */
   /**
    * Element type of the KV cache (default 'f32'). 'bf16' and 'f16' take half the bytes per token,
    * so the same kvCacheBytes holds twice the tokens and long-context decoding reads half as much;
@@ -56,6 +55,7 @@ export interface EngineOptions {
    * +-65504) and attention computes in f32.
    */
   kvCacheDType?: KvCacheDType;
+  /** Tokens per block (default 16). */
   blockSize?: number;
   /** Most sequences in one step (default 64). */
   maxNumSeqs?: number;
@@ -130,8 +130,8 @@ export interface GenerationDelta {
 export interface EngineStats {
   blocks: { total: number; used: number; free: number; cachedFree: number; blockSize: number };
   kvCacheBytes: number;
-  /** Hits / lookups of full prompt blocks in the prefix cache (0 when none). */
   kvCacheDType: KvCacheDType;
+  /** Hits / lookups of full prompt blocks in the prefix cache (0 when none). */
   prefixCacheHitRate: number;
   running: number;
   waiting: number;
@@ -369,8 +369,8 @@ export class Engine {
     return {
       blocks: { total: s.numBlocks, used: s.used, free: s.free, cachedFree: s.cachedFree, blockSize: this.pool.blockSize },
       kvCacheBytes: this.#runner.cacheBytes,
-      prefixCacheHitRate: s.prefixQueries === 0 ? 0 : s.prefixHits / s.prefixQueries,
       kvCacheDType: this.#runner.kvCacheDType,
+      prefixCacheHitRate: s.prefixQueries === 0 ? 0 : s.prefixHits / s.prefixQueries,
       running: this.#running.length,
       waiting: this.#waiting.length,
       steps: this.#steps,
