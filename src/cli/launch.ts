@@ -70,7 +70,7 @@ export function launchCommand(): Command {
       '  patentgpt launch --nproc 2 -- pretrain --config examples/tiny-stage1.json',
       '',
       'On a cluster, start `patentgpt pretrain ...` with srun, mpirun or a Kubernetes MPIJob instead: each rank',
-      'reads RANK/WORLD_SIZE/LOCAL_RANK, OMPI_COMM_WORLD_*, SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID or JOB_COMPLETION_INDEX.',
+      'reads RANK/WORLD_SIZE/LOCAL_RANK, OMPI_COMM_WORLD_*, SLURM_PROCID/SLURM_STEP_NUM_TASKS/SLURM_LOCALID or JOB_COMPLETION_INDEX + WORLD_SIZE.',
     ].join('\n'))
     .action(async (command: string[], flags: LaunchFlags) => {
       const mpirun = flags.mpirun ?? 'mpirun';

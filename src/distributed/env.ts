@@ -3,9 +3,12 @@
 //     LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT
 //   Open MPI's mpirun (what `patentgpt launch` runs on CPU): OMPI_COMM_WORLD_RANK, _SIZE,
 //     _LOCAL_RANK, _LOCAL_SIZE
-//   Slurm's srun: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE
+//   Slurm's srun: SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_STEP_TASKS_PER_NODE (only
+//     inside an srun step: a batch script's own process has SLURM_PROCID 0 and the allocation's
+//     SLURM_NTASKS, and stays one rank)
 //   Kubernetes indexed Jobs: JOB_COMPLETION_INDEX, with WORLD_SIZE (or PATENTGPT_WORLD_SIZE) from
-//     the Job's spec (completions), since Kubernetes itself does not pass the count
+//     the Job's spec (completions), since Kubernetes itself does not pass the count (without it,
+//     an indexed Job's pod is one rank: a sweep, not a data-parallel job)
 // The first that is present wins, in that order (torchrun's variables are explicit; mpirun inside a
 // Slurm allocation sets both its own and Slurm's). No variable at all: one rank.
 import * as os from 'node:os';
@@ -39,9 +42,9 @@ function int(env: Env, name: string, min: number, source: string): number {
 const optInt = (env: Env, name: string, min: number, source: string): number | undefined =>
   env[name] === undefined || env[name] === '' ? undefined : int(env, name, min, source);
 
-/** Slurm's SLURM_NTASKS_PER_NODE is "4" or "4(x2)" or "4,2": the tasks of this node when uniform. */
+/** Slurm's SLURM_STEP_TASKS_PER_NODE is "4" or "4(x2)" or "4,2": the tasks of this node when uniform. */
 function slurmLocalSize(env: Env): number | undefined {
-  const m = /^(\d+)/.exec(env.SLURM_NTASKS_PER_NODE ?? '');
+  const m = /^(\d+)/.exec(env.SLURM_STEP_TASKS_PER_NODE ?? '');
   return m ? Number(m[1]) : undefined;
 }
 
@@ -66,17 +69,15 @@ export function rankFromEnv(env: Env = process.env): RankInfo {
       localRank: optInt(env, 'OMPI_COMM_WORLD_LOCAL_RANK', 0, s) ?? rank,
       localWorldSize: optInt(env, 'OMPI_COMM_WORLD_LOCAL_SIZE', 1, s) ?? worldSize,
     };
-  } else if (env.SLURM_PROCID !== undefined && env.SLURM_NTASKS !== undefined) {
+  } else if (env.SLURM_PROCID !== undefined && env.SLURM_STEP_NUM_TASKS !== undefined) {
     const s = 'Slurm';
     const rank = int(env, 'SLURM_PROCID', 0, s);
-    const worldSize = int(env, 'SLURM_NTASKS', 1, s);
+    const worldSize = int(env, 'SLURM_STEP_NUM_TASKS', 1, s);
     info = { rank, worldSize, source: 'slurm', localRank: optInt(env, 'SLURM_LOCALID', 0, s) ?? 0, localWorldSize: slurmLocalSize(env) ?? 1 };
-  } else if (env.JOB_COMPLETION_INDEX !== undefined) {
+  } else if (env.JOB_COMPLETION_INDEX !== undefined && (env.PATENTGPT_WORLD_SIZE ?? env.WORLD_SIZE) !== undefined) {
     const s = 'Kubernetes indexed Job';
     const rank = int(env, 'JOB_COMPLETION_INDEX', 0, s);
     const sizeVar = env.PATENTGPT_WORLD_SIZE !== undefined ? 'PATENTGPT_WORLD_SIZE' : 'WORLD_SIZE';
-    if (env[sizeVar] === undefined)
-      throw new PatentGPTError('E_CONFIG', 'JOB_COMPLETION_INDEX is set (a Kubernetes indexed Job) but not the number of ranks: set WORLD_SIZE (or PATENTGPT_WORLD_SIZE) to the Job\'s completions in its pod template');
     // One pod per rank: each pod is its own machine.
     info = { rank, worldSize: int(env, sizeVar, 1, s), source: 'kubernetes', localRank: 0, localWorldSize: 1 };
   } else {

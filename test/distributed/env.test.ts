@@ -13,20 +13,23 @@ describe('rankFromEnv', () => {
   it('reads Open MPI (mpirun), Slurm (srun) and Kubernetes indexed Jobs', () => {
     expect(rankFromEnv({ OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_LOCAL_RANK: '1', OMPI_COMM_WORLD_LOCAL_SIZE: '2' }))
       .toEqual({ rank: 1, worldSize: 2, localRank: 1, localWorldSize: 2, source: 'openmpi' });
-    expect(rankFromEnv({ SLURM_PROCID: '5', SLURM_NTASKS: '8', SLURM_LOCALID: '1', SLURM_NTASKS_PER_NODE: '4(x2)' }))
+    expect(rankFromEnv({ SLURM_PROCID: '5', SLURM_NTASKS: '8', SLURM_STEP_NUM_TASKS: '8', SLURM_LOCALID: '1', SLURM_STEP_TASKS_PER_NODE: '4(x2)' }))
       .toEqual({ rank: 5, worldSize: 8, localRank: 1, localWorldSize: 4, source: 'slurm' });
     expect(rankFromEnv({ JOB_COMPLETION_INDEX: '2', PATENTGPT_WORLD_SIZE: '4' }))
       .toEqual({ rank: 2, worldSize: 4, localRank: 0, localWorldSize: 1, source: 'kubernetes' });
   });
   it('prefers explicit torchrun variables, then mpirun over the Slurm allocation it runs in; none: one rank', () => {
     expect(rankFromEnv({ RANK: '0', WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '4' }).source).toBe('torchrun');
-    expect(rankFromEnv({ OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '4', SLURM_PROCID: '0', SLURM_NTASKS: '1' })).toMatchObject({ source: 'openmpi', rank: 1, worldSize: 4 });
+    expect(rankFromEnv({ OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '4', SLURM_PROCID: '0', SLURM_STEP_NUM_TASKS: '1' })).toMatchObject({ source: 'openmpi', rank: 1, worldSize: 4 });
+    // a batch script's own process (no srun step) and an indexed Job without a world size: one rank
+    expect(rankFromEnv({ SLURM_PROCID: '0', SLURM_NTASKS: '8' }).source).toBe('single');
+    expect(rankFromEnv({ JOB_COMPLETION_INDEX: '3' }).source).toBe('single');
     expect(rankFromEnv({})).toEqual({ rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, source: 'single' });
   });
   it('refuses bad values, naming the variable', () => {
     expect(() => rankFromEnv({ RANK: 'x', WORLD_SIZE: '2' })).toThrow(/RANK="x": must be an integer >= 0 \(torchrun-style launch\)/);
     expect(() => rankFromEnv({ RANK: '2', WORLD_SIZE: '2' })).toThrow(/rank 2 is not below the world size 2/);
-    expect(() => rankFromEnv({ JOB_COMPLETION_INDEX: '0' })).toThrow(/set WORLD_SIZE \(or PATENTGPT_WORLD_SIZE\)/);
+    expect(() => rankFromEnv({ JOB_COMPLETION_INDEX: '0', PATENTGPT_WORLD_SIZE: 'two' })).toThrow(/PATENTGPT_WORLD_SIZE="two": must be an integer >= 1 \(Kubernetes indexed Job launch\)/);
   });
   it('gives each rank of a machine its GPU (LOCAL_RANK of the visible ones)', () => {
     expect(gpuForRank({ localRank: 1, localWorldSize: 4 }, {})).toBe('1');
