@@ -12,7 +12,7 @@
 // only after backward. Micro-batches before the last (gradAccum) are not reduced at all, and the
 // last adds into gradients that exist already, so with gradAccum > 1 every bucket goes after backward.
 import { PatentGPTError } from '../errors.js';
-import type { Tensor } from '../tensor/index.js';
+import { Tensor } from '../tensor/index.js';
 import { scaleInPlace } from './collectives.js';
 import type { MpiCommunicator, Pending } from './mpi.js';
 
@@ -135,7 +135,9 @@ export class GradientBuckets {
       b.params.forEach((p, i) => {
         const view = b.buf.subarray(b.offsets[i]!, b.offsets[i]! + p.size);
         if (p.grad) p.grad.write(view);
-        else if (view.some((x) => x !== 0)) throw new PatentGPTError('E_ARGUMENT', `rank ${this.#comm.rank}: ${p.describe()} has no gradient here but has one on other ranks; every rank must use every parameter`);
+        // Not reached by this rank's batch (an expert no token was routed to) but by another's: the
+        // mean is its gradient here too, so every rank takes the same step.
+        else if (view.some((x) => x !== 0)) p.grad = Tensor.from(view.slice(), p.shape);
       });
     }
     this.stats.steps++;

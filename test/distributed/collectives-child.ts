@@ -41,6 +41,15 @@ if (mode === 'ops') {
     expected.push(...params.map((p) => [...(p.grad!.toArray() as Float32Array)]));
   }
   out.buckets = { grads: expected, n: buckets.buckets.length, late: buckets.lateParameters, overlapped: buckets.stats.overlapped };
+  // A parameter only rank 0's batch reached (an expert no token of rank 1 was routed to): both
+  // ranks end with the mean, and one that no rank reached keeps no gradient.
+  const moe = [Tensor.zeros([2]), Tensor.zeros([2]), Tensor.zeros([2])];
+  const mb = new GradientBuckets(moe, comm, { overlap: false });
+  mb.arm();
+  moe[0]!.grad = Tensor.from([1, 1], [2]);
+  if (r === 0) moe[1]!.grad = Tensor.from([2, 4], [2]);
+  mb.finish();
+  out.unreached = moe.map((p) => (p.grad ? [...(p.grad.toArray() as Float32Array)] : null));
 } else if (mode === 'timeout') {
   // Rank 1 never joins the all-reduce: rank 0 fails after its timeout, naming itself.
   if (r === 0) {

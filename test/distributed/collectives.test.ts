@@ -1,7 +1,8 @@
 // The MPI collectives over tensors with 2 real ranks (mpirun): all-reduce (sum, mean), reduce-
 // scatter, all-gather, broadcast; the DDP gradient buckets give the mean of every gradient, also
 // for a parameter that gets gradient after its bucket was sent during backward (sent again, then
-// late); a collective whose peer never comes fails after the timeout naming the rank.
+// late), and a parameter one rank's batch did not reach gets the mean on every rank; a collective
+// whose peer never comes fails after the timeout naming the rank.
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mpiMissing, mpirunScript, repo } from './mpi-helpers.js';
@@ -30,6 +31,7 @@ describe.skipIf(mpiMissing !== null)('MPI collectives (2 ranks)', () => {
         for (let i = 0; i < 4; i++) want.push(Array.from({ length: 5 + i }, (_, j) => (i + j + step) * 1.5 + (i === 3 ? 1.5 : 0)));
       expect(b.grads).toEqual(want);
     }
+    for (const o of out) expect(o.unreached).toEqual([[1, 1], [1, 2], null]);
     // rank 0's block: [0+10, 1+11] ; rank 1's: [2+12, 3+13]
     expect(out[0]!.reduceScatter).toEqual({ shape: [1, 2], values: [10, 12] });
     expect(out[1]!.reduceScatter).toEqual({ shape: [1, 2], values: [14, 16] });
