@@ -3,9 +3,15 @@
 // them unchecked.
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "args.h"
+#include "cuda_index.h"
+#include "cuda_slot.h"
 #include "patentgpt/paged_attention.h"
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+#include "patentgpt/cuda_paged_attention.h"
+#endif
 
 namespace pgnode {
 
@@ -72,12 +78,14 @@ Napi::Value PagedKvStore(const Napi::CallbackInfo& info, const Args& a) {
   const float* k = a.Ptr<float>(4, "k", a.Mul(a.Mul(T, Hkv), D));
   const float* v = a.Ptr<float>(6, "v", T * Hkv * D);
   const int32_t* slot = a.Ptr<int32_t>(8, "slotMapping", T);
+  std::vector<int32_t> keep;  // on CUDA: the slots read back, checked here as on the CPU
+  const int32_t* slot_h = HostIndex(a, slot, T, keep, "slotMapping");
   if (Overlap(kc, cacheBytes, slot, T) || Overlap(vc, cacheBytes, slot, T)) a.Fail("slotMapping overlaps a cache");
   if (Overlap(kc, cacheBytes, vc, cacheBytes)) a.Fail("kCache and vCache overlap");
   for (int64_t t = 0; t < T; ++t)
-    if (slot[t] >= slots || slot[t] < -1)
-      a.Fail("slotMapping[" + S(t) + "] = " + S(slot[t]) + " is outside [-1, " + S(slots) + ") (numBlocks * blockSize)");
-  pg::paged_kv_store(kc, vc, dtype, k, v, slot, T, Hkv, D);
+    if (slot_h[t] >= slots || slot_h[t] < -1)
+      a.Fail("slotMapping[" + S(t) + "] = " + S(slot_h[t]) + " is outside [-1, " + S(slots) + ") (numBlocks * blockSize)");
+  PG_ON(a, paged_kv_store)(kc, vc, dtype, k, v, slot, T, Hkv, D);
   return info.Env().Undefined();
 }
 
@@ -117,10 +125,22 @@ Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info, const Args& a)
     if (Overlap(outs[i], sizes[i], tables, nseq * maxBlocks) || Overlap(outs[i], sizes[i], cu, nseq + 1) ||
         Overlap(outs[i], sizes[i], ctx, nseq))
       a.Fail("an output overlaps blockTables, cuQ or contextLens");
-  CheckPagedIndex(a, cu, ctx, tables, nseq, Tq, numBlocks, blockSize, maxBlocks, partitionSize, maxPartitions);
-  pg::paged_attention_forward({out, split ? partOut : nullptr, split ? partStats : nullptr, q, kc, vc, tables, cu, ctx,
-                               nseq, Tq, H, Hkv, D, blockSize, maxBlocks, partitionSize, maxPartitions,
-                               static_cast<float>(scale), dtype});
+  // On CUDA the indices are read back and checked on the host, as on the CPU.
+  std::vector<int32_t> keep_cu, keep_ctx, keep_tables;
+  const int32_t* cu_h = HostIndex(a, cu, nseq + 1, keep_cu, "cuQ");
+  const int32_t* ctx_h = HostIndex(a, ctx, nseq, keep_ctx, "contextLens");
+  const int32_t* tables_h = HostIndex(a, tables, nseq * maxBlocks, keep_tables, "blockTables");
+  CheckPagedIndex(a, cu_h, ctx_h, tables_h, nseq, Tq, numBlocks, blockSize, maxBlocks, partitionSize, maxPartitions);
+  const pg::PagedAttention call{out, split ? partOut : nullptr, split ? partStats : nullptr, q, kc, vc, tables, cu, ctx,
+                                nseq, Tq, H, Hkv, D, blockSize, maxBlocks, partitionSize, maxPartitions,
+                                static_cast<float>(scale), dtype};
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) {
+    pg::cuda::paged_attention_forward(call, cu_h, ctx_h);
+    return info.Env().Undefined();
+  }
+#endif
+  pg::paged_attention_forward(call);
   return info.Env().Undefined();
 }
 
@@ -128,10 +148,10 @@ Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info, const Args& a)
 const Decl kDecls[] = {
     {DeclKind::Function, "pagedKvStore", "pagedKvStore",
      "kCache: tensor, vCache: tensor, k: f32, v: f32, slotMapping: i32, T: size, Hkv: size, D: size, numBlocks: size, blockSize: size, kvDtype?: 'f32' | 'bf16' | 'f16'",
-     "void", /* cpu */ PagedKvStore, /* cuda */ nullptr},
+     "void", /* cpu */ PagedKvStore, /* cuda */ PG_CUDA(PagedKvStore)},
     {DeclKind::Function, "pagedAttentionForward", "pagedAttention",
      "out: f32, partOut: f32, partStats: f32, q: f32, kCache: tensor, vCache: tensor, blockTables: i32, cuQ: i32, contextLens: i32, nseq: size, Tq: size, H: size, Hkv: size, D: size, numBlocks: size, blockSize: size, maxBlocks: size, partitionSize: size, maxPartitions: size, scale: number, kvDtype?: 'f32' | 'bf16' | 'f16'",
-     "void", /* cpu */ PagedAttentionForward, /* cuda */ nullptr},
+     "void", /* cpu */ PagedAttentionForward, /* cuda */ PG_CUDA(PagedAttentionForward)},
 };
 
 }  // namespace
