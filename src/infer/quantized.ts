@@ -86,6 +86,7 @@ export function quantizeModel(model: LlamaForCausalLM, type: QuantType): void {
   const et = quantTypeFor('embedding', cfg.dim, type, tied);
   if (et !== 'f32') roundTrip(model.model.embed_tokens.weight, et);
   if (model.lm_head) set(model.lm_head, quantTypeFor('output', cfg.dim, type));
+  else if (et !== 'f32') model.setQuantizedTiedHead(quantize(model.model.embed_tokens.weight, et)); // the blocks of the table's (round-tripped) values
 }
 
 /** The f32 values of GGUF tensor `name` (f32 or quantized), as (rows, cols) in our row order. */
@@ -147,6 +148,9 @@ export async function loadQuantized(dir: string): Promise<LlamaForCausalLM> {
     expectTensor(g, 'output_norm.weight', 0, C);
     writeParam('model.norm.weight', readF32(g, 'output_norm.weight', 1, C));
     writeParam('model.embed_tokens.weight', readF32(g, 'token_embd.weight', V, C));
+    const te = g.tensors.get('token_embd.weight')!;
+    if (config.tieEmbeddings && te.type !== 0) // the tied head reads the blocks, as llama.cpp does
+      model.setQuantizedTiedHead(QuantizedMatrix.fromBytes(quantTypeOfGgml(te.type)!, V, C, g.bytes('token_embd.weight')));
     const load = (l: Linear, name: string, heads: number): void => {
       const info = g.tensors.get(name)!;
       const [rows, cols] = [l.outFeatures, l.inFeatures];

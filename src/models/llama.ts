@@ -29,7 +29,7 @@ import {
 } from '../nn/index.js';
 import {
   GEMV_MAX_ROWS, Rng, Tensor, add, copyRows, decodeMoeScratchSize, dequantize, gatherRows, isMoeWeights, keep, linear, linearCrossEntropy, moeExpertTensors,
-  noGrad, prepareDecodeLayer, prepareDecodeLogits, prepareGatherRows, quantLinear, scope, type DecodeWeight, type Device,
+  noGrad, prepareDecodeLayer, prepareDecodeLogits, prepareGatherRows, quantLinear, scope, type DecodeWeight, type Device, type QuantizedMatrix,
 } from '../tensor/index.js';
 import { isMoE, ropeParams, validateConfig, type ModelConfig } from './config.js';
 import { checkModelFits } from './limits.js';
@@ -234,15 +234,35 @@ export class LlamaForCausalLM extends Module {
     return this.lm_head?.weight ?? this.model.embed_tokens.weight;
   }
   #dequantizedHead: Tensor | null = null;
+  #tiedHead: QuantizedMatrix | null = null;
+
+  /**
+   * A tied model's output layer as quantized blocks (the model owns them; null drops them): the
+   * head then reads them, as llama.cpp reads its quantized token_embd for the output, while the
+   * embedding lookup keeps the f32 table (which should hold the blocks' values).
+   */
+  setQuantizedTiedHead(q: QuantizedMatrix | null): void {
+    if (q && (!this.config.tieEmbeddings || q.rows !== this.config.vocabSize || q.cols !== this.config.dim))
+      throw new PatentGPTError('E_ARGUMENT', `setQuantizedTiedHead: ${q.describe()} is not the tied (${this.config.vocabSize}, ${this.config.dim}) head of this model`);
+    this.#tiedHead?.dispose();
+    this.#tiedHead = q;
+  }
+
+  /** The head's quantized blocks (a quantized lm_head, or a tied model's setQuantizedTiedHead), or null. */
+  get #quantizedHead(): QuantizedMatrix | null {
+    return this.lm_head?.quantized ?? (this.lm_head ? null : this.#tiedHead);
+  }
 
   /** What the fused decode path reads for the head: the f32 matrix or the quantized blocks. */
   get #headWeight(): DecodeWeight {
-    return this.lm_head?.decodeWeight ?? this.model.embed_tokens.weight;
+    return this.#quantizedHead ?? this.lm_head?.weight ?? this.model.embed_tokens.weight;
   }
 
   protected override disposeBuffers(): void {
     this.#dequantizedHead?.dispose();
     this.#dequantizedHead = null;
+    this.#tiedHead?.dispose();
+    this.#tiedHead = null;
   }
 
   /**
@@ -332,7 +352,7 @@ export class LlamaForCausalLM extends Module {
         const n = step.logitRowCount;
         if (n === 0) return;
         const rows = n === N ? x : gatherRows(x, head(step.logitRows, n)); // (n, C)
-        const h = this.model.norm.forward(rows), q = this.lm_head?.quantized;
+        const h = this.model.norm.forward(rows), q = this.#quantizedHead;
         copyRows(step.logits, 0, q ? quantLinear(h, q) : linear(h, this.outputWeight), 0, n);
       } finally {
         rec.dispose();

@@ -71,6 +71,24 @@ describe('patentgpt quantize', () => {
     model.dispose();
   }, 240_000);
 
+  it('a tied model: token_embd in Q8_0 is also the head, read as blocks by the engine as by llama.cpp', async () => {
+    const tied = validateConfig({ ...cfg, tieEmbeddings: true });
+    const model = new LlamaForCausalLM(tied, { seed: 6, initStd: 0.5 });
+    const folder = join(dir, 'tied'), out = join(dir, 'tied-q4_0');
+    await savePretrained(model, folder, { tokenizer: tok });
+    const r = cli('quantize', folder, '--type', 'q4_0', '--out', out);
+    expect(r.status, r.stderr).toBe(0);
+    const g = await readGgufFile(join(out, 'model.gguf'));
+    expect(g.tensors.has('output.weight')).toBe(false);
+    expect(g.tensors.get('token_embd.weight')!.type).toBe(8); // the output's type, as llama-quantize treats a tied table
+    expect(g.tensors.get('blk.0.attn_v.weight')!.type).toBe(2);
+    const loaded = await loadQuantized(out);
+    quantizeModel(model, 'q4_0');
+    expect(await greedy(loaded)).toEqual(await greedy(model));
+    loaded.dispose();
+    model.dispose();
+  }, 120_000);
+
   it('`patentgpt generate` serves the quantized folder; bad types are refused', () => {
     const out = join(dir, 'q8_0');
     const g = cli('generate', '--model', out, '--prompt', 'A baseball bat', '--max-tokens', '8', '--ignore-eos');
