@@ -21,7 +21,7 @@ export interface DemoBudget {
 
 export const DEFAULT_MINUTES = 15;
 
-const BASE_STEPS = { stage1: 220, moe: 100, stage2: 40, sft: 150, reward: 60, ppo: 24, dpo: 60 };
+const BASE_STEPS = { stage1: 220, moe: 100, stage2: 40, sft: 150, reward: 25, ppo: 24, dpo: 25 };
 
 export function demoBudget(opts: { minutes?: number; smoke?: boolean } = {}): DemoBudget {
   const minutes = opts.minutes ?? DEFAULT_MINUTES;
