@@ -59,9 +59,9 @@ describe('mixed-precision training of the tiny pretrain stage', () => {
     // The loss falls from ~5.6 (ln 259) by more than 2 in 40 steps; bf16 follows it closely.
     expect(f32[0]! - f32[steps - 1]!).toBeGreaterThan(1.5);
     const worst = Math.max(...f32.map((l, i) => Math.abs(l - bf16[i]!)));
-    expect(worst).toBeLessThan(0.1);
+    expect(worst).toBeLessThan(0.05); // 100 steps of the example measured at most 0.0064
     const last = (xs: number[]) => xs.slice(-5).reduce((a, b) => a + b, 0) / 5;
-    expect(Math.abs(last(bf16) - last(f32)) / last(f32)).toBeLessThan(0.03);
+    expect(Math.abs(last(bf16) - last(f32)) / last(f32)).toBeLessThan(0.01);
     // Where a bf16 kernel runs, the runs did differ: the precision reached the matmuls.
     if (bf16MatmulKernel() !== 'f32') expect(f32.some((l, i) => l !== bf16[i])).toBe(true);
     else expect(bf16).toEqual(f32);
