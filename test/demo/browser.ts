@@ -9,8 +9,8 @@ import { missingPeer } from '../../scripts/bench/_peers.js';
 const CANDIDATES = [process.env.PATENTGPT_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome', '/usr/bin/google-chrome-stable'];
 
 /** The browser's path, or the reason there is none (a throw when peers are required). */
-export function findChromium(): { path: string | null; why: string } {
-  const found = CANDIDATES.find((p): p is string => typeof p === 'string' && existsSync(p));
+export function findChromium(candidates: readonly (string | undefined)[] = CANDIDATES): { path: string | null; why: string } {
+  const found = candidates.find((p): p is string => typeof p === 'string' && existsSync(p));
   if (found) return { path: found, why: '' };
   return { path: null, why: missingPeer('no Chromium found (apt-get install chromium, or set PATENTGPT_CHROMIUM): the report is not rendered in a browser') };
 }
