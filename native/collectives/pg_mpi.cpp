@@ -23,10 +23,11 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 namespace {
 
-enum class Kind { Init, AllReduceSum, AllReduceMax, ReduceScatter, AllGather, Broadcast, Barrier, Finalize };
+enum class Kind { Init, AllReduceSum, AllReduceMax, ReduceScatter, ReduceScatterV, AllGather, Broadcast, Barrier, Finalize };
 
 const char* KindName(Kind k) {
   switch (k) {
@@ -34,6 +35,7 @@ const char* KindName(Kind k) {
     case Kind::AllReduceSum: return "all-reduce";
     case Kind::AllReduceMax: return "all-reduce (max)";
     case Kind::ReduceScatter: return "reduce-scatter";
+    case Kind::ReduceScatterV: return "reduce-scatter (v)";
     case Kind::AllGather: return "all-gather";
     case Kind::Broadcast: return "broadcast";
     case Kind::Barrier: return "barrier";
@@ -50,6 +52,7 @@ struct Op {
   int64_t count = 0;  // elements of `a` (reduce-scatter: of the output block; all-gather: of the input)
   MPI_Datatype type = MPI_FLOAT;
   int root = 0;
+  std::vector<int> counts;  // reduce-scatter (v): the block of each rank
   bool done = false;
   int err = MPI_SUCCESS;
   double ms = 0;  // time inside MPI
@@ -107,6 +110,9 @@ void Run(Op* op) {
       break;
     case Kind::ReduceScatter:
       err = MPI_Reduce_scatter_block(op->a, op->b, n, op->type, MPI_SUM, MPI_COMM_WORLD);
+      break;
+    case Kind::ReduceScatterV:
+      err = MPI_Reduce_scatter(op->a, op->b, op->counts.data(), op->type, MPI_SUM, MPI_COMM_WORLD);
       break;
     case Kind::AllGather:
       err = MPI_Allgather(op->a, n, op->type, op->b, n, op->type, MPI_COMM_WORLD);
@@ -266,6 +272,24 @@ Napi::Value SubmitJs(const Napi::CallbackInfo& info) {
         op->kind = Kind::Broadcast;
         op->root = info[3].As<Napi::Number>().Int32Value();
         if (op->root < 0 || op->root >= S().size) throw DistError(env, "E_ARGUMENT", "broadcast: root " + std::to_string(op->root) + " is not a rank");
+      } else if (kind == "reduce-scatter-v") {
+        // submit('reduce-scatter-v', input, output, 0, counts): rank r gets counts[r] values of the sum
+        Napi::TypedArray b = ArrayArg(info, 2, kind.c_str());
+        Napi::TypedArray c = ArrayArg(info, 4, "reduce-scatter-v counts");
+        if (b.TypedArrayType() != a.TypedArrayType()) throw DistError(env, "E_ARGUMENT", kind + ": input and output must have the same type");
+        if (c.TypedArrayType() != napi_int32_array || static_cast<int>(c.ElementLength()) != S().size)
+          throw DistError(env, "E_ARGUMENT", kind + ": counts must be an Int32Array of one count per rank");
+        const int32_t* counts = static_cast<const int32_t*>(DataOf(c));
+        int64_t total = 0;
+        for (int k = 0; k < S().size; ++k) {
+          if (counts[k] < 0) throw DistError(env, "E_ARGUMENT", kind + ": a negative count");
+          total += counts[k];
+        }
+        if (total != static_cast<int64_t>(a.ElementLength()) || counts[S().rank] != static_cast<int64_t>(b.ElementLength()))
+          throw DistError(env, "E_ARGUMENT", kind + ": the counts must add up to the input and give this rank the output's length");
+        op->kind = Kind::ReduceScatterV;
+        op->b = DataOf(b);
+        op->counts.assign(counts, counts + S().size);
       } else if (kind == "reduce-scatter" || kind == "allgather") {
         Napi::TypedArray b = ArrayArg(info, 2, kind.c_str());
         if (b.TypedArrayType() != a.TypedArrayType()) throw DistError(env, "E_ARGUMENT", kind + ": input and output must have the same type");

@@ -53,8 +53,8 @@ export function launchCommand(): Command {
       return x;
     })
     .option('--no-overlap', 'reduce the gradients only after backward (no buckets during backward)')
-    .option('--zero <stage>', 'ZeRO stage: 0 (default) or 1 (optimizer state sharded across the ranks, about 1/N each)', (v: string) => {
-      if (v !== '0' && v !== '1') throw new PatentGPTError('E_ARGUMENT', `--zero: 0 or 1, got ${v}`);
+    .option('--zero <stage>', 'ZeRO stage: 0 (default), 1 (optimizer state sharded across the ranks, about 1/N each) or 2 (and the gradients)', (v: string) => {
+      if (!['0', '1', '2'].includes(v)) throw new PatentGPTError('E_ARGUMENT', `--zero: 0, 1 or 2, got ${v}`);
       return Number(v);
     })
     .option('--global-batch', "the config's batchSize x gradAccum is the global batch: the ranks split gradAccum, so a run resumes on another number of ranks (pretrain)")

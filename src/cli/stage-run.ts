@@ -86,7 +86,7 @@ export function finishStageCommand(name: string, flags: StageFlags, result: Trai
     ...(dataParallelRank !== null ? { rank: dataParallelRank, optimizerStateBytes: result.optimizerStateBytes } : {}),
     // gradient all-reduce per step: time inside MPI, time the step waited for it, buckets started during backward
     ...(ar && ar.steps > 0
-      ? { allReduce: { commMsPerStep: +(ar.commMs / ar.steps).toFixed(3), waitMsPerStep: +(ar.waitMs / ar.steps).toFixed(3), overlappedBuckets: ar.overlapped, buckets: ar.buckets } }
+      ? { allReduce: { commMsPerStep: +(ar.commMs / ar.steps).toFixed(3), waitMsPerStep: +(ar.waitMs / ar.steps).toFixed(3), overlappedBuckets: ar.overlapped, buckets: ar.buckets, gradientBytes: ar.gradientBytes } }
       : {}),
   };
   if (out.isTTY && !flags.quiet)

@@ -3,7 +3,7 @@
 // launcher's variables (env.ts), MPI initialised and checked against them, its kernel threads
 // pinned to its share of the cores, MPI finalised when the process ends well.
 import { PatentGPTError } from '../errors.js';
-import { setNumThreads, type Tensor } from '../tensor/index.js';
+import { globalGradNorm, setNumThreads, type Tensor } from '../tensor/index.js';
 import type { OptimizerState } from '../train/optimizer.js';
 import type { DataParallelEngine } from '../train/trainer.js';
 import { GradientBuckets, type BucketStats } from './ddp.js';
@@ -11,8 +11,8 @@ import { gpuForRank, rankFromEnv, threadsPerRank, type RankInfo } from './env.js
 import { MpiCommunicator } from './mpi.js';
 
 export interface DataParallelOptions {
-  /** ZeRO stage: 0 (replicated optimizer state, default) or 1 (sharded: PATENTGPT_ZERO=1). */
-  zero?: 0 | 1;
+  /** ZeRO stage: 0 (replicated, default), 1 (optimizer state sharded) or 2 (and gradients): PATENTGPT_ZERO. */
+  zero?: 0 | 1 | 2;
   /** The config's batchSize x gradAccum is the global batch (PATENTGPT_GLOBAL_BATCH=1). */
   globalBatch?: boolean;
   /** Gradient bucket size in bytes (PATENTGPT_BUCKET_MB, default 25 MB as DDP's). */
@@ -49,12 +49,23 @@ export class MpiDataParallel implements DataParallelEngine {
 
   attach(params: readonly (readonly [string, Tensor])[]): void {
     this.#named = [...params];
-    this.buckets = new GradientBuckets(params.map(([, p]) => p), this.comm, this.opts);
-    if (this.opts.zero === 1) {
+    const zero = this.opts.zero ?? 0;
+    if (zero >= 1) {
       this.owner = partition(params.map(([n, p]) => [n, p.size] as const), this.worldSize);
       this.#byRank = Array.from({ length: this.worldSize }, (_, k) => params.filter(([n]) => this.owner!.get(n) === k));
       this.owns = (name) => this.owner!.get(name) === this.rank;
     }
+    const byTensor = new Map(params.map(([n, p]) => [p, this.owner?.get(n) ?? 0]));
+    this.buckets = new GradientBuckets(params.map(([, p]) => p), this.comm, { ...this.opts, ...(zero === 2 ? { owner: (p: Tensor) => byTensor.get(p)! } : {}) });
+    if (zero === 2) this.gradNorm = () => this.#globalNorm();
+  }
+
+  /** ZeRO-2: each rank's gradients (its own parameters) make one global norm (float64 sum of squares). */
+  gradNorm?: () => number;
+  #globalNorm(): number {
+    const mine = this.#byRank[this.rank]!.flatMap(([, p]) => (p.grad ? [p.grad] : []));
+    const local = mine.length > 0 ? globalGradNorm(mine) : 0;
+    return Math.sqrt(this.sum([local * local])[0]!);
   }
 
   /** ZeRO-1: every parameter from the rank that updated it (one broadcast per rank). */
@@ -149,8 +160,8 @@ export function partition(params: readonly (readonly [string, number])[], ranks:
 function envOptions(env: Record<string, string | undefined>): DataParallelOptions {
   const o: DataParallelOptions = {};
   if (env.PATENTGPT_ZERO !== undefined && env.PATENTGPT_ZERO !== '') {
-    if (env.PATENTGPT_ZERO !== '0' && env.PATENTGPT_ZERO !== '1') throw new PatentGPTError('E_CONFIG', `PATENTGPT_ZERO=${env.PATENTGPT_ZERO}: must be 0 or 1 (ZeRO-1: optimizer state sharded)`);
-    o.zero = env.PATENTGPT_ZERO === '1' ? 1 : 0;
+    if (!['0', '1', '2'].includes(env.PATENTGPT_ZERO)) throw new PatentGPTError('E_CONFIG', `PATENTGPT_ZERO=${env.PATENTGPT_ZERO}: must be 0, 1 (optimizer state sharded) or 2 (and gradients)`);
+    o.zero = Number(env.PATENTGPT_ZERO) as 0 | 1 | 2;
   }
   if (env.PATENTGPT_GLOBAL_BATCH === '1') o.globalBatch = true;
   if (env.PATENTGPT_BUCKET_MB) {

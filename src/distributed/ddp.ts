@@ -11,6 +11,11 @@
 // one all-reduce of the flags), re-reduces the buckets that did, and from then on sends those
 // only after backward. Micro-batches before the last (gradAccum) are not reduced at all, and the
 // last adds into gradients that exist already, so with gradAccum > 1 every bucket goes after backward.
+//
+// ZeRO-2 (`owner` given): a bucket's parameters are grouped by the rank that owns them and the
+// bucket is reduce-scattered: each rank receives only the mean of its own parameters' gradients
+// and frees the others' (as soon as the bucket is sent, once the first step has shown which
+// buckets are final when sent), so a rank holds about 1/N of the gradients at the step.
 import { PatentGPTError } from '../errors.js';
 import { Tensor } from '../tensor/index.js';
 import { scaleInPlace } from './collectives.js';
@@ -26,12 +31,20 @@ export interface BucketStats {
   /** Buckets started while backward was still running. */
   overlapped: number;
   buckets: number;
+  /** Bytes of gradients this rank held after the last reduction (ZeRO-2: about 1/N). */
+  gradientBytes: number;
 }
 
 interface Bucket {
   params: Tensor[];
   offsets: number[];
   buf: Float32Array;
+  /** ZeRO-2: the values of each rank's parameters (in rank order), and this rank's block. */
+  counts: Int32Array | null;
+  mine: Float32Array | null;
+  /** ZeRO-2: index of this rank's first parameter in params, and one past its last. */
+  first: number;
+  end: number;
   ready: number;
   /** Sent only after backward (a parameter of it gets gradient after its first assignment). */
   late: boolean;
@@ -43,29 +56,43 @@ interface Bucket {
 
 export class GradientBuckets {
   readonly buckets: Bucket[];
-  readonly stats: BucketStats = { steps: 0, commMs: 0, waitMs: 0, overlapped: 0, buckets: 0 };
+  readonly stats: BucketStats = { steps: 0, commMs: 0, waitMs: 0, overlapped: 0, buckets: 0, gradientBytes: 0 };
   readonly #comm: MpiCommunicator;
   readonly #of = new Map<Tensor, Bucket>();
   readonly #overlap: boolean;
+  readonly #owner: ((p: Tensor) => number) | null;
   #armed = false;
   #calibrated = false;
 
-  constructor(params: readonly Tensor[], comm: MpiCommunicator, opts: { bucketBytes?: number; overlap?: boolean } = {}) {
+  constructor(params: readonly Tensor[], comm: MpiCommunicator, opts: { bucketBytes?: number; overlap?: boolean; owner?: (p: Tensor) => number } = {}) {
     this.#comm = comm;
     this.#overlap = opts.overlap ?? true;
+    const owner = (this.#owner = opts.owner ?? null);
     const cap = Math.max(1, Math.floor((opts.bucketBytes ?? 25 * 1024 * 1024) / 4));
     this.buckets = [];
     let cur: Tensor[] = [];
     let n = 0;
     const close = (): void => {
       if (cur.length === 0) return;
+      let counts: Int32Array | null = null;
+      let first = 0;
+      let end = cur.length;
+      if (owner) {
+        cur = cur.map((p, i) => ({ p, i })).sort((a, b) => owner(a.p) - owner(b.p) || a.i - b.i).map((x) => x.p);
+        counts = new Int32Array(comm.size);
+        for (const p of cur) counts[owner(p)]! += p.size;
+        first = cur.findIndex((p) => owner(p) === comm.rank);
+        if (first < 0) first = end = 0;
+        else end = first + cur.filter((p) => owner(p) === comm.rank).length;
+      }
       const offsets: number[] = [];
       let at = 0;
       for (const p of cur) {
         offsets.push(at);
         at += p.size;
       }
-      this.buckets.push({ params: cur, offsets, buf: new Float32Array(at), ready: 0, late: false, pending: null, sent: null, duringBackward: false });
+      const mine = counts ? new Float32Array(counts[comm.rank]!) : null;
+      this.buckets.push({ params: cur, offsets, buf: new Float32Array(at), counts, mine, first, end, ready: 0, late: false, pending: null, sent: null, duringBackward: false });
       cur = [];
       n = 0;
     };
@@ -109,7 +136,21 @@ export class GradientBuckets {
     if (!this.#calibrated && duringBackward) b.sent = b.buf.slice();
     b.duringBackward = duringBackward;
     if (duringBackward) this.stats.overlapped++;
-    b.pending = this.#comm.allReduceAsync(b.buf);
+    if (b.counts) {
+      b.pending = this.#comm.reduceScatterVAsync(b.buf, b.mine!, b.counts);
+      // ZeRO-2: the other ranks' gradients are in the buffer; free them now unless backward may
+      // still add to them (the first step, or a late bucket)
+      if (this.#calibrated && !b.late) this.#freeOthers(b);
+    } else b.pending = this.#comm.allReduceAsync(b.buf);
+  }
+
+  #freeOthers(b: Bucket): void {
+    b.params.forEach((p, i) => {
+      if ((i < b.first || i >= b.end) && p.grad) {
+        p.grad.dispose();
+        p.grad = null;
+      }
+    });
   }
 
   /** Before the backward of a step's last micro-batch: buckets start as gradients arrive. */
@@ -130,7 +171,21 @@ export class GradientBuckets {
     if (!this.#calibrated) this.#calibrate();
     this.stats.waitMs += performance.now() - t0;
     const inv = 1 / this.#comm.size;
+    let held = 0;
     for (const b of this.buckets) {
+      if (b.counts) {
+        scaleInPlace(b.mine!, inv);
+        this.#freeOthers(b);
+        const base = b.first < b.end ? b.offsets[b.first]! : 0;
+        for (let i = b.first; i < b.end; i++) {
+          const p = b.params[i]!;
+          const view = b.mine!.subarray(b.offsets[i]! - base, b.offsets[i]! - base + p.size);
+          if (p.grad) p.grad.write(view);
+          else if (view.some((x) => x !== 0)) p.grad = Tensor.from(view.slice(), p.shape);
+          held += p.grad?.byteLength ?? 0;
+        }
+        continue;
+      }
       scaleInPlace(b.buf, inv);
       b.params.forEach((p, i) => {
         const view = b.buf.subarray(b.offsets[i]!, b.offsets[i]! + p.size);
@@ -138,8 +193,10 @@ export class GradientBuckets {
         // Not reached by this rank's batch (an expert no token was routed to) but by another's: the
         // mean is its gradient here too, so every rank takes the same step.
         else if (view.some((x) => x !== 0)) p.grad = Tensor.from(view.slice(), p.shape);
+        held += p.grad?.byteLength ?? 0;
       });
     }
+    this.stats.gradientBytes = held;
     this.stats.steps++;
     this.stats.buckets += this.buckets.length;
   }

@@ -16,7 +16,7 @@ type Buf = Float32Array | Float64Array | Int32Array;
 
 interface MpiModule {
   init(): { rank: number; size: number; threadLevel: number; version: string };
-  submit(kind: 'allreduce' | 'allreduce-max' | 'reduce-scatter' | 'allgather' | 'broadcast' | 'barrier', a: Buf | null, b: Buf | null, root: number): number;
+  submit(kind: 'allreduce' | 'allreduce-max' | 'reduce-scatter' | 'reduce-scatter-v' | 'allgather' | 'broadcast' | 'barrier', a: Buf | null, b: Buf | null, root: number, counts?: Int32Array): number;
   wait(id: number, timeoutMs: number): number;
   done(id: number): boolean;
   stats(): { commMs: number; ops: number };
@@ -116,10 +116,10 @@ export class MpiCommunicator {
     return new MpiCommunicator(m, m.init(), opts.timeoutMs ?? defaultTimeoutMs());
   }
 
-  #submit(kind: Parameters<MpiModule['submit']>[0], a: Buf | null, b: Buf | null = null, root = 0): Pending {
+  #submit(kind: Parameters<MpiModule['submit']>[0], a: Buf | null, b: Buf | null = null, root = 0, counts?: Int32Array): Pending {
     if (this.#closed) throw new PatentGPTError('E_ARGUMENT', `rank ${this.rank}: the communicator is closed`);
-    const id = this.#m.submit(kind, a, b, root);
-    this.#live.set(id, [a, b]);
+    const id = counts ? this.#m.submit(kind, a, b, root, counts) : this.#m.submit(kind, a, b, root);
+    this.#live.set(id, [a, b, counts]);
     const m = this.#m;
     const timeout = this.timeoutMs;
     return {
@@ -147,6 +147,10 @@ export class MpiCommunicator {
   reduceScatter(input: Buf, out: Buf): Buf {
     this.#submit('reduce-scatter', input, out).wait();
     return out;
+  }
+  /** out (counts[rank]) = this rank's block of the sum over ranks of input (blocks of counts[k], in rank order); input untouched. */
+  reduceScatterVAsync(input: Buf, out: Buf, counts: Int32Array): Pending {
+    return this.#submit('reduce-scatter-v', input, out, 0, counts);
   }
   /** out (size * n) = every rank's input (n), in rank order. */
   allGather(input: Buf, out: Buf): Buf {

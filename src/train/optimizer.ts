@@ -128,7 +128,8 @@ export interface Optimizer {
   readonly parameters: { name: string; decay: boolean; size: number; group: string }[];
   /** The current gradients, in parameter order (for a data-parallel all-reduce before step()). */
   gradients(): Tensor[];
-  step(lr: number): StepResult;
+  /** opts.gradNorm: the global gradient norm, computed by the caller (ZeRO-2: each rank holds only its share). */
+  step(lr: number, opts?: { gradNorm?: number }): StepResult;
   zeroGrad(): void;
   /** Under `owns` (ZeRO), the owned parameters' state only. */
   exportState(): OptimizerState;
@@ -231,10 +232,10 @@ abstract class GroupedOptimizer implements Optimizer {
    * gradient: global-norm clipping (folded into the update as a gradient scale, as torch's clip
    * then step), then the update. A non-finite gradient norm changes nothing and returns skipped: true.
    */
-  step(lr: number): StepResult {
+  step(lr: number, opts: { gradNorm?: number } = {}): StepResult {
     if (!(lr >= 0) || !Number.isFinite(lr)) throw new PatentGPTError('E_ARGUMENT', `${this.type}.step: lr must be a finite number >= 0, got ${lr}`);
     const live = this.slots.filter((s) => s.param.grad !== null);
-    const gradNorm = globalGradNorm(live.map((s) => s.param.grad!));
+    const gradNorm = opts.gradNorm ?? globalGradNorm(live.map((s) => s.param.grad!));
     if (!Number.isFinite(gradNorm)) return { gradNorm, clipScale: 1, skipped: true };
     const clipScale = this.maxGradNorm > 0 ? Math.min(1, Math.fround(this.maxGradNorm / (gradNorm + 1e-6))) : 1;
     this.steps++;

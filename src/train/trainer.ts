@@ -173,6 +173,8 @@ export interface DataParallelEngine {
   owns?: (name: string) => boolean;
   afterStep?(): void;
   consolidate?(state: OptimizerState): OptimizerState;
+  /** ZeRO-2, after reduceGradients: the global gradient norm (each rank holds only its own gradients). */
+  gradNorm?(): number;
   /**
    * The config's batchSize x gradAccum is the global batch: each of the worldSize ranks runs
    * gradAccum / worldSize micro-batches, so the run resumes on another number of ranks.
@@ -535,7 +537,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         const lr = lrScale === 1 ? learningRate(opts.schedule, step) : learningRate(opts.schedule, step) * lrScale;
         const loss = lossSum / (this.gradAccum * (dp ? this.worldSize : 1));
         // A non-finite loss skips the step even when the gradient norm happens to be finite.
-        const res = Number.isFinite(loss) ? optimizer.step(lr) : { gradNorm: Number.NaN, clipScale: 1, skipped: true };
+        const res = Number.isFinite(loss) ? optimizer.step(lr, dp?.gradNorm ? { gradNorm: dp.gradNorm() } : {}) : { gradNorm: Number.NaN, clipScale: 1, skipped: true };
         if (dp?.afterStep && !res.skipped) dp.afterStep(); // ZeRO: each parameter from the rank that updated it
         optimizer.zeroGrad();
         step++;

@@ -1,6 +1,6 @@
 // ZeRO-1 over MPI with --global-batch: the optimizer state sharded across 2 ranks (each holds about
 // half of the moments, measured as the moment tensors it allocated) with the losses, weights and
-// consolidated optimizer state of one rank; checkpoints resume on another number of ranks (2 -> 1,
+// consolidated optimizer state of one rank; ZeRO-2 also halves the gradients each rank holds; checkpoints resume on another number of ranks (2 -> 1,
 // 1 -> 2) with the losses and weights of the uninterrupted run.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -22,7 +22,7 @@ fs.writeFileSync(config, JSON.stringify({
 }));
 
 const file = (run: string, step: number, name: string): string => path.join(run, 'checkpoints', `step-${step}`, name);
-const summaries = (stdout: string): { rank?: number; optimizerStateBytes?: number; status: string; resumedFrom?: number }[] =>
+const summaries = (stdout: string): { rank?: number; optimizerStateBytes?: number; status: string; allReduce?: { gradientBytes: number } }[] =>
   stdout.split('\n').filter((l) => l.includes('"event":"summary"')).map((l) => JSON.parse(l) as { status: string });
 const one = (run: string) => cli(['pretrain', '--config', config, '--run-dir', run, '--quiet']);
 const two = (run: string, ...flags: string[]) => cli(['launch', '--nproc', '2', ...flags, '--global-batch', '--', 'pretrain', '--config', config, '--run-dir', run, '--quiet']);
@@ -40,11 +40,13 @@ describe('ZeRO-1 partition', () => {
   });
 });
 
-describe.skipIf(mpiMissing !== null)('ZeRO-1 over 2 MPI ranks', () => {
+describe.skipIf(mpiMissing !== null)('ZeRO-1 and ZeRO-2 over 2 MPI ranks', () => {
   const ref = path.join(root, 'ref');
+  const sums: { z0?: ReturnType<typeof summaries> } = {};
   it('shards the optimizer state (~1/2 per rank) with the losses, weights and optimizer file of one rank', async () => {
     const [r1, rz, r0] = await Promise.all([one(ref), two(path.join(root, 'z1'), '--zero', '1'), two(path.join(root, 'z0'))]);
     for (const r of [r1, rz, r0]) expect(r.code, r.stderr + r.stdout).toBe(0);
+    sums.z0 = summaries(r0.stdout);
     const z1 = summaries(rz.stdout);
     const z0 = summaries(r0.stdout);
     expect(z1.map((s) => s.rank).sort()).toEqual([0, 1]);
@@ -56,6 +58,21 @@ describe.skipIf(mpiMissing !== null)('ZeRO-1 over 2 MPI ranks', () => {
     expect(sha(file(path.join(root, 'z1'), 6, 'model.safetensors'))).toBe(sha(file(ref, 6, 'model.safetensors')));
     // the checkpoint holds the whole (consolidated) optimizer state
     expect(sha(file(path.join(root, 'z1'), 6, 'optimizer.safetensors'))).toBe(sha(file(ref, 6, 'optimizer.safetensors')));
+  });
+
+  it('ZeRO-2 also shards the gradients (~1/2 per rank after the reduce-scatter), with the losses of one rank', async () => {
+    const run = path.join(root, 'z2');
+    const r = await two(run, '--zero', '2', '--bucket-mb', '0.05');
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const z2 = summaries(r.stdout);
+    const full = sums.z0![0]!.allReduce!.gradientBytes; // ZeRO-0: every rank holds every gradient
+    expect(sums.z0![1]!.allReduce!.gradientBytes).toBe(full);
+    expect(z2[0]!.allReduce!.gradientBytes + z2[1]!.allReduce!.gradientBytes).toBe(full);
+    for (const x of z2) expect(x.allReduce!.gradientBytes / full).toBeGreaterThan(0.45), expect(x.allReduce!.gradientBytes / full).toBeLessThan(0.55);
+    expect(z2[0]!.optimizerStateBytes! + z2[1]!.optimizerStateBytes!).toBe(sums.z0![0]!.optimizerStateBytes);
+    // the clip norm is a sum over the ranks' shares: equal within rounding
+    const a = trainLosses(ref);
+    trainLosses(run).forEach((x, i) => expect(Math.abs(x - a[i]!), `step ${i + 1}`).toBeLessThanOrEqual(1e-6));
   });
 
   it('resumes a 2-rank ZeRO run on 1 rank, and a 1-rank run on 2 ZeRO ranks, with the uninterrupted losses and weights', async () => {
