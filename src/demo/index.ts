@@ -159,7 +159,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     'prep-text': async () => {
       writeExtraInputs(path.join(out, 'data', 'extra'));
       const files = writePrepConfig(path.join(out, 'data', 'prep-text'), data, path.join(out, 'data', 'extra'), { type: 'byte' });
-      const report = await runPrep(files, prepBar());
+      const report = await prepWithBar(files);
       return { config: files.config, output: files.output, documents: report.documents, duplicates: report.duplicates, filterQuality: report.filterQuality, stages: Object.fromEntries(Object.entries(report.stages).map(([k, v]) => [k, v.tokens])) };
     },
     tokenizer: async () => {
@@ -169,7 +169,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     prep: async () => {
       const tok = results.tokenizer as unknown as TokenizerResult;
       const files = writePrepConfig(path.join(out, 'data', 'prep'), data, path.join(out, 'data', 'extra'), { type: 'sentencepiece', model: tok.merged });
-      const report = await runPrep(files, prepBar());
+      const report = await prepWithBar(files);
       return { config: files.config, output: files.output, documents: report.documents, duplicates: report.duplicates, stages: Object.fromEntries(Object.entries(report.stages).map(([k, v]) => [k, v.tokens])), heldOut: heldOutDocs(data, files.output).length };
     },
     init: async () => {
@@ -209,17 +209,22 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     },
   };
 
-  function prepBar(): (phase: string, done: number, total: number) => void {
+  /** `data prep` with a bar per phase, the last one closed when it returns. */
+  async function prepWithBar(files: Parameters<typeof runPrep>[0]): ReturnType<typeof runPrep> {
     let b: Progress | null = null;
     let ph = '';
-    return (phase, done, total) => {
-      if (phase !== ph) {
-        b?.done();
-        ph = phase;
-        b = bar(`prep ${phase}`, total);
-      }
-      b?.update(done);
-    };
+    try {
+      return await runPrep(files, (phase, done, total) => {
+        if (phase !== ph) {
+          b?.done();
+          ph = phase;
+          b = bar(`prep ${phase}`, total);
+        }
+        b?.update(done);
+      });
+    } finally {
+      (b as Progress | null)?.done();
+    }
   }
 
   let status: DemoResult['status'] = 'completed';
