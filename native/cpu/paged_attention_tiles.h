@@ -134,12 +134,24 @@ struct F32 {
 
 struct BF16 {
   using T = uint16_t;
+  // The 16 bits as the high half of an f32: zero-extend and shift (vpmovzxwd + vpslld; written
+  // with intrinsics, as GCC split __builtin_convertvector into ymm halves and inserts).
   static PG_INLINE f32x16 load(const uint16_t* p) {
+    f32x16 f;
+#if defined(PG_PAGED_AVX512)
+    const __m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);
+    std::memcpy(&f, &w, sizeof f);
+#elif defined(PG_PAGED_AVX2)
+    const __m256i lo = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
+    const __m256i hi = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8))), 16);
+    std::memcpy(&f, &lo, sizeof lo);
+    std::memcpy(reinterpret_cast<char*>(&f) + sizeof lo, &hi, sizeof hi);
+#else
     u16x16 h;
     std::memcpy(&h, p, sizeof h);
-    const u32x16 w = __builtin_convertvector(h, u32x16) << 16;  // vpmovzxwd + vpslld
-    f32x16 f;
+    const u32x16 w = __builtin_convertvector(h, u32x16) << 16;
     std::memcpy(&f, &w, sizeof f);
+#endif
     return f;
   }
   static PG_INLINE float at(const uint16_t* p) { return bf16_to_f32(*p); }
