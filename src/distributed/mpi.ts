@@ -9,8 +9,8 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { PatentGPTError } from '../errors.js';
+import { packageRoot } from '../package.js';
 
 type Buf = Float32Array | Float64Array | Int32Array;
 
@@ -24,12 +24,9 @@ interface MpiModule {
   abort(code: number): void;
 }
 
-/** The package root (where build-mpi/ and scripts/ are), from this file in src/ or dist/. */
-export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-
 /** Where pg_mpi.node may be: PATENTGPT_MPI_MODULE, then build-mpi/ (scripts/build-mpi.sh). */
 export function mpiModuleCandidates(): string[] {
-  const list = [path.join(packageRoot, 'build-mpi', 'pg_mpi.node')];
+  const list = [path.join(packageRoot(), 'build-mpi', 'pg_mpi.node')];
   if (process.env.PATENTGPT_MPI_MODULE) list.unshift(path.resolve(process.env.PATENTGPT_MPI_MODULE));
   return list;
 }
@@ -46,10 +43,17 @@ export function findMpiModule(): string | null {
 export function ensureMpiModule(): string {
   const found = findMpiModule();
   if (found) return found;
-  const script = path.join(packageRoot, 'scripts', 'build-mpi.sh');
+  const root = packageRoot();
+  const script = path.join(root, 'scripts', 'build-mpi.sh');
   let out = '';
   try {
-    out = execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    // A checkout has the script (one build at a time); an installed package has the sources only.
+    if (fs.existsSync(script)) out = execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    else {
+      const build = path.join(root, 'build-mpi');
+      execFileSync('cmake', ['-S', path.join(root, 'native', 'collectives'), '-B', build, '-DCMAKE_BUILD_TYPE=Release'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      execFileSync('cmake', ['--build', build], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    }
   } catch (err) {
     out = String((err as { stderr?: string }).stderr ?? (err as Error).message);
   }
