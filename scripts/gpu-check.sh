@@ -27,7 +27,7 @@ for a in "$@"; do
   esac
 done
 
-LOG=${PG_GPU_CHECK_LOG:-gpu-check-logs}
+LOG=${PG_GPU_CHECK_LOG:-build-gpu-check}
 mkdir -p "$LOG"
 PHASES=()   # "name|status|seconds|note" per phase, for the table
 
@@ -90,7 +90,7 @@ fi
 # The bench prints the table; the phases above go in as its first rows.
 export PG_CHECK_PHASES
 PG_CHECK_PHASES=$(printf '%s\n' "${PHASES[@]}")
-if ! phase bench 240 npx tsx scripts/bench.ts cuda "${BENCH_ARGS[@]}"; then
+if ! phase bench 240 npx tsx scripts/bench.ts cuda ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"}; then
   ok=0
   # No table from the bench: the phases' own.
   echo
