@@ -81,12 +81,25 @@ export function launchCommand(): Command {
       ensureMpiModule();
       const line = launchCommandLine(command, flags);
       const child = spawn(line.command, line.args, { env: line.env, stdio: 'inherit' });
-      const forward = (sig: NodeJS.Signals): void => void child.kill(sig);
+      // First Ctrl-C (or SIGTERM): SIGUSR1, which mpirun forwards and the ranks take as a request
+      // to stop with a checkpoint; again: the signal itself, on which mpirun ends the job.
+      let asked = 0;
+      const forward = (sig: NodeJS.Signals): void => {
+        if (asked++ === 0) {
+          process.stderr.write(`patentgpt launch: ${sig}: the ranks finish their step and save a checkpoint (again to stop at once)\n`);
+          child.kill('SIGUSR1');
+        } else child.kill(sig);
+      };
       process.on('SIGINT', forward);
       process.on('SIGTERM', forward);
       const code = await new Promise<number>((resolve) => child.on('exit', (c, s) => resolve(c ?? (s ? 128 + 15 : 1))));
       process.off('SIGINT', forward);
       process.off('SIGTERM', forward);
+      if (asked > 0 && code !== 0) {
+        process.stderr.write('patentgpt launch: interrupted; run the same launch again to resume from its checkpoint\n');
+        process.exitCode = 130;
+        return;
+      }
       if (code !== 0) process.stderr.write(`patentgpt launch: the job ended with code ${code} (see the rank messages above); run the same launch again to resume from the last checkpoint\n`);
       process.exitCode = code;
     });

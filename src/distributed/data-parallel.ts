@@ -200,5 +200,9 @@ export function initDataParallel(opts: { env?: Record<string, string | undefined
   process.once('exit', (code) => {
     if (code === 0) comm.close();
   });
+  // mpirun ends the job on SIGINT/SIGTERM but forwards SIGUSR1: `patentgpt launch` sends that on
+  // Ctrl-C, and each rank takes it as its SIGTERM (the trainer then stops, all ranks at one step,
+  // with a checkpoint).
+  process.on('SIGUSR1', () => process.kill(process.pid, 'SIGTERM'));
   return current;
 }

@@ -504,9 +504,13 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     let status: TrainResult['status'] = 'completed';
     let optimizerStateBytes = 0;
     try {
+      // Data parallel: a stop request (a signal reaches the ranks at different moments) takes
+      // effect only once every rank knows of it, at the same step, so the ranks' collectives (and
+      // a ZeRO checkpoint's) stay in step.
+      let stopAgreed = false;
       while (step < this.totalSteps) {
         await tick();
-        if (stop) {
+        if (dp ? stopAgreed : stop) {
           status = 'interrupted';
           break;
         }
@@ -532,7 +536,9 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         }
         if (dp) {
           await dp.reduceGradients(step);
-          lossSum = dp.sum([lossSum])[0]!; // the global batch's loss, as one rank would log it
+          const [total, stops] = dp.sum([lossSum, stop ? 1 : 0]);
+          lossSum = total!; // the global batch's loss, as one rank would log it
+          if (stops! > 0) stopAgreed = true;
         } else if (this.worldSize > 1) await opts.allReduce!(optimizer.gradients(), step);
         const lr = lrScale === 1 ? learningRate(opts.schedule, step) : learningRate(opts.schedule, step) * lrScale;
         const loss = lossSum / (this.gradAccum * (dp ? this.worldSize : 1));
@@ -593,6 +599,9 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
       if (status === 'diverged') progress?.log(`diverged: ${message}`);
       if (lead) await writeReport(this.runDir, { title: opts.name ?? path.basename(this.runDir) });
       progress?.done({ step, valLoss });
+      // A rank that ends non-zero (interrupted, diverged) makes mpirun end the job: none leaves
+      // before rank 0 has written its checkpoint and report.
+      if (dp && status !== 'completed') dp.barrier();
     } finally {
       optimizerStateBytes = optimizer.stateBytes();
       metrics.close();

@@ -208,3 +208,33 @@ describe.skipIf(mpiMissing !== null)('data parallel: a rank that dies', () => {
     expect(weights(run, 8)).toBe(weights(ref, 8));
   });
 });
+
+describe.skipIf(mpiMissing !== null)('data parallel: Ctrl-C', () => {
+  it('stops every rank at the same step with a (ZeRO) checkpoint, exit 130, and the same launch resumes to the uninterrupted losses', async () => {
+    const ref = path.join(root, 'int-ref');
+    const run = path.join(root, 'int');
+    const cfg = pretrainConfig('int', 2, { steps: 30, checkpointEvery: 4, evalEvery: 0 });
+    const launch = ['launch', '--nproc', '2', '--zero', '1', '--global-batch', '--', 'pretrain', '--config', cfg, '--quiet'];
+    const { spawn } = await import('node:child_process');
+    const { mainTs, mpiEnv, repo } = await import('./mpi-helpers.js');
+    const child = spawn(process.execPath, ['--import', 'tsx', mainTs, ...launch, '--run-dir', run], { cwd: repo, env: mpiEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exit = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    const r0 = await cli(['pretrain', '--config', cfg, '--run-dir', ref, '--quiet']); // meanwhile, the reference on 1 rank
+    expect(r0.code, r0.stderr).toBe(0);
+    const t0 = Date.now();
+    while (!fs.existsSync(path.join(run, 'checkpoints', 'step-4')) && Date.now() - t0 < 90_000 && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+    expect(child.exitCode, stderr).toBeNull();
+    child.kill('SIGINT');
+    expect(await exit, stderr).toBe(130);
+    const steps = fs.readdirSync(path.join(run, 'checkpoints')).map((d) => Number(d.slice('step-'.length)));
+    const last = Math.max(...steps);
+    expect(last).toBeGreaterThan(4); // saved where it stopped, not only at the cadence
+    expect(last).toBeLessThan(30);
+    const again = await cli([...launch, '--run-dir', run]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(trainLosses(run)).toEqual(trainLosses(ref));
+    expect(weights(run, 30)).toBe(weights(ref, 30));
+  });
+});
