@@ -1,5 +1,5 @@
 // npm run bench -- infer [--preset llama-110m] [--threads 2] [--new 64] [--streams 1,4,16,64] [--rounds 4] [--no-peers]
-//                        [--profile-only] [--long-context 2048] [--kv-only]
+//                        [--profile-only] [--long-context 2048] [--kv-only] [--quant-only]
 // The inference engine on an f32 model (random weights of the preset; speed does not depend on
 // their values):
 // - single-stream decode tokens/s beside transformers' generate() on the same weights (saved as
@@ -21,6 +21,8 @@
 //   worker thread).
 // - long-context decode with an f32, bf16 and f16 KV cache (--long-context tokens of prompt,
 //   default 2048; --kv-only runs this table alone: _kv-long.ts);
+// - weight-only quantized decode (q8_0, q4_0) beside node-llama-cpp on our GGUF of the same types
+//   and beside the bound of the quantized bytes (_quant-rows.ts; alone with --quant-only);
 // - node-llama-cpp (prebuilt llama.cpp) on our GGUF export of the same weights (f32, f32 KV
 //   cache), same prompt and thread count, when it can be loaded: PATENTGPT_NODE_LLAMA_CPP, the
 //   package, or build-peers/node_modules/node-llama-cpp (npm install --prefix build-peers
@@ -39,6 +41,7 @@ import { GEMV_MAX_ROWS, Tensor, runtimeInfo, setNumThreads } from '../../src/ten
 import { importNodeLlamaCpp, loadLlamaCppDecoder } from './_llamacpp.js';
 import { findPython } from './_peers.js';
 import { longContextKv, printLongContextKv } from './_kv-long.js';
+import { printQuantRows, quantRows } from './_quant-rows.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -93,6 +96,15 @@ if (process.argv.includes('--kv-only')) {
   const rows = await longContextKv(model, weightBytes, { context: longContext, newTokens: 32, rounds: Number(arg('rounds', '2')) });
   printLongContextKv(rows, longContext, 32);
   console.log(JSON.stringify({ bench: 'infer', preset: presetName, threads, longContext, longContextKv: rows, loadAverage: loadavg()[0] }));
+  process.exit(0);
+}
+const quantOpts = { types: ['q8_0', 'q4_0'] as const, threads, newTokens: nNew, rounds: Number(arg('rounds', '4')), noPeers,
+  triadGBs: () => bandwidthGBs(1).triad };
+if (process.argv.includes('--quant-only')) {
+  const rows = await quantRows(model, { ...quantOpts, types: [...quantOpts.types] });
+  releaseStreamBuffers();
+  printQuantRows(rows, nNew);
+  console.log(JSON.stringify({ bench: 'infer', preset: presetName, threads, quantized: rows, loadAverage: loadavg()[0] }));
   process.exit(0);
 }
 const prompt = Array.from({ length: 16 }, (_, i) => 1 + ((i * 7919) % (cfg.vocabSize - 1)));
@@ -434,6 +446,8 @@ const threaded = await ThreadedEngine.fromModel(model, { kvCacheBytes: 32 * 64 *
 const delayThreaded = await loopDelay(threaded, 16);
 await threaded.close();
 const kvLong = await longContextKv(model, weightBytes, { context: longContext, newTokens: 32, rounds: 2 });
+const quantized = await quantRows(model, { ...quantOpts, types: [...quantOpts.types] });
+releaseStreamBuffers();
 
 printProfile();
 console.log(`\nsingle stream decode (${nNew} tokens after a ${prompt.length}-token prompt)`);
@@ -457,10 +471,11 @@ console.log('|---|---:|---:|');
 console.log(`| Engine (steps on this thread) | ${f(delayEngine[0])} | ${f(delayEngine[1])} |`);
 console.log(`| ThreadedEngine (steps in a worker) | ${f(delayThreaded[0])} | ${f(delayThreaded[1])} |`);
 printLongContextKv(kvLong, longContext, 32);
+printQuantRows(quantized, nNew);
 console.log(`\nKV cache: ${kvPerToken} bytes per token (${cfg.nLayers} layers x K,V x ${cfg.nKvHeads} heads x ${cfg.dim / cfg.nHeads} x f32)`);
 console.log(JSON.stringify({
   bench: 'infer', preset: presetName, threads, params, weightBytes, triadGBs: bw.triad, boundTps: bound, singleStreamTps: ours, singleStreamThreads: oursThreads,
   fractionOfBound: ours / bound, readGBs: bw.read, fractionOfReadBound: ours / readBound, axpyGBs: bw.axpy, fractionOfAxpyBound: ours / axpyBound, llamaCppTps: typeof lcpp === 'string' ? null : lcpp,
   vsLlamaCpp: typeof lcpp === 'string' ? null : ours / lcpp, llamaCppThreads: llamaThreads, transformersThreads: hfThreads, transformersTps: hf, vsTransformers: hf === null ? null : ours / hf, aggregateTps: agg, aggregateDecodeTps: aggDecode,
-  kvBytesPerToken: kvPerToken, longContext, longContextKv: kvLong, loopDelayMs: { engine: delayEngine, threaded: delayThreaded }, loadAverage: loadavg()[0],
+  kvBytesPerToken: kvPerToken, longContext, longContextKv: kvLong, quantized, loopDelayMs: { engine: delayEngine, threaded: delayThreaded }, loadAverage: loadavg()[0],
 }));
