@@ -18,7 +18,7 @@ import { once } from 'node:events';
 import * as os from 'node:os';
 import * as readline from 'node:readline';
 import { PatentGPTError } from '../errors.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { tempPathFor, writeFileAtomic } from '../util/atomic.js';
 import { Ledger, type LedgerJSON } from './document.js';
 import { type DedupConfig, PartWriter, resolveDedup } from './dedup.js';
 import { dedupParts, hasBit, newBits, setBit } from './dedup-merge.js';
@@ -755,7 +755,7 @@ export function filterQuality(labels: NonNullable<LedgerJSON['labels']>): Record
 /** <work>/rejects.jsonl: every part's dropped documents, then the duplicates dropped by the merge. */
 async function gatherRejects(cfg: PrepConfig, parts: number): Promise<string> {
   const target = path.join(cfg.work!, 'rejects.jsonl');
-  const tmp = `${target}.tmp`;
+  const tmp = tempPathFor(target); // shard jobs that finish together each gather into their own file
   const out = fs.createWriteStream(tmp);
   const sources = [...Array.from({ length: parts }, (_, p) => path.join(cfg.work!, `part-${p}`, 'rejects.jsonl')), path.join(cfg.work!, 'merge', 'rejects.jsonl')];
   for (const f of sources) {

@@ -167,6 +167,10 @@ describe('prep', () => {
     await prep(cfg, { part: 0, parts: 2, phase: 'emit' });
     const r = await prep(cfg, { part: 1, parts: 2, phase: 'emit' });
     expect(r.documents).toEqual(one.documents);
+    // shard jobs of a Slurm array that finish together each gather the rejects: none may fail
+    const rejects = fs.readFileSync(path.join(cfg.work!, 'rejects.jsonl'));
+    await Promise.all([0, 1, 0, 1].map((part) => prep(cfg, { part, parts: 2, phase: 'emit' })));
+    expect(fs.readFileSync(path.join(cfg.work!, 'rejects.jsonl'))).toEqual(rejects);
     expect(r.duplicates.exact + r.duplicates.near).toBe(one.duplicates.exact + one.duplicates.near);
     expect(r.available).toEqual(one.available);
   });
