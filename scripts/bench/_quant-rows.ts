@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportGguf } from '../../src/export/gguf.js';
-import { ggmlTypeBytes, readGgufFile } from '../../src/export/gguf-read.js';
+import { ggmlTypeBytes, readGgufFile } from '../../src/models/gguf-read.js';
 import { Engine, kvBytesPerToken, quantizeModel } from '../../src/infer/index.js';
 import { LlamaForCausalLM } from '../../src/models/index.js';
 import { setNumThreads, type QuantType } from '../../src/tensor/index.js';

@@ -26,8 +26,8 @@ import { tempPath } from '../models/safetensors.js';
 import { fileWriteError, fsyncDir } from '../util/atomic.js';
 import type { SentencePieceTokenizer } from '../tokenizer/sentencepiece.js';
 import { GGML_TYPE_ID, QUANT_TYPES, Tensor, quantize, type QuantType } from '../tensor/index.js';
-import { ggmlTypeBytes } from './gguf-read.js';
-import { GGUF_FILE_TYPE, quantTypeFor, type TensorRole } from './gguf-quant.js';
+import { ggmlTypeBytes } from '../models/gguf-read.js';
+import { GGUF_FILE_TYPE, quantTypeFor, type TensorRole } from '../models/gguf-quant.js';
 
 export interface GgufOptions {
   /**

@@ -9,8 +9,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PatentGPTError } from '../errors.js';
-import { quantTypeFor } from '../export/gguf-quant.js';
-import { readGgufFile, type GgufFile } from '../export/gguf-read.js';
+import { quantTypeFor } from '../models/gguf-quant.js';
+import { readGgufFile, type GgufFile } from '../models/gguf-read.js';
 import { isMoE, readConfig, checkModelFits, CONFIG_FILE, SINGLE_FILE, INDEX_FILE, LlamaForCausalLM } from '../models/index.js';
 import { SwiGLUMLP, type Linear } from '../nn/index.js';
 import { QuantizedMatrix, Tensor, dequantize, noGrad, quantTypeOfGgml, quantize, type QuantType } from '../tensor/index.js';

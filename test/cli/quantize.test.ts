@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { readGgufFile } from '../../src/export/gguf-read.js';
+import { readGgufFile } from '../../src/models/gguf-read.js';
 import { Engine, loadQuantized, quantizeModel } from '../../src/infer/index.js';
 import { LlamaForCausalLM, savePretrained, validateConfig } from '../../src/models/index.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';

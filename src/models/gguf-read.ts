@@ -1,4 +1,4 @@
-// A GGUF (v3) reader for the files exportGguf writes: metadata values, the tensor table (dims
+// A GGUF (v3) reader for the files exportGguf (src/export/gguf.ts) writes: metadata values, the tensor table (dims
 // innermost first, GGML type, offset) and each tensor's bytes. It reads what the quantized model
 // folder holds (patentgpt quantize), so only the types this package writes are sized: f32, f16,
 // Q4_0, Q8_0, Q4_K. Truncated or foreign files are refused with E_FORMAT naming the file.
