@@ -199,9 +199,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     dpo: () => train('dpo'),
     'eval-dpo': () => evalOf('dpo', finalModel('dpo')),
     chat: async () => {
+      // The final model beside the SFT model it was aligned from, so the page shows what alignment changed.
       const model = finalModel(align);
       const turns: ChatTurn[] = await chatTranscript(model, budget.chatTokens);
-      return { model, turns };
+      const sftModel = finalModel('sft');
+      return { model, turns, before: { model: sftModel, turns: await chatTranscript(sftModel, budget.chatTokens) } };
     },
     report: async () => {
       const file = await writeReport(out, { steps, results, budget, align });

@@ -121,9 +121,11 @@ ${p ? `<table data-table="shards"><tr><th>shard set</th><th>tokens (merged token
   }
 
   // Chat
-  const chat = r.chat as { model: string; turns: ChatTurn[] } | undefined;
+  const chat = r.chat as { model: string; turns: ChatTurn[]; before?: { model: string; turns: ChatTurn[] } } | undefined;
   if (chat) {
-    panel('chat', 'Chat with the final model', `<p>Answers of <code>${esc(path.relative(path.dirname(path.dirname(path.dirname(chat.model))), chat.model))}</code>, sampled at temperature 0.7 (top-p 0.9, seed 1, so the same every run), each prompt a fresh conversation (LLaMA-2 chat format). A model of this size on this little text writes IP-shaped sentences, not correct ones.</p>${chat.turns.map((t) => `<div class="turn"><p class="user"><b>user</b> ${esc(t.user)}</p><pre class="assistant">${esc(t.assistant)}</pre><p class="meta">${t.tokens} tokens, ${esc(t.finishReason)}</p></div>`).join('')}`);
+    const answer = (t: ChatTurn | undefined): string => (!t ? '' : t.assistant ? `<pre class="assistant">${esc(t.assistant)}</pre><p class="meta">${t.tokens} tokens, ${esc(t.finishReason)}</p>` : `<p class="meta">(no text: the model ended the answer at once, ${t.tokens} token${t.tokens === 1 ? '' : 's'})</p>`);
+    const rel = (m: string): string => path.relative(path.dirname(path.dirname(path.dirname(m))), m);
+    panel('chat', 'Chat with the final model', `<p>Answers of the final model (<code>${esc(rel(chat.model))}</code>)${chat.before ? ` beside the SFT model it was aligned from (<code>${esc(rel(chat.before.model))}</code>)` : ''}, sampled at temperature 0.7 (top-p 0.9, seed 1, so the same every run), each prompt a fresh conversation (LLaMA-2 chat format). A model of this size on this little text writes IP-shaped fragments, not correct answers; PPO against a small reward model also tends to shorten them.</p>${chat.turns.map((t, i) => `<div class="turn"><p class="user"><b>user</b> ${esc(t.user)}</p><div class="answers"><div><b>${esc(input.align.toUpperCase())}</b>${answer(t)}</div>${chat.before ? `<div><b>SFT</b>${answer(chat.before.turns[i])}</div>` : ''}</div></div>`).join('')}`);
   }
 
   const timing = steps.filter((s) => r[s] && s !== 'report').length;
@@ -135,7 +137,7 @@ body{font-family:Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;pad
 h1{font-size:1.6em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 tr.chance td{color:#777;font-style:italic}figure{margin:0;overflow-x:auto}svg{max-width:100%;height:auto}
-pre.assistant{white-space:pre-wrap;background:#f7f7f7;padding:.6em;border-left:3px solid #1f77b4}p.meta{color:#777;font-size:.85em}code{background:#f4f4f4;padding:0 .2em}
+div.answers{display:grid;grid-template-columns:1fr 1fr;gap:1em}pre.assistant{white-space:pre-wrap;background:#f7f7f7;padding:.6em;border-left:3px solid #1f77b4}p.meta{color:#777;font-size:.85em}code{background:#f4f4f4;padding:0 .2em}
 </style></head><body>
 <h1>patentgpt demo: the PatentGPT pipeline at toy scale</h1>
 <p>Every step of the paper's path on the bundled data (${timing} of ${steps.length - 1} steps finished; budget ${b.smoke ? 'smoke test' : `${b.minutes} minutes`}; model dim ${b.model.dim}, ${b.model.nLayers} layers; alignment by ${input.align.toUpperCase()}). The numbers show the machinery working, not a useful model.</p>

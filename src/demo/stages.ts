@@ -89,7 +89,7 @@ export function stageConfigs(s: StageInputs): Record<string, Json> {
       ...common(b, st.reward, ev(st.reward)), evalBatches: 4, seed: 1,
     },
     ppo: {
-      comment: 'PPO: the SFT model as policy and frozen reference, rollouts by the engine, scored by the reward model, KL-penalised.',
+      comment: 'PPO: the SFT model as policy and frozen reference, rollouts by the engine, scored by the reward model, KL-penalised (coefficient 0.1; with 0.05 and a penalty for answers without EOS the policy learned to end every answer at once).',
       kind: 'ppo', name: 'ppo', runDir: runDir(s, 'ppo'), init: runDir(s, 'sft'),
       model: model(s), ...chat,
       prompts: { path: path.join(s.data, 'ppo-prompts.jsonl') },
@@ -97,8 +97,8 @@ export function stageConfigs(s: StageInputs): Record<string, Json> {
       seqLen: b.seqLen.sft, batchSize: b.ppo.rolloutBatch / 2,
       optimizer: { lr: 0.0003, weightDecay: 0, gradClip: 1.0 }, schedule: { kind: 'constant', warmupSteps: 0 },
       ppo: {
-        rolloutBatch: b.ppo.rolloutBatch, epochs: 2, maxNewTokens: b.ppo.maxNewTokens, temperature: 1.0, klCoef: 0.05, klEstimator: 'k1',
-        gamma: 1.0, lam: 0.95, cliprange: 0.2, cliprangeValue: 0.2, vfCoef: 0.1, missingEosPenalty: 0.25,
+        rolloutBatch: b.ppo.rolloutBatch, epochs: 2, maxNewTokens: b.ppo.maxNewTokens, temperature: 1.0, klCoef: 0.1, klEstimator: 'k1',
+        gamma: 1.0, lam: 0.95, cliprange: 0.2, cliprangeValue: 0.2, vfCoef: 0.1,
       },
       ...common(b, st.ppo, 0), seed: 1,
     },

@@ -73,9 +73,12 @@ describe('patentgpt demo (smoke size)', () => {
     const s2 = JSON.parse(readFileSync(join(out, 'configs', 'stage2.json'), 'utf8')) as { seqLen: number; context: { ropeTheta: number } };
     expect(s2.seqLen).toBeGreaterThan(s1.seqLen);
     expect(s2.context.ropeTheta).toBeGreaterThan(10000);
-    const chat = readMarker(out, 'chat')!.result as { turns: { user: string; tokens: number }[] };
+    const chat = readMarker(out, 'chat')!.result as { model: string; turns: { user: string; tokens: number }[]; before: { model: string; turns: { tokens: number }[] } };
     expect(chat.turns.length).toBe(3);
     expect(chat.turns.every((t) => t.tokens > 0)).toBe(true);
+    expect(chat.model).toMatch(/runs\/ppo\//);
+    expect(chat.before.model).toMatch(/runs\/sft\//);
+    expect(chat.before.turns.length).toBe(3);
   });
 
   it('the folder check fails when a stage is missing or the report lacks a panel', () => {
