@@ -7,6 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../src/errors.js';
+import { Engine } from '../src/infer/index.js';
 import { cudaReport } from '../src/native/cuda.js';
 import { kernelDevices } from '../src/native/devices.js';
 import { Tensor, crossEntropy, matmul, rmsnorm, runtimeInfo } from '../src/tensor/index.js';
@@ -67,6 +68,20 @@ describe.skipIf(!info.cudaCompiled)('a binary built with CUDA', () => {
 });
 
 describe.skipIf(gpu)('without a usable GPU', () => {
+  it('an engine asked for device cuda is refused with the reason; device cpu serves', async () => {
+    const dir = new URL('./fixtures/infer-tiny-f32', import.meta.url).pathname;
+    await expect(Engine.fromPretrained(dir, { device: 'cuda' })).rejects.toThrow(/^Engine: cannot use device 'cuda': .+; use 'cpu' \(patentgpt info/);
+    await expect(Engine.fromPretrained(dir, { device: 'tpu' as never })).rejects.toThrow(/device must be 'cpu' or 'cuda', got "tpu"/);
+    const engine = await Engine.fromPretrained(dir, { device: 'cpu', kvCacheBytes: 2 ** 20 });
+    try {
+      expect(engine.model.device).toBe('cpu');
+      const out = await engine.complete([1, 2, 3], { maxTokens: 4, temperature: 0, ignoreEos: true });
+      expect(out.tokens).toHaveLength(4);
+    } finally {
+      engine.close();
+    }
+  });
+
   it('patentgpt info says device cuda is not usable, and why', () => {
     const json = JSON.parse(cli('info', '--json')) as Record<string, unknown>;
     expect(json.cudaUsable).toBe(false);

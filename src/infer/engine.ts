@@ -28,7 +28,8 @@ import { loadPretrained } from '../models/pretrained.js';
 import { incrementalDecoder, type IncrementalDecoder } from '../tokenizer/detokenize.js';
 import { BlockPool, blocksForBudget, kvBytesPerToken, type BlockTable } from './blocks.js';
 import { ModelRunner, type StepItem } from './runner.js';
-import { KV_CACHE_DTYPES, bytesPerElement, type KvCacheDType } from '../tensor/index.js';
+import { KV_CACHE_DTYPES, bytesPerElement, type Device, type KvCacheDType } from '../tensor/index.js';
+import { deviceUnavailableReason } from '../native/devices.js';
 import { Sampler, logprobsOf, type SamplingOptions, type TokenLogprob } from './sampler.js';
 import { loadFolderTokenizer } from './folder-tokenizer.js';
 import { isQuantizedFolder, loadQuantized } from './quantized.js';
@@ -83,6 +84,12 @@ export interface EngineOptions {
    * For a model passed to the constructor, attach it first with loadLora(model, dir).
    */
   adapter?: string;
+  /**
+   * Where fromPretrained puts the weights and the engine its caches (default 'cpu'). A model
+   * passed to the constructor runs where it is (move it with model.to() first); naming another
+   * device here is then an error.
+   */
+  device?: Device;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -255,6 +262,8 @@ export class Engine {
   constructor(model: LlamaForCausalLM, opts: EngineOptions = {}) {
     if (opts.adapter !== undefined)
       throw new PatentGPTError('E_ARGUMENT', `Engine: adapter ${opts.adapter} is attached by Engine.fromPretrained(dir, { adapter }); for a model you pass in, call loadLora(model, adapter) first`);
+    if (opts.device !== undefined && checkedDevice(opts.device) !== model.device)
+      throw new PatentGPTError('E_DEVICE', `Engine: the model is on '${model.device}' but device '${opts.device}' was asked; move it with model.to('${opts.device}') first`);
     this.model = model;
     const cfg = model.config;
     const blockSize = opts.blockSize ?? 16;
@@ -286,10 +295,12 @@ export class Engine {
    */
   static async fromPretrained(dir: string, opts: EngineOptions = {}): Promise<Engine> {
     const { adapter, ...rest } = opts;
+    const device = checkedDevice(opts.device);
     const model = isQuantizedFolder(dir) ? await loadQuantized(dir) : await loadPretrained(dir); // patentgpt quantize's folders hold model.gguf
     let engine: Engine;
     try {
       if (adapter !== undefined) await loadLora(model, adapter);
+      if (device !== model.device) model.to(device); // loaded on the host, then moved once
       const tokenizer = rest.tokenizer ?? loadFolderTokenizer(dir) ?? undefined; // text prompts work on any saved folder
       engine = new Engine(model, { ...rest, tokenizer });
     } catch (err) {
@@ -575,4 +586,13 @@ export class Engine {
     }
     seq.stream.push(delta);
   }
+}
+
+/** The engine's device option, checked: a known device this process can use. */
+function checkedDevice(device: Device | undefined): Device {
+  const d = device ?? 'cpu';
+  if (d !== 'cpu' && d !== 'cuda') throw new PatentGPTError('E_ARGUMENT', `Engine: device must be 'cpu' or 'cuda', got ${JSON.stringify(d)}`);
+  const why = deviceUnavailableReason(d);
+  if (why) throw new PatentGPTError('E_DEVICE', `Engine: cannot use device '${d}': ${why}; use 'cpu' (patentgpt info shows what the binary has)`);
+  return d;
 }

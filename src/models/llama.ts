@@ -273,7 +273,7 @@ export class LlamaForCausalLM extends Module {
     const own = ctx ? null : new ForwardRecorder();
     try {
       return scope(() => {
-        const p = preparedBatch(batch, this.config);
+        const p = preparedBatch(batch, this.config, this.device);
         const meta: PackedAttentionMetadata = { kind: 'packed', positions: p.positions, cuSeqlens: p.cuSeqlens, rope: p.rope };
         return this.model.norm.forward(this.model.forward(p.tokens, meta, ctx ?? own!));
       });
@@ -298,7 +298,7 @@ export class LlamaForCausalLM extends Module {
     try {
       return scope(() => {
         const N = batch.tokens instanceof Tensor ? batch.tokens.size : batch.tokens.length;
-        const targets = intTensor(batch.targets!, 'targets', N); // checked before anything is recorded
+        const targets = onDevice(intTensor(batch.targets!, 'targets', N), this.device); // checked before anything is recorded
         const h = this.hidden(batch, rec);
         let loss = linearCrossEntropy(h, this.outputWeight, targets, { ignoreIndex: -100, chunkSize: this.lossChunkSize });
         for (const aux of rec.auxLosses.values()) loss = add(loss, aux);
@@ -524,8 +524,16 @@ function intTensor(v: Int32Array | Tensor | readonly number[], what: string, n?:
   return t;
 }
 
-/** Tensors for tokens, positions and boundaries, with checks that name the field at fault. */
-function preparedBatch(batch: PackedBatch, cfg: ModelConfig): Prepared {
+/** `t` on `device`: itself where it already is, else a copy the current scope owns. */
+function onDevice(t: Tensor, device: Device): Tensor {
+  return t.device === device ? t : t.to(device);
+}
+
+/**
+ * Tensors for tokens, positions and boundaries on the model's device, with checks (on the host)
+ * that name the field at fault.
+ */
+function preparedBatch(batch: PackedBatch, cfg: ModelConfig, device: Device): Prepared {
   const tokens = intTensor(batch.tokens, 'tokens');
   const N = tokens.size;
   if (N === 0) throw new PatentGPTError('E_SHAPE', 'batch.tokens is empty');
@@ -555,7 +563,7 @@ function preparedBatch(batch: PackedBatch, cfg: ModelConfig): Prepared {
     }
   }
   const cuSeqlens = batch.cuSeqlens instanceof Tensor ? batch.cuSeqlens : Tensor.from(cu, [cu.length], { dtype: 'i32' });
-  return { tokens, positions, cuSeqlens, rope: ropeParams(cfg, maxPos) };
+  return { tokens: onDevice(tokens, device), positions: onDevice(positions, device), cuSeqlens: onDevice(cuSeqlens, device), rope: ropeParams(cfg, maxPos) };
 }
 
 export interface PackedArrays {

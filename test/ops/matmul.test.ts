@@ -151,7 +151,7 @@ describeDevices('matmul gradients', ['gemm'], (device) => {
   });
 });
 
-describeDevices('linear', ['gemm', 'gemv'], (device) => {
+describeDevices('linear', ['gemm'] /* on cuda every shape goes to the GEMM */, (device) => {
   const dev = on(device);
   it('matches x @ W^T and its gradients in float64 (Hugging Face layout)', () => {
     const xS = [2, 5, 7], wS = [3, 7];

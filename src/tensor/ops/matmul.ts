@@ -151,9 +151,10 @@ export function linear(x: Tensor, weight: Tensor): Tensor {
     throw new PatentGPTError('E_SHAPE', `linear: x ${x.describe()} has ${xin} features but weight ${weight.describe()} (out, in) takes ${inF}`);
   const rows = inF === 0 ? x.shape.slice(0, -1).reduce((p, d) => p * d, 1) : x.size / inF;
   const y = Tensor.empty([...x.shape.slice(0, -1), outF], { device: x.device });
-  // A few rows (decoding) stream the weights once through the GEMV instead of packing them.
+  // A few rows (decoding) stream the weights once through the CPU GEMV instead of packing them;
+  // on CUDA every shape goes to cuBLASLt.
   const bf16 = computesInBf16(precision, x);
-  if (x.dtype === 'f32' && !bf16 && rows > 0 && rows <= GEMV_MAX_ROWS) addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, rows, outF, inF, false);
+  if (x.device === 'cpu' && x.dtype === 'f32' && !bf16 && rows > 0 && rows <= GEMV_MAX_ROWS) addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, rows, outF, inF, false);
   else gemm(false, true, rows, outF, inF, x, inF, 0, weight, inF, 0, y, 0, 1, 0, bf16);
 
   return record('linear', y, [x, weight], [x, weight], (g) => {

@@ -279,7 +279,9 @@ export async function loadStagePairs(
 
 /** The stage's model: seeded, or zeros when `init` weights will be loaded over it. */
 export function createStageModel(cfg: StageBase, setup: StageSetup, opts: StageRunOptions = {}): LlamaForCausalLM {
-  return new LlamaForCausalLM(setup.modelConfig, { seed: cfg.seed, ...(cfg.init ? { init: 'zeros' as const } : {}), ...opts.model });
+  const model = new LlamaForCausalLM(setup.modelConfig, { seed: cfg.seed, ...(cfg.init ? { init: 'zeros' as const } : {}), ...opts.model });
+  // initialised on the host (the same seed gives the same weights on every device), then moved
+  return cfg.device === 'cuda' ? model.to('cuda') : model;
 }
 
 const LAYER_METRIC = /^layers\.(\d+)\.(.+)$/;
