@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the CUDA kernels of attention, paged attention and MoE on the CPU, for a machine without a
+# GPU: native/cuda/{attention,paged_attention,moe}.cu are rewritten to C++ (launches, shared
+# memory; native/test/cuda_emu/transform.py) and run under a small emulator that executes each
+# block's threads as fibers with real __syncthreads / __syncwarp barriers and warp shuffles
+# (native/test/cuda_emu/cuda_emu.h), by the same tests that run on a GPU
+# (native/test/test_cuda_attention_moe.cpp, test_cuda_paged_attention.cpp) against the CPU kernels.
+# It checks the kernels' indexing, masking, tiling, reductions and synchronisation logic, not
+# their speed nor CUDA's memory model. A few minutes on 2 cores. Usage: scripts/cuda-emulate.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${PG_EMU_DIR:-build-emu}
+EMU=native/test/cuda_emu
+# The CPU kernels (the reference) without CUDA.
+mkdir -p "$OUT"
+if ! { cmake -S native -B "$OUT/lib" -DCMAKE_BUILD_TYPE=Release -DPATENTGPT_CUDA=OFF -DPATENTGPT_NATIVE_TESTS=OFF &&
+  cmake --build "$OUT/lib" -j 2; } >"$OUT/lib-build.log" 2>&1; then
+  tail -40 "$OUT/lib-build.log"
+  exit 1
+fi
+mkdir -p "$OUT/gen" "$OUT/inc"
+for h in cuda_runtime.h cuda_bf16.h cuda_fp16.h; do printf '#pragma once\n#include "cuda_emu.h"\n' >"$OUT/inc/$h"; done
+cp "$EMU/cuda_emu.h" "$OUT/inc/"
+cp "$EMU/common.cuh" native/cuda/attention_common.cuh "$OUT/gen/"
+for f in attention paged_attention moe; do python3 "$EMU/transform.py" "native/cuda/$f.cu" "$OUT/gen/$f.cpp"; done
+# Device memory is host memory: the tests' allocations and copies go to the harness.
+flags=(-std=c++20 -O2 -DPG_WITH_CUDA=1 -Dcuda_alloc=emu_alloc -Dcuda_free=emu_free -Dcuda_memcpy=emu_memcpy
+  -Dcuda_devices=emu_devices -I "$OUT/inc" -I "$OUT/gen" -I native/include -I native/test)
+objs=()
+for f in "$OUT"/gen/attention.cpp "$OUT"/gen/paged_attention.cpp "$OUT"/gen/moe.cpp "$EMU/harness.cpp"; do
+  o="$OUT/$(basename "$f" .cpp).o"
+  g++ "${flags[@]}" -c "$f" -o "$o"
+  objs+=("$o")
+done
+rc=0
+for t in test_cuda_attention_moe test_cuda_paged_attention; do
+  g++ "${flags[@]}" "native/test/$t.cpp" "${objs[@]}" "$OUT/lib/libpgcore.a" -lpthread -ldl -o "$OUT/$t"
+  echo "== $t (emulated)"
+  "$OUT/$t" || rc=1
+done
+exit $rc
