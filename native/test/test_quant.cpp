@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "check.h"
+#include "patentgpt/gemv.h"
+#include "patentgpt/ops.h"
 #include "patentgpt/quant.h"
 #include "patentgpt/runtime.h"
 
@@ -212,4 +214,43 @@ TEST(gemv_extremes_are_exact) {
       CHECK(std::fabs(ref[n] - s) <= 1e-3 * std::fabs(s) + 1e-3);
     }
   }
+}
+
+// The fused decode pieces on quantized weights (decode.cpp with wtype) equal their composition
+// from the quantized GEMV, bit for bit: x += down(silu(gate(h)) * up(h)) with h = rmsnorm(x), and
+// the head's logits = rmsnorm(x) @ W^T; on 1 and 3 threads.
+TEST(fused_decode_reads_quantized_blocks) {
+  const int64_t C = 128, F = 192, V = 320;
+  for (QuantType t : {QuantType::Q8_0, QuantType::Q4_0})
+    for (int64_t M : {1, 3}) {
+      const auto wg = pgtest::randn(F * C, 21, 0.05f), wu = pgtest::randn(F * C, 22, 0.05f), wd = pgtest::randn(C * F, 23, 0.05f);
+      const auto wv = pgtest::randn(V * C, 24, 0.05f), norm = pgtest::randn(C, 25, 0.2f), x0 = pgtest::randn(M * C, 26);
+      const auto qg = quantize(t, wg, F, C), qu = quantize(t, wu, F, C), qd = quantize(t, wd, C, F), qv = quantize(t, wv, V, C);
+      std::vector<float> normw(norm);
+      for (auto& v : normw) v += 1.0f;
+      // composition
+      std::vector<float> h(M * C), rstd(M), g(M * F), u(M * F), x = x0, logits_ref(M * V);
+      pg::set_num_threads(1);
+      pg::rmsnorm_forward(h.data(), rstd.data(), x.data(), normw.data(), M, C, 1e-5f);
+      pg::quant_gemv(t, g.data(), F, h.data(), C, qg.data(), M, F, C, false);
+      pg::quant_gemv(t, u.data(), F, h.data(), C, qu.data(), M, F, C, false);
+      for (int64_t m = 0; m < M; ++m) pg::swiglu_forward(g.data() + m * F, g.data() + m * F, u.data() + m * F, F);
+      pg::quant_gemv(t, x.data(), C, g.data(), F, qd.data(), M, C, F, true);
+      pg::rmsnorm_forward(h.data(), rstd.data(), x.data(), normw.data(), M, C, 1e-5f);
+      pg::quant_gemv(t, logits_ref.data(), V, h.data(), C, qv.data(), M, V, C, false);
+      for (int threads : {1, 3}) {
+        pg::set_num_threads(threads);
+        std::vector<float> xf = x0, hf(M * C), gf(M * F), uf(M * F), logits(M * V), h2(M * C);
+        pg::DecodeMlpArgs a{};
+        a.h = hf.data(), a.g = gf.data(), a.u = uf.data(), a.norm_w = normw.data(), a.eps = 1e-5f;
+        a.wg = reinterpret_cast<const float*>(qg.data()), a.wu = reinterpret_cast<const float*>(qu.data());
+        a.wd = reinterpret_cast<const float*>(qd.data());
+        a.M = M, a.C = C, a.F = F, a.wtype = t;
+        pg::decode_swiglu_mlp(xf.data(), a);
+        CHECK_CLOSE(xf, x, xf.size(), 0.0, 0.0);
+        pg::decode_logits(logits.data(), h2.data(), xf.data(), normw.data(), 1e-5f, reinterpret_cast<const float*>(qv.data()), M, C, V, t);
+        CHECK_CLOSE(logits, logits_ref, logits.size(), 0.0, 0.0);
+      }
+    }
+  pg::set_num_threads(0);
 }

@@ -6,7 +6,7 @@
 //     first; q and k projections permuted from Hugging Face's rotate-half RoPE layout to the
 //     interleaved pairs llama.cpp rotates; norms always f32, matrices f32 or f16, or quantized
 //     to llama.cpp's Q8_0, Q4_0 or Q4_K blocks (each tensor's type as llama-quantize picks it:
-//     gguf-quant.ts; the blocks by the native reference quantizers, src/tensor/ops/quant.ts);
+//     src/models/gguf-quant.ts; the blocks by the native reference quantizers, src/tensor/ops/quant.ts);
 //   - a Mixtral-style SMoE (numExperts > 1) as llama.cpp's llama architecture holds it:
 //     llama.expert_count / llama.expert_used_count, the router blk.N.ffn_gate_inp (E, C) always
 //     f32 (as convert_hf_to_gguf keeps it, so routing is not perturbed by rounding), and each
@@ -32,7 +32,7 @@ import { GGUF_FILE_TYPE, quantTypeFor, type TensorRole } from '../models/gguf-qu
 export interface GgufOptions {
   /**
    * Matrices in 'f32' (default) or 'f16', or quantized ('q8_0', 'q4_0', 'q4_k': llama.cpp's
-   * blocks, each tensor's type as gguf-quant.ts picks it); 1-D tensors stay f32 as llama.cpp expects.
+   * blocks, each tensor's type as src/models/gguf-quant.ts picks it); 1-D tensors stay f32 as llama.cpp expects.
    */
   dtype?: 'f32' | 'f16' | QuantType;
   /** general.name (default 'patentgpt'). */
