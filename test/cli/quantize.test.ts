@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readGgufFile } from '../../src/models/gguf-read.js';
-import { Engine, loadQuantized, quantizeModel } from '../../src/infer/index.js';
+import { Engine, ThreadedEngine, loadQuantized, quantizeModel } from '../../src/infer/index.js';
 import { LlamaForCausalLM, savePretrained, validateConfig } from '../../src/models/index.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
 
@@ -64,9 +64,12 @@ describe('patentgpt quantize', () => {
       loaded.dispose();
       mem.dispose();
 
-      const engine = await Engine.fromPretrained(out, { kvCacheBytes: 2 ** 24 }); // what generate and serve call
-      expect((await engine.complete(prompt, { maxTokens: 4, ignoreEos: true })).tokens.length).toBe(4);
+      const engine = await Engine.fromPretrained(out, { kvCacheBytes: 2 ** 24 }); // what generate calls
+      const four = (await engine.complete(prompt, { maxTokens: 4, ignoreEos: true })).tokens;
       engine.close();
+      const threaded = await ThreadedEngine.fromPretrained(out, { kvCacheBytes: 2 ** 24 }); // serve's: loads in its worker
+      expect((await threaded.complete(prompt, { maxTokens: 4, ignoreEos: true })).tokens).toEqual(four);
+      await threaded.close();
     }
     model.dispose();
   }, 240_000);
