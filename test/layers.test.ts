@@ -8,7 +8,7 @@ const src = new URL('../src/', import.meta.url).pathname;
 
 // Higher ranks may import lower ones; equal ranks (siblings) may not import each other.
 const RANK: Record<string, number> = {
-  cli: 10, serve: 9, train: 8, eval: 7, export: 7, infer: 6, data: 5, tokenizer: 4, models: 4, nn: 3,
+  cli: 10, serve: 9, demo: 9, distributed: 9, train: 8, eval: 7, export: 7, infer: 6, data: 5, tokenizer: 4, models: 4, nn: 3,
   tensor: 2, text: 2, native: 1, util: 0,
 };
 
