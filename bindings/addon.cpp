@@ -15,7 +15,6 @@ void RegisterElementwise(Napi::Env env, Napi::Object exports);
 void RegisterReduce(Napi::Env env, Napi::Object exports);
 void RegisterGemm(Napi::Env env, Napi::Object exports);
 void RegisterGemmBf16(Napi::Env env, Napi::Object exports);
-void RegisterGemmBf16(Napi::Env env, Napi::Object exports);
 void RegisterEmbedding(Napi::Env env, Napi::Object exports);
 void RegisterRmsnorm(Napi::Env env, Napi::Object exports);
 void RegisterRope(Napi::Env env, Napi::Object exports);
@@ -51,7 +50,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterElementwise(env, exports);
   RegisterReduce(env, exports);
   RegisterGemm(env, exports);
-  RegisterGemmBf16(env, exports);
   RegisterGemmBf16(env, exports);
   RegisterEmbedding(env, exports);
   RegisterRmsnorm(env, exports);
