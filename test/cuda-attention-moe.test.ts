@@ -48,6 +48,7 @@ if (!gpu) {
       { D: 128, H: 6, Hkv: 2, cu: [0, 5, 100], causal: false },
       { D: 80, H: 4, Hkv: 1, cu: [0, 33, 97], causal: true },
       { D: 256, H: 2, Hkv: 1, cu: [0, 48], causal: true },
+      { D: 33, H: 3, Hkv: 3, cu: [0, 40, 41], causal: true }, // no float4 reads
     ];
     for (const c of attentionCases) {
       it(`attention forward and backward: D ${c.D}, H ${c.H}/${c.Hkv}, cu [${c.cu.join(',')}], ${c.causal ? 'causal' : 'full'}`, () => {

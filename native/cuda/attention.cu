@@ -5,7 +5,8 @@
 // One structure serves all three kernels: a block of kAttnWarps warps owns kAttnRows rows (4 per
 // warp) and walks tiles of kAttnCols columns through shared memory, one column per lane. A lane
 // computes the dot products of its column with the warp's rows (the rows read by broadcast, the
-// column tile padded to D + 1 floats per row so the lanes hit distinct banks); then the warp
+// column tile padded to D + 4 floats per row: float4 reads on distinct banks when D is a multiple
+// of 4, see cuda_plan::attention_col_stride); then the warp
 // accumulates columns into its rows' outputs, each lane holding the head-dim slice
 // d = lane + 32 c. Forward and dq: rows are queries, columns keys. dk/dv: rows are keys, columns
 // queries, summed over the query heads of the group (no atomics: every output element has one
@@ -51,8 +52,32 @@ __device__ __forceinline__ void load_rows(float* dst, int ld, const float* src, 
   }
 }
 
+// s[r] += rows[r * D + d] * col[d] over d for the warp's R rows (read by broadcast) and this
+// lane's column: float4 reads when D is a multiple of 4 (rows and padded columns are then 16-byte
+// aligned), single floats otherwise.
+__device__ __forceinline__ void dot_rows(float (&s)[R], const float* rows, const float* col, int D) {
+  if ((D & 3) == 0) {
+#pragma unroll 2
+    for (int d = 0; d < D; d += 4) {
+      const float4 c = *reinterpret_cast<const float4*>(col + d);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float4 x = *reinterpret_cast<const float4*>(rows + r * D + d);
+        s[r] = fmaf(x.x, c.x, fmaf(x.y, c.y, fmaf(x.z, c.z, fmaf(x.w, c.w, s[r]))));
+      }
+    }
+  } else {
+#pragma unroll 4
+    for (int d = 0; d < D; ++d) {
+      const float c = col[d];
+#pragma unroll
+      for (int r = 0; r < R; ++r) s[r] = fmaf(rows[r * D + d], c, s[r]);
+    }
+  }
+}
+
 // ---- forward: out (T, H, D) = softmax(scale q k^T) v per sequence, lse (H, T) ----
-// dynamic smem: (kAttnRows * 256 + 2 * kAttnCols * 257) * 4 bytes at most (attention_forward_smem_floats)
+// dynamic smem: (kAttnRows * 256 + 2 * kAttnCols * 260) * 4 bytes at most (attention_forward_smem_floats)
 template <int DMAX>
 __global__ void __launch_bounds__(kAttnThreads, 1) attention_forward_kernel(float* __restrict__ out,
                                                                          float* __restrict__ lse,
@@ -60,11 +85,12 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_forward_kernel(floa
                                                                          const float* __restrict__ k,
                                                                          const float* __restrict__ v, Shape a) {
   constexpr int NC = DMAX / 32;
-  extern __shared__ float smem[];
-  const int D = a.D, Dp = D + 1;
+  extern __shared__ float4 smem4[];  // 16-byte aligned
+  float* smem = reinterpret_cast<float*>(smem4);
+  const int D = a.D, Dp = static_cast<int>(attention_col_stride(D));
   float* qs = smem;                 // (kAttnRows, D)
-  float* ks = qs + kAttnRows * D;   // (BC, D + 1)
-  float* vs = ks + BC * Dp;         // (BC, D + 1)
+  float* ks = qs + kAttnRows * D;   // (BC, D + 4)
+  float* vs = ks + BC * Dp;         // (BC, D + 4)
   int64_t seq, tile;
   attention_block_tile(blockIdx.x, a.tiles, true, &seq, &tile);
   const int h = blockIdx.y, hk = h / (a.H / a.Hkv);
@@ -93,14 +119,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_forward_kernel(floa
     float s[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) s[r] = 0.0f;
-    const float* kr = ks + lane * Dp;
-    const float* qw = qs + warp * R * D;
-#pragma unroll 4
-    for (int d = 0; d < D; ++d) {
-      const float kd = kr[d];
-#pragma unroll
-      for (int r = 0; r < R; ++r) s[r] = fmaf(qw[r * D + d], kd, s[r]);
-    }
+    dot_rows(s, qs + warp * R * D, ks + lane * Dp, D);
     const int col = c0 + lane;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -162,7 +181,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_delta_kernel(float*
 }
 
 // ---- backward, step 2: dq (T, H, D) = scale * sum_j ds_ij k_j, ds = p (dout.v - delta) ----
-// dynamic smem: (2 * kAttnRows * 256 + 2 * kAttnCols * 257) * 4 bytes at most (attention_dq_smem_floats)
+// dynamic smem: (2 * kAttnRows * 256 + 2 * kAttnCols * 260) * 4 bytes at most (attention_dq_smem_floats)
 template <int DMAX>
 __global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(float* __restrict__ dq,
                                                                     const float* __restrict__ dout,
@@ -172,12 +191,13 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(float* __
                                                                     const float* __restrict__ k,
                                                                     const float* __restrict__ v, Shape a) {
   constexpr int NC = DMAX / 32;
-  extern __shared__ float smem[];
-  const int D = a.D, Dp = D + 1;
+  extern __shared__ float4 smem4[];  // 16-byte aligned
+  float* smem = reinterpret_cast<float*>(smem4);
+  const int D = a.D, Dp = static_cast<int>(attention_col_stride(D));
   float* qs = smem;                  // (kAttnRows, D)
   float* gs = qs + kAttnRows * D;    // (kAttnRows, D): dout rows
-  float* ks = gs + kAttnRows * D;    // (BC, D + 1)
-  float* vs = ks + BC * Dp;          // (BC, D + 1)
+  float* ks = gs + kAttnRows * D;    // (BC, D + 4)
+  float* vs = ks + BC * Dp;          // (BC, D + 4)
   int64_t seq, tile;
   attention_block_tile(blockIdx.x, a.tiles, true, &seq, &tile);
   const int h = blockIdx.y, hk = h / (a.H / a.Hkv);
@@ -208,19 +228,8 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(float* __
     float s[R], dp[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
-    const float* kr = ks + lane * Dp;
-    const float* vr = vs + lane * Dp;
-    const float* qw = qs + warp * R * D;
-    const float* gw = gs + warp * R * D;
-#pragma unroll 4
-    for (int d = 0; d < D; ++d) {
-      const float kd = kr[d], vd = vr[d];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        s[r] = fmaf(qw[r * D + d], kd, s[r]);
-        dp[r] = fmaf(gw[r * D + d], vd, dp[r]);
-      }
-    }
+    dot_rows(s, qs + warp * R * D, ks + lane * Dp, D);   // q.k
+    dot_rows(dp, gs + warp * R * D, vs + lane * Dp, D);  // dout.v
     const int col = c0 + lane;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -256,7 +265,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(float* __
 
 // ---- backward, step 3: dk, dv (T, Hkv, D) over the group's query heads ----
 // dv_j = sum_i p_ij dout_i, dk_j = scale * sum_i ds_ij q_i; rows are keys, columns queries.
-// dynamic smem: (2 * kAttnRows * 256 + 2 * kAttnCols * 257 + 2 * kAttnCols) * 4 bytes at most
+// dynamic smem: (2 * kAttnRows * 256 + 2 * kAttnCols * 260 + 2 * kAttnCols) * 4 bytes at most
 template <int DMAX>
 __global__ void __launch_bounds__(kAttnThreads, 1) attention_dkdv_kernel(float* __restrict__ dk,
                                                                       float* __restrict__ dv,
@@ -267,12 +276,13 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dkdv_kernel(float* 
                                                                       const float* __restrict__ k,
                                                                       const float* __restrict__ v, Shape a) {
   constexpr int NC = DMAX / 32;
-  extern __shared__ float smem[];
-  const int D = a.D, Dp = D + 1;
+  extern __shared__ float4 smem4[];  // 16-byte aligned
+  float* smem = reinterpret_cast<float*>(smem4);
+  const int D = a.D, Dp = static_cast<int>(attention_col_stride(D));
   float* ks = smem;                  // (kAttnRows, D)
   float* vs = ks + kAttnRows * D;    // (kAttnRows, D)
-  float* qs = vs + kAttnRows * D;    // (BC, D + 1)
-  float* gs = qs + BC * Dp;          // (BC, D + 1): dout
+  float* qs = vs + kAttnRows * D;    // (BC, D + 4)
+  float* gs = qs + BC * Dp;          // (BC, D + 4): dout
   float* ls = gs + BC * Dp;          // (BC): lse in log2 units
   float* es = ls + BC;               // (BC): delta
   int64_t seq, tile;
@@ -307,19 +317,8 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dkdv_kernel(float* 
       float p[R], ds[R];
 #pragma unroll
       for (int r = 0; r < R; ++r) p[r] = ds[r] = 0.0f;
-      const float* qr = qs + lane * Dp;
-      const float* gr = gs + lane * Dp;
-      const float* kw = ks + warp * R * D;
-      const float* vw = vs + warp * R * D;
-#pragma unroll 4
-      for (int d = 0; d < D; ++d) {
-        const float qd = qr[d], gd = gr[d];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          p[r] = fmaf(kw[r * D + d], qd, p[r]);    // s = q.k
-          ds[r] = fmaf(vw[r * D + d], gd, ds[r]);  // dp = dout.v
-        }
-      }
+      dot_rows(p, ks + warp * R * D, qs + lane * Dp, D);   // s = q.k
+      dot_rows(ds, vs + warp * R * D, gs + lane * Dp, D);  // dp = dout.v
       const int col = c0 + lane;  // this lane's query
 #pragma unroll
       for (int r = 0; r < R; ++r) {

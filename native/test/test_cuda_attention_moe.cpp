@@ -1,6 +1,6 @@
 // The CUDA fused attention and sparse-MoE kernels (native/cuda/attention.cu, moe.cu) against
 // their CPU twins (ops.h) on the same random inputs: attention at each head-dim bucket (64, 128,
-// and 80 / 256 through the generic one) with GQA, packed sequences (an empty one among them),
+// and 80 / 256 through the generic one; 33 and 6 for the path without float4 reads) with GQA, packed sequences (an empty one among them),
 // causal and not; MoE routing with a tie, a stable dispatch (bit for bit), permute, grouped GEMMs
 // with an empty expert, combine, forward and backward. Tolerances scaled to f32 (summation order
 // differs). Runs where a GPU is present (scripts/gpu-check.sh); elsewhere each case says why it
@@ -84,6 +84,8 @@ TEST(cuda_attention_matches_cpu_forward_and_backward) {
       {6, 2, 128, {0, 5, 100}, false},
       {4, 1, 80, {0, 33, 97}, true},
       {2, 1, 256, {0, 48}, true},
+      {3, 3, 33, {0, 40, 41}, true},  // D not a multiple of 4: the single-float dot products
+      {2, 2, 6, {0, 35}, false},
   };
   for (const AttnCase& c : cases) {
     Pool p;

@@ -62,8 +62,10 @@ TEST(attention_shared_memory_fits_the_devices_opt_in_limit) {
     AttentionPlan plan;
     CHECK(plan_attention(cu, 1, 1, 1, D, plan).empty());
     CHECK(plan.smem_forward <= 163 * 1024 && plan.smem_dq <= 163 * 1024 && plan.smem_dkdv <= 163 * 1024);
-    // The padded column tiles: 2 * 32 * (D + 1) floats in every kernel.
-    CHECK(plan.smem_forward == static_cast<size_t>(16 * D + 64 * (D + 1)) * 4);
+    // The padded column tiles: 2 * 32 * (D + 4) floats in every kernel, their rows 16-byte
+    // aligned (float4 reads) whenever D is a multiple of 4, as are the row blocks after them.
+    CHECK(plan.smem_forward == static_cast<size_t>(16 * D + 64 * (D + 4)) * 4);
+    if (D % 4 == 0) CHECK(attention_col_stride(D) % 4 == 0 && (16 * D) % 4 == 0);
   }
   AttentionPlan plan;
   CHECK(plan_attention(cu, 1, 1, 1, 64, plan).empty() && plan.smem_dkdv <= 48 * 1024);

@@ -29,12 +29,21 @@ constexpr int64_t kAttnMaxHeadDim = 256;
 // head dim up to 256); 0 for a head dim above that.
 PG_HD int attention_dmax(int64_t D) { return D <= 0 ? 0 : D <= 64 ? 64 : D <= 128 ? 128 : D <= 256 ? 256 : 0; }
 
+// Row stride (floats) of the column tiles: D + 4. When D is a multiple of 4 the rows are 16-byte
+// aligned (the dot products read float4s) and lane j's row starts 4 banks after lane j - 1's, so
+// each quarter-warp's 16-byte reads hit 32 distinct banks; an odd D gives an odd stride, so
+// lanes reading single floats hit distinct banks too.
+PG_HD int64_t attention_col_stride(int64_t D) { return D + 4; }
 // Dynamic shared memory (floats) of each kernel at head dim D: row blocks of D floats (read by
-// broadcast), column tiles padded to D + 1 so lane j reading its own row hits its own bank.
-PG_HD int64_t attention_forward_smem_floats(int64_t D) { return kAttnRows * D + 2 * kAttnCols * (D + 1); }
-PG_HD int64_t attention_dq_smem_floats(int64_t D) { return 2 * kAttnRows * D + 2 * kAttnCols * (D + 1); }
+// broadcast) and column tiles of attention_col_stride(D) floats per row.
+PG_HD int64_t attention_forward_smem_floats(int64_t D) {
+  return kAttnRows * D + 2 * kAttnCols * attention_col_stride(D);
+}
+PG_HD int64_t attention_dq_smem_floats(int64_t D) {
+  return 2 * kAttnRows * D + 2 * kAttnCols * attention_col_stride(D);
+}
 PG_HD int64_t attention_dkdv_smem_floats(int64_t D) {
-  return 2 * kAttnRows * D + 2 * kAttnCols * (D + 1) + 2 * kAttnCols;
+  return 2 * kAttnRows * D + 2 * kAttnCols * attention_col_stride(D) + 2 * kAttnCols;
 }
 
 struct AttentionPlan {

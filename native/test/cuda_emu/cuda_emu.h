@@ -31,6 +31,9 @@ struct dim3 {
   unsigned x = 1, y = 1, z = 1;
   dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
 using cudaStream_t = void*;
 enum cudaError_t { cudaSuccess = 0, cudaErrorUnknown = 1 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };

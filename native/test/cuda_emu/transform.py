@@ -5,7 +5,7 @@ and cuda_memcpy the harness's copy. usage: transform.py in.cu out.cpp"""
 import re, sys, os
 src, dst = sys.argv[1], sys.argv[2]
 s = open(src).read()
-s = s.replace('extern __shared__ float smem[];', 'float* smem = reinterpret_cast<float*>(::emu::dyn_smem().data());')
+s = re.sub(r'extern __shared__ (\w+) (\w+)\[\];', r'\1* \2 = reinterpret_cast<\1*>(::emu::dyn_smem().data());', s)
 s = re.sub(r'\b__shared__\b', 'static', s)
 s = re.sub(r'([A-Za-z_][\w:]*(?:<[^;<>()]*>)?)\s*<<<((?:.|\n)*?)>>>\s*\(', lambda m: '::emu::Launch(%s).run(%s, ' % (m.group(2), m.group(1)), s)
 s = s.replace('cuda_memcpy(', 'emu_memcpy(')
