@@ -5,6 +5,7 @@ import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectKernel, expectDType, expectRank, expectShape } from '../check.js';
+import type { Device } from '../dtype.js';
 import { Tensor } from '../tensor.js';
 
 export interface AttentionOptions {
@@ -26,8 +27,8 @@ function fail(code: 'E_SHAPE' | 'E_ARGUMENT', message: string): never {
 }
 
 /** The cu_seqlens tensor (i32) and whether this call made it (and must dispose it). */
-function seqlensTensor(cu: Tensor | readonly number[] | undefined, T: number): { cu: Tensor; owned: boolean } {
-  if (cu === undefined) return { cu: Tensor.from(new Int32Array([0, T])), owned: true };
+function seqlensTensor(cu: Tensor | readonly number[] | undefined, T: number, device: Device): { cu: Tensor; owned: boolean } {
+  if (cu === undefined) return { cu: Tensor.from(new Int32Array([0, T]), undefined, { device }), owned: true };
   if (cu instanceof Tensor) {
     expectDType(OP, 'cuSeqlens', cu, 'i32');
     expectRank(OP, 'cuSeqlens', cu, 1);
@@ -42,7 +43,7 @@ function seqlensTensor(cu: Tensor | readonly number[] | undefined, T: number): {
     if (i > 0 && c < cu[i - 1]!) fail('E_ARGUMENT', `cuSeqlens must not decrease: cuSeqlens[${i}] = ${c} < ${cu[i - 1]}`);
   });
   if (cu[cu.length - 1] !== T) fail('E_ARGUMENT', `cuSeqlens ends at ${cu[cu.length - 1]}, expected T = ${T}`);
-  return { cu: Tensor.from(Int32Array.from(cu)), owned: true };
+  return { cu: Tensor.from(Int32Array.from(cu), undefined, { device }), owned: true }; // beside q, where the kernel reads it
 }
 
 /**
@@ -67,7 +68,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   if (!Number.isFinite(scale)) fail('E_ARGUMENT', `scale must be finite, got ${scale}`);
   const causal = opts.causal ?? true;
-  const { cu, owned } = seqlensTensor(opts.cuSeqlens, T);
+  const { cu, owned } = seqlensTensor(opts.cuSeqlens, T, q.device);
   const nseq = cu.size - 1;
 
   const out = Tensor.empty([T, H, D], { device: q.device });

@@ -4,6 +4,7 @@
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { expectKernel, expectDType, expectRank, expectSameDevice } from '../check.js';
+import type { Device } from '../dtype.js';
 import { Tensor } from '../tensor.js';
 
 function fail(op: string, message: string): never {
@@ -30,12 +31,12 @@ function cacheGeometry(op: string, kCache: Tensor, vCache: Tensor): [number, num
   return kCache.shape as [number, number, number, number];
 }
 
-function i32(op: string, what: string, v: Tensor | Int32Array): { t: Tensor; owned: boolean } {
+function i32(op: string, what: string, v: Tensor | Int32Array, device: Device): { t: Tensor; owned: boolean } {
   if (v instanceof Tensor) {
     expectDType(op, what, v, 'i32');
     return { t: v, owned: false };
   }
-  return { t: Tensor.from(v, [v.length], { dtype: 'i32' }), owned: true };
+  return { t: Tensor.from(v, [v.length], { dtype: 'i32', device }), owned: true }; // beside the cache, where the kernel reads it
 }
 
 /**
@@ -53,7 +54,7 @@ export function pagedKvStore(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tenso
   const T = k.shape[0] ?? 0;
   if (k.shape.join() !== [T, Hkv, D].join() || v.shape.join() !== k.shape.join())
     fail(op, `k ${k.describe()} and v ${v.describe()} must be (T, ${Hkv}, ${D}) like the cache's last dims`);
-  const sm = i32(op, 'slotMapping', slotMapping);
+  const sm = i32(op, 'slotMapping', slotMapping, kCache.device);
   try {
     if (sm.t.size !== T) fail(op, `slotMapping has ${sm.t.size} entries for ${T} tokens`);
     addon().pagedKvStore(kCache.storage, kCache.offset, vCache.storage, vCache.offset, k.storage, k.offset, v.storage, v.offset,
@@ -103,9 +104,9 @@ export function pagedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, inp: P
   if (q.shape[2] !== D) fail(op, `q ${q.describe()} has head size ${q.shape[2]}, the cache ${D}`);
   const partitionSize = inp.partitionSize ?? 512;
   const scale = inp.scale ?? 1 / Math.sqrt(D);
-  const bt = i32(op, 'blockTables', inp.blockTables);
-  const cu = i32(op, 'cuQ', inp.cuQ);
-  const cl = i32(op, 'contextLens', inp.contextLens);
+  const bt = i32(op, 'blockTables', inp.blockTables, kCache.device);
+  const cu = i32(op, 'cuQ', inp.cuQ, kCache.device);
+  const cl = i32(op, 'contextLens', inp.contextLens, kCache.device);
   const nseq = cu.t.size - 1;
   let maxLen = inp.maxContextLen ?? 0;
   if (inp.maxContextLen === undefined)
