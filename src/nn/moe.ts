@@ -18,7 +18,7 @@
 import { PatentGPTError } from '../errors.js';
 import {
   Rng, Tensor, add, isGradEnabled, logSoftmax, mean, moeCombine, moeDispatch, moeGroupedMatmul, moePermute, moeRouter, mul, scale,
-  scatterAdd, scope, softmax, sub, sum, swiglu, type MoePlan,
+  scatterAdd, scope, softmax, sub, sum, swiglu, type Device, type MoePlan,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
 import { Linear, ModuleList, zeroInit, type FeedForward, type MoeDecodeWeights, type ParamInit } from './layers.js';
@@ -156,7 +156,7 @@ export class SparseMoE extends Module implements FeedForward {
   forward(x: Tensor, ctx: ForwardContext): Tensor {
     if (x.shape.length !== 2) throw new PatentGPTError('E_SHAPE', `SparseMoE: x must be (N, C), got ${x.describe()}`);
     const N = x.shape[0]!, E = this.numExperts, K = this.topK;
-    if ((this.training ?? isGradEnabled()) && this.jitter > 0) x = mul(x, this.#noise(x.shape));
+    if ((this.training ?? isGradEnabled()) && this.jitter > 0) x = mul(x, this.#noise(x.shape, x.device));
     const logits = this.gate.forward(x); // (N, E)
     const probs = softmax(logits); // (N, E): the load-balancing loss's P
     const { indices, weights } = moeRouter(logits, K); // (N, K) each
@@ -223,12 +223,12 @@ export class SparseMoE extends Module implements FeedForward {
     this.#jitterDraws = v;
   }
 
-  #noise(shape: readonly number[]): Tensor {
+  #noise(shape: readonly number[], device: Device): Tensor {
     const rng = new Rng((this.#seed << 32n) | BigInt.asUintN(32, BigInt(this.#jitterDraws++)));
     const n = shape.reduce((a, d) => a * d, 1);
     const u = new Float32Array(n);
     for (let i = 0; i < n; i++) u[i] = 1 - this.jitter + 2 * this.jitter * (rng.nextUint32() / 2 ** 32);
-    return Tensor.from(u, shape);
+    return Tensor.from(u, shape, { device }); // drawn on the host (the same stream on every device)
   }
 
   #report(ctx: ForwardContext, logits: Tensor, probs: Tensor, tokensPerExpert: Int32Array, N: number): void {

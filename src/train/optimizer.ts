@@ -301,10 +301,10 @@ abstract class GroupedOptimizer implements Optimizer {
     if (this.buffers > 0)
       for (const s of this.owned) {
         const e = byName.get(s.name)!;
-        s.m ??= Tensor.empty(s.param.shape);
+        s.m ??= Tensor.empty(s.param.shape, { device: s.param.device });
         s.m.write(e.m);
         if (this.buffers === 2) {
-          s.v ??= Tensor.empty(s.param.shape);
+          s.v ??= Tensor.empty(s.param.shape, { device: s.param.device });
           s.v.write(e.v!);
         }
       }
@@ -349,8 +349,8 @@ export class AdamW extends GroupedOptimizer {
   }
 
   protected update(s: Slot, lr: number, clipScale: number): void {
-    s.m ??= Tensor.zeros(s.param.shape);
-    s.v ??= Tensor.zeros(s.param.shape);
+    s.m ??= Tensor.zeros(s.param.shape, { device: s.param.device });
+    s.v ??= Tensor.zeros(s.param.shape, { device: s.param.device });
     adamwStep(s.param, s.param.grad!, s.m, s.v, {
       lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: s.group.weightDecay, step: this.steps, gradScale: clipScale,
     });
