@@ -18,55 +18,12 @@
 #include "patentgpt/cuda_attention.h"
 #include "patentgpt/cuda_moe.h"
 #include "patentgpt/cuda_ops.h"
+#include "cuda_test_util.h"
 
 namespace {
 
-bool gpu() {
-  static int state = -1;
-  if (state < 0) {
-    std::vector<pg::CudaDeviceInfo> devices;
-    const std::string why = pg::cuda_devices(devices);
-    state = devices.empty() ? 0 : 1;
-    if (!state) std::printf("skip: no CUDA device (%s)\n", why.c_str());
-  }
-  return state == 1;
-}
-
-#define NEED_GPU() \
-  if (!gpu()) return
-
-struct Pool {
-  std::vector<void*> live;
-  ~Pool() {
-    for (void* p : live) pg::cuda_free(p);
-  }
-  template <typename T>
-  T* up(const std::vector<T>& h) {
-    std::string err;
-    void* d = pg::cuda_alloc(h.size() * sizeof(T) + 16, err);
-    if (!d) throw std::runtime_error(err);
-    live.push_back(d);
-    if (!h.empty() && !pg::cuda_memcpy(d, h.data(), h.size() * sizeof(T), 0, err)) throw std::runtime_error(err);
-    return static_cast<T*>(d);
-  }
-  template <typename T>
-  T* zeros(size_t n) {
-    return up(std::vector<T>(n));
-  }
-};
-template <typename T>
-std::vector<T> down(const T* d, size_t n) {
-  std::vector<T> h(n);
-  std::string err;
-  if (n && !pg::cuda_memcpy(h.data(), d, n * sizeof(T), 1, err)) throw std::runtime_error(err);
-  return h;
-}
-
-#define CHECK_DEVICE(dptr, n, want, atol, rtol) \
-  do {                                          \
-    const auto got_ = down(dptr, n);            \
-    CHECK_CLOSE(got_, want, n, atol, rtol);     \
-  } while (0)
+using pgtest::down;
+using pgtest::Pool;
 
 struct AttnCase {
   int64_t H, Hkv, D;

@@ -15,53 +15,12 @@
 
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
 #include "patentgpt/cuda_ops.h"
+#include "cuda_test_util.h"
 
 namespace {
 
-bool gpu() {
-  static int state = -1;
-  if (state < 0) {
-    std::vector<pg::CudaDeviceInfo> devices;
-    const std::string why = pg::cuda_devices(devices);
-    state = devices.empty() ? 0 : 1;
-    if (!state) std::printf("skip: no CUDA device (%s)\n", why.c_str());
-  }
-  return state == 1;
-}
-
-#define NEED_GPU() \
-  if (!gpu()) return
-
-// CHECK_CLOSE of n device values (copied back once) against the host's.
-#define CHECK_DEVICE(dptr, n, want, atol, rtol) \
-  do {                                              \
-    const auto got_ = down(dptr, n);                \
-    CHECK_CLOSE(got_, want, n, atol, rtol);         \
-  } while (0)
-
-// Device copies of host vectors, freed when the test's pool goes.
-struct Pool {
-  std::vector<void*> live;
-  ~Pool() {
-    for (void* p : live) pg::cuda_free(p);
-  }
-  template <typename T>
-  T* up(const std::vector<T>& h) {
-    std::string err;
-    void* d = pg::cuda_alloc(h.size() * sizeof(T) + 16, err);
-    if (!d) throw std::runtime_error(err);
-    live.push_back(d);
-    if (!h.empty() && !pg::cuda_memcpy(d, h.data(), h.size() * sizeof(T), 0, err)) throw std::runtime_error(err);
-    return static_cast<T*>(d);
-  }
-};
-template <typename T>
-std::vector<T> down(const T* d, size_t n) {
-  std::vector<T> h(n);
-  std::string err;
-  if (n && !pg::cuda_memcpy(h.data(), d, n * sizeof(T), 1, err)) throw std::runtime_error(err);
-  return h;
-}
+using pgtest::down;
+using pgtest::Pool;
 
 std::vector<int32_t> ints(size_t n, int32_t lo, int32_t hi, unsigned seed) {
   std::mt19937 gen(seed);
@@ -207,18 +166,24 @@ TEST(cuda_reductions_match_cpu) {
   auto x = pgtest::randn(N * C, 10, 3.0f), g = pgtest::randn(N * C, 11);
   float *dx = p.up(x), *dg = p.up(g), *dy = p.up(std::vector<float>(N * C)), *dd = p.up(std::vector<float>(N * C));
   std::vector<float> y(N * C), d(N * C);
-  pg::softmax_forward(y.data(), x.data(), N, C);
-  pg::cuda::softmax_forward(dy, dx, N, C);
-  CHECK_DEVICE(dy, N * C, y, 1e-7, 1e-5);
-  pg::softmax_backward(d.data(), g.data(), y.data(), N, C);
-  pg::cuda::softmax_backward(dd, dg, dy, N, C);
-  CHECK_DEVICE(dd, N * C, d, 1e-7, 1e-4);
-  pg::log_softmax_forward(y.data(), x.data(), N, C);
-  pg::cuda::log_softmax_forward(dy, dx, N, C);
-  CHECK_DEVICE(dy, N * C, y, 1e-5, 1e-5);
-  pg::log_softmax_backward(d.data(), g.data(), y.data(), N, C);
-  pg::cuda::log_softmax_backward(dd, dg, dy, N, C);
-  CHECK_DEVICE(dd, N * C, d, 1e-5, 1e-4);
+  using Fwd = void (*)(float*, const float*, int64_t, int64_t);
+  using Bwd = void (*)(float*, const float*, const float*, int64_t, int64_t);
+  struct Pair {
+    Fwd fwd, cuda_fwd;
+    Bwd bwd, cuda_bwd;
+    double atol;  // log-softmax values are larger than softmax's, so is their absolute error
+  };
+  for (const Pair& f : {Pair{pg::softmax_forward, pg::cuda::softmax_forward, pg::softmax_backward,
+                             pg::cuda::softmax_backward, 1e-7},
+                        Pair{pg::log_softmax_forward, pg::cuda::log_softmax_forward, pg::log_softmax_backward,
+                             pg::cuda::log_softmax_backward, 1e-5}}) {
+    f.fwd(y.data(), x.data(), N, C);
+    f.cuda_fwd(dy, dx, N, C);
+    CHECK_DEVICE(dy, N * C, y, f.atol, 1e-5);
+    f.bwd(d.data(), g.data(), y.data(), N, C);
+    f.cuda_bwd(dd, dg, dy, N, C);
+    CHECK_DEVICE(dd, N * C, d, f.atol, 1e-4);
+  }
 }
 
 TEST(cuda_llama_ops_match_cpu) {

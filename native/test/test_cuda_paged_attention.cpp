@@ -15,37 +15,17 @@
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
 #include "patentgpt/cuda_ops.h"
 #include "patentgpt/cuda_paged_attention.h"
+#include "cuda_test_util.h"
 
 namespace {
 
-bool gpu() {
-  std::vector<pg::CudaDeviceInfo> devices;
-  const std::string why = pg::cuda_devices(devices);
-  if (devices.empty()) std::printf("skip: no CUDA device (%s)\n", why.c_str());
-  return !devices.empty();
-}
-
-template <typename T>
-T* up(const std::vector<T>& h, std::vector<void*>& live) {
-  std::string err;
-  void* d = pg::cuda_alloc(h.size() * sizeof(T) + 16, err);
-  if (!d) throw std::runtime_error(err);
-  live.push_back(d);
-  if (!h.empty() && !pg::cuda_memcpy(d, h.data(), h.size() * sizeof(T), 0, err)) throw std::runtime_error(err);
-  return static_cast<T*>(d);
-}
-template <typename T>
-std::vector<T> down(const T* d, size_t n) {
-  std::vector<T> h(n);
-  std::string err;
-  if (n && !pg::cuda_memcpy(h.data(), d, n * sizeof(T), 1, err)) throw std::runtime_error(err);
-  return h;
-}
+using pgtest::down;
+using pgtest::Pool;
 
 }  // namespace
 
 TEST(cuda_paged_store_and_decode_match_cpu) {
-  if (!gpu()) return;
+  NEED_GPU();
   const int64_t H = 8, Hkv = 2, D = 128, bs = 16, numBlocks = 300;
   const std::vector<int32_t> ctx = {3000, 40}, cu = {0, 1, 4};  // a decode row, then a 3-row prefill chunk
   const int64_t nseq = 2, Tq = 4, maxBlocks = (3000 + bs - 1) / bs;
@@ -59,13 +39,13 @@ TEST(cuda_paged_store_and_decode_match_cpu) {
   const int64_t T = static_cast<int64_t>(slots.size()), cache = numBlocks * bs * Hkv * D;
   auto k = pgtest::randn(T * Hkv * D, 1), v = pgtest::randn(T * Hkv * D, 2), q = pgtest::randn(Tq * H * D, 3);
   for (pg::KvDType dtype : {pg::KvDType::F32, pg::KvDType::BF16, pg::KvDType::F16}) {
-    std::vector<void*> live;
+    Pool pool;
     const size_t bytes = static_cast<size_t>(cache * pg::kv_dtype_bytes(dtype));
     std::vector<uint8_t> kc(bytes, 0), vc(bytes, 0);
     pg::paged_kv_store(kc.data(), vc.data(), dtype, k.data(), v.data(), slots.data(), T, Hkv, D);
-    uint8_t *dkc = up(std::vector<uint8_t>(bytes, 0), live), *dvc = up(std::vector<uint8_t>(bytes, 0), live);
-    float *dk = up(k, live), *dv = up(v, live), *dq = up(q, live);
-    int32_t *dslots = up(slots, live), *dtables = up(tables, live), *dcu = up(cu, live), *dctx = up(ctx, live);
+    uint8_t *dkc = pool.up(std::vector<uint8_t>(bytes, 0)), *dvc = pool.up(std::vector<uint8_t>(bytes, 0));
+    float *dk = pool.up(k), *dv = pool.up(v), *dq = pool.up(q);
+    int32_t *dslots = pool.up(slots), *dtables = pool.up(tables), *dcu = pool.up(cu), *dctx = pool.up(ctx);
     pg::cuda::paged_kv_store(dkc, dvc, dtype, dk, dv, dslots, T, Hkv, D);
     CHECK(down(dkc, bytes) == kc && down(dvc, bytes) == vc);
     for (int64_t partition : {256, 1024}) {
@@ -74,14 +54,13 @@ TEST(cuda_paged_store_and_decode_match_cpu) {
       pg::paged_attention_forward({out.data(), po.data(), ps.data(), q.data(), kc.data(), vc.data(), tables.data(),
                                    cu.data(), ctx.data(), nseq, Tq, H, Hkv, D, bs, maxBlocks, partition, maxParts,
                                    0.088f, dtype});
-      float *dout = up(std::vector<float>(out.size()), live), *dpo = up(po, live), *dps = up(ps, live);
+      float *dout = pool.up(std::vector<float>(out.size())), *dpo = pool.up(po), *dps = pool.up(ps);
       pg::cuda::paged_attention_forward({dout, dpo, dps, dq, dkc, dvc, dtables, dcu, dctx, nseq, Tq, H, Hkv, D, bs,
                                          maxBlocks, partition, maxParts, 0.088f, dtype},
                                         cu.data(), ctx.data());
       const auto got = down(dout, out.size());
       CHECK_CLOSE(got, out, out.size(), 1e-5, 1e-4);
     }
-    for (void* p : live) pg::cuda_free(p);
   }
 }
 
