@@ -183,6 +183,23 @@ __global__ void __launch_bounds__(kMoveThreads) moe_permute_forward_kernel(float
   }
 }
 
+// Element c of row n's k slots (rows slot_pos[n * k + j] of src) summed in j order, as the CPU adds
+// them; kWeighted: each times weights[n * k + j] (a template flag, so neither kernel carries both loops).
+template <bool kWeighted>
+__device__ __forceinline__ float sum_slots(const float* __restrict__ src, const float* __restrict__ weights,
+                                           const int32_t* __restrict__ slot_pos, int64_t n, int64_t c, int64_t C,
+                                           int64_t k) {
+  const auto slot = [&](int64_t j) { return src[static_cast<int64_t>(slot_pos[n * k + j]) * C + c]; };
+  float acc = 0.0f;
+  for (int64_t j = 0; j < k; ++j) {
+    if constexpr (kWeighted)
+      acc += weights[n * k + j] * slot(j);
+    else
+      acc += slot(j);
+  }
+  return acc;
+}
+
 // dx (N, C) = sum over j of dxs[slot_pos[n * k + j]], in j order as the CPU adds them.
 __global__ void __launch_bounds__(kMoveThreads) moe_permute_backward_kernel(float* __restrict__ dx,
                                                                             const float* __restrict__ dxs,
@@ -191,9 +208,7 @@ __global__ void __launch_bounds__(kMoveThreads) moe_permute_backward_kernel(floa
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < N * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
     const int64_t n = i / C, c = i - n * C;
-    float acc = 0.0f;
-    for (int64_t j = 0; j < k; ++j) acc += dxs[static_cast<int64_t>(slot_pos[n * k + j]) * C + c];
-    dx[i] = acc;
+    dx[i] = sum_slots<false>(dxs, nullptr, slot_pos, n, c, C, k);
   }
 }
 
@@ -206,10 +221,7 @@ __global__ void __launch_bounds__(kMoveThreads) moe_combine_forward_kernel(float
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < N * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
     const int64_t n = i / C, c = i - n * C;
-    float acc = 0.0f;
-    for (int64_t j = 0; j < k; ++j)
-      acc += weights[n * k + j] * y[static_cast<int64_t>(slot_pos[n * k + j]) * C + c];
-    out[i] = acc;
+    out[i] = sum_slots<true>(y, weights, slot_pos, n, c, C, k);
   }
 }
 

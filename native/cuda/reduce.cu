@@ -126,6 +126,21 @@ void index_error(IndexCheck& check, const int32_t* index, int64_t D) {
               true);
 }
 
+// gather_kernel or scatter_add_kernel over the outer x K x inner index under an index check; throws
+// on the first index outside [0, D).
+using IndexedKernel = void (*)(float*, const float*, const int32_t*, int64_t, int64_t, int64_t, int64_t,
+                               unsigned long long*);
+void indexed(const char* name, IndexedKernel kernel, float* dst, const float* src, const int32_t* index,
+             int64_t outer, int64_t D, int64_t K, int64_t inner) {
+  const int64_t m = outer * K * inner;
+  if (m <= 0) return;
+  const std::string what = describe(name, {{"outer", outer}, {"D", D}, {"K", K}, {"inner", inner}});
+  IndexCheck check(what);
+  kernel<<<blocks_for(m), kElementwiseThreads, 0, st()>>>(dst, src, index, D, K, inner, m, check.flag());
+  check_launch(what);
+  index_error(check, index, D);
+}
+
 void rows(const char* name, float* out, const float* x, int64_t N, int64_t C, bool log) {
   if (N <= 0 || C <= 0) return;
   softmax_kernel<<<static_cast<unsigned>(N), kRowThreads, 0, st()>>>(out, x, C, log);
@@ -170,24 +185,12 @@ void max_dim_forward(float* values, int32_t* indices, const float* x, int64_t ou
 
 void gather_forward(float* out, const float* x, const int32_t* index, int64_t outer, int64_t D, int64_t K,
                     int64_t inner) {
-  const int64_t m = outer * K * inner;
-  if (m <= 0) return;
-  const std::string what = describe("gatherForward", {{"outer", outer}, {"D", D}, {"K", K}, {"inner", inner}});
-  IndexCheck check(what);
-  gather_kernel<<<blocks_for(m), kElementwiseThreads, 0, st()>>>(out, x, index, D, K, inner, m, check.flag());
-  check_launch(what);
-  index_error(check, index, D);
+  indexed("gatherForward", gather_kernel, out, x, index, outer, D, K, inner);
 }
 
 void scatter_add(float* dst, const float* src, const int32_t* index, int64_t outer, int64_t D, int64_t K,
                  int64_t inner) {
-  const int64_t m = outer * K * inner;
-  if (m <= 0) return;
-  const std::string what = describe("scatterAdd", {{"outer", outer}, {"D", D}, {"K", K}, {"inner", inner}});
-  IndexCheck check(what);
-  scatter_add_kernel<<<blocks_for(m), kElementwiseThreads, 0, st()>>>(dst, src, index, D, K, inner, m, check.flag());
-  check_launch(what);
-  index_error(check, index, D);
+  indexed("scatterAdd", scatter_add_kernel, dst, src, index, outer, D, K, inner);
 }
 
 void softmax_forward(float* out, const float* x, int64_t N, int64_t C) { rows("softmaxForward", out, x, N, C, false); }
