@@ -12,6 +12,7 @@ import { ShardSet } from '../../src/data/shards.js';
 import { llama2Model } from '../../src/tokenizer/llama2.js';
 import { encodeModelProto, PieceType } from '../../src/tokenizer/model.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
+import { config, corpus } from './prep-corpus.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-prep-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -48,46 +49,6 @@ describe('filters', () => {
   });
 });
 
-const EN = 'the device comprises a housing with an inlet and outlet valve that controls fluid flow between chambers while sensor circuits measure pressure temperature and report values to processor memory which stores instructions for adjusting motor speed according to detected load conditions over time during operation of vehicle engine system assembly'.split(' ');
-const ZH = ['专利权人有权依照本法规定实施其专利', '任何单位或者个人未经许可不得实施', '国务院专利行政部门负责管理全国的专利工作', '申请人应当提交请求书说明书及其摘要', '发明创造的技术方案应当具备新颖性', '权利要求书应当以说明书为依据', '实用新型专利权的期限为十年', '对专利申请进行审查后作出决定', '侵犯专利权的赔偿数额按照实际损失确定', '外观设计应当富有美感并适于工业应用', '专利代理机构应当遵守法律行政法规'];
-
-function corpus(dir: string): void {
-  let seed = 12345;
-  const rand = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
-  fs.mkdirSync(dir, { recursive: true });
-  const lines: string[] = [];
-  for (let i = 0; i < 60; i++) {
-    const body = Array.from({ length: 60 }, () => EN[Math.floor(rand() * EN.length)]).join(' ');
-    lines.push(JSON.stringify({ id: `e${i}`, text: `Patent ${i}. ${body}` }));
-    if (i % 10 === 0) lines.push(JSON.stringify({ id: `dup${i}`, text: `Patent ${i}. ${body}` })); // exact (after normalisation)
-    if (i % 15 === 0) lines.push(JSON.stringify({ id: `near${i}`, text: `Patent ${i}. ${body} extra` })); // near
-  }
-  lines.push('{broken');
-  lines.push(JSON.stringify({ id: 'short', text: 'too short' }));
-  fs.writeFileSync(path.join(dir, 'a.jsonl'), lines.slice(0, 40).join('\n') + '\n');
-  fs.writeFileSync(path.join(dir, 'b.jsonl'), lines.slice(40).join('\n') + '\n');
-  fs.writeFileSync(path.join(dir, 'law.txt'), Array.from({ length: 30 }, (_, i) => `第${i}条 ` + Array.from({ length: 6 }, () => ZH[Math.floor(rand() * ZH.length)]).join('，') + '。').join('\n'));
-}
-
-function config(out: string, data: string) {
-  return validatePrepConfig(
-    {
-      output: out,
-      inputs: [
-        { path: data, category: 'patent', exclude: 'law' },
-        { path: path.join(data, 'law.txt'), category: 'law', split: 'line', filters: { minWords: 5 } },
-      ],
-      filters: { minWords: 20, languages: ['en', 'zh'] },
-      dedup: { threshold: 0.8, permutations: 64 },
-      tokenizer: { type: 'byte' },
-      stages: { s1: { tokens: 60000, weights: { patent: 2, law: 1 } }, s2: { weights: { patent: 0.5, law: 2 } } },
-      seed: 3,
-      batchDocs: 16,
-    },
-    root,
-  );
-}
-
 function tree(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
   const walk = (d: string): void => {
@@ -118,7 +79,7 @@ describe('prep', () => {
   corpus(data);
 
   it('accounts for every document; the mixture hits the budget; deterministic', async () => {
-    const cfg = config(path.join(root, 'out1'), data);
+    const cfg = config(path.join(root, 'out1'), data, root);
     const r = await prep(cfg, { workers: 1 }); // the default would scan this small corpus in this thread
     const d = r.documents;
     if (process.env.PG_DEBUG) console.log(JSON.stringify(r, null, 1));
@@ -150,7 +111,7 @@ describe('prep', () => {
     expect(tree(path.join(cfg.output, 's1'))).toEqual(before);
     expect(tree(path.join(cfg.output, 's2'))).toEqual(s2);
     // a fresh run from scratch, in this thread instead of scan workers, gives the same bytes too
-    const cfg2 = config(path.join(root, 'out2'), data);
+    const cfg2 = config(path.join(root, 'out2'), data, root);
     await prep(cfg2, { workers: 0 });
     expect(tree(path.join(cfg2.output, 's1'))).toEqual(before);
     expect(tree(path.join(cfg2.output, 's2'))).toEqual(s2);
@@ -158,8 +119,8 @@ describe('prep', () => {
   });
 
   it('two parts (--shard i/2): dedup across parts, same totals as one pass', async () => {
-    const one = await prep(config(path.join(root, 'out1'), data));
-    const cfg = config(path.join(root, 'parts'), data);
+    const one = await prep(config(path.join(root, 'out1'), data, root));
+    const cfg = config(path.join(root, 'parts'), data, root);
     await prep(cfg, { part: 0, parts: 2, phase: 'scan', workers: 1 });
     await expect(prep(cfg, { part: 0, parts: 2, phase: 'merge' })).rejects.toThrow(/part 1\/2 has not been scanned/);
     await prep(cfg, { part: 1, parts: 2, phase: 'scan', workers: 0 });
