@@ -76,6 +76,25 @@ __device__ __forceinline__ void dot_rows(float (&s)[R], const float* rows, const
   }
 }
 
+// acc[r][c] += w[r] of lane j * rows[j * ld + lane + 32 c] over the tile's cols rows: each lane's
+// weight (a probability or a ds) broadcast in turn to the warp, which walks row j's D values.
+template <int NC>
+__device__ __forceinline__ void accumulate_rows(float (&acc)[R][NC], const float (&w)[R], const float* rows, int ld,
+                                                int cols, int D, int lane) {
+  for (int j = 0; j < cols; ++j) {
+    const float* rj = rows + j * ld;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float wj = __shfl_sync(0xffffffffu, w[r], j);
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+        const int d = lane + 32 * c;
+        if (d < D) acc[r][c] = fmaf(wj, rj[d], acc[r][c]);
+      }
+    }
+  }
+}
+
 // ---- forward: out (T, H, D) = softmax(scale q k^T) v per sequence, lse (H, T) ----
 // dynamic smem: (kAttnRows * 256 + 2 * kAttnCols * 260) * 4 bytes at most (attention_forward_smem_floats)
 template <int DMAX>
@@ -135,18 +154,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_forward_kernel(floa
       for (int c = 0; c < NC; ++c) acc[r][c] *= corr;
       s[r] = p;
     }
-    for (int j = 0; j < cols; ++j) {
-      const float* vr = vs + j * Dp;
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float pj = __shfl_sync(0xffffffffu, s[r], j);
-#pragma unroll
-        for (int c = 0; c < NC; ++c) {
-          const int d = lane + 32 * c;
-          if (d < D) acc[r][c] = fmaf(pj, vr[d], acc[r][c]);
-        }
-      }
-    }
+    accumulate_rows(acc, s, vs, Dp, cols, D, lane);  // acc += p v
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -238,18 +246,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(float* __
       const float p = ok ? exp2f(s[r] * sl2 - L[r]) : 0.0f;
       s[r] = p * (dp[r] - dl[r]);  // ds
     }
-    for (int j = 0; j < cols; ++j) {
-      const float* kj = ks + j * Dp;
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float ds = __shfl_sync(0xffffffffu, s[r], j);
-#pragma unroll
-        for (int c = 0; c < NC; ++c) {
-          const int d = lane + 32 * c;
-          if (d < D) acc[r][c] = fmaf(ds, kj[d], acc[r][c]);
-        }
-      }
-    }
+    accumulate_rows(acc, s, ks, Dp, cols, D, lane);  // acc += ds k
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
