@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { findPython, runPythonJson } from '../../scripts/bench/_peers.js';
 import { PatentGPTError } from '../../src/errors.js';
 import { addon } from '../../src/native/loader.js';
-import { Tensor, clearTape, setNumThreads } from '../../src/tensor/index.js';
+import { Tensor, clearTape, crossEntropy, linearCrossEntropy, setNumThreads } from '../../src/tensor/index.js';
 import {
   bf16MatmulKernel, f32GemmAtPrecision, linear, matmul, matmulPrecision, setMatmulPrecision, type MatmulPrecision,
 } from '../../src/tensor/ops/matmul.js';
@@ -118,6 +118,24 @@ describe('matmul precision bf16', () => {
     const t = Tensor.zeros([2, 2]);
     expect(f32GemmAtPrecision(t)).toBe(addon().gemm);
     expect(withPrecision('bf16', () => f32GemmAtPrecision(t))).toBe(addon().gemmBf16Compute);
+  });
+
+  it('the fused LM head and loss (linearCrossEntropy) follows the precision, forward and gradients', () => {
+    if (detected === 'f32') return;
+    const N = 12, C = 40, V = 70;
+    const hv = f32(randomArray(N * C, 41)), wv = f32(randomArray(V * C, 42));
+    const targets = Tensor.from(Int32Array.from({ length: N }, (_, i) => (i * 7) % V), [N], { dtype: 'i32' });
+    const run = (fused: boolean): Float32Array[] => withPrecision('bf16', () => {
+      const h = Tensor.from(hv, [N, C], { requiresGrad: true }), w = Tensor.from(wv, [V, C], { requiresGrad: true });
+      const loss = fused ? linearCrossEntropy(h, w, targets, { chunkSize: 5 }) : crossEntropy(linear(h, w), targets);
+      loss.backward();
+      return [loss.toArray() as Float32Array, h.grad!.toArray() as Float32Array, w.grad!.toArray() as Float32Array];
+    });
+    const [fused, plain] = [run(true), run(false)];
+    const exact = crossEntropy(linear(Tensor.from(hv, [N, C]), Tensor.from(wv, [V, C])), targets).item();
+    expect(Math.abs(fused[0]![0]! - exact)).toBeGreaterThan(1e-6); // it did round
+    for (let i = 0; i < 3; i++) expectClose(fused[i]!, plain[i]!, 1e-5, 1e-4, `linearCrossEntropy vs linear + crossEntropy at bf16, output ${i}`);
+    clearTape();
   });
 
   it('a backward pass keeps the precision of its forward', () => {

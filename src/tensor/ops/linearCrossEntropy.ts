@@ -7,6 +7,7 @@ import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { expectKernel, expectDType, expectRank, expectShape } from '../check.js';
+import { f32GemmAtPrecision } from './matmul.js';
 import { Tensor } from '../tensor.js';
 
 export interface LinearCrossEntropyOptions {
@@ -49,6 +50,7 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
   const wantGrad = isGradEnabled() && (h.requiresGrad || weight.requiresGrad);
 
   const a = addon();
+  const gemm = f32GemmAtPrecision(h); // the LM head is the largest GEMM: it follows the matmul precision
   const logits = Tensor.empty([chunk, V], { device: h.device });
   const rowLoss = Tensor.empty([chunk], { device: h.device });
   const lse = Tensor.empty([chunk], { device: h.device });
@@ -63,15 +65,15 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
       const hOff = h.offset + r0 * C;
       const tOff = targets.offset + r0;
       // logits (n, V) = h[r0:r0+n] (n, C) @ W^T
-      a.gemm(false, true, n, V, C, 1, h.storage, hOff, C, 0, weight.storage, weight.offset, C, 0, 0, logits.storage, 0, V, 0, 1);
+      gemm(false, true, n, V, C, 1, h.storage, hOff, C, 0, weight.storage, weight.offset, C, 0, 0, logits.storage, 0, V, 0, 1);
       a.crossEntropyForward(rowLoss.storage, 0, lse.storage, 0, logits.storage, 0, targets.storage, tOff, n, V, ignoreIndex);
       total += a.sum(rowLoss.storage, 0, n);
       if (!dloss) continue;
       // dlogits overwrite logits in place: the chunk's vocabulary-sized buffer is used once.
       a.crossEntropyBackward(logits.storage, 0, dloss.storage, 0, logits.storage, 0, lse.storage, 0, targets.storage, tOff, n, V, ignoreIndex);
       // dh (n, C) = dlogits @ W ; dW (V, C) += dlogits^T @ h
-      if (dh) a.gemm(false, false, n, C, V, 1, logits.storage, 0, V, 0, weight.storage, weight.offset, C, 0, 0, dh.storage, r0 * C, C, 0, 1);
-      if (dw) a.gemm(true, false, V, C, n, 1, logits.storage, 0, V, 0, h.storage, hOff, C, 0, r0 === 0 ? 0 : 1, dw.storage, 0, C, 0, 1);
+      if (dh) gemm(false, false, n, C, V, 1, logits.storage, 0, V, 0, weight.storage, weight.offset, C, 0, 0, dh.storage, r0 * C, C, 0, 1);
+      if (dw) gemm(true, false, V, C, n, 1, logits.storage, 0, V, 0, h.storage, hOff, C, 0, r0 === 0 ? 0 : 1, dw.storage, 0, C, 0, 1);
     }
   } finally {
     logits.dispose();
