@@ -12,7 +12,8 @@ in place of a reward model. Per iteration:
            epochs x minibatches of the clipped policy + value loss, AdamW.
 Reads one JSON request on stdin: {model_dir, prompts: [[ids]], B, L, epochs, minibatch, iters,
 temperature, threads, lr}. Prints one JSON line: per-iteration times of rollout and update, the
-generated tokens, and the max-RSS growth of the process from before the models were built.
+iteration's CPU time (all threads of the process), the generated tokens, and the max-RSS growth
+of the process from before the models were built.
 """
 import copy
 import json
@@ -117,7 +118,7 @@ for it in range(req["iters"]):
     batch = [prompts[(it * B + i) % len(prompts)] for i in range(B)]
     q, qa = left_pad(batch)
     ctx = q.shape[1]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         qr = policy.generate(input_ids=q, attention_mask=qa, max_new_tokens=L, min_new_tokens=L, do_sample=True, temperature=T,
                              top_k=0, top_p=1.0, pad_token_id=PAD, eos_token_id=None)
@@ -159,6 +160,6 @@ for it in range(req["iters"]):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-    t3 = time.perf_counter()
-    iters.append({"rollout": t1 - t0, "update": t3 - t1, "tokens": int(resp.numel()), "reward": float(scores.mean())})
+    t3, c3 = time.perf_counter(), time.process_time()
+    iters.append({"rollout": t1 - t0, "update": t3 - t1, "cpu": c3 - c0, "tokens": int(resp.numel()), "reward": float(scores.mean())})
 print(json.dumps({"iters": iters, "peakBytes": peak_rss() - rss0, "torch": torch.__version__}))

@@ -18,6 +18,10 @@
 // optimizer state, activations), TRL's its process's max-RSS growth from before the models were
 // built (an upper bound: allocator caches included). Ours stops a response at EOS (random
 // weights: about 1 in 259 tokens), TRL generates exactly L: the rates are per generated token.
+// Beside the wall times, each side's CPU time per iteration (all its threads): on a shared machine
+// the wall times of both sides stretch unevenly (a busy core stalls torch's OpenMP team more than
+// it stalls us), the CPU times far less; with --threads 1 nothing spins, and their ratio measures
+// the work each side does.
 // --quick: the tiny demo's model (0.8M parameters), B=16, L=32, 3 iterations: a smoke run.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -77,27 +81,31 @@ const ours = validateStageConfig({
   evalEvery: 0, checkpointEvery: 0, keepCheckpoints: 1, threads, memoryCheck: false,
   ppo: { rolloutBatch: B, epochs, maxNewTokens: L, temperature: TEMP, klCoef: 0.05 },
 }) as PpoConfig;
-const stamps: { step: number; t: number; rate: number; len: number }[] = [];
+const stamps: { step: number; t: number; cpu: number; rate: number; len: number }[] = [];
+const cpuSec = (): number => {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1e6;
+};
 resetPeakMemory();
 await ppo(ours, {
   progress: null,
   onMetrics: (m) => {
-    if (typeof m.loss === 'number') stamps.push({ step: m.step, t: performance.now(), rate: m.rolloutTokensPerSec as number, len: m.responseLength as number });
+    if (typeof m.loss === 'number') stamps.push({ step: m.step, t: performance.now(), cpu: cpuSec(), rate: m.rolloutTokensPerSec as number, len: m.responseLength as number });
   },
 });
 const oursPeak = memoryStats().cpu.peakBytes;
-const ourIters: { rollout: number; update: number; total: number; tokens: number }[] = [];
+const ourIters: { rollout: number; update: number; total: number; cpu: number; tokens: number }[] = [];
 for (let k = 1; k < iters; k++) {
   const end = stamps[(k + 1) * stepsPerIter - 1]!, start = stamps[k * stepsPerIter - 1]!;
   const first = stamps[k * stepsPerIter]!;
   const tokens = first.len * B;
   const rollout = tokens / first.rate;
   const total = (end.t - start.t) / 1000;
-  ourIters.push({ rollout, update: total - rollout, total, tokens });
+  ourIters.push({ rollout, update: total - rollout, total, cpu: end.cpu - start.cpu, tokens });
 }
 
 // ---- TRL
-let trl: { iters: { rollout: number; update: number; tokens: number }[]; peakBytes: number; torch: string } | null = null;
+let trl: { iters: { rollout: number; update: number; cpu: number; tokens: number }[]; peakBytes: number; torch: string } | null = null;
 const { python, why } = findPython(['torch', 'transformers', 'trl']);
 if (python) {
   const out = execFileSync(python, [join(packageRoot(), 'scripts/ppo-bench-trl.py')], {
@@ -114,13 +122,13 @@ const median = (xs: number[]): number => {
 };
 const o = {
   rolloutTokPerSec: median(ourIters.map((x) => x.tokens / x.rollout)), updateSec: median(ourIters.map((x) => x.update)),
-  iterSec: median(ourIters.map((x) => x.total)), tokens: median(ourIters.map((x) => x.tokens)), peakMiB: oursPeak / 2 ** 20,
+  iterSec: median(ourIters.map((x) => x.total)), cpuSec: median(ourIters.map((x) => x.cpu)), tokens: median(ourIters.map((x) => x.tokens)), peakMiB: oursPeak / 2 ** 20,
 };
 const t = trl && (() => {
   const it = trl.iters.slice(1);
   return {
     rolloutTokPerSec: median(it.map((x) => x.tokens / x.rollout)), updateSec: median(it.map((x) => x.update)),
-    iterSec: median(it.map((x) => x.rollout + x.update)), tokens: median(it.map((x) => x.tokens)), peakMiB: trl.peakBytes / 2 ** 20,
+    iterSec: median(it.map((x) => x.rollout + x.update)), cpuSec: median(it.map((x) => x.cpu)), tokens: median(it.map((x) => x.tokens)), peakMiB: trl.peakBytes / 2 ** 20,
   };
 })();
 const row = (name: string, a: number, b: number | undefined, unit: string, higherBetter: boolean): string =>
@@ -130,7 +138,8 @@ console.log(`${''.padEnd(28)} ${'ours'.padStart(10)} ${'TRL'.padStart(10)} ${'un
 console.log(row('rollout tokens/s', o.rolloutTokPerSec, t?.rolloutTokPerSec, 'tok/s', true));
 console.log(row('update (score+fwd+epochs)', o.updateSec, t?.updateSec, 's/iter', false));
 console.log(row('end-to-end iteration', o.iterSec, t?.iterSec, 's/iter', false));
+console.log(row('CPU time per iteration', o.cpuSec, t?.cpuSec, 's/iter', false));
 console.log(row('generated tokens / iter', o.tokens, t?.tokens, 'tokens', true));
 console.log(row('peak memory', o.peakMiB, t?.peakMiB, 'MiB', false));
 console.log(JSON.stringify({ bench: 'ppo', quick, model: modelName, B, L, epochs, minibatch, iters, threads, ours: o, trl: t, trlTorch: trl?.torch ?? null,
-  speedup: t ? { rollout: o.rolloutTokPerSec / t.rolloutTokPerSec, update: t.updateSec / o.updateSec, endToEnd: t.iterSec / o.iterSec } : null }));
+  speedup: t ? { rollout: o.rolloutTokPerSec / t.rolloutTokPerSec, update: t.updateSec / o.updateSec, endToEnd: t.iterSec / o.iterSec, cpu: t.cpuSec / o.cpuSec } : null }));
