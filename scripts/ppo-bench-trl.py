@@ -7,7 +7,9 @@ the policy (LlamaForCausalLM from the model folder), a frozen reference copy, a 
 in place of a reward model. Per iteration:
   rollout: HF generate (left-padded prompts, sampling at the temperature, exactly L new tokens:
            the same lengths as ours), as TRL's batch_generation;
-  forward: policy log-probs, reference log-probs, values (no grad), the score;
+  forward: the policy's log-probs from generate's scores (output_scores, divided once more by
+           temperature + 1e-7, log_softmax, gather: TRL's batch_generation + its rollout loop, no
+           policy forward), reference log-probs and values (no grad), the score;
   update:  KL penalty, GAE, whitened advantages (scripts/trl-ppo-parity.py's formulas), then
            epochs x minibatches of the clipped policy + value loss, AdamW.
 Reads one JSON request on stdin: {model_dir, prompts: [[ids]], B, L, epochs, minibatch, iters,
@@ -120,13 +122,20 @@ for it in range(req["iters"]):
     ctx = q.shape[1]
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
-        qr = policy.generate(input_ids=q, attention_mask=qa, max_new_tokens=L, min_new_tokens=L, do_sample=True, temperature=T,
-                             top_k=0, top_p=1.0, pad_token_id=PAD, eos_token_id=None)
+        # TRL's generate(): GenerationConfig(temperature=T + 1e-7, top_k=0, top_p=1.0, do_sample=True), the scores kept
+        out = policy.generate(input_ids=q, attention_mask=qa, max_new_tokens=L, min_new_tokens=L, do_sample=True, temperature=T + 1e-7,
+                              top_k=0, top_p=1.0, pad_token_id=PAD, eos_token_id=None, return_dict_in_generate=True, output_scores=True)
+        qr = out.sequences
+        logitss = torch.stack(out.scores, 1)
     t1 = time.perf_counter()
     resp = qr[:, ctx:]
     att = torch.cat([qa, torch.ones_like(resp)], 1)
     with torch.no_grad():
-        logprobs = selective_log_softmax(forward_logits(policy, qr, att, ctx), resp)
+        # the rollout policy's log-probs from generation's scores, as TRL takes them (no policy forward):
+        # logits /= temperature + 1e-7, then log_softmax and gather
+        logitss /= T + 1e-7
+        logprobs = torch.gather(torch.log_softmax(logitss, -1), 2, resp.unsqueeze(-1)).squeeze(-1)
+        del logitss, out
         ref_logprobs = selective_log_softmax(forward_logits(ref, qr, att, ctx), resp)
         vals = values_of(qr, att, ctx)
         scores = torch.tensor([claim_format(bytes([t for t in r.tolist() if t < 256]).decode("utf-8", "replace")) for r in resp])

@@ -12,6 +12,9 @@
 // - TRL: scripts/ppo-bench-trl.py, PPOTrainer.train's loop of trl 0.x (trl 1.13 has no
 //   PPOTrainer): HF generate with exactly L new tokens, policy + reference + value model (a
 //   LlamaForSequenceClassification: TRL's four models less the reward model), the same math.
+//   The old log-probs come from generate's scores as TRL takes them (output_scores, the
+//   processed logits divided once more by temperature + 1e-7, log_softmax, gather): no policy
+//   forward for them; the reference and the value model each take a forward.
 // Figures per iteration after the first (warm-up): rollout tokens/s (generated tokens over the
 // generation's time), the update time (scoring, forwards, epochs x minibatches), the end-to-end
 // iteration time; peak memory: ours the native high-water mark over the run (weights, KV cache,
