@@ -59,9 +59,11 @@ __global__ void __launch_bounds__(kElementwiseThreads) max_dim_kernel(float* val
   }
 }
 
-__global__ void __launch_bounds__(kElementwiseThreads) gather_kernel(float* out, const float* x, const int32_t* index,
-                                                                     int64_t D, int64_t K, int64_t inner, int64_t m,
-                                                                     unsigned long long* bad) {
+// Grid-stride over the m = outer x K x inner positions of index: in_range(i, e) where index[i] is in
+// [0, D) (e: the element of the (outer, D, inner) tensor it selects), else i is reported.
+template <typename InRange>
+__device__ __forceinline__ void for_each_index(const int32_t* index, int64_t D, int64_t K, int64_t inner, int64_t m,
+                                               unsigned long long* bad, InRange in_range) {
   PG_GRID_STRIDE(i, m) {
     const int32_t d = index[i];
     if (d < 0 || d >= D) {
@@ -69,23 +71,21 @@ __global__ void __launch_bounds__(kElementwiseThreads) gather_kernel(float* out,
       continue;
     }
     const int64_t j = i % inner, o = i / (K * inner);
-    out[i] = x[(o * D + d) * inner + j];
+    in_range(i, (o * D + d) * inner + j);
   }
+}
+
+__global__ void __launch_bounds__(kElementwiseThreads) gather_kernel(float* out, const float* x, const int32_t* index,
+                                                                     int64_t D, int64_t K, int64_t inner, int64_t m,
+                                                                     unsigned long long* bad) {
+  for_each_index(index, D, K, inner, m, bad, [&](int64_t i, int64_t e) { out[i] = x[e]; });
 }
 
 __global__ void __launch_bounds__(kElementwiseThreads) scatter_add_kernel(float* dst, const float* src,
                                                                           const int32_t* index, int64_t D, int64_t K,
                                                                           int64_t inner, int64_t m,
                                                                           unsigned long long* bad) {
-  PG_GRID_STRIDE(i, m) {
-    const int32_t d = index[i];
-    if (d < 0 || d >= D) {
-      report_bad(bad, i);
-      continue;
-    }
-    const int64_t j = i % inner, o = i / (K * inner);
-    atomicAdd(dst + (o * D + d) * inner + j, src[i]);
-  }
+  for_each_index(index, D, K, inner, m, bad, [&](int64_t i, int64_t e) { atomicAdd(dst + e, src[i]); });
 }
 
 // A block per row of C: softmax (log = false) or log-softmax, the row max subtracted.
