@@ -1,6 +1,6 @@
 // The synthetic corpus and prep config shared by the prep tests (test/data/prep.test.ts,
 // test/distributed/prep-shards.test.ts): 60 English "patents" with exact and near duplicates,
-// a broken line, a too-short document, and 30 lines of Chinese law text.
+// a broken line, a too-short document, and 30 lines of Chinese law text; and tree(), to compare outputs.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { validatePrepConfig } from '../../src/data/prep.js';
@@ -45,4 +45,18 @@ export function config(out: string, data: string, root: string) {
     },
     root,
   );
+}
+
+/** Every file under dir (relative path -> base64 of its bytes), in name order: compares prep outputs. */
+export function tree(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const f = path.join(d, e.name);
+      if (e.isDirectory()) walk(f);
+      else out[path.relative(dir, f)] = fs.readFileSync(f).toString('base64');
+    }
+  };
+  walk(dir);
+  return out;
 }

@@ -12,7 +12,7 @@ import { ShardSet } from '../../src/data/shards.js';
 import { llama2Model } from '../../src/tokenizer/llama2.js';
 import { encodeModelProto, PieceType } from '../../src/tokenizer/model.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/sentencepiece.js';
-import { config, corpus } from './prep-corpus.js';
+import { config, corpus, tree } from './prep-corpus.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-prep-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -48,19 +48,6 @@ describe('filters', () => {
     expect(() => buildFilters({ nope: 1 } as never)).toThrow(/unknown field 'nope'/);
   });
 });
-
-function tree(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
-      const f = path.join(d, e.name);
-      if (e.isDirectory()) walk(f);
-      else out[path.relative(dir, f)] = fs.readFileSync(f).toString('base64');
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 describe('default scan workers', () => {
   it('none below the threshold, where a worker cannot pay for its start-up; else one per core but one, at most 8', () => {

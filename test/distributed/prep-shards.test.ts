@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { prep } from '../../src/data/prep.js';
 import { ShardSet } from '../../src/data/shards.js';
-import { config, corpus } from '../data/prep-corpus.js';
+import { config, corpus, tree } from '../data/prep-corpus.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-prep-shards-'));
 afterAll(() => { if (!process.env.KEEP) fs.rmSync(root, { recursive: true, force: true }); });
@@ -30,19 +30,6 @@ async function documents(stageDir: string, parts: number): Promise<string[]> {
 
 const binBytes = (stageDir: string): number =>
   Object.entries(tree(stageDir)).filter(([f]) => f.endsWith('.bin')).reduce((a, [, b64]) => a + Buffer.from(b64, 'base64').length, 0);
-
-function tree(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
-      const f = path.join(d, e.name);
-      if (e.isDirectory()) walk(f);
-      else out[path.relative(dir, f)] = fs.readFileSync(f).toString('base64');
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 describe('data prep --shard i/3, merge, emit', () => {
   it('gives every stage the documents of one run, token for token, and the same bytes in total', async () => {
