@@ -6,9 +6,10 @@
 // and the same rule-based reward (claim-format):
 // - ours: the ppo stage itself (patentgpt ppo): rollouts by our paged engine with continuous
 //   batching on the live policy (ppo.kvCacheMiB's default 64 MiB: the whole rollout batch at
-//   once), packed forwards for log-probs/values (the first minibatch's recorded for its loss) and
-//   the reference, the minibatch steps through the shared training loop; the value head shares the policy's
-//   trunk and the reference is a frozen copy (3 decoders' worth of weights at most: policy, ref);
+//   once), the old log-probs and values taken from the generation (each sampled token's logits
+//   and final-normed hidden row, as TRL takes its old log-probs from generate's scores), a packed
+//   forward for the reference's, the minibatch steps through the shared training loop; the value
+//   head shares the policy's trunk and the reference is a frozen copy (policy, ref in memory);
 // - TRL: scripts/ppo-bench-trl.py, PPOTrainer.train's loop of trl 0.x (trl 1.13 has no
 //   PPOTrainer): HF generate with exactly L new tokens, policy + reference + value model (a
 //   LlamaForSequenceClassification: TRL's four models less the reward model), the same math.

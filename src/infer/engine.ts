@@ -90,6 +90,20 @@ export interface EngineOptions {
    * device here is then an error.
    */
   device?: Device;
+  /**
+   * Hand each request's onToken the final-normed hidden row (C) its token's logits came from
+   * (default false: null there), e.g. for a score head on the policy's trunk (PPO's value head).
+   */
+  hiddenStates?: boolean;
+}
+
+/** What GenerateOptions.onToken sees of each sampled token; the arrays are valid during the call only. */
+export interface SampledToken {
+  token: number;
+  /** The raw next-token logits (V) it was sampled from: before temperature, penalties or filters. */
+  logits: Float32Array;
+  /** With EngineOptions.hiddenStates, the final-normed hidden row (C) of those logits; else null. */
+  hidden: Float32Array | null;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -108,6 +122,11 @@ export interface GenerateOptions extends SamplingOptions {
   logprobs?: number;
   /** Cancels the request: the iterator throws the signal's reason and the blocks are freed at once. */
   signal?: AbortSignal;
+  /**
+   * Called with each new token as it is sampled (Engine only: ThreadedEngine cannot send a
+   * function to its worker). A throw fails the request.
+   */
+  onToken?: (t: SampledToken) => void;
 }
 
 /**
@@ -256,6 +275,7 @@ export class Engine {
   #steps = 0;
   #tokens = 0;
   #preemptions = 0;
+  readonly #hiddenStates: boolean;
   /** Called after every step with the blocks in use (tests watch the budget with it). */
   onStep: ((s: EngineStats) => void) | null = null;
 
@@ -285,7 +305,8 @@ export class Engine {
       throw new PatentGPTError('E_ARGUMENT', `Engine: maxModelLen must be an integer >= 2, got ${this.maxModelLen}`);
     if (!(this.maxNumSeqs >= 1) || !(this.maxNumBatchedTokens >= 1))
       throw new PatentGPTError('E_ARGUMENT', 'Engine: maxNumSeqs and maxNumBatchedTokens must be >= 1');
-    this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen, kvCacheDType });
+    this.#hiddenStates = opts.hiddenStates ?? false;
+    this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen, kvCacheDType, hiddenStates: this.#hiddenStates });
   }
 
   /**
@@ -523,6 +544,7 @@ export class Engine {
       return;
     }
     this.#steps++;
+    const hidden = this.#hiddenStates ? this.#runner.hidden : null;
     plan.forEach((p, i) => {
       const seq = p.seq;
       this.#tokens += p.end - p.start;
@@ -530,7 +552,7 @@ export class Engine {
       this.pool.markComputed(seq.table!, seq.tokens, p.end);
       const row = logits[i];
       try {
-        if (row) this.#emit(seq, row);
+        if (row) this.#emit(seq, row, hidden?.[i] ?? null);
       } catch (err) {
         this.#cancel(seq, err); // e.g. a token the tokenizer cannot decode: this request fails, the engine goes on
       }
@@ -539,9 +561,10 @@ export class Engine {
   }
 
   /** Samples seq's next token from its logits, streams it, and finishes the request if it must stop. */
-  #emit(seq: Sequence, logits: Float32Array): void {
+  #emit(seq: Sequence, logits: Float32Array, hidden: Float32Array | null): void {
     const o = seq.opts;
     const token = seq.sampler.sample(logits);
+    o.onToken?.({ token, logits, hidden });
     seq.sampler.accept(token);
     seq.tokens.push(token);
     const delta: GenerationDelta = { tokens: [token], text: '', finishReason: null };

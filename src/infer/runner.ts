@@ -43,6 +43,8 @@ export interface RunnerOptions {
   maxModelLen?: number;
   /** Element type of the K and V caches (default f32). */
   kvCacheDType?: KvCacheDType;
+  /** Also keep, each step, the final-normed hidden row of each returned logits row (see `hidden`; default false). */
+  hiddenStates?: boolean;
 }
 
 export class ModelRunner {
@@ -64,6 +66,10 @@ export class ModelRunner {
   /** Logits of up to GEMV_MAX_ROWS rows, natively and on the host, rewritten each step. */
   readonly #logits: Tensor;
   readonly #hostLogits: Float32Array;
+  /** With hiddenStates: the normed rows of up to GEMV_MAX_ROWS logits rows, natively and on the host; the latest step's per item. */
+  readonly #hidden: Tensor | null;
+  readonly #hostHidden: Float32Array;
+  #lastHidden: (Float32Array | null)[] = [];
   #closed = false;
 
   constructor(model: LlamaForCausalLM, opts: RunnerOptions) {
@@ -91,9 +97,11 @@ export class ModelRunner {
     this.#hostIndex = new Int32Array(this.#index.size);
     this.#logits = keep(Tensor.empty([R, this.config.vocabSize], { device }));
     this.#hostLogits = new Float32Array(R * this.config.vocabSize);
+    this.#hidden = opts.hiddenStates ? keep(Tensor.empty([R, dim], { device })) : null;
+    this.#hostHidden = new Float32Array(opts.hiddenStates ? R * dim : 0);
     const ix = (from: number, n: number): Tensor => keep(this.#index.narrow(from, n));
     this.#decodeStep = {
-      tokens: ix(at.tokens, R), logitRows: ix(at.logitRows, R), logitRowCount: 0, logits: this.#logits, workspace: this.#workspace,
+      tokens: ix(at.tokens, R), logitRows: ix(at.logitRows, R), logitRowCount: 0, logits: this.#logits, hidden: this.#hidden, workspace: this.#workspace,
       attention: {
         kind: 'paged', rows: 0, positions: ix(at.positions, R), slotMapping: ix(at.slots, R), rope: ropeParams(this.config), cache: this.#cache, fresh: null,
         cached: {
@@ -107,6 +115,15 @@ export class ModelRunner {
   /** Element type of the caches, as allocated. */
   get kvCacheDType(): KvCacheDType {
     return this.#cache.k[0]!.dtype as KvCacheDType;
+  }
+
+  /**
+   * With hiddenStates: per item of the latest step, the final-normed hidden row (C) that its
+   * returned logits were projected from (null where step() returned none). Valid until the next step.
+   */
+  get hidden(): (Float32Array | null)[] {
+    if (!this.#hidden) throw new PatentGPTError('E_ARGUMENT', 'ModelRunner: hidden rows need a runner made with hiddenStates: true');
+    return this.#lastHidden;
   }
 
   /** Bytes held by the K and V caches of every layer. */
@@ -153,6 +170,14 @@ export class ModelRunner {
     return last;
   }
 
+  /** With hiddenStates: reads the step's hidden rows (`from`, its first rows) and hands item i row slot[i] (-1: none). */
+  #keepHidden(from: Tensor | null, slot: readonly number[]): void {
+    if (!this.#hidden) return;
+    const C = this.config.dim, n = slot.reduce((a, k) => Math.max(a, k + 1), 0);
+    const host = !from || n === 0 ? null : from.read(n <= this.#hidden.shape[0]! ? this.#hostHidden.subarray(0, n * C) : new Float32Array(n * C));
+    this.#lastHidden = slot.map((k) => (host && k >= 0 ? host.subarray(k * C, (k + 1) * C) : null));
+  }
+
   /** Row r of `logits` (n, V) for each item whose last row is r, in item order. */
   #split(logits: Float32Array, lastRow: readonly number[]): (Float32Array | null)[] {
     const V = this.config.vocabSize;
@@ -195,6 +220,8 @@ export class ModelRunner {
     step.attention.cached.maxContextLen = maxContext;
     step.logitRowCount = want;
     this.#model.forwardPaged(step);
+    let w = 0;
+    this.#keepHidden(want === 0 ? null : this.#hidden, lastRow.map((r) => (r >= 0 ? w++ : -1)));
     if (want === 0) return lastRow.map(() => null);
     const host = this.#logits.read(this.#hostLogits.subarray(0, want * this.config.vocabSize));
     return this.#split(host, lastRow);
@@ -261,8 +288,9 @@ export class ModelRunner {
       const index = this.#writeIndex(idx);
       const part = (from: number, n: number): Tensor => index.narrow(from, n);
       const out = want.length <= this.#logits.shape[0]! ? this.#logits : Tensor.empty([want.length, V], { like: this.#logits });
+      const hidden = !this.#hidden ? null : want.length <= this.#hidden.shape[0]! ? this.#hidden : Tensor.empty([want.length, cfg.dim], { like: this.#hidden });
       this.#model.forwardPaged({
-        tokens: part(at.tokens, N), logitRows: part(at.logitRows, want.length), logitRowCount: want.length, logits: out,
+        tokens: part(at.tokens, N), logitRows: part(at.logitRows, want.length), logitRowCount: want.length, logits: out, hidden,
         attention: {
           kind: 'paged', rows: N, positions: part(at.positions, N), slotMapping: part(at.slots, N), rope, cache: this.#cache,
           fresh: nFresh > 0 ? { rows: nFreshRows, cuSeqlens: part(cuFreshAt, nFresh + 1) } : null,
@@ -272,6 +300,9 @@ export class ModelRunner {
           } : null,
         },
       });
+      // hidden rows in row order, as the logits: item i takes the row of its last row
+      const byRow = new Map(want.map((r, w) => [r, w]));
+      this.#keepHidden(want.length === 0 ? null : hidden, lastRow.map((r) => (r >= 0 ? byRow.get(r)! : -1)));
       if (want.length === 0) return null;
       return out.read(out === this.#logits ? this.#hostLogits.subarray(0, want.length * V) : new Float32Array(want.length * V));
     });
@@ -295,6 +326,7 @@ export class ModelRunner {
     const s = this.#decodeStep, a = s.attention;
     for (const t of [...this.#cache.k, ...this.#cache.v, s.tokens, s.logitRows, a.positions, a.slotMapping, a.cached.blockTables, a.cached.cuQ,
       a.cached.contextLens, this.#index, this.#logits]) t.dispose();
+    this.#hidden?.dispose();
     this.#workspace.dispose();
   }
 }

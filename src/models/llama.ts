@@ -102,6 +102,11 @@ export interface PagedStep {
   /** (>= logitRowCount, V): receives those logits, in the order of logitRows, at its start. */
   logits: Tensor;
   /**
+   * (>= logitRowCount, C), optional: receives the final-normed hidden rows those logits were
+   * projected from, in the same order (what a score head on the trunk reads, e.g. PPO's value head).
+   */
+  hidden?: Tensor | null;
+  /**
    * Buffers for the fused decode path (createDecodeWorkspace), offered with metadata whose
    * tensors stay the same from step to step (the calls are prepared for them once); absent,
    * the step runs the separate ops.
@@ -354,6 +359,7 @@ export class LlamaForCausalLM extends Module {
         const rows = n === N ? x : gatherRows(x, head(step.logitRows, n)); // (n, C)
         const h = this.model.norm.forward(rows), q = this.#quantizedHead;
         copyRows(step.logits, 0, q ? quantLinear(h, q) : linear(h, this.outputWeight), 0, n);
+        if (step.hidden) copyRows(step.hidden, 0, h, 0, n);
       } finally {
         rec.dispose();
       }
@@ -372,6 +378,8 @@ export class LlamaForCausalLM extends Module {
       plan.pick(n); // a prompt chunk's last row: gathered first
       plan.pickedLogits(n);
     }
+    // decodeLogits leaves the normed rows of its logits in the workspace's h
+    if (step.hidden) copyRows(step.hidden, 0, step.workspace!.buffers.h, 0, n);
   }
 
   /** The fused decode path's calls for this step, or null when the step takes the separate ops. */

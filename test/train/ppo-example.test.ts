@@ -34,7 +34,7 @@ describe('examples/tiny-ppo.json', () => {
     expect(ms).toHaveLength(4);
     for (const k of ['reward', 'kl', 'klCoef', 'entropy', 'clipFraction', 'valueLoss', 'approxKl', 'responseLength', 'eosRate'])
       for (const x of ms) expect(Number.isFinite(x[k] as number), k).toBe(true);
-    expect(ms[0]!.kl).toBe(0);
+    expect(Math.abs(ms[0]!.kl as number)).toBeLessThan(1e-5); // the policy starts as the reference (the engine's old log-probs round apart from the packed forward's)
     expect(ms[0]!.responseLength as number).toBeLessThanOrEqual(64);
   }, 120_000);
 });

@@ -59,7 +59,7 @@ describe('patentgpt ppo (in process)', () => {
     const perRollout = (k: string): number[] => ms.filter((_, i) => i % 4 === 0).map((m) => m[k] as number);
     const reward = perRollout('reward'), kl = perRollout('kl');
     const first = mean(reward.slice(0, 8)), last = mean(reward.slice(-8));
-    expect(kl[0]).toBe(0); // the policy starts as the reference
+    expect(Math.abs(kl[0]!)).toBeLessThan(1e-5); // the policy starts as the reference (old log-probs from the engine: rounding apart)
     expect(last, `mean reward of the first 8 rollouts ${first}, of the last 8 ${last}`).toBeGreaterThan(first + 0.1);
     expect(Math.max(...kl), `KL per response ${kl.map((x) => x.toFixed(2)).join(' ')}`).toBeLessThan(40);
     for (const k of ['reward', 'kl', 'entropy', 'clipFraction', 'valueLoss', 'approxKl', 'responseLength', 'policyLoss', 'klCoef', 'eosRate'])
@@ -96,8 +96,8 @@ describe('patentgpt ppo (in process)', () => {
     expect(r.status).toBe('completed');
     expect(r.lora!.trainable).toBeLessThan(r.lora!.total / 4);
     const ms = metrics(cfg);
-    expect(ms[0]!.kl).toBe(0);
-    expect(ms[4]!.kl as number).toBeGreaterThan(0); // the second rollout's policy has moved off the base
+    expect(Math.abs(ms[0]!.kl as number)).toBeLessThan(1e-5); // rounding apart: engine vs packed forward
+    expect(ms[4]!.kl as number).toBeGreaterThan(1e-3); // the second rollout's policy has moved off the base
     const dir = path.join(cfg.runDir, 'checkpoints', 'step-8');
     expect(fs.readdirSync(dir)).toEqual(expect.arrayContaining(['adapter_model.safetensors', 'adapter_config.json', 'value_head.safetensors']));
     expect(fs.existsSync(path.join(dir, 'model.safetensors'))).toBe(false);

@@ -10,10 +10,14 @@
 //   3. score: the reward function (prompt text, completion text) or a frozen reward model on
 //      (prompt ++ response) read at its last token, the true EOS; missing_eos_penalty where the
 //      response ran out of tokens without one.
-//   4. log-probs and values of the rollout policy, log-probs of the reference (the frozen init
-//      model, or the same base with the LoRA adapters detached: one base in memory), packed
-//      forwards (no padding), at the sampling temperature as TRL takes them. The policy's pass over
-//      the rows of the first minibatch is recorded for backward and that minibatch's loss reuses it.
+//   4. log-probs and values of the rollout policy come from the generation itself, as TRL takes
+//      its old log-probs from generate's scores: per sampled token, the log-prob of its raw logits
+//      at the sampling temperature (logits / (temperature + 1e-7)) and the value head on the
+//      final-normed hidden row those logits came from (the engine hands both over), so no policy
+//      forward scores the rollout. Only the reference (the frozen init model, or the same base
+//      with the LoRA adapters detached: one base in memory) takes a packed forward (no padding).
+//      The engine's paged forward rounds differently from the training forward, as HF generate's
+//      from TRL's: the first minibatch's ratio is near 1, not exactly 1.
 //   5. per-token KL penalty, score on the EOS, GAE, whitened advantages (src/train/ppo/math.ts).
 //   6. epochs x minibatches of the clipped policy + value loss (src/train/ppo/loss.ts), each
 //      minibatch one optimizer step of the shared training loop (gradAccum micro-batches).
@@ -27,14 +31,14 @@ import * as path from 'node:path';
 import { PatentGPTError } from '../../errors.js';
 import { readSftRecords, where } from '../../data/sft/index.js';
 import type { ChatRenderer } from '../../data/sft/render.js';
-import { Engine } from '../../infer/engine.js';
+import { Engine, type SampledToken } from '../../infer/engine.js';
 import {
   ADAPTER_WEIGHTS_FILE, LlamaForCausalLM, PEFT_PREFIX, loadWeights, safetensorsContent, type ModelConfig,
 } from '../../models/index.js';
 import { loadRewardModel, packSequences, type ScoreHeadModel } from '../../models/reward.js';
 import { Linear } from '../../nn/index.js';
 import { loraLayers, withAdaptersDisabled } from '../../nn/lora.js';
-import { Tensor, gatherRows, keep, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
+import { Tensor, gatherRows, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
 import { configHash } from '../config.js';
 import type { PpoConfig } from '../ppo/config.js';
 import { meanEntropy, ppoLoss } from '../ppo/loss.js';
@@ -67,8 +71,6 @@ interface PpoBatch extends TrainBatchInfo {
   rows: RolloutRow[];
   packed: PackedRollout;
   stats: Rollout['stats'];
-  /** The policy's forward of these rows, recorded for backward at rollout time (weights not moved since): the loss takes it as is. */
-  recorded: PolicyOutputs | null;
 }
 
 /** The policy at the response rows of a packed rollout: logits at the sampling temperature (n, V), log-probs of the response tokens (n), values (n). */
@@ -151,20 +153,33 @@ function policyOutputs(model: LlamaForCausalLM, packed: PackedRollout, temperatu
   return { logits, logprobs: lp, values: head ? linear(rows, head.weight).reshape([packed.rows.length]) : null };
 }
 
-/** Host copies of the log-probs and (with a value head) the values of recorded or no-grad policy outputs. */
-function hostScores(o: PolicyOutputs): { logprobs: Float32Array; values: Float32Array | null } {
-  return { logprobs: Float32Array.from(o.logprobs.toArray() as Float32Array), values: o.values ? Float32Array.from(o.values.toArray() as Float32Array) : null };
+/** Log-probs of the response tokens at the sampling temperature; no gradient (the reference's pass). */
+function scoreTokens(model: LlamaForCausalLM, packed: PackedRollout, temperature: number): Float32Array {
+  return noGrad(() => scope(() => Float32Array.from(policyOutputs(model, packed, temperature, null).logprobs.toArray() as Float32Array)));
 }
 
-/** Log-probs of the response tokens (at the sampling temperature) and, with a value head, the values at the same rows; no gradient. */
-function scoreTokens(model: LlamaForCausalLM, packed: PackedRollout, temperature: number, head: Linear | null): { logprobs: Float32Array; values: Float32Array | null } {
-  return noGrad(() => scope(() => hostScores(policyOutputs(model, packed, temperature, head))));
-}
-
-function disposeOutputs(o: PolicyOutputs): void {
-  o.logits.dispose();
-  o.logprobs.dispose();
-  o.values?.dispose();
+/**
+ * What the rollout keeps of each sampled token (GenerateOptions.onToken): its log-prob at the
+ * sampling temperature, as policyOutputs computes it from the same logits (log-softmax of
+ * logits / (temperature + 1e-7)), and the value head on the hidden row those logits came from.
+ */
+export function tokenScorer(temperature: number, headWeight: Float32Array): { logprobs: number[]; values: number[]; onToken: (t: SampledToken) => void } {
+  const logprobs: number[] = [], values: number[] = [];
+  const inv = 1 / (temperature + 1e-7);
+  return {
+    logprobs, values,
+    onToken: ({ token, logits, hidden }) => {
+      if (!hidden) throw new PatentGPTError('E_INTERNAL', 'ppo: the rollout engine handed no hidden row (it needs hiddenStates: true)');
+      let m = -Infinity;
+      for (let i = 0; i < logits.length; i++) m = Math.max(m, logits[i]! * inv);
+      let z = 0;
+      for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i]! * inv - m);
+      logprobs.push(logits[token]! * inv - m - Math.log(z));
+      let v = 0;
+      for (let i = 0; i < hidden.length; i++) v += hidden[i]! * headWeight[i]!;
+      values.push(v);
+    },
+  };
 }
 
 /** Runs (or resumes) one PPO stage. */
@@ -198,7 +213,6 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
   let reference: LlamaForCausalLM | null = null;
   let head: Linear | null = null;
   let engine: Engine | null = null;
-  let dropLeftover: (() => void) | null = null; // a recorded forward no loss took (a run stopped in between)
   try {
     // ---- policy, reference, value head
     policy = createStageModel(cfg, setup, opts);
@@ -225,11 +239,11 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     }
     const params: [string, Tensor][] = [...trainable, ['value_head.score.weight', vh.weight]];
     const refLogprobs = (packed: ReturnType<typeof packRollout>): Float32Array =>
-      reference ? scoreTokens(reference, packed, P.temperature, null).logprobs : withAdaptersDisabled(pol, () => scoreTokens(pol, packed, P.temperature, null).logprobs);
+      reference ? scoreTokens(reference, packed, P.temperature) : withAdaptersDisabled(pol, () => scoreTokens(pol, packed, P.temperature));
 
     engine = new Engine(pol, {
       kvCacheBytes: P.kvCacheMiB * 2 ** 20, maxNumSeqs: P.rolloutBatch, enablePrefixCaching: false, eosTokenId: setup.tokenizer.eosId,
-      maxNumBatchedTokens: Math.max(512, cfg.seqLen),
+      maxNumBatchedTokens: Math.max(512, cfg.seqLen), hiddenStates: true, // the value head reads the hidden rows of the sampled tokens
     });
     const fit = rolloutCacheFit(modelConfig, prompts.map((p) => p.ids.length), P.rolloutBatch, P.maxNewTokens, P.kvCacheMiB);
     if (fit.short) log(`ppo.kvCacheMiB ${P.kvCacheMiB} holds ${fit.holds} tokens, a rollout of ${P.rolloutBatch} reaches ${fit.needs}: responses will wait their turn or be recomputed (about ${fit.suggestMiB} MiB samples them all at once)`);
@@ -237,52 +251,14 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     const kl: KlController = P.adaptiveKl ? new AdaptiveKLController(P.klCoef, P.adaptiveKl.target, P.adaptiveKl.horizon) : new FixedKLController(P.klCoef);
     const perRollout = microBatchesPerRollout(P.rolloutBatch, cfg.batchSize, P.epochs);
 
-    // Stage 4's policy pass. The rows of the rollout's first micro-batch go through a forward
-    // recorded for backward, whose graph that micro-batch's loss then differentiates as is (the
-    // weights do not move in between): one policy forward less per rollout, and the old log-probs
-    // of those rows are the very numbers their first loss sees. The other rows take a no-grad
-    // forward. Not where the training forward draws noise (LoRA dropout, MoE router jitter): there
-    // the old log-probs come from the no-grad forward alone, as before.
-    const recordFirst = modelConfig.numExperts <= 1 && loraLayers(pol).every(([, l]) => l.adapter.dropout === 0);
-    let recorded: { rollout: number; out: PolicyOutputs } | null = null;
-    const dropRecorded = (): void => {
-      if (recorded) disposeOutputs(recorded.out);
-      recorded = null;
-    };
-    dropLeftover = dropRecorded;
-    const scorePolicy = (r: number, seqs: { prompt: Int32Array; response: Int32Array }[]): { logprobs: Float32Array; values: Float32Array; recorded: PolicyOutputs | null } => {
-      const first = recordFirst ? microBatchRows(r, 0, { rows: seqs.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed }) : [];
-      const inFirst = new Set(first);
-      const rest = seqs.map((_, b) => b).filter((b) => !inFirst.has(b));
-      // both passes' rows back in the order of seqs
-      const start = new Int32Array(seqs.length + 1);
-      seqs.forEach((q, b) => (start[b + 1] = start[b]! + q.response.length));
-      const logprobs = new Float32Array(start[seqs.length]!), values = new Float32Array(start[seqs.length]!);
-      const put = (order: number[], got: { logprobs: Float32Array; values: Float32Array | null }): void => {
-        let k = 0;
-        for (const b of order) {
-          const n = seqs[b]!.response.length;
-          logprobs.set(got.logprobs.subarray(k, k + n), start[b]);
-          values.set(got.values!.subarray(k, k + n), start[b]);
-          k += n;
-        }
-      };
-      if (rest.length > 0) put(rest, scoreTokens(pol, packRollout(rest.map((b) => seqs[b]!)), P.temperature, vh));
-      // the recorded pass last: nothing else runs while its graph is held
-      const out = first.length > 0 ? scope(() => policyOutputs(pol, packRollout(first.map((b) => seqs[b]!)), P.temperature, vh)) : null;
-      if (out) {
-        for (const t of [out.logits, out.logprobs, out.values!]) keep(t);
-        put(first, noGrad(() => hostScores(out)));
-      }
-      return { logprobs, values, recorded: out };
-    };
-
     // ---- one rollout: stages 1-5
     const makeRollout = async (r: number): Promise<Rollout> => {
       const picked = rolloutPrompts(r, P.rolloutBatch, prompts.length, cfg.seed).map((i) => prompts[i]!);
+      const headWeight = Float32Array.from(vh.weight.toArray() as Float32Array);
+      const scored = picked.map(() => tokenScorer(P.temperature, headWeight));
       const t0 = performance.now();
       const outs = await Promise.all(picked.map((p, i) => eng.complete(p.ids, {
-        maxTokens: P.maxNewTokens, temperature: P.temperature, topK: P.topK, topP: P.topP, seed: responseSeed(cfg.seed, r, i),
+        maxTokens: P.maxNewTokens, temperature: P.temperature, topK: P.topK, topP: P.topP, seed: responseSeed(cfg.seed, r, i), onToken: scored[i]!.onToken,
       })));
       const secs = (performance.now() - t0) / 1000;
       const gen = outs.map((o) => Int32Array.from(o.tokens));
@@ -300,7 +276,11 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       const scores = penalizeMissingEos(raw, hasEos, P.missingEosPenalty);
       const seqs = picked.map((p, b) => ({ prompt: p.ids, response: responses[b]! }));
       const ref = refLogprobs(packRollout(seqs));
-      const cur = scorePolicy(r, seqs); // last: its recorded graph lives on into the first loss
+      // the rollout policy's log-probs and values, taken at generation (stage 4), in the order of seqs
+      const cur = {
+        logprobs: Float32Array.from(scored.flatMap((s, b) => s.logprobs.slice(0, lengths[b]!))),
+        values: Float32Array.from(scored.flatMap((s, b) => s.values.slice(0, lengths[b]!))),
+      };
       // to (B, T) row-major for the math
       const B = picked.length, T = P.maxNewTokens;
       const grid = (flat: Float32Array): Float64Array => {
@@ -330,7 +310,6 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       }
       const mean = sum / B;
       const genTokens = outs.reduce((a, o) => a + o.tokens.length, 0);
-      if (cur.recorded) recorded = { rollout: r, out: cur.recorded };
       return {
         index: r, rows,
         stats: {
@@ -346,7 +325,6 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     let nextRollout = 0;
     const nextBatch = async (): Promise<PpoBatch> => {
       if (!current || consumed >= perRollout) {
-        dropRecorded();
         current = await makeRollout(nextRollout++);
         consumed = 0;
       }
@@ -354,18 +332,13 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       const k = consumed++;
       const rows = microBatchRows(c.index, k, { rows: c.rows.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed }).map((i) => c.rows[i]!);
       const packed = packRollout(rows);
-      let rec: PolicyOutputs | null = null;
-      if (k === 0 && recorded?.rollout === c.index) {
-        rec = recorded.out; // the same rows in the same order: the forward this loss would run
-        recorded = null;
-      }
-      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length, recorded: rec };
+      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length };
     };
 
     // ---- stage 6: the minibatch loss
     const loss = (batch: PpoBatch): TaskLoss => {
       const packed = batch.packed;
-      const { logits, logprobs: lp, values } = batch.recorded ?? policyOutputs(pol, packed, P.temperature, vh);
+      const { logits, logprobs: lp, values } = policyOutputs(pol, packed, P.temperature, vh);
       const cat = (k: 'oldLogprobs' | 'oldValues' | 'advantages' | 'returns'): Float32Array => {
         const out = new Float32Array(packed.rows.length);
         let o = 0;
@@ -381,8 +354,6 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       );
       const s = batch.stats;
       const entropy = meanEntropy(logits);
-      // kept past the rollout's scope: handed over here (the graph keeps what backward needs), as a scope's end would
-      if (batch.recorded) disposeOutputs(batch.recorded);
       return {
         loss: out.loss,
         metrics: {
@@ -416,7 +387,6 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
         ...(cfg.lora ? { loraDropout: loraLayers(pol).map(([, l]) => l.adapter.dropoutOffset) } : {}),
       }),
       restoreDataPosition: (p) => {
-        dropRecorded();
         const d = p as { nextRollout: number; consumed: number; klCoef: number; current: unknown; loraDropout?: number[] };
         if (d.loraDropout) loraLayers(pol).forEach(([, l], i) => (l.adapter.dropoutOffset = d.loraDropout![i] ?? 0));
         nextRollout = d.nextRollout;
@@ -445,7 +415,6 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     }
     return { ...result, runDir, model: modelConfig, prompts: { used: prompts.length, skipped }, rollouts: nextRollout, ...(loraSummary ? { lora: loraSummary } : {}) };
   } finally {
-    dropLeftover?.();
     engine?.close();
     head?.dispose();
     reference?.dispose();
