@@ -99,7 +99,8 @@ constexpr double kItemParallelFlops = 2.0 * 256 * 256 * 256;
 void plan_units(Plan& p, const Isa& isa, int nt) {
   nt = static_cast<int>(std::min<int64_t>(nt, kPlanThreads));
   p.mc = round_up(ceil_div(p.M, ceil_div(p.M, isa.mc)), isa.mr);
-  p.kc = ceil_div(p.K, ceil_div(p.K, isa.kc));
+  // Depth blocks of a multiple of 32 (the AMX panels' padding) as far as K allows; isa.kc is one.
+  p.kc = round_up(ceil_div(p.K, ceil_div(p.K, isa.kc)), 32);
   const int64_t npanels = ceil_div(p.N, isa.nr);
   int64_t ncb = ceil_div(p.N, isa.nc);
   if (nt > 1) ncb = std::max(ncb, std::min<int64_t>(npanels, 4 * nt));
@@ -125,7 +126,8 @@ void run_item(Plan p, const Isa& isa, int nt) {
   }
   Workspace& ws = thread_workspace();
   plan_units(p, isa, nt);
-  const size_t block = static_cast<size_t>(round_up(p.mc * p.kc, 16));
+  // Each A buffer holds mc x kc bf16 padded to 32 (PanelLayout): within gemm.cpp's mc x kc floats.
+  const size_t block = static_cast<size_t>(round_up(p.mc * round_up(p.kc, 32) / 2, 16));
   p.apack[0] = ws.gemm_a;
   p.apack[1] = ws.gemm_a + block;
   Progress progress;

@@ -18,7 +18,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 // After the shared headers: only the kernels below get the bf16 and tile instructions.
-#pragma GCC target("avx512bf16,amx-tile,amx-bf16")
+#pragma GCC target("avx512bf16,amx-tile,amx-bf16,prfchw")
 
 namespace pg {
 namespace gemm_detail {
@@ -141,6 +141,7 @@ inline void store_rows(int cols, const __m512* c0, const __m512* c1, float* c, i
 
 struct DpKern {
   static constexpr int MR = 14, NR = 32;
+  static constexpr int kPerSlot = 2, kDepthPad = 2;  // panels of bf16 pairs (gemm_kernels.h)
 
   template <int R>
   static void tile_rows(int cols, int64_t kc, const uint32_t* __restrict a, const uint32_t* __restrict b,
@@ -243,6 +244,7 @@ inline void configure_tiles() {
 
 struct AmxKern {
   static constexpr int MR = 32, NR = 32;
+  static constexpr int kPerSlot = 2, kDepthPad = 32;
 
   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                    float alpha, float beta) {
@@ -253,8 +255,9 @@ struct AmxKern {
     // A whole tile at alpha 1 (every product of matmul and linear) accumulates in the tile
     // registers straight from and to C: beta 1 (the depth blocks after the first) loads C into
     // them first. The next tile's C rows (the driver walks the columns of this row panel: 64
-    // lines, 32 rows apart) are fetched meanwhile, a few per depth block: issued all at once they
-    // stall the loop (measured: 8% slower than spread).
+    // lines, 32 rows apart) are fetched for writing meanwhile, a few per depth block: issued all
+    // at once they stall the loop (measured: 8% slower than spread). (Storing the tiles to a
+    // buffer and C from vectors instead measured about 10% slower.)
     const bool whole = rows == MR && cols == NR && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
     const int64_t prefetch_per_block = ceil_div(64, nblk);
     const int64_t ldb = ldc * 4;  // bytes
@@ -269,19 +272,27 @@ struct AmxKern {
       _tile_zero(2);
       _tile_zero(3);
     }
+    // Software-pipelined: each operand tile is reloaded as soon as its last reader has issued
+    // (tiles are not renamed: a load waits for the products still reading its register), so the
+    // loads of block blk + 1 overlap the products of block blk. B tiles are streamed (read once
+    // per tile, from L2) so that the A panel, reused for every tile of the row, stays in L1.
+    const uint16_t* at = ap;  // block blk: 32 rows x 32 k
+    const uint16_t* bt = bp;  // 16 pairs x 32 columns x 2
+    _tile_loadd(4, at, 64);
+    _tile_stream_loadd(6, bt, 128);
     for (int64_t blk = 0; blk < nblk; ++blk) {
-      const uint16_t* at = ap + blk * 1024;  // 32 rows x 32 k
-      const uint16_t* bt = bp + blk * 1024;  // 16 pairs x 32 columns x 2
       for (int64_t q = blk * prefetch_per_block; q < (blk + 1) * prefetch_per_block && q < 64; ++q)
-        _mm_prefetch(reinterpret_cast<const char*>(c + (q >> 1) * ldc + NR + 16 * (q & 1)), _MM_HINT_T0);
-      _tile_loadd(4, at, 64);
-      _tile_loadd(5, at + 512, 64);
-      _tile_loadd(6, bt, 128);
-      _tile_loadd(7, bt + 32, 128);
+        _m_prefetchw(c + (q >> 1) * ldc + NR + 16 * (q & 1));
       _tile_dpbf16ps(0, 4, 6);
+      _tile_stream_loadd(7, bt + 32, 128);
       _tile_dpbf16ps(1, 4, 7);
+      _tile_loadd(5, at + 512, 64);
       _tile_dpbf16ps(2, 5, 6);
+      at += 1024;
+      bt += 1024;
+      if (blk + 1 < nblk) _tile_loadd(4, at, 64);
       _tile_dpbf16ps(3, 5, 7);
+      if (blk + 1 < nblk) _tile_stream_loadd(6, bt, 128);
     }
     if (whole) {
       _tile_stored(0, c, ldb);
@@ -343,13 +354,14 @@ void amx_bf16(const Plan& p) { run_units<AmxKern, uint16_t>(p); }
 
 }  // namespace
 
-// Blocking within the f32 AVX-512 GEMM's (the workspace is sized by gemm.cpp for that): the
-// driver spaces panels as if they held floats, and bf16 pairs fill half of that. AMX panels pad
-// the depth to 32, which still fits for a depth block of at least 16 (gemm_bf16.cpp sends
-// K < 32 to the AVX-512 BF16 kernel).
+// Blocking within the workspace that gemm.cpp sizes for the f32 AVX-512 GEMM (mc x kc floats per
+// A buffer, kc x nc per B block): bf16 panels take half a float per value (PanelLayout), so the
+// AMX kernel gets twice the f32 depth block (768 = the depth of the LLaMA shapes' GEMMs, whose C
+// tiles are then loaded never and stored once) within the same bytes, its depth padded to 32
+// (gemm_bf16.cpp rounds its depth blocks to 32 and sends K < 32 to the AVX-512 BF16 kernel).
 extern const Isa kIsaAvx512Bf16 = {"avx512bf16", DpKern::MR, DpKern::NR, 2016, 384, 480, dp_f32, dp_bf16,
                                    nullptr, nullptr, nullptr};
-extern const Isa kIsaAmx = {"amx", AmxKern::MR, AmxKern::NR, 2016, 384, 480, amx_f32, amx_bf16,
+extern const Isa kIsaAmx = {"amx", AmxKern::MR, AmxKern::NR, 2016, 768, 480, amx_f32, amx_bf16,
                             nullptr, nullptr, nullptr};
 
 }  // namespace gemm_detail

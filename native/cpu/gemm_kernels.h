@@ -292,6 +292,19 @@ void small_m_columns(const Plan& p, const float* a, int64_t j0, int64_t j1) {
   }
 }
 
+// How packed panels fill the driver's float buffers: kernels that pack bf16 pairs say so with
+//   static constexpr int kPerSlot = 2, kDepthPad = ...;  (values per float slot, depth padding)
+// and their panels then take MR (or NR) * round_up(kc, kDepthPad) / kPerSlot floats; the others
+// pack one float per value, unpadded.
+template <class K, class = void>
+struct PanelLayout {
+  static constexpr int per_slot = 1, depth_pad = 1;
+};
+template <class K>
+struct PanelLayout<K, std::void_t<decltype(K::kPerSlot)>> {
+  static constexpr int per_slot = K::kPerSlot, depth_pad = K::kDepthPad;
+};
+
 // The body each thread runs. Kern provides MR, NR, pack_a and pack_b (as GenericPacking) and
 //   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b,
 //                    float* c, int64_t ldc, float alpha, float beta);
@@ -329,6 +342,8 @@ void run_units(const Plan& p) {
     const int64_t m0 = (it / nkb) * p.mc, mb = min64(p.mc, p.M - m0);
     const int64_t k0 = (it % nkb) * p.kc, kb = min64(p.kc, p.K - k0);
     float* apack = p.apack[it & 1];
+    // Floats per row of an A panel, or per column of a B panel, for this depth block.
+    const int64_t ks = round_up(kb, PanelLayout<Kern>::depth_pad) / PanelLayout<Kern>::per_slot;
     const int64_t local = ticket - it_start;
     if (local < pack_units(it)) {
       // Pack some A panels; their buffer was last read by iteration it - 2.
@@ -336,7 +351,7 @@ void run_units(const Plan& p) {
       const int64_t pend = min64(apanels(it), (local + 1) * p.panels_per_pack);
       for (int64_t pi = local * p.panels_per_pack; pi < pend; ++pi) {
         const int64_t i = pi * MR;
-        Kern::template pack_a<MR>(apack + pi * MR * kb, A, p.lda, p.trans_a, m0 + i,
+        Kern::template pack_a<MR>(apack + pi * MR * ks, A, p.lda, p.trans_a, m0 + i,
                                   static_cast<int>(min64(MR, mb - i)), k0, kb);
       }
       pr.packed[it % 4].fetch_add(1, std::memory_order_release);
@@ -353,7 +368,7 @@ void run_units(const Plan& p) {
     if (pa0 < pa1 && nbl > 0) {
       if (b_iter != it || b_cb != cb) {
         for (int64_t j = 0; j < nbl; j += NR)
-          Kern::template pack_b<NR>(bpack + j * kb, B, p.ldb, p.trans_b, k0, kb, j0 + j,
+          Kern::template pack_b<NR>(bpack + j * ks, B, p.ldb, p.trans_b, k0, kb, j0 + j,
                                     static_cast<int>(min64(NR, nbl - j)));
         b_iter = it;
         b_cb = cb;
@@ -362,10 +377,10 @@ void run_units(const Plan& p) {
       for (int64_t pi = pa0; pi < pa1; ++pi) {
         const int64_t i = m0 + pi * MR;
         const int rows = static_cast<int>(min64(MR, p.M - i));
-        const float* a = apack + pi * MR * kb;
+        const float* a = apack + pi * MR * ks;
         float* crow = p.C + i * p.ldc + j0;
         for (int64_t j = 0; j < nbl; j += NR)
-          Kern::tile(rows, static_cast<int>(min64(NR, nbl - j)), kb, a, bpack + j * kb, crow + j, p.ldc,
+          Kern::tile(rows, static_cast<int>(min64(NR, nbl - j)), kb, a, bpack + j * ks, crow + j, p.ldc,
                      p.alpha, beta);
       }
     }
