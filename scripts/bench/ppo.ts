@@ -20,8 +20,10 @@
 // generation's time), the update time (scoring, forwards, epochs x minibatches), the end-to-end
 // iteration time; peak memory: ours the native high-water mark over the run (weights, KV cache,
 // optimizer state, activations), TRL's its process's max-RSS growth from before the models were
-// built (an upper bound: allocator caches included). Ours stops a response at EOS (random
-// weights: about 1 in 259 tokens), TRL generates exactly L: the rates are per generated token.
+// built (an upper bound: allocator caches included). Both sides generate and train on exactly L
+// tokens a response: TRL's script has no stop token (EOS is an ordinary token, as PPOTrainer
+// with stop_token None), ours runs with ppo.stopAtEos false (by default it would end responses
+// at EOS, a quarter of the tokens fewer here, and so less work than TRL).
 // Beside the wall times, each side's CPU time per iteration (all its threads): on a shared machine
 // the wall times of both sides stretch unevenly (a busy core stalls torch's OpenMP team more than
 // it stalls us), the CPU times far less; with --threads 1 nothing spins, and their ratio measures
@@ -83,7 +85,7 @@ const ours = validateStageConfig({
   kind: 'ppo', name: 'bench', runDir: join(tmp, 'run'), model: modelDir, tokenizer: 'byte', prompts: { path: promptFile }, reward: { function: 'claim-format' },
   seqLen: 256, batchSize: minibatch, steps: iters * stepsPerIter, optimizer: { lr: LR, weightDecay: 0, eps: 1e-5 }, schedule: { kind: 'constant' },
   evalEvery: 0, checkpointEvery: 0, keepCheckpoints: 1, threads, memoryCheck: false,
-  ppo: { rolloutBatch: B, epochs, maxNewTokens: L, temperature: TEMP, klCoef: 0.05 },
+  ppo: { rolloutBatch: B, epochs, maxNewTokens: L, temperature: TEMP, klCoef: 0.05, stopAtEos: false },
 }) as PpoConfig;
 const stamps: { step: number; t: number; cpu: number; rate: number; len: number }[] = [];
 const cpuSec = (): number => {

@@ -43,6 +43,11 @@ export interface PpoHyper {
   whitenRewards: boolean;
   /** Subtracted from the score of a response without EOS (null: none). */
   missingEosPenalty: number | null;
+  /**
+   * false: as TRL with no stop_token, every response runs maxNewTokens tokens and EOS is an
+   * ordinary token (nothing truncated, no missing-EOS penalty). Absent: responses end at EOS.
+   */
+  stopAtEos?: false;
   /** KV cache of the rollout engine, in MiB. */
   kvCacheMiB: number;
 }
@@ -99,7 +104,7 @@ export function validatePpo(c: Json, base: StageBase, opts: { source?: string; b
 
   const o = f.object(c.ppo ?? {}, 'ppo');
   f.known(o, 'ppo', ['rolloutBatch', 'epochs', 'maxNewTokens', 'temperature', 'topK', 'topP', 'klCoef', 'klEstimator', 'adaptiveKl', 'gamma', 'lam',
-    'cliprange', 'cliprangeValue', 'vfCoef', 'whitenRewards', 'missingEosPenalty', 'kvCacheMiB']);
+    'cliprange', 'cliprangeValue', 'vfCoef', 'whitenRewards', 'missingEosPenalty', 'kvCacheMiB', 'stopAtEos']);
   const minibatch = base.batchSize * base.gradAccum;
   const rolloutBatch = f.int(o.rolloutBatch, 'ppo.rolloutBatch', 1, minibatch);
   if (rolloutBatch % minibatch !== 0) f.fail('ppo.rolloutBatch', `${rolloutBatch} is not a multiple of the minibatch batchSize x gradAccum = ${minibatch}`);
@@ -131,6 +136,11 @@ export function validatePpo(c: Json, base: StageBase, opts: { source?: string; b
     missingEosPenalty: o.missingEosPenalty === undefined || o.missingEosPenalty === null ? null : f.number(o.missingEosPenalty, 'ppo.missingEosPenalty', (x) => x >= 0, 'a number >= 0 (or null: none)', 0),
     kvCacheMiB: f.number(o.kvCacheMiB, 'ppo.kvCacheMiB', (x) => x > 0, 'a number > 0', 64),
   };
+  if (o.stopAtEos !== undefined && typeof o.stopAtEos !== 'boolean') f.fail('ppo.stopAtEos', `must be true or false, got ${JSON.stringify(o.stopAtEos)}`);
+  if (o.stopAtEos === false) {
+    if (ppo.missingEosPenalty !== null) f.fail('ppo.missingEosPenalty', 'has no meaning with ppo.stopAtEos false (no response stops at EOS); drop one of them');
+    ppo.stopAtEos = false; // only when set: the default leaves the config's hash as it was
+  }
   if (ppo.maxNewTokens + 1 >= base.seqLen) f.fail('ppo.maxNewTokens', `${ppo.maxNewTokens} leaves no room for a prompt in seqLen ${base.seqLen} (prompt + response tokens)`);
   return { ...base, kind: 'ppo', init, prompts, chatTemplate, reward, ppo, ...(c.lora !== undefined ? { lora: validateLora(f, c.lora, base.seed) } : {}) };
 }

@@ -259,10 +259,11 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       const t0 = performance.now();
       const outs = await Promise.all(picked.map((p, i) => eng.complete(p.ids, {
         maxTokens: P.maxNewTokens, temperature: P.temperature, topK: P.topK, topP: P.topP, seed: responseSeed(cfg.seed, r, i), onToken: scored[i]!.onToken,
+        ignoreEos: P.stopAtEos === false,
       })));
       const secs = (performance.now() - t0) / 1000;
       const gen = outs.map((o) => Int32Array.from(o.tokens));
-      const { lengths, hasEos } = truncateAtEos(gen, setup.tokenizer.eosId);
+      const { lengths, hasEos } = truncateAtEos(gen, P.stopAtEos === false ? null : setup.tokenizer.eosId);
       const responses = gen.map((g, b) => g.subarray(0, lengths[b]!));
       let raw: Float64Array;
       if (rewardFn) {
