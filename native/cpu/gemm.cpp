@@ -149,7 +149,7 @@ constexpr double kItemParallelFlops = 2.0 * 256 * 256 * 256;
 void plan_units(Plan& p, const Isa& isa, int nt) {
   nt = static_cast<int>(std::min<int64_t>(nt, kPlanThreads));  // bounds ncb * nrg (kMaxUnits)
   p.mc = round_up(ceil_div(p.M, ceil_div(p.M, isa.mc)), isa.mr);
-  p.kc = ceil_div(p.K, ceil_div(p.K, isa.kc));
+  p.kc = round_up(ceil_div(p.K, ceil_div(p.K, isa.kc)), isa.kc_align);  // isa.kc is a multiple of it
   const int64_t npanels = ceil_div(p.N, isa.nr);
   int64_t ncb = ceil_div(p.N, isa.nc);
   if (nt > 1) ncb = std::max(ncb, std::min<int64_t>(npanels, 4 * nt));
@@ -192,7 +192,7 @@ void run_small(const Plan& whole, const Isa& isa, int nt, Workspace& ws) {
 // One batch item on nt threads (nt == 1: on the calling thread).
 void run_item(Plan p, const Isa& isa, int nt) {
   Workspace& ws = thread_workspace();
-  if (p.M <= kSmallM) {
+  if (p.M <= kSmallM && isa.small_f32 != nullptr) {
     if (p.bf16)
       run_small<uint16_t>(p, isa, nt, ws);
     else
@@ -213,7 +213,8 @@ void run_item(Plan p, const Isa& isa, int nt) {
   }
   const ThreadFn run = p.bf16 ? isa.run_bf16 : isa.run_f32;
   plan_units(p, isa, nt);
-  const size_t block = static_cast<size_t>(round_up(p.mc * p.kc, 16));  // keeps both 64-byte aligned
+  // mc x kc values (padded as the ISA's panels are), rounded to keep both 64-byte aligned
+  const size_t block = static_cast<size_t>(round_up(p.mc * round_up(p.kc, isa.kc_align) / isa.per_slot, 16));
   p.apack[0] = ws.gemm_a;
   p.apack[1] = ws.gemm_a + block;
   Progress progress;
@@ -255,11 +256,19 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     scale_c(beta, C, M, N, ldc, stride_c, batch);
     return;
   }
-  const Isa& isa = pick_isa();
+  run_batch(trans_a, trans_b, sizeof(T) == 2, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+            stride_c, batch, pick_isa());
+}
+
+}  // namespace
+
+void run_batch(bool trans_a, bool trans_b, bool bf16, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+               int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+               int64_t ldc, int64_t stride_c, int64_t batch, const Isa& isa) {
   Plan base{};
   base.trans_a = trans_a;
   base.trans_b = trans_b;
-  base.bf16 = sizeof(T) == 2;
+  base.bf16 = bf16;
   base.M = M;
   base.N = N;
   base.K = K;
@@ -267,11 +276,12 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   base.lda = lda;
   base.ldb = ldb;
   base.ldc = ldc;
+  const int64_t elem = bf16 ? 2 : 4;
   auto item = [&](int64_t b, float beta_b) {
     Plan p = base;
     p.beta = beta_b;
-    p.A = A + b * stride_a;
-    p.B = B + b * stride_b;
+    p.A = static_cast<const char*>(A) + elem * b * stride_a;
+    p.B = static_cast<const char*>(B) + elem * b * stride_b;
     p.C = C + b * stride_c;
     return p;
   };
@@ -291,7 +301,6 @@ void gemm_any(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   for (int64_t b = 0; b < batch; ++b) run_item(item(b, beta), isa, flops < kParallelFlops ? 1 : nt);
 }
 
-}  // namespace
 }  // namespace gemm_detail
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

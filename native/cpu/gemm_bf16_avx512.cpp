@@ -358,11 +358,11 @@ void amx_bf16(const Plan& p) { run_units<AmxKern, uint16_t>(p); }
 // A buffer, kc x nc per B block): bf16 panels take half a float per value (PanelLayout), so the
 // AMX kernel gets twice the f32 depth block (768 = the depth of the LLaMA shapes' GEMMs, whose C
 // tiles are then loaded never and stored once) within the same bytes, its depth padded to 32
-// (gemm_bf16.cpp rounds its depth blocks to 32 and sends K < 32 to the AVX-512 BF16 kernel).
+// (its depth blocks are rounded to 32, kc_align; gemm_bf16.cpp sends K < 32 to the AVX-512 BF16 kernel).
 extern const Isa kIsaAvx512Bf16 = {"avx512bf16", DpKern::MR, DpKern::NR, 2016, 384, 480, dp_f32, dp_bf16,
-                                   nullptr, nullptr, nullptr};
+                                   nullptr, nullptr, nullptr, 32, DpKern::kPerSlot};
 extern const Isa kIsaAmx = {"amx", AmxKern::MR, AmxKern::NR, 2016, 768, 480, amx_f32, amx_bf16,
-                            nullptr, nullptr, nullptr};
+                            nullptr, nullptr, nullptr, AmxKern::kDepthPad, AmxKern::kPerSlot};
 
 }  // namespace gemm_detail
 }  // namespace pg

@@ -85,10 +85,21 @@ struct Isa {
   ThreadFn run_f32, run_bf16;
   SmallFn small_f32, small_bf16;
   double (*fma_loop)(int64_t iters);  // FLOPs done by a throughput-bound FMA loop (peak estimate)
+  // Packed bf16 pairs (gemm_bf16_avx512.cpp): depth blocks rounded to kc_align, per_slot values
+  // per float of the buffers (PanelLayout below).
+  int kc_align = 1, per_slot = 1;
 };
 extern const Isa kIsaAvx512;  // gemm_avx512.cpp
 extern const Isa kIsaAvx2;    // gemm_avx2.cpp
 extern const Isa kIsaScalar;  // gemm.cpp
+
+// Defined in gemm.cpp: C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] for every item (pg::gemm's
+// semantics; A and B float or bf16 as `bf16` says) with the given ISA's kernels, for M, N, K,
+// batch > 0 and alpha != 0. Products of at most kSmallM rows stream B when the ISA has a
+// few-rows path (small_f32), else they are packed like the rest.
+void run_batch(bool trans_a, bool trans_b, bool bf16, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+               int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+               int64_t ldc, int64_t stride_c, int64_t batch, const Isa& isa);
 
 namespace {
 
