@@ -7,47 +7,25 @@
 #include <limits>
 
 #include "check.h"
+#include "gemm_case.h"
 #include "patentgpt/ops.h"
 #include "patentgpt/runtime.h"
 
 namespace {
 
-struct Case {
-  int64_t M, N, K;
-  bool ta, tb;
-  int64_t pad = 0;    // extra elements per row (lda, ldb, ldc beyond the row width)
-  int64_t batch = 1;
-  bool bcast_a = false, bcast_b = false;
-  float alpha = 1.0f, beta = 0.0f;
-};
-
-uint16_t to_bf16(float f) {  // round to nearest even (finite inputs)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-float from_bf16(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using Case = pgtest::GemmCase;
+using pgtest::from_bf16;
 
 // Runs one case; returns the largest error relative to the tolerance (<= 1 passes).
 double run_case(const Case& c, bool bf16, unsigned seed) {
-  const int64_t arows = c.ta ? c.K : c.M, acols = c.ta ? c.M : c.K;
-  const int64_t brows = c.tb ? c.N : c.K, bcols = c.tb ? c.K : c.N;
-  const int64_t lda = acols + c.pad, ldb = bcols + c.pad, ldc = c.N + c.pad;
-  const int64_t sa = c.bcast_a ? 0 : arows * lda, sb = c.bcast_b ? 0 : brows * ldb, sc = c.M * ldc;
-  const int64_t na = c.bcast_a ? arows * lda : sa * c.batch, nb = c.bcast_b ? brows * ldb : sb * c.batch;
-  std::vector<float> A = pgtest::randn(static_cast<size_t>(na), seed);
-  std::vector<float> B = pgtest::randn(static_cast<size_t>(nb), seed + 1);
-  std::vector<float> C0 = pgtest::randn(static_cast<size_t>(sc * c.batch), seed + 2);
-  std::vector<uint16_t> Ah(A.size()), Bh(B.size());
-  if (bf16) {
-    for (size_t i = 0; i < A.size(); ++i) A[i] = from_bf16(Ah[i] = to_bf16(A[i]));
-    for (size_t i = 0; i < B.size(); ++i) B[i] = from_bf16(Bh[i] = to_bf16(B[i]));
+  pgtest::GemmOperands op(c, seed);
+  const int64_t lda = op.lda, ldb = op.ldb, ldc = op.ldc, sa = op.sa, sb = op.sb, sc = op.sc;
+  std::vector<float>&A = op.A, &B = op.B;
+  const std::vector<float>& C0 = op.C0;
+  const std::vector<uint16_t>&Ah = op.Ah, &Bh = op.Bh;
+  if (bf16) {  // the reference multiplies the values the bf16 GEMM reads
+    for (size_t i = 0; i < A.size(); ++i) A[i] = from_bf16(Ah[i]);
+    for (size_t i = 0; i < B.size(); ++i) B[i] = from_bf16(Bh[i]);
   }
   std::vector<float> C = C0;
   if (c.beta == 0.0f)  // beta == 0 must ignore C entirely, NaN included

@@ -10,35 +10,17 @@
 #include <limits>
 
 #include "check.h"
+#include "gemm_case.h"
 #include "patentgpt/gemm_bf16.h"
 #include "patentgpt/ops.h"
 #include "patentgpt/runtime.h"
 
 namespace {
 
-// The reference rounding: f32 -> bf16, round to nearest, ties to even (finite inputs).
-uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-float from_bf16(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using Case = pgtest::GemmCase;
+using pgtest::from_bf16;
+using pgtest::to_bf16;  // the reference rounding: to nearest, ties to even
 float round_bf16(float f) { return from_bf16(to_bf16(f)); }
-
-struct Case {
-  int64_t M, N, K;
-  bool ta, tb;
-  int64_t pad = 0;
-  int64_t batch = 1;
-  bool bcast_a = false, bcast_b = false;
-  float alpha = 1.0f, beta = 0.0f;
-};
 
 struct Result {
   double worst = 0;          // largest error / tolerance against the bf16-rounded reference
@@ -46,17 +28,10 @@ struct Result {
 };
 
 Result run_case(const Case& c, bool bf16_inputs, unsigned seed) {
-  const int64_t arows = c.ta ? c.K : c.M, acols = c.ta ? c.M : c.K;
-  const int64_t brows = c.tb ? c.N : c.K, bcols = c.tb ? c.K : c.N;
-  const int64_t lda = acols + c.pad, ldb = bcols + c.pad, ldc = c.N + c.pad;
-  const int64_t sa = c.bcast_a ? 0 : arows * lda, sb = c.bcast_b ? 0 : brows * ldb, sc = c.M * ldc;
-  const int64_t na = c.bcast_a ? arows * lda : sa * c.batch, nb = c.bcast_b ? brows * ldb : sb * c.batch;
-  std::vector<float> A = pgtest::randn(static_cast<size_t>(na), seed);
-  std::vector<float> B = pgtest::randn(static_cast<size_t>(nb), seed + 1);
-  std::vector<float> C0 = pgtest::randn(static_cast<size_t>(sc * c.batch), seed + 2);
-  std::vector<uint16_t> Ah(A.size()), Bh(B.size());
-  for (size_t i = 0; i < A.size(); ++i) Ah[i] = to_bf16(A[i]);
-  for (size_t i = 0; i < B.size(); ++i) Bh[i] = to_bf16(B[i]);
+  const pgtest::GemmOperands op(c, seed);
+  const int64_t lda = op.lda, ldb = op.ldb, ldc = op.ldc, sa = op.sa, sb = op.sb, sc = op.sc;
+  const std::vector<float>&A = op.A, &B = op.B, &C0 = op.C0;
+  const std::vector<uint16_t>&Ah = op.Ah, &Bh = op.Bh;
   std::vector<float> C = C0;
   if (c.beta == 0.0f)
     for (auto& x : C) x = std::numeric_limits<float>::quiet_NaN();
