@@ -59,4 +59,11 @@ struct GemmOperands {
   }
 };
 
+// Products that cross every cache block of the f32 and bf16 kernels: K past kc (384; 768 for
+// AMX) with a remainder, N past nc (480) per thread, M past several row panels and past mc (2016).
+inline std::vector<GemmCase> blocked_cases() {
+  return {{131, 1003, 777, false, false}, {131, 1003, 777, true, true}, {300, 517, 401, false, true, 3},
+          {45, 97, 1200, true, false},    {2100, 40, 20, false, false}, {2100, 70, 50, true, true}};
+}
+
 }  // namespace pgtest

@@ -112,12 +112,7 @@ TEST(few_rows_stream_b_without_packing) {
 }
 
 TEST(blocked_sizes_cross_every_cache_block) {
-  // K past kc (384) with a remainder, N past nc (480) per thread, M past several row panels.
-  std::vector<Case> cases = {{131, 1003, 777, false, false},
-                             {131, 1003, 777, true, true},
-                             {300, 517, 401, false, true, 3},
-                             {45, 97, 1200, true, false},
-                             {2100, 40, 20, false, false}};  // M past mc (2016)
+  const std::vector<Case> cases = pgtest::blocked_cases();
   CHECK_CASES(cases, false);
 }
 

@@ -139,12 +139,7 @@ TEST(all_transposes_on_odd_and_edge_sizes) {
 }
 
 TEST(blocked_sizes_cross_every_cache_block) {
-  std::vector<Case> cases = {{131, 1003, 777, false, false},
-                             {131, 1003, 777, true, true},
-                             {300, 517, 401, false, true, 3},
-                             {45, 97, 1200, true, false},
-                             {2100, 40, 20, false, false},
-                             {2100, 70, 50, true, true}};
+  const std::vector<Case> cases = pgtest::blocked_cases();
   CHECK_CASES(cases, false);
   CHECK_CASES(cases, true);
 }
