@@ -22,7 +22,8 @@ describe('packArgs / argIndex', () => {
     expect([argIndex('decodeLayer', 'M'), argIndex('decodeLayer', 'nseq'), argIndex('decodeLayer', 'maxPartitions')]).toEqual([26, 48, 51]);
     expect(argIndex('decodeLogits', 'M')).toBe(10);
     const sig = nativeSignatures().find((s) => s.name === 'decodeLayer')!;
-    expect(sig.params.reduce((n, p) => n + (/^(f32|i32)/.test(p.type) ? 2 : 1), 0)).toBe(69);
+    // a typed or any-dtype tensor (the quantized weights, the 16-bit KV caches) takes storage and offset
+    expect(sig.params.reduce((n, p) => n + (/^(f32|i32|tensor)/.test(p.type) ? 2 : 1), 0)).toBe(71);
   });
 });
 
