@@ -246,9 +246,30 @@ struct AmxKern {
   static constexpr int MR = 32, NR = 32;
   static constexpr int kPerSlot = 2, kDepthPad = 32;
 
+  // The tiles of a row: each tile's last depth block also loads the first A and B tiles of the
+  // next, so those loads overlap this tile's stores.
+  static void row(int rows, int64_t cols, int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
+                  int64_t ldc, float alpha, float beta) {
+    configure_tiles();
+    bool preloaded = false;
+    for (int64_t j = 0; j < cols; j += NR) {
+      const float* bj = b + (j / NR) * b_stride;
+      const uint16_t* next_b = j + NR < cols ? reinterpret_cast<const uint16_t*>(bj + b_stride) : nullptr;
+      tile_at(rows, static_cast<int>(min64(NR, cols - j)), kc, a, bj, c + j, ldc, alpha, beta, preloaded, next_b);
+      preloaded = next_b != nullptr;
+    }
+  }
+
   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                    float alpha, float beta) {
     configure_tiles();
+    tile_at(rows, cols, kc, a, b, c, ldc, alpha, beta, false, nullptr);
+  }
+
+  // preloaded: tiles 4 and 6 already hold this tile's first A and B tiles; next_b: a whole next
+  // tile's B panel, whose first tiles (and A's) are loaded into 4 and 6 before returning.
+  static void tile_at(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                      float alpha, float beta, bool preloaded, const uint16_t* next_b) {
     const uint16_t* ap = reinterpret_cast<const uint16_t*>(a);
     const uint16_t* bp = reinterpret_cast<const uint16_t*>(b);
     const int64_t nblk = ceil_div(kc, 32);
@@ -278,8 +299,10 @@ struct AmxKern {
     // per tile, from L2) so that the A panel, reused for every tile of the row, stays in L1.
     const uint16_t* at = ap;  // block blk: 32 rows x 32 k
     const uint16_t* bt = bp;  // 16 pairs x 32 columns x 2
-    _tile_loadd(4, at, 64);
-    _tile_stream_loadd(6, bt, 128);
+    if (!preloaded) {
+      _tile_loadd(4, at, 64);
+      _tile_stream_loadd(6, bt, 128);
+    }
     for (int64_t blk = 0; blk < nblk; ++blk) {
       for (int64_t q = blk * prefetch_per_block; q < (blk + 1) * prefetch_per_block && q < 64; ++q)
         _m_prefetchw(c + (q >> 1) * ldc + NR + 16 * (q & 1));
@@ -291,8 +314,10 @@ struct AmxKern {
       at += 1024;
       bt += 1024;
       if (blk + 1 < nblk) _tile_loadd(4, at, 64);
+      else if (next_b != nullptr) _tile_loadd(4, ap, 64);
       _tile_dpbf16ps(3, 5, 7);
       if (blk + 1 < nblk) _tile_stream_loadd(6, bt, 128);
+      else if (next_b != nullptr) _tile_stream_loadd(6, next_b, 128);
     }
     if (whole) {
       _tile_stored(0, c, ldb);

@@ -316,6 +316,15 @@ struct PanelLayout<K, std::void_t<decltype(K::kPerSlot)>> {
   static constexpr int per_slot = K::kPerSlot, depth_pad = K::kDepthPad;
 };
 
+// Kernels may also take a row of tiles at once (one A panel against consecutive B panels, b_stride
+// floats apart), to overlap one tile's end with the next one's start:
+//   static void row(int rows, int64_t cols, int64_t kc, const float* a, const float* b,
+//                   int64_t b_stride, float* c, int64_t ldc, float alpha, float beta);
+template <class K, class = void>
+struct HasRow : std::false_type {};
+template <class K>
+struct HasRow<K, std::void_t<decltype(&K::row)>> : std::true_type {};
+
 // The body each thread runs. Kern provides MR, NR, pack_a and pack_b (as GenericPacking) and
 //   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b,
 //                    float* c, int64_t ldc, float alpha, float beta);
@@ -390,9 +399,13 @@ void run_units(const Plan& p) {
         const int rows = static_cast<int>(min64(MR, p.M - i));
         const float* a = apack + pi * MR * ks;
         float* crow = p.C + i * p.ldc + j0;
-        for (int64_t j = 0; j < nbl; j += NR)
-          Kern::tile(rows, static_cast<int>(min64(NR, nbl - j)), kb, a, bpack + j * ks, crow + j, p.ldc,
-                     p.alpha, beta);
+        if constexpr (HasRow<Kern>::value) {
+          Kern::row(rows, nbl, kb, a, bpack, NR * ks, crow, p.ldc, p.alpha, beta);
+        } else {
+          for (int64_t j = 0; j < nbl; j += NR)
+            Kern::tile(rows, static_cast<int>(min64(NR, nbl - j)), kb, a, bpack + j * ks, crow + j, p.ldc,
+                       p.alpha, beta);
+        }
       }
     }
     pr.computed[it % 4].fetch_add(1, std::memory_order_release);
