@@ -180,8 +180,26 @@ export async function collect(stream: AsyncIterable<GenerationDelta>): Promise<C
   return { tokens, text, finishReason };
 }
 
+/** What a scoring request (Engine.score) keeps: the continuation and the log-probs of it so far. */
+interface ScoreTarget {
+  /** Position of the row whose logits predict the continuation's first token (prompt length - 1). */
+  from: number;
+  continuation: ArrayLike<number>;
+  /** 1 / (temperature + 1e-7): the logits' scale before the log-softmax. */
+  inv: number;
+  out: Float32Array;
+}
+
+/** Options of Engine.score. */
+export interface ScoreOptions {
+  /** Log-probs of logits / (temperature + 1e-7), as PPO scales the sampling distribution (default 1: raw logits, to 1e-7). */
+  temperature?: number;
+}
+
 /** One request in flight. */
 class Sequence {
+  /** A scoring request (no sampling): the rows whose logits it reads and where the log-probs go. */
+  score: ScoreTarget | null = null;
   table: BlockTable | null = null;
   /** Tokens whose keys and values are in the cache. */
   numComputed = 0;
@@ -389,6 +407,41 @@ export class Engine {
     return stream;
   }
 
+  /**
+   * Log-probs of a given continuation after a prompt (teacher-forced, nothing sampled): element
+   * j is log softmax(logits / (temperature + 1e-7))[continuation[j]] of the row that predicts it.
+   * The tokens prompt ++ continuation (less its last) are prefilled through the paged cache like
+   * a prompt, so a prompt prefix cached from earlier requests is not computed again (with prefix
+   * caching on: valid only while the weights do not change, e.g. a frozen reference model).
+   * Requests made together are batched as generate()'s are.
+   */
+  async score(prompt: ArrayLike<number>, continuation: ArrayLike<number>, options: ScoreOptions = {}): Promise<Float32Array> {
+    this.#checkOpen('score()');
+    const V = this.model.config.vocabSize;
+    const temperature = options.temperature ?? 1;
+    if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new PatentGPTError('E_ARGUMENT', `score: temperature must be a finite number >= 0, got ${temperature}`);
+    if (prompt.length === 0) throw new PatentGPTError('E_ARGUMENT', 'score: the prompt is empty (the first continuation token needs a row before it)');
+    for (const [name, ids] of [['prompt', prompt], ['continuation', continuation]] as const)
+      for (let i = 0; i < ids.length; i++)
+        if (!Number.isInteger(ids[i]) || ids[i]! < 0 || ids[i]! >= V)
+          throw new PatentGPTError('E_ARGUMENT', `score: ${name} token ${i} = ${ids[i]} is outside the vocabulary [0, ${V})`);
+    if (continuation.length === 0) return new Float32Array(0);
+    const tokens = [...Array.from(prompt), ...Array.from(continuation).slice(0, -1)]; // the last token predicts nothing wanted
+    if (tokens.length > this.maxModelLen)
+      throw new PatentGPTError('E_ARGUMENT', `score: the prompt's ${prompt.length} tokens + ${continuation.length} to score exceed the context of ${this.maxModelLen} tokens (maxModelLen)`);
+    const need = this.pool.blocksFor(tokens.length);
+    if (need > this.pool.numBlocks)
+      throw new PatentGPTError('E_KV_CACHE_FULL', `score: ${tokens.length} tokens need ${need} KV blocks; the whole cache has ${this.pool.numBlocks} (raise kvCacheBytes)`);
+    const stream = new DeltaStream();
+    const seq = new Sequence(this.#nextId++, tokens, tokens.length, new Sampler({}, tokens), {}, stream);
+    seq.score = { from: prompt.length - 1, continuation, inv: 1 / (temperature + 1e-7), out: new Float32Array(continuation.length) };
+    stream.onReturn = () => this.#cancel(seq, null);
+    this.#waiting.push(seq);
+    this.#kick();
+    await collect(stream);
+    return seq.score.out;
+  }
+
   /** Tokens of a whole completion (a convenience over generate()). */
   async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<Completion> {
     this.#checkOpen('complete()');
@@ -515,7 +568,8 @@ export class Engine {
     if (preempted) return live;
     while (budget > 0 && this.#waiting.length > 0 && this.#running.length < this.maxNumSeqs) {
       const seq = this.#waiting[0]!;
-      const { table, cachedTokens, lookups } = this.pool.allocatePrefix(seq.id, seq.tokens);
+      // a scoring request computes every row it reads logits of: its cached prefix ends before them
+      const { table, cachedTokens, lookups } = this.pool.allocatePrefix(seq.id, seq.score ? seq.tokens.slice(0, seq.score.from + 1) : seq.tokens);
       const n = Math.min(seq.tokens.length - cachedTokens, budget);
       if (!this.pool.canAppend(table, cachedTokens, cachedTokens + n)) {
         this.pool.cancelPrefix(table, lookups);
@@ -535,7 +589,7 @@ export class Engine {
   #step(): void {
     const plan = this.#schedule();
     if (plan.length === 0) return;
-    const items: StepItem[] = plan.map((p) => ({ tokens: p.seq.tokens, start: p.start, end: p.end, table: p.seq.table! }));
+    const items: StepItem[] = plan.map((p) => ({ tokens: p.seq.tokens, start: p.start, end: p.end, table: p.seq.table!, logitsFrom: p.seq.score?.from }));
     let logits: (Float32Array | null)[];
     try {
       logits = this.#runner.step(items);
@@ -552,12 +606,31 @@ export class Engine {
       this.pool.markComputed(seq.table!, seq.tokens, p.end);
       const row = logits[i];
       try {
-        if (row) this.#emit(seq, row, hidden?.[i] ?? null);
+        if (seq.score) this.#scored(seq, p.start, p.end, row);
+        else if (row) this.#emit(seq, row, hidden?.[i] ?? null);
       } catch (err) {
         this.#cancel(seq, err); // e.g. a token the tokenizer cannot decode: this request fails, the engine goes on
       }
     });
     this.onStep?.(this.stats());
+  }
+
+  /** Keeps a scoring request's log-probs of the rows [start, end) computed (rows (k, V) from its first wanted one), and ends it after its last. */
+  #scored(seq: Sequence, start: number, end: number, rows: Float32Array | null): void {
+    const s = seq.score!, V = this.model.config.vocabSize, inv = s.inv;
+    const first = Math.max(start, s.from);
+    for (let pos = first; pos < end && rows; pos++) {
+      const j = pos - s.from, at = (pos - first) * V;
+      let m = -Infinity;
+      for (let v = 0; v < V; v++) m = Math.max(m, rows[at + v]! * inv);
+      let z = 0;
+      for (let v = 0; v < V; v++) z += Math.exp(rows[at + v]! * inv - m);
+      s.out[j] = rows[at + s.continuation[j]!]! * inv - m - Math.log(z);
+    }
+    if (end < seq.tokens.length) return;
+    seq.finished = true;
+    this.#remove(seq);
+    seq.stream.push({ tokens: [], text: '', finishReason: 'length' });
   }
 
   /** Samples seq's next token from its logits, streams it, and finishes the request if it must stop. */

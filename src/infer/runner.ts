@@ -12,7 +12,8 @@
 // fixed index layout and metadata objects made once, and offers the model a decode workspace, so
 // that the model can run its fused decode path with calls prepared once: such a step costs
 // JavaScript little more than filling the index buffer.
-// Only the last row of a sequence whose chunk reaches its end is normed and projected to logits.
+// Only the last row of a sequence whose chunk reaches its end is normed and projected to logits,
+// or, for an item that scores given tokens (logitsFrom), every row of it from that position on.
 import { PatentGPTError } from '../errors.js';
 import { ropeParams, type ModelConfig } from '../models/config.js';
 import type { DecodeWorkspace, LlamaForCausalLM, PagedStep } from '../models/llama.js';
@@ -26,6 +27,11 @@ export interface StepItem {
   start: number;
   end: number;
   table: BlockTable;
+  /**
+   * Scoring given tokens: the logits of every row at positions >= logitsFrom are wanted, not
+   * only the last row's (step() then returns this item's rows from there on, (k, V) row-major).
+   */
+  logitsFrom?: number;
 }
 
 /** Where a decode step's indices sit in the index buffer (i32 elements), for up to GEMV_MAX_ROWS rows and sequences. */
@@ -138,7 +144,8 @@ export class ModelRunner {
 
   /**
    * Runs one step; returns the next-token logits (V) of each item whose chunk ends at the end of
-   * its tokens (in item order; null for the others). Block tables must already cover `end`.
+   * its tokens (in item order; null for the others), or for an item with logitsFrom those of its
+   * rows from that position on ((k, V), k >= 1; null when none). Block tables must already cover `end`.
    * The arrays are valid until the next step (they may be views of a buffer the runner reuses).
    */
   step(items: readonly StepItem[]): (Float32Array | null)[] {
@@ -158,16 +165,34 @@ export class ModelRunner {
     return this.#generalStep(items, N);
   }
 
-  /** Per item, its chunk's last row if that row's logits are wanted (the chunk ends the tokens), else -1. */
-  static #lastRows(items: readonly StepItem[], order: readonly number[]): number[] {
+  /**
+   * Per item, the last of its rows whose logits are wanted (its chunk's last row when the chunk
+   * ends the tokens; with logitsFrom, each row from there on), else -1; and how many (0 or 1, or
+   * with logitsFrom the rows at positions [max(start, logitsFrom), end)), contiguous up to it.
+   */
+  static #lastRows(items: readonly StepItem[], order: readonly number[]): { lastRow: number[]; counts: number[] } {
     const last = new Array<number>(items.length).fill(-1);
+    const counts = new Array<number>(items.length).fill(0);
     let row = 0;
     for (const i of order) {
       const it = items[i]!;
       row += it.end - it.start;
-      if (it.end === it.tokens.length) last[i] = row - 1;
+      const k = it.logitsFrom === undefined ? (it.end === it.tokens.length ? 1 : 0) : Math.max(0, it.end - Math.max(it.start, it.logitsFrom));
+      if (k > 0) {
+        last[i] = row - 1;
+        counts[i] = k;
+      }
     }
-    return last;
+    return { lastRow: last, counts };
+  }
+
+  /** Every wanted row, ascending: each item's `count` rows ending at its last row. */
+  static #wanted(last: readonly number[], counts: readonly number[]): number[] {
+    const rows: number[] = [];
+    last.forEach((r, i) => {
+      for (let k = counts[i]! - 1; k >= 0; k--) rows.push(r - k);
+    });
+    return rows.sort((a, b) => a - b);
   }
 
   /** With hiddenStates: reads the step's hidden rows (`from`, its first rows) and hands item i row slot[i] (-1: none). */
@@ -178,11 +203,11 @@ export class ModelRunner {
     this.#lastHidden = slot.map((k) => (host && k >= 0 ? host.subarray(k * C, (k + 1) * C) : null));
   }
 
-  /** Row r of `logits` (n, V) for each item whose last row is r, in item order. */
-  #split(logits: Float32Array, lastRow: readonly number[]): (Float32Array | null)[] {
+  /** Each item's rows of `logits` (n, V, in row order of `want`): its count rows ending at its last row, in item order. */
+  #split(logits: Float32Array, lastRow: readonly number[], counts: readonly number[], want: readonly number[]): (Float32Array | null)[] {
     const V = this.config.vocabSize;
-    let w = 0;
-    return lastRow.map((r) => (r >= 0 ? logits.subarray(w * V, ++w * V) : null));
+    const byRow = new Map(want.map((r, w) => [r, w]));
+    return lastRow.map((r, i) => (r >= 0 ? logits.subarray((byRow.get(r)! - counts[i]! + 1) * V, (byRow.get(r)! + 1) * V) : null));
   }
 
   /**
@@ -210,9 +235,10 @@ export class ModelRunner {
       const n = Math.ceil(it.end / bs);
       for (let c = 0; c < n; c++) idx[at.tables + k * stride + c] = blocks[c]!;
     });
-    const lastRow = ModelRunner.#lastRows(items, items.map((_, i) => i));
-    let want = 0;
-    for (const r of lastRow) if (r >= 0) idx[at.logitRows + want++] = r;
+    const { lastRow, counts } = ModelRunner.#lastRows(items, items.map((_, i) => i));
+    const rows = ModelRunner.#wanted(lastRow, counts);
+    const want = rows.length;
+    idx.set(rows, at.logitRows);
     this.#index.write(idx.subarray(0, at.tables + items.length * stride), 0);
     const step = this.#decodeStep;
     step.attention.rows = N;
@@ -220,11 +246,11 @@ export class ModelRunner {
     step.attention.cached.maxContextLen = maxContext;
     step.logitRowCount = want;
     this.#model.forwardPaged(step);
-    let w = 0;
-    this.#keepHidden(want === 0 ? null : this.#hidden, lastRow.map((r) => (r >= 0 ? w++ : -1)));
+    const slot = new Map(rows.map((r, w) => [r, w]));
+    this.#keepHidden(want === 0 ? null : this.#hidden, lastRow.map((r) => (r >= 0 ? slot.get(r)! : -1)));
     if (want === 0) return lastRow.map(() => null);
     const host = this.#logits.read(this.#hostLogits.subarray(0, want * this.config.vocabSize));
-    return this.#split(host, lastRow);
+    return this.#split(host, lastRow, counts, rows);
   }
 
   /**
@@ -240,8 +266,8 @@ export class ModelRunner {
     const nFresh = order.filter((i) => items[i]!.start === 0).length;
     const nPaged = order.length - nFresh;
     const maxBlocks = Math.max(1, ...items.map((it) => Math.ceil(it.end / bs)));
-    const lastRow = ModelRunner.#lastRows(items, order);
-    const want = lastRow.filter((r) => r >= 0).sort((a, b) => a - b);
+    const { lastRow, counts } = ModelRunner.#lastRows(items, order);
+    const want = ModelRunner.#wanted(lastRow, counts);
     // i32 indices, one buffer: tokens, positions, slots (N each), the wanted rows, then for the
     // paged sequences cuQ (nPaged + 1), contextLens (nPaged), block tables (nPaged, maxBlocks), then cuFresh.
     const at = { tokens: 0, positions: N, slots: 2 * N, logitRows: 3 * N, cuQ: 3 * N + want.length };
@@ -308,8 +334,7 @@ export class ModelRunner {
     });
     if (!logits) return lastRow.map(() => null);
     // Logits are in row order; items are returned in item order.
-    const byRow = new Map(want.map((r, w) => [r, w]));
-    return lastRow.map((r) => (r >= 0 ? logits.subarray(byRow.get(r)! * V, (byRow.get(r)! + 1) * V) : null));
+    return this.#split(logits, lastRow, counts, want);
   }
 
   /** The i32 indices of a step in one native buffer: the runner's own, or a new one (in the step's scope) when too small. */
