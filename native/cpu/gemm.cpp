@@ -58,7 +58,12 @@ constexpr int64_t kMaxColumnBlocks = 2048;
 constexpr int64_t kPlanThreads = 1024;
 constexpr int64_t kMaxUnits = std::max(kMaxColumnBlocks, 6 * kPlanThreads) + 64;
 
-const Isa* const kAllIsas[] = {&kIsaScalar, &kIsaAvx2, &kIsaAvx512};
+// Every kernel table the workspace serves, the bf16-compute GEMM's included.
+const Isa* const kAllIsas[] = {&kIsaScalar, &kIsaAvx2, &kIsaAvx512,
+#if PG_X86_KERNELS
+                               &kIsaAvx512Bf16, &kIsaAmx
+#endif
+};
 
 // Resets the first `need` progress flags of this thread's workspace.
 std::atomic<int64_t>* unit_flags(Workspace& ws, size_t need) {
@@ -323,8 +328,9 @@ WorkspaceSizes gemm_workspace_sizes() {
   s.gemm_a = static_cast<size_t>(kSmallM * kSmallMaxK);
   for (const Isa* isa : kAllIsas) {
     const int64_t mc = round_up(isa->mc, isa->mr), nb = round_up(isa->nc, isa->nr);
-    s.gemm_a = std::max(s.gemm_a, static_cast<size_t>(2 * round_up(mc * isa->kc, 16)));
-    s.gemm_b = std::max(s.gemm_b, static_cast<size_t>(isa->kc * nb));
+    const int64_t kc = round_up(isa->kc, isa->kc_align);  // panels hold per_slot values per float
+    s.gemm_a = std::max(s.gemm_a, static_cast<size_t>(2 * round_up(mc * kc / isa->per_slot, 16)));
+    s.gemm_b = std::max(s.gemm_b, static_cast<size_t>(kc * nb / isa->per_slot));
   }
   s.gemm_units = static_cast<size_t>(kMaxUnits);
   return s;

@@ -21,12 +21,6 @@
 #endif
 
 namespace pg {
-namespace gemm_detail {
-#if PG_X86_KERNELS
-extern const Isa kIsaAvx512Bf16;  // gemm_bf16_avx512.cpp
-extern const Isa kIsaAmx;
-#endif
-}  // namespace gemm_detail
 
 namespace {
 

@@ -92,6 +92,9 @@ struct Isa {
 extern const Isa kIsaAvx512;  // gemm_avx512.cpp
 extern const Isa kIsaAvx2;    // gemm_avx2.cpp
 extern const Isa kIsaScalar;  // gemm.cpp
+#if PG_X86_KERNELS
+extern const Isa kIsaAvx512Bf16, kIsaAmx;  // gemm_bf16_avx512.cpp: the bf16-compute GEMM's kernels
+#endif
 
 // Defined in gemm.cpp: C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] for every item (pg::gemm's
 // semantics; A and B float or bf16 as `bf16` says) with the given ISA's kernels, for M, N, K,
