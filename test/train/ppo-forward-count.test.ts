@@ -2,8 +2,9 @@
 // (the engine hands over each sampled token's logits and hidden row; test/train/ppo-rollout-scores
 // checks their numbers), as TRL takes its old log-probs from generate's scores. Counted here on
 // the real model: sequences through LlamaForCausalLM.hidden (the packed forward; the engine runs
-// forwardPaged) per rollout are the reference's pass plus epochs x rolloutBatch of training, with
-// or without LoRA dropout. The first loss of each rollout then sees the engine's numbers against
+// forwardPaged) per rollout are epochs x rolloutBatch of training, plus under LoRA the reference's
+// packed pass (the base with its adapters detached); a frozen reference copy scores through its own
+// engine (Engine.score, forwardPaged), so no packed forward of it. The first loss of each rollout then sees the engine's numbers against
 // the training forward's: a ratio within rounding of 1.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -59,9 +60,9 @@ async function countedRun(cfg: PpoConfig): Promise<number> {
 }
 
 describe('PPO: the rollout is scored by the reference forward alone', () => {
-  it('reference (B) + epochs x B of training per rollout; the first loss sees a ratio within rounding of 1', async () => {
+  it('epochs x B of training per rollout (the reference copy scores through its engine); the first loss sees a ratio within rounding of 1', async () => {
     const cfg = config('rollout-scores');
-    expect(await countedRun(cfg)).toBe(ROLLOUTS * (EPOCHS + 1) * B);
+    expect(await countedRun(cfg)).toBe(ROLLOUTS * EPOCHS * B);
     const ms = readMetrics(path.join(cfg.runDir, 'metrics.jsonl')).filter((m) => typeof m.loss === 'number');
     const perRollout = EPOCHS * (B / MB);
     for (let r = 0; r < ROLLOUTS; r++) {
@@ -73,7 +74,7 @@ describe('PPO: the rollout is scored by the reference forward alone', () => {
     }
   }, 120_000);
 
-  it('the same under LoRA dropout (the engine samples without masks, as a no-grad forward would)', async () => {
+  it('under LoRA dropout: the reference (B, packed) + epochs x B of training (the engine samples without masks, as a no-grad forward would)', async () => {
     const cfg = config('lora-dropout', { lora: { r: 4, alpha: 8, dropout: 0.1, targetModules: ['q_proj', 'v_proj'] } });
     expect(await countedRun(cfg)).toBe(ROLLOUTS * (EPOCHS + 1) * B);
   }, 120_000);

@@ -14,8 +14,10 @@
 //      its old log-probs from generate's scores: per sampled token, the log-prob of its raw logits
 //      at the sampling temperature (logits / (temperature + 1e-7)) and the value head on the
 //      final-normed hidden row those logits came from (the engine hands both over), so no policy
-//      forward scores the rollout. Only the reference (the frozen init model, or the same base
-//      with the LoRA adapters detached: one base in memory) takes a packed forward (no padding).
+//      forward scores the rollout. Only the reference scores it: the frozen init model through its
+//      own engine (Engine.score, prefix caching on: the shared chat-template blocks once a
+//      rollout), or under LoRA the same base with its adapters detached (one base in memory) in a
+//      packed forward (no padding).
 //      The engine's paged forward rounds differently from the training forward, as HF generate's
 //      from TRL's: the first minibatch's ratio is near 1, not exactly 1.
 //   5. per-token KL penalty, score on the EOS, GAE, whitened advantages (src/train/ppo/math.ts).
@@ -43,6 +45,7 @@ import { configHash } from '../config.js';
 import type { PpoConfig } from '../ppo/config.js';
 import { meanEntropy, ppoLoss } from '../ppo/loss.js';
 import { AdaptiveKLController, FixedKLController, advantagesAndReturns, penalizeMissingEos, truncateAtEos, type KlController } from '../ppo/math.js';
+import { referenceLogprobs } from '../ppo/reference.js';
 import { loadRewardFunction, scoreAll, type RewardFunction } from '../ppo/rewards.js';
 import {
   microBatchRows, microBatchesPerRollout, packRollout, responseSeed, rolloutCacheFit, rolloutFromJson, rolloutPrompts, rolloutToJson,
@@ -238,8 +241,12 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       log(`full fine-tuning from ${from}; a frozen copy of it is the reference`);
     }
     const params: [string, Tensor][] = [...trainable, ['value_head.score.weight', vh.weight]];
-    const refLogprobs = (packed: ReturnType<typeof packRollout>): Float32Array =>
-      reference ? scoreTokens(reference, packed, P.temperature) : withAdaptersDisabled(pol, () => scoreTokens(pol, packed, P.temperature));
+    // the frozen copy through an engine with prefix caching (src/train/ppo/reference.ts); under LoRA
+    // the live policy with its adapters detached: one packed forward (no engine runs a module whose
+    // adapters are bypassed only for the call)
+    const refLogprobs = async (seqs: { prompt: Int32Array; response: Int32Array }[]): Promise<Float32Array> => reference
+      ? referenceLogprobs(reference, seqs, { temperature: P.temperature, kvCacheBytes: P.kvCacheMiB * 2 ** 20, maxNumSeqs: P.rolloutBatch, maxNumBatchedTokens: Math.max(512, cfg.seqLen) })
+      : withAdaptersDisabled(pol, () => scoreTokens(pol, packRollout(seqs), P.temperature));
 
     engine = new Engine(pol, {
       kvCacheBytes: P.kvCacheMiB * 2 ** 20, maxNumSeqs: P.rolloutBatch, enablePrefixCaching: false, eosTokenId: setup.tokenizer.eosId,
@@ -276,7 +283,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       }
       const scores = penalizeMissingEos(raw, hasEos, P.missingEosPenalty);
       const seqs = picked.map((p, b) => ({ prompt: p.ids, response: responses[b]! }));
-      const ref = refLogprobs(packRollout(seqs));
+      const ref = await refLogprobs(seqs);
       // the rollout policy's log-probs and values, taken at generation (stage 4), in the order of seqs
       const cur = {
         logprobs: Float32Array.from(scored.flatMap((s, b) => s.logprobs.slice(0, lengths[b]!))),
