@@ -188,12 +188,23 @@ interface ScoreTarget {
   /** 1 / (temperature + 1e-7): the logits' scale before the log-softmax. */
   inv: number;
   out: Float32Array;
+  /** Offer the sequence's full blocks to the prefix cache (ScoreOptions.cache). */
+  cache: boolean;
+  /** A pinPrefix request: its blocks stay held when it ends. */
+  pin: boolean;
 }
 
 /** Options of Engine.score. */
 export interface ScoreOptions {
   /** Log-probs of logits / (temperature + 1e-7), as PPO scales the sampling distribution (default 1: raw logits, to 1e-7). */
   temperature?: number;
+  /**
+   * Leave this request's blocks in the prefix cache for later requests (default true). False:
+   * it reads cached blocks but adds none, so later requests never depend on it (with pinPrefix
+   * and only such requests, every hit is a pinned block: the same requests in the same order
+   * then compute the same numbers, whatever ran before).
+   */
+  cache?: boolean;
 }
 
 /** One request in flight. */
@@ -294,6 +305,8 @@ export class Engine {
   #tokens = 0;
   #preemptions = 0;
   readonly #hiddenStates: boolean;
+  /** Block tables held by pinPrefix. */
+  readonly #pinned: BlockTable[] = [];
   /** Called after every step with the blocks in use (tests watch the budget with it). */
   onStep: ((s: EngineStats) => void) | null = null;
 
@@ -434,12 +447,38 @@ export class Engine {
       throw new PatentGPTError('E_KV_CACHE_FULL', `score: ${tokens.length} tokens need ${need} KV blocks; the whole cache has ${this.pool.numBlocks} (raise kvCacheBytes)`);
     const stream = new DeltaStream();
     const seq = new Sequence(this.#nextId++, tokens, tokens.length, new Sampler({}, tokens), {}, stream);
-    seq.score = { from: prompt.length - 1, continuation, inv: 1 / (temperature + 1e-7), out: new Float32Array(continuation.length) };
+    seq.score = { from: prompt.length - 1, continuation, inv: 1 / (temperature + 1e-7), out: new Float32Array(continuation.length), cache: options.cache ?? true, pin: false };
     stream.onReturn = () => this.#cancel(seq, null);
     this.#waiting.push(seq);
     this.#kick();
     await collect(stream);
     return seq.score.out;
+  }
+
+  /**
+   * Computes the keys and values of the full blocks of `prefix` and holds them in the prefix
+   * cache until close(): never evicted, so every later request starting with them reads them
+   * (with prefix caching on; for weights that do not change). Returns the tokens held (0 when
+   * the prefix has no full block). Pins in a fixed order compute the same numbers every time.
+   */
+  async pinPrefix(prefix: ArrayLike<number>): Promise<number> {
+    this.#checkOpen('pinPrefix()');
+    if (!this.pool.enablePrefixCaching) throw new PatentGPTError('E_ARGUMENT', 'pinPrefix: the engine was made with enablePrefixCaching: false; pinned blocks would never be found');
+    const n = Math.floor(Math.min(prefix.length, this.maxModelLen) / this.pool.blockSize) * this.pool.blockSize;
+    if (n === 0) return 0;
+    const V = this.model.config.vocabSize;
+    const tokens = Array.from(prefix).slice(0, n);
+    for (let i = 0; i < n; i++)
+      if (!Number.isInteger(tokens[i]) || tokens[i]! < 0 || tokens[i]! >= V) throw new PatentGPTError('E_ARGUMENT', `pinPrefix: token ${i} = ${tokens[i]} is outside the vocabulary [0, ${V})`);
+    if (this.pool.blocksFor(n) > this.pool.stats().free)
+      throw new PatentGPTError('E_KV_CACHE_FULL', `pinPrefix: ${n} tokens need ${this.pool.blocksFor(n)} blocks; ${this.pool.stats().free} are free (raise kvCacheBytes or pin less)`);
+    const stream = new DeltaStream();
+    const seq = new Sequence(this.#nextId++, tokens, n, new Sampler({}, tokens), {}, stream);
+    seq.score = { from: n, continuation: [], inv: 1, out: new Float32Array(0), cache: true, pin: true }; // no logits: from is past the last row
+    this.#waiting.push(seq);
+    this.#kick();
+    await collect(stream);
+    return n;
   }
 
   /** Tokens of a whole completion (a convenience over generate()). */
@@ -603,7 +642,7 @@ export class Engine {
       const seq = p.seq;
       this.#tokens += p.end - p.start;
       seq.numComputed = p.end;
-      this.pool.markComputed(seq.table!, seq.tokens, p.end);
+      if (!seq.score || seq.score.cache) this.pool.markComputed(seq.table!, seq.tokens, p.end);
       const row = logits[i];
       try {
         if (seq.score) this.#scored(seq, p.start, p.end, row);
@@ -619,7 +658,7 @@ export class Engine {
   #scored(seq: Sequence, start: number, end: number, rows: Float32Array | null): void {
     const s = seq.score!, V = this.model.config.vocabSize, inv = s.inv;
     const first = Math.max(start, s.from);
-    for (let pos = first; pos < end && rows; pos++) {
+    for (let pos = first; pos < end && rows && pos - s.from < s.out.length; pos++) {
       const j = pos - s.from, at = (pos - first) * V;
       let m = -Infinity;
       for (let v = 0; v < V; v++) m = Math.max(m, rows[at + v]! * inv);
@@ -629,6 +668,10 @@ export class Engine {
     }
     if (end < seq.tokens.length) return;
     seq.finished = true;
+    if (s.pin) {
+      this.#pinned.push(seq.table!); // held: its blocks stay referenced, so never evicted
+      seq.table = null;
+    }
     this.#remove(seq);
     seq.stream.push({ tokens: [], text: '', finishReason: 'length' });
   }

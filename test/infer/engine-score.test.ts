@@ -62,6 +62,41 @@ describe('Engine.score', () => {
     });
   }
 
+  it('pinPrefix holds a prompt prefix for good: requests that add nothing to the cache (cache: false) read it, and repeat bit for bit', async () => {
+    const model = new LlamaForCausalLM(TINY as ModelConfig, { seed: 3 });
+    const engine = new Engine(model, { enablePrefixCaching: true, kvCacheBytes: 4 << 20, eosTokenId: null });
+    try {
+      const want = forwardLogprobs(model, PROMPTS, CONTS);
+      let pinned = 0;
+      const PINNED = PROMPTS.slice(0, 2); // the third prompt is not pinned: only its first two blocks (the shared prefix) are
+      for (const p of PINNED) pinned += await engine.pinPrefix(p);
+      expect(pinned).toBe(PINNED.reduce((a, p) => a + Math.floor(p.length / 16) * 16, 0));
+      const held = engine.stats().blocks.used;
+      expect(held).toBe(2 + PINNED.reduce((a, p) => a + Math.floor(p.length / 16) - 2, 0)); // the shared two blocks once
+      const hit = (i: number): number => (i < 2 ? Math.floor((PROMPTS[i]!.length - 1) / 16) * 16 : 32);
+      const computedBy = async (i: number): Promise<{ lp: Float32Array; n: number }> => {
+        const before = engine.stats().tokensComputed;
+        const lp = await engine.score(PROMPTS[i]!, CONTS[i]!, { temperature: T, cache: false });
+        return { lp, n: engine.stats().tokensComputed - before };
+      };
+      for (const i of [2, 0, 1]) {
+        const a = await computedBy(i);
+        expectClose(a.lp, want[i]!, `sequence ${i} over the pinned blocks`);
+        expect(a.n, `sequence ${i}`).toBe(PROMPTS[i]!.length + CONTS[i]!.length - 1 - hit(i));
+        const b = await computedBy(i); // cache: false left nothing more to hit
+        expect(b.n, `sequence ${i} again`).toBe(a.n);
+        expect(Array.from(b.lp)).toEqual(Array.from(a.lp));
+      }
+      expect(engine.stats().blocks.used).toBe(held); // scoring freed its own blocks; the pins stay
+      const plain = new Engine(model, { enablePrefixCaching: false, kvCacheBytes: 1 << 20 });
+      await expect(plain.pinPrefix(PROMPTS[0]!)).rejects.toThrow(/enablePrefixCaching/);
+      plain.close();
+    } finally {
+      engine.close();
+      model.dispose();
+    }
+  });
+
   it('scores at temperature 1 by default, returns nothing for an empty continuation, refuses bad tokens', async () => {
     const model = new LlamaForCausalLM(TINY as ModelConfig, { seed: 3 });
     const engine = new Engine(model, { enablePrefixCaching: false, kvCacheBytes: 4 << 20, eosTokenId: null });

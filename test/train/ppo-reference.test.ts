@@ -1,12 +1,13 @@
 // PPO's reference log-probs through an Engine over the frozen reference (src/train/ppo/reference.ts:
-// Engine.score with prefix caching, one cache a rollout) equal the packed forward the stage used
-// before (logits / (T + 1e-7), log-softmax, at the response rows) within 1e-4, prompts sharing a
-// template prefix of two full blocks (the cache's hits), an empty response among them; and a
-// second call repeats the first bit for bit (a resumed run scores as an uninterrupted one).
+// the prompts' full blocks pinned once, Engine.score per rollout) equal the packed forward the
+// stage used before (logits / (T + 1e-7), log-softmax, at the response rows) within 1e-4, prompts
+// sharing a template prefix of two full blocks, an empty response among them; a rollout's scores
+// do not depend on what was scored before (a fresh scorer, as a resumed run's, gives the same
+// bits); a cache too small for all prompts pins some and scores the rest whole.
 import { describe, expect, it } from 'vitest';
 import { LlamaForCausalLM, type ModelConfig } from '../../src/models/index.js';
 import { Tensor, gatherRows, linear, logprobs, noGrad, scale, scope } from '../../src/tensor/index.js';
-import { referenceLogprobs } from '../../src/train/ppo/reference.js';
+import { ReferenceScorer } from '../../src/train/ppo/reference.js';
 import { packRollout } from '../../src/train/ppo/rollout.js';
 import { TINY } from './sft-fixtures.js';
 
@@ -27,18 +28,46 @@ function packedLogprobs(model: LlamaForCausalLM): Float32Array {
   }));
 }
 
-describe('PPO reference log-probs by the engine', () => {
-  it('equal the packed forward within 1e-4 and repeat bit for bit', async () => {
+const PROMPT_IDS = seqs.map((s) => s.prompt);
+const options = (kvCacheBytes: number) => ({ temperature: T, kvCacheBytes, rolloutBatch: 8, maxNewTokens: 26, seqLen: 128, maxNumBatchedTokens: 96 });
+
+describe('PPO reference log-probs by the engine (ReferenceScorer)', () => {
+  it('equal the packed forward within 1e-4 over the pinned prompts, and depend on a rollout\'s own sequences only', async () => {
     const model = new LlamaForCausalLM(TINY as ModelConfig, { seed: 5 });
+    const a = await ReferenceScorer.create(model, PROMPT_IDS, options(4 << 20));
+    const b = await ReferenceScorer.create(model, PROMPT_IDS, options(4 << 20));
     try {
+      expect(a.pinnedPrompts).toBe(seqs.length);
       const want = packedLogprobs(model);
-      // a small step budget: several steps, later prompts hit the template's cached blocks
-      const opts = { temperature: T, kvCacheBytes: 4 << 20, maxNumSeqs: 32, maxNumBatchedTokens: 96 };
-      const got = await referenceLogprobs(model, seqs, opts);
+      // a scored other rollout first (other responses to the same prompts): nothing of it may show in the next
+      await a.logprobs(seqs.map((s, k) => ({ prompt: s.prompt, response: Int32Array.from({ length: 12 }, (_, i) => 30 + ((i * (k + 2)) % 60)) })));
+      const got = await a.logprobs(seqs);
       expect(got.length).toBe(want.length);
       got.forEach((v, j) => expect(Math.abs(v - want[j]!), `token ${j}: ${v} vs ${want[j]}`).toBeLessThan(1e-4));
-      expect(Array.from(await referenceLogprobs(model, seqs, opts))).toEqual(Array.from(got));
+      expect(Array.from(await b.logprobs(seqs)), 'a fresh scorer (a resumed run)').toEqual(Array.from(got));
     } finally {
+      a.close();
+      b.close();
+      model.dispose();
+    }
+  });
+
+  it('a cache too small for every prompt pins those that fit, in order, and scores the rest whole', async () => {
+    const model = new LlamaForCausalLM(TINY as ModelConfig, { seed: 5 });
+    // TINY: 2 layers x 2 KV heads x 16 x 2 x 4 bytes = 512 bytes a token, 8 KiB a block of 16
+    const scorer = await ReferenceScorer.create(model, PROMPT_IDS, options(30 * 8192));
+    const fresh = await ReferenceScorer.create(model, PROMPT_IDS, options(30 * 8192));
+    try {
+      expect(scorer.pinnedPrompts).toBeGreaterThan(0);
+      expect(scorer.pinnedPrompts).toBeLessThan(seqs.length);
+      const want = packedLogprobs(model);
+      await scorer.logprobs(seqs.map((s) => ({ prompt: s.prompt, response: s.response.subarray(0, 3) }))); // an earlier rollout: the unpinned prompts' blocks must not stay behind
+      const got = await scorer.logprobs(seqs);
+      got.forEach((v, j) => expect(Math.abs(v - want[j]!), `token ${j}: ${v} vs ${want[j]}`).toBeLessThan(1e-4));
+      expect(Array.from(await fresh.logprobs(seqs)), 'a fresh scorer (a resumed run)').toEqual(Array.from(got));
+    } finally {
+      scorer.close();
+      fresh.close();
       model.dispose();
     }
   });

@@ -50,6 +50,11 @@ export interface PpoHyper {
   stopAtEos?: false;
   /** KV cache of the rollout engine, in MiB. */
   kvCacheMiB: number;
+  /**
+   * KV cache of the frozen reference's engine, in MiB (absent: 64): its prompts' blocks pinned
+   * for the run, beside room for a rollout. Not used under LoRA (the reference is the policy's base).
+   */
+  referenceKvCacheMiB?: number;
 }
 
 /**
@@ -104,7 +109,7 @@ export function validatePpo(c: Json, base: StageBase, opts: { source?: string; b
 
   const o = f.object(c.ppo ?? {}, 'ppo');
   f.known(o, 'ppo', ['rolloutBatch', 'epochs', 'maxNewTokens', 'temperature', 'topK', 'topP', 'klCoef', 'klEstimator', 'adaptiveKl', 'gamma', 'lam',
-    'cliprange', 'cliprangeValue', 'vfCoef', 'whitenRewards', 'missingEosPenalty', 'kvCacheMiB', 'stopAtEos']);
+    'cliprange', 'cliprangeValue', 'vfCoef', 'whitenRewards', 'missingEosPenalty', 'kvCacheMiB', 'stopAtEos', 'referenceKvCacheMiB']);
   const minibatch = base.batchSize * base.gradAccum;
   const rolloutBatch = f.int(o.rolloutBatch, 'ppo.rolloutBatch', 1, minibatch);
   if (rolloutBatch % minibatch !== 0) f.fail('ppo.rolloutBatch', `${rolloutBatch} is not a multiple of the minibatch batchSize x gradAccum = ${minibatch}`);
@@ -136,6 +141,8 @@ export function validatePpo(c: Json, base: StageBase, opts: { source?: string; b
     missingEosPenalty: o.missingEosPenalty === undefined || o.missingEosPenalty === null ? null : f.number(o.missingEosPenalty, 'ppo.missingEosPenalty', (x) => x >= 0, 'a number >= 0 (or null: none)', 0),
     kvCacheMiB: f.number(o.kvCacheMiB, 'ppo.kvCacheMiB', (x) => x > 0, 'a number > 0', 64),
   };
+  // only when set: the default leaves the config's hash as it was
+  if (o.referenceKvCacheMiB !== undefined) ppo.referenceKvCacheMiB = f.number(o.referenceKvCacheMiB, 'ppo.referenceKvCacheMiB', (x) => x > 0, 'a number > 0', 64);
   if (o.stopAtEos !== undefined && typeof o.stopAtEos !== 'boolean') f.fail('ppo.stopAtEos', `must be true or false, got ${JSON.stringify(o.stopAtEos)}`);
   if (o.stopAtEos === false) {
     if (ppo.missingEosPenalty !== null) f.fail('ppo.missingEosPenalty', 'has no meaning with ppo.stopAtEos false (no response stops at EOS); drop one of them');

@@ -15,9 +15,10 @@
 //      at the sampling temperature (logits / (temperature + 1e-7)) and the value head on the
 //      final-normed hidden row those logits came from (the engine hands both over), so no policy
 //      forward scores the rollout. Only the reference scores it: the frozen init model through its
-//      own engine (Engine.score, prefix caching on: the shared chat-template blocks once a
-//      rollout), or under LoRA the same base with its adapters detached (one base in memory) in a
-//      packed forward (no padding).
+//      own engine (Engine.score), the prompts' KV blocks pinned in its cache once for the run
+//      (ppo.referenceKvCacheMiB), so a rollout computes only each response and its prompt's last
+//      partial block; or under LoRA the same base with its adapters detached (one base in memory)
+//      in a packed forward (no padding).
 //      The engine's paged forward rounds differently from the training forward, as HF generate's
 //      from TRL's: the first minibatch's ratio is near 1, not exactly 1.
 //   5. per-token KL penalty, score on the EOS, GAE, whitened advantages (src/train/ppo/math.ts).
@@ -45,7 +46,7 @@ import { configHash } from '../config.js';
 import type { PpoConfig } from '../ppo/config.js';
 import { meanEntropy, ppoLoss } from '../ppo/loss.js';
 import { AdaptiveKLController, FixedKLController, advantagesAndReturns, penalizeMissingEos, truncateAtEos, type KlController } from '../ppo/math.js';
-import { referenceLogprobs } from '../ppo/reference.js';
+import { ReferenceScorer } from '../ppo/reference.js';
 import { loadRewardFunction, scoreAll, type RewardFunction } from '../ppo/rewards.js';
 import {
   microBatchRows, microBatchesPerRollout, packRollout, responseSeed, rolloutCacheFit, rolloutFromJson, rolloutPrompts, rolloutToJson,
@@ -216,6 +217,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
   let reference: LlamaForCausalLM | null = null;
   let head: Linear | null = null;
   let engine: Engine | null = null;
+  let refScorer: ReferenceScorer | null = null;
   try {
     // ---- policy, reference, value head
     policy = createStageModel(cfg, setup, opts);
@@ -241,11 +243,20 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       log(`full fine-tuning from ${from}; a frozen copy of it is the reference`);
     }
     const params: [string, Tensor][] = [...trainable, ['value_head.score.weight', vh.weight]];
-    // the frozen copy through an engine with prefix caching (src/train/ppo/reference.ts); under LoRA
-    // the live policy with its adapters detached: one packed forward (no engine runs a module whose
-    // adapters are bypassed only for the call)
-    const refLogprobs = async (seqs: { prompt: Int32Array; response: Int32Array }[]): Promise<Float32Array> => reference
-      ? referenceLogprobs(reference, seqs, { temperature: P.temperature, kvCacheBytes: P.kvCacheMiB * 2 ** 20, maxNumSeqs: P.rolloutBatch, maxNumBatchedTokens: Math.max(512, cfg.seqLen) })
+    // the frozen copy through its own engine, the prompts' blocks pinned once (src/train/ppo/reference.ts);
+    // under LoRA the live policy with its adapters detached: one packed forward (no engine runs a
+    // module whose adapters are bypassed only for the call)
+    if (reference) {
+      const refMiB = P.referenceKvCacheMiB ?? 64;
+      refScorer = await ReferenceScorer.create(reference, prompts.map((p) => p.ids), {
+        temperature: P.temperature, kvCacheBytes: refMiB * 2 ** 20, rolloutBatch: P.rolloutBatch, maxNewTokens: P.maxNewTokens, seqLen: cfg.seqLen,
+        maxNumBatchedTokens: Math.max(512, cfg.seqLen),
+      });
+      log(`reference: ${refScorer.pinnedPrompts} of ${prompts.length} prompts' KV blocks pinned (${refScorer.pinnedTokens} tokens) in its ${refMiB} MiB cache (ppo.referenceKvCacheMiB)`);
+    }
+    const refs: ReferenceScorer | null = refScorer;
+    const refLogprobs = async (seqs: { prompt: Int32Array; response: Int32Array }[]): Promise<Float32Array> => refs
+      ? refs.logprobs(seqs)
       : withAdaptersDisabled(pol, () => scoreTokens(pol, packRollout(seqs), P.temperature));
 
     engine = new Engine(pol, {
@@ -425,6 +436,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
   } finally {
     engine?.close();
     head?.dispose();
+    refScorer?.close();
     reference?.dispose();
     policy?.dispose();
     rewardModel?.dispose();
