@@ -7,9 +7,13 @@
 // - ours: the ppo stage itself (patentgpt ppo): rollouts by our paged engine with continuous
 //   batching on the live policy (ppo.kvCacheMiB's default 64 MiB: the whole rollout batch at
 //   once), the old log-probs and values taken from the generation (each sampled token's logits
-//   and final-normed hidden row, as TRL takes its old log-probs from generate's scores), a packed
-//   forward for the reference's, the minibatch steps through the shared training loop; the value
-//   head shares the policy's trunk and the reference is a frozen copy (policy, ref in memory);
+//   and final-normed hidden row, as TRL takes its old log-probs from generate's scores), the
+//   reference's from its own engine (Engine.score over prompt ++ response; the frozen reference's
+//   prompt KV blocks pinned once at the start, ppo.referenceKvCacheMiB's default 64 MiB holds all
+//   128 prompts: a rollout computes each response and its prompt's last partial block; the pinning,
+//   about 1.2 s CPU once at one thread, is stage setup, outside the per-iteration figures), the
+//   minibatch steps through the shared training loop; the value head shares the policy's trunk
+//   and the reference is a frozen copy (policy, ref in memory);
 // - TRL: scripts/ppo-bench-trl.py, PPOTrainer.train's loop of trl 0.x (trl 1.13 has no
 //   PPOTrainer): HF generate with exactly L new tokens, policy + reference + value model (a
 //   LlamaForSequenceClassification: TRL's four models less the reward model), the same math.
