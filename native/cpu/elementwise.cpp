@@ -10,6 +10,7 @@
 
 #include "patentgpt/ops.h"
 #include "patentgpt/runtime.h"
+#include "half.h"
 #include "simd.h"
 
 namespace pg {
@@ -66,62 +67,10 @@ double parallel_sum(const float* x, int64_t n, double (*range)(const float*, int
   return total;
 }
 
-inline uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
-  return static_cast<uint16_t>(u >> 16);
-}
-
-inline float bf16_to_f32(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-inline uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t abs = x & 0x7fffffffu;
-  if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0));
-  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow to inf
-  if (abs < 0x38800000u) {                                                // subnormal or zero
-    float a;
-    std::memcpy(&a, &abs, 4);
-    // Adding 0.5 aligns the mantissa so the FPU does round-to-nearest-even for us.
-    float shifted = a + 0.5f;
-    uint32_t s;
-    std::memcpy(&s, &shifted, 4);
-    return static_cast<uint16_t>(sign | (s - 0x3f000000u));
-  }
-  uint32_t mant_odd = (abs >> 13) & 1u;
-  abs += 0xc8000fffu + mant_odd;  // rebias exponent (-112 << 23) and round to nearest even
-  return static_cast<uint16_t>(sign | (abs >> 13));
-}
-
-inline float f16_to_f32(uint16_t h) {
-  uint32_t sign = (static_cast<uint32_t>(h) & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {  // subnormal: value = mant * 2^-24
-    float v = static_cast<float>(mant) * 5.9604644775390625e-8f;
-    std::memcpy(&bits, &v, 4);
-    bits |= sign;
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+using half::bf16_to_f32;
+using half::f16_to_f32;
+using half::f32_to_bf16;
+using half::f32_to_f16;
 
 template <typename Fn>
 void parallel_elementwise(int64_t n, Fn fn) {

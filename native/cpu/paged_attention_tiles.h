@@ -42,6 +42,7 @@ int64_t row_length(const int32_t* cu_q, const int32_t* context_lens, int64_t s, 
 #include <cstring>
 
 #include "fast_exp.h"
+#include "half.h"
 #include "patentgpt/workspace.h"
 
 // Vectors pass only between inline functions of this file (see gemm_kernels.h).
@@ -71,59 +72,11 @@ PG_INLINE f32x16 load16(const float* p) {
 
 PG_INLINE void store16(float* p, f32x16 v) { std::memcpy(p, &v, sizeof v); }
 
-// ---- scalar conversions (the tails, and the baseline copy): as cast_* in elementwise.cpp ----
-PG_INLINE float bf16_to_f32(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-PG_INLINE uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
-  return static_cast<uint16_t>(u >> 16);
-}
-
-PG_INLINE float f16_to_f32(uint16_t h) {
-  const uint32_t sign = (static_cast<uint32_t>(h) & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {  // subnormal: mant * 2^-24
-    const float v = static_cast<float>(mant) * 5.9604644775390625e-8f;
-    std::memcpy(&bits, &v, 4);
-    bits |= sign;
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-PG_INLINE uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t abs = x & 0x7fffffffu;
-  if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0));
-  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow to inf
-  if (abs < 0x38800000u) {  // subnormal or zero: adding 0.5 lets the FPU round to nearest even
-    float a;
-    std::memcpy(&a, &abs, 4);
-    const float shifted = a + 0.5f;
-    uint32_t s;
-    std::memcpy(&s, &shifted, 4);
-    return static_cast<uint16_t>(sign | (s - 0x3f000000u));
-  }
-  abs += 0xc8000fffu + ((abs >> 13) & 1u);  // rebias the exponent, round to nearest even
-  return static_cast<uint16_t>(sign | (abs >> 13));
-}
+// scalar conversions (the tails, and the baseline copy): the cast ops' (half.h)
+using pg::half::bf16_to_f32;
+using pg::half::f16_to_f32;
+using pg::half::f32_to_bf16;
+using pg::half::f32_to_f16;
 
 // ---- the cache's element types: T as stored, 16 of them (load) or one (at) widened to f32 ----
 struct F32 {
