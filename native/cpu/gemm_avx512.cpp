@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include "gemm_kernels.h"
+#include "transpose_avx512.h"
 
 // GCC 12's intrinsics start some results from _mm512_undefined_*(), which -Wall reports as
 // "may be used uninitialized" once inlined into the transposes; the values are never read.
@@ -76,39 +77,6 @@ inline __m512 load16(const uint16_t* p, __mmask16 m) {  // bf16 -> f32: the bits
 
 inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
 
-// r[i] = row i (16 values) -> r[c] = column c (16 values).
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  // r[4g + j], 128-bit lane L: column 4L + j of rows 4g .. 4g + 3.
-#pragma GCC unroll 4
-  for (int g = 0; g < 4; ++g) {
-    const __m512d lo0 = _mm512_castps_pd(t[4 * g]), lo1 = _mm512_castps_pd(t[4 * g + 2]);
-    const __m512d hi0 = _mm512_castps_pd(t[4 * g + 1]), hi1 = _mm512_castps_pd(t[4 * g + 3]);
-    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo0, lo1));
-    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo0, lo1));
-    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi0, hi1));
-    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi0, hi1));
-  }
-  // Gather lane L of the four row groups: column 4L + j.
-  __m512 out[16];
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    const __m512 t1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), t2 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
-    const __m512 u1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
-    out[j] = _mm512_shuffle_f32x4(t1, u1, 0x88);
-    out[8 + j] = _mm512_shuffle_f32x4(t1, u1, 0xdd);
-    out[4 + j] = _mm512_shuffle_f32x4(t2, u2, 0x88);
-    out[12 + j] = _mm512_shuffle_f32x4(t2, u2, 0xdd);
-  }
-#pragma GCC unroll 16
-  for (int c = 0; c < 16; ++c) r[c] = out[c];
-}
-
 // dst[k * stride + r] = src[r * ld + k] for k < kc and r < nstore, rows past nrows as zeros.
 template <typename T>
 void pack_transposed(float* __restrict dst, int64_t stride, const T* __restrict src, int64_t ld, int nrows,
@@ -120,7 +88,7 @@ void pack_transposed(float* __restrict dst, int64_t stride, const T* __restrict 
     __m512 r[16];
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) r[i] = i < nrows ? load16(src + i * ld + k0, load) : _mm512_setzero_ps();
-    transpose16(r);
+    avx512::transpose16(r);
     if (kn == 16) {
 #pragma GCC unroll 16
       for (int c = 0; c < 16; ++c) _mm512_mask_storeu_ps(dst + (k0 + c) * stride, store, r[c]);

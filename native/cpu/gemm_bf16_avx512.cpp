@@ -13,6 +13,7 @@
 #include <immintrin.h>
 
 #include "gemm_kernels.h"
+#include "transpose_avx512.h"
 
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -47,34 +48,14 @@ inline __m512i interleave(__m256i k0, __m256i k1) {
   return _mm512_or_si512(_mm512_cvtepu16_epi32(k0), _mm512_slli_epi32(_mm512_cvtepu16_epi32(k1), 16));
 }
 
-// r[i] = row i (16 lanes of 32 bits) -> r[c] = column c.
+// r[i] = row i (16 lanes of 32 bits) -> r[c] = column c: the f32 transpose on the same bits.
 inline void transpose16(__m512i ri[16]) {
-  __m512 r[16], t[16];
+  __m512 r[16];
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(ri[i]);
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-#pragma GCC unroll 4
-  for (int g = 0; g < 4; ++g) {
-    const __m512d lo0 = _mm512_castps_pd(t[4 * g]), lo1 = _mm512_castps_pd(t[4 * g + 2]);
-    const __m512d hi0 = _mm512_castps_pd(t[4 * g + 1]), hi1 = _mm512_castps_pd(t[4 * g + 3]);
-    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo0, lo1));
-    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo0, lo1));
-    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi0, hi1));
-    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi0, hi1));
-  }
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    const __m512 t1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), t2 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
-    const __m512 u1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
-    ri[j] = _mm512_castps_si512(_mm512_shuffle_f32x4(t1, u1, 0x88));
-    ri[8 + j] = _mm512_castps_si512(_mm512_shuffle_f32x4(t1, u1, 0xdd));
-    ri[4 + j] = _mm512_castps_si512(_mm512_shuffle_f32x4(t2, u2, 0x88));
-    ri[12 + j] = _mm512_castps_si512(_mm512_shuffle_f32x4(t2, u2, 0xdd));
-  }
+  avx512::transpose16(r);
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) ri[i] = _mm512_castps_si512(r[i]);
 }
 
 // Rows whose depth is contiguous (A not transposed, B transposed): dst[p * stride + r] = pair p
