@@ -57,7 +57,7 @@ export function launchCommand(): Command {
       if (!['0', '1', '2'].includes(v)) throw new PatentGPTError('E_ARGUMENT', `--zero: 0, 1 or 2, got ${v}`);
       return Number(v);
     })
-    .option('--global-batch', "the config's batchSize x gradAccum is the global batch: the ranks split gradAccum, so a run resumes on another number of ranks (pretrain)")
+    .option('--global-batch', "the config's batchSize x gradAccum is the global batch: the ranks split gradAccum, so a run resumes on another number of ranks (every stage)")
     .option('--mpirun <path>', 'the mpirun to use (default: mpirun on PATH)')
     .argument('<command...>', 'the patentgpt command and its flags, after --')
     .addHelpText('after', [

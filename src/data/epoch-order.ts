@@ -1,8 +1,11 @@
 // The order in which a batch stream of the fine-tuning stages (SFT rows, preference pairs) reads
 // its items: global item g of the run is item perm(seed, epoch)[g mod n] of epoch g div n (in
 // stored order without shuffling), and rank r of W takes items [r B, (r + 1) B) of every global
-// batch of W B. The position is the batch count alone, checked against a fingerprint of what the
-// stream holds on restore, so resuming continues with exactly the batches that came next.
+// batch of W B. The position is the batch count, checked against a fingerprint of what the
+// stream holds on restore, so resuming continues with exactly the batches that came next. It also
+// names the world it was saved in: a run resumed on another number of ranks (launch
+// --global-batch) restates it as the same global item, when that is a whole number of this
+// world's batches.
 import { PatentGPTError } from '../errors.js';
 import { permutation } from '../util/rng.js';
 
@@ -22,8 +25,10 @@ export interface EpochOrderPosition<K extends string> {
   kind: K;
   /** Batches already produced. */
   batch: number;
-  /** What the position is only valid for (the items, batch shape and seed). */
+  /** What the position is only valid for (the items, batch shape, world size and seed). */
   fingerprint: string;
+  /** Ranks of the run that saved it (absent in positions saved before it was recorded: same world only). */
+  worldSize?: number;
 }
 
 /** What a stream names in its errors and positions. */
@@ -51,8 +56,14 @@ export class EpochOrder<K extends string> {
   private batch = 0;
   private perm: { epoch: number; order: Uint32Array } | null = null;
 
-  /** `count` items, `fingerprint` of what they are; throws E_CONFIG on a bad batch shape, E_DATA when count is 0. */
-  constructor(readonly count: number, opts: EpochOrderOptions, readonly fingerprint: string, private readonly spec: EpochOrderSpec<K>) {
+  readonly fingerprint: string;
+
+  /**
+   * `count` items; `fingerprintOf(worldSize)` fingerprints what they are for a world of that many
+   * ranks (called again only to check a position saved in another world). Throws E_CONFIG on a
+   * bad batch shape, E_DATA when count is 0.
+   */
+  constructor(readonly count: number, opts: EpochOrderOptions, private readonly fingerprintOf: (worldSize: number) => string, private readonly spec: EpochOrderSpec<K>) {
     const { batchSize } = opts;
     this.rank = opts.rank ?? 0;
     this.worldSize = opts.worldSize ?? 1;
@@ -63,6 +74,7 @@ export class EpochOrder<K extends string> {
     this.batchSize = batchSize;
     this.seed = opts.seed ?? 0;
     this.shuffle = opts.shuffle !== false;
+    this.fingerprint = fingerprintOf(this.worldSize);
   }
 
   /** Global batches in one pass over the items (the last one may wrap into the next epoch). */
@@ -87,7 +99,7 @@ export class EpochOrder<K extends string> {
   }
 
   position(): EpochOrderPosition<K> {
-    return { version: 1, kind: this.spec.kind, batch: this.batch, fingerprint: this.fingerprint };
+    return { version: 1, kind: this.spec.kind, batch: this.batch, fingerprint: this.fingerprint, worldSize: this.worldSize };
   }
 
   restore(pos: EpochOrderPosition<K>): void {
@@ -97,9 +109,19 @@ export class EpochOrder<K extends string> {
     };
     if (typeof pos !== 'object' || pos === null) bad('position', 'must be an object');
     if (pos.version !== 1 || pos.kind !== kind) bad('version', `must be ${positionName} of version 1, got ${JSON.stringify({ version: pos.version, kind: pos.kind })}`);
+    if (!Number.isSafeInteger(pos.batch) || pos.batch < 0) bad('batch', `must be a non-negative integer, got ${pos.batch}`);
+    const saved = pos.worldSize;
+    if (pos.fingerprint !== this.fingerprint && Number.isSafeInteger(saved) && saved! >= 1 && saved !== this.worldSize && pos.fingerprint === this.fingerprintOf(saved!)) {
+      // saved on another number of ranks: the same global item, in this world's batches
+      const items = pos.batch * saved! * this.batchSize;
+      const per = this.worldSize * this.batchSize;
+      if (items % per !== 0)
+        bad('batch', `${pos.batch} batches of ${saved} ranks (${items} items) are not a whole number of this run's global batches of ${this.worldSize} x ${this.batchSize}; resume on a number of ranks that divides it (launch --global-batch keeps an optimizer step whole on any divisor of gradAccum)`);
+      this.batch = items / per;
+      return;
+    }
     if (pos.fingerprint !== this.fingerprint)
       bad('fingerprint', `${pos.fingerprint} was saved for other ${covers} than this stream's (${this.fingerprint}); resume with the same data config`);
-    if (!Number.isSafeInteger(pos.batch) || pos.batch < 0) bad('batch', `must be a non-negative integer, got ${pos.batch}`);
     this.batch = pos.batch;
   }
 }

@@ -5,8 +5,8 @@
 // a side is the sum over its scored positions (DPO), and a reward model reads sequence s at
 // cuSeqlens[s + 1] - 1, its last token.
 // The stream reads the pairs in src/data/epoch-order.ts's order (file order without shuffling);
-// its position is the batch count alone, checked against a fingerprint of the pairs, batch shape
-// and seed on restore.
+// its position is the batch count, checked against a fingerprint of the pairs, batch shape, world
+// size and seed on restore (a position of another world is restated there).
 import { hash32 } from '../../util/rng.js';
 import { EpochOrder, type EpochOrderOptions, type EpochOrderPosition, type EpochOrderSpec } from '../epoch-order.js';
 import { IGNORE_INDEX } from '../sft/render.js';
@@ -96,7 +96,7 @@ const PREFERENCE_ORDER: EpochOrderSpec<'preference'> = {
 
 export class PreferenceBatchStream extends EpochOrder<'preference'> {
   constructor(readonly examples: readonly PreferenceExample[], opts: PreferenceStreamOptions, position?: PreferenceStreamPosition) {
-    super(examples.length, opts, fingerprintOf(examples, opts, opts.worldSize ?? 1), PREFERENCE_ORDER);
+    super(examples.length, opts, (worldSize) => fingerprintOf(examples, opts, worldSize), PREFERENCE_ORDER);
     if (position) this.restore(position);
   }
 

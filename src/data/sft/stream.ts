@@ -38,7 +38,7 @@ export class SftBatchStream extends EpochOrder<'sft'> {
 
   constructor(examples: readonly SftExample[], opts: SftStreamOptions, position?: SftStreamPosition) {
     const rows = packExamples(examples, opts);
-    super(rows.length, opts, fingerprintOf(examples, opts, opts.worldSize ?? 1), SFT_ORDER);
+    super(rows.length, opts, (worldSize) => fingerprintOf(examples, opts, worldSize), SFT_ORDER);
     this.rows = rows;
     if (position) this.restore(position);
   }

@@ -192,7 +192,17 @@ export interface StageSetup {
   configHash: string;
   /** The checkpoint the run resumes from; null: a fresh start. */
   resumeFrom: Checkpoint | null;
+  /**
+   * launch --global-batch on more than one rank: the config's batchSize x gradAccum is the global
+   * batch and the ranks split gradAccum (each runs gradAccum / worldSize micro-batches a step).
+   */
+  globalBatch: boolean;
+  /** Micro-batches each rank runs per optimizer step: gradAccum, or its share under globalBatch. */
+  rankGradAccum: number;
 }
+
+/** Ranks whose batches make one optimizer step's budget: 1 under --global-batch (the config's batch is the whole step), else worldSize. */
+export const batchRanks = (setup: Pick<StageSetup, 'globalBatch' | 'worldSize'>): number => (setup.globalBatch ? 1 : setup.worldSize);
 
 /**
  * Everything a stage checks before it allocates or writes: threads, the model config and
@@ -208,6 +218,13 @@ export async function prepareStage(cfg: StageBase, opts: StageRunOptions, hash: 
   if (!Number.isSafeInteger(cfg.threads) || cfg.threads < 0 || cfg.threads > MAX_THREADS)
     throw cfgError(file, 'threads', `must be an integer in [0, ${MAX_THREADS}], got ${cfg.threads}`);
   if (cfg.threads > 0) setNumThreads(cfg.threads);
+
+  // Global-batch data parallelism (launch --global-batch): the ranks split gradAccum, so the step,
+  // the budget, the schedule and every stage's loss weighting are those of one rank.
+  const globalBatch = opts.dataParallel?.globalBatch === true && worldSize > 1;
+  if (globalBatch && cfg.gradAccum % worldSize !== 0)
+    throw cfgError(file, 'gradAccum', `${cfg.gradAccum} is not a multiple of the ${worldSize} ranks (--global-batch splits it among them)`);
+  const rankGradAccum = globalBatch ? cfg.gradAccum / worldSize : cfg.gradAccum;
 
   const base = await resolveModelConfig(cfg.model, file);
   const modelConfig = stageModelConfig(base, cfg, file);
@@ -228,7 +245,7 @@ export async function prepareStage(cfg: StageBase, opts: StageRunOptions, hash: 
   if (tokenizer.vocabSize > modelConfig.vocabSize)
     throw cfgError(file, 'model.vocabSize', `${modelConfig.vocabSize} is smaller than the tokenizer's ${tokenizer.vocabSize} ids (tokenizer: "${cfg.tokenizer}")`);
   await fsp.mkdir(cfg.runDir, { recursive: true });
-  return { file, log, rank, worldSize, runDir: cfg.runDir, modelConfig, tokenizer, configHash: hash, resumeFrom };
+  return { file, log, rank, worldSize, runDir: cfg.runDir, modelConfig, tokenizer, configHash: hash, resumeFrom, globalBatch, rankGradAccum };
 }
 
 /**
@@ -368,7 +385,7 @@ export async function recordStage(
   const fpt = flopsPerToken(m, cfg.seqLen).training;
   setup.log(describeStage(cfg, setup, peak, opts.pairs === true));
   await writeRunConfig(setup, {
-    stage: cfg, ...added, model: m, parameters: parameterCount(m).total, flopsPerToken: fpt, totalSteps: totalSteps(cfg, setup.worldSize),
+    stage: cfg, ...added, model: m, parameters: parameterCount(m).total, flopsPerToken: fpt, totalSteps: totalSteps(cfg, batchRanks(setup)),
     peakFlops: peak.peakFlops, peakSource: peak.peakSource, configHash: setup.configHash,
   });
   return { peak, fpt };
@@ -384,13 +401,14 @@ function stagePeak(cfg: StageBase, worldSize: number): StagePeak {
 }
 
 /** One line about the model, the budget and the peak, for the log; `pairs`: a batch item is a pair of sequences. */
-export function describeStage(cfg: StageBase, setup: Pick<StageSetup, 'modelConfig' | 'worldSize'>, peak: StagePeak, pairs = false): string {
+export function describeStage(cfg: StageBase, setup: Pick<StageSetup, 'modelConfig' | 'worldSize'> & Partial<Pick<StageSetup, 'globalBatch'>>, peak: StagePeak, pairs = false): string {
   const m = setup.modelConfig;
-  const items = cfg.batchSize * cfg.gradAccum * setup.worldSize;
+  const W = batchRanks({ worldSize: setup.worldSize, globalBatch: setup.globalBatch === true });
+  const items = cfg.batchSize * cfg.gradAccum * W;
   const step = pairs ? `${items} pairs (${2 * items} sequences of up to ${cfg.seqLen} tokens)` : `${items * cfg.seqLen} tokens`;
   return `model: ${(parameterCount(m).total / 1e6).toFixed(2)}M parameters, context ${m.maxSeqLen}, ropeTheta ${m.ropeTheta}` +
     (m.ropeScaling ? `, ropeScaling ${m.ropeScaling.type} x${m.ropeScaling.factor}` : '') +
-    `; ${totalSteps(cfg, setup.worldSize)} steps of ${step}; ` +
+    `; ${totalSteps(cfg, W)} steps of ${step}${setup.globalBatch ? ` (global: ${cfg.gradAccum / setup.worldSize} micro-batches on each of ${setup.worldSize} ranks)` : ''}; ` +
     `MFU against ${(peak.peakFlops / 1e9).toFixed(1)} GFLOP/s (${peak.peakSource === 'config' ? 'peakFlops of the config' : `measured FMA peak, ${peak.threads} threads`})`;
 }
 
@@ -407,21 +425,13 @@ export async function runStage<B extends TrainBatchInfo>(
   task: TrainTask<B>, cfg: StageBase, setup: StageSetup, opts: StageRunOptions,
   extra: Pick<TrainerOptions, 'flopsPerToken' | 'peakFlops' | 'rng'>,
 ): Promise<TrainResult> {
-  // Global-batch data parallelism (launch --global-batch): the ranks split gradAccum, so the step,
-  // the budget and the schedule are those of one rank.
-  const split = opts.dataParallel?.globalBatch === true && setup.worldSize > 1;
-  const kind = (cfg as { kind?: string }).kind;
-  if (split && kind !== undefined && kind !== 'pretrain')
-    throw new PatentGPTError('E_UNSUPPORTED', `${kind}: --global-batch is for pretrain only for now (this stage weighs its loss by the config's gradAccum); launch without it, with gradAccum per rank`);
-  if (split && cfg.gradAccum % setup.worldSize !== 0)
-    throw cfgError(setup.file, 'gradAccum', `${cfg.gradAccum} is not a multiple of the ${setup.worldSize} ranks (--global-batch splits it among them)`);
-  const W = split ? 1 : setup.worldSize;
+  const W = batchRanks(setup); // --global-batch: the ranks split gradAccum (prepareStage checked it)
   const trainer = new Trainer(task, {
     runDir: setup.runDir,
     name: cfg.name,
     totalSteps: totalSteps(cfg, W),
     schedule: stageSchedule(cfg, W),
-    gradAccum: split ? cfg.gradAccum / setup.worldSize : cfg.gradAccum,
+    gradAccum: setup.rankGradAccum,
     optimizer: optimizerOptions(cfg.optimizer),
     evalEvery: cfg.evalEvery,
     evalBatches: cfg.evalBatches,

@@ -119,7 +119,8 @@ export function sftLoss(model: LlamaForCausalLM, batch: SftBatch, perStep = 1, s
  * The supervised targets of each optimizer step over all its micro-batches and ranks, from the
  * stream's rows and SftBatchStream's contract (src/data/sft/stream.ts): global row g is row
  * perm(seed, epoch)[g mod rows] of epoch g div rows (in order without shuffling), and step s
- * takes global rows [s G W B, (s + 1) G W B) (G micro-batches of W ranks of B rows).
+ * takes global rows [s G W B, (s + 1) G W B) (G micro-batches of W ranks of B rows; G is each
+ * rank's share of gradAccum under --global-batch).
  * test/train/sft-lora.test.ts checks it against the batches the ranks' streams produce.
  */
 export class SftStepTargets {
@@ -192,7 +193,9 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
   const skipped = logStageData(log, 'conversations', renderer.name, dc.maxLength ?? cfg.seqLen, data);
   const pack = { seqLen: cfg.seqLen, mode: dc.packing, strategy: dc.strategy };
   const stream = new SftBatchStream(data.train, { ...pack, batchSize: cfg.batchSize, shuffle: dc.shuffle, seed: cfg.seed, rank, worldSize });
-  const stepTargets = new SftStepTargets(stream, { gradAccum: cfg.gradAccum, seed: cfg.seed, shuffle: dc.shuffle });
+  // --global-batch: each rank runs its share of gradAccum; a step is still gradAccum x batchSize rows
+  const accum = setup.rankGradAccum;
+  const stepTargets = new SftStepTargets(stream, { gradAccum: accum, seed: cfg.seed, shuffle: dc.shuffle });
   let val: SftBatch[] | null = null;
   if (data.val.length === 0) log('no validation conversations (data.valFraction is 0 or the split is empty); evaluation is off');
 
@@ -206,12 +209,12 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
       ...(lora ? { lora: lora.summary } : {}),
     });
 
-    const perStep = cfg.gradAccum * worldSize; // the loop averages metrics over a step's micro-batches
+    const perStep = accum * worldSize; // the loop averages metrics (and the ranks' gradients) over a step's micro-batches
     const task: TrainTask<SftStreamBatch | SftBatch> = {
       ...(lora ? lora.taskPart : modelTaskPart(m, cfg, setup)),
       nextBatch: () => stream.next(),
       // training batches carry their index: the step's token count reweights them (TRL's averaging)
-      loss: (b) => sftLoss(m, b, perStep, 'index' in b ? stepTargets.of(Math.floor(b.index / cfg.gradAccum)) : undefined),
+      loss: (b) => sftLoss(m, b, perStep, 'index' in b ? stepTargets.of(Math.floor(b.index / accum)) : undefined),
       ...(data.val.length > 0
         ? {
             evalBatches: (count: number) => {

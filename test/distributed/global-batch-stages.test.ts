@@ -1,0 +1,94 @@
+// launch --global-batch for the fine-tuning stages (SFT, reward, DPO) over 2 real MPI ranks: the
+// config's batchSize x gradAccum is the global batch and the ranks split gradAccum, so 2 ranks give
+// the per-step losses (within 1e-6) and the final weights (bit for bit: gradAccum 2 on one rank adds
+// two halves, 2 ranks halve one sum) of 1 rank with the same config; SFT's token weighting counts
+// the whole step's assistant tokens. A checkpoint saved on 2 ranks resumes on 1 and one saved on 1
+// resumes on 2 (the stream position is restated for the new world) with the uninterrupted run's
+// losses and weights.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha, trainLosses } from '../train/child-run.js';
+import { writeAlpaca, writeInit } from '../train/sft-fixtures.js';
+import { cli, mpiMissing } from './mpi-helpers.js';
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-gb-'));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+const init = path.join(root, 'init');
+
+type Kind = 'sft' | 'reward' | 'dpo';
+const STEPS = 4;
+
+function config(kind: Kind): string {
+  const file = path.join(root, `${kind}.json`);
+  const common = {
+    kind, name: kind, model: init, init, tokenizer: 'byte', batchSize: 2, gradAccum: 2, steps: STEPS, schedule: { kind: 'cosine', warmupSteps: 1 },
+    evalEvery: 0, checkpointEvery: 2, keepCheckpoints: 3, seed: 4, threads: 1,
+  };
+  const pairs = path.join(root, 'pairs.jsonl');
+  fs.writeFileSync(file, JSON.stringify(kind === 'sft'
+    ? { ...common, data: { sources: [path.join(root, 'reverse.jsonl')], valFraction: 0 }, seqLen: 128, optimizer: { lr: 0.003 } }
+    : {
+      ...common, data: { sources: [pairs], shuffle: true, valFraction: 0 }, seqLen: 96, optimizer: { lr: 0.002, weightDecay: 0 },
+      ...(kind === 'dpo' ? { lora: { r: 4, alpha: 8, targetModules: 'all-linear' }, dpo: { beta: 0.5 } } : {}),
+    }));
+  return file;
+}
+
+const one = (kind: Kind, run: string) => cli([kind, '--config', config(kind), '--run-dir', run, '--quiet']);
+const two = (kind: Kind, run: string) => cli(['launch', '--nproc', '2', '--global-batch', '--', kind, '--config', config(kind), '--run-dir', run, '--quiet']);
+const weights = (kind: Kind, run: string): string =>
+  sha(path.join(run, 'checkpoints', `step-${STEPS}`, kind === 'dpo' ? 'adapter_model.safetensors' : 'model.safetensors'));
+
+/** Keeps the run's checkpoints up to `step` (as if it had stopped there). */
+function cutBackTo(run: string, step: number): void {
+  for (const d of fs.readdirSync(path.join(run, 'checkpoints')))
+    if (Number(d.slice('step-'.length)) > step) fs.rmSync(path.join(run, 'checkpoints', d), { recursive: true });
+}
+
+function expectClose(got: number[], want: number[], what: string): void {
+  expect(got, what).toHaveLength(want.length);
+  got.forEach((x, i) => expect(Math.abs(x - want[i]!), `${what}: step ${i + 1}: ${x} vs ${want[i]}`).toBeLessThanOrEqual(1e-6));
+}
+
+beforeAll(async () => {
+  if (mpiMissing !== null) return;
+  writeAlpaca(path.join(root, 'reverse.jsonl'), 96);
+  fs.writeFileSync(path.join(root, 'pairs.jsonl'), Array.from({ length: 24 }, (_, i) => {
+    const k = (i % 9) + 1;
+    return JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` });
+  }).join('\n') + '\n');
+  await writeInit(init);
+});
+
+describe.skipIf(mpiMissing !== null)('launch --global-batch: SFT, reward and DPO on 2 ranks = 1 rank, resumable across world sizes', () => {
+  for (const kind of ['sft', 'reward', 'dpo'] as const)
+    it(`${kind}: same losses and weights as 1 rank; 2 -> 1 and 1 -> 2 resumes continue the uninterrupted run`, async () => {
+      const a = path.join(root, `${kind}-1`); // 1 rank, then cut back and resumed on 2
+      const b = path.join(root, `${kind}-2`); // 2 ranks, then cut back and resumed on 1
+      const [ra, rb] = await Promise.all([one(kind, a), two(kind, b)]);
+      expect(ra.code, ra.stderr).toBe(0);
+      expect(rb.code, rb.stderr + rb.stdout).toBe(0);
+      const ref = trainLosses(a);
+      expect(ref).toHaveLength(STEPS);
+      expectClose(trainLosses(b), ref, '2 ranks');
+      const final = weights(kind, a);
+      expect(weights(kind, b)).toBe(final);
+
+      cutBackTo(a, 2);
+      cutBackTo(b, 2);
+      const saved = (run: string): number => fs.statSync(path.join(run, 'checkpoints', 'step-2', 'state.json')).mtimeMs;
+      const before = [saved(a), saved(b)];
+      const [ra2, rb2] = await Promise.all([two(kind, a), one(kind, b)]);
+      expect(ra2.code, ra2.stderr + ra2.stdout).toBe(0);
+      expect(rb2.code, rb2.stderr).toBe(0);
+      expect([saved(a), saved(b)], 'resumed from step 2, not started over').toEqual(before);
+      for (const run of [a, b]) {
+        expectClose(trainLosses(run), ref, `resumed ${run}`);
+        expect(weights(kind, run), run).toBe(final);
+      }
+      // the steps after the resume on 1 rank are the 1-rank run's, bit for bit (from the same weights)
+      expect(trainLosses(b).slice(2)).toEqual(ref.slice(2));
+    }, 240_000);
+});
