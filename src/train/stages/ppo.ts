@@ -25,6 +25,16 @@
 //   6. epochs x minibatches of the clipped policy + value loss (src/train/ppo/loss.ts), each
 //      minibatch one optimizer step of the shared training loop (gradAccum micro-batches).
 //
+// Data parallel (N ranks: patentgpt launch, mpirun, srun): each rank samples, scores and references
+// its contiguous share of a rollout's prompts (src/train/ppo/exchange.ts), each response with its
+// own seed f(seed, r, global index), and the scored rows are exchanged, so every rank holds the
+// 1-rank rollout and runs stage 5 over all of it (global KL, GAE and whitening statistics, exactly
+// as one rank). Stage 6: the step's gradAccum x N micro-batches (gradAccum / N each under
+// --global-batch) are the 1-rank minibatch order dealt round-robin (rank r takes micro-batches
+// r, r + N, ...), the gradients averaged by the engine; the minibatch metrics are summed over the
+// ranks. A checkpoint counts the micro-batches of the rollout consumed by all ranks, so it resumes
+// on another number of ranks.
+//
 // The value head is a (1, C) score head on the policy's final hidden states (the head of
 // LlamaForSequenceClassification, sharing the trunk: no second decoder in memory). A checkpoint
 // holds the policy (or its adapter), the value head (value_head.safetensors), and in state.json
@@ -47,13 +57,14 @@ import type { PpoConfig } from '../ppo/config.js';
 import { meanEntropy, ppoLoss } from '../ppo/loss.js';
 import { AdaptiveKLController, FixedKLController, advantagesAndReturns, penalizeMissingEos, truncateAtEos, type KlController } from '../ppo/math.js';
 import { ReferenceScorer } from '../ppo/reference.js';
+import { exchangeRollout, rolloutShare, type SampledRow } from '../ppo/exchange.js';
 import { loadRewardFunction, scoreAll, type RewardFunction } from '../ppo/rewards.js';
 import {
   microBatchRows, microBatchesPerRollout, packRollout, responseSeed, rolloutCacheFit, rolloutFromJson, rolloutPrompts, rolloutToJson,
   type PackedRollout, type Rollout, type RolloutRow,
 } from '../ppo/rollout.js';
 import type { TaskLoss, TrainBatchInfo, TrainResult, TrainTask } from '../trainer.js';
-import { createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions } from './common.js';
+import { cfgError, createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions } from './common.js';
 import { attachAdapters, loraCounts, peftAdapterConfig, peftCheckpointFiles, readTensorsInto, writeLoraFinal } from './lora-part.js';
 import { sftRenderer } from './sft.js';
 
@@ -75,6 +86,8 @@ interface PpoBatch extends TrainBatchInfo {
   rows: RolloutRow[];
   packed: PackedRollout;
   stats: Rollout['stats'];
+  /** The last of this rank's micro-batches in the optimizer step (N ranks: the step's metrics are summed then). */
+  lastOfStep: boolean;
 }
 
 /** The policy at the response rows of a packed rollout: logits at the sampling temperature (n, V), log-probs of the response tokens (n), values (n). */
@@ -192,9 +205,17 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
   if (cfg.kind !== 'ppo') throw new PatentGPTError('E_CONFIG', `${file}: kind: "${String(cfg.kind)}" is not a PPO config (run it with its own stage, not ppo)`);
   const hash = configHash(cfg);
   const setup = await prepareStage(cfg, opts, hash);
-  const { log, runDir, modelConfig } = setup;
-  if (setup.worldSize !== 1) throw new PatentGPTError('E_UNSUPPORTED', 'ppo: one rank only for now (the rollouts are not sharded across ranks)');
+  const { log, runDir, modelConfig, rank, worldSize } = setup;
   const P = cfg.ppo;
+  // N ranks: the rollout is exchanged and the metrics summed through the data-parallel engine
+  const dp = worldSize > 1 ? opts.dataParallel ?? null : null;
+  if (worldSize > 1 && !dp)
+    throw new PatentGPTError('E_UNSUPPORTED', `ppo: ${worldSize} ranks need the data-parallel engine (patentgpt launch, mpirun or srun), not a plain gradient all-reduce hook`);
+  // micro-batches per optimizer step over all ranks; a rollout's minibatches must fill whole steps
+  const stepMicro = setup.rankGradAccum * worldSize;
+  if ((P.rolloutBatch / cfg.batchSize) % stepMicro !== 0)
+    throw cfgError(file, 'ppo.rolloutBatch', `${P.rolloutBatch} is not a multiple of the global minibatch batchSize ${cfg.batchSize} x ${stepMicro} micro-batches (gradAccum ${cfg.gradAccum}` +
+      `${setup.globalBatch ? ' split over' : ' on each of'} ${worldSize} ranks); raise it, or launch with --global-batch`);
 
   // ---- prompts and reward
   const renderer = sftRenderer(cfg, setup.tokenizer, file);
@@ -269,36 +290,49 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     const kl: KlController = P.adaptiveKl ? new AdaptiveKLController(P.klCoef, P.adaptiveKl.target, P.adaptiveKl.horizon) : new FixedKLController(P.klCoef);
     const perRollout = microBatchesPerRollout(P.rolloutBatch, cfg.batchSize, P.epochs);
 
-    // ---- one rollout: stages 1-5
+    // ---- one rollout: stages 1-5 (2-4 on this rank's share of the prompts, 5 on all of them)
     const makeRollout = async (r: number): Promise<Rollout> => {
       const picked = rolloutPrompts(r, P.rolloutBatch, prompts.length, cfg.seed).map((i) => prompts[i]!);
+      const { lo, hi } = rolloutShare(picked.length, rank, worldSize);
+      const share = picked.slice(lo, hi);
       const headWeight = Float32Array.from(vh.weight.toArray() as Float32Array);
-      const scored = picked.map(() => tokenScorer(P.temperature, headWeight));
+      const scored = share.map(() => tokenScorer(P.temperature, headWeight));
       const t0 = performance.now();
-      const outs = await Promise.all(picked.map((p, i) => eng.complete(p.ids, {
-        maxTokens: P.maxNewTokens, temperature: P.temperature, topK: P.topK, topP: P.topP, seed: responseSeed(cfg.seed, r, i), onToken: scored[i]!.onToken,
+      const outs = await Promise.all(share.map((p, j) => eng.complete(p.ids, {
+        maxTokens: P.maxNewTokens, temperature: P.temperature, topK: P.topK, topP: P.topP, seed: responseSeed(cfg.seed, r, lo + j), onToken: scored[j]!.onToken,
         ignoreEos: P.stopAtEos === false,
       })));
       const secs = (performance.now() - t0) / 1000;
       const gen = outs.map((o) => Int32Array.from(o.tokens));
-      const { lengths, hasEos } = truncateAtEos(gen, P.stopAtEos === false ? null : setup.tokenizer.eosId);
-      const responses = gen.map((g, b) => g.subarray(0, lengths[b]!));
+      const { lengths: shareLengths, hasEos: shareEos } = truncateAtEos(gen, P.stopAtEos === false ? null : setup.tokenizer.eosId);
+      const shareResponses = gen.map((g, b) => g.subarray(0, shareLengths[b]!));
       let raw: Float64Array;
       if (rewardFn) {
         const eos = setup.tokenizer.eosId;
-        const texts = responses.map((resp) => setup.tokenizer.decode(Array.from(resp).filter((t) => t !== eos)));
-        raw = await scoreAll(rewardFn, picked.map((p) => p.text), texts);
+        const texts = shareResponses.map((resp) => setup.tokenizer.decode(Array.from(resp).filter((t) => t !== eos)));
+        raw = await scoreAll(rewardFn, share.map((p) => p.text), texts);
       } else {
         const rm = rewardModel!;
-        raw = noGrad(() => scope(() => Float64Array.from(rm.scores(packSequences(picked.map((p, b) => Int32Array.from([...p.ids, ...responses[b]!])))).toArray() as Float32Array)));
+        raw = share.length === 0 ? new Float64Array(0)
+          : noGrad(() => scope(() => Float64Array.from(rm.scores(packSequences(share.map((p, b) => Int32Array.from([...p.ids, ...shareResponses[b]!])))).toArray() as Float32Array)));
       }
-      const scores = penalizeMissingEos(raw, hasEos, P.missingEosPenalty);
-      const seqs = picked.map((p, b) => ({ prompt: p.ids, response: responses[b]! }));
-      const ref = await refLogprobs(seqs);
-      // the rollout policy's log-probs and values, taken at generation (stage 4), in the order of seqs
+      const shareRef = share.length === 0 ? new Float32Array(0) : await refLogprobs(share.map((p, b) => ({ prompt: p.ids, response: shareResponses[b]! })));
+      let at0 = 0;
+      const mine: SampledRow[] = share.map((_, b) => ({
+        response: shareResponses[b]!, hasEos: shareEos[b]!, score: raw[b]!, generated: outs[b]!.tokens.length,
+        logprobs: scored[b]!.logprobs.slice(0, shareLengths[b]!), values: scored[b]!.values.slice(0, shareLengths[b]!), refLogprobs: shareRef.subarray(at0, (at0 += shareLengths[b]!)),
+      }));
+      // every rank: the whole rollout, in global order (one rank: its own rows)
+      const all = exchangeRollout(dp, mine, secs, rank, worldSize);
+      const lengths = Int32Array.from(all.rows, (w) => w.response.length);
+      const hasEos = Uint8Array.from(all.rows, (w) => w.hasEos);
+      const responses = all.rows.map((w) => w.response);
+      const scores = penalizeMissingEos(Float64Array.from(all.rows, (w) => w.score), hasEos, P.missingEosPenalty);
+      const ref = Float32Array.from(all.rows.flatMap((w) => Array.from(w.refLogprobs)));
+      // the rollout policy's log-probs and values, taken at generation (stage 4), in the order of the rows
       const cur = {
-        logprobs: Float32Array.from(scored.flatMap((s, b) => s.logprobs.slice(0, lengths[b]!))),
-        values: Float32Array.from(scored.flatMap((s, b) => s.values.slice(0, lengths[b]!))),
+        logprobs: Float32Array.from(all.rows.flatMap((w) => Array.from(w.logprobs))),
+        values: Float32Array.from(all.rows.flatMap((w) => Array.from(w.values))),
       };
       // to (B, T) row-major for the math
       const B = picked.length, T = P.maxNewTokens;
@@ -328,33 +362,39 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
         eos += hasEos[b]!;
       }
       const mean = sum / B;
-      const genTokens = outs.reduce((a, o) => a + o.tokens.length, 0);
+      const genTokens = all.rows.reduce((a, w) => a + w.generated, 0);
       return {
         index: r, rows,
         stats: {
           reward: mean, rewardStd: Math.sqrt(Math.max(0, sq / B - mean * mean)), kl: m.meanKl, klCoef: coef, rlhfReward: mean - coef * m.meanKl,
-          responseLength: len / B, eosRate: eos / B, rolloutTokensPerSec: genTokens / Math.max(secs, 1e-9),
+          responseLength: len / B, eosRate: eos / B, rolloutTokensPerSec: genTokens / Math.max(all.secs, 1e-9),
         },
       };
     };
 
     // ---- the rollout buffer and its position (what a checkpoint holds)
     let current: Rollout | null = null;
-    let consumed = 0; // micro-batches of `current` handed out
+    let consumed = 0; // micro-batches of `current` this rank took (N ranks: micro-batch k of the rollout is rank k mod N's)
     let nextRollout = 0;
+    const perRank = perRollout / worldSize;
     const nextBatch = async (): Promise<PpoBatch> => {
-      if (!current || consumed >= perRollout) {
+      if (!current || consumed >= perRank) {
         current = await makeRollout(nextRollout++);
         consumed = 0;
       }
       const c: Rollout = current;
-      const k = consumed++;
+      const k = consumed++ * worldSize + rank;
       const rows = microBatchRows(c.index, k, { rows: c.rows.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed }).map((i) => c.rows[i]!);
       const packed = packRollout(rows);
-      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length };
+      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length, lastOfStep: consumed % setup.rankGradAccum === 0 };
     };
 
-    // ---- stage 6: the minibatch loss
+    // ---- stage 6: the minibatch loss. N ranks: the minibatch metrics of the step are summed over
+    // the ranks and reported once, on each rank's last micro-batch, so every rank (and metrics.jsonl)
+    // has the means over all of the step's micro-batches, as one rank would
+    const MINIBATCH_METRICS = ['entropy', 'policyLoss', 'valueLoss', 'clipFraction', 'valueClipFraction', 'approxKl', 'ratio'] as const;
+    const stepSums = new Float64Array(MINIBATCH_METRICS.length);
+    let stepCount = 0;
     const loss = (batch: PpoBatch): TaskLoss => {
       const packed = batch.packed;
       const { logits, logprobs: lp, values } = policyOutputs(pol, packed, P.temperature, vh);
@@ -373,14 +413,23 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       );
       const s = batch.stats;
       const entropy = meanEntropy(logits);
-      return {
-        loss: out.loss,
-        metrics: {
-          reward: s.reward, rewardStd: s.rewardStd, kl: s.kl, klCoef: s.klCoef, rlhfReward: s.rlhfReward, responseLength: s.responseLength, eosRate: s.eosRate,
-          rolloutTokensPerSec: s.rolloutTokensPerSec, entropy, policyLoss: out.pgLoss, valueLoss: out.vfLoss,
-          clipFraction: out.clipFraction, valueClipFraction: out.valueClipFraction, approxKl: out.approxKl, ratio: out.ratioMean,
-        },
+      const rollout = {
+        reward: s.reward, rewardStd: s.rewardStd, kl: s.kl, klCoef: s.klCoef, rlhfReward: s.rlhfReward, responseLength: s.responseLength, eosRate: s.eosRate,
+        rolloutTokensPerSec: s.rolloutTokensPerSec,
       };
+      const minibatch: Record<(typeof MINIBATCH_METRICS)[number], number> = {
+        entropy, policyLoss: out.pgLoss, valueLoss: out.vfLoss, clipFraction: out.clipFraction, valueClipFraction: out.valueClipFraction, approxKl: out.approxKl, ratio: out.ratioMean,
+      };
+      if (!dp) return { loss: out.loss, metrics: { ...rollout, ...minibatch } };
+      MINIBATCH_METRICS.forEach((k, i) => (stepSums[i]! += minibatch[k]));
+      stepCount++;
+      if (!batch.lastOfStep) return { loss: out.loss, metrics: rollout };
+      // every rank reaches its last micro-batch of the step here, before its backward: one sum
+      const tot = dp.sum([...stepSums, stepCount]);
+      stepSums.fill(0);
+      stepCount = 0;
+      const n = tot[MINIBATCH_METRICS.length]!;
+      return { loss: out.loss, metrics: { ...rollout, ...Object.fromEntries(MINIBATCH_METRICS.map((k, i) => [k, tot[i]! / n])) } };
     };
 
     const valueFile = 'value_head.safetensors';
@@ -401,22 +450,25 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       nextBatch,
       loss,
       // LoRA dropout masks are a function of each adapter's draw count: kept, so a resume draws the same masks
+      // the micro-batches of the rollout consumed by all ranks: restated for another number of ranks on resume
       dataPosition: () => ({
-        nextRollout, consumed, klCoef: kl.value, current: current && consumed < perRollout ? rolloutToJson(current) : null,
+        nextRollout, consumed: consumed * worldSize, klCoef: kl.value, current: current && consumed < perRank ? rolloutToJson(current) : null,
         ...(cfg.lora ? { loraDropout: loraLayers(pol).map(([, l]) => l.adapter.dropoutOffset) } : {}),
       }),
       restoreDataPosition: (p) => {
         const d = p as { nextRollout: number; consumed: number; klCoef: number; current: unknown; loraDropout?: number[] };
         if (d.loraDropout) loraLayers(pol).forEach(([, l], i) => (l.adapter.dropoutOffset = d.loraDropout![i] ?? 0));
+        if (!Number.isSafeInteger(d.consumed / worldSize))
+          throw new PatentGPTError('E_CHECKPOINT', `ppo: the checkpoint stopped after ${d.consumed} micro-batches of rollout ${d.nextRollout - 1}, not a whole number per rank on ${worldSize} ranks; resume on a number of ranks that divides it`);
         nextRollout = d.nextRollout;
-        consumed = d.consumed;
+        consumed = d.consumed / worldSize;
         (kl as { value: number }).value = d.klCoef;
         current = d.current ? rolloutFromJson(d.current) : null;
       },
     };
     const { peak, fpt } = await recordStage(cfg, setup, {
       data: { prompts: prompts.length, skipped, renderer: renderer.name, reward: rewardModel ? { model: (cfg.reward as { model: string }).model } : cfg.reward },
-      ppo: { microBatchesPerRollout: perRollout, stepsPerRollout: perRollout / cfg.gradAccum },
+      ppo: { microBatchesPerRollout: perRollout, stepsPerRollout: perRollout / stepMicro },
       ...(loraSummary ? { lora: loraSummary } : {}),
     });
     const result = await runStage(task, cfg, setup, opts, {
