@@ -4,7 +4,10 @@
 # network. In order, each phase under a share of an 8-minute budget:
 #   1. builds the addon with CUDA for this GPU's architecture (PATENTGPT_CUDA=ON);
 #   2. `patentgpt info`: what the binary found (GPU, cuBLASLt);
-#   3. the native C++ tests (ctest), the ptxas resource check among them;
+#   3. the native C++ tests (ctest), the ptxas resource check among them; every test_cuda_*.cpp runs
+#      its kernels on the GPU against the CPU: attention in f32, bf16 and fp16
+#      (test_cuda_attention16), AdamW over bf16/fp16 parameters with f32 master weights
+#      (test_cuda_adamw_master), fp16 dynamic loss scaling (test_cuda_loss_scale), and the others;
 #   4. the TypeScript op suites, which run every op on 'cuda' against its reference and the CPU
 #      (--full: the whole vitest suite instead);
 #   5. the CUDA benches beside PyTorch (scripts/bench/cuda.ts, scripts/cuda-bench-torch.py).

@@ -1,6 +1,9 @@
 // Fused attention on CUDA in the FlashAttention-2 manner: the twin of native/cpu/attention.cpp
 // (same buffers, same packed variable-length sequences, grouped-query heads, causal or not),
-// checked against it by the op suites. f32 in and out, softmax statistics in f32.
+// checked against it by the op suites. Q, K, V, O and the gradients in f32, bf16 or fp16 (the
+// kernels are templates on that element type T: tiles are converted to f32 as they are loaded into
+// shared memory, outputs rounded to nearest even as they are stored), softmax statistics, the
+// accumulation, lse and delta always in f32.
 //
 // One structure serves all three kernels: a block of kAttnWarps warps owns kAttnRows rows (4 per
 // warp) and walks tiles of kAttnCols columns through shared memory, one column per lane. A lane
@@ -18,6 +21,7 @@
 #include <string>
 
 #include "attention_common.cuh"
+#include "half16.cuh"
 #include "patentgpt/cuda_attention.h"
 #include "patentgpt/cuda_plan.h"
 
@@ -40,15 +44,16 @@ struct Shape {
   bool causal;
 };
 
-// rows (n, D) of a (T, heads, D) tensor from token t0, head h into dst with row stride `ld`;
+// rows (n, D) of a (T, heads, D) tensor from token t0, head h into dst (f32) with row stride `ld`;
 // zeros for rows at or past `valid`.
-__device__ __forceinline__ void load_rows(float* dst, int ld, const float* src, int64_t t0, int heads, int h, int D,
+template <typename T>
+__device__ __forceinline__ void load_rows(float* dst, int ld, const T* src, int64_t t0, int heads, int h, int D,
                                           int n, int valid) {
-  const float* base = src + (t0 * heads + h) * static_cast<int64_t>(D);
+  const T* base = src + (t0 * heads + h) * static_cast<int64_t>(D);
   const int stride = heads * D;  // < 2^31: the bindings bound T * H * D, and heads * D <= that
   for (int i = threadIdx.x; i < n * D; i += kAttnThreads) {
     const int r = i / D, d = i - r * D;
-    dst[r * ld + d] = r < valid ? base[static_cast<int64_t>(r) * stride + d] : 0.0f;
+    dst[r * ld + d] = r < valid ? to_f32(base[static_cast<int64_t>(r) * stride + d]) : 0.0f;
   }
 }
 
@@ -97,12 +102,12 @@ __device__ __forceinline__ void accumulate_rows(float (&acc)[R][NC], const float
 
 // ---- forward: out (T, H, D) = softmax(scale q k^T) v per sequence, lse (H, T) ----
 // dynamic smem: (kAttnRows * 256 + 2 * kAttnCols * 260) * 4 bytes at most (attention_forward_smem_floats)
-template <int DMAX>
-__global__ void __launch_bounds__(kAttnThreads, 1) attention_forward_kernel(float* __restrict__ out,
+template <typename T, int DMAX>
+__global__ void __launch_bounds__(kAttnThreads, 1) attention_forward_kernel(T* __restrict__ out,
                                                                          float* __restrict__ lse,
-                                                                         const float* __restrict__ q,
-                                                                         const float* __restrict__ k,
-                                                                         const float* __restrict__ v, Shape a) {
+                                                                         const T* __restrict__ q,
+                                                                         const T* __restrict__ k,
+                                                                         const T* __restrict__ v, Shape a) {
   constexpr int NC = DMAX / 32;
   extern __shared__ float4 smem4[];  // 16-byte aligned
   float* smem = reinterpret_cast<float*>(smem4);
@@ -165,24 +170,25 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_forward_kernel(floa
 #pragma unroll
     for (int c = 0; c < NC; ++c) {
       const int d = lane + 32 * c;
-      if (d < D) out[(t * a.H + h) * static_cast<int64_t>(D) + d] = acc[r][c] * inv;
+      if (d < D) out[(t * a.H + h) * static_cast<int64_t>(D) + d] = from_f32<T>(acc[r][c] * inv);
     }
     if (lane == 0) lse[h * a.T + t] = (m[r] + log2f(l[r])) * kLn2;
   }
 }
 
 // ---- backward, step 1: delta (H, T) = rowsum(dout * out), one warp per (token, head) ----
+template <typename E>
 __global__ void __launch_bounds__(kAttnThreads, 1) attention_delta_kernel(float* __restrict__ delta,
-                                                                       const float* __restrict__ dout,
-                                                                       const float* __restrict__ out, int64_t T,
+                                                                       const E* __restrict__ dout,
+                                                                       const E* __restrict__ out, int64_t T,
                                                                        int H, int D) {
   const int64_t row = (static_cast<int64_t>(blockIdx.x) * kAttnThreads + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= T * H) return;
-  const float* g = dout + row * D;
-  const float* o = out + row * D;
+  const E* g = dout + row * D;
+  const E* o = out + row * D;
   float acc = 0.0f;
-  for (int d = lane; d < D; d += 32) acc = fmaf(g[d], o[d], acc);
+  for (int d = lane; d < D; d += 32) acc = fmaf(to_f32(g[d]), to_f32(o[d]), acc);
   acc = warp_sum(acc);
   const int64_t t = row / H, h = row - t * H;
   if (lane == 0) delta[h * T + t] = acc;
@@ -190,14 +196,14 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_delta_kernel(float*
 
 // ---- backward, step 2: dq (T, H, D) = scale * sum_j ds_ij k_j, ds = p (dout.v - delta) ----
 // dynamic smem: (2 * kAttnRows * 256 + 2 * kAttnCols * 260) * 4 bytes at most (attention_dq_smem_floats)
-template <int DMAX>
-__global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(float* __restrict__ dq,
-                                                                    const float* __restrict__ dout,
+template <typename T, int DMAX>
+__global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(T* __restrict__ dq,
+                                                                    const T* __restrict__ dout,
                                                                     const float* __restrict__ lse,
                                                                     const float* __restrict__ delta,
-                                                                    const float* __restrict__ q,
-                                                                    const float* __restrict__ k,
-                                                                    const float* __restrict__ v, Shape a) {
+                                                                    const T* __restrict__ q,
+                                                                    const T* __restrict__ k,
+                                                                    const T* __restrict__ v, Shape a) {
   constexpr int NC = DMAX / 32;
   extern __shared__ float4 smem4[];  // 16-byte aligned
   float* smem = reinterpret_cast<float*>(smem4);
@@ -255,7 +261,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(float* __
 #pragma unroll
     for (int c = 0; c < NC; ++c) {
       const int d = lane + 32 * c;
-      if (d < D) dq[((s0 + row) * a.H + h) * static_cast<int64_t>(D) + d] = acc[r][c] * a.scale;
+      if (d < D) dq[((s0 + row) * a.H + h) * static_cast<int64_t>(D) + d] = from_f32<T>(acc[r][c] * a.scale);
     }
   }
 }
@@ -263,15 +269,15 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(float* __
 // ---- backward, step 3: dk, dv (T, Hkv, D) over the group's query heads ----
 // dv_j = sum_i p_ij dout_i, dk_j = scale * sum_i ds_ij q_i; rows are keys, columns queries.
 // dynamic smem: (2 * kAttnRows * 256 + 2 * kAttnCols * 260 + 2 * kAttnCols) * 4 bytes at most
-template <int DMAX>
-__global__ void __launch_bounds__(kAttnThreads, 1) attention_dkdv_kernel(float* __restrict__ dk,
-                                                                      float* __restrict__ dv,
-                                                                      const float* __restrict__ dout,
+template <typename T, int DMAX>
+__global__ void __launch_bounds__(kAttnThreads, 1) attention_dkdv_kernel(T* __restrict__ dk,
+                                                                      T* __restrict__ dv,
+                                                                      const T* __restrict__ dout,
                                                                       const float* __restrict__ lse,
                                                                       const float* __restrict__ delta,
-                                                                      const float* __restrict__ q,
-                                                                      const float* __restrict__ k,
-                                                                      const float* __restrict__ v, Shape a) {
+                                                                      const T* __restrict__ q,
+                                                                      const T* __restrict__ k,
+                                                                      const T* __restrict__ v, Shape a) {
   constexpr int NC = DMAX / 32;
   extern __shared__ float4 smem4[];  // 16-byte aligned
   float* smem = reinterpret_cast<float*>(smem4);
@@ -351,8 +357,8 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dkdv_kernel(float* 
     for (int c = 0; c < NC; ++c) {
       const int d = lane + 32 * c;
       if (d < D) {
-        dk[base + d] = adk[r][c] * a.scale;
-        dv[base + d] = adv[r][c];
+        dk[base + d] = from_f32<T>(adk[r][c] * a.scale);
+        dv[base + d] = from_f32<T>(adv[r][c]);
       }
     }
   }
@@ -362,24 +368,23 @@ std::string describe_call(const char* op, int64_t nseq, int64_t T, int64_t H, in
   return describe(op, {{"nseq", nseq}, {"T", T}, {"H", H}, {"Hkv", Hkv}, {"D", D}});
 }
 
-template <int DMAX>
-void launch_forward(const AttentionPlan& p, float* out, float* lse, const float* q, const float* k, const float* v,
-                    const Shape& s, const std::string& what) {
-  allow_smem(attention_forward_kernel<DMAX>, p.smem_forward, what);
-  attention_forward_kernel<DMAX><<<dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y_q)),
-                                   kAttnThreads, p.smem_forward, st()>>>(out, lse, q, k, v, s);
+template <typename T, int DMAX>
+void launch_forward(const AttentionPlan& p, T* out, float* lse, const T* q, const T* k, const T* v, const Shape& s,
+                    const std::string& what) {
+  allow_smem(attention_forward_kernel<T, DMAX>, p.smem_forward, what);
+  attention_forward_kernel<T, DMAX><<<dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y_q)),
+                                      kAttnThreads, p.smem_forward, st()>>>(out, lse, q, k, v, s);
 }
 
-template <int DMAX>
-void launch_backward(const AttentionPlan& p, float* dq, float* dk, float* dv, const float* dout, const float* lse,
-                     const float* delta, const float* q, const float* k, const float* v, const Shape& s,
-                     const std::string& what) {
-  allow_smem(attention_dq_kernel<DMAX>, p.smem_dq, what);
-  allow_smem(attention_dkdv_kernel<DMAX>, p.smem_dkdv, what);
-  attention_dq_kernel<DMAX><<<dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y_q)),
-                              kAttnThreads, p.smem_dq, st()>>>(dq, dout, lse, delta, q, k, v, s);
-  attention_dkdv_kernel<DMAX><<<dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y_kv)),
-                                kAttnThreads, p.smem_dkdv, st()>>>(dk, dv, dout, lse, delta, q, k, v, s);
+template <typename T, int DMAX>
+void launch_backward(const AttentionPlan& p, T* dq, T* dk, T* dv, const T* dout, const float* lse, const float* delta,
+                     const T* q, const T* k, const T* v, const Shape& s, const std::string& what) {
+  allow_smem(attention_dq_kernel<T, DMAX>, p.smem_dq, what);
+  allow_smem(attention_dkdv_kernel<T, DMAX>, p.smem_dkdv, what);
+  attention_dq_kernel<T, DMAX><<<dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y_q)),
+                                 kAttnThreads, p.smem_dq, st()>>>(dq, dout, lse, delta, q, k, v, s);
+  attention_dkdv_kernel<T, DMAX><<<dim3(static_cast<unsigned>(p.grid_x), static_cast<unsigned>(p.grid_y_kv)),
+                                   kAttnThreads, p.smem_dkdv, st()>>>(dk, dv, dout, lse, delta, q, k, v, s);
 }
 
 AttentionPlan plan_or_throw(const int32_t* cu_host, int64_t nseq, int64_t H, int64_t Hkv, int64_t D,
@@ -390,41 +395,80 @@ AttentionPlan plan_or_throw(const int32_t* cu_host, int64_t nseq, int64_t H, int
   return plan;
 }
 
+template <typename T>
+void forward(T* out, float* lse, const T* q, const T* k, const T* v, const int32_t* cu, const int32_t* cu_host,
+             int64_t nseq, int64_t T_, int64_t H, int64_t Hkv, int64_t D, float scale, bool causal, const char* op) {
+  const std::string what = describe_call(op, nseq, T_, H, Hkv, D);
+  const AttentionPlan plan = plan_or_throw(cu_host, nseq, H, Hkv, D, what);
+  if (plan.grid_x == 0 || T_ == 0) return;
+  const Shape s{cu, T_, plan.tiles, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
+  switch (plan.dmax) {
+    case 64: launch_forward<T, 64>(plan, out, lse, q, k, v, s, what); break;
+    case 128: launch_forward<T, 128>(plan, out, lse, q, k, v, s, what); break;
+    default: launch_forward<T, 256>(plan, out, lse, q, k, v, s, what); break;
+  }
+  check_launch(what);
+}
+
+template <typename T>
+void backward(T* dq, T* dk, T* dv, float* delta, const T* dout, const T* out, const float* lse, const T* q,
+              const T* k, const T* v, const int32_t* cu, const int32_t* cu_host, int64_t nseq, int64_t T_, int64_t H,
+              int64_t Hkv, int64_t D, float scale, bool causal, const char* op) {
+  const std::string what = describe_call(op, nseq, T_, H, Hkv, D);
+  const AttentionPlan plan = plan_or_throw(cu_host, nseq, H, Hkv, D, what);
+  if (plan.grid_x == 0 || T_ == 0) return;
+  const int64_t blocks = (T_ * H * 32 + kAttnThreads - 1) / kAttnThreads;
+  attention_delta_kernel<T><<<static_cast<unsigned>(blocks), kAttnThreads, 0, st()>>>(delta, dout, out, T_,
+                                                                                        static_cast<int>(H),
+                                                                                        static_cast<int>(D));
+  const Shape s{cu, T_, plan.tiles, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
+  switch (plan.dmax) {
+    case 64: launch_backward<T, 64>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
+    case 128: launch_backward<T, 128>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
+    default: launch_backward<T, 256>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
+  }
+  check_launch(what);
+}
+
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* cu,
                        const int32_t* cu_host, int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D,
                        float scale, bool causal) {
-  const std::string what = describe_call("attention forward", nseq, T, H, Hkv, D);
-  const AttentionPlan plan = plan_or_throw(cu_host, nseq, H, Hkv, D, what);
-  if (plan.grid_x == 0 || T == 0) return;
-  const Shape s{cu, T, plan.tiles, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
-  switch (plan.dmax) {
-    case 64: launch_forward<64>(plan, out, lse, q, k, v, s, what); break;
-    case 128: launch_forward<128>(plan, out, lse, q, k, v, s, what); break;
-    default: launch_forward<256>(plan, out, lse, q, k, v, s, what); break;
-  }
-  check_launch(what);
+  forward(out, lse, q, k, v, cu, cu_host, nseq, T, H, Hkv, D, scale, causal, "attention forward");
 }
 
 void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* out,
                         const float* lse, const float* q, const float* k, const float* v, const int32_t* cu,
                         const int32_t* cu_host, int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D,
                         float scale, bool causal) {
-  const std::string what = describe_call("attention backward", nseq, T, H, Hkv, D);
-  const AttentionPlan plan = plan_or_throw(cu_host, nseq, H, Hkv, D, what);
-  if (plan.grid_x == 0 || T == 0) return;
-  const int64_t blocks = (T * H * 32 + kAttnThreads - 1) / kAttnThreads;
-  attention_delta_kernel<<<static_cast<unsigned>(blocks), kAttnThreads, 0, st()>>>(delta, dout, out, T,
-                                                                                     static_cast<int>(H),
-                                                                                     static_cast<int>(D));
-  const Shape s{cu, T, plan.tiles, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
-  switch (plan.dmax) {
-    case 64: launch_backward<64>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
-    case 128: launch_backward<128>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
-    default: launch_backward<256>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
-  }
-  check_launch(what);
+  backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, cu_host, nseq, T, H, Hkv, D, scale, causal,
+           "attention backward");
+}
+
+void attention_forward_16(Half16 dtype, uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                          const uint16_t* v, const int32_t* cu, const int32_t* cu_host, int64_t nseq, int64_t T,
+                          int64_t H, int64_t Hkv, int64_t D, float scale, bool causal) {
+  if (dtype == Half16::BF16)
+    forward(as<__nv_bfloat16>(out), lse, as<__nv_bfloat16>(q), as<__nv_bfloat16>(k), as<__nv_bfloat16>(v), cu,
+            cu_host, nseq, T, H, Hkv, D, scale, causal, "attention forward (bf16)");
+  else
+    forward(as<__half>(out), lse, as<__half>(q), as<__half>(k), as<__half>(v), cu, cu_host, nseq, T, H, Hkv, D,
+            scale, causal, "attention forward (fp16)");
+}
+
+void attention_backward_16(Half16 dtype, uint16_t* dq, uint16_t* dk, uint16_t* dv, float* delta,
+                           const uint16_t* dout, const uint16_t* out, const float* lse, const uint16_t* q,
+                           const uint16_t* k, const uint16_t* v, const int32_t* cu, const int32_t* cu_host,
+                           int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D, float scale, bool causal) {
+  using B = __nv_bfloat16;
+  if (dtype == Half16::BF16)
+    backward(as<B>(dq), as<B>(dk), as<B>(dv), delta, as<B>(dout), as<B>(out), lse, as<B>(q), as<B>(k), as<B>(v), cu,
+             cu_host, nseq, T, H, Hkv, D, scale, causal, "attention backward (bf16)");
+  else
+    backward(as<__half>(dq), as<__half>(dk), as<__half>(dv), delta, as<__half>(dout), as<__half>(out), lse,
+             as<__half>(q), as<__half>(k), as<__half>(v), cu, cu_host, nseq, T, H, Hkv, D, scale, causal,
+             "attention backward (fp16)");
 }
 
 }  // namespace pg::cuda

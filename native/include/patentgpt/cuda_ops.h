@@ -22,6 +22,10 @@
 
 namespace pg::cuda {
 
+// The 16-bit floating-point formats of the kernels that take them (attention, the AdamW step over
+// 16-bit parameters, the loss-scale check): values travel as uint16_t bit patterns.
+enum class Half16 { BF16, F16 };
+
 struct Error : std::runtime_error {
   Error(const std::string& what, bool bad_argument = false) : std::runtime_error(what), bad_argument(bad_argument) {}
   bool bad_argument;  // an argument the caller got wrong (an index out of range), not a device failure
@@ -115,6 +119,20 @@ void logprob_backward(float* dlogits, const float* dout, const float* logits, co
 
 void adamw_step(float* param, float* m, float* v, const float* grad, int64_t n, float lr, float beta1, float beta2,
                 float eps, float weight_decay, int64_t step, float grad_scale);
+// Mixed precision: the same step on the f32 master weights `master` (updated in place), which also
+// writes the 16-bit parameters the model computes with, param[i] = master[i] rounded to nearest even.
+void adamw_step_master(Half16 dtype, float* master, uint16_t* param, float* m, float* v, const float* grad, int64_t n,
+                       float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step,
+                       float grad_scale);
+
+// fp16 loss scaling (host logic: cuda_loss_scale.h). out[i] = grad[i] * inv_scale in f32 (out may
+// be grad in the f32 form), and *found_inf, a device int32, set to 1 when any grad[i] is inf or
+// NaN. The flag is only raised here: clear it once per step, unscale every gradient tensor into it,
+// then read it once (the step's one host sync).
+void unscale_check(float* out, const float* grad, int64_t n, float inv_scale, int32_t* found_inf);
+void unscale_check_16(Half16 dtype, float* out, const uint16_t* grad, int64_t n, float inv_scale, int32_t* found_inf);
+void clear_found_inf(int32_t* found_inf);
+bool read_found_inf(const int32_t* found_inf);
 
 void dropout_forward(float* out, const float* x, int64_t n, double p, uint64_t seed, uint64_t offset);
 void dropout_backward(float* dx, const float* dout, int64_t n, double p, uint64_t seed, uint64_t offset);

@@ -3,12 +3,16 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include "patentgpt/cuda_host.h"
 #include "patentgpt/cuda_ops.h"
 #include "patentgpt/runtime.h"
 namespace pg::cuda {
+using cuda_host::kElementwiseThreads;
+using cuda_host::kRowThreads;
 inline cudaStream_t st() { return nullptr; }
 inline std::string describe(const char* op, std::initializer_list<std::pair<const char*, int64_t>> sizes) {
   std::string s = op;
@@ -17,6 +21,9 @@ inline std::string describe(const char* op, std::initializer_list<std::pair<cons
   return s + ")";
 }
 inline void check_launch(const std::string&) {}
+inline void read_back(void* host, const void* device, size_t bytes, const std::string&) {
+  std::memcpy(host, device, bytes);
+}
 inline unsigned blocks_for(int64_t n, int threads = 256) {
   int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 1 ? 1 : b > 64 ? 64 : b);  // few blocks: grid-stride loops do the rest

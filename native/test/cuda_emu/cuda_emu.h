@@ -5,7 +5,8 @@
 // counts, as on the device); a block where neither can happen aborts as a deadlock. Warp
 // shuffles and ballots exchange through per-warp slots between two warp barriers. Dynamic shared
 // memory starts as 0xff bytes (NaN floats), so a read before a write shows. Only what the
-// attention, paged-attention and MoE kernels use is here; the memory model is sequential.
+// attention, paged-attention, MoE, AdamW and loss-scale kernels use is here (bf16 / fp16
+// conversions included); the memory model is sequential.
 #pragma once
 #include <ucontext.h>
 
@@ -112,6 +113,7 @@ inline T min(T a, T b) { return b < a ? b : a; }
 template <typename T>
 inline T max(T a, T b) { return a < b ? b : a; }
 using std::isnan;
+using std::isfinite;
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 struct __half { unsigned short x; };
 struct __nv_bfloat16 { unsigned short x; };
@@ -126,6 +128,7 @@ inline __nv_bfloat16 __float2bfloat16_rn(float x) {
   return {static_cast<unsigned short>(u >> 16)};
 }
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.x; }
+inline float __bfloat162float(__nv_bfloat16 b) { return __uint_as_float(static_cast<unsigned>(b.x) << 16); }
 
 namespace emu {
 template <typename... A>
