@@ -33,7 +33,10 @@
 // --global-batch) are the 1-rank minibatch order dealt round-robin (rank r takes micro-batches
 // r, r + N, ...), the gradients averaged by the engine; the minibatch metrics are summed over the
 // ranks. A checkpoint counts the micro-batches of the rollout consumed by all ranks, so it resumes
-// on another number of ranks.
+// on another number of ranks. The union equals the 1-rank rollout bit for bit while a rollout's
+// prompts fit one engine step (maxNumBatchedTokens): beyond that the engine's chunked prefill cuts
+// prompts where the step budget ends, which depends on the prompts sharing the step, so 1 and N
+// ranks round differently (log-probs ~1e-8 apart). LoRA dropout masks are drawn per rank.
 //
 // The value head is a (1, C) score head on the policy's final hidden states (the head of
 // LlamaForSequenceClassification, sharing the trunk: no second decoder in memory). A checkpoint
@@ -255,6 +258,8 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       const counts = loraCounts(pol, trainable);
       loraSummary = counts;
       log(`LoRA: r ${l.r}, alpha ${l.alpha} on ${counts.layers} layers; ${counts.trainable} trainable parameters of ${counts.total}; the frozen base from ${from} is also the reference`);
+      if (worldSize > 1 && l.dropout > 0)
+        log(`warning: lora.dropout ${l.dropout} on ${worldSize} ranks: each rank draws its own dropout masks, so the run is not the 1-rank run mask for mask (and a resume restores rank 0's mask positions on every rank)`);
       adapterConfig = await peftAdapterConfig(pol, path.resolve(from));
     } else {
       trainable = pol.namedParameters();
