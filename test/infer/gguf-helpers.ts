@@ -81,9 +81,14 @@ export function tensorBytes(g: Gguf, name: string): Uint8Array {
 export type LlamaCppGreedy = (modelPath: string, prompts: readonly number[][], maxTokens: number) => Promise<number[][]>;
 
 /**
- * node-llama-cpp's greedy decoding (CPU, f32 KV cache, token ids in: its string prompts drop the
- * space after BOS), or the reason it cannot load; where peers are required (CI) a missing
- * node-llama-cpp throws instead.
+ * node-llama-cpp's greedy decoding (CPU, f32 KV cache, flash attention off, token ids in: its
+ * string prompts drop the space after BOS), or the reason it cannot load; where peers are
+ * required (CI) a missing node-llama-cpp throws instead.
+ * Flash attention off: node-llama-cpp's default ('auto') turns llama.cpp's flash attention on for
+ * the CPU, and that graph casts K and V to f16 even from an f32 cache (llama-graph.cpp
+ * build_attn_mha), rounds q to f16 for the q.k dots and sums p.v in an f16 accumulator
+ * (ggml-cpu ops.cpp flash_attn_ext_f16_one_chunk). Off, its attention is f32 from the f32 cache
+ * (kq, softmax, kqv), as ours is.
  */
 export async function loadLlamaCppGreedy(): Promise<LlamaCppGreedy | string> {
   const nlc = await importNodeLlamaCpp();
@@ -93,7 +98,7 @@ export async function loadLlamaCppGreedy(): Promise<LlamaCppGreedy | string> {
     const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
     try {
       const model = await llama.loadModel({ modelPath });
-      const context = await model.createContext({ contextSize: 256, threads: 2, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+      const context = await model.createContext({ contextSize: 256, threads: 2, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32', flashAttention: false });
       const seq = context.getSequence();
       const out: number[][] = [];
       for (const p of prompts) {
@@ -142,4 +147,16 @@ export function firstDiff(a: Float32Array | Uint16Array, b: Float32Array | Uint1
   if (x.length !== y.length) return Math.min(x.length, y.length);
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
   return -1;
+}
+
+/**
+ * Where greedy continuation `ours` first leaves `theirs` (-1: never, over the shorter length), and
+ * our top-2 logit gap at that step (`gaps[i]`: top-1 minus top-2 logit at step i; 0 when they
+ * agree throughout): a small gap there is a genuine near-tie, which last-bit differences in
+ * either implementation may break either way.
+ */
+export function greedyParity(ours: readonly number[], gaps: readonly number[], theirs: readonly number[]): { firstDiff: number; gap: number } {
+  const n = Math.min(ours.length, theirs.length);
+  for (let i = 0; i < n; i++) if (ours[i] !== theirs[i]) return { firstDiff: i, gap: gaps[i] ?? Infinity };
+  return { firstDiff: ours.length === theirs.length ? -1 : n, gap: ours.length === theirs.length ? 0 : Infinity };
 }

@@ -1,74 +1,122 @@
-// The engine on quantized weights (src/infer/quantized.ts): a dense model quantized in memory to
-// q8_0 decodes greedily to exactly node-llama-cpp's continuation of our q8_0 GGUF of it for 64
-// tokens (the same blocks, the same quantization of x, the same per-block sums as llama.cpp's
-// AMX/VNNI kernel); the fused decode path really reads the blocks (the f32 weights are gone);
-// q4_0 and q4_k serve too.
-// Caveat, measured: llama.cpp's other ops (norms, attention) round differently from ours in the
-// last bit, and quantizing x turns such a bit into a q one step off now and then; on random
-// models with large logits that moved a greedy choice after 5 to 44 tokens for some seeds
-// (9, 5), so this test uses one (seed 3, std 1) whose 64 steps all stay clear of it.
+// The engine on quantized weights (src/infer/quantized.ts) against node-llama-cpp (llama.cpp) on
+// our GGUF of the same blocks. Greedy parity is checked on many random models, not one: each
+// model's 64 greedy tokens must equal llama.cpp's, or differ first at a step where our top-2
+// logits are within TIE (a genuine near-tie, which a last-bit difference may break either way),
+// and most models must match throughout.
+// What makes the q8_0 match exact (measured on 16 models: 16 equal for 64 tokens): the same
+// blocks, x quantized to q8_0 as ggml does, the per-block sums of llama.cpp's AMX/VNNI kernel,
+// and llama.cpp's attention in f32 (gguf-helpers: node-llama-cpp's default flash attention
+// rounds K, V and q to f16; with it on, 15 of the 16 diverged, at steps 0 to 39).
+// q4_0 is not yet: our rmsnorm rounds 1/sqrt once in f64 where ggml does 1.0f/sqrtf(mean + eps)
+// and sums x^2 in f32 lanes where ggml sums them in f64; q4_0's token embedding puts many
+// normed values exactly on q8_0 rounding ties (x * 127 / amax = k * 127 / 8), so that last bit
+// moves whole quanta in layer 0 and the greedy paths part after 1 to 51 steps.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { exportGguf } from '../../src/export/gguf.js';
 import { Engine, quantizeModel } from '../../src/infer/index.js';
-import { LlamaForCausalLM, validateConfig } from '../../src/models/index.js';
+import { LlamaForCausalLM, validateConfig, type LlamaConfig } from '../../src/models/index.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
-import { loadLlamaCppGreedy } from './gguf-helpers.js';
+import type { QuantType } from '../../src/tensor/index.js';
+import { greedyParity, loadLlamaCppGreedy, type LlamaCppGreedy } from './gguf-helpers.js';
 
-const cfg = validateConfig({ vocabSize: 32000, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, ropeTheta: 10000, ropeScaling: null,
-  maxSeqLen: 256, normEps: 1e-5, tieEmbeddings: false, numExperts: 1, topK: 1 });
+const base = { vocabSize: 32000, nLayers: 2, nHeads: 4, nKvHeads: 2, ropeTheta: 10000, ropeScaling: null,
+  maxSeqLen: 256, normEps: 1e-5, tieEmbeddings: false, numExperts: 1, topK: 1 } as const;
+const cfg = validateConfig({ ...base, dim: 64, ffnDim: 128 });
 const dir = mkdtempSync(join(tmpdir(), 'pg-quant-engine-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const prompt = [1, 450, 4660, 310, 263, 11647, 338];
+/** A near-tie, in logits (the models' top logits are about 30). */
+const TIE = 0.05;
+const N = 64;
 
-async function greedyOurs(model: LlamaForCausalLM, n: number): Promise<number[]> {
+/** Our greedy continuation, with the top-2 logit gap of each step. */
+async function greedyOurs(model: LlamaForCausalLM, n: number): Promise<{ tokens: number[]; gaps: number[] }> {
   const engine = new Engine(model, { kvCacheBytes: 2 ** 24 });
   try {
-    return (await engine.complete(prompt, { maxTokens: n, ignoreEos: true })).tokens;
+    const tokens: number[] = [], gaps: number[] = [];
+    for await (const d of engine.generate(prompt, { maxTokens: n, ignoreEos: true, logprobs: 2 })) {
+      tokens.push(...d.tokens);
+      for (const lp of d.logprobs ?? []) gaps.push(lp.top![0]!.logprob - lp.top![1]!.logprob);
+    }
+    return { tokens, gaps };
   } finally {
     engine.close();
   }
 }
 
-describe('quantized engine', () => {
-  const tok = SentencePieceTokenizer.llama2();
+interface Parity {
+  model: string;
+  firstDiff: number;
+  gap: number;
+}
 
-  it('q8_0: greedy continuation equals node-llama-cpp on the same q8_0 GGUF for 64 tokens', async (ctx) => {
+/**
+ * For each (seed, initStd): a random model of `config`, its `type` GGUF, then the model quantized
+ * in memory; our greedy continuation against node-llama-cpp's on the file. `first` sees the first
+ * model before (f32 tokens) and after quantization.
+ */
+async function parityOverModels(greedy: LlamaCppGreedy, config: LlamaConfig, type: QuantType, models: [number, number][],
+  first?: (model: LlamaForCausalLM, f32: number[], ours: number[]) => void): Promise<Parity[]> {
+  const tok = SentencePieceTokenizer.llama2();
+  const out: Parity[] = [];
+  for (const [seed, initStd] of models) {
+    const model = new LlamaForCausalLM(config, { seed, initStd });
+    try {
+      const path = join(dir, `${type}-${seed}-${initStd}.gguf`);
+      await exportGguf(model, tok, path, { dtype: type });
+      const f32 = first && out.length === 0 ? (await greedyOurs(model, N)).tokens : null;
+      quantizeModel(model, type);
+      const ours = await greedyOurs(model, N);
+      if (f32) first!(model, f32, ours.tokens);
+      const [theirs] = await greedy(path, [prompt], N);
+      out.push({ model: `seed ${seed} std ${initStd}`, ...greedyParity(ours.tokens, ours.gaps, theirs!) });
+    } finally {
+      model.dispose();
+    }
+  }
+  return out;
+}
+
+/** Every model equal for N tokens or parted at a near-tie, and at least `minEqual` equal throughout. */
+function expectParity(results: Parity[], minEqual: number): void {
+  expect(results.filter((r) => r.firstDiff !== -1 && !(r.gap < TIE))).toEqual([]);
+  expect(results.filter((r) => r.firstDiff === -1).length, JSON.stringify(results)).toBeGreaterThanOrEqual(minEqual);
+}
+
+const seeds = (n: number): [number, number][] => [1, 0.5].flatMap((std) => Array.from({ length: n }, (_, i): [number, number] => [i + 1, std]));
+
+describe('quantized engine', () => {
+  it('q8_0: greedy continuations equal node-llama-cpp on the same q8_0 GGUF for 64 tokens, on 12 random models', async (ctx) => {
     const greedy = await loadLlamaCppGreedy();
     if (typeof greedy === 'string') {
       console.warn(`skipped: ${greedy}`);
       return ctx.skip();
     }
-    const model = new LlamaForCausalLM(cfg, { seed: 3, initStd: 1 });
-    const path = join(dir, 'q8.gguf');
-    await exportGguf(model, tok, path, { dtype: 'q8_0' });
-    const f32 = await greedyOurs(model, 64);
-    quantizeModel(model, 'q8_0');
-    expect(model.model.layers.items[0]!.self_attn.q_proj.quantized?.type).toBe('q8_0');
-    expect(() => model.lm_head!.weight).toThrow(/quantized/); // the f32 weights are gone: decoding reads the blocks
-    const [theirs] = await greedy(path, [prompt], 64);
-    const ours = await greedyOurs(model, 64);
-    model.dispose();
-    expect(new Set(ours).size).toBeGreaterThan(16); // a varied continuation, not one token repeated
-    expect(ours).toEqual(theirs);
-    expect(ours).not.toEqual(f32); // quantization changed something, so the match is not f32's
-  }, 180_000);
+    const results = await parityOverModels(greedy, cfg, 'q8_0', seeds(6), (model, f32, ours) => {
+      expect(model.model.layers.items[0]!.self_attn.q_proj.quantized?.type).toBe('q8_0');
+      expect(() => model.lm_head!.weight).toThrow(/quantized/); // the f32 weights are gone: decoding reads the blocks
+      expect(new Set(ours).size).toBeGreaterThan(16); // a varied continuation, not one token repeated
+      expect(ours).not.toEqual(f32); // quantization changed something, so the match is not f32's
+    });
+    expectParity(results, 9);
+  }, 600_000);
 
-  for (const type of ['q4_0', 'q4_k'] as const)
-    it(`${type}: serves, and agrees with node-llama-cpp on the first tokens`, async (ctx) => {
-      const model = new LlamaForCausalLM(cfg, { seed: 9, initStd: 0.5 });
-      const path = join(dir, `${type}.gguf`);
-      await exportGguf(model, tok, path, { dtype: type });
-      quantizeModel(model, type);
-      const ours = await greedyOurs(model, 16);
-      model.dispose();
-      expect(ours.length).toBe(16);
-      const greedy = await loadLlamaCppGreedy();
-      if (typeof greedy === 'string') return ctx.skip();
-      const [theirs] = await greedy(path, [prompt], 16);
-      // q4_k's x meets the weights in f32 here and as 8-bit blocks in llama.cpp: the first tokens agree
-      expect(ours.slice(0, 4)).toEqual(theirs!.slice(0, 4));
-    }, 180_000);
+  it('q4_0: serves, and agrees with node-llama-cpp on the first tokens', async (ctx) => {
+    const tok = SentencePieceTokenizer.llama2();
+    const model = new LlamaForCausalLM(cfg, { seed: 9, initStd: 0.5 });
+    const path = join(dir, 'q4_0.gguf');
+    await exportGguf(model, tok, path, { dtype: 'q4_0' });
+    quantizeModel(model, 'q4_0');
+    expect(model.model.layers.items[0]!.self_attn.q_proj.quantized?.type).toBe('q4_0');
+    const ours = (await greedyOurs(model, 16)).tokens;
+    model.dispose();
+    expect(ours.length).toBe(16);
+    const greedy = await loadLlamaCppGreedy();
+    if (typeof greedy === 'string') return ctx.skip();
+    const [theirs] = await greedy(path, [prompt], 16);
+    expect(ours.slice(0, 4)).toEqual(theirs!.slice(0, 4)); // the rmsnorm's last bit (see the top) parts them later
+  }, 180_000);
 });
