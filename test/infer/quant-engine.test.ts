@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { exportGguf } from '../../src/export/gguf.js';
 import { Engine, quantizeModel } from '../../src/infer/index.js';
-import { LlamaForCausalLM, validateConfig, type LlamaConfig } from '../../src/models/index.js';
+import { LlamaForCausalLM, validateConfig, type ModelConfig } from '../../src/models/index.js';
 import { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
 import type { QuantType } from '../../src/tensor/index.js';
 import { greedyParity, loadLlamaCppGreedy, type LlamaCppGreedy } from './gguf-helpers.js';
@@ -58,7 +58,7 @@ interface Parity {
  * in memory; our greedy continuation against node-llama-cpp's on the file. `first` sees the first
  * model before (f32 tokens) and after quantization.
  */
-async function parityOverModels(greedy: LlamaCppGreedy, config: LlamaConfig, type: QuantType, models: [number, number][],
+async function parityOverModels(greedy: LlamaCppGreedy, config: ModelConfig, type: QuantType, models: [number, number][],
   first?: (model: LlamaForCausalLM, f32: number[], ours: number[]) => void): Promise<Parity[]> {
   const tok = SentencePieceTokenizer.llama2();
   const out: Parity[] = [];
