@@ -58,6 +58,14 @@ std::vector<float> widen(Half16 dt, const std::vector<uint16_t>& bits) {
   return out;
 }
 
+// The largest |got - want| / (atol + rtol |want|): how much of the tolerance a case uses.
+double used(const std::vector<float>& got, const std::vector<float>& want, double atol, double rtol) {
+  double worst = 0.0;
+  for (size_t i = 0; i < want.size(); ++i)
+    worst = std::fmax(worst, std::fabs(double(got[i]) - want[i]) / (atol + rtol * std::fabs(double(want[i]))));
+  return worst;
+}
+
 // Checks one case in one format; returns on the first mismatch (CHECK_CLOSE counts it).
 void check_case(Half16 dt, const AttnCase& c) {
   const double u = dt == Half16::BF16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
@@ -95,6 +103,8 @@ void check_case(Half16 dt, const AttnCase& c) {
   CHECK_CLOSE(gq, dq, nq, 5e-5, u + 2e-4);
   CHECK_CLOSE(gk, dk, nkv, 5e-5, u + 2e-4);
   CHECK_CLOSE(gv, dv, nkv, 5e-5, u + 2e-4);
+  std::printf("    tolerance used: out %.2f, dq %.2f, dk %.2f, dv %.2f\n", used(o16, out, 2e-5, u + 1e-4),
+              used(gq, dq, 5e-5, u + 2e-4), used(gk, dk, 5e-5, u + 2e-4), used(gv, dv, 5e-5, u + 2e-4));
 }
 
 const std::vector<AttnCase>& cases() {
