@@ -9,7 +9,14 @@
 //
 // Each step: running sequences first (a decode token each, or the next chunk of their prompt),
 // then waiting ones in arrival order while the step's token budget, maxNumSeqs and free blocks
-// allow; a long prompt is prefilled in chunks across steps (chunked prefill). When a running
+// allow. A prompt is never cut where the step's budget happens to run out: one that fits the
+// budget (maxNumBatchedTokens) is computed in one piece, and if it does not fit in what is left of
+// this step it waits for the next (as vLLM without chunked prefill); only a prompt longer than the
+// whole budget is prefilled in chunks across steps, of exactly the budget from where its
+// computation starts. So a sequence's chunks do not depend on which other requests share its steps
+// (its bits still depend on a step's size where the kernels do: matmuls of at most GEMV_MAX_ROWS
+// rows take the GEMV path, which rounds differently from GEMM). A chunk, or the queue's head, that
+// found no room in a step goes first in the next, so neither starves behind decodes. When a running
 // sequence needs a block and none is free, the latest-arrived running sequence is preempted.
 // Text deltas come from one incremental detokenizer per request (tokenizer/detokenize.ts): they
 // concatenate to decode(prompt + output) minus decode(prompt), at O(1) cost per token.
@@ -221,6 +228,8 @@ class Sequence {
   /** Decoded text not yet streamed: a tail that may begin a stop string (shorter than the longest). */
   held = '';
   finished = false;
+  /** Its next chunk did not fit in what was left of the last step's budget: it goes first in the next. */
+  deferred = false;
   /** Removes the abort listener. */
   detach: () => void = () => undefined;
   constructor(readonly id: number, prompt: ArrayLike<number>, readonly maxTotal: number, readonly sampler: Sampler,
@@ -589,10 +598,20 @@ export class Engine {
     let budget = this.maxNumBatchedTokens;
     const plan: { seq: Sequence; start: number; end: number }[] = [];
     let preempted = false;
-    for (const seq of [...this.#running]) {
-      if (budget === 0) break;
+    // chunks that found no room last step go first: the first always fits (a chunk is at most the budget)
+    const order = [...this.#running.filter((s) => s.deferred), ...this.#running.filter((s) => !s.deferred)];
+    if (this.#waiting[0]?.deferred && this.#running.length < this.maxNumSeqs) {
+      const head = this.#admitHead(budget); // the head of the queue waited for room: decodes cannot starve it
+      if (head) {
+        plan.push(head);
+        budget -= head.end - head.start;
+      }
+    }
+    for (const seq of order) {
       if (!this.#running.includes(seq)) continue; // preempted by an earlier sequence this step
-      const n = Math.min(seq.tokens.length - seq.numComputed, budget);
+      const n = Math.min(seq.tokens.length - seq.numComputed, this.maxNumBatchedTokens);
+      seq.deferred = n > budget; // never cut at the step's leftover: wait for the next step
+      if (seq.deferred) continue;
       const before = this.#preemptions;
       if (!this.#reserve(seq, n)) {
         preempted = true;
@@ -606,23 +625,35 @@ export class Engine {
     const live = plan.filter((p) => this.#running.includes(p.seq));
     if (preempted) return live;
     while (budget > 0 && this.#waiting.length > 0 && this.#running.length < this.maxNumSeqs) {
-      const seq = this.#waiting[0]!;
-      // a scoring request computes every row it reads logits of: its cached prefix ends before them
-      const { table, cachedTokens, lookups } = this.pool.allocatePrefix(seq.id, seq.score ? seq.tokens.slice(0, seq.score.from + 1) : seq.tokens);
-      const n = Math.min(seq.tokens.length - cachedTokens, budget);
-      if (!this.pool.canAppend(table, cachedTokens, cachedTokens + n)) {
-        this.pool.cancelPrefix(table, lookups);
-        break; // first come, first served: nobody overtakes the head of the queue
-      }
-      seq.table = table;
-      seq.numComputed = cachedTokens;
-      this.#runner.copyBlocks(this.pool.prepareWrite(table, cachedTokens, cachedTokens + n));
-      this.#waiting.shift();
-      this.#running.push(seq);
-      live.push({ seq, start: cachedTokens, end: cachedTokens + n });
-      budget -= n;
+      const head = this.#admitHead(budget);
+      if (!head) break; // first come, first served: nobody overtakes the head of the queue
+      live.push(head);
+      budget -= head.end - head.start;
     }
     return live;
+  }
+
+  /**
+   * Moves the head of the waiting queue to running with its first chunk (the whole prompt, or the
+   * budget's worth of a longer one) when that fits `budget` and the free blocks; else leaves it
+   * waiting (deferred when it lacked budget, so it goes first next step) and returns null.
+   */
+  #admitHead(budget: number): { seq: Sequence; start: number; end: number } | null {
+    const seq = this.#waiting[0]!;
+    // a scoring request computes every row it reads logits of: its cached prefix ends before them
+    const { table, cachedTokens, lookups } = this.pool.allocatePrefix(seq.id, seq.score ? seq.tokens.slice(0, seq.score.from + 1) : seq.tokens);
+    const n = Math.min(seq.tokens.length - cachedTokens, this.maxNumBatchedTokens);
+    seq.deferred = n > budget;
+    if (seq.deferred || !this.pool.canAppend(table, cachedTokens, cachedTokens + n)) {
+      this.pool.cancelPrefix(table, lookups);
+      return null;
+    }
+    seq.table = table;
+    seq.numComputed = cachedTokens;
+    this.#runner.copyBlocks(this.pool.prepareWrite(table, cachedTokens, cachedTokens + n));
+    this.#waiting.shift();
+    this.#running.push(seq);
+    return { seq, start: cachedTokens, end: cachedTokens + n };
   }
 
   #step(): void {
