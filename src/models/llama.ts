@@ -80,13 +80,15 @@ export class LlamaModel extends Module {
 
   /**
    * The one decoder forward: token ids i32 (N) -> the residual stream after the last layer
-   * (N, C), before the final norm. Layer i reports to ctx under `layers.i.`.
+   * (N, C), before the final norm; with outRows (i32, R) only those rows (R, C), which the last
+   * layer computes alone past its attention. Layer i reports to ctx under `layers.i.`.
    */
-  forward(tokens: Tensor, meta: AttentionMetadata, ctx: ForwardContext): Tensor {
+  forward(tokens: Tensor, meta: AttentionMetadata, ctx: ForwardContext, outRows?: Tensor): Tensor {
     let x = this.embed_tokens.forward(tokens); // (N, C)
     // A scope per layer: what a layer made and backward does not read (and, without gradients,
     // all of it) is freed when the layer ends instead of at the end of the whole forward.
-    this.layers.items.forEach((layer, i) => (x = scope(() => layer.forward(x, meta, prefixContext(ctx, `layers.${i}.`), i))));
+    const last = this.layers.length - 1;
+    this.layers.items.forEach((layer, i) => (x = scope(() => layer.forward(x, meta, prefixContext(ctx, `layers.${i}.`), i, i === last ? outRows : undefined))));
     return x;
   }
 }
@@ -271,16 +273,19 @@ export class LlamaForCausalLM extends Module {
   }
 
   /**
-   * Final hidden states after the last norm: (N, C). What the feed-forward reports goes to
-   * `ctx` (the caller owns the recorder); without one it is dropped.
+   * Final hidden states after the last norm: (N, C), or with `rows` (i32, R) those rows alone
+   * (R, C), equal to gathering them from the full result but cheaper: the last layer computes
+   * the other rows' keys and values only (a loss that reads some positions: PPO's responses, a
+   * reward model's last tokens). What the feed-forward reports goes to `ctx` (the caller owns
+   * the recorder); without one it is dropped; with `rows` the last layer's reports cover those rows.
    */
-  hidden(batch: PackedBatch, ctx?: ForwardContext): Tensor {
+  hidden(batch: PackedBatch, ctx?: ForwardContext, rows?: Tensor): Tensor {
     const own = ctx ? null : new ForwardRecorder();
     try {
       return scope(() => {
         const p = preparedBatch(batch, this.config, this.device);
         const meta: PackedAttentionMetadata = { kind: 'packed', positions: p.positions, cuSeqlens: p.cuSeqlens, rope: p.rope };
-        return this.model.norm.forward(this.model.forward(p.tokens, meta, ctx ?? own!));
+        return this.model.norm.forward(this.model.forward(p.tokens, meta, ctx ?? own!, rows));
       });
     } finally {
       own?.dispose();
@@ -303,8 +308,18 @@ export class LlamaForCausalLM extends Module {
     try {
       return scope(() => {
         const N = batch.tokens instanceof Tensor ? batch.tokens.size : batch.tokens.length;
-        const targets = onDevice(intTensor(batch.targets!, 'targets', N), this.device); // checked before anything is recorded
-        const h = this.hidden(batch, rec);
+        let targets = onDevice(intTensor(batch.targets!, 'targets', N), this.device); // checked before anything is recorded
+        // Host targets that ignore a tenth of the positions or more (SFT's prompts) on a dense
+        // model: the last layer runs past attention for the scored rows alone (a sparse one runs
+        // whole, so its load-balancing loss still sees every token; packed pretraining, with one
+        // ignored position a document, gains too little to gather).
+        const scored = batch.targets instanceof Int32Array && !isMoE(this.config) ? scoredRows(batch.targets) : null;
+        let rows: Tensor | undefined;
+        if (scored && scored.length > 0 && scored.length <= 0.9 * N) {
+          rows = Tensor.from(scored, [scored.length], { dtype: 'i32', device: this.device });
+          targets = Tensor.from(scored.map((i) => (batch.targets as Int32Array)[i]!), [scored.length], { dtype: 'i32', device: this.device });
+        }
+        const h = this.hidden(batch, rec, rows);
         let loss = linearCrossEntropy(h, this.outputWeight, targets, { ignoreIndex: -100, chunkSize: this.lossChunkSize });
         for (const aux of rec.auxLosses.values()) loss = add(loss, aux);
         return loss;
@@ -530,6 +545,15 @@ function intTensor(v: Int32Array | Tensor | readonly number[], what: string, n?:
   }
   if (n !== undefined && t.size !== n) throw new PatentGPTError('E_SHAPE', `batch.${what} has ${t.size} entries, expected ${n} (one per token)`);
   return t;
+}
+
+/** The positions whose target is not -100, ascending. */
+function scoredRows(targets: Int32Array): Int32Array {
+  let n = 0;
+  for (let i = 0; i < targets.length; i++) if (targets[i] !== -100) n++;
+  const rows = new Int32Array(n);
+  for (let i = 0, j = 0; i < targets.length; i++) if (targets[i] !== -100) rows[j++] = i;
+  return rows;
 }
 
 /** `t` on `device`: itself where it already is, else a copy the current scope owns. */

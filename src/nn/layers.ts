@@ -6,7 +6,7 @@
 // Shapes: N rows (tokens), C = dim, H query heads, Hkv key/value heads, D = C / H.
 import { PatentGPTError } from '../errors.js';
 import {
-  Tensor, add, attention, copyRows, embedding, linear, pagedAttention, pagedKvStore, quantLinear, rmsnorm, rope, scope, swiglu,
+  Tensor, add, attention, copyRows, embedding, gatherRows, linear, pagedAttention, pagedKvStore, quantLinear, rmsnorm, rope, scope, swiglu,
   type DecodeMlpWeights, type DecodeMoeWeights, type DecodeWeight, type QuantizedMatrix,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
@@ -179,16 +179,20 @@ export class Attention extends Module {
    * `layer`'s cache, then fresh prompts attend over their own keys and the other rows read the
    * cache through their block tables.
    */
-  forward(x: Tensor, meta: AttentionMetadata, layer = 0): Tensor {
-    if (meta.kind === 'paged') return this.#paged(x, meta, layer);
+  forward(x: Tensor, meta: AttentionMetadata, layer = 0, outRows?: Tensor): Tensor {
+    if (meta.kind === 'paged') {
+      if (outRows) throw new PatentGPTError('E_ARGUMENT', 'Attention: outRows is for packed batches (a paged step picks its logit rows itself)');
+      return this.#paged(x, meta, layer);
+    }
     const N = x.shape[0]!;
     const { nHeads: H, nKvHeads: Hkv } = this.shape;
     const D = this.headDim;
     const q = rope(this.q_proj.forward(x).reshape([N, H, D]), meta.positions, meta.rope); // (N, H, D)
     const k = rope(this.k_proj.forward(x).reshape([N, Hkv, D]), meta.positions, meta.rope); // (N, Hkv, D)
     const v = this.v_proj.forward(x).reshape([N, Hkv, D]); // (N, Hkv, D)
-    const o = attention(q, k, v, { cuSeqlens: meta.cuSeqlens, causal: true }); // (N, H, D)
-    return this.o_proj.forward(o.reshape([N, H * D]));
+    const o = attention(q, k, v, { cuSeqlens: meta.cuSeqlens, causal: true }).reshape([N, H * D]); // (N, H * D)
+    // Every row's keys and values are needed, but only outRows' outputs: project just those.
+    return this.o_proj.forward(outRows ? gatherRows(o, outRows) : o);
   }
 
   #paged(x: Tensor, meta: PagedAttentionMetadata, layer: number): Tensor {
@@ -322,9 +326,15 @@ export class Block extends Module {
     this.post_attention_layernorm = this.registerModule('post_attention_layernorm', new RMSNorm(shape.dim, shape.normEps, init));
   }
 
-  /** x (N, C) -> (N, C); `layer` picks this layer's KV cache in a paged step. */
-  forward(x: Tensor, meta: AttentionMetadata, ctx: ForwardContext, layer = 0): Tensor {
-    const h = add(x, this.self_attn.forward(this.input_layernorm.forward(x), meta, layer));
+  /**
+   * x (N, C) -> (N, C); `layer` picks this layer's KV cache in a paged step. With outRows (i32,
+   * packed batches only) -> (R, C): the same rows of the full output, computing the attention
+   * output projection and the feed-forward for those rows alone (a last layer whose other rows
+   * nothing reads).
+   */
+  forward(x: Tensor, meta: AttentionMetadata, ctx: ForwardContext, layer = 0, outRows?: Tensor): Tensor {
+    const a = this.self_attn.forward(this.input_layernorm.forward(x), meta, layer, outRows);
+    const h = add(outRows ? gatherRows(x, outRows) : x, a);
     return add(h, this.feedForward.forward(this.post_attention_layernorm.forward(h), ctx));
   }
 

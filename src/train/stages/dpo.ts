@@ -36,7 +36,7 @@ import { PatentGPTError } from '../../errors.js';
 import { writeFileAtomic, type LlamaForCausalLM, type ModelConfig } from '../../models/index.js';
 import { withAdaptersDisabled } from '../../nn/lora.js';
 import {
-  Tensor, add, gather, gatherRows, linear, logprobs, logsigmoid, mean, mul, noGrad, scale, scatterAdd, scope, sub,
+  Tensor, add, gather, linear, logprobs, logsigmoid, mean, mul, noGrad, scale, scatterAdd, scope, sub,
 } from '../../tensor/index.js';
 import { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
 import { configHash, type DpoConfig } from '../config.js';
@@ -73,8 +73,7 @@ export function sequenceLogps(model: LlamaForCausalLM, batch: PreferenceBatch): 
   return scope(() => {
     const S = batch.cuSeqlens.length - 1;
     const M = batch.scored.rows.length;
-    const h = model.hidden(batch); // (N, C)
-    const hs = gatherRows(h, Tensor.from(batch.scored.rows, [M], { dtype: 'i32' })); // (M, C)
+    const hs = model.hidden(batch, undefined, Tensor.from(batch.scored.rows, [M], { dtype: 'i32', device: model.device })); // (M, C): the last layer past attention for these rows alone
     const lp = logprobs(linear(hs, model.outputWeight), Tensor.from(batch.scored.ids, [M], { dtype: 'i32' })); // (M)
     return scatterAdd(Tensor.zeros([S]), 0, Tensor.from(batch.scored.seq, [M], { dtype: 'i32' }), lp); // (2B)
   });

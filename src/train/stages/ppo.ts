@@ -54,7 +54,7 @@ import {
 import { loadRewardModel, packSequences, type ScoreHeadModel } from '../../models/reward.js';
 import { Linear } from '../../nn/index.js';
 import { loraLayers, withAdaptersDisabled } from '../../nn/lora.js';
-import { Tensor, gatherRows, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
+import { Tensor, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
 import { configHash } from '../config.js';
 import type { PpoConfig } from '../ppo/config.js';
 import { meanEntropy, ppoLoss } from '../ppo/loss.js';
@@ -166,10 +166,11 @@ async function loadPrompts(cfg: PpoConfig, renderer: ChatRenderer, maxLen: numbe
 
 /** The policy's outputs at the response rows of `packed`, recorded for backward when gradients are on. */
 function policyOutputs(model: LlamaForCausalLM, packed: PackedRollout, temperature: number, head: Linear | null): PolicyOutputs {
-  const h = model.hidden({ tokens: packed.tokens, cuSeqlens: packed.cuSeqlens });
-  const rows = gatherRows(h, Tensor.from(packed.rows, [packed.rows.length], { dtype: 'i32', device: h.device }));
+  // The last layer runs past attention for the response rows alone (no auxiliary loss is read here).
+  const ids = Tensor.from(packed.rows, [packed.rows.length], { dtype: 'i32', device: model.device });
+  const rows = model.hidden({ tokens: packed.tokens, cuSeqlens: packed.cuSeqlens }, undefined, ids);
   const logits = scale(linear(rows, model.outputWeight), 1 / (temperature + 1e-7));
-  const lp = logprobs(logits, Tensor.from(packed.ids, [packed.ids.length], { dtype: 'i32', device: h.device }));
+  const lp = logprobs(logits, Tensor.from(packed.ids, [packed.ids.length], { dtype: 'i32', device: rows.device }));
   return { logits, logprobs: lp, values: head ? linear(rows, head.weight).reshape([packed.rows.length]) : null };
 }
 
