@@ -76,4 +76,16 @@ describe.skipIf(!hasNvcc)('ptxas check: compiled kernels (nvcc present)', () => 
     expect(r.stdout).toMatch(/ok {3}gemm\.cu +scale_c_kernel/);
     expect(r.stdout).toMatch(/ok {3}cross_entropy\.cu +ce_forward_kernel/);
   }, 240_000);
+
+  it('passes the attention kernels in f32, bf16 and fp16, AdamW over 16-bit parameters and the loss-scale check', () => {
+    const r = run(...['attention.cu', 'adamw.cu', 'loss_scale.cu'].map((f) => path.join(root, 'native/cuda', f)));
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const builds = (file: string, kernel: string) => r.stdout.split('\n').filter((l) => new RegExp(`^ok {3}${file} +${kernel} `).test(l)).length;
+    // Each of the three element types at each of the three head-dim buckets, without spills.
+    for (const k of ['attention_forward_kernel', 'attention_dq_kernel', 'attention_dkdv_kernel']) expect(builds('attention\\.cu', k)).toBe(9);
+    expect(builds('attention\\.cu', 'attention_delta_kernel')).toBe(3);
+    expect(builds('adamw\\.cu', 'adamw_master_kernel')).toBe(2); // bf16, fp16
+    expect(builds('loss_scale\\.cu', 'unscale_check_kernel')).toBe(3); // f32, bf16, fp16 gradients
+  }, 240_000);
 });
