@@ -74,6 +74,56 @@ export class MetricMeans {
     for (const r of this.#records.values()) for (const m of r.values()) m.sum = m.n = 0;
   }
 
+  /** The accumulators that reported this round (n > 0), in an order that depends only on their names. */
+  #reported(): { key: string; mean: Mean }[] {
+    const out: { key: string; mean: Mean }[] = [];
+    for (const [name, m] of this.#scalars) if (m.n > 0) out.push({ key: `s:${name}`, mean: m });
+    for (const [name, r] of this.#records) for (const [k, m] of r) if (m.n > 0) out.push({ key: `r:${name}\u0000${k}`, mean: m });
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  /**
+   * Data parallel, step 1 of 2: numbers whose sums over the ranks tell (sameNamesOnAllRanks)
+   * whether every rank reported the same names; the rank's count of reported entries is among
+   * them, so ranks that agree call sum() on arrays of one length (step 2: totals()).
+   */
+  nameSignature(): number[] {
+    const keys = this.#reported().map((e) => e.key);
+    let h = 0x811c9dc5; // FNV-1a over the sorted names
+    for (const key of keys)
+      for (let i = 0; i <= key.length; i++) {
+        h ^= i < key.length ? key.charCodeAt(i) : 0x1f;
+        h = Math.imul(h, 0x01000193) >>> 0;
+      }
+    const hi = h >>> 16, lo = h & 0xffff, n = keys.length;
+    return [hi, hi * hi, lo, lo * lo, n, n * n];
+  }
+
+  /**
+   * Whether every one of `worldSize` ranks holds this rank's signature, from the sums of the ranks'
+   * nameSignature(): a value x equals on all ranks exactly when sum(x) = N x and sum(x^2) = N x^2
+   * (then the spread is 0), so every rank reaches the same verdict. Exact in float64 below 2^21 ranks.
+   */
+  static sameNamesOnAllRanks(own: readonly number[], sums: readonly number[], worldSize: number): boolean {
+    return own.length === sums.length && own.every((x, i) => sums[i] === worldSize * x);
+  }
+
+  /** Step 2: each reported entry's sum and count, [sum0, n0, sum1, n1, ...] in the signature's order. */
+  totals(): number[] {
+    return this.#reported().flatMap((e) => [e.mean.sum, e.mean.n]);
+  }
+
+  /** Replaces each reported entry's sum and count by `totals` (the sums over the ranks of totals()). */
+  setTotals(totals: readonly number[]): void {
+    const entries = this.#reported();
+    if (totals.length !== 2 * entries.length)
+      throw new PatentGPTError('E_INTERNAL', `metrics: ${totals.length} totals for ${entries.length} reported metrics`);
+    entries.forEach((e, i) => {
+      e.mean.sum = totals[2 * i]!;
+      e.mean.n = totals[2 * i + 1]!;
+    });
+  }
+
   /**
    * Writes each mean into rec under prefix + name; a name the record already holds (loss, lr,
    * step, ...) is refused: the task's metric would hide the loop's.

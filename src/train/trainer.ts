@@ -27,9 +27,10 @@
 //
 // Data parallelism: each rank's task reads its own shard of the data (BatchStream rank/worldSize);
 // the engine (`dataParallel`, src/distributed: MPI buckets that start during the last backward) or
-// the plain `allReduce` hook averages the gradients; the step's loss and the evaluation sums are
-// summed over the ranks, so every rank logs, clips and skips on the same numbers as one rank with
-// the same global batch; only rank 0 writes checkpoints, metrics, the report and the progress bar.
+// the plain `allReduce` hook averages the gradients; with the engine, the step's loss, tokens and
+// the task's metrics (sums and counts) and the evaluation sums are summed over the ranks, so every
+// rank logs, clips and skips on the same numbers as one rank with the same global batch; only rank 0
+// writes checkpoints, metrics, the report and the progress bar.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PatentGPTError } from '../errors.js';
@@ -470,6 +471,24 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
           : 'Lower optimizer.lr (or schedule.warmupSteps up), or set onDivergence: "rollback" to go back to the last good checkpoint at a lower learning rate.');
       return false;
     };
+    /**
+     * Data parallel: the task's metrics of a step (or an evaluation) as sums and counts over all the
+     * ranks' micro-batches, so the means are one rank's with the same global batch. `sigSums` are the
+     * ranks' summed nameSignature() (sent with the step's other numbers): ranks that reported other
+     * names never call mismatched sums; they keep their own means, with a warning once.
+     */
+    let warnedMetrics = false;
+    const sumMetrics = (means: MetricMeans, sig: number[], sigSums: number[]): void => {
+      if (MetricMeans.sameNamesOnAllRanks(sig, sigSums, this.worldSize)) {
+        if (sig[4]! > 0) means.setTotals(dp!.sum(means.totals())); // sig[4]: the reported entries, the same on every rank
+        return;
+      }
+      if (warnedMetrics) return;
+      warnedMetrics = true;
+      const msg = `step ${step}: the ranks' tasks reported different metric names, so metrics.jsonl holds rank 0's means of its own micro-batches (not the global batch's) for such steps`;
+      if (progress) progress.log(`warning: ${msg}`);
+      else if (lead) process.stderr.write(`warning: ${msg}\n`);
+    };
     const evaluate = async (): Promise<void> => {
       if (!task.evalBatches) return;
       let sum = 0;
@@ -489,7 +508,12 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         count += n;
         await tick();
       }
-      if (dp) [sum, count] = dp.sum([sum, count]) as [number, number];
+      if (dp) {
+        const sig = valMetrics.nameSignature();
+        const [total, n, ...sigSums] = dp.sum([sum, count, ...sig]);
+        [sum, count] = [total!, n!];
+        sumMetrics(valMetrics, sig, sigSums);
+      }
       if (count === 0) return;
       valLoss = sum / count;
       const ppl = task.lossIsTokenNll === false ? {} : { valPerplexity: perplexity(valLoss) };
@@ -536,9 +560,12 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         }
         if (dp) {
           await dp.reduceGradients(step);
-          const [total, stops] = dp.sum([lossSum, stop ? 1 : 0]);
+          const sig = stepMetrics.nameSignature();
+          const [total, stops, tokens, ...sigSums] = dp.sum([lossSum, stop ? 1 : 0, stepTokens, ...sig]);
           lossSum = total!; // the global batch's loss, as one rank would log it
+          stepTokens = tokens!; // the global batch's tokens (variable-length batches differ per rank)
           if (stops! > 0) stopAgreed = true;
+          sumMetrics(stepMetrics, sig, sigSums);
         } else if (this.worldSize > 1) await opts.allReduce!(optimizer.gradients(), step);
         const lr = lrScale === 1 ? learningRate(opts.schedule, step) : learningRate(opts.schedule, step) * lrScale;
         const loss = lossSum / (this.gradAccum * (dp ? this.worldSize : 1));
@@ -547,7 +574,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         if (dp?.afterStep && !res.skipped) dp.afterStep(); // ZeRO: each parameter from the rank that updated it
         optimizer.zeroGrad();
         step++;
-        tokensSeen += stepTokens * this.worldSize;
+        tokensSeen += dp ? stepTokens : stepTokens * this.worldSize;
         trainMs += performance.now() - t0;
         const tokPerSec = throughput.mark(tokensSeen);
         losses.push(loss);

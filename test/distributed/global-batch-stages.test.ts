@@ -4,11 +4,14 @@
 // two halves, 2 ranks halve one sum) of 1 rank with the same config; SFT's token weighting counts
 // the whole step's assistant tokens. A checkpoint saved on 2 ranks resumes on 1 and one saved on 1
 // resumes on 2 (the stream position is restated for the new world) with the uninterrupted run's
-// losses and weights.
+// losses and weights. Every logged number but the timings is 1 rank's too: the tokens count (the
+// ranks' batches differ in length) and the task's metrics (reward accuracy and margin, DPO's
+// rewards/* and logps/*), which the loop sums over the ranks' micro-batches.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
 import { sha, trainLosses } from '../train/child-run.js';
 import { writeAlpaca, writeInit } from '../train/sft-fixtures.js';
 import { cli, mpiMissing } from './mpi-helpers.js';
@@ -52,6 +55,28 @@ function expectClose(got: number[], want: number[], what: string): void {
   got.forEach((x, i) => expect(Math.abs(x - want[i]!), `${what}: step ${i + 1}: ${x} vs ${want[i]}`).toBeLessThanOrEqual(1e-6));
 }
 
+const TIMING = new Set(['step', 'tokensPerSec', 'mfu', 'elapsedSec']);
+/** The metrics each stage must log the same as 1 rank (beyond loss, lr, gradNorm). */
+const MUST: Record<Kind, string[]> = {
+  sft: ['tokens'],
+  reward: ['tokens', 'accuracy', 'margin', 'rewardChosen', 'rewardRejected'],
+  dpo: ['tokens', 'rewards/chosen', 'rewards/rejected', 'rewards/margins', 'rewards/accuracies', 'logps/chosen', 'logps/rejected'],
+};
+
+const steps = (run: string): MetricRecord[] => readMetrics(path.join(run, 'metrics.jsonl')).filter((m) => typeof m.loss === 'number');
+
+/** Every numeric field of every step record of `run` equals the reference's within 1e-6 (timings aside). */
+function expectSameMetrics(kind: Kind, run: string, want: MetricRecord[], what: string): void {
+  const got = steps(run);
+  expect(want).toHaveLength(STEPS);
+  expect(got.map((m) => m.step), what).toEqual(want.map((m) => m.step));
+  want.forEach((w, i) => {
+    const keys = Object.keys(w).filter((k) => typeof w[k] === 'number' && !TIMING.has(k));
+    for (const k of MUST[kind]) expect(keys, `${what}: step ${w.step} logs ${k}`).toContain(k);
+    for (const k of keys) expect(Math.abs((got[i]![k] as number) - (w[k] as number)), `${what}: step ${w.step} ${k}: ${got[i]![k]} vs ${w[k]}`).toBeLessThanOrEqual(1e-6);
+  });
+}
+
 beforeAll(async () => {
   if (mpiMissing !== null) return;
   writeAlpaca(path.join(root, 'reverse.jsonl'), 96);
@@ -73,6 +98,8 @@ describe.skipIf(mpiMissing !== null)('launch --global-batch: SFT, reward and DPO
       const ref = trainLosses(a);
       expect(ref).toHaveLength(STEPS);
       expectClose(trainLosses(b), ref, '2 ranks');
+      const refMetrics = steps(a);
+      expectSameMetrics(kind, b, refMetrics, '2 ranks');
       const final = weights(kind, a);
       expect(weights(kind, b)).toBe(final);
 
@@ -86,6 +113,7 @@ describe.skipIf(mpiMissing !== null)('launch --global-batch: SFT, reward and DPO
       expect([saved(a), saved(b)], 'resumed from step 2, not started over').toEqual(before);
       for (const run of [a, b]) {
         expectClose(trainLosses(run), ref, `resumed ${run}`);
+        expectSameMetrics(kind, run, refMetrics, `resumed ${run}`);
         expect(weights(kind, run), run).toBe(final);
       }
       // the steps after the resume on 1 rank are the 1-rank run's, bit for bit (from the same weights)

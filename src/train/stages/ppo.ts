@@ -31,8 +31,8 @@
 // 1-rank rollout and runs stage 5 over all of it (global KL, GAE and whitening statistics, exactly
 // as one rank). Stage 6: the step's gradAccum x N micro-batches (gradAccum / N each under
 // --global-batch) are the 1-rank minibatch order dealt round-robin (rank r takes micro-batches
-// r, r + N, ...), the gradients averaged by the engine; the minibatch metrics are summed over the
-// ranks. A checkpoint counts the micro-batches of the rollout consumed by all ranks, so it resumes
+// r, r + N, ...), the gradients averaged by the engine, the metrics summed over the ranks by the
+// training loop. A checkpoint counts the micro-batches of the rollout consumed by all ranks, so it resumes
 // on another number of ranks. The union equals the 1-rank rollout bit for bit while a rollout's
 // prompts fit one engine step (maxNumBatchedTokens): beyond that the engine's chunked prefill cuts
 // prompts where the step budget ends, which depends on the prompts sharing the step, so 1 and N
@@ -89,8 +89,6 @@ interface PpoBatch extends TrainBatchInfo {
   rows: RolloutRow[];
   packed: PackedRollout;
   stats: Rollout['stats'];
-  /** The last of this rank's micro-batches in the optimizer step (N ranks: the step's metrics are summed then). */
-  lastOfStep: boolean;
 }
 
 /** The policy at the response rows of a packed rollout: logits at the sampling temperature (n, V), log-probs of the response tokens (n), values (n). */
@@ -392,15 +390,11 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       const k = consumed++ * worldSize + rank;
       const rows = microBatchRows(c.index, k, { rows: c.rows.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed }).map((i) => c.rows[i]!);
       const packed = packRollout(rows);
-      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length, lastOfStep: consumed % setup.rankGradAccum === 0 };
+      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length };
     };
 
-    // ---- stage 6: the minibatch loss. N ranks: the minibatch metrics of the step are summed over
-    // the ranks and reported once, on each rank's last micro-batch, so every rank (and metrics.jsonl)
-    // has the means over all of the step's micro-batches, as one rank would
-    const MINIBATCH_METRICS = ['entropy', 'policyLoss', 'valueLoss', 'clipFraction', 'valueClipFraction', 'approxKl', 'ratio'] as const;
-    const stepSums = new Float64Array(MINIBATCH_METRICS.length);
-    let stepCount = 0;
+    // ---- stage 6: the minibatch loss. N ranks: the loop sums the metrics' sums and counts over the
+    // ranks, so metrics.jsonl has the means over all of the step's micro-batches, as one rank would
     const loss = (batch: PpoBatch): TaskLoss => {
       const packed = batch.packed;
       const { logits, logprobs: lp, values } = policyOutputs(pol, packed, P.temperature, vh);
@@ -423,19 +417,10 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
         reward: s.reward, rewardStd: s.rewardStd, kl: s.kl, klCoef: s.klCoef, rlhfReward: s.rlhfReward, responseLength: s.responseLength, eosRate: s.eosRate,
         rolloutTokensPerSec: s.rolloutTokensPerSec,
       };
-      const minibatch: Record<(typeof MINIBATCH_METRICS)[number], number> = {
+      const minibatch = {
         entropy, policyLoss: out.pgLoss, valueLoss: out.vfLoss, clipFraction: out.clipFraction, valueClipFraction: out.valueClipFraction, approxKl: out.approxKl, ratio: out.ratioMean,
       };
-      if (!dp) return { loss: out.loss, metrics: { ...rollout, ...minibatch } };
-      MINIBATCH_METRICS.forEach((k, i) => (stepSums[i]! += minibatch[k]));
-      stepCount++;
-      if (!batch.lastOfStep) return { loss: out.loss, metrics: rollout };
-      // every rank reaches its last micro-batch of the step here, before its backward: one sum
-      const tot = dp.sum([...stepSums, stepCount]);
-      stepSums.fill(0);
-      stepCount = 0;
-      const n = tot[MINIBATCH_METRICS.length]!;
-      return { loss: out.loss, metrics: { ...rollout, ...Object.fromEntries(MINIBATCH_METRICS.map((k, i) => [k, tot[i]! / n])) } };
+      return { loss: out.loss, metrics: { ...rollout, ...minibatch } };
     };
 
     const valueFile = 'value_head.safetensors';
