@@ -260,12 +260,33 @@ void quantize_act(QuantType t, uint8_t* act, const float* x, int64_t ldx, int64_
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * ldx;
     uint8_t* row = act + m * stride;
-    if (t == QuantType::Q4_K) {
-      float* sums = reinterpret_cast<float*>(row);
-      for (int64_t b = 0; b < nb; ++b) {
-        float s = 0;
-        for (int i = 0; i < 32; ++i) s += xr[b * 32 + i];
-        sums[b] = s;
+    if (t == QuantType::Q4_K) {  // llama.cpp's quantize_row_q8_K_ref, which its AMX path runs for Q4_K
+      int8_t* qs = reinterpret_cast<int8_t*>(row);
+      float* ds = reinterpret_cast<float*>(row + K);
+      int32_t* bsums = reinterpret_cast<int32_t*>(row + K + K / 256 * 4);
+      for (int64_t b = 0; b < K / 256; ++b) {
+        const float* v = xr + b * 256;
+        int8_t* q = qs + b * 256;
+        float max = 0, amax = 0;  // the value of largest magnitude, with its sign
+        for (int i = 0; i < 256; ++i)
+          if (std::fabs(v[i]) > amax) {
+            amax = std::fabs(v[i]);
+            max = v[i];
+          }
+        if (amax == 0.0f) {
+          ds[b] = 0;
+          std::memset(q, 0, 256);
+          for (int j = 0; j < 8; ++j) bsums[b * 8 + j] = 0;
+          continue;
+        }
+        const float iscale = -127.f / max;
+        for (int i = 0; i < 256; ++i) q[i] = static_cast<int8_t>(std::min(127, nearest_int(iscale * v[i])));
+        for (int j = 0; j < 8; ++j) {
+          int32_t s = 0;
+          for (int i = 0; i < 32; ++i) s += q[j * 32 + i];
+          bsums[b * 8 + j] = s;
+        }
+        ds[b] = 1 / iscale;
       }
       continue;
     }
@@ -293,24 +314,33 @@ void quantize_act(QuantType t, uint8_t* act, const float* x, int64_t ldx, int64_
 }
 
 // The reference product of one (x row, W row) pair on quantized x: per block the exact integer
-// dot times d_w * d_x, fused into the sum (Q8_0, Q4_0), or d * sc * dot(q, x) - dmin * m * sum(x) (Q4_K), summed in
-// block order.
+// dot times d_w * d_x, fused into the sum (Q8_0, Q4_0); Q4_K per super-block, as llama.cpp's
+// AMX/VNNI kernel (ggml-cpu/amx/mmq.cpp, tinygemm_kernel_vnni<block_q8_K, block_q4_K>): the exact
+// integer sums sum_j sc_j * dot(q4_j, q8_j) and sum_j m_j * bsum_j, each fused into the sum,
+// times d * d_x and -(dmin * d_x), super-block after super-block.
 float dot_ref(QuantType t, const uint8_t* w, const float* x, const uint8_t* act, int64_t K) {
+  (void)x;
   const int64_t nb = K / 32;
   float s = 0;
   if (t == QuantType::Q4_K) {
-    const float* sums = reinterpret_cast<const float*>(act);
+    const int8_t* qs = quant_detail::q8k_qs(act);
+    const float* ds = quant_detail::q8k_d(act, K);
+    const int32_t* bsums = quant_detail::q8k_bsums(act, K);
     for (int64_t b = 0; b < K / 256; ++b, w += 144) {
       const float d = fp16_to_fp32(load_u16(w)), dmin = fp16_to_fp32(load_u16(w + 2));
+      int32_t sumi = 0, summ = 0;
       for (int j = 0; j < 8; ++j) {
         uint8_t sc, m;
         scale_min_k4(j, w + 4, sc, m);
         const uint8_t* q = w + 16 + (j / 2) * 32;
-        const float* xs = x + b * 256 + j * 32;
-        float dot = 0;
-        for (int l = 0; l < 32; ++l) dot += ((j & 1) ? q[l] >> 4 : q[l] & 0xF) * xs[l];
-        s += d * sc * dot - dmin * m * sums[b * 8 + j];
+        const int8_t* a = qs + b * 256 + j * 32;
+        int32_t dot = 0;
+        for (int l = 0; l < 32; ++l) dot += ((j & 1) ? q[l] >> 4 : q[l] & 0xF) * a[l];
+        sumi += sc * dot;
+        summ += m * bsums[b * 8 + j];
       }
+      s = std::fma(static_cast<float>(sumi), d * ds[b], s);
+      s = std::fma(static_cast<float>(summ), -(dmin * ds[b]), s);
     }
     return s;
   }

@@ -8,8 +8,8 @@
 // the MR rows of x; each block's exact integer dot (its 8 int32 lanes summed) is added as
 // acc = fma(float(dot), d_w * d_x, acc), block after block: the order of llama.cpp's AMX/VNNI
 // kernels (ggml-cpu/amx/mmq.cpp, which it runs on CPUs with AMX), so the sums match its bits.
-// Q4_K: nibbles to floats, d * sc per sub-block applied to a lane-wise partial dot with x in f32;
-// the mins through the precomputed sub-block sums of x.
+// Q4_K: x quantized to q8_K; per super-block the exact integer sums of llama.cpp's AMX/VNNI
+// kernel, two fused multiply-adds each (tile_q4k).
 #pragma once
 #include <immintrin.h>
 
@@ -30,13 +30,6 @@ inline void with_count(int n, F&& f) {  // f(integral_constant<n>) for 1 <= n <=
     if (n < R) return with_count<R - 1>(n, f);
   }
   f(std::integral_constant<int, R>{});
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 inline float half_to_float(const uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
@@ -111,49 +104,46 @@ inline void tile_q(const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, b
     }
 }
 
-// 8 nibbles (low or high) of 8 bytes at p as floats.
-template <bool High>
-inline __m256 nibbles8(const uint8_t* p) {
-  __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  v = High ? _mm256_srli_epi32(v, 4) : _mm256_and_si256(v, _mm256_set1_epi32(0xF));
-  return _mm256_cvtepi32_ps(v);
-}
-
+// One Q4_K row of W against MR rows of x quantized to q8_K, as llama.cpp's AMX/VNNI kernel sums
+// them (see dot_ref): per super-block the exact sum_j sc_j * dot(q4_j, q8_j) (vpmaddubsw: the
+// unsigned nibbles times the signed q's, pairs within int16; vpmaddwd by sc_j: int32) and
+// sum_j m_j * bsum_j, then two fused multiply-adds into the row's f32 sum.
 template <int MR>
-inline void tile_q4k(const uint8_t* w, float* y, int64_t ldy, bool accumulate, const float* x, int64_t ldx,
-                     const uint8_t* act, int64_t stride, int64_t K) {
-  __m256 acc[MR];
-  float mins[MR];
-  for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps(), mins[m] = 0;
+inline void tile_q4k(const uint8_t* w, float* y, int64_t ldy, bool accumulate, const uint8_t* act, int64_t stride,
+                     int64_t K) {
+  float acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = 0.0f;
+  const __m256i low = _mm256_set1_epi8(0x0F);
   for (int64_t b = 0; b < K / 256; ++b, w += 144) {
     const float d = half_to_float(w), dmin = half_to_float(w + 2);
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, mn;
-      scale_min_k4(j, w + 4, sc, mn);
-      const uint8_t* q = w + 16 + (j / 2) * 32;
-      __m256 qf[4];
-      if (j & 1)
-        for (int c = 0; c < 4; ++c) qf[c] = nibbles8<true>(q + 8 * c);
-      else
-        for (int c = 0; c < 4; ++c) qf[c] = nibbles8<false>(q + 8 * c);
-      const __m256 dsc = _mm256_set1_ps(d * sc);
-      const float dm = dmin * mn;
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) scale_min_k4(j, w + 4, sc[j], mn[j]);
+    __m256i wv[8], scv[8];
+    for (int p = 0; p < 4; ++p) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16 + 32 * p));
+      wv[2 * p] = _mm256_and_si256(q, low);
+      wv[2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+    }
+    for (int j = 0; j < 8; ++j) scv[j] = _mm256_set1_epi16(static_cast<int16_t>(sc[j]));
 #pragma GCC unroll 4
-      for (int m = 0; m < MR; ++m) {
-        const float* xs = x + m * ldx + b * 256 + j * 32;
-        __m256 s = _mm256_mul_ps(qf[0], _mm256_loadu_ps(xs));
-        s = _mm256_fmadd_ps(qf[1], _mm256_loadu_ps(xs + 8), s);
-        s = _mm256_fmadd_ps(qf[2], _mm256_loadu_ps(xs + 16), s);
-        s = _mm256_fmadd_ps(qf[3], _mm256_loadu_ps(xs + 24), s);
-        acc[m] = _mm256_fmadd_ps(dsc, s, acc[m]);
-        mins[m] += dm * reinterpret_cast<const float*>(act + m * stride)[b * 8 + j];
+    for (int m = 0; m < MR; ++m) {
+      const uint8_t* row = act + m * stride;
+      const int8_t* a = q8k_qs(row) + b * 256;
+      const int32_t* bs = q8k_bsums(row, K) + b * 8;
+      __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32 * j));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(wv[j], av), scv[j]));
       }
+      int32_t summ = 0;
+      for (int j = 0; j < 8; ++j) summ += mn[j] * bs[j];
+      const float dx = q8k_d(row, K)[b];
+      acc[m] = __builtin_fmaf(static_cast<float>(hsum_i32(isum)), d * dx, acc[m]);
+      acc[m] = __builtin_fmaf(static_cast<float>(summ), -(dmin * dx), acc[m]);
     }
   }
-  for (int m = 0; m < MR; ++m) {
-    const float v = hsum(acc[m]) - mins[m];
-    y[m * ldy] = accumulate ? y[m * ldy] + v : v;
-  }
+  for (int m = 0; m < MR; ++m) y[m * ldy] = accumulate ? y[m * ldy] + acc[m] : acc[m];
 }
 
 // Rows [j0, j1) of W: tiles of NR1 W rows for one row of x, else MRk x NRk.
@@ -165,8 +155,8 @@ void rows_impl(QuantType t, const uint8_t* w, int64_t row_bytes, float* y, int64
     for (int64_t j = j0; j < j1; ++j)
       for (int64_t m0 = 0; m0 < M; m0 += 4)
         with_count<4>(static_cast<int>(M - m0 < 4 ? M - m0 : 4), [&](auto mc) {
-          tile_q4k<decltype(mc)::value>(w + j * row_bytes, y + m0 * ldy + j, ldy, accumulate, x + m0 * ldx, ldx,
-                                        act + m0 * stride, stride, K);
+          tile_q4k<decltype(mc)::value>(w + j * row_bytes, y + m0 * ldy + j, ldy, accumulate, act + m0 * stride,
+                                        stride, K);
         });
     return;
   }

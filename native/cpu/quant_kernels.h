@@ -6,7 +6,9 @@
 // vpdpbusd), -bias * their sum: vpdpbusd multiplies unsigned bytes by signed ones, so a signed
 // weight w enters as w + 128 (Q8_0: w ^ 0x80) and a Q4_0 nibble as q (= w + 8); starting the
 // accumulator at corr removes the bias exactly.
-// x for Q4_K weights, per row: K / 32 floats, the sum of each sub-block of x (for the mins).
+// x for Q4_K weights, per row (llama.cpp's q8_K, quantize_row_q8_K_ref): K int8 q's, then K / 256
+// floats d (one per super-block, f32: q8_K keeps it unrounded), then K / 32 int32 sums of the
+// q's of each 32-sub-block (q8_K's bsums, paired as its AMX/VNNI kernel adds them, for the mins).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -25,7 +27,13 @@ static_assert(sizeof(ActBlock) == 64, "ActBlock is one cache line");
 inline int64_t round64(int64_t n) { return (n + 63) / 64 * 64; }
 inline int64_t act_row_bytes(QuantType t, int64_t K) {
   const int64_t nb = K / 32;
-  return t == QuantType::Q4_K ? round64(nb * 4) : round64(nb * 64 + nb * 4);
+  return t == QuantType::Q4_K ? round64(K + K / 256 * 4 + nb * 4) : round64(nb * 64 + nb * 4);
+}
+// Q4_K's x row: its q's, d's and sub-block sums.
+inline const int8_t* q8k_qs(const uint8_t* row) { return reinterpret_cast<const int8_t*>(row); }
+inline const float* q8k_d(const uint8_t* row, int64_t K) { return reinterpret_cast<const float*>(row + K); }
+inline const int32_t* q8k_bsums(const uint8_t* row, int64_t K) {
+  return reinterpret_cast<const int32_t*>(row + K + K / 256 * 4);
 }
 
 // Rows [j0, j1) of W (rows of row_bytes) against M rows of x (ldx) and their quantized form act
