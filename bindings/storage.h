@@ -34,7 +34,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
   bool freed() const { return data_ == nullptr && bytes_ != 0; }
 
  private:
-  void Release();
+  void Release(bool collected);  // collected: by the GC's finalizer, not free()
   Napi::Value Free(const Napi::CallbackInfo& info);
   Napi::Value Bytes(const Napi::CallbackInfo& info);
   Napi::Value DeviceName(const Napi::CallbackInfo& info);
@@ -46,7 +46,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
   void* data_ = nullptr;
   size_t bytes_ = 0;
   Device device_ = Device::CPU;
-  int64_t reported_ = 0;  // bytes announced to V8 as external memory
+  int64_t reported_ = 0;  // host bytes counted toward the external memory announced to V8 (storage.cpp)
 };
 
 }  // namespace pgnode
