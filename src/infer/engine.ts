@@ -15,7 +15,8 @@
 // whole budget is prefilled in chunks across steps, of exactly the budget from where its
 // computation starts. So a sequence's chunks do not depend on which other requests share its steps
 // (its bits still depend on a step's size where the kernels do: matmuls of at most GEMV_MAX_ROWS
-// rows take the GEMV path, which rounds differently from GEMM). A chunk, or the queue's head, that
+// rows take the GEMV path, which rounds differently from GEMM; batchInvariant pads every step past
+// it, and then nothing does). A chunk, or the queue's head, that
 // found no room in a step goes first in the next, so neither starves behind decodes. When a running
 // sequence needs a block and none is free, the latest-arrived running sequence is preempted.
 // Text deltas come from one incremental detokenizer per request (tokenizer/detokenize.ts): they
@@ -102,6 +103,15 @@ export interface EngineOptions {
    * (default false: null there), e.g. for a score head on the policy's trunk (PPO's value head).
    */
   hiddenStates?: boolean;
+  /**
+   * Make a sequence's numbers independent of the other requests sharing its steps (default
+   * false): every step is padded past the GEMV kernels' row limit, so each row goes through the
+   * same GEMM kernels however many rows the step holds (src/infer/runner.ts). Costs the fused
+   * decode path and up to GEMV_MAX_ROWS + 1 rows a step. PPO's rollouts use it, so that 1 and N
+   * data-parallel ranks sample the same bits. Dense models: a mixture of experts' expert matmuls
+   * still take as many rows as the step routes to each expert.
+   */
+  batchInvariant?: boolean;
 }
 
 /** What GenerateOptions.onToken sees of each sampled token; the arrays are valid during the call only. */
@@ -346,7 +356,8 @@ export class Engine {
     if (!(this.maxNumSeqs >= 1) || !(this.maxNumBatchedTokens >= 1))
       throw new PatentGPTError('E_ARGUMENT', 'Engine: maxNumSeqs and maxNumBatchedTokens must be >= 1');
     this.#hiddenStates = opts.hiddenStates ?? false;
-    this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen, kvCacheDType, hiddenStates: this.#hiddenStates });
+    this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen, kvCacheDType, hiddenStates: this.#hiddenStates,
+      batchInvariant: opts.batchInvariant ?? false });
   }
 
   /**

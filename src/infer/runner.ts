@@ -14,6 +14,13 @@
 // JavaScript little more than filling the index buffer.
 // Only the last row of a sequence whose chunk reaches its end is normed and projected to logits,
 // or, for an item that scores given tokens (logitsFrom), every row of it from that position on.
+//
+// Batch invariance (RunnerOptions.batchInvariant): matmuls of at most GEMV_MAX_ROWS rows take the
+// GEMV kernels, larger ones GEMM, and the two round differently; each kernel alone computes a row
+// the same whatever the other rows. So a step's rows, and its logits rows, decide a sequence's bits.
+// In this mode every step takes the general layout and is padded with a throwaway fresh sequence
+// (cache slots -1: nothing stored; its logits dropped) to more than GEMV_MAX_ROWS rows and logits
+// rows: every row goes through GEMM, and a sequence's numbers no longer depend on its batch-mates.
 import { PatentGPTError } from '../errors.js';
 import { ropeParams, type ModelConfig } from '../models/config.js';
 import type { DecodeWorkspace, LlamaForCausalLM, PagedStep } from '../models/llama.js';
@@ -51,7 +58,12 @@ export interface RunnerOptions {
   kvCacheDType?: KvCacheDType;
   /** Also keep, each step, the final-normed hidden row of each returned logits row (see `hidden`; default false). */
   hiddenStates?: boolean;
+  /** Pad every step past the GEMV kernels' row limit, so a row's bits do not depend on the step's other rows (see above; default false). */
+  batchInvariant?: boolean;
 }
+
+/** A step item, or the padding of a batch-invariant step (table null: its rows store nothing). */
+type LaidOutItem = Omit<StepItem, 'table'> & { table: BlockTable | null };
 
 export class ModelRunner {
   readonly config: ModelConfig;
@@ -77,6 +89,7 @@ export class ModelRunner {
   readonly #hostHidden: Float32Array;
   #lastHidden: (Float32Array | null)[] = [];
   #closed = false;
+  readonly #batchInvariant: boolean;
 
   constructor(model: LlamaForCausalLM, opts: RunnerOptions) {
     this.#model = model;
@@ -84,6 +97,7 @@ export class ModelRunner {
     this.numBlocks = opts.numBlocks;
     this.blockSize = opts.blockSize;
     this.partitionSize = opts.partitionSize ?? 512;
+    this.#batchInvariant = opts.batchInvariant ?? false;
     const { nLayers, nHeads, nKvHeads, dim } = this.config;
     this.headDim = dim / nHeads;
     const device = model.device, dtype = opts.kvCacheDType ?? 'f32';
@@ -159,6 +173,7 @@ export class ModelRunner {
     // path is prepared for; every row then reads the cache. Dynamic-base RoPE (a base per
     // sequence) takes the general layout, as do contexts longer than the decode buffers.
     const longest = Math.max(...items.map((it) => it.end));
+    if (this.#batchInvariant) return this.#paddedStep(items, N);
     if (N <= GEMV_MAX_ROWS && cfg.ropeScaling?.type !== 'dynamic-base' &&
       Math.ceil(longest / this.blockSize) <= this.#tableStride && Math.ceil(longest / this.partitionSize) <= this.#workspace.partitions)
       return this.#decodeLayoutStep(items, N);
@@ -170,7 +185,7 @@ export class ModelRunner {
    * ends the tokens; with logitsFrom, each row from there on), else -1; and how many (0 or 1, or
    * with logitsFrom the rows at positions [max(start, logitsFrom), end)), contiguous up to it.
    */
-  static #lastRows(items: readonly StepItem[], order: readonly number[]): { lastRow: number[]; counts: number[] } {
+  static #lastRows(items: readonly LaidOutItem[], order: readonly number[]): { lastRow: number[]; counts: number[] } {
     const last = new Array<number>(items.length).fill(-1);
     const counts = new Array<number>(items.length).fill(0);
     let row = 0;
@@ -254,10 +269,25 @@ export class ModelRunner {
   }
 
   /**
+   * A batch-invariant step: the general layout, with a throwaway fresh sequence of as many rows as
+   * it takes to bring the step's logits rows (and so its rows) past GEMV_MAX_ROWS; every one of its
+   * rows is a logits row, none is stored. Its results are dropped.
+   */
+  #paddedStep(items: readonly StepItem[], N: number): (Float32Array | null)[] {
+    const wanted = ModelRunner.#lastRows(items, items.map((_, i) => i)).counts.reduce((a, b) => a + b, 0);
+    const pad = Math.max(0, GEMV_MAX_ROWS + 1 - wanted);
+    if (pad === 0) return this.#generalStep(items, N);
+    const filler: LaidOutItem = { tokens: new Int32Array(pad), start: 0, end: pad, table: null, logitsFrom: 0 };
+    const out = this.#generalStep([...items, filler], N + pad);
+    this.#lastHidden = this.#lastHidden.slice(0, items.length);
+    return out.slice(0, items.length);
+  }
+
+  /**
    * Any step in a layout of its own: fresh prompts (start 0) go first and attend over their own
    * keys and values; the other rows read the cache through their block tables.
    */
-  #generalStep(items: readonly StepItem[], N: number): (Float32Array | null)[] {
+  #generalStep(items: readonly LaidOutItem[], N: number): (Float32Array | null)[] {
     const bs = this.blockSize;
     const cfg = this.config;
     const perSeqRope = cfg.ropeScaling?.type === 'dynamic-base';
@@ -282,16 +312,16 @@ export class ModelRunner {
       for (let p = it.start; p < it.end; p++, row++) {
         idx[at.tokens + row] = it.tokens[p]!;
         idx[at.positions + row] = p;
-        idx[at.slots + row] = it.table.blocks[Math.floor(p / bs)]! * bs + (p % bs);
+        idx[at.slots + row] = it.table ? it.table.blocks[Math.floor(p / bs)]! * bs + (p % bs) : -1;
       }
-      maxPos = Math.max(maxPos, it.end - 1);
+      if (it.table) maxPos = Math.max(maxPos, it.end - 1); // the padding leaves the step's RoPE setting alone
       if (j < nFresh) idx[cuFreshAt + j + 1] = row;
       else {
         const k = j - nFresh;
         idx[at.cuQ + k + 1] = idx[at.cuQ + k]! + it.end - it.start;
         idx[contextLensAt + k] = it.end;
         maxContext = Math.max(maxContext, it.end);
-        const blocks = it.table.blocks;
+        const blocks = it.table!.blocks; // paged rows are real sequences' (the padding is fresh)
         for (let c = 0; c < Math.min(blocks.length, maxBlocks); c++) idx[tablesAt + k * maxBlocks + c] = blocks[c]!;
       }
     });

@@ -5,11 +5,7 @@
 // metrics of 1 rank with the same global rollout batch (within 1e-6; bit for bit here) and its final
 // weights and value head. A checkpoint taken mid-rollout on 2 ranks resumes on 1, and one of 1 rank
 // on 2, with the uninterrupted run's losses and weights.
-//
-// The rollout's prompts fit one engine step (16 prompts of under 32 tokens, the step budget 512):
-// with more, the engine's chunked prefill splits prompts at budget boundaries that depend on which
-// prompts share a step, so 1 and N ranks round differently (log-probs ~1e-8 apart; counts at a
-// rounding edge, such as valueClipFraction, can then differ). See the report on issue 20.
+// A rollout over several engine steps: ppo-data-parallel-large.test.ts.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';

@@ -7,9 +7,11 @@
 //
 // What still depends on the batch is the kernel path of a step's size: matmuls of at most
 // GEMV_MAX_ROWS (64) rows take the GEMV kernels (a decode step: the fused path), larger ones the
-// GEMM kernels, and the two round differently. So these tests keep every step of the watched
+// GEMM kernels, and the two round differently. So the schedule tests keep every step of the watched
 // sequence's life above 64 rows and logits rows (many mates still decoding) in both batches, and
-// compare the watched sequence's every logit bit for bit between the two.
+// compare the watched sequence's every logit bit for bit between the two. With batchInvariant the
+// engine pads every step past that limit: then a prompt alone (steps of one row) and in a crowd
+// give the same bits too, which they do not without it.
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/infer/index.js';
 import { LlamaForCausalLM, type ModelConfig } from '../../src/models/index.js';
@@ -36,8 +38,8 @@ interface Run {
  * (index `watch`, `watchTokens` new tokens) with each token's logits and log-prob; the others
  * generate `mateTokens` tokens, so they keep decoding through the watched one's life.
  */
-async function generate(prompts: number[][], watch: number, watchTokens: number, mateTokens: number): Promise<Run> {
-  const engine = new Engine(model, { kvCacheBytes: 1 << 24, maxNumSeqs: 256, maxNumBatchedTokens: BUDGET, enablePrefixCaching: false, eosTokenId: null });
+async function generate(prompts: number[][], watch: number, watchTokens: number, mateTokens: number, batchInvariant = false): Promise<Run> {
+  const engine = new Engine(model, { kvCacheBytes: 1 << 24, maxNumSeqs: 256, maxNumBatchedTokens: BUDGET, enablePrefixCaching: false, eosTokenId: null, batchInvariant });
   const run: Run = { tokens: [], logits: [], logprobs: [], steps: [] };
   const stepRows: { rows: number; logitRows: number }[] = [];
   const at: number[] = []; // the step of each watched token
@@ -72,9 +74,10 @@ async function generate(prompts: number[][], watch: number, watchTokens: number,
   return run;
 }
 
-function expectBitIdentical(got: Run, want: Run, what: string): void {
-  for (const r of [got, want])
-    for (const s of r.steps) expect(Math.min(s.rows, s.logitRows), `${what}: a step of the watched sequence ran on the GEMV path`).toBeGreaterThan(GEMV_MAX_ROWS);
+function expectBitIdentical(got: Run, want: Run, what: string, checkPath = true): void {
+  if (checkPath)
+    for (const r of [got, want])
+      for (const s of r.steps) expect(Math.min(s.rows, s.logitRows), `${what}: a step of the watched sequence ran on the GEMV path`).toBeGreaterThan(GEMV_MAX_ROWS);
   expect(got.tokens, what).toEqual(want.tokens);
   expect(got.logprobs, what).toEqual(want.logprobs);
   expect(got.logits.length, what).toBe(want.logits.length);
@@ -102,5 +105,27 @@ describe('Engine schedule: a prompt is cut only at multiples of the budget from 
     const a = await generate([...mates, long], 120, 4, 60);
     const b = await generate([...mates.slice(0, 80), long, ...mates.slice(80)], 80, 4, 60);
     expectBitIdentical(b, a, 'long prompt behind 80 vs 120 prompts');
+  });
+});
+
+describe('Engine batchInvariant: a sequence\'s bits whatever shares its steps', () => {
+  const crowd = Array.from({ length: 40 }, (_, i) => prompt(5 + ((i * 7) % 30), i + 1));
+  const target = prompt(37, 0);
+  const cases = async (batchInvariant: boolean): Promise<[Run, Run, Run]> => [
+    await generate([target], 0, 12, 12, batchInvariant), // alone: steps of 37 rows, then 1
+    await generate([...crowd.slice(0, 3), target], 3, 12, 20, batchInvariant), // a few mates: steps under 64 rows, then over
+    await generate([...crowd, target], 40, 12, 6, batchInvariant), // a crowd that overflows the budget, then finishes first
+  ];
+
+  it('the same prompt alone, with a few mates and in a crowd gives the same logits bit for bit', async () => {
+    const [alone, few, crowded] = await cases(true);
+    expectBitIdentical(few, alone, 'with 3 mates', false);
+    expectBitIdentical(crowded, alone, 'among 40', false);
+  });
+
+  it('without it, the step sizes show in the bits (the GEMV and GEMM kernels round differently)', async () => {
+    const [alone, few, crowded] = await cases(false);
+    const same = (a: Run, b: Run): boolean => a.logits.every((l, t) => l.every((v, j) => Object.is(v, b.logits[t]![j])));
+    expect(same(few, alone) && same(crowded, alone)).toBe(false);
   });
 });

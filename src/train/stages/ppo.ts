@@ -33,10 +33,10 @@
 // --global-batch) are the 1-rank minibatch order dealt round-robin (rank r takes micro-batches
 // r, r + N, ...), the gradients averaged by the engine, the metrics summed over the ranks by the
 // training loop. A checkpoint counts the micro-batches of the rollout consumed by all ranks, so it resumes
-// on another number of ranks. The union equals the 1-rank rollout bit for bit while a rollout's
-// prompts fit one engine step (maxNumBatchedTokens): beyond that the engine's chunked prefill cuts
-// prompts where the step budget ends, which depends on the prompts sharing the step, so 1 and N
-// ranks round differently (log-probs ~1e-8 apart). LoRA dropout masks are drawn per rank.
+// on another number of ranks. The union equals the 1-rank rollout bit for bit, however many engine
+// steps a rollout takes: the engine cuts no prompt at a step's leftover budget, and the rollout
+// engine is batchInvariant (every step padded past the GEMV row limit), so a response's log-probs
+// and values do not depend on which prompts share its steps. LoRA dropout masks are drawn per rank.
 //
 // The value head is a (1, C) score head on the policy's final hidden states (the head of
 // LlamaForSequenceClassification, sharing the trunk: no second decoder in memory). A checkpoint
@@ -287,6 +287,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     engine = new Engine(pol, {
       kvCacheBytes: P.kvCacheMiB * 2 ** 20, maxNumSeqs: P.rolloutBatch, enablePrefixCaching: false, eosTokenId: setup.tokenizer.eosId,
       maxNumBatchedTokens: Math.max(512, cfg.seqLen), hiddenStates: true, // the value head reads the hidden rows of the sampled tokens
+      batchInvariant: true, // a response's bits do not depend on the prompts sharing its steps: 1 and N ranks sample the same rollout
     });
     const fit = rolloutCacheFit(modelConfig, prompts.map((p) => p.ids.length), P.rolloutBatch, P.maxNewTokens, P.kvCacheMiB);
     if (fit.short) log(`ppo.kvCacheMiB ${P.kvCacheMiB} holds ${fit.holds} tokens, a rollout of ${P.rolloutBatch} reaches ${fit.needs}: responses will wait their turn or be recomputed (about ${fit.suggestMiB} MiB samples them all at once)`);
