@@ -133,6 +133,19 @@ describe('Trainer on 2 ranks: task metrics and tokens summed over the ranks', ()
     expect(dp.calls.filter((c) => c.length === 2)).toHaveLength(3); // one total per step
   });
 
+  it('evaluation metrics too: val.* are the means over both ranks\' evaluation batches', async () => {
+    // the evaluation's sum is [loss sum, targets, ...signature] (8 values); the other rank's batches report score 5
+    const dp = scriptedEngine((v) => v.length >= 8 ? v : v.map((x, i) => (i % 2 === 0 ? 5 * v[i + 1]! : x)));
+    const runDir = path.join(root, 'eval');
+    const task = toyTask({ score: 1 });
+    task.evalBatches = function* (count: number) {
+      for (let i = 0; i < count; i++) yield { tokens: new Int32Array(4), x: Float32Array.from({ length: 4 }, (_, j) => Math.cos(i + j)) };
+    };
+    await new Trainer(task, { ...base, runDir, dataParallel: dp, evalBatches: 2 }).run();
+    const evals = readMetrics(path.join(runDir, 'metrics.jsonl')).filter((r) => r.valLoss !== undefined);
+    expect(evals.map((r) => r['val.score'])).toEqual([3]);
+  });
+
   it('ranks that report other names keep their own means, never call a mismatched sum, and warn once', async () => {
     const elsewhere = new MetricMeans();
     elsewhere.add({ score: 1, extra: 2 });
