@@ -242,8 +242,12 @@ PG_INLINE void attend_heads(const PagedAttention& g, const HeadsTask& t, Acc&& a
   float* out = scores + nh * n;    // (nh, D)
   float* mx = out + nh * D;        // (nh): the softmax's maximum and sum per head
   float* sum = mx + nh;
+  // A power-of-two block size (the engine's) finds a token's slot by shift and mask: 64-bit
+  // divisions, three per token with the prefetch, cost as much as the scores at D = 32.
+  const int shift = (bs & (bs - 1)) == 0 ? __builtin_ctzll(static_cast<unsigned long long>(bs)) : -1;
   auto token = [&](const T* cache, int64_t pos) __attribute__((always_inline)) {
-    return cache + (static_cast<int64_t>(t.table[pos / bs]) * bs + pos % bs) * row;
+    const int64_t blk = shift >= 0 ? pos >> shift : pos / bs, off = shift >= 0 ? pos & (bs - 1) : pos % bs;
+    return cache + (static_cast<int64_t>(t.table[blk]) * bs + off) * row;
   };
   // The rows of tokens [s0, s0 + 16) of `cache` into rows (returns how many there are); the next
   // 16 tokens' runs of the task's heads are prefetched into L2 meanwhile.
@@ -287,7 +291,9 @@ PG_INLINE void attend_heads(const PagedAttention& g, const HeadsTask& t, Acc&& a
       }
     }
   }
-  // Softmax numerators per head; the maxima and sums kept for the merge.
+  // Softmax numerators per head; the maxima and sums kept for the merge. The running sum stays
+  // scalar and in order (16 lanes were faster but rounded differently from llama.cpp's
+  // ggml_vec_soft_max, which the quantized engine's greedy parity with it needs).
   for (int64_t h = 0; h < nh; ++h) {
     float* sc = scores + h * n;
     float m = -INFINITY;
