@@ -2,7 +2,7 @@
 // engine step: 32 prompts of over 1024 tokens in all against the step budget of 512, so one rank
 // prefills them over 3 steps, with decodes in between, and each of 2 ranks its 16 over 2. The
 // engine cuts no prompt at a budget boundary and pads every step past the GEMV row limit
-// (batchInvariant), so every response's log-probs and values are the same bits on 1 and 2 ranks:
+// (ppo.batchInvariant), so every response's log-probs and values are the same bits on 1 and 2 ranks:
 // every logged number (timings aside) is equal, not merely close, and so are the final weights.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -39,7 +39,7 @@ beforeAll(async () => {
     kind: 'ppo', name: 'ppo-dp-large', model: init, init, tokenizer: 'byte', prompts: { path: prompts }, reward: { function: 'claim-format' },
     seqLen: 96, batchSize: 4, gradAccum: 2, steps: STEPS, optimizer: { lr: 2e-3, weightDecay: 0 }, schedule: { kind: 'constant' },
     evalEvery: 0, checkpointEvery: STEPS, seed: 3, threads: 1,
-    ppo: { rolloutBatch: PROMPTS, epochs: 1, maxNewTokens: 16, temperature: 1, klCoef: 0.005 },
+    ppo: { rolloutBatch: PROMPTS, epochs: 1, maxNewTokens: 16, temperature: 1, klCoef: 0.005, batchInvariant: true },
   }));
 });
 

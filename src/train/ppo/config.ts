@@ -51,6 +51,14 @@ export interface PpoHyper {
   /** KV cache of the rollout engine, in MiB. */
   kvCacheMiB: number;
   /**
+   * true: the rollout and reference engines run batch-invariant (Engine's batchInvariant: every
+   * step padded past the GEMV row limit), so a response's numbers do not depend on the prompts
+   * sharing its steps, and N ranks reproduce the 1-rank run bit for bit (set it on both).
+   * Costs rollout speed (1.2-2.7x slower decoding measured); absent: off, and N ranks agree
+   * with 1 rank to rounding (~1e-7 in the losses).
+   */
+  batchInvariant?: true;
+  /**
    * KV cache of the frozen reference's engine, in MiB (absent: 64): its prompts' blocks pinned
    * for the run, beside room for a rollout. Not used under LoRA (the reference is the policy's base).
    */
@@ -109,7 +117,7 @@ export function validatePpo(c: Json, base: StageBase, opts: { source?: string; b
 
   const o = f.object(c.ppo ?? {}, 'ppo');
   f.known(o, 'ppo', ['rolloutBatch', 'epochs', 'maxNewTokens', 'temperature', 'topK', 'topP', 'klCoef', 'klEstimator', 'adaptiveKl', 'gamma', 'lam',
-    'cliprange', 'cliprangeValue', 'vfCoef', 'whitenRewards', 'missingEosPenalty', 'kvCacheMiB', 'stopAtEos', 'referenceKvCacheMiB']);
+    'cliprange', 'cliprangeValue', 'vfCoef', 'whitenRewards', 'missingEosPenalty', 'kvCacheMiB', 'stopAtEos', 'referenceKvCacheMiB', 'batchInvariant']);
   const minibatch = base.batchSize * base.gradAccum;
   const rolloutBatch = f.int(o.rolloutBatch, 'ppo.rolloutBatch', 1, minibatch);
   if (rolloutBatch % minibatch !== 0) f.fail('ppo.rolloutBatch', `${rolloutBatch} is not a multiple of the minibatch batchSize x gradAccum = ${minibatch}`);
@@ -148,6 +156,8 @@ export function validatePpo(c: Json, base: StageBase, opts: { source?: string; b
     if (ppo.missingEosPenalty !== null) f.fail('ppo.missingEosPenalty', 'has no meaning with ppo.stopAtEos false (no response stops at EOS); drop one of them');
     ppo.stopAtEos = false; // only when set: the default leaves the config's hash as it was
   }
+  if (o.batchInvariant !== undefined && typeof o.batchInvariant !== 'boolean') f.fail('ppo.batchInvariant', `must be true or false, got ${JSON.stringify(o.batchInvariant)}`);
+  if (o.batchInvariant === true) ppo.batchInvariant = true; // only when set: the default leaves the config's hash as it was
   if (ppo.maxNewTokens + 1 >= base.seqLen) f.fail('ppo.maxNewTokens', `${ppo.maxNewTokens} leaves no room for a prompt in seqLen ${base.seqLen} (prompt + response tokens)`);
   return { ...base, kind: 'ppo', init, prompts, chatTemplate, reward, ppo, ...(c.lora !== undefined ? { lora: validateLora(f, c.lora, base.seed) } : {}) };
 }

@@ -28,6 +28,8 @@ export interface ReferenceScorerOptions {
   seqLen: number;
   /** Most tokens in one step. */
   maxNumBatchedTokens: number;
+  /** Engine's batchInvariant (ppo.batchInvariant). */
+  batchInvariant?: boolean;
 }
 
 export class ReferenceScorer {
@@ -45,7 +47,7 @@ export class ReferenceScorer {
   /** An engine over the frozen reference with the prompts' full blocks pinned (in order, while they fit). */
   static async create(reference: LlamaForCausalLM, prompts: readonly Int32Array[], opts: ReferenceScorerOptions): Promise<ReferenceScorer> {
     const engine = new Engine(reference, {
-      kvCacheBytes: opts.kvCacheBytes, maxNumSeqs: opts.rolloutBatch, maxNumBatchedTokens: opts.maxNumBatchedTokens, enablePrefixCaching: true, eosTokenId: null,
+      kvCacheBytes: opts.kvCacheBytes, maxNumSeqs: opts.rolloutBatch, maxNumBatchedTokens: opts.maxNumBatchedTokens, enablePrefixCaching: true, eosTokenId: null, batchInvariant: opts.batchInvariant ?? false,
     });
     const scorer = new ReferenceScorer(engine, opts.temperature);
     try {

@@ -34,9 +34,10 @@
 // r, r + N, ...), the gradients averaged by the engine, the metrics summed over the ranks by the
 // training loop. A checkpoint counts the micro-batches of the rollout consumed by all ranks, so it resumes
 // on another number of ranks. The union equals the 1-rank rollout bit for bit, however many engine
-// steps a rollout takes: the engine cuts no prompt at a step's leftover budget, and the rollout
-// engine is batchInvariant (every step padded past the GEMV row limit), so a response's log-probs
-// and values do not depend on which prompts share its steps. LoRA dropout masks are drawn per rank.
+// steps a rollout takes, with ppo.batchInvariant: the engine cuts no prompt at a step's leftover
+// budget, and the rollout and reference engines are batchInvariant (every step padded past the
+// GEMV row limit), so a response's log-probs and values do not depend on which prompts share its
+// steps (without it, by default, for speed, they agree to rounding: ~1e-7 in the losses). LoRA dropout masks are drawn per rank.
 //
 // The value head is a (1, C) score head on the policy's final hidden states (the head of
 // LlamaForSequenceClassification, sharing the trunk: no second decoder in memory). A checkpoint
@@ -275,7 +276,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       const refMiB = P.referenceKvCacheMiB ?? 64;
       refScorer = await ReferenceScorer.create(reference, prompts.map((p) => p.ids), {
         temperature: P.temperature, kvCacheBytes: refMiB * 2 ** 20, rolloutBatch: P.rolloutBatch, maxNewTokens: P.maxNewTokens, seqLen: cfg.seqLen,
-        maxNumBatchedTokens: Math.max(512, cfg.seqLen),
+        maxNumBatchedTokens: Math.max(512, cfg.seqLen), batchInvariant: P.batchInvariant === true,
       });
       log(`reference: ${refScorer.pinnedPrompts} of ${prompts.length} prompts' KV blocks pinned (${refScorer.pinnedTokens} tokens) in its ${refMiB} MiB cache (ppo.referenceKvCacheMiB)`);
     }
@@ -287,7 +288,7 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
     engine = new Engine(pol, {
       kvCacheBytes: P.kvCacheMiB * 2 ** 20, maxNumSeqs: P.rolloutBatch, enablePrefixCaching: false, eosTokenId: setup.tokenizer.eosId,
       maxNumBatchedTokens: Math.max(512, cfg.seqLen), hiddenStates: true, // the value head reads the hidden rows of the sampled tokens
-      batchInvariant: true, // a response's bits do not depend on the prompts sharing its steps: 1 and N ranks sample the same rollout
+      batchInvariant: P.batchInvariant === true, // a response's bits then do not depend on the prompts sharing its steps: 1 and N ranks sample the same rollout
     });
     const fit = rolloutCacheFit(modelConfig, prompts.map((p) => p.ids.length), P.rolloutBatch, P.maxNewTokens, P.kvCacheMiB);
     if (fit.short) log(`ppo.kvCacheMiB ${P.kvCacheMiB} holds ${fit.holds} tokens, a rollout of ${P.rolloutBatch} reaches ${fit.needs}: responses will wait their turn or be recomputed (about ${fit.suggestMiB} MiB samples them all at once)`);
