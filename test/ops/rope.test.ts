@@ -19,6 +19,26 @@ describeDevices('rope', ['ropeForward', 'ropeBackward'], (device) => {
     }
   });
 
+  it('gives the same bits whether its cos/sin table was made for these positions, grown to them, or is reused', () => {
+    // The CPU kernel keeps one table per (theta, posScale, D) and doubles it on demand; each call's
+    // result must not depend on which calls came before (a fresh theta starts a fresh table).
+    const D = 10, H = 2, theta = 12345 + (device === 'cpu' ? 0 : 1);
+    const run = (posData: number[]): Float32Array => {
+      const x = dev.f32(randomArray(posData.length * H * D, 7), [posData.length, H, D]);
+      const pos = dev.i32(posData);
+      const out = rope(x, pos, { theta });
+      const a = Float32Array.from(out.toArray() as Float32Array);
+      [x, pos, out].forEach((t) => t.dispose());
+      return a;
+    };
+    const far = [3, 900, 5000, 77];
+    const first = run([0, 1, 2]); // makes a small table
+    const grown = run(far); // grows it past 5000
+    expect(run(far)).toEqual(grown); // reused
+    expect(run([0, 1, 2])).toEqual(first);
+    expectClose(grown, ropeRef(Float32Array.from(randomArray(far.length * H * D, 7)), far, far.length, H, D, theta, 1), 2e-6, 1e-5);
+  });
+
   it('is the identity at position 0 and keeps q.k a function of the relative position', () => {
     const D = 16;
     const q = randomArray(D, 1), k = randomArray(D, 2);
