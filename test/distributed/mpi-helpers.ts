@@ -4,6 +4,7 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as path from 'node:path';
 import { ensureMpiModule } from '../../src/distributed/mpi.js';
+import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
 
 export const repo = new URL('../../', import.meta.url).pathname;
 export const mainTs = path.join(repo, 'src/cli/main.ts');
@@ -45,4 +46,21 @@ export function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('exit', (code) => resolve({ code, stdout, stderr, ms: Date.now() - t0 }));
   });
+}
+
+/**
+ * A PPO config at root/ppo.json run on 1 rank (`one`) or 2 (`two`, launch --global-batch), a file
+ * of its step-`steps` checkpoint, its logged steps, and the fields that may differ (timings).
+ */
+export function ppoRuns(root: string, steps: number) {
+  const config = path.join(root, 'ppo.json');
+  return {
+    config,
+    one: (run: string) => cli(['ppo', '--config', config, '--run-dir', run, '--quiet']),
+    two: (run: string) => cli(['launch', '--nproc', '2', '--global-batch', '--', 'ppo', '--config', config, '--run-dir', run, '--quiet']),
+    file: (run: string, name: string): string => path.join(run, 'checkpoints', `step-${steps}`, name),
+    steps: (run: string): MetricRecord[] => readMetrics(path.join(run, 'metrics.jsonl')).filter((m) => typeof m.loss === 'number'),
+    // timings differ; everything else, the tokens count included (summed over the ranks), is 1 rank's
+    TIMING: new Set(['step', 'tokensPerSec', 'mfu', 'elapsedSec', 'rolloutTokensPerSec']),
+  };
 }

@@ -8,10 +8,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
 import { sha } from '../train/child-run.js';
 import { writeInit } from '../train/sft-fixtures.js';
-import { cli, mpiMissing } from './mpi-helpers.js';
+import { mpiMissing, ppoRuns } from './mpi-helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-ppo-dp-large-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -20,12 +19,7 @@ const STEPS = 4; // 32 prompts, 4 a micro-batch, 1 epoch: 8 micro-batches, 4 ste
 const PROMPTS = 32;
 const BUDGET = 512; // the rollout engine's maxNumBatchedTokens: max(512, seqLen)
 
-const config = path.join(root, 'ppo.json');
-const one = (run: string) => cli(['ppo', '--config', config, '--run-dir', run, '--quiet']);
-const two = (run: string) => cli(['launch', '--nproc', '2', '--global-batch', '--', 'ppo', '--config', config, '--run-dir', run, '--quiet']);
-const file = (run: string, name: string): string => path.join(run, 'checkpoints', `step-${STEPS}`, name);
-const steps = (run: string): MetricRecord[] => readMetrics(path.join(run, 'metrics.jsonl')).filter((m) => typeof m.loss === 'number');
-const TIMING = new Set(['step', 'tokensPerSec', 'mfu', 'elapsedSec', 'rolloutTokensPerSec']);
+const { config, one, two, file, steps, TIMING } = ppoRuns(root, STEPS);
 const texts: string[] = [];
 
 beforeAll(async () => {

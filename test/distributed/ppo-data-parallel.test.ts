@@ -11,23 +11,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exchangeRollout, gatherValues, rolloutShare, type SampledRow } from '../../src/train/ppo/exchange.js';
-import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
+import type { MetricRecord } from '../../src/train/metrics.js';
 import { sha } from '../train/child-run.js';
 import { writeInit } from '../train/sft-fixtures.js';
-import { cli, mpiMissing } from './mpi-helpers.js';
+import { mpiMissing, ppoRuns } from './mpi-helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-ppo-dp-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 const init = path.join(root, 'init');
 const STEPS = 6; // 16 prompts, 4 a micro-batch, 2 epochs: 8 micro-batches, 4 steps of 2 a rollout
 
-const config = path.join(root, 'ppo.json');
-const one = (run: string) => cli(['ppo', '--config', config, '--run-dir', run, '--quiet']);
-const two = (run: string) => cli(['launch', '--nproc', '2', '--global-batch', '--', 'ppo', '--config', config, '--run-dir', run, '--quiet']);
-const file = (run: string, name: string): string => path.join(run, 'checkpoints', `step-${STEPS}`, name);
-const steps = (run: string): MetricRecord[] => readMetrics(path.join(run, 'metrics.jsonl')).filter((m) => typeof m.loss === 'number');
-// timings differ; everything else, the tokens count included (summed over the ranks), is 1 rank's
-const TIMING = new Set(['step', 'tokensPerSec', 'mfu', 'elapsedSec', 'rolloutTokensPerSec']);
+const { config, one, two, file, steps, TIMING } = ppoRuns(root, STEPS);
 
 function expectSameSteps(got: MetricRecord[], want: MetricRecord[], what: string): void {
   expect(got.map((m) => m.step), what).toEqual(want.map((m) => m.step));
