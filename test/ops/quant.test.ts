@@ -128,7 +128,9 @@ describe('weight-only quantization', () => {
     expect(Math.sqrt(err / norm)).toBeLessThan(0.12); // 4.5 bits per weight
     const x = Tensor.from(randomArray(2 * K, 3), [2, K]);
     const dqt = Tensor.from(dq, [rows, K]);
-    expectClose(quantLinear(x, q).toArray() as Float32Array, linear(x, dqt).toArray() as Float32Array, 1e-4, 1e-4, 'q4_k product');
+    // x meets the blocks as llama.cpp's q8_K (8-bit blocks of 256): within that quantization of
+    // the f32 product (bit for bit against llama.cpp's arithmetic: quant-q4k.test.ts)
+    expectClose(quantLinear(x, q).toArray() as Float32Array, linear(x, dqt).toArray() as Float32Array, 0.02, 0.02, 'q4_k product');
     q.dispose();
     w.dispose();
   });
