@@ -10,20 +10,21 @@ namespace pg {
 
 namespace {
 
-// Sum of a[i] * b[i] in 16 independent f32 lanes (so the loop vectorises without -ffast-math),
-// folded in f64.
-PG_CLONES double dot(const float* a, const float* b, int64_t n) {
-  float lanes[16] = {};
+// Sum of the f32 squares x[i] * x[i] in f64 (8 lanes): ggml's rms_norm sums them in f64 too, so
+// the f32 mean is the same (the order moves only f64 bits far below it).
+PG_CLONES double sumsq_f64(const float* a, int64_t n) {
+  double lanes[8] = {};
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int l = 0; l < 16; ++l) lanes[l] += a[i + l] * b[i + l];
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += static_cast<double>(a[i + l] * a[i + l]);
   double total = 0;
-  for (int l = 0; l < 16; ++l) total += lanes[l];
-  for (; i < n; ++i) total += static_cast<double>(a[i]) * b[i];
+  for (int l = 0; l < 8; ++l) total += lanes[l];
+  for (; i < n; ++i) total += static_cast<double>(a[i] * a[i]);
   return total;
 }
 
-// Sum of w * dout * (x * r): the row term of dx, laned as in dot().
+// Sum of w * dout * (x * r): the row term of dx, in 16 independent f32 lanes (so the loop
+// vectorises without -ffast-math), folded in f64.
 PG_CLONES double weighted_dot(const float* w, const float* d, const float* x, float r, int64_t n) {
   float lanes[16] = {};
   int64_t i = 0;
@@ -63,8 +64,8 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, in
   parallel_for(N, row_grain(C), [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       const float* xr = x + n * C;
-      const float ms = static_cast<float>(dot(xr, xr, C) / static_cast<double>(C > 0 ? C : 1));
-      const float r = static_cast<float>(1.0 / std::sqrt(static_cast<double>(ms + eps)));
+      const float ms = static_cast<float>(sumsq_f64(xr, C) / static_cast<double>(C > 0 ? C : 1));
+      const float r = 1.0f / std::sqrt(ms + eps);  // as ggml (and torch's f32 rsqrt): sqrtf, then a f32 division
       rstd[n] = r;
       normalize_row(out + n * C, xr, w, r, C);
     }
