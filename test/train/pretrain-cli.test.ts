@@ -85,18 +85,19 @@ describe('patentgpt pretrain', () => {
     const runDir = path.join(root, 'resume-killed');
     const child = start('--config', cfg, '--run-dir', runDir, '--quiet');
     const done = exited(child);
-    // kill once step 15 is checkpointed, wherever the process is inside a later step
-    await waitFor(() => fs.existsSync(path.join(runDir, 'checkpoints', 'step-15')), child, 'checkpoint step-15');
+    // kill once step 5 is checkpointed, wherever the process is inside a later step (step 5, not
+    // later: on a loaded machine the poll can lag behind a fast run by many steps)
+    await waitFor(() => fs.existsSync(path.join(runDir, 'checkpoints', 'step-5')), child, 'checkpoint step-5');
     child.kill('SIGKILL');
     expect((await done).signal).toBe('SIGKILL');
     expect(fs.existsSync(path.join(runDir, 'checkpoints', 'step-40'))).toBe(false);
     const before = trainLosses(runDir).length;
-    expect(before).toBeGreaterThanOrEqual(15);
+    expect(before).toBeGreaterThanOrEqual(5);
     expect(before).toBeLessThan(40);
 
     const r1 = cli('--config', cfg, '--run-dir', runDir);
     expect(r1.status, r1.stderr).toBe(0);
-    expect(r1.stdout).toMatch(/resuming from .*step-(15|20|25|30|35)/);
+    expect(r1.stdout).toMatch(/resuming from .*step-(5|10|15|20|25|30|35)\b/);
     expect(trainLosses(runDir)).toEqual(full); // bit-exact, step for step
     expect(sha(path.join(runDir, 'checkpoints', 'step-40', 'model.safetensors'))).toBe(sha(path.join(ref, 'checkpoints', 'step-40', 'model.safetensors')));
     expect(sha(path.join(runDir, 'checkpoints', 'step-40', 'optimizer.safetensors'))).toBe(sha(path.join(ref, 'checkpoints', 'step-40', 'optimizer.safetensors')));
