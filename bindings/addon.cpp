@@ -31,6 +31,7 @@ void RegisterGemv(Napi::Env env, Napi::Object exports);
 void RegisterMoe(Napi::Env env, Napi::Object exports);
 void RegisterDropout(Napi::Env env, Napi::Object exports);
 void RegisterQuant(Napi::Env env, Napi::Object exports);
+void RegisterNccl(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -67,6 +68,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterMoe(env, exports);
   RegisterDropout(env, exports);
   RegisterQuant(env, exports);
+  RegisterNccl(env, exports);
   return exports;
 }
 

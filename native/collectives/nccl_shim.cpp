@@ -28,8 +28,8 @@ void open_once() {
   if (!lib) {
     const char* why = dlerror();
     g_error = "NCCL is not available: cannot load " + file + " (" + (why ? why : "not found") +
-              "). Install NCCL (e.g. the nvidia-nccl-cu12 wheel or the libnccl2 package) and put it on LD_LIBRARY_PATH, "
-              "or set PATENTGPT_NCCL to the library's path";
+              "). Install NCCL: pip install nvidia-nccl-cu13 (its nvidia/nccl/lib holds libnccl.so.2) or apt-get install libnccl2, "
+              "and put the library on LD_LIBRARY_PATH or set PATENTGPT_NCCL to its path";
     return;
   }
   std::string missing;

@@ -16,10 +16,16 @@
 // bucket is reduce-scattered: each rank receives only the mean of its own parameters' gradients
 // and frees the others' (as soon as the bucket is sent, once the first step has shown which
 // buckets are final when sent), so a rank holds about 1/N of the gradients at the step.
+//
+// CUDA gradients (an NcclCommunicator given as the engine) are reduced by NCCL in place on the
+// device, each gradient averaged by one ncclAllReduce on the process stream after backward: the
+// stream already orders them after the kernels that made the gradients, so nothing waits for the
+// host until finish() synchronizes once (with the timeout). ZeRO-2 over NCCL is not wired.
 import { PatentGPTError } from '../errors.js';
 import { Tensor } from '../tensor/index.js';
 import { scaleInPlace } from './collectives.js';
-import type { MpiCommunicator, Pending } from './mpi.js';
+import { MpiCommunicator, type Pending } from './mpi.js';
+import { NcclCommunicator } from './nccl.js';
 
 export interface BucketStats {
   /** Steps reduced. */
@@ -58,15 +64,23 @@ export class GradientBuckets {
   readonly buckets: Bucket[];
   readonly stats: BucketStats = { steps: 0, commMs: 0, waitMs: 0, overlapped: 0, buckets: 0, gradientBytes: 0 };
   readonly #comm: MpiCommunicator;
+  /** CUDA gradients: the NCCL engine (then #comm is unused). */
+  readonly #nccl: NcclCommunicator | null;
   readonly #of = new Map<Tensor, Bucket>();
   readonly #overlap: boolean;
   readonly #owner: ((p: Tensor) => number) | null;
   #armed = false;
   #calibrated = false;
 
-  constructor(params: readonly Tensor[], comm: MpiCommunicator, opts: { bucketBytes?: number; overlap?: boolean; owner?: (p: Tensor) => number } = {}) {
-    this.#comm = comm;
-    this.#overlap = opts.overlap ?? true;
+  constructor(params: readonly Tensor[], engine: MpiCommunicator | NcclCommunicator, opts: { bucketBytes?: number; overlap?: boolean; owner?: (p: Tensor) => number } = {}) {
+    const nccl = (this.#nccl = engine instanceof NcclCommunicator ? engine : null);
+    // Only the MPI paths read #comm; with NCCL the size and rank are the same fields.
+    const comm = (this.#comm = engine as MpiCommunicator);
+    const onCuda = params.some((p) => p.device === 'cuda');
+    if (onCuda && !nccl)
+      throw new PatentGPTError('E_UNSUPPORTED', `data parallel: CUDA parameters: their gradients go through NCCL; give GradientBuckets an NcclCommunicator (initDataParallel does when the model is on CUDA)`);
+    if (nccl && opts.owner) throw new PatentGPTError('E_UNSUPPORTED', 'data parallel: ZeRO-2 (sharded gradients) over NCCL is not wired yet; use ZeRO-1 or 0 on CUDA');
+    this.#overlap = nccl ? false : opts.overlap ?? true;
     const owner = (this.#owner = opts.owner ?? null);
     const cap = Math.max(1, Math.floor((opts.bucketBytes ?? 25 * 1024 * 1024) / 4));
     this.buckets = [];
@@ -92,13 +106,15 @@ export class GradientBuckets {
         at += p.size;
       }
       const mine = counts ? new Float32Array(counts[comm.rank]!) : null;
-      this.buckets.push({ params: cur, offsets, buf: new Float32Array(at), counts, mine, first, end, ready: 0, late: false, pending: null, sent: null, duringBackward: false });
+      // NCCL reduces the gradients where they are: no host staging buffer.
+      this.buckets.push({ params: cur, offsets, buf: new Float32Array(nccl ? 0 : at), counts, mine, first, end, ready: 0, late: false, pending: null, sent: null, duringBackward: false });
       cur = [];
       n = 0;
     };
+    const device = nccl ? 'cuda' : 'cpu';
     for (const p of [...params].reverse()) {
-      if (p.dtype !== 'f32' || p.device !== 'cpu')
-        throw new PatentGPTError('E_UNSUPPORTED', `data parallel: parameter ${p.describe()}: the MPI engine reduces f32 CPU gradients; CUDA needs NCCL (not wired yet)`);
+      if (p.dtype !== 'f32' || p.device !== device)
+        throw new PatentGPTError('E_UNSUPPORTED', `data parallel: parameter ${p.describe()}: the ${nccl ? 'NCCL' : 'MPI'} engine reduces f32 ${device.toUpperCase()} gradients (all parameters on one device)`);
       if (n > 0 && n + p.size > cap) close();
       cur.push(p);
       n += p.size;
@@ -162,6 +178,7 @@ export class GradientBuckets {
   /** After backward: sends the rest, waits, and leaves the mean over the ranks in every gradient. */
   finish(): void {
     this.#armed = false;
+    if (this.#nccl) return this.#finishNccl(this.#nccl);
     for (const b of this.buckets) if (b.pending === null) this.#send(b, false);
     const t0 = performance.now();
     for (const b of this.buckets) {
@@ -196,6 +213,24 @@ export class GradientBuckets {
         held += p.grad?.byteLength ?? 0;
       });
     }
+    this.stats.gradientBytes = held;
+    this.stats.steps++;
+    this.stats.buckets += this.buckets.length;
+  }
+
+  /** CUDA: every gradient averaged in place by NCCL, bucket by bucket, then one synchronize. */
+  #finishNccl(nccl: NcclCommunicator): void {
+    const t0 = performance.now();
+    let held = 0;
+    for (const b of this.buckets)
+      for (const p of b.params) {
+        // Every rank must issue the same collectives: a gradient this rank's batch did not reach is zero here.
+        p.grad ??= Tensor.zeros(p.shape, { device: 'cuda' });
+        nccl.allReduceAsync(p.grad, 'mean');
+        held += p.grad.byteLength;
+      }
+    this.stats.commMs += nccl.synchronize();
+    this.stats.waitMs += performance.now() - t0;
     this.stats.gradientBytes = held;
     this.stats.steps++;
     this.stats.buckets += this.buckets.length;
