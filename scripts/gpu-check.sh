@@ -102,3 +102,24 @@ if ! phase bench 240 npx tsx scripts/bench.ts cuda ${BENCH_ARGS[@]+"${BENCH_ARGS
 fi
 echo "gpu-check: $([ "$ok" = 1 ] && echo 'every phase passed' || echo 'a phase failed (see the table and its log)') in $(($(date +%s) - START))s; logs in $LOG/"
 [ "$ok" = 1 ]
+gpu_ok=$?
+
+# ---- NCCL (src/distributed/nccl.ts), after the table, under its own limit (not the budget above):
+# a 1-rank NCCL communicator on this GPU (world size 1 is valid for NCCL): all-reduce (sum, mean),
+# reduce-scatter, all-gather and broadcast over CUDA tensors, then a 1-rank data-parallel pretrain
+# through NCCL against the single-process trainer, same losses (scripts/nccl-check.ts). libnccl
+# comes from PATENTGPT_NCCL, the system (libnccl2), or python3's nvidia-nccl-cu13/-cu12 wheel
+# (PyTorch's CUDA builds bring one). Without NCCL the check says why and counts as skipped.
+if [ -z "${PATENTGPT_NCCL:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2'; then
+  whl=$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)
+  if [ -n "$whl" ] && [ -f "$whl" ]; then export PATENTGPT_NCCL=$whl; fi
+fi
+echo "== nccl (at most ${PG_NCCL_CHECK_SECONDS:-180}s; library: ${PATENTGPT_NCCL:-libnccl.so.2})"
+timeout --kill-after=10 "${PG_NCCL_CHECK_SECONDS:-180}" npx tsx scripts/nccl-check.ts all 2>&1 | tee "$LOG/nccl.log"
+nccl_rc=${PIPESTATUS[0]}
+case "$nccl_rc" in
+  0) echo "gpu-check: nccl passed (1-rank collectives and data-parallel pretrain through NCCL)" ;;
+  2) echo "gpu-check: nccl SKIPPED: $(tail -1 "$LOG/nccl.log")"; nccl_rc=0 ;;
+  *) echo "gpu-check: nccl FAILED (exit $nccl_rc; see $LOG/nccl.log)" ;;
+esac
+[ "$gpu_ok" = 0 ] && [ "$nccl_rc" = 0 ]

@@ -2,7 +2,9 @@
 // batch batchSize x gradAccum) on 1 rank and on 2 MPI ranks (`patentgpt launch --nproc 2
 // --global-batch`), with gradient buckets started during backward and without (--no-overlap):
 // tokens/s, the all-reduce time per step (inside MPI, on the communication thread), the time a step
-// waited for it, and the overlap (the share of all-reduce time hidden behind backward).
+// waited for it, and the overlap (the share of all-reduce time hidden behind backward). Where a GPU
+// and NCCL exist, an NCCL row: 1 GPU through NCCL vs the single-process trainer (skipped elsewhere,
+// with the reason).
 // Prints a table and one JSON line. Run it on an otherwise idle machine: ranks share its cores.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -21,6 +23,19 @@ fs.writeFileSync(config, JSON.stringify({
   seqLen: 128, batchSize: 4, gradAccum: 2, steps, optimizer: { lr: 0.002 }, schedule: { kind: 'constant' },
   evalEvery: 0, checkpointEvery: 0, logEvery: 1, seed: 1, threads: 0,
 }));
+
+/**
+ * The NCCL row: 1 GPU through NCCL vs the single-process trainer on 'cuda' (the collective path's
+ * overhead), by scripts/nccl-check.ts dp; where there is no GPU or no NCCL, the reason it skipped.
+ */
+function ncclRow(): { tokensPerSecSingle: number; tokensPerSecNccl: number; ncclWaitMsPerStep: number; maxLossDiff: number } | { skipped: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'scripts', 'nccl-check.ts'), 'dp', '--steps', String(steps)], { cwd: repo, encoding: 'utf8' });
+  const line = r.stdout.split('\n').filter((l) => l.startsWith('{"check":"nccl')).pop();
+  const rec = line ? (JSON.parse(line) as { skipped?: string; ok?: boolean; tokensPerSecSingle: number; tokensPerSecNccl: number; ncclWaitMsPerStep: number; maxLossDiff: number }) : null;
+  if (r.status === 2 && rec?.skipped) return { skipped: rec.skipped };
+  if (r.status !== 0 || !rec) throw new Error(`nccl row: exit ${r.status}\n${r.stderr}\n${r.stdout}`);
+  return rec;
+}
 
 interface Run { name: string; tokensPerSec: number; commMsPerStep?: number; waitMsPerStep?: number; overlap?: number; stepMs: number }
 
@@ -54,7 +69,12 @@ try {
   for (const r of [one, ov, no])
     console.log(`${r.name.padEnd(20)} ${f(r.tokensPerSec).padStart(8)}   ${f(r.stepMs).padStart(7)}   ${f(r.commMsPerStep, 2).padStart(18)}   ${f(r.waitMsPerStep, 2).padStart(14)}   ${r.overlap === undefined ? '-' : (r.overlap * 100).toFixed(0) + '%'}`);
   console.log(`2 ranks / 1 rank tokens/s: ${(ov.tokensPerSec / one.tokensPerSec).toFixed(2)}x (no overlap: ${(no.tokensPerSec / one.tokensPerSec).toFixed(2)}x)`);
-  console.log(JSON.stringify({ bench: 'dp', cores: os.availableParallelism(), steps, runs: [one, ov, no], speedup: ov.tokensPerSec / one.tokensPerSec, speedupNoOverlap: no.tokensPerSec / one.tokensPerSec }));
+  const nccl = ncclRow();
+  if ('skipped' in nccl) console.log(`1 GPU via NCCL vs single process: skipped (${nccl.skipped})`);
+  else
+    console.log(`1 GPU via NCCL vs single process (cuda): ${f(nccl.tokensPerSecNccl)} vs ${f(nccl.tokensPerSecSingle)} tokens/s ` +
+      `(${(nccl.tokensPerSecNccl / nccl.tokensPerSecSingle).toFixed(3)}x), NCCL wait ${f(nccl.ncclWaitMsPerStep, 2)} ms/step, losses within ${nccl.maxLossDiff.toExponential(1)}`);
+  console.log(JSON.stringify({ bench: 'dp', cores: os.availableParallelism(), steps, runs: [one, ov, no], speedup: ov.tokensPerSec / one.tokensPerSec, speedupNoOverlap: no.tokensPerSec / one.tokensPerSec, nccl }));
 } finally {
   fs.rmSync(root, { recursive: true, force: true });
 }
