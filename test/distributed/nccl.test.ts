@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { allReduceTensors, engineFor, GradientBuckets, NcclCommunicator, ncclStatus, shareBytes, type MpiCommunicator } from '../../src/distributed/index.js';
 import { Tensor } from '../../src/tensor/index.js';
+import { mpiMissing, mpirunScript } from './mpi-helpers.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
 const child = path.join(repo, 'test/distributed/nccl-child.ts');
@@ -89,6 +90,17 @@ describe('TCP rendezvous (torchrun-style NCCL bootstrap)', () => {
     const port = await freePort();
     await expect(shareBytes({ rank: 1, worldSize: 2, addr: '127.0.0.1', port, bytes: 128, timeoutMs: 600 })).rejects.toMatchObject({ code: 'E_DIST_TIMEOUT', message: expect.stringMatching(/^rank 1: no rendezvous from rank 0 at 127\.0\.0\.1:\d+/) });
     await expect(shareBytes({ rank: 0, worldSize: 3, addr: '127.0.0.1', port, bytes: 128, timeoutMs: 600, payload: new Uint8Array(128) })).rejects.toMatchObject({ code: 'E_DIST_TIMEOUT', message: expect.stringContaining('rank(s) 1, 2 did not reach') });
+  });
+});
+
+describe('NCCL id over MPI (mpirun/srun launches)', () => {
+  it.skipIf(mpiMissing !== null)("2 MPI ranks: rank 1 holds rank 0's 128 bytes after the exchange", () => {
+    const r = mpirunScript(2, child, ['mpi-id']);
+    expect(r.status, r.stderr).toBe(0);
+    const outs = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Out).sort((a, b) => a.rank - b.rank);
+    expect(outs.map((o) => o.rank)).toEqual([0, 1]);
+    expect(outs[0]!.hex).toMatch(/^[0-9a-f]{256}$/);
+    expect(outs[1]!.hex).toBe(outs[0]!.hex);
   });
 });
 
