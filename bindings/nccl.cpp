@@ -221,6 +221,7 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info, const Args& a) {
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 #else
+  (void)timeout_ms;
   error = "NCCL needs CUDA, and this addon was built without it";
 #endif
   if (!error.empty()) {
