@@ -27,7 +27,7 @@ export function engineFor(op: string, g: Group, t: Tensor): { mpi: MpiCommunicat
   if (t.device === 'cuda') {
     if (!e.nccl)
       throw new PatentGPTError('E_UNSUPPORTED', `${op}: ${t.describe()}: CUDA tensors go through NCCL, and this process group has no NCCL communicator ` +
-        '(NcclCommunicator.init; initDataParallel makes one when the model is on CUDA), or move the tensor to the CPU');
+        '(NcclCommunicator.init or initOverMpi), or move the tensor to the CPU');
     return { nccl: e.nccl };
   }
   if (t.dtype !== 'f32') throw new PatentGPTError('E_DTYPE', `${op}: ${t.describe()}: f32 tensors only`);

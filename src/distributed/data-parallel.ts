@@ -1,5 +1,5 @@
 // The data-parallel engine over MPI: what the trainer's DataParallelEngine asks (gradient buckets,
-// sums of the step's numbers), and setting a process up as one rank of a job: its rank from the
+// over NCCL when the model is on CUDA; sums of the step's numbers), and setting a process up as one rank of a job: its rank from the
 // launcher's variables (env.ts), MPI initialised and checked against them, its kernel threads
 // pinned to its share of the cores, MPI finalised when the process ends well.
 import { PatentGPTError } from '../errors.js';
@@ -9,6 +9,7 @@ import type { DataParallelEngine } from '../train/trainer.js';
 import { GradientBuckets, type BucketStats } from './ddp.js';
 import { gpuForRank, rankFromEnv, threadsPerRank, type RankInfo } from './env.js';
 import { MpiCommunicator } from './mpi.js';
+import { NcclCommunicator } from './nccl.js';
 
 export interface DataParallelOptions {
   /** ZeRO stage: 0 (replicated, default), 1 (optimizer state sharded) or 2 (and gradients): PATENTGPT_ZERO. */
@@ -26,6 +27,8 @@ export class MpiDataParallel implements DataParallelEngine {
   readonly info: RankInfo;
   readonly opts: DataParallelOptions;
   buckets: GradientBuckets | null = null;
+  /** A model on CUDA: the NCCL communicator its gradients go through (made at attach, over MPI). */
+  nccl: NcclCommunicator | null = null;
   /** ZeRO-1: the rank that owns each parameter (by name), and each rank's parameters. */
   owner: Map<string, number> | null = null;
   #named: (readonly [string, Tensor])[] = [];
@@ -56,7 +59,11 @@ export class MpiDataParallel implements DataParallelEngine {
       this.owns = (name) => this.owner!.get(name) === this.rank;
     }
     const byTensor = new Map(params.map(([n, p]) => [p, this.owner?.get(n) ?? 0]));
-    this.buckets = new GradientBuckets(params.map(([, p]) => p), this.comm, { ...this.opts, ...(zero === 2 ? { owner: (p: Tensor) => byTensor.get(p)! } : {}) });
+    // CUDA gradients go through NCCL (its id exchanged over this MPI job); the step's sums, the
+    // barrier and ZeRO-1's broadcasts (host copies) stay on MPI.
+    const onCuda = params.some(([, p]) => p.device === 'cuda');
+    const engine = onCuda ? (this.nccl ??= NcclCommunicator.initOverMpi(this.comm, this.comm.timeoutMs)) : this.comm;
+    this.buckets = new GradientBuckets(params.map(([, p]) => p), engine, { ...this.opts, ...(zero === 2 ? { owner: (p: Tensor) => byTensor.get(p)! } : {}) });
     if (zero === 2) this.gradNorm = () => this.#globalNorm();
   }
 

@@ -78,7 +78,7 @@ export class GradientBuckets {
     const comm = (this.#comm = engine as MpiCommunicator);
     const onCuda = params.some((p) => p.device === 'cuda');
     if (onCuda && !nccl)
-      throw new PatentGPTError('E_UNSUPPORTED', `data parallel: CUDA parameters: their gradients go through NCCL; give GradientBuckets an NcclCommunicator (initDataParallel does when the model is on CUDA)`);
+      throw new PatentGPTError('E_UNSUPPORTED', `data parallel: CUDA parameters: their gradients go through NCCL; give GradientBuckets an NcclCommunicator (MpiDataParallel and NcclDataParallel do when the model is on CUDA)`);
     if (nccl && opts.owner) throw new PatentGPTError('E_UNSUPPORTED', 'data parallel: ZeRO-2 (sharded gradients) over NCCL is not wired yet; use ZeRO-1 or 0 on CUDA');
     this.#overlap = nccl ? false : opts.overlap ?? true;
     const owner = (this.#owner = opts.owner ?? null);

@@ -74,6 +74,14 @@ function cudaF32(op: string, t: Tensor): void {
   if (t.dtype !== 'f32') throw new PatentGPTError('E_DTYPE', `NCCL ${op}: ${t.describe()}: f32 tensors only`);
 }
 
+function makeUniqueId(): Uint8Array {
+  try {
+    return nccl().ncclUniqueId();
+  } catch (err) {
+    return rethrow(err);
+  }
+}
+
 /** One NCCL communicator over the job's ranks (NCCL's ncclComm_t). */
 export class NcclCommunicator {
   readonly rank: number;
@@ -117,14 +125,21 @@ export class NcclCommunicator {
    */
   static async init(o: NcclInitOptions): Promise<NcclCommunicator> {
     requireNccl();
+    return NcclCommunicator.#join(o, await NcclCommunicator.exchangeId(o, makeUniqueId));
+  }
+
+  /** init() over an MPI communicator (its ranks and size), synchronously: the exchange is an MPI broadcast. */
+  static initOverMpi(mpi: MpiCommunicator, timeoutMs?: number): NcclCommunicator {
+    requireNccl();
+    const o: NcclInitOptions = { rank: mpi.rank, worldSize: mpi.size, mpi, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+    const words = new Int32Array(UNIQUE_ID_BYTES / 4);
+    if (mpi.rank === 0) new Uint8Array(words.buffer).set(makeUniqueId());
+    if (mpi.size > 1) mpi.broadcast(words, 0);
+    return NcclCommunicator.#join(o, new Uint8Array(words.buffer));
+  }
+
+  static #join(o: NcclInitOptions, id: Uint8Array): NcclCommunicator {
     const n = nccl();
-    const id = await NcclCommunicator.exchangeId(o, () => {
-      try {
-        return n.ncclUniqueId();
-      } catch (err) {
-        return rethrow(err);
-      }
-    });
     try {
       return new NcclCommunicator(n.ncclCommInit(id, o.worldSize, o.rank), o.rank, o.worldSize, o.timeoutMs ?? defaultTimeoutMs());
     } catch (err) {

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { allReduceTensors, engineFor, GradientBuckets, NcclCommunicator, ncclStatus, shareBytes, type MpiCommunicator } from '../../src/distributed/index.js';
+import { allReduceTensors, engineFor, GradientBuckets, MpiDataParallel, NcclCommunicator, ncclStatus, shareBytes, type MpiCommunicator } from '../../src/distributed/index.js';
 import { Tensor } from '../../src/tensor/index.js';
 import { mpiMissing, mpirunScript } from './mpi-helpers.js';
 
@@ -124,5 +124,13 @@ describe('routing by device', () => {
     expect(() => new GradientBuckets([Tensor.from([1, 2])], nccl)).toThrow(/NCCL engine reduces f32 CUDA gradients/);
     expect(() => new GradientBuckets([cudaLike([1, 2])], nccl, { owner: () => 0 })).toThrow(/ZeRO-2 .* over NCCL is not wired/);
     expect(() => new GradientBuckets([cudaLike([1, 2])], nccl)).not.toThrow();
+  });
+
+  it.skipIf(!noNccl)('an MPI job whose model is on CUDA takes NCCL for the gradients: here, without libnccl, E_UNSUPPORTED saying what to install', () => {
+    const dp = new MpiDataParallel(mpi, { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, source: 'openmpi' });
+    expect(() => dp.attach([['w', cudaLike([1, 2])]])).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED', message: expect.stringMatching(/nvidia-nccl-cu13/) }));
+    // CPU parameters: the MPI buckets, as before (no NCCL asked for)
+    expect(() => dp.attach([['w', Tensor.from([1, 2])]])).not.toThrow();
+    expect(dp.nccl).toBeNull();
   });
 });
