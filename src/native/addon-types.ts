@@ -224,6 +224,24 @@ export interface Addon {
   quantGemv(y: NativeStorage /* f32 */, yOffset: number, x: NativeStorage /* f32 */, xOffset: number, w: NativeStorage /* i32 */, wOffset: number, type: number /* int */, M: number /* size */, N: number /* size */, K: number /* size */, accumulate: boolean): void;
   /** quantGemvKernel; kernels: cpu. */
   quantGemvKernel(): string;
+  /** ncclStatus; kernels: cpu. */
+  ncclStatus(): { version: number | null; error: string | null; cudaCompiled: boolean };
+  /** ncclUniqueId; kernels: cpu. */
+  ncclUniqueId(): Uint8Array;
+  /** ncclCommInit; kernels: cpu. */
+  ncclCommInit(id: Uint8Array, nranks: number /* size */, rank: number /* size */): number;
+  /** ncclDestroy; kernels: cpu. */
+  ncclDestroy(comm: number /* int */): void;
+  /** ncclSynchronize; kernels: cpu. */
+  ncclSynchronize(comm: number /* int */, timeoutMs: number): { ms: number; error: string | null; timedOut: boolean };
+  /** ncclAllReduce; kernels: cpu, cuda. */
+  ncclAllReduce(comm: number /* int */, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */, op: 'sum' | 'avg'): void;
+  /** ncclReduceScatter; kernels: cpu, cuda. */
+  ncclReduceScatter(comm: number /* int */, out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */): void;
+  /** ncclAllGather; kernels: cpu, cuda. */
+  ncclAllGather(comm: number /* int */, out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */): void;
+  /** ncclBroadcast; kernels: cpu, cuda. */
+  ncclBroadcast(comm: number /* int */, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */, root: number /* int */): void;
 }
 
 /** Each function's arguments by name (a tensor as a TensorArg): see packArgs in loader.ts. */
@@ -302,6 +320,13 @@ export interface AddonArgs {
   quantize: { dst: TensorArg; src: TensorArg; type: number; rows: number; K: number };
   dequantize: { dst: TensorArg; src: TensorArg; type: number; rows: number; K: number };
   quantGemv: { y: TensorArg; x: TensorArg; w: TensorArg; type: number; M: number; N: number; K: number; accumulate: boolean };
+  ncclCommInit: { id: Uint8Array; nranks: number; rank: number };
+  ncclDestroy: { comm: number };
+  ncclSynchronize: { comm: number; timeoutMs: number };
+  ncclAllReduce: { comm: number; x: TensorArg; n: number; op: 'sum' | 'avg' };
+  ncclReduceScatter: { comm: number; out: TensorArg; x: TensorArg; n: number };
+  ncclAllGather: { comm: number; out: TensorArg; x: TensorArg; n: number };
+  ncclBroadcast: { comm: number; x: TensorArg; n: number; root: number };
 }
 
 /** Where each named argument sits in the positional call: [index, is a tensor (storage, offset)]. */
@@ -380,4 +405,11 @@ export const argLayout = {
   quantize: { dst: [0, true], src: [2, true], type: [4, false], rows: [5, false], K: [6, false] },
   dequantize: { dst: [0, true], src: [2, true], type: [4, false], rows: [5, false], K: [6, false] },
   quantGemv: { y: [0, true], x: [2, true], w: [4, true], type: [6, false], M: [7, false], N: [8, false], K: [9, false], accumulate: [10, false] },
+  ncclCommInit: { id: [0, false], nranks: [1, false], rank: [2, false] },
+  ncclDestroy: { comm: [0, false] },
+  ncclSynchronize: { comm: [0, false], timeoutMs: [1, false] },
+  ncclAllReduce: { comm: [0, false], x: [1, true], n: [3, false], op: [4, false] },
+  ncclReduceScatter: { comm: [0, false], out: [1, true], x: [3, true], n: [5, false] },
+  ncclAllGather: { comm: [0, false], out: [1, true], x: [3, true], n: [5, false] },
+  ncclBroadcast: { comm: [0, false], x: [1, true], n: [3, false], root: [4, false] },
 } as const satisfies { [F in keyof AddonArgs]: { [P in keyof AddonArgs[F]]: readonly [number, boolean] } };
