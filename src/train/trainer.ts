@@ -340,7 +340,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
           });
     if (latest && latest.state.configHash !== opts.configHash)
       throw new PatentGPTError('E_CHECKPOINT', `${path.join(latest.dir, 'state.json')}: configHash: ${latest.state.configHash} differs from this config's ${opts.configHash}`);
-    const dp = this.worldSize > 1 ? opts.dataParallel : undefined;
+    const dp = opts.dataParallel; // on one rank too when given (a 1-GPU NCCL run against the plain trainer)
     dp?.attach(task.parameters().filter(([, p]) => p.requiresGrad));
     const optimizer = createOptimizer(task.parameters(), dp?.owns ? { ...opts.optimizer, owns: dp.owns } : opts.optimizer);
     let step = 0;
