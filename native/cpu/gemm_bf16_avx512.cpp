@@ -227,10 +227,19 @@ struct AmxKern {
   static constexpr int MR = 32, NR = 32;
   static constexpr int kPerSlot = 2, kDepthPad = 32;
 
+  // Where a panel's A tiles are: the tile of rows 16g..16g+15 and depth block blk starts at
+  // a + g * half + blk * step (bf16 values), its rows stride bytes apart. Packed panels
+  // ([blk][32 rows][32 k]) and rows of op(A) read in place (row_direct) differ only in these.
+  struct ATiles {
+    const uint16_t* a;
+    int64_t stride, half, step;
+  };
+  static ATiles packed(const float* a) { return {reinterpret_cast<const uint16_t*>(a), 64, 512, 1024}; }
+
   // The tiles of a row: each tile's last depth block also loads the first A and B tiles of the
   // next, so those loads overlap this tile's stores.
-  static void row(int rows, int64_t cols, int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
-                  int64_t ldc, float alpha, float beta) {
+  static void row_at(int rows, int64_t cols, int64_t kc, ATiles a, const float* b, int64_t b_stride, float* c,
+                     int64_t ldc, float alpha, float beta) {
     configure_tiles();
     bool preloaded = false;
     for (int64_t j = 0; j < cols; j += NR) {
@@ -241,17 +250,40 @@ struct AmxKern {
     }
   }
 
+  static void row(int rows, int64_t cols, int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
+                  int64_t ldc, float alpha, float beta) {
+    row_at(rows, cols, kc, packed(a), b, b_stride, c, ldc, alpha, beta);
+  }
+
+  // bf16 op(A) not transposed: a whole panel's 32 rows (lda apart) are tile rows as they stand,
+  // so the driver packs no A (a depth block of 32 values is one tile row of 64 bytes), unless
+  // the depth block is ragged (a tile row would run past the block) or the rows alias in L1: rows
+  // 4 KB apart (lda 2048) or 2 KB apart (1024) fall in the same few sets of its 4 KB ways, and a
+  // panel then thrashes there (measured 20% slower than packing); 1.5 KB apart (768) spreads.
+  static bool reads_in_place(int64_t lda, int64_t kc) {
+    int64_t g = 4096, r = 2 * lda % 4096;  // gcd(row stride in bytes, 4096)
+    while (r != 0) {
+      const int64_t t = g % r;
+      g = r;
+      r = t;
+    }
+    return kc % 32 == 0 && g <= 512;
+  }
+  static void row_direct(int64_t cols, int64_t kc, const uint16_t* a, int64_t lda, const float* b,
+                         int64_t b_stride, float* c, int64_t ldc, float alpha, float beta) {
+    row_at(MR, cols, kc, ATiles{a, 2 * lda, 16 * lda, 32}, b, b_stride, c, ldc, alpha, beta);
+  }
+
   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                    float alpha, float beta) {
     configure_tiles();
-    tile_at(rows, cols, kc, a, b, c, ldc, alpha, beta, false, nullptr);
+    tile_at(rows, cols, kc, packed(a), b, c, ldc, alpha, beta, false, nullptr);
   }
 
   // preloaded: tiles 4 and 6 already hold this tile's first A and B tiles; next_b: a whole next
   // tile's B panel, whose first tiles (and A's) are loaded into 4 and 6 before returning.
-  static void tile_at(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+  static void tile_at(int rows, int cols, int64_t kc, ATiles a, const float* b, float* c, int64_t ldc,
                       float alpha, float beta, bool preloaded, const uint16_t* next_b) {
-    const uint16_t* ap = reinterpret_cast<const uint16_t*>(a);
     const uint16_t* bp = reinterpret_cast<const uint16_t*>(b);
     const int64_t nblk = ceil_div(kc, 32);
     // A whole tile at alpha 1 (every product of matmul and linear) accumulates in the tile
@@ -278,10 +310,11 @@ struct AmxKern {
     // (tiles are not renamed: a load waits for the products still reading its register), so the
     // loads of block blk + 1 overlap the products of block blk. B tiles are streamed (read once
     // per tile, from L2) so that the A panel, reused for every tile of the row, stays in L1.
-    const uint16_t* at = ap;  // block blk: 32 rows x 32 k
-    const uint16_t* bt = bp;  // 16 pairs x 32 columns x 2
+    const uint16_t* at = a.a;  // block blk: 32 rows x 32 k
+    const uint16_t* bt = bp;   // 16 pairs x 32 columns x 2
+    const int64_t as = a.stride, ah = a.half, astep = a.step;
     if (!preloaded) {
-      _tile_loadd(4, at, 64);
+      _tile_loadd(4, at, as);
       _tile_stream_loadd(6, bt, 128);
     }
     for (int64_t blk = 0; blk < nblk; ++blk) {
@@ -290,12 +323,12 @@ struct AmxKern {
       _tile_dpbf16ps(0, 4, 6);
       _tile_stream_loadd(7, bt + 32, 128);
       _tile_dpbf16ps(1, 4, 7);
-      _tile_loadd(5, at + 512, 64);
+      _tile_loadd(5, at + ah, as);
       _tile_dpbf16ps(2, 5, 6);
-      at += 1024;
+      at += astep;
       bt += 1024;
-      if (blk + 1 < nblk) _tile_loadd(4, at, 64);
-      else if (next_b != nullptr) _tile_loadd(4, ap, 64);
+      if (blk + 1 < nblk) _tile_loadd(4, at, as);
+      else if (next_b != nullptr) _tile_loadd(4, a.a, as);
       _tile_dpbf16ps(3, 5, 7);
       if (blk + 1 < nblk) _tile_stream_loadd(6, bt, 128);
       else if (next_b != nullptr) _tile_stream_loadd(6, next_b, 128);

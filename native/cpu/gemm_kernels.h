@@ -328,6 +328,17 @@ struct HasRow : std::false_type {};
 template <class K>
 struct HasRow<K, std::void_t<decltype(&K::row)>> : std::true_type {};
 
+// Kernels may also read op(A) in place when it is bf16 and not transposed (its rows are then
+// contiguous in the depth, as a packed panel's are), for whole MR-row panels and the depth blocks
+// and leading dimensions they accept; such panels are then never packed (the others still are):
+//   static bool reads_in_place(int64_t lda, int64_t kc);
+//   static void row_direct(int64_t cols, int64_t kc, const uint16_t* a, int64_t lda, const float* b,
+//                          int64_t b_stride, float* c, int64_t ldc, float alpha, float beta);
+template <class K, class = void>
+struct HasDirectA : std::false_type {};
+template <class K>
+struct HasDirectA<K, std::void_t<decltype(&K::row_direct)>> : std::true_type {};
+
 // The body each thread runs. Kern provides MR, NR, pack_a and pack_b (as GenericPacking) and
 //   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b,
 //                    float* c, int64_t ldc, float alpha, float beta);
@@ -351,6 +362,13 @@ void run_units(const Plan& p) {
     for (int64_t j = i % 4; j <= i; j += 4) total += pack_units(j);
     return total;
   };
+  // Whether iteration depth blocks of kb read whole A panels in place (HasDirectA).
+  constexpr bool kDirect = HasDirectA<Kern>::value && std::is_same_v<T, uint16_t>;
+  auto direct = [&](int64_t kb) {
+    if constexpr (kDirect) return !p.trans_a && Kern::reads_in_place(p.lda, kb);
+    (void)kb;
+    return false;
+  };
   float* bpack = thread_b_buffer();  // holds p.kc x p.nb: nb is at most nc rounded to NR
   int64_t b_iter = -1, b_cb = -1;  // which B block bpack holds
 
@@ -372,8 +390,10 @@ void run_units(const Plan& p) {
       // Pack some A panels; their buffer was last read by iteration it - 2.
       if (it >= 2) wait_for(pr.computed[(it - 2) % 4], units * ((it - 2) / 4 + 1));
       const int64_t pend = min64(apanels(it), (local + 1) * p.panels_per_pack);
+      const bool in_place = direct(kb);
       for (int64_t pi = local * p.panels_per_pack; pi < pend; ++pi) {
         const int64_t i = pi * MR;
+        if (in_place && mb - i >= MR) continue;  // read in place by the compute units
         Kern::template pack_a<MR>(apack + pi * MR * ks, A, p.lda, p.trans_a, m0 + i,
                                   static_cast<int>(min64(MR, mb - i)), k0, kb);
       }
@@ -402,6 +422,12 @@ void run_units(const Plan& p) {
         const int rows = static_cast<int>(min64(MR, p.M - i));
         const float* a = apack + pi * MR * ks;
         float* crow = p.C + i * p.ldc + j0;
+        if constexpr (kDirect) {
+          if (rows == MR && direct(kb)) {
+            Kern::row_direct(nbl, kb, A + i * p.lda + k0, p.lda, bpack, NR * ks, crow, p.ldc, p.alpha, beta);
+            continue;
+          }
+        }
         if constexpr (HasRow<Kern>::value) {
           Kern::row(rows, nbl, kb, a, bpack, NR * ks, crow, p.ldc, p.alpha, beta);
         } else {
