@@ -149,15 +149,15 @@ constexpr double kItemParallelFlops = 2.0 * 256 * 256 * 256;
 
 // Cuts the product into units for nt threads: M and K split evenly into blocks within the
 // ISA's caps, N into column blocks within nc and (with several threads) into at least about
-// four per thread, so that a late thread finds work; when N is too narrow for that, each column
-// block's rows are split into groups as well.
+// four per thread (the ISA's col_blocks_per_thread), so that a late thread finds work; when N is
+// too narrow for that, each column block's rows are split into groups as well.
 void plan_units(Plan& p, const Isa& isa, int nt) {
   nt = static_cast<int>(std::min<int64_t>(nt, kPlanThreads));  // bounds ncb * nrg (kMaxUnits)
   p.mc = round_up(ceil_div(p.M, ceil_div(p.M, isa.mc)), isa.mr);
   p.kc = round_up(ceil_div(p.K, ceil_div(p.K, isa.kc)), isa.kc_align);  // isa.kc is a multiple of it
   const int64_t npanels = ceil_div(p.N, isa.nr);
   int64_t ncb = ceil_div(p.N, isa.nc);
-  if (nt > 1) ncb = std::max(ncb, std::min<int64_t>(npanels, 4 * nt));
+  if (nt > 1) ncb = std::max(ncb, std::min<int64_t>(npanels, isa.col_blocks_per_thread * nt));
   p.nb = round_up(ceil_div(p.N, ncb), isa.nr);
   p.ncb = ceil_div(p.N, p.nb);
   const int64_t apanels = p.mc / isa.mr;

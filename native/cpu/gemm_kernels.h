@@ -88,6 +88,9 @@ struct Isa {
   // Packed bf16 pairs (gemm_bf16_avx512.cpp): depth blocks rounded to kc_align, per_slot values
   // per float of the buffers (PanelLayout below).
   int kc_align = 1, per_slot = 1;
+  // With several threads, N is cut into at least this many column blocks per thread (plan_units
+  // in gemm.cpp), rows into groups where N is narrower.
+  int col_blocks_per_thread = 4;
 };
 extern const Isa kIsaAvx512;  // gemm_avx512.cpp
 extern const Isa kIsaAvx2;    // gemm_avx2.cpp
