@@ -204,7 +204,11 @@ export class LlamaForCausalLM extends Module {
     this.model = this.registerModule('model', new LlamaModel(this.config, init, ff, ffName));
     this.lm_head = this.config.tieEmbeddings ? null : this.registerModule('lm_head', new Linear(this.config.dim, this.config.vocabSize, init));
     this.lossChunkSize = opts.lossChunkSize;
+    this.#plainFeedForward = !moe && !opts.feedForward;
   }
+
+  /** The model's own SwiGLU MLPs, which report nothing to a forward's recorder (loss() may then skip rows in the last layer). */
+  readonly #plainFeedForward: boolean;
 
   get config(): ModelConfig {
     return this.#config;
@@ -309,11 +313,12 @@ export class LlamaForCausalLM extends Module {
       return scope(() => {
         const N = batch.tokens instanceof Tensor ? batch.tokens.size : batch.tokens.length;
         let targets = onDevice(intTensor(batch.targets!, 'targets', N), this.device); // checked before anything is recorded
-        // Host targets that ignore a tenth of the positions or more (SFT's prompts) on a dense
-        // model: the last layer runs past attention for the scored rows alone (a sparse one runs
-        // whole, so its load-balancing loss still sees every token; packed pretraining, with one
-        // ignored position a document, gains too little to gather).
-        const scored = batch.targets instanceof Int32Array && !isMoE(this.config) ? scoredRows(batch.targets) : null;
+        // Host targets that ignore a tenth of the positions or more (SFT's prompts) on a model
+        // of plain SwiGLU MLPs: the last layer runs past attention for the scored rows alone (a
+        // sparse or custom feed-forward runs whole, so what it reports, a load-balancing loss,
+        // still sees every token; packed pretraining, with one ignored position a document,
+        // gains too little to gather).
+        const scored = batch.targets instanceof Int32Array && this.#plainFeedForward ? scoredRows(batch.targets) : null;
         let rows: Tensor | undefined;
         if (scored && scored.length > 0 && scored.length <= 0.9 * N) {
           rows = Tensor.from(scored, [scored.length], { dtype: 'i32', device: this.device });
