@@ -53,11 +53,14 @@ struct RopeTable {
   std::vector<float> cos, sin;
 };
 
-constexpr int64_t kMaxTablePositions = int64_t(1) << 20;  // beyond: computed per call
+constexpr int64_t kMaxTableFloats = int64_t(1) << 23;  // per cos or sin array (32 MB); beyond: computed per call
+
+// Positions a table may cover at head size D: 128K at D = 128, 512K at D = 32.
+int64_t max_table_positions(int64_t D) { return kMaxTableFloats / std::max<int64_t>(1, D / 2); }
 constexpr size_t kMaxTables = 8;
 
-// The table for these settings covering positions [0, max_pos], made (or grown to twice its
-// size) under a lock; the shared pointer keeps it alive while a call reads it.
+// The table for these settings covering positions [0, max_pos] (below max_table_positions), made
+// (or grown to twice its size, within that bound) under a lock; the shared pointer keeps it alive while a call reads it.
 std::shared_ptr<const RopeTable> rope_table(float theta, float pos_scale, int64_t D, int64_t max_pos) {
   static std::mutex mu;
   static std::vector<std::shared_ptr<const RopeTable>> tables;  // most recently used last
@@ -75,7 +78,7 @@ std::shared_ptr<const RopeTable> rope_table(float theta, float pos_scale, int64_
     n = std::max(n, 2 * hit->n);
     break;
   }
-  n = std::min(n, kMaxTablePositions);
+  n = std::min(n, max_table_positions(D));
   auto t = std::make_shared<RopeTable>();
   const int64_t half = D / 2;
   *t = RopeTable{theta, pos_scale, D, n, std::vector<float>(static_cast<size_t>(n * half)), std::vector<float>(static_cast<size_t>(n * half))};
@@ -104,7 +107,7 @@ void rope_apply(float* out, const float* x, const int32_t* pos, int64_t T, int64
   const int64_t half = D / 2;
   int64_t lo = 0, hi = 0;
   for (int64_t t = 0; t < T; ++t) lo = std::min<int64_t>(lo, pos[t]), hi = std::max<int64_t>(hi, pos[t]);
-  const bool tabled = lo >= 0 && hi < kMaxTablePositions;
+  const bool tabled = lo >= 0 && hi < max_table_positions(D);
   const std::shared_ptr<const RopeTable> table = tabled ? rope_table(theta, pos_scale, D, hi) : nullptr;
   const int64_t row_work = H * D * 4 + (table ? half : half * 40);  // trig dominates short rows
   const int64_t grain = row_work >= kElementwiseGrain ? 1 : kElementwiseGrain / row_work;
