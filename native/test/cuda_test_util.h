@@ -2,6 +2,7 @@
 // host vectors freed with the test's pool, copies back, and CHECK_CLOSE against device values.
 // Include after check.h and patentgpt/cuda_ops.h, inside PG_WITH_CUDA.
 #pragma once
+#include <cstdint>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -48,6 +49,14 @@ struct Pool {
   T* zeros(size_t n) {
     return up(std::vector<T>(n));
   }
+};
+
+// One fused-attention case of the CUDA attention tests: heads, kv heads, head dim, the packed
+// sequences' cumulative lengths, causal or not.
+struct AttnCase {
+  int64_t H, Hkv, D;
+  std::vector<int32_t> cu;
+  bool causal;
 };
 
 // n device values copied back to the host.

@@ -28,11 +28,7 @@ using pg::cuda::Half16;
 using pgtest::down;
 using pgtest::Pool;
 
-struct AttnCase {
-  int64_t H, Hkv, D;
-  std::vector<int32_t> cu;
-  bool causal;
-};
+using pgtest::AttnCase;
 
 // x rounded to the 16-bit format (bits) and back (values).
 struct Rounded {

@@ -25,11 +25,7 @@ namespace {
 using pgtest::down;
 using pgtest::Pool;
 
-struct AttnCase {
-  int64_t H, Hkv, D;
-  std::vector<int32_t> cu;
-  bool causal;
-};
+using pgtest::AttnCase;
 
 }  // namespace
 
