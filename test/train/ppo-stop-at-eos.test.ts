@@ -48,3 +48,12 @@ describe('ppo.stopAtEos', () => {
     expect(() => config('bad2', { stopAtEos: 'no' })).toThrow(/ppo\.stopAtEos/);
   });
 });
+
+// ppo.batchInvariant (its effect, 2 ranks bit for bit: test/distributed/ppo-data-parallel-large.test.ts)
+describe('ppo.batchInvariant', () => {
+  it('is kept only when true (the default leaves the config hash as it was) and refuses a non-boolean', () => {
+    expect(config('bi', { batchInvariant: true }).ppo.batchInvariant).toBe(true);
+    expect('batchInvariant' in config('bi-off', { batchInvariant: false }).ppo).toBe(false);
+    expect(() => config('bi-bad', { batchInvariant: 'yes' })).toThrow(/ppo\.batchInvariant/);
+  });
+});
