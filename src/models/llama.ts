@@ -204,11 +204,15 @@ export class LlamaForCausalLM extends Module {
     this.model = this.registerModule('model', new LlamaModel(this.config, init, ff, ffName));
     this.lm_head = this.config.tieEmbeddings ? null : this.registerModule('lm_head', new Linear(this.config.dim, this.config.vocabSize, init));
     this.lossChunkSize = opts.lossChunkSize;
-    this.#plainFeedForward = !moe && !opts.feedForward;
+    this.plainFeedForward = !moe && !opts.feedForward;
   }
 
-  /** The model's own SwiGLU MLPs, which report nothing to a forward's recorder (loss() may then skip rows in the last layer). */
-  readonly #plainFeedForward: boolean;
+  /**
+   * Whether the layers hold the model's own SwiGLU MLPs, which report nothing to a forward's
+   * recorder: a loss may then ask hidden() for its rows alone (a sparse or custom feed-forward
+   * must see every token, for what it reports).
+   */
+  readonly plainFeedForward: boolean;
 
   get config(): ModelConfig {
     return this.#config;
@@ -318,7 +322,7 @@ export class LlamaForCausalLM extends Module {
         // sparse or custom feed-forward runs whole, so what it reports, a load-balancing loss,
         // still sees every token; packed pretraining, with one ignored position a document,
         // gains too little to gather).
-        const scored = batch.targets instanceof Int32Array && this.#plainFeedForward ? scoredRows(batch.targets) : null;
+        const scored = batch.targets instanceof Int32Array && this.plainFeedForward ? scoredRows(batch.targets) : null;
         let rows: Tensor | undefined;
         if (scored && scored.length > 0 && scored.length <= 0.9 * N) {
           rows = Tensor.from(scored, [scored.length], { dtype: 'i32', device: this.device });

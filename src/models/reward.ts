@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { PatentGPTError } from '../errors.js';
 import { Linear, Module, type ForwardContext, type ParamInit } from '../nn/index.js';
 import { Tensor, add, gatherRows, logsigmoid, mean, mul, neg, noGrad, scale, scope, sub, type Device } from '../tensor/index.js';
-import { fromHFConfig, hfConfigJson, isMoE, toHFConfig, validateConfig, type HFLlamaConfig, type ModelConfig, type SpecialTokenIds } from './config.js';
+import { fromHFConfig, hfConfigJson, toHFConfig, validateConfig, type HFLlamaConfig, type ModelConfig, type SpecialTokenIds } from './config.js';
 import { LlamaForCausalLM, type LlamaModel, type LlamaOptions, type PackedBatch } from './llama.js';
 import { CONFIG_FILE, folderFiles, loadWeights, specialIdsOf, type FolderTokenizer } from './pretrained.js';
 import { exists, syncDir, tempPath, writeFileAtomic, writeSafetensors, type WriteDType } from './safetensors.js';
@@ -107,9 +107,9 @@ export class ScoreHeadModel extends Module {
     const last = lastTokenRows(batch.cuSeqlens, N);
     return scope(() => {
       const ids = Tensor.from(last, [last.length], { dtype: 'i32', device: this.device });
-      // A dense trunk computes its last layer past attention for the B read rows alone; a sparse
-      // one runs it whole, so its load-balancing loss still sees every token.
-      const rows = isMoE(this.config) ? gatherRows(this.hidden(batch, ctx), ids) : this.hidden(batch, ctx, ids); // (B, C)
+      // A trunk of plain MLPs computes its last layer past attention for the B read rows alone;
+      // any other runs it whole, so what it reports (a load-balancing loss) still sees every token.
+      const rows = this.#decoder.plainFeedForward ? this.hidden(batch, ctx, ids) : gatherRows(this.hidden(batch, ctx), ids); // (B, C)
       const s = this.score.forward(rows); // (B, 1)
       return s.reshape([last.length]);
     });
