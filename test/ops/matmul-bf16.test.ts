@@ -47,7 +47,7 @@ describe('matmul precision bf16', () => {
     expect(['amx', 'avx512bf16', 'f32']).toContain(bf16MatmulKernel());
     expect(matmulPrecision()).toBe('f32');
     expect(() => setMatmulPrecision('fp8' as MatmulPrecision)).toThrow(PatentGPTError);
-    expect(() => setMatmulPrecision('fp8' as MatmulPrecision)).toThrow(/"f32" or "bf16", got "fp8"/);
+    expect(() => setMatmulPrecision('fp8' as MatmulPrecision)).toThrow(/one of "f32", "bf16", "fp16", got "fp8"/);
     expect(matmulPrecision()).toBe('f32');
   });
 

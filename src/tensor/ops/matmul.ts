@@ -2,9 +2,10 @@
 // batch) and linear (Hugging Face weight layout, no bias). Both run on native/cpu/gemm.cpp (or,
 // at matmul precision 'bf16', native/cpu/gemm_bf16.cpp) and are differentiable in both inputs;
 // their backward passes are GEMMs too, with the transposes folded into the kernel's flags rather
-// than materialised.
+// than materialised. At a 16-bit precision that rounds its operands first ('fp16'), the rounded
+// 16-bit copies are what the GEMM reads and what backward keeps.
 import { PatentGPTError } from '../../errors.js';
-import { addon } from '../../native/loader.js';
+import { addon, type NativeStorage } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { expectKernel, expectDType, expectRank } from '../check.js';
 import { Tensor } from '../tensor.js';
@@ -17,12 +18,16 @@ export interface MatmulOptions {
 }
 
 /**
- * How matmul and linear compute: 'f32', or 'bf16' (mixed precision: inputs rounded to bf16 while
+ * How matmul and linear compute: 'f32'; 'bf16' (mixed precision: inputs rounded to bf16 while
  * the GEMM packs them, products summed in f32, f32 results and gradients; the kernel uses AMX or
- * AVX-512 BF16 where the CPU has them, else it is the f32 GEMM). Tensors stay f32 either way.
+ * AVX-512 BF16 where the CPU has them, else it is the f32 GEMM); or 'fp16' (inputs, the upstream
+ * gradient included, rounded to IEEE half, nearest even, beyond 65504 to infinity; products summed
+ * in f32; f32 results and gradients; on the CPU through the f32 GEMM on the rounded values: the
+ * reference of fp16 mixed precision, not a fast path). Tensors stay f32 either way; bf16 inputs
+ * (not differentiable) are not rounded again.
  */
-export type MatmulPrecision = 'f32' | 'bf16';
-export const MATMUL_PRECISIONS: readonly MatmulPrecision[] = ['f32', 'bf16'];
+export type MatmulPrecision = 'f32' | 'bf16' | 'fp16';
+export const MATMUL_PRECISIONS: readonly MatmulPrecision[] = ['f32', 'bf16', 'fp16'];
 
 let precision: MatmulPrecision = 'f32';
 
@@ -34,7 +39,7 @@ export function matmulPrecision(): MatmulPrecision {
 /** Sets the matmul precision process-wide (the trainer sets its stage's); returns the previous one. */
 export function setMatmulPrecision(p: MatmulPrecision): MatmulPrecision {
   if (!MATMUL_PRECISIONS.includes(p))
-    throw new PatentGPTError('E_ARGUMENT', `setMatmulPrecision: precision must be ${MATMUL_PRECISIONS.map((x) => `"${x}"`).join(' or ')}, got ${JSON.stringify(p)}`);
+    throw new PatentGPTError('E_ARGUMENT', `setMatmulPrecision: precision must be one of ${MATMUL_PRECISIONS.map((x) => `"${x}"`).join(', ')}, got ${JSON.stringify(p)}`);
   const previous = precision;
   precision = p;
   return previous;
@@ -45,10 +50,61 @@ export function bf16MatmulKernel(): 'amx' | 'avx512bf16' | 'f32' {
   return addon().bf16GemmKernel();
 }
 
-// bf16 compute exists on the CPU; elsewhere a matmul keeps the f32 kernel.
+// bf16 compute (rounding f32 operands while packing them) exists on the CPU; elsewhere a matmul
+// keeps the f32 kernel.
 const computesInBf16 = (p: MatmulPrecision, t: Tensor): boolean => p === 'bf16' && t.device === 'cpu';
 
+type Half = 'bf16' | 'f16';
+
+// The 16-bit dtype f32 operands are rounded to (a copy) before the GEMM at precision p, or null
+// when the GEMM reads them as they are.
+const roundsTo = (p: MatmulPrecision): Half | null => (p === 'fp16' ? 'f16' : null);
+
 type GemmBinding = ReturnType<typeof addon>['gemm'];
+
+// A gemm binding for f32 operands that first rounds the region each operand's arguments span to
+// `half` (native cast) and runs the GEMM on the rounded copies: the fused ops' path at 'fp16'.
+function roundingGemm(half: Half, device: Tensor['device']): GemmBinding {
+  return (transA, transB, M, N, K, alpha, A, aOff, lda, strideA, B, bOff, ldb, strideB, beta, C, cOff, ldc, strideC, batch) => {
+    const span = (rows: number, cols: number, ld: number, stride: number): number =>
+      rows === 0 || cols === 0 || batch === 0 ? 0 : (batch - 1) * stride + (rows - 1) * ld + cols;
+    const round = (s: typeof A, off: number, n: number): Tensor => {
+      const t = Tensor.empty([n], { dtype: half, device });
+      if (n > 0) addon().cast(t.storage, t.offset, half, s, off, 'f32', n);
+      return t;
+    };
+    const a16 = round(A, aOff, span(transA ? K : M, transA ? M : K, lda, strideA));
+    const b16 = round(B, bOff, span(transB ? N : K, transB ? K : N, ldb, strideB));
+    try {
+      gemmOn(half, false, transA, transB, M, N, K, alpha, a16, lda, strideA, b16, ldb, strideB, beta, C, cOff, ldc, strideC, batch);
+    } finally {
+      a16.dispose();
+      b16.dispose();
+    }
+  };
+}
+
+// The GEMM for operands A and B of one dtype, C f32. f16 on the CPU: no native f16 GEMM there, so
+// the operands are widened (exactly) to f32 and the f32 GEMM sums their products.
+function gemmOn(
+  dtype: Tensor['dtype'], bf16: boolean, transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+  A: Tensor, lda: number, strideA: number, B: Tensor, ldb: number, strideB: number,
+  beta: number, C: NativeStorage, cOff: number, ldc: number, strideC: number, batch: number,
+): void {
+  const a = addon();
+  if (dtype === 'f16') {
+    const A32 = A.to('f32'), B32 = B.to('f32');
+    try {
+      a.gemm(transA, transB, M, N, K, alpha, A32.storage, A32.offset, lda, strideA, B32.storage, B32.offset, ldb, strideB, beta, C, cOff, ldc, strideC, batch);
+    } finally {
+      A32.dispose();
+      B32.dispose();
+    }
+    return;
+  }
+  const run = dtype === 'bf16' ? (bf16 ? a.gemmBf16ComputeBf16 : a.gemmBf16) : (bf16 ? a.gemmBf16Compute : a.gemm);
+  run(transA, transB, M, N, K, alpha, A.storage, A.offset, lda, strideA, B.storage, B.offset, ldb, strideB, beta, C, cOff, ldc, strideC, batch);
+}
 
 /**
  * The GEMM binding (gemm's arguments) for f32 operands of `like`'s device at the current matmul
@@ -56,21 +112,24 @@ type GemmBinding = ReturnType<typeof addon>['gemm'];
  * Take it in the forward and keep it for the backward, which then runs at the same precision.
  */
 export function f32GemmAtPrecision(like: Tensor): GemmBinding {
+  const half = roundsTo(precision);
+  if (half) return roundingGemm(half, like.device);
   return computesInBf16(precision, like) ? addon().gemmBf16Compute : addon().gemm;
 }
 
-// C (batch, M, N) = alpha * op(A) @ op(B) + beta * C on tensors' storage. lda/ldb are the stored
-// row widths; strides are per batch item (0 broadcasts). bf16: through the bf16-compute GEMM.
+// C (batch, M, N) = op(A) @ op(B) + beta * C on tensors' storage (A and B of one dtype). lda/ldb
+// are the stored row widths; strides are per batch item (0 broadcasts). bf16: through the
+// bf16-compute GEMM.
 function gemm(
   transA: boolean, transB: boolean, M: number, N: number, K: number,
   A: Tensor, lda: number, strideA: number, B: Tensor, ldb: number, strideB: number,
   C: Tensor, strideC: number, batch: number, beta = 0, bf16 = false,
 ): void {
-  const a = addon();
-  const run = A.dtype === 'bf16' ? (bf16 ? a.gemmBf16ComputeBf16 : a.gemmBf16) : (bf16 ? a.gemmBf16Compute : a.gemm);
-  run(transA, transB, M, N, K, 1, A.storage, A.offset, lda, strideA, B.storage, B.offset, ldb, strideB,
-    beta, C.storage, C.offset, N, strideC, batch);
+  gemmOn(A.dtype, bf16, transA, transB, M, N, K, 1, A, lda, strideA, B, ldb, strideB, beta, C.storage, C.offset, N, strideC, batch);
 }
+
+// The 16-bit copy of an f32 operand that a rounding precision computes with, or the operand itself.
+const rounded = (t: Tensor, half: Half | null): Tensor => (half && t.dtype === 'f32' ? t.to(half) : t);
 
 function expectInputs(op: string, a: Tensor, b: Tensor, names: [string, string]): void {
   expectKernel(op, a.dtype === 'bf16' || b.dtype === 'bf16' ? 'gemmBf16' : 'gemm', a, b);
@@ -106,32 +165,45 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const sa = M * K, sb = broadcastB ? 0 : K * N, sc = M * N;
 
   const out = Tensor.empty([...batchDims, M, N], { device: a.device });
-  const bf16 = computesInBf16(precision, a);
-  gemm(transA, transB, M, N, K, a, ac, sa, b, bc, sb, out, sc, batch, 0, bf16);
+  const half = a.dtype === 'f32' ? roundsTo(precision) : null;
+  const bf16 = !half && computesInBf16(precision, a);
+  const A = rounded(a, half), B = rounded(b, half);
+  gemm(transA, transB, M, N, K, A, ac, sa, B, bc, sb, out, sc, batch, 0, bf16);
+  // Rounded copies: dA reads only B and dB only A, so the tape keeps only what a gradient needs.
+  const saved = half ? [...(a.requiresGrad ? [B] : []), ...(b.requiresGrad ? [A] : [])] : [a, b];
 
-  return record('matmul', out, [a, b], [a, b], (g) => {
+  const result = record('matmul', out, [a, b], saved, (g) => {
+    const G = rounded(g, half); // the upstream gradient is rounded like the inputs
     let da: Tensor | null = null;
     let db: Tensor | null = null;
-    if (a.requiresGrad) {
-      da = Tensor.empty(a.shape, { device: a.device });
-      if (!transA) gemm(false, !transB, M, K, N, g, N, sc, b, bc, sb, da, sa, batch, 0, bf16); // dA = G op(B)^T
-      else gemm(transB, true, K, M, N, b, bc, sb, g, N, sc, da, sa, batch, 0, bf16); // dA = op(B) G^T
-    }
-    if (b.requiresGrad) {
-      db = Tensor.empty(b.shape, { device: a.device });
-      if (broadcastB && !transA) {
-        // a's rows are contiguous across the batch: one product over batch * M rows sums it.
-        if (!transB) gemm(true, false, K, N, batch * M, a, ac, 0, g, N, 0, db, 0, 1, 0, bf16);
-        else gemm(true, false, N, K, batch * M, g, N, 0, a, ac, 0, db, 0, 1, 0, bf16);
-      } else {
-        // stride 0 for a broadcast dB: the kernel adds the batch's items into one matrix in order.
-        const sdb = broadcastB ? 0 : sb;
-        if (!transB) gemm(!transA, false, K, N, M, a, ac, sa, g, N, sc, db, sdb, batch, 0, bf16); // dB = op(A)^T G
-        else gemm(true, transA, N, K, M, g, N, sc, a, ac, sa, db, sdb, batch, 0, bf16); // dB = G^T op(A)
+    try {
+      if (a.requiresGrad) {
+        da = Tensor.empty(a.shape, { device: a.device });
+        if (!transA) gemm(false, !transB, M, K, N, G, N, sc, B, bc, sb, da, sa, batch, 0, bf16); // dA = G op(B)^T
+        else gemm(transB, true, K, M, N, B, bc, sb, G, N, sc, da, sa, batch, 0, bf16); // dA = op(B) G^T
       }
+      if (b.requiresGrad) {
+        db = Tensor.empty(b.shape, { device: a.device });
+        if (broadcastB && !transA) {
+          // a's rows are contiguous across the batch: one product over batch * M rows sums it.
+          if (!transB) gemm(true, false, K, N, batch * M, A, ac, 0, G, N, 0, db, 0, 1, 0, bf16);
+          else gemm(true, false, N, K, batch * M, G, N, 0, A, ac, 0, db, 0, 1, 0, bf16);
+        } else {
+          // stride 0 for a broadcast dB: the kernel adds the batch's items into one matrix in order.
+          const sdb = broadcastB ? 0 : sb;
+          if (!transB) gemm(!transA, false, K, N, M, A, ac, sa, G, N, sc, db, sdb, batch, 0, bf16); // dB = op(A)^T G
+          else gemm(true, transA, N, K, M, G, N, sc, A, ac, sa, db, sdb, batch, 0, bf16); // dB = G^T op(A)
+        }
+      }
+    } finally {
+      if (G !== g) G.dispose();
     }
     return [da, db];
   });
+  // The tape holds its own references to the copies it saved.
+  if (A !== a) A.dispose();
+  if (B !== b) B.dispose();
+  return result;
 }
 
 /** Most rows of x that linear() sends to the GEMV (native/cpu/gemv.cpp) rather than the GEMM. */
@@ -151,23 +223,35 @@ export function linear(x: Tensor, weight: Tensor): Tensor {
     throw new PatentGPTError('E_SHAPE', `linear: x ${x.describe()} has ${xin} features but weight ${weight.describe()} (out, in) takes ${inF}`);
   const rows = inF === 0 ? x.shape.slice(0, -1).reduce((p, d) => p * d, 1) : x.size / inF;
   const y = Tensor.empty([...x.shape.slice(0, -1), outF], { device: x.device });
+  const half = x.dtype === 'f32' ? roundsTo(precision) : null;
+  const bf16 = !half && computesInBf16(precision, x);
+  const X = rounded(x, half), W = rounded(weight, half);
   // A few rows (decoding) stream the weights once through the CPU GEMV instead of packing them;
   // on CUDA every shape goes to cuBLASLt.
-  const bf16 = computesInBf16(precision, x);
-  if (x.device === 'cpu' && x.dtype === 'f32' && !bf16 && rows > 0 && rows <= GEMV_MAX_ROWS) addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, rows, outF, inF, false);
-  else gemm(false, true, rows, outF, inF, x, inF, 0, weight, inF, 0, y, 0, 1, 0, bf16);
+  if (x.device === 'cpu' && x.dtype === 'f32' && !bf16 && !half && rows > 0 && rows <= GEMV_MAX_ROWS) addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, rows, outF, inF, false);
+  else gemm(false, true, rows, outF, inF, X, inF, 0, W, inF, 0, y, 0, 1, 0, bf16);
+  // Rounded copies: dx reads only W and dW only X, so the tape keeps only what a gradient needs.
+  const saved = half ? [...(x.requiresGrad ? [W] : []), ...(weight.requiresGrad ? [X] : [])] : [x, weight];
 
-  return record('linear', y, [x, weight], [x, weight], (g) => {
+  const result = record('linear', y, [x, weight], saved, (g) => {
+    const G = rounded(g, half); // rounded once, read by both products
     let dx: Tensor | null = null;
     let dw: Tensor | null = null;
-    if (x.requiresGrad) {
-      dx = Tensor.empty(x.shape, { device: x.device });
-      gemm(false, false, rows, inF, outF, g, outF, 0, weight, inF, 0, dx, 0, 1, 0, bf16); // dx = dy @ W
-    }
-    if (weight.requiresGrad) {
-      dw = Tensor.empty(weight.shape, { device: x.device });
-      gemm(true, false, outF, inF, rows, g, outF, 0, x, inF, 0, dw, 0, 1, 0, bf16); // dW = dy^T @ x
+    try {
+      if (x.requiresGrad) {
+        dx = Tensor.empty(x.shape, { device: x.device });
+        gemm(false, false, rows, inF, outF, G, outF, 0, W, inF, 0, dx, 0, 1, 0, bf16); // dx = dy @ W
+      }
+      if (weight.requiresGrad) {
+        dw = Tensor.empty(weight.shape, { device: x.device });
+        gemm(true, false, outF, inF, rows, G, outF, 0, X, inF, 0, dw, 0, 1, 0, bf16); // dW = dy^T @ x
+      }
+    } finally {
+      if (G !== g) G.dispose();
     }
     return [dx, dw];
   });
+  if (X !== x) X.dispose();
+  if (W !== weight) W.dispose();
+  return result;
 }
