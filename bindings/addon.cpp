@@ -32,6 +32,7 @@ void RegisterMoe(Napi::Env env, Napi::Object exports);
 void RegisterDropout(Napi::Env env, Napi::Object exports);
 void RegisterQuant(Napi::Env env, Napi::Object exports);
 void RegisterNccl(Napi::Env env, Napi::Object exports);
+void RegisterLossScale(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -69,6 +70,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterDropout(env, exports);
   RegisterQuant(env, exports);
   RegisterNccl(env, exports);
+  RegisterLossScale(env, exports);
   return exports;
 }
 

@@ -1,4 +1,5 @@
-// Bindings of native/cpu/attention.cpp. Every size, the head grouping and cu_seqlens itself are
+// Bindings of native/cpu/attention.cpp (f32) and of the CUDA 16-bit attention (bf16/f16, with a CPU
+// reference twin). Every size, the head grouping and cu_seqlens itself are
 // checked here, so the kernels can trust them (they index k/v rows through cu_seqlens).
 #include <cmath>
 #include <string>
@@ -104,6 +105,90 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info, const Args& a) {
   return info.Env().Undefined();
 }
 
+// ---- 16-bit attention (bf16 or f16 q, k, v, out and gradients; f32 lse and delta): the CUDA
+// kernels of cuda_attention.h (attention_forward_16 / attention_backward_16), which the model uses
+// on 'cuda' at matmul precision bf16 or fp16. The CPU twin is a reference, not a fast path: it
+// widens the 16-bit inputs to f32 exactly, runs the f32 kernel and rounds each output once (to
+// nearest even), which is what the device computes up to summation order. It allocates f32 copies
+// here, so the model's CPU attention stays f32 at every precision (attention.ts).
+
+// Widens n 16-bit values to f32 (exact for both formats).
+template <bool Bf16>
+std::vector<float> Widen(const uint16_t* x, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  if (Bf16) pg::cast_bf16_to_f32(out.data(), x, n);
+  else pg::cast_f16_to_f32(out.data(), x, n);
+  return out;
+}
+template <bool Bf16>
+void Narrow(uint16_t* out, const std::vector<float>& x) {
+  if (Bf16) pg::cast_f32_to_bf16(out, x.data(), static_cast<int64_t>(x.size()));
+  else pg::cast_f32_to_f16(out, x.data(), static_cast<int64_t>(x.size()));
+}
+
+// attentionForward{Bf16,F16}(out, lse, q, k, v, cuSeqlens (each storage, offset), nseq, T, H, Hkv, D, scale, causal)
+template <bool Bf16>
+Napi::Value AttentionForward16(const Napi::CallbackInfo& info, const Args& a) {
+  const int32_t *cu = nullptr, *cu_host = nullptr;
+  std::vector<int32_t> keep;
+  Dims d = ReadDims(a, 12, 10, &cu, &cu_host, keep);
+  const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
+  uint16_t* out = a.Ptr<uint16_t>(0, "out", nq);
+  float* lse = a.Ptr<float>(2, "lse", d.H * d.T);
+  const uint16_t* q = a.Ptr<uint16_t>(4, "q", nq);
+  const uint16_t* k = a.Ptr<uint16_t>(6, "k", nkv);
+  const uint16_t* v = a.Ptr<uint16_t>(8, "v", nkv);
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) {
+    pg::cuda::attention_forward_16(Bf16 ? pg::cuda::Half16::BF16 : pg::cuda::Half16::F16, out, lse, q, k, v, cu,
+                                   cu_host, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+    return info.Env().Undefined();
+  }
+#endif
+  std::vector<float> o(static_cast<size_t>(nq));
+  const std::vector<float> qf = Widen<Bf16>(q, nq), kf = Widen<Bf16>(k, nkv), vf = Widen<Bf16>(v, nkv);
+  pg::attention_forward(o.data(), lse, qf.data(), kf.data(), vf.data(), cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale,
+                        d.causal);
+  Narrow<Bf16>(out, o);
+  return info.Env().Undefined();
+}
+
+// attentionBackward{Bf16,F16}(dq, dk, dv, delta, dout, out, lse, q, k, v, cuSeqlens (each storage,
+//                              offset), nseq, T, H, Hkv, D, scale, causal)
+template <bool Bf16>
+Napi::Value AttentionBackward16(const Napi::CallbackInfo& info, const Args& a) {
+  const int32_t *cu = nullptr, *cu_host = nullptr;
+  std::vector<int32_t> keep;
+  Dims d = ReadDims(a, 22, 20, &cu, &cu_host, keep);
+  const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
+  uint16_t* dq = a.Ptr<uint16_t>(0, "dq", nq);
+  uint16_t* dk = a.Ptr<uint16_t>(2, "dk", nkv);
+  uint16_t* dv = a.Ptr<uint16_t>(4, "dv", nkv);
+  float* delta = a.Ptr<float>(6, "delta", d.H * d.T);
+  const uint16_t* dout = a.Ptr<uint16_t>(8, "dout", nq);
+  const uint16_t* out = a.Ptr<uint16_t>(10, "out", nq);
+  const float* lse = a.Ptr<float>(12, "lse", d.H * d.T);
+  const uint16_t* q = a.Ptr<uint16_t>(14, "q", nq);
+  const uint16_t* k = a.Ptr<uint16_t>(16, "k", nkv);
+  const uint16_t* v = a.Ptr<uint16_t>(18, "v", nkv);
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) {
+    pg::cuda::attention_backward_16(Bf16 ? pg::cuda::Half16::BF16 : pg::cuda::Half16::F16, dq, dk, dv, delta, dout,
+                                    out, lse, q, k, v, cu, cu_host, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+    return info.Env().Undefined();
+  }
+#endif
+  std::vector<float> dqf(static_cast<size_t>(nq)), dkf(static_cast<size_t>(nkv)), dvf(static_cast<size_t>(nkv));
+  const std::vector<float> gf = Widen<Bf16>(dout, nq), of = Widen<Bf16>(out, nq), qf = Widen<Bf16>(q, nq),
+                           kf = Widen<Bf16>(k, nkv), vf = Widen<Bf16>(v, nkv);
+  pg::attention_backward(dqf.data(), dkf.data(), dvf.data(), delta, gf.data(), of.data(), lse, qf.data(), kf.data(),
+                         vf.data(), cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+  Narrow<Bf16>(dq, dqf);
+  Narrow<Bf16>(dk, dkf);
+  Narrow<Bf16>(dv, dvf);
+  return info.Env().Undefined();
+}
+
 // Each row: the JS function, its error label, its parameters, its result, its kernel per device.
 const Decl kDecls[] = {
     {DeclKind::Function, "attentionForward", "attention",
@@ -112,6 +197,18 @@ const Decl kDecls[] = {
     {DeclKind::Function, "attentionBackward", "attention backward",
      "dq: f32, dk: f32, dv: f32, delta: f32, dout: f32, out: f32, lse: f32, q: f32, k: f32, v: f32, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
      "void", /* cpu */ AttentionBackward, /* cuda */ PG_CUDA(AttentionBackward)},
+    {DeclKind::Function, "attentionForwardBf16", "attention (bf16)",
+     "out: bf16, lse: f32, q: bf16, k: bf16, v: bf16, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
+     "void", /* cpu */ AttentionForward16<true>, /* cuda */ PG_CUDA(AttentionForward16<true>)},
+    {DeclKind::Function, "attentionBackwardBf16", "attention backward (bf16)",
+     "dq: bf16, dk: bf16, dv: bf16, delta: f32, dout: bf16, out: bf16, lse: f32, q: bf16, k: bf16, v: bf16, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
+     "void", /* cpu */ AttentionBackward16<true>, /* cuda */ PG_CUDA(AttentionBackward16<true>)},
+    {DeclKind::Function, "attentionForwardF16", "attention (f16)",
+     "out: f16, lse: f32, q: f16, k: f16, v: f16, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
+     "void", /* cpu */ AttentionForward16<false>, /* cuda */ PG_CUDA(AttentionForward16<false>)},
+    {DeclKind::Function, "attentionBackwardF16", "attention backward (f16)",
+     "dq: f16, dk: f16, dv: f16, delta: f32, dout: f16, out: f16, lse: f32, q: f16, k: f16, v: f16, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
+     "void", /* cpu */ AttentionBackward16<false>, /* cuda */ PG_CUDA(AttentionBackward16<false>)},
 };
 
 }  // namespace
