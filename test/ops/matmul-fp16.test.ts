@@ -48,6 +48,7 @@ function withPrecision<T>(p: MatmulPrecision, fn: () => T): T {
   }
 }
 
+const vals = (t: Tensor): number[] => Array.from(t.toArray() as Float32Array);
 const sameBits = (a: Float32Array, b: Float32Array): boolean => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 describe('roundF16 (the test reference itself)', () => {
@@ -93,18 +94,18 @@ describe('matmul precision fp16 (CPU)', () => {
     // rows of a: [7e4, 1], [-7e4, 1], [65519, 0], [1, 1]; b = ones (2, 2)
     const a = Tensor.from(f32([7e4, 1, -7e4, 1, 65519, 0, 1, 1]), [4, 2]);
     const b = Tensor.from(f32([1, 1, 1, 1]), [2, 2]);
-    const out = Array.from(withPrecision('fp16', () => matmul(a, b)).toArray());
+    const out = vals(withPrecision('fp16', () => matmul(a, b)));
     expect(out).toEqual([Infinity, Infinity, -Infinity, -Infinity, 65504, 65504, 2, 2]);
-    expect(Array.from(matmul(a, b).toArray())).toEqual([70001, 70001, -69999, -69999, 65519, 65519, 2, 2]); // f32 keeps them
+    expect(vals(matmul(a, b))).toEqual([70001, 70001, -69999, -69999, 65519, 65519, 2, 2]); // f32 keeps them
     const y = withPrecision('fp16', () => linear(Tensor.from(f32([1e5, 2]), [1, 2]), Tensor.from(f32([1, 0, 0, 1]), [2, 2])));
-    expect(Array.from(y.toArray())).toEqual([Infinity, NaN]); // inf * 0 is NaN, as in torch
+    expect(vals(y)).toEqual([Infinity, NaN]); // inf * 0 is NaN, as in torch
   });
 
   it('subnormal f16 values are kept (rounded to multiples of 2^-24), smaller ones flush to zero', () => {
     const tiny = [1e-6, 3e-7, 4e-8, 2e-8, -5e-6, 6.1e-5];
     const a = Tensor.from(f32(tiny), [6, 1]);
     const b = Tensor.from(f32([1, 2 ** 10]), [1, 2]);
-    const out = Array.from(withPrecision('fp16', () => matmul(a, b)).toArray());
+    const out = vals(withPrecision('fp16', () => matmul(a, b)));
     const expected = tiny.flatMap((v) => [roundF16(v), roundF16(v) * 2 ** 10].map(Math.fround));
     expect(out).toEqual(expected);
     expect(out[0]).toBe(17 * 2 ** -24);
@@ -130,8 +131,8 @@ describe('matmul precision fp16 (CPU)', () => {
     const b = Tensor.from(f32([1, 0, 0, 1]), [2, 2], { requiresGrad: true });
     const y = withPrecision('fp16', () => matmul(x, b));
     y.backward(Tensor.full([2, 2], 1e-8));
-    expect(Array.from(x.grad!.toArray())).toEqual([0, 0, 0, 0]);
-    expect(Array.from(b.grad!.toArray())).toEqual([0, 0, 0, 0]);
+    expect(vals(x.grad!)).toEqual([0, 0, 0, 0]);
+    expect(vals(b.grad!)).toEqual([0, 0, 0, 0]);
     const x2 = Tensor.from(f32([1, 2, 3, 4]), [2, 2], { requiresGrad: true });
     matmul(x2, b).backward(Tensor.full([2, 2], 1e-8));
     expect(x2.grad!.toArray()[0]).toBeCloseTo(1e-8, 12); // at f32 it survives
@@ -145,7 +146,7 @@ describe('matmul precision fp16 (CPU)', () => {
     y.backward(Tensor.full([8, 6], 1));
     expect(tapeLength()).toBe(0);
     const dyr = Tensor.full([8, 6], 1);
-    expect(sameBits(w.grad!.toArray() as Float32Array, matmul(dyr, Tensor.from(roundAll(x.toArray()), [8, 4]), { transA: true }).toArray() as Float32Array)).toBe(true);
+    expect(sameBits(w.grad!.toArray() as Float32Array, matmul(dyr, Tensor.from(roundAll(x.toArray() as Float32Array), [8, 4]), { transA: true }).toArray() as Float32Array)).toBe(true);
   });
 
   it('the fused LM head and loss (linearCrossEntropy) follows the precision, forward and gradients', () => {
@@ -185,7 +186,7 @@ b = torch.tensor(d['b'], dtype=torch.float32).reshape(${K}, ${N})
 out = (a.half().float() @ b.half().float()).flatten().tolist()
 print(json.dumps([v if v == v and abs(v) != float('inf') else str(v) for v in out]))
 `).map((v) => (typeof v === 'string' ? Number(v.replace('inf', 'Infinity')) : v));
-    const ours = Array.from(withPrecision('fp16', () => matmul(Tensor.from(a, [M, K]), Tensor.from(b, [K, N]))).toArray());
+    const ours = vals(withPrecision('fp16', () => matmul(Tensor.from(a, [M, K]), Tensor.from(b, [K, N]))));
     for (let i = 0; i < M * N; i++)
       if (!Number.isFinite(theirs[i]!)) expect(ours[i], `element ${i}`).toBe(theirs[i]);
     expect(ours.slice(0, N).every((v) => v === Infinity)).toBe(true);
