@@ -5,7 +5,9 @@
 // A communicator is a handle (an index into a process-wide table) made by ncclCommInit from the
 // 128-byte unique id rank 0 made (ncclUniqueId) and the ranks exchanged (over MPI or a TCP
 // rendezvous, in TypeScript), on the current device: the LOCAL_RANK's GPU, since
-// initDataParallel narrows CUDA_VISIBLE_DEVICES to it before CUDA starts.
+// initDataParallel narrows CUDA_VISIBLE_DEVICES to it before CUDA starts. Joining is bounded by
+// the job's timeout (NCCL >= 2.17: a non-blocking communicator whose set-up is polled, see
+// pg::nccl::init_rank), so a rank whose peers never come fails naming its rank instead of hanging.
 //
 // The collectives are enqueued on the process stream (cuda_ops.h stream(): the one every kernel
 // and copy goes on, so they are ordered after the backward that made the gradients and before any
@@ -39,6 +41,7 @@ struct CommEntry {
   int rank = 0, size = 0;
   bool live = false;
   std::string aborted;  // why it was aborted, once it was
+  double timeout_ms = 0;  // the job's limit, for a non-blocking communicator's calls in progress
 };
 
 std::vector<CommEntry>& Comms() {
@@ -69,6 +72,20 @@ void Check(const Args& a, const pg::nccl::Api& api, pg::nccl::Result r, const ch
   a.Fail(kErrDevice, pg::nccl::describe(api, r, op, e ? e->rank : rank));
 }
 
+// A collective's result: a non-blocking communicator may answer ncclInProgress while it enqueues
+// (connecting to peers on first use); no other NCCL call may come before it is done, so wait here
+// (up to the timeout; the communicator is aborted on an error or the deadline).
+[[maybe_unused]] void CheckCollective(const Args& a, const pg::nccl::Api& api, pg::nccl::Result r, const char* op, CommEntry& e) {
+  if (r == pg::nccl::kInProgress) {
+    const pg::nccl::Outcome w = pg::nccl::wait_ready(api, e.comm, e.timeout_ms, e.rank, e.size, op);
+    if (w.ok) return;
+    e.live = false;
+    e.aborted = w.error;
+    a.Fail(kErrDevice, w.error);
+  }
+  Check(a, api, r, op, &e, 0);
+}
+
 // ncclStatus() -> whether NCCL opens here, its version, and why not.
 Napi::Value Status(const Napi::CallbackInfo& info, const Args&) {
   Napi::Env env = info.Env();
@@ -93,22 +110,26 @@ Napi::Value UniqueId(const Napi::CallbackInfo& info, const Args& a) {
   return out;
 }
 
-// ncclCommInit(id, nranks, rank) -> comm: collective over the nranks ranks (blocks until all came).
+// ncclCommInit(id, nranks, rank, timeoutMs?) -> comm: collective over the nranks ranks. With NCCL
+// >= 2.17 the set-up is non-blocking and polled up to timeoutMs (default 300 s; <= 0: no limit), so a
+// peer that never joins fails this rank with its rank and what is missing (pg::nccl::init_rank);
+// an older NCCL blocks until every rank came.
 Napi::Value CommInit(const Napi::CallbackInfo& info, const Args& a) {
   const uint8_t* bytes = TypedArg<uint8_t>(a, info[0], napi_uint8_array, "id", "Uint8Array of 128 bytes", 0);
   if (info[0].As<Napi::TypedArray>().ElementLength() != sizeof(pg::nccl::UniqueId::internal))
     a.Fail("id must hold exactly 128 bytes (ncclUniqueId), has " + std::to_string(info[0].As<Napi::TypedArray>().ElementLength()));
   const int64_t nranks = a.Size(1, "nranks"), rank = a.Size(2, "rank");
   if (nranks < 1 || rank >= nranks || nranks > 1 << 20) a.Fail("rank " + std::to_string(rank) + " of " + std::to_string(nranks) + " ranks");
+  const double timeout_ms = info.Length() > 3 && !info[3].IsUndefined() ? a.Num(3, "timeoutMs") : 300000.0;
   const pg::nccl::Api& api = NeedNccl(a);
   if (!pg::cuda_compiled())
     a.Fail(kErrDevice, "NCCL reduces CUDA tensors, and this addon was built without CUDA (rebuild where nvcc is found)");
   pg::nccl::UniqueId id{};
   std::memcpy(id.internal, bytes, sizeof id.internal);
   pg::nccl::Comm comm = nullptr;
-  Check(a, api, api.CommInitRank(&comm, static_cast<int>(nranks), id, static_cast<int>(rank)), "commInitRank", nullptr,
-        static_cast<int>(rank));
-  Comms().push_back({comm, static_cast<int>(rank), static_cast<int>(nranks), true, ""});
+  const pg::nccl::Outcome r = pg::nccl::init_rank(api, &comm, static_cast<int>(nranks), id, static_cast<int>(rank), timeout_ms);
+  if (!r.ok) a.Fail(kErrDevice, r.error);
+  Comms().push_back({comm, static_cast<int>(rank), static_cast<int>(nranks), true, "", timeout_ms});
   return Napi::Number::New(info.Env(), static_cast<double>(Comms().size()));
 }
 
@@ -140,9 +161,9 @@ Napi::Value AllReduce(const Napi::CallbackInfo& info, const Args& a) {
   float* x = a.Ptr<float>(1, "x", n);
   const std::string op = info[4].As<Napi::String>().Utf8Value();
   const pg::nccl::Api& api = NeedNccl(a);
-  Check(a, api, api.AllReduce(x, x, static_cast<size_t>(n), pg::nccl::Float32, op == "avg" ? pg::nccl::Avg : pg::nccl::Sum, e.comm,
+  CheckCollective(a, api, api.AllReduce(x, x, static_cast<size_t>(n), pg::nccl::Float32, op == "avg" ? pg::nccl::Avg : pg::nccl::Sum, e.comm,
                               pg::cuda::stream()),
-        "all-reduce", &e, 0);
+        "all-reduce", e);
   return info.Env().Undefined();
 }
 
@@ -154,8 +175,8 @@ Napi::Value ReduceScatter(const Napi::CallbackInfo& info, const Args& a) {
   const float* x = a.Ptr<float>(3, "x", a.Mul(n, e.size));
   if (Overlap(out, n, x, n * e.size)) a.Fail("out must not overlap x");
   const pg::nccl::Api& api = NeedNccl(a);
-  Check(a, api, api.ReduceScatter(x, out, static_cast<size_t>(n), pg::nccl::Float32, pg::nccl::Sum, e.comm, pg::cuda::stream()),
-        "reduce-scatter", &e, 0);
+  CheckCollective(a, api, api.ReduceScatter(x, out, static_cast<size_t>(n), pg::nccl::Float32, pg::nccl::Sum, e.comm, pg::cuda::stream()),
+        "reduce-scatter", e);
   return info.Env().Undefined();
 }
 
@@ -167,7 +188,7 @@ Napi::Value AllGather(const Napi::CallbackInfo& info, const Args& a) {
   const float* x = a.Ptr<float>(3, "x", n);
   if (Overlap(out, n * e.size, x, n)) a.Fail("out must not overlap x");
   const pg::nccl::Api& api = NeedNccl(a);
-  Check(a, api, api.AllGather(x, out, static_cast<size_t>(n), pg::nccl::Float32, e.comm, pg::cuda::stream()), "all-gather", &e, 0);
+  CheckCollective(a, api, api.AllGather(x, out, static_cast<size_t>(n), pg::nccl::Float32, e.comm, pg::cuda::stream()), "all-gather", e);
   return info.Env().Undefined();
 }
 
@@ -179,8 +200,8 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t root = a.Int(4, "root");
   if (root < 0 || root >= e.size) a.Fail("root " + std::to_string(root) + " is not a rank of " + std::to_string(e.size));
   const pg::nccl::Api& api = NeedNccl(a);
-  Check(a, api, api.Broadcast(x, x, static_cast<size_t>(n), pg::nccl::Float32, static_cast<int>(root), e.comm, pg::cuda::stream()),
-        "broadcast", &e, 0);
+  CheckCollective(a, api, api.Broadcast(x, x, static_cast<size_t>(n), pg::nccl::Float32, static_cast<int>(root), e.comm, pg::cuda::stream()),
+        "broadcast", e);
   return info.Env().Undefined();
 }
 
@@ -246,7 +267,7 @@ const Decl kDecls[] = {
     {DeclKind::Function, "ncclStatus", "ncclStatus", "", "{ version: number | null; error: string | null; cudaCompiled: boolean }",
      Status, nullptr},
     {DeclKind::Function, "ncclUniqueId", "ncclUniqueId", "", "Uint8Array", UniqueId, nullptr},
-    {DeclKind::Function, "ncclCommInit", "ncclCommInit", "id: Uint8Array, nranks: size, rank: size", "number", CommInit, nullptr},
+    {DeclKind::Function, "ncclCommInit", "ncclCommInit", "id: Uint8Array, nranks: size, rank: size, timeoutMs?: number", "number", CommInit, nullptr},
     {DeclKind::Function, "ncclDestroy", "ncclDestroy", "comm: int", "void", Destroy, nullptr},
     {DeclKind::Function, "ncclSynchronize", "ncclSynchronize", "comm: int, timeoutMs: number",
      "{ ms: number; error: string | null; timedOut: boolean }", Synchronize, nullptr},

@@ -3,8 +3,12 @@
 
 #include <dlfcn.h>
 
+#include <chrono>
+#include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 
 namespace pg::nccl {
 
@@ -44,6 +48,8 @@ void open_once() {
   resolve(lib, "ncclGetErrorString", g_api.GetErrorString, missing);
   resolve(lib, "ncclCommGetAsyncError", g_api.CommGetAsyncError, missing);
   resolve(lib, "ncclGetVersion", g_api.GetVersion, missing);
+  // Optional (NCCL >= 2.14): without it, the blocking init.
+  g_api.CommInitRankConfig = reinterpret_cast<decltype(g_api.CommInitRankConfig)>(dlsym(lib, "ncclCommInitRankConfig"));
   if (!missing.empty()) {
     g_error = file + " lacks " + missing + " (NCCL 2.x is needed)";
     dlclose(lib);
@@ -65,6 +71,100 @@ const Api* load(std::string* error) {
 std::string describe(const Api& api, Result r, const char* op, int rank) {
   const char* msg = api.GetErrorString ? api.GetErrorString(r) : nullptr;
   return std::string("NCCL ") + op + " failed on rank " + std::to_string(rank) + ": " + (msg ? msg : "error " + std::to_string(r));
+}
+
+Config default_config() {
+  Config c{};
+  c.size = sizeof(Config);
+  c.magic = 0xcafebeef;  // NCCL_API_MAGIC
+  c.version = kConfigVersion;
+  c.blocking = c.cgaClusterSize = c.minCTAs = c.maxCTAs = c.splitShare = INT_MIN;  // NCCL_CONFIG_UNDEF_INT
+  c.netName = nullptr;
+  return c;
+}
+
+namespace {
+
+std::string seconds(double ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", ms / 1000);
+  return buf;
+}
+
+std::string of(int rank, int nranks) { return "rank " + std::to_string(rank) + " of " + std::to_string(nranks); }
+
+}  // namespace
+
+Outcome wait_ready(const Api& api, Comm comm, double timeout_ms, int rank, int nranks, const char* what) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Outcome out;
+  for (;;) {
+    Result state = 0;
+    const Result q = api.CommGetAsyncError(comm, &state);
+    if (q != 0) state = q;
+    if (state == 0) return out;
+    if (state != kInProgress) {
+      out.ok = false;
+      out.result = state;
+      out.error = describe(api, state, what, rank) + " (" + of(rank, nranks) + "; a peer rank may have died)";
+      break;
+    }
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (timeout_ms > 0 && ms > timeout_ms) {
+      out.ok = false;
+      out.timed_out = true;
+      out.result = kInProgress;
+      out.error = of(rank, nranks) + ": NCCL " + what + " did not complete within " + seconds(timeout_ms) + " s: a peer rank died or hangs";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  api.CommAbort(comm);  // lets NCCL's threads and kernels give up; the communicator is gone
+  return out;
+}
+
+Outcome init_rank(const Api& api, Comm* comm, int nranks, const UniqueId& id, int rank, double timeout_ms) {
+  Outcome out;
+  int version = 0;
+  if (api.GetVersion) api.GetVersion(&version);
+  Comm c = nullptr;
+  if (!api.CommInitRankConfig || version < kConfigVersion || timeout_ms <= 0) {
+    // Older NCCL: blocks until every rank joined, with no limit (a missing peer hangs here).
+    const Result r = api.CommInitRank(&c, nranks, id, rank);
+    if (r != 0) {
+      out.ok = false;
+      out.result = r;
+      out.error = describe(api, r, "commInitRank", rank) + " (" + of(rank, nranks) + ")";
+      return out;
+    }
+    *comm = c;
+    return out;
+  }
+  Config config = default_config();
+  config.blocking = 0;  // returns at once (ncclInProgress); set-up goes on in NCCL's threads
+  const Result r = api.CommInitRankConfig(&c, nranks, id, rank, &config);
+  if (r != 0 && r != kInProgress) {
+    if (c) api.CommAbort(c);
+    out.ok = false;
+    out.result = r;
+    out.error = describe(api, r, "commInitRankConfig", rank) + " (" + of(rank, nranks) + ")";
+    return out;
+  }
+  if (!c) {
+    out.ok = false;
+    out.result = r;
+    out.error = of(rank, nranks) + ": ncclCommInitRankConfig returned no communicator";
+    return out;
+  }
+  out = wait_ready(api, c, timeout_ms, rank, nranks, "communicator set-up");
+  if (out.timed_out)
+    out.error = of(rank, nranks) + ": the NCCL communicator was not set up within " + seconds(timeout_ms) + " s: not all " +
+                std::to_string(nranks) +
+                " ranks joined it (a rank that was not started, died while starting, or cannot reach this one). Check that every "
+                "rank was launched with the same WORLD_SIZE and MASTER_ADDR/MASTER_PORT (or in one mpirun/srun job), that "
+                "NCCL_SOCKET_IFNAME names an interface the machines share, or raise the limit (PATENTGPT_DIST_TIMEOUT seconds)";
+  if (out.ok) *comm = c;
+  return out;
 }
 
 }  // namespace pg::nccl

@@ -19,7 +19,7 @@ import { shareBytes } from './rendezvous.js';
 interface NcclAddon {
   ncclStatus(): { version: number | null; error: string | null; cudaCompiled: boolean };
   ncclUniqueId(): Uint8Array;
-  ncclCommInit(id: Uint8Array, nranks: number, rank: number): number;
+  ncclCommInit(id: Uint8Array, nranks: number, rank: number, timeoutMs?: number): number;
   ncclDestroy(comm: number): void;
   ncclSynchronize(comm: number, timeoutMs: number): { ms: number; error: string | null; timedOut: boolean };
   ncclAllReduce(comm: number, x: NativeStorage, xOff: number, n: number, op: 'sum' | 'avg'): void;
@@ -37,12 +37,14 @@ function nccl(): NcclAddon {
   return a as NcclAddon;
 }
 
-/** A native failure as this package's error: NCCL or CUDA missing is E_UNSUPPORTED, the rest E_DIST. */
-function rethrow(err: unknown): never {
+/** A native failure as this package's error: NCCL or CUDA missing is E_UNSUPPORTED, a deadline E_DIST_TIMEOUT, the rest E_DIST. */
+export function rethrow(err: unknown): never {
   const code = (err as { code?: string }).code;
   const msg = (err as Error).message;
   if (code === 'E_NATIVE_DEVICE' && /NCCL is not available|lacks|built without CUDA/.test(msg)) throw new PatentGPTError('E_UNSUPPORTED', msg);
-  if (code === 'E_NATIVE_DEVICE') throw Object.assign(new Error(`${msg} (run the launch again to resume from the last checkpoint)`), { code: 'E_DIST' });
+  // A peer that never joined the communicator or never took part in a call: the deadline passed.
+  const timedOut = /not set up within|did not complete within/.test(msg);
+  if (code === 'E_NATIVE_DEVICE') throw Object.assign(new Error(`${msg} (run the launch again to resume from the last checkpoint)`), { code: timedOut ? 'E_DIST_TIMEOUT' : 'E_DIST' });
   throw err;
 }
 
@@ -140,8 +142,10 @@ export class NcclCommunicator {
 
   static #join(o: NcclInitOptions, id: Uint8Array): NcclCommunicator {
     const n = nccl();
+    const timeoutMs = o.timeoutMs ?? defaultTimeoutMs();
     try {
-      return new NcclCommunicator(n.ncclCommInit(id, o.worldSize, o.rank), o.rank, o.worldSize, o.timeoutMs ?? defaultTimeoutMs());
+      // Bounded by the same timeout (NCCL >= 2.17): a peer that never joins fails this rank, naming it.
+      return new NcclCommunicator(n.ncclCommInit(id, o.worldSize, o.rank, timeoutMs), o.rank, o.worldSize, timeoutMs);
     } catch (err) {
       return rethrow(err);
     }

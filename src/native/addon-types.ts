@@ -229,7 +229,7 @@ export interface Addon {
   /** ncclUniqueId; kernels: cpu. */
   ncclUniqueId(): Uint8Array;
   /** ncclCommInit; kernels: cpu. */
-  ncclCommInit(id: Uint8Array, nranks: number /* size */, rank: number /* size */): number;
+  ncclCommInit(id: Uint8Array, nranks: number /* size */, rank: number /* size */, timeoutMs?: number): number;
   /** ncclDestroy; kernels: cpu. */
   ncclDestroy(comm: number /* int */): void;
   /** ncclSynchronize; kernels: cpu. */
@@ -320,7 +320,7 @@ export interface AddonArgs {
   quantize: { dst: TensorArg; src: TensorArg; type: number; rows: number; K: number };
   dequantize: { dst: TensorArg; src: TensorArg; type: number; rows: number; K: number };
   quantGemv: { y: TensorArg; x: TensorArg; w: TensorArg; type: number; M: number; N: number; K: number; accumulate: boolean };
-  ncclCommInit: { id: Uint8Array; nranks: number; rank: number };
+  ncclCommInit: { id: Uint8Array; nranks: number; rank: number; timeoutMs?: number };
   ncclDestroy: { comm: number };
   ncclSynchronize: { comm: number; timeoutMs: number };
   ncclAllReduce: { comm: number; x: TensorArg; n: number; op: 'sum' | 'avg' };
@@ -405,7 +405,7 @@ export const argLayout = {
   quantize: { dst: [0, true], src: [2, true], type: [4, false], rows: [5, false], K: [6, false] },
   dequantize: { dst: [0, true], src: [2, true], type: [4, false], rows: [5, false], K: [6, false] },
   quantGemv: { y: [0, true], x: [2, true], w: [4, true], type: [6, false], M: [7, false], N: [8, false], K: [9, false], accumulate: [10, false] },
-  ncclCommInit: { id: [0, false], nranks: [1, false], rank: [2, false] },
+  ncclCommInit: { id: [0, false], nranks: [1, false], rank: [2, false], timeoutMs: [3, false] },
   ncclDestroy: { comm: [0, false] },
   ncclSynchronize: { comm: [0, false], timeoutMs: [1, false] },
   ncclAllReduce: { comm: [0, false], x: [1, true], n: [3, false], op: [4, false] },
