@@ -1,5 +1,7 @@
-// Bindings of native/cpu/gemm.cpp: gemm and gemmBf16, plus the blocking in use and a measured
-// FP32 peak for benchmarks.
+// Bindings of native/cpu/gemm.cpp: gemm, gemmBf16 and gemmF16 (cuBLASLt on CUDA), plus the
+// blocking in use and a measured FP32 peak for benchmarks.
+#include <vector>
+
 #include "args.h"
 #include "cuda_slot.h"
 #include "gemm_args.h"
@@ -22,6 +24,30 @@ Napi::Value Gemm(const Napi::CallbackInfo& info, const Args& a) {
                    g.batch);
   return info.Env().Undefined();
 }
+
+// gemmF16: gemm's arguments with f16 A and B, f32 C, f32 sums. CUDA: cuBLASLt's f16 GEMM. CPU:
+// no f16 kernel there, so the operands are widened (exactly) to f32 and the f32 GEMM runs on
+// them: a reference, not a fast path.
+Napi::Value GemmF16Cpu(const Napi::CallbackInfo& info, const Args& a) {
+  const GemmCall<uint16_t> g(a);
+  const int64_t na = gemm_args::Extent(a, "A", g.ta ? g.K : g.M, g.ta ? g.M : g.K, g.lda, g.sa, g.batch);
+  const int64_t nb = gemm_args::Extent(a, "B", g.tb ? g.N : g.K, g.tb ? g.K : g.N, g.ldb, g.sb, g.batch);
+  std::vector<float> A(static_cast<size_t>(na)), B(static_cast<size_t>(nb));
+  pg::cast_f16_to_f32(A.data(), g.A, na);
+  pg::cast_f16_to_f32(B.data(), g.B, nb);
+  pg::gemm(g.ta, g.tb, g.M, g.N, g.K, g.alpha, A.data(), g.lda, g.sa, B.data(), g.ldb, g.sb, g.beta, g.C, g.ldc, g.sc,
+           g.batch);
+  return info.Env().Undefined();
+}
+
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+Napi::Value GemmF16Cuda(const Napi::CallbackInfo& info, const Args& a) {
+  const GemmCall<uint16_t> g(a);
+  pg::cuda::gemm_f16(g.ta, g.tb, g.M, g.N, g.K, g.alpha, g.A, g.lda, g.sa, g.B, g.ldb, g.sb, g.beta, g.C, g.ldc, g.sc,
+                     g.batch);
+  return info.Env().Undefined();
+}
+#endif
 
 // gemmConfig() -> { isa, mr, nr, mc, kc, nc } at the current SIMD level.
 Napi::Value GemmConfig(const Napi::CallbackInfo& info, const Args&) {
@@ -69,6 +95,9 @@ const Decl kDecls[] = {
     {DeclKind::Function, "gemmBf16", "gemmBf16",
      "transA: boolean, transB: boolean, M: size, N: size, K: size, alpha: number, A: bf16, lda: size, strideA: size, B: bf16, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size, batch: size",
      "void", /* cpu */ Gemm<uint16_t>, /* cuda */ PG_CUDA(Gemm<uint16_t>)},
+    {DeclKind::Function, "gemmF16", "gemmF16",
+     "transA: boolean, transB: boolean, M: size, N: size, K: size, alpha: number, A: f16, lda: size, strideA: size, B: f16, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size, batch: size",
+     "void", /* cpu */ GemmF16Cpu, /* cuda */ PG_CUDA(GemmF16Cuda)},
     {DeclKind::Function, "gemmConfig", "gemmConfig",
      "",
      "{ isa: string; mr: number; nr: number; mc: number; kc: number; nc: number }", /* cpu */ GemmConfig, /* cuda */ nullptr},

@@ -11,7 +11,7 @@ import { findPython, runPythonJson } from '../../scripts/bench/_peers.js';
 import { Tensor, clearTape, crossEntropy, linearCrossEntropy, tapeLength } from '../../src/tensor/index.js';
 import { linear, matmul, setMatmulPrecision, type MatmulPrecision } from '../../src/tensor/ops/matmul.js';
 import { expectClose, randomArray } from '../helpers.js';
-import { matmulRef } from '../reference/matmul.js';
+import { matmulRef, roundF16 } from '../reference/matmul.js';
 
 afterEach(() => {
   setMatmulPrecision('f32');
@@ -21,22 +21,6 @@ afterEach(() => {
 const f32 = (a: ArrayLike<number>): Float32Array => Float32Array.from(a);
 const prod = (dims: number[]): number => dims.reduce((p, d) => p * d, 1);
 
-/** An f32 value rounded to IEEE half and back, written from the format's definition. */
-export function roundF16(v: number): number {
-  const x = Math.fround(v);
-  if (!Number.isFinite(x) || x === 0) return x;
-  const ax = Math.abs(x);
-  if (ax >= 65520) return Math.sign(x) * Infinity; // halfway to 2^16 and beyond round up to infinity
-  let e = Math.max(-14, Math.floor(Math.log2(ax))); // below 2^-14: subnormal, spacing 2^-24
-  if (e > -14 && 2 ** e > ax) e--;
-  if (2 ** (e + 1) <= ax) e++;
-  const q = 2 ** (e - 10); // spacing of halves in [2^e, 2^(e+1))
-  const r = ax / q; // exact: ax has at most 24 significant bits
-  let n = Math.floor(r);
-  const frac = r - n;
-  if (frac > 0.5 || (frac === 0.5 && n % 2 === 1)) n++;
-  return Math.sign(x) * n * q;
-}
 const roundAll = (v: ArrayLike<number>): Float32Array => f32(Array.from(v, roundF16));
 
 function withPrecision<T>(p: MatmulPrecision, fn: () => T): T {

@@ -75,3 +75,20 @@ export function roundBf16(values: ArrayLike<number>): Float64Array {
   }
   return out;
 }
+
+/** An f32 value rounded to IEEE half (nearest even, past 65504 to infinity, subnormals kept) and back, from the format's definition. */
+export function roundF16(v: number): number {
+  const x = Math.fround(v);
+  if (!Number.isFinite(x) || x === 0) return x;
+  const ax = Math.abs(x);
+  if (ax >= 65520) return Math.sign(x) * Infinity; // halfway to 2^16 and beyond round up to infinity
+  let e = Math.max(-14, Math.floor(Math.log2(ax))); // below 2^-14: subnormal, spacing 2^-24
+  if (e > -14 && 2 ** e > ax) e--;
+  if (2 ** (e + 1) <= ax) e++;
+  const q = 2 ** (e - 10); // spacing of halves in [2^e, 2^(e+1))
+  const r = ax / q; // exact: ax has at most 24 significant bits
+  let n = Math.floor(r);
+  const frac = r - n;
+  if (frac > 0.5 || (frac === 0.5 && n % 2 === 1)) n++;
+  return Math.sign(x) * n * q;
+}

@@ -7,7 +7,7 @@ import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { expectKernel, expectDType, expectRank, expectShape } from '../check.js';
-import { f32GemmAtPrecision } from './matmul.js';
+import { gemmAtPrecision } from './matmul.js';
 import { Tensor } from '../tensor.js';
 
 export interface LinearCrossEntropyOptions {
@@ -50,7 +50,10 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
   const wantGrad = isGradEnabled() && (h.requiresGrad || weight.requiresGrad);
 
   const a = addon();
-  const gemm = f32GemmAtPrecision(h); // the LM head is the largest GEMM: it follows the matmul precision
+  // The LM head is the largest GEMM: it follows the matmul precision. Operands the precision
+  // rounds are rounded once (h and W here, each chunk's dlogits below), not once per product.
+  const { gemm, operand } = gemmAtPrecision(h);
+  const H = operand(h), W = operand(weight);
   const logits = Tensor.empty([chunk, V], { device: h.device });
   const rowLoss = Tensor.empty([chunk], { device: h.device });
   const lse = Tensor.empty([chunk], { device: h.device });
@@ -62,24 +65,30 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, o
   try {
     for (let r0 = 0; r0 < N; r0 += chunk) {
       const n = Math.min(chunk, N - r0);
-      const hOff = h.offset + r0 * C;
       const tOff = targets.offset + r0;
       // logits (n, V) = h[r0:r0+n] (n, C) @ W^T
-      gemm(false, true, n, V, C, 1, h.storage, hOff, C, 0, weight.storage, weight.offset, C, 0, 0, logits.storage, 0, V, 0, 1);
+      gemm(false, true, n, V, C, 1, H.storage, H.offset + r0 * C, C, 0, W.storage, W.offset, C, 0, 0, logits.storage, 0, V, 0, 1);
       a.crossEntropyForward(rowLoss.storage, 0, lse.storage, 0, logits.storage, 0, targets.storage, tOff, n, V, ignoreIndex);
       total += a.sum(rowLoss.storage, 0, n);
       if (!dloss) continue;
       // dlogits overwrite logits in place: the chunk's vocabulary-sized buffer is used once.
       a.crossEntropyBackward(logits.storage, 0, dloss.storage, 0, logits.storage, 0, lse.storage, 0, targets.storage, tOff, n, V, ignoreIndex);
       // dh (n, C) = dlogits @ W ; dW (V, C) += dlogits^T @ h
-      if (dh) gemm(false, false, n, C, V, 1, logits.storage, 0, V, 0, weight.storage, weight.offset, C, 0, 0, dh.storage, r0 * C, C, 0, 1);
-      if (dw) gemm(true, false, V, C, n, 1, logits.storage, 0, V, 0, h.storage, hOff, C, 0, r0 === 0 ? 0 : 1, dw.storage, 0, C, 0, 1);
+      const D = operand(logits);
+      try {
+        if (dh) gemm(false, false, n, C, V, 1, D.storage, D.offset, V, 0, W.storage, W.offset, C, 0, 0, dh.storage, r0 * C, C, 0, 1);
+        if (dw) gemm(true, false, V, C, n, 1, D.storage, D.offset, V, 0, H.storage, H.offset + r0 * C, C, 0, r0 === 0 ? 0 : 1, dw.storage, 0, C, 0, 1);
+      } finally {
+        if (D !== logits) D.dispose();
+      }
     }
   } finally {
     logits.dispose();
     rowLoss.dispose();
     lse.dispose();
     dloss?.dispose();
+    if (H !== h) H.dispose();
+    if (W !== weight) W.dispose();
   }
   const out = Tensor.full([], total * norm, { device: h.device });
   if (!wantGrad) return out;

@@ -20,10 +20,11 @@ export interface MatmulOptions {
 /**
  * How matmul and linear compute: 'f32'; 'bf16' (mixed precision: inputs rounded to bf16 while
  * the GEMM packs them, products summed in f32, f32 results and gradients; the kernel uses AMX or
- * AVX-512 BF16 where the CPU has them, else it is the f32 GEMM); or 'fp16' (inputs, the upstream
+ * AVX-512 BF16 where the CPU has them, else it is the f32 GEMM; on CUDA the inputs are cast to
+ * bf16 on the device and cuBLASLt's bf16 GEMM runs on them); or 'fp16' (inputs, the upstream
  * gradient included, rounded to IEEE half, nearest even, beyond 65504 to infinity; products summed
- * in f32; f32 results and gradients; on the CPU through the f32 GEMM on the rounded values: the
- * reference of fp16 mixed precision, not a fast path). Tensors stay f32 either way; bf16 inputs
+ * in f32; f32 results and gradients; on CUDA cuBLASLt's f16 GEMM, on the CPU the f32 GEMM on the
+ * rounded values: the reference of fp16 mixed precision, not a fast path). Tensors stay f32 either way; bf16 inputs
  * (not differentiable) are not rounded again.
  */
 export type MatmulPrecision = 'f32' | 'bf16' | 'fp16';
@@ -56,9 +57,11 @@ const computesInBf16 = (p: MatmulPrecision, t: Tensor): boolean => p === 'bf16' 
 
 type Half = 'bf16' | 'f16';
 
-// The 16-bit dtype f32 operands are rounded to (a copy) before the GEMM at precision p, or null
-// when the GEMM reads them as they are.
-const roundsTo = (p: MatmulPrecision): Half | null => (p === 'fp16' ? 'f16' : null);
+// The 16-bit dtype f32 operands on `device` are rounded to (a copy, native cast) before the GEMM
+// at precision p, or null when the GEMM reads them as they are. On CUDA both 16-bit precisions
+// run cuBLASLt's 16-bit GEMM on the copies; on the CPU, fp16 is the f32 GEMM on them.
+const roundsTo = (p: MatmulPrecision, device: Tensor['device']): Half | null =>
+  p === 'fp16' ? 'f16' : p === 'bf16' && device === 'cuda' ? 'bf16' : null;
 
 type GemmBinding = ReturnType<typeof addon>['gemm'];
 
@@ -84,25 +87,18 @@ function roundingGemm(half: Half, device: Tensor['device']): GemmBinding {
   };
 }
 
-// The GEMM for operands A and B of one dtype, C f32. f16 on the CPU: no native f16 GEMM there, so
-// the operands are widened (exactly) to f32 and the f32 GEMM sums their products.
+// The GEMM for operands A and B of one dtype, C f32. f16: gemmF16 (cuBLASLt on CUDA; on the CPU,
+// which has no f16 kernel, the operands widened exactly to f32 and the f32 GEMM). bf16 on CUDA:
+// cuBLASLt (gemmBf16's CUDA kernel), which has no separate bf16-compute entry.
 function gemmOn(
   dtype: Tensor['dtype'], bf16: boolean, transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
   A: Tensor, lda: number, strideA: number, B: Tensor, ldb: number, strideB: number,
   beta: number, C: NativeStorage, cOff: number, ldc: number, strideC: number, batch: number,
 ): void {
   const a = addon();
-  if (dtype === 'f16') {
-    const A32 = A.to('f32'), B32 = B.to('f32');
-    try {
-      a.gemm(transA, transB, M, N, K, alpha, A32.storage, A32.offset, lda, strideA, B32.storage, B32.offset, ldb, strideB, beta, C, cOff, ldc, strideC, batch);
-    } finally {
-      A32.dispose();
-      B32.dispose();
-    }
-    return;
-  }
-  const run = dtype === 'bf16' ? (bf16 ? a.gemmBf16ComputeBf16 : a.gemmBf16) : (bf16 ? a.gemmBf16Compute : a.gemm);
+  const run = dtype === 'f16' ? a.gemmF16
+    : dtype === 'bf16' ? (bf16 && A.device === 'cpu' ? a.gemmBf16ComputeBf16 : a.gemmBf16)
+      : bf16 ? a.gemmBf16Compute : a.gemm;
   run(transA, transB, M, N, K, alpha, A.storage, A.offset, lda, strideA, B.storage, B.offset, ldb, strideB, beta, C, cOff, ldc, strideC, batch);
 }
 
@@ -112,9 +108,41 @@ function gemmOn(
  * Take it in the forward and keep it for the backward, which then runs at the same precision.
  */
 export function f32GemmAtPrecision(like: Tensor): GemmBinding {
-  const half = roundsTo(precision);
+  const half = roundsTo(precision, like.device);
   if (half) return roundingGemm(half, like.device);
   return computesInBf16(precision, like) ? addon().gemmBf16Compute : addon().gemm;
+}
+
+/** A GEMM for fused ops at one matmul precision (gemmAtPrecision). */
+export interface PrecisionGemm {
+  /** The copy of an f32 operand (the upstream gradient included) that `gemm` reads, or the operand itself; the caller disposes a copy. */
+  operand(t: Tensor): Tensor;
+  /** The GEMM binding (gemm's arguments) for such operands, f32 C. */
+  gemm: GemmBinding;
+}
+
+/**
+ * The GEMM of the current precision on `like`'s device for fused ops that run it on storage
+ * themselves (linearCrossEntropy): round each operand once with `operand` and reuse the copy
+ * across chunks and for backward. At 'bf16' on the CPU, and at 'f32', operands are read as they
+ * are; at 'fp16' on the CPU they are rounded to f16 and widened back (the f32 GEMM reads them);
+ * on CUDA at 16 bits they are 16-bit tensors read by cuBLASLt's 16-bit GEMM.
+ */
+export function gemmAtPrecision(like: Tensor): PrecisionGemm {
+  const half = roundsTo(precision, like.device);
+  if (!half) return { operand: (t) => t, gemm: f32GemmAtPrecision(like) };
+  if (like.device === 'cpu') {
+    return {
+      operand: (t) => {
+        const r = t.to(half);
+        const w = r.to('f32');
+        r.dispose();
+        return w;
+      },
+      gemm: addon().gemm,
+    };
+  }
+  return { operand: (t) => t.to(half), gemm: half === 'f16' ? addon().gemmF16 : addon().gemmBf16 };
 }
 
 // C (batch, M, N) = op(A) @ op(B) + beta * C on tensors' storage (A and B of one dtype). lda/ldb
@@ -165,7 +193,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const sa = M * K, sb = broadcastB ? 0 : K * N, sc = M * N;
 
   const out = Tensor.empty([...batchDims, M, N], { device: a.device });
-  const half = a.dtype === 'f32' ? roundsTo(precision) : null;
+  const half = a.dtype === 'f32' ? roundsTo(precision, a.device) : null;
   const bf16 = !half && computesInBf16(precision, a);
   const A = rounded(a, half), B = rounded(b, half);
   gemm(transA, transB, M, N, K, A, ac, sa, B, bc, sb, out, sc, batch, 0, bf16);
@@ -223,7 +251,7 @@ export function linear(x: Tensor, weight: Tensor): Tensor {
     throw new PatentGPTError('E_SHAPE', `linear: x ${x.describe()} has ${xin} features but weight ${weight.describe()} (out, in) takes ${inF}`);
   const rows = inF === 0 ? x.shape.slice(0, -1).reduce((p, d) => p * d, 1) : x.size / inF;
   const y = Tensor.empty([...x.shape.slice(0, -1), outF], { device: x.device });
-  const half = x.dtype === 'f32' ? roundsTo(precision) : null;
+  const half = x.dtype === 'f32' ? roundsTo(precision, x.device) : null;
   const bf16 = !half && computesInBf16(precision, x);
   const X = rounded(x, half), W = rounded(weight, half);
   // A few rows (decoding) stream the weights once through the CPU GEMV instead of packing them;
