@@ -1,12 +1,18 @@
 // Fused causal attention (FlashAttention-2 on CPU): softmax(q k^T * scale) v per head over packed
 // variable-length sequences, with grouped-query heads. Forward keeps only the log-sum-exp
 // (H, T) for backward, which recomputes the probabilities tile by tile: memory is linear in T.
+// On 'cuda' at matmul precision bf16 or fp16 it computes in that 16-bit format (attentionDType).
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { record } from '../autograd.js';
 import { expectKernel, expectDType, expectRank, expectShape } from '../check.js';
 import type { Device } from '../dtype.js';
 import { Tensor } from '../tensor.js';
+import { matmulPrecision } from './matmul.js';
+
+/** The element types attention computes in: f32, or a 16-bit format (softmax and sums in f32). */
+export type AttentionDType = 'f32' | 'bf16' | 'f16';
+const ATTENTION_DTYPES: readonly AttentionDType[] = ['f32', 'bf16', 'f16'];
 
 export interface AttentionOptions {
   /**
@@ -18,6 +24,26 @@ export interface AttentionOptions {
   causal?: boolean;
   /** Logit scale. Default 1 / sqrt(D). */
   scale?: number;
+  /**
+   * What q, k, v, the output and the gradients are rounded to while the kernel runs ('bf16' or
+   * 'f16'; lse, softmax and sums stay f32), or 'f32'. The tensors in and out are f32 either way.
+   * Default attentionDType(q.device). On the CPU a 16-bit dtype runs a reference twin of the CUDA
+   * kernel (widened to f32, rounded once): for tests, not speed.
+   */
+  dtype?: AttentionDType;
+}
+
+/**
+ * The dtype attention computes in by default on `device` at the current matmul precision: the
+ * 16-bit kernels on 'cuda' at precision 'bf16' or 'fp16' (they halve the bytes the tiles move and
+ * use the tensor cores), f32 otherwise. On the CPU attention stays f32 at every precision: its
+ * kernel is f32 tiles with no 16-bit form, so rounding q, k and v there would cost accuracy and
+ * gain nothing (its memory is already linear in T; the matmuls around it carry the precision).
+ */
+export function attentionDType(device: Device): AttentionDType {
+  if (device !== 'cuda') return 'f32';
+  const p: string = matmulPrecision(); // a string: 'fp16' is added to MatmulPrecision beside this
+  return p === 'bf16' ? 'bf16' : p === 'fp16' ? 'f16' : 'f32';
 }
 
 const OP = 'attention';
@@ -68,6 +94,12 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   if (!Number.isFinite(scale)) fail('E_ARGUMENT', `scale must be finite, got ${scale}`);
   const causal = opts.causal ?? true;
+  const dtype = opts.dtype ?? attentionDType(q.device);
+  if (!ATTENTION_DTYPES.includes(dtype)) fail('E_ARGUMENT', `dtype must be ${ATTENTION_DTYPES.map((x) => `"${x}"`).join(', ')}, got ${JSON.stringify(dtype)}`);
+  if (dtype !== 'f32') {
+    expectKernel(OP, dtype === 'bf16' ? ['attentionForwardBf16', 'attentionBackwardBf16'] : ['attentionForwardF16', 'attentionBackwardF16'], q, k, v);
+    return attention16(q, k, v, dtype, { T, H, Hkv, D, scale, causal }, opts.cuSeqlens);
+  }
   const { cu, owned } = seqlensTensor(opts.cuSeqlens, T, q.device);
   const nseq = cu.size - 1;
 
@@ -97,4 +129,63 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   lse.dispose(); // the tape holds its own reference when backward will need it
   if (owned) cu.dispose();
   return result;
+}
+
+interface Dims {
+  T: number;
+  H: number;
+  Hkv: number;
+  D: number;
+  scale: number;
+  causal: boolean;
+}
+
+/**
+ * attention() in a 16-bit format: q, k, v rounded to `dtype` on their device, the 16-bit kernels
+ * forward and backward (lse and delta f32), the output and the gradients widened back to f32 for
+ * the rest of the graph. The tape keeps the 16-bit copies backward reads (half the bytes of f32).
+ */
+function attention16(q: Tensor, k: Tensor, v: Tensor, dtype: 'bf16' | 'f16', d: Dims, cuSeqlens: AttentionOptions['cuSeqlens']): Tensor {
+  const { T, H, Hkv, D, scale, causal } = d;
+  const a = addon();
+  const [forward, backward] = dtype === 'bf16' ? [a.attentionForwardBf16, a.attentionBackwardBf16] : [a.attentionForwardF16, a.attentionBackwardF16];
+  const device = q.device;
+  const { cu, owned } = seqlensTensor(cuSeqlens, T, device);
+  const nseq = cu.size - 1;
+  const made: Tensor[] = [];
+  const make = (t: Tensor): Tensor => (made.push(t), t);
+  let out: Tensor;
+  try {
+    const [q16, k16, v16] = [q, k, v].map((t) => make(t.to(dtype))) as [Tensor, Tensor, Tensor];
+    const out16 = make(Tensor.empty([T, H, D], { dtype, device }));
+    const lse = make(Tensor.empty([H, T], { device }));
+    forward(out16.storage, out16.offset, lse.storage, lse.offset, q16.storage, q16.offset, k16.storage, k16.offset,
+      v16.storage, v16.offset, cu.storage, cu.offset, nseq, T, H, Hkv, D, scale, causal);
+    out = out16.to('f32');
+    out = record(OP, out, [q, k, v], [q16, k16, v16, out16, lse, cu], (g) => {
+      const grads: Tensor[] = [];
+      const g16 = g.to(dtype);
+      const delta = Tensor.empty([H, T], { device }); // scratch: rowsum(dO * O)
+      try {
+        const dq = Tensor.empty([T, H, D], { dtype, device });
+        grads.push(dq);
+        const dk = Tensor.empty([T, Hkv, D], { dtype, device });
+        grads.push(dk);
+        const dv = Tensor.empty([T, Hkv, D], { dtype, device });
+        grads.push(dv);
+        backward(dq.storage, dq.offset, dk.storage, dk.offset, dv.storage, dv.offset, delta.storage, delta.offset,
+          g16.storage, g16.offset, out16.storage, out16.offset, lse.storage, lse.offset, q16.storage, q16.offset,
+          k16.storage, k16.offset, v16.storage, v16.offset, cu.storage, cu.offset, nseq, T, H, Hkv, D, scale, causal);
+        return [dq.to('f32'), dk.to('f32'), dv.to('f32')];
+      } finally {
+        for (const t of grads) t.dispose();
+        g16.dispose();
+        delta.dispose();
+      }
+    });
+  } finally {
+    for (const t of made) t.dispose(); // the tape holds its own references to what backward reads
+    if (owned) cu.dispose();
+  }
+  return out;
 }
