@@ -20,6 +20,7 @@ import { validateSftDataConfig, type SftDataConfig } from '../data/sft/config.js
 import { Fields, inFile, relativeTo, validateChatTemplate, validateInit, validateLora, type Json } from './config-fields.js';
 import { DPO_KEYS, validateDpoFields, type DpoConfig } from './config-dpo.js';
 import { groupPattern } from './optimizer.js';
+import { LossScaler, resolveLossScale, type LossScaleOption } from './loss-scale.js';
 import type { Schedule } from './schedule.js';
 import { PPO_KEYS, validatePpo, type PpoConfig } from './ppo/config.js';
 import { REWARD_KEYS, validateRewardFields, type RewardConfig } from './config-reward.js';
@@ -168,12 +169,21 @@ export interface StageBase {
    */
   device?: 'cpu' | 'cuda';
   /**
-   * Matmul precision: "f32" (default) or "bf16", mixed precision: every matmul and linear layer,
-   * forward and backward, rounds its inputs to bf16 and sums in f32 (AMX or AVX-512 BF16 where the
-   * CPU has them, else f32); weights, gradients, optimizer state, norms, softmax and loss stay f32.
+   * Matmul precision: "f32" (default), "bf16" or "fp16", mixed precision: every matmul and linear
+   * layer, forward and backward, rounds its inputs to bf16 (or fp16) and sums in f32 (AMX or
+   * AVX-512 BF16 where the CPU has them, else f32); weights, gradients, optimizer state, norms,
+   * softmax and loss stay f32. On CUDA attention computes in the 16-bit format too. fp16's narrow
+   * range wants loss scaling (lossScale, dynamic by default there).
    * Validated configs always hold it; configs built in code may leave it out (f32).
    */
-  precision?: 'f32' | 'bf16';
+  precision?: 'f32' | 'bf16' | 'fp16';
+  /**
+   * Loss scaling: "dynamic" (torch GradScaler: initial scale 2^16, x2 after 2000 finite steps, /2
+   * and the step skipped on overflow), { initialScale, growthInterval, growthFactor, backoffFactor,
+   * minScale } (dynamic with those), a fixed number, or "off". Default: "dynamic" at precision
+   * fp16, "off" otherwise (src/train/loss-scale.ts). Present only when the config gives it.
+   */
+  lossScale?: LossScaleOption;
 }
 
 /** Continued pretraining (stage 1 and 2 of the paper): packed token shards, next-token loss. */
@@ -238,7 +248,7 @@ export const MAX_THREADS = 1024;
 const COMMON_KEYS = [
   '$schema', 'comment', 'kind', 'name', 'runDir', 'model', 'init', 'tokenizer', 'seqLen', 'batchSize', 'gradAccum', 'tokenBudget', 'steps',
   'optimizer', 'schedule', 'evalEvery', 'evalBatches', 'checkpointEvery', 'keepCheckpoints', 'logEvery', 'seed', 'threads', 'peakFlops', 'context',
-  'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck', 'device', 'precision',
+  'maxNonFiniteSteps', 'onDivergence', 'rollbackLrFactor', 'maxRollbacks', 'memoryLimitGiB', 'memoryCheck', 'device', 'precision', 'lossScale',
 ] as const;
 /** The fields of each kind besides the common ones. */
 const KIND_KEYS: Record<StageKind, readonly string[]> = { pretrain: ['data'], sft: ['data', 'chatTemplate', 'lora'], reward: REWARD_KEYS, ppo: PPO_KEYS, dpo: DPO_KEYS };
@@ -421,8 +431,16 @@ function validateBase(f: Fields, c: Json, stageKind: StageKind, opts: ValidateOp
   const noCuda = device === 'cuda' ? deviceUnavailableReason('cuda') : null;
   if (noCuda) f.fail('device', `"cuda" cannot be used here: ${noCuda}; use "cpu" (patentgpt info says what the binary has and found)`);
   const precision = f.string(c.precision, 'precision', 'f32');
-  if (precision !== 'f32' && precision !== 'bf16')
-    f.fail('precision', `must be "f32" or "bf16" (mixed precision: bf16 matmuls, f32 weights and optimizer state), got ${JSON.stringify(precision)}`);
+  if (precision !== 'f32' && precision !== 'bf16' && precision !== 'fp16')
+    f.fail('precision', `must be "f32", "bf16" or "fp16" (mixed precision: 16-bit matmuls, f32 weights and optimizer state), got ${JSON.stringify(precision)}`);
+  const lossScale = c.lossScale as LossScaleOption | undefined;
+  if (lossScale !== undefined) {
+    try {
+      LossScaler.create(lossScale);
+    } catch (err) {
+      f.fail('lossScale', (err as Error).message.replace(/^lossScale: /, ''));
+    }
+  }
 
   return {
     kind: stageKind,
@@ -455,7 +473,8 @@ function validateBase(f: Fields, c: Json, stageKind: StageKind, opts: ValidateOp
     memoryLimitGiB: f.number(c.memoryLimitGiB, 'memoryLimitGiB', (x) => x >= 0, 'a number >= 0 (0: the machine\'s memory)', 0),
     memoryCheck: (c.memoryCheck as boolean | undefined) ?? true,
     device: device as 'cpu' | 'cuda',
-    precision: precision as 'f32' | 'bf16',
+    precision: precision as 'f32' | 'bf16' | 'fp16',
+    ...(lossScale !== undefined ? { lossScale } : {}),
   };
 }
 
@@ -558,6 +577,8 @@ export function configHash(cfg: StageConfig): string {
   const hashed: Json = { ...rest };
   if (hashed.kind === 'pretrain') delete hashed.kind;
   if (hashed.precision === 'f32') delete hashed.precision;
+  // Loss scaling decides which steps are skipped: hashed, unless it is its precision's default.
+  if (cfg.lossScale !== undefined && JSON.stringify(cfg.lossScale) === JSON.stringify(resolveLossScale(undefined, cfg.precision ?? 'f32'))) delete hashed.lossScale;
   const o: Json = { ...cfg.optimizer };
   if (o.type === 'adamw') delete o.type;
   if (o.decayEmbeddings === true) delete o.decayEmbeddings;

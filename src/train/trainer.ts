@@ -25,6 +25,15 @@
 // learning rate. No checkpoint is written while the last step was non-finite or from weights
 // that are not finite, so a diverged run never replaces (or prunes away) its good checkpoints.
 //
+// Loss scaling (lossScale; "dynamic" by default at precision fp16, src/train/loss-scale.ts): the
+// loss is multiplied by the scale before backward and the gradients are unscaled in place and
+// checked for inf/NaN after the all-reduce, before clipping and the optimizer. An overflow skips the
+// optimizer step (metrics: skipped 1, overflow 1; the weights, the moments and AdamW's step count
+// stay) and halves a dynamic scale; it is not a divergence (maxNonFiniteSteps) until the scale is
+// at its floor. The learning-rate schedule follows the loop's step, skipped or not, as torch code
+// that calls scheduler.step() every iteration after scaler.step() does. The scale is logged
+// (lossScale, the one the step's backward used) and checkpointed, so resume is exact.
+//
 // Data parallelism: each rank's task reads its own shard of the data (BatchStream rank/worldSize);
 // the engine (`dataParallel`, src/distributed: MPI buckets that start during the last backward) or
 // the plain `allReduce` hook averages the gradients; with the engine, the step's loss, tokens and
@@ -41,6 +50,7 @@ import { createOptimizer, type OptimizerOptions, type OptimizerState } from './o
 import { writeReport } from './plot.js';
 import { Progress, type ProgressStream } from './progress.js';
 import { learningRate, validateSchedule, type Schedule } from './schedule.js';
+import { LossScaler, resolveLossScale, type LossScaleOption } from './loss-scale.js';
 
 /** What one batch must tell the loop (data/packing's Batch fits). */
 export interface TrainBatchInfo {
@@ -160,6 +170,12 @@ export interface TrainerOptions {
    * stay f32). Set for the run and restored after it.
    */
   precision?: MatmulPrecision;
+  /**
+   * Loss scaling: "dynamic" (torch GradScaler: 2^16, x2 after 2000 finite steps, /2 and skip on
+   * overflow; an object sets those), a fixed number, or "off". Default "dynamic" at precision
+   * fp16, else "off". See src/train/loss-scale.ts.
+   */
+  lossScale?: LossScaleOption;
 }
 
 /** What the loop asks of a data-parallel engine (src/distributed implements it over MPI). */
@@ -199,6 +215,8 @@ export interface TrainResult {
   nonFiniteSteps: number;
   /** Rollbacks to an earlier checkpoint (this call). */
   rollbacks: number;
+  /** With loss scaling: steps skipped for gradient overflow (this call; not in nonFiniteSteps unless the scale was at its floor). */
+  overflowSteps?: number;
   /** Optimizer steps done. */
   step: number;
   /** Step the run resumed from (undefined: fresh start). */
@@ -280,6 +298,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
   private readonly onDivergence: 'stop' | 'rollback';
   private readonly rollbackLrFactor: number;
   private readonly maxRollbacks: number;
+  private readonly lossScale: LossScaleOption;
 
   constructor(task: TrainTask<B>, opts: TrainerOptions) {
     this.task = task;
@@ -305,6 +324,8 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     this.rollbackLrFactor = opts.rollbackLrFactor ?? 0.5;
     if (!(this.rollbackLrFactor > 0 && this.rollbackLrFactor < 1))
       throw new PatentGPTError('E_ARGUMENT', `Trainer: rollbackLrFactor must be in (0, 1), got ${opts.rollbackLrFactor}`);
+    this.lossScale = resolveLossScale(opts.lossScale, opts.precision ?? 'f32');
+    LossScaler.create(this.lossScale); // its settings are checked before the run starts
     this.checkpoints = new CheckpointManager(opts.runDir, {
       keep: intOption(opts.keepCheckpoints, 'keepCheckpoints', 0, 3),
       rank: this.rank,
@@ -343,6 +364,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     const dp = opts.dataParallel; // on one rank too when given (a 1-GPU NCCL run against the plain trainer)
     dp?.attach(task.parameters().filter(([, p]) => p.requiresGrad));
     const optimizer = createOptimizer(task.parameters(), dp?.owns ? { ...opts.optimizer, owns: dp.owns } : opts.optimizer);
+    const scaler = LossScaler.create(this.lossScale);
     let step = 0;
     let tokensSeen = 0;
     let elapsedBefore = 0;
@@ -356,6 +378,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
       if (!optState) throw new PatentGPTError('E_CHECKPOINT', `${ck.dir}: no optimizer state; cannot resume training exactly`);
       optimizer.loadState(optState);
       task.restoreDataPosition(ck.state.data);
+      if (scaler && ck.state.extra?.lossScale !== undefined) scaler.load(ck.state.extra.lossScale);
       step = ck.state.step;
       tokensSeen = ck.state.tokensSeen;
       lastCheckpoint = ck.dir;
@@ -415,6 +438,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
     let valLoss: number | undefined;
     let badRun = 0; // consecutive non-finite steps
     let nonFiniteSteps = 0;
+    let overflowSteps = 0;
     let rollbacks = 0;
     let message: string | undefined;
     /** Saves a checkpoint unless the weights are not finite (then returns false and writes nothing). */
@@ -428,7 +452,10 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         data: task.dataPosition(),
         configHash: opts.configHash,
         ...(opts.rng !== undefined ? { rng: opts.rng } : {}),
-        extra: { elapsedSec: elapsed(), ...(valLoss !== undefined ? { valLoss } : {}), ...(lrScale !== 1 ? { lrScale } : {}) },
+        extra: {
+          elapsedSec: elapsed(), ...(valLoss !== undefined ? { valLoss } : {}), ...(lrScale !== 1 ? { lrScale } : {}),
+          ...(scaler ? { lossScale: scaler.state() } : {}),
+        },
       };
       metrics.sync();
       const optState = dp?.consolidate ? dp.consolidate(optimizer.exportState()) : optimizer.exportState(); // ZeRO: a collective
@@ -542,6 +569,8 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         let lossSum = 0;
         let stepTokens = 0;
         stepMetrics.clear();
+        const lossScale = scaler?.scale ?? 1; // this step's (a power of two scales exactly)
+        const lossFactor = lossScale / this.gradAccum;
         for (let micro = 0; micro < this.gradAccum; micro++) {
           const next = task.nextBatch();
           // A synchronous source skips the microtask (a batch is never a thenable).
@@ -551,7 +580,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
             const out = task.loss(batch);
             if (out.metrics) stepMetrics.add(out.metrics);
             const l = out.loss;
-            return { value: l.item(), scaled: this.gradAccum > 1 ? scale(l, 1 / this.gradAccum) : l };
+            return { value: l.item(), scaled: lossFactor !== 1 ? scale(l, scaler ? lossFactor : 1 / this.gradAccum) : l };
           });
           lossSum += value;
           if (dp && micro === this.gradAccum - 1) dp.beforeLastBackward();
@@ -569,8 +598,18 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         } else if (this.worldSize > 1) await opts.allReduce!(optimizer.gradients(), step);
         const lr = lrScale === 1 ? learningRate(opts.schedule, step) : learningRate(opts.schedule, step) * lrScale;
         const loss = lossSum / (this.gradAccum * (dp ? this.worldSize : 1));
+        // Loss scaling: true gradients back in place, and whether any overflowed (on every rank, as
+        // ZeRO-2's ranks hold only their share). A non-finite loss is the model's, not the scale's.
+        let overflow = false;
+        let benignOverflow = false;
+        if (scaler && Number.isFinite(loss)) {
+          overflow = scaler.unscale(optimizer.gradients());
+          if (dp) overflow = dp.sum([overflow ? 1 : 0])[0]! > 0;
+          benignOverflow = overflow && !scaler.atFloor;
+          scaler.update(overflow);
+        }
         // A non-finite loss skips the step even when the gradient norm happens to be finite.
-        const res = Number.isFinite(loss) ? optimizer.step(lr, dp?.gradNorm ? { gradNorm: dp.gradNorm() } : {}) : { gradNorm: Number.NaN, clipScale: 1, skipped: true };
+        const res = Number.isFinite(loss) && !overflow ? optimizer.step(lr, dp?.gradNorm ? { gradNorm: dp.gradNorm() } : {}) : { gradNorm: Number.NaN, clipScale: 1, skipped: true };
         if (dp?.afterStep && !res.skipped) dp.afterStep(); // ZeRO: each parameter from the rank that updated it
         optimizer.zeroGrad();
         step++;
@@ -578,7 +617,10 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         trainMs += performance.now() - t0;
         const tokPerSec = throughput.mark(tokensSeen);
         losses.push(loss);
-        if (res.skipped) {
+        if (overflow) overflowSteps++;
+        if (benignOverflow) {
+          // the scale was too high: halved, not a divergence (badRun neither grows nor resets)
+        } else if (res.skipped) {
           badRun++;
           nonFiniteSteps++;
         } else badRun = 0;
@@ -586,6 +628,8 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
         if (step % this.logEvery === 0 || last || res.skipped) {
           const rec: MetricRecord = { step, loss, lr, gradNorm: res.gradNorm, tokens: tokensSeen, elapsedSec: round(elapsed(), 3) };
           if (res.skipped) rec.skipped = 1;
+          if (overflow) rec.overflow = 1;
+          if (scaler) rec.lossScale = lossScale;
           if (Number.isFinite(tokPerSec)) {
             rec.tokensPerSec = round(tokPerSec, 1);
             if (opts.flopsPerToken && opts.peakFlops) rec.mfu = round(mfu(opts.flopsPerToken, tokPerSec, opts.peakFlops), 5);
@@ -595,7 +639,9 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
           if (lead) opts.onMetrics?.(rec);
         }
         progress?.update(step, { loss, lr, 'tok/s': Number.isFinite(tokPerSec) ? Math.round(tokPerSec) : undefined });
-        if (res.skipped)
+        if (benignOverflow)
+          progress?.log(`step ${step}: gradients overflowed at loss scale ${lossScale}; step skipped, weights unchanged, loss scale now ${scaler!.scale}`);
+        else if (res.skipped)
           progress?.log(`step ${step}: non-finite ${Number.isFinite(loss) ? `gradient norm ${res.gradNorm}` : `loss ${loss}`}; step skipped, weights unchanged (${badRun} in a row, at most ${this.maxNonFiniteSteps})`);
         if (badRun > this.maxNonFiniteSteps) {
           if (await diverge(`${badRun} consecutive steps with a non-finite loss or gradient norm (steps ${step - badRun + 1}-${step}; last loss ${loss}, gradient norm ${res.gradNorm})`)) continue;
@@ -640,7 +686,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
       }
     }
     return {
-      status, ...(message !== undefined ? { message } : {}), nonFiniteSteps, rollbacks,
+      status, ...(message !== undefined ? { message } : {}), nonFiniteSteps, rollbacks, ...(scaler ? { overflowSteps } : {}),
       step, ...(resumedFrom !== undefined ? { resumedFrom } : {}), checkpoint: lastCheckpoint, losses, ...(valLoss !== undefined ? { valLoss } : {}), tokensSeen,
       ...(dp ? { optimizerStateBytes } : {}),
     };

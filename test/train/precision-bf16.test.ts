@@ -25,7 +25,7 @@ describe('precision field', () => {
     expect(validateStageConfig({ ...base, precision: 'bf16' }).precision).toBe('bf16');
   });
   it('refuses another value with an error that names the field and the choices', () => {
-    expect(() => validateStageConfig({ ...base, precision: 'fp16' }, { source: 'x.json' })).toThrow(/x\.json: precision: must be "f32" or "bf16".*got "fp16"/);
+    expect(() => validateStageConfig({ ...base, precision: 'fp8' }, { source: 'x.json' })).toThrow(/x\.json: precision: must be "f32", "bf16" or "fp16".*got "fp8"/);
     expect(() => validateStageConfig({ ...base, precision: 16 }, { source: 'x.json' })).toThrow(/precision/);
   });
   it('bf16 changes the config hash (a checkpoint resumes at its own precision); f32 hashes as a config without the field', () => {
