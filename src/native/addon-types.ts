@@ -166,8 +166,6 @@ export interface Addon {
   attentionForward(out: NativeStorage /* f32 */, outOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, q: NativeStorage /* f32 */, qOffset: number, k: NativeStorage /* f32 */, kOffset: number, v: NativeStorage /* f32 */, vOffset: number, cuSeqlens: NativeStorage /* i32 */, cuSeqlensOffset: number, nseq: number /* size */, T: number /* size */, H: number /* size */, Hkv: number /* size */, D: number /* size */, scale: number, causal: boolean): void;
   /** attention backward; kernels: cpu, cuda. */
   attentionBackward(dq: NativeStorage /* f32 */, dqOffset: number, dk: NativeStorage /* f32 */, dkOffset: number, dv: NativeStorage /* f32 */, dvOffset: number, delta: NativeStorage /* f32 */, deltaOffset: number, dout: NativeStorage /* f32 */, doutOffset: number, out: NativeStorage /* f32 */, outOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, q: NativeStorage /* f32 */, qOffset: number, k: NativeStorage /* f32 */, kOffset: number, v: NativeStorage /* f32 */, vOffset: number, cuSeqlens: NativeStorage /* i32 */, cuSeqlensOffset: number, nseq: number /* size */, T: number /* size */, H: number /* size */, Hkv: number /* size */, D: number /* size */, scale: number, causal: boolean): void;
-  /** adamw; kernels: cpu, cuda. */
-  adamwStep(param: NativeStorage /* f32 */, paramOffset: number, m: NativeStorage /* f32 */, mOffset: number, v: NativeStorage /* f32 */, vOffset: number, grad: NativeStorage /* f32 */, gradOffset: number, n: number /* size */, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number /* int */, gradScale: number): void;
   /** attention (bf16); kernels: cpu, cuda. */
   attentionForwardBf16(out: NativeStorage /* bf16 */, outOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, q: NativeStorage /* bf16 */, qOffset: number, k: NativeStorage /* bf16 */, kOffset: number, v: NativeStorage /* bf16 */, vOffset: number, cuSeqlens: NativeStorage /* i32 */, cuSeqlensOffset: number, nseq: number /* size */, T: number /* size */, H: number /* size */, Hkv: number /* size */, D: number /* size */, scale: number, causal: boolean): void;
   /** attention backward (bf16); kernels: cpu, cuda. */
@@ -176,6 +174,8 @@ export interface Addon {
   attentionForwardF16(out: NativeStorage /* f16 */, outOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, q: NativeStorage /* f16 */, qOffset: number, k: NativeStorage /* f16 */, kOffset: number, v: NativeStorage /* f16 */, vOffset: number, cuSeqlens: NativeStorage /* i32 */, cuSeqlensOffset: number, nseq: number /* size */, T: number /* size */, H: number /* size */, Hkv: number /* size */, D: number /* size */, scale: number, causal: boolean): void;
   /** attention backward (f16); kernels: cpu, cuda. */
   attentionBackwardF16(dq: NativeStorage /* f16 */, dqOffset: number, dk: NativeStorage /* f16 */, dkOffset: number, dv: NativeStorage /* f16 */, dvOffset: number, delta: NativeStorage /* f32 */, deltaOffset: number, dout: NativeStorage /* f16 */, doutOffset: number, out: NativeStorage /* f16 */, outOffset: number, lse: NativeStorage /* f32 */, lseOffset: number, q: NativeStorage /* f16 */, qOffset: number, k: NativeStorage /* f16 */, kOffset: number, v: NativeStorage /* f16 */, vOffset: number, cuSeqlens: NativeStorage /* i32 */, cuSeqlensOffset: number, nseq: number /* size */, T: number /* size */, H: number /* size */, Hkv: number /* size */, D: number /* size */, scale: number, causal: boolean): void;
+  /** adamw; kernels: cpu, cuda. */
+  adamwStep(param: NativeStorage /* f32 */, paramOffset: number, m: NativeStorage /* f32 */, mOffset: number, v: NativeStorage /* f32 */, vOffset: number, grad: NativeStorage /* f32 */, gradOffset: number, n: number /* size */, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number /* int */, gradScale: number): void;
   /** minhashSignatures; kernels: cpu. */
   minhashSignatures(sig: Uint32Array, text: Uint8Array, offsets: BigInt64Array, N: number /* size */, P: number /* size */, k: number /* size */, mode: number /* size */, seed: number /* int */): void;
   /** textStats; kernels: cpu. */
@@ -252,12 +252,12 @@ export interface Addon {
   ncclAllGather(comm: number /* int */, out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */): void;
   /** ncclBroadcast; kernels: cpu, cuda. */
   ncclBroadcast(comm: number /* int */, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */, root: number /* int */): void;
-}
-
   /** unscaleCheck; kernels: cpu, cuda. */
   unscaleCheck(out: NativeStorage /* f32 */, outOffset: number, grad: NativeStorage /* f32 */, gradOffset: number, foundInf: NativeStorage /* i32 */, foundInfOffset: number, n: number /* size */, invScale: number): void;
   /** lossScaleUpdate; kernels: cpu. */
   lossScaleUpdate(scale: number, goodSteps: number /* size */, foundInf: boolean, growthFactor: number, backoffFactor: number, growthInterval: number /* size */, minScale: number): { scale: number; goodSteps: number; stepped: boolean };
+}
+
 /** Each function's arguments by name (a tensor as a TensorArg): see packArgs in loader.ts. */
 export interface AddonArgs {
   setNumThreads: { n: number };
@@ -307,13 +307,13 @@ export interface AddonArgs {
   logprobBackward: { dlogits: TensorArg; dout: TensorArg; logits: TensorArg; lse: TensorArg; ids: TensorArg; N: number; V: number };
   attentionForward: { out: TensorArg; lse: TensorArg; q: TensorArg; k: TensorArg; v: TensorArg; cuSeqlens: TensorArg; nseq: number; T: number; H: number; Hkv: number; D: number; scale: number; causal: boolean };
   attentionBackward: { dq: TensorArg; dk: TensorArg; dv: TensorArg; delta: TensorArg; dout: TensorArg; out: TensorArg; lse: TensorArg; q: TensorArg; k: TensorArg; v: TensorArg; cuSeqlens: TensorArg; nseq: number; T: number; H: number; Hkv: number; D: number; scale: number; causal: boolean };
-  adamwStep: { param: TensorArg; m: TensorArg; v: TensorArg; grad: TensorArg; n: number; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number };
-  minhashSignatures: { sig: Uint32Array; text: Uint8Array; offsets: BigInt64Array; N: number; P: number; k: number; mode: number; seed: number };
-  textStats: { out: Float64Array; text: Uint8Array; offsets: BigInt64Array; N: number; analyze: number; ngrams: Int32Array; m: number };
   attentionForwardBf16: { out: TensorArg; lse: TensorArg; q: TensorArg; k: TensorArg; v: TensorArg; cuSeqlens: TensorArg; nseq: number; T: number; H: number; Hkv: number; D: number; scale: number; causal: boolean };
   attentionBackwardBf16: { dq: TensorArg; dk: TensorArg; dv: TensorArg; delta: TensorArg; dout: TensorArg; out: TensorArg; lse: TensorArg; q: TensorArg; k: TensorArg; v: TensorArg; cuSeqlens: TensorArg; nseq: number; T: number; H: number; Hkv: number; D: number; scale: number; causal: boolean };
   attentionForwardF16: { out: TensorArg; lse: TensorArg; q: TensorArg; k: TensorArg; v: TensorArg; cuSeqlens: TensorArg; nseq: number; T: number; H: number; Hkv: number; D: number; scale: number; causal: boolean };
   attentionBackwardF16: { dq: TensorArg; dk: TensorArg; dv: TensorArg; delta: TensorArg; dout: TensorArg; out: TensorArg; lse: TensorArg; q: TensorArg; k: TensorArg; v: TensorArg; cuSeqlens: TensorArg; nseq: number; T: number; H: number; Hkv: number; D: number; scale: number; causal: boolean };
+  adamwStep: { param: TensorArg; m: TensorArg; v: TensorArg; grad: TensorArg; n: number; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number };
+  minhashSignatures: { sig: Uint32Array; text: Uint8Array; offsets: BigInt64Array; N: number; P: number; k: number; mode: number; seed: number };
+  textStats: { out: Float64Array; text: Uint8Array; offsets: BigInt64Array; N: number; analyze: number; ngrams: Int32Array; m: number };
   pagedKvStore: { kCache: TensorArg; vCache: TensorArg; k: TensorArg; v: TensorArg; slotMapping: TensorArg; T: number; Hkv: number; D: number; numBlocks: number; blockSize: number; kvDtype?: 'f32' | 'bf16' | 'f16' };
   pagedAttentionForward: { out: TensorArg; partOut: TensorArg; partStats: TensorArg; q: TensorArg; kCache: TensorArg; vCache: TensorArg; blockTables: TensorArg; cuQ: TensorArg; contextLens: TensorArg; nseq: number; Tq: number; H: number; Hkv: number; D: number; numBlocks: number; blockSize: number; maxBlocks: number; partitionSize: number; maxPartitions: number; scale: number; kvDtype?: 'f32' | 'bf16' | 'f16' };
   gemv: { y: TensorArg; x: TensorArg; w: TensorArg; M: number; N: number; K: number; accumulate: boolean };
@@ -346,13 +346,11 @@ export interface AddonArgs {
   ncclReduceScatter: { comm: number; out: TensorArg; x: TensorArg; n: number };
   ncclAllGather: { comm: number; out: TensorArg; x: TensorArg; n: number };
   ncclBroadcast: { comm: number; x: TensorArg; n: number; root: number };
-}
-  unscaleCheck: { out: [0, true], grad: [2, true], foundInf: [4, true], n: [6, false], invScale: [7, false] },
-  lossScaleUpdate: { scale: [0, false], goodSteps: [1, false], foundInf: [2, false], growthFactor: [3, false], backoffFactor: [4, false], growthInterval: [5, false], minScale: [6, false] },
-
-/** Where each named argument sits in the positional call: [index, is a tensor (storage, offset)]. */
   unscaleCheck: { out: TensorArg; grad: TensorArg; foundInf: TensorArg; n: number; invScale: number };
   lossScaleUpdate: { scale: number; goodSteps: number; foundInf: boolean; growthFactor: number; backoffFactor: number; growthInterval: number; minScale: number };
+}
+
+/** Where each named argument sits in the positional call: [index, is a tensor (storage, offset)]. */
 export const argLayout = {
   setNumThreads: { n: [0, false] },
   setSimdLevel: { level: [0, false] },
@@ -401,14 +399,14 @@ export const argLayout = {
   logprobBackward: { dlogits: [0, true], dout: [2, true], logits: [4, true], lse: [6, true], ids: [8, true], N: [10, false], V: [11, false] },
   attentionForward: { out: [0, true], lse: [2, true], q: [4, true], k: [6, true], v: [8, true], cuSeqlens: [10, true], nseq: [12, false], T: [13, false], H: [14, false], Hkv: [15, false], D: [16, false], scale: [17, false], causal: [18, false] },
   attentionBackward: { dq: [0, true], dk: [2, true], dv: [4, true], delta: [6, true], dout: [8, true], out: [10, true], lse: [12, true], q: [14, true], k: [16, true], v: [18, true], cuSeqlens: [20, true], nseq: [22, false], T: [23, false], H: [24, false], Hkv: [25, false], D: [26, false], scale: [27, false], causal: [28, false] },
-  adamwStep: { param: [0, true], m: [2, true], v: [4, true], grad: [6, true], n: [8, false], lr: [9, false], beta1: [10, false], beta2: [11, false], eps: [12, false], weightDecay: [13, false], step: [14, false], gradScale: [15, false] },
-  minhashSignatures: { sig: [0, false], text: [1, false], offsets: [2, false], N: [3, false], P: [4, false], k: [5, false], mode: [6, false], seed: [7, false] },
-  textStats: { out: [0, false], text: [1, false], offsets: [2, false], N: [3, false], analyze: [4, false], ngrams: [5, false], m: [6, false] },
-  pagedKvStore: { kCache: [0, true], vCache: [2, true], k: [4, true], v: [6, true], slotMapping: [8, true], T: [10, false], Hkv: [11, false], D: [12, false], numBlocks: [13, false], blockSize: [14, false], kvDtype: [15, false] },
   attentionForwardBf16: { out: [0, true], lse: [2, true], q: [4, true], k: [6, true], v: [8, true], cuSeqlens: [10, true], nseq: [12, false], T: [13, false], H: [14, false], Hkv: [15, false], D: [16, false], scale: [17, false], causal: [18, false] },
   attentionBackwardBf16: { dq: [0, true], dk: [2, true], dv: [4, true], delta: [6, true], dout: [8, true], out: [10, true], lse: [12, true], q: [14, true], k: [16, true], v: [18, true], cuSeqlens: [20, true], nseq: [22, false], T: [23, false], H: [24, false], Hkv: [25, false], D: [26, false], scale: [27, false], causal: [28, false] },
   attentionForwardF16: { out: [0, true], lse: [2, true], q: [4, true], k: [6, true], v: [8, true], cuSeqlens: [10, true], nseq: [12, false], T: [13, false], H: [14, false], Hkv: [15, false], D: [16, false], scale: [17, false], causal: [18, false] },
   attentionBackwardF16: { dq: [0, true], dk: [2, true], dv: [4, true], delta: [6, true], dout: [8, true], out: [10, true], lse: [12, true], q: [14, true], k: [16, true], v: [18, true], cuSeqlens: [20, true], nseq: [22, false], T: [23, false], H: [24, false], Hkv: [25, false], D: [26, false], scale: [27, false], causal: [28, false] },
+  adamwStep: { param: [0, true], m: [2, true], v: [4, true], grad: [6, true], n: [8, false], lr: [9, false], beta1: [10, false], beta2: [11, false], eps: [12, false], weightDecay: [13, false], step: [14, false], gradScale: [15, false] },
+  minhashSignatures: { sig: [0, false], text: [1, false], offsets: [2, false], N: [3, false], P: [4, false], k: [5, false], mode: [6, false], seed: [7, false] },
+  textStats: { out: [0, false], text: [1, false], offsets: [2, false], N: [3, false], analyze: [4, false], ngrams: [5, false], m: [6, false] },
+  pagedKvStore: { kCache: [0, true], vCache: [2, true], k: [4, true], v: [6, true], slotMapping: [8, true], T: [10, false], Hkv: [11, false], D: [12, false], numBlocks: [13, false], blockSize: [14, false], kvDtype: [15, false] },
   pagedAttentionForward: { out: [0, true], partOut: [2, true], partStats: [4, true], q: [6, true], kCache: [8, true], vCache: [10, true], blockTables: [12, true], cuQ: [14, true], contextLens: [16, true], nseq: [18, false], Tq: [19, false], H: [20, false], Hkv: [21, false], D: [22, false], numBlocks: [23, false], blockSize: [24, false], maxBlocks: [25, false], partitionSize: [26, false], maxPartitions: [27, false], scale: [28, false], kvDtype: [29, false] },
   gemv: { y: [0, true], x: [2, true], w: [4, true], M: [6, false], N: [7, false], K: [8, false], accumulate: [9, false] },
   decodeQkv: { q: [0, true], k: [2, true], v: [4, true], h: [6, true], kCache: [8, true], vCache: [10, true], x: [12, true], normW: [14, true], wq: [16, true], wk: [18, true], wv: [20, true], pos: [22, true], slotMapping: [24, true], M: [26, false], C: [27, false], H: [28, false], Hkv: [29, false], D: [30, false], numBlocks: [31, false], blockSize: [32, false], eps: [33, false], theta: [34, false], posScale: [35, false], kvDtype: [36, false], wtype: [37, false] },
@@ -440,4 +438,6 @@ export const argLayout = {
   ncclReduceScatter: { comm: [0, false], out: [1, true], x: [3, true], n: [5, false] },
   ncclAllGather: { comm: [0, false], out: [1, true], x: [3, true], n: [5, false] },
   ncclBroadcast: { comm: [0, false], x: [1, true], n: [3, false], root: [4, false] },
+  unscaleCheck: { out: [0, true], grad: [2, true], foundInf: [4, true], n: [6, false], invScale: [7, false] },
+  lossScaleUpdate: { scale: [0, false], goodSteps: [1, false], foundInf: [2, false], growthFactor: [3, false], backoffFactor: [4, false], growthInterval: [5, false], minScale: [6, false] },
 } as const satisfies { [F in keyof AddonArgs]: { [P in keyof AddonArgs[F]]: readonly [number, boolean] } };
