@@ -2,8 +2,9 @@
 // batch) and linear (Hugging Face weight layout, no bias). Both run on native/cpu/gemm.cpp (or,
 // at matmul precision 'bf16', native/cpu/gemm_bf16.cpp) and are differentiable in both inputs;
 // their backward passes are GEMMs too, with the transposes folded into the kernel's flags rather
-// than materialised. At a 16-bit precision that rounds its operands first ('fp16'), the rounded
-// 16-bit copies are what the GEMM reads and what backward keeps.
+// than materialised. At a 16-bit precision ('fp16'; 'bf16' on CUDA, and on a CPU with a bf16
+// kernel) f32 operands are rounded into 16-bit copies first: the GEMM reads those and backward
+// keeps those of activations (half the bytes of f32 ones).
 import { PatentGPTError } from '../../errors.js';
 import { addon, type NativeStorage } from '../../native/loader.js';
 import { isGradEnabled, record } from '../autograd.js';
@@ -57,11 +58,31 @@ const computesInBf16 = (p: MatmulPrecision, t: Tensor): boolean => p === 'bf16' 
 
 type Half = 'bf16' | 'f16';
 
-// The 16-bit dtype f32 operands on `device` are rounded to (a copy, native cast) before the GEMM
-// at precision p, or null when the GEMM reads them as they are. On CUDA both 16-bit precisions
-// run cuBLASLt's 16-bit GEMM on the copies; on the CPU, fp16 is the f32 GEMM on them.
-const roundsTo = (p: MatmulPrecision, device: Tensor['device']): Half | null =>
-  p === 'fp16' ? 'f16' : p === 'bf16' && device === 'cuda' ? 'bf16' : null;
+let cpuBf16Copies = true;
+
+/**
+ * @internal Whether CPU matmuls at 'bf16' round their f32 operands into bf16 copies (the kernel
+ * reads those, backward keeps them: half the bytes of the f32 activations) or let the kernel
+ * round them while packing (the f32 tensors kept). Results are the same bit for bit; tests and
+ * the train bench compare the two. Returns the previous setting.
+ */
+export function setCpuBf16Copies(on: boolean): boolean {
+  const previous = cpuBf16Copies;
+  cpuBf16Copies = on;
+  return previous;
+}
+
+// The 16-bit dtype f32 operands on `device` are rounded to (a copy, native cast, nearest even)
+// before the GEMM at precision p, or null when the GEMM reads them as they are. On CUDA both
+// 16-bit precisions run cuBLASLt's 16-bit GEMM on the copies; on the CPU, fp16 is the f32 GEMM on
+// them and bf16 the bf16 kernel (gemmBf16ComputeBf16, which would round them the same way while
+// packing), except on its f32 fallback, which does not round at all.
+const roundsTo = (p: MatmulPrecision, device: Tensor['device']): Half | null => {
+  if (p === 'fp16') return 'f16';
+  if (p !== 'bf16') return null;
+  if (device !== 'cpu') return 'bf16';
+  return cpuBf16Copies && addon().bf16GemmKernel() !== 'f32' ? 'bf16' : null;
+};
 
 type GemmBinding = ReturnType<typeof addon>['gemm'];
 
@@ -108,9 +129,9 @@ function gemmOn(
  * Take it in the forward and keep it for the backward, which then runs at the same precision.
  */
 export function f32GemmAtPrecision(like: Tensor): GemmBinding {
+  if (computesInBf16(precision, like)) return addon().gemmBf16Compute;
   const half = roundsTo(precision, like.device);
-  if (half) return roundingGemm(half, like.device);
-  return computesInBf16(precision, like) ? addon().gemmBf16Compute : addon().gemm;
+  return half ? roundingGemm(half, like.device) : addon().gemm;
 }
 
 /** A GEMM for fused ops at one matmul precision (gemmAtPrecision). */
@@ -129,6 +150,7 @@ export interface PrecisionGemm {
  * on CUDA at 16 bits they are 16-bit tensors read by cuBLASLt's 16-bit GEMM.
  */
 export function gemmAtPrecision(like: Tensor): PrecisionGemm {
+  if (computesInBf16(precision, like)) return { operand: (t) => t, gemm: addon().gemmBf16Compute };
   const half = roundsTo(precision, like.device);
   if (!half) return { operand: (t) => t, gemm: f32GemmAtPrecision(like) };
   if (like.device === 'cpu') {
@@ -194,7 +216,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
 
   const out = Tensor.empty([...batchDims, M, N], { device: a.device });
   const half = a.dtype === 'f32' ? roundsTo(precision, a.device) : null;
-  const bf16 = !half && computesInBf16(precision, a);
+  const bf16 = computesInBf16(precision, a);
   const A = rounded(a, half), B = rounded(b, half);
   gemm(transA, transB, M, N, K, A, ac, sa, B, bc, sb, out, sc, batch, 0, bf16);
   // Rounded copies: dA reads only B and dB only A, so the tape keeps only what a gradient needs.
@@ -234,6 +256,20 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   return result;
 }
 
+// The last rounded copy of an input that linear() made and the tape still holds: the next linear
+// of the same tensor (k and v after q, up after gate, a LoRA adapter after its base) reads and
+// keeps that one instead of a copy of its own. A tensor the tape saved must not change in place,
+// so a live copy is still its rounding.
+let lastInput: { src: Tensor; half: Half; copy: Tensor } | null = null;
+
+function roundedInput(x: Tensor, half: Half | null): Tensor {
+  if (!half || x.dtype !== 'f32') return x;
+  if (lastInput && lastInput.src === x && lastInput.half === half && !lastInput.copy.disposed) return lastInput.copy;
+  const copy = x.to(half);
+  lastInput = { src: x, half, copy };
+  return copy;
+}
+
 /** Most rows of x that linear() sends to the GEMV (native/cpu/gemv.cpp) rather than the GEMM. */
 export const GEMV_MAX_ROWS = 64;
 
@@ -252,14 +288,16 @@ export function linear(x: Tensor, weight: Tensor): Tensor {
   const rows = inF === 0 ? x.shape.slice(0, -1).reduce((p, d) => p * d, 1) : x.size / inF;
   const y = Tensor.empty([...x.shape.slice(0, -1), outF], { device: x.device });
   const half = x.dtype === 'f32' ? roundsTo(precision, x.device) : null;
-  const bf16 = !half && computesInBf16(precision, x);
-  const X = rounded(x, half), W = rounded(weight, half);
+  const bf16 = computesInBf16(precision, x);
+  const X = roundedInput(x, half), W = rounded(weight, half);
   // A few rows (decoding) stream the weights once through the CPU GEMV instead of packing them;
   // on CUDA every shape goes to cuBLASLt.
   if (x.device === 'cpu' && x.dtype === 'f32' && !bf16 && !half && rows > 0 && rows <= GEMV_MAX_ROWS) addon().gemv(y.storage, y.offset, x.storage, x.offset, weight.storage, weight.offset, rows, outF, inF, false);
   else gemm(false, true, rows, outF, inF, X, inF, 0, W, inF, 0, y, 0, 1, 0, bf16);
-  // Rounded copies: dx reads only W and dW only X, so the tape keeps only what a gradient needs.
-  const saved = half ? [...(x.requiresGrad ? [W] : []), ...(weight.requiresGrad ? [X] : [])] : [x, weight];
+  // dW reads the rounded copy of x (an activation: its f32 tensor may be freed after the forward)
+  // and dx the weight: the f32 one (a parameter, alive anyway; a 16-bit copy kept until backward
+  // would add half its bytes), rounded again there. Only what a gradient needs is kept.
+  const saved = half ? [...(x.requiresGrad ? [weight] : []), ...(weight.requiresGrad ? [X] : [])] : [x, weight];
 
   const result = record('linear', y, [x, weight], saved, (g) => {
     const G = rounded(g, half); // rounded once, read by both products
@@ -268,7 +306,12 @@ export function linear(x: Tensor, weight: Tensor): Tensor {
     try {
       if (x.requiresGrad) {
         dx = Tensor.empty(x.shape, { device: x.device });
-        gemm(false, false, rows, inF, outF, G, outF, 0, W, inF, 0, dx, 0, 1, 0, bf16); // dx = dy @ W
+        const Wb = rounded(weight, half);
+        try {
+          gemm(false, false, rows, inF, outF, G, outF, 0, Wb, inF, 0, dx, 0, 1, 0, bf16); // dx = dy @ W
+        } finally {
+          if (Wb !== weight) Wb.dispose();
+        }
       }
       if (weight.requiresGrad) {
         dw = Tensor.empty(weight.shape, { device: x.device });
