@@ -12,14 +12,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PatentGPTError } from '../../src/errors.js';
-import { Tensor, matmul, matmulPrecision, mul, noGrad, scale, sub, sum, type MatmulPrecision } from '../../src/tensor/index.js';
+import { Tensor, matmul, matmulPrecision, mul, noGrad, scale, sub, sum, type Device, type MatmulPrecision } from '../../src/tensor/index.js';
 import { unscaleGradients } from '../../src/tensor/ops/lossScale.js';
 import { configHash, validateStageConfig } from '../../src/train/config.js';
 import { LossScaler } from '../../src/train/loss-scale.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { pretrain } from '../../src/train/pretrain.js';
 import { Trainer, type TrainTask, type TrainerOptions } from '../../src/train/trainer.js';
-import { randomArray, stageOfKind } from '../helpers.js';
+import { describeDevices, randomArray, stageOfKind } from '../helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-lossscale-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -41,16 +41,16 @@ function batchAt(k: number): Batch {
 }
 
 /** A two-layer linear regression, loss mean((x W1 W2 - y)^2); its data position is the batch index. */
-function mlpTask(start = 0): TrainTask<Batch> & { weights: () => Float32Array[] } {
-  const w1 = Tensor.from(Float32Array.from(randomArray(IN * HID, 7, 0.5)), [IN, HID], { requiresGrad: true });
-  const w2 = Tensor.from(Float32Array.from(randomArray(HID * OUT, 8, 0.5)), [HID, OUT], { requiresGrad: true });
+function mlpTask(start = 0, device: Device = 'cpu'): TrainTask<Batch> & { weights: () => Float32Array[] } {
+  const w1 = Tensor.from(Float32Array.from(randomArray(IN * HID, 7, 0.5)), [IN, HID], { requiresGrad: true, device });
+  const w2 = Tensor.from(Float32Array.from(randomArray(HID * OUT, 8, 0.5)), [HID, OUT], { requiresGrad: true, device });
   const pos = { value: start };
   const ws = [w1, w2];
   return {
     parameters: () => [['w1', w1], ['w2', w2]],
     nextBatch: () => batchAt(pos.value++),
     loss: (b) => {
-      const d = sub(matmul(matmul(Tensor.from(b.x, [N, IN]), w1), w2), Tensor.from(b.y, [N, OUT]));
+      const d = sub(matmul(matmul(Tensor.from(b.x, [N, IN], { device }), w1), w2), Tensor.from(b.y, [N, OUT], { device }));
       return { loss: scale(sum(mul(d, d)), 1 / (N * OUT)) };
     },
     dataPosition: () => ({ pos: pos.value }),
@@ -75,12 +75,14 @@ const base = (extra: Partial<TrainerOptions>): TrainerOptions => ({
 });
 const bits = (xs: Float32Array[]): number[][] => xs.map((x) => Array.from(new Uint32Array(x.buffer.slice(0))));
 
-describe('a fixed power-of-two loss scale changes nothing', () => {
+// On each device present (cuda: the CUDA unscaleCheck; skipped with the reason where there is no GPU).
+describeDevices('loss scaling in the trainer', ['unscaleCheck'], (device) => {
+  const mlp = (start = 0) => mlpTask(start, device);
   for (const precision of ['f32', 'bf16'] as const)
     it(`at precision ${precision}: losses, gradient norms and weights bit-identical to no scaling (gradAccum 2, clipping on)`, async () => {
       // maxGradNorm 1 clips every step: the clip must see the unscaled gradients.
       const opts = { totalSteps: 8, gradAccum: 2, precision, optimizer: { weightDecay: 0.01, maxGradNorm: 1 } };
-      const plain = mlpTask(), scaled = mlpTask();
+      const plain = mlp(), scaled = mlp();
       const ra = base(opts);
       const a = await new Trainer(plain, ra).run();
       const rb = base({ ...opts, lossScale: 1024 });
@@ -89,20 +91,18 @@ describe('a fixed power-of-two loss scale changes nothing', () => {
       expect(b).toMatchObject({ status: 'completed', overflowSteps: 0, nonFiniteSteps: 0 });
       expect(b.losses).toEqual(a.losses);
       expect(bits(scaled.weights())).toEqual(bits(plain.weights()));
-      expect(bits(plain.weights())).not.toEqual(bits(mlpTask().weights())); // it did train
+      expect(bits(plain.weights())).not.toEqual(bits(mlp().weights())); // it did train
       const recs = readMetrics(path.join(rb.runDir, 'metrics.jsonl'));
       expect(recs.every((r) => r.lossScale === 1024)).toBe(true);
       expect(recs.map((r) => r.gradNorm)).toEqual(readMetrics(path.join(ra.runDir, 'metrics.jsonl')).map((r) => r.gradNorm));
       expect(recs[0]!.gradNorm as number).toBeGreaterThan(1); // clipped
     });
-});
 
-describe('dynamic loss scaling from a huge scale', () => {
   it('skips and halves until the gradients are finite, then trains exactly as a run started at that scale; not a divergence', async () => {
     const steps = 14;
     const lines: string[] = [];
     const ra = base({ totalSteps: steps, lossScale: { initialScale: 2 ** 127 }, maxNonFiniteSteps: 1, progress: { write: (c: string) => lines.push(c), isTTY: false } });
-    const taskA = mlpTask();
+    const taskA = mlp();
     const a = await new Trainer(taskA, ra).run();
     const recs = readMetrics(path.join(ra.runDir, 'metrics.jsonl'));
     const k = recs.filter((r) => r.overflow === 1).length;
@@ -114,7 +114,7 @@ describe('dynamic loss scaling from a huge scale', () => {
     expect(recs.slice(k).every((r) => r.skipped === undefined && r.lossScale === 2 ** (127 - k))).toBe(true);
     expect(lines.join('')).toMatch(/step 1: gradients overflowed at loss scale 1\.7\d+e\+38; step skipped, weights unchanged, loss scale now 8\.5\d+e\+37/);
     // started at the final scale on the batches after the skipped ones: the same losses and weights
-    const taskB = mlpTask(k);
+    const taskB = mlp(k);
     const b = await new Trainer(taskB, base({ totalSteps: steps - k, lossScale: { initialScale: 2 ** (127 - k) } })).run();
     expect(b.overflowSteps).toBe(0);
     expect(a.losses.slice(k)).toEqual(b.losses);
@@ -122,27 +122,25 @@ describe('dynamic loss scaling from a huge scale', () => {
   });
 
   it('a fixed scale that overflows is an ordinary non-finite step: counted, and the run diverges', async () => {
-    const r = await new Trainer(mlpTask(), base({ totalSteps: 6, lossScale: 2 ** 127, maxNonFiniteSteps: 2 })).run();
+    const r = await new Trainer(mlp(), base({ totalSteps: 6, lossScale: 2 ** 127, maxNonFiniteSteps: 2 })).run();
     expect(r).toMatchObject({ status: 'diverged', step: 3, nonFiniteSteps: 3, overflowSteps: 3 });
   });
-});
 
-describe('resume with dynamic loss scaling', () => {
   it('a run stopped and resumed from its checkpoint matches the uninterrupted one bit for bit, the scale included', async () => {
     // 2^124 overflows at first, growthInterval 2 then grows it back into overflow now and then:
     // the scale and the good-step count both change across the checkpoint.
     const ls = { initialScale: 2 ** 124, growthInterval: 2 };
     const full = base({ totalSteps: 16, lossScale: ls });
-    const taskF = mlpTask();
+    const taskF = mlp();
     const f = await new Trainer(taskF, full).run();
     expect(f.overflowSteps).toBeGreaterThanOrEqual(3);
-    const runDir = path.join(root, 'resume');
-    const first = await new Trainer(mlpTask(), { ...full, runDir, totalSteps: 7 }).run();
+    const runDir = path.join(root, `resume-${device}`);
+    const first = await new Trainer(mlp(), { ...full, runDir, totalSteps: 7 }).run();
     expect(first.status).toBe('completed');
     const state = JSON.parse(fs.readFileSync(path.join(runDir, 'checkpoints', 'step-7', 'state.json'), 'utf8'));
     const fr = readMetrics(path.join(full.runDir, 'metrics.jsonl'));
     expect(state.extra.lossScale.scale).toBe(fr[7]!.lossScale); // the scale step 8 uses
-    const taskR = mlpTask();
+    const taskR = mlp();
     const second = await new Trainer(taskR, { ...full, runDir }).run();
     expect(second.resumedFrom).toBe(7);
     expect([...first.losses, ...second.losses]).toEqual(f.losses);
