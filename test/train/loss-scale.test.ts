@@ -17,6 +17,7 @@ import { unscaleGradients } from '../../src/tensor/ops/lossScale.js';
 import { configHash, validateStageConfig } from '../../src/train/config.js';
 import { LossScaler } from '../../src/train/loss-scale.js';
 import { readMetrics } from '../../src/train/metrics.js';
+import { learningRate } from '../../src/train/schedule.js';
 import { pretrain } from '../../src/train/pretrain.js';
 import { Trainer, type TrainTask, type TrainerOptions } from '../../src/train/trainer.js';
 import { describeDevices, randomArray, stageOfKind } from '../helpers.js';
@@ -119,6 +120,18 @@ describeDevices('loss scaling in the trainer', ['unscaleCheck'], (device) => {
     expect(b.overflowSteps).toBe(0);
     expect(a.losses.slice(k)).toEqual(b.losses);
     expect(bits(taskA.weights())).toEqual(bits(taskB.weights()));
+  });
+
+  it('the learning-rate schedule follows the loop step through skipped steps (torch: scheduler.step() every iteration)', async () => {
+    const schedule = { kind: 'cosine' as const, lr: 0.01, warmupSteps: 8, totalSteps: 12, minLr: 0.001 };
+    const r = base({ totalSteps: 12, schedule, lossScale: { initialScale: 2 ** 127 } });
+    await new Trainer(mlp(), r).run();
+    const recs = readMetrics(path.join(r.runDir, 'metrics.jsonl'));
+    const k = recs.filter((x) => x.overflow === 1).length;
+    expect(k).toBeGreaterThanOrEqual(3);
+    // step s (1-based) runs at the schedule's lr of s - 1, skipped or not: the first update after
+    // k overflows is at warmup step k, not at step 0 (AdamW's own step count did not move)
+    expect(recs.map((x) => x.lr)).toEqual(Array.from({ length: 12 }, (_, i) => learningRate(schedule, i)));
   });
 
   it('a fixed scale that overflows is an ordinary non-finite step: counted, and the run diverges', async () => {
