@@ -8,6 +8,7 @@ import type { StageRunOptions } from '../train/stages/common.js';
 import type { TrainResult } from '../train/trainer.js';
 import { PatentGPTError } from '../errors.js';
 import { initDataParallel } from '../distributed/index.js';
+import { initStageDataParallel, pinGpu, stageDataParallel, type StageEngine } from '../distributed/stage-engine.js';
 import { positiveInt } from './args.js';
 
 export interface StageFlags {
@@ -32,24 +33,38 @@ export function stageCommand(name: string, description: string, configHelp: stri
     .option('--restart-from-scratch', 'start the run over when none of its checkpoints verifies (the old metrics.jsonl is kept as metrics.jsonl.before-restart)');
 }
 
-/** The config of a stage command: --steps applied, --run-dir over runDir, and the kind checked. */
+/**
+ * The config of a stage command: --steps applied, --run-dir over runDir, and the kind checked.
+ * Under a launcher it also makes this rank's data-parallel engine for the config's device
+ * (src/distributed/stage-engine.ts: MPI, or NCCL over the TCP rendezvous for a torchrun-style CUDA
+ * launch), after narrowing the visible GPUs to this rank's before the config's device check starts CUDA.
+ */
 export async function loadCommandConfig<K extends StageKind>(kind: K, flags: StageFlags): Promise<Extract<StageConfig, { kind: K }>> {
   if (flags.config === undefined) throw new PatentGPTError('E_ARGUMENT', "error: required option '--config <file>' not specified");
+  pinGpu();
   const cfg = await loadStageConfig(flags.config, flags.steps !== undefined ? { steps: flags.steps } : {});
   if (cfg.kind !== kind)
     throw new PatentGPTError('E_CONFIG', `${flags.config}: kind: "${cfg.kind}" is not a ${kind} config; run it with \`patentgpt ${cfg.kind}\``);
   if (flags.runDir) cfg.runDir = path.resolve(flags.runDir);
+  await initStageDataParallel((cfg as { device?: 'cpu' | 'cuda' }).device === 'cuda' ? 'cuda' : 'cpu');
   return cfg as Extract<StageConfig, { kind: K }>;
+}
+
+/** This rank's engine: the one loadCommandConfig made, else MPI's (or null) as launched. */
+function commandEngine(): StageEngine | null {
+  const made = stageDataParallel();
+  return made !== undefined ? made : initDataParallel();
 }
 
 /**
  * Progress, log and signal handling of a stage run from the command line; under a launcher
- * (`patentgpt launch`, mpirun, srun: src/distributed/env.ts) this process's rank and the MPI
- * data-parallel engine, with progress and log lines from rank 0 only.
+ * (`patentgpt launch`, mpirun, srun, torchrun-style variables: src/distributed/env.ts) this
+ * process's rank and its data-parallel engine (MPI, or NCCL for a torchrun-style CUDA launch), with
+ * progress and log lines from rank 0 only.
  */
 export function commandRunOptions(flags: StageFlags): StageRunOptions {
   const out = process.stderr;
-  const dp = initDataParallel();
+  const dp = commandEngine();
   const quiet = flags.quiet || (dp !== null && dp.rank !== 0);
   return {
     configFile: flags.config,
@@ -68,7 +83,7 @@ export function commandRunOptions(flags: StageFlags): StageRunOptions {
  */
 export function finishStageCommand(name: string, flags: StageFlags, result: TrainResult & { runDir: string; lora?: { final?: { model: string; adapter?: string } } }): void {
   const out = process.stderr;
-  const dp = initDataParallel();
+  const dp = commandEngine();
   const dataParallelRank = dp?.rank ?? null; // each rank prints its own summary
   const ar = dp?.stats();
   const summary = {
