@@ -11,7 +11,10 @@
 //
 // The collectives are enqueued on the process stream (cuda_ops.h stream(): the one every kernel
 // and copy goes on, so they are ordered after the backward that made the gradients and before any
-// read) and return at once. ncclSynchronize waits for the stream, polling ncclCommGetAsyncError, up
+// read) and return at once; or, while ncclUseCommStream is on, on a second stream (cuda_ops.h
+// comm_stream()) so gradient buckets reduce while backward still runs, ordered against the process
+// stream by events (ncclOrder: the comm stream waits for a bucket's gradients, the process stream
+// for the reduced ones before the optimizer). ncclSynchronize waits for the stream, polling ncclCommGetAsyncError, up
 // to a timeout: NCCL, like MPI, never times out on its own, so a dead peer would hang every rank.
 // On an error or the timeout the communicator is aborted (ncclCommAbort lets the stuck kernels
 // exit) and the result says why, naming the rank.
@@ -42,6 +45,8 @@ struct CommEntry {
   bool live = false;
   std::string aborted;  // why it was aborted, once it was
   double timeout_ms = 0;  // the job's limit, for a non-blocking communicator's calls in progress
+  bool on_comm_stream = false;  // collectives go on the comm stream (ncclUseCommStream)
+  bool used_comm_stream = false;  // some did: synchronize waits for that stream too
 };
 
 std::vector<CommEntry>& Comms() {
@@ -154,6 +159,14 @@ Napi::Value CpuRefused(const Napi::CallbackInfo&, const Args& a) {
 
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
 
+// The stream a communicator's collectives go on: the process stream, or the comm stream while
+// ncclUseCommStream is on (gradient buckets reduced while backward runs; ordered by ncclOrder).
+void* StreamOf(CommEntry& e) {
+  if (!e.on_comm_stream) return pg::cuda::stream();
+  e.used_comm_stream = true;
+  return pg::cuda::comm_stream();
+}
+
 // ncclAllReduce(comm, x, n, op): in place, sum or mean over the ranks.
 Napi::Value AllReduce(const Napi::CallbackInfo& info, const Args& a) {
   CommEntry& e = CommArg(a, 0);
@@ -162,7 +175,7 @@ Napi::Value AllReduce(const Napi::CallbackInfo& info, const Args& a) {
   const std::string op = info[4].As<Napi::String>().Utf8Value();
   const pg::nccl::Api& api = NeedNccl(a);
   CheckCollective(a, api, api.AllReduce(x, x, static_cast<size_t>(n), pg::nccl::Float32, op == "avg" ? pg::nccl::Avg : pg::nccl::Sum, e.comm,
-                              pg::cuda::stream()),
+                              StreamOf(e)),
         "all-reduce", e);
   return info.Env().Undefined();
 }
@@ -175,7 +188,7 @@ Napi::Value ReduceScatter(const Napi::CallbackInfo& info, const Args& a) {
   const float* x = a.Ptr<float>(3, "x", a.Mul(n, e.size));
   if (Overlap(out, n, x, n * e.size)) a.Fail("out must not overlap x");
   const pg::nccl::Api& api = NeedNccl(a);
-  CheckCollective(a, api, api.ReduceScatter(x, out, static_cast<size_t>(n), pg::nccl::Float32, pg::nccl::Sum, e.comm, pg::cuda::stream()),
+  CheckCollective(a, api, api.ReduceScatter(x, out, static_cast<size_t>(n), pg::nccl::Float32, pg::nccl::Sum, e.comm, StreamOf(e)),
         "reduce-scatter", e);
   return info.Env().Undefined();
 }
@@ -188,7 +201,7 @@ Napi::Value AllGather(const Napi::CallbackInfo& info, const Args& a) {
   const float* x = a.Ptr<float>(3, "x", n);
   if (Overlap(out, n * e.size, x, n)) a.Fail("out must not overlap x");
   const pg::nccl::Api& api = NeedNccl(a);
-  CheckCollective(a, api, api.AllGather(x, out, static_cast<size_t>(n), pg::nccl::Float32, e.comm, pg::cuda::stream()), "all-gather", e);
+  CheckCollective(a, api, api.AllGather(x, out, static_cast<size_t>(n), pg::nccl::Float32, e.comm, StreamOf(e)), "all-gather", e);
   return info.Env().Undefined();
 }
 
@@ -200,12 +213,74 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info, const Args& a) {
   const int64_t root = a.Int(4, "root");
   if (root < 0 || root >= e.size) a.Fail("root " + std::to_string(root) + " is not a rank of " + std::to_string(e.size));
   const pg::nccl::Api& api = NeedNccl(a);
-  CheckCollective(a, api, api.Broadcast(x, x, static_cast<size_t>(n), pg::nccl::Float32, static_cast<int>(root), e.comm, pg::cuda::stream()),
+  CheckCollective(a, api, api.Broadcast(x, x, static_cast<size_t>(n), pg::nccl::Float32, static_cast<int>(root), e.comm, StreamOf(e)),
         "broadcast", e);
   return info.Env().Undefined();
 }
 
+// ncclReduce(comm, x, n, op, root): in place; root's x becomes the sum (or mean) over the ranks, the
+// others' x is left as it was (ZeRO-2: each gradient reduced to the rank that owns its parameter).
+Napi::Value Reduce(const Napi::CallbackInfo& info, const Args& a) {
+  CommEntry& e = CommArg(a, 0);
+  const int64_t n = a.Size(3, "n");
+  float* x = a.Ptr<float>(1, "x", n);
+  const std::string op = info[4].As<Napi::String>().Utf8Value();
+  const int64_t root = a.Int(5, "root");
+  if (root < 0 || root >= e.size) a.Fail("root " + std::to_string(root) + " is not a rank of " + std::to_string(e.size));
+  const pg::nccl::Api& api = NeedNccl(a);
+  CheckCollective(a, api,
+                  api.Reduce(x, x, static_cast<size_t>(n), pg::nccl::Float32, op == "avg" ? pg::nccl::Avg : pg::nccl::Sum,
+                             static_cast<int>(root), e.comm, StreamOf(e)),
+                  "reduce", e);
+  return info.Env().Undefined();
+}
+
 #endif
+
+// ncclGroupStart(): the collectives until ncclGroupEnd are launched as one (a bucket's gradients).
+Napi::Value GroupStart(const Napi::CallbackInfo& info, const Args& a) {
+  const pg::nccl::Api& api = NeedNccl(a);
+  Check(a, api, api.GroupStart(), "groupStart", nullptr, 0);
+  return info.Env().Undefined();
+}
+
+// ncclGroupEnd(comm): launches the group (comm: whose timeout bounds a non-blocking group in progress).
+Napi::Value GroupEnd(const Napi::CallbackInfo& info, const Args& a) {
+  CommEntry& e = CommArg(a, 0);
+  const pg::nccl::Api& api = NeedNccl(a);
+  CheckCollective(a, api, api.GroupEnd(), "groupEnd", e);
+  return info.Env().Undefined();
+}
+
+// ncclUseCommStream(comm, on): this communicator's collectives go on the comm stream (on) or the
+// process stream (off, the default). On the comm stream they run beside the kernels of the process
+// stream; ncclOrder is the only ordering between the two.
+Napi::Value UseCommStream(const Napi::CallbackInfo& info, const Args& a) {
+  CommEntry& e = CommArg(a, 0);
+  e.on_comm_stream = a.Bool(1, "on");
+  return info.Env().Undefined();
+}
+
+// ncclOrder(comm, after): 'compute' makes the comm stream wait for the process stream's work so far
+// (a bucket's gradients are made: record an event there, wait on it here); 'comm' makes the process
+// stream wait for the comm stream's (the reduced gradients, before the optimizer reads them).
+Napi::Value Order(const Napi::CallbackInfo& info, const Args& a) {
+  CommEntry& e = CommArg(a, 0);
+  const std::string after = info[1].As<Napi::String>().Utf8Value();
+  if (after != "compute" && after != "comm") a.Fail("after must be 'compute' or 'comm', got " + after);
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  try {
+    if (after == "compute") pg::cuda::stream_wait(pg::cuda::comm_stream(), pg::cuda::stream(), "ncclOrder (comm after compute)");
+    else pg::cuda::stream_wait(pg::cuda::stream(), pg::cuda::comm_stream(), "ncclOrder (compute after comm)");
+  } catch (const pg::cuda::Error& err) {
+    a.Fail(kErrDevice, "rank " + std::to_string(e.rank) + ": " + err.what());
+  }
+#else
+  (void)e;
+  a.Fail(kErrDevice, "NCCL needs CUDA, and this addon was built without it");
+#endif
+  return info.Env().Undefined();
+}
 
 // ncclSynchronize(comm, timeoutMs) -> { ms, error, timedOut }: waits for the stream (every
 // collective enqueued so far), polling NCCL's asynchronous error; aborts the communicator on an
@@ -221,8 +296,10 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info, const Args& a) {
   bool timed_out = false;
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
   cudaStream_t stream = static_cast<cudaStream_t>(pg::cuda::stream());
+  cudaStream_t comm_stream = e.used_comm_stream ? static_cast<cudaStream_t>(pg::cuda::comm_stream()) : nullptr;
   for (;;) {
-    const cudaError_t q = cudaStreamQuery(stream);
+    cudaError_t q = cudaStreamQuery(stream);
+    if (q == cudaSuccess && comm_stream) q = cudaStreamQuery(comm_stream);
     if (q == cudaSuccess) break;
     if (q != cudaErrorNotReady) {
       error = std::string("rank ") + std::to_string(e.rank) + ": the CUDA stream failed during NCCL collectives: " + cudaGetErrorString(q);
@@ -279,6 +356,12 @@ const Decl kDecls[] = {
      PG_NCCL_CUDA(AllGather)},
     {DeclKind::Function, "ncclBroadcast", "ncclBroadcast", "comm: int, x: f32, n: size, root: int", "void", CpuRefused,
      PG_NCCL_CUDA(Broadcast)},
+    {DeclKind::Function, "ncclReduce", "ncclReduce", "comm: int, x: f32, n: size, op: 'sum' | 'avg', root: int", "void", CpuRefused,
+     PG_NCCL_CUDA(Reduce)},
+    {DeclKind::Function, "ncclGroupStart", "ncclGroupStart", "", "void", GroupStart, nullptr},
+    {DeclKind::Function, "ncclGroupEnd", "ncclGroupEnd", "comm: int", "void", GroupEnd, nullptr},
+    {DeclKind::Function, "ncclUseCommStream", "ncclUseCommStream", "comm: int, on: boolean", "void", UseCommStream, nullptr},
+    {DeclKind::Function, "ncclOrder", "ncclOrder", "comm: int, after: 'compute' | 'comm'", "void", Order, nullptr},
 };
 
 }  // namespace

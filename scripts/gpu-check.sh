@@ -106,8 +106,10 @@ gpu_ok=$?
 
 # ---- NCCL (src/distributed/nccl.ts), after the table, under its own limit (not the budget above):
 # a 1-rank NCCL communicator on this GPU (world size 1 is valid for NCCL): all-reduce (sum, mean),
-# reduce-scatter, all-gather and broadcast over CUDA tensors, then a 1-rank data-parallel pretrain
-# through NCCL against the single-process trainer, same losses (scripts/nccl-check.ts). libnccl
+# reduce-scatter, all-gather and broadcast over CUDA tensors, reduce and a group on the comm stream
+# ordered by events; then 1-rank data-parallel pretrains through NCCL (buckets overlapped with
+# backward on NCCL's stream; and ZeRO-2) against the single-process trainer, same losses
+# (scripts/nccl-check.ts). The communicator's set-up is bounded (non-blocking init). libnccl
 # comes from PATENTGPT_NCCL, the system (libnccl2), or python3's nvidia-nccl-cu13/-cu12 wheel
 # (PyTorch's CUDA builds bring one). Without NCCL the check says why and counts as skipped.
 if [ -z "${PATENTGPT_NCCL:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2'; then
@@ -118,7 +120,7 @@ echo "== nccl (at most ${PG_NCCL_CHECK_SECONDS:-180}s; library: ${PATENTGPT_NCCL
 timeout --kill-after=10 "${PG_NCCL_CHECK_SECONDS:-180}" npx tsx scripts/nccl-check.ts all 2>&1 | tee "$LOG/nccl.log"
 nccl_rc=${PIPESTATUS[0]}
 case "$nccl_rc" in
-  0) echo "gpu-check: nccl passed (1-rank collectives and data-parallel pretrain through NCCL)" ;;
+  0) echo "gpu-check: nccl passed (1-rank collectives, overlapped and ZeRO-2 data-parallel pretrain through NCCL)" ;;
   2) echo "gpu-check: nccl SKIPPED: $(tail -1 "$LOG/nccl.log")"; nccl_rc=0 ;;
   *) echo "gpu-check: nccl FAILED (exit $nccl_rc; see $LOG/nccl.log)" ;;
 esac

@@ -2,13 +2,19 @@
 //   collectives  a 1-rank NCCL communicator (world size 1 is valid for NCCL): all-reduce (sum,
 //                mean), reduce-scatter, all-gather and broadcast over CUDA tensors through the
 //                dispatcher (src/distributed/collectives.ts), each equal to its input (one rank).
+//                Then the overlap machinery: ncclReduce to a root, an NCCL group, collectives on
+//                the communication stream ordered by events (order('compute') / order('comm')).
 //   dp           the same pretraining config on 'cuda' twice: the single-process trainer, and with
-//                the NCCL data-parallel engine (gradients all-reduced by NCCL each step): the
-//                losses must agree (one rank's mean is its own gradient; within 1e-4, as CUDA's
-//                atomics make two single runs differ in the last bits), and the engine must
-//                have reduced every step. Prints tokens/s of both and NCCL's wait per step.
+//                the NCCL data-parallel engine (gradients all-reduced by NCCL each step, in small
+//                buckets sent on NCCL's stream during backward): the losses must agree (one rank's
+//                mean is its own gradient; within 1e-4, as CUDA's atomics make two single runs
+//                differ in the last bits), the engine must have reduced every step, and buckets
+//                must have gone during backward after the first step. Prints tokens/s of both and
+//                NCCL's wait per step.
+//   zero2        the same with ZeRO-2 over NCCL (gradients reduced to their owner, parameters
+//                broadcast from it after the step): one rank equals the plain trainer.
 // Without a GPU or NCCL it prints why and exits 2 (a skip, not a failure), before touching CUDA.
-// Usage: npx tsx scripts/nccl-check.ts [collectives|dp|all] [--steps N]
+// Usage: npx tsx scripts/nccl-check.ts [collectives|dp|zero2|all] [--steps N]
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -54,10 +60,25 @@ async function collectives(): Promise<void> {
   const c = Tensor.from(v, [1000], { device: 'cuda' });
   broadcastTensor(nccl, c, 0);
   same('broadcast', c, v, [1000]);
+  // ZeRO-2's reduce to the owner and DDP's overlap: a group on the communication stream, after an
+  // event on the compute stream, and the compute stream after it
+  const d = Tensor.from(v, [1000], { device: 'cuda' });
+  const e = Tensor.from(v.slice(0, 10), [10], { device: 'cuda' });
+  nccl.order('compute');
+  nccl.useCommStream(true);
+  nccl.group(() => {
+    nccl.reduceAsync(d, 0, 'mean');
+    nccl.allReduceAsync(e, 'mean');
+  });
+  nccl.useCommStream(false);
+  nccl.order('comm');
+  nccl.synchronize();
+  same('reduce (mean) + all-reduce in a group on the communication stream', d, v, [1000]);
+  same('second tensor of the group', e, v.slice(0, 10), [10]);
   console.log(JSON.stringify({ check: 'nccl-collectives', ok: true, version: ncclStatus().version, waitMs: nccl.waitMs }));
 }
 
-async function dpCompare(): Promise<void> {
+async function dpCompare(zero: 0 | 2): Promise<void> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-nccl-dp-'));
   try {
     const cfg = (name: string) => validateStageConfig({
@@ -75,20 +96,23 @@ async function dpCompare(): Promise<void> {
       return { loss: train.map((r) => r.loss!), tps: tps[Math.floor(tps.length / 2)] ?? 0 };
     };
     const single = await losses('single', {});
-    const dp = await initNcclDataParallel({ env: { RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0' } });
-    const viaNccl = await losses('nccl', { rank: 0, worldSize: 1, dataParallel: dp });
+    // 64 KB buckets: several per step, sent on NCCL's stream during backward from the second step on
+    const dp = await initNcclDataParallel({ env: { RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0' }, zero, options: { bucketBytes: 64 * 1024 } });
+    const viaNccl = await losses(zero ? 'nccl-zero2' : 'nccl', { rank: 0, worldSize: 1, dataParallel: dp });
     const st = dp.stats();
     if (!st || st.steps !== steps)
       throw new Error(`the NCCL engine reduced ${st?.steps ?? 0} of ${steps} steps: the trainer used no data-parallel engine on one rank ` +
         '(src/train/trainer.ts takes opts.dataParallel only when worldSize > 1; it must take a given engine on 1 rank too)');
+    if (steps > 1 && st.overlapped === 0) throw new Error(`no bucket was sent during backward in ${steps} steps (${st.buckets} buckets): the overlap is off`);
     const diff = Math.max(...single.loss.map((l, i) => Math.abs(l - viaNccl.loss[i]!)));
     console.log(`  losses single: ${single.loss.map((l) => l.toFixed(6)).join(' ')}`);
     console.log(`  losses NCCL:   ${viaNccl.loss.map((l) => l.toFixed(6)).join(' ')}`);
     // Not bit-equal by design: CUDA's scatter-adds (embedding backward) sum in atomics' order, so two
     // single-process runs already differ in the last bits.
     const ok = single.loss.length === steps && viaNccl.loss.length === steps && diff <= 1e-4;
-    console.log(JSON.stringify({ check: 'nccl-dp', ok, steps, maxLossDiff: diff, tokensPerSecSingle: single.tps, tokensPerSecNccl: viaNccl.tps, ncclWaitMsPerStep: st.waitMs / st.steps }));
-    if (!ok) throw new Error(`1-rank NCCL data parallel vs single process: losses differ by ${diff}`);
+    console.log(JSON.stringify({ check: zero ? 'nccl-zero2' : 'nccl-dp', ok, steps, maxLossDiff: diff, tokensPerSecSingle: single.tps, tokensPerSecNccl: viaNccl.tps, ncclWaitMsPerStep: st.waitMs / st.steps, overlappedBuckets: st.overlapped, buckets: st.buckets }));
+    if (!ok) throw new Error(`1-rank NCCL data parallel${zero ? ' (ZeRO-2)' : ''} vs single process: losses differ by ${diff}`);
+    dp.nccl.close();
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
@@ -100,4 +124,5 @@ if (skip) {
   process.exit(2);
 }
 if (mode === 'collectives' || mode === 'all') await collectives();
-if (mode === 'dp' || mode === 'all') await dpCompare();
+if (mode === 'dp' || mode === 'all') await dpCompare(0);
+if (mode === 'zero2' || mode === 'all') await dpCompare(2);

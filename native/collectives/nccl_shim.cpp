@@ -43,6 +43,9 @@ void open_once() {
   resolve(lib, "ncclReduceScatter", g_api.ReduceScatter, missing);
   resolve(lib, "ncclAllGather", g_api.AllGather, missing);
   resolve(lib, "ncclBroadcast", g_api.Broadcast, missing);
+  resolve(lib, "ncclReduce", g_api.Reduce, missing);
+  resolve(lib, "ncclGroupStart", g_api.GroupStart, missing);
+  resolve(lib, "ncclGroupEnd", g_api.GroupEnd, missing);
   resolve(lib, "ncclCommAbort", g_api.CommAbort, missing);
   resolve(lib, "ncclCommDestroy", g_api.CommDestroy, missing);
   resolve(lib, "ncclGetErrorString", g_api.GetErrorString, missing);

@@ -42,6 +42,9 @@ struct Api {
   Result (*ReduceScatter)(const void*, void*, size_t recvcount, int, int, Comm, void* stream);
   Result (*AllGather)(const void*, void*, size_t sendcount, int, Comm, void* stream);
   Result (*Broadcast)(const void*, void*, size_t, int, int root, Comm, void* stream);
+  Result (*Reduce)(const void*, void*, size_t, int, int op, int root, Comm, void* stream);
+  Result (*GroupStart)();
+  Result (*GroupEnd)();
   Result (*CommAbort)(Comm);
   Result (*CommDestroy)(Comm);
   const char* (*GetErrorString)(Result);

@@ -190,6 +190,29 @@ void* stream() {
   return s;
 }
 
+void* comm_stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t created = nullptr;
+    if (cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking) != cudaSuccess) {
+      cudaGetLastError();
+      created = nullptr;
+    }
+    return created;
+  }();
+  return s;
+}
+
+void stream_wait(void* waiter, void* signaller, const char* what) {
+  // An event per call: recorded after the signaller's work so far, waited on by the waiter (on the
+  // device; the host goes on). Destroying it at once is allowed: CUDA frees it once it completed.
+  cudaEvent_t ev = nullptr;
+  cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+  if (e == cudaSuccess) e = cudaEventRecord(ev, static_cast<cudaStream_t>(signaller));
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(static_cast<cudaStream_t>(waiter), ev, 0);
+  if (ev) cudaEventDestroy(ev);
+  if (e != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
 void synchronize(const char* what) {
   const cudaError_t e = cudaStreamSynchronize(st());
   if (e != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(e));

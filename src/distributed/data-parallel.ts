@@ -95,33 +95,7 @@ export class MpiDataParallel implements DataParallelEngine {
    */
   consolidate(state: OptimizerState): OptimizerState {
     if (!this.owner) return state;
-    const twoMoments = state.type !== 'sgd';
-    const mine = new Map(state.entries.map((e) => [e.name, e]));
-    const all = new Map<string, OptimizerState['entries'][number]>();
-    this.#byRank.forEach((list, k) => {
-      const n = list.reduce((a, [, p]) => a + p.size, 0) * (twoMoments ? 2 : 1);
-      if (n === 0) return;
-      const buf = new Float32Array(n);
-      let at = 0;
-      if (k === this.rank)
-        for (const [name] of list) {
-          const e = mine.get(name)!;
-          buf.set(e.m, at);
-          at += e.m.length;
-          if (twoMoments) {
-            buf.set(e.v!, at);
-            at += e.v!.length;
-          }
-        }
-      this.comm.broadcast(buf, k);
-      at = 0;
-      for (const [name, p] of list) {
-        const m = buf.slice(at, (at += p.size));
-        const v = twoMoments ? buf.slice(at, (at += p.size)) : undefined;
-        all.set(name, { name, shape: [...p.shape], m, ...(v ? { v } : {}) });
-      }
-    });
-    return { ...state, entries: this.#named.map(([n]) => all.get(n)!) };
+    return consolidateShards(state, this.#named, this.#byRank, this.rank, (buf, root) => this.comm.broadcast(buf, root));
   }
 
   beforeLastBackward(): void {
@@ -147,6 +121,42 @@ export class MpiDataParallel implements DataParallelEngine {
 }
 
 /**
+ * ZeRO-1: the whole optimizer state from every rank's shard (`byRank[k]`: rank k's parameters), in
+ * the order of `named`: each rank's moments broadcast from it in turn by `broadcast` (MPI's, or
+ * NCCL's through a device copy). A collective: every rank calls it and gets the whole state.
+ */
+export function consolidateShards(state: OptimizerState, named: readonly (readonly [string, Tensor])[], byRank: readonly (readonly (readonly [string, Tensor])[])[],
+  rank: number, broadcast: (buf: Float32Array, root: number) => void): OptimizerState {
+  const twoMoments = state.type !== 'sgd';
+  const mine = new Map(state.entries.map((e) => [e.name, e]));
+  const all = new Map<string, OptimizerState['entries'][number]>();
+  byRank.forEach((list, k) => {
+    const n = list.reduce((a, [, p]) => a + p.size, 0) * (twoMoments ? 2 : 1);
+    if (n === 0) return;
+    const buf = new Float32Array(n);
+    let at = 0;
+    if (k === rank)
+      for (const [name] of list) {
+        const e = mine.get(name)!;
+        buf.set(e.m, at);
+        at += e.m.length;
+        if (twoMoments) {
+          buf.set(e.v!, at);
+          at += e.v!.length;
+        }
+      }
+    broadcast(buf, k);
+    at = 0;
+    for (const [name, p] of list) {
+      const m = buf.slice(at, (at += p.size));
+      const v = twoMoments ? buf.slice(at, (at += p.size)) : undefined;
+      all.set(name, { name, shape: [...p.shape], m, ...(v ? { v } : {}) });
+    }
+  });
+  return { ...state, entries: named.map(([n]) => all.get(n)!) };
+}
+
+/**
  * ZeRO-1's partition, as torch's ZeroRedundancyOptimizer makes it: whole parameters, the largest
  * first, each to the rank with the fewest values so far (ties: the lowest rank); deterministic, so
  * every rank computes the same.
@@ -164,7 +174,8 @@ export function partition(params: readonly (readonly [string, number])[], ranks:
   return owner;
 }
 
-function envOptions(env: Record<string, string | undefined>): DataParallelOptions {
+/** The data-parallel options a launch passes in the environment (PATENTGPT_ZERO, _GLOBAL_BATCH, _BUCKET_MB, _DP_OVERLAP). */
+export function envOptions(env: Record<string, string | undefined>): DataParallelOptions {
   const o: DataParallelOptions = {};
   if (env.PATENTGPT_ZERO !== undefined && env.PATENTGPT_ZERO !== '') {
     if (!['0', '1', '2'].includes(env.PATENTGPT_ZERO)) throw new PatentGPTError('E_CONFIG', `PATENTGPT_ZERO=${env.PATENTGPT_ZERO}: must be 0, 1 (optimizer state sharded) or 2 (and gradients)`);

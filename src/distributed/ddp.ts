@@ -18,9 +18,17 @@
 // buckets are final when sent), so a rank holds about 1/N of the gradients at the step.
 //
 // CUDA gradients (an NcclCommunicator given as the engine) are reduced by NCCL in place on the
-// device, each gradient averaged by one ncclAllReduce on the process stream after backward: the
-// stream already orders them after the kernels that made the gradients, so nothing waits for the
-// host until finish() synchronizes once (with the timeout). ZeRO-2 over NCCL is not wired.
+// device, a bucket's gradients in one NCCL group (ncclAllReduce each, mean). With overlap the
+// groups go on NCCL's own stream as soon as backward made the bucket: an event recorded on the
+// compute stream is waited on by the communication stream (order('compute')), so the reduction
+// runs beside the rest of backward; finish() sends the rest, makes the compute stream wait for the
+// communication stream (order('comm')) before the optimizer, and synchronizes once (the timeout).
+// The first step only watches which buckets backward changes after their last gradient arrived
+// (host copies compared, every rank agreeing through one all-reduce of the flags): those go only
+// after backward from then on, as on MPI. ZeRO-2 over NCCL reduces each gradient to the rank that
+// owns its parameter (ncclReduce, mean, in the bucket's group: NCCL's reduce-scatter wants equal
+// blocks per rank, this is the same traffic without padding or packing copies); the other ranks'
+// gradients are freed after the synchronize (never while NCCL may still read them).
 import { PatentGPTError } from '../errors.js';
 import { Tensor } from '../tensor/index.js';
 import { scaleInPlace } from './collectives.js';
@@ -58,6 +66,67 @@ interface Bucket {
   /** First step: the values as sent, to see whether backward changed them afterwards. */
   sent: Float32Array | null;
   duringBackward: boolean;
+  /** NCCL: the bucket's group was enqueued this step. */
+  sentNccl: boolean;
+}
+
+/** One bucket as planned: the parameters (indices into the constructor's list) and where each sits. */
+export interface BucketPlan {
+  /** Indices of its parameters; ZeRO-2: grouped by owning rank (rank order), backward order within. */
+  params: number[];
+  /** Offset of each parameter in the bucket's flat buffer. */
+  offsets: number[];
+  /** Values in the bucket. */
+  size: number;
+  /** ZeRO-2: values of each rank's parameters (rank order); null without owners. */
+  counts: Int32Array | null;
+  /** ZeRO-2: this rank's parameters are params[first..end) (first = end = 0 when it owns none). */
+  first: number;
+  end: number;
+}
+
+/**
+ * DDP's buckets: the parameters in reverse order (as backward produces their gradients), a bucket
+ * closed before it would pass `capValues` (a parameter larger than that gets one of its own). With
+ * owners (ZeRO-2), each bucket's parameters are regrouped by owning rank, so each rank's values are
+ * one block: the counts of a reduce-scatter, and this rank's slice [first, end).
+ */
+export function planBuckets(sizes: readonly number[], capValues: number, ranks: { rank: number; size: number; owner?: ((i: number) => number) | null }): BucketPlan[] {
+  const cap = Math.max(1, Math.floor(capValues));
+  const owner = ranks.owner ?? null;
+  const plans: BucketPlan[] = [];
+  let cur: number[] = [];
+  let n = 0;
+  const close = (): void => {
+    if (cur.length === 0) return;
+    let counts: Int32Array | null = null;
+    let first = 0;
+    let end = cur.length;
+    if (owner) {
+      cur = cur.map((p, i) => ({ p, i })).sort((a, b) => owner(a.p) - owner(b.p) || a.i - b.i).map((x) => x.p);
+      counts = new Int32Array(ranks.size);
+      for (const p of cur) counts[owner(p)]! += sizes[p]!;
+      first = cur.findIndex((p) => owner(p) === ranks.rank);
+      if (first < 0) first = end = 0;
+      else end = first + cur.filter((p) => owner(p) === ranks.rank).length;
+    }
+    const offsets: number[] = [];
+    let at = 0;
+    for (const p of cur) {
+      offsets.push(at);
+      at += sizes[p]!;
+    }
+    plans.push({ params: cur, offsets, size: at, counts, first, end });
+    cur = [];
+    n = 0;
+  };
+  for (let p = sizes.length - 1; p >= 0; p--) {
+    if (n > 0 && n + sizes[p]! > cap) close();
+    cur.push(p);
+    n += sizes[p]!;
+  }
+  close();
+  return plans;
 }
 
 export class GradientBuckets {
@@ -71,6 +140,8 @@ export class GradientBuckets {
   readonly #owner: ((p: Tensor) => number) | null;
   #armed = false;
   #calibrated = false;
+  /** NCCL: the first bucket not yet sent this step. */
+  #nextNccl = 0;
 
   constructor(params: readonly Tensor[], engine: MpiCommunicator | NcclCommunicator, opts: { bucketBytes?: number; overlap?: boolean; owner?: (p: Tensor) => number } = {}) {
     const nccl = (this.#nccl = engine instanceof NcclCommunicator ? engine : null);
@@ -79,47 +150,21 @@ export class GradientBuckets {
     const onCuda = params.some((p) => p.device === 'cuda');
     if (onCuda && !nccl)
       throw new PatentGPTError('E_UNSUPPORTED', `data parallel: CUDA parameters: their gradients go through NCCL; give GradientBuckets an NcclCommunicator (MpiDataParallel and NcclDataParallel do when the model is on CUDA)`);
-    if (nccl && opts.owner) throw new PatentGPTError('E_UNSUPPORTED', 'data parallel: ZeRO-2 (sharded gradients) over NCCL is not wired yet; use ZeRO-1 or 0 on CUDA');
-    this.#overlap = nccl ? false : opts.overlap ?? true;
+    this.#overlap = opts.overlap ?? true;
     const owner = (this.#owner = opts.owner ?? null);
-    const cap = Math.max(1, Math.floor((opts.bucketBytes ?? 25 * 1024 * 1024) / 4));
-    this.buckets = [];
-    let cur: Tensor[] = [];
-    let n = 0;
-    const close = (): void => {
-      if (cur.length === 0) return;
-      let counts: Int32Array | null = null;
-      let first = 0;
-      let end = cur.length;
-      if (owner) {
-        cur = cur.map((p, i) => ({ p, i })).sort((a, b) => owner(a.p) - owner(b.p) || a.i - b.i).map((x) => x.p);
-        counts = new Int32Array(comm.size);
-        for (const p of cur) counts[owner(p)]! += p.size;
-        first = cur.findIndex((p) => owner(p) === comm.rank);
-        if (first < 0) first = end = 0;
-        else end = first + cur.filter((p) => owner(p) === comm.rank).length;
-      }
-      const offsets: number[] = [];
-      let at = 0;
-      for (const p of cur) {
-        offsets.push(at);
-        at += p.size;
-      }
-      const mine = counts ? new Float32Array(counts[comm.rank]!) : null;
-      // NCCL reduces the gradients where they are: no host staging buffer.
-      this.buckets.push({ params: cur, offsets, buf: new Float32Array(nccl ? 0 : at), counts, mine, first, end, ready: 0, late: false, pending: null, sent: null, duringBackward: false });
-      cur = [];
-      n = 0;
-    };
     const device = nccl ? 'cuda' : 'cpu';
-    for (const p of [...params].reverse()) {
+    for (const p of params)
       if (p.dtype !== 'f32' || p.device !== device)
         throw new PatentGPTError('E_UNSUPPORTED', `data parallel: parameter ${p.describe()}: the ${nccl ? 'NCCL' : 'MPI'} engine reduces f32 ${device.toUpperCase()} gradients (all parameters on one device)`);
-      if (n > 0 && n + p.size > cap) close();
-      cur.push(p);
-      n += p.size;
-    }
-    close();
+    const plans = planBuckets(params.map((p) => p.size), (opts.bucketBytes ?? 25 * 1024 * 1024) / 4, {
+      rank: comm.rank, size: comm.size, ...(owner ? { owner: (i: number) => owner(params[i]!) } : {}),
+    });
+    this.buckets = plans.map((b) => ({
+      params: b.params.map((i) => params[i]!), offsets: b.offsets, counts: b.counts, first: b.first, end: b.end,
+      // NCCL reduces the gradients where they are: no host staging buffer.
+      buf: new Float32Array(nccl ? 0 : b.size), mine: b.counts ? new Float32Array(nccl ? 0 : b.counts[comm.rank]!) : null,
+      ready: 0, late: false, pending: null, sent: null, duringBackward: false, sentNccl: false,
+    }));
     for (const b of this.buckets) for (const p of b.params) this.#of.set(p, b);
     if (this.#overlap) for (const p of params) this.#watch(p);
   }
@@ -140,7 +185,58 @@ export class GradientBuckets {
 
   #arrived(p: Tensor): void {
     const b = this.#of.get(p)!;
-    if (++b.ready === b.params.length && !b.late && b.pending === null) this.#send(b, true);
+    if (++b.ready < b.params.length || b.late) return;
+    if (!this.#nccl) {
+      if (b.pending === null) this.#send(b, true);
+    } else if (!this.#calibrated) b.sent ??= this.#hostCopy(b); // first step: only watch (see #calibrateNccl)
+    else {
+      // Strictly in bucket order, so every rank issues the same groups in the same order even when
+      // one rank's batch leaves a bucket without some gradient (it then goes at finish, with all after it).
+      const batch: Bucket[] = [];
+      for (; this.#nextNccl < this.buckets.length; this.#nextNccl++) {
+        const c = this.buckets[this.#nextNccl]!;
+        if (c.late || c.ready < c.params.length) break;
+        batch.push(c);
+      }
+      if (batch.length > 0) this.#sendNccl(this.#nccl, batch, true);
+    }
+  }
+
+  /** The bucket's gradients as one host array (first NCCL step only: it waits for the device). */
+  #hostCopy(b: Bucket): Float32Array {
+    const out = new Float32Array(b.params.reduce((a, p) => a + p.size, 0));
+    let at = 0;
+    for (const p of b.params) at += p.grad ? p.grad.read(out.subarray(at, at + p.size)).length : p.size;
+    return out;
+  }
+
+  /**
+   * Enqueues the buckets' reductions: one NCCL group each, on the communication stream once it
+   * waited for the kernels issued so far (the gradients); every rank issues the same groups in the
+   * same order (buckets fire in backward's order, the same on every rank; late ones after backward).
+   */
+  #sendNccl(nccl: NcclCommunicator, buckets: readonly Bucket[], duringBackward: boolean): void {
+    // A gradient this rank's batch did not reach is zero here (made on the compute stream, before the wait).
+    for (const b of buckets) for (const p of b.params) p.grad ??= Tensor.zeros(p.shape, { device: 'cuda' });
+    if (this.#overlap) {
+      nccl.order('compute');
+      nccl.useCommStream(true);
+    }
+    try {
+      for (const b of buckets) {
+        nccl.group(() => {
+          for (const p of b.params) {
+            if (this.#owner) nccl.reduceAsync(p.grad!, this.#owner(p), 'mean');
+            else nccl.allReduceAsync(p.grad!, 'mean');
+          }
+        });
+        b.sentNccl = true;
+        b.duringBackward = duringBackward;
+        if (duringBackward) this.stats.overlapped++;
+      }
+    } finally {
+      if (this.#overlap) nccl.useCommStream(false);
+    }
   }
 
   #send(b: Bucket, duringBackward: boolean): void {
@@ -171,7 +267,11 @@ export class GradientBuckets {
 
   /** Before the backward of a step's last micro-batch: buckets start as gradients arrive. */
   arm(): void {
-    for (const b of this.buckets) b.ready = 0;
+    for (const b of this.buckets) {
+      b.ready = 0;
+      b.sentNccl = false;
+    }
+    this.#nextNccl = 0;
     this.#armed = this.#overlap;
   }
 
@@ -218,22 +318,61 @@ export class GradientBuckets {
     this.stats.buckets += this.buckets.length;
   }
 
-  /** CUDA: every gradient averaged in place by NCCL, bucket by bucket, then one synchronize. */
+  /**
+   * CUDA: the buckets not sent during backward go now; the compute stream waits for the
+   * communication stream (the optimizer reads the means), then one synchronize with the timeout.
+   * ZeRO-2: the gradients of other ranks' parameters are freed after it.
+   */
   #finishNccl(nccl: NcclCommunicator): void {
     const t0 = performance.now();
-    let held = 0;
-    for (const b of this.buckets)
-      for (const p of b.params) {
-        // Every rank must issue the same collectives: a gradient this rank's batch did not reach is zero here.
-        p.grad ??= Tensor.zeros(p.shape, { device: 'cuda' });
-        nccl.allReduceAsync(p.grad, 'mean');
-        held += p.grad.byteLength;
-      }
+    if (!this.#calibrated) this.#calibrateNccl(nccl);
+    this.#sendNccl(nccl, this.buckets.filter((b) => !b.sentNccl), false);
+    if (this.#overlap) nccl.order('comm');
     this.stats.commMs += nccl.synchronize();
     this.stats.waitMs += performance.now() - t0;
+    let held = 0;
+    for (const b of this.buckets) {
+      b.params.forEach((p, i) => {
+        if (this.#owner && (i < b.first || i >= b.end) && p.grad) {
+          p.grad.dispose();
+          p.grad = null;
+        }
+        held += p.grad?.byteLength ?? 0;
+      });
+      b.sentNccl = false;
+    }
     this.stats.gradientBytes = held;
     this.stats.steps++;
     this.stats.buckets += this.buckets.length;
+  }
+
+  /**
+   * First NCCL step (nothing was sent during its backward): the buckets whose gradients changed
+   * after their last one arrived (a parameter used twice) are late from now on; every rank agrees
+   * (a sum of the flags over NCCL), so all send the same groups at the same time.
+   */
+  #calibrateNccl(nccl: NcclCommunicator): void {
+    this.#calibrated = true;
+    const flags = new Float32Array(Math.max(1, this.buckets.length));
+    this.buckets.forEach((b, k) => {
+      if (!b.sent) return;
+      const now = this.#hostCopy(b);
+      if (now.some((x, j) => x !== b.sent![j] && !(Number.isNaN(x) && Number.isNaN(b.sent![j]!)))) flags[k] = 1;
+      b.sent = null;
+    });
+    if (nccl.size > 1) {
+      const t = Tensor.from(flags, [flags.length], { device: 'cuda' });
+      try {
+        nccl.allReduceAsync(t, 'sum');
+        nccl.synchronize();
+        t.read(flags);
+      } finally {
+        t.dispose();
+      }
+    }
+    this.buckets.forEach((b, k) => {
+      if (flags[k]! > 0) b.late = true;
+    });
   }
 
   /** First step: buckets sent during backward whose gradients changed afterwards are sent again, and late from now on. */

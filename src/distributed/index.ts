@@ -6,5 +6,7 @@ export { allGatherTensor, allReduceTensors, broadcastTensor, engineFor, reduceSc
 export { NcclCommunicator, ncclStatus, requireNccl, type NcclInitOptions } from './nccl.js';
 export { NcclDataParallel, initNcclDataParallel } from './nccl-data-parallel.js';
 export { shareBytes, type RendezvousOptions } from './rendezvous.js';
-export { GradientBuckets, type BucketStats } from './ddp.js';
-export { MpiDataParallel, initDataParallel, type DataParallelOptions } from './data-parallel.js';
+export { GradientBuckets, planBuckets, type BucketPlan, type BucketStats } from './ddp.js';
+export { chooseEngine, launchedByMpi, type EngineChoice } from './engine-choice.js';
+export { initStageDataParallel, pinGpu, type StageEngine } from './stage-engine.js';
+export { MpiDataParallel, initDataParallel, partition, type DataParallelOptions } from './data-parallel.js';

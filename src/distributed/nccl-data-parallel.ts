@@ -1,10 +1,14 @@
 // The data-parallel engine for a model on CUDA: gradients averaged by NCCL on the device
-// (GradientBuckets' NCCL path), the step's numbers summed over MPI when the job was launched with it
-// (mpirun, srun) or else over NCCL itself (torchrun-style launches, bootstrapped by the TCP
-// rendezvous). ZeRO over NCCL is not wired yet: stage 0 only.
-import { PatentGPTError } from '../errors.js';
-import { Tensor, setNumThreads } from '../tensor/index.js';
+// (GradientBuckets' NCCL path: buckets reduced on NCCL's stream during backward), the step's
+// numbers summed over MPI when the job was launched with it (mpirun, srun) or else over NCCL itself
+// (torchrun-style launches, bootstrapped by the TCP rendezvous). ZeRO-1 and -2 as on MPI
+// (data-parallel.ts): the same partition of the parameters; each parameter broadcast from its
+// owner after the step and the optimizer state gathered for the checkpoint, over NCCL; ZeRO-2's
+// gradients reduced to their owners only.
+import { Tensor, globalGradNorm, setNumThreads } from '../tensor/index.js';
+import type { OptimizerState } from '../train/optimizer.js';
 import type { DataParallelEngine } from '../train/trainer.js';
+import { consolidateShards, envOptions, partition, type DataParallelOptions } from './data-parallel.js';
 import { GradientBuckets, type BucketStats } from './ddp.js';
 import { gpuForRank, rankFromEnv, threadsPerRank, type RankInfo } from './env.js';
 import { MpiCommunicator } from './mpi.js';
@@ -14,12 +18,22 @@ export class NcclDataParallel implements DataParallelEngine {
   readonly nccl: NcclCommunicator;
   readonly mpi: MpiCommunicator | null;
   readonly info: RankInfo;
+  readonly opts: DataParallelOptions;
+  readonly globalBatch: boolean;
   buckets: GradientBuckets | null = null;
+  /** ZeRO-1/2: the rank that owns each parameter (by name). */
+  owner: Map<string, number> | null = null;
+  owns?: (name: string) => boolean;
+  gradNorm?: () => number;
+  #named: (readonly [string, Tensor])[] = [];
+  #byRank: (readonly [string, Tensor])[][] = [];
 
-  constructor(nccl: NcclCommunicator, info: RankInfo, mpi: MpiCommunicator | null = null) {
+  constructor(nccl: NcclCommunicator, info: RankInfo, mpi: MpiCommunicator | null = null, opts: DataParallelOptions = {}) {
     this.nccl = nccl;
     this.mpi = mpi;
     this.info = info;
+    this.opts = opts;
+    this.globalBatch = opts.globalBatch === true;
   }
 
   get rank(): number {
@@ -30,7 +44,56 @@ export class NcclDataParallel implements DataParallelEngine {
   }
 
   attach(params: readonly (readonly [string, Tensor])[]): void {
-    this.buckets = new GradientBuckets(params.map(([, p]) => p), this.nccl);
+    this.#named = [...params];
+    const zero = this.opts.zero ?? 0;
+    if (zero >= 1) {
+      this.owner = partition(params.map(([n, p]) => [n, p.size] as const), this.worldSize);
+      this.#byRank = Array.from({ length: this.worldSize }, (_, k) => params.filter(([n]) => this.owner!.get(n) === k));
+      this.owns = (name) => this.owner!.get(name) === this.rank;
+    }
+    const byTensor = new Map(params.map(([n, p]) => [p, this.owner?.get(n) ?? 0]));
+    this.buckets = new GradientBuckets(params.map(([, p]) => p), this.nccl, {
+      ...(this.opts.bucketBytes !== undefined ? { bucketBytes: this.opts.bucketBytes } : {}),
+      ...(this.opts.overlap !== undefined ? { overlap: this.opts.overlap } : {}),
+      ...(zero === 2 ? { owner: (p: Tensor) => byTensor.get(p)! } : {}),
+    });
+    if (zero === 2) this.gradNorm = () => this.#globalNorm();
+  }
+
+  /** ZeRO-2: each rank's gradients (its own parameters) make one global norm (float64 sum of squares). */
+  #globalNorm(): number {
+    const mine = this.#byRank[this.rank]!.flatMap(([, p]) => (p.grad ? [p.grad] : []));
+    const local = mine.length > 0 ? globalGradNorm(mine) : 0;
+    return Math.sqrt(this.sum([local * local])[0]!);
+  }
+
+  /** ZeRO-1/2: every parameter from the rank that updated it, on the device (one NCCL group per rank). */
+  afterStep(): void {
+    if (!this.owner || this.worldSize === 1) return;
+    this.#byRank.forEach((list, k) => {
+      if (list.length > 0) this.nccl.group(() => list.forEach(([, p]) => this.nccl.broadcastAsync(p, k)));
+    });
+    this.nccl.synchronize();
+  }
+
+  /** ZeRO-1/2: the whole optimizer state on every rank (what rank 0's checkpoint holds). */
+  consolidate(state: OptimizerState): OptimizerState {
+    if (!this.owner) return state;
+    return consolidateShards(state, this.#named, this.#byRank, this.rank, (buf, root) => this.#broadcastHost(buf, root));
+  }
+
+  /** A host array from `root`: over MPI when there is one, else through a device copy over NCCL. */
+  #broadcastHost(buf: Float32Array, root: number): void {
+    if (this.mpi) return void this.mpi.broadcast(buf, root);
+    if (this.worldSize === 1) return;
+    const t = Tensor.from(buf, [buf.length], { device: 'cuda' });
+    try {
+      this.nccl.broadcastAsync(t, root);
+      this.nccl.synchronize();
+      t.read(buf);
+    } finally {
+      t.dispose();
+    }
   }
 
   beforeLastBackward(): void {
@@ -78,12 +141,13 @@ export class NcclDataParallel implements DataParallelEngine {
  * This process as a rank of a data-parallel job whose model is on CUDA (world size 1 included: a
  * one-GPU NCCL communicator): its GPU narrowed to LOCAL_RANK's before CUDA starts, NCCL's unique id
  * exchanged over MPI (`mpi: true`, mpirun/srun launches) or the TCP rendezvous at
- * MASTER_ADDR:MASTER_PORT. Throws E_UNSUPPORTED saying what to install when NCCL is missing.
+ * MASTER_ADDR:MASTER_PORT. Options (ZeRO stage, global batch, buckets, overlap) from `opts`, else
+ * from the launch's PATENTGPT_* variables. Throws E_UNSUPPORTED saying what to install when NCCL is missing.
  */
-export async function initNcclDataParallel(opts: { env?: Record<string, string | undefined>; mpi?: boolean; threads?: number; zero?: number } = {}): Promise<NcclDataParallel> {
+export async function initNcclDataParallel(opts: { env?: Record<string, string | undefined>; mpi?: boolean; threads?: number; zero?: 0 | 1 | 2; options?: DataParallelOptions } = {}): Promise<NcclDataParallel> {
   const env = opts.env ?? process.env;
-  if (opts.zero) throw new PatentGPTError('E_UNSUPPORTED', `data parallel on CUDA: ZeRO-${opts.zero} over NCCL is not wired yet (PATENTGPT_ZERO=0)`);
   requireNccl(); // before MPI or any exchange: a clear E_UNSUPPORTED, not a hang
+  const dpOpts: DataParallelOptions = { ...envOptions(env), ...opts.options, ...(opts.zero !== undefined ? { zero: opts.zero } : {}) };
   const info = rankFromEnv(env);
   const gpu = gpuForRank(info, env);
   if (gpu !== null) process.env.CUDA_VISIBLE_DEVICES = gpu;
@@ -95,5 +159,5 @@ export async function initNcclDataParallel(opts: { env?: Record<string, string |
     ...(info.masterPort ? { masterPort: info.masterPort } : {}),
   });
   if (!opts.threads && info.worldSize > 1) setNumThreads(threadsPerRank(info));
-  return new NcclDataParallel(nccl, info, mpi);
+  return new NcclDataParallel(nccl, info, mpi, dpOpts);
 }

@@ -26,6 +26,11 @@ interface NcclAddon {
   ncclReduceScatter(comm: number, out: NativeStorage, outOff: number, x: NativeStorage, xOff: number, n: number): void;
   ncclAllGather(comm: number, out: NativeStorage, outOff: number, x: NativeStorage, xOff: number, n: number): void;
   ncclBroadcast(comm: number, x: NativeStorage, xOff: number, n: number, root: number): void;
+  ncclReduce(comm: number, x: NativeStorage, xOff: number, n: number, op: 'sum' | 'avg', root: number): void;
+  ncclGroupStart(): void;
+  ncclGroupEnd(comm: number): void;
+  ncclUseCommStream(comm: number, on: boolean): void;
+  ncclOrder(comm: number, after: 'compute' | 'comm'): void;
 }
 
 const UNIQUE_ID_BYTES = 128;
@@ -205,6 +210,43 @@ export class NcclCommunicator {
     cudaF32('broadcast', t);
     const n = this.#live();
     this.#call(() => n.ncclBroadcast(this.#handle, t.storage, t.offset, t.size, root));
+  }
+
+  /** In place, enqueued: root's tensor becomes the sum (or mean) over the ranks; the others' are left as they were. */
+  reduceAsync(t: Tensor, root: number, op: 'sum' | 'mean' = 'sum'): void {
+    cudaF32('reduce', t);
+    const n = this.#live();
+    this.#call(() => n.ncclReduce(this.#handle, t.storage, t.offset, t.size, op === 'mean' ? 'avg' : 'sum', root));
+  }
+
+  /** The collectives `f` enqueues, launched as one (ncclGroupStart / ncclGroupEnd): a bucket's gradients. */
+  group(f: () => void): void {
+    const n = this.#live();
+    this.#call(() => n.ncclGroupStart());
+    try {
+      f();
+    } finally {
+      this.#call(() => n.ncclGroupEnd(this.#handle));
+    }
+  }
+
+  /**
+   * Collectives on the communication stream (on) or the process stream (off, the default). On the
+   * communication stream they run beside the kernels; order() is the only ordering between the two.
+   */
+  useCommStream(on: boolean): void {
+    const n = this.#live();
+    this.#call(() => n.ncclUseCommStream(this.#handle, on));
+  }
+
+  /**
+   * On the device, the host goes on: 'compute' makes the communication stream wait for the kernels
+   * issued so far (a bucket's gradients are made); 'comm' makes the kernels issued from now on wait
+   * for the collectives on the communication stream (before the optimizer reads the gradients).
+   */
+  order(after: 'compute' | 'comm'): void {
+    const n = this.#live();
+    this.#call(() => n.ncclOrder(this.#handle, after));
   }
 
   /** Frees the communicator (after synchronize). */

@@ -252,6 +252,16 @@ export interface Addon {
   ncclAllGather(comm: number /* int */, out: NativeStorage /* f32 */, outOffset: number, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */): void;
   /** ncclBroadcast; kernels: cpu, cuda. */
   ncclBroadcast(comm: number /* int */, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */, root: number /* int */): void;
+  /** ncclReduce; kernels: cpu, cuda. */
+  ncclReduce(comm: number /* int */, x: NativeStorage /* f32 */, xOffset: number, n: number /* size */, op: 'sum' | 'avg', root: number /* int */): void;
+  /** ncclGroupStart; kernels: cpu. */
+  ncclGroupStart(): void;
+  /** ncclGroupEnd; kernels: cpu. */
+  ncclGroupEnd(comm: number /* int */): void;
+  /** ncclUseCommStream; kernels: cpu. */
+  ncclUseCommStream(comm: number /* int */, on: boolean): void;
+  /** ncclOrder; kernels: cpu. */
+  ncclOrder(comm: number /* int */, after: 'compute' | 'comm'): void;
   /** unscaleCheck; kernels: cpu, cuda. */
   unscaleCheck(out: NativeStorage /* f32 */, outOffset: number, grad: NativeStorage /* f32 */, gradOffset: number, foundInf: NativeStorage /* i32 */, foundInfOffset: number, n: number /* size */, invScale: number): void;
   /** lossScaleUpdate; kernels: cpu. */
@@ -346,6 +356,10 @@ export interface AddonArgs {
   ncclReduceScatter: { comm: number; out: TensorArg; x: TensorArg; n: number };
   ncclAllGather: { comm: number; out: TensorArg; x: TensorArg; n: number };
   ncclBroadcast: { comm: number; x: TensorArg; n: number; root: number };
+  ncclReduce: { comm: number; x: TensorArg; n: number; op: 'sum' | 'avg'; root: number };
+  ncclGroupEnd: { comm: number };
+  ncclUseCommStream: { comm: number; on: boolean };
+  ncclOrder: { comm: number; after: 'compute' | 'comm' };
   unscaleCheck: { out: TensorArg; grad: TensorArg; foundInf: TensorArg; n: number; invScale: number };
   lossScaleUpdate: { scale: number; goodSteps: number; foundInf: boolean; growthFactor: number; backoffFactor: number; growthInterval: number; minScale: number };
 }
@@ -438,6 +452,10 @@ export const argLayout = {
   ncclReduceScatter: { comm: [0, false], out: [1, true], x: [3, true], n: [5, false] },
   ncclAllGather: { comm: [0, false], out: [1, true], x: [3, true], n: [5, false] },
   ncclBroadcast: { comm: [0, false], x: [1, true], n: [3, false], root: [4, false] },
+  ncclReduce: { comm: [0, false], x: [1, true], n: [3, false], op: [4, false], root: [5, false] },
+  ncclGroupEnd: { comm: [0, false] },
+  ncclUseCommStream: { comm: [0, false], on: [1, false] },
+  ncclOrder: { comm: [0, false], after: [1, false] },
   unscaleCheck: { out: [0, true], grad: [2, true], foundInf: [4, true], n: [6, false], invScale: [7, false] },
   lossScaleUpdate: { scale: [0, false], goodSteps: [1, false], foundInf: [2, false], growthFactor: [3, false], backoffFactor: [4, false], growthInterval: [5, false], minScale: [6, false] },
 } as const satisfies { [F in keyof AddonArgs]: { [P in keyof AddonArgs[F]]: readonly [number, boolean] } };

@@ -33,6 +33,12 @@ struct Error : std::runtime_error {
 
 // The process's stream (a cudaStream_t), created on first use.
 void* stream();
+// A second stream for collectives (NCCL), so gradient buckets reduce while backward runs on
+// stream(); ordered against it only by stream_wait. Created on first use.
+void* comm_stream();
+// Makes `waiter` wait (on the device) for the work issued to `signaller` so far: an event recorded
+// on one and waited on by the other. Throws Error naming `what` on failure.
+void stream_wait(void* waiter, void* signaller, const char* what);
 // Waits for everything issued so far; throws Error naming `what` on an asynchronous failure.
 void synchronize(const char* what);
 // Whether cuBLASLt is usable: an empty string, or why not (library missing, no device).
