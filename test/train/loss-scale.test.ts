@@ -235,3 +235,18 @@ describe('fp16 mixed precision on the tiny pretrain stage', () => {
     expect(f32.recs[0]!.lossScale).toBeUndefined();
   }, 600_000);
 });
+
+describe('lossScale in a stage config', () => {
+  it('reaches the trainer: at fp16 a scale of 2^60 overflows the f16 gradients, each step is skipped and halves it', async () => {
+    const runDir = path.join(root, 'tiny-stage-scale');
+    const stage = stageOfKind(validateStageConfig({
+      ...JSON.parse(fs.readFileSync(example, 'utf8')),
+      runDir, steps: 6, precision: 'fp16', lossScale: { initialScale: 2 ** 60 }, schedule: { kind: 'constant' }, evalEvery: 0, checkpointEvery: 0, logEvery: 1,
+    }), 'pretrain');
+    const result = await pretrain(stage, { progress: null });
+    expect(result.status).toBe('completed');
+    const recs = readMetrics(path.join(runDir, 'metrics.jsonl'));
+    const steps = recs.filter((r) => r.loss !== undefined);
+    expect(steps.map((r) => [r.step, r.skipped, r.lossScale])).toEqual([1, 2, 3, 4, 5, 6].map((s) => [s, 1, 2 ** (61 - s)]));
+  }, 300_000);
+});

@@ -453,6 +453,7 @@ export async function runStage<B extends TrainBatchInfo>(
     rollbackLrFactor: cfg.rollbackLrFactor,
     maxRollbacks: cfg.maxRollbacks,
     ...(cfg.precision ? { precision: cfg.precision } : {}),
+    ...(cfg.lossScale !== undefined ? { lossScale: cfg.lossScale } : {}),
     resumeFrom: setup.resumeFrom,
     ...(opts.restartFromScratch ? { restartFromScratch: true } : {}),
   });
