@@ -25,8 +25,8 @@ export interface MatmulOptions {
  * bf16 on the device and cuBLASLt's bf16 GEMM runs on them); or 'fp16' (inputs, the upstream
  * gradient included, rounded to IEEE half, nearest even, beyond 65504 to infinity; products summed
  * in f32; f32 results and gradients; on CUDA cuBLASLt's f16 GEMM, on the CPU the f32 GEMM on the
- * rounded values: the reference of fp16 mixed precision, not a fast path). Tensors stay f32 either way; bf16 inputs
- * (not differentiable) are not rounded again.
+ * rounded values: the reference of fp16 mixed precision, not a fast path). Tensors stay f32 either
+ * way; bf16 inputs (not differentiable) are not rounded again.
  */
 export type MatmulPrecision = 'f32' | 'bf16' | 'fp16';
 export const MATMUL_PRECISIONS: readonly MatmulPrecision[] = ['f32', 'bf16', 'fp16'];
@@ -52,8 +52,8 @@ export function bf16MatmulKernel(): 'amx' | 'avx512bf16' | 'f32' {
   return addon().bf16GemmKernel();
 }
 
-// bf16 compute (rounding f32 operands while packing them) exists on the CPU; elsewhere a matmul
-// keeps the f32 kernel.
+// The CPU's bf16-compute kernels (gemm_bf16.cpp: f32 or bf16 operands, rounded while packed).
+// CUDA has none: there f32 operands are rounded into copies first (roundsTo).
 const computesInBf16 = (p: MatmulPrecision, t: Tensor): boolean => p === 'bf16' && t.device === 'cpu';
 
 type Half = 'bf16' | 'f16';
@@ -87,7 +87,7 @@ const roundsTo = (p: MatmulPrecision, device: Tensor['device']): Half | null => 
 type GemmBinding = ReturnType<typeof addon>['gemm'];
 
 // A gemm binding for f32 operands that first rounds the region each operand's arguments span to
-// `half` (native cast) and runs the GEMM on the rounded copies: the fused ops' path at 'fp16'.
+// `half` (native cast) and runs the 16-bit GEMM on the rounded copies (f32GemmAtPrecision).
 function roundingGemm(half: Half, device: Tensor['device']): GemmBinding {
   return (transA, transB, M, N, K, alpha, A, aOff, lda, strideA, B, bOff, ldb, strideB, beta, C, cOff, ldc, strideC, batch) => {
     const span = (rows: number, cols: number, ld: number, stride: number): number =>
