@@ -580,7 +580,7 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
             const out = task.loss(batch);
             if (out.metrics) stepMetrics.add(out.metrics);
             const l = out.loss;
-            return { value: l.item(), scaled: lossFactor !== 1 ? scale(l, scaler ? lossFactor : 1 / this.gradAccum) : l };
+            return { value: l.item(), scaled: lossFactor !== 1 ? scale(l, lossFactor) : l };
           });
           lossSum += value;
           if (dp && micro === this.gradAccum - 1) dp.beforeLastBackward();
