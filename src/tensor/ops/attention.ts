@@ -42,7 +42,7 @@ export interface AttentionOptions {
  */
 export function attentionDType(device: Device): AttentionDType {
   if (device !== 'cuda') return 'f32';
-  const p: string = matmulPrecision(); // a string: 'fp16' is added to MatmulPrecision beside this
+  const p = matmulPrecision();
   return p === 'bf16' ? 'bf16' : p === 'fp16' ? 'f16' : 'f32';
 }
 
