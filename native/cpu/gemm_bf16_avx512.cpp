@@ -208,19 +208,21 @@ struct TileConfig {
   uint8_t rows[16];
 };
 
-// Tile registers are configured per thread (the OS keeps them across switches), once: eight
-// tiles of 16 rows x 64 bytes.
+// Eight tiles of 16 rows x 64 bytes, loaded on entry to every thread body and released on exit:
+// another AMX user on the same thread (oneDNN in a process that also runs torch, for one) may
+// release or reconfigure the tiles between our calls, so a configuration kept from an earlier
+// call is not to be trusted (a tile instruction without one raises #UD).
 inline void configure_tiles() {
-  static thread_local bool configured = false;
-  if (configured) return;
   alignas(64) TileConfig cfg{};
   cfg.palette_id = 1;
   for (int t = 0; t < 8; ++t) {
     cfg.colsb[t] = 64;
     cfg.rows[t] = 16;
   }
+  // GCC's _tile_loadconfig tells the compiler it reads 8 bytes only, which lets it drop the other
+  // stores to cfg (seen: colsb left zero, a #GP on LDTILECFG); the barrier keeps all 64.
+  __asm__ __volatile__("" : : "r"(&cfg) : "memory");
   _tile_loadconfig(&cfg);
-  configured = true;
 }
 
 struct AmxKern {
@@ -240,7 +242,6 @@ struct AmxKern {
   // next, so those loads overlap this tile's stores.
   static void row_at(int rows, int64_t cols, int64_t kc, ATiles a, const float* b, int64_t b_stride, float* c,
                      int64_t ldc, float alpha, float beta) {
-    configure_tiles();
     bool preloaded = false;
     for (int64_t j = 0; j < cols; j += NR) {
       const float* bj = b + (j / NR) * b_stride;
@@ -276,7 +277,6 @@ struct AmxKern {
 
   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                    float alpha, float beta) {
-    configure_tiles();
     tile_at(rows, cols, kc, packed(a), b, c, ldc, alpha, beta, false, nullptr);
   }
 
@@ -388,8 +388,14 @@ struct AmxKern {
 
 void dp_f32(const Plan& p) { run_units<DpKern, float>(p); }
 void dp_bf16(const Plan& p) { run_units<DpKern, uint16_t>(p); }
-void amx_f32(const Plan& p) { run_units<AmxKern, float>(p); }
-void amx_bf16(const Plan& p) { run_units<AmxKern, uint16_t>(p); }
+template <typename T>
+void amx_units(const Plan& p) {
+  configure_tiles();
+  run_units<AmxKern, T>(p);
+  _tile_release();
+}
+void amx_f32(const Plan& p) { amx_units<float>(p); }
+void amx_bf16(const Plan& p) { amx_units<uint16_t>(p); }
 
 }  // namespace
 

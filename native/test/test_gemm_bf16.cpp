@@ -9,6 +9,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "check.h"
 #include "gemm_case.h"
 #include "patentgpt/gemm_bf16.h"
@@ -224,6 +228,31 @@ TEST(results_do_not_depend_on_thread_count) {
   }
   pg::force_bf16_kernel(pg::Bf16Kernel::Amx);
   pg::set_num_threads(0);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("amx-tile"))) void release_tiles() { _tile_release(); }
+#endif
+
+// Another AMX user on the same thread (oneDNN, where torch shares the process) may release the
+// tile configuration between two of our products: the next one must load it again, or its first
+// tile instruction raises #UD and the process dies.
+TEST(amx_products_survive_a_tile_release_between_them) {
+#if defined(__x86_64__)
+  if (pg::bf16_kernel_detected() != pg::Bf16Kernel::Amx) {
+    std::fprintf(stderr, "  skipped: no AMX here\n");
+    return;
+  }
+  pg::force_bf16_kernel(pg::Bf16Kernel::Amx);
+  pg::set_num_threads(1);  // the products run on this thread, the one whose tiles are released
+  const Case c{64, 96, 800, false, true};
+  CHECK(run_case(c, true, 3).worst <= 1.0);
+  release_tiles();
+  CHECK(run_case(c, true, 4).worst <= 1.0);
+  release_tiles();
+  CHECK(run_case(c, false, 5).worst <= 1.0);
+  pg::set_num_threads(0);
+#endif
 }
 
 TEST(f32_fallback_is_the_f32_gemm) {
