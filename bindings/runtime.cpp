@@ -1,6 +1,11 @@
 // Runtime bindings: build and machine info, thread count, SIMD cap, memory counters.
+#include <vector>
+
 #include "args.h"
 #include "patentgpt/runtime.h"
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+#include "patentgpt/cuda_ops.h"
+#endif
 #include "patentgpt/workspace.h"
 
 namespace pgnode {
@@ -88,6 +93,76 @@ Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// CUDA streams of their own (an inference engine's, a trainer's): handles into a table per thread
+// (0: the process stream), made current around their owner's work (cuda_ops.h set_current_stream).
+std::vector<void*>& Streams() {
+  thread_local std::vector<void*> streams;
+  return streams;
+}
+
+void* StreamOf(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsNumber()) throw CodedError(info.Env(), kErrArg, "stream must be a handle from cudaStreamCreate (or 0)");
+  const int64_t h = info[i].As<Napi::Number>().Int64Value();
+  if (h == 0) return nullptr;
+  auto& streams = Streams();
+  if (h < 0 || h > static_cast<int64_t>(streams.size()) || !streams[static_cast<size_t>(h - 1)])
+    throw CodedError(info.Env(), kErrArg, "stream " + std::to_string(h) + " is not a live CUDA stream of this thread");
+  return streams[static_cast<size_t>(h - 1)];
+}
+
+// cudaStreamCreate() -> handle (> 0), or 0 where the addon has no CUDA or no device is usable (the
+// process stream then, which no kernel uses).
+Napi::Value StreamCreate(const Napi::CallbackInfo& info) {
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  std::vector<pg::CudaDeviceInfo> devices;
+  if (!pg::cuda_devices(devices).empty() || devices.empty()) return Napi::Number::New(info.Env(), 0);
+  try {
+    Streams().push_back(pg::cuda::create_stream());
+  } catch (const pg::cuda::Error& e) {
+    throw CodedError(info.Env(), kErrDevice, e.what());
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(Streams().size()));
+#else
+  return Napi::Number::New(info.Env(), 0);
+#endif
+}
+
+// cudaStreamRelease(handle): after its work (the process stream waits for it); no longer current.
+Napi::Value StreamRelease(const Napi::CallbackInfo& info) {
+  void* s = StreamOf(info, 0);
+  if (!s) return info.Env().Undefined();
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  try {
+    pg::cuda::destroy_stream(s);
+  } catch (const pg::cuda::Error& e) {
+    throw CodedError(info.Env(), kErrDevice, e.what());
+  }
+#endif
+  for (void*& x : Streams())
+    if (x == s) x = nullptr;
+  return info.Env().Undefined();
+}
+
+// setCurrentStream(handle) -> the handle that was current: kernels of this thread go on it from now.
+Napi::Value SetCurrentStream(const Napi::CallbackInfo& info) {
+  void* s = StreamOf(info, 0);
+  double prev = 0;
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  const auto& streams = Streams();
+  void* cur = pg::cuda::stream();
+  for (size_t i = 0; i < streams.size(); ++i)
+    if (streams[i] && streams[i] == cur) prev = static_cast<double>(i + 1);
+  try {
+    pg::cuda::set_current_stream(s);
+  } catch (const pg::cuda::Error& e) {
+    throw CodedError(info.Env(), kErrDevice, e.what());
+  }
+#else
+  (void)s;
+#endif
+  return Napi::Number::New(info.Env(), prev);
+}
+
 // Declarations of the functions above (their bodies read Args under these names; signature.h).
 const Decl kDecls[] = {
     {DeclKind::Function, "info", "info", "",
@@ -103,6 +178,9 @@ const Decl kDecls[] = {
      nullptr, nullptr, MemoryStats},
     {DeclKind::Function, "resetPeakMemory", "resetPeakMemory", "", "void", nullptr, nullptr, ResetPeakMemory},
     {DeclKind::Function, "releaseCachedMemory", "releaseCachedMemory", "", "void", nullptr, nullptr, ReleaseCachedMemory},
+    {DeclKind::Function, "cudaStreamCreate", "cudaStreamCreate", "", "number", nullptr, nullptr, StreamCreate},
+    {DeclKind::Function, "cudaStreamRelease", "cudaStreamRelease", "stream: int", "void", nullptr, nullptr, StreamRelease},
+    {DeclKind::Function, "setCurrentStream", "setCurrentStream", "stream: int", "number", nullptr, nullptr, SetCurrentStream},
 };
 
 }  // namespace
@@ -119,6 +197,9 @@ void RegisterRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
   exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory, "resetPeakMemory"));
   exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory, "releaseCachedMemory"));
+  exports.Set("cudaStreamCreate", Napi::Function::New(env, StreamCreate, "cudaStreamCreate"));
+  exports.Set("cudaStreamRelease", Napi::Function::New(env, StreamRelease, "cudaStreamRelease"));
+  exports.Set("setCurrentStream", Napi::Function::New(env, SetCurrentStream, "setCurrentStream"));
 }
 
 }  // namespace pgnode

@@ -2,9 +2,10 @@
 // launch goes on. The runtime is linked statically and finds the driver at run time, so the same
 // binary loads on machines without a GPU.
 //
-// One stream for the process (an engine or trainer per stream is future work): kernels and copies
-// are ordered on it, so a block the caching allocator hands out again is only touched after the
-// work that used it. Host-to-device copies go through pinned staging buffers and return without
+// One stream for the process, unless a thread made another current (set_current_stream: an
+// engine's or a trainer's own stream): kernels and copies are ordered on it, and a switch makes
+// the new stream wait for the old, so a block the caching allocator hands out again is only
+// touched after the work that used it. Host-to-device copies go through pinned staging buffers and return without
 // waiting (the host memory is free to change at once); device-to-host copies wait for the stream.
 #include <cuda_runtime.h>
 
@@ -177,7 +178,7 @@ bool cuda_memcpy(void* dst, const void* src, size_t bytes, int kind, std::string
 
 namespace cuda {
 
-void* stream() {
+void* process_stream() {
   static cudaStream_t s = [] {
     cudaStream_t created = nullptr;
     // Non-blocking: no implicit ordering with the legacy default stream, which nothing here uses.
@@ -188,6 +189,38 @@ void* stream() {
     return created;
   }();
   return s;
+}
+
+namespace {
+// This thread's current stream (null: the process stream). Thread-local: each JS thread (main or
+// worker_thread) that loads the addon runs its own kernels.
+thread_local void* g_current = nullptr;
+}  // namespace
+
+void* stream() { return g_current ? g_current : process_stream(); }
+
+void set_current_stream(void* s) {
+  void* next = s ? s : process_stream();
+  void* prev = stream();
+  // The caching allocator is not stream-aware: a block freed after work on the old stream may be
+  // handed out for work on the new one, so the new stream first waits for the old one's work.
+  if (next != prev) stream_wait(next, prev, "set the current CUDA stream");
+  g_current = s;
+}
+
+void* create_stream() {
+  cudaStream_t s = nullptr;
+  const cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  if (e != cudaSuccess) throw Error(std::string("create a CUDA stream: ") + cudaGetErrorString(e));
+  return s;
+}
+
+void destroy_stream(void* s) {
+  if (!s) return;
+  if (g_current == s) set_current_stream(nullptr);
+  // The process stream waits for its work; CUDA frees the stream once that completed.
+  stream_wait(process_stream(), s, "release a CUDA stream");
+  cudaStreamDestroy(static_cast<cudaStream_t>(s));
 }
 
 void* comm_stream() {

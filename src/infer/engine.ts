@@ -38,6 +38,7 @@ import { BlockPool, blocksForBudget, kvBytesPerToken, type BlockTable } from './
 import { ModelRunner, type StepItem } from './runner.js';
 import { KV_CACHE_DTYPES, bytesPerElement, type Device, type KvCacheDType } from '../tensor/index.js';
 import { deviceUnavailableReason } from '../native/devices.js';
+import { CudaStream } from '../native/cuda-stream.js';
 import { Sampler, logprobsOf, type SamplingOptions, type TokenLogprob } from './sampler.js';
 import { loadFolderTokenizer } from './folder-tokenizer.js';
 import { isQuantizedFolder, loadQuantized } from './quantized.js';
@@ -324,6 +325,8 @@ export class Engine {
   #tokens = 0;
   #preemptions = 0;
   readonly #hiddenStates: boolean;
+  /** On CUDA, the engine's own stream, current around each step (null: the process stream). */
+  readonly #stream: CudaStream | null;
   /** Block tables held by pinPrefix. */
   readonly #pinned: BlockTable[] = [];
   /** Called after every step with the blocks in use (tests watch the budget with it). */
@@ -358,6 +361,7 @@ export class Engine {
     this.#hiddenStates = opts.hiddenStates ?? false;
     this.#runner = new ModelRunner(model, { numBlocks, blockSize, partitionSize: opts.partitionSize, maxModelLen: this.maxModelLen, kvCacheDType, hiddenStates: this.#hiddenStates,
       batchInvariant: opts.batchInvariant ?? false });
+    this.#stream = model.device === 'cuda' ? CudaStream.create() : null;
   }
 
   /**
@@ -533,6 +537,7 @@ export class Engine {
     this.#closed = true;
     for (const s of [...this.#running, ...this.#waiting]) this.#cancel(s, new PatentGPTError('E_DISPOSED', 'generate: the engine was closed'));
     this.#runner.close();
+    this.#stream?.dispose();
     if (this.#ownsModel) this.model.dispose();
   }
 
@@ -673,7 +678,7 @@ export class Engine {
     const items: StepItem[] = plan.map((p) => ({ tokens: p.seq.tokens, start: p.start, end: p.end, table: p.seq.table!, logitsFrom: p.seq.score?.from }));
     let logits: (Float32Array | null)[];
     try {
-      logits = this.#runner.step(items);
+      logits = this.#stream ? this.#stream.run(() => this.#runner.step(items)) : this.#runner.step(items);
     } catch (err) {
       for (const p of plan) this.#cancel(p.seq, err); // the step's requests fail; the engine goes on
       return;

@@ -72,6 +72,12 @@ export interface Addon {
   resetPeakMemory(): void;
   /** releaseCachedMemory; kernels: cpu. */
   releaseCachedMemory(): void;
+  /** cudaStreamCreate; kernels: cpu. */
+  cudaStreamCreate(): number;
+  /** cudaStreamRelease; kernels: cpu. */
+  cudaStreamRelease(stream: number /* int */): void;
+  /** setCurrentStream; kernels: cpu. */
+  setCurrentStream(stream: number /* int */): number;
   /** add; kernels: cpu, cuda. */
   addForward(out: NativeStorage /* f32 */, outOffset: number, a: NativeStorage /* f32 */, aOffset: number, b: NativeStorage /* f32 */, bOffset: number, n: number /* size */): void;
   /** axpy; kernels: cpu, cuda. */
@@ -272,6 +278,8 @@ export interface Addon {
 export interface AddonArgs {
   setNumThreads: { n: number };
   setSimdLevel: { level: 'avx512' | 'avx2' | 'scalar' };
+  cudaStreamRelease: { stream: number };
+  setCurrentStream: { stream: number };
   addForward: { out: TensorArg; a: TensorArg; b: TensorArg; n: number };
   axpy: { y: TensorArg; x: TensorArg; alpha: number; n: number };
   triad: { out: TensorArg; a: TensorArg; b: TensorArg; alpha: number; n: number };
@@ -368,6 +376,8 @@ export interface AddonArgs {
 export const argLayout = {
   setNumThreads: { n: [0, false] },
   setSimdLevel: { level: [0, false] },
+  cudaStreamRelease: { stream: [0, false] },
+  setCurrentStream: { stream: [0, false] },
   addForward: { out: [0, true], a: [2, true], b: [4, true], n: [6, false] },
   axpy: { y: [0, true], x: [2, true], alpha: [4, false], n: [5, false] },
   triad: { out: [0, true], a: [2, true], b: [4, true], alpha: [6, false], n: [7, false] },

@@ -3,8 +3,9 @@
 // by the tensors' device; pointers are device pointers, checked for bounds by the bindings.
 //
 // Differences from the CPU kernels:
-// - Launches go on one process-wide stream (stream() below; an engine or trainer per stream is
-//   future work): kernels run in issue order, and a copy to the host waits for them.
+// - Launches go on the current stream (stream() below): the process-wide stream unless the calling
+//   thread made another current (an engine's or trainer's own); kernels run in issue order on it,
+//   and a copy to the host waits for them.
 // - A failure throws cuda::Error naming the op and its sizes (the bindings turn it into a JS error
 //   with a code, never an abort): a launch error, an out-of-memory scratch allocation, or an index
 //   out of range (ids, targets and gather/scatter indices live on the device, so they are checked
@@ -31,8 +32,18 @@ struct Error : std::runtime_error {
   bool bad_argument;  // an argument the caller got wrong (an index out of range), not a device failure
 };
 
-// The process's stream (a cudaStream_t), created on first use.
+// The stream kernels and copies go on (a cudaStream_t): this thread's current stream, by default
+// the process's stream (created on first use).
 void* stream();
+void* process_stream();
+// Makes `s` this thread's current stream (null: the process stream again). The new stream first
+// waits (on the device) for the work issued to the old one, so memory freed after it and reused
+// on the new stream is safe with the stream-unaware caching allocator.
+void set_current_stream(void* s);
+// A stream of its own (an engine's or a trainer's), and its release: the process stream waits for
+// its work, and it stops being current.
+void* create_stream();
+void destroy_stream(void* s);
 // A second stream for collectives (NCCL), so gradient buckets reduce while backward runs on
 // stream(); ordered against it only by stream_wait. Created on first use.
 void* comm_stream();
