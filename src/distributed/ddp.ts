@@ -216,6 +216,7 @@ export class GradientBuckets {
    * same order (buckets fire in backward's order, the same on every rank; late ones after backward).
    */
   #sendNccl(nccl: NcclCommunicator, buckets: readonly Bucket[], duringBackward: boolean): void {
+    if (buckets.length === 0) return;
     // A gradient this rank's batch did not reach is zero here (made on the compute stream, before the wait).
     for (const b of buckets) for (const p of b.params) p.grad ??= Tensor.zeros(p.shape, { device: 'cuda' });
     if (this.#overlap) {
@@ -360,16 +361,7 @@ export class GradientBuckets {
       if (now.some((x, j) => x !== b.sent![j] && !(Number.isNaN(x) && Number.isNaN(b.sent![j]!)))) flags[k] = 1;
       b.sent = null;
     });
-    if (nccl.size > 1) {
-      const t = Tensor.from(flags, [flags.length], { device: 'cuda' });
-      try {
-        nccl.allReduceAsync(t, 'sum');
-        nccl.synchronize();
-        t.read(flags);
-      } finally {
-        t.dispose();
-      }
-    }
+    nccl.allReduceHost(flags);
     this.buckets.forEach((b, k) => {
       if (flags[k]! > 0) b.late = true;
     });

@@ -5,7 +5,7 @@
 // (data-parallel.ts): the same partition of the parameters; each parameter broadcast from its
 // owner after the step and the optimizer state gathered for the checkpoint, over NCCL; ZeRO-2's
 // gradients reduced to their owners only.
-import { Tensor, globalGradNorm, setNumThreads } from '../tensor/index.js';
+import { globalGradNorm, setNumThreads, type Tensor } from '../tensor/index.js';
 import type { OptimizerState } from '../train/optimizer.js';
 import type { DataParallelEngine } from '../train/trainer.js';
 import { consolidateShards, envOptions, partition, type DataParallelOptions } from './data-parallel.js';
@@ -84,16 +84,8 @@ export class NcclDataParallel implements DataParallelEngine {
 
   /** A host array from `root`: over MPI when there is one, else through a device copy over NCCL. */
   #broadcastHost(buf: Float32Array, root: number): void {
-    if (this.mpi) return void this.mpi.broadcast(buf, root);
-    if (this.worldSize === 1) return;
-    const t = Tensor.from(buf, [buf.length], { device: 'cuda' });
-    try {
-      this.nccl.broadcastAsync(t, root);
-      this.nccl.synchronize();
-      t.read(buf);
-    } finally {
-      t.dispose();
-    }
+    if (this.mpi) this.mpi.broadcast(buf, root);
+    else this.nccl.broadcastHost(buf, root);
   }
 
   beforeLastBackward(): void {
@@ -116,15 +108,8 @@ export class NcclDataParallel implements DataParallelEngine {
       parts[2 * i] = Math.fround(v);
       parts[2 * i + 1] = Math.fround(v - parts[2 * i]!);
     });
-    const t = Tensor.from(parts, [parts.length], { device: 'cuda' });
-    try {
-      this.nccl.allReduceAsync(t, 'sum');
-      this.nccl.synchronize();
-      const out = t.toArray() as Float32Array;
-      return values.map((_, i) => out[2 * i]! + out[2 * i + 1]!);
-    } finally {
-      t.dispose();
-    }
+    this.nccl.allReduceHost(parts);
+    return values.map((_, i) => parts[2 * i]! + parts[2 * i + 1]!);
   }
 
   barrier(): void {

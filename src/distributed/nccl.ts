@@ -11,7 +11,7 @@
 import { PatentGPTError } from '../errors.js';
 import { addon } from '../native/loader.js';
 import type { NativeStorage } from '../native/loader.js';
-import type { Tensor } from '../tensor/index.js';
+import { Tensor as TensorClass, type Tensor } from '../tensor/index.js';
 import { defaultTimeoutMs, type MpiCommunicator } from './mpi.js';
 import { shareBytes } from './rendezvous.js';
 
@@ -210,6 +210,29 @@ export class NcclCommunicator {
     cudaF32('broadcast', t);
     const n = this.#live();
     this.#call(() => n.ncclBroadcast(this.#handle, t.storage, t.offset, t.size, root));
+  }
+
+  /** In place, on host values: the sum over the ranks (through a device copy; waits for it). */
+  allReduceHost(buf: Float32Array): void {
+    if (this.size === 1) return;
+    this.#viaDevice(buf, (t) => this.allReduceAsync(t, 'sum'));
+  }
+
+  /** In place, on host values: root's values on every rank (through a device copy; waits for it). */
+  broadcastHost(buf: Float32Array, root: number): void {
+    if (this.size === 1) return;
+    this.#viaDevice(buf, (t) => this.broadcastAsync(t, root));
+  }
+
+  #viaDevice(buf: Float32Array, op: (t: Tensor) => void): void {
+    const t = TensorClass.from(buf, [buf.length], { device: 'cuda' });
+    try {
+      op(t);
+      this.synchronize();
+      t.read(buf);
+    } finally {
+      t.dispose();
+    }
   }
 
   /** In place, enqueued: root's tensor becomes the sum (or mean) over the ranks; the others' are left as they were. */
