@@ -14,12 +14,15 @@
 //   zero2        the same with ZeRO-2 over NCCL (gradients reduced to their owner, parameters
 //                broadcast from it after the step): one rank equals the plain trainer.
 // Without a GPU or NCCL it prints why and exits 2 (a skip, not a failure), before touching CUDA.
-// Usage: npx tsx scripts/nccl-check.ts [collectives|dp|zero2|all] [--steps N]
+//   init-timeout a 2-rank communicator whose peer never joins: rank 0 fails within the 3 s limit
+//                naming its rank (NCCL >= 2.17's non-blocking init), instead of hanging.
+// Usage: npx tsx scripts/nccl-check.ts [collectives|init-timeout|dp|zero2|all] [--steps N]
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { allGatherTensor, allReduceTensors, broadcastTensor, initNcclDataParallel, ncclStatus, reduceScatterTensor } from '../src/distributed/index.js';
 import { availableDevices } from '../src/native/devices.js';
+import { addon } from '../src/native/loader.js';
 import { Tensor } from '../src/tensor/index.js';
 import { validateStageConfig, type StageConfig } from '../src/train/config.js';
 import type { MetricRecord } from '../src/train/metrics.js';
@@ -78,6 +81,30 @@ async function collectives(): Promise<void> {
   console.log(JSON.stringify({ check: 'nccl-collectives', ok: true, version: ncclStatus().version, waitMs: nccl.waitMs }));
 }
 
+/**
+ * The bounded join (NCCL >= 2.17: non-blocking init polled up to the timeout): rank 0 of 2 whose
+ * peer never comes must fail within the timeout, naming its rank, not hang.
+ */
+function initTimeout(): void {
+  const version = ncclStatus().version ?? 0;
+  if (version < 21700) {
+    console.log(JSON.stringify({ check: 'nccl-init-timeout', skipped: `NCCL ${version} has no non-blocking init (needs 2.17)` }));
+    return;
+  }
+  const n = addon() as unknown as { ncclUniqueId(): Uint8Array; ncclCommInit(id: Uint8Array, nranks: number, rank: number, timeoutMs?: number): number };
+  const t0 = performance.now();
+  let message = '';
+  try {
+    n.ncclCommInit(n.ncclUniqueId(), 2, 0, 3000);
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  const ms = performance.now() - t0;
+  const ok = /rank 0 of 2: the NCCL communicator was not set up within 3 s/.test(message) && ms < 30_000;
+  console.log(JSON.stringify({ check: 'nccl-init-timeout', ok, ms: Math.round(ms), message }));
+  if (!ok) throw new Error(`a 2-rank NCCL init with its peer missing: ${message || 'no error'} after ${Math.round(ms)} ms`);
+}
+
 async function dpCompare(zero: 0 | 2): Promise<void> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-nccl-dp-'));
   try {
@@ -124,5 +151,6 @@ if (skip) {
   process.exit(2);
 }
 if (mode === 'collectives' || mode === 'all') await collectives();
+if (mode === 'init-timeout' || mode === 'all') initTimeout();
 if (mode === 'dp' || mode === 'all') await dpCompare(0);
 if (mode === 'zero2' || mode === 'all') await dpCompare(2);
