@@ -116,8 +116,8 @@ if [ -z "${PATENTGPT_NCCL:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\
   whl=$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)
   if [ -n "$whl" ] && [ -f "$whl" ]; then export PATENTGPT_NCCL=$whl; fi
 fi
-echo "== nccl (at most ${PG_NCCL_CHECK_SECONDS:-180}s; library: ${PATENTGPT_NCCL:-libnccl.so.2})"
-timeout --kill-after=10 "${PG_NCCL_CHECK_SECONDS:-180}" npx tsx scripts/nccl-check.ts all 2>&1 | tee "$LOG/nccl.log"
+echo "== nccl (at most ${PG_NCCL_CHECK_SECONDS:-300}s; library: ${PATENTGPT_NCCL:-libnccl.so.2})"
+timeout --kill-after=10 "${PG_NCCL_CHECK_SECONDS:-300}" npx tsx scripts/nccl-check.ts all 2>&1 | tee "$LOG/nccl.log"
 nccl_rc=${PIPESTATUS[0]}
 case "$nccl_rc" in
   0) echo "gpu-check: nccl passed (1-rank collectives, overlapped and ZeRO-2 data-parallel pretrain through NCCL)" ;;
