@@ -51,6 +51,7 @@ import { writeReport } from './plot.js';
 import { Progress, type ProgressStream } from './progress.js';
 import { learningRate, validateSchedule, type Schedule } from './schedule.js';
 import { LossScaler, resolveLossScale, type LossScaleOption } from './loss-scale.js';
+import { CudaStream } from '../native/cuda-stream.js';
 
 /** What one batch must tell the loop (data/packing's Batch fits). */
 export interface TrainBatchInfo {
@@ -554,6 +555,9 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
 
     let status: TrainResult['status'] = 'completed';
     let optimizerStateBytes = 0;
+    // On CUDA the run's kernels go on a stream of its own (an engine in the same process has its own).
+    const stream = task.parameters().some(([, p]) => p.device === 'cuda') ? CudaStream.create() : null;
+    const leaveStream = stream?.enter();
     try {
       // Data parallel: a stop request (a signal reaches the ranks at different moments) takes
       // effect only once every rank knows of it, at the same step, so the ranks' collectives (and
@@ -679,6 +683,8 @@ export class Trainer<B extends TrainBatchInfo = TrainBatchInfo> {
       optimizerStateBytes = optimizer.stateBytes();
       metrics.close();
       optimizer.dispose();
+      leaveStream?.();
+      stream?.dispose();
       opts.signal?.removeEventListener('abort', onAbort);
       if (opts.handleSignals) {
         process.off('SIGINT', onSignal);
