@@ -86,7 +86,8 @@ phase ctest 120 bash -c "cmake -S native -B build-native-gpu -DCMAKE_BUILD_TYPE=
 if [ "$FULL" = 1 ]; then
   phase vitest 300 npx vitest run || ok=0
 else
-  phase vitest 150 npx vitest run test/ops test/cuda-attention-moe.test.ts test/cuda-backend.test.ts test/cuda-memory.test.ts \
+  phase vitest 200 npx vitest run test/ops test/cuda-attention-moe.test.ts test/cuda-backend.test.ts test/cuda-memory.test.ts \
+    test/cuda-stream.test.ts test/train/loss-scale.test.ts \
     test/tensor-device.test.ts || ok=0
 fi
 
