@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "patentgpt/ops.h"
+#include "../cpu/half.h"
 #include "patentgpt/runtime.h"
 
 TEST(add_axpy_and_triad_match_plain_loops) {
@@ -50,6 +51,43 @@ TEST(bf16_and_f16_round_trip) {
   pg::cast_f32_to_bf16(half, values, n);
   pg::cast_bf16_to_f32(back, half, n);
   CHECK_CLOSE(back, values, n, 1e-30, 1e-2);
+}
+
+// The casts run vectorised over whole arrays (PG_CLONES); each element must equal the scalar
+// conversion of half.h, over a sweep of f32 bit patterns (NaN, inf, subnormals, rounding ties) and
+// every 16-bit pattern.
+TEST(vectorised_casts_equal_the_scalar_conversions) {
+  std::vector<float> f;
+  for (uint64_t u = 0; u <= 0xffffffffull; u += 65521) {
+    const uint32_t b = static_cast<uint32_t>(u);
+    float x;
+    std::memcpy(&x, &b, 4);
+    f.push_back(x);
+  }
+  for (uint32_t b : {0x7f800000u, 0xff800000u, 0x7fc00001u, 0x7f800001u, 0x3f808000u, 0x3f818000u, 0x477ff000u,
+                     0x477fefffu, 0x33000000u, 0x33000001u, 0x80000000u}) {
+    float x;
+    std::memcpy(&x, &b, 4);
+    f.push_back(x);
+  }
+  const int64_t n = static_cast<int64_t>(f.size());
+  std::vector<uint16_t> b16(n), h16(n);
+  pg::cast_f32_to_bf16(b16.data(), f.data(), n);
+  pg::cast_f32_to_f16(h16.data(), f.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    CHECK(b16[i] == pg::half::f32_to_bf16(f[i]));
+    CHECK(h16[i] == pg::half::f32_to_f16(f[i]));
+  }
+  std::vector<uint16_t> all(65536);
+  for (int i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
+  std::vector<float> wb(65536), wh(65536);
+  pg::cast_bf16_to_f32(wb.data(), all.data(), 65536);
+  pg::cast_f16_to_f32(wh.data(), all.data(), 65536);
+  for (int i = 0; i < 65536; ++i) {
+    const float eb = pg::half::bf16_to_f32(all[i]), eh = pg::half::f16_to_f32(all[i]);
+    CHECK(std::memcmp(&wb[i], &eb, 4) == 0);
+    CHECK(std::memcmp(&wh[i], &eh, 4) == 0);
+  }
 }
 
 TEST(parallel_for_covers_every_index_once) {
