@@ -1,0 +1,88 @@
+// Where a training forward's tokens sit in the global batch, so that dropout masks are a function
+// of the data and not of the call: a stage wraps each micro-batch's forward in withDropoutRows,
+// naming the optimizer step and, run by run, the global row (the stream's global sample index)
+// and position of its tokens. A dropout site (a LoRA adapter) then draws element c of token t of
+// global row g at stream position (g * stride + t) * cols + c of a seed mixed from its own seed
+// and the step. A row thus gets the same mask on whatever rank or micro-batch it lands, whatever
+// the number of ranks, and a resumed run (same step, same rows) draws the same masks again, with
+// no generator state to save. Forwards outside such a scope (evaluation, unit use, stages that do
+// not say where their rows are) keep the site's own sequential stream.
+import { PatentGPTError } from '../errors.js';
+import type { DropoutOptions, DropoutSegment } from '../tensor/index.js';
+
+/** Consecutive tokens of the forward that belong to one global row. */
+export interface DropoutRowRun {
+  /** The global row (sample) index: the same for the row on any rank or micro-batch. */
+  row: number;
+  /** Tokens of the run. */
+  length: number;
+  /** Position in its row of the run's first token (default 0). */
+  first?: number;
+}
+
+/** The forward's tokens, in order, as runs of global rows. */
+export interface DropoutRows {
+  /** The optimizer step (0-based) the forward belongs to. */
+  step: number;
+  /** Positions per row in the key space (the run's seqLen): a run must end at or before it. */
+  stride: number;
+  /** Runs covering the forward's tokens in order. */
+  runs: readonly DropoutRowRun[];
+}
+
+const active: { rows: DropoutRows; tokens: number }[] = [];
+
+/** Runs `fn` (synchronous: a model forward) with `rows` describing its tokens. */
+export function withDropoutRows<T>(rows: DropoutRows, fn: () => T): T {
+  const bad = (why: string): never => {
+    throw new PatentGPTError('E_ARGUMENT', `withDropoutRows: ${why}`);
+  };
+  if (!Number.isSafeInteger(rows.step) || rows.step < 0) bad(`step must be an integer >= 0, got ${rows.step}`);
+  if (!Number.isSafeInteger(rows.stride) || rows.stride < 1) bad(`stride must be an integer >= 1, got ${rows.stride}`);
+  let tokens = 0;
+  for (const r of rows.runs) {
+    const first = r.first ?? 0;
+    if (!Number.isSafeInteger(r.row) || r.row < 0 || !Number.isSafeInteger(r.length) || r.length < 0 || !Number.isSafeInteger(first) || first < 0)
+      bad(`a run needs integers row, length, first >= 0, got ${JSON.stringify(r)}`);
+    if (first + r.length > rows.stride) bad(`row ${r.row}: tokens ${first}..${first + r.length - 1} pass the stride ${rows.stride} (the rows' longest length)`);
+    tokens += r.length;
+  }
+  active.push({ rows, tokens });
+  try {
+    return fn();
+  } finally {
+    active.pop();
+  }
+}
+
+/** The innermost withDropoutRows scope's rows and their token count; null outside any. */
+export function activeDropoutRows(): { rows: DropoutRows; tokens: number } | null {
+  return active[active.length - 1] ?? null;
+}
+
+const M64 = (1n << 64n) - 1n;
+
+/** SplitMix64's output `k` for `seed` (as native/cpu/dropout.cpp), reduced below 2^53 for the op's seed. */
+function mixBelow53(seed: bigint, k: bigint): number {
+  let z = (seed + (k + 1n) * 0x9e3779b97f4a7c15n) & M64;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M64;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M64;
+  return Number((z ^ (z >> 31n)) >> 11n);
+}
+
+/**
+ * The dropout options of a site seeded `seed` for x (tokens, cols) under `rows`: the seed mixed
+ * with the step, and one segment per run at stream position (row * stride + first) * cols.
+ */
+export function rowDropoutOptions(seed: number, rows: DropoutRows, cols: number): DropoutOptions & { segments: DropoutSegment[] } {
+  const segments: DropoutSegment[] = [];
+  let start = 0;
+  for (const r of rows.runs) {
+    const offset = (r.row * rows.stride + (r.first ?? 0)) * cols;
+    if (!Number.isSafeInteger((r.row + 1) * rows.stride * cols))
+      throw new PatentGPTError('E_ARGUMENT', `dropout rows: row ${r.row} x stride ${rows.stride} x ${cols} columns passes 2^53 stream positions`);
+    segments.push({ start, length: r.length * cols, offset });
+    start += r.length * cols;
+  }
+  return { seed: mixBelow53(BigInt(seed), BigInt(rows.step)), segments };
+}
