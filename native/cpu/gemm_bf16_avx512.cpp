@@ -225,6 +225,17 @@ inline void configure_tiles() {
   _tile_loadconfig(&cfg);
 }
 
+// The next A panel's lines, fetched into L2 a few at a time while this panel's row of tiles runs
+// (rows of per_row lines, stride bytes apart), so its first tiles do not wait on L3.
+struct RowPrefetch {
+  const char* p = nullptr;
+  int64_t stride = 0, per_row = 0, total = 0, next = 0;
+  inline void issue(int64_t n) {
+    for (int64_t e = min64(total, next + n); next < e; ++next)
+      _mm_prefetch(p + (next / per_row) * stride + 64 * (next % per_row), _MM_HINT_T1);
+  }
+};
+
 struct AmxKern {
   static constexpr int MR = 32, NR = 32;
   static constexpr int kPerSlot = 2, kDepthPad = 32;
@@ -238,22 +249,53 @@ struct AmxKern {
   };
   static ATiles packed(const float* a) { return {reinterpret_cast<const uint16_t*>(a), 64, 512, 1024}; }
 
-  // The tiles of a row: each tile's last depth block also loads the first A and B tiles of the
-  // next, so those loads overlap this tile's stores.
+  // The tiles of a row, in depth passes of at most kPassDepth (even ones: 768 as two of 384, 1024
+  // as two of 512): one pass's A panel (32 rows x 512 bf16 at most, 32 KB) then stays in L1 while
+  // every tile of the row streams its B panel from L2, and C (this row's, at most 32 x nc floats)
+  // sums the passes in L2. A whole 768- or 1024-deep panel (48 or 64 KB) does not fit L1 beside
+  // the B tiles streaming through, and came from L2 as well: twice the L2 traffic. (One thread,
+  // CPU time: 2048x768x768 NT 10-15% faster; the other shapes within the noise.) Each tile's
+  // last depth block also loads the first A and B tiles of the next (this pass's next tile or the
+  // next pass's first), so those loads overlap its stores; and the row fetches the next A panel
+  // (the driver's next call) into L2 meanwhile, whose first tiles otherwise waited on L3 (2-9%).
+  static constexpr int64_t kPassDepth = 512;
   static void row_at(int rows, int64_t cols, int64_t kc, ATiles a, const float* b, int64_t b_stride, float* c,
-                     int64_t ldc, float alpha, float beta) {
+                     int64_t ldc, float alpha, float beta, RowPrefetch pfa) {
+    const uint16_t* b16 = reinterpret_cast<const uint16_t*>(b);
+    const int64_t bstride16 = 2 * b_stride;  // bf16 values between B panels
+    const int64_t nblk = ceil_div(kc, 32);
+    const int64_t per = ceil_div(nblk, ceil_div(nblk, kPassDepth / 32));  // depth blocks per pass
     bool preloaded = false;
-    for (int64_t j = 0; j < cols; j += NR) {
-      const float* bj = b + (j / NR) * b_stride;
-      const uint16_t* next_b = j + NR < cols ? reinterpret_cast<const uint16_t*>(bj + b_stride) : nullptr;
-      tile_at(rows, static_cast<int>(min64(NR, cols - j)), kc, a, bj, c + j, ldc, alpha, beta, preloaded, next_b);
-      preloaded = next_b != nullptr;
+    // Lines of the next A panel per depth block of this row's tiles.
+    const int64_t tiles = ceil_div(cols, NR);
+    const int64_t pf_per_block = ceil_div(pfa.total, tiles * nblk);
+    for (int64_t blk0 = 0; blk0 < nblk; blk0 += per) {
+      const int64_t depth = min64(32 * per, kc - 32 * blk0);
+      const ATiles ap{a.a + blk0 * a.step, a.stride, a.half, a.step};
+      const uint16_t* bp = b16 + blk0 * 1024;  // a depth block of a B panel: 16 pairs x 32 columns
+      const float pass_beta = blk0 == 0 ? beta : 1.0f;
+      for (int64_t j = 0; j < cols; j += NR) {
+        const uint16_t *next_a = nullptr, *next_b = nullptr;
+        if (j + NR < cols) {
+          next_a = ap.a;
+          next_b = bp + (j / NR + 1) * bstride16;
+        } else if (blk0 + per < nblk) {
+          next_a = a.a + (blk0 + per) * a.step;
+          next_b = b16 + (blk0 + per) * 1024;
+        }
+        tile_at(rows, static_cast<int>(min64(NR, cols - j)), depth, ap, bp + (j / NR) * bstride16, c + j, ldc,
+                alpha, pass_beta, preloaded, next_a, next_b, pfa, pf_per_block);
+        preloaded = next_b != nullptr;
+      }
     }
   }
 
   static void row(int rows, int64_t cols, int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
                   int64_t ldc, float alpha, float beta) {
-    row_at(rows, cols, kc, packed(a), b, b_stride, c, ldc, alpha, beta);
+    // The driver's next call takes the next panel of the packed block: MR rows of the padded depth.
+    const int64_t bytes = MR * round_up(kc, 32) * 2;
+    const RowPrefetch pfa{reinterpret_cast<const char*>(a) + bytes, bytes, bytes / 64, bytes / 64, 0};
+    row_at(rows, cols, kc, packed(a), b, b_stride, c, ldc, alpha, beta, pfa);
   }
 
   // bf16 op(A) not transposed: a whole panel's 32 rows (lda apart) are tile rows as they stand,
@@ -272,19 +314,25 @@ struct AmxKern {
   }
   static void row_direct(int64_t cols, int64_t kc, const uint16_t* a, int64_t lda, const float* b,
                          int64_t b_stride, float* c, int64_t ldc, float alpha, float beta) {
-    row_at(MR, cols, kc, ATiles{a, 2 * lda, 16 * lda, 32}, b, b_stride, c, ldc, alpha, beta);
+    // The driver's next call takes the next MR rows.
+    const int64_t lines = ceil_div(kc, 32);  // per row
+    const RowPrefetch pfa{reinterpret_cast<const char*>(a + MR * lda), 2 * lda, lines, MR * lines, 0};
+    row_at(MR, cols, kc, ATiles{a, 2 * lda, 16 * lda, 32}, b, b_stride, c, ldc, alpha, beta, pfa);
   }
 
   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                    float alpha, float beta) {
-    tile_at(rows, cols, kc, packed(a), b, c, ldc, alpha, beta, false, nullptr);
+    RowPrefetch pf_none;
+    tile_at(rows, cols, kc, packed(a), reinterpret_cast<const uint16_t*>(b), c, ldc, alpha, beta, false, nullptr,
+            nullptr, pf_none, 0);
   }
 
-  // preloaded: tiles 4 and 6 already hold this tile's first A and B tiles; next_b: a whole next
-  // tile's B panel, whose first tiles (and A's) are loaded into 4 and 6 before returning.
-  static void tile_at(int rows, int cols, int64_t kc, ATiles a, const float* b, float* c, int64_t ldc,
-                      float alpha, float beta, bool preloaded, const uint16_t* next_b) {
-    const uint16_t* bp = reinterpret_cast<const uint16_t*>(b);
+  // preloaded: tiles 4 and 6 already hold this tile's first A and B tiles; next_a, next_b: the
+  // first depth block of the next tile's A and B (A with this tile's strides), loaded into 4 and
+  // 6 before returning (none when null).
+  static void tile_at(int rows, int cols, int64_t kc, ATiles a, const uint16_t* bp, float* c, int64_t ldc,
+                      float alpha, float beta, bool preloaded, const uint16_t* next_a, const uint16_t* next_b,
+                      RowPrefetch& pfa, int64_t pf_per_block) {
     const int64_t nblk = ceil_div(kc, 32);
     // A whole tile at alpha 1 (every product of matmul and linear) accumulates in the tile
     // registers straight from and to C: beta 1 (the depth blocks after the first) loads C into
@@ -320,6 +368,7 @@ struct AmxKern {
     for (int64_t blk = 0; blk < nblk; ++blk) {
       for (int64_t q = blk * prefetch_per_block; q < (blk + 1) * prefetch_per_block && q < 64; ++q)
         _m_prefetchw(c + (q >> 1) * ldc + NR + 16 * (q & 1));
+      pfa.issue(pf_per_block);
       _tile_dpbf16ps(0, 4, 6);
       _tile_stream_loadd(7, bt + 32, 128);
       _tile_dpbf16ps(1, 4, 7);
@@ -328,7 +377,7 @@ struct AmxKern {
       at += astep;
       bt += 1024;
       if (blk + 1 < nblk) _tile_loadd(4, at, as);
-      else if (next_b != nullptr) _tile_loadd(4, a.a, as);
+      else if (next_b != nullptr) _tile_loadd(4, next_a, as);
       _tile_dpbf16ps(3, 5, 7);
       if (blk + 1 < nblk) _tile_stream_loadd(6, bt, 128);
       else if (next_b != nullptr) _tile_stream_loadd(6, next_b, 128);
@@ -401,15 +450,19 @@ void amx_bf16(const Plan& p) { amx_units<uint16_t>(p); }
 
 // Blocking (gemm.cpp sizes the workspace for every table, these included): bf16 panels take half
 // a float per value (per_slot, PanelLayout) and pad the depth to 32 (kc_align; gemm_bf16.cpp
-// sends K < 32 to the AVX-512 BF16 kernel). The AMX depth block of 768 is the depth of the LLaMA
-// shapes' GEMMs, whose C tiles are then loaded never and stored once, and its 2048 rows take a
-// 2048-token batch in one row block, so that B is packed once (measured 3-7% over 2016 rows).
-// With several threads, one column block per thread (row groups share out narrow N): each A
-// panel then meets up to 15 B panels per load instead of 3 at N 768 (four blocks per thread,
-// as the f32 kernels cut it), measured 1.3-1.6x per thread on the N 768 shapes at 2 threads.
+// sends K < 32 to the AVX-512 BF16 kernel). The AMX depth block of 1024 takes K 768 and 1024
+// whole and 2048 in two, so that C (the driver's iterations walk all of it per depth block: 64 MB
+// at 4096 x 4096) is read and written once per 1024 of the depth, not once per 512 or 704; the
+// B block (1024 x 512 bf16, 1 MB) still sits in L2. Its 2048 rows take a 2048-token batch in one
+// row block, so that B is packed once (measured 3-7% over 2016 rows). With several threads, one
+// column block per thread (row groups share out narrow N): each A panel then meets up to 16 B
+// panels per load instead of 3 at N 768 (four blocks per thread, as the f32 kernels cut it),
+// measured 1.3-1.6x per thread on the N 768 shapes at 2 threads (two blocks per thread, 192
+// columns, measured 0.75-0.8x of one at 2 threads). Columns of 512 cut N 2048 into 4 blocks,
+// 2 per thread, where 480 gave 5 (3 on one thread, 2 on the other).
 extern const Isa kIsaAvx512Bf16 = {"avx512bf16", DpKern::MR, DpKern::NR, 2016, 384, 480, dp_f32, dp_bf16,
                                    nullptr, nullptr, nullptr, 32, DpKern::kPerSlot};
-extern const Isa kIsaAmx = {"amx", AmxKern::MR, AmxKern::NR, 2048, 768, 480, amx_f32, amx_bf16,
+extern const Isa kIsaAmx = {"amx", AmxKern::MR, AmxKern::NR, 2048, 1024, 512, amx_f32, amx_bf16,
                             nullptr, nullptr, nullptr, AmxKern::kDepthPad, AmxKern::kPerSlot, 1};
 
 }  // namespace gemm_detail
