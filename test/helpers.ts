@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { LlamaForCausalLM } from '../src/models/llama.js';
 import { Module, SwiGLUMLP, type FeedForward, type ParamInit } from '../src/nn/index.js';
 import { deviceUnavailableReason, kernelDevices } from '../src/native/devices.js';
-import { Rng, Tensor, noGrad, clearTape, type Device, type TensorOptions } from '../src/tensor/index.js';
+import { Rng, Tensor, noGrad, clearTape, setMatmulPrecision, type Device, type MatmulPrecision, type TensorOptions } from '../src/tensor/index.js';
 import type { StageConfig, StageKind } from '../src/train/config.js';
 
 export function randomArray(n: number, seed: number, scale = 1): Float64Array {
@@ -190,5 +190,15 @@ export class CountingSwiGLU extends Module implements FeedForward {
   forward(x: Tensor): Tensor {
     CountingSwiGLU.calls++;
     return this.inner.forward(x);
+  }
+}
+
+/** Runs fn at matmul precision p and restores the previous precision, also on a throw. */
+export function withPrecision<T>(p: MatmulPrecision, fn: () => T): T {
+  const previous = setMatmulPrecision(p);
+  try {
+    return fn();
+  } finally {
+    setMatmulPrecision(previous);
   }
 }

@@ -11,6 +11,7 @@ import {
 } from '../../src/tensor/index.js';
 import { linear, matmul, setCpuBf16Copies, setMatmulPrecision } from '../../src/tensor/ops/matmul.js';
 import { randomArray } from '../helpers.js';
+import { matmulCases } from '../reference/matmul.js';
 
 afterEach(() => {
   setMatmulPrecision('f32');
@@ -48,28 +49,19 @@ const noBf16Kernel = bf16MatmulKernel() === 'f32';
 const suite = `bf16 copies of matmul inputs${noBf16Kernel ? ' (skipped: this CPU has no bf16 kernel, so precision bf16 does not round)' : ''}`;
 describe.skipIf(noBf16Kernel)(suite, () => {
   it('matmul and linear: outputs and both gradients equal the kernel-rounding path bit for bit', () => {
-    const shapes = [
-      { batch: [] as number[], M: 37, N: 45, K: 70 },
-      { batch: [2], M: 33, N: 64, K: 100 },
-      { batch: [3], M: 5, N: 9, K: 40, shareB: true },
-    ];
     let seed = 1;
-    for (const s of shapes)
-      for (const transA of [false, true])
-        for (const transB of [false, true]) {
-          const aShape = [...s.batch, transA ? s.K : s.M, transA ? s.M : s.K];
-          const bShape = [...(s.shareB ? [] : s.batch), transB ? s.N : s.K, transB ? s.K : s.N];
-          const av = f32(randomArray(prod(aShape), seed++)), bv = f32(randomArray(prod(bShape), seed++));
-          const gv = f32(randomArray(prod([...s.batch, s.M, s.N]), seed++));
-          const run = (copies: boolean): Buffer[] => {
-            const a = Tensor.from(av, aShape, { requiresGrad: true }), b = Tensor.from(bv, bShape, { requiresGrad: true });
-            const out = atBf16(copies, () => matmul(a, b, { transA, transB }));
-            out.backward(Tensor.from(gv, out.shape));
-            return [bits(out), bits(a.grad!), bits(b.grad!)];
-          };
-          const [on, off] = [run(true), run(false)];
-          ['out', 'da', 'db'].forEach((name, i) => expect(on[i]!.equals(off[i]!), `${JSON.stringify(s)} ${transA} ${transB} ${name}`).toBe(true));
-        }
+    for (const { s, transA, transB, aShape, bShape, what } of matmulCases()) {
+      const av = f32(randomArray(prod(aShape), seed++)), bv = f32(randomArray(prod(bShape), seed++));
+      const gv = f32(randomArray(prod([...s.batch, s.M, s.N]), seed++));
+      const run = (copies: boolean): Buffer[] => {
+        const a = Tensor.from(av, aShape, { requiresGrad: true }), b = Tensor.from(bv, bShape, { requiresGrad: true });
+        const out = atBf16(copies, () => matmul(a, b, { transA, transB }));
+        out.backward(Tensor.from(gv, out.shape));
+        return [bits(out), bits(a.grad!), bits(b.grad!)];
+      };
+      const [on, off] = [run(true), run(false)];
+      ['out', 'da', 'db'].forEach((name, i) => expect(on[i]!.equals(off[i]!), `${what} ${name}`).toBe(true));
+    }
     for (const rows of [3, 90]) { // a few rows (no GEMV at bf16) and many
       const xv = f32(randomArray(rows * 48, 11)), wv = f32(randomArray(80 * 48, 12)), gv = f32(randomArray(rows * 80, 13));
       const run = (copies: boolean): Buffer[] => {

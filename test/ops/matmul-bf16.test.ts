@@ -9,12 +9,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { findPython, runPythonJson } from '../../scripts/bench/_peers.js';
 import { PatentGPTError } from '../../src/errors.js';
 import { addon } from '../../src/native/loader.js';
-import { Tensor, clearTape, crossEntropy, linearCrossEntropy, setNumThreads } from '../../src/tensor/index.js';
+import { Tensor, clearTape, setNumThreads } from '../../src/tensor/index.js';
 import {
   bf16MatmulKernel, f32GemmAtPrecision, linear, matmul, matmulPrecision, setMatmulPrecision, type MatmulPrecision,
 } from '../../src/tensor/ops/matmul.js';
-import { expectClose, randomArray } from '../helpers.js';
-import { linearGradRef, linearRef, matmulRef, roundBf16 } from '../reference/matmul.js';
+import { expectClose, randomArray, withPrecision } from '../helpers.js';
+import { expectFusedHeadFollowsPrecision } from './precision-checks.js';
+import { linearGradRef, linearRef, matmulRef, roundBf16, matmulCases } from '../reference/matmul.js';
 
 const detected = addon().bf16GemmKernel('amx');
 // Every kernel this machine can run, the f32 fallback included.
@@ -33,14 +34,6 @@ const prod = (dims: number[]): number => dims.reduce((p, d) => p * d, 1);
 // f32 sums of K products of values of about 1.
 const tol = (K: number): [number, number] => [1e-5 + 2e-6 * K, 1e-5];
 
-function withPrecision<T>(p: MatmulPrecision, fn: () => T): T {
-  const previous = setMatmulPrecision(p);
-  try {
-    return fn();
-  } finally {
-    setMatmulPrecision(previous);
-  }
-}
 
 describe('matmul precision bf16', () => {
   it('reports the kernel and refuses an unknown precision by name', () => {
@@ -58,26 +51,16 @@ describe('matmul precision bf16', () => {
 
       it('matmul: every transpose, odd shapes, batches, on 1 and 2 threads, against the rounded reference', () => {
         addon().bf16GemmKernel(kernel);
-        const shapes = [
-          { batch: [] as number[], M: 37, N: 45, K: 70 },
-          { batch: [2], M: 33, N: 64, K: 100 },
-          { batch: [], M: 70, N: 40, K: 31 },
-          { batch: [3], M: 5, N: 9, K: 400, shareB: true },
-        ];
         let seed = 1;
         for (const threads of [1, 2]) {
           setNumThreads(threads);
-          for (const s of shapes)
-            for (const transA of [false, true])
-              for (const transB of [false, true]) {
-                const aShape = [...s.batch, transA ? s.K : s.M, transA ? s.M : s.K];
-                const bShape = [...(s.shareB ? [] : s.batch), transB ? s.N : s.K, transB ? s.K : s.N];
-                const av = randomArray(prod(aShape), seed++), bv = randomArray(prod(bShape), seed++);
-                const out = withPrecision('bf16', () =>
-                  matmul(Tensor.from(f32(av), aShape), Tensor.from(f32(bv), bShape), { transA, transB }));
-                const ref = matmulRef(inputs(av), aShape, inputs(bv), bShape, transA, transB);
-                expectClose(out.toArray() as Float32Array, ref.data, ...tol(s.K), `${kernel} ${JSON.stringify(s)} ${transA} ${transB}`);
-              }
+          for (const { s, transA, transB, aShape, bShape, what } of matmulCases(400, [{ batch: [], M: 70, N: 40, K: 31 }])) {
+            const av = randomArray(prod(aShape), seed++), bv = randomArray(prod(bShape), seed++);
+            const out = withPrecision('bf16', () =>
+              matmul(Tensor.from(f32(av), aShape), Tensor.from(f32(bv), bShape), { transA, transB }));
+            const ref = matmulRef(inputs(av), aShape, inputs(bv), bShape, transA, transB);
+            expectClose(out.toArray() as Float32Array, ref.data, ...tol(s.K), `${kernel} ${what}`);
+          }
         }
       });
 
@@ -122,19 +105,7 @@ describe('matmul precision bf16', () => {
 
   it('the fused LM head and loss (linearCrossEntropy) follows the precision, forward and gradients', () => {
     if (detected === 'f32') return;
-    const N = 12, C = 40, V = 70;
-    const hv = f32(randomArray(N * C, 41)), wv = f32(randomArray(V * C, 42));
-    const targets = Tensor.from(Int32Array.from({ length: N }, (_, i) => (i * 7) % V), [N], { dtype: 'i32' });
-    const run = (fused: boolean): Float32Array[] => withPrecision('bf16', () => {
-      const h = Tensor.from(hv, [N, C], { requiresGrad: true }), w = Tensor.from(wv, [V, C], { requiresGrad: true });
-      const loss = fused ? linearCrossEntropy(h, w, targets, { chunkSize: 5 }) : crossEntropy(linear(h, w), targets);
-      loss.backward();
-      return [loss.toArray() as Float32Array, h.grad!.toArray() as Float32Array, w.grad!.toArray() as Float32Array];
-    });
-    const [fused, plain] = [run(true), run(false)];
-    const exact = crossEntropy(linear(Tensor.from(hv, [N, C]), Tensor.from(wv, [V, C])), targets).item();
-    expect(Math.abs(fused[0]![0]! - exact)).toBeGreaterThan(1e-6); // it did round
-    for (let i = 0; i < 3; i++) expectClose(fused[i]!, plain[i]!, 1e-5, 1e-4, `linearCrossEntropy vs linear + crossEntropy at bf16, output ${i}`);
+    expectFusedHeadFollowsPrecision('bf16');
     clearTape();
   });
 

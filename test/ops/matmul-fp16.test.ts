@@ -8,10 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { findPython, runPythonJson } from '../../scripts/bench/_peers.js';
-import { Tensor, clearTape, crossEntropy, linearCrossEntropy, tapeLength } from '../../src/tensor/index.js';
-import { linear, matmul, setMatmulPrecision, type MatmulPrecision } from '../../src/tensor/ops/matmul.js';
-import { expectClose, randomArray } from '../helpers.js';
-import { matmulRef, roundF16 } from '../reference/matmul.js';
+import { Tensor, clearTape, tapeLength } from '../../src/tensor/index.js';
+import { linear, matmul, setMatmulPrecision } from '../../src/tensor/ops/matmul.js';
+import { expectClose, randomArray, withPrecision } from '../helpers.js';
+import { expectFusedHeadFollowsPrecision } from './precision-checks.js';
+import { matmulRef, roundF16, matmulCases } from '../reference/matmul.js';
 
 afterEach(() => {
   setMatmulPrecision('f32');
@@ -23,14 +24,6 @@ const prod = (dims: number[]): number => dims.reduce((p, d) => p * d, 1);
 
 const roundAll = (v: ArrayLike<number>): Float32Array => f32(Array.from(v, roundF16));
 
-function withPrecision<T>(p: MatmulPrecision, fn: () => T): T {
-  const previous = setMatmulPrecision(p);
-  try {
-    return fn();
-  } finally {
-    setMatmulPrecision(previous);
-  }
-}
 
 const vals = (t: Tensor): number[] => Array.from(t.toArray() as Float32Array);
 const sameBits = (a: Float32Array, b: Float32Array): boolean => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -52,26 +45,16 @@ describe('roundF16 (the test reference itself)', () => {
 
 describe('matmul precision fp16 (CPU)', () => {
   it('matmul: every transpose, batches, a shared b, equals the f32 GEMM on inputs rounded to f16, bit for bit', () => {
-    const shapes = [
-      { batch: [] as number[], M: 37, N: 45, K: 70 },
-      { batch: [2], M: 33, N: 64, K: 100 },
-      { batch: [3], M: 5, N: 9, K: 40, shareB: true },
-    ];
     let seed = 1;
-    for (const s of shapes)
-      for (const transA of [false, true])
-        for (const transB of [false, true]) {
-          const aShape = [...s.batch, transA ? s.K : s.M, transA ? s.M : s.K];
-          const bShape = [...(s.shareB ? [] : s.batch), transB ? s.N : s.K, transB ? s.K : s.N];
-          const av = f32(randomArray(prod(aShape), seed++)), bv = f32(randomArray(prod(bShape), seed++));
-          const what = `${JSON.stringify(s)} transA ${transA} transB ${transB}`;
-          const out = withPrecision('fp16', () => matmul(Tensor.from(av, aShape), Tensor.from(bv, bShape), { transA, transB })).toArray() as Float32Array;
-          const onRounded = matmul(Tensor.from(roundAll(av), aShape), Tensor.from(roundAll(bv), bShape), { transA, transB }).toArray() as Float32Array;
-          expect(sameBits(out, onRounded), what).toBe(true);
-          expectClose(out, matmulRef(roundAll(av), aShape, roundAll(bv), bShape, transA, transB).data, 1e-5 + 2e-6 * s.K, 1e-5, what);
-          const exact = matmul(Tensor.from(av, aShape), Tensor.from(bv, bShape), { transA, transB }).toArray() as Float32Array;
-          expect(sameBits(out, exact), `${what}: it rounded`).toBe(false);
-        }
+    for (const { s, transA, transB, aShape, bShape, what } of matmulCases()) {
+      const av = f32(randomArray(prod(aShape), seed++)), bv = f32(randomArray(prod(bShape), seed++));
+      const out = withPrecision('fp16', () => matmul(Tensor.from(av, aShape), Tensor.from(bv, bShape), { transA, transB })).toArray() as Float32Array;
+      const onRounded = matmul(Tensor.from(roundAll(av), aShape), Tensor.from(roundAll(bv), bShape), { transA, transB }).toArray() as Float32Array;
+      expect(sameBits(out, onRounded), what).toBe(true);
+      expectClose(out, matmulRef(roundAll(av), aShape, roundAll(bv), bShape, transA, transB).data, 1e-5 + 2e-6 * s.K, 1e-5, what);
+      const exact = matmul(Tensor.from(av, aShape), Tensor.from(bv, bShape), { transA, transB }).toArray() as Float32Array;
+      expect(sameBits(out, exact), `${what}: it rounded`).toBe(false);
+    }
   });
 
   it('an input beyond the f16 range gives infinity, 65519 rounds to 65504 and stays finite', () => {
@@ -134,19 +117,7 @@ describe('matmul precision fp16 (CPU)', () => {
   });
 
   it('the fused LM head and loss (linearCrossEntropy) follows the precision, forward and gradients', () => {
-    const N = 12, C = 40, V = 70;
-    const hv = f32(randomArray(N * C, 41)), wv = f32(randomArray(V * C, 42));
-    const targets = Tensor.from(Int32Array.from({ length: N }, (_, i) => (i * 7) % V), [N], { dtype: 'i32' });
-    const run = (fused: boolean): Float32Array[] => withPrecision('fp16', () => {
-      const h = Tensor.from(hv, [N, C], { requiresGrad: true }), w = Tensor.from(wv, [V, C], { requiresGrad: true });
-      const loss = fused ? linearCrossEntropy(h, w, targets, { chunkSize: 5 }) : crossEntropy(linear(h, w), targets);
-      loss.backward();
-      return [loss.toArray() as Float32Array, h.grad!.toArray() as Float32Array, w.grad!.toArray() as Float32Array];
-    });
-    const [fused, plain] = [run(true), run(false)];
-    const exact = crossEntropy(linear(Tensor.from(hv, [N, C]), Tensor.from(wv, [V, C])), targets).item();
-    expect(Math.abs(fused[0]![0]! - exact)).toBeGreaterThan(1e-6); // it did round
-    for (let i = 0; i < 3; i++) expectClose(fused[i]!, plain[i]!, 1e-5, 1e-4, `linearCrossEntropy vs linear + crossEntropy at fp16, output ${i}`);
+    expectFusedHeadFollowsPrecision('fp16');
   });
 });
 

@@ -6,10 +6,11 @@
 // why, on a machine without a CUDA device (scripts/gpu-check.sh runs it on one).
 import { afterEach, describe, expect, it } from 'vitest';
 import { deviceUnavailableReason, kernelDevices } from '../../src/native/devices.js';
-import { Tensor, clearTape, crossEntropy, linearCrossEntropy } from '../../src/tensor/index.js';
-import { linear, matmul, setMatmulPrecision, type MatmulPrecision } from '../../src/tensor/ops/matmul.js';
-import { expectClose, randomArray } from '../helpers.js';
-import { roundBf16, roundF16 } from '../reference/matmul.js';
+import { Tensor, clearTape } from '../../src/tensor/index.js';
+import { linear, matmul, setMatmulPrecision } from '../../src/tensor/ops/matmul.js';
+import { expectClose, randomArray, withPrecision } from '../helpers.js';
+import { expectFusedHeadFollowsPrecision } from './precision-checks.js';
+import { roundBf16, roundF16, matmulCases } from '../reference/matmul.js';
 
 afterEach(() => {
   setMatmulPrecision('f32');
@@ -26,14 +27,6 @@ const rounders: Record<'bf16' | 'fp16', (v: Float32Array) => Float32Array> = {
   fp16: (v) => f32(Array.from(v, roundF16)),
 };
 
-function withPrecision<T>(p: MatmulPrecision, fn: () => T): T {
-  const previous = setMatmulPrecision(p);
-  try {
-    return fn();
-  } finally {
-    setMatmulPrecision(previous);
-  }
-}
 
 const kernels = ['gemm', 'gemmBf16', 'gemmF16', 'cast'];
 const why = deviceUnavailableReason('cuda') ?? (kernels.some((k) => !kernelDevices(k).includes('cuda')) ? 'no cuda kernel for the 16-bit GEMMs' : null);
@@ -46,26 +39,18 @@ for (const p of ['bf16', 'fp16'] as const) {
   }
   describe(`matmul precision ${p} [cuda]`, () => {
     it('matmul: every transpose, batches, a shared b, against the CPU f32 GEMM on rounded inputs', () => {
-      const shapes = [
-        { batch: [] as number[], M: 37, N: 45, K: 70 },
-        { batch: [2], M: 33, N: 64, K: 100 },
-        { batch: [3], M: 5, N: 9, K: 400, shareB: true },
-      ];
       let seed = 1;
-      for (const s of shapes)
-        for (const transA of [false, true])
-          for (const transB of [false, true]) {
-            const aShape = [...s.batch, transA ? s.K : s.M, transA ? s.M : s.K];
-            const bShape = [...(s.shareB ? [] : s.batch), transB ? s.N : s.K, transB ? s.K : s.N];
-            const av = f32(randomArray(prod(aShape), seed++)), bv = f32(randomArray(prod(bShape), seed++));
-            const what = `${p} ${JSON.stringify(s)} transA ${transA} transB ${transB}`;
-            const a = Tensor.from(av, aShape, { device: 'cuda' }), b = Tensor.from(bv, bShape, { device: 'cuda' });
-            const out = vals(withPrecision(p, () => matmul(a, b, { transA, transB })));
-            const ref = matmul(Tensor.from(round(av), aShape), Tensor.from(round(bv), bShape), { transA, transB }).toArray() as Float32Array;
-            expectClose(out, ref, ...tol(s.K), what);
-            const exact = vals(matmul(a, b, { transA, transB }));
-            expect(out.some((v, i) => Math.abs(v - exact[i]!) > 1e-4), `${what}: it rounded`).toBe(true);
-          }
+      for (const c of matmulCases(400)) {
+        const { s, transA, transB, aShape, bShape } = c;
+        const av = f32(randomArray(prod(aShape), seed++)), bv = f32(randomArray(prod(bShape), seed++));
+        const what = `${p} ${c.what}`;
+        const a = Tensor.from(av, aShape, { device: 'cuda' }), b = Tensor.from(bv, bShape, { device: 'cuda' });
+        const out = vals(withPrecision(p, () => matmul(a, b, { transA, transB })));
+        const ref = matmul(Tensor.from(round(av), aShape), Tensor.from(round(bv), bShape), { transA, transB }).toArray() as Float32Array;
+        expectClose(out, ref, ...tol(s.K), what);
+        const exact = vals(matmul(a, b, { transA, transB }));
+        expect(out.some((v, i) => Math.abs(v - exact[i]!) > 1e-4), `${what}: it rounded`).toBe(true);
+      }
     });
 
     it('linear: forward, dx and dW (the upstream gradient rounded too) against the CPU reference', () => {
@@ -82,17 +67,7 @@ for (const p of ['bf16', 'fp16'] as const) {
     });
 
     it('the fused LM head and loss (linearCrossEntropy) matches linear + crossEntropy at the same precision', () => {
-      const N = 12, C = 40, V = 70;
-      const hv = f32(randomArray(N * C, 41)), wv = f32(randomArray(V * C, 42));
-      const targets = Tensor.from(Int32Array.from({ length: N }, (_, i) => (i * 7) % V), [N], { dtype: 'i32', device: 'cuda' });
-      const run = (fused: boolean): Float32Array[] => withPrecision(p, () => {
-        const h = Tensor.from(hv, [N, C], { requiresGrad: true, device: 'cuda' }), w = Tensor.from(wv, [V, C], { requiresGrad: true, device: 'cuda' });
-        const loss = fused ? linearCrossEntropy(h, w, targets, { chunkSize: 5 }) : crossEntropy(linear(h, w), targets);
-        loss.backward();
-        return [vals(loss), vals(h.grad!), vals(w.grad!)];
-      });
-      const [fused, plain] = [run(true), run(false)];
-      for (let i = 0; i < 3; i++) expectClose(fused[i]!, plain[i]!, 1e-5, 1e-4, `${p} linearCrossEntropy vs linear + crossEntropy, output ${i}`);
+      expectFusedHeadFollowsPrecision(p, 'cuda');
     });
 
     if (p === 'fp16')

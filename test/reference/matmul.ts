@@ -92,3 +92,37 @@ export function roundF16(v: number): number {
   if (frac > 0.5 || (frac === 0.5 && n % 2 === 1)) n++;
   return Math.sign(x) * n * q;
 }
+
+/** One matmul case of matmulCases: its shapes and transposes, and a label for failures. */
+export interface MatmulCase {
+  s: { batch: number[]; M: number; N: number; K: number; shareB?: boolean };
+  transA: boolean;
+  transB: boolean;
+  aShape: number[];
+  bShape: number[];
+  what: string;
+}
+
+/**
+ * The matmul shapes the precision tests share (odd sizes, batches, a b shared across the batch
+ * whose K is `sharedK`) under every transpose; `extra` shapes go before the shared one.
+ */
+export function matmulCases(sharedK = 40, extra: MatmulCase['s'][] = []): MatmulCase[] {
+  const shapes: MatmulCase['s'][] = [
+    { batch: [], M: 37, N: 45, K: 70 },
+    { batch: [2], M: 33, N: 64, K: 100 },
+    ...extra,
+    { batch: [3], M: 5, N: 9, K: sharedK, shareB: true },
+  ];
+  const cases: MatmulCase[] = [];
+  for (const s of shapes)
+    for (const transA of [false, true])
+      for (const transB of [false, true])
+        cases.push({
+          s, transA, transB,
+          aShape: [...s.batch, transA ? s.K : s.M, transA ? s.M : s.K],
+          bShape: [...(s.shareB ? [] : s.batch), transB ? s.N : s.K, transB ? s.K : s.N],
+          what: `${JSON.stringify(s)} transA ${transA} transB ${transB}`,
+        });
+  return cases;
+}
