@@ -53,11 +53,7 @@ export class MpiDataParallel implements DataParallelEngine {
   attach(params: readonly (readonly [string, Tensor])[]): void {
     this.#named = [...params];
     const zero = this.opts.zero ?? 0;
-    if (zero >= 1) {
-      this.owner = partition(params.map(([n, p]) => [n, p.size] as const), this.worldSize);
-      this.#byRank = Array.from({ length: this.worldSize }, (_, k) => params.filter(([n]) => this.owner!.get(n) === k));
-      this.owns = (name) => this.owner!.get(name) === this.rank;
-    }
+    if (zero >= 1) ({ owner: this.owner, byRank: this.#byRank, owns: this.owns } = zeroOwnership(params, this.worldSize, this.rank));
     const byTensor = new Map(params.map(([n, p]) => [p, this.owner?.get(n) ?? 0]));
     // CUDA gradients go through NCCL (its id exchanged over this MPI job); the step's sums, the
     // barrier and ZeRO-1's broadcasts (host copies) stay on MPI.
@@ -172,6 +168,17 @@ export function partition(params: readonly (readonly [string, number])[], ranks:
     load[k]! += size;
   }
   return owner;
+}
+
+/** ZeRO's ownership of the parameters on `rank` of `ranks`: each parameter's owner (partition), each rank's parameters, and whether this rank owns a name. */
+export function zeroOwnership(params: readonly (readonly [string, Tensor])[], ranks: number, rank: number): {
+  owner: Map<string, number>;
+  byRank: (readonly [string, Tensor])[][];
+  owns: (name: string) => boolean;
+} {
+  const owner = partition(params.map(([n, p]) => [n, p.size] as const), ranks);
+  const byRank = Array.from({ length: ranks }, (_, k) => params.filter(([n]) => owner.get(n) === k));
+  return { owner, byRank, owns: (name) => owner.get(name) === rank };
 }
 
 /** The data-parallel options a launch passes in the environment (PATENTGPT_ZERO, _GLOBAL_BATCH, _BUCKET_MB, _DP_OVERLAP). */

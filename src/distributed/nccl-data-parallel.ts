@@ -8,7 +8,7 @@
 import { globalGradNorm, setNumThreads, type Tensor } from '../tensor/index.js';
 import type { OptimizerState } from '../train/optimizer.js';
 import type { DataParallelEngine } from '../train/trainer.js';
-import { consolidateShards, envOptions, partition, type DataParallelOptions } from './data-parallel.js';
+import { consolidateShards, envOptions, zeroOwnership, type DataParallelOptions } from './data-parallel.js';
 import { GradientBuckets, type BucketStats } from './ddp.js';
 import { gpuForRank, rankFromEnv, threadsPerRank, type RankInfo } from './env.js';
 import { MpiCommunicator } from './mpi.js';
@@ -46,11 +46,7 @@ export class NcclDataParallel implements DataParallelEngine {
   attach(params: readonly (readonly [string, Tensor])[]): void {
     this.#named = [...params];
     const zero = this.opts.zero ?? 0;
-    if (zero >= 1) {
-      this.owner = partition(params.map(([n, p]) => [n, p.size] as const), this.worldSize);
-      this.#byRank = Array.from({ length: this.worldSize }, (_, k) => params.filter(([n]) => this.owner!.get(n) === k));
-      this.owns = (name) => this.owner!.get(name) === this.rank;
-    }
+    if (zero >= 1) ({ owner: this.owner, byRank: this.#byRank, owns: this.owns } = zeroOwnership(params, this.worldSize, this.rank));
     const byTensor = new Map(params.map(([n, p]) => [p, this.owner?.get(n) ?? 0]));
     this.buckets = new GradientBuckets(params.map(([, p]) => p), this.nccl, {
       ...(this.opts.bucketBytes !== undefined ? { bucketBytes: this.opts.bucketBytes } : {}),
