@@ -6,9 +6,11 @@
 // and the step. A row thus gets the same mask on whatever rank or micro-batch it lands, whatever
 // the number of ranks, and a resumed run (same step, same rows) draws the same masks again, with
 // no generator state to save. Forwards outside such a scope (evaluation, unit use, stages that do
-// not say where their rows are) keep the site's own sequential stream.
+// not say where their rows are) keep the site's own sequential stream. A layer that computes some
+// of the tokens alone (the last layer past attention, for the rows a loss reads) names them with
+// withDropoutRowSubset, so a site that sees those rows keys them as the tokens they are.
 import { PatentGPTError } from '../errors.js';
-import type { DropoutOptions, DropoutSegment } from '../tensor/index.js';
+import type { DropoutOptions, DropoutSegment, Tensor } from '../tensor/index.js';
 
 /** Consecutive tokens of the forward that belong to one global row. */
 export interface DropoutRowRun {
@@ -30,7 +32,14 @@ export interface DropoutRows {
   runs: readonly DropoutRowRun[];
 }
 
-const active: { rows: DropoutRows; tokens: number }[] = [];
+interface Scope {
+  rows: DropoutRows;
+  tokens: number;
+  /** withDropoutRowSubset's token indices (i32) and, once a site asked, their runs. */
+  subset?: { select: Tensor | Int32Array; rows?: DropoutRows };
+}
+
+const active: Scope[] = [];
 
 /** Runs `fn` (synchronous: a model forward) with `rows` describing its tokens. */
 export function withDropoutRows<T>(rows: DropoutRows, fn: () => T): T {
@@ -55,9 +64,60 @@ export function withDropoutRows<T>(rows: DropoutRows, fn: () => T): T {
   }
 }
 
-/** The innermost withDropoutRows scope's rows and their token count; null outside any. */
-export function activeDropoutRows(): { rows: DropoutRows; tokens: number } | null {
-  return active[active.length - 1] ?? null;
+/**
+ * Runs `fn` (synchronous) with tokens `select` (i32 indices into the scope's tokens, R of them)
+ * known as the rows of any site input of R rows: a layer that computes those tokens alone. Outside
+ * a withDropoutRows scope it only runs `fn`.
+ */
+export function withDropoutRowSubset<T>(select: Tensor | Int32Array, fn: () => T): T {
+  const outer = active[active.length - 1];
+  if (!outer) return fn();
+  active.push({ rows: outer.rows, tokens: outer.tokens, subset: { select } });
+  try {
+    return fn();
+  } finally {
+    active.pop();
+  }
+}
+
+/** Whether a withDropoutRows scope is open (a forward whose tokens are keyed). */
+export function inDropoutRows(): boolean {
+  return active.length > 0;
+}
+
+/**
+ * The rows of a site input of `n` rows in the innermost scope: the scope's tokens when n is their
+ * count, the subset's when n is its size, else null (the input's rows are not said: an MoE
+ * expert's row group).
+ */
+export function dropoutRowsFor(n: number): DropoutRows | null {
+  const s = active[active.length - 1];
+  if (!s) return null;
+  if (n === s.tokens) return s.rows;
+  const sub = s.subset;
+  if (!sub) return null;
+  const size = sub.select instanceof Int32Array ? sub.select.length : sub.select.size;
+  if (n !== size) return null;
+  return (sub.rows ??= subsetRows(s.rows, s.tokens, sub.select instanceof Int32Array ? sub.select : (sub.select.toArray() as Int32Array)));
+}
+
+/** The runs of the tokens `select` picks from `rows`' `tokens`, consecutive positions of one row merged. */
+function subsetRows(rows: DropoutRows, tokens: number, select: Int32Array): DropoutRows {
+  const rowOf = new Float64Array(tokens), posOf = new Float64Array(tokens);
+  let t = 0;
+  for (const r of rows.runs)
+    for (let i = 0; i < r.length; i++, t++) {
+      rowOf[t] = r.row;
+      posOf[t] = (r.first ?? 0) + i;
+    }
+  const runs: { row: number; length: number; first: number }[] = [];
+  for (const i of select) {
+    if (!(i >= 0 && i < tokens)) throw new PatentGPTError('E_ARGUMENT', `withDropoutRowSubset: token ${i} is not one of the forward's ${tokens}`);
+    const last = runs[runs.length - 1];
+    if (last && last.row === rowOf[i] && last.first + last.length === posOf[i]) last.length++;
+    else runs.push({ row: rowOf[i]!, length: 1, first: posOf[i]! });
+  }
+  return { step: rows.step, stride: rows.stride, runs };
 }
 
 const M64 = (1n << 64n) - 1n;

@@ -10,6 +10,7 @@ import {
   type DecodeMlpWeights, type DecodeMoeWeights, type DecodeWeight, type QuantizedMatrix,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
+import { inDropoutRows, withDropoutRowSubset } from './dropout-rows.js';
 import type { AttentionMetadata, PagedAttentionMetadata, RopeSegment, RopeSetting } from './metadata.js';
 import { Module } from './module.js';
 
@@ -333,9 +334,14 @@ export class Block extends Module {
    * nothing reads).
    */
   forward(x: Tensor, meta: AttentionMetadata, ctx: ForwardContext, layer = 0, outRows?: Tensor): Tensor {
-    const a = this.self_attn.forward(this.input_layernorm.forward(x), meta, layer, outRows);
-    const h = add(outRows ? gatherRows(x, outRows) : x, a);
-    return add(h, this.feedForward.forward(this.post_attention_layernorm.forward(h), ctx));
+    const run = (): Tensor => {
+      const a = this.self_attn.forward(this.input_layernorm.forward(x), meta, layer, outRows);
+      const h = add(outRows ? gatherRows(x, outRows) : x, a);
+      return add(h, this.feedForward.forward(this.post_attention_layernorm.forward(h), ctx));
+    };
+    // The rows computed alone are named to row-keyed dropout (src/nn/dropout-rows.ts), so an
+    // adapter's mask on them is theirs whatever rows are left out.
+    return outRows && inDropoutRows() ? withDropoutRowSubset(outRows, run) : run();
   }
 
   /**

@@ -11,7 +11,7 @@
 // "." + entry; "all-linear" is every Linear but the output layer.
 import { PatentGPTError } from '../errors.js';
 import { add, dropout, isGradEnabled, linear, matmul, noGrad, scale, sub, Tensor } from '../tensor/index.js';
-import { activeDropoutRows, rowDropoutOptions } from './dropout-rows.js';
+import { dropoutRowsFor, rowDropoutOptions } from './dropout-rows.js';
 import { Linear, type LinearAdapter } from './layers.js';
 import { Module } from './module.js';
 
@@ -98,11 +98,11 @@ export class LoraAdapter extends Module implements LinearAdapter {
     // Inverted dropout as torch.nn.Dropout (kept entries scaled by 1 / (1 - p)), the native op.
     // Inside a trainer's withDropoutRows scope whose tokens are x's rows, each token's mask is a
     // function of (seed, step, global row, position, column): the same on any rank or micro-batch,
-    // nothing to checkpoint. Otherwise (rows not said, or x's rows are not the forward's tokens,
-    // as an MoE expert's row group) the mask is a function of (seed, offset), so each forward
-    // takes the next x.size draws of the adapter's own stream.
-    const rows = activeDropoutRows();
-    if (rows && x.shape.length === 2 && x.shape[0] === rows.tokens) return dropout(x, p, rowDropoutOptions(this.#dropSeed, rows.rows, x.shape[1]!));
+    // nothing to checkpoint (a last layer's subset of the tokens included). Otherwise (rows not
+    // said, or x's rows are not the forward's tokens, as an MoE expert's row group) the mask is a
+    // function of (seed, offset), so each forward takes the next x.size draws of the adapter's own stream.
+    const rows = x.shape.length === 2 ? dropoutRowsFor(x.shape[0]!) : null;
+    if (rows) return dropout(x, p, rowDropoutOptions(this.#dropSeed, rows, x.shape[1]!));
     const out = dropout(x, p, { seed: this.#dropSeed, offset: this.#dropOffset });
     this.#dropOffset += x.size;
     return out;

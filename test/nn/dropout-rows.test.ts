@@ -4,7 +4,7 @@
 // or micro-batch), and its gradient goes through that mask. The op's segments place runs of x at
 // chosen stream positions, each run equal to a plain call at that offset.
 import { expect, it } from 'vitest';
-import { rowDropoutOptions, withDropoutRows, type DropoutRowRun } from '../../src/nn/dropout-rows.js';
+import { rowDropoutOptions, withDropoutRows, withDropoutRowSubset, type DropoutRowRun } from '../../src/nn/dropout-rows.js';
 import { LoraAdapter } from '../../src/nn/lora.js';
 import { dropout, noGrad, Tensor } from '../../src/tensor/index.js';
 import { f32, randomArray } from '../helpers.js';
@@ -74,6 +74,25 @@ it('a global row has the same mask alone in a batch of 1 as inside a larger batc
   expect(Array.from(run(b, row, [{ row: 9, length: 11 }]).y)).not.toEqual(Array.from(alone.y));
   a.dispose();
   b.dispose();
+});
+
+it('tokens computed alone (withDropoutRowSubset: a last layer past attention) get the masks they have in the full forward', () => {
+  const a = adapter();
+  const runs = [{ row: 3, length: 12 }, { row: 7, length: 8, first: 2 }];
+  const xs = randomArray(20 * IN, 9);
+  const full = run(a, xs, runs);
+  const select = Int32Array.from([2, 3, 4, 11, 13, 15]);
+  const sub = new Float64Array(select.length * IN);
+  select.forEach((t, i) => sub.set(xs.subarray(t * IN, (t + 1) * IN), i * IN));
+  const x = f32(sub, [select.length, IN], true);
+  const zero = Tensor.zeros([select.length, OUT]);
+  const idx = Tensor.from(select, [select.length], { dtype: 'i32' });
+  const y = withDropoutRows({ step: 3, stride: STRIDE, runs }, () => withDropoutRowSubset(idx, () => a.apply(x, zero)));
+  const got = Array.from(y.toArray() as Float32Array);
+  select.forEach((t, i) => expect(got.slice(i * OUT, (i + 1) * OUT), `token ${t}`).toEqual(Array.from(full.y.subarray(t * OUT, (t + 1) * OUT))));
+  expect(a.dropoutOffset).toBe(0);
+  [x, y, zero, idx].forEach((t) => t.dispose());
+  a.dispose();
 });
 
 it('outside withDropoutRows, or when x is not the forward\'s tokens, the adapter keeps its own stream', () => {

@@ -27,6 +27,7 @@ import {
   type ChatRenderer, type SftBatch, type SftData, type SftStreamBatch, type SftStreamPosition,
 } from '../../data/sft/index.js';
 import type { LlamaForCausalLM, ModelConfig } from '../../models/index.js';
+import { withDropoutRows, type DropoutRows } from '../../nn/dropout-rows.js';
 import { loraLayers } from '../../nn/lora.js';
 import { scale } from '../../tensor/index.js';
 import { permutation } from '../../util/rng.js';
@@ -157,6 +158,18 @@ export class SftStepTargets {
   }
 }
 
+/**
+ * Where a training batch's tokens sit in the global batch, for the dropout masks: batch `index` of
+ * rank r holds global rows (index W + r) B .. + B - 1 (SftBatchStream's contract), each row's
+ * tokens one after another, and belongs to optimizer step index div accum (accum: the rank's
+ * micro-batches per step).
+ */
+export function sftDropoutRows(stream: SftBatchStream, b: SftStreamBatch, accum: number, seqLen: number): DropoutRows {
+  const first = (b.index * stream.worldSize + stream.rank) * stream.batchSize;
+  const runs = Array.from({ length: b.rows }, (_, r) => ({ row: first + r, length: stream.rows[stream.at(first + r).index]!.tokens.length }));
+  return { step: Math.floor(b.index / accum), stride: seqLen, runs }; // packExamples keeps rows within seqLen
+}
+
 /** The stage's chat renderer: the config's chatTemplate over the stage's tokenizer. */
 export function sftRenderer(cfg: Pick<SftConfig, 'chatTemplate' | 'tokenizer'>, tokenizer: ByteTokenizer | SentencePieceTokenizer, file = 'config'): ChatRenderer {
   const t = cfg.chatTemplate;
@@ -213,8 +226,11 @@ export async function sft(cfg: SftConfig, opts: SftOptions = {}): Promise<SftRes
     const task: TrainTask<SftStreamBatch | SftBatch> = {
       ...(lora ? lora.taskPart : modelTaskPart(m, cfg, setup)),
       nextBatch: () => stream.next(),
-      // training batches carry their index: the step's token count reweights them (TRL's averaging)
-      loss: (b) => sftLoss(m, b, perStep, 'index' in b ? stepTargets.of(Math.floor(b.index / accum)) : undefined),
+      // training batches carry their index: the step's token count reweights them (TRL's averaging),
+      // and their global rows key the dropout masks (the same on any rank count; src/nn/dropout-rows.ts)
+      loss: (b) => ('index' in b
+        ? withDropoutRows(sftDropoutRows(stream, b, accum, cfg.seqLen), () => sftLoss(m, b, perStep, stepTargets.of(Math.floor(b.index / accum))))
+        : sftLoss(m, b, perStep)),
       ...(data.val.length > 0
         ? {
             evalBatches: (count: number) => {
