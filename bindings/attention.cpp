@@ -1,17 +1,18 @@
 // Bindings of native/cpu/attention.cpp (f32) and of the CUDA 16-bit attention (bf16/f16, with a CPU
-// reference twin). Every size, the head grouping and cu_seqlens itself are
-// checked here, so the kernels can trust them (they index k/v rows through cu_seqlens).
+// reference twin). Every size, the head grouping and cu_seqlens itself are checked, so the
+// kernels can trust them (they index k/v rows through cu_seqlens): here on the CPU, on the device
+// on CUDA (cuda_index_check.h: no read-back; a bad value is reported at the next sync point).
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "args.h"
-#include "cuda_index.h"
 #include "cuda_slot.h"
 #include "patentgpt/ops.h"
 #include "patentgpt/workspace.h"
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
 #include "patentgpt/cuda_attention.h"
+#include "patentgpt/cuda_index_check.h"
 #endif
 
 namespace pgnode {
@@ -25,10 +26,10 @@ struct Dims {
 };
 
 // Reads (nseq, T, H, Hkv, D, scale, causal) starting at argument i, and checks cu_seqlens (at
-// argument cu) against them: starts at 0, never decreases, ends at T. *cu_out is the tensor,
-// *cu_host its values on the host (a copy in `keep` on CUDA).
-Dims ReadDims(const Args& a, size_t i, size_t cu, const int32_t** cu_out, const int32_t** cu_host,
-              std::vector<int32_t>& keep) {
+// argument cu) against them: starts at 0, never decreases, ends at T. *cu_out is the tensor. On
+// the CPU the values are checked here; on CUDA the caller enqueues the same check on the device
+// (CheckOnDevice) right before its kernels, so nothing is read back.
+Dims ReadDims(const Args& a, size_t i, size_t cu, const int32_t** cu_out) {
   Dims d{a.Size(i, "nseq"), a.Size(i + 1, "T"), a.Size(i + 2, "H"), a.Size(i + 3, "Hkv"), a.Size(i + 4, "D"), 0, false};
   const double scale = a.Num(i + 5, "scale");
   d.causal = a.Bool(i + 6, "causal");
@@ -43,7 +44,8 @@ Dims ReadDims(const Args& a, size_t i, size_t cu, const int32_t** cu_out, const 
   d.scale = static_cast<float>(scale);
   a.Mul(a.Mul(d.T, d.H), d.D);  // overflow checks before any pointer is sized
   *cu_out = a.Ptr<int32_t>(cu, "cuSeqlens", d.nseq + 1);
-  const int32_t* c = *cu_host = HostIndex(a, *cu_out, d.nseq + 1, keep, "cuSeqlens");
+  if (OnCuda(a)) return d;
+  const int32_t* c = *cu_out;
   if (c[0] != 0) a.Fail("cuSeqlens[0] must be 0, got " + std::to_string(c[0]));
   for (int64_t s = 0; s < d.nseq; ++s)
     if (c[s + 1] < c[s])
@@ -55,11 +57,17 @@ Dims ReadDims(const Args& a, size_t i, size_t cu, const int32_t** cu_out, const 
   return d;
 }
 
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+// cu_seqlens checked on the device, before the op's kernels (which halt if it fails).
+void CheckOnDevice(const Args& a, const int32_t* cu, const Dims& d) {
+  pg::cuda::check_cu_seqlens(a.signature().label, "cuSeqlens", cu, d.nseq, d.T);
+}
+#endif
+
 // attentionForward(out, lse, q, k, v, cuSeqlens (each storage, offset), nseq, T, H, Hkv, D, scale, causal)
 Napi::Value AttentionForward(const Napi::CallbackInfo& info, const Args& a) {
-  const int32_t *cu = nullptr, *cu_host = nullptr;
-  std::vector<int32_t> keep;
-  Dims d = ReadDims(a, 12, 10, &cu, &cu_host, keep);
+  const int32_t* cu = nullptr;
+  Dims d = ReadDims(a, 12, 10, &cu);
   const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
   float* out = a.Ptr<float>(0, "out", nq);
   float* lse = a.Ptr<float>(2, "lse", d.H * d.T);
@@ -68,7 +76,8 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info, const Args& a) {
   const float* v = a.Ptr<float>(8, "v", nkv);
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
   if (OnCuda(a)) {
-    pg::cuda::attention_forward(out, lse, q, k, v, cu, cu_host, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+    CheckOnDevice(a, cu, d);
+    pg::cuda::attention_forward(out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
     return info.Env().Undefined();
   }
 #endif
@@ -79,9 +88,8 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info, const Args& a) {
 // attentionBackward(dq, dk, dv, delta, dout, out, lse, q, k, v, cuSeqlens (each storage, offset),
 //                   nseq, T, H, Hkv, D, scale, causal)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info, const Args& a) {
-  const int32_t *cu = nullptr, *cu_host = nullptr;
-  std::vector<int32_t> keep;
-  Dims d = ReadDims(a, 22, 20, &cu, &cu_host, keep);
+  const int32_t* cu = nullptr;
+  Dims d = ReadDims(a, 22, 20, &cu);
   const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
   float* dq = a.Ptr<float>(0, "dq", nq);
   float* dk = a.Ptr<float>(2, "dk", nkv);
@@ -95,7 +103,8 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info, const Args& a) {
   const float* v = a.Ptr<float>(18, "v", nkv);
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
   if (OnCuda(a)) {
-    pg::cuda::attention_backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, cu_host, d.nseq, d.T, d.H, d.Hkv,
+    CheckOnDevice(a, cu, d);
+    pg::cuda::attention_backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv,
                                  d.D, d.scale, d.causal);
     return info.Env().Undefined();
   }
@@ -129,9 +138,8 @@ void Narrow(uint16_t* out, const std::vector<float>& x) {
 // attentionForward{Bf16,F16}(out, lse, q, k, v, cuSeqlens (each storage, offset), nseq, T, H, Hkv, D, scale, causal)
 template <bool Bf16>
 Napi::Value AttentionForward16(const Napi::CallbackInfo& info, const Args& a) {
-  const int32_t *cu = nullptr, *cu_host = nullptr;
-  std::vector<int32_t> keep;
-  Dims d = ReadDims(a, 12, 10, &cu, &cu_host, keep);
+  const int32_t* cu = nullptr;
+  Dims d = ReadDims(a, 12, 10, &cu);
   const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
   uint16_t* out = a.Ptr<uint16_t>(0, "out", nq);
   float* lse = a.Ptr<float>(2, "lse", d.H * d.T);
@@ -140,8 +148,9 @@ Napi::Value AttentionForward16(const Napi::CallbackInfo& info, const Args& a) {
   const uint16_t* v = a.Ptr<uint16_t>(8, "v", nkv);
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
   if (OnCuda(a)) {
+    CheckOnDevice(a, cu, d);
     pg::cuda::attention_forward_16(Bf16 ? pg::cuda::Half16::BF16 : pg::cuda::Half16::F16, out, lse, q, k, v, cu,
-                                   cu_host, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+                                   nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
     return info.Env().Undefined();
   }
 #endif
@@ -157,9 +166,8 @@ Napi::Value AttentionForward16(const Napi::CallbackInfo& info, const Args& a) {
 //                              offset), nseq, T, H, Hkv, D, scale, causal)
 template <bool Bf16>
 Napi::Value AttentionBackward16(const Napi::CallbackInfo& info, const Args& a) {
-  const int32_t *cu = nullptr, *cu_host = nullptr;
-  std::vector<int32_t> keep;
-  Dims d = ReadDims(a, 22, 20, &cu, &cu_host, keep);
+  const int32_t* cu = nullptr;
+  Dims d = ReadDims(a, 22, 20, &cu);
   const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
   uint16_t* dq = a.Ptr<uint16_t>(0, "dq", nq);
   uint16_t* dk = a.Ptr<uint16_t>(2, "dk", nkv);
@@ -173,8 +181,9 @@ Napi::Value AttentionBackward16(const Napi::CallbackInfo& info, const Args& a) {
   const uint16_t* v = a.Ptr<uint16_t>(18, "v", nkv);
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
   if (OnCuda(a)) {
+    CheckOnDevice(a, cu, d);
     pg::cuda::attention_backward_16(Bf16 ? pg::cuda::Half16::BF16 : pg::cuda::Half16::F16, dq, dk, dv, delta, dout,
-                                    out, lse, q, k, v, cu, cu_host, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+                                    out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
     return info.Env().Undefined();
   }
 #endif

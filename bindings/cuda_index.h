@@ -1,6 +1,7 @@
-// Index tensors the bindings check on the host before a kernel trusts them (cu_seqlens, block
-// tables, context lengths): on the CPU the tensor itself; on CUDA its values read back into a
-// host vector (a copy that waits for the stream), so the same checks run on the same values.
+// Index tensors the bindings read on the host: on the CPU the tensor itself; on CUDA its values
+// read back into a host vector (a copy that waits for the stream). Only the MoE GEMMs still do
+// this on CUDA (their expert offsets size the launches); attention, paged attention and the other
+// MoE ops check their indices on the device without a read-back (patentgpt/cuda_index_check.h).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -13,13 +14,18 @@
 
 namespace pgnode {
 
+// The tail of a device index check's message (index_check.cu): a bad argument, not a device fault.
+inline constexpr const char* kIndexCheckMark = "(an index checked on the device)";
+
 inline const int32_t* HostIndex(const Args& a, const int32_t* p, int64_t n, std::vector<int32_t>& keep,
                                 const char* name) {
   if (!OnCuda(a) || n == 0) return p;
   keep.resize(static_cast<size_t>(n));
   std::string err;
   if (!pg::cuda_memcpy(keep.data(), p, static_cast<size_t>(n) * sizeof(int32_t), 1, err))
-    a.Fail(DeviceErrorCode(err), std::string("reading ") + name + " back from the device: " + err);
+    // The copy is a sync point: an earlier call's failed device index check is reported here.
+    a.Fail(err.find(kIndexCheckMark) != std::string::npos ? kErrArg : DeviceErrorCode(err),
+           std::string("reading ") + name + " back from the device: " + err);
   return keep.data();
 }
 

@@ -12,6 +12,7 @@
 #include "patentgpt/moe_experts.h"
 #include "patentgpt/ops.h"
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+#include "patentgpt/cuda_index_check.h"
 #include "patentgpt/cuda_moe.h"
 #endif
 
@@ -19,10 +20,12 @@ namespace pgnode {
 
 namespace {
 
-// On CUDA each check reads the indices back to the host first (cuda_index.h).
+// On CUDA the expert-id and permutation checks are enqueued on the device instead, before the
+// op's kernels, which halt if they fail (cuda_index_check.h): nothing is read back.
 void CheckExperts(const Args& a, const int32_t* idx, int64_t M, int64_t E) {
-  std::vector<int32_t> keep;
-  idx = HostIndex(a, idx, M, keep, "indices");
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) return pg::cuda::check_expert_ids(a.signature().label, idx, M, E);
+#endif
   for (int64_t s = 0; s < M; ++s)
     if (idx[s] < 0 || idx[s] >= E)
       a.Fail("expert " + std::to_string(idx[s]) + " at slot " + std::to_string(s) + " is outside [0, E = " +
@@ -31,8 +34,9 @@ void CheckExperts(const Args& a, const int32_t* idx, int64_t M, int64_t E) {
 
 // A permutation of [0, M): what the dispatch plan's order and slot_pos always are.
 void CheckPermutation(const Args& a, const char* name, const int32_t* p, int64_t M) {
-  std::vector<int32_t> keep;
-  p = HostIndex(a, p, M, keep, name);
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  if (OnCuda(a)) return pg::cuda::check_permutation(a.signature().label, name, p, M);
+#endif
   std::vector<uint8_t> seen(static_cast<size_t>(M), 0);
   for (int64_t i = 0; i < M; ++i) {
     if (p[i] < 0 || p[i] >= M || seen[static_cast<size_t>(p[i])])
@@ -42,7 +46,8 @@ void CheckPermutation(const Args& a, const char* name, const int32_t* p, int64_t
   }
 }
 
-// Returns the offsets on the host (a copy in `keep` on CUDA), which the CUDA GEMMs plan from.
+// Returns the offsets on the host (a copy in `keep` on CUDA), which the CUDA GEMMs plan from: their
+// per-expert row counts size cuBLASLt's calls, so here the read-back stays (one per GEMM call).
 const int32_t* CheckOffsets(const Args& a, const int32_t* off, int64_t E, int64_t M, std::vector<int32_t>& keep) {
   off = HostIndex(a, off, E + 1, keep, "offsets");
   if (off[0] != 0 || off[E] != M) a.Fail("offsets must run from 0 to M = " + std::to_string(M));

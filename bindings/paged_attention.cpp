@@ -1,15 +1,15 @@
 // Bindings of native/cpu/paged_attention.cpp. Slot mappings, block tables, cu_q and context
-// lengths are read and checked here, before any kernel runs: the kernels index the caches with
-// them unchecked.
+// lengths are checked before any kernel runs (the kernels index the caches with them unchecked):
+// here on the CPU; on CUDA by a check enqueued on the device (cuda_index_check.h), no read-back.
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "args.h"
-#include "cuda_index.h"
 #include "cuda_slot.h"
 #include "patentgpt/paged_attention.h"
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+#include "patentgpt/cuda_index_check.h"
 #include "patentgpt/cuda_paged_attention.h"
 #endif
 
@@ -78,14 +78,20 @@ Napi::Value PagedKvStore(const Napi::CallbackInfo& info, const Args& a) {
   const float* k = a.Ptr<float>(4, "k", a.Mul(a.Mul(T, Hkv), D));
   const float* v = a.Ptr<float>(6, "v", T * Hkv * D);
   const int32_t* slot = a.Ptr<int32_t>(8, "slotMapping", T);
-  std::vector<int32_t> keep;  // on CUDA: the slots read back, checked here as on the CPU
-  const int32_t* slot_h = HostIndex(a, slot, T, keep, "slotMapping");
   if (Overlap(kc, cacheBytes, slot, T) || Overlap(vc, cacheBytes, slot, T)) a.Fail("slotMapping overlaps a cache");
   if (Overlap(kc, cacheBytes, vc, cacheBytes)) a.Fail("kCache and vCache overlap");
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  // On CUDA the same check runs on the device, before the store (cuda_index_check.h).
+  if (OnCuda(a)) {
+    pg::cuda::check_kv_slots(a.signature().label, slot, T, slots);
+    pg::cuda::paged_kv_store(kc, vc, dtype, k, v, slot, T, Hkv, D);
+    return info.Env().Undefined();
+  }
+#endif
   for (int64_t t = 0; t < T; ++t)
-    if (slot_h[t] >= slots || slot_h[t] < -1)
-      a.Fail("slotMapping[" + S(t) + "] = " + S(slot_h[t]) + " is outside [-1, " + S(slots) + ") (numBlocks * blockSize)");
-  PG_ON(a, paged_kv_store)(kc, vc, dtype, k, v, slot, T, Hkv, D);
+    if (slot[t] >= slots || slot[t] < -1)
+      a.Fail("slotMapping[" + S(t) + "] = " + S(slot[t]) + " is outside [-1, " + S(slots) + ") (numBlocks * blockSize)");
+  pg::paged_kv_store(kc, vc, dtype, k, v, slot, T, Hkv, D);
   return info.Env().Undefined();
 }
 
@@ -125,21 +131,20 @@ Napi::Value PagedAttentionForward(const Napi::CallbackInfo& info, const Args& a)
     if (Overlap(outs[i], sizes[i], tables, nseq * maxBlocks) || Overlap(outs[i], sizes[i], cu, nseq + 1) ||
         Overlap(outs[i], sizes[i], ctx, nseq))
       a.Fail("an output overlaps blockTables, cuQ or contextLens");
-  // On CUDA the indices are read back and checked on the host, as on the CPU.
-  std::vector<int32_t> keep_cu, keep_ctx, keep_tables;
-  const int32_t* cu_h = HostIndex(a, cu, nseq + 1, keep_cu, "cuQ");
-  const int32_t* ctx_h = HostIndex(a, ctx, nseq, keep_ctx, "contextLens");
-  const int32_t* tables_h = HostIndex(a, tables, nseq * maxBlocks, keep_tables, "blockTables");
-  CheckPagedIndex(a, cu_h, ctx_h, tables_h, nseq, Tq, numBlocks, blockSize, maxBlocks, partitionSize, maxPartitions);
   const pg::PagedAttention call{out, split ? partOut : nullptr, split ? partStats : nullptr, q, kc, vc, tables, cu, ctx,
                                 nseq, Tq, H, Hkv, D, blockSize, maxBlocks, partitionSize, maxPartitions,
                                 static_cast<float>(scale), dtype};
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+  // On CUDA the indices are checked on the device, in the same order, before the kernels (which
+  // halt if it fails; the split-K plan then assumes the longest context the arguments allow).
   if (OnCuda(a)) {
-    pg::cuda::paged_attention_forward(call, cu_h, ctx_h);
+    pg::cuda::check_paged(a.signature().label, cu, ctx, tables, nseq, Tq, numBlocks, blockSize, maxBlocks,
+                          partitionSize, maxPartitions);
+    pg::cuda::paged_attention_forward(call, nullptr, nullptr);
     return info.Env().Undefined();
   }
 #endif
+  CheckPagedIndex(a, cu, ctx, tables, nseq, Tq, numBlocks, blockSize, maxBlocks, partitionSize, maxPartitions);
   pg::paged_attention_forward(call);
   return info.Env().Undefined();
 }

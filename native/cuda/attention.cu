@@ -23,6 +23,7 @@
 #include "attention_common.cuh"
 #include "half16.cuh"
 #include "patentgpt/cuda_attention.h"
+#include "patentgpt/cuda_index_check.h"
 #include "patentgpt/cuda_plan.h"
 
 namespace pg::cuda {
@@ -38,11 +39,32 @@ constexpr float kLn2 = 0.6931471805599453f;
 
 struct Shape {
   const int32_t* cu;  // (nseq + 1) on the device
-  int64_t T, tiles;
+  const int* halt;    // non-zero: an index check failed (cuda_index_check.h); touch nothing
+  int64_t T, nseq;
   int H, Hkv, D;
   float scale;
   bool causal;
 };
+
+// Block x of the grid over the packed row-tile space, found on the device from cu (no host copy
+// of cu_seqlens sizes the grid): sequence s owns the kAttnRows-row tiles from cu[s] / kAttnRows + s,
+// ceil(len / kAttnRows) of them, which never reach the next sequence's first, so the space has at
+// most T / kAttnRows + nseq tiles. Within a sequence the tiles go heaviest first as in
+// attention_block_tile. False for a block between two sequences' tiles (or when a check halted).
+__device__ __forceinline__ bool packed_tile(const Shape& a, int64_t x, bool last_first, int64_t* seq, int64_t* tile) {
+  if (*a.halt) return false;
+  int64_t lo = 0, hi = a.nseq;  // the last s with cu[s] / kAttnRows + s <= x lies in [lo, hi)
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) / 2;
+    if (a.cu[mid] / kAttnRows + mid <= x) lo = mid;
+    else hi = mid;
+  }
+  const int64_t i = x - (a.cu[lo] / kAttnRows + lo), n = (a.cu[lo + 1] - a.cu[lo] + kAttnRows - 1) / kAttnRows;
+  if (i >= n) return false;
+  *seq = lo;
+  *tile = last_first ? n - 1 - i : i;
+  return true;
+}
 
 // rows (n, D) of a (T, heads, D) tensor from token t0, head h into dst (f32) with row stride `ld`;
 // zeros for rows at or past `valid`.
@@ -116,7 +138,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_forward_kernel(T* _
   float* ks = qs + kAttnRows * D;   // (BC, D + 4)
   float* vs = ks + BC * Dp;         // (BC, D + 4)
   int64_t seq, tile;
-  attention_block_tile(blockIdx.x, a.tiles, true, &seq, &tile);
+  if (!packed_tile(a, blockIdx.x, true, &seq, &tile)) return;
   const int h = blockIdx.y, hk = h / (a.H / a.Hkv);
   const int64_t s0 = a.cu[seq];
   const int len = a.cu[seq + 1] - a.cu[seq], r0 = static_cast<int>(tile) * kAttnRows;
@@ -213,7 +235,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dq_kernel(T* __rest
   float* ks = gs + kAttnRows * D;    // (BC, D + 4)
   float* vs = ks + BC * Dp;          // (BC, D + 4)
   int64_t seq, tile;
-  attention_block_tile(blockIdx.x, a.tiles, true, &seq, &tile);
+  if (!packed_tile(a, blockIdx.x, true, &seq, &tile)) return;
   const int h = blockIdx.y, hk = h / (a.H / a.Hkv);
   const int64_t s0 = a.cu[seq];
   const int len = a.cu[seq + 1] - a.cu[seq], r0 = static_cast<int>(tile) * kAttnRows;
@@ -289,7 +311,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) attention_dkdv_kernel(T* __re
   float* ls = gs + BC * Dp;          // (BC): lse in log2 units
   float* es = ls + BC;               // (BC): delta
   int64_t seq, tile;
-  attention_block_tile(blockIdx.x, a.tiles, false, &seq, &tile);
+  if (!packed_tile(a, blockIdx.x, false, &seq, &tile)) return;
   const int hk = blockIdx.y, group = a.H / a.Hkv;
   const int64_t s0 = a.cu[seq];
   const int len = a.cu[seq + 1] - a.cu[seq], k0 = static_cast<int>(tile) * kAttnRows;
@@ -387,10 +409,14 @@ void launch_backward(const AttentionPlan& p, T* dq, T* dk, T* dv, const T* dout,
                                    kAttnThreads, p.smem_dkdv, st()>>>(dk, dv, dout, lse, delta, q, k, v, s);
 }
 
-AttentionPlan plan_or_throw(const int32_t* cu_host, int64_t nseq, int64_t H, int64_t Hkv, int64_t D,
-                            const std::string& what) {
+// The plan of one sequence of T tokens (head-dim bucket, shared memory, heads), its grid widened to
+// the packed tile space (packed_tile): sized from T and nseq only, never from cu_seqlens' values.
+AttentionPlan plan_or_throw(int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D, const std::string& what) {
   AttentionPlan plan;
-  const std::string err = plan_attention(cu_host, nseq, H, Hkv, D, plan);
+  const int32_t one[2] = {0, static_cast<int32_t>(T)};
+  std::string err = plan_attention(one, 1, H, Hkv, D, plan);
+  plan.grid_x = nseq == 0 ? 0 : T / kAttnRows + nseq;
+  if (err.empty() && plan.grid_x > 0x7fffffff) err = "T / 16 + nseq = " + std::to_string(plan.grid_x) + " blocks exceed the grid on cuda";
   if (!err.empty()) throw Error(what + ": " + err, /*bad_argument=*/true);
   return plan;
 }
@@ -399,9 +425,9 @@ template <typename T>
 void forward(T* out, float* lse, const T* q, const T* k, const T* v, const int32_t* cu, const int32_t* cu_host,
              int64_t nseq, int64_t T_, int64_t H, int64_t Hkv, int64_t D, float scale, bool causal, const char* op) {
   const std::string what = describe_call(op, nseq, T_, H, Hkv, D);
-  const AttentionPlan plan = plan_or_throw(cu_host, nseq, H, Hkv, D, what);
+  const AttentionPlan plan = plan_or_throw(nseq, T_, H, Hkv, D, what);
   if (plan.grid_x == 0 || T_ == 0) return;
-  const Shape s{cu, T_, plan.tiles, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
+  const Shape s{cu, index_halt(), T_, nseq, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
   switch (plan.dmax) {
     case 64: launch_forward<T, 64>(plan, out, lse, q, k, v, s, what); break;
     case 128: launch_forward<T, 128>(plan, out, lse, q, k, v, s, what); break;
@@ -415,13 +441,13 @@ void backward(T* dq, T* dk, T* dv, float* delta, const T* dout, const T* out, co
               const T* k, const T* v, const int32_t* cu, const int32_t* cu_host, int64_t nseq, int64_t T_, int64_t H,
               int64_t Hkv, int64_t D, float scale, bool causal, const char* op) {
   const std::string what = describe_call(op, nseq, T_, H, Hkv, D);
-  const AttentionPlan plan = plan_or_throw(cu_host, nseq, H, Hkv, D, what);
+  const AttentionPlan plan = plan_or_throw(nseq, T_, H, Hkv, D, what);
   if (plan.grid_x == 0 || T_ == 0) return;
   const int64_t blocks = (T_ * H * 32 + kAttnThreads - 1) / kAttnThreads;
   attention_delta_kernel<T><<<static_cast<unsigned>(blocks), kAttnThreads, 0, st()>>>(delta, dout, out, T_,
                                                                                         static_cast<int>(H),
                                                                                         static_cast<int>(D));
-  const Shape s{cu, T_, plan.tiles, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
+  const Shape s{cu, index_halt(), T_, nseq, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
   switch (plan.dmax) {
     case 64: launch_backward<T, 64>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
     case 128: launch_backward<T, 128>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;

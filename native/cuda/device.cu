@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "common.cuh"
+#include "patentgpt/cuda_index_check.h"
 #include "patentgpt/runtime.h"
 
 namespace pg {
@@ -121,6 +122,13 @@ bool copy_h2d(void* dst, const void* src, size_t bytes, std::string& err) {
   return true;
 }
 
+// A sync point: once the stream is drained, a failed device index check (cuda_index_check.h) of
+// an earlier call is reported (and cleared) instead of the copy's success.
+bool index_violation(std::string& err) {
+  err = cuda::take_index_violation();
+  return !err.empty();
+}
+
 bool copy_d2h(void* dst, const void* src, size_t bytes, std::string& err) {
   Staging& s = staging();
   std::lock_guard<std::mutex> lock(s.mutex);
@@ -129,7 +137,7 @@ bool copy_d2h(void* dst, const void* src, size_t bytes, std::string& err) {
     cudaError_t status = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream);
     if (status == cudaSuccess) status = cudaStreamSynchronize(stream);
     if (status != cudaSuccess) err = copy_error("copy device to host", bytes, status);
-    return status == cudaSuccess;
+    return status == cudaSuccess && !index_violation(err);
   }
   for (size_t off = 0; off < bytes; off += Staging::kChunk) {
     const size_t len = bytes - off < Staging::kChunk ? bytes - off : Staging::kChunk;
@@ -142,7 +150,7 @@ bool copy_d2h(void* dst, const void* src, size_t bytes, std::string& err) {
     }
     std::memcpy(static_cast<char*>(dst) + off, s.buf[0], len);
   }
-  return true;
+  return !index_violation(err);
 }
 
 }  // namespace
@@ -249,6 +257,8 @@ void stream_wait(void* waiter, void* signaller, const char* what) {
 void synchronize(const char* what) {
   const cudaError_t e = cudaStreamSynchronize(st());
   if (e != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(e));
+  const std::string bad = take_index_violation();
+  if (!bad.empty()) throw Error(bad, /*bad_argument=*/true);
 }
 
 int64_t max_blocks() {

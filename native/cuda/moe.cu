@@ -23,6 +23,7 @@
 
 #include "attention_common.cuh"
 #include "patentgpt/cuda_moe.h"
+#include "patentgpt/cuda_index_check.h"
 #include "patentgpt/cuda_plan.h"
 
 namespace pg::cuda {
@@ -98,7 +99,9 @@ __global__ void __launch_bounds__(kRouterThreads) moe_router_forward_kernel(int3
 // dlogits (N, E) written from dweights (N, k).
 __global__ void __launch_bounds__(kRouterThreads) moe_router_backward_kernel(
     float* __restrict__ dlogits, const float* __restrict__ dweights, const float* __restrict__ weights,
-    const int32_t* __restrict__ indices, const float* __restrict__ logits, int64_t N, int E, int k, bool normalize) {
+    const int32_t* __restrict__ indices, const float* __restrict__ logits, int64_t N, int E, int k, bool normalize,
+    const int* __restrict__ halt) {
+  if (*halt) return;  // an index check failed: touch nothing
   const int64_t n = (static_cast<int64_t>(blockIdx.x) * kRouterThreads + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (n >= N) return;
@@ -138,16 +141,19 @@ __global__ void __launch_bounds__(kDispatchThreads) moe_count_kernel(int32_t* __
 }
 
 __global__ void __launch_bounds__(32) moe_offsets_kernel(int32_t* __restrict__ offsets,
-                                                         const int32_t* __restrict__ counts, int64_t E) {
-  if (threadIdx.x == 0) moe_offsets_from_histogram(offsets, counts, E);
+                                                         const int32_t* __restrict__ counts, int64_t E,
+                                                         const int* __restrict__ halt) {
+  if (threadIdx.x == 0 && !*halt) moe_offsets_from_histogram(offsets, counts, E);
 }
 
 // order, slot_pos for expert e's slots in slot order (one block per expert).
 __global__ void __launch_bounds__(kDispatchThreads) moe_place_kernel(int32_t* __restrict__ order,
                                                                      int32_t* __restrict__ slot_pos,
                                                                      const int32_t* __restrict__ offsets,
-                                                                     const int32_t* __restrict__ indices, int64_t M) {
+                                                                     const int32_t* __restrict__ indices, int64_t M,
+                                                                     const int* __restrict__ halt) {
   __shared__ int32_t warp_total[kDispatchThreads / 32];
+  if (*halt) return;  // uniform over the block: before any barrier
   const int e = blockIdx.x, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int32_t base = offsets[e];
   for (int64_t s0 = 0; s0 < M; s0 += kDispatchThreads) {
@@ -175,7 +181,8 @@ __global__ void __launch_bounds__(kDispatchThreads) moe_place_kernel(int32_t* __
 __global__ void __launch_bounds__(kMoveThreads) moe_permute_forward_kernel(float* __restrict__ xs,
                                                                            const float* __restrict__ x,
                                                                            const int32_t* __restrict__ order,
-                                                                           int64_t M, int64_t C, int64_t k) {
+                                                                           int64_t M, int64_t C, int64_t k, const int* __restrict__ halt) {
+  if (*halt) return;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < M * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
     const int64_t p = i / C, c = i - p * C;
@@ -204,7 +211,8 @@ __device__ __forceinline__ float sum_slots(const float* __restrict__ src, const 
 __global__ void __launch_bounds__(kMoveThreads) moe_permute_backward_kernel(float* __restrict__ dx,
                                                                             const float* __restrict__ dxs,
                                                                             const int32_t* __restrict__ slot_pos,
-                                                                            int64_t N, int64_t C, int64_t k) {
+                                                                            int64_t N, int64_t C, int64_t k, const int* __restrict__ halt) {
+  if (*halt) return;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < N * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
     const int64_t n = i / C, c = i - n * C;
@@ -217,7 +225,8 @@ __global__ void __launch_bounds__(kMoveThreads) moe_combine_forward_kernel(float
                                                                            const float* __restrict__ y,
                                                                            const float* __restrict__ weights,
                                                                            const int32_t* __restrict__ slot_pos,
-                                                                           int64_t N, int64_t C, int64_t k) {
+                                                                           int64_t N, int64_t C, int64_t k, const int* __restrict__ halt) {
+  if (*halt) return;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < N * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
     const int64_t n = i / C, c = i - n * C;
@@ -230,7 +239,8 @@ __global__ void __launch_bounds__(kMoveThreads) moe_combine_dy_kernel(float* __r
                                                                       const float* __restrict__ dout,
                                                                       const float* __restrict__ weights,
                                                                       const int32_t* __restrict__ slot_pos,
-                                                                      int64_t M, int64_t C, int64_t k) {
+                                                                      int64_t M, int64_t C, int64_t k, const int* __restrict__ halt) {
+  if (*halt) return;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < M * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
     const int64_t s = i / C, c = i - s * C;
@@ -243,10 +253,11 @@ __global__ void __launch_bounds__(kMoveThreads) moe_combine_dweights_kernel(floa
                                                                             const float* __restrict__ dout,
                                                                             const float* __restrict__ y,
                                                                             const int32_t* __restrict__ slot_pos,
-                                                                            int64_t M, int64_t C, int64_t k) {
+                                                                            int64_t M, int64_t C, int64_t k,
+                                                                            const int* __restrict__ halt) {
   const int64_t s = (static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (s >= M) return;
+  if (s >= M || *halt) return;
   const float* g = dout + (s / k) * C;
   const float* yr = y + static_cast<int64_t>(slot_pos[s]) * C;
   float acc = 0.0f;
@@ -480,7 +491,7 @@ void moe_router_backward(float* dlogits, const float* dweights, const float* wei
                          const float* logits, int64_t N, int64_t E, int64_t k, bool normalize) {
   if (N == 0) return;
   moe_router_backward_kernel<<<warp_blocks(N, kRouterThreads), kRouterThreads, 0, st()>>>(
-      dlogits, dweights, weights, indices, logits, N, static_cast<int>(E), static_cast<int>(k), normalize);
+      dlogits, dweights, weights, indices, logits, N, static_cast<int>(E), static_cast<int>(k), normalize, index_halt());
   check_launch(moe_sizes("moe router backward", N, E, k, "N", "E", "k"));
 }
 
@@ -490,21 +501,21 @@ void moe_dispatch(int32_t* order, int32_t* slot_pos, int32_t* offsets, const int
   Scratch counts(static_cast<size_t>(E > 0 ? E : 1) * sizeof(int32_t), what);
   if (E > 0)
     moe_count_kernel<<<static_cast<unsigned>(E), kDispatchThreads, 0, st()>>>(counts.as<int32_t>(), indices, M);
-  moe_offsets_kernel<<<1, 32, 0, st()>>>(offsets, counts.as<int32_t>(), E);
+  moe_offsets_kernel<<<1, 32, 0, st()>>>(offsets, counts.as<int32_t>(), E, index_halt());
   if (E > 0 && M > 0)
-    moe_place_kernel<<<static_cast<unsigned>(E), kDispatchThreads, 0, st()>>>(order, slot_pos, offsets, indices, M);
+    moe_place_kernel<<<static_cast<unsigned>(E), kDispatchThreads, 0, st()>>>(order, slot_pos, offsets, indices, M, index_halt());
   check_launch(what);
 }
 
 void moe_permute_forward(float* xs, const float* x, const int32_t* order, int64_t M, int64_t C, int64_t k) {
   if (M * C == 0) return;
-  moe_permute_forward_kernel<<<move_blocks(M * C), kMoveThreads, 0, st()>>>(xs, x, order, M, C, k);
+  moe_permute_forward_kernel<<<move_blocks(M * C), kMoveThreads, 0, st()>>>(xs, x, order, M, C, k, index_halt());
   check_launch(moe_sizes("moe permute", M, C, k, "M", "C", "k"));
 }
 
 void moe_permute_backward(float* dx, const float* dxs, const int32_t* slot_pos, int64_t N, int64_t C, int64_t k) {
   if (N * C == 0) return;
-  moe_permute_backward_kernel<<<move_blocks(N * C), kMoveThreads, 0, st()>>>(dx, dxs, slot_pos, N, C, k);
+  moe_permute_backward_kernel<<<move_blocks(N * C), kMoveThreads, 0, st()>>>(dx, dxs, slot_pos, N, C, k, index_halt());
   check_launch(moe_sizes("moe permute backward", N, C, k, "N", "C", "k"));
 }
 
@@ -570,7 +581,7 @@ void moe_experts_gemm_backward(float* dxs, float* const* dw, const float* dy, co
 void moe_combine_forward(float* out, const float* y, const float* weights, const int32_t* slot_pos, int64_t N,
                          int64_t C, int64_t k) {
   if (N * C == 0) return;
-  moe_combine_forward_kernel<<<move_blocks(N * C), kMoveThreads, 0, st()>>>(out, y, weights, slot_pos, N, C, k);
+  moe_combine_forward_kernel<<<move_blocks(N * C), kMoveThreads, 0, st()>>>(out, y, weights, slot_pos, N, C, k, index_halt());
   check_launch(moe_sizes("moe combine", N, C, k, "N", "C", "k"));
 }
 
@@ -578,9 +589,9 @@ void moe_combine_backward(float* dy, float* dweights, const float* dout, const f
                           const int32_t* slot_pos, int64_t N, int64_t C, int64_t k) {
   const int64_t M = N * k;
   if (M == 0) return;
-  if (C > 0) moe_combine_dy_kernel<<<move_blocks(M * C), kMoveThreads, 0, st()>>>(dy, dout, weights, slot_pos, M, C, k);
+  if (C > 0) moe_combine_dy_kernel<<<move_blocks(M * C), kMoveThreads, 0, st()>>>(dy, dout, weights, slot_pos, M, C, k, index_halt());
   moe_combine_dweights_kernel<<<warp_blocks(M, kMoveThreads), kMoveThreads, 0, st()>>>(dweights, dout, y, slot_pos,
-                                                                                        M, C, k);
+                                                                                        M, C, k, index_halt());
   check_launch(moe_sizes("moe combine backward", N, C, k, "N", "C", "k"));
 }
 

@@ -22,6 +22,7 @@
 
 #include "attention_common.cuh"
 #include "patentgpt/cuda_paged_attention.h"
+#include "patentgpt/cuda_index_check.h"
 #include "patentgpt/cuda_plan.h"
 
 namespace pg::cuda {
@@ -54,7 +55,8 @@ __global__ void __launch_bounds__(kStoreThreads) paged_kv_store_kernel(void* k_c
                                                                        const float* __restrict__ k,
                                                                        const float* __restrict__ v,
                                                                        const int32_t* __restrict__ slot_mapping,
-                                                                       int64_t n, int64_t row) {
+                                                                       int64_t n, int64_t row, const int* halt) {
+  if (*halt) return;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kStoreThreads + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kStoreThreads) {
     const int64_t t = i / row, e = i - t * row;
@@ -76,6 +78,7 @@ struct Paged {
   const int32_t* tables;
   const int32_t* cu;
   const int32_t* ctx;
+  const int* halt;  // non-zero: an index check failed (cuda_index_check.h); touch nothing
   int64_t nseq, max_blocks, partition, max_partitions;
   int H, Hkv, D, group, heads, head_chunks, block_size, dtype;
   float scale;
@@ -90,6 +93,7 @@ __global__ void __launch_bounds__(kPagedThreads, 1) paged_partition_kernel(Paged
   const int D = a.D, Dp = D + 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t r = blockIdx.x;
+  if (*a.halt) return;
   const int64_t s = paged_row_sequence(a.cu, a.nseq, r);
   const int64_t qlen = a.cu[s + 1] - a.cu[s], len = a.ctx[s] - qlen + (r - a.cu[s]) + 1;
   int64_t b, e;
@@ -215,7 +219,7 @@ __global__ void __launch_bounds__(kMergeThreads) paged_merge_kernel(Paged a, int
   constexpr int NC = kAttnMaxHeadDim / 32;
   const int64_t rh = (static_cast<int64_t>(blockIdx.x) * kMergeThreads + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (rh >= rows * a.H) return;
+  if (rh >= rows * a.H || *a.halt) return;
   const int64_t r = rh / a.H;
   const int64_t s = paged_row_sequence(a.cu, a.nseq, r);
   const int64_t qlen = a.cu[s + 1] - a.cu[s], len = a.ctx[s] - qlen + (r - a.cu[s]) + 1;
@@ -260,7 +264,7 @@ void paged_kv_store(void* k_cache, void* v_cache, KvDType dtype, const float* k,
   const int64_t n = T * Hkv * D;
   if (n == 0) return;
   paged_kv_store_kernel<<<blocks_for(n, kStoreThreads), kStoreThreads, 0, st()>>>(
-      k_cache, v_cache, static_cast<int>(dtype), k, v, slot_mapping, n, Hkv * D);
+      k_cache, v_cache, static_cast<int>(dtype), k, v, slot_mapping, n, Hkv * D, index_halt());
   check_launch(describe("pagedKvStore", {{"T", T}, {"Hkv", Hkv}, {"D", D}}));
 }
 
@@ -268,10 +272,15 @@ void paged_attention_forward(const PagedAttention& call, const int32_t* cu_host,
   const std::string what = describe("pagedAttention", {{"nseq", call.nseq}, {"Tq", call.Tq}, {"H", call.H},
                                                        {"Hkv", call.Hkv}, {"D", call.D}});
   if (call.Tq == 0) return;
-  // The longest row: the last query row of a sequence attends all its context_lens tokens.
+  // The longest row: the last query row of a sequence attends all its context_lens tokens. Without
+  // host copies (the bindings check the indices on the device), the most a valid call allows.
   int64_t max_len = 0;
-  for (int64_t s = 0; s < call.nseq; ++s)
-    if (cu_host[s + 1] > cu_host[s]) max_len = std::max<int64_t>(max_len, ctx_host[s]);
+  if (cu_host && ctx_host) {
+    for (int64_t s = 0; s < call.nseq; ++s)
+      if (cu_host[s + 1] > cu_host[s]) max_len = std::max<int64_t>(max_len, ctx_host[s]);
+  } else {
+    max_len = std::min(call.max_blocks * call.block_size, call.max_partitions * call.partition_size);
+  }
   PagedPlan plan;
   const std::string err = plan_paged(call.Tq, call.H, call.Hkv, call.D, call.partition_size, call.max_partitions,
                                      max_len, sm_count(), plan);
@@ -279,7 +288,7 @@ void paged_attention_forward(const PagedAttention& call, const int32_t* cu_host,
   if (plan.split && (!call.part_out || !call.part_stats))
     throw Error(what + ": partition scratch is missing", /*bad_argument=*/true);
   const Paged a{call.out, call.part_out, call.part_stats, call.q, call.k_cache, call.v_cache, call.block_tables,
-                call.cu_q, call.context_lens, call.nseq, call.max_blocks, plan.partition, call.max_partitions,
+                call.cu_q, call.context_lens, index_halt(), call.nseq, call.max_blocks, plan.partition, call.max_partitions,
                 static_cast<int>(call.H), static_cast<int>(call.Hkv), static_cast<int>(call.D),
                 static_cast<int>(call.H / call.Hkv), plan.heads, static_cast<int>(plan.head_chunks),
                 static_cast<int>(call.block_size), static_cast<int>(call.kv_dtype), call.scale};

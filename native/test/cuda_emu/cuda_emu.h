@@ -5,7 +5,7 @@
 // counts, as on the device); a block where neither can happen aborts as a deadlock. Warp
 // shuffles and ballots exchange through per-warp slots between two warp barriers. Dynamic shared
 // memory starts as 0xff bytes (NaN floats), so a read before a write shows. Only what the
-// attention, paged-attention, MoE, AdamW and loss-scale kernels use is here (bf16 / fp16
+// attention, paged-attention, MoE, AdamW, loss-scale and index-check kernels use is here (bf16 / fp16
 // conversions included); the memory model is sequential.
 #pragma once
 #include <ucontext.h>
@@ -46,6 +46,21 @@ cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) { return cudaSuccess
 inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
 inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = 132; return cudaSuccess; }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { std::memset(p, v, n); return cudaSuccess; }
+// The index checks' record and flag (index_check.cu): mapped host memory is host memory.
+enum { cudaHostAllocDefault = 0, cudaHostAllocMapped = 2 };
+inline cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) { *p = std::calloc(n ? n : 1, 1); return cudaSuccess; }
+inline cudaError_t cudaHostGetDevicePointer(void** d, void* h, unsigned) { *d = h; return cudaSuccess; }
+inline cudaError_t cudaMalloc(void** p, size_t n) { *p = std::calloc(n ? n : 1, 1); return cudaSuccess; }
+inline cudaError_t cudaMemset(void* p, int v, size_t n) { std::memset(p, v, n); return cudaSuccess; }
+inline void __threadfence_system() {}
+// Atomics: blocks and fibers run one at a time, so plain read-modify-writes are atomic here.
+inline unsigned atomicMin(unsigned* p, unsigned v) { const unsigned o = *p; if (v < o) *p = v; return o; }
+inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
+  const unsigned long long o = *p;
+  if (v < o) *p = v;
+  return o;
+}
+inline int atomicCAS(int* p, int cmp, int v) { const int o = *p; if (o == cmp) *p = v; return o; }
 
 namespace emu {
 struct Fiber {

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 #include <vector>
+#include "patentgpt/cuda_index_check.h"
 #include "patentgpt/cuda_ops.h"
 #include "patentgpt/runtime.h"
 namespace pg {
@@ -18,6 +19,11 @@ std::string emu_devices(std::vector<CudaDeviceInfo>& devices) {
   return "";
 }
 namespace cuda {
+// As device.cu's: the stream is done (launches ran in place); a recorded index violation is thrown.
+void synchronize(const char*) {
+  const std::string v = take_index_violation();
+  if (!v.empty()) throw Error(v, /*bad_argument=*/true);
+}
 std::string cublaslt_status() { return "emulated: no cuBLASLt"; }
 void gemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t, const float*, int64_t, int64_t,
           float, float*, int64_t, int64_t, int64_t) {
