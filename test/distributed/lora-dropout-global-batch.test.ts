@@ -4,7 +4,9 @@
 // loss agrees within 1e-6 and the final adapter is the same file. A checkpoint taken at step 2
 // resumes on the other number of ranks with the uninterrupted run's losses and adapter (nothing
 // of the masks is saved: they follow from the step and the rows). A run without dropout shows
-// the masks matter. (The models themselves have no dropout: LoRA's is the only one there is.)
+// the masks matter. Reward and DPO under LoRA dropout key theirs by global pair (chosen 2g,
+// rejected 2g + 1) and agree the same way. (The models themselves have no dropout: LoRA's is the
+// only one there is.)
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -43,9 +45,27 @@ function expectClose(got: number[], want: number[], what: string): void {
   got.forEach((x, i) => expect(Math.abs(x - want[i]!), `${what}: step ${i + 1}: ${x} vs ${want[i]}`).toBeLessThanOrEqual(1e-6));
 }
 
+type PairKind = 'reward' | 'dpo';
+const LAYERS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+
+function pairConfig(kind: PairKind, dropout: number): string {
+  const file = path.join(root, `${kind}-${dropout}.json`);
+  fs.writeFileSync(file, JSON.stringify({
+    kind, name: kind, model: init, init, tokenizer: 'byte', batchSize: 2, gradAccum: 2, steps: STEPS, schedule: { kind: 'constant', warmupSteps: 0 },
+    evalEvery: 0, checkpointEvery: 2, keepCheckpoints: 3, seed: 4, threads: 1, seqLen: 96,
+    data: { sources: [path.join(root, 'pairs.jsonl')], shuffle: true, valFraction: 0 }, optimizer: { lr: 0.02, weightDecay: 0 },
+    lora: { r: 4, alpha: 8, dropout, targetModules: LAYERS }, ...(kind === 'dpo' ? { dpo: { beta: 0.5 } } : {}),
+  }));
+  return file;
+}
+
 beforeAll(async () => {
   if (mpiMissing !== null) return;
   writeAlpaca(path.join(root, 'reverse.jsonl'), 96);
+  fs.writeFileSync(path.join(root, 'pairs.jsonl'), Array.from({ length: 24 }, (_, i) => {
+    const k = (i % 9) + 1;
+    return JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` });
+  }).join('\n') + '\n');
   await writeInit(init);
 });
 
@@ -80,4 +100,17 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
     // on 1 rank the steps after the resume are the uninterrupted 1-rank run's, bit for bit
     expect(trainLosses(b).slice(2)).toEqual(ref.slice(2));
   }, 300_000);
+
+  for (const kind of ['reward', 'dpo'] as const)
+    it(`${kind}: 2 ranks = 1 rank with lora.dropout 0.1 (losses within 1e-6, the same adapter)`, async () => {
+      const run = (d: string, n: number, dropout = 0.1) => cli([...(n === 2 ? ['launch', '--nproc', '2', '--global-batch', '--'] : []), kind, '--config', pairConfig(kind, dropout), '--run-dir', path.join(root, d), '--quiet']);
+      const [ra, rb, rc] = await Promise.all([run(`${kind}-one`, 1), run(`${kind}-two`, 2), run(`${kind}-plain`, 1, 0)]);
+      for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
+      const ref = trainLosses(path.join(root, `${kind}-one`));
+      expect(ref).toHaveLength(STEPS);
+      expectClose(trainLosses(path.join(root, `${kind}-two`)), ref, '2 ranks');
+      expect(adapter(path.join(root, `${kind}-two`))).toBe(adapter(path.join(root, `${kind}-one`)));
+      const plain = trainLosses(path.join(root, `${kind}-plain`));
+      expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'dropout changes the losses').toBeGreaterThan(1e-4);
+    }, 300_000);
 });

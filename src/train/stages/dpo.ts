@@ -34,6 +34,7 @@ import {
 } from '../../data/preference/index.js';
 import { PatentGPTError } from '../../errors.js';
 import { writeFileAtomic, type LlamaForCausalLM, type ModelConfig } from '../../models/index.js';
+import { withDropoutRows } from '../../nn/dropout-rows.js';
 import { withAdaptersDisabled } from '../../nn/lora.js';
 import {
   Tensor, add, gather, linear, logprobs, logsigmoid, mean, mul, noGrad, scale, scatterAdd, scope, sub,
@@ -45,6 +46,7 @@ import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
   cfgError, createStageModel, loadInitialWeights, loadStagePairs, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
+import { preferenceDropoutRows } from './dropout-keys.js';
 import { adapterTaskPart, attachAdapters, finalLoraSummary, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 import { configChatTemplate, sftRenderer } from './sft.js';
 
@@ -252,7 +254,10 @@ export async function dpo(cfg: DpoConfig, opts: DpoOptions = {}): Promise<DpoRes
         const b = stream.next();
         return { ...b, targetCount: b.pairs, ref: refTrain ? pick(refTrain, b.examples) : null };
       },
-      loss: (b) => dpoLoss(sequenceLogps(m, b), b, b.ref ?? liveRef(b), obj),
+      // training batches' global pairs key the adapters' dropout masks (the same on any rank count)
+      loss: (b) => (b.index !== undefined
+        ? withDropoutRows(preferenceDropoutRows(stream, { ...b, index: b.index }, setup.rankGradAccum, cfg.data.maxLength ?? cfg.seqLen), () => dpoLoss(sequenceLogps(m, b), b, b.ref ?? liveRef(b), obj))
+        : dpoLoss(sequenceLogps(m, b), b, b.ref ?? liveRef(b), obj)),
       ...(data.val.length > 0
         ? {
             evalBatches: (count: number) => {

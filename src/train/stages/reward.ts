@@ -31,6 +31,7 @@ import {
   ScoreHeadModel, bradleyTerryLoss, initScoreHeadModel, pairStats, rewardFolderFiles, saveRewardModel,
 } from '../../models/reward.js';
 import { ForwardRecorder } from '../../nn/index.js';
+import { withDropoutRows } from '../../nn/dropout-rows.js';
 import { loraLayers, loraParameters, mergeLora, namedLinears } from '../../nn/lora.js';
 import { add, type Tensor } from '../../tensor/index.js';
 import { ByteTokenizer } from '../../tokenizer/byte.js';
@@ -38,6 +39,7 @@ import type { SentencePieceTokenizer } from '../../tokenizer/sentencepiece.js';
 import { configHash, type RewardConfig } from '../config.js';
 import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import { cfgError, layerRecords, loadStagePairs, prepareStage, recordStage, resolveInitFolder, runStage, type StageRunOptions, type StageSetup } from './common.js';
+import { preferenceDropoutRows } from './dropout-keys.js';
 import { adapterTaskPart, attachAdapters, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 import { sftRenderer } from './sft.js';
 
@@ -150,7 +152,10 @@ export async function reward(cfg: RewardConfig, opts: RewardOptions = {}): Promi
           initialize: loadInit,
         }),
       nextBatch: () => stream.next(),
-      loss: (b) => rewardLoss(model, b, cfg),
+      // training batches' global pairs key the adapters' dropout masks (the same on any rank count)
+      loss: (b) => ('index' in b
+        ? withDropoutRows(preferenceDropoutRows(stream, b, setup.rankGradAccum, cfg.data.maxLength ?? cfg.seqLen), () => rewardLoss(model, b, cfg))
+        : rewardLoss(model, b, cfg)),
       ...(data.val.length > 0
         ? {
           // valLoss is a mean per pair: each batch weighs by its pairs

@@ -27,7 +27,7 @@ import {
   type ChatRenderer, type SftBatch, type SftData, type SftStreamBatch, type SftStreamPosition,
 } from '../../data/sft/index.js';
 import type { LlamaForCausalLM, ModelConfig } from '../../models/index.js';
-import { withDropoutRows, type DropoutRows } from '../../nn/dropout-rows.js';
+import { withDropoutRows } from '../../nn/dropout-rows.js';
 import { loraLayers } from '../../nn/lora.js';
 import { scale } from '../../tensor/index.js';
 import { permutation } from '../../util/rng.js';
@@ -40,6 +40,7 @@ import type { TaskLoss, TrainResult, TrainTask } from '../trainer.js';
 import {
   cfgError, createStageModel, layerRecords, loadInitialWeights, logStageData, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions, type StageSetup,
 } from './common.js';
+import { sftDropoutRows } from './dropout-keys.js';
 import { adapterTaskPart, attachAdapters, finalLoraSummary, loraCounts, peftAdapterConfig, type LoraSummary, type ModelTaskPart } from './lora-part.js';
 
 export type SftOptions = StageRunOptions;
@@ -156,18 +157,6 @@ export class SftStepTargets {
     this.#cached = { step, count };
     return count;
   }
-}
-
-/**
- * Where a training batch's tokens sit in the global batch, for the dropout masks: batch `index` of
- * rank r holds global rows (index W + r) B .. + B - 1 (SftBatchStream's contract), each row's
- * tokens one after another, and belongs to optimizer step index div accum (accum: the rank's
- * micro-batches per step).
- */
-export function sftDropoutRows(stream: SftBatchStream, b: SftStreamBatch, accum: number, seqLen: number): DropoutRows {
-  const first = (b.index * stream.worldSize + stream.rank) * stream.batchSize;
-  const runs = Array.from({ length: b.rows }, (_, r) => ({ row: first + r, length: stream.rows[stream.at(first + r).index]!.tokens.length }));
-  return { step: Math.floor(b.index / accum), stride: seqLen, runs }; // packExamples keeps rows within seqLen
 }
 
 /** The stage's chat renderer: the config's chatTemplate over the stage's tokenizer. */
