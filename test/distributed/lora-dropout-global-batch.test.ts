@@ -5,7 +5,8 @@
 // resumes on the other number of ranks with the uninterrupted run's losses and adapter (nothing
 // of the masks is saved: they follow from the step and the rows). A run without dropout shows
 // the masks matter. Reward and DPO under LoRA dropout key theirs by global pair (chosen 2g,
-// rejected 2g + 1) and agree the same way. (The models themselves have no dropout: LoRA's is the
+// rejected 2g + 1), PPO by rollout row and step (two epochs over a rollout: two masks), and agree
+// the same way. (The models themselves have no dropout: LoRA's is the
 // only one there is.)
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -48,6 +49,18 @@ function expectClose(got: number[], want: number[], what: string): void {
 type PairKind = 'reward' | 'dpo';
 const LAYERS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
+function ppoConfig(dropout: number): string {
+  const file = path.join(root, `ppo-${dropout}.json`);
+  fs.writeFileSync(file, JSON.stringify({
+    kind: 'ppo', name: 'ppo', model: init, init, tokenizer: 'byte', prompts: { path: path.join(root, 'prompts.jsonl') }, reward: { function: 'claim-format' },
+    seqLen: 96, batchSize: 4, gradAccum: 2, steps: 6, optimizer: { lr: 1e-2, weightDecay: 0 }, schedule: { kind: 'constant' },
+    evalEvery: 0, checkpointEvery: 6, keepCheckpoints: 5, seed: 3, threads: 1,
+    ppo: { rolloutBatch: 16, epochs: 2, maxNewTokens: 16, temperature: 1, klCoef: 0.005 },
+    lora: { r: 4, alpha: 8, dropout, targetModules: LAYERS },
+  }));
+  return file;
+}
+
 function pairConfig(kind: PairKind, dropout: number): string {
   const file = path.join(root, `${kind}-${dropout}.json`);
   fs.writeFileSync(file, JSON.stringify({
@@ -66,6 +79,8 @@ beforeAll(async () => {
     const k = (i % 9) + 1;
     return JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` });
   }).join('\n') + '\n');
+  const things = ['hinge', 'valve', 'battery', 'gear', 'sensor', 'lens', 'pump', 'bracket'];
+  fs.writeFileSync(path.join(root, 'prompts.jsonl'), Array.from({ length: 24 }, (_, i) => JSON.stringify({ prompt: `Claim: ${things[i % 8]} ${i}` })).join('\n') + '\n');
   await writeInit(init);
 });
 
@@ -113,4 +128,17 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
       const plain = trainLosses(path.join(root, `${kind}-plain`));
       expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'dropout changes the losses').toBeGreaterThan(1e-4);
     }, 300_000);
+
+  it('ppo: 2 ranks = 1 rank with lora.dropout 0.1 over two rollouts (losses within 1e-6, the same adapter)', async () => {
+    const run = (d: string, n: number, dropout = 0.1) => cli([...(n === 2 ? ['launch', '--nproc', '2', '--global-batch', '--'] : []), 'ppo', '--config', ppoConfig(dropout), '--run-dir', path.join(root, d), '--quiet']);
+    const [ra, rb, rc] = await Promise.all([run('ppo-one', 1), run('ppo-two', 2), run('ppo-plain', 1, 0)]);
+    for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
+    const ref = trainLosses(path.join(root, 'ppo-one'));
+    expect(ref).toHaveLength(6);
+    expectClose(trainLosses(path.join(root, 'ppo-two')), ref, '2 ranks');
+    const file = (d: string): string => sha(path.join(root, d, 'checkpoints', 'step-6', 'adapter_model.safetensors'));
+    expect(file('ppo-two')).toBe(file('ppo-one'));
+    const plain = trainLosses(path.join(root, 'ppo-plain'));
+    expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'dropout changes the losses').toBeGreaterThan(1e-4);
+  }, 300_000);
 });

@@ -33,3 +33,17 @@ export function preferenceDropoutRows(stream: Placement, b: PreferenceBatch & { 
   const runs = Array.from({ length: 2 * B }, (_, s) => ({ row: 2 * (first + (s % B)) + (s < B ? 0 : 1), length: b.cuSeqlens[s + 1]! - b.cuSeqlens[s]! }));
   return { step: Math.floor(b.index / accum), stride: maxLength, runs };
 }
+
+/**
+ * A PPO micro-batch: global micro-batch `micro` of rollout `rollout` (of `perRollout`, `stepMicro`
+ * a step over all ranks) holding rows `rows` of the rollout (index into its `rolloutBatch` rows;
+ * prompt + response, at most seqLen): global row rollout * rolloutBatch + index. The step tells a
+ * row's epochs apart (an epoch's minibatches fill whole steps).
+ */
+export function ppoDropoutRows(
+  at: { rollout: number; micro: number; perRollout: number; stepMicro: number; rolloutBatch: number; seqLen: number },
+  rows: readonly { index: number; length: number }[],
+): DropoutRows {
+  const runs = rows.map((r) => ({ row: at.rollout * at.rolloutBatch + r.index, length: r.length }));
+  return { step: Math.floor((at.rollout * at.perRollout + at.micro) / at.stepMicro), stride: at.seqLen, runs };
+}

@@ -37,7 +37,8 @@
 // steps a rollout takes, with ppo.batchInvariant: the engine cuts no prompt at a step's leftover
 // budget, and the rollout and reference engines are batchInvariant (every step padded past the
 // GEMV row limit), so a response's log-probs and values do not depend on which prompts share its
-// steps (without it, by default, for speed, they agree to rounding: ~1e-7 in the losses). LoRA dropout masks are drawn per rank.
+// steps (without it, by default, for speed, they agree to rounding: ~1e-7 in the losses). LoRA dropout masks are keyed
+// by each row's global place (rollout, row, step; stages/dropout-keys.ts), so they are the 1-rank run's too.
 //
 // The value head is a (1, C) score head on the policy's final hidden states (the head of
 // LlamaForSequenceClassification, sharing the trunk: no second decoder in memory). A checkpoint
@@ -54,6 +55,7 @@ import {
 } from '../../models/index.js';
 import { loadRewardModel, packSequences, type ScoreHeadModel } from '../../models/reward.js';
 import { Linear } from '../../nn/index.js';
+import { withDropoutRows, type DropoutRows } from '../../nn/dropout-rows.js';
 import { loraLayers, withAdaptersDisabled } from '../../nn/lora.js';
 import { Tensor, linear, logprobs, noGrad, scale, scope } from '../../tensor/index.js';
 import { configHash } from '../config.js';
@@ -69,6 +71,7 @@ import {
 } from '../ppo/rollout.js';
 import type { TaskLoss, TrainBatchInfo, TrainResult, TrainTask } from '../trainer.js';
 import { cfgError, createStageModel, loadInitialWeights, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions } from './common.js';
+import { ppoDropoutRows } from './dropout-keys.js';
 import { attachAdapters, loraCounts, peftAdapterConfig, peftCheckpointFiles, readTensorsInto, writeLoraFinal } from './lora-part.js';
 import { sftRenderer } from './sft.js';
 
@@ -90,6 +93,8 @@ interface PpoBatch extends TrainBatchInfo {
   rows: RolloutRow[];
   packed: PackedRollout;
   stats: Rollout['stats'];
+  /** Its rows' global places, keying the LoRA dropout masks. */
+  dropoutRows: DropoutRows;
 }
 
 /** The policy at the response rows of a packed rollout: logits at the sampling temperature (n, V), log-probs of the response tokens (n), values (n). */
@@ -258,8 +263,6 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       const counts = loraCounts(pol, trainable);
       loraSummary = counts;
       log(`LoRA: r ${l.r}, alpha ${l.alpha} on ${counts.layers} layers; ${counts.trainable} trainable parameters of ${counts.total}; the frozen base from ${from} is also the reference`);
-      if (worldSize > 1 && l.dropout > 0)
-        log(`warning: lora.dropout ${l.dropout} on ${worldSize} ranks: each rank draws its own dropout masks, so the run is not the 1-rank run mask for mask (and a resume restores rank 0's mask positions on every rank)`);
       adapterConfig = await peftAdapterConfig(pol, path.resolve(from));
     } else {
       trainable = pol.namedParameters();
@@ -390,14 +393,21 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       }
       const c: Rollout = current;
       const k = consumed++ * worldSize + rank;
-      const rows = microBatchRows(c.index, k, { rows: c.rows.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed }).map((i) => c.rows[i]!);
+      const picked = microBatchRows(c.index, k, { rows: c.rows.length, batchSize: cfg.batchSize, epochs: P.epochs, seed: cfg.seed });
+      const rows = picked.map((i) => c.rows[i]!);
       const packed = packRollout(rows);
-      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length };
+      const dropoutRows = ppoDropoutRows(
+        { rollout: c.index, micro: k, perRollout, stepMicro, rolloutBatch: P.rolloutBatch, seqLen: cfg.seqLen },
+        picked.map((i) => ({ index: i, length: c.rows[i]!.prompt.length + c.rows[i]!.response.length })),
+      );
+      return { rows, packed, stats: c.stats, tokens: packed.tokens, targetCount: packed.ids.length, dropoutRows };
     };
 
     // ---- stage 6: the minibatch loss. N ranks: the loop sums the metrics' sums and counts over the
     // ranks, so metrics.jsonl has the means over all of the step's micro-batches, as one rank would
-    const loss = (batch: PpoBatch): TaskLoss => {
+    // (the rows' global places key the LoRA dropout masks: the same on any rank count)
+    const loss = (batch: PpoBatch): TaskLoss => withDropoutRows(batch.dropoutRows, () => minibatchLoss(batch));
+    const minibatchLoss = (batch: PpoBatch): TaskLoss => {
       const packed = batch.packed;
       const { logits, logprobs: lp, values } = policyOutputs(pol, packed, P.temperature, vh);
       const cat = (k: 'oldLogprobs' | 'oldValues' | 'advantages' | 'returns'): Float32Array => {
@@ -472,8 +482,9 @@ export async function ppo(cfg: PpoConfig, opts: PpoOptions = {}): Promise<PpoRes
       flopsPerToken: fpt,
       peakFlops: peak.peakFlops,
     });
-    if (loraSummary && result.status === 'completed') {
-      // as sft and dpo: final/ is the base model folder and final/adapter/ the trained adapter (PEFT's format)
+    if (loraSummary && result.status === 'completed' && rank === 0) {
+      // as sft and dpo: final/ is the base model folder and final/adapter/ the trained adapter (PEFT's
+      // format), written by rank 0 alone (two ranks writing final.tmp at once race on its rename)
       loraSummary.final = await writeLoraFinal(pol, setup);
       log(`final: ${loraSummary.final.model} (base), adapter ${loraSummary.final.adapter}`);
     }
