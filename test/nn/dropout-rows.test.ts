@@ -7,7 +7,7 @@ import { expect, it } from 'vitest';
 import { rowDropoutOptions, withDropoutRows, withDropoutRowSubset, type DropoutRowRun } from '../../src/nn/dropout-rows.js';
 import { LoraAdapter } from '../../src/nn/lora.js';
 import { dropout, noGrad, Tensor } from '../../src/tensor/index.js';
-import { f32, randomArray } from '../helpers.js';
+import { describeDevices, f32, on, randomArray } from '../helpers.js';
 
 const IN = 24, OUT = 10, R = 4, P = 0.3, STRIDE = 16;
 
@@ -128,4 +128,33 @@ it('refuses runs past the stride and segments that do not cover x', () => {
   // halves swapped in the stream: each half is the other half's mask
   expect(at({ seed: 1, segments: [{ start: 0, length: 32, offset: 72 }, { start: 32, length: 32, offset: 40 }] })).toEqual([...whole.slice(32), ...whole.slice(0, 32)]);
   [x, ones].forEach((t) => t.dispose());
+});
+
+/** Output k of SplitMix64 seeded with `seed`, top 24 bits as u in [0, 1) (the kernels' mask, native/cpu/dropout.cpp and native/cuda/dropout.cu). */
+function splitmixU(seed: number, k: number): number {
+  const M = (1n << 64n) - 1n;
+  let z = (BigInt(seed) + (BigInt(k) + 1n) * 0x9e3779b97f4a7c15n) & M;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
+  z ^= z >> 31n;
+  return Number(z >> 40n) / 2 ** 24;
+}
+
+describeDevices('dropout segments', ['dropoutForward', 'dropoutBackward'], (device) => {
+  const dev = on(device);
+  it('each run reads its own stream positions (the reference mask), forward and backward', () => {
+    const p = 0.4, seed = 2030516476600842;
+    const segments = [{ start: 0, length: 70, offset: 9 * 128 * 64 }, { start: 70, length: 0, offset: 5 }, { start: 70, length: 130, offset: 3 }];
+    const xs = randomArray(200, 12);
+    const x = dev.f32(xs, [200], true);
+    const y = dropout(x, p, { seed, segments });
+    const g = dev.f32(new Float64Array(200).fill(1), [200]);
+    y.backward(g);
+    const scale = Math.fround(1 / (1 - p));
+    const keep = (i: number): boolean => splitmixU(seed, i < 70 ? segments[0]!.offset + i : 3 + i - 70) >= p;
+    const want = Array.from({ length: 200 }, (_, i) => (keep(i) ? Math.fround(Math.fround(xs[i]!) * scale) : 0));
+    expect(Array.from(y.toArray() as Float32Array)).toEqual(want);
+    expect(Array.from(x.grad!.toArray() as Float32Array)).toEqual(Array.from({ length: 200 }, (_, i) => (keep(i) ? scale : 0)));
+    [x, y, g].forEach((t) => t.dispose());
+  });
 });

@@ -15,9 +15,11 @@
 // the target Linears, and only the adapters' A and B reach the optimizer (no moments, no
 // gradients for the base). A checkpoint then holds the adapter alone, in PEFT's format
 // (adapter_config.json + adapter_model.safetensors, base_model_name_or_path = the init folder),
-// beside lora_state.json (each adapter's dropout stream position) and the optimizer state; a
-// resume loads the base from init again, the adapter and its dropout positions from the
-// checkpoint, so it goes on bit for bit as an uninterrupted run. A completed LoRA run writes <runDir>/final/: the base model folder (the frozen
+// beside lora_state.json (each adapter's dropout stream position, for forwards outside the
+// training steps; a step's masks are keyed by its rows' global places and the step, see
+// stages/dropout-keys.ts) and the optimizer state; a resume loads the base from init again, the
+// adapter and its dropout positions from the checkpoint, so it goes on bit for bit as an
+// uninterrupted run, on any number of ranks under --global-batch. A completed LoRA run writes <runDir>/final/: the base model folder (the frozen
 // weights as trained on, with the stage's tokenizer record; transformers loads it) and
 // final/adapter/ (the last adapter, PEFT's format, its base final/ itself). `patentgpt sft merge`
 // folds it into one model folder; Engine.fromPretrained(final, { adapter }) serves it unmerged.
