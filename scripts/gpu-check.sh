@@ -7,7 +7,8 @@
 #   3. the native C++ tests (ctest), the ptxas resource check among them; every test_cuda_*.cpp runs
 #      its kernels on the GPU against the CPU: attention in f32, bf16 and fp16
 #      (test_cuda_attention16), AdamW over bf16/fp16 parameters with f32 master weights
-#      (test_cuda_adamw_master), fp16 dynamic loss scaling (test_cuda_loss_scale), and the others;
+#      (test_cuda_adamw_master), fp16 dynamic loss scaling (test_cuda_loss_scale), index checks on
+#      the device without a read-back (test_cuda_index_check), and the others;
 #   4. the TypeScript op suites, which run every op on 'cuda' against its reference and the CPU
 #      (--full: the whole vitest suite instead);
 #   5. the CUDA benches beside PyTorch (scripts/bench/cuda.ts, scripts/cuda-bench-torch.py).
@@ -87,7 +88,7 @@ if [ "$FULL" = 1 ]; then
   phase vitest 300 npx vitest run || ok=0
 else
   phase vitest 200 npx vitest run test/ops test/cuda-attention-moe.test.ts test/cuda-backend.test.ts test/cuda-memory.test.ts \
-    test/cuda-stream.test.ts test/train/loss-scale.test.ts \
+    test/cuda-stream.test.ts test/train/loss-scale.test.ts test/cuda-index-check.test.ts \
     test/tensor-device.test.ts || ok=0
 fi
 

@@ -65,7 +65,7 @@ describe.skipIf(!cuda)(title, () => {
     A.pagedKvStore(cache.storage, 0, vcache.storage, 0, kv.storage, 0, kv.storage, 0, slots.storage, 0, T, Hkv, D, numBlocks, blockSize);
     const err = thrown(() => cache.toArray());
     expect(err.message).toMatch(/pagedKvStore: slotMapping\[1\] = 8 is outside \[-1, 8\)/);
-    expect(Array.from(cache.toArray()).every((x) => x === 7)).toBe(true); // the store halted
+    expect(Array.from(cache.toArray() as Float32Array).every((x) => x === 7)).toBe(true); // the store halted
     for (const t of [cache, vcache, kv, slots]) t.dispose();
   });
 
@@ -79,7 +79,7 @@ describe.skipIf(!cuda)(title, () => {
     A.moeDispatch(order.storage, 0, slotPos.storage, 0, offsets.storage, 0, indices.storage, 0, M, E);
     const err = thrown(() => offsets.toArray());
     expect(err.message).toMatch(/moe dispatch: expert 7 at slot 3 is outside \[0, E = 4\)/);
-    expect(Array.from(offsets.toArray())).toEqual(new Array<number>(E + 1).fill(-7));
+    expect(Array.from(offsets.toArray() as Int32Array)).toEqual(new Array<number>(E + 1).fill(-7));
     for (const t of [order, slotPos, offsets, indices]) t.dispose();
   });
 });

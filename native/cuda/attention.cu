@@ -416,7 +416,8 @@ AttentionPlan plan_or_throw(int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int
   const int32_t one[2] = {0, static_cast<int32_t>(T)};
   std::string err = plan_attention(one, 1, H, Hkv, D, plan);
   plan.grid_x = nseq == 0 ? 0 : T / kAttnRows + nseq;
-  if (err.empty() && plan.grid_x > 0x7fffffff) err = "T / 16 + nseq = " + std::to_string(plan.grid_x) + " blocks exceed the grid on cuda";
+  if (err.empty() && plan.grid_x > 0x7fffffff)
+    err = "T / 16 + nseq = " + std::to_string(plan.grid_x) + " blocks exceed the grid on cuda";
   if (!err.empty()) throw Error(what + ": " + err, /*bad_argument=*/true);
   return plan;
 }
@@ -427,7 +428,8 @@ void forward(T* out, float* lse, const T* q, const T* k, const T* v, const int32
   const std::string what = describe_call(op, nseq, T_, H, Hkv, D);
   const AttentionPlan plan = plan_or_throw(nseq, T_, H, Hkv, D, what);
   if (plan.grid_x == 0 || T_ == 0) return;
-  const Shape s{cu, index_halt(), T_, nseq, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
+  const Shape s{cu, index_halt(), T_, nseq, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D),
+                scale, causal};
   switch (plan.dmax) {
     case 64: launch_forward<T, 64>(plan, out, lse, q, k, v, s, what); break;
     case 128: launch_forward<T, 128>(plan, out, lse, q, k, v, s, what); break;
@@ -447,7 +449,8 @@ void backward(T* dq, T* dk, T* dv, float* delta, const T* dout, const T* out, co
   attention_delta_kernel<T><<<static_cast<unsigned>(blocks), kAttnThreads, 0, st()>>>(delta, dout, out, T_,
                                                                                         static_cast<int>(H),
                                                                                         static_cast<int>(D));
-  const Shape s{cu, index_halt(), T_, nseq, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D), scale, causal};
+  const Shape s{cu, index_halt(), T_, nseq, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(D),
+                scale, causal};
   switch (plan.dmax) {
     case 64: launch_backward<T, 64>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;
     case 128: launch_backward<T, 128>(plan, dq, dk, dv, dout, lse, delta, q, k, v, s, what); break;

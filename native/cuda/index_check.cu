@@ -312,7 +312,9 @@ std::string take_index_violation() {
       m = arg + " is not a permutation of [0, M = " + S(bound) + "): " + S(value) + " at " + S(pos);
       break;
     case kCuQDecrease: m = "cuQ must not decrease at index " + S(pos); break;
-    case kCtxShort: m = "contextLens[" + S(pos) + "] = " + S(value) + " is less than its " + S(bound) + " query rows"; break;
+    case kCtxShort:
+      m = "contextLens[" + S(pos) + "] = " + S(value) + " is less than its " + S(bound) + " query rows";
+      break;
     case kCtxLong:
       m = "contextLens[" + S(pos) + "] = " + S(value) + " exceeds maxBlocks * blockSize = " + S(bound);
       break;

@@ -181,7 +181,8 @@ __global__ void __launch_bounds__(kDispatchThreads) moe_place_kernel(int32_t* __
 __global__ void __launch_bounds__(kMoveThreads) moe_permute_forward_kernel(float* __restrict__ xs,
                                                                            const float* __restrict__ x,
                                                                            const int32_t* __restrict__ order,
-                                                                           int64_t M, int64_t C, int64_t k, const int* __restrict__ halt) {
+                                                                           int64_t M, int64_t C, int64_t k,
+                                                                           const int* __restrict__ halt) {
   if (*halt) return;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < M * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
@@ -211,7 +212,8 @@ __device__ __forceinline__ float sum_slots(const float* __restrict__ src, const 
 __global__ void __launch_bounds__(kMoveThreads) moe_permute_backward_kernel(float* __restrict__ dx,
                                                                             const float* __restrict__ dxs,
                                                                             const int32_t* __restrict__ slot_pos,
-                                                                            int64_t N, int64_t C, int64_t k, const int* __restrict__ halt) {
+                                                                            int64_t N, int64_t C, int64_t k,
+                                                                            const int* __restrict__ halt) {
   if (*halt) return;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < N * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
@@ -225,7 +227,8 @@ __global__ void __launch_bounds__(kMoveThreads) moe_combine_forward_kernel(float
                                                                            const float* __restrict__ y,
                                                                            const float* __restrict__ weights,
                                                                            const int32_t* __restrict__ slot_pos,
-                                                                           int64_t N, int64_t C, int64_t k, const int* __restrict__ halt) {
+                                                                           int64_t N, int64_t C, int64_t k,
+                                                                           const int* __restrict__ halt) {
   if (*halt) return;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < N * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
@@ -239,7 +242,8 @@ __global__ void __launch_bounds__(kMoveThreads) moe_combine_dy_kernel(float* __r
                                                                       const float* __restrict__ dout,
                                                                       const float* __restrict__ weights,
                                                                       const int32_t* __restrict__ slot_pos,
-                                                                      int64_t M, int64_t C, int64_t k, const int* __restrict__ halt) {
+                                                                      int64_t M, int64_t C, int64_t k,
+                                                                      const int* __restrict__ halt) {
   if (*halt) return;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMoveThreads + threadIdx.x; i < M * C;
        i += static_cast<int64_t>(gridDim.x) * kMoveThreads) {
@@ -491,7 +495,8 @@ void moe_router_backward(float* dlogits, const float* dweights, const float* wei
                          const float* logits, int64_t N, int64_t E, int64_t k, bool normalize) {
   if (N == 0) return;
   moe_router_backward_kernel<<<warp_blocks(N, kRouterThreads), kRouterThreads, 0, st()>>>(
-      dlogits, dweights, weights, indices, logits, N, static_cast<int>(E), static_cast<int>(k), normalize, index_halt());
+      dlogits, dweights, weights, indices, logits, N, static_cast<int>(E), static_cast<int>(k), normalize,
+      index_halt());
   check_launch(moe_sizes("moe router backward", N, E, k, "N", "E", "k"));
 }
 
@@ -503,7 +508,8 @@ void moe_dispatch(int32_t* order, int32_t* slot_pos, int32_t* offsets, const int
     moe_count_kernel<<<static_cast<unsigned>(E), kDispatchThreads, 0, st()>>>(counts.as<int32_t>(), indices, M);
   moe_offsets_kernel<<<1, 32, 0, st()>>>(offsets, counts.as<int32_t>(), E, index_halt());
   if (E > 0 && M > 0)
-    moe_place_kernel<<<static_cast<unsigned>(E), kDispatchThreads, 0, st()>>>(order, slot_pos, offsets, indices, M, index_halt());
+    moe_place_kernel<<<static_cast<unsigned>(E), kDispatchThreads, 0, st()>>>(order, slot_pos, offsets, indices, M,
+                                                                             index_halt());
   check_launch(what);
 }
 
@@ -515,7 +521,8 @@ void moe_permute_forward(float* xs, const float* x, const int32_t* order, int64_
 
 void moe_permute_backward(float* dx, const float* dxs, const int32_t* slot_pos, int64_t N, int64_t C, int64_t k) {
   if (N * C == 0) return;
-  moe_permute_backward_kernel<<<move_blocks(N * C), kMoveThreads, 0, st()>>>(dx, dxs, slot_pos, N, C, k, index_halt());
+  moe_permute_backward_kernel<<<move_blocks(N * C), kMoveThreads, 0, st()>>>(dx, dxs, slot_pos, N, C, k,
+                                                                             index_halt());
   check_launch(moe_sizes("moe permute backward", N, C, k, "N", "C", "k"));
 }
 
@@ -581,7 +588,8 @@ void moe_experts_gemm_backward(float* dxs, float* const* dw, const float* dy, co
 void moe_combine_forward(float* out, const float* y, const float* weights, const int32_t* slot_pos, int64_t N,
                          int64_t C, int64_t k) {
   if (N * C == 0) return;
-  moe_combine_forward_kernel<<<move_blocks(N * C), kMoveThreads, 0, st()>>>(out, y, weights, slot_pos, N, C, k, index_halt());
+  moe_combine_forward_kernel<<<move_blocks(N * C), kMoveThreads, 0, st()>>>(out, y, weights, slot_pos, N, C, k,
+                                                                            index_halt());
   check_launch(moe_sizes("moe combine", N, C, k, "N", "C", "k"));
 }
 
@@ -589,7 +597,9 @@ void moe_combine_backward(float* dy, float* dweights, const float* dout, const f
                           const int32_t* slot_pos, int64_t N, int64_t C, int64_t k) {
   const int64_t M = N * k;
   if (M == 0) return;
-  if (C > 0) moe_combine_dy_kernel<<<move_blocks(M * C), kMoveThreads, 0, st()>>>(dy, dout, weights, slot_pos, M, C, k, index_halt());
+  if (C > 0)
+    moe_combine_dy_kernel<<<move_blocks(M * C), kMoveThreads, 0, st()>>>(dy, dout, weights, slot_pos, M, C, k,
+                                                                         index_halt());
   moe_combine_dweights_kernel<<<warp_blocks(M, kMoveThreads), kMoveThreads, 0, st()>>>(dweights, dout, y, slot_pos,
                                                                                         M, C, k, index_halt());
   check_launch(moe_sizes("moe combine backward", N, C, k, "N", "C", "k"));

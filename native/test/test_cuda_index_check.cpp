@@ -162,6 +162,35 @@ TEST(cuda_index_check_paged_tables_and_context_lengths) {
   CHECK_CLOSE(r.out, want, want.size(), 1e-5, 1e-4);
 }
 
+// Without host copies of cuQ and contextLens the split-K plan assumes the longest context the
+// arguments allow: a row's own length still picks its partitions, and the merge agrees with the CPU.
+TEST(cuda_index_check_paged_split_plan_without_host_copies) {
+  NEED_GPU();
+  Pool pool;
+  const int64_t H = 4, Hkv = 2, D = 64, bs = 16, numBlocks = 80, maxBlocks = 40, Tq = 3, nseq = 2;
+  const int64_t psize = 256, parts = 3;  // maxBlocks * bs = 640 tokens: 3 partitions of 256
+  const std::vector<int32_t> cu = {0, 1, 3}, ctx = {600, 20};  // a decode row and a 2-row prefill chunk
+  std::vector<int32_t> tables(nseq * maxBlocks, -1);
+  for (int64_t b = 0; b < 38; ++b) tables[b] = static_cast<int32_t>((b * 7) % numBlocks);
+  tables[maxBlocks] = 3;
+  tables[maxBlocks + 1] = 10;
+  const auto k = pgtest::randn(numBlocks * bs * Hkv * D, 4), v = pgtest::randn(numBlocks * bs * Hkv * D, 5);
+  const auto q = pgtest::randn(Tq * H * D, 6);
+  std::vector<float> want(Tq * H * D), po(Tq * H * parts * D), ps(Tq * H * parts * 2);
+  pg::paged_attention_forward({want.data(), po.data(), ps.data(), q.data(), k.data(), v.data(), tables.data(),
+                               cu.data(), ctx.data(), nseq, Tq, H, Hkv, D, bs, maxBlocks, psize, parts, 0.125f,
+                               pg::KvDType::F32});
+  float* out = pool.up(std::vector<float>(Tq * H * D, kSentinel));
+  const int32_t *dt = pool.up(tables), *dcu = pool.up(cu), *dctx = pool.up(ctx);
+  pg::cuda::check_paged("pagedAttention", dcu, dctx, dt, nseq, Tq, numBlocks, bs, maxBlocks, psize, parts);
+  pg::cuda::paged_attention_forward({out, pool.up(po), pool.up(ps), pool.up(q), pool.up(k), pool.up(v), dt, dcu, dctx,
+                                     nseq, Tq, H, Hkv, D, bs, maxBlocks, psize, parts, 0.125f, pg::KvDType::F32},
+                                    nullptr, nullptr);
+  CHECK(sync_violation().empty());
+  const auto got = down(out, Tq * H * D);
+  CHECK_CLOSE(got, want, want.size(), 1e-5, 1e-4);
+}
+
 TEST(cuda_index_check_moe_expert_ids_and_permutations) {
   NEED_GPU();
   Pool pool;
