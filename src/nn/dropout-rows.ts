@@ -65,14 +65,16 @@ export function withDropoutRows<T>(rows: DropoutRows, fn: () => T): T {
 }
 
 /**
- * Runs `fn` (synchronous) with tokens `select` (i32 indices into the scope's tokens, R of them)
- * known as the rows of any site input of R rows: a layer that computes those tokens alone. Outside
- * a withDropoutRows scope it only runs `fn`.
+ * Runs `fn` (synchronous) with `select` (i32, R indices into the `of` rows a site would see now:
+ * by default the scope's tokens) known as the rows of any site input of R rows: a layer that
+ * computes those tokens alone, an MoE expert its row group. Outside a withDropoutRows scope, or
+ * when the `of` rows are not known, it only runs `fn`.
  */
-export function withDropoutRowSubset<T>(select: Tensor | Int32Array, fn: () => T): T {
+export function withDropoutRowSubset<T>(select: Tensor | Int32Array, fn: () => T, of?: number): T {
   const outer = active[active.length - 1];
-  if (!outer) return fn();
-  active.push({ rows: outer.rows, tokens: outer.tokens, subset: { select } });
+  const base = outer ? (of === undefined ? outer.rows : dropoutRowsFor(of)) : null;
+  if (!outer || !base) return fn();
+  active.push({ rows: base, tokens: of ?? outer.tokens, subset: { select } });
   try {
     return fn();
   } finally {
@@ -86,19 +88,16 @@ export function inDropoutRows(): boolean {
 }
 
 /**
- * The rows of a site input of `n` rows in the innermost scope: the scope's tokens when n is their
- * count, the subset's when n is its size, else null (the input's rows are not said: an MoE
- * expert's row group).
+ * The rows of a site input of `n` rows in the innermost scope: the subset's when n is its size,
+ * the scope's tokens when n is their count, else null (the input's rows are not said).
  */
 export function dropoutRowsFor(n: number): DropoutRows | null {
   const s = active[active.length - 1];
   if (!s) return null;
-  if (n === s.tokens) return s.rows;
   const sub = s.subset;
-  if (!sub) return null;
-  const size = sub.select instanceof Int32Array ? sub.select.length : sub.select.size;
-  if (n !== size) return null;
-  return (sub.rows ??= subsetRows(s.rows, s.tokens, sub.select instanceof Int32Array ? sub.select : (sub.select.toArray() as Int32Array)));
+  if (sub && n === (sub.select instanceof Int32Array ? sub.select.length : sub.select.size))
+    return (sub.rows ??= subsetRows(s.rows, s.tokens, sub.select instanceof Int32Array ? sub.select : (sub.select.toArray() as Int32Array)));
+  return n === s.tokens ? s.rows : null;
 }
 
 /** The runs of the tokens `select` picks from `rows`' `tokens`, consecutive positions of one row merged. */
@@ -122,12 +121,29 @@ function subsetRows(rows: DropoutRows, tokens: number, select: Int32Array): Drop
 
 const M64 = (1n << 64n) - 1n;
 
-/** SplitMix64's output `k` for `seed` (as native/cpu/dropout.cpp), reduced below 2^53 for the op's seed. */
-function mixBelow53(seed: bigint, k: bigint): number {
+/** SplitMix64's output `k` for `seed` (as native/cpu/dropout.cpp). */
+function splitmix64(seed: bigint, k: bigint): bigint {
   let z = (seed + (k + 1n) * 0x9e3779b97f4a7c15n) & M64;
   z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M64;
   z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M64;
-  return Number((z ^ (z >> 31n)) >> 11n);
+  return z ^ (z >> 31n);
+}
+
+/** splitmix64 reduced below 2^53, for the dropout op's seed. */
+const mixBelow53 = (seed: bigint, k: bigint): number => Number(splitmix64(seed, k) >> 11n);
+
+/**
+ * One 64-bit seed per token of `rows`, from the site's seed, the step and the token's global
+ * position (row * stride + position): for a site that draws per token on the host (an MoE
+ * router's jitter), so its noise is keyed as the dropout masks are.
+ */
+export function tokenSeeds(seed: bigint | number, rows: DropoutRows): BigUint64Array {
+  const stepSeed = splitmix64(BigInt.asUintN(64, BigInt(seed)), BigInt(rows.step));
+  const out = new BigUint64Array(rows.runs.reduce((n, r) => n + r.length, 0));
+  let t = 0;
+  for (const r of rows.runs)
+    for (let i = 0; i < r.length; i++) out[t++] = splitmix64(stepSeed, BigInt(r.row * rows.stride + (r.first ?? 0) + i));
+  return out;
 }
 
 /**

@@ -21,6 +21,7 @@ import {
   scatterAdd, scope, softmax, sub, sum, swiglu, type Device, type MoePlan,
 } from '../tensor/index.js';
 import type { ForwardContext } from './context.js';
+import { dropoutRowsFor, inDropoutRows, tokenSeeds, withDropoutRowSubset } from './dropout-rows.js';
 import { Linear, ModuleList, zeroInit, type FeedForward, type MoeDecodeWeights, type ParamInit } from './layers.js';
 import { Module } from './module.js';
 
@@ -196,6 +197,9 @@ export class SparseMoE extends Module implements FeedForward {
     const M = xs.shape[0]!, C = xs.shape[1]!;
     let y = Tensor.zeros([M, C], { device: xs.device });
     let r0 = 0;
+    // Row-keyed dropout (a training step's adapters, src/nn/dropout-rows.ts): each group's rows
+    // are named as the tokens they came from (slot = token * K + choice).
+    const slots = inDropoutRows() ? (plan.order.toArray() as Int32Array) : null;
     items.forEach((expert, e) => {
       const rows = plan.tokensPerExpert[e]!;
       if (rows === 0) {
@@ -205,7 +209,9 @@ export class SparseMoE extends Module implements FeedForward {
       }
       const index = new Int32Array(rows * C);
       for (let i = 0; i < rows; i++) index.fill(r0 + i, i * C, (i + 1) * C);
-      y = scatterAdd(y, 0, Tensor.from(index, [rows, C], { dtype: 'i32', device: xs.device }), expert.forward(xs.narrow(r0, rows)));
+      const run = (): Tensor => expert.forward(xs.narrow(r0, rows));
+      const out = slots ? withDropoutRowSubset(slots.subarray(r0, r0 + rows).map((q) => Math.floor(q / plan.k)), run, plan.tokens) : run();
+      y = scatterAdd(y, 0, Tensor.from(index, [rows, C], { dtype: 'i32', device: xs.device }), out);
       r0 += rows;
     });
     return y;
@@ -224,6 +230,17 @@ export class SparseMoE extends Module implements FeedForward {
   }
 
   #noise(shape: readonly number[], device: Device): Tensor {
+    const rows = dropoutRowsFor(shape[0]!);
+    if (rows) {
+      // A training step's tokens are keyed (src/nn/dropout-rows.ts): each token's noise follows
+      // from its global place and the step, the same on any rank; jitterDraws stays.
+      const C = shape[1]!, u = new Float32Array(shape[0]! * C);
+      tokenSeeds(this.#seed, rows).forEach((s, t) => {
+        const rng = new Rng(s);
+        for (let c = 0; c < C; c++) u[t * C + c] = 1 - this.jitter + 2 * this.jitter * (rng.nextUint32() / 2 ** 32);
+      });
+      return Tensor.from(u, shape, { device });
+    }
     const rng = new Rng((this.#seed << 32n) | BigInt.asUintN(32, BigInt(this.#jitterDraws++)));
     const n = shape.reduce((a, d) => a * d, 1);
     const u = new Float32Array(n);

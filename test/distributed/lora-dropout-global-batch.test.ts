@@ -141,4 +141,27 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
     const plain = trainLosses(path.join(root, 'ppo-plain'));
     expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'dropout changes the losses').toBeGreaterThan(1e-4);
   }, 300_000);
+
+  it('pretrain of an SMoE with routerJitter 0.1: 2 ranks = 1 rank (losses within 1e-6, the same weights)', async () => {
+    const cfgFile = (jitter: number): string => {
+      const f = path.join(root, `moe-${jitter}.json`);
+      fs.writeFileSync(f, JSON.stringify({
+        name: 'moe', model: { vocabSize: 259, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 64, maxSeqLen: 64, numExperts: 4, topK: 2, routerJitter: jitter }, tokenizer: 'byte',
+        data: { sample: true, weights: { patent: 0.6, law: 0.25, qa: 0.15 }, valFraction: 0.05 },
+        seqLen: 64, batchSize: 2, gradAccum: 2, steps: 4, optimizer: { lr: 0.01 }, schedule: { kind: 'constant' },
+        evalEvery: 0, checkpointEvery: 4, keepCheckpoints: 3, seed: 3, threads: 1,
+      }));
+      return f;
+    };
+    const run = (d: string, n: number, jitter = 0.1) => cli([...(n === 2 ? ['launch', '--nproc', '2', '--global-batch', '--'] : []), 'pretrain', '--config', cfgFile(jitter), '--run-dir', path.join(root, d), '--quiet']);
+    const [ra, rb, rc] = await Promise.all([run('moe-one', 1), run('moe-two', 2), run('moe-plain', 1, 0)]);
+    for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
+    const ref = trainLosses(path.join(root, 'moe-one'));
+    expect(ref).toHaveLength(4);
+    expectClose(trainLosses(path.join(root, 'moe-two')), ref, '2 ranks');
+    const file = (d: string): string => sha(path.join(root, d, 'checkpoints', 'step-4', 'model.safetensors'));
+    expect(file('moe-two')).toBe(file('moe-one'));
+    const plain = trainLosses(path.join(root, 'moe-plain'));
+    expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'the jitter changes the losses').toBeGreaterThan(1e-5);
+  }, 300_000);
 });

@@ -5,7 +5,8 @@
 // chosen stream positions, each run equal to a plain call at that offset.
 import { expect, it } from 'vitest';
 import { rowDropoutOptions, withDropoutRows, withDropoutRowSubset, type DropoutRowRun } from '../../src/nn/dropout-rows.js';
-import { LoraAdapter } from '../../src/nn/lora.js';
+import { applyLora, LoraAdapter, loraLayers } from '../../src/nn/lora.js';
+import { ForwardRecorder, SparseMoE } from '../../src/nn/index.js';
 import { dropout, noGrad, Tensor } from '../../src/tensor/index.js';
 import { describeDevices, f32, on, randomArray } from '../helpers.js';
 
@@ -93,6 +94,33 @@ it('tokens computed alone (withDropoutRowSubset: a last layer past attention) ge
   expect(a.dropoutOffset).toBe(0);
   [x, y, zero, idx].forEach((t) => t.dispose());
   a.dispose();
+});
+
+it('an MoE expert\'s adapters key their row group by the tokens it came from: a token\'s output is the same alone or in a larger batch', () => {
+  const C = 16, F = 24;
+  let seed = 40;
+  const moe = new SparseMoE({ dim: C, hiddenDim: F, numExperts: 4, topK: 2 }, (shape, kind) => (kind === 'ones' ? Tensor.full(shape, 1) : Tensor.randn(shape, { seed: seed++, std: 0.3 })));
+  applyLora(moe, { r: 2, alpha: 4, dropout: 0.3, targetModules: ['w1', 'w2', 'w3'], seed: 3 });
+  for (const [, l] of loraLayers(moe)) l.adapter.lora_B.setParameter('weight', f32(randomArray(l.outFeatures * 2, seed++, 0.3), [l.outFeatures, 2], true));
+  const forward = (xs: Float64Array, runs: DropoutRowRun[]): number[] => {
+    const n = xs.length / C;
+    const x = f32(xs, [n, C], true);
+    const rec = new ForwardRecorder();
+    const y = withDropoutRows({ step: 1, stride: STRIDE, runs }, () => moe.forward(x, rec));
+    const v = Array.from(y.toArray() as Float32Array);
+    [x, y].forEach((t) => t.dispose());
+    rec.dispose();
+    return v;
+  };
+  const row = randomArray(6 * C, 21), other = randomArray(9 * C, 22);
+  const alone = forward(row, [{ row: 9, length: 6 }]);
+  const big = new Float64Array(15 * C);
+  big.set(other, 0);
+  big.set(row, 9 * C);
+  const inside = forward(big, [{ row: 2, length: 9 }, { row: 9, length: 6 }]);
+  expect(inside.slice(9 * C)).toEqual(alone);
+  expect(loraLayers(moe).every(([, l]) => l.adapter.dropoutOffset === 0), 'no adapter fell back to its own stream').toBe(true);
+  moe.dispose();
 });
 
 it('outside withDropoutRows, or when x is not the forward\'s tokens, the adapter keeps its own stream', () => {

@@ -47,3 +47,10 @@ export function ppoDropoutRows(
   const runs = rows.map((r) => ({ row: at.rollout * at.rolloutBatch + r.index, length: r.length }));
   return { step: Math.floor((at.rollout * at.perRollout + at.micro) / at.stepMicro), stride: at.seqLen, runs };
 }
+
+/** A pretraining batch: B rows of exactly seqLen tokens, global rows (index W + r) B .. + B - 1 (BatchStream's contract). */
+export function pretrainDropoutRows(stream: Placement, b: { index: number; batchSize: number; seqLen: number }, accum: number): DropoutRows {
+  const first = firstItem(stream, b.index);
+  const runs = Array.from({ length: b.batchSize }, (_, r) => ({ row: first + r, length: b.seqLen }));
+  return { step: Math.floor(b.index / accum), stride: b.seqLen, runs };
+}

@@ -21,12 +21,14 @@ import { writeSampleShards, type TextEncoderLike } from '../../data/sample/index
 import { ShardSet } from '../../data/shards.js';
 import { TEXT_EXTENSIONS, writeTextShards, type TextReadReport } from '../../data/textfiles.js';
 import type { LlamaForCausalLM, ModelConfig } from '../../models/index.js';
+import { withDropoutRows } from '../../nn/dropout-rows.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { configHash, type PretrainConfig } from '../config.js';
 import type { TrainResult, TrainTask } from '../trainer.js';
 import {
   cfgError, createStageModel, layerRecords, modelTaskPart, prepareStage, recordStage, runStage, type StageRunOptions,
 } from './common.js';
+import { pretrainDropoutRows } from './dropout-keys.js';
 
 export interface PretrainOptions extends StageRunOptions {
   /** Text files or folders to train on instead of the config's data (read into shards). */
@@ -169,10 +171,11 @@ export async function pretrain(cfg: PretrainConfig, opts: PretrainOptions = {}):
     const task: TrainTask<Batch> = {
       ...modelTaskPart(m, cfg, setup),
       nextBatch: () => train.next(),
-      loss: (b) => {
+      // the rows' global places key the model's training noise (an SMoE router's jitter; src/nn/dropout-rows.ts)
+      loss: (b) => withDropoutRows(pretrainDropoutRows(train, b, setup.rankGradAccum), () => {
         const out = m.lossWithMetrics(b);
         return { loss: out.loss, metrics: layerRecords(out.metrics) };
-      },
+      }),
       ...(val
         ? {
             evalBatches: function* (count: number) {
