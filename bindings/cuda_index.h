@@ -14,9 +14,6 @@
 
 namespace pgnode {
 
-// The tail of a device index check's message (index_check.cu): a bad argument, not a device fault.
-inline constexpr const char* kIndexCheckMark = "(an index checked on the device)";
-
 inline const int32_t* HostIndex(const Args& a, const int32_t* p, int64_t n, std::vector<int32_t>& keep,
                                 const char* name) {
   if (!OnCuda(a) || n == 0) return p;
@@ -24,8 +21,7 @@ inline const int32_t* HostIndex(const Args& a, const int32_t* p, int64_t n, std:
   std::string err;
   if (!pg::cuda_memcpy(keep.data(), p, static_cast<size_t>(n) * sizeof(int32_t), 1, err))
     // The copy is a sync point: an earlier call's failed device index check is reported here.
-    a.Fail(err.find(kIndexCheckMark) != std::string::npos ? kErrArg : DeviceErrorCode(err),
-           std::string("reading ") + name + " back from the device: " + err);
+    a.Fail(DeviceErrorCode(err), std::string("reading ") + name + " back from the device: " + err);
   return keep.data();
 }
 

@@ -26,8 +26,14 @@ inline E CodedError(Napi::Env env, const char* code, const std::string& message)
   return err;
 }
 
-// A device call's failure: out of memory when the runtime says so, else a device error.
+// The tail of a device index check's message (native/cuda/index_check.cu), reported at the next
+// sync point: a bad argument of an earlier call, not a device fault.
+inline constexpr const char* kIndexCheckMark = "(an index checked on the device)";
+
+// A device call's failure: a bad index an earlier call's device check found, out of memory when
+// the runtime says so, else a device error.
 inline const char* DeviceErrorCode(const std::string& err) {
+  if (err.find(kIndexCheckMark) != std::string::npos) return kErrArg;
   return err.find("out of memory") != std::string::npos ? kErrOom : kErrDevice;
 }
 

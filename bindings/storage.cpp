@@ -292,7 +292,7 @@ void Transfer(Napi::Env env, const char* op, Storage* s, size_t offset, void* ho
   }
   std::string err;
   bool ok = to_host ? pg::cuda_memcpy(host, dev, length, 1, err) : pg::cuda_memcpy(dev, host, length, 0, err);
-  if (!ok) throw CodedError(env, kErrDevice, std::string(op) + ": " + err);
+  if (!ok) throw CodedError(env, DeviceErrorCode(err), std::string(op) + ": " + err);
 }
 
 }  // namespace
@@ -342,7 +342,7 @@ Napi::Value Storage::CopyFrom(const Napi::CallbackInfo& info) {
   }
   int kind = device_ == Device::CUDA ? (src->device() == Device::CUDA ? 2 : 0) : 1;
   std::string err;
-  if (!pg::cuda_memcpy(d, s, n, kind, err)) throw CodedError(env, kErrDevice, "Storage.copyFrom: " + err);
+  if (!pg::cuda_memcpy(d, s, n, kind, err)) throw CodedError(env, DeviceErrorCode(err), "Storage.copyFrom: " + err);
   return env.Undefined();
 }
 

@@ -1,6 +1,7 @@
 // The CUDA twins of the fused attention kernels (ops.h attention_*): native/cuda/attention.cu.
-// Same buffers and semantics as the CPU kernels, all pointers on the device, except cu_host, the
-// host copy of cu_seqlens the bindings have already checked (the launch plan reads it). A
+// Same buffers and semantics as the CPU kernels, all pointers on the device. cu_host is no longer
+// read and may be null: the grid is planned from T and nseq, each block finds its sequence in cu
+// on the device, and cu is checked there (cuda_index_check.h), so no call waits on a read-back. A
 // failure throws cuda::Error (cuda_ops.h) naming the op and its sizes. Defined when CUDA is
 // compiled in (PG_WITH_CUDA); the bindings call them only then.
 #pragma once

@@ -14,7 +14,8 @@ namespace pg::cuda {
 void paged_kv_store(void* k_cache, void* v_cache, KvDType dtype, const float* k, const float* v,
                     const int32_t* slot_mapping, int64_t T, int64_t Hkv, int64_t D);
 // As pg::paged_attention_forward, its pointers on the device; cu_host and ctx_host are host copies
-// of call.cu_q and call.context_lens (the split-K plan reads the rows' lengths).
+// of call.cu_q and call.context_lens when the caller has them (the split-K plan then reads the
+// rows' lengths), or null: the plan then assumes the longest context the arguments allow.
 void paged_attention_forward(const PagedAttention& call, const int32_t* cu_host, const int32_t* ctx_host);
 
 }  // namespace pg::cuda
