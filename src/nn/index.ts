@@ -12,3 +12,4 @@ export type {
   AttentionMetadata, PackedAttentionMetadata, PagedAttentionMetadata, PagedKvCache, FreshPrompts, CachedRows, RopeSegment, RopeSetting,
 } from './metadata.js';
 export { SparseMoE, ExpertMLP, loadBalancingLoss, routerZLoss, type SparseMoEOptions, type Routing } from './moe.js';
+export { withDropoutRows, withDropoutRowSubset, type DropoutRows, type DropoutRowRun } from './dropout-rows.js';
