@@ -260,7 +260,9 @@ struct AmxKern {
   // (the driver's next call) into L2 meanwhile, whose first tiles otherwise waited on L3 (2-9%).
   static constexpr int64_t kPassDepth = 512;
   static void row_at(int rows, int64_t cols, int64_t kc, ATiles a, const float* b, int64_t b_stride, float* c,
-                     int64_t ldc, float alpha, float beta, RowPrefetch pfa) {
+                     int64_t ldc, float alpha, float beta, RowPrefetch pfa, const uint16_t* copy_src = nullptr,
+                     int64_t copy_ld = 0) {
+    alignas(64) uint16_t abuf[MR * kPassDepth];  // a pass's A panel copied from copy_src (32 KB)
     const uint16_t* b16 = reinterpret_cast<const uint16_t*>(b);
     const int64_t bstride16 = 2 * b_stride;  // bf16 values between B panels
     const int64_t nblk = ceil_div(kc, 32);
@@ -271,7 +273,15 @@ struct AmxKern {
     const int64_t pf_per_block = ceil_div(pfa.total, tiles * nblk);
     for (int64_t blk0 = 0; blk0 < nblk; blk0 += per) {
       const int64_t depth = min64(32 * per, kc - 32 * blk0);
-      const ATiles ap{a.a + blk0 * a.step, a.stride, a.half, a.step};
+      ATiles ap{a.a + blk0 * a.step, a.stride, a.half, a.step};
+      if (copy_src != nullptr) {  // this pass's rows of op(A) into abuf as a packed panel
+        const uint16_t* src = copy_src + 32 * blk0;
+        for (int64_t q = 0; q < depth / 32; ++q)
+#pragma GCC unroll 8
+          for (int r = 0; r < MR; ++r)
+            _mm512_store_si512(abuf + q * 1024 + r * 32, _mm512_loadu_si512(src + r * copy_ld + 32 * q));
+        ap = packed(reinterpret_cast<const float*>(abuf));
+      }
       const uint16_t* bp = b16 + blk0 * 1024;  // a depth block of a B panel: 16 pairs x 32 columns
       const float pass_beta = blk0 == 0 ? beta : 1.0f;
       for (int64_t j = 0; j < cols; j += NR) {
@@ -279,7 +289,7 @@ struct AmxKern {
         if (j + NR < cols) {
           next_a = ap.a;
           next_b = bp + (j / NR + 1) * bstride16;
-        } else if (blk0 + per < nblk) {
+        } else if (blk0 + per < nblk && copy_src == nullptr) {  // abuf is refilled first
           next_a = a.a + (blk0 + per) * a.step;
           next_b = b16 + (blk0 + per) * 1024;
         }
@@ -299,25 +309,29 @@ struct AmxKern {
   }
 
   // bf16 op(A) not transposed: a whole panel's 32 rows (lda apart) are tile rows as they stand,
-  // so the driver packs no A (a depth block of 32 values is one tile row of 64 bytes), unless
-  // the depth block is ragged (a tile row would run past the block) or the rows alias in L1: rows
-  // 4 KB apart (lda 2048) or 2 KB apart (1024) fall in the same few sets of its 4 KB ways, and a
-  // panel then thrashes there (measured 20% slower than packing); 1.5 KB apart (768) spreads.
-  static bool reads_in_place(int64_t lda, int64_t kc) {
+  // so the driver packs no A (a depth block of 32 values is one tile row of 64 bytes) unless the
+  // depth block is ragged (a tile row would run past the block). Rows that alias in L1 (4 KB
+  // apart at lda 2048, 2 KB at 1024: a panel falls in a few sets of its 4 KB ways and thrashes
+  // there, 10-20% slower than packing) are copied a pass at a time into an L1 buffer instead:
+  // 2-5% faster than the driver's shared packing, which wrote the whole block out to L3 and read
+  // it back (one thread, K 1024 and 2048). Rows 1.5 KB apart (768) spread and are read in place.
+  static bool reads_in_place(int64_t lda, int64_t kc) { return kc % 32 == 0; }
+  static bool aliases_in_l1(int64_t lda) {
     int64_t g = 4096, r = 2 * lda % 4096;  // gcd(row stride in bytes, 4096)
     while (r != 0) {
       const int64_t t = g % r;
       g = r;
       r = t;
     }
-    return kc % 32 == 0 && g <= 512;
+    return g > 512;
   }
   static void row_direct(int64_t cols, int64_t kc, const uint16_t* a, int64_t lda, const float* b,
                          int64_t b_stride, float* c, int64_t ldc, float alpha, float beta) {
     // The driver's next call takes the next MR rows.
     const int64_t lines = ceil_div(kc, 32);  // per row
     const RowPrefetch pfa{reinterpret_cast<const char*>(a + MR * lda), 2 * lda, lines, MR * lines, 0};
-    row_at(MR, cols, kc, ATiles{a, 2 * lda, 16 * lda, 32}, b, b_stride, c, ldc, alpha, beta, pfa);
+    row_at(MR, cols, kc, ATiles{a, 2 * lda, 16 * lda, 32}, b, b_stride, c, ldc, alpha, beta, pfa,
+           aliases_in_l1(lda) ? a : nullptr, lda);
   }
 
   static void tile(int rows, int cols, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
@@ -329,8 +343,9 @@ struct AmxKern {
 
   // preloaded: tiles 4 and 6 already hold this tile's first A and B tiles; next_a, next_b: the
   // first depth block of the next tile's A and B (A with this tile's strides), loaded into 4 and
-  // 6 before returning (none when null).
-  static void tile_at(int rows, int cols, int64_t kc, ATiles a, const uint16_t* bp, float* c, int64_t ldc,
+  // 6 before returning (none when null). Inlined into the row's loop: a call per tile kept the
+  // prefetch state (pfa) in memory and measured 10-15% slower (one thread, every shape).
+  [[gnu::always_inline]] static inline void tile_at(int rows, int cols, int64_t kc, ATiles a, const uint16_t* bp, float* c, int64_t ldc,
                       float alpha, float beta, bool preloaded, const uint16_t* next_a, const uint16_t* next_b,
                       RowPrefetch& pfa, int64_t pf_per_block) {
     const int64_t nblk = ceil_div(kc, 32);

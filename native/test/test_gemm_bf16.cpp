@@ -162,11 +162,12 @@ TEST(alpha_beta_padding_batches_and_broadcasts) {
   CHECK_CASES(cases, true);
 }
 
-// AMX reads bf16 op(A) rows in place (no packing) for whole 32-row panels, depth blocks a
-// multiple of 32 and leading dimensions that do not alias in L1; the rest are packed. Cases with
-// both in one product: ragged last panels (M 33, 100), a ragged last depth block after a whole
-// one (K 1500: blocks 768 + 732), a ragged one alone (K 1000), one block in two depth passes
-// (K 800), aliasing rows (K 1024, 2048: packed), odd leading dimensions (pad), alpha, beta and
+// AMX reads bf16 op(A) rows in place (no packing) for whole 32-row panels and depth blocks a
+// multiple of 32, copying each depth pass into an L1 buffer where the leading dimension aliases
+// in L1; the rest are packed. Cases with both in one product: ragged last panels (M 33, 100), a
+// ragged last depth block after a whole one (K 1500: blocks 768 + 732), a ragged one alone
+// (K 1000), one block in two depth passes (K 800), aliasing rows (K 1024, 2048: copied, in two
+// passes; M 100: beside a packed ragged panel), odd leading dimensions (pad), alpha, beta and
 // batches.
 TEST(in_place_a_panels_beside_packed_ones) {
   std::vector<Case> cases;
@@ -178,6 +179,7 @@ TEST(in_place_a_panels_beside_packed_ones) {
     cases.push_back({96, 50, 1000, false, t, 3});
     cases.push_back({64, 70, 1500, false, t, 0, 1, false, false, 1.0f, 1.0f});
     cases.push_back({64, 33, 1024, false, t});
+    cases.push_back({100, 45, 1024, false, t, 0, 1, false, false, -2.0f, 0.25f});
     cases.push_back({40, 32, 2048, false, t, 0, 1, false, false, 0.5f, 1.0f});
     cases.push_back({64, 96, 768, false, t, 5, 3, false, false, -2.0f, 0.25f});
     cases.push_back({70, 90, 64, false, t, 0, 3, false, true});
