@@ -1,10 +1,15 @@
-// npm run bench -- gemm [--reps N] [--threads N] [--shapes square|llama|all] [--gap-ms N] [--bf16 0|1]
+// npm run bench -- gemm [--reps N] [--threads N] [--shapes square|llama|all] [--gap-ms N] [--warm-ms N] [--bf16 0|1]
 //
 // GFLOP/s of our f32 GEMM beside OpenBLAS sgemm (numpy) and torch.matmul, all on the same
 // threads, shapes and (row-major) layouts, in the same run: every repetition times all of them,
 // in an order that rotates, each after a pause of gap-ms (spinning worker threads of the last
-// library to run must not tax the next), so a noisy neighbour hits all three alike. Each result
-// is the median of the repetitions after warm-up. Also prints the machine's FP32 peak, measured by a native FMA
+// library to run must not tax the next), so a noisy neighbour hits all three alike. Each timed call
+// follows untimed calls of the same product for warm-ms (at least one), for every library alike:
+// after the pause the cores and the library's workers sleep, and the first calls pay for waking
+// them (at 200 ms pauses, 2048 x 768 x 768 bf16: torch's first call 1.6-5x slower than back to
+// back, ours 2-3x, ours still 1.4x after one untimed call and back to back after 5 ms of them),
+// which measured the wake-up rather than the GEMM (warm-ms 5 by default). Each result is the
+// median of the repetitions. Also prints the machine's FP32 peak, measured by a native FMA
 // throughput loop, and the fraction of it each shape reaches.
 //
 // bf16 rows (--bf16 1, the default): our bf16-compute GEMM (native/cpu/gemm_bf16.cpp: AMX or
@@ -35,6 +40,7 @@ const threads = Number(arg('threads', '2'));
 const which = arg('shapes', 'all');
 const gapMs = Number(arg('gap-ms', '200'));
 const withBf16 = arg('bf16', '1') !== '0';
+const warmMs = Number(arg('warm-ms', '5'));
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 // A 110M LLaMA (dim 768, ffn 2048, vocab 32000) at 2048 tokens; linear layers are x @ W^T with W
@@ -116,6 +122,11 @@ for line in sys.stdin:
         cache[key] = (a, b, c)
     a, b, c = cache[key]
     t0 = time.perf_counter()
+    while True:  # untimed: wakes the cores and this library's workers after the pause
+        mm(a, b, c)
+        if time.perf_counter() - t0 >= r['warm']:
+            break
+    t0 = time.perf_counter()
     mm(a, b, c)
     print(json.dumps({'t': time.perf_counter() - t0}), flush=True)
 `;
@@ -142,7 +153,7 @@ class Peer {
   }
 
   async time(s: Shape, dtype: 'f32' | 'bf16' = 'f32'): Promise<number> {
-    this.proc.stdin.write(JSON.stringify({ ...s, dtype }) + '\n');
+    this.proc.stdin.write(JSON.stringify({ ...s, dtype, warm: warmMs / 1000 }) + '\n');
     const r = await this.lines.next();
     if (r.done) throw new Error('peer exited');
     return (JSON.parse(r.value) as { t: number }).t;
@@ -226,7 +237,7 @@ console.log(`ours: ${cfg.isa} microkernel ${cfg.mr}x${cfg.nr}, blocking mc ${cfg
 if (withBf16) console.log(`ours bf16: ${bf16Kernel} kernel${bf16Kernel === 'f32' ? ' (this CPU has neither AMX-BF16 nor AVX512_BF16: the f32 fallback)' : ''}`);
 console.log(`OpenBLAS (numpy): ${numpyPeer.peer ? JSON.stringify(numpyPeer.peer.info) : numpyPeer.why}`);
 console.log(`torch.matmul: ${torchPeer.peer ? JSON.stringify(torchPeer.peer.info) : torchPeer.why}`);
-console.log(`median of ${reps} repetitions after 2 warm-ups; each repetition times the three in a rotating order, ${gapMs} ms apart\n`);
+console.log(`median of ${reps} repetitions after 2 warm-ups; each repetition times the three in a rotating order, ${gapMs} ms apart, each timed call after ${warmMs} ms of untimed ones\n`);
 
 interface Row {
   shape: string;
@@ -248,6 +259,8 @@ for (const s of shapes) {
     ours: [], openblas: [], torch: [], oursBf16: [], oursBf16F32In: [], torchBf16: [],
   };
   const timed = (fn: () => void) => async () => {
+    const w0 = process.hrtime.bigint();
+    do fn(); while (Number(process.hrtime.bigint() - w0) / 1e6 < warmMs);  // untimed, as the peers do
     const t0 = process.hrtime.bigint();
     fn();
     return Number(process.hrtime.bigint() - t0) / 1e9;
