@@ -1,8 +1,12 @@
 // Elementwise ops, reductions, casts and the thread pool against plain loops.
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include "check.h"
 #include "patentgpt/ops.h"
@@ -100,6 +104,39 @@ TEST(parallel_for_covers_every_index_once) {
     });
   for (int64_t i = 0; i < n; ++i) CHECK(hits[i] == 50);
 }
+
+#if defined(__linux__)
+// A thread on the CPU it is told to leave moves to another one it may run on, and its affinity is
+// what it was (a pool worker woken beside the job's caller does this); elsewhere nothing changes.
+TEST(leave_cpu_moves_the_thread_off_that_cpu_and_keeps_its_affinity) {
+  cpu_set_t allowed;
+  CHECK(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+  if (CPU_COUNT(&allowed) < 2) {
+    std::printf("  (one CPU allowed: nothing to move to; skipped)\n");
+    return;
+  }
+  int first = 0;
+  while (!CPU_ISSET(first, &allowed)) ++first;
+  std::thread([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    // Onto `first`, then free again (it stays there unless the balancer moves it at that moment).
+    for (int tries = 0; tries < 100 && sched_getcpu() != first; ++tries) {
+      CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
+      CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+    }
+    CHECK(sched_getcpu() == first);
+    pg::leave_cpu(first + 1000);  // not this CPU: stays
+    CHECK(sched_getcpu() == first);
+    pg::leave_cpu(first);
+    CHECK(sched_getcpu() != first);
+    cpu_set_t now;
+    CHECK(sched_getaffinity(0, sizeof now, &now) == 0);
+    CHECK(CPU_EQUAL(&now, &allowed));
+  }).join();
+}
+#endif
 
 // Back-to-back jobs hand over to spinning workers, jobs after a pause to parked ones (the spin
 // window is 200 us), from the calling thread and from a second one (jobs run one at a time).

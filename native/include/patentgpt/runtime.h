@@ -28,6 +28,10 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 // Index of the calling pool thread in [0, num_threads()), 0 for the caller.
 int thread_index();
 
+// If the calling thread runs on `cpu`, moves it to another CPU it may run on and keeps its
+// affinity as it was (what a pool worker woken beside the job's caller does); no-op elsewhere.
+void leave_cpu(int cpu);
+
 // CUDA, when compiled in (native/cuda); otherwise a stub that says why there is none.
 struct CudaDeviceInfo {
   int index;
