@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
 import { sha, trainLosses } from '../train/child-run.js';
 import { writeAlpaca, writeInit } from '../train/sft-fixtures.js';
-import { cli, mpiMissing } from './mpi-helpers.js';
+import { cli, mpiMissing, cutBackTo, expectStepsClose } from './mpi-helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-gb-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -43,17 +43,6 @@ const one = (kind: Kind, run: string) => cli([kind, '--config', config(kind), '-
 const two = (kind: Kind, run: string) => cli(['launch', '--nproc', '2', '--global-batch', '--', kind, '--config', config(kind), '--run-dir', run, '--quiet']);
 const weights = (kind: Kind, run: string): string =>
   sha(path.join(run, 'checkpoints', `step-${STEPS}`, kind === 'dpo' ? 'adapter_model.safetensors' : 'model.safetensors'));
-
-/** Keeps the run's checkpoints up to `step` (as if it had stopped there). */
-function cutBackTo(run: string, step: number): void {
-  for (const d of fs.readdirSync(path.join(run, 'checkpoints')))
-    if (Number(d.slice('step-'.length)) > step) fs.rmSync(path.join(run, 'checkpoints', d), { recursive: true });
-}
-
-function expectClose(got: number[], want: number[], what: string): void {
-  expect(got, what).toHaveLength(want.length);
-  got.forEach((x, i) => expect(Math.abs(x - want[i]!), `${what}: step ${i + 1}: ${x} vs ${want[i]}`).toBeLessThanOrEqual(1e-6));
-}
 
 const TIMING = new Set(['step', 'tokensPerSec', 'mfu', 'elapsedSec']);
 /** The metrics each stage must log the same as 1 rank (beyond loss, lr, gradNorm). */
@@ -97,7 +86,7 @@ describe.skipIf(mpiMissing !== null)('launch --global-batch: SFT, reward and DPO
       expect(rb.code, rb.stderr + rb.stdout).toBe(0);
       const ref = trainLosses(a);
       expect(ref).toHaveLength(STEPS);
-      expectClose(trainLosses(b), ref, '2 ranks');
+      expectStepsClose(trainLosses(b), ref, '2 ranks');
       const refMetrics = steps(a);
       expectSameMetrics(kind, b, refMetrics, '2 ranks');
       const final = weights(kind, a);
@@ -112,7 +101,7 @@ describe.skipIf(mpiMissing !== null)('launch --global-batch: SFT, reward and DPO
       expect(rb2.code, rb2.stderr).toBe(0);
       expect([saved(a), saved(b)], 'resumed from step 2, not started over').toEqual(before);
       for (const run of [a, b]) {
-        expectClose(trainLosses(run), ref, `resumed ${run}`);
+        expectStepsClose(trainLosses(run), ref, `resumed ${run}`);
         expectSameMetrics(kind, run, refMetrics, `resumed ${run}`);
         expect(weights(kind, run), run).toBe(final);
       }

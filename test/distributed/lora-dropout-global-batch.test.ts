@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha, trainLosses } from '../train/child-run.js';
 import { writeAlpaca, writeInit } from '../train/sft-fixtures.js';
-import { cli, mpiMissing } from './mpi-helpers.js';
+import { cli, mpiMissing, cutBackTo, expectStepsClose } from './mpi-helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-lora-drop-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -35,16 +35,6 @@ function config(dropout: number): string {
 const one = (run: string, dropout = 0.1) => cli(['sft', '--config', config(dropout), '--run-dir', run, '--quiet']);
 const two = (run: string) => cli(['launch', '--nproc', '2', '--global-batch', '--', 'sft', '--config', config(0.1), '--run-dir', run, '--quiet']);
 const adapter = (run: string): string => sha(path.join(run, 'checkpoints', `step-${STEPS}`, 'adapter_model.safetensors'));
-
-function cutBackTo(run: string, step: number): void {
-  for (const d of fs.readdirSync(path.join(run, 'checkpoints')))
-    if (Number(d.slice('step-'.length)) > step) fs.rmSync(path.join(run, 'checkpoints', d), { recursive: true });
-}
-
-function expectClose(got: number[], want: number[], what: string): void {
-  expect(got, what).toHaveLength(want.length);
-  got.forEach((x, i) => expect(Math.abs(x - want[i]!), `${what}: step ${i + 1}: ${x} vs ${want[i]}`).toBeLessThanOrEqual(1e-6));
-}
 
 type PairKind = 'reward' | 'dpo';
 const LAYERS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -95,7 +85,7 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
     expect(rc.code, rc.stderr).toBe(0);
     const ref = trainLosses(a);
     expect(ref).toHaveLength(STEPS);
-    expectClose(trainLosses(b), ref, '2 ranks');
+    expectStepsClose(trainLosses(b), ref, '2 ranks');
     const final = adapter(a);
     expect(adapter(b), 'the 2-rank adapter').toBe(final);
     // the masks matter: without dropout the run goes elsewhere
@@ -109,7 +99,7 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
     expect(ra2.code, ra2.stderr + ra2.stdout).toBe(0);
     expect(rb2.code, rb2.stderr).toBe(0);
     for (const run of [a, b]) {
-      expectClose(trainLosses(run), ref, `resumed ${run}`);
+      expectStepsClose(trainLosses(run), ref, `resumed ${run}`);
       expect(adapter(run), `resumed ${run}`).toBe(final);
     }
     // on 1 rank the steps after the resume are the uninterrupted 1-rank run's, bit for bit
@@ -123,7 +113,7 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
       for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
       const ref = trainLosses(path.join(root, `${kind}-one`));
       expect(ref).toHaveLength(STEPS);
-      expectClose(trainLosses(path.join(root, `${kind}-two`)), ref, '2 ranks');
+      expectStepsClose(trainLosses(path.join(root, `${kind}-two`)), ref, '2 ranks');
       expect(adapter(path.join(root, `${kind}-two`))).toBe(adapter(path.join(root, `${kind}-one`)));
       const plain = trainLosses(path.join(root, `${kind}-plain`));
       expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'dropout changes the losses').toBeGreaterThan(1e-4);
@@ -135,7 +125,7 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
     for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
     const ref = trainLosses(path.join(root, 'ppo-one'));
     expect(ref).toHaveLength(6);
-    expectClose(trainLosses(path.join(root, 'ppo-two')), ref, '2 ranks');
+    expectStepsClose(trainLosses(path.join(root, 'ppo-two')), ref, '2 ranks');
     const file = (d: string): string => sha(path.join(root, d, 'checkpoints', 'step-6', 'adapter_model.safetensors'));
     expect(file('ppo-two')).toBe(file('ppo-one'));
     const plain = trainLosses(path.join(root, 'ppo-plain'));
@@ -158,7 +148,7 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
     for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
     const ref = trainLosses(path.join(root, 'moe-one'));
     expect(ref).toHaveLength(4);
-    expectClose(trainLosses(path.join(root, 'moe-two')), ref, '2 ranks');
+    expectStepsClose(trainLosses(path.join(root, 'moe-two')), ref, '2 ranks');
     const file = (d: string): string => sha(path.join(root, d, 'checkpoints', 'step-4', 'model.safetensors'));
     expect(file('moe-two')).toBe(file('moe-one'));
     const plain = trainLosses(path.join(root, 'moe-plain'));

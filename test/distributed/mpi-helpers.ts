@@ -2,7 +2,9 @@
 // tests skip with a message (CI installs Open MPI through scripts/install-peers.sh and sets
 // PATENTGPT_REQUIRE_PEERS=1, where a missing MPI fails instead).
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { expect } from 'vitest';
 import { ensureMpiModule } from '../../src/distributed/mpi.js';
 import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
 
@@ -63,4 +65,16 @@ export function ppoRuns(root: string, steps: number) {
     // timings differ; everything else, the tokens count included (summed over the ranks), is 1 rank's
     TIMING: new Set(['step', 'tokensPerSec', 'mfu', 'elapsedSec', 'rolloutTokensPerSec']),
   };
+}
+
+/** Keeps the run's checkpoints up to `step` (as if it had stopped there). */
+export function cutBackTo(run: string, step: number): void {
+  for (const d of fs.readdirSync(path.join(run, 'checkpoints')))
+    if (Number(d.slice('step-'.length)) > step) fs.rmSync(path.join(run, 'checkpoints', d), { recursive: true });
+}
+
+/** Per-step losses within 1e-6 of the reference run's (issue 20's bar for N ranks against 1). */
+export function expectStepsClose(got: number[], want: number[], what: string): void {
+  expect(got, what).toHaveLength(want.length);
+  got.forEach((x, i) => expect(Math.abs(x - want[i]!), `${what}: step ${i + 1}: ${x} vs ${want[i]}`).toBeLessThanOrEqual(1e-6));
 }

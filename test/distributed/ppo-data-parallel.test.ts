@@ -14,7 +14,7 @@ import { exchangeRollout, gatherValues, rolloutShare, type SampledRow } from '..
 import type { MetricRecord } from '../../src/train/metrics.js';
 import { sha } from '../train/child-run.js';
 import { writeInit } from '../train/sft-fixtures.js';
-import { mpiMissing, ppoRuns } from './mpi-helpers.js';
+import { mpiMissing, ppoRuns, cutBackTo } from './mpi-helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-ppo-dp-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -30,11 +30,6 @@ function expectSameSteps(got: MetricRecord[], want: MetricRecord[], what: string
     expect(keys.length).toBeGreaterThan(15);
     for (const k of keys) expect(Math.abs((got[i]![k] as number) - (w[k] as number)), `${what}: step ${w.step} ${k}: ${got[i]![k]} vs ${w[k]}`).toBeLessThanOrEqual(1e-6);
   });
-}
-
-function cutBackTo(run: string, step: number): void {
-  for (const d of fs.readdirSync(path.join(run, 'checkpoints')))
-    if (Number(d.slice('step-'.length)) > step) fs.rmSync(path.join(run, 'checkpoints', d), { recursive: true });
 }
 
 beforeAll(async () => {

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { partition } from '../../src/distributed/data-parallel.js';
 import { sha, trainLosses } from '../train/child-run.js';
-import { cli, mpiMissing } from './mpi-helpers.js';
+import { cli, mpiMissing, cutBackTo } from './mpi-helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-zero-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -26,12 +26,6 @@ const summaries = (stdout: string): { rank?: number; optimizerStateBytes?: numbe
   stdout.split('\n').filter((l) => l.includes('"event":"summary"')).map((l) => JSON.parse(l) as { status: string });
 const one = (run: string) => cli(['pretrain', '--config', config, '--run-dir', run, '--quiet']);
 const two = (run: string, ...flags: string[]) => cli(['launch', '--nproc', '2', ...flags, '--global-batch', '--', 'pretrain', '--config', config, '--run-dir', run, '--quiet']);
-
-/** Keeps the run's checkpoints up to `step` (as if it had stopped there). */
-function cutBackTo(run: string, step: number): void {
-  for (const d of fs.readdirSync(path.join(run, 'checkpoints')))
-    if (Number(d.slice('step-'.length)) > step) fs.rmSync(path.join(run, 'checkpoints', d), { recursive: true });
-}
 
 describe('ZeRO-1 partition', () => {
   it('gives whole parameters, largest first, to the least loaded rank', () => {

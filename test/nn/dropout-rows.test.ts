@@ -9,6 +9,7 @@ import { applyLora, LoraAdapter, loraLayers } from '../../src/nn/lora.js';
 import { ForwardRecorder, SparseMoE } from '../../src/nn/index.js';
 import { dropout, noGrad, Tensor } from '../../src/tensor/index.js';
 import { describeDevices, f32, on, randomArray } from '../helpers.js';
+import { splitmixU } from '../reference/kernels.js';
 
 const IN = 24, OUT = 10, R = 4, P = 0.3, STRIDE = 16;
 
@@ -158,15 +159,6 @@ it('refuses runs past the stride and segments that do not cover x', () => {
   [x, ones].forEach((t) => t.dispose());
 });
 
-/** Output k of SplitMix64 seeded with `seed`, top 24 bits as u in [0, 1) (the kernels' mask, native/cpu/dropout.cpp and native/cuda/dropout.cu). */
-function splitmixU(seed: number, k: number): number {
-  const M = (1n << 64n) - 1n;
-  let z = (BigInt(seed) + (BigInt(k) + 1n) * 0x9e3779b97f4a7c15n) & M;
-  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
-  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
-  z ^= z >> 31n;
-  return Number(z >> 40n) / 2 ** 24;
-}
 
 describeDevices('dropout segments', ['dropoutForward', 'dropoutBackward'], (device) => {
   const dev = on(device);

@@ -4,16 +4,8 @@
 import { afterAll, expect, it } from 'vitest';
 import { dropout, runtimeInfo, setNumThreads } from '../../src/tensor/index.js';
 import { describeDevices, expectClose, on, randomArray } from '../helpers.js';
+import { splitmixU } from '../reference/kernels.js';
 
-/** Output k of SplitMix64 seeded with `seed`, top 24 bits as u in [0, 1). */
-function splitmixU(seed: number, k: number): number {
-  const M = (1n << 64n) - 1n;
-  let z = (BigInt(seed) + (BigInt(k) + 1n) * 0x9e3779b97f4a7c15n) & M;
-  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
-  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
-  z ^= z >> 31n;
-  return Number(z >> 40n) / 2 ** 24;
-}
 
 /** The reference: x / (1 - p) where u >= p, else 0 (the scale rounded to f32 as the kernel does). */
 function dropoutRef(x: ArrayLike<number>, p: number, seed: number, offset: number): Float32Array {

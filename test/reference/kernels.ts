@@ -118,3 +118,13 @@ export function adamwRef(s: AdamwRefState, grad: ArrayLike<number>, hp: { lr: nu
     s.param[i] -= (stepSize * s.m[i]!) / (Math.sqrt(s.v[i]!) / Math.sqrt(bc2) + hp.eps);
   }
 }
+
+/** Output k of SplitMix64 seeded with `seed`, top 24 bits as u in [0, 1): the dropout kernels' mask draw (native/cpu/dropout.cpp, native/cuda/dropout.cu). */
+export function splitmixU(seed: number, k: number): number {
+  const M = (1n << 64n) - 1n;
+  let z = (BigInt(seed) + (BigInt(k) + 1n) * 0x9e3779b97f4a7c15n) & M;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
+  z ^= z >> 31n;
+  return Number(z >> 40n) / 2 ** 24;
+}
