@@ -4,6 +4,7 @@
 // on CUDA (cuda_index_check.h: no read-back; a bad value is reported at the next sync point).
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "args.h"
@@ -64,137 +65,116 @@ void CheckOnDevice(const Args& a, const int32_t* cu, const Dims& d) {
 }
 #endif
 
-// attentionForward(out, lse, q, k, v, cuSeqlens (each storage, offset), nseq, T, H, Hkv, D, scale, causal)
+// The element type of q, k, v, the output and the gradients (lse and delta are f32 always). The
+// 16-bit forms are the CUDA kernels of cuda_attention.h (attention_*_16), which the model uses on
+// 'cuda' at matmul precision bf16 or fp16. Their CPU twin is a reference, not a fast path: it
+// widens the inputs to f32 exactly, runs the f32 kernel and rounds each output once (to nearest
+// even), which is what the device computes up to summation order; the model's CPU attention stays
+// f32 at every precision (attention.ts).
+enum class Elem { F32, Bf16, F16 };
+template <Elem E>
+using ElemT = std::conditional_t<E == Elem::F32, float, uint16_t>;
+
+// What the CPU kernel reads: an f32 tensor itself, or a 16-bit one widened into `keep`.
+template <Elem E>
+const float* ReadF32(const ElemT<E>* x, int64_t n, std::vector<float>& keep) {
+  if constexpr (E == Elem::F32) {
+    return x;
+  } else {
+    keep.resize(static_cast<size_t>(n));
+    if constexpr (E == Elem::Bf16) pg::cast_bf16_to_f32(keep.data(), x, n);
+    else pg::cast_f16_to_f32(keep.data(), x, n);
+    return keep.data();
+  }
+}
+// Where the CPU kernel writes: an f32 tensor itself, or `keep`, which Store then rounds into it.
+template <Elem E>
+float* WriteF32(ElemT<E>* x, int64_t n, std::vector<float>& keep) {
+  if constexpr (E == Elem::F32) {
+    return x;
+  } else {
+    keep.resize(static_cast<size_t>(n));
+    return keep.data();
+  }
+}
+template <Elem E>
+void Store(ElemT<E>* x, const std::vector<float>& keep) {
+  if constexpr (E == Elem::Bf16) pg::cast_f32_to_bf16(x, keep.data(), static_cast<int64_t>(keep.size()));
+  else if constexpr (E == Elem::F16) pg::cast_f32_to_f16(x, keep.data(), static_cast<int64_t>(keep.size()));
+}
+
+#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
+constexpr pg::cuda::Half16 Half(Elem e) { return e == Elem::Bf16 ? pg::cuda::Half16::BF16 : pg::cuda::Half16::F16; }
+#endif
+
+// attentionForward{,Bf16,F16}(out, lse, q, k, v, cuSeqlens (each storage, offset), nseq, T, H, Hkv, D, scale, causal)
+template <Elem E>
 Napi::Value AttentionForward(const Napi::CallbackInfo& info, const Args& a) {
+  using T = ElemT<E>;
   const int32_t* cu = nullptr;
   Dims d = ReadDims(a, 12, 10, &cu);
   const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
-  float* out = a.Ptr<float>(0, "out", nq);
+  T* out = a.Ptr<T>(0, "out", nq);
   float* lse = a.Ptr<float>(2, "lse", d.H * d.T);
-  const float* q = a.Ptr<float>(4, "q", nq);
-  const float* k = a.Ptr<float>(6, "k", nkv);
-  const float* v = a.Ptr<float>(8, "v", nkv);
+  const T* q = a.Ptr<T>(4, "q", nq);
+  const T* k = a.Ptr<T>(6, "k", nkv);
+  const T* v = a.Ptr<T>(8, "v", nkv);
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
   if (OnCuda(a)) {
     CheckOnDevice(a, cu, d);
-    pg::cuda::attention_forward(out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+    if constexpr (E == Elem::F32)
+      pg::cuda::attention_forward(out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+    else
+      pg::cuda::attention_forward_16(Half(E), out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale,
+                                     d.causal);
     return info.Env().Undefined();
   }
 #endif
-  pg::attention_forward(out, lse, q, k, v, cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+  std::vector<float> o, qf, kf, vf;
+  pg::attention_forward(WriteF32<E>(out, nq, o), lse, ReadF32<E>(q, nq, qf), ReadF32<E>(k, nkv, kf),
+                        ReadF32<E>(v, nkv, vf), cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+  Store<E>(out, o);
   return info.Env().Undefined();
 }
 
-// attentionBackward(dq, dk, dv, delta, dout, out, lse, q, k, v, cuSeqlens (each storage, offset),
-//                   nseq, T, H, Hkv, D, scale, causal)
-Napi::Value AttentionBackward(const Napi::CallbackInfo& info, const Args& a) {
-  const int32_t* cu = nullptr;
-  Dims d = ReadDims(a, 22, 20, &cu);
-  const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
-  float* dq = a.Ptr<float>(0, "dq", nq);
-  float* dk = a.Ptr<float>(2, "dk", nkv);
-  float* dv = a.Ptr<float>(4, "dv", nkv);
-  float* delta = a.Ptr<float>(6, "delta", d.H * d.T);
-  const float* dout = a.Ptr<float>(8, "dout", nq);
-  const float* out = a.Ptr<float>(10, "out", nq);
-  const float* lse = a.Ptr<float>(12, "lse", d.H * d.T);
-  const float* q = a.Ptr<float>(14, "q", nq);
-  const float* k = a.Ptr<float>(16, "k", nkv);
-  const float* v = a.Ptr<float>(18, "v", nkv);
-#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
-  if (OnCuda(a)) {
-    CheckOnDevice(a, cu, d);
-    pg::cuda::attention_backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv,
-                                 d.D, d.scale, d.causal);
-    return info.Env().Undefined();
-  }
-#endif
-  pg::attention_backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale,
-                         d.causal);
-  return info.Env().Undefined();
-}
-
-// ---- 16-bit attention (bf16 or f16 q, k, v, out and gradients; f32 lse and delta): the CUDA
-// kernels of cuda_attention.h (attention_forward_16 / attention_backward_16), which the model uses
-// on 'cuda' at matmul precision bf16 or fp16. The CPU twin is a reference, not a fast path: it
-// widens the 16-bit inputs to f32 exactly, runs the f32 kernel and rounds each output once (to
-// nearest even), which is what the device computes up to summation order. It allocates f32 copies
-// here, so the model's CPU attention stays f32 at every precision (attention.ts).
-
-// Widens n 16-bit values to f32 (exact for both formats).
-template <bool Bf16>
-std::vector<float> Widen(const uint16_t* x, int64_t n) {
-  std::vector<float> out(static_cast<size_t>(n));
-  if (Bf16) pg::cast_bf16_to_f32(out.data(), x, n);
-  else pg::cast_f16_to_f32(out.data(), x, n);
-  return out;
-}
-template <bool Bf16>
-void Narrow(uint16_t* out, const std::vector<float>& x) {
-  if (Bf16) pg::cast_f32_to_bf16(out, x.data(), static_cast<int64_t>(x.size()));
-  else pg::cast_f32_to_f16(out, x.data(), static_cast<int64_t>(x.size()));
-}
-
-// attentionForward{Bf16,F16}(out, lse, q, k, v, cuSeqlens (each storage, offset), nseq, T, H, Hkv, D, scale, causal)
-template <bool Bf16>
-Napi::Value AttentionForward16(const Napi::CallbackInfo& info, const Args& a) {
-  const int32_t* cu = nullptr;
-  Dims d = ReadDims(a, 12, 10, &cu);
-  const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
-  uint16_t* out = a.Ptr<uint16_t>(0, "out", nq);
-  float* lse = a.Ptr<float>(2, "lse", d.H * d.T);
-  const uint16_t* q = a.Ptr<uint16_t>(4, "q", nq);
-  const uint16_t* k = a.Ptr<uint16_t>(6, "k", nkv);
-  const uint16_t* v = a.Ptr<uint16_t>(8, "v", nkv);
-#if defined(PG_WITH_CUDA) && PG_WITH_CUDA
-  if (OnCuda(a)) {
-    CheckOnDevice(a, cu, d);
-    pg::cuda::attention_forward_16(Bf16 ? pg::cuda::Half16::BF16 : pg::cuda::Half16::F16, out, lse, q, k, v, cu,
-                                   nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
-    return info.Env().Undefined();
-  }
-#endif
-  std::vector<float> o(static_cast<size_t>(nq));
-  const std::vector<float> qf = Widen<Bf16>(q, nq), kf = Widen<Bf16>(k, nkv), vf = Widen<Bf16>(v, nkv);
-  pg::attention_forward(o.data(), lse, qf.data(), kf.data(), vf.data(), cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale,
-                        d.causal);
-  Narrow<Bf16>(out, o);
-  return info.Env().Undefined();
-}
-
-// attentionBackward{Bf16,F16}(dq, dk, dv, delta, dout, out, lse, q, k, v, cuSeqlens (each storage,
+// attentionBackward{,Bf16,F16}(dq, dk, dv, delta, dout, out, lse, q, k, v, cuSeqlens (each storage,
 //                              offset), nseq, T, H, Hkv, D, scale, causal)
-template <bool Bf16>
-Napi::Value AttentionBackward16(const Napi::CallbackInfo& info, const Args& a) {
+template <Elem E>
+Napi::Value AttentionBackward(const Napi::CallbackInfo& info, const Args& a) {
+  using T = ElemT<E>;
   const int32_t* cu = nullptr;
   Dims d = ReadDims(a, 22, 20, &cu);
   const int64_t nq = d.T * d.H * d.D, nkv = d.T * d.Hkv * d.D;
-  uint16_t* dq = a.Ptr<uint16_t>(0, "dq", nq);
-  uint16_t* dk = a.Ptr<uint16_t>(2, "dk", nkv);
-  uint16_t* dv = a.Ptr<uint16_t>(4, "dv", nkv);
+  T* dq = a.Ptr<T>(0, "dq", nq);
+  T* dk = a.Ptr<T>(2, "dk", nkv);
+  T* dv = a.Ptr<T>(4, "dv", nkv);
   float* delta = a.Ptr<float>(6, "delta", d.H * d.T);
-  const uint16_t* dout = a.Ptr<uint16_t>(8, "dout", nq);
-  const uint16_t* out = a.Ptr<uint16_t>(10, "out", nq);
+  const T* dout = a.Ptr<T>(8, "dout", nq);
+  const T* out = a.Ptr<T>(10, "out", nq);
   const float* lse = a.Ptr<float>(12, "lse", d.H * d.T);
-  const uint16_t* q = a.Ptr<uint16_t>(14, "q", nq);
-  const uint16_t* k = a.Ptr<uint16_t>(16, "k", nkv);
-  const uint16_t* v = a.Ptr<uint16_t>(18, "v", nkv);
+  const T* q = a.Ptr<T>(14, "q", nq);
+  const T* k = a.Ptr<T>(16, "k", nkv);
+  const T* v = a.Ptr<T>(18, "v", nkv);
 #if defined(PG_WITH_CUDA) && PG_WITH_CUDA
   if (OnCuda(a)) {
     CheckOnDevice(a, cu, d);
-    pg::cuda::attention_backward_16(Bf16 ? pg::cuda::Half16::BF16 : pg::cuda::Half16::F16, dq, dk, dv, delta, dout,
-                                    out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+    if constexpr (E == Elem::F32)
+      pg::cuda::attention_backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv,
+                                   d.D, d.scale, d.causal);
+    else
+      pg::cuda::attention_backward_16(Half(E), dq, dk, dv, delta, dout, out, lse, q, k, v, cu, nullptr, d.nseq, d.T,
+                                      d.H, d.Hkv, d.D, d.scale, d.causal);
     return info.Env().Undefined();
   }
 #endif
-  std::vector<float> dqf(static_cast<size_t>(nq)), dkf(static_cast<size_t>(nkv)), dvf(static_cast<size_t>(nkv));
-  const std::vector<float> gf = Widen<Bf16>(dout, nq), of = Widen<Bf16>(out, nq), qf = Widen<Bf16>(q, nq),
-                           kf = Widen<Bf16>(k, nkv), vf = Widen<Bf16>(v, nkv);
-  pg::attention_backward(dqf.data(), dkf.data(), dvf.data(), delta, gf.data(), of.data(), lse, qf.data(), kf.data(),
-                         vf.data(), cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
-  Narrow<Bf16>(dq, dqf);
-  Narrow<Bf16>(dk, dkf);
-  Narrow<Bf16>(dv, dvf);
+  std::vector<float> dqf, dkf, dvf, gf, of, qf, kf, vf;
+  pg::attention_backward(WriteF32<E>(dq, nq, dqf), WriteF32<E>(dk, nkv, dkf), WriteF32<E>(dv, nkv, dvf), delta,
+                         ReadF32<E>(dout, nq, gf), ReadF32<E>(out, nq, of), lse, ReadF32<E>(q, nq, qf),
+                         ReadF32<E>(k, nkv, kf), ReadF32<E>(v, nkv, vf), cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale,
+                         d.causal);
+  Store<E>(dq, dqf);
+  Store<E>(dk, dkf);
+  Store<E>(dv, dvf);
   return info.Env().Undefined();
 }
 
@@ -202,22 +182,22 @@ Napi::Value AttentionBackward16(const Napi::CallbackInfo& info, const Args& a) {
 const Decl kDecls[] = {
     {DeclKind::Function, "attentionForward", "attention",
      "out: f32, lse: f32, q: f32, k: f32, v: f32, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
-     "void", /* cpu */ AttentionForward, /* cuda */ PG_CUDA(AttentionForward)},
+     "void", /* cpu */ AttentionForward<Elem::F32>, /* cuda */ PG_CUDA(AttentionForward<Elem::F32>)},
     {DeclKind::Function, "attentionBackward", "attention backward",
      "dq: f32, dk: f32, dv: f32, delta: f32, dout: f32, out: f32, lse: f32, q: f32, k: f32, v: f32, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
-     "void", /* cpu */ AttentionBackward, /* cuda */ PG_CUDA(AttentionBackward)},
+     "void", /* cpu */ AttentionBackward<Elem::F32>, /* cuda */ PG_CUDA(AttentionBackward<Elem::F32>)},
     {DeclKind::Function, "attentionForwardBf16", "attention (bf16)",
      "out: bf16, lse: f32, q: bf16, k: bf16, v: bf16, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
-     "void", /* cpu */ AttentionForward16<true>, /* cuda */ PG_CUDA(AttentionForward16<true>)},
+     "void", /* cpu */ AttentionForward<Elem::Bf16>, /* cuda */ PG_CUDA(AttentionForward<Elem::Bf16>)},
     {DeclKind::Function, "attentionBackwardBf16", "attention backward (bf16)",
      "dq: bf16, dk: bf16, dv: bf16, delta: f32, dout: bf16, out: bf16, lse: f32, q: bf16, k: bf16, v: bf16, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
-     "void", /* cpu */ AttentionBackward16<true>, /* cuda */ PG_CUDA(AttentionBackward16<true>)},
+     "void", /* cpu */ AttentionBackward<Elem::Bf16>, /* cuda */ PG_CUDA(AttentionBackward<Elem::Bf16>)},
     {DeclKind::Function, "attentionForwardF16", "attention (f16)",
      "out: f16, lse: f32, q: f16, k: f16, v: f16, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
-     "void", /* cpu */ AttentionForward16<false>, /* cuda */ PG_CUDA(AttentionForward16<false>)},
+     "void", /* cpu */ AttentionForward<Elem::F16>, /* cuda */ PG_CUDA(AttentionForward<Elem::F16>)},
     {DeclKind::Function, "attentionBackwardF16", "attention backward (f16)",
      "dq: f16, dk: f16, dv: f16, delta: f32, dout: f16, out: f16, lse: f32, q: f16, k: f16, v: f16, cuSeqlens: i32, nseq: size, T: size, H: size, Hkv: size, D: size, scale: number, causal: boolean",
-     "void", /* cpu */ AttentionBackward16<false>, /* cuda */ PG_CUDA(AttentionBackward16<false>)},
+     "void", /* cpu */ AttentionBackward<Elem::F16>, /* cuda */ PG_CUDA(AttentionBackward<Elem::F16>)},
 };
 
 }  // namespace
