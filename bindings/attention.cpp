@@ -123,9 +123,9 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info, const Args& a) {
   if (OnCuda(a)) {
     CheckOnDevice(a, cu, d);
     if constexpr (E == Elem::F32)
-      pg::cuda::attention_forward(out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
+      pg::cuda::attention_forward(out, lse, q, k, v, cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale, d.causal);
     else
-      pg::cuda::attention_forward_16(Half(E), out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale,
+      pg::cuda::attention_forward_16(Half(E), out, lse, q, k, v, cu, d.nseq, d.T, d.H, d.Hkv, d.D, d.scale,
                                      d.causal);
     return info.Env().Undefined();
   }
@@ -159,10 +159,10 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info, const Args& a) {
   if (OnCuda(a)) {
     CheckOnDevice(a, cu, d);
     if constexpr (E == Elem::F32)
-      pg::cuda::attention_backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, nullptr, d.nseq, d.T, d.H, d.Hkv,
+      pg::cuda::attention_backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, d.nseq, d.T, d.H, d.Hkv,
                                    d.D, d.scale, d.causal);
     else
-      pg::cuda::attention_backward_16(Half(E), dq, dk, dv, delta, dout, out, lse, q, k, v, cu, nullptr, d.nseq, d.T,
+      pg::cuda::attention_backward_16(Half(E), dq, dk, dv, delta, dout, out, lse, q, k, v, cu, d.nseq, d.T,
                                       d.H, d.Hkv, d.D, d.scale, d.causal);
     return info.Env().Undefined();
   }

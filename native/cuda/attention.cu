@@ -423,7 +423,7 @@ AttentionPlan plan_or_throw(int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int
 }
 
 template <typename T>
-void forward(T* out, float* lse, const T* q, const T* k, const T* v, const int32_t* cu, const int32_t* cu_host,
+void forward(T* out, float* lse, const T* q, const T* k, const T* v, const int32_t* cu,
              int64_t nseq, int64_t T_, int64_t H, int64_t Hkv, int64_t D, float scale, bool causal, const char* op) {
   const std::string what = describe_call(op, nseq, T_, H, Hkv, D);
   const AttentionPlan plan = plan_or_throw(nseq, T_, H, Hkv, D, what);
@@ -440,7 +440,7 @@ void forward(T* out, float* lse, const T* q, const T* k, const T* v, const int32
 
 template <typename T>
 void backward(T* dq, T* dk, T* dv, float* delta, const T* dout, const T* out, const float* lse, const T* q,
-              const T* k, const T* v, const int32_t* cu, const int32_t* cu_host, int64_t nseq, int64_t T_, int64_t H,
+              const T* k, const T* v, const int32_t* cu, int64_t nseq, int64_t T_, int64_t H,
               int64_t Hkv, int64_t D, float scale, bool causal, const char* op) {
   const std::string what = describe_call(op, nseq, T_, H, Hkv, D);
   const AttentionPlan plan = plan_or_throw(nseq, T_, H, Hkv, D, what);
@@ -462,41 +462,41 @@ void backward(T* dq, T* dk, T* dv, float* delta, const T* dout, const T* out, co
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* cu,
-                       const int32_t* cu_host, int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D,
+                       int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D,
                        float scale, bool causal) {
-  forward(out, lse, q, k, v, cu, cu_host, nseq, T, H, Hkv, D, scale, causal, "attention forward");
+  forward(out, lse, q, k, v, cu, nseq, T, H, Hkv, D, scale, causal, "attention forward");
 }
 
 void attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout, const float* out,
                         const float* lse, const float* q, const float* k, const float* v, const int32_t* cu,
-                        const int32_t* cu_host, int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D,
+                        int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D,
                         float scale, bool causal) {
-  backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, cu_host, nseq, T, H, Hkv, D, scale, causal,
+  backward(dq, dk, dv, delta, dout, out, lse, q, k, v, cu, nseq, T, H, Hkv, D, scale, causal,
            "attention backward");
 }
 
 void attention_forward_16(Half16 dtype, uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
-                          const uint16_t* v, const int32_t* cu, const int32_t* cu_host, int64_t nseq, int64_t T,
+                          const uint16_t* v, const int32_t* cu, int64_t nseq, int64_t T,
                           int64_t H, int64_t Hkv, int64_t D, float scale, bool causal) {
   if (dtype == Half16::BF16)
     forward(as<__nv_bfloat16>(out), lse, as<__nv_bfloat16>(q), as<__nv_bfloat16>(k), as<__nv_bfloat16>(v), cu,
-            cu_host, nseq, T, H, Hkv, D, scale, causal, "attention forward (bf16)");
+            nseq, T, H, Hkv, D, scale, causal, "attention forward (bf16)");
   else
-    forward(as<__half>(out), lse, as<__half>(q), as<__half>(k), as<__half>(v), cu, cu_host, nseq, T, H, Hkv, D,
+    forward(as<__half>(out), lse, as<__half>(q), as<__half>(k), as<__half>(v), cu, nseq, T, H, Hkv, D,
             scale, causal, "attention forward (fp16)");
 }
 
 void attention_backward_16(Half16 dtype, uint16_t* dq, uint16_t* dk, uint16_t* dv, float* delta,
                            const uint16_t* dout, const uint16_t* out, const float* lse, const uint16_t* q,
-                           const uint16_t* k, const uint16_t* v, const int32_t* cu, const int32_t* cu_host,
+                           const uint16_t* k, const uint16_t* v, const int32_t* cu,
                            int64_t nseq, int64_t T, int64_t H, int64_t Hkv, int64_t D, float scale, bool causal) {
   using B = __nv_bfloat16;
   if (dtype == Half16::BF16)
     backward(as<B>(dq), as<B>(dk), as<B>(dv), delta, as<B>(dout), as<B>(out), lse, as<B>(q), as<B>(k), as<B>(v), cu,
-             cu_host, nseq, T, H, Hkv, D, scale, causal, "attention backward (bf16)");
+             nseq, T, H, Hkv, D, scale, causal, "attention backward (bf16)");
   else
     backward(as<__half>(dq), as<__half>(dk), as<__half>(dv), delta, as<__half>(dout), as<__half>(out), lse,
-             as<__half>(q), as<__half>(k), as<__half>(v), cu, cu_host, nseq, T, H, Hkv, D, scale, causal,
+             as<__half>(q), as<__half>(k), as<__half>(v), cu, nseq, T, H, Hkv, D, scale, causal,
              "attention backward (fp16)");
 }
 

@@ -79,7 +79,7 @@ void check_case(Half16 dt, const AttnCase& c) {
   uint16_t* O = p.zeros<uint16_t>(nq);
   float* L = p.zeros<float>(nl);
   int32_t* cu = p.up(c.cu);
-  pg::cuda::attention_forward_16(dt, O, L, Q, K, V, cu, c.cu.data(), nseq, T, c.H, c.Hkv, c.D, scale, c.causal);
+  pg::cuda::attention_forward_16(dt, O, L, Q, K, V, cu, nseq, T, c.H, c.Hkv, c.D, scale, c.causal);
   const std::vector<float> o16 = widen(dt, down(O, nq));
   // CPU forward on the rounded inputs.
   std::vector<float> out(nq), lse(nl), dq(nq), dk(nkv), dv(nkv), delta(nl);
@@ -93,7 +93,7 @@ void check_case(Half16 dt, const AttnCase& c) {
                          scale, c.causal);
   uint16_t *dQ = p.zeros<uint16_t>(nq), *dK = p.zeros<uint16_t>(nkv), *dV = p.zeros<uint16_t>(nkv);
   float* De = p.zeros<float>(nl);
-  pg::cuda::attention_backward_16(dt, dQ, dK, dV, De, G, O, L, Q, K, V, cu, c.cu.data(), nseq, T, c.H, c.Hkv, c.D,
+  pg::cuda::attention_backward_16(dt, dQ, dK, dV, De, G, O, L, Q, K, V, cu, nseq, T, c.H, c.Hkv, c.D,
                                   scale, c.causal);
   const auto gq = widen(dt, down(dQ, nq)), gk = widen(dt, down(dK, nkv)), gv = widen(dt, down(dV, nkv));
   CHECK_CLOSE(gq, dq, nq, 5e-5, u + 2e-4);

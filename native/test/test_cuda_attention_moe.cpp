@@ -55,10 +55,10 @@ TEST(cuda_attention_matches_cpu_forward_and_backward) {
     float *O = p.zeros<float>(nq), *L = p.zeros<float>(nl), *dQ = p.zeros<float>(nq), *dK = p.zeros<float>(nkv),
           *dV = p.zeros<float>(nkv), *De = p.zeros<float>(nl);
     int32_t* cu = p.up(c.cu);
-    pg::cuda::attention_forward(O, L, Q, K, V, cu, c.cu.data(), nseq, T, c.H, c.Hkv, c.D, scale, c.causal);
+    pg::cuda::attention_forward(O, L, Q, K, V, cu, nseq, T, c.H, c.Hkv, c.D, scale, c.causal);
     CHECK_DEVICE(O, nq, out, 2e-5, 1e-4);
     CHECK_DEVICE(L, nl, lse, 2e-5, 1e-5);
-    pg::cuda::attention_backward(dQ, dK, dV, De, G, O, L, Q, K, V, cu, c.cu.data(), nseq, T, c.H, c.Hkv, c.D, scale,
+    pg::cuda::attention_backward(dQ, dK, dV, De, G, O, L, Q, K, V, cu, nseq, T, c.H, c.Hkv, c.D, scale,
                                  c.causal);
     CHECK_DEVICE(dQ, nq, dq, 5e-5, 2e-4);
     CHECK_DEVICE(dK, nkv, dk, 5e-5, 2e-4);

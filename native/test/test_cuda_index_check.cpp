@@ -58,7 +58,7 @@ Run attention_after_check(Pool& pool, const std::vector<int32_t>& cu, int64_t T)
   float* lse = pool.up(std::vector<float>(H * T, kSentinel));
   const int32_t* dcu = pool.up(cu);
   pg::cuda::check_cu_seqlens("attention forward", "cuSeqlens", dcu, nseq, T);
-  pg::cuda::attention_forward(out, lse, pool.up(q), pool.up(k), pool.up(v), dcu, nullptr, nseq, T, H, Hkv, D, 0.125f,
+  pg::cuda::attention_forward(out, lse, pool.up(q), pool.up(k), pool.up(v), dcu, nseq, T, H, Hkv, D, 0.125f,
                               true);
   std::string m = sync_violation();
   return {m, down(out, T * H * D)};
@@ -118,7 +118,7 @@ TEST(cuda_index_check_first_violation_wins_until_taken) {
   const int32_t *first = pool.up(std::vector<int32_t>{0, 4, 8}), *second = pool.up(std::vector<int32_t>{1, 4, 10});
   pg::cuda::check_cu_seqlens("attention forward", "cuSeqlens", first, 2, T);
   pg::cuda::check_cu_seqlens("attention backward", "cuSeqlens", second, 2, T);
-  pg::cuda::attention_forward(out, lse, q, kv, kv, second, nullptr, 2, T, H, 1, D, 0.125f, true);
+  pg::cuda::attention_forward(out, lse, q, kv, kv, second, 2, T, H, 1, D, 0.125f, true);
   CHECK(has(sync_violation(), "attention forward: cuSeqlens[2] = 8 must equal T = 10"));
   CHECK(untouched(down(out, T * H * D)));  // still halted: the flag clears in stream order
   // After it was reported, the next good call runs.
