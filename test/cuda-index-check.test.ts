@@ -7,12 +7,10 @@
 // present (scripts/gpu-check.sh); elsewhere they are skipped with a message, and the device side
 // is covered by native/test/test_cuda_index_check.cpp under scripts/cuda-emulate.sh.
 import { describe, expect, it } from 'vitest';
-import { availableDevices } from '../src/native/devices.js';
 import { addon } from '../src/native/loader.js';
 import { Tensor, attention } from '../src/tensor/index.js';
+import { describeDevices } from './helpers.js';
 
-const cuda = availableDevices().includes('cuda');
-const title = `device index checks on cuda${cuda ? '' : ' (skipped: no usable CUDA device)'}`;
 
 /** The error fn throws (fails the test when it does not). */
 function thrown(fn: () => unknown): Error & { code?: string } {
@@ -37,7 +35,7 @@ describe('index checks on the cpu (unchanged: checked at the call)', () => {
   });
 });
 
-describe.skipIf(!cuda)(title, () => {
+describeDevices('device index checks', ['attentionForward', 'pagedKvStore', 'moeDispatch'], () => {
   it('attention: the call returns, the next read names the op and cuSeqlens; a good call runs after', () => {
     const T = 10, H = 2, D = 64;
     const q = Tensor.from(new Float32Array(T * H * D).fill(0.5), [T, H, D]).to('cuda');
@@ -81,4 +79,4 @@ describe.skipIf(!cuda)(title, () => {
     expect(Array.from(offsets.toArray() as Int32Array)).toEqual(new Array<number>(E + 1).fill(-7));
     for (const t of [order, slotPos, offsets, indices]) t.dispose();
   });
-});
+}, ['cuda']);

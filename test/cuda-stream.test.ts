@@ -11,6 +11,7 @@ import { Trainer } from '../src/train/trainer.js';
 import { CudaStream } from '../src/native/cuda-stream.js';
 import { availableDevices } from '../src/native/devices.js';
 import { addon } from '../src/native/loader.js';
+import { describeDevices } from './helpers.js';
 
 const cuda = availableDevices().includes('cuda');
 
@@ -25,8 +26,11 @@ describe('CudaStream', () => {
     expect(() => addon().setCurrentStream(7)).toThrow(expect.objectContaining({ code: 'E_NATIVE_ARG', message: expect.stringMatching(/stream 7 is not a live CUDA stream/) }));
     expect(() => addon().cudaStreamRelease(7)).toThrow(expect.objectContaining({ code: 'E_NATIVE_ARG' }));
   });
+});
 
-  it.skipIf(!cuda)('on a GPU: run() makes the stream current and the previous one current again, also on a throw', () => {
+// What only a GPU has: a stream to make current (describeDevices skips it, saying why, elsewhere).
+describeDevices('CudaStream on a GPU', [], () => {
+  it('run() makes the stream current and the previous one current again, also on a throw', () => {
     const s = CudaStream.create()!;
     expect(s).not.toBeNull();
     expect(s.run(() => addon().setCurrentStream(0))).toBeGreaterThan(0); // inside: this stream was current
@@ -36,7 +40,7 @@ describe('CudaStream', () => {
     s.dispose();
   });
 
-  it.skipIf(!cuda)('on a GPU: a trainer runs its steps on a stream of its own and restores the process stream after', async () => {
+  it('a trainer runs its steps on a stream of its own and restores the process stream after', async () => {
     const w = Tensor.from(new Float32Array([1, 2, 3, 4]), [4], { requiresGrad: true, device: 'cuda' });
     const current: number[] = [];
     const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-stream-'));
@@ -61,4 +65,4 @@ describe('CudaStream', () => {
       fs.rmSync(runDir, { recursive: true, force: true });
     }
   });
-});
+}, ['cuda']);

@@ -129,9 +129,10 @@ export const DEVICES: readonly Device[] = ['cpu', 'cuda'];
  * the suite, `kernels` the native functions it exercises. A device this machine lacks, or one
  * those functions have no kernel for (their binding's kernel table), is reported as a skipped
  * suite saying why, e.g. "rmsnorm [cuda] skipped: no cuda kernel for rmsnormForward".
+ * `devices` narrows the suite (['cuda'] for what only the GPU path has).
  */
-export function describeDevices(name: string, kernels: readonly string[], body: (device: Device) => void): void {
-  for (const device of DEVICES) {
+export function describeDevices(name: string, kernels: readonly string[], body: (device: Device) => void, devices: readonly Device[] = DEVICES): void {
+  for (const device of devices) {
     const missing = kernels.filter((k) => !kernelDevices(k).includes(device));
     const why = deviceUnavailableReason(device) ?? (missing.length ? `no ${device} kernel for ${missing.join(', ')}` : null);
     // The body is not even collected where it cannot run (it may build tensors on the device).

@@ -340,7 +340,6 @@ export class GradientBuckets {
         }
         held += p.grad?.byteLength ?? 0;
       });
-      b.sentNccl = false;
     }
     this.stats.gradientBytes = held;
     this.stats.steps++;

@@ -42,8 +42,6 @@ export interface LossScaleState {
   scale: number;
   /** Finite steps since the scale last changed. */
   goodSteps: number;
-  /** Steps skipped for overflow, over the whole run. */
-  overflowSteps: number;
 }
 
 const DEFAULTS: Required<DynamicLossScaleOptions> = {
@@ -72,7 +70,6 @@ export class LossScaler {
   readonly rule: DynamicScaleRule;
   private current: number;
   private good = 0;
-  private overflows = 0;
 
   private constructor(scale: number, dynamic: boolean, rule: DynamicScaleRule) {
     this.current = scale;
@@ -103,11 +100,6 @@ export class LossScaler {
     return this.current;
   }
 
-  /** Steps skipped for overflow so far (restored with the state). */
-  get overflowSteps(): number {
-    return this.overflows;
-  }
-
   /** Whether halving can no longer help (a dynamic scale at its floor, or a fixed scale). */
   get atFloor(): boolean {
     return !this.dynamic || this.current <= this.rule.minScale;
@@ -118,28 +110,25 @@ export class LossScaler {
     return unscaleGradients(grads, 1 / this.current);
   }
 
-  /** After a step's check: the rule's update (a fixed scale stays); returns whether to apply the step. */
-  update(foundInf: boolean): boolean {
-    if (foundInf) this.overflows++;
-    if (!this.dynamic) return !foundInf;
+  /** After a step's check: the rule's update (a fixed scale stays). */
+  update(foundInf: boolean): void {
+    if (!this.dynamic) return;
     const r = lossScaleUpdate(this.current, this.good, foundInf, this.rule);
     this.current = r.scale;
     this.good = r.goodSteps;
-    return r.stepped;
   }
 
   state(): LossScaleState {
-    return { scale: this.current, goodSteps: this.good, overflowSteps: this.overflows };
+    return { scale: this.current, goodSteps: this.good };
   }
 
   /** Restores a checkpoint's state; a value that is not one (a hand-edited state.json) throws E_CHECKPOINT. */
   load(s: unknown): void {
     const x = s as Partial<LossScaleState> | null;
     const ok = x !== null && typeof x === 'object' && typeof x.scale === 'number' && x.scale > 0 && Number.isFinite(x.scale) &&
-      Number.isSafeInteger(x.goodSteps) && x.goodSteps! >= 0 && Number.isSafeInteger(x.overflowSteps) && x.overflowSteps! >= 0;
-    if (!ok) throw new PatentGPTError('E_CHECKPOINT', `state.json extra.lossScale: expected { scale, goodSteps, overflowSteps }, got ${JSON.stringify(s)}`);
+      Number.isSafeInteger(x.goodSteps) && x.goodSteps! >= 0;
+    if (!ok) throw new PatentGPTError('E_CHECKPOINT', `state.json extra.lossScale: expected { scale, goodSteps }, got ${JSON.stringify(s)}`);
     if (this.dynamic) this.current = x.scale!; // a fixed scale is the config's, not the checkpoint's
     this.good = x.goodSteps!;
-    this.overflows = x.overflowSteps!;
   }
 }

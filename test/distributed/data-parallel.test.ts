@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha, trainLosses } from '../train/child-run.js';
-import { writeAlpaca, writeInit } from '../train/sft-fixtures.js';
+import { writeAlpaca, writeClaimPairs, writeInit } from '../train/sft-fixtures.js';
 import { cli, mpiMissing } from './mpi-helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-dp-'));
@@ -138,10 +138,7 @@ function pairConfig(kind: 'reward' | 'dpo', name: string, gradAccum: number): st
   const init = path.join(root, 'init');
   const pairs = path.join(root, 'pairs.jsonl');
   if (!fs.existsSync(pairs))
-    fs.writeFileSync(pairs, Array.from({ length: 32 }, (_, i) => {
-      const k = (i % 9) + 1;
-      return JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` });
-    }).join('\n') + '\n');
+    writeClaimPairs(pairs, 32);
   fs.writeFileSync(file, JSON.stringify({
     kind, name, model: init, init, tokenizer: 'byte', data: { sources: [pairs], shuffle: true }, seqLen: 96, batchSize: 2, gradAccum, steps: 3,
     optimizer: { lr: 0.002, weightDecay: 0 }, schedule: { kind: 'constant' }, evalEvery: 0, checkpointEvery: 0, seed: 2, threads: 1,

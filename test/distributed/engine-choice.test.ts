@@ -124,7 +124,8 @@ const hasCuda = (() => {
 })();
 
 describe('the CLI without a GPU or MPI on the launch path', () => {
-  it.skipIf(hasCuda)('launch --nproc 2 of a CUDA config: torchrun-style ranks (mpirun never run), each failing with the no-CUDA-device error, no hang', async () => {
+  // Needs a machine without a usable GPU (the ranks must fail); on a GPU machine nccl-check runs real ranks.
+  it.skipIf(hasCuda)(`launch --nproc 2 of a CUDA config: torchrun-style ranks (mpirun never run), each failing with the no-CUDA-device error, no hang${hasCuda ? ' (skipped: this machine has a GPU)' : ''}`, async () => {
     const cfg = config('launch-cuda', 'cuda');
     const r = await cli(['launch', '--nproc', '2', '--mpirun', '/nonexistent/mpirun', '--', 'pretrain', '--config', cfg, '--quiet'], {}, 120_000);
     expect(r.timedOut).toBe(false);

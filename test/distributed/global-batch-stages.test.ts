@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
 import { sha, trainLosses } from '../train/child-run.js';
-import { writeAlpaca, writeInit } from '../train/sft-fixtures.js';
+import { writeAlpaca, writeClaimPairs, writeInit } from '../train/sft-fixtures.js';
 import { cli, mpiMissing, cutBackTo, expectStepsClose } from './mpi-helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-gb-'));
@@ -69,10 +69,7 @@ function expectSameMetrics(kind: Kind, run: string, want: MetricRecord[], what: 
 beforeAll(async () => {
   if (mpiMissing !== null) return;
   writeAlpaca(path.join(root, 'reverse.jsonl'), 96);
-  fs.writeFileSync(path.join(root, 'pairs.jsonl'), Array.from({ length: 24 }, (_, i) => {
-    const k = (i % 9) + 1;
-    return JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` });
-  }).join('\n') + '\n');
+  writeClaimPairs(path.join(root, 'pairs.jsonl'), 24);
   await writeInit(init);
 });
 

@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha, trainLosses } from '../train/child-run.js';
-import { writeAlpaca, writeInit } from '../train/sft-fixtures.js';
+import { writeAlpaca, writeClaimPairs, writeInit } from '../train/sft-fixtures.js';
 import { cli, mpiMissing, cutBackTo, expectStepsClose } from './mpi-helpers.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpt-lora-drop-'));
@@ -35,6 +35,27 @@ function config(dropout: number): string {
 const one = (run: string, dropout = 0.1) => cli(['sft', '--config', config(dropout), '--run-dir', run, '--quiet']);
 const two = (run: string) => cli(['launch', '--nproc', '2', '--global-batch', '--', 'sft', '--config', config(0.1), '--run-dir', run, '--quiet']);
 const adapter = (run: string): string => sha(path.join(run, 'checkpoints', `step-${STEPS}`, 'adapter_model.safetensors'));
+
+/**
+ * Runs `stage` with its noise on at 1 and 2 ranks (launch --global-batch) and off at 1 (runs
+ * `name`-one, -two, -plain): 2 ranks give 1 rank's losses (within 1e-6) and the same `weights`
+ * file after `steps`, and the noise moves the losses by more than `minEffect` (the masks matter).
+ */
+async function expectTwoRanksMatchOne(
+  stage: string, name: string, configWith: (noise: boolean) => string, steps: number, weights: string, minEffect: number,
+): Promise<void> {
+  const run = (d: string, n: number, noise = true) =>
+    cli([...(n === 2 ? ['launch', '--nproc', '2', '--global-batch', '--'] : []), stage, '--config', configWith(noise), '--run-dir', path.join(root, d), '--quiet']);
+  const [ra, rb, rc] = await Promise.all([run(`${name}-one`, 1), run(`${name}-two`, 2), run(`${name}-plain`, 1, false)]);
+  for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
+  const ref = trainLosses(path.join(root, `${name}-one`));
+  expect(ref).toHaveLength(steps);
+  expectStepsClose(trainLosses(path.join(root, `${name}-two`)), ref, '2 ranks');
+  const file = (d: string): string => sha(path.join(root, d, 'checkpoints', `step-${steps}`, weights));
+  expect(file(`${name}-two`)).toBe(file(`${name}-one`));
+  const plain = trainLosses(path.join(root, `${name}-plain`));
+  expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'the noise changes the losses').toBeGreaterThan(minEffect);
+}
 
 type PairKind = 'reward' | 'dpo';
 const LAYERS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -65,10 +86,7 @@ function pairConfig(kind: PairKind, dropout: number): string {
 beforeAll(async () => {
   if (mpiMissing !== null) return;
   writeAlpaca(path.join(root, 'reverse.jsonl'), 96);
-  fs.writeFileSync(path.join(root, 'pairs.jsonl'), Array.from({ length: 24 }, (_, i) => {
-    const k = (i % 9) + 1;
-    return JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` });
-  }).join('\n') + '\n');
+  writeClaimPairs(path.join(root, 'pairs.jsonl'), 24);
   const things = ['hinge', 'valve', 'battery', 'gear', 'sensor', 'lens', 'pump', 'bracket'];
   fs.writeFileSync(path.join(root, 'prompts.jsonl'), Array.from({ length: 24 }, (_, i) => JSON.stringify({ prompt: `Claim: ${things[i % 8]} ${i}` })).join('\n') + '\n');
   await writeInit(init);
@@ -108,28 +126,11 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
 
   for (const kind of ['reward', 'dpo'] as const)
     it(`${kind}: 2 ranks = 1 rank with lora.dropout 0.1 (losses within 1e-6, the same adapter)`, async () => {
-      const run = (d: string, n: number, dropout = 0.1) => cli([...(n === 2 ? ['launch', '--nproc', '2', '--global-batch', '--'] : []), kind, '--config', pairConfig(kind, dropout), '--run-dir', path.join(root, d), '--quiet']);
-      const [ra, rb, rc] = await Promise.all([run(`${kind}-one`, 1), run(`${kind}-two`, 2), run(`${kind}-plain`, 1, 0)]);
-      for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
-      const ref = trainLosses(path.join(root, `${kind}-one`));
-      expect(ref).toHaveLength(STEPS);
-      expectStepsClose(trainLosses(path.join(root, `${kind}-two`)), ref, '2 ranks');
-      expect(adapter(path.join(root, `${kind}-two`))).toBe(adapter(path.join(root, `${kind}-one`)));
-      const plain = trainLosses(path.join(root, `${kind}-plain`));
-      expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'dropout changes the losses').toBeGreaterThan(1e-4);
+      await expectTwoRanksMatchOne(kind, kind, (on) => pairConfig(kind, on ? 0.1 : 0), STEPS, 'adapter_model.safetensors', 1e-4);
     }, 300_000);
 
   it('ppo: 2 ranks = 1 rank with lora.dropout 0.1 over two rollouts (losses within 1e-6, the same adapter)', async () => {
-    const run = (d: string, n: number, dropout = 0.1) => cli([...(n === 2 ? ['launch', '--nproc', '2', '--global-batch', '--'] : []), 'ppo', '--config', ppoConfig(dropout), '--run-dir', path.join(root, d), '--quiet']);
-    const [ra, rb, rc] = await Promise.all([run('ppo-one', 1), run('ppo-two', 2), run('ppo-plain', 1, 0)]);
-    for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
-    const ref = trainLosses(path.join(root, 'ppo-one'));
-    expect(ref).toHaveLength(6);
-    expectStepsClose(trainLosses(path.join(root, 'ppo-two')), ref, '2 ranks');
-    const file = (d: string): string => sha(path.join(root, d, 'checkpoints', 'step-6', 'adapter_model.safetensors'));
-    expect(file('ppo-two')).toBe(file('ppo-one'));
-    const plain = trainLosses(path.join(root, 'ppo-plain'));
-    expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'dropout changes the losses').toBeGreaterThan(1e-4);
+    await expectTwoRanksMatchOne('ppo', 'ppo', (on) => ppoConfig(on ? 0.1 : 0), 6, 'adapter_model.safetensors', 1e-4);
   }, 300_000);
 
   it('pretrain of an SMoE with routerJitter 0.1: 2 ranks = 1 rank (losses within 1e-6, the same weights)', async () => {
@@ -143,15 +144,6 @@ describe.skipIf(mpiMissing !== null)('LoRA dropout under launch --global-batch',
       }));
       return f;
     };
-    const run = (d: string, n: number, jitter = 0.1) => cli([...(n === 2 ? ['launch', '--nproc', '2', '--global-batch', '--'] : []), 'pretrain', '--config', cfgFile(jitter), '--run-dir', path.join(root, d), '--quiet']);
-    const [ra, rb, rc] = await Promise.all([run('moe-one', 1), run('moe-two', 2), run('moe-plain', 1, 0)]);
-    for (const r of [ra, rb, rc]) expect(r.code, r.stderr + r.stdout).toBe(0);
-    const ref = trainLosses(path.join(root, 'moe-one'));
-    expect(ref).toHaveLength(4);
-    expectStepsClose(trainLosses(path.join(root, 'moe-two')), ref, '2 ranks');
-    const file = (d: string): string => sha(path.join(root, d, 'checkpoints', 'step-4', 'model.safetensors'));
-    expect(file('moe-two')).toBe(file('moe-one'));
-    const plain = trainLosses(path.join(root, 'moe-plain'));
-    expect(Math.max(...plain.map((x, i) => Math.abs(x - ref[i]!))), 'the jitter changes the losses').toBeGreaterThan(1e-5);
+    await expectTwoRanksMatchOne('pretrain', 'moe', (on) => cfgFile(on ? 0.1 : 0), 4, 'model.safetensors', 1e-5);
   }, 300_000);
 });

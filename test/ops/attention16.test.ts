@@ -91,15 +91,15 @@ afterEach(() => {
   saved = null;
 });
 
+// CUDA only: on the CPU attention stays f32 at every precision (the next suite checks that).
 describeDevices('attention on cuda follows the matmul precision', ['attentionForwardBf16', 'attentionForwardF16'], (device) => {
-  if (device !== 'cuda') return void it.skip('cuda only: on the CPU attention stays f32 at every precision (below)', () => {});
   it('precision bf16 runs the bf16 kernels, fp16 the f16 ones', () => {
     atPrecision('bf16');
     check(CASES[0]!, 'bf16', device, 5, true);
     atPrecision('fp16');
     check(CASES[0]!, 'f16', device, 6, true);
   });
-});
+}, ['cuda']);
 
 describe('which dtype attention computes in', () => {
   it('on cuda: bf16 at precision bf16, f16 at fp16, f32 at f32; on the CPU f32 at every precision', () => {

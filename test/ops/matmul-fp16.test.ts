@@ -123,7 +123,7 @@ describe('matmul precision fp16 (CPU)', () => {
 
 // torch: a.half().float() @ b.half().float() is fp16 rounding with f32 products and sums.
 const torchPeer = findPython(['torch']);
-describe.skipIf(!torchPeer.python)('matmul precision fp16 against torch', () => {
+describe.skipIf(!torchPeer.python)(`matmul precision fp16 against torch${torchPeer.python ? '' : ` (skipped: ${torchPeer.why})`}`, () => {
   it('agrees with a.half().float() @ b.half().float(), infinities and subnormals included', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pg-fp16-'));
     const M = 24, K = 64, N = 20;

@@ -4,11 +4,10 @@
 // inputs rounded in TypeScript, so only the summation order differs (f32 slack, scaled by K),
 // and the CUDA result must differ from CUDA's own f32 product (it did round). Skipped, saying
 // why, on a machine without a CUDA device (scripts/gpu-check.sh runs it on one).
-import { afterEach, describe, expect, it } from 'vitest';
-import { deviceUnavailableReason, kernelDevices } from '../../src/native/devices.js';
+import { afterEach, expect, it } from 'vitest';
 import { Tensor, clearTape } from '../../src/tensor/index.js';
 import { linear, matmul, setMatmulPrecision } from '../../src/tensor/ops/matmul.js';
-import { expectClose, randomArray, withPrecision } from '../helpers.js';
+import { describeDevices, expectClose, randomArray, withPrecision } from '../helpers.js';
 import { expectFusedHeadFollowsPrecision } from './precision-checks.js';
 import { roundBf16, roundF16, matmulCases } from '../reference/matmul.js';
 
@@ -27,17 +26,11 @@ const rounders: Record<'bf16' | 'fp16', (v: Float32Array) => Float32Array> = {
   fp16: (v) => f32(Array.from(v, roundF16)),
 };
 
-
-const kernels = ['gemm', 'gemmBf16', 'gemmF16', 'cast'];
-const why = deviceUnavailableReason('cuda') ?? (kernels.some((k) => !kernelDevices(k).includes('cuda')) ? 'no cuda kernel for the 16-bit GEMMs' : null);
-
 for (const p of ['bf16', 'fp16'] as const) {
   const round = rounders[p];
-  if (why) {
-    describe(`matmul precision ${p} [cuda]`, () => it.skip(`skipped: ${why}`, () => {}));
-    continue;
-  }
-  describe(`matmul precision ${p} [cuda]`, () => {
+  // CUDA only (describeDevices skips it, saying why, where there is no GPU): on the CPU these
+  // precisions are checked by matmul-bf16 and matmul-fp16.
+  describeDevices(`matmul precision ${p}`, ['gemm', 'gemmBf16', 'gemmF16', 'cast'], () => {
     it('matmul: every transpose, batches, a shared b, against the CPU f32 GEMM on rounded inputs', () => {
       let seed = 1;
       for (const c of matmulCases(400)) {
@@ -76,5 +69,5 @@ for (const p of ['bf16', 'fp16'] as const) {
         const b = Tensor.from(f32([1, 1, 1, 1]), [2, 2], { device: 'cuda' });
         expect(Array.from(vals(withPrecision(p, () => matmul(a, b))))).toEqual([Infinity, Infinity, -Infinity, -Infinity, 65504, 65504, 2, 2]);
       });
-  });
+  }, ['cuda']);
 }

@@ -23,6 +23,7 @@ import { validateStageConfig, type RewardConfig } from '../../src/train/config.j
 import { readMetrics } from '../../src/train/metrics.js';
 import { reward, rewardLoss } from '../../src/train/stages/reward.js';
 import { sftRenderer } from '../../src/train/stages/sft.js';
+import { writeClaimPairs } from './sft-fixtures.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
 const main = path.join(repo, 'src/cli/main.ts');
@@ -35,21 +36,12 @@ const pairsFile = path.join(root, 'pairs.jsonl');
 
 const modelCfg = validateConfig({ vocabSize: 259, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, ffnDim: 128, maxSeqLen: 128 });
 
-/** Pairs where the chosen answer names the right claim number and the rejected one does not (synthetic, no data needed). */
-function writePairs(n: number): void {
-  const lines: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const k = (i % 9) + 1;
-    lines.push(JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` }));
-  }
-  fs.writeFileSync(pairsFile, lines.join('\n') + '\n');
-}
 
 beforeAll(async () => {
   const m = new LlamaForCausalLM(modelCfg, { seed: 1 });
   await savePretrained(m, initDir, { tokenizer: new ByteTokenizer() });
   m.dispose();
-  writePairs(48);
+  writeClaimPairs(pairsFile, 48);
 });
 
 function config(name: string, extra: Record<string, unknown> = {}): RewardConfig {

@@ -19,6 +19,16 @@ export function writeAlpaca(file: string, n = 240): void {
   fs.writeFileSync(file, lines.join('\n') + '\n');
 }
 
+/** Preference pairs where the chosen answer names the right claim number and the rejected one does not (synthetic, no data needed). */
+export function writeClaimPairs(file: string, n: number): void {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const k = (i % 9) + 1;
+    lines.push(JSON.stringify({ prompt: `Which claim is independent? ${i}`, chosen: `Claim ${k} is independent.`, rejected: `Claim ${k} is dependent, see ${k + 1}.` }));
+  }
+  fs.writeFileSync(file, lines.join('\n') + '\n');
+}
+
 /** A random tiny model folder (the `init` of the runs). */
 export async function writeInit(dir: string, seed = 5): Promise<void> {
   const m = new LlamaForCausalLM(TINY as ModelConfig, { seed });
