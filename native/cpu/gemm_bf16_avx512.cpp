@@ -294,7 +294,7 @@ struct AmxKern {
           next_b = b16 + (blk0 + per) * 1024;
         }
         tile_at(rows, static_cast<int>(min64(NR, cols - j)), depth, ap, bp + (j / NR) * bstride16, c + j, ldc,
-                alpha, pass_beta, preloaded, next_a, next_b, pfa, pf_per_block);
+                alpha, pass_beta, preloaded, next_a, next_b, pfa, pf_per_block, blk0 == 0);
         preloaded = next_b != nullptr;
       }
     }
@@ -338,7 +338,7 @@ struct AmxKern {
                    float alpha, float beta) {
     RowPrefetch pf_none;
     tile_at(rows, cols, kc, packed(a), reinterpret_cast<const uint16_t*>(b), c, ldc, alpha, beta, false, nullptr,
-            nullptr, pf_none, 0);
+            nullptr, pf_none, 0, false);
   }
 
   // preloaded: tiles 4 and 6 already hold this tile's first A and B tiles; next_a, next_b: the
@@ -347,14 +347,19 @@ struct AmxKern {
   // prefetch state (pfa) in memory and measured 10-15% slower (one thread, every shape).
   [[gnu::always_inline]] static inline void tile_at(int rows, int cols, int64_t kc, ATiles a, const uint16_t* bp, float* c, int64_t ldc,
                       float alpha, float beta, bool preloaded, const uint16_t* next_a, const uint16_t* next_b,
-                      RowPrefetch& pfa, int64_t pf_per_block) {
+                      RowPrefetch& pfa, int64_t pf_per_block, bool fetch_c) {
     const int64_t nblk = ceil_div(kc, 32);
     // A whole tile at alpha 1 (every product of matmul and linear) accumulates in the tile
     // registers straight from and to C: beta 1 (the depth blocks after the first) loads C into
-    // them first. The next tile's C rows (the driver walks the columns of this row panel: 64
-    // lines, 32 rows apart) are fetched for writing meanwhile, a few per depth block: issued all
-    // at once they stall the loop (measured: 8% slower than spread). (Storing the tiles to a
-    // buffer and C from vectors instead measured about 10% slower.)
+    // them first. In a row's first pass (fetch_c) the next tile's C rows (the driver walks the
+    // columns of this row panel: 64 lines, 32 rows apart) come from L3 or memory, and are fetched
+    // into L2 meanwhile, a few per depth block (all at once they stall the loop: 8% slower); the
+    // later passes find them in L2 as the first left them. Into L2 for reading, not into L1 for
+    // writing (PREFETCHW): a line no other core holds arrives exclusive, so the store needs no
+    // second request, and the A panel the row reuses keeps L1 (one thread, against PREFETCHW in
+    // every pass: 5-10% faster on every shape of the gemm bench; against no prefetch at all, 2-6%).
+    // (Storing the tiles to a buffer and C from vectors instead measured about 10% slower, and
+    // streaming them to C with non-temporal stores, bypassing the caches, 1.5-2x slower.)
     const bool whole = rows == MR && cols == NR && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
     const int64_t prefetch_per_block = ceil_div(64, nblk);
     const int64_t ldb = ldc * 4;  // bytes
@@ -382,7 +387,7 @@ struct AmxKern {
     }
     for (int64_t blk = 0; blk < nblk; ++blk) {
       for (int64_t q = blk * prefetch_per_block; q < (blk + 1) * prefetch_per_block && q < 64; ++q)
-        _m_prefetchw(c + (q >> 1) * ldc + NR + 16 * (q & 1));
+        if (fetch_c) _mm_prefetch(reinterpret_cast<const char*>(c + (q >> 1) * ldc + NR + 16 * (q & 1)), _MM_HINT_T1);
       pfa.issue(pf_per_block);
       _tile_dpbf16ps(0, 4, 6);
       _tile_stream_loadd(7, bt + 32, 128);
