@@ -154,6 +154,10 @@ constexpr double kItemParallelFlops = 2.0 * 256 * 256 * 256;
 void plan_units(Plan& p, const Isa& isa, int nt) {
   nt = static_cast<int>(std::min<int64_t>(nt, kPlanThreads));  // bounds ncb * nrg (kMaxUnits)
   p.mc = round_up(ceil_div(p.M, ceil_div(p.M, isa.mc)), isa.mr);
+  // Panels of bf16 op(A) read in place are never packed: one row block then takes all of M (its
+  // last, ragged panel packs into the buffer's first slot), so each B block is packed once, not
+  // once per mc rows (4096 x 4096 x 1024: 3-5% faster, one or two threads).
+  if (isa.reads_a_in_place && p.bf16 && !p.trans_a && p.K % isa.kc_align == 0) p.mc = round_up(p.M, isa.mr);
   p.kc = round_up(ceil_div(p.K, ceil_div(p.K, isa.kc)), isa.kc_align);  // isa.kc is a multiple of it
   const int64_t npanels = ceil_div(p.N, isa.nr);
   int64_t ncb = ceil_div(p.N, isa.nc);

@@ -483,7 +483,7 @@ void amx_bf16(const Plan& p) { amx_units<uint16_t>(p); }
 extern const Isa kIsaAvx512Bf16 = {"avx512bf16", DpKern::MR, DpKern::NR, 2016, 384, 480, dp_f32, dp_bf16,
                                    nullptr, nullptr, nullptr, 32, DpKern::kPerSlot};
 extern const Isa kIsaAmx = {"amx", AmxKern::MR, AmxKern::NR, 2048, 1024, 512, amx_f32, amx_bf16,
-                            nullptr, nullptr, nullptr, AmxKern::kDepthPad, AmxKern::kPerSlot, 1};
+                            nullptr, nullptr, nullptr, AmxKern::kDepthPad, AmxKern::kPerSlot, 1, true};
 
 }  // namespace gemm_detail
 }  // namespace pg

@@ -91,6 +91,9 @@ struct Isa {
   // With several threads, N is cut into at least this many column blocks per thread (plan_units
   // in gemm.cpp), rows into groups where N is narrower.
   int col_blocks_per_thread = 4;
+  // Whether the kernel reads whole panels of bf16 op(A), not transposed, in place at every depth
+  // block a multiple of kc_align (HasDirectA below; the plan then takes M in one row block).
+  bool reads_a_in_place = false;
 };
 extern const Isa kIsaAvx512;  // gemm_avx512.cpp
 extern const Isa kIsaAvx2;    // gemm_avx2.cpp
@@ -397,7 +400,7 @@ void run_units(const Plan& p) {
       for (int64_t pi = local * p.panels_per_pack; pi < pend; ++pi) {
         const int64_t i = pi * MR;
         if (in_place && mb - i >= MR) continue;  // read in place by the compute units
-        Kern::template pack_a<MR>(apack + pi * MR * ks, A, p.lda, p.trans_a, m0 + i,
+        Kern::template pack_a<MR>(apack + (in_place ? 0 : pi) * MR * ks, A, p.lda, p.trans_a, m0 + i,
                                   static_cast<int>(min64(MR, mb - i)), k0, kb);
       }
       pr.packed[it % 4].fetch_add(1, std::memory_order_release);
@@ -423,7 +426,8 @@ void run_units(const Plan& p) {
       for (int64_t pi = pa0; pi < pa1; ++pi) {
         const int64_t i = m0 + pi * MR;
         const int rows = static_cast<int>(min64(MR, p.M - i));
-        const float* a = apack + pi * MR * ks;
+        // Where op(A) is read in place, the one packed panel (the ragged last) is in the first slot.
+        const float* a = apack + (direct(kb) ? 0 : pi) * MR * ks;
         float* crow = p.C + i * p.ldc + j0;
         if constexpr (kDirect) {
           if (rows == MR && direct(kb)) {

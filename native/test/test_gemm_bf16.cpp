@@ -168,7 +168,8 @@ TEST(alpha_beta_padding_batches_and_broadcasts) {
 // ragged last depth block after a whole one (K 1500: blocks 768 + 732), a ragged one alone
 // (K 1000), one block in two depth passes (K 800), aliasing rows (K 1024, 2048: copied, in two
 // passes; M 100: beside a packed ragged panel), odd leading dimensions (pad), alpha, beta and
-// batches.
+// batches. Where every depth block is read in place, one row block takes all of M, past the
+// ISA's mc (2048), and its ragged last panel packs into the first slot (M 2081 and 2100).
 TEST(in_place_a_panels_beside_packed_ones) {
   std::vector<Case> cases;
   for (int tb = 0; tb < 2; ++tb) {
@@ -183,6 +184,8 @@ TEST(in_place_a_panels_beside_packed_ones) {
     cases.push_back({40, 32, 2048, false, t, 0, 1, false, false, 0.5f, 1.0f});
     cases.push_back({64, 96, 768, false, t, 5, 3, false, false, -2.0f, 0.25f});
     cases.push_back({70, 90, 64, false, t, 0, 3, false, true});
+    cases.push_back({2081, 40, 2048, false, t});
+    cases.push_back({2100, 33, 96, false, t, 0, 1, false, false, 1.0f, 1.0f});
   }
   CHECK_CASES(cases, true);
   CHECK_CASES(cases, false);
