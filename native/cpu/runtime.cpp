@@ -104,6 +104,8 @@ class ThreadPool {
     return start_error_;
   }
 
+  int64_t yields() const { return yields_.load(); }
+
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
     if (n <= 0) return;
     grain = std::max<int64_t>(grain, 1);
@@ -125,6 +127,13 @@ class ThreadPool {
       generation_.fetch_add(1, std::memory_order_release);  // spinning workers start here
     }
     cv_.notify_all();  // parked ones here
+    // A worker that shares the caller's CPU, spinning there or woken onto it (wake-affine), gets
+    // that CPU only when the caller, busy with chunk 0, is preempted at a tick (1-4 ms later), and
+    // then both share one core: yielding once lets it run at once and step off (leave_cpu).
+    if (parked_.load(std::memory_order_acquire) > 0 || worker_on_cpu(job_cpu_)) {
+      yields_.fetch_add(1, std::memory_order_relaxed);
+      std::this_thread::yield();
+    }
     tls_in_parallel = true;
     run_chunk(0);
     tls_in_parallel = false;
@@ -181,6 +190,8 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       gen = generation_.load();
     }
+    worker_cpu_.reset(new std::atomic<int>[nthreads_]);
+    for (int i = 0; i < nthreads_; ++i) worker_cpu_[i].store(-1);
     for (int i = 1; i < nthreads_; ++i) {
       Workspace* ws = workspaces_[i].get();
       workers_.emplace_back([this, i, gen, ws] {
@@ -202,6 +213,14 @@ class ThreadPool {
     started_ = false;
   }
 
+  // Whether a worker last waited for a job on this CPU (its spin loop's, or where it parked).
+  bool worker_on_cpu(int cpu) const {
+    if (cpu < 0) return false;
+    for (int i = 1; i < nthreads_; ++i)
+      if (worker_cpu_[i].load(std::memory_order_relaxed) == cpu) return true;
+    return false;
+  }
+
   void run_chunk(int chunk) {
     int64_t begin = job_n_ * chunk / job_chunks_;
     int64_t end = job_n_ * (chunk + 1) / job_chunks_;
@@ -213,10 +232,13 @@ class ThreadPool {
     tls_in_parallel = true;
     for (;;) {
       auto posted = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+      worker_cpu_[index].store(current_cpu(), std::memory_order_relaxed);
       const bool parked = !spin_until(posted);
       if (parked) {
         std::unique_lock<std::mutex> lock(mutex_);
+        parked_.fetch_add(1, std::memory_order_relaxed);  // under mutex_: seen by run() once posted
         cv_.wait(lock, posted);
+        parked_.fetch_sub(1, std::memory_order_relaxed);
       }
       int chunks, caller_cpu;
       {
@@ -229,7 +251,7 @@ class ThreadPool {
         caller_cpu = job_cpu_;
       }
       if (index < chunks) {
-        if (parked) leave_cpu(caller_cpu);
+        leave_cpu(caller_cpu);
         run_chunk(index);
         if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
           std::lock_guard<std::mutex> lock(mutex_);  // the caller checks pending_ under it before it sleeps
@@ -253,6 +275,9 @@ class ThreadPool {
   int nthreads_ = 1;
   bool started_ = false;
   std::atomic<bool> quit_{false};
+  std::atomic<int> parked_{0};                     // workers waiting on cv_
+  std::atomic<int64_t> yields_{0};                 // caller_yields()
+  std::unique_ptr<std::atomic<int>[]> worker_cpu_;  // [i]: the CPU worker i last waited on
 };
 
 ThreadPool& pool() {
@@ -279,8 +304,13 @@ SimdLevel detect_simd() {
 // thread that woke it (wake-affine), and then shares that core with the caller, which runs chunk 0,
 // until the load balancer moves one of them (milliseconds): a parallel job after an idle pause ran
 // at one core's speed about half the time (a 2048 x 768 x 768 bf16 GEMM: 1.7 vs 3.0 TFLOP/s on 2
-// cores). Such a worker steps off the caller's CPU: its affinity without that CPU moves it at once,
-// then its own affinity comes back (it stays where it was moved). Two system calls, only after a park.
+// cores). The same when the caller moved onto a spinning worker's CPU. Such a worker steps off the
+// caller's CPU when it takes its chunk: its affinity without that CPU moves it at once, then its
+// own affinity comes back (it stays where it was moved); two system calls, only when it shares the
+// caller's CPU. The caller yields once after posting where a worker may be on its CPU (parked, or
+// last seen spinning there), so that such a worker runs, and steps off, at once.
+int64_t caller_yields() { return pool().yields(); }
+
 void leave_cpu(int cpu) {
 #if defined(__linux__)
   if (cpu < 0 || sched_getcpu() != cpu) return;

@@ -136,6 +136,55 @@ TEST(leave_cpu_moves_the_thread_off_that_cpu_and_keeps_its_affinity) {
     CHECK(CPU_EQUAL(&now, &allowed));
   }).join();
 }
+
+// A worker waiting for a job on the CPU of the thread that posts it (spinning there: the caller
+// moved onto its CPU, or it was woken there) runs its chunk on another CPU: the caller yields once
+// after posting (counted by caller_yields), so the worker runs at once and steps off, instead of
+// waiting for a tick to preempt the caller and then sharing its CPU. Red without the yield, and
+// with the step-off only after a park (the old rule).
+TEST(a_worker_spinning_on_the_callers_cpu_runs_its_chunk_elsewhere) {
+  cpu_set_t allowed;
+  CHECK(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+  if (CPU_COUNT(&allowed) < 2) {
+    std::printf("  (one CPU allowed: nothing to move to; skipped)\n");
+    return;
+  }
+  int first = 0;
+  while (!CPU_ISSET(first, &allowed)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  pg::set_num_threads(2);
+  CHECK(sched_setaffinity(0, sizeof one, &one) == 0);  // the caller: on `first` for the test
+  int placed_runs = 0, moved = 0;
+  for (int tries = 0; tries < 20; ++tries) {
+    // The worker onto `first`, then free again: it stays there, spinning for the next job.
+    bool placed = false;
+    pg::parallel_for(2, 1, [&](int64_t b, int64_t) {
+      if (b == 0) return;
+      CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
+      CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+      placed = sched_getcpu() == first;
+    });
+    if (!placed) continue;
+    ++placed_runs;
+    const int64_t yields = pg::caller_yields();
+    std::atomic<int> worker_cpu{-1};
+    pg::parallel_for(2, 1, [&](int64_t b, int64_t) {
+      if (b == 1) {
+        worker_cpu = sched_getcpu();
+        return;
+      }
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+      while (std::chrono::steady_clock::now() < until && worker_cpu.load() < 0) {
+      }
+    });
+    if (worker_cpu.load() != first && pg::caller_yields() > yields) ++moved;
+  }
+  CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+  CHECK(placed_runs >= 10);
+  CHECK(moved == placed_runs);
+}
 #endif
 
 // Back-to-back jobs hand over to spinning workers, jobs after a pause to parked ones (the spin
