@@ -190,8 +190,7 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       gen = generation_.load();
     }
-    worker_cpu_.reset(new std::atomic<int>[nthreads_]);
-    for (int i = 0; i < nthreads_; ++i) worker_cpu_[i].store(-1);
+    for (auto& cpu : worker_cpu_) cpu.store(-1);
     for (int i = 1; i < nthreads_; ++i) {
       Workspace* ws = workspaces_[i].get();
       workers_.emplace_back([this, i, gen, ws] {
@@ -216,7 +215,8 @@ class ThreadPool {
   // Whether a worker last waited for a job on this CPU (its spin loop's, or where it parked).
   bool worker_on_cpu(int cpu) const {
     if (cpu < 0) return false;
-    for (int i = 1; i < nthreads_; ++i)
+    const int n = std::min<int>(nthreads_, kTrackedWorkers);
+    for (int i = 1; i < n; ++i)
       if (worker_cpu_[i].load(std::memory_order_relaxed) == cpu) return true;
     return false;
   }
@@ -232,7 +232,7 @@ class ThreadPool {
     tls_in_parallel = true;
     for (;;) {
       auto posted = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
-      worker_cpu_[index].store(current_cpu(), std::memory_order_relaxed);
+      if (index < kTrackedWorkers) worker_cpu_[index].store(current_cpu(), std::memory_order_relaxed);
       const bool parked = !spin_until(posted);
       if (parked) {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -277,7 +277,11 @@ class ThreadPool {
   std::atomic<bool> quit_{false};
   std::atomic<int> parked_{0};                     // workers waiting on cv_
   std::atomic<int64_t> yields_{0};                 // caller_yields()
-  std::unique_ptr<std::atomic<int>[]> worker_cpu_;  // [i]: the CPU worker i last waited on
+  // [i]: the CPU worker i last waited on (-1: not yet). Fixed, so that a resize never frees it
+  // under a job; workers past the first kTrackedWorkers are not tracked (their callers just yield
+  // less often).
+  static constexpr int kTrackedWorkers = 1024;
+  std::atomic<int> worker_cpu_[kTrackedWorkers];
 };
 
 ThreadPool& pool() {
