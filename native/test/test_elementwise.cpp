@@ -106,17 +106,25 @@ TEST(parallel_for_covers_every_index_once) {
 }
 
 #if defined(__linux__)
+// The CPUs this thread may run on and the first of them; false (the test skips, saying why) when
+// there is only one.
+bool two_cpus_allowed(cpu_set_t& allowed, int& first) {
+  CHECK(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+  if (CPU_COUNT(&allowed) < 2) {
+    std::printf("  (one CPU allowed: nothing to move to; skipped)\n");
+    return false;
+  }
+  first = 0;
+  while (!CPU_ISSET(first, &allowed)) ++first;
+  return true;
+}
+
 // A thread on the CPU it is told to leave moves to another one it may run on, and its affinity is
 // what it was (a pool worker woken beside the job's caller does this); elsewhere nothing changes.
 TEST(leave_cpu_moves_the_thread_off_that_cpu_and_keeps_its_affinity) {
   cpu_set_t allowed;
-  CHECK(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
-  if (CPU_COUNT(&allowed) < 2) {
-    std::printf("  (one CPU allowed: nothing to move to; skipped)\n");
-    return;
-  }
-  int first = 0;
-  while (!CPU_ISSET(first, &allowed)) ++first;
+  int first;
+  if (!two_cpus_allowed(allowed, first)) return;
   std::thread([&] {
     cpu_set_t one;
     CPU_ZERO(&one);
@@ -144,13 +152,8 @@ TEST(leave_cpu_moves_the_thread_off_that_cpu_and_keeps_its_affinity) {
 // with the step-off only after a park (the old rule).
 TEST(a_worker_spinning_on_the_callers_cpu_runs_its_chunk_elsewhere) {
   cpu_set_t allowed;
-  CHECK(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
-  if (CPU_COUNT(&allowed) < 2) {
-    std::printf("  (one CPU allowed: nothing to move to; skipped)\n");
-    return;
-  }
-  int first = 0;
-  while (!CPU_ISSET(first, &allowed)) ++first;
+  int first;
+  if (!two_cpus_allowed(allowed, first)) return;
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(first, &one);
