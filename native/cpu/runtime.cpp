@@ -127,10 +127,13 @@ class ThreadPool {
       generation_.fetch_add(1, std::memory_order_release);  // spinning workers start here
     }
     cv_.notify_all();  // parked ones here
-    // A worker that shares the caller's CPU, spinning there or woken onto it (wake-affine), gets
-    // that CPU only when the caller, busy with chunk 0, is preempted at a tick (1-4 ms later), and
-    // then both share one core: yielding once lets it run at once and step off (leave_cpu).
-    if (parked_.load(std::memory_order_acquire) > 0 || worker_on_cpu(job_cpu_)) {
+    // A parked worker may be woken onto the caller's CPU (wake-affine), and would get it only when
+    // the caller, busy with chunk 0, is preempted at a tick (1-4 ms later): yielding once lets it
+    // run at once and step off (leave_cpu). Only after a park: yielding whenever a spinning worker
+    // was last seen on the caller's CPU, and stepping off then too, helped a lone process a little
+    // more but cost 30% where two processes' pools share the cores (a training loop, 2 x 2 threads
+    // on 2 cores: 2.4 -> 3.1 s), as the moves fought the scheduler's balancing.
+    if (parked_.load(std::memory_order_acquire) > 0) {
       yields_.fetch_add(1, std::memory_order_relaxed);
       std::this_thread::yield();
     }
@@ -190,7 +193,6 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       gen = generation_.load();
     }
-    for (auto& cpu : worker_cpu_) cpu.store(-1);
     for (int i = 1; i < nthreads_; ++i) {
       Workspace* ws = workspaces_[i].get();
       workers_.emplace_back([this, i, gen, ws] {
@@ -212,15 +214,6 @@ class ThreadPool {
     started_ = false;
   }
 
-  // Whether a worker last waited for a job on this CPU (its spin loop's, or where it parked).
-  bool worker_on_cpu(int cpu) const {
-    if (cpu < 0) return false;
-    const int n = std::min<int>(nthreads_, kTrackedWorkers);
-    for (int i = 1; i < n; ++i)
-      if (worker_cpu_[i].load(std::memory_order_relaxed) == cpu) return true;
-    return false;
-  }
-
   void run_chunk(int chunk) {
     int64_t begin = job_n_ * chunk / job_chunks_;
     int64_t end = job_n_ * (chunk + 1) / job_chunks_;
@@ -232,7 +225,6 @@ class ThreadPool {
     tls_in_parallel = true;
     for (;;) {
       auto posted = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
-      if (index < kTrackedWorkers) worker_cpu_[index].store(current_cpu(), std::memory_order_relaxed);
       const bool parked = !spin_until(posted);
       if (parked) {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -251,7 +243,7 @@ class ThreadPool {
         caller_cpu = job_cpu_;
       }
       if (index < chunks) {
-        leave_cpu(caller_cpu);
+        if (parked) leave_cpu(caller_cpu);
         run_chunk(index);
         if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
           std::lock_guard<std::mutex> lock(mutex_);  // the caller checks pending_ under it before it sleeps
@@ -277,11 +269,6 @@ class ThreadPool {
   std::atomic<bool> quit_{false};
   std::atomic<int> parked_{0};                     // workers waiting on cv_
   std::atomic<int64_t> yields_{0};                 // caller_yields()
-  // [i]: the CPU worker i last waited on (-1: not yet). Fixed, so that a resize never frees it
-  // under a job; workers past the first kTrackedWorkers are not tracked (their callers just yield
-  // less often).
-  static constexpr int kTrackedWorkers = 1024;
-  std::atomic<int> worker_cpu_[kTrackedWorkers];
 };
 
 ThreadPool& pool() {
@@ -308,11 +295,10 @@ SimdLevel detect_simd() {
 // thread that woke it (wake-affine), and then shares that core with the caller, which runs chunk 0,
 // until the load balancer moves one of them (milliseconds): a parallel job after an idle pause ran
 // at one core's speed about half the time (a 2048 x 768 x 768 bf16 GEMM: 1.7 vs 3.0 TFLOP/s on 2
-// cores). The same when the caller moved onto a spinning worker's CPU. Such a worker steps off the
-// caller's CPU when it takes its chunk: its affinity without that CPU moves it at once, then its
-// own affinity comes back (it stays where it was moved); two system calls, only when it shares the
-// caller's CPU. The caller yields once after posting where a worker may be on its CPU (parked, or
-// last seen spinning there), so that such a worker runs, and steps off, at once.
+// cores). Such a worker steps off the caller's CPU: its affinity without that CPU moves it at once,
+// then its own affinity comes back (it stays where it was moved). Two system calls, only after a
+// park. The caller yields once after posting to parked workers, so that such a worker runs, and
+// steps off, at once rather than after the caller's time slice.
 int64_t caller_yields() { return pool().yields(); }
 
 void leave_cpu(int cpu) {

@@ -145,12 +145,11 @@ TEST(leave_cpu_moves_the_thread_off_that_cpu_and_keeps_its_affinity) {
   }).join();
 }
 
-// A worker waiting for a job on the CPU of the thread that posts it (spinning there: the caller
-// moved onto its CPU, or it was woken there) runs its chunk on another CPU: the caller yields once
-// after posting (counted by caller_yields), so the worker runs at once and steps off, instead of
-// waiting for a tick to preempt the caller and then sharing its CPU. Red without the yield, and
-// with the step-off only after a park (the old rule).
-TEST(a_worker_spinning_on_the_callers_cpu_runs_its_chunk_elsewhere) {
+// A worker parked on the CPU of the thread that posts the next job (woken there, wake-affine, it
+// would get that CPU only when a tick preempts the busy caller) runs its chunk on another CPU, and
+// the caller yields once after posting (counted by caller_yields) so that it runs at once. Red
+// without the yield.
+TEST(a_worker_parked_on_the_callers_cpu_runs_its_chunk_elsewhere) {
   cpu_set_t allowed;
   int first;
   if (!two_cpus_allowed(allowed, first)) return;
@@ -161,7 +160,8 @@ TEST(a_worker_spinning_on_the_callers_cpu_runs_its_chunk_elsewhere) {
   CHECK(sched_setaffinity(0, sizeof one, &one) == 0);  // the caller: on `first` for the test
   int placed_runs = 0, moved = 0;
   for (int tries = 0; tries < 20; ++tries) {
-    // The worker onto `first`, then free again: it stays there, spinning for the next job.
+    // The worker onto `first`, then free again: it stays there and parks (the spin window is
+    // 200 us) before the next job.
     bool placed = false;
     pg::parallel_for(2, 1, [&](int64_t b, int64_t) {
       if (b == 0) return;
@@ -169,6 +169,7 @@ TEST(a_worker_spinning_on_the_callers_cpu_runs_its_chunk_elsewhere) {
       CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
       placed = sched_getcpu() == first;
     });
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (!placed) continue;
     ++placed_runs;
     const int64_t yields = pg::caller_yields();

@@ -31,8 +31,8 @@ int thread_index();
 // If the calling thread runs on `cpu`, moves it to another CPU it may run on and keeps its
 // affinity as it was (what a pool worker woken beside the job's caller does); no-op elsewhere.
 void leave_cpu(int cpu);
-// How many times a parallel job's caller has yielded its CPU after posting the job, because a
-// worker waited on that CPU (parked, or last seen spinning there); for tests.
+// How many times a parallel job's caller has yielded its CPU after posting the job to parked
+// workers (one may have been woken onto the caller's CPU); for tests.
 int64_t caller_yields();
 
 // CUDA, when compiled in (native/cuda); otherwise a stub that says why there is none.
