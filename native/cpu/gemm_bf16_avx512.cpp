@@ -263,7 +263,6 @@ struct AmxKern {
     }
   };
 
-
   // The tiles of a row, in depth passes of at most kPassDepth (even ones: 768 as two of 384, 1024
   // as two of 512): one pass's A panel (32 rows x 512 bf16 at most, 32 KB) then stays in L1 while
   // every tile of the row streams its B panel from L2, and C (this row's, at most 32 x nc floats)

@@ -375,6 +375,9 @@ void run_units(const Plan& p) {
     (void)kb;
     return false;
   };
+  // Where op(A) is read in place, the one packed panel of a row block (its ragged last) is in the
+  // buffer's first slot (the plan may then take more rows than the buffer holds); else panel pi.
+  auto packed_slot = [](int64_t pi, bool in_place) { return in_place ? 0 : pi; };
   float* bpack = thread_b_buffer();  // holds p.kc x p.nb: nb is at most nc rounded to NR
   int64_t b_iter = -1, b_cb = -1;  // which B block bpack holds
 
@@ -400,7 +403,7 @@ void run_units(const Plan& p) {
       for (int64_t pi = local * p.panels_per_pack; pi < pend; ++pi) {
         const int64_t i = pi * MR;
         if (in_place && mb - i >= MR) continue;  // read in place by the compute units
-        Kern::template pack_a<MR>(apack + (in_place ? 0 : pi) * MR * ks, A, p.lda, p.trans_a, m0 + i,
+        Kern::template pack_a<MR>(apack + packed_slot(pi, in_place) * MR * ks, A, p.lda, p.trans_a, m0 + i,
                                   static_cast<int>(min64(MR, mb - i)), k0, kb);
       }
       pr.packed[it % 4].fetch_add(1, std::memory_order_release);
@@ -426,8 +429,7 @@ void run_units(const Plan& p) {
       for (int64_t pi = pa0; pi < pa1; ++pi) {
         const int64_t i = m0 + pi * MR;
         const int rows = static_cast<int>(min64(MR, p.M - i));
-        // Where op(A) is read in place, the one packed panel (the ragged last) is in the first slot.
-        const float* a = apack + (direct(kb) ? 0 : pi) * MR * ks;
+        const float* a = apack + packed_slot(pi, direct(kb)) * MR * ks;
         float* crow = p.C + i * p.ldc + j0;
         if constexpr (kDirect) {
           if (rows == MR && direct(kb)) {
