@@ -61,6 +61,10 @@ struct Plan {
   int64_t ncb, nrg;      // column blocks, row groups per iteration: ncb * nrg compute units
   int64_t panels_per_pack;  // A panels per pack unit
   float* apack[2];       // the two shared packed-A buffers, mc * kc floats each, 64-byte aligned
+  // C is written once and never read (beta 0, one depth block) and is too big for the caches to
+  // keep (plan_units): a kernel may store it with non-temporal stores, and then runs SFENCE at the
+  // end of its thread body.
+  bool stream_c = false;
   Progress* progress;
 };
 
@@ -326,9 +330,9 @@ struct PanelLayout<K, std::void_t<decltype(K::kPerSlot)>> {
 };
 
 // Kernels may also take a row of tiles at once (one A panel against consecutive B panels, b_stride
-// floats apart), to overlap one tile's end with the next one's start:
+// floats apart), to overlap one tile's end with the next one's start (stream_c: Plan::stream_c):
 //   static void row(int rows, int64_t cols, int64_t kc, const float* a, const float* b,
-//                   int64_t b_stride, float* c, int64_t ldc, float alpha, float beta);
+//                   int64_t b_stride, float* c, int64_t ldc, float alpha, float beta, bool stream_c);
 template <class K, class = void>
 struct HasRow : std::false_type {};
 template <class K>
@@ -339,7 +343,8 @@ struct HasRow<K, std::void_t<decltype(&K::row)>> : std::true_type {};
 // and leading dimensions they accept; such panels are then never packed (the others still are):
 //   static bool reads_in_place(int64_t lda, int64_t kc);
 //   static void row_direct(int64_t cols, int64_t kc, const uint16_t* a, int64_t lda, const float* b,
-//                          int64_t b_stride, float* c, int64_t ldc, float alpha, float beta);
+//                          int64_t b_stride, float* c, int64_t ldc, float alpha, float beta,
+//                          bool stream_c);
 template <class K, class = void>
 struct HasDirectA : std::false_type {};
 template <class K>
@@ -433,12 +438,13 @@ void run_units(const Plan& p) {
         float* crow = p.C + i * p.ldc + j0;
         if constexpr (kDirect) {
           if (rows == MR && direct(kb)) {
-            Kern::row_direct(nbl, kb, A + i * p.lda + k0, p.lda, bpack, NR * ks, crow, p.ldc, p.alpha, beta);
+            Kern::row_direct(nbl, kb, A + i * p.lda + k0, p.lda, bpack, NR * ks, crow, p.ldc, p.alpha, beta,
+                             p.stream_c);
             continue;
           }
         }
         if constexpr (HasRow<Kern>::value) {
-          Kern::row(rows, nbl, kb, a, bpack, NR * ks, crow, p.ldc, p.alpha, beta);
+          Kern::row(rows, nbl, kb, a, bpack, NR * ks, crow, p.ldc, p.alpha, beta, p.stream_c);
         } else {
           for (int64_t j = 0; j < nbl; j += NR)
             Kern::tile(rows, static_cast<int>(min64(NR, nbl - j)), kb, a, bpack + j * ks, crow + j, p.ldc,

@@ -6,6 +6,7 @@
 // the f32 fallback equals pg::gemm bit for bit.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -189,6 +190,64 @@ TEST(in_place_a_panels_beside_packed_ones) {
   }
   CHECK_CASES(cases, true);
   CHECK_CASES(cases, false);
+}
+
+// A C of 40 MB or more, written without being read (beta 0, one depth block), is stored past the
+// caches (gemm.cpp kStreamCBytes): the AMX rows sum their depth passes in a buffer and stream each
+// whole tile to C; the ragged last column block (N 5050: 442 columns), the ragged last row panel
+// (M 2081) and the padding of C's rows are stored as before. Depths of one pass (96) and two
+// (800: summed in the buffer), A read in place and packed (transposed), bf16 and f32 inputs, on
+// one and two threads, against the f32 GEMM of the rounded inputs.
+TEST(a_large_c_is_streamed_past_the_caches) {
+#if defined(__x86_64__)
+  if (pg::bf16_kernel_detected() != pg::Bf16Kernel::Amx) {
+    std::fprintf(stderr, "  skipped: no AMX here\n");
+    return;
+  }
+  pg::force_bf16_kernel(pg::Bf16Kernel::Amx);
+  const int64_t M = 2081, N = 5050, ldc = 5056;  // 42 MB of C, rows 64-byte aligned
+  float* C = static_cast<float*>(std::aligned_alloc(64, M * ldc * sizeof(float)));
+  std::vector<float> ref(M * ldc), mag(M * ldc);
+  for (int64_t K : {96, 800})
+    for (bool ta : {false, true}) {
+      auto A = pgtest::randn(M * K, 21), B = pgtest::randn(K * N, 22);  // rounded to bf16 below
+      std::vector<uint16_t> Ah(A.size()), Bh(B.size());
+      for (size_t i = 0; i < A.size(); ++i) A[i] = from_bf16(Ah[i] = to_bf16(A[i]));
+      for (size_t i = 0; i < B.size(); ++i) B[i] = from_bf16(Bh[i] = to_bf16(B[i]));
+      const int64_t lda = ta ? M : K;
+      pg::gemm(ta, true, M, N, K, 1.0f, A.data(), lda, 0, B.data(), K, 0, 0.0f, ref.data(), ldc, 0, 1);
+      std::vector<float> Aabs(A.size()), Babs(B.size());  // |A| @ |B|: the scale of each sum's rounding
+      for (size_t i = 0; i < A.size(); ++i) Aabs[i] = std::fabs(A[i]);
+      for (size_t i = 0; i < B.size(); ++i) Babs[i] = std::fabs(B[i]);
+      pg::gemm(ta, true, M, N, K, 1.0f, Aabs.data(), lda, 0, Babs.data(), K, 0, 0.0f, mag.data(), ldc, 0, 1);
+      for (int threads : {1, 2})
+        for (bool bf16_inputs : {true, false}) {
+          pg::set_num_threads(threads);
+          std::fill(C, C + M * ldc, std::numeric_limits<float>::quiet_NaN());
+          if (bf16_inputs)
+            pg::gemm_bf16_compute(ta, true, M, N, K, 1.0f, Ah.data(), lda, 0, Bh.data(), K, 0, 0.0f, C, ldc, 0, 1);
+          else
+            pg::gemm_bf16_compute(ta, true, M, N, K, 1.0f, A.data(), lda, 0, B.data(), K, 0, 0.0f, C, ldc, 0, 1);
+          int64_t bad = 0;
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < ldc; ++j) {
+              const int64_t e = i * ldc + j;
+              if (j >= N) {
+                bad += !std::isnan(C[e]);
+                continue;
+              }
+              const double tol = 1e-6 + 4e-7 * std::sqrt(static_cast<double>(K) + 1) * 16 * mag[e];
+              bad += !(std::fabs(C[e] - ref[e]) <= tol);
+            }
+          if (bad != 0)
+            std::fprintf(stderr, "  K %lld ta %d threads %d %s inputs: %lld elements off\n", (long long)K, ta,
+                         threads, bf16_inputs ? "bf16" : "f32", (long long)bad);
+          CHECK(bad == 0);
+        }
+    }
+  std::free(C);
+  pg::set_num_threads(0);
+#endif
 }
 
 TEST(f32_inputs_are_rounded_to_bf16) {
