@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -28,7 +29,9 @@
 #include <immintrin.h>
 #endif
 #if defined(__linux__)
+#include <fcntl.h>
 #include <sched.h>
+#include <unistd.h>
 #endif
 
 namespace pg {
@@ -67,6 +70,25 @@ int current_cpu() {
   return sched_getcpu();
 #else
   return -1;
+#endif
+}
+
+// Whether at most `cpus` threads are runnable in the whole system (the fourth field of
+// /proc/loadavg, the calling one included), `cpus` being how many the pool's workers may run on:
+// then, where two of them share a CPU, another the workers may use is idle. False where it
+// cannot tell.
+bool a_cpu_is_idle(int cpus) {
+#if defined(__linux__)
+  static const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  char buf[128];
+  const ssize_t n = fd < 0 ? -1 : pread(fd, buf, sizeof buf - 1, 0);  // read again from the start: fresh
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  long running = 0;
+  return std::sscanf(buf, "%*s %*s %*s %ld/", &running) == 1 && running <= cpus;
+#else
+  (void)cpus;
+  return false;
 #endif
 }
 
@@ -117,23 +139,28 @@ class ThreadPool {
       return;
     }
     std::lock_guard<std::mutex> job_lock(job_mutex_);  // one parallel job at a time
+    // A worker that waited for this job on the caller's CPU (spinning there when the caller moved
+    // onto it) shares that core with the caller until the load balancer separates them: it steps
+    // off (leave_cpu) where a CPU is idle. Only then: where every CPU is busy (two processes'
+    // pools on the same cores) the moves fought the scheduler's balancing and cost 30% (a training
+    // loop, 2 x 2 threads on 2 cores: 2.4 -> 3.1 s).
+    const int cpu = current_cpu();
+    const bool move_off = worker_waited_on(cpu) && a_cpu_is_idle(worker_cpus_.load(std::memory_order_relaxed));
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &fn;
       job_n_ = n;
       job_chunks_ = nchunks;
-      job_cpu_ = current_cpu();
+      job_cpu_ = cpu;
+      job_move_off_ = move_off;
       pending_.store(nchunks - 1, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_release);  // spinning workers start here
     }
     cv_.notify_all();  // parked ones here
     // A parked worker may be woken onto the caller's CPU (wake-affine), and would get it only when
     // the caller, busy with chunk 0, is preempted at a tick (1-4 ms later): yielding once lets it
-    // run at once and step off (leave_cpu). Only after a park: yielding whenever a spinning worker
-    // was last seen on the caller's CPU, and stepping off then too, helped a lone process a little
-    // more but cost 30% where two processes' pools share the cores (a training loop, 2 x 2 threads
-    // on 2 cores: 2.4 -> 3.1 s), as the moves fought the scheduler's balancing.
-    if (parked_.load(std::memory_order_acquire) > 0) {
+    // run at once and step off. The same for a spinning one that steps off.
+    if (parked_.load(std::memory_order_acquire) > 0 || move_off) {
       yields_.fetch_add(1, std::memory_order_relaxed);
       std::this_thread::yield();
     }
@@ -193,6 +220,8 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       gen = generation_.load();
     }
+    worker_cpu_.reset(new std::atomic<int>[nthreads_]);
+    for (int i = 0; i < nthreads_; ++i) worker_cpu_[i].store(-1);
     for (int i = 1; i < nthreads_; ++i) {
       Workspace* ws = workspaces_[i].get();
       workers_.emplace_back([this, i, gen, ws] {
@@ -214,6 +243,14 @@ class ThreadPool {
     started_ = false;
   }
 
+  // Whether a worker last waited for a job on this CPU.
+  bool worker_waited_on(int cpu) const {
+    if (cpu < 0) return false;
+    for (int i = 1; i < nthreads_; ++i)
+      if (worker_cpu_[i].load(std::memory_order_relaxed) == cpu) return true;
+    return false;
+  }
+
   void run_chunk(int chunk) {
     int64_t begin = job_n_ * chunk / job_chunks_;
     int64_t end = job_n_ * (chunk + 1) / job_chunks_;
@@ -222,9 +259,14 @@ class ThreadPool {
 
   void worker(int index, uint64_t seen) {
     tls_thread_index = index;
+#if defined(__linux__)
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) worker_cpus_.store(CPU_COUNT(&allowed));
+#endif
     tls_in_parallel = true;
     for (;;) {
       auto posted = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+      worker_cpu_[index].store(current_cpu(), std::memory_order_relaxed);
       const bool parked = !spin_until(posted);
       if (parked) {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -233,6 +275,7 @@ class ThreadPool {
         parked_.fetch_sub(1, std::memory_order_relaxed);
       }
       int chunks, caller_cpu;
+      bool move_off;
       {
         // The job's generation and chunk count as one pair (both are written under this lock): a
         // worker without a chunk of this job may meanwhile see the next job posted.
@@ -241,9 +284,10 @@ class ThreadPool {
         seen = generation_.load();
         chunks = job_chunks_;
         caller_cpu = job_cpu_;
+        move_off = job_move_off_;
       }
       if (index < chunks) {
-        if (parked) leave_cpu(caller_cpu);
+        if (parked || move_off) leave_cpu(caller_cpu);
         run_chunk(index);
         if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
           std::lock_guard<std::mutex> lock(mutex_);  // the caller checks pending_ under it before it sleeps
@@ -262,6 +306,7 @@ class ThreadPool {
   int64_t job_n_ = 0;
   int job_chunks_ = 0;
   int job_cpu_ = -1;  // the caller's CPU when the job was posted
+  bool job_move_off_ = false;  // a worker that shares it steps off (run())
   std::atomic<int> pending_{0};
   std::atomic<uint64_t> generation_{0};
   int nthreads_ = 1;
@@ -269,6 +314,8 @@ class ThreadPool {
   std::atomic<bool> quit_{false};
   std::atomic<int> parked_{0};                     // workers waiting on cv_
   std::atomic<int64_t> yields_{0};                 // caller_yields()
+  std::unique_ptr<std::atomic<int>[]> worker_cpu_;  // [i]: the CPU worker i last waited on
+  std::atomic<int> worker_cpus_{0};                 // how many CPUs the workers may run on
 };
 
 ThreadPool& pool() {
@@ -295,9 +342,10 @@ SimdLevel detect_simd() {
 // thread that woke it (wake-affine), and then shares that core with the caller, which runs chunk 0,
 // until the load balancer moves one of them (milliseconds): a parallel job after an idle pause ran
 // at one core's speed about half the time (a 2048 x 768 x 768 bf16 GEMM: 1.7 vs 3.0 TFLOP/s on 2
-// cores). Such a worker steps off the caller's CPU: its affinity without that CPU moves it at once,
-// then its own affinity comes back (it stays where it was moved). Two system calls, only after a
-// park. The caller yields once after posting to parked workers, so that such a worker runs, and
+// cores). The same where the caller moved onto a spinning worker's CPU. Such a worker steps off the
+// caller's CPU: its affinity without that CPU moves it at once, then its own affinity comes back
+// (it stays where it was moved). Two system calls, only after a park or where a CPU is idle
+// (a_cpu_is_idle). The caller yields once after posting to such workers, so that one runs, and
 // steps off, at once rather than after the caller's time slice.
 int64_t caller_yields() { return pool().yields(); }
 

@@ -189,6 +189,64 @@ TEST(a_worker_parked_on_the_callers_cpu_runs_its_chunk_elsewhere) {
   CHECK(placed_runs >= 10);
   CHECK(moved == placed_runs);
 }
+
+// A worker spinning on the CPU of the thread that posts the next job (the caller moved onto it)
+// steps off it where another CPU is idle, and the caller yields once so that it does so at once;
+// where every CPU is busy (another thread spinning on the second CPU, on a machine that lets the
+// pool use two) neither happens: there the moves fought the scheduler's balancing. Red without
+// the step-off (no yields, the worker's chunk on the caller's CPU).
+TEST(a_worker_spinning_on_the_callers_cpu_steps_off_only_where_a_cpu_is_idle) {
+  cpu_set_t allowed;
+  int first;
+  if (!two_cpus_allowed(allowed, first)) return;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  pg::set_num_threads(2);
+  // Jobs posted right after the worker was put on `first` (it spins there, 200 us): how many the
+  // caller yielded for, and whether each of those ran the worker's chunk on another CPU.
+  auto tries = [&](int n, int& yielded, bool& all_moved) {
+    yielded = 0;
+    all_moved = true;
+    for (int t = 0; t < n; ++t) {
+      pg::parallel_for(2, 1, [&](int64_t b, int64_t) {
+        if (b == 0) return;
+        CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
+        CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+      });
+      const int64_t yields = pg::caller_yields();
+      std::atomic<int> worker_cpu{-1};
+      pg::parallel_for(2, 1, [&](int64_t b, int64_t) {
+        if (b == 1) worker_cpu = sched_getcpu();
+      });
+      if (pg::caller_yields() == yields) continue;
+      ++yielded;
+      all_moved = all_moved && worker_cpu.load() != first;
+    }
+  };
+  CHECK(sched_setaffinity(0, sizeof one, &one) == 0);  // the caller: on `first` for the test
+  int yielded;
+  bool all_moved;
+  tries(20, yielded, all_moved);
+  CHECK(yielded >= 10);
+  CHECK(all_moved);
+  if (CPU_COUNT(&allowed) == 2) {
+    std::atomic<bool> stop{false};
+    std::thread busy([&] {
+      cpu_set_t second = allowed;
+      CPU_CLR(first, &second);
+      CHECK(sched_setaffinity(0, sizeof second, &second) == 0);
+      while (!stop.load()) {
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    tries(20, yielded, all_moved);
+    stop = true;
+    busy.join();
+    CHECK(yielded == 0);
+  }
+  CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+}
 #endif
 
 // Back-to-back jobs hand over to spinning workers, jobs after a pause to parked ones (the spin

@@ -32,7 +32,8 @@ int thread_index();
 // affinity as it was (what a pool worker woken beside the job's caller does); no-op elsewhere.
 void leave_cpu(int cpu);
 // How many times a parallel job's caller has yielded its CPU after posting the job to parked
-// workers (one may have been woken onto the caller's CPU); for tests.
+// workers (one may have been woken onto the caller's CPU) or to one that waited on its CPU while
+// another CPU was idle (it steps off); for tests.
 int64_t caller_yields();
 
 // CUDA, when compiled in (native/cuda); otherwise a stub that says why there is none.
