@@ -119,6 +119,27 @@ bool two_cpus_allowed(cpu_set_t& allowed, int& first) {
   return true;
 }
 
+cpu_set_t only(int cpu) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  return one;
+}
+
+// Runs a two-chunk job whose worker moves onto `cpu` and takes back `allowed` (it stays there
+// unless the balancer moves it); whether it was on `cpu` then.
+bool put_worker_on(int cpu, const cpu_set_t& allowed) {
+  const cpu_set_t one = only(cpu);
+  bool placed = false;
+  pg::parallel_for(2, 1, [&](int64_t b, int64_t) {
+    if (b == 0) return;
+    CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
+    CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+    placed = sched_getcpu() == cpu;
+  });
+  return placed;
+}
+
 // A thread on the CPU it is told to leave moves to another one it may run on, and its affinity is
 // what it was (a pool worker woken beside the job's caller does this); elsewhere nothing changes.
 TEST(leave_cpu_moves_the_thread_off_that_cpu_and_keeps_its_affinity) {
@@ -126,9 +147,7 @@ TEST(leave_cpu_moves_the_thread_off_that_cpu_and_keeps_its_affinity) {
   int first;
   if (!two_cpus_allowed(allowed, first)) return;
   std::thread([&] {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(first, &one);
+    const cpu_set_t one = only(first);
     // Onto `first`, then free again (it stays there unless the balancer moves it at that moment).
     for (int tries = 0; tries < 100 && sched_getcpu() != first; ++tries) {
       CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
@@ -153,22 +172,14 @@ TEST(a_worker_parked_on_the_callers_cpu_runs_its_chunk_elsewhere) {
   cpu_set_t allowed;
   int first;
   if (!two_cpus_allowed(allowed, first)) return;
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(first, &one);
+  const cpu_set_t one = only(first);
   pg::set_num_threads(2);
   CHECK(sched_setaffinity(0, sizeof one, &one) == 0);  // the caller: on `first` for the test
   int placed_runs = 0, moved = 0;
   for (int tries = 0; tries < 20; ++tries) {
-    // The worker onto `first`, then free again: it stays there and parks (the spin window is
-    // 200 us) before the next job.
-    bool placed = false;
-    pg::parallel_for(2, 1, [&](int64_t b, int64_t) {
-      if (b == 0) return;
-      CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
-      CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
-      placed = sched_getcpu() == first;
-    });
+    // The worker onto `first`: it stays there and parks (the spin window is 200 us) before the
+    // next job.
+    const bool placed = put_worker_on(first, allowed);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (!placed) continue;
     ++placed_runs;
@@ -199,9 +210,7 @@ TEST(a_worker_spinning_on_the_callers_cpu_steps_off_only_where_a_cpu_is_idle) {
   cpu_set_t allowed;
   int first;
   if (!two_cpus_allowed(allowed, first)) return;
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(first, &one);
+  const cpu_set_t one = only(first);
   pg::set_num_threads(2);
   // Jobs posted right after the worker was put on `first` (it spins there, 200 us): how many the
   // caller yielded for, and whether each of those ran the worker's chunk on another CPU.
@@ -209,11 +218,7 @@ TEST(a_worker_spinning_on_the_callers_cpu_steps_off_only_where_a_cpu_is_idle) {
     yielded = 0;
     all_moved = true;
     for (int t = 0; t < n; ++t) {
-      pg::parallel_for(2, 1, [&](int64_t b, int64_t) {
-        if (b == 0) return;
-        CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
-        CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
-      });
+      put_worker_on(first, allowed);
       const int64_t yields = pg::caller_yields();
       std::atomic<int> worker_cpu{-1};
       pg::parallel_for(2, 1, [&](int64_t b, int64_t) {

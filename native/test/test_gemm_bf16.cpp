@@ -111,6 +111,13 @@ void check_cases(const std::vector<Case>& cases, bool bf16_inputs, int& failures
   pg::set_num_threads(0);
 }
 
+// Whether this CPU has AMX: tests of its own paths skip, and say so, where it has not.
+bool amx_here() {
+  if (pg::bf16_kernel_detected() == pg::Bf16Kernel::Amx) return true;
+  std::fprintf(stderr, "  skipped: no AMX here\n");
+  return false;
+}
+
 #define CHECK_CASES(cases, bf16_inputs)       \
   do {                                        \
     int failures_seen = 0;                    \
@@ -200,10 +207,7 @@ TEST(in_place_a_panels_beside_packed_ones) {
 // one and two threads, against the f32 GEMM of the rounded inputs.
 TEST(a_large_c_is_streamed_past_the_caches) {
 #if defined(__x86_64__)
-  if (pg::bf16_kernel_detected() != pg::Bf16Kernel::Amx) {
-    std::fprintf(stderr, "  skipped: no AMX here\n");
-    return;
-  }
+  if (!amx_here()) return;
   pg::force_bf16_kernel(pg::Bf16Kernel::Amx);
   const int64_t M = 2081, N = 5050, ldc = 5056;  // 42 MB of C, rows 64-byte aligned
   float* C = static_cast<float*>(std::aligned_alloc(64, M * ldc * sizeof(float)));
@@ -305,10 +309,7 @@ __attribute__((target("amx-tile"))) void release_tiles() { _tile_release(); }
 // tile instruction raises #UD and the process dies.
 TEST(amx_products_survive_a_tile_release_between_them) {
 #if defined(__x86_64__)
-  if (pg::bf16_kernel_detected() != pg::Bf16Kernel::Amx) {
-    std::fprintf(stderr, "  skipped: no AMX here\n");
-    return;
-  }
+  if (!amx_here()) return;
   pg::force_bf16_kernel(pg::Bf16Kernel::Amx);
   pg::set_num_threads(1);  // the products run on this thread, the one whose tiles are released
   const Case c{64, 96, 800, false, true};
