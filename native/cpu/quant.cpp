@@ -1,5 +1,6 @@
 // Weight-only quantization (patentgpt/quant.h): llama.cpp's Q8_0, Q4_0 and Q4_K blocks (the
-// reference quantizers and dequantizers of ggml-quants.c, reimplemented), the quantization of x
+// reference quantizers and dequantizers of ggml-quants.c, reimplemented) and its F16 and BF16
+// weights, the quantization of x
 // before a product, the plain-loop reference GEMV, and the run-time choice of the SIMD kernel
 // (quant_gemv_avx512.cpp: AVX-512 VNNI; quant_gemv_avx2.cpp: AVX2) with the split over threads.
 #include <algorithm>
@@ -21,7 +22,8 @@ using quant_detail::scale_min_k4;
 
 bool quant_type_valid(int32_t t) {
   return t == 0 || t == static_cast<int32_t>(QuantType::Q4_0) || t == static_cast<int32_t>(QuantType::Q8_0) ||
-         t == static_cast<int32_t>(QuantType::Q4_K);
+         t == static_cast<int32_t>(QuantType::Q4_K) || t == static_cast<int32_t>(QuantType::F16) ||
+         t == static_cast<int32_t>(QuantType::BF16);
 }
 
 const char* quant_type_name(QuantType t) {
@@ -29,6 +31,8 @@ const char* quant_type_name(QuantType t) {
     case QuantType::Q4_0: return "q4_0";
     case QuantType::Q8_0: return "q8_0";
     case QuantType::Q4_K: return "q4_k";
+    case QuantType::F16: return "f16";
+    case QuantType::BF16: return "bf16";
     default: return "f32";
   }
 }
@@ -47,12 +51,15 @@ int64_t quant_block_bytes(QuantType t) {
     case QuantType::Q4_0: return 18;
     case QuantType::Q8_0: return 34;
     case QuantType::Q4_K: return 144;
+    case QuantType::F16:
+    case QuantType::BF16: return 2;
     default: return 4;
   }
 }
 
 int64_t quant_row_bytes(QuantType t, int64_t K) {
-  const int64_t bw = quant_block_weights(t), unit = t == QuantType::F32 ? 1 : t == QuantType::Q4_K ? 256 : 64;
+  const int64_t bw = quant_block_weights(t),
+                unit = t == QuantType::F32 ? 1 : t == QuantType::Q4_K ? 256 : quant_detail::is_half(t) ? 32 : 64;
   if (K < 0 || K % unit != 0) return -1;
   return K / bw * quant_block_bytes(t);
 }
@@ -62,6 +69,20 @@ int64_t quant_row_bytes(QuantType t, int64_t K) {
 uint16_t fp32_to_fp16(float f) { return half::f32_to_f16(f); }
 
 float fp16_to_fp32(uint16_t h) { return half::f16_to_f32(h); }
+
+uint16_t fp32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffff) > 0x7f800000) return static_cast<uint16_t>((u >> 16) | 64);  // NaN: quiet
+  return static_cast<uint16_t>((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+}
+
+float bf16_to_fp32(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 
 namespace {
 
@@ -260,6 +281,14 @@ void quantize_act(QuantType t, uint8_t* act, const float* x, int64_t ldx, int64_
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * ldx;
     uint8_t* row = act + m * stride;
+    if (t == QuantType::F16) {
+      std::memcpy(row, xr, static_cast<size_t>(K) * sizeof(float));
+      continue;
+    }
+    if (t == QuantType::BF16) {
+      for (int64_t k = 0; k < K; ++k) store_u16(row + 2 * k, fp32_to_bf16(xr[k]));
+      continue;
+    }
     if (t == QuantType::Q4_K) {  // llama.cpp's quantize_row_q8_K_ref, which its AMX path runs for Q4_K
       int8_t* qs = reinterpret_cast<int8_t*>(row);
       float* ds = reinterpret_cast<float*>(row + K);
@@ -322,6 +351,21 @@ float dot_ref(QuantType t, const uint8_t* w, const float* x, const uint8_t* act,
   (void)x;
   const int64_t nb = K / 32;
   float s = 0;
+  if (quant_detail::is_half(t)) {  // tinyBLAS's lanes and tree (quant_kernels.h)
+    float lanes[16] = {};
+    if (t == QuantType::F16) {
+      const float* xs = reinterpret_cast<const float*>(act);
+      for (int64_t k = 0; k < K; ++k) lanes[k % 16] = std::fma(fp16_to_fp32(load_u16(w + 2 * k)), xs[k], lanes[k % 16]);
+    } else {
+      auto v = [](const uint8_t* p, int64_t k) { return bf16_to_fp32(load_u16(p + 2 * k)); };
+      for (int64_t k = 0; k < K; k += 2) {
+        float& l = lanes[(k % 32) / 2];
+        l = std::fma(v(w, k + 1), v(act, k + 1), l);
+        l = std::fma(v(w, k), v(act, k), l);
+      }
+    }
+    return quant_detail::reduce16(lanes);
+  }
   if (t == QuantType::Q4_K) {
     const int8_t* qs = quant_detail::q8k_qs(act);
     const float* ds = quant_detail::q8k_d(act, K);
@@ -416,6 +460,12 @@ void quantize_rows(QuantType t, uint8_t* dst, const float* src, int64_t rows, in
       case QuantType::Q8_0: quantize_row_q8_0(y, x, K); break;
       case QuantType::Q4_0: quantize_row_q4_0(y, x, K); break;
       case QuantType::Q4_K: quantize_row_q4_K(y, x, K); break;
+      case QuantType::F16:
+        for (int64_t k = 0; k < K; ++k) store_u16(y + 2 * k, fp32_to_fp16(x[k]));
+        break;
+      case QuantType::BF16:
+        for (int64_t k = 0; k < K; ++k) store_u16(y + 2 * k, fp32_to_bf16(x[k]));
+        break;
       default: std::memcpy(y, x, static_cast<size_t>(K) * sizeof(float));
     }
   }
@@ -430,6 +480,12 @@ void dequantize_rows(QuantType t, float* dst, const uint8_t* src, int64_t rows, 
       case QuantType::Q8_0: dequantize_row_q8_0(y, x, K); break;
       case QuantType::Q4_0: dequantize_row_q4_0(y, x, K); break;
       case QuantType::Q4_K: dequantize_row_q4_K(y, x, K); break;
+      case QuantType::F16:
+        for (int64_t k = 0; k < K; ++k) y[k] = fp16_to_fp32(load_u16(x + 2 * k));
+        break;
+      case QuantType::BF16:
+        for (int64_t k = 0; k < K; ++k) y[k] = bf16_to_fp32(load_u16(x + 2 * k));
+        break;
       default: std::memcpy(y, x, static_cast<size_t>(K) * sizeof(float));
     }
   }

@@ -10,6 +10,7 @@
 // kernels (ggml-cpu/amx/mmq.cpp, which it runs on CPUs with AMX), so the sums match its bits.
 // Q4_K: x quantized to q8_K; per super-block the exact integer sums of llama.cpp's AMX/VNNI
 // kernel, two fused multiply-adds each (tile_q4k).
+// F16/BF16: the lanes of quant_kernels.h as 8-wide vectors, reduced by reduce16.
 #pragma once
 #include <immintrin.h>
 
@@ -146,11 +147,99 @@ inline void tile_q4k(const uint8_t* w, float* y, int64_t ldy, bool accumulate, c
   for (int m = 0; m < MR; ++m) y[m * ldy] = accumulate ? y[m * ldy] + acc[m] : acc[m];
 }
 
+// 16 bf16 values (a 32-byte half of a step): the even ones and the odd ones as f32, lane i of
+// each holding pair i.
+inline void bf16_pairs(const uint8_t* p, __m256& even, __m256& odd) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+  odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+// NR rows of F16/BF16 W against MR rows of x (act rows as quant_kernels.h lays them out).
+template <bool BF16, int MR, int NR>
+inline void tile_half(const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, bool accumulate, const uint8_t* act,
+                      int64_t stride, int64_t K) {
+  __m256 acc[MR][NR][2];
+#pragma GCC unroll 4
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int n = 0; n < NR; ++n) acc[m][n][0] = acc[m][n][1] = _mm256_setzero_ps();
+  if constexpr (BF16) {
+    for (int64_t k = 0; k < K; k += 32) {  // lanes 0-7: values 0-15 of the step; 8-15: 16-31
+      __m256 we[NR][2], wo[NR][2];
+#pragma GCC unroll 4
+      for (int n = 0; n < NR; ++n) {
+        const uint8_t* p = w + n * row_bytes + 2 * k;
+        bf16_pairs(p, we[n][0], wo[n][0]);
+        bf16_pairs(p + 32, we[n][1], wo[n][1]);
+      }
+#pragma GCC unroll 4
+      for (int m = 0; m < MR; ++m) {
+        const uint8_t* xs = act + m * stride + 2 * k;
+        __m256 xe[2], xo[2];
+        bf16_pairs(xs, xe[0], xo[0]);
+        bf16_pairs(xs + 32, xe[1], xo[1]);
+#pragma GCC unroll 4
+        for (int n = 0; n < NR; ++n)
+#pragma GCC unroll 2
+          for (int h = 0; h < 2; ++h)
+            acc[m][n][h] = _mm256_fmadd_ps(we[n][h], xe[h], _mm256_fmadd_ps(wo[n][h], xo[h], acc[m][n][h]));
+      }
+    }
+  } else {
+    for (int64_t k = 0; k < K; k += 16) {
+      __m256 wv[NR][2];
+#pragma GCC unroll 4
+      for (int n = 0; n < NR; ++n) {
+        const uint8_t* p = w + n * row_bytes + 2 * k;
+        wv[n][0] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        wv[n][1] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
+      }
+#pragma GCC unroll 4
+      for (int m = 0; m < MR; ++m) {
+        const float* xs = reinterpret_cast<const float*>(act + m * stride) + k;
+        const __m256 x0 = _mm256_loadu_ps(xs), x1 = _mm256_loadu_ps(xs + 8);
+#pragma GCC unroll 4
+        for (int n = 0; n < NR; ++n) {
+          acc[m][n][0] = _mm256_fmadd_ps(wv[n][0], x0, acc[m][n][0]);
+          acc[m][n][1] = _mm256_fmadd_ps(wv[n][1], x1, acc[m][n][1]);
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NR; ++n) {
+      alignas(32) float lanes[16];
+      _mm256_store_ps(lanes, acc[m][n][0]);
+      _mm256_store_ps(lanes + 8, acc[m][n][1]);
+      const float s = reduce16(lanes);
+      float* out = y + m * ldy + n;
+      *out = accumulate ? *out + s : s;
+    }
+}
+
 // Rows [j0, j1) of W: tiles of NR1 W rows for one row of x, else MRk x NRk.
 template <bool VNNI, int NR1, int MRk, int NRk>
 void rows_impl(QuantType t, const uint8_t* w, int64_t row_bytes, float* y, int64_t ldy, bool accumulate,
                const float* x, int64_t ldx, const uint8_t* act, int64_t M, int64_t K, int64_t j0, int64_t j1) {
   const int64_t stride = act_row_bytes(t, K), nb = K / 32;
+  if (is_half(t)) {  // 32 registers (AVX-512 VL): 4 W rows per tile, else 2
+    constexpr int NRH = VNNI ? 4 : 2;
+    for (int64_t j = j0; j < j1; j += NRH)
+      for (int64_t m0 = 0; m0 < M; m0 += 2)
+        with_count<2>(static_cast<int>(M - m0 < 2 ? M - m0 : 2), [&](auto mc) {
+          with_count<NRH>(static_cast<int>(j1 - j < NRH ? j1 - j : NRH), [&](auto nc) {
+            constexpr int MC = decltype(mc)::value, NC = decltype(nc)::value;
+            if (t == QuantType::BF16)
+              tile_half<true, MC, NC>(w + j * row_bytes, row_bytes, y + m0 * ldy + j, ldy, accumulate,
+                                      act + m0 * stride, stride, K);
+            else
+              tile_half<false, MC, NC>(w + j * row_bytes, row_bytes, y + m0 * ldy + j, ldy, accumulate,
+                                       act + m0 * stride, stride, K);
+          });
+        });
+    return;
+  }
   if (t == QuantType::Q4_K) {
     for (int64_t j = j0; j < j1; ++j)
       for (int64_t m0 = 0; m0 < M; m0 += 4)

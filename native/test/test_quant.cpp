@@ -5,6 +5,7 @@
 // weights (off by the quantization of x alone).
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "check.h"
@@ -16,7 +17,7 @@
 namespace {
 
 using pg::QuantType;
-const QuantType kTypes[] = {QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_K};
+const QuantType kTypes[] = {QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_K, QuantType::F16, QuantType::BF16};
 const pg::SimdLevel kLevels[] = {pg::SimdLevel::AVX512, pg::SimdLevel::AVX2, pg::SimdLevel::Scalar};
 
 uint16_t u16(const uint8_t* p) {
@@ -39,7 +40,29 @@ TEST(sizes_are_ggml) {
   CHECK(pg::quant_row_bytes(QuantType::Q4_K, 512) == 288);
   CHECK(pg::quant_row_bytes(QuantType::Q8_0, 32) == -1);  // rows must be whole words
   CHECK(pg::quant_row_bytes(QuantType::Q4_K, 128) == -1);
-  CHECK(pg::quant_type_valid(8) && pg::quant_type_valid(2) && pg::quant_type_valid(12) && !pg::quant_type_valid(1));
+  CHECK(pg::quant_row_bytes(QuantType::F16, 96) == 192);
+  CHECK(pg::quant_row_bytes(QuantType::BF16, 32) == 64);
+  CHECK(pg::quant_row_bytes(QuantType::BF16, 48) == -1);  // rows of whole 32-weight vectors
+  CHECK(pg::quant_type_valid(8) && pg::quant_type_valid(2) && pg::quant_type_valid(12) && pg::quant_type_valid(1) &&
+        pg::quant_type_valid(30) && !pg::quant_type_valid(3) && !pg::quant_type_valid(31));
+}
+
+// As ggml_compute_fp32_to_bf16: the top 16 bits rounded to nearest even, NaN kept a quiet NaN.
+TEST(bf16_rounds_to_nearest_even) {
+  CHECK(pg::fp32_to_bf16(1.0f) == 0x3F80);
+  CHECK(pg::fp32_to_bf16(-2.0f) == 0xC000);
+  CHECK(pg::fp32_to_bf16(1.0f + 1.0f / 256) == 0x3F80);  // a tie: to the even mantissa
+  CHECK(pg::fp32_to_bf16(1.0f + 3.0f / 256) == 0x3F82);
+  CHECK(pg::fp32_to_bf16(1.0f + 1.0f / 256 + 1.0f / 65536) == 0x3F81);  // past the tie: up
+  CHECK(pg::fp32_to_bf16(std::numeric_limits<float>::infinity()) == 0x7F80);
+  CHECK(pg::fp32_to_bf16(3.4e38f) == 0x7F80);  // rounds up to infinity, as ggml
+  const uint16_t nan = pg::fp32_to_bf16(std::numeric_limits<float>::quiet_NaN());
+  CHECK((nan & 0x7F80) == 0x7F80 && (nan & 0x7F) != 0);
+  uint32_t snan_bits = 0x7F800001;  // a signaling NaN whose payload is below the top 16 bits
+  float snan;
+  std::memcpy(&snan, &snan_bits, 4);
+  CHECK(pg::fp32_to_bf16(snan) == 0x7FC0);
+  for (uint32_t h = 0; h < 0x7F80; ++h) CHECK(pg::fp32_to_bf16(pg::bf16_to_fp32(static_cast<uint16_t>(h))) == h);
 }
 
 TEST(fp16_rounds_to_nearest_even) {
@@ -131,7 +154,11 @@ TEST(round_trips) {
     for (int64_t b = 0; b < N * K / bw; ++b) {
       float amax = 0, lo = 1e30f, hi = -1e30f;
       for (int64_t i = b * bw; i < (b + 1) * bw; ++i) amax = std::max(amax, std::fabs(w[i])), lo = std::min(lo, w[i]), hi = std::max(hi, w[i]);
-      const float step = t == QuantType::Q8_0 ? amax / 127 : t == QuantType::Q4_0 ? amax / 4 : (hi - lo) / 15 * 1.6f;
+      const float step = t == QuantType::Q8_0   ? amax / 127
+                         : t == QuantType::Q4_0 ? amax / 4
+                         : t == QuantType::F16  ? amax / 1024
+                         : t == QuantType::BF16 ? amax / 128
+                                                : (hi - lo) / 15 * 1.6f;
       for (int64_t i = b * bw; i < (b + 1) * bw; ++i)
         if (!(std::fabs(back[i] - w[i]) <= step * 0.5f + amax * 1e-3f)) {
           std::fprintf(stderr, "%s: w[%lld] = %g back %g step %g\n", pg::quant_type_name(t), (long long)i, w[i], back[i], step);
@@ -142,7 +169,7 @@ TEST(round_trips) {
   }
 }
 
-// The GEMV against its reference at every level and thread count (bit for bit for Q8_0 and Q4_0),
+// The GEMV against its reference at every level and thread count (bit for bit but for Q4_K),
 // on shapes that leave partial tiles (N = 37, every M from 1 to 6 and 17), plain and accumulating; and against f32 products of
 // the dequantized weights.
 TEST(gemv_matches_reference) {
@@ -178,7 +205,7 @@ TEST(gemv_matches_reference) {
               pg::set_num_threads(threads);
               std::vector<float> y = y0;
               pg::quant_gemv(t, y.data(), ldy, x.data(), ldx, q.data(), M, N, K, accumulate);
-              // Q8_0/Q4_0: the same per-block order as the reference, so the same bits
+              // all but Q4_K: the same order as the reference (per block, or per lane), so the same bits
               if (t == QuantType::Q4_K) CHECK_CLOSE(y, ref, y.size(), 2e-5, 1e-5);
               else CHECK_CLOSE(y, ref, y.size(), 0.0, 0.0);
             }
@@ -222,7 +249,7 @@ TEST(gemv_extremes_are_exact) {
 // the head's logits = rmsnorm(x) @ W^T; on 1 and 3 threads.
 TEST(fused_decode_reads_quantized_blocks) {
   const int64_t C = 128, F = 192, V = 320;
-  for (QuantType t : {QuantType::Q8_0, QuantType::Q4_0})
+  for (QuantType t : {QuantType::Q8_0, QuantType::Q4_0, QuantType::F16, QuantType::BF16})
     for (int64_t M : {1, 3}) {
       const auto wg = pgtest::randn(F * C, 21, 0.05f), wu = pgtest::randn(F * C, 22, 0.05f), wd = pgtest::randn(C * F, 23, 0.05f);
       const auto wv = pgtest::randn(V * C, 24, 0.05f), norm = pgtest::randn(C, 25, 0.2f), x0 = pgtest::randn(M * C, 26);

@@ -1,5 +1,5 @@
 // Weight-only quantized decode for `npm run bench -- infer` (its "quantized single stream" table;
-// alone with --quant-only): for q8_0 and q4_0, our engine on the model quantized in memory
+// alone with --quant-only): for q8_0, q4_0, bf16 and f16, our engine on the model quantized in memory
 // (quantizeModel: the blocks our GGUF holds) beside node-llama-cpp on that GGUF (same types per
 // tensor, f32 KV, same prompt and thread counts) and beside the bandwidth bound of the quantized
 // bytes a decode step reads (the GGUF's tensors: every matrix's blocks and the norms, one row of

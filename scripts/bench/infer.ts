@@ -98,7 +98,7 @@ if (process.argv.includes('--kv-only')) {
   console.log(JSON.stringify({ bench: 'infer', preset: presetName, threads, longContext, longContextKv: rows, loadAverage: loadavg()[0] }));
   process.exit(0);
 }
-const quantOpts = { types: ['q8_0', 'q4_0'] as const, threads, newTokens: nNew, rounds: Number(arg('rounds', '4')), noPeers,
+const quantOpts = { types: ['q8_0', 'q4_0', 'bf16', 'f16'] as const, threads, newTokens: nNew, rounds: Number(arg('rounds', '4')), noPeers,
   triadGBs: () => bandwidthGBs(1).triad };
 if (process.argv.includes('--quant-only')) {
   const rows = await quantRows(model, { ...quantOpts, types: [...quantOpts.types] });

@@ -1,5 +1,5 @@
 // patentgpt quantize: a model folder to a weight-only quantized one (llama.cpp's Q8_0, Q4_0 or
-// Q4_K blocks) that the engine serves (generate, serve, chat) and llama.cpp loads: config.json,
+// Q4_K blocks, or F16/BF16 weights) that the engine serves (generate, serve, chat) and llama.cpp loads: config.json,
 // generation_config.json, the tokenizer, and model.gguf, the one copy of the weights.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -31,8 +31,8 @@ import { GGUF_FILE_TYPE, quantTypeFor, type TensorRole } from '../models/gguf-qu
 
 export interface GgufOptions {
   /**
-   * Matrices in 'f32' (default) or 'f16', or quantized ('q8_0', 'q4_0', 'q4_k': llama.cpp's
-   * blocks, each tensor's type as src/models/gguf-quant.ts picks it); 1-D tensors stay f32 as llama.cpp expects.
+   * Matrices in 'f32' (default), 'f16' or 'bf16', or quantized ('q8_0', 'q4_0', 'q4_k': llama.cpp's
+   * blocks), each tensor's type as src/models/gguf-quant.ts picks it; 1-D tensors stay f32 as llama.cpp expects.
    */
   dtype?: 'f32' | 'f16' | QuantType;
   /** general.name (default 'patentgpt'). */
@@ -210,9 +210,11 @@ interface Entry {
 export async function exportGguf(model: LlamaForCausalLM, tokenizer: SentencePieceTokenizer, path: string, opts: GgufOptions = {}): Promise<void> {
   const cfg = model.config;
   const dtype = opts.dtype ?? 'f32';
-  const quant = (QUANT_TYPES as readonly string[]).includes(dtype) ? (dtype as QuantType) : null;
+  // f16 keeps its own path (every matrix f16, stacked experts included); the other types go
+  // through the native quantizer, one matrix at a time.
+  const quant = dtype !== 'f16' && (QUANT_TYPES as readonly string[]).includes(dtype) ? (dtype as QuantType) : null;
   if (dtype !== 'f32' && dtype !== 'f16' && !quant)
-    throw new PatentGPTError('E_ARGUMENT', `exportGguf: dtype must be 'f32', 'f16', ${QUANT_TYPES.map((t) => `'${t}'`).join(', ')}, got ${String(dtype)}`);
+    throw new PatentGPTError('E_ARGUMENT', `exportGguf: dtype must be 'f32', ${QUANT_TYPES.map((t) => `'${t}'`).join(', ')}, got ${String(dtype)}`);
   const moe = isMoE(cfg);
   if (moe && quant) throw new PatentGPTError('E_UNSUPPORTED', `exportGguf: ${quant} export of a mixture-of-experts model is not supported; export it as f32 or f16`);
   if (moe && (cfg.numSharedExperts ?? 0) > 0)

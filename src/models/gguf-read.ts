@@ -26,7 +26,8 @@ export interface GgufFile {
 export function ggmlTypeBytes(type: number, n: number): number {
   switch (type) {
     case 0: return 4 * n;
-    case 1: return 2 * n;
+    case 1: // F16
+    case 30: return 2 * n; // BF16
     case 2: return (n / 32) * 18;
     case 8: return (n / 32) * 34;
     case 12: return (n / 256) * 144;

@@ -36,7 +36,7 @@ describe('patentgpt quantize', () => {
   it('writes a folder with llama.cpp type ids that the engine loads with the same blocks as quantizeModel', async () => {
     const model = new LlamaForCausalLM(cfg, { seed: 4, initStd: 0.5 });
     await savePretrained(model, src, { tokenizer: tok });
-    for (const [type, id] of [['q8_0', 8], ['q4_0', 2]] as const) {
+    for (const [type, id, fileType] of [['q8_0', 8, 7], ['q4_0', 2, 2], ['bf16', 30, 32], ['f16', 1, 1]] as const) {
       const out = join(dir, type);
       const r = cli('quantize', src, '--type', type, '--out', out);
       expect(r.status, r.stderr).toBe(0);
@@ -44,11 +44,12 @@ describe('patentgpt quantize', () => {
       for (const f of ['config.json', 'tokenizer.model', 'model.gguf']) expect(existsSync(join(out, f))).toBe(true);
       expect(existsSync(join(out, 'model.safetensors'))).toBe(false);
       const g = await readGgufFile(join(out, 'model.gguf'));
-      expect(g.kv.get('general.file_type')).toBe(type === 'q8_0' ? 7 : 2);
+      expect(g.kv.get('general.file_type')).toBe(fileType);
       expect(g.tensors.get('blk.1.attn_q.weight')!.type).toBe(id);
       expect(g.tensors.get('blk.0.ffn_down.weight')!.type).toBe(id);
       expect(g.tensors.get('token_embd.weight')!.type).toBe(id);
-      expect(g.tensors.get('output.weight')!.type).toBe(8); // llama.cpp keeps the output at >= 6 bits; Q8_0 here
+      // llama.cpp keeps the output at >= 6 bits (Q8_0 here); 16-bit models keep their type throughout
+      expect(g.tensors.get('output.weight')!.type).toBe(type === 'bf16' || type === 'f16' ? id : 8);
       expect(g.tensors.get('blk.0.attn_norm.weight')!.type).toBe(0);
       expect(g.tensors.get('output_norm.weight')!.type).toBe(0);
 
@@ -99,6 +100,6 @@ describe('patentgpt quantize', () => {
     expect(g.stdout.length).toBeGreaterThan(0);
     const bad = cli('quantize', src, '--type', 'q5_1', '--out', join(dir, 'bad'));
     expect(bad.status).not.toBe(0);
-    expect(bad.stderr).toMatch(/--type must be one of q8_0, q4_0, q4_k/);
+    expect(bad.stderr).toMatch(/--type must be one of q8_0, q4_0, q4_k, f16, bf16/);
   }, 120_000);
 });

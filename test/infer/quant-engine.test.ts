@@ -13,6 +13,9 @@
 // q4_0 likewise (measured on 16 models: 16 equal), with rmsnorm in ggml's arithmetic (f32 squares
 // summed in f64, 1.0f / sqrtf(mean + eps)): q4_0's token embedding puts many normed values
 // exactly on q8_0 rounding ties (x * 127 / amax = k * 127 / 8), where that last bit decides.
+// bf16 and f16 (measured on 12 models each: 12 equal): bf16 with x rounded to bf16 as ggml does;
+// f16 with x in f32: rounded to f16 as well (ggml's vec_dot_type), 8 of 12 were equal, so these
+// two require 11 of 12.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,6 +130,21 @@ describe('quantized engine', () => {
     expectParity(results, 5);
   }, 600_000);
 
+  for (const type of ['f16', 'bf16'] as const)
+    it(`${type}: greedy continuations equal node-llama-cpp on the same ${type} GGUF for 64 tokens, on 12 random models`, async (ctx) => {
+      const greedy = await loadLlamaCppGreedy();
+      if (typeof greedy === 'string') {
+        console.warn(`skipped: ${greedy}`);
+        return ctx.skip();
+      }
+      const results = await parityOverModels(greedy, cfg, type, seeds(6), (model, f32, ours) => {
+        const l = model.model.layers.items[0]!;
+        expect([l.self_attn.q_proj.quantized?.type, model.lm_head!.quantized?.type]).toEqual([type, type]);
+        expect(new Set(ours).size).toBeGreaterThan(16);
+        if (type === 'bf16') expect(ours).not.toEqual(f32); // 8 bits of mantissa move greedy tokens; f16's 11 may not
+      });
+      expectParity(results, 11); // x rounded to f16 (ggml's vec_dot_type) still matched 8 of 12: a subtler part than 3/4 catches
+    }, 600_000);
   it('q4_0: greedy continuations equal node-llama-cpp on the same q4_0 GGUF for 64 tokens, on 12 random models', async (ctx) => {
     const greedy = await loadLlamaCppGreedy();
     if (typeof greedy === 'string') {

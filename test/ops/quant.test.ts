@@ -135,13 +135,42 @@ describe('weight-only quantization', () => {
     w.dispose();
   });
 
+  it('f16 and bf16: each weight rounded to nearest even (f16 as the GGUF writer, bf16 as Tensor.to), x in f32 for f16 and rounded to bf16 for bf16', () => {
+    const rows = 5, cols = 96, M = 3;
+    const w = randomArray(rows * cols, 41, 0.5), x = randomArray(M * cols, 42);
+    const wt = Tensor.from(w, [rows, cols]), xt = Tensor.from(x, [M, cols]);
+    const bf = wt.to('bf16'), xbf = xt.to('bf16');
+    const wbf = new Uint16Array(bf.toRaw() as Uint16Array), xb = new Float32Array(xbf.to('f32').toArray() as Float32Array);
+    for (const type of ['f16', 'bf16'] as const) {
+      const q = quantize(wt, type);
+      const halves = new Uint16Array(q.bytes().slice().buffer);
+      const want = type === 'f16' ? Uint16Array.from(w, (v) => toHalf(v)) : wbf;
+      expect(halves).toEqual(want);
+      const wd = dequantize(q).toArray() as Float32Array;
+      expect(Array.from(wd)).toEqual(Array.from(halves, (h) => (type === 'f16' ? fromHalf(h) : new Float32Array(new Uint32Array([h << 16]).buffer)[0]!)));
+      const y = quantLinear(xt, q).toArray() as Float32Array;
+      const xs = type === 'f16' ? x : xb; // the x the products see
+      const ref = new Float64Array(M * rows);
+      for (let m = 0; m < M; m++)
+        for (let r = 0; r < rows; r++) {
+          let acc = 0;
+          for (let k = 0; k < cols; k++) acc += xs[m * cols + k]! * wd[r * cols + k]!;
+          ref[m * rows + r] = acc;
+        }
+      expectClose(y, ref, 1e-5, 1e-5);
+      q.dispose();
+    }
+    [wt, xt, bf, xbf].forEach((t) => t.dispose());
+  });
+
   it('refuses rows that do not fill whole blocks, unknown types and mismatched x', () => {
     const w = Tensor.zeros([4, 96]);
     expect(() => quantize(w, 'q8_0')).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
     expect(() => quantize(Tensor.zeros([4, 128]), 'q4_k')).toThrow(/multiple of 256/);
     expect(() => checkQuantType('q5_1')).toThrow(expect.objectContaining({ code: 'E_ARGUMENT' }));
     expect(checkQuantType('Q4_K')).toBe('q4_k');
-    expect(GGML_TYPE_ID).toEqual({ q8_0: 8, q4_0: 2, q4_k: 12 });
+    expect(GGML_TYPE_ID).toEqual({ q8_0: 8, q4_0: 2, q4_k: 12, f16: 1, bf16: 30 });
+    expect(() => quantize(Tensor.zeros([4, 48]), 'bf16')).toThrow(/multiple of 32/);
     const q = quantize(Tensor.zeros([4, 64]), 'q4_0');
     expect(() => quantLinear(Tensor.zeros([2, 128]), q)).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
     q.dispose();

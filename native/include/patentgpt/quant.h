@@ -8,28 +8,31 @@
 //         eight sub-blocks of 32 with 6-bit scale sc and min m (get_scale_min_k4's packing);
 //         w = d * sc * q - dmin * m; bytes [32 i, 32 i + 32) of qs hold sub-block 2 i (low
 //         nibbles) and 2 i + 1 (high nibbles)
+//   F16, BF16: one 16-bit float per weight (IEEE half; bfloat16, the top half of an f32), as
+//         llama.cpp's unquantized GGUF types.
 // A quantized matrix W (N, K) is N rows of K / block weights each, row after row, as GGUF
 // stores it; K must be a multiple of the block (and of 64 for Q8_0/Q4_0, so rows are whole
-// 4-byte words).
+// 4-byte words; of 32 for F16/BF16).
 //
 // The GEMV y (M, N) (+)= x (M, K) @ W^T quantizes each row of x as llama.cpp does before its
 // dot products: for Q8_0 and Q4_0 weights into Q8_0 blocks (d = amax / 127 rounded to f16, q =
 // round-to-nearest-even(x * 127 / amax), as ggml's x86 quantize_row_q8_0), then per block the
 // exact integer dot of the q's times d_w * d_x (VNNI vpdpbusd where the CPU has it); Q4_K weights
 // meet x in f32 (dequantized in registers). The scalar reference (quant_gemv_ref) does the same
-// arithmetic in plain loops, so every ISA matches it to float summation order.
+// arithmetic in plain loops, so every ISA matches it to float summation order. F16 weights meet
+// x in f32, BF16 weights x rounded to bf16, in f32 sums (quant_kernels.h).
 #pragma once
 #include <cstdint>
 
 namespace pg {
 
 // GGML's type ids (GGUF tensor types).
-enum class QuantType : int32_t { F32 = 0, Q4_0 = 2, Q8_0 = 8, Q4_K = 12 };
+enum class QuantType : int32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, BF16 = 30 };
 
 bool quant_type_valid(int32_t t);  // one of the ids above
 const char* quant_type_name(QuantType t);
-int64_t quant_block_weights(QuantType t);  // 32, 32, 256 (F32: 1)
-int64_t quant_block_bytes(QuantType t);    // 34, 18, 144 (F32: 4)
+int64_t quant_block_weights(QuantType t);  // 32, 32, 256 (F32, F16, BF16: 1)
+int64_t quant_block_bytes(QuantType t);    // 34, 18, 144 (F32: 4, F16 and BF16: 2)
 // Bytes of one row of K weights, or -1 when K is not a whole number of blocks (nor of 64 for
 // Q8_0/Q4_0).
 int64_t quant_row_bytes(QuantType t, int64_t K);
@@ -37,9 +40,12 @@ int64_t quant_row_bytes(QuantType t, int64_t K);
 // IEEE half <-> float, round to nearest even (as F16C's vcvtps2ph, which ggml uses on x86).
 uint16_t fp32_to_fp16(float f);
 float fp16_to_fp32(uint16_t h);
+// float -> bfloat16 as ggml_compute_fp32_to_bf16: round to nearest even, NaN kept quiet.
+uint16_t fp32_to_bf16(float f);
+float bf16_to_fp32(uint16_t h);
 
 // dst (rows, quant_row_bytes) = llama.cpp's reference quantizer of each row of src (rows, K)
-// (quantize_row_q8_0_ref, _q4_0_ref, _q4_K_ref).
+// (quantize_row_q8_0_ref, _q4_0_ref, _q4_K_ref; F16, BF16: each weight rounded).
 void quantize_rows(QuantType t, uint8_t* dst, const float* src, int64_t rows, int64_t K);
 // dst (rows, K) = the weights of src (rows, quant_row_bytes) (dequantize_row_*).
 void dequantize_rows(QuantType t, float* dst, const uint8_t* src, int64_t rows, int64_t K);

@@ -5,25 +5,33 @@
 //   Q8_0: 32 weights per 34-byte block (f16 d, int8 q):           w = d * q
 //   Q4_0: 32 weights per 18-byte block (f16 d, 16 bytes of nibbles): w = d * (q - 8)
 //   Q4_K: 256 weights per 144-byte super-block (f16 d, dmin, 6-bit scales and mins of 8 sub-blocks)
+//   F16, BF16: one 16-bit float per weight (llama.cpp's unquantized GGUF types)
 // The product quantizes each row of x to Q8_0 blocks first (for Q8_0 and Q4_0 weights), as
-// llama.cpp does before its integer dot products.
+// llama.cpp does before its integer dot products; F16 weights meet x in f32, BF16 weights x rounded to bf16.
 import { PatentGPTError } from '../../errors.js';
 import { addon } from '../../native/loader.js';
 import { expectDType, expectKernel } from '../check.js';
 import { keep } from '../scope.js';
 import { Tensor } from '../tensor.js';
 
-export type QuantType = 'q8_0' | 'q4_0' | 'q4_k';
-export const QUANT_TYPES: readonly QuantType[] = ['q8_0', 'q4_0', 'q4_k'];
+export type QuantType = 'q8_0' | 'q4_0' | 'q4_k' | 'f16' | 'bf16';
+export const QUANT_TYPES: readonly QuantType[] = ['q8_0', 'q4_0', 'q4_k', 'f16', 'bf16'];
 
-/** GGML's tensor type ids (GGUF): GGML_TYPE_Q4_0 = 2, Q8_0 = 8, Q4_K = 12. */
-export const GGML_TYPE_ID: Readonly<Record<QuantType, number>> = { q8_0: 8, q4_0: 2, q4_k: 12 };
+/** GGML's tensor type ids (GGUF): GGML_TYPE_F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, BF16 = 30. */
+export const GGML_TYPE_ID: Readonly<Record<QuantType, number>> = { q8_0: 8, q4_0: 2, q4_k: 12, f16: 1, bf16: 30 };
 
 const BLOCK: Readonly<Record<QuantType, { weights: number; bytes: number; rowMultiple: number }>> = {
   q8_0: { weights: 32, bytes: 34, rowMultiple: 64 },
   q4_0: { weights: 32, bytes: 18, rowMultiple: 64 },
   q4_k: { weights: 256, bytes: 144, rowMultiple: 256 },
+  f16: { weights: 1, bytes: 2, rowMultiple: 32 },
+  bf16: { weights: 1, bytes: 2, rowMultiple: 32 },
 };
+
+/** Whether `type` is a 16-bit float type (f16, bf16) rather than a block quantization. */
+export function isHalfType(type: QuantType): boolean {
+  return type === 'f16' || type === 'bf16';
+}
 
 /** The quantized type with GGML id `id`, or undefined. */
 export function quantTypeOfGgml(id: number): QuantType | undefined {
@@ -36,7 +44,7 @@ export function checkQuantType(value: unknown, what = 'type'): QuantType {
   throw new PatentGPTError('E_ARGUMENT', `${what} must be one of ${QUANT_TYPES.join(', ')}, got ${JSON.stringify(value)}`);
 }
 
-/** Whether rows of `cols` weights fit `type`'s blocks (a multiple of 64, or of 256 for q4_k). */
+/** Whether rows of `cols` weights fit `type`'s blocks (a multiple of 64, of 256 for q4_k, of 32 for f16 and bf16). */
 export function quantFits(type: QuantType, cols: number): boolean {
   return Number.isInteger(cols) && cols > 0 && cols % BLOCK[type].rowMultiple === 0;
 }
