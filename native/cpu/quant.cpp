@@ -1,8 +1,8 @@
 // Weight-only quantization (patentgpt/quant.h): llama.cpp's Q8_0, Q4_0 and Q4_K blocks (the
 // reference quantizers and dequantizers of ggml-quants.c, reimplemented) and its F16 and BF16
-// weights, the quantization of x
-// before a product, the plain-loop reference GEMV, and the run-time choice of the SIMD kernel
-// (quant_gemv_avx512.cpp: AVX-512 VNNI; quant_gemv_avx2.cpp: AVX2) with the split over threads.
+// weights, the quantization of x before a product, the plain-loop reference GEMV, and the run-time
+// choice of the SIMD kernel (quant_gemv_avx512.cpp: AVX-512 VNNI; quant_gemv_avx2.cpp: AVX2) with
+// the split over threads.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
