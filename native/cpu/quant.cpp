@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "patentgpt/gemm_bf16.h"
 #include "patentgpt/quant.h"
 #include "patentgpt/runtime.h"
 #include "half.h"
@@ -449,6 +450,10 @@ uint8_t* act_scratch(int64_t bytes) {
 // Rows of x quantized per call of the kernel: bounds the scratch (and keeps it in L2).
 constexpr int64_t kActRows = 16;
 
+// From this many rows of x, a product with BF16 weights runs as the AMX GEMM (where the CPU has
+// AMX) rather than the GEMV's tiles.
+constexpr int64_t kBf16GemmRows = 16;
+
 }  // namespace
 
 void quantize_rows(QuantType t, uint8_t* dst, const float* src, int64_t rows, int64_t K) {
@@ -517,6 +522,17 @@ void quant_gemv_rows(QuantType t, const uint8_t* w, float* y, int64_t ldy, bool 
 void quant_gemv(QuantType t, float* y, int64_t ldy, const float* x, int64_t ldx, const uint8_t* w, int64_t M,
                 int64_t N, int64_t K, bool accumulate) {
   if (M <= 0 || N <= 0) return;
+  if (t == QuantType::BF16 && M >= kBf16GemmRows && bf16_kernel() == Bf16Kernel::Amx) {
+    // Many rows of x (a prompt's prefill): x rounded to bf16 as the GEMV rounds it, then the AMX
+    // GEMM on the weights in place (sums in its own order: the same to f32 rounding).
+    const int64_t stride = act_row_bytes(t, K);
+    std::vector<uint8_t> act(static_cast<size_t>(M * stride + 64));
+    uint8_t* a = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(act.data()) + 63) & ~uintptr_t(63));
+    quantize_act(t, a, x, ldx, M, K);
+    gemm_bf16_compute(false, true, M, N, K, 1.0f, reinterpret_cast<const uint16_t*>(a), stride / 2, 0,
+                      reinterpret_cast<const uint16_t*>(w), K, 0, accumulate ? 1.0f : 0.0f, y, ldy, 0, 1);
+    return;
+  }
   constexpr int64_t kTile = 16;  // rows of W per unit of work
   const int64_t tiles = (N + kTile - 1) / kTile;
   const double bytes = static_cast<double>(N) * quant_row_bytes(t, K);
