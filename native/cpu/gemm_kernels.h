@@ -62,8 +62,8 @@ struct Plan {
   int64_t panels_per_pack;  // A panels per pack unit
   float* apack[2];       // the two shared packed-A buffers, mc * kc floats each, 64-byte aligned
   // C is written once and never read (beta 0, one depth block) and is too big for the caches to
-  // keep (plan_units): a kernel may store it with non-temporal stores, and then runs SFENCE at the
-  // end of its thread body.
+  // keep (run_batch, kStreamCBytes): a kernel may store it with non-temporal stores, and then runs
+  // SFENCE at the end of its thread body.
   bool stream_c = false;
   Progress* progress;
 };

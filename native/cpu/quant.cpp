@@ -71,19 +71,9 @@ uint16_t fp32_to_fp16(float f) { return half::f32_to_f16(f); }
 
 float fp16_to_fp32(uint16_t h) { return half::f16_to_f32(h); }
 
-uint16_t fp32_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffff) > 0x7f800000) return static_cast<uint16_t>((u >> 16) | 64);  // NaN: quiet
-  return static_cast<uint16_t>((u + (0x7fff + ((u >> 16) & 1))) >> 16);
-}
+uint16_t fp32_to_bf16(float f) { return half::f32_to_bf16(f); }
 
-float bf16_to_fp32(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+float bf16_to_fp32(uint16_t h) { return half::bf16_to_f32(h); }
 
 namespace {
 
@@ -526,8 +516,7 @@ void quant_gemv(QuantType t, float* y, int64_t ldy, const float* x, int64_t ldx,
     // Many rows of x (a prompt's prefill): x rounded to bf16 as the GEMV rounds it, then the AMX
     // GEMM on the weights in place (sums in its own order: the same to f32 rounding).
     const int64_t stride = act_row_bytes(t, K);
-    std::vector<uint8_t> act(static_cast<size_t>(M * stride + 64));
-    uint8_t* a = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(act.data()) + 63) & ~uintptr_t(63));
+    uint8_t* a = act_scratch(M * stride);
     quantize_act(t, a, x, ldx, M, K);
     gemm_bf16_compute(false, true, M, N, K, 1.0f, reinterpret_cast<const uint16_t*>(a), stride / 2, 0,
                       reinterpret_cast<const uint16_t*>(w), K, 0, accumulate ? 1.0f : 0.0f, y, ldy, 0, 1);

@@ -220,8 +220,11 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       gen = generation_.load();
     }
-    worker_cpu_.reset(new std::atomic<int>[nthreads_]);
-    for (int i = 0; i < nthreads_; ++i) worker_cpu_[i].store(-1);
+    for (auto& cpu : worker_cpu_) cpu.store(-1);
+#if defined(__linux__)
+    cpu_set_t allowed;  // the workers inherit this thread's affinity
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) worker_cpus_.store(CPU_COUNT(&allowed));
+#endif
     for (int i = 1; i < nthreads_; ++i) {
       Workspace* ws = workspaces_[i].get();
       workers_.emplace_back([this, i, gen, ws] {
@@ -246,7 +249,8 @@ class ThreadPool {
   // Whether a worker last waited for a job on this CPU.
   bool worker_waited_on(int cpu) const {
     if (cpu < 0) return false;
-    for (int i = 1; i < nthreads_; ++i)
+    const int n = std::min<int>(nthreads_, kTrackedWorkers);
+    for (int i = 1; i < n; ++i)
       if (worker_cpu_[i].load(std::memory_order_relaxed) == cpu) return true;
     return false;
   }
@@ -259,14 +263,10 @@ class ThreadPool {
 
   void worker(int index, uint64_t seen) {
     tls_thread_index = index;
-#if defined(__linux__)
-    cpu_set_t allowed;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) worker_cpus_.store(CPU_COUNT(&allowed));
-#endif
     tls_in_parallel = true;
     for (;;) {
       auto posted = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
-      worker_cpu_[index].store(current_cpu(), std::memory_order_relaxed);
+      if (index < kTrackedWorkers) worker_cpu_[index].store(current_cpu(), std::memory_order_relaxed);
       const bool parked = !spin_until(posted);
       if (parked) {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -314,8 +314,11 @@ class ThreadPool {
   std::atomic<bool> quit_{false};
   std::atomic<int> parked_{0};                     // workers waiting on cv_
   std::atomic<int64_t> yields_{0};                 // caller_yields()
-  std::unique_ptr<std::atomic<int>[]> worker_cpu_;  // [i]: the CPU worker i last waited on
-  std::atomic<int> worker_cpus_{0};                 // how many CPUs the workers may run on
+  // [i]: the CPU worker i last waited on (-1: not yet). Fixed, so that a resize never frees it
+  // under a job; workers past the first kTrackedWorkers are not tracked (they never step off).
+  static constexpr int kTrackedWorkers = 1024;
+  std::atomic<int> worker_cpu_[kTrackedWorkers];
+  std::atomic<int> worker_cpus_{0};  // how many CPUs the workers may run on (set when they start)
 };
 
 ThreadPool& pool() {
