@@ -2,8 +2,13 @@
 // lives (workspace.h): the outputs of the shapes test_gemm.cpp and test_attention.cpp use, plus
 // the few-rows GEMM at the presets' K (dim/ffnDim up to the 70B's 28672, the 55,296 vocabulary),
 // are hashed per SIMD level and compared with the hashes the kernels gave before the change
-// (recorded on x86-64 with GCC 12 -O3; a level the CPU lacks is skipped). A hash that moves means
-// a kernel now sums in another order: re-record only for an intended numerical change, and say so.
+// (recorded with GCC 12 -O3; a level the CPU lacks is skipped). A hash that moves means a kernel
+// now sums in another order: re-record only for an intended numerical change, and say so.
+// The hashes depend on the CPU as well as on the level: the loops of simd.h (PG_CLONES: softmax,
+// norms, reductions inside attention) run the clone the loader picks for the CPU (x86-64-v4 or
+// -v3), whatever level is forced, and the clones contract and vectorize differently. So each
+// clone tier has its own hashes: v4 recorded on an Intel Xeon with AMX, v3 on an AMD EPYC (Zen 3,
+// AVX2 only), both before this file learnt of the tiers; another tier has none and is skipped.
 // Uses only ops.h/runtime.h, so the same file builds against the old kernels to record them:
 //   PG_GOLDEN_PRINT=1 ./test_kernel_golden
 #include <cmath>
@@ -114,32 +119,50 @@ uint64_t hash_level(int threads) {
   return hash.h;
 }
 
+// The clone the loader picks for simd.h's PG_CLONES functions on this CPU.
+const char* clone_tier() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+#endif
+  return "default";
+}
+
 }  // namespace
 
 TEST(outputs_bit_identical_to_before_the_workspace) {
   struct Golden {
+    const char* tier;  // the clone tier the loader picks on this CPU (simd.h)
     pg::SimdLevel level;
     uint64_t one_thread, two_threads;  // attention's backward schedule depends on the thread count
   };
-  const Golden golden[] = {{pg::SimdLevel::AVX512, 0x2d04542d01334aa1ull, 0x0205f1e405f301b3ull},
-                           {pg::SimdLevel::AVX2, 0xafd11c37247ab704ull, 0x35ed43da8cd9a372ull},
-                           {pg::SimdLevel::Scalar, 0x3e3adc564c76a876ull, 0x0506c020c10727ecull}};
+  const Golden golden[] = {{"x86-64-v4", pg::SimdLevel::AVX512, 0x2d04542d01334aa1ull, 0x0205f1e405f301b3ull},
+                           {"x86-64-v4", pg::SimdLevel::AVX2, 0xafd11c37247ab704ull, 0x35ed43da8cd9a372ull},
+                           {"x86-64-v4", pg::SimdLevel::Scalar, 0x3e3adc564c76a876ull, 0x0506c020c10727ecull},
+                           {"x86-64-v3", pg::SimdLevel::AVX2, 0x53d20548dc4296f8ull, 0x54e687936b9963aeull},
+                           {"x86-64-v3", pg::SimdLevel::Scalar, 0xc3de326b8f941878ull, 0x58de8c75e422183eull}};
+  const char* tier = clone_tier();
   const bool print = std::getenv("PG_GOLDEN_PRINT") != nullptr;
+  int compared = 0;
   for (const Golden& g : golden) {
+    if (std::strcmp(g.tier, tier) != 0) continue;
     pg::force_simd_level(g.level);
     if (pg::simd_level() != g.level) {
       std::fprintf(stderr, "  %s: not on this CPU, skipped\n", pg::simd_level_name(g.level));
       continue;
     }
     const uint64_t one = hash_level(1), two = hash_level(2);
-    if (print) std::printf("%s 0x%016llxull, 0x%016llxull\n", pg::simd_level_name(g.level), (unsigned long long)one, (unsigned long long)two);
+    ++compared;
+    if (print) std::printf("%s %s 0x%016llxull, 0x%016llxull\n", tier, pg::simd_level_name(g.level), (unsigned long long)one, (unsigned long long)two);
     if (one != g.one_thread || two != g.two_threads)
-      std::fprintf(stderr, "  %s: hashes 0x%016llx 0x%016llx, recorded 0x%016llx 0x%016llx\n", pg::simd_level_name(g.level),
-                   (unsigned long long)one, (unsigned long long)two, (unsigned long long)g.one_thread,
-                   (unsigned long long)g.two_threads);
+      std::fprintf(stderr, "  %s %s: hashes 0x%016llx 0x%016llx, recorded 0x%016llx 0x%016llx\n", tier,
+                   pg::simd_level_name(g.level), (unsigned long long)one, (unsigned long long)two,
+                   (unsigned long long)g.one_thread, (unsigned long long)g.two_threads);
     CHECK(one == g.one_thread);
     CHECK(two == g.two_threads);
   }
+  if (compared == 0) std::fprintf(stderr, "  no hashes recorded for clone tier %s: nothing compared\n", tier);
   pg::force_simd_level(pg::SimdLevel::AVX512);
   pg::set_num_threads(0);
 }
