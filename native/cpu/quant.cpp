@@ -267,13 +267,16 @@ void dequantize_row_q4_K(float* y, const uint8_t* x, int64_t K) {
 // ---- x before a product ----
 
 // Each row of x (M, K) as quant_kernels.h lays it out for weights of type t (act_row_bytes apart).
-void quantize_act(QuantType t, uint8_t* act, const float* x, int64_t ldx, int64_t M, int64_t K) {
+// f16_x: x for F16 weights rounded to f16 (still stored as f32).
+void quantize_act(QuantType t, uint8_t* act, const float* x, int64_t ldx, int64_t M, int64_t K, bool f16_x) {
   const int64_t nb = K / 32, stride = act_row_bytes(t, K);
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * ldx;
     uint8_t* row = act + m * stride;
     if (t == QuantType::F16) {
-      std::memcpy(row, xr, static_cast<size_t>(K) * sizeof(float));
+      float* xs = reinterpret_cast<float*>(row);
+      if (f16_x) for (int64_t k = 0; k < K; ++k) xs[k] = fp16_to_fp32(fp32_to_fp16(xr[k]));
+      else std::memcpy(xs, xr, static_cast<size_t>(K) * sizeof(float));
       continue;
     }
     if (t == QuantType::BF16) {
@@ -486,6 +489,14 @@ void dequantize_rows(QuantType t, float* dst, const uint8_t* src, int64_t rows, 
   }
 }
 
+bool quant_f16_rounds_x() {
+#if PG_X86_KERNELS
+  return pick_rows() == quant_detail::rows_avx2;
+#else
+  return false;
+#endif
+}
+
 const char* quant_gemv_kernel_name() {
   const quant_detail::RowsFn f = pick_rows();
 #if PG_X86_KERNELS
@@ -500,11 +511,12 @@ void quant_gemv_rows(QuantType t, const uint8_t* w, float* y, int64_t ldy, bool 
                      int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1) {
   if (M <= 0 || j0 >= j1) return;
   const quant_detail::RowsFn rows = pick_rows();
+  const bool f16_x = quant_f16_rounds_x();
   const int64_t rb = quant_row_bytes(t, K), stride = act_row_bytes(t, K);
   uint8_t* act = act_scratch(std::min(M, kActRows) * stride);
   for (int64_t m0 = 0; m0 < M; m0 += kActRows) {
     const int64_t mr = std::min(kActRows, M - m0);
-    quantize_act(t, act, x + m0 * ldx, ldx, mr, K);
+    quantize_act(t, act, x + m0 * ldx, ldx, mr, K, f16_x);
     rows(t, w, rb, y + m0 * ldy, ldy, accumulate, x + m0 * ldx, ldx, act, mr, K, j0, j1);
   }
 }
@@ -517,7 +529,7 @@ void quant_gemv(QuantType t, float* y, int64_t ldy, const float* x, int64_t ldx,
     // GEMM on the weights in place (sums in its own order: the same to f32 rounding).
     const int64_t stride = act_row_bytes(t, K);
     uint8_t* a = act_scratch(M * stride);
-    quantize_act(t, a, x, ldx, M, K);
+    quantize_act(t, a, x, ldx, M, K, false);
     gemm_bf16_compute(false, true, M, N, K, 1.0f, reinterpret_cast<const uint16_t*>(a), stride / 2, 0,
                       reinterpret_cast<const uint16_t*>(w), K, 0, accumulate ? 1.0f : 0.0f, y, ldy, 0, 1);
     return;
@@ -534,12 +546,12 @@ void quant_gemv(QuantType t, float* y, int64_t ldy, const float* x, int64_t ldx,
 }
 
 void quant_gemv_ref(QuantType t, float* y, int64_t ldy, const float* x, int64_t ldx, const uint8_t* w, int64_t M,
-                    int64_t N, int64_t K, bool accumulate) {
+                    int64_t N, int64_t K, bool accumulate, bool f16_x) {
   if (M <= 0 || N <= 0) return;
   const int64_t stride = act_row_bytes(t, K);
   std::vector<uint8_t> act(static_cast<size_t>(M * stride + 64));
   uint8_t* a = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(act.data()) + 63) & ~uintptr_t(63));
-  quantize_act(t, a, x, ldx, M, K);
+  quantize_act(t, a, x, ldx, M, K, f16_x);
   rows_scalar(t, w, quant_row_bytes(t, K), y, ldy, accumulate, x, ldx, a, M, K, 0, N);
 }
 

@@ -9,9 +9,13 @@
 // x for Q4_K weights, per row (llama.cpp's q8_K, quantize_row_q8_K_ref): K int8 q's, then K / 256
 // floats d (one per super-block, f32: q8_K keeps it unrounded), then K / 32 int32 sums of the
 // q's of each 32-sub-block (q8_K's bsums, paired as its AMX/VNNI kernel adds them, for the mins).
-// x for F16 weights, per row: K floats as they are; for BF16: K bf16 values (x rounded, ggml's
-// vec_dot_type). Measured against node-llama-cpp's llama.cpp on this CPU: greedy output equal
-// on 12 of 12 models for each type; with x rounded to f16 for F16, 8 of 12. The sums take 16 f32
+// x for F16 weights, per row: K floats, as they are or rounded to f16 (quant_f16_rounds_x: where
+// the AVX2 kernel runs); for BF16: K bf16 values (x rounded, ggml's vec_dot_type). Measured
+// against node-llama-cpp's llama.cpp: on an Intel Xeon with AMX (its AVX-512 build), greedy
+// output equal on 12 of 12 models for each type, and with x rounded to f16 for F16 8 of 12; on an
+// AMD EPYC with AVX2 only (its haswell build), F16 with x in f32 8 of 12, rounded 39 of 40 (the
+// 40th parted at a tie, gap 6e-4), whether the sums took these 16 lanes or tinyBLAS<8>'s 8 (the
+// lanes do not part these models; the rounding of x does). The sums take 16 f32
 // lanes, as llamafile's tinyBLAS, then _mm512_reduce_add_ps's tree (reduce16). F16: lane k % 16
 // takes w * x by FMA. BF16 (VDPBF16PS, 32 values a step): lane i takes the pair (2 i, 2 i + 1)
 // of each step, the odd product first, each product exact in f32.

@@ -109,9 +109,10 @@ export async function pythonReference<J>(python: string, script: string, work: s
 /**
  * Weights after the AdamW steps against the reference's (`final.<name>` in `ref`). Adam divides by
  * sqrt(v) + eps: where a gradient is within float noise of 0 (1e-8 against a tensor scale of 1e-2)
- * its update is near sign(g) * lr either way, so single elements may differ by a fraction of one
- * step. Bound that (0.1 lr), and require nearly all (all but 1e-3) to agree to 1e-6. Records both
- * figures in `report`.
+ * its update is near sign(g) * lr either way, so single elements may differ by up to a step. Bound
+ * that (lr: seen 0.3 lr on an AMD EPYC, on an embedding row whose first-batch gradient is 0 in
+ * both, under 0.1 lr on an Intel Xeon), and require nearly all (all but 1e-3) to agree to 1e-6:
+ * a wrong update moves most elements. Records both figures in `report`.
  */
 export function expectWeightsAfterSteps(final: Map<string, Float32Array>, ref: Map<string, Float32Array>, lr: number, report: Record<string, number>): void {
   let worstW = 0;
@@ -128,6 +129,6 @@ export function expectWeightsAfterSteps(final: Map<string, Float32Array>, ref: M
   }
   report.weightsAfterStepsMaxAbs = worstW;
   report.weightsAfterStepsFractionOver1e6 = off / total;
-  expect(worstW).toBeLessThan(0.1 * lr);
+  expect(worstW).toBeLessThan(lr);
   expect(off / total).toBeLessThan(1e-3);
 }

@@ -57,9 +57,14 @@ void quant_gemv_rows(QuantType t, const uint8_t* w, float* y, int64_t ldy, bool 
 // The same over all N rows, on the pool's threads when W is large enough.
 void quant_gemv(QuantType t, float* y, int64_t ldy, const float* x, int64_t ldx, const uint8_t* w, int64_t M,
                 int64_t N, int64_t K, bool accumulate);
-// The plain-loop reference of quant_gemv (same quantization of x, same per-block products).
+// The plain-loop reference of quant_gemv (same quantization of x, same per-block products); f16_x
+// as quant_f16_rounds_x() says for the kernel it stands for.
 void quant_gemv_ref(QuantType t, float* y, int64_t ldy, const float* x, int64_t ldx, const uint8_t* w, int64_t M,
-                    int64_t N, int64_t K, bool accumulate);
+                    int64_t N, int64_t K, bool accumulate, bool f16_x = false);
+// Whether quant_gemv at the current simd level rounds x to f16 before it meets F16 weights: where
+// it runs the AVX2 kernel, as llama.cpp's AVX2 build does (ggml's vec_dot_type for F16); its
+// AVX-512 build was measured keeping x in f32 (quant_kernels.h).
+bool quant_f16_rounds_x();
 // Which kernel quant_gemv runs on this CPU at the current simd level: "vnni", "avx2", "scalar".
 const char* quant_gemv_kernel_name();
 
