@@ -250,6 +250,7 @@ interface Row {
   torchBf16: number | null;
 }
 const rows: Row[] = [];
+const started = Date.now();
 for (const s of shapes) {
   const gflop = (2 * s.M * s.N * s.K) / 1e9;
   const ours = prepare(s);
@@ -291,6 +292,9 @@ for (const s of shapes) {
     shape: shapeLabel(s), name: s.name, ours: rate(t.ours)!, openblas: rate(t.openblas), torch: rate(t.torch),
     oursBf16: rate(t.oursBf16), oursBf16F32In: rate(t.oursBf16F32In), torchBf16: rate(t.torchBf16),
   });
+  // The tables come at the end; where torch's bf16 matmul is slow (AVX2 CPUs: seconds a call) the
+  // run takes many minutes, so each shape says when it is done.
+  console.error(`gemm: ${rows.length}/${shapes.length} shapes timed (${shapeLabel(s)}), ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 numpyPeer.peer?.stop();
 torchPeer.peer?.stop();
@@ -327,7 +331,8 @@ if (withBf16) {
         `${fmt(ratio(r.oursBf16, r.torchBf16), 9, 2)} ${fmt(ratio(r.oursBf16, r.ours), 7, 2)} ${fmt(ratio(r.oursBf16F32In, r.torchBf16), 12, 2)}`,
     );
   console.log(
-    `GFLOP/s; ours bf16: ${bf16Kernel} kernel on bf16 inputs, f32 in: the same on f32 inputs rounded while packing (mixed precision); ` +
+    `GFLOP/s; ours bf16: ${bf16Kernel} kernel on bf16 inputs, f32 in: the same on f32 inputs ` +
+      `${bf16Kernel === 'f32' ? '(the fallback does not round them)' : 'rounded while packing (mixed precision)'}; ` +
       'torch bf16: torch.matmul on bf16 tensors (bf16 out); vs torch = ours bf16 / torch bf16; vs f32 = ours bf16 / ours f32\n',
   );
 }

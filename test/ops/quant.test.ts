@@ -4,7 +4,8 @@
 // round-half-even(x * 127 / amax)) followed by exact integer dots per block; plus argument errors.
 import { describe, expect, it } from 'vitest';
 import {
-  GGML_TYPE_ID, QuantizedMatrix, Tensor, checkQuantType, dequantize, linear, quantLinear, quantRowBytes, quantize,
+  GGML_TYPE_ID, QuantizedMatrix, Tensor, checkQuantType, dequantize, linear, quantGemvKernel, quantLinear, quantRowBytes,
+  quantize,
 } from '../../src/tensor/index.js';
 import { toHalf } from '../../src/export/gguf.js';
 import { expectClose, randomArray } from '../helpers.js';
@@ -135,7 +136,7 @@ describe('weight-only quantization', () => {
     w.dispose();
   });
 
-  it('f16 and bf16: each weight rounded to nearest even (f16 as the GGUF writer, bf16 as Tensor.to), x in f32 for f16 and rounded to bf16 for bf16', () => {
+  it('f16 and bf16: each weight rounded to nearest even (f16 as the GGUF writer, bf16 as Tensor.to), x in f32 for f16 (rounded to f16 on the AVX2 kernel) and rounded to bf16 for bf16', () => {
     const rows = 5, cols = 96, M = 3;
     const w = randomArray(rows * cols, 41, 0.5), x = randomArray(M * cols, 42);
     const wt = Tensor.from(w, [rows, cols]), xt = Tensor.from(x, [M, cols]);
@@ -149,7 +150,9 @@ describe('weight-only quantization', () => {
       const wd = dequantize(q).toArray() as Float32Array;
       expect(Array.from(wd)).toEqual(Array.from(halves, (h) => (type === 'f16' ? fromHalf(h) : new Float32Array(new Uint32Array([h << 16]).buffer)[0]!)));
       const y = quantLinear(xt, q).toArray() as Float32Array;
-      const xs = type === 'f16' ? x : xb; // the x the products see
+      // the x the products see: for f16 as it is, or rounded to f16 where the AVX2 kernel runs
+      // (llama.cpp's AVX2 build rounds it: quant_f16_rounds_x)
+      const xs = type === 'bf16' ? xb : quantGemvKernel() === 'avx2' ? Float32Array.from(x, (v) => fromHalf(toHalf(v))) : x;
       const ref = new Float64Array(M * rows);
       for (let m = 0; m < M; m++)
         for (let r = 0; r < rows; r++) {
