@@ -2,7 +2,7 @@
 // table, data section) and greedy decoding by node-llama-cpp (prebuilt llama.cpp) on a file,
 // found as the benches find it (scripts/bench/_llamacpp.ts).
 import { expect, type TestContext } from 'vitest';
-import { importNodeLlamaCpp } from '../../scripts/bench/_llamacpp.js';
+import { importNodeLlamaCpp, type Llama } from '../../scripts/bench/_llamacpp.js';
 import { exportGguf } from '../../src/export/gguf.js';
 import type { LlamaForCausalLM } from '../../src/models/index.js';
 import type { SentencePieceTokenizer } from '../../src/tokenizer/index.js';
@@ -80,6 +80,8 @@ export function tensorBytes(g: Gguf, name: string): Uint8Array {
 /** Greedy continuations of `prompts` (token ids, BOS included) by llama.cpp on a GGUF file. */
 export type LlamaCppGreedy = (modelPath: string, prompts: readonly number[][], maxTokens: number) => Promise<number[][]>;
 
+let llamaOnce: Promise<Llama> | undefined;
+
 /**
  * node-llama-cpp's greedy decoding (CPU, f32 KV cache, flash attention off, token ids in: its
  * string prompts drop the space after BOS), or the reason it cannot load; where peers are
@@ -94,28 +96,28 @@ export async function loadLlamaCppGreedy(): Promise<LlamaCppGreedy | string> {
   const nlc = await importNodeLlamaCpp();
   if (typeof nlc === 'string') return nlc;
   const { getLlama } = nlc;
+  // One llama.cpp backend per test process (getLlama took 0.7-0.9 s a call, once per model of the
+  // parity tests: 54 calls in quant-engine.test.ts); each model and context is disposed after use,
+  // and the process exits with the backend loaded.
+  llamaOnce ??= getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+  const llama = await llamaOnce;
   return async (modelPath, prompts, maxTokens) => {
-    const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-    try {
-      const model = await llama.loadModel({ modelPath });
-      const context = await model.createContext({ contextSize: 256, threads: 2, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32', flashAttention: false });
-      const seq = context.getSequence();
-      const out: number[][] = [];
-      for (const p of prompts) {
-        await seq.clearHistory();
-        const toks: number[] = [];
-        for await (const t of seq.evaluate([...p], { temperature: 0 })) {
-          toks.push(t);
-          if (toks.length === maxTokens) break;
-        }
-        out.push(toks);
+    const model = await llama.loadModel({ modelPath });
+    const context = await model.createContext({ contextSize: 256, threads: 2, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32', flashAttention: false });
+    const seq = context.getSequence();
+    const out: number[][] = [];
+    for (const p of prompts) {
+      await seq.clearHistory();
+      const toks: number[] = [];
+      for await (const t of seq.evaluate([...p], { temperature: 0 })) {
+        toks.push(t);
+        if (toks.length === maxTokens) break;
       }
-      await context.dispose();
-      await model.dispose();
-      return out;
-    } finally {
-      await llama.dispose();
+      out.push(toks);
     }
+    await context.dispose();
+    await model.dispose();
+    return out;
   };
 }
 
