@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "patentgpt/gemm_bf16.h"
+#include "patentgpt/ops.h"
 #include "patentgpt/quant.h"
 #include "patentgpt/runtime.h"
 #include "half.h"
@@ -280,7 +281,7 @@ void quantize_act(QuantType t, uint8_t* act, const float* x, int64_t ldx, int64_
       continue;
     }
     if (t == QuantType::BF16) {
-      for (int64_t k = 0; k < K; ++k) store_u16(row + 2 * k, fp32_to_bf16(xr[k]));
+      cast_f32_to_bf16(reinterpret_cast<uint16_t*>(row), xr, K);
       continue;
     }
     if (t == QuantType::Q4_K) {  // llama.cpp's quantize_row_q8_K_ref, which its AMX path runs for Q4_K
@@ -447,6 +448,16 @@ constexpr int64_t kActRows = 16;
 // AMX) rather than the GEMV's tiles.
 constexpr int64_t kBf16GemmRows = 16;
 
+// Whether kernel f meets F16 weights with x rounded to f16 (quant_f16_rounds_x).
+bool rounds_f16_x(quant_detail::RowsFn f) {
+#if PG_X86_KERNELS
+  return f == quant_detail::rows_avx2;
+#else
+  (void)f;
+  return false;
+#endif
+}
+
 }  // namespace
 
 void quantize_rows(QuantType t, uint8_t* dst, const float* src, int64_t rows, int64_t K) {
@@ -458,12 +469,8 @@ void quantize_rows(QuantType t, uint8_t* dst, const float* src, int64_t rows, in
       case QuantType::Q8_0: quantize_row_q8_0(y, x, K); break;
       case QuantType::Q4_0: quantize_row_q4_0(y, x, K); break;
       case QuantType::Q4_K: quantize_row_q4_K(y, x, K); break;
-      case QuantType::F16:
-        for (int64_t k = 0; k < K; ++k) store_u16(y + 2 * k, fp32_to_fp16(x[k]));
-        break;
-      case QuantType::BF16:
-        for (int64_t k = 0; k < K; ++k) store_u16(y + 2 * k, fp32_to_bf16(x[k]));
-        break;
+      case QuantType::F16: cast_f32_to_f16(reinterpret_cast<uint16_t*>(y), x, K); break;
+      case QuantType::BF16: cast_f32_to_bf16(reinterpret_cast<uint16_t*>(y), x, K); break;
       default: std::memcpy(y, x, static_cast<size_t>(K) * sizeof(float));
     }
   }
@@ -478,24 +485,14 @@ void dequantize_rows(QuantType t, float* dst, const uint8_t* src, int64_t rows, 
       case QuantType::Q8_0: dequantize_row_q8_0(y, x, K); break;
       case QuantType::Q4_0: dequantize_row_q4_0(y, x, K); break;
       case QuantType::Q4_K: dequantize_row_q4_K(y, x, K); break;
-      case QuantType::F16:
-        for (int64_t k = 0; k < K; ++k) y[k] = fp16_to_fp32(load_u16(x + 2 * k));
-        break;
-      case QuantType::BF16:
-        for (int64_t k = 0; k < K; ++k) y[k] = bf16_to_fp32(load_u16(x + 2 * k));
-        break;
+      case QuantType::F16: cast_f16_to_f32(y, reinterpret_cast<const uint16_t*>(x), K); break;
+      case QuantType::BF16: cast_bf16_to_f32(y, reinterpret_cast<const uint16_t*>(x), K); break;
       default: std::memcpy(y, x, static_cast<size_t>(K) * sizeof(float));
     }
   }
 }
 
-bool quant_f16_rounds_x() {
-#if PG_X86_KERNELS
-  return pick_rows() == quant_detail::rows_avx2;
-#else
-  return false;
-#endif
-}
+bool quant_f16_rounds_x() { return rounds_f16_x(pick_rows()); }
 
 const char* quant_gemv_kernel_name() {
   const quant_detail::RowsFn f = pick_rows();
@@ -511,7 +508,7 @@ void quant_gemv_rows(QuantType t, const uint8_t* w, float* y, int64_t ldy, bool 
                      int64_t ldx, int64_t M, int64_t K, int64_t j0, int64_t j1) {
   if (M <= 0 || j0 >= j1) return;
   const quant_detail::RowsFn rows = pick_rows();
-  const bool f16_x = quant_f16_rounds_x();
+  const bool f16_x = rounds_f16_x(rows);
   const int64_t rb = quant_row_bytes(t, K), stride = act_row_bytes(t, K);
   uint8_t* act = act_scratch(std::min(M, kActRows) * stride);
   for (int64_t m0 = 0; m0 < M; m0 += kActRows) {
